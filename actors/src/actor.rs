@@ -1,0 +1,140 @@
+//! The actor contract.
+//!
+//! A core is a deterministic state machine. It is started with what its
+//! durable store held ([`Recovered`]), then reacts to messages, timers and
+//! the completion of its own persistence requests. Every reaction records
+//! [`Effect`]s in a [`Ctx`]; the host executes them **in order**.
+//!
+//! Host guarantees every host (simulator, production) must keep:
+//! 1. Effects of one reaction are executed in the order recorded.
+//! 2. A [`Effect::Persist`] is durable (synced) before any later effect of
+//!    the same reaction runs, and its result is reported through
+//!    [`Actor::on_persisted`] *before any other event* reaches the actor.
+//!    Cores rely on this to keep their in-memory state equal to what is on
+//!    disk plus the one write in flight.
+//! 3. Timers are per actor and per [`Timer`] value: setting a timer that is
+//!    already set moves it.
+
+use crate::ids::{Addr, Millis};
+use crate::protocol::Msg;
+use rand::rngs::SmallRng;
+use std::collections::BTreeMap;
+
+/// What an actor's durable store held at start: key → value, in key order.
+pub type Recovered = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One write to an actor's durable key-value store. A `Persist` effect
+/// carries a batch of these, applied atomically.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StoreOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+/// Why a persist failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The disk is full (ENOSPC).
+    NoSpace,
+    /// Any other I/O failure.
+    Io(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NoSpace => write!(f, "no space left on device"),
+            StoreError::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+/// Timers a core can set. One namespace for all cores keeps hosts simple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Outgoing queue: check for unacknowledged transfers.
+    Resend,
+    /// Archiver: send the partly filled batch.
+    Flush,
+    /// Archiver: the database did not answer in time.
+    DbTimeout,
+}
+
+/// An operator event: a stable name (for dashboards and scenario
+/// expectations) and a human detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub name: &'static str,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Send { to: Addr, msg: Msg },
+    SetTimer { timer: Timer, after: Millis },
+    CancelTimer { timer: Timer },
+    Persist { token: u64, ops: Vec<StoreOp> },
+    Event(Event),
+}
+
+/// The context of one reaction: the current time, a seeded RNG, and the
+/// effects recorded so far.
+pub struct Ctx<'a> {
+    now: Millis,
+    me: &'a Addr,
+    rng: &'a mut SmallRng,
+    effects: Vec<Effect>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(now: Millis, me: &'a Addr, rng: &'a mut SmallRng) -> Self {
+        Ctx {
+            now,
+            me,
+            rng,
+            effects: Vec::new(),
+        }
+    }
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+    pub fn me(&self) -> &Addr {
+        self.me
+    }
+    /// The actor's deterministic RNG (seeded by the host from the run seed).
+    pub fn rng(&mut self) -> &mut SmallRng {
+        self.rng
+    }
+    pub fn send(&mut self, to: Addr, msg: Msg) {
+        self.effects.push(Effect::Send { to, msg });
+    }
+    pub fn set_timer(&mut self, timer: Timer, after: Millis) {
+        self.effects.push(Effect::SetTimer { timer, after });
+    }
+    pub fn cancel_timer(&mut self, timer: Timer) {
+        self.effects.push(Effect::CancelTimer { timer });
+    }
+    pub fn persist(&mut self, token: u64, ops: Vec<StoreOp>) {
+        self.effects.push(Effect::Persist { token, ops });
+    }
+    pub fn event(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.effects.push(Effect::Event(Event {
+            name,
+            detail: detail.into(),
+        }));
+    }
+    /// Hands the recorded effects to the host.
+    pub fn into_effects(self) -> Vec<Effect> {
+        self.effects
+    }
+}
+
+/// A core. Hosts own one `Box<dyn Actor>` per actor of a node.
+pub trait Actor {
+    /// Called once at (re)start with the durable state.
+    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx);
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx);
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx);
+    /// Result of the `Persist` effect carrying `token`.
+    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx);
+}

@@ -1,0 +1,318 @@
+//! Archiver (RTCArch in the original): takes records from the local
+//! destination queue, writes them to the archive database in batches (one
+//! transaction each), and tells the queue to delete them only after the
+//! database acknowledged the batch. A batch the database refuses or does not
+//! answer is retried with backoff; the database's idempotent insert makes a
+//! retry harmless.
+
+use crate::actor::{Actor, Ctx, Recovered, StoreError, Timer};
+use crate::cluster::Cluster;
+use crate::ids::{ActorKind, Addr, Millis};
+use crate::protocol::{ArchiveRecord, Msg};
+use crate::settings::Settings;
+use std::sync::Arc;
+
+struct Batch {
+    id: u64,
+    keys: Vec<u64>,
+    records: Vec<ArchiveRecord>,
+}
+
+pub struct Archiver {
+    name: String,
+    settings: Settings,
+    db: Addr,
+    buffer: Vec<(u64, ArchiveRecord)>,
+    in_flight: Option<Batch>,
+    next_batch: u64,
+    retry: Millis,
+    flush_set: bool,
+    /// Records the database confirmed since start.
+    pub archived: u64,
+}
+
+impl Archiver {
+    pub fn new(name: impl Into<String>, cluster: Arc<Cluster>, settings: Settings) -> Self {
+        let name = name.into();
+        let db = cluster
+            .archivers
+            .get(&name)
+            .map(|a| a.database.clone())
+            .unwrap_or_default();
+        Archiver {
+            db: Addr::new(db, ActorKind::Database),
+            retry: settings.db_timeout,
+            settings,
+            name,
+            buffer: Vec::new(),
+            in_flight: None,
+            next_batch: 1,
+            flush_set: false,
+            archived: 0,
+        }
+    }
+
+    fn send_batch(&mut self, ctx: &mut Ctx) {
+        if self.in_flight.is_some() || self.buffer.is_empty() {
+            return;
+        }
+        let n = (self.settings.archiver_batch as usize)
+            .min(self.buffer.len())
+            .max(1);
+        let (keys, records): (Vec<u64>, Vec<ArchiveRecord>) = self.buffer.drain(..n).unzip();
+        let id = self.next_batch;
+        self.next_batch += 1;
+        ctx.send(
+            self.db.clone(),
+            Msg::LogMessages {
+                batch: id,
+                records: records.clone(),
+            },
+        );
+        ctx.set_timer(Timer::DbTimeout, self.retry);
+        self.in_flight = Some(Batch { id, keys, records });
+    }
+
+    fn resend(&mut self, ctx: &mut Ctx) {
+        if let Some(b) = &self.in_flight {
+            ctx.send(
+                self.db.clone(),
+                Msg::LogMessages {
+                    batch: b.id,
+                    records: b.records.clone(),
+                },
+            );
+            ctx.set_timer(Timer::DbTimeout, self.retry);
+        }
+    }
+
+    fn backoff(&mut self) {
+        self.retry = (self.retry * 2).min(self.settings.db_retry_max.max(self.settings.db_timeout));
+    }
+}
+
+impl Actor for Archiver {
+    fn on_start(&mut self, _recovered: Recovered, _ctx: &mut Ctx) {
+        // Stateless: the destination queue redelivers whatever was not
+        // consumed.
+        self.buffer.clear();
+        self.in_flight = None;
+        self.flush_set = false;
+        self.retry = self.settings.db_timeout;
+    }
+
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        match msg {
+            Msg::Deliver { key, record } => {
+                self.buffer.push((key, record));
+                if self.buffer.len() as u64 >= self.settings.archiver_batch {
+                    self.send_batch(ctx);
+                } else if !self.flush_set && self.in_flight.is_none() {
+                    self.flush_set = true;
+                    ctx.set_timer(Timer::Flush, self.settings.archiver_flush);
+                }
+            }
+            Msg::Logged { batch } => {
+                if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
+                    return; // a late answer to a batch already confirmed
+                }
+                let b = self.in_flight.take().expect("checked above");
+                ctx.cancel_timer(Timer::DbTimeout);
+                self.archived += b.keys.len() as u64;
+                self.retry = self.settings.db_timeout;
+                let queue = Addr::new(self.name.clone(), ActorKind::DestinationQueue);
+                ctx.send(queue, Msg::Consumed { keys: b.keys });
+                self.send_batch(ctx);
+            }
+            Msg::LogFailed { batch, error } => {
+                if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
+                    return;
+                }
+                ctx.event(
+                    "db_write_failed",
+                    format!("{}: batch {batch}: {error:?}", self.name),
+                );
+                self.backoff();
+                ctx.set_timer(Timer::DbTimeout, self.retry);
+            }
+            other => ctx.event(
+                "unexpected_message",
+                format!(
+                    "archiver {} ignored {} from {from}",
+                    self.name,
+                    other.name()
+                ),
+            ),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
+        match timer {
+            Timer::Flush => {
+                self.flush_set = false;
+                self.send_batch(ctx);
+            }
+            Timer::DbTimeout => {
+                if self.in_flight.is_some() {
+                    if self.retry == self.settings.db_timeout {
+                        ctx.event(
+                            "db_timeout",
+                            format!("{}: database {} did not answer", self.name, self.db.node),
+                        );
+                    }
+                    self.backoff();
+                    self.resend(ctx);
+                }
+            }
+            Timer::Resend => {}
+        }
+    }
+
+    fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{DbError, RecordKind};
+    use crate::testkit::{cluster, Harness};
+
+    fn arch(batch: u64) -> Harness<Archiver> {
+        Harness::new(
+            Addr::new("arch1", ActorKind::Archiver),
+            Archiver::new(
+                "arch1",
+                cluster(),
+                Settings {
+                    archiver_batch: batch,
+                    ..Settings::default()
+                },
+            ),
+        )
+    }
+
+    fn rec(id: &str) -> ArchiveRecord {
+        ArchiveRecord {
+            kind: RecordKind::Im,
+            id: id.into(),
+            from: "a@corp.example".into(),
+            to: "b@corp.example".into(),
+            time: 0,
+            body: "x".into(),
+            external: false,
+            front_end: "fe1".into(),
+        }
+    }
+
+    fn dq() -> Addr {
+        Addr::new("arch1", ActorKind::DestinationQueue)
+    }
+
+    fn db() -> Addr {
+        Addr::new("db1", ActorKind::Database)
+    }
+
+    #[test]
+    fn consumed_only_after_the_database_acknowledged() {
+        let mut h = arch(2);
+        h.start(Recovered::new());
+        assert!(h
+            .msg(
+                dq(),
+                Msg::Deliver {
+                    key: 1,
+                    record: rec("m1")
+                }
+            )
+            .is_empty());
+        let sent = h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 2,
+                record: rec("m2"),
+            },
+        );
+        assert!(
+            matches!(&sent[..], [(to, Msg::LogMessages { batch: 1, records })] if *to == db() && records.len() == 2)
+        );
+        let sent = h.msg(db(), Msg::Logged { batch: 1 });
+        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1, 2] })]);
+    }
+
+    #[test]
+    fn partial_batch_flushes_on_timer() {
+        let mut h = arch(10);
+        h.start(Recovered::new());
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 1,
+                record: rec("m1"),
+            },
+        );
+        let sent = h.fire(Timer::Flush);
+        assert!(matches!(&sent[..], [(_, Msg::LogMessages { .. })]));
+    }
+
+    #[test]
+    fn timeout_and_failure_resend_the_same_batch_with_backoff() {
+        let mut h = arch(1);
+        h.start(Recovered::new());
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 1,
+                record: rec("m1"),
+            },
+        );
+        let sent = h.fire(Timer::DbTimeout);
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::LogMessages { batch: 1, .. })]
+        ));
+        assert_eq!(h.events(), vec!["db_timeout"]);
+        assert_eq!(h.timers[&Timer::DbTimeout] - h.now, 20_000);
+        // a refusal: no consumption, retry later
+        let sent = h.msg(
+            db(),
+            Msg::LogFailed {
+                batch: 1,
+                error: DbError::StoreFailed("disk".into()),
+            },
+        );
+        assert!(sent.is_empty());
+        let sent = h.fire(Timer::DbTimeout);
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::LogMessages { batch: 1, .. })]
+        ));
+        // a stale acknowledgement for another batch does nothing
+        assert!(h.msg(db(), Msg::Logged { batch: 7 }).is_empty());
+        let sent = h.msg(db(), Msg::Logged { batch: 1 });
+        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1] })]);
+    }
+
+    #[test]
+    fn one_batch_in_flight_at_a_time() {
+        let mut h = arch(1);
+        h.start(Recovered::new());
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 1,
+                record: rec("m1"),
+            },
+        );
+        assert!(h
+            .msg(
+                dq(),
+                Msg::Deliver {
+                    key: 2,
+                    record: rec("m2")
+                }
+            )
+            .is_empty());
+        let sent = h.msg(db(), Msg::Logged { batch: 1 });
+        assert!(matches!(&sent[1], (_, Msg::LogMessages { batch: 2, .. })));
+    }
+}

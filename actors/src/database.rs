@@ -1,0 +1,254 @@
+//! Archive database: the LcsLog `messages` table. Rows have an
+//! auto-increment row id; a unique index on the message id makes inserts
+//! idempotent, so a batch retried by the archiver never archives a message
+//! twice. A batch is one transaction: one durable write, then the answer.
+
+use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::ids::{Addr, MessageId};
+use crate::protocol::{DbError, Msg};
+use crate::settings::Sabotage;
+use crate::store_keys::{self as keys, Row, DB_ROW};
+use std::collections::BTreeMap;
+
+struct Txn {
+    from: Addr,
+    batch: u64,
+    rows: Vec<(MessageId, u64)>,
+}
+
+pub struct Database {
+    name: String,
+    index: BTreeMap<MessageId, u64>,
+    next_rowid: u64,
+    sabotage: Sabotage,
+    /// New records seen (drives the sabotage counters).
+    seen: u64,
+    txns: BTreeMap<u64, Txn>,
+    next_token: u64,
+}
+
+impl Database {
+    pub fn new(name: impl Into<String>, sabotage: Sabotage) -> Self {
+        Database {
+            name: name.into(),
+            index: BTreeMap::new(),
+            next_rowid: 1,
+            sabotage,
+            seen: 0,
+            txns: BTreeMap::new(),
+            next_token: 0,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+}
+
+impl Actor for Database {
+    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
+        self.index.clear();
+        self.txns.clear();
+        self.next_rowid = 1;
+        for row in keys::db_rows(&recovered) {
+            match row {
+                Ok(row) => {
+                    self.next_rowid = self.next_rowid.max(row.rowid + 1);
+                    self.index.insert(row.record.id, row.rowid);
+                }
+                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+            }
+        }
+    }
+
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let Msg::LogMessages { batch, records } = msg else {
+            ctx.event(
+                "unexpected_message",
+                format!("database {} ignored {} from {from}", self.name, msg.name()),
+            );
+            return;
+        };
+        let mut ops = Vec::new();
+        let mut rows = Vec::new();
+        for record in records {
+            if self.index.contains_key(&record.id) || rows.iter().any(|(id, _)| *id == record.id) {
+                continue; // idempotent: already archived
+            }
+            self.seen += 1;
+            let s = &self.sabotage;
+            if s.db_drop_every > 0 && self.seen.is_multiple_of(s.db_drop_every) {
+                continue; // sabotage: acknowledged but never written
+            }
+            let copies =
+                if s.db_duplicate_every > 0 && self.seen.is_multiple_of(s.db_duplicate_every) {
+                    2
+                } else {
+                    1
+                };
+            for _ in 0..copies {
+                let rowid = self.next_rowid;
+                self.next_rowid += 1;
+                rows.push((record.id.clone(), rowid));
+                let row = Row {
+                    rowid,
+                    record: record.clone(),
+                    archived_at: ctx.now(),
+                };
+                ops.push(StoreOp::Put {
+                    key: keys::key_u64(DB_ROW, rowid),
+                    value: keys::encode(&row),
+                });
+            }
+        }
+        if ops.is_empty() {
+            ctx.send(from, Msg::Logged { batch });
+            return;
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        self.txns.insert(token, Txn { from, batch, rows });
+        ctx.persist(token, ops);
+    }
+
+    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
+
+    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+        let Some(txn) = self.txns.remove(&token) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                for (id, rowid) in txn.rows {
+                    self.index.insert(id, rowid);
+                }
+                ctx.send(txn.from, Msg::Logged { batch: txn.batch });
+            }
+            Err(e) => {
+                ctx.event(
+                    "db_store_failed",
+                    format!("{}: batch {}: {e}", self.name, txn.batch),
+                );
+                ctx.send(
+                    txn.from,
+                    Msg::LogFailed {
+                        batch: txn.batch,
+                        error: DbError::StoreFailed(e.to_string()),
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ActorKind;
+    use crate::protocol::{ArchiveRecord, RecordKind};
+    use crate::testkit::Harness;
+
+    fn db(sabotage: Sabotage) -> Harness<Database> {
+        Harness::new(
+            Addr::new("db1", ActorKind::Database),
+            Database::new("db1", sabotage),
+        )
+    }
+
+    fn rec(id: &str) -> ArchiveRecord {
+        ArchiveRecord {
+            kind: RecordKind::Im,
+            id: id.into(),
+            from: "a@corp.example".into(),
+            to: "b@corp.example".into(),
+            time: 0,
+            body: "x".into(),
+            external: false,
+            front_end: "fe1".into(),
+        }
+    }
+
+    fn arch() -> Addr {
+        Addr::new("arch1", ActorKind::Archiver)
+    }
+
+    fn stored_ids(h: &Harness<Database>) -> Vec<String> {
+        keys::db_rows(&h.store)
+            .into_iter()
+            .map(|r| r.unwrap().record.id)
+            .collect()
+    }
+
+    #[test]
+    fn insert_is_idempotent_across_retries_and_restarts() {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        let sent = h.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 1,
+                records: vec![rec("m1"), rec("m2")],
+            },
+        );
+        assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 1 })]);
+        h.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 1,
+                records: vec![rec("m1"), rec("m2")],
+            },
+        );
+        let mut h2 = db(Sabotage::default());
+        h2.store = h.store.clone();
+        h2.start(h.store.clone());
+        let sent = h2.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 2,
+                records: vec![rec("m2"), rec("m3"), rec("m3")],
+            },
+        );
+        assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 2 })]);
+        assert_eq!(stored_ids(&h2), vec!["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn failed_transaction_is_refused_not_acknowledged() {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        h.fail_persists = Some(StoreError::NoSpace);
+        let sent = h.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 1,
+                records: vec![rec("m1")],
+            },
+        );
+        assert!(matches!(&sent[..], [(_, Msg::LogFailed { batch: 1, .. })]));
+        h.fail_persists = None;
+        let sent = h.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 1,
+                records: vec![rec("m1")],
+            },
+        );
+        assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 1 })]);
+        assert_eq!(stored_ids(&h), vec!["m1"]);
+    }
+
+    #[test]
+    fn sabotage_drops_and_duplicates_for_checker_tests() {
+        let mut h = db(Sabotage {
+            db_drop_every: 3,
+            db_duplicate_every: 4,
+        });
+        h.start(Recovered::new());
+        let records = (1..=8).map(|i| rec(&format!("m{i}"))).collect();
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        assert_eq!(
+            stored_ids(&h),
+            vec!["m1", "m2", "m4", "m4", "m5", "m7", "m8", "m8"]
+        );
+    }
+}

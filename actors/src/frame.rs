@@ -1,0 +1,184 @@
+//! Wire frames: `u32` big-endian length, then one version byte, then the
+//! postcard encoding of an [`Envelope`]. The length counts the version byte
+//! and the payload.
+//!
+//! Decoding never panics: a frame that is too large, has an unknown version
+//! or does not decode is a [`FrameError`], and the host closes that
+//! connection.
+
+use crate::protocol::Envelope;
+use thiserror::Error;
+
+/// Current protocol version carried in every frame.
+pub const VERSION: u8 = 1;
+/// Largest frame accepted, header excluded (16 MiB): far above any record,
+/// small enough that a garbage length cannot make a node allocate gigabytes.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Bytes of the length header.
+pub const HEADER: usize = 4;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame (length 0): no version byte")]
+    Empty,
+    #[error("unsupported protocol version {got} (this node speaks {VERSION})")]
+    BadVersion { got: u8 },
+    #[error("malformed frame payload: {0}")]
+    Malformed(String),
+    #[error("could not encode envelope: {0}")]
+    Encode(String),
+}
+
+/// Encodes one envelope as a complete frame (header included).
+pub fn encode(env: &Envelope) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; HEADER + 1];
+    out[HEADER] = VERSION;
+    let out = postcard::to_extend(env, out).map_err(|e| FrameError::Encode(e.to_string()))?;
+    let len = out.len() - HEADER;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    let mut out = out;
+    out[..HEADER].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Validates a length header before reading the body.
+pub fn check_len(header: [u8; HEADER], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body (version byte + payload, header already removed).
+pub fn decode_body(body: &[u8]) -> Result<Envelope, FrameError> {
+    let (&version, payload) = body.split_first().ok_or(FrameError::Empty)?;
+    if version != VERSION {
+        return Err(FrameError::BadVersion { got: version });
+    }
+    let (env, rest) = postcard::take_from_bytes::<Envelope>(payload)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes after the envelope",
+            rest.len()
+        )));
+    }
+    Ok(env)
+}
+
+/// Decodes one complete frame from a buffer; returns the envelope and the
+/// bytes consumed, or `Ok(None)` if the buffer does not hold a whole frame yet.
+pub fn decode(buf: &[u8], max: usize) -> Result<Option<(Envelope, usize)>, FrameError> {
+    if buf.len() < HEADER {
+        return Ok(None);
+    }
+    let len = check_len(buf[..HEADER].try_into().expect("4 bytes"), max)?;
+    if buf.len() < HEADER + len {
+        return Ok(None);
+    }
+    let env = decode_body(&buf[HEADER..HEADER + len])?;
+    Ok(Some((env, HEADER + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ActorKind, Addr};
+    use crate::protocol::{Im, Msg};
+
+    fn env() -> Envelope {
+        Envelope {
+            from: Addr::new("client1", ActorKind::Client),
+            to: Addr::new("fe1", ActorKind::FrontEnd),
+            id: 7,
+            msg: Msg::SubmitIm {
+                im: Im {
+                    id: "m1".into(),
+                    from: "a@corp.example".into(),
+                    to: "b@corp.example".into(),
+                    body: "hello".into(),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&env()).unwrap();
+        let (back, used) = decode(&bytes, MAX_FRAME).unwrap().unwrap();
+        assert_eq!(back, env());
+        assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn partial_frame_waits_for_more() {
+        let bytes = encode(&env()).unwrap();
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut], MAX_FRAME).unwrap(), None, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_an_error() {
+        let mut bytes = encode(&env()).unwrap();
+        bytes[..4].copy_from_slice(&(u32::MAX).to_be_bytes());
+        assert!(matches!(
+            decode(&bytes, MAX_FRAME),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_version_is_an_error() {
+        let mut bytes = encode(&env()).unwrap();
+        bytes[4] = 99;
+        assert_eq!(
+            decode(&bytes, MAX_FRAME),
+            Err(FrameError::BadVersion { got: 99 })
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Every prefix length and a spread of byte patterns: decode must
+        // return a value or an error, never panic.
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for n in 0..2000usize {
+            let len = n % 64;
+            let mut body = vec![VERSION];
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                body.push(seed as u8);
+            }
+            let mut frame = ((body.len()) as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            let _ = decode(&frame, MAX_FRAME);
+        }
+        assert_eq!(decode(&[0, 0, 0, 0], MAX_FRAME), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut bytes = encode(&env()).unwrap();
+        bytes.push(0);
+        let len = (bytes.len() - HEADER) as u32;
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(
+            decode(&bytes, MAX_FRAME),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+}

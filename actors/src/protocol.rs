@@ -1,0 +1,174 @@
+//! The typed protocol: every message any actor or client sends.
+
+use crate::ids::{Addr, MessageId, Millis, UserId};
+use serde::{Deserialize, Serialize};
+
+/// One message on the wire: who sent it, to whom, and the sender's
+/// per-connection sequence number (for tracing; reliability is end to end).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: Addr,
+    pub to: Addr,
+    pub id: u64,
+    pub msg: Msg,
+}
+
+/// An instant message as submitted by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Im {
+    pub id: MessageId,
+    pub from: UserId,
+    pub to: UserId,
+    pub body: String,
+}
+
+/// What kind of record travels the archiving queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKind {
+    /// Instant-message content (the LcsLog "messages" table).
+    Im,
+}
+
+/// A record handed to the archiving pipeline by a front end's archiving agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRecord {
+    pub kind: RecordKind,
+    pub id: MessageId,
+    pub from: UserId,
+    pub to: UserId,
+    /// When the front end accepted the message.
+    pub time: Millis,
+    pub body: String,
+    /// True when one side is outside the organisation (federated).
+    pub external: bool,
+    /// The front end that accepted it.
+    pub front_end: String,
+}
+
+impl ArchiveRecord {
+    /// Bytes this record occupies in a queue, for quota accounting.
+    pub fn queued_size(&self) -> u64 {
+        (self.id.len() + self.from.len() + self.to.len() + self.body.len() + self.front_end.len())
+            as u64
+            + 32
+    }
+}
+
+/// Why a front end refused an IM. The client always gets one of these
+/// explicitly instead of a timeout when the front end is able to answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The sender is not homed on this front end.
+    NotHomed,
+    /// The recipient is not a known user of the organisation.
+    UnknownRecipient,
+    /// The archiving queue could not store the record durably.
+    ArchivingUnavailable(String),
+    /// The message is malformed (empty id, empty body, …).
+    Invalid(String),
+}
+
+/// Why the database refused a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DbError {
+    StoreFailed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    // ---- client ↔ front end -------------------------------------------
+    /// A client submits an IM to its home front end.
+    SubmitIm {
+        im: Im,
+    },
+    /// The front end took responsibility for the IM (and, if it must be
+    /// archived, holds it durably in its outgoing queue).
+    ImAccepted {
+        id: MessageId,
+    },
+    ImRejected {
+        id: MessageId,
+        reason: RejectReason,
+    },
+
+    // ---- front end ↔ front end ------------------------------------------
+    /// Route an accepted IM to the recipient's home front end.
+    DeliverIm {
+        im: Im,
+    },
+    ImDelivered {
+        id: MessageId,
+    },
+
+    // ---- front end ↔ its outgoing queue (same node) ---------------------
+    Enqueue {
+        token: u64,
+        record: ArchiveRecord,
+    },
+    Enqueued {
+        token: u64,
+    },
+    EnqueueFailed {
+        token: u64,
+        reason: String,
+    },
+
+    // ---- outgoing queue → destination queue (store and forward) ---------
+    /// Sequence numbers are per (front end → destination) link, contiguous
+    /// from 1, never reused.
+    Transfer {
+        seq: u64,
+        record: ArchiveRecord,
+    },
+    /// Cumulative: every seq ≤ `upto` is durably stored at the destination.
+    TransferAck {
+        upto: u64,
+    },
+
+    // ---- destination queue ↔ archiver (same node) -----------------------
+    /// A record for the archiver; `key` identifies it in the destination queue.
+    Deliver {
+        key: u64,
+        record: ArchiveRecord,
+    },
+    /// The database holds these records: the queue may delete them.
+    Consumed {
+        keys: Vec<u64>,
+    },
+
+    // ---- archiver ↔ database ----------------------------------------------
+    LogMessages {
+        batch: u64,
+        records: Vec<ArchiveRecord>,
+    },
+    Logged {
+        batch: u64,
+    },
+    LogFailed {
+        batch: u64,
+        error: DbError,
+    },
+}
+
+impl Msg {
+    /// A short name for traces and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::SubmitIm { .. } => "SubmitIm",
+            Msg::ImAccepted { .. } => "ImAccepted",
+            Msg::ImRejected { .. } => "ImRejected",
+            Msg::DeliverIm { .. } => "DeliverIm",
+            Msg::ImDelivered { .. } => "ImDelivered",
+            Msg::Enqueue { .. } => "Enqueue",
+            Msg::Enqueued { .. } => "Enqueued",
+            Msg::EnqueueFailed { .. } => "EnqueueFailed",
+            Msg::Transfer { .. } => "Transfer",
+            Msg::TransferAck { .. } => "TransferAck",
+            Msg::Deliver { .. } => "Deliver",
+            Msg::Consumed { .. } => "Consumed",
+            Msg::LogMessages { .. } => "LogMessages",
+            Msg::Logged { .. } => "Logged",
+            Msg::LogFailed { .. } => "LogFailed",
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Key layouts of the cores' durable stores, shared with tools that read a
+//! store offline (the simulator's checker, operators' inspection commands).
+
+use crate::actor::Recovered;
+use crate::protocol::ArchiveRecord;
+use serde::{Deserialize, Serialize};
+
+/// Outgoing queue: `q/<seq>` → record.
+pub const OQ_RECORD: &[u8] = b"q/";
+/// Outgoing queue: highest acknowledged seq (so seqs are never reused).
+pub const OQ_ACKED: &[u8] = b"meta/acked";
+/// Destination queue: `r/<key>` → record.
+pub const DQ_RECORD: &[u8] = b"r/";
+/// Destination queue: `n/<front end>` → next expected seq from that sender.
+pub const DQ_NEXT: &[u8] = b"n/";
+/// Database: `m/<rowid>` → row of the messages table.
+pub const DB_ROW: &[u8] = b"m/";
+
+pub fn key_u64(prefix: &[u8], n: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+pub fn key_str(prefix: &[u8], s: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(s.as_bytes());
+    k
+}
+
+pub fn parse_u64(prefix: &[u8], key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(prefix)?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("in-memory serialization cannot fail")
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// A row of the LcsLog-style `messages` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// Auto-increment row id (not the message id: a faulty writer could
+    /// insert one message twice, and the checker must be able to see that).
+    pub rowid: u64,
+    pub record: ArchiveRecord,
+    pub archived_at: u64,
+}
+
+/// Records held by an outgoing or destination queue store, in key order.
+/// Undecodable values are returned as errors, never skipped.
+pub fn queued_records(recovered: &Recovered, prefix: &[u8]) -> Vec<Result<ArchiveRecord, String>> {
+    recovered
+        .range(prefix.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| decode::<ArchiveRecord>(v).map_err(|e| format!("key {k:?}: {e}")))
+        .collect()
+}
+
+/// Rows of a database store, in rowid order.
+pub fn db_rows(recovered: &Recovered) -> Vec<Result<Row, String>> {
+    recovered
+        .range(DB_ROW.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(DB_ROW))
+        .map(|(k, v)| decode::<Row>(v).map_err(|e| format!("key {k:?}: {e}")))
+        .collect()
+}

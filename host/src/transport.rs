@@ -1,0 +1,291 @@
+//! TCP transport: length-prefixed postcard frames (see
+//! [`holdfast_actors::frame`]) over one connection per direction and peer.
+//!
+//! * Outbound: one task per peer node connects, reconnects with backoff
+//!   after any error, and writes envelopes in order. Envelopes that were in a
+//!   broken connection are gone: reliability is end to end (sequence numbers,
+//!   resends, idempotent inserts), never assumed from TCP.
+//! * Inbound: every connection gets a reader task that decodes frames into
+//!   the node's inbox. A malformed or oversized frame, a frame for another
+//!   node, or a server peer this node does not know closes that connection
+//!   with a warning; the node keeps running.
+//! * Clients are not in the address book: replies to them go back on the
+//!   connection they came in on.
+
+use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
+use holdfast_actors::ids::ActorKind;
+use holdfast_actors::protocol::Envelope;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no route to node {0:?}: not in the address book and not connected")]
+    NoRoute(String),
+}
+
+/// Writes one frame and flushes it (simulated TCP sends nothing until a flush).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    env: &Envelope,
+) -> Result<(), TransportError> {
+    let bytes = frame::encode(env)?;
+    w.write_all(&bytes).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame. `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Envelope>, TransportError> {
+    let mut header = [0u8; HEADER];
+    let mut got = 0;
+    while got < HEADER {
+        let n = r.read(&mut header[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a frame header",
+                )
+                .into())
+            };
+        }
+        got += n;
+    }
+    let len = frame::check_len(header, max)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(frame::decode_body(&body)?))
+}
+
+/// Backoff between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The network endpoint of one node.
+pub struct Network {
+    me: String,
+    peers: BTreeMap<String, SocketAddr>,
+    outbound: Mutex<BTreeMap<String, mpsc::UnboundedSender<Envelope>>>,
+    /// Reply paths to clients, by client node name, with a connection id.
+    clients: Mutex<BTreeMap<String, (u64, mpsc::UnboundedSender<Envelope>)>>,
+    next_conn: Mutex<u64>,
+    inbox: mpsc::UnboundedSender<Envelope>,
+}
+
+impl Network {
+    /// `peers` is the address book of server nodes this node may talk to.
+    pub fn new(
+        me: impl Into<String>,
+        peers: BTreeMap<String, SocketAddr>,
+        inbox: mpsc::UnboundedSender<Envelope>,
+    ) -> Arc<Network> {
+        Arc::new(Network {
+            me: me.into(),
+            peers,
+            outbound: Mutex::new(BTreeMap::new()),
+            clients: Mutex::new(BTreeMap::new()),
+            next_conn: Mutex::new(0),
+            inbox,
+        })
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Accepts connections on `addr` until the node stops.
+    pub async fn listen(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        let net = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, remote)) => {
+                        let net = net.clone();
+                        tokio::spawn(async move { net.serve_inbound(stream, remote).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %net.me, error = %e, "accept failed");
+                        tokio::time::sleep(BACKOFF_MIN).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Routes an envelope: to this node's inbox, to a server peer, or back to
+    /// a connected client.
+    pub fn send(self: &Arc<Self>, env: Envelope) -> Result<(), TransportError> {
+        let node = env.to.node.clone();
+        if node == self.me {
+            let _ = self.inbox.send(env);
+            return Ok(());
+        }
+        if let Some(addr) = self.peers.get(&node).copied() {
+            let mut out = self.outbound.lock().expect("lock");
+            let tx = out.entry(node.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let net = self.clone();
+                tokio::spawn(async move { net.run_outbound(node, addr, rx).await });
+                tx
+            });
+            let _ = tx.send(env);
+            return Ok(());
+        }
+        let clients = self.clients.lock().expect("lock");
+        match clients.get(&node) {
+            Some((_, tx)) => {
+                let _ = tx.send(env);
+                Ok(())
+            }
+            None => Err(TransportError::NoRoute(node)),
+        }
+    }
+
+    async fn run_outbound(
+        self: Arc<Self>,
+        peer: String,
+        addr: SocketAddr,
+        mut rx: mpsc::UnboundedReceiver<Envelope>,
+    ) {
+        let mut backoff = BACKOFF_MIN;
+        let mut carry: Option<Envelope> = None;
+        loop {
+            let stream = match TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(node = %self.me, %peer, error = %e, "connect failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            let (mut reader, mut writer) = tokio::io::split(stream);
+            // Replies may come back on this connection too (for clients,
+            // whose peers answer on the connection they were called on).
+            let net = self.clone();
+            let remote = peer.clone();
+            let reader_task =
+                tokio::spawn(async move { net.read_loop(&mut reader, &remote).await });
+            loop {
+                let env = match carry.take() {
+                    Some(e) => e,
+                    None => match rx.recv().await {
+                        Some(e) => e,
+                        None => {
+                            reader_task.abort();
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = write_frame(&mut writer, &env).await {
+                    tracing::debug!(node = %self.me, %peer, error = %e, "connection lost; reconnecting");
+                    if matches!(e, TransportError::Frame(_)) {
+                        tracing::warn!(node = %self.me, %peer, error = %e, "dropping an unencodable envelope");
+                    }
+                    break;
+                }
+                if reader_task.is_finished() {
+                    // The peer closed the connection: what we write now may
+                    // vanish. Reconnect before writing more; the envelope just
+                    // written is left to end-to-end recovery.
+                    break;
+                }
+            }
+            reader_task.abort();
+            tokio::time::sleep(BACKOFF_MIN).await;
+        }
+    }
+
+    /// Reads frames into the inbox until the connection ends or misbehaves.
+    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: &mut R, remote: &str) {
+        loop {
+            match read_frame(reader, MAX_FRAME).await {
+                Ok(Some(env)) => {
+                    if env.to.node != self.me {
+                        tracing::warn!(node = %self.me, %remote, to = %env.to, "frame addressed to another node; closing connection");
+                        return;
+                    }
+                    let _ = self.inbox.send(env);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(node = %self.me, %remote, error = %e, "bad frame; closing connection");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn serve_inbound(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+        let conn = {
+            let mut n = self.next_conn.lock().expect("lock");
+            *n += 1;
+            *n
+        };
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        // The first frame names the peer.
+        let first = match read_frame(&mut reader, MAX_FRAME).await {
+            Ok(Some(env)) => env,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(node = %self.me, %remote, error = %e, "bad first frame; closing connection");
+                return;
+            }
+        };
+        let peer = first.from.node.clone();
+        let known = self.peers.contains_key(&peer);
+        if !known && first.from.actor != ActorKind::Client {
+            tracing::warn!(node = %self.me, %remote, %peer, "unknown peer; closing connection");
+            return;
+        }
+        if first.to.node != self.me {
+            tracing::warn!(node = %self.me, %remote, to = %first.to, "frame addressed to another node; closing connection");
+            return;
+        }
+        let mut writer_task = None;
+        if !known {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+            self.clients
+                .lock()
+                .expect("lock")
+                .insert(peer.clone(), (conn, tx));
+            let me = self.me.clone();
+            writer_task = Some(tokio::spawn(async move {
+                while let Some(env) = rx.recv().await {
+                    if let Err(e) = write_frame(&mut writer, &env).await {
+                        tracing::debug!(node = %me, error = %e, "client connection lost");
+                        return;
+                    }
+                }
+            }));
+        }
+        let _ = self.inbox.send(first);
+        self.read_loop(&mut reader, &peer).await;
+        if let Some(t) = writer_task {
+            t.abort();
+            let mut clients = self.clients.lock().expect("lock");
+            if clients.get(&peer).map(|(c, _)| *c) == Some(conn) {
+                clients.remove(&peer);
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The holdfast simulator: scenario files, simulated disks, the madsim host
+//! for the actor cores, fault injection and the checker.
+//!
+//! Parsing and checking compile in every build; running a simulation needs
+//! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
+
+pub mod checker;
+pub mod disk;
+pub mod report;
+pub mod scenario;
+pub mod trace;
+
+#[cfg(madsim)]
+pub mod node;
+#[cfg(madsim)]
+pub mod runner;
+#[cfg(madsim)]
+pub mod workload;

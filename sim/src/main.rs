@@ -1,0 +1,249 @@
+//! `holdfast-sim`: run scenario files in the deterministic simulator.
+//!
+//! Exit codes: 0 every expectation holds, 1 an expectation failed,
+//! 2 a scenario file (or the command line) is wrong.
+
+use clap::{Parser, Subcommand};
+use holdfast_sim::scenario::{self, Scenario, ScenarioError};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast-sim",
+    version,
+    about = "Replay holdfast fault scenarios in a deterministic simulation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one scenario file and check its expectations.
+    Run {
+        file: PathBuf,
+        /// Seed of the run (default: the scenario's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print one JSON object instead of the human summary.
+        #[arg(long)]
+        json: bool,
+        /// Print the timeline of every simulated event (long).
+        #[arg(long)]
+        timeline: bool,
+    },
+    /// Run every scenario of the given files and folders and print a table.
+    Suite {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print one JSON object per scenario instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate scenario files without running them.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Scenario files named by `paths`: files as given, folders' `*.toml` sorted.
+fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: cannot list the folder: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(format!(
+                    "{}: no .toml scenario files in this folder",
+                    p.display()
+                ));
+            }
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ScenarioError> {
+    files.iter().map(|f| scenario::load(Path::new(f))).collect()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .without_time()
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.cmd {
+        Cmd::Check { paths } => {
+            let files = match collect(&paths) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut bad = false;
+            for f in &files {
+                match scenario::load(f) {
+                    Ok(s) => println!("ok   {} ({})", f.display(), s.name),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        bad = true;
+                    }
+                }
+            }
+            ExitCode::from(if bad { 2 } else { 0 })
+        }
+        Cmd::Run {
+            file,
+            seed,
+            json,
+            timeline,
+        } => {
+            let scn = match scenario::load(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            sim::run_one(&scn, seed.unwrap_or(scn.seed), json, timeline)
+        }
+        Cmd::Suite { paths, json } => {
+            let scenarios = match collect(&paths)
+                .map_err(|e| e.to_string())
+                .and_then(|f| load_all(&f).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            sim::run_suite(&scenarios, json)
+        }
+    }
+}
+
+#[cfg(madsim)]
+mod sim {
+    use holdfast_sim::report;
+    use holdfast_sim::runner::{self, RunOptions};
+    use holdfast_sim::scenario::Scenario;
+    use std::process::ExitCode;
+    use std::time::Instant;
+
+    pub fn run_one(scn: &Scenario, seed: u64, json: bool, timeline: bool) -> ExitCode {
+        let out = runner::run(scn, seed, &RunOptions { timeline });
+        let failures = report::evaluate(scn, &out.result);
+        if timeline {
+            for line in &out.timeline {
+                println!("{line}");
+            }
+        }
+        if json {
+            println!("{}", report::to_json(&out.result, &failures));
+        } else {
+            print!("{}", report::summary(&out.result, &failures));
+        }
+        ExitCode::from(if failures.is_empty() { 0 } else { 1 })
+    }
+
+    pub fn run_suite(scenarios: &[Scenario], json: bool) -> ExitCode {
+        if !json {
+            println!(
+                "{:<28} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>7} {:>8}  result",
+                "scenario",
+                "seed",
+                "simulated",
+                "accepted",
+                "archived",
+                "lost",
+                "dups",
+                "pend",
+                "unknown",
+                "wall"
+            );
+        }
+        let mut failed = 0;
+        for scn in scenarios {
+            let started = Instant::now();
+            let out = runner::run(scn, scn.seed, &RunOptions::default());
+            let wall = started.elapsed().as_secs_f64();
+            let failures = report::evaluate(scn, &out.result);
+            if !failures.is_empty() {
+                failed += 1;
+            }
+            let r = &out.result;
+            if json {
+                let mut v = report::to_json(r, &failures);
+                v["wall_secs"] = serde_json::json!(wall);
+                println!("{v}");
+            } else {
+                let c = &r.counts;
+                println!(
+                    "{:<28} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>7} {:>7.1}s  {}",
+                    r.scenario,
+                    r.seed,
+                    holdfast_actors::units::fmt_ms(r.simulated_ms),
+                    c.accepted,
+                    c.archived,
+                    c.lost,
+                    c.duplicates,
+                    c.pending,
+                    c.unknown,
+                    wall,
+                    if failures.is_empty() {
+                        "PASS".to_string()
+                    } else {
+                        format!("FAIL: {}", failures.join("; "))
+                    }
+                );
+            }
+        }
+        if !json {
+            println!(
+                "{} scenarios, {} passed, {} failed",
+                scenarios.len(),
+                scenarios.len() - failed,
+                failed
+            );
+        }
+        ExitCode::from(if failed == 0 { 0 } else { 1 })
+    }
+}
+
+#[cfg(not(madsim))]
+mod sim {
+    use holdfast_sim::scenario::Scenario;
+    use std::process::ExitCode;
+
+    fn needs_madsim() -> ExitCode {
+        eprintln!("error: this binary was built without the simulator; run it through `cargo sim ...`, which builds it with --cfg madsim in target/sim");
+        ExitCode::from(2)
+    }
+    pub fn run_one(_: &Scenario, _: u64, _: bool, _: bool) -> ExitCode {
+        needs_madsim()
+    }
+    pub fn run_suite(_: &[Scenario], _: bool) -> ExitCode {
+        needs_madsim()
+    }
+}

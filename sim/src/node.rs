@@ -1,0 +1,270 @@
+//! The simulated node host: runs the actor cores of one server inside a
+//! madsim node, executes their effects in order, and recovers them from the
+//! node's simulated disk after a restart.
+
+use crate::disk::SimDisk;
+use crate::report::EventRecord;
+use crate::trace::Trace;
+use holdfast_actors::actor::{Actor, Ctx, Effect, Timer};
+use holdfast_actors::archiver::Archiver;
+use holdfast_actors::cluster::Cluster;
+use holdfast_actors::database::Database;
+use holdfast_actors::destination_queue::DestinationQueue;
+use holdfast_actors::front_end::FrontEnd;
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::outgoing_queue::OutgoingQueue;
+use holdfast_actors::protocol::Envelope;
+use holdfast_actors::settings::{Sabotage, Settings};
+use holdfast_host::store::LogStore;
+use holdfast_host::transport::Network;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What a node runs; fixed for the whole simulation.
+pub struct NodeSpec {
+    pub name: String,
+    pub roles: Vec<ActorKind>,
+    pub addr: SocketAddr,
+    pub peers: BTreeMap<String, SocketAddr>,
+    pub cluster: Arc<Cluster>,
+    pub settings: Settings,
+    pub sabotage: Sabotage,
+    pub seed: u64,
+}
+
+/// Fault switches the harness flips on a node.
+#[derive(Default)]
+pub struct Control {
+    /// Extra processing time per message (the `slow` fault).
+    pub slow: Duration,
+}
+
+/// State owned by the harness that outlives the node's restarts.
+#[derive(Clone)]
+pub struct NodeShared {
+    pub disk: SimDisk,
+    pub control: Arc<Mutex<Control>>,
+    pub trace: Arc<Mutex<Trace>>,
+    pub events: Arc<Mutex<Vec<EventRecord>>>,
+    pub epoch: Instant,
+}
+
+/// File on the node's disk that holds an actor's store.
+pub fn store_file(kind: ActorKind) -> String {
+    format!("{}.log", kind.as_str())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Slot {
+    addr: Addr,
+    actor: Box<dyn Actor>,
+    store: LogStore,
+    rng: SmallRng,
+}
+
+struct Host {
+    spec: Arc<NodeSpec>,
+    shared: NodeShared,
+    net: Arc<Network>,
+    slots: Vec<Slot>,
+    timers: BTreeMap<(u64, u64), (usize, Timer)>,
+    timer_keys: BTreeMap<(usize, Timer), (u64, u64)>,
+    timer_seq: u64,
+    envelope_seq: u64,
+}
+
+fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
+    let n = spec.name.clone();
+    let c = spec.cluster.clone();
+    let s = spec.settings.clone();
+    match kind {
+        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c)),
+        ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
+        ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, s)),
+        ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
+        ActorKind::Database => Box::new(Database::new(n, spec.sabotage.clone())),
+        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
+    }
+}
+
+impl Host {
+    fn now(&self) -> u64 {
+        Instant::now().duration_since(self.shared.epoch).as_millis() as u64
+    }
+
+    fn trace(&self, what: &str, detail: &[u8]) {
+        let now = self.now();
+        lock(&self.shared.trace).record(now, &self.spec.name, what, detail);
+    }
+
+    /// Runs one reaction of actor `i` and executes its effects in order.
+    async fn react(&mut self, i: usize, f: impl FnOnce(&mut dyn Actor, &mut Ctx)) {
+        let now = self.now();
+        let effects = {
+            let slot = &mut self.slots[i];
+            let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
+            f(slot.actor.as_mut(), &mut ctx);
+            ctx.into_effects()
+        };
+        let mut queue: VecDeque<Effect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Send { to, msg } => {
+                    self.envelope_seq += 1;
+                    let env = Envelope {
+                        from: self.slots[i].addr.clone(),
+                        to,
+                        id: self.envelope_seq,
+                        msg,
+                    };
+                    if let Err(e) = self.net.send(env) {
+                        tracing::warn!(node = %self.spec.name, error = %e, "message not sent");
+                    }
+                }
+                Effect::SetTimer { timer, after } => {
+                    if let Some(key) = self.timer_keys.remove(&(i, timer)) {
+                        self.timers.remove(&key);
+                    }
+                    self.timer_seq += 1;
+                    let key = (now + after, self.timer_seq);
+                    self.timers.insert(key, (i, timer));
+                    self.timer_keys.insert((i, timer), key);
+                }
+                Effect::CancelTimer { timer } => {
+                    if let Some(key) = self.timer_keys.remove(&(i, timer)) {
+                        self.timers.remove(&key);
+                    }
+                }
+                Effect::Persist { token, ops } => {
+                    let disk = self.shared.disk.clone();
+                    let result = self.slots[i].store.apply(&disk, ops).await;
+                    let now = self.now();
+                    let slot = &mut self.slots[i];
+                    let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
+                    slot.actor.on_persisted(token, result, &mut ctx);
+                    // The completion's effects run before the rest of this
+                    // reaction's, and before any other event.
+                    for e in ctx.into_effects().into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+                Effect::Event(ev) => {
+                    let now = self.now();
+                    tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
+                    self.trace("event", ev.name.as_bytes());
+                    lock(&self.shared.events).push(EventRecord {
+                        at: now,
+                        node: self.spec.name.clone(),
+                        name: ev.name.to_string(),
+                        detail: ev.detail,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, env: Envelope) {
+        let slow = lock(&self.shared.control).slow;
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        }
+        let Some(i) = self.slots.iter().position(|s| s.addr.actor == env.to.actor) else {
+            tracing::warn!(node = %self.spec.name, to = %env.to, from = %env.from, "no such actor on this node; message dropped");
+            self.trace("misrouted", env.msg.name().as_bytes());
+            return;
+        };
+        let detail = postcard::to_allocvec(&(&env.from, &env.to, &env.msg)).unwrap_or_default();
+        self.trace(env.msg.name(), &detail);
+        self.react(i, |a, ctx| a.on_msg(env.from, env.msg, ctx))
+            .await;
+    }
+
+    async fn fire_due(&mut self) {
+        let now = self.now();
+        while let Some((&key, &(i, timer))) = self.timers.iter().next() {
+            if key.0 > now {
+                break;
+            }
+            self.timers.remove(&key);
+            self.timer_keys.remove(&(i, timer));
+            self.trace(
+                "timer",
+                format!("{}:{timer:?}", self.slots[i].addr.actor.as_str()).as_bytes(),
+            );
+            self.react(i, |a, ctx| a.on_timer(timer, ctx)).await;
+        }
+    }
+}
+
+fn actor_seed(seed: u64, node: &str, kind: ActorKind) -> u64 {
+    let mut h = DefaultHasher::new();
+    (seed, node, kind).hash(&mut h);
+    h.finish()
+}
+
+/// The node's main task; madsim calls it again after every restart.
+pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let net = Network::new(spec.name.clone(), spec.peers.clone(), tx);
+    // Open every store first: a node that cannot read its disk does not
+    // come up half-way (it retries, as a service manager would).
+    let mut slots = Vec::new();
+    for &kind in &spec.roles {
+        let store = loop {
+            match LogStore::open(&shared.disk, &store_file(kind)) {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(node = %spec.name, error = %e, "cannot open store; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        slots.push(Slot {
+            addr: Addr::new(spec.name.clone(), kind),
+            actor: make_actor(&spec, kind),
+            store,
+            rng: SmallRng::seed_from_u64(actor_seed(spec.seed, &spec.name, kind)),
+        });
+    }
+    if let Err(e) = net.listen(spec.addr).await {
+        tracing::error!(node = %spec.name, error = %e, "cannot listen; node stops");
+        return;
+    }
+    let mut host = Host {
+        spec,
+        shared,
+        net,
+        slots,
+        timers: BTreeMap::new(),
+        timer_keys: BTreeMap::new(),
+        timer_seq: 0,
+        envelope_seq: 0,
+    };
+    host.trace("start", &[]);
+    for i in 0..host.slots.len() {
+        let recovered = host.slots[i].store.take_state();
+        host.react(i, |a, ctx| a.on_start(recovered, ctx)).await;
+    }
+    loop {
+        let next = host.timers.keys().next().map(|k| k.0);
+        let deadline = host.shared.epoch + Duration::from_millis(next.unwrap_or(0));
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(deadline), if next.is_some() => host.fire_due().await,
+            env = rx.recv() => match env {
+                Some(env) => host.deliver(env).await,
+                None => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! A run's result: expectations evaluated, the JSON object and the human
+//! summary.
+
+use crate::checker::Counts;
+use crate::scenario::Scenario;
+use holdfast_actors::ids::Millis;
+use holdfast_actors::units::fmt_ms;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// An operator event raised by an actor during the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub at: Millis,
+    pub node: String,
+    pub name: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub scenario: String,
+    pub file: String,
+    pub seed: u64,
+    pub semantics: &'static str,
+    pub simulated_ms: Millis,
+    pub counts: Counts,
+    pub events: Vec<EventRecord>,
+    pub faults: Vec<String>,
+    pub trace_hash: u64,
+    pub trace_len: u64,
+    /// Problems reading the final state (undecodable store entries…).
+    pub read_errors: Vec<String>,
+    /// Expired records (only possible under legacy semantics).
+    pub expired: u64,
+}
+
+impl RunResult {
+    pub fn event_counts(&self) -> BTreeMap<&str, u64> {
+        let mut m = BTreeMap::new();
+        for e in &self.events {
+            *m.entry(e.name.as_str()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// Every expectation that does not hold, as a sentence.
+pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
+    let e = &scn.expect;
+    let c = &r.counts;
+    let mut f = Vec::new();
+    if !scn.workloads.is_empty() && c.accepted == 0 {
+        f.push("the workload had no message accepted: the run proves nothing".to_string());
+    }
+    if let Some(n) = e.lost {
+        if c.lost != n {
+            f.push(format!(
+                "lost = {} (expected {n}); e.g. {:?}",
+                c.lost,
+                c.examples.get("lost").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.lost_min {
+        if c.lost < n {
+            f.push(format!("lost = {} (expected at least {n})", c.lost));
+        }
+    }
+    if let Some(n) = e.duplicates {
+        if c.duplicates != n {
+            f.push(format!(
+                "duplicates = {} (expected {n}); e.g. {:?}",
+                c.duplicates,
+                c.examples.get("duplicates").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.phantoms {
+        if c.phantoms != n {
+            f.push(format!(
+                "phantoms = {} (expected {n}); e.g. {:?}",
+                c.phantoms,
+                c.examples.get("phantoms").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if c.corrupted > 0 {
+        f.push(format!(
+            "corrupted = {}: archived content differs from what was sent; e.g. {:?}",
+            c.corrupted,
+            c.examples.get("corrupted").cloned().unwrap_or_default()
+        ));
+    }
+    if let Some(n) = e.accepted_min {
+        if c.accepted < n {
+            f.push(format!("accepted = {} (expected at least {n})", c.accepted));
+        }
+    }
+    if let Some(by) = e.drained_by_ms {
+        if c.pending > 0 {
+            f.push(format!(
+                "{} accepted messages still queued at the end (expected everything archived by {})",
+                c.pending,
+                fmt_ms(by)
+            ));
+        } else if let Some(at) = c.drained_at {
+            if at > by {
+                f.push(format!(
+                    "archive drained at {} (expected by {})",
+                    fmt_ms(at),
+                    fmt_ms(by)
+                ));
+            }
+        }
+    }
+    let seen = r.event_counts();
+    for name in &e.events_include {
+        if !seen.contains_key(name.as_str()) {
+            f.push(format!("event {name:?} was never raised"));
+        }
+    }
+    for err in &r.read_errors {
+        f.push(format!("final state unreadable: {err}"));
+    }
+    f
+}
+
+pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
+    let c = &r.counts;
+    json!({
+        "scenario": r.scenario,
+        "file": r.file,
+        "seed": r.seed,
+        "semantics": r.semantics,
+        "simulated_secs": r.simulated_ms as f64 / 1000.0,
+        "submitted": c.submitted,
+        "accepted": c.accepted,
+        "rejected": c.rejected,
+        "unknown": c.unknown,
+        "archivable_accepted": c.archivable_accepted,
+        "archived": c.archived,
+        "lost": c.lost,
+        "pending": c.pending,
+        "duplicates": c.duplicates,
+        "phantoms": c.phantoms,
+        "recovered": c.recovered,
+        "corrupted": c.corrupted,
+        "expired": r.expired,
+        "drained_at_secs": c.drained_at.map(|ms| ms as f64 / 1000.0),
+        "critical_shutdowns": Vec::<Value>::new(),
+        "events": r.event_counts(),
+        "faults": r.faults,
+        "examples": c.examples,
+        "trace_hash": format!("{:016x}", r.trace_hash),
+        "trace_events": r.trace_len,
+        "pass": failures.is_empty(),
+        "failures": failures,
+    })
+}
+
+pub fn summary(r: &RunResult, failures: &[String]) -> String {
+    let c = &r.counts;
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{} (seed {}, {}, {} simulated)\n",
+        r.scenario,
+        r.seed,
+        r.semantics,
+        fmt_ms(r.simulated_ms)
+    ));
+    for f in &r.faults {
+        s.push_str(&format!("  fault: {f}\n"));
+    }
+    s.push_str(&format!(
+        "  submitted {}  accepted {}  rejected {}  unknown {}\n",
+        c.submitted, c.accepted, c.rejected, c.unknown
+    ));
+    s.push_str(&format!(
+        "  archivable {}  archived {}  lost {}  pending {}  duplicates {}  phantoms {}  recovered {}\n",
+        c.archivable_accepted, c.archived, c.lost, c.pending, c.duplicates, c.phantoms, c.recovered
+    ));
+    if let Some(at) = c.drained_at {
+        s.push_str(&format!(
+            "  last archivable message archived at {}\n",
+            fmt_ms(at)
+        ));
+    }
+    let ev = r.event_counts();
+    if !ev.is_empty() {
+        let list: Vec<String> = ev.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        s.push_str(&format!("  events: {}\n", list.join(" ")));
+    }
+    s.push_str(&format!(
+        "  trace {:016x} ({} events)\n",
+        r.trace_hash, r.trace_len
+    ));
+    if failures.is_empty() {
+        s.push_str("  PASS\n");
+    } else {
+        for f in failures {
+            s.push_str(&format!("  FAIL: {f}\n"));
+        }
+    }
+    s
+}

@@ -1,0 +1,335 @@
+//! Runs one scenario with one seed inside a fresh madsim runtime: builds the
+//! cluster, starts the workload, injects the faults on schedule, then reads
+//! every node's durable state and hands it to the checker.
+
+use crate::checker::{self, Op};
+use crate::disk::SimDisk;
+use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec};
+use crate::report::{EventRecord, RunResult};
+use crate::scenario::{Archive, FaultKind, Scenario};
+use crate::trace::Trace;
+use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
+use holdfast_actors::actor::Recovered;
+use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::ids::ActorKind;
+use holdfast_actors::policy::{ArchiveSwitch, Policy};
+use holdfast_actors::store_keys::{self, DQ_RECORD, OQ_RECORD};
+use holdfast_host::store::replay;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, Runtime};
+use madsim::task::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const DOMAIN: &str = "corp.example";
+const PORT: u16 = 5061;
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Keep a human timeline of every traced event.
+    pub timeline: bool,
+}
+
+pub struct RunOutput {
+    pub result: RunResult,
+    pub timeline: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Users of the whole scenario, their homes, and the archiving policy their
+/// workloads ask for.
+pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
+    let t = &scn.topology;
+    let mut front_ends = BTreeMap::new();
+    for (i, fe) in t.front_ends.iter().enumerate() {
+        front_ends.insert(
+            fe.clone(),
+            FrontEndInfo {
+                site: "site1".into(),
+                archiver: t.archivers[i % t.archivers.len()].clone(),
+            },
+        );
+    }
+    let archivers = t
+        .archivers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            (
+                a.clone(),
+                ArchiverInfo {
+                    database: t.databases[i % t.databases.len()].clone(),
+                },
+            )
+        })
+        .collect();
+    let mut users = BTreeMap::new();
+    let mut policy = Policy {
+        global: ArchiveSwitch::NONE,
+        ..Default::default()
+    };
+    let mut per_workload = Vec::new();
+    for (w, wl) in scn.workloads.iter().enumerate() {
+        let names = workload::workload_users(w, wl.users, DOMAIN);
+        let archiving = (wl.users as f64
+            * match wl.archive {
+                Archive::Fraction(f) => f,
+                _ => 1.0,
+            })
+        .ceil() as usize;
+        for (i, u) in names.iter().enumerate() {
+            users.insert(u.clone(), t.front_ends[i % t.front_ends.len()].clone());
+            let switch = match wl.archive {
+                Archive::All => ArchiveSwitch::ALL,
+                Archive::None => ArchiveSwitch::NONE,
+                Archive::Internal => ArchiveSwitch {
+                    internal: true,
+                    external: false,
+                },
+                Archive::External => ArchiveSwitch {
+                    internal: false,
+                    external: true,
+                },
+                Archive::Fraction(_) if i < archiving => ArchiveSwitch::ALL,
+                Archive::Fraction(_) => ArchiveSwitch::NONE,
+            };
+            policy.users.insert(u.clone(), switch);
+        }
+        per_workload.push(names);
+    }
+    let cluster = Cluster {
+        domain: DOMAIN.into(),
+        front_ends,
+        archivers,
+        databases: t.databases.clone(),
+        users,
+        policy,
+    };
+    (cluster, per_workload)
+}
+
+fn ip(i: usize) -> IpAddr {
+    // Simulated addresses only: no packet ever leaves the process.
+    IpAddr::V4(Ipv4Addr::new(10, 77, (i / 200) as u8, (i % 200 + 1) as u8))
+}
+
+pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> RunOutput {
+    let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let scn = scn.clone();
+    let opts = opts.clone();
+    rt.block_on(async move { supervise(scn, seed, opts).await })
+}
+
+struct Nodes {
+    ids: BTreeMap<String, NodeId>,
+    shared: BTreeMap<String, NodeShared>,
+}
+
+async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
+    let handle = Handle::current();
+    let epoch = Instant::now();
+    let (cluster, users) = build_cluster(&scn);
+    let cluster = Arc::new(cluster);
+    let trace = Arc::new(Mutex::new(Trace::new(opts.timeline)));
+    let events: Arc<Mutex<Vec<EventRecord>>> = Arc::new(Mutex::new(Vec::new()));
+
+    let servers: Vec<String> = scn.topology.servers().cloned().collect();
+    let addrs: BTreeMap<String, SocketAddr> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), SocketAddr::new(ip(i), PORT)))
+        .collect();
+
+    let mut nodes = Nodes {
+        ids: BTreeMap::new(),
+        shared: BTreeMap::new(),
+    };
+    for name in &servers {
+        let roles = if scn.topology.front_ends.contains(name) {
+            vec![ActorKind::FrontEnd, ActorKind::OutgoingQueue]
+        } else if scn.topology.archivers.contains(name) {
+            vec![ActorKind::DestinationQueue, ActorKind::Archiver]
+        } else {
+            vec![ActorKind::Database]
+        };
+        let spec = Arc::new(NodeSpec {
+            name: name.clone(),
+            roles,
+            addr: addrs[name],
+            peers: addrs
+                .iter()
+                .filter(|(n, _)| *n != name)
+                .map(|(n, a)| (n.clone(), *a))
+                .collect(),
+            cluster: cluster.clone(),
+            settings: scn.settings.clone(),
+            sabotage: scn.sabotage.clone(),
+            seed,
+        });
+        let shared = NodeShared {
+            disk: SimDisk::new(
+                scn.topology.disk_size,
+                Duration::from_millis(scn.topology.fsync_ms),
+            ),
+            control: Arc::new(Mutex::new(Control::default())),
+            trace: trace.clone(),
+            events: events.clone(),
+            epoch,
+        };
+        let s = shared.clone();
+        let node = handle
+            .create_node()
+            .name(name.clone())
+            .ip(addrs[name].ip())
+            .init(move || run_node(spec.clone(), s.clone()))
+            .build();
+        nodes.ids.insert(name.clone(), node.id());
+        nodes.shared.insert(name.clone(), shared);
+    }
+
+    let history: workload::History = Arc::new(Mutex::new(BTreeMap::new()));
+    let client = Arc::new(ClientSpec {
+        peers: addrs
+            .iter()
+            .filter(|(n, _)| scn.topology.front_ends.contains(n))
+            .map(|(n, a)| (n.clone(), *a))
+            .collect(),
+        workloads: scn.workloads.clone(),
+        users,
+        cluster: cluster.clone(),
+        seed,
+        epoch,
+    });
+    let h = history.clone();
+    handle
+        .create_node()
+        .name(CLIENT_NODE)
+        .ip(ip(servers.len()))
+        .init(move || run_client(client.clone(), h.clone()))
+        .build();
+
+    let nodes = Arc::new(nodes);
+    for fault in scn.faults.clone() {
+        let nodes = nodes.clone();
+        let trace = trace.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(epoch + Duration::from_millis(fault.start_ms)).await;
+            lock(&trace).record(
+                fault.start_ms,
+                "nemesis",
+                &format!("begin {}", fault.describe()),
+                &[],
+            );
+            apply(&nodes, &fault.kind, true);
+            if let Some(d) = fault.duration_ms {
+                tokio::time::sleep(Duration::from_millis(d)).await;
+                lock(&trace).record(
+                    fault.start_ms + d,
+                    "nemesis",
+                    &format!("end {}", fault.describe()),
+                    &[],
+                );
+                apply(&nodes, &fault.kind, false);
+            }
+        });
+    }
+
+    tokio::time::sleep_until(epoch + Duration::from_millis(scn.duration_ms)).await;
+
+    // Read the outcome: what survives a crash right now.
+    let ops: Vec<Op> = lock(&history).values().cloned().collect();
+    let mut rows = Vec::new();
+    let mut queued = BTreeSet::new();
+    let mut read_errors = Vec::new();
+    for (name, shared) in &nodes.shared {
+        let state = |kind| -> Recovered { replay(&shared.disk.durable(&store_file(kind))).0 };
+        if scn.topology.databases.contains(name) {
+            for r in store_keys::db_rows(&state(ActorKind::Database)) {
+                match r {
+                    Ok(row) => rows.push(row),
+                    Err(e) => read_errors.push(format!("{name}: {e}")),
+                }
+            }
+        }
+        for (kind, prefix) in [
+            (ActorKind::OutgoingQueue, OQ_RECORD),
+            (ActorKind::DestinationQueue, DQ_RECORD),
+        ] {
+            for r in store_keys::queued_records(&state(kind), prefix) {
+                match r {
+                    Ok(rec) => {
+                        queued.insert(rec.id);
+                    }
+                    Err(e) => read_errors.push(format!("{name}: {e}")),
+                }
+            }
+        }
+    }
+    // The outgoing queue of a front end may still hold records it already
+    // handed over (deletion pending): those count as archived if archived.
+    let counts = checker::check(&ops, &rows, &queued);
+    let trace = lock(&trace);
+    let result = RunResult {
+        scenario: scn.name.clone(),
+        file: scn.file.clone(),
+        seed,
+        semantics: scn.semantics.as_str(),
+        simulated_ms: scn.duration_ms,
+        counts,
+        events: lock(&events).clone(),
+        faults: scn.faults.iter().map(|f| f.describe()).collect(),
+        trace_hash: trace.hash(),
+        trace_len: trace.len(),
+        read_errors,
+        expired: 0,
+    };
+    RunOutput {
+        result,
+        timeline: trace.lines().to_vec(),
+    }
+}
+
+fn apply(nodes: &Nodes, kind: &FaultKind, on: bool) {
+    let handle = Handle::current();
+    let net = NetSim::current();
+    match kind {
+        FaultKind::Partition { a, b, one_way } => {
+            let (a, b) = (nodes.ids[a], nodes.ids[b]);
+            if on {
+                net.clog_link(a, b);
+                if !one_way {
+                    net.clog_link(b, a);
+                }
+            } else {
+                net.unclog_link(a, b);
+                if !one_way {
+                    net.unclog_link(b, a);
+                }
+            }
+        }
+        FaultKind::Crash { node } | FaultKind::DbDown { node } => {
+            if on {
+                handle.kill(nodes.ids[node]);
+                nodes.shared[node].disk.crash();
+            } else {
+                handle.restart(nodes.ids[node]);
+            }
+        }
+        FaultKind::Slow { node, delay_ms } => {
+            lock(&nodes.shared[node].control).slow = if on {
+                Duration::from_millis(*delay_ms)
+            } else {
+                Duration::ZERO
+            };
+        }
+        FaultKind::DiskFull { node } => nodes.shared[node].disk.set_full(on),
+        FaultKind::IoError { node } => nodes.shared[node].disk.set_io_error(on),
+    }
+}

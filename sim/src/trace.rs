@@ -1,0 +1,50 @@
+//! The run's trace: a running hash over every event in the order the
+//! simulator executed it. Identical seed and code give an identical hash;
+//! any divergence (a stray source of nondeterminism) changes it.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+pub struct Trace {
+    // `DefaultHasher::new()` uses fixed keys: stable for a given build.
+    hasher: DefaultHasher,
+    len: u64,
+    /// Optional human timeline (kept only when asked for).
+    lines: Option<Vec<String>>,
+}
+
+impl Trace {
+    pub fn new(keep_lines: bool) -> Trace {
+        Trace {
+            hasher: DefaultHasher::new(),
+            len: 0,
+            lines: keep_lines.then(Vec::new),
+        }
+    }
+
+    pub fn record(&mut self, at_ms: u64, node: &str, what: &str, detail: &[u8]) {
+        at_ms.hash(&mut self.hasher);
+        node.hash(&mut self.hasher);
+        what.hash(&mut self.hasher);
+        detail.hash(&mut self.hasher);
+        self.len += 1;
+        if let Some(lines) = &mut self.lines {
+            lines.push(format!("{:>12.3}s {node:<8} {what}", at_ms as f64 / 1000.0));
+        }
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hasher.finish()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn lines(&self) -> &[String] {
+        self.lines.as_deref().unwrap_or(&[])
+    }
+}

@@ -1,0 +1,177 @@
+//! The IM workload: clients on their own simulated node submit IMs to the
+//! senders' home front ends at a Poisson rate and record every outcome —
+//! accepted, rejected (explicit error) or unknown (no answer in time).
+
+use crate::checker::{Op, Outcome};
+use crate::scenario::ImWorkload;
+use holdfast_actors::cluster::Cluster;
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::protocol::{Envelope, Im, Msg};
+use holdfast_host::transport::Network;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+pub const CLIENT_NODE: &str = "client";
+/// How long a client waits for the front end's answer before it records
+/// the outcome as unknown.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ClientSpec {
+    pub peers: BTreeMap<String, SocketAddr>,
+    pub workloads: Vec<ImWorkload>,
+    /// Users of each workload, in the same order.
+    pub users: Vec<Vec<String>>,
+    pub cluster: Arc<Cluster>,
+    pub seed: u64,
+    pub epoch: Instant,
+}
+
+pub type History = Arc<Mutex<BTreeMap<String, Op>>>;
+type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Name of the `k`-th external (federated) partner.
+pub fn external_user(k: u64) -> String {
+    format!("partner{k}@partner.example")
+}
+
+/// Users of workload `w`: `w<w>u<i>@corp.example`.
+pub fn workload_users(w: usize, n: u64, domain: &str) -> Vec<String> {
+    (1..=n).map(|i| format!("w{w}u{i}@{domain}")).collect()
+}
+
+pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+    let net = Network::new(CLIENT_NODE, spec.peers.clone(), tx);
+    let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
+    {
+        let waiting = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(env) = rx.recv().await {
+                let (id, outcome) = match env.msg {
+                    Msg::ImAccepted { id } => (id, Outcome::Accepted),
+                    Msg::ImRejected { id, reason } => {
+                        (id, Outcome::Rejected(format!("{reason:?}")))
+                    }
+                    other => {
+                        tracing::warn!(msg = other.name(), "client got an unexpected message");
+                        continue;
+                    }
+                };
+                if let Some(w) = lock(&waiting).remove(&id) {
+                    let _ = w.send(outcome);
+                }
+            }
+        });
+    }
+    let mut tasks = Vec::new();
+    for (w, workload) in spec.workloads.iter().enumerate() {
+        let spec = spec.clone();
+        let workload = workload.clone();
+        let (net, history, waiting) = (net.clone(), history.clone(), waiting.clone());
+        tasks.push(tokio::spawn(async move {
+            generate(spec, w, workload, net, history, waiting).await
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // madsim stops a node whose main task returns: stay up so the answers
+    // to the last requests are still received.
+    std::future::pending::<()>().await;
+}
+
+async fn generate(
+    spec: Arc<ClientSpec>,
+    w: usize,
+    workload: ImWorkload,
+    net: Arc<Network>,
+    history: History,
+    waiting: Waiting,
+) {
+    let mut rng = SmallRng::seed_from_u64(spec.seed ^ (0x5eed_0000 + w as u64));
+    let users = &spec.users[w];
+    let mut t = workload.start_ms as f64;
+    let mut n = 0u64;
+    loop {
+        // Exponential inter-arrival times: a Poisson process.
+        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+        t += -u.ln() / workload.rate * 1000.0;
+        if t >= workload.stop_ms as f64 {
+            break;
+        }
+        tokio::time::sleep_until(spec.epoch + Duration::from_millis(t as u64)).await;
+        n += 1;
+        let from = users[rng.gen_range(0..users.len())].clone();
+        let to = if rng.gen_bool(workload.external) {
+            external_user(rng.gen_range(1..=10))
+        } else {
+            loop {
+                let to = &users[rng.gen_range(0..users.len())];
+                if *to != from {
+                    break to.clone();
+                }
+            }
+        };
+        let id = format!("w{w}-{n}");
+        let mut body = format!("{id} from {from} to {to}: ");
+        while body.len() < workload.size {
+            body.push_str("lorem ipsum ");
+        }
+        body.truncate(workload.size.max(id.len()));
+        let Some(fe) = spec.cluster.home(&from).map(str::to_string) else {
+            continue;
+        };
+        let op = Op {
+            id: id.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            body: body.clone(),
+            front_end: fe.clone(),
+            archivable: spec.cluster.should_archive(&from, &to),
+            submitted_at: t as u64,
+            outcome: Outcome::Unknown,
+        };
+        lock(&history).insert(id.clone(), op);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&waiting).insert(id.clone(), reply_tx);
+        let env = Envelope {
+            from: Addr::new(CLIENT_NODE, ActorKind::Client),
+            to: Addr::new(fe, ActorKind::FrontEnd),
+            id: n,
+            msg: Msg::SubmitIm {
+                im: Im {
+                    id: id.clone(),
+                    from,
+                    to,
+                    body,
+                },
+            },
+        };
+        if let Err(e) = net.send(env) {
+            tracing::warn!(error = %e, "client could not send");
+        }
+        let (history, waiting) = (history.clone(), waiting.clone());
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, reply_rx).await {
+                Ok(Ok(outcome)) => outcome,
+                _ => {
+                    lock(&waiting).remove(&id);
+                    Outcome::Unknown
+                }
+            };
+            if let Some(op) = lock(&history).get_mut(&id) {
+                op.outcome = outcome;
+            }
+        });
+    }
+}

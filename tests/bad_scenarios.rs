@@ -1,0 +1,131 @@
+//! Bad scenario files exit 2 with a message that names the file, the line
+//! and the problem. Runs in both builds: validation happens before any
+//! simulation.
+
+use std::process::Command;
+
+const GOOD: &str = r#"name = "ok"
+duration = "10m"
+
+[topology]
+front_ends = 2
+
+[[workload]]
+kind = "im"
+users = 10
+rate = 1.0
+
+[[fault]]
+kind = "crash"
+node = "fe1"
+start = "1m"
+duration = "1m"
+"#;
+
+fn run_with(src: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, src).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_rejected(src: &str, line: usize, needles: &[&str]) {
+    let (code, err) = run_with(src);
+    assert_eq!(code, Some(2), "stderr: {err}");
+    assert!(
+        err.contains(&format!("scenario.toml:{line}:")),
+        "no file:line {line} in: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+}
+
+#[test]
+fn the_good_file_is_accepted() {
+    let (code, err) = run_with(GOOD);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn unknown_key() {
+    assert_rejected(
+        &GOOD.replace("users = 10", "users = 10\nspeed = 3"),
+        10,
+        &["workload.speed", "unknown field"],
+    );
+}
+
+#[test]
+fn unknown_node() {
+    assert_rejected(
+        &GOOD.replace("node = \"fe1\"", "node = \"fe9\""),
+        14,
+        &["fault.node", "fe9", "fe1, fe2, arch1, db1"],
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_rejected(
+        &GOOD.replace("duration = \"1m\"", "duration = \"ten minutes\""),
+        16,
+        &["fault.duration", "ten minutes"],
+    );
+}
+
+#[test]
+fn negative_rate() {
+    assert_rejected(
+        &GOOD.replace("rate = 1.0", "rate = -2.0"),
+        10,
+        &["workload.rate", "positive"],
+    );
+}
+
+#[test]
+fn unknown_fault_kind_and_bad_setting() {
+    assert_rejected(
+        &GOOD.replace("kind = \"crash\"", "kind = \"meteor\""),
+        13,
+        &["fault.kind", "meteor"],
+    );
+    assert_rejected(
+        &GOOD.replace(
+            "[topology]",
+            "[settings]\nresend_interval = \"soon\"\n\n[topology]",
+        ),
+        5,
+        &["settings.resend_interval", "soon"],
+    );
+}
+
+#[test]
+fn run_also_refuses_a_bad_file_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, "name = 3").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scenario.toml:1"));
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+        .args(["check", "/nonexistent/scenario.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+}
