@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and integration tests of the normal build, then
-# the simulator build (--cfg madsim, in target/sim so the two builds never
-# invalidate each other), which runs every scenario in scenarios/.
+# The whole test suite: formatting, lints, unit and integration tests of the
+# normal build, then the simulator build (--cfg madsim, in target/sim so the
+# two builds never invalidate each other), which runs every scenario in
+# scenarios/. Ends with one line totalling every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
-cargo sim-clippy --locked -- -D warnings
-cargo sim-test --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run() { "$@" 2>&1 | tee -a "$log"; }
+
+run cargo fmt --all --check
+run cargo clippy --workspace --all-targets --locked -- -D warnings
+run cargo test --workspace --locked
+run cargo sim-clippy --locked -- -D warnings
+run cargo sim-test --locked
+
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -137,4 +137,8 @@ pub trait Actor {
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx);
     /// Result of the `Persist` effect carrying `token`.
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx);
+    /// Gauges for monitoring (queue depth, …), sampled by the host.
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -113,6 +113,10 @@ impl Actor for Database {
 
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
 
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        vec![("archived_rows", self.index.len() as u64)]
+    }
+
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
         let Some(txn) = self.txns.remove(&token) else {
             return;

@@ -39,6 +39,8 @@ pub struct DestinationQueue {
     undeleted: BTreeSet<u64>,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
+    /// Transfers dropped as already stored (since start).
+    duplicates_dropped: u64,
 }
 
 impl DestinationQueue {
@@ -54,6 +56,7 @@ impl DestinationQueue {
             undeleted: BTreeSet::new(),
             writes: BTreeMap::new(),
             next_token: 0,
+            duplicates_dropped: 0,
         }
     }
 
@@ -87,6 +90,9 @@ impl DestinationQueue {
 
     fn on_transfer(&mut self, from: Addr, seq: u64, record: ArchiveRecord, ctx: &mut Ctx) {
         let expected = *self.next.get(&from.node).unwrap_or(&1);
+        if seq < expected {
+            self.duplicates_dropped += 1;
+        }
         if seq != expected {
             // A duplicate (already stored) or a gap (an earlier transfer was
             // lost with a connection): either way, tell the sender where we
@@ -243,6 +249,13 @@ impl Actor for DestinationQueue {
             }
             (None, _) => {}
         }
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("destination_depth", self.depth() as u64),
+            ("duplicates_dropped", self.duplicates_dropped),
+        ]
     }
 }
 

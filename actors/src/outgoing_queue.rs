@@ -47,6 +47,8 @@ pub struct OutgoingQueue {
     interval: Millis,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
+    /// Go-back-N rounds since start.
+    resends: u64,
 }
 
 impl OutgoingQueue {
@@ -71,6 +73,7 @@ impl OutgoingQueue {
             acked_at_last_check: 0,
             writes: BTreeMap::new(),
             next_token: 1,
+            resends: 0,
         }
     }
 
@@ -271,6 +274,7 @@ impl Actor for OutgoingQueue {
             // No progress for a whole interval: go back to the first
             // unacknowledged record, and wait longer next time.
             self.sent = self.acked;
+            self.resends += 1;
             self.interval = (self.interval * 2).min(self.settings.resend_backoff_max);
         } else if !outstanding {
             self.interval = self.settings.resend_interval;
@@ -327,6 +331,14 @@ impl Actor for OutgoingQueue {
             }
             (None, _) => {}
         }
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("outgoing_depth", self.depth() as u64),
+            ("outgoing_bytes", self.bytes),
+            ("resends", self.resends),
+        ]
     }
 }
 

@@ -170,16 +170,17 @@ mod sim {
     pub fn run_suite(scenarios: &[Scenario], json: bool) -> ExitCode {
         if !json {
             println!(
-                "{:<28} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>7} {:>8}  result",
+                "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>8}  result",
                 "scenario",
                 "seed",
                 "simulated",
                 "accepted",
+                "rejected",
+                "unknown",
                 "archived",
                 "lost",
                 "dups",
                 "pend",
-                "unknown",
                 "wall"
             );
         }
@@ -200,16 +201,17 @@ mod sim {
             } else {
                 let c = &r.counts;
                 println!(
-                    "{:<28} {:>6} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>7} {:>7.1}s  {}",
+                    "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>7.1}s  {}",
                     r.scenario,
                     r.seed,
                     holdfast_actors::units::fmt_ms(r.simulated_ms),
                     c.accepted,
+                    c.rejected,
+                    c.unknown,
                     c.archived,
                     c.lost,
                     c.duplicates,
                     c.pending,
-                    c.unknown,
                     wall,
                     if failures.is_empty() {
                         "PASS".to_string()

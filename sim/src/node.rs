@@ -53,8 +53,13 @@ pub struct NodeShared {
     pub control: Arc<Mutex<Control>>,
     pub trace: Arc<Mutex<Trace>>,
     pub events: Arc<Mutex<Vec<EventRecord>>>,
+    /// Highest value seen of each gauge of this node's actors.
+    pub gauges: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     pub epoch: Instant,
 }
+
+/// How often the host samples its actors' gauges.
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// File on the node's disk that holds an actor's store.
 pub fn store_file(kind: ActorKind) -> String {
@@ -189,6 +194,16 @@ impl Host {
             .await;
     }
 
+    fn sample_gauges(&self) {
+        let mut g = lock(&self.shared.gauges);
+        for slot in &self.slots {
+            for (name, value) in slot.actor.gauges() {
+                let max = g.entry(name).or_insert(0);
+                *max = (*max).max(value);
+            }
+        }
+    }
+
     async fn fire_due(&mut self) {
         let now = self.now();
         while let Some((&key, &(i, timer))) = self.timers.iter().next() {
@@ -255,11 +270,16 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         let recovered = host.slots[i].store.take_state();
         host.react(i, |a, ctx| a.on_start(recovered, ctx)).await;
     }
+    let mut next_sample = Instant::now() + GAUGE_INTERVAL;
     loop {
         let next = host.timers.keys().next().map(|k| k.0);
         let deadline = host.shared.epoch + Duration::from_millis(next.unwrap_or(0));
         tokio::select! {
             biased;
+            _ = tokio::time::sleep_until(next_sample) => {
+                host.sample_gauges();
+                next_sample += GAUGE_INTERVAL;
+            }
             _ = tokio::time::sleep_until(deadline), if next.is_some() => host.fire_due().await,
             env = rx.recv() => match env {
                 Some(env) => host.deliver(env).await,

@@ -33,6 +33,19 @@ pub struct RunResult {
     pub read_errors: Vec<String>,
     /// Expired records (only possible under legacy semantics).
     pub expired: u64,
+    /// Per node, the highest value each gauge reached (queue depths…).
+    pub gauges: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl RunResult {
+    /// Highest value of `gauge` on `node` (0 if never sampled).
+    pub fn gauge_max(&self, node: &str, gauge: &str) -> u64 {
+        self.gauges
+            .get(node)
+            .and_then(|g| g.get(gauge))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl RunResult {
@@ -97,6 +110,16 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             f.push(format!("accepted = {} (expected at least {n})", c.accepted));
         }
     }
+    if let Some(n) = e.rejected_min {
+        if c.rejected < n {
+            f.push(format!("rejected = {} (expected at least {n})", c.rejected));
+        }
+    }
+    if let Some(n) = e.pending_min {
+        if c.pending < n {
+            f.push(format!("pending = {} (expected at least {n})", c.pending));
+        }
+    }
     if let Some(by) = e.drained_by_ms {
         if c.pending > 0 {
             f.push(format!(
@@ -118,6 +141,14 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     for name in &e.events_include {
         if !seen.contains_key(name.as_str()) {
             f.push(format!("event {name:?} was never raised"));
+        }
+    }
+    for (node, gauge, min) in &e.gauge_min {
+        let got = r.gauge_max(node, gauge);
+        if got < *min {
+            f.push(format!(
+                "{node}.{gauge} reached {got} (expected at least {min})"
+            ));
         }
     }
     for err in &r.read_errors {
@@ -151,6 +182,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "critical_shutdowns": Vec::<Value>::new(),
         "events": r.event_counts(),
         "faults": r.faults,
+        "gauges_max": r.gauges,
         "examples": c.examples,
         "trace_hash": format!("{:016x}", r.trace_hash),
         "trace_events": r.trace_len,
@@ -190,6 +222,18 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
     if !ev.is_empty() {
         let list: Vec<String> = ev.iter().map(|(k, v)| format!("{k}×{v}")).collect();
         s.push_str(&format!("  events: {}\n", list.join(" ")));
+    }
+    let depths: Vec<String> = r
+        .gauges
+        .iter()
+        .flat_map(|(node, g)| {
+            g.iter()
+                .filter(|(k, v)| k.ends_with("_depth") && **v > 0)
+                .map(move |(k, v)| format!("{node} {}={v}", k.trim_end_matches("_depth")))
+        })
+        .collect();
+    if !depths.is_empty() {
+        s.push_str(&format!("  max queue depth: {}\n", depths.join(", ")));
     }
     s.push_str(&format!(
         "  trace {:016x} ({} events)\n",

@@ -181,6 +181,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             control: Arc::new(Mutex::new(Control::default())),
             trace: trace.clone(),
             events: events.clone(),
+            gauges: Arc::default(),
             epoch,
         };
         let s = shared.clone();
@@ -289,6 +290,19 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         trace_len: trace.len(),
         read_errors,
         expired: 0,
+        gauges: nodes
+            .shared
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    lock(&s.gauges)
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                )
+            })
+            .collect(),
     };
     RunOutput {
         result,

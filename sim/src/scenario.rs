@@ -8,6 +8,7 @@
 use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::units;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -175,9 +176,13 @@ struct RawExpect {
     duplicates: Option<u64>,
     phantoms: Option<u64>,
     accepted_min: Option<u64>,
+    rejected_min: Option<u64>,
+    pending_min: Option<u64>,
     drained_by: Option<Spanned<String>>,
     #[serde(default)]
     events_include: Vec<String>,
+    #[serde(default)]
+    gauge_min: BTreeMap<String, Spanned<u64>>,
 }
 
 // ----------------------------------------------------------- validated form
@@ -304,9 +309,24 @@ pub struct Expect {
     pub duplicates: Option<u64>,
     pub phantoms: Option<u64>,
     pub accepted_min: Option<u64>,
+    pub rejected_min: Option<u64>,
+    pub pending_min: Option<u64>,
     pub drained_by_ms: Option<u64>,
     pub events_include: Vec<String>,
+    /// `(node, gauge)` → the least maximum the gauge must reach: proof that
+    /// a fault had the effect the scenario is about.
+    pub gauge_min: Vec<(String, String, u64)>,
 }
+
+/// Gauges the actors report (see `Actor::gauges`).
+pub const GAUGES: &[&str] = &[
+    "outgoing_depth",
+    "outgoing_bytes",
+    "resends",
+    "destination_depth",
+    "duplicates_dropped",
+    "archived_rows",
+];
 
 // ------------------------------------------------------------- validation
 
@@ -638,7 +658,25 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let e = &raw.expect;
+    let mut gauge_min = Vec::new();
+    for (key, min) in &e.gauge_min {
+        let bad = |m: String| cx.err(&min.span(), &format!("expect.gauge_min.{key}"), m);
+        let (node, gauge) = key
+            .split_once('.')
+            .ok_or_else(|| bad("expected a key like \"fe1.outgoing_depth\"".into()))?;
+        if !topology.has(node) {
+            return Err(bad(format!("unknown node {node:?}")));
+        }
+        if !GAUGES.contains(&gauge) {
+            return Err(bad(format!(
+                "unknown gauge {gauge:?}; known: {}",
+                GAUGES.join(", ")
+            )));
+        }
+        gauge_min.push((node.to_string(), gauge.to_string(), *min.get_ref()));
+    }
     let expect = Expect {
+        gauge_min,
         lost: if e.lost_min.is_some() {
             e.lost
         } else {
@@ -648,6 +686,8 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         duplicates: Some(e.duplicates.unwrap_or(0)),
         phantoms: Some(e.phantoms.unwrap_or(0)),
         accepted_min: e.accepted_min,
+        rejected_min: e.rejected_min,
+        pending_min: e.pending_min,
         drained_by_ms: e
             .drained_by
             .as_ref()

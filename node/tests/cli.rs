@@ -1,0 +1,47 @@
+use std::process::Command;
+
+fn holdfast(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// docs/settings.md embeds the generated table; it must match the code.
+#[test]
+fn settings_doc_is_current() {
+    let out = holdfast(&["settings", "--markdown"]);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/settings.md"))
+        .unwrap();
+    assert!(
+        doc.contains(&table),
+        "docs/settings.md is out of date: regenerate the table with `cargo run -p holdfast -- settings --markdown`"
+    );
+}
+
+#[test]
+fn inspect_store_reads_a_log_and_reports_a_torn_tail() {
+    use holdfast_actors::actor::StoreOp;
+    let payload = postcard::to_allocvec(&vec![StoreOp::Put {
+        key: b"x".to_vec(),
+        value: b"y".to_vec(),
+    }])
+    .unwrap();
+    let mut log = (payload.len() as u32).to_be_bytes().to_vec();
+    log.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
+    log.extend_from_slice(&payload);
+    log.extend_from_slice(&[0, 0, 0, 9, 1]); // a torn frame
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("outgoing_queue.log");
+    std::fs::write(&file, &log).unwrap();
+    let out = holdfast(&["inspect-store", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1 keys"), "{text}");
+    assert!(text.contains("torn or corrupt tail of 5 bytes"), "{text}");
+
+    let out = holdfast(&["inspect-store", "/nonexistent.log"]);
+    assert_eq!(out.status.code(), Some(2));
+}
