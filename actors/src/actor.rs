@@ -58,6 +58,12 @@ pub enum Timer {
     Flush,
     /// Archiver: the database did not answer in time.
     DbTimeout,
+    /// Outgoing queue: send a heartbeat and check heartbeat timeouts.
+    Heartbeat,
+    /// Outgoing queue: check quota use.
+    QuotaCheck,
+    /// Queues: check data expiry and the dead-letter queue.
+    DlqCheck,
 }
 
 /// An operator event: a stable name (for dashboards and scenario

@@ -8,8 +8,9 @@
 use crate::actor::{Actor, Ctx, Recovered, StoreError, Timer};
 use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, Millis};
-use crate::protocol::{ArchiveRecord, Msg};
+use crate::protocol::{ArchiveRecord, Msg, QueueItem};
 use crate::settings::Settings;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 struct Batch {
@@ -22,7 +23,8 @@ pub struct Archiver {
     name: String,
     settings: Settings,
     db: Addr,
-    buffer: Vec<(u64, ArchiveRecord)>,
+    /// Items from the destination queue, in queue order.
+    buffer: VecDeque<(u64, QueueItem)>,
     in_flight: Option<Batch>,
     next_batch: u64,
     retry: Millis,
@@ -44,7 +46,7 @@ impl Archiver {
             retry: settings.db_timeout,
             settings,
             name,
-            buffer: Vec::new(),
+            buffer: VecDeque::new(),
             in_flight: None,
             next_batch: 1,
             flush_set: false,
@@ -52,25 +54,70 @@ impl Archiver {
         }
     }
 
-    fn send_batch(&mut self, ctx: &mut Ctx) {
-        if self.in_flight.is_some() || self.buffer.is_empty() {
+    fn queue(&self) -> Addr {
+        Addr::new(self.name.clone(), ActorKind::DestinationQueue)
+    }
+
+    /// Records at the head of the buffer, up to the first heartbeat.
+    fn records_ready(&self) -> usize {
+        self.buffer
+            .iter()
+            .take_while(|(_, i)| matches!(i, QueueItem::Record(_)))
+            .count()
+    }
+
+    /// Processes what is at the head of the queue: a heartbeat is processed
+    /// once everything before it is archived, and acknowledged to its
+    /// sender's admin queue; records go to the database in batches.
+    fn advance(&mut self, force: bool, ctx: &mut Ctx) {
+        if self.in_flight.is_some() {
             return;
         }
-        let n = (self.settings.archiver_batch as usize)
-            .min(self.buffer.len())
-            .max(1);
-        let (keys, records): (Vec<u64>, Vec<ArchiveRecord>) = self.buffer.drain(..n).unzip();
-        let id = self.next_batch;
-        self.next_batch += 1;
-        ctx.send(
-            self.db.clone(),
-            Msg::LogMessages {
-                batch: id,
-                records: records.clone(),
-            },
-        );
-        ctx.set_timer(Timer::DbTimeout, self.retry);
-        self.in_flight = Some(Batch { id, keys, records });
+        let mut consumed = Vec::new();
+        while let Some((key, QueueItem::Heartbeat { id, front_end, .. })) =
+            self.buffer.front().cloned()
+        {
+            self.buffer.pop_front();
+            consumed.push(key);
+            ctx.send(
+                Addr::new(front_end, ActorKind::OutgoingQueue),
+                Msg::HeartbeatAck { id },
+            );
+        }
+        if !consumed.is_empty() {
+            ctx.send(self.queue(), Msg::Consumed { keys: consumed });
+        }
+        let ready = self.records_ready();
+        if ready == 0 {
+            return;
+        }
+        let batch = self.settings.archiver_batch as usize;
+        let blocked_by_heartbeat = ready < self.buffer.len();
+        if ready >= batch || force || blocked_by_heartbeat {
+            let n = ready.min(batch.max(1));
+            let mut keys = Vec::with_capacity(n);
+            let mut records = Vec::with_capacity(n);
+            for (k, item) in self.buffer.drain(..n) {
+                if let QueueItem::Record(r) = item {
+                    keys.push(k);
+                    records.push(r);
+                }
+            }
+            let id = self.next_batch;
+            self.next_batch += 1;
+            ctx.send(
+                self.db.clone(),
+                Msg::LogMessages {
+                    batch: id,
+                    records: records.clone(),
+                },
+            );
+            ctx.set_timer(Timer::DbTimeout, self.retry);
+            self.in_flight = Some(Batch { id, keys, records });
+        } else if !self.flush_set {
+            self.flush_set = true;
+            ctx.set_timer(Timer::Flush, self.settings.archiver_flush);
+        }
     }
 
     fn resend(&mut self, ctx: &mut Ctx) {
@@ -103,26 +150,22 @@ impl Actor for Archiver {
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         match msg {
-            Msg::Deliver { key, record } => {
-                self.buffer.push((key, record));
-                if self.buffer.len() as u64 >= self.settings.archiver_batch {
-                    self.send_batch(ctx);
-                } else if !self.flush_set && self.in_flight.is_none() {
-                    self.flush_set = true;
-                    ctx.set_timer(Timer::Flush, self.settings.archiver_flush);
-                }
+            Msg::Deliver { key, item } => {
+                self.buffer.push_back((key, item));
+                self.advance(false, ctx);
             }
             Msg::Logged { batch } => {
                 if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
                     return; // a late answer to a batch already confirmed
                 }
-                let b = self.in_flight.take().expect("checked above");
+                let Some(b) = self.in_flight.take() else {
+                    return;
+                };
                 ctx.cancel_timer(Timer::DbTimeout);
                 self.archived += b.keys.len() as u64;
                 self.retry = self.settings.db_timeout;
-                let queue = Addr::new(self.name.clone(), ActorKind::DestinationQueue);
-                ctx.send(queue, Msg::Consumed { keys: b.keys });
-                self.send_batch(ctx);
+                ctx.send(self.queue(), Msg::Consumed { keys: b.keys });
+                self.advance(false, ctx);
             }
             Msg::LogFailed { batch, error } => {
                 if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
@@ -150,21 +193,19 @@ impl Actor for Archiver {
         match timer {
             Timer::Flush => {
                 self.flush_set = false;
-                self.send_batch(ctx);
+                self.advance(true, ctx);
             }
-            Timer::DbTimeout => {
-                if self.in_flight.is_some() {
-                    if self.retry == self.settings.db_timeout {
-                        ctx.event(
-                            "db_timeout",
-                            format!("{}: database {} did not answer", self.name, self.db.node),
-                        );
-                    }
-                    self.backoff();
-                    self.resend(ctx);
+            Timer::DbTimeout if self.in_flight.is_some() => {
+                if self.retry == self.settings.db_timeout {
+                    ctx.event(
+                        "db_timeout",
+                        format!("{}: database {} did not answer", self.name, self.db.node),
+                    );
                 }
+                self.backoff();
+                self.resend(ctx);
             }
-            Timer::Resend => {}
+            _ => {}
         }
     }
 
@@ -191,8 +232,8 @@ mod tests {
         )
     }
 
-    fn rec(id: &str) -> ArchiveRecord {
-        ArchiveRecord {
+    fn rec(id: &str) -> QueueItem {
+        QueueItem::Record(ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
             from: "a@corp.example".into(),
@@ -200,6 +241,14 @@ mod tests {
             time: 0,
             body: "x".into(),
             external: false,
+            front_end: "fe1".into(),
+        })
+    }
+
+    fn beat(id: u64) -> QueueItem {
+        QueueItem::Heartbeat {
+            id,
+            sent_at: 0,
             front_end: "fe1".into(),
         }
     }
@@ -221,7 +270,7 @@ mod tests {
                 dq(),
                 Msg::Deliver {
                     key: 1,
-                    record: rec("m1")
+                    item: rec("m1")
                 }
             )
             .is_empty());
@@ -229,7 +278,7 @@ mod tests {
             dq(),
             Msg::Deliver {
                 key: 2,
-                record: rec("m2"),
+                item: rec("m2"),
             },
         );
         assert!(
@@ -247,11 +296,71 @@ mod tests {
             dq(),
             Msg::Deliver {
                 key: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         let sent = h.fire(Timer::Flush);
         assert!(matches!(&sent[..], [(_, Msg::LogMessages { .. })]));
+    }
+
+    #[test]
+    fn heartbeat_is_acknowledged_only_after_the_records_before_it() {
+        let mut h = arch(10);
+        h.start(Recovered::new());
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 1,
+                item: rec("m1"),
+            },
+        );
+        // The heartbeat closes the batch: m1 goes to the database now.
+        let sent = h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 2,
+                item: beat(77),
+            },
+        );
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::LogMessages { batch: 1, .. })]
+        ));
+        let sent = h.msg(db(), Msg::Logged { batch: 1 });
+        assert_eq!(
+            sent,
+            vec![
+                (dq(), Msg::Consumed { keys: vec![1] }),
+                (
+                    Addr::new("fe1", ActorKind::OutgoingQueue),
+                    Msg::HeartbeatAck { id: 77 }
+                ),
+                (dq(), Msg::Consumed { keys: vec![2] }),
+            ]
+        );
+    }
+
+    #[test]
+    fn heartbeat_with_nothing_before_it_is_acknowledged_at_once() {
+        let mut h = arch(10);
+        h.start(Recovered::new());
+        let sent = h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 5,
+                item: beat(1),
+            },
+        );
+        assert_eq!(
+            sent,
+            vec![
+                (
+                    Addr::new("fe1", ActorKind::OutgoingQueue),
+                    Msg::HeartbeatAck { id: 1 }
+                ),
+                (dq(), Msg::Consumed { keys: vec![5] }),
+            ]
+        );
     }
 
     #[test]
@@ -262,7 +371,7 @@ mod tests {
             dq(),
             Msg::Deliver {
                 key: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         let sent = h.fire(Timer::DbTimeout);
@@ -272,7 +381,6 @@ mod tests {
         ));
         assert_eq!(h.events(), vec!["db_timeout"]);
         assert_eq!(h.timers[&Timer::DbTimeout] - h.now, 20_000);
-        // a refusal: no consumption, retry later
         let sent = h.msg(
             db(),
             Msg::LogFailed {
@@ -286,8 +394,10 @@ mod tests {
             &sent[..],
             [(_, Msg::LogMessages { batch: 1, .. })]
         ));
-        // a stale acknowledgement for another batch does nothing
-        assert!(h.msg(db(), Msg::Logged { batch: 7 }).is_empty());
+        assert!(
+            h.msg(db(), Msg::Logged { batch: 7 }).is_empty(),
+            "a stale answer does nothing"
+        );
         let sent = h.msg(db(), Msg::Logged { batch: 1 });
         assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1] })]);
     }
@@ -300,7 +410,7 @@ mod tests {
             dq(),
             Msg::Deliver {
                 key: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         assert!(h
@@ -308,7 +418,7 @@ mod tests {
                 dq(),
                 Msg::Deliver {
                     key: 2,
-                    record: rec("m2")
+                    item: rec("m2")
                 }
             )
             .is_empty());

@@ -1,14 +1,17 @@
 //! Destination queue: the durable queue on the archiving server ("lcslog"
-//! in the original). Receives transfers from front ends' outgoing queues,
+//! in the original). Receives the items of front ends' outgoing queues,
 //! stores each one durably together with the sender's next expected
 //! sequence number (one atomic write), acknowledges cumulatively, and feeds
-//! the local archiver. A record is deleted only when the archiver reports
-//! that the database holds it.
+//! the local archiver in order. An item is deleted only when the archiver
+//! reports that it is done with it (records: the database holds them).
+//!
+//! Under ocs2007r2 a record not processed within the data TTBR is dropped
+//! here (and the sender told, as MSMQ's negative acknowledgement would).
 
 use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::ids::{ActorKind, Addr};
-use crate::protocol::{ArchiveRecord, Msg};
-use crate::settings::Settings;
+use crate::ids::{ActorKind, Addr, MessageId};
+use crate::protocol::{Msg, QueueItem};
+use crate::settings::{Semantics, Settings};
 use crate::store_keys::{self as keys, DQ_NEXT, DQ_RECORD};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,11 +19,14 @@ enum Write {
     Store {
         sender: Addr,
         seq: u64,
-        key: u64,
-        record: ArchiveRecord,
+        stored: Option<(u64, QueueItem)>,
     },
     Delete {
         keys: Vec<u64>,
+    },
+    Expire {
+        keys: Vec<u64>,
+        ids: BTreeMap<String, Vec<MessageId>>,
     },
 }
 
@@ -29,7 +35,7 @@ pub struct DestinationQueue {
     settings: Settings,
     /// Next expected seq per sending front end.
     next: BTreeMap<String, u64>,
-    records: BTreeMap<u64, ArchiveRecord>,
+    items: BTreeMap<u64, QueueItem>,
     next_key: u64,
     /// Handed to the archiver, not yet consumed.
     in_flight: BTreeSet<u64>,
@@ -41,6 +47,7 @@ pub struct DestinationQueue {
     next_token: u64,
     /// Transfers dropped as already stored (since start).
     duplicates_dropped: u64,
+    expired: u64,
 }
 
 impl DestinationQueue {
@@ -49,7 +56,7 @@ impl DestinationQueue {
             name: name.into(),
             settings,
             next: BTreeMap::new(),
-            records: BTreeMap::new(),
+            items: BTreeMap::new(),
             next_key: 1,
             in_flight: BTreeSet::new(),
             delivered: 0,
@@ -57,11 +64,12 @@ impl DestinationQueue {
             writes: BTreeMap::new(),
             next_token: 0,
             duplicates_dropped: 0,
+            expired: 0,
         }
     }
 
     pub fn depth(&self) -> usize {
-        self.records.len()
+        self.items.len()
     }
 
     fn archiver(&self) -> Addr {
@@ -75,20 +83,20 @@ impl DestinationQueue {
 
     fn pump(&mut self, ctx: &mut Ctx) {
         let window = self.settings.deliver_window as usize;
-        let todo: Vec<(u64, ArchiveRecord)> = self
-            .records
+        let todo: Vec<(u64, QueueItem)> = self
+            .items
             .range(self.delivered + 1..)
             .take(window.saturating_sub(self.in_flight.len()))
             .map(|(k, r)| (*k, r.clone()))
             .collect();
-        for (key, record) in todo {
+        for (key, item) in todo {
             self.delivered = key;
             self.in_flight.insert(key);
-            ctx.send(self.archiver(), Msg::Deliver { key, record });
+            ctx.send(self.archiver(), Msg::Deliver { key, item });
         }
     }
 
-    fn on_transfer(&mut self, from: Addr, seq: u64, record: ArchiveRecord, ctx: &mut Ctx) {
+    fn on_transfer(&mut self, from: Addr, seq: u64, item: QueueItem, ctx: &mut Ctx) {
         let expected = *self.next.get(&from.node).unwrap_or(&1);
         if seq < expected {
             self.duplicates_dropped += 1;
@@ -100,29 +108,31 @@ impl DestinationQueue {
             ctx.send(from, Msg::TransferAck { upto: expected - 1 });
             return;
         }
-        let key = self.next_key;
-        self.next_key += 1;
-        let token = self.token();
-        ctx.persist(
-            token,
-            vec![
-                StoreOp::Put {
+        let mut ops = vec![StoreOp::Put {
+            key: keys::key_str(DQ_NEXT, &from.node),
+            value: (seq + 1).to_be_bytes().to_vec(),
+        }];
+        let stored = match item {
+            // A tombstone only moves the sequence on.
+            QueueItem::Tombstone => None,
+            item => {
+                let key = self.next_key;
+                self.next_key += 1;
+                ops.push(StoreOp::Put {
                     key: keys::key_u64(DQ_RECORD, key),
-                    value: keys::encode(&record),
-                },
-                StoreOp::Put {
-                    key: keys::key_str(DQ_NEXT, &from.node),
-                    value: (seq + 1).to_be_bytes().to_vec(),
-                },
-            ],
-        );
+                    value: keys::encode(&item),
+                });
+                Some((key, item))
+            }
+        };
+        let token = self.token();
+        ctx.persist(token, ops);
         self.writes.insert(
             token,
             Write::Store {
                 sender: from,
                 seq,
-                key,
-                record,
+                stored,
             },
         );
     }
@@ -147,24 +157,52 @@ impl DestinationQueue {
         self.writes.insert(token, Write::Delete { keys });
         ctx.persist(token, ops);
     }
+
+    /// ocs2007r2: drop records waiting longer than the data TTBR.
+    fn expire(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now();
+        let ttbr = self.settings.data_ttbr;
+        let mut keys = Vec::new();
+        let mut ids: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
+        for (k, item) in &self.items {
+            if let QueueItem::Record(r) = item {
+                if now >= r.time + ttbr && !self.in_flight.contains(k) {
+                    keys.push(*k);
+                    ids.entry(r.front_end.clone())
+                        .or_default()
+                        .push(r.id.clone());
+                }
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let ops = keys
+            .iter()
+            .map(|k| StoreOp::Delete {
+                key: keys::key_u64(DQ_RECORD, *k),
+            })
+            .collect();
+        let token = self.token();
+        self.writes.insert(token, Write::Expire { keys, ids });
+        ctx.persist(token, ops);
+    }
 }
 
 impl Actor for DestinationQueue {
     fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
-        self.records.clear();
+        self.items.clear();
         self.next.clear();
         self.in_flight.clear();
         self.undeleted.clear();
         self.delivered = 0;
         for (k, v) in &recovered {
             if let Some(key) = keys::parse_u64(DQ_RECORD, k) {
-                match keys::decode::<ArchiveRecord>(v) {
-                    Ok(r) => {
-                        self.records.insert(key, r);
+                match keys::decode::<QueueItem>(v) {
+                    Ok(item) => {
+                        self.items.insert(key, item);
                     }
-                    Err(e) => {
-                        ctx.event("store_corrupt", format!("{}: record {key}: {e}", self.name))
-                    }
+                    Err(e) => ctx.event("store_corrupt", format!("{}: item {key}: {e}", self.name)),
                 }
             } else if let Some(sender) = k.strip_prefix(DQ_NEXT) {
                 let sender = String::from_utf8_lossy(sender).into_owned();
@@ -179,17 +217,20 @@ impl Actor for DestinationQueue {
                 }
             }
         }
-        self.next_key = self.records.keys().next_back().map_or(1, |k| k + 1);
+        self.next_key = self.items.keys().next_back().map_or(1, |k| k + 1);
         self.pump(ctx);
+        if self.settings.semantics == Semantics::Ocs2007r2 {
+            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        }
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         match msg {
-            Msg::Transfer { seq, record } => self.on_transfer(from, seq, record, ctx),
+            Msg::Transfer { seq, item } => self.on_transfer(from, seq, item, ctx),
             Msg::Consumed { keys } => {
                 for k in keys {
                     if self.in_flight.remove(&k) {
-                        self.records.remove(&k);
+                        self.items.remove(&k);
                         self.undeleted.insert(k);
                     }
                 }
@@ -207,7 +248,12 @@ impl Actor for DestinationQueue {
         }
     }
 
-    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
+        if timer == Timer::DlqCheck {
+            self.expire(ctx);
+            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        }
+    }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
         match (self.writes.remove(&token), result) {
@@ -215,18 +261,19 @@ impl Actor for DestinationQueue {
                 Some(Write::Store {
                     sender,
                     seq,
-                    key,
-                    record,
+                    stored,
                 }),
                 Ok(()),
             ) => {
                 self.next.insert(sender.node.clone(), seq + 1);
-                self.records.insert(key, record);
+                if let Some((key, item)) = stored {
+                    self.items.insert(key, item);
+                }
                 ctx.send(sender, Msg::TransferAck { upto: seq });
                 self.pump(ctx);
             }
             (Some(Write::Store { sender, seq, .. }), Err(e)) => {
-                // Not acknowledged: the sender still holds the record and
+                // Not acknowledged: the sender still holds the item and
                 // will resend it.
                 ctx.event(
                     "destination_store_failed",
@@ -247,6 +294,25 @@ impl Actor for DestinationQueue {
                     format!("{}: deleting: {e}", self.name),
                 );
             }
+            (Some(Write::Expire { keys, ids }), Ok(())) => {
+                for k in keys {
+                    self.items.remove(&k);
+                }
+                for (fe, ids) in ids {
+                    self.expired += ids.len() as u64;
+                    ctx.event("record_expired", format!("ids={}", ids.join(",")));
+                    ctx.send(
+                        Addr::new(fe, ActorKind::OutgoingQueue),
+                        Msg::Expired { ids },
+                    );
+                }
+            }
+            (Some(Write::Expire { .. }), Err(e)) => {
+                ctx.event(
+                    "destination_store_failed",
+                    format!("{}: expiring: {e}", self.name),
+                );
+            }
             (None, _) => {}
         }
     }
@@ -255,6 +321,7 @@ impl Actor for DestinationQueue {
         vec![
             ("destination_depth", self.depth() as u64),
             ("duplicates_dropped", self.duplicates_dropped),
+            ("expired", self.expired),
         ]
     }
 }
@@ -262,18 +329,18 @@ impl Actor for DestinationQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RecordKind;
+    use crate::protocol::{ArchiveRecord, RecordKind};
     use crate::testkit::Harness;
 
-    fn dq() -> Harness<DestinationQueue> {
+    fn dq(settings: Settings) -> Harness<DestinationQueue> {
         Harness::new(
             Addr::new("arch1", ActorKind::DestinationQueue),
-            DestinationQueue::new("arch1", Settings::default()),
+            DestinationQueue::new("arch1", settings),
         )
     }
 
-    fn rec(id: &str) -> ArchiveRecord {
-        ArchiveRecord {
+    fn rec(id: &str) -> QueueItem {
+        QueueItem::Record(ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
             from: "a@corp.example".into(),
@@ -282,7 +349,7 @@ mod tests {
             body: "x".into(),
             external: false,
             front_end: "fe1".into(),
-        }
+        })
     }
 
     fn oq(n: &str) -> Addr {
@@ -298,40 +365,49 @@ mod tests {
             .collect()
     }
 
+    fn delivered(sent: &[(Addr, Msg)]) -> Vec<u64> {
+        sent.iter()
+            .filter_map(|(_, m)| match m {
+                Msg::Deliver { key, .. } => Some(*key),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn in_order_transfers_are_stored_acked_and_delivered() {
-        let mut h = dq();
+        let mut h = dq(Settings::default());
         h.start(Recovered::new());
         let sent = h.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         assert_eq!(acks(&sent), vec![1]);
         assert!(
             matches!(&sent[1], (to, Msg::Deliver { key: 1, .. }) if to.actor == ActorKind::Archiver)
         );
-        assert_eq!(h.store.len(), 2, "record and next-seq mark, in one write");
+        assert_eq!(h.store.len(), 2, "item and next-seq mark, in one write");
     }
 
     #[test]
     fn duplicates_and_gaps_are_dropped_with_a_position_ack() {
-        let mut h = dq();
+        let mut h = dq(Settings::default());
         h.start(Recovered::new());
         h.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         let sent = h.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
@@ -339,66 +415,91 @@ mod tests {
             oq("fe1"),
             Msg::Transfer {
                 seq: 3,
-                record: rec("m3"),
+                item: rec("m3"),
             },
         );
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
         assert_eq!(h.actor.depth(), 1);
-        // sequences are per sender
         let sent = h.msg(
             oq("fe2"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("x1"),
+                item: rec("x1"),
             },
         );
-        assert_eq!(acks(&sent), vec![1]);
+        assert_eq!(acks(&sent), vec![1], "sequences are per sender");
+    }
+
+    #[test]
+    fn a_tombstone_moves_the_sequence_without_storing_anything() {
+        let mut h = dq(Settings::default());
+        h.start(Recovered::new());
+        let sent = h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 1,
+                item: QueueItem::Tombstone,
+            },
+        );
+        assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
+        assert_eq!(h.actor.depth(), 0);
+        let sent = h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 2,
+                item: rec("m2"),
+            },
+        );
+        assert_eq!(acks(&sent), vec![2]);
     }
 
     #[test]
     fn delete_only_after_consumed_and_redeliver_after_restart() {
-        let mut h = dq();
+        let mut h = dq(Settings::default());
         h.start(Recovered::new());
         h.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         h.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 2,
-                record: rec("m2"),
+                item: rec("m2"),
             },
         );
         h.msg(h.actor.archiver(), Msg::Consumed { keys: vec![1] });
         assert_eq!(h.actor.depth(), 1);
-        // crash and restart: m2 is redelivered; the dedupe mark survived
-        let mut h2 = dq();
+        let mut h2 = dq(Settings::default());
         let sent = h2.start(h.store.clone());
-        assert!(matches!(&sent[..], [(_, Msg::Deliver { key: 2, record })] if record.id == "m2"));
+        assert_eq!(delivered(&sent), vec![2]);
         let sent = h2.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 2,
-                record: rec("m2"),
+                item: rec("m2"),
             },
         );
-        assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 2 })]);
+        assert_eq!(
+            sent,
+            vec![(oq("fe1"), Msg::TransferAck { upto: 2 })],
+            "the dedupe mark survived"
+        );
     }
 
     #[test]
     fn store_failure_means_no_ack() {
-        let mut h = dq();
+        let mut h = dq(Settings::default());
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::Io("EIO".into()));
         let sent = h.msg(
             oq("fe1"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         assert!(acks(&sent).is_empty());
@@ -408,7 +509,7 @@ mod tests {
             oq("fe1"),
             Msg::Transfer {
                 seq: 1,
-                record: rec("m1"),
+                item: rec("m1"),
             },
         );
         assert_eq!(acks(&sent), vec![1]);
@@ -416,38 +517,89 @@ mod tests {
 
     #[test]
     fn delivery_window_is_respected() {
-        let mut h = Harness::new(
-            Addr::new("arch1", ActorKind::DestinationQueue),
-            DestinationQueue::new(
-                "arch1",
-                Settings {
-                    deliver_window: 2,
-                    ..Settings::default()
-                },
-            ),
-        );
+        let mut h = dq(Settings {
+            deliver_window: 2,
+            ..Settings::default()
+        });
         h.start(Recovered::new());
-        let mut delivered = 0;
+        let mut n = 0;
         for s in 1..=4 {
-            let sent = h.msg(
+            n += delivered(&h.msg(
                 oq("fe1"),
                 Msg::Transfer {
                     seq: s,
-                    record: rec(&format!("m{s}")),
+                    item: rec(&format!("m{s}")),
                 },
-            );
-            delivered += sent
-                .iter()
-                .filter(|(_, m)| matches!(m, Msg::Deliver { .. }))
-                .count();
+            ))
+            .len();
         }
-        assert_eq!(delivered, 2);
+        assert_eq!(n, 2);
         let sent = h.msg(h.actor.archiver(), Msg::Consumed { keys: vec![1, 2] });
+        assert_eq!(delivered(&sent), vec![3, 4]);
+    }
+
+    #[test]
+    fn ocs2007r2_drops_records_waiting_past_ttbr_and_tells_the_sender() {
+        let s = Settings {
+            semantics: Semantics::Ocs2007r2,
+            deliver_window: 1,
+            ..Settings::default()
+        };
+        let ttbr = s.data_ttbr;
+        let mut h = dq(s);
+        h.start(Recovered::new());
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 1,
+                item: rec("m1"),
+            },
+        ); // in flight: kept
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 2,
+                item: rec("m2"),
+            },
+        ); // waiting: dropped
+        h.now = ttbr;
+        h.timers.insert(Timer::DlqCheck, ttbr);
+        let sent = h.fire(Timer::DlqCheck);
         assert_eq!(
-            sent.iter()
-                .filter(|(_, m)| matches!(m, Msg::Deliver { .. }))
-                .count(),
-            2
+            sent,
+            vec![(
+                oq("fe1"),
+                Msg::Expired {
+                    ids: vec!["m2".into()]
+                }
+            )]
         );
+        assert_eq!(h.events(), vec!["record_expired"]);
+        assert_eq!(h.actor.depth(), 1);
+    }
+
+    #[test]
+    fn lync2010_never_drops() {
+        let mut h = dq(Settings {
+            deliver_window: 1,
+            ..Settings::default()
+        });
+        h.start(Recovered::new());
+        assert!(!h.timers.contains_key(&Timer::DlqCheck));
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 1,
+                item: rec("m1"),
+            },
+        );
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 2,
+                item: rec("m2"),
+            },
+        );
+        assert_eq!(h.actor.depth(), 2);
     }
 }

@@ -1,28 +1,56 @@
 //! Front end: accepts IMs from its homed users, routes them to the
 //! recipient, and runs the **archiving agent**: per-user policy decides
-//! whether the message is sent for archiving; if so the record is handed to
-//! the local [`crate::outgoing_queue`] and the client is told "accepted"
-//! only once the queue holds it durably.
+//! whether the message is sent for archiving.
+//!
+//! * lync2010: the record is handed to the local
+//!   [`crate::outgoing_queue`] first; the client is told "accepted" once the
+//!   queue holds it durably.
+//! * ocs2007r2: the IM is routed first and archived only when the
+//!   recipient's side answers (a message whose response never came back is
+//!   not archived — the legacy behaviour).
+//!
+//! **Critical mode.** When archiving cannot be guaranteed (the queue
+//! reports a NACK, a full quota or a failing store, or a record could not
+//! be queued) a front end with `critical_mode` rejects new IMs explicitly
+//! until archiving is healthy again (automatically, or by an operator).
+//! Without critical mode an IM whose record cannot be queued still goes
+//! through, and the record is lost (`archiving_failed`).
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, Timer};
+use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::Cluster;
-use crate::ids::{ActorKind, Addr, MessageId};
+use crate::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::protocol::{ArchiveRecord, Im, Msg, RecordKind, RejectReason};
+use crate::settings::{Semantics, Settings};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Store key of the critical-mode state: a restart does not end a shutdown
+/// (with automatic resume, the queue's next healthy report does).
+const CRITICAL_KEY: &[u8] = b"critical";
 
 /// An IM waiting for its outgoing queue to confirm the enqueue.
 #[derive(Debug)]
 struct Pending {
-    client: Addr,
+    /// `None`: the client was already answered (ocs2007r2).
+    client: Option<Addr>,
     im: Im,
+    /// When the front end admitted the IM (checked against critical mode).
+    admitted_at: Millis,
 }
 
 pub struct FrontEnd {
     name: String,
     cluster: Arc<Cluster>,
+    settings: Settings,
     pending: BTreeMap<u64, Pending>,
+    /// ocs2007r2: archivable IMs routed to another front end, archived when
+    /// its answer comes back.
+    awaiting_response: BTreeMap<MessageId, Im>,
     next_token: u64,
+    /// Messaging is stopped by critical mode (with the reason).
+    shut_down: Option<String>,
+    /// What the outgoing queue last said about archiving.
+    archiving_ok: bool,
     /// IMs delivered to recipients homed here (a stand-in for the SIP leg).
     pub delivered: u64,
     /// IMs handed to the federation edge.
@@ -30,37 +58,111 @@ pub struct FrontEnd {
 }
 
 impl FrontEnd {
-    pub fn new(name: impl Into<String>, cluster: Arc<Cluster>) -> Self {
+    pub fn new(name: impl Into<String>, cluster: Arc<Cluster>, settings: Settings) -> Self {
         FrontEnd {
             name: name.into(),
             cluster,
+            settings,
             pending: BTreeMap::new(),
+            awaiting_response: BTreeMap::new(),
             next_token: 1,
+            shut_down: None,
+            archiving_ok: true,
             delivered: 0,
             federated_out: 0,
         }
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.is_some()
     }
 
     fn queue(&self) -> Addr {
         Addr::new(self.name.clone(), ActorKind::OutgoingQueue)
     }
 
+    fn legacy(&self) -> bool {
+        self.settings.semantics == Semantics::Ocs2007r2
+    }
+
     fn reject(ctx: &mut Ctx, client: Addr, id: MessageId, reason: RejectReason) {
         ctx.send(client, Msg::ImRejected { id, reason });
     }
 
-    fn route(&mut self, im: Im, ctx: &mut Ctx) {
+    fn record(&self, im: &Im, ctx: &Ctx) -> ArchiveRecord {
+        ArchiveRecord {
+            kind: RecordKind::Im,
+            id: im.id.clone(),
+            from: im.from.clone(),
+            to: im.to.clone(),
+            time: ctx.now(),
+            body: im.body.clone(),
+            external: self.cluster.is_external(&im.from) || self.cluster.is_external(&im.to),
+            front_end: self.name.clone(),
+        }
+    }
+
+    fn enqueue(&mut self, client: Option<Addr>, im: Im, ctx: &mut Ctx) {
+        let record = self.record(&im, ctx);
+        let token = self.next_token;
+        self.next_token += 1;
+        let admitted_at = ctx.now();
+        self.pending.insert(
+            token,
+            Pending {
+                client,
+                im,
+                admitted_at,
+            },
+        );
+        ctx.send(self.queue(), Msg::Enqueue { token, record });
+    }
+
+    /// Routes an IM; returns true when the recipient's answer is already
+    /// known (local or federated recipient).
+    fn route(&mut self, im: &Im, ctx: &mut Ctx) -> bool {
         if self.cluster.is_external(&im.to) {
             self.federated_out += 1;
-            return;
+            return true;
         }
         match self.cluster.home(&im.to) {
-            Some(home) if home == self.name => self.delivered += 1,
+            Some(home) if home == self.name => {
+                self.delivered += 1;
+                true
+            }
             Some(home) => {
                 let to = Addr::new(home.to_string(), ActorKind::FrontEnd);
-                ctx.send(to, Msg::DeliverIm { im });
+                ctx.send(to, Msg::DeliverIm { im: im.clone() });
+                false
             }
-            None => {} // validated on submit
+            None => true, // validated on submit
+        }
+    }
+
+    fn shut(&mut self, reason: String, ctx: &mut Ctx) {
+        if !self.settings.critical_mode || self.shut_down.is_some() {
+            return;
+        }
+        ctx.event("critical_shutdown", format!("{}: {reason}", self.name));
+        ctx.persist(
+            0,
+            vec![StoreOp::Put {
+                key: CRITICAL_KEY.to_vec(),
+                value: reason.as_bytes().to_vec(),
+            }],
+        );
+        self.shut_down = Some(reason);
+    }
+
+    fn resume(&mut self, why: &str, ctx: &mut Ctx) {
+        if self.shut_down.take().is_some() {
+            ctx.event("critical_resume", format!("{}: {why}", self.name));
+            ctx.persist(
+                0,
+                vec![StoreOp::Delete {
+                    key: CRITICAL_KEY.to_vec(),
+                }],
+            );
         }
     }
 
@@ -79,33 +181,54 @@ impl FrontEnd {
         if !self.cluster.is_external(&im.to) && self.cluster.home(&im.to).is_none() {
             return Self::reject(ctx, client, im.id, RejectReason::UnknownRecipient);
         }
+        if let Some(reason) = &self.shut_down {
+            return Self::reject(
+                ctx,
+                client,
+                im.id,
+                RejectReason::CriticalMode(reason.clone()),
+            );
+        }
+        let at = ctx.now();
         if !self.cluster.should_archive(&im.from, &im.to) {
-            ctx.send(client, Msg::ImAccepted { id: im.id.clone() });
-            self.route(im, ctx);
+            ctx.send(
+                client,
+                Msg::ImAccepted {
+                    id: im.id.clone(),
+                    at,
+                },
+            );
+            self.route(&im, ctx);
             return;
         }
-        let record = ArchiveRecord {
-            kind: RecordKind::Im,
-            id: im.id.clone(),
-            from: im.from.clone(),
-            to: im.to.clone(),
-            time: ctx.now(),
-            body: im.body.clone(),
-            external: self.cluster.is_external(&im.from) || self.cluster.is_external(&im.to),
-            front_end: self.name.clone(),
-        };
-        let token = self.next_token;
-        self.next_token += 1;
-        self.pending.insert(token, Pending { client, im });
-        ctx.send(self.queue(), Msg::Enqueue { token, record });
+        if self.legacy() {
+            // Route first; archive once the recipient's side answered.
+            ctx.send(
+                client,
+                Msg::ImAccepted {
+                    id: im.id.clone(),
+                    at,
+                },
+            );
+            if self.route(&im, ctx) {
+                self.enqueue(None, im, ctx);
+            } else {
+                self.awaiting_response.insert(im.id.clone(), im);
+            }
+            return;
+        }
+        self.enqueue(Some(client), im, ctx);
     }
 }
 
 impl Actor for FrontEnd {
-    fn on_start(&mut self, _recovered: Recovered, _ctx: &mut Ctx) {
-        // A front end holds nothing durable itself: its outgoing queue does.
+    fn on_start(&mut self, recovered: Recovered, _ctx: &mut Ctx) {
         // IMs pending at a crash were never acknowledged to the client.
         self.pending.clear();
+        self.awaiting_response.clear();
+        self.shut_down = recovered
+            .get(CRITICAL_KEY)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -118,29 +241,62 @@ impl Actor for FrontEnd {
                 }
                 ctx.send(from, Msg::ImDelivered { id });
             }
-            Msg::ImDelivered { .. } => {}
+            Msg::ImDelivered { id } => {
+                if let Some(im) = self.awaiting_response.remove(&id) {
+                    self.enqueue(None, im, ctx);
+                }
+            }
             Msg::Enqueued { token } => {
                 if let Some(p) = self.pending.remove(&token) {
-                    ctx.send(
-                        p.client,
-                        Msg::ImAccepted {
-                            id: p.im.id.clone(),
-                        },
-                    );
-                    self.route(p.im, ctx);
+                    if let Some(client) = p.client {
+                        ctx.send(
+                            client,
+                            Msg::ImAccepted {
+                                id: p.im.id.clone(),
+                                at: p.admitted_at,
+                            },
+                        );
+                        self.route(&p.im, ctx);
+                    }
                 }
             }
             Msg::EnqueueFailed { token, reason } => {
-                if let Some(p) = self.pending.remove(&token) {
-                    ctx.event("archiving_unavailable", format!("{}: {reason}", p.im.id));
-                    Self::reject(
-                        ctx,
-                        p.client,
-                        p.im.id,
-                        RejectReason::ArchivingUnavailable(reason),
-                    );
+                let Some(p) = self.pending.remove(&token) else {
+                    return;
+                };
+                if self.settings.critical_mode {
+                    self.shut(format!("a record could not be queued: {reason}"), ctx);
+                    if let Some(client) = p.client {
+                        Self::reject(ctx, client, p.im.id, RejectReason::CriticalMode(reason));
+                    } else {
+                        // ocs2007r2: the IM already went through; its record is lost.
+                        ctx.event("archiving_failed", format!("{}: {reason}", p.im.id));
+                    }
+                } else {
+                    // Messaging is not critical: the IM goes through, its
+                    // record is lost, and an operator hears about it.
+                    ctx.event("archiving_failed", format!("{}: {reason}", p.im.id));
+                    if let Some(client) = p.client {
+                        ctx.send(
+                            client,
+                            Msg::ImAccepted {
+                                id: p.im.id.clone(),
+                                at: p.admitted_at,
+                            },
+                        );
+                        self.route(&p.im, ctx);
+                    }
                 }
             }
+            Msg::ArchivingHealth { ok, reason } => {
+                self.archiving_ok = ok;
+                if !ok {
+                    self.shut(reason, ctx);
+                } else if self.settings.critical_auto_resume {
+                    self.resume("archiving is healthy again", ctx);
+                }
+            }
+            Msg::OperatorResume => self.resume("resumed by an operator", ctx),
             other => ctx.event(
                 "unexpected_message",
                 format!(
@@ -154,7 +310,15 @@ impl Actor for FrontEnd {
 
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
 
-    fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
+    fn on_persisted(&mut self, _token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+        if let Err(e) = result {
+            ctx.event("critical_state_not_saved", format!("{}: {e}", self.name));
+        }
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        vec![("critical_shutdown", u64::from(self.shut_down.is_some()))]
+    }
 }
 
 #[cfg(test)]
@@ -162,11 +326,20 @@ mod tests {
     use super::*;
     use crate::testkit::{cluster, Harness};
 
-    fn fe() -> Harness<FrontEnd> {
-        Harness::new(
+    fn fe(settings: Settings) -> Harness<FrontEnd> {
+        let mut h = Harness::new(
             Addr::new("fe1", ActorKind::FrontEnd),
-            FrontEnd::new("fe1", cluster()),
-        )
+            FrontEnd::new("fe1", cluster(), settings),
+        );
+        h.start(Recovered::new());
+        h
+    }
+
+    fn critical() -> Settings {
+        Settings {
+            critical_mode: true,
+            ..Settings::default()
+        }
     }
 
     fn im(id: &str, from: &str, to: &str) -> Im {
@@ -182,51 +355,79 @@ mod tests {
         Addr::new("c", ActorKind::Client)
     }
 
-    #[test]
-    fn archivable_im_is_accepted_only_after_enqueue() {
-        let mut h = fe();
-        h.start(Recovered::new());
-        let sent = h.msg(
+    fn queue() -> Addr {
+        Addr::new("fe1", ActorKind::OutgoingQueue)
+    }
+
+    fn submit(h: &mut Harness<FrontEnd>, id: &str, to: &str) -> Vec<(Addr, Msg)> {
+        h.msg(
             client(),
             Msg::SubmitIm {
-                im: im("m1", "a@corp.example", "b@corp.example"),
+                im: im(id, "a@corp.example", to),
             },
-        );
-        // Only the enqueue goes out; the client hears nothing yet.
-        assert_eq!(sent.len(), 1);
-        let token = match &sent[0] {
-            (to, Msg::Enqueue { token, record }) => {
-                assert_eq!(to.actor, ActorKind::OutgoingQueue);
-                assert_eq!(record.id, "m1");
-                assert!(!record.external);
-                *token
-            }
-            other => panic!("{other:?}"),
-        };
-        let sent = h.msg(
-            Addr::new("fe1", ActorKind::OutgoingQueue),
-            Msg::Enqueued { token },
-        );
-        assert_eq!(sent[0], (client(), Msg::ImAccepted { id: "m1".into() }));
-        // b is homed on fe2: routed there.
-        assert_eq!(sent[1].0, Addr::new("fe2", ActorKind::FrontEnd));
+        )
+    }
+
+    fn enqueue_token(sent: &[(Addr, Msg)]) -> u64 {
+        sent.iter()
+            .find_map(|(_, m)| match m {
+                Msg::Enqueue { token, .. } => Some(*token),
+                _ => None,
+            })
+            .expect("an enqueue")
     }
 
     #[test]
-    fn enqueue_failure_is_an_explicit_rejection() {
-        let mut h = fe();
-        h.start(Recovered::new());
+    fn archivable_im_is_accepted_only_after_enqueue() {
+        let mut h = fe(Settings::default());
+        let sent = submit(&mut h, "m1", "b@corp.example");
+        assert_eq!(sent.len(), 1, "only the enqueue goes out");
+        let (to, Msg::Enqueue { token, record }) = &sent[0] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(*to, queue());
+        assert_eq!(record.id, "m1");
+        assert!(!record.external);
+        let sent = h.msg(queue(), Msg::Enqueued { token: *token });
+        assert_eq!(
+            sent[0],
+            (
+                client(),
+                Msg::ImAccepted {
+                    id: "m1".into(),
+                    at: 0
+                }
+            )
+        );
+        assert_eq!(
+            sent[1].0,
+            Addr::new("fe2", ActorKind::FrontEnd),
+            "b@ is homed on fe2"
+        );
+    }
+
+    #[test]
+    fn without_critical_mode_a_failed_enqueue_loses_the_record_not_the_im() {
+        let mut h = fe(Settings::default());
+        let token = enqueue_token(&submit(&mut h, "m1", "b@corp.example"));
         let sent = h.msg(
-            client(),
-            Msg::SubmitIm {
-                im: im("m1", "a@corp.example", "b@corp.example"),
+            queue(),
+            Msg::EnqueueFailed {
+                token,
+                reason: "quota".into(),
             },
         );
-        let Msg::Enqueue { token, .. } = sent[0].1.clone() else {
-            panic!()
-        };
+        assert!(matches!(&sent[0].1, Msg::ImAccepted { .. }));
+        assert_eq!(h.events(), vec!["archiving_failed"]);
+        assert!(!h.actor.is_shut_down());
+    }
+
+    #[test]
+    fn critical_mode_rejects_the_im_and_shuts_down() {
+        let mut h = fe(critical());
+        let token = enqueue_token(&submit(&mut h, "m1", "b@corp.example"));
         let sent = h.msg(
-            Addr::new("fe1", ActorKind::OutgoingQueue),
+            queue(),
             Msg::EnqueueFailed {
                 token,
                 reason: "quota".into(),
@@ -235,32 +436,177 @@ mod tests {
         assert!(matches!(
             &sent[0].1,
             Msg::ImRejected {
-                reason: RejectReason::ArchivingUnavailable(_),
+                reason: RejectReason::CriticalMode(_),
                 ..
             }
         ));
-        assert_eq!(h.events(), vec!["archiving_unavailable"]);
-    }
-
-    #[test]
-    fn policy_none_skips_the_queue() {
-        let mut h = fe();
-        h.start(Recovered::new());
-        // c@ and d@ have a user-level "archive nothing" policy.
+        assert_eq!(h.events(), vec!["critical_shutdown"]);
+        // Every later IM, archivable or not, is refused explicitly.
         let sent = h.msg(
             client(),
             Msg::SubmitIm {
                 im: im("m2", "c@corp.example", "d@corp.example"),
             },
         );
-        assert_eq!(sent[0], (client(), Msg::ImAccepted { id: "m2".into() }));
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Msg::ImRejected {
+                    reason: RejectReason::CriticalMode(_),
+                    ..
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn unhealthy_queue_shuts_down_and_health_resumes() {
+        let mut h = fe(critical());
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: false,
+                reason: "delivery NACK".into(),
+            },
+        );
+        assert!(h.actor.is_shut_down());
+        let sent = submit(&mut h, "m1", "b@corp.example");
+        assert!(matches!(&sent[..], [(_, Msg::ImRejected { .. })]));
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: true,
+                reason: "healthy".into(),
+            },
+        );
+        assert!(!h.actor.is_shut_down());
+        assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
+        assert!(matches!(
+            &submit(&mut h, "m2", "b@corp.example")[0].1,
+            Msg::Enqueue { .. }
+        ));
+    }
+
+    #[test]
+    fn without_auto_resume_only_an_operator_resumes_even_across_restarts() {
+        let s = Settings {
+            critical_mode: true,
+            critical_auto_resume: false,
+            ..Settings::default()
+        };
+        let mut h = fe(s.clone());
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: false,
+                reason: "processing NACK".into(),
+            },
+        );
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: true,
+                reason: "healthy".into(),
+            },
+        );
+        assert!(h.actor.is_shut_down(), "health alone does not resume");
+        let mut h2 = Harness::new(
+            Addr::new("fe1", ActorKind::FrontEnd),
+            FrontEnd::new("fe1", cluster(), s),
+        );
+        h2.start(h.store.clone());
+        assert!(h2.actor.is_shut_down(), "the shutdown survives a restart");
+        h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
+        assert!(!h2.actor.is_shut_down());
+        assert!(h2.store.is_empty());
+    }
+
+    #[test]
+    fn a_shutdown_survives_a_restart_until_the_queue_reports_healthy() {
+        let mut h = fe(critical());
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: false,
+                reason: "quota".into(),
+            },
+        );
+        let mut h2 = Harness::new(
+            Addr::new("fe1", ActorKind::FrontEnd),
+            FrontEnd::new("fe1", cluster(), critical()),
+        );
+        h2.start(h.store.clone());
+        assert!(h2.actor.is_shut_down());
+        h2.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: true,
+                reason: "healthy".into(),
+            },
+        );
+        assert!(!h2.actor.is_shut_down());
+        assert_eq!(h2.events(), vec!["critical_resume"]);
+    }
+
+    #[test]
+    fn health_reports_are_ignored_without_critical_mode() {
+        let mut h = fe(Settings::default());
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: false,
+                reason: "delivery NACK".into(),
+            },
+        );
+        assert!(!h.actor.is_shut_down());
+    }
+
+    #[test]
+    fn ocs2007r2_archives_only_after_the_recipients_answer() {
+        let mut h = fe(Settings {
+            semantics: Semantics::Ocs2007r2,
+            ..Settings::default()
+        });
+        let sent = submit(&mut h, "m1", "b@corp.example");
+        assert!(matches!(&sent[0].1, Msg::ImAccepted { .. }));
+        assert!(matches!(&sent[1].1, Msg::DeliverIm { .. }));
+        assert_eq!(sent.len(), 2, "nothing queued for archiving yet");
+        let sent = h.msg(
+            Addr::new("fe2", ActorKind::FrontEnd),
+            Msg::ImDelivered { id: "m1".into() },
+        );
+        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]));
+        // A local recipient answers at once.
+        let sent = submit(&mut h, "m2", "c@corp.example");
+        assert!(matches!(&sent[1].1, Msg::Enqueue { .. }));
+    }
+
+    #[test]
+    fn policy_none_skips_the_queue() {
+        let mut h = fe(Settings::default());
+        let sent = h.msg(
+            client(),
+            Msg::SubmitIm {
+                im: im("m2", "c@corp.example", "d@corp.example"),
+            },
+        );
+        assert_eq!(
+            sent[0],
+            (
+                client(),
+                Msg::ImAccepted {
+                    id: "m2".into(),
+                    at: 0
+                }
+            )
+        );
         assert_eq!(h.actor.delivered, 1);
     }
 
     #[test]
     fn wrong_home_and_unknown_recipient_are_rejected() {
-        let mut h = fe();
-        h.start(Recovered::new());
+        let mut h = fe(Settings::default());
         let sent = h.msg(
             client(),
             Msg::SubmitIm {
@@ -274,12 +620,7 @@ mod tests {
                 ..
             }
         ));
-        let sent = h.msg(
-            client(),
-            Msg::SubmitIm {
-                im: im("m4", "a@corp.example", "zed@corp.example"),
-            },
-        );
+        let sent = submit(&mut h, "m4", "zed@corp.example");
         assert!(matches!(
             &sent[0].1,
             Msg::ImRejected {
@@ -291,17 +632,11 @@ mod tests {
 
     #[test]
     fn external_recipient_is_archived_as_external() {
-        let mut h = fe();
-        h.start(Recovered::new());
-        let sent = h.msg(
-            client(),
-            Msg::SubmitIm {
-                im: im("m5", "a@corp.example", "x@partner.example"),
-            },
-        );
-        match &sent[0].1 {
-            Msg::Enqueue { record, .. } => assert!(record.external),
-            other => panic!("{other:?}"),
-        }
+        let mut h = fe(Settings::default());
+        let sent = submit(&mut h, "m5", "x@partner.example");
+        let Msg::Enqueue { record, .. } = &sent[0].1 else {
+            panic!()
+        };
+        assert!(record.external);
     }
 }

@@ -1,23 +1,46 @@
 //! Outgoing queue: the durable store-and-forward queue on a front end
-//! (MSMQ's outgoing queue in the original).
+//! (MSMQ's outgoing queue in the original), with Lync 2010's reliability
+//! features.
 //!
-//! Every record gets a sequence number on its (front end → destination)
-//! link, contiguous from 1 and never reused (the highest acknowledged number
-//! is persisted with the deletions). Transfers go out in order inside a
-//! window; the destination acknowledges cumulatively once a record is
-//! durable there. With no acknowledgement progress for a resend interval
-//! the queue goes back to the first unacknowledged record (go-back-N),
-//! backing off while the link stays silent. The destination drops what it
-//! already has, so the handoff is exactly-once and in order.
+//! **Handoff.** Every item — an archive record, a heartbeat, or a tombstone
+//! standing in for a record that left the stream — gets a sequence number
+//! on its (front end → destination) link, contiguous from 1 and never
+//! reused (the acknowledged position is persisted with the deletions).
+//! Transfers go out in order inside a window; the destination acknowledges
+//! cumulatively once an item is durable there. With no acknowledgement
+//! progress for a resend interval the queue goes back to the first
+//! unacknowledged item (go-back-N), backing off while the link stays
+//! silent. The destination drops what it already has: exactly-once, in
+//! order.
+//!
+//! **Heartbeats** (lync2010) go with the data every heartbeat interval. One
+//! not acknowledged by the destination within its TTRQ is a *delivery* NACK
+//! (link or queue service down); one delivered but not processed within its
+//! TTBR is a *processing* NACK (archiver down or behind). The archiver's
+//! ACK of a newer heartbeat makes the link healthy again.
+//!
+//! **Quota monitoring** (lync2010): a warning at 95 % use, then an
+//! information event at every check above 90 %.
+//!
+//! **Expiry.** A record not acknowledged within the data TTRQ leaves the
+//! stream (a tombstone takes its slot): under ocs2007r2 it is dropped, under
+//! lync2010 it moves to the dead-letter queue, which is resent (with new
+//! sequence numbers) once the link is healthy.
+//!
+//! The queue tells its front end whether archiving can be guaranteed
+//! ([`Msg::ArchivingHealth`]); critical mode acts on that.
 
 use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::Cluster;
-use crate::ids::{ActorKind, Addr, Millis};
-use crate::protocol::{ArchiveRecord, Msg};
-use crate::settings::Settings;
-use crate::store_keys::{self as keys, OQ_ACKED, OQ_RECORD};
+use crate::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::protocol::{ArchiveRecord, Msg, QueueItem};
+use crate::settings::{Semantics, Settings};
+use crate::store_keys::{self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Dead letters resent per check, to keep writes bounded.
+const RESEND_BATCH: usize = 512;
 
 enum Write {
     Enqueue {
@@ -25,16 +48,61 @@ enum Write {
         seq: u64,
         record: ArchiveRecord,
     },
+    Heartbeat {
+        seq: u64,
+        id: u64,
+        sent_at: Millis,
+    },
     Delete {
         upto: u64,
     },
+    /// Records leave the stream: tombstones in their slots, and (lync2010)
+    /// copies in the dead-letter queue.
+    Expire {
+        seqs: Vec<u64>,
+        dead: Vec<(u64, ArchiveRecord)>,
+        ids: Vec<MessageId>,
+    },
+    /// Dead letters go back into the stream.
+    Resend {
+        moves: Vec<(u64, u64, ArchiveRecord)>,
+    },
+    Probe,
+}
+
+/// The state of the link to the archiving server, from heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkHealth {
+    Healthy,
+    /// A heartbeat did not reach the destination queue in time.
+    DeliveryFailing,
+    /// A heartbeat reached it but was not processed in time.
+    ProcessingFailing,
+}
+
+impl LinkHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkHealth::Healthy => "healthy",
+            LinkHealth::DeliveryFailing => "delivery_failing",
+            LinkHealth::ProcessingFailing => "processing_failing",
+        }
+    }
+}
+
+struct Beat {
+    seq: u64,
+    sent_at: Millis,
+    delivered: bool,
 }
 
 pub struct OutgoingQueue {
     name: String,
     settings: Settings,
     dest: Addr,
-    records: BTreeMap<u64, ArchiveRecord>,
+    items: BTreeMap<u64, QueueItem>,
+    dead: BTreeMap<u64, ArchiveRecord>,
+    next_dead: u64,
     bytes: u64,
     next_seq: u64,
     /// Highest seq the destination acknowledged.
@@ -47,8 +115,23 @@ pub struct OutgoingQueue {
     interval: Millis,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
-    /// Go-back-N rounds since start.
     resends: u64,
+    beats: BTreeMap<u64, Beat>,
+    last_beat: u64,
+    health: LinkHealth,
+    last_nacked_beat: u64,
+    quota_warned: bool,
+    quota_full: bool,
+    store_failing: bool,
+    /// ocs2007r2: when records last expired (critical mode's only signal).
+    expired_at: Option<Millis>,
+    reported: Option<bool>,
+    /// Since (re)start, the destination has answered (or there was nothing
+    /// to deliver): until then "healthy" is not reported, so a restarted
+    /// front end does not resume on a guess.
+    verified: bool,
+    dead_lettered: u64,
+    expired: u64,
 }
 
 impl OutgoingQueue {
@@ -64,7 +147,9 @@ impl OutgoingQueue {
             interval: settings.resend_interval,
             settings,
             name,
-            records: BTreeMap::new(),
+            items: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            next_dead: 1,
             bytes: 0,
             next_seq: 1,
             acked: 0,
@@ -72,19 +157,43 @@ impl OutgoingQueue {
             sent: 0,
             acked_at_last_check: 0,
             writes: BTreeMap::new(),
-            next_token: 1,
+            next_token: 0,
             resends: 0,
+            beats: BTreeMap::new(),
+            last_beat: 0,
+            health: LinkHealth::Healthy,
+            last_nacked_beat: 0,
+            quota_warned: false,
+            quota_full: false,
+            store_failing: false,
+            expired_at: None,
+            reported: None,
+            verified: false,
+            dead_lettered: 0,
+            expired: 0,
         }
     }
 
-    /// Records waiting for the destination's acknowledgement.
+    /// Items waiting for the destination's acknowledgement.
     pub fn depth(&self) -> usize {
-        self.records.len()
+        self.items.len()
     }
 
-    /// Bytes of queued records (what the quota applies to).
+    /// Bytes held (stream and dead-letter queue): what the quota applies to.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    pub fn health(&self) -> LinkHealth {
+        self.health
+    }
+
+    pub fn dead_letters(&self) -> usize {
+        self.dead.len()
+    }
+
+    fn enhanced(&self) -> bool {
+        self.settings.semantics == Semantics::Lync2010
     }
 
     fn token(&mut self) -> u64 {
@@ -92,15 +201,19 @@ impl OutgoingQueue {
         self.next_token
     }
 
+    fn fe(&self) -> Addr {
+        Addr::new(self.name.clone(), ActorKind::FrontEnd)
+    }
+
     fn pump(&mut self, ctx: &mut Ctx) {
         let last = self.next_seq - 1;
         while self.sent < last && self.sent - self.acked < self.settings.transfer_window {
-            let Some(record) = self.records.get(&(self.sent + 1)).cloned() else {
+            let Some(item) = self.items.get(&(self.sent + 1)).cloned() else {
                 // Only a damaged store can leave a hole; say so, never panic.
                 ctx.event(
                     "store_corrupt",
                     format!(
-                        "{}: record {} missing from the queue",
+                        "{}: item {} missing from the queue",
                         self.name,
                         self.sent + 1
                     ),
@@ -112,9 +225,65 @@ impl OutgoingQueue {
                 self.dest.clone(),
                 Msg::Transfer {
                     seq: self.sent,
-                    record,
+                    item,
                 },
             );
+        }
+    }
+
+    /// Whether archiving can be guaranteed now, and if not, why.
+    fn assess(&self) -> (bool, String) {
+        if self.store_failing {
+            return (
+                false,
+                format!("the queue store on {} is failing", self.name),
+            );
+        }
+        if self.quota_full {
+            return (
+                false,
+                format!("the outgoing queue on {} is at its quota", self.name),
+            );
+        }
+        if self.enhanced() {
+            match self.health {
+                LinkHealth::Healthy => (true, "healthy".into()),
+                LinkHealth::DeliveryFailing => (
+                    false,
+                    format!(
+                        "delivery NACK: {} cannot reach the queue on {}",
+                        self.name, self.dest.node
+                    ),
+                ),
+                LinkHealth::ProcessingFailing => (
+                    false,
+                    format!(
+                        "processing NACK: the archiver on {} is down or behind",
+                        self.dest.node
+                    ),
+                ),
+            }
+        } else if self.expired_at.is_some() {
+            (
+                false,
+                format!(
+                    "records from {} expired before they were archived",
+                    self.name
+                ),
+            )
+        } else {
+            (true, "healthy".into())
+        }
+    }
+
+    fn report(&mut self, ctx: &mut Ctx) {
+        let (ok, reason) = self.assess();
+        if ok && !self.verified {
+            return;
+        }
+        if self.reported != Some(ok) {
+            self.reported = Some(ok);
+            ctx.send(self.fe(), Msg::ArchivingHealth { ok, reason });
         }
     }
 
@@ -146,13 +315,16 @@ impl OutgoingQueue {
     fn enqueue(&mut self, from: Addr, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
         let size = record.queued_size();
         if self.bytes + size > self.settings.queue_quota {
-            ctx.event(
-                "queue_quota_exceeded",
-                format!(
-                    "{}: {} of {} bytes used",
-                    self.name, self.bytes, self.settings.queue_quota
-                ),
-            );
+            if !self.quota_full {
+                ctx.event(
+                    "queue_quota_exceeded",
+                    format!(
+                        "{}: {} of {} bytes used",
+                        self.name, self.bytes, self.settings.queue_quota
+                    ),
+                );
+            }
+            self.quota_full = true;
             ctx.send(
                 from,
                 Msg::EnqueueFailed {
@@ -160,6 +332,7 @@ impl OutgoingQueue {
                     reason: "outgoing queue quota exceeded".into(),
                 },
             );
+            self.report(ctx);
             return;
         }
         let seq = self.next_seq;
@@ -169,7 +342,7 @@ impl OutgoingQueue {
             token,
             vec![StoreOp::Put {
                 key: keys::key_u64(OQ_RECORD, seq),
-                value: keys::encode(&record),
+                value: keys::encode(&QueueItem::Record(record.clone())),
             }],
         );
         self.writes.insert(
@@ -183,6 +356,7 @@ impl OutgoingQueue {
     }
 
     fn on_ack(&mut self, upto: u64, ctx: &mut Ctx) {
+        self.verified = true;
         let last = self.next_seq - 1;
         if upto > last {
             ctx.event(
@@ -198,15 +372,321 @@ impl OutgoingQueue {
             return;
         }
         for s in self.acked + 1..=upto {
-            if let Some(r) = self.records.remove(&s) {
-                self.bytes -= r.queued_size();
+            if let Some(item) = self.items.remove(&s) {
+                self.bytes -= item.queued_size();
+            }
+        }
+        for beat in self.beats.values_mut() {
+            if beat.seq <= upto {
+                beat.delivered = true;
             }
         }
         self.acked = upto;
         self.sent = self.sent.max(upto);
         self.interval = self.settings.resend_interval;
+        // ocs2007r2: the stream moves again a while after the last expiry.
+        if let Some(at) = self.expired_at {
+            if ctx.now() >= at + self.settings.heartbeat_interval {
+                self.expired_at = None;
+            }
+        }
         self.delete_acked(ctx);
         self.pump(ctx);
+        self.report(ctx);
+    }
+
+    fn heartbeat_tick(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now();
+        let s = &self.settings;
+        let mut nacks = Vec::new();
+        for (&id, beat) in &self.beats {
+            if !beat.delivered && now >= beat.sent_at + s.heartbeat_ttrq {
+                nacks.push((id, LinkHealth::DeliveryFailing));
+            } else if beat.delivered && now >= beat.sent_at + s.heartbeat_ttbr {
+                nacks.push((id, LinkHealth::ProcessingFailing));
+            }
+        }
+        for (id, kind) in nacks {
+            self.beats.remove(&id);
+            self.last_nacked_beat = self.last_nacked_beat.max(id);
+            let (name, what) = match kind {
+                LinkHealth::DeliveryFailing => {
+                    ("nack_delivery", "not delivered to the destination queue")
+                }
+                _ => ("nack_processing", "not processed by the archiver"),
+            };
+            ctx.event(
+                name,
+                format!(
+                    "{} -> {}: heartbeat {id} {what} in time",
+                    self.name, self.dest.node
+                ),
+            );
+            // A delivery failure outranks a processing failure.
+            if !(self.health == LinkHealth::DeliveryFailing
+                && kind == LinkHealth::ProcessingFailing)
+            {
+                self.health = kind;
+            }
+        }
+        // The next heartbeat, in the data stream.
+        let id = now.max(self.last_beat + 1);
+        self.last_beat = id;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let token = self.token();
+        let item = QueueItem::Heartbeat {
+            id,
+            sent_at: now,
+            front_end: self.name.clone(),
+        };
+        ctx.persist(
+            token,
+            vec![StoreOp::Put {
+                key: keys::key_u64(OQ_RECORD, seq),
+                value: keys::encode(&item),
+            }],
+        );
+        self.writes.insert(
+            token,
+            Write::Heartbeat {
+                seq,
+                id,
+                sent_at: now,
+            },
+        );
+        self.report(ctx);
+        ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
+    }
+
+    fn quota_tick(&mut self, ctx: &mut Ctx) {
+        let quota = self.settings.queue_quota.max(1);
+        let pct = self.bytes.saturating_mul(100) / quota;
+        if pct >= self.settings.quota_warning_pct && !self.quota_warned {
+            self.quota_warned = true;
+            ctx.event(
+                "quota_warning",
+                format!(
+                    "{}: outgoing queue at {pct}% of its {} byte quota",
+                    self.name, quota
+                ),
+            );
+        } else if self.quota_warned && pct > self.settings.quota_info_pct {
+            ctx.event(
+                "quota_info",
+                format!(
+                    "{}: outgoing queue at {pct}% of its {} byte quota",
+                    self.name, quota
+                ),
+            );
+        }
+        if pct < self.settings.quota_info_pct {
+            self.quota_warned = false;
+            self.quota_full = false;
+        }
+        self.report(ctx);
+        ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
+    }
+
+    fn dlq_tick(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now();
+        let ttrq = self.settings.data_ttrq;
+        let late: Vec<(u64, ArchiveRecord)> = self
+            .items
+            .range(self.acked + 1..)
+            .filter_map(|(seq, item)| match item {
+                QueueItem::Record(r) if now >= r.time + ttrq => Some((*seq, r.clone())),
+                _ => None,
+            })
+            .collect();
+        if !late.is_empty() {
+            let mut ops = Vec::new();
+            let mut dead = Vec::new();
+            let mut seqs = Vec::new();
+            let mut ids = Vec::new();
+            for (seq, record) in late {
+                ops.push(StoreOp::Put {
+                    key: keys::key_u64(OQ_RECORD, seq),
+                    value: keys::encode(&QueueItem::Tombstone),
+                });
+                if self.enhanced() {
+                    let k = self.next_dead;
+                    self.next_dead += 1;
+                    ops.push(StoreOp::Put {
+                        key: keys::key_u64(OQ_DEAD, k),
+                        value: keys::encode(&record),
+                    });
+                    dead.push((k, record.clone()));
+                }
+                seqs.push(seq);
+                ids.push(record.id);
+            }
+            let token = self.token();
+            self.writes.insert(token, Write::Expire { seqs, dead, ids });
+            ctx.persist(token, ops);
+        } else if self.enhanced() && self.health == LinkHealth::Healthy && !self.dead.is_empty() {
+            let batch: Vec<(u64, ArchiveRecord)> = self
+                .dead
+                .iter()
+                .take(RESEND_BATCH)
+                .map(|(k, r)| (*k, r.clone()))
+                .collect();
+            let mut ops = Vec::new();
+            let mut moves = Vec::new();
+            for (k, mut record) in batch {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                // A resent record starts a new life in the stream.
+                record.time = now;
+                ops.push(StoreOp::Delete {
+                    key: keys::key_u64(OQ_DEAD, k),
+                });
+                ops.push(StoreOp::Put {
+                    key: keys::key_u64(OQ_RECORD, seq),
+                    value: keys::encode(&QueueItem::Record(record.clone())),
+                });
+                moves.push((k, seq, record));
+            }
+            let token = self.token();
+            self.writes.insert(token, Write::Resend { moves });
+            ctx.persist(token, ops);
+        } else if self.store_failing {
+            // Nothing else writes while the front end is shut down: probe.
+            let token = self.token();
+            self.writes.insert(token, Write::Probe);
+            ctx.persist(
+                token,
+                vec![StoreOp::Put {
+                    key: b"meta/probe".to_vec(),
+                    value: now.to_be_bytes().to_vec(),
+                }],
+            );
+        }
+        ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+    }
+
+    fn persisted_ok(&mut self, write: Write, ctx: &mut Ctx) {
+        match write {
+            Write::Enqueue {
+                fe_token,
+                seq,
+                record,
+            } => {
+                let item = QueueItem::Record(record);
+                self.bytes += item.queued_size();
+                self.items.insert(seq, item);
+                ctx.send(self.fe(), Msg::Enqueued { token: fe_token });
+                self.pump(ctx);
+            }
+            Write::Heartbeat { seq, id, sent_at } => {
+                let item = QueueItem::Heartbeat {
+                    id,
+                    sent_at,
+                    front_end: self.name.clone(),
+                };
+                self.bytes += item.queued_size();
+                self.items.insert(seq, item);
+                self.beats.insert(
+                    id,
+                    Beat {
+                        seq,
+                        sent_at,
+                        delivered: false,
+                    },
+                );
+                self.pump(ctx);
+            }
+            Write::Delete { upto } => {
+                self.deleted = self.deleted.max(upto);
+                self.delete_acked(ctx);
+            }
+            Write::Expire { seqs, dead, ids } => {
+                for seq in seqs {
+                    if let Some(old) = self.items.insert(seq, QueueItem::Tombstone) {
+                        self.bytes -= old.queued_size();
+                        self.bytes += QueueItem::Tombstone.queued_size();
+                    }
+                }
+                let n = ids.len();
+                if self.enhanced() {
+                    for (k, r) in dead {
+                        self.bytes += r.queued_size();
+                        self.dead.insert(k, r);
+                    }
+                    self.dead_lettered += n as u64;
+                    ctx.event(
+                        "dead_lettered",
+                        format!(
+                            "{}: {n} records not delivered within the data TTRQ, kept for resend",
+                            self.name
+                        ),
+                    );
+                } else {
+                    self.expired += n as u64;
+                    self.expired_at = Some(ctx.now());
+                    ctx.event("record_expired", format!("ids={}", ids.join(",")));
+                }
+                self.pump(ctx);
+            }
+            Write::Resend { moves } => {
+                let n = moves.len();
+                for (k, seq, record) in moves {
+                    if let Some(r) = self.dead.remove(&k) {
+                        self.bytes -= r.queued_size();
+                    }
+                    let item = QueueItem::Record(record);
+                    self.bytes += item.queued_size();
+                    self.items.insert(seq, item);
+                }
+                ctx.event(
+                    "dead_letter_resent",
+                    format!("{}: {n} records resent", self.name),
+                );
+                self.pump(ctx);
+            }
+            Write::Probe => {}
+        }
+    }
+
+    fn persisted_err(&mut self, write: Write, e: StoreError, ctx: &mut Ctx) {
+        match write {
+            Write::Enqueue { fe_token, seq, .. } => {
+                // The host reports a persist before any other event, so this
+                // was the newest seq: give it back, keeping seqs contiguous.
+                debug_assert_eq!(seq + 1, self.next_seq);
+                self.next_seq = seq;
+                ctx.event("queue_store_failed", format!("{}: {e}", self.name));
+                ctx.send(
+                    self.fe(),
+                    Msg::EnqueueFailed {
+                        token: fe_token,
+                        reason: format!("outgoing queue store failed: {e}"),
+                    },
+                );
+            }
+            Write::Heartbeat { seq, .. } => {
+                debug_assert_eq!(seq + 1, self.next_seq);
+                self.next_seq = seq;
+                ctx.event(
+                    "queue_store_failed",
+                    format!("{}: writing a heartbeat: {e}", self.name),
+                );
+            }
+            Write::Resend { moves } => {
+                if let Some((_, first, _)) = moves.first() {
+                    self.next_seq = *first;
+                }
+                ctx.event(
+                    "queue_store_failed",
+                    format!("{}: resending dead letters: {e}", self.name),
+                );
+            }
+            // Retried later; until then a restart would resend acknowledged
+            // items (dropped by the destination) or keep late records.
+            Write::Delete { .. } | Write::Expire { .. } | Write::Probe => {
+                ctx.event("queue_store_failed", format!("{}: {e}", self.name));
+            }
+        }
     }
 }
 
@@ -217,43 +697,100 @@ impl Actor for OutgoingQueue {
             .and_then(|v| v.as_slice().try_into().ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0);
-        self.records.clear();
+        self.items.clear();
+        self.dead.clear();
+        self.beats.clear();
         self.bytes = 0;
         let mut max = self.acked;
-        for (k, v) in recovered.range(OQ_RECORD.to_vec()..) {
-            let Some(seq) = keys::parse_u64(OQ_RECORD, k) else {
-                break;
-            };
-            match keys::decode::<ArchiveRecord>(v) {
-                Ok(r) if seq > self.acked => {
-                    self.bytes += r.queued_size();
-                    self.records.insert(seq, r);
-                    max = max.max(seq);
+        let mut first = None;
+        for (k, v) in &recovered {
+            if let Some(seq) = keys::parse_u64(OQ_RECORD, k) {
+                first.get_or_insert(seq);
+                if seq <= self.acked {
+                    continue; // acknowledged; its deletion is redone below
                 }
-                Ok(_) => {} // acknowledged; its deletion is redone below
-                Err(e) => ctx.event("store_corrupt", format!("{}: record {seq}: {e}", self.name)),
+                match keys::decode::<QueueItem>(v) {
+                    Ok(item) => {
+                        if let QueueItem::Heartbeat { id, sent_at, .. } = &item {
+                            self.last_beat = self.last_beat.max(*id);
+                            self.beats.insert(
+                                *id,
+                                Beat {
+                                    seq,
+                                    sent_at: *sent_at,
+                                    delivered: false,
+                                },
+                            );
+                        }
+                        self.bytes += item.queued_size();
+                        self.items.insert(seq, item);
+                        max = max.max(seq);
+                    }
+                    Err(e) => ctx.event("store_corrupt", format!("{}: item {seq}: {e}", self.name)),
+                }
+            } else if let Some(k) = keys::parse_u64(OQ_DEAD, k) {
+                match keys::decode::<ArchiveRecord>(v) {
+                    Ok(r) => {
+                        self.bytes += r.queued_size();
+                        self.dead.insert(k, r);
+                        self.next_dead = self.next_dead.max(k + 1);
+                    }
+                    Err(e) => ctx.event(
+                        "store_corrupt",
+                        format!("{}: dead letter {k}: {e}", self.name),
+                    ),
+                }
             }
         }
-        self.deleted = recovered
-            .range(OQ_RECORD.to_vec()..)
-            .map_while(|(k, _)| keys::parse_u64(OQ_RECORD, k))
-            .next()
-            .map(|first| first.saturating_sub(1))
+        self.deleted = first
+            .map(|f| f.saturating_sub(1))
             .unwrap_or(self.acked)
             .min(self.acked);
         self.next_seq = max + 1;
         self.sent = self.acked;
         self.acked_at_last_check = self.acked;
         self.interval = self.settings.resend_interval;
+        self.health = LinkHealth::Healthy;
+        self.reported = None;
+        self.verified = self.items.is_empty() && self.dead.is_empty();
+        // A queue that comes back (nearly) full is full.
+        let pct = self.bytes.saturating_mul(100) / self.settings.queue_quota.max(1);
+        self.quota_full = pct >= self.settings.quota_warning_pct;
         self.delete_acked(ctx);
         self.pump(ctx);
+        self.report(ctx);
         ctx.set_timer(Timer::Resend, self.interval);
+        ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        if self.enhanced() {
+            ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
+            ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
+        }
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         match msg {
             Msg::Enqueue { token, record } => self.enqueue(from, token, record, ctx),
             Msg::TransferAck { upto } => self.on_ack(upto, ctx),
+            Msg::HeartbeatAck { id } => {
+                self.verified = true;
+                self.beats.remove(&id);
+                if id > self.last_nacked_beat && self.health != LinkHealth::Healthy {
+                    ctx.event(
+                        "queue_healthy",
+                        format!(
+                            "{} -> {}: heartbeat {id} processed, link healthy again",
+                            self.name, self.dest.node
+                        ),
+                    );
+                    self.health = LinkHealth::Healthy;
+                }
+                self.report(ctx);
+            }
+            Msg::Expired { ids } => {
+                self.expired += ids.len() as u64;
+                self.expired_at = Some(ctx.now());
+                self.report(ctx);
+            }
             other => ctx.event(
                 "unexpected_message",
                 format!(
@@ -266,71 +803,45 @@ impl Actor for OutgoingQueue {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer != Timer::Resend {
-            return;
+        match timer {
+            Timer::Resend => {
+                let outstanding = self.sent > self.acked;
+                if outstanding && self.acked == self.acked_at_last_check {
+                    // No progress for a whole interval: go back to the first
+                    // unacknowledged item, and wait longer next time.
+                    self.sent = self.acked;
+                    self.resends += 1;
+                    self.interval = (self.interval * 2).min(self.settings.resend_backoff_max);
+                } else if !outstanding {
+                    self.interval = self.settings.resend_interval;
+                }
+                self.acked_at_last_check = self.acked;
+                self.delete_acked(ctx);
+                self.pump(ctx);
+                ctx.set_timer(Timer::Resend, self.interval);
+            }
+            Timer::Heartbeat => self.heartbeat_tick(ctx),
+            Timer::QuotaCheck => self.quota_tick(ctx),
+            Timer::DlqCheck => self.dlq_tick(ctx),
+            Timer::Flush | Timer::DbTimeout => {}
         }
-        let outstanding = self.sent > self.acked;
-        if outstanding && self.acked == self.acked_at_last_check {
-            // No progress for a whole interval: go back to the first
-            // unacknowledged record, and wait longer next time.
-            self.sent = self.acked;
-            self.resends += 1;
-            self.interval = (self.interval * 2).min(self.settings.resend_backoff_max);
-        } else if !outstanding {
-            self.interval = self.settings.resend_interval;
-        }
-        self.acked_at_last_check = self.acked;
-        self.delete_acked(ctx);
-        self.pump(ctx);
-        ctx.set_timer(Timer::Resend, self.interval);
     }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
-        match (self.writes.remove(&token), result) {
-            (
-                Some(Write::Enqueue {
-                    fe_token,
-                    seq,
-                    record,
-                }),
-                Ok(()),
-            ) => {
-                self.bytes += record.queued_size();
-                self.records.insert(seq, record);
-                let fe = Addr::new(self.name.clone(), ActorKind::FrontEnd);
-                ctx.send(fe, Msg::Enqueued { token: fe_token });
-                self.pump(ctx);
+        let Some(write) = self.writes.remove(&token) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.store_failing = false;
+                self.persisted_ok(write, ctx);
             }
-            (Some(Write::Enqueue { fe_token, seq, .. }), Err(e)) => {
-                // The host reports a persist before any other event, so this
-                // was the newest seq: give it back, keeping seqs contiguous.
-                debug_assert_eq!(seq + 1, self.next_seq);
-                self.next_seq = seq;
-                ctx.event("queue_store_failed", format!("{}: {e}", self.name));
-                let fe = Addr::new(self.name.clone(), ActorKind::FrontEnd);
-                ctx.send(
-                    fe,
-                    Msg::EnqueueFailed {
-                        token: fe_token,
-                        reason: format!("outgoing queue store failed: {e}"),
-                    },
-                );
+            Err(e) => {
+                self.store_failing = true;
+                self.persisted_err(write, e, ctx);
             }
-            (Some(Write::Delete { upto }), Ok(())) => {
-                self.deleted = self.deleted.max(upto);
-                self.delete_acked(ctx);
-            }
-            (Some(Write::Delete { .. }), Err(e)) => {
-                // Retried on the next acknowledgement or resend tick; until
-                // then a restart would resend them and the destination would
-                // drop the duplicates.
-                ctx.event(
-                    "queue_store_failed",
-                    format!("{}: deleting acknowledged records: {e}", self.name),
-                );
-            }
-            (None, _) => {}
         }
+        self.report(ctx);
     }
 
     fn gauges(&self) -> Vec<(&'static str, u64)> {
@@ -338,6 +849,13 @@ impl Actor for OutgoingQueue {
             ("outgoing_depth", self.depth() as u64),
             ("outgoing_bytes", self.bytes),
             ("resends", self.resends),
+            ("dead_letter_depth", self.dead.len() as u64),
+            ("dead_lettered", self.dead_lettered),
+            ("expired", self.expired),
+            (
+                "link_failing",
+                u64::from(self.health != LinkHealth::Healthy),
+            ),
         ]
     }
 }
@@ -355,13 +873,13 @@ mod tests {
         )
     }
 
-    fn rec(id: &str) -> ArchiveRecord {
+    fn rec(id: &str, time: Millis) -> ArchiveRecord {
         ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
             from: "a@corp.example".into(),
             to: "b@corp.example".into(),
-            time: 0,
+            time,
             body: "x".into(),
             external: false,
             front_end: "fe1".into(),
@@ -372,29 +890,62 @@ mod tests {
         Addr::new("fe1", ActorKind::FrontEnd)
     }
 
-    fn transfers(sent: &[(Addr, Msg)]) -> Vec<u64> {
+    fn dest() -> Addr {
+        Addr::new("arch1", ActorKind::DestinationQueue)
+    }
+
+    /// (seq, "record id" | "heartbeat" | "tombstone") of every transfer sent.
+    fn transfers(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Transfer { seq, .. } => Some(*seq),
+                Msg::Transfer { seq, item } => Some((
+                    *seq,
+                    match item {
+                        QueueItem::Record(r) => r.id.clone(),
+                        QueueItem::Heartbeat { .. } => "heartbeat".into(),
+                        QueueItem::Tombstone => "tombstone".into(),
+                    },
+                )),
                 _ => None,
             })
             .collect()
     }
 
+    fn seqs(sent: &[(Addr, Msg)]) -> Vec<u64> {
+        transfers(sent).into_iter().map(|(s, _)| s).collect()
+    }
+
+    fn health(sent: &[(Addr, Msg)]) -> Vec<bool> {
+        sent.iter()
+            .filter_map(|(_, m)| match m {
+                Msg::ArchivingHealth { ok, .. } => Some(*ok),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn legacy() -> Settings {
+        Settings {
+            semantics: Semantics::Ocs2007r2,
+            ..Settings::default()
+        }
+    }
+
     #[test]
     fn enqueue_persists_then_confirms_then_transfers() {
         let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let sent = h.start(Recovered::new());
+        assert_eq!(health(&sent), vec![true], "initial health is reported");
         let sent = h.msg(
             fe(),
             Msg::Enqueue {
                 token: 9,
-                record: rec("m1"),
+                record: rec("m1", 0),
             },
         );
         assert_eq!(sent[0], (fe(), Msg::Enqueued { token: 9 }));
-        assert_eq!(transfers(&sent), vec![1]);
-        assert_eq!(sent[1].0, Addr::new("arch1", ActorKind::DestinationQueue));
+        assert_eq!(transfers(&sent), vec![(1, "m1".to_string())]);
+        assert_eq!(sent[1].0, dest());
         assert_eq!(h.store.len(), 1, "record is durable");
     }
 
@@ -405,21 +956,20 @@ mod tests {
             ..Settings::default()
         });
         h.start(Recovered::new());
-        let mut seqs = Vec::new();
+        let mut sent_seqs = Vec::new();
         for i in 0..5 {
-            seqs.extend(transfers(&h.msg(
+            sent_seqs.extend(seqs(&h.msg(
                 fe(),
                 Msg::Enqueue {
                     token: i,
-                    record: rec(&format!("m{i}")),
+                    record: rec(&format!("m{i}"), 0),
                 },
             )));
         }
-        assert_eq!(seqs, vec![1, 2]);
-        let sent = h.msg(h.actor.dest.clone(), Msg::TransferAck { upto: 2 });
-        assert_eq!(transfers(&sent), vec![3, 4]);
+        assert_eq!(sent_seqs, vec![1, 2]);
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        assert_eq!(seqs(&sent), vec![3, 4]);
         assert_eq!(h.actor.depth(), 3);
-        // deletions of 1 and 2 are durable, with the acked mark
         assert!(!h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
         assert_eq!(h.store.get(OQ_ACKED).unwrap(), &2u64.to_be_bytes().to_vec());
     }
@@ -433,15 +983,16 @@ mod tests {
                 fe(),
                 Msg::Enqueue {
                     token: i,
-                    record: rec(&format!("m{i}")),
+                    record: rec(&format!("m{i}"), 0),
                 },
             );
         }
-        h.msg(h.actor.dest.clone(), Msg::TransferAck { upto: 1 });
-        // first tick: progress was made since start → no resend
-        assert!(transfers(&h.fire(Timer::Resend)).is_empty());
-        // second tick: nothing acknowledged → resend 2 and 3
-        assert_eq!(transfers(&h.fire(Timer::Resend)), vec![2, 3]);
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert!(
+            seqs(&h.fire(Timer::Resend)).is_empty(),
+            "progress was made: no resend"
+        );
+        assert_eq!(seqs(&h.fire(Timer::Resend)), vec![2, 3]);
         assert_eq!(h.timers[&Timer::Resend] - h.now, 10_000, "interval doubled");
     }
 
@@ -454,52 +1005,52 @@ mod tests {
                 fe(),
                 Msg::Enqueue {
                     token: i,
-                    record: rec(&format!("m{i}")),
+                    record: rec(&format!("m{i}"), 0),
                 },
             );
         }
-        h.msg(h.actor.dest.clone(), Msg::TransferAck { upto: 3 });
+        h.msg(dest(), Msg::TransferAck { upto: 3 });
         h.msg(
             fe(),
             Msg::Enqueue {
                 token: 4,
-                record: rec("m4"),
+                record: rec("m4", 0),
             },
         );
-        // crash: restart from the durable store
-        let store = h.store.clone();
         let mut h2 = oq(Settings::default());
-        let sent = h2.start(store);
+        let sent = h2.start(h.store.clone());
         assert_eq!(
             transfers(&sent),
-            vec![4],
+            vec![(4, "m4".to_string())],
             "only the unacknowledged record is resent"
         );
         let sent = h2.msg(
             fe(),
             Msg::Enqueue {
                 token: 5,
-                record: rec("m5"),
+                record: rec("m5", 0),
             },
         );
-        assert_eq!(transfers(&sent), vec![5], "seq 5, not a reused 1");
-
-        // Even an empty queue remembers its position.
-        h2.msg(h2.actor.dest.clone(), Msg::TransferAck { upto: 5 });
+        assert_eq!(seqs(&sent), vec![5], "seq 5, not a reused 1");
+        h2.msg(dest(), Msg::TransferAck { upto: 5 });
         let mut h3 = oq(Settings::default());
         h3.start(h2.store.clone());
         let sent = h3.msg(
             fe(),
             Msg::Enqueue {
                 token: 6,
-                record: rec("m6"),
+                record: rec("m6", 0),
             },
         );
-        assert_eq!(transfers(&sent), vec![6]);
+        assert_eq!(
+            seqs(&sent),
+            vec![6],
+            "even an empty queue remembers its position"
+        );
     }
 
     #[test]
-    fn store_failure_rejects_and_keeps_seqs_contiguous() {
+    fn store_failure_fails_the_enqueue_reports_unhealthy_and_a_probe_recovers() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::NoSpace);
@@ -507,25 +1058,28 @@ mod tests {
             fe(),
             Msg::Enqueue {
                 token: 1,
-                record: rec("m1"),
+                record: rec("m1", 0),
             },
         );
         assert!(matches!(sent[0].1, Msg::EnqueueFailed { token: 1, .. }));
+        assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_store_failed"]);
         h.fail_persists = None;
+        let sent = h.fire(Timer::DlqCheck);
+        assert_eq!(health(&sent), vec![true], "the probe write succeeded");
         let sent = h.msg(
             fe(),
             Msg::Enqueue {
                 token: 2,
-                record: rec("m2"),
+                record: rec("m2", 0),
             },
         );
-        assert_eq!(transfers(&sent), vec![1]);
+        assert_eq!(seqs(&sent), vec![1], "seqs stay contiguous");
     }
 
     #[test]
-    fn quota_is_enforced_with_an_explicit_failure() {
-        let size = rec("m1").queued_size();
+    fn quota_refusal_reports_unhealthy_until_use_drops_below_info() {
+        let size = rec("m1", 0).queued_size();
         let mut h = oq(Settings {
             queue_quota: size * 2,
             ..Settings::default()
@@ -535,26 +1089,244 @@ mod tests {
             fe(),
             Msg::Enqueue {
                 token: 1,
-                record: rec("m1"),
+                record: rec("m1", 0),
             },
         );
         h.msg(
             fe(),
             Msg::Enqueue {
                 token: 2,
-                record: rec("m2"),
+                record: rec("m2", 0),
             },
         );
         let sent = h.msg(
             fe(),
             Msg::Enqueue {
                 token: 3,
-                record: rec("m3"),
+                record: rec("m3", 0),
             },
         );
         assert!(matches!(sent[0].1, Msg::EnqueueFailed { token: 3, .. }));
+        assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_quota_exceeded"]);
-        assert_eq!(h.actor.bytes(), size * 2);
+        h.msg(dest(), Msg::TransferAck { upto: 2 });
+        let sent = h.fire(Timer::QuotaCheck);
+        assert_eq!(health(&sent), vec![true]);
+    }
+
+    #[test]
+    fn quota_warning_at_95_then_info_above_90() {
+        let size = rec("m00", 0).queued_size();
+        let mut h = oq(Settings {
+            queue_quota: size * 20,
+            ..Settings::default()
+        });
+        h.start(Recovered::new());
+        for i in 0..17 {
+            h.msg(
+                fe(),
+                Msg::Enqueue {
+                    token: i,
+                    record: rec(&format!("m{i:02}"), 0),
+                },
+            );
+        }
+        h.fire(Timer::QuotaCheck); // 85%: nothing
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 17,
+                record: rec("m17", 0),
+            },
+        );
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 18,
+                record: rec("m18", 0),
+            },
+        );
+        h.fire(Timer::QuotaCheck); // 95%: warning
+        h.fire(Timer::QuotaCheck); // still 95%: information
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        h.fire(Timer::QuotaCheck); // 90%: not above 90, nothing
+        h.msg(dest(), Msg::TransferAck { upto: 3 });
+        h.fire(Timer::QuotaCheck); // 80%: re-arms
+        assert_eq!(h.events(), vec!["quota_warning", "quota_info"]);
+    }
+
+    #[test]
+    fn undelivered_heartbeat_is_a_delivery_nack_and_a_newer_ack_heals() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        let sent = h.fire(Timer::Heartbeat); // t = 1m
+        assert_eq!(transfers(&sent), vec![(1, "heartbeat".to_string())]);
+        let mut went_bad = Vec::new();
+        for _ in 0..10 {
+            went_bad.extend(health(&h.fire(Timer::Heartbeat)));
+        }
+        // At t = 11m the first heartbeat is 10 minutes old and undelivered.
+        assert_eq!(went_bad, vec![false]);
+        assert_eq!(h.actor.health(), LinkHealth::DeliveryFailing);
+        assert_eq!(h.events(), vec!["nack_delivery"]);
+        // The link is back: everything is acknowledged, then the newest
+        // heartbeat is processed.
+        h.msg(dest(), Msg::TransferAck { upto: 11 });
+        let newest = h.now;
+        let sent = h.msg(
+            Addr::new("arch1", ActorKind::Archiver),
+            Msg::HeartbeatAck { id: newest },
+        );
+        assert_eq!(health(&sent), vec![true]);
+        assert_eq!(h.events(), vec!["nack_delivery", "queue_healthy"]);
+    }
+
+    #[test]
+    fn stale_ack_of_an_older_heartbeat_does_not_heal() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        for _ in 0..11 {
+            h.fire(Timer::Heartbeat);
+        }
+        assert_eq!(h.actor.health(), LinkHealth::DeliveryFailing);
+        // heartbeat 1 (sent at 1m) was the one NACKed; an ack for it is stale
+        h.msg(
+            Addr::new("arch1", ActorKind::Archiver),
+            Msg::HeartbeatAck { id: 60_000 },
+        );
+        assert_eq!(h.actor.health(), LinkHealth::DeliveryFailing);
+    }
+
+    #[test]
+    fn delivered_but_unprocessed_heartbeat_is_a_processing_nack() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        let mut acked = 0;
+        let mut events = Vec::new();
+        for _ in 0..62 {
+            let sent = h.fire(Timer::Heartbeat);
+            // every heartbeat reaches the destination queue, none is processed
+            if let Some(&s) = seqs(&sent).last() {
+                acked = s;
+                h.msg(dest(), Msg::TransferAck { upto: acked });
+            }
+            events.extend(health(&sent));
+        }
+        assert!(acked > 60);
+        assert_eq!(h.actor.health(), LinkHealth::ProcessingFailing);
+        assert_eq!(h.events().first(), Some(&"nack_processing"));
+        assert_eq!(events, vec![false]);
+    }
+
+    #[test]
+    fn lync2010_moves_late_records_to_the_dead_letter_queue_and_resends_them() {
+        let ttrq = Settings::default().data_ttrq;
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        h.now = ttrq; // never acknowledged for 3 hours
+        h.timers.insert(Timer::DlqCheck, ttrq);
+        let sent = h.fire(Timer::DlqCheck);
+        assert_eq!(h.actor.dead_letters(), 1);
+        assert_eq!(h.events(), vec!["dead_lettered"]);
+        assert!(
+            transfers(&sent).is_empty(),
+            "the tombstone waits for a go-back"
+        );
+        // Nothing is lost: the next check resends it under a new seq, after
+        // the tombstone that now holds seq 1.
+        h.msg(dest(), Msg::TransferAck { upto: 0 });
+        let sent = h.fire(Timer::DlqCheck);
+        assert_eq!(h.actor.dead_letters(), 0);
+        assert_eq!(h.events(), vec!["dead_lettered", "dead_letter_resent"]);
+        let resend = h.fire(Timer::Resend);
+        let all: Vec<(u64, String)> = transfers(&sent)
+            .into_iter()
+            .chain(transfers(&resend))
+            .collect();
+        assert!(all.contains(&(2, "m1".to_string())), "{all:?}");
+        assert!(all.contains(&(1, "tombstone".to_string())), "{all:?}");
+        // The dead letter survives a restart.
+        let mut h2 = oq(Settings::default());
+        h2.start(h.store.clone());
+        assert_eq!(h2.actor.depth(), 2);
+    }
+
+    #[test]
+    fn ocs2007r2_drops_late_records_and_reports_it() {
+        let s = legacy();
+        let ttrq = s.data_ttrq;
+        let mut h = oq(s);
+        h.start(Recovered::new());
+        assert!(
+            !h.timers.contains_key(&Timer::Heartbeat),
+            "no heartbeats in legacy mode"
+        );
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        h.now = ttrq;
+        h.timers.insert(Timer::DlqCheck, ttrq);
+        let sent = h.fire(Timer::DlqCheck);
+        assert_eq!(h.events(), vec!["record_expired"]);
+        assert_eq!(health(&sent), vec![false]);
+        assert_eq!(h.actor.dead_letters(), 0, "dropped, not kept");
+        assert_eq!(
+            keys::queued_records(&h.store).len(),
+            0,
+            "gone from the store"
+        );
+    }
+
+    #[test]
+    fn after_a_restart_with_a_backlog_healthy_waits_for_evidence() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        let mut h2 = oq(Settings::default());
+        let sent = h2.start(h.store.clone());
+        assert!(health(&sent).is_empty(), "no guess");
+        let sent = h2.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert_eq!(health(&sent), vec![true]);
+    }
+
+    #[test]
+    fn a_queue_restarted_at_its_quota_reports_it_at_once() {
+        let size = rec("m1", 0).queued_size();
+        let mut h = oq(Settings {
+            queue_quota: size,
+            ..Settings::default()
+        });
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        let mut h2 = oq(Settings {
+            queue_quota: size,
+            ..Settings::default()
+        });
+        let sent = h2.start(h.store.clone());
+        assert_eq!(health(&sent), vec![false]);
     }
 
     #[test]
@@ -565,10 +1337,10 @@ mod tests {
             fe(),
             Msg::Enqueue {
                 token: 1,
-                record: rec("m1"),
+                record: rec("m1", 0),
             },
         );
-        h.msg(h.actor.dest.clone(), Msg::TransferAck { upto: 7 });
+        h.msg(dest(), Msg::TransferAck { upto: 7 });
         assert_eq!(h.events(), vec!["protocol_violation"]);
         assert_eq!(h.actor.depth(), 1);
     }

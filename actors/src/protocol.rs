@@ -54,6 +54,32 @@ impl ArchiveRecord {
     }
 }
 
+/// One item of an outgoing queue's sequenced stream. Heartbeats travel with
+/// the data (and are processed in order with it); a tombstone fills the
+/// sequence slot of a record that expired or was moved to the dead-letter
+/// queue, so sequence numbers stay contiguous.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueItem {
+    Record(ArchiveRecord),
+    Heartbeat {
+        id: u64,
+        sent_at: Millis,
+        front_end: String,
+    },
+    Tombstone,
+}
+
+impl QueueItem {
+    /// Bytes this item occupies in a queue, for quota accounting.
+    pub fn queued_size(&self) -> u64 {
+        match self {
+            QueueItem::Record(r) => r.queued_size(),
+            QueueItem::Heartbeat { .. } => 16,
+            QueueItem::Tombstone => 8,
+        }
+    }
+}
+
 /// Why a front end refused an IM. The client always gets one of these
 /// explicitly instead of a timeout when the front end is able to answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +92,8 @@ pub enum RejectReason {
     ArchivingUnavailable(String),
     /// The message is malformed (empty id, empty body, …).
     Invalid(String),
+    /// Critical mode: archiving cannot be guaranteed, messaging is stopped.
+    CriticalMode(String),
 }
 
 /// Why the database refused a batch.
@@ -82,9 +110,11 @@ pub enum Msg {
         im: Im,
     },
     /// The front end took responsibility for the IM (and, if it must be
-    /// archived, holds it durably in its outgoing queue).
+    /// archived, holds it durably in its outgoing queue). `at`: when the
+    /// front end took responsibility for it.
     ImAccepted {
         id: MessageId,
+        at: Millis,
     },
     ImRejected {
         id: MessageId,
@@ -118,7 +148,7 @@ pub enum Msg {
     /// from 1, never reused.
     Transfer {
         seq: u64,
-        record: ArchiveRecord,
+        item: QueueItem,
     },
     /// Cumulative: every seq ≤ `upto` is durably stored at the destination.
     TransferAck {
@@ -126,15 +156,34 @@ pub enum Msg {
     },
 
     // ---- destination queue ↔ archiver (same node) -----------------------
-    /// A record for the archiver; `key` identifies it in the destination queue.
+    /// An item for the archiver; `key` identifies it in the destination queue.
     Deliver {
         key: u64,
-        record: ArchiveRecord,
+        item: QueueItem,
     },
     /// The database holds these records: the queue may delete them.
     Consumed {
         keys: Vec<u64>,
     },
+
+    // ---- archiving server → front end's admin queue ----------------------
+    /// A heartbeat was processed (everything sent before it is archived).
+    HeartbeatAck {
+        id: u64,
+    },
+    /// Legacy semantics: records dropped by expiry at the destination.
+    Expired {
+        ids: Vec<MessageId>,
+    },
+
+    // ---- outgoing queue → front end (same node) --------------------------
+    /// Whether archiving can currently be guaranteed; drives critical mode.
+    ArchivingHealth {
+        ok: bool,
+        reason: String,
+    },
+    /// An operator ends a critical-mode shutdown by hand.
+    OperatorResume,
 
     // ---- archiver ↔ database ----------------------------------------------
     LogMessages {
@@ -165,6 +214,10 @@ impl Msg {
             Msg::Transfer { .. } => "Transfer",
             Msg::TransferAck { .. } => "TransferAck",
             Msg::Deliver { .. } => "Deliver",
+            Msg::HeartbeatAck { .. } => "HeartbeatAck",
+            Msg::Expired { .. } => "Expired",
+            Msg::ArchivingHealth { .. } => "ArchivingHealth",
+            Msg::OperatorResume => "OperatorResume",
             Msg::Consumed { .. } => "Consumed",
             Msg::LogMessages { .. } => "LogMessages",
             Msg::Logged { .. } => "Logged",

@@ -7,9 +7,63 @@ use crate::ids::Millis;
 use crate::units::{de_ms, de_size};
 use serde::{Deserialize, Serialize};
 
+/// Which product's queueing semantics the pipeline follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Semantics {
+    /// Lync Server 2010: heartbeats, queue health, quota monitoring,
+    /// dead-letter resend; data never expires.
+    #[default]
+    Lync2010,
+    /// OCS 2007 R2: data expires (TIME_TO_REACH_QUEUE / TIME_TO_BE_RECEIVED)
+    /// and is dropped; archiving waits for the recipient's response.
+    Ocs2007r2,
+}
+
+impl Semantics {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semantics::Lync2010 => "lync2010",
+            Semantics::Ocs2007r2 => "ocs2007r2",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    pub semantics: Semantics,
+    /// Stop accepting IM when archiving cannot be guaranteed.
+    pub critical_mode: bool,
+    /// Resume automatically once archiving is healthy again (otherwise an
+    /// operator must resume).
+    pub critical_auto_resume: bool,
+    /// Heartbeats are sent, and their timeouts checked, this often.
+    #[serde(deserialize_with = "de_ms")]
+    pub heartbeat_interval: Millis,
+    /// A heartbeat must reach the destination queue within this.
+    #[serde(deserialize_with = "de_ms")]
+    pub heartbeat_ttrq: Millis,
+    /// A heartbeat must be processed by the archiver within this.
+    #[serde(deserialize_with = "de_ms")]
+    pub heartbeat_ttbr: Millis,
+    /// A data record must reach the destination queue within this (legacy:
+    /// dropped after; enhanced: moved to the dead-letter queue and resent).
+    #[serde(deserialize_with = "de_ms")]
+    pub data_ttrq: Millis,
+    /// A data record must be processed within this (legacy: dropped after).
+    #[serde(deserialize_with = "de_ms")]
+    pub data_ttbr: Millis,
+    /// How often the dead-letter queue (and data expiry) is checked.
+    #[serde(deserialize_with = "de_ms")]
+    pub dlq_check: Millis,
+    /// How often the queue quota is checked.
+    #[serde(deserialize_with = "de_ms")]
+    pub quota_check: Millis,
+    /// Percentage of the quota that raises the warning event.
+    pub quota_warning_pct: u64,
+    /// Percentage above which information events follow the warning.
+    pub quota_info_pct: u64,
     /// Quota of a front end's outgoing queue (MSMQ default: 1 GiB). An IM
     /// whose record would not fit is rejected explicitly, never dropped.
     #[serde(deserialize_with = "de_size")]
@@ -41,6 +95,18 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            semantics: Semantics::Lync2010,
+            critical_mode: false,
+            critical_auto_resume: true,
+            heartbeat_interval: 60_000,
+            heartbeat_ttrq: 10 * 60_000,
+            heartbeat_ttbr: 60 * 60_000,
+            data_ttrq: 3 * 3_600_000,
+            data_ttbr: 4 * 3_600_000,
+            dlq_check: 10_000,
+            quota_check: 15_000,
+            quota_warning_pct: 95,
+            quota_info_pct: 90,
             queue_quota: 1 << 30,
             transfer_window: 256,
             resend_interval: 5_000,
@@ -57,6 +123,18 @@ impl Default for Settings {
 /// Every setting with its default (as written in a config file) and what
 /// it does: the source of `holdfast settings` and `docs/settings.md`.
 pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
+    ("semantics", "\"lync2010\"", "`lync2010`: heartbeats, queue health, quota monitoring, dead-letter resend, data never expires. `ocs2007r2`: data expires and is dropped, archiving waits for the recipient's response (the legacy behaviour, for comparison)."),
+    ("critical_mode", "false", "Stop accepting IM (explicit rejection) when archiving cannot be guaranteed: a delivery or processing NACK, the queue quota full, the queue store failing. Off by default, as in the original."),
+    ("critical_auto_resume", "true", "Resume accepting IM automatically once archiving is healthy again; when false an operator must resume."),
+    ("heartbeat_interval", "\"1m\"", "Heartbeats are sent with the data stream, and their timeouts checked, this often."),
+    ("heartbeat_ttrq", "\"10m\"", "A heartbeat that has not reached the destination queue in this time yields a delivery NACK (link or queue service down)."),
+    ("heartbeat_ttbr", "\"1h\"", "A heartbeat that has not been processed in this time yields a processing NACK (archiver down or behind)."),
+    ("data_ttrq", "\"3h\"", "A record that has not reached the destination queue in this time is dropped (ocs2007r2) or moved to the dead-letter queue and resent (lync2010)."),
+    ("data_ttbr", "\"4h\"", "A record not processed in this time is dropped at the destination (ocs2007r2 only)."),
+    ("dlq_check", "\"10s\"", "How often data expiry and the dead-letter queue are checked."),
+    ("quota_check", "\"15s\"", "How often the outgoing queue's quota use is checked."),
+    ("quota_warning_pct", "95", "Quota use (percent) that raises the `quota_warning` event."),
+    ("quota_info_pct", "90", "After the warning, every check above this use (percent) raises `quota_info`; below it the warning re-arms."),
     ("queue_quota", "\"1GiB\"", "Quota of a front end's outgoing queue (MSMQ default). An IM whose record would not fit is rejected explicitly, never dropped."),
     ("transfer_window", "256", "Transfers in flight from an outgoing queue to its destination queue before an acknowledgement."),
     ("resend_interval", "\"5s\"", "Without acknowledgement progress for this long, an outgoing queue resends from the first unacknowledged record."),

@@ -2,14 +2,16 @@
 //! store offline (the simulator's checker, operators' inspection commands).
 
 use crate::actor::Recovered;
-use crate::protocol::ArchiveRecord;
+use crate::protocol::{ArchiveRecord, QueueItem};
 use serde::{Deserialize, Serialize};
 
-/// Outgoing queue: `q/<seq>` → record.
+/// Outgoing queue: `q/<seq>` → queue item.
 pub const OQ_RECORD: &[u8] = b"q/";
+/// Outgoing queue: dead-letter queue, `d/<key>` → record.
+pub const OQ_DEAD: &[u8] = b"d/";
 /// Outgoing queue: highest acknowledged seq (so seqs are never reused).
 pub const OQ_ACKED: &[u8] = b"meta/acked";
-/// Destination queue: `r/<key>` → record.
+/// Destination queue: `r/<key>` → queue item (record or heartbeat).
 pub const DQ_RECORD: &[u8] = b"r/";
 /// Destination queue: `n/<front end>` → next expected seq from that sender.
 pub const DQ_NEXT: &[u8] = b"n/";
@@ -51,14 +53,23 @@ pub struct Row {
     pub archived_at: u64,
 }
 
-/// Records held by an outgoing or destination queue store, in key order.
-/// Undecodable values are returned as errors, never skipped.
-pub fn queued_records(recovered: &Recovered, prefix: &[u8]) -> Vec<Result<ArchiveRecord, String>> {
-    recovered
-        .range(prefix.to_vec()..)
-        .take_while(|(k, _)| k.starts_with(prefix))
-        .map(|(k, v)| decode::<ArchiveRecord>(v).map_err(|e| format!("key {k:?}: {e}")))
-        .collect()
+/// Records held by a queue store (queue items under `q/` or `r/`, dead
+/// letters under `d/`), in key order. Undecodable values are returned as
+/// errors, never skipped.
+pub fn queued_records(recovered: &Recovered) -> Vec<Result<ArchiveRecord, String>> {
+    let mut out = Vec::new();
+    for (k, v) in recovered {
+        if k.starts_with(OQ_RECORD) || k.starts_with(DQ_RECORD) {
+            match decode::<QueueItem>(v) {
+                Ok(QueueItem::Record(r)) => out.push(Ok(r)),
+                Ok(_) => {}
+                Err(e) => out.push(Err(format!("key {k:?}: {e}"))),
+            }
+        } else if k.starts_with(OQ_DEAD) {
+            out.push(decode::<ArchiveRecord>(v).map_err(|e| format!("key {k:?}: {e}")));
+        }
+    }
+    out
 }
 
 /// Rows of a database store, in rowid order.

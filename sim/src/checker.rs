@@ -2,7 +2,8 @@
 //! in the manner of Jepsen's set checker.
 //!
 //! * **lost**: accepted and archivable, absent from the archive and from
-//!   every queue.
+//!   every queue (of which **expired**: dropped by a queue's expiry, legal
+//!   only under ocs2007r2 and still a loss).
 //! * **pending**: accepted and archivable, not archived yet but still held
 //!   durably in a queue (a path left broken at the end of the run).
 //! * **duplicates**: messages archived more than once.
@@ -11,8 +12,11 @@
 //! * **recovered**: outcome unknown to the client (timeout, crash), archived
 //!   anyway: legal.
 //! * **corrupted**: archived with content different from what was sent.
+//! * **accepted while shut down**: admitted by a front end inside one of its
+//!   critical-mode shutdowns.
 //!
-//! `lost + pending + archived-once + duplicated = accepted archivable`.
+//! `lost + pending + archived = accepted archivable` (duplicates counted
+//! once in `archived`).
 
 use holdfast_actors::ids::{MessageId, Millis};
 use holdfast_actors::store_keys::Row;
@@ -20,10 +24,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Accepted,
+    /// `at`: when the front end admitted it.
+    Accepted {
+        at: Millis,
+    },
     Rejected(String),
     /// No answer before the client's timeout (or the connection broke).
     Unknown,
+}
+
+impl Outcome {
+    pub fn accepted(&self) -> bool {
+        matches!(self, Outcome::Accepted { .. })
+    }
 }
 
 /// One IM as the workload saw it.
@@ -40,6 +53,27 @@ pub struct Op {
     pub outcome: Outcome,
 }
 
+/// A front end's critical-mode shutdown: from, and until (if it resumed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shutdown {
+    pub at: Millis,
+    pub until: Option<Millis>,
+}
+
+/// Everything observed at the end of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub ops: Vec<Op>,
+    /// Every row of every archive database.
+    pub rows: Vec<Row>,
+    /// Ids still held durably by any queue (stream or dead-letter queue).
+    pub queued: BTreeSet<MessageId>,
+    /// Ids some queue reported dropping by expiry.
+    pub expired: BTreeSet<MessageId>,
+    /// Shutdowns per front end.
+    pub shutdowns: BTreeMap<String, Vec<Shutdown>>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Counts {
     pub submitted: u64,
@@ -49,11 +83,13 @@ pub struct Counts {
     pub archivable_accepted: u64,
     pub archived: u64,
     pub lost: u64,
+    pub expired: u64,
     pub pending: u64,
     pub duplicates: u64,
     pub phantoms: u64,
     pub recovered: u64,
     pub corrupted: u64,
+    pub accepted_while_shut_down: u64,
     /// When the last accepted archivable message reached the archive.
     pub drained_at: Option<Millis>,
     /// A few ids of each anomaly, for the report.
@@ -69,36 +105,47 @@ fn note(ex: &mut BTreeMap<&'static str, Vec<MessageId>>, what: &'static str, id:
     }
 }
 
-/// `rows`: every row of every archive database; `queued`: ids still held
-/// durably by any outgoing or destination queue.
-pub fn check(ops: &[Op], rows: &[Row], queued: &BTreeSet<MessageId>) -> Counts {
+pub fn check(o: &Observed) -> Counts {
     let mut c = Counts::default();
     let mut archive: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for r in rows {
+    for r in &o.rows {
         archive.entry(r.record.id.as_str()).or_default().push(r);
     }
-    let by_id: BTreeMap<&str, &Op> = ops.iter().map(|o| (o.id.as_str(), o)).collect();
+    let by_id: BTreeMap<&str, &Op> = o.ops.iter().map(|op| (op.id.as_str(), op)).collect();
 
-    for op in ops {
+    for op in &o.ops {
         c.submitted += 1;
         match op.outcome {
-            Outcome::Accepted => c.accepted += 1,
+            Outcome::Accepted { at } => {
+                c.accepted += 1;
+                let shut = o.shutdowns.get(&op.front_end).is_some_and(|v| {
+                    v.iter()
+                        .any(|s| at >= s.at && s.until.is_none_or(|u| at < u))
+                });
+                if shut {
+                    c.accepted_while_shut_down += 1;
+                    note(&mut c.examples, "accepted_while_shut_down", &op.id);
+                }
+            }
             Outcome::Rejected(_) => c.rejected += 1,
             Outcome::Unknown => {
                 c.unknown += 1;
                 note(&mut c.examples, "unknown", &op.id);
             }
         }
-        if op.outcome == Outcome::Accepted && op.archivable {
+        if op.outcome.accepted() && op.archivable {
             c.archivable_accepted += 1;
             match archive.get(op.id.as_str()) {
-                None if queued.contains(&op.id) => {
+                None if o.queued.contains(&op.id) => {
                     c.pending += 1;
                     note(&mut c.examples, "pending", &op.id);
                 }
                 None => {
                     c.lost += 1;
                     note(&mut c.examples, "lost", &op.id);
+                    if o.expired.contains(&op.id) {
+                        c.expired += 1;
+                    }
                 }
                 Some(found) => {
                     let first = found.iter().map(|r| r.archived_at).min().unwrap_or(0);
@@ -115,7 +162,7 @@ pub fn check(ops: &[Op], rows: &[Row], queued: &BTreeSet<MessageId>) -> Counts {
             note(&mut c.examples, "duplicates", id);
         }
         match by_id.get(id) {
-            Some(op) if op.outcome == Outcome::Accepted && op.archivable => {}
+            Some(op) if op.outcome.accepted() && op.archivable => {}
             Some(op) if op.outcome == Outcome::Unknown && op.archivable => {
                 c.recovered += 1;
             }
@@ -143,6 +190,8 @@ pub fn check(ops: &[Op], rows: &[Row], queued: &BTreeSet<MessageId>) -> Counts {
 mod tests {
     use super::*;
     use holdfast_actors::protocol::{ArchiveRecord, RecordKind};
+
+    const OK: Outcome = Outcome::Accepted { at: 10 };
 
     fn op(id: &str, outcome: Outcome, archivable: bool) -> Op {
         Op {
@@ -176,12 +225,13 @@ mod tests {
 
     #[test]
     fn clean_history_counts_nothing_wrong() {
-        let ops = vec![
-            op("1", Outcome::Accepted, true),
-            op("2", Outcome::Accepted, false),
-        ];
+        let ops = vec![op("1", OK, true), op("2", OK, false)];
         let rows = vec![row(1, &ops[0], 50)];
-        let c = check(&ops, &rows, &BTreeSet::new());
+        let c = check(&Observed {
+            ops,
+            rows,
+            ..Default::default()
+        });
         assert_eq!(
             (c.accepted, c.archived, c.lost, c.duplicates, c.phantoms),
             (2, 1, 0, 0, 0)
@@ -192,47 +242,88 @@ mod tests {
     #[test]
     fn every_anomaly_is_counted() {
         let ops = vec![
-            op("lost1", Outcome::Accepted, true),
-            op("lost2", Outcome::Accepted, true),
-            op("lost3", Outcome::Accepted, true),
-            op("pend", Outcome::Accepted, true),
-            op("dup", Outcome::Accepted, true),
+            op("lost1", OK, true),
+            op("lost2", OK, true),
+            op("lost3", OK, true),
+            op("pend", OK, true),
+            op("dup", OK, true),
             op("rej", Outcome::Rejected("x".into()), true),
-            op("nopolicy", Outcome::Accepted, false),
+            op("nopolicy", OK, false),
             op("unk", Outcome::Unknown, true),
             op("unk-missing", Outcome::Unknown, true),
         ];
-        let mut bad = row(9, &ops[4], 1);
-        bad.record.body = "tampered".into();
-        let rows = vec![
+        let mut rows = vec![
             row(1, &ops[4], 1),
-            bad,
+            row(2, &ops[4], 1),
             row(3, &ops[5], 1),
             row(4, &ops[6], 1),
             row(5, &ops[7], 1),
         ];
         let mut ghost = row(6, &ops[0], 1);
         ghost.record.id = "never-sent".into();
-        let mut rows = rows;
         rows.push(ghost);
-        let queued: BTreeSet<_> = ["pend".to_string()].into();
-        let c = check(&ops, &rows, &queued);
+        let c = check(&Observed {
+            ops,
+            rows,
+            queued: ["pend".to_string()].into(),
+            expired: ["lost2".to_string(), "pend".to_string()].into(),
+            ..Default::default()
+        });
         assert_eq!(c.lost, 3);
+        assert_eq!(c.expired, 1, "only lost ones count as expired");
         assert_eq!(c.pending, 1);
         assert_eq!(c.duplicates, 1);
         assert_eq!(c.phantoms, 3, "rejected, excluded by policy, never sent");
         assert_eq!(c.recovered, 1);
-        assert_eq!(c.corrupted, 0, "the first copy is compared");
         assert_eq!(c.unknown, 2);
         assert_eq!(c.examples["lost"], vec!["lost1", "lost2", "lost3"]);
     }
 
     #[test]
     fn corrupted_content_is_seen() {
-        let ops = vec![op("1", Outcome::Accepted, true)];
+        let ops = vec![op("1", OK, true)];
         let mut r = row(1, &ops[0], 1);
         r.record.to = "mallory@corp.example".into();
-        let c = check(&ops, &[r], &BTreeSet::new());
+        let c = check(&Observed {
+            ops,
+            rows: vec![r],
+            ..Default::default()
+        });
         assert_eq!(c.corrupted, 1);
+    }
+
+    #[test]
+    fn admissions_inside_a_shutdown_are_counted() {
+        let ops = vec![
+            op("before", Outcome::Accepted { at: 99 }, false),
+            op("inside", Outcome::Accepted { at: 100 }, false),
+            op("inside2", Outcome::Accepted { at: 199 }, false),
+            op("after", Outcome::Accepted { at: 200 }, false),
+            op("open", Outcome::Accepted { at: 5000 }, false),
+        ];
+        let mut shutdowns = BTreeMap::new();
+        shutdowns.insert(
+            "fe1".to_string(),
+            vec![
+                Shutdown {
+                    at: 100,
+                    until: Some(200),
+                },
+                Shutdown {
+                    at: 4000,
+                    until: None,
+                },
+            ],
+        );
+        let c = check(&Observed {
+            ops,
+            shutdowns,
+            ..Default::default()
+        });
+        assert_eq!(c.accepted_while_shut_down, 3);
+        assert_eq!(
+            c.examples["accepted_while_shut_down"],
+            vec!["inside", "inside2", "open"]
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
 pub mod checker;
+pub mod critical;
 pub mod disk;
 pub mod report;
 pub mod scenario;

@@ -93,7 +93,7 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
     let c = spec.cluster.clone();
     let s = spec.settings.clone();
     match kind {
-        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c)),
+        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s)),
         ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),

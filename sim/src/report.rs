@@ -2,6 +2,7 @@
 //! summary.
 
 use crate::checker::Counts;
+use crate::critical::{CriticalShutdown, Obligation};
 use crate::scenario::Scenario;
 use holdfast_actors::ids::Millis;
 use holdfast_actors::units::fmt_ms;
@@ -31,8 +32,10 @@ pub struct RunResult {
     pub trace_len: u64,
     /// Problems reading the final state (undecodable store entries…).
     pub read_errors: Vec<String>,
-    /// Expired records (only possible under legacy semantics).
-    pub expired: u64,
+    /// Critical-mode shutdowns, attributed to faults.
+    pub critical: Vec<CriticalShutdown>,
+    /// Shutdowns `critical_shutdown_within` requires (empty without it).
+    pub obligations: Vec<Obligation>,
     /// Per node, the highest value each gauge reached (queue depths…).
     pub gauges: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -49,6 +52,40 @@ impl RunResult {
 }
 
 impl RunResult {
+    /// Per front end: heartbeat NACKs and the last known link state.
+    pub fn queue_health(&self) -> BTreeMap<&str, Value> {
+        let mut out: BTreeMap<&str, (u64, u64, &str)> = BTreeMap::new();
+        for e in &self.events {
+            let slot = match e.name.as_str() {
+                "nack_delivery" | "nack_processing" | "queue_healthy" => {
+                    out.entry(e.node.as_str()).or_insert((0, 0, "healthy"))
+                }
+                _ => continue,
+            };
+            match e.name.as_str() {
+                "nack_delivery" => {
+                    slot.0 += 1;
+                    slot.2 = "delivery_failing";
+                }
+                "nack_processing" => {
+                    slot.1 += 1;
+                    if slot.2 != "delivery_failing" {
+                        slot.2 = "processing_failing";
+                    }
+                }
+                _ => slot.2 = "healthy",
+            }
+        }
+        out.into_iter()
+            .map(|(k, (d, p, state))| {
+                (
+                    k,
+                    json!({"nack_delivery": d, "nack_processing": p, "final": state}),
+                )
+            })
+            .collect()
+    }
+
     pub fn event_counts(&self) -> BTreeMap<&str, u64> {
         let mut m = BTreeMap::new();
         for e in &self.events {
@@ -137,7 +174,61 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             }
         }
     }
+    if let Some(n) = e.critical_shutdowns {
+        if r.critical.len() as u64 != n {
+            f.push(format!(
+                "{} critical-mode shutdowns (expected {n})",
+                r.critical.len()
+            ));
+        }
+    }
+    for ob in &r.obligations {
+        if !ob.met() {
+            f.push(match ob.shut_at {
+                Some(at) => format!(
+                    "{} stopped accepting IM {} after {} (expected within {})",
+                    ob.node,
+                    fmt_ms(at - ob.start),
+                    ob.fault,
+                    fmt_ms(ob.bound)
+                ),
+                None => format!(
+                    "{} never stopped accepting IM after {} (expected within {})",
+                    ob.node,
+                    ob.fault,
+                    fmt_ms(ob.bound)
+                ),
+            });
+        }
+    }
+    if e.no_accept_while_shut_down && c.accepted_while_shut_down > 0 {
+        f.push(format!(
+            "{} IMs accepted while their front end was shut down; e.g. {:?}",
+            c.accepted_while_shut_down,
+            c.examples
+                .get("accepted_while_shut_down")
+                .cloned()
+                .unwrap_or_default()
+        ));
+    }
     let seen = r.event_counts();
+    let first = |name: &str| r.events.iter().find(|ev| ev.name == name).map(|ev| ev.at);
+    for pair in e.events_order.windows(2) {
+        match (first(&pair[0]), first(&pair[1])) {
+            (Some(a), Some(b)) if a <= b => {}
+            (Some(a), Some(b)) => f.push(format!(
+                "event {:?} (first at {}) came after {:?} (first at {})",
+                pair[0],
+                fmt_ms(a),
+                pair[1],
+                fmt_ms(b)
+            )),
+            _ => f.push(format!(
+                "events {:?} and {:?} must both be raised",
+                pair[0], pair[1]
+            )),
+        }
+    }
     for name in &e.events_include {
         if !seen.contains_key(name.as_str()) {
             f.push(format!("event {name:?} was never raised"));
@@ -177,9 +268,18 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "phantoms": c.phantoms,
         "recovered": c.recovered,
         "corrupted": c.corrupted,
-        "expired": r.expired,
+        "expired": c.expired,
+        "accepted_while_shut_down": c.accepted_while_shut_down,
         "drained_at_secs": c.drained_at.map(|ms| ms as f64 / 1000.0),
-        "critical_shutdowns": Vec::<Value>::new(),
+        "critical_shutdowns": r.critical.iter().map(|s| json!({
+            "node": s.node,
+            "at_secs": s.at as f64 / 1000.0,
+            "resumed_at_secs": s.until.map(|u| u as f64 / 1000.0),
+            "reason": s.reason,
+            "cause": s.cause,
+            "latency_secs": s.latency_ms.map(|l| l as f64 / 1000.0),
+        })).collect::<Vec<_>>(),
+        "queue_health": r.queue_health(),
         "events": r.event_counts(),
         "faults": r.faults,
         "gauges_max": r.gauges,
@@ -216,6 +316,27 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         s.push_str(&format!(
             "  last archivable message archived at {}\n",
             fmt_ms(at)
+        ));
+    }
+    if c.expired > 0 {
+        s.push_str(&format!(
+            "  of the lost, {} were dropped by expiry\n",
+            c.expired
+        ));
+    }
+    for sd in &r.critical {
+        s.push_str(&format!(
+            "  critical shutdown: {} at {}{}{}\n",
+            sd.node,
+            fmt_ms(sd.at),
+            match (&sd.cause, sd.latency_ms) {
+                (Some(c), Some(l)) => format!(", {} after {c}", fmt_ms(l)),
+                _ => String::new(),
+            },
+            match sd.until {
+                Some(u) => format!(", resumed at {}", fmt_ms(u)),
+                None => ", never resumed".into(),
+            }
         ));
     }
     let ev = r.event_counts();

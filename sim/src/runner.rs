@@ -2,7 +2,8 @@
 //! cluster, starts the workload, injects the faults on schedule, then reads
 //! every node's durable state and hands it to the checker.
 
-use crate::checker::{self, Op};
+use crate::checker::{self, Observed, Op, Shutdown};
+use crate::critical;
 use crate::disk::SimDisk;
 use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec};
 use crate::report::{EventRecord, RunResult};
@@ -13,7 +14,7 @@ use holdfast_actors::actor::Recovered;
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
-use holdfast_actors::store_keys::{self, DQ_RECORD, OQ_RECORD};
+use holdfast_actors::store_keys;
 use holdfast_host::store::replay;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -259,11 +260,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 }
             }
         }
-        for (kind, prefix) in [
-            (ActorKind::OutgoingQueue, OQ_RECORD),
-            (ActorKind::DestinationQueue, DQ_RECORD),
-        ] {
-            for r in store_keys::queued_records(&state(kind), prefix) {
+        for kind in [ActorKind::OutgoingQueue, ActorKind::DestinationQueue] {
+            for r in store_keys::queued_records(&state(kind)) {
                 match r {
                     Ok(rec) => {
                         queued.insert(rec.id);
@@ -273,9 +271,30 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             }
         }
     }
-    // The outgoing queue of a front end may still hold records it already
-    // handed over (deletion pending): those count as archived if archived.
-    let counts = checker::check(&ops, &rows, &queued);
+    let events = lock(&events).clone();
+    let expired = events
+        .iter()
+        .filter(|e| e.name == "record_expired")
+        .filter_map(|e| e.detail.strip_prefix("ids="))
+        .flat_map(|ids| ids.split(',').map(str::to_string))
+        .collect();
+    let shutdowns = critical::shutdowns(&events);
+    let observed = Observed {
+        ops,
+        rows,
+        queued,
+        expired,
+        shutdowns: shutdowns
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.iter().map(|(s, _)| *s).collect::<Vec<Shutdown>>(),
+                )
+            })
+            .collect(),
+    };
+    let counts = checker::check(&observed);
     let trace = lock(&trace);
     let result = RunResult {
         scenario: scn.name.clone(),
@@ -284,12 +303,17 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         semantics: scn.semantics.as_str(),
         simulated_ms: scn.duration_ms,
         counts,
-        events: lock(&events).clone(),
+        critical: critical::attribute(&shutdowns, &scn.faults, &cluster),
+        obligations: scn
+            .expect
+            .critical_shutdown_within_ms
+            .map(|bound| critical::obligations(bound, &shutdowns, &scn.faults, &cluster))
+            .unwrap_or_default(),
+        events,
         faults: scn.faults.iter().map(|f| f.describe()).collect(),
         trace_hash: trace.hash(),
         trace_len: trace.len(),
         read_errors,
-        expired: 0,
         gauges: nodes
             .shared
             .iter()

@@ -38,24 +38,7 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Semantics {
-    /// Lync Server 2010 reliability: data never expires.
-    #[default]
-    Lync2010,
-    /// OCS 2007 R2: data expires in the queues.
-    Ocs2007r2,
-}
-
-impl Semantics {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Semantics::Lync2010 => "lync2010",
-            Semantics::Ocs2007r2 => "ocs2007r2",
-        }
-    }
-}
+pub use holdfast_actors::settings::Semantics;
 
 // ---------------------------------------------------------------- raw file
 
@@ -67,8 +50,8 @@ struct RawScenario {
     description: String,
     #[serde(default = "default_seed")]
     seed: u64,
-    #[serde(default = "default_semantics")]
-    semantics: Spanned<Semantics>,
+    #[serde(default)]
+    semantics: Option<Spanned<Semantics>>,
     duration: Spanned<String>,
     #[serde(default)]
     topology: RawTopology,
@@ -82,10 +65,6 @@ struct RawScenario {
     fault: Vec<RawFault>,
     #[serde(default)]
     expect: RawExpect,
-}
-
-fn default_semantics() -> Spanned<Semantics> {
-    Spanned::new(0..0, Semantics::default())
 }
 
 fn default_seed() -> u64 {
@@ -183,6 +162,12 @@ struct RawExpect {
     events_include: Vec<String>,
     #[serde(default)]
     gauge_min: BTreeMap<String, Spanned<u64>>,
+    critical_shutdown_within: Option<Spanned<String>>,
+    critical_shutdowns: Option<u64>,
+    #[serde(default)]
+    no_accept_while_shut_down: bool,
+    #[serde(default)]
+    events_order: Vec<String>,
 }
 
 // ----------------------------------------------------------- validated form
@@ -316,6 +301,15 @@ pub struct Expect {
     /// `(node, gauge)` → the least maximum the gauge must reach: proof that
     /// a fault had the effect the scenario is about.
     pub gauge_min: Vec<(String, String, u64)>,
+    /// Every front end whose archiving path a fault breaks for longer than
+    /// this must have stopped accepting IM within it.
+    pub critical_shutdown_within_ms: Option<u64>,
+    /// Exactly this many critical-mode shutdowns happen.
+    pub critical_shutdowns: Option<u64>,
+    /// No IM is admitted by a front end while it is shut down.
+    pub no_accept_while_shut_down: bool,
+    /// These events first happen in this order (each at least once).
+    pub events_order: Vec<String>,
 }
 
 /// Gauges the actors report (see `Actor::gauges`).
@@ -326,6 +320,11 @@ pub const GAUGES: &[&str] = &[
     "destination_depth",
     "duplicates_dropped",
     "archived_rows",
+    "dead_letter_depth",
+    "dead_lettered",
+    "expired",
+    "link_failing",
+    "critical_shutdown",
 ];
 
 // ------------------------------------------------------------- validation
@@ -424,12 +423,16 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     if duration_ms == 0 {
         return Err(cx.err(&raw.duration.span(), "duration", "must be longer than 0s"));
     }
-    if *raw.semantics.get_ref() == Semantics::Ocs2007r2 {
-        return Err(cx.err(
-            &raw.semantics.span(),
-            "semantics",
-            "\"ocs2007r2\" (legacy expiry) is not implemented yet; use \"lync2010\"",
-        ));
+    let mut settings = raw.settings.clone();
+    if let Some(sem) = &raw.semantics {
+        if settings.semantics != Semantics::default() && settings.semantics != *sem.get_ref() {
+            return Err(cx.err(
+                &sem.span(),
+                "semantics",
+                "contradicts `settings.semantics`; set it in one place",
+            ));
+        }
+        settings.semantics = *sem.get_ref();
     }
     let t = &raw.topology;
     let topology = Topology {
@@ -677,6 +680,14 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     }
     let expect = Expect {
         gauge_min,
+        critical_shutdown_within_ms: e
+            .critical_shutdown_within
+            .as_ref()
+            .map(|d| cx.dur(d, "expect.critical_shutdown_within"))
+            .transpose()?,
+        critical_shutdowns: e.critical_shutdowns,
+        no_accept_while_shut_down: e.no_accept_while_shut_down,
+        events_order: e.events_order.clone(),
         lost: if e.lost_min.is_some() {
             e.lost
         } else {
@@ -700,10 +711,10 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         name: raw.name,
         description: raw.description,
         seed: raw.seed,
-        semantics: *raw.semantics.get_ref(),
+        semantics: settings.semantics,
         duration_ms,
         topology,
-        settings: raw.settings,
+        settings,
         sabotage: raw.sabotage,
         workloads,
         faults,

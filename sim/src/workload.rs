@@ -58,7 +58,7 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
                 let (id, outcome) = match env.msg {
-                    Msg::ImAccepted { id } => (id, Outcome::Accepted),
+                    Msg::ImAccepted { id, at } => (id, Outcome::Accepted { at }),
                     Msg::ImRejected { id, reason } => {
                         (id, Outcome::Rejected(format!("{reason:?}")))
                     }

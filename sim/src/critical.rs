@@ -1,0 +1,290 @@
+//! Critical-mode accounting: when each front end shut down and resumed, which
+//! fault broke its archiving path, and how long it took to stop accepting IM.
+//!
+//! A fault breaks a front end's archiving path when it cuts, kills, slows or
+//! starves anything between that front end's outgoing queue and the archive
+//! database: the link to its archiving server or that server's database,
+//! those servers themselves, or the disks of any of them.
+
+use crate::checker::Shutdown;
+use crate::report::EventRecord;
+use crate::scenario::{Fault, FaultKind};
+use holdfast_actors::cluster::Cluster;
+use holdfast_actors::ids::Millis;
+use std::collections::BTreeMap;
+
+/// One critical-mode shutdown of a front end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CriticalShutdown {
+    pub node: String,
+    pub at: Millis,
+    pub until: Option<Millis>,
+    pub reason: String,
+    /// The fault that broke this front end's archiving path (the latest one
+    /// started before the shutdown), if any.
+    pub cause: Option<String>,
+    /// From the start of that fault to the shutdown.
+    pub latency_ms: Option<Millis>,
+}
+
+/// A front end that had to shut down within a bound after a fault.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Obligation {
+    pub node: String,
+    pub fault: String,
+    pub start: Millis,
+    pub bound: Millis,
+    /// When it was shut down (possibly already before the fault started).
+    pub shut_at: Option<Millis>,
+}
+
+impl Obligation {
+    pub fn met(&self) -> bool {
+        self.shut_at.is_some_and(|at| at <= self.start + self.bound)
+    }
+}
+
+/// Front ends whose archiving path `fault` breaks.
+pub fn affected(fault: &FaultKind, cluster: &Cluster) -> Vec<String> {
+    let path_of = |fe: &str| -> (String, String) {
+        let arch = cluster
+            .front_ends
+            .get(fe)
+            .map(|f| f.archiver.clone())
+            .unwrap_or_default();
+        let db = cluster
+            .archivers
+            .get(&arch)
+            .map(|a| a.database.clone())
+            .unwrap_or_default();
+        (arch, db)
+    };
+    cluster
+        .front_ends
+        .keys()
+        .filter(|fe| {
+            let (arch, db) = path_of(fe);
+            match fault {
+                FaultKind::Partition { a, b, .. } => {
+                    let pair = |x: &str, y: &str| (a == x && b == y) || (a == y && b == x);
+                    pair(fe, &arch) || pair(&arch, &db)
+                }
+                FaultKind::Crash { node }
+                | FaultKind::DbDown { node }
+                | FaultKind::Slow { node, .. } => *node == arch || *node == db,
+                FaultKind::DiskFull { node } | FaultKind::IoError { node } => {
+                    node == *fe || *node == arch || *node == db
+                }
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Shutdown intervals (and reasons) per front end, from the event stream.
+pub fn shutdowns(events: &[EventRecord]) -> BTreeMap<String, Vec<(Shutdown, String)>> {
+    let mut out: BTreeMap<String, Vec<(Shutdown, String)>> = BTreeMap::new();
+    for e in events {
+        match e.name.as_str() {
+            "critical_shutdown" => out.entry(e.node.clone()).or_default().push((
+                Shutdown {
+                    at: e.at,
+                    until: None,
+                },
+                e.detail.clone(),
+            )),
+            "critical_resume" => {
+                if let Some((last, _)) = out.get_mut(&e.node).and_then(|v| v.last_mut()) {
+                    if last.until.is_none() {
+                        last.until = Some(e.at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn attribute(
+    shutdowns: &BTreeMap<String, Vec<(Shutdown, String)>>,
+    faults: &[Fault],
+    cluster: &Cluster,
+) -> Vec<CriticalShutdown> {
+    let mut out = Vec::new();
+    for (node, list) in shutdowns {
+        for (s, reason) in list {
+            let cause = faults
+                .iter()
+                .filter(|f| f.start_ms <= s.at && affected(&f.kind, cluster).contains(node))
+                .max_by_key(|f| f.start_ms);
+            out.push(CriticalShutdown {
+                node: node.clone(),
+                at: s.at,
+                until: s.until,
+                reason: reason.clone(),
+                cause: cause.map(|f| f.describe()),
+                latency_ms: cause.map(|f| s.at - f.start_ms),
+            });
+        }
+    }
+    out.sort_by(|a, b| (a.at, &a.node).cmp(&(b.at, &b.node)));
+    out
+}
+
+/// Every (front end, fault) pair where the fault breaks the front end's path
+/// for longer than `bound`: the front end must be shut down within `bound`.
+pub fn obligations(
+    bound: Millis,
+    shutdowns: &BTreeMap<String, Vec<(Shutdown, String)>>,
+    faults: &[Fault],
+    cluster: &Cluster,
+) -> Vec<Obligation> {
+    let mut out = Vec::new();
+    for f in faults {
+        if f.duration_ms.is_some_and(|d| d <= bound) {
+            continue;
+        }
+        for node in affected(&f.kind, cluster) {
+            // The first shutdown still in force at or after the fault's start
+            // (one already in force counts from the start).
+            let shut_at = shutdowns.get(&node).and_then(|list| {
+                list.iter()
+                    .map(|(s, _)| s)
+                    .find(|s| s.until.is_none_or(|u| u > f.start_ms))
+                    .map(|s| s.at.max(f.start_ms))
+            });
+            out.push(Obligation {
+                node,
+                fault: f.describe(),
+                start: f.start_ms,
+                bound,
+                shut_at,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_actors::cluster::{ArchiverInfo, FrontEndInfo};
+    use holdfast_actors::policy::Policy;
+
+    fn cluster() -> Cluster {
+        let fe = |a: &str| FrontEndInfo {
+            site: "s".into(),
+            archiver: a.into(),
+        };
+        Cluster {
+            domain: "corp.example".into(),
+            front_ends: [
+                ("fe1".to_string(), fe("arch1")),
+                ("fe2".to_string(), fe("arch2")),
+            ]
+            .into(),
+            archivers: [
+                (
+                    "arch1".to_string(),
+                    ArchiverInfo {
+                        database: "db1".into(),
+                    },
+                ),
+                (
+                    "arch2".to_string(),
+                    ArchiverInfo {
+                        database: "db1".into(),
+                    },
+                ),
+            ]
+            .into(),
+            databases: vec!["db1".into()],
+            users: BTreeMap::new(),
+            policy: Policy::default(),
+        }
+    }
+
+    fn fault(kind: FaultKind, start: Millis, dur: Option<Millis>) -> Fault {
+        Fault {
+            kind,
+            start_ms: start,
+            duration_ms: dur,
+        }
+    }
+
+    fn ev(at: Millis, node: &str, name: &str) -> EventRecord {
+        EventRecord {
+            at,
+            node: node.into(),
+            name: name.into(),
+            detail: "why".into(),
+        }
+    }
+
+    #[test]
+    fn which_front_ends_a_fault_affects() {
+        let c = cluster();
+        let part = |a: &str, b: &str| FaultKind::Partition {
+            a: a.into(),
+            b: b.into(),
+            one_way: true,
+        };
+        assert_eq!(affected(&part("arch1", "fe1"), &c), vec!["fe1"]);
+        assert_eq!(affected(&part("fe1", "arch2"), &c), Vec::<String>::new());
+        assert_eq!(affected(&part("arch2", "db1"), &c), vec!["fe2"]);
+        assert_eq!(
+            affected(&FaultKind::Crash { node: "db1".into() }, &c),
+            vec!["fe1", "fe2"]
+        );
+        assert_eq!(
+            affected(&FaultKind::Crash { node: "fe1".into() }, &c),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            affected(&FaultKind::DiskFull { node: "fe2".into() }, &c),
+            vec!["fe2"]
+        );
+    }
+
+    #[test]
+    fn shutdowns_are_attributed_and_obligations_checked() {
+        let c = cluster();
+        let faults = vec![
+            fault(
+                FaultKind::Crash {
+                    node: "arch1".into(),
+                },
+                1_000,
+                None,
+            ),
+            fault(
+                FaultKind::Slow {
+                    node: "arch2".into(),
+                    delay_ms: 5,
+                },
+                1_000,
+                Some(50),
+            ),
+        ];
+        let events = vec![
+            ev(1_600, "fe1", "critical_shutdown"),
+            ev(9_000, "fe1", "critical_resume"),
+        ];
+        let sd = shutdowns(&events);
+        let att = attribute(&sd, &faults, &c);
+        assert_eq!(att.len(), 1);
+        assert_eq!(att[0].latency_ms, Some(600));
+        assert_eq!(att[0].until, Some(9_000));
+        assert!(att[0].cause.as_deref().unwrap().starts_with("crash arch1"));
+        // bound 500: fe1 was late; the short slow fault creates no obligation
+        let ob = obligations(500, &sd, &faults, &c);
+        assert_eq!(ob.len(), 1);
+        assert!(!ob[0].met());
+        let ob = obligations(700, &sd, &faults, &c);
+        assert!(ob[0].met());
+        // no shutdown at all is a failed obligation
+        let ob = obligations(700, &BTreeMap::new(), &faults, &c);
+        assert!(!ob[0].met());
+    }
+}
