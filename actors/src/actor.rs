@@ -135,6 +135,23 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Drops a message from a sender the protocol does not allow, with an
+/// operator event; returns whether the message may be processed. Cores call
+/// it first thing in `on_msg`: a forged acknowledgement must never delete a
+/// record.
+pub fn authorize(ok: bool, me: &str, from: &Addr, msg: &Msg, ctx: &mut Ctx) -> bool {
+    if !ok {
+        ctx.event(
+            "unauthorized_sender",
+            format!(
+                "{me} dropped {} from {from}: not a sender the protocol allows",
+                msg.name()
+            ),
+        );
+    }
+    ok
+}
+
 /// A core. Hosts own one `Box<dyn Actor>` per actor of a node.
 pub trait Actor {
     /// Called once at (re)start with the durable state.

@@ -5,7 +5,7 @@
 //! answer is retried with backoff; the database's idempotent insert makes a
 //! retry harmless.
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, Timer};
+use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
 use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, Millis};
 use crate::protocol::{ArchiveRecord, Msg, QueueItem};
@@ -139,9 +139,12 @@ impl Archiver {
 }
 
 impl Actor for Archiver {
-    fn on_start(&mut self, _recovered: Recovered, _ctx: &mut Ctx) {
+    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
         // Stateless: the destination queue redelivers whatever was not
-        // consumed.
+        // consumed. Batch ids must not repeat across restarts, or a late
+        // answer to a batch of a previous life would confirm a different
+        // batch of this one: start from the clock.
+        self.next_batch = ctx.now().saturating_mul(1_000_000).max(self.next_batch);
         self.buffer.clear();
         self.in_flight = None;
         self.flush_set = false;
@@ -149,6 +152,14 @@ impl Actor for Archiver {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let ok = match &msg {
+            Msg::Deliver { .. } => from == self.queue(),
+            Msg::Logged { .. } | Msg::LogFailed { .. } => from == self.db,
+            _ => true,
+        };
+        if !authorize(ok, &self.name, &from, &msg, ctx) {
+            return;
+        }
         match msg {
             Msg::Deliver { key, item } => {
                 self.buffer.push_back((key, item));
@@ -399,6 +410,43 @@ mod tests {
             "a stale answer does nothing"
         );
         let sent = h.msg(db(), Msg::Logged { batch: 1 });
+        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1] })]);
+    }
+
+    #[test]
+    fn batch_ids_never_repeat_across_restarts_and_forged_answers_are_dropped() {
+        let mut h = arch(1);
+        h.start(Recovered::new());
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 1,
+                item: rec("m1"),
+            },
+        );
+        // restart later: a late answer to the old batch must not confirm the new one
+        h.now = 60_000;
+        h.start(Recovered::new());
+        let sent = h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 1,
+                item: rec("m1"),
+            },
+        );
+        let Some((_, Msg::LogMessages { batch, .. })) = sent.first() else {
+            panic!("{sent:?}")
+        };
+        assert!(*batch > 1);
+        assert!(h.msg(db(), Msg::Logged { batch: 1 }).is_empty());
+        assert!(h
+            .msg(
+                Addr::new("db9", ActorKind::Database),
+                Msg::Logged { batch: *batch }
+            )
+            .is_empty());
+        assert_eq!(h.events(), vec!["unauthorized_sender"]);
+        let sent = h.msg(db(), Msg::Logged { batch: *batch });
         assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1] })]);
     }
 

@@ -3,7 +3,7 @@
 //! idempotent, so a batch retried by the archiver never archives a message
 //! twice. A batch is one transaction: one durable write, then the answer.
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::ids::{Addr, MessageId};
 use crate::protocol::{DbError, Msg};
 use crate::settings::Sabotage;
@@ -62,6 +62,15 @@ impl Actor for Database {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        if !authorize(
+            from.actor == crate::ids::ActorKind::Archiver,
+            &self.name,
+            &from,
+            &msg,
+            ctx,
+        ) {
+            return;
+        }
         let Msg::LogMessages { batch, records } = msg else {
             ctx.event(
                 "unexpected_message",

@@ -8,12 +8,14 @@
 //! Under ocs2007r2 a record not processed within the data TTBR is dropped
 //! here (and the sender told, as MSMQ's negative acknowledgement would).
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, MessageId};
 use crate::protocol::{Msg, QueueItem};
 use crate::settings::{Semantics, Settings};
 use crate::store_keys::{self as keys, DQ_NEXT, DQ_RECORD};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 enum Write {
     Store {
@@ -32,6 +34,7 @@ enum Write {
 
 pub struct DestinationQueue {
     name: String,
+    cluster: Arc<Cluster>,
     settings: Settings,
     /// Next expected seq per sending front end.
     next: BTreeMap<String, u64>,
@@ -51,8 +54,9 @@ pub struct DestinationQueue {
 }
 
 impl DestinationQueue {
-    pub fn new(name: impl Into<String>, settings: Settings) -> Self {
+    pub fn new(name: impl Into<String>, cluster: Arc<Cluster>, settings: Settings) -> Self {
         DestinationQueue {
+            cluster,
             name: name.into(),
             settings,
             next: BTreeMap::new(),
@@ -97,7 +101,8 @@ impl DestinationQueue {
     }
 
     fn on_transfer(&mut self, from: Addr, seq: u64, item: QueueItem, ctx: &mut Ctx) {
-        let expected = *self.next.get(&from.node).unwrap_or(&1);
+        // A stored 0 can only come from a damaged store: treat it as 1.
+        let expected = (*self.next.get(&from.node).unwrap_or(&1)).max(1);
         if seq < expected {
             self.duplicates_dropped += 1;
         }
@@ -166,7 +171,9 @@ impl DestinationQueue {
         let mut ids: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
         for (k, item) in &self.items {
             if let QueueItem::Record(r) = item {
-                if now >= r.time + ttbr && !self.in_flight.contains(k) {
+                let may_drop =
+                    self.settings.semantics == Semantics::Ocs2007r2 || r.kind.droppable();
+                if may_drop && now >= r.time + ttbr && !self.in_flight.contains(k) {
                     keys.push(*k);
                     ids.entry(r.front_end.clone())
                         .or_default()
@@ -219,12 +226,27 @@ impl Actor for DestinationQueue {
         }
         self.next_key = self.items.keys().next_back().map_or(1, |k| k + 1);
         self.pump(ctx);
-        if self.settings.semantics == Semantics::Ocs2007r2 {
-            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
-        }
+        // Expiry: every record under ocs2007r2, QoE reports always.
+        ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let ok = match &msg {
+            // Only the outgoing queue of a front end this server archives for.
+            Msg::Transfer { .. } => {
+                from.actor == ActorKind::OutgoingQueue
+                    && self
+                        .cluster
+                        .front_ends
+                        .get(&from.node)
+                        .is_some_and(|f| f.archiver == self.name)
+            }
+            Msg::Consumed { .. } => from == self.archiver(),
+            _ => true,
+        };
+        if !authorize(ok, &self.name, &from, &msg, ctx) {
+            return;
+        }
         match msg {
             Msg::Transfer { seq, item } => self.on_transfer(from, seq, item, ctx),
             Msg::Consumed { keys } => {
@@ -301,10 +323,13 @@ impl Actor for DestinationQueue {
                 for (fe, ids) in ids {
                     self.expired += ids.len() as u64;
                     ctx.event("record_expired", format!("ids={}", ids.join(",")));
-                    ctx.send(
-                        Addr::new(fe, ActorKind::OutgoingQueue),
-                        Msg::Expired { ids },
-                    );
+                    // ocs2007r2: MSMQ's negative acknowledgement to the sender.
+                    if self.settings.semantics == Semantics::Ocs2007r2 {
+                        ctx.send(
+                            Addr::new(fe, ActorKind::OutgoingQueue),
+                            Msg::Expired { ids },
+                        );
+                    }
                 }
             }
             (Some(Write::Expire { .. }), Err(e)) => {
@@ -335,7 +360,7 @@ mod tests {
     fn dq(settings: Settings) -> Harness<DestinationQueue> {
         Harness::new(
             Addr::new("arch1", ActorKind::DestinationQueue),
-            DestinationQueue::new("arch1", settings),
+            DestinationQueue::new("arch1", crate::testkit::cluster(), settings),
         )
     }
 
@@ -579,13 +604,14 @@ mod tests {
     }
 
     #[test]
-    fn lync2010_never_drops() {
-        let mut h = dq(Settings {
+    fn lync2010_drops_only_qoe_reports() {
+        let s = Settings {
             deliver_window: 1,
             ..Settings::default()
-        });
+        };
+        let ttbr = s.data_ttbr;
+        let mut h = dq(s);
         h.start(Recovered::new());
-        assert!(!h.timers.contains_key(&Timer::DlqCheck));
         h.msg(
             oq("fe1"),
             Msg::Transfer {
@@ -600,6 +626,25 @@ mod tests {
                 item: rec("m2"),
             },
         );
-        assert_eq!(h.actor.depth(), 2);
+        let QueueItem::Record(mut qoe) = rec("q3") else {
+            unreachable!()
+        };
+        qoe.kind = crate::protocol::RecordKind::Qoe;
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 3,
+                item: QueueItem::Record(qoe),
+            },
+        );
+        h.now = ttbr;
+        h.timers.insert(Timer::DlqCheck, ttbr);
+        let sent = h.fire(Timer::DlqCheck);
+        assert!(
+            sent.is_empty(),
+            "no expiry notice to the sender: nothing that matters was lost"
+        );
+        assert_eq!(h.events(), vec!["record_expired"]);
+        assert_eq!(h.actor.depth(), 2, "m1 and m2 stay");
     }
 }

@@ -16,10 +16,10 @@
 //! Without critical mode an IM whose record cannot be queued still goes
 //! through, and the record is lost (`archiving_failed`).
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::protocol::{ArchiveRecord, Im, Msg, RecordKind, RejectReason};
+use crate::protocol::{ArchiveRecord, CallReport, Im, Msg, RecordKind, RejectReason};
 use crate::settings::{Semantics, Settings};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ const CRITICAL_KEY: &[u8] = b"critical";
 struct Pending {
     /// `None`: the client was already answered (ocs2007r2).
     client: Option<Addr>,
+    kind: RecordKind,
     im: Im,
     /// When the front end admitted the IM (checked against critical mode).
     admitted_at: Millis,
@@ -89,9 +90,9 @@ impl FrontEnd {
         ctx.send(client, Msg::ImRejected { id, reason });
     }
 
-    fn record(&self, im: &Im, ctx: &Ctx) -> ArchiveRecord {
+    fn record(&self, kind: RecordKind, im: &Im, ctx: &Ctx) -> ArchiveRecord {
         ArchiveRecord {
-            kind: RecordKind::Im,
+            kind,
             id: im.id.clone(),
             from: im.from.clone(),
             to: im.to.clone(),
@@ -102,8 +103,8 @@ impl FrontEnd {
         }
     }
 
-    fn enqueue(&mut self, client: Option<Addr>, im: Im, ctx: &mut Ctx) {
-        let record = self.record(&im, ctx);
+    fn enqueue(&mut self, client: Option<Addr>, kind: RecordKind, im: Im, ctx: &mut Ctx) {
+        let record = self.record(kind, &im, ctx);
         let token = self.next_token;
         self.next_token += 1;
         let admitted_at = ctx.now();
@@ -111,6 +112,7 @@ impl FrontEnd {
             token,
             Pending {
                 client,
+                kind,
                 im,
                 admitted_at,
             },
@@ -211,13 +213,38 @@ impl FrontEnd {
                 },
             );
             if self.route(&im, ctx) {
-                self.enqueue(None, im, ctx);
+                self.enqueue(None, RecordKind::Im, im, ctx);
             } else {
                 self.awaiting_response.insert(im.id.clone(), im);
             }
             return;
         }
-        self.enqueue(Some(client), im, ctx);
+        self.enqueue(Some(client), RecordKind::Im, im, ctx);
+    }
+
+    /// CDR and QoE agents: every finished call is recorded (not subject to
+    /// the IM archiving policy, nor stopped by critical mode — the call has
+    /// already happened). A CDR is accepted only once durably queued; one
+    /// that cannot be queued is refused, so the client keeps it and retries.
+    fn report_call(&mut self, client: Addr, report: CallReport, ctx: &mut Ctx) {
+        if report.id.is_empty() || report.kind == RecordKind::Im {
+            return Self::reject(
+                ctx,
+                client,
+                report.id,
+                RejectReason::Invalid("a call report is a CDR or a QoE report".into()),
+            );
+        }
+        if self.cluster.home(&report.from) != Some(self.name.as_str()) {
+            return Self::reject(ctx, client, report.id, RejectReason::NotHomed);
+        }
+        let im = Im {
+            id: report.id,
+            from: report.from,
+            to: report.to,
+            body: report.body,
+        };
+        self.enqueue(Some(client), report.kind, im, ctx);
     }
 }
 
@@ -232,8 +259,25 @@ impl Actor for FrontEnd {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let ok = match &msg {
+            Msg::SubmitIm { .. } | Msg::ReportCall { .. } => from.actor == ActorKind::Client,
+            Msg::DeliverIm { .. } | Msg::ImDelivered { .. } => {
+                from.actor == ActorKind::FrontEnd
+                    && self.cluster.front_ends.contains_key(&from.node)
+            }
+            Msg::Enqueued { .. } | Msg::EnqueueFailed { .. } | Msg::ArchivingHealth { .. } => {
+                from == self.queue()
+            }
+            // An operator acts through the node itself, never over the wire.
+            Msg::OperatorResume => from.node == self.name,
+            _ => true,
+        };
+        if !authorize(ok, &self.name, &from, &msg, ctx) {
+            return;
+        }
         match msg {
             Msg::SubmitIm { im } => self.submit(from, im, ctx),
+            Msg::ReportCall { report } => self.report_call(from, report, ctx),
             Msg::DeliverIm { im } => {
                 let id = im.id.clone();
                 if self.cluster.home(&im.to) == Some(self.name.as_str()) {
@@ -243,7 +287,7 @@ impl Actor for FrontEnd {
             }
             Msg::ImDelivered { id } => {
                 if let Some(im) = self.awaiting_response.remove(&id) {
-                    self.enqueue(None, im, ctx);
+                    self.enqueue(None, RecordKind::Im, im, ctx);
                 }
             }
             Msg::Enqueued { token } => {
@@ -256,7 +300,9 @@ impl Actor for FrontEnd {
                                 at: p.admitted_at,
                             },
                         );
-                        self.route(&p.im, ctx);
+                        if p.kind == RecordKind::Im {
+                            self.route(&p.im, ctx);
+                        }
                     }
                 }
             }
@@ -264,6 +310,27 @@ impl Actor for FrontEnd {
                 let Some(p) = self.pending.remove(&token) else {
                     return;
                 };
+                match (p.kind, p.client.clone()) {
+                    (RecordKind::Cdr, Some(client)) => {
+                        return Self::reject(
+                            ctx,
+                            client,
+                            p.im.id,
+                            RejectReason::ArchivingUnavailable(reason),
+                        );
+                    }
+                    (RecordKind::Qoe, Some(client)) => {
+                        ctx.event("qoe_dropped", format!("{}: {reason}", p.im.id));
+                        return ctx.send(
+                            client,
+                            Msg::ImAccepted {
+                                id: p.im.id,
+                                at: p.admitted_at,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
                 if self.settings.critical_mode {
                     self.shut(format!("a record could not be queued: {reason}"), ctx);
                     if let Some(client) = p.client {
@@ -518,6 +585,8 @@ mod tests {
         h2.start(h.store.clone());
         assert!(h2.actor.is_shut_down(), "the shutdown survives a restart");
         h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
+        assert!(h2.actor.is_shut_down(), "not over the wire");
+        h2.msg(Addr::new("fe1", ActorKind::Client), Msg::OperatorResume);
         assert!(!h2.actor.is_shut_down());
         assert!(h2.store.is_empty());
     }
@@ -628,6 +697,66 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn call_reports_are_queued_and_a_cdr_that_cannot_be_is_refused() {
+        let mut h = fe(critical());
+        h.msg(
+            queue(),
+            Msg::ArchivingHealth {
+                ok: false,
+                reason: "delivery NACK".into(),
+            },
+        );
+        let report = |id: &str, kind| CallReport {
+            id: id.into(),
+            kind,
+            from: "a@corp.example".into(),
+            to: "b@corp.example".into(),
+            body: "call".into(),
+        };
+        // Critical mode stops IM, not the records of calls that happened.
+        let sent = h.msg(
+            client(),
+            Msg::ReportCall {
+                report: report("c1", RecordKind::Cdr),
+            },
+        );
+        let (_, Msg::Enqueue { token, record }) = &sent[0] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(record.kind, RecordKind::Cdr);
+        let sent = h.msg(
+            queue(),
+            Msg::EnqueueFailed {
+                token: *token,
+                reason: "quota".into(),
+            },
+        );
+        assert!(
+            matches!(&sent[..], [(_, Msg::ImRejected { .. })]),
+            "the client keeps the CDR"
+        );
+        let sent = h.msg(
+            client(),
+            Msg::ReportCall {
+                report: report("q1", RecordKind::Qoe),
+            },
+        );
+        let token = enqueue_token(&sent);
+        let sent = h.msg(
+            queue(),
+            Msg::EnqueueFailed {
+                token,
+                reason: "quota".into(),
+            },
+        );
+        assert!(
+            matches!(&sent[..], [(_, Msg::ImAccepted { .. })]),
+            "QoE may be dropped"
+        );
+        assert_eq!(h.events(), vec!["critical_shutdown", "qoe_dropped"]);
     }
 
     #[test]

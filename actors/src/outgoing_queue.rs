@@ -30,7 +30,7 @@
 //! The queue tells its front end whether archiving can be guaranteed
 //! ([`Msg::ArchivingHealth`]); critical mode acts on that.
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::protocol::{ArchiveRecord, Msg, QueueItem};
@@ -61,7 +61,8 @@ enum Write {
     Expire {
         seqs: Vec<u64>,
         dead: Vec<(u64, ArchiveRecord)>,
-        ids: Vec<MessageId>,
+        /// Dropped, not kept: everything under ocs2007r2, QoE always.
+        dropped: Vec<MessageId>,
     },
     /// Dead letters go back into the stream.
     Resend {
@@ -503,26 +504,34 @@ impl OutgoingQueue {
             let mut ops = Vec::new();
             let mut dead = Vec::new();
             let mut seqs = Vec::new();
-            let mut ids = Vec::new();
+            let mut dropped = Vec::new();
             for (seq, record) in late {
                 ops.push(StoreOp::Put {
                     key: keys::key_u64(OQ_RECORD, seq),
                     value: keys::encode(&QueueItem::Tombstone),
                 });
-                if self.enhanced() {
+                if self.enhanced() && !record.kind.droppable() {
                     let k = self.next_dead;
                     self.next_dead += 1;
                     ops.push(StoreOp::Put {
                         key: keys::key_u64(OQ_DEAD, k),
                         value: keys::encode(&record),
                     });
-                    dead.push((k, record.clone()));
+                    dead.push((k, record));
+                } else {
+                    dropped.push(record.id);
                 }
                 seqs.push(seq);
-                ids.push(record.id);
             }
             let token = self.token();
-            self.writes.insert(token, Write::Expire { seqs, dead, ids });
+            self.writes.insert(
+                token,
+                Write::Expire {
+                    seqs,
+                    dead,
+                    dropped,
+                },
+            );
             ctx.persist(token, ops);
         } else if self.enhanced() && self.health == LinkHealth::Healthy && !self.dead.is_empty() {
             let batch: Vec<(u64, ArchiveRecord)> = self
@@ -552,17 +561,44 @@ impl OutgoingQueue {
             ctx.persist(token, ops);
         } else if self.store_failing {
             // Nothing else writes while the front end is shut down: probe.
-            let token = self.token();
-            self.writes.insert(token, Write::Probe);
-            ctx.persist(
-                token,
-                vec![StoreOp::Put {
-                    key: b"meta/probe".to_vec(),
-                    value: now.to_be_bytes().to_vec(),
-                }],
-            );
+            self.probe(ctx);
+        }
+        if !self.enhanced() {
+            // No quota monitoring or heartbeats in ocs2007r2: re-assess here
+            // so that critical mode can resume once the trouble is over.
+            let pct = self.bytes.saturating_mul(100) / self.settings.queue_quota.max(1);
+            if pct < self.settings.quota_info_pct {
+                self.quota_full = false;
+            }
+            let unsent_records = self
+                .items
+                .range(self.acked + 1..)
+                .any(|(_, i)| matches!(i, QueueItem::Record(_)));
+            if self
+                .expired_at
+                .is_some_and(|at| now >= at + self.settings.heartbeat_interval)
+                && !unsent_records
+            {
+                self.expired_at = None;
+            }
+            self.report(ctx);
         }
         ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+    }
+
+    /// A small durable write whose only purpose is to learn whether the
+    /// store works.
+    fn probe(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now();
+        let token = self.token();
+        self.writes.insert(token, Write::Probe);
+        ctx.persist(
+            token,
+            vec![StoreOp::Put {
+                key: b"meta/probe".to_vec(),
+                value: now.to_be_bytes().to_vec(),
+            }],
+        );
     }
 
     fn persisted_ok(&mut self, write: Write, ctx: &mut Ctx) {
@@ -600,15 +636,19 @@ impl OutgoingQueue {
                 self.deleted = self.deleted.max(upto);
                 self.delete_acked(ctx);
             }
-            Write::Expire { seqs, dead, ids } => {
+            Write::Expire {
+                seqs,
+                dead,
+                dropped,
+            } => {
                 for seq in seqs {
                     if let Some(old) = self.items.insert(seq, QueueItem::Tombstone) {
                         self.bytes -= old.queued_size();
                         self.bytes += QueueItem::Tombstone.queued_size();
                     }
                 }
-                let n = ids.len();
-                if self.enhanced() {
+                if !dead.is_empty() {
+                    let n = dead.len();
                     for (k, r) in dead {
                         self.bytes += r.queued_size();
                         self.dead.insert(k, r);
@@ -621,10 +661,15 @@ impl OutgoingQueue {
                             self.name
                         ),
                     );
-                } else {
-                    self.expired += n as u64;
-                    self.expired_at = Some(ctx.now());
-                    ctx.event("record_expired", format!("ids={}", ids.join(",")));
+                }
+                if !dropped.is_empty() {
+                    self.expired += dropped.len() as u64;
+                    if !self.enhanced() {
+                        // Only a loss of records that must not be lost
+                        // tells critical mode that archiving is failing.
+                        self.expired_at = Some(ctx.now());
+                    }
+                    ctx.event("record_expired", format!("ids={}", dropped.join(",")));
                 }
                 self.pump(ctx);
             }
@@ -758,7 +803,9 @@ impl Actor for OutgoingQueue {
         self.quota_full = pct >= self.settings.quota_warning_pct;
         self.delete_acked(ctx);
         self.pump(ctx);
-        self.report(ctx);
+        // Learn whether the store works before saying anything: the probe's
+        // completion reports the health.
+        self.probe(ctx);
         ctx.set_timer(Timer::Resend, self.interval);
         ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
         if self.enhanced() {
@@ -768,6 +815,17 @@ impl Actor for OutgoingQueue {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let ok = match &msg {
+            Msg::Enqueue { .. } => from == self.fe(),
+            Msg::TransferAck { .. } | Msg::Expired { .. } => from == self.dest,
+            Msg::HeartbeatAck { .. } => {
+                from.node == self.dest.node && from.actor == ActorKind::Archiver
+            }
+            _ => true,
+        };
+        if !authorize(ok, &self.name, &from, &msg, ctx) {
+            return;
+        }
         match msg {
             Msg::Enqueue { token, record } => self.enqueue(from, token, record, ctx),
             Msg::TransferAck { upto } => self.on_ack(upto, ctx),
@@ -946,7 +1004,7 @@ mod tests {
         assert_eq!(sent[0], (fe(), Msg::Enqueued { token: 9 }));
         assert_eq!(transfers(&sent), vec![(1, "m1".to_string())]);
         assert_eq!(sent[1].0, dest());
-        assert_eq!(h.store.len(), 1, "record is durable");
+        assert_eq!(keys::queued_records(&h.store).len(), 1, "record is durable");
     }
 
     #[test]
@@ -1327,6 +1385,62 @@ mod tests {
         });
         let sent = h2.start(h.store.clone());
         assert_eq!(health(&sent), vec![false]);
+    }
+
+    #[test]
+    fn a_forged_acknowledgement_deletes_nothing() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        h.msg(
+            Addr::new("mallory", ActorKind::Client),
+            Msg::TransferAck { upto: 1 },
+        );
+        h.msg(
+            Addr::new("fe2", ActorKind::OutgoingQueue),
+            Msg::TransferAck { upto: 1 },
+        );
+        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(
+            h.events(),
+            vec!["unauthorized_sender", "unauthorized_sender"]
+        );
+    }
+
+    #[test]
+    fn a_restart_on_a_failing_disk_reports_unhealthy() {
+        let mut h = oq(Settings::default());
+        h.fail_persists = Some(StoreError::NoSpace);
+        let sent = h.start(Recovered::new());
+        assert_eq!(health(&sent), vec![false]);
+    }
+
+    #[test]
+    fn ocs2007r2_critical_state_clears_after_expiry_once_nothing_is_waiting() {
+        let s = legacy();
+        let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
+        let mut h = oq(s);
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        h.now = ttrq;
+        h.timers.insert(Timer::DlqCheck, ttrq);
+        assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
+        h.msg(dest(), Msg::TransferAck { upto: 1 }); // the tombstone went through
+        h.now = ttrq + beat;
+        h.timers.insert(Timer::DlqCheck, h.now);
+        assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![true]);
     }
 
     #[test]

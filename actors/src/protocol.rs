@@ -25,8 +25,38 @@ pub struct Im {
 /// What kind of record travels the archiving queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RecordKind {
-    /// Instant-message content (the LcsLog "messages" table).
+    /// Instant-message content (the LcsLog "messages" table). Never lost.
     Im,
+    /// Call detail record. Never lost.
+    Cdr,
+    /// Quality-of-experience report: not mission critical, may be dropped
+    /// when it expires.
+    Qoe,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Im => "im",
+            RecordKind::Cdr => "cdr",
+            RecordKind::Qoe => "qoe",
+        }
+    }
+    /// Whether expiry may drop it even under lync2010 semantics.
+    pub fn droppable(self) -> bool {
+        self == RecordKind::Qoe
+    }
+}
+
+/// The end of a call, reported by the client: the front end's CDR agent
+/// queues a call detail record, its QoE agent a quality report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallReport {
+    pub id: MessageId,
+    pub kind: RecordKind,
+    pub from: UserId,
+    pub to: UserId,
+    pub body: String,
 }
 
 /// A record handed to the archiving pipeline by a front end's archiving agent.
@@ -121,6 +151,11 @@ pub enum Msg {
         reason: RejectReason,
     },
 
+    /// A client reports a finished call (CDR or QoE); answered like an IM.
+    ReportCall {
+        report: CallReport,
+    },
+
     // ---- front end ↔ front end ------------------------------------------
     /// Route an accepted IM to the recipient's home front end.
     DeliverIm {
@@ -204,6 +239,7 @@ impl Msg {
     pub fn name(&self) -> &'static str {
         match self {
             Msg::SubmitIm { .. } => "SubmitIm",
+            Msg::ReportCall { .. } => "ReportCall",
             Msg::ImAccepted { .. } => "ImAccepted",
             Msg::ImRejected { .. } => "ImRejected",
             Msg::DeliverIm { .. } => "DeliverIm",

@@ -20,6 +20,10 @@ pub struct LogStore {
     state: Recovered,
     log_len: u64,
     live_bytes: u64,
+    /// A failed write could not be cut off again: the file may hold a
+    /// partial frame that a later append would bury. Refuse every write
+    /// until the store is reopened (which cuts the tail off at open).
+    poisoned: bool,
 }
 
 impl From<DiskError> for StoreError {
@@ -97,6 +101,7 @@ impl LogStore {
             state,
             log_len: valid,
             live_bytes,
+            poisoned: false,
         })
     }
 
@@ -116,35 +121,43 @@ impl LogStore {
 
     /// Applies one batch atomically and durably.
     pub async fn apply(&mut self, disk: &impl Disk, ops: Vec<StoreOp>) -> Result<(), StoreError> {
-        let bytes = frame(&ops);
-        if let Err(e) = disk.append(&self.file, &bytes) {
-            // Leave no partial frame behind (a real file system may have
-            // written part of it).
-            let _ = disk.truncate(&self.file, self.log_len);
-            return Err(e.into());
+        if self.poisoned {
+            return Err(StoreError::Io(format!(
+                "{}: an earlier failed write could not be undone; the store must be reopened",
+                self.file
+            )));
         }
-        if let Err(e) = disk.sync(&self.file).await {
-            let _ = disk.truncate(&self.file, self.log_len);
+        let bytes = frame(&ops);
+        let written = match disk.append(&self.file, &bytes) {
+            Ok(()) => disk.sync(&self.file).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // Leave no partial frame behind (a real file system may have
+            // written part of it); if even that fails, stop writing.
+            if let Err(t) = disk.truncate(&self.file, self.log_len) {
+                tracing::error!(file = %self.file, error = %t, "cannot cut off a failed write; refusing further writes");
+                self.poisoned = true;
+            }
             return Err(e.into());
         }
         self.log_len += bytes.len() as u64;
-        for op in &ops {
+        for op in ops {
+            // One op at a time, so that two ops on one key count right.
             match op {
                 StoreOp::Put { key, value } => {
-                    let add = (key.len() + value.len()) as u64;
-                    if let Some(old) = self.state.get(key) {
+                    self.live_bytes += (key.len() + value.len()) as u64;
+                    if let Some(old) = self.state.insert(key.clone(), value) {
                         self.live_bytes -= (key.len() + old.len()) as u64;
                     }
-                    self.live_bytes += add;
                 }
                 StoreOp::Delete { key } => {
-                    if let Some(old) = self.state.get(key) {
+                    if let Some(old) = self.state.remove(&key) {
                         self.live_bytes -= (key.len() + old.len()) as u64;
                     }
                 }
             }
         }
-        apply_ops(&mut self.state, ops);
         self.maybe_compact(disk).await;
         Ok(())
     }
@@ -177,6 +190,99 @@ impl LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// A disk that appends a partial frame and then fails, and cannot
+    /// truncate: the worst a real file system can do.
+    #[derive(Default)]
+    struct TornDisk {
+        data: RefCell<Vec<u8>>,
+        fail: RefCell<bool>,
+    }
+
+    impl Disk for TornDisk {
+        fn read(&self, _: &str) -> Result<Option<Vec<u8>>, DiskError> {
+            Ok(Some(self.data.borrow().clone()))
+        }
+        fn append(&self, _: &str, data: &[u8]) -> Result<(), DiskError> {
+            if *self.fail.borrow() {
+                self.data
+                    .borrow_mut()
+                    .extend_from_slice(&data[..data.len() / 2]);
+                return Err(DiskError::Io("torn".into()));
+            }
+            self.data.borrow_mut().extend_from_slice(data);
+            Ok(())
+        }
+        fn truncate(&self, _: &str, len: u64) -> Result<(), DiskError> {
+            if *self.fail.borrow() {
+                return Err(DiskError::Io("read-only".into()));
+            }
+            self.data.borrow_mut().truncate(len as usize);
+            Ok(())
+        }
+        async fn sync(&self, _: &str) -> Result<(), DiskError> {
+            Ok(())
+        }
+        async fn replace(&self, _: &str, data: &[u8]) -> Result<(), DiskError> {
+            *self.data.borrow_mut() = data.to_vec();
+            Ok(())
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        // The futures here never wait: poll once with a no-op waker.
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the test disk never waits"),
+        }
+    }
+
+    fn put(k: &str) -> Vec<StoreOp> {
+        vec![StoreOp::Put {
+            key: k.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        }]
+    }
+
+    #[test]
+    fn a_failed_write_that_cannot_be_undone_stops_all_writes_until_reopened() {
+        let disk = TornDisk::default();
+        let mut store = LogStore::open(&disk, "f").unwrap();
+        block_on(store.apply(&disk, put("a"))).unwrap();
+        *disk.fail.borrow_mut() = true;
+        assert!(block_on(store.apply(&disk, put("b"))).is_err());
+        *disk.fail.borrow_mut() = false;
+        // Writing on would bury the torn half-frame under a good one, and
+        // the next open would stop at the torn frame, losing the good one.
+        assert!(block_on(store.apply(&disk, put("c"))).is_err());
+        let mut store = LogStore::open(&disk, "f").unwrap();
+        assert_eq!(store.state().len(), 1, "the torn tail is cut off at open");
+        block_on(store.apply(&disk, put("c"))).unwrap();
+        assert_eq!(LogStore::open(&disk, "f").unwrap().state().len(), 2);
+    }
+
+    #[test]
+    fn live_bytes_count_two_ops_on_one_key() {
+        let disk = TornDisk::default();
+        let mut store = LogStore::open(&disk, "f").unwrap();
+        let ops = vec![
+            StoreOp::Put {
+                key: b"k".to_vec(),
+                value: b"12345".to_vec(),
+            },
+            StoreOp::Put {
+                key: b"k".to_vec(),
+                value: b"1".to_vec(),
+            },
+            StoreOp::Delete { key: b"k".to_vec() },
+            StoreOp::Delete { key: b"k".to_vec() },
+        ];
+        block_on(store.apply(&disk, ops)).unwrap();
+        assert_eq!(store.live_bytes, 0);
+    }
 
     #[test]
     fn replay_stops_at_a_torn_or_corrupt_frame() {

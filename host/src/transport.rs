@@ -184,7 +184,7 @@ impl Network {
             let net = self.clone();
             let remote = peer.clone();
             let reader_task =
-                tokio::spawn(async move { net.read_loop(&mut reader, &remote).await });
+                tokio::spawn(async move { net.read_loop(&mut reader, &remote, false).await });
             loop {
                 let env = match carry.take() {
                     Some(e) => e,
@@ -216,12 +216,19 @@ impl Network {
     }
 
     /// Reads frames into the inbox until the connection ends or misbehaves.
-    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: &mut R, remote: &str) {
+    /// Every frame must come from the node the connection belongs to (and,
+    /// on a client's connection, from a client): a peer cannot speak for
+    /// another node or another role.
+    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: &mut R, remote: &str, client: bool) {
         loop {
             match read_frame(reader, MAX_FRAME).await {
                 Ok(Some(env)) => {
                     if env.to.node != self.me {
                         tracing::warn!(node = %self.me, %remote, to = %env.to, "frame addressed to another node; closing connection");
+                        return;
+                    }
+                    if env.from.node != remote || (client && env.from.actor != ActorKind::Client) {
+                        tracing::warn!(node = %self.me, %remote, from = %env.from, "frame claims another sender; closing connection");
                         return;
                     }
                     let _ = self.inbox.send(env);
@@ -279,7 +286,7 @@ impl Network {
             }));
         }
         let _ = self.inbox.send(first);
-        self.read_loop(&mut reader, &peer).await;
+        self.read_loop(&mut reader, &peer, !known).await;
         if let Some(t) = writer_task {
             t.abort();
             let mut clients = self.clients.lock().expect("lock");

@@ -15,10 +15,11 @@
 //! * **accepted while shut down**: admitted by a front end inside one of its
 //!   critical-mode shutdowns.
 //!
-//! `lost + pending + archived = accepted archivable` (duplicates counted
-//! once in `archived`).
+//! Every accepted archivable message is exactly one of archived, pending or
+//! lost (or, for a QoE report, dropped).
 
 use holdfast_actors::ids::{MessageId, Millis};
+use holdfast_actors::protocol::RecordKind;
 use holdfast_actors::store_keys::Row;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +44,7 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Op {
     pub id: MessageId,
+    pub kind: RecordKind,
     pub from: String,
     pub to: String,
     pub body: String,
@@ -90,6 +92,11 @@ pub struct Counts {
     pub recovered: u64,
     pub corrupted: u64,
     pub accepted_while_shut_down: u64,
+    /// QoE reports accepted but not archived: allowed (not mission
+    /// critical), counted apart from `lost`.
+    pub qoe_dropped: u64,
+    /// Accepted and archived per record kind (`im`, `cdr`, `qoe`).
+    pub by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// When the last accepted archivable message reached the archive.
     pub drained_at: Option<Millis>,
     /// A few ids of each anomaly, for the report.
@@ -133,9 +140,19 @@ pub fn check(o: &Observed) -> Counts {
                 note(&mut c.examples, "unknown", &op.id);
             }
         }
+        if op.outcome.accepted() {
+            let k = c.by_kind.entry(op.kind.as_str()).or_insert((0, 0));
+            k.0 += 1;
+            if archive.contains_key(op.id.as_str()) {
+                k.1 += 1;
+            }
+        }
         if op.outcome.accepted() && op.archivable {
             c.archivable_accepted += 1;
             match archive.get(op.id.as_str()) {
+                None if op.kind.droppable() && !o.queued.contains(&op.id) => {
+                    c.qoe_dropped += 1;
+                }
                 None if o.queued.contains(&op.id) => {
                     c.pending += 1;
                     note(&mut c.examples, "pending", &op.id);
@@ -196,6 +213,7 @@ mod tests {
     fn op(id: &str, outcome: Outcome, archivable: bool) -> Op {
         Op {
             id: id.into(),
+            kind: RecordKind::Im,
             from: "a@corp.example".into(),
             to: "b@corp.example".into(),
             body: format!("body of {id}"),
@@ -290,6 +308,21 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(c.corrupted, 1);
+    }
+
+    #[test]
+    fn missing_qoe_is_dropped_but_missing_cdr_is_lost() {
+        let mut qoe = op("q", OK, true);
+        qoe.kind = RecordKind::Qoe;
+        let mut cdr = op("c", OK, true);
+        cdr.kind = RecordKind::Cdr;
+        let c = check(&Observed {
+            ops: vec![qoe, cdr],
+            ..Default::default()
+        });
+        assert_eq!((c.lost, c.qoe_dropped), (1, 1));
+        assert_eq!(c.examples["lost"], vec!["c"]);
+        assert_eq!(c.by_kind["cdr"], (1, 0));
     }
 
     #[test]

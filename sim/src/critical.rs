@@ -36,11 +36,30 @@ pub struct Obligation {
     pub bound: Millis,
     /// When it was shut down (possibly already before the fault started).
     pub shut_at: Option<Millis>,
+    /// When that shutdown ended (`None`: it never did).
+    pub resumed_at: Option<Millis>,
+    /// The shutdown must last at least until the fault is over (`Some(None)`:
+    /// to the end of the run). `None` for a slow server, which may legally
+    /// catch up with a heartbeat while still slow.
+    pub must_hold_until: Option<Option<Millis>>,
 }
 
 impl Obligation {
-    pub fn met(&self) -> bool {
+    pub fn shut_in_time(&self) -> bool {
         self.shut_at.is_some_and(|at| at <= self.start + self.bound)
+    }
+
+    /// Resumed while the fault still broke the path.
+    pub fn resumed_early(&self) -> bool {
+        match (self.must_hold_until, self.resumed_at) {
+            (None, _) | (_, None) => false,
+            (Some(None), Some(_)) => true,
+            (Some(Some(end)), Some(at)) => at < end,
+        }
+    }
+
+    pub fn met(&self) -> bool {
+        self.shut_in_time() && !self.resumed_early()
     }
 }
 
@@ -148,18 +167,22 @@ pub fn obligations(
         for node in affected(&f.kind, cluster) {
             // The first shutdown still in force at or after the fault's start
             // (one already in force counts from the start).
-            let shut_at = shutdowns.get(&node).and_then(|list| {
+            let shutdown = shutdowns.get(&node).and_then(|list| {
                 list.iter()
                     .map(|(s, _)| s)
                     .find(|s| s.until.is_none_or(|u| u > f.start_ms))
-                    .map(|s| s.at.max(f.start_ms))
             });
             out.push(Obligation {
                 node,
                 fault: f.describe(),
                 start: f.start_ms,
                 bound,
-                shut_at,
+                shut_at: shutdown.map(|s| s.at.max(f.start_ms)),
+                resumed_at: shutdown.and_then(|s| s.until),
+                must_hold_until: match f.kind {
+                    FaultKind::Slow { .. } => None,
+                    _ => Some(f.duration_ms.map(|d| f.start_ms + d)),
+                },
             });
         }
     }
@@ -282,9 +305,26 @@ mod tests {
         assert_eq!(ob.len(), 1);
         assert!(!ob[0].met());
         let ob = obligations(700, &sd, &faults, &c);
-        assert!(ob[0].met());
+        assert!(ob[0].shut_in_time());
+        assert!(
+            ob[0].resumed_early(),
+            "arch1 never comes back, yet fe1 resumed"
+        );
         // no shutdown at all is a failed obligation
         let ob = obligations(700, &BTreeMap::new(), &faults, &c);
         assert!(!ob[0].met());
+        // resuming while arch1 is still down (for good) is a failure too
+        let ob = obligations(700, &sd, &faults, &c);
+        assert!(ob[0].shut_in_time());
+        let early = Obligation {
+            must_hold_until: Some(Some(20_000)),
+            ..ob[0].clone()
+        };
+        assert!(early.resumed_early() && !early.met());
+        let late = Obligation {
+            must_hold_until: Some(Some(8_000)),
+            ..ob[0].clone()
+        };
+        assert!(late.met());
     }
 }

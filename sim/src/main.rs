@@ -48,6 +48,15 @@ enum Cmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Measure the simulator: run every scenario for several seeds on every
+    /// core and print simulated time per wall second (table and one JSON line).
+    Bench {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Seeds per scenario (1..=N).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+    },
     /// Validate scenario files without running them.
     Check {
         #[arg(required = true)]
@@ -133,6 +142,19 @@ fn main() -> ExitCode {
             };
             sim::run_one(&scn, seed.unwrap_or(scn.seed), json, timeline)
         }
+        Cmd::Bench { paths, seeds } => {
+            let scenarios = match collect(&paths)
+                .map_err(|e| e.to_string())
+                .and_then(|f| load_all(&f).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            sim::bench(&scenarios, seeds.max(1))
+        }
         Cmd::Compare { paths } => {
             let scenarios = match collect(&paths)
                 .map_err(|e| e.to_string())
@@ -210,6 +232,85 @@ mod sim {
             }
         };
         (lost, latency)
+    }
+
+    pub fn bench(scenarios: &[Scenario], seeds: u64) -> ExitCode {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let jobs: Vec<(usize, u64)> = (0..scenarios.len())
+            .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        // Per scenario: wall seconds, traced events, failed runs.
+        let results = Mutex::new(vec![(0.0f64, 0u64, 0u64); scenarios.len()]);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let Some(&(i, seed)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        return;
+                    };
+                    let t = Instant::now();
+                    let out = runner::run(&scenarios[i], seed, &RunOptions::default());
+                    let wall = t.elapsed().as_secs_f64();
+                    let failed = !report::evaluate(&scenarios[i], &out.result).is_empty();
+                    let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                    r[i].0 += wall;
+                    r[i].1 += out.result.trace_len;
+                    r[i].2 += u64::from(failed);
+                });
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        println!(
+            "{:<28} {:>5} {:>10} {:>9} {:>12} {:>12} {:>6}",
+            "scenario", "runs", "simulated", "wall", "sim s/wall s", "events/s", "failed"
+        );
+        let (mut sim_total, mut wall_total, mut events_total, mut failed_total) =
+            (0.0, 0.0, 0u64, 0u64);
+        for (scn, (wall, events, failed)) in scenarios.iter().zip(&results) {
+            let simulated = scn.duration_ms as f64 / 1000.0 * seeds as f64;
+            sim_total += simulated;
+            wall_total += wall;
+            events_total += events;
+            failed_total += failed;
+            println!(
+                "{:<28} {:>5} {:>9.0}s {:>8.2}s {:>12.0} {:>12.0} {:>6}",
+                scn.name,
+                seeds,
+                simulated,
+                wall,
+                simulated / wall.max(1e-9),
+                *events as f64 / wall.max(1e-9),
+                failed
+            );
+        }
+        let runs = scenarios.len() as u64 * seeds;
+        println!(
+            "{runs} runs on {workers} threads in {elapsed:.1}s: {:.0} simulated seconds per wall second per thread, {:.1} runs per minute",
+            sim_total / wall_total.max(1e-9),
+            runs as f64 / elapsed.max(1e-9) * 60.0
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "simulator",
+                "scenarios": scenarios.len(),
+                "seeds": seeds,
+                "runs": runs,
+                "threads": workers,
+                "failed_runs": failed_total,
+                "simulated_secs": sim_total,
+                "cpu_secs": wall_total,
+                "elapsed_secs": elapsed,
+                "sim_secs_per_cpu_sec": sim_total / wall_total.max(1e-9),
+                "events_per_cpu_sec": events_total as f64 / wall_total.max(1e-9),
+                "runs_per_minute": runs as f64 / elapsed.max(1e-9) * 60.0,
+            })
+        );
+        ExitCode::from(if failed_total == 0 { 0 } else { 1 })
     }
 
     pub fn compare(scenarios: &[Scenario]) -> ExitCode {
@@ -301,6 +402,9 @@ mod sim {
 
 #[cfg(not(madsim))]
 mod sim {
+    pub fn bench(_: &[Scenario], _: u64) -> ExitCode {
+        needs_madsim()
+    }
     pub fn compare(_: &[Scenario]) -> ExitCode {
         needs_madsim()
     }

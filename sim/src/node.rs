@@ -5,6 +5,7 @@
 use crate::disk::SimDisk;
 use crate::report::EventRecord;
 use crate::trace::Trace;
+use fnv::FnvHasher;
 use holdfast_actors::actor::{Actor, Ctx, Effect, Timer};
 use holdfast_actors::archiver::Archiver;
 use holdfast_actors::cluster::Cluster;
@@ -20,7 +21,7 @@ use holdfast_host::transport::Network;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,7 +96,7 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
     match kind {
         ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s)),
         ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
-        ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, s)),
+        ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
         ActorKind::Database => Box::new(Database::new(n, spec.sabotage.clone())),
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
@@ -166,7 +167,7 @@ impl Host {
                 Effect::Event(ev) => {
                     let now = self.now();
                     tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
-                    self.trace("event", ev.name.as_bytes());
+                    self.trace(ev.name, ev.detail.as_bytes());
                     lock(&self.shared.events).push(EventRecord {
                         at: now,
                         node: self.spec.name.clone(),
@@ -222,7 +223,7 @@ impl Host {
 }
 
 fn actor_seed(seed: u64, node: &str, kind: ActorKind) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = FnvHasher::default();
     (seed, node, kind).hash(&mut h);
     h.finish()
 }

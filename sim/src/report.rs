@@ -152,13 +152,23 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             f.push(format!("rejected = {} (expected at least {n})", c.rejected));
         }
     }
+    if let Some(n) = e.qoe_dropped_min {
+        if c.qoe_dropped < n {
+            f.push(format!(
+                "qoe_dropped = {} (expected at least {n})",
+                c.qoe_dropped
+            ));
+        }
+    }
     if let Some(n) = e.pending_min {
         if c.pending < n {
             f.push(format!("pending = {} (expected at least {n})", c.pending));
         }
     }
     if let Some(by) = e.drained_by_ms {
-        if c.pending > 0 {
+        if c.archivable_accepted == 0 {
+            f.push("drained_by: nothing archivable was accepted, so nothing could drain".into());
+        } else if c.pending > 0 {
             f.push(format!(
                 "{} accepted messages still queued at the end (expected everything archived by {})",
                 c.pending,
@@ -183,7 +193,14 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
         }
     }
     for ob in &r.obligations {
-        if !ob.met() {
+        if ob.shut_in_time() && ob.resumed_early() {
+            f.push(format!(
+                "{} resumed at {} while {} still broke its archiving path",
+                ob.node,
+                fmt_ms(ob.resumed_at.unwrap_or(0)),
+                ob.fault
+            ));
+        } else if !ob.met() {
             f.push(match ob.shut_at {
                 Some(at) => format!(
                     "{} stopped accepting IM {} after {} (expected within {})",
@@ -270,6 +287,8 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "corrupted": c.corrupted,
         "expired": c.expired,
         "accepted_while_shut_down": c.accepted_while_shut_down,
+        "qoe_dropped": c.qoe_dropped,
+        "by_kind": c.by_kind.iter().map(|(k, (a, ar))| (*k, json!({"accepted": a, "archived": ar}))).collect::<BTreeMap<_, _>>(),
         "drained_at_secs": c.drained_at.map(|ms| ms as f64 / 1000.0),
         "critical_shutdowns": r.critical.iter().map(|s| json!({
             "node": s.node,
@@ -322,6 +341,18 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         s.push_str(&format!(
             "  of the lost, {} were dropped by expiry\n",
             c.expired
+        ));
+    }
+    if c.by_kind.len() > 1 || c.qoe_dropped > 0 {
+        let kinds: Vec<String> = c
+            .by_kind
+            .iter()
+            .map(|(k, (a, ar))| format!("{k} {ar}/{a}"))
+            .collect();
+        s.push_str(&format!(
+            "  archived/accepted by kind: {}; QoE reports dropped (allowed): {}\n",
+            kinds.join(", "),
+            c.qoe_dropped
         ));
     }
     for sd in &r.critical {

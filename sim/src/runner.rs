@@ -131,6 +131,8 @@ pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> RunOutput {
 struct Nodes {
     ids: BTreeMap<String, NodeId>,
     shared: BTreeMap<String, NodeShared>,
+    /// Fault effects in force, with the value of each fault causing them.
+    active: Mutex<BTreeMap<Effect, Vec<u64>>>,
 }
 
 async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
@@ -151,6 +153,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let mut nodes = Nodes {
         ids: BTreeMap::new(),
         shared: BTreeMap::new(),
+        active: Mutex::new(BTreeMap::new()),
     };
     for name in &servers {
         let roles = if scn.topology.front_ends.contains(name) {
@@ -334,40 +337,81 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 }
 
+/// One effect a fault has on the simulated world. Overlapping faults with
+/// the same effect are counted, so the end of one does not undo another.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Effect {
+    Clog(String, String),
+    Down(String),
+    Slow(String),
+    Full(String),
+    Eio(String),
+}
+
+fn effects(kind: &FaultKind) -> Vec<(Effect, u64)> {
+    match kind {
+        FaultKind::Partition { a, b, one_way } => {
+            let mut v = vec![(Effect::Clog(a.clone(), b.clone()), 0)];
+            if !one_way {
+                v.push((Effect::Clog(b.clone(), a.clone()), 0));
+            }
+            v
+        }
+        FaultKind::Crash { node } | FaultKind::DbDown { node } => {
+            vec![(Effect::Down(node.clone()), 0)]
+        }
+        FaultKind::Slow { node, delay_ms } => vec![(Effect::Slow(node.clone()), *delay_ms)],
+        FaultKind::DiskFull { node } => vec![(Effect::Full(node.clone()), 0)],
+        FaultKind::IoError { node } => vec![(Effect::Eio(node.clone()), 0)],
+    }
+}
+
 fn apply(nodes: &Nodes, kind: &FaultKind, on: bool) {
     let handle = Handle::current();
     let net = NetSim::current();
-    match kind {
-        FaultKind::Partition { a, b, one_way } => {
-            let (a, b) = (nodes.ids[a], nodes.ids[b]);
+    for (effect, value) in effects(kind) {
+        // The values of every active fault with this effect.
+        let remaining = {
+            let mut active = lock(&nodes.active);
+            let list = active.entry(effect.clone()).or_default();
             if on {
-                net.clog_link(a, b);
-                if !one_way {
-                    net.clog_link(b, a);
+                list.push(value);
+                if list.len() > 1 && !matches!(effect, Effect::Slow(_)) {
+                    continue; // already in force
                 }
             } else {
-                net.unclog_link(a, b);
-                if !one_way {
-                    net.unclog_link(b, a);
+                if let Some(i) = list.iter().position(|v| *v == value) {
+                    list.remove(i);
+                }
+                if !list.is_empty() && !matches!(effect, Effect::Slow(_)) {
+                    continue; // another fault keeps it in force
                 }
             }
-        }
-        FaultKind::Crash { node } | FaultKind::DbDown { node } => {
-            if on {
-                handle.kill(nodes.ids[node]);
-                nodes.shared[node].disk.crash();
-            } else {
-                handle.restart(nodes.ids[node]);
+            list.clone()
+        };
+        match &effect {
+            Effect::Clog(a, b) => {
+                let (a, b) = (nodes.ids[a], nodes.ids[b]);
+                if on {
+                    net.clog_link(a, b);
+                } else {
+                    net.unclog_link(a, b);
+                }
             }
+            Effect::Down(node) => {
+                if on {
+                    handle.kill(nodes.ids[node]);
+                    nodes.shared[node].disk.crash();
+                } else {
+                    handle.restart(nodes.ids[node]);
+                }
+            }
+            Effect::Slow(node) => {
+                let delay = remaining.iter().copied().max().unwrap_or(0);
+                lock(&nodes.shared[node].control).slow = Duration::from_millis(delay);
+            }
+            Effect::Full(node) => nodes.shared[node].disk.set_full(on),
+            Effect::Eio(node) => nodes.shared[node].disk.set_io_error(on),
         }
-        FaultKind::Slow { node, delay_ms } => {
-            lock(&nodes.shared[node].control).slow = if on {
-                Duration::from_millis(*delay_ms)
-            } else {
-                Duration::ZERO
-            };
-        }
-        FaultKind::DiskFull { node } => nodes.shared[node].disk.set_full(on),
-        FaultKind::IoError { node } => nodes.shared[node].disk.set_io_error(on),
     }
 }

@@ -5,6 +5,7 @@
 //! negative rate is an error naming the file, the line and the key, never
 //! silently ignored.
 
+use holdfast_actors::protocol::RecordKind;
 use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::units;
 use serde::Deserialize;
@@ -157,6 +158,7 @@ struct RawExpect {
     accepted_min: Option<u64>,
     rejected_min: Option<u64>,
     pending_min: Option<u64>,
+    qoe_dropped_min: Option<u64>,
     drained_by: Option<Spanned<String>>,
     #[serde(default)]
     events_include: Vec<String>,
@@ -222,6 +224,9 @@ pub enum Archive {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImWorkload {
+    /// `Im`: instant messages; `Cdr`/`Qoe`: finished calls reported by
+    /// clients, recorded by the front end's CDR or QoE agent.
+    pub kind: RecordKind,
     pub users: u64,
     pub rate: f64,
     pub size: usize,
@@ -296,6 +301,7 @@ pub struct Expect {
     pub accepted_min: Option<u64>,
     pub rejected_min: Option<u64>,
     pub pending_min: Option<u64>,
+    pub qoe_dropped_min: Option<u64>,
     pub drained_by_ms: Option<u64>,
     pub events_include: Vec<String>,
     /// `(node, gauge)` → the least maximum the gauge must reach: proof that
@@ -463,22 +469,31 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     let mut workloads = Vec::new();
     for w in &raw.workload {
         let kind = w.kind.get_ref().as_str();
-        match kind {
-            "im" => {}
-            "chat" | "cdr" | "qoe" | "file" => {
+        let record_kind = match kind {
+            "im" => RecordKind::Im,
+            "cdr" => RecordKind::Cdr,
+            "qoe" => RecordKind::Qoe,
+            "chat" | "file" => {
                 return Err(cx.err(
                     &w.kind.span(),
                     "workload.kind",
-                    format!("workload kind {kind:?} is not implemented yet; supported: \"im\""),
+                    format!("workload kind {kind:?} is not implemented yet; supported: \"im\", \"cdr\", \"qoe\""),
                 ))
             }
             other => {
                 return Err(cx.err(
                     &w.kind.span(),
                     "workload.kind",
-                    format!("unknown workload kind {other:?}; expected \"im\""),
+                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\" or \"qoe\""),
                 ))
             }
+        };
+        if let (false, Some(a)) = (record_kind == RecordKind::Im, &w.archive) {
+            return Err(cx.err(
+                &a.span(),
+                "workload.archive",
+                "only an im workload has an archiving policy; every call is recorded",
+            ));
         }
         let users = cx.count(&w.users, "workload.users", 2)?;
         let rate = *w.rate.get_ref();
@@ -558,6 +573,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             None => 0.0,
         };
         workloads.push(ImWorkload {
+            kind: record_kind,
             users,
             rate,
             size,
@@ -699,6 +715,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         accepted_min: e.accepted_min,
         rejected_min: e.rejected_min,
         pending_min: e.pending_min,
+        qoe_dropped_min: e.qoe_dropped_min,
         drained_by_ms: e
             .drained_by
             .as_ref()

@@ -2,11 +2,13 @@
 //! simulator executed it. Identical seed and code give an identical hash;
 //! any divergence (a stray source of nondeterminism) changes it.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use fnv::FnvHasher;
+use std::hash::{Hash, Hasher};
 
 pub struct Trace {
-    // `DefaultHasher::new()` uses fixed keys: stable for a given build.
-    hasher: DefaultHasher,
+    // FNV-1a: a fixed algorithm, so a trace hash means the same thing on
+    // every toolchain (std's DefaultHasher promises no such thing).
+    hasher: FnvHasher,
     len: u64,
     /// Optional human timeline (kept only when asked for).
     lines: Option<Vec<String>>,
@@ -15,7 +17,7 @@ pub struct Trace {
 impl Trace {
     pub fn new(keep_lines: bool) -> Trace {
         Trace {
-            hasher: DefaultHasher::new(),
+            hasher: FnvHasher::default(),
             len: 0,
             lines: keep_lines.then(Vec::new),
         }

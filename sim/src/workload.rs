@@ -3,10 +3,10 @@
 //! accepted, rejected (explicit error) or unknown (no answer in time).
 
 use crate::checker::{Op, Outcome};
-use crate::scenario::ImWorkload;
+use crate::scenario::{Archive, ImWorkload};
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::protocol::{Envelope, Im, Msg};
+use holdfast_actors::protocol::{CallReport, Envelope, Im, Msg, RecordKind};
 use holdfast_host::transport::Network;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -47,6 +47,29 @@ pub fn external_user(k: u64) -> String {
 /// Users of workload `w`: `w<w>u<i>@corp.example`.
 pub fn workload_users(w: usize, n: u64, domain: &str) -> Vec<String> {
     (1..=n).map(|i| format!("w{w}u{i}@{domain}")).collect()
+}
+
+/// Whether the scenario's policy archives an IM from user `from` to user
+/// `to` of the same workload (`None`: a federated partner). Each user's
+/// switches follow from `archive`; either party's switch for the kind of
+/// conversation (internal or external) is enough.
+pub fn expect_archived(w: &ImWorkload, from: usize, to: Option<usize>) -> bool {
+    let switches = |i: usize| -> (bool, bool) {
+        match w.archive {
+            Archive::All => (true, true),
+            Archive::None => (false, false),
+            Archive::Internal => (true, false),
+            Archive::External => (false, true),
+            Archive::Fraction(f) => {
+                let on = (i as f64) < (w.users as f64 * f).ceil();
+                (on, on)
+            }
+        }
+    };
+    match to {
+        None => switches(from).1,
+        Some(to) => switches(from).0 || switches(to).0,
+    }
 }
 
 pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
@@ -111,14 +134,15 @@ async fn generate(
         }
         tokio::time::sleep_until(spec.epoch + Duration::from_millis(t as u64)).await;
         n += 1;
-        let from = users[rng.gen_range(0..users.len())].clone();
-        let to = if rng.gen_bool(workload.external) {
-            external_user(rng.gen_range(1..=10))
+        let from_i = rng.gen_range(0..users.len());
+        let from = users[from_i].clone();
+        let (to, to_i) = if rng.gen_bool(workload.external) {
+            (external_user(rng.gen_range(1..=10)), None)
         } else {
             loop {
-                let to = &users[rng.gen_range(0..users.len())];
-                if *to != from {
-                    break to.clone();
+                let j = rng.gen_range(0..users.len());
+                if j != from_i {
+                    break (users[j].clone(), Some(j));
                 }
             }
         };
@@ -137,7 +161,11 @@ async fn generate(
             to: to.clone(),
             body: body.clone(),
             front_end: fe.clone(),
-            archivable: spec.cluster.should_archive(&from, &to),
+            // Calls are always recorded; IMs as the scenario's policy says,
+            // worked out here from the scenario itself rather than by the
+            // front end's policy code, so that a bug there shows up.
+            archivable: workload.kind != RecordKind::Im || expect_archived(&workload, from_i, to_i),
+            kind: workload.kind,
             submitted_at: t as u64,
             outcome: Outcome::Unknown,
         };
@@ -148,12 +176,23 @@ async fn generate(
             from: Addr::new(CLIENT_NODE, ActorKind::Client),
             to: Addr::new(fe, ActorKind::FrontEnd),
             id: n,
-            msg: Msg::SubmitIm {
-                im: Im {
-                    id: id.clone(),
-                    from,
-                    to,
-                    body,
+            msg: match workload.kind {
+                RecordKind::Im => Msg::SubmitIm {
+                    im: Im {
+                        id: id.clone(),
+                        from,
+                        to,
+                        body,
+                    },
+                },
+                kind => Msg::ReportCall {
+                    report: CallReport {
+                        id: id.clone(),
+                        kind,
+                        from,
+                        to,
+                        body,
+                    },
                 },
             },
         };
