@@ -2,7 +2,8 @@
 # The whole test suite: formatting, lints, unit and integration tests of the
 # normal build, then the simulator build (--cfg madsim, in target/sim so the
 # two builds never invalidate each other), which runs every scenario in
-# scenarios/. Ends with one line totalling every test run.
+# scenarios/, then sweeps the library over another seed. Ends with one line
+# totalling every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
@@ -14,6 +15,9 @@ run cargo clippy --workspace --all-targets --locked -- -D warnings
 run cargo test --workspace --locked
 run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
+# Every scenario once more under a seed it was not written for, with a
+# sample of runs repeated to check that their traces are identical.
+run cargo sim sweep scenarios --seeds 1 --first-seed 1000 --check-determinism-every 6
 
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"

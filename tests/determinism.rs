@@ -30,6 +30,26 @@ duration = "2m"
 "#;
 
 #[test]
+fn replay_check_determinism_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("determinism.toml");
+    std::fs::write(&file, SRC).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+        .args([
+            "replay",
+            file.to_str().unwrap(),
+            "--seed",
+            "3",
+            "--check-determinism",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("deterministic (trace"), "{text}");
+}
+
+#[test]
 fn same_seed_same_trace_other_seed_other_trace() {
     let scn = scenario::parse("determinism.toml", SRC).unwrap();
     let a = runner::run(&scn, 9, &RunOptions::default()).result;

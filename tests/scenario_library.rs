@@ -2,11 +2,9 @@
 #![cfg(madsim)]
 
 use holdfast_sim::report;
-use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
+use holdfast_sim::sweep;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 fn library() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -39,38 +37,31 @@ fn library_is_not_empty() {
     }
 }
 
-/// Runs the library on every core: each simulation has its own madsim
-/// runtime on its own thread, so runs cannot influence each other.
+/// Runs the library on every core (each run in its own madsim runtime).
 #[test]
 fn every_scenario_passes() {
-    let files = library();
-    let next = AtomicUsize::new(0);
-    let failed = Mutex::new(Vec::new());
+    let scenarios: Vec<_> = library()
+        .iter()
+        .map(|f| scenario::load(f).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let jobs: Vec<(usize, u64)> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.seed))
+        .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let Some(file) = files.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                let scn = scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
-                let out = runner::run(&scn, scn.seed, &RunOptions::default());
-                let mut failures = report::evaluate(&scn, &out.result);
-                // A scenario whose workload accepted nothing would pass vacuously.
-                if out.result.counts.accepted == 0 {
-                    failures.push("nothing accepted".into());
-                }
-                eprint!("{}", report::summary(&out.result, &failures));
-                if !failures.is_empty() {
-                    failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("{}: {}", scn.name, failures.join("; ")));
-                }
-            });
+    let mut failed = Vec::new();
+    for o in sweep::run_all(&scenarios, &jobs, workers, false) {
+        let mut failures = o.failures.clone();
+        // A scenario whose workload accepted nothing would pass vacuously.
+        if o.result.counts.accepted == 0 {
+            failures.push("nothing accepted".into());
         }
-    });
-    let failed = failed.into_inner().unwrap();
+        eprint!("{}", report::summary(&o.result, &failures));
+        if !failures.is_empty() {
+            failed.push(format!("{}: {}", o.result.scenario, failures.join("; ")));
+        }
+    }
     assert!(
         failed.is_empty(),
         "failing scenarios:\n{}",

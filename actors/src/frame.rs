@@ -33,8 +33,11 @@ pub enum FrameError {
 
 /// Encodes one envelope as a complete frame (header included).
 pub fn encode(env: &Envelope) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; HEADER + 1];
-    out[HEADER] = VERSION;
+    // Room for a typical envelope up front: growing from a few bytes would
+    // reallocate several times per frame.
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&[0u8; HEADER]);
+    out.push(VERSION);
     let out = postcard::to_extend(env, out).map_err(|e| FrameError::Encode(e.to_string()))?;
     let len = out.len() - HEADER;
     if len > MAX_FRAME {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One message on the wire: who sent it, to whom, and the sender's
 /// per-connection sequence number (for tracing; reliability is end to end).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Envelope {
     pub from: Addr,
     pub to: Addr,
@@ -14,7 +14,7 @@ pub struct Envelope {
 }
 
 /// An instant message as submitted by a client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Im {
     pub id: MessageId,
     pub from: UserId,
@@ -23,7 +23,7 @@ pub struct Im {
 }
 
 /// What kind of record travels the archiving queues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RecordKind {
     /// Instant-message content (the LcsLog "messages" table). Never lost.
     Im,
@@ -50,7 +50,7 @@ impl RecordKind {
 
 /// The end of a call, reported by the client: the front end's CDR agent
 /// queues a call detail record, its QoE agent a quality report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CallReport {
     pub id: MessageId,
     pub kind: RecordKind,
@@ -60,7 +60,7 @@ pub struct CallReport {
 }
 
 /// A record handed to the archiving pipeline by a front end's archiving agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ArchiveRecord {
     pub kind: RecordKind,
     pub id: MessageId,
@@ -88,7 +88,7 @@ impl ArchiveRecord {
 /// the data (and are processed in order with it); a tombstone fills the
 /// sequence slot of a record that expired or was moved to the dead-letter
 /// queue, so sequence numbers stay contiguous.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum QueueItem {
     Record(ArchiveRecord),
     Heartbeat {
@@ -112,7 +112,7 @@ impl QueueItem {
 
 /// Why a front end refused an IM. The client always gets one of these
 /// explicitly instead of a timeout when the front end is able to answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RejectReason {
     /// The sender is not homed on this front end.
     NotHomed,
@@ -127,12 +127,12 @@ pub enum RejectReason {
 }
 
 /// Why the database refused a batch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DbError {
     StoreFailed(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Msg {
     // ---- client ↔ front end -------------------------------------------
     /// A client submits an IM to its home front end.

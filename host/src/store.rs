@@ -36,7 +36,15 @@ impl From<DiskError> for StoreError {
 }
 
 fn frame(ops: &[StoreOp]) -> Vec<u8> {
-    let payload = postcard::to_allocvec(ops).expect("in-memory serialization cannot fail");
+    let hint: usize = ops
+        .iter()
+        .map(|op| match op {
+            StoreOp::Put { key, value } => key.len() + value.len() + 8,
+            StoreOp::Delete { key } => key.len() + 4,
+        })
+        .sum();
+    let payload = postcard::to_extend(ops, Vec::with_capacity(hint + 8))
+        .expect("in-memory serialization cannot fail");
     let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());

@@ -16,4 +16,6 @@ pub mod node;
 #[cfg(madsim)]
 pub mod runner;
 #[cfg(madsim)]
+pub mod sweep;
+#[cfg(madsim)]
 pub mod workload;

@@ -1,10 +1,10 @@
 //! `holdfast-sim`: run scenario files in the deterministic simulator.
 //!
-//! Exit codes: 0 every expectation holds, 1 an expectation failed,
-//! 2 a scenario file (or the command line) is wrong.
+//! Exit codes: 0 every expectation holds, 1 an expectation failed (or a
+//! replay diverged), 2 a scenario file (or the command line) is wrong.
 
 use clap::{Parser, Subcommand};
-use holdfast_sim::scenario::{self, Scenario, ScenarioError};
+use holdfast_sim::scenario::{self, Scenario};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -34,19 +34,48 @@ enum Cmd {
         #[arg(long)]
         timeline: bool,
     },
-    /// Run every scenario of the given files and folders and print a table.
+    /// Rerun one seed exactly: what a failing sweep run tells you to do.
+    Replay {
+        file: PathBuf,
+        #[arg(long)]
+        seed: u64,
+        /// Print the timeline of messages, timers, faults and operator events.
+        #[arg(long)]
+        trace: bool,
+        /// Run twice and fail if the two traces differ.
+        #[arg(long)]
+        check_determinism: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every scenario for many seeds and print a table per scenario.
+    Sweep {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Seeds per scenario.
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+        /// First seed (seeds run from here upwards).
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Parallel runs (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run every n-th run a second time and fail if its trace differs.
+        #[arg(long, value_name = "N")]
+        check_determinism_every: Option<usize>,
+        /// One JSON object per run, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every scenario of the given files and folders with its own seed
+    /// and print a table.
     Suite {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Print one JSON object per scenario instead of the table.
         #[arg(long)]
         json: bool,
-    },
-    /// Run every scenario under both semantics (lync2010 and ocs2007r2) and
-    /// print a Markdown comparison (the source of docs/semantics.md).
-    Compare {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
     },
     /// Measure the simulator: run every scenario for several seeds on every
     /// core and print simulated time per wall second (table and one JSON line).
@@ -56,6 +85,12 @@ enum Cmd {
         /// Seeds per scenario (1..=N).
         #[arg(long, default_value_t = 3)]
         seeds: u64,
+    },
+    /// Run every scenario under both semantics (lync2010 and ocs2007r2) and
+    /// print a Markdown comparison (the source of docs/semantics.md).
+    Compare {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Validate scenario files without running them.
     Check {
@@ -89,18 +124,31 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ScenarioError> {
-    files.iter().map(|f| scenario::load(Path::new(f))).collect()
+/// Loads every scenario named by `paths`, or says what is wrong.
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {
+    let files = collect(paths)?;
+    files
+        .iter()
+        .map(|f| scenario::load(Path::new(f)).map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    // Without RUST_LOG no subscriber is installed at all: span bookkeeping
+    // for every simulated task would otherwise cost several percent.
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else {
+        return;
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .without_time()
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn bad_input(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
@@ -110,10 +158,7 @@ fn main() -> ExitCode {
         Cmd::Check { paths } => {
             let files = match collect(&paths) {
                 Ok(f) => f,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return bad_input(e),
             };
             let mut bad = false;
             for f in &files {
@@ -132,55 +177,51 @@ fn main() -> ExitCode {
             seed,
             json,
             timeline,
-        } => {
-            let scn = match scenario::load(&file) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            sim::run_one(&scn, seed.unwrap_or(scn.seed), json, timeline)
-        }
-        Cmd::Bench { paths, seeds } => {
-            let scenarios = match collect(&paths)
-                .map_err(|e| e.to_string())
-                .and_then(|f| load_all(&f).map_err(|e| e.to_string()))
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            sim::bench(&scenarios, seeds.max(1))
-        }
-        Cmd::Compare { paths } => {
-            let scenarios = match collect(&paths)
-                .map_err(|e| e.to_string())
-                .and_then(|f| load_all(&f).map_err(|e| e.to_string()))
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            sim::compare(&scenarios)
-        }
-        Cmd::Suite { paths, json } => {
-            let scenarios = match collect(&paths)
-                .map_err(|e| e.to_string())
-                .and_then(|f| load_all(&f).map_err(|e| e.to_string()))
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            sim::run_suite(&scenarios, json)
-        }
+        } => match scenario::load(&file) {
+            Ok(scn) => sim::run_one(&scn, seed.unwrap_or(scn.seed), json, timeline),
+            Err(e) => bad_input(e),
+        },
+        Cmd::Replay {
+            file,
+            seed,
+            trace,
+            check_determinism,
+            json,
+        } => match scenario::load(&file) {
+            Ok(scn) if check_determinism => sim::check_determinism(&scn, seed),
+            Ok(scn) => sim::run_one(&scn, seed, json, trace),
+            Err(e) => bad_input(e),
+        },
+        Cmd::Sweep {
+            paths,
+            seeds,
+            first_seed,
+            jobs,
+            check_determinism_every,
+            json,
+        } => match load_all(&paths) {
+            Ok(s) => sim::sweep(
+                &s,
+                first_seed,
+                seeds.max(1),
+                jobs,
+                check_determinism_every,
+                json,
+            ),
+            Err(e) => bad_input(e),
+        },
+        Cmd::Compare { paths } => match load_all(&paths) {
+            Ok(s) => sim::compare(&s),
+            Err(e) => bad_input(e),
+        },
+        Cmd::Bench { paths, seeds } => match load_all(&paths) {
+            Ok(s) => sim::bench(&s, seeds.max(1)),
+            Err(e) => bad_input(e),
+        },
+        Cmd::Suite { paths, json } => match load_all(&paths) {
+            Ok(s) => sim::run_suite(&s, json),
+            Err(e) => bad_input(e),
+        },
     }
 }
 
@@ -190,8 +231,15 @@ mod sim {
     use holdfast_sim::report;
     use holdfast_sim::runner::{self, RunOptions};
     use holdfast_sim::scenario::{Scenario, Semantics};
+    use holdfast_sim::sweep::{self, max_queue_depth, replay_command, worst_latency};
+    use std::collections::BTreeMap;
+    use std::io::IsTerminal;
     use std::process::ExitCode;
     use std::time::Instant;
+
+    fn workers(jobs: Option<usize>) -> usize {
+        jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 
     pub fn run_one(scn: &Scenario, seed: u64, json: bool, timeline: bool) -> ExitCode {
         let out = runner::run(scn, seed, &RunOptions { timeline });
@@ -209,6 +257,277 @@ mod sim {
         ExitCode::from(if failures.is_empty() { 0 } else { 1 })
     }
 
+    pub fn check_determinism(scn: &Scenario, seed: u64) -> ExitCode {
+        let a = runner::run(scn, seed, &RunOptions { timeline: true });
+        let b = runner::run(scn, seed, &RunOptions { timeline: true });
+        let (ha, hb) = (a.result.trace_hash, b.result.trace_hash);
+        if ha == hb && a.timeline == b.timeline {
+            println!(
+                "{} seed {seed}: deterministic (trace {ha:016x}, {} events)",
+                scn.name, a.result.trace_len
+            );
+            return ExitCode::SUCCESS;
+        }
+        let at = a.timeline.iter().zip(&b.timeline).position(|(x, y)| x != y);
+        println!(
+            "{} seed {seed}: NOT deterministic: trace {ha:016x} vs {hb:016x}",
+            scn.name
+        );
+        if let Some(i) = at {
+            println!(
+                "first difference at event {i}:\n  {}\n  {}",
+                a.timeline[i], b.timeline[i]
+            );
+        }
+        ExitCode::from(1)
+    }
+
+    pub fn sweep(
+        scenarios: &[Scenario],
+        first_seed: u64,
+        seeds: u64,
+        jobs: Option<usize>,
+        determinism_every: Option<usize>,
+        json: bool,
+    ) -> ExitCode {
+        let job_list: Vec<(usize, u64)> = (0..scenarios.len())
+            .flat_map(|i| (first_seed..first_seed + seeds).map(move |s| (i, s)))
+            .collect();
+        let started = Instant::now();
+        let progress = !json && std::io::stderr().is_terminal();
+        let outcomes = sweep::run_all(scenarios, &job_list, workers(jobs), progress);
+        // Determinism: rerun a sample and compare traces.
+        let mut diverged = Vec::new();
+        if let Some(every) = determinism_every.filter(|n| *n > 0) {
+            let sample: Vec<(usize, u64)> = job_list.iter().copied().step_by(every).collect();
+            let again = sweep::run_all(scenarios, &sample, workers(jobs), progress);
+            for o in again {
+                let first = outcomes
+                    .iter()
+                    .find(|x| x.scenario == o.scenario && x.seed == o.seed);
+                if first.map(|f| f.result.trace_hash) != Some(o.result.trace_hash) {
+                    diverged.push((o.scenario, o.seed));
+                }
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        if json {
+            for o in &outcomes {
+                let mut v = report::to_json(&o.result, &o.failures);
+                v["wall_secs"] = serde_json::json!(o.wall_secs);
+                println!("{v}");
+            }
+        }
+        // Per scenario: runs, failures, worst latency, deepest queue.
+        let mut table: BTreeMap<usize, (u64, u64, Option<u64>, u64)> = BTreeMap::new();
+        for o in &outcomes {
+            let row = table.entry(o.scenario).or_insert((0, 0, None, 0));
+            row.0 += 1;
+            row.1 += u64::from(!o.failures.is_empty());
+            row.2 = row.2.max(worst_latency(&o.result));
+            row.3 = row.3.max(max_queue_depth(&o.result));
+        }
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
+        let simulated: f64 = outcomes
+            .iter()
+            .map(|o| o.result.simulated_ms as f64 / 1000.0)
+            .sum();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "sweep": true,
+                    "runs": outcomes.len(),
+                    "failed_runs": failed.len(),
+                    "nondeterministic_runs": diverged.len(),
+                    "elapsed_secs": elapsed,
+                    "simulated_secs": simulated,
+                    "replay": failed.iter().map(|o| replay_command(&scenarios[o.scenario].file, o.seed)).collect::<Vec<_>>(),
+                })
+            );
+        } else {
+            println!(
+                "{:<28} {:>6} {:>8} {:>16} {:>11}",
+                "scenario", "runs", "failures", "worst shutdown", "max depth"
+            );
+            for (i, (runs, fails, lat, depth)) in &table {
+                println!(
+                    "{:<28} {:>6} {:>8} {:>16} {:>11}",
+                    scenarios[*i].name,
+                    runs,
+                    fails,
+                    lat.map(|l| fmt_ms(l / 1000 * 1000))
+                        .unwrap_or_else(|| "-".into()),
+                    depth
+                );
+            }
+            for o in &failed {
+                println!(
+                    "\nFAIL {} seed {}: {}",
+                    scenarios[o.scenario].name,
+                    o.seed,
+                    o.failures.join("; ")
+                );
+                println!(
+                    "  replay: {}",
+                    replay_command(&scenarios[o.scenario].file, o.seed)
+                );
+            }
+            for (i, seed) in &diverged {
+                println!("\nNONDETERMINISTIC {} seed {seed}", scenarios[*i].name);
+                println!(
+                    "  check: cargo sim replay {} --seed {seed} --check-determinism",
+                    scenarios[*i].file
+                );
+            }
+            println!(
+                "\n{} runs in {elapsed:.1}s ({:.0} simulated seconds per wall second): {} failed, {} nondeterministic",
+                outcomes.len(),
+                simulated / elapsed.max(1e-9),
+                failed.len(),
+                diverged.len()
+            );
+        }
+        ExitCode::from(if failed.is_empty() && diverged.is_empty() {
+            0
+        } else {
+            1
+        })
+    }
+
+    pub fn run_suite(scenarios: &[Scenario], json: bool) -> ExitCode {
+        let jobs: Vec<(usize, u64)> = scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.seed))
+            .collect();
+        let outcomes = sweep::run_all(
+            scenarios,
+            &jobs,
+            workers(None),
+            !json && std::io::stderr().is_terminal(),
+        );
+        if !json {
+            println!(
+                "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>8}  result",
+                "scenario",
+                "seed",
+                "simulated",
+                "accepted",
+                "rejected",
+                "unknown",
+                "archived",
+                "lost",
+                "dups",
+                "pend",
+                "wall"
+            );
+        }
+        let mut failed = 0;
+        for o in &outcomes {
+            let r = &o.result;
+            if !o.failures.is_empty() {
+                failed += 1;
+            }
+            if json {
+                let mut v = report::to_json(r, &o.failures);
+                v["wall_secs"] = serde_json::json!(o.wall_secs);
+                println!("{v}");
+            } else {
+                let c = &r.counts;
+                println!(
+                    "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>7.1}s  {}",
+                    r.scenario,
+                    r.seed,
+                    fmt_ms(r.simulated_ms),
+                    c.accepted,
+                    c.rejected,
+                    c.unknown,
+                    c.archived,
+                    c.lost,
+                    c.duplicates,
+                    c.pending,
+                    o.wall_secs,
+                    if o.failures.is_empty() {
+                        "PASS".to_string()
+                    } else {
+                        format!("FAIL: {}", o.failures.join("; "))
+                    }
+                );
+            }
+        }
+        if !json {
+            println!(
+                "{} scenarios, {} passed, {} failed",
+                scenarios.len(),
+                scenarios.len() - failed,
+                failed
+            );
+        }
+        ExitCode::from(if failed == 0 { 0 } else { 1 })
+    }
+
+    pub fn bench(scenarios: &[Scenario], seeds: u64) -> ExitCode {
+        let jobs: Vec<(usize, u64)> = (0..scenarios.len())
+            .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
+            .collect();
+        let threads = workers(None);
+        let started = Instant::now();
+        let outcomes = sweep::run_all(scenarios, &jobs, threads, false);
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "{:<28} {:>5} {:>10} {:>9} {:>12} {:>12} {:>6}",
+            "scenario", "runs", "simulated", "cpu", "sim s/cpu s", "events/s", "failed"
+        );
+        let (mut sim_total, mut cpu_total, mut events_total, mut failed_total) =
+            (0.0, 0.0, 0u64, 0u64);
+        for (i, scn) in scenarios.iter().enumerate() {
+            let mine: Vec<_> = outcomes.iter().filter(|o| o.scenario == i).collect();
+            let simulated = scn.duration_ms as f64 / 1000.0 * mine.len() as f64;
+            let cpu: f64 = mine.iter().map(|o| o.wall_secs).sum();
+            let events: u64 = mine.iter().map(|o| o.result.trace_len).sum();
+            let failed = mine.iter().filter(|o| !o.failures.is_empty()).count() as u64;
+            sim_total += simulated;
+            cpu_total += cpu;
+            events_total += events;
+            failed_total += failed;
+            println!(
+                "{:<28} {:>5} {:>9.0}s {:>8.2}s {:>12.0} {:>12.0} {:>6}",
+                scn.name,
+                mine.len(),
+                simulated,
+                cpu,
+                simulated / cpu.max(1e-9),
+                events as f64 / cpu.max(1e-9),
+                failed
+            );
+        }
+        let runs = jobs.len();
+        println!(
+            "{runs} runs on {threads} threads in {elapsed:.1}s: {:.0} simulated seconds per CPU second, {:.1} runs per minute",
+            sim_total / cpu_total.max(1e-9),
+            runs as f64 / elapsed.max(1e-9) * 60.0
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "simulator",
+                "scenarios": scenarios.len(),
+                "seeds": seeds,
+                "runs": runs,
+                "threads": threads,
+                "failed_runs": failed_total,
+                "simulated_secs": sim_total,
+                "cpu_secs": cpu_total,
+                "elapsed_secs": elapsed,
+                "sim_secs_per_cpu_sec": sim_total / cpu_total.max(1e-9),
+                "events_per_cpu_sec": events_total as f64 / cpu_total.max(1e-9),
+                "runs_per_minute": runs as f64 / elapsed.max(1e-9) * 60.0,
+            })
+        );
+        ExitCode::from(if failed_total == 0 { 0 } else { 1 })
+    }
+
     /// One cell: lost (and expired), and critical-mode shutdown latency.
     fn outcome(scn: &Scenario, semantics: Semantics) -> (String, String) {
         let mut s = scn.clone();
@@ -224,93 +543,13 @@ mod sim {
         let latency = if !s.settings.critical_mode {
             "off".to_string()
         } else {
-            let worst = r.critical.iter().filter_map(|sd| sd.latency_ms).max();
-            match worst {
+            match worst_latency(&r) {
                 // Whole seconds: the milliseconds are simulated network noise.
                 Some(ms) => fmt_ms(ms / 1000 * 1000),
                 None => "no shutdown".into(),
             }
         };
         (lost, latency)
-    }
-
-    pub fn bench(scenarios: &[Scenario], seeds: u64) -> ExitCode {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Mutex;
-        let jobs: Vec<(usize, u64)> = (0..scenarios.len())
-            .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
-            .collect();
-        let next = AtomicUsize::new(0);
-        // Per scenario: wall seconds, traced events, failed runs.
-        let results = Mutex::new(vec![(0.0f64, 0u64, 0u64); scenarios.len()]);
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let Some(&(i, seed)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                        return;
-                    };
-                    let t = Instant::now();
-                    let out = runner::run(&scenarios[i], seed, &RunOptions::default());
-                    let wall = t.elapsed().as_secs_f64();
-                    let failed = !report::evaluate(&scenarios[i], &out.result).is_empty();
-                    let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
-                    r[i].0 += wall;
-                    r[i].1 += out.result.trace_len;
-                    r[i].2 += u64::from(failed);
-                });
-            }
-        });
-        let elapsed = started.elapsed().as_secs_f64();
-        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-        println!(
-            "{:<28} {:>5} {:>10} {:>9} {:>12} {:>12} {:>6}",
-            "scenario", "runs", "simulated", "wall", "sim s/wall s", "events/s", "failed"
-        );
-        let (mut sim_total, mut wall_total, mut events_total, mut failed_total) =
-            (0.0, 0.0, 0u64, 0u64);
-        for (scn, (wall, events, failed)) in scenarios.iter().zip(&results) {
-            let simulated = scn.duration_ms as f64 / 1000.0 * seeds as f64;
-            sim_total += simulated;
-            wall_total += wall;
-            events_total += events;
-            failed_total += failed;
-            println!(
-                "{:<28} {:>5} {:>9.0}s {:>8.2}s {:>12.0} {:>12.0} {:>6}",
-                scn.name,
-                seeds,
-                simulated,
-                wall,
-                simulated / wall.max(1e-9),
-                *events as f64 / wall.max(1e-9),
-                failed
-            );
-        }
-        let runs = scenarios.len() as u64 * seeds;
-        println!(
-            "{runs} runs on {workers} threads in {elapsed:.1}s: {:.0} simulated seconds per wall second per thread, {:.1} runs per minute",
-            sim_total / wall_total.max(1e-9),
-            runs as f64 / elapsed.max(1e-9) * 60.0
-        );
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "simulator",
-                "scenarios": scenarios.len(),
-                "seeds": seeds,
-                "runs": runs,
-                "threads": workers,
-                "failed_runs": failed_total,
-                "simulated_secs": sim_total,
-                "cpu_secs": wall_total,
-                "elapsed_secs": elapsed,
-                "sim_secs_per_cpu_sec": sim_total / wall_total.max(1e-9),
-                "events_per_cpu_sec": events_total as f64 / wall_total.max(1e-9),
-                "runs_per_minute": runs as f64 / elapsed.max(1e-9) * 60.0,
-            })
-        );
-        ExitCode::from(if failed_total == 0 { 0 } else { 1 })
     }
 
     pub fn compare(scenarios: &[Scenario]) -> ExitCode {
@@ -333,81 +572,10 @@ mod sim {
         }
         ExitCode::SUCCESS
     }
-
-    pub fn run_suite(scenarios: &[Scenario], json: bool) -> ExitCode {
-        if !json {
-            println!(
-                "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>8}  result",
-                "scenario",
-                "seed",
-                "simulated",
-                "accepted",
-                "rejected",
-                "unknown",
-                "archived",
-                "lost",
-                "dups",
-                "pend",
-                "wall"
-            );
-        }
-        let mut failed = 0;
-        for scn in scenarios {
-            let started = Instant::now();
-            let out = runner::run(scn, scn.seed, &RunOptions::default());
-            let wall = started.elapsed().as_secs_f64();
-            let failures = report::evaluate(scn, &out.result);
-            if !failures.is_empty() {
-                failed += 1;
-            }
-            let r = &out.result;
-            if json {
-                let mut v = report::to_json(r, &failures);
-                v["wall_secs"] = serde_json::json!(wall);
-                println!("{v}");
-            } else {
-                let c = &r.counts;
-                println!(
-                    "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>7.1}s  {}",
-                    r.scenario,
-                    r.seed,
-                    holdfast_actors::units::fmt_ms(r.simulated_ms),
-                    c.accepted,
-                    c.rejected,
-                    c.unknown,
-                    c.archived,
-                    c.lost,
-                    c.duplicates,
-                    c.pending,
-                    wall,
-                    if failures.is_empty() {
-                        "PASS".to_string()
-                    } else {
-                        format!("FAIL: {}", failures.join("; "))
-                    }
-                );
-            }
-        }
-        if !json {
-            println!(
-                "{} scenarios, {} passed, {} failed",
-                scenarios.len(),
-                scenarios.len() - failed,
-                failed
-            );
-        }
-        ExitCode::from(if failed == 0 { 0 } else { 1 })
-    }
 }
 
 #[cfg(not(madsim))]
 mod sim {
-    pub fn bench(_: &[Scenario], _: u64) -> ExitCode {
-        needs_madsim()
-    }
-    pub fn compare(_: &[Scenario]) -> ExitCode {
-        needs_madsim()
-    }
     use holdfast_sim::scenario::Scenario;
     use std::process::ExitCode;
 
@@ -418,7 +586,26 @@ mod sim {
     pub fn run_one(_: &Scenario, _: u64, _: bool, _: bool) -> ExitCode {
         needs_madsim()
     }
+    pub fn check_determinism(_: &Scenario, _: u64) -> ExitCode {
+        needs_madsim()
+    }
+    pub fn sweep(
+        _: &[Scenario],
+        _: u64,
+        _: u64,
+        _: Option<usize>,
+        _: Option<usize>,
+        _: bool,
+    ) -> ExitCode {
+        needs_madsim()
+    }
     pub fn run_suite(_: &[Scenario], _: bool) -> ExitCode {
+        needs_madsim()
+    }
+    pub fn bench(_: &[Scenario], _: u64) -> ExitCode {
+        needs_madsim()
+    }
+    pub fn compare(_: &[Scenario]) -> ExitCode {
         needs_madsim()
     }
 }

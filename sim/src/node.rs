@@ -108,7 +108,7 @@ impl Host {
         Instant::now().duration_since(self.shared.epoch).as_millis() as u64
     }
 
-    fn trace(&self, what: &str, detail: &[u8]) {
+    fn trace(&self, what: &str, detail: &(impl std::hash::Hash + ?Sized)) {
         let now = self.now();
         lock(&self.shared.trace).record(now, &self.spec.name, what, detail);
     }
@@ -189,8 +189,7 @@ impl Host {
             self.trace("misrouted", env.msg.name().as_bytes());
             return;
         };
-        let detail = postcard::to_allocvec(&(&env.from, &env.to, &env.msg)).unwrap_or_default();
-        self.trace(env.msg.name(), &detail);
+        self.trace(env.msg.name(), &(&env.from, &env.to, &env.msg));
         self.react(i, |a, ctx| a.on_msg(env.from, env.msg, ctx))
             .await;
     }
@@ -266,7 +265,7 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         timer_seq: 0,
         envelope_seq: 0,
     };
-    host.trace("start", &[]);
+    host.trace("start", &());
     for i in 0..host.slots.len() {
         let recovered = host.slots[i].store.take_state();
         host.react(i, |a, ctx| a.on_start(recovered, ctx)).await;

@@ -230,7 +230,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 fault.start_ms,
                 "nemesis",
                 &format!("begin {}", fault.describe()),
-                &[],
+                &(),
             );
             apply(&nodes, &fault.kind, true);
             if let Some(d) = fault.duration_ms {
@@ -239,7 +239,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                     fault.start_ms + d,
                     "nemesis",
                     &format!("end {}", fault.describe()),
-                    &[],
+                    &(),
                 );
                 apply(&nodes, &fault.kind, false);
             }

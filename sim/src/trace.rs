@@ -23,7 +23,7 @@ impl Trace {
         }
     }
 
-    pub fn record(&mut self, at_ms: u64, node: &str, what: &str, detail: &[u8]) {
+    pub fn record(&mut self, at_ms: u64, node: &str, what: &str, detail: &(impl Hash + ?Sized)) {
         at_ms.hash(&mut self.hasher);
         node.hash(&mut self.hasher);
         what.hash(&mut self.hasher);

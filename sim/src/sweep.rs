@@ -1,0 +1,112 @@
+//! Many runs at once: a worker per core, each run in its own madsim runtime
+//! on its own thread (runs share nothing, so the order they finish in
+//! changes no result). Used by `sweep`, `bench`, `suite` and the tests.
+
+use crate::report::{self, RunResult};
+use crate::runner::{self, RunOptions};
+use crate::scenario::Scenario;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// One finished run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub scenario: usize,
+    pub seed: u64,
+    pub result: RunResult,
+    pub failures: Vec<String>,
+    pub wall_secs: f64,
+}
+
+/// Runs every `(scenario index, seed)` job on `workers` threads; results come
+/// back in job order. `progress` shows a bar on a terminal.
+pub fn run_all(
+    scenarios: &[Scenario],
+    jobs: &[(usize, u64)],
+    workers: usize,
+    progress: bool,
+) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; jobs.len()]);
+    let failed = AtomicUsize::new(0);
+    let simulated = Mutex::new(0.0f64);
+    let started = Instant::now();
+    let bar = if progress {
+        let b = ProgressBar::new(jobs.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} runs  {msg}  [{elapsed_precise}, eta {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&(scn, seed)) = jobs.get(i) else {
+                    return;
+                };
+                let t = Instant::now();
+                let out = runner::run(&scenarios[scn], seed, &RunOptions::default());
+                let failures = report::evaluate(&scenarios[scn], &out.result);
+                let wall_secs = t.elapsed().as_secs_f64();
+                if !failures.is_empty() {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+                let sim_total = {
+                    let mut sim = simulated.lock().unwrap_or_else(|p| p.into_inner());
+                    *sim += out.result.simulated_ms as f64 / 1000.0;
+                    *sim
+                };
+                bar.set_message(format!(
+                    "{} failed, {:.0} simulated s/s",
+                    failed.load(Ordering::SeqCst),
+                    sim_total / started.elapsed().as_secs_f64().max(1e-9)
+                ));
+                bar.inc(1);
+                done.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(Outcome {
+                    scenario: scn,
+                    seed,
+                    result: out.result,
+                    failures,
+                    wall_secs,
+                });
+            });
+        }
+    });
+    bar.finish_and_clear();
+    done.into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|o| o.expect("every job ran"))
+        .collect()
+}
+
+/// The deepest any queue got in a run.
+pub fn max_queue_depth(r: &RunResult) -> u64 {
+    r.gauges
+        .values()
+        .flat_map(|g| {
+            g.iter()
+                .filter(|(k, _)| k.ends_with("_depth"))
+                .map(|(_, v)| *v)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The worst critical-mode shutdown latency of a run.
+pub fn worst_latency(r: &RunResult) -> Option<u64> {
+    r.critical.iter().filter_map(|s| s.latency_ms).max()
+}
+
+/// The command that replays one run exactly.
+pub fn replay_command(file: &str, seed: u64) -> String {
+    format!("cargo sim replay {file} --seed {seed} --trace")
+}
