@@ -129,3 +129,32 @@ fn missing_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
 }
+
+#[test]
+fn ranges_are_validated_at_their_extremes() {
+    let with_range = GOOD.replace("rate = 1.0", "rate = \"2.0..1.0\"");
+    assert_rejected(&with_range, 10, &["workload.rate", "low to high"]);
+    let late = GOOD.replace("start = \"1m\"", "start = \"1m..20m\"");
+    assert_rejected(&late, 15, &["fault.start", "after the run ends"]);
+    let (code, err) = run_with(&GOOD.replace("rate = 1.0", "rate = \"1.0..3.0\""));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn random_faults_are_validated() {
+    let random = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
+        "kind = \"random\"\nstart = \"1m\"\nkinds = [\"meteor\"]\nevery = \"5m\"",
+    );
+    assert_rejected(&random, 15, &["fault.kinds", "meteor"]);
+    let no_every = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
+        "kind = \"random\"\nstart = \"1m\"",
+    );
+    assert_rejected(&no_every, 13, &["fault.every"]);
+    let bad_target = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
+        "kind = \"swizzle\"\nstart = \"1m\"\nduration = \"5m\"\ntargets = [\"fe1\", \"zz9\"]",
+    );
+    assert_rejected(&bad_target, 16, &["fault.targets", "zz9"]);
+}

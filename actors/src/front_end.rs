@@ -249,13 +249,23 @@ impl FrontEnd {
 }
 
 impl Actor for FrontEnd {
-    fn on_start(&mut self, recovered: Recovered, _ctx: &mut Ctx) {
+    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
         // IMs pending at a crash were never acknowledged to the client.
         self.pending.clear();
         self.awaiting_response.clear();
         self.shut_down = recovered
             .get(CRITICAL_KEY)
             .map(|v| String::from_utf8_lossy(v).into_owned());
+        // Say which state this incarnation starts in: a shutdown whose
+        // record could not be saved (a failing disk) ends with the crash,
+        // and operators and the checker must know.
+        ctx.event(
+            "front_end_started",
+            match &self.shut_down {
+                Some(reason) => format!("{}: critical shutdown restored: {reason}", self.name),
+                None => format!("{}: accepting IM", self.name),
+            },
+        );
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -399,6 +409,8 @@ mod tests {
             FrontEnd::new("fe1", cluster(), settings),
         );
         h.start(Recovered::new());
+        assert_eq!(h.events(), vec!["front_end_started"]);
+        h.clear_events();
         h
     }
 
@@ -615,7 +627,7 @@ mod tests {
             },
         );
         assert!(!h2.actor.is_shut_down());
-        assert_eq!(h2.events(), vec!["critical_resume"]);
+        assert_eq!(h2.events(), vec!["front_end_started", "critical_resume"]);
     }
 
     #[test]

@@ -85,6 +85,10 @@ impl<A: Actor> Harness<A> {
         self.events.clone()
     }
 
+    pub fn clear_events(&mut self) {
+        self.events.clear();
+    }
+
     fn run(&mut self, f: impl FnOnce(&mut A, &mut Ctx)) -> Vec<(Addr, Msg)> {
         let me = self.me.clone();
         let mut ctx = Ctx::new(self.now, &me, &mut self.rng);

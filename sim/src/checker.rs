@@ -12,8 +12,8 @@
 //! * **recovered**: outcome unknown to the client (timeout, crash), archived
 //!   anyway: legal.
 //! * **corrupted**: archived with content different from what was sent.
-//! * **accepted while shut down**: admitted by a front end inside one of its
-//!   critical-mode shutdowns.
+//! * **accepted while shut down**: an IM admitted by a front end inside one
+//!   of its critical-mode shutdowns (call records are always taken).
 //!
 //! Every accepted archivable message is exactly one of archived, pending or
 //! lost (or, for a QoE report, dropped).
@@ -125,10 +125,13 @@ pub fn check(o: &Observed) -> Counts {
         match op.outcome {
             Outcome::Accepted { at } => {
                 c.accepted += 1;
-                let shut = o.shutdowns.get(&op.front_end).is_some_and(|v| {
-                    v.iter()
-                        .any(|s| at >= s.at && s.until.is_none_or(|u| at < u))
-                });
+                // Critical mode stops IM; the records of calls that already
+                // happened are still taken.
+                let shut = op.kind == RecordKind::Im
+                    && o.shutdowns.get(&op.front_end).is_some_and(|v| {
+                        v.iter()
+                            .any(|s| at >= s.at && s.until.is_none_or(|u| at < u))
+                    });
                 if shut {
                     c.accepted_while_shut_down += 1;
                     note(&mut c.examples, "accepted_while_shut_down", &op.id);

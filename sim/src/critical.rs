@@ -119,6 +119,24 @@ pub fn shutdowns(events: &[EventRecord]) -> BTreeMap<String, Vec<(Shutdown, Stri
                     }
                 }
             }
+            // A new incarnation: the previous one's shutdown ended with it,
+            // unless this one restored it from disk.
+            "front_end_started" => {
+                if let Some((last, _)) = out.get_mut(&e.node).and_then(|v| v.last_mut()) {
+                    if last.until.is_none() {
+                        last.until = Some(e.at);
+                    }
+                }
+                if let Some((_, reason)) = e.detail.split_once("critical shutdown restored: ") {
+                    out.entry(e.node.clone()).or_default().push((
+                        Shutdown {
+                            at: e.at,
+                            until: None,
+                        },
+                        format!("restored after restart: {reason}"),
+                    ));
+                }
+            }
             _ => {}
         }
     }
@@ -243,6 +261,36 @@ mod tests {
             name: name.into(),
             detail: "why".into(),
         }
+    }
+
+    #[test]
+    fn a_restart_ends_a_shutdown_unless_it_is_restored() {
+        let restored = EventRecord {
+            at: 500,
+            node: "fe1".into(),
+            name: "front_end_started".into(),
+            detail: "fe1: critical shutdown restored: quota".into(),
+        };
+        let events = vec![
+            ev(100, "fe1", "critical_shutdown"),
+            ev(300, "fe1", "front_end_started"),
+            restored,
+        ];
+        let sd = shutdowns(&events);
+        let list: Vec<Shutdown> = sd["fe1"].iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            list,
+            vec![
+                Shutdown {
+                    at: 100,
+                    until: Some(300)
+                },
+                Shutdown {
+                    at: 500,
+                    until: None
+                }
+            ]
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct RunResult {
     pub critical: Vec<CriticalShutdown>,
     /// Shutdowns `critical_shutdown_within` requires (empty without it).
     pub obligations: Vec<Obligation>,
+    /// Values this seed drew from the scenario's ranges and random faults.
+    pub drawn: Vec<(String, String)>,
     /// Per node, the highest value each gauge reached (queue depths…).
     pub gauges: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -302,6 +304,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "events": r.event_counts(),
         "faults": r.faults,
         "gauges_max": r.gauges,
+        "drawn": r.drawn.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "examples": c.examples,
         "trace_hash": format!("{:016x}", r.trace_hash),
         "trace_events": r.trace_len,
@@ -320,6 +323,9 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         r.semantics,
         fmt_ms(r.simulated_ms)
     ));
+    for (k, v) in r.drawn.iter().filter(|(k, _)| k != "fault") {
+        s.push_str(&format!("  drawn: {k} = {v}\n"));
+    }
     for f in &r.faults {
         s.push_str(&format!("  fault: {f}\n"));
     }

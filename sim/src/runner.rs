@@ -123,9 +123,12 @@ fn ip(i: usize) -> IpAddr {
 
 pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> RunOutput {
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    let scn = scn.clone();
+    // Ranges and random faults become concrete for this seed.
+    let (scn, drawn) = scn.resolve(seed);
     let opts = opts.clone();
-    rt.block_on(async move { supervise(scn, seed, opts).await })
+    let mut out = rt.block_on(async move { supervise(scn, seed, opts).await });
+    out.result.drawn = drawn;
+    out
 }
 
 struct Nodes {
@@ -317,6 +320,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         trace_hash: trace.hash(),
         trace_len: trace.len(),
         read_errors,
+        drawn: Vec::new(),
         gauges: nodes
             .shared
             .iter()

@@ -109,8 +109,8 @@ fn one() -> Spanned<i64> {
 #[serde(deny_unknown_fields)]
 struct RawWorkload {
     kind: Spanned<String>,
-    users: Spanned<i64>,
-    rate: Spanned<f64>,
+    users: Spanned<NumOrRange>,
+    rate: Spanned<NumOrRange>,
     #[serde(default)]
     size: Option<Spanned<i64>>,
     #[serde(default)]
@@ -122,6 +122,15 @@ struct RawWorkload {
     /// Fraction of messages sent to federated (external) recipients.
     #[serde(default)]
     external: Option<Spanned<f64>>,
+}
+
+/// A number, or a range `"lo..hi"` drawn per seed.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+enum NumOrRange {
+    Int(i64),
+    Float(f64),
+    Text(String),
 }
 
 #[derive(Deserialize, Clone)]
@@ -146,6 +155,28 @@ struct RawFault {
     duration: Option<Spanned<String>>,
     #[serde(default)]
     delay: Option<Spanned<String>>,
+    /// random: the fault kinds to draw from (default: all).
+    #[serde(default)]
+    kinds: Option<Spanned<Vec<String>>>,
+    /// random, swizzle: `"one"`, `"minority"` or a list of nodes.
+    #[serde(default)]
+    targets: Option<Spanned<TargetSpec>>,
+    /// random: mean time between faults.
+    #[serde(default)]
+    every: Option<Spanned<String>>,
+    /// random: no new fault after this.
+    #[serde(default)]
+    stop: Option<Spanned<String>>,
+    /// swizzle: how many links to clog.
+    #[serde(default)]
+    links: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+enum TargetSpec {
+    Word(String),
+    Nodes(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]
@@ -176,6 +207,11 @@ struct RawExpect {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
+    /// Values drawn per seed (`"lo..hi"` in the file); the fields above
+    /// hold the low end until [`Scenario::resolve`] draws them.
+    pub draws: Vec<Draw>,
+    /// Faults generated per seed (`random`, `swizzle`).
+    pub generators: Vec<Generator>,
     pub file: String,
     pub name: String,
     pub description: String,
@@ -188,6 +224,51 @@ pub struct Scenario {
     pub workloads: Vec<ImWorkload>,
     pub faults: Vec<Fault>,
     pub expect: Expect,
+}
+
+/// A value of the scenario that each seed draws from a range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draw {
+    pub target: DrawTarget,
+    pub lo: f64,
+    pub hi: f64,
+    pub label: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DrawTarget {
+    WorkloadUsers(usize),
+    WorkloadRate(usize),
+    WorkloadStart(usize),
+    WorkloadStop(usize),
+    FaultStart(usize),
+    FaultDuration(usize),
+    FaultDelay(usize),
+}
+
+/// Faults drawn per seed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Generator {
+    /// Poisson-distributed faults of random kinds on random targets.
+    Random {
+        kinds: Vec<String>,
+        targets: Vec<String>,
+        /// Hit a minority of the targets at once instead of one.
+        minority: bool,
+        start_ms: u64,
+        stop_ms: u64,
+        every_ms: u64,
+        duration: (u64, u64),
+        delay: (u64, u64),
+        databases: Vec<String>,
+    },
+    /// Clog a random subset of links one by one, unclog in random order.
+    Swizzle {
+        targets: Vec<String>,
+        start_ms: u64,
+        duration_ms: u64,
+        links: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -361,7 +442,50 @@ impl Ctx<'_> {
         }
     }
     fn dur(&self, v: &Spanned<String>, key: &str) -> Result<u64, ScenarioError> {
+        if v.get_ref().contains("..") {
+            return Err(self.err(&v.span(), key, "a range is not allowed here"));
+        }
         units::duration_ms(v.get_ref()).map_err(|m| self.err(&v.span(), key, m))
+    }
+    /// A duration or a range of durations `"lo..hi"`.
+    fn dur_range(&self, v: &Spanned<String>, key: &str) -> Result<(u64, u64), ScenarioError> {
+        let parse = |s: &str| units::duration_ms(s).map_err(|m| self.err(&v.span(), key, m));
+        match v.get_ref().split_once("..") {
+            None => parse(v.get_ref()).map(|d| (d, d)),
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse(lo)?, parse(hi)?);
+                if lo > hi {
+                    return Err(self.err(&v.span(), key, "a range must go from low to high"));
+                }
+                Ok((lo, hi))
+            }
+        }
+    }
+    /// A number or a range of numbers `"lo..hi"`.
+    fn num_range(&self, v: &Spanned<NumOrRange>, key: &str) -> Result<(f64, f64), ScenarioError> {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| self.err(&v.span(), key, format!("{s:?} is not a number")))
+        };
+        let (lo, hi) = match v.get_ref() {
+            NumOrRange::Int(i) => (*i as f64, *i as f64),
+            NumOrRange::Float(f) => (*f, *f),
+            NumOrRange::Text(t) => match t.split_once("..") {
+                Some((lo, hi)) => (parse(lo)?, parse(hi)?),
+                None => {
+                    return Err(self.err(
+                        &v.span(),
+                        key,
+                        format!("expected a number or a range like \"5..20\", got {t:?}"),
+                    ))
+                }
+            },
+        };
+        if lo > hi || !lo.is_finite() || !hi.is_finite() {
+            return Err(self.err(&v.span(), key, "a range must go from low to high"));
+        }
+        Ok((lo, hi))
     }
     fn count(&self, v: &Spanned<i64>, key: &str, min: i64) -> Result<u64, ScenarioError> {
         if *v.get_ref() < min {
@@ -467,6 +591,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let mut workloads = Vec::new();
+    let mut draws = Vec::new();
     for w in &raw.workload {
         let kind = w.kind.get_ref().as_str();
         let record_kind = match kind {
@@ -495,8 +620,40 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 "only an im workload has an archiving policy; every call is recorded",
             ));
         }
-        let users = cx.count(&w.users, "workload.users", 2)?;
-        let rate = *w.rate.get_ref();
+        let wi = workloads.len();
+        let (users_lo, users_hi) = cx.num_range(&w.users, "workload.users")?;
+        if users_lo < 2.0 || users_lo.fract() != 0.0 || users_hi.fract() != 0.0 {
+            return Err(cx.err(
+                &w.users.span(),
+                "workload.users",
+                format!("must be whole numbers of at least 2, got {users_lo}..{users_hi}"),
+            ));
+        }
+        let users = users_lo as u64;
+        if users_hi > users_lo {
+            draws.push(Draw {
+                target: DrawTarget::WorkloadUsers(wi),
+                lo: users_lo,
+                hi: users_hi,
+                label: format!("workload[{wi}].users"),
+            });
+        }
+        let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
+        if rate_hi > rate {
+            draws.push(Draw {
+                target: DrawTarget::WorkloadRate(wi),
+                lo: rate,
+                hi: rate_hi,
+                label: format!("workload[{wi}].rate"),
+            });
+        }
+        if rate_hi > 10_000.0 {
+            return Err(cx.err(
+                &w.rate.span(),
+                "workload.rate",
+                "at most 10000 messages per second",
+            ));
+        }
         if !(rate.is_finite() && rate > 0.0) {
             return Err(cx.err(
                 &w.rate.span(),
@@ -522,19 +679,35 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 "at most 1 MiB per message body",
             ));
         }
-        let start_ms = w
+        let (start_ms, start_hi) = w
             .start
             .as_ref()
-            .map(|s| cx.dur(s, "workload.start"))
+            .map(|s| cx.dur_range(s, "workload.start"))
             .transpose()?
-            .unwrap_or(0);
-        let stop_ms = w
+            .unwrap_or((0, 0));
+        let (stop_ms, stop_hi) = w
             .stop
             .as_ref()
-            .map(|s| cx.dur(s, "workload.stop"))
+            .map(|s| cx.dur_range(s, "workload.stop"))
             .transpose()?
-            .unwrap_or(duration_ms);
-        if stop_ms <= start_ms || stop_ms > duration_ms {
+            .unwrap_or((duration_ms, duration_ms));
+        if start_hi > start_ms {
+            draws.push(Draw {
+                target: DrawTarget::WorkloadStart(wi),
+                lo: start_ms as f64,
+                hi: start_hi as f64,
+                label: format!("workload[{wi}].start"),
+            });
+        }
+        if stop_hi > stop_ms {
+            draws.push(Draw {
+                target: DrawTarget::WorkloadStop(wi),
+                lo: stop_ms as f64,
+                hi: stop_hi as f64,
+                label: format!("workload[{wi}].stop"),
+            });
+        }
+        if stop_ms <= start_hi || stop_hi > duration_ms {
             let span = w.stop.as_ref().map(|s| s.span()).unwrap_or(w.kind.span());
             return Err(cx.err(
                 &span,
@@ -585,25 +758,70 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let mut faults = Vec::new();
+    let mut generators = Vec::new();
     for f in &raw.fault {
-        let start_ms = cx.dur(&f.start, "fault.start")?;
-        let fault_duration = f
+        let fi = faults.len();
+        let (start_ms, start_hi) = cx.dur_range(&f.start, "fault.start")?;
+        let duration_range = f
             .duration
             .as_ref()
-            .map(|d| cx.dur(d, "fault.duration"))
+            .map(|d| cx.dur_range(d, "fault.duration"))
             .transpose()?;
+        let fault_duration = duration_range.map(|(lo, _)| lo);
+        if start_hi >= duration_ms {
+            return Err(cx.err(
+                &f.start.span(),
+                "fault.start",
+                format!("starts after the run ends ({})", units::fmt_ms(duration_ms)),
+            ));
+        }
+        if matches!(f.kind.get_ref().as_str(), "random" | "swizzle") {
+            generators.push(generator(
+                &cx,
+                f,
+                &topology,
+                start_ms,
+                duration_ms,
+                duration_range,
+            )?);
+            continue;
+        }
+        for (key, v) in [
+            ("kinds", f.kinds.is_some()),
+            ("targets", f.targets.is_some()),
+            ("every", f.every.is_some()),
+            ("stop", f.stop.is_some()),
+            ("links", f.links.is_some()),
+        ] {
+            if v {
+                return Err(cx.err(
+                    &f.kind.span(),
+                    &format!("fault.{key}"),
+                    "only a random or swizzle fault takes this key",
+                ));
+            }
+        }
+        if start_hi > start_ms {
+            draws.push(Draw {
+                target: DrawTarget::FaultStart(fi),
+                lo: start_ms as f64,
+                hi: start_hi as f64,
+                label: format!("fault[{fi}].start"),
+            });
+        }
+        if let Some((lo, hi)) = duration_range.filter(|(lo, hi)| hi > lo) {
+            draws.push(Draw {
+                target: DrawTarget::FaultDuration(fi),
+                lo: lo as f64,
+                hi: hi as f64,
+                label: format!("fault[{fi}].duration"),
+            });
+        }
         if fault_duration == Some(0) {
             return Err(cx.err(
                 &f.duration.as_ref().expect("some").span(),
                 "fault.duration",
                 "must be longer than 0s (omit it for a fault that lasts until the end)",
-            ));
-        }
-        if start_ms >= duration_ms {
-            return Err(cx.err(
-                &f.start.span(),
-                "fault.start",
-                format!("starts after the run ends ({})", units::fmt_ms(duration_ms)),
             ));
         }
         let node = |key: &str| -> Result<String, ScenarioError> {
@@ -645,7 +863,11 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             "crash" => FaultKind::Crash { node: node("fault.node")? },
             "slow" => {
                 let d = f.delay.as_ref().ok_or_else(|| cx.err(&f.kind.span(), "fault.delay", "a slow fault needs `delay`, like \"200ms\""))?;
-                FaultKind::Slow { node: node("fault.node")?, delay_ms: cx.dur(d, "fault.delay")? }
+                let (lo, hi) = cx.dur_range(d, "fault.delay")?;
+                if hi > lo {
+                    draws.push(Draw { target: DrawTarget::FaultDelay(fi), lo: lo as f64, hi: hi as f64, label: format!("fault[{fi}].delay") });
+                }
+                FaultKind::Slow { node: node("fault.node")?, delay_ms: lo }
             }
             "disk_full" => FaultKind::DiskFull { node: node("fault.node")? },
             "io_error" => FaultKind::IoError { node: node("fault.node")? },
@@ -660,7 +882,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 FaultKind::DbDown { node: n }
             }
             other => return Err(cx.err(&f.kind.span(), "fault.kind", format!(
-                "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error or db_down"))),
+                "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error, db_down, random or swizzle"))),
         };
         if let (false, Some(b)) = (matches!(kind, FaultKind::Partition { .. }), &f.between) {
             return Err(cx.err(
@@ -736,5 +958,412 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         workloads,
         faults,
         expect,
+        draws,
+        generators,
     })
+}
+
+const FAULT_KINDS: &[&str] = &[
+    "partition",
+    "crash",
+    "slow",
+    "disk_full",
+    "io_error",
+    "db_down",
+];
+
+/// Parses a `random` or `swizzle` fault.
+fn generator(
+    cx: &Ctx,
+    f: &RawFault,
+    topology: &Topology,
+    start_ms: u64,
+    run_ms: u64,
+    duration: Option<(u64, u64)>,
+) -> Result<Generator, ScenarioError> {
+    let servers: Vec<String> = topology.servers().cloned().collect();
+    let (targets, minority) = match f.targets.as_ref().map(|t| (t.get_ref(), t.span())) {
+        None => (servers.clone(), false),
+        Some((TargetSpec::Word(w), _)) if w == "one" => (servers.clone(), false),
+        Some((TargetSpec::Word(w), _)) if w == "minority" => (servers.clone(), true),
+        Some((TargetSpec::Word(w), span)) => {
+            return Err(cx.err(
+                &span,
+                "fault.targets",
+                format!("{w:?}: expected \"one\", \"minority\" or a list of nodes"),
+            ))
+        }
+        Some((TargetSpec::Nodes(list), span)) => {
+            for n in list {
+                if !topology.has(n) {
+                    return Err(cx.err(
+                        &span,
+                        "fault.targets",
+                        format!(
+                            "unknown node {n:?}; this topology has {}",
+                            servers.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if list.is_empty() {
+                return Err(cx.err(&span, "fault.targets", "needs at least one node"));
+            }
+            (list.clone(), false)
+        }
+    };
+    if f.kind.get_ref() == "swizzle" {
+        let total = duration.map(|(lo, _)| lo).ok_or_else(|| {
+            cx.err(
+                &f.kind.span(),
+                "fault.duration",
+                "a swizzle needs `duration` (the whole clog-and-unclog cycle)",
+            )
+        })?;
+        let pairs = targets.len() * (targets.len() - 1) / 2;
+        let links = match &f.links {
+            Some(l) if *l.get_ref() >= 1 && (*l.get_ref() as usize) <= pairs => {
+                *l.get_ref() as usize
+            }
+            Some(l) => {
+                return Err(cx.err(
+                    &l.span(),
+                    "fault.links",
+                    format!("must be between 1 and {pairs} (the links between the targets)"),
+                ))
+            }
+            None => pairs.div_ceil(2).max(1),
+        };
+        if pairs == 0 {
+            return Err(cx.err(
+                &f.kind.span(),
+                "fault.targets",
+                "a swizzle needs at least two nodes",
+            ));
+        }
+        return Ok(Generator::Swizzle {
+            targets,
+            start_ms,
+            duration_ms: total.min(run_ms - start_ms),
+            links,
+        });
+    }
+    let kinds = match &f.kinds {
+        None => FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
+        Some(k) => {
+            for kind in k.get_ref() {
+                if !FAULT_KINDS.contains(&kind.as_str()) {
+                    return Err(cx.err(
+                        &k.span(),
+                        "fault.kinds",
+                        format!(
+                            "unknown fault kind {kind:?}; expected some of {}",
+                            FAULT_KINDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if k.get_ref().is_empty() {
+                return Err(cx.err(&k.span(), "fault.kinds", "needs at least one kind"));
+            }
+            k.get_ref().clone()
+        }
+    };
+    let every = f.every.as_ref().ok_or_else(|| {
+        cx.err(
+            &f.kind.span(),
+            "fault.every",
+            "a random fault needs `every`, the mean time between faults, like \"20m\"",
+        )
+    })?;
+    let every_ms = cx.dur(every, "fault.every")?;
+    if every_ms == 0 {
+        return Err(cx.err(&every.span(), "fault.every", "must be longer than 0s"));
+    }
+    let stop_ms = f
+        .stop
+        .as_ref()
+        .map(|s| cx.dur(s, "fault.stop"))
+        .transpose()?
+        .unwrap_or(run_ms);
+    if stop_ms <= start_ms || stop_ms > run_ms {
+        return Err(cx.err(
+            &f.kind.span(),
+            "fault.stop",
+            "must be after `start` and within the run",
+        ));
+    }
+    let delay = f
+        .delay
+        .as_ref()
+        .map(|d| cx.dur_range(d, "fault.delay"))
+        .transpose()?
+        .unwrap_or((20, 200));
+    Ok(Generator::Random {
+        kinds,
+        targets,
+        minority,
+        start_ms,
+        stop_ms,
+        every_ms,
+        duration: duration.unwrap_or((60_000, 600_000)),
+        delay,
+        databases: topology.databases.clone(),
+    })
+}
+
+impl Scenario {
+    /// The concrete scenario that `seed` runs, and the values it drew (in
+    /// the order drawn). The draws use their own RNG, seeded from the seed:
+    /// the same seed always gives the same scenario.
+    pub fn resolve(&self, seed: u64) -> (Scenario, Vec<(String, String)>) {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        let mut s = self.clone();
+        s.draws.clear();
+        s.generators.clear();
+        let mut drawn = Vec::new();
+        // Durations are drawn to the second: milliseconds only add noise.
+        let ms = |v: f64| ((v / 1000.0).round() as u64) * 1000;
+        for d in &self.draws {
+            let v = if d.hi > d.lo {
+                rng.gen_range(d.lo..=d.hi)
+            } else {
+                d.lo
+            };
+            let shown = match d.target {
+                DrawTarget::WorkloadUsers(i) => {
+                    s.workloads[i].users = v.round() as u64;
+                    s.workloads[i].users.to_string()
+                }
+                DrawTarget::WorkloadRate(i) => {
+                    s.workloads[i].rate = v;
+                    format!("{v:.3}/s")
+                }
+                DrawTarget::WorkloadStart(i) => {
+                    s.workloads[i].start_ms = ms(v);
+                    units::fmt_ms(ms(v))
+                }
+                DrawTarget::WorkloadStop(i) => {
+                    s.workloads[i].stop_ms = ms(v);
+                    units::fmt_ms(ms(v))
+                }
+                DrawTarget::FaultStart(i) => {
+                    s.faults[i].start_ms = ms(v);
+                    units::fmt_ms(ms(v))
+                }
+                DrawTarget::FaultDuration(i) => {
+                    s.faults[i].duration_ms = Some(ms(v).max(1000));
+                    units::fmt_ms(ms(v).max(1000))
+                }
+                DrawTarget::FaultDelay(i) => {
+                    if let FaultKind::Slow { delay_ms, .. } = &mut s.faults[i].kind {
+                        *delay_ms = v.round() as u64;
+                    }
+                    units::fmt_ms(v.round() as u64)
+                }
+            };
+            drawn.push((d.label.clone(), shown));
+        }
+        for w in &mut s.workloads {
+            // Validation guarantees stop > start at the extremes; keep it.
+            w.stop_ms = w.stop_ms.max(w.start_ms + 1000).min(self.duration_ms);
+        }
+        for g in &self.generators {
+            let before = s.faults.len();
+            match g {
+                Generator::Random {
+                    kinds,
+                    targets,
+                    minority,
+                    start_ms,
+                    stop_ms,
+                    every_ms,
+                    duration,
+                    delay,
+                    databases,
+                } => {
+                    let mut t = *start_ms as f64;
+                    loop {
+                        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+                        t += -u.ln() * *every_ms as f64;
+                        if t >= *stop_ms as f64 {
+                            break;
+                        }
+                        let at = ms(t);
+                        let kind = kinds[rng.gen_range(0..kinds.len())].as_str();
+                        let dur =
+                            ms(rng.gen_range(duration.0 as f64..=duration.1 as f64)).max(1000);
+                        let dur = Some(dur.min(self.duration_ms.saturating_sub(at)).max(1));
+                        let pool: Vec<&String> = if kind == "db_down" {
+                            targets.iter().filter(|n| databases.contains(n)).collect()
+                        } else {
+                            targets.iter().collect()
+                        };
+                        if pool.is_empty() || (kind == "partition" && pool.len() < 2) {
+                            continue;
+                        }
+                        let n = if *minority {
+                            ((pool.len() - 1) / 2).max(1)
+                        } else {
+                            1
+                        };
+                        let mut picked: Vec<&String> = Vec::new();
+                        while picked.len() < n {
+                            let c = pool[rng.gen_range(0..pool.len())];
+                            if !picked.contains(&c) {
+                                picked.push(c);
+                            }
+                        }
+                        let mut add = |kind: FaultKind| {
+                            s.faults.push(Fault {
+                                kind,
+                                start_ms: at,
+                                duration_ms: dur,
+                            })
+                        };
+                        match kind {
+                            "partition" if *minority => {
+                                for m in &picked {
+                                    for o in pool.iter().filter(|o| !picked.contains(o)) {
+                                        add(FaultKind::Partition {
+                                            a: (*m).clone(),
+                                            b: (*o).clone(),
+                                            one_way: false,
+                                        });
+                                    }
+                                }
+                            }
+                            "partition" => {
+                                let other = loop {
+                                    let c = pool[rng.gen_range(0..pool.len())];
+                                    if c != picked[0] {
+                                        break c;
+                                    }
+                                };
+                                add(FaultKind::Partition {
+                                    a: picked[0].clone(),
+                                    b: other.clone(),
+                                    one_way: false,
+                                });
+                            }
+                            _ => {
+                                for node in picked {
+                                    let node = node.clone();
+                                    add(match kind {
+                                        "crash" => FaultKind::Crash { node },
+                                        "slow" => FaultKind::Slow {
+                                            node,
+                                            delay_ms: rng.gen_range(delay.0..=delay.1),
+                                        },
+                                        "disk_full" => FaultKind::DiskFull { node },
+                                        "io_error" => FaultKind::IoError { node },
+                                        _ => FaultKind::DbDown { node },
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                Generator::Swizzle {
+                    targets,
+                    start_ms,
+                    duration_ms,
+                    links,
+                } => {
+                    let mut pairs: Vec<(String, String)> = Vec::new();
+                    for (i, a) in targets.iter().enumerate() {
+                        for b in &targets[i + 1..] {
+                            pairs.push((a.clone(), b.clone()));
+                        }
+                    }
+                    // Fisher-Yates with the scenario RNG.
+                    for i in (1..pairs.len()).rev() {
+                        pairs.swap(i, rng.gen_range(0..=i));
+                    }
+                    pairs.truncate(*links);
+                    let half = duration_ms / 2;
+                    let step = half / (*links as u64).max(1);
+                    let mut order: Vec<usize> = (0..pairs.len()).collect();
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.gen_range(0..=i));
+                    }
+                    for (i, (a, b)) in pairs.iter().enumerate() {
+                        let clog = start_ms + i as u64 * step;
+                        let j = order.iter().position(|&k| k == i).unwrap_or(0) as u64;
+                        let unclog = start_ms + half + j * step;
+                        s.faults.push(Fault {
+                            kind: FaultKind::Partition {
+                                a: a.clone(),
+                                b: b.clone(),
+                                one_way: false,
+                            },
+                            start_ms: clog,
+                            duration_ms: Some((unclog - clog).max(1000)),
+                        });
+                    }
+                }
+            }
+            for f in &s.faults[before..] {
+                drawn.push(("fault".into(), f.describe()));
+            }
+        }
+        s.faults.sort_by_key(|f| f.start_ms);
+        (s, drawn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = r#"
+name = "ranged"
+duration = "2h"
+[topology]
+front_ends = 2
+[[workload]]
+kind = "im"
+users = "10..20"
+rate = "1.0..5.0"
+start = "0s..10m"
+stop = "1h..1h 30m"
+[[fault]]
+kind = "crash"
+node = "arch1"
+start = "10m..40m"
+duration = "1m..5m"
+[[fault]]
+kind = "random"
+every = "10m"
+start = "5m"
+duration = "1m..2m"
+targets = "minority"
+"#;
+
+    #[test]
+    fn a_seed_always_draws_the_same_scenario_and_another_seed_another() {
+        let s = parse("ranged.toml", SRC).unwrap();
+        let (a, da) = s.resolve(7);
+        let (b, db) = s.resolve(7);
+        let (c, _) = s.resolve(8);
+        assert_eq!(a, b);
+        assert_eq!(da, db);
+        assert_ne!(a, c);
+        let w = &a.workloads[0];
+        assert!((10..=20).contains(&w.users));
+        assert!((1.0..=5.0).contains(&w.rate));
+        assert!(w.start_ms <= 600_000 && (3_600_000..=5_400_000).contains(&w.stop_ms));
+        assert!(a.faults.len() > 1, "the random generator produced faults");
+        assert!(
+            a.faults.windows(2).all(|p| p[0].start_ms <= p[1].start_ms),
+            "sorted by start"
+        );
+        assert!(da.iter().any(|(k, _)| k == "workload[0].rate"));
+        assert!(
+            a.draws.is_empty() && a.generators.is_empty(),
+            "resolved for good"
+        );
+    }
 }
