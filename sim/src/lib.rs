@@ -7,6 +7,7 @@
 pub mod checker;
 pub mod critical;
 pub mod disk;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod trace;

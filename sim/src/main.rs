@@ -33,6 +33,10 @@ enum Cmd {
         /// Print the timeline of every simulated event (long).
         #[arg(long)]
         timeline: bool,
+        /// Draw queue depth, quota use, link health, critical mode and the
+        /// fault windows over simulated time into this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// Rerun one seed exactly: what a failing sweep run tells you to do.
     Replay {
@@ -47,6 +51,9 @@ enum Cmd {
         check_determinism: bool,
         #[arg(long)]
         json: bool,
+        /// Draw the run into this SVG file (see `run --plot`).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// Run every scenario for many seeds and print a table per scenario.
     Sweep {
@@ -177,8 +184,15 @@ fn main() -> ExitCode {
             seed,
             json,
             timeline,
+            plot,
         } => match scenario::load(&file) {
-            Ok(scn) => sim::run_one(&scn, seed.unwrap_or(scn.seed), json, timeline),
+            Ok(scn) => sim::run_one(
+                &scn,
+                seed.unwrap_or(scn.seed),
+                json,
+                timeline,
+                plot.as_deref(),
+            ),
             Err(e) => bad_input(e),
         },
         Cmd::Replay {
@@ -187,9 +201,10 @@ fn main() -> ExitCode {
             trace,
             check_determinism,
             json,
+            plot,
         } => match scenario::load(&file) {
             Ok(scn) if check_determinism => sim::check_determinism(&scn, seed),
-            Ok(scn) => sim::run_one(&scn, seed, json, trace),
+            Ok(scn) => sim::run_one(&scn, seed, json, trace, plot.as_deref()),
             Err(e) => bad_input(e),
         },
         Cmd::Sweep {
@@ -234,6 +249,7 @@ mod sim {
     use holdfast_sim::sweep::{self, max_queue_depth, replay_command, worst_latency};
     use std::collections::BTreeMap;
     use std::io::IsTerminal;
+    use std::path::Path;
     use std::process::ExitCode;
     use std::time::Instant;
 
@@ -241,9 +257,30 @@ mod sim {
         jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    pub fn run_one(scn: &Scenario, seed: u64, json: bool, timeline: bool) -> ExitCode {
-        let out = runner::run(scn, seed, &RunOptions { timeline });
+    pub fn run_one(
+        scn: &Scenario,
+        seed: u64,
+        json: bool,
+        timeline: bool,
+        plot: Option<&Path>,
+    ) -> ExitCode {
+        let out = runner::run(
+            scn,
+            seed,
+            &RunOptions {
+                timeline,
+                series: plot.is_some(),
+            },
+        );
         let failures = report::evaluate(scn, &out.result);
+        if let Some(path) = plot {
+            if let Err(e) = holdfast_sim::plot::draw(path, &out.scenario, &out.result, &out.series)
+            {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            eprintln!("plot written to {}", path.display());
+        }
         if timeline {
             for line in &out.timeline {
                 println!("{line}");
@@ -258,8 +295,12 @@ mod sim {
     }
 
     pub fn check_determinism(scn: &Scenario, seed: u64) -> ExitCode {
-        let a = runner::run(scn, seed, &RunOptions { timeline: true });
-        let b = runner::run(scn, seed, &RunOptions { timeline: true });
+        let opts = RunOptions {
+            timeline: true,
+            series: false,
+        };
+        let a = runner::run(scn, seed, &opts);
+        let b = runner::run(scn, seed, &opts);
         let (ha, hb) = (a.result.trace_hash, b.result.trace_hash);
         if ha == hb && a.timeline == b.timeline {
             println!(
@@ -583,7 +624,13 @@ mod sim {
         eprintln!("error: this binary was built without the simulator; run it through `cargo sim ...`, which builds it with --cfg madsim in target/sim");
         ExitCode::from(2)
     }
-    pub fn run_one(_: &Scenario, _: u64, _: bool, _: bool) -> ExitCode {
+    pub fn run_one(
+        _: &Scenario,
+        _: u64,
+        _: bool,
+        _: bool,
+        _: Option<&std::path::Path>,
+    ) -> ExitCode {
         needs_madsim()
     }
     pub fn check_determinism(_: &Scenario, _: u64) -> ExitCode {

@@ -56,8 +56,13 @@ pub struct NodeShared {
     pub events: Arc<Mutex<Vec<EventRecord>>>,
     /// Highest value seen of each gauge of this node's actors.
     pub gauges: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    /// Every sample `(time, gauge, value)`, when a plot was asked for.
+    pub series: Option<Arc<Mutex<Samples>>>,
     pub epoch: Instant,
 }
+
+/// Gauge samples: `(time in ms, gauge, value)`.
+pub type Samples = Vec<(u64, &'static str, u64)>;
 
 /// How often the host samples its actors' gauges.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
@@ -195,11 +200,16 @@ impl Host {
     }
 
     fn sample_gauges(&self) {
+        let now = self.now();
         let mut g = lock(&self.shared.gauges);
+        let mut series = self.shared.series.as_ref().map(|s| lock(s));
         for slot in &self.slots {
             for (name, value) in slot.actor.gauges() {
                 let max = g.entry(name).or_insert(0);
                 *max = (*max).max(value);
+                if let Some(series) = series.as_mut() {
+                    series.push((now, name, value));
+                }
             }
         }
     }

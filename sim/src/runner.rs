@@ -33,11 +33,17 @@ const PORT: u16 = 5061;
 pub struct RunOptions {
     /// Keep a human timeline of every traced event.
     pub timeline: bool,
+    /// Keep every gauge sample (for a plot).
+    pub series: bool,
 }
 
 pub struct RunOutput {
     pub result: RunResult,
     pub timeline: Vec<String>,
+    /// Per node, every gauge sample `(time, gauge, value)` (with `series`).
+    pub series: BTreeMap<String, Vec<(u64, &'static str, u64)>>,
+    /// The concrete scenario this seed ran (ranges drawn, faults expanded).
+    pub scenario: Scenario,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,6 +195,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             trace: trace.clone(),
             events: events.clone(),
             gauges: Arc::default(),
+            series: opts.series.then(Arc::default),
             epoch,
         };
         let s = shared.clone();
@@ -338,6 +345,12 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     RunOutput {
         result,
         timeline: trace.lines().to_vec(),
+        series: nodes
+            .shared
+            .iter()
+            .filter_map(|(n, s)| s.series.as_ref().map(|v| (n.clone(), lock(v).clone())))
+            .collect(),
+        scenario: scn,
     }
 }
 
