@@ -157,4 +157,19 @@ fn random_faults_are_validated() {
         "kind = \"swizzle\"\nstart = \"1m\"\nduration = \"5m\"\ntargets = [\"fe1\", \"zz9\"]",
     );
     assert_rejected(&bad_target, 16, &["fault.targets", "zz9"]);
+    let twice = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
+        "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\ntargets = [\"fe1\", \"fe1\"]",
+    );
+    assert_rejected(&twice, 16, &["fault.targets", "twice"]);
+    let never = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
+        "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\nkinds = [\"db_down\"]\ntargets = [\"fe1\"]",
+    );
+    assert_rejected(&never, 13, &["fault.kinds", "can never hit"]);
+    let stray = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
+        "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\nnode = \"fe1\"",
+    );
+    assert_rejected(&stray, 13, &["fault.node", "does not take"]);
 }

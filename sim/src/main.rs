@@ -381,6 +381,11 @@ mod sim {
                     "runs": outcomes.len(),
                     "failed_runs": failed.len(),
                     "nondeterministic_runs": diverged.len(),
+                    "nondeterministic": diverged.iter().map(|(i, seed)| serde_json::json!({
+                        "scenario": scenarios[*i].name,
+                        "seed": seed,
+                        "check": format!("cargo sim replay {} --seed {seed} --check-determinism", scenarios[*i].file),
+                    })).collect::<Vec<_>>(),
                     "elapsed_secs": elapsed,
                     "simulated_secs": simulated,
                     "replay": failed.iter().map(|o| replay_command(&scenarios[o.scenario].file, o.seed)).collect::<Vec<_>>(),

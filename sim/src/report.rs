@@ -43,6 +43,27 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The result of a run that produced nothing (it panicked).
+    pub fn empty(scn: &Scenario, seed: u64) -> RunResult {
+        RunResult {
+            scenario: scn.name.clone(),
+            file: scn.file.clone(),
+            seed,
+            semantics: scn.semantics.as_str(),
+            simulated_ms: 0,
+            counts: Counts::default(),
+            events: Vec::new(),
+            faults: Vec::new(),
+            trace_hash: 0,
+            trace_len: 0,
+            read_errors: Vec::new(),
+            critical: Vec::new(),
+            obligations: Vec::new(),
+            drawn: Vec::new(),
+            gauges: BTreeMap::new(),
+        }
+    }
+
     /// Highest value of `gauge` on `node` (0 if never sampled).
     pub fn gauge_max(&self, node: &str, gauge: &str) -> u64 {
         self.gauges

@@ -251,11 +251,14 @@ pub enum DrawTarget {
 pub enum Generator {
     /// Poisson-distributed faults of random kinds on random targets.
     Random {
+        /// Position of the `[[fault]]` entry in the file.
+        entry: usize,
         kinds: Vec<String>,
         targets: Vec<String>,
         /// Hit a minority of the targets at once instead of one.
         minority: bool,
-        start_ms: u64,
+        /// First possible fault time (a range: drawn per seed).
+        start: (u64, u64),
         stop_ms: u64,
         every_ms: u64,
         duration: (u64, u64),
@@ -264,9 +267,12 @@ pub enum Generator {
     },
     /// Clog a random subset of links one by one, unclog in random order.
     Swizzle {
+        entry: usize,
         targets: Vec<String>,
-        start_ms: u64,
-        duration_ms: u64,
+        start: (u64, u64),
+        /// The whole clog-and-unclog cycle (a range: drawn per seed).
+        duration: (u64, u64),
+        run_ms: u64,
         links: usize,
     },
 }
@@ -759,7 +765,8 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
 
     let mut faults = Vec::new();
     let mut generators = Vec::new();
-    for f in &raw.fault {
+    for (ri, f) in raw.fault.iter().enumerate() {
+        // `fi`: index among the concrete faults; `ri`: the entry in the file.
         let fi = faults.len();
         let (start_ms, start_hi) = cx.dur_range(&f.start, "fault.start")?;
         let duration_range = f
@@ -780,9 +787,10 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 &cx,
                 f,
                 &topology,
-                start_ms,
+                (start_ms, start_hi),
                 duration_ms,
                 duration_range,
+                ri,
             )?);
             continue;
         }
@@ -806,7 +814,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 target: DrawTarget::FaultStart(fi),
                 lo: start_ms as f64,
                 hi: start_hi as f64,
-                label: format!("fault[{fi}].start"),
+                label: format!("fault[{ri}].start"),
             });
         }
         if let Some((lo, hi)) = duration_range.filter(|(lo, hi)| hi > lo) {
@@ -814,7 +822,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 target: DrawTarget::FaultDuration(fi),
                 lo: lo as f64,
                 hi: hi as f64,
-                label: format!("fault[{fi}].duration"),
+                label: format!("fault[{ri}].duration"),
             });
         }
         if fault_duration == Some(0) {
@@ -865,7 +873,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 let d = f.delay.as_ref().ok_or_else(|| cx.err(&f.kind.span(), "fault.delay", "a slow fault needs `delay`, like \"200ms\""))?;
                 let (lo, hi) = cx.dur_range(d, "fault.delay")?;
                 if hi > lo {
-                    draws.push(Draw { target: DrawTarget::FaultDelay(fi), lo: lo as f64, hi: hi as f64, label: format!("fault[{fi}].delay") });
+                    draws.push(Draw { target: DrawTarget::FaultDelay(fi), lo: lo as f64, hi: hi as f64, label: format!("fault[{ri}].delay") });
                 }
                 FaultKind::Slow { node: node("fault.node")?, delay_ms: lo }
             }
@@ -977,11 +985,40 @@ fn generator(
     cx: &Ctx,
     f: &RawFault,
     topology: &Topology,
-    start_ms: u64,
+    start: (u64, u64),
     run_ms: u64,
     duration: Option<(u64, u64)>,
+    entry: usize,
 ) -> Result<Generator, ScenarioError> {
+    let start_ms = start.0;
     let servers: Vec<String> = topology.servers().cloned().collect();
+    let swizzle = f.kind.get_ref() == "swizzle";
+    // Keys that mean nothing for this kind are errors, not silently ignored.
+    let unused: &[(&str, bool)] = if swizzle {
+        &[
+            ("kinds", f.kinds.is_some()),
+            ("every", f.every.is_some()),
+            ("stop", f.stop.is_some()),
+            ("delay", f.delay.is_some()),
+            ("node", f.node.is_some()),
+            ("between", f.between.is_some()),
+            ("one_way", f.one_way),
+        ]
+    } else {
+        &[
+            ("links", f.links.is_some()),
+            ("node", f.node.is_some()),
+            ("between", f.between.is_some()),
+            ("one_way", f.one_way),
+        ]
+    };
+    if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+        return Err(cx.err(
+            &f.kind.span(),
+            &format!("fault.{key}"),
+            format!("a {} fault does not take `{key}`", f.kind.get_ref()),
+        ));
+    }
     let (targets, minority) = match f.targets.as_ref().map(|t| (t.get_ref(), t.span())) {
         None => (servers.clone(), false),
         Some((TargetSpec::Word(w), _)) if w == "one" => (servers.clone(), false),
@@ -1009,17 +1046,37 @@ fn generator(
             if list.is_empty() {
                 return Err(cx.err(&span, "fault.targets", "needs at least one node"));
             }
+            let mut distinct = list.clone();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() != list.len() {
+                return Err(cx.err(&span, "fault.targets", "names a node twice"));
+            }
             (list.clone(), false)
         }
     };
-    if f.kind.get_ref() == "swizzle" {
-        let total = duration.map(|(lo, _)| lo).ok_or_else(|| {
+    if swizzle {
+        if minority {
+            return Err(cx.err(
+                &f.kind.span(),
+                "fault.targets",
+                "a swizzle takes \"one\" or a list of nodes, not \"minority\"",
+            ));
+        }
+        let total = duration.ok_or_else(|| {
             cx.err(
                 &f.kind.span(),
                 "fault.duration",
                 "a swizzle needs `duration` (the whole clog-and-unclog cycle)",
             )
         })?;
+        if total.0 < 2_000 {
+            return Err(cx.err(
+                &f.kind.span(),
+                "fault.duration",
+                "a swizzle needs at least 2s",
+            ));
+        }
         let pairs = targets.len() * (targets.len() - 1) / 2;
         let links = match &f.links {
             Some(l) if *l.get_ref() >= 1 && (*l.get_ref() as usize) <= pairs => {
@@ -1042,9 +1099,11 @@ fn generator(
             ));
         }
         return Ok(Generator::Swizzle {
+            entry,
             targets,
-            start_ms,
-            duration_ms: total.min(run_ms - start_ms),
+            start,
+            duration: total,
+            run_ms,
             links,
         });
     }
@@ -1099,11 +1158,28 @@ fn generator(
         .map(|d| cx.dur_range(d, "fault.delay"))
         .transpose()?
         .unwrap_or((20, 200));
+    // A kind that can never hit any of the targets would make seeds pass
+    // without testing anything.
+    for kind in &kinds {
+        let possible = match kind.as_str() {
+            "db_down" => targets.iter().any(|t| topology.databases.contains(t)),
+            "partition" => targets.len() >= 2,
+            _ => true,
+        };
+        if !possible {
+            return Err(cx.err(
+                &f.kind.span(),
+                "fault.kinds",
+                format!("{kind:?} can never hit these targets"),
+            ));
+        }
+    }
     Ok(Generator::Random {
+        entry,
         kinds,
         targets,
         minority,
-        start_ms,
+        start,
         stop_ms,
         every_ms,
         duration: duration.unwrap_or((60_000, 600_000)),
@@ -1117,16 +1193,25 @@ impl Scenario {
     /// the order drawn). The draws use their own RNG, seeded from the seed:
     /// the same seed always gives the same scenario.
     pub fn resolve(&self, seed: u64) -> (Scenario, Vec<(String, String)>) {
-        use rand::rngs::SmallRng;
         use rand::{Rng, SeedableRng};
-        let mut rng = SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        // ChaCha8: the same numbers on every platform and rand release.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
         let mut s = self.clone();
         s.draws.clear();
         s.generators.clear();
         let mut drawn = Vec::new();
-        // Durations are drawn to the second: milliseconds only add noise.
-        let ms = |v: f64| ((v / 1000.0).round() as u64) * 1000;
+        // Times are drawn to the second (milliseconds only add noise) when
+        // the range is wide enough, and always stay inside it.
+        let ms_in = |v: f64, lo: f64, hi: f64| -> u64 {
+            let v = if hi - lo >= 2000.0 {
+                (v / 1000.0).round() * 1000.0
+            } else {
+                v.round()
+            };
+            (v.clamp(lo, hi)) as u64
+        };
         for d in &self.draws {
+            let ms = |v: f64| ms_in(v, d.lo, d.hi);
             let v = if d.hi > d.lo {
                 rng.gen_range(d.lo..=d.hi)
             } else {
@@ -1154,8 +1239,8 @@ impl Scenario {
                     units::fmt_ms(ms(v))
                 }
                 DrawTarget::FaultDuration(i) => {
-                    s.faults[i].duration_ms = Some(ms(v).max(1000));
-                    units::fmt_ms(ms(v).max(1000))
+                    s.faults[i].duration_ms = Some(ms(v).max(1));
+                    units::fmt_ms(ms(v).max(1))
                 }
                 DrawTarget::FaultDelay(i) => {
                     if let FaultKind::Slow { delay_ms, .. } = &mut s.faults[i].kind {
@@ -1168,33 +1253,42 @@ impl Scenario {
         }
         for w in &mut s.workloads {
             // Validation guarantees stop > start at the extremes; keep it.
-            w.stop_ms = w.stop_ms.max(w.start_ms + 1000).min(self.duration_ms);
+            w.stop_ms = w.stop_ms.max(w.start_ms + 1).min(self.duration_ms);
         }
         for g in &self.generators {
             let before = s.faults.len();
             match g {
                 Generator::Random {
+                    entry,
                     kinds,
                     targets,
                     minority,
-                    start_ms,
+                    start,
                     stop_ms,
                     every_ms,
                     duration,
                     delay,
                     databases,
                 } => {
-                    let mut t = *start_ms as f64;
+                    let first = ms_in(
+                        rng.gen_range(start.0 as f64..=start.1 as f64),
+                        start.0 as f64,
+                        start.1 as f64,
+                    );
+                    if start.1 > start.0 {
+                        drawn.push((format!("fault[{entry}].start"), units::fmt_ms(first)));
+                    }
+                    let mut t = first as f64;
                     loop {
                         let u: f64 = rng.gen_range(f64::EPSILON..1.0);
                         t += -u.ln() * *every_ms as f64;
-                        if t >= *stop_ms as f64 {
+                        let at = ms_in(t, 0.0, f64::MAX);
+                        if at >= *stop_ms {
                             break;
                         }
-                        let at = ms(t);
                         let kind = kinds[rng.gen_range(0..kinds.len())].as_str();
-                        let dur =
-                            ms(rng.gen_range(duration.0 as f64..=duration.1 as f64)).max(1000);
+                        let (dlo, dhi) = (duration.0 as f64, duration.1 as f64);
+                        let dur = ms_in(rng.gen_range(dlo..=dhi), dlo, dhi).max(1);
                         let dur = Some(dur.min(self.duration_ms.saturating_sub(at)).max(1));
                         let pool: Vec<&String> = if kind == "db_down" {
                             targets.iter().filter(|n| databases.contains(n)).collect()
@@ -1267,11 +1361,31 @@ impl Scenario {
                     }
                 }
                 Generator::Swizzle {
+                    entry,
                     targets,
-                    start_ms,
-                    duration_ms,
+                    start,
+                    duration,
+                    run_ms,
                     links,
                 } => {
+                    let start_ms = ms_in(
+                        rng.gen_range(start.0 as f64..=start.1 as f64),
+                        start.0 as f64,
+                        start.1 as f64,
+                    );
+                    let total = ms_in(
+                        rng.gen_range(duration.0 as f64..=duration.1 as f64),
+                        duration.0 as f64,
+                        duration.1 as f64,
+                    );
+                    if start.1 > start.0 {
+                        drawn.push((format!("fault[{entry}].start"), units::fmt_ms(start_ms)));
+                    }
+                    if duration.1 > duration.0 {
+                        drawn.push((format!("fault[{entry}].duration"), units::fmt_ms(total)));
+                    }
+                    let start_ms = &start_ms;
+                    let duration_ms = &total.min(run_ms.saturating_sub(*start_ms)).max(2);
                     let mut pairs: Vec<(String, String)> = Vec::new();
                     for (i, a) in targets.iter().enumerate() {
                         for b in &targets[i + 1..] {
@@ -1343,6 +1457,62 @@ targets = "minority"
 "#;
 
     #[test]
+    fn a_swizzle_draws_its_start_and_sub_second_ranges_stay_inside() {
+        let src = r#"
+name = "sw"
+duration = "2h"
+[topology]
+front_ends = 2
+[[workload]]
+kind = "im"
+users = 10
+rate = 1.0
+[[fault]]
+kind = "swizzle"
+targets = ["fe1", "fe2", "arch1"]
+start = "10m..30m"
+duration = "20m..40m"
+[[fault]]
+kind = "slow"
+node = "arch1"
+delay = "100ms..900ms"
+start = "0ms..400ms"
+duration = "1h"
+"#;
+        let s = parse("sw.toml", src).unwrap();
+        let starts: std::collections::BTreeSet<u64> = (0..20)
+            .map(|seed| {
+                s.resolve(seed)
+                    .0
+                    .faults
+                    .iter()
+                    .filter(|f| matches!(f.kind, FaultKind::Partition { .. }))
+                    .map(|f| f.start_ms)
+                    .min()
+                    .unwrap()
+            })
+            .collect();
+        assert!(starts.len() > 5, "the swizzle start is drawn: {starts:?}");
+        for seed in 0..20 {
+            let (r, drawn) = s.resolve(seed);
+            let slow = r
+                .faults
+                .iter()
+                .find(|f| matches!(f.kind, FaultKind::Slow { .. }))
+                .unwrap();
+            assert!(slow.start_ms <= 400);
+            let FaultKind::Slow { delay_ms, .. } = slow.kind else {
+                unreachable!()
+            };
+            assert!((100..=900).contains(&delay_ms));
+            assert!(
+                drawn.iter().any(|(k, _)| k == "fault[0].start"),
+                "{drawn:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_seed_always_draws_the_same_scenario_and_another_seed_another() {
         let s = parse("ranged.toml", SRC).unwrap();
         let (a, da) = s.resolve(7);
@@ -1361,6 +1531,10 @@ targets = "minority"
             "sorted by start"
         );
         assert!(da.iter().any(|(k, _)| k == "workload[0].rate"));
+        assert!(
+            a.faults.iter().all(|f| f.start_ms < a.duration_ms),
+            "no fault after the end"
+        );
         assert!(
             a.draws.is_empty() && a.generators.is_empty(),
             "resolved for good"

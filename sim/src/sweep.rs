@@ -53,15 +53,34 @@ pub fn run_all(
                     return;
                 };
                 let t = Instant::now();
-                let out = runner::run(&scenarios[scn], seed, &RunOptions::default());
-                let failures = report::evaluate(&scenarios[scn], &out.result);
+                // A panicking run is a failure of that seed, reported with
+                // its replay command like any other, not the end of the sweep.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let out = runner::run(&scenarios[scn], seed, &RunOptions::default());
+                    let failures = report::evaluate(&scenarios[scn], &out.result);
+                    (out, failures)
+                }));
+                let (result, failures) = match run {
+                    Ok((out, failures)) => (out.result, failures),
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        (
+                            RunResult::empty(&scenarios[scn], seed),
+                            vec![format!("the run panicked: {what}")],
+                        )
+                    }
+                };
                 let wall_secs = t.elapsed().as_secs_f64();
                 if !failures.is_empty() {
                     failed.fetch_add(1, Ordering::SeqCst);
                 }
                 let sim_total = {
                     let mut sim = simulated.lock().unwrap_or_else(|p| p.into_inner());
-                    *sim += out.result.simulated_ms as f64 / 1000.0;
+                    *sim += result.simulated_ms as f64 / 1000.0;
                     *sim
                 };
                 bar.set_message(format!(
@@ -73,7 +92,7 @@ pub fn run_all(
                 done.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(Outcome {
                     scenario: scn,
                     seed,
-                    result: out.result,
+                    result,
                     failures,
                     wall_secs,
                 });
@@ -108,5 +127,10 @@ pub fn worst_latency(r: &RunResult) -> Option<u64> {
 
 /// The command that replays one run exactly.
 pub fn replay_command(file: &str, seed: u64) -> String {
+    let file = if file.contains(char::is_whitespace) {
+        format!("'{file}'")
+    } else {
+        file.to_string()
+    };
     format!("cargo sim replay {file} --seed {seed} --trace")
 }
