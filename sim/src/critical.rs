@@ -122,19 +122,25 @@ pub fn shutdowns(events: &[EventRecord]) -> BTreeMap<String, Vec<(Shutdown, Stri
             // A new incarnation: the previous one's shutdown ended with it,
             // unless this one restored it from disk.
             "front_end_started" => {
-                if let Some((last, _)) = out.get_mut(&e.node).and_then(|v| v.last_mut()) {
-                    if last.until.is_none() {
-                        last.until = Some(e.at);
-                    }
-                }
-                if let Some((_, reason)) = e.detail.split_once("critical shutdown restored: ") {
-                    out.entry(e.node.clone()).or_default().push((
+                let list = out.entry(e.node.clone()).or_default();
+                let open = list.last().is_some_and(|(s, _)| s.until.is_none());
+                match e.detail.split_once("critical shutdown restored: ") {
+                    // The same shutdown, carried across the restart.
+                    Some(_) if open => {}
+                    Some((_, reason)) => list.push((
                         Shutdown {
                             at: e.at,
                             until: None,
                         },
                         format!("restored after restart: {reason}"),
-                    ));
+                    )),
+                    // This incarnation accepts: the shutdown ended with the
+                    // previous one (its record could not be saved).
+                    None => {
+                        if let Some((last, _)) = list.last_mut().filter(|_| open) {
+                            last.until = Some(e.at);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -290,6 +296,42 @@ mod tests {
                     until: None
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_restored_shutdown_continues_across_the_restart() {
+        let restored = EventRecord {
+            at: 500,
+            node: "fe1".into(),
+            name: "front_end_started".into(),
+            detail: "fe1: critical shutdown restored: quota".into(),
+        };
+        let events = vec![
+            ev(100, "fe1", "critical_shutdown"),
+            restored.clone(),
+            ev(900, "fe1", "critical_resume"),
+        ];
+        let list: Vec<Shutdown> = shutdowns(&events)["fe1"].iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            list,
+            vec![Shutdown {
+                at: 100,
+                until: Some(900)
+            }],
+            "one shutdown, not two"
+        );
+        // Restored with nothing open on record: a shutdown from the restart on.
+        let list: Vec<Shutdown> = shutdowns(&[restored])["fe1"]
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(
+            list,
+            vec![Shutdown {
+                at: 500,
+                until: None
+            }]
         );
     }
 
