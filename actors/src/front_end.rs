@@ -168,17 +168,21 @@ impl FrontEnd {
         }
     }
 
-    fn submit(&mut self, client: Addr, im: Im, ctx: &mut Ctx) {
-        if im.id.is_empty() {
-            return Self::reject(
-                ctx,
-                client,
-                im.id,
-                RejectReason::Invalid("empty message id".into()),
-            );
+    /// What every submission is checked for first: that it is well formed
+    /// and that its sender is homed here.
+    fn precheck(&self, valid: bool, why_invalid: &str, from: &str) -> Option<RejectReason> {
+        if !valid {
+            return Some(RejectReason::Invalid(why_invalid.into()));
         }
-        if self.cluster.home(&im.from) != Some(self.name.as_str()) {
-            return Self::reject(ctx, client, im.id, RejectReason::NotHomed);
+        if self.cluster.home(from) != Some(self.name.as_str()) {
+            return Some(RejectReason::NotHomed);
+        }
+        None
+    }
+
+    fn submit(&mut self, client: Addr, im: Im, ctx: &mut Ctx) {
+        if let Some(reason) = self.precheck(!im.id.is_empty(), "empty message id", &im.from) {
+            return Self::reject(ctx, client, im.id, reason);
         }
         if !self.cluster.is_external(&im.to) && self.cluster.home(&im.to).is_none() {
             return Self::reject(ctx, client, im.id, RejectReason::UnknownRecipient);
@@ -227,16 +231,13 @@ impl FrontEnd {
     /// already happened). A CDR is accepted only once durably queued; one
     /// that cannot be queued is refused, so the client keeps it and retries.
     fn report_call(&mut self, client: Addr, report: CallReport, ctx: &mut Ctx) {
-        if report.id.is_empty() || report.kind == RecordKind::Im {
-            return Self::reject(
-                ctx,
-                client,
-                report.id,
-                RejectReason::Invalid("a call report is a CDR or a QoE report".into()),
-            );
-        }
-        if self.cluster.home(&report.from) != Some(self.name.as_str()) {
-            return Self::reject(ctx, client, report.id, RejectReason::NotHomed);
+        let valid = !report.id.is_empty() && report.kind != RecordKind::Im;
+        if let Some(reason) = self.precheck(
+            valid,
+            "a call report is a CDR or a QoE report",
+            &report.from,
+        ) {
+            return Self::reject(ctx, client, report.id, reason);
         }
         let im = Im {
             id: report.id,

@@ -260,6 +260,16 @@ mod tests {
         }
     }
 
+    /// fe1 starts again with its shutdown restored from disk.
+    fn restored_at(at: Millis) -> EventRecord {
+        EventRecord {
+            at,
+            node: "fe1".into(),
+            name: "front_end_started".into(),
+            detail: "fe1: critical shutdown restored: quota".into(),
+        }
+    }
+
     fn ev(at: Millis, node: &str, name: &str) -> EventRecord {
         EventRecord {
             at,
@@ -271,12 +281,7 @@ mod tests {
 
     #[test]
     fn a_restart_ends_a_shutdown_unless_it_is_restored() {
-        let restored = EventRecord {
-            at: 500,
-            node: "fe1".into(),
-            name: "front_end_started".into(),
-            detail: "fe1: critical shutdown restored: quota".into(),
-        };
+        let restored = restored_at(500);
         let events = vec![
             ev(100, "fe1", "critical_shutdown"),
             ev(300, "fe1", "front_end_started"),
@@ -301,12 +306,7 @@ mod tests {
 
     #[test]
     fn a_restored_shutdown_continues_across_the_restart() {
-        let restored = EventRecord {
-            at: 500,
-            node: "fe1".into(),
-            name: "front_end_started".into(),
-            detail: "fe1: critical shutdown restored: quota".into(),
-        };
+        let restored = restored_at(500);
         let events = vec![
             ev(100, "fe1", "critical_shutdown"),
             restored.clone(),

@@ -3,6 +3,7 @@
 //! node's simulated disk after a restart.
 
 use crate::disk::SimDisk;
+use crate::lock;
 use crate::report::EventRecord;
 use crate::trace::Trace;
 use fnv::FnvHasher;
@@ -70,10 +71,6 @@ pub const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 /// File on the node's disk that holds an actor's store.
 pub fn store_file(kind: ActorKind) -> String {
     format!("{}.log", kind.as_str())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Slot {

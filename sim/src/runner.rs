@@ -5,6 +5,7 @@
 use crate::checker::{self, Observed, Op, Shutdown};
 use crate::critical;
 use crate::disk::SimDisk;
+use crate::lock;
 use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec};
 use crate::report::{EventRecord, RunResult};
 use crate::scenario::{Archive, FaultKind, Scenario};
@@ -44,10 +45,6 @@ pub struct RunOutput {
     pub series: BTreeMap<String, Vec<(u64, &'static str, u64)>>,
     /// The concrete scenario this seed ran (ranges drawn, faults expanded).
     pub scenario: Scenario,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Users of the whole scenario, their homes, and the archiving policy their

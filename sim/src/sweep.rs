@@ -32,6 +32,8 @@ pub fn run_all(
     let done: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; jobs.len()]);
     let failed = AtomicUsize::new(0);
     let simulated = Mutex::new(0.0f64);
+    // Wall-clock time only feeds the progress bar and reported speed; no
+    // run reads it (runs see only madsim's simulated clock).
     let started = Instant::now();
     let bar = if progress {
         let b = ProgressBar::new(jobs.len() as u64);

@@ -3,6 +3,7 @@
 //! accepted, rejected (explicit error) or unknown (no answer in time).
 
 use crate::checker::{Op, Outcome};
+use crate::lock;
 use crate::scenario::{Archive, ImWorkload};
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::{ActorKind, Addr};
@@ -34,10 +35,6 @@ pub struct ClientSpec {
 
 pub type History = Arc<Mutex<BTreeMap<String, Op>>>;
 type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Name of the `k`-th external (federated) partner.
 pub fn external_user(k: u64) -> String {
