@@ -124,6 +124,8 @@ pub enum RejectReason {
     Invalid(String),
     /// Critical mode: archiving cannot be guaranteed, messaging is stopped.
     CriticalMode(String),
+    /// The front end is shutting down (graceful stop); try again later.
+    NodeStopping,
 }
 
 /// Why the database refused a batch.

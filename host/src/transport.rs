@@ -11,12 +11,21 @@
 //!   with a warning; the node keeps running.
 //! * Clients are not in the address book: replies to them go back on the
 //!   connection they came in on.
+//! * A [`Link`] secures each connection: plain TCP in the simulator (the
+//!   first frame names the peer), mutual TLS in production (the peer's
+//!   certificate names it, and every frame must agree).
+//! * Outbound queues are bounded: when a peer cannot keep up, envelopes
+//!   beyond the bound are dropped and counted, never buffered without limit;
+//!   the protocols above recover them (resends, client retries).
 
 use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::protocol::Envelope;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -33,6 +42,55 @@ pub enum TransportError {
     #[error("no route to node {0:?}: not in the address book and not connected")]
     NoRoute(String),
 }
+
+/// A byte stream a connection runs over (plain TCP, or TLS over TCP).
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+pub type BoxStream = Box<dyn AsyncStream>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who the other end of an inbound connection proved to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// Plain TCP: the first frame names the peer and is believed (the
+    /// simulator, and clusters configured for plain links on purpose).
+    Claimed,
+    /// Authenticated as this node (a certificate of the cluster).
+    Node(String),
+    /// Authenticated as no node (TLS without a client certificate): the
+    /// connection may only speak as a client.
+    Anonymous,
+}
+
+/// Secures connections. The transport calls `connect` on every outbound
+/// connection and `accept` on every inbound one; an error closes it.
+pub trait Link: Send + Sync + 'static {
+    fn connect<'a>(
+        &'a self,
+        peer: &'a str,
+        tcp: TcpStream,
+    ) -> BoxFuture<'a, std::io::Result<BoxStream>>;
+    fn accept(&self, tcp: TcpStream) -> BoxFuture<'_, std::io::Result<(BoxStream, PeerIdentity)>>;
+}
+
+/// Plain TCP, peers named by their first frame.
+pub struct PlainLink;
+
+impl Link for PlainLink {
+    fn connect<'a>(
+        &'a self,
+        _peer: &'a str,
+        tcp: TcpStream,
+    ) -> BoxFuture<'a, std::io::Result<BoxStream>> {
+        Box::pin(async move { Ok(Box::new(tcp) as BoxStream) })
+    }
+    fn accept(&self, tcp: TcpStream) -> BoxFuture<'_, std::io::Result<(BoxStream, PeerIdentity)>> {
+        Box::pin(async move { Ok((Box::new(tcp) as BoxStream, PeerIdentity::Claimed)) })
+    }
+}
+
+/// Envelopes queued for one peer before further ones are dropped.
+pub const DEFAULT_OUTBOUND_CAPACITY: usize = 1 << 16;
 
 /// Writes one frame and flushes it (simulated TCP sends nothing until a flush).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
@@ -81,11 +139,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct Network {
     me: String,
     peers: BTreeMap<String, SocketAddr>,
-    outbound: Mutex<BTreeMap<String, mpsc::UnboundedSender<Envelope>>>,
+    link: Arc<dyn Link>,
+    capacity: usize,
+    outbound: Mutex<BTreeMap<String, mpsc::Sender<Envelope>>>,
     /// Reply paths to clients, by client node name, with a connection id.
-    clients: Mutex<BTreeMap<String, (u64, mpsc::UnboundedSender<Envelope>)>>,
+    clients: Mutex<BTreeMap<String, (u64, mpsc::Sender<Envelope>)>>,
     next_conn: Mutex<u64>,
     inbox: mpsc::UnboundedSender<Envelope>,
+    dropped: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Network {
@@ -95,14 +157,60 @@ impl Network {
         peers: BTreeMap<String, SocketAddr>,
         inbox: mpsc::UnboundedSender<Envelope>,
     ) -> Arc<Network> {
+        Network::with_link(
+            me,
+            peers,
+            inbox,
+            Arc::new(PlainLink),
+            DEFAULT_OUTBOUND_CAPACITY,
+        )
+    }
+
+    /// A network whose connections are secured by `link`, with at most
+    /// `capacity` envelopes queued per peer.
+    pub fn with_link(
+        me: impl Into<String>,
+        peers: BTreeMap<String, SocketAddr>,
+        inbox: mpsc::UnboundedSender<Envelope>,
+        link: Arc<dyn Link>,
+        capacity: usize,
+    ) -> Arc<Network> {
         Arc::new(Network {
             me: me.into(),
             peers,
+            link,
+            capacity: capacity.max(1),
             outbound: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(BTreeMap::new()),
             next_conn: Mutex::new(0),
             inbox,
+            dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         })
+    }
+
+    /// Envelopes dropped because a peer's outbound queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Inbound connections closed for a bad handshake, a bad frame or a
+    /// false identity.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn enqueue(&self, node: &str, tx: &mpsc::Sender<Envelope>, env: Envelope) {
+        if let Err(mpsc::error::TrySendError::Full(env)) = tx.try_send(env) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(node = %self.me, peer = %node, msg = env.msg.name(), dropped = n, "outbound queue full; envelope dropped (end-to-end recovery resends)");
+            }
+        }
     }
 
     pub fn me(&self) -> &str {
@@ -141,18 +249,19 @@ impl Network {
         if let Some(addr) = self.peers.get(&node).copied() {
             let mut out = self.outbound.lock().expect("lock");
             let tx = out.entry(node.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(self.capacity);
                 let net = self.clone();
-                tokio::spawn(async move { net.run_outbound(node, addr, rx).await });
+                let peer = node.clone();
+                tokio::spawn(async move { net.run_outbound(peer, addr, rx).await });
                 tx
             });
-            let _ = tx.send(env);
+            self.enqueue(&node, tx, env);
             return Ok(());
         }
         let clients = self.clients.lock().expect("lock");
         match clients.get(&node) {
             Some((_, tx)) => {
-                let _ = tx.send(env);
+                self.enqueue(&node, tx, env);
                 Ok(())
             }
             None => Err(TransportError::NoRoute(node)),
@@ -163,12 +272,16 @@ impl Network {
         self: Arc<Self>,
         peer: String,
         addr: SocketAddr,
-        mut rx: mpsc::UnboundedReceiver<Envelope>,
+        mut rx: mpsc::Receiver<Envelope>,
     ) {
         let mut backoff = BACKOFF_MIN;
         let mut carry: Option<Envelope> = None;
         loop {
-            let stream = match TcpStream::connect(addr).await {
+            let connected = match TcpStream::connect(addr).await {
+                Ok(tcp) => self.link.connect(&peer, tcp).await,
+                Err(e) => Err(e),
+            };
+            let stream = match connected {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(node = %self.me, %peer, error = %e, "connect failed; retrying");
@@ -225,17 +338,24 @@ impl Network {
                 Ok(Some(env)) => {
                     if env.to.node != self.me {
                         tracing::warn!(node = %self.me, %remote, to = %env.to, "frame addressed to another node; closing connection");
+                        self.refuse();
                         return;
                     }
                     if env.from.node != remote || (client && env.from.actor != ActorKind::Client) {
                         tracing::warn!(node = %self.me, %remote, from = %env.from, "frame claims another sender; closing connection");
+                        self.refuse();
                         return;
                     }
                     let _ = self.inbox.send(env);
                 }
                 Ok(None) => return,
+                Err(TransportError::Io(e)) => {
+                    tracing::debug!(node = %self.me, %remote, error = %e, "connection ended");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(node = %self.me, %remote, error = %e, "bad frame; closing connection");
+                    self.refuse();
                     return;
                 }
             }
@@ -248,6 +368,14 @@ impl Network {
             *n += 1;
             *n
         };
+        let (stream, identity) = match self.link.accept(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(node = %self.me, %remote, error = %e, "handshake refused; closing connection");
+                self.refuse();
+                return;
+            }
+        };
         let (mut reader, mut writer) = tokio::io::split(stream);
         // The first frame names the peer.
         let first = match read_frame(&mut reader, MAX_FRAME).await {
@@ -255,22 +383,43 @@ impl Network {
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(node = %self.me, %remote, error = %e, "bad first frame; closing connection");
+                self.refuse();
                 return;
             }
         };
         let peer = first.from.node.clone();
         let known = self.peers.contains_key(&peer);
+        let proven = match &identity {
+            PeerIdentity::Claimed => true,
+            PeerIdentity::Node(name) => *name == peer,
+            PeerIdentity::Anonymous => first.from.actor == ActorKind::Client,
+        };
+        if !proven {
+            tracing::warn!(node = %self.me, %remote, %peer, ?identity, "frame names a sender its certificate does not; closing connection");
+            self.refuse();
+            return;
+        }
+        // A client must not take a server's name: on a certificate-less
+        // link, only a client name outside the address book is accepted.
+        let known = known && identity != PeerIdentity::Anonymous;
         if !known && first.from.actor != ActorKind::Client {
             tracing::warn!(node = %self.me, %remote, %peer, "unknown peer; closing connection");
+            self.refuse();
+            return;
+        }
+        if identity == PeerIdentity::Anonymous && self.peers.contains_key(&peer) {
+            tracing::warn!(node = %self.me, %remote, %peer, "a client without a certificate claims a node's name; closing connection");
+            self.refuse();
             return;
         }
         if first.to.node != self.me {
             tracing::warn!(node = %self.me, %remote, to = %first.to, "frame addressed to another node; closing connection");
+            self.refuse();
             return;
         }
         let mut writer_task = None;
         if !known {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+            let (tx, mut rx) = mpsc::channel::<Envelope>(self.capacity);
             self.clients
                 .lock()
                 .expect("lock")
