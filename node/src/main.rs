@@ -1,15 +1,18 @@
-//! `holdfast`: the production command-line tool.
-//!
-//! Today it documents the settings and inspects durable stores offline; the
-//! production node runtime (actix hosts, TLS links) builds on the same
-//! cores and host crates.
+//! `holdfast`: run cluster nodes, send traffic, query the archive, watch
+//! the cluster — and document the settings and inspect stores offline.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use holdfast::archive_db::{ArchiveDb, Query};
+use holdfast::client::{self, Client, Outcome};
+use holdfast::config::{Config, Role};
+use holdfast_actors::protocol::Im;
 use holdfast_actors::settings;
 use holdfast_actors::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
 use holdfast_host::store::replay;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -18,12 +21,83 @@ use std::process::ExitCode;
     about = "holdfast: compliance-grade IM archiving"
 )]
 struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// The cluster configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "cluster.toml",
+        env = "HOLDFAST_CONFIG"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run one node of the cluster until SIGTERM or Ctrl-C.
+    Node {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The node's name in the config.
+        #[arg(long)]
+        name: String,
+    },
+    /// Manage a whole cluster on this machine.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Certificates for mutual TLS between nodes.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// Send instant messages.
+    Im {
+        #[command(subcommand)]
+        cmd: ImCmd,
+    },
+    /// Generate IM traffic at a fixed rate and report the outcome.
+    Load {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// IMs per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// How long to send, e.g. 10s, 2m.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// How long to wait for each answer.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Write every IM's outcome as JSON lines to this file.
+        #[arg(long)]
+        outcomes: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the archive.
+    Archive {
+        #[command(subcommand)]
+        cmd: ArchiveCmd,
+    },
+    /// Per front end: queue depth, quota use, link health, critical mode.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print every setting with its default and meaning.
     Settings {
         /// As the Markdown table of docs/settings.md.
@@ -35,6 +109,123 @@ enum Cmd {
         /// A store log (`outgoing_queue.log`, `destination_queue.log`, `database.log`).
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Start every node of the config as a child process on this machine
+    /// (creating certificates if needed); Ctrl-C stops them.
+    Up {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a cluster CA and a certificate for every node of the config.
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Replace an existing CA (every node needs its new certificate).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImCmd {
+    /// Send one IM and print whether the front end accepted it.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Message id (default: a fresh unique one).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The message text.
+        text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCmd {
+    /// Archived messages of a user (as sender or recipient).
+    Query {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Sender or recipient.
+        #[arg(long)]
+        user: Option<String>,
+        /// From this time: RFC 3339 (2026-11-22T10:00:00Z) or an age (10m, 2h).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        /// Up to this time (exclusive), same forms.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<u64>,
+        /// Text contained in the body (case-insensitive).
+        #[arg(long)]
+        text: Option<String>,
+        /// The database node to read (default: the config's only one).
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// RFC 3339 or an age before now, in ms since the UNIX epoch.
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .map_err(|e| e.to_string());
+    }
+    let age = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?}: expected RFC 3339 (2026-11-22T10:00:00Z) or an age (10m)"))?;
+    Ok(holdfast::node::now_ms().saturating_sub(age.as_millis() as u64))
+}
+
+fn load_config(c: &ConfigArg) -> Result<Config, String> {
+    Config::load(&c.config).map_err(|e| e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn fmt_time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 fn inspect(file: &PathBuf) -> Result<(), String> {
@@ -88,20 +279,250 @@ fn inspect(file: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().cmd {
+fn archive_query(
+    config: &Config,
+    database: Option<String>,
+    q: Query,
+    json: bool,
+) -> Result<(), String> {
+    let dbs: Vec<_> = config
+        .nodes
+        .iter()
+        .filter(|n| n.has(Role::Database))
+        .filter(|n| database.as_ref().is_none_or(|d| *d == n.name))
+        .collect();
+    let node = match dbs.as_slice() {
+        [one] => *one,
+        [] => return Err(format!("no database node {}", database.unwrap_or_default())),
+        _ => return Err("the config has several databases: choose one with --database".into()),
+    };
+    let db = ArchiveDb::open_read_only(&node.archive_path()).map_err(|e| e.to_string())?;
+    let rows = db.query(&q).map_err(|e| e.to_string())?;
+    for r in &rows {
+        if json {
+            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        } else {
+            println!(
+                "{}  {} -> {}  [{}]  {}",
+                fmt_time(r.time),
+                r.from,
+                r.to,
+                r.id,
+                r.body
+            );
+        }
+    }
+    if !json {
+        eprintln!("{} messages", rows.len());
+    }
+    Ok(())
+}
+
+fn status(config: &Config) -> Result<(), String> {
+    println!(
+        "{:<10} {:>8} {:>12} {:>7} {:<10} {:<10} {:>10}",
+        "front end", "depth", "bytes", "quota%", "link", "critical", "dead-letter"
+    );
+    let mut unreachable = 0;
+    for fe in config.front_ends() {
+        let Some(addr) = fe.metrics else {
+            println!("{:<10} (no metrics address in the config)", fe.name);
+            continue;
+        };
+        let text = match ureq::get(&format!("http://{addr}/metrics"))
+            .timeout(Duration::from_secs(3))
+            .call()
+        {
+            Ok(r) => r.into_string().map_err(|e| e.to_string())?,
+            Err(e) => {
+                println!("{:<10} unreachable ({e})", fe.name);
+                unreachable += 1;
+                continue;
+            }
+        };
+        let samples = holdfast::metrics::parse(&text);
+        let get = |name: &str| {
+            samples
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, _, v)| *v as u64)
+        };
+        let bytes = get("holdfast_outgoing_bytes").unwrap_or(0);
+        let quota = get("holdfast_queue_quota_bytes").unwrap_or(0).max(1);
+        println!(
+            "{:<10} {:>8} {:>12} {:>6}% {:<10} {:<10} {:>10}",
+            fe.name,
+            get("holdfast_outgoing_depth").unwrap_or(0),
+            bytes,
+            bytes * 100 / quota,
+            if get("holdfast_link_failing") == Some(1) {
+                "FAILING"
+            } else {
+                "healthy"
+            },
+            if get("holdfast_critical_shutdown") == Some(1) {
+                "SHUT DOWN"
+            } else {
+                "accepting"
+            },
+            get("holdfast_dead_letter_depth").unwrap_or(0),
+        );
+    }
+    if unreachable > 0 {
+        return Err(format!("{unreachable} front ends unreachable"));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Node { config, name } => {
+            let config = load_config(&config)?;
+            holdfast::node::run(config, &name).map_err(|e| e.to_string())?;
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Up { config },
+        } => {
+            holdfast::cluster_up::up(&load_config(&config)?)?;
+        }
+        Cmd::Certs {
+            cmd: CertsCmd::Init { config, force },
+        } => {
+            let config = load_config(&config)?;
+            let files = holdfast::tls::certs_init(&config, force).map_err(|e| e.to_string())?;
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            if files.is_empty() {
+                println!(
+                    "every node already has a certificate in {}",
+                    config.certs.display()
+                );
+            }
+        }
+        Cmd::Im {
+            cmd:
+                ImCmd::Send {
+                    config,
+                    from,
+                    to,
+                    id,
+                    timeout,
+                    text,
+                },
+        } => {
+            let config = Arc::new(load_config(&config)?);
+            let id = id.unwrap_or_else(|| client::new_id("im"));
+            let outcome = runtime()?.block_on(async {
+                let c = Client::new(config)?;
+                c.send_im(
+                    Im {
+                        id: id.clone(),
+                        from,
+                        to,
+                        body: text,
+                    },
+                    timeout,
+                )
+                .await
+            })?;
+            match outcome {
+                Outcome::Accepted { at } => println!("accepted {id} at {}", fmt_time(at)),
+                Outcome::Rejected { reason } => return Err(format!("rejected {id}: {reason}")),
+                Outcome::Unknown => {
+                    return Err(format!(
+                        "no answer for {id} within {}",
+                        humantime::format_duration(timeout)
+                    ))
+                }
+            }
+        }
+        Cmd::Load {
+            config,
+            rate,
+            duration,
+            timeout,
+            size,
+            outcomes,
+            json,
+        } => {
+            let config = Arc::new(load_config(&config)?);
+            let (report, all) = runtime()?.block_on(async {
+                let c = Arc::new(Client::new(config)?);
+                client::load(c, rate, duration, timeout, size).await
+            })?;
+            if let Some(path) = outcomes {
+                let mut text = String::new();
+                for s in &all {
+                    text.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?);
+                    text.push('\n');
+                }
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "sent {} in {:.1} s: accepted {}, rejected {}, no answer {}",
+                    report.sent, report.seconds, report.accepted, report.rejected, report.unknown
+                );
+                let [p50, p90, p99, max] = report.accept_us;
+                println!("accept latency: p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us");
+                for (reason, n) in &report.reasons {
+                    println!("  rejected {n}: {reason}");
+                }
+            }
+        }
+        Cmd::Archive {
+            cmd:
+                ArchiveCmd::Query {
+                    config,
+                    user,
+                    since,
+                    until,
+                    text,
+                    database,
+                    limit,
+                    json,
+                },
+        } => {
+            let config = load_config(&config)?;
+            archive_query(
+                &config,
+                database,
+                Query {
+                    user,
+                    since,
+                    until,
+                    text,
+                    limit,
+                },
+                json,
+            )?;
+        }
+        Cmd::Status { config } => status(&load_config(&config)?)?,
         Cmd::Settings { markdown: true } => print!("{}", settings::settings_markdown()),
         Cmd::Settings { markdown: false } => {
             for (name, default, doc) in settings::SETTINGS_DOC {
                 println!("{name} = {default}\n    {doc}");
             }
         }
-        Cmd::InspectStore { file } => {
-            if let Err(e) = inspect(&file) {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
+        Cmd::InspectStore { file } => inspect(&file)?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
-    ExitCode::SUCCESS
 }

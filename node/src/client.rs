@@ -1,0 +1,266 @@
+//! An IM client of a real cluster: submits IMs to the sender's home front
+//! end and waits for the explicit answer (accepted, rejected) — or reports
+//! that none came in time (the outcome is then unknown: the IM may or may
+//! not be archived, and never twice).
+//!
+//! Used by `holdfast im send`, `holdfast load`, the benchmark and the
+//! real-process tests.
+
+use crate::config::{Config, LinkMode};
+use crate::tls::TlsLink;
+use hdrhistogram::Histogram;
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::protocol::{Envelope, Im, Msg, RejectReason};
+use holdfast_host::transport::{Link, Network, PlainLink, DEFAULT_OUTBOUND_CAPACITY};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What became of one submitted IM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The front end took responsibility: if archivable, it will be archived.
+    Accepted { at: u64 },
+    /// Explicitly refused: it will not be archived.
+    Rejected { reason: String },
+    /// No answer in time.
+    Unknown,
+}
+
+type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct Client {
+    me: String,
+    config: Arc<Config>,
+    net: Arc<Network>,
+    waiting: Waiting,
+}
+
+/// The link a client uses for the config's cluster.
+pub fn client_link(config: &Config) -> Result<Arc<dyn Link>, String> {
+    match config.links {
+        LinkMode::Plain => Ok(Arc::new(PlainLink)),
+        LinkMode::Tls => TlsLink::for_client(&config.certs)
+            .map(|l| Arc::new(l) as Arc<dyn Link>)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+impl Client {
+    /// A client named uniquely for this process. Must be called inside a
+    /// tokio runtime.
+    pub fn new(config: Arc<Config>) -> Result<Client, String> {
+        let suffix: u32 = rand::rngs::StdRng::from_entropy().gen();
+        let me = format!("client-{}-{suffix:08x}", std::process::id());
+        let link = client_link(&config)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+        let peers = config
+            .front_ends()
+            .map(|n| (n.name.clone(), n.listen))
+            .collect();
+        let net = Network::with_link(me.clone(), peers, tx, link, DEFAULT_OUTBOUND_CAPACITY);
+        let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
+        let w = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(env) = rx.recv().await {
+                let (id, outcome) = match env.msg {
+                    Msg::ImAccepted { id, at } => (id, Outcome::Accepted { at }),
+                    Msg::ImRejected { id, reason } => (
+                        id,
+                        Outcome::Rejected {
+                            reason: describe(&reason),
+                        },
+                    ),
+                    other => {
+                        tracing::debug!(msg = other.name(), "client got an unexpected message");
+                        continue;
+                    }
+                };
+                if let Some(tx) = lock(&w).remove(&id) {
+                    let _ = tx.send(outcome);
+                }
+            }
+        });
+        Ok(Client {
+            me,
+            config,
+            net,
+            waiting,
+        })
+    }
+
+    /// Submits one IM and waits up to `timeout` for the answer.
+    pub async fn send_im(&self, im: Im, timeout: Duration) -> Result<Outcome, String> {
+        let home = self
+            .config
+            .home(&im.from)
+            .ok_or_else(|| format!("{} is not homed on any front end of the config", im.from))?
+            .name
+            .clone();
+        let id = im.id.clone();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(id.clone(), tx);
+        let env = Envelope {
+            from: Addr::new(self.me.clone(), ActorKind::Client),
+            to: Addr::new(home, ActorKind::FrontEnd),
+            id: 0,
+            msg: Msg::SubmitIm { im },
+        };
+        self.net.send(env).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => {
+                lock(&self.waiting).remove(&id);
+                Ok(Outcome::Unknown)
+            }
+        }
+    }
+}
+
+pub fn describe(reason: &RejectReason) -> String {
+    match reason {
+        RejectReason::NotHomed => "sender not homed on this front end".into(),
+        RejectReason::UnknownRecipient => "unknown recipient".into(),
+        RejectReason::ArchivingUnavailable(s) => format!("archiving unavailable: {s}"),
+        RejectReason::Invalid(s) => format!("invalid: {s}"),
+        RejectReason::CriticalMode(s) => format!("critical mode: {s}"),
+        RejectReason::NodeStopping => "front end stopping".into(),
+    }
+}
+
+/// A fresh message id: unique across processes and runs.
+pub fn new_id(prefix: &str) -> String {
+    let r: u64 = rand::rngs::StdRng::from_entropy().gen();
+    format!("{prefix}-{r:016x}")
+}
+
+/// What `holdfast load` reports.
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub unknown: u64,
+    pub seconds: f64,
+    /// Accept latency percentiles in microseconds: p50, p90, p99, max.
+    pub accept_us: [u64; 4],
+    /// Rejection reasons and how often each came.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// One submitted IM and its outcome (for `--outcomes` and tests).
+#[derive(Clone, Debug, Serialize)]
+pub struct Sent {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Open-loop load: `rate` IMs per second for `duration` between random
+/// pairs of the config's users, each answered or timed out after
+/// `timeout`. Returns the report and every IM's outcome.
+pub async fn load(
+    client: Arc<Client>,
+    rate: f64,
+    duration: Duration,
+    timeout: Duration,
+    body_size: usize,
+) -> Result<(LoadReport, Vec<Sent>), String> {
+    let users: Vec<String> = client.config.cluster.users.keys().cloned().collect();
+    if users.len() < 2 {
+        return Err("the config homes fewer than two users".into());
+    }
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err("the rate must be positive".into());
+    }
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let run = new_id("load");
+    let start = Instant::now();
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let mut tasks = Vec::with_capacity(total as usize);
+    let mut n = 0u64;
+    while n < total {
+        // Send everything due by now, then wait a millisecond.
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        while n < due {
+            n += 1;
+            let a = rng.gen_range(0..users.len());
+            let mut b = rng.gen_range(0..users.len() - 1);
+            if b >= a {
+                b += 1;
+            }
+            let id = format!("{run}-{n}");
+            let mut body = format!("{id}: ");
+            while body.len() < body_size {
+                body.push_str("lorem ipsum ");
+            }
+            body.truncate(body_size.max(id.len()));
+            let im = Im {
+                id,
+                from: users[a].clone(),
+                to: users[b].clone(),
+                body,
+            };
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let sent = Sent {
+                    id: im.id.clone(),
+                    from: im.from.clone(),
+                    to: im.to.clone(),
+                    outcome: Outcome::Unknown,
+                };
+                let outcome = c.send_im(im, timeout).await.unwrap_or(Outcome::Unknown);
+                (Sent { outcome, ..sent }, t.elapsed().as_micros() as u64)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut hist = Histogram::<u64>::new(3).expect("valid precision");
+    let mut report = LoadReport {
+        sent: 0,
+        accepted: 0,
+        rejected: 0,
+        unknown: 0,
+        seconds: 0.0,
+        accept_us: [0; 4],
+        reasons: BTreeMap::new(),
+    };
+    let mut all = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let Ok((sent, us)) = t.await else { continue };
+        report.sent += 1;
+        match &sent.outcome {
+            Outcome::Accepted { .. } => {
+                report.accepted += 1;
+                let _ = hist.record(us.max(1));
+            }
+            Outcome::Rejected { reason } => {
+                report.rejected += 1;
+                *report.reasons.entry(reason.clone()).or_insert(0) += 1;
+            }
+            Outcome::Unknown => report.unknown += 1,
+        }
+        all.push(sent);
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    if !hist.is_empty() {
+        report.accept_us = [
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.9),
+            hist.value_at_quantile(0.99),
+            hist.max(),
+        ];
+    }
+    Ok((report, all))
+}

@@ -1,0 +1,186 @@
+//! `holdfast cluster up`: every node of a config as a child process on this
+//! machine, for a laptop, a lab or a test. Each node logs to
+//! `<data>/node.log`; Ctrl-C (or SIGTERM) stops them all gracefully.
+
+use crate::config::{Config, LinkMode};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A node process started by [`spawn_node`].
+pub struct NodeProcess {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    /// Asks the node to stop (SIGTERM) and waits up to `grace`; kills it
+    /// after that. Returns whether it stopped by itself.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return true;
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `holdfast node` for `name` with the given executable, logging
+/// (appending) to `<data>/node.log`.
+pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess, String> {
+    let node = config
+        .node(name)
+        .ok_or_else(|| format!("node {name:?} is not in the config"))?;
+    std::fs::create_dir_all(&node.data).map_err(|e| format!("{}: {e}", node.data.display()))?;
+    let log = node.data.join("node.log");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg("node")
+        .arg("--config")
+        .arg(&config.file)
+        .arg("--name")
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    Ok(NodeProcess {
+        name: name.to_string(),
+        child,
+        log,
+    })
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_listening(addr: std::net::SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Creates the cluster's certificates if TLS links are configured and none
+/// exist yet.
+pub fn ensure_certs(config: &Config) -> Result<(), String> {
+    if config.links == LinkMode::Tls && !config.certs.join("ca.pem").exists() {
+        let files = crate::tls::certs_init(config, false).map_err(|e| e.to_string())?;
+        println!(
+            "created a cluster CA and {} files in {}",
+            files.len(),
+            config.certs.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn up(config: &Config) -> Result<(), String> {
+    ensure_certs(config)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut nodes = Vec::new();
+    for n in &config.nodes {
+        nodes.push(spawn_node(&exe, config, &n.name)?);
+    }
+    println!(
+        "{:<10} {:<28} {:<22} {:<22} log",
+        "node", "roles", "listen", "metrics"
+    );
+    for n in &config.nodes {
+        let roles: Vec<String> = n.roles.iter().map(|r| format!("{r:?}")).collect();
+        let ready = wait_listening(n.listen, Duration::from_secs(30));
+        println!(
+            "{:<10} {:<28} {:<22} {:<22} {}{}",
+            n.name,
+            roles.join(","),
+            n.listen.to_string(),
+            n.metrics
+                .map(|m| format!("http://{m}/metrics"))
+                .unwrap_or("-".into()),
+            n.data.join("node.log").display(),
+            if ready {
+                ""
+            } else {
+                "  (NOT LISTENING: see its log)"
+            }
+        );
+    }
+    println!("cluster up; Ctrl-C stops every node");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = tick.tick() => {
+                    for n in &mut nodes {
+                        if let Ok(Some(status)) = n.child.try_wait() {
+                            eprintln!("node {} exited ({status}); see {}", n.name, n.log.display());
+                        }
+                    }
+                    nodes.retain_mut(|n| !matches!(n.child.try_wait(), Ok(Some(_))));
+                    if nodes.is_empty() {
+                        return Err("every node has exited".to_string());
+                    }
+                }
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    println!("stopping {} nodes", nodes.len());
+    for n in &mut nodes {
+        let clean = n.stop(Duration::from_secs(15));
+        println!(
+            "  {} {}",
+            n.name,
+            if clean {
+                "stopped"
+            } else {
+                "killed after 15 s"
+            }
+        );
+    }
+    Ok(())
+}

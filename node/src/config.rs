@@ -1,0 +1,544 @@
+//! The cluster configuration file (TOML): which nodes exist, what they run,
+//! where they listen and keep their data, how their links are secured, the
+//! archiving policy and every reliability setting.
+//!
+//! Every node of a cluster reads the same file and picks its own `[[node]]`
+//! by name. Relative paths are relative to the file's folder, so a config
+//! and its `certs/` and `data/` folders can be moved together. Errors name
+//! the file and the key.
+
+use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::ids::ActorKind;
+use holdfast_actors::policy::{ArchiveSwitch, Policy};
+use holdfast_actors::settings::Settings;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {err}")]
+    Read { file: String, err: std::io::Error },
+    #[error("{file}: {msg}")]
+    Parse { file: String, msg: String },
+    #[error("{file}: {key}: {msg}")]
+    Invalid {
+        file: String,
+        key: String,
+        msg: String,
+    },
+}
+
+/// How links between nodes are secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    /// Mutual TLS with the cluster's own CA (`holdfast certs init`).
+    #[default]
+    Tls,
+    /// Plain TCP: only for a trusted loopback or lab network, and only when
+    /// the config says so.
+    Plain,
+}
+
+/// MSMQ privacy level of a destination queue: which links may deliver to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Privacy {
+    /// Encrypted links only.
+    Body,
+    /// Encrypted or plain.
+    #[default]
+    Optional,
+    /// Plain only: refused for the archiving destination.
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    domain: String,
+    #[serde(default)]
+    links: LinkMode,
+    #[serde(default = "default_certs")]
+    certs: PathBuf,
+    #[serde(default = "default_data")]
+    data: PathBuf,
+}
+
+fn default_certs() -> PathBuf {
+    "certs".into()
+}
+fn default_data() -> PathBuf {
+    "data".into()
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArchivingSection {
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    external: bool,
+    #[serde(default)]
+    sites: BTreeMap<String, ArchiveSwitch>,
+    #[serde(default)]
+    users: BTreeMap<String, ArchiveSwitch>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    roles: Vec<String>,
+    listen: SocketAddr,
+    #[serde(default)]
+    metrics: Option<SocketAddr>,
+    #[serde(default)]
+    data: Option<PathBuf>,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default)]
+    archiver: Option<String>,
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    privacy: Privacy,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: ClusterSection,
+    #[serde(default)]
+    settings: Settings,
+    #[serde(default)]
+    archiving: Option<ArchivingSection>,
+    #[serde(rename = "node")]
+    nodes: Vec<RawNode>,
+}
+
+/// A server role a node can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// A front end with its archiving agent and outgoing queue.
+    FrontEnd,
+    /// An archiving server with its destination queue.
+    Archiver,
+    /// The archive database (SQLite).
+    Database,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "front_end" => Some(Role::FrontEnd),
+            "archiver" => Some(Role::Archiver),
+            "database" => Some(Role::Database),
+            _ => None,
+        }
+    }
+    /// The actor cores a role runs.
+    pub fn actors(self) -> &'static [ActorKind] {
+        match self {
+            Role::FrontEnd => &[ActorKind::FrontEnd, ActorKind::OutgoingQueue],
+            Role::Archiver => &[ActorKind::DestinationQueue, ActorKind::Archiver],
+            Role::Database => &[ActorKind::Database],
+        }
+    }
+}
+
+/// One node of the cluster, with paths resolved.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub listen: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub data: PathBuf,
+    pub site: String,
+    pub archiver: Option<String>,
+    pub database: Option<String>,
+    pub users: Vec<String>,
+    pub privacy: Privacy,
+}
+
+impl NodeConfig {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+    /// The actor cores this node runs, in start order.
+    pub fn actors(&self) -> Vec<ActorKind> {
+        self.roles
+            .iter()
+            .flat_map(|r| r.actors().iter().copied())
+            .collect()
+    }
+    /// The SQLite archive of a database node.
+    pub fn archive_path(&self) -> PathBuf {
+        self.data.join("archive.sqlite")
+    }
+}
+
+/// A parsed and checked cluster configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub file: PathBuf,
+    pub domain: String,
+    pub links: LinkMode,
+    /// Folder of the CA and node certificates.
+    pub certs: PathBuf,
+    pub settings: Settings,
+    pub nodes: Vec<NodeConfig>,
+    pub cluster: Arc<Cluster>,
+}
+
+/// Expands `user{1..3}@x` into `user1@x`, `user2@x`, `user3@x`.
+fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('{') else {
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| format!("{pattern:?}: '{{' without '}}'"))?;
+    let inner = &pattern[open + 1..close];
+    let (lo, hi) = inner
+        .split_once("..")
+        .ok_or_else(|| format!("{pattern:?}: expected {{LOW..HIGH}}"))?;
+    let lo: u64 = lo
+        .trim()
+        .parse()
+        .map_err(|_| format!("{pattern:?}: {lo:?} is not a number"))?;
+    let hi: u64 = hi
+        .trim()
+        .parse()
+        .map_err(|_| format!("{pattern:?}: {hi:?} is not a number"))?;
+    if hi < lo || hi - lo >= 1_000_000 {
+        return Err(format!(
+            "{pattern:?}: the range must be increasing and under a million"
+        ));
+    }
+    let (pre, post) = (&pattern[..open], &pattern[close + 1..]);
+    Ok((lo..=hi).map(|i| format!("{pre}{i}{post}")).collect())
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            file: path.display().to_string(),
+            err,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses `text` as if read from `file`; relative paths resolve
+    /// against `base`.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let fname = file.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: fname.clone(),
+            msg: e.to_string(),
+        })?;
+        let invalid = |key: String, msg: String| ConfigError::Invalid {
+            file: fname.clone(),
+            key,
+            msg,
+        };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let data_root = resolve(&raw.cluster.data);
+        let mut nodes = Vec::new();
+        let mut names = BTreeMap::new();
+        let mut listens = BTreeMap::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            let key = |k: &str| format!("node[{i}].{k}");
+            if n.name.is_empty()
+                || !n
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?}: use letters, digits, '-' and '_'", n.name),
+                ));
+            }
+            if names.insert(n.name.clone(), i).is_some() {
+                return Err(invalid(key("name"), format!("{:?} is used twice", n.name)));
+            }
+            if let Some(other) = listens.insert(n.listen, n.name.clone()) {
+                return Err(invalid(
+                    key("listen"),
+                    format!("{} is also {other}'s address", n.listen),
+                ));
+            }
+            let mut roles = Vec::new();
+            for r in &n.roles {
+                let role = Role::parse(r).ok_or_else(|| {
+                    invalid(
+                        key("roles"),
+                        format!("{r:?}: expected front_end, archiver or database"),
+                    )
+                })?;
+                if !roles.contains(&role) {
+                    roles.push(role);
+                }
+            }
+            if roles.is_empty() {
+                return Err(invalid(key("roles"), "a node needs a role".into()));
+            }
+            roles.sort();
+            let mut users = Vec::new();
+            for u in &n.users {
+                users.extend(expand_users(u).map_err(|m| invalid(key("users"), m))?);
+            }
+            if !users.is_empty() && !roles.contains(&Role::FrontEnd) {
+                return Err(invalid(
+                    key("users"),
+                    "only a front end has users homed on it".into(),
+                ));
+            }
+            nodes.push(NodeConfig {
+                name: n.name.clone(),
+                roles,
+                listen: n.listen,
+                metrics: n.metrics,
+                data: n
+                    .data
+                    .as_deref()
+                    .map(resolve)
+                    .unwrap_or_else(|| data_root.join(&n.name)),
+                site: n.site.clone().unwrap_or_else(|| "default".into()),
+                archiver: n.archiver.clone(),
+                database: n.database.clone(),
+                users,
+                privacy: n.privacy,
+            });
+        }
+        if nodes.is_empty() {
+            return Err(invalid("node".into(), "the cluster has no nodes".into()));
+        }
+        let role_of = |name: &str, role: Role| {
+            nodes
+                .iter()
+                .find(|n| n.name == name)
+                .is_some_and(|n| n.has(role))
+        };
+        let mut front_ends = BTreeMap::new();
+        let mut archivers = BTreeMap::new();
+        let mut databases = Vec::new();
+        let mut users = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let key = |k: &str| format!("node[{i}].{k}");
+            if n.has(Role::FrontEnd) {
+                let a = n.archiver.clone().ok_or_else(|| {
+                    invalid(
+                        key("archiver"),
+                        format!("front end {} must name its archiving server", n.name),
+                    )
+                })?;
+                if !role_of(&a, Role::Archiver) {
+                    return Err(invalid(
+                        key("archiver"),
+                        format!("{a:?} is not an archiver of this cluster"),
+                    ));
+                }
+                front_ends.insert(
+                    n.name.clone(),
+                    FrontEndInfo {
+                        site: n.site.clone(),
+                        archiver: a,
+                    },
+                );
+                for u in &n.users {
+                    if let Some(other) = users.insert(u.clone(), n.name.clone()) {
+                        return Err(invalid(
+                            key("users"),
+                            format!("{u} is homed on {other} already"),
+                        ));
+                    }
+                }
+            }
+            if n.has(Role::Archiver) {
+                let d = n.database.clone().ok_or_else(|| {
+                    invalid(
+                        key("database"),
+                        format!("archiver {} must name its database", n.name),
+                    )
+                })?;
+                if !role_of(&d, Role::Database) {
+                    return Err(invalid(
+                        key("database"),
+                        format!("{d:?} is not a database of this cluster"),
+                    ));
+                }
+                match (n.privacy, raw.cluster.links) {
+                    (Privacy::None, _) => {
+                        return Err(invalid(
+                            key("privacy"),
+                            "\"none\" is refused for an archiving destination: use \"optional\" or \"body\"".into(),
+                        ))
+                    }
+                    (Privacy::Body, LinkMode::Plain) => {
+                        return Err(invalid(
+                            key("privacy"),
+                            "\"body\" needs encrypted links, but cluster.links = \"plain\"".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+                archivers.insert(n.name.clone(), ArchiverInfo { database: d });
+            }
+            if n.has(Role::Database) {
+                databases.push(n.name.clone());
+            }
+        }
+        let archiving = raw.archiving.unwrap_or(ArchivingSection {
+            internal: true,
+            external: true,
+            ..Default::default()
+        });
+        let cluster = Cluster {
+            domain: raw.cluster.domain.clone(),
+            front_ends,
+            archivers,
+            databases,
+            users,
+            policy: Policy {
+                global: ArchiveSwitch {
+                    internal: archiving.internal,
+                    external: archiving.external,
+                },
+                sites: archiving.sites,
+                users: archiving.users,
+            },
+        };
+        Ok(Config {
+            file: file.to_path_buf(),
+            domain: raw.cluster.domain,
+            links: raw.cluster.links,
+            certs: resolve(&raw.cluster.certs),
+            settings: raw.settings,
+            nodes,
+            cluster: Arc::new(cluster),
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Address book of every node.
+    pub fn addresses(&self) -> BTreeMap<String, SocketAddr> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.listen))
+            .collect()
+    }
+
+    /// The front end a user is homed on.
+    pub fn home(&self, user: &str) -> Option<&NodeConfig> {
+        self.cluster.home(user).and_then(|n| self.node(n))
+    }
+
+    pub fn front_ends(&self) -> impl Iterator<Item = &NodeConfig> {
+        self.nodes.iter().filter(|n| n.has(Role::FrontEnd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[cluster]
+domain = "corp.example"
+links = "plain"
+
+[settings]
+critical_mode = true
+heartbeat_interval = "2s"
+
+[[node]]
+name = "fe1"
+roles = ["front_end"]
+listen = "127.0.0.1:7101"
+archiver = "arch1"
+users = ["alice@corp.example", "user{1..3}@corp.example"]
+
+[[node]]
+name = "arch1"
+roles = ["archiver"]
+listen = "127.0.0.1:7201"
+database = "db1"
+
+[[node]]
+name = "db1"
+roles = ["database"]
+listen = "127.0.0.1:7301"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("c.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn a_good_config_resolves_paths_users_and_settings() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.links, LinkMode::Plain);
+        assert!(c.settings.critical_mode);
+        assert_eq!(c.settings.heartbeat_interval, 2000);
+        assert_eq!(c.cluster.users.len(), 4);
+        assert_eq!(c.cluster.home("user2@corp.example"), Some("fe1"));
+        assert_eq!(c.node("db1").unwrap().data, Path::new("/base/data/db1"));
+        assert_eq!(c.certs, Path::new("/base/certs"));
+        assert_eq!(
+            c.node("arch1").unwrap().actors(),
+            vec![ActorKind::DestinationQueue, ActorKind::Archiver]
+        );
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err(&GOOD.replace("\"archiver\"]", "\"archivr\"]")).contains("node[1].roles"));
+        assert!(
+            err(&GOOD.replace("archiver = \"arch1\"", "archiver = \"db1\""))
+                .contains("node[0].archiver")
+        );
+        assert!(err(&GOOD.replace(
+            "heartbeat_interval = \"2s\"",
+            "heartbeat_interval = \"soon\""
+        ))
+        .contains("heartbeat_interval"));
+        assert!(err(&GOOD.replace(
+            "database = \"db1\"",
+            "database = \"db1\"\nprivacy = \"none\""
+        ))
+        .contains("node[1].privacy"));
+        assert!(err(&GOOD.replace(
+            "database = \"db1\"",
+            "database = \"db1\"\nprivacy = \"body\""
+        ))
+        .contains("needs encrypted links"));
+        assert!(err(&GOOD.replace("7201", "7101")).contains("node[1].listen"));
+        assert!(err(&GOOD.replace("{1..3}", "{3..1}")).contains("node[0].users"));
+        assert!(err(&GOOD.replace("links", "linkz")).contains("linkz"));
+    }
+}

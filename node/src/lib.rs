@@ -1,0 +1,17 @@
+//! The production side of holdfast: the same actor cores the simulator
+//! checks, hosted by actix actors on a real network with real storage.
+//!
+//! Reading order for the archiving path on a real node:
+//! [`config`] (what runs where) → [`node`] (one actix actor per core,
+//! effects executed in order, group commit) → [`file_disk`] (queue stores
+//! on disk) and [`archive_db`] (the SQLite archive) → [`tls`] (mutual TLS
+//! links) → [`client`] (IM clients, load, status) → [`cluster_up`].
+
+pub mod archive_db;
+pub mod client;
+pub mod cluster_up;
+pub mod config;
+pub mod file_disk;
+pub mod metrics;
+pub mod node;
+pub mod tls;

@@ -1,0 +1,548 @@
+//! A production node: the actor cores of one server, each hosted by a
+//! supervised actix actor, on the TCP frame transport, with stores on disk.
+//!
+//! The host keeps the guarantees of [`holdfast_actors::actor`]: effects of a
+//! reaction run in order, and a persist's result reaches the core before
+//! anything else. Queue stores use **group commit**: a persist is appended
+//! to its log at once (a killed process keeps it in the page cache) and
+//! reported to the core, but every message the actor sends from then on is
+//! *held* until an `fsync` covering that append has finished. While one
+//! fsync runs, the actor goes on appending; the next fsync covers them all.
+//! Nothing leaves the node that depends on data a power cut could lose. If
+//! an fsync fails, the actor is restarted from what is on disk and its held
+//! messages are dropped, as if the node had crashed just then.
+//!
+//! A core that panics is restarted the same way (actix supervisor): state
+//! from disk, timers and held messages gone; the protocols recover.
+
+use crate::archive_db::ArchiveDb;
+use crate::config::{Config, LinkMode, NodeConfig};
+use crate::file_disk::{now_or_never, FileDisk};
+use crate::metrics::Metrics;
+use crate::tls::TlsLink;
+use actix::prelude::*;
+use holdfast_actors::actor::{Actor as Core, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
+use holdfast_actors::archiver::Archiver;
+use holdfast_actors::database::Database;
+use holdfast_actors::destination_queue::DestinationQueue;
+use holdfast_actors::front_end::FrontEnd;
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::outgoing_queue::OutgoingQueue;
+use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
+use holdfast_actors::settings::Sabotage;
+use holdfast_host::store::LogStore;
+use holdfast_host::transport::{Link, Network, PlainLink, DEFAULT_OUTBOUND_CAPACITY};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("node {0:?} is not in the config")]
+    UnknownNode(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Milliseconds since the UNIX epoch: the production clock of the cores.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// File of an actor's queue store in the node's data folder.
+pub fn store_file(kind: ActorKind) -> String {
+    format!("{}.log", kind.as_str())
+}
+
+/// Where a core's durable state lives.
+enum Storage {
+    /// A queue store: log on disk, fsync by group commit.
+    Log {
+        store: LogStore,
+        disk: Arc<FileDisk>,
+    },
+    /// The archive database: SQLite, durable at each commit.
+    Archive(ArchiveDb),
+}
+
+impl Storage {
+    fn open(node: &NodeConfig, kind: ActorKind) -> Result<Storage, String> {
+        if kind == ActorKind::Database {
+            let path = node.archive_path();
+            return ArchiveDb::open(&path)
+                .map(Storage::Archive)
+                .map_err(|e| e.to_string());
+        }
+        let disk = FileDisk::new(&node.data)
+            .map_err(|e| format!("{}: cannot use data folder: {e}", node.data.display()))?;
+        let store = LogStore::open(&disk, &store_file(kind))
+            .map_err(|e| format!("{}: {e}", node.data.join(store_file(kind)).display()))?;
+        Ok(Storage::Log {
+            store,
+            disk: Arc::new(disk),
+        })
+    }
+
+    fn recovered(&self) -> Result<Recovered, String> {
+        match self {
+            Storage::Log { store, .. } => Ok(store.take_state()),
+            Storage::Archive(db) => db.recovered().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Applies a batch; `Ok(true)` when an fsync is still owed for it.
+    fn apply(&mut self, ops: Vec<StoreOp>) -> Result<bool, StoreError> {
+        match self {
+            Storage::Log { store, disk } => match now_or_never(store.apply(disk.as_ref(), ops)) {
+                Some(r) => r.map(|()| true),
+                None => Err(StoreError::Io("the store would block".into())),
+            },
+            Storage::Archive(db) => db.apply(&ops).map(|()| false),
+        }
+    }
+}
+
+/// What every actor of a node shares.
+pub struct NodeShared {
+    pub config: Arc<Config>,
+    pub node: NodeConfig,
+    pub net: Arc<Network>,
+    pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM: clients are turned away, the node drains and exits.
+    pub stopping: AtomicBool,
+}
+
+/// What a core reacts to.
+enum Input {
+    Start(Recovered),
+    Msg(Envelope),
+    Timer(Timer),
+}
+
+/// An envelope for one core.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Deliver(Envelope);
+
+/// Hosts one core.
+pub struct CoreActor {
+    shared: Arc<NodeShared>,
+    kind: ActorKind,
+    me: Addr,
+    core: Box<dyn Core>,
+    storage: Option<Storage>,
+    rng: SmallRng,
+    timers: BTreeMap<Timer, SpawnHandle>,
+    /// Messages waiting for an fsync: `(append generation, envelope)`.
+    held: VecDeque<(u64, Envelope)>,
+    appended: u64,
+    synced: u64,
+    syncing: bool,
+    /// Held messages + owed fsyncs, for the graceful stop.
+    pending: Arc<AtomicU64>,
+    envelope_seq: u64,
+}
+
+fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
+    let n = shared.node.name.clone();
+    let c = shared.config.cluster.clone();
+    let s = shared.config.settings.clone();
+    match kind {
+        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s)),
+        ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
+        ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
+        ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
+        ActorKind::Database => Box::new(Database::new(n, Sabotage::default())),
+        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
+    }
+}
+
+impl CoreActor {
+    fn new(shared: Arc<NodeShared>, kind: ActorKind, pending: Arc<AtomicU64>) -> CoreActor {
+        let me = Addr::new(shared.node.name.clone(), kind);
+        CoreActor {
+            core: make_core(&shared, kind),
+            shared,
+            kind,
+            me,
+            storage: None,
+            rng: SmallRng::from_entropy(),
+            timers: BTreeMap::new(),
+            held: VecDeque::new(),
+            appended: 0,
+            synced: 0,
+            syncing: false,
+            pending,
+            envelope_seq: 0,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.shared.node.name
+    }
+
+    fn update_pending(&self) {
+        let owed = u64::from(self.appended > self.synced);
+        self.pending
+            .store(self.held.len() as u64 + owed, Ordering::Relaxed);
+    }
+
+    fn send(&mut self, to: Addr, msg: Msg) {
+        self.envelope_seq += 1;
+        let env = Envelope {
+            from: self.me.clone(),
+            to,
+            id: self.envelope_seq,
+            msg,
+        };
+        if self.appended > self.synced || !self.held.is_empty() {
+            self.held.push_back((self.appended, env));
+        } else {
+            self.transmit(env);
+        }
+    }
+
+    fn transmit(&self, env: Envelope) {
+        if let Err(e) = self.shared.net.send(env) {
+            tracing::debug!(node = %self.name(), error = %e, "message not sent");
+        }
+    }
+
+    /// Runs one reaction of the core and executes its effects in order. A
+    /// panic in the core stops this actor; the supervisor restarts it from
+    /// disk.
+    fn react(&mut self, ctx: &mut Context<Self>, input: Input) {
+        let now = now_ms();
+        let effects = {
+            let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
+            catch_unwind(AssertUnwindSafe(|| {
+                let mut c = Ctx::new(now, me, rng);
+                match input {
+                    Input::Start(recovered) => core.on_start(recovered, &mut c),
+                    Input::Msg(env) => core.on_msg(env.from, env.msg, &mut c),
+                    Input::Timer(t) => core.on_timer(t, &mut c),
+                }
+                c.into_effects()
+            }))
+        };
+        let Ok(effects) = effects else {
+            self.crashed(ctx, "the core panicked");
+            return;
+        };
+        let mut queue: VecDeque<Effect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Send { to, msg } => self.send(to, msg),
+                Effect::SetTimer { timer, after } => {
+                    if let Some(h) = self.timers.remove(&timer) {
+                        ctx.cancel_future(h);
+                    }
+                    let h = ctx.run_later(Duration::from_millis(after), move |act, ctx| {
+                        act.timers.remove(&timer);
+                        act.react(ctx, Input::Timer(timer));
+                    });
+                    self.timers.insert(timer, h);
+                }
+                Effect::CancelTimer { timer } => {
+                    if let Some(h) = self.timers.remove(&timer) {
+                        ctx.cancel_future(h);
+                    }
+                }
+                Effect::Persist { token, ops } => {
+                    let result = match self.storage.as_mut() {
+                        Some(s) => s.apply(ops),
+                        None => Err(StoreError::Io("store not open".into())),
+                    };
+                    let result = result.map(|owed| {
+                        if owed {
+                            self.appended += 1;
+                        }
+                    });
+                    if let Err(e) = &result {
+                        self.shared.metrics.count_store_error();
+                        tracing::warn!(node = %self.name(), actor = self.kind.as_str(), error = %e, "persist failed");
+                    }
+                    let now = now_ms();
+                    let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
+                    let more = catch_unwind(AssertUnwindSafe(|| {
+                        let mut c = Ctx::new(now, me, rng);
+                        core.on_persisted(token, result, &mut c);
+                        c.into_effects()
+                    }));
+                    let Ok(more) = more else {
+                        self.crashed(ctx, "the core panicked");
+                        return;
+                    };
+                    // The completion's effects run before the rest of this
+                    // reaction's, and before any other event.
+                    for e in more.into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+                Effect::Event(ev) => {
+                    self.shared.metrics.count_event(ev.name);
+                    tracing::info!(node = %self.name(), event = ev.name, detail = %ev.detail, "operator event");
+                }
+            }
+        }
+        self.start_sync(ctx);
+        self.update_pending();
+    }
+
+    /// Starts an fsync for everything appended so far, unless one runs.
+    fn start_sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing || self.appended == self.synced {
+            return;
+        }
+        let Some(Storage::Log { disk, .. }) = &self.storage else {
+            return;
+        };
+        let handle = match disk.sync_handle(&store_file(self.kind)) {
+            Ok(h) => h,
+            Err(e) => {
+                self.crashed(ctx, &format!("cannot open the store for fsync: {e}"));
+                return;
+            }
+        };
+        self.syncing = true;
+        let generation = self.appended;
+        let fut = async move {
+            match tokio::task::spawn_blocking(move || handle.sync_data()).await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.syncing = false;
+            match result {
+                Ok(()) => {
+                    act.shared.metrics.count_fsync();
+                    act.synced = generation;
+                    while act.held.front().is_some_and(|(g, _)| *g <= act.synced) {
+                        let (_, env) = act.held.pop_front().expect("front exists");
+                        act.transmit(env);
+                    }
+                    act.start_sync(ctx);
+                    act.update_pending();
+                }
+                Err(e) => act.crashed(ctx, &format!("fsync failed: {e}")),
+            }
+        }));
+    }
+
+    /// Stops this actor so that the supervisor restarts it from disk.
+    fn crashed(&mut self, ctx: &mut Context<Self>, why: &str) {
+        tracing::error!(node = %self.name(), actor = self.kind.as_str(), why, "actor restarts from its persisted state");
+        self.shared.metrics.count_restart();
+        ctx.stop();
+    }
+}
+
+impl Actor for CoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Open (or reopen, after a restart) the store and start the core.
+        let storage = match Storage::open(&self.shared.node, self.kind) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(node = %self.name(), actor = self.kind.as_str(), error = %e, "cannot open store; retrying in 1 s");
+                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+                return;
+            }
+        };
+        let recovered = match storage.recovered() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(node = %self.name(), actor = self.kind.as_str(), error = %e, "cannot read store; retrying in 1 s");
+                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+                return;
+            }
+        };
+        self.storage = Some(storage);
+        self.react(ctx, Input::Start(recovered));
+        let metrics = self.shared.metrics.clone();
+        let actor = self.kind;
+        ctx.run_interval(Duration::from_secs(1), move |act, _| {
+            metrics.set_gauges(actor, act.core.gauges());
+        });
+    }
+}
+
+impl Supervised for CoreActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.core = make_core(&self.shared, self.kind);
+        self.storage = None;
+        self.timers.clear();
+        self.held.clear();
+        self.appended = 0;
+        self.synced = 0;
+        self.syncing = false;
+        self.update_pending();
+    }
+}
+
+impl Handler<Deliver> for CoreActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env): Deliver, ctx: &mut Context<Self>) {
+        if self.storage.is_none() {
+            // Between a failed open and the retry: the sender's protocol
+            // (resend, client timeout) recovers this message.
+            tracing::debug!(node = %self.name(), msg = env.msg.name(), "actor not started; message dropped");
+            return;
+        }
+        self.react(ctx, Input::Msg(env));
+    }
+}
+
+/// The link a node's config asks for.
+pub fn node_link(config: &Config, node: &str) -> Result<Arc<dyn Link>, String> {
+    match config.links {
+        LinkMode::Plain => Ok(Arc::new(PlainLink)),
+        LinkMode::Tls => TlsLink::for_node(&config.certs, node)
+            .map(|l| Arc::new(l) as Arc<dyn Link>)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Client-originated requests a stopping front end turns away.
+fn client_request(env: &Envelope) -> Option<String> {
+    match &env.msg {
+        Msg::SubmitIm { im } => Some(im.id.clone()),
+        Msg::ReportCall { report } => Some(report.id.clone()),
+        _ => None,
+    }
+}
+
+/// Runs the node `name` of `config` until SIGTERM or SIGINT. Blocks.
+pub fn run(config: Config, name: &str) -> Result<(), NodeError> {
+    let node = config
+        .node(name)
+        .cloned()
+        .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
+    std::fs::create_dir_all(&node.data).map_err(|e| {
+        NodeError::Setup(format!(
+            "{}: cannot create the data folder: {e}",
+            node.data.display()
+        ))
+    })?;
+    let link = node_link(&config, name).map_err(NodeError::Setup)?;
+    let system = actix::System::new();
+    system.block_on(async move { serve(Arc::new(config), node, link).await })
+}
+
+async fn serve(
+    config: Arc<Config>,
+    node: NodeConfig,
+    link: Arc<dyn Link>,
+) -> Result<(), NodeError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let net = Network::with_link(
+        node.name.clone(),
+        config.addresses(),
+        tx,
+        link,
+        DEFAULT_OUTBOUND_CAPACITY,
+    );
+    let metrics = Arc::new(Metrics::new(&node, &config.settings, net.clone()));
+    let shared = Arc::new(NodeShared {
+        config: config.clone(),
+        node: node.clone(),
+        net: net.clone(),
+        metrics: metrics.clone(),
+        stopping: AtomicBool::new(false),
+    });
+    let mut actors: BTreeMap<ActorKind, actix::Addr<CoreActor>> = BTreeMap::new();
+    let mut pendings = Vec::new();
+    for kind in node.actors() {
+        let pending = Arc::new(AtomicU64::new(0));
+        pendings.push(pending.clone());
+        let s = shared.clone();
+        let addr = Supervisor::start(move |_| CoreActor::new(s, kind, pending));
+        actors.insert(kind, addr);
+    }
+    if let Some(addr) = node.metrics {
+        crate::metrics::serve(addr, metrics.clone())
+            .map_err(|e| NodeError::Setup(format!("metrics on {addr}: {e}")))?;
+    }
+    net.listen(node.listen)
+        .await
+        .map_err(|e| NodeError::Setup(format!("cannot listen on {}: {e}", node.listen)))?;
+    tracing::info!(node = %node.name, listen = %node.listen, metrics = ?node.metrics, roles = ?node.roles, links = ?config.links, "node started");
+
+    // Route every inbound envelope to its core.
+    let router_shared = shared.clone();
+    actix_rt::spawn(async move {
+        while let Some(env) = rx.recv().await {
+            if router_shared.stopping.load(Ordering::Relaxed) {
+                if let Some(id) = client_request(&env) {
+                    let reply = Envelope {
+                        from: env.to.clone(),
+                        to: env.from.clone(),
+                        id: 0,
+                        msg: Msg::ImRejected {
+                            id,
+                            reason: RejectReason::NodeStopping,
+                        },
+                    };
+                    let _ = router_shared.net.send(reply);
+                    continue;
+                }
+            }
+            match actors.get(&env.to.actor) {
+                Some(a) => a.do_send(Deliver(env)),
+                None => {
+                    tracing::warn!(node = %router_shared.node.name, to = %env.to, from = %env.from, "no such actor on this node; message dropped")
+                }
+            }
+        }
+    });
+
+    wait_for_stop_signal().await;
+    tracing::info!(node = %node.name, "stopping: turning clients away and flushing");
+    shared.stopping.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending: u64 = pendings.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+        if pending == 0 || tokio::time::Instant::now() > deadline {
+            if pending > 0 {
+                tracing::warn!(node = %node.name, pending, "stopping with messages still held; peers recover them");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the connection writers hand the last frames to the kernel.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracing::info!(node = %node.name, "stopped");
+    actix::System::current().stop();
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; stop the node with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

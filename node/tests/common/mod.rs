@@ -1,0 +1,166 @@
+//! Real-process clusters on loopback for the integration tests: free ports,
+//! a config in a temporary folder, `holdfast node` child processes (killed
+//! when the test ends, whatever happens).
+
+#![allow(dead_code)]
+
+use holdfast::archive_db::ArchiveDb;
+use holdfast::cluster_up::{spawn_node, wait_listening, NodeProcess};
+use holdfast::config::Config;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub config: Arc<Config>,
+    pub nodes: BTreeMap<String, NodeProcess>,
+}
+
+/// Two front ends (fe1: alice + user1..20, fe2: bob + user21..40), one
+/// archiver, one database.
+pub fn config_text(links: &str, settings: &str) -> String {
+    let p = [free_port(), free_port(), free_port(), free_port()];
+    format!(
+        r#"
+[cluster]
+domain = "corp.example"
+links = "{links}"
+
+[settings]
+{settings}
+
+[[node]]
+name = "fe1"
+roles = ["front_end"]
+listen = "127.0.0.1:{}"
+archiver = "arch1"
+users = ["alice@corp.example", "user{{1..20}}@corp.example"]
+
+[[node]]
+name = "fe2"
+roles = ["front_end"]
+listen = "127.0.0.1:{}"
+archiver = "arch1"
+users = ["bob@corp.example", "user{{21..40}}@corp.example"]
+
+[[node]]
+name = "arch1"
+roles = ["archiver"]
+listen = "127.0.0.1:{}"
+database = "db1"
+
+[[node]]
+name = "db1"
+roles = ["database"]
+listen = "127.0.0.1:{}"
+"#,
+        p[0], p[1], p[2], p[3]
+    )
+}
+
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+impl TestCluster {
+    pub fn start(links: &str, settings: &str) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.toml");
+        std::fs::write(&file, config_text(links, settings)).unwrap();
+        let config = Arc::new(Config::load(&file).unwrap());
+        if links == "tls" {
+            holdfast::tls::certs_init(&config, false).unwrap();
+        }
+        let mut c = TestCluster {
+            dir,
+            config,
+            nodes: BTreeMap::new(),
+        };
+        for n in c.config.nodes.clone() {
+            c.start_node(&n.name);
+        }
+        c
+    }
+
+    pub fn start_node(&mut self, name: &str) {
+        let p = spawn_node(&exe(), &self.config, name).unwrap();
+        let addr = self.config.node(name).unwrap().listen;
+        assert!(
+            wait_listening(addr, Duration::from_secs(20)),
+            "{name} does not listen; log:\n{}",
+            self.log(name)
+        );
+        self.nodes.insert(name.to_string(), p);
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        self.nodes.get_mut(name).unwrap().kill();
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        let path = self.config.node(name).unwrap().data.join("node.log");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    pub fn archive_path(&self) -> PathBuf {
+        self.config.node("db1").unwrap().archive_path()
+    }
+
+    /// Archived message id → rows holding it (empty until the database
+    /// node has created its file).
+    pub fn archived(&self) -> BTreeMap<String, u64> {
+        let path = self.archive_path();
+        if !Path::new(&path).exists() {
+            return BTreeMap::new();
+        }
+        match ArchiveDb::open_read_only(&path) {
+            Ok(db) => db.id_counts().unwrap_or_default(),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    /// Polls the archive until `done` holds for it, up to `timeout`.
+    pub fn wait_archive(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&BTreeMap<String, u64>) -> bool,
+    ) -> BTreeMap<String, u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.archived();
+            if done(&a) || Instant::now() > deadline {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM to every node; returns the nodes that did not stop in time.
+    pub fn stop_all(&mut self) -> Vec<String> {
+        let mut slow = Vec::new();
+        for (name, p) in self.nodes.iter_mut() {
+            if !p.stop(Duration::from_secs(15)) {
+                slow.push(name.clone());
+            }
+        }
+        slow
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
