@@ -162,6 +162,10 @@ pub struct Sent {
     pub id: String,
     pub from: String,
     pub to: String,
+    /// When it was sent, ms since the UNIX epoch.
+    pub sent_at: u64,
+    /// Microseconds from sending to the answer (or the timeout).
+    pub latency_us: u64,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -214,14 +218,19 @@ pub async fn load(
             let c = client.clone();
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let sent = Sent {
-                    id: im.id.clone(),
-                    from: im.from.clone(),
-                    to: im.to.clone(),
-                    outcome: Outcome::Unknown,
-                };
+                let sent_at = crate::node::now_ms();
+                let (id, from, to) = (im.id.clone(), im.from.clone(), im.to.clone());
                 let outcome = c.send_im(im, timeout).await.unwrap_or(Outcome::Unknown);
-                (Sent { outcome, ..sent }, t.elapsed().as_micros() as u64)
+                let latency_us = t.elapsed().as_micros() as u64;
+                let sent = Sent {
+                    id,
+                    from,
+                    to,
+                    sent_at,
+                    latency_us,
+                    outcome,
+                };
+                (sent, latency_us)
             }));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

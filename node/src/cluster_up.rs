@@ -184,3 +184,54 @@ pub fn up(config: &Config) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A free TCP port on loopback (bound once and released).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A config for a 2-front-end cluster on loopback with free ports: fe1
+/// homes alice and user1..20, fe2 bob and user21..40; one archiver, one
+/// database (metrics on the database node). For tests and the benchmark.
+pub fn loopback_config(links: &str, settings: &str) -> String {
+    let p: Vec<u16> = (0..5).map(|_| free_port().unwrap_or(0)).collect();
+    format!(
+        r#"
+[cluster]
+domain = "corp.example"
+links = "{links}"
+
+[settings]
+{settings}
+
+[[node]]
+name = "fe1"
+roles = ["front_end"]
+listen = "127.0.0.1:{}"
+archiver = "arch1"
+users = ["alice@corp.example", "user{{1..20}}@corp.example"]
+
+[[node]]
+name = "fe2"
+roles = ["front_end"]
+listen = "127.0.0.1:{}"
+archiver = "arch1"
+users = ["bob@corp.example", "user{{21..40}}@corp.example"]
+
+[[node]]
+name = "arch1"
+roles = ["archiver"]
+listen = "127.0.0.1:{}"
+database = "db1"
+
+[[node]]
+name = "db1"
+roles = ["database"]
+listen = "127.0.0.1:{}"
+metrics = "127.0.0.1:{}"
+"#,
+        p[0], p[1], p[2], p[3], p[4]
+    )
+}

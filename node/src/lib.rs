@@ -8,6 +8,7 @@
 //! links) → [`client`] (IM clients, load, status) → [`cluster_up`].
 
 pub mod archive_db;
+pub mod bench;
 pub mod client;
 pub mod cluster_up;
 pub mod config;

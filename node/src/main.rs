@@ -88,6 +88,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure end-to-end archived IM/s and latency on a loopback cluster
+    /// (real processes, fsync on, SQLite).
+    Bench {
+        /// Offered IMs per second.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// "tls" or "plain".
+        #[arg(long, default_value = "tls")]
+        links: String,
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Extra settings, e.g. --set transfer_window=1024 (repeatable).
+        #[arg(long = "set")]
+        set: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the archive.
     Archive {
         #[command(subcommand)]
@@ -504,6 +523,52 @@ fn run(cli: Cli) -> Result<(), String> {
             )?;
         }
         Cmd::Status { config } => status(&load_config(&config)?)?,
+        Cmd::Bench {
+            rate,
+            duration,
+            links,
+            size,
+            set,
+            json,
+        } => {
+            if links != "tls" && links != "plain" {
+                return Err(format!("--links {links:?}: expected tls or plain"));
+            }
+            let opts = holdfast::bench::BenchOptions {
+                rate,
+                duration,
+                links,
+                body_size: size,
+                settings: set.join("\n"),
+            };
+            let r = holdfast::bench::run(&opts)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "offered {} IM/s for {} over {} links, {} byte bodies",
+                    r.offered_rate,
+                    humantime::format_duration(duration),
+                    r.links,
+                    size
+                );
+                println!(
+                    "sent {}: accepted {}, rejected {}, no answer {}",
+                    r.sent, r.accepted, r.rejected, r.unknown
+                );
+                println!(
+                    "accepted: {:.0} IM/s; archived: {} = {:.0} IM/s end to end",
+                    r.accepted_per_s, r.archived, r.archived_per_s
+                );
+                let [a50, a99, amax] = r.accept_us;
+                let [r50, r99, rmax] = r.archive_ms;
+                println!("send -> accepted: p50 {a50} us, p99 {a99} us, max {amax} us");
+                println!("send -> archived: p50 {r50} ms, p99 {r99} ms, max {rmax} ms");
+            }
+        }
         Cmd::Settings { markdown: true } => print!("{}", settings::settings_markdown()),
         Cmd::Settings { markdown: false } => {
             for (name, default, doc) in settings::SETTINGS_DOC {

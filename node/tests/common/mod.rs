@@ -1,71 +1,23 @@
-//! Real-process clusters on loopback for the integration tests: free ports,
-//! a config in a temporary folder, `holdfast node` child processes (killed
+//! Real-process clusters on loopback for the integration tests: a config
+//! with free ports in a temporary folder, `holdfast node` child processes (killed
 //! when the test ends, whatever happens).
 
 #![allow(dead_code)]
 
 use holdfast::archive_db::ArchiveDb;
-use holdfast::cluster_up::{spawn_node, wait_listening, NodeProcess};
+use holdfast::cluster_up::{loopback_config, spawn_node, wait_listening, NodeProcess};
 use holdfast::config::Config;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A cluster from [`loopback_config`]: fe1 (alice, user1..20), fe2 (bob,
+/// user21..40), arch1, db1.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub config: Arc<Config>,
     pub nodes: BTreeMap<String, NodeProcess>,
-}
-
-/// Two front ends (fe1: alice + user1..20, fe2: bob + user21..40), one
-/// archiver, one database.
-pub fn config_text(links: &str, settings: &str) -> String {
-    let p = [free_port(), free_port(), free_port(), free_port()];
-    format!(
-        r#"
-[cluster]
-domain = "corp.example"
-links = "{links}"
-
-[settings]
-{settings}
-
-[[node]]
-name = "fe1"
-roles = ["front_end"]
-listen = "127.0.0.1:{}"
-archiver = "arch1"
-users = ["alice@corp.example", "user{{1..20}}@corp.example"]
-
-[[node]]
-name = "fe2"
-roles = ["front_end"]
-listen = "127.0.0.1:{}"
-archiver = "arch1"
-users = ["bob@corp.example", "user{{21..40}}@corp.example"]
-
-[[node]]
-name = "arch1"
-roles = ["archiver"]
-listen = "127.0.0.1:{}"
-database = "db1"
-
-[[node]]
-name = "db1"
-roles = ["database"]
-listen = "127.0.0.1:{}"
-"#,
-        p[0], p[1], p[2], p[3]
-    )
 }
 
 pub fn exe() -> PathBuf {
@@ -76,7 +28,7 @@ impl TestCluster {
     pub fn start(links: &str, settings: &str) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.toml");
-        std::fs::write(&file, config_text(links, settings)).unwrap();
+        std::fs::write(&file, loopback_config(links, settings)).unwrap();
         let config = Arc::new(Config::load(&file).unwrap());
         if links == "tls" {
             holdfast::tls::certs_init(&config, false).unwrap();

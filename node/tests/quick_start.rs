@@ -1,0 +1,135 @@
+//! The README's quick start, as written, on a copy of examples/cluster.toml
+//! (with free ports, so that it can run beside other tests): `cluster up`
+//! creates the certificates and starts four nodes, `im send` is accepted,
+//! `archive query` finds the message, `status` reports both front ends,
+//! and SIGTERM to `cluster up` stops every node.
+
+use holdfast::cluster_up::{free_port, wait_listening};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn holdfast(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn quick_start_as_written() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cluster.toml"
+    ))
+    .unwrap();
+    let mut text = example.clone();
+    for port in [
+        "7101", "7102", "7201", "7301", "9101", "9102", "9201", "9301",
+    ] {
+        assert!(
+            text.contains(port),
+            "the example no longer uses port {port}"
+        );
+        text = text.replace(port, &free_port().unwrap().to_string());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    let cfg = file.to_str().unwrap();
+    let config = holdfast::config::Config::load(&file).unwrap();
+
+    let mut up = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["cluster", "up", "-c", cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for n in &config.nodes {
+        assert!(
+            wait_listening(n.listen, Duration::from_secs(30)),
+            "{} not listening",
+            n.name
+        );
+    }
+    assert!(dir.path().join("certs/ca.pem").exists());
+
+    let sent = holdfast(&[
+        "im",
+        "send",
+        "-c",
+        cfg,
+        "--from",
+        "alice@corp.example",
+        "--to",
+        "bob@corp.example",
+        "hello from the quick start",
+    ]);
+    let out = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success() && out.starts_with("accepted"),
+        "{out}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+
+    // Archiving is asynchronous: poll the archive for a little while.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let q = holdfast(&[
+            "archive",
+            "query",
+            "-c",
+            cfg,
+            "--user",
+            "alice@corp.example",
+            "--since",
+            "1h",
+        ]);
+        let out = String::from_utf8_lossy(&q.stdout).to_string();
+        if out.contains("hello from the quick start") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        found.contains("alice@corp.example -> bob@corp.example"),
+        "{found}"
+    );
+
+    let status = holdfast(&["status", "-c", cfg]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}");
+    for fe in ["fe1", "fe2"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(fe) && l.contains("healthy") && l.contains("accepting")),
+            "{out}"
+        );
+    }
+
+    // An unknown recipient is refused explicitly (exit code 2).
+    let refused = holdfast(&[
+        "im",
+        "send",
+        "-c",
+        cfg,
+        "--from",
+        "alice@corp.example",
+        "--to",
+        "nobody@corp.example",
+        "x",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown recipient"));
+
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "cluster up did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = up.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches(" stopped").count(), 4, "{stdout}");
+}
