@@ -92,6 +92,50 @@ pub struct Settings {
     pub db_retry_max: Millis,
 }
 
+impl Settings {
+    /// Refuses values that would make a core spin or stall: periodic
+    /// checks of 0 ms, windows and batches of 0, percentages over 100.
+    /// Returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_ttrq", self.heartbeat_ttrq),
+            ("heartbeat_ttbr", self.heartbeat_ttbr),
+            ("dlq_check", self.dlq_check),
+            ("quota_check", self.quota_check),
+            ("resend_interval", self.resend_interval),
+            ("db_timeout", self.db_timeout),
+            ("transfer_window", self.transfer_window),
+            ("deliver_window", self.deliver_window),
+            ("archiver_batch", self.archiver_batch),
+            ("queue_quota", self.queue_quota),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err((key, "must be greater than 0".into()));
+            }
+        }
+        if self.resend_backoff_max < self.resend_interval {
+            return Err((
+                "resend_backoff_max",
+                "must not be below resend_interval".into(),
+            ));
+        }
+        if self.db_retry_max < self.db_timeout {
+            return Err(("db_retry_max", "must not be below db_timeout".into()));
+        }
+        for (key, value) in [
+            ("quota_warning_pct", self.quota_warning_pct),
+            ("quota_info_pct", self.quota_info_pct),
+        ] {
+            if value > 100 {
+                return Err((key, "is a percentage: at most 100".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {

@@ -113,6 +113,12 @@ impl LogStore {
         })
     }
 
+    /// A failed write could not be undone: the store refuses writes until
+    /// it is reopened (which cuts the partial frame off).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// The state as recovered or as last written.
     pub fn state(&self) -> &Recovered {
         &self.state

@@ -17,6 +17,10 @@
 //! * Outbound queues are bounded: when a peer cannot keep up, envelopes
 //!   beyond the bound are dropped and counted, never buffered without limit;
 //!   the protocols above recover them (resends, client retries).
+//! * Inbound is back-pressured: at most [`DEFAULT_INBOUND_LIMIT`] envelopes
+//!   from the network wait in the inbox; beyond that, readers stop reading
+//!   and TCP flow control slows the senders down. The consumer of the inbox
+//!   calls [`Network::consumed`] for every envelope it takes.
 
 use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
 use holdfast_actors::ids::ActorKind;
@@ -26,12 +30,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -89,6 +93,14 @@ impl Link for PlainLink {
     }
 }
 
+/// Inbound connections served at once; more wait in the listen backlog.
+pub const MAX_INBOUND_CONNECTIONS: usize = 4096;
+/// Time an inbound connection has to send its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Envelopes from the network waiting in the inbox before readers pause.
+pub const DEFAULT_INBOUND_LIMIT: usize = 1 << 16;
+
 /// Envelopes queued for one peer before further ones are dropped.
 pub const DEFAULT_OUTBOUND_CAPACITY: usize = 1 << 16;
 
@@ -99,6 +111,44 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 ) -> Result<(), TransportError> {
     let bytes = frame::encode(env)?;
     w.write_all(&bytes).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Bytes of frames gathered into one write (one TLS record run, one syscall).
+const BATCH_BYTES: usize = 256 * 1024;
+/// Read buffer per connection: many small frames per `read` syscall.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Writes `first` and every envelope already queued behind it (up to
+/// [`BATCH_BYTES`]) with one write and one flush: under load, frames are
+/// coalesced instead of paying a syscall (and a TLS record) each. An
+/// envelope that cannot be encoded (too large) is dropped with a warning;
+/// the connection stays up.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    first: Envelope,
+    rx: &mut mpsc::Receiver<Envelope>,
+    buf: &mut Vec<u8>,
+    me: &str,
+) -> Result<(), TransportError> {
+    buf.clear();
+    let mut next = Some(first);
+    while let Some(env) = next.take() {
+        match frame::encode(&env) {
+            Ok(bytes) => buf.extend_from_slice(&bytes),
+            Err(e) => {
+                tracing::warn!(node = %me, to = %env.to, msg = env.msg.name(), error = %e, "dropping an unencodable envelope")
+            }
+        }
+        if buf.len() < BATCH_BYTES {
+            next = rx.try_recv().ok();
+        }
+    }
+    if buf.is_empty() {
+        return Ok(());
+    }
+    w.write_all(buf).await?;
     w.flush().await?;
     Ok(())
 }
@@ -146,6 +196,13 @@ pub struct Network {
     clients: Mutex<BTreeMap<String, (u64, mpsc::Sender<Envelope>)>>,
     next_conn: Mutex<u64>,
     inbox: mpsc::UnboundedSender<Envelope>,
+    /// One permit per network envelope the inbox may still take.
+    inbound: Semaphore,
+    /// One permit per inbound connection still allowed.
+    connections: Arc<Semaphore>,
+    /// Which actors each server node hosts (when known): a node may only
+    /// speak for those.
+    roles: OnceLock<BTreeMap<String, Vec<ActorKind>>>,
     dropped: AtomicU64,
     refused: AtomicU64,
 }
@@ -184,9 +241,43 @@ impl Network {
             clients: Mutex::new(BTreeMap::new()),
             next_conn: Mutex::new(0),
             inbox,
+            inbound: Semaphore::new(DEFAULT_INBOUND_LIMIT),
+            connections: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
+            roles: OnceLock::new(),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
+    }
+
+    /// Restricts every server node to speaking for the actors it hosts (a
+    /// front end's certificate cannot send as an archiver). Set once,
+    /// before [`Network::listen`].
+    pub fn set_roles(&self, roles: BTreeMap<String, Vec<ActorKind>>) {
+        let _ = self.roles.set(roles);
+    }
+
+    fn may_speak_as(&self, from: &holdfast_actors::ids::Addr) -> bool {
+        match self.roles.get().and_then(|r| r.get(&from.node)) {
+            Some(kinds) => kinds.contains(&from.actor),
+            None => true,
+        }
+    }
+
+    /// The inbox's consumer took `env`: makes room for another envelope
+    /// from the network (local envelopes never took any).
+    pub fn consumed(&self, env: &Envelope) {
+        if env.from.node != self.me {
+            self.inbound.add_permits(1);
+        }
+    }
+
+    /// Hands a network envelope to the inbox, waiting while it is full.
+    async fn admit(&self, env: Envelope) {
+        match self.inbound.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return, // closed: the node is going away
+        }
+        let _ = self.inbox.send(env);
     }
 
     /// Envelopes dropped because a peer's outbound queue was full.
@@ -223,10 +314,16 @@ impl Network {
         let net = self.clone();
         tokio::spawn(async move {
             loop {
+                let Ok(permit) = net.connections.clone().acquire_owned().await else {
+                    return;
+                };
                 match listener.accept().await {
                     Ok((stream, remote)) => {
                         let net = net.clone();
-                        tokio::spawn(async move { net.serve_inbound(stream, remote).await });
+                        tokio::spawn(async move {
+                            net.serve_inbound(stream, remote).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(node = %net.me, error = %e, "accept failed");
@@ -275,7 +372,7 @@ impl Network {
         mut rx: mpsc::Receiver<Envelope>,
     ) {
         let mut backoff = BACKOFF_MIN;
-        let mut carry: Option<Envelope> = None;
+        let mut buf = Vec::new();
         loop {
             let connected = match TcpStream::connect(addr).await {
                 Ok(tcp) => self.link.connect(&peer, tcp).await,
@@ -291,35 +388,28 @@ impl Network {
                 }
             };
             backoff = BACKOFF_MIN;
-            let (mut reader, mut writer) = tokio::io::split(stream);
+            let (reader, mut writer) = tokio::io::split(stream);
             // Replies may come back on this connection too (for clients,
             // whose peers answer on the connection they were called on).
             let net = self.clone();
             let remote = peer.clone();
-            let reader_task =
-                tokio::spawn(async move { net.read_loop(&mut reader, &remote, false).await });
+            let reader_task = tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
+                net.read_loop(&mut reader, &remote, false).await
+            });
             loop {
-                let env = match carry.take() {
-                    Some(e) => e,
-                    None => match rx.recv().await {
-                        Some(e) => e,
-                        None => {
-                            reader_task.abort();
-                            return;
-                        }
-                    },
+                let Some(env) = rx.recv().await else {
+                    reader_task.abort();
+                    return;
                 };
-                if let Err(e) = write_frame(&mut writer, &env).await {
+                if let Err(e) = write_batch(&mut writer, env, &mut rx, &mut buf, &self.me).await {
                     tracing::debug!(node = %self.me, %peer, error = %e, "connection lost; reconnecting");
-                    if matches!(e, TransportError::Frame(_)) {
-                        tracing::warn!(node = %self.me, %peer, error = %e, "dropping an unencodable envelope");
-                    }
                     break;
                 }
                 if reader_task.is_finished() {
                     // The peer closed the connection: what we write now may
-                    // vanish. Reconnect before writing more; the envelope just
-                    // written is left to end-to-end recovery.
+                    // vanish. Reconnect before writing more; the envelopes
+                    // just written are left to end-to-end recovery.
                     break;
                 }
             }
@@ -341,12 +431,15 @@ impl Network {
                         self.refuse();
                         return;
                     }
-                    if env.from.node != remote || (client && env.from.actor != ActorKind::Client) {
+                    if env.from.node != remote
+                        || (client && env.from.actor != ActorKind::Client)
+                        || (!client && !self.may_speak_as(&env.from))
+                    {
                         tracing::warn!(node = %self.me, %remote, from = %env.from, "frame claims another sender; closing connection");
                         self.refuse();
                         return;
                     }
-                    let _ = self.inbox.send(env);
+                    self.admit(env).await;
                 }
                 Ok(None) => return,
                 Err(TransportError::Io(e)) => {
@@ -376,18 +469,35 @@ impl Network {
                 return;
             }
         };
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        // The first frame names the peer.
-        let first = match read_frame(&mut reader, MAX_FRAME).await {
-            Ok(Some(env)) => env,
-            Ok(None) => return,
-            Err(e) => {
+        let (reader, mut writer) = tokio::io::split(stream);
+        let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
+        // The first frame names the peer; a connection that stays silent is
+        // closed rather than held open for ever.
+        let first = match tokio::time::timeout(
+            FIRST_FRAME_TIMEOUT,
+            read_frame(&mut reader, MAX_FRAME),
+        )
+        .await
+        {
+            Ok(Ok(Some(env))) => env,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 tracing::warn!(node = %self.me, %remote, error = %e, "bad first frame; closing connection");
+                self.refuse();
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(node = %self.me, %remote, "no first frame in time; closing connection");
                 self.refuse();
                 return;
             }
         };
         let peer = first.from.node.clone();
+        if peer == self.me {
+            tracing::warn!(node = %self.me, %remote, "a connection claims to be this node; closing it");
+            self.refuse();
+            return;
+        }
         let known = self.peers.contains_key(&peer);
         let proven = match &identity {
             PeerIdentity::Claimed => true,
@@ -402,6 +512,11 @@ impl Network {
         // A client must not take a server's name: on a certificate-less
         // link, only a client name outside the address book is accepted.
         let known = known && identity != PeerIdentity::Anonymous;
+        if known && !self.may_speak_as(&first.from) {
+            tracing::warn!(node = %self.me, %remote, from = %first.from, "a node speaks for an actor it does not host; closing connection");
+            self.refuse();
+            return;
+        }
         if !known && first.from.actor != ActorKind::Client {
             tracing::warn!(node = %self.me, %remote, %peer, "unknown peer; closing connection");
             self.refuse();
@@ -426,15 +541,16 @@ impl Network {
                 .insert(peer.clone(), (conn, tx));
             let me = self.me.clone();
             writer_task = Some(tokio::spawn(async move {
+                let mut buf = Vec::new();
                 while let Some(env) = rx.recv().await {
-                    if let Err(e) = write_frame(&mut writer, &env).await {
+                    if let Err(e) = write_batch(&mut writer, env, &mut rx, &mut buf, &me).await {
                         tracing::debug!(node = %me, error = %e, "client connection lost");
                         return;
                     }
                 }
             }));
         }
-        let _ = self.inbox.send(first);
+        self.admit(first).await;
         self.read_loop(&mut reader, &peer, !known).await;
         if let Some(t) = writer_task {
             t.abort();

@@ -69,8 +69,10 @@ impl Client {
         let net = Network::with_link(me.clone(), peers, tx, link, DEFAULT_OUTBOUND_CAPACITY);
         let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
         let w = waiting.clone();
+        let reader_net = net.clone();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
+                reader_net.consumed(&env);
                 let (id, outcome) = match env.msg {
                     Msg::ImAccepted { id, at } => (id, Outcome::Accepted { at }),
                     Msg::ImRejected { id, reason } => (

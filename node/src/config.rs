@@ -259,6 +259,9 @@ impl Config {
                 base.join(p)
             }
         };
+        raw.settings
+            .validate()
+            .map_err(|(key, msg)| invalid(format!("settings.{key}"), msg))?;
         let data_root = resolve(&raw.cluster.data);
         let mut nodes = Vec::new();
         let mut names = BTreeMap::new();
@@ -540,5 +543,7 @@ listen = "127.0.0.1:7301"
         assert!(err(&GOOD.replace("7201", "7101")).contains("node[1].listen"));
         assert!(err(&GOOD.replace("{1..3}", "{3..1}")).contains("node[0].users"));
         assert!(err(&GOOD.replace("links", "linkz")).contains("linkz"));
+        assert!(err(&GOOD.replace("\"2s\"", "\"0s\""))
+            .contains("settings.heartbeat_interval: must be greater than 0"));
     }
 }

@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 pub struct FileDisk {
     dir: PathBuf,
     open: Mutex<BTreeMap<String, Arc<File>>>,
+    /// Set when a replace was done but could not be made durable: the node
+    /// must restart the store's actor (see [`FileDisk::take_broken`]).
+    broken: Mutex<Option<String>>,
 }
 
 fn io_err(e: std::io::Error) -> DiskError {
@@ -36,6 +39,7 @@ impl FileDisk {
         Ok(FileDisk {
             dir: dir.to_path_buf(),
             open: Mutex::new(BTreeMap::new()),
+            broken: Mutex::new(None),
         })
     }
 
@@ -48,11 +52,17 @@ impl FileDisk {
         if let Some(f) = open.get(file) {
             return Ok(f.clone());
         }
+        let path = self.path(file);
+        let existed = path.exists();
         let f = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path(file))
+            .open(&path)
             .map_err(io_err)?;
+        if !existed {
+            // A new file's name is durable only once its folder is synced.
+            sync_dir(&self.dir).map_err(io_err)?;
+        }
         let f = Arc::new(f);
         open.insert(file.to_string(), f.clone());
         Ok(f)
@@ -62,6 +72,25 @@ impl FileDisk {
     /// makes every append made before the call durable.
     pub fn sync_handle(&self, file: &str) -> Result<Arc<File>, DiskError> {
         self.handle(file)
+    }
+
+    /// Why the folder can no longer be trusted, once: a compaction renamed
+    /// its snapshot into place but the folder could not be synced, so a
+    /// power cut could bring the old file back without the appends made
+    /// since. The caller restarts the actor (reopening syncs the folder).
+    pub fn take_broken(&self) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Makes the file and its folder durable as they are now — also what a
+    /// previous process appended but never synced (it may sit in the page
+    /// cache only): a node must not act on state a power cut could undo.
+    pub fn sync_file(&self, file: &str) -> Result<(), DiskError> {
+        if !self.path(file).exists() {
+            return Ok(());
+        }
+        self.handle(file)?.sync_all().map_err(io_err)?;
+        sync_dir(&self.dir).map_err(io_err)
     }
 
     /// Bytes the folder's files occupy (for status and metrics).
@@ -114,19 +143,30 @@ impl Disk for FileDisk {
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &target)?;
-            sync_dir(&self.dir)
+            f.sync_all()
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(e));
         }
-        // Later appends must go to the new file.
+        if let Err(e) = std::fs::rename(&tmp, &target) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(e));
+        }
+        // From the rename on, appends must go to the new file, even if the
+        // folder sync below fails.
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(file);
+        if let Err(e) = sync_dir(&self.dir) {
+            // The file now is the snapshot, so the store's idea of it is
+            // right; but the rename may not survive a power cut.
+            *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "{}: folder sync after compaction failed: {e}",
+                self.dir.display()
+            ));
+        }
         Ok(())
     }
 }

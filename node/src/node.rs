@@ -12,8 +12,15 @@
 //! an fsync fails, the actor is restarted from what is on disk and its held
 //! messages are dropped, as if the node had crashed just then.
 //!
-//! A core that panics is restarted the same way (actix supervisor): state
-//! from disk, timers and held messages gone; the protocols recover.
+//! A core that panics, a store that cannot be trusted any more, or an fsync
+//! that fails restarts **every core of the node** (each by its actix
+//! supervisor) from disk, as a crash of the whole server would — the unit of
+//! failure the simulator checks. Messages of the previous incarnation still
+//! in a mailbox are dropped; timers and held messages are gone; the
+//! protocols recover (resends, client retries). Restarts back off.
+//!
+//! Each core runs on its own actix arbiter (thread), so the front end and
+//! its queue, or the archiver and the database, use both cores of a machine.
 
 use crate::archive_db::ArchiveDb;
 use crate::config::{Config, LinkMode, NodeConfig};
@@ -37,7 +44,7 @@ use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -83,8 +90,13 @@ impl Storage {
         }
         let disk = FileDisk::new(&node.data)
             .map_err(|e| format!("{}: cannot use data folder: {e}", node.data.display()))?;
-        let store = LogStore::open(&disk, &store_file(kind))
-            .map_err(|e| format!("{}: {e}", node.data.join(store_file(kind)).display()))?;
+        let file = store_file(kind);
+        let store = LogStore::open(&disk, &file)
+            .map_err(|e| format!("{}: {e}", node.data.join(&file).display()))?;
+        // What a previous process appended may be in the page cache only:
+        // make it durable before acting on it.
+        disk.sync_file(&file)
+            .map_err(|e| format!("{}: cannot sync: {e}", node.data.join(&file).display()))?;
         Ok(Storage::Log {
             store,
             disk: Arc::new(disk),
@@ -98,16 +110,41 @@ impl Storage {
         }
     }
 
-    /// Applies a batch; `Ok(true)` when an fsync is still owed for it.
-    fn apply(&mut self, ops: Vec<StoreOp>) -> Result<bool, StoreError> {
+    /// Applies a batch.
+    fn apply(&mut self, ops: Vec<StoreOp>) -> Applied {
         match self {
-            Storage::Log { store, disk } => match now_or_never(store.apply(disk.as_ref(), ops)) {
-                Some(r) => r.map(|()| true),
-                None => Err(StoreError::Io("the store would block".into())),
+            Storage::Log { store, disk } => {
+                let result = now_or_never(store.apply(disk.as_ref(), ops))
+                    .unwrap_or_else(|| Err(StoreError::Io("the store would block".into())));
+                if let Some(why) = disk.take_broken() {
+                    return Applied::Fatal(why);
+                }
+                if store.is_poisoned() {
+                    return Applied::Fatal(
+                        "a failed write could not be cut off; the store must be reopened".into(),
+                    );
+                }
+                match result {
+                    Ok(()) => Applied::Done { fsync_owed: true },
+                    Err(e) => Applied::Failed(e),
+                }
+            }
+            Storage::Archive(db) => match db.apply(&ops) {
+                Ok(()) => Applied::Done { fsync_owed: false },
+                Err(e) => Applied::Failed(e),
             },
-            Storage::Archive(db) => db.apply(&ops).map(|()| false),
         }
     }
+}
+
+enum Applied {
+    Done {
+        fsync_owed: bool,
+    },
+    /// Reported to the core (a full disk, an I/O error it can react to).
+    Failed(StoreError),
+    /// The store cannot be trusted until reopened: restart the node's cores.
+    Fatal(String),
 }
 
 /// What every actor of a node shares.
@@ -118,6 +155,28 @@ pub struct NodeShared {
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM: clients are turned away, the node drains and exits.
     pub stopping: AtomicBool,
+    /// Incarnation of the node's cores; a crash of one bumps it and every
+    /// core restarts.
+    pub generation: AtomicU64,
+    /// `Deliver` messages sent to cores and not yet handled.
+    pub in_flight: AtomicU64,
+    /// The cores, for delivering local messages without the network.
+    pub cores: OnceLock<BTreeMap<ActorKind, actix::Addr<CoreActor>>>,
+}
+
+impl NodeShared {
+    /// Hands `env` to the core it is for, stamped with `generation`.
+    fn deliver(&self, env: Envelope, generation: u64) {
+        match self.cores.get().and_then(|c| c.get(&env.to.actor)) {
+            Some(a) => {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+                a.do_send(Deliver(env, generation));
+            }
+            None => {
+                tracing::warn!(node = %self.node.name, to = %env.to, from = %env.from, "no such actor on this node; message dropped")
+            }
+        }
+    }
 }
 
 /// What a core reacts to.
@@ -127,10 +186,10 @@ enum Input {
     Timer(Timer),
 }
 
-/// An envelope for one core.
+/// An envelope for one core, from the node incarnation that routed it.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Deliver(Envelope);
+struct Deliver(Envelope, u64);
 
 /// Hosts one core.
 pub struct CoreActor {
@@ -149,6 +208,11 @@ pub struct CoreActor {
     /// Held messages + owed fsyncs, for the graceful stop.
     pending: Arc<AtomicU64>,
     envelope_seq: u64,
+    /// The node incarnation this core belongs to.
+    generation: u64,
+    /// Restarts in a row, for the backoff.
+    restarts: u32,
+    started_at: std::time::Instant,
 }
 
 fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
@@ -182,7 +246,15 @@ impl CoreActor {
             syncing: false,
             pending,
             envelope_seq: 0,
+            generation: 0,
+            restarts: 0,
+            started_at: std::time::Instant::now(),
         }
+    }
+
+    /// Whether another core of the node crashed since this one started.
+    fn stale(&self) -> bool {
+        self.shared.generation.load(Ordering::SeqCst) != self.generation
     }
 
     fn name(&self) -> &str {
@@ -211,6 +283,12 @@ impl CoreActor {
     }
 
     fn transmit(&self, env: Envelope) {
+        if env.to.node == self.me.node {
+            // Local: straight to the sibling core, stamped with this
+            // incarnation (a message of a crashed incarnation is dropped).
+            self.shared.deliver(env, self.generation);
+            return;
+        }
         if let Err(e) = self.shared.net.send(env) {
             tracing::debug!(node = %self.name(), error = %e, "message not sent");
         }
@@ -220,6 +298,10 @@ impl CoreActor {
     /// panic in the core stops this actor; the supervisor restarts it from
     /// disk.
     fn react(&mut self, ctx: &mut Context<Self>, input: Input) {
+        if self.stale() {
+            ctx.stop();
+            return;
+        }
         let now = now_ms();
         let effects = {
             let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
@@ -257,15 +339,23 @@ impl CoreActor {
                     }
                 }
                 Effect::Persist { token, ops } => {
-                    let result = match self.storage.as_mut() {
+                    let applied = match self.storage.as_mut() {
                         Some(s) => s.apply(ops),
-                        None => Err(StoreError::Io("store not open".into())),
+                        None => Applied::Failed(StoreError::Io("store not open".into())),
                     };
-                    let result = result.map(|owed| {
-                        if owed {
-                            self.appended += 1;
+                    let result = match applied {
+                        Applied::Done { fsync_owed } => {
+                            if fsync_owed {
+                                self.appended += 1;
+                            }
+                            Ok(())
                         }
-                    });
+                        Applied::Failed(e) => Err(e),
+                        Applied::Fatal(why) => {
+                            self.crashed(ctx, &why);
+                            return;
+                        }
+                    };
                     if let Err(e) = &result {
                         self.shared.metrics.count_store_error();
                         tracing::warn!(node = %self.name(), actor = self.kind.as_str(), error = %e, "persist failed");
@@ -322,6 +412,10 @@ impl CoreActor {
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.syncing = false;
+            if act.stale() {
+                ctx.stop();
+                return;
+            }
             match result {
                 Ok(()) => {
                     act.shared.metrics.count_fsync();
@@ -338,11 +432,42 @@ impl CoreActor {
         }));
     }
 
-    /// Stops this actor so that the supervisor restarts it from disk.
+    /// Restarts every core of the node from disk: this one now, the others
+    /// as soon as they notice the new incarnation.
     fn crashed(&mut self, ctx: &mut Context<Self>, why: &str) {
-        tracing::error!(node = %self.name(), actor = self.kind.as_str(), why, "actor restarts from its persisted state");
+        tracing::error!(node = %self.name(), actor = self.kind.as_str(), why, "the node's cores restart from their persisted state");
         self.shared.metrics.count_restart();
+        let _ = self.shared.generation.compare_exchange(
+            self.generation,
+            self.generation + 1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         ctx.stop();
+    }
+
+    /// Opens the store and starts the core (at start and after a restart).
+    fn open_and_start(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.cores.get().is_none() {
+            // The node is still starting its other cores: a message this
+            // core sends at start must find them.
+            ctx.run_later(Duration::from_millis(5), |act, ctx| act.open_and_start(ctx));
+            return;
+        }
+        self.generation = self.shared.generation.load(Ordering::SeqCst);
+        self.started_at = std::time::Instant::now();
+        let opened =
+            Storage::open(&self.shared.node, self.kind).and_then(|s| s.recovered().map(|r| (s, r)));
+        let (storage, recovered) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(node = %self.name(), actor = self.kind.as_str(), error = %e, "cannot open store; retrying");
+                ctx.stop();
+                return;
+            }
+        };
+        self.storage = Some(storage);
+        self.react(ctx, Input::Start(recovered));
     }
 }
 
@@ -350,35 +475,36 @@ impl Actor for CoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Open (or reopen, after a restart) the store and start the core.
-        let storage = match Storage::open(&self.shared.node, self.kind) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(node = %self.name(), actor = self.kind.as_str(), error = %e, "cannot open store; retrying in 1 s");
-                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
-                return;
-            }
-        };
-        let recovered = match storage.recovered() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(node = %self.name(), actor = self.kind.as_str(), error = %e, "cannot read store; retrying in 1 s");
-                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
-                return;
-            }
-        };
-        self.storage = Some(storage);
-        self.react(ctx, Input::Start(recovered));
+        // After a restart, wait a little longer each time in a row, so that
+        // a core that fails at start does not spin.
+        if self.restarts == 0 {
+            self.open_and_start(ctx);
+        } else {
+            let delay =
+                Duration::from_millis(50u64 << self.restarts.min(7)).min(Duration::from_secs(5));
+            ctx.run_later(delay, |act, ctx| act.open_and_start(ctx));
+        }
         let metrics = self.shared.metrics.clone();
         let actor = self.kind;
         ctx.run_interval(Duration::from_secs(1), move |act, _| {
             metrics.set_gauges(actor, act.core.gauges());
+        });
+        // An idle core must notice a sibling's crash too.
+        ctx.run_interval(Duration::from_millis(50), |act, ctx| {
+            if act.storage.is_some() && act.stale() {
+                ctx.stop();
+            }
         });
     }
 }
 
 impl Supervised for CoreActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // A core that ran a while before failing starts its backoff afresh.
+        if self.started_at.elapsed() > Duration::from_secs(30) {
+            self.restarts = 0;
+        }
+        self.restarts += 1;
         self.core = make_core(&self.shared, self.kind);
         self.storage = None;
         self.timers.clear();
@@ -393,7 +519,12 @@ impl Supervised for CoreActor {
 impl Handler<Deliver> for CoreActor {
     type Result = ();
 
-    fn handle(&mut self, Deliver(env): Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Deliver(env, generation): Deliver, ctx: &mut Context<Self>) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if generation < self.generation {
+            // Sent by a crashed incarnation of a sibling: its sender is gone.
+            return;
+        }
         if self.storage.is_none() {
             // Between a failed open and the retry: the sender's protocol
             // (resend, client timeout) recovers this message.
@@ -453,6 +584,13 @@ async fn serve(
         link,
         DEFAULT_OUTBOUND_CAPACITY,
     );
+    net.set_roles(
+        config
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.actors()))
+            .collect(),
+    );
     let metrics = Arc::new(Metrics::new(&node, &config.settings, net.clone()));
     let shared = Arc::new(NodeShared {
         config: config.clone(),
@@ -460,16 +598,25 @@ async fn serve(
         net: net.clone(),
         metrics: metrics.clone(),
         stopping: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        cores: OnceLock::new(),
     });
     let mut actors: BTreeMap<ActorKind, actix::Addr<CoreActor>> = BTreeMap::new();
     let mut pendings = Vec::new();
+    let mut arbiters = Vec::new();
     for kind in node.actors() {
         let pending = Arc::new(AtomicU64::new(0));
         pendings.push(pending.clone());
         let s = shared.clone();
-        let addr = Supervisor::start(move |_| CoreActor::new(s, kind, pending));
+        let arbiter = Arbiter::new();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            CoreActor::new(s, kind, pending)
+        });
+        arbiters.push(arbiter);
         actors.insert(kind, addr);
     }
+    let _ = shared.cores.set(actors);
     if let Some(addr) = node.metrics {
         crate::metrics::serve(addr, metrics.clone())
             .map_err(|e| NodeError::Setup(format!("metrics on {addr}: {e}")))?;
@@ -483,6 +630,7 @@ async fn serve(
     let router_shared = shared.clone();
     actix_rt::spawn(async move {
         while let Some(env) = rx.recv().await {
+            router_shared.net.consumed(&env);
             if router_shared.stopping.load(Ordering::Relaxed) {
                 if let Some(id) = client_request(&env) {
                     let reply = Envelope {
@@ -498,12 +646,8 @@ async fn serve(
                     continue;
                 }
             }
-            match actors.get(&env.to.actor) {
-                Some(a) => a.do_send(Deliver(env)),
-                None => {
-                    tracing::warn!(node = %router_shared.node.name, to = %env.to, from = %env.from, "no such actor on this node; message dropped")
-                }
-            }
+            let generation = router_shared.generation.load(Ordering::SeqCst);
+            router_shared.deliver(env, generation);
         }
     });
 
@@ -511,9 +655,17 @@ async fn serve(
     tracing::info!(node = %node.name, "stopping: turning clients away and flushing");
     shared.stopping.store(true, Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut quiet = 0;
     loop {
-        let pending: u64 = pendings.iter().map(|p| p.load(Ordering::Relaxed)).sum();
-        if pending == 0 || tokio::time::Instant::now() > deadline {
+        let pending: u64 = pendings
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum::<u64>()
+            + shared.in_flight.load(Ordering::Relaxed);
+        // Quiet for several samples in a row: a message between two cores
+        // is not mistaken for the end.
+        quiet = if pending == 0 { quiet + 1 } else { 0 };
+        if quiet >= 5 || tokio::time::Instant::now() > deadline {
             if pending > 0 {
                 tracing::warn!(node = %node.name, pending, "stopping with messages still held; peers recover them");
             }

@@ -110,7 +110,13 @@ fn archiver_down_stops_messaging_within_the_bound_and_it_resumes_after() {
         .iter()
         .filter(|id| !archive.contains_key(*id))
         .collect();
-    assert!(lost.is_empty(), "accepted but not archived: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "accepted but not archived: {lost:?}\n--- fe1 ---\n{}\n--- arch1 ---\n{}\n--- db1 ---\n{}",
+        c.log("fe1"),
+        c.log("arch1"),
+        c.log("db1")
+    );
     let slow = c.stop_all();
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }

@@ -265,6 +265,36 @@ async fn a_node_cannot_speak_for_another_node() {
     assert!(inbox.try_recv().is_err(), "the false sender got through");
 }
 
+#[tokio::test]
+async fn a_node_cannot_speak_for_an_actor_it_does_not_host() {
+    let (_dir, config) = cluster_certs();
+    let (arch, mut inbox, addr) = arch1(&config).await;
+    // What the cluster config says each node hosts.
+    arch.set_roles(
+        [
+            (
+                "fe1".to_string(),
+                vec![ActorKind::FrontEnd, ActorKind::OutgoingQueue],
+            ),
+            (
+                "fe2".to_string(),
+                vec![ActorKind::FrontEnd, ActorKind::OutgoingQueue],
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    // fe1, with its own certificate, poses as an archiver.
+    let (fake, _f) = network("fe1", &[("arch1", addr)], link(&config, "fe1"));
+    let mut forged = ack("fe1", 1);
+    forged.from.actor = ActorKind::Archiver;
+    fake.send(forged).unwrap();
+    refused_beyond(&arch, 0).await;
+
+    legit_frame_arrives(&config, addr, &mut inbox, 2).await;
+    assert!(inbox.try_recv().is_err(), "the forged role got through");
+}
+
 /// A TLS connection to arch1 with fe1's certificate, for raw bytes.
 async fn raw_tls(config: &Config, addr: SocketAddr) -> holdfast_host::transport::BoxStream {
     let tcp = TcpStream::connect(addr).await.unwrap();

@@ -289,7 +289,10 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
             }
             _ = tokio::time::sleep_until(deadline), if next.is_some() => host.fire_due().await,
             env = rx.recv() => match env {
-                Some(env) => host.deliver(env).await,
+                Some(env) => {
+                    host.net.consumed(&env);
+                    host.deliver(env).await
+                }
                 None => return,
             },
         }

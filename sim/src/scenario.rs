@@ -570,6 +570,14 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         }
         settings.semantics = *sem.get_ref();
     }
+    if let Err((key, msg)) = settings.validate() {
+        // Point at the line that sets it, if the file sets it.
+        let at = src
+            .find(&format!("\n{key}"))
+            .map(|i| i + 1..i + 2)
+            .unwrap_or(0..0);
+        return Err(cx.err(&at, &format!("settings.{key}"), msg));
+    }
     let t = &raw.topology;
     let topology = Topology {
         front_ends: node_names("fe", cx.count(&t.front_ends, "topology.front_ends", 1)?),

@@ -75,8 +75,10 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
     let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
     {
         let waiting = waiting.clone();
+        let net = net.clone();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
+                net.consumed(&env);
                 let (id, outcome) = match env.msg {
                     Msg::ImAccepted { id, at } => (id, Outcome::Accepted { at }),
                     Msg::ImRejected { id, reason } => {
