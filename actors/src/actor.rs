@@ -64,6 +64,12 @@ pub enum Timer {
     QuotaCheck,
     /// Queues: check data expiry and the dead-letter queue.
     DlqCheck,
+    /// Channel server: report load to the Lookup instances.
+    LoadReport,
+    /// Lookup: drop Channel servers that stopped reporting.
+    Rotation,
+    /// Channel server: the chat store did not answer in time.
+    StoreTimeout,
 }
 
 /// An operator event: a stable name (for dashboards and scenario

@@ -13,6 +13,12 @@ pub enum ActorKind {
     DestinationQueue,
     Archiver,
     Database,
+    /// Group chat: assigns clients to Channel servers.
+    Lookup,
+    /// Group chat: rooms, posts, fan-out and relay.
+    Channel,
+    /// Group chat: the durable store of rooms' posts.
+    ChatStore,
 }
 
 impl ActorKind {
@@ -24,6 +30,9 @@ impl ActorKind {
             ActorKind::DestinationQueue => "destination_queue",
             ActorKind::Archiver => "archiver",
             ActorKind::Database => "database",
+            ActorKind::Lookup => "lookup",
+            ActorKind::Channel => "channel",
+            ActorKind::ChatStore => "chat_store",
         }
     }
 }

@@ -13,12 +13,16 @@
 
 pub mod actor;
 pub mod archiver;
+pub mod channel;
+pub mod chat;
+pub mod chat_store;
 pub mod cluster;
 pub mod database;
 pub mod destination_queue;
 pub mod frame;
 pub mod front_end;
 pub mod ids;
+pub mod lookup;
 pub mod outgoing_queue;
 pub mod policy;
 pub mod protocol;

@@ -881,7 +881,11 @@ impl Actor for OutgoingQueue {
             Timer::Heartbeat => self.heartbeat_tick(ctx),
             Timer::QuotaCheck => self.quota_tick(ctx),
             Timer::DlqCheck => self.dlq_tick(ctx),
-            Timer::Flush | Timer::DbTimeout => {}
+            Timer::Flush
+            | Timer::DbTimeout
+            | Timer::LoadReport
+            | Timer::Rotation
+            | Timer::StoreTimeout => {}
         }
     }
 

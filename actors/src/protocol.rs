@@ -1,5 +1,6 @@
 //! The typed protocol: every message any actor or client sends.
 
+use crate::chat::{ChatReject, Post, PostId, RoomId};
 use crate::ids::{Addr, MessageId, Millis, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +235,96 @@ pub enum Msg {
         batch: u64,
         error: DbError,
     },
+
+    // ---- chat client ↔ Lookup ---------------------------------------------
+    /// Which Channel server should this client use?
+    FindChannel,
+    ChannelAssigned {
+        channel: String,
+    },
+    /// No Channel server is in rotation; ask again later.
+    NoChannel,
+    // ---- Channel server → Lookup -------------------------------------------
+    /// Sent every few seconds; a server that stops reporting leaves the
+    /// rotation.
+    LoadReport {
+        sessions: u64,
+        capacity: u64,
+    },
+    // ---- chat client ↔ Channel server ---------------------------------------
+    /// Subscribe `user` to `room` and send every post after `after`.
+    ChatJoin {
+        user: UserId,
+        room: RoomId,
+        after: u64,
+    },
+    /// Everything up to `latest` has been sent; live posts follow.
+    ChatJoined {
+        room: RoomId,
+        latest: u64,
+    },
+    ChatLeave {
+        room: RoomId,
+    },
+    ChatPost {
+        post: PostId,
+        room: RoomId,
+        text: String,
+    },
+    /// Stored with sequence number `seq`: it will reach every subscriber.
+    ChatPosted {
+        post: PostId,
+        room: RoomId,
+        seq: u64,
+    },
+    ChatRejected {
+        room: RoomId,
+        post: Option<PostId>,
+        reason: ChatReject,
+    },
+    /// A post of a room the client is subscribed to.
+    ChatMessage {
+        seq: u64,
+        post: Post,
+    },
+    /// The client has everything of `room` up to `after`; the server sends
+    /// what is missing (after a gap, or periodically).
+    ChatSync {
+        room: RoomId,
+        after: u64,
+    },
+    // ---- Channel server ↔ chat store ----------------------------------------
+    StoreAppend {
+        token: u64,
+        post: Post,
+    },
+    /// Stored (or found stored already, for a retried post) as `seq`.
+    StoreAppended {
+        token: u64,
+        seq: u64,
+        post: Post,
+    },
+    StoreRead {
+        token: u64,
+        room: RoomId,
+        after: u64,
+        limit: u64,
+    },
+    /// Posts after the requested one, in order, and the room's latest seq.
+    StoreRange {
+        token: u64,
+        room: RoomId,
+        posts: Vec<(u64, Post)>,
+        latest: u64,
+    },
+    StoreFailed {
+        token: u64,
+    },
+    // ---- Channel server ↔ Channel server (relay) ----------------------------
+    Relay {
+        seq: u64,
+        post: Post,
+    },
 }
 
 impl Msg {
@@ -260,6 +351,24 @@ impl Msg {
             Msg::LogMessages { .. } => "LogMessages",
             Msg::Logged { .. } => "Logged",
             Msg::LogFailed { .. } => "LogFailed",
+            Msg::FindChannel => "FindChannel",
+            Msg::ChannelAssigned { .. } => "ChannelAssigned",
+            Msg::NoChannel => "NoChannel",
+            Msg::LoadReport { .. } => "LoadReport",
+            Msg::ChatJoin { .. } => "ChatJoin",
+            Msg::ChatJoined { .. } => "ChatJoined",
+            Msg::ChatLeave { .. } => "ChatLeave",
+            Msg::ChatPost { .. } => "ChatPost",
+            Msg::ChatPosted { .. } => "ChatPosted",
+            Msg::ChatRejected { .. } => "ChatRejected",
+            Msg::ChatMessage { .. } => "ChatMessage",
+            Msg::ChatSync { .. } => "ChatSync",
+            Msg::StoreAppend { .. } => "StoreAppend",
+            Msg::StoreAppended { .. } => "StoreAppended",
+            Msg::StoreRead { .. } => "StoreRead",
+            Msg::StoreRange { .. } => "StoreRange",
+            Msg::StoreFailed { .. } => "StoreFailed",
+            Msg::Relay { .. } => "Relay",
         }
     }
 }

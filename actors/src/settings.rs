@@ -90,6 +90,21 @@ pub struct Settings {
     /// The database retry interval doubles up to this.
     #[serde(deserialize_with = "de_ms")]
     pub db_retry_max: Millis,
+    /// Group chat: how often a Channel server reports its load to Lookup;
+    /// a server silent for three periods leaves the rotation, and client
+    /// sessions silent for three periods are closed.
+    #[serde(deserialize_with = "de_ms")]
+    pub chat_load_report: Millis,
+    /// Group chat: client sessions a Channel server takes before it answers
+    /// busy (503).
+    pub chat_capacity: u64,
+    /// Group chat: posts a client gets when it joins a room afresh.
+    pub chat_backchat: u64,
+    /// Group chat: a post the chat store has not confirmed in this time is
+    /// refused to its author (who may retry; the post id makes it
+    /// idempotent).
+    #[serde(deserialize_with = "de_ms")]
+    pub chat_store_timeout: Millis,
 }
 
 impl Settings {
@@ -105,6 +120,9 @@ impl Settings {
             ("quota_check", self.quota_check),
             ("resend_interval", self.resend_interval),
             ("db_timeout", self.db_timeout),
+            ("chat_load_report", self.chat_load_report),
+            ("chat_capacity", self.chat_capacity),
+            ("chat_store_timeout", self.chat_store_timeout),
             ("transfer_window", self.transfer_window),
             ("deliver_window", self.deliver_window),
             ("archiver_batch", self.archiver_batch),
@@ -160,6 +178,10 @@ impl Default for Settings {
             archiver_flush: 200,
             db_timeout: 10_000,
             db_retry_max: 60_000,
+            chat_load_report: 10_000,
+            chat_capacity: 10_000,
+            chat_backchat: 30,
+            chat_store_timeout: 5_000,
         }
     }
 }
@@ -188,6 +210,10 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("archiver_flush", "\"200ms\"", "A partly filled batch is written after this long."),
     ("db_timeout", "\"10s\"", "The archiver resends a batch the database did not acknowledge within this time."),
     ("db_retry_max", "\"1m\"", "The database retry interval doubles up to this."),
+    ("chat_load_report", "\"10s\"", "Group chat: a Channel server reports its load to Lookup this often; one silent for three periods leaves the rotation, and client sessions silent for three periods are closed."),
+    ("chat_capacity", "10000", "Group chat: client sessions a Channel server takes before it answers busy (503); clients retry through Lookup."),
+    ("chat_backchat", "30", "Group chat: posts a client gets when it joins a room afresh (backchat)."),
+    ("chat_store_timeout", "\"5s\"", "Group chat: a post the chat store has not confirmed in this time is refused to its author, who may retry (the post id makes it idempotent)."),
 ];
 
 /// The settings reference as a Markdown table.

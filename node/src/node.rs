@@ -225,7 +225,11 @@ fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
         ActorKind::Database => Box::new(Database::new(n, Sabotage::default())),
-        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
+        // Clients are not hosted by server nodes, and the group chat cores
+        // are not given roles here yet.
+        ActorKind::Client | ActorKind::Lookup | ActorKind::Channel | ActorKind::ChatStore => {
+            unreachable!("{} is not a role of this host", kind.as_str())
+        }
     }
 }
 

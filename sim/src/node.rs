@@ -101,7 +101,11 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
         ActorKind::Database => Box::new(Database::new(n, spec.sabotage.clone())),
-        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
+        // Clients are not hosted by server nodes, and the group chat cores
+        // are not given roles here yet.
+        ActorKind::Client | ActorKind::Lookup | ActorKind::Channel | ActorKind::ChatStore => {
+            unreachable!("{} is not a role of this host", kind.as_str())
+        }
     }
 }
 
