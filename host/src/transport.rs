@@ -373,7 +373,19 @@ impl Network {
     ) {
         let mut backoff = BACKOFF_MIN;
         let mut buf = Vec::new();
+        // An envelope waiting for a (new) connection: never written into a
+        // connection known to be closed.
+        let mut carry: Option<Envelope> = None;
         loop {
+            // Connect only with something to send: the first frame follows
+            // at once (a listener closes connections that stay silent).
+            let first = match carry.take() {
+                Some(env) => env,
+                None => match rx.recv().await {
+                    Some(env) => env,
+                    None => return,
+                },
+            };
             let connected = match TcpStream::connect(addr).await {
                 Ok(tcp) => self.link.connect(&peer, tcp).await,
                 Err(e) => Err(e),
@@ -382,6 +394,7 @@ impl Network {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(node = %self.me, %peer, error = %e, "connect failed; retrying");
+                    carry = Some(first);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -397,19 +410,27 @@ impl Network {
                 let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
                 net.read_loop(&mut reader, &remote, false).await
             });
+            let mut next = Some(first);
             loop {
-                let Some(env) = rx.recv().await else {
-                    reader_task.abort();
-                    return;
+                let env = match next.take() {
+                    Some(env) => env,
+                    None => match rx.recv().await {
+                        Some(env) => env,
+                        None => {
+                            reader_task.abort();
+                            return;
+                        }
+                    },
                 };
-                if let Err(e) = write_batch(&mut writer, env, &mut rx, &mut buf, &self.me).await {
-                    tracing::debug!(node = %self.me, %peer, error = %e, "connection lost; reconnecting");
+                if reader_task.is_finished() {
+                    // The peer closed the connection while it was idle:
+                    // what we wrote now would vanish. Reconnect first.
+                    carry = Some(env);
                     break;
                 }
-                if reader_task.is_finished() {
-                    // The peer closed the connection: what we write now may
-                    // vanish. Reconnect before writing more; the envelopes
-                    // just written are left to end-to-end recovery.
+                if let Err(e) = write_batch(&mut writer, env, &mut rx, &mut buf, &self.me).await {
+                    // The batch is left to end-to-end recovery.
+                    tracing::debug!(node = %self.me, %peer, error = %e, "connection lost; reconnecting");
                     break;
                 }
             }
