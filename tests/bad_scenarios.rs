@@ -173,3 +173,34 @@ fn random_faults_are_validated() {
     );
     assert_rejected(&stray, 13, &["fault.node", "does not take"]);
 }
+
+#[test]
+fn a_chat_workload_needs_channel_servers_and_chat_keys_need_a_chat_workload() {
+    assert_rejected(
+        &GOOD.replace("kind = \"im\"", "kind = \"chat\""),
+        8,
+        &["workload.kind", "topology.channels"],
+    );
+    assert_rejected(
+        &GOOD.replace("users = 10", "users = 10\nrooms = 3"),
+        10,
+        &["workload.rooms", "only a chat workload"],
+    );
+    assert_rejected(
+        &GOOD.replace("front_ends = 2", "front_ends = 2\nchannels = 2"),
+        6,
+        &["topology.lookups"],
+    );
+}
+
+#[test]
+fn a_setting_that_would_spin_is_refused_with_its_line() {
+    assert_rejected(
+        &GOOD.replace(
+            "[topology]",
+            "[settings]\nresend_interval = \"0s\"\n\n[topology]",
+        ),
+        5,
+        &["settings.resend_interval", "greater than 0"],
+    );
+}

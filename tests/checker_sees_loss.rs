@@ -85,3 +85,66 @@ fn the_cli_exits_non_zero_and_reports_the_loss() {
     assert_eq!(v["pass"], false);
     assert!(!v["failures"].as_array().unwrap().is_empty());
 }
+
+const CHAT: &str = r#"
+name = "chat-sabotaged"
+duration = "6m"
+[topology]
+channels = 2
+lookups = 1
+[[workload]]
+kind = "chat"
+users = 20
+rooms = 2
+rate = 4.0
+stop = "5m"
+"#;
+
+fn run_chat(extra: &str) -> (holdfast_sim::chat_checker::ChatCounts, Vec<String>) {
+    let src = format!("{CHAT}{extra}");
+    let scn = scenario::parse("chat-sabotaged.toml", &src).expect("valid scenario");
+    let out = runner::run(&scn, 42, &RunOptions::default());
+    let failures = report::evaluate(&scn, &out.result);
+    (
+        out.result.chat.expect("a chat run has chat counts"),
+        failures,
+    )
+}
+
+/// Channel servers that do not relay, and clients that do not repair gaps:
+/// members on the other server never get a post, and the chat checker
+/// must count every such missed delivery.
+#[test]
+fn posts_not_relayed_are_reported_as_missed_deliveries() {
+    let (c, failures) = run_chat("repair = false\n[sabotage]\nno_relay = true\n");
+    assert!(c.accepted > 500, "the workload ran: {}", c.accepted);
+    assert_eq!(c.lost, 0);
+    // Users are spread over both servers: roughly half of every post's
+    // audience is on the other one.
+    assert!(
+        c.missed > c.delivered / 4,
+        "missed = {}, delivered = {}",
+        c.missed,
+        c.delivered
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("chat missed deliveries")),
+        "{failures:?}"
+    );
+    // The same run with relaying on has nothing missed: the count above is
+    // the sabotage, not noise.
+    let (c, failures) = run_chat("repair = false\n");
+    assert_eq!(c.missed, 0, "{failures:?}");
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Without relay but with clients repairing gaps and catching up on every
+/// keep-alive, every post still arrives: the checker does not cry wolf.
+#[test]
+fn repair_recovers_what_the_relay_did_not_deliver() {
+    let (c, failures) = run_chat("[sabotage]\nno_relay = true\n");
+    assert_eq!(c.missed, 0, "{failures:?}");
+    assert!(c.delivered > 1000);
+}

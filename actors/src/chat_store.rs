@@ -14,6 +14,7 @@ use crate::ids::{ActorKind, Addr};
 use crate::protocol::Msg;
 use crate::store_keys;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// Key prefix of a stored post: `c/<room>\0<seq, 8 bytes big-endian>`.
 pub const CHAT_POST: &[u8] = b"c/";
@@ -169,7 +170,7 @@ impl Actor for ChatStore {
                         r.iter().skip(skip).map(|(s, p)| (*s, p.clone())).collect()
                     }
                     Some(r) => r
-                        .range(after + 1..)
+                        .range((Bound::Excluded(after), Bound::Unbounded))
                         .take(limit as usize)
                         .map(|(s, p)| (*s, p.clone()))
                         .collect(),

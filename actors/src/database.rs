@@ -255,6 +255,7 @@ mod tests {
         let mut h = db(Sabotage {
             db_drop_every: 3,
             db_duplicate_every: 4,
+            ..Sabotage::default()
         });
         h.start(Recovered::new());
         let records = (1..=8).map(|i| rec(&format!("m{i}"))).collect();

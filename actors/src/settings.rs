@@ -235,6 +235,8 @@ pub struct Sabotage {
     pub db_drop_every: u64,
     /// The database inserts every n-th new record twice.
     pub db_duplicate_every: u64,
+    /// Channel servers do not relay posts to each other (group chat).
+    pub no_relay: bool,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Parsing and checking compile in every build; running a simulation needs
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
+pub mod chat_checker;
 pub mod checker;
 pub mod critical;
 pub mod disk;
@@ -20,6 +21,8 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[cfg(madsim)]
+pub mod chat;
 #[cfg(madsim)]
 pub mod node;
 #[cfg(madsim)]

@@ -9,11 +9,15 @@ use crate::trace::Trace;
 use fnv::FnvHasher;
 use holdfast_actors::actor::{Actor, Ctx, Effect, Timer};
 use holdfast_actors::archiver::Archiver;
+use holdfast_actors::channel::Channel;
+use holdfast_actors::chat::ChatPool;
+use holdfast_actors::chat_store::ChatStore;
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::database::Database;
 use holdfast_actors::destination_queue::DestinationQueue;
 use holdfast_actors::front_end::FrontEnd;
 use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::Envelope;
 use holdfast_actors::settings::{Sabotage, Settings};
@@ -39,6 +43,8 @@ pub struct NodeSpec {
     pub settings: Settings,
     pub sabotage: Sabotage,
     pub seed: u64,
+    /// The group chat pool (empty without Channel servers).
+    pub pool: Arc<ChatPool>,
 }
 
 /// Fault switches the harness flips on a node.
@@ -101,11 +107,13 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
         ActorKind::Database => Box::new(Database::new(n, spec.sabotage.clone())),
-        // Clients are not hosted by server nodes, and the group chat cores
-        // are not given roles here yet.
-        ActorKind::Client | ActorKind::Lookup | ActorKind::Channel | ActorKind::ChatStore => {
-            unreachable!("{} is not a role of this host", kind.as_str())
+        ActorKind::Lookup => Box::new(Lookup::new(n, spec.pool.clone(), s)),
+        ActorKind::Channel if spec.sabotage.no_relay => {
+            Box::new(Channel::new(n, spec.pool.clone(), s).without_relay())
         }
+        ActorKind::Channel => Box::new(Channel::new(n, spec.pool.clone(), s)),
+        ActorKind::ChatStore => Box::new(ChatStore::new(n)),
+        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! A run's result: expectations evaluated, the JSON object and the human
 //! summary.
 
+use crate::chat_checker::ChatCounts;
 use crate::checker::Counts;
 use crate::critical::{CriticalShutdown, Obligation};
 use crate::scenario::Scenario;
@@ -26,6 +27,8 @@ pub struct RunResult {
     pub semantics: &'static str,
     pub simulated_ms: Millis,
     pub counts: Counts,
+    /// Group chat findings, when the scenario has Channel servers.
+    pub chat: Option<ChatCounts>,
     pub events: Vec<EventRecord>,
     pub faults: Vec<String>,
     pub trace_hash: u64,
@@ -52,6 +55,7 @@ impl RunResult {
             semantics: scn.semantics.as_str(),
             simulated_ms: 0,
             counts: Counts::default(),
+            chat: None,
             events: Vec::new(),
             faults: Vec::new(),
             trace_hash: 0,
@@ -125,6 +129,9 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     let mut f = Vec::new();
     if !scn.workloads.is_empty() && c.accepted == 0 {
         f.push("the workload had no message accepted: the run proves nothing".to_string());
+    }
+    if let Some(ch) = &r.chat {
+        chat_failures(e, ch, !scn.chat.is_empty(), &mut f);
     }
     if let Some(n) = e.lost {
         if c.lost != n {
@@ -288,6 +295,83 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     f
 }
 
+fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f: &mut Vec<String>) {
+    let ex = |k: &str| c.examples.get(k).cloned().unwrap_or_default();
+    if workload && c.accepted == 0 {
+        f.push("the chat workload had no post accepted: the run proves nothing".to_string());
+    }
+    if let Some(n) = e.chat_lost {
+        if c.lost != n {
+            f.push(format!(
+                "chat lost = {} (expected {n}); e.g. {:?}",
+                c.lost,
+                ex("lost")
+            ));
+        }
+    }
+    if c.duplicates > 0 {
+        f.push(format!(
+            "chat duplicates = {}: a post stored twice; e.g. {:?}",
+            c.duplicates,
+            ex("duplicates")
+        ));
+    }
+    if c.phantoms > 0 {
+        f.push(format!(
+            "chat phantoms = {}: stored but never posted; e.g. {:?}",
+            c.phantoms,
+            ex("phantoms")
+        ));
+    }
+    if c.order_errors > 0 {
+        f.push(format!(
+            "chat order errors = {}; e.g. {:?}",
+            c.order_errors,
+            ex("order_errors")
+        ));
+    }
+    if c.wrong_deliveries > 0 {
+        f.push(format!(
+            "chat wrong deliveries = {}; e.g. {:?}",
+            c.wrong_deliveries,
+            ex("wrong_deliveries")
+        ));
+    }
+    if c.wall_breaches > 0 {
+        f.push(format!(
+            "ethical wall breached {} times; e.g. {:?}",
+            c.wall_breaches,
+            ex("wall_breaches")
+        ));
+    }
+    if let Some(n) = e.chat_missed {
+        if c.missed != n {
+            f.push(format!(
+                "chat missed deliveries = {} (expected {n}); e.g. {:?}",
+                c.missed,
+                ex("missed")
+            ));
+        }
+    }
+    for (what, got, min) in [
+        ("chat missed deliveries", c.missed, e.chat_missed_min),
+        ("chat accepted", c.accepted, e.chat_accepted_min),
+        ("chat busy answers", c.busy, e.chat_busy_min),
+        ("chat reconnects", c.reconnects, e.chat_reconnects_min),
+        (
+            "chat refused joins",
+            c.refused_joins,
+            e.chat_refused_joins_min,
+        ),
+    ] {
+        if let Some(min) = min {
+            if got < min {
+                f.push(format!("{what} = {got} (expected at least {min})"));
+            }
+        }
+    }
+}
+
 pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
     let c = &r.counts;
     json!({
@@ -311,6 +395,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "expired": c.expired,
         "accepted_while_shut_down": c.accepted_while_shut_down,
         "qoe_dropped": c.qoe_dropped,
+        "chat": r.chat,
         "by_kind": c.by_kind.iter().map(|(k, (a, ar))| (*k, json!({"accepted": a, "archived": ar}))).collect::<BTreeMap<_, _>>(),
         "drained_at_secs": c.drained_at.map(|ms| ms as f64 / 1000.0),
         "critical_shutdowns": r.critical.iter().map(|s| json!({
@@ -358,6 +443,16 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         "  archivable {}  archived {}  lost {}  pending {}  duplicates {}  phantoms {}  recovered {}\n",
         c.archivable_accepted, c.archived, c.lost, c.pending, c.duplicates, c.phantoms, c.recovered
     ));
+    if let Some(ch) = &r.chat {
+        s.push_str(&format!(
+            "  chat: posts {}  accepted {}  rejected {}  unknown {}  stored {}  lost {}  duplicates {}  missed {}  delivered {}\n",
+            ch.posts, ch.accepted, ch.rejected, ch.unknown, ch.stored, ch.lost, ch.duplicates, ch.missed, ch.delivered
+        ));
+        s.push_str(&format!(
+            "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  redundant copies {}\n",
+            ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.redundant
+        ));
+    }
     if let Some(at) = c.drained_at {
         s.push_str(&format!(
             "  last archivable message archived at {}\n",

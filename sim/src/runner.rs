@@ -2,6 +2,8 @@
 //! cluster, starts the workload, injects the faults on schedule, then reads
 //! every node's durable state and hands it to the checker.
 
+use crate::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
+use crate::chat_checker::{self, chat_rooms, chat_users, ChatLog};
 use crate::checker::{self, Observed, Op, Shutdown};
 use crate::critical;
 use crate::disk::SimDisk;
@@ -12,6 +14,8 @@ use crate::scenario::{Archive, FaultKind, Scenario};
 use crate::trace::Trace;
 use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
 use holdfast_actors::actor::Recovered;
+use holdfast_actors::chat::{ChatPool, Room};
+use holdfast_actors::chat_store;
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
@@ -119,6 +123,37 @@ pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
     (cluster, per_workload)
 }
 
+/// The group chat pool: Channel servers, Lookup instances, the store, and
+/// the rooms of every chat workload (all its users members; the last
+/// `walled` of them walled off).
+pub fn build_pool(scn: &Scenario) -> ChatPool {
+    let t = &scn.topology;
+    let mut rooms = std::collections::BTreeMap::new();
+    for (w, wl) in scn.chat.iter().enumerate() {
+        let users = chat_users(w, wl.users, DOMAIN);
+        let denied: BTreeSet<String> = users[(wl.users - wl.walled) as usize..]
+            .iter()
+            .cloned()
+            .collect();
+        for room in chat_rooms(w, wl.rooms) {
+            rooms.insert(
+                room,
+                Room {
+                    members: users.iter().cloned().collect(),
+                    denied: denied.clone(),
+                    presenters: None,
+                },
+            );
+        }
+    }
+    ChatPool {
+        channels: t.channels.clone(),
+        lookups: t.lookups.clone(),
+        store: t.chat_store.clone().unwrap_or_default(),
+        rooms,
+    }
+}
+
 fn ip(i: usize) -> IpAddr {
     // Simulated addresses only: no packet ever leaves the process.
     IpAddr::V4(Ipv4Addr::new(10, 77, (i / 200) as u8, (i % 200 + 1) as u8))
@@ -146,6 +181,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let epoch = Instant::now();
     let (cluster, users) = build_cluster(&scn);
     let cluster = Arc::new(cluster);
+    let pool = Arc::new(build_pool(&scn));
     let trace = Arc::new(Mutex::new(Trace::new(opts.timeline)));
     let events: Arc<Mutex<Vec<EventRecord>>> = Arc::new(Mutex::new(Vec::new()));
 
@@ -162,10 +198,17 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         active: Mutex::new(BTreeMap::new()),
     };
     for name in &servers {
-        let roles = if scn.topology.front_ends.contains(name) {
+        let t = &scn.topology;
+        let roles = if t.front_ends.contains(name) {
             vec![ActorKind::FrontEnd, ActorKind::OutgoingQueue]
-        } else if scn.topology.archivers.contains(name) {
+        } else if t.archivers.contains(name) {
             vec![ActorKind::DestinationQueue, ActorKind::Archiver]
+        } else if t.channels.contains(name) {
+            vec![ActorKind::Channel]
+        } else if t.lookups.contains(name) {
+            vec![ActorKind::Lookup]
+        } else if t.chat_store.as_ref() == Some(name) {
+            vec![ActorKind::ChatStore]
         } else {
             vec![ActorKind::Database]
         };
@@ -182,6 +225,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             settings: scn.settings.clone(),
             sabotage: scn.sabotage.clone(),
             seed,
+            pool: pool.clone(),
         });
         let shared = NodeShared {
             disk: SimDisk::new(
@@ -226,6 +270,27 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         .ip(ip(servers.len()))
         .init(move || run_client(client.clone(), h.clone()))
         .build();
+
+    let chat_log = Arc::new(Mutex::new(ChatLog::default()));
+    if !scn.chat.is_empty() {
+        let t = &scn.topology;
+        let spec = Arc::new(ChatClientSpec {
+            lookups: t.lookups.iter().map(|n| addrs[n]).collect(),
+            lookup_names: t.lookups.clone(),
+            channels: t.channels.iter().map(|n| (n.clone(), addrs[n])).collect(),
+            workloads: scn.chat.clone(),
+            domain: DOMAIN.into(),
+            seed,
+            epoch,
+        });
+        let log = chat_log.clone();
+        handle
+            .create_node()
+            .name(CHAT_CLIENT_NODE)
+            .ip(ip(servers.len() + 1))
+            .init(move || run_chat_clients(spec.clone(), log.clone()))
+            .build();
+    }
 
     let nodes = Arc::new(nodes);
     for fault in scn.faults.clone() {
@@ -281,6 +346,18 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             }
         }
     }
+    let chat = scn.topology.chat_store.as_ref().map(|store| {
+        let shared = &nodes.shared[store];
+        let state = replay(&shared.disk.durable(&store_file(ActorKind::ChatStore))).0;
+        let mut posts = Vec::new();
+        for entry in chat_store::stored_posts(&state) {
+            match entry {
+                Ok(p) => posts.push(p),
+                Err(e) => read_errors.push(format!("{store}: {e}")),
+            }
+        }
+        chat_checker::check(&lock(&chat_log), &posts)
+    });
     let events = lock(&events).clone();
     let expired = events
         .iter()
@@ -313,6 +390,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         semantics: scn.semantics.as_str(),
         simulated_ms: scn.duration_ms,
         counts,
+        chat,
         critical: critical::attribute(&shutdowns, &scn.faults, &cluster),
         obligations: scn
             .expect

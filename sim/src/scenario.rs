@@ -87,6 +87,12 @@ struct RawTopology {
     /// Simulated fsync latency.
     #[serde(default)]
     fsync: Option<Spanned<String>>,
+    /// Group chat: Channel servers `ch1..` and Lookup instances
+    /// `lookup1..` (with a chat store `chatdb` when there are channels).
+    #[serde(default = "zero")]
+    channels: Spanned<i64>,
+    #[serde(default = "zero")]
+    lookups: Spanned<i64>,
 }
 
 impl Default for RawTopology {
@@ -97,12 +103,18 @@ impl Default for RawTopology {
             databases: one(),
             disk_size: None,
             fsync: None,
+            channels: zero(),
+            lookups: zero(),
         }
     }
 }
 
 fn one() -> Spanned<i64> {
     Spanned::new(0..0, 1)
+}
+
+fn zero() -> Spanned<i64> {
+    Spanned::new(0..0, 0)
 }
 
 #[derive(Deserialize)]
@@ -122,6 +134,18 @@ struct RawWorkload {
     /// Fraction of messages sent to federated (external) recipients.
     #[serde(default)]
     external: Option<Spanned<f64>>,
+    /// chat: rooms every user of the workload is a member of.
+    #[serde(default)]
+    rooms: Option<Spanned<i64>>,
+    /// chat: the last users of the workload are walled off every room.
+    #[serde(default)]
+    walled: Option<Spanned<i64>>,
+    /// chat: keep-alive and catch-up period of a client.
+    #[serde(default)]
+    sync: Option<Spanned<String>>,
+    /// chat: whether clients repair gaps (false only to prove the checker).
+    #[serde(default)]
+    repair: Option<bool>,
 }
 
 /// A number, or a range `"lo..hi"` drawn per seed.
@@ -199,6 +223,13 @@ struct RawExpect {
     critical_shutdowns: Option<u64>,
     #[serde(default)]
     no_accept_while_shut_down: bool,
+    chat_lost: Option<u64>,
+    chat_missed: Option<u64>,
+    chat_missed_min: Option<u64>,
+    chat_accepted_min: Option<u64>,
+    chat_busy_min: Option<u64>,
+    chat_reconnects_min: Option<u64>,
+    chat_refused_joins_min: Option<u64>,
     #[serde(default)]
     events_order: Vec<String>,
 }
@@ -222,6 +253,7 @@ pub struct Scenario {
     pub settings: Settings,
     pub sabotage: Sabotage,
     pub workloads: Vec<ImWorkload>,
+    pub chat: Vec<ChatWorkload>,
     pub faults: Vec<Fault>,
     pub expect: Expect,
 }
@@ -284,7 +316,14 @@ pub struct Topology {
     pub databases: Vec<String>,
     pub disk_size: u64,
     pub fsync_ms: u64,
+    pub channels: Vec<String>,
+    pub lookups: Vec<String>,
+    /// The chat store's node, when there are Channel servers.
+    pub chat_store: Option<String>,
 }
+
+/// The chat store's node name.
+pub const CHAT_STORE_NODE: &str = "chatdb";
 
 impl Topology {
     pub fn servers(&self) -> impl Iterator<Item = &String> {
@@ -292,6 +331,9 @@ impl Topology {
             .iter()
             .chain(&self.archivers)
             .chain(&self.databases)
+            .chain(&self.channels)
+            .chain(&self.lookups)
+            .chain(&self.chat_store)
     }
     pub fn has(&self, node: &str) -> bool {
         self.servers().any(|n| n == node)
@@ -321,6 +363,22 @@ pub struct ImWorkload {
     pub stop_ms: u64,
     pub archive: Archive,
     pub external: f64,
+}
+
+/// Group chat users posting in rooms (see `sim/src/chat.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatWorkload {
+    pub users: u64,
+    pub rooms: u64,
+    /// Of the users, this many (the last) are walled off every room.
+    pub walled: u64,
+    /// Posts per simulated second, over all users.
+    pub rate: f64,
+    pub size: usize,
+    pub start_ms: u64,
+    pub stop_ms: u64,
+    pub sync_ms: u64,
+    pub repair: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -403,6 +461,13 @@ pub struct Expect {
     pub no_accept_while_shut_down: bool,
     /// These events first happen in this order (each at least once).
     pub events_order: Vec<String>,
+    pub chat_lost: Option<u64>,
+    pub chat_missed: Option<u64>,
+    pub chat_missed_min: Option<u64>,
+    pub chat_accepted_min: Option<u64>,
+    pub chat_busy_min: Option<u64>,
+    pub chat_reconnects_min: Option<u64>,
+    pub chat_refused_joins_min: Option<u64>,
 }
 
 /// Gauges the actors report (see `Actor::gauges`).
@@ -418,6 +483,10 @@ pub const GAUGES: &[&str] = &[
     "expired",
     "link_failing",
     "critical_shutdown",
+    "chat_posts",
+    "chat_sessions",
+    "chat_relayed",
+    "channels_known",
 ];
 
 // ------------------------------------------------------------- validation
@@ -592,7 +661,28 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             Some(s) => cx.dur(s, "topology.fsync")?,
             None => 1,
         },
+        channels: node_names("ch", cx.count(&t.channels, "topology.channels", 0)?),
+        lookups: node_names("lookup", cx.count(&t.lookups, "topology.lookups", 0)?),
+        chat_store: None,
     };
+    let mut topology = topology;
+    if !topology.channels.is_empty() {
+        if topology.lookups.is_empty() {
+            return Err(cx.err(
+                &t.channels.span(),
+                "topology.lookups",
+                "Channel servers need at least one Lookup instance",
+            ));
+        }
+        topology.chat_store = Some(CHAT_STORE_NODE.to_string());
+    }
+    if topology.channels.len() > 16 || topology.lookups.len() > 8 {
+        return Err(cx.err(
+            &t.channels.span(),
+            "topology.channels",
+            "at most 16 Channel servers and 8 Lookup instances",
+        ));
+    }
     if topology.front_ends.len() > 64
         || topology.archivers.len() > 16
         || topology.databases.len() > 16
@@ -605,25 +695,43 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     }
 
     let mut workloads = Vec::new();
+    let mut chat = Vec::new();
     let mut draws = Vec::new();
     for w in &raw.workload {
         let kind = w.kind.get_ref().as_str();
+        if kind == "chat" {
+            chat.push(chat_workload(&cx, w, duration_ms, &topology)?);
+            continue;
+        }
+        for (key, given) in [
+            ("rooms", w.rooms.as_ref().map(|r| r.span())),
+            ("walled", w.walled.as_ref().map(|r| r.span())),
+            ("sync", w.sync.as_ref().map(|r| r.span())),
+        ] {
+            if let Some(span) = given {
+                return Err(cx.err(
+                    &span,
+                    &format!("workload.{key}"),
+                    "only a chat workload takes this key",
+                ));
+            }
+        }
         let record_kind = match kind {
             "im" => RecordKind::Im,
             "cdr" => RecordKind::Cdr,
             "qoe" => RecordKind::Qoe,
-            "chat" | "file" => {
+            "file" => {
                 return Err(cx.err(
                     &w.kind.span(),
                     "workload.kind",
-                    format!("workload kind {kind:?} is not implemented yet; supported: \"im\", \"cdr\", \"qoe\""),
+                    format!("workload kind {kind:?} is not implemented yet; supported: \"im\", \"cdr\", \"qoe\", \"chat\""),
                 ))
             }
             other => {
                 return Err(cx.err(
                     &w.kind.span(),
                     "workload.kind",
-                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\" or \"qoe\""),
+                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\", \"qoe\" or \"chat\""),
                 ))
             }
         };
@@ -942,6 +1050,19 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         critical_shutdowns: e.critical_shutdowns,
         no_accept_while_shut_down: e.no_accept_while_shut_down,
         events_order: e.events_order.clone(),
+        // With a chat workload, nothing accepted may be lost or missed
+        // unless the file says otherwise.
+        chat_lost: e.chat_lost.or((!chat.is_empty()).then_some(0)),
+        chat_missed: if e.chat_missed_min.is_some() {
+            e.chat_missed
+        } else {
+            e.chat_missed.or((!chat.is_empty()).then_some(0))
+        },
+        chat_missed_min: e.chat_missed_min,
+        chat_accepted_min: e.chat_accepted_min,
+        chat_busy_min: e.chat_busy_min,
+        chat_reconnects_min: e.chat_reconnects_min,
+        chat_refused_joins_min: e.chat_refused_joins_min,
         lost: if e.lost_min.is_some() {
             e.lost
         } else {
@@ -972,10 +1093,118 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         settings,
         sabotage: raw.sabotage,
         workloads,
+        chat,
         faults,
         expect,
         draws,
         generators,
+    })
+}
+
+/// A `kind = "chat"` workload.
+fn chat_workload(
+    cx: &Ctx,
+    w: &RawWorkload,
+    duration_ms: u64,
+    topology: &Topology,
+) -> Result<ChatWorkload, ScenarioError> {
+    if topology.channels.is_empty() {
+        return Err(cx.err(
+            &w.kind.span(),
+            "workload.kind",
+            "a chat workload needs Channel servers: set topology.channels (and topology.lookups)",
+        ));
+    }
+    for (key, given) in [
+        ("archive", w.archive.as_ref().map(|a| a.span())),
+        ("external", w.external.as_ref().map(|e| e.span())),
+    ] {
+        if let Some(span) = given {
+            return Err(cx.err(
+                &span,
+                &format!("workload.{key}"),
+                "a chat workload does not take this key",
+            ));
+        }
+    }
+    let (users, users_hi) = cx.num_range(&w.users, "workload.users")?;
+    let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
+    if users_hi > users || rate_hi > rate {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload",
+            "ranges are not supported in chat workloads yet",
+        ));
+    }
+    if users < 2.0 || users.fract() != 0.0 || users > 5000.0 {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload.users",
+            "must be a whole number from 2 to 5000",
+        ));
+    }
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1000.0) {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            "must be a positive number of posts per simulated second, at most 1000",
+        ));
+    }
+    let rooms = match &w.rooms {
+        Some(r) => cx.count(r, "workload.rooms", 1)?,
+        None => 1,
+    };
+    let walled = match &w.walled {
+        Some(r) => cx.count(r, "workload.walled", 0)?,
+        None => 0,
+    };
+    if walled + 2 > users as u64 {
+        return Err(cx.err(
+            &w.walled.as_ref().expect("walled given").span(),
+            "workload.walled",
+            "at least two users must remain outside the wall",
+        ));
+    }
+    let size = match &w.size {
+        Some(s) => cx.count(s, "workload.size", 1)? as usize,
+        None => 100,
+    };
+    let start_ms = match &w.start {
+        Some(s) => cx.dur(s, "workload.start")?,
+        None => 0,
+    };
+    let stop_ms = match &w.stop {
+        Some(s) => cx.dur(s, "workload.stop")?,
+        None => duration_ms,
+    };
+    if stop_ms <= start_ms || stop_ms > duration_ms {
+        return Err(cx.err(
+            &w.stop.as_ref().map(|s| s.span()).unwrap_or(w.kind.span()),
+            "workload.stop",
+            "must be after start and within the run's duration",
+        ));
+    }
+    let sync_ms = match &w.sync {
+        Some(s) => cx.dur(s, "workload.sync")?,
+        None => 10_000,
+    };
+    if sync_ms == 0 {
+        return Err(cx.err(
+            &w.sync.as_ref().expect("sync given").span(),
+            "workload.sync",
+            "must be longer than 0s",
+        ));
+    }
+    Ok(ChatWorkload {
+        users: users as u64,
+        rooms,
+        walled,
+        rate,
+        size,
+        start_ms,
+        stop_ms,
+        sync_ms,
+        repair: w.repair.unwrap_or(true),
     })
 }
 
