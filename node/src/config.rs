@@ -7,12 +7,13 @@
 //! and its `certs/` and `data/` folders can be moved together. Errors name
 //! the file and the key.
 
+use holdfast_actors::chat::{ChatPool, Room};
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::settings::Settings;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,6 +112,21 @@ struct RawNode {
     privacy: Privacy,
 }
 
+/// A persistent chat room.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoom {
+    name: String,
+    /// Members; `user{1..50}@x` expands.
+    members: Vec<String>,
+    /// Members walled off the room (an ethical wall).
+    #[serde(default)]
+    denied: Vec<String>,
+    /// Set: an auditorium, where only these members post.
+    #[serde(default)]
+    presenters: Option<Vec<String>>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -121,6 +137,8 @@ struct RawConfig {
     archiving: Option<ArchivingSection>,
     #[serde(rename = "node")]
     nodes: Vec<RawNode>,
+    #[serde(default, rename = "room")]
+    rooms: Vec<RawRoom>,
 }
 
 /// A server role a node can have.
@@ -132,6 +150,12 @@ pub enum Role {
     Archiver,
     /// The archive database (SQLite).
     Database,
+    /// Group chat: assigns clients to Channel servers.
+    Lookup,
+    /// Group chat: rooms, posts, fan-out, relay.
+    Channel,
+    /// Group chat: the durable store of posts.
+    ChatStore,
 }
 
 impl Role {
@@ -140,6 +164,9 @@ impl Role {
             "front_end" => Some(Role::FrontEnd),
             "archiver" => Some(Role::Archiver),
             "database" => Some(Role::Database),
+            "lookup" => Some(Role::Lookup),
+            "channel" => Some(Role::Channel),
+            "chat_store" => Some(Role::ChatStore),
             _ => None,
         }
     }
@@ -149,6 +176,9 @@ impl Role {
             Role::FrontEnd => &[ActorKind::FrontEnd, ActorKind::OutgoingQueue],
             Role::Archiver => &[ActorKind::DestinationQueue, ActorKind::Archiver],
             Role::Database => &[ActorKind::Database],
+            Role::Lookup => &[ActorKind::Lookup],
+            Role::Channel => &[ActorKind::Channel],
+            Role::ChatStore => &[ActorKind::ChatStore],
         }
     }
 }
@@ -197,6 +227,8 @@ pub struct Config {
     pub settings: Settings,
     pub nodes: Vec<NodeConfig>,
     pub cluster: Arc<Cluster>,
+    /// The group chat pool (empty without Channel servers).
+    pub pool: Arc<ChatPool>,
 }
 
 /// Expands `user{1..3}@x` into `user1@x`, `user2@x`, `user3@x`.
@@ -227,6 +259,77 @@ fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
     }
     let (pre, post) = (&pattern[..open], &pattern[close + 1..]);
     Ok((lo..=hi).map(|i| format!("{pre}{i}{post}")).collect())
+}
+
+/// The chat pool of a config: its Channel servers, Lookup instances, the
+/// one chat store, and the rooms.
+fn chat_pool(
+    rooms: &[RawRoom],
+    nodes: &[NodeConfig],
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<ChatPool, ConfigError> {
+    let with = |role| -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| n.has(role))
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    let (channels, lookups, stores) = (
+        with(Role::Channel),
+        with(Role::Lookup),
+        with(Role::ChatStore),
+    );
+    let chat = !channels.is_empty() || !lookups.is_empty() || !stores.is_empty();
+    if chat && (channels.is_empty() || lookups.is_empty() || stores.len() != 1) {
+        return Err(invalid(
+            "node.roles".into(),
+            format!(
+                "group chat needs Channel servers, Lookup instances and exactly one chat_store; found {} channel, {} lookup, {} chat_store nodes",
+                channels.len(),
+                lookups.len(),
+                stores.len()
+            ),
+        ));
+    }
+    if !rooms.is_empty() && !chat {
+        return Err(invalid(
+            "room".into(),
+            "rooms need group chat nodes (channel, lookup, chat_store roles)".into(),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (i, r) in rooms.iter().enumerate() {
+        let key = |k: &str| format!("room[{i}].{k}");
+        if r.name.is_empty() || r.name.contains('\0') {
+            return Err(invalid(key("name"), "a room needs a name".into()));
+        }
+        let expand = |list: &[String], k: &str| -> Result<BTreeSet<String>, ConfigError> {
+            let mut set = BTreeSet::new();
+            for u in list {
+                set.extend(expand_users(u).map_err(|m| invalid(key(k), m))?);
+            }
+            Ok(set)
+        };
+        let room = Room {
+            members: expand(&r.members, "members")?,
+            denied: expand(&r.denied, "denied")?,
+            presenters: r
+                .presenters
+                .as_deref()
+                .map(|p| expand(p, "presenters"))
+                .transpose()?,
+        };
+        if out.insert(r.name.clone(), room).is_some() {
+            return Err(invalid(key("name"), format!("{:?} is used twice", r.name)));
+        }
+    }
+    Ok(ChatPool {
+        channels,
+        lookups,
+        store: stores.into_iter().next().unwrap_or_default(),
+        rooms: out,
+    })
 }
 
 impl Config {
@@ -293,7 +396,7 @@ impl Config {
                 let role = Role::parse(r).ok_or_else(|| {
                     invalid(
                         key("roles"),
-                        format!("{r:?}: expected front_end, archiver or database"),
+                        format!("{r:?}: expected front_end, archiver, database, lookup, channel or chat_store"),
                     )
                 })?;
                 if !roles.contains(&role) {
@@ -429,7 +532,9 @@ impl Config {
                 users: archiving.users,
             },
         };
+        let pool = chat_pool(&raw.rooms, &nodes, &invalid)?;
         Ok(Config {
+            pool: Arc::new(pool),
             file: file.to_path_buf(),
             domain: raw.cluster.domain,
             links: raw.cluster.links,
@@ -512,6 +617,47 @@ listen = "127.0.0.1:7301"
             c.node("arch1").unwrap().actors(),
             vec![ActorKind::DestinationQueue, ActorKind::Archiver]
         );
+    }
+
+    #[test]
+    fn group_chat_nodes_and_rooms_make_a_pool() {
+        let chat = format!(
+            "{GOOD}{}",
+            r#"
+[[node]]
+name = "ch1"
+roles = ["channel"]
+listen = "127.0.0.1:7401"
+
+[[node]]
+name = "lk1"
+roles = ["lookup"]
+listen = "127.0.0.1:7501"
+
+[[node]]
+name = "chatdb"
+roles = ["chat_store"]
+listen = "127.0.0.1:7601"
+
+[[room]]
+name = "deals"
+members = ["user{1..3}@corp.example"]
+denied = ["user3@corp.example"]
+"#
+        );
+        let c = parse(&chat).unwrap();
+        assert_eq!(c.pool.channels, vec!["ch1"]);
+        assert_eq!(c.pool.store, "chatdb");
+        let deals = &c.pool.rooms["deals"];
+        assert!(deals.may_read("user1@corp.example"));
+        assert!(!deals.may_read("user3@corp.example"));
+        assert_eq!(c.node("ch1").unwrap().actors(), vec![ActorKind::Channel]);
+        // A chat pool without a Lookup instance cannot work.
+        let e = err(&chat.replace("roles = [\"lookup\"]", "roles = [\"channel\"]"));
+        assert!(e.contains("node.roles") && e.contains("Lookup"), "{e}");
+        // Rooms without chat nodes are refused.
+        let e = err(&format!("{GOOD}\n[[room]]\nname = \"r\"\nmembers = []\n"));
+        assert!(e.contains("room"), "{e}");
     }
 
     fn err(text: &str) -> String {

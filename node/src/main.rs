@@ -107,6 +107,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Persistent group chat: rooms, posts, history.
+    Chat {
+        #[command(subcommand)]
+        cmd: ChatCmd,
+    },
     /// Read the archive.
     Archive {
         #[command(subcommand)]
@@ -169,6 +174,49 @@ enum ImCmd {
         timeout: Duration,
         /// The message text.
         text: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ChatUser {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The user, e.g. alice@corp.example.
+    #[arg(long)]
+    user: String,
+    /// Use this Channel server instead of asking Lookup.
+    #[arg(long)]
+    channel: Option<String>,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum ChatCmd {
+    /// Rooms of the config the user may read.
+    Rooms {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        user: String,
+    },
+    /// Post to a room; prints the post's sequence number once stored.
+    Post {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        text: String,
+    },
+    /// A room's posts after a sequence number (default: the backchat).
+    History {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        /// Posts after this sequence number (0: the last `chat_backchat`).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
     },
 }
 
@@ -393,6 +441,50 @@ fn status(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+fn chat(cmd: ChatCmd) -> Result<(), String> {
+    use holdfast::chat_client::ChatClient;
+    match cmd {
+        ChatCmd::Rooms { config, user } => {
+            let config = load_config(&config)?;
+            for (name, room) in &config.pool.rooms {
+                if room.may_read(&user) {
+                    let kind = match &room.presenters {
+                        Some(p) if p.contains(&user) => "auditorium, presenter",
+                        Some(_) => "auditorium",
+                        None => "normal",
+                    };
+                    println!("{name}  ({kind}, {} members)", room.members.len());
+                }
+            }
+        }
+        ChatCmd::Post { who, room, text } => {
+            let config = load_config(&who.config)?;
+            let seq = runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                c.join(&room, 0).await?;
+                c.post(&room, &text).await
+            })?;
+            println!("posted to {room} as #{seq}");
+        }
+        ChatCmd::History { who, room, after } => {
+            let config = load_config(&who.config)?;
+            let (posts, latest) = runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                c.join(&room, after).await
+            })?;
+            for (seq, p) in &posts {
+                println!("#{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+            }
+            eprintln!("{} posts shown; {room} is at #{latest}", posts.len());
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Node { config, name } => {
@@ -523,6 +615,7 @@ fn run(cli: Cli) -> Result<(), String> {
             )?;
         }
         Cmd::Status { config } => status(&load_config(&config)?)?,
+        Cmd::Chat { cmd } => chat(cmd)?,
         Cmd::Bench {
             rate,
             duration,

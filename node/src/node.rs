@@ -30,10 +30,13 @@ use crate::tls::TlsLink;
 use actix::prelude::*;
 use holdfast_actors::actor::{Actor as Core, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
 use holdfast_actors::archiver::Archiver;
+use holdfast_actors::channel::Channel;
+use holdfast_actors::chat_store::ChatStore;
 use holdfast_actors::database::Database;
 use holdfast_actors::destination_queue::DestinationQueue;
 use holdfast_actors::front_end::FrontEnd;
 use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::settings::Sabotage;
@@ -225,11 +228,10 @@ fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
         ActorKind::Database => Box::new(Database::new(n, Sabotage::default())),
-        // Clients are not hosted by server nodes, and the group chat cores
-        // are not given roles here yet.
-        ActorKind::Client | ActorKind::Lookup | ActorKind::Channel | ActorKind::ChatStore => {
-            unreachable!("{} is not a role of this host", kind.as_str())
-        }
+        ActorKind::Lookup => Box::new(Lookup::new(n, shared.config.pool.clone(), s)),
+        ActorKind::Channel => Box::new(Channel::new(n, shared.config.pool.clone(), s)),
+        ActorKind::ChatStore => Box::new(ChatStore::new(n)),
+        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }
 }
 

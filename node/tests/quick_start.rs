@@ -26,7 +26,8 @@ fn quick_start_as_written() {
     .unwrap();
     let mut text = example.clone();
     for port in [
-        "7101", "7102", "7201", "7301", "9101", "9102", "9201", "9301",
+        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "9101", "9102", "9201",
+        "9301",
     ] {
         assert!(
             text.contains(port),
@@ -108,6 +109,53 @@ fn quick_start_as_written() {
         );
     }
 
+    // Group chat: a post is stored and shows in the room's history; a
+    // walled-off member is refused.
+    let posted = holdfast(&[
+        "chat",
+        "post",
+        "-c",
+        cfg,
+        "--user",
+        "alice@corp.example",
+        "--room",
+        "general",
+        "hello room",
+    ]);
+    let out = String::from_utf8_lossy(&posted.stdout);
+    assert!(
+        posted.status.success() && out.starts_with("posted to general as #1"),
+        "{out}{}",
+        String::from_utf8_lossy(&posted.stderr)
+    );
+    let history = holdfast(&[
+        "chat",
+        "history",
+        "-c",
+        cfg,
+        "--user",
+        "bob@corp.example",
+        "--room",
+        "general",
+    ]);
+    let out = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        out.contains("#1") && out.contains("alice@corp.example: hello room"),
+        "{out}"
+    );
+    let walled = holdfast(&[
+        "chat",
+        "history",
+        "-c",
+        cfg,
+        "--user",
+        "user95@corp.example",
+        "--room",
+        "deals",
+    ]);
+    assert_eq!(walled.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&walled.stderr).contains("not allowed"));
+
     // An unknown recipient is refused explicitly (exit code 2).
     let refused = holdfast(&[
         "im",
@@ -131,5 +179,5 @@ fn quick_start_as_written() {
     }
     let out = up.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches(" stopped").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches(" stopped").count(), 8, "{stdout}");
 }

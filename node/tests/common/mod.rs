@@ -26,9 +26,14 @@ pub fn exe() -> PathBuf {
 
 impl TestCluster {
     pub fn start(links: &str, settings: &str) -> TestCluster {
+        TestCluster::start_text(links, &loopback_config(links, settings))
+    }
+
+    /// A cluster from a whole config text.
+    pub fn start_text(links: &str, text: &str) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.toml");
-        std::fs::write(&file, loopback_config(links, settings)).unwrap();
+        std::fs::write(&file, text).unwrap();
         let config = Arc::new(Config::load(&file).unwrap());
         if links == "tls" {
             holdfast::tls::certs_init(&config, false).unwrap();

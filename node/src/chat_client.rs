@@ -1,0 +1,192 @@
+//! A group chat client of a real cluster: finds a Channel server through
+//! Lookup, joins rooms, posts, reads history. Used by `holdfast chat` and
+//! the real-process tests.
+
+use crate::client::client_link;
+use crate::config::Config;
+use holdfast_actors::chat::{ChatReject, Post};
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::protocol::{Envelope, Msg};
+use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub struct ChatClient {
+    me: String,
+    user: String,
+    net: Arc<Network>,
+    rx: mpsc::UnboundedReceiver<Envelope>,
+    channel: String,
+    timeout: Duration,
+}
+
+fn describe(r: &ChatReject) -> &'static str {
+    match r {
+        ChatReject::Busy => "the Channel server is busy (503); try again",
+        ChatReject::NoSuchRoom => "no such room",
+        ChatReject::NotAllowed => "not allowed in this room",
+        ChatReject::StoreUnavailable => "the chat store did not answer; nothing was stored",
+        ChatReject::NotJoined => "not joined to this room",
+    }
+}
+
+impl ChatClient {
+    /// Connects as `user`: asks the config's Lookup instances in turn for a
+    /// Channel server (or uses `channel` when given). Inside a tokio runtime.
+    pub async fn connect(
+        config: &Config,
+        user: &str,
+        channel: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ChatClient, String> {
+        let suffix: u64 = rand::rngs::StdRng::from_entropy().gen();
+        let me = format!("chat-{suffix:016x}");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peers = config
+            .nodes
+            .iter()
+            .filter(|n| {
+                config.pool.channels.contains(&n.name) || config.pool.lookups.contains(&n.name)
+            })
+            .map(|n| (n.name.clone(), n.listen))
+            .collect();
+        let net = Network::with_link(
+            me.clone(),
+            peers,
+            tx,
+            client_link(config)?,
+            DEFAULT_OUTBOUND_CAPACITY,
+        );
+        let mut c = ChatClient {
+            me,
+            user: user.to_string(),
+            net,
+            rx,
+            channel: String::new(),
+            timeout,
+        };
+        if let Some(ch) = channel {
+            if !config.pool.channels.iter().any(|c| c == ch) {
+                return Err(format!("{ch} is not a Channel server of the config"));
+            }
+            c.channel = ch.to_string();
+            return Ok(c);
+        }
+        if config.pool.lookups.is_empty() {
+            return Err("the config has no Lookup instance (no group chat)".into());
+        }
+        for lookup in &config.pool.lookups {
+            c.send(
+                Addr::new(lookup.clone(), ActorKind::Lookup),
+                Msg::FindChannel,
+            )?;
+            match c
+                .next(|m| matches!(m, Msg::ChannelAssigned { .. } | Msg::NoChannel))
+                .await
+            {
+                Some(Msg::ChannelAssigned { channel }) => {
+                    c.channel = channel;
+                    return Ok(c);
+                }
+                Some(_) => return Err("no Channel server is in rotation; try again later".into()),
+                None => continue, // this Lookup did not answer: the next one
+            }
+        }
+        Err("no Lookup instance answered".into())
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn send(&self, to: Addr, msg: Msg) -> Result<(), String> {
+        let env = Envelope {
+            from: Addr::new(self.me.clone(), ActorKind::Client),
+            to,
+            id: 0,
+            msg,
+        };
+        self.net.send(env).map_err(|e| e.to_string())
+    }
+
+    fn to_channel(&self, msg: Msg) -> Result<(), String> {
+        self.send(Addr::new(self.channel.clone(), ActorKind::Channel), msg)
+    }
+
+    /// The next message `want` accepts, within the timeout; others that
+    /// arrive meanwhile are dropped.
+    async fn next(&mut self, want: impl Fn(&Msg) -> bool) -> Option<Msg> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let env = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .ok()??;
+            self.net.consumed(&env);
+            if want(&env.msg) {
+                return Some(env.msg);
+            }
+        }
+    }
+
+    /// Joins `room` and returns the posts after `after` (`0`: the
+    /// backchat) with the room's latest sequence number.
+    pub async fn join(
+        &mut self,
+        room: &str,
+        after: u64,
+    ) -> Result<(Vec<(u64, Post)>, u64), String> {
+        self.to_channel(Msg::ChatJoin {
+            user: self.user.clone(),
+            room: room.to_string(),
+            after,
+        })?;
+        let mut posts = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let Ok(Some(env)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
+                return Err(format!("{} did not answer in time", self.channel));
+            };
+            self.net.consumed(&env);
+            match env.msg {
+                Msg::ChatMessage { seq, post } if post.room == room => posts.push((seq, post)),
+                Msg::ChatJoined { room: r, latest } if r == room => {
+                    posts.sort_by_key(|(s, _)| *s);
+                    posts.dedup_by_key(|(s, _)| *s);
+                    return Ok((posts, latest));
+                }
+                Msg::ChatRejected {
+                    room: r, reason, ..
+                } if r == room => return Err(format!("{room}: {}", describe(&reason))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Posts to a joined room; returns its sequence number once stored.
+    pub async fn post(&mut self, room: &str, text: &str) -> Result<u64, String> {
+        let id = crate::client::new_id(&self.user);
+        self.to_channel(Msg::ChatPost {
+            post: id.clone(),
+            room: room.to_string(),
+            text: text.to_string(),
+        })?;
+        match self
+            .next(|m| matches!(m, Msg::ChatPosted { post, .. } | Msg::ChatRejected { post: Some(post), .. } if *post == id))
+            .await
+        {
+            Some(Msg::ChatPosted { seq, .. }) => Ok(seq),
+            Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
+            _ => Err(format!("no answer in time for post {id}: it may or may not be stored")),
+        }
+    }
+
+    /// Waits for the next post of any joined room.
+    pub async fn next_post(&mut self) -> Option<(u64, Post)> {
+        match self.next(|m| matches!(m, Msg::ChatMessage { .. })).await {
+            Some(Msg::ChatMessage { seq, post }) => Some((seq, post)),
+            _ => None,
+        }
+    }
+}
