@@ -11,7 +11,7 @@
 //! post, never loses it. Nothing here is durable: the store is.
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
-use crate::chat::{ChatPool, ChatReject, Post, RoomId};
+use crate::chat::{sign_grant, ChatPool, ChatReject, FileGrant, FileOp, Post, RoomId};
 use crate::ids::{ActorKind, Addr, Millis};
 use crate::protocol::Msg;
 use crate::settings::Settings;
@@ -217,6 +217,31 @@ impl Channel {
                     return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
                 }
                 self.read(from, room, after, false, ctx);
+            }
+            Msg::FileTokenRequest { room, download } => {
+                let Some(session) = self.sessions.get(&from.node) else {
+                    return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
+                };
+                let info = self.pool.rooms.get(&room);
+                // Upload: a member who may post; download: one who may read.
+                let allowed = info.is_some_and(|r| match download {
+                    None => r.may_post(&session.user),
+                    Some(_) => r.may_read(&session.user),
+                });
+                if !allowed || !session.rooms.contains(&room) {
+                    return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
+                }
+                let grant = FileGrant {
+                    user: session.user.clone(),
+                    room: room.clone(),
+                    op: match download {
+                        None => FileOp::Upload,
+                        Some(file) => FileOp::Download { file },
+                    },
+                    expires: now + self.settings.chat_token_ttl,
+                };
+                let token = sign_grant(&self.pool.token_key, &grant);
+                ctx.send(from, Msg::FileToken { room, token });
             }
             Msg::ChatPost { post, room, text } => {
                 let Some(session) = self.sessions.get(&from.node) else {
@@ -463,6 +488,8 @@ mod tests {
             lookups: vec!["lk1".into()],
             store: "chatdb".into(),
             rooms,
+            token_key: b"test key".to_vec(),
+            ..Default::default()
         })
     }
 
@@ -603,6 +630,52 @@ mod tests {
                 reason: ChatReject::NotJoined,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn file_tokens_go_only_to_members_allowed_in_the_room() {
+        use crate::chat::verify_grant;
+        let mut h = channel(Settings::default());
+        join(&mut h, "c1", "a", "general");
+        let sent = h.msg(
+            client("c1"),
+            Msg::FileTokenRequest {
+                room: "general".into(),
+                download: None,
+            },
+        );
+        let Msg::FileToken { token, .. } = &sent[0].1 else {
+            panic!("{sent:?}")
+        };
+        let grant = verify_grant(b"test key", token).expect("signed with the pool key");
+        assert_eq!((grant.user.as_str(), grant.op), ("a", FileOp::Upload));
+        // Not joined (the walled user could not join): no token.
+        let sent = h.msg(
+            client("c3"),
+            Msg::FileTokenRequest {
+                room: "general".into(),
+                download: Some("f1".into()),
+            },
+        );
+        assert!(matches!(sent[0].1, Msg::ChatRejected { .. }));
+        // An auditorium listener may download but not upload.
+        join(&mut h, "c2", "b", "town-hall");
+        let ask = |h: &mut Harness<Channel>, download: Option<String>| {
+            h.msg(
+                client("c2"),
+                Msg::FileTokenRequest {
+                    room: "town-hall".into(),
+                    download,
+                },
+            )
+            .remove(0)
+            .1
+        };
+        assert!(matches!(ask(&mut h, None), Msg::ChatRejected { .. }));
+        assert!(matches!(
+            ask(&mut h, Some("f1".into())),
+            Msg::FileToken { .. }
         ));
     }
 

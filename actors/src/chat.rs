@@ -49,6 +49,54 @@ pub struct ChatPool {
     /// The node hosting the chat store.
     pub store: String,
     pub rooms: BTreeMap<RoomId, Room>,
+    /// Web service nodes (file upload and download).
+    pub web: Vec<String>,
+    /// Key shared by Channel servers (which grant file access) and the Web
+    /// service (which checks it).
+    pub token_key: Vec<u8>,
+}
+
+/// What a file token allows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    Upload,
+    Download { file: String },
+}
+
+/// A grant a Channel server gives a member: `user` may do `op` in `room`
+/// until `expires` (ms). Signed with the pool's token key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileGrant {
+    pub user: UserId,
+    pub room: RoomId,
+    pub op: FileOp,
+    pub expires: u64,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The token for `grant`: the grant, then its HMAC-SHA256.
+pub fn sign_grant(key: &[u8], grant: &FileGrant) -> Vec<u8> {
+    use hmac::Mac;
+    let mut token = postcard::to_allocvec(grant).expect("in-memory serialization cannot fail");
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&token);
+    token.extend_from_slice(&mac.finalize().into_bytes());
+    token
+}
+
+/// The grant a token carries, if its signature is right (constant-time
+/// comparison); expiry and operation are the caller's to check.
+pub fn verify_grant(key: &[u8], token: &[u8]) -> Option<FileGrant> {
+    use hmac::Mac;
+    if token.len() < 32 {
+        return None;
+    }
+    let (body, tag) = token.split_at(token.len() - 32);
+    let mut mac = HmacSha256::new_from_slice(key).ok()?;
+    mac.update(body);
+    mac.verify_slice(tag).ok()?;
+    postcard::from_bytes(body).ok()
 }
 
 /// A stored post.

@@ -11,9 +11,10 @@ use thiserror::Error;
 
 /// Current protocol version carried in every frame.
 pub const VERSION: u8 = 1;
-/// Largest frame accepted, header excluded (16 MiB): far above any record,
-/// small enough that a garbage length cannot make a node allocate gigabytes.
-pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Largest frame accepted, header excluded (32 MiB): room for the largest
+/// chat file (20,000 KB by default), far above any record, and small enough
+/// that a garbage length cannot make a node allocate gigabytes.
+pub const MAX_FRAME: usize = 32 * 1024 * 1024;
 /// Bytes of the length header.
 pub const HEADER: usize = 4;
 

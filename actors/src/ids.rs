@@ -19,6 +19,8 @@ pub enum ActorKind {
     Channel,
     /// Group chat: the durable store of rooms' posts.
     ChatStore,
+    /// Group chat: the Web service and file store.
+    Web,
 }
 
 impl ActorKind {
@@ -33,6 +35,7 @@ impl ActorKind {
             ActorKind::Lookup => "lookup",
             ActorKind::Channel => "channel",
             ActorKind::ChatStore => "chat_store",
+            ActorKind::Web => "web",
         }
     }
 }

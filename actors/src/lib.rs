@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod settings;
 pub mod store_keys;
 pub mod units;
+pub mod web_files;
 
 #[cfg(test)]
 pub(crate) mod testkit;

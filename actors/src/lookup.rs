@@ -156,6 +156,7 @@ mod tests {
             lookups: vec!["lk1".into()],
             store: "chatdb".into(),
             rooms: BTreeMap::new(),
+            ..Default::default()
         })
     }
 

@@ -325,6 +325,37 @@ pub enum Msg {
         seq: u64,
         post: Post,
     },
+    // ---- files: client ↔ Channel server, client ↔ Web service --------------
+    /// A token to upload to `room`, or to download `file` from it.
+    FileTokenRequest {
+        room: RoomId,
+        download: Option<String>,
+    },
+    FileToken {
+        room: RoomId,
+        token: Vec<u8>,
+    },
+    FileUpload {
+        token: Vec<u8>,
+        name: String,
+        data: Vec<u8>,
+    },
+    FileStored {
+        file: String,
+        name: String,
+        size: u64,
+    },
+    FileDownload {
+        token: Vec<u8>,
+    },
+    FileData {
+        file: String,
+        name: String,
+        data: Vec<u8>,
+    },
+    FileRefused {
+        reason: String,
+    },
 }
 
 impl Msg {
@@ -369,6 +400,13 @@ impl Msg {
             Msg::StoreRange { .. } => "StoreRange",
             Msg::StoreFailed { .. } => "StoreFailed",
             Msg::Relay { .. } => "Relay",
+            Msg::FileTokenRequest { .. } => "FileTokenRequest",
+            Msg::FileToken { .. } => "FileToken",
+            Msg::FileUpload { .. } => "FileUpload",
+            Msg::FileStored { .. } => "FileStored",
+            Msg::FileDownload { .. } => "FileDownload",
+            Msg::FileData { .. } => "FileData",
+            Msg::FileRefused { .. } => "FileRefused",
         }
     }
 }

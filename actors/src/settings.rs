@@ -105,6 +105,12 @@ pub struct Settings {
     /// idempotent).
     #[serde(deserialize_with = "de_ms")]
     pub chat_store_timeout: Millis,
+    /// Group chat: largest file the Web service takes.
+    #[serde(deserialize_with = "de_size")]
+    pub chat_file_max: u64,
+    /// Group chat: how long a file token is valid.
+    #[serde(deserialize_with = "de_ms")]
+    pub chat_token_ttl: Millis,
 }
 
 impl Settings {
@@ -182,6 +188,8 @@ impl Default for Settings {
             chat_capacity: 10_000,
             chat_backchat: 30,
             chat_store_timeout: 5_000,
+            chat_file_max: 20_000 * 1024,
+            chat_token_ttl: 5 * 60_000,
         }
     }
 }
@@ -213,6 +221,8 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("chat_load_report", "\"10s\"", "Group chat: a Channel server reports its load to Lookup this often; one silent for three periods leaves the rotation, and client sessions silent for three periods are closed."),
     ("chat_capacity", "10000", "Group chat: client sessions a Channel server takes before it answers busy (503); clients retry through Lookup."),
     ("chat_backchat", "30", "Group chat: posts a client gets when it joins a room afresh (backchat)."),
+    ("chat_file_max", "\"20000KiB\"", "Group chat: the largest file the Web service takes (20,000 KB as in the original)."),
+    ("chat_token_ttl", "\"5m\"", "Group chat: how long a file token a Channel server issues stays valid."),
     ("chat_store_timeout", "\"5s\"", "Group chat: a post the chat store has not confirmed in this time is refused to its author, who may retry (the post id makes it idempotent)."),
 ];
 

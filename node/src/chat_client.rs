@@ -20,6 +20,7 @@ pub struct ChatClient {
     rx: mpsc::UnboundedReceiver<Envelope>,
     channel: String,
     timeout: Duration,
+    web: Option<String>,
 }
 
 fn describe(r: &ChatReject) -> &'static str {
@@ -48,7 +49,9 @@ impl ChatClient {
             .nodes
             .iter()
             .filter(|n| {
-                config.pool.channels.contains(&n.name) || config.pool.lookups.contains(&n.name)
+                config.pool.channels.contains(&n.name)
+                    || config.pool.lookups.contains(&n.name)
+                    || config.pool.web.contains(&n.name)
             })
             .map(|n| (n.name.clone(), n.listen))
             .collect();
@@ -60,6 +63,7 @@ impl ChatClient {
             DEFAULT_OUTBOUND_CAPACITY,
         );
         let mut c = ChatClient {
+            web: config.pool.web.first().cloned(),
             me,
             user: user.to_string(),
             net,
@@ -179,6 +183,79 @@ impl ChatClient {
             Some(Msg::ChatPosted { seq, .. }) => Ok(seq),
             Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
             _ => Err(format!("no answer in time for post {id}: it may or may not be stored")),
+        }
+    }
+
+    /// A token from the Channel server for an upload to a joined room (or a
+    /// download of `file`).
+    async fn file_token(
+        &mut self,
+        room: &str,
+        download: Option<String>,
+    ) -> Result<Vec<u8>, String> {
+        self.to_channel(Msg::FileTokenRequest {
+            room: room.to_string(),
+            download,
+        })?;
+        match self
+            .next(|m| matches!(m, Msg::FileToken { room: r, .. } | Msg::ChatRejected { room: r, .. } if r == room))
+            .await
+        {
+            Some(Msg::FileToken { token, .. }) => Ok(token),
+            Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
+            _ => Err(format!("{} gave no file token in time", self.channel)),
+        }
+    }
+
+    fn web(&self) -> Result<Addr, String> {
+        self.web
+            .clone()
+            .map(|w| Addr::new(w, ActorKind::Web))
+            .ok_or_else(|| "the config has no web node".to_string())
+    }
+
+    async fn web_answer(&mut self) -> Result<Msg, String> {
+        self.next(|m| {
+            matches!(
+                m,
+                Msg::FileStored { .. } | Msg::FileData { .. } | Msg::FileRefused { .. }
+            )
+        })
+        .await
+        .ok_or_else(|| "the Web service did not answer in time".to_string())
+    }
+
+    /// Uploads a file to a joined room; returns its id and size once stored.
+    pub async fn upload(
+        &mut self,
+        room: &str,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<(String, u64), String> {
+        let token = self.file_token(room, None).await?;
+        self.send(
+            self.web()?,
+            Msg::FileUpload {
+                token,
+                name: name.to_string(),
+                data,
+            },
+        )?;
+        match self.web_answer().await? {
+            Msg::FileStored { file, size, .. } => Ok((file, size)),
+            Msg::FileRefused { reason } => Err(format!("upload refused: {reason}")),
+            _ => Err("unexpected answer".into()),
+        }
+    }
+
+    /// Downloads a file of a joined room: its name and content.
+    pub async fn download(&mut self, room: &str, file: &str) -> Result<(String, Vec<u8>), String> {
+        let token = self.file_token(room, Some(file.to_string())).await?;
+        self.send(self.web()?, Msg::FileDownload { token })?;
+        match self.web_answer().await? {
+            Msg::FileData { name, data, .. } => Ok((name, data)),
+            Msg::FileRefused { reason } => Err(format!("download refused: {reason}")),
+            _ => Err("unexpected answer".into()),
         }
     }
 

@@ -68,6 +68,10 @@ struct ClusterSection {
     certs: PathBuf,
     #[serde(default = "default_data")]
     data: PathBuf,
+    /// Group chat: the secret Channel servers sign file tokens with and the
+    /// Web service checks them with (16 characters or more).
+    #[serde(default)]
+    file_token_key: Option<String>,
 }
 
 fn default_certs() -> PathBuf {
@@ -156,6 +160,8 @@ pub enum Role {
     Channel,
     /// Group chat: the durable store of posts.
     ChatStore,
+    /// Group chat: the Web service and file store.
+    Web,
 }
 
 impl Role {
@@ -167,6 +173,7 @@ impl Role {
             "lookup" => Some(Role::Lookup),
             "channel" => Some(Role::Channel),
             "chat_store" => Some(Role::ChatStore),
+            "web" => Some(Role::Web),
             _ => None,
         }
     }
@@ -179,6 +186,7 @@ impl Role {
             Role::Lookup => &[ActorKind::Lookup],
             Role::Channel => &[ActorKind::Channel],
             Role::ChatStore => &[ActorKind::ChatStore],
+            Role::Web => &[ActorKind::Web],
         }
     }
 }
@@ -329,6 +337,7 @@ fn chat_pool(
         lookups,
         store: stores.into_iter().next().unwrap_or_default(),
         rooms: out,
+        ..Default::default()
     })
 }
 
@@ -396,7 +405,7 @@ impl Config {
                 let role = Role::parse(r).ok_or_else(|| {
                     invalid(
                         key("roles"),
-                        format!("{r:?}: expected front_end, archiver, database, lookup, channel or chat_store"),
+                        format!("{r:?}: expected front_end, archiver, database, lookup, channel, chat_store or web"),
                     )
                 })?;
                 if !roles.contains(&role) {
@@ -532,7 +541,30 @@ impl Config {
                 users: archiving.users,
             },
         };
-        let pool = chat_pool(&raw.rooms, &nodes, &invalid)?;
+        let mut pool = chat_pool(&raw.rooms, &nodes, &invalid)?;
+        pool.web = nodes
+            .iter()
+            .filter(|n| n.has(Role::Web))
+            .map(|n| n.name.clone())
+            .collect();
+        if !pool.web.is_empty() {
+            if pool.channels.is_empty() {
+                return Err(invalid(
+                    "node.roles".into(),
+                    "a web node serves group chat: the cluster needs channel nodes too".into(),
+                ));
+            }
+            match &raw.cluster.file_token_key {
+                Some(k) if k.len() >= 16 => pool.token_key = k.as_bytes().to_vec(),
+                _ => {
+                    return Err(invalid(
+                        "cluster.file_token_key".into(),
+                        "a web node needs a secret of 16 characters or more to check file tokens"
+                            .into(),
+                    ))
+                }
+            }
+        }
         Ok(Config {
             pool: Arc::new(pool),
             file: file.to_path_buf(),
@@ -655,6 +687,17 @@ denied = ["user3@corp.example"]
         // A chat pool without a Lookup instance cannot work.
         let e = err(&chat.replace("roles = [\"lookup\"]", "roles = [\"channel\"]"));
         assert!(e.contains("node.roles") && e.contains("Lookup"), "{e}");
+        // A web node needs the file token secret.
+        let web = format!(
+            "{chat}\n[[node]]\nname = \"web1\"\nroles = [\"web\"]\nlisten = \"127.0.0.1:7701\"\n"
+        );
+        let e = err(&web);
+        assert!(e.contains("cluster.file_token_key"), "{e}");
+        let keyed = web.replace(
+            "links = \"plain\"",
+            "links = \"plain\"\nfile_token_key = \"sixteen chars or more\"",
+        );
+        assert_eq!(parse(&keyed).unwrap().pool.web, vec!["web1"]);
         // Rooms without chat nodes are refused.
         let e = err(&format!("{GOOD}\n[[room]]\nname = \"r\"\nmembers = []\n"));
         assert!(e.contains("room"), "{e}");

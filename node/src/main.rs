@@ -112,6 +112,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ChatCmd,
     },
+    /// Files posted to chat rooms (through the Web service).
+    File {
+        #[command(subcommand)]
+        cmd: FileCmd,
+    },
     /// Read the archive.
     Archive {
         #[command(subcommand)]
@@ -217,6 +222,31 @@ enum ChatCmd {
         /// Posts after this sequence number (0: the last `chat_backchat`).
         #[arg(long, default_value_t = 0)]
         after: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum FileCmd {
+    /// Upload a file to a room and post a message pointing to it.
+    Upload {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        path: PathBuf,
+    },
+    /// Download a file of a room.
+    Download {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        /// The file id (from the upload, or the room's post).
+        #[arg(long)]
+        file: String,
+        /// Where to write it (default: its name, in this folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -485,6 +515,59 @@ fn chat(cmd: ChatCmd) -> Result<(), String> {
     Ok(())
 }
 
+fn file(cmd: FileCmd) -> Result<(), String> {
+    use holdfast::chat_client::ChatClient;
+    match cmd {
+        FileCmd::Upload { who, room, path } => {
+            let config = load_config(&who.config)?;
+            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("{}: not a file", path.display()))?;
+            let (id, size, seq) = runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                c.join(&room, 0).await?;
+                let (id, size) = c.upload(&room, &name, data).await?;
+                let seq = c
+                    .post(
+                        &room,
+                        &format!("shared a file: {name} ({size} bytes), file id {id}"),
+                    )
+                    .await?;
+                Ok::<_, String>((id, size, seq))
+            })?;
+            println!("uploaded {name} ({size} bytes) as {id}; posted to {room} as #{seq}");
+        }
+        FileCmd::Download {
+            who,
+            room,
+            file,
+            out,
+        } => {
+            let config = load_config(&who.config)?;
+            let (name, data) = runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                c.join(&room, 0).await?;
+                c.download(&room, &file).await
+            })?;
+            // Never let a stored name choose a path outside this folder.
+            let safe = std::path::Path::new(&name)
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(&file));
+            let out = out.unwrap_or(safe);
+            std::fs::write(&out, &data).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("downloaded {} bytes to {}", data.len(), out.display());
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Node { config, name } => {
@@ -616,6 +699,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Status { config } => status(&load_config(&config)?)?,
         Cmd::Chat { cmd } => chat(cmd)?,
+        Cmd::File { cmd } => file(cmd)?,
         Cmd::Bench {
             rate,
             duration,

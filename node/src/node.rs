@@ -40,6 +40,7 @@ use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::settings::Sabotage;
+use holdfast_actors::web_files::WebFiles;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{Link, Network, PlainLink, DEFAULT_OUTBOUND_CAPACITY};
 use rand::rngs::SmallRng;
@@ -231,6 +232,7 @@ fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
         ActorKind::Lookup => Box::new(Lookup::new(n, shared.config.pool.clone(), s)),
         ActorKind::Channel => Box::new(Channel::new(n, shared.config.pool.clone(), s)),
         ActorKind::ChatStore => Box::new(ChatStore::new(n)),
+        ActorKind::Web => Box::new(WebFiles::new(n, shared.config.pool.clone(), s)),
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }
 }

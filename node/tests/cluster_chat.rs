@@ -11,12 +11,20 @@ use holdfast::cluster_up::{free_port, loopback_config};
 use std::time::Duration;
 
 fn config_text() -> String {
-    let mut text = loopback_config("tls", "chat_load_report = \"1s\"");
+    let mut text = loopback_config(
+        "tls",
+        "chat_load_report = \"1s\"\nchat_file_max = \"64KiB\"",
+    )
+    .replace(
+        "links = \"tls\"",
+        "links = \"tls\"\nfile_token_key = \"a secret of the test cluster\"",
+    );
     for (name, role) in [
         ("ch1", "channel"),
         ("ch2", "channel"),
         ("lookup1", "lookup"),
         ("chatdb", "chat_store"),
+        ("web1", "web"),
     ] {
         text.push_str(&format!(
             "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
@@ -55,6 +63,19 @@ fn posts_cross_servers_survive_a_server_and_a_store_crash() {
             let (seq, post) = bob.next_post().await.expect("relayed post");
             assert_eq!((seq, post.text.as_str()), (i, format!("post {i}").as_str()));
         }
+        // A file: Alice uploads with a token from ch1, Bob downloads with
+        // one from ch2; the Web service checks both.
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let (id, size) = alice
+            .upload("general", "plan.bin", content.clone())
+            .await
+            .unwrap();
+        assert_eq!(size, 50_000);
+        let (name, data) = bob.download("general", &id).await.unwrap();
+        assert_eq!((name.as_str(), data), ("plan.bin", content));
+        let too_big = alice.upload("general", "big.bin", vec![0; 70_000]).await;
+        assert!(too_big.unwrap_err().contains("limit"));
+        assert!(bob.download("general", "no-such-file").await.is_err());
     });
 
     // ch2 dies; Alice goes on posting; Bob rejoins through Lookup and gets

@@ -26,8 +26,8 @@ fn quick_start_as_written() {
     .unwrap();
     let mut text = example.clone();
     for port in [
-        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "9101", "9102", "9201",
-        "9301",
+        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "9101", "9102",
+        "9201", "9301",
     ] {
         assert!(
             text.contains(port),
@@ -156,6 +156,55 @@ fn quick_start_as_written() {
     assert_eq!(walled.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&walled.stderr).contains("not allowed"));
 
+    // A file: uploaded by one member, downloaded by another.
+    let src = dir.path().join("notes.txt");
+    std::fs::write(&src, "the quarterly plan").unwrap();
+    let uploaded = holdfast(&[
+        "file",
+        "upload",
+        "-c",
+        cfg,
+        "--user",
+        "alice@corp.example",
+        "--room",
+        "general",
+        src.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&uploaded.stdout).to_string();
+    assert!(
+        uploaded.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&uploaded.stderr)
+    );
+    let id = out
+        .split_whitespace()
+        .skip_while(|w| *w != "as")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(';')
+        .to_string();
+    let dst = dir.path().join("copy.txt");
+    let down = holdfast(&[
+        "file",
+        "download",
+        "-c",
+        cfg,
+        "--user",
+        "bob@corp.example",
+        "--room",
+        "general",
+        "--file",
+        &id,
+        "--out",
+        dst.to_str().unwrap(),
+    ]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "the quarterly plan");
+
     // An unknown recipient is refused explicitly (exit code 2).
     let refused = holdfast(&[
         "im",
@@ -179,5 +228,5 @@ fn quick_start_as_written() {
     }
     let out = up.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches(" stopped").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches(" stopped").count(), 9, "{stdout}");
 }

@@ -21,6 +21,7 @@ use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::Envelope;
 use holdfast_actors::settings::{Sabotage, Settings};
+use holdfast_actors::web_files::WebFiles;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::Network;
 use rand::rngs::SmallRng;
@@ -113,6 +114,7 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
         }
         ActorKind::Channel => Box::new(Channel::new(n, spec.pool.clone(), s)),
         ActorKind::ChatStore => Box::new(ChatStore::new(n)),
+        ActorKind::Web => Box::new(WebFiles::new(n, spec.pool.clone(), s)),
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }
 }

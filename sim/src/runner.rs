@@ -151,6 +151,7 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
         lookups: t.lookups.clone(),
         store: t.chat_store.clone().unwrap_or_default(),
         rooms,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,332 @@
+//! The Web service and file store of group chat.
+//!
+//! Files are posted to rooms. The Web service trusts no one's word: an
+//! upload or download needs a token that a Channel server issued — only
+//! to a member allowed in the room (one who may post, to upload; one who
+//! may read, to download) — signed with the pool's key, for one operation,
+//! valid for `chat_token_ttl`. A wrong, forged, expired or misused token
+//! is refused, as is a file over `chat_file_max`. A stored file is durable
+//! before it is acknowledged. Files are held in memory as well as in the
+//! store (the store keeps its whole state in memory too): fine for a pool's
+//! working set, not for an archive of large files.
+
+use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::chat::{verify_grant, ChatPool, FileOp};
+use crate::ids::{ActorKind, Addr};
+use crate::protocol::Msg;
+use crate::settings::Settings;
+use crate::store_keys;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Key prefix of a stored file: `f/<file id>`.
+pub const FILE: &[u8] = b"f/";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub id: String,
+    pub room: String,
+    pub name: String,
+    pub uploader: String,
+    pub data: Vec<u8>,
+}
+
+struct Upload {
+    client: Addr,
+    file: StoredFile,
+}
+
+pub struct WebFiles {
+    name: String,
+    pool: Arc<ChatPool>,
+    settings: Settings,
+    files: BTreeMap<String, StoredFile>,
+    writing: BTreeMap<u64, Upload>,
+    next_token: u64,
+    refused: u64,
+}
+
+impl WebFiles {
+    pub fn new(name: impl Into<String>, pool: Arc<ChatPool>, settings: Settings) -> Self {
+        WebFiles {
+            name: name.into(),
+            pool,
+            settings,
+            files: BTreeMap::new(),
+            writing: BTreeMap::new(),
+            next_token: 0,
+            refused: 0,
+        }
+    }
+
+    fn refuse(&mut self, ctx: &mut Ctx, client: Addr, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.refused += 1;
+        ctx.event("file_refused", format!("{}: {reason}", self.name));
+        ctx.send(client, Msg::FileRefused { reason });
+    }
+
+    fn key(id: &str) -> Vec<u8> {
+        let mut k = FILE.to_vec();
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+}
+
+impl Actor for WebFiles {
+    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
+        self.files.clear();
+        self.writing.clear();
+        for (k, v) in recovered.range(FILE.to_vec()..) {
+            if !k.starts_with(FILE) {
+                break;
+            }
+            match store_keys::decode::<StoredFile>(v) {
+                Ok(f) => {
+                    self.files.insert(f.id.clone(), f);
+                }
+                Err(e) => ctx.event("store_corrupt", format!("{}: key {k:?}: {e}", self.name)),
+            }
+        }
+    }
+
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        if !authorize(
+            from.actor == ActorKind::Client,
+            &self.name,
+            &from,
+            &msg,
+            ctx,
+        ) {
+            return;
+        }
+        let now = ctx.now();
+        match msg {
+            Msg::FileUpload { token, name, data } => {
+                let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
+                    return self.refuse(ctx, from, "invalid token");
+                };
+                if grant.expires < now {
+                    return self.refuse(ctx, from, "expired token");
+                }
+                if grant.op != FileOp::Upload {
+                    return self.refuse(ctx, from, "the token does not allow an upload");
+                }
+                if data.len() as u64 > self.settings.chat_file_max {
+                    return self.refuse(
+                        ctx,
+                        from,
+                        format!(
+                            "{} bytes is over the {} byte limit",
+                            data.len(),
+                            self.settings.chat_file_max
+                        ),
+                    );
+                }
+                if name.is_empty() || name.len() > 255 {
+                    return self.refuse(ctx, from, "a file name of 1 to 255 bytes is needed");
+                }
+                self.next_token += 1;
+                // Unique per Web node and restart-proof: the clock and a counter.
+                let id = format!("{}-{now:x}-{}", self.name, self.next_token);
+                let file = StoredFile {
+                    id: id.clone(),
+                    room: grant.room,
+                    name,
+                    uploader: grant.user,
+                    data,
+                };
+                let value = store_keys::encode(&file);
+                self.writing
+                    .insert(self.next_token, Upload { client: from, file });
+                ctx.persist(
+                    self.next_token,
+                    vec![StoreOp::Put {
+                        key: Self::key(&id),
+                        value,
+                    }],
+                );
+            }
+            Msg::FileDownload { token } => {
+                let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
+                    return self.refuse(ctx, from, "invalid token");
+                };
+                if grant.expires < now {
+                    return self.refuse(ctx, from, "expired token");
+                }
+                let FileOp::Download { file } = grant.op else {
+                    return self.refuse(ctx, from, "the token does not allow a download");
+                };
+                match self.files.get(&file) {
+                    Some(f) if f.room == grant.room => {
+                        let reply = Msg::FileData {
+                            file: f.id.clone(),
+                            name: f.name.clone(),
+                            data: f.data.clone(),
+                        };
+                        ctx.send(from, reply);
+                    }
+                    _ => self.refuse(ctx, from, "no such file in this room"),
+                }
+            }
+            other => ctx.event(
+                "unexpected_message",
+                format!("web {} ignored {} from {from}", self.name, other.name()),
+            ),
+        }
+    }
+
+    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
+
+    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+        let Some(u) = self.writing.remove(&token) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                let size = u.file.data.len() as u64;
+                let reply = Msg::FileStored {
+                    file: u.file.id.clone(),
+                    name: u.file.name.clone(),
+                    size,
+                };
+                self.files.insert(u.file.id.clone(), u.file);
+                ctx.send(u.client, reply);
+            }
+            Err(e) => {
+                ctx.event("file_store_failed", format!("{}: {e}", self.name));
+                ctx.send(
+                    u.client,
+                    Msg::FileRefused {
+                        reason: format!("the file could not be stored: {e}"),
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{sign_grant, FileGrant};
+    use crate::testkit::Harness;
+
+    const KEY: &[u8] = b"pool key for tests";
+
+    fn web(max: u64) -> Harness<WebFiles> {
+        let pool = Arc::new(ChatPool {
+            token_key: KEY.to_vec(),
+            ..Default::default()
+        });
+        let mut h = Harness::new(
+            Addr::new("web1", ActorKind::Web),
+            WebFiles::new(
+                "web1",
+                pool,
+                Settings {
+                    chat_file_max: max,
+                    ..Settings::default()
+                },
+            ),
+        );
+        h.start(Recovered::new());
+        h
+    }
+
+    fn token(key: &[u8], op: FileOp, expires: u64) -> Vec<u8> {
+        sign_grant(
+            key,
+            &FileGrant {
+                user: "a@corp.example".into(),
+                room: "general".into(),
+                op,
+                expires,
+            },
+        )
+    }
+
+    fn client() -> Addr {
+        Addr::new("c1", ActorKind::Client)
+    }
+
+    fn upload(h: &mut Harness<WebFiles>, token: Vec<u8>, data: &[u8]) -> Msg {
+        h.msg(
+            client(),
+            Msg::FileUpload {
+                token,
+                name: "plan.txt".into(),
+                data: data.to_vec(),
+            },
+        )
+        .remove(0)
+        .1
+    }
+
+    #[test]
+    fn an_upload_with_a_valid_token_is_stored_and_survives_a_restart() {
+        let mut h = web(1024);
+        let Msg::FileStored { file, size, .. } =
+            upload(&mut h, token(KEY, FileOp::Upload, 60_000), b"hello")
+        else {
+            panic!()
+        };
+        assert_eq!(size, 5);
+        let mut h2 = web(1024);
+        h2.start(h.store.clone());
+        let sent = h2.msg(
+            client(),
+            Msg::FileDownload {
+                token: token(KEY, FileOp::Download { file: file.clone() }, 60_000),
+            },
+        );
+        assert!(matches!(&sent[0].1, Msg::FileData { data, .. } if data == b"hello"));
+    }
+
+    #[test]
+    fn wrong_forged_expired_misused_and_oversized_are_refused() {
+        let mut h = web(4);
+        let refused = |m: Msg| matches!(m, Msg::FileRefused { .. });
+        assert!(refused(upload(
+            &mut h,
+            token(b"another key", FileOp::Upload, 60_000),
+            b"x"
+        )));
+        let mut forged = token(KEY, FileOp::Upload, 60_000);
+        forged[3] ^= 1;
+        assert!(refused(upload(&mut h, forged, b"x")));
+        assert!(refused(upload(&mut h, b"short".to_vec(), b"x")));
+        h.now = 100_000;
+        assert!(refused(upload(
+            &mut h,
+            token(KEY, FileOp::Upload, 60_000),
+            b"x"
+        )));
+        let download = token(KEY, FileOp::Download { file: "f".into() }, 200_000);
+        assert!(refused(upload(&mut h, download, b"x")));
+        assert!(refused(upload(
+            &mut h,
+            token(KEY, FileOp::Upload, 200_000),
+            b"12345"
+        )));
+        assert!(h.store.is_empty(), "nothing refused was stored");
+        // A download token for another room's file finds nothing.
+        let Msg::FileStored { file, .. } =
+            upload(&mut h, token(KEY, FileOp::Upload, 200_000), b"ok")
+        else {
+            panic!()
+        };
+        let other = sign_grant(
+            KEY,
+            &FileGrant {
+                user: "a@corp.example".into(),
+                room: "elsewhere".into(),
+                op: FileOp::Download { file },
+                expires: 200_000,
+            },
+        );
+        let sent = h.msg(client(), Msg::FileDownload { token: other });
+        assert!(refused(sent[0].1.clone()));
+    }
+}
