@@ -34,6 +34,7 @@ fn library_is_not_empty() {
         "chat-relay-partition",
         "chat-overload",
         "chat-ethical-wall",
+        "chat-files",
     ] {
         assert!(
             names.iter().any(|n| n == required),

@@ -234,14 +234,21 @@ impl Channel {
                 let grant = FileGrant {
                     user: session.user.clone(),
                     room: room.clone(),
-                    op: match download {
+                    op: match download.clone() {
                         None => FileOp::Upload,
                         Some(file) => FileOp::Download { file },
                     },
                     expires: now + self.settings.chat_token_ttl,
                 };
                 let token = sign_grant(&self.pool.token_key, &grant);
-                ctx.send(from, Msg::FileToken { room, token });
+                ctx.send(
+                    from,
+                    Msg::FileToken {
+                        room,
+                        download,
+                        token,
+                    },
+                );
             }
             Msg::ChatPost { post, room, text } => {
                 let Some(session) = self.sessions.get(&from.node) else {

@@ -331,8 +331,10 @@ pub enum Msg {
         room: RoomId,
         download: Option<String>,
     },
+    /// The token asked for (`download` echoes the request).
     FileToken {
         room: RoomId,
+        download: Option<String>,
         token: Vec<u8>,
     },
     FileUpload {

@@ -10,7 +10,9 @@
 //! client back to Lookup. Everything the clients saw is recorded for the
 //! checker ([`crate::chat_checker`]).
 
-use crate::chat_checker::{chat_rooms, chat_users, PostOp, PostOutcome, SharedChatLog};
+use crate::chat_checker::{
+    chat_rooms, chat_users, file_content, FileRecord, PostOp, PostOutcome, SharedChatLog,
+};
 use crate::lock;
 use crate::scenario::ChatWorkload;
 use holdfast_actors::chat::{ChatReject, Post};
@@ -36,8 +38,9 @@ const SYNC_BACKOFF: Duration = Duration::from_secs(2);
 pub struct ChatClientSpec {
     pub lookups: Vec<SocketAddr>,
     pub lookup_names: Vec<String>,
-    /// Channel servers' addresses (a client connects to the one assigned).
+    /// Channel servers' and Web nodes' addresses.
     pub channels: BTreeMap<String, SocketAddr>,
+    pub web: Vec<String>,
     pub workloads: Vec<ChatWorkload>,
     pub domain: String,
     pub seed: u64,
@@ -62,6 +65,8 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
                 rng: ChaCha8Rng::seed_from_u64(
                     spec.seed ^ (0xc4a7_0000 + ((w as u64) << 20) + i as u64),
                 ),
+                files_sent: 0,
+                pending_rooms: BTreeMap::new(),
             };
             tasks.push(tokio::spawn(client.run()));
         }
@@ -92,6 +97,9 @@ struct ChatClient {
     walled: bool,
     log: SharedChatLog,
     rng: ChaCha8Rng,
+    files_sent: u64,
+    /// Uploads waiting for the Web service: file name → room.
+    pending_rooms: BTreeMap<String, String>,
 }
 
 impl ChatClient {
@@ -236,7 +244,11 @@ impl ChatClient {
                         if now < stop && !self.walled {
                             if let Some(ch) = channel.clone() {
                                 let joined: Vec<&String> = state.iter().filter(|(_, s)| s.joined).map(|(r, _)| r).collect();
-                                if !joined.is_empty() {
+                                if !joined.is_empty() && self.wl.files {
+                                    // A file: ask for an upload token first.
+                                    let room = joined[self.rng.gen_range(0..joined.len())].clone();
+                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::FileTokenRequest { room, download: None });
+                                } else if !joined.is_empty() {
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
                                     n += 1;
                                     let id = format!("{}-p{n}", self.me);
@@ -334,6 +346,24 @@ impl ChatClient {
                         .redundant += 1;
                     return;
                 }
+                // A file announced by someone else: download it.
+                if self.wl.files && post.author != self.user {
+                    if let (Some(file), Some(ch)) = (
+                        post.text
+                            .strip_prefix("file ")
+                            .and_then(|t| t.split(' ').next()),
+                        channel.clone(),
+                    ) {
+                        self.send(
+                            net,
+                            Addr::new(ch, ActorKind::Channel),
+                            Msg::FileTokenRequest {
+                                room: room.clone(),
+                                download: Some(file.to_string()),
+                            },
+                        );
+                    }
+                }
                 s.buffered.insert(seq, post);
                 if !s.baseline_set {
                     return;
@@ -352,6 +382,88 @@ impl ChatClient {
                         );
                     }
                 }
+            }
+            Msg::FileToken {
+                room,
+                download,
+                token,
+            } => {
+                let web = match &download {
+                    // A file lives on the Web node that stored it (its id
+                    // starts with the node's name).
+                    Some(file) => file.split('-').next().unwrap_or_default().to_string(),
+                    None => {
+                        let nodes = &self.spec.web;
+                        nodes[self.rng.gen_range(0..nodes.len())].clone()
+                    }
+                };
+                let to = Addr::new(web, ActorKind::Web);
+                match download {
+                    Some(_) => self.send(net, to, Msg::FileDownload { token }),
+                    None => {
+                        self.files_sent += 1;
+                        let name = format!("{}-f{}.bin", self.me, self.files_sent);
+                        let data = file_content(&name, self.wl.size);
+                        self.pending_rooms.insert(name.clone(), room);
+                        self.send(net, to, Msg::FileUpload { token, name, data });
+                    }
+                }
+            }
+            Msg::FileStored { file, name, size } => {
+                let Some(room) = self.pending_rooms.remove(&name) else {
+                    return;
+                };
+                lock(&self.log).files.insert(
+                    file.clone(),
+                    FileRecord {
+                        room: room.clone(),
+                        name: name.clone(),
+                        size,
+                    },
+                );
+                // Announce it in the room; members download what they see.
+                if let Some(ch) = channel.clone() {
+                    let text = format!("file {file} {name}");
+                    self.send(
+                        net,
+                        Addr::new(ch, ActorKind::Channel),
+                        Msg::ChatPost {
+                            post: format!("post-{file}"),
+                            room: room.clone(),
+                            text: text.clone(),
+                        },
+                    );
+                    lock(&self.log).posts.insert(
+                        format!("post-{file}"),
+                        PostOp {
+                            room,
+                            author: self.user.clone(),
+                            text,
+                            outcome: PostOutcome::Unknown,
+                        },
+                    );
+                }
+            }
+            Msg::FileData { file, name, data } => {
+                let mut log = lock(&self.log);
+                if data == file_content(&name, data.len())
+                    && log
+                        .files
+                        .get(&file)
+                        .is_none_or(|f| f.size == data.len() as u64)
+                {
+                    log.downloads_ok += 1;
+                } else {
+                    log.downloads_corrupt.push(format!(
+                        "{} got {file} ({name}) with other content",
+                        self.me
+                    ));
+                }
+            }
+            Msg::FileRefused { reason } => {
+                lock(&self.log)
+                    .file_refusals
+                    .push(format!("{}: {reason}", self.me));
             }
             Msg::ChatPosted { post, seq, .. } => {
                 if let Some(op) = lock(&self.log).posts.get_mut(&post) {

@@ -48,9 +48,30 @@ pub struct RoomView {
     pub received_while_walled: u64,
 }
 
+/// The content of a simulated file: its name repeated to `size` bytes, so
+/// that a download can be checked without keeping the upload.
+pub fn file_content(name: &str, size: usize) -> Vec<u8> {
+    name.bytes().cycle().take(size.max(1)).collect()
+}
+
+/// A file the Web service acknowledged.
+#[derive(Clone, Debug)]
+pub struct FileRecord {
+    pub room: String,
+    pub name: String,
+    pub size: u64,
+}
+
 /// Everything the chat clients observed.
 #[derive(Default)]
 pub struct ChatLog {
+    /// Files acknowledged as stored, by id.
+    pub files: BTreeMap<String, FileRecord>,
+    pub downloads_ok: u64,
+    /// Downloads whose content differs from the upload.
+    pub downloads_corrupt: Vec<String>,
+    /// Refusals by the Web service (none expected for members).
+    pub file_refusals: Vec<String>,
     pub posts: BTreeMap<String, PostOp>,
     pub views: BTreeMap<(String, String), RoomView>,
     pub walled: BTreeSet<(String, String)>,
@@ -92,12 +113,44 @@ pub struct ChatCounts {
     pub reconnects: u64,
     /// Copies that arrived again and were dropped by the client.
     pub redundant: u64,
+    pub files_stored: u64,
+    /// Acknowledged files missing from the Web service's durable store.
+    pub files_lost: u64,
+    pub files_downloaded: u64,
+    pub files_corrupt: u64,
+    pub file_refusals: u64,
     pub examples: BTreeMap<&'static str, Vec<String>>,
 }
 
-/// Compares what the chat clients saw with the store's durable posts.
-pub fn check(log: &ChatLog, stored: &[(u64, Post)]) -> ChatCounts {
+/// Compares what the chat clients saw with the store's durable posts and
+/// the Web service's durable files (id → size).
+pub fn check(log: &ChatLog, stored: &[(u64, Post)], files: &BTreeMap<String, u64>) -> ChatCounts {
     let mut c = ChatCounts::default();
+    for (id, f) in &log.files {
+        c.files_stored += 1;
+        if files.get(id) != Some(&f.size) {
+            c.files_lost += 1;
+            c.examples
+                .entry("files_lost")
+                .or_default()
+                .push(format!("{id} ({} in {})", f.name, f.room));
+        }
+    }
+    c.files_downloaded = log.downloads_ok;
+    c.files_corrupt = log.downloads_corrupt.len() as u64;
+    c.file_refusals = log.file_refusals.len() as u64;
+    if !log.downloads_corrupt.is_empty() {
+        c.examples.insert(
+            "files_corrupt",
+            log.downloads_corrupt.iter().take(5).cloned().collect(),
+        );
+    }
+    if !log.file_refusals.is_empty() {
+        c.examples.insert(
+            "file_refusals",
+            log.file_refusals.iter().take(5).cloned().collect(),
+        );
+    }
     let example = |c: &mut ChatCounts, what: &'static str, s: String| {
         let v = c.examples.entry(what).or_default();
         if v.len() < 5 {
@@ -210,4 +263,100 @@ pub fn check(log: &ChatLog, stored: &[(u64, Post)]) -> ChatCounts {
     c.busy = log.busy;
     c.reconnects = log.reconnects;
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(id: &str, room: &str, text: &str) -> Post {
+        Post {
+            id: id.into(),
+            room: room.into(),
+            author: "a".into(),
+            text: text.into(),
+            at: 0,
+        }
+    }
+
+    fn log() -> ChatLog {
+        let mut log = ChatLog::default();
+        for (id, seq) in [("p1", 1), ("p2", 2), ("p3", 3)] {
+            log.posts.insert(
+                id.into(),
+                PostOp {
+                    room: "r".into(),
+                    author: "a".into(),
+                    text: id.into(),
+                    outcome: PostOutcome::Accepted { seq },
+                },
+            );
+        }
+        let view = log.views.entry(("b".into(), "r".into())).or_default();
+        view.baseline = Some(0);
+        for (seq, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+            view.delivered.insert(seq, id.into());
+        }
+        log.files.insert(
+            "web1-1".into(),
+            FileRecord {
+                room: "r".into(),
+                name: "f".into(),
+                size: 10,
+            },
+        );
+        log
+    }
+
+    fn stored() -> Vec<(u64, Post)> {
+        vec![
+            (1, post("p1", "r", "p1")),
+            (2, post("p2", "r", "p2")),
+            (3, post("p3", "r", "p3")),
+        ]
+    }
+
+    fn files() -> BTreeMap<String, u64> {
+        BTreeMap::from([("web1-1".to_string(), 10)])
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_each_kind_of_damage_is_counted() {
+        let c = check(&log(), &stored(), &files());
+        assert_eq!((c.lost, c.missed, c.delivered, c.files_lost), (0, 0, 3, 0));
+
+        // A post the store lost, and so a delivery that cannot be owed.
+        let c = check(&log(), &stored()[..2], &files());
+        assert_eq!(c.lost, 1);
+        // A post stored twice.
+        let mut twice = stored();
+        twice.push((4, post("p3", "r", "p3")));
+        assert_eq!(check(&log(), &twice, &files()).duplicates, 1);
+        // A delivery that never came.
+        let mut l = log();
+        l.views
+            .get_mut(&("b".into(), "r".into()))
+            .unwrap()
+            .delivered
+            .remove(&2);
+        assert_eq!(check(&l, &stored(), &files()).missed, 1);
+        // A walled user that received something.
+        let mut l = log();
+        l.views
+            .get_mut(&("b".into(), "r".into()))
+            .unwrap()
+            .received_while_walled = 2;
+        assert_eq!(check(&l, &stored(), &files()).wall_breaches, 2);
+        // A file the Web service does not hold, and a corrupt download.
+        assert_eq!(check(&log(), &stored(), &BTreeMap::new()).files_lost, 1);
+        let mut l = log();
+        l.downloads_corrupt.push("x".into());
+        assert_eq!(check(&l, &stored(), &files()).files_corrupt, 1);
+        // Content stored under another number than the author was told.
+        let mut moved = stored();
+        moved.swap(0, 1);
+        moved[0].0 = 1;
+        moved[1].0 = 2;
+        assert!(check(&log(), &moved, &files()).order_errors > 0);
+    }
 }

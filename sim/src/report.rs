@@ -337,6 +337,17 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
             ex("wrong_deliveries")
         ));
     }
+    if c.files_lost > 0 || c.files_corrupt > 0 || c.file_refusals > 0 {
+        f.push(format!(
+            "files: {} lost, {} corrupt downloads, {} refusals; e.g. {:?} {:?} {:?}",
+            c.files_lost,
+            c.files_corrupt,
+            c.file_refusals,
+            ex("files_lost"),
+            ex("files_corrupt"),
+            ex("file_refusals")
+        ));
+    }
     if c.wall_breaches > 0 {
         f.push(format!(
             "ethical wall breached {} times; e.g. {:?}",
@@ -452,6 +463,16 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
             "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  redundant copies {}\n",
             ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.redundant
         ));
+        if ch.files_stored > 0 {
+            s.push_str(&format!(
+                "  files: stored {}  lost {}  downloaded {}  corrupt {}  refused {}\n",
+                ch.files_stored,
+                ch.files_lost,
+                ch.files_downloaded,
+                ch.files_corrupt,
+                ch.file_refusals
+            ));
+        }
     }
     if let Some(at) = c.drained_at {
         s.push_str(&format!(

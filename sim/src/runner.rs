@@ -20,6 +20,7 @@ use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::store_keys;
+use holdfast_actors::web_files;
 use holdfast_host::store::replay;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -151,7 +152,9 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
         lookups: t.lookups.clone(),
         store: t.chat_store.clone().unwrap_or_default(),
         rooms,
-        ..Default::default()
+        web: t.web.clone(),
+        // Any key will do in a closed world; production reads its own.
+        token_key: b"simulated pool key".to_vec(),
     }
 }
 
@@ -210,6 +213,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             vec![ActorKind::Lookup]
         } else if t.chat_store.as_ref() == Some(name) {
             vec![ActorKind::ChatStore]
+        } else if t.web.contains(name) {
+            vec![ActorKind::Web]
         } else {
             vec![ActorKind::Database]
         };
@@ -278,8 +283,14 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         let spec = Arc::new(ChatClientSpec {
             lookups: t.lookups.iter().map(|n| addrs[n]).collect(),
             lookup_names: t.lookups.clone(),
-            channels: t.channels.iter().map(|n| (n.clone(), addrs[n])).collect(),
+            channels: t
+                .channels
+                .iter()
+                .chain(&t.web)
+                .map(|n| (n.clone(), addrs[n]))
+                .collect(),
             workloads: scn.chat.clone(),
+            web: t.web.clone(),
             domain: DOMAIN.into(),
             seed,
             epoch,
@@ -357,7 +368,22 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 Err(e) => read_errors.push(format!("{store}: {e}")),
             }
         }
-        chat_checker::check(&lock(&chat_log), &posts)
+        let mut files = BTreeMap::new();
+        for web in &scn.topology.web {
+            let state = replay(&nodes.shared[web].disk.durable(&store_file(ActorKind::Web))).0;
+            for (k, v) in state.range(web_files::FILE.to_vec()..) {
+                if !k.starts_with(web_files::FILE) {
+                    break;
+                }
+                match store_keys::decode::<web_files::StoredFile>(v) {
+                    Ok(f) => {
+                        files.insert(f.id, f.data.len() as u64);
+                    }
+                    Err(e) => read_errors.push(format!("{web}: {e}")),
+                }
+            }
+        }
+        chat_checker::check(&lock(&chat_log), &posts, &files)
     });
     let events = lock(&events).clone();
     let expired = events

@@ -93,6 +93,9 @@ struct RawTopology {
     channels: Spanned<i64>,
     #[serde(default = "zero")]
     lookups: Spanned<i64>,
+    /// Group chat: Web service nodes `web1..` (files).
+    #[serde(default = "zero")]
+    web: Spanned<i64>,
 }
 
 impl Default for RawTopology {
@@ -105,6 +108,7 @@ impl Default for RawTopology {
             fsync: None,
             channels: zero(),
             lookups: zero(),
+            web: zero(),
         }
     }
 }
@@ -320,6 +324,7 @@ pub struct Topology {
     pub lookups: Vec<String>,
     /// The chat store's node, when there are Channel servers.
     pub chat_store: Option<String>,
+    pub web: Vec<String>,
 }
 
 /// The chat store's node name.
@@ -334,6 +339,7 @@ impl Topology {
             .chain(&self.channels)
             .chain(&self.lookups)
             .chain(&self.chat_store)
+            .chain(&self.web)
     }
     pub fn has(&self, node: &str) -> bool {
         self.servers().any(|n| n == node)
@@ -379,6 +385,9 @@ pub struct ChatWorkload {
     pub stop_ms: u64,
     pub sync_ms: u64,
     pub repair: bool,
+    /// `kind = "file"`: each post is a file uploaded to the Web service
+    /// (and announced in the room); members download what is announced.
+    pub files: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -664,6 +673,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         channels: node_names("ch", cx.count(&t.channels, "topology.channels", 0)?),
         lookups: node_names("lookup", cx.count(&t.lookups, "topology.lookups", 0)?),
         chat_store: None,
+        web: node_names("web", cx.count(&t.web, "topology.web", 0)?),
     };
     let mut topology = topology;
     if !topology.channels.is_empty() {
@@ -676,7 +686,14 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         }
         topology.chat_store = Some(CHAT_STORE_NODE.to_string());
     }
-    if topology.channels.len() > 16 || topology.lookups.len() > 8 {
+    if !topology.web.is_empty() && topology.channels.is_empty() {
+        return Err(cx.err(
+            &t.web.span(),
+            "topology.web",
+            "a Web service serves group chat: set topology.channels too",
+        ));
+    }
+    if topology.channels.len() > 16 || topology.lookups.len() > 8 || topology.web.len() > 8 {
         return Err(cx.err(
             &t.channels.span(),
             "topology.channels",
@@ -699,8 +716,14 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     let mut draws = Vec::new();
     for w in &raw.workload {
         let kind = w.kind.get_ref().as_str();
-        if kind == "chat" {
-            chat.push(chat_workload(&cx, w, duration_ms, &topology)?);
+        if kind == "chat" || kind == "file" {
+            chat.push(chat_workload(
+                &cx,
+                w,
+                duration_ms,
+                &topology,
+                kind == "file",
+            )?);
             continue;
         }
         for (key, given) in [
@@ -720,18 +743,11 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             "im" => RecordKind::Im,
             "cdr" => RecordKind::Cdr,
             "qoe" => RecordKind::Qoe,
-            "file" => {
-                return Err(cx.err(
-                    &w.kind.span(),
-                    "workload.kind",
-                    format!("workload kind {kind:?} is not implemented yet; supported: \"im\", \"cdr\", \"qoe\", \"chat\""),
-                ))
-            }
             other => {
                 return Err(cx.err(
                     &w.kind.span(),
                     "workload.kind",
-                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\", \"qoe\" or \"chat\""),
+                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\", \"qoe\", \"chat\" or \"file\""),
                 ))
             }
         };
@@ -1107,7 +1123,15 @@ fn chat_workload(
     w: &RawWorkload,
     duration_ms: u64,
     topology: &Topology,
+    files: bool,
 ) -> Result<ChatWorkload, ScenarioError> {
+    if files && topology.web.is_empty() {
+        return Err(cx.err(
+            &w.kind.span(),
+            "workload.kind",
+            "a file workload needs a Web service: set topology.web",
+        ));
+    }
     if topology.channels.is_empty() {
         return Err(cx.err(
             &w.kind.span(),
@@ -1205,6 +1229,7 @@ fn chat_workload(
         stop_ms,
         sync_ms,
         repair: w.repair.unwrap_or(true),
+        files,
     })
 }
 
