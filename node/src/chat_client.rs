@@ -42,8 +42,9 @@ impl ChatClient {
         channel: Option<&str>,
         timeout: Duration,
     ) -> Result<ChatClient, String> {
-        let suffix: u64 = rand::rngs::StdRng::from_entropy().gen();
-        let me = format!("chat-{suffix:016x}");
+        // Unguessable, so that no other client can take over its replies.
+        let suffix: u128 = rand::rngs::StdRng::from_entropy().gen();
+        let me = format!("chat-{suffix:032x}");
         let (tx, rx) = mpsc::unbounded_channel();
         let peers = config
             .nodes

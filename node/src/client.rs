@@ -58,8 +58,10 @@ impl Client {
     /// A client named uniquely for this process. Must be called inside a
     /// tokio runtime.
     pub fn new(config: Arc<Config>) -> Result<Client, String> {
-        let suffix: u32 = rand::rngs::StdRng::from_entropy().gen();
-        let me = format!("client-{}-{suffix:08x}", std::process::id());
+        // Replies go to the latest connection that uses a client's name: a
+        // name nobody can guess keeps another client from taking them.
+        let suffix: u128 = rand::rngs::StdRng::from_entropy().gen();
+        let me = format!("client-{suffix:032x}");
         let link = client_link(&config)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
         let peers = config
