@@ -69,13 +69,6 @@ impl ChatStore {
             .and_then(|r| r.keys().next_back().copied())
             .unwrap_or(0)
     }
-
-    /// Every stored post of every room, in order (for checkers).
-    pub fn posts(&self) -> impl Iterator<Item = (u64, &Post)> {
-        self.rooms
-            .values()
-            .flat_map(|r| r.iter().map(|(s, p)| (*s, p)))
-    }
 }
 
 /// Reads every post of a store's recovered state: `(seq, post)` or why a

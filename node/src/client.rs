@@ -7,6 +7,7 @@
 //! real-process tests.
 
 use crate::config::{Config, LinkMode};
+use crate::lock;
 use crate::tls::TlsLink;
 use hdrhistogram::Histogram;
 use holdfast_actors::ids::{ActorKind, Addr};
@@ -32,10 +33,6 @@ pub enum Outcome {
 }
 
 type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 pub struct Client {
     me: String,

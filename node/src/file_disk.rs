@@ -8,6 +8,7 @@
 //! background. An atomic replace (compaction) is durable on its own:
 //! temporary file, fsync, rename, fsync of the folder.
 
+use crate::lock;
 use holdfast_host::disk::{Disk, DiskError};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -48,7 +49,7 @@ impl FileDisk {
     }
 
     fn handle(&self, file: &str) -> Result<Arc<File>, DiskError> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = lock(&self.open);
         if let Some(f) = open.get(file) {
             return Ok(f.clone());
         }
@@ -79,7 +80,7 @@ impl FileDisk {
     /// power cut could bring the old file back without the appends made
     /// since. The caller restarts the actor (reopening syncs the folder).
     pub fn take_broken(&self) -> Option<String> {
-        self.broken.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.broken).take()
     }
 
     /// Makes the file and its folder durable as they are now — also what a
@@ -91,19 +92,6 @@ impl FileDisk {
         }
         self.handle(file)?.sync_all().map_err(io_err)?;
         sync_dir(&self.dir).map_err(io_err)
-    }
-
-    /// Bytes the folder's files occupy (for status and metrics).
-    pub fn used_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 }
 
@@ -155,14 +143,11 @@ impl Disk for FileDisk {
         }
         // From the rename on, appends must go to the new file, even if the
         // folder sync below fails.
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(file);
+        lock(&self.open).remove(file);
         if let Err(e) = sync_dir(&self.dir) {
             // The file now is the snapshot, so the store's idea of it is
             // right; but the rename may not survive a power cut.
-            *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            *lock(&self.broken) = Some(format!(
                 "{}: folder sync after compaction failed: {e}",
                 self.dir.display()
             ));

@@ -7,6 +7,7 @@
 //! `holdfast status` reads the same endpoint.
 
 use crate::config::NodeConfig;
+use crate::lock;
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::settings::Settings;
 use holdfast_host::transport::Network;
@@ -33,10 +34,6 @@ pub struct Metrics {
 }
 
 type Labels = Vec<(String, String)>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Metrics {
     pub fn new(node: &NodeConfig, settings: &Settings, net: Arc<Network>) -> Metrics {
