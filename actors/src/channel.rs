@@ -1,5 +1,6 @@
 //! A Channel server: client sessions, room subscriptions, posts, fan-out
-//! and relay to the other Channel servers of the pool.
+//! and relay to the other Channel servers of the pool, and the room
+//! directory (create, change, search, follow).
 //!
 //! A post is appended to the chat store first; only then is it
 //! acknowledged to its author (`ChatPosted`) and fanned out — to the
@@ -8,11 +9,21 @@
 //! contiguous, so a client that sees a gap, reconnects, or syncs
 //! periodically asks for what it missed (`ChatSync`, `ChatJoin { after }`)
 //! and gets it from the store: a lost relay or a failed server delays a
-//! post, never loses it. Nothing here is durable: the store is.
+//! post, never loses it.
+//!
+//! Rooms and follows are durable in the store too. A server keeps a copy
+//! of the directory: the configured rooms, then every change, learnt from
+//! the server that made it (`RoomChanged`) or, if that relay is lost, from
+//! the store at the next load-report tick (`StoreRooms { since }`). Access
+//! is decided on that copy; a change that walls a user off a room ends the
+//! user's subscription at once. Nothing here is durable: the store is.
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
-use crate::chat::{sign_grant, ChatPool, ChatReject, FileGrant, FileOp, Post, RoomId};
-use crate::ids::{ActorKind, Addr, Millis};
+use crate::chat::{
+    sign_grant, ChatPool, ChatReject, Directory, FileGrant, FileOp, Post, Room, RoomId,
+};
+use crate::chat_store::valid_room_name;
+use crate::ids::{ActorKind, Addr, Millis, UserId};
 use crate::protocol::Msg;
 use crate::settings::Settings;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +35,9 @@ pub const CATCH_UP_LIMIT: u64 = 500;
 struct Session {
     user: String,
     rooms: BTreeSet<RoomId>,
+    /// Rooms the user follows (known after `ChatHello`), and whether the
+    /// session was told of new content there since it last joined.
+    follows: BTreeMap<RoomId, bool>,
     last_heard: Millis,
 }
 
@@ -39,15 +53,53 @@ enum Pending {
         join: bool,
         since: Millis,
     },
+    /// A room save: the client is answered `RoomSaved` or refused.
+    Room {
+        client: Addr,
+        room: RoomId,
+        since: Millis,
+    },
+    /// A hello or a follow: the client is answered with the follows.
+    User {
+        client: Addr,
+        follow: Option<(RoomId, bool)>,
+        since: Millis,
+    },
+    /// A refresh of the directory copy.
+    Directory { since: Millis },
+}
+
+impl Pending {
+    fn since(&self) -> Millis {
+        match self {
+            Pending::Post { since, .. }
+            | Pending::Read { since, .. }
+            | Pending::Room { since, .. }
+            | Pending::User { since, .. }
+            | Pending::Directory { since } => *since,
+        }
+    }
+}
+
+/// Who another Channel server said is in which room, and when.
+struct RemotePresence {
+    heard: Millis,
+    rooms: BTreeMap<RoomId, BTreeSet<UserId>>,
 }
 
 pub struct Channel {
     name: String,
     pool: Arc<ChatPool>,
     settings: Settings,
+    directory: Directory,
+    /// The store's directory version this copy is complete up to.
+    directory_version: u64,
     /// Client sessions by client node.
     sessions: BTreeMap<String, Session>,
     subscribers: BTreeMap<RoomId, BTreeSet<String>>,
+    /// Sessions following a room (told of new posts if not subscribed).
+    followers: BTreeMap<RoomId, BTreeSet<String>>,
+    presence: BTreeMap<String, RemotePresence>,
     pending: BTreeMap<u64, Pending>,
     next_token: u64,
     /// Relaying switched off (a test sabotage: the checker must notice).
@@ -62,10 +114,17 @@ impl Channel {
     pub fn new(name: impl Into<String>, pool: Arc<ChatPool>, settings: Settings) -> Self {
         Channel {
             name: name.into(),
+            directory: Directory {
+                categories: pool.categories.clone(),
+                rooms: pool.rooms.clone(),
+            },
             pool,
             settings,
+            directory_version: 0,
             sessions: BTreeMap::new(),
             subscribers: BTreeMap::new(),
+            followers: BTreeMap::new(),
+            presence: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_token: 0,
             relay: true,
@@ -85,6 +144,14 @@ impl Channel {
         Addr::new(self.pool.store.clone(), ActorKind::ChatStore)
     }
 
+    fn others(&self) -> impl Iterator<Item = Addr> + '_ {
+        self.pool
+            .channels
+            .iter()
+            .filter(|c| **c != self.name)
+            .map(|c| Addr::new(c.clone(), ActorKind::Channel))
+    }
+
     fn arm_timeout(&mut self, ctx: &mut Ctx) {
         if !self.timeout_armed {
             self.timeout_armed = true;
@@ -92,9 +159,14 @@ impl Channel {
         }
     }
 
-    fn token(&mut self) -> u64 {
+    /// Sends `msg` (made with a fresh token) to the store and remembers
+    /// what to do with the answer.
+    fn ask_store(&mut self, pending: Pending, msg: impl FnOnce(u64) -> Msg, ctx: &mut Ctx) {
         self.next_token += 1;
-        self.next_token
+        let token = self.next_token;
+        self.pending.insert(token, pending);
+        ctx.send(self.store(), msg(token));
+        self.arm_timeout(ctx);
     }
 
     fn reject(ctx: &mut Ctx, client: Addr, room: RoomId, post: Option<String>, reason: ChatReject) {
@@ -113,15 +185,74 @@ impl Channel {
         }
     }
 
-    /// Sends `post` to this server's subscribers of its room.
-    fn fan_out(&self, seq: u64, post: &Post, ctx: &mut Ctx) {
-        if let Some(subs) = self.subscribers.get(&post.room) {
-            for client in subs {
+    /// The users subscribed to `room` on this server.
+    fn local_presence(&self, room: &str) -> Vec<UserId> {
+        let users: BTreeSet<UserId> = self
+            .subscribers
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.sessions.get(c).map(|s| s.user.clone()))
+            .collect();
+        users.into_iter().collect()
+    }
+
+    /// Tells the other servers who is in `rooms` here (all rooms if `None`).
+    fn share_presence(&self, rooms: Option<Vec<RoomId>>, ctx: &mut Ctx) {
+        let full = rooms.is_none();
+        let rooms = rooms.unwrap_or_else(|| self.subscribers.keys().cloned().collect());
+        let rooms: Vec<(RoomId, Vec<UserId>)> = rooms
+            .into_iter()
+            .map(|r| {
+                let users = self.local_presence(&r);
+                (r, users)
+            })
+            .collect();
+        for other in self.others().collect::<Vec<_>>() {
+            ctx.send(
+                other,
+                Msg::Presence {
+                    rooms: rooms.clone(),
+                    full,
+                },
+            );
+        }
+    }
+
+    /// Sends `post` to this server's subscribers of its room, and tells
+    /// followers who have not joined it that there is something new.
+    fn fan_out(&mut self, seq: u64, post: &Post, ctx: &mut Ctx) {
+        let subs = self.subscribers.get(&post.room);
+        for client in subs.into_iter().flatten() {
+            ctx.send(
+                Addr::new(client.clone(), ActorKind::Client),
+                Msg::ChatMessage {
+                    seq,
+                    post: post.clone(),
+                },
+            );
+        }
+        let Some(followers) = self.followers.get(&post.room) else {
+            return;
+        };
+        for client in followers {
+            if subs.is_some_and(|s| s.contains(client)) {
+                continue;
+            }
+            let Some(told) = self
+                .sessions
+                .get_mut(client)
+                .and_then(|s| s.follows.get_mut(&post.room))
+            else {
+                continue;
+            };
+            if !*told {
+                *told = true;
                 ctx.send(
                     Addr::new(client.clone(), ActorKind::Client),
-                    Msg::ChatMessage {
+                    Msg::ChatNotify {
+                        room: post.room.clone(),
                         seq,
-                        post: post.clone(),
                     },
                 );
             }
@@ -134,25 +265,159 @@ impl Channel {
         } else {
             CATCH_UP_LIMIT
         };
-        let token = self.token();
-        self.pending.insert(
-            token,
+        let since = ctx.now();
+        self.ask_store(
             Pending::Read {
                 client,
                 join,
-                since: ctx.now(),
+                since,
             },
-        );
-        ctx.send(
-            self.store(),
-            Msg::StoreRead {
+            |token| Msg::StoreRead {
                 token,
                 room,
                 after,
                 limit,
             },
+            ctx,
         );
-        self.arm_timeout(ctx);
+    }
+
+    /// The session of `from` for `user`, opened if need be: refused when
+    /// the server is full (503) or the connection speaks for another user.
+    fn session(&mut self, from: &Addr, user: &str, now: Millis) -> Result<(), ChatReject> {
+        match self.sessions.get(&from.node) {
+            // One user per client connection.
+            Some(s) if s.user != user => Err(ChatReject::NotAllowed),
+            Some(_) => Ok(()),
+            None if self.sessions.len() as u64 >= self.settings.chat_capacity => {
+                Err(ChatReject::Busy)
+            }
+            None => {
+                self.sessions.insert(
+                    from.node.clone(),
+                    Session {
+                        user: user.to_string(),
+                        rooms: BTreeSet::new(),
+                        follows: BTreeMap::new(),
+                        last_heard: now,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn join(&mut self, from: Addr, user: UserId, room: RoomId, after: u64, ctx: &mut Ctx) {
+        if !self.directory.rooms.contains_key(&room) {
+            return Self::reject(ctx, from, room, None, ChatReject::NoSuchRoom);
+        }
+        if !self.directory.may_read(&room, &user) {
+            ctx.event(
+                "chat_join_refused",
+                format!("{}: {user} may not read {room}", self.name),
+            );
+            return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
+        }
+        if let Err(reason) = self.session(&from, &user, ctx.now()) {
+            return Self::reject(ctx, from, room, None, reason);
+        }
+        let session = self.sessions.get_mut(&from.node).expect("opened above");
+        session.rooms.insert(room.clone());
+        if let Some(told) = session.follows.get_mut(&room) {
+            *told = false;
+        }
+        let new = self
+            .subscribers
+            .entry(room.clone())
+            .or_default()
+            .insert(from.node.clone());
+        if new {
+            self.share_presence(Some(vec![room.clone()]), ctx);
+        }
+        self.read(from, room, after, true, ctx);
+    }
+
+    fn leave(&mut self, client: &str, room: &str) -> bool {
+        if let Some(s) = self.sessions.get_mut(client) {
+            s.rooms.remove(room);
+        }
+        self.subscribers
+            .get_mut(room)
+            .is_some_and(|subs| subs.remove(client))
+    }
+
+    /// Records the follows the store reported for a session.
+    fn set_follows(&mut self, client: &str, follows: &[(RoomId, u64)]) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        for room in session.follows.keys() {
+            if let Some(f) = self.followers.get_mut(room) {
+                f.remove(client);
+            }
+        }
+        let old = std::mem::take(&mut session.follows);
+        for (room, _) in follows {
+            let told = old.get(room).copied().unwrap_or(false);
+            session.follows.insert(room.clone(), told);
+            self.followers
+                .entry(room.clone())
+                .or_default()
+                .insert(client.to_string());
+        }
+    }
+
+    /// Takes a created or changed room into the directory copy (if newer
+    /// than the one held) and ends the subscriptions it no longer allows.
+    fn apply_room(&mut self, room: RoomId, info: Room, ctx: &mut Ctx) {
+        if self
+            .directory
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.version >= info.version)
+        {
+            return;
+        }
+        self.directory.rooms.insert(room.clone(), info);
+        let walled: Vec<String> = self
+            .subscribers
+            .get(&room)
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                self.sessions
+                    .get(*c)
+                    .is_none_or(|s| !self.directory.may_read(&room, &s.user))
+            })
+            .cloned()
+            .collect();
+        for client in &walled {
+            self.leave(client, &room);
+            ctx.event(
+                "chat_access_revoked",
+                format!("{}: {client} may no longer read {room}", self.name),
+            );
+            Self::reject(
+                ctx,
+                Addr::new(client.clone(), ActorKind::Client),
+                room.clone(),
+                None,
+                ChatReject::NotAllowed,
+            );
+        }
+        if !walled.is_empty() {
+            self.share_presence(Some(vec![room]), ctx);
+        }
+    }
+
+    fn refresh_directory(&mut self, ctx: &mut Ctx) {
+        let since = self.directory_version;
+        let now = ctx.now();
+        self.ask_store(
+            Pending::Directory { since: now },
+            |token| Msg::StoreRooms { token, since },
+            ctx,
+        );
     }
 
     fn client_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -160,52 +425,28 @@ impl Channel {
         if let Some(s) = self.sessions.get_mut(&from.node) {
             s.last_heard = now;
         }
+        let user = self.sessions.get(&from.node).map(|s| s.user.clone());
         match msg {
-            Msg::ChatJoin { user, room, after } => {
-                let Some(info) = self.pool.rooms.get(&room) else {
-                    return Self::reject(ctx, from, room, None, ChatReject::NoSuchRoom);
+            Msg::ChatJoin { user, room, after } => self.join(from, user, room, after, ctx),
+            Msg::ChatBulkJoin { user, rooms } => {
+                for (room, after) in rooms {
+                    self.join(from.clone(), user.clone(), room, after, ctx);
+                }
+            }
+            Msg::ChatHello { user } => {
+                if let Err(reason) = self.session(&from, &user, now) {
+                    return Self::reject(ctx, from, RoomId::new(), None, reason);
+                }
+                let pending = Pending::User {
+                    client: from,
+                    follow: None,
+                    since: now,
                 };
-                if !info.may_read(&user) {
-                    ctx.event(
-                        "chat_join_refused",
-                        format!("{}: {user} may not read {room}", self.name),
-                    );
-                    return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
-                }
-                match self.sessions.get_mut(&from.node) {
-                    Some(s) if s.user != user => {
-                        // One user per client connection.
-                        return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
-                    }
-                    Some(s) => {
-                        s.rooms.insert(room.clone());
-                    }
-                    None => {
-                        if self.sessions.len() as u64 >= self.settings.chat_capacity {
-                            return Self::reject(ctx, from, room, None, ChatReject::Busy);
-                        }
-                        self.sessions.insert(
-                            from.node.clone(),
-                            Session {
-                                user,
-                                rooms: BTreeSet::from([room.clone()]),
-                                last_heard: now,
-                            },
-                        );
-                    }
-                }
-                self.subscribers
-                    .entry(room.clone())
-                    .or_default()
-                    .insert(from.node.clone());
-                self.read(from, room, after, true, ctx);
+                self.ask_store(pending, |token| Msg::StoreUser { token, user }, ctx);
             }
             Msg::ChatLeave { room } => {
-                if let Some(s) = self.sessions.get_mut(&from.node) {
-                    s.rooms.remove(&room);
-                }
-                if let Some(subs) = self.subscribers.get_mut(&room) {
-                    subs.remove(&from.node);
+                if self.leave(&from.node, &room) {
+                    self.share_presence(Some(vec![room]), ctx);
                 }
             }
             Msg::ChatSync { room, after } => {
@@ -222,12 +463,11 @@ impl Channel {
                 let Some(session) = self.sessions.get(&from.node) else {
                     return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
                 };
-                let info = self.pool.rooms.get(&room);
                 // Upload: a member who may post; download: one who may read.
-                let allowed = info.is_some_and(|r| match download {
-                    None => r.may_post(&session.user),
-                    Some(_) => r.may_read(&session.user),
-                });
+                let allowed = match download {
+                    None => self.directory.may_post(&room, &session.user),
+                    Some(_) => self.directory.may_read(&room, &session.user),
+                };
                 if !allowed || !session.rooms.contains(&room) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
                 }
@@ -257,12 +497,7 @@ impl Channel {
                 if !session.rooms.contains(&room) {
                     return Self::reject(ctx, from, room, Some(post), ChatReject::NotJoined);
                 }
-                let allowed = self
-                    .pool
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|r| r.may_post(&session.user));
-                if !allowed {
+                if !self.directory.may_post(&room, &session.user) {
                     return Self::reject(ctx, from, room, Some(post), ChatReject::NotAllowed);
                 }
                 let post = Post {
@@ -272,23 +507,128 @@ impl Channel {
                     text,
                     at: now,
                 };
-                let token = self.token();
-                ctx.send(
-                    self.store(),
-                    Msg::StoreAppend {
+                let pending = Pending::Post {
+                    client: from,
+                    post: post.clone(),
+                    since: now,
+                };
+                self.ask_store(pending, |token| Msg::StoreAppend { token, post }, ctx);
+            }
+            // Everything below needs a session (a hello or a join first).
+            _ if user.is_none() => {
+                let room = match &msg {
+                    Msg::ChatFollow { room, .. }
+                    | Msg::ChatWho { room }
+                    | Msg::RoomSave { room, .. }
+                    | Msg::RoomGet { room } => room.clone(),
+                    _ => RoomId::new(),
+                };
+                Self::reject(ctx, from, room, None, ChatReject::NotJoined);
+            }
+            Msg::ChatFollow { room, follow } => {
+                let user = user.expect("checked above");
+                if follow && !self.directory.may_read(&room, &user) {
+                    return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
+                }
+                let pending = Pending::User {
+                    client: from,
+                    follow: Some((room.clone(), follow)),
+                    since: now,
+                };
+                self.ask_store(
+                    pending,
+                    |token| Msg::StoreFollow {
                         token,
-                        post: post.clone(),
+                        user,
+                        room,
+                        follow,
                     },
+                    ctx,
                 );
-                self.pending.insert(
-                    token,
-                    Pending::Post {
-                        client: from,
-                        post,
-                        since: now,
+            }
+            Msg::ChatWho { room } => {
+                let user = user.expect("checked above");
+                if !self.directory.may_read(&room, &user) {
+                    return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
+                }
+                // Servers silent for three report periods are gone.
+                let fresh = 3 * self.settings.chat_load_report;
+                let mut users: BTreeSet<UserId> = self.local_presence(&room).into_iter().collect();
+                for p in self.presence.values() {
+                    if now.saturating_sub(p.heard) <= fresh {
+                        users.extend(p.rooms.get(&room).into_iter().flatten().cloned());
+                    }
+                }
+                let users = users.into_iter().collect();
+                ctx.send(from, Msg::ChatParticipants { room, users });
+            }
+            Msg::RoomGet { room } => {
+                let user = user.expect("checked above");
+                match self.directory.rooms.get(&room) {
+                    Some(info) if self.directory.may_see(&room, &user) => {
+                        let mut info = info.clone();
+                        if !info.is_member(&user) {
+                            // Who is in it, or walled off, is for members.
+                            info.members.clear();
+                            info.managers.clear();
+                            info.denied.clear();
+                            info.presenters = info.presenters.map(|_| BTreeSet::new());
+                        }
+                        ctx.send(
+                            from,
+                            Msg::RoomInfo {
+                                room,
+                                info: Box::new(info),
+                            },
+                        );
+                    }
+                    // A secret room the user may not know of does not exist.
+                    _ => Self::reject(ctx, from, room, None, ChatReject::NoSuchRoom),
+                }
+            }
+            Msg::RoomFind { query } => {
+                let user = user.expect("checked above");
+                let follows = self.sessions[&from.node].follows.keys().cloned().collect();
+                let rooms = self.directory.query(&user, &query, &follows);
+                ctx.send(from, Msg::RoomFound { query, rooms });
+            }
+            Msg::RoomSave {
+                room,
+                mut info,
+                create,
+            } => {
+                let user = user.expect("checked above");
+                let checked = if !valid_room_name(&room) {
+                    Err(ChatReject::NoSuchRoom)
+                } else if create {
+                    // The creator manages the room.
+                    info.managers.insert(user.clone());
+                    self.directory.check_create(&user, &room, &info)
+                } else {
+                    self.directory.check_update(&user, &room, &info)
+                };
+                if let Err(reason) = checked {
+                    ctx.event(
+                        "chat_room_refused",
+                        format!("{}: {user} may not save {room}: {reason:?}", self.name),
+                    );
+                    return Self::reject(ctx, from, room, None, reason);
+                }
+                let pending = Pending::Room {
+                    client: from,
+                    room: room.clone(),
+                    since: now,
+                };
+                self.ask_store(
+                    pending,
+                    |token| Msg::StoreRoomSave {
+                        token,
+                        room,
+                        info,
+                        create,
                     },
+                    ctx,
                 );
-                self.arm_timeout(ctx);
             }
             other => ctx.event(
                 "unexpected_message",
@@ -313,10 +653,10 @@ impl Channel {
                 );
                 self.fan_out(seq, &post, ctx);
                 if self.relay {
-                    for other in self.pool.channels.iter().filter(|c| **c != self.name) {
+                    for other in self.others().collect::<Vec<_>>() {
                         self.relayed += 1;
                         ctx.send(
-                            Addr::new(other.clone(), ActorKind::Channel),
+                            other,
                             Msg::Relay {
                                 seq,
                                 post: post.clone(),
@@ -341,6 +681,70 @@ impl Channel {
                     ctx.send(client, Msg::ChatJoined { room, latest });
                 }
             }
+            Msg::StoreRoomList {
+                token,
+                rooms,
+                version,
+            } => {
+                if !matches!(self.pending.remove(&token), Some(Pending::Directory { .. })) {
+                    return;
+                }
+                for (room, info) in rooms {
+                    self.apply_room(room, info, ctx);
+                }
+                self.directory_version = self.directory_version.max(version);
+            }
+            Msg::StoreRoomSaved { token, room, info } => {
+                let Some(Pending::Room { client, .. }) = self.pending.remove(&token) else {
+                    return;
+                };
+                let version = info.version;
+                self.apply_room(room.clone(), (*info).clone(), ctx);
+                ctx.send(
+                    client,
+                    Msg::RoomSaved {
+                        room: room.clone(),
+                        version,
+                    },
+                );
+                for other in self.others().collect::<Vec<_>>() {
+                    ctx.send(
+                        other,
+                        Msg::RoomChanged {
+                            room: room.clone(),
+                            info: info.clone(),
+                        },
+                    );
+                }
+            }
+            Msg::StoreRoomRefused {
+                token,
+                room,
+                reason,
+            } => {
+                if let Some(Pending::Room { client, .. }) = self.pending.remove(&token) {
+                    Self::reject(ctx, client, room, None, reason);
+                }
+            }
+            Msg::StoreUserInfo { token, follows, .. } => {
+                let Some(Pending::User { client, follow, .. }) = self.pending.remove(&token) else {
+                    return;
+                };
+                self.set_follows(&client.node, &follows);
+                match follow {
+                    Some((room, follow)) => ctx.send(client, Msg::ChatFollowed { room, follow }),
+                    None => {
+                        let user = self.sessions.get(&client.node).map(|s| s.user.clone());
+                        let follows = follows
+                            .into_iter()
+                            .filter(|(r, _)| {
+                                user.as_ref().is_some_and(|u| self.directory.may_read(r, u))
+                            })
+                            .collect();
+                        ctx.send(client, Msg::ChatWelcome { follows });
+                    }
+                }
+            }
             Msg::StoreFailed { token } => match self.pending.remove(&token) {
                 Some(Pending::Post { client, post, .. }) => Self::reject(
                     ctx,
@@ -349,7 +753,14 @@ impl Channel {
                     Some(post.id),
                     ChatReject::StoreUnavailable,
                 ),
-                Some(Pending::Read { .. }) | None => {}
+                Some(Pending::Room { client, room, .. }) => {
+                    Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+                }
+                Some(Pending::User { client, follow, .. }) => {
+                    let room = follow.map(|(r, _)| r).unwrap_or_default();
+                    Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+                }
+                Some(Pending::Read { .. } | Pending::Directory { .. }) | None => {}
             },
             other => ctx.event(
                 "unexpected_message",
@@ -361,15 +772,50 @@ impl Channel {
             ),
         }
     }
+
+    fn channel_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        match msg {
+            Msg::Relay { seq, post } => self.fan_out(seq, &post, ctx),
+            Msg::RoomChanged { room, info } => self.apply_room(room, *info, ctx),
+            Msg::Presence { rooms, full } => {
+                let now = ctx.now();
+                let p = self
+                    .presence
+                    .entry(from.node.clone())
+                    .or_insert_with(|| RemotePresence {
+                        heard: now,
+                        rooms: BTreeMap::new(),
+                    });
+                p.heard = now;
+                if full {
+                    p.rooms.clear();
+                }
+                for (room, users) in rooms {
+                    if users.is_empty() {
+                        p.rooms.remove(&room);
+                    } else {
+                        p.rooms.insert(room, users.into_iter().collect());
+                    }
+                }
+            }
+            other => ctx.event(
+                "unexpected_message",
+                format!("channel {} ignored {} from {from}", self.name, other.name()),
+            ),
+        }
+    }
 }
 
 impl Actor for Channel {
     fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
         self.sessions.clear();
         self.subscribers.clear();
+        self.followers.clear();
+        self.presence.clear();
         self.pending.clear();
         self.timeout_armed = false;
         self.report_load(ctx);
+        self.refresh_directory(ctx);
         ctx.set_timer(Timer::LoadReport, self.settings.chat_load_report);
     }
 
@@ -386,13 +832,7 @@ impl Actor for Channel {
         match from.actor {
             ActorKind::Client => self.client_msg(from, msg, ctx),
             ActorKind::ChatStore => self.store_msg(msg, ctx),
-            _ => match msg {
-                Msg::Relay { seq, post } => self.fan_out(seq, &post, ctx),
-                other => ctx.event(
-                    "unexpected_message",
-                    format!("channel {} ignored {} from {from}", self.name, other.name()),
-                ),
-            },
+            _ => self.channel_msg(from, msg, ctx),
         }
     }
 
@@ -416,9 +856,18 @@ impl Actor for Channel {
                                 subs.remove(&client);
                             }
                         }
+                        for room in s.follows.keys() {
+                            if let Some(f) = self.followers.get_mut(room) {
+                                f.remove(&client);
+                            }
+                        }
                     }
                 }
+                self.subscribers.retain(|_, subs| !subs.is_empty());
+                self.followers.retain(|_, f| !f.is_empty());
                 self.report_load(ctx);
+                self.share_presence(None, ctx);
+                self.refresh_directory(ctx);
                 ctx.set_timer(Timer::LoadReport, self.settings.chat_load_report);
             }
             Timer::StoreTimeout => {
@@ -427,12 +876,7 @@ impl Actor for Channel {
                 let expired: Vec<u64> = self
                     .pending
                     .iter()
-                    .filter(|(_, p)| {
-                        let since = match p {
-                            Pending::Post { since, .. } | Pending::Read { since, .. } => *since,
-                        };
-                        now.saturating_sub(since) >= limit
-                    })
+                    .filter(|(_, p)| now.saturating_sub(p.since()) >= limit)
                     .map(|(t, _)| *t)
                     .collect();
                 for token in expired {
@@ -444,8 +888,16 @@ impl Actor for Channel {
                             Some(post.id),
                             ChatReject::StoreUnavailable,
                         ),
-                        // The client syncs again later.
-                        Some(Pending::Read { .. }) | None => {}
+                        Some(Pending::Room { client, room, .. }) => {
+                            Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+                        }
+                        Some(Pending::User { client, follow, .. }) => {
+                            let room = follow.map(|(r, _)| r).unwrap_or_default();
+                            Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+                        }
+                        // The client syncs again later; the directory is
+                        // asked again at the next tick.
+                        Some(Pending::Read { .. } | Pending::Directory { .. }) | None => {}
                     }
                 }
                 if !self.pending.is_empty() {
@@ -462,9 +914,14 @@ impl Actor for Channel {
         vec![
             ("chat_sessions", self.sessions.len() as u64),
             ("chat_relayed", self.relayed),
+            ("chat_rooms", self.directory.rooms.len() as u64),
         ]
     }
 }
+
+#[cfg(test)]
+#[path = "channel_rooms_test.rs"]
+mod rooms_tests;
 
 #[cfg(test)]
 mod tests {
@@ -480,6 +937,7 @@ mod tests {
                 members: ["a", "b", "w"].iter().map(|u| u.to_string()).collect(),
                 denied: BTreeSet::from(["w".to_string()]),
                 presenters: None,
+                ..Default::default()
             },
         );
         rooms.insert(
@@ -488,6 +946,7 @@ mod tests {
                 members: ["a", "b"].iter().map(|u| u.to_string()).collect(),
                 denied: BTreeSet::new(),
                 presenters: Some(BTreeSet::from(["a".to_string()])),
+                ..Default::default()
             },
         );
         Arc::new(ChatPool {
@@ -527,13 +986,16 @@ mod tests {
                 after: 0,
             },
         );
-        let Some((_, Msg::StoreRead { token, .. })) = sent.first() else {
+        let Some(token) = sent.iter().find_map(|(_, m)| match m {
+            Msg::StoreRead { token, .. } => Some(*token),
+            _ => None,
+        }) else {
             return sent;
         };
         h.msg(
             store(),
             Msg::StoreRange {
-                token: *token,
+                token,
                 room: room.into(),
                 posts: vec![],
                 latest: 0,

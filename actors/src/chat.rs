@@ -21,23 +21,240 @@ pub type RoomId = String;
 /// the store keys posts by it, which makes a retried post idempotent.
 pub type PostId = String;
 
-/// Who may see a room: members only, minus anyone in a denied category
-/// (an ethical wall).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Who may find and enter a room (the Lync room privacy setting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Privacy {
+    /// Anyone its category allows may find, read and post.
+    Open,
+    /// Anyone its category allows may find it; only members enter.
+    #[default]
+    Closed,
+    /// Only members and managers know it exists.
+    Secret,
+}
+
+impl Privacy {
+    pub fn parse(s: &str) -> Option<Privacy> {
+        match s {
+            "open" => Some(Privacy::Open),
+            "closed" => Some(Privacy::Closed),
+            "secret" => Some(Privacy::Secret),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Privacy::Open => "open",
+            Privacy::Closed => "closed",
+            Privacy::Secret => "secret",
+        }
+    }
+}
+
+/// Who may see a room: its members and managers (everyone its category
+/// allows, for an open room), minus anyone denied by the room or its
+/// category (an ethical wall).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Room {
     pub members: BTreeSet<UserId>,
     /// Users walled off from this room whatever the membership says.
     pub denied: BTreeSet<UserId>,
     /// Auditorium: only presenters may post.
     pub presenters: Option<BTreeSet<UserId>>,
+    /// May change the room; a manager is a member too.
+    pub managers: BTreeSet<UserId>,
+    pub privacy: Privacy,
+    /// The category the room belongs to ("" = none: no category limits).
+    pub category: String,
+    pub description: String,
+    /// New members are invited (they find the room in `getinv` until they
+    /// follow it).
+    pub invite: bool,
+    /// Directory version of the last change (0 = as configured). An update
+    /// names the version it was based on; a stale one is refused.
+    pub version: u64,
 }
 
 impl Room {
-    pub fn may_read(&self, user: &str) -> bool {
-        self.members.contains(user) && !self.denied.contains(user)
+    pub fn is_member(&self, user: &str) -> bool {
+        self.members.contains(user) || self.managers.contains(user)
     }
-    pub fn may_post(&self, user: &str) -> bool {
-        self.may_read(user) && self.presenters.as_ref().is_none_or(|p| p.contains(user))
+}
+
+/// A category: the users its rooms may ever hold, those walled off from
+/// them, and who may create rooms in it. `"*"` in `allowed` or `creators`
+/// stands for every user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    pub allowed: BTreeSet<UserId>,
+    pub denied: BTreeSet<UserId>,
+    pub creators: BTreeSet<UserId>,
+}
+
+fn names(set: &BTreeSet<UserId>, user: &str) -> bool {
+    set.contains(user) || set.contains("*")
+}
+
+impl Category {
+    pub fn admits(&self, user: &str) -> bool {
+        names(&self.allowed, user) && !self.denied.contains(user)
+    }
+    pub fn may_create(&self, user: &str) -> bool {
+        self.admits(user) && names(&self.creators, user)
+    }
+}
+
+/// The rooms of a pool and the categories they live in: every access
+/// decision of the Channel servers is made here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directory {
+    pub categories: BTreeMap<String, Category>,
+    pub rooms: BTreeMap<RoomId, Room>,
+}
+
+/// One room as a search or association query shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub name: RoomId,
+    pub description: String,
+    pub privacy: Privacy,
+    pub category: String,
+    pub member: bool,
+    pub manager: bool,
+}
+
+/// What a client asks of the room directory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RoomQuery {
+    /// `chansrch`: rooms the user may know of whose name or description
+    /// contains the text (case-insensitive).
+    Search(String),
+    /// `getassociations`: rooms the user is a member or manager of.
+    Associations,
+    /// `getinv`: rooms with invitations on that the user is a member of
+    /// and does not follow yet.
+    Invitations,
+}
+
+impl Directory {
+    /// The room's category, if it has one; `Err` if it names a category
+    /// that does not exist (nobody is admitted: fail closed).
+    fn category(&self, room: &Room) -> Result<Option<&Category>, ()> {
+        if room.category.is_empty() {
+            return Ok(None);
+        }
+        self.categories.get(&room.category).map(Some).ok_or(())
+    }
+
+    fn admitted(&self, room: &Room, user: &str) -> bool {
+        if room.denied.contains(user) {
+            return false;
+        }
+        match self.category(room) {
+            Ok(None) => true,
+            Ok(Some(c)) => c.admits(user),
+            Err(()) => false,
+        }
+    }
+
+    pub fn may_read(&self, room: &str, user: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| {
+            self.admitted(r, user) && (r.privacy == Privacy::Open || r.is_member(user))
+        })
+    }
+
+    pub fn may_post(&self, room: &str, user: &str) -> bool {
+        self.may_read(room, user)
+            && self.rooms[room]
+                .presenters
+                .as_ref()
+                .is_none_or(|p| p.contains(user))
+    }
+
+    /// May the user learn that the room exists?
+    pub fn may_see(&self, room: &str, user: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| {
+            self.admitted(r, user) && (r.privacy != Privacy::Secret || r.is_member(user))
+        })
+    }
+
+    pub fn may_manage(&self, room: &str, user: &str) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.managers.contains(user) && self.admitted(r, user))
+    }
+
+    /// Why `user` may not create `room` as described, if not.
+    pub fn check_create(&self, user: &str, name: &str, room: &Room) -> Result<(), ChatReject> {
+        if self.rooms.contains_key(name) {
+            return Err(ChatReject::RoomExists);
+        }
+        match self.category(room) {
+            Ok(Some(c)) if c.may_create(user) => Ok(()),
+            // Rooms without a category come from the configuration only.
+            _ => Err(ChatReject::NotAllowed),
+        }
+    }
+
+    /// Why `user` may not change `name` into `room`, if not.
+    pub fn check_update(&self, user: &str, name: &str, room: &Room) -> Result<(), ChatReject> {
+        let Some(current) = self.rooms.get(name) else {
+            return Err(ChatReject::NoSuchRoom);
+        };
+        if !self.may_manage(name, user) {
+            return Err(ChatReject::NotAllowed);
+        }
+        if room.version != current.version {
+            return Err(ChatReject::Conflict);
+        }
+        // Moving a room to another category needs the right to create there.
+        if room.category != current.category {
+            match self.category(room) {
+                Ok(Some(c)) if c.may_create(user) => {}
+                _ => return Err(ChatReject::NotAllowed),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self, name: &str, user: &str) -> Option<RoomSummary> {
+        let r = self.rooms.get(name)?;
+        Some(RoomSummary {
+            name: name.to_string(),
+            description: r.description.clone(),
+            privacy: r.privacy,
+            category: r.category.clone(),
+            member: r.is_member(user),
+            manager: r.managers.contains(user),
+        })
+    }
+
+    /// Answers a query for `user`, who follows `follows`, in name order.
+    pub fn query(
+        &self,
+        user: &str,
+        query: &RoomQuery,
+        follows: &BTreeSet<RoomId>,
+    ) -> Vec<RoomSummary> {
+        self.rooms
+            .iter()
+            .filter(|(name, r)| match query {
+                RoomQuery::Search(text) => {
+                    let text = text.to_lowercase();
+                    self.may_see(name, user)
+                        && (name.to_lowercase().contains(&text)
+                            || r.description.to_lowercase().contains(&text))
+                }
+                RoomQuery::Associations => r.is_member(user) && self.admitted(r, user),
+                RoomQuery::Invitations => {
+                    r.invite
+                        && r.is_member(user)
+                        && self.admitted(r, user)
+                        && !follows.contains(*name)
+                }
+            })
+            .filter_map(|(name, _)| self.summary(name, user))
+            .collect()
     }
 }
 
@@ -48,7 +265,10 @@ pub struct ChatPool {
     pub lookups: Vec<String>,
     /// The node hosting the chat store.
     pub store: String,
+    /// The configured rooms (version 0); rooms created or changed at run
+    /// time live in the chat store.
     pub rooms: BTreeMap<RoomId, Room>,
+    pub categories: BTreeMap<String, Category>,
     /// Web service nodes (file upload and download).
     pub web: Vec<String>,
     /// Key shared by Channel servers (which grant file access) and the Web
@@ -123,4 +343,9 @@ pub enum ChatReject {
     StoreUnavailable,
     /// The request names a room the client has not joined.
     NotJoined,
+    /// A room of that name exists already.
+    RoomExists,
+    /// The room changed since the version the update was based on: read
+    /// it again and retry.
+    Conflict,
 }

@@ -7,13 +7,21 @@
 //! was stored under, and the post is never stored twice. The host runs one
 //! persist at a time per actor, so sequence numbers have no holes: a failed
 //! write gives its number to the next post.
+//!
+//! It also holds the room directory and what users follow. The configured
+//! rooms are version 0 and are not written; a room created or changed at
+//! run time is stored with the next directory version, so a Channel server
+//! catches up with every change by asking for what came after the version
+//! it has. An update names the version it was based on and is refused if
+//! the room changed since: two managers (or a manager acting on a stale
+//! copy on another Channel server) cannot overwrite each other.
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::chat::{Post, PostId, RoomId};
+use crate::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::ids::{ActorKind, Addr};
 use crate::protocol::Msg;
 use crate::store_keys;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 /// Key prefix of a stored post: `c/<room>\0<seq, 8 bytes big-endian>`.
@@ -27,7 +35,24 @@ pub fn post_key(room: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn parse_post_key(k: &[u8]) -> Option<(String, u64)> {
+/// Key prefix of a room created or changed at run time: `r/<room>`.
+pub const CHAT_ROOM: &[u8] = b"r/";
+/// Key prefix of the rooms a user follows: `u/<user>`.
+pub const CHAT_FOLLOWS: &[u8] = b"u/";
+
+pub fn prefixed(prefix: &[u8], name: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Whether `name` may name a room: not empty, at most 256 bytes, no
+/// control characters (keys separate the room name with a 0 byte).
+pub fn valid_room_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+}
+
+pub fn parse_post_key(k: &[u8]) -> Option<(String, u64)> {
     let rest = k.strip_prefix(CHAT_POST)?;
     if rest.len() < 9 || rest[rest.len() - 9] != 0 {
         return None;
@@ -37,30 +62,71 @@ fn parse_post_key(k: &[u8]) -> Option<(String, u64)> {
     Some((String::from_utf8(room.to_vec()).ok()?, seq))
 }
 
-struct Append {
-    from: Addr,
-    token: u64,
-    seq: u64,
-    post: Post,
+/// A write in flight and whom to answer when it is durable.
+enum Write {
+    Post {
+        from: Addr,
+        token: u64,
+        seq: u64,
+        post: Post,
+    },
+    Room {
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        info: Box<Room>,
+    },
+    Follows {
+        from: Addr,
+        token: u64,
+        user: String,
+        follows: BTreeSet<RoomId>,
+    },
 }
 
 pub struct ChatStore {
     name: String,
     rooms: BTreeMap<RoomId, BTreeMap<u64, Post>>,
     by_id: BTreeMap<PostId, (RoomId, u64)>,
-    writing: BTreeMap<u64, Append>,
+    /// The configured rooms, then every room stored since.
+    directory: BTreeMap<RoomId, Room>,
+    configured: BTreeMap<RoomId, Room>,
+    /// The highest directory version given out.
+    version: u64,
+    follows: BTreeMap<String, BTreeSet<RoomId>>,
+    writing: BTreeMap<u64, Write>,
     next_token: u64,
 }
 
 impl ChatStore {
-    pub fn new(name: impl Into<String>) -> Self {
+    /// A store for a pool whose configured rooms are `configured`.
+    pub fn new(name: impl Into<String>, configured: BTreeMap<RoomId, Room>) -> Self {
         ChatStore {
             name: name.into(),
             rooms: BTreeMap::new(),
             by_id: BTreeMap::new(),
+            directory: configured.clone(),
+            configured,
+            version: 0,
+            follows: BTreeMap::new(),
             writing: BTreeMap::new(),
             next_token: 0,
         }
+    }
+
+    fn user_info(&self, user: &str) -> Vec<(RoomId, u64)> {
+        self.follows
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|room| (room.clone(), self.latest(room)))
+            .collect()
+    }
+
+    fn write(&mut self, write: Write, ops: Vec<StoreOp>, ctx: &mut Ctx) {
+        self.next_token += 1;
+        self.writing.insert(self.next_token, write);
+        ctx.persist(self.next_token, ops);
     }
 
     fn latest(&self, room: &str) -> u64 {
@@ -89,11 +155,59 @@ pub fn stored_posts(recovered: &Recovered) -> Vec<Result<(u64, Post), String>> {
         .collect()
 }
 
+/// Reads the stored rooms and follows: `(rooms, follows)`, or why a key
+/// could not be read.
+#[allow(clippy::type_complexity)]
+fn stored_directory(
+    recovered: &Recovered,
+) -> (
+    Vec<Result<(RoomId, Room), String>>,
+    Vec<Result<(String, BTreeSet<RoomId>), String>>,
+) {
+    fn under<T: serde::de::DeserializeOwned>(
+        recovered: &Recovered,
+        prefix: &'static [u8],
+    ) -> Vec<Result<(String, T), String>> {
+        recovered
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| {
+                let name = String::from_utf8(k[prefix.len()..].to_vec())
+                    .map_err(|_| format!("malformed key {k:?}"))?;
+                let value = store_keys::decode(v).map_err(|e| format!("key {k:?}: {e}"))?;
+                Ok((name, value))
+            })
+            .collect()
+    }
+    (under(recovered, CHAT_ROOM), under(recovered, CHAT_FOLLOWS))
+}
+
 impl Actor for ChatStore {
     fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
         self.rooms.clear();
         self.by_id.clear();
         self.writing.clear();
+        self.directory = self.configured.clone();
+        self.follows.clear();
+        self.version = 0;
+        let (rooms, follows) = stored_directory(&recovered);
+        for entry in rooms {
+            match entry {
+                Ok((name, room)) => {
+                    self.version = self.version.max(room.version);
+                    self.directory.insert(name, room);
+                }
+                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+            }
+        }
+        for entry in follows {
+            match entry {
+                Ok((user, rooms)) => {
+                    self.follows.insert(user, rooms);
+                }
+                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+            }
+        }
         for entry in stored_posts(&recovered) {
             match entry {
                 Ok((seq, post)) => {
@@ -134,19 +248,115 @@ impl Actor for ChatStore {
                     return;
                 }
                 let seq = self.latest(&post.room) + 1;
-                self.next_token += 1;
                 let key = post_key(&post.room, seq);
                 let value = store_keys::encode(&post);
-                self.writing.insert(
-                    self.next_token,
-                    Append {
-                        from,
+                let write = Write::Post {
+                    from,
+                    token,
+                    seq,
+                    post,
+                };
+                self.write(write, vec![StoreOp::Put { key, value }], ctx);
+            }
+            Msg::StoreRooms { token, since } => {
+                let rooms = self
+                    .directory
+                    .iter()
+                    .filter(|(_, r)| r.version > since)
+                    .map(|(n, r)| (n.clone(), r.clone()))
+                    .collect();
+                ctx.send(
+                    from,
+                    Msg::StoreRoomList {
                         token,
-                        seq,
-                        post,
+                        rooms,
+                        version: self.version,
                     },
                 );
-                ctx.persist(self.next_token, vec![StoreOp::Put { key, value }]);
+            }
+            Msg::StoreRoomSave {
+                token,
+                room,
+                mut info,
+                create,
+            } => {
+                let refused = match self.directory.get(&room) {
+                    _ if !valid_room_name(&room) => Some(ChatReject::NoSuchRoom),
+                    Some(_) if create => Some(ChatReject::RoomExists),
+                    None if !create => Some(ChatReject::NoSuchRoom),
+                    Some(current) if current.version != info.version => Some(ChatReject::Conflict),
+                    _ => None,
+                };
+                if let Some(reason) = refused {
+                    ctx.send(
+                        from,
+                        Msg::StoreRoomRefused {
+                            token,
+                            room,
+                            reason,
+                        },
+                    );
+                    return;
+                }
+                info.version = self.version + 1;
+                let op = StoreOp::Put {
+                    key: prefixed(CHAT_ROOM, &room),
+                    value: store_keys::encode(&info),
+                };
+                let write = Write::Room {
+                    from,
+                    token,
+                    room,
+                    info,
+                };
+                self.write(write, vec![op], ctx);
+            }
+            Msg::StoreUser { token, user } => {
+                let follows = self.user_info(&user);
+                ctx.send(
+                    from,
+                    Msg::StoreUserInfo {
+                        token,
+                        user,
+                        follows,
+                    },
+                );
+            }
+            Msg::StoreFollow {
+                token,
+                user,
+                room,
+                follow,
+            } => {
+                let mut follows = self.follows.get(&user).cloned().unwrap_or_default();
+                let changed = if follow {
+                    follows.insert(room)
+                } else {
+                    follows.remove(&room)
+                };
+                if !changed {
+                    let follows = self.user_info(&user);
+                    ctx.send(
+                        from,
+                        Msg::StoreUserInfo {
+                            token,
+                            user,
+                            follows,
+                        },
+                    );
+                    return;
+                }
+                let op = StoreOp::Put {
+                    key: prefixed(CHAT_FOLLOWS, &user),
+                    value: store_keys::encode(&follows),
+                };
+                let write = Write::Follows {
+                    from,
+                    token,
+                    user,
+                    follows,
+                };
+                self.write(write, vec![op], ctx);
             }
             Msg::StoreRead {
                 token,
@@ -192,38 +402,61 @@ impl Actor for ChatStore {
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
-        let Some(a) = self.writing.remove(&token) else {
+        let Some(write) = self.writing.remove(&token) else {
             return;
         };
-        match result {
-            Ok(()) => {
-                self.by_id
-                    .insert(a.post.id.clone(), (a.post.room.clone(), a.seq));
+        let (from, token) = match &write {
+            Write::Post { from, token, .. }
+            | Write::Room { from, token, .. }
+            | Write::Follows { from, token, .. } => (from.clone(), *token),
+        };
+        if let Err(e) = result {
+            let what = match &write {
+                Write::Post { post, .. } => format!("post {}", post.id),
+                Write::Room { room, .. } => format!("room {room}"),
+                Write::Follows { user, .. } => format!("follows of {user}"),
+            };
+            ctx.event(
+                "chat_store_failed",
+                format!("{}: {what} not stored: {e}", self.name),
+            );
+            ctx.send(from, Msg::StoreFailed { token });
+            return;
+        }
+        match write {
+            Write::Post { seq, post, .. } => {
+                self.by_id.insert(post.id.clone(), (post.room.clone(), seq));
                 self.rooms
-                    .entry(a.post.room.clone())
+                    .entry(post.room.clone())
                     .or_default()
-                    .insert(a.seq, a.post.clone());
+                    .insert(seq, post.clone());
+                ctx.send(from, Msg::StoreAppended { token, seq, post });
+            }
+            Write::Room { room, info, .. } => {
+                self.version = info.version;
+                self.directory.insert(room.clone(), (*info).clone());
+                ctx.send(from, Msg::StoreRoomSaved { token, room, info });
+            }
+            Write::Follows { user, follows, .. } => {
+                self.follows.insert(user.clone(), follows);
+                let follows = self.user_info(&user);
                 ctx.send(
-                    a.from,
-                    Msg::StoreAppended {
-                        token: a.token,
-                        seq: a.seq,
-                        post: a.post,
+                    from,
+                    Msg::StoreUserInfo {
+                        token,
+                        user,
+                        follows,
                     },
                 );
-            }
-            Err(e) => {
-                ctx.event(
-                    "chat_store_failed",
-                    format!("{}: post {} not stored: {e}", self.name, a.post.id),
-                );
-                ctx.send(a.from, Msg::StoreFailed { token: a.token });
             }
         }
     }
 
     fn gauges(&self) -> Vec<(&'static str, u64)> {
-        vec![("chat_posts", self.by_id.len() as u64)]
+        vec![
+            ("chat_posts", self.by_id.len() as u64),
+            ("chat_rooms", self.directory.len() as u64),
+        ]
     }
 }
 
@@ -259,7 +492,7 @@ mod tests {
     fn posts_get_contiguous_numbers_per_room_and_retries_are_idempotent() {
         let mut h = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1"),
+            ChatStore::new("db1", BTreeMap::new()),
         );
         h.start(Recovered::new());
         let mut got = Vec::new();
@@ -280,7 +513,7 @@ mod tests {
         let recovered = h.store.clone();
         let mut h2 = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1"),
+            ChatStore::new("db1", BTreeMap::new()),
         );
         h2.start(recovered);
         let sent = h2.msg(
@@ -298,7 +531,7 @@ mod tests {
     fn a_failed_write_is_refused_and_leaves_no_hole() {
         let mut h = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1"),
+            ChatStore::new("db1", BTreeMap::new()),
         );
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::NoSpace);
@@ -325,7 +558,7 @@ mod tests {
     fn reads_give_the_backchat_or_what_follows_a_number() {
         let mut h = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1"),
+            ChatStore::new("db1", BTreeMap::new()),
         );
         h.start(Recovered::new());
         for i in 1..=5 {
@@ -363,7 +596,7 @@ mod tests {
     fn only_channel_servers_may_write() {
         let mut h = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1"),
+            ChatStore::new("db1", BTreeMap::new()),
         );
         h.start(Recovered::new());
         let sent = h.msg(

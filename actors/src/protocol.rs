@@ -1,6 +1,6 @@
 //! The typed protocol: every message any actor or client sends.
 
-use crate::chat::{ChatReject, Post, PostId, RoomId};
+use crate::chat::{ChatReject, Post, PostId, Room, RoomId, RoomQuery, RoomSummary};
 use crate::ids::{Addr, MessageId, Millis, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +293,116 @@ pub enum Msg {
         room: RoomId,
         after: u64,
     },
+    /// Opens a session for `user` without joining a room; answered with
+    /// the rooms the user follows.
+    ChatHello {
+        user: UserId,
+    },
+    /// The rooms the user follows, each with its latest sequence number
+    /// (the client compares with what it has read: new content).
+    ChatWelcome {
+        follows: Vec<(RoomId, u64)>,
+    },
+    /// `bjoin`: joins several rooms at once, each after what the client has.
+    ChatBulkJoin {
+        user: UserId,
+        rooms: Vec<(RoomId, u64)>,
+    },
+    /// Follow (or stop following) a room: durable, per user.
+    ChatFollow {
+        room: RoomId,
+        follow: bool,
+    },
+    ChatFollowed {
+        room: RoomId,
+        follow: bool,
+    },
+    /// A followed room the session has not joined has a new post.
+    ChatNotify {
+        room: RoomId,
+        seq: u64,
+    },
+    /// Who is in the room now, across the pool?
+    ChatWho {
+        room: RoomId,
+    },
+    ChatParticipants {
+        room: RoomId,
+        users: Vec<UserId>,
+    },
+    /// Creates a room (`create`) or changes one; an update carries the
+    /// version it was based on.
+    RoomSave {
+        room: RoomId,
+        info: Box<Room>,
+        create: bool,
+    },
+    RoomSaved {
+        room: RoomId,
+        version: u64,
+    },
+    /// The full description of a room (to change it, or to see members).
+    RoomGet {
+        room: RoomId,
+    },
+    RoomInfo {
+        room: RoomId,
+        info: Box<Room>,
+    },
+    /// `chansrch`, `getassociations`, `getinv`.
+    RoomFind {
+        query: RoomQuery,
+    },
+    RoomFound {
+        query: RoomQuery,
+        rooms: Vec<RoomSummary>,
+    },
     // ---- Channel server ↔ chat store ----------------------------------------
+    /// Rooms created or changed after directory version `since`.
+    StoreRooms {
+        token: u64,
+        since: u64,
+    },
+    /// The rooms asked for, and the directory version they bring the
+    /// asker up to.
+    StoreRoomList {
+        token: u64,
+        rooms: Vec<(RoomId, Room)>,
+        version: u64,
+    },
+    StoreRoomSave {
+        token: u64,
+        room: RoomId,
+        info: Box<Room>,
+        create: bool,
+    },
+    /// Stored; `info.version` is its new directory version.
+    StoreRoomSaved {
+        token: u64,
+        room: RoomId,
+        info: Box<Room>,
+    },
+    StoreRoomRefused {
+        token: u64,
+        room: RoomId,
+        reason: ChatReject,
+    },
+    StoreUser {
+        token: u64,
+        user: UserId,
+    },
+    StoreFollow {
+        token: u64,
+        user: UserId,
+        room: RoomId,
+        follow: bool,
+    },
+    /// A user's followed rooms, each with its latest sequence number.
+    StoreUserInfo {
+        token: u64,
+        user: UserId,
+        follows: Vec<(RoomId, u64)>,
+    },
     StoreAppend {
         token: u64,
         post: Post,
@@ -324,6 +433,17 @@ pub enum Msg {
     Relay {
         seq: u64,
         post: Post,
+    },
+    /// A room was created or changed (the directory version is in `info`).
+    RoomChanged {
+        room: RoomId,
+        info: Box<Room>,
+    },
+    /// Who is in which room on the sending server: every room it hosts
+    /// (`full`), or just the rooms listed.
+    Presence {
+        rooms: Vec<(RoomId, Vec<UserId>)>,
+        full: bool,
     },
     // ---- files: client ↔ Channel server, client ↔ Web service --------------
     /// A token to upload to `room`, or to download `file` from it.
@@ -402,6 +522,30 @@ impl Msg {
             Msg::StoreRange { .. } => "StoreRange",
             Msg::StoreFailed { .. } => "StoreFailed",
             Msg::Relay { .. } => "Relay",
+            Msg::ChatHello { .. } => "ChatHello",
+            Msg::ChatWelcome { .. } => "ChatWelcome",
+            Msg::ChatBulkJoin { .. } => "ChatBulkJoin",
+            Msg::ChatFollow { .. } => "ChatFollow",
+            Msg::ChatFollowed { .. } => "ChatFollowed",
+            Msg::ChatNotify { .. } => "ChatNotify",
+            Msg::ChatWho { .. } => "ChatWho",
+            Msg::ChatParticipants { .. } => "ChatParticipants",
+            Msg::RoomSave { .. } => "RoomSave",
+            Msg::RoomSaved { .. } => "RoomSaved",
+            Msg::RoomGet { .. } => "RoomGet",
+            Msg::RoomInfo { .. } => "RoomInfo",
+            Msg::RoomFind { .. } => "RoomFind",
+            Msg::RoomFound { .. } => "RoomFound",
+            Msg::StoreRooms { .. } => "StoreRooms",
+            Msg::StoreRoomList { .. } => "StoreRoomList",
+            Msg::StoreRoomSave { .. } => "StoreRoomSave",
+            Msg::StoreRoomSaved { .. } => "StoreRoomSaved",
+            Msg::StoreRoomRefused { .. } => "StoreRoomRefused",
+            Msg::StoreUser { .. } => "StoreUser",
+            Msg::StoreFollow { .. } => "StoreFollow",
+            Msg::StoreUserInfo { .. } => "StoreUserInfo",
+            Msg::RoomChanged { .. } => "RoomChanged",
+            Msg::Presence { .. } => "Presence",
             Msg::FileTokenRequest { .. } => "FileTokenRequest",
             Msg::FileToken { .. } => "FileToken",
             Msg::FileUpload { .. } => "FileUpload",

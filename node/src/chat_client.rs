@@ -4,7 +4,7 @@
 
 use crate::client::client_link;
 use crate::config::Config;
-use holdfast_actors::chat::{ChatReject, Post};
+use holdfast_actors::chat::{ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
@@ -30,6 +30,8 @@ fn describe(r: &ChatReject) -> &'static str {
         ChatReject::NotAllowed => "not allowed in this room",
         ChatReject::StoreUnavailable => "the chat store did not answer; nothing was stored",
         ChatReject::NotJoined => "not joined to this room",
+        ChatReject::RoomExists => "a room of that name exists already",
+        ChatReject::Conflict => "the room changed meanwhile; read it again and retry",
     }
 }
 
@@ -258,6 +260,141 @@ impl ChatClient {
             Msg::FileRefused { reason } => Err(format!("download refused: {reason}")),
             _ => Err("unexpected answer".into()),
         }
+    }
+
+    /// Asks the Channel server for `msg`'s answer: the first message
+    /// `want` accepts, or the refusal of a request about `room`.
+    async fn request(
+        &mut self,
+        msg: Msg,
+        room: &str,
+        want: impl Fn(&Msg) -> bool,
+    ) -> Result<Msg, String> {
+        let what = msg.name();
+        self.to_channel(msg)?;
+        match self
+            .next(|m| {
+                want(m) || matches!(m, Msg::ChatRejected { room: r, post: None, .. } if r == room)
+            })
+            .await
+        {
+            Some(Msg::ChatRejected { reason, .. }) if room.is_empty() => {
+                Err(describe(&reason).to_string())
+            }
+            Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
+            Some(m) => Ok(m),
+            None => Err(format!("{} did not answer {what} in time", self.channel)),
+        }
+    }
+
+    /// Opens the session: the rooms the user follows, each with its latest
+    /// sequence number.
+    pub async fn hello(&mut self) -> Result<Vec<(RoomId, u64)>, String> {
+        let msg = Msg::ChatHello {
+            user: self.user.clone(),
+        };
+        match self
+            .request(msg, "", |m| matches!(m, Msg::ChatWelcome { .. }))
+            .await?
+        {
+            Msg::ChatWelcome { follows } => Ok(follows),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// Creates a room (`create`) or changes one; returns its new version.
+    pub async fn save_room(&mut self, room: &str, info: Room, create: bool) -> Result<u64, String> {
+        let msg = Msg::RoomSave {
+            room: room.to_string(),
+            info: Box::new(info),
+            create,
+        };
+        match self
+            .request(
+                msg,
+                room,
+                |m| matches!(m, Msg::RoomSaved { room: r, .. } if r == room),
+            )
+            .await?
+        {
+            Msg::RoomSaved { version, .. } => Ok(version),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// A room's description (members only for its members).
+    pub async fn room(&mut self, room: &str) -> Result<Room, String> {
+        let msg = Msg::RoomGet {
+            room: room.to_string(),
+        };
+        match self
+            .request(
+                msg,
+                room,
+                |m| matches!(m, Msg::RoomInfo { room: r, .. } if r == room),
+            )
+            .await?
+        {
+            Msg::RoomInfo { info, .. } => Ok(*info),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// `chansrch`, `getassociations` or `getinv`.
+    pub async fn find(&mut self, query: RoomQuery) -> Result<Vec<RoomSummary>, String> {
+        let q = query.clone();
+        match self
+            .request(
+                Msg::RoomFind { query },
+                "",
+                |m| matches!(m, Msg::RoomFound { query, .. } if *query == q),
+            )
+            .await?
+        {
+            Msg::RoomFound { rooms, .. } => Ok(rooms),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    pub async fn follow(&mut self, room: &str, follow: bool) -> Result<(), String> {
+        let msg = Msg::ChatFollow {
+            room: room.to_string(),
+            follow,
+        };
+        self.request(
+            msg,
+            room,
+            |m| matches!(m, Msg::ChatFollowed { room: r, .. } if r == room),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Who is in the room now, across the pool.
+    pub async fn who(&mut self, room: &str) -> Result<Vec<String>, String> {
+        let msg = Msg::ChatWho {
+            room: room.to_string(),
+        };
+        match self
+            .request(
+                msg,
+                room,
+                |m| matches!(m, Msg::ChatParticipants { room: r, .. } if r == room),
+            )
+            .await?
+        {
+            Msg::ChatParticipants { users, .. } => Ok(users),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// Asks for the posts of a joined room after `after` (they arrive as
+    /// posts).
+    pub fn sync(&self, room: &str, after: u64) -> Result<(), String> {
+        self.to_channel(Msg::ChatSync {
+            room: room.to_string(),
+            after,
+        })
     }
 
     /// Waits for the next post of any joined room.

@@ -7,7 +7,8 @@
 //! and its `certs/` and `data/` folders can be moved together. Errors name
 //! the file and the key.
 
-use holdfast_actors::chat::{ChatPool, Room};
+use holdfast_actors::chat::{Category, ChatPool, Privacy as RoomPrivacy, Room};
+use holdfast_actors::chat_store::valid_room_name;
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
@@ -122,6 +123,7 @@ struct RawNode {
 struct RawRoom {
     name: String,
     /// Members; `user{1..50}@x` expands.
+    #[serde(default)]
     members: Vec<String>,
     /// Members walled off the room (an ethical wall).
     #[serde(default)]
@@ -129,6 +131,32 @@ struct RawRoom {
     /// Set: an auditorium, where only these members post.
     #[serde(default)]
     presenters: Option<Vec<String>>,
+    #[serde(default)]
+    managers: Vec<String>,
+    /// open, closed (default) or secret.
+    #[serde(default)]
+    privacy: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    invite: bool,
+}
+
+/// A room category: who its rooms may hold and who may create them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    name: String,
+    /// Users its rooms may hold; `"*"` is everyone.
+    allowed: Vec<String>,
+    /// Users walled off every room of the category.
+    #[serde(default)]
+    denied: Vec<String>,
+    /// Users who may create rooms in it; `"*"` is everyone allowed.
+    #[serde(default)]
+    creators: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -143,6 +171,8 @@ struct RawConfig {
     nodes: Vec<RawNode>,
     #[serde(default, rename = "room")]
     rooms: Vec<RawRoom>,
+    #[serde(default, rename = "category")]
+    categories: Vec<RawCategory>,
 }
 
 /// A server role a node can have.
@@ -221,6 +251,11 @@ impl NodeConfig {
     pub fn archive_path(&self) -> PathBuf {
         self.data.join("archive.sqlite")
     }
+
+    /// The chat store's database (a `chat_store` node).
+    pub fn chat_path(&self) -> PathBuf {
+        self.data.join("chat.sqlite")
+    }
 }
 
 /// A parsed and checked cluster configuration.
@@ -240,7 +275,7 @@ pub struct Config {
 }
 
 /// Expands `user{1..3}@x` into `user1@x`, `user2@x`, `user3@x`.
-fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
+pub fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
     let Some(open) = pattern.find('{') else {
         return Ok(vec![pattern.to_string()]);
     };
@@ -271,8 +306,26 @@ fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
 
 /// The chat pool of a config: its Channel servers, Lookup instances, the
 /// one chat store, and the rooms.
+/// Expands a list of users (`user{1..3}@x` patterns, `"*"` kept).
+fn user_set(
+    list: &[String],
+    key: String,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<BTreeSet<String>, ConfigError> {
+    let mut set = BTreeSet::new();
+    for u in list {
+        if u == "*" {
+            set.insert(u.clone());
+            continue;
+        }
+        set.extend(expand_users(u).map_err(|m| invalid(key.clone(), m))?);
+    }
+    Ok(set)
+}
+
 fn chat_pool(
     rooms: &[RawRoom],
+    categories: &[RawCategory],
     nodes: &[NodeConfig],
     invalid: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<ChatPool, ConfigError> {
@@ -300,25 +353,53 @@ fn chat_pool(
             ),
         ));
     }
-    if !rooms.is_empty() && !chat {
+    if (!rooms.is_empty() || !categories.is_empty()) && !chat {
         return Err(invalid(
-            "room".into(),
-            "rooms need group chat nodes (channel, lookup, chat_store roles)".into(),
+            if rooms.is_empty() { "category" } else { "room" }.into(),
+            "rooms and categories need group chat nodes (channel, lookup, chat_store roles)".into(),
         ));
+    }
+    let mut cats = BTreeMap::new();
+    for (i, c) in categories.iter().enumerate() {
+        let key = |k: &str| format!("category[{i}].{k}");
+        if c.name.is_empty() {
+            return Err(invalid(key("name"), "a category needs a name".into()));
+        }
+        let category = Category {
+            allowed: user_set(&c.allowed, key("allowed"), invalid)?,
+            denied: user_set(&c.denied, key("denied"), invalid)?,
+            creators: user_set(&c.creators, key("creators"), invalid)?,
+        };
+        if cats.insert(c.name.clone(), category).is_some() {
+            return Err(invalid(key("name"), format!("{:?} is used twice", c.name)));
+        }
     }
     let mut out = BTreeMap::new();
     for (i, r) in rooms.iter().enumerate() {
         let key = |k: &str| format!("room[{i}].{k}");
-        if r.name.is_empty() || r.name.contains('\0') {
-            return Err(invalid(key("name"), "a room needs a name".into()));
+        if !valid_room_name(&r.name) {
+            return Err(invalid(
+                key("name"),
+                "a room needs a name of at most 256 bytes without control characters".into(),
+            ));
         }
-        let expand = |list: &[String], k: &str| -> Result<BTreeSet<String>, ConfigError> {
-            let mut set = BTreeSet::new();
-            for u in list {
-                set.extend(expand_users(u).map_err(|m| invalid(key(k), m))?);
-            }
-            Ok(set)
+        let expand = |list: &[String], k: &str| user_set(list, key(k), invalid);
+        let privacy = match r.privacy.as_deref() {
+            None => RoomPrivacy::Closed,
+            Some(p) => RoomPrivacy::parse(p).ok_or_else(|| {
+                invalid(
+                    key("privacy"),
+                    format!("{p:?} is not one of open, closed, secret"),
+                )
+            })?,
         };
+        let category = r.category.clone().unwrap_or_default();
+        if !category.is_empty() && !cats.contains_key(&category) {
+            return Err(invalid(
+                key("category"),
+                format!("no [[category]] is named {category:?}"),
+            ));
+        }
         let room = Room {
             members: expand(&r.members, "members")?,
             denied: expand(&r.denied, "denied")?,
@@ -327,6 +408,12 @@ fn chat_pool(
                 .as_deref()
                 .map(|p| expand(p, "presenters"))
                 .transpose()?,
+            managers: expand(&r.managers, "managers")?,
+            privacy,
+            category,
+            description: r.description.clone(),
+            invite: r.invite,
+            version: 0,
         };
         if out.insert(r.name.clone(), room).is_some() {
             return Err(invalid(key("name"), format!("{:?} is used twice", r.name)));
@@ -337,6 +424,7 @@ fn chat_pool(
         lookups,
         store: stores.into_iter().next().unwrap_or_default(),
         rooms: out,
+        categories: cats,
         ..Default::default()
     })
 }
@@ -541,7 +629,7 @@ impl Config {
                 users: archiving.users,
             },
         };
-        let mut pool = chat_pool(&raw.rooms, &nodes, &invalid)?;
+        let mut pool = chat_pool(&raw.rooms, &raw.categories, &nodes, &invalid)?;
         pool.web = nodes
             .iter()
             .filter(|n| n.has(Role::Web))
@@ -602,6 +690,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use holdfast_actors::chat::Directory;
 
     const GOOD: &str = r#"
 [cluster]
@@ -680,9 +769,23 @@ denied = ["user3@corp.example"]
         let c = parse(&chat).unwrap();
         assert_eq!(c.pool.channels, vec!["ch1"]);
         assert_eq!(c.pool.store, "chatdb");
-        let deals = &c.pool.rooms["deals"];
-        assert!(deals.may_read("user1@corp.example"));
-        assert!(!deals.may_read("user3@corp.example"));
+        let dir = Directory {
+            rooms: c.pool.rooms.clone(),
+            categories: c.pool.categories.clone(),
+        };
+        assert!(dir.may_read("deals", "user1@corp.example"));
+        assert!(!dir.may_read("deals", "user3@corp.example"));
+        // Categories: who rooms may hold, and who creates them.
+        let cat = format!(
+            "{chat}\n[[category]]\nname = \"corp\"\nallowed = [\"*\"]\ncreators = [\"user1@corp.example\"]\n\n[[room]]\nname = \"lobby\"\ncategory = \"corp\"\nprivacy = \"open\"\n"
+        );
+        let c = parse(&cat).unwrap();
+        assert!(c.pool.categories["corp"].may_create("user1@corp.example"));
+        assert_eq!(c.pool.rooms["lobby"].privacy, RoomPrivacy::Open);
+        let e = err(&cat.replace("privacy = \"open\"", "privacy = \"public\""));
+        assert!(e.contains("room[1].privacy"), "{e}");
+        let e = err(&cat.replace("category = \"corp\"", "category = \"nope\""));
+        assert!(e.contains("room[1].category"), "{e}");
         assert_eq!(c.node("ch1").unwrap().actors(), vec![ActorKind::Channel]);
         // A chat pool without a Lookup instance cannot work.
         let e = err(&chat.replace("roles = [\"lookup\"]", "roles = [\"channel\"]"));

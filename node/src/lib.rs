@@ -10,6 +10,7 @@
 pub mod archive_db;
 pub mod bench;
 pub mod chat_client;
+pub mod chat_db;
 pub mod client;
 pub mod cluster_up;
 pub mod config;

@@ -23,6 +23,7 @@
 //! its queue, or the archiver and the database, use both cores of a machine.
 
 use crate::archive_db::ArchiveDb;
+use crate::chat_db::ChatDb;
 use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::{now_or_never, FileDisk};
 use crate::metrics::Metrics;
@@ -82,6 +83,8 @@ enum Storage {
     },
     /// The archive database: SQLite, durable at each commit.
     Archive(ArchiveDb),
+    /// The chat store: SQLite, durable at each commit.
+    Chat(ChatDb),
 }
 
 impl Storage {
@@ -91,6 +94,9 @@ impl Storage {
             return ArchiveDb::open(&path)
                 .map(Storage::Archive)
                 .map_err(|e| e.to_string());
+        }
+        if kind == ActorKind::ChatStore {
+            return ChatDb::open(&node.chat_path()).map(Storage::Chat);
         }
         let disk = FileDisk::new(&node.data)
             .map_err(|e| format!("{}: cannot use data folder: {e}", node.data.display()))?;
@@ -111,6 +117,7 @@ impl Storage {
         match self {
             Storage::Log { store, .. } => Ok(store.take_state()),
             Storage::Archive(db) => db.recovered().map_err(|e| e.to_string()),
+            Storage::Chat(db) => db.recovered(),
         }
     }
 
@@ -134,6 +141,10 @@ impl Storage {
                 }
             }
             Storage::Archive(db) => match db.apply(&ops) {
+                Ok(()) => Applied::Done { fsync_owed: false },
+                Err(e) => Applied::Failed(e),
+            },
+            Storage::Chat(db) => match db.apply(&ops) {
                 Ok(()) => Applied::Done { fsync_owed: false },
                 Err(e) => Applied::Failed(e),
             },
@@ -231,7 +242,7 @@ fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
         ActorKind::Database => Box::new(Database::new(n, Sabotage::default())),
         ActorKind::Lookup => Box::new(Lookup::new(n, shared.config.pool.clone(), s)),
         ActorKind::Channel => Box::new(Channel::new(n, shared.config.pool.clone(), s)),
-        ActorKind::ChatStore => Box::new(ChatStore::new(n)),
+        ActorKind::ChatStore => Box::new(ChatStore::new(n, shared.config.pool.rooms.clone())),
         ActorKind::Web => Box::new(WebFiles::new(n, shared.config.pool.clone(), s)),
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }

@@ -1,7 +1,8 @@
 //! Group chat on real processes over mutual TLS: a post on one Channel
 //! server reaches a member connected to the other through the relay; a
 //! member whose server dies rejoins through Lookup and gets what it
-//! missed; posts survive a SIGKILL of the chat store.
+//! missed; posts survive a SIGKILL of the chat store. Rooms are created,
+//! found, changed and kept through the command-line tool.
 
 mod common;
 
@@ -34,7 +35,162 @@ fn config_text() -> String {
     text.push_str(
         "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
     );
+    text.push_str(
+        "\n[[category]]\nname = \"corp\"\nallowed = [\"*\"]\ndenied = [\"eve@corp.example\"]\ncreators = [\"alice@corp.example\"]\n",
+    );
     text
+}
+
+/// Runs the command-line tool; returns (exit code, stdout, stderr).
+fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    let cfg = c.dir.path().join("cluster.toml");
+    let out = std::process::Command::new(common::exe())
+        .args(args)
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rooms_are_created_found_changed_and_kept() {
+    let mut c = TestCluster::start_text("tls", &config_text());
+    let ok = |r: (i32, String, String)| {
+        assert_eq!(r.0, 0, "{}{}", r.1, r.2);
+        r.1
+    };
+    let as_user = |user: &'static str, channel: &'static str| {
+        move |args: &[&'static str]| -> Vec<&'static str> {
+            let mut v = vec!["chat"];
+            v.extend_from_slice(&args[..1]);
+            v.extend_from_slice(&["--user", user, "--channel", channel]);
+            v.extend_from_slice(&args[1..]);
+            v
+        }
+    };
+    let alice = as_user("alice@corp.example", "ch1");
+    let bob = as_user("bob@corp.example", "ch2");
+    let carl = as_user("carl@corp.example", "ch2");
+    // Alice creates a secret room with Bob in it, invitations on.
+    ok(holdfast(
+        &c,
+        &alice(&[
+            "create",
+            "--room",
+            "project-x",
+            "--category",
+            "corp",
+            "--privacy",
+            "secret",
+            "--members",
+            "bob@corp.example",
+            "--invite",
+            "true",
+            "--description",
+            "the X deal",
+        ]),
+    ));
+    // Bob may not create rooms; nobody creates one twice.
+    let (code, _, err) = holdfast(&c, &bob(&["create", "--room", "b", "--category", "corp"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("not allowed"), "{err}");
+    let (code, _, err) = holdfast(
+        &c,
+        &alice(&["create", "--room", "project-x", "--category", "corp"]),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("exists"), "{err}");
+    // Bob, on the other server, finds it and is invited; Carl finds nothing.
+    let found = ok(holdfast(&c, &bob(&["search", "deal"])));
+    assert!(
+        found.contains("project-x  (secret, category corp, member)"),
+        "{found}"
+    );
+    assert!(ok(holdfast(&c, &bob(&["invites"]))).contains("project-x"));
+    assert!(!ok(holdfast(&c, &carl(&["search", "deal"]))).contains("project-x"));
+    ok(holdfast(&c, &bob(&["follow", "--room", "project-x"])));
+    assert!(!ok(holdfast(&c, &bob(&["invites"]))).contains("project-x"));
+    assert!(ok(holdfast(&c, &bob(&["rooms"]))).contains("project-x"));
+
+    let config = c.config.clone();
+    let t = Duration::from_secs(10);
+    let rt = common::runtime();
+    let mut bob_client = rt.block_on(async {
+        let mut bob = ChatClient::connect(&config, "bob@corp.example", Some("ch2"), t)
+            .await
+            .unwrap();
+        bob.join("project-x", 0).await.unwrap();
+        let mut alice = ChatClient::connect(&config, "alice@corp.example", Some("ch1"), t)
+            .await
+            .unwrap();
+        alice.join("project-x", 0).await.unwrap();
+        assert_eq!(alice.post("project-x", "kick-off").await.unwrap(), 1);
+        let (seq, post) = bob.next_post().await.expect("relayed post");
+        assert_eq!((seq, post.text.as_str()), (1, "kick-off"));
+        bob
+    });
+    // Alice sees Bob online though he is on the other server.
+    let shown = ok(holdfast(&c, &alice(&["show", "--room", "project-x"])));
+    assert!(
+        shown.contains("online:     alice@corp.example, bob@corp.example"),
+        "{shown}"
+    );
+    let joined = ok(holdfast(
+        &c,
+        &alice(&["join", "--room", "project-x", "--for", "1s"]),
+    ));
+    assert!(
+        joined.contains("project-x #1") && joined.contains("kick-off"),
+        "{joined}"
+    );
+    // Alice walls Bob off: his server ends his subscription, he cannot
+    // come back.
+    ok(holdfast(
+        &c,
+        &alice(&[
+            "manage",
+            "--room",
+            "project-x",
+            "--deny",
+            "bob@corp.example",
+        ]),
+    ));
+    rt.block_on(async {
+        let err = bob_client
+            .post("project-x", "still here?")
+            .await
+            .unwrap_err();
+        assert!(err.contains("not joined"), "{err}");
+        let err = bob_client.join("project-x", 0).await.unwrap_err();
+        assert!(err.contains("not allowed"), "{err}");
+    });
+    // The chat store and a Channel server are killed and restarted: the
+    // room, its wall and its posts come back from SQLite.
+    c.kill("chatdb");
+    c.kill("ch1");
+    c.start_node("chatdb");
+    c.start_node("ch1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let r = holdfast(&c, &alice(&["show", "--room", "project-x"]));
+        if r.0 == 0 || std::time::Instant::now() > deadline {
+            break ok(r);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(shown.contains("walled off: bob@corp.example"), "{shown}");
+    let history = ok(holdfast(&c, &alice(&["history", "--room", "project-x"])));
+    assert!(
+        history.contains("alice@corp.example: kick-off"),
+        "{history}"
+    );
+    let slow = c.stop_all();
+    assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }
 
 #[test]

@@ -501,7 +501,10 @@ impl ChatClient {
                                 s.joined = false;
                             }
                         }
-                        ChatReject::StoreUnavailable => {}
+                        // Room management is not part of this workload.
+                        ChatReject::StoreUnavailable
+                        | ChatReject::RoomExists
+                        | ChatReject::Conflict => {}
                     },
                 }
             }

@@ -113,7 +113,7 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
             Box::new(Channel::new(n, spec.pool.clone(), s).without_relay())
         }
         ActorKind::Channel => Box::new(Channel::new(n, spec.pool.clone(), s)),
-        ActorKind::ChatStore => Box::new(ChatStore::new(n)),
+        ActorKind::ChatStore => Box::new(ChatStore::new(n, spec.pool.rooms.clone())),
         ActorKind::Web => Box::new(WebFiles::new(n, spec.pool.clone(), s)),
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }

@@ -143,6 +143,7 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
                     members: users.iter().cloned().collect(),
                     denied: denied.clone(),
                     presenters: None,
+                    ..Default::default()
                 },
             );
         }
@@ -152,6 +153,7 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
         lookups: t.lookups.clone(),
         store: t.chat_store.clone().unwrap_or_default(),
         rooms,
+        categories: Default::default(),
         web: t.web.clone(),
         // Any key will do in a closed world; production reads its own.
         token_key: b"simulated pool key".to_vec(),

@@ -1,0 +1,531 @@
+//! The SQLite store of a chat store node: rooms, memberships, follows and
+//! every room's posts, in tables an operator or a compliance officer can
+//! query with ordinary SQL tools.
+//!
+//! The [`ChatStore`](holdfast_actors::chat_store::ChatStore) core speaks in
+//! key-value [`StoreOp`]s. A post (`c/`) becomes a row of `posts`; a room
+//! (`r/`) a row of `rooms` plus its rows in `memberships`; a user's follows
+//! (`u/`) rows of `follows`. Any other key lands in `kv`, so no op is ever
+//! dropped. A `Persist` batch is one transaction, WAL journal and
+//! `synchronous = FULL`: on disk before [`ChatDb::apply`] returns.
+
+use holdfast_actors::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::chat::{Post, Room, RoomId};
+use holdfast_actors::chat_store::{
+    parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_ROOM,
+};
+use holdfast_actors::store_keys as keys;
+use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The schema version this build writes and understands (`user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS posts (
+    room    TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    post_id TEXT    NOT NULL UNIQUE,
+    author  TEXT    NOT NULL,
+    text    TEXT    NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS posts_author_at ON posts (author, at);
+CREATE TABLE IF NOT EXISTS rooms (
+    name        TEXT    PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    privacy     TEXT    NOT NULL,
+    category    TEXT    NOT NULL,
+    description TEXT    NOT NULL,
+    invite      INTEGER NOT NULL,
+    auditorium  INTEGER NOT NULL,
+    info        BLOB    NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memberships (
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('member', 'manager', 'presenter', 'denied')),
+    PRIMARY KEY (room, user, role)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_user ON memberships (user);
+CREATE TABLE IF NOT EXISTS follows (
+    user TEXT NOT NULL,
+    room TEXT NOT NULL,
+    PRIMARY KEY (user, room)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key   BLOB PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+/// An open chat database.
+pub struct ChatDb {
+    conn: rusqlite::Connection,
+    path: PathBuf,
+}
+
+impl ChatDb {
+    /// Opens or creates the database (parent folders created): WAL,
+    /// `synchronous = FULL`, schema created idempotently; a database of a
+    /// newer schema is refused.
+    pub fn open(path: &Path) -> Result<ChatDb, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = rusqlite::Connection::open_with_flags(path, flags).map_err(|e| fail(&e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| fail(&e))?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| fail(&e))?;
+        if found > SCHEMA_VERSION {
+            return Err(fail(&format!(
+                "written by a newer holdfast (schema {found}, this build reads {SCHEMA_VERSION})"
+            )));
+        }
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| fail(&e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(fail(&format!("cannot use a WAL journal (got {mode})")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| fail(&e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| fail(&e))?;
+        tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .and_then(|()| tx.commit())
+            .map_err(|e| fail(&e))?;
+        Ok(ChatDb {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Applies one `Persist` batch in one transaction. A malformed post, a
+    /// sequence number holding another post, or a deleted post refuses
+    /// the whole batch: nothing is committed.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let io = |e: rusqlite::Error| match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+                StoreError::NoSpace
+            }
+            _ => StoreError::Io(format!("chat store {}: {e}", path.display())),
+        };
+        let refuse = |detail: String| {
+            StoreError::Io(format!(
+                "chat store {}: batch refused: {detail}",
+                path.display()
+            ))
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(io)?;
+        for op in ops {
+            match op {
+                StoreOp::Put { key, value } if key.starts_with(CHAT_POST) => {
+                    let (room, seq) = parse_post_key(key)
+                        .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
+                    let post: Post = keys::decode(value)
+                        .map_err(|e| refuse(format!("undecodable post {room}#{seq}: {e}")))?;
+                    if post.room != room {
+                        return Err(refuse(format!("post {} filed under {room}", post.id)));
+                    }
+                    let held: Option<String> = tx
+                        .query_row(
+                            "SELECT post_id FROM posts WHERE room = ?1 AND seq = ?2",
+                            rusqlite::params![room, seq as i64],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(io)?;
+                    match held {
+                        Some(id) if id == post.id => {} // a retried batch
+                        Some(id) => {
+                            return Err(refuse(format!("{room}#{seq} holds post {id} already")))
+                        }
+                        None => {
+                            tx.execute(
+                                "INSERT INTO posts (room, seq, post_id, author, text, at) \
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                rusqlite::params![
+                                    room,
+                                    seq as i64,
+                                    post.id,
+                                    post.author,
+                                    post.text,
+                                    post.at as i64
+                                ],
+                            )
+                            .map_err(io)?;
+                        }
+                    }
+                }
+                StoreOp::Delete { key } if key.starts_with(CHAT_POST) => {
+                    return Err(refuse(format!("posts are never deleted (key {key:?})")));
+                }
+                StoreOp::Put { key, value } if key.starts_with(CHAT_ROOM) => {
+                    let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let room: Room = keys::decode(value)
+                        .map_err(|e| refuse(format!("undecodable room {name}: {e}")))?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO rooms (name, version, privacy, category, \
+                         description, invite, auditorium, info) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        rusqlite::params![
+                            name,
+                            room.version as i64,
+                            room.privacy.as_str(),
+                            room.category,
+                            room.description,
+                            room.invite,
+                            room.presenters.is_some(),
+                            value
+                        ],
+                    )
+                    .map_err(io)?;
+                    tx.execute("DELETE FROM memberships WHERE room = ?1", [&name])
+                        .map_err(io)?;
+                    let mut add = tx
+                        .prepare_cached(
+                            "INSERT INTO memberships (room, user, role) VALUES (?1, ?2, ?3)",
+                        )
+                        .map_err(io)?;
+                    let empty = BTreeSet::new();
+                    for (role, users) in [
+                        ("member", &room.members),
+                        ("manager", &room.managers),
+                        ("presenter", room.presenters.as_ref().unwrap_or(&empty)),
+                        ("denied", &room.denied),
+                    ] {
+                        for user in users {
+                            add.execute((&name, user, role)).map_err(io)?;
+                        }
+                    }
+                }
+                StoreOp::Delete { key } if key.starts_with(CHAT_ROOM) => {
+                    let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    tx.execute("DELETE FROM rooms WHERE name = ?1", [&name])
+                        .and_then(|_| {
+                            tx.execute("DELETE FROM memberships WHERE room = ?1", [&name])
+                        })
+                        .map_err(io)?;
+                }
+                StoreOp::Put { key, value } if key.starts_with(CHAT_FOLLOWS) => {
+                    let user = utf8(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let rooms: BTreeSet<RoomId> = keys::decode(value)
+                        .map_err(|e| refuse(format!("undecodable follows of {user}: {e}")))?;
+                    tx.execute("DELETE FROM follows WHERE user = ?1", [&user])
+                        .map_err(io)?;
+                    for room in rooms {
+                        tx.execute(
+                            "INSERT INTO follows (user, room) VALUES (?1, ?2)",
+                            (&user, room),
+                        )
+                        .map_err(io)?;
+                    }
+                }
+                StoreOp::Delete { key } if key.starts_with(CHAT_FOLLOWS) => {
+                    let user = utf8(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    tx.execute("DELETE FROM follows WHERE user = ?1", [&user])
+                        .map_err(io)?;
+                }
+                StoreOp::Put { key, value } => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                        (key, value),
+                    )
+                    .map_err(io)?;
+                }
+                StoreOp::Delete { key } => {
+                    tx.execute("DELETE FROM kv WHERE key = ?1", [key])
+                        .map_err(io)?;
+                }
+            }
+        }
+        tx.commit().map_err(io)
+    }
+
+    /// The core's state at start, as the keys it wrote.
+    pub fn recovered(&self) -> Result<Recovered, String> {
+        let fail = |e: rusqlite::Error| format!("{}: {e}", self.path.display());
+        let mut out = Recovered::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT room, seq, post_id, author, text, at FROM posts")
+            .map_err(fail)?;
+        let posts = stmt
+            .query_map([], |r| {
+                let seq: i64 = r.get(1)?;
+                let at: i64 = r.get(5)?;
+                Ok((
+                    seq as u64,
+                    Post {
+                        room: r.get(0)?,
+                        id: r.get(2)?,
+                        author: r.get(3)?,
+                        text: r.get(4)?,
+                        at: at as u64,
+                    },
+                ))
+            })
+            .map_err(fail)?;
+        for p in posts {
+            let (seq, post) = p.map_err(fail)?;
+            out.insert(post_key(&post.room, seq), keys::encode(&post));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, info FROM rooms")
+            .map_err(fail)?;
+        let rooms = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(fail)?;
+        for r in rooms {
+            let (name, info) = r.map_err(fail)?;
+            out.insert(prefixed(CHAT_ROOM, &name), info);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user, room FROM follows ORDER BY user")
+            .map_err(fail)?;
+        let follows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(fail)?;
+        let mut by_user: std::collections::BTreeMap<String, BTreeSet<RoomId>> = Default::default();
+        for f in follows {
+            let (user, room) = f.map_err(fail)?;
+            by_user.entry(user).or_default().insert(room);
+        }
+        for (user, rooms) in by_user {
+            out.insert(prefixed(CHAT_FOLLOWS, &user), keys::encode(&rooms));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM kv")
+            .map_err(fail)?;
+        let kv = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(fail)?;
+        for e in kv {
+            let (k, v) = e.map_err(fail)?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+}
+
+fn utf8(key: &[u8], prefix: &[u8]) -> Option<String> {
+    String::from_utf8(key.get(prefix.len()..)?.to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_actors::actor::{Actor, Ctx, Effect};
+    use holdfast_actors::chat::Privacy;
+    use holdfast_actors::chat_store::ChatStore;
+    use holdfast_actors::ids::{ActorKind, Addr};
+    use holdfast_actors::protocol::Msg;
+    use rand::SeedableRng;
+    use std::collections::BTreeMap;
+
+    /// Runs the chat store core on the database: each message's persists
+    /// go to SQLite; returns what the core sent.
+    fn react(db: &mut ChatDb, core: &mut ChatStore, msg: Msg) -> Vec<Msg> {
+        let me = Addr::new("chatdb", ActorKind::ChatStore);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let mut ctx = Ctx::new(1, &me, &mut rng);
+        core.on_msg(Addr::new("ch1", ActorKind::Channel), msg, &mut ctx);
+        let mut sent = Vec::new();
+        let mut effects = ctx.into_effects();
+        while !effects.is_empty() {
+            let mut next = Vec::new();
+            for e in effects {
+                match e {
+                    Effect::Send { msg, .. } => sent.push(msg),
+                    Effect::Persist { token, ops } => {
+                        let result = db.apply(&ops);
+                        let mut ctx = Ctx::new(1, &me, &mut rng);
+                        core.on_persisted(token, result, &mut ctx);
+                        next.extend(ctx.into_effects());
+                    }
+                    _ => {}
+                }
+            }
+            effects = next;
+        }
+        sent
+    }
+
+    fn post(id: &str, room: &str) -> Post {
+        Post {
+            id: id.into(),
+            room: room.into(),
+            author: "ann@corp.example".into(),
+            text: format!("text of {id}"),
+            at: 5,
+        }
+    }
+
+    #[test]
+    fn posts_rooms_and_follows_land_in_tables_and_come_back_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.sqlite");
+        let mut db = ChatDb::open(&path).unwrap();
+        let mut core = ChatStore::new("chatdb", BTreeMap::new());
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let me = Addr::new("chatdb", ActorKind::ChatStore);
+        core.on_start(db.recovered().unwrap(), &mut Ctx::new(0, &me, &mut rng));
+        for (t, id) in ["p1", "p2"].iter().enumerate() {
+            let sent = react(
+                &mut db,
+                &mut core,
+                Msg::StoreAppend {
+                    token: t as u64,
+                    post: post(id, "deals"),
+                },
+            );
+            assert!(matches!(sent[..], [Msg::StoreAppended { .. }]), "{sent:?}");
+        }
+        let room = Room {
+            members: ["bob@corp.example".to_string()].into(),
+            managers: ["ann@corp.example".to_string()].into(),
+            privacy: Privacy::Secret,
+            category: "corp".into(),
+            ..Default::default()
+        };
+        let sent = react(
+            &mut db,
+            &mut core,
+            Msg::StoreRoomSave {
+                token: 7,
+                room: "deals".into(),
+                info: Box::new(room),
+                create: true,
+            },
+        );
+        assert!(matches!(sent[..], [Msg::StoreRoomSaved { .. }]), "{sent:?}");
+        react(
+            &mut db,
+            &mut core,
+            Msg::StoreFollow {
+                token: 8,
+                user: "bob@corp.example".into(),
+                room: "deals".into(),
+                follow: true,
+            },
+        );
+        // Plain SQL sees the chat as tables.
+        let roles: Vec<(String, String)> = db
+            .conn
+            .prepare("SELECT user, role FROM memberships WHERE room = 'deals' ORDER BY user")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            roles,
+            vec![
+                ("ann@corp.example".into(), "manager".into()),
+                ("bob@corp.example".into(), "member".into())
+            ]
+        );
+        let texts: Vec<String> = db
+            .conn
+            .prepare("SELECT text FROM posts WHERE room = 'deals' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(texts, vec!["text of p1", "text of p2"]);
+        drop(db);
+        // Reopened: the core gets back what it wrote, key for key.
+        let mut db = ChatDb::open(&path).unwrap();
+        let mut again = ChatStore::new("chatdb", BTreeMap::new());
+        again.on_start(db.recovered().unwrap(), &mut Ctx::new(0, &me, &mut rng));
+        let sent = react(
+            &mut db,
+            &mut again,
+            Msg::StoreAppend {
+                token: 9,
+                post: post("p3", "deals"),
+            },
+        );
+        assert!(
+            matches!(sent[..], [Msg::StoreAppended { seq: 3, .. }]),
+            "{sent:?}"
+        );
+        let sent = react(
+            &mut db,
+            &mut again,
+            Msg::StoreUser {
+                token: 10,
+                user: "bob@corp.example".into(),
+            },
+        );
+        assert_eq!(
+            sent,
+            vec![Msg::StoreUserInfo {
+                token: 10,
+                user: "bob@corp.example".into(),
+                follows: vec![("deals".into(), 3)]
+            }]
+        );
+        let sent = react(
+            &mut db,
+            &mut again,
+            Msg::StoreRooms {
+                token: 11,
+                since: 0,
+            },
+        );
+        assert!(
+            matches!(&sent[..], [Msg::StoreRoomList { rooms, version: 1, .. }] if rooms[0].1.privacy == Privacy::Secret),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_post_under_a_taken_number_refuses_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = ChatDb::open(&dir.path().join("chat.sqlite")).unwrap();
+        let put = |p: &Post, seq| StoreOp::Put {
+            key: post_key(&p.room, seq),
+            value: keys::encode(p),
+        };
+        db.apply(&[put(&post("p1", "r"), 1)]).unwrap();
+        // The same again (a retried batch) is fine.
+        db.apply(&[put(&post("p1", "r"), 1)]).unwrap();
+        let e = db
+            .apply(&[put(&post("p9", "r"), 2), put(&post("p2", "r"), 1)])
+            .unwrap_err();
+        assert!(e.to_string().contains("holds post p1"), "{e}");
+        // Nothing of the refused batch was committed.
+        assert_eq!(db.recovered().unwrap().len(), 1);
+        let e = db
+            .apply(&[StoreOp::Delete {
+                key: post_key("r", 1),
+            }])
+            .unwrap_err();
+        assert!(e.to_string().contains("never deleted"), "{e}");
+    }
+}
