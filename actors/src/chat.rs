@@ -339,7 +339,9 @@ pub enum ChatReject {
     NoSuchRoom,
     /// Not a member, walled off, or not a presenter of an auditorium.
     NotAllowed,
-    /// The chat store did not answer in time: nothing was stored; retry.
+    /// The chat store failed the write or did not answer in time. After a
+    /// timeout the post may still be stored: retry with the same post id
+    /// (the store answers a retry with the number it was stored under).
     StoreUnavailable,
     /// The request names a room the client has not joined.
     NotJoined,

@@ -28,7 +28,7 @@ fn describe(r: &ChatReject) -> &'static str {
         ChatReject::Busy => "the Channel server is busy (503); try again",
         ChatReject::NoSuchRoom => "no such room",
         ChatReject::NotAllowed => "not allowed in this room",
-        ChatReject::StoreUnavailable => "the chat store did not answer; nothing was stored",
+        ChatReject::StoreUnavailable => "the chat store did not confirm in time; the request may or may not have taken effect: retry",
         ChatReject::NotJoined => "not joined to this room",
         ChatReject::RoomExists => "a room of that name exists already",
         ChatReject::Conflict => "the room changed meanwhile; read it again and retry",

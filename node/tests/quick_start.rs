@@ -156,6 +156,35 @@ fn quick_start_as_written() {
     assert_eq!(walled.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&walled.stderr).contains("not allowed"));
 
+    // A room created at run time: its member finds it, others do not.
+    let created = holdfast(&[
+        "chat",
+        "create",
+        "-c",
+        cfg,
+        "--user",
+        "alice@corp.example",
+        "--room",
+        "project-x",
+        "--category",
+        "corp",
+        "--privacy",
+        "secret",
+        "--members",
+        "bob@corp.example",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    for (user, finds) in [("bob@corp.example", true), ("user1@corp.example", false)] {
+        let found = holdfast(&["chat", "search", "-c", cfg, "--user", user, "project"]);
+        let out = String::from_utf8_lossy(&found.stdout);
+        assert!(found.status.success());
+        assert_eq!(out.contains("project-x"), finds, "{user}: {out}");
+    }
+
     // A file: uploaded by one member, downloaded by another.
     let src = dir.path().join("notes.txt");
     std::fs::write(&src, "the quarterly plan").unwrap();

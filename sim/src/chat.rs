@@ -9,19 +9,25 @@
 //! and proves the server alive — a server that stops answering sends the
 //! client back to Lookup. Everything the clients saw is recorded for the
 //! checker ([`crate::chat_checker`]).
+//!
+//! In a `managed` workload the rooms do not exist at the start: the first
+//! user creates them (closed and secret in turn) through whatever Channel
+//! server it has, and everyone else's joins are refused as "no such room"
+//! until the change has reached their server — then the next keep-alive
+//! joins. A creation whose answer was lost is retried and found to exist.
 
 use crate::chat_checker::{
     chat_rooms, chat_users, file_content, FileRecord, PostOp, PostOutcome, SharedChatLog,
 };
 use crate::lock;
 use crate::scenario::ChatWorkload;
-use holdfast_actors::chat::{ChatReject, Post};
+use holdfast_actors::chat::{ChatReject, Post, Privacy, Room};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
 use holdfast_host::transport::Network;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +58,10 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
     for (w, wl) in spec.workloads.iter().enumerate() {
         let users = chat_users(w, wl.users, &spec.domain);
         let rooms = chat_rooms(w, wl.rooms);
+        let members: BTreeSet<String> = users.iter().cloned().collect();
         for (i, user) in users.iter().enumerate() {
             let walled = i as u64 >= wl.users - wl.walled;
+            let creator = wl.managed && i == 0;
             let client = ChatClient {
                 spec: spec.clone(),
                 wl: wl.clone(),
@@ -67,6 +75,11 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
                 ),
                 files_sent: 0,
                 pending_rooms: BTreeMap::new(),
+                creates: creator.then(|| Creates {
+                    category: crate::runner::managed_category(w),
+                    members: members.clone(),
+                    done: BTreeSet::new(),
+                }),
             };
             tasks.push(tokio::spawn(client.run()));
         }
@@ -100,6 +113,16 @@ struct ChatClient {
     files_sent: u64,
     /// Uploads waiting for the Web service: file name → room.
     pending_rooms: BTreeMap<String, String>,
+    /// The rooms this client creates (the first user of a managed
+    /// workload).
+    creates: Option<Creates>,
+}
+
+struct Creates {
+    category: String,
+    members: BTreeSet<String>,
+    /// Rooms known to exist (created, or found to exist).
+    done: BTreeSet<String>,
 }
 
 impl ChatClient {
@@ -120,6 +143,44 @@ impl ChatClient {
     }
 
     fn join_all(&self, net: &Arc<Network>, channel: &str, state: &BTreeMap<String, RoomState>) {
+        if let Some(c) = self
+            .creates
+            .as_ref()
+            .filter(|c| c.done.len() < self.rooms.len())
+        {
+            // A session first: a room is created by a user.
+            self.send(
+                net,
+                Addr::new(channel.to_string(), ActorKind::Channel),
+                Msg::ChatHello {
+                    user: self.user.clone(),
+                },
+            );
+            for (i, room) in self.rooms.iter().enumerate() {
+                if c.done.contains(room) {
+                    continue;
+                }
+                let info = Room {
+                    members: c.members.clone(),
+                    category: c.category.clone(),
+                    privacy: if i % 2 == 0 {
+                        Privacy::Closed
+                    } else {
+                        Privacy::Secret
+                    },
+                    ..Default::default()
+                };
+                self.send(
+                    net,
+                    Addr::new(channel.to_string(), ActorKind::Channel),
+                    Msg::RoomSave {
+                        room: room.clone(),
+                        info: Box::new(info),
+                        create: true,
+                    },
+                );
+            }
+        }
         for room in &self.rooms {
             let s = &state[room];
             if s.refused {
@@ -465,6 +526,24 @@ impl ChatClient {
                     .file_refusals
                     .push(format!("{}: {reason}", self.me));
             }
+            Msg::RoomSaved { room, .. } => {
+                if let Some(c) = &mut self.creates {
+                    c.done.insert(room.clone());
+                }
+                // Created: join it now rather than at the next keep-alive.
+                if let Some(ch) = channel.clone() {
+                    let after = state.get(&room).map_or(0, |s| s.delivered_upto);
+                    self.send(
+                        net,
+                        Addr::new(ch, ActorKind::Channel),
+                        Msg::ChatJoin {
+                            user: self.user.clone(),
+                            room,
+                            after,
+                        },
+                    );
+                }
+            }
             Msg::ChatPosted { post, seq, .. } => {
                 if let Some(op) = lock(&self.log).posts.get_mut(&post) {
                     op.outcome = PostOutcome::Accepted { seq };
@@ -479,6 +558,18 @@ impl ChatClient {
                         }
                     }
                     None => match reason {
+                        // A managed room not created yet (or not yet known
+                        // to this server): join again at the next keep-alive.
+                        ChatReject::NoSuchRoom if self.wl.managed => {
+                            if let Some(s) = state.get_mut(&room) {
+                                s.joined = false;
+                            }
+                        }
+                        ChatReject::RoomExists => {
+                            if let Some(c) = &mut self.creates {
+                                c.done.insert(room);
+                            }
+                        }
                         ChatReject::NotAllowed | ChatReject::NoSuchRoom => {
                             log.refused_joins += 1;
                             if let Some(s) = state.get_mut(&room) {
@@ -501,10 +592,7 @@ impl ChatClient {
                                 s.joined = false;
                             }
                         }
-                        // Room management is not part of this workload.
-                        ChatReject::StoreUnavailable
-                        | ChatReject::RoomExists
-                        | ChatReject::Conflict => {}
+                        ChatReject::StoreUnavailable | ChatReject::Conflict => {}
                     },
                 }
             }

@@ -14,7 +14,7 @@ use crate::scenario::{Archive, FaultKind, Scenario};
 use crate::trace::Trace;
 use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
 use holdfast_actors::actor::Recovered;
-use holdfast_actors::chat::{ChatPool, Room};
+use holdfast_actors::chat::{Category, ChatPool, Room};
 use holdfast_actors::chat_store;
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::ids::ActorKind;
@@ -130,12 +130,26 @@ pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
 pub fn build_pool(scn: &Scenario) -> ChatPool {
     let t = &scn.topology;
     let mut rooms = std::collections::BTreeMap::new();
+    let mut categories = std::collections::BTreeMap::new();
     for (w, wl) in scn.chat.iter().enumerate() {
         let users = chat_users(w, wl.users, DOMAIN);
         let denied: BTreeSet<String> = users[(wl.users - wl.walled) as usize..]
             .iter()
             .cloned()
             .collect();
+        if wl.managed {
+            // Rooms come at run time, from the first user; the wall is the
+            // category's.
+            categories.insert(
+                managed_category(w),
+                Category {
+                    allowed: users.iter().cloned().collect(),
+                    denied: denied.clone(),
+                    creators: BTreeSet::from([users[0].clone()]),
+                },
+            );
+            continue;
+        }
         for room in chat_rooms(w, wl.rooms) {
             rooms.insert(
                 room,
@@ -153,11 +167,17 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
         lookups: t.lookups.clone(),
         store: t.chat_store.clone().unwrap_or_default(),
         rooms,
-        categories: Default::default(),
+        categories,
         web: t.web.clone(),
         // Any key will do in a closed world; production reads its own.
         token_key: b"simulated pool key".to_vec(),
     }
+}
+
+/// The category of chat workload `w`'s rooms when they are created at run
+/// time.
+pub fn managed_category(w: usize) -> String {
+    format!("workload{w}")
 }
 
 fn ip(i: usize) -> IpAddr {

@@ -150,6 +150,10 @@ struct RawWorkload {
     /// chat: whether clients repair gaps (false only to prove the checker).
     #[serde(default)]
     repair: Option<bool>,
+    /// chat: rooms are not configured but created at run time by the
+    /// workload's first user, in a category walling off the `walled` users.
+    #[serde(default)]
+    managed: Option<Spanned<bool>>,
 }
 
 /// A number, or a range `"lo..hi"` drawn per seed.
@@ -388,6 +392,8 @@ pub struct ChatWorkload {
     /// `kind = "file"`: each post is a file uploaded to the Web service
     /// (and announced in the room); members download what is announced.
     pub files: bool,
+    /// Rooms are created at run time by the first user (see `managed`).
+    pub managed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -730,6 +736,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             ("rooms", w.rooms.as_ref().map(|r| r.span())),
             ("walled", w.walled.as_ref().map(|r| r.span())),
             ("sync", w.sync.as_ref().map(|r| r.span())),
+            ("managed", w.managed.as_ref().map(|r| r.span())),
         ] {
             if let Some(span) = given {
                 return Err(cx.err(
@@ -1230,6 +1237,7 @@ fn chat_workload(
         sync_ms,
         repair: w.repair.unwrap_or(true),
         files,
+        managed: w.managed.as_ref().is_some_and(|m| *m.get_ref()),
     })
 }
 
