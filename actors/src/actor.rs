@@ -14,6 +14,11 @@
 //!    disk plus the one write in flight.
 //! 3. Timers are per actor and per [`Timer`] value: setting a timer that is
 //!    already set moves it.
+//! 4. A [`Effect::Load`] reads one key of the actor's store (what earlier
+//!    persists left there) and reports it through [`Actor::on_loaded`],
+//!    like a persist, before any other event. It lets a core keep large
+//!    values (file contents) out of memory: a host may keep such keys
+//!    outside the state it hands to [`Actor::on_start`].
 
 use crate::ids::{Addr, Millis};
 use crate::protocol::Msg;
@@ -86,6 +91,7 @@ pub enum Effect {
     SetTimer { timer: Timer, after: Millis },
     CancelTimer { timer: Timer },
     Persist { token: u64, ops: Vec<StoreOp> },
+    Load { token: u64, key: Vec<u8> },
     Event(Event),
 }
 
@@ -129,6 +135,11 @@ impl<'a> Ctx<'a> {
     pub fn persist(&mut self, token: u64, ops: Vec<StoreOp>) {
         self.effects.push(Effect::Persist { token, ops });
     }
+    /// Reads `key` of this actor's store; the answer comes to
+    /// [`Actor::on_loaded`] with `token`.
+    pub fn load(&mut self, token: u64, key: Vec<u8>) {
+        self.effects.push(Effect::Load { token, key });
+    }
     pub fn event(&mut self, name: &'static str, detail: impl Into<String>) {
         self.effects.push(Effect::Event(Event {
             name,
@@ -166,6 +177,15 @@ pub trait Actor {
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx);
     /// Result of the `Persist` effect carrying `token`.
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx);
+    /// Result of the `Load` effect carrying `token`: the value, `None` if
+    /// the key holds nothing. Cores that never load need not implement it.
+    fn on_loaded(
+        &mut self,
+        _token: u64,
+        _result: Result<Option<Vec<u8>>, StoreError>,
+        _ctx: &mut Ctx,
+    ) {
+    }
     /// Gauges for monitoring (queue depth, …), sampled by the host.
     fn gauges(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

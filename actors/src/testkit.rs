@@ -109,6 +109,14 @@ impl<A: Actor> Harness<A> {
                     self.timers.remove(&timer);
                 }
                 Effect::Event(ev) => self.events.push(ev.name),
+                Effect::Load { token, key } => {
+                    let result = match &self.fail_persists {
+                        Some(err) => Err(err.clone()),
+                        None => Ok(self.store.get(&key).cloned()),
+                    };
+                    let more = self.run(|a, ctx| a.on_loaded(token, result, ctx));
+                    sent.extend(more);
+                }
                 Effect::Persist { token, ops } => {
                     let result = match &self.fail_persists {
                         Some(err) => Err(err.clone()),

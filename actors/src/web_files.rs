@@ -6,9 +6,12 @@
 //! may read, to download) — signed with the pool's key, for one operation,
 //! valid for `chat_token_ttl`. A wrong, forged, expired or misused token
 //! is refused, as is a file over `chat_file_max`. A stored file is durable
-//! before it is acknowledged. Files are held in memory as well as in the
-//! store (the store keeps its whole state in memory too): fine for a pool's
-//! working set, not for an archive of large files.
+//! before it is acknowledged.
+//!
+//! Only the files' descriptions (`f/<id>`) are held in memory; a file's
+//! content is its own key (`b/<id>`), written in the same batch and read
+//! back with a `Load` when someone downloads it. Production hosts keep
+//! those keys one file each on disk, outside the log store.
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::chat::{verify_grant, ChatPool, FileOp};
@@ -20,29 +23,40 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Key prefix of a stored file: `f/<file id>`.
+/// Key prefix of a stored file's description: `f/<file id>`.
 pub const FILE: &[u8] = b"f/";
+/// Key prefix of a stored file's content: `b/<file id>`.
+pub const FILE_BLOB: &[u8] = b"b/";
 
+/// What is known of a stored file without reading it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredFile {
+pub struct FileMeta {
     pub id: String,
     pub room: String,
     pub name: String,
     pub uploader: String,
-    pub data: Vec<u8>,
+    pub size: u64,
+}
+
+pub fn blob_key(id: &str) -> Vec<u8> {
+    let mut k = FILE_BLOB.to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
 }
 
 struct Upload {
     client: Addr,
-    file: StoredFile,
+    file: FileMeta,
 }
 
 pub struct WebFiles {
     name: String,
     pool: Arc<ChatPool>,
     settings: Settings,
-    files: BTreeMap<String, StoredFile>,
+    files: BTreeMap<String, FileMeta>,
     writing: BTreeMap<u64, Upload>,
+    /// Downloads waiting for their content: load token → (client, file).
+    reading: BTreeMap<u64, (Addr, FileMeta)>,
     next_token: u64,
     refused: u64,
 }
@@ -55,6 +69,7 @@ impl WebFiles {
             settings,
             files: BTreeMap::new(),
             writing: BTreeMap::new(),
+            reading: BTreeMap::new(),
             next_token: 0,
             refused: 0,
         }
@@ -78,11 +93,12 @@ impl Actor for WebFiles {
     fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
         self.files.clear();
         self.writing.clear();
+        self.reading.clear();
         for (k, v) in recovered.range(FILE.to_vec()..) {
             if !k.starts_with(FILE) {
                 break;
             }
-            match store_keys::decode::<StoredFile>(v) {
+            match store_keys::decode::<FileMeta>(v) {
                 Ok(f) => {
                     self.files.insert(f.id.clone(), f);
                 }
@@ -130,22 +146,28 @@ impl Actor for WebFiles {
                 self.next_token += 1;
                 // Unique per Web node and restart-proof: the clock and a counter.
                 let id = format!("{}-{now:x}-{}", self.name, self.next_token);
-                let file = StoredFile {
+                let file = FileMeta {
                     id: id.clone(),
                     room: grant.room,
                     name,
                     uploader: grant.user,
-                    data,
+                    size: data.len() as u64,
                 };
                 let value = store_keys::encode(&file);
                 self.writing
                     .insert(self.next_token, Upload { client: from, file });
                 ctx.persist(
                     self.next_token,
-                    vec![StoreOp::Put {
-                        key: Self::key(&id),
-                        value,
-                    }],
+                    vec![
+                        StoreOp::Put {
+                            key: blob_key(&id),
+                            value: data,
+                        },
+                        StoreOp::Put {
+                            key: Self::key(&id),
+                            value,
+                        },
+                    ],
                 );
             }
             Msg::FileDownload { token } => {
@@ -160,12 +182,9 @@ impl Actor for WebFiles {
                 };
                 match self.files.get(&file) {
                     Some(f) if f.room == grant.room => {
-                        let reply = Msg::FileData {
-                            file: f.id.clone(),
-                            name: f.name.clone(),
-                            data: f.data.clone(),
-                        };
-                        ctx.send(from, reply);
+                        self.next_token += 1;
+                        self.reading.insert(self.next_token, (from, f.clone()));
+                        ctx.load(self.next_token, blob_key(&file));
                     }
                     _ => self.refuse(ctx, from, "no such file in this room"),
                 }
@@ -185,11 +204,10 @@ impl Actor for WebFiles {
         };
         match result {
             Ok(()) => {
-                let size = u.file.data.len() as u64;
                 let reply = Msg::FileStored {
                     file: u.file.id.clone(),
                     name: u.file.name.clone(),
-                    size,
+                    size: u.file.size,
                 };
                 self.files.insert(u.file.id.clone(), u.file);
                 ctx.send(u.client, reply);
@@ -203,6 +221,42 @@ impl Actor for WebFiles {
                     },
                 );
             }
+        }
+    }
+
+    fn on_loaded(
+        &mut self,
+        token: u64,
+        result: Result<Option<Vec<u8>>, StoreError>,
+        ctx: &mut Ctx,
+    ) {
+        let Some((client, file)) = self.reading.remove(&token) else {
+            return;
+        };
+        match result {
+            Ok(Some(data)) if data.len() as u64 == file.size => ctx.send(
+                client,
+                Msg::FileData {
+                    file: file.id,
+                    name: file.name,
+                    data,
+                },
+            ),
+            Ok(found) => {
+                // Described but missing or cut short: say so, loudly.
+                ctx.event(
+                    "store_corrupt",
+                    format!(
+                        "{}: file {} should hold {} bytes, found {:?}",
+                        self.name,
+                        file.id,
+                        file.size,
+                        found.map(|d| d.len())
+                    ),
+                );
+                self.refuse(ctx, client, "the file's content is missing");
+            }
+            Err(e) => self.refuse(ctx, client, format!("the file could not be read: {e}")),
         }
     }
 }
@@ -273,7 +327,10 @@ mod tests {
             panic!()
         };
         assert_eq!(size, 5);
+        // Another incarnation on the same store: descriptions come back at
+        // start, the content by a load.
         let mut h2 = web(1024);
+        h2.store = h.store.clone();
         h2.start(h.store.clone());
         let sent = h2.msg(
             client(),
@@ -282,6 +339,16 @@ mod tests {
             },
         );
         assert!(matches!(&sent[0].1, Msg::FileData { data, .. } if data == b"hello"));
+        // Content lost under its description is reported, not served.
+        h2.store.remove(&blob_key(&file));
+        let sent = h2.msg(
+            client(),
+            Msg::FileDownload {
+                token: token(KEY, FileOp::Download { file }, 60_000),
+            },
+        );
+        assert!(matches!(&sent[0].1, Msg::FileRefused { reason } if reason.contains("missing")));
+        assert!(h2.events().contains(&"store_corrupt"));
     }
 
     #[test]

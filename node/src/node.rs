@@ -23,6 +23,7 @@
 //! its queue, or the archiver and the database, use both cores of a machine.
 
 use crate::archive_db::ArchiveDb;
+use crate::blob_files::BlobFiles;
 use crate::chat_db::ChatDb;
 use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::{now_or_never, FileDisk};
@@ -41,7 +42,7 @@ use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::settings::Sabotage;
-use holdfast_actors::web_files::WebFiles;
+use holdfast_actors::web_files::{WebFiles, FILE_BLOB};
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{Link, Network, PlainLink, DEFAULT_OUTBOUND_CAPACITY};
 use rand::rngs::SmallRng;
@@ -80,6 +81,8 @@ enum Storage {
     Log {
         store: LogStore,
         disk: Arc<FileDisk>,
+        /// The Web service's file contents (`b/` keys), one file each.
+        blobs: Option<BlobFiles>,
     },
     /// The archive database: SQLite, durable at each commit.
     Archive(ArchiveDb),
@@ -107,9 +110,15 @@ impl Storage {
         // make it durable before acting on it.
         disk.sync_file(&file)
             .map_err(|e| format!("{}: cannot sync: {e}", node.data.join(&file).display()))?;
+        let blobs = if kind == ActorKind::Web {
+            Some(BlobFiles::open(&node.data.join("files"))?)
+        } else {
+            None
+        };
         Ok(Storage::Log {
             store,
             disk: Arc::new(disk),
+            blobs,
         })
     }
 
@@ -121,10 +130,57 @@ impl Storage {
         }
     }
 
-    /// Applies a batch.
-    fn apply(&mut self, ops: Vec<StoreOp>) -> Applied {
+    /// Reads one key (a `Load` effect).
+    fn load(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Storage::Log { store, disk } => {
+            Storage::Log {
+                blobs: Some(blobs), ..
+            } if key.starts_with(FILE_BLOB) => blobs.get(key),
+            Storage::Log { store, .. } => Ok(store.state().get(key).cloned()),
+            Storage::Archive(_) | Storage::Chat(_) => {
+                Err(StoreError::Io("this store does not serve loads".into()))
+            }
+        }
+    }
+
+    /// Applies a batch.
+    fn apply(&mut self, mut ops: Vec<StoreOp>) -> Applied {
+        if let Storage::Log {
+            blobs: Some(blobs), ..
+        } = self
+        {
+            // File contents first, each durable on its own, so that the
+            // log never names a file that is not on disk.
+            let (blob_ops, rest): (Vec<StoreOp>, Vec<StoreOp>) =
+                ops.into_iter().partition(|op| match op {
+                    StoreOp::Put { key, .. } | StoreOp::Delete { key } => {
+                        key.starts_with(FILE_BLOB)
+                    }
+                });
+            let mut written = Vec::new();
+            for op in blob_ops {
+                let result = match &op {
+                    StoreOp::Put { key, value } => blobs.put(key, value).map(|()| {
+                        written.push(key.clone());
+                    }),
+                    StoreOp::Delete { key } => blobs.delete(key),
+                };
+                if let Err(e) = result {
+                    // Nothing of the batch is acknowledged: drop what it
+                    // wrote, so that a refused upload leaves no file.
+                    for key in written {
+                        let _ = blobs.delete(&key);
+                    }
+                    return Applied::Failed(e);
+                }
+            }
+            if rest.is_empty() {
+                return Applied::Done { fsync_owed: false };
+            }
+            ops = rest;
+        }
+        match self {
+            Storage::Log { store, disk, .. } => {
                 let result = now_or_never(store.apply(disk.as_ref(), ops))
                     .unwrap_or_else(|| Err(StoreError::Io("the store would block".into())));
                 if let Some(why) = disk.take_broken() {
@@ -392,6 +448,26 @@ impl CoreActor {
                     };
                     // The completion's effects run before the rest of this
                     // reaction's, and before any other event.
+                    for e in more.into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+                Effect::Load { token, key } => {
+                    let result = match self.storage.as_ref() {
+                        Some(s) => s.load(&key),
+                        None => Err(StoreError::Io("store not open".into())),
+                    };
+                    let now = now_ms();
+                    let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
+                    let more = catch_unwind(AssertUnwindSafe(|| {
+                        let mut c = Ctx::new(now, me, rng);
+                        core.on_loaded(token, result, &mut c);
+                        c.into_effects()
+                    }));
+                    let Ok(more) = more else {
+                        self.crashed(ctx, "the core panicked");
+                        return;
+                    };
                     for e in more.into_iter().rev() {
                         queue.push_front(e);
                     }

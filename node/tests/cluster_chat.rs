@@ -229,6 +229,15 @@ fn posts_cross_servers_survive_a_server_and_a_store_crash() {
         assert_eq!(size, 50_000);
         let (name, data) = bob.download("general", &id).await.unwrap();
         assert_eq!((name.as_str(), data), ("plan.bin", content));
+        // The content is a file of its own on the Web node, not in its log.
+        let data = &config.node("web1").unwrap().data;
+        let sizes: Vec<u64> = std::fs::read_dir(data.join("files"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![50_000]);
+        let log = std::fs::metadata(data.join("web.log")).unwrap().len();
+        assert!(log < 10_000, "the log holds {log} bytes");
         let too_big = alice.upload("general", "big.bin", vec![0; 70_000]).await;
         assert!(too_big.unwrap_err().contains("limit"));
         assert!(bob.download("general", "no-such-file").await.is_err());

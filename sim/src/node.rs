@@ -180,6 +180,16 @@ impl Host {
                         queue.push_front(e);
                     }
                 }
+                Effect::Load { token, key } => {
+                    let result = Ok(self.slots[i].store.state().get(&key).cloned());
+                    let now = self.now();
+                    let slot = &mut self.slots[i];
+                    let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
+                    slot.actor.on_loaded(token, result, &mut ctx);
+                    for e in ctx.into_effects().into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
                 Effect::Event(ev) => {
                     let now = self.now();
                     tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");

@@ -397,10 +397,14 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 if !k.starts_with(web_files::FILE) {
                     break;
                 }
-                match store_keys::decode::<web_files::StoredFile>(v) {
-                    Ok(f) => {
-                        files.insert(f.id, f.data.len() as u64);
-                    }
+                match store_keys::decode::<web_files::FileMeta>(v) {
+                    // A description without its content is a lost file.
+                    Ok(f) => match state.get(&web_files::blob_key(&f.id)) {
+                        Some(data) => {
+                            files.insert(f.id, data.len() as u64);
+                        }
+                        None => read_errors.push(format!("{web}: file {} has no content", f.id)),
+                    },
                     Err(e) => read_errors.push(format!("{web}: {e}")),
                 }
             }
