@@ -192,6 +192,11 @@ fn a_chat_workload_needs_channel_servers_and_chat_keys_need_a_chat_workload() {
         &["workload.managed", "only a chat workload"],
     );
     assert_rejected(
+        &GOOD.replace("users = 10", "users = 10\nchurn = 0.5"),
+        10,
+        &["workload.churn", "only a chat workload"],
+    );
+    assert_rejected(
         &GOOD.replace("front_ends = 2", "front_ends = 2\nchannels = 2"),
         6,
         &["topology.lookups"],

@@ -171,6 +171,51 @@ impl ChatClient {
         }
     }
 
+    /// `bjoin`: joins several rooms in one request; for each, the backchat
+    /// (sorted) and the room's latest sequence number. Fails on the first
+    /// refusal.
+    #[allow(clippy::type_complexity)]
+    pub async fn bulk_join(
+        &mut self,
+        rooms: &[String],
+    ) -> Result<std::collections::BTreeMap<String, (Vec<(u64, Post)>, u64)>, String> {
+        use std::collections::BTreeMap;
+        self.to_channel(Msg::ChatBulkJoin {
+            user: self.user.clone(),
+            rooms: rooms.iter().map(|r| (r.clone(), 0)).collect(),
+        })?;
+        let mut posts: BTreeMap<String, Vec<(u64, Post)>> = BTreeMap::new();
+        let mut done = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while done.len() < rooms.len() {
+            let Ok(Some(env)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
+                return Err(format!("{} did not answer in time", self.channel));
+            };
+            self.net.consumed(&env);
+            match env.msg {
+                Msg::ChatMessage { seq, post } if rooms.contains(&post.room) => {
+                    posts
+                        .entry(post.room.clone())
+                        .or_default()
+                        .push((seq, post));
+                }
+                Msg::ChatJoined { room, latest } if rooms.contains(&room) => {
+                    let mut got = posts.remove(&room).unwrap_or_default();
+                    got.sort_by_key(|(s, _)| *s);
+                    got.dedup_by_key(|(s, _)| *s);
+                    done.insert(room, (got, latest));
+                }
+                Msg::ChatRejected {
+                    room,
+                    reason,
+                    post: None,
+                } if rooms.contains(&room) => return Err(format!("{room}: {}", describe(&reason))),
+                _ => {}
+            }
+        }
+        Ok(done)
+    }
+
     /// Posts to a joined room; returns its sequence number once stored.
     pub async fn post(&mut self, room: &str, text: &str) -> Result<u64, String> {
         let id = crate::client::new_id(&self.user);

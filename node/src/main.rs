@@ -649,13 +649,12 @@ fn chat(cmd: ChatCmd) -> Result<(), String> {
                     ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
                         .await?;
                 let mut seen = std::collections::BTreeMap::new();
-                for r in &room {
-                    let (posts, latest) = c.join(r, 0).await?;
+                for (r, (posts, latest)) in c.bulk_join(&room).await? {
                     for (seq, p) in &posts {
                         println!("{r} #{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
                     }
                     eprintln!("joined {r} (at #{latest})");
-                    seen.insert(r.clone(), latest);
+                    seen.insert(r, latest);
                 }
                 let until = duration.map(|d| tokio::time::Instant::now() + d);
                 while until.is_none_or(|u| tokio::time::Instant::now() < u) {

@@ -142,7 +142,7 @@ fn rooms_are_created_found_changed_and_kept() {
     );
     let joined = ok(holdfast(
         &c,
-        &alice(&["join", "--room", "project-x", "--for", "1s"]),
+        &alice(&["join", "--room", "project-x,general", "--for", "1s"]),
     ));
     assert!(
         joined.contains("project-x #1") && joined.contains("kick-off"),

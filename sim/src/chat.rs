@@ -93,6 +93,8 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
 #[derive(Default)]
 struct RoomState {
     joined: bool,
+    /// Left for one keep-alive period (churn): not rejoined until then.
+    away: bool,
     baseline_set: bool,
     delivered_upto: u64,
     highest_seen: u64,
@@ -183,7 +185,7 @@ impl ChatClient {
         }
         for room in &self.rooms {
             let s = &state[room];
-            if s.refused {
+            if s.refused || s.away {
                 continue;
             }
             // Keep-alive and catch-up in one: what follows the last post
@@ -296,6 +298,23 @@ impl ChatClient {
                                 retry_at = Some(now);
                                 lock(&self.log).reconnects += 1;
                             } else {
+                                // Churn: back into the rooms left a period
+                                // ago (catching up from the last post
+                                // delivered), and perhaps out of another.
+                                for s in state.values_mut() {
+                                    s.away = false;
+                                }
+                                if !self.walled && self.wl.churn > 0.0 && self.rng.gen_bool(self.wl.churn) {
+                                    let joined: Vec<String> = state.iter().filter(|(_, s)| s.joined).map(|(r, _)| r.clone()).collect();
+                                    if !joined.is_empty() {
+                                        let room = joined[self.rng.gen_range(0..joined.len())].clone();
+                                        let s = state.get_mut(&room).expect("a room of the client");
+                                        s.joined = false;
+                                        s.away = true;
+                                        lock(&self.log).leaves += 1;
+                                        self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::ChatLeave { room });
+                                    }
+                                }
                                 self.join_all(&net, &ch, &state);
                             }
                         }

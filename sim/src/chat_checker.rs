@@ -78,6 +78,8 @@ pub struct ChatLog {
     pub refused_joins: u64,
     pub busy: u64,
     pub reconnects: u64,
+    /// Rooms left for a while (churn); each rejoin must catch up.
+    pub leaves: u64,
 }
 
 pub type SharedChatLog = Arc<Mutex<ChatLog>>;
@@ -111,6 +113,7 @@ pub struct ChatCounts {
     pub refused_joins: u64,
     pub busy: u64,
     pub reconnects: u64,
+    pub leaves: u64,
     /// Copies that arrived again and were dropped by the client.
     pub redundant: u64,
     pub files_stored: u64,
@@ -262,6 +265,7 @@ pub fn check(log: &ChatLog, stored: &[(u64, Post)], files: &BTreeMap<String, u64
     c.refused_joins = log.refused_joins;
     c.busy = log.busy;
     c.reconnects = log.reconnects;
+    c.leaves = log.leaves;
     c
 }
 

@@ -460,8 +460,8 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
             ch.posts, ch.accepted, ch.rejected, ch.unknown, ch.stored, ch.lost, ch.duplicates, ch.missed, ch.delivered
         ));
         s.push_str(&format!(
-            "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  redundant copies {}\n",
-            ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.redundant
+            "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  leaves {}  redundant copies {}\n",
+            ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.leaves, ch.redundant
         ));
         if ch.files_stored > 0 {
             s.push_str(&format!(

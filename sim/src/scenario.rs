@@ -154,6 +154,10 @@ struct RawWorkload {
     /// workload's first user, in a category walling off the `walled` users.
     #[serde(default)]
     managed: Option<Spanned<bool>>,
+    /// chat: at each keep-alive, the chance that a client leaves one room
+    /// for a period (then rejoins and catches up).
+    #[serde(default)]
+    churn: Option<Spanned<f64>>,
 }
 
 /// A number, or a range `"lo..hi"` drawn per seed.
@@ -394,6 +398,8 @@ pub struct ChatWorkload {
     pub files: bool,
     /// Rooms are created at run time by the first user (see `managed`).
     pub managed: bool,
+    /// Chance per keep-alive that a client leaves a room for a period.
+    pub churn: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -737,6 +743,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             ("walled", w.walled.as_ref().map(|r| r.span())),
             ("sync", w.sync.as_ref().map(|r| r.span())),
             ("managed", w.managed.as_ref().map(|r| r.span())),
+            ("churn", w.churn.as_ref().map(|r| r.span())),
         ] {
             if let Some(span) = given {
                 return Err(cx.err(
@@ -1226,6 +1233,17 @@ fn chat_workload(
             "must be longer than 0s",
         ));
     }
+    let churn = match &w.churn {
+        Some(c) if !(0.0..=1.0).contains(c.get_ref()) => {
+            return Err(cx.err(
+                &c.span(),
+                "workload.churn",
+                "must be a probability from 0 to 1",
+            ))
+        }
+        Some(c) => *c.get_ref(),
+        None => 0.0,
+    };
     Ok(ChatWorkload {
         users: users as u64,
         rooms,
@@ -1238,6 +1256,7 @@ fn chat_workload(
         repair: w.repair.unwrap_or(true),
         files,
         managed: w.managed.as_ref().is_some_and(|m| *m.get_ref()),
+        churn,
     })
 }
 
