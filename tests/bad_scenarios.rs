@@ -214,3 +214,29 @@ fn a_setting_that_would_spin_is_refused_with_its_line() {
         &["settings.resend_interval", "greater than 0"],
     );
 }
+
+#[test]
+fn compliance_needs_a_chat_pool_and_a_known_format() {
+    assert_rejected(
+        &GOOD.replace("front_ends = 2", "front_ends = 2\ncompliance = true"),
+        6,
+        &["topology.compliance", "topology.channels"],
+    );
+    let chat = GOOD
+        .replace(
+            "front_ends = 2",
+            "front_ends = 2\nchannels = 1\nlookups = 1\ncompliance = true",
+        )
+        .replace("kind = \"im\"", "kind = \"chat\"");
+    let bad_format = format!("{chat}\n[compliance]\nformat = \"pdf\"\n");
+    let (code, err) = run_with(&bad_format);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("compliance.format") && err.contains("xml, jsonl, csv"),
+        "{err}"
+    );
+    let no_service = GOOD.to_string() + "\n[compliance]\nformat = \"csv\"\n";
+    let (code, err) = run_with(&no_service);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("topology.compliance"), "{err}");
+}

@@ -148,3 +148,35 @@ fn repair_recovers_what_the_relay_did_not_deliver() {
     assert_eq!(c.missed, 0, "{failures:?}");
     assert!(c.delivered > 1000);
 }
+
+/// The Compliance service deleting a batch before writing its files (the
+/// wrong order) loses the batch when it is killed in between: the
+/// compliance checker reports the missing events. The library scenario,
+/// unsabotaged, passes with the same crash.
+#[test]
+fn compliance_deleting_before_writing_is_caught() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/compliance-crash.toml"
+    ))
+    .unwrap();
+    let run = |src: &str| {
+        let scn = scenario::parse("compliance-crash.toml", src).expect("valid scenario");
+        let out = runner::run(&scn, 1, &RunOptions::default());
+        let failures = report::evaluate(&scn, &out.result);
+        (out.result, failures)
+    };
+    let (good, failures) = run(&src);
+    assert!(failures.is_empty(), "{failures:?}");
+    let c = good.chat.unwrap().compliance.unwrap();
+    assert_eq!((c.missing, c.duplicates), (0, 0));
+    let (bad, failures) = run(&format!(
+        "{src}\n[sabotage]\ncompliance_delete_first = true\n"
+    ));
+    let c = bad.chat.unwrap().compliance.unwrap();
+    assert!(c.missing > 10, "missing = {}", c.missing);
+    assert!(
+        failures.iter().any(|f| f.contains("events missing")),
+        "{failures:?}"
+    );
+}

@@ -95,3 +95,25 @@ duration = "1m"
     assert!(a.chat.as_ref().is_some_and(|c| c.accepted > 500));
     assert_ne!(a.trace_hash, c.trace_hash);
 }
+
+/// Compliance as well: outboxes, staging, export files and a crash of the
+/// Compliance service replay bit for bit, export files included.
+#[test]
+fn compliance_runs_are_deterministic() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/compliance-crash.toml"
+    ))
+    .unwrap();
+    let scn = scenario::parse("compliance-crash.toml", &src).unwrap();
+    let a = runner::run(&scn, 3, &RunOptions::default()).result;
+    let b = runner::run(&scn, 3, &RunOptions::default()).result;
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(a.chat, b.chat);
+    let exported = a
+        .chat
+        .as_ref()
+        .and_then(|c| c.compliance.as_ref())
+        .map(|c| c.exported);
+    assert!(exported.is_some_and(|n| n > 500), "exported {exported:?}");
+}

@@ -75,6 +75,10 @@ pub enum Timer {
     Rotation,
     /// Channel server: the chat store did not answer in time.
     StoreTimeout,
+    /// Compliance outbox: a batch was not confirmed in time.
+    ComplianceResend,
+    /// Compliance service: export the staged events.
+    ComplianceRun,
 }
 
 /// An operator event: a stable name (for dashboards and scenario
@@ -87,11 +91,31 @@ pub struct Event {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    Send { to: Addr, msg: Msg },
-    SetTimer { timer: Timer, after: Millis },
-    CancelTimer { timer: Timer },
-    Persist { token: u64, ops: Vec<StoreOp> },
-    Load { token: u64, key: Vec<u8> },
+    Send {
+        to: Addr,
+        msg: Msg,
+    },
+    SetTimer {
+        timer: Timer,
+        after: Millis,
+    },
+    CancelTimer {
+        timer: Timer,
+    },
+    Persist {
+        token: u64,
+        ops: Vec<StoreOp>,
+    },
+    Load {
+        token: u64,
+        key: Vec<u8>,
+    },
+    /// Write files into the actor's output folder (compliance export),
+    /// each atomically; reported through [`Actor::on_output`].
+    Output {
+        token: u64,
+        files: Vec<crate::compliance_export::OutputFile>,
+    },
     Event(Event),
 }
 
@@ -140,6 +164,11 @@ impl<'a> Ctx<'a> {
     pub fn load(&mut self, token: u64, key: Vec<u8>) {
         self.effects.push(Effect::Load { token, key });
     }
+    /// Writes `files` into the actor's output folder; the result comes to
+    /// [`Actor::on_output`] with `token`.
+    pub fn output(&mut self, token: u64, files: Vec<crate::compliance_export::OutputFile>) {
+        self.effects.push(Effect::Output { token, files });
+    }
     pub fn event(&mut self, name: &'static str, detail: impl Into<String>) {
         self.effects.push(Effect::Event(Event {
             name,
@@ -186,6 +215,9 @@ pub trait Actor {
         _ctx: &mut Ctx,
     ) {
     }
+    /// Result of the `Output` effect carrying `token`: every file written
+    /// (and synced), or why not.
+    fn on_output(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
     /// Gauges for monitoring (queue depth, …), sampled by the host.
     fn gauges(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -23,6 +23,7 @@ use crate::chat::{
     sign_grant, ChatPool, ChatReject, Directory, FileGrant, FileOp, Post, Room, RoomId,
 };
 use crate::chat_store::valid_room_name;
+use crate::compliance::EventKind;
 use crate::ids::{ActorKind, Addr, Millis, UserId};
 use crate::protocol::Msg;
 use crate::settings::Settings;
@@ -67,6 +68,12 @@ enum Pending {
     },
     /// A refresh of the directory copy.
     Directory { since: Millis },
+    /// A leave being recorded: the client is answered `ChatLeft`.
+    Leave {
+        client: Addr,
+        room: RoomId,
+        since: Millis,
+    },
 }
 
 impl Pending {
@@ -76,6 +83,7 @@ impl Pending {
             | Pending::Read { since, .. }
             | Pending::Room { since, .. }
             | Pending::User { since, .. }
+            | Pending::Leave { since, .. }
             | Pending::Directory { since } => *since,
         }
     }
@@ -259,7 +267,17 @@ impl Channel {
         }
     }
 
-    fn read(&mut self, client: Addr, room: RoomId, after: u64, join: bool, ctx: &mut Ctx) {
+    /// Reads `room` after `after` for `client` (a join answers
+    /// `ChatJoined` after the posts); `audit` is what compliance records.
+    fn read(
+        &mut self,
+        client: Addr,
+        room: RoomId,
+        after: u64,
+        join: bool,
+        audit: (UserId, EventKind),
+        ctx: &mut Ctx,
+    ) {
         let limit = if after == 0 {
             self.settings.chat_backchat
         } else {
@@ -277,6 +295,7 @@ impl Channel {
                 room,
                 after,
                 limit,
+                audit: Some(audit),
             },
             ctx,
         );
@@ -334,7 +353,13 @@ impl Channel {
         if new {
             self.share_presence(Some(vec![room.clone()]), ctx);
         }
-        self.read(from, room, after, true, ctx);
+        // A new subscription is a join; a join again (a keep-alive) reads.
+        let kind = if new {
+            EventKind::Join
+        } else {
+            EventKind::Read
+        };
+        self.read(from, room, after, true, (user, kind), ctx);
     }
 
     fn leave(&mut self, client: &str, room: &str) -> bool {
@@ -445,9 +470,27 @@ impl Channel {
                 self.ask_store(pending, |token| Msg::StoreUser { token, user }, ctx);
             }
             Msg::ChatLeave { room } => {
-                if self.leave(&from.node, &room) {
-                    self.share_presence(Some(vec![room]), ctx);
+                if !self.leave(&from.node, &room) {
+                    return ctx.send(from, Msg::ChatLeft { room });
                 }
+                self.share_presence(Some(vec![room.clone()]), ctx);
+                // Answered once the leave is recorded.
+                let user = user.expect("subscribed, so a session");
+                let pending = Pending::Leave {
+                    client: from,
+                    room: room.clone(),
+                    since: now,
+                };
+                self.ask_store(
+                    pending,
+                    |token| Msg::StoreAudit {
+                        token,
+                        room,
+                        user,
+                        kind: EventKind::Leave,
+                    },
+                    ctx,
+                );
             }
             Msg::ChatSync { room, after } => {
                 let joined = self
@@ -457,7 +500,8 @@ impl Channel {
                 if !joined {
                     return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
                 }
-                self.read(from, room, after, false, ctx);
+                let user = user.expect("joined, so a session");
+                self.read(from, room, after, false, (user, EventKind::Read), ctx);
             }
             Msg::FileTokenRequest { room, download } => {
                 let Some(session) = self.sessions.get(&from.node) else {
@@ -626,6 +670,7 @@ impl Channel {
                         room,
                         info,
                         create,
+                        by: user,
                     },
                     ctx,
                 );
@@ -745,6 +790,11 @@ impl Channel {
                     }
                 }
             }
+            Msg::StoreAudited { token } => {
+                if let Some(Pending::Leave { client, room, .. }) = self.pending.remove(&token) {
+                    ctx.send(client, Msg::ChatLeft { room });
+                }
+            }
             Msg::StoreFailed { token } => match self.pending.remove(&token) {
                 Some(Pending::Post { client, post, .. }) => Self::reject(
                     ctx,
@@ -758,6 +808,9 @@ impl Channel {
                 }
                 Some(Pending::User { client, follow, .. }) => {
                     let room = follow.map(|(r, _)| r).unwrap_or_default();
+                    Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+                }
+                Some(Pending::Leave { client, room, .. }) => {
                     Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
                 }
                 Some(Pending::Read { .. } | Pending::Directory { .. }) | None => {}
@@ -893,6 +946,9 @@ impl Actor for Channel {
                         }
                         Some(Pending::User { client, follow, .. }) => {
                             let room = follow.map(|(r, _)| r).unwrap_or_default();
+                            Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+                        }
+                        Some(Pending::Leave { client, room, .. }) => {
                             Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
                         }
                         // The client syncs again later; the directory is

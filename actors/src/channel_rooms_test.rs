@@ -356,6 +356,7 @@ fn a_change_made_elsewhere_arrives_by_relay_or_from_the_store() {
             room: "stored".into(),
             info: Box::new(db_info),
             create: true,
+            by: "ann".into(),
         },
     );
     assert_eq!(

@@ -274,6 +274,10 @@ pub struct ChatPool {
     /// Key shared by Channel servers (which grant file access) and the Web
     /// service (which checks it).
     pub token_key: Vec<u8>,
+    /// The Compliance service node, if the pool has one: the chat store
+    /// and the Web service then queue compliance events for it.
+    pub compliance: Option<String>,
+    pub export: crate::compliance::ComplianceConfig,
 }
 
 /// What a file token allows.

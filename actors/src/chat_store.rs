@@ -15,9 +15,14 @@
 //! it has. An update names the version it was based on and is refused if
 //! the room changed since: two managers (or a manager acting on a stale
 //! copy on another Channel server) cannot overwrite each other.
+//!
+//! With a Compliance service in the pool, every post, room change, join,
+//! history read and leave is also queued in the store's compliance outbox,
+//! in the same atomic write as what it records (see [`crate::compliance`]).
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::chat::{ChatReject, Post, PostId, Room, RoomId};
+use crate::compliance::{ComplianceEvent, EventKind, NewEvent, Outbox};
 use crate::ids::{ActorKind, Addr};
 use crate::protocol::Msg;
 use crate::store_keys;
@@ -82,6 +87,12 @@ enum Write {
         user: String,
         follows: BTreeSet<RoomId>,
     },
+    /// A read whose compliance event must be durable before the answer.
+    Read { from: Addr, answer: Msg },
+    /// A compliance event the Channel server reported (a leave).
+    Audit { from: Addr, token: u64 },
+    /// Deleting outbox events the Compliance service has staged.
+    Trim,
 }
 
 pub struct ChatStore {
@@ -94,8 +105,9 @@ pub struct ChatStore {
     /// The highest directory version given out.
     version: u64,
     follows: BTreeMap<String, BTreeSet<RoomId>>,
-    writing: BTreeMap<u64, Write>,
+    writing: BTreeMap<u64, (Write, Vec<ComplianceEvent>)>,
     next_token: u64,
+    outbox: Outbox,
 }
 
 impl ChatStore {
@@ -111,7 +123,15 @@ impl ChatStore {
             follows: BTreeMap::new(),
             writing: BTreeMap::new(),
             next_token: 0,
+            outbox: Outbox::default(),
         }
+    }
+
+    /// Queues compliance events for `compliance` (the pool's Compliance
+    /// service node), if any.
+    pub fn with_compliance(mut self, compliance: Option<String>) -> Self {
+        self.outbox = Outbox::new(self.name.clone(), compliance);
+        self
     }
 
     fn user_info(&self, user: &str) -> Vec<(RoomId, u64)> {
@@ -123,9 +143,13 @@ impl ChatStore {
             .collect()
     }
 
-    fn write(&mut self, write: Write, ops: Vec<StoreOp>, ctx: &mut Ctx) {
+    /// Persists `ops` with the compliance events `events` (queued in the
+    /// same atomic batch); `write` says whom to answer once durable.
+    fn write(&mut self, write: Write, events: Vec<NewEvent>, mut ops: Vec<StoreOp>, ctx: &mut Ctx) {
+        let (queued, event_ops) = self.outbox.record(events);
+        ops.extend(event_ops);
         self.next_token += 1;
-        self.writing.insert(self.next_token, write);
+        self.writing.insert(self.next_token, (write, queued));
         ctx.persist(self.next_token, ops);
     }
 
@@ -190,6 +214,10 @@ impl Actor for ChatStore {
         self.directory = self.configured.clone();
         self.follows.clear();
         self.version = 0;
+        for e in self.outbox.recover(&recovered) {
+            ctx.event("store_corrupt", format!("{}: {e}", self.name));
+        }
+        self.outbox.pump(ctx);
         let (rooms, follows) = stored_directory(&recovered);
         for entry in rooms {
             match entry {
@@ -223,16 +251,38 @@ impl Actor for ChatStore {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
-        if !authorize(
-            from.actor == ActorKind::Channel,
-            &self.name,
-            &from,
-            &msg,
-            ctx,
-        ) {
+        let ok = from.actor == ActorKind::Channel
+            || (from.actor == ActorKind::Compliance && matches!(msg, Msg::ComplianceStaged { .. }));
+        if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
         match msg {
+            Msg::ComplianceStaged { upto } => {
+                let ops = self.outbox.staged(&from, upto, ctx);
+                if !ops.is_empty() {
+                    self.write(Write::Trim, Vec::new(), ops, ctx);
+                }
+            }
+            Msg::StoreAudit {
+                token,
+                room,
+                user,
+                kind,
+            } => {
+                let event = NewEvent {
+                    kind,
+                    room,
+                    user,
+                    at: ctx.now(),
+                    item: String::new(),
+                    text: String::new(),
+                };
+                if self.outbox.enabled() {
+                    self.write(Write::Audit { from, token }, vec![event], Vec::new(), ctx);
+                } else {
+                    ctx.send(from, Msg::StoreAudited { token });
+                }
+            }
             Msg::StoreAppend { token, post } => {
                 if let Some((room, seq)) = self.by_id.get(&post.id) {
                     // Stored already: the same answer again.
@@ -250,13 +300,21 @@ impl Actor for ChatStore {
                 let seq = self.latest(&post.room) + 1;
                 let key = post_key(&post.room, seq);
                 let value = store_keys::encode(&post);
+                let event = NewEvent {
+                    kind: EventKind::Post,
+                    room: post.room.clone(),
+                    user: post.author.clone(),
+                    at: post.at,
+                    item: post.id.clone(),
+                    text: post.text.clone(),
+                };
                 let write = Write::Post {
                     from,
                     token,
                     seq,
                     post,
                 };
-                self.write(write, vec![StoreOp::Put { key, value }], ctx);
+                self.write(write, vec![event], vec![StoreOp::Put { key, value }], ctx);
             }
             Msg::StoreRooms { token, since } => {
                 let rooms = self
@@ -279,6 +337,7 @@ impl Actor for ChatStore {
                 room,
                 mut info,
                 create,
+                by,
             } => {
                 let refused = match self.directory.get(&room) {
                     _ if !valid_room_name(&room) => Some(ChatReject::NoSuchRoom),
@@ -303,13 +362,21 @@ impl Actor for ChatStore {
                     key: prefixed(CHAT_ROOM, &room),
                     value: store_keys::encode(&info),
                 };
+                let event = NewEvent {
+                    kind: EventKind::RoomSaved,
+                    room: room.clone(),
+                    user: by,
+                    at: ctx.now(),
+                    item: format!("version {}", info.version),
+                    text: info.description.clone(),
+                };
                 let write = Write::Room {
                     from,
                     token,
                     room,
                     info,
                 };
-                self.write(write, vec![op], ctx);
+                self.write(write, vec![event], vec![op], ctx);
             }
             Msg::StoreUser { token, user } => {
                 let follows = self.user_info(&user);
@@ -356,13 +423,14 @@ impl Actor for ChatStore {
                     user,
                     follows,
                 };
-                self.write(write, vec![op], ctx);
+                self.write(write, Vec::new(), vec![op], ctx);
             }
             Msg::StoreRead {
                 token,
                 room,
                 after,
                 limit,
+                audit,
             } => {
                 let latest = self.latest(&room);
                 let posts: Vec<(u64, Post)> = match self.rooms.get(&room) {
@@ -378,15 +446,30 @@ impl Actor for ChatStore {
                         .map(|(s, p)| (*s, p.clone()))
                         .collect(),
                 };
-                ctx.send(
-                    from,
-                    Msg::StoreRange {
-                        token,
-                        room,
-                        posts,
-                        latest,
-                    },
-                );
+                // A join is always recorded; a history read when it gave
+                // something to read.
+                let event = audit
+                    .filter(|(_, kind)| *kind == EventKind::Join || !posts.is_empty())
+                    .map(|(user, kind)| NewEvent {
+                        kind,
+                        room: room.clone(),
+                        user,
+                        at: ctx.now(),
+                        item: posts.last().map(|(s, _)| s.to_string()).unwrap_or_default(),
+                        text: String::new(),
+                    });
+                let answer = Msg::StoreRange {
+                    token,
+                    room,
+                    posts,
+                    latest,
+                };
+                match event {
+                    Some(e) if self.outbox.enabled() => {
+                        self.write(Write::Read { from, answer }, vec![e], Vec::new(), ctx)
+                    }
+                    _ => ctx.send(from, answer),
+                }
             }
             other => ctx.event(
                 "unexpected_message",
@@ -399,32 +482,55 @@ impl Actor for ChatStore {
         }
     }
 
-    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
+        if timer == Timer::ComplianceResend {
+            self.outbox.resend(ctx);
+        }
+    }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
-        let Some(write) = self.writing.remove(&token) else {
+        let Some((write, queued)) = self.writing.remove(&token) else {
             return;
         };
-        let (from, token) = match &write {
-            Write::Post { from, token, .. }
-            | Write::Room { from, token, .. }
-            | Write::Follows { from, token, .. } => (from.clone(), *token),
-        };
-        if let Err(e) = result {
-            let what = match &write {
-                Write::Post { post, .. } => format!("post {}", post.id),
-                Write::Room { room, .. } => format!("room {room}"),
-                Write::Follows { user, .. } => format!("follows of {user}"),
+        if let Err(e) = &result {
+            self.outbox.rolled_back(&queued);
+            let (from, token, what) = match &write {
+                Write::Post {
+                    from, token, post, ..
+                } => (from, *token, format!("post {}", post.id)),
+                Write::Room {
+                    from, token, room, ..
+                } => (from, *token, format!("room {room}")),
+                Write::Follows {
+                    from, token, user, ..
+                } => (from, *token, format!("follows of {user}")),
+                Write::Audit { from, token } => (from, *token, "a compliance event".into()),
+                Write::Read { from, answer } => match answer {
+                    Msg::StoreRange { token, .. } => (from, *token, "a compliance event".into()),
+                    _ => return,
+                },
+                // Still in the outbox: deleted again after the next
+                // confirmation.
+                Write::Trim => return,
             };
             ctx.event(
                 "chat_store_failed",
                 format!("{}: {what} not stored: {e}", self.name),
             );
-            ctx.send(from, Msg::StoreFailed { token });
+            ctx.send(from.clone(), Msg::StoreFailed { token });
             return;
         }
+        self.outbox.committed(queued, ctx);
         match write {
-            Write::Post { seq, post, .. } => {
+            Write::Trim => {}
+            Write::Read { from, answer } => ctx.send(from, answer),
+            Write::Audit { from, token } => ctx.send(from, Msg::StoreAudited { token }),
+            Write::Post {
+                from,
+                token,
+                seq,
+                post,
+            } => {
                 self.by_id.insert(post.id.clone(), (post.room.clone(), seq));
                 self.rooms
                     .entry(post.room.clone())
@@ -432,12 +538,22 @@ impl Actor for ChatStore {
                     .insert(seq, post.clone());
                 ctx.send(from, Msg::StoreAppended { token, seq, post });
             }
-            Write::Room { room, info, .. } => {
+            Write::Room {
+                from,
+                token,
+                room,
+                info,
+            } => {
                 self.version = info.version;
                 self.directory.insert(room.clone(), (*info).clone());
                 ctx.send(from, Msg::StoreRoomSaved { token, room, info });
             }
-            Write::Follows { user, follows, .. } => {
+            Write::Follows {
+                from,
+                token,
+                user,
+                follows,
+            } => {
                 self.follows.insert(user.clone(), follows);
                 let follows = self.user_info(&user);
                 ctx.send(
@@ -456,6 +572,7 @@ impl Actor for ChatStore {
         vec![
             ("chat_posts", self.by_id.len() as u64),
             ("chat_rooms", self.directory.len() as u64),
+            ("compliance_outbox", self.outbox.len() as u64),
         ]
     }
 }
@@ -578,6 +695,7 @@ mod tests {
                     room: "r1".into(),
                     after,
                     limit,
+                    audit: None,
                 },
             );
             match &sent[0].1 {

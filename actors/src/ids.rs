@@ -21,6 +21,8 @@ pub enum ActorKind {
     ChatStore,
     /// Group chat: the Web service and file store.
     Web,
+    /// Group chat: the Compliance service (staging and export).
+    Compliance,
 }
 
 impl ActorKind {
@@ -36,6 +38,7 @@ impl ActorKind {
             ActorKind::Channel => "channel",
             ActorKind::ChatStore => "chat_store",
             ActorKind::Web => "web",
+            ActorKind::Compliance => "compliance",
         }
     }
 }

@@ -17,6 +17,8 @@ pub mod channel;
 pub mod chat;
 pub mod chat_store;
 pub mod cluster;
+pub mod compliance;
+pub mod compliance_export;
 pub mod database;
 pub mod destination_queue;
 pub mod frame;

@@ -885,7 +885,9 @@ impl Actor for OutgoingQueue {
             | Timer::DbTimeout
             | Timer::LoadReport
             | Timer::Rotation
-            | Timer::StoreTimeout => {}
+            | Timer::StoreTimeout
+            | Timer::ComplianceResend
+            | Timer::ComplianceRun => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! The typed protocol: every message any actor or client sends.
 
 use crate::chat::{ChatReject, Post, PostId, Room, RoomId, RoomQuery, RoomSummary};
+use crate::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
 use crate::ids::{Addr, MessageId, Millis, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -266,6 +267,10 @@ pub enum Msg {
     ChatLeave {
         room: RoomId,
     },
+    /// The leave is recorded (for compliance, if the pool has it).
+    ChatLeft {
+        room: RoomId,
+    },
     ChatPost {
         post: PostId,
         room: RoomId,
@@ -375,6 +380,8 @@ pub enum Msg {
         room: RoomId,
         info: Box<Room>,
         create: bool,
+        /// The user saving it (for compliance).
+        by: UserId,
     },
     /// Stored; `info.version` is its new directory version.
     StoreRoomSaved {
@@ -418,6 +425,21 @@ pub enum Msg {
         room: RoomId,
         after: u64,
         limit: u64,
+        /// Who reads, and whether it is a join or a history read: recorded
+        /// for compliance (when the pool has a Compliance service) before
+        /// the posts are sent.
+        audit: Option<(UserId, EventKind)>,
+    },
+    /// Records a compliance event the Channel server saw (a leave);
+    /// answered `StoreAudited` once it is durable.
+    StoreAudit {
+        token: u64,
+        room: RoomId,
+        user: UserId,
+        kind: EventKind,
+    },
+    StoreAudited {
+        token: u64,
     },
     /// Posts after the requested one, in order, and the room's latest seq.
     StoreRange {
@@ -429,6 +451,19 @@ pub enum Msg {
     StoreFailed {
         token: u64,
     },
+    // ---- compliance ------------------------------------------------------------
+    /// Outbox → Compliance service: events in order of their numbers.
+    ComplianceBatch {
+        events: Vec<ComplianceEvent>,
+    },
+    /// Compliance service → outbox: everything up to `upto` is staged.
+    ComplianceStaged {
+        upto: u64,
+    },
+    /// Operator → Compliance service: export now.
+    ComplianceRunNow,
+    ComplianceStatusQuery,
+    ComplianceReport(ComplianceStatus),
     // ---- Channel server ↔ Channel server (relay) ----------------------------
     Relay {
         seq: u64,
@@ -519,9 +554,17 @@ impl Msg {
             Msg::StoreAppend { .. } => "StoreAppend",
             Msg::StoreAppended { .. } => "StoreAppended",
             Msg::StoreRead { .. } => "StoreRead",
+            Msg::StoreAudit { .. } => "StoreAudit",
+            Msg::StoreAudited { .. } => "StoreAudited",
+            Msg::ChatLeft { .. } => "ChatLeft",
             Msg::StoreRange { .. } => "StoreRange",
             Msg::StoreFailed { .. } => "StoreFailed",
             Msg::Relay { .. } => "Relay",
+            Msg::ComplianceBatch { .. } => "ComplianceBatch",
+            Msg::ComplianceStaged { .. } => "ComplianceStaged",
+            Msg::ComplianceRunNow => "ComplianceRunNow",
+            Msg::ComplianceStatusQuery => "ComplianceStatusQuery",
+            Msg::ComplianceReport(_) => "ComplianceReport",
             Msg::ChatHello { .. } => "ChatHello",
             Msg::ChatWelcome { .. } => "ChatWelcome",
             Msg::ChatBulkJoin { .. } => "ChatBulkJoin",

@@ -111,6 +111,10 @@ pub struct Settings {
     /// Group chat: how long a file token is valid.
     #[serde(deserialize_with = "de_ms")]
     pub chat_token_ttl: Millis,
+    /// Compliance: staged events are exported this often (1 minute to 30
+    /// days).
+    #[serde(deserialize_with = "de_ms")]
+    pub compliance_interval: Millis,
 }
 
 impl Settings {
@@ -143,6 +147,12 @@ impl Settings {
             return Err((
                 "resend_backoff_max",
                 "must not be below resend_interval".into(),
+            ));
+        }
+        if !(60_000..=30 * 86_400_000).contains(&self.compliance_interval) {
+            return Err((
+                "compliance_interval",
+                "must be from 1 minute to 30 days".into(),
             ));
         }
         if self.db_retry_max < self.db_timeout {
@@ -190,6 +200,7 @@ impl Default for Settings {
             chat_store_timeout: 5_000,
             chat_file_max: 20_000 * 1024,
             chat_token_ttl: 5 * 60_000,
+            compliance_interval: 15 * 60_000,
         }
     }
 }
@@ -224,6 +235,7 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("chat_file_max", "\"20000KiB\"", "Group chat: the largest file the Web service takes (20,000 KB as in the original)."),
     ("chat_token_ttl", "\"5m\"", "Group chat: how long a file token a Channel server issues stays valid."),
     ("chat_store_timeout", "\"5s\"", "Group chat: a post the chat store has not confirmed in this time is refused to its author, who may retry (the post id makes it idempotent)."),
+    ("compliance_interval", "\"15m\"", "Compliance: the Compliance service exports its staged events this often (from 1 minute to 30 days); they are deleted only once the export files are written."),
 ];
 
 /// The settings reference as a Markdown table.
@@ -247,6 +259,10 @@ pub struct Sabotage {
     pub db_duplicate_every: u64,
     /// Channel servers do not relay posts to each other (group chat).
     pub no_relay: bool,
+    /// The Compliance service deletes a batch's staged events before it
+    /// writes the batch's files (the wrong order: a crash in between loses
+    /// them).
+    pub compliance_delete_first: bool,
 }
 
 #[cfg(test)]

@@ -63,6 +63,10 @@ pub struct Harness<A: Actor> {
     pub store: Recovered,
     pub timers: BTreeMap<Timer, Millis>,
     pub fail_persists: Option<StoreError>,
+    /// Every `Output` effect's files, in order.
+    pub outputs: Vec<Vec<crate::compliance_export::OutputFile>>,
+    /// Set: outputs fail with this (a full or unwritable folder).
+    pub fail_outputs: Option<StoreError>,
     events: Vec<&'static str>,
     rng: SmallRng,
 }
@@ -76,6 +80,8 @@ impl<A: Actor> Harness<A> {
             store: Recovered::new(),
             timers: BTreeMap::new(),
             fail_persists: None,
+            outputs: Vec::new(),
+            fail_outputs: None,
             events: Vec::new(),
             rng: SmallRng::seed_from_u64(1),
         }
@@ -109,6 +115,15 @@ impl<A: Actor> Harness<A> {
                     self.timers.remove(&timer);
                 }
                 Effect::Event(ev) => self.events.push(ev.name),
+                Effect::Output { token, files } => {
+                    self.outputs.push(files);
+                    let result = match &self.fail_outputs {
+                        Some(err) => Err(err.clone()),
+                        None => Ok(()),
+                    };
+                    let more = self.run(|a, ctx| a.on_output(token, result, ctx));
+                    sent.extend(more);
+                }
                 Effect::Load { token, key } => {
                     let result = match &self.fail_persists {
                         Some(err) => Err(err.clone()),

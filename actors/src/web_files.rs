@@ -12,9 +12,14 @@
 //! content is its own key (`b/<id>`), written in the same batch and read
 //! back with a `Load` when someone downloads it. Production hosts keep
 //! those keys one file each on disk, outside the log store.
+//!
+//! With a Compliance service in the pool, every upload is queued in the
+//! compliance outbox in the same write as the file, and every download
+//! before the file is sent (see [`crate::compliance`]).
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::chat::{verify_grant, ChatPool, FileOp};
+use crate::compliance::{ComplianceEvent, EventKind, NewEvent, Outbox};
 use crate::ids::{ActorKind, Addr};
 use crate::protocol::Msg;
 use crate::settings::Settings;
@@ -44,9 +49,19 @@ pub fn blob_key(id: &str) -> Vec<u8> {
     k
 }
 
-struct Upload {
-    client: Addr,
-    file: FileMeta,
+enum Write {
+    Upload {
+        client: Addr,
+        file: FileMeta,
+    },
+    /// A download whose compliance event must be durable before the file
+    /// is sent.
+    Download {
+        client: Addr,
+        reply: Msg,
+    },
+    /// Deleting outbox events the Compliance service has staged.
+    Trim,
 }
 
 pub struct WebFiles {
@@ -54,9 +69,11 @@ pub struct WebFiles {
     pool: Arc<ChatPool>,
     settings: Settings,
     files: BTreeMap<String, FileMeta>,
-    writing: BTreeMap<u64, Upload>,
-    /// Downloads waiting for their content: load token → (client, file).
-    reading: BTreeMap<u64, (Addr, FileMeta)>,
+    writing: BTreeMap<u64, (Write, Vec<ComplianceEvent>)>,
+    /// Downloads waiting for their content: load token → (client, user,
+    /// file).
+    reading: BTreeMap<u64, (Addr, String, FileMeta)>,
+    outbox: Outbox,
     next_token: u64,
     refused: u64,
 }
@@ -70,9 +87,25 @@ impl WebFiles {
             files: BTreeMap::new(),
             writing: BTreeMap::new(),
             reading: BTreeMap::new(),
+            outbox: Outbox::default(),
             next_token: 0,
             refused: 0,
         }
+    }
+
+    /// Queues compliance events for `compliance` (the pool's Compliance
+    /// service node), if any.
+    pub fn with_compliance(mut self, compliance: Option<String>) -> Self {
+        self.outbox = Outbox::new(self.name.clone(), compliance);
+        self
+    }
+
+    fn write(&mut self, write: Write, events: Vec<NewEvent>, mut ops: Vec<StoreOp>, ctx: &mut Ctx) {
+        let (queued, event_ops) = self.outbox.record(events);
+        ops.extend(event_ops);
+        self.next_token += 1;
+        self.writing.insert(self.next_token, (write, queued));
+        ctx.persist(self.next_token, ops);
     }
 
     fn refuse(&mut self, ctx: &mut Ctx, client: Addr, reason: impl Into<String>) {
@@ -94,6 +127,10 @@ impl Actor for WebFiles {
         self.files.clear();
         self.writing.clear();
         self.reading.clear();
+        for e in self.outbox.recover(&recovered) {
+            ctx.event("store_corrupt", format!("{}: {e}", self.name));
+        }
+        self.outbox.pump(ctx);
         for (k, v) in recovered.range(FILE.to_vec()..) {
             if !k.starts_with(FILE) {
                 break;
@@ -108,17 +145,19 @@ impl Actor for WebFiles {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
-        if !authorize(
-            from.actor == ActorKind::Client,
-            &self.name,
-            &from,
-            &msg,
-            ctx,
-        ) {
+        let ok = from.actor == ActorKind::Client
+            || (from.actor == ActorKind::Compliance && matches!(msg, Msg::ComplianceStaged { .. }));
+        if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
         let now = ctx.now();
         match msg {
+            Msg::ComplianceStaged { upto } => {
+                let ops = self.outbox.staged(&from, upto, ctx);
+                if !ops.is_empty() {
+                    self.write(Write::Trim, Vec::new(), ops, ctx);
+                }
+            }
             Msg::FileUpload { token, name, data } => {
                 let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
                     return self.refuse(ctx, from, "invalid token");
@@ -154,21 +193,25 @@ impl Actor for WebFiles {
                     size: data.len() as u64,
                 };
                 let value = store_keys::encode(&file);
-                self.writing
-                    .insert(self.next_token, Upload { client: from, file });
-                ctx.persist(
-                    self.next_token,
-                    vec![
-                        StoreOp::Put {
-                            key: blob_key(&id),
-                            value: data,
-                        },
-                        StoreOp::Put {
-                            key: Self::key(&id),
-                            value,
-                        },
-                    ],
-                );
+                let event = NewEvent {
+                    kind: EventKind::Upload,
+                    room: file.room.clone(),
+                    user: file.uploader.clone(),
+                    at: now,
+                    item: id.clone(),
+                    text: file.name.clone(),
+                };
+                let ops = vec![
+                    StoreOp::Put {
+                        key: blob_key(&id),
+                        value: data,
+                    },
+                    StoreOp::Put {
+                        key: Self::key(&id),
+                        value,
+                    },
+                ];
+                self.write(Write::Upload { client: from, file }, vec![event], ops, ctx);
             }
             Msg::FileDownload { token } => {
                 let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
@@ -183,7 +226,8 @@ impl Actor for WebFiles {
                 match self.files.get(&file) {
                     Some(f) if f.room == grant.room => {
                         self.next_token += 1;
-                        self.reading.insert(self.next_token, (from, f.clone()));
+                        self.reading
+                            .insert(self.next_token, (from, grant.user, f.clone()));
                         ctx.load(self.next_token, blob_key(&file));
                     }
                     _ => self.refuse(ctx, from, "no such file in this room"),
@@ -196,31 +240,44 @@ impl Actor for WebFiles {
         }
     }
 
-    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
+        if timer == Timer::ComplianceResend {
+            self.outbox.resend(ctx);
+        }
+    }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
-        let Some(u) = self.writing.remove(&token) else {
+        let Some((write, queued)) = self.writing.remove(&token) else {
             return;
         };
-        match result {
-            Ok(()) => {
+        if let Err(e) = result {
+            self.outbox.rolled_back(&queued);
+            let client = match write {
+                Write::Upload { client, .. } | Write::Download { client, .. } => client,
+                Write::Trim => return,
+            };
+            ctx.event("file_store_failed", format!("{}: {e}", self.name));
+            ctx.send(
+                client,
+                Msg::FileRefused {
+                    reason: format!("the request could not be recorded: {e}"),
+                },
+            );
+            return;
+        }
+        self.outbox.committed(queued, ctx);
+        match write {
+            Write::Upload { client, file } => {
                 let reply = Msg::FileStored {
-                    file: u.file.id.clone(),
-                    name: u.file.name.clone(),
-                    size: u.file.size,
+                    file: file.id.clone(),
+                    name: file.name.clone(),
+                    size: file.size,
                 };
-                self.files.insert(u.file.id.clone(), u.file);
-                ctx.send(u.client, reply);
+                self.files.insert(file.id.clone(), file);
+                ctx.send(client, reply);
             }
-            Err(e) => {
-                ctx.event("file_store_failed", format!("{}: {e}", self.name));
-                ctx.send(
-                    u.client,
-                    Msg::FileRefused {
-                        reason: format!("the file could not be stored: {e}"),
-                    },
-                );
-            }
+            Write::Download { client, reply } => ctx.send(client, reply),
+            Write::Trim => {}
         }
     }
 
@@ -230,18 +287,35 @@ impl Actor for WebFiles {
         result: Result<Option<Vec<u8>>, StoreError>,
         ctx: &mut Ctx,
     ) {
-        let Some((client, file)) = self.reading.remove(&token) else {
+        let Some((client, user, file)) = self.reading.remove(&token) else {
             return;
         };
         match result {
-            Ok(Some(data)) if data.len() as u64 == file.size => ctx.send(
-                client,
-                Msg::FileData {
+            Ok(Some(data)) if data.len() as u64 == file.size => {
+                let event = NewEvent {
+                    kind: EventKind::Download,
+                    room: file.room.clone(),
+                    user,
+                    at: ctx.now(),
+                    item: file.id.clone(),
+                    text: file.name.clone(),
+                };
+                let reply = Msg::FileData {
                     file: file.id,
                     name: file.name,
                     data,
-                },
-            ),
+                };
+                if self.outbox.enabled() {
+                    self.write(
+                        Write::Download { client, reply },
+                        vec![event],
+                        Vec::new(),
+                        ctx,
+                    );
+                } else {
+                    ctx.send(client, reply);
+                }
+            }
             Ok(found) => {
                 // Described but missing or cut short: say so, loudly.
                 ctx.event(

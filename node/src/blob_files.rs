@@ -26,6 +26,25 @@ fn store_error(path: &Path, e: std::io::Error) -> StoreError {
     }
 }
 
+/// Writes `data` as `path`: a temporary file next to it, synced, renamed
+/// into place, the folder synced. A reader sees the old file or the whole
+/// new one; a crash leaves at most a stray `.tmp`.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        store_error(path, e)
+    })
+}
+
 impl BlobFiles {
     /// Opens (creating) the folder and removes temporaries a crash left.
     pub fn open(dir: &Path) -> Result<BlobFiles, String> {
@@ -52,18 +71,7 @@ impl BlobFiles {
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let path = self.path(key);
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(value)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            store_error(&path, e)
-        })
+        write_atomically(&path, value)
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -419,6 +419,7 @@ mod tests {
                 room: "deals".into(),
                 info: Box::new(room),
                 create: true,
+                by: "ann@corp.example".into(),
             },
         );
         assert!(matches!(sent[..], [Msg::StoreRoomSaved { .. }]), "{sent:?}");

@@ -10,6 +10,7 @@
 use holdfast_actors::chat::{Category, ChatPool, Privacy as RoomPrivacy, Room};
 use holdfast_actors::chat_store::valid_room_name;
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::compliance_export::ExportFormat;
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::settings::Settings;
@@ -173,6 +174,25 @@ struct RawConfig {
     rooms: Vec<RawRoom>,
     #[serde(default, rename = "category")]
     categories: Vec<RawCategory>,
+    #[serde(default)]
+    compliance: Option<RawCompliance>,
+}
+
+/// `[compliance]`: where and how the Compliance service exports.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompliance {
+    /// Output folder for the pickup system (relative to the config file).
+    output: PathBuf,
+    /// `xml` (default), `jsonl` or `csv`.
+    #[serde(default)]
+    format: Option<String>,
+    /// Export only these rooms (default: all).
+    #[serde(default)]
+    rooms: Vec<String>,
+    /// Export only events of these users (default: all).
+    #[serde(default)]
+    users: Vec<String>,
 }
 
 /// A server role a node can have.
@@ -192,6 +212,8 @@ pub enum Role {
     ChatStore,
     /// Group chat: the Web service and file store.
     Web,
+    /// Group chat: the Compliance service (at most one).
+    Compliance,
 }
 
 impl Role {
@@ -204,6 +226,7 @@ impl Role {
             "channel" => Some(Role::Channel),
             "chat_store" => Some(Role::ChatStore),
             "web" => Some(Role::Web),
+            "compliance" => Some(Role::Compliance),
             _ => None,
         }
     }
@@ -217,6 +240,7 @@ impl Role {
             Role::Channel => &[ActorKind::Channel],
             Role::ChatStore => &[ActorKind::ChatStore],
             Role::Web => &[ActorKind::Web],
+            Role::Compliance => &[ActorKind::Compliance],
         }
     }
 }
@@ -272,6 +296,8 @@ pub struct Config {
     pub cluster: Arc<Cluster>,
     /// The group chat pool (empty without Channel servers).
     pub pool: Arc<ChatPool>,
+    /// The Compliance service's output folder (with a `compliance` node).
+    pub compliance_output: Option<PathBuf>,
 }
 
 /// Expands `user{1..3}@x` into `user1@x`, `user2@x`, `user3@x`.
@@ -653,7 +679,51 @@ impl Config {
                 }
             }
         }
+        let comp: Vec<&NodeConfig> = nodes.iter().filter(|n| n.has(Role::Compliance)).collect();
+        let mut compliance_output = None;
+        match (comp.as_slice(), &raw.compliance) {
+            ([], None) => {}
+            ([], Some(_)) => {
+                return Err(invalid(
+                    "compliance".into(),
+                    "a [compliance] section needs a node with the compliance role".into(),
+                ))
+            }
+            ([_], None) => {
+                return Err(invalid(
+                    "compliance.output".into(),
+                    "a compliance node needs [compliance] output = \"folder\"".into(),
+                ))
+            }
+            ([node], Some(c)) => {
+                if pool.store.is_empty() {
+                    return Err(invalid(
+                        "node.roles".into(),
+                        "a compliance node serves group chat: the cluster needs a chat pool".into(),
+                    ));
+                }
+                pool.compliance = Some(node.name.clone());
+                if let Some(f) = &c.format {
+                    pool.export.format = ExportFormat::parse(f).ok_or_else(|| {
+                        invalid(
+                            "compliance.format".into(),
+                            format!("{f:?}: one of xml, jsonl, csv"),
+                        )
+                    })?;
+                }
+                pool.export.rooms = c.rooms.clone();
+                pool.export.users = c.users.clone();
+                compliance_output = Some(resolve(&c.output));
+            }
+            (_, _) => {
+                return Err(invalid(
+                    "node.roles".into(),
+                    "at most one node may have the compliance role".into(),
+                ))
+            }
+        }
         Ok(Config {
+            compliance_output,
             pool: Arc::new(pool),
             file: file.to_path_buf(),
             domain: raw.cluster.domain,
@@ -801,6 +871,20 @@ denied = ["user3@corp.example"]
             "links = \"plain\"\nfile_token_key = \"sixteen chars or more\"",
         );
         assert_eq!(parse(&keyed).unwrap().pool.web, vec!["web1"]);
+        // A compliance node needs its output folder, and a chat pool.
+        let comp = format!(
+            "{chat}\n[[node]]\nname = \"comp1\"\nroles = [\"compliance\"]\nlisten = \"127.0.0.1:7801\"\n"
+        );
+        assert!(err(&comp).contains("compliance.output"));
+        let with_out = format!("{comp}\n[compliance]\noutput = \"out\"\nformat = \"csv\"\n");
+        let c = parse(&with_out).unwrap();
+        assert_eq!(c.pool.compliance.as_deref(), Some("comp1"));
+        assert!(c
+            .compliance_output
+            .as_ref()
+            .is_some_and(|p| p.ends_with("out")));
+        assert!(err(&with_out.replace("\"csv\"", "\"pdf\"")).contains("compliance.format"));
+        assert!(err(&format!("{GOOD}\n[compliance]\noutput = \"o\"\n")).contains("compliance"));
         // Rooms without chat nodes are refused.
         let e = err(&format!("{GOOD}\n[[room]]\nname = \"r\"\nmembers = []\n"));
         assert!(e.contains("room"), "{e}");

@@ -14,6 +14,7 @@ pub mod chat_client;
 pub mod chat_db;
 pub mod client;
 pub mod cluster_up;
+pub mod compliance_client;
 pub mod config;
 pub mod file_disk;
 pub mod metrics;

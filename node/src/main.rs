@@ -6,7 +6,7 @@ use holdfast::archive_db::{ArchiveDb, Query};
 use holdfast::client::{self, Client, Outcome};
 use holdfast::config::{Config, Role};
 use holdfast_actors::chat::{Privacy, Room, RoomQuery};
-use holdfast_actors::protocol::Im;
+use holdfast_actors::protocol::{Im, Msg};
 use holdfast_actors::settings;
 use holdfast_actors::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
 use holdfast_host::store::replay;
@@ -108,6 +108,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The Compliance service: status, or export now.
+    Compliance {
+        #[command(subcommand)]
+        cmd: ComplianceCmd,
+    },
     /// Persistent group chat: rooms, posts, history.
     Chat {
         #[command(subcommand)]
@@ -180,6 +185,20 @@ enum ImCmd {
         timeout: Duration,
         /// The message text.
         text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComplianceCmd {
+    /// Staged events, the last batch and run, the last error.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Export the staged events now instead of at the next interval.
+    RunNow {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -988,6 +1007,33 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Status { config } => status(&load_config(&config)?)?,
         Cmd::Chat { cmd } => chat(cmd)?,
+        Cmd::Compliance { cmd } => {
+            let (config, request) = match cmd {
+                ComplianceCmd::Status { config } => (config, Msg::ComplianceStatusQuery),
+                ComplianceCmd::RunNow { config } => (config, Msg::ComplianceRunNow),
+            };
+            let config = load_config(&config)?;
+            let s = runtime()?.block_on(holdfast::compliance_client::ask(
+                &config,
+                request,
+                Duration::from_secs(10),
+            ))?;
+            println!("staged events: {}", s.staged);
+            println!("last batch:    {}", s.last_batch);
+            println!(
+                "last run:      {}",
+                if s.last_run == 0 {
+                    "none since the service started".to_string()
+                } else {
+                    fmt_time(s.last_run)
+                }
+            );
+            println!("filtered out:  {}", s.filtered);
+            println!(
+                "last error:    {}",
+                s.last_error.as_deref().unwrap_or("none")
+            );
+        }
         Cmd::File { cmd } => file(cmd)?,
         Cmd::Bench {
             rate,

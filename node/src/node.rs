@@ -23,7 +23,7 @@
 //! its queue, or the archiver and the database, use both cores of a machine.
 
 use crate::archive_db::ArchiveDb;
-use crate::blob_files::BlobFiles;
+use crate::blob_files::{write_atomically, BlobFiles};
 use crate::chat_db::ChatDb;
 use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::{now_or_never, FileDisk};
@@ -34,6 +34,7 @@ use holdfast_actors::actor::{Actor as Core, Ctx, Effect, Recovered, StoreError, 
 use holdfast_actors::archiver::Archiver;
 use holdfast_actors::channel::Channel;
 use holdfast_actors::chat_store::ChatStore;
+use holdfast_actors::compliance::Compliance;
 use holdfast_actors::database::Database;
 use holdfast_actors::destination_queue::DestinationQueue;
 use holdfast_actors::front_end::FrontEnd;
@@ -298,8 +299,19 @@ fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
         ActorKind::Database => Box::new(Database::new(n, Sabotage::default())),
         ActorKind::Lookup => Box::new(Lookup::new(n, shared.config.pool.clone(), s)),
         ActorKind::Channel => Box::new(Channel::new(n, shared.config.pool.clone(), s)),
-        ActorKind::ChatStore => Box::new(ChatStore::new(n, shared.config.pool.rooms.clone())),
-        ActorKind::Web => Box::new(WebFiles::new(n, shared.config.pool.clone(), s)),
+        ActorKind::ChatStore => Box::new(
+            ChatStore::new(n, shared.config.pool.rooms.clone())
+                .with_compliance(shared.config.pool.compliance.clone()),
+        ),
+        ActorKind::Web => Box::new(
+            WebFiles::new(n, shared.config.pool.clone(), s)
+                .with_compliance(shared.config.pool.compliance.clone()),
+        ),
+        ActorKind::Compliance => Box::new(Compliance::new(
+            n,
+            shared.config.pool.export.clone(),
+            s.compliance_interval,
+        )),
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }
 }
@@ -448,6 +460,36 @@ impl CoreActor {
                     };
                     // The completion's effects run before the rest of this
                     // reaction's, and before any other event.
+                    for e in more.into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+                Effect::Output { token, files } => {
+                    let result = match &self.shared.config.compliance_output {
+                        Some(dir) => std::fs::create_dir_all(dir)
+                            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))
+                            .and_then(|()| {
+                                // In order: the manifest comes last.
+                                files
+                                    .iter()
+                                    .try_for_each(|f| write_atomically(&dir.join(&f.name), &f.data))
+                            }),
+                        None => Err(StoreError::Io("no [compliance] output folder".into())),
+                    };
+                    if let Err(e) = &result {
+                        tracing::warn!(node = %self.name(), error = %e, "compliance export not written");
+                    }
+                    let now = now_ms();
+                    let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
+                    let more = catch_unwind(AssertUnwindSafe(|| {
+                        let mut c = Ctx::new(now, me, rng);
+                        core.on_output(token, result, &mut c);
+                        c.into_effects()
+                    }));
+                    let Ok(more) = more else {
+                        self.crashed(ctx, "the core panicked");
+                        return;
+                    };
                     for e in more.into_iter().rev() {
                         queue.push_front(e);
                     }

@@ -9,6 +9,7 @@ mod common;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
 use holdfast::cluster_up::{free_port, loopback_config};
+use holdfast_actors::compliance_export::{parse, ExportFormat};
 use std::time::Duration;
 
 fn config_text() -> String {
@@ -26,6 +27,7 @@ fn config_text() -> String {
         ("lookup1", "lookup"),
         ("chatdb", "chat_store"),
         ("web1", "web"),
+        ("comp1", "compliance"),
     ] {
         text.push_str(&format!(
             "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
@@ -35,6 +37,7 @@ fn config_text() -> String {
     text.push_str(
         "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
     );
+    text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text.push_str(
         "\n[[category]]\nname = \"corp\"\nallowed = [\"*\"]\ndenied = [\"eve@corp.example\"]\ncreators = [\"alice@corp.example\"]\n",
     );
@@ -189,6 +192,45 @@ fn rooms_are_created_found_changed_and_kept() {
         history.contains("alice@corp.example: kick-off"),
         "{history}"
     );
+
+    // Compliance: an export on demand holds the room's creation, its post
+    // and the wall, once each, in XML a pickup system can read.
+    let out = c.dir.path().join("compliance-out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        ok(holdfast(&c, &["compliance", "run-now"]));
+        let mut events = Vec::new();
+        for entry in std::fs::read_dir(&out).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "xml") {
+                let data = std::fs::read(&path).unwrap();
+                events.extend(parse(ExportFormat::Xml, &data).unwrap());
+            }
+        }
+        let has_post = events
+            .iter()
+            .any(|e| e.kind == "post" && e.text == "kick-off");
+        if has_post || std::time::Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let count = |kind: &str, room: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind && e.room == room)
+            .count()
+    };
+    assert_eq!(count("post", "project-x"), 1, "{events:?}");
+    assert_eq!(count("room_saved", "project-x"), 2, "{events:?}");
+    assert!(count("join", "project-x") >= 2, "{events:?}");
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    ids.sort();
+    let all = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "an event exported twice");
+    let status = ok(holdfast(&c, &["compliance", "status"]));
+    assert!(status.contains("last error:    none"), "{status}");
     let slow = c.stop_all();
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }

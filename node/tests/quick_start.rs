@@ -26,8 +26,8 @@ fn quick_start_as_written() {
     .unwrap();
     let mut text = example.clone();
     for port in [
-        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "9101", "9102",
-        "9201", "9301",
+        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "7801", "9101",
+        "9102", "9201", "9301",
     ] {
         assert!(
             text.contains(port),
@@ -234,6 +234,37 @@ fn quick_start_as_written() {
     );
     assert_eq!(std::fs::read_to_string(&dst).unwrap(), "the quarterly plan");
 
+    // Compliance: an export now writes a batch and its manifest.
+    let out_dir = dir.path().join("compliance-out");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = holdfast(&["compliance", "run-now", "-c", cfg]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let manifests = std::fs::read_dir(&out_dir)
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+            })
+            .count();
+        if manifests > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no export appeared");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = holdfast(&["compliance", "status", "-c", cfg]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && out.contains("last batch:"),
+        "{out}"
+    );
+
     // An unknown recipient is refused explicitly (exit code 2).
     let refused = holdfast(&[
         "im",
@@ -257,5 +288,5 @@ fn quick_start_as_written() {
     }
     let out = up.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches(" stopped").count(), 9, "{stdout}");
+    assert_eq!(stdout.matches(" stopped").count(), 10, "{stdout}");
 }

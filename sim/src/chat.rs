@@ -304,7 +304,7 @@ impl ChatClient {
                                 for s in state.values_mut() {
                                     s.away = false;
                                 }
-                                if !self.walled && self.wl.churn > 0.0 && self.rng.gen_bool(self.wl.churn) {
+                                if !self.walled && now < stop && self.wl.churn > 0.0 && self.rng.gen_bool(self.wl.churn) {
                                     let joined: Vec<String> = state.iter().filter(|(_, s)| s.joined).map(|(r, _)| r.clone()).collect();
                                     if !joined.is_empty() {
                                         let room = joined[self.rng.gen_range(0..joined.len())].clone();
@@ -533,6 +533,9 @@ impl ChatClient {
                         .is_none_or(|f| f.size == data.len() as u64)
                 {
                     log.downloads_ok += 1;
+                    *log.downloads_by
+                        .entry((self.user.clone(), file))
+                        .or_default() += 1;
                 } else {
                     log.downloads_corrupt.push(format!(
                         "{} got {file} ({name}) with other content",
@@ -544,6 +547,12 @@ impl ChatClient {
                 lock(&self.log)
                     .file_refusals
                     .push(format!("{}: {reason}", self.me));
+            }
+            Msg::ChatLeft { room } => {
+                *lock(&self.log)
+                    .leaves_confirmed
+                    .entry((self.user.clone(), room))
+                    .or_default() += 1;
             }
             Msg::RoomSaved { room, .. } => {
                 if let Some(c) = &mut self.creates {

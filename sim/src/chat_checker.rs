@@ -80,6 +80,11 @@ pub struct ChatLog {
     pub reconnects: u64,
     /// Rooms left for a while (churn); each rejoin must catch up.
     pub leaves: u64,
+    /// Leaves the Channel server confirmed (recorded for compliance), per
+    /// (user, room).
+    pub leaves_confirmed: BTreeMap<(String, String), u64>,
+    /// Good downloads per (user, file id).
+    pub downloads_by: BTreeMap<(String, String), u64>,
 }
 
 pub type SharedChatLog = Arc<Mutex<ChatLog>>;
@@ -123,6 +128,8 @@ pub struct ChatCounts {
     pub files_corrupt: u64,
     pub file_refusals: u64,
     pub examples: BTreeMap<&'static str, Vec<String>>,
+    /// Compliance findings, when the pool has a Compliance service.
+    pub compliance: Option<crate::compliance_checker::ComplianceCounts>,
 }
 
 /// Compares what the chat clients saw with the store's durable posts and

@@ -6,6 +6,7 @@
 
 pub mod chat_checker;
 pub mod checker;
+pub mod compliance_checker;
 pub mod critical;
 pub mod disk;
 pub mod plot;

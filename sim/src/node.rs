@@ -7,12 +7,13 @@ use crate::lock;
 use crate::report::EventRecord;
 use crate::trace::Trace;
 use fnv::FnvHasher;
-use holdfast_actors::actor::{Actor, Ctx, Effect, Timer};
+use holdfast_actors::actor::{Actor, Ctx, Effect, StoreError, Timer};
 use holdfast_actors::archiver::Archiver;
 use holdfast_actors::channel::Channel;
 use holdfast_actors::chat::ChatPool;
 use holdfast_actors::chat_store::ChatStore;
 use holdfast_actors::cluster::Cluster;
+use holdfast_actors::compliance::Compliance;
 use holdfast_actors::database::Database;
 use holdfast_actors::destination_queue::DestinationQueue;
 use holdfast_actors::front_end::FrontEnd;
@@ -22,6 +23,7 @@ use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::Envelope;
 use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::web_files::WebFiles;
+use holdfast_host::disk::Disk;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::Network;
 use rand::rngs::SmallRng;
@@ -75,6 +77,9 @@ pub type Samples = Vec<(u64, &'static str, u64)>;
 /// How often the host samples its actors' gauges.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Folder (file name prefix) of a node's export files on its disk.
+pub const OUTPUT_DIR: &str = "out/";
+
 /// File on the node's disk that holds an actor's store.
 pub fn store_file(kind: ActorKind) -> String {
     format!("{}.log", kind.as_str())
@@ -113,8 +118,21 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
             Box::new(Channel::new(n, spec.pool.clone(), s).without_relay())
         }
         ActorKind::Channel => Box::new(Channel::new(n, spec.pool.clone(), s)),
-        ActorKind::ChatStore => Box::new(ChatStore::new(n, spec.pool.rooms.clone())),
-        ActorKind::Web => Box::new(WebFiles::new(n, spec.pool.clone(), s)),
+        ActorKind::ChatStore => Box::new(
+            ChatStore::new(n, spec.pool.rooms.clone())
+                .with_compliance(spec.pool.compliance.clone()),
+        ),
+        ActorKind::Web => Box::new(
+            WebFiles::new(n, spec.pool.clone(), s).with_compliance(spec.pool.compliance.clone()),
+        ),
+        ActorKind::Compliance => {
+            let c = Compliance::new(n, spec.pool.export.clone(), s.compliance_interval);
+            if spec.sabotage.compliance_delete_first {
+                Box::new(c.deleting_first())
+            } else {
+                Box::new(c)
+            }
+        }
         ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
     }
 }
@@ -176,6 +194,30 @@ impl Host {
                     slot.actor.on_persisted(token, result, &mut ctx);
                     // The completion's effects run before the rest of this
                     // reaction's, and before any other event.
+                    for e in ctx.into_effects().into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+                Effect::Output { token, files } => {
+                    // Each file written atomically (after an fsync delay)
+                    // under `out/`; a crash after the last one and before
+                    // the core's deletion is durable is the window the
+                    // export intent covers.
+                    let disk = self.shared.disk.clone();
+                    let mut result = Ok(());
+                    for f in files {
+                        if let Err(e) = disk
+                            .replace(&format!("{OUTPUT_DIR}{}", f.name), &f.data)
+                            .await
+                        {
+                            result = Err(StoreError::from(e));
+                            break;
+                        }
+                    }
+                    let now = self.now();
+                    let slot = &mut self.slots[i];
+                    let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
+                    slot.actor.on_output(token, result, &mut ctx);
                     for e in ctx.into_effects().into_iter().rev() {
                         queue.push_front(e);
                     }

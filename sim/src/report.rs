@@ -348,6 +348,30 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
             ex("file_refusals")
         ));
     }
+    if let Some(cc) = &c.compliance {
+        let cex = |k: &str| cc.examples.get(k).cloned().unwrap_or_default();
+        for (what, n, key) in [
+            ("missing", cc.missing, "missing"),
+            ("duplicated", cc.duplicates, "duplicates"),
+            ("wrong or unreadable", cc.wrong, "wrong"),
+        ] {
+            if n > 0 {
+                f.push(format!(
+                    "compliance: {n} events {what} (pending at the end: {}); e.g. {:?}",
+                    cc.pending,
+                    cex(key)
+                ));
+            }
+        }
+        if let Some(min) = e.compliance_exported_min {
+            if cc.exported < min {
+                f.push(format!(
+                    "compliance exported = {} (expected at least {min})",
+                    cc.exported
+                ));
+            }
+        }
+    }
     if c.wall_breaches > 0 {
         f.push(format!(
             "ethical wall breached {} times; e.g. {:?}",
@@ -471,6 +495,19 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
                 ch.files_downloaded,
                 ch.files_corrupt,
                 ch.file_refusals
+            ));
+        }
+        if let Some(cc) = &ch.compliance {
+            let kinds: Vec<String> = cc.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            s.push_str(&format!(
+                "  compliance: exported {} in {} batches ({})  missing {}  duplicates {}  wrong {}  pending {}\n",
+                cc.exported,
+                cc.batches,
+                kinds.join(", "),
+                cc.missing,
+                cc.duplicates,
+                cc.wrong,
+                cc.pending
             ));
         }
     }

@@ -5,10 +5,11 @@
 use crate::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
 use crate::chat_checker::{self, chat_rooms, chat_users, ChatLog};
 use crate::checker::{self, Observed, Op, Shutdown};
+use crate::compliance_checker::{self, ComplianceInput};
 use crate::critical;
 use crate::disk::SimDisk;
 use crate::lock;
-use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec};
+use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec, OUTPUT_DIR};
 use crate::report::{EventRecord, RunResult};
 use crate::scenario::{Archive, FaultKind, Scenario};
 use crate::trace::Trace;
@@ -17,6 +18,7 @@ use holdfast_actors::actor::Recovered;
 use holdfast_actors::chat::{Category, ChatPool, Room};
 use holdfast_actors::chat_store;
 use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::compliance;
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::store_keys;
@@ -168,6 +170,8 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
         store: t.chat_store.clone().unwrap_or_default(),
         rooms,
         categories,
+        compliance: t.compliance.clone(),
+        export: scn.export.clone(),
         web: t.web.clone(),
         // Any key will do in a closed world; production reads its own.
         token_key: b"simulated pool key".to_vec(),
@@ -176,6 +180,14 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
 
 /// The category of chat workload `w`'s rooms when they are created at run
 /// time.
+/// Events still in a compliance outbox of a store.
+fn outbox_len(state: &Recovered) -> u64 {
+    state
+        .keys()
+        .filter(|k| k.starts_with(compliance::OUTBOX) && k.len() == compliance::OUTBOX.len() + 8)
+        .count() as u64
+}
+
 pub fn managed_category(w: usize) -> String {
     format!("workload{w}")
 }
@@ -237,6 +249,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             vec![ActorKind::ChatStore]
         } else if t.web.contains(name) {
             vec![ActorKind::Web]
+        } else if t.compliance.as_ref() == Some(name) {
+            vec![ActorKind::Compliance]
         } else {
             vec![ActorKind::Database]
         };
@@ -391,6 +405,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             }
         }
         let mut files = BTreeMap::new();
+        let mut file_owners = BTreeMap::new();
+        let mut pending = 0u64;
         for web in &scn.topology.web {
             let state = replay(&nodes.shared[web].disk.durable(&store_file(ActorKind::Web))).0;
             for (k, v) in state.range(web_files::FILE.to_vec()..) {
@@ -401,6 +417,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                     // A description without its content is a lost file.
                     Ok(f) => match state.get(&web_files::blob_key(&f.id)) {
                         Some(data) => {
+                            file_owners.insert(f.id.clone(), (f.room.clone(), f.uploader.clone()));
                             files.insert(f.id, data.len() as u64);
                         }
                         None => read_errors.push(format!("{web}: file {} has no content", f.id)),
@@ -408,8 +425,42 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                     Err(e) => read_errors.push(format!("{web}: {e}")),
                 }
             }
+            pending += outbox_len(&state);
         }
-        chat_checker::check(&lock(&chat_log), &posts, &files)
+        let log = lock(&chat_log);
+        let mut counts = chat_checker::check(&log, &posts, &files);
+        if let Some(comp) = &scn.topology.compliance {
+            pending += outbox_len(&state);
+            let comp_disk = &nodes.shared[comp].disk;
+            let staged = replay(&comp_disk.durable(&store_file(ActorKind::Compliance))).0;
+            pending += staged
+                .keys()
+                .filter(|k| k.starts_with(compliance::STAGED))
+                .count() as u64;
+            let outputs: Vec<(String, Vec<u8>)> = comp_disk
+                .file_names()
+                .into_iter()
+                .filter_map(|n| {
+                    let name = n.strip_prefix(OUTPUT_DIR)?.to_string();
+                    Some((name, comp_disk.durable(&n)))
+                })
+                .collect();
+            let rooms_saved: Vec<String> = state
+                .keys()
+                .filter_map(|k| k.strip_prefix(chat_store::CHAT_ROOM))
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect();
+            counts.compliance = Some(compliance_checker::check(&ComplianceInput {
+                format: scn.export.format,
+                outputs: &outputs,
+                posts: &posts,
+                files: &file_owners,
+                rooms_saved: &rooms_saved,
+                log: &log,
+                pending,
+            }));
+        }
+        counts
     });
     let events = lock(&events).clone();
     let expired = events

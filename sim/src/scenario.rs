@@ -5,6 +5,8 @@
 //! negative rate is an error naming the file, the line and the key, never
 //! silently ignored.
 
+use holdfast_actors::compliance::ComplianceConfig;
+use holdfast_actors::compliance_export::ExportFormat;
 use holdfast_actors::protocol::RecordKind;
 use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::units;
@@ -66,6 +68,21 @@ struct RawScenario {
     fault: Vec<RawFault>,
     #[serde(default)]
     expect: RawExpect,
+    #[serde(default)]
+    compliance: Option<RawCompliance>,
+}
+
+/// `[compliance]`: how the Compliance service exports.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompliance {
+    /// `xml` (default), `jsonl` or `csv`.
+    #[serde(default)]
+    format: Option<Spanned<String>>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
 }
 
 fn default_seed() -> u64 {
@@ -96,6 +113,9 @@ struct RawTopology {
     /// Group chat: Web service nodes `web1..` (files).
     #[serde(default = "zero")]
     web: Spanned<i64>,
+    /// Group chat: a Compliance service node `comp1`.
+    #[serde(default)]
+    compliance: Option<Spanned<bool>>,
 }
 
 impl Default for RawTopology {
@@ -109,6 +129,7 @@ impl Default for RawTopology {
             channels: zero(),
             lookups: zero(),
             web: zero(),
+            compliance: None,
         }
     }
 }
@@ -242,6 +263,7 @@ struct RawExpect {
     chat_busy_min: Option<u64>,
     chat_reconnects_min: Option<u64>,
     chat_refused_joins_min: Option<u64>,
+    compliance_exported_min: Option<u64>,
     #[serde(default)]
     events_order: Vec<String>,
 }
@@ -268,6 +290,8 @@ pub struct Scenario {
     pub chat: Vec<ChatWorkload>,
     pub faults: Vec<Fault>,
     pub expect: Expect,
+    /// How the Compliance service exports (with `topology.compliance`).
+    pub export: ComplianceConfig,
 }
 
 /// A value of the scenario that each seed draws from a range.
@@ -333,7 +357,12 @@ pub struct Topology {
     /// The chat store's node, when there are Channel servers.
     pub chat_store: Option<String>,
     pub web: Vec<String>,
+    /// The Compliance service's node, if any.
+    pub compliance: Option<String>,
 }
+
+/// The Compliance service's node name.
+pub const COMPLIANCE_NODE: &str = "comp1";
 
 /// The chat store's node name.
 pub const CHAT_STORE_NODE: &str = "chatdb";
@@ -348,6 +377,7 @@ impl Topology {
             .chain(&self.lookups)
             .chain(&self.chat_store)
             .chain(&self.web)
+            .chain(&self.compliance)
     }
     pub fn has(&self, node: &str) -> bool {
         self.servers().any(|n| n == node)
@@ -489,6 +519,8 @@ pub struct Expect {
     pub chat_busy_min: Option<u64>,
     pub chat_reconnects_min: Option<u64>,
     pub chat_refused_joins_min: Option<u64>,
+    /// With a Compliance service: at least this many events exported.
+    pub compliance_exported_min: Option<u64>,
 }
 
 /// Gauges the actors report (see `Actor::gauges`).
@@ -686,6 +718,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         lookups: node_names("lookup", cx.count(&t.lookups, "topology.lookups", 0)?),
         chat_store: None,
         web: node_names("web", cx.count(&t.web, "topology.web", 0)?),
+        compliance: None,
     };
     let mut topology = topology;
     if !topology.channels.is_empty() {
@@ -697,6 +730,16 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
         topology.chat_store = Some(CHAT_STORE_NODE.to_string());
+    }
+    if let Some(c) = t.compliance.as_ref().filter(|c| *c.get_ref()) {
+        if topology.channels.is_empty() {
+            return Err(cx.err(
+                &c.span(),
+                "topology.compliance",
+                "the Compliance service serves group chat: set topology.channels too",
+            ));
+        }
+        topology.compliance = Some(COMPLIANCE_NODE.to_string());
     }
     if !topology.web.is_empty() && topology.channels.is_empty() {
         return Err(cx.err(
@@ -1070,7 +1113,24 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         }
         gauge_min.push((node.to_string(), gauge.to_string(), *min.get_ref()));
     }
+    let mut export = ComplianceConfig::default();
+    if let Some(c) = &raw.compliance {
+        if topology.compliance.is_none() {
+            return Err(cx.err(
+                &(0..0),
+                "compliance",
+                "a [compliance] table needs topology.compliance = true",
+            ));
+        }
+        if let Some(f) = &c.format {
+            export.format = ExportFormat::parse(f.get_ref())
+                .ok_or_else(|| cx.err(&f.span(), "compliance.format", "one of xml, jsonl, csv"))?;
+        }
+        export.rooms = c.rooms.clone();
+        export.users = c.users.clone();
+    }
     let expect = Expect {
+        compliance_exported_min: e.compliance_exported_min,
         gauge_min,
         critical_shutdown_within_ms: e
             .critical_shutdown_within
@@ -1122,6 +1182,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         topology,
         settings,
         sabotage: raw.sabotage,
+        export,
         workloads,
         chat,
         faults,
