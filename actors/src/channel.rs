@@ -181,6 +181,26 @@ impl Channel {
         ctx.send(client, Msg::ChatRejected { room, post, reason });
     }
 
+    /// The store failed or did not answer a request: tell the client.
+    fn store_unavailable(pending: Pending, ctx: &mut Ctx) {
+        let unavailable = ChatReject::StoreUnavailable;
+        match pending {
+            Pending::Post { client, post, .. } => {
+                Self::reject(ctx, client, post.room, Some(post.id), unavailable)
+            }
+            Pending::Room { client, room, .. } | Pending::Leave { client, room, .. } => {
+                Self::reject(ctx, client, room, None, unavailable)
+            }
+            Pending::User { client, follow, .. } => {
+                let room = follow.map(|(r, _)| r).unwrap_or_default();
+                Self::reject(ctx, client, room, None, unavailable)
+            }
+            // The client syncs again later; the directory is asked again
+            // at the next tick.
+            Pending::Read { .. } | Pending::Directory { .. } => {}
+        }
+    }
+
     fn report_load(&self, ctx: &mut Ctx) {
         for lookup in &self.pool.lookups {
             ctx.send(
@@ -795,26 +815,11 @@ impl Channel {
                     ctx.send(client, Msg::ChatLeft { room });
                 }
             }
-            Msg::StoreFailed { token } => match self.pending.remove(&token) {
-                Some(Pending::Post { client, post, .. }) => Self::reject(
-                    ctx,
-                    client,
-                    post.room,
-                    Some(post.id),
-                    ChatReject::StoreUnavailable,
-                ),
-                Some(Pending::Room { client, room, .. }) => {
-                    Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
+            Msg::StoreFailed { token } => {
+                if let Some(p) = self.pending.remove(&token) {
+                    Self::store_unavailable(p, ctx);
                 }
-                Some(Pending::User { client, follow, .. }) => {
-                    let room = follow.map(|(r, _)| r).unwrap_or_default();
-                    Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
-                }
-                Some(Pending::Leave { client, room, .. }) => {
-                    Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
-                }
-                Some(Pending::Read { .. } | Pending::Directory { .. }) | None => {}
-            },
+            }
             other => ctx.event(
                 "unexpected_message",
                 format!(
@@ -933,27 +938,8 @@ impl Actor for Channel {
                     .map(|(t, _)| *t)
                     .collect();
                 for token in expired {
-                    match self.pending.remove(&token) {
-                        Some(Pending::Post { client, post, .. }) => Self::reject(
-                            ctx,
-                            client,
-                            post.room,
-                            Some(post.id),
-                            ChatReject::StoreUnavailable,
-                        ),
-                        Some(Pending::Room { client, room, .. }) => {
-                            Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
-                        }
-                        Some(Pending::User { client, follow, .. }) => {
-                            let room = follow.map(|(r, _)| r).unwrap_or_default();
-                            Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
-                        }
-                        Some(Pending::Leave { client, room, .. }) => {
-                            Self::reject(ctx, client, room, None, ChatReject::StoreUnavailable)
-                        }
-                        // The client syncs again later; the directory is
-                        // asked again at the next tick.
-                        Some(Pending::Read { .. } | Pending::Directory { .. }) | None => {}
+                    if let Some(p) = self.pending.remove(&token) {
+                        Self::store_unavailable(p, ctx);
                     }
                 }
                 if !self.pending.is_empty() {

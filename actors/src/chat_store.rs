@@ -672,6 +672,66 @@ mod tests {
     }
 
     #[test]
+    fn compliance_events_are_written_with_what_they_record_or_not_at_all() {
+        use crate::compliance::{ComplianceEvent, EventKind, OUTBOX};
+        let mut h = Harness::new(
+            Addr::new("db1", ActorKind::ChatStore),
+            ChatStore::new("db1", BTreeMap::new()).with_compliance(Some("comp1".into())),
+        );
+        h.start(Recovered::new());
+        let outbox = |h: &Harness<ChatStore>| -> Vec<ComplianceEvent> {
+            h.store
+                .iter()
+                .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
+                .map(|(_, v)| store_keys::decode(v).unwrap())
+                .collect()
+        };
+        // A failed append queues nothing, and gives no number away.
+        h.fail_persists = Some(StoreError::NoSpace);
+        let append = |t, id: &str| Msg::StoreAppend {
+            token: t,
+            post: post(id, "r1"),
+        };
+        h.msg(ch(), append(1, "p1"));
+        assert!(outbox(&h).is_empty());
+        h.fail_persists = None;
+        let sent = h.msg(ch(), append(2, "p2"));
+        // Stored, acknowledged, and its event queued and sent at once.
+        assert_eq!(appended(&sent), vec![(2, 1)]);
+        let queued = outbox(&h);
+        assert_eq!(queued.len(), 1);
+        assert_eq!((queued[0].seq, queued[0].kind), (1, EventKind::Post));
+        assert_eq!(queued[0].item, "p2");
+        assert!(sent.iter().any(|(a, m)| a.node == "comp1"
+            && matches!(m, Msg::ComplianceBatch { events } if events.len() == 1)));
+        // A retried post is not a second event.
+        h.msg(ch(), append(3, "p2"));
+        assert_eq!(outbox(&h).len(), 1);
+        // A join is recorded before the posts are sent; a read that found
+        // nothing is not recorded.
+        let read = |t, kind| Msg::StoreRead {
+            token: t,
+            room: "r1".into(),
+            after: 1,
+            limit: 10,
+            audit: Some(("bob".into(), kind)),
+        };
+        let sent = h.msg(ch(), read(4, EventKind::Join));
+        assert!(sent
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::StoreRange { token: 4, .. })));
+        h.msg(ch(), read(5, EventKind::Read));
+        let kinds: Vec<EventKind> = outbox(&h).iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EventKind::Post, EventKind::Join]);
+        // Once staged, the outbox forgets them.
+        h.msg(
+            Addr::new("comp1", ActorKind::Compliance),
+            Msg::ComplianceStaged { upto: 2 },
+        );
+        assert!(outbox(&h).is_empty());
+    }
+
+    #[test]
     fn reads_give_the_backchat_or_what_follows_a_number() {
         let mut h = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),

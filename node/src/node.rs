@@ -447,21 +447,10 @@ impl CoreActor {
                         self.shared.metrics.count_store_error();
                         tracing::warn!(node = %self.name(), actor = self.kind.as_str(), error = %e, "persist failed");
                     }
-                    let now = now_ms();
-                    let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
-                    let more = catch_unwind(AssertUnwindSafe(|| {
-                        let mut c = Ctx::new(now, me, rng);
-                        core.on_persisted(token, result, &mut c);
-                        c.into_effects()
-                    }));
-                    let Ok(more) = more else {
-                        self.crashed(ctx, "the core panicked");
+                    let done =
+                        |core: &mut Box<dyn Core>, c: &mut Ctx| core.on_persisted(token, result, c);
+                    if !self.complete(ctx, &mut queue, done) {
                         return;
-                    };
-                    // The completion's effects run before the rest of this
-                    // reaction's, and before any other event.
-                    for e in more.into_iter().rev() {
-                        queue.push_front(e);
                     }
                 }
                 Effect::Output { token, files } => {
@@ -479,19 +468,10 @@ impl CoreActor {
                     if let Err(e) = &result {
                         tracing::warn!(node = %self.name(), error = %e, "compliance export not written");
                     }
-                    let now = now_ms();
-                    let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
-                    let more = catch_unwind(AssertUnwindSafe(|| {
-                        let mut c = Ctx::new(now, me, rng);
-                        core.on_output(token, result, &mut c);
-                        c.into_effects()
-                    }));
-                    let Ok(more) = more else {
-                        self.crashed(ctx, "the core panicked");
+                    let done =
+                        |core: &mut Box<dyn Core>, c: &mut Ctx| core.on_output(token, result, c);
+                    if !self.complete(ctx, &mut queue, done) {
                         return;
-                    };
-                    for e in more.into_iter().rev() {
-                        queue.push_front(e);
                     }
                 }
                 Effect::Load { token, key } => {
@@ -499,19 +479,10 @@ impl CoreActor {
                         Some(s) => s.load(&key),
                         None => Err(StoreError::Io("store not open".into())),
                     };
-                    let now = now_ms();
-                    let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
-                    let more = catch_unwind(AssertUnwindSafe(|| {
-                        let mut c = Ctx::new(now, me, rng);
-                        core.on_loaded(token, result, &mut c);
-                        c.into_effects()
-                    }));
-                    let Ok(more) = more else {
-                        self.crashed(ctx, "the core panicked");
+                    let done =
+                        |core: &mut Box<dyn Core>, c: &mut Ctx| core.on_loaded(token, result, c);
+                    if !self.complete(ctx, &mut queue, done) {
                         return;
-                    };
-                    for e in more.into_iter().rev() {
-                        queue.push_front(e);
                     }
                 }
                 Effect::Event(ev) => {
@@ -522,6 +493,32 @@ impl CoreActor {
         }
         self.start_sync(ctx);
         self.update_pending();
+    }
+
+    /// Reports a completion (persist, load, output) to the core; its
+    /// effects run before the rest of the reaction's, and before any other
+    /// event. `false` if the core panicked (the node is restarting).
+    fn complete(
+        &mut self,
+        ctx: &mut Context<Self>,
+        queue: &mut VecDeque<Effect>,
+        done: impl FnOnce(&mut Box<dyn Core>, &mut Ctx),
+    ) -> bool {
+        let now = now_ms();
+        let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
+        let more = catch_unwind(AssertUnwindSafe(|| {
+            let mut c = Ctx::new(now, me, rng);
+            done(core, &mut c);
+            c.into_effects()
+        }));
+        let Ok(more) = more else {
+            self.crashed(ctx, "the core panicked");
+            return false;
+        };
+        for e in more.into_iter().rev() {
+            queue.push_front(e);
+        }
+        true
     }
 
     /// Starts an fsync for everything appended so far, unless one runs.
