@@ -470,7 +470,9 @@ impl Channel {
         if let Some(s) = self.sessions.get_mut(&from.node) {
             s.last_heard = now;
         }
-        let user = self.sessions.get(&from.node).map(|s| s.user.clone());
+        // The session's user, cloned only by the requests that need it
+        // (not on the path of every post).
+        let user_of = |sessions: &BTreeMap<String, Session>| sessions[&from.node].user.clone();
         match msg {
             Msg::ChatJoin { user, room, after } => self.join(from, user, room, after, ctx),
             Msg::ChatBulkJoin { user, rooms } => {
@@ -495,7 +497,7 @@ impl Channel {
                 }
                 self.share_presence(Some(vec![room.clone()]), ctx);
                 // Answered once the leave is recorded.
-                let user = user.expect("subscribed, so a session");
+                let user = user_of(&self.sessions); // subscribed, so a session
                 let pending = Pending::Leave {
                     client: from,
                     room: room.clone(),
@@ -520,7 +522,7 @@ impl Channel {
                 if !joined {
                     return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
                 }
-                let user = user.expect("joined, so a session");
+                let user = user_of(&self.sessions); // joined, so a session
                 self.read(from, room, after, false, (user, EventKind::Read), ctx);
             }
             Msg::FileTokenRequest { room, download } => {
@@ -579,7 +581,7 @@ impl Channel {
                 self.ask_store(pending, |token| Msg::StoreAppend { token, post }, ctx);
             }
             // Everything below needs a session (a hello or a join first).
-            _ if user.is_none() => {
+            _ if !self.sessions.contains_key(&from.node) => {
                 let room = match &msg {
                     Msg::ChatFollow { room, .. }
                     | Msg::ChatWho { room }
@@ -590,7 +592,7 @@ impl Channel {
                 Self::reject(ctx, from, room, None, ChatReject::NotJoined);
             }
             Msg::ChatFollow { room, follow } => {
-                let user = user.expect("checked above");
+                let user = user_of(&self.sessions);
                 if follow && !self.directory.may_read(&room, &user) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
                 }
@@ -611,7 +613,7 @@ impl Channel {
                 );
             }
             Msg::ChatWho { room } => {
-                let user = user.expect("checked above");
+                let user = user_of(&self.sessions);
                 if !self.directory.may_read(&room, &user) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
                 }
@@ -627,7 +629,7 @@ impl Channel {
                 ctx.send(from, Msg::ChatParticipants { room, users });
             }
             Msg::RoomGet { room } => {
-                let user = user.expect("checked above");
+                let user = user_of(&self.sessions);
                 match self.directory.rooms.get(&room) {
                     Some(info) if self.directory.may_see(&room, &user) => {
                         let mut info = info.clone();
@@ -651,7 +653,7 @@ impl Channel {
                 }
             }
             Msg::RoomFind { query } => {
-                let user = user.expect("checked above");
+                let user = user_of(&self.sessions);
                 let follows = self.sessions[&from.node].follows.keys().cloned().collect();
                 let rooms = self.directory.query(&user, &query, &follows);
                 ctx.send(from, Msg::RoomFound { query, rooms });
@@ -661,7 +663,7 @@ impl Channel {
                 mut info,
                 create,
             } => {
-                let user = user.expect("checked above");
+                let user = user_of(&self.sessions);
                 let checked = if !valid_room_name(&room) {
                     Err(ChatReject::NoSuchRoom)
                 } else if create {

@@ -167,30 +167,20 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
             c.example("missing", format!("creation of room {room}"));
         }
     }
-    for ((user, room), n) in &input.log.leaves_confirmed {
-        let got = leaves
-            .get(&(user.as_str(), room.as_str()))
-            .copied()
-            .unwrap_or(0);
-        if got < *n {
-            c.missing += n - got;
-            c.example(
-                "missing",
-                format!("{} leaves of {user} from {room}", n - got),
-            );
-        }
-    }
-    for ((user, file), n) in &input.log.downloads_by {
-        let got = downloads
-            .get(&(user.as_str(), file.as_str()))
-            .copied()
-            .unwrap_or(0);
-        if got < *n {
-            c.missing += n - got;
-            c.example(
-                "missing",
-                format!("{} downloads of {file} by {user}", n - got),
-            );
+    // Confirmed to a client: exported at least as often.
+    for (what, seen, exported) in [
+        ("leaves", &input.log.leaves_confirmed, &leaves),
+        ("downloads", &input.log.downloads_by, &downloads),
+    ] {
+        for ((user, of), n) in seen {
+            let got = exported
+                .get(&(user.as_str(), of.as_str()))
+                .copied()
+                .unwrap_or(0);
+            if got < *n {
+                c.missing += n - got;
+                c.example("missing", format!("{} {what} of {user} ({of})", n - got));
+            }
         }
     }
     c
