@@ -37,19 +37,40 @@ pub fn encode(env: &Envelope) -> Result<Vec<u8>, FrameError> {
     // Room for a typical envelope up front: growing from a few bytes would
     // reallocate several times per frame.
     let mut out = Vec::with_capacity(512);
+    encode_into(env, &mut out)?;
+    Ok(out)
+}
+
+/// Appends one envelope as a complete frame to `out` (a batch being
+/// gathered for one write), without a buffer of its own. On error `out` is
+/// left as it was.
+pub fn encode_into(env: &Envelope, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     out.push(VERSION);
-    let out = postcard::to_extend(env, out).map_err(|e| FrameError::Encode(e.to_string()))?;
-    let len = out.len() - HEADER;
+    if let Err(e) = postcard::to_extend(env, Append(out)) {
+        out.truncate(start);
+        return Err(FrameError::Encode(e.to_string()));
+    }
+    let len = out.len() - start - HEADER;
     if len > MAX_FRAME {
+        out.truncate(start);
         return Err(FrameError::TooLarge {
             len,
             max: MAX_FRAME,
         });
     }
-    let mut out = out;
-    out[..HEADER].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(out)
+    out[start..start + HEADER].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Lets postcard append to a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter)
+    }
 }
 
 /// Validates a length header before reading the body.
@@ -123,6 +144,30 @@ mod tests {
         let (back, used) = decode(&bytes, MAX_FRAME).unwrap().unwrap();
         assert_eq!(back, env());
         assert_eq!(used, bytes.len());
+    }
+
+    /// Frames appended to one batch buffer read back one by one; a frame
+    /// that cannot be sent leaves the batch as it was.
+    #[test]
+    fn frames_appended_to_a_batch_read_back_in_order() {
+        let mut batch = Vec::new();
+        encode_into(&env(), &mut batch).unwrap();
+        let first = batch.len();
+        assert_eq!(batch, encode(&env()).unwrap());
+        let mut big = env();
+        if let Msg::SubmitIm { im } = &mut big.msg {
+            im.body = "x".repeat(MAX_FRAME);
+        }
+        assert!(matches!(
+            encode_into(&big, &mut batch),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(batch.len(), first);
+        encode_into(&env(), &mut batch).unwrap();
+        let (a, used) = decode(&batch, MAX_FRAME).unwrap().unwrap();
+        let (b, rest) = decode(&batch[used..], MAX_FRAME).unwrap().unwrap();
+        assert_eq!((a, b), (env(), env()));
+        assert_eq!(used + rest, batch.len());
     }
 
     #[test]

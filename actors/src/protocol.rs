@@ -490,11 +490,14 @@ pub enum Msg {
     FileToken {
         room: RoomId,
         download: Option<String>,
+        #[serde(with = "serde_bytes")]
         token: Vec<u8>,
     },
     FileUpload {
+        #[serde(with = "serde_bytes")]
         token: Vec<u8>,
         name: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     FileStored {
@@ -503,11 +506,13 @@ pub enum Msg {
         size: u64,
     },
     FileDownload {
+        #[serde(with = "serde_bytes")]
         token: Vec<u8>,
     },
     FileData {
         file: String,
         name: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     FileRefused {

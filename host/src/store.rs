@@ -43,12 +43,15 @@ fn frame(ops: &[StoreOp]) -> Vec<u8> {
             StoreOp::Delete { key } => key.len() + 4,
         })
         .sum();
-    let payload = postcard::to_extend(ops, Vec::with_capacity(hint + 8))
-        .expect("in-memory serialization cannot fail");
-    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
+    // The header is filled in after the payload, in the same buffer: one
+    // allocation and no copy per batch.
+    let mut out = Vec::with_capacity(FRAME_HEADER + hint + 8);
+    out.resize(FRAME_HEADER, 0);
+    let mut out = postcard::to_extend(ops, out).expect("in-memory serialization cannot fail");
+    let len = (out.len() - FRAME_HEADER) as u32;
+    let crc = crc32fast::hash(&out[FRAME_HEADER..]);
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out[4..FRAME_HEADER].copy_from_slice(&crc.to_be_bytes());
     out
 }
 
@@ -204,6 +207,46 @@ impl LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logs written before keys and values were serialized as byte strings
+    /// read back unchanged: postcard writes a `Vec<u8>` element by element
+    /// and as a byte string with the same bytes.
+    #[test]
+    fn byte_string_encoding_matches_the_element_wise_one() {
+        #[derive(serde::Serialize)]
+        enum OldOp {
+            Put { key: Vec<u8>, value: Vec<u8> },
+            Delete { key: Vec<u8> },
+        }
+        let long: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let old = vec![
+            OldOp::Put {
+                key: b"k1".to_vec(),
+                value: long.clone(),
+            },
+            OldOp::Delete {
+                key: b"k0".to_vec(),
+            },
+        ];
+        let new = vec![
+            StoreOp::Put {
+                key: b"k1".to_vec(),
+                value: long,
+            },
+            StoreOp::Delete {
+                key: b"k0".to_vec(),
+            },
+        ];
+        let old_bytes = postcard::to_stdvec(&old).unwrap();
+        assert_eq!(old_bytes, postcard::to_stdvec(&new).unwrap());
+        assert_eq!(
+            postcard::from_bytes::<Vec<StoreOp>>(&old_bytes).unwrap(),
+            new
+        );
+        let (state, valid) = replay(&frame(&new));
+        assert_eq!(valid as usize, frame(&new).len());
+        assert_eq!(state.len(), 1);
+    }
     use std::cell::RefCell;
 
     /// A disk that appends a partial frame and then fails, and cannot

@@ -33,7 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -135,8 +137,8 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     buf.clear();
     let mut next = Some(first);
     while let Some(env) = next.take() {
-        match frame::encode(&env) {
-            Ok(bytes) => buf.extend_from_slice(&bytes),
+        match frame::encode_into(&env, buf) {
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(node = %me, to = %env.to, msg = env.msg.name(), error = %e, "dropping an unencodable envelope")
             }
@@ -151,6 +153,26 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     w.write_all(buf).await?;
     w.flush().await?;
     Ok(())
+}
+
+/// Reads one frame from a buffered reader: decoded in place when the
+/// whole frame is already in the buffer (the usual case: a read brings many
+/// small frames), through [`read_frame`] when it is not.
+async fn read_buffered_frame<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Envelope>, TransportError> {
+    let buffered = r.fill_buf().await?;
+    if buffered.len() >= HEADER {
+        let header: [u8; HEADER] = buffered[..HEADER].try_into().expect("header bytes");
+        let len = frame::check_len(header, max)?;
+        if buffered.len() >= HEADER + len {
+            let env = frame::decode_body(&buffered[HEADER..HEADER + len]);
+            r.consume(HEADER + len);
+            return Ok(Some(env?));
+        }
+    }
+    read_frame(r, max).await
 }
 
 /// Reads one frame. `Ok(None)` on a clean end of stream between frames.
@@ -295,11 +317,11 @@ impl Network {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn enqueue(&self, node: &str, tx: &mpsc::Sender<Envelope>, env: Envelope) {
+    fn enqueue(&self, tx: &mpsc::Sender<Envelope>, env: Envelope) {
         if let Err(mpsc::error::TrySendError::Full(env)) = tx.try_send(env) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
-                tracing::warn!(node = %self.me, peer = %node, msg = env.msg.name(), dropped = n, "outbound queue full; envelope dropped (end-to-end recovery resends)");
+                tracing::warn!(node = %self.me, peer = %env.to.node, msg = env.msg.name(), dropped = n, "outbound queue full; envelope dropped (end-to-end recovery resends)");
             }
         }
     }
@@ -338,30 +360,35 @@ impl Network {
     /// Routes an envelope: to this node's inbox, to a server peer, or back to
     /// a connected client.
     pub fn send(self: &Arc<Self>, env: Envelope) -> Result<(), TransportError> {
-        let node = env.to.node.clone();
+        let node = env.to.node.as_str();
         if node == self.me {
             let _ = self.inbox.send(env);
             return Ok(());
         }
-        if let Some(addr) = self.peers.get(&node).copied() {
+        if let Some(addr) = self.peers.get(node).copied() {
             let mut out = self.outbound.lock().expect("lock");
-            let tx = out.entry(node.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(self.capacity);
-                let net = self.clone();
-                let peer = node.clone();
-                tokio::spawn(async move { net.run_outbound(peer, addr, rx).await });
-                tx
-            });
-            self.enqueue(&node, tx, env);
+            // Looked up before a key is built: the peer's queue exists for
+            // every envelope but the first.
+            if let Some(tx) = out.get(node) {
+                self.enqueue(tx, env);
+                return Ok(());
+            }
+            let (tx, rx) = mpsc::channel(self.capacity);
+            let net = self.clone();
+            let peer = node.to_string();
+            tokio::spawn(async move { net.run_outbound(peer, addr, rx).await });
+            let key = env.to.node.clone();
+            self.enqueue(&tx, env);
+            out.insert(key, tx);
             return Ok(());
         }
         let clients = self.clients.lock().expect("lock");
-        match clients.get(&node) {
+        match clients.get(node) {
             Some((_, tx)) => {
-                self.enqueue(&node, tx, env);
+                self.enqueue(tx, env);
                 Ok(())
             }
-            None => Err(TransportError::NoRoute(node)),
+            None => Err(TransportError::NoRoute(env.to.node)),
         }
     }
 
@@ -443,9 +470,9 @@ impl Network {
     /// Every frame must come from the node the connection belongs to (and,
     /// on a client's connection, from a client): a peer cannot speak for
     /// another node or another role.
-    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: &mut R, remote: &str, client: bool) {
+    async fn read_loop<R: AsyncBufRead + Unpin>(&self, reader: &mut R, remote: &str, client: bool) {
         loop {
-            match read_frame(reader, MAX_FRAME).await {
+            match read_buffered_frame(reader, MAX_FRAME).await {
                 Ok(Some(env)) => {
                     if env.to.node != self.me {
                         tracing::warn!(node = %self.me, %remote, to = %env.to, "frame addressed to another node; closing connection");
@@ -496,7 +523,7 @@ impl Network {
         // closed rather than held open for ever.
         let first = match tokio::time::timeout(
             FIRST_FRAME_TIMEOUT,
-            read_frame(&mut reader, MAX_FRAME),
+            read_buffered_frame(&mut reader, MAX_FRAME),
         )
         .await
         {
