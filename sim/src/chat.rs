@@ -16,6 +16,7 @@
 //! until the change has reached their server — then the next keep-alive
 //! joins. A creation whose answer was lost is retried and found to exist.
 
+use crate::alarm::Alarm;
 use crate::chat_checker::{
     chat_rooms, chat_users, file_content, FileRecord, PostOp, PostOutcome, SharedChatLog,
 };
@@ -249,6 +250,7 @@ impl ChatClient {
         let stop = epoch + Duration::from_millis(self.wl.stop_ms);
         let mut n = 0u64;
         let mut retry_at: Option<Instant> = Some(Instant::now());
+        let mut alarm = Alarm::new();
         loop {
             // Ask Lookup when there is no server (or after a backoff).
             if channel.is_none() {
@@ -285,7 +287,7 @@ impl ChatClient {
                     net.consumed(&env);
                     self.on_msg(env, &net, &mut state, &mut channel, &mut looking_since, &mut last_heard, &mut retry_at);
                 }
-                _ = tokio::time::sleep_until(wake) => {
+                _ = alarm.until(wake) => {
                     let now = Instant::now();
                     if now >= next_keepalive {
                         next_keepalive = now + Duration::from_millis(self.wl.sync_ms);

@@ -23,6 +23,8 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(madsim)]
+pub mod alarm;
+#[cfg(madsim)]
 pub mod chat;
 #[cfg(madsim)]
 pub mod node;

@@ -549,10 +549,19 @@ mod sim {
             );
         }
         let runs = jobs.len();
+        // What a sweep of these scenarios over 100 seeds would take at this
+        // rate: the figure the simulator's speed target is stated in.
+        let per_100_seeds = elapsed / seeds as f64 * 100.0;
         println!(
-            "{runs} runs on {threads} threads in {elapsed:.1}s: {:.0} simulated seconds per CPU second, {:.1} runs per minute",
+            "{runs} runs on {threads} threads in {elapsed:.1}s: {:.0} simulated seconds per CPU second, {:.1} runs per minute, {:.2} seeds of every scenario per minute",
             sim_total / cpu_total.max(1e-9),
-            runs as f64 / elapsed.max(1e-9) * 60.0
+            runs as f64 / elapsed.max(1e-9) * 60.0,
+            seeds as f64 / elapsed.max(1e-9) * 60.0,
+        );
+        println!(
+            "these {} scenarios × 100 seeds would take about {:.0} minutes on {threads} threads",
+            scenarios.len(),
+            per_100_seeds / 60.0
         );
         println!(
             "{}",
@@ -569,6 +578,8 @@ mod sim {
                 "sim_secs_per_cpu_sec": sim_total / cpu_total.max(1e-9),
                 "events_per_cpu_sec": events_total as f64 / cpu_total.max(1e-9),
                 "runs_per_minute": runs as f64 / elapsed.max(1e-9) * 60.0,
+                "seeds_per_minute": seeds as f64 / elapsed.max(1e-9) * 60.0,
+                "projected_100_seeds_secs": per_100_seeds,
             })
         );
         ExitCode::from(if failed_total == 0 { 0 } else { 1 })

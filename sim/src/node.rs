@@ -2,6 +2,7 @@
 //! madsim node, executes their effects in order, and recovers them from the
 //! node's simulated disk after a restart.
 
+use crate::alarm::Alarm;
 use crate::disk::SimDisk;
 use crate::lock;
 use crate::report::EventRecord;
@@ -285,10 +286,7 @@ impl Host {
             }
             self.timers.remove(&key);
             self.timer_keys.remove(&(i, timer));
-            self.trace(
-                "timer",
-                format!("{}:{timer:?}", self.slots[i].addr.actor.as_str()).as_bytes(),
-            );
+            self.trace("timer", &(self.slots[i].addr.actor, timer));
             self.react(i, |a, ctx| a.on_timer(timer, ctx)).await;
         }
     }
@@ -344,16 +342,17 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         host.react(i, |a, ctx| a.on_start(recovered, ctx)).await;
     }
     let mut next_sample = Instant::now() + GAUGE_INTERVAL;
+    let (mut sample_alarm, mut timer_alarm) = (Alarm::new(), Alarm::new());
     loop {
         let next = host.timers.keys().next().map(|k| k.0);
         let deadline = host.shared.epoch + Duration::from_millis(next.unwrap_or(0));
         tokio::select! {
             biased;
-            _ = tokio::time::sleep_until(next_sample) => {
+            _ = sample_alarm.until(next_sample) => {
                 host.sample_gauges();
                 next_sample += GAUGE_INTERVAL;
             }
-            _ = tokio::time::sleep_until(deadline), if next.is_some() => host.fire_due().await,
+            _ = timer_alarm.until(deadline), if next.is_some() => host.fire_due().await,
             env = rx.recv() => match env {
                 Some(env) => {
                     host.net.consumed(&env);

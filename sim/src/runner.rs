@@ -369,7 +369,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     tokio::time::sleep_until(epoch + Duration::from_millis(scn.duration_ms)).await;
 
     // Read the outcome: what survives a crash right now.
-    let ops: Vec<Op> = lock(&history).values().cloned().collect();
+    let ops: Vec<Op> = std::mem::take(&mut *lock(&history)).into_values().collect();
     let mut rows = Vec::new();
     let mut queued = BTreeSet::new();
     let mut read_errors = Vec::new();

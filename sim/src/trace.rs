@@ -2,13 +2,15 @@
 //! simulator executed it. Identical seed and code give an identical hash;
 //! any divergence (a stray source of nondeterminism) changes it.
 
-use fnv::FnvHasher;
+use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 
 pub struct Trace {
-    // FNV-1a: a fixed algorithm, so a trace hash means the same thing on
-    // every toolchain (std's DefaultHasher promises no such thing).
-    hasher: FnvHasher,
+    // FxHasher: a fixed algorithm (the version is pinned by Cargo.lock), so
+    // a trace hash means the same thing on every toolchain of a 64-bit
+    // platform (std's DefaultHasher promises no such thing); and fast,
+    // since every simulated message goes through it.
+    hasher: FxHasher,
     len: u64,
     /// Optional human timeline (kept only when asked for).
     lines: Option<Vec<String>>,
@@ -17,7 +19,7 @@ pub struct Trace {
 impl Trace {
     pub fn new(keep_lines: bool) -> Trace {
         Trace {
-            hasher: FnvHasher::default(),
+            hasher: FxHasher::default(),
             len: 0,
             lines: keep_lines.then(Vec::new),
         }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub const CLIENT_NODE: &str = "client";
@@ -34,7 +34,11 @@ pub struct ClientSpec {
 }
 
 pub type History = Arc<Mutex<BTreeMap<String, Op>>>;
-type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
+/// Requests without an answer yet, with the time after which an answer no
+/// longer counts (the client has given up: the outcome stays unknown).
+/// Answers are matched here rather than by a task and a timer per request,
+/// which cost as much as the request itself in the simulator.
+type Waiting = Arc<Mutex<BTreeMap<String, Instant>>>;
 
 /// Name of the `k`-th external (federated) partner.
 pub fn external_user(k: u64) -> String {
@@ -76,6 +80,7 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
     {
         let waiting = waiting.clone();
         let net = net.clone();
+        let history = history.clone();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
                 net.consumed(&env);
@@ -89,8 +94,13 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
                         continue;
                     }
                 };
-                if let Some(w) = lock(&waiting).remove(&id) {
-                    let _ = w.send(outcome);
+                let Some(give_up) = lock(&waiting).remove(&id) else {
+                    continue;
+                };
+                if Instant::now() <= give_up {
+                    if let Some(op) = lock(&history).get_mut(&id) {
+                        op.outcome = outcome;
+                    }
                 }
             }
         });
@@ -169,8 +179,7 @@ async fn generate(
             outcome: Outcome::Unknown,
         };
         lock(&history).insert(id.clone(), op);
-        let (reply_tx, reply_rx) = oneshot::channel();
-        lock(&waiting).insert(id.clone(), reply_tx);
+        lock(&waiting).insert(id.clone(), Instant::now() + REQUEST_TIMEOUT);
         let env = Envelope {
             from: Addr::new(CLIENT_NODE, ActorKind::Client),
             to: Addr::new(fe, ActorKind::FrontEnd),
@@ -198,18 +207,5 @@ async fn generate(
         if let Err(e) = net.send(env) {
             tracing::warn!(error = %e, "client could not send");
         }
-        let (history, waiting) = (history.clone(), waiting.clone());
-        tokio::spawn(async move {
-            let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, reply_rx).await {
-                Ok(Ok(outcome)) => outcome,
-                _ => {
-                    lock(&waiting).remove(&id);
-                    Outcome::Unknown
-                }
-            };
-            if let Some(op) = lock(&history).get_mut(&id) {
-                op.outcome = outcome;
-            }
-        });
     }
 }
