@@ -133,6 +133,11 @@ pub struct OutgoingQueue {
     verified: bool,
     dead_lettered: u64,
     expired: u64,
+    /// No record waiting here is older than this (a lower bound on their
+    /// `time`): the expiry check skips its scan while `now` is below this
+    /// plus the TTRQ. Without it every check walked the whole queue, which
+    /// grows into the hundreds of thousands during a long outage.
+    oldest_floor: Millis,
 }
 
 impl OutgoingQueue {
@@ -157,6 +162,7 @@ impl OutgoingQueue {
             deleted: 0,
             sent: 0,
             acked_at_last_check: 0,
+            oldest_floor: 0,
             writes: BTreeMap::new(),
             next_token: 0,
             resends: 0,
@@ -492,14 +498,22 @@ impl OutgoingQueue {
     fn dlq_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now();
         let ttrq = self.settings.data_ttrq;
-        let late: Vec<(u64, ArchiveRecord)> = self
-            .items
-            .range(self.acked + 1..)
-            .filter_map(|(seq, item)| match item {
-                QueueItem::Record(r) if now >= r.time + ttrq => Some((*seq, r.clone())),
-                _ => None,
-            })
-            .collect();
+        let mut late: Vec<(u64, ArchiveRecord)> = Vec::new();
+        if now >= self.oldest_floor.saturating_add(ttrq) {
+            // The floor becomes the oldest record seen, late ones included:
+            // if their expiry does not become durable, the next check must
+            // find them again.
+            let mut oldest = Millis::MAX;
+            for (seq, item) in self.items.range(self.acked + 1..) {
+                if let QueueItem::Record(r) = item {
+                    oldest = oldest.min(r.time);
+                    if now >= r.time + ttrq {
+                        late.push((*seq, r.clone()));
+                    }
+                }
+            }
+            self.oldest_floor = oldest;
+        }
         if !late.is_empty() {
             let mut ops = Vec::new();
             let mut dead = Vec::new();
@@ -608,6 +622,7 @@ impl OutgoingQueue {
                 seq,
                 record,
             } => {
+                self.oldest_floor = self.oldest_floor.min(record.time);
                 let item = QueueItem::Record(record);
                 self.bytes += item.queued_size();
                 self.items.insert(seq, item);
@@ -679,6 +694,7 @@ impl OutgoingQueue {
                     if let Some(r) = self.dead.remove(&k) {
                         self.bytes -= r.queued_size();
                     }
+                    self.oldest_floor = self.oldest_floor.min(record.time);
                     let item = QueueItem::Record(record);
                     self.bytes += item.queued_size();
                     self.items.insert(seq, item);
@@ -746,6 +762,8 @@ impl Actor for OutgoingQueue {
         self.dead.clear();
         self.beats.clear();
         self.bytes = 0;
+        // Unknown until the first check has looked.
+        self.oldest_floor = 0;
         let mut max = self.acked;
         let mut first = None;
         for (k, v) in &recovered {
@@ -1320,6 +1338,45 @@ mod tests {
         let mut h2 = oq(Settings::default());
         h2.start(h.store.clone());
         assert_eq!(h2.actor.depth(), 2);
+    }
+
+    /// The expiry check may skip its walk over the queue only while no
+    /// record can be late: an older record enqueued after a walk, and a
+    /// late record whose expiry did not become durable, are both found.
+    #[test]
+    fn expiry_check_finds_every_late_record_without_walking_the_queue_each_time() {
+        let ttrq = Settings::default().data_ttrq;
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        let check = |h: &mut Harness<OutgoingQueue>, at: Millis| {
+            h.timers.insert(Timer::DlqCheck, at);
+            h.fire(Timer::DlqCheck);
+        };
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 1_000),
+            },
+        );
+        check(&mut h, 1_000 + ttrq - 1);
+        assert_eq!(h.actor.dead_letters(), 0);
+        // Older than anything the last walk saw.
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 2,
+                record: rec("m0", 0),
+            },
+        );
+        h.fail_persists = Some(StoreError::NoSpace);
+        check(&mut h, 1_000 + ttrq - 1);
+        assert_eq!(h.actor.dead_letters(), 0, "the expiry was not durable");
+        h.fail_persists = None;
+        check(&mut h, 1_000 + ttrq - 1);
+        assert_eq!(h.actor.dead_letters(), 1, "m0 is found again");
+        check(&mut h, 1_000 + ttrq);
+        assert_eq!(h.actor.dead_letters(), 2, "m1 in its turn");
     }
 
     #[test]
