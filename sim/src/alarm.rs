@@ -1,13 +1,22 @@
-//! A sleep that enters madsim's timer heap once per deadline.
+//! A sleep for event loops that `select!` over an inbox and a deadline.
 //!
-//! madsim's `Sleep` adds a new entry (a boxed callback) to the runtime's
-//! timer heap every time it is polled while pending, and never removes
-//! one. An event loop that `select!`s over a message channel and a sleep
-//! polls the sleep on every message, so the heap grew by one entry per
-//! message per sleep, and popping those dead entries was a tenth of the
-//! simulator's time. An `Alarm` polls its sleep only when the deadline
-//! changes; an entry left behind by an earlier deadline only wakes the
-//! task once, harmlessly.
+//! Two properties of madsim's `Sleep` make a fresh `sleep_until` in such a
+//! loop wrong:
+//!
+//! * `sleep_until` waits at least 1 ms, even for a deadline already past.
+//!   A loop that builds a new sleep on every turn therefore never sees a
+//!   due timer while its inbox has a message waiting: on a saturated node
+//!   every timer (database timeouts, expiry checks, gauge samples) starved
+//!   until the inbox emptied, in one scenario for 20 simulated minutes
+//!   (`tests/sim_host.rs`).
+//! * `Sleep` adds an entry (a boxed callback) to the runtime's timer heap
+//!   every time it is polled while pending, and never removes one: a loop
+//!   that polls its sleep on every message left a dead entry per message,
+//!   and popping them was a tenth of the simulator's time.
+//!
+//! An `Alarm` is ready as soon as its deadline has passed, and polls its
+//! sleep only when the deadline changes; an entry left by an earlier
+//! deadline only wakes the task once, harmlessly.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;

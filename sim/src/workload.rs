@@ -141,7 +141,12 @@ async fn generate(
         if t >= workload.stop_ms as f64 {
             break;
         }
-        tokio::time::sleep_until(spec.epoch + Duration::from_millis(t as u64)).await;
+        let at = spec.epoch + Duration::from_millis(t as u64);
+        // madsim's sleep_until waits at least 1 ms: arrivals closer than
+        // that would drift behind their drawn times.
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
         n += 1;
         let from_i = rng.gen_range(0..users.len());
         let from = users[from_i].clone();
