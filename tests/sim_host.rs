@@ -1,5 +1,5 @@
-//! The simulated node host under load: a node whose inbox never empties
-//! still runs its timers when they are due.
+//! The simulated node host: a node whose inbox never empties still runs
+//! its timers when they are due, and a finished run leaves nothing behind.
 //!
 //! madsim's `sleep_until` waits at least 1 ms even for a deadline already
 //! past, so a host loop that `select!`s over a fresh sleep and its inbox
@@ -66,4 +66,41 @@ fn a_saturated_node_still_fires_its_timers_on_time() {
         times.len(),
         scn.duration_ms
     );
+}
+
+/// A sweep runs thousands of seeds in one process: every run must free
+/// what it built. madsim does not cancel pending tasks when its runtime is
+/// dropped, so the runner tears the run down; a crash still in force at
+/// the end must not bring its node back during the teardown.
+#[test]
+fn a_finished_run_leaves_no_task_behind() {
+    let scn = scenario::parse(
+        "teardown.toml",
+        r#"
+name = "teardown"
+duration = "5m"
+[topology]
+front_ends = 2
+channels = 2
+lookups = 1
+[[workload]]
+kind = "im"
+users = 20
+rate = 5.0
+[[workload]]
+kind = "chat"
+users = 6
+rooms = 2
+rate = 1.0
+[[fault]]
+kind = "crash"
+node = "fe1"
+start = "4m"
+duration = "10m"
+"#,
+    )
+    .unwrap();
+    let out = runner::run(&scn, 1, &RunOptions::default());
+    assert!(out.result.trace_len > 1000, "the run did something");
+    assert_eq!(out.tasks_left, 0, "tasks still alive after the run");
 }

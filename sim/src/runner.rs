@@ -52,6 +52,9 @@ pub struct RunOutput {
     pub series: BTreeMap<String, Vec<(u64, &'static str, u64)>>,
     /// The concrete scenario this seed ran (ranges drawn, faults expanded).
     pub scenario: Scenario,
+    /// Simulated tasks still alive after the run was torn down: each one
+    /// holds memory a sweep of many seeds would never get back.
+    pub tasks_left: usize,
 }
 
 /// Users of the whole scenario, their homes, and the archiving policy their
@@ -306,12 +309,14 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         epoch,
     });
     let h = history.clone();
-    handle
+    let mut clients = Vec::new();
+    let client_node = handle
         .create_node()
         .name(CLIENT_NODE)
         .ip(ip(servers.len()))
         .init(move || run_client(client.clone(), h.clone()))
         .build();
+    clients.push(client_node.id());
 
     let chat_log = Arc::new(Mutex::new(ChatLog::default()));
     if !scn.chat.is_empty() {
@@ -332,19 +337,21 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             epoch,
         });
         let log = chat_log.clone();
-        handle
+        let chat_node = handle
             .create_node()
             .name(CHAT_CLIENT_NODE)
             .ip(ip(servers.len() + 1))
             .init(move || run_chat_clients(spec.clone(), log.clone()))
             .build();
+        clients.push(chat_node.id());
     }
 
     let nodes = Arc::new(nodes);
+    let mut fault_tasks = Vec::new();
     for fault in scn.faults.clone() {
         let nodes = nodes.clone();
         let trace = trace.clone();
-        tokio::spawn(async move {
+        fault_tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(epoch + Duration::from_millis(fault.start_ms)).await;
             lock(&trace).record(
                 fault.start_ms,
@@ -363,10 +370,14 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 );
                 apply(&nodes, &fault.kind, false);
             }
-        });
+        }));
     }
 
     tokio::time::sleep_until(epoch + Duration::from_millis(scn.duration_ms)).await;
+    // A fault still pending must not restart a node after the run.
+    for t in &fault_tasks {
+        t.abort();
+    }
 
     // Read the outcome: what survives a crash right now.
     let ops: Vec<Op> = std::mem::take(&mut *lock(&history)).into_values().collect();
@@ -486,7 +497,10 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             .collect(),
     };
     let counts = checker::check(&observed);
-    let trace = lock(&trace);
+    let (trace_hash, trace_len, timeline) = {
+        let t = lock(&trace);
+        (t.hash(), t.len(), t.lines().to_vec())
+    };
     let result = RunResult {
         scenario: scn.name.clone(),
         file: scn.file.clone(),
@@ -503,8 +517,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             .unwrap_or_default(),
         events,
         faults: scn.faults.iter().map(|f| f.describe()).collect(),
-        trace_hash: trace.hash(),
-        trace_len: trace.len(),
+        trace_hash,
+        trace_len,
         read_errors,
         drawn: Vec::new(),
         gauges: nodes
@@ -521,16 +535,52 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             })
             .collect(),
     };
-    RunOutput {
+    let mut out = RunOutput {
+        tasks_left: 0,
         result,
-        timeline: trace.lines().to_vec(),
+        timeline,
         series: nodes
             .shared
             .iter()
             .filter_map(|(n, s)| s.series.as_ref().map(|v| (n.clone(), lock(v).clone())))
             .collect(),
         scenario: scn,
+    };
+    out.tasks_left = tear_down(&nodes, &clients).await;
+    out
+}
+
+/// Ends every simulated task, so that the run's memory is freed.
+///
+/// madsim's runtime has no drop that cancels the tasks still pending at
+/// the end of a run: a task waiting on a timer is owned by the timer heap,
+/// which its sleep keeps alive, so each run of a sweep kept its nodes, its
+/// disks and its queues (tens of MB) until the process ran out of memory.
+/// Killing every node and letting simulated time run past every pending
+/// timer wakes each task once more, and a killed node's task is dropped
+/// instead of polled. Runs after the outcome is read: nothing here reaches
+/// the result or the trace. Returns the tasks still alive on the
+/// simulated nodes (none, unless something escaped the teardown).
+async fn tear_down(nodes: &Nodes, clients: &[NodeId]) -> usize {
+    let handle = Handle::current();
+    for id in nodes.ids.values().chain(clients) {
+        handle.kill(*id);
     }
+    // Longer than any timer a core can set (the longest setting is 30 days).
+    tokio::time::sleep(Duration::from_secs(366 * 24 * 3600)).await;
+    let names: BTreeSet<String> = nodes
+        .ids
+        .keys()
+        .cloned()
+        .chain([CLIENT_NODE.to_string(), CHAT_CLIENT_NODE.to_string()])
+        .collect();
+    handle
+        .metrics()
+        .num_tasks_by_node()
+        .into_iter()
+        .filter(|(node, _)| names.contains(node))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// One effect a fault has on the simulated world. Overlapping faults with
