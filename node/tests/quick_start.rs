@@ -25,15 +25,22 @@ fn quick_start_as_written() {
     ))
     .unwrap();
     let mut text = example.clone();
-    for port in [
+    let ports = [
         "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "7801", "9101",
         "9102", "9201", "9301",
-    ] {
+    ];
+    // Each port becomes a placeholder first: a free port written in place
+    // of one must never contain another one still to be replaced (a free
+    // port 39201 would turn into 3xxxxx when 9201 is replaced next).
+    for (i, port) in ports.iter().enumerate() {
         assert!(
             text.contains(port),
             "the example no longer uses port {port}"
         );
-        text = text.replace(port, &free_port().unwrap().to_string());
+        text = text.replace(port, &format!("<port{i}>"));
+    }
+    for i in 0..ports.len() {
+        text = text.replace(&format!("<port{i}>"), &free_port().unwrap().to_string());
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cluster.toml");
