@@ -8,7 +8,7 @@
 
 use crate::archive_db::{ArchiveDb, Query};
 use crate::client::{self, Client, Outcome};
-use crate::cluster_up::{loopback_config, spawn_node, wait_listening, NodeProcess};
+use crate::cluster_up::{loopback_config, spawn_node, NodeProcess};
 use crate::config::Config;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -65,14 +65,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     for n in &config.nodes {
         nodes.push(spawn_node(&exe, &config, &n.name)?);
     }
-    for n in &config.nodes {
-        if !wait_listening(n.listen, Duration::from_secs(20)) {
-            return Err(format!(
-                "{} did not start; see {}",
-                n.name,
-                n.data.join("node.log").display()
-            ));
-        }
+    for n in &mut nodes {
+        n.wait_ready(Duration::from_secs(20))?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -14,9 +14,67 @@ pub struct NodeProcess {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    /// The address the node must listen on.
+    pub listen: std::net::SocketAddr,
+    /// Length of the log when this process started: its own lines follow.
+    log_start: u64,
+}
+
+/// The line a node writes to its standard output once it listens on its
+/// address. A port that merely accepts connections proves nothing: another
+/// process may hold it while this node failed to bind and exited.
+pub fn ready_line(name: &str, listen: std::net::SocketAddr) -> String {
+    format!("node {name} listening on {listen}")
 }
 
 impl NodeProcess {
+    /// Waits until the node says it listens, up to `timeout`. Fails at once
+    /// if it exits first, with the end of its log (a port taken by another
+    /// process, a bad data folder, ...).
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let want = ready_line(&self.name, self.listen);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.child.try_wait().ok().flatten();
+            let log = self.own_log();
+            if log.contains(&want) {
+                return Ok(());
+            }
+            if let Some(status) = exited {
+                return Err(format!(
+                    "{} exited ({status}) before listening on {}; its log ends:\n{}",
+                    self.name,
+                    self.listen,
+                    last_lines(&log, 8)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} is not listening on {} after {} s; see {}",
+                    self.name,
+                    self.listen,
+                    timeout.as_secs(),
+                    self.log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What this process wrote to the (appended) log.
+    pub fn own_log(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            if f.seek(SeekFrom::Start(self.log_start)).is_ok() {
+                let mut bytes = Vec::new();
+                let _ = f.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+        }
+        text
+    }
+
     /// Asks the node to stop (SIGTERM) and waits up to `grace`; kills it
     /// after that. Returns whether it stopped by itself.
     pub fn stop(&mut self, grace: Duration) -> bool {
@@ -65,6 +123,7 @@ pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess
         .append(true)
         .open(&log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
+    let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .arg("node")
@@ -81,19 +140,15 @@ pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess
         name: name.to_string(),
         child,
         log,
+        listen: node.listen,
+        log_start,
     })
 }
 
-/// Waits until `addr` accepts TCP connections.
-pub fn wait_listening(addr: std::net::SocketAddr, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Creates the cluster's certificates if TLS links are configured and none
@@ -121,9 +176,10 @@ pub fn up(config: &Config) -> Result<(), String> {
         "{:<10} {:<28} {:<22} {:<22} log",
         "node", "roles", "listen", "metrics"
     );
-    for n in &config.nodes {
+    let mut failed = Vec::new();
+    for (n, p) in config.nodes.iter().zip(nodes.iter_mut()) {
         let roles: Vec<String> = n.roles.iter().map(|r| format!("{r:?}")).collect();
-        let ready = wait_listening(n.listen, Duration::from_secs(30));
+        let ready = p.wait_ready(Duration::from_secs(30));
         println!(
             "{:<10} {:<28} {:<22} {:<22} {}{}",
             n.name,
@@ -133,12 +189,18 @@ pub fn up(config: &Config) -> Result<(), String> {
                 .map(|m| format!("http://{m}/metrics"))
                 .unwrap_or("-".into()),
             n.data.join("node.log").display(),
-            if ready {
+            if ready.is_ok() {
                 ""
             } else {
-                "  (NOT LISTENING: see its log)"
+                "  (NOT LISTENING: see below)"
             }
         );
+        if let Err(e) = ready {
+            failed.push(e);
+        }
+    }
+    for e in &failed {
+        eprintln!("{e}");
     }
     println!("cluster up; Ctrl-C stops every node");
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -759,6 +759,8 @@ async fn serve(
         .await
         .map_err(|e| NodeError::Setup(format!("cannot listen on {}: {e}", node.listen)))?;
     tracing::info!(node = %node.name, listen = %node.listen, metrics = ?node.metrics, roles = ?node.roles, links = ?config.links, "node started");
+    // Whatever the log level: `cluster up` and supervisors wait for it.
+    println!("{}", crate::cluster_up::ready_line(&node.name, node.listen));
 
     // Route every inbound envelope to its core.
     let router_shared = shared.clone();

@@ -62,7 +62,7 @@ fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn rooms_are_created_found_changed_and_kept() {
-    let mut c = TestCluster::start_text("tls", &config_text());
+    let mut c = TestCluster::start_with("tls", config_text);
     let ok = |r: (i32, String, String)| {
         assert_eq!(r.0, 0, "{}{}", r.1, r.2);
         r.1
@@ -237,7 +237,7 @@ fn rooms_are_created_found_changed_and_kept() {
 
 #[test]
 fn posts_cross_servers_survive_a_server_and_a_store_crash() {
-    let mut c = TestCluster::start_text("tls", &config_text());
+    let mut c = TestCluster::start_with("tls", config_text);
     let rt = common::runtime();
     let config = c.config.clone();
     let t = Duration::from_secs(10);

@@ -4,10 +4,11 @@
 //! `archive query` finds the message, `status` reports both front ends,
 //! and SIGTERM to `cluster up` stops every node.
 
-use holdfast::cluster_up::{free_port, wait_listening};
+use holdfast::cluster_up::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn holdfast(args: &[&str]) -> std::process::Output {
@@ -24,43 +25,41 @@ fn quick_start_as_written() {
         "/../examples/cluster.toml"
     ))
     .unwrap();
-    let mut text = example.clone();
-    let ports = [
-        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "7801", "9101",
-        "9102", "9201", "9301",
-    ];
-    // Each port becomes a placeholder first: a free port written in place
-    // of one must never contain another one still to be replaced (a free
-    // port 39201 would turn into 3xxxxx when 9201 is replaced next).
-    for (i, port) in ports.iter().enumerate() {
+    // A port is free only until someone takes it (another test's node, an
+    // outgoing connection): a node that cannot bind its port fails the
+    // start, and the quick start runs again on fresh ports.
+    let mut attempt = 1;
+    let (dir, cfg, mut up, lines) = loop {
+        let (dir, cfg) = copy_with_free_ports(&example);
+        let mut up = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(["cluster", "up", "-c", &cfg])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = read_lines(up.stdout.take().unwrap());
+        let mut table = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !table.contains("cluster up;") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => table.push_str(&(line + "\n")),
+                Err(_) => break,
+            }
+        }
+        if table.contains("cluster up;") && !table.contains("NOT LISTENING") {
+            break (dir, cfg, up, lines);
+        }
+        let _ = kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM);
+        let out = up.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            text.contains(port),
-            "the example no longer uses port {port}"
+            attempt < 3 && err.contains("cannot listen"),
+            "cluster up did not start every node:\n{table}{err}"
         );
-        text = text.replace(port, &format!("<port{i}>"));
-    }
-    for i in 0..ports.len() {
-        text = text.replace(&format!("<port{i}>"), &free_port().unwrap().to_string());
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, &text).unwrap();
-    let cfg = file.to_str().unwrap();
-    let config = holdfast::config::Config::load(&file).unwrap();
-
-    let mut up = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["cluster", "up", "-c", cfg])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for n in &config.nodes {
-        assert!(
-            wait_listening(n.listen, Duration::from_secs(30)),
-            "{} not listening",
-            n.name
-        );
-    }
+        attempt += 1;
+    };
+    let cfg = cfg.as_str();
     assert!(dir.path().join("certs/ca.pem").exists());
 
     let sent = holdfast(&[
@@ -293,7 +292,48 @@ fn quick_start_as_written() {
         assert!(Instant::now() < deadline, "cluster up did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = up.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    up.wait().unwrap();
+    let stdout: String = lines.iter().map(|l| l + "\n").collect();
     assert_eq!(stdout.matches(" stopped").count(), 10, "{stdout}");
+}
+
+/// A copy of the example config with free ports, in a temporary folder.
+fn copy_with_free_ports(example: &str) -> (tempfile::TempDir, String) {
+    let mut text = example.to_string();
+    let ports = [
+        "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "7801", "9101",
+        "9102", "9201", "9301",
+    ];
+    // Each port becomes a placeholder first: a free port written in place
+    // of one must never contain another one still to be replaced (a free
+    // port 39201 would turn into 3xxxxx when 9201 is replaced next).
+    for (i, port) in ports.iter().enumerate() {
+        assert!(
+            text.contains(port),
+            "the example no longer uses port {port}"
+        );
+        text = text.replace(port, &format!("<port{i}>"));
+    }
+    for i in 0..ports.len() {
+        text = text.replace(&format!("<port{i}>"), &free_port().unwrap().to_string());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    let cfg = file.to_str().unwrap().to_string();
+    (dir, cfg)
+}
+
+/// The lines `out` will print, as they come.
+fn read_lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

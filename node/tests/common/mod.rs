@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use holdfast::archive_db::ArchiveDb;
-use holdfast::cluster_up::{loopback_config, spawn_node, wait_listening, NodeProcess};
+use holdfast::cluster_up::{loopback_config, spawn_node, NodeProcess};
 use holdfast::config::Config;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,11 +26,29 @@ pub fn exe() -> PathBuf {
 
 impl TestCluster {
     pub fn start(links: &str, settings: &str) -> TestCluster {
-        TestCluster::start_text(links, &loopback_config(links, settings))
+        TestCluster::start_with(links, || loopback_config(links, settings))
     }
 
-    /// A cluster from a whole config text.
-    pub fn start_text(links: &str, text: &str) -> TestCluster {
+    /// A cluster from a whole config text, which `make_text` draws with
+    /// free ports. A port is only free until someone takes it: another
+    /// test's cluster may bind it, or use it for an outgoing connection,
+    /// before this cluster's node starts. A node that cannot bind its port
+    /// fails the start, and the cluster starts again on fresh ports.
+    pub fn start_with(links: &str, make_text: impl Fn() -> String) -> TestCluster {
+        let mut attempt = 1;
+        loop {
+            match TestCluster::try_start(links, &make_text()) {
+                Ok(c) => return c,
+                Err(e) if attempt < 3 && e.contains("cannot listen") => {
+                    eprintln!("attempt {attempt}: {e}; starting again on other ports");
+                    attempt += 1;
+                }
+                Err(e) => panic!("the cluster did not start: {e}"),
+            }
+        }
+    }
+
+    fn try_start(links: &str, text: &str) -> Result<TestCluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.toml");
         std::fs::write(&file, text).unwrap();
@@ -44,20 +62,23 @@ impl TestCluster {
             nodes: BTreeMap::new(),
         };
         for n in c.config.nodes.clone() {
-            c.start_node(&n.name);
+            c.try_start_node(&n.name)?;
         }
-        c
+        Ok(c)
     }
 
+    /// Starts (or restarts) a node and waits until it listens.
     pub fn start_node(&mut self, name: &str) {
-        let p = spawn_node(&exe(), &self.config, name).unwrap();
-        let addr = self.config.node(name).unwrap().listen;
-        assert!(
-            wait_listening(addr, Duration::from_secs(20)),
-            "{name} does not listen; log:\n{}",
-            self.log(name)
-        );
+        if let Err(e) = self.try_start_node(name) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_start_node(&mut self, name: &str) -> Result<(), String> {
+        let mut p = spawn_node(&exe(), &self.config, name).unwrap();
+        let ready = p.wait_ready(Duration::from_secs(20));
         self.nodes.insert(name.to_string(), p);
+        ready
     }
 
     pub fn kill(&mut self, name: &str) {
@@ -111,6 +132,28 @@ impl TestCluster {
             }
         }
         slow
+    }
+}
+
+/// A failed test shows the end of every node's log: a node that did not
+/// answer says why in its own log, not in the test's.
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (name, p) in self.nodes.iter_mut() {
+            let state = match p.child.try_wait() {
+                Ok(Some(status)) => format!("exited: {status}"),
+                _ => "running".to_string(),
+            };
+            let log = p.own_log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "---- {name} ({state}), the end of its log ----\n{}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
     }
 }
 
