@@ -22,11 +22,12 @@ use crate::chat_checker::{
 };
 use crate::lock;
 use crate::scenario::ChatWorkload;
+use crate::seeds::{self, Purpose};
 use holdfast_actors::chat::{ChatReject, Post, Privacy, Room};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
 use holdfast_host::transport::Network;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -71,9 +72,7 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
                 rooms: rooms.clone(),
                 walled,
                 log: log.clone(),
-                rng: ChaCha8Rng::seed_from_u64(
-                    spec.seed ^ (0xc4a7_0000 + ((w as u64) << 20) + i as u64),
-                ),
+                rng: seeds::stream(spec.seed, Purpose::ChatClient, w, i),
                 files_sent: 0,
                 pending_rooms: BTreeMap::new(),
                 creates: creator.then(|| Creates {

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod plot;
 pub mod report;
 pub mod scenario;
+pub mod seeds;
 pub mod trace;
 
 /// Locks harness state shared between simulated nodes. A poisoned lock

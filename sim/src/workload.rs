@@ -5,12 +5,12 @@
 use crate::checker::{Op, Outcome};
 use crate::lock;
 use crate::scenario::{Archive, ImWorkload};
+use crate::seeds::{self, Purpose};
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{CallReport, Envelope, Im, Msg, RecordKind};
 use holdfast_host::transport::Network;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -130,7 +130,7 @@ async fn generate(
     history: History,
     waiting: Waiting,
 ) {
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ (0x5eed_0000 + w as u64));
+    let mut rng = seeds::stream(spec.seed, Purpose::ImWorkload, w, 0);
     let users = &spec.users[w];
     let mut t = workload.start_ms as f64;
     let mut n = 0u64;
