@@ -2,7 +2,7 @@
 # The whole test suite: formatting, lints, unit and integration tests of the
 # normal build, then the simulator build (--cfg madsim, in target/sim so the
 # two builds never invalidate each other), which runs every scenario in
-# scenarios/, then sweeps the library over another seed. Ends with one line
+# scenarios/, then sweeps the library over three more seeds. Ends with one line
 # totalling every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
 # Every scenario once more under a seed it was not written for, with a
 # sample of runs repeated to check that their traces are identical.
-run cargo sim sweep scenarios --seeds 1 --first-seed 1000 --check-determinism-every 6
+run cargo sim sweep scenarios --seeds 3 --first-seed 1000 --check-determinism-every 6
 
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"
