@@ -146,7 +146,7 @@ pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess
 }
 
 /// The last `n` lines of `text`.
-fn last_lines(text: &str, n: usize) -> String {
+pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use holdfast::archive_db::ArchiveDb;
-use holdfast::cluster_up::{loopback_config, spawn_node, NodeProcess};
+use holdfast::cluster_up::{last_lines, loopback_config, spawn_node, NodeProcess};
 use holdfast::config::Config;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -147,11 +147,9 @@ impl Drop for TestCluster {
                 Ok(Some(status)) => format!("exited: {status}"),
                 _ => "running".to_string(),
             };
-            let log = p.own_log();
-            let lines: Vec<&str> = log.lines().collect();
             eprintln!(
                 "---- {name} ({state}), the end of its log ----\n{}",
-                lines[lines.len().saturating_sub(30)..].join("\n")
+                last_lines(&p.own_log(), 30)
             );
         }
     }
