@@ -12,8 +12,9 @@
 //! * Clients are not in the address book: replies to them go back on the
 //!   connection they came in on.
 //! * A [`Link`] secures each connection: plain TCP in the simulator (the
-//!   first frame names the peer), mutual TLS in production (the peer's
-//!   certificate names it, and every frame must agree).
+//!   first frame names the peer; the simulator's link adds the flow control
+//!   madsim's TCP lacks), mutual TLS in production (the peer's certificate
+//!   names it, and every frame must agree).
 //! * Outbound queues are bounded: when a peer cannot keep up, envelopes
 //!   beyond the bound are dropped and counted, never buffered without limit;
 //!   the protocols above recover them (resends, client retries).
@@ -101,10 +102,20 @@ pub const MAX_INBOUND_CONNECTIONS: usize = 4096;
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Envelopes from the network waiting in the inbox before readers pause.
-pub const DEFAULT_INBOUND_LIMIT: usize = 1 << 16;
+/// Beyond it, TCP holds the senders back: a node that falls behind does
+/// not buffer hours of its peers' resends in memory.
+pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
 
-/// Envelopes queued for one peer before further ones are dropped.
-pub const DEFAULT_OUTBOUND_CAPACITY: usize = 1 << 16;
+/// Envelopes queued for one peer before further ones are dropped: a few
+/// transfer windows. The durable queues hold the backlog; this only smooths
+/// bursts. A larger bound keeps stale resends queued through an outage and
+/// delivers them in a burst when the link heals.
+pub const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
+
+/// Envelopes a load-generating client queues for one front end: its own
+/// requests, which it should not drop at the source while a connection
+/// comes up (open-loop load offers its rate regardless).
+pub const CLIENT_OUTBOUND_CAPACITY: usize = 1 << 16;
 
 /// Writes one frame and flushes it (simulated TCP sends nothing until a flush).
 pub async fn write_frame<W: AsyncWrite + Unpin>(

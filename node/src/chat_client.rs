@@ -7,7 +7,7 @@ use crate::config::Config;
 use holdfast_actors::chat::{ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
-use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
+use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +63,7 @@ impl ChatClient {
             peers,
             tx,
             client_link(config)?,
-            DEFAULT_OUTBOUND_CAPACITY,
+            CLIENT_OUTBOUND_CAPACITY,
         );
         let mut c = ChatClient {
             web: config.pool.web.first().cloned(),

@@ -12,7 +12,7 @@ use crate::tls::TlsLink;
 use hdrhistogram::Histogram;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Im, Msg, RejectReason};
-use holdfast_host::transport::{Link, Network, PlainLink, DEFAULT_OUTBOUND_CAPACITY};
+use holdfast_host::transport::{Link, Network, PlainLink, CLIENT_OUTBOUND_CAPACITY};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -65,7 +65,7 @@ impl Client {
             .front_ends()
             .map(|n| (n.name.clone(), n.listen))
             .collect();
-        let net = Network::with_link(me.clone(), peers, tx, link, DEFAULT_OUTBOUND_CAPACITY);
+        let net = Network::with_link(me.clone(), peers, tx, link, CLIENT_OUTBOUND_CAPACITY);
         let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
         let w = waiting.clone();
         let reader_net = net.clone();

@@ -7,7 +7,7 @@ use crate::config::Config;
 use holdfast_actors::compliance::ComplianceStatus;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
-use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
+use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ pub async fn ask(
         [(node.clone(), addr)].into_iter().collect(),
         tx,
         client_link(config)?,
-        DEFAULT_OUTBOUND_CAPACITY,
+        CLIENT_OUTBOUND_CAPACITY,
     );
     net.send(Envelope {
         from: Addr::new(me, ActorKind::Client),

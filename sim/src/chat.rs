@@ -23,10 +23,11 @@ use crate::chat_checker::{
 use crate::lock;
 use crate::scenario::ChatWorkload;
 use crate::seeds::{self, Purpose};
+use crate::tcp_flow::FlowLink;
 use holdfast_actors::chat::{ChatReject, Post, Privacy, Room};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
-use holdfast_host::transport::Network;
+use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +54,7 @@ pub struct ChatClientSpec {
     pub domain: String,
     pub seed: u64,
     pub epoch: Instant,
+    pub link: Arc<FlowLink>,
 }
 
 pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
@@ -208,14 +210,17 @@ impl ChatClient {
     }
 
     fn deliver(&self, room: &str, s: &mut RoomState) {
+        if !s.buffered.contains_key(&(s.delivered_upto + 1)) {
+            return;
+        }
+        let mut log = lock(&self.log);
+        let view = log
+            .views
+            .entry((self.user.clone(), room.to_string()))
+            .or_default();
         while let Some(post) = s.buffered.remove(&(s.delivered_upto + 1)) {
             s.delivered_upto += 1;
-            lock(&self.log)
-                .views
-                .entry((self.user.clone(), room.to_string()))
-                .or_default()
-                .delivered
-                .insert(s.delivered_upto, post.id);
+            view.delivered.insert(s.delivered_upto, post.id);
         }
     }
 
@@ -225,7 +230,13 @@ impl ChatClient {
         for (n, a) in self.spec.lookup_names.iter().zip(&self.spec.lookups) {
             peers.insert(n.clone(), *a);
         }
-        let net = Network::new(self.me.clone(), peers, tx);
+        let net = Network::with_link(
+            self.me.clone(),
+            peers,
+            tx,
+            self.spec.link.clone(),
+            DEFAULT_OUTBOUND_CAPACITY,
+        );
         let epoch = self.spec.epoch;
         tokio::time::sleep_until(epoch + Duration::from_millis(self.wl.start_ms)).await;
         let mut state: BTreeMap<String, RoomState> = self

@@ -34,4 +34,6 @@ pub mod runner;
 #[cfg(madsim)]
 pub mod sweep;
 #[cfg(madsim)]
+pub mod tcp_flow;
+#[cfg(madsim)]
 pub mod workload;

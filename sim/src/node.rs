@@ -6,6 +6,7 @@ use crate::alarm::Alarm;
 use crate::disk::SimDisk;
 use crate::lock;
 use crate::report::EventRecord;
+use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
 use fnv::FnvHasher;
 use holdfast_actors::actor::{Actor, Ctx, Effect, StoreError, Timer};
@@ -26,7 +27,7 @@ use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::web_files::WebFiles;
 use holdfast_host::disk::Disk;
 use holdfast_host::store::LogStore;
-use holdfast_host::transport::Network;
+use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
@@ -49,6 +50,8 @@ pub struct NodeSpec {
     pub seed: u64,
     /// The group chat pool (empty without Channel servers).
     pub pool: Arc<ChatPool>,
+    /// The simulated network's flow control (shared by every node).
+    pub link: Arc<FlowLink>,
 }
 
 /// Fault switches the harness flips on a node.
@@ -301,7 +304,13 @@ fn actor_seed(seed: u64, node: &str, kind: ActorKind) -> u64 {
 /// The node's main task; madsim calls it again after every restart.
 pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let net = Network::new(spec.name.clone(), spec.peers.clone(), tx);
+    let net = Network::with_link(
+        spec.name.clone(),
+        spec.peers.clone(),
+        tx,
+        spec.link.clone(),
+        DEFAULT_OUTBOUND_CAPACITY,
+    );
     // Open every store first: a node that cannot read its disk does not
     // come up half-way (it retries, as a service manager would).
     let mut slots = Vec::new();

@@ -12,6 +12,7 @@ use crate::lock;
 use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec, OUTPUT_DIR};
 use crate::report::{EventRecord, RunResult};
 use crate::scenario::{Archive, FaultKind, Scenario};
+use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
 use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
 use holdfast_actors::actor::Recovered;
@@ -220,6 +221,9 @@ struct Nodes {
 async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let handle = Handle::current();
     let epoch = Instant::now();
+    // One flow control for the whole simulated network: it pairs the two
+    // ends of every connection.
+    let link = FlowLink::new();
     let (cluster, users) = build_cluster(&scn);
     let cluster = Arc::new(cluster);
     let pool = Arc::new(build_pool(&scn));
@@ -271,6 +275,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             sabotage: scn.sabotage.clone(),
             seed,
             pool: pool.clone(),
+            link: link.clone(),
         });
         let shared = NodeShared {
             disk: SimDisk::new(
@@ -307,6 +312,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         cluster: cluster.clone(),
         seed,
         epoch,
+        link: link.clone(),
     });
     let h = history.clone();
     let mut clients = Vec::new();
@@ -335,6 +341,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             domain: DOMAIN.into(),
             seed,
             epoch,
+            link: link.clone(),
         });
         let log = chat_log.clone();
         let chat_node = handle

@@ -6,10 +6,11 @@ use crate::checker::{Op, Outcome};
 use crate::lock;
 use crate::scenario::{Archive, ImWorkload};
 use crate::seeds::{self, Purpose};
+use crate::tcp_flow::FlowLink;
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{CallReport, Envelope, Im, Msg, RecordKind};
-use holdfast_host::transport::Network;
+use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub struct ClientSpec {
     pub cluster: Arc<Cluster>,
     pub seed: u64,
     pub epoch: Instant,
+    pub link: Arc<FlowLink>,
 }
 
 pub type History = Arc<Mutex<BTreeMap<String, Op>>>;
@@ -75,7 +77,13 @@ pub fn expect_archived(w: &ImWorkload, from: usize, to: Option<usize>) -> bool {
 
 pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-    let net = Network::new(CLIENT_NODE, spec.peers.clone(), tx);
+    let net = Network::with_link(
+        CLIENT_NODE,
+        spec.peers.clone(),
+        tx,
+        spec.link.clone(),
+        DEFAULT_OUTBOUND_CAPACITY,
+    );
     let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
     {
         let waiting = waiting.clone();
