@@ -112,6 +112,17 @@ pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
 /// delivers them in a burst when the link heals.
 pub const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
 
+/// The outbound bound for a node whose queues send `window` transfers at
+/// a time: the default, or four windows if that is more (a window larger
+/// than the bound would be cut by it on every round).
+pub fn outbound_capacity(window: u64) -> usize {
+    DEFAULT_OUTBOUND_CAPACITY.max(
+        usize::try_from(window)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4),
+    )
+}
+
 /// Envelopes a load-generating client queues for one front end: its own
 /// requests, which it should not drop at the source while a connection
 /// comes up (open-loop load offers its rate regardless).
@@ -618,5 +629,17 @@ impl Network {
                 clients.remove(&peer);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbound_bound_holds_four_transfer_windows() {
+        assert_eq!(outbound_capacity(256), DEFAULT_OUTBOUND_CAPACITY);
+        assert_eq!(outbound_capacity(4096), 16384);
+        assert_eq!(outbound_capacity(u64::MAX), usize::MAX);
     }
 }

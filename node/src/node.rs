@@ -45,7 +45,7 @@ use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::settings::Sabotage;
 use holdfast_actors::web_files::{WebFiles, FILE_BLOB};
 use holdfast_host::store::LogStore;
-use holdfast_host::transport::{Link, Network, PlainLink, DEFAULT_OUTBOUND_CAPACITY};
+use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
@@ -716,7 +716,7 @@ async fn serve(
         config.addresses(),
         tx,
         link,
-        DEFAULT_OUTBOUND_CAPACITY,
+        outbound_capacity(config.settings.transfer_window),
     );
     net.set_roles(
         config

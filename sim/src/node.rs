@@ -27,7 +27,7 @@ use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::web_files::WebFiles;
 use holdfast_host::disk::Disk;
 use holdfast_host::store::LogStore;
-use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
+use holdfast_host::transport::{outbound_capacity, Network};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
@@ -309,7 +309,7 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         spec.peers.clone(),
         tx,
         spec.link.clone(),
-        DEFAULT_OUTBOUND_CAPACITY,
+        outbound_capacity(spec.settings.transfer_window),
     );
     // Open every store first: a node that cannot read its disk does not
     // come up half-way (it retries, as a service manager would).
