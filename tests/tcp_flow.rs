@@ -3,10 +3,11 @@
 //! when it reads, and fails once the other end is gone.
 #![cfg(madsim)]
 
-use holdfast_host::transport::Link;
+use holdfast_host::transport::{BoxStream, Link};
 use holdfast_sim::tcp_flow::{FlowLink, WINDOW};
 use madsim::net::NetSim;
-use madsim::runtime::{Handle, Runtime};
+use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::task::JoinHandle;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,28 +32,52 @@ async fn write_counting(
     Ok(())
 }
 
+/// A server node (10.77.0.1) and a client node (10.77.0.2).
+fn two_nodes() -> (NodeHandle, NodeHandle) {
+    let handle = Handle::current();
+    let node = |name: &str, ip: &str| {
+        handle
+            .create_node()
+            .name(name)
+            .ip(ip.parse().unwrap())
+            .build()
+    };
+    (node("server", "10.77.0.1"), node("client", "10.77.0.2"))
+}
+
+/// Accepts one connection on [`SERVER`] through `link`.
+async fn accept_one(link: &FlowLink) -> BoxStream {
+    let listener = TcpListener::bind(SERVER).await.unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    link.accept(tcp).await.unwrap().0
+}
+
+/// Connects from `client` through `link` and writes four windows,
+/// counting what each write got out.
+fn spawn_writer(
+    client: &NodeHandle,
+    link: &Arc<FlowLink>,
+) -> (Arc<AtomicUsize>, JoinHandle<std::io::Result<()>>) {
+    let written = Arc::new(AtomicUsize::new(0));
+    let (w, l) = (written.clone(), link.clone());
+    let writer = client.spawn(async move {
+        let tcp = TcpStream::connect(SERVER).await.unwrap();
+        let mut stream = l.connect("server", tcp).await.unwrap();
+        write_counting(&mut stream, 4 * WINDOW, &w).await
+    });
+    (written, writer)
+}
+
 #[test]
 fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
     let rt = Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.block_on(async {
-        let handle = Handle::current();
+        let (server, client) = two_nodes();
         let link = FlowLink::new();
-        let server = handle
-            .create_node()
-            .name("server")
-            .ip("10.77.0.1".parse().unwrap())
-            .build();
-        let client = handle
-            .create_node()
-            .name("client")
-            .ip("10.77.0.2".parse().unwrap())
-            .build();
         let (start_reading, go) = oneshot::channel::<()>();
         let l = link.clone();
         let reader = server.spawn(async move {
-            let listener = TcpListener::bind(SERVER).await.unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (mut stream, _) = l.accept(tcp).await.unwrap();
+            let mut stream = accept_one(&l).await;
             go.await.unwrap();
             let mut got = 0usize;
             let mut buf = vec![0u8; 4096];
@@ -64,14 +89,7 @@ fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
             got
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let written = Arc::new(AtomicUsize::new(0));
-        let w = written.clone();
-        let l = link.clone();
-        let writer = client.spawn(async move {
-            let tcp = TcpStream::connect(SERVER).await.unwrap();
-            let mut stream = l.connect("server", tcp).await.unwrap();
-            write_counting(&mut stream, 4 * WINDOW, &w).await
-        });
+        let (written, writer) = spawn_writer(&client, &link);
         // The reader is not reading, and the link is cut for an hour: the
         // writer gets exactly one window out, then waits.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -92,37 +110,18 @@ fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
 fn a_writer_blocked_on_a_closed_end_fails_instead_of_waiting_for_ever() {
     let rt = Runtime::with_seed_and_config(2, madsim::Config::default());
     rt.block_on(async {
-        let handle = Handle::current();
+        let (server, client) = two_nodes();
         let link = FlowLink::new();
-        let server = handle
-            .create_node()
-            .name("server")
-            .ip("10.77.0.1".parse().unwrap())
-            .build();
-        let client = handle
-            .create_node()
-            .name("client")
-            .ip("10.77.0.2".parse().unwrap())
-            .build();
         let (close, closing) = oneshot::channel::<()>();
         let l = link.clone();
         server.spawn(async move {
-            let listener = TcpListener::bind(SERVER).await.unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (stream, _) = l.accept(tcp).await.unwrap();
+            let stream = accept_one(&l).await;
             // Never reads; drops its end when told.
             closing.await.unwrap();
             drop(stream);
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let written = Arc::new(AtomicUsize::new(0));
-        let w = written.clone();
-        let l = link.clone();
-        let writer = client.spawn(async move {
-            let tcp = TcpStream::connect(SERVER).await.unwrap();
-            let mut stream = l.connect("server", tcp).await.unwrap();
-            write_counting(&mut stream, 4 * WINDOW, &w).await
-        });
+        let (written, writer) = spawn_writer(&client, &link);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
             written.load(Ordering::SeqCst),
