@@ -10,8 +10,12 @@
 //! cumulatively once an item is durable there. With no acknowledgement
 //! progress for a resend interval the queue goes back to the first
 //! unacknowledged item (go-back-N), backing off while the link stays
-//! silent. The destination drops what it already has: exactly-once, in
-//! order.
+//! silent. It resends that one item alone, as a probe: the destination
+//! answers with how far it really is, and the window follows from there.
+//! Resending the whole window instead flooded a destination that was only
+//! slow with hundreds of duplicates per timeout, which slowed it further
+//! (congestion collapse). The destination drops what it already has:
+//! exactly-once, in order.
 //!
 //! **Heartbeats** (lync2010) go with the data every heartbeat interval. One
 //! not acknowledged by the destination within its TTRQ is a *delivery* NACK
@@ -112,6 +116,9 @@ pub struct OutgoingQueue {
     deleted: u64,
     /// Highest seq sent in the current round.
     sent: u64,
+    /// After a timeout: only the first unacknowledged item is out, until
+    /// the destination acknowledges progress.
+    probing: bool,
     acked_at_last_check: u64,
     interval: Millis,
     writes: BTreeMap<u64, Write>,
@@ -161,6 +168,7 @@ impl OutgoingQueue {
             acked: 0,
             deleted: 0,
             sent: 0,
+            probing: false,
             acked_at_last_check: 0,
             oldest_floor: 0,
             writes: BTreeMap::new(),
@@ -214,7 +222,12 @@ impl OutgoingQueue {
 
     fn pump(&mut self, ctx: &mut Ctx) {
         let last = self.next_seq - 1;
-        while self.sent < last && self.sent - self.acked < self.settings.transfer_window {
+        let window = if self.probing {
+            1
+        } else {
+            self.settings.transfer_window
+        };
+        while self.sent < last && self.sent - self.acked < window {
             let Some(item) = self.items.get(&(self.sent + 1)).cloned() else {
                 // Only a damaged store can leave a hole; say so, never panic.
                 ctx.event(
@@ -390,6 +403,7 @@ impl OutgoingQueue {
         }
         self.acked = upto;
         self.sent = self.sent.max(upto);
+        self.probing = false;
         self.interval = self.settings.resend_interval;
         // ocs2007r2: the stream moves again a while after the last expiry.
         if let Some(at) = self.expired_at {
@@ -884,8 +898,10 @@ impl Actor for OutgoingQueue {
                 let outstanding = self.sent > self.acked;
                 if outstanding && self.acked == self.acked_at_last_check {
                     // No progress for a whole interval: go back to the first
-                    // unacknowledged item, and wait longer next time.
+                    // unacknowledged item, probe with it alone, and wait
+                    // longer next time.
                     self.sent = self.acked;
+                    self.probing = true;
                     self.resends += 1;
                     self.interval = (self.interval * 2).min(self.settings.resend_backoff_max);
                 } else if !outstanding {
@@ -1074,8 +1090,45 @@ mod tests {
             seqs(&h.fire(Timer::Resend)).is_empty(),
             "progress was made: no resend"
         );
-        assert_eq!(seqs(&h.fire(Timer::Resend)), vec![2, 3]);
+        assert_eq!(
+            seqs(&h.fire(Timer::Resend)),
+            vec![2],
+            "the first unacknowledged item alone, as a probe"
+        );
         assert_eq!(h.timers[&Timer::Resend] - h.now, 10_000, "interval doubled");
+        assert_eq!(
+            seqs(&h.fire(Timer::Resend)),
+            vec![2],
+            "still no answer: probe again"
+        );
+        // The answer opens the window again from where the destination is.
+        assert_eq!(seqs(&h.msg(dest(), Msg::TransferAck { upto: 2 })), vec![3]);
+        assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000);
+    }
+
+    /// A destination that was only slow already holds what followed the
+    /// probe: its answer says so, and nothing it has is sent again.
+    #[test]
+    fn a_probe_answered_from_further_ahead_skips_what_the_destination_has() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        for i in 0..6 {
+            h.msg(
+                fe(),
+                Msg::Enqueue {
+                    token: i,
+                    record: rec(&format!("m{i}"), 0),
+                },
+            );
+        }
+        h.fire(Timer::Resend);
+        assert_eq!(seqs(&h.fire(Timer::Resend)), vec![1]);
+        // The destination had 1 to 4; it answers the probe (a duplicate)
+        // with its position.
+        assert_eq!(
+            seqs(&h.msg(dest(), Msg::TransferAck { upto: 4 })),
+            vec![5, 6]
+        );
     }
 
     #[test]
