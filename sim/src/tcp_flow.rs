@@ -97,7 +97,7 @@ impl FlowLink {
             inner: tcp,
             pair: self.meet(key),
             side,
-            unflushed: 0,
+            unflushed: false,
         })
     }
 }
@@ -123,8 +123,8 @@ pub struct FlowStream {
     inner: TcpStream,
     pair: Shared,
     side: usize,
-    /// Written since the last flush.
-    unflushed: usize,
+    /// Written to since the last flush.
+    unflushed: bool,
 }
 
 impl AsyncWrite for FlowStream {
@@ -149,8 +149,8 @@ impl AsyncWrite for FlowStream {
         if room == 0 {
             // madsim sends nothing before a flush: what fills the window
             // must go out, or the reads that make room never come.
-            if me.unflushed > 0 {
-                me.unflushed = 0;
+            if me.unflushed {
+                me.unflushed = false;
                 if let Poll::Ready(Err(e)) = Pin::new(&mut me.inner).poll_flush(cx) {
                     return Poll::Ready(Err(e));
                 }
@@ -161,13 +161,13 @@ impl AsyncWrite for FlowStream {
         let written = Pin::new(&mut me.inner).poll_write(cx, &buf[..n]);
         if let Poll::Ready(Ok(k)) = written {
             lock(&me.pair).dirs[me.side].in_flight += k;
-            me.unflushed += k;
+            me.unflushed |= k > 0;
         }
         written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.unflushed = 0;
+        self.unflushed = false;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
