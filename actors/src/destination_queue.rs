@@ -22,6 +22,9 @@ enum Write {
         sender: Addr,
         seq: u64,
         stored: Option<(u64, QueueItem)>,
+        /// Answer with a `ProbeAck` (for this probe) rather than a
+        /// `TransferAck`.
+        probe: Option<u64>,
     },
     Delete {
         keys: Vec<u64>,
@@ -30,6 +33,14 @@ enum Write {
         keys: Vec<u64>,
         ids: BTreeMap<String, Vec<MessageId>>,
     },
+}
+
+/// The acknowledgement for a transfer, or for a probe.
+fn answer(probe: Option<u64>, upto: u64) -> Msg {
+    match probe {
+        Some(probe) => Msg::ProbeAck { upto, probe },
+        None => Msg::TransferAck { upto },
+    }
 }
 
 pub struct DestinationQueue {
@@ -100,7 +111,14 @@ impl DestinationQueue {
         }
     }
 
-    fn on_transfer(&mut self, from: Addr, seq: u64, item: QueueItem, ctx: &mut Ctx) {
+    fn on_transfer(
+        &mut self,
+        from: Addr,
+        seq: u64,
+        item: QueueItem,
+        probe: Option<u64>,
+        ctx: &mut Ctx,
+    ) {
         // A stored 0 can only come from a damaged store: treat it as 1.
         let expected = (*self.next.get(&from.node).unwrap_or(&1)).max(1);
         if seq < expected {
@@ -110,7 +128,7 @@ impl DestinationQueue {
             // A duplicate (already stored) or a gap (an earlier transfer was
             // lost with a connection): either way, tell the sender where we
             // are; it goes back to there.
-            ctx.send(from, Msg::TransferAck { upto: expected - 1 });
+            ctx.send(from, answer(probe, expected - 1));
             return;
         }
         let mut ops = vec![StoreOp::Put {
@@ -138,6 +156,7 @@ impl DestinationQueue {
                 sender: from,
                 seq,
                 stored,
+                probe,
             },
         );
     }
@@ -233,7 +252,7 @@ impl Actor for DestinationQueue {
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
             // Only the outgoing queue of a front end this server archives for.
-            Msg::Transfer { .. } => {
+            Msg::Transfer { .. } | Msg::Probe { .. } => {
                 from.actor == ActorKind::OutgoingQueue
                     && self
                         .cluster
@@ -248,7 +267,8 @@ impl Actor for DestinationQueue {
             return;
         }
         match msg {
-            Msg::Transfer { seq, item } => self.on_transfer(from, seq, item, ctx),
+            Msg::Transfer { seq, item } => self.on_transfer(from, seq, item, None, ctx),
+            Msg::Probe { seq, item, probe } => self.on_transfer(from, seq, item, Some(probe), ctx),
             Msg::Consumed { keys } => {
                 for k in keys {
                     if self.in_flight.remove(&k) {
@@ -284,6 +304,7 @@ impl Actor for DestinationQueue {
                     sender,
                     seq,
                     stored,
+                    probe,
                 }),
                 Ok(()),
             ) => {
@@ -291,7 +312,7 @@ impl Actor for DestinationQueue {
                 if let Some((key, item)) = stored {
                     self.items.insert(key, item);
                 }
-                ctx.send(sender, Msg::TransferAck { upto: seq });
+                ctx.send(sender, answer(probe, seq));
                 self.pump(ctx);
             }
             (Some(Write::Store { sender, seq, .. }), Err(e)) => {
@@ -453,6 +474,42 @@ mod tests {
             },
         );
         assert_eq!(acks(&sent), vec![1], "sequences are per sender");
+    }
+
+    /// A probe is stored like a transfer when it is new, dropped when it is
+    /// a duplicate, and answered with a `ProbeAck` either way: the sender
+    /// tells its answer from the transfers' acknowledgements.
+    #[test]
+    fn a_probe_is_handled_like_a_transfer_and_answered_as_a_probe() {
+        let mut h = dq(Settings::default());
+        h.start(Recovered::new());
+        let sent = h.msg(
+            oq("fe1"),
+            Msg::Probe {
+                seq: 1,
+                item: rec("m1"),
+                probe: 7,
+            },
+        );
+        assert_eq!(sent[0], (oq("fe1"), Msg::ProbeAck { upto: 1, probe: 7 }));
+        assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 2,
+                item: rec("m2"),
+            },
+        );
+        let sent = h.msg(
+            oq("fe1"),
+            Msg::Probe {
+                seq: 1,
+                item: rec("m1"),
+                probe: 8,
+            },
+        );
+        assert_eq!(sent, vec![(oq("fe1"), Msg::ProbeAck { upto: 2, probe: 8 })]);
+        assert_eq!(h.actor.depth(), 2, "the duplicate is not stored again");
     }
 
     #[test]

@@ -8,14 +8,19 @@
 //! reused (the acknowledged position is persisted with the deletions).
 //! Transfers go out in order inside a window; the destination acknowledges
 //! cumulatively once an item is durable there. With no acknowledgement
-//! progress for a resend interval the queue goes back to the first
-//! unacknowledged item (go-back-N), backing off while the link stays
-//! silent. It resends that one item alone, as a probe: the destination
-//! answers with how far it really is, and the window follows from there.
-//! Resending the whole window instead flooded a destination that was only
-//! slow with hundreds of duplicates per timeout, which slowed it further
-//! (congestion collapse). The destination drops what it already has:
-//! exactly-once, in order.
+//! progress for a resend interval the queue cannot tell transfers lost on
+//! the way (with a connection, or by a destination that crashed before
+//! storing them) from transfers a slow destination has not reached yet. It
+//! sends the first unacknowledged item again as a *probe*, behind
+//! everything in flight, and backs off while the link stays silent. The
+//! destination handles a link's frames in order, so the probe's answer
+//! says how far it got with everything sent before it: short of that, the
+//! rest was lost and the queue goes back to resend it (go-back-N);
+//! otherwise nothing is resent. Going back on every timeout instead
+//! flooded a destination that was only slow with duplicates of what it
+//! already held in its inbox, which slowed it further (congestion
+//! collapse). The destination drops what it already has: exactly-once, in
+//! order.
 //!
 //! **Heartbeats** (lync2010) go with the data every heartbeat interval. One
 //! not acknowledged by the destination within its TTRQ is a *delivery* NACK
@@ -116,9 +121,13 @@ pub struct OutgoingQueue {
     deleted: u64,
     /// Highest seq sent in the current round.
     sent: u64,
-    /// After a timeout: only the first unacknowledged item is out, until
-    /// the destination acknowledges progress.
-    probing: bool,
+    /// Probes sent so far (numbers them).
+    probes: u64,
+    /// The latest probe (number, highest seq sent before it) while it is
+    /// unanswered: its answer tells whether anything up to there was lost.
+    /// An earlier probe's answer comes from before transfers the latest
+    /// one followed, and is not used.
+    probe: Option<(u64, u64)>,
     acked_at_last_check: u64,
     interval: Millis,
     writes: BTreeMap<u64, Write>,
@@ -168,7 +177,8 @@ impl OutgoingQueue {
             acked: 0,
             deleted: 0,
             sent: 0,
-            probing: false,
+            probes: 0,
+            probe: None,
             acked_at_last_check: 0,
             oldest_floor: 0,
             writes: BTreeMap::new(),
@@ -222,11 +232,7 @@ impl OutgoingQueue {
 
     fn pump(&mut self, ctx: &mut Ctx) {
         let last = self.next_seq - 1;
-        let window = if self.probing {
-            1
-        } else {
-            self.settings.transfer_window
-        };
+        let window = self.settings.transfer_window;
         while self.sent < last && self.sent - self.acked < window {
             let Some(item) = self.items.get(&(self.sent + 1)).cloned() else {
                 // Only a damaged store can leave a hole; say so, never panic.
@@ -248,6 +254,46 @@ impl OutgoingQueue {
                     item,
                 },
             );
+        }
+    }
+
+    /// Sends the first unacknowledged item again, behind everything in
+    /// flight, to learn whether what was sent before it arrived.
+    fn send_probe(&mut self, ctx: &mut Ctx) {
+        let seq = self.acked + 1;
+        let Some(item) = self.items.get(&seq).cloned() else {
+            ctx.event(
+                "store_corrupt",
+                format!("{}: item {seq} missing from the queue", self.name),
+            );
+            return;
+        };
+        self.probes += 1;
+        self.probe = Some((self.probes, self.sent));
+        ctx.send(
+            self.dest.clone(),
+            Msg::Probe {
+                seq,
+                item,
+                probe: self.probes,
+            },
+        );
+    }
+
+    /// The destination has handled a probe, and with it (in order) every
+    /// transfer sent before it that was not lost. Acknowledged short of
+    /// those: the rest were lost; go back and resend them.
+    fn on_probe_answer(&mut self, probe: u64, ctx: &mut Ctx) {
+        let Some((latest, after)) = self.probe else {
+            return;
+        };
+        if probe != latest {
+            return;
+        }
+        self.probe = None;
+        if self.acked < after {
+            self.sent = self.acked;
+            self.pump(ctx);
         }
     }
 
@@ -403,7 +449,6 @@ impl OutgoingQueue {
         }
         self.acked = upto;
         self.sent = self.sent.max(upto);
-        self.probing = false;
         self.interval = self.settings.resend_interval;
         // ocs2007r2: the stream moves again a while after the last expiry.
         if let Some(at) = self.expired_at {
@@ -825,6 +870,7 @@ impl Actor for OutgoingQueue {
             .min(self.acked);
         self.next_seq = max + 1;
         self.sent = self.acked;
+        self.probe = None;
         self.acked_at_last_check = self.acked;
         self.interval = self.settings.resend_interval;
         self.health = LinkHealth::Healthy;
@@ -849,7 +895,9 @@ impl Actor for OutgoingQueue {
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
             Msg::Enqueue { .. } => from == self.fe(),
-            Msg::TransferAck { .. } | Msg::Expired { .. } => from == self.dest,
+            Msg::TransferAck { .. } | Msg::ProbeAck { .. } | Msg::Expired { .. } => {
+                from == self.dest
+            }
             Msg::HeartbeatAck { .. } => {
                 from.node == self.dest.node && from.actor == ActorKind::Archiver
             }
@@ -861,6 +909,10 @@ impl Actor for OutgoingQueue {
         match msg {
             Msg::Enqueue { token, record } => self.enqueue(from, token, record, ctx),
             Msg::TransferAck { upto } => self.on_ack(upto, ctx),
+            Msg::ProbeAck { upto, probe } => {
+                self.on_ack(upto, ctx);
+                self.on_probe_answer(probe, ctx);
+            }
             Msg::HeartbeatAck { id } => {
                 self.verified = true;
                 self.beats.remove(&id);
@@ -897,11 +949,9 @@ impl Actor for OutgoingQueue {
             Timer::Resend => {
                 let outstanding = self.sent > self.acked;
                 if outstanding && self.acked == self.acked_at_last_check {
-                    // No progress for a whole interval: go back to the first
-                    // unacknowledged item, probe with it alone, and wait
-                    // longer next time.
-                    self.sent = self.acked;
-                    self.probing = true;
+                    // No progress for a whole interval: lost or only slow?
+                    // Ask with a probe, and wait longer next time.
+                    self.send_probe(ctx);
                     self.resends += 1;
                     self.interval = (self.interval * 2).min(self.settings.resend_backoff_max);
                 } else if !outstanding {
@@ -992,18 +1042,29 @@ mod tests {
         Addr::new("arch1", ActorKind::DestinationQueue)
     }
 
+    fn label(item: &QueueItem) -> String {
+        match item {
+            QueueItem::Record(r) => r.id.clone(),
+            QueueItem::Heartbeat { .. } => "heartbeat".into(),
+            QueueItem::Tombstone => "tombstone".into(),
+        }
+    }
+
     /// (seq, "record id" | "heartbeat" | "tombstone") of every transfer sent.
     fn transfers(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Transfer { seq, item } => Some((
-                    *seq,
-                    match item {
-                        QueueItem::Record(r) => r.id.clone(),
-                        QueueItem::Heartbeat { .. } => "heartbeat".into(),
-                        QueueItem::Tombstone => "tombstone".into(),
-                    },
-                )),
+                Msg::Transfer { seq, item } => Some((*seq, label(item))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The same for probes.
+    fn probes(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
+        sent.iter()
+            .filter_map(|(_, m)| match m {
+                Msg::Probe { seq, item, .. } => Some((*seq, label(item))),
                 _ => None,
             })
             .collect()
@@ -1011,6 +1072,10 @@ mod tests {
 
     fn seqs(sent: &[(Addr, Msg)]) -> Vec<u64> {
         transfers(sent).into_iter().map(|(s, _)| s).collect()
+    }
+
+    fn probe_seqs(sent: &[(Addr, Msg)]) -> Vec<u64> {
+        probes(sent).into_iter().map(|(s, _)| s).collect()
     }
 
     fn health(sent: &[(Addr, Msg)]) -> Vec<bool> {
@@ -1073,7 +1138,7 @@ mod tests {
     }
 
     #[test]
-    fn no_progress_means_resend_from_first_unacked_with_backoff() {
+    fn no_progress_means_a_probe_of_the_first_unacked_with_backoff() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         for i in 0..3 {
@@ -1086,30 +1151,32 @@ mod tests {
             );
         }
         h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.fire(Timer::Resend);
         assert!(
-            seqs(&h.fire(Timer::Resend)).is_empty(),
+            seqs(&sent).is_empty() && probes(&sent).is_empty(),
             "progress was made: no resend"
         );
+        let sent = h.fire(Timer::Resend);
         assert_eq!(
-            seqs(&h.fire(Timer::Resend)),
+            probe_seqs(&sent),
             vec![2],
-            "the first unacknowledged item alone, as a probe"
+            "the first unacknowledged item, as a probe"
         );
+        assert!(seqs(&sent).is_empty(), "nothing else is sent again yet");
         assert_eq!(h.timers[&Timer::Resend] - h.now, 10_000, "interval doubled");
         assert_eq!(
-            seqs(&h.fire(Timer::Resend)),
+            probe_seqs(&h.fire(Timer::Resend)),
             vec![2],
             "still no answer: probe again"
         );
-        // The answer opens the window again from where the destination is.
-        assert_eq!(seqs(&h.msg(dest(), Msg::TransferAck { upto: 2 })), vec![3]);
         assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000);
     }
 
-    /// A destination that was only slow already holds what followed the
-    /// probe: its answer says so, and nothing it has is sent again.
+    /// A destination that was only slow handles the transfers in flight
+    /// before the probe: their acknowledgements and the probe's answer
+    /// come back, and nothing it has is sent again.
     #[test]
-    fn a_probe_answered_from_further_ahead_skips_what_the_destination_has() {
+    fn a_probe_behind_transfers_that_arrive_resends_nothing() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         for i in 0..6 {
@@ -1121,14 +1188,58 @@ mod tests {
                 },
             );
         }
-        h.fire(Timer::Resend);
-        assert_eq!(seqs(&h.fire(Timer::Resend)), vec![1]);
-        // The destination had 1 to 4; it answers the probe (a duplicate)
-        // with its position.
-        assert_eq!(
-            seqs(&h.msg(dest(), Msg::TransferAck { upto: 4 })),
-            vec![5, 6]
+        let sent = h.fire(Timer::Resend);
+        assert_eq!(probe_seqs(&sent), vec![1]);
+        assert!(seqs(&sent).is_empty(), "nothing in flight is sent again");
+        assert!(seqs(&h.msg(dest(), Msg::TransferAck { upto: 4 })).is_empty());
+        // A new record goes out at once: the window is open again.
+        let sent = h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 7,
+                record: rec("m7", 0),
+            },
         );
+        assert_eq!(seqs(&sent), vec![7]);
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 6 });
+        assert!(seqs(&sent).is_empty());
+        // The probe (a duplicate of 1) is answered after 6: nothing lost.
+        let sent = h.msg(dest(), Msg::ProbeAck { upto: 6, probe: 1 });
+        assert!(seqs(&sent).is_empty() && probes(&sent).is_empty());
+        assert_eq!(h.actor.depth(), 1, "only 7 is still unacknowledged");
+    }
+
+    /// Transfers lost on the way (with a connection, or by a destination
+    /// that crashed before storing them): the probe's answer falls short
+    /// of what was sent before it, and the queue resends from there.
+    #[test]
+    fn a_probe_answered_short_of_what_was_sent_resends_the_rest() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        for i in 0..6 {
+            h.msg(
+                fe(),
+                Msg::Enqueue {
+                    token: i,
+                    record: rec(&format!("m{i}"), 0),
+                },
+            );
+        }
+        for _ in 0..3 {
+            assert_eq!(probe_seqs(&h.fire(Timer::Resend)), vec![1]);
+        }
+        // Only 1 and 2 arrived (the probe stored 1, or was a duplicate of
+        // it). The answer to an earlier probe is not used: later transfers
+        // may have followed it.
+        let sent = h.msg(dest(), Msg::ProbeAck { upto: 2, probe: 2 });
+        assert!(seqs(&sent).is_empty());
+        assert_eq!(
+            seqs(&h.msg(dest(), Msg::ProbeAck { upto: 2, probe: 3 })),
+            vec![3, 4, 5, 6]
+        );
+        // Answered once: a repeat changes nothing.
+        let sent = h.msg(dest(), Msg::ProbeAck { upto: 2, probe: 3 });
+        assert!(seqs(&sent).is_empty());
     }
 
     #[test]
@@ -1384,6 +1495,7 @@ mod tests {
         let all: Vec<(u64, String)> = transfers(&sent)
             .into_iter()
             .chain(transfers(&resend))
+            .chain(probes(&resend))
             .collect();
         assert!(all.contains(&(2, "m1".to_string())), "{all:?}");
         assert!(all.contains(&(1, "tombstone".to_string())), "{all:?}");

@@ -193,6 +193,23 @@ pub enum Msg {
     TransferAck {
         upto: u64,
     },
+    /// After a resend interval without progress: the first unacknowledged
+    /// item again, sent behind everything already in flight on the link.
+    /// Handled like a `Transfer`, but answered with a `ProbeAck`; `probe`
+    /// numbers the sender's probes.
+    Probe {
+        seq: u64,
+        item: QueueItem,
+        probe: u64,
+    },
+    /// The answer to a `Probe`. The destination handles one link's frames
+    /// in the order they were sent, so every transfer sent before the probe
+    /// that was not lost on the way has been stored by now: `upto` below
+    /// the highest seq sent before the probe means the rest were lost.
+    ProbeAck {
+        upto: u64,
+        probe: u64,
+    },
 
     // ---- destination queue ↔ archiver (same node) -----------------------
     /// An item for the archiver; `key` identifies it in the destination queue.
@@ -535,6 +552,8 @@ impl Msg {
             Msg::EnqueueFailed { .. } => "EnqueueFailed",
             Msg::Transfer { .. } => "Transfer",
             Msg::TransferAck { .. } => "TransferAck",
+            Msg::Probe { .. } => "Probe",
+            Msg::ProbeAck { .. } => "ProbeAck",
             Msg::Deliver { .. } => "Deliver",
             Msg::HeartbeatAck { .. } => "HeartbeatAck",
             Msg::Expired { .. } => "Expired",

@@ -222,7 +222,7 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("quota_info_pct", "90", "After the warning, every check above this use (percent) raises `quota_info`; below it the warning re-arms."),
     ("queue_quota", "\"1GiB\"", "Quota of a front end's outgoing queue (MSMQ default). An IM whose record would not fit is rejected explicitly, never dropped."),
     ("transfer_window", "256", "Transfers in flight from an outgoing queue to its destination queue before an acknowledgement."),
-    ("resend_interval", "\"5s\"", "Without acknowledgement progress for this long, an outgoing queue resends from the first unacknowledged record."),
+    ("resend_interval", "\"5s\"", "Without acknowledgement progress for this long, an outgoing queue sends its first unacknowledged record again as a probe, and resends from there if the probe's answer shows transfers were lost."),
     ("resend_backoff_max", "\"1m\"", "The resend interval doubles while no progress is made, up to this."),
     ("deliver_window", "256", "Records a destination queue hands to its archiver before they are consumed."),
     ("archiver_batch", "64", "Records per database transaction."),
