@@ -130,6 +130,11 @@ pub struct OutgoingQueue {
     probe: Option<(u64, u64)>,
     acked_at_last_check: u64,
     interval: Millis,
+    /// Whether the resend timer is set. It is only while something is in
+    /// flight or acknowledged but not yet deleted: an idle queue sets no
+    /// timer, and the first transfer after a quiet spell gets a whole
+    /// interval before it is probed.
+    resend_armed: bool,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
     resends: u64,
@@ -167,6 +172,7 @@ impl OutgoingQueue {
         OutgoingQueue {
             dest: Addr::new(archiver, ActorKind::DestinationQueue),
             interval: settings.resend_interval,
+            resend_armed: false,
             settings,
             name,
             items: BTreeMap::new(),
@@ -254,6 +260,29 @@ impl OutgoingQueue {
                     item,
                 },
             );
+        }
+        self.arm_resend(ctx);
+    }
+
+    /// Whether the resend timer has something to watch: transfers in
+    /// flight, or acknowledged items whose deletion failed (it retries).
+    fn needs_resend_timer(&self) -> bool {
+        self.sent > self.acked
+            || (self.deleted < self.acked
+                && !self
+                    .writes
+                    .values()
+                    .any(|w| matches!(w, Write::Delete { .. })))
+    }
+
+    /// Sets the resend timer if there is something to watch and it is not
+    /// set; the interval starts afresh.
+    fn arm_resend(&mut self, ctx: &mut Ctx) {
+        if !self.resend_armed && self.needs_resend_timer() {
+            self.resend_armed = true;
+            self.interval = self.settings.resend_interval;
+            self.acked_at_last_check = self.acked;
+            ctx.set_timer(Timer::Resend, self.interval);
         }
     }
 
@@ -805,6 +834,7 @@ impl OutgoingQueue {
             // items (dropped by the destination) or keep late records.
             Write::Delete { .. } | Write::Expire { .. } | Write::Probe => {
                 ctx.event("queue_store_failed", format!("{}: {e}", self.name));
+                self.arm_resend(ctx);
             }
         }
     }
@@ -821,6 +851,7 @@ impl Actor for OutgoingQueue {
         self.dead.clear();
         self.beats.clear();
         self.bytes = 0;
+        self.resend_armed = false;
         // Unknown until the first check has looked.
         self.oldest_floor = 0;
         let mut max = self.acked;
@@ -884,7 +915,6 @@ impl Actor for OutgoingQueue {
         // Learn whether the store works before saying anything: the probe's
         // completion reports the health.
         self.probe(ctx);
-        ctx.set_timer(Timer::Resend, self.interval);
         ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
         if self.enhanced() {
             ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
@@ -959,8 +989,12 @@ impl Actor for OutgoingQueue {
                 }
                 self.acked_at_last_check = self.acked;
                 self.delete_acked(ctx);
+                // Still armed here: `pump` leaves the timer to this.
                 self.pump(ctx);
-                ctx.set_timer(Timer::Resend, self.interval);
+                self.resend_armed = self.needs_resend_timer();
+                if self.resend_armed {
+                    ctx.set_timer(Timer::Resend, self.interval);
+                }
             }
             Timer::Heartbeat => self.heartbeat_tick(ctx),
             Timer::QuotaCheck => self.quota_tick(ctx),
@@ -1170,6 +1204,62 @@ mod tests {
             "still no answer: probe again"
         );
         assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000);
+    }
+
+    /// The resend timer runs only while something is in flight: an idle
+    /// queue sets none, and a transfer after a quiet spell gets a whole
+    /// interval (a timer already running could have probed it at once).
+    #[test]
+    fn the_resend_timer_runs_only_while_transfers_are_in_flight() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        assert!(!h.timers.contains_key(&Timer::Resend), "idle: no timer");
+        h.now = 60_000;
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        assert_eq!(h.timers[&Timer::Resend], 65_000, "a whole interval");
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.fire(Timer::Resend);
+        assert!(probes(&sent).is_empty());
+        assert!(
+            !h.timers.contains_key(&Timer::Resend),
+            "nothing in flight: not set again"
+        );
+    }
+
+    /// A deletion that failed is retried by the resend timer, even with
+    /// nothing in flight.
+    #[test]
+    fn a_failed_deletion_keeps_the_resend_timer_to_retry_it() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        h.fail_persists = Some(StoreError::NoSpace);
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert!(h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
+        h.fire(Timer::Resend);
+        assert!(
+            h.timers.contains_key(&Timer::Resend),
+            "the retry failed too: set again"
+        );
+        h.fail_persists = None;
+        h.fire(Timer::Resend);
+        assert!(
+            !h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)),
+            "deleted on the retry"
+        );
+        assert!(!h.timers.contains_key(&Timer::Resend), "then idle");
     }
 
     /// A destination that was only slow handles the transfers in flight
