@@ -289,7 +289,18 @@ impl Host {
             }
             self.timers.remove(&key);
             self.timer_keys.remove(&(i, timer));
-            self.trace("timer", &(self.slots[i].addr.actor, timer));
+            let actor = self.slots[i].addr.actor;
+            let now = self.now();
+            {
+                let mut trace = lock(&self.shared.trace);
+                // Which timer, for the timeline (the hash has it already).
+                let note = if trace.keeps_lines() {
+                    format!("{actor:?} {timer:?}")
+                } else {
+                    String::new()
+                };
+                trace.record_noted(now, &self.spec.name, "timer", &note, &(actor, timer));
+            }
             self.react(i, |a, ctx| a.on_timer(timer, ctx)).await;
         }
     }
@@ -351,17 +362,25 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         host.react(i, |a, ctx| a.on_start(recovered, ctx)).await;
     }
     let mut next_sample = Instant::now() + GAUGE_INTERVAL;
-    let (mut sample_alarm, mut timer_alarm) = (Alarm::new(), Alarm::new());
+    // One alarm for the earlier of the next gauge sample and the next timer:
+    // a single clock read per turn of the loop (madsim's clock takes a lock).
+    let mut alarm = Alarm::new();
     loop {
-        let next = host.timers.keys().next().map(|k| k.0);
-        let deadline = host.shared.epoch + Duration::from_millis(next.unwrap_or(0));
+        let next_timer = host.timers.keys().next().map(|k| k.0);
+        let wake = next_timer.map_or(next_sample, |at| {
+            next_sample.min(host.shared.epoch + Duration::from_millis(at))
+        });
         tokio::select! {
             biased;
-            _ = sample_alarm.until(next_sample) => {
-                host.sample_gauges();
-                next_sample += GAUGE_INTERVAL;
+            _ = alarm.until(wake) => {
+                // The sample first when both are due, as before.
+                if wake == next_sample {
+                    host.sample_gauges();
+                    next_sample += GAUGE_INTERVAL;
+                } else {
+                    host.fire_due().await;
+                }
             }
-            _ = timer_alarm.until(deadline), if next.is_some() => host.fire_due().await,
             env = rx.recv() => match env {
                 Some(env) => {
                     host.net.consumed(&env);

@@ -26,14 +26,37 @@ impl Trace {
     }
 
     pub fn record(&mut self, at_ms: u64, node: &str, what: &str, detail: &(impl Hash + ?Sized)) {
+        self.record_noted(at_ms, node, what, "", detail);
+    }
+
+    /// As `record`, with a note for the timeline only (it does not enter
+    /// the hash: which timer fired, say, is in `detail` already).
+    pub fn record_noted(
+        &mut self,
+        at_ms: u64,
+        node: &str,
+        what: &str,
+        note: &str,
+        detail: &(impl Hash + ?Sized),
+    ) {
         at_ms.hash(&mut self.hasher);
         node.hash(&mut self.hasher);
         what.hash(&mut self.hasher);
         detail.hash(&mut self.hasher);
         self.len += 1;
         if let Some(lines) = &mut self.lines {
-            lines.push(format!("{:>12.3}s {node:<8} {what}", at_ms as f64 / 1000.0));
+            let at = at_ms as f64 / 1000.0;
+            lines.push(if note.is_empty() {
+                format!("{at:>12.3}s {node:<8} {what}")
+            } else {
+                format!("{at:>12.3}s {node:<8} {what} {note}")
+            });
         }
+    }
+
+    /// Whether the timeline is kept (notes are only worth making then).
+    pub fn keeps_lines(&self) -> bool {
+        self.lines.is_some()
     }
 
     pub fn hash(&self) -> u64 {
