@@ -1104,6 +1104,24 @@ mod tests {
             .collect()
     }
 
+    /// The front end hands the queue record `id` (accepted at time 0).
+    fn enqueue(h: &mut Harness<OutgoingQueue>, token: u64, id: &str) -> Vec<(Addr, Msg)> {
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token,
+                record: rec(id, 0),
+            },
+        )
+    }
+
+    /// Records m0, m1, … m(n-1).
+    fn enqueue_n(h: &mut Harness<OutgoingQueue>, n: u64) {
+        for i in 0..n {
+            enqueue(h, i, &format!("m{i}"));
+        }
+    }
+
     fn seqs(sent: &[(Addr, Msg)]) -> Vec<u64> {
         transfers(sent).into_iter().map(|(s, _)| s).collect()
     }
@@ -1133,13 +1151,7 @@ mod tests {
         let mut h = oq(Settings::default());
         let sent = h.start(Recovered::new());
         assert_eq!(health(&sent), vec![true], "initial health is reported");
-        let sent = h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 9,
-                record: rec("m1", 0),
-            },
-        );
+        let sent = enqueue(&mut h, 9, "m1");
         assert_eq!(sent[0], (fe(), Msg::Enqueued { token: 9 }));
         assert_eq!(transfers(&sent), vec![(1, "m1".to_string())]);
         assert_eq!(sent[1].0, dest());
@@ -1175,15 +1187,7 @@ mod tests {
     fn no_progress_means_a_probe_of_the_first_unacked_with_backoff() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        for i in 0..3 {
-            h.msg(
-                fe(),
-                Msg::Enqueue {
-                    token: i,
-                    record: rec(&format!("m{i}"), 0),
-                },
-            );
-        }
+        enqueue_n(&mut h, 3);
         h.msg(dest(), Msg::TransferAck { upto: 1 });
         let sent = h.fire(Timer::Resend);
         assert!(
@@ -1215,13 +1219,7 @@ mod tests {
         h.start(Recovered::new());
         assert!(!h.timers.contains_key(&Timer::Resend), "idle: no timer");
         h.now = 60_000;
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         assert_eq!(h.timers[&Timer::Resend], 65_000, "a whole interval");
         h.msg(dest(), Msg::TransferAck { upto: 1 });
         let sent = h.fire(Timer::Resend);
@@ -1238,13 +1236,7 @@ mod tests {
     fn a_failed_deletion_keeps_the_resend_timer_to_retry_it() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.fail_persists = Some(StoreError::NoSpace);
         h.msg(dest(), Msg::TransferAck { upto: 1 });
         assert!(h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
@@ -1269,27 +1261,13 @@ mod tests {
     fn a_probe_behind_transfers_that_arrive_resends_nothing() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        for i in 0..6 {
-            h.msg(
-                fe(),
-                Msg::Enqueue {
-                    token: i,
-                    record: rec(&format!("m{i}"), 0),
-                },
-            );
-        }
+        enqueue_n(&mut h, 6);
         let sent = h.fire(Timer::Resend);
         assert_eq!(probe_seqs(&sent), vec![1]);
         assert!(seqs(&sent).is_empty(), "nothing in flight is sent again");
         assert!(seqs(&h.msg(dest(), Msg::TransferAck { upto: 4 })).is_empty());
         // A new record goes out at once: the window is open again.
-        let sent = h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 7,
-                record: rec("m7", 0),
-            },
-        );
+        let sent = enqueue(&mut h, 7, "m7");
         assert_eq!(seqs(&sent), vec![7]);
         let sent = h.msg(dest(), Msg::TransferAck { upto: 6 });
         assert!(seqs(&sent).is_empty());
@@ -1306,15 +1284,7 @@ mod tests {
     fn a_probe_answered_short_of_what_was_sent_resends_the_rest() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        for i in 0..6 {
-            h.msg(
-                fe(),
-                Msg::Enqueue {
-                    token: i,
-                    record: rec(&format!("m{i}"), 0),
-                },
-            );
-        }
+        enqueue_n(&mut h, 6);
         for _ in 0..3 {
             assert_eq!(probe_seqs(&h.fire(Timer::Resend)), vec![1]);
         }
@@ -1336,23 +1306,9 @@ mod tests {
     fn recovery_resends_unacked_and_never_reuses_seqs() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        for i in 0..3 {
-            h.msg(
-                fe(),
-                Msg::Enqueue {
-                    token: i,
-                    record: rec(&format!("m{i}"), 0),
-                },
-            );
-        }
+        enqueue_n(&mut h, 3);
         h.msg(dest(), Msg::TransferAck { upto: 3 });
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 4,
-                record: rec("m4", 0),
-            },
-        );
+        enqueue(&mut h, 4, "m4");
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert_eq!(
@@ -1390,26 +1346,14 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::NoSpace);
-        let sent = h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        let sent = enqueue(&mut h, 1, "m1");
         assert!(matches!(sent[0].1, Msg::EnqueueFailed { token: 1, .. }));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_store_failed"]);
         h.fail_persists = None;
         let sent = h.fire(Timer::DlqCheck);
         assert_eq!(health(&sent), vec![true], "the probe write succeeded");
-        let sent = h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 2,
-                record: rec("m2", 0),
-            },
-        );
+        let sent = enqueue(&mut h, 2, "m2");
         assert_eq!(seqs(&sent), vec![1], "seqs stay contiguous");
     }
 
@@ -1421,27 +1365,9 @@ mod tests {
             ..Settings::default()
         });
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 2,
-                record: rec("m2", 0),
-            },
-        );
-        let sent = h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 3,
-                record: rec("m3", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
+        enqueue(&mut h, 2, "m2");
+        let sent = enqueue(&mut h, 3, "m3");
         assert!(matches!(sent[0].1, Msg::EnqueueFailed { token: 3, .. }));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_quota_exceeded"]);
@@ -1468,20 +1394,8 @@ mod tests {
             );
         }
         h.fire(Timer::QuotaCheck); // 85%: nothing
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 17,
-                record: rec("m17", 0),
-            },
-        );
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 18,
-                record: rec("m18", 0),
-            },
-        );
+        enqueue(&mut h, 17, "m17");
+        enqueue(&mut h, 18, "m18");
         h.fire(Timer::QuotaCheck); // 95%: warning
         h.fire(Timer::QuotaCheck); // still 95%: information
         h.msg(dest(), Msg::TransferAck { upto: 1 });
@@ -1559,13 +1473,7 @@ mod tests {
         let ttrq = Settings::default().data_ttrq;
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.now = ttrq; // never acknowledged for 3 hours
         h.timers.insert(Timer::DlqCheck, ttrq);
         let sent = h.fire(Timer::DlqCheck);
@@ -1617,13 +1525,7 @@ mod tests {
         check(&mut h, 1_000 + ttrq - 1);
         assert_eq!(h.actor.dead_letters(), 0);
         // Older than anything the last walk saw.
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 2,
-                record: rec("m0", 0),
-            },
-        );
+        enqueue(&mut h, 2, "m0");
         h.fail_persists = Some(StoreError::NoSpace);
         check(&mut h, 1_000 + ttrq - 1);
         assert_eq!(h.actor.dead_letters(), 0, "the expiry was not durable");
@@ -1644,13 +1546,7 @@ mod tests {
             !h.timers.contains_key(&Timer::Heartbeat),
             "no heartbeats in legacy mode"
         );
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.now = ttrq;
         h.timers.insert(Timer::DlqCheck, ttrq);
         let sent = h.fire(Timer::DlqCheck);
@@ -1668,13 +1564,7 @@ mod tests {
     fn after_a_restart_with_a_backlog_healthy_waits_for_evidence() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert!(health(&sent).is_empty(), "no guess");
@@ -1690,13 +1580,7 @@ mod tests {
             ..Settings::default()
         });
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         let mut h2 = oq(Settings {
             queue_quota: size,
             ..Settings::default()
@@ -1709,13 +1593,7 @@ mod tests {
     fn a_forged_acknowledgement_deletes_nothing() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.msg(
             Addr::new("mallory", ActorKind::Client),
             Msg::TransferAck { upto: 1 },
@@ -1745,13 +1623,7 @@ mod tests {
         let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
         let mut h = oq(s);
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.now = ttrq;
         h.timers.insert(Timer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
@@ -1765,13 +1637,7 @@ mod tests {
     fn ack_beyond_what_was_sent_is_refused() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            fe(),
-            Msg::Enqueue {
-                token: 1,
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.msg(dest(), Msg::TransferAck { upto: 7 });
         assert_eq!(h.events(), vec!["protocol_violation"]);
         assert_eq!(h.actor.depth(), 1);
