@@ -240,3 +240,33 @@ fn compliance_needs_a_chat_pool_and_a_known_format() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("topology.compliance"), "{err}");
 }
+
+/// Output into a pipe whose reader has gone (`| head`) ends the program
+/// quietly with 141, the status a shell shows for a program killed by
+/// SIGPIPE, rather than with a panic. (The timeline of GOOD is some
+/// 200 KB, more than a pipe holds, so the program is still writing.)
+#[cfg(madsim)]
+#[test]
+fn a_closed_output_pipe_ends_the_program_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, GOOD).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+        .args(["run", file.to_str().unwrap(), "--timeline"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        reader.read_line(&mut first).unwrap();
+    } // the reader goes away here
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first.contains("start"), "{first}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}

@@ -1,7 +1,9 @@
 //! `holdfast-sim`: run scenario files in the deterministic simulator.
 //!
 //! Exit codes: 0 every expectation holds, 1 an expectation failed (or a
-//! replay diverged), 2 a scenario file (or the command line) is wrong.
+//! replay diverged), 2 a scenario file (or the command line) is wrong,
+//! 141 standard output was closed before everything was written (`| head`;
+//! the status a shell shows for a program killed by SIGPIPE).
 
 use clap::{Parser, Subcommand};
 use holdfast_sim::scenario::{self, Scenario};
@@ -13,6 +15,42 @@ use std::process::ExitCode;
 // allocator is process plumbing: nothing in a run depends on addresses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `println!` for the results: when the reader of standard output has gone
+/// (`holdfast-sim run FILE --timeline | head`), stop quietly with exit code
+/// 141 rather than panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        crate::write_out(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!`, the same way.
+#[cfg(madsim)]
+macro_rules! out_part {
+    ($($arg:tt)*) => {
+        crate::write_out(format_args!($($arg)*), false)
+    };
+}
+
+fn write_out(args: std::fmt::Arguments, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| {
+        if newline {
+            stdout.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -176,7 +214,7 @@ fn main() -> ExitCode {
             let mut bad = false;
             for f in &files {
                 match scenario::load(f) {
-                    Ok(s) => println!("ok   {} ({})", f.display(), s.name),
+                    Ok(s) => out!("ok   {} ({})", f.display(), s.name),
                     Err(e) => {
                         eprintln!("error: {e}");
                         bad = true;
@@ -289,13 +327,13 @@ mod sim {
         }
         if timeline {
             for line in &out.timeline {
-                println!("{line}");
+                out!("{line}");
             }
         }
         if json {
-            println!("{}", report::to_json(&out.result, &failures));
+            out!("{}", report::to_json(&out.result, &failures));
         } else {
-            print!("{}", report::summary(&out.result, &failures));
+            out_part!("{}", report::summary(&out.result, &failures));
         }
         ExitCode::from(if failures.is_empty() { 0 } else { 1 })
     }
@@ -309,21 +347,23 @@ mod sim {
         let b = runner::run(scn, seed, &opts);
         let (ha, hb) = (a.result.trace_hash, b.result.trace_hash);
         if ha == hb && a.timeline == b.timeline {
-            println!(
+            out!(
                 "{} seed {seed}: deterministic (trace {ha:016x}, {} events)",
-                scn.name, a.result.trace_len
+                scn.name,
+                a.result.trace_len
             );
             return ExitCode::SUCCESS;
         }
         let at = a.timeline.iter().zip(&b.timeline).position(|(x, y)| x != y);
-        println!(
+        out!(
             "{} seed {seed}: NOT deterministic: trace {ha:016x} vs {hb:016x}",
             scn.name
         );
         if let Some(i) = at {
-            println!(
+            out!(
                 "first difference at event {i}:\n  {}\n  {}",
-                a.timeline[i], b.timeline[i]
+                a.timeline[i],
+                b.timeline[i]
             );
         }
         ExitCode::from(1)
@@ -362,7 +402,7 @@ mod sim {
             for o in &outcomes {
                 let mut v = report::to_json(&o.result, &o.failures);
                 v["wall_secs"] = serde_json::json!(o.wall_secs);
-                println!("{v}");
+                out!("{v}");
             }
         }
         // Per scenario: runs, failures, worst latency, deepest queue.
@@ -380,7 +420,7 @@ mod sim {
             .map(|o| o.result.simulated_ms as f64 / 1000.0)
             .sum();
         if json {
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({
                     "sweep": true,
@@ -398,12 +438,16 @@ mod sim {
                 })
             );
         } else {
-            println!(
+            out!(
                 "{:<28} {:>6} {:>8} {:>16} {:>11}",
-                "scenario", "runs", "failures", "worst shutdown", "max depth"
+                "scenario",
+                "runs",
+                "failures",
+                "worst shutdown",
+                "max depth"
             );
             for (i, (runs, fails, lat, depth)) in &table {
-                println!(
+                out!(
                     "{:<28} {:>6} {:>8} {:>16} {:>11}",
                     scenarios[*i].name,
                     runs,
@@ -414,25 +458,25 @@ mod sim {
                 );
             }
             for o in &failed {
-                println!(
+                out!(
                     "\nFAIL {} seed {}: {}",
                     scenarios[o.scenario].name,
                     o.seed,
                     o.failures.join("; ")
                 );
-                println!(
+                out!(
                     "  replay: {}",
                     replay_command(&scenarios[o.scenario].file, o.seed)
                 );
             }
             for (i, seed) in &diverged {
-                println!("\nNONDETERMINISTIC {} seed {seed}", scenarios[*i].name);
-                println!(
+                out!("\nNONDETERMINISTIC {} seed {seed}", scenarios[*i].name);
+                out!(
                     "  check: cargo sim replay {} --seed {seed} --check-determinism",
                     scenarios[*i].file
                 );
             }
-            println!(
+            out!(
                 "\n{} runs in {elapsed:.1}s ({:.0} simulated seconds per wall second): {} failed, {} nondeterministic",
                 outcomes.len(),
                 simulated / elapsed.max(1e-9),
@@ -460,7 +504,7 @@ mod sim {
             !json && std::io::stderr().is_terminal(),
         );
         if !json {
-            println!(
+            out!(
                 "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>8}  result",
                 "scenario",
                 "seed",
@@ -484,10 +528,10 @@ mod sim {
             if json {
                 let mut v = report::to_json(r, &o.failures);
                 v["wall_secs"] = serde_json::json!(o.wall_secs);
-                println!("{v}");
+                out!("{v}");
             } else {
                 let c = &r.counts;
-                println!(
+                out!(
                     "{:<28} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>6} {:>6} {:>7.1}s  {}",
                     r.scenario,
                     r.seed,
@@ -509,7 +553,7 @@ mod sim {
             }
         }
         if !json {
-            println!(
+            out!(
                 "{} scenarios, {} passed, {} failed",
                 scenarios.len(),
                 scenarios.len() - failed,
@@ -527,9 +571,15 @@ mod sim {
         let started = Instant::now();
         let outcomes = sweep::run_all(scenarios, &jobs, threads, false);
         let elapsed = started.elapsed().as_secs_f64();
-        println!(
+        out!(
             "{:<28} {:>5} {:>10} {:>9} {:>12} {:>12} {:>6}",
-            "scenario", "runs", "simulated", "cpu", "sim s/cpu s", "events/s", "failed"
+            "scenario",
+            "runs",
+            "simulated",
+            "cpu",
+            "sim s/cpu s",
+            "events/s",
+            "failed"
         );
         let (mut sim_total, mut cpu_total, mut events_total, mut failed_total) =
             (0.0, 0.0, 0u64, 0u64);
@@ -543,7 +593,7 @@ mod sim {
             cpu_total += cpu;
             events_total += events;
             failed_total += failed;
-            println!(
+            out!(
                 "{:<28} {:>5} {:>9.0}s {:>8.2}s {:>12.0} {:>12.0} {:>6}",
                 scn.name,
                 mine.len(),
@@ -558,18 +608,18 @@ mod sim {
         // What a sweep of these scenarios over 100 seeds would take at this
         // rate: the figure the simulator's speed target is stated in.
         let per_100_seeds = elapsed / seeds as f64 * 100.0;
-        println!(
+        out!(
             "{runs} runs on {threads} threads in {elapsed:.1}s: {:.0} simulated seconds per CPU second, {:.1} runs per minute, {:.2} seeds of every scenario per minute",
             sim_total / cpu_total.max(1e-9),
             runs as f64 / elapsed.max(1e-9) * 60.0,
             seeds as f64 / elapsed.max(1e-9) * 60.0,
         );
-        println!(
+        out!(
             "these {} scenarios × 100 seeds would take about {:.0} minutes on {threads} threads",
             scenarios.len(),
             per_100_seeds / 60.0
         );
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "bench": "simulator",
@@ -620,18 +670,16 @@ mod sim {
     }
 
     pub fn compare(scenarios: &[Scenario]) -> ExitCode {
-        println!(
-            "# Legacy (OCS 2007 R2) and enhanced (Lync Server 2010) semantics, side by side\n"
-        );
-        println!("Every scenario of the library, run with its own seed under both semantics;");
-        println!("the other settings are the scenario's. *Lost* counts accepted archivable");
-        println!("IMs that never reached the archive (of which *expired*: dropped by a");
-        println!("queue's expiry). *Shutdown* is the worst critical-mode shutdown latency,");
-        println!("from the fault that broke a front end's archiving path to the moment it");
-        println!("stopped accepting IM (`off`: the scenario runs without critical mode).\n");
-        println!("Generated by `cargo sim compare scenarios`; do not edit by hand.\n");
-        println!("| scenario | lync2010 lost | lync2010 shutdown | ocs2007r2 lost | ocs2007r2 shutdown |");
-        println!("|---|---|---|---|---|");
+        out!("# Legacy (OCS 2007 R2) and enhanced (Lync Server 2010) semantics, side by side\n");
+        out!("Every scenario of the library, run with its own seed under both semantics;");
+        out!("the other settings are the scenario's. *Lost* counts accepted archivable");
+        out!("IMs that never reached the archive (of which *expired*: dropped by a");
+        out!("queue's expiry). *Shutdown* is the worst critical-mode shutdown latency,");
+        out!("from the fault that broke a front end's archiving path to the moment it");
+        out!("stopped accepting IM (`off`: the scenario runs without critical mode).\n");
+        out!("Generated by `cargo sim compare scenarios`; do not edit by hand.\n");
+        out!("| scenario | lync2010 lost | lync2010 shutdown | ocs2007r2 lost | ocs2007r2 shutdown |");
+        out!("|---|---|---|---|---|");
         // Both semantics of every scenario, on every core.
         let both: Vec<Scenario> = scenarios
             .iter()
@@ -647,7 +695,7 @@ mod sim {
         for pair in runs.chunks(2) {
             let (el, es) = outcome(&both[pair[0].scenario], &pair[0].result);
             let (ll, ls) = outcome(&both[pair[1].scenario], &pair[1].result);
-            println!(
+            out!(
                 "| {} | {el} | {es} | {ll} | {ls} |",
                 pair[0].result.scenario
             );
