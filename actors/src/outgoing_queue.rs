@@ -236,20 +236,23 @@ impl OutgoingQueue {
         Addr::new(self.name.clone(), ActorKind::FrontEnd)
     }
 
+    /// The item at `seq`, to send. Only a damaged store can leave a hole;
+    /// say so, never panic.
+    fn item_to_send(&self, seq: u64, ctx: &mut Ctx) -> Option<QueueItem> {
+        let item = self.items.get(&seq).cloned();
+        if item.is_none() {
+            ctx.event(
+                "store_corrupt",
+                format!("{}: item {seq} missing from the queue", self.name),
+            );
+        }
+        item
+    }
+
     fn pump(&mut self, ctx: &mut Ctx) {
         let last = self.next_seq - 1;
-        let window = self.settings.transfer_window;
-        while self.sent < last && self.sent - self.acked < window {
-            let Some(item) = self.items.get(&(self.sent + 1)).cloned() else {
-                // Only a damaged store can leave a hole; say so, never panic.
-                ctx.event(
-                    "store_corrupt",
-                    format!(
-                        "{}: item {} missing from the queue",
-                        self.name,
-                        self.sent + 1
-                    ),
-                );
+        while self.sent < last && self.sent - self.acked < self.settings.transfer_window {
+            let Some(item) = self.item_to_send(self.sent + 1, ctx) else {
                 break;
             };
             self.sent += 1;
@@ -290,11 +293,7 @@ impl OutgoingQueue {
     /// flight, to learn whether what was sent before it arrived.
     fn send_probe(&mut self, ctx: &mut Ctx) {
         let seq = self.acked + 1;
-        let Some(item) = self.items.get(&seq).cloned() else {
-            ctx.event(
-                "store_corrupt",
-                format!("{}: item {seq} missing from the queue", self.name),
-            );
+        let Some(item) = self.item_to_send(seq, ctx) else {
             return;
         };
         self.probes += 1;

@@ -147,8 +147,18 @@ impl Host {
     }
 
     fn trace(&self, what: &str, detail: &(impl std::hash::Hash + ?Sized)) {
+        self.trace_noted(what, String::new, detail);
+    }
+
+    /// As `trace`, with a note for the timeline only (see `Trace`).
+    fn trace_noted(
+        &self,
+        what: &str,
+        note: impl FnOnce() -> String,
+        detail: &(impl std::hash::Hash + ?Sized),
+    ) {
         let now = self.now();
-        lock(&self.shared.trace).record(now, &self.spec.name, what, detail);
+        lock(&self.shared.trace).record_noted(now, &self.spec.name, what, note, detail);
     }
 
     /// Runs one reaction of actor `i` and executes its effects in order.
@@ -290,17 +300,7 @@ impl Host {
             self.timers.remove(&key);
             self.timer_keys.remove(&(i, timer));
             let actor = self.slots[i].addr.actor;
-            let now = self.now();
-            {
-                let mut trace = lock(&self.shared.trace);
-                // Which timer, for the timeline (the hash has it already).
-                let note = if trace.keeps_lines() {
-                    format!("{actor:?} {timer:?}")
-                } else {
-                    String::new()
-                };
-                trace.record_noted(now, &self.spec.name, "timer", &note, &(actor, timer));
-            }
+            self.trace_noted("timer", || format!("{actor:?} {timer:?}"), &(actor, timer));
             self.react(i, |a, ctx| a.on_timer(timer, ctx)).await;
         }
     }

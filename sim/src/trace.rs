@@ -26,17 +26,18 @@ impl Trace {
     }
 
     pub fn record(&mut self, at_ms: u64, node: &str, what: &str, detail: &(impl Hash + ?Sized)) {
-        self.record_noted(at_ms, node, what, "", detail);
+        self.record_noted(at_ms, node, what, String::new, detail);
     }
 
-    /// As `record`, with a note for the timeline only (it does not enter
-    /// the hash: which timer fired, say, is in `detail` already).
+    /// As `record`, with a note for the timeline only (made only when the
+    /// timeline is kept; not hashed: which timer fired, say, is in `detail`
+    /// already).
     pub fn record_noted(
         &mut self,
         at_ms: u64,
         node: &str,
         what: &str,
-        note: &str,
+        note: impl FnOnce() -> String,
         detail: &(impl Hash + ?Sized),
     ) {
         at_ms.hash(&mut self.hasher);
@@ -46,17 +47,13 @@ impl Trace {
         self.len += 1;
         if let Some(lines) = &mut self.lines {
             let at = at_ms as f64 / 1000.0;
+            let note = note();
             lines.push(if note.is_empty() {
                 format!("{at:>12.3}s {node:<8} {what}")
             } else {
                 format!("{at:>12.3}s {node:<8} {what} {note}")
             });
         }
-    }
-
-    /// Whether the timeline is kept (notes are only worth making then).
-    pub fn keeps_lines(&self) -> bool {
-        self.lines.is_some()
     }
 
     pub fn hash(&self) -> u64 {
