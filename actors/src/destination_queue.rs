@@ -58,6 +58,9 @@ pub struct DestinationQueue {
     /// Consumed, but the deletion is not durable yet.
     undeleted: BTreeSet<u64>,
     writes: BTreeMap<u64, Write>,
+    /// Whether the expiry check is set: only while items wait here, so an
+    /// idle queue sets no timer.
+    dlq_armed: bool,
     next_token: u64,
     /// Transfers dropped as already stored (since start).
     duplicates_dropped: u64,
@@ -77,6 +80,7 @@ impl DestinationQueue {
             delivered: 0,
             undeleted: BTreeSet::new(),
             writes: BTreeMap::new(),
+            dlq_armed: false,
             next_token: 0,
             duplicates_dropped: 0,
             expired: 0,
@@ -183,6 +187,15 @@ impl DestinationQueue {
     }
 
     /// ocs2007r2: drop records waiting longer than the data TTBR.
+    /// Sets the expiry check while items wait (every record under
+    /// ocs2007r2, QoE reports always, can expire here).
+    fn arm_expiry(&mut self, ctx: &mut Ctx) {
+        if !self.dlq_armed && !self.items.is_empty() {
+            self.dlq_armed = true;
+            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        }
+    }
+
     fn expire(&mut self, ctx: &mut Ctx) {
         let now = ctx.now();
         let ttbr = self.settings.data_ttbr;
@@ -245,8 +258,8 @@ impl Actor for DestinationQueue {
         }
         self.next_key = self.items.keys().next_back().map_or(1, |k| k + 1);
         self.pump(ctx);
-        // Expiry: every record under ocs2007r2, QoE reports always.
-        ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        self.dlq_armed = false;
+        self.arm_expiry(ctx);
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -292,8 +305,9 @@ impl Actor for DestinationQueue {
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         if timer == Timer::DlqCheck {
+            self.dlq_armed = false;
             self.expire(ctx);
-            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+            self.arm_expiry(ctx);
         }
     }
 
@@ -311,6 +325,7 @@ impl Actor for DestinationQueue {
                 self.next.insert(sender.node.clone(), seq + 1);
                 if let Some((key, item)) = stored {
                     self.items.insert(key, item);
+                    self.arm_expiry(ctx);
                 }
                 ctx.send(sender, answer(probe, seq));
                 self.pump(ctx);
@@ -658,6 +673,32 @@ mod tests {
         );
         assert_eq!(h.events(), vec!["record_expired"]);
         assert_eq!(h.actor.depth(), 1);
+    }
+
+    /// The expiry check runs only while items wait: none on an idle
+    /// queue, set by the first item stored, lapsing once all are consumed.
+    #[test]
+    fn the_expiry_check_runs_only_while_items_wait() {
+        let s = Settings::default();
+        let dlq = s.dlq_check;
+        let mut h = dq(s);
+        h.start(Recovered::new());
+        assert!(!h.timers.contains_key(&Timer::DlqCheck), "idle: no check");
+        h.now = 1_000;
+        h.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 1,
+                item: rec("m1"),
+            },
+        );
+        assert_eq!(h.timers[&Timer::DlqCheck], 1_000 + dlq);
+        h.fire(Timer::DlqCheck);
+        assert!(h.timers.contains_key(&Timer::DlqCheck), "still waiting");
+        h.msg(h.actor.archiver(), Msg::Consumed { keys: vec![1] });
+        assert_eq!(h.actor.depth(), 0);
+        h.fire(Timer::DlqCheck);
+        assert!(!h.timers.contains_key(&Timer::DlqCheck), "empty: lapses");
     }
 
     #[test]

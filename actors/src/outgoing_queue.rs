@@ -135,6 +135,11 @@ pub struct OutgoingQueue {
     /// timer, and the first transfer after a quiet spell gets a whole
     /// interval before it is probed.
     resend_armed: bool,
+    /// Whether the expiry check is set, and the quota check: each only
+    /// while it has something to look at (see `arm_checks`). An idle front
+    /// end, between heartbeats, sets neither.
+    dlq_armed: bool,
+    quota_armed: bool,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
     resends: u64,
@@ -173,6 +178,8 @@ impl OutgoingQueue {
             dest: Addr::new(archiver, ActorKind::DestinationQueue),
             interval: settings.resend_interval,
             resend_armed: false,
+            dlq_armed: false,
+            quota_armed: false,
             settings,
             name,
             items: BTreeMap::new(),
@@ -286,6 +293,29 @@ impl OutgoingQueue {
             self.interval = self.settings.resend_interval;
             self.acked_at_last_check = self.acked;
             ctx.set_timer(Timer::Resend, self.interval);
+        }
+    }
+
+    /// Sets the expiry check and the quota check when they have something
+    /// to look at and are not set. Called at the end of every reaction, so
+    /// whatever wakes one (an item stored, a store failure, a legacy
+    /// expiry) arms it, and a check that finds nothing lets it lapse.
+    fn arm_checks(&mut self, ctx: &mut Ctx) {
+        let dlq_needed = !self.items.is_empty()
+            || !self.dead.is_empty()
+            // It probes a failing store, the only writer left then.
+            || self.store_failing
+            // ocs2007r2 re-assesses critical mode on this tick.
+            || (!self.enhanced() && (self.quota_full || self.expired_at.is_some()));
+        if dlq_needed && !self.dlq_armed {
+            self.dlq_armed = true;
+            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        }
+        let quota_needed =
+            self.enhanced() && (self.bytes > 0 || self.quota_warned || self.quota_full);
+        if quota_needed && !self.quota_armed {
+            self.quota_armed = true;
+            ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
         }
     }
 
@@ -579,7 +609,6 @@ impl OutgoingQueue {
             self.quota_full = false;
         }
         self.report(ctx);
-        ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
     }
 
     fn dlq_tick(&mut self, ctx: &mut Ctx) {
@@ -684,7 +713,6 @@ impl OutgoingQueue {
             }
             self.report(ctx);
         }
-        ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
     }
 
     /// A small durable write whose only purpose is to learn whether the
@@ -914,10 +942,11 @@ impl Actor for OutgoingQueue {
         // Learn whether the store works before saying anything: the probe's
         // completion reports the health.
         self.probe(ctx);
-        ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+        self.dlq_armed = false;
+        self.quota_armed = false;
+        self.arm_checks(ctx);
         if self.enhanced() {
             ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
-            ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
         }
     }
 
@@ -971,6 +1000,7 @@ impl Actor for OutgoingQueue {
                 ),
             ),
         }
+        self.arm_checks(ctx);
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
@@ -996,8 +1026,14 @@ impl Actor for OutgoingQueue {
                 }
             }
             Timer::Heartbeat => self.heartbeat_tick(ctx),
-            Timer::QuotaCheck => self.quota_tick(ctx),
-            Timer::DlqCheck => self.dlq_tick(ctx),
+            Timer::QuotaCheck => {
+                self.quota_armed = false;
+                self.quota_tick(ctx);
+            }
+            Timer::DlqCheck => {
+                self.dlq_armed = false;
+                self.dlq_tick(ctx);
+            }
             Timer::Flush
             | Timer::DbTimeout
             | Timer::LoadReport
@@ -1006,6 +1042,7 @@ impl Actor for OutgoingQueue {
             | Timer::ComplianceResend
             | Timer::ComplianceRun => {}
         }
+        self.arm_checks(ctx);
     }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
@@ -1023,6 +1060,7 @@ impl Actor for OutgoingQueue {
             }
         }
         self.report(ctx);
+        self.arm_checks(ctx);
     }
 
     fn gauges(&self) -> Vec<(&'static str, u64)> {
@@ -1630,6 +1668,79 @@ mod tests {
         h.now = ttrq + beat;
         h.timers.insert(Timer::DlqCheck, h.now);
         assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![true]);
+    }
+
+    /// The expiry and quota checks run only while something is held: an
+    /// idle front end sets neither, the first record sets both, and a
+    /// check that finds the queue empty lets its timer lapse.
+    #[test]
+    fn the_expiry_and_quota_checks_run_only_while_something_is_held() {
+        let s = Settings::default();
+        let (dlq, quota) = (s.dlq_check, s.quota_check);
+        let mut h = oq(s);
+        h.start(Recovered::new());
+        assert!(
+            !h.timers.contains_key(&Timer::DlqCheck),
+            "idle: no expiry check"
+        );
+        assert!(
+            !h.timers.contains_key(&Timer::QuotaCheck),
+            "idle: no quota check"
+        );
+        h.now = 1_000;
+        enqueue(&mut h, 1, "m1");
+        assert_eq!(h.timers[&Timer::DlqCheck], 1_000 + dlq);
+        assert_eq!(h.timers[&Timer::QuotaCheck], 1_000 + quota);
+        h.fire(Timer::DlqCheck);
+        assert!(
+            h.timers.contains_key(&Timer::DlqCheck),
+            "still held: set again"
+        );
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        h.fire(Timer::DlqCheck);
+        h.fire(Timer::QuotaCheck);
+        assert!(!h.timers.contains_key(&Timer::DlqCheck), "empty: lapses");
+        assert!(!h.timers.contains_key(&Timer::QuotaCheck), "empty: lapses");
+    }
+
+    /// A failing store keeps the expiry check, which probes the store, the
+    /// only write left while the front end is shut down.
+    #[test]
+    fn a_failing_store_keeps_the_expiry_check_to_probe_it() {
+        let mut h = oq(Settings::default());
+        h.fail_persists = Some(StoreError::NoSpace);
+        h.start(Recovered::new());
+        assert!(h.timers.contains_key(&Timer::DlqCheck));
+        h.fail_persists = None;
+        let sent = h.fire(Timer::DlqCheck);
+        assert_eq!(health(&sent), vec![true], "the probe worked");
+        // Set again while the probe was in flight; the next check finds
+        // nothing to do.
+        h.fire(Timer::DlqCheck);
+        assert!(!h.timers.contains_key(&Timer::DlqCheck), "then idle");
+    }
+
+    /// ocs2007r2 learns on the expiry check that critical mode can end:
+    /// the check keeps running after an expiry with the queue empty.
+    #[test]
+    fn ocs2007r2_keeps_the_expiry_check_until_critical_mode_can_end() {
+        let s = legacy();
+        let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
+        let mut h = oq(s);
+        h.start(Recovered::new());
+        assert!(!h.timers.contains_key(&Timer::DlqCheck), "idle: no check");
+        enqueue(&mut h, 1, "m1");
+        h.now = ttrq;
+        h.timers.insert(Timer::DlqCheck, ttrq);
+        assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert_eq!(h.actor.depth(), 0);
+        let mut reports = Vec::new();
+        while let Some(&at) = h.timers.get(&Timer::DlqCheck) {
+            assert!(at <= ttrq + 2 * beat, "the check ran on too long");
+            reports.extend(health(&h.fire(Timer::DlqCheck)));
+        }
+        assert_eq!(reports, vec![true], "healthy again, then idle");
     }
 
     #[test]

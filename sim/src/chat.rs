@@ -18,7 +18,8 @@
 
 use crate::alarm::Alarm;
 use crate::chat_checker::{
-    chat_rooms, chat_users, file_content, FileRecord, PostOp, PostOutcome, SharedChatLog,
+    chat_rooms, chat_users, file_content, is_file_content, FileRecord, PostOp, PostOutcome,
+    SharedChatLog,
 };
 use crate::lock;
 use crate::scenario::ChatWorkload;
@@ -538,7 +539,7 @@ impl ChatClient {
             }
             Msg::FileData { file, name, data } => {
                 let mut log = lock(&self.log);
-                if data == file_content(&name, data.len())
+                if is_file_content(&name, &data)
                     && log
                         .files
                         .get(&file)

@@ -51,7 +51,25 @@ pub struct RoomView {
 /// The content of a simulated file: its name repeated to `size` bytes, so
 /// that a download can be checked without keeping the upload.
 pub fn file_content(name: &str, size: usize) -> Vec<u8> {
-    name.bytes().cycle().take(size.max(1)).collect()
+    // Whole copies of the name then a cut: memcpy speed, where a byte-wise
+    // `cycle().take()` was a tenth of a chat-files run.
+    let name = name.as_bytes();
+    if name.is_empty() {
+        return Vec::new();
+    }
+    let size = size.max(1);
+    let mut data = name.repeat(size.div_ceil(name.len()));
+    data.truncate(size);
+    data
+}
+
+/// Whether `data` is `file_content(name, data.len())`, without building it.
+pub fn is_file_content(name: &str, data: &[u8]) -> bool {
+    let name = name.as_bytes();
+    if name.is_empty() || data.is_empty() {
+        return data.is_empty() && name.is_empty();
+    }
+    data.chunks(name.len()).all(|c| c == &name[..c.len()])
 }
 
 /// A file the Web service acknowledged.
@@ -279,6 +297,20 @@ pub fn check(log: &ChatLog, stored: &[(u64, Post)], files: &BTreeMap<String, u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_content_repeats_the_name_and_is_recognised() {
+        assert_eq!(file_content("abc", 7), b"abcabca".to_vec());
+        assert_eq!(file_content("abc", 0), b"a".to_vec());
+        assert_eq!(file_content("abc", 3), b"abc".to_vec());
+        for n in [1, 2, 3, 4, 5, 6, 7, 1000] {
+            assert!(is_file_content("abc", &file_content("abc", n)), "{n}");
+        }
+        assert!(!is_file_content("abc", b"abcabd"));
+        assert!(!is_file_content("abc", b"abd"));
+        assert!(!is_file_content("abc", b""));
+        assert!(!is_file_content("abc", &file_content("abd", 10)));
+    }
 
     fn post(id: &str, room: &str, text: &str) -> Post {
         Post {
