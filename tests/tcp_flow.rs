@@ -1,21 +1,51 @@
-//! The simulator's TCP flow control: a writer stops once the other end has
-//! a window's worth unread (a partition holds at most that much), resumes
-//! when it reads, and fails once the other end is gone.
+//! The simulator's TCP: a writer stops once the other end has a window's
+//! worth unread (a partition holds at most that much), resumes when it
+//! reads, and fails once the other end is gone; a connection whose data
+//! stays unacknowledged across a cut for the retransmission timeout is
+//! aborted, and no connection opens across a cut.
 #![cfg(madsim)]
 
 use holdfast_host::transport::{BoxStream, Link};
-use holdfast_sim::tcp_flow::{FlowLink, WINDOW};
+use holdfast_sim::tcp_flow::{FlowLink, RETRANSMISSION_TIMEOUT, TIMEOUT_CHECK, WINDOW};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use madsim::task::JoinHandle;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 const SERVER: &str = "10.77.0.1:5061";
+const SERVER_IP: &str = "10.77.0.1";
+const CLIENT_IP: &str = "10.77.0.2";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A link with its retransmission timeouts running, as the runner has it.
+fn new_link() -> Arc<FlowLink> {
+    let link = FlowLink::new();
+    tokio::spawn(link.clone().retransmission_timeouts());
+    link
+}
+
+/// Cuts (or heals) the link from `from` to `to`, in madsim and in `link`,
+/// as the runner does.
+fn cut(link: &FlowLink, from: (&NodeHandle, &str), to: (&NodeHandle, &str), on: bool) {
+    let net = NetSim::current();
+    if on {
+        net.clog_link(from.0.id(), to.0.id());
+        link.cut(ip(from.1), ip(to.1));
+    } else {
+        net.unclog_link(from.0.id(), to.0.id());
+        link.heal(ip(from.1), ip(to.1));
+    }
+}
 
 /// Writes `total` bytes in 1 KiB writes, counting what was accepted.
 async fn write_counting(
@@ -42,7 +72,7 @@ fn two_nodes() -> (NodeHandle, NodeHandle) {
             .ip(ip.parse().unwrap())
             .build()
     };
-    (node("server", "10.77.0.1"), node("client", "10.77.0.2"))
+    (node("server", SERVER_IP), node("client", CLIENT_IP))
 }
 
 /// Accepts one connection on [`SERVER`] through `link`.
@@ -73,7 +103,7 @@ fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
     let rt = Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.block_on(async {
         let (server, client) = two_nodes();
-        let link = FlowLink::new();
+        let link = new_link();
         let (start_reading, go) = oneshot::channel::<()>();
         let l = link.clone();
         let reader = server.spawn(async move {
@@ -90,15 +120,15 @@ fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let (written, writer) = spawn_writer(&client, &link);
-        // The reader is not reading, and the link is cut for an hour: the
-        // writer gets exactly one window out, then waits.
+        // The reader is not reading, and the link is cut for a while
+        // shorter than the retransmission timeout: the writer gets exactly
+        // one window out, then waits.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let net = NetSim::current();
-        net.clog_link(client.id(), server.id());
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), true);
+        tokio::time::sleep(RETRANSMISSION_TIMEOUT - Duration::from_secs(60)).await;
         assert_eq!(written.load(Ordering::SeqCst), WINDOW);
         // The link heals and the reader reads: everything goes through.
-        net.unclog_link(client.id(), server.id());
+        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), false);
         start_reading.send(()).unwrap();
         assert_eq!(reader.await.unwrap(), 4 * WINDOW);
         writer.await.unwrap().unwrap();
@@ -135,5 +165,186 @@ fn a_writer_blocked_on_a_closed_end_fails_instead_of_waiting_for_ever() {
             .unwrap();
         let err = result.expect_err("a write into a closed connection fails");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    });
+}
+
+#[test]
+fn data_unacknowledged_across_a_cut_for_the_timeout_aborts_the_connection() {
+    let rt = Runtime::with_seed_and_config(3, madsim::Config::default());
+    rt.block_on(async {
+        let (server, client) = two_nodes();
+        let link = new_link();
+        let (start_reading, go) = oneshot::channel::<()>();
+        let l = link.clone();
+        let reader = server.spawn(async move {
+            let mut stream = accept_one(&l).await;
+            go.await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            stream.read(&mut buf).await
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (written, writer) = spawn_writer(&client, &link);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            written.load(Ordering::SeqCst),
+            WINDOW,
+            "blocked at the window"
+        );
+        let cut_at = Instant::now();
+        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), true);
+        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), true);
+        // The blocked writer is woken with an error once the window has
+        // gone unacknowledged for the timeout (checked every few seconds).
+        let result = tokio::time::timeout(2 * RETRANSMISSION_TIMEOUT, writer)
+            .await
+            .expect("the blocked writer is woken")
+            .unwrap();
+        let waited = cut_at.elapsed();
+        let err = result.expect_err("TCP gives up on the connection");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            waited >= RETRANSMISSION_TIMEOUT && waited <= RETRANSMISSION_TIMEOUT + TIMEOUT_CHECK,
+            "aborted after {waited:?}"
+        );
+        // After the heal, the window that was in flight is never read:
+        // the other end fails instead.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), false);
+        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), false);
+        start_reading.send(()).unwrap();
+        let read = reader.await.unwrap();
+        assert_eq!(
+            read.expect_err("the stale window is not delivered").kind(),
+            std::io::ErrorKind::TimedOut
+        );
+    });
+}
+
+#[test]
+fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
+    let rt = Runtime::with_seed_and_config(4, madsim::Config::default());
+    rt.block_on(async {
+        let (server, client) = two_nodes();
+        let link = new_link();
+        let l = link.clone();
+        let got = Arc::new(AtomicUsize::new(0));
+        let g = got.clone();
+        let (reopen, reopened) = oneshot::channel::<()>();
+        let reader = server.spawn(async move {
+            let listener = TcpListener::bind(SERVER).await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = l.accept(tcp).await.unwrap().0;
+            let mut buf = vec![0u8; 4096];
+            let ended = loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => g.fetch_add(n, Ordering::SeqCst),
+                    Err(e) => break Err(e),
+                };
+            };
+            // Serves one more connection attempt: madsim hands it over,
+            // but the connecting end refuses it, so it ends at once.
+            reopened.await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut again = l.accept(tcp).await.unwrap().0;
+            (ended, again.read(&mut buf).await)
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let l = link.clone();
+        let writer = client.spawn(async move {
+            let tcp = TcpStream::connect(SERVER).await.unwrap();
+            let mut stream = l.connect("server", tcp).await.unwrap();
+            // A heartbeat a minute.
+            loop {
+                stream.write_all(&[1u8; 100]).await?;
+                stream.flush().await?;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Only the way back is cut: the heartbeats still arrive, their
+        // acknowledgements do not.
+        let cut_at = Instant::now();
+        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), true);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(
+            got.load(Ordering::SeqCst) >= 1000,
+            "heartbeats arrive during the cut"
+        );
+        let result: std::io::Result<()> = tokio::time::timeout(2 * RETRANSMISSION_TIMEOUT, writer)
+            .await
+            .expect("the writer fails")
+            .unwrap();
+        let waited = cut_at.elapsed();
+        assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        // The first heartbeat after the cut starts the clock (up to a
+        // minute in); the writer learns of the abort at its next one.
+        assert!(
+            waited >= RETRANSMISSION_TIMEOUT
+                && waited <= RETRANSMISSION_TIMEOUT + TIMEOUT_CHECK + Duration::from_secs(120),
+            "aborted after {waited:?}"
+        );
+        // No new connection opens across the cut: madsim lets it through
+        // (the way there is clear), the link does not (the answer is lost).
+        reopen.send(()).unwrap();
+        let tcp = client
+            .spawn(async { TcpStream::connect(SERVER).await })
+            .await
+            .unwrap()
+            .expect("madsim opens it");
+        let opened = link.connect("server", tcp).await;
+        assert_eq!(
+            opened.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+        // The reader learned of the abort too, rather than waiting for
+        // ever; the refused connection ended at once.
+        let (ended, again) = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("the reader is woken")
+            .unwrap();
+        assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(!matches!(again, Ok(n) if n > 0), "{again:?}");
+    });
+}
+
+#[test]
+fn an_idle_connection_survives_a_long_cut() {
+    let rt = Runtime::with_seed_and_config(5, madsim::Config::default());
+    rt.block_on(async {
+        let (server, client) = two_nodes();
+        let link = new_link();
+        let l = link.clone();
+        let reader = server.spawn(async move {
+            let mut stream = accept_one(&l).await;
+            let mut buf = [0u8; 10];
+            stream.read_exact(&mut buf).await?;
+            stream.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let l = link.clone();
+        let (resume, resumed) = oneshot::channel::<()>();
+        let writer = client.spawn(async move {
+            let tcp = TcpStream::connect(SERVER).await.unwrap();
+            let mut stream = l.connect("server", tcp).await.unwrap();
+            stream.write_all(&[1u8; 10]).await?;
+            stream.flush().await?;
+            resumed.await.unwrap();
+            stream.write_all(&[2u8; 10]).await?;
+            stream.flush().await
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), true);
+        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), true);
+        tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), false);
+        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), false);
+        resume.send(()).unwrap();
+        writer
+            .await
+            .unwrap()
+            .expect("nothing was in flight: the connection lives");
+        assert_eq!(reader.await.unwrap().unwrap(), [2u8; 10]);
     });
 }

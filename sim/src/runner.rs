@@ -213,7 +213,10 @@ pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> RunOutput {
 
 struct Nodes {
     ids: BTreeMap<String, NodeId>,
+    ips: BTreeMap<String, IpAddr>,
     shared: BTreeMap<String, NodeShared>,
+    /// The simulated TCP, told of every cut link.
+    link: Arc<FlowLink>,
     /// Fault effects in force, with the value of each fault causing them.
     active: Mutex<BTreeMap<Effect, Vec<u64>>>,
 }
@@ -239,7 +242,9 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
 
     let mut nodes = Nodes {
         ids: BTreeMap::new(),
+        ips: addrs.iter().map(|(n, a)| (n.clone(), a.ip())).collect(),
         shared: BTreeMap::new(),
+        link: link.clone(),
         active: Mutex::new(BTreeMap::new()),
     };
     for name in &servers {
@@ -354,7 +359,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 
     let nodes = Arc::new(nodes);
-    let mut fault_tasks = Vec::new();
+    // TCP aborts connections that stay cut off for a quarter of an hour.
+    let mut fault_tasks = vec![tokio::spawn(link.clone().retransmission_timeouts())];
     for fault in scn.faults.clone() {
         let nodes = nodes.clone();
         let trace = trace.clone();
@@ -381,7 +387,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 
     tokio::time::sleep_until(epoch + Duration::from_millis(scn.duration_ms)).await;
-    // A fault still pending must not restart a node after the run.
+    // A fault still pending must not restart a node after the run (nor
+    // the retransmission check tick through the teardown's year).
     for t in &fault_tasks {
         t.abort();
     }
@@ -644,11 +651,14 @@ fn apply(nodes: &Nodes, kind: &FaultKind, on: bool) {
         };
         match &effect {
             Effect::Clog(a, b) => {
+                let (ip_a, ip_b) = (nodes.ips[a], nodes.ips[b]);
                 let (a, b) = (nodes.ids[a], nodes.ids[b]);
                 if on {
                     net.clog_link(a, b);
+                    nodes.link.cut(ip_a, ip_b);
                 } else {
                     net.unclog_link(a, b);
+                    nodes.link.heal(ip_a, ip_b);
                 }
             }
             Effect::Down(node) => {
