@@ -18,6 +18,7 @@
 //! sleep only when the deadline changes; an entry left by an earlier
 //! deadline only wakes the task once, harmlessly.
 
+use madsim::time::TimeHandle;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
@@ -27,6 +28,9 @@ pub struct Alarm {
     sleep: Pin<Box<Sleep>>,
     /// The deadline whose timer entry is in the heap, if any.
     armed: Option<Instant>,
+    /// The simulation's clock, read on every poll: held, since
+    /// `Instant::now` looks it up through madsim's `clock_gettime` shim.
+    clock: TimeHandle,
 }
 
 impl Default for Alarm {
@@ -37,9 +41,11 @@ impl Default for Alarm {
 
 impl Alarm {
     pub fn new() -> Alarm {
+        let clock = TimeHandle::current();
         Alarm {
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            sleep: Box::pin(tokio::time::sleep_until(clock.now_instant())),
             armed: None,
+            clock,
         }
     }
 
@@ -48,7 +54,7 @@ impl Alarm {
     /// call with the same deadline does not add another.
     pub fn until(&mut self, deadline: Instant) -> impl Future<Output = ()> + '_ {
         poll_fn(move |cx| {
-            if Instant::now() >= deadline {
+            if self.clock.now_instant() >= deadline {
                 return Poll::Ready(());
             }
             if self.armed != Some(deadline) {

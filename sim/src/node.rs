@@ -28,6 +28,7 @@ use holdfast_actors::web_files::WebFiles;
 use holdfast_host::disk::Disk;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{outbound_capacity, Network};
+use madsim::time::TimeHandle;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
@@ -105,6 +106,10 @@ struct Host {
     timer_keys: BTreeMap<(usize, Timer), (u64, u64)>,
     timer_seq: u64,
     envelope_seq: u64,
+    /// The simulation's clock, held rather than looked up: `Instant::now`
+    /// reaches it through madsim's `clock_gettime` shim, a context lookup
+    /// and two conversions, several percent of a run at once per event.
+    clock: TimeHandle,
 }
 
 fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
@@ -143,27 +148,40 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
 
 impl Host {
     fn now(&self) -> u64 {
-        Instant::now().duration_since(self.shared.epoch).as_millis() as u64
+        self.clock
+            .now_instant()
+            .duration_since(self.shared.epoch)
+            .as_millis() as u64
     }
 
     fn trace(&self, what: &str, detail: &(impl std::hash::Hash + ?Sized)) {
-        self.trace_noted(what, String::new, detail);
+        self.trace_noted(self.now(), what, String::new, detail);
     }
 
-    /// As `trace`, with a note for the timeline only (see `Trace`).
+    /// As `trace`, at `now` (the current time, already read: madsim's
+    /// clock is a lock and a system call shim, and the host reads it once
+    /// per event rather than once per use), with a note for the timeline
+    /// only (see `Trace`).
     fn trace_noted(
         &self,
+        now: u64,
         what: &str,
         note: impl FnOnce() -> String,
         detail: &(impl std::hash::Hash + ?Sized),
     ) {
-        let now = self.now();
         lock(&self.shared.trace).record_noted(now, &self.spec.name, what, note, detail);
     }
 
-    /// Runs one reaction of actor `i` and executes its effects in order.
-    async fn react(&mut self, i: usize, f: impl FnOnce(&mut dyn Actor, &mut Ctx)) {
-        let now = self.now();
+    /// Runs one reaction of actor `i`, starting at `now` (the current
+    /// time), and executes its effects in order. The time is read again
+    /// only after an effect that waits (a write to disk); returns it.
+    async fn react(
+        &mut self,
+        i: usize,
+        mut now: u64,
+        f: impl FnOnce(&mut dyn Actor, &mut Ctx),
+    ) -> u64 {
+        let start = now;
         let effects = {
             let slot = &mut self.slots[i];
             let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
@@ -190,7 +208,7 @@ impl Host {
                         self.timers.remove(&key);
                     }
                     self.timer_seq += 1;
-                    let key = (now + after, self.timer_seq);
+                    let key = (start + after, self.timer_seq);
                     self.timers.insert(key, (i, timer));
                     self.timer_keys.insert((i, timer), key);
                 }
@@ -202,7 +220,7 @@ impl Host {
                 Effect::Persist { token, ops } => {
                     let disk = self.shared.disk.clone();
                     let result = self.slots[i].store.apply(&disk, ops).await;
-                    let now = self.now();
+                    now = self.now();
                     let slot = &mut self.slots[i];
                     let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
                     slot.actor.on_persisted(token, result, &mut ctx);
@@ -228,7 +246,7 @@ impl Host {
                             break;
                         }
                     }
-                    let now = self.now();
+                    now = self.now();
                     let slot = &mut self.slots[i];
                     let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
                     slot.actor.on_output(token, result, &mut ctx);
@@ -238,7 +256,6 @@ impl Host {
                 }
                 Effect::Load { token, key } => {
                     let result = Ok(self.slots[i].store.state().get(&key).cloned());
-                    let now = self.now();
                     let slot = &mut self.slots[i];
                     let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
                     slot.actor.on_loaded(token, result, &mut ctx);
@@ -247,9 +264,8 @@ impl Host {
                     }
                 }
                 Effect::Event(ev) => {
-                    let now = self.now();
                     tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
-                    self.trace(ev.name, ev.detail.as_bytes());
+                    self.trace_noted(now, ev.name, String::new, ev.detail.as_bytes());
                     lock(&self.shared.events).push(EventRecord {
                         at: now,
                         node: self.spec.name.clone(),
@@ -259,6 +275,7 @@ impl Host {
                 }
             }
         }
+        now
     }
 
     async fn deliver(&mut self, env: Envelope) {
@@ -271,8 +288,14 @@ impl Host {
             self.trace("misrouted", env.msg.name().as_bytes());
             return;
         };
-        self.trace(env.msg.name(), &(&env.from, &env.to, &env.msg));
-        self.react(i, |a, ctx| a.on_msg(env.from, env.msg, ctx))
+        let now = self.now();
+        self.trace_noted(
+            now,
+            env.msg.name(),
+            String::new,
+            &(&env.from, &env.to, &env.msg),
+        );
+        self.react(i, now, |a, ctx| a.on_msg(env.from, env.msg, ctx))
             .await;
     }
 
@@ -292,16 +315,23 @@ impl Host {
     }
 
     async fn fire_due(&mut self) {
-        let now = self.now();
+        let due = self.now();
+        // The current time: `due` until a reaction waits.
+        let mut now = due;
         while let Some((&key, &(i, timer))) = self.timers.iter().next() {
-            if key.0 > now {
+            if key.0 > due {
                 break;
             }
             self.timers.remove(&key);
             self.timer_keys.remove(&(i, timer));
             let actor = self.slots[i].addr.actor;
-            self.trace_noted("timer", || format!("{actor:?} {timer:?}"), &(actor, timer));
-            self.react(i, |a, ctx| a.on_timer(timer, ctx)).await;
+            self.trace_noted(
+                now,
+                "timer",
+                || format!("{actor:?} {timer:?}"),
+                &(actor, timer),
+            );
+            now = self.react(i, now, |a, ctx| a.on_timer(timer, ctx)).await;
         }
     }
 }
@@ -355,11 +385,14 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         timer_keys: BTreeMap::new(),
         timer_seq: 0,
         envelope_seq: 0,
+        clock: TimeHandle::current(),
     };
     host.trace("start", &());
     for i in 0..host.slots.len() {
         let recovered = host.slots[i].store.take_state();
-        host.react(i, |a, ctx| a.on_start(recovered, ctx)).await;
+        let now = host.now();
+        host.react(i, now, |a, ctx| a.on_start(recovered, ctx))
+            .await;
     }
     let mut next_sample = Instant::now() + GAUGE_INTERVAL;
     // One alarm for the earlier of the next gauge sample and the next timer:
