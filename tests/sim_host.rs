@@ -1,5 +1,6 @@
 //! The simulated node host: a node whose inbox never empties still runs
-//! its timers when they are due, and a finished run leaves nothing behind.
+//! its timers when they are due, a timer runs from the reaction that set
+//! it, and a finished run leaves nothing behind.
 //!
 //! madsim's `sleep_until` waits at least 1 ms even for a deadline already
 //! past, so a host loop that `select!`s over a fresh sleep and its inbox
@@ -103,4 +104,59 @@ duration = "10m"
     let out = runner::run(&scn, 1, &RunOptions::default());
     assert!(out.result.trace_len > 1000, "the run did something");
     assert_eq!(out.tasks_left, 0, "tasks still alive after the run");
+}
+
+/// A timer runs from the reaction that set it. A queue arms its resend,
+/// expiry and quota checks when its first record is durable: with a slow
+/// disk (500 ms per sync) they must run from that moment, not from the
+/// arrival of the request whose write it was (half a second early, a
+/// resend before the transfer had been out for its interval).
+#[test]
+fn a_timer_set_after_a_disk_write_runs_from_the_write() {
+    const SLOW_DISK: &str = r#"
+name = "slow-disk"
+duration = "1m"
+[topology]
+front_ends = 1
+fsync = "500ms"
+[[workload]]
+kind = "im"
+users = 10
+rate = 0.05
+stop = "30s"
+"#;
+    let scn = scenario::parse("slow-disk.toml", SLOW_DISK).unwrap();
+    let out = runner::run(
+        &scn,
+        1,
+        &RunOptions {
+            timeline: true,
+            series: false,
+        },
+    );
+    // Timeline lines: "<seconds>s <node> <what> [<note>]".
+    let first = |what: &str| -> u64 {
+        out.timeline
+            .iter()
+            .find_map(|line| {
+                let (at, rest) = line.trim_start().split_once("s ")?;
+                let rest = rest.trim_start();
+                let rest = rest.strip_prefix("fe1")?.trim_start();
+                (rest == what).then(|| (at.parse::<f64>().unwrap() * 1000.0).round() as u64)
+            })
+            .unwrap_or_else(|| panic!("no {what:?} in the timeline"))
+    };
+    // The record is durable when the queue answers the front end.
+    let durable = first("Enqueued");
+    assert!(durable >= first("Enqueue") + 500, "the write took the sync");
+    let s = &scn.settings;
+    assert_eq!(
+        first("timer OutgoingQueue Resend"),
+        durable + s.resend_interval
+    );
+    assert_eq!(first("timer OutgoingQueue DlqCheck"), durable + s.dlq_check);
+    assert_eq!(
+        first("timer OutgoingQueue QuotaCheck"),
+        durable + s.quota_check
+    );
 }

@@ -181,15 +181,17 @@ impl Host {
         mut now: u64,
         f: impl FnOnce(&mut dyn Actor, &mut Ctx),
     ) -> u64 {
-        let start = now;
         let effects = {
             let slot = &mut self.slots[i];
             let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
             f(slot.actor.as_mut(), &mut ctx);
             ctx.into_effects()
         };
-        let mut queue: VecDeque<Effect> = effects.into();
-        while let Some(effect) = queue.pop_front() {
+        // Each effect with the time of the reaction that asked for it: a
+        // timer runs from then, not from when the effects before it (a
+        // disk write) have finished.
+        let mut queue: VecDeque<(u64, Effect)> = effects.into_iter().map(|e| (now, e)).collect();
+        while let Some((asked_at, effect)) = queue.pop_front() {
             match effect {
                 Effect::Send { to, msg } => {
                     self.envelope_seq += 1;
@@ -208,7 +210,7 @@ impl Host {
                         self.timers.remove(&key);
                     }
                     self.timer_seq += 1;
-                    let key = (start + after, self.timer_seq);
+                    let key = (asked_at + after, self.timer_seq);
                     self.timers.insert(key, (i, timer));
                     self.timer_keys.insert((i, timer), key);
                 }
@@ -227,7 +229,7 @@ impl Host {
                     // The completion's effects run before the rest of this
                     // reaction's, and before any other event.
                     for e in ctx.into_effects().into_iter().rev() {
-                        queue.push_front(e);
+                        queue.push_front((now, e));
                     }
                 }
                 Effect::Output { token, files } => {
@@ -251,7 +253,7 @@ impl Host {
                     let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
                     slot.actor.on_output(token, result, &mut ctx);
                     for e in ctx.into_effects().into_iter().rev() {
-                        queue.push_front(e);
+                        queue.push_front((now, e));
                     }
                 }
                 Effect::Load { token, key } => {
@@ -260,7 +262,7 @@ impl Host {
                     let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
                     slot.actor.on_loaded(token, result, &mut ctx);
                     for e in ctx.into_effects().into_iter().rev() {
-                        queue.push_front(e);
+                        queue.push_front((now, e));
                     }
                 }
                 Effect::Event(ev) => {
