@@ -62,6 +62,12 @@ async fn write_counting(
     Ok(())
 }
 
+/// Cuts (or heals) the link between `client` and `server` both ways.
+fn cut_both(link: &FlowLink, client: &NodeHandle, server: &NodeHandle, on: bool) {
+    cut(link, (client, CLIENT_IP), (server, SERVER_IP), on);
+    cut(link, (server, SERVER_IP), (client, CLIENT_IP), on);
+}
+
 /// A server node (10.77.0.1) and a client node (10.77.0.2).
 fn two_nodes() -> (NodeHandle, NodeHandle) {
     let handle = Handle::current();
@@ -80,6 +86,28 @@ async fn accept_one(link: &FlowLink) -> BoxStream {
     let listener = TcpListener::bind(SERVER).await.unwrap();
     let (tcp, _) = listener.accept().await.unwrap();
     link.accept(tcp).await.unwrap().0
+}
+
+/// Accepts one connection on the server and, once told to, hands it to
+/// `read`.
+fn spawn_gated_reader<T, F, Fut>(
+    server: &NodeHandle,
+    link: &Arc<FlowLink>,
+    read: F,
+) -> (oneshot::Sender<()>, JoinHandle<T>)
+where
+    F: FnOnce(BoxStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (start, go) = oneshot::channel::<()>();
+    let l = link.clone();
+    let reader = server.spawn(async move {
+        let stream = accept_one(&l).await;
+        go.await.unwrap();
+        read(stream).await
+    });
+    (start, reader)
 }
 
 /// Connects from `client` through `link` and writes four windows,
@@ -104,11 +132,7 @@ fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
     rt.block_on(async {
         let (server, client) = two_nodes();
         let link = new_link();
-        let (start_reading, go) = oneshot::channel::<()>();
-        let l = link.clone();
-        let reader = server.spawn(async move {
-            let mut stream = accept_one(&l).await;
-            go.await.unwrap();
+        let (start_reading, reader) = spawn_gated_reader(&server, &link, |mut stream| async move {
             let mut got = 0usize;
             let mut buf = vec![0u8; 4096];
             while got < 4 * WINDOW {
@@ -174,11 +198,7 @@ fn data_unacknowledged_across_a_cut_for_the_timeout_aborts_the_connection() {
     rt.block_on(async {
         let (server, client) = two_nodes();
         let link = new_link();
-        let (start_reading, go) = oneshot::channel::<()>();
-        let l = link.clone();
-        let reader = server.spawn(async move {
-            let mut stream = accept_one(&l).await;
-            go.await.unwrap();
+        let (start_reading, reader) = spawn_gated_reader(&server, &link, |mut stream| async move {
             let mut buf = vec![0u8; 4096];
             stream.read(&mut buf).await
         });
@@ -191,8 +211,7 @@ fn data_unacknowledged_across_a_cut_for_the_timeout_aborts_the_connection() {
             "blocked at the window"
         );
         let cut_at = Instant::now();
-        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), true);
-        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), true);
+        cut_both(&link, &client, &server, true);
         // The blocked writer is woken with an error once the window has
         // gone unacknowledged for the timeout (checked every few seconds).
         let result = tokio::time::timeout(2 * RETRANSMISSION_TIMEOUT, writer)
@@ -209,8 +228,7 @@ fn data_unacknowledged_across_a_cut_for_the_timeout_aborts_the_connection() {
         // After the heal, the window that was in flight is never read:
         // the other end fails instead.
         tokio::time::sleep(Duration::from_secs(600)).await;
-        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), false);
-        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), false);
+        cut_both(&link, &client, &server, false);
         start_reading.send(()).unwrap();
         let read = reader.await.unwrap();
         assert_eq!(
@@ -335,11 +353,9 @@ fn an_idle_connection_survives_a_long_cut() {
             stream.flush().await
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), true);
-        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), true);
+        cut_both(&link, &client, &server, true);
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
-        cut(&link, (&client, CLIENT_IP), (&server, SERVER_IP), false);
-        cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), false);
+        cut_both(&link, &client, &server, false);
         resume.send(()).unwrap();
         writer
             .await
