@@ -160,8 +160,6 @@ impl FlowLink {
             pair: self.meet(key),
             side,
             unflushed: false,
-            local_ip: local.ip(),
-            peer_ip: peer.ip(),
         })
     }
 
@@ -286,13 +284,14 @@ impl Link for FlowLink {
         _peer: &'a str,
         tcp: TcpStream,
     ) -> BoxFuture<'a, io::Result<BoxStream>> {
-        let stream = self.wrap(tcp, CONNECTOR);
         // madsim lets a connection open when only the way back is cut; TCP
         // does not (the SYN's answer is lost). The accepting end, already
         // paired, fails when this one is dropped.
-        let cut = stream
-            .as_ref()
-            .is_ok_and(|s| self.is_cut(s.local_ip, s.peer_ip));
+        let cut = match (tcp.local_addr(), tcp.peer_addr()) {
+            (Ok(local), Ok(peer)) => self.is_cut(local.ip(), peer.ip()),
+            _ => false,
+        };
+        let stream = self.wrap(tcp, CONNECTOR);
         Box::pin(async move {
             if cut {
                 return Err(io::Error::new(
@@ -317,8 +316,6 @@ pub struct FlowStream {
     side: usize,
     /// Written to since the last flush.
     unflushed: bool,
-    local_ip: IpAddr,
-    peer_ip: IpAddr,
 }
 
 fn aborted() -> io::Error {
