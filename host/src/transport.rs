@@ -96,10 +96,36 @@ impl Link for PlainLink {
     }
 }
 
-/// Inbound connections served at once; more wait in the listen backlog.
-pub const MAX_INBOUND_CONNECTIONS: usize = 4096;
+/// Inbound connections that have not yet said who they are; more wait in
+/// the listen backlog. Each has [`FIRST_FRAME_TIMEOUT`] to send its first
+/// frame, so sockets held open and silent cannot keep a peer out for long.
+pub const MAX_PENDING_CONNECTIONS: usize = 256;
+/// Client connections served at once; a client beyond them is refused.
+/// Server peers (named in the address book) never count against it: a
+/// flood of clients cannot keep a front end from its archiver.
+pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
 /// Time an inbound connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client connection silent this long is closed (chat clients send a
+/// keep-alive every 30 s; an IM client that waits for an answer gets one
+/// well within it).
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest first frame an inbound connection may send (before it has
+/// said who it is): a client's request, never a server's batch.
+const MAX_FIRST_FRAME: usize = 8 << 20;
+/// Warnings about refused connections and bad frames: at most this many
+/// per [`WARN_PERIOD`], then one line saying how many were left out.
+const WARNS_PER_PERIOD: u64 = 20;
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+/// Actors a client may address: a node that hosts none of them takes no
+/// client connections.
+const SERVES_CLIENTS: &[ActorKind] = &[
+    ActorKind::FrontEnd,
+    ActorKind::Lookup,
+    ActorKind::Channel,
+    ActorKind::Web,
+    ActorKind::Compliance,
+];
 
 /// Envelopes from the network waiting in the inbox before readers pause.
 /// Beyond it, TCP holds the senders back: a node that falls behind does
@@ -141,8 +167,13 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 
 /// Bytes of frames gathered into one write (one TLS record run, one syscall).
 const BATCH_BYTES: usize = 256 * 1024;
-/// Read buffer per connection: many small frames per `read` syscall.
+/// Read buffer per outbound connection: many small frames per `read`
+/// syscall.
 const READ_BUFFER: usize = 64 * 1024;
+/// Read buffer per inbound connection: smaller, since thousands of them
+/// may be open at once (what a connection holds bounds what a flood of
+/// them costs).
+const INBOUND_READ_BUFFER: usize = 16 * 1024;
 
 /// Writes `first` and every envelope already queued behind it (up to
 /// [`BATCH_BYTES`]) with one write and one flush: under load, frames are
@@ -220,8 +251,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         got += n;
     }
     let len = frame::check_len(header, max)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // Grown as bytes arrive, not allocated from the header: a peer that
+    // announces a large frame and sends nothing costs nothing.
+    let mut body = Vec::with_capacity(len.min(READ_BUFFER));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed inside a frame",
+        )
+        .into());
+    }
     Ok(Some(frame::decode_body(&body)?))
 }
 
@@ -242,8 +282,14 @@ pub struct Network {
     inbox: mpsc::UnboundedSender<Envelope>,
     /// One permit per network envelope the inbox may still take.
     inbound: Semaphore,
-    /// One permit per inbound connection still allowed.
-    connections: Arc<Semaphore>,
+    /// One permit per inbound connection that may still be accepted
+    /// before it says who it is.
+    pending: Arc<Semaphore>,
+    /// One permit per client connection still allowed.
+    client_slots: Arc<Semaphore>,
+    /// Rate limit of warnings: (start of the period, lines in it, lines
+    /// left out).
+    warns: Mutex<(Option<tokio::time::Instant>, u64, u64)>,
     /// Which actors each server node hosts (when known): a node may only
     /// speak for those.
     roles: OnceLock<BTreeMap<String, Vec<ActorKind>>>,
@@ -286,7 +332,9 @@ impl Network {
             next_conn: Mutex::new(0),
             inbox,
             inbound: Semaphore::new(DEFAULT_INBOUND_LIMIT),
-            connections: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
+            pending: Arc::new(Semaphore::new(MAX_PENDING_CONNECTIONS)),
+            client_slots: Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS)),
+            warns: Mutex::new((None, 0, 0)),
             roles: OnceLock::new(),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -339,6 +387,39 @@ impl Network {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether a warning about a refused connection or a bad frame may be
+    /// logged now: a flood of hostile connections must not flood the log.
+    /// When a period ends with lines left out, says how many.
+    fn may_warn(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut w = self.warns.lock().expect("lock");
+        let (start, lines, left_out) = &mut *w;
+        if start.is_none_or(|s| now.duration_since(s) >= WARN_PERIOD) {
+            if *left_out > 0 {
+                tracing::warn!(node = %self.me, left_out = *left_out, "more connection warnings were left out in the last period");
+            }
+            *start = Some(now);
+            *lines = 0;
+            *left_out = 0;
+        }
+        if *lines < WARNS_PER_PERIOD {
+            *lines += 1;
+            true
+        } else {
+            *left_out += 1;
+            false
+        }
+    }
+
+    /// Whether this node hosts an actor that clients may address (with no
+    /// roles known, every node is taken to).
+    fn serves_clients(&self) -> bool {
+        match self.roles.get().and_then(|r| r.get(&self.me)) {
+            Some(kinds) => kinds.iter().any(|k| SERVES_CLIENTS.contains(k)),
+            None => true,
+        }
+    }
+
     fn enqueue(&self, tx: &mpsc::Sender<Envelope>, env: Envelope) {
         if let Err(mpsc::error::TrySendError::Full(env)) = tx.try_send(env) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -358,16 +439,15 @@ impl Network {
         let net = self.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(permit) = net.connections.clone().acquire_owned().await else {
+                let Ok(permit) = net.pending.clone().acquire_owned().await else {
                     return;
                 };
                 match listener.accept().await {
                     Ok((stream, remote)) => {
                         let net = net.clone();
-                        tokio::spawn(async move {
-                            net.serve_inbound(stream, remote).await;
-                            drop(permit);
-                        });
+                        tokio::spawn(
+                            async move { net.serve_inbound(stream, remote, permit).await },
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(node = %net.me, error = %e, "accept failed");
@@ -491,13 +571,28 @@ impl Network {
     /// Reads frames into the inbox until the connection ends or misbehaves.
     /// Every frame must come from the node the connection belongs to (and,
     /// on a client's connection, from a client): a peer cannot speak for
-    /// another node or another role.
+    /// another node or another role. A client's connection that stays
+    /// silent for [`CLIENT_IDLE_TIMEOUT`] is closed.
     async fn read_loop<R: AsyncBufRead + Unpin>(&self, reader: &mut R, remote: &str, client: bool) {
         loop {
-            match read_buffered_frame(reader, MAX_FRAME).await {
+            let read = read_buffered_frame(reader, MAX_FRAME);
+            let frame = if client {
+                match tokio::time::timeout(CLIENT_IDLE_TIMEOUT, read).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        tracing::debug!(node = %self.me, %remote, "client connection idle; closing it");
+                        return;
+                    }
+                }
+            } else {
+                read.await
+            };
+            match frame {
                 Ok(Some(env)) => {
                     if env.to.node != self.me {
-                        tracing::warn!(node = %self.me, %remote, to = %env.to, "frame addressed to another node; closing connection");
+                        if self.may_warn() {
+                            tracing::warn!(node = %self.me, %remote, to = %env.to, "frame addressed to another node; closing connection");
+                        }
                         self.refuse();
                         return;
                     }
@@ -505,7 +600,9 @@ impl Network {
                         || (client && env.from.actor != ActorKind::Client)
                         || (!client && !self.may_speak_as(&env.from))
                     {
-                        tracing::warn!(node = %self.me, %remote, from = %env.from, "frame claims another sender; closing connection");
+                        if self.may_warn() {
+                            tracing::warn!(node = %self.me, %remote, from = %env.from, "frame claims another sender; closing connection");
+                        }
                         self.refuse();
                         return;
                     }
@@ -517,7 +614,9 @@ impl Network {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(node = %self.me, %remote, error = %e, "bad frame; closing connection");
+                    if self.may_warn() {
+                        tracing::warn!(node = %self.me, %remote, error = %e, "bad frame; closing connection");
+                    }
                     self.refuse();
                     return;
                 }
@@ -525,48 +624,58 @@ impl Network {
         }
     }
 
-    async fn serve_inbound(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+    /// Refuses an inbound connection: counted, and logged within the rate
+    /// limit.
+    fn refuse_with(&self, remote: SocketAddr, why: std::fmt::Arguments<'_>) {
+        if self.may_warn() {
+            tracing::warn!(node = %self.me, %remote, "{why}; closing connection");
+        }
+        self.refuse();
+    }
+
+    /// Serves one inbound connection. `pending` is its place among the
+    /// connections that have not said who they are: given back once the
+    /// first frame names a server peer (unlimited: the address book bounds
+    /// them) or exchanged for a client slot.
+    async fn serve_inbound(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        pending: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let conn = {
             let mut n = self.next_conn.lock().expect("lock");
             *n += 1;
             *n
         };
-        let (stream, identity) = match self.link.accept(stream).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(node = %self.me, %remote, error = %e, "handshake refused; closing connection");
-                self.refuse();
-                return;
+        // The handshake and the first frame share one deadline.
+        let opened = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
+            let (stream, identity) = self
+                .link
+                .accept(stream)
+                .await
+                .map_err(|e| format!("handshake refused: {e}"))?;
+            let (reader, writer) = tokio::io::split(stream);
+            let mut reader = tokio::io::BufReader::with_capacity(INBOUND_READ_BUFFER, reader);
+            match read_buffered_frame(&mut reader, MAX_FIRST_FRAME).await {
+                Ok(Some(env)) => Ok(Some((reader, writer, identity, env))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(format!("bad first frame: {e}")),
             }
-        };
-        let (reader, mut writer) = tokio::io::split(stream);
-        let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
-        // The first frame names the peer; a connection that stays silent is
-        // closed rather than held open for ever.
-        let first = match tokio::time::timeout(
-            FIRST_FRAME_TIMEOUT,
-            read_buffered_frame(&mut reader, MAX_FRAME),
-        )
-        .await
-        {
-            Ok(Ok(Some(env))) => env,
+        })
+        .await;
+        let (mut reader, mut writer, identity, first) = match opened {
+            Ok(Ok(Some(opened))) => opened,
             Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                tracing::warn!(node = %self.me, %remote, error = %e, "bad first frame; closing connection");
-                self.refuse();
-                return;
-            }
+            Ok(Err(why)) => return self.refuse_with(remote, format_args!("{why}")),
             Err(_) => {
-                tracing::warn!(node = %self.me, %remote, "no first frame in time; closing connection");
-                self.refuse();
-                return;
+                return self
+                    .refuse_with(remote, format_args!("no handshake and first frame in time"))
             }
         };
         let peer = first.from.node.clone();
         if peer == self.me {
-            tracing::warn!(node = %self.me, %remote, "a connection claims to be this node; closing it");
-            self.refuse();
-            return;
+            return self.refuse_with(remote, format_args!("a connection claims to be this node"));
         }
         let known = self.peers.contains_key(&peer);
         let proven = match &identity {
@@ -575,35 +684,59 @@ impl Network {
             PeerIdentity::Anonymous => first.from.actor == ActorKind::Client,
         };
         if !proven {
-            tracing::warn!(node = %self.me, %remote, %peer, ?identity, "frame names a sender its certificate does not; closing connection");
-            self.refuse();
-            return;
+            return self.refuse_with(
+                remote,
+                format_args!(
+                    "frame names a sender ({peer}) its certificate does not ({identity:?})"
+                ),
+            );
         }
         // A client must not take a server's name: on a certificate-less
         // link, only a client name outside the address book is accepted.
         let known = known && identity != PeerIdentity::Anonymous;
         if known && !self.may_speak_as(&first.from) {
-            tracing::warn!(node = %self.me, %remote, from = %first.from, "a node speaks for an actor it does not host; closing connection");
-            self.refuse();
-            return;
+            return self.refuse_with(
+                remote,
+                format_args!(
+                    "a node speaks for an actor it does not host ({})",
+                    first.from
+                ),
+            );
         }
         if !known && first.from.actor != ActorKind::Client {
-            tracing::warn!(node = %self.me, %remote, %peer, "unknown peer; closing connection");
-            self.refuse();
-            return;
+            return self.refuse_with(remote, format_args!("unknown peer {peer}"));
         }
         if identity == PeerIdentity::Anonymous && self.peers.contains_key(&peer) {
-            tracing::warn!(node = %self.me, %remote, %peer, "a client without a certificate claims a node's name; closing connection");
-            self.refuse();
-            return;
+            return self.refuse_with(
+                remote,
+                format_args!("a client without a certificate claims a node's name ({peer})"),
+            );
         }
         if first.to.node != self.me {
-            tracing::warn!(node = %self.me, %remote, to = %first.to, "frame addressed to another node; closing connection");
-            self.refuse();
-            return;
+            return self.refuse_with(
+                remote,
+                format_args!("frame addressed to another node ({})", first.to),
+            );
         }
+        drop(pending);
         let mut writer_task = None;
+        let mut _client_slot = None;
         if !known {
+            if !self.serves_clients() || !SERVES_CLIENTS.contains(&first.to.actor) {
+                return self.refuse_with(
+                    remote,
+                    format_args!("a client addresses {}, which takes no clients", first.to),
+                );
+            }
+            match self.client_slots.clone().try_acquire_owned() {
+                Ok(slot) => _client_slot = Some(slot),
+                Err(_) => {
+                    return self.refuse_with(
+                        remote,
+                        format_args!("{MAX_CLIENT_CONNECTIONS} client connections open already"),
+                    )
+                }
+            }
             let (tx, mut rx) = mpsc::channel::<Envelope>(self.capacity);
             self.clients
                 .lock()
