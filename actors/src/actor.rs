@@ -87,6 +87,8 @@ pub enum Timer {
     ComplianceResend,
     /// Compliance service: export the staged events.
     ComplianceRun,
+    /// Front end: archiving has been healthy for `critical_resume_after`.
+    CriticalResume,
 }
 
 /// An operator event: a stable name (for dashboards and scenario

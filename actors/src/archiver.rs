@@ -94,7 +94,7 @@ impl Archiver {
         let batch = self.settings.archiver_batch as usize;
         let blocked_by_heartbeat = ready < self.buffer.len();
         if ready >= batch || force || blocked_by_heartbeat {
-            let n = ready.min(batch.max(1));
+            let n = self.batch_len(ready.min(batch.max(1)));
             let mut keys = Vec::with_capacity(n);
             let mut records = Vec::with_capacity(n);
             for (k, item) in self.buffer.drain(..n) {
@@ -118,6 +118,22 @@ impl Archiver {
             self.flush_set = true;
             ctx.set_timer(Timer::Flush, self.settings.archiver_flush);
         }
+    }
+
+    /// Records of the next batch: at most `n`, and no more bytes than
+    /// `archiver_batch_bytes` (but always one), so that every batch fits in
+    /// a frame whatever the records' sizes.
+    fn batch_len(&self, n: usize) -> usize {
+        let mut bytes = 0u64;
+        let mut len = 0;
+        for (_, item) in self.buffer.iter().take(n) {
+            bytes += item.queued_size();
+            if len > 0 && bytes > self.settings.archiver_batch_bytes {
+                break;
+            }
+            len += 1;
+        }
+        len
     }
 
     fn resend(&mut self, ctx: &mut Ctx) {
@@ -247,6 +263,7 @@ mod tests {
         QueueItem::Record(ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
+            client_id: id.into(),
             from: "a@corp.example".into(),
             to: "b@corp.example".into(),
             time: 0,
@@ -297,6 +314,66 @@ mod tests {
         );
         let sent = h.msg(db(), Msg::Logged { batch: 1 });
         assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1, 2] })]);
+    }
+
+    /// Ten records of 1 MiB with a batch of 64 records: the byte bound cuts
+    /// the batches at `archiver_batch_bytes`, and a record larger than the
+    /// bound still goes, alone.
+    #[test]
+    fn batches_are_bounded_by_bytes_as_well_as_count() {
+        let mut h = Harness::new(
+            Addr::new("arch1", ActorKind::Archiver),
+            Archiver::new(
+                "arch1",
+                cluster(),
+                Settings {
+                    archiver_batch: 64,
+                    archiver_batch_bytes: 3 << 20,
+                    ..Settings::default()
+                },
+            ),
+        );
+        h.start(Recovered::new());
+        let big = |id: &str, size: usize| {
+            let QueueItem::Record(mut r) = rec(id) else {
+                unreachable!()
+            };
+            r.body = "b".repeat(size);
+            QueueItem::Record(r)
+        };
+        for k in 1..=10 {
+            h.msg(
+                dq(),
+                Msg::Deliver {
+                    key: k,
+                    item: big(&format!("m{k}"), 1 << 20),
+                },
+            );
+        }
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 11,
+                item: big("huge", 4 << 20),
+            },
+        );
+        let mut sizes = Vec::new();
+        let mut sent = h.fire(Timer::Flush);
+        while let [(_, Msg::LogMessages { batch, records })] = &sent[..] {
+            let bytes: u64 = records.iter().map(|r| r.queued_size()).sum();
+            assert!(
+                records.len() == 1 || bytes <= 3 << 20,
+                "batch {batch}: {bytes} bytes"
+            );
+            sizes.push(records.len());
+            let batch = *batch;
+            sent = h.msg(db(), Msg::Logged { batch });
+            sent.retain(|(_, m)| matches!(m, Msg::LogMessages { .. }));
+            if sent.is_empty() && sizes.iter().sum::<usize>() < 11 {
+                sent = h.fire(Timer::Flush);
+            }
+        }
+        assert_eq!(sizes, vec![2, 2, 2, 2, 2, 1], "{sizes:?}");
     }
 
     #[test]

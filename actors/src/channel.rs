@@ -557,6 +557,16 @@ impl Channel {
                 );
             }
             Msg::ChatPost { post, room, text } => {
+                let limit = self.settings.chat_post_max_bytes;
+                if text.len() as u64 > limit {
+                    return Self::reject(
+                        ctx,
+                        from,
+                        room,
+                        Some(post),
+                        ChatReject::TooLarge { limit },
+                    );
+                }
                 let Some(session) = self.sessions.get(&from.node) else {
                     return Self::reject(ctx, from, room, Some(post), ChatReject::NotJoined);
                 };

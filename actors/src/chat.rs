@@ -354,4 +354,8 @@ pub enum ChatReject {
     /// The room changed since the version the update was based on: read
     /// it again and retry.
     Conflict,
+    /// The post's text is longer than `chat_post_max_bytes` (`limit`).
+    TooLarge {
+        limit: u64,
+    },
 }

@@ -435,16 +435,20 @@ impl Actor for ChatStore {
                 let latest = self.latest(&room);
                 let posts: Vec<(u64, Post)> = match self.rooms.get(&room) {
                     None => Vec::new(),
-                    // `after = 0`: a fresh join, the last `limit` posts.
+                    // `after = 0`: a fresh join, the last `limit` posts
+                    // (as many of them as fit in one answer).
                     Some(r) if after == 0 => {
-                        let skip = r.len().saturating_sub(limit as usize);
-                        r.iter().skip(skip).map(|(s, p)| (*s, p.clone())).collect()
+                        let mut last: Vec<(u64, Post)> =
+                            within_read_bound(r.iter().rev().take(limit as usize));
+                        last.reverse();
+                        last
                     }
-                    Some(r) => r
-                        .range((Bound::Excluded(after), Bound::Unbounded))
-                        .take(limit as usize)
-                        .map(|(s, p)| (*s, p.clone()))
-                        .collect(),
+                    // A catch-up: the client reads again from where this
+                    // answer ends until it reaches `latest`.
+                    Some(r) => within_read_bound(
+                        r.range((Bound::Excluded(after), Bound::Unbounded))
+                            .take(limit as usize),
+                    ),
                 };
                 // A join is always recorded; a history read when it gave
                 // something to read.
@@ -575,6 +579,31 @@ impl Actor for ChatStore {
             ("compliance_outbox", self.outbox.len() as u64),
         ]
     }
+}
+
+/// Bytes of posts one read answers with (at least one post): with the
+/// post size limit, what keeps every answer inside a frame.
+pub const READ_MAX_BYTES: u64 = 8 << 20;
+
+/// The posts of `iter`, in its order, up to [`READ_MAX_BYTES`] (always the
+/// first one).
+fn within_read_bound<'a>(iter: impl Iterator<Item = (&'a u64, &'a Post)>) -> Vec<(u64, Post)> {
+    let mut bytes = 0u64;
+    let mut out = Vec::new();
+    for (seq, post) in iter {
+        bytes += post_bytes(post);
+        if !out.is_empty() && bytes > READ_MAX_BYTES {
+            break;
+        }
+        out.push((*seq, post.clone()));
+    }
+    out
+}
+
+/// What a post weighs in a frame, roughly (text and names, plus a margin
+/// for the numbers).
+pub fn post_bytes(p: &Post) -> u64 {
+    (p.text.len() + p.author.len() + p.room.len() + p.id.len()) as u64 + 32
 }
 
 #[cfg(test)]

@@ -93,6 +93,14 @@ impl ComplianceEvent {
     pub fn id(&self) -> String {
         format!("{}-{}", self.source, self.seq)
     }
+
+    /// What the event weighs in a frame, roughly (its strings, plus a
+    /// margin for the numbers).
+    pub fn weight(&self) -> u64 {
+        (self.source.len() + self.room.len() + self.user.len() + self.item.len() + self.text.len())
+            as u64
+            + 32
+    }
 }
 
 /// What a core asks its outbox to record.
@@ -112,6 +120,9 @@ pub const OUTBOX: &[u8] = b"o/";
 pub const OUTBOX_NEXT: &[u8] = b"on";
 /// Events per batch sent to the Compliance service.
 pub const OUTBOX_BATCH: usize = 500;
+/// Bytes of events per batch (always at least one event): with the post
+/// size limit, what keeps every batch inside a frame.
+pub const OUTBOX_BATCH_BYTES: u64 = 8 << 20;
 
 /// The compliance outbox a core embeds. Every method is pure: the core
 /// persists the ops it returns and sends the messages.
@@ -228,8 +239,15 @@ impl Outbox {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
-        let events: Vec<ComplianceEvent> =
-            self.pending.values().take(OUTBOX_BATCH).cloned().collect();
+        let mut bytes = 0u64;
+        let mut events: Vec<ComplianceEvent> = Vec::new();
+        for e in self.pending.values().take(OUTBOX_BATCH) {
+            bytes += e.weight();
+            if !events.is_empty() && bytes > OUTBOX_BATCH_BYTES {
+                break;
+            }
+            events.push(e.clone());
+        }
         self.in_flight = events.last().map(|e| e.seq);
         ctx.send(
             Addr::new(target.clone(), ActorKind::Compliance),

@@ -172,6 +172,7 @@ mod tests {
         ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
+            client_id: id.into(),
             from: "a@corp.example".into(),
             to: "b@corp.example".into(),
             time: 0,

@@ -404,6 +404,7 @@ mod tests {
         QueueItem::Record(ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
+            client_id: id.into(),
             from: "a@corp.example".into(),
             to: "b@corp.example".into(),
             time: 0,

@@ -13,14 +13,27 @@
 //! reports a NACK, a full quota or a failing store, or a record could not
 //! be queued) a front end with `critical_mode` rejects new IMs explicitly
 //! until archiving is healthy again (automatically, or by an operator).
-//! Without critical mode an IM whose record cannot be queued still goes
-//! through, and the record is lost (`archiving_failed`).
+//! Without critical mode the answer depends on why the record could not be
+//! queued: a full quota refuses the IM explicitly (the quota exists so that
+//! nothing is dropped); a failing store (full disk, I/O error) lets the IM
+//! through with the distinct answer `ImDeliveredNotArchived` and a
+//! `delivered_not_archived` event — never the "accepted" that means
+//! "durably queued for archiving".
+//!
+//! **Message ids.** The front end assigns every admitted message a
+//! cluster-wide id (128 random bits from the node's generator) that keys
+//! the archive; the client's id is kept beside it for correlation only. A
+//! client that reuses an id gets two messages with two archive rows: no
+//! sequence of requests delivers an IM without its record.
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::protocol::{ArchiveRecord, CallReport, Im, Msg, RecordKind, RejectReason};
-use crate::settings::{Semantics, Settings};
+use crate::protocol::{
+    ArchiveRecord, CallReport, EnqueueFailure, Im, Msg, RecordKind, RejectReason,
+};
+use crate::settings::{Sabotage, Semantics, Settings};
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -28,13 +41,24 @@ use std::sync::Arc;
 /// (with automatic resume, the queue's next healthy report does).
 const CRITICAL_KEY: &[u8] = b"critical";
 
+/// Longest client-chosen request id a front end takes.
+pub const CLIENT_ID_MAX_BYTES: usize = 256;
+
+/// An admitted message: the client's request with the id the front end
+/// assigned (`im.id`) and the client's own id beside it.
+#[derive(Debug)]
+struct Admitted {
+    im: Im,
+    client_id: MessageId,
+}
+
 /// An IM waiting for its outgoing queue to confirm the enqueue.
 #[derive(Debug)]
 struct Pending {
     /// `None`: the client was already answered (ocs2007r2).
     client: Option<Addr>,
     kind: RecordKind,
-    im: Im,
+    msg: Admitted,
     /// When the front end admitted the IM (checked against critical mode).
     admitted_at: Millis,
 }
@@ -46,16 +70,21 @@ pub struct FrontEnd {
     pending: BTreeMap<u64, Pending>,
     /// ocs2007r2: archivable IMs routed to another front end, archived when
     /// its answer comes back.
-    awaiting_response: BTreeMap<MessageId, Im>,
+    awaiting_response: BTreeMap<MessageId, Admitted>,
     next_token: u64,
     /// Messaging is stopped by critical mode (with the reason).
     shut_down: Option<String>,
     /// What the outgoing queue last said about archiving.
     archiving_ok: bool,
+    /// The resume timer runs: archiving reported healthy since then.
+    resume_armed: bool,
     /// IMs delivered to recipients homed here (a stand-in for the SIP leg).
     pub delivered: u64,
     /// IMs handed to the federation edge.
     pub federated_out: u64,
+    /// Sabotage for checker tests only (see `Sabotage`): the defects
+    /// these front ends had before, switched back on.
+    sabotage: Sabotage,
 }
 
 impl FrontEnd {
@@ -69,9 +98,19 @@ impl FrontEnd {
             next_token: 1,
             shut_down: None,
             archiving_ok: true,
+            resume_armed: false,
             delivered: 0,
             federated_out: 0,
+            sabotage: Sabotage::default(),
         }
+    }
+
+    /// Sabotage for checker tests only: switches back on the defects that
+    /// `fe_accept_unqueued`, `fe_client_ids` and `fe_no_size_limit` name,
+    /// so that a test can show the checker seeing what they cause.
+    pub fn sabotaged(mut self, sabotage: &Sabotage) -> Self {
+        self.sabotage = sabotage.clone();
+        self
     }
 
     pub fn is_shut_down(&self) -> bool {
@@ -90,10 +129,38 @@ impl FrontEnd {
         ctx.send(client, Msg::ImRejected { id, reason });
     }
 
-    fn record(&self, kind: RecordKind, im: &Im, ctx: &Ctx) -> ArchiveRecord {
+    /// Takes a client's request under a cluster-wide id of the front end's
+    /// choosing (random, so no state has to survive a restart for it).
+    fn admit(&self, im: Im, ctx: &mut Ctx) -> Admitted {
+        let id = if self.sabotage.fe_client_ids {
+            im.id.clone()
+        } else {
+            format!("{:032x}", ctx.rng().gen::<u128>())
+        };
+        let client_id = im.id.clone();
+        Admitted {
+            im: Im { id, ..im },
+            client_id,
+        }
+    }
+
+    fn accepted(client: Addr, m: &Admitted, at: Millis, ctx: &mut Ctx) {
+        ctx.send(
+            client,
+            Msg::ImAccepted {
+                id: m.client_id.clone(),
+                message_id: m.im.id.clone(),
+                at,
+            },
+        );
+    }
+
+    fn record(&self, kind: RecordKind, m: &Admitted, ctx: &Ctx) -> ArchiveRecord {
+        let im = &m.im;
         ArchiveRecord {
             kind,
             id: im.id.clone(),
+            client_id: m.client_id.clone(),
             from: im.from.clone(),
             to: im.to.clone(),
             time: ctx.now(),
@@ -103,8 +170,8 @@ impl FrontEnd {
         }
     }
 
-    fn enqueue(&mut self, client: Option<Addr>, kind: RecordKind, im: Im, ctx: &mut Ctx) {
-        let record = self.record(kind, &im, ctx);
+    fn enqueue(&mut self, client: Option<Addr>, kind: RecordKind, msg: Admitted, ctx: &mut Ctx) {
+        let record = self.record(kind, &msg, ctx);
         let token = self.next_token;
         self.next_token += 1;
         let admitted_at = ctx.now();
@@ -113,7 +180,7 @@ impl FrontEnd {
             Pending {
                 client,
                 kind,
-                im,
+                msg,
                 admitted_at,
             },
         );
@@ -168,11 +235,32 @@ impl FrontEnd {
         }
     }
 
-    /// What every submission is checked for first: that it is well formed
-    /// and that its sender is homed here.
-    fn precheck(&self, valid: bool, why_invalid: &str, from: &str) -> Option<RejectReason> {
-        if !valid {
-            return Some(RejectReason::Invalid(why_invalid.into()));
+    /// What every submission is checked for first, before anything is
+    /// admitted: that it is well formed, within the size limits, and that
+    /// its sender is homed here.
+    fn precheck(
+        &self,
+        id: &str,
+        body: &str,
+        valid: Result<(), &str>,
+        from: &str,
+    ) -> Option<RejectReason> {
+        if id.is_empty() {
+            return Some(RejectReason::Invalid("empty message id".into()));
+        }
+        if id.len() > CLIENT_ID_MAX_BYTES {
+            return Some(RejectReason::Invalid(format!(
+                "message id longer than {CLIENT_ID_MAX_BYTES} bytes"
+            )));
+        }
+        if let Err(why) = valid {
+            return Some(RejectReason::Invalid(why.into()));
+        }
+        if body.len() as u64 > self.settings.im_max_bytes && !self.sabotage.fe_no_size_limit {
+            return Some(RejectReason::TooLarge {
+                what: "body (im_max_bytes)".into(),
+                limit: self.settings.im_max_bytes,
+            });
         }
         if self.cluster.home(from) != Some(self.name.as_str()) {
             return Some(RejectReason::NotHomed);
@@ -181,7 +269,7 @@ impl FrontEnd {
     }
 
     fn submit(&mut self, client: Addr, im: Im, ctx: &mut Ctx) {
-        if let Some(reason) = self.precheck(!im.id.is_empty(), "empty message id", &im.from) {
+        if let Some(reason) = self.precheck(&im.id, &im.body, Ok(()), &im.from) {
             return Self::reject(ctx, client, im.id, reason);
         }
         if !self.cluster.is_external(&im.to) && self.cluster.home(&im.to).is_none() {
@@ -196,34 +284,23 @@ impl FrontEnd {
             );
         }
         let at = ctx.now();
-        if !self.cluster.should_archive(&im.from, &im.to) {
-            ctx.send(
-                client,
-                Msg::ImAccepted {
-                    id: im.id.clone(),
-                    at,
-                },
-            );
-            self.route(&im, ctx);
+        let msg = self.admit(im, ctx);
+        if !self.cluster.should_archive(&msg.im.from, &msg.im.to) {
+            Self::accepted(client, &msg, at, ctx);
+            self.route(&msg.im, ctx);
             return;
         }
         if self.legacy() {
             // Route first; archive once the recipient's side answered.
-            ctx.send(
-                client,
-                Msg::ImAccepted {
-                    id: im.id.clone(),
-                    at,
-                },
-            );
-            if self.route(&im, ctx) {
-                self.enqueue(None, RecordKind::Im, im, ctx);
+            Self::accepted(client, &msg, at, ctx);
+            if self.route(&msg.im, ctx) {
+                self.enqueue(None, RecordKind::Im, msg, ctx);
             } else {
-                self.awaiting_response.insert(im.id.clone(), im);
+                self.awaiting_response.insert(msg.im.id.clone(), msg);
             }
             return;
         }
-        self.enqueue(Some(client), RecordKind::Im, im, ctx);
+        self.enqueue(Some(client), RecordKind::Im, msg, ctx);
     }
 
     /// CDR and QoE agents: every finished call is recorded (not subject to
@@ -231,12 +308,12 @@ impl FrontEnd {
     /// already happened). A CDR is accepted only once durably queued; one
     /// that cannot be queued is refused, so the client keeps it and retries.
     fn report_call(&mut self, client: Addr, report: CallReport, ctx: &mut Ctx) {
-        let valid = !report.id.is_empty() && report.kind != RecordKind::Im;
-        if let Some(reason) = self.precheck(
-            valid,
-            "a call report is a CDR or a QoE report",
-            &report.from,
-        ) {
+        let valid = if report.kind == RecordKind::Im {
+            Err("a call report is a CDR or a QoE report")
+        } else {
+            Ok(())
+        };
+        if let Some(reason) = self.precheck(&report.id, &report.body, valid, &report.from) {
             return Self::reject(ctx, client, report.id, reason);
         }
         let im = Im {
@@ -245,7 +322,78 @@ impl FrontEnd {
             to: report.to,
             body: report.body,
         };
-        self.enqueue(Some(client), report.kind, im, ctx);
+        let msg = self.admit(im, ctx);
+        self.enqueue(Some(client), report.kind, msg, ctx);
+    }
+
+    /// The outgoing queue could not take a record.
+    fn enqueue_failed(&mut self, p: Pending, cause: EnqueueFailure, ctx: &mut Ctx) {
+        let reason = cause.to_string();
+        match (p.kind, p.client.clone()) {
+            (RecordKind::Cdr, Some(client)) => {
+                return Self::reject(
+                    ctx,
+                    client,
+                    p.msg.client_id,
+                    RejectReason::ArchivingUnavailable(reason),
+                );
+            }
+            (RecordKind::Qoe, Some(client)) => {
+                ctx.event("qoe_dropped", format!("{}: {reason}", p.msg.im.id));
+                return Self::accepted(client, &p.msg, p.admitted_at, ctx);
+            }
+            _ => {}
+        }
+        let Some(client) = p.client else {
+            // ocs2007r2: the IM already went through; its record is lost.
+            self.shut(format!("a record could not be queued: {reason}"), ctx);
+            ctx.event("archiving_failed", format!("{}: {reason}", p.msg.im.id));
+            return;
+        };
+        if self.settings.critical_mode {
+            self.shut(format!("a record could not be queued: {reason}"), ctx);
+            return Self::reject(
+                ctx,
+                client,
+                p.msg.client_id,
+                RejectReason::CriticalMode(reason),
+            );
+        }
+        if self.sabotage.fe_accept_unqueued {
+            ctx.event("archiving_failed", format!("{}: {reason}", p.msg.im.id));
+            Self::accepted(client, &p.msg, p.admitted_at, ctx);
+            self.route(&p.msg.im, ctx);
+            return;
+        }
+        match cause {
+            // The quota bounds the queue so that nothing is dropped: the
+            // IM is refused, and the client may try again later.
+            EnqueueFailure::QuotaExceeded => Self::reject(
+                ctx,
+                client,
+                p.msg.client_id,
+                RejectReason::ArchivingUnavailable(reason),
+            ),
+            // Messaging is not critical here and the store is failing: the
+            // IM goes through, the client is told it is not archived, and
+            // an operator hears about it.
+            EnqueueFailure::Store(_) => {
+                ctx.event(
+                    "delivered_not_archived",
+                    format!("{} ({}): {reason}", p.msg.im.id, p.msg.client_id),
+                );
+                ctx.send(
+                    client,
+                    Msg::ImDeliveredNotArchived {
+                        id: p.msg.client_id.clone(),
+                        message_id: p.msg.im.id.clone(),
+                        at: p.admitted_at,
+                        reason,
+                    },
+                );
+                self.route(&p.msg.im, ctx);
+            }
+        }
     }
 }
 
@@ -254,6 +402,7 @@ impl Actor for FrontEnd {
         // IMs pending at a crash were never acknowledged to the client.
         self.pending.clear();
         self.awaiting_response.clear();
+        self.resume_armed = false;
         self.shut_down = recovered
             .get(CRITICAL_KEY)
             .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -297,81 +446,43 @@ impl Actor for FrontEnd {
                 ctx.send(from, Msg::ImDelivered { id });
             }
             Msg::ImDelivered { id } => {
-                if let Some(im) = self.awaiting_response.remove(&id) {
-                    self.enqueue(None, RecordKind::Im, im, ctx);
+                if let Some(msg) = self.awaiting_response.remove(&id) {
+                    self.enqueue(None, RecordKind::Im, msg, ctx);
                 }
             }
             Msg::Enqueued { token } => {
                 if let Some(p) = self.pending.remove(&token) {
                     if let Some(client) = p.client {
-                        ctx.send(
-                            client,
-                            Msg::ImAccepted {
-                                id: p.im.id.clone(),
-                                at: p.admitted_at,
-                            },
-                        );
+                        Self::accepted(client, &p.msg, p.admitted_at, ctx);
                         if p.kind == RecordKind::Im {
-                            self.route(&p.im, ctx);
+                            self.route(&p.msg.im, ctx);
                         }
                     }
                 }
             }
-            Msg::EnqueueFailed { token, reason } => {
-                let Some(p) = self.pending.remove(&token) else {
-                    return;
-                };
-                match (p.kind, p.client.clone()) {
-                    (RecordKind::Cdr, Some(client)) => {
-                        return Self::reject(
-                            ctx,
-                            client,
-                            p.im.id,
-                            RejectReason::ArchivingUnavailable(reason),
-                        );
-                    }
-                    (RecordKind::Qoe, Some(client)) => {
-                        ctx.event("qoe_dropped", format!("{}: {reason}", p.im.id));
-                        return ctx.send(
-                            client,
-                            Msg::ImAccepted {
-                                id: p.im.id,
-                                at: p.admitted_at,
-                            },
-                        );
-                    }
-                    _ => {}
-                }
-                if self.settings.critical_mode {
-                    self.shut(format!("a record could not be queued: {reason}"), ctx);
-                    if let Some(client) = p.client {
-                        Self::reject(ctx, client, p.im.id, RejectReason::CriticalMode(reason));
-                    } else {
-                        // ocs2007r2: the IM already went through; its record is lost.
-                        ctx.event("archiving_failed", format!("{}: {reason}", p.im.id));
-                    }
-                } else {
-                    // Messaging is not critical: the IM goes through, its
-                    // record is lost, and an operator hears about it.
-                    ctx.event("archiving_failed", format!("{}: {reason}", p.im.id));
-                    if let Some(client) = p.client {
-                        ctx.send(
-                            client,
-                            Msg::ImAccepted {
-                                id: p.im.id.clone(),
-                                at: p.admitted_at,
-                            },
-                        );
-                        self.route(&p.im, ctx);
-                    }
+            Msg::EnqueueFailed { token, cause } => {
+                if let Some(p) = self.pending.remove(&token) {
+                    self.enqueue_failed(p, cause, ctx);
                 }
             }
             Msg::ArchivingHealth { ok, reason } => {
                 self.archiving_ok = ok;
                 if !ok {
+                    if self.resume_armed {
+                        self.resume_armed = false;
+                        ctx.cancel_timer(Timer::CriticalResume);
+                    }
                     self.shut(reason, ctx);
-                } else if self.settings.critical_auto_resume {
-                    self.resume("archiving is healthy again", ctx);
+                } else if self.settings.critical_auto_resume && self.shut_down.is_some() {
+                    if self.settings.critical_resume_after == 0 {
+                        self.resume("archiving is healthy again", ctx);
+                    } else if !self.resume_armed {
+                        // Resume once health has held: the queue reports
+                        // only changes, so no report until the timer fires
+                        // means it held.
+                        self.resume_armed = true;
+                        ctx.set_timer(Timer::CriticalResume, self.settings.critical_resume_after);
+                    }
                 }
             }
             Msg::OperatorResume => self.resume("resumed by an operator", ctx),
@@ -386,7 +497,18 @@ impl Actor for FrontEnd {
         }
     }
 
-    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
+        if timer == Timer::CriticalResume {
+            self.resume_armed = false;
+            if self.archiving_ok && self.settings.critical_auto_resume {
+                let held = self.settings.critical_resume_after;
+                self.resume(
+                    &format!("archiving has been healthy for {} s", held / 1000),
+                    ctx,
+                );
+            }
+        }
+    }
 
     fn on_persisted(&mut self, _token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
         if let Err(e) = result {
@@ -466,7 +588,14 @@ mod tests {
             panic!("{sent:?}")
         };
         assert_eq!(*to, queue());
-        assert_eq!(record.id, "m1");
+        assert_eq!(record.client_id, "m1");
+        assert_eq!(
+            record.id.len(),
+            32,
+            "a 128-bit id of the front end's: {}",
+            record.id
+        );
+        assert_ne!(record.id, "m1");
         assert!(!record.external);
         let sent = h.msg(queue(), Msg::Enqueued { token: *token });
         assert_eq!(
@@ -475,30 +604,159 @@ mod tests {
                 client(),
                 Msg::ImAccepted {
                     id: "m1".into(),
+                    message_id: record.id.clone(),
                     at: 0
                 }
             )
         );
+        let (to, Msg::DeliverIm { im }) = &sent[1] else {
+            panic!("{sent:?}")
+        };
         assert_eq!(
-            sent[1].0,
+            *to,
             Addr::new("fe2", ActorKind::FrontEnd),
             "b@ is homed on fe2"
         );
+        assert_eq!(im.id, record.id, "delivered under the archived id");
+    }
+
+    /// A client that reuses its request id gets a new archive record per
+    /// message: nothing it sends is delivered without one.
+    #[test]
+    fn a_reused_client_id_never_delivers_without_a_record() {
+        let mut h = fe(Settings::default());
+        let mut ids = BTreeMap::new();
+        for body in ["first", "second", "third"] {
+            let sent = h.msg(
+                client(),
+                Msg::SubmitIm {
+                    im: Im {
+                        body: body.into(),
+                        ..im("same", "a@corp.example", "b@corp.example")
+                    },
+                },
+            );
+            let [(_, Msg::Enqueue { token, record })] = &sent[..] else {
+                panic!("only an enqueue goes out: {sent:?}")
+            };
+            assert_eq!(record.body, body);
+            ids.insert(record.id.clone(), *token);
+        }
+        assert_eq!(ids.len(), 3, "three messages, three archive ids");
+        for (id, token) in ids {
+            let sent = h.msg(queue(), Msg::Enqueued { token });
+            let delivered: Vec<&Im> = sent
+                .iter()
+                .filter_map(|(_, m)| match m {
+                    Msg::DeliverIm { im } => Some(im),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(delivered.len(), 1);
+            assert_eq!(delivered[0].id, id);
+        }
     }
 
     #[test]
-    fn without_critical_mode_a_failed_enqueue_loses_the_record_not_the_im() {
+    fn oversize_and_malformed_requests_are_refused_before_admission() {
+        let mut h = fe(Settings {
+            im_max_bytes: 10,
+            ..Settings::default()
+        });
+        let sent = h.msg(
+            client(),
+            Msg::SubmitIm {
+                im: Im {
+                    body: "x".repeat(11),
+                    ..im("big", "a@corp.example", "b@corp.example")
+                },
+            },
+        );
+        assert_eq!(
+            sent,
+            vec![(
+                client(),
+                Msg::ImRejected {
+                    id: "big".into(),
+                    reason: RejectReason::TooLarge {
+                        what: "body (im_max_bytes)".into(),
+                        limit: 10
+                    }
+                }
+            )]
+        );
+        let long_id = "i".repeat(CLIENT_ID_MAX_BYTES + 1);
+        let sent = submit(&mut h, &long_id, "b@corp.example");
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Msg::ImRejected {
+                    reason: RejectReason::Invalid(_),
+                    ..
+                }
+            )]
+        ));
+        // Exactly the limit is taken.
+        let sent = h.msg(
+            client(),
+            Msg::SubmitIm {
+                im: Im {
+                    body: "x".repeat(10),
+                    ..im("fits", "a@corp.example", "b@corp.example")
+                },
+            },
+        );
+        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]));
+    }
+
+    /// Without critical mode, a full quota refuses the IM; a failing store
+    /// delivers it with an answer that says it is not archived. Neither is
+    /// ever the plain "accepted".
+    #[test]
+    fn without_critical_mode_a_failed_enqueue_is_never_told_accepted() {
         let mut h = fe(Settings::default());
         let token = enqueue_token(&submit(&mut h, "m1", "b@corp.example"));
         let sent = h.msg(
             queue(),
             Msg::EnqueueFailed {
                 token,
-                reason: "quota".into(),
+                cause: EnqueueFailure::QuotaExceeded,
             },
         );
-        assert!(matches!(&sent[0].1, Msg::ImAccepted { .. }));
-        assert_eq!(h.events(), vec!["archiving_failed"]);
+        assert!(
+            matches!(
+                &sent[..],
+                [(
+                    _,
+                    Msg::ImRejected {
+                        reason: RejectReason::ArchivingUnavailable(_),
+                        ..
+                    }
+                )]
+            ),
+            "{sent:?}"
+        );
+        let token = enqueue_token(&submit(&mut h, "m2", "b@corp.example"));
+        let sent = h.msg(
+            queue(),
+            Msg::EnqueueFailed {
+                token,
+                cause: EnqueueFailure::Store("no space left on device".into()),
+            },
+        );
+        assert!(
+            matches!(&sent[0].1, Msg::ImDeliveredNotArchived { id, .. } if id == "m2"),
+            "{sent:?}"
+        );
+        assert!(
+            matches!(&sent[1].1, Msg::DeliverIm { .. }),
+            "still delivered"
+        );
+        assert!(!sent
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::ImAccepted { .. })));
+        assert_eq!(h.events(), vec!["delivered_not_archived"]);
         assert!(!h.actor.is_shut_down());
     }
 
@@ -510,7 +768,7 @@ mod tests {
             queue(),
             Msg::EnqueueFailed {
                 token,
-                reason: "quota".into(),
+                cause: EnqueueFailure::QuotaExceeded,
             },
         );
         assert!(matches!(
@@ -560,12 +818,42 @@ mod tests {
                 reason: "healthy".into(),
             },
         );
+        assert!(h.actor.is_shut_down(), "health must hold first");
+        h.fire(Timer::CriticalResume);
         assert!(!h.actor.is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
         assert!(matches!(
             &submit(&mut h, "m2", "b@corp.example")[0].1,
             Msg::Enqueue { .. }
         ));
+    }
+
+    /// A link that heals and fails again before `critical_resume_after`
+    /// does not make messaging flap: one shutdown, no resume until health
+    /// has held for the whole interval.
+    #[test]
+    fn resume_waits_until_health_has_held() {
+        let mut h = fe(critical());
+        let health = |h: &mut Harness<FrontEnd>, ok: bool| {
+            h.msg(
+                queue(),
+                Msg::ArchivingHealth {
+                    ok,
+                    reason: "r".into(),
+                },
+            )
+        };
+        health(&mut h, false);
+        for _ in 0..5 {
+            health(&mut h, true);
+            health(&mut h, false);
+        }
+        assert!(h.actor.is_shut_down());
+        assert_eq!(h.events(), vec!["critical_shutdown"], "no flapping");
+        health(&mut h, true);
+        h.fire(Timer::CriticalResume);
+        assert!(!h.actor.is_shut_down());
+        assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
     }
 
     #[test]
@@ -627,6 +915,7 @@ mod tests {
                 reason: "healthy".into(),
             },
         );
+        h2.fire(Timer::CriticalResume);
         assert!(!h2.actor.is_shut_down());
         assert_eq!(h2.events(), vec!["front_end_started", "critical_resume"]);
     }
@@ -652,11 +941,13 @@ mod tests {
         });
         let sent = submit(&mut h, "m1", "b@corp.example");
         assert!(matches!(&sent[0].1, Msg::ImAccepted { .. }));
-        assert!(matches!(&sent[1].1, Msg::DeliverIm { .. }));
+        let Msg::DeliverIm { im } = &sent[1].1 else {
+            panic!("{sent:?}")
+        };
         assert_eq!(sent.len(), 2, "nothing queued for archiving yet");
         let sent = h.msg(
             Addr::new("fe2", ActorKind::FrontEnd),
-            Msg::ImDelivered { id: "m1".into() },
+            Msg::ImDelivered { id: im.id.clone() },
         );
         assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]));
         // A local recipient answers at once.
@@ -673,15 +964,9 @@ mod tests {
                 im: im("m2", "c@corp.example", "d@corp.example"),
             },
         );
-        assert_eq!(
-            sent[0],
-            (
-                client(),
-                Msg::ImAccepted {
-                    id: "m2".into(),
-                    at: 0
-                }
-            )
+        assert!(
+            matches!(&sent[..], [(c, Msg::ImAccepted { id, at: 0, .. })] if *c == client() && id == "m2"),
+            "{sent:?}"
         );
         assert_eq!(h.actor.delivered, 1);
     }
@@ -744,7 +1029,7 @@ mod tests {
             queue(),
             Msg::EnqueueFailed {
                 token: *token,
-                reason: "quota".into(),
+                cause: EnqueueFailure::QuotaExceeded,
             },
         );
         assert!(
@@ -762,7 +1047,7 @@ mod tests {
             queue(),
             Msg::EnqueueFailed {
                 token,
-                reason: "quota".into(),
+                cause: EnqueueFailure::QuotaExceeded,
             },
         );
         assert!(

@@ -42,9 +42,9 @@
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::protocol::{ArchiveRecord, Msg, QueueItem};
+use crate::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
 use crate::settings::{Semantics, Settings};
-use crate::store_keys::{self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD};
+use crate::store_keys::{self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -107,6 +107,10 @@ struct Beat {
 }
 
 pub struct OutgoingQueue {
+    /// After damage to the store: new records wait (here, with their front
+    /// end's token) until the destination's first answer says where its
+    /// sequence stands, so that no number it already holds is reused.
+    resync: Option<Vec<(Addr, u64, ArchiveRecord)>>,
     name: String,
     settings: Settings,
     dest: Addr,
@@ -207,6 +211,7 @@ impl OutgoingQueue {
             expired_at: None,
             reported: None,
             verified: false,
+            resync: None,
             dead_lettered: 0,
             expired: 0,
         }
@@ -438,7 +443,13 @@ impl OutgoingQueue {
 
     fn enqueue(&mut self, from: Addr, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
         let size = record.queued_size();
-        if self.bytes + size > self.settings.queue_quota {
+        let deferred: u64 = self
+            .resync
+            .iter()
+            .flatten()
+            .map(|(_, _, r)| r.queued_size())
+            .sum();
+        if self.bytes + deferred + size > self.settings.queue_quota {
             if !self.quota_full {
                 ctx.event(
                     "queue_quota_exceeded",
@@ -453,10 +464,14 @@ impl OutgoingQueue {
                 from,
                 Msg::EnqueueFailed {
                     token: fe_token,
-                    reason: "outgoing queue quota exceeded".into(),
+                    cause: EnqueueFailure::QuotaExceeded,
                 },
             );
             self.report(ctx);
+            return;
+        }
+        if let Some(waiting) = &mut self.resync {
+            waiting.push((from, fe_token, record));
             return;
         }
         let seq = self.next_seq;
@@ -481,6 +496,9 @@ impl OutgoingQueue {
 
     fn on_ack(&mut self, upto: u64, ctx: &mut Ctx) {
         self.verified = true;
+        if self.resync.is_some() {
+            return self.end_resync(upto, ctx);
+        }
         let last = self.next_seq - 1;
         if upto > last {
             ctx.event(
@@ -836,7 +854,7 @@ impl OutgoingQueue {
                     self.fe(),
                     Msg::EnqueueFailed {
                         token: fe_token,
-                        reason: format!("outgoing queue store failed: {e}"),
+                        cause: EnqueueFailure::Store(e.to_string()),
                     },
                 );
             }
@@ -863,6 +881,99 @@ impl OutgoingQueue {
                 ctx.event("queue_store_failed", format!("{}: {e}", self.name));
                 self.arm_resend(ctx);
             }
+        }
+    }
+}
+
+impl OutgoingQueue {
+    /// At start after damage: a tombstone at the next number goes out
+    /// behind what is held, and new records wait for the destination's
+    /// answer. The resync mark is durable, so a crash before the answer
+    /// resyncs again (the repaired store no longer says it was damaged).
+    fn begin_resync(&mut self, ctx: &mut Ctx) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.items.insert(seq, QueueItem::Tombstone);
+        self.bytes += QueueItem::Tombstone.queued_size();
+        self.resync = Some(Vec::new());
+        ctx.persist(
+            self.token(),
+            vec![StoreOp::Put {
+                key: OQ_RESYNC.to_vec(),
+                value: Vec::new(),
+            }],
+        );
+    }
+
+    /// The destination's first answer: everything up to `upto` is stored
+    /// there. Beyond what this queue remembers, it held numbers lost with
+    /// the damage: numbering goes on after them.
+    fn end_resync(&mut self, upto: u64, ctx: &mut Ctx) {
+        let waiting = self.resync.take().unwrap_or_default();
+        if upto >= self.next_seq {
+            ctx.event(
+                "queue_resynced",
+                format!(
+                    "{}: {} holds up to seq {upto}, beyond this queue's {}; numbering goes on from {}",
+                    self.name,
+                    self.dest.node,
+                    self.next_seq - 1,
+                    upto + 1
+                ),
+            );
+            self.next_seq = upto + 1;
+        }
+        ctx.persist(
+            self.token(),
+            vec![StoreOp::Delete {
+                key: OQ_RESYNC.to_vec(),
+            }],
+        );
+        self.on_ack(upto, ctx);
+        for (from, fe_token, record) in waiting {
+            self.enqueue(from, fe_token, record, ctx);
+        }
+    }
+
+    /// Slots between the acknowledged point and the last item that the
+    /// store gave back empty: only damage the store stepped over makes
+    /// them (every slot is written in order, and only acknowledged ones are
+    /// deleted). Each is sent as a tombstone, so the link's sequence stays
+    /// contiguous and what follows is archived; the event names the slots
+    /// (records among them that had not reached the archiving server are
+    /// lost, and the store's own event said so).
+    fn fill_holes(&mut self, max: u64, ctx: &mut Ctx) {
+        let mut missing: Vec<(u64, u64)> = Vec::new();
+        for seq in self.acked + 1..max {
+            if self.items.contains_key(&seq) {
+                continue;
+            }
+            self.items.insert(seq, QueueItem::Tombstone);
+            self.bytes += QueueItem::Tombstone.queued_size();
+            match missing.last_mut() {
+                Some((_, end)) if *end + 1 == seq => *end = seq,
+                _ => missing.push((seq, seq)),
+            }
+        }
+        if !missing.is_empty() {
+            let ranges: Vec<String> = missing
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            ctx.event(
+                "queue_items_missing",
+                format!(
+                    "{}: sequence numbers {} were unreadable in the store; sent as tombstones",
+                    self.name,
+                    ranges.join(", ")
+                ),
+            );
         }
     }
 }
@@ -922,6 +1033,9 @@ impl Actor for OutgoingQueue {
                 }
             }
         }
+        self.fill_holes(max, ctx);
+        let damaged = recovered.contains_key(STORE_DAMAGED) || recovered.contains_key(OQ_RESYNC);
+        self.resync = None;
         self.deleted = first
             .map(|f| f.saturating_sub(1))
             .unwrap_or(self.acked)
@@ -938,6 +1052,9 @@ impl Actor for OutgoingQueue {
         let pct = self.bytes.saturating_mul(100) / self.settings.queue_quota.max(1);
         self.quota_full = pct >= self.settings.quota_warning_pct;
         self.delete_acked(ctx);
+        if damaged {
+            self.begin_resync(ctx);
+        }
         self.pump(ctx);
         // Learn whether the store works before saying anything: the probe's
         // completion reports the health.
@@ -1040,7 +1157,8 @@ impl Actor for OutgoingQueue {
             | Timer::Rotation
             | Timer::StoreTimeout
             | Timer::ComplianceResend
-            | Timer::ComplianceRun => {}
+            | Timer::ComplianceRun
+            | Timer::CriticalResume => {}
         }
         self.arm_checks(ctx);
     }
@@ -1096,6 +1214,7 @@ mod tests {
         ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
+            client_id: id.into(),
             from: "a@corp.example".into(),
             to: "b@corp.example".into(),
             time,

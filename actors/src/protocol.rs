@@ -65,7 +65,13 @@ pub struct CallReport {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ArchiveRecord {
     pub kind: RecordKind,
+    /// The cluster-wide id the front end assigned when it admitted the
+    /// message: the archive's key. Clients cannot choose it, so no client
+    /// can make two messages share one archive row.
     pub id: MessageId,
+    /// The id the client gave its request, kept for correlation (a client
+    /// may reuse it: it is never a key).
+    pub client_id: MessageId,
     pub from: UserId,
     pub to: UserId,
     /// When the front end accepted the message.
@@ -80,8 +86,12 @@ pub struct ArchiveRecord {
 impl ArchiveRecord {
     /// Bytes this record occupies in a queue, for quota accounting.
     pub fn queued_size(&self) -> u64 {
-        (self.id.len() + self.from.len() + self.to.len() + self.body.len() + self.front_end.len())
-            as u64
+        (self.id.len()
+            + self.client_id.len()
+            + self.from.len()
+            + self.to.len()
+            + self.body.len()
+            + self.front_end.len()) as u64
             + 32
     }
 }
@@ -124,10 +134,33 @@ pub enum RejectReason {
     ArchivingUnavailable(String),
     /// The message is malformed (empty id, empty body, …).
     Invalid(String),
+    /// The message is larger than the front end takes: `what` names the
+    /// part and the setting, `limit` is that setting's value in bytes.
+    TooLarge { what: String, limit: u64 },
     /// Critical mode: archiving cannot be guaranteed, messaging is stopped.
     CriticalMode(String),
     /// The front end is shutting down (graceful stop); try again later.
     NodeStopping,
+}
+
+/// Why an outgoing queue could not take a record: the front end answers
+/// each cause differently when critical mode is off.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EnqueueFailure {
+    /// The queue's quota is used up: the IM is refused (the quota exists
+    /// so that nothing is dropped).
+    QuotaExceeded,
+    /// The queue store failed to write (full disk, I/O error).
+    Store(String),
+}
+
+impl std::fmt::Display for EnqueueFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnqueueFailure::QuotaExceeded => write!(f, "outgoing queue quota exceeded"),
+            EnqueueFailure::Store(e) => write!(f, "outgoing queue store failed: {e}"),
+        }
+    }
 }
 
 /// Why the database refused a batch.
@@ -144,11 +177,24 @@ pub enum Msg {
         im: Im,
     },
     /// The front end took responsibility for the IM (and, if it must be
-    /// archived, holds it durably in its outgoing queue). `at`: when the
-    /// front end took responsibility for it.
+    /// archived, holds it durably in its outgoing queue). `id` is the
+    /// client's id of the request; `message_id` the cluster-wide id the
+    /// front end assigned (the archive's key). `at`: when the front end
+    /// took responsibility for it.
     ImAccepted {
         id: MessageId,
+        message_id: MessageId,
         at: Millis,
+    },
+    /// Without critical mode, when the record could not be queued (the
+    /// queue store failed: full disk, I/O error): the IM was delivered but
+    /// is **not** archived. Never the same answer as `ImAccepted`, so no
+    /// client is told "archived" about a message that is not.
+    ImDeliveredNotArchived {
+        id: MessageId,
+        message_id: MessageId,
+        at: Millis,
+        reason: String,
     },
     ImRejected {
         id: MessageId,
@@ -179,7 +225,7 @@ pub enum Msg {
     },
     EnqueueFailed {
         token: u64,
-        reason: String,
+        cause: EnqueueFailure,
     },
 
     // ---- outgoing queue → destination queue (store and forward) ---------
@@ -544,6 +590,7 @@ impl Msg {
             Msg::SubmitIm { .. } => "SubmitIm",
             Msg::ReportCall { .. } => "ReportCall",
             Msg::ImAccepted { .. } => "ImAccepted",
+            Msg::ImDeliveredNotArchived { .. } => "ImDeliveredNotArchived",
             Msg::ImRejected { .. } => "ImRejected",
             Msg::DeliverIm { .. } => "DeliverIm",
             Msg::ImDelivered { .. } => "ImDelivered",

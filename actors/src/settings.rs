@@ -38,6 +38,11 @@ pub struct Settings {
     /// Resume automatically once archiving is healthy again (otherwise an
     /// operator must resume).
     pub critical_auto_resume: bool,
+    /// Automatic resume waits until archiving has stayed healthy this
+    /// long, so that a link that heals and fails again does not make
+    /// messaging flap.
+    #[serde(deserialize_with = "de_ms")]
+    pub critical_resume_after: Millis,
     /// Heartbeats are sent, and their timeouts checked, this often.
     #[serde(deserialize_with = "de_ms")]
     pub heartbeat_interval: Millis,
@@ -81,6 +86,13 @@ pub struct Settings {
     pub deliver_window: u64,
     /// Records per database transaction.
     pub archiver_batch: u64,
+    /// Bytes of records per database transaction (at least one record):
+    /// with the per-message limits, what keeps every batch inside a frame.
+    #[serde(deserialize_with = "de_size")]
+    pub archiver_batch_bytes: u64,
+    /// Largest IM (or call report) body a front end takes.
+    #[serde(deserialize_with = "de_size")]
+    pub im_max_bytes: u64,
     /// A partly filled batch is written after this long.
     #[serde(deserialize_with = "de_ms")]
     pub archiver_flush: Millis,
@@ -105,6 +117,9 @@ pub struct Settings {
     /// idempotent).
     #[serde(deserialize_with = "de_ms")]
     pub chat_store_timeout: Millis,
+    /// Group chat: largest post text a Channel server takes.
+    #[serde(deserialize_with = "de_size")]
+    pub chat_post_max_bytes: u64,
     /// Group chat: largest file the Web service takes.
     #[serde(deserialize_with = "de_size")]
     pub chat_file_max: u64,
@@ -116,6 +131,13 @@ pub struct Settings {
     #[serde(deserialize_with = "de_ms")]
     pub compliance_interval: Millis,
 }
+
+/// The most `im_max_bytes` and `chat_post_max_bytes` may be set to.
+pub const MAX_MESSAGE_BYTES: u64 = 4 << 20;
+/// The most `archiver_batch_bytes` may be set to. A batch holds at most
+/// this plus one record, and one record at most `MAX_MESSAGE_BYTES` plus
+/// its names: well under the 32 MiB frame limit.
+pub const MAX_BATCH_BYTES: u64 = 16 << 20;
 
 impl Settings {
     /// Refuses values that would make a core spin or stall: periodic
@@ -136,11 +158,34 @@ impl Settings {
             ("transfer_window", self.transfer_window),
             ("deliver_window", self.deliver_window),
             ("archiver_batch", self.archiver_batch),
+            ("archiver_batch_bytes", self.archiver_batch_bytes),
+            ("im_max_bytes", self.im_max_bytes),
+            ("chat_post_max_bytes", self.chat_post_max_bytes),
             ("queue_quota", self.queue_quota),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err((key, "must be greater than 0".into()));
+            }
+        }
+        // Whatever a client may send, and any batch of it, must fit in one
+        // frame: a record of the largest message, and a batch of the
+        // largest size plus one such record, stay under the frame limit.
+        for (key, value, max) in [
+            ("im_max_bytes", self.im_max_bytes, MAX_MESSAGE_BYTES),
+            (
+                "chat_post_max_bytes",
+                self.chat_post_max_bytes,
+                MAX_MESSAGE_BYTES,
+            ),
+            (
+                "archiver_batch_bytes",
+                self.archiver_batch_bytes,
+                MAX_BATCH_BYTES,
+            ),
+        ] {
+            if value > max {
+                return Err((key, format!("must be at most {max} bytes")));
             }
         }
         if self.resend_backoff_max < self.resend_interval {
@@ -176,6 +221,7 @@ impl Default for Settings {
             semantics: Semantics::Lync2010,
             critical_mode: false,
             critical_auto_resume: true,
+            critical_resume_after: 30_000,
             heartbeat_interval: 60_000,
             heartbeat_ttrq: 10 * 60_000,
             heartbeat_ttbr: 60 * 60_000,
@@ -191,6 +237,8 @@ impl Default for Settings {
             resend_backoff_max: 60_000,
             deliver_window: 256,
             archiver_batch: 64,
+            archiver_batch_bytes: 4 << 20,
+            im_max_bytes: 64 << 10,
             archiver_flush: 200,
             db_timeout: 10_000,
             db_retry_max: 60_000,
@@ -198,6 +246,7 @@ impl Default for Settings {
             chat_capacity: 10_000,
             chat_backchat: 30,
             chat_store_timeout: 5_000,
+            chat_post_max_bytes: 64 << 10,
             chat_file_max: 20_000 * 1024,
             chat_token_ttl: 5 * 60_000,
             compliance_interval: 15 * 60_000,
@@ -209,8 +258,9 @@ impl Default for Settings {
 /// it does: the source of `holdfast settings` and `docs/settings.md`.
 pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("semantics", "\"lync2010\"", "`lync2010`: heartbeats, queue health, quota monitoring, dead-letter resend, data never expires. `ocs2007r2`: data expires and is dropped, archiving waits for the recipient's response (the legacy behaviour, for comparison)."),
-    ("critical_mode", "false", "Stop accepting IM (explicit rejection) when archiving cannot be guaranteed: a delivery or processing NACK, the queue quota full, the queue store failing. Off by default, as in the original."),
+    ("critical_mode", "false", "Stop accepting IM (explicit rejection) when archiving cannot be guaranteed: a delivery or processing NACK, the queue quota full, the queue store failing. Off by default, as in the original: then messaging stays available, and an IM whose record the queue store cannot write (full disk, I/O error) is delivered with the distinct answer \"delivered, not archived\" (`ImDeliveredNotArchived`, event `delivered_not_archived` at WARN), never \"accepted\"; a full quota refuses the IM either way."),
     ("critical_auto_resume", "true", "Resume accepting IM automatically once archiving is healthy again; when false an operator must resume."),
+    ("critical_resume_after", "\"30s\"", "Automatic resume waits until archiving has stayed healthy this long (0: at once), so that a link that heals and fails again does not make messaging flap."),
     ("heartbeat_interval", "\"1m\"", "Heartbeats are sent with the data stream, and their timeouts checked, this often."),
     ("heartbeat_ttrq", "\"10m\"", "A heartbeat that has not reached the destination queue in this time yields a delivery NACK (link or queue service down)."),
     ("heartbeat_ttbr", "\"1h\"", "A heartbeat that has not been processed in this time yields a processing NACK (archiver down or behind)."),
@@ -220,18 +270,21 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("quota_check", "\"15s\"", "How often the outgoing queue's quota use is checked, while it holds anything."),
     ("quota_warning_pct", "95", "Quota use (percent) that raises the `quota_warning` event."),
     ("quota_info_pct", "90", "After the warning, every check above this use (percent) raises `quota_info`; below it the warning re-arms."),
-    ("queue_quota", "\"1GiB\"", "Quota of a front end's outgoing queue (MSMQ default). An IM whose record would not fit is rejected explicitly, never dropped."),
+    ("queue_quota", "\"1GiB\"", "Quota of a front end's outgoing queue (MSMQ default). An IM whose record would not fit is rejected explicitly (`ArchivingUnavailable`), with or without critical mode, never accepted and dropped."),
     ("transfer_window", "256", "Transfers in flight from an outgoing queue to its destination queue before an acknowledgement."),
     ("resend_interval", "\"5s\"", "Without acknowledgement progress for this long, an outgoing queue sends its first unacknowledged record again as a probe, and resends from there if the probe's answer shows transfers were lost."),
     ("resend_backoff_max", "\"1m\"", "The resend interval doubles while no progress is made, up to this."),
     ("deliver_window", "256", "Records a destination queue hands to its archiver before they are consumed."),
     ("archiver_batch", "64", "Records per database transaction."),
+    ("archiver_batch_bytes", "\"4MiB\"", "Bytes of records per database transaction (a batch always takes at least one record). At most 16 MiB, so that every batch fits in one frame."),
+    ("im_max_bytes", "\"64KiB\"", "Largest IM or call-report body a front end takes; a larger one is refused with `TooLarge` naming this setting. At most 4 MiB."),
     ("archiver_flush", "\"200ms\"", "A partly filled batch is written after this long."),
     ("db_timeout", "\"10s\"", "The archiver resends a batch the database did not acknowledge within this time."),
     ("db_retry_max", "\"1m\"", "The database retry interval doubles up to this."),
     ("chat_load_report", "\"10s\"", "Group chat: a Channel server reports its load to Lookup this often; one silent for three periods leaves the rotation, and client sessions silent for three periods are closed."),
     ("chat_capacity", "10000", "Group chat: client sessions a Channel server takes before it answers busy (503); clients retry through Lookup."),
     ("chat_backchat", "30", "Group chat: posts a client gets when it joins a room afresh (backchat)."),
+    ("chat_post_max_bytes", "\"64KiB\"", "Group chat: the largest post text a Channel server takes; a larger one is refused with `TooLarge`. At most 4 MiB."),
     ("chat_file_max", "\"20000KiB\"", "Group chat: the largest file the Web service takes (20,000 KB as in the original)."),
     ("chat_token_ttl", "\"5m\"", "Group chat: how long a file token a Channel server issues stays valid."),
     ("chat_store_timeout", "\"5s\"", "Group chat: a post the chat store has not confirmed in this time is refused to its author, who may retry (the post id makes it idempotent)."),
@@ -263,6 +316,20 @@ pub struct Sabotage {
     /// writes the batch's files (the wrong order: a crash in between loses
     /// them).
     pub compliance_delete_first: bool,
+    /// Front ends answer "accepted" for an IM whose record could not be
+    /// queued (the old behaviour without critical mode: the record is
+    /// lost, and the client believes it archived).
+    pub fe_accept_unqueued: bool,
+    /// Stores mistake damage for a torn tail: the log is cut at the first
+    /// unreadable frame, everything after it is dropped, and no event is
+    /// raised (the behaviour before damage was told apart).
+    pub store_cut_silently: bool,
+    /// Front ends key the archive by the client's id (the behaviour before
+    /// they assigned ids): a reused id hides messages from the archive.
+    pub fe_client_ids: bool,
+    /// Front ends take bodies of any size (the behaviour before
+    /// `im_max_bytes`).
+    pub fe_no_size_limit: bool,
 }
 
 #[cfg(test)]

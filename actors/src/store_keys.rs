@@ -11,6 +11,13 @@ pub const OQ_RECORD: &[u8] = b"q/";
 pub const OQ_DEAD: &[u8] = b"d/";
 /// Outgoing queue: highest acknowledged seq (so seqs are never reused).
 pub const OQ_ACKED: &[u8] = b"meta/acked";
+/// Outgoing queue: present while the queue must learn the destination's
+/// position before it numbers new records (after its store was damaged).
+pub const OQ_RESYNC: &[u8] = b"meta/resync";
+/// Any store: the host's note, in the state it hands a core at start, that
+/// damage was found and set aside when the store was opened (never written
+/// by a core; the value describes the damage).
+pub const STORE_DAMAGED: &[u8] = b"!damaged";
 /// Destination queue: `r/<key>` → queue item (record or heartbeat).
 pub const DQ_RECORD: &[u8] = b"r/";
 /// Destination queue: `n/<front end>` → next expected seq from that sender.

@@ -25,7 +25,11 @@ use std::time::Duration;
 
 /// The schema version this build writes and understands, kept in
 /// `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2 adds `client_id`: the id the client gave its request, beside
+/// the cluster-wide `message_id` its front end assigned.
+const MIGRATE_1_TO_2: &str = "ALTER TABLE messages ADD COLUMN client_id TEXT NOT NULL DEFAULT ''";
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +52,8 @@ CREATE TABLE IF NOT EXISTS messages (
     body        TEXT    NOT NULL,
     external    INTEGER NOT NULL,
     front_end   TEXT    NOT NULL,
-    archived_at INTEGER NOT NULL
+    archived_at INTEGER NOT NULL,
+    client_id   TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_from_time ON messages (from_user, time);
 CREATE INDEX IF NOT EXISTS messages_to_time ON messages (to_user, time);
@@ -59,8 +64,8 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 ";
 
-const COLUMNS: &str =
-    "rowid, message_id, kind, from_user, to_user, time, body, external, front_end, archived_at";
+const COLUMNS: &str = "rowid, message_id, kind, from_user, to_user, time, body, external, \
+                       front_end, archived_at, client_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveDbError {
@@ -119,6 +124,9 @@ pub struct ArchivedMessage {
     pub front_end: String,
     /// When the database core archived it, ms since the UNIX epoch.
     pub archived_at: u64,
+    /// The id the client gave its request (empty for rows archived before
+    /// schema version 2).
+    pub client_id: String,
 }
 
 /// A search of the archive. Every criterion given must hold.
@@ -213,6 +221,9 @@ impl ArchiveDb {
             })?;
         tx.execute_batch(SCHEMA)
             .and_then(|()| {
+                if version == 1 {
+                    tx.execute_batch(MIGRATE_1_TO_2)?;
+                }
                 if version < SCHEMA_VERSION {
                     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 }
@@ -274,8 +285,8 @@ impl ArchiveDb {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO messages (rowid, message_id, kind, from_user, \
-                     to_user, time, body, external, front_end, archived_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     to_user, time, body, external, front_end, archived_at, client_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(io)?;
             let mut holder = tx
@@ -319,6 +330,7 @@ impl ArchiveDb {
                                 r.external,
                                 r.front_end,
                                 row.archived_at,
+                                r.client_id,
                             ])
                             .map_err(io)?;
                         if inserted == 0 {
@@ -421,6 +433,20 @@ impl ArchiveDb {
             .map_err(self.sqlite())
     }
 
+    /// Client request id → rows archived for it: what a client's view of
+    /// "archived once" is checked against (the message id, assigned by the
+    /// front end, is unique by the schema).
+    pub fn client_id_counts(&self) -> Result<BTreeMap<String, u64>, ArchiveDbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT client_id, COUNT(*) FROM messages GROUP BY client_id")
+            .map_err(self.sqlite())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+            .map_err(self.sqlite())?;
+        rows.collect::<Result<_, _>>().map_err(self.sqlite())
+    }
+
     /// Every archived message id with how many rows hold it (a checker
     /// treats more than one as a duplicate).
     pub fn id_counts(&self) -> Result<BTreeMap<String, u64>, ArchiveDbError> {
@@ -487,6 +513,7 @@ impl ArchiveDb {
                     external: r.get(7)?,
                     front_end: r.get(8)?,
                     archived_at: r.get(9)?,
+                    client_id: r.get(10)?,
                 })
             })()
             .map_err(|e| ArchiveDbError::Corrupt {
@@ -518,6 +545,7 @@ impl ArchiveDb {
             record: ArchiveRecord {
                 kind,
                 id: m.id,
+                client_id: m.client_id,
                 from: m.from,
                 to: m.to,
                 time: m.time,
@@ -566,6 +594,7 @@ mod tests {
         ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
+            client_id: id.into(),
             from: from.into(),
             to: to.into(),
             time,
@@ -678,6 +707,7 @@ mod tests {
                 external: false,
                 front_end: "fe1".into(),
                 archived_at: t + 1,
+                client_id: "m1".into(),
             }
         );
         assert_eq!(db.count().unwrap(), 5);
@@ -920,6 +950,42 @@ mod tests {
         assert_eq!(reader.count().unwrap(), 5);
     }
 
+    /// An archive of schema version 1 (no `client_id`) opens: the column
+    /// is added, its rows read back with an empty client id, and new rows
+    /// carry theirs.
+    #[test]
+    fn a_version_1_archive_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (rowid INTEGER PRIMARY KEY, message_id TEXT NOT NULL UNIQUE, \
+                 kind TEXT NOT NULL, from_user TEXT NOT NULL, to_user TEXT NOT NULL, \
+                 time INTEGER NOT NULL, body TEXT NOT NULL, external INTEGER NOT NULL, \
+                 front_end TEXT NOT NULL, archived_at INTEGER NOT NULL); \
+                 INSERT INTO messages VALUES (1, 'old1', 'im', 'a@x', 'b@x', 5, 'hi', 0, 'fe1', 6); \
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut db = ArchiveDb::open(&path).unwrap();
+        db.apply(&[put(2, rec("new1", "a@x", "b@x", 7, "later"))])
+            .unwrap();
+        let rows = db.query(&q()).unwrap();
+        let by_id: BTreeMap<&str, &str> = rows
+            .iter()
+            .map(|m| (m.id.as_str(), m.client_id.as_str()))
+            .collect();
+        assert_eq!(by_id, BTreeMap::from([("old1", ""), ("new1", "new1")]));
+        drop(db);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
     #[test]
     fn a_newer_schema_or_a_foreign_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -932,9 +998,9 @@ mod tests {
         }
         for result in [ArchiveDb::open(&path), ArchiveDb::open_read_only(&path)] {
             let err = result.unwrap_err();
-            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 2, .. }));
+            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 3, .. }));
             let text = err.to_string();
-            assert!(text.contains("archive.sqlite") && text.contains("version 2"));
+            assert!(text.contains("archive.sqlite") && text.contains("version 3"));
         }
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();

@@ -111,7 +111,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let mut archive_ms = Histogram::<u64>::new(3).expect("valid precision");
     let mut archived = 0;
     for r in &rows {
-        if let Some(s) = accepted.get(r.id.as_str()) {
+        if let Some(s) = accepted.get(r.client_id.as_str()) {
             archived += 1;
             let _ = archive_ms.record(r.archived_at.saturating_sub(s.sent_at).max(1));
         }

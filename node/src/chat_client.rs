@@ -23,15 +23,18 @@ pub struct ChatClient {
     web: Option<String>,
 }
 
-fn describe(r: &ChatReject) -> &'static str {
+fn describe(r: &ChatReject) -> String {
     match r {
-        ChatReject::Busy => "the Channel server is busy (503); try again",
-        ChatReject::NoSuchRoom => "no such room",
-        ChatReject::NotAllowed => "not allowed in this room",
-        ChatReject::StoreUnavailable => "the chat store did not confirm in time; the request may or may not have taken effect: retry",
-        ChatReject::NotJoined => "not joined to this room",
-        ChatReject::RoomExists => "a room of that name exists already",
-        ChatReject::Conflict => "the room changed meanwhile; read it again and retry",
+        ChatReject::Busy => "the Channel server is busy (503); try again".into(),
+        ChatReject::NoSuchRoom => "no such room".into(),
+        ChatReject::NotAllowed => "not allowed in this room".into(),
+        ChatReject::StoreUnavailable => "the chat store did not confirm in time; the request may or may not have taken effect: retry".into(),
+        ChatReject::NotJoined => "not joined to this room".into(),
+        ChatReject::RoomExists => "a room of that name exists already".into(),
+        ChatReject::Conflict => "the room changed meanwhile; read it again and retry".into(),
+        ChatReject::TooLarge { limit } => {
+            format!("the post is too large: chat_post_max_bytes is {limit} bytes")
+        }
     }
 }
 
@@ -323,9 +326,7 @@ impl ChatClient {
             })
             .await
         {
-            Some(Msg::ChatRejected { reason, .. }) if room.is_empty() => {
-                Err(describe(&reason).to_string())
-            }
+            Some(Msg::ChatRejected { reason, .. }) if room.is_empty() => Err(describe(&reason)),
             Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
             Some(m) => Ok(m),
             None => Err(format!("{} did not answer {what} in time", self.channel)),

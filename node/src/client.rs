@@ -24,8 +24,16 @@ use tokio::sync::oneshot;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    /// The front end took responsibility: if archivable, it will be archived.
-    Accepted { at: u64 },
+    /// The front end took responsibility: if archivable, it will be
+    /// archived, under `message_id` (the cluster-wide id it assigned).
+    Accepted { at: u64, message_id: String },
+    /// Critical mode is off and the front end's queue store failed: the
+    /// IM was delivered but it is **not** archived.
+    DeliveredNotArchived {
+        at: u64,
+        message_id: String,
+        reason: String,
+    },
     /// Explicitly refused: it will not be archived.
     Rejected { reason: String },
     /// No answer in time.
@@ -73,7 +81,22 @@ impl Client {
             while let Some(env) = rx.recv().await {
                 reader_net.consumed(&env);
                 let (id, outcome) = match env.msg {
-                    Msg::ImAccepted { id, at } => (id, Outcome::Accepted { at }),
+                    Msg::ImAccepted { id, at, message_id } => {
+                        (id, Outcome::Accepted { at, message_id })
+                    }
+                    Msg::ImDeliveredNotArchived {
+                        id,
+                        message_id,
+                        at,
+                        reason,
+                    } => (
+                        id,
+                        Outcome::DeliveredNotArchived {
+                            at,
+                            message_id,
+                            reason,
+                        },
+                    ),
                     Msg::ImRejected { id, reason } => (
                         id,
                         Outcome::Rejected {
@@ -132,6 +155,9 @@ pub fn describe(reason: &RejectReason) -> String {
         RejectReason::UnknownRecipient => "unknown recipient".into(),
         RejectReason::ArchivingUnavailable(s) => format!("archiving unavailable: {s}"),
         RejectReason::Invalid(s) => format!("invalid: {s}"),
+        RejectReason::TooLarge { what, limit } => {
+            format!("too large: the {what} limit is {limit} bytes")
+        }
         RejectReason::CriticalMode(s) => format!("critical mode: {s}"),
         RejectReason::NodeStopping => "front end stopping".into(),
     }
@@ -150,6 +176,8 @@ pub struct LoadReport {
     pub accepted: u64,
     pub rejected: u64,
     pub unknown: u64,
+    /// Delivered but not archived (critical mode off, queue store failing).
+    pub delivered_not_archived: u64,
     pub seconds: f64,
     /// Accept latency percentiles in microseconds: p50, p90, p99, max.
     pub accept_us: [u64; 4],
@@ -242,6 +270,7 @@ pub async fn load(
         accepted: 0,
         rejected: 0,
         unknown: 0,
+        delivered_not_archived: 0,
         seconds: 0.0,
         accept_us: [0; 4],
         reasons: BTreeMap::new(),
@@ -259,6 +288,7 @@ pub async fn load(
                 report.rejected += 1;
                 *report.reasons.entry(reason.clone()).or_insert(0) += 1;
             }
+            Outcome::DeliveredNotArchived { .. } => report.delivered_not_archived += 1,
             Outcome::Unknown => report.unknown += 1,
         }
         all.push(sent);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 const SETTINGS: &str = r#"
 critical_mode = true
 critical_auto_resume = true
+critical_resume_after = "2s"
 heartbeat_interval = "500ms"
 heartbeat_ttrq = "2s"
 heartbeat_ttbr = "4s"
@@ -65,6 +66,9 @@ fn archiver_down_stops_messaging_within_the_bound_and_it_resumes_after() {
             }
             Outcome::Accepted { .. } => {}
             Outcome::Unknown => panic!("no answer while the archiver is down"),
+            Outcome::DeliveredNotArchived { reason, .. } => {
+                panic!("delivered without archiving under critical mode: {reason}")
+            }
         }
         assert!(
             killed.elapsed() < Duration::from_secs(20),

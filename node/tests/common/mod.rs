@@ -94,7 +94,7 @@ impl TestCluster {
         self.config.node("db1").unwrap().archive_path()
     }
 
-    /// Archived message id → rows holding it (empty until the database
+    /// Client request id → rows archived for it (empty until the database
     /// node has created its file).
     pub fn archived(&self) -> BTreeMap<String, u64> {
         let path = self.archive_path();
@@ -102,7 +102,7 @@ impl TestCluster {
             return BTreeMap::new();
         }
         match ArchiveDb::open_read_only(&path) {
-            Ok(db) => db.id_counts().unwrap_or_default(),
+            Ok(db) => db.client_id_counts().unwrap_or_default(),
             Err(_) => BTreeMap::new(),
         }
     }
