@@ -13,6 +13,25 @@
 //!   event is one element carrying its `eventId`.
 //! - **JSON lines**: one event per line.
 //! - **CSV**: a header, then one event per row.
+//!
+//! Every file says which [`FORMAT_VERSION`] it follows (the XML root's
+//! `version`, each JSON line's and CSV row's `format_version`, the
+//! manifest's `format_version`); files without one are version 1. Times
+//! are milliseconds since the UNIX epoch, with the same instant beside
+//! them in ISO 8601 UTC ([`utc_iso8601`]): `time`/`timeUtc`,
+//! `start`/`startUtc`, `end`/`endUtc`, `firstJoin`/`firstJoinUtc` in XML,
+//! `at`/`time_utc` in JSON lines and CSV.
+//!
+//! Any text round-trips, and an XML file is always well-formed XML 1.0:
+//! values are escaped, and CR, LF and TAB in attribute values (CR in
+//! element text) are written as character references (`&#13;`, `&#10;`,
+//! `&#9;`), which a parser keeps instead of normalising them. A value
+//! holding a character XML 1.0 cannot carry at all (U+0000 to U+001F
+//! except TAB, LF and CR; U+FFFE; U+FFFF) is written as the base64 of its
+//! UTF-8 bytes, and its element's `base64` attribute lists it by name
+//! (`text` for the element's content), e.g.
+//! `<Message eventId="chatdb-7" ... base64="text">YmVsbAc=</Message>`.
+//! JSON (escapes) and CSV (quoting) carry any text as it is.
 
 use crate::compliance::{ComplianceEvent, EventKind};
 use serde::{Deserialize, Serialize};
@@ -78,9 +97,51 @@ impl From<&ComplianceEvent> for ExportedEvent {
     }
 }
 
+/// The version of the export files this build writes (see the module
+/// documentation). Version 2 added it, the UTC times and base64 values.
+pub const FORMAT_VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
+}
+
+/// An event as a JSON line or CSV row is written: [`ExportedEvent`]'s
+/// fields, then the time in UTC and the format version.
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    id: String,
+    kind: &'a str,
+    room: &'a str,
+    user: &'a str,
+    at: u64,
+    item: &'a str,
+    text: &'a str,
+    time_utc: String,
+    format_version: u32,
+}
+
+impl<'a> From<&'a ComplianceEvent> for ExportRow<'a> {
+    fn from(e: &'a ComplianceEvent) -> Self {
+        ExportRow {
+            id: e.id(),
+            kind: e.kind.as_str(),
+            room: &e.room,
+            user: &e.user,
+            at: e.at,
+            item: &e.item,
+            text: &e.text,
+            time_utc: utc_iso8601(e.at),
+            format_version: FORMAT_VERSION,
+        }
+    }
+}
+
 /// The manifest of a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The [`FORMAT_VERSION`] of the batch's files (1 if absent).
+    #[serde(default = "version_1")]
+    pub format_version: u32,
     pub batch: u64,
     pub file: String,
     pub format: String,
@@ -100,7 +161,7 @@ pub fn render(format: ExportFormat, batch: u64, events: &[&ComplianceEvent]) -> 
         ExportFormat::JsonLines => {
             let mut out = Vec::new();
             for e in events {
-                let line = serde_json::to_string(&ExportedEvent::from(*e))
+                let line = serde_json::to_string(&ExportRow::from(*e))
                     .expect("plain strings and numbers serialize");
                 out.extend_from_slice(line.as_bytes());
                 out.push(b'\n');
@@ -110,7 +171,7 @@ pub fn render(format: ExportFormat, batch: u64, events: &[&ComplianceEvent]) -> 
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             for e in events {
-                w.serialize(ExportedEvent::from(*e))
+                w.serialize(ExportRow::from(*e))
                     .expect("writing to memory cannot fail");
             }
             w.into_inner().expect("writing to memory cannot fail")
@@ -126,6 +187,7 @@ pub fn render(format: ExportFormat, batch: u64, events: &[&ComplianceEvent]) -> 
         })
     };
     let manifest = Manifest {
+        format_version: FORMAT_VERSION,
         batch,
         file: name.clone(),
         format: format.extension().to_string(),
@@ -141,8 +203,159 @@ pub fn render(format: ExportFormat, batch: u64, events: &[&ComplianceEvent]) -> 
     ]
 }
 
-fn esc(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
+/// `ms` since the UNIX epoch in ISO 8601 UTC with milliseconds, e.g.
+/// `2026-12-07T03:13:14.123Z` (proleptic Gregorian calendar; a year after
+/// 9999 gets a `+`, as ISO 8601 expands it). Pure: no clock, no time zone.
+pub fn utc_iso8601(ms: u64) -> String {
+    let (days, rem) = (ms / 86_400_000, ms % 86_400_000);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm,
+    // counted from 0000-03-01 so that leap days end the year).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let year = if year > 9999 {
+        format!("+{year}")
+    } else {
+        format!("{year:04}")
+    };
+    format!(
+        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1_000 % 60,
+        rem % 1_000
+    )
+}
+
+/// Whether XML 1.0 allows `c` in a document (its `Char` production).
+pub fn xml_char(c: char) -> bool {
+    matches!(c,
+        '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `s` escaped as XML text, or as an attribute value: CR always, and LF
+/// and TAB in attributes, as character references (a parser normalises
+/// the literal characters away). `None` if `s` holds a character XML
+/// cannot carry.
+fn xml_escape(s: &str, attribute: bool) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            '\t' if attribute => out.push_str("&#9;"),
+            c if xml_char(c) => out.push(c),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (RFC 4648, with padding).
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = b(0) << 16 | b(1) << 8 | b(2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let chunks = s.len() / 4;
+    let mut out = Vec::with_capacity(chunks * 3);
+    for (ci, chunk) in s.chunks(4).enumerate() {
+        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        if pad > 2 || (pad > 0 && ci + 1 < chunks) {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = match c {
+                _ if i >= 4 - pad => 0,
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return None,
+            };
+            n = n << 6 | u32::from(v);
+        }
+        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8][..3 - pad]);
+    }
+    Some(out)
+}
+
+/// The start tag of an element being written: its attributes, and which
+/// values had to be written in base64.
+struct Tag {
+    x: String,
+    base64: Vec<&'static str>,
+}
+
+impl Tag {
+    fn new(name: &str) -> Tag {
+        Tag {
+            x: format!("<{name}"),
+            base64: Vec::new(),
+        }
+    }
+
+    /// An attribute whose value is any text.
+    fn text(mut self, name: &'static str, value: &str) -> Tag {
+        let v = xml_escape(value, true).unwrap_or_else(|| {
+            self.base64.push(name);
+            base64_encode(value.as_bytes())
+        });
+        let _ = write!(self.x, r#" {name}="{v}""#);
+        self
+    }
+
+    /// An attribute holding a time: ms since the epoch, and `<name>Utc`.
+    fn time(mut self, name: &str, ms: u64) -> Tag {
+        let _ = write!(self.x, r#" {name}="{ms}" {name}Utc="{}""#, utc_iso8601(ms));
+        self
+    }
+
+    /// An attribute written as it is (a number, a kind, a version).
+    fn plain(mut self, name: &str, value: &str) -> Tag {
+        let _ = write!(self.x, r#" {name}="{value}""#);
+        self
+    }
+
+    /// The tag, closed with `end` (`>` or `/>`).
+    fn end(mut self, end: &str) -> String {
+        if !self.base64.is_empty() {
+            let _ = write!(self.x, r#" base64="{}""#, self.base64.join(" "));
+        }
+        self.x.push_str(end);
+        self.x
+    }
 }
 
 fn xml(batch: u64, events: &[&ComplianceEvent]) -> Vec<u8> {
@@ -152,15 +365,18 @@ fn xml(batch: u64, events: &[&ComplianceEvent]) -> Vec<u8> {
     }
     let mut x = String::new();
     let _ = writeln!(x, r#"<?xml version="1.0" encoding="utf-8"?>"#);
-    let _ = writeln!(x, r#"<Conversations batch="{batch}">"#);
+    let _ = writeln!(
+        x,
+        r#"<Conversations version="{FORMAT_VERSION}" batch="{batch}">"#
+    );
     for (room, evs) in by_room {
         let start = evs.iter().map(|e| e.at).min().unwrap_or(0);
         let end = evs.iter().map(|e| e.at).max().unwrap_or(0);
-        let _ = writeln!(
-            x,
-            r#"  <Conversation room="{}" start="{start}" end="{end}">"#,
-            esc(room)
-        );
+        let tag = Tag::new("Conversation")
+            .text("room", room)
+            .time("start", start)
+            .time("end", end);
+        let _ = writeln!(x, "  {}", tag.end(">"));
         // Participants: everyone who appears, with their first join.
         let mut people: BTreeMap<&str, Option<u64>> = BTreeMap::new();
         for e in &evs {
@@ -171,35 +387,29 @@ fn xml(batch: u64, events: &[&ComplianceEvent]) -> Vec<u8> {
         }
         let _ = writeln!(x, "    <Participants>");
         for (user, first) in people {
-            match first {
-                Some(t) => {
-                    let _ = writeln!(
-                        x,
-                        r#"      <Participant uri="{}" firstJoin="{t}"/>"#,
-                        esc(user)
-                    );
-                }
-                None => {
-                    let _ = writeln!(x, r#"      <Participant uri="{}"/>"#, esc(user));
-                }
+            let mut tag = Tag::new("Participant").text("uri", user);
+            if let Some(t) = first {
+                tag = tag.time("firstJoin", t);
             }
+            let _ = writeln!(x, "      {}", tag.end("/>"));
         }
         let _ = writeln!(x, "    </Participants>");
-        let section = |x: &mut String, tag: &str, keep: &dyn Fn(EventKind) -> bool| {
-            let _ = writeln!(x, "    <{tag}s>");
+        let section = |x: &mut String, name: &str, keep: &dyn Fn(EventKind) -> bool| {
+            let _ = writeln!(x, "    <{name}s>");
             for e in evs.iter().filter(|e| keep(e.kind)) {
-                let _ = writeln!(
-                    x,
-                    r#"      <{tag} eventId="{}" kind="{}" user="{}" time="{}" item="{}">{}</{tag}>"#,
-                    esc(&e.id()),
-                    e.kind.as_str(),
-                    esc(&e.user),
-                    e.at,
-                    esc(&e.item),
-                    esc(&e.text)
-                );
+                let mut tag = Tag::new(name)
+                    .text("eventId", &e.id())
+                    .plain("kind", e.kind.as_str())
+                    .text("user", &e.user)
+                    .time("time", e.at)
+                    .text("item", &e.item);
+                let text = xml_escape(&e.text, false).unwrap_or_else(|| {
+                    tag.base64.push("text");
+                    base64_encode(e.text.as_bytes())
+                });
+                let _ = writeln!(x, "      {}{text}</{name}>", tag.end(">"));
             }
-            let _ = writeln!(x, "    </{tag}s>");
+            let _ = writeln!(x, "    </{name}s>");
         };
         section(&mut x, "Message", &|k| k == EventKind::Post);
         section(&mut x, "File", &|k| {
@@ -236,23 +446,37 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
     let mut reader = quick_xml::Reader::from_reader(data);
     let mut out = Vec::new();
     let mut room = String::new();
-    let mut open: Option<ExportedEvent> = None;
+    // The event being read, and whether its text is in base64.
+    let mut open: Option<(ExportedEvent, bool)> = None;
     let mut buf = Vec::new();
     loop {
         let ev = reader
             .read_event_into(&mut buf)
             .map_err(|e| format!("XML at {}: {e}", reader.buffer_position()))?;
+        let empty = matches!(ev, Event::Empty(_));
         match ev {
-            Event::Start(t) | Event::Empty(t) if t.name().as_ref() == b"Conversation" => {
-                room = attr(&t, b"room")?.unwrap_or_default();
+            Event::Start(t) if t.name().as_ref() == b"Conversations" => {
+                if let Some(v) = attr(&t, b"version")? {
+                    let v: u32 = v.parse().map_err(|e| format!("version {v:?}: {e}"))?;
+                    if v > FORMAT_VERSION {
+                        return Err(format!(
+                            "format version {v}: this build reads up to {FORMAT_VERSION}"
+                        ));
+                    }
+                }
             }
-            Event::Start(t) if matches!(t.name().as_ref(), b"Message" | b"File" | b"Event") => {
+            Event::Start(t) | Event::Empty(t) if t.name().as_ref() == b"Conversation" => {
+                room = field(&t, b"room")?.unwrap_or_default();
+            }
+            Event::Start(t) | Event::Empty(t)
+                if matches!(t.name().as_ref(), b"Message" | b"File" | b"Event") =>
+            {
                 let need = |k: &[u8]| -> Result<String, String> {
-                    attr(&t, k)?.ok_or_else(|| {
+                    field(&t, k)?.ok_or_else(|| {
                         format!("an event element without {}", String::from_utf8_lossy(k))
                     })
                 };
-                open = Some(ExportedEvent {
+                let event = ExportedEvent {
                     id: need(b"eventId")?,
                     kind: need(b"kind")?,
                     room: room.clone(),
@@ -260,16 +484,26 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
                     at: need(b"time")?.parse().map_err(|e| format!("time: {e}"))?,
                     item: need(b"item")?,
                     text: String::new(),
-                });
+                };
+                if empty {
+                    out.push(event);
+                } else {
+                    open = Some((event, in_base64(&t, b"text")?));
+                }
             }
             Event::Text(t) => {
-                if let Some(e) = &mut open {
+                if let Some((e, _)) = &mut open {
                     let text = t.unescape().map_err(|e| e.to_string())?;
                     e.text.push_str(&text);
                 }
             }
             Event::End(t) if matches!(t.name().as_ref(), b"Message" | b"File" | b"Event") => {
-                out.extend(open.take());
+                if let Some((mut e, base64)) = open.take() {
+                    if base64 {
+                        e.text = from_base64(&e.id, "text", &e.text)?;
+                    }
+                    out.push(e);
+                }
             }
             Event::Eof => break,
             _ => {}
@@ -289,6 +523,30 @@ fn attr(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>,
         }
     }
     Ok(None)
+}
+
+/// Whether the element's `base64` attribute lists `name`.
+fn in_base64(t: &quick_xml::events::BytesStart, name: &[u8]) -> Result<bool, String> {
+    Ok(attr(t, b"base64")?
+        .is_some_and(|list| list.split_ascii_whitespace().any(|n| n.as_bytes() == name)))
+}
+
+fn from_base64(element: &str, name: &str, value: &str) -> Result<String, String> {
+    base64_decode(value.trim())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| format!("{element}: {name} is not base64 of UTF-8 text"))
+}
+
+/// A text attribute, decoded from base64 if the element says it is.
+fn field(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>, String> {
+    match attr(t, key)? {
+        Some(v) if in_base64(t, key)? => {
+            let name = String::from_utf8_lossy(key);
+            let element = String::from_utf8_lossy(t.name().as_ref()).into_owned();
+            from_base64(&element, &name, &v).map(Some)
+        }
+        v => Ok(v),
+    }
 }
 
 #[cfg(test)]
@@ -339,13 +597,377 @@ mod tests {
         }
         let xml = String::from_utf8(render(ExportFormat::Xml, 7, &refs)[0].data.clone()).unwrap();
         assert!(
-            xml.contains(r#"<Participant uri="u1@corp.example" firstJoin="1001"/>"#),
+            xml.contains(r#"<Participant uri="u1@corp.example" firstJoin="1001" firstJoinUtc="1970-01-01T00:00:01.001Z"/>"#),
             "{xml}"
         );
         assert!(
-            xml.contains(r#"<Conversation room="deals" start="1003" end="1005">"#),
+            xml.contains(r#"<Conversation room="deals" start="1003" startUtc="1970-01-01T00:00:01.003Z" end="1005" endUtc="1970-01-01T00:00:01.005Z">"#),
             "{xml}"
         );
+    }
+
+    #[test]
+    fn every_file_says_its_format_version_and_utc_times() {
+        let mut post = ev(2, EventKind::Post, "general", "hi");
+        post.at = 1_796_613_194_123;
+        let refs = [&post];
+        let utc = "2026-12-07T03:13:14.123Z";
+        for format in [
+            ExportFormat::Xml,
+            ExportFormat::JsonLines,
+            ExportFormat::Csv,
+        ] {
+            let files = render(format, 3, &refs);
+            let data = String::from_utf8(files[0].data.clone()).unwrap();
+            let manifest: Manifest = serde_json::from_slice(&files[1].data).unwrap();
+            assert_eq!(manifest.format_version, FORMAT_VERSION);
+            match format {
+                ExportFormat::Xml => {
+                    assert!(
+                        data.contains(r#"<Conversations version="2" batch="3">"#),
+                        "{data}"
+                    );
+                    assert!(
+                        data.contains(&format!(r#"time="1796613194123" timeUtc="{utc}""#)),
+                        "{data}"
+                    );
+                }
+                ExportFormat::JsonLines => {
+                    let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+                    assert_eq!(v["format_version"], 2, "{data}");
+                    assert_eq!(v["time_utc"], utc, "{data}");
+                    assert_eq!(v["at"], 1_796_613_194_123u64, "{data}");
+                }
+                ExportFormat::Csv => {
+                    let mut lines = data.lines();
+                    assert_eq!(
+                        lines.next(),
+                        Some("id,kind,room,user,at,item,text,time_utc,format_version")
+                    );
+                    assert!(
+                        lines.next().unwrap().ends_with(&format!(",{utc},2")),
+                        "{data}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn version_1_files_still_read() {
+        let want = ExportedEvent {
+            id: "chatdb-2".into(),
+            kind: "post".into(),
+            room: "general".into(),
+            user: "u2@corp.example".into(),
+            at: 1002,
+            item: "item-2".into(),
+            text: "a <b>".into(),
+        };
+        let xml = br#"<?xml version="1.0" encoding="utf-8"?>
+<Conversations batch="7">
+  <Conversation room="general" start="1002" end="1002">
+    <Participants>
+      <Participant uri="u2@corp.example"/>
+    </Participants>
+    <Messages>
+      <Message eventId="chatdb-2" kind="post" user="u2@corp.example" time="1002" item="item-2">a &lt;b&gt;</Message>
+    </Messages>
+    <Files>
+    </Files>
+    <Events>
+    </Events>
+  </Conversation>
+</Conversations>
+"#;
+        assert_eq!(parse(ExportFormat::Xml, xml).unwrap(), vec![want.clone()]);
+        let jsonl = br#"{"id":"chatdb-2","kind":"post","room":"general","user":"u2@corp.example","at":1002,"item":"item-2","text":"a <b>"}
+"#;
+        assert_eq!(
+            parse(ExportFormat::JsonLines, jsonl).unwrap(),
+            vec![want.clone()]
+        );
+        let csv = b"id,kind,room,user,at,item,text\nchatdb-2,post,general,u2@corp.example,1002,item-2,a <b>\n";
+        assert_eq!(parse(ExportFormat::Csv, csv).unwrap(), vec![want]);
+        let manifest = br#"{"batch":7,"file":"f.xml","format":"xml","events":1,"sha256":"00"}"#;
+        let m: Manifest = serde_json::from_slice(manifest).unwrap();
+        assert_eq!((m.format_version, m.batch), (1, 7));
+        // A newer version is refused rather than misread.
+        let newer = String::from_utf8(xml.to_vec())
+            .unwrap()
+            .replace(r#"batch="7""#, r#"version="3" batch="7""#);
+        assert!(parse(ExportFormat::Xml, newer.as_bytes())
+            .unwrap_err()
+            .contains("format version 3"));
+    }
+
+    #[test]
+    fn utc_times_are_iso_8601() {
+        for (ms, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (94_694_399_000, "1972-12-31T23:59:59.000Z"),
+            (946_684_799_999, "1999-12-31T23:59:59.999Z"),
+            // 2000 is a leap year (divisible by 400), 2100 is not, 2024 is.
+            (951_868_799_999, "2000-02-29T23:59:59.999Z"),
+            (951_868_800_000, "2000-03-01T00:00:00.000Z"),
+            (1_709_210_096_789, "2024-02-29T12:34:56.789Z"),
+            (1_796_613_194_123, "2026-12-07T03:13:14.123Z"),
+            (4_107_542_399_999, "2100-02-28T23:59:59.999Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+            (13_574_563_200_000, "2400-02-29T00:00:00.000Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+            (253_402_300_800_000, "+10000-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(utc_iso8601(ms), want, "{ms}");
+        }
+        // Any u64 is a time (the field comes from a peer).
+        assert!(utc_iso8601(u64::MAX).ends_with(".615Z"));
+        // The same as humantime (an RFC 3339 formatter) up to year 9999,
+        // every 997 hours and a few ms.
+        let mut ms = 0u64;
+        while ms < 253_402_300_800_000 {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            assert_eq!(
+                utc_iso8601(ms),
+                humantime::format_rfc3339_millis(t).to_string(),
+                "{ms}"
+            );
+            ms += 997 * 3_600_000 + 7;
+        }
+    }
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), coded);
+            assert_eq!(base64_decode(coded).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
+        for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9v!A==", "=Zg="] {
+            assert!(base64_decode(bad).is_none(), "{bad}");
+        }
+    }
+
+    /// Checks what `quick_xml` does not (it reads without checking
+    /// characters): the document is UTF-8 whose every character, and every
+    /// character reference, is an XML 1.0 `Char`; no CR and no raw TAB or
+    /// LF in an attribute value (a parser would normalise them); elements
+    /// nest and close, under one root. Returns `parse`'s events.
+    fn well_formed(doc: &[u8]) -> Vec<ExportedEvent> {
+        use quick_xml::events::Event;
+        let text = std::str::from_utf8(doc).expect("UTF-8");
+        if let Some(bad) = text.chars().find(|c| !xml_char(*c) || *c == '\r') {
+            panic!("character U+{:04X} in the document", bad as u32);
+        }
+        for (i, _) in text.match_indices("&#") {
+            let rest = &text[i + 2..];
+            let end = rest.find(';').expect("a closed character reference");
+            let code = match rest[..end].strip_prefix('x') {
+                Some(hex) => u32::from_str_radix(hex, 16),
+                None => rest[..end].parse(),
+            }
+            .expect("a number");
+            assert!(
+                char::from_u32(code).is_some_and(xml_char),
+                "&#{};",
+                &rest[..end]
+            );
+        }
+        let mut reader = quick_xml::Reader::from_reader(doc);
+        reader.config_mut().check_end_names = true;
+        let (mut depth, mut roots) = (0usize, 0usize);
+        let mut buf = Vec::new();
+        let attrs = |t: &quick_xml::events::BytesStart| {
+            for a in t.attributes() {
+                let a = a.expect("a well-formed attribute");
+                assert!(
+                    !a.value.iter().any(|b| matches!(b, b'\t' | b'\n' | b'\r')),
+                    "raw whitespace in {}",
+                    String::from_utf8_lossy(&a.value)
+                );
+                a.unescape_value().expect("an attribute value");
+            }
+        };
+        loop {
+            match reader.read_event_into(&mut buf).expect("well-formed XML") {
+                Event::Start(t) => {
+                    roots += usize::from(depth == 0);
+                    depth += 1;
+                    attrs(&t);
+                }
+                Event::Empty(t) => {
+                    roots += usize::from(depth == 0);
+                    attrs(&t);
+                }
+                Event::End(_) => depth -= 1,
+                Event::Text(t) => {
+                    t.unescape().expect("text");
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+            buf.clear();
+        }
+        assert_eq!((depth, roots), (0, 1), "one root, closed");
+        parse(ExportFormat::Xml, doc).expect("parse reads it back")
+    }
+
+    /// Renders `events` in `format` and reads them back, sorted by id.
+    fn round_trip(format: ExportFormat, events: &[ComplianceEvent]) -> Vec<ExportedEvent> {
+        let refs: Vec<&ComplianceEvent> = events.iter().collect();
+        let data = &render(format, 1, &refs)[0].data;
+        let mut got = match format {
+            ExportFormat::Xml => well_formed(data),
+            _ => parse(format, data).unwrap(),
+        };
+        got.sort_by(|a, b| a.id.cmp(&b.id));
+        got
+    }
+
+    fn expected(events: &[ComplianceEvent]) -> Vec<ExportedEvent> {
+        let mut want: Vec<ExportedEvent> = events.iter().map(ExportedEvent::from).collect();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        want
+    }
+
+    const KINDS: [EventKind; 7] = [
+        EventKind::Join,
+        EventKind::Post,
+        EventKind::Upload,
+        EventKind::Download,
+        EventKind::Leave,
+        EventKind::Read,
+        EventKind::RoomSaved,
+    ];
+
+    /// An event whose every text field holds `s` (its room too if `room`
+    /// is `None`).
+    fn event_with(seq: u64, s: &str, room: Option<&str>) -> ComplianceEvent {
+        ComplianceEvent {
+            source: format!("src{s}"),
+            seq,
+            kind: KINDS[seq as usize % KINDS.len()],
+            room: room.map_or_else(|| format!("r{s}"), str::to_string),
+            user: format!("{s}@corp.example"),
+            at: seq * 1_234_567,
+            item: s.to_string(),
+            text: format!("a{s}b"),
+        }
+    }
+
+    #[test]
+    fn xml_export_is_well_formed_for_any_text_every_code_point() {
+        // Every char in every text field: the room (a conversation), the
+        // event id, the user (an attribute, and a participant's uri), the
+        // item, the text (an element's content). Below U+3000, and every
+        // char XML forbids, alone; above, 16 chars XML allows in a row per
+        // string (a string of them takes the same path, escaping, as one).
+        let chars: Vec<char> = (0..=0x10FFFFu32).filter_map(char::from_u32).collect();
+        assert_eq!(chars.len(), 0x110000 - 0x800);
+        let (single, grouped): (Vec<char>, Vec<char>) = chars
+            .iter()
+            .partition(|c| (**c as u32) < 0x3000 || !xml_char(**c));
+        assert_eq!(single.iter().filter(|c| !xml_char(**c)).count(), 29 + 2);
+        let strings: Vec<String> = single
+            .iter()
+            .map(|c| c.to_string())
+            .chain(grouped.chunks(16).map(|g| g.iter().collect()))
+            .collect();
+        let mut seq = 0;
+        for chunk in strings.chunks(4096) {
+            let events: Vec<ComplianceEvent> = chunk
+                .iter()
+                .map(|s| {
+                    seq += 1;
+                    event_with(seq, s, None)
+                })
+                .collect();
+            assert_eq!(
+                round_trip(ExportFormat::Xml, &events),
+                expected(&events),
+                "{:?}..{:?}",
+                chunk[0],
+                chunk.last().unwrap()
+            );
+        }
+    }
+
+    /// Strings that mix what XML, JSON and CSV treat specially.
+    fn nasty_strings(n: usize) -> Vec<String> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed_c0de);
+        let special: Vec<char> = "<>&\"'\r\n\t,;\\]]>=/ \u{0}\u{7}\u{1b}\u{b}\u{c}\u{7f}\u{85}\u{2028}\u{feff}\u{fffd}\u{fffe}\u{ffff}\u{e000}\u{d7ff}\u{10000}\u{1f600}\u{10ffff}"
+            .chars()
+            .collect();
+        let pieces = [
+            "]]>",
+            "\r\n",
+            "&amp;",
+            "&#13;",
+            "<![CDATA[",
+            "\"\"",
+            "--",
+            "=?",
+        ];
+        (0..n)
+            .map(|_| {
+                let len = rng.gen_range(0..24);
+                let mut s = String::new();
+                for _ in 0..len {
+                    match rng.gen_range(0..10) {
+                        0..=2 => s.push(special[rng.gen_range(0..special.len())]),
+                        3 => s.push(char::from_u32(rng.gen_range(0..0x20)).unwrap()),
+                        4 => s.push_str(pieces[rng.gen_range(0..pieces.len())]),
+                        5 => s.push(rng.gen::<char>()),
+                        _ => s.push(rng.gen_range('a'..='z')),
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn xml_export_is_well_formed_for_any_text_random_strings() {
+        let strings = nasty_strings(5000);
+        for (i, chunk) in strings.chunks(250).enumerate() {
+            let events: Vec<ComplianceEvent> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, s)| event_with((i * 250 + j) as u64, s, None))
+                .collect();
+            assert_eq!(round_trip(ExportFormat::Xml, &events), expected(&events));
+        }
+    }
+
+    #[test]
+    fn json_lines_and_csv_round_trip_any_text() {
+        let strings = nasty_strings(5000);
+        let chars: Vec<char> = (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|c| (*c as u32) < 0x3000 || (*c as u32).is_multiple_of(251))
+            .collect();
+        let mut all: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+        all.extend(strings);
+        for format in [ExportFormat::JsonLines, ExportFormat::Csv] {
+            for (i, chunk) in all.chunks(1000).enumerate() {
+                let events: Vec<ComplianceEvent> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| event_with((i * 1000 + j) as u64, s, None))
+                    .collect();
+                assert_eq!(round_trip(format, &events), expected(&events), "{format:?}");
+            }
+        }
     }
 
     #[test]
