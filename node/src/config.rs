@@ -193,6 +193,11 @@ struct RawCompliance {
     /// Export only events of these users (default: all).
     #[serde(default)]
     users: Vec<String>,
+    /// Export files readable by the node user's group (folder 0750, files
+    /// 0640) instead of private (0700, 0600), for a pickup system that
+    /// runs as another user of that group.
+    #[serde(default)]
+    group_read: bool,
 }
 
 /// A server role a node can have.
@@ -298,6 +303,9 @@ pub struct Config {
     pub pool: Arc<ChatPool>,
     /// The Compliance service's output folder (with a `compliance` node).
     pub compliance_output: Option<PathBuf>,
+    /// `[compliance] group_read`: export files readable by the node user's
+    /// group (see [`crate::node::export_modes`]).
+    pub compliance_group_read: bool,
 }
 
 /// Expands `user{1..3}@x` into `user1@x`, `user2@x`, `user3@x`.
@@ -681,6 +689,7 @@ impl Config {
         }
         let comp: Vec<&NodeConfig> = nodes.iter().filter(|n| n.has(Role::Compliance)).collect();
         let mut compliance_output = None;
+        let mut compliance_group_read = false;
         match (comp.as_slice(), &raw.compliance) {
             ([], None) => {}
             ([], Some(_)) => {
@@ -714,6 +723,7 @@ impl Config {
                 pool.export.rooms = c.rooms.clone();
                 pool.export.users = c.users.clone();
                 compliance_output = Some(resolve(&c.output));
+                compliance_group_read = c.group_read;
             }
             (_, _) => {
                 return Err(invalid(
@@ -724,6 +734,7 @@ impl Config {
         }
         Ok(Config {
             compliance_output,
+            compliance_group_read,
             pool: Arc::new(pool),
             file: file.to_path_buf(),
             domain: raw.cluster.domain,
@@ -884,6 +895,11 @@ denied = ["user3@corp.example"]
             .as_ref()
             .is_some_and(|p| p.ends_with("out")));
         assert!(err(&with_out.replace("\"csv\"", "\"pdf\"")).contains("compliance.format"));
+        // Export files are private unless the group may read them.
+        assert!(!c.compliance_group_read);
+        let shared = parse(&format!("{with_out}group_read = true\n")).unwrap();
+        assert!(shared.compliance_group_read);
+        assert!(err(&format!("{with_out}group_read = \"yes\"\n")).contains("group_read"));
         assert!(err(&format!("{GOOD}\n[compliance]\noutput = \"o\"\n")).contains("compliance"));
         // Rooms without chat nodes are refused.
         let e = err(&format!("{GOOD}\n[[room]]\nname = \"r\"\nmembers = []\n"));

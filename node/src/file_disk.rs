@@ -34,9 +34,9 @@ fn io_err(e: std::io::Error) -> DiskError {
 }
 
 impl FileDisk {
-    /// Uses `dir` (created if missing).
+    /// Uses `dir` (created if missing, private to the node's user).
     pub fn new(dir: &Path) -> std::io::Result<FileDisk> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         Ok(FileDisk {
             dir: dir.to_path_buf(),
             open: Mutex::new(BTreeMap::new()),
@@ -156,6 +156,198 @@ impl Disk for FileDisk {
     }
 }
 
+/// Makes every folder and file this process creates private to its user
+/// (folders 0700, files 0600): the umask 077. Set at the start of a node
+/// (and of `cluster up`, `certs init`), before any thread starts. Files
+/// that must be shared (a group-readable compliance export) get their mode
+/// set explicitly.
+pub fn private_umask() {
+    use nix::sys::stat::{umask, Mode};
+    umask(Mode::from_bits_truncate(0o077));
+}
+
+/// Creates `dir` and its missing parents as private folders (0700).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Sets the permission bits of `path` to `mode` if they differ (keeping
+/// set-group-id and sticky bits). Returns the old bits if it changed them.
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let old = std::fs::symlink_metadata(path)?.permissions().mode();
+    if old & 0o777 == mode {
+        return Ok(None);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(old & !0o777 | mode))?;
+    Ok(Some(old & 0o777))
+}
+
+/// What [`make_private`] changed.
+#[derive(Debug, Default)]
+pub struct Tightened {
+    /// Folders that were open to the group or others: (path, old mode).
+    pub folders: Vec<(PathBuf, u32)>,
+    /// How many files were.
+    pub files: usize,
+    /// Entries whose mode could not be changed (another owner): their
+    /// paths and the error.
+    pub failed: Vec<String>,
+}
+
+/// Takes the group's and others' permissions away from the folder `dir`
+/// (an older version created data folders 0755 and files 0644), from the
+/// files in it, and from its subfolders and their contents. Symbolic links
+/// are not followed, and `skip` (e.g. a group-readable export folder kept
+/// inside the data folder) is left as it is. A subfolder that already was
+/// private is not walked: everything in it was written under the private
+/// umask.
+pub fn make_private(dir: &Path, skip: Option<&Path>) -> std::io::Result<Tightened> {
+    let mut done = Tightened::default();
+    tighten(dir, skip, true, &mut done)?;
+    Ok(done)
+}
+
+fn tighten(
+    dir: &Path,
+    skip: Option<&Path>,
+    top: bool,
+    done: &mut Tightened,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::symlink_metadata(dir)?.permissions().mode() & 0o777;
+    let loose = mode & 0o077 != 0;
+    if loose {
+        match set_mode(dir, mode & !0o077) {
+            Ok(_) => done.folders.push((dir.to_path_buf(), mode)),
+            Err(e) => done.failed.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    if !loose && !top {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if skip.is_some_and(|s| s == path) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            tighten(&path, skip, false, done)?;
+        } else if meta.is_file() {
+            let m = meta.permissions().mode() & 0o777;
+            if m & 0o077 != 0 {
+                match set_mode(&path, m & !0o077) {
+                    Ok(_) => done.files += 1,
+                    Err(e) => done.failed.push(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that files can be created and written in `dir`: a probe file is
+/// written, synced and removed. The error is the operating system's.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".write-probe");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)?;
+    f.write_all(b"holdfast")?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::remove_file(&probe)
+}
+
+/// The lock a node holds on its data folder for as long as it runs: an
+/// exclusive `flock` on `<data>/LOCK`, released by the kernel when the
+/// process ends, however it ends (SIGKILL included).
+pub struct FolderLock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+/// Takes the lock of the data folder `dir`, or says which process holds it.
+pub fn lock_folder(dir: &Path) -> Result<FolderLock, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek};
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "{}: cannot open the lock of the data folder: {e}",
+                path.display()
+            )
+        })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            // The holder's process id, for the message of the next one.
+            let pid = format!("{}\n", std::process::id());
+            let write = |f: &mut File| -> std::io::Result<()> {
+                f.set_len(0)?;
+                f.rewind()?;
+                f.write_all(pid.as_bytes())
+            };
+            write(&mut locked)
+                .map_err(|e| format!("{}: cannot write the lock: {e}", path.display()))?;
+            Ok(FolderLock { _file: locked })
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            Err(format!(
+                "{}: another process{holder} holds this data folder (its LOCK is locked): \
+                 a node's data folder serves one process only; stop the other one, or give \
+                 this node its own data folder",
+                dir.display()
+            ))
+        }
+        Err((_, e)) => Err(format!("{}: cannot lock: {e}", path.display())),
+    }
+}
+
+/// Writes `data` as `path` with permission bits `mode` (whatever the
+/// umask): a temporary file next to it, synced, renamed into place, the
+/// folder synced. A reader sees the old file or the whole new one, never a
+/// file with another mode.
+pub fn write_file_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// Runs a future that never waits (every [`FileDisk`] operation completes
 /// at once). Store calls are `async` because the simulator's disk waits.
 pub fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
@@ -200,6 +392,76 @@ mod tests {
         let reopened = LogStore::open(&FileDisk::new(dir.path()).unwrap(), "q.log").unwrap();
         assert_eq!(reopened.state().len(), 2);
         assert!(reopened.state()[b"k".as_slice()].starts_with(b"599"));
+    }
+
+    #[test]
+    fn an_older_loose_data_folder_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let files = data.join("files");
+        let export = data.join("export");
+        for d in [&data, &files, &export] {
+            std::fs::create_dir_all(d).unwrap();
+            set(d, 0o755);
+        }
+        for f in [data.join("q.log"), files.join("ab"), export.join("x.xml")] {
+            std::fs::write(&f, b"x").unwrap();
+            set(&f, 0o644);
+        }
+        let done = make_private(&data, Some(&export)).unwrap();
+        assert_eq!(done.folders.len(), 2, "{done:?}");
+        assert_eq!(done.files, 2, "{done:?}");
+        assert!(done.failed.is_empty());
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&files), 0o700);
+        assert_eq!(mode(&data.join("q.log")), 0o600);
+        assert_eq!(mode(&files.join("ab")), 0o600);
+        // The skipped folder is left as it is.
+        assert_eq!(mode(&export), 0o755);
+        assert_eq!(mode(&export.join("x.xml")), 0o644);
+        // Nothing more to do the next time.
+        let again = make_private(&data, Some(&export)).unwrap();
+        assert!(again.folders.is_empty() && again.files == 0, "{again:?}");
+    }
+
+    #[test]
+    fn a_data_folder_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_folder(dir.path()).unwrap();
+        // flock locks belong to an open file: a second open conflicts,
+        // even in the same process.
+        let e = lock_folder(dir.path()).err().unwrap();
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        assert!(
+            e.contains(&format!("another process (pid {})", std::process::id())),
+            "{e}"
+        );
+        drop(first);
+        let _again = lock_folder(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn files_are_written_with_the_mode_asked_for() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("batch.xml");
+        for mode in [0o640, 0o600] {
+            write_file_atomically(&f, b"<x/>", mode).unwrap();
+            let m = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, mode);
+        }
+        assert_eq!(std::fs::read(&f).unwrap(), b"<x/>");
+        assert!(!dir.path().join("batch.tmp").exists());
+        check_writable(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Not a folder at all: the operating system's error.
+        let e = check_writable(&f).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(20), "{e}");
     }
 
     #[test]

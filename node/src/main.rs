@@ -9,7 +9,7 @@ use holdfast_actors::chat::{Privacy, Room, RoomQuery};
 use holdfast_actors::protocol::{Im, Msg};
 use holdfast_actors::settings;
 use holdfast_actors::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
-use holdfast_host::store::replay;
+use holdfast_host::store::replay_log;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -435,7 +435,8 @@ fn fmt_time(ms: u64) -> String {
 
 fn inspect(file: &PathBuf) -> Result<(), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
-    let (state, valid) = replay(&bytes);
+    let replayed = replay_log(&bytes);
+    let (state, valid) = (replayed.state, replayed.valid);
     println!(
         "{}: {} bytes, {} valid, {} keys",
         file.display(),
@@ -443,9 +444,15 @@ fn inspect(file: &PathBuf) -> Result<(), String> {
         valid,
         state.len()
     );
-    if valid < bytes.len() as u64 {
+    for d in &replayed.damage {
         println!(
-            "  torn or corrupt tail of {} bytes (cut off at the next open)",
+            "  DAMAGED: {} bytes at offset {} (set aside in .damaged at the next open; the batches after it are read)",
+            d.len, d.offset
+        );
+    }
+    if replayed.damage.is_empty() && valid < bytes.len() as u64 {
+        println!(
+            "  torn tail of {} bytes (cut off at the next open)",
             bytes.len() as u64 - valid
         );
     }
@@ -885,11 +892,15 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Cluster {
             cmd: ClusterCmd::Up { config },
         } => {
+            // The certificate folder, the nodes' data folders and their
+            // logs: private to the user, like what the nodes write.
+            holdfast::file_disk::private_umask();
             holdfast::cluster_up::up(&load_config(&config)?)?;
         }
         Cmd::Certs {
             cmd: CertsCmd::Init { config, force },
         } => {
+            holdfast::file_disk::private_umask();
             let config = load_config(&config)?;
             let files = holdfast::tls::certs_init(&config, force).map_err(|e| e.to_string())?;
             for f in &files {
@@ -929,7 +940,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 .await
             })?;
             match outcome {
-                Outcome::Accepted { at } => println!("accepted {id} at {}", fmt_time(at)),
+                Outcome::Accepted { at, message_id } => {
+                    println!("accepted {id} as {message_id} at {}", fmt_time(at))
+                }
+                // Delivered, so not an error to retry; but never the
+                // same line as "accepted": this one is not archived.
+                Outcome::DeliveredNotArchived {
+                    at,
+                    message_id,
+                    reason,
+                } => println!(
+                    "delivered {id} as {message_id} at {} but NOT ARCHIVED: {reason}",
+                    fmt_time(at)
+                ),
                 Outcome::Rejected { reason } => return Err(format!("rejected {id}: {reason}")),
                 Outcome::Unknown => {
                     return Err(format!(
@@ -968,8 +991,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
             } else {
                 println!(
-                    "sent {} in {:.1} s: accepted {}, rejected {}, no answer {}",
-                    report.sent, report.seconds, report.accepted, report.rejected, report.unknown
+                    "sent {} in {:.1} s: accepted {}, rejected {}, no answer {}, delivered not archived {}",
+                    report.sent,
+                    report.seconds,
+                    report.accepted,
+                    report.rejected,
+                    report.unknown,
+                    report.delivered_not_archived
                 );
                 let [p50, p90, p99, max] = report.accept_us;
                 println!("accept latency: p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us");

@@ -23,10 +23,13 @@
 //! its queue, or the archiver and the database, use both cores of a machine.
 
 use crate::archive_db::ArchiveDb;
-use crate::blob_files::{write_atomically, BlobFiles};
+use crate::blob_files::BlobFiles;
 use crate::chat_db::ChatDb;
-use crate::config::{Config, LinkMode, NodeConfig};
-use crate::file_disk::{now_or_never, FileDisk};
+use crate::config::{Config, LinkMode, NodeConfig, Role};
+use crate::file_disk::{
+    check_writable, create_private_dir, lock_folder, make_private, now_or_never, private_umask,
+    set_mode, write_file_atomically, FileDisk, FolderLock, Tightened,
+};
 use crate::metrics::Metrics;
 use crate::tls::TlsLink;
 use actix::prelude::*;
@@ -43,6 +46,7 @@ use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::settings::Sabotage;
+use holdfast_actors::store_keys::STORE_DAMAGED;
 use holdfast_actors::web_files::{WebFiles, FILE_BLOB};
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
@@ -50,6 +54,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,6 +89,9 @@ enum Storage {
         disk: Arc<FileDisk>,
         /// The Web service's file contents (`b/` keys), one file each.
         blobs: Option<BlobFiles>,
+        /// What opening found damaged and set aside (empty for a sound
+        /// log): told to the core and to the operator at its start.
+        damaged: String,
     },
     /// The archive database: SQLite, durable at each commit.
     Archive(ArchiveDb),
@@ -105,8 +113,34 @@ impl Storage {
         let disk = FileDisk::new(&node.data)
             .map_err(|e| format!("{}: cannot use data folder: {e}", node.data.display()))?;
         let file = store_file(kind);
-        let store = LogStore::open(&disk, &file)
+        let mut store = LogStore::open(&disk, &file)
             .map_err(|e| format!("{}: {e}", node.data.join(&file).display()))?;
+        // Damage is set aside (kept in `<file>.damaged`) and the log
+        // rewritten without it before the core starts; then the store takes
+        // its reserve of free space, if the disk has room.
+        let damage = now_or_never(store.repair(&disk))
+            .unwrap_or_else(|| Err(StoreError::Io("the store would block".into())))
+            .map_err(|e| {
+                format!(
+                    "{}: cannot set damage aside: {e}",
+                    node.data.join(&file).display()
+                )
+            })?;
+        let damaged = if damage.is_empty() {
+            String::new()
+        } else {
+            let stretches: Vec<String> = damage
+                .iter()
+                .map(|d| format!("{} bytes at {}", d.len, d.offset))
+                .collect();
+            format!(
+                "{}: {} unreadable, kept in {}; the batches after it were recovered",
+                node.data.join(&file).display(),
+                stretches.join(", "),
+                LogStore::quarantine_file(&file)
+            )
+        };
+        let _ = now_or_never(store.take_reserve(&disk));
         // What a previous process appended may be in the page cache only:
         // make it durable before acting on it.
         disk.sync_file(&file)
@@ -120,12 +154,19 @@ impl Storage {
             store,
             disk: Arc::new(disk),
             blobs,
+            damaged,
         })
     }
 
     fn recovered(&self) -> Result<Recovered, String> {
         match self {
-            Storage::Log { store, .. } => Ok(store.take_state()),
+            Storage::Log { store, damaged, .. } => {
+                let mut state = store.take_state();
+                if !damaged.is_empty() {
+                    state.insert(STORE_DAMAGED.to_vec(), damaged.clone().into_bytes());
+                }
+                Ok(state)
+            }
             Storage::Archive(db) => db.recovered().map_err(|e| e.to_string()),
             Storage::Chat(db) => db.recovered(),
         }
@@ -251,7 +292,10 @@ impl NodeShared {
     }
 }
 
-/// What a core reacts to.
+/// What a core reacts to. Short-lived (one per reaction, on the stack):
+/// its size does not matter, and boxing the envelope would cost an
+/// allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Start(Recovered),
     Msg(Envelope),
@@ -282,6 +326,9 @@ pub struct CoreActor {
     envelope_seq: u64,
     /// The node incarnation this core belongs to.
     generation: u64,
+    /// The store as the node opened it before listening, for the first
+    /// start (a restart opens it again).
+    opened: Option<(Storage, Recovered)>,
     /// Restarts in a row, for the backoff.
     restarts: u32,
     started_at: std::time::Instant,
@@ -317,7 +364,12 @@ fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
 }
 
 impl CoreActor {
-    fn new(shared: Arc<NodeShared>, kind: ActorKind, pending: Arc<AtomicU64>) -> CoreActor {
+    fn new(
+        shared: Arc<NodeShared>,
+        kind: ActorKind,
+        pending: Arc<AtomicU64>,
+        opened: Option<(Storage, Recovered)>,
+    ) -> CoreActor {
         let me = Addr::new(shared.node.name.clone(), kind);
         CoreActor {
             core: make_core(&shared, kind),
@@ -334,6 +386,7 @@ impl CoreActor {
             pending,
             envelope_seq: 0,
             generation: 0,
+            opened,
             restarts: 0,
             started_at: std::time::Instant::now(),
         }
@@ -454,15 +507,21 @@ impl CoreActor {
                     }
                 }
                 Effect::Output { token, files } => {
-                    let result = match &self.shared.config.compliance_output {
-                        Some(dir) => std::fs::create_dir_all(dir)
-                            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))
-                            .and_then(|()| {
-                                // In order: the manifest comes last.
-                                files
-                                    .iter()
-                                    .try_for_each(|f| write_atomically(&dir.join(&f.name), &f.data))
-                            }),
+                    let config = &self.shared.config;
+                    let result = match &config.compliance_output {
+                        Some(dir) => {
+                            let (_, file_mode) = export_modes(config.compliance_group_read);
+                            export_folder(dir, config.compliance_group_read)
+                                .map_err(|e| export_error(dir, e))
+                                .and_then(|()| {
+                                    // In order: the manifest comes last.
+                                    files.iter().try_for_each(|f| {
+                                        let path = dir.join(&f.name);
+                                        write_file_atomically(&path, &f.data, file_mode)
+                                            .map_err(|e| export_error(&path, e))
+                                    })
+                                })
+                        }
                         None => Err(StoreError::Io("no [compliance] output folder".into())),
                     };
                     if let Err(e) = &result {
@@ -590,8 +649,11 @@ impl CoreActor {
         }
         self.generation = self.shared.generation.load(Ordering::SeqCst);
         self.started_at = std::time::Instant::now();
-        let opened =
-            Storage::open(&self.shared.node, self.kind).and_then(|s| s.recovered().map(|r| (s, r)));
+        let opened = match self.opened.take() {
+            Some(opened) => Ok(opened),
+            None => Storage::open(&self.shared.node, self.kind)
+                .and_then(|s| s.recovered().map(|r| (s, r))),
+        };
         let (storage, recovered) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -600,6 +662,12 @@ impl CoreActor {
                 return;
             }
         };
+        if let Some(detail) = recovered.get(STORE_DAMAGED) {
+            // An operator event like the cores' (counted, logged at WARN):
+            // the store found damage, kept its bytes and recovered the rest.
+            self.shared.metrics.count_event("store_damaged");
+            tracing::warn!(node = %self.name(), event = "store_damaged", detail = %String::from_utf8_lossy(detail), "operator event");
+        }
         self.storage = Some(storage);
         self.react(ctx, Input::Start(recovered));
     }
@@ -688,27 +756,154 @@ fn client_request(env: &Envelope) -> Option<String> {
     }
 }
 
+/// Permission bits of the compliance export folder and of its files:
+/// private (0700, 0600), or readable by the node user's group (0750, 0640)
+/// with `[compliance] group_read`, for a pickup system in that group.
+pub fn export_modes(group_read: bool) -> (u32, u32) {
+    if group_read {
+        (0o750, 0o640)
+    } else {
+        (0o700, 0o600)
+    }
+}
+
+/// Creates the export folder if missing, with its mode (see
+/// [`export_modes`]). A folder the node does not own keeps its mode.
+fn export_folder(dir: &Path, group_read: bool) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    if group_read {
+        let _ = set_mode(dir, export_modes(true).0);
+    }
+    Ok(())
+}
+
+fn export_error(path: &Path, e: std::io::Error) -> StoreError {
+    // ENOSPC and EDQUOT: the disk or the quota is full.
+    if matches!(e.raw_os_error(), Some(28) | Some(122)) {
+        StoreError::NoSpace
+    } else {
+        StoreError::Io(format!("{}: {e}", path.display()))
+    }
+}
+
+/// Readies the node's data folder before anything else uses it: created
+/// private (0700) if missing, locked against a second process for as long
+/// as this one runs, checked writable, and made private if an older version
+/// left it (or files in it) open to other users. Errors name the folder
+/// and carry the operating system's error.
+fn prepare_data_folder(config: &Config, node: &NodeConfig) -> Result<FolderLock, NodeError> {
+    let data = &node.data;
+    let fail = |what: &str, e: std::io::Error| {
+        NodeError::Setup(format!("{}: {what}: {e}", data.display()))
+    };
+    create_private_dir(data).map_err(|e| fail("cannot create the data folder", e))?;
+    let lock = lock_folder(data).map_err(NodeError::Setup)?;
+    check_writable(data).map_err(|e| fail("the data folder is not writable", e))?;
+    // A group-readable export folder inside the data folder keeps its mode.
+    let skip = config
+        .compliance_output
+        .as_deref()
+        .filter(|_| config.compliance_group_read);
+    match make_private(data, skip) {
+        Ok(done) => {
+            for (folder, old) in &done.folders {
+                tracing::info!(node = %node.name, folder = %folder.display(), old_mode = format!("{old:o}"), "folder was open to other users: made private to the node's user");
+            }
+            if done.files > 0 {
+                tracing::info!(node = %node.name, folder = %data.display(), files = done.files, "files were open to other users: made private to the node's user");
+            }
+            for f in &done.failed {
+                tracing::warn!(node = %node.name, error = %f, "cannot make private");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(node = %node.name, folder = %data.display(), error = %e, "cannot make the data folder private")
+        }
+    }
+    if node.has(Role::Compliance) {
+        if let Some(dir) = &config.compliance_output {
+            prepare_export_folder(node, dir, config.compliance_group_read);
+        }
+    }
+    Ok(lock)
+}
+
+/// The compliance export folder at start: created, and given its mode. A
+/// problem here is not fatal: the export keeps its batch staged and raises
+/// `compliance_export_failed` until the folder can be written.
+fn prepare_export_folder(node: &NodeConfig, dir: &Path, group_read: bool) {
+    let (folder_mode, _) = export_modes(group_read);
+    if let Err(e) = create_private_dir(dir) {
+        tracing::warn!(node = %node.name, folder = %dir.display(), error = %e, "cannot create the compliance output folder");
+        return;
+    }
+    let changed = if group_read {
+        set_mode(dir, folder_mode).map(|old| Tightened {
+            folders: old.map(|o| (dir.to_path_buf(), o)).into_iter().collect(),
+            ..Default::default()
+        })
+    } else {
+        make_private(dir, None)
+    };
+    match changed {
+        Ok(done) => {
+            for (folder, old) in done.folders {
+                tracing::info!(node = %node.name, folder = %folder.display(), old_mode = format!("{old:o}"), new_mode = format!("{folder_mode:o}"), "compliance output folder mode set");
+            }
+            if done.files > 0 {
+                tracing::info!(node = %node.name, folder = %dir.display(), files = done.files, "export files were open to other users: made private to the node's user");
+            }
+            for f in &done.failed {
+                tracing::warn!(node = %node.name, error = %f, "cannot make private");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(node = %node.name, folder = %dir.display(), error = %e, "cannot set the compliance output folder's mode")
+        }
+    }
+}
+
+/// Opens every store of the node, as its cores will use them: a store that
+/// cannot be opened, read or written stops the start here, with its path
+/// and the operating system's error, before the node listens.
+fn open_stores(node: &NodeConfig) -> Result<BTreeMap<ActorKind, (Storage, Recovered)>, NodeError> {
+    let mut stores = BTreeMap::new();
+    for kind in node.actors() {
+        let opened = Storage::open(node, kind)
+            .and_then(|s| s.recovered().map(|r| (s, r)))
+            .map_err(|e| {
+                NodeError::Setup(format!("cannot open the {} store: {e}", kind.as_str()))
+            })?;
+        stores.insert(kind, opened);
+    }
+    Ok(stores)
+}
+
 /// Runs the node `name` of `config` until SIGTERM or SIGINT. Blocks.
+///
+/// Before it listens, the node makes what it writes private to its user
+/// (umask 077), takes the lock of its data folder, checks the folder is
+/// writable and opens every store: any of these failing is an error, with
+/// the path and the operating system's error.
 pub fn run(config: Config, name: &str) -> Result<(), NodeError> {
     let node = config
         .node(name)
         .cloned()
         .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
-    std::fs::create_dir_all(&node.data).map_err(|e| {
-        NodeError::Setup(format!(
-            "{}: cannot create the data folder: {e}",
-            node.data.display()
-        ))
-    })?;
+    private_umask();
+    // Held until the process ends; the kernel releases it on any exit.
+    let _lock = prepare_data_folder(&config, &node)?;
     let link = node_link(&config, name).map_err(NodeError::Setup)?;
+    let stores = open_stores(&node)?;
     let system = actix::System::new();
-    system.block_on(async move { serve(Arc::new(config), node, link).await })
+    system.block_on(async move { serve(Arc::new(config), node, link, stores).await })
 }
 
 async fn serve(
     config: Arc<Config>,
     node: NodeConfig,
     link: Arc<dyn Link>,
+    mut stores: BTreeMap<ActorKind, (Storage, Recovered)>,
 ) -> Result<(), NodeError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let net = Network::with_link(
@@ -743,9 +938,10 @@ async fn serve(
         let pending = Arc::new(AtomicU64::new(0));
         pendings.push(pending.clone());
         let s = shared.clone();
+        let opened = stores.remove(&kind);
         let arbiter = Arbiter::new();
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            CoreActor::new(s, kind, pending)
+            CoreActor::new(s, kind, pending, opened)
         });
         arbiters.push(arbiter);
         actors.insert(kind, addr);
