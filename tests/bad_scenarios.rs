@@ -270,3 +270,50 @@ fn a_closed_output_pipe_ends_the_program_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+#[test]
+fn corrupt_fault_keys_are_checked() {
+    let corrupt = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"",
+        "kind = \"corrupt\"\nnode = \"fe1\"\nfile = \"journal\"",
+    );
+    assert_rejected(
+        &corrupt,
+        15,
+        &["fault.file", "unknown store \"journal\"", "outgoing_queue"],
+    );
+    let too_many = GOOD.replace(
+        "kind = \"crash\"\nnode = \"fe1\"",
+        "kind = \"corrupt\"\nnode = \"fe1\"\nbytes = 0",
+    );
+    assert_rejected(&too_many, 15, &["fault.bytes", "from 1 to 4096"]);
+    let not_corrupt = GOOD.replace("node = \"fe1\"", "node = \"fe1\"\nbytes = 16");
+    assert_rejected(&not_corrupt, 13, &["fault.bytes", "only a corrupt fault"]);
+    let good = GOOD.replace("kind = \"crash\"", "kind = \"corrupt\"");
+    assert_eq!(run_with(&good).0, Some(0));
+}
+
+#[test]
+fn hostile_workload_keys_are_checked() {
+    let hostile = |attacks: &str| {
+        format!(
+            "{GOOD}\n[[workload]]\nkind = \"hostile\"\nattacks = {attacks}\nusers = 10\nrate = 1.0\n"
+        )
+    };
+    assert_eq!(run_with(&hostile("[\"oversize\", \"flood\"]")).0, Some(0));
+    assert_rejected(
+        &hostile("[\"teleport\"]"),
+        20,
+        &["unknown attack \"teleport\"", "reuse_id"],
+    );
+    assert_rejected(
+        &hostile("[\"forge_from\"]"),
+        20,
+        &["needs client identities"],
+    );
+    assert_rejected(
+        &GOOD.replace("rate = 1.0", "rate = 1.0\nattacks = [\"flood\"]"),
+        11,
+        &["workload.attacks", "only a hostile workload"],
+    );
+}

@@ -180,3 +180,94 @@ fn compliance_deleting_before_writing_is_caught() {
         "{failures:?}"
     );
 }
+
+/// A library scenario run as it is and with `[sabotage]` lines added.
+fn library(
+    file: &str,
+    seed: u64,
+    sabotage: &str,
+) -> (holdfast_sim::report::RunResult, Vec<String>) {
+    let path = format!("{}/../scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut src = std::fs::read_to_string(&path).unwrap();
+    if !sabotage.is_empty() {
+        src.push_str(&format!("\n[sabotage]\n{sabotage}\n"));
+    }
+    let scn = scenario::parse(file, &src).expect("valid scenario");
+    let out = runner::run(&scn, seed, &RunOptions::default());
+    let failures = report::evaluate(&scn, &out.result);
+    (out.result, failures)
+}
+
+/// Damage in the middle of a queue log, handled, loses at most what the
+/// damaged batch held, and an operator event names it (`lost_reported`).
+/// A store that mistakes the damage for a torn tail (the old behaviour)
+/// cuts every batch after it without a word: the checker counts that as
+/// silent loss (`lost`), not as reported.
+#[test]
+fn corruption_cut_as_a_torn_tail_is_silent_loss() {
+    let (good, failures) = library("corrupt-queue.toml", 71, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(good.counts.lost, 0);
+    let (bad, failures) = library("corrupt-queue.toml", 71, "store_cut_silently = true");
+    assert!(
+        bad.counts.lost > 100,
+        "lost = {}, lost_reported = {}",
+        bad.counts.lost,
+        bad.counts.lost_reported
+    );
+    assert_eq!(bad.counts.lost_reported, 0, "nothing reported it");
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
+
+/// Without critical mode and with a full disk, a front end that answers
+/// "accepted" for records it could not queue (the old behaviour) is seen
+/// losing them; the same scenario, unsabotaged, tells those clients
+/// "delivered, not archived" and loses nothing.
+#[test]
+fn accepting_what_could_not_be_queued_is_loss() {
+    let (good, failures) = library("disk-full-no-critical.toml", 29, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(good.counts.delivered_not_archived > 50);
+    let (bad, failures) = library(
+        "disk-full-no-critical.toml",
+        29,
+        "fe_accept_unqueued = true",
+    );
+    assert_eq!(bad.counts.delivered_not_archived, 0);
+    assert_eq!(bad.counts.lost, good.counts.delivered_not_archived);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
+
+/// Hostile clients against front ends with the old defects: one that
+/// keys the archive by the client's id lets a reused id hide messages from
+/// the archive, and one without a size limit takes oversize IMs. The
+/// hostile checker reports both; unsabotaged, the library scenario passes.
+#[test]
+fn hostile_requests_against_the_old_front_end_are_caught() {
+    let (good, failures) = library("hostile-clients.toml", 97, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    let h = good.hostile.expect("hostile counts");
+    assert!(h.reused_accepted > 100 && h.refused > 100, "{h:?}");
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_client_ids = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.reused_unarchived > 100, "{h:?}");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("hostile_reused_unarchived")),
+        "{failures:?}"
+    );
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_no_size_limit = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.accepted > 100, "{h:?}");
+    assert!(
+        failures.iter().any(|f| f.starts_with("hostile_accepted")),
+        "{failures:?}"
+    );
+}

@@ -633,7 +633,9 @@ impl ChatClient {
                                 s.joined = false;
                             }
                         }
-                        ChatReject::StoreUnavailable | ChatReject::Conflict => {}
+                        ChatReject::StoreUnavailable
+                        | ChatReject::Conflict
+                        | ChatReject::TooLarge { .. } => {}
                     },
                 }
             }

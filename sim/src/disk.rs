@@ -21,6 +21,9 @@ struct File {
 struct State {
     files: BTreeMap<String, File>,
     capacity: u64,
+    /// Fault: no free space, whatever this node frees (as if another
+    /// process took every byte as soon as it came free). A disk this node
+    /// filled itself is `capacity`'s business: what it frees it can use.
     full: bool,
     io_error: bool,
     fsync: Duration,
@@ -29,6 +32,11 @@ struct State {
 impl State {
     fn used(&self) -> u64 {
         self.files.values().map(|f| f.data.len() as u64).sum()
+    }
+
+    /// Whether `more` bytes fit.
+    fn fits(&self, more: u64) -> bool {
+        !self.full && self.used() + more <= self.capacity
     }
 }
 
@@ -87,6 +95,51 @@ impl SimDisk {
             .unwrap_or_default()
     }
 
+    /// Fault: flips `bytes` bytes (each XORed with a nonzero value) at an
+    /// offset drawn from `rng`, in `only` if given, else in any file with
+    /// the offset drawn over all of them (a file by its size). Only
+    /// durable bytes: the node is down when this runs. Only store logs
+    /// (`*.log`): export files under `out/` are read by the compliance
+    /// checker as the pickup system would, and reserves hold no data.
+    /// Returns what it did, for the trace.
+    pub fn corrupt(&self, bytes: u64, only: Option<&str>, rng: &mut impl rand::Rng) -> String {
+        let mut s = self.lock();
+        let candidates: Vec<(String, usize)> = s
+            .files
+            .iter()
+            .filter(|(name, f)| {
+                only.is_none_or(|o| *name == o) && name.ends_with(".log") && f.synced > 0
+            })
+            .map(|(name, f)| (name.clone(), f.synced))
+            .collect();
+        let total: usize = candidates.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return format!(
+                "corrupt: no stored bytes to flip{}",
+                only.map(|o| format!(" in {o}")).unwrap_or_default()
+            );
+        }
+        let mut at = rng.gen_range(0..total);
+        let (name, len) = candidates
+            .iter()
+            .find(|(_, n)| {
+                if at < *n {
+                    true
+                } else {
+                    at -= n;
+                    false
+                }
+            })
+            .expect("offset within the total");
+        let n = (bytes as usize).min(*len);
+        let start = at.min(len - n);
+        let f = s.files.get_mut(name).expect("listed");
+        for b in &mut f.data[start..start + n] {
+            *b ^= rng.gen_range(1..=255u8);
+        }
+        format!("corrupt {n} bytes of {name} at offset {start} (of {len})")
+    }
+
     pub fn file_names(&self) -> Vec<String> {
         self.lock().files.keys().cloned().collect()
     }
@@ -106,7 +159,7 @@ impl Disk for SimDisk {
         if s.io_error {
             return Err(DiskError::Io("injected write error".into()));
         }
-        if s.full || s.used() + data.len() as u64 > s.capacity {
+        if !s.fits(data.len() as u64) {
             return Err(DiskError::NoSpace);
         }
         s.files
@@ -148,7 +201,7 @@ impl Disk for SimDisk {
                 return Err(DiskError::Io("injected write error".into()));
             }
             // The new copy exists next to the old one until the rename.
-            if s.full || s.used() + data.len() as u64 > s.capacity {
+            if !s.fits(data.len() as u64) {
                 return Err(DiskError::NoSpace);
             }
         }

@@ -24,9 +24,10 @@ use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::Envelope;
 use holdfast_actors::settings::{Sabotage, Settings};
+use holdfast_actors::store_keys::STORE_DAMAGED;
 use holdfast_actors::web_files::WebFiles;
 use holdfast_host::disk::Disk;
-use holdfast_host::store::LogStore;
+use holdfast_host::store::{Damage, LogStore};
 use holdfast_host::transport::{outbound_capacity, Network};
 use madsim::time::TimeHandle;
 use rand::rngs::SmallRng;
@@ -74,6 +75,11 @@ pub struct NodeShared {
     /// Every sample `(time, gauge, value)`, when a plot was asked for.
     pub series: Option<Arc<Mutex<Samples>>>,
     pub epoch: Instant,
+    /// How many times the node has started: each life draws its actors'
+    /// random numbers afresh (a real process seeds from the OS at every
+    /// start; the same stream in every life would, for one, hand out the
+    /// same message ids again).
+    pub incarnation: Arc<Mutex<u64>>,
 }
 
 /// Gauge samples: `(time in ms, gauge, value)`.
@@ -117,7 +123,7 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
     let c = spec.cluster.clone();
     let s = spec.settings.clone();
     match kind {
-        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s)),
+        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s).sabotaged(&spec.sabotage)),
         ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
         ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
@@ -301,6 +307,30 @@ impl Host {
             .await;
     }
 
+    /// The operator event for damage a store found and set aside: which
+    /// file, which stretches, and where their bytes are kept.
+    fn store_damaged(&self, file: &str, damage: &[Damage]) {
+        let now = self.now();
+        let stretches: Vec<String> = damage
+            .iter()
+            .map(|d| format!("{} bytes at {}", d.len, d.offset))
+            .collect();
+        let detail = format!(
+            "{}: {file}: {} unreadable, kept in {}; the batches after it were recovered",
+            self.spec.name,
+            stretches.join(", "),
+            LogStore::quarantine_file(file)
+        );
+        tracing::warn!(node = %self.spec.name, event = "store_damaged", %detail, "operator event");
+        self.trace_noted(now, "store_damaged", String::new, detail.as_bytes());
+        lock(&self.shared.events).push(EventRecord {
+            at: now,
+            node: self.spec.name.clone(),
+            name: "store_damaged".to_string(),
+            detail,
+        });
+    }
+
     fn sample_gauges(&self) {
         let now = self.now();
         let mut g = lock(&self.shared.gauges);
@@ -338,9 +368,30 @@ impl Host {
     }
 }
 
-fn actor_seed(seed: u64, node: &str, kind: ActorKind) -> u64 {
+/// Opens a store and sets any damage aside (see `LogStore::repair`);
+/// returns the damage for the operator event. Under the sabotage
+/// `store_cut_silently` it does what a store that mistakes damage for a
+/// torn tail would: cuts the log at the first damage and says nothing.
+async fn open_store(
+    spec: &NodeSpec,
+    disk: &SimDisk,
+    file: &str,
+) -> Result<(LogStore, Vec<Damage>), StoreError> {
+    let mut store = LogStore::open(disk, file)?;
+    if spec.sabotage.store_cut_silently {
+        if let Some(first) = store.damage().first() {
+            disk.truncate(file, first.offset)?;
+            return Ok((LogStore::open(disk, file)?, Vec::new()));
+        }
+    }
+    let damage = store.repair(disk).await?;
+    store.take_reserve(disk).await;
+    Ok((store, damage))
+}
+
+fn actor_seed(seed: u64, node: &str, kind: ActorKind, incarnation: u64) -> u64 {
     let mut h = FnvHasher::default();
-    (seed, node, kind).hash(&mut h);
+    (seed, node, kind, incarnation).hash(&mut h);
     h.finish()
 }
 
@@ -356,11 +407,23 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
     );
     // Open every store first: a node that cannot read its disk does not
     // come up half-way (it retries, as a service manager would).
+    let incarnation = {
+        let mut n = lock(&shared.incarnation);
+        *n += 1;
+        *n
+    };
     let mut slots = Vec::new();
+    let mut damaged = Vec::new();
     for &kind in &spec.roles {
+        let file = store_file(kind);
         let store = loop {
-            match LogStore::open(&shared.disk, &store_file(kind)) {
-                Ok(s) => break s,
+            match open_store(&spec, &shared.disk, &file).await {
+                Ok((s, damage)) => {
+                    if !damage.is_empty() {
+                        damaged.push((file.clone(), damage));
+                    }
+                    break s;
+                }
                 Err(e) => {
                     tracing::warn!(node = %spec.name, error = %e, "cannot open store; retrying in 1s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -371,7 +434,7 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
             addr: Addr::new(spec.name.clone(), kind),
             actor: make_actor(&spec, kind),
             store,
-            rng: SmallRng::seed_from_u64(actor_seed(spec.seed, &spec.name, kind)),
+            rng: SmallRng::seed_from_u64(actor_seed(spec.seed, &spec.name, kind, incarnation)),
         });
     }
     if let Err(e) = net.listen(spec.addr).await {
@@ -390,8 +453,15 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         clock: TimeHandle::current(),
     };
     host.trace("start", &());
+    for (file, damage) in &damaged {
+        host.store_damaged(file, damage);
+    }
     for i in 0..host.slots.len() {
-        let recovered = host.slots[i].store.take_state();
+        let mut recovered = host.slots[i].store.take_state();
+        let file = store_file(host.slots[i].addr.actor);
+        if let Some((_, damage)) = damaged.iter().find(|(f, _)| *f == file) {
+            recovered.insert(STORE_DAMAGED.to_vec(), format!("{damage:?}").into_bytes());
+        }
         let now = host.now();
         host.react(i, now, |a, ctx| a.on_start(recovered, ctx))
             .await;

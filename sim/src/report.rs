@@ -2,7 +2,7 @@
 //! summary.
 
 use crate::chat_checker::ChatCounts;
-use crate::checker::Counts;
+use crate::checker::{Counts, HostileCounts};
 use crate::critical::{CriticalShutdown, Obligation};
 use crate::scenario::Scenario;
 use holdfast_actors::ids::Millis;
@@ -29,6 +29,8 @@ pub struct RunResult {
     pub counts: Counts,
     /// Group chat findings, when the scenario has Channel servers.
     pub chat: Option<ChatCounts>,
+    /// What hostile clients got, when the scenario has them.
+    pub hostile: Option<HostileCounts>,
     pub events: Vec<EventRecord>,
     pub faults: Vec<String>,
     pub trace_hash: u64,
@@ -56,6 +58,7 @@ impl RunResult {
             simulated_ms: 0,
             counts: Counts::default(),
             chat: None,
+            hostile: None,
             events: Vec::new(),
             faults: Vec::new(),
             trace_hash: 0,
@@ -142,6 +145,29 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             ));
         }
     }
+    if let Some(h) = &r.hostile {
+        if h.accepted > 0 {
+            f.push(format!(
+                "hostile_accepted = {}: requests over a limit were taken",
+                h.accepted
+            ));
+        }
+        if h.reused_unarchived > 0 {
+            f.push(format!(
+                "hostile_reused_unarchived = {}: IMs taken under a reused client id are not all in the archive",
+                h.reused_unarchived
+            ));
+        }
+    }
+    if let Some(n) = e.lost_reported_max {
+        if c.lost_reported > n {
+            f.push(format!(
+                "lost_reported = {} (expected at most {n}); e.g. {:?}",
+                c.lost_reported,
+                c.examples.get("lost_reported").cloned().unwrap_or_default()
+            ));
+        }
+    }
     if let Some(n) = e.lost_min {
         if c.lost < n {
             f.push(format!("lost = {} (expected at least {n})", c.lost));
@@ -190,6 +216,26 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             ));
         }
     }
+    if let Some(n) = e.delivered_not_archived_min {
+        if c.delivered_not_archived < n {
+            f.push(format!(
+                "delivered_not_archived = {} (expected at least {n})",
+                c.delivered_not_archived
+            ));
+        }
+    }
+    if let Some(n) = e.delivered_not_archived {
+        if c.delivered_not_archived != n {
+            f.push(format!(
+                "delivered_not_archived = {} (expected {n}); e.g. {:?}",
+                c.delivered_not_archived,
+                c.examples
+                    .get("delivered_not_archived")
+                    .cloned()
+                    .unwrap_or_default()
+            ));
+        }
+    }
     if let Some(n) = e.pending_min {
         if c.pending < n {
             f.push(format!("pending = {} (expected at least {n})", c.pending));
@@ -209,6 +255,22 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
                 f.push(format!(
                     "archive drained at {} (expected by {})",
                     fmt_ms(at),
+                    fmt_ms(by)
+                ));
+            }
+        }
+    }
+    if let Some(by) = e.shutdowns_end_by_ms {
+        for sd in &r.critical {
+            if sd.until.is_none_or(|u| u > by) {
+                f.push(format!(
+                    "{}'s critical shutdown at {} {} (expected every shutdown over by {})",
+                    sd.node,
+                    fmt_ms(sd.at),
+                    match sd.until {
+                        Some(u) => format!("ended only at {}", fmt_ms(u)),
+                        None => "never ended".into(),
+                    },
                     fmt_ms(by)
                 ));
             }
@@ -422,6 +484,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "archivable_accepted": c.archivable_accepted,
         "archived": c.archived,
         "lost": c.lost,
+        "lost_reported": c.lost_reported,
         "pending": c.pending,
         "duplicates": c.duplicates,
         "phantoms": c.phantoms,
@@ -430,7 +493,9 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "expired": c.expired,
         "accepted_while_shut_down": c.accepted_while_shut_down,
         "qoe_dropped": c.qoe_dropped,
+        "delivered_not_archived": c.delivered_not_archived,
         "chat": r.chat,
+        "hostile": r.hostile,
         "by_kind": c.by_kind.iter().map(|(k, (a, ar))| (*k, json!({"accepted": a, "archived": ar}))).collect::<BTreeMap<_, _>>(),
         "drained_at_secs": c.drained_at.map(|ms| ms as f64 / 1000.0),
         "critical_shutdowns": r.critical.iter().map(|s| json!({
@@ -515,6 +580,24 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         s.push_str(&format!(
             "  last archivable message archived at {}\n",
             fmt_ms(at)
+        ));
+    }
+    if let Some(h) = &r.hostile {
+        s.push_str(&format!(
+            "  hostile: requests {}  accepted over a limit {}  refused {}  reused-id taken {} (unarchived {})  flood connections {} (refused {})\n",
+            h.requests, h.accepted, h.refused, h.reused_accepted, h.reused_unarchived, h.flood_connections, h.flood_refused
+        ));
+    }
+    if c.lost_reported > 0 {
+        s.push_str(&format!(
+            "  lost and reported by an operator event (store damage): {}\n",
+            c.lost_reported
+        ));
+    }
+    if c.delivered_not_archived > 0 {
+        s.push_str(&format!(
+            "  delivered and told \"not archived\" (critical mode off, store failing): {}\n",
+            c.delivered_not_archived
         ));
     }
     if c.expired > 0 {

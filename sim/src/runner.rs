@@ -8,10 +8,12 @@ use crate::checker::{self, Observed, Op, Shutdown};
 use crate::compliance_checker::{self, ComplianceInput};
 use crate::critical;
 use crate::disk::SimDisk;
+use crate::hostile::{run_hostile, HostileSpec, SharedHostileLog, HOSTILE_NODE};
 use crate::lock;
 use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec, OUTPUT_DIR};
 use crate::report::{EventRecord, RunResult};
 use crate::scenario::{Archive, FaultKind, Scenario};
+use crate::seeds::{self, Purpose};
 use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
 use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
@@ -228,6 +230,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     // ends of every connection.
     let link = FlowLink::new();
     let (cluster, users) = build_cluster(&scn);
+    let honest_users: Vec<String> = users.iter().flatten().cloned().collect();
     let cluster = Arc::new(cluster);
     let pool = Arc::new(build_pool(&scn));
     let trace = Arc::new(Mutex::new(Trace::new(opts.timeline)));
@@ -284,7 +287,11 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         });
         let shared = NodeShared {
             disk: SimDisk::new(
-                scn.topology.disk_size,
+                scn.topology
+                    .disk_sizes
+                    .get(name.as_str())
+                    .copied()
+                    .unwrap_or(scn.topology.disk_size),
                 Duration::from_millis(scn.topology.fsync_ms),
             ),
             control: Arc::new(Mutex::new(Control::default())),
@@ -293,6 +300,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             gauges: Arc::default(),
             series: opts.series.then(Arc::default),
             epoch,
+            incarnation: Arc::default(),
         };
         let s = shared.clone();
         let node = handle
@@ -329,6 +337,33 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         .build();
     clients.push(client_node.id());
 
+    let hostile_log: SharedHostileLog = Arc::default();
+    if !scn.hostile.is_empty() {
+        let spec = Arc::new(HostileSpec {
+            front_ends: addrs
+                .iter()
+                .filter(|(n, _)| scn.topology.front_ends.contains(n))
+                .map(|(n, a)| (n.clone(), *a))
+                .collect(),
+            archivers: scn.topology.archivers.iter().map(|n| addrs[n]).collect(),
+            workloads: scn.hostile.clone(),
+            users: honest_users,
+            cluster: cluster.clone(),
+            im_max_bytes: scn.settings.im_max_bytes,
+            seed,
+            epoch,
+            link: link.clone(),
+        });
+        let log = hostile_log.clone();
+        let node = handle
+            .create_node()
+            .name(HOSTILE_NODE)
+            .ip(ip(servers.len() + 2))
+            .init(move || run_hostile(spec.clone(), log.clone()))
+            .build();
+        clients.push(node.id());
+    }
+
     let chat_log = Arc::new(Mutex::new(ChatLog::default()));
     if !scn.chat.is_empty() {
         let t = &scn.topology;
@@ -361,7 +396,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let nodes = Arc::new(nodes);
     // TCP aborts connections that stay cut off for a quarter of an hour.
     let mut fault_tasks = vec![tokio::spawn(link.clone().retransmission_timeouts())];
-    for fault in scn.faults.clone() {
+    for (fi, fault) in scn.faults.clone().into_iter().enumerate() {
         let nodes = nodes.clone();
         let trace = trace.clone();
         fault_tasks.push(tokio::spawn(async move {
@@ -373,6 +408,17 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 &(),
             );
             apply(&nodes, &fault.kind, true);
+            if let FaultKind::Corrupt { node, bytes, file } = &fault.kind {
+                // Drawn from the run's seed and the fault's place in the
+                // file: the same bytes flip on every replay.
+                let mut rng = seeds::stream(seed, Purpose::Corrupt, fi, 0);
+                let what = nodes.shared[node].disk.corrupt(
+                    *bytes,
+                    file.as_deref().map(|f| format!("{f}.log")).as_deref(),
+                    &mut rng,
+                );
+                lock(&trace).record(fault.start_ms, "nemesis", &what, &());
+            }
             if let Some(d) = fault.duration_ms {
                 tokio::time::sleep(Duration::from_millis(d)).await;
                 lock(&trace).record(
@@ -412,7 +458,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             for r in store_keys::queued_records(&state(kind)) {
                 match r {
                     Ok(rec) => {
-                        queued.insert(rec.id);
+                        queued.insert(rec.client_id);
                     }
                     Err(e) => read_errors.push(format!("{name}: {e}")),
                 }
@@ -495,11 +541,34 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         .flat_map(|ids| ids.split(',').map(str::to_string))
         .collect();
     let shutdowns = critical::shutdowns(&events);
+    // Operator events that report data lost to damage, per node; and the
+    // nodes each front end's records pass through.
+    let mut damage_reports: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| checker::REPORTS_LOSS.contains(&e.name.as_str()))
+    {
+        damage_reports.entry(e.node.clone()).or_default().push(e.at);
+    }
+    let paths = cluster
+        .front_ends
+        .iter()
+        .map(|(fe, info)| {
+            let db = cluster
+                .archivers
+                .get(&info.archiver)
+                .map(|a| a.database.clone())
+                .unwrap_or_default();
+            (fe.clone(), vec![fe.clone(), info.archiver.clone(), db])
+        })
+        .collect();
     let observed = Observed {
         ops,
         rows,
         queued,
         expired,
+        damage_reports,
+        paths,
         shutdowns: shutdowns
             .iter()
             .map(|(n, v)| {
@@ -511,6 +580,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             .collect(),
     };
     let counts = checker::check(&observed);
+    let hostile = (!scn.hostile.is_empty())
+        .then(|| checker::check_hostile(&lock(&hostile_log), &observed.rows));
     let (trace_hash, trace_len, timeline) = {
         let t = lock(&trace);
         (t.hash(), t.len(), t.lines().to_vec())
@@ -523,6 +594,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         simulated_ms: scn.duration_ms,
         counts,
         chat,
+        hostile,
         critical: critical::attribute(&shutdowns, &scn.faults, &cluster),
         obligations: scn
             .expect
@@ -617,7 +689,9 @@ fn effects(kind: &FaultKind) -> Vec<(Effect, u64)> {
             }
             v
         }
-        FaultKind::Crash { node } | FaultKind::DbDown { node } => {
+        FaultKind::Crash { node }
+        | FaultKind::DbDown { node }
+        | FaultKind::Corrupt { node, .. } => {
             vec![(Effect::Down(node.clone()), 0)]
         }
         FaultKind::Slow { node, delay_ms } => vec![(Effect::Slow(node.clone()), *delay_ms)],

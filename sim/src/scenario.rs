@@ -101,6 +101,9 @@ struct RawTopology {
     /// Size of every node's simulated disk.
     #[serde(default)]
     disk_size: Option<Spanned<String>>,
+    /// Sizes of some nodes' disks, overriding `disk_size`.
+    #[serde(default)]
+    disk_sizes: BTreeMap<String, Spanned<String>>,
     /// Simulated fsync latency.
     #[serde(default)]
     fsync: Option<Spanned<String>>,
@@ -125,6 +128,7 @@ impl Default for RawTopology {
             archivers: one(),
             databases: one(),
             disk_size: None,
+            disk_sizes: BTreeMap::new(),
             fsync: None,
             channels: zero(),
             lookups: zero(),
@@ -179,6 +183,9 @@ struct RawWorkload {
     /// for a period (then rejoins and catches up).
     #[serde(default)]
     churn: Option<Spanned<f64>>,
+    /// hostile: the attacks its clients make.
+    #[serde(default)]
+    attacks: Option<Spanned<Vec<String>>>,
 }
 
 /// A number, or a range `"lo..hi"` drawn per seed.
@@ -227,6 +234,13 @@ struct RawFault {
     /// swizzle: how many links to clog.
     #[serde(default)]
     links: Option<Spanned<i64>>,
+    /// corrupt: how many bytes to flip (default 16).
+    #[serde(default)]
+    bytes: Option<Spanned<i64>>,
+    /// corrupt: which store (`outgoing_queue`, `destination_queue`,
+    /// `database`, …); default: any of the node's files, drawn by size.
+    #[serde(default)]
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -241,12 +255,15 @@ enum TargetSpec {
 struct RawExpect {
     lost: Option<u64>,
     lost_min: Option<u64>,
+    lost_reported_max: Option<u64>,
     duplicates: Option<u64>,
     phantoms: Option<u64>,
     accepted_min: Option<u64>,
     rejected_min: Option<u64>,
     pending_min: Option<u64>,
     qoe_dropped_min: Option<u64>,
+    delivered_not_archived: Option<u64>,
+    delivered_not_archived_min: Option<u64>,
     drained_by: Option<Spanned<String>>,
     #[serde(default)]
     events_include: Vec<String>,
@@ -254,6 +271,7 @@ struct RawExpect {
     gauge_min: BTreeMap<String, Spanned<u64>>,
     critical_shutdown_within: Option<Spanned<String>>,
     critical_shutdowns: Option<u64>,
+    shutdowns_end_by: Option<Spanned<String>>,
     #[serde(default)]
     no_accept_while_shut_down: bool,
     chat_lost: Option<u64>,
@@ -288,6 +306,8 @@ pub struct Scenario {
     pub sabotage: Sabotage,
     pub workloads: Vec<ImWorkload>,
     pub chat: Vec<ChatWorkload>,
+    /// Hostile clients beside the honest ones (see `sim/src/hostile.rs`).
+    pub hostile: Vec<HostileWorkload>,
     pub faults: Vec<Fault>,
     pub expect: Expect,
     /// How the Compliance service exports (with `topology.compliance`).
@@ -351,6 +371,8 @@ pub struct Topology {
     pub archivers: Vec<String>,
     pub databases: Vec<String>,
     pub disk_size: u64,
+    /// Nodes whose disk is not `disk_size`.
+    pub disk_sizes: BTreeMap<String, u64>,
     pub fsync_ms: u64,
     pub channels: Vec<String>,
     pub lookups: Vec<String>,
@@ -409,6 +431,38 @@ pub struct ImWorkload {
     pub external: f64,
 }
 
+/// What a hostile client does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Attack {
+    /// An IM one byte over `im_max_bytes`: must be refused.
+    Oversize,
+    /// Three different IMs under one client id: each accepted one must be
+    /// archived with its own content.
+    ReuseId,
+    /// Connections opened and held silent, to the front ends and the
+    /// archiving servers: honest traffic must not suffer.
+    Flood,
+}
+
+/// Attack names in scenario files.
+pub const ATTACKS: &[(&str, Attack)] = &[
+    ("oversize", Attack::Oversize),
+    ("reuse_id", Attack::ReuseId),
+    ("flood", Attack::Flood),
+];
+
+/// Hostile clients (see `sim/src/hostile.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostileWorkload {
+    pub attacks: Vec<Attack>,
+    /// Hostile clients: for `flood`, the connections held open at once.
+    pub clients: u64,
+    /// Requests per simulated second, of each request attack.
+    pub rate: f64,
+    pub start_ms: u64,
+    pub stop_ms: u64,
+}
+
 /// Group chat users posting in rooms (see `sim/src/chat.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatWorkload {
@@ -446,6 +500,14 @@ pub enum FaultKind {
     IoError { node: String },
     /// The database server is down (killed, restarted after the duration).
     DbDown { node: String },
+    /// Kill a node, flip `bytes` bytes at a seed-drawn offset of one of
+    /// its stored files (of `file`'s store when given), restart it after
+    /// the duration.
+    Corrupt {
+        node: String,
+        bytes: u64,
+        file: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -465,6 +527,7 @@ impl Fault {
             FaultKind::DiskFull { .. } => "disk_full",
             FaultKind::IoError { .. } => "io_error",
             FaultKind::DbDown { .. } => "db_down",
+            FaultKind::Corrupt { .. } => "corrupt",
         }
     }
     pub fn describe(&self) -> String {
@@ -479,6 +542,10 @@ impl Fault {
             FaultKind::DiskFull { node } => format!("disk_full {node}"),
             FaultKind::IoError { node } => format!("io_error {node}"),
             FaultKind::DbDown { node } => format!("db_down {node}"),
+            FaultKind::Corrupt { node, bytes, file } => match file {
+                Some(f) => format!("corrupt {bytes} bytes of {node}'s {f} store"),
+                None => format!("corrupt {bytes} bytes of {node}'s disk"),
+            },
         };
         let until = match self.duration_ms {
             Some(d) => format!("for {}", units::fmt_ms(d)),
@@ -492,12 +559,20 @@ impl Fault {
 pub struct Expect {
     pub lost: Option<u64>,
     pub lost_min: Option<u64>,
+    /// At most this many lost messages an operator event reported (0
+    /// unless the file says otherwise).
+    pub lost_reported_max: Option<u64>,
     pub duplicates: Option<u64>,
     pub phantoms: Option<u64>,
     pub accepted_min: Option<u64>,
     pub rejected_min: Option<u64>,
     pub pending_min: Option<u64>,
     pub qoe_dropped_min: Option<u64>,
+    /// IMs delivered with the explicit answer "not archived": exactly
+    /// this many (0 unless the file says otherwise: a front end that
+    /// should have refused or queued must not quietly choose this).
+    pub delivered_not_archived: Option<u64>,
+    pub delivered_not_archived_min: Option<u64>,
     pub drained_by_ms: Option<u64>,
     pub events_include: Vec<String>,
     /// `(node, gauge)` → the least maximum the gauge must reach: proof that
@@ -508,6 +583,9 @@ pub struct Expect {
     pub critical_shutdown_within_ms: Option<u64>,
     /// Exactly this many critical-mode shutdowns happen.
     pub critical_shutdowns: Option<u64>,
+    /// Every critical-mode shutdown has ended by then (messaging comes
+    /// back without an operator once the fault is over).
+    pub shutdowns_end_by_ms: Option<u64>,
     /// No IM is admitted by a front end while it is shut down.
     pub no_accept_while_shut_down: bool,
     /// These events first happen in this order (each at least once).
@@ -710,6 +788,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 .map_err(|m| cx.err(&s.span(), "topology.disk_size", m))?,
             None => 16 << 30,
         },
+        disk_sizes: BTreeMap::new(),
         fsync_ms: match &t.fsync {
             Some(s) => cx.dur(s, "topology.fsync")?,
             None => 1,
@@ -755,6 +834,21 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             "at most 16 Channel servers and 8 Lookup instances",
         ));
     }
+    for (node, size) in &t.disk_sizes {
+        let key = format!("topology.disk_sizes.{node}");
+        if !topology.has(node) {
+            return Err(cx.err(
+                &size.span(),
+                &key,
+                format!(
+                    "unknown node {node:?}; this topology has {}",
+                    topology.servers().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let bytes = units::parse_size(size.get_ref()).map_err(|m| cx.err(&size.span(), &key, m))?;
+        topology.disk_sizes.insert(node.clone(), bytes);
+    }
     if topology.front_ends.len() > 64
         || topology.archivers.len() > 16
         || topology.databases.len() > 16
@@ -768,9 +862,21 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
 
     let mut workloads = Vec::new();
     let mut chat = Vec::new();
+    let mut hostile = Vec::new();
     let mut draws = Vec::new();
     for w in &raw.workload {
         let kind = w.kind.get_ref().as_str();
+        if kind == "hostile" {
+            hostile.push(hostile_workload(&cx, w, duration_ms)?);
+            continue;
+        }
+        if let Some(a) = &w.attacks {
+            return Err(cx.err(
+                &a.span(),
+                "workload.attacks",
+                "only a hostile workload takes this key",
+            ));
+        }
         if kind == "chat" || kind == "file" {
             chat.push(chat_workload(
                 &cx,
@@ -804,7 +910,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 return Err(cx.err(
                     &w.kind.span(),
                     "workload.kind",
-                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\", \"qoe\", \"chat\" or \"file\""),
+                    format!("unknown workload kind {other:?}; expected \"im\", \"cdr\", \"qoe\", \"chat\", \"file\" or \"hostile\""),
                 ))
             }
         };
@@ -963,7 +1069,11 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             .as_ref()
             .map(|d| cx.dur_range(d, "fault.duration"))
             .transpose()?;
-        let fault_duration = duration_range.map(|(lo, _)| lo);
+        let mut fault_duration = duration_range.map(|(lo, _)| lo);
+        // A corrupted node comes back after a second unless told otherwise.
+        if f.kind.get_ref() == "corrupt" && fault_duration.is_none() {
+            fault_duration = Some(1000);
+        }
         if start_hi >= duration_ms {
             return Err(cx.err(
                 &f.start.span(),
@@ -1078,9 +1188,38 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 }
                 FaultKind::DbDown { node: n }
             }
+            "corrupt" => {
+                let bytes = match &f.bytes {
+                    None => 16,
+                    Some(b) if (1..=4096).contains(b.get_ref()) => *b.get_ref() as u64,
+                    Some(b) => return Err(cx.err(&b.span(), "fault.bytes", "must be from 1 to 4096")),
+                };
+                let file = match &f.file {
+                    None => None,
+                    Some(name) => {
+                        if !CORRUPTIBLE_STORES.contains(&name.get_ref().as_str()) {
+                            return Err(cx.err(&name.span(), "fault.file", format!(
+                                "unknown store {:?}; expected one of {}",
+                                name.get_ref(),
+                                CORRUPTIBLE_STORES.join(", "))));
+                        }
+                        Some(name.get_ref().clone())
+                    }
+                };
+                FaultKind::Corrupt { node: node("fault.node")?, bytes, file }
+            }
             other => return Err(cx.err(&f.kind.span(), "fault.kind", format!(
-                "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error, db_down, random or swizzle"))),
+                "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error, db_down, corrupt, random or swizzle"))),
         };
+        for (key, given) in [("bytes", f.bytes.is_some()), ("file", f.file.is_some())] {
+            if given && !matches!(kind, FaultKind::Corrupt { .. }) {
+                return Err(cx.err(
+                    &f.kind.span(),
+                    &format!("fault.{key}"),
+                    "only a corrupt fault takes this key",
+                ));
+            }
+        }
         if let (false, Some(b)) = (matches!(kind, FaultKind::Partition { .. }), &f.between) {
             return Err(cx.err(
                 &b.span(),
@@ -1138,6 +1277,11 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             .map(|d| cx.dur(d, "expect.critical_shutdown_within"))
             .transpose()?,
         critical_shutdowns: e.critical_shutdowns,
+        shutdowns_end_by_ms: e
+            .shutdowns_end_by
+            .as_ref()
+            .map(|d| cx.dur(d, "expect.shutdowns_end_by"))
+            .transpose()?,
         no_accept_while_shut_down: e.no_accept_while_shut_down,
         events_order: e.events_order.clone(),
         // With a chat workload, nothing accepted may be lost or missed
@@ -1159,12 +1303,19 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             Some(e.lost.unwrap_or(0))
         },
         lost_min: e.lost_min,
+        lost_reported_max: Some(e.lost_reported_max.unwrap_or(0)),
         duplicates: Some(e.duplicates.unwrap_or(0)),
         phantoms: Some(e.phantoms.unwrap_or(0)),
         accepted_min: e.accepted_min,
         rejected_min: e.rejected_min,
         pending_min: e.pending_min,
         qoe_dropped_min: e.qoe_dropped_min,
+        delivered_not_archived: if e.delivered_not_archived_min.is_some() {
+            e.delivered_not_archived
+        } else {
+            Some(e.delivered_not_archived.unwrap_or(0))
+        },
+        delivered_not_archived_min: e.delivered_not_archived_min,
         drained_by_ms: e
             .drained_by
             .as_ref()
@@ -1185,10 +1336,125 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         export,
         workloads,
         chat,
+        hostile,
         faults,
         expect,
         draws,
         generators,
+    })
+}
+
+/// A `kind = "hostile"` workload.
+fn hostile_workload(
+    cx: &Ctx,
+    w: &RawWorkload,
+    duration_ms: u64,
+) -> Result<HostileWorkload, ScenarioError> {
+    let names = w.attacks.as_ref().ok_or_else(|| {
+        cx.err(
+            &w.kind.span(),
+            "workload.attacks",
+            "a hostile workload needs `attacks`, like [\"oversize\", \"flood\"]",
+        )
+    })?;
+    let mut attacks = Vec::new();
+    for name in names.get_ref() {
+        match ATTACKS.iter().find(|(n, _)| n == name) {
+            Some((_, a)) => attacks.push(*a),
+            None if name == "forge_from" || name == "unauthenticated" => {
+                return Err(cx.err(
+                    &names.span(),
+                    "workload.attacks",
+                    format!(
+                    "{name:?} needs client identities, which the simulated clients do not have yet"
+                ),
+                ))
+            }
+            None => {
+                return Err(cx.err(
+                    &names.span(),
+                    "workload.attacks",
+                    format!(
+                        "unknown attack {name:?}; expected {}",
+                        ATTACKS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    attacks.sort();
+    attacks.dedup();
+    if attacks.is_empty() {
+        return Err(cx.err(
+            &names.span(),
+            "workload.attacks",
+            "needs at least one attack",
+        ));
+    }
+    let (clients, hi) = cx.num_range(&w.users, "workload.users")?;
+    if hi > clients || !(1.0..=5000.0).contains(&clients) {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload.users",
+            "hostile clients: one number from 1 to 5000",
+        ));
+    }
+    let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
+    if rate_hi > rate || !(rate > 0.0 && rate <= 1000.0) {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            "one number of requests per second, over 0 and at most 1000",
+        ));
+    }
+    let start_ms = w
+        .start
+        .as_ref()
+        .map(|d| cx.dur(d, "workload.start"))
+        .transpose()?
+        .unwrap_or(0);
+    let stop_ms = w
+        .stop
+        .as_ref()
+        .map(|d| cx.dur(d, "workload.stop"))
+        .transpose()?
+        .unwrap_or(duration_ms);
+    if stop_ms <= start_ms || stop_ms > duration_ms {
+        return Err(cx.err(
+            &w.kind.span(),
+            "workload.stop",
+            "must be after start and within the run",
+        ));
+    }
+    for (key, given) in [
+        ("size", w.size.is_some()),
+        ("archive", w.archive.is_some()),
+        ("external", w.external.is_some()),
+        ("rooms", w.rooms.is_some()),
+        ("walled", w.walled.is_some()),
+        ("sync", w.sync.is_some()),
+        ("managed", w.managed.is_some()),
+        ("churn", w.churn.is_some()),
+        ("repair", w.repair.is_some()),
+    ] {
+        if given {
+            return Err(cx.err(
+                &w.kind.span(),
+                &format!("workload.{key}"),
+                "a hostile workload does not take this key",
+            ));
+        }
+    }
+    Ok(HostileWorkload {
+        attacks,
+        clients: clients as u64,
+        rate,
+        start_ms,
+        stop_ms,
     })
 }
 
@@ -1320,6 +1586,19 @@ fn chat_workload(
         churn,
     })
 }
+
+/// Stores a `corrupt` fault may name in `file`.
+const CORRUPTIBLE_STORES: &[&str] = &[
+    "front_end",
+    "outgoing_queue",
+    "destination_queue",
+    "archiver",
+    "database",
+    "chat_store",
+    "channel",
+    "web",
+    "compliance",
+];
 
 const FAULT_KINDS: &[&str] = &[
     "partition",

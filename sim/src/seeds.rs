@@ -20,6 +20,10 @@ pub enum Purpose {
     ImWorkload = 1,
     /// Chat client `i` of chat or file workload `w`.
     ChatClient = 2,
+    /// Where `corrupt` fault `w` flips bytes.
+    Corrupt = 3,
+    /// Hostile workload `w`'s attack `i`.
+    Hostile = 4,
 }
 
 /// The stream for `purpose`, workload `w` and client `i` of the run with

@@ -93,7 +93,12 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
             while let Some(env) = rx.recv().await {
                 net.consumed(&env);
                 let (id, outcome) = match env.msg {
-                    Msg::ImAccepted { id, at } => (id, Outcome::Accepted { at }),
+                    Msg::ImAccepted { id, at, message_id } => {
+                        (id, Outcome::Accepted { at, message_id })
+                    }
+                    Msg::ImDeliveredNotArchived {
+                        id, at, message_id, ..
+                    } => (id, Outcome::DeliveredNotArchived { at, message_id }),
                     Msg::ImRejected { id, reason } => {
                         (id, Outcome::Rejected(format!("{reason:?}")))
                     }
