@@ -26,7 +26,7 @@
 use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::protocol::Envelope;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,7 +38,7 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -96,9 +96,11 @@ impl Link for PlainLink {
     }
 }
 
-/// Inbound connections that have not yet said who they are; more wait in
-/// the listen backlog. Each has [`FIRST_FRAME_TIMEOUT`] to send its first
-/// frame, so sockets held open and silent cannot keep a peer out for long.
+/// Inbound connections that have not yet said who they are. Every
+/// connection is accepted at once; when one more would pass this bound,
+/// the oldest silent one is closed. A peer sends its first frame as soon
+/// as it connects, so a flood of silent sockets evicts its own, never the
+/// peer, and costs at most this many connections' buffers.
 pub const MAX_PENDING_CONNECTIONS: usize = 256;
 /// Client connections served at once; a client beyond them is refused.
 /// Server peers (named in the address book) never count against it: a
@@ -269,6 +271,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// An inbound connection after its handshake and first frame: its reader,
+/// writer, proven identity and first envelope (`None`: it closed cleanly
+/// first), or why it was refused.
+type Opened = Result<
+    Option<(
+        tokio::io::BufReader<tokio::io::ReadHalf<BoxStream>>,
+        tokio::io::WriteHalf<BoxStream>,
+        PeerIdentity,
+        Envelope,
+    )>,
+    String,
+>;
+
 /// The network endpoint of one node.
 pub struct Network {
     me: String,
@@ -282,9 +297,10 @@ pub struct Network {
     inbox: mpsc::UnboundedSender<Envelope>,
     /// One permit per network envelope the inbox may still take.
     inbound: Semaphore,
-    /// One permit per inbound connection that may still be accepted
-    /// before it says who it is.
-    pending: Arc<Semaphore>,
+    /// Inbound connections that have not said who they are yet, oldest
+    /// first, each with the means to close it (see
+    /// [`MAX_PENDING_CONNECTIONS`]).
+    pending: Mutex<VecDeque<(u64, oneshot::Sender<()>)>>,
     /// One permit per client connection still allowed.
     client_slots: Arc<Semaphore>,
     /// Rate limit of warnings: (start of the period, lines in it, lines
@@ -332,7 +348,7 @@ impl Network {
             next_conn: Mutex::new(0),
             inbox,
             inbound: Semaphore::new(DEFAULT_INBOUND_LIMIT),
-            pending: Arc::new(Semaphore::new(MAX_PENDING_CONNECTIONS)),
+            pending: Mutex::new(VecDeque::new()),
             client_slots: Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS)),
             warns: Mutex::new((None, 0, 0)),
             roles: OnceLock::new(),
@@ -439,18 +455,34 @@ impl Network {
         let net = self.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(permit) = net.pending.clone().acquire_owned().await else {
-                    return;
-                };
                 match listener.accept().await {
                     Ok((stream, remote)) => {
+                        let conn = {
+                            let mut n = net.next_conn.lock().expect("lock");
+                            *n += 1;
+                            *n
+                        };
+                        let (evict, evicted) = oneshot::channel();
+                        {
+                            let mut pending = net.pending.lock().expect("lock");
+                            pending.push_back((conn, evict));
+                            while pending.len() > MAX_PENDING_CONNECTIONS {
+                                if let Some((_, oldest)) = pending.pop_front() {
+                                    let _ = oldest.send(());
+                                }
+                            }
+                        }
                         let net = net.clone();
-                        tokio::spawn(
-                            async move { net.serve_inbound(stream, remote, permit).await },
-                        );
+                        tokio::spawn(async move {
+                            net.serve_inbound(stream, remote, conn, evicted).await
+                        });
                     }
                     Err(e) => {
-                        tracing::warn!(node = %net.me, error = %e, "accept failed");
+                        // Out of file descriptors, say: wait a little
+                        // rather than spin.
+                        if net.may_warn() {
+                            tracing::warn!(node = %net.me, error = %e, "accept failed");
+                        }
                         tokio::time::sleep(BACKOFF_MIN).await;
                     }
                 }
@@ -633,23 +665,35 @@ impl Network {
         self.refuse();
     }
 
-    /// Serves one inbound connection. `pending` is its place among the
-    /// connections that have not said who they are: given back once the
-    /// first frame names a server peer (unlimited: the address book bounds
-    /// them) or exchanged for a client slot.
+    /// The connection `conn` has said who it is (or is gone): it leaves the
+    /// connections that may be evicted.
+    fn identified(&self, conn: u64) {
+        let mut pending = self.pending.lock().expect("lock");
+        if let Some(i) = pending.iter().position(|(c, _)| *c == conn) {
+            pending.remove(i);
+        }
+    }
+
+    /// Serves one inbound connection `conn`. Until its first frame names a
+    /// server peer (unlimited: the address book bounds them) or a client
+    /// (which takes a client slot), it is among the pending connections and
+    /// is closed if `evicted` fires.
     async fn serve_inbound(
         self: Arc<Self>,
         stream: TcpStream,
         remote: SocketAddr,
-        pending: tokio::sync::OwnedSemaphorePermit,
+        conn: u64,
+        evicted: oneshot::Receiver<()>,
     ) {
-        let conn = {
-            let mut n = self.next_conn.lock().expect("lock");
-            *n += 1;
-            *n
-        };
-        // The handshake and the first frame share one deadline.
-        let opened = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
+        let opened = self.open_inbound(stream, evicted).await;
+        self.identified(conn);
+        self.serve_opened(opened, remote, conn).await;
+    }
+
+    /// The handshake and the first frame, under one deadline, unless the
+    /// connection is evicted first.
+    async fn open_inbound(&self, stream: TcpStream, evicted: oneshot::Receiver<()>) -> Opened {
+        let opening = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
             let (stream, identity) = self
                 .link
                 .accept(stream)
@@ -662,16 +706,23 @@ impl Network {
                 Ok(None) => Ok(None),
                 Err(e) => Err(format!("bad first frame: {e}")),
             }
-        })
-        .await;
+        });
+        tokio::select! {
+            opened = opening => match opened {
+                Ok(r) => r,
+                Err(_) => Err("no handshake and first frame in time".into()),
+            },
+            _ = evicted => Err(format!(
+                "silent while {MAX_PENDING_CONNECTIONS} newer connections came; evicted"
+            )),
+        }
+    }
+
+    async fn serve_opened(self: Arc<Self>, opened: Opened, remote: SocketAddr, conn: u64) {
         let (mut reader, mut writer, identity, first) = match opened {
-            Ok(Ok(Some(opened))) => opened,
-            Ok(Ok(None)) => return,
-            Ok(Err(why)) => return self.refuse_with(remote, format_args!("{why}")),
-            Err(_) => {
-                return self
-                    .refuse_with(remote, format_args!("no handshake and first frame in time"))
-            }
+            Ok(Some(opened)) => opened,
+            Ok(None) => return,
+            Err(why) => return self.refuse_with(remote, format_args!("{why}")),
         };
         let peer = first.from.node.clone();
         if peer == self.me {
@@ -718,7 +769,6 @@ impl Network {
                 format_args!("frame addressed to another node ({})", first.to),
             );
         }
-        drop(pending);
         let mut writer_task = None;
         let mut _client_slot = None;
         if !known {

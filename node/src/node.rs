@@ -879,6 +879,21 @@ fn open_stores(node: &NodeConfig) -> Result<BTreeMap<ActorKind, (Storage, Recove
     Ok(stores)
 }
 
+/// Raises the soft limit on open files to the hard one: every client and
+/// peer is a socket, and a soft limit of 1,024 would refuse connections
+/// long before the transport's own bounds (1,024 clients, 256 pending,
+/// every server peer) are reached.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
 /// Runs the node `name` of `config` until SIGTERM or SIGINT. Blocks.
 ///
 /// Before it listens, the node makes what it writes private to its user
@@ -891,6 +906,7 @@ pub fn run(config: Config, name: &str) -> Result<(), NodeError> {
         .cloned()
         .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
     private_umask();
+    raise_open_files_limit();
     // Held until the process ends; the kernel releases it on any exit.
     let _lock = prepare_data_folder(&config, &node)?;
     let link = node_link(&config, name).map_err(NodeError::Setup)?;
