@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests of the
-# normal build, then the simulator build (--cfg madsim, in target/sim so the
+# normal build, the edge-attack tests in a release build, then the simulator
+# build (--cfg madsim, in target/sim so the
 # two builds never invalidate each other), which runs every scenario in
 # scenarios/, then sweeps the library over three more seeds. Ends with one line
 # totalling every test run.
@@ -13,6 +14,10 @@ run() { "$@" 2>&1 | tee -a "$log"; }
 run cargo fmt --all --check
 run cargo clippy --workspace --all-targets --locked -- -D warnings
 run cargo test --workspace --locked
+# Trust at the edge on real processes, in the build operators run: oversize
+# IMs, reused ids, a corrupted queue log, a full disk (a tmpfs, as root),
+# a flood of 10,000 silent connections, private data files.
+run cargo test --release -p holdfast --locked --test edge_attacks
 run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
 # Every scenario once more under a seed it was not written for, with a
