@@ -237,7 +237,7 @@ impl Actor for DestinationQueue {
         self.delivered = 0;
         for (k, v) in &recovered {
             if let Some(key) = keys::parse_u64(DQ_RECORD, k) {
-                match keys::decode::<QueueItem>(v) {
+                match keys::decode_item(v) {
                     Ok(item) => {
                         self.items.insert(key, item);
                     }

@@ -1000,7 +1000,7 @@ impl Actor for OutgoingQueue {
                 if seq <= self.acked {
                     continue; // acknowledged; its deletion is redone below
                 }
-                match keys::decode::<QueueItem>(v) {
+                match keys::decode_item(v) {
                     Ok(item) => {
                         if let QueueItem::Heartbeat { id, sent_at, .. } = &item {
                             self.last_beat = self.last_beat.max(*id);
@@ -1020,7 +1020,7 @@ impl Actor for OutgoingQueue {
                     Err(e) => ctx.event("store_corrupt", format!("{}: item {seq}: {e}", self.name)),
                 }
             } else if let Some(k) = keys::parse_u64(OQ_DEAD, k) {
-                match keys::decode::<ArchiveRecord>(v) {
+                match keys::decode_record(v) {
                     Ok(r) => {
                         self.bytes += r.queued_size();
                         self.dead.insert(k, r);

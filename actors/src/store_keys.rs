@@ -2,7 +2,8 @@
 //! store offline (the simulator's checker, operators' inspection commands).
 
 use crate::actor::Recovered;
-use crate::protocol::{ArchiveRecord, QueueItem};
+use crate::ids::{MessageId, Millis, UserId};
+use crate::protocol::{ArchiveRecord, QueueItem, RecordKind};
 use serde::{Deserialize, Serialize};
 
 /// Outgoing queue: `q/<seq>` → queue item.
@@ -50,6 +51,87 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Er
     postcard::from_bytes(bytes)
 }
 
+/// Decodes a value that must be exactly one `T`: trailing bytes are an
+/// error (so that a value of another layout is not half-read as this one).
+fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes::<T>(bytes)? {
+        (v, []) => Ok(v),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
+}
+
+/// An archive record as written before front ends assigned message ids
+/// (no `client_id`). Queues written by that version are still read after
+/// an upgrade, so that what they hold drains instead of being lost.
+#[derive(Deserialize)]
+struct ArchiveRecordV1 {
+    kind: RecordKind,
+    id: MessageId,
+    from: UserId,
+    to: UserId,
+    time: Millis,
+    body: String,
+    external: bool,
+    front_end: String,
+}
+
+impl From<ArchiveRecordV1> for ArchiveRecord {
+    fn from(r: ArchiveRecordV1) -> ArchiveRecord {
+        ArchiveRecord {
+            kind: r.kind,
+            client_id: r.id.clone(),
+            id: r.id,
+            from: r.from,
+            to: r.to,
+            time: r.time,
+            body: r.body,
+            external: r.external,
+            front_end: r.front_end,
+        }
+    }
+}
+
+/// A queue item as written before front ends assigned message ids.
+#[derive(Deserialize)]
+enum QueueItemV1 {
+    Record(ArchiveRecordV1),
+    Heartbeat {
+        id: u64,
+        sent_at: Millis,
+        front_end: String,
+    },
+    Tombstone,
+}
+
+/// A stored archive record (a dead letter), of this version or the one
+/// before (see [`ArchiveRecordV1`]).
+pub fn decode_record(bytes: &[u8]) -> Result<ArchiveRecord, postcard::Error> {
+    decode_exact::<ArchiveRecord>(bytes).or_else(|e| {
+        decode_exact::<ArchiveRecordV1>(bytes)
+            .map(Into::into)
+            .map_err(|_| e)
+    })
+}
+
+/// A stored queue item, of this version or the one before.
+pub fn decode_item(bytes: &[u8]) -> Result<QueueItem, postcard::Error> {
+    decode_exact::<QueueItem>(bytes).or_else(|e| {
+        match decode_exact::<QueueItemV1>(bytes).map_err(|_| e)? {
+            QueueItemV1::Record(r) => Ok(QueueItem::Record(r.into())),
+            QueueItemV1::Heartbeat {
+                id,
+                sent_at,
+                front_end,
+            } => Ok(QueueItem::Heartbeat {
+                id,
+                sent_at,
+                front_end,
+            }),
+            QueueItemV1::Tombstone => Ok(QueueItem::Tombstone),
+        }
+    })
+}
+
 /// A row of the LcsLog-style `messages` table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
@@ -67,13 +149,13 @@ pub fn queued_records(recovered: &Recovered) -> Vec<Result<ArchiveRecord, String
     let mut out = Vec::new();
     for (k, v) in recovered {
         if k.starts_with(OQ_RECORD) || k.starts_with(DQ_RECORD) {
-            match decode::<QueueItem>(v) {
+            match decode_item(v) {
                 Ok(QueueItem::Record(r)) => out.push(Ok(r)),
                 Ok(_) => {}
                 Err(e) => out.push(Err(format!("key {k:?}: {e}"))),
             }
         } else if k.starts_with(OQ_DEAD) {
-            out.push(decode::<ArchiveRecord>(v).map_err(|e| format!("key {k:?}: {e}")));
+            out.push(decode_record(v).map_err(|e| format!("key {k:?}: {e}")));
         }
     }
     out
@@ -86,4 +168,60 @@ pub fn db_rows(recovered: &Recovered) -> Vec<Result<Row, String>> {
         .take_while(|(k, _)| k.starts_with(DB_ROW))
         .map(|(k, v)| decode::<Row>(v).map_err(|e| format!("key {k:?}: {e}")))
         .collect()
+}
+
+#[cfg(test)]
+mod compat_tests {
+    use super::*;
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct OldRecord<'a> {
+        kind: RecordKind,
+        id: &'a str,
+        from: &'a str,
+        to: &'a str,
+        time: u64,
+        body: &'a str,
+        external: bool,
+        front_end: &'a str,
+    }
+
+    #[derive(Serialize)]
+    enum OldItem<'a> {
+        Record(OldRecord<'a>),
+    }
+
+    /// Queues written before front ends assigned ids still drain after an
+    /// upgrade: their records read back, the client's id standing for both.
+    #[test]
+    fn records_of_the_previous_version_are_read() {
+        let old = OldRecord {
+            kind: RecordKind::Im,
+            id: "m1",
+            from: "a@corp.example",
+            to: "b@corp.example",
+            time: 7,
+            body: "hello",
+            external: false,
+            front_end: "fe1",
+        };
+        let QueueItem::Record(r) = decode_item(&encode(&OldItem::Record(old))).unwrap() else {
+            panic!("a record")
+        };
+        assert_eq!(
+            (r.id.as_str(), r.client_id.as_str(), r.body.as_str()),
+            ("m1", "m1", "hello")
+        );
+        let new = ArchiveRecord {
+            client_id: "c9".into(),
+            ..r.clone()
+        };
+        assert_eq!(decode_record(&encode(&new)).unwrap(), new);
+        assert_eq!(
+            decode_item(&encode(&QueueItem::Record(new.clone()))).unwrap(),
+            QueueItem::Record(new)
+        );
+        assert!(decode_item(b"\x00garbage").is_err());
+    }
 }

@@ -6,7 +6,7 @@ use holdfast::archive_db::{ArchiveDb, Query};
 use holdfast::client::{self, Client, Outcome};
 use holdfast::config::{Config, Role};
 use holdfast_actors::chat::{Privacy, Room, RoomQuery};
-use holdfast_actors::protocol::{Im, Msg};
+use holdfast_actors::protocol::{Im, Msg, QueueItem};
 use holdfast_actors::settings;
 use holdfast_actors::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
 use holdfast_host::store::replay_log;
@@ -458,16 +458,29 @@ fn inspect(file: &PathBuf) -> Result<(), String> {
     }
     for (k, v) in &state {
         if let Some(seq) = store_keys::parse_u64(OQ_RECORD, k) {
-            match store_keys::decode::<holdfast_actors::protocol::ArchiveRecord>(v) {
-                Ok(r) => println!("  queued seq {seq}: {} {} -> {}", r.id, r.from, r.to),
+            match store_keys::decode_item(v) {
+                Ok(QueueItem::Record(r)) => println!(
+                    "  queued seq {seq}: {} (client id {}) {} -> {}",
+                    r.id, r.client_id, r.from, r.to
+                ),
+                Ok(QueueItem::Heartbeat { id, .. }) => {
+                    println!("  queued seq {seq}: heartbeat {id}")
+                }
+                Ok(QueueItem::Tombstone) => println!("  queued seq {seq}: tombstone"),
                 Err(e) => println!("  queued seq {seq}: UNDECODABLE ({e})"),
             }
         } else if k.as_slice() == OQ_ACKED {
             let n = <[u8; 8]>::try_from(v.as_slice()).map(u64::from_be_bytes);
             println!("  acknowledged up to seq {n:?}");
         } else if let Some(key) = store_keys::parse_u64(DQ_RECORD, k) {
-            match store_keys::decode::<holdfast_actors::protocol::ArchiveRecord>(v) {
-                Ok(r) => println!("  received {key}: {} from front end {}", r.id, r.front_end),
+            match store_keys::decode_item(v) {
+                Ok(QueueItem::Record(r)) => {
+                    println!("  received {key}: {} from front end {}", r.id, r.front_end)
+                }
+                Ok(QueueItem::Heartbeat { id, front_end, .. }) => {
+                    println!("  received {key}: heartbeat {id} from front end {front_end}")
+                }
+                Ok(QueueItem::Tombstone) => println!("  received {key}: tombstone"),
                 Err(e) => println!("  received {key}: UNDECODABLE ({e})"),
             }
         } else if let Some(sender) = k.strip_prefix(DQ_NEXT) {
