@@ -258,7 +258,15 @@ pub fn free_port() -> std::io::Result<u16> {
 /// homes alice and user1..20, fe2 bob and user21..40; one archiver, one
 /// database (metrics on the database node). For tests and the benchmark.
 pub fn loopback_config(links: &str, settings: &str) -> String {
-    let p: Vec<u16> = (0..5).map(|_| free_port().unwrap_or(0)).collect();
+    // Five different ports: a port the system just called free may be
+    // handed out again by the next draw.
+    let mut p: Vec<u16> = Vec::with_capacity(5);
+    while p.len() < 5 {
+        let port = free_port().unwrap_or(0);
+        if port == 0 || !p.contains(&port) {
+            p.push(port);
+        }
+    }
     format!(
         r#"
 [cluster]

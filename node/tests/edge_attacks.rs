@@ -84,6 +84,13 @@ fn chat_config() -> String {
         "links = \"plain\"",
         "links = \"plain\"\nfile_token_key = \"a secret of the test cluster\"",
     );
+    // A port is free only until it is taken: draw until each differs from
+    // every port already in the config (two draws can return the same one).
+    let mut taken: Vec<u16> = text
+        .split("127.0.0.1:")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect();
     for (name, role) in [
         ("ch1", "channel"),
         ("lookup1", "lookup"),
@@ -91,9 +98,15 @@ fn chat_config() -> String {
         ("web1", "web"),
         ("comp1", "compliance"),
     ] {
+        let port = loop {
+            let p = free_port().unwrap();
+            if !taken.contains(&p) {
+                break p;
+            }
+        };
+        taken.push(port);
         text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
-            free_port().unwrap()
+            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{port}\"\n"
         ));
     }
     text.push_str(
