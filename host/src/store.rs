@@ -39,6 +39,9 @@ pub struct LogStore {
     poisoned: bool,
     /// `<file>.reserve` holds [`RESERVE_BYTES`] (see there).
     reserve_held: bool,
+    /// The reserve was released for a freeing batch and not taken back
+    /// yet: growing writes wait until it is.
+    reserve_owed: bool,
     /// Damage found at open, until [`LogStore::repair`] set it aside.
     damage: Vec<Damage>,
     /// The damaged bytes, kept for the quarantine file.
@@ -209,6 +212,7 @@ impl LogStore {
             live_bytes,
             poisoned: false,
             reserve_held: false,
+            reserve_owed: false,
             damage: r.damage,
             damaged_bytes,
         })
@@ -254,6 +258,9 @@ impl LogStore {
             Err(e) => Err(e),
         };
         self.reserve_held = taken.is_ok();
+        if self.reserve_held {
+            self.reserve_owed = false;
+        }
     }
 
     /// Gives the reserve back to the disk, for a batch that frees space.
@@ -264,6 +271,7 @@ impl LogStore {
         let released = disk.truncate(&Self::reserve_file(&self.file), 0).is_ok();
         if released {
             self.reserve_held = false;
+            self.reserve_owed = true;
             tracing::warn!(file = %self.file, "disk full: the store's reserve is released so that deletions and compaction can free space");
         }
         released
@@ -349,6 +357,16 @@ impl LogStore {
                 "{}: damaged; it must be repaired before it is written",
                 self.file
             )));
+        }
+        // Without its reserve, the store takes no growing write until it
+        // has taken the reserve back: what a freeing batch released must
+        // stay for deletions and compaction, or the queue would fill it
+        // and never shrink again.
+        if self.reserve_owed && !self.frees_space(&ops) {
+            self.take_reserve(disk).await;
+            if self.reserve_owed {
+                return Err(StoreError::NoSpace);
+            }
         }
         let bytes = frame(&ops);
         let mut written = match disk.append(&self.file, &bytes) {
@@ -855,7 +873,7 @@ mod tests {
             "a growing write never takes the reserve"
         );
         // Everything is acknowledged: deletions in batches of 50.
-        for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(50).enumerate() {
             let ops = chunk
                 .iter()
                 .map(|k| StoreOp::Delete {
@@ -863,6 +881,15 @@ mod tests {
                 })
                 .collect();
             block_on(store.apply(&disk, ops)).expect("deletion on a full disk");
+            if i == 0 {
+                // What the reserve gave back is for deletions: a growing
+                // write waits until the reserve is taken again.
+                assert!(!store.reserve_held());
+                assert_eq!(
+                    block_on(store.apply(&disk, put("too-early"))),
+                    Err(StoreError::NoSpace)
+                );
+            }
         }
         assert!(store.state().is_empty());
         assert!(

@@ -73,6 +73,8 @@ pub struct Op {
     /// The policy (computed independently of the front end) says archive it.
     pub archivable: bool,
     pub submitted_at: Millis,
+    /// When the answer reached the client (none: no answer in time).
+    pub answered_at: Option<Millis>,
     pub outcome: Outcome,
 }
 
@@ -227,6 +229,9 @@ pub struct Counts {
     pub by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// When the last accepted archivable message reached the archive.
     pub drained_at: Option<Millis>,
+    /// From submission to the "accepted" answer, over accepted messages:
+    /// p50, p99 and the maximum, in ms (all 0 without any).
+    pub accept_latency_ms: [u64; 3],
     /// A few ids of each anomaly, for the report.
     pub examples: BTreeMap<&'static str, Vec<MessageId>>,
 }
@@ -335,6 +340,19 @@ pub fn check(o: &Observed) -> Counts {
         }
     }
 
+    let mut latencies: Vec<Millis> = o
+        .ops
+        .iter()
+        .filter(|op| op.outcome.accepted())
+        .filter_map(|op| op.answered_at.map(|a| a.saturating_sub(op.submitted_at)))
+        .collect();
+    latencies.sort_unstable();
+    if let Some(&max) = latencies.last() {
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+        c.accept_latency_ms = [at(0.5), at(0.99), max];
+    }
+
     for (id, found) in &archive {
         c.archived += 1;
         if found.len() > 1 {
@@ -394,6 +412,7 @@ mod tests {
             front_end: "fe1".into(),
             archivable,
             submitted_at: 0,
+            answered_at: None,
             // The front end's id of an accepted test op is the op's own.
             outcome: match outcome {
                 Outcome::Accepted { at, .. } => Outcome::Accepted {
@@ -522,6 +541,28 @@ mod tests {
         assert_eq!((c.lost, c.lost_reported), (2, 1));
         assert_eq!(c.examples["lost_reported"], vec!["before"]);
         assert_eq!(c.examples["lost"], vec!["after", "other-path"]);
+    }
+
+    #[test]
+    fn accept_latency_percentiles_come_from_answered_accepted_ops() {
+        let mut ops: Vec<Op> = (1..=100)
+            .map(|i| {
+                let mut o = op(&format!("m{i}"), ok(), false);
+                o.submitted_at = 1000;
+                o.answered_at = Some(1000 + i);
+                o
+            })
+            .collect();
+        // Rejected and unanswered ones do not count.
+        let mut rejected = op("r", Outcome::Rejected("x".into()), false);
+        rejected.answered_at = Some(99_999);
+        ops.push(rejected);
+        ops.push(op("u", Outcome::Unknown, false));
+        let c = check(&Observed {
+            ops,
+            ..Default::default()
+        });
+        assert_eq!(c.accept_latency_ms, [50, 99, 100]);
     }
 
     #[test]

@@ -145,6 +145,15 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             ));
         }
     }
+    if let Some(bound) = e.accept_p99_max_ms {
+        if c.accept_latency_ms[1] > bound {
+            f.push(format!(
+                "accept latency p99 {} (expected at most {})",
+                fmt_ms(c.accept_latency_ms[1]),
+                fmt_ms(bound)
+            ));
+        }
+    }
     if let Some(h) = &r.hostile {
         if h.accepted > 0 {
             f.push(format!(
@@ -494,6 +503,11 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "accepted_while_shut_down": c.accepted_while_shut_down,
         "qoe_dropped": c.qoe_dropped,
         "delivered_not_archived": c.delivered_not_archived,
+        "accept_latency_ms": {
+            "p50": c.accept_latency_ms[0],
+            "p99": c.accept_latency_ms[1],
+            "max": c.accept_latency_ms[2],
+        },
         "chat": r.chat,
         "hostile": r.hostile,
         "by_kind": c.by_kind.iter().map(|(k, (a, ar))| (*k, json!({"accepted": a, "archived": ar}))).collect::<BTreeMap<_, _>>(),
@@ -580,6 +594,15 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         s.push_str(&format!(
             "  last archivable message archived at {}\n",
             fmt_ms(at)
+        ));
+    }
+    if c.accepted > 0 {
+        let [p50, p99, max] = c.accept_latency_ms;
+        s.push_str(&format!(
+            "  accept latency: p50 {}  p99 {}  max {}\n",
+            fmt_ms(p50),
+            fmt_ms(p99),
+            fmt_ms(max)
         ));
     }
     if let Some(h) = &r.hostile {

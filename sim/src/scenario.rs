@@ -264,6 +264,7 @@ struct RawExpect {
     qoe_dropped_min: Option<u64>,
     delivered_not_archived: Option<u64>,
     delivered_not_archived_min: Option<u64>,
+    accept_p99_max: Option<Spanned<String>>,
     drained_by: Option<Spanned<String>>,
     #[serde(default)]
     events_include: Vec<String>,
@@ -573,6 +574,9 @@ pub struct Expect {
     /// should have refused or queued must not quietly choose this).
     pub delivered_not_archived: Option<u64>,
     pub delivered_not_archived_min: Option<u64>,
+    /// The 99th percentile of the time from submitting an IM to its
+    /// "accepted" answer is at most this.
+    pub accept_p99_max_ms: Option<u64>,
     pub drained_by_ms: Option<u64>,
     pub events_include: Vec<String>,
     /// `(node, gauge)` → the least maximum the gauge must reach: proof that
@@ -1316,6 +1320,11 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             Some(e.delivered_not_archived.unwrap_or(0))
         },
         delivered_not_archived_min: e.delivered_not_archived_min,
+        accept_p99_max_ms: e
+            .accept_p99_max
+            .as_ref()
+            .map(|d| cx.dur(d, "expect.accept_p99_max"))
+            .transpose()?,
         drained_by_ms: e
             .drained_by
             .as_ref()

@@ -89,6 +89,7 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
         let waiting = waiting.clone();
         let net = net.clone();
         let history = history.clone();
+        let epoch = spec.epoch;
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
                 net.consumed(&env);
@@ -110,9 +111,11 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
                 let Some(give_up) = lock(&waiting).remove(&id) else {
                     continue;
                 };
-                if Instant::now() <= give_up {
+                let now = Instant::now();
+                if now <= give_up {
                     if let Some(op) = lock(&history).get_mut(&id) {
                         op.outcome = outcome;
+                        op.answered_at = Some(now.duration_since(epoch).as_millis() as u64);
                     }
                 }
             }
@@ -194,6 +197,7 @@ async fn generate(
             archivable: workload.kind != RecordKind::Im || expect_archived(&workload, from_i, to_i),
             kind: workload.kind,
             submitted_at: t as u64,
+            answered_at: None,
             outcome: Outcome::Unknown,
         };
         lock(&history).insert(id.clone(), op);
