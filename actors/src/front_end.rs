@@ -663,15 +663,18 @@ mod tests {
             im_max_bytes: 10,
             ..Settings::default()
         });
-        let sent = h.msg(
-            client(),
-            Msg::SubmitIm {
-                im: Im {
-                    body: "x".repeat(11),
-                    ..im("big", "a@corp.example", "b@corp.example")
+        let sized = |h: &mut Harness<FrontEnd>, id: &str, size: usize| {
+            h.msg(
+                client(),
+                Msg::SubmitIm {
+                    im: Im {
+                        body: "x".repeat(size),
+                        ..im(id, "a@corp.example", "b@corp.example")
+                    },
                 },
-            },
-        );
+            )
+        };
+        let sent = sized(&mut h, "big", 11);
         assert_eq!(
             sent,
             vec![(
@@ -698,15 +701,7 @@ mod tests {
             )]
         ));
         // Exactly the limit is taken.
-        let sent = h.msg(
-            client(),
-            Msg::SubmitIm {
-                im: Im {
-                    body: "x".repeat(10),
-                    ..im("fits", "a@corp.example", "b@corp.example")
-                },
-            },
-        );
+        let sent = sized(&mut h, "fits", 10);
         assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]));
     }
 

@@ -437,22 +437,22 @@ impl ArchiveDb {
     /// "archived once" is checked against (the message id, assigned by the
     /// front end, is unique by the schema).
     pub fn client_id_counts(&self) -> Result<BTreeMap<String, u64>, ArchiveDbError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT client_id, COUNT(*) FROM messages GROUP BY client_id")
-            .map_err(self.sqlite())?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
-            .map_err(self.sqlite())?;
-        rows.collect::<Result<_, _>>().map_err(self.sqlite())
+        self.counts_by("client_id")
     }
 
     /// Every archived message id with how many rows hold it (a checker
     /// treats more than one as a duplicate).
     pub fn id_counts(&self) -> Result<BTreeMap<String, u64>, ArchiveDbError> {
+        self.counts_by("message_id")
+    }
+
+    /// Rows per value of `column` (one of this file's column names).
+    fn counts_by(&self, column: &'static str) -> Result<BTreeMap<String, u64>, ArchiveDbError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT message_id, COUNT(*) FROM messages GROUP BY message_id")
+            .prepare(&format!(
+                "SELECT {column}, COUNT(*) FROM messages GROUP BY {column}"
+            ))
             .map_err(self.sqlite())?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))

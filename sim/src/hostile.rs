@@ -13,6 +13,7 @@ use crate::lock;
 use crate::scenario::{Attack, HostileWorkload};
 use crate::seeds::{self, Purpose};
 use crate::tcp_flow::FlowLink;
+use crate::workload::next_arrival;
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Im, Msg};
@@ -103,16 +104,10 @@ async fn requests(
     let mut rng = seeds::stream(spec.seed, Purpose::Hostile, w, attack as usize);
     let mut t = wl.start_ms as f64;
     let mut n = 0u64;
-    loop {
-        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-        t += -u.ln() / wl.rate * 1000.0;
-        if t >= wl.stop_ms as f64 || spec.users.len() < 2 {
-            return;
-        }
-        let at = spec.epoch + Duration::from_millis(t as u64);
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
-        }
+    if spec.users.len() < 2 {
+        return;
+    }
+    while next_arrival(&mut rng, &mut t, wl.rate, wl.stop_ms, spec.epoch).await {
         n += 1;
         let from = spec.users[rng.gen_range(0..spec.users.len())].clone();
         let to = loop {

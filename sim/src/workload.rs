@@ -138,6 +138,31 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
     std::future::pending::<()>().await;
 }
 
+/// Waits for the next arrival of a Poisson process of `rate` per second
+/// (exponential inter-arrival times drawn from `rng`); `t` is the time of
+/// the previous one in ms after `epoch`. False once it would fall at or
+/// after `stop_ms`.
+pub async fn next_arrival(
+    rng: &mut impl Rng,
+    t: &mut f64,
+    rate: f64,
+    stop_ms: u64,
+    epoch: Instant,
+) -> bool {
+    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+    *t += -u.ln() / rate * 1000.0;
+    if *t >= stop_ms as f64 {
+        return false;
+    }
+    let at = epoch + Duration::from_millis(*t as u64);
+    // madsim's sleep_until waits at least 1 ms: arrivals closer than that
+    // would drift behind their drawn times.
+    if at > Instant::now() {
+        tokio::time::sleep_until(at).await;
+    }
+    true
+}
+
 async fn generate(
     spec: Arc<ClientSpec>,
     w: usize,
@@ -150,19 +175,15 @@ async fn generate(
     let users = &spec.users[w];
     let mut t = workload.start_ms as f64;
     let mut n = 0u64;
-    loop {
-        // Exponential inter-arrival times: a Poisson process.
-        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-        t += -u.ln() / workload.rate * 1000.0;
-        if t >= workload.stop_ms as f64 {
-            break;
-        }
-        let at = spec.epoch + Duration::from_millis(t as u64);
-        // madsim's sleep_until waits at least 1 ms: arrivals closer than
-        // that would drift behind their drawn times.
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
-        }
+    while next_arrival(
+        &mut rng,
+        &mut t,
+        workload.rate,
+        workload.stop_ms,
+        spec.epoch,
+    )
+    .await
+    {
         n += 1;
         let from_i = rng.gen_range(0..users.len());
         let from = users[from_i].clone();
