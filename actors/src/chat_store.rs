@@ -276,6 +276,7 @@ impl Actor for ChatStore {
                     at: ctx.now(),
                     item: String::new(),
                     text: String::new(),
+                    details: BTreeMap::new(),
                 };
                 if self.outbox.enabled() {
                     self.write(Write::Audit { from, token }, vec![event], Vec::new(), ctx);
@@ -307,6 +308,7 @@ impl Actor for ChatStore {
                     at: post.at,
                     item: post.id.clone(),
                     text: post.text.clone(),
+                    details: BTreeMap::new(),
                 };
                 let write = Write::Post {
                     from,
@@ -369,6 +371,7 @@ impl Actor for ChatStore {
                     at: ctx.now(),
                     item: format!("version {}", info.version),
                     text: info.description.clone(),
+                    details: room_changes(self.directory.get(&room), &info),
                 };
                 let write = Write::Room {
                     from,
@@ -461,6 +464,7 @@ impl Actor for ChatStore {
                         at: ctx.now(),
                         item: posts.last().map(|(s, _)| s.to_string()).unwrap_or_default(),
                         text: String::new(),
+                        details: BTreeMap::new(),
                     });
                 let answer = Msg::StoreRange {
                     token,
@@ -604,6 +608,105 @@ fn within_read_bound<'a>(iter: impl Iterator<Item = (&'a u64, &'a Post)>) -> Vec
 /// for the numbers).
 pub fn post_bytes(p: &Post) -> u64 {
     (p.text.len() + p.author.len() + p.room.len() + p.id.len()) as u64 + 32
+}
+
+/// What a room change changed, for compliance: `created` for a new room;
+/// otherwise each part that differs (member, manager and wall lists as the
+/// users added and removed, comma-separated; the new category, privacy,
+/// invitation setting; `description` when it changed, the new text being
+/// the event's text).
+pub fn room_changes(before: Option<&Room>, after: &Room) -> BTreeMap<String, String> {
+    let mut d = BTreeMap::new();
+    let Some(before) = before else {
+        d.insert("created".into(), "true".into());
+        let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
+        if !after.members.is_empty() {
+            d.insert("members_added".into(), list(&after.members));
+        }
+        if !after.managers.is_empty() {
+            d.insert("managers_added".into(), list(&after.managers));
+        }
+        if !after.denied.is_empty() {
+            d.insert("walled_added".into(), list(&after.denied));
+        }
+        d.insert("category".into(), after.category.clone());
+        d.insert(
+            "privacy".into(),
+            format!("{:?}", after.privacy).to_lowercase(),
+        );
+        return d;
+    };
+    let mut sets = |name: &str, old: &BTreeSet<String>, new: &BTreeSet<String>| {
+        let added: Vec<&str> = new.difference(old).map(String::as_str).collect();
+        let removed: Vec<&str> = old.difference(new).map(String::as_str).collect();
+        if !added.is_empty() {
+            d.insert(format!("{name}_added"), added.join(","));
+        }
+        if !removed.is_empty() {
+            d.insert(format!("{name}_removed"), removed.join(","));
+        }
+    };
+    sets("members", &before.members, &after.members);
+    sets("managers", &before.managers, &after.managers);
+    sets("walled", &before.denied, &after.denied);
+    if before.presenters != after.presenters {
+        let p = after
+            .presenters
+            .as_ref()
+            .map_or("none (not an auditorium)".to_string(), |p| {
+                p.iter().cloned().collect::<Vec<_>>().join(",")
+            });
+        d.insert("presenters".into(), p);
+    }
+    if before.category != after.category {
+        d.insert("category".into(), after.category.clone());
+    }
+    if before.privacy != after.privacy {
+        d.insert(
+            "privacy".into(),
+            format!("{:?}", after.privacy).to_lowercase(),
+        );
+    }
+    if before.invite != after.invite {
+        d.insert("invite".into(), after.invite.to_string());
+    }
+    if before.description != after.description {
+        d.insert("description".into(), "changed".into());
+    }
+    d
+}
+
+#[cfg(test)]
+mod room_change_tests {
+    use super::*;
+    use crate::chat::Privacy;
+
+    fn room(members: &[&str]) -> Room {
+        Room {
+            members: members.iter().map(|m| m.to_string()).collect(),
+            ..Room::default()
+        }
+    }
+
+    /// A room change says what it changed: users added and removed, and
+    /// each setting that differs; a new room says it was created.
+    #[test]
+    fn a_room_change_names_what_changed() {
+        let before = room(&["a@x", "b@x"]);
+        let mut after = room(&["b@x", "c@x"]);
+        after.privacy = Privacy::Secret;
+        after.description = "new".into();
+        let d = room_changes(Some(&before), &after);
+        assert_eq!(d["members_added"], "c@x");
+        assert_eq!(d["members_removed"], "a@x");
+        assert_eq!(d["privacy"], "secret");
+        assert_eq!(d["description"], "changed");
+        assert!(!d.contains_key("category") && !d.contains_key("managers_added"));
+        let created = room_changes(None, &after);
+        assert_eq!(created["created"], "true");
+        assert_eq!(created["members_added"], "b@x,c@x");
+        assert!(room_changes(Some(&after), &after).is_empty());
+    }
 }
 
 #[cfg(test)]

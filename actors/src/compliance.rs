@@ -86,6 +86,53 @@ pub struct ComplianceEvent {
     pub item: String,
     /// The post text, the file name, or the room's new description.
     pub text: String,
+    /// What else a pickup system needs to know of it: a file's `size` and
+    /// `sha256`; what a room change changed (`created`, `members_added`,
+    /// `members_removed`, `managers_added`, `managers_removed`,
+    /// `walled_added`, `walled_removed`, `presenters`, `category`,
+    /// `privacy`, `description`, `invite`). Empty for the other kinds.
+    pub details: BTreeMap<String, String>,
+}
+
+/// A compliance event as stored before events carried details: outboxes
+/// and staging stores written by that version still drain after an
+/// upgrade.
+#[derive(Deserialize)]
+struct ComplianceEventV1 {
+    source: String,
+    seq: u64,
+    kind: EventKind,
+    room: String,
+    user: UserId,
+    at: Millis,
+    item: String,
+    text: String,
+}
+
+/// A stored compliance event, of this version or the one before.
+pub fn decode_event(bytes: &[u8]) -> Result<ComplianceEvent, postcard::Error> {
+    let exact = |b: &[u8]| -> Result<ComplianceEvent, postcard::Error> {
+        match postcard::take_from_bytes::<ComplianceEvent>(b)? {
+            (e, []) => Ok(e),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
+    };
+    exact(bytes).or_else(
+        |e| match postcard::take_from_bytes::<ComplianceEventV1>(bytes) {
+            Ok((v, [])) => Ok(ComplianceEvent {
+                source: v.source,
+                seq: v.seq,
+                kind: v.kind,
+                room: v.room,
+                user: v.user,
+                at: v.at,
+                item: v.item,
+                text: v.text,
+                details: BTreeMap::new(),
+            }),
+            _ => Err(e),
+        },
+    )
 }
 
 impl ComplianceEvent {
@@ -97,8 +144,16 @@ impl ComplianceEvent {
     /// What the event weighs in a frame, roughly (its strings, plus a
     /// margin for the numbers).
     pub fn weight(&self) -> u64 {
-        (self.source.len() + self.room.len() + self.user.len() + self.item.len() + self.text.len())
-            as u64
+        (self.source.len()
+            + self.room.len()
+            + self.user.len()
+            + self.item.len()
+            + self.text.len()
+            + self
+                .details
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()) as u64
             + 32
     }
 }
@@ -112,6 +167,8 @@ pub struct NewEvent {
     pub at: Millis,
     pub item: String,
     pub text: String,
+    /// See [`ComplianceEvent::details`].
+    pub details: BTreeMap<String, String>,
 }
 
 /// Key prefix of an outbox event: `o/<seq, 8 bytes big-endian>`.
@@ -172,7 +229,7 @@ impl Outbox {
             if !k.starts_with(OUTBOX) {
                 break;
             }
-            match store_keys::decode::<ComplianceEvent>(v) {
+            match decode_event(v) {
                 Ok(e) => {
                     self.next = self.next.max(e.seq + 1);
                     self.pending.insert(e.seq, e);
@@ -203,6 +260,7 @@ impl Outbox {
                 at: e.at,
                 item: e.item,
                 text: e.text,
+                details: e.details,
             };
             self.next += 1;
             ops.push(StoreOp::Put {
@@ -487,7 +545,7 @@ impl Actor for Compliance {
         for (k, v) in &recovered {
             let bad = |e: String| format!("{}: key {k:?}: {e}", self.name);
             if k.starts_with(STAGED) {
-                match store_keys::decode::<ComplianceEvent>(v) {
+                match decode_event(v) {
                     Ok(e) => {
                         self.staged.insert((e.source.clone(), e.seq), e);
                     }
@@ -713,6 +771,7 @@ mod tests {
             at: seq,
             item: format!("p{seq}"),
             text: format!("text {seq}"),
+            details: BTreeMap::new(),
         }
     }
 
@@ -775,6 +834,38 @@ mod tests {
         assert_eq!(exported_events(&h2), 0);
     }
 
+    /// Outboxes and staging stores written before events carried details
+    /// still drain after an upgrade.
+    #[test]
+    fn events_of_the_previous_version_are_read() {
+        #[derive(serde::Serialize)]
+        struct Old<'a> {
+            source: &'a str,
+            seq: u64,
+            kind: EventKind,
+            room: &'a str,
+            user: &'a str,
+            at: u64,
+            item: &'a str,
+            text: &'a str,
+        }
+        let old = Old {
+            source: "chatdb",
+            seq: 4,
+            kind: EventKind::Upload,
+            room: "r",
+            user: "u",
+            at: 9,
+            item: "f1",
+            text: "plan.txt",
+        };
+        let e = decode_event(&store_keys::encode(&old)).unwrap();
+        assert_eq!((e.seq, e.item.as_str(), e.details.len()), (4, "f1", 0));
+        let mut new = e.clone();
+        new.details.insert("size".into(), "3".into());
+        assert_eq!(decode_event(&store_keys::encode(&new)).unwrap(), new);
+    }
+
     #[test]
     fn an_outbox_resends_until_staged_and_numbers_survive_restarts() {
         let me = Addr::new("chatdb", ActorKind::ChatStore);
@@ -787,6 +878,7 @@ mod tests {
             at: n,
             item: String::new(),
             text: String::new(),
+            details: BTreeMap::new(),
         };
         let (evs, ops) = ob.record(vec![new(1), new(2)]);
         assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);

@@ -81,6 +81,11 @@ pub struct ExportedEvent {
     pub at: u64,
     pub item: String,
     pub text: String,
+    /// The event's details (a file's `size` and `sha256`, what a room
+    /// change changed) as a JSON object in text; empty when it has none
+    /// (and in files written before details were exported).
+    #[serde(default)]
+    pub details: String,
 }
 
 impl From<&ComplianceEvent> for ExportedEvent {
@@ -93,7 +98,18 @@ impl From<&ComplianceEvent> for ExportedEvent {
             at: e.at,
             item: e.item.clone(),
             text: e.text.clone(),
+            details: details_text(&e.details),
         }
+    }
+}
+
+/// An event's details as they are exported: a JSON object in text (keys
+/// in order), or nothing.
+pub fn details_text(details: &BTreeMap<String, String>) -> String {
+    if details.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(details).expect("strings serialize")
     }
 }
 
@@ -118,6 +134,7 @@ struct ExportRow<'a> {
     text: &'a str,
     time_utc: String,
     format_version: u32,
+    details: String,
 }
 
 impl<'a> From<&'a ComplianceEvent> for ExportRow<'a> {
@@ -132,6 +149,7 @@ impl<'a> From<&'a ComplianceEvent> for ExportRow<'a> {
             text: &e.text,
             time_utc: utc_iso8601(e.at),
             format_version: FORMAT_VERSION,
+            details: details_text(&e.details),
         }
     }
 }
@@ -403,6 +421,9 @@ fn xml(batch: u64, events: &[&ComplianceEvent]) -> Vec<u8> {
                     .text("user", &e.user)
                     .time("time", e.at)
                     .text("item", &e.item);
+                if !e.details.is_empty() {
+                    tag = tag.text("details", &details_text(&e.details));
+                }
                 let text = xml_escape(&e.text, false).unwrap_or_else(|| {
                     tag.base64.push("text");
                     base64_encode(e.text.as_bytes())
@@ -484,6 +505,7 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
                     at: need(b"time")?.parse().map_err(|e| format!("time: {e}"))?,
                     item: need(b"item")?,
                     text: String::new(),
+                    details: field(&t, b"details")?.unwrap_or_default(),
                 };
                 if empty {
                     out.push(event);
@@ -563,6 +585,15 @@ mod tests {
             at: 1_000 + seq,
             item: format!("item-{seq}"),
             text: text.into(),
+            details: if kind == EventKind::Upload {
+                [
+                    ("size".into(), "12".into()),
+                    ("sha256".into(), "ab".repeat(32)),
+                ]
+                .into()
+            } else {
+                BTreeMap::new()
+            },
         }
     }
 
@@ -642,14 +673,49 @@ mod tests {
                     let mut lines = data.lines();
                     assert_eq!(
                         lines.next(),
-                        Some("id,kind,room,user,at,item,text,time_utc,format_version")
+                        Some("id,kind,room,user,at,item,text,time_utc,format_version,details")
                     );
                     assert!(
-                        lines.next().unwrap().ends_with(&format!(",{utc},2")),
+                        lines.next().unwrap().ends_with(&format!(",{utc},2,")),
                         "{data}"
                     );
                 }
             }
+        }
+    }
+
+    /// A file event carries its size and SHA-256 into every format, and a
+    /// room change what it changed; they read back as the same JSON text.
+    #[test]
+    fn details_are_exported_in_every_format() {
+        let mut up = ev(1, EventKind::Upload, "r", "plan.txt");
+        up.details = [
+            ("size".to_string(), "18".to_string()),
+            ("sha256".to_string(), "0f".repeat(32)),
+        ]
+        .into();
+        let mut room = ev(2, EventKind::RoomSaved, "r", "new description");
+        room.details = [("members_added".to_string(), "a@x,b@y".to_string())].into();
+        let post = ev(3, EventKind::Post, "r", "hi");
+        for format in [
+            ExportFormat::Xml,
+            ExportFormat::JsonLines,
+            ExportFormat::Csv,
+        ] {
+            let files = render(format, 1, &[&up, &room, &post]);
+            let mut back = parse(format, &files[0].data).unwrap();
+            // XML groups messages, files and other events apart.
+            back.sort_by(|a, b| a.id.cmp(&b.id));
+            let details: Vec<&str> = back.iter().map(|e| e.details.as_str()).collect();
+            assert_eq!(
+                details,
+                [
+                    format!(r#"{{"sha256":"{}","size":"18"}}"#, "0f".repeat(32)).as_str(),
+                    r#"{"members_added":"a@x,b@y"}"#,
+                    ""
+                ],
+                "{format:?}"
+            );
         }
     }
 
@@ -663,6 +729,7 @@ mod tests {
             at: 1002,
             item: "item-2".into(),
             text: "a <b>".into(),
+            details: String::new(),
         };
         let xml = br#"<?xml version="1.0" encoding="utf-8"?>
 <Conversations batch="7">
@@ -861,6 +928,7 @@ mod tests {
             at: seq * 1_234_567,
             item: s.to_string(),
             text: format!("a{s}b"),
+            details: [("note".to_string(), format!("c{s}d"))].into(),
         }
     }
 

@@ -7,7 +7,9 @@
 //! - every room created or changed at run time has a `room_saved` event;
 //! - every leave and download a client saw confirmed is exported (at least
 //!   as often as confirmed: one whose answer was lost may be exported too);
-//! - no event id appears twice across all files, and every file parses.
+//! - no event id appears twice across all files, and every file parses;
+//! - every file event carries the file's size and SHA-256, every room
+//!   change what it changed.
 //!
 //! Events still staged or in an outbox at the end are `pending`, and count
 //! as missing: a scenario must leave time for the last export.
@@ -125,6 +127,13 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
     let mut leaves: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut downloads: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for e in events.values() {
+        if !details_well_formed(e) {
+            c.wrong += 1;
+            c.example(
+                "wrong",
+                format!("{} ({}) without its details: {:?}", e.id, e.kind, e.details),
+            );
+        }
         match e.kind.as_str() {
             "post" => posts.entry(&e.item).or_default().push(e),
             "upload" => *uploads.entry(&e.item).or_default() += 1,
@@ -186,6 +195,21 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
     c
 }
 
+/// Whether an event carries the details its kind must: a file's `size`
+/// and 64-hex-digit `sha256`; for a room change, what changed.
+fn details_well_formed(e: &ExportedEvent) -> bool {
+    let details = || serde_json::from_str::<BTreeMap<String, String>>(&e.details).ok();
+    match e.kind.as_str() {
+        "upload" | "download" => details().is_some_and(|d| {
+            d.get("size").is_some_and(|s| s.parse::<u64>().is_ok())
+                && d.get("sha256")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        }),
+        "room_saved" => details().is_some_and(|d| !d.is_empty()),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +239,41 @@ mod tests {
             at: p.at,
             item: p.id.clone(),
             text: p.text.clone(),
+            details: BTreeMap::new(),
         }
+    }
+
+    /// An upload exported without the file's size and SHA-256, or a room
+    /// change without what it changed, is wrong.
+    #[test]
+    fn file_and_room_events_must_carry_their_details() {
+        let base = |kind: &str, details: &str| ExportedEvent {
+            id: "x-1".into(),
+            kind: kind.into(),
+            room: "r".into(),
+            user: "u".into(),
+            at: 1,
+            item: "f".into(),
+            text: "t".into(),
+            details: details.into(),
+        };
+        let hash = "ab".repeat(32);
+        assert!(details_well_formed(&base(
+            "upload",
+            &format!(r#"{{"size":"3","sha256":"{hash}"}}"#)
+        )));
+        assert!(!details_well_formed(&base("upload", "")));
+        assert!(!details_well_formed(&base("download", r#"{"size":"3"}"#)));
+        assert!(!details_well_formed(&base(
+            "upload",
+            r#"{"size":"3","sha256":"not hex"}"#
+        )));
+        assert!(details_well_formed(&base(
+            "room_saved",
+            r#"{"created":"true"}"#
+        )));
+        assert!(!details_well_formed(&base("room_saved", "")));
+        assert!(details_well_formed(&base("post", "")));
     }
 
     fn outputs(batches: &[(u64, Vec<ComplianceEvent>)]) -> Vec<(String, Vec<u8>)> {
