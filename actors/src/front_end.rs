@@ -224,6 +224,12 @@ impl FrontEnd {
     }
 
     fn resume(&mut self, why: &str, ctx: &mut Ctx) {
+        if self.resume_armed {
+            // An operator resumed first: a later shutdown must wait its own
+            // interval of health.
+            self.resume_armed = false;
+            ctx.cancel_timer(Timer::CriticalResume);
+        }
         if self.shut_down.take().is_some() {
             ctx.event("critical_resume", format!("{}: {why}", self.name));
             ctx.persist(

@@ -107,10 +107,19 @@ struct Beat {
 }
 
 pub struct OutgoingQueue {
-    /// After damage to the store: new records wait (here, with their front
-    /// end's token) until the destination's first answer says where its
-    /// sequence stands, so that no number it already holds is reused.
-    resync: Option<Vec<(Addr, u64, ArchiveRecord)>>,
+    /// After damage to the store: the sequence number of the tombstone
+    /// sent to learn where the destination's sequence stands. New records
+    /// are numbered only once an acknowledgement reaches it (a stale one,
+    /// queued for this queue's previous life, does not), so that no number
+    /// the destination already holds is reused.
+    resync: Option<u64>,
+    /// Records waiting to be numbered (with their front end's token), in
+    /// order: during a resync, then one at a time, so that one store
+    /// write at most is in flight and a failed one gives back the newest
+    /// number only.
+    deferred: std::collections::VecDeque<(Addr, u64, ArchiveRecord)>,
+    /// Queue bytes the deferred records will take.
+    deferred_bytes: u64,
     name: String,
     settings: Settings,
     dest: Addr,
@@ -212,6 +221,8 @@ impl OutgoingQueue {
             reported: None,
             verified: false,
             resync: None,
+            deferred: std::collections::VecDeque::new(),
+            deferred_bytes: 0,
             dead_lettered: 0,
             expired: 0,
         }
@@ -443,13 +454,7 @@ impl OutgoingQueue {
 
     fn enqueue(&mut self, from: Addr, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
         let size = record.queued_size();
-        let deferred: u64 = self
-            .resync
-            .iter()
-            .flatten()
-            .map(|(_, _, r)| r.queued_size())
-            .sum();
-        if self.bytes + deferred + size > self.settings.queue_quota {
+        if self.bytes + self.deferred_bytes + size > self.settings.queue_quota {
             if !self.quota_full {
                 ctx.event(
                     "queue_quota_exceeded",
@@ -470,10 +475,33 @@ impl OutgoingQueue {
             self.report(ctx);
             return;
         }
-        if let Some(waiting) = &mut self.resync {
-            waiting.push((from, fe_token, record));
+        if self.resync.is_some() || !self.deferred.is_empty() {
+            self.deferred_bytes += size;
+            self.deferred.push_back((from, fe_token, record));
+            return self.drain_deferred(ctx);
+        }
+        self.number(fe_token, record, ctx);
+    }
+
+    /// Numbers the next deferred record, unless a resync is on or a record
+    /// write is in flight (its completion calls this again).
+    fn drain_deferred(&mut self, ctx: &mut Ctx) {
+        if self.resync.is_some()
+            || self
+                .writes
+                .values()
+                .any(|w| matches!(w, Write::Enqueue { .. }))
+        {
             return;
         }
+        if let Some((_, fe_token, record)) = self.deferred.pop_front() {
+            self.deferred_bytes -= record.queued_size();
+            self.number(fe_token, record, ctx);
+        }
+    }
+
+    /// Gives `record` the next sequence number and writes it.
+    fn number(&mut self, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let token = self.token();
@@ -496,7 +524,7 @@ impl OutgoingQueue {
 
     fn on_ack(&mut self, upto: u64, ctx: &mut Ctx) {
         self.verified = true;
-        if self.resync.is_some() {
+        if self.resync.is_some_and(|tombstone| upto >= tombstone) {
             return self.end_resync(upto, ctx);
         }
         let last = self.next_seq - 1;
@@ -761,6 +789,7 @@ impl OutgoingQueue {
                 self.items.insert(seq, item);
                 ctx.send(self.fe(), Msg::Enqueued { token: fe_token });
                 self.pump(ctx);
+                self.drain_deferred(ctx);
             }
             Write::Heartbeat { seq, id, sent_at } => {
                 let item = QueueItem::Heartbeat {
@@ -857,6 +886,7 @@ impl OutgoingQueue {
                         cause: EnqueueFailure::Store(e.to_string()),
                     },
                 );
+                self.drain_deferred(ctx);
             }
             Write::Heartbeat { seq, .. } => {
                 debug_assert_eq!(seq + 1, self.next_seq);
@@ -895,7 +925,7 @@ impl OutgoingQueue {
         self.next_seq += 1;
         self.items.insert(seq, QueueItem::Tombstone);
         self.bytes += QueueItem::Tombstone.queued_size();
-        self.resync = Some(Vec::new());
+        self.resync = Some(seq);
         ctx.persist(
             self.token(),
             vec![StoreOp::Put {
@@ -905,11 +935,11 @@ impl OutgoingQueue {
         );
     }
 
-    /// The destination's first answer: everything up to `upto` is stored
-    /// there. Beyond what this queue remembers, it held numbers lost with
-    /// the damage: numbering goes on after them.
+    /// The destination has everything up to `upto`, the resync tombstone
+    /// included. Beyond what this queue remembers, it held numbers lost
+    /// with the damage: numbering goes on after them.
     fn end_resync(&mut self, upto: u64, ctx: &mut Ctx) {
-        let waiting = self.resync.take().unwrap_or_default();
+        self.resync = None;
         if upto >= self.next_seq {
             ctx.event(
                 "queue_resynced",
@@ -930,9 +960,7 @@ impl OutgoingQueue {
             }],
         );
         self.on_ack(upto, ctx);
-        for (from, fe_token, record) in waiting {
-            self.enqueue(from, fe_token, record, ctx);
-        }
+        self.drain_deferred(ctx);
     }
 
     /// Slots between the acknowledged point and the last item that the
@@ -1036,6 +1064,8 @@ impl Actor for OutgoingQueue {
         self.fill_holes(max, ctx);
         let damaged = recovered.contains_key(STORE_DAMAGED) || recovered.contains_key(OQ_RESYNC);
         self.resync = None;
+        self.deferred.clear();
+        self.deferred_bytes = 0;
         self.deleted = first
             .map(|f| f.saturating_sub(1))
             .unwrap_or(self.acked)
@@ -1261,6 +1291,53 @@ mod tests {
     }
 
     /// The front end hands the queue record `id` (accepted at time 0).
+    /// After damage at the tail of the store (seqs 3 and 4, already at the
+    /// destination, are gone), new records wait: a stale acknowledgement
+    /// below the resync tombstone does not end the wait, the first one at
+    /// or beyond it does, and numbering goes on after what the destination
+    /// holds, one record write at a time.
+    #[test]
+    fn after_damage_no_sequence_number_is_reused() {
+        let mut recovered = Recovered::new();
+        for seq in 1..=2 {
+            recovered.insert(
+                keys::key_u64(OQ_RECORD, seq),
+                keys::encode(&QueueItem::Record(rec(&format!("m{seq}"), 0))),
+            );
+        }
+        recovered.insert(STORE_DAMAGED.to_vec(), b"tail".to_vec());
+        let mut h = oq(Settings::default());
+        let sent = h.start(recovered);
+        // m1, m2 and the resync tombstone at 3 go out.
+        assert_eq!(seqs(&sent), vec![1, 2, 3]);
+        let sent = enqueue(&mut h, 10, "new1");
+        assert!(
+            sent.is_empty(),
+            "held until the destination answers: {sent:?}"
+        );
+        enqueue(&mut h, 11, "new2");
+        // A stale acknowledgement (queued for the previous life) below the
+        // tombstone does not end the wait.
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        assert!(
+            !sent.iter().any(|(_, m)| matches!(m, Msg::Enqueued { .. })),
+            "{sent:?}"
+        );
+        // The destination holds up to 4 (the lost tail): numbering goes on
+        // from 5, and both records are numbered, in order.
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 4 });
+        assert_eq!(h.events(), vec!["queue_resynced"]);
+        let enqueued: Vec<u64> = sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Msg::Enqueued { token } => Some(*token),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(enqueued, vec![10, 11]);
+        assert_eq!(seqs(&sent), vec![5, 6]);
+    }
+
     fn enqueue(h: &mut Harness<OutgoingQueue>, token: u64, id: &str) -> Vec<(Addr, Msg)> {
         h.msg(
             fe(),

@@ -120,6 +120,15 @@ fn complete_bad_frame(bytes: &[u8], pos: usize) -> bool {
     pos + FRAME_HEADER + len <= bytes.len()
 }
 
+/// Where the frame at `pos` ends if its length field is to be believed
+/// (within the file).
+fn claimed_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    let header = bytes.get(pos..pos.checked_add(FRAME_HEADER)?)?;
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let end = pos.checked_add(FRAME_HEADER)?.checked_add(len)?;
+    (end < bytes.len()).then_some(end)
+}
+
 /// Replays a log image, stepping over damaged stretches to the next intact
 /// frame (checksum, length and decoding all hold).
 pub fn replay_log(bytes: &[u8]) -> Replayed {
@@ -132,7 +141,12 @@ pub fn replay_log(bytes: &[u8]) -> Replayed {
             out.valid = pos as u64;
             continue;
         }
-        match (pos + 1..bytes.len()).find(|&q| frame_at(bytes, q).is_some()) {
+        // A frame whose header is intact but whose payload is not ends
+        // where its length says: look there first, so that a frame hidden
+        // in the damaged payload (text a client sent) is never taken for
+        // one of the log's.
+        let claimed = claimed_end(bytes, pos).filter(|&end| frame_at(bytes, end).is_some());
+        match claimed.or_else(|| (pos + 1..bytes.len()).find(|&q| frame_at(bytes, q).is_some())) {
             Some(next) => {
                 out.damage.push(Damage {
                     offset: pos as u64,
@@ -204,6 +218,13 @@ impl LogStore {
             .iter()
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum();
+        // A reserve file cut short means the reserve was released and not
+        // taken back before the process ended: still owed.
+        let reserve_owed = disk
+            .read(&Self::reserve_file(file))
+            .ok()
+            .flatten()
+            .is_some_and(|b| (b.len() as u64) < RESERVE_BYTES);
         Ok(LogStore {
             file: file.to_string(),
             state: r.state,
@@ -212,7 +233,7 @@ impl LogStore {
             live_bytes,
             poisoned: false,
             reserve_held: false,
-            reserve_owed: false,
+            reserve_owed,
             damage: r.damage,
             damaged_bytes,
         })
@@ -551,10 +572,15 @@ mod tests {
     }
 
     impl Disk for TornDisk {
-        fn read(&self, _: &str) -> Result<Option<Vec<u8>>, DiskError> {
-            Ok(Some(self.data.borrow().clone()))
+        // One file, "f": other files (a reserve) are not there, and what
+        // is written to them is dropped.
+        fn read(&self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+            Ok((name == "f").then(|| self.data.borrow().clone()))
         }
-        fn append(&self, _: &str, data: &[u8]) -> Result<(), DiskError> {
+        fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+            if name != "f" {
+                return Ok(());
+            }
             if *self.fail.borrow() {
                 self.data
                     .borrow_mut()
@@ -709,6 +735,50 @@ mod tests {
             }]
         );
         assert_eq!(r.valid as usize, log.len());
+    }
+
+    /// A frame carried inside a damaged frame's payload (text a client
+    /// sent can hold one) is not taken for one of the log's: replay goes on
+    /// where the damaged frame's length says it ends.
+    #[test]
+    fn a_frame_hidden_in_a_damaged_payload_is_not_replayed() {
+        let forged = frame(&kv("forged", "evil"));
+        let mut value = forged.clone();
+        value.extend_from_slice(b"padding");
+        let b = frame(&[StoreOp::Put {
+            key: b"b".to_vec(),
+            value,
+        }]);
+        let (a, c) = (frame(&kv("a", "1")), frame(&kv("c", "3")));
+        let mut log = [a.clone(), b.clone(), c].concat();
+        let last_of_b = a.len() + b.len() - 1;
+        log[last_of_b] ^= 0xff;
+        let r = replay_log(&log);
+        assert_eq!(
+            r.state.keys().cloned().collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(r.damage.len(), 1);
+    }
+
+    /// A reserve released and not taken back before a restart is still
+    /// owed: growing writes wait for it after the restart too.
+    #[test]
+    fn a_released_reserve_is_still_owed_after_a_restart() {
+        let disk = CapDisk {
+            files: RefCell::new(BTreeMap::new()),
+            capacity: 64 << 10,
+        };
+        disk.append("q.reserve", &[0; 100]).unwrap();
+        disk.append("filler", &vec![0; (64 << 10) - 200]).unwrap();
+        let mut store = LogStore::open(&disk, "q").unwrap();
+        assert_eq!(
+            block_on(store.apply(&disk, put("k"))),
+            Err(StoreError::NoSpace)
+        );
+        disk.files.borrow_mut().remove("filler");
+        block_on(store.apply(&disk, put("k"))).unwrap();
+        assert!(store.reserve_held());
     }
 
     /// A complete last frame that fails its checksum is damage (it was

@@ -112,8 +112,10 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// keep-alive every 30 s; an IM client that waits for an answer gets one
 /// well within it).
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// The largest first frame an inbound connection may send (before it has
-/// said who it is): a client's request, never a server's batch.
+/// The largest first frame a connection without a certificate may send:
+/// a client's request, never a server's batch (nodes, proven by their
+/// certificate or believed on plain links, may send up to the frame
+/// limit: their first frame can be a batch resent after a reconnect).
 const MAX_FIRST_FRAME: usize = 8 << 20;
 /// Warnings about refused connections and bad frames: at most this many
 /// per [`WARN_PERIOD`], then one line saying how many were left out.
@@ -701,7 +703,14 @@ impl Network {
                 .map_err(|e| format!("handshake refused: {e}"))?;
             let (reader, writer) = tokio::io::split(stream);
             let mut reader = tokio::io::BufReader::with_capacity(INBOUND_READ_BUFFER, reader);
-            match read_buffered_frame(&mut reader, MAX_FIRST_FRAME).await {
+            // A client's first frame is a request; a node's (a certificate of
+            // the cluster, or a plain link, which believes its peers) may be
+            // a full batch resent after a reconnect.
+            let max = match identity {
+                PeerIdentity::Anonymous => MAX_FIRST_FRAME,
+                PeerIdentity::Node(_) | PeerIdentity::Claimed => MAX_FRAME,
+            };
+            match read_buffered_frame(&mut reader, max).await {
                 Ok(Some(env)) => Ok(Some((reader, writer, identity, env))),
                 Ok(None) => Ok(None),
                 Err(e) => Err(format!("bad first frame: {e}")),

@@ -129,6 +129,15 @@ impl Storage {
         let damaged = if damage.is_empty() {
             String::new()
         } else {
+            // The damaged bytes are kept for the investigation: make them
+            // as durable as the log rewritten without them.
+            let quarantine = LogStore::quarantine_file(&file);
+            disk.sync_file(&quarantine).map_err(|e| {
+                format!(
+                    "{}: cannot sync: {e}",
+                    node.data.join(&quarantine).display()
+                )
+            })?;
             let stretches: Vec<String> = damage
                 .iter()
                 .map(|d| format!("{} bytes at {}", d.len, d.offset))
