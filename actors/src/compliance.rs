@@ -111,28 +111,20 @@ struct ComplianceEventV1 {
 
 /// A stored compliance event, of this version or the one before.
 pub fn decode_event(bytes: &[u8]) -> Result<ComplianceEvent, postcard::Error> {
-    let exact = |b: &[u8]| -> Result<ComplianceEvent, postcard::Error> {
-        match postcard::take_from_bytes::<ComplianceEvent>(b)? {
-            (e, []) => Ok(e),
-            _ => Err(postcard::Error::DeserializeBadEncoding),
-        }
-    };
-    exact(bytes).or_else(
-        |e| match postcard::take_from_bytes::<ComplianceEventV1>(bytes) {
-            Ok((v, [])) => Ok(ComplianceEvent {
-                source: v.source,
-                seq: v.seq,
-                kind: v.kind,
-                room: v.room,
-                user: v.user,
-                at: v.at,
-                item: v.item,
-                text: v.text,
-                details: BTreeMap::new(),
-            }),
-            _ => Err(e),
-        },
-    )
+    store_keys::decode_exact::<ComplianceEvent>(bytes).or_else(|e| {
+        let v = store_keys::decode_exact::<ComplianceEventV1>(bytes).map_err(|_| e)?;
+        Ok(ComplianceEvent {
+            source: v.source,
+            seq: v.seq,
+            kind: v.kind,
+            room: v.room,
+            user: v.user,
+            at: v.at,
+            item: v.item,
+            text: v.text,
+            details: BTreeMap::new(),
+        })
+    })
 }
 
 impl ComplianceEvent {

@@ -53,7 +53,7 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Er
 
 /// Decodes a value that must be exactly one `T`: trailing bytes are an
 /// error (so that a value of another layout is not half-read as this one).
-fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+pub fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     match postcard::take_from_bytes::<T>(bytes)? {
         (v, []) => Ok(v),
         _ => Err(postcard::Error::DeserializeBadEncoding),

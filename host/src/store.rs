@@ -97,36 +97,38 @@ pub struct Replayed {
 
 /// The intact frame at `pos`: its ops and where the next frame starts.
 fn frame_at(bytes: &[u8], pos: usize) -> Option<(Vec<StoreOp>, usize)> {
-    let header = bytes.get(pos..pos.checked_add(FRAME_HEADER)?)?;
-    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
-    let start = pos + FRAME_HEADER;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
+    let end = frame_end(bytes, pos)?;
+    let crc = u32::from_be_bytes(
+        bytes[pos + 4..pos + FRAME_HEADER]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let payload = bytes.get(pos + FRAME_HEADER..end)?;
     if crc32fast::hash(payload) != crc {
         return None;
     }
     let ops = postcard::from_bytes::<Vec<StoreOp>>(payload).ok()?;
-    Some((ops, start + len))
+    Some((ops, end))
+}
+
+/// Where the frame at `pos` ends if its length field is to be believed
+/// (`None`: no whole header there). It may lie past the end of the file.
+fn frame_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    let header = bytes.get(pos..pos.checked_add(FRAME_HEADER)?)?;
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    pos.checked_add(FRAME_HEADER)?.checked_add(len)
 }
 
 /// Whether the bytes at `pos` are a whole frame (header and the payload
 /// its length claims, up to the end of the file) that failed its checks:
 /// damage, where an incomplete frame is a write torn by a crash.
 fn complete_bad_frame(bytes: &[u8], pos: usize) -> bool {
-    let Some(header) = bytes.get(pos..pos + FRAME_HEADER) else {
-        return false;
-    };
-    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    pos + FRAME_HEADER + len <= bytes.len()
+    frame_end(bytes, pos).is_some_and(|end| end <= bytes.len())
 }
 
-/// Where the frame at `pos` ends if its length field is to be believed
-/// (within the file).
+/// Where the frame at `pos` ends, if that is inside the file.
 fn claimed_end(bytes: &[u8], pos: usize) -> Option<usize> {
-    let header = bytes.get(pos..pos.checked_add(FRAME_HEADER)?)?;
-    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let end = pos.checked_add(FRAME_HEADER)?.checked_add(len)?;
-    (end < bytes.len()).then_some(end)
+    frame_end(bytes, pos).filter(|&end| end < bytes.len())
 }
 
 /// Replays a log image, stepping over damaged stretches to the next intact
