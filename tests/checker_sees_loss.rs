@@ -271,3 +271,17 @@ fn hostile_requests_against_the_old_front_end_are_caught() {
         "{failures:?}"
     );
 }
+
+/// A front end that believes an IM's sender (the behaviour before client
+/// identities) takes IMs sent as honest users by another user and by a
+/// client with no principal: the hostile checker reports them taken.
+#[test]
+fn ims_sent_as_someone_else_are_caught() {
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_trust_sender = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.accepted > 100, "{h:?}");
+    assert!(
+        failures.iter().any(|f| f.starts_with("hostile_accepted")),
+        "{failures:?}"
+    );
+}

@@ -208,6 +208,21 @@ pub fn authorize(ok: bool, me: &str, from: &Addr, msg: &Msg, ctx: &mut Ctx) -> b
     ok
 }
 
+/// Records that a client's request was refused for who sent it: an
+/// operator event naming the request, the sender and the reason.
+pub fn identity_refused(
+    me: &str,
+    from: &Addr,
+    what: &str,
+    refusal: &crate::identity::Refusal,
+    ctx: &mut Ctx,
+) {
+    ctx.event(
+        crate::identity::IDENTITY_REFUSED,
+        format!("{me} refused {what} from {from}: {refusal}"),
+    );
+}
+
 /// A core. Hosts own one `Box<dyn Actor>` per actor of a node.
 pub trait Actor {
     /// Called once at (re)start with the durable state.

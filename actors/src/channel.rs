@@ -18,12 +18,13 @@
 //! is decided on that copy; a change that walls a user off a room ends the
 //! user's subscription at once. Nothing here is durable: the store is.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::actor::{authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer};
 use crate::chat::{
     sign_grant, ChatPool, ChatReject, Directory, FileGrant, FileOp, Post, Room, RoomId,
 };
 use crate::chat_store::valid_room_name;
 use crate::compliance::EventKind;
+use crate::identity::{self, Role};
 use crate::ids::{ActorKind, Addr, Millis, UserId};
 use crate::protocol::Msg;
 use crate::settings::Settings;
@@ -466,6 +467,32 @@ impl Channel {
     }
 
     fn client_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        // Every request comes from a user principal; the ones that open a
+        // session name their user, who must be that principal. The session
+        // then carries the user for every later request of the connection.
+        let checked = match &msg {
+            Msg::ChatJoin { user, .. }
+            | Msg::ChatBulkJoin { user, .. }
+            | Msg::ChatHello { user } => identity::require_user(&from, user),
+            _ => identity::require(&from, &[Role::User]),
+        };
+        if let Err(refusal) = checked {
+            identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
+            let room = match msg {
+                Msg::ChatJoin { room, .. }
+                | Msg::ChatLeave { room }
+                | Msg::ChatPost { room, .. }
+                | Msg::ChatSync { room, .. }
+                | Msg::ChatFollow { room, .. }
+                | Msg::ChatWho { room }
+                | Msg::RoomSave { room, .. }
+                | Msg::RoomGet { room }
+                | Msg::FileTokenRequest { room, .. } => room,
+                _ => RoomId::new(),
+            };
+            let reason = ChatReject::Forbidden(refusal.to_string());
+            return Self::reject(ctx, from, room, None, reason);
+        }
         let now = ctx.now();
         if let Some(s) = self.sessions.get_mut(&from.node) {
             s.last_heard = now;
@@ -1072,14 +1099,14 @@ mod tests {
     fn a_post_is_stored_then_acknowledged_fanned_out_and_relayed() {
         let mut h = channel(Settings::default());
         assert_eq!(
-            join(&mut h, "c1", "a", "general")[0].1,
+            join(&mut h, "user:a/1", "a", "general")[0].1,
             Msg::ChatJoined {
                 room: "general".into(),
                 latest: 0
             }
         );
-        join(&mut h, "c2", "b", "general");
-        let sent = post(&mut h, "c1", "p1", "general");
+        join(&mut h, "user:b/2", "b", "general");
+        let sent = post(&mut h, "user:a/1", "p1", "general");
         let Msg::StoreAppend { token, post: p } = &sent[0].1 else {
             panic!("{sent:?}")
         };
@@ -1100,9 +1127,9 @@ mod tests {
         assert_eq!(
             to,
             vec![
-                ("c1".to_string(), "ChatPosted"),
-                ("c1".to_string(), "ChatMessage"),
-                ("c2".to_string(), "ChatMessage"),
+                ("user:a/1".to_string(), "ChatPosted"),
+                ("user:a/1".to_string(), "ChatMessage"),
+                ("user:b/2".to_string(), "ChatMessage"),
                 ("ch2".to_string(), "Relay"),
             ]
         );
@@ -1123,7 +1150,7 @@ mod tests {
     #[test]
     fn an_ethical_wall_keeps_a_member_out() {
         let mut h = channel(Settings::default());
-        let sent = join(&mut h, "c3", "w", "general");
+        let sent = join(&mut h, "user:w/3", "w", "general");
         assert!(matches!(
             sent[0].1,
             Msg::ChatRejected {
@@ -1131,8 +1158,8 @@ mod tests {
                 ..
             }
         ));
-        join(&mut h, "c1", "a", "general");
-        let sent = post(&mut h, "c1", "p1", "general");
+        join(&mut h, "user:a/1", "a", "general");
+        let sent = post(&mut h, "user:a/1", "p1", "general");
         let Msg::StoreAppend { token, post: p } = &sent[0].1 else {
             panic!()
         };
@@ -1144,9 +1171,9 @@ mod tests {
                 post: p.clone(),
             },
         );
-        assert!(sent.iter().all(|(a, _)| a.node != "c3"));
+        assert!(sent.iter().all(|(a, _)| a.node != "user:w/3"));
         // Not joined: a post is refused too.
-        let sent = post(&mut h, "c3", "p2", "general");
+        let sent = post(&mut h, "user:w/3", "p2", "general");
         assert!(matches!(
             sent[0].1,
             Msg::ChatRejected {
@@ -1160,9 +1187,9 @@ mod tests {
     fn file_tokens_go_only_to_members_allowed_in_the_room() {
         use crate::chat::verify_grant;
         let mut h = channel(Settings::default());
-        join(&mut h, "c1", "a", "general");
+        join(&mut h, "user:a/1", "a", "general");
         let sent = h.msg(
-            client("c1"),
+            client("user:a/1"),
             Msg::FileTokenRequest {
                 room: "general".into(),
                 download: None,
@@ -1175,7 +1202,7 @@ mod tests {
         assert_eq!((grant.user.as_str(), grant.op), ("a", FileOp::Upload));
         // Not joined (the walled user could not join): no token.
         let sent = h.msg(
-            client("c3"),
+            client("user:w/3"),
             Msg::FileTokenRequest {
                 room: "general".into(),
                 download: Some("f1".into()),
@@ -1183,10 +1210,10 @@ mod tests {
         );
         assert!(matches!(sent[0].1, Msg::ChatRejected { .. }));
         // An auditorium listener may download but not upload.
-        join(&mut h, "c2", "b", "town-hall");
+        join(&mut h, "user:b/2", "b", "town-hall");
         let ask = |h: &mut Harness<Channel>, download: Option<String>| {
             h.msg(
-                client("c2"),
+                client("user:b/2"),
                 Msg::FileTokenRequest {
                     room: "town-hall".into(),
                     download,
@@ -1205,8 +1232,8 @@ mod tests {
     #[test]
     fn only_presenters_post_in_an_auditorium() {
         let mut h = channel(Settings::default());
-        join(&mut h, "c2", "b", "town-hall");
-        let sent = post(&mut h, "c2", "p1", "town-hall");
+        join(&mut h, "user:b/2", "b", "town-hall");
+        let sent = post(&mut h, "user:b/2", "p1", "town-hall");
         assert!(matches!(
             sent[0].1,
             Msg::ChatRejected {
@@ -1214,10 +1241,49 @@ mod tests {
                 ..
             }
         ));
-        join(&mut h, "c1", "a", "town-hall");
+        join(&mut h, "user:a/1", "a", "town-hall");
         assert!(matches!(
-            post(&mut h, "c1", "p2", "town-hall")[0].1,
+            post(&mut h, "user:a/1", "p2", "town-hall")[0].1,
             Msg::StoreAppend { .. }
+        ));
+    }
+
+    #[test]
+    fn a_client_chats_only_as_its_principal() {
+        let mut h = channel(Settings::default());
+        // mallory, authenticated, joins as a; an unauthenticated client
+        // posts; an auditor says hello.
+        for (c, msg) in [
+            (
+                "user:mallory/1",
+                Msg::ChatJoin {
+                    user: "a".into(),
+                    room: "general".into(),
+                    after: 0,
+                },
+            ),
+            ("user:mallory/1", Msg::ChatHello { user: "a".into() }),
+            (
+                "client-9",
+                Msg::ChatPost {
+                    post: "p".into(),
+                    room: "general".into(),
+                    text: "x".into(),
+                },
+            ),
+            ("auditor:a/2", Msg::ChatHello { user: "a".into() }),
+        ] {
+            let sent = h.msg(client(c), msg);
+            assert!(
+                matches!(&sent[..], [(to, Msg::ChatRejected { reason: ChatReject::Forbidden(_), .. })] if to.node == c),
+                "{c}: {sent:?}"
+            );
+            assert_eq!(h.events(), vec![crate::identity::IDENTITY_REFUSED]);
+            h.clear_events();
+        }
+        assert!(matches!(
+            join(&mut h, "user:a/1", "a", "general")[0].1,
+            Msg::ChatJoined { .. }
         ));
     }
 
@@ -1227,8 +1293,8 @@ mod tests {
             chat_capacity: 1,
             ..Settings::default()
         });
-        join(&mut h, "c1", "a", "general");
-        let sent = join(&mut h, "c2", "b", "general");
+        join(&mut h, "user:a/1", "a", "general");
+        let sent = join(&mut h, "user:b/2", "b", "general");
         assert!(matches!(
             sent[0].1,
             Msg::ChatRejected {
@@ -1238,7 +1304,7 @@ mod tests {
         ));
         // The existing session may still join more rooms.
         assert!(matches!(
-            join(&mut h, "c1", "a", "town-hall")[0].1,
+            join(&mut h, "user:a/1", "a", "town-hall")[0].1,
             Msg::ChatJoined { .. }
         ));
     }
@@ -1246,8 +1312,8 @@ mod tests {
     #[test]
     fn a_post_the_store_does_not_confirm_in_time_is_refused_and_later_answers_ignored() {
         let mut h = channel(Settings::default());
-        join(&mut h, "c1", "a", "general");
-        let sent = post(&mut h, "c1", "p1", "general");
+        join(&mut h, "user:a/1", "a", "general");
+        let sent = post(&mut h, "user:a/1", "p1", "general");
         let Msg::StoreAppend { token, post: p } = sent[0].1.clone() else {
             panic!()
         };
@@ -1273,18 +1339,18 @@ mod tests {
     #[test]
     fn steady_traffic_does_not_postpone_the_store_timeout() {
         let mut h = channel(Settings::default());
-        join(&mut h, "c1", "a", "general");
-        post(&mut h, "c1", "p1", "general");
+        join(&mut h, "user:a/1", "a", "general");
+        post(&mut h, "user:a/1", "p1", "general");
         let deadline = h.timers[&Timer::StoreTimeout];
         h.now += 1_000;
-        post(&mut h, "c1", "p2", "general");
+        post(&mut h, "user:a/1", "p2", "general");
         assert_eq!(h.timers[&Timer::StoreTimeout], deadline);
     }
 
     #[test]
     fn silent_sessions_are_closed_and_load_is_reported() {
         let mut h = channel(Settings::default());
-        join(&mut h, "c1", "a", "general");
+        join(&mut h, "user:a/1", "a", "general");
         h.now += 40_000;
         let sent = h.fire(Timer::LoadReport);
         assert!(sent.iter().any(|(_, m)| *m

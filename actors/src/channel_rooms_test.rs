@@ -158,15 +158,15 @@ fn room(privacy: Privacy, members: &[&str]) -> Room {
 #[test]
 fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     let mut p = Pool::new();
-    p.hello("c-bob", "bob");
-    let r = p.create("c-bob", "bobs", room(Privacy::Open, &[]));
+    p.hello("user:bob/c", "bob");
+    let r = p.create("user:bob/c", "bobs", room(Privacy::Open, &[]));
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
-    p.hello("c-ann", "ann");
+    p.hello("user:ann/c", "ann");
     // No category: rooms without one come from the configuration only.
-    let r = p.create("c-ann", "loose", Room::default());
+    let r = p.create("user:ann/c", "loose", Room::default());
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
     let sent = p.ch.msg(
-        Addr::new("c-ann", ActorKind::Client),
+        Addr::new("user:ann/c", ActorKind::Client),
         Msg::RoomSave {
             room: "deals".into(),
             info: Box::new(room(Privacy::Closed, &["bob"])),
@@ -176,18 +176,18 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     let sent = p.settle(sent);
     assert!(sent
         .iter()
-        .any(|(a, m)| a.node == "c-ann" && matches!(m, Msg::RoomSaved { version: 1, .. })));
+        .any(|(a, m)| a.node == "user:ann/c" && matches!(m, Msg::RoomSaved { version: 1, .. })));
     // The other server hears of it at once.
     assert!(sent
         .iter()
         .any(|(a, m)| a.node == "ch2" && matches!(m, Msg::RoomChanged { .. })));
-    let r = p.create("c-ann", "deals", room(Privacy::Closed, &[]));
+    let r = p.create("user:ann/c", "deals", room(Privacy::Closed, &[]));
     assert_eq!(rejected(&r), Some(ChatReject::RoomExists));
-    let r = p.create("c-ann", "general", room(Privacy::Closed, &[]));
+    let r = p.create("user:ann/c", "general", room(Privacy::Closed, &[]));
     assert_eq!(rejected(&r), Some(ChatReject::RoomExists));
     // Stored: the store gives it back after a restart.
     match &p.ask(
-        "c-ann",
+        "user:ann/c",
         Msg::RoomGet {
             room: "deals".into(),
         },
@@ -208,41 +208,41 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
         if rooms.len() == 1 && rooms[0].0 == "deals")
     );
     // Nobody creates a room under a name keys could not hold.
-    let r = p.create("c-ann", "bad\0name", room(Privacy::Open, &[]));
+    let r = p.create("user:ann/c", "bad\0name", room(Privacy::Open, &[]));
     assert_eq!(rejected(&r), Some(ChatReject::NoSuchRoom));
 }
 
 #[test]
 fn privacy_decides_who_finds_and_who_enters() {
     let mut p = Pool::new();
-    p.hello("c-ann", "ann");
+    p.hello("user:ann/c", "ann");
     for (name, privacy) in [
         ("open-room", Privacy::Open),
         ("closed-room", Privacy::Closed),
         ("secret-room", Privacy::Secret),
     ] {
-        let r = p.create("c-ann", name, room(privacy, &["bob"]));
+        let r = p.create("user:ann/c", name, room(privacy, &["bob"]));
         assert!(matches!(r[..], [Msg::RoomSaved { .. }]), "{r:?}");
     }
-    p.hello("c-carl", "carl");
+    p.hello("user:carl/c", "carl");
     // Carl is in no room: he finds the open and closed ones, not the secret.
     assert_eq!(
-        p.find("c-carl", RoomQuery::Search("ROOM".into())),
+        p.find("user:carl/c", RoomQuery::Search("ROOM".into())),
         vec!["closed-room", "open-room"]
     );
-    assert!(joined(&p.join("c-carl", "carl", "open-room")));
+    assert!(joined(&p.join("user:carl/c", "carl", "open-room")));
     assert_eq!(
-        rejected(&p.join("c-carl", "carl", "closed-room")),
+        rejected(&p.join("user:carl/c", "carl", "closed-room")),
         Some(ChatReject::NotAllowed)
     );
     assert_eq!(
-        rejected(&p.join("c-carl", "carl", "secret-room")),
+        rejected(&p.join("user:carl/c", "carl", "secret-room")),
         Some(ChatReject::NotAllowed)
     );
     // A secret room does not exist for those who may not know of it.
     assert_eq!(
         rejected(&p.ask(
-            "c-carl",
+            "user:carl/c",
             Msg::RoomGet {
                 room: "secret-room".into()
             }
@@ -250,21 +250,23 @@ fn privacy_decides_who_finds_and_who_enters() {
         Some(ChatReject::NoSuchRoom)
     );
     // Bob, a member, finds all three and belongs to them and to general.
-    p.hello("c-bob", "bob");
+    p.hello("user:bob/c", "bob");
     assert_eq!(
-        p.find("c-bob", RoomQuery::Search("room".into())),
+        p.find("user:bob/c", RoomQuery::Search("room".into())),
         vec!["closed-room", "open-room", "secret-room"]
     );
     assert_eq!(
-        p.find("c-bob", RoomQuery::Associations),
+        p.find("user:bob/c", RoomQuery::Associations),
         vec!["closed-room", "general", "open-room", "secret-room"]
     );
-    assert!(joined(&p.join("c-bob", "bob", "secret-room")));
+    assert!(joined(&p.join("user:bob/c", "bob", "secret-room")));
     // Eve is walled off the category: not even an open room lets her in.
-    p.hello("c-eve", "eve");
-    assert!(p.find("c-eve", RoomQuery::Search("room".into())).is_empty());
+    p.hello("user:eve/c", "eve");
+    assert!(p
+        .find("user:eve/c", RoomQuery::Search("room".into()))
+        .is_empty());
     assert_eq!(
-        rejected(&p.join("c-eve", "eve", "open-room")),
+        rejected(&p.join("user:eve/c", "eve", "open-room")),
         Some(ChatReject::NotAllowed)
     );
 }
@@ -272,12 +274,16 @@ fn privacy_decides_who_finds_and_who_enters() {
 #[test]
 fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptions() {
     let mut p = Pool::new();
-    p.hello("c-ann", "ann");
-    p.create("c-ann", "deals", room(Privacy::Closed, &["bob", "carl"]));
-    assert!(joined(&p.join("c-bob", "bob", "deals")));
+    p.hello("user:ann/c", "ann");
+    p.create(
+        "user:ann/c",
+        "deals",
+        room(Privacy::Closed, &["bob", "carl"]),
+    );
+    assert!(joined(&p.join("user:bob/c", "bob", "deals")));
     let Msg::RoomInfo { mut info, .. } = p
         .ask(
-            "c-ann",
+            "user:ann/c",
             Msg::RoomGet {
                 room: "deals".into(),
             },
@@ -288,7 +294,7 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
     };
     // Bob is a member, not a manager.
     let r = p.ask(
-        "c-bob",
+        "user:bob/c",
         Msg::RoomSave {
             room: "deals".into(),
             info: info.clone(),
@@ -299,7 +305,7 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
     // Ann walls Bob off the room: his subscription ends at once.
     info.denied.insert("bob".into());
     let sent = p.ch.msg(
-        Addr::new("c-ann", ActorKind::Client),
+        Addr::new("user:ann/c", ActorKind::Client),
         Msg::RoomSave {
             room: "deals".into(),
             info: info.clone(),
@@ -309,10 +315,13 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
     let sent = p.settle(sent);
     assert!(sent
         .iter()
-        .any(|(a, m)| a.node == "c-ann" && matches!(m, Msg::RoomSaved { version: 2, .. })));
-    assert_eq!(rejected(&p.to("c-bob", sent)), Some(ChatReject::NotAllowed));
+        .any(|(a, m)| a.node == "user:ann/c" && matches!(m, Msg::RoomSaved { version: 2, .. })));
+    assert_eq!(
+        rejected(&p.to("user:bob/c", sent)),
+        Some(ChatReject::NotAllowed)
+    );
     let r = p.ask(
-        "c-bob",
+        "user:bob/c",
         Msg::ChatPost {
             post: "p1".into(),
             room: "deals".into(),
@@ -322,7 +331,7 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
     assert_eq!(rejected(&r), Some(ChatReject::NotJoined));
     // An update based on the old version is refused: re-read and retry.
     let r = p.ask(
-        "c-ann",
+        "user:ann/c",
         Msg::RoomSave {
             room: "deals".into(),
             info,
@@ -345,7 +354,7 @@ fn a_change_made_elsewhere_arrives_by_relay_or_from_the_store() {
             info: Box::new(info),
         },
     );
-    assert!(joined(&p.join("c-carl", "carl", "relayed")));
+    assert!(joined(&p.join("user:carl/c", "carl", "relayed")));
     // Saved through ch2, relay lost: the next tick asks the store.
     let mut db_info = room(Privacy::Open, &[]);
     db_info.managers.insert("ann".into());
@@ -360,25 +369,25 @@ fn a_change_made_elsewhere_arrives_by_relay_or_from_the_store() {
         },
     );
     assert_eq!(
-        rejected(&p.join("c-dan", "dan", "stored")),
+        rejected(&p.join("user:dan/c", "dan", "stored")),
         Some(ChatReject::NoSuchRoom)
     );
     let sent = p.ch.fire(Timer::LoadReport);
     p.settle(sent);
-    assert!(joined(&p.join("c-dan", "dan", "stored")));
+    assert!(joined(&p.join("user:dan/c", "dan", "stored")));
 }
 
 #[test]
 fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     let mut p = Pool::new();
-    p.hello("c-ann", "ann");
+    p.hello("user:ann/c", "ann");
     let mut info = room(Privacy::Closed, &["bob"]);
     info.invite = true;
-    p.create("c-ann", "deals", info);
-    p.hello("c-bob", "bob");
-    assert_eq!(p.find("c-bob", RoomQuery::Invitations), vec!["deals"]);
+    p.create("user:ann/c", "deals", info);
+    p.hello("user:bob/c", "bob");
+    assert_eq!(p.find("user:bob/c", RoomQuery::Invitations), vec!["deals"]);
     let r = p.ask(
-        "c-bob",
+        "user:bob/c",
         Msg::ChatFollow {
             room: "deals".into(),
             follow: true,
@@ -388,11 +397,11 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
         matches!(r[..], [Msg::ChatFollowed { follow: true, .. }]),
         "{r:?}"
     );
-    assert!(p.find("c-bob", RoomQuery::Invitations).is_empty());
+    assert!(p.find("user:bob/c", RoomQuery::Invitations).is_empty());
     // Carl may not follow a closed room he is not in.
-    p.hello("c-carl", "carl");
+    p.hello("user:carl/c", "carl");
     let r = p.ask(
-        "c-carl",
+        "user:carl/c",
         Msg::ChatFollow {
             room: "deals".into(),
             follow: true,
@@ -400,11 +409,11 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     );
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
     // Ann posts twice: Bob, following without having joined, is told once.
-    assert!(joined(&p.join("c-ann", "ann", "deals")));
+    assert!(joined(&p.join("user:ann/c", "ann", "deals")));
     let mut notices = Vec::new();
     for id in ["p1", "p2"] {
         let sent = p.ch.msg(
-            Addr::new("c-ann", ActorKind::Client),
+            Addr::new("user:ann/c", ActorKind::Client),
             Msg::ChatPost {
                 post: id.into(),
                 room: "deals".into(),
@@ -412,7 +421,7 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
             },
         );
         let sent = p.settle(sent);
-        notices.extend(p.to("c-bob", sent));
+        notices.extend(p.to("user:bob/c", sent));
     }
     assert_eq!(
         notices,
@@ -423,7 +432,7 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     );
     // A new session learns the follow and the room's latest number.
     assert_eq!(
-        p.hello("c-bob2", "bob"),
+        p.hello("user:bob/2", "bob"),
         vec![Msg::ChatWelcome {
             follows: vec![("deals".into(), 2)]
         }]
@@ -434,7 +443,7 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
 fn participants_are_listed_across_the_pool() {
     let mut p = Pool::new();
     let sent = p.ch.msg(
-        Addr::new("c-ann", ActorKind::Client),
+        Addr::new("user:ann/c", ActorKind::Client),
         Msg::ChatJoin {
             user: "ann".into(),
             room: "general".into(),
@@ -460,7 +469,7 @@ fn participants_are_listed_across_the_pool() {
         room: "general".into(),
     };
     assert_eq!(
-        p.ask("c-ann", who.clone()),
+        p.ask("user:ann/c", who.clone()),
         vec![Msg::ChatParticipants {
             room: "general".into(),
             users: vec!["ann".into(), "bob".into()]
@@ -469,17 +478,17 @@ fn participants_are_listed_across_the_pool() {
     // A server silent for three report periods is no longer counted.
     p.ch.now += 3 * Settings::default().chat_load_report + 1;
     assert_eq!(
-        p.ask("c-ann", who),
+        p.ask("user:ann/c", who),
         vec![Msg::ChatParticipants {
             room: "general".into(),
             users: vec!["ann".into()]
         }]
     );
     // Carl, not a member, may not look.
-    p.hello("c-carl", "carl");
+    p.hello("user:carl/c", "carl");
     assert_eq!(
         rejected(&p.ask(
-            "c-carl",
+            "user:carl/c",
             Msg::ChatWho {
                 room: "general".into()
             }

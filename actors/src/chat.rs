@@ -337,6 +337,9 @@ pub struct Post {
 /// Why a chat request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChatReject {
+    /// The request does not match the authenticated client: it speaks for
+    /// another user, or the client's role may not chat.
+    Forbidden(String),
     /// 503: the Channel server is over its load; retry with backoff
     /// (through Lookup).
     Busy,

@@ -22,8 +22,11 @@
 //! batch staged, raises `compliance_export_failed`, and is retried at the
 //! next interval.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+};
 use crate::compliance_export::{render, ExportFormat};
+use crate::identity::{self, Role};
 use crate::ids::{ActorKind, Addr, Millis, UserId};
 use crate::protocol::Msg;
 use crate::store_keys;
@@ -620,11 +623,19 @@ impl Actor for Compliance {
                 };
                 self.write(w, ops, ctx);
             }
-            Msg::ComplianceRunNow => {
-                self.run(ctx);
-                ctx.send(from, Msg::ComplianceReport(self.status.clone()));
-            }
-            Msg::ComplianceStatusQuery => {
+            Msg::ComplianceRunNow | Msg::ComplianceStatusQuery => {
+                let roles: &[Role] = match msg {
+                    Msg::ComplianceRunNow => &[Role::Operator],
+                    _ => &[Role::Operator, Role::Auditor],
+                };
+                if let Err(refusal) = identity::require(&from, roles) {
+                    identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
+                    let reason = refusal.to_string();
+                    return ctx.send(from, Msg::Forbidden { reason });
+                }
+                if matches!(msg, Msg::ComplianceRunNow) {
+                    self.run(ctx);
+                }
                 ctx.send(from, Msg::ComplianceReport(self.status.clone()));
             }
             _ => {}
@@ -790,6 +801,45 @@ mod tests {
 
     fn exported_events(h: &Harness<Compliance>) -> u64 {
         h.actor.status.last_batch
+    }
+
+    #[test]
+    fn operators_export_and_auditors_read_the_status() {
+        let mut h = service(ComplianceConfig::default());
+        let who = |s: &str| Addr::new(s, ActorKind::Client);
+        let answer = |h: &mut Harness<Compliance>, c: &str, m: Msg| {
+            let sent = h.msg(who(c), m);
+            let events = h.events().len();
+            h.clear_events();
+            (sent.into_iter().map(|(_, m)| m).collect::<Vec<_>>(), events)
+        };
+        let forbidden =
+            |r: &(Vec<Msg>, usize)| matches!(&r.0[..], [Msg::Forbidden { .. }]) && r.1 == 1;
+        let report = |r: &(Vec<Msg>, usize)| matches!(&r.0[..], [Msg::ComplianceReport(_)]);
+        for c in ["user:alice/1", "auditor:carol/1", "client-1"] {
+            assert!(forbidden(&answer(&mut h, c, Msg::ComplianceRunNow)), "{c}");
+        }
+        for c in ["user:alice/1", "client-1"] {
+            assert!(
+                forbidden(&answer(&mut h, c, Msg::ComplianceStatusQuery)),
+                "{c}"
+            );
+        }
+        assert!(report(&answer(
+            &mut h,
+            "auditor:carol/1",
+            Msg::ComplianceStatusQuery
+        )));
+        assert!(report(&answer(
+            &mut h,
+            "operator:ops/1",
+            Msg::ComplianceStatusQuery
+        )));
+        assert!(report(&answer(
+            &mut h,
+            "operator:ops/1",
+            Msg::ComplianceRunNow
+        )));
     }
 
     #[test]

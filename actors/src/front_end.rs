@@ -26,8 +26,11 @@
 //! client that reuses an id gets two messages with two archive rows: no
 //! sequence of requests delivers an IM without its record.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+};
 use crate::cluster::Cluster;
+use crate::identity::{self, Refusal};
 use crate::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::protocol::{
     ArchiveRecord, CallReport, EnqueueFailure, Im, Msg, RecordKind, RejectReason,
@@ -106,7 +109,8 @@ impl FrontEnd {
     }
 
     /// Sabotage for checker tests only: switches back on the defects that
-    /// `fe_accept_unqueued`, `fe_client_ids` and `fe_no_size_limit` name,
+    /// `fe_accept_unqueued`, `fe_client_ids`, `fe_no_size_limit` and
+    /// `fe_trust_sender` name,
     /// so that a test can show the checker seeing what they cause.
     pub fn sabotaged(mut self, sabotage: &Sabotage) -> Self {
         self.sabotage = sabotage.clone();
@@ -275,6 +279,9 @@ impl FrontEnd {
     }
 
     fn submit(&mut self, client: Addr, im: Im, ctx: &mut Ctx) {
+        if let Err(refusal) = self.check_sender(&client, &im.from) {
+            return self.forbid(ctx, client, im.id, "an IM", refusal);
+        }
         if let Some(reason) = self.precheck(&im.id, &im.body, Ok(()), &im.from) {
             return Self::reject(ctx, client, im.id, reason);
         }
@@ -314,6 +321,9 @@ impl FrontEnd {
     /// already happened). A CDR is accepted only once durably queued; one
     /// that cannot be queued is refused, so the client keeps it and retries.
     fn report_call(&mut self, client: Addr, report: CallReport, ctx: &mut Ctx) {
+        if let Err(refusal) = self.check_sender(&client, &report.from) {
+            return self.forbid(ctx, client, report.id, "a call report", refusal);
+        }
         let valid = if report.kind == RecordKind::Im {
             Err("a call report is a CDR or a QoE report")
         } else {
@@ -330,6 +340,26 @@ impl FrontEnd {
         };
         let msg = self.admit(im, ctx);
         self.enqueue(Some(client), report.kind, msg, ctx);
+    }
+
+    /// The client's principal must be the sender itself.
+    fn check_sender(&self, client: &Addr, from: &str) -> Result<(), Refusal> {
+        if self.sabotage.fe_trust_sender {
+            return Ok(());
+        }
+        identity::require_user(client, from).map(|_| ())
+    }
+
+    /// Refuses a client's request for who sent it: the client is told why,
+    /// the operator gets an event.
+    fn forbid(&self, ctx: &mut Ctx, client: Addr, id: MessageId, what: &str, refusal: Refusal) {
+        identity_refused(&self.name, &client, what, &refusal, ctx);
+        Self::reject(
+            ctx,
+            client,
+            id,
+            RejectReason::Forbidden(refusal.to_string()),
+        );
     }
 
     /// The outgoing queue could not take a record.
@@ -560,7 +590,7 @@ mod tests {
     }
 
     fn client() -> Addr {
-        Addr::new("c", ActorKind::Client)
+        crate::testkit::client_of("a@corp.example")
     }
 
     fn queue() -> Addr {
@@ -782,7 +812,7 @@ mod tests {
         assert_eq!(h.events(), vec!["critical_shutdown"]);
         // Every later IM, archivable or not, is refused explicitly.
         let sent = h.msg(
-            client(),
+            crate::testkit::client_of("c@corp.example"),
             Msg::SubmitIm {
                 im: im("m2", "c@corp.example", "d@corp.example"),
             },
@@ -960,23 +990,80 @@ mod tests {
     fn policy_none_skips_the_queue() {
         let mut h = fe(Settings::default());
         let sent = h.msg(
-            client(),
+            crate::testkit::client_of("c@corp.example"),
             Msg::SubmitIm {
                 im: im("m2", "c@corp.example", "d@corp.example"),
             },
         );
         assert!(
-            matches!(&sent[..], [(c, Msg::ImAccepted { id, at: 0, .. })] if *c == client() && id == "m2"),
+            matches!(&sent[..], [(c, Msg::ImAccepted { id, at: 0, .. })] if *c == crate::testkit::client_of("c@corp.example") && id == "m2"),
             "{sent:?}"
         );
         assert_eq!(h.actor.delivered, 1);
     }
 
     #[test]
+    fn only_the_sender_itself_may_submit_its_ims_and_calls() {
+        let mut h = fe(Settings::default());
+        let forged = im("f1", "a@corp.example", "b@corp.example");
+        let senders = [
+            // mallory, authenticated, sends as a@
+            crate::testkit::client_of("mallory@corp.example"),
+            // no principal in the connection's name
+            Addr::new("client-1", ActorKind::Client),
+            // an operator is not a user
+            Addr::new(
+                crate::identity::Principal::new("a@corp.example", crate::identity::Role::Operator)
+                    .client_name("n"),
+                ActorKind::Client,
+            ),
+        ];
+        for sender in senders {
+            let sent = h.msg(sender.clone(), Msg::SubmitIm { im: forged.clone() });
+            assert!(
+                matches!(&sent[..], [(to, Msg::ImRejected { id, reason: RejectReason::Forbidden(_) })]
+                    if *to == sender && id == "f1"),
+                "{sender}: {sent:?}"
+            );
+            assert_eq!(h.events(), vec![crate::identity::IDENTITY_REFUSED]);
+            h.clear_events();
+            let sent = h.msg(
+                sender,
+                Msg::ReportCall {
+                    report: CallReport {
+                        id: "c1".into(),
+                        kind: RecordKind::Cdr,
+                        from: "a@corp.example".into(),
+                        to: "b@corp.example".into(),
+                        body: "call".into(),
+                    },
+                },
+            );
+            assert!(
+                matches!(
+                    &sent[..],
+                    [(
+                        _,
+                        Msg::ImRejected {
+                            reason: RejectReason::Forbidden(_),
+                            ..
+                        }
+                    )]
+                ),
+                "{sent:?}"
+            );
+            h.clear_events();
+        }
+        // The sender itself is admitted.
+        let sent = h.msg(client(), Msg::SubmitIm { im: forged });
+        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+    }
+
+    #[test]
     fn wrong_home_and_unknown_recipient_are_rejected() {
         let mut h = fe(Settings::default());
         let sent = h.msg(
-            client(),
+            crate::testkit::client_of("b@corp.example"),
             Msg::SubmitIm {
                 im: im("m3", "b@corp.example", "a@corp.example"),
             },

@@ -23,6 +23,7 @@ pub mod database;
 pub mod destination_queue;
 pub mod frame;
 pub mod front_end;
+pub mod identity;
 pub mod ids;
 pub mod lookup;
 pub mod outgoing_queue;

@@ -141,6 +141,9 @@ pub enum RejectReason {
     CriticalMode(String),
     /// The front end is shutting down (graceful stop); try again later.
     NodeStopping,
+    /// The request does not match the authenticated sender (another user's
+    /// IM, a role that may not send, no principal at all).
+    Forbidden(String),
 }
 
 /// Why an outgoing queue could not take a record: the front end answers
@@ -525,6 +528,11 @@ pub enum Msg {
     },
     /// Operator → Compliance service: export now.
     ComplianceRunNow,
+    /// An operator's or auditor's request refused for who sent it (the
+    /// role does not allow it, or the client is not authenticated).
+    Forbidden {
+        reason: String,
+    },
     ComplianceStatusQuery,
     ComplianceReport(ComplianceStatus),
     // ---- Channel server ↔ Channel server (relay) ----------------------------
@@ -634,6 +642,7 @@ impl Msg {
             Msg::ComplianceBatch { .. } => "ComplianceBatch",
             Msg::ComplianceStaged { .. } => "ComplianceStaged",
             Msg::ComplianceRunNow => "ComplianceRunNow",
+            Msg::Forbidden { .. } => "Forbidden",
             Msg::ComplianceStatusQuery => "ComplianceStatusQuery",
             Msg::ComplianceReport(_) => "ComplianceReport",
             Msg::ChatHello { .. } => "ChatHello",

@@ -330,6 +330,9 @@ pub struct Sabotage {
     /// Front ends take bodies of any size (the behaviour before
     /// `im_max_bytes`).
     pub fe_no_size_limit: bool,
+    /// Front ends believe an IM's sender whoever sends it (the behaviour
+    /// before client identities): anyone can send as anyone.
+    pub fe_trust_sender: bool,
 }
 
 #[cfg(test)]

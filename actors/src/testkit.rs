@@ -11,6 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// fe1 homes a@, c@ and d@, fe2 homes b@; archive everything except c@ and d@.
+/// The address of a client connection authenticated as `user` (role user).
+pub fn client_of(user: &str) -> Addr {
+    let p = crate::identity::Principal::new(user, crate::identity::Role::User);
+    Addr::new(p.client_name("t"), crate::ids::ActorKind::Client)
+}
+
 pub fn cluster() -> Arc<Cluster> {
     let mut front_ends = BTreeMap::new();
     for fe in ["fe1", "fe2"] {

@@ -17,9 +17,12 @@
 //! compliance outbox in the same write as the file, and every download
 //! before the file is sent (see [`crate::compliance`]).
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+};
 use crate::chat::{verify_grant, ChatPool, FileOp};
 use crate::compliance::{ComplianceEvent, EventKind, NewEvent, Outbox};
+use crate::identity;
 use crate::ids::{ActorKind, Addr};
 use crate::protocol::Msg;
 use crate::settings::Settings;
@@ -165,6 +168,11 @@ impl Actor for WebFiles {
                 if grant.expires < now {
                     return self.refuse(ctx, from, "expired token");
                 }
+                // A token is its holder's: another user cannot spend it.
+                if let Err(refusal) = identity::require_user(&from, &grant.user) {
+                    identity_refused(&self.name, &from, "a file token", &refusal, ctx);
+                    return self.refuse(ctx, from, refusal.to_string());
+                }
                 if grant.op != FileOp::Upload {
                     return self.refuse(ctx, from, "the token does not allow an upload");
                 }
@@ -220,6 +228,11 @@ impl Actor for WebFiles {
                 };
                 if grant.expires < now {
                     return self.refuse(ctx, from, "expired token");
+                }
+                // A token is its holder's: another user cannot spend it.
+                if let Err(refusal) = identity::require_user(&from, &grant.user) {
+                    identity_refused(&self.name, &from, "a file token", &refusal, ctx);
+                    return self.refuse(ctx, from, refusal.to_string());
                 }
                 let FileOp::Download { file } = grant.op else {
                     return self.refuse(ctx, from, "the token does not allow a download");
@@ -405,7 +418,7 @@ mod tests {
     }
 
     fn client() -> Addr {
-        Addr::new("c1", ActorKind::Client)
+        crate::testkit::client_of("a@corp.example")
     }
 
     fn upload(h: &mut Harness<WebFiles>, token: Vec<u8>, data: &[u8]) -> Msg {
@@ -480,6 +493,19 @@ mod tests {
             token(KEY, FileOp::Upload, 200_000),
             b"12345"
         )));
+        assert!(h.store.is_empty(), "nothing refused was stored");
+        // A valid token is its holder's: another user cannot spend it.
+        h.clear_events();
+        let sent = h.msg(
+            crate::testkit::client_of("mallory@corp.example"),
+            Msg::FileUpload {
+                token: token(KEY, FileOp::Upload, 200_000),
+                name: "n".into(),
+                data: b"x".to_vec(),
+            },
+        );
+        assert!(refused(sent[0].1.clone()), "{sent:?}");
+        assert!(h.events().contains(&crate::identity::IDENTITY_REFUSED));
         assert!(h.store.is_empty(), "nothing refused was stored");
         // A download token for another room's file finds nothing.
         let Msg::FileStored { file, .. } =

@@ -24,6 +24,7 @@
 //!   calls [`Network::consumed`] for every envelope it takes.
 
 use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
+use holdfast_actors::identity::Principal;
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::protocol::Envelope;
 use std::collections::{BTreeMap, VecDeque};
@@ -64,9 +65,10 @@ pub enum PeerIdentity {
     Claimed,
     /// Authenticated as this node (a certificate of the cluster).
     Node(String),
-    /// Authenticated as no node (TLS without a client certificate): the
-    /// connection may only speak as a client.
-    Anonymous,
+    /// Authenticated as a user in a role (a user credential of the
+    /// cluster): the connection may only speak as a client named after
+    /// this principal (see `holdfast_actors::identity`).
+    Client(Principal),
 }
 
 /// Secures connections. The transport calls `connect` on every outbound
@@ -112,7 +114,7 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// keep-alive every 30 s; an IM client that waits for an answer gets one
 /// well within it).
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// The largest first frame a connection without a certificate may send:
+/// The largest first frame a client's connection may send:
 /// a client's request, never a server's batch (nodes, proven by their
 /// certificate or believed on plain links, may send up to the frame
 /// limit: their first frame can be a batch resent after a reconnect).
@@ -707,7 +709,7 @@ impl Network {
             // the cluster, or a plain link, which believes its peers) may be
             // a full batch resent after a reconnect.
             let max = match identity {
-                PeerIdentity::Anonymous => MAX_FIRST_FRAME,
+                PeerIdentity::Client(_) => MAX_FIRST_FRAME,
                 PeerIdentity::Node(_) | PeerIdentity::Claimed => MAX_FRAME,
             };
             match read_buffered_frame(&mut reader, max).await {
@@ -741,7 +743,12 @@ impl Network {
         let proven = match &identity {
             PeerIdentity::Claimed => true,
             PeerIdentity::Node(name) => *name == peer,
-            PeerIdentity::Anonymous => first.from.actor == ActorKind::Client,
+            // A client speaks under a name that carries its credential's
+            // principal (and every later frame must keep that name).
+            PeerIdentity::Client(principal) => {
+                first.from.actor == ActorKind::Client
+                    && Principal::of_client_name(&peer).as_ref() == Some(principal)
+            }
         };
         if !proven {
             return self.refuse_with(
@@ -751,9 +758,10 @@ impl Network {
                 ),
             );
         }
-        // A client must not take a server's name: on a certificate-less
-        // link, only a client name outside the address book is accepted.
-        let known = known && identity != PeerIdentity::Anonymous;
+        // A client must not take a server's name: with a user credential,
+        // only a client name outside the address book is accepted.
+        let client_credential = matches!(identity, PeerIdentity::Client(_));
+        let known = known && !client_credential;
         if known && !self.may_speak_as(&first.from) {
             return self.refuse_with(
                 remote,
@@ -766,10 +774,10 @@ impl Network {
         if !known && first.from.actor != ActorKind::Client {
             return self.refuse_with(remote, format_args!("unknown peer {peer}"));
         }
-        if identity == PeerIdentity::Anonymous && self.peers.contains_key(&peer) {
+        if client_credential && self.peers.contains_key(&peer) {
             return self.refuse_with(
                 remote,
-                format_args!("a client without a certificate claims a node's name ({peer})"),
+                format_args!("a client's credential claims a node's name ({peer})"),
             );
         }
         if first.to.node != self.me {

@@ -2,13 +2,13 @@
 //! Lookup, joins rooms, posts, reads history. Used by `holdfast chat` and
 //! the real-process tests.
 
-use crate::client::client_link;
+use crate::client::{client_identity, connection_name};
 use crate::config::Config;
 use holdfast_actors::chat::{ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary};
+use holdfast_actors::identity::Role;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
-use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ pub struct ChatClient {
 
 fn describe(r: &ChatReject) -> String {
     match r {
+        ChatReject::Forbidden(why) => format!("forbidden: {why}"),
         ChatReject::Busy => "the Channel server is busy (503); try again".into(),
         ChatReject::NoSuchRoom => "no such room".into(),
         ChatReject::NotAllowed => "not allowed in this room".into(),
@@ -47,9 +48,11 @@ impl ChatClient {
         channel: Option<&str>,
         timeout: Duration,
     ) -> Result<ChatClient, String> {
-        // Unguessable, so that no other client can take over its replies.
-        let suffix: u128 = rand::rngs::StdRng::from_entropy().gen();
-        let me = format!("chat-{suffix:032x}");
+        // Presents `user`'s credential on TLS links; the connection's name
+        // carries the principal (unguessable, so that no other client can
+        // take over its replies).
+        let (principal, link) = client_identity(config, user, &[Role::User])?;
+        let me = connection_name(&principal);
         let (tx, rx) = mpsc::unbounded_channel();
         let peers = config
             .nodes
@@ -61,13 +64,7 @@ impl ChatClient {
             })
             .map(|n| (n.name.clone(), n.listen))
             .collect();
-        let net = Network::with_link(
-            me.clone(),
-            peers,
-            tx,
-            client_link(config)?,
-            CLIENT_OUTBOUND_CAPACITY,
-        );
+        let net = Network::with_link(me.clone(), peers, tx, link, CLIENT_OUTBOUND_CAPACITY);
         let mut c = ChatClient {
             web: config.pool.web.first().cloned(),
             me,

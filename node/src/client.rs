@@ -8,8 +8,9 @@
 
 use crate::config::{Config, LinkMode};
 use crate::lock;
-use crate::tls::TlsLink;
+use crate::tls::{Credential, TlsLink};
 use hdrhistogram::Histogram;
+use holdfast_actors::identity::{check_user_name, Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Im, Msg, RejectReason};
 use holdfast_host::transport::{Link, Network, PlainLink, CLIENT_OUTBOUND_CAPACITY};
@@ -42,44 +43,66 @@ pub enum Outcome {
 
 type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
 
+/// IM clients of the config's users: one connection identity per sender,
+/// made when that sender first sends (each proves its own principal, so one
+/// connection never speaks for two users).
 pub struct Client {
-    me: String,
     config: Arc<Config>,
-    net: Arc<Network>,
+    /// Answers of every connection arrive here.
+    tx: tokio::sync::mpsc::UnboundedSender<Envelope>,
+    senders: Mutex<BTreeMap<String, Arc<Network>>>,
     waiting: Waiting,
 }
 
-/// The link a client uses for the config's cluster.
-pub fn client_link(config: &Config) -> Result<Arc<dyn Link>, String> {
+/// Who a client speaks as, and the link that proves it: on TLS links the
+/// principal of `user`'s credential (which must have one of `roles`), on
+/// plain links `user` in the first of `roles`, believed.
+pub fn client_identity(
+    config: &Config,
+    user: &str,
+    roles: &[Role],
+) -> Result<(Principal, Arc<dyn Link>), String> {
     match config.links {
-        LinkMode::Plain => Ok(Arc::new(PlainLink)),
-        LinkMode::Tls => TlsLink::for_client(&config.certs)
-            .map(|l| Arc::new(l) as Arc<dyn Link>)
-            .map_err(|e| e.to_string()),
+        LinkMode::Plain => {
+            check_user_name(user).map_err(|e| format!("user {user:?}: {e}"))?;
+            Ok((Principal::new(user, roles[0]), Arc::new(PlainLink)))
+        }
+        LinkMode::Tls => {
+            let credential = Credential::load(&config.certs, &config.credentials, user)
+                .map_err(|e| e.to_string())?;
+            let principal = credential.principal.clone();
+            if !roles.contains(&principal.role) {
+                let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                return Err(format!(
+                    "{user}'s credential is for the {} role; this needs {}",
+                    principal.role,
+                    wanted.join(" or ")
+                ));
+            }
+            let link =
+                TlsLink::for_client(&config.certs, &credential).map_err(|e| e.to_string())?;
+            Ok((principal, Arc::new(link)))
+        }
     }
 }
 
+/// A connection name for `principal` nobody can guess: replies go to the
+/// latest connection that uses a client's name, so another client cannot
+/// take them over.
+pub fn connection_name(principal: &Principal) -> String {
+    let nonce: u128 = rand::rngs::StdRng::from_entropy().gen();
+    principal.client_name(&format!("{nonce:032x}"))
+}
+
 impl Client {
-    /// A client named uniquely for this process. Must be called inside a
-    /// tokio runtime.
+    /// Clients of the config's users. Must be called inside a tokio
+    /// runtime.
     pub fn new(config: Arc<Config>) -> Result<Client, String> {
-        // Replies go to the latest connection that uses a client's name: a
-        // name nobody can guess keeps another client from taking them.
-        let suffix: u128 = rand::rngs::StdRng::from_entropy().gen();
-        let me = format!("client-{suffix:032x}");
-        let link = client_link(&config)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
-        let peers = config
-            .front_ends()
-            .map(|n| (n.name.clone(), n.listen))
-            .collect();
-        let net = Network::with_link(me.clone(), peers, tx, link, CLIENT_OUTBOUND_CAPACITY);
         let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
         let w = waiting.clone();
-        let reader_net = net.clone();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
-                reader_net.consumed(&env);
                 let (id, outcome) = match env.msg {
                     Msg::ImAccepted { id, at, message_id } => {
                         (id, Outcome::Accepted { at, message_id })
@@ -114,11 +137,47 @@ impl Client {
             }
         });
         Ok(Client {
-            me,
             config,
-            net,
+            tx,
+            senders: Mutex::new(BTreeMap::new()),
             waiting,
         })
+    }
+
+    /// The connection that speaks for `user` (made on first use: on TLS
+    /// links it presents `user`'s credential).
+    pub fn sender(&self, user: &str) -> Result<Arc<Network>, String> {
+        if let Some(net) = lock(&self.senders).get(user) {
+            return Ok(net.clone());
+        }
+        let (principal, link) = client_identity(&self.config, user, &[Role::User])?;
+        let peers = self
+            .config
+            .front_ends()
+            .map(|n| (n.name.clone(), n.listen))
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+        let net = Network::with_link(
+            connection_name(&principal),
+            peers,
+            tx,
+            link,
+            CLIENT_OUTBOUND_CAPACITY,
+        );
+        // Frees the connection's inbound budget, then hands the answer on.
+        let (reader_net, all) = (net.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            while let Some(env) = rx.recv().await {
+                reader_net.consumed(&env);
+                if all.send(env).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(lock(&self.senders)
+            .entry(user.to_string())
+            .or_insert(net)
+            .clone())
     }
 
     /// Submits one IM and waits up to `timeout` for the answer.
@@ -129,16 +188,17 @@ impl Client {
             .ok_or_else(|| format!("{} is not homed on any front end of the config", im.from))?
             .name
             .clone();
+        let net = self.sender(&im.from)?;
         let id = im.id.clone();
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(id.clone(), tx);
         let env = Envelope {
-            from: Addr::new(self.me.clone(), ActorKind::Client),
+            from: Addr::new(net.me().to_string(), ActorKind::Client),
             to: Addr::new(home, ActorKind::FrontEnd),
             id: 0,
             msg: Msg::SubmitIm { im },
         };
-        self.net.send(env).map_err(|e| e.to_string())?;
+        net.send(env).map_err(|e| e.to_string())?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
             _ => {
@@ -160,6 +220,7 @@ pub fn describe(reason: &RejectReason) -> String {
         }
         RejectReason::CriticalMode(s) => format!("critical mode: {s}"),
         RejectReason::NodeStopping => "front end stopping".into(),
+        RejectReason::Forbidden(s) => format!("forbidden: {s}"),
     }
 }
 
@@ -215,6 +276,11 @@ pub async fn load(
     }
     if !rate.is_finite() || rate <= 0.0 {
         return Err("the rate must be positive".into());
+    }
+    // Every sender's connection identity up front: a missing credential is
+    // an error now, not thousands of unknown outcomes.
+    for u in &users {
+        client.sender(u)?;
     }
     let mut rng = rand::rngs::StdRng::from_entropy();
     let run = new_id("load");

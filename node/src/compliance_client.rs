@@ -2,20 +2,22 @@
 //! its status (staged events, last batch and run, last error), or to
 //! export now.
 
-use crate::client::client_link;
+use crate::client::{client_identity, connection_name};
 use crate::config::Config;
 use holdfast_actors::compliance::ComplianceStatus;
+use holdfast_actors::identity::Role;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
-use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Sends `request` (`ComplianceStatusQuery` or `ComplianceRunNow`) to the
-/// config's Compliance node and returns its report. Inside a runtime.
+/// config's Compliance node as `user` (an operator, or for the status an
+/// auditor) and returns its report. Inside a runtime.
 pub async fn ask(
     config: &Config,
+    user: &str,
     request: Msg,
     timeout: Duration,
 ) -> Result<ComplianceStatus, String> {
@@ -28,14 +30,18 @@ pub async fn ask(
         .node(&node)
         .map(|n| n.listen)
         .ok_or("the compliance node has no address")?;
-    let suffix: u128 = rand::rngs::StdRng::from_entropy().gen();
-    let me = format!("operator-{suffix:032x}");
+    let roles: &[Role] = match request {
+        Msg::ComplianceRunNow => &[Role::Operator],
+        _ => &[Role::Operator, Role::Auditor],
+    };
+    let (principal, link) = client_identity(config, user, roles)?;
+    let me = connection_name(&principal);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let net = Network::with_link(
         me.clone(),
         [(node.clone(), addr)].into_iter().collect(),
         tx,
-        client_link(config)?,
+        link,
         CLIENT_OUTBOUND_CAPACITY,
     );
     net.send(Envelope {
@@ -51,8 +57,10 @@ pub async fn ask(
             return Err(format!("{node} did not answer in time"));
         };
         net.consumed(&env);
-        if let Msg::ComplianceReport(status) = env.msg {
-            return Ok(status);
+        match env.msg {
+            Msg::ComplianceReport(status) => return Ok(status),
+            Msg::Forbidden { reason } => return Err(format!("{node} refused: {reason}")),
+            _ => {}
         }
     }
 }

@@ -296,6 +296,9 @@ pub struct Config {
     pub links: LinkMode,
     /// Folder of the CA and node certificates.
     pub certs: PathBuf,
+    /// Folder of the users' credentials a client presents on TLS links
+    /// (`<certs>/users` unless the command line names another).
+    pub credentials: PathBuf,
     pub settings: Settings,
     pub nodes: Vec<NodeConfig>,
     pub cluster: Arc<Cluster>,
@@ -739,6 +742,7 @@ impl Config {
             file: file.to_path_buf(),
             domain: raw.cluster.domain,
             links: raw.cluster.links,
+            credentials: resolve(&raw.cluster.certs).join("users"),
             certs: resolve(&raw.cluster.certs),
             settings: raw.settings,
             nodes,

@@ -6,6 +6,7 @@ use holdfast::archive_db::{ArchiveDb, Query};
 use holdfast::client::{self, Client, Outcome};
 use holdfast::config::{Config, Role};
 use holdfast_actors::chat::{Privacy, Room, RoomQuery};
+use holdfast_actors::identity::{Principal, Role as PrincipalRole};
 use holdfast_actors::protocol::{Im, Msg, QueueItem};
 use holdfast_actors::settings;
 use holdfast_actors::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
@@ -39,6 +40,11 @@ struct ConfigArg {
         env = "HOLDFAST_CONFIG"
     )]
     config: PathBuf,
+    /// The folder of users' credentials (`<user>.pem`, `<user>.key`) that
+    /// clients present on TLS links (default: the `users` folder of the
+    /// config's certs).
+    #[arg(long, env = "HOLDFAST_CREDENTIALS")]
+    credentials: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -158,6 +164,24 @@ enum ClusterCmd {
 
 #[derive(Subcommand)]
 enum CertsCmd {
+    /// Make a user's credential (certificate and key, signed by the cluster
+    /// CA) in the credentials folder: what a client presents to act as
+    /// USER in ROLE.
+    ///
+    /// Example: holdfast certs user carol@corp.example --role auditor
+    User {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user, e.g. alice@corp.example.
+        user: String,
+        /// user (IM and chat as itself), operator (compliance export and
+        /// status) or auditor (compliance status).
+        #[arg(long, default_value = "user", value_parser = parse_role)]
+        role: PrincipalRole,
+        /// Replace an existing credential of the user.
+        #[arg(long)]
+        force: bool,
+    },
     /// Create a cluster CA and a certificate for every node of the config.
     Init {
         #[command(flatten)]
@@ -190,15 +214,23 @@ enum ImCmd {
 
 #[derive(Subcommand)]
 enum ComplianceCmd {
-    /// Staged events, the last batch and run, the last error.
+    /// Staged events, the last batch and run, the last error (an operator
+    /// or an auditor may ask).
     Status {
         #[command(flatten)]
         config: ConfigArg,
+        /// Whose credential to present (an operator's or an auditor's).
+        #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+        who: String,
     },
-    /// Export the staged events now instead of at the next interval.
+    /// Export the staged events now instead of at the next interval (an
+    /// operator may ask).
     RunNow {
         #[command(flatten)]
         config: ConfigArg,
+        /// Whose credential to present (an operator's).
+        #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+        who: String,
     },
 }
 
@@ -387,6 +419,11 @@ enum ArchiveCmd {
     },
 }
 
+fn parse_role(s: &str) -> Result<PrincipalRole, String> {
+    PrincipalRole::parse(s)
+        .ok_or_else(|| format!("{s:?}: the roles are user, operator and auditor"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -405,7 +442,11 @@ fn parse_time(s: &str) -> Result<u64, String> {
 }
 
 fn load_config(c: &ConfigArg) -> Result<Config, String> {
-    Config::load(&c.config).map_err(|e| e.to_string())
+    let mut config = Config::load(&c.config).map_err(|e| e.to_string())?;
+    if let Some(dir) = &c.credentials {
+        config.credentials = dir.clone();
+    }
+    Ok(config)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -911,6 +952,28 @@ fn run(cli: Cli) -> Result<(), String> {
             holdfast::cluster_up::up(&load_config(&config)?)?;
         }
         Cmd::Certs {
+            cmd:
+                CertsCmd::User {
+                    config,
+                    user,
+                    role,
+                    force,
+                },
+        } => {
+            holdfast::file_disk::private_umask();
+            let config = load_config(&config)?;
+            let principal = Principal::new(user, role);
+            let files =
+                holdfast::tls::issue_user(&config.certs, &config.credentials, &principal, force)
+                    .map_err(|e| e.to_string())?;
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "{principal} presents these files (give them to the user; the key stays private)"
+            );
+        }
+        Cmd::Certs {
             cmd: CertsCmd::Init { config, force },
         } => {
             holdfast::file_disk::private_umask();
@@ -1049,13 +1112,14 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Status { config } => status(&load_config(&config)?)?,
         Cmd::Chat { cmd } => chat(cmd)?,
         Cmd::Compliance { cmd } => {
-            let (config, request) = match cmd {
-                ComplianceCmd::Status { config } => (config, Msg::ComplianceStatusQuery),
-                ComplianceCmd::RunNow { config } => (config, Msg::ComplianceRunNow),
+            let (config, who, request) = match cmd {
+                ComplianceCmd::Status { config, who } => (config, who, Msg::ComplianceStatusQuery),
+                ComplianceCmd::RunNow { config, who } => (config, who, Msg::ComplianceRunNow),
             };
             let config = load_config(&config)?;
             let s = runtime()?.block_on(holdfast::compliance_client::ask(
                 &config,
+                &who,
                 request,
                 Duration::from_secs(10),
             ))?;

@@ -6,7 +6,12 @@
 //! * `ca.pem`, `ca.key`: the cluster CA (the only trust anchor of a node);
 //! * `<node>.pem`, `<node>.key`: each node's certificate, signed by the CA,
 //!   naming the node as its DNS subject alternative name (and common name),
-//!   valid for both server and client authentication.
+//!   valid for both server and client authentication;
+//! * `users/<user>.pem`, `users/<user>.key`: a user's credential (made by
+//!   `certs init` for every user homed in the config, plus `operator` and
+//!   `auditor`, and by `holdfast certs user` for anyone else), naming its
+//!   principal as a URI subject alternative name `urn:holdfast:<role>:<user>`
+//!   (see `holdfast_actors::identity`), valid for client authentication only.
 //!
 //! A node name is used as is as the certificate's DNS name, so on TLS links
 //! a node name must also be a DNS label: letters, digits, `-` and `_` (which
@@ -18,12 +23,14 @@
 //! certificate names the node it meant to reach; the listener asks for a
 //! client certificate and learns who called from it:
 //!
-//! * a certificate of this cluster → [`PeerIdentity::Node`] with the name it
-//!   carries (the transport then checks that every frame agrees);
-//! * no certificate → [`PeerIdentity::Anonymous`]: an IM client, the load
-//!   generator or the command-line tool, which may only speak as a client;
-//! * a certificate of any other authority → the handshake fails and the
-//!   connection is refused.
+//! * a node certificate of this cluster → [`PeerIdentity::Node`] with the
+//!   name it carries (the transport then checks that every frame agrees);
+//! * a user credential of this cluster → [`PeerIdentity::Client`] with its
+//!   principal: the connection may only speak as a client named after that
+//!   principal, and the cores bind each request to it;
+//! * no certificate, or one of any other authority → the handshake fails
+//!   and the connection is refused (a client without a credential learns
+//!   it from the TLS alert).
 //!
 //! Handshakes are bounded in time, so a silent or slow peer cannot hold a
 //! connection open forever. Links speak TLS 1.3 only, with the `ring`
@@ -31,6 +38,7 @@
 //! certificate afresh).
 
 use crate::config::Config;
+use holdfast_actors::identity::{check_user_name, Principal, Role};
 use holdfast_host::transport::{BoxFuture, BoxStream, Link, PeerIdentity};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -57,6 +65,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Lifetime of a node certificate (about ten years).
 const NODE_VALIDITY: Duration = Duration::from_secs(3652 * 86_400);
+/// Lifetime of a user credential (about two years: users come and go more
+/// often than nodes; `holdfast certs user --force` renews one).
+const USER_VALIDITY: Duration = Duration::from_secs(730 * 86_400);
 /// Lifetime of the cluster CA (about twenty years: it outlives the node
 /// certificates it signs, including ones added to the cluster later).
 const CA_VALIDITY: Duration = Duration::from_secs(7305 * 86_400);
@@ -77,6 +88,10 @@ pub enum TlsError {
     Bad { file: String, msg: String },
     #[error("node name {name:?}: {msg}")]
     BadName { name: String, msg: String },
+    #[error("user name {name:?}: {msg}")]
+    BadUser { name: String, msg: String },
+    #[error("no credential for {user:?} in {dir}: make one with `holdfast certs user {user}` (or point --credentials at the folder that holds it)")]
+    NoCredential { user: String, dir: String },
     #[error("cannot make a certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS setup: {0}")]
@@ -96,6 +111,19 @@ pub fn node_files(certs: &Path, node: &str) -> (PathBuf, PathBuf) {
         certs.join(format!("{node}.pem")),
         certs.join(format!("{node}.key")),
     )
+}
+
+/// The credential files of a user in a credentials folder.
+pub fn user_files(dir: &Path, user: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{user}.pem")),
+        dir.join(format!("{user}.key")),
+    )
+}
+
+/// The folder `certs init` writes users' credentials to.
+pub fn users_dir(certs: &Path) -> PathBuf {
+    certs.join("users")
 }
 
 /// The cluster CA's certificate and key files.
@@ -217,10 +245,10 @@ impl TlsLink {
     /// trusts only `<certs>/ca.pem`.
     ///
     /// Outbound, the listener's certificate must be for the peer node's
-    /// name. Inbound, a client certificate is requested: one signed by the
-    /// cluster CA gives [`PeerIdentity::Node`] with the name it carries, none
-    /// gives [`PeerIdentity::Anonymous`], any other certificate fails the
-    /// handshake.
+    /// name. Inbound, a client certificate is required: a node certificate
+    /// of the cluster gives [`PeerIdentity::Node`] with the name it carries,
+    /// a user credential [`PeerIdentity::Client`] with its principal; none,
+    /// or any other, fails the handshake.
     ///
     /// The node's own certificate is checked here (signed by the CA, for
     /// this node's name, not expired), so a misplaced file is reported at
@@ -235,8 +263,10 @@ impl TlsLink {
         let key = load_key(&key_file)?;
         verify_node_cert(&chain, &roots, &provider, node, &cert_file, &ca_file)?;
 
+        // Every caller proves who it is: a node by its certificate, a
+        // client by its user credential. A client without one fails the
+        // handshake with the `certificate_required` alert.
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .allow_unauthenticated()
             .build()
             .map_err(|e| bad(&ca_file, format!("cannot verify clients with it: {e}")))?;
         let mut server = ServerConfig::builder_with_provider(provider.clone())
@@ -271,16 +301,22 @@ impl TlsLink {
         })
     }
 
-    /// A client's link (IM clients, load generator, command-line tool): no
-    /// certificate, verifies listeners against `<certs>/ca.pem`. It accepts
-    /// no inbound connections.
-    pub fn for_client(certs: &Path) -> Result<TlsLink, TlsError> {
+    /// A client's link (IM and chat clients, the load generator, the
+    /// command-line tool): presents `credential`, verifies listeners
+    /// against `<certs>/ca.pem`. It accepts no inbound connections.
+    pub fn for_client(certs: &Path, credential: &Credential) -> Result<TlsLink, TlsError> {
         let (ca_file, _) = ca_files(certs);
         let roots = load_roots(&ca_file)?;
         let mut client = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_client_auth_cert(credential.chain.clone(), credential.key.clone_key())
+            .map_err(|e| {
+                bad(
+                    &credential.key_file,
+                    format!("not the key of {}: {e}", credential.cert_file.display()),
+                )
+            })?;
         client.resumption = Resumption::disabled();
         Ok(TlsLink {
             connector: TlsConnector::from(Arc::new(client)),
@@ -337,119 +373,65 @@ impl Link for TlsLink {
             })?;
             let tls = bounded(self.handshake_timeout, acceptor.accept(tcp)).await?;
             // The verifier has checked the chain up to the cluster CA; the
-            // end-entity certificate names the node.
+            // end-entity certificate names the node or the principal.
             let identity = match tls.get_ref().1.peer_certificates() {
-                Some([cert, ..]) => PeerIdentity::Node(
-                    certificate_node(cert)
-                        .map_err(|m| io::Error::new(io::ErrorKind::PermissionDenied, m))?,
-                ),
-                _ => PeerIdentity::Anonymous,
+                Some([cert, ..]) => certificate_identity(cert)
+                    .map_err(|m| io::Error::new(io::ErrorKind::PermissionDenied, m))?,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the peer presented no certificate",
+                    ))
+                }
             };
             Ok((Box::new(tls) as BoxStream, identity))
         })
     }
 }
 
-/// The node a certificate of the cluster names: its one DNS subject
-/// alternative name, confirmed by the certificate verifier's own name check.
-fn certificate_node(cert: &CertificateDer<'_>) -> Result<String, String> {
-    let names = dns_names(cert).ok_or("the peer's certificate is malformed")?;
-    let [name] = names.as_slice() else {
-        return Err(format!(
-            "the peer's certificate names {} DNS names, not one node",
-            names.len()
-        ));
-    };
-    check_node_name(name).map_err(|e| e.to_string())?;
-    let parsed = ParsedCertificate::try_from(cert).map_err(|e| e.to_string())?;
-    let server_name = ServerName::try_from(name.as_str()).map_err(|e| e.to_string())?;
-    verify_server_name(&parsed, &server_name)
-        .map_err(|e| format!("the peer's certificate is not valid for {name:?}: {e}"))?;
-    Ok(name.clone())
+/// Who a certificate of the cluster names (the verifier has checked its
+/// chain): a node, by its one DNS subject alternative name (confirmed by the
+/// certificate verifier's own name check), or a principal, by its one
+/// `urn:holdfast:` URI. Anything else is refused.
+fn certificate_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, String> {
+    let (dns, uris) = subject_alt_names(cert)?;
+    match (dns.as_slice(), uris.as_slice()) {
+        ([name], []) => {
+            check_node_name(name).map_err(|e| e.to_string())?;
+            let parsed = ParsedCertificate::try_from(cert).map_err(|e| e.to_string())?;
+            let server_name = ServerName::try_from(name.as_str()).map_err(|e| e.to_string())?;
+            verify_server_name(&parsed, &server_name)
+                .map_err(|e| format!("the peer's certificate is not valid for {name:?}: {e}"))?;
+            Ok(PeerIdentity::Node(name.clone()))
+        }
+        ([], [uri]) => Principal::of_uri(uri)
+            .map(PeerIdentity::Client)
+            .ok_or_else(|| format!("the peer's certificate names {uri:?}, not a principal")),
+        _ => Err(format!(
+            "the peer's certificate names {} DNS names and {} URIs: neither one node nor one user",
+            dns.len(),
+            uris.len()
+        )),
+    }
 }
 
-/// One DER element of `input`: its tag, its contents and what follows it.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None; // multi-byte tags: not in the parts read here
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |a, &b| (a << 8) | b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The contents of the DER element `input` starts with, if it has `tag`.
-fn der_expect(tag: u8, input: &[u8]) -> Option<&[u8]> {
-    let (t, body, _) = der(input)?;
-    (t == tag).then_some(body)
-}
-
-/// The DNS names of an X.509 certificate's subject alternative name
-/// extension (RFC 5280 §4.1, §4.2.1.6). `None` if the DER is malformed.
-fn dns_names(cert: &[u8]) -> Option<Vec<String>> {
-    const SEQUENCE: u8 = 0x30;
-    const OID: u8 = 0x06;
-    const BOOLEAN: u8 = 0x01;
-    const OCTET_STRING: u8 = 0x04;
-    const EXTENSIONS: u8 = 0xa3; // [3] EXPLICIT, in TBSCertificate
-    const DNS_NAME: u8 = 0x82; // [2] IMPLICIT IA5String, in GeneralName
-    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11]; // 2.5.29.17
-
-    let cert = der_expect(SEQUENCE, cert)?;
-    let mut tbs = der_expect(SEQUENCE, cert)?;
-    let mut names = Vec::new();
-    while !tbs.is_empty() {
-        let (tag, body, rest) = der(tbs)?;
-        tbs = rest;
-        if tag != EXTENSIONS {
-            continue;
-        }
-        let mut extensions = der_expect(SEQUENCE, body)?;
-        while !extensions.is_empty() {
-            let (tag, extension, rest) = der(extensions)?;
-            extensions = rest;
-            if tag != SEQUENCE {
-                return None;
-            }
-            let (tag, oid, mut fields) = der(extension)?;
-            if tag != OID {
-                return None;
-            }
-            if oid != SUBJECT_ALT_NAME {
-                continue;
-            }
-            let (mut tag, mut value, rest) = der(fields)?;
-            if tag == BOOLEAN {
-                fields = rest;
-                (tag, value, _) = der(fields)?;
-            }
-            if tag != OCTET_STRING {
-                return None;
-            }
-            let mut general_names = der_expect(SEQUENCE, value)?;
-            while !general_names.is_empty() {
-                let (tag, name, rest) = der(general_names)?;
-                general_names = rest;
-                if tag == DNS_NAME {
-                    names.push(String::from_utf8(name.to_vec()).ok()?);
-                }
-            }
+/// The DNS names and URIs of a certificate's subject alternative names.
+fn subject_alt_names(cert: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, x509) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| format!("the peer's certificate is malformed: {e}"))?;
+    let san = x509
+        .subject_alternative_name()
+        .map_err(|e| format!("the peer's certificate is malformed: {e}"))?;
+    let (mut dns, mut uris) = (Vec::new(), Vec::new());
+    for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
+        match name {
+            GeneralName::DNSName(d) => dns.push(d.to_string()),
+            GeneralName::URI(u) => uris.push(u.to_string()),
+            _ => {}
         }
     }
-    Some(names)
+    Ok((dns, uris))
 }
 
 /// Certificate parameters valid from `back` before now to `ahead` after.
@@ -497,6 +479,168 @@ fn node_params(node: &str) -> Result<CertificateParams, TlsError> {
     Ok(p)
 }
 
+/// A user credential: client authentication only, naming its principal.
+fn user_params(principal: &Principal) -> Result<CertificateParams, TlsError> {
+    let mut p = dated(BACKDATE, USER_VALIDITY);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, principal.user.as_str());
+    p.distinguished_name = dn;
+    p.subject_alt_names = vec![SanType::URI(principal.uri().try_into()?)];
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+fn check_user(user: &str) -> Result<(), TlsError> {
+    check_user_name(user).map_err(|msg| TlsError::BadUser {
+        name: user.to_string(),
+        msg,
+    })
+}
+
+/// A user's credential as a client presents it: the principal its
+/// certificate names, the certificate and the key.
+pub struct Credential {
+    pub principal: Principal,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+impl Credential {
+    /// Loads `user`'s credential from the folder `dir` and checks it
+    /// against the cluster CA in `certs`: signed by it, for client
+    /// authentication, naming `user`.
+    pub fn load(certs: &Path, dir: &Path, user: &str) -> Result<Credential, TlsError> {
+        check_user(user)?;
+        let (cert_file, key_file) = user_files(dir, user);
+        if !cert_file.exists() {
+            return Err(TlsError::NoCredential {
+                user: user.to_string(),
+                dir: dir.display().to_string(),
+            });
+        }
+        let chain = load_certs(&cert_file)?;
+        let key = load_key(&key_file)?;
+        let principal = match certificate_identity(&chain[0]) {
+            Ok(PeerIdentity::Client(p)) => p,
+            Ok(_) => {
+                return Err(bad(
+                    &cert_file,
+                    "a node's certificate, not a user credential",
+                ))
+            }
+            Err(e) => return Err(bad(&cert_file, e)),
+        };
+        if principal.user != user {
+            return Err(bad(&cert_file, format!("names {principal}, not {user}")));
+        }
+        let (ca_file, _) = ca_files(certs);
+        let roots = load_roots(&ca_file)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| bad(&ca_file, format!("cannot verify clients with it: {e}")))?;
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+            .map_err(|e| {
+                bad(
+                    &cert_file,
+                    format!(
+                        "not a valid credential of the CA in {}: {e}",
+                        ca_file.display()
+                    ),
+                )
+            })?;
+        Ok(Credential {
+            principal,
+            chain,
+            key,
+            cert_file,
+            key_file,
+        })
+    }
+}
+
+/// Makes a credential for `principal` in the folder `dir` (created 0700 if
+/// missing), signed by the cluster CA in `certs`. An existing credential of
+/// the user is kept unless `force`. Returns the files written.
+pub fn issue_user(
+    certs: &Path,
+    dir: &Path,
+    principal: &Principal,
+    force: bool,
+) -> Result<Vec<PathBuf>, TlsError> {
+    check_user(&principal.user)?;
+    let (cert_file, _) = user_files(dir, &principal.user);
+    if cert_file.exists() && !force {
+        return Err(bad(
+            &cert_file,
+            "exists already (replace it with --force; the old credential stays valid until the CA is replaced)",
+        ));
+    }
+    let ca = load_ca(certs, &[principal.user.as_str()])?;
+    issue_users(&ca, dir, std::slice::from_ref(principal))
+}
+
+fn issue_users(ca: &Ca, dir: &Path, principals: &[Principal]) -> Result<Vec<PathBuf>, TlsError> {
+    create_private_dir(dir)?;
+    let mut written = Vec::new();
+    for principal in principals {
+        let (cert_file, key_file) = user_files(dir, &principal.user);
+        let key = KeyPair::generate()?;
+        let cert = user_params(principal)?.signed_by(&key, &ca.cert, &ca.key)?;
+        write_file(&key_file, key.serialize_pem().as_bytes(), true)?;
+        written.push(key_file);
+        write_file(&cert_file, cert.pem().as_bytes(), false)?;
+        written.push(cert_file);
+    }
+    Ok(written)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|err| TlsError::Write {
+        file: dir.display().to_string(),
+        err,
+    })
+}
+
+/// The cluster CA of `certs`, to sign certificates for `what`.
+fn load_ca(certs: &Path, what: &[&str]) -> Result<Ca, TlsError> {
+    let (ca_cert_file, ca_key_file) = ca_files(certs);
+    if !ca_key_file.exists() {
+        return Err(bad(
+            &ca_key_file,
+            format!(
+                "missing: the CA's key is needed to sign certificates for {} \
+                 (restore it, or replace the CA and every certificate with --force)",
+                what.join(", ")
+            ),
+        ));
+    }
+    if !ca_cert_file.exists() {
+        return Err(bad(
+            &ca_cert_file,
+            "missing: run `holdfast certs init` first",
+        ));
+    }
+    let pem = String::from_utf8(read(&ca_key_file)?)
+        .map_err(|_| bad(&ca_key_file, "not a PEM private key file"))?;
+    let key = KeyPair::from_pem(&pem)
+        .map_err(|e| bad(&ca_key_file, format!("not a usable CA key: {e}")))?;
+    let cert = ca_params().self_signed(&key)?;
+    Ok(Ca { cert, key })
+}
+
 /// Writes a file whole or not at all (through a temporary file renamed over
 /// it); private keys get mode 0600 from the start.
 fn write_file(path: &Path, data: &[u8], private: bool) -> Result<(), TlsError> {
@@ -525,6 +669,11 @@ fn write_file(path: &Path, data: &[u8], private: bool) -> Result<(), TlsError> {
     std::fs::rename(&tmp, path).map_err(werr)
 }
 
+/// The operator's credential `certs init` makes (role operator).
+pub const OPERATOR: &str = "operator";
+/// The auditor's credential `certs init` makes (role auditor).
+pub const AUDITOR: &str = "auditor";
+
 /// The cluster CA: its certificate (as an issuer for rcgen) and key.
 struct Ca {
     cert: rcgen::Certificate,
@@ -533,7 +682,8 @@ struct Ca {
 
 /// Creates a cluster CA (`ca.pem`, `ca.key`) and, for every node of the
 /// config, `<name>.pem` and `<name>.key` signed by it, in `config.certs`
-/// (created if missing).
+/// (created if missing); and a credential in `users/` for every user homed
+/// in the config, for [`OPERATOR`] and for [`AUDITOR`].
 ///
 /// Node certificates carry the node name as a DNS subject alternative name
 /// (and as common name), are valid for both server and client
@@ -576,6 +726,24 @@ pub fn certs_init(config: &Config, force: bool) -> Result<Vec<PathBuf>, TlsError
             renew || !c.exists() || !k.exists()
         })
         .collect();
+    // Every user homed in the config, and the cluster's operator and
+    // auditor, get a credential unless they have one.
+    let users_dir = users_dir(dir);
+    let mut principals: Vec<Principal> = config
+        .cluster
+        .users
+        .keys()
+        .map(|u| Principal::new(u.clone(), Role::User))
+        .collect();
+    principals.push(Principal::new(OPERATOR, Role::Operator));
+    principals.push(Principal::new(AUDITOR, Role::Auditor));
+    for p in &principals {
+        check_user(&p.user)?;
+    }
+    principals.retain(|p| {
+        let (c, k) = user_files(&users_dir, &p.user);
+        renew || !c.exists() || !k.exists()
+    });
 
     let mut ca = None;
     if renew {
@@ -587,23 +755,10 @@ pub fn certs_init(config: &Config, force: bool) -> Result<Vec<PathBuf>, TlsError
         write_file(&ca_cert_file, cert.pem().as_bytes(), false)?;
         written.push(ca_cert_file.clone());
         ca = Some(Ca { cert, key });
-    } else if !missing.is_empty() {
-        if !ca_key_file.exists() {
-            return Err(bad(
-                &ca_key_file,
-                format!(
-                    "missing: the CA's key is needed to sign certificates for {} \
-                     (restore it, or replace the CA and every certificate with --force)",
-                    missing.join(", ")
-                ),
-            ));
-        }
-        let pem = String::from_utf8(read(&ca_key_file)?)
-            .map_err(|_| bad(&ca_key_file, "not a PEM private key file"))?;
-        let key = KeyPair::from_pem(&pem)
-            .map_err(|e| bad(&ca_key_file, format!("not a usable CA key: {e}")))?;
-        let cert = ca_params().self_signed(&key)?;
-        ca = Some(Ca { cert, key });
+    } else if !missing.is_empty() || !principals.is_empty() {
+        let mut what = missing.clone();
+        what.extend(principals.iter().map(|p| p.user.as_str()));
+        ca = Some(load_ca(dir, &what)?);
     }
 
     if let Some(ca) = ca {
@@ -637,6 +792,7 @@ pub fn certs_init(config: &Config, force: bool) -> Result<Vec<PathBuf>, TlsError
             write_file(&cert_file, cert.pem().as_bytes(), false)?;
             written.push(cert_file);
         }
+        written.extend(issue_users(&ca, &users_dir, &principals)?);
     }
     Ok(written)
 }
@@ -691,12 +847,16 @@ listen = "127.0.0.1:7301"
             [
                 "arch_1.key",
                 "arch_1.pem",
+                "auditor.key",
+                "auditor.pem",
                 "ca.key",
                 "ca.pem",
                 "db1.key",
                 "db1.pem",
                 "fe1.key",
-                "fe1.pem"
+                "fe1.pem",
+                "operator.key",
+                "operator.pem"
             ]
         );
         #[cfg(unix)]
@@ -731,7 +891,7 @@ listen = "127.0.0.1:7301"
 
         // With force, a new CA and new certificates.
         let written = certs_init(&c, true).unwrap();
-        assert_eq!(written.len(), 10);
+        assert_eq!(written.len(), 14);
         assert_ne!(std::fs::read(c.certs.join("ca.pem")).unwrap(), ca);
         TlsLink::for_node(&c.certs, "fe1").unwrap();
     }
@@ -844,19 +1004,31 @@ listen = "127.0.0.1:7301"
         assert!(e.contains("db1.key") && e.contains("no private key"), "{e}");
 
         std::fs::write(c.certs.join("ca.pem"), "").unwrap();
-        let e = TlsLink::for_client(&c.certs).err().unwrap().to_string();
+        let e = Credential::load(&c.certs, &users_dir(&c.certs), OPERATOR)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("ca.pem") && e.contains("no certificate"), "{e}");
     }
 
     #[test]
-    fn the_peer_node_is_read_from_the_certificate() {
+    fn the_peer_is_read_from_the_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(CONFIG, dir.path());
         certs_init(&c, false).unwrap();
         for node in ["fe1", "arch_1", "db1"] {
             let cert = load_certs(&c.certs.join(format!("{node}.pem"))).unwrap();
-            assert_eq!(dns_names(&cert[0]).unwrap(), [node]);
-            assert_eq!(certificate_node(&cert[0]).unwrap(), node);
+            assert_eq!(
+                certificate_identity(&cert[0]).unwrap(),
+                PeerIdentity::Node(node.into())
+            );
+        }
+        for (user, role) in [(OPERATOR, Role::Operator), (AUDITOR, Role::Auditor)] {
+            let cert = load_certs(&user_files(&users_dir(&c.certs), user).0).unwrap();
+            assert_eq!(
+                certificate_identity(&cert[0]).unwrap(),
+                PeerIdentity::Client(Principal::new(user, role))
+            );
         }
 
         // Two names: not a node certificate.
@@ -865,13 +1037,88 @@ listen = "127.0.0.1:7301"
         p.subject_alt_names
             .push(SanType::DnsName("fe2".try_into().unwrap()));
         let two = p.self_signed(&key).unwrap();
-        assert_eq!(dns_names(two.der()).unwrap(), ["fe1", "fe2"]);
-        assert!(certificate_node(two.der()).is_err());
+        assert!(certificate_identity(two.der()).is_err());
+        // A node name and a principal: neither.
+        let mut p = node_params("fe1").unwrap();
+        p.subject_alt_names.push(SanType::URI(
+            Principal::new("a", Role::User).uri().try_into().unwrap(),
+        ));
+        assert!(certificate_identity(p.self_signed(&key).unwrap().der()).is_err());
+        // A URI that names no principal.
+        let mut p = user_params(&Principal::new("a", Role::User)).unwrap();
+        p.subject_alt_names = vec![SanType::URI("urn:holdfast:root:a".try_into().unwrap())];
+        assert!(certificate_identity(p.self_signed(&key).unwrap().der()).is_err());
 
         // Truncated DER is malformed, not a panic.
         let cert = load_certs(&c.certs.join("fe1.pem")).unwrap();
         for cut in [0, 1, 10, cert[0].len() / 2] {
-            assert!(dns_names(&cert[0][..cut]).is_none());
+            assert!(certificate_identity(&CertificateDer::from(&cert[0][..cut])).is_err());
+        }
+    }
+
+    #[test]
+    fn a_user_credential_is_checked_when_it_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(CONFIG, dir.path());
+        certs_init(&c, false).unwrap();
+        let users = users_dir(&c.certs);
+        let carol = Principal::new("carol@corp.example", Role::Auditor);
+        let written = issue_user(&c.certs, &users, &carol, false).unwrap();
+        assert_eq!(
+            names(&written),
+            ["carol@corp.example.key", "carol@corp.example.pem"]
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&users), 0o700);
+            assert_eq!(mode(&users.join("carol@corp.example.key")), 0o600);
+        }
+        let cred = Credential::load(&c.certs, &users, "carol@corp.example").unwrap();
+        assert_eq!(cred.principal, carol);
+        // Kept unless forced.
+        let e = issue_user(&c.certs, &users, &carol, false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        issue_user(&c.certs, &users, &carol, true).unwrap();
+
+        // Missing: says how to make one.
+        let e = Credential::load(&c.certs, &users, "dave@corp.example")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("holdfast certs user dave@corp.example"), "{e}");
+        // Renamed: the file does not name the user it is for.
+        std::fs::copy(users.join("carol@corp.example.pem"), users.join("eve.pem")).unwrap();
+        std::fs::copy(users.join("carol@corp.example.key"), users.join("eve.key")).unwrap();
+        let e = Credential::load(&c.certs, &users, "eve")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not eve"), "{e}");
+        // A node's certificate is not a credential.
+        std::fs::copy(c.certs.join("fe1.pem"), users.join("fe1.pem")).unwrap();
+        std::fs::copy(c.certs.join("fe1.key"), users.join("fe1.key")).unwrap();
+        let e = Credential::load(&c.certs, &users, "fe1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a user credential"), "{e}");
+        // Another cluster's credential is refused.
+        let other_dir = tempfile::tempdir().unwrap();
+        let o = config(CONFIG, other_dir.path());
+        certs_init(&o, false).unwrap();
+        let e = Credential::load(&c.certs, &users_dir(&o.certs), OPERATOR)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a valid credential of the CA"), "{e}");
+        // Names that cannot be principals are refused before any file.
+        for bad in ["", "a/b", "../x", "a b", ".hidden"] {
+            assert!(matches!(
+                issue_user(&c.certs, &users, &Principal::new(bad, Role::User), false),
+                Err(TlsError::BadUser { .. })
+            ));
         }
     }
 }

@@ -63,6 +63,10 @@ fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn rooms_are_created_found_changed_and_kept() {
     let mut c = TestCluster::start_with("tls", config_text);
+    // carl chats but is homed on no front end: `certs init` made him no
+    // credential, so he gets one as any new user does.
+    let (code, out, err) = holdfast(&c, &["certs", "user", "carl@corp.example"]);
+    assert_eq!(code, 0, "{out}{err}");
     let ok = |r: (i32, String, String)| {
         assert_eq!(r.0, 0, "{}{}", r.1, r.2);
         r.1

@@ -13,7 +13,9 @@ use holdfast::archive_db::{ArchiveDb, ArchivedMessage, Query};
 use holdfast::client::{Client, Outcome};
 use holdfast::cluster_up::{free_port, loopback_config, spawn_node};
 use holdfast::config::Config;
-use holdfast_actors::protocol::Im;
+use holdfast::tls::{Credential, TlsLink};
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::protocol::{Envelope, Im, Msg, RejectReason};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -489,6 +491,204 @@ fn reused_id_never_bypasses_archive() {
     let mut archived_ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
     archived_ids.sort();
     assert_eq!(archived_ids, message_ids, "under the ids the answers named");
+}
+
+/// A client connection proving `user` (its credential), named after that
+/// principal, to the cluster's front ends; answers arrive on the receiver.
+fn connection_of(
+    c: &TestCluster,
+    user: &str,
+) -> (
+    Arc<holdfast_host::transport::Network>,
+    tokio::sync::mpsc::UnboundedReceiver<Envelope>,
+) {
+    let credential = Credential::load(&c.config.certs, &c.config.credentials, user).unwrap();
+    let link = TlsLink::for_client(&c.config.certs, &credential).unwrap();
+    let peers = c
+        .config
+        .front_ends()
+        .map(|n| (n.name.clone(), n.listen))
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let net = holdfast_host::transport::Network::with_link(
+        credential.principal.client_name("edge"),
+        peers,
+        tx,
+        Arc::new(link),
+        holdfast_host::transport::CLIENT_OUTBOUND_CAPACITY,
+    );
+    (net, rx)
+}
+
+/// An authenticated client (alice) sends IMs as bob, to bob's home front
+/// end: each is refused as forbidden, an operator event names it, and
+/// nothing of it reaches the archive; alice's own IM still goes through.
+/// The command-line tool will not present alice's credential as bob's.
+/// Before, a raw client sending `from = bob` was accepted and archived as
+/// bob's.
+#[test]
+fn forged_sender_is_refused() {
+    let c = TestCluster::start("tls", "");
+    let rt = common::runtime();
+    let outcomes = rt.block_on(async {
+        let (net, mut answers) = connection_of(&c, "alice@corp.example");
+        let mut outcomes = Vec::new();
+        for (i, (from, home)) in [("bob@corp.example", "fe2"), ("alice@corp.example", "fe1")]
+            .into_iter()
+            .enumerate()
+        {
+            net.send(Envelope {
+                from: Addr::new(net.me().to_string(), ActorKind::Client),
+                to: Addr::new(home, ActorKind::FrontEnd),
+                id: i as u64,
+                msg: Msg::SubmitIm {
+                    im: Im {
+                        id: format!("forged-{i}"),
+                        from: from.into(),
+                        to: "user30@corp.example".into(),
+                        body: format!("sent as {from} by alice"),
+                    },
+                },
+            })
+            .unwrap();
+            let env = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            net.consumed(&env);
+            outcomes.push(env.msg);
+        }
+        outcomes
+    });
+    assert!(
+        matches!(&outcomes[0], Msg::ImRejected { id, reason: RejectReason::Forbidden(why) }
+            if id == "forged-0" && why.contains("may not speak for bob@corp.example")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], Msg::ImAccepted { id, .. } if id == "forged-1"),
+        "{outcomes:?}"
+    );
+    let rows = wait_archived(&c, &["forged-1".to_string()], Duration::from_secs(30));
+    assert!(rows.contains_key("forged-1"), "alice's own IM is archived");
+    assert!(
+        !rows.contains_key("forged-0"),
+        "nothing sent as bob is archived"
+    );
+    assert!(
+        c.log("fe2").contains("identity_refused"),
+        "no operator event:\n{}",
+        c.log("fe2")
+    );
+
+    // alice's credential in bob's place: the tool refuses to present it.
+    let users = &c.config.credentials;
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            users.join(format!("alice@corp.example.{ext}")),
+            users.join(format!("bob@corp.example.{ext}")),
+        )
+        .unwrap();
+    }
+    let (code, out, err) = holdfast(
+        &c,
+        &[
+            "im",
+            "send",
+            "--from",
+            "bob@corp.example",
+            "--to",
+            "alice@corp.example",
+            "x",
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("not bob@corp.example"), "{err}");
+}
+
+/// A client without a credential cannot reach a core: the TLS handshake
+/// fails and the connection is closed, counted as refused; so does a client
+/// speaking plain TCP to a TLS cluster. Before, a client without a
+/// certificate was accepted and could submit IMs as any user homed on the
+/// front end it reached.
+#[test]
+fn unauthenticated_client_is_refused() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::AsyncReadExt;
+    let c = TestCluster::start("tls", "");
+    let fe1 = c.config.node("fe1").unwrap().listen;
+    let rt = common::runtime();
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(c.config.certs.join("ca.pem")).unwrap())
+            .unwrap();
+        let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(anonymous));
+        let submit = Envelope {
+            from: Addr::new("user:alice@corp.example/anon", ActorKind::Client),
+            to: Addr::new("fe1", ActorKind::FrontEnd),
+            id: 1,
+            msg: Msg::SubmitIm {
+                im: Im {
+                    id: "anonymous-1".into(),
+                    from: "alice@corp.example".into(),
+                    to: "bob@corp.example".into(),
+                    body: "from nobody".into(),
+                },
+            },
+        };
+        let tcp = tokio::net::TcpStream::connect(fe1).await.unwrap();
+        let name = ServerName::try_from("fe1").unwrap();
+        // With TLS 1.3 the client may finish its side of the handshake
+        // before the server asks for the certificate it does not have; the
+        // server then closes the connection without reading a frame.
+        if let Ok(mut s) = connector.connect(name, tcp).await {
+            let _ = holdfast_host::transport::write_frame(&mut s, &submit).await;
+            let mut buf = [0u8; 256];
+            let answer = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            assert!(
+                matches!(answer, Ok(Ok(0)) | Ok(Err(_))),
+                "the server answered a client without a credential: {answer:?}"
+            );
+        }
+        // Plain TCP to a TLS node: at most a TLS alert, then closed.
+        let mut tcp = tokio::net::TcpStream::connect(fe1).await.unwrap();
+        let _ = holdfast_host::transport::write_frame(&mut tcp, &submit).await;
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(15), async {
+            let mut buf = [0u8; 256];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the server kept plain TCP open");
+        const TLS_ALERT: u8 = 0x15;
+        assert!(
+            got.is_empty() || got[0] == TLS_ALERT,
+            "the server answered plain TCP with something else than a TLS alert: {got:?}"
+        );
+    });
+    // An honest client is served, and nothing of the others was archived.
+    let s = Sender::new(&c);
+    assert!(matches!(
+        s.send("honest-1", "hello".into()),
+        Outcome::Accepted { .. }
+    ));
+    let rows = wait_archived(&c, &["honest-1".to_string()], Duration::from_secs(30));
+    assert!(rows.contains_key("honest-1"));
+    assert!(!rows.contains_key("anonymous-1"));
 }
 
 /// 16 bytes flipped in the middle of a stopped front end's queue log are

@@ -264,11 +264,73 @@ fn quick_start_as_written() {
         assert!(Instant::now() < deadline, "no export appeared");
         std::thread::sleep(Duration::from_millis(300));
     }
-    let status = holdfast(&["compliance", "status", "-c", cfg]);
+    let status = holdfast(&["compliance", "status", "-c", cfg, "--as", "auditor"]);
     let out = String::from_utf8_lossy(&status.stdout);
     assert!(
         status.status.success() && out.contains("last batch:"),
         "{out}"
+    );
+
+    // A new auditor gets a credential; it may read the status, not export.
+    let issued = holdfast(&[
+        "certs",
+        "user",
+        "-c",
+        cfg,
+        "carol@corp.example",
+        "--role",
+        "auditor",
+    ]);
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let status = holdfast(&[
+        "compliance",
+        "status",
+        "-c",
+        cfg,
+        "--as",
+        "carol@corp.example",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let run = holdfast(&[
+        "compliance",
+        "run-now",
+        "-c",
+        cfg,
+        "--as",
+        "carol@corp.example",
+    ]);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("needs operator"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // A user without a credential is told how to get one.
+    std::fs::remove_file(dir.path().join("certs/users/user7@corp.example.pem")).unwrap();
+    let none = holdfast(&[
+        "im",
+        "send",
+        "-c",
+        cfg,
+        "--from",
+        "user7@corp.example",
+        "--to",
+        "bob@corp.example",
+        "x",
+    ]);
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("holdfast certs user user7@corp.example"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
     );
 
     // An unknown recipient is refused explicitly (exit code 2).

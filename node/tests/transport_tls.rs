@@ -2,8 +2,9 @@
 //! speak for whom, and that bad peers are refused without stopping the node.
 
 use holdfast::config::Config;
-use holdfast::tls::{certs_init, TlsLink};
+use holdfast::tls::{certs_init, Credential, TlsLink};
 use holdfast_actors::frame::MAX_FRAME;
+use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Im, Msg};
 use holdfast_host::transport::{read_frame, write_frame, Link, Network, DEFAULT_OUTBOUND_CAPACITY};
@@ -224,31 +225,89 @@ async fn a_certificate_of_another_cluster_is_refused() {
     assert!(inbox.try_recv().is_err(), "the intruder's envelope arrived");
 }
 
+/// alice's user credential, made from the cluster CA.
+fn alice(config: &Config) -> Credential {
+    let alice = Principal::new("alice@corp.example", Role::User);
+    let dir = config.certs.join("users");
+    holdfast::tls::issue_user(&config.certs, &dir, &alice, false).unwrap();
+    Credential::load(&config.certs, &dir, "alice@corp.example").unwrap()
+}
+
+const ALICE: &str = "user:alice@corp.example/1";
+
 #[tokio::test]
-async fn a_client_without_a_certificate_may_speak_only_as_a_client() {
+async fn a_client_speaks_only_as_the_principal_of_its_credential() {
     let (_dir, config) = cluster_certs();
     let (arch, mut inbox, addr) = arch1(&config).await;
-    let client_link = || -> Arc<dyn Link> { Arc::new(TlsLink::for_client(&config.certs).unwrap()) };
+    let credential = alice(&config);
+    let client_link =
+        || -> Arc<dyn Link> { Arc::new(TlsLink::for_client(&config.certs, &credential).unwrap()) };
 
-    // A client submits an IM: it arrives.
-    let (client, _c) = network("cli1", &[("arch1", addr)], client_link());
-    client.send(submit("cli1", "arch1")).unwrap();
+    // alice's client, named after her principal, submits an IM: it arrives.
+    let (client, _c) = network(ALICE, &[("arch1", addr)], client_link());
+    client.send(submit(ALICE, "arch1")).unwrap();
     let env = next(&mut inbox).await;
-    assert_eq!(env.from, Addr::new("cli1", ActorKind::Client));
+    assert_eq!(env.from, Addr::new(ALICE, ActorKind::Client));
     assert!(matches!(env.msg, Msg::SubmitIm { .. }));
     assert_eq!(arch.refused(), 0);
 
-    // Without a certificate, fe1 (a node of arch1's address book) cannot be
-    // claimed, neither as a node actor nor as a client.
+    // With alice's credential: not as bob, not as an operator, not without
+    // a principal, and not as fe1 (a node of arch1's address book), neither
+    // as a node actor nor as a client.
+    let mut refused = 0;
+    for name in [
+        "user:bob@corp.example/1",
+        "operator:alice@corp.example/1",
+        "cli1",
+    ] {
+        let (fake, _f) = network(name, &[("arch1", addr)], client_link());
+        fake.send(submit(name, "arch1")).unwrap();
+        refused_beyond(&arch, refused).await;
+        refused += 1;
+    }
     let (fake, _f) = network("fe1", &[("arch1", addr)], client_link());
     fake.send(ack("fe1", 1)).unwrap();
-    refused_beyond(&arch, 0).await;
+    refused_beyond(&arch, refused).await;
     let (fake, _f) = network("fe1", &[("arch1", addr)], client_link());
     fake.send(submit("fe1", "arch1")).unwrap();
-    refused_beyond(&arch, 1).await;
+    refused_beyond(&arch, refused + 1).await;
 
     legit_frame_arrives(&config, addr, &mut inbox, 3).await;
     assert!(inbox.try_recv().is_err(), "a false claim got through");
+}
+
+#[tokio::test]
+async fn a_client_without_a_credential_is_refused() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let (_dir, config) = cluster_certs();
+    let (arch, mut inbox, addr) = arch1(&config).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(config.certs.join("ca.pem")).unwrap())
+        .unwrap();
+    let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(anonymous));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("arch1").unwrap();
+    // With TLS 1.3 the caller may finish its side of the handshake before
+    // the listener asks for the certificate it does not have.
+    if let Ok(mut s) = connector.connect(name, tcp).await {
+        let _ = write_frame(&mut s, &submit("user:alice@corp.example/2", "arch1")).await;
+        closed_by_peer(&mut s).await;
+    }
+    refused_beyond(&arch, 0).await;
+    legit_frame_arrives(&config, addr, &mut inbox, 1).await;
+    assert!(
+        inbox.try_recv().is_err(),
+        "an unauthenticated frame arrived"
+    );
 }
 
 #[tokio::test]
@@ -371,7 +430,7 @@ async fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
 async fn a_client_checks_the_listener_is_the_node_it_called() {
     let (_dir, config) = cluster_certs();
     let (arch, mut inbox, addr) = arch1(&config).await;
-    let client = TlsLink::for_client(&config.certs).unwrap();
+    let client = TlsLink::for_client(&config.certs, &alice(&config)).unwrap();
 
     // arch1 answers, but the caller meant to reach fe1.
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -381,9 +440,9 @@ async fn a_client_checks_the_listener_is_the_node_it_called() {
     // client go back on the connection it came in on).
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut s = client.connect("arch1", tcp).await.unwrap();
-    write_frame(&mut s, &submit("cli1", "arch1")).await.unwrap();
+    write_frame(&mut s, &submit(ALICE, "arch1")).await.unwrap();
     let env = next(&mut inbox).await;
-    assert_eq!(env.from, Addr::new("cli1", ActorKind::Client));
+    assert_eq!(env.from, Addr::new(ALICE, ActorKind::Client));
     let reply = Envelope {
         from: Addr::new("arch1", ActorKind::FrontEnd),
         to: env.from,

@@ -26,6 +26,7 @@ use crate::scenario::ChatWorkload;
 use crate::seeds::{self, Purpose};
 use crate::tcp_flow::FlowLink;
 use holdfast_actors::chat::{ChatReject, Post, Privacy, Room};
+use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
@@ -70,7 +71,9 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
             let client = ChatClient {
                 spec: spec.clone(),
                 wl: wl.clone(),
-                me: format!("chat-c{w}u{}", i + 1),
+                // The connection's name carries the user's principal.
+                me: Principal::new(user.clone(), Role::User)
+                    .client_name(&format!("c{w}u{}", i + 1)),
                 user: user.clone(),
                 rooms: rooms.clone(),
                 walled,
@@ -611,7 +614,11 @@ impl ChatClient {
                                 c.done.insert(room);
                             }
                         }
-                        ChatReject::NotAllowed | ChatReject::NoSuchRoom => {
+                        // An honest client is never forbidden: counted with
+                        // the refusals the checker compares with the walls.
+                        ChatReject::NotAllowed
+                        | ChatReject::NoSuchRoom
+                        | ChatReject::Forbidden(_) => {
                             log.refused_joins += 1;
                             if let Some(s) = state.get_mut(&room) {
                                 s.refused = true;

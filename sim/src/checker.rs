@@ -143,7 +143,7 @@ impl HostileLog {
 pub struct HostileCounts {
     pub requests: u64,
     /// Requests that must have been refused and were taken (an oversize
-    /// IM): must be 0.
+    /// IM, an IM sent as another user): must be 0.
     pub accepted: u64,
     pub refused: u64,
     /// IMs sent under a reused client id that were taken but are not in
@@ -176,7 +176,7 @@ pub fn check_hostile(log: &HostileLog, rows: &[Row]) -> HostileCounts {
         let (taken, refused) = log.answers.get(id).copied().unwrap_or_default();
         c.refused += refused;
         match attack {
-            Attack::Oversize => c.accepted += taken,
+            Attack::Oversize | Attack::ForgeFrom | Attack::Unauthenticated => c.accepted += taken,
             Attack::ReuseId => {
                 c.reused_accepted += taken;
                 // Each body at most once, and none that was not sent.

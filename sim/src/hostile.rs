@@ -1,6 +1,7 @@
 //! Hostile clients, beside the honest workload: requests over the limits,
-//! client ids used for several messages, and connections opened and held
-//! silent. What they get is logged here and checked by
+//! client ids used for several messages, IMs sent as another user (by an
+//! authenticated client, and by one with no principal at all), and
+//! connections opened and held silent. What they get is logged here and checked by
 //! [`crate::checker::check_hostile`]; the honest traffic is checked as
 //! always, and must not suffer.
 //!
@@ -9,15 +10,16 @@
 //! their archive rows to the hostile one.
 
 use crate::checker::{HostileLog, HOSTILE_PREFIX};
+use crate::connections::Connections;
 use crate::lock;
 use crate::scenario::{Attack, HostileWorkload};
 use crate::seeds::{self, Purpose};
 use crate::tcp_flow::FlowLink;
 use crate::workload::next_arrival;
 use holdfast_actors::cluster::Cluster;
+use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{Envelope, Im, Msg};
-use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,19 +51,15 @@ pub type SharedHostileLog = Arc<Mutex<HostileLog>>;
 
 pub async fn run_hostile(spec: Arc<HostileSpec>, log: SharedHostileLog) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-    let net = Network::with_link(
-        HOSTILE_NODE,
+    let net = Arc::new(Connections::new(
         spec.front_ends.clone(),
-        tx,
         spec.link.clone(),
-        DEFAULT_OUTBOUND_CAPACITY,
-    );
+        tx,
+    ));
     {
-        let net = net.clone();
         let log = log.clone();
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
-                net.consumed(&env);
                 let mut log = lock(&log);
                 match env.msg {
                     Msg::ImAccepted { id, .. } | Msg::ImDeliveredNotArchived { id, .. } => {
@@ -92,13 +90,14 @@ pub async fn run_hostile(spec: Arc<HostileSpec>, log: SharedHostileLog) {
     std::future::pending::<()>().await;
 }
 
-/// Oversize and reused-id requests at the workload's rate.
+/// Oversize, reused-id, forged and unauthenticated requests at the
+/// workload's rate.
 async fn requests(
     spec: Arc<HostileSpec>,
     w: usize,
     wl: HostileWorkload,
     attack: Attack,
-    net: Arc<Network>,
+    net: Arc<Connections>,
     log: SharedHostileLog,
 ) {
     let mut rng = seeds::stream(spec.seed, Purpose::Hostile, w, attack as usize);
@@ -119,11 +118,26 @@ async fn requests(
         let Some(fe) = spec.cluster.home(&from).map(str::to_string) else {
             continue;
         };
+        // Who the connection proves to be: the sender itself (an
+        // authenticated client misbehaving), another user, or no one.
+        let connection = match attack {
+            Attack::ForgeFrom => {
+                Principal::new(format!("mallory@{}", spec.cluster.domain), Role::User)
+                    .client_name(HOSTILE_NODE)
+            }
+            Attack::Unauthenticated => format!("{HOSTILE_NODE}-anonymous"),
+            _ => Principal::new(from.clone(), Role::User).client_name(HOSTILE_NODE),
+        };
         let (id, bodies) = match attack {
             Attack::Oversize => (
                 format!("{HOSTILE_PREFIX}big-w{w}-{n}"),
                 vec!["x".repeat(spec.im_max_bytes as usize + 1)],
             ),
+            Attack::ForgeFrom | Attack::Unauthenticated => {
+                let id = format!("{HOSTILE_PREFIX}{}-w{w}-{n}", attack.name());
+                let body = format!("{id}: sent as {from} by someone else");
+                (id, vec![body])
+            }
             _ => {
                 let id = format!("{HOSTILE_PREFIX}reuse-w{w}-{n}");
                 let bodies = (1..=3).map(|k| format!("{id} message {k} of 3")).collect();
@@ -133,7 +147,7 @@ async fn requests(
         for body in bodies {
             lock(&log).sent(&id, attack, &body);
             let env = Envelope {
-                from: Addr::new(HOSTILE_NODE, ActorKind::Client),
+                from: Addr::new(connection.clone(), ActorKind::Client),
                 to: Addr::new(fe.clone(), ActorKind::FrontEnd),
                 id: n,
                 msg: Msg::SubmitIm {

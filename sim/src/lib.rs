@@ -28,6 +28,8 @@ pub mod alarm;
 #[cfg(madsim)]
 pub mod chat;
 #[cfg(madsim)]
+pub mod connections;
+#[cfg(madsim)]
 pub mod hostile;
 #[cfg(madsim)]
 pub mod node;

@@ -443,6 +443,12 @@ pub enum Attack {
     /// Connections opened and held silent, to the front ends and the
     /// archiving servers: honest traffic must not suffer.
     Flood,
+    /// IMs sent as an honest user by another authenticated user: must be
+    /// refused.
+    ForgeFrom,
+    /// IMs sent as an honest user by a client whose connection carries no
+    /// principal: must be refused.
+    Unauthenticated,
 }
 
 /// Attack names in scenario files.
@@ -450,7 +456,20 @@ pub const ATTACKS: &[(&str, Attack)] = &[
     ("oversize", Attack::Oversize),
     ("reuse_id", Attack::ReuseId),
     ("flood", Attack::Flood),
+    ("forge_from", Attack::ForgeFrom),
+    ("unauthenticated", Attack::Unauthenticated),
 ];
+
+impl Attack {
+    /// The attack's name in scenario files.
+    pub fn name(self) -> &'static str {
+        ATTACKS
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("attack")
+    }
+}
 
 /// Hostile clients (see `sim/src/hostile.rs`).
 #[derive(Clone, Debug, PartialEq)]
@@ -1370,15 +1389,6 @@ fn hostile_workload(
     for name in names.get_ref() {
         match ATTACKS.iter().find(|(n, _)| n == name) {
             Some((_, a)) => attacks.push(*a),
-            None if name == "forge_from" || name == "unauthenticated" => {
-                return Err(cx.err(
-                    &names.span(),
-                    "workload.attacks",
-                    format!(
-                    "{name:?} needs client identities, which the simulated clients do not have yet"
-                ),
-                ))
-            }
             None => {
                 return Err(cx.err(
                     &names.span(),

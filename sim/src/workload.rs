@@ -3,14 +3,15 @@
 //! accepted, rejected (explicit error) or unknown (no answer in time).
 
 use crate::checker::{Op, Outcome};
+use crate::connections::Connections;
 use crate::lock;
 use crate::scenario::{Archive, ImWorkload};
 use crate::seeds::{self, Purpose};
 use crate::tcp_flow::FlowLink;
 use holdfast_actors::cluster::Cluster;
+use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::{CallReport, Envelope, Im, Msg, RecordKind};
-use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,22 +78,14 @@ pub fn expect_archived(w: &ImWorkload, from: usize, to: Option<usize>) -> bool {
 
 pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-    let net = Network::with_link(
-        CLIENT_NODE,
-        spec.peers.clone(),
-        tx,
-        spec.link.clone(),
-        DEFAULT_OUTBOUND_CAPACITY,
-    );
+    let net = Arc::new(Connections::new(spec.peers.clone(), spec.link.clone(), tx));
     let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
     {
         let waiting = waiting.clone();
-        let net = net.clone();
         let history = history.clone();
         let epoch = spec.epoch;
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
-                net.consumed(&env);
                 let (id, outcome) = match env.msg {
                     Msg::ImAccepted { id, at, message_id } => {
                         (id, Outcome::Accepted { at, message_id })
@@ -167,7 +160,7 @@ async fn generate(
     spec: Arc<ClientSpec>,
     w: usize,
     workload: ImWorkload,
-    net: Arc<Network>,
+    net: Arc<Connections>,
     history: History,
     waiting: Waiting,
 ) {
@@ -224,7 +217,11 @@ async fn generate(
         lock(&history).insert(id.clone(), op);
         lock(&waiting).insert(id.clone(), Instant::now() + REQUEST_TIMEOUT);
         let env = Envelope {
-            from: Addr::new(CLIENT_NODE, ActorKind::Client),
+            // Each sender's own connection, named after its principal.
+            from: Addr::new(
+                Principal::new(from.clone(), Role::User).client_name(CLIENT_NODE),
+                ActorKind::Client,
+            ),
             to: Addr::new(fe, ActorKind::FrontEnd),
             id: n,
             msg: match workload.kind {
