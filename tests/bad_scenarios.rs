@@ -294,6 +294,29 @@ fn corrupt_fault_keys_are_checked() {
 }
 
 #[test]
+fn db_refuses_fault_keys_are_checked() {
+    let on = |node: &str, extra: &str| {
+        GOOD.replace(
+            "kind = \"crash\"\nnode = \"fe1\"",
+            &format!("kind = \"db_refuses\"\nnode = \"{node}\"{extra}"),
+        )
+    };
+    assert_rejected(&on("fe1", ""), 14, &["fault.node", "not a database node"]);
+    assert_rejected(
+        &on("db1", "\none_in = 1"),
+        15,
+        &["fault.one_in", "from 2 to 1000000"],
+    );
+    let not_refuses = GOOD.replace("node = \"fe1\"", "node = \"fe1\"\none_in = 5");
+    assert_rejected(
+        &not_refuses,
+        15,
+        &["fault.one_in", "only a db_refuses fault"],
+    );
+    assert_eq!(run_with(&on("db1", "\none_in = 2")).0, Some(0));
+}
+
+#[test]
 fn hostile_workload_keys_are_checked() {
     let hostile = |attacks: &str| {
         format!(

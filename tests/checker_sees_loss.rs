@@ -285,3 +285,25 @@ fn ims_sent_as_someone_else_are_caught() {
         "{failures:?}"
     );
 }
+
+/// Records the database refuses for good are parked and counted as such;
+/// an archiver that deletes them as if archived (sabotaged) is seen losing
+/// exactly those records.
+#[test]
+fn refused_records_dropped_instead_of_parked_are_loss() {
+    let (good, failures) = library("db-refuses-records.toml", 41, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(good.counts.parked > 20, "parked = {}", good.counts.parked);
+    assert_eq!(good.counts.lost, 0);
+    let (bad, failures) = library(
+        "db-refuses-records.toml",
+        41,
+        "archiver_drop_refused = true",
+    );
+    assert_eq!(bad.counts.parked, 0);
+    assert_eq!(bad.counts.lost, good.counts.parked);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}

@@ -51,6 +51,10 @@ pub enum StoreError {
     NoSpace,
     /// Any other I/O failure.
     Io(String),
+    /// The engine refuses the operation under `key` for good (a constraint
+    /// or a trigger of the archive database): retrying it cannot succeed.
+    /// Nothing of the batch was written.
+    Refused { key: Vec<u8>, reason: String },
 }
 
 impl std::fmt::Display for StoreError {
@@ -58,6 +62,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::NoSpace => write!(f, "no space left on device"),
             StoreError::Io(e) => write!(f, "I/O error: {e}"),
+            StoreError::Refused { reason, .. } => write!(f, "refused for good: {reason}"),
         }
     }
 }

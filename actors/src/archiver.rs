@@ -1,15 +1,16 @@
 //! Archiver (RTCArch in the original): takes records from the local
 //! destination queue, writes them to the archive database in batches (one
 //! transaction each), and tells the queue to delete them only after the
-//! database acknowledged the batch. A batch the database refuses or does not
+//! database acknowledged the batch. A batch the database fails or does not
 //! answer is retried with backoff; the database's idempotent insert makes a
-//! retry harmless.
+//! retry harmless. A record the database refuses for good is parked by the
+//! destination queue and the rest of its batch sent again.
 
 use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
 use crate::cluster::Cluster;
-use crate::ids::{ActorKind, Addr, Millis};
-use crate::protocol::{ArchiveRecord, Msg, QueueItem};
-use crate::settings::Settings;
+use crate::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::protocol::{ArchiveRecord, DbError, Msg, QueueItem};
+use crate::settings::{Sabotage, Settings};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ struct Batch {
 pub struct Archiver {
     name: String,
     settings: Settings,
+    sabotage: Sabotage,
     db: Addr,
     /// Items from the destination queue, in queue order.
     buffer: VecDeque<(u64, QueueItem)>,
@@ -42,6 +44,7 @@ impl Archiver {
             .map(|a| a.database.clone())
             .unwrap_or_default();
         Archiver {
+            sabotage: Sabotage::default(),
             db: Addr::new(db, ActorKind::Database),
             retry: settings.db_timeout,
             settings,
@@ -52,6 +55,12 @@ impl Archiver {
             flush_set: false,
             archived: 0,
         }
+    }
+
+    /// Turns on the defects of `sabotage` (simulator only).
+    pub fn sabotaged(mut self, sabotage: &Sabotage) -> Self {
+        self.sabotage = sabotage.clone();
+        self
     }
 
     fn queue(&self) -> Addr {
@@ -149,6 +158,48 @@ impl Archiver {
         }
     }
 
+    /// The database refuses the records `ids` of the batch in flight for
+    /// good: they go to the destination queue's parking (kept durably for
+    /// an operator), and the rest of the batch is sent again at once, so
+    /// that one bad record never blocks the link.
+    fn park(&mut self, ids: Vec<MessageId>, reason: String, ctx: &mut Ctx) {
+        let Some(b) = self.in_flight.as_mut() else {
+            return;
+        };
+        let mut parked = Vec::new();
+        let mut i = 0;
+        while i < b.records.len() {
+            if ids.contains(&b.records[i].id) {
+                b.records.remove(i);
+                parked.push(b.keys.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if !parked.is_empty() {
+            let msg = if self.sabotage.archiver_drop_refused {
+                // Sabotage: the refused records are deleted as if archived.
+                Msg::Consumed { keys: parked }
+            } else {
+                Msg::Park {
+                    keys: parked,
+                    reason,
+                }
+            };
+            ctx.send(
+                Addr::new(self.name.clone(), ActorKind::DestinationQueue),
+                msg,
+            );
+        }
+        if b.records.is_empty() {
+            self.in_flight = None;
+            ctx.cancel_timer(Timer::DbTimeout);
+            self.advance(false, ctx);
+        } else {
+            self.resend(ctx);
+        }
+    }
+
     fn backoff(&mut self) {
         self.retry = (self.retry * 2).min(self.settings.db_retry_max.max(self.settings.db_timeout));
     }
@@ -193,6 +244,15 @@ impl Actor for Archiver {
                 self.retry = self.settings.db_timeout;
                 ctx.send(self.queue(), Msg::Consumed { keys: b.keys });
                 self.advance(false, ctx);
+            }
+            Msg::LogFailed {
+                batch,
+                error: DbError::Refused { ids, reason },
+            } => {
+                if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
+                    return;
+                }
+                self.park(ids, reason, ctx);
             }
             Msg::LogFailed { batch, error } => {
                 if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
@@ -242,7 +302,7 @@ impl Actor for Archiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{DbError, RecordKind};
+    use crate::protocol::RecordKind;
     use crate::testkit::{cluster, Harness};
 
     fn arch(batch: u64) -> Harness<Archiver> {
@@ -449,6 +509,75 @@ mod tests {
                 (dq(), Msg::Consumed { keys: vec![5] }),
             ]
         );
+    }
+
+    #[test]
+    fn a_record_refused_for_good_is_parked_and_the_rest_sent_again() {
+        let mut h = arch(3);
+        h.start(Recovered::new());
+        for (k, id) in [(1, "m1"), (2, "bad"), (3, "m3")] {
+            h.msg(
+                dq(),
+                Msg::Deliver {
+                    key: k,
+                    item: rec(id),
+                },
+            );
+        }
+        let batch = match h.actor.in_flight.as_ref() {
+            Some(b) => b.id,
+            None => panic!("a batch in flight"),
+        };
+        let sent = h.msg(
+            db(),
+            Msg::LogFailed {
+                batch,
+                error: DbError::Refused {
+                    ids: vec!["bad".into()],
+                    reason: "trigger".into(),
+                },
+            },
+        );
+        assert_eq!(
+            sent[0],
+            (
+                dq(),
+                Msg::Park {
+                    keys: vec![2],
+                    reason: "trigger".into()
+                }
+            )
+        );
+        let Some((_, Msg::LogMessages { records, .. })) = sent.get(1) else {
+            panic!("{sent:?}")
+        };
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m3"], "the rest goes again at once");
+        let sent = h.msg(db(), Msg::Logged { batch });
+        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1, 3] })]);
+
+        // A batch of only refused records: parked, and the archiver moves on.
+        h.msg(
+            dq(),
+            Msg::Deliver {
+                key: 4,
+                item: rec("bad2"),
+            },
+        );
+        h.fire(Timer::Flush);
+        let batch = h.actor.in_flight.as_ref().map(|b| b.id).unwrap();
+        let sent = h.msg(
+            db(),
+            Msg::LogFailed {
+                batch,
+                error: DbError::Refused {
+                    ids: vec!["bad2".into()],
+                    reason: "r".into(),
+                },
+            },
+        );
+        assert!(matches!(&sent[..], [(_, Msg::Park { keys, .. })] if keys == &[4]));
+        assert!(h.actor.in_flight.is_none());
     }
 
     #[test]

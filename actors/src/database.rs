@@ -137,6 +137,37 @@ impl Actor for Database {
                 }
                 ctx.send(txn.from, Msg::Logged { batch: txn.batch });
             }
+            Err(StoreError::Refused { key, reason }) => {
+                // The engine refuses one row for good: name its message, so
+                // that the archiver parks it and sends the rest again.
+                let refused = keys::parse_u64(DB_ROW, &key)
+                    .and_then(|rowid| txn.rows.iter().find(|(_, r)| *r == rowid))
+                    .map(|(id, _)| id.clone());
+                let error = match refused {
+                    Some(id) => {
+                        ctx.event(
+                            "db_record_refused",
+                            format!(
+                                "{}: batch {}: message {id} refused for good: {reason}",
+                                self.name, txn.batch
+                            ),
+                        );
+                        DbError::Refused {
+                            ids: vec![id],
+                            reason,
+                        }
+                    }
+                    // Not a row of this batch: nothing to park, retry.
+                    None => DbError::StoreFailed(reason),
+                };
+                ctx.send(
+                    txn.from,
+                    Msg::LogFailed {
+                        batch: txn.batch,
+                        error,
+                    },
+                );
+            }
             Err(e) => {
                 ctx.event(
                     "db_store_failed",
@@ -224,6 +255,41 @@ mod tests {
         );
         assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 2 })]);
         assert_eq!(stored_ids(&h2), vec!["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn a_row_the_engine_refuses_for_good_is_named() {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        h.fail_persists = Some(StoreError::Refused {
+            key: keys::key_u64(DB_ROW, 2),
+            reason: "trigger poison".into(),
+        });
+        let sent = h.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 1,
+                records: vec![rec("m1"), rec("bad")],
+            },
+        );
+        assert_eq!(
+            sent,
+            vec![(
+                arch(),
+                Msg::LogFailed {
+                    batch: 1,
+                    error: DbError::Refused {
+                        ids: vec!["bad".into()],
+                        reason: "trigger poison".into()
+                    }
+                }
+            )]
+        );
+        assert!(h.events().contains(&"db_record_refused"));
+        assert!(
+            stored_ids(&h).is_empty(),
+            "nothing of the batch was written"
+        );
     }
 
     #[test]

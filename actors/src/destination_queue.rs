@@ -13,7 +13,7 @@ use crate::cluster::Cluster;
 use crate::ids::{ActorKind, Addr, MessageId};
 use crate::protocol::{Msg, QueueItem};
 use crate::settings::{Semantics, Settings};
-use crate::store_keys::{self as keys, DQ_NEXT, DQ_RECORD};
+use crate::store_keys::{self as keys, DQ_NEXT, DQ_PARKED, DQ_RECORD};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -32,6 +32,11 @@ enum Write {
     Expire {
         keys: Vec<u64>,
         ids: BTreeMap<String, Vec<MessageId>>,
+    },
+    Park {
+        keys: Vec<u64>,
+        ids: Vec<MessageId>,
+        reason: String,
     },
 }
 
@@ -65,6 +70,8 @@ pub struct DestinationQueue {
     /// Transfers dropped as already stored (since start).
     duplicates_dropped: u64,
     expired: u64,
+    /// Records parked (kept aside: the database refuses them for good).
+    parked: u64,
 }
 
 impl DestinationQueue {
@@ -84,6 +91,7 @@ impl DestinationQueue {
             next_token: 0,
             duplicates_dropped: 0,
             expired: 0,
+            parked: 0,
         }
     }
 
@@ -165,6 +173,50 @@ impl DestinationQueue {
         );
     }
 
+    /// Moves records the database refuses for good out of the queue, into
+    /// the parking (one atomic write per request): kept durably for an
+    /// operator, never delivered again.
+    fn park(&mut self, keys: Vec<u64>, reason: String, ctx: &mut Ctx) {
+        let now = ctx.now();
+        let mut ops = Vec::new();
+        let mut parked = Vec::new();
+        let mut ids = Vec::new();
+        for k in keys {
+            let Some(QueueItem::Record(record)) = self.items.get(&k) else {
+                continue;
+            };
+            if !self.in_flight.contains(&k) {
+                continue;
+            }
+            ids.push(record.id.clone());
+            ops.push(StoreOp::Put {
+                key: keys::key_u64(DQ_PARKED, k),
+                value: keys::encode(&keys::Parked {
+                    record: record.clone(),
+                    reason: reason.clone(),
+                    at: now,
+                }),
+            });
+            ops.push(StoreOp::Delete {
+                key: keys::key_u64(DQ_RECORD, k),
+            });
+            parked.push(k);
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let token = self.token();
+        self.writes.insert(
+            token,
+            Write::Park {
+                keys: parked,
+                ids,
+                reason,
+            },
+        );
+        ctx.persist(token, ops);
+    }
+
     fn delete(&mut self, ctx: &mut Ctx) {
         if self.undeleted.is_empty()
             || self
@@ -235,7 +287,16 @@ impl Actor for DestinationQueue {
         self.in_flight.clear();
         self.undeleted.clear();
         self.delivered = 0;
+        self.parked = 0;
+        // Parked keys are never reused: a new record under one would park
+        // over it.
+        let mut high = 0;
         for (k, v) in &recovered {
+            if let Some(key) = keys::parse_u64(DQ_PARKED, k) {
+                self.parked += 1;
+                high = high.max(key);
+                continue;
+            }
             if let Some(key) = keys::parse_u64(DQ_RECORD, k) {
                 match keys::decode_item(v) {
                     Ok(item) => {
@@ -256,7 +317,12 @@ impl Actor for DestinationQueue {
                 }
             }
         }
-        self.next_key = self.items.keys().next_back().map_or(1, |k| k + 1);
+        self.next_key = self
+            .items
+            .keys()
+            .next_back()
+            .map_or(1, |k| k + 1)
+            .max(high + 1);
         self.pump(ctx);
         self.dlq_armed = false;
         self.arm_expiry(ctx);
@@ -273,7 +339,7 @@ impl Actor for DestinationQueue {
                         .get(&from.node)
                         .is_some_and(|f| f.archiver == self.name)
             }
-            Msg::Consumed { .. } => from == self.archiver(),
+            Msg::Consumed { .. } | Msg::Park { .. } => from == self.archiver(),
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -292,6 +358,7 @@ impl Actor for DestinationQueue {
                 self.delete(ctx);
                 self.pump(ctx);
             }
+            Msg::Park { keys, reason } => self.park(keys, reason, ctx),
             other => ctx.event(
                 "unexpected_message",
                 format!(
@@ -368,6 +435,32 @@ impl Actor for DestinationQueue {
                     }
                 }
             }
+            (Some(Write::Park { keys, ids, reason }), Ok(())) => {
+                for k in &keys {
+                    self.items.remove(k);
+                    self.in_flight.remove(k);
+                }
+                self.parked += keys.len() as u64;
+                ctx.event(
+                    "record_parked",
+                    format!(
+                        "{}: the database refuses {} record(s) for good; kept aside for an \
+                         operator (holdfast parked list): ids={}: {reason}",
+                        self.name,
+                        ids.len(),
+                        ids.join(",")
+                    ),
+                );
+                self.pump(ctx);
+            }
+            (Some(Write::Park { ids, .. }), Err(e)) => {
+                // Still in the queue, still handed out: after a restart the
+                // archiver tries them again, and parks them again.
+                ctx.event(
+                    "destination_store_failed",
+                    format!("{}: parking {}: {e}", self.name, ids.join(",")),
+                );
+            }
             (Some(Write::Expire { .. }), Err(e)) => {
                 ctx.event(
                     "destination_store_failed",
@@ -383,6 +476,7 @@ impl Actor for DestinationQueue {
             ("destination_depth", self.depth() as u64),
             ("duplicates_dropped", self.duplicates_dropped),
             ("expired", self.expired),
+            ("parked_records", self.parked),
         ]
     }
 }
@@ -452,6 +546,67 @@ mod tests {
             matches!(&sent[1], (to, Msg::Deliver { key: 1, .. }) if to.actor == ActorKind::Archiver)
         );
         assert_eq!(h.store.len(), 2, "item and next-seq mark, in one write");
+    }
+
+    #[test]
+    fn a_parked_record_is_kept_aside_and_its_key_never_reused() {
+        let mut h = dq(Settings::default());
+        h.start(Recovered::new());
+        for (seq, id) in [(1, "m1"), (2, "bad")] {
+            h.msg(oq("fe1"), Msg::Transfer { seq, item: rec(id) });
+        }
+        let arch = h.actor.archiver();
+        h.clear_events();
+        let sent = h.msg(
+            arch.clone(),
+            Msg::Park {
+                keys: vec![2],
+                reason: "trigger".into(),
+            },
+        );
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(h.events(), vec!["record_parked"]);
+        assert_eq!(h.actor.depth(), 1);
+        let parked = keys::parked_records(&h.store);
+        assert_eq!(parked.len(), 1);
+        let (key, p) = parked[0].as_ref().unwrap();
+        assert_eq!(
+            (*key, p.record.id.as_str(), p.reason.as_str()),
+            (2, "bad", "trigger")
+        );
+        assert!(!h.store.contains_key(&keys::key_u64(DQ_RECORD, 2)));
+        // Only the archiver parks.
+        h.msg(
+            oq("fe1"),
+            Msg::Park {
+                keys: vec![1],
+                reason: "x".into(),
+            },
+        );
+        assert_eq!(h.actor.depth(), 1);
+        // After a restart: counted, not delivered, and its key not reused.
+        let mut h2 = dq(Settings::default());
+        h2.store = h.store.clone();
+        let sent = h2.start(h.store.clone());
+        assert_eq!(delivered(&sent), vec![1]);
+        assert_eq!(
+            h2.actor
+                .gauges()
+                .iter()
+                .find(|g| g.0 == "parked_records")
+                .unwrap()
+                .1,
+            1
+        );
+        h2.msg(h2.actor.archiver(), Msg::Consumed { keys: vec![1] });
+        let sent = h2.msg(
+            oq("fe1"),
+            Msg::Transfer {
+                seq: 3,
+                item: rec("m3"),
+            },
+        );
+        assert_eq!(delivered(&sent), vec![3], "key 2 is the parked record's");
     }
 
     #[test]

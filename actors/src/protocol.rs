@@ -169,7 +169,11 @@ impl std::fmt::Display for EnqueueFailure {
 /// Why the database refused a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DbError {
+    /// The write failed; a retry may succeed.
     StoreFailed(String),
+    /// The database refuses these records for good (nothing of the batch
+    /// was written): the archiver parks them and sends the rest again.
+    Refused { ids: Vec<MessageId>, reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -269,6 +273,13 @@ pub enum Msg {
     /// The database holds these records: the queue may delete them.
     Consumed {
         keys: Vec<u64>,
+    },
+    /// The database refuses these records for good: the queue keeps them
+    /// aside, durably, for an operator (see `holdfast parked list`) and
+    /// stops delivering them, so that they no longer block the link.
+    Park {
+        keys: Vec<u64>,
+        reason: String,
     },
 
     // ---- archiving server → front end's admin queue ----------------------
@@ -615,6 +626,7 @@ impl Msg {
             Msg::ArchivingHealth { .. } => "ArchivingHealth",
             Msg::OperatorResume => "OperatorResume",
             Msg::Consumed { .. } => "Consumed",
+            Msg::Park { .. } => "Park",
             Msg::LogMessages { .. } => "LogMessages",
             Msg::Logged { .. } => "Logged",
             Msg::LogFailed { .. } => "LogFailed",

@@ -333,6 +333,9 @@ pub struct Sabotage {
     /// Front ends believe an IM's sender whoever sends it (the behaviour
     /// before client identities): anyone can send as anyone.
     pub fe_trust_sender: bool,
+    /// Archivers delete the records the database refuses for good, as if
+    /// archived, instead of parking them.
+    pub archiver_drop_refused: bool,
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ pub const STORE_DAMAGED: &[u8] = b"!damaged";
 pub const DQ_RECORD: &[u8] = b"r/";
 /// Destination queue: `n/<front end>` → next expected seq from that sender.
 pub const DQ_NEXT: &[u8] = b"n/";
+/// Destination queue: a record the database refused for good, kept for an
+/// operator ([`Parked`]), by its queue key.
+pub const DQ_PARKED: &[u8] = b"p/";
 /// Database: `m/<rowid>` → row of the messages table.
 pub const DB_ROW: &[u8] = b"m/";
 
@@ -159,6 +162,30 @@ pub fn queued_records(recovered: &Recovered) -> Vec<Result<ArchiveRecord, String
         }
     }
     out
+}
+
+/// A record the database refused for good, kept by the destination queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    pub record: ArchiveRecord,
+    /// What the database said.
+    pub reason: String,
+    /// When it was parked (ms since the epoch).
+    pub at: u64,
+}
+
+/// Records parked in a destination queue's store, in key order.
+pub fn parked_records(recovered: &Recovered) -> Vec<Result<(u64, Parked), String>> {
+    recovered
+        .range(DQ_PARKED.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(DQ_PARKED))
+        .map(|(k, v)| {
+            let key = parse_u64(DQ_PARKED, k).ok_or_else(|| format!("key {k:?}: malformed"))?;
+            decode::<Parked>(v)
+                .map(|p| (key, p))
+                .map_err(|e| format!("key {k:?}: {e}"))
+        })
+        .collect()
 }
 
 /// Rows of a database store, in rowid order.

@@ -292,6 +292,9 @@ impl ArchiveDb {
             let mut holder = tx
                 .prepare_cached("SELECT message_id FROM messages WHERE rowid = ?1")
                 .map_err(io)?;
+            let mut archived = tx
+                .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")
+                .map_err(io)?;
             let mut kv_put = tx
                 .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
                 .map_err(io)?;
@@ -318,6 +321,16 @@ impl ArchiveDb {
                             )));
                         }
                         let r = &row.record;
+                        // A constraint, a trigger or a limit of the engine
+                        // that refuses this row will refuse it on every
+                        // retry: say which row, so that it is parked.
+                        let refused = |e: rusqlite::Error| match refused_for_good(&e) {
+                            true => StoreError::Refused {
+                                key: key.clone(),
+                                reason: format!("message {}: {e}", r.id),
+                            },
+                            false => io(e),
+                        };
                         let inserted = insert
                             .execute(rusqlite::params![
                                 row.rowid,
@@ -332,7 +345,7 @@ impl ArchiveDb {
                                 row.archived_at,
                                 r.client_id,
                             ])
-                            .map_err(io)?;
+                            .map_err(refused)?;
                         if inserted == 0 {
                             // Ignored: either the message id is archived
                             // already (a retried batch: fine) or the row id
@@ -347,6 +360,22 @@ impl ArchiveDb {
                                      not {:?}",
                                     r.id
                                 )));
+                            }
+                            // Nor may the engine skip a row quietly (OR
+                            // IGNORE also skips rows a constraint refuses):
+                            // what is acknowledged must be archived.
+                            let found = archived
+                                .query_row([&r.id], |_| Ok(()))
+                                .optional()
+                                .map_err(io)?;
+                            if found.is_none() {
+                                return Err(StoreError::Refused {
+                                    key: key.clone(),
+                                    reason: format!(
+                                        "message {}: the archive skipped its row (a constraint)",
+                                        r.id
+                                    ),
+                                });
                             }
                         }
                     }
@@ -565,6 +594,18 @@ impl ArchiveDb {
     }
 }
 
+/// Errors no retry can cure: a constraint or a trigger refusing the row,
+/// a value over the engine's limits, a type the column refuses.
+fn refused_for_good(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+        )
+    )
+}
+
 /// SQLITE_FULL is a full disk; anything else is an I/O failure.
 fn store_error(path: &Path, e: rusqlite::Error) -> StoreError {
     match &e {
@@ -746,6 +787,43 @@ mod tests {
         );
         assert_eq!(db.count().unwrap(), 5);
         assert!(!db.id_counts().unwrap().contains_key("m6"));
+    }
+
+    #[test]
+    fn a_row_the_engine_refuses_for_good_is_named_and_nothing_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        let mut db = ArchiveDb::open(&path).unwrap();
+        // A trigger raising an error, and one skipping rows quietly (what
+        // OR IGNORE does with a constraint): both refuse for good.
+        let admin = rusqlite::Connection::open(&path).unwrap();
+        admin
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END; \
+                 CREATE TRIGGER skip BEFORE INSERT ON messages WHEN NEW.body = 'skip' \
+                 BEGIN SELECT RAISE(IGNORE); END;",
+            )
+            .unwrap();
+        for (bad, why) in [("poison", "poisoned"), ("skip", "skipped its row")] {
+            let err = db
+                .apply(&[
+                    put(1, rec("m1", "a@x", "b@x", 0, "fine")),
+                    put(2, rec("m2", "a@x", "b@x", 0, bad)),
+                ])
+                .unwrap_err();
+            match &err {
+                StoreError::Refused { key, reason } => {
+                    assert_eq!(key, &keys::key_u64(DB_ROW, 2));
+                    assert!(reason.contains("m2") && reason.contains(why), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(db.count().unwrap(), 0, "nothing of the batch committed");
+        }
+        db.apply(&[put(1, rec("m1", "a@x", "b@x", 0, "fine"))])
+            .unwrap();
+        assert_eq!(db.count().unwrap(), 1);
     }
 
     #[test]

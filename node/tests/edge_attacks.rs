@@ -493,6 +493,77 @@ fn reused_id_never_bypasses_archive() {
     assert_eq!(archived_ids, message_ids, "under the ids the answers named");
 }
 
+/// A record the archive database refuses for good (here a trigger a DBA
+/// added) is parked by the archiving server: kept aside durably, named by
+/// an operator event and by `holdfast parked list`, while everything
+/// queued behind it is archived. Before, the archiver retried the refused
+/// batch for ever and nothing behind it reached the archive.
+#[test]
+fn refused_record_is_parked_and_archiving_continues() {
+    let c = TestCluster::start("plain", "");
+    let admin = rusqlite::Connection::open(c.archive_path()).unwrap();
+    admin.busy_timeout(Duration::from_secs(10)).unwrap();
+    admin
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body LIKE '%poison%' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned by a trigger'); END;",
+        )
+        .unwrap();
+    let s = Sender::new(&c);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let (id, body) = match i % 10 {
+            3 => (format!("bad-{i}"), format!("poison {i}")),
+            _ => (format!("ok-{i}"), format!("fine {i}")),
+        };
+        assert!(
+            matches!(s.send(&id, body), Outcome::Accepted { .. }),
+            "{id} accepted"
+        );
+        if id.starts_with("ok-") {
+            ids.push(id);
+        }
+    }
+    let rows = wait_archived(&c, &ids, Duration::from_secs(60));
+    let missing: Vec<&String> = ids.iter().filter(|id| !rows.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "held back by the refused records: {missing:?}\narch1:\n{}",
+        last_lines(&c.log("arch1"), 20)
+    );
+    assert!(rows.keys().all(|id| !id.starts_with("bad-")));
+    // The refused ones are parked, listed, and were reported.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (code, out, err) = holdfast(&c, &["parked", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        if out.lines().count() >= 3 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut parked: Vec<String> = listed
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(
+                v["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("poisoned by a trigger"),
+                "{l}"
+            );
+            v["client_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    parked.sort();
+    assert_eq!(parked, ["bad-13", "bad-23", "bad-3"]);
+    assert!(
+        c.log("arch1").contains("record_parked"),
+        "no operator event"
+    );
+}
+
 /// A client connection proving `user` (its credential), named after that
 /// principal, to the cluster's front ends; answers arrive on the receiver.
 fn connection_of(

@@ -11,6 +11,10 @@
 //!   database): the operator was told, and a scenario bounds how many.
 //! * **pending**: accepted and archivable, not archived yet but still held
 //!   durably in a queue (a path left broken at the end of the run).
+//! * **parked**: accepted and archivable, refused by the database for good
+//!   and kept aside durably by the destination queue, with an operator
+//!   event (`record_parked`): not archived, not lost; a scenario bounds how
+//!   many (0 unless it says otherwise).
 //! * **duplicates**: messages archived more than once.
 //! * **phantoms**: archived, but never accepted as archivable (rejected,
 //!   never submitted, or excluded by policy).
@@ -27,8 +31,8 @@
 //! * **accepted while shut down**: an IM admitted by a front end inside one
 //!   of its critical-mode shutdowns (call records are always taken).
 //!
-//! Every accepted archivable message is exactly one of archived, pending or
-//! lost (or, for a QoE report, dropped).
+//! Every accepted archivable message is exactly one of archived, pending,
+//! parked or lost (or, for a QoE report, dropped).
 
 use crate::scenario::Attack;
 use holdfast_actors::ids::{MessageId, Millis};
@@ -94,6 +98,8 @@ pub struct Observed {
     /// Client ids of the records still held durably by any queue (stream
     /// or dead-letter queue).
     pub queued: BTreeSet<MessageId>,
+    /// Client ids of the records parked by a destination queue.
+    pub parked: BTreeSet<MessageId>,
     /// Message ids (the front ends') some queue reported dropping by expiry.
     pub expired: BTreeSet<MessageId>,
     /// Shutdowns per front end.
@@ -212,6 +218,8 @@ pub struct Counts {
     pub lost: u64,
     /// Lost, and reported by an operator event (see the module doc).
     pub lost_reported: u64,
+    /// Refused by the database for good and parked (see the module doc).
+    pub parked: u64,
     pub expired: u64,
     pub pending: u64,
     pub duplicates: u64,
@@ -318,6 +326,10 @@ pub fn check(o: &Observed) -> Counts {
                 None if o.queued.contains(&op.id) => {
                     c.pending += 1;
                     note(&mut c.examples, "pending", &op.id);
+                }
+                None if o.parked.contains(&op.id) => {
+                    c.parked += 1;
+                    note(&mut c.examples, "parked", &op.id);
                 }
                 None if reported(o, op) => {
                     c.lost_reported += 1;

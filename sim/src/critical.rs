@@ -95,6 +95,8 @@ pub fn affected(fault: &FaultKind, cluster: &Cluster) -> Vec<String> {
                 FaultKind::DiskFull { node } | FaultKind::IoError { node } => {
                     node == *fe || *node == arch || *node == db
                 }
+                // The rest of the records goes on: archiving stays healthy.
+                FaultKind::DbRefuses { .. } => false,
             }
         })
         .cloned()

@@ -9,7 +9,7 @@ use crate::report::EventRecord;
 use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
 use fnv::FnvHasher;
-use holdfast_actors::actor::{Actor, Ctx, Effect, StoreError, Timer};
+use holdfast_actors::actor::{Actor, Ctx, Effect, StoreError, StoreOp, Timer};
 use holdfast_actors::archiver::Archiver;
 use holdfast_actors::channel::Channel;
 use holdfast_actors::chat::ChatPool;
@@ -24,7 +24,7 @@ use holdfast_actors::lookup::Lookup;
 use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::Envelope;
 use holdfast_actors::settings::{Sabotage, Settings};
-use holdfast_actors::store_keys::STORE_DAMAGED;
+use holdfast_actors::store_keys::{self, Row, DB_ROW, STORE_DAMAGED};
 use holdfast_actors::web_files::WebFiles;
 use holdfast_host::disk::Disk;
 use holdfast_host::store::{Damage, LogStore};
@@ -61,6 +61,9 @@ pub struct NodeSpec {
 pub struct Control {
     /// Extra processing time per message (the `slow` fault).
     pub slow: Duration,
+    /// The database refuses one record in this many for good (the
+    /// `db_refuses` fault; 0: none).
+    pub refuse_one_in: u64,
 }
 
 /// State owned by the harness that outlives the node's restarts.
@@ -126,7 +129,7 @@ fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
         ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s).sabotaged(&spec.sabotage)),
         ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
         ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
-        ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
+        ActorKind::Archiver => Box::new(Archiver::new(n, c, s).sabotaged(&spec.sabotage)),
         ActorKind::Database => Box::new(Database::new(n, spec.sabotage.clone())),
         ActorKind::Lookup => Box::new(Lookup::new(n, spec.pool.clone(), s)),
         ActorKind::Channel if spec.sabotage.no_relay => {
@@ -227,7 +230,16 @@ impl Host {
                 }
                 Effect::Persist { token, ops } => {
                     let disk = self.shared.disk.clone();
-                    let result = self.slots[i].store.apply(&disk, ops).await;
+                    let one_in = lock(&self.shared.control).refuse_one_in;
+                    let refused = match self.slots[i].addr.actor {
+                        ActorKind::Database if one_in > 0 => refused_row(&ops, one_in),
+                        _ => None,
+                    };
+                    let result = match refused {
+                        // Refused by the engine: nothing of the batch written.
+                        Some(e) => Err(e),
+                        None => self.slots[i].store.apply(&disk, ops).await,
+                    };
                     now = self.now();
                     let slot = &mut self.slots[i];
                     let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
@@ -495,4 +507,29 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
             },
         }
     }
+}
+
+/// The first row of a database batch that a `db_refuses` fault refuses:
+/// one record in `one_in`, chosen by its message id, so that a record sent
+/// again is refused again (as a constraint or a trigger would refuse it).
+fn refused_row(ops: &[StoreOp], one_in: u64) -> Option<StoreError> {
+    use std::hash::Hasher;
+    ops.iter().find_map(|op| {
+        let StoreOp::Put { key, value } = op else {
+            return None;
+        };
+        if !key.starts_with(DB_ROW) {
+            return None;
+        }
+        let row = store_keys::decode::<Row>(value).ok()?;
+        let mut h = FnvHasher::default();
+        h.write(row.record.id.as_bytes());
+        (h.finish() % one_in == 0).then(|| StoreError::Refused {
+            key: key.clone(),
+            reason: format!(
+                "message {}: refused by the scenario's db_refuses fault",
+                row.record.id
+            ),
+        })
+    })
 }

@@ -168,6 +168,20 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             ));
         }
     }
+    if let Some(n) = e.parked_max {
+        if c.parked > n {
+            f.push(format!(
+                "parked = {} (expected at most {n}); e.g. {:?}",
+                c.parked,
+                c.examples.get("parked").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.parked_min {
+        if c.parked < n {
+            f.push(format!("parked = {} (expected at least {n})", c.parked));
+        }
+    }
     if let Some(n) = e.lost_reported_max {
         if c.lost_reported > n {
             f.push(format!(
@@ -494,6 +508,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "archived": c.archived,
         "lost": c.lost,
         "lost_reported": c.lost_reported,
+        "parked": c.parked,
         "pending": c.pending,
         "duplicates": c.duplicates,
         "phantoms": c.phantoms,
@@ -615,6 +630,12 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         s.push_str(&format!(
             "  lost and reported by an operator event (store damage): {}\n",
             c.lost_reported
+        ));
+    }
+    if c.parked > 0 {
+        s.push_str(&format!(
+            "  refused by the database for good and parked for an operator: {}\n",
+            c.parked
         ));
     }
     if c.delivered_not_archived > 0 {

@@ -443,6 +443,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let ops: Vec<Op> = std::mem::take(&mut *lock(&history)).into_values().collect();
     let mut rows = Vec::new();
     let mut queued = BTreeSet::new();
+    let mut parked = BTreeSet::new();
     let mut read_errors = Vec::new();
     for (name, shared) in &nodes.shared {
         let state = |kind| -> Recovered { replay(&shared.disk.durable(&store_file(kind))).0 };
@@ -452,6 +453,14 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                     Ok(row) => rows.push(row),
                     Err(e) => read_errors.push(format!("{name}: {e}")),
                 }
+            }
+        }
+        for r in store_keys::parked_records(&state(ActorKind::DestinationQueue)) {
+            match r {
+                Ok((_, p)) => {
+                    parked.insert(p.record.client_id);
+                }
+                Err(e) => read_errors.push(format!("{name}: {e}")),
             }
         }
         for kind in [ActorKind::OutgoingQueue, ActorKind::DestinationQueue] {
@@ -566,6 +575,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         ops,
         rows,
         queued,
+        parked,
         expired,
         damage_reports,
         paths,
@@ -678,6 +688,7 @@ enum Effect {
     Slow(String),
     Full(String),
     Eio(String),
+    Refuse(String),
 }
 
 fn effects(kind: &FaultKind) -> Vec<(Effect, u64)> {
@@ -697,6 +708,7 @@ fn effects(kind: &FaultKind) -> Vec<(Effect, u64)> {
         FaultKind::Slow { node, delay_ms } => vec![(Effect::Slow(node.clone()), *delay_ms)],
         FaultKind::DiskFull { node } => vec![(Effect::Full(node.clone()), 0)],
         FaultKind::IoError { node } => vec![(Effect::Eio(node.clone()), 0)],
+        FaultKind::DbRefuses { node, one_in } => vec![(Effect::Refuse(node.clone()), *one_in)],
     }
 }
 
@@ -710,14 +722,14 @@ fn apply(nodes: &Nodes, kind: &FaultKind, on: bool) {
             let list = active.entry(effect.clone()).or_default();
             if on {
                 list.push(value);
-                if list.len() > 1 && !matches!(effect, Effect::Slow(_)) {
+                if list.len() > 1 && !matches!(effect, Effect::Slow(_) | Effect::Refuse(_)) {
                     continue; // already in force
                 }
             } else {
                 if let Some(i) = list.iter().position(|v| *v == value) {
                     list.remove(i);
                 }
-                if !list.is_empty() && !matches!(effect, Effect::Slow(_)) {
+                if !list.is_empty() && !matches!(effect, Effect::Slow(_) | Effect::Refuse(_)) {
                     continue; // another fault keeps it in force
                 }
             }
@@ -746,6 +758,11 @@ fn apply(nodes: &Nodes, kind: &FaultKind, on: bool) {
             Effect::Slow(node) => {
                 let delay = remaining.iter().copied().max().unwrap_or(0);
                 lock(&nodes.shared[node].control).slow = Duration::from_millis(delay);
+            }
+            Effect::Refuse(node) => {
+                // The most refusing of the faults in force (0: none).
+                let one_in = remaining.iter().copied().min().unwrap_or(0);
+                lock(&nodes.shared[node].control).refuse_one_in = one_in;
             }
             Effect::Full(node) => nodes.shared[node].disk.set_full(on),
             Effect::Eio(node) => nodes.shared[node].disk.set_io_error(on),

@@ -241,6 +241,10 @@ struct RawFault {
     /// `database`, …); default: any of the node's files, drawn by size.
     #[serde(default)]
     file: Option<Spanned<String>>,
+    /// db_refuses: the database refuses one record in this many (default
+    /// 50).
+    #[serde(default)]
+    one_in: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -256,6 +260,8 @@ struct RawExpect {
     lost: Option<u64>,
     lost_min: Option<u64>,
     lost_reported_max: Option<u64>,
+    parked_max: Option<u64>,
+    parked_min: Option<u64>,
     duplicates: Option<u64>,
     phantoms: Option<u64>,
     accepted_min: Option<u64>,
@@ -528,6 +534,11 @@ pub enum FaultKind {
         bytes: u64,
         file: Option<String>,
     },
+    /// The archive database refuses one record in `one_in` for good (as a
+    /// constraint or trigger would): which ones follows from the record's
+    /// id. Such records must be parked, not lost, and must not block the
+    /// rest.
+    DbRefuses { node: String, one_in: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -548,6 +559,7 @@ impl Fault {
             FaultKind::IoError { .. } => "io_error",
             FaultKind::DbDown { .. } => "db_down",
             FaultKind::Corrupt { .. } => "corrupt",
+            FaultKind::DbRefuses { .. } => "db_refuses",
         }
     }
     pub fn describe(&self) -> String {
@@ -566,6 +578,9 @@ impl Fault {
                 Some(f) => format!("corrupt {bytes} bytes of {node}'s {f} store"),
                 None => format!("corrupt {bytes} bytes of {node}'s disk"),
             },
+            FaultKind::DbRefuses { node, one_in } => {
+                format!("{node} refuses one record in {one_in} for good")
+            }
         };
         let until = match self.duration_ms {
             Some(d) => format!("for {}", units::fmt_ms(d)),
@@ -582,6 +597,10 @@ pub struct Expect {
     /// At most this many lost messages an operator event reported (0
     /// unless the file says otherwise).
     pub lost_reported_max: Option<u64>,
+    /// At most this many accepted records parked (the database refused
+    /// them for good; 0 unless the file says otherwise).
+    pub parked_max: Option<u64>,
+    pub parked_min: Option<u64>,
     pub duplicates: Option<u64>,
     pub phantoms: Option<u64>,
     pub accepted_min: Option<u64>,
@@ -1231,9 +1250,31 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 };
                 FaultKind::Corrupt { node: node("fault.node")?, bytes, file }
             }
+            "db_refuses" => {
+                let n = match &f.node {
+                    Some(_) => node("fault.node")?,
+                    None => topology.databases[0].clone(),
+                };
+                if !topology.databases.contains(&n) {
+                    return Err(cx.err(&f.node.as_ref().expect("some").span(), "fault.node", format!("{n:?} is not a database node")));
+                }
+                let one_in = match &f.one_in {
+                    None => 50,
+                    Some(k) if (2..=1_000_000).contains(k.get_ref()) => *k.get_ref() as u64,
+                    Some(k) => return Err(cx.err(&k.span(), "fault.one_in", "must be from 2 to 1000000")),
+                };
+                FaultKind::DbRefuses { node: n, one_in }
+            }
             other => return Err(cx.err(&f.kind.span(), "fault.kind", format!(
-                "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error, db_down, corrupt, random or swizzle"))),
+                "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error, db_down, corrupt, db_refuses, random or swizzle"))),
         };
+        if let (false, Some(k)) = (matches!(kind, FaultKind::DbRefuses { .. }), &f.one_in) {
+            return Err(cx.err(
+                &k.span(),
+                "fault.one_in",
+                "only a db_refuses fault takes this key",
+            ));
+        }
         for (key, given) in [("bytes", f.bytes.is_some()), ("file", f.file.is_some())] {
             if given && !matches!(kind, FaultKind::Corrupt { .. }) {
                 return Err(cx.err(
@@ -1327,6 +1368,8 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         },
         lost_min: e.lost_min,
         lost_reported_max: Some(e.lost_reported_max.unwrap_or(0)),
+        parked_max: Some(e.parked_max.unwrap_or(0)),
+        parked_min: e.parked_min,
         duplicates: Some(e.duplicates.unwrap_or(0)),
         phantoms: Some(e.phantoms.unwrap_or(0)),
         accepted_min: e.accepted_min,
