@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests of the
-# normal build, the edge-attack tests in a release build, then the simulator
+# normal build, the edge-attack and real-partition tests in a release build,
+# then the simulator
 # build (--cfg madsim, in target/sim so the
 # two builds never invalidate each other), which runs every scenario in
 # scenarios/, then sweeps the library over three more seeds. Ends with one line
@@ -18,6 +19,13 @@ run cargo test --workspace --locked
 # IMs, reused ids, a corrupted queue log, a full disk (a tmpfs, as root),
 # a flood of 10,000 silent connections, private data files.
 run cargo test --release -p holdfast --locked --test edge_attacks
+# Real partitions: each node in its own network namespace, cuts made with
+# nftables inside them (as root; ip and nft installed if missing). Five
+# cases at once, the longest a 4-minute cut: about 5 minutes.
+if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
+    run apt-get install -y --no-install-recommends iproute2 nftables
+fi
+run cargo test --release -p holdfast --locked --test real_partitions
 run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
 # Every scenario once more under a seed it was not written for, with a

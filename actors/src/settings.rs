@@ -82,6 +82,11 @@ pub struct Settings {
     /// The resend interval doubles while no progress is made, up to this.
     #[serde(deserialize_with = "de_ms")]
     pub resend_backoff_max: Millis,
+    /// A connection between nodes with data unacknowledged this long (or,
+    /// idle, with its keep-alive probes unanswered this long) is closed
+    /// and reconnected; a connect is retried after at most 1.5 s.
+    #[serde(deserialize_with = "de_ms")]
+    pub link_timeout: Millis,
     /// Records a destination queue hands to its archiver before consumption.
     pub deliver_window: u64,
     /// Records per database transaction.
@@ -151,6 +156,7 @@ impl Settings {
             ("dlq_check", self.dlq_check),
             ("quota_check", self.quota_check),
             ("resend_interval", self.resend_interval),
+            ("link_timeout", self.link_timeout),
             ("db_timeout", self.db_timeout),
             ("chat_load_report", self.chat_load_report),
             ("chat_capacity", self.chat_capacity),
@@ -235,6 +241,7 @@ impl Default for Settings {
             transfer_window: 256,
             resend_interval: 5_000,
             resend_backoff_max: 60_000,
+            link_timeout: 5_000,
             deliver_window: 256,
             archiver_batch: 64,
             archiver_batch_bytes: 4 << 20,
@@ -274,6 +281,7 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("transfer_window", "256", "Transfers in flight from an outgoing queue to its destination queue before an acknowledgement."),
     ("resend_interval", "\"5s\"", "Without acknowledgement progress for this long, an outgoing queue sends its first unacknowledged record again as a probe, and resends from there if the probe's answer shows transfers were lost."),
     ("resend_backoff_max", "\"1m\"", "The resend interval doubles while no progress is made, up to this."),
+    ("link_timeout", "\"5s\"", "A connection between nodes whose data has gone unacknowledged this long (`TCP_USER_TIMEOUT`), or which has been idle this long and then left its keep-alive probes unanswered as long again, is closed and reconnected; connects that do not complete within 1.5 s are retried, with a backoff of at most 2 s. Without it a connection stalled by a network cut resumed only at the kernel's next retransmission, up to two minutes after the heal."),
     ("deliver_window", "256", "Records a destination queue hands to its archiver before they are consumed."),
     ("archiver_batch", "64", "Records per database transaction."),
     ("archiver_batch_bytes", "\"4MiB\"", "Bytes of records per database transaction (a batch always takes at least one record). At most 16 MiB, so that every batch fits in one frame."),

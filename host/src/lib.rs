@@ -5,5 +5,6 @@
 //! madsim's simulated TCP and clock.
 
 pub mod disk;
+pub mod liveness;
 pub mod store;
 pub mod transport;

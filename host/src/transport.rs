@@ -2,7 +2,11 @@
 //! [`holdfast_actors::frame`]) over one connection per direction and peer.
 //!
 //! * Outbound: one task per peer node connects, reconnects with backoff
-//!   after any error, and writes envelopes in order. Envelopes that were in a
+//!   after any error, and writes envelopes in order. A connection stalled
+//!   longer than the `link_timeout` setting, or a connect that does not
+//!   complete in time, is given up and retried ([`crate::liveness`]): a
+//!   healed link is used within seconds, not at the kernel's next
+//!   retransmission. Envelopes that were in a
 //!   broken connection are gone: reliability is end to end (sequence numbers,
 //!   resends, idempotent inserts), never assumed from TCP.
 //! * Inbound: every connection gets a reader task that decodes frames into
@@ -23,6 +27,7 @@
 //!   and TCP flow control slows the senders down. The consumer of the inbox
 //!   calls [`Network::consumed`] for every envelope it takes.
 
+use crate::liveness::{self, Liveness};
 use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
 use holdfast_actors::identity::Principal;
 use holdfast_actors::ids::ActorKind;
@@ -271,9 +276,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(frame::decode_body(&body)?))
 }
 
-/// Backoff between reconnection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Backoff between reconnection attempts (see [`crate::liveness`]).
+const BACKOFF_MIN: Duration = liveness::BACKOFF_MIN;
 
 /// An inbound connection after its handshake and first frame: its reader,
 /// writer, proven identity and first envelope (`None`: it closed cleanly
@@ -313,6 +317,8 @@ pub struct Network {
     /// Which actors each server node hosts (when known): a node may only
     /// speak for those.
     roles: OnceLock<BTreeMap<String, Vec<ActorKind>>>,
+    /// How long a connection may stay stalled (the default until set).
+    liveness: OnceLock<Liveness>,
     dropped: AtomicU64,
     refused: AtomicU64,
 }
@@ -356,6 +362,7 @@ impl Network {
             client_slots: Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS)),
             warns: Mutex::new((None, 0, 0)),
             roles: OnceLock::new(),
+            liveness: OnceLock::new(),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
@@ -366,6 +373,16 @@ impl Network {
     /// before [`Network::listen`].
     pub fn set_roles(&self, roles: BTreeMap<String, Vec<ActorKind>>) {
         let _ = self.roles.set(roles);
+    }
+
+    /// Bounds how long this node's connections may stay stalled (the
+    /// `link_timeout` setting). Set once, before the first connection.
+    pub fn set_liveness(&self, liveness: Liveness) {
+        let _ = self.liveness.set(liveness);
+    }
+
+    fn liveness(&self) -> Liveness {
+        self.liveness.get().copied().unwrap_or_default()
     }
 
     fn may_speak_as(&self, from: &holdfast_actors::ids::Addr) -> bool {
@@ -461,6 +478,9 @@ impl Network {
             loop {
                 match listener.accept().await {
                     Ok((stream, remote)) => {
+                        if let Err(e) = liveness::configure(&stream, &net.liveness()) {
+                            tracing::debug!(node = %net.me, %remote, error = %e, "liveness options not set");
+                        }
                         let conn = {
                             let mut n = net.next_conn.lock().expect("lock");
                             *n += 1;
@@ -551,7 +571,7 @@ impl Network {
                     None => return,
                 },
             };
-            let connected = match TcpStream::connect(addr).await {
+            let connected = match liveness::connect(addr, &self.liveness()).await {
                 Ok(tcp) => self.link.connect(&peer, tcp).await,
                 Err(e) => Err(e),
             };
@@ -559,9 +579,14 @@ impl Network {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(node = %self.me, %peer, error = %e, "connect failed; retrying");
-                    carry = Some(first);
+                    // The peer is unreachable: what queued for it is stale
+                    // by the time it is back (the protocols above resend).
+                    // Only the newest envelope waits, to go first then:
+                    // held through an outage, the rest reached a peer at
+                    // the heal, expired records among them.
+                    carry = Some(self.newest_of(first, &mut rx));
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = liveness::next_backoff(backoff);
                     continue;
                 }
             };
@@ -602,6 +627,17 @@ impl Network {
             reader_task.abort();
             tokio::time::sleep(BACKOFF_MIN).await;
         }
+    }
+
+    /// The newest of `first` and what is queued behind it; the others are
+    /// dropped and counted.
+    fn newest_of(&self, first: Envelope, rx: &mut mpsc::Receiver<Envelope>) -> Envelope {
+        let mut newest = first;
+        while let Ok(env) = rx.try_recv() {
+            newest = env;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        newest
     }
 
     /// Reads frames into the inbox until the connection ends or misbehaves.

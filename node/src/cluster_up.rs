@@ -113,6 +113,18 @@ impl Drop for NodeProcess {
 /// Starts `holdfast node` for `name` with the given executable, logging
 /// (appending) to `<data>/node.log`.
 pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess, String> {
+    spawn_node_under(&[], exe, config, name)
+}
+
+/// [`spawn_node`] with the node's command run by `wrapper` (for example
+/// `ip netns exec NAME`, which puts it in a network namespace and then
+/// becomes the node: the process is still the node's).
+pub fn spawn_node_under(
+    wrapper: &[&str],
+    exe: &Path,
+    config: &Config,
+    name: &str,
+) -> Result<NodeProcess, String> {
     let node = config
         .node(name)
         .ok_or_else(|| format!("node {name:?} is not in the config"))?;
@@ -125,7 +137,15 @@ pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let child = command
         .arg("node")
         .arg("--config")
         .arg(&config.file)

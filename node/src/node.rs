@@ -48,6 +48,7 @@ use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::settings::Sabotage;
 use holdfast_actors::store_keys::STORE_DAMAGED;
 use holdfast_actors::web_files::{WebFiles, FILE_BLOB};
+use holdfast_host::liveness::Liveness;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
 use rand::rngs::SmallRng;
@@ -938,6 +939,9 @@ async fn serve(
         link,
         outbound_capacity(config.settings.transfer_window),
     );
+    net.set_liveness(Liveness::new(Duration::from_millis(
+        config.settings.link_timeout,
+    )));
     net.set_roles(
         config
             .nodes

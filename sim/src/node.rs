@@ -27,6 +27,7 @@ use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::store_keys::{self, Row, DB_ROW, STORE_DAMAGED};
 use holdfast_actors::web_files::WebFiles;
 use holdfast_host::disk::Disk;
+use holdfast_host::liveness::Liveness;
 use holdfast_host::store::{Damage, LogStore};
 use holdfast_host::transport::{outbound_capacity, Network};
 use madsim::time::TimeHandle;
@@ -417,6 +418,9 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         spec.link.clone(),
         outbound_capacity(spec.settings.transfer_window),
     );
+    net.set_liveness(Liveness::new(Duration::from_millis(
+        spec.settings.link_timeout,
+    )));
     // Open every store first: a node that cannot read its disk does not
     // come up half-way (it retries, as a service manager would).
     let incarnation = {

@@ -229,6 +229,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     // One flow control for the whole simulated network: it pairs the two
     // ends of every connection.
     let link = FlowLink::new();
+    // What the hosts set as TCP_USER_TIMEOUT on real sockets.
+    link.set_user_timeout(Duration::from_millis(scn.settings.link_timeout));
     let (cluster, users) = build_cluster(&scn);
     let honest_users: Vec<String> = users.iter().flatten().cloned().collect();
     let cluster = Arc::new(cluster);

@@ -33,12 +33,41 @@
 //! had data unacknowledged across a cut for that long. Without it, a
 //! front end's stale transfers from the first minutes of a four-hour
 //! partition were delivered at the heal, so under `ocs2007r2` records that
-//! had expired in the front end's queue still reached the archive. An
-//! idle connection survives a cut, as in TCP without keep-alives.
+//! had expired in the front end's queue still reached the archive.
+//!
+//! Like Linux, and unlike madsim (which retries a clogged packet with a
+//! backoff capped at 10 s):
+//!
+//! * **Retransmission backoff.** Unacknowledged data is retransmitted
+//!   [`RTO_MIN`] after it was sent, then with the timeout doubling up to
+//!   [`RTO_MAX`]: after a heal, a connection resumes only at its *next*
+//!   retransmission (up to two minutes later), and reads on the other end
+//!   wait until then ([`next_retransmission`]).
+//! * **`TCP_USER_TIMEOUT`.** The host sets it to the `link_timeout` setting
+//!   on every real socket (`holdfast_host::liveness`); the simulation
+//!   passes the same bound ([`FlowLink::set_user_timeout`]) and aborts
+//!   after it rather than after the 15 retransmissions.
+//! * **Lost acknowledgements stop the sender.** When only the way back is
+//!   cut, data sent within the first retransmission timeout (and one
+//!   congestion window, [`CWND`]) still arrives; after that the sender only
+//!   retransmits its first segment, so nothing new arrives until the heal
+//!   (madsim delivered a whole window, about 261 transfers).
+//! * **SYN retransmissions.** A connect across a cut is not refused at
+//!   once: its SYN is resent 1, 3, 7, 15, 31 and 63 s after it began, the
+//!   connect succeeds at the first one after a heal, and fails after
+//!   127 s ([`SYN_SCHEDULE`]); the host abandons it sooner (its connect
+//!   timeout).
+//!
+//! Not modelled: packet loss without a cut, reordering, congestion control
+//! beyond the first window, keep-alive probes (an idle connection survives
+//! a cut here; on real nodes keep-alive closes it after twice
+//! `link_timeout`, and the next write reconnects), RST on a write into a
+//! connection the other end has forgotten.
 
 use crate::lock;
 use holdfast_host::transport::{BoxFuture, BoxStream, Link, PeerIdentity};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -62,8 +91,43 @@ pub const WINDOW: usize = 128 * 1024;
 pub const RETRANSMISSION_TIMEOUT: Duration = Duration::from_millis(924_600);
 
 /// How often connections across a cut are checked against
-/// [`RETRANSMISSION_TIMEOUT`]: an abort comes at most this much late.
+/// [`RETRANSMISSION_TIMEOUT`]: an abort comes at most this much late (a
+/// tenth of a shorter user timeout, see [`FlowLink::set_user_timeout`]).
 pub const TIMEOUT_CHECK: Duration = Duration::from_secs(10);
+
+/// Linux's first retransmission timeout (its minimum).
+pub const RTO_MIN: Duration = Duration::from_millis(200);
+/// The ceiling of the doubling retransmission timeout.
+pub const RTO_MAX: Duration = Duration::from_secs(120);
+/// Bytes a sender gets out before it waits for acknowledgements: Linux's
+/// initial congestion window, ten segments of 1448 bytes.
+pub const CWND: usize = 10 * 1448;
+/// When a connect's SYN is sent again, from the start of the connect, and
+/// when it fails (`tcp_syn_retries` = 6).
+pub const SYN_SCHEDULE: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(7),
+    Duration::from_secs(15),
+    Duration::from_secs(31),
+    Duration::from_secs(63),
+];
+pub const SYN_TIMEOUT: Duration = Duration::from_secs(127);
+
+/// The first retransmission at or after `now` of data first sent at
+/// `since` and unacknowledged since: at `since` + 200 ms, + 600 ms,
+/// + 1.4 s, ..., each timeout twice the last, at most [`RTO_MAX`].
+pub fn next_retransmission(since: Instant, now: Instant) -> Instant {
+    let mut at = since;
+    let mut rto = RTO_MIN;
+    loop {
+        at += rto;
+        if at >= now {
+            return at;
+        }
+        rto = (rto * 2).min(RTO_MAX);
+    }
+}
 
 /// The connecting end is 0, the accepting end 1.
 const CONNECTOR: usize = 0;
@@ -71,8 +135,22 @@ const ACCEPTOR: usize = 1;
 
 #[derive(Default)]
 struct Direction {
-    /// Written by this direction's writer, not yet read by the other end.
+    /// Written by this direction's writer, not yet acknowledged (read by
+    /// the other end while acknowledgements cross).
     in_flight: usize,
+    /// Bytes written and read, in all.
+    written: usize,
+    read: usize,
+    /// While only this direction's acknowledgements are cut: the total the
+    /// other end may read (what went out before the sender stalled), and
+    /// what was read without being acknowledged.
+    readable: Option<usize>,
+    /// `written` when the acknowledgements were cut.
+    stall_base: usize,
+    read_unacked: usize,
+    /// After a heal, reads wait for the next retransmission; `true`: the
+    /// connection is aborted then instead (the user timeout comes first).
+    held_until: Option<(Instant, bool)>,
     /// The writer waiting for room.
     blocked: Option<Waker>,
     /// While the connection crosses a cut: when this direction first wrote
@@ -90,6 +168,22 @@ struct Pair {
     closed: [bool; 2],
     /// Aborted after a retransmission timeout: both ends fail.
     aborted: bool,
+    /// The connecting and the accepting end's addresses.
+    ips: Option<[IpAddr; 2]>,
+    /// Whether each direction's data path and acknowledgement path are cut.
+    data_cut: [bool; 2],
+    ack_cut: [bool; 2],
+}
+
+impl Pair {
+    fn crossing(&self) -> bool {
+        self.data_cut.iter().chain(&self.ack_cut).any(|c| *c)
+    }
+
+    /// Whether anything but a plain read or write is going on.
+    fn needs_watch(&self) -> bool {
+        self.crossing() || self.dirs.iter().any(|d| d.held_until.is_some())
+    }
 }
 
 #[derive(Default)]
@@ -118,6 +212,8 @@ pub struct FlowLink {
     cuts: Mutex<BTreeMap<(IpAddr, IpAddr), usize>>,
     /// Wakes [`FlowLink::retransmission_timeouts`] when a cut begins.
     cut_begun: Notify,
+    /// The hosts' `TCP_USER_TIMEOUT`, if shorter than the retransmissions.
+    user_timeout: Mutex<Option<Duration>>,
 }
 
 #[derive(Default)]
@@ -130,6 +226,78 @@ struct Connections {
 impl FlowLink {
     pub fn new() -> Arc<FlowLink> {
         Arc::new(FlowLink::default())
+    }
+
+    /// Data unacknowledged this long aborts a connection (what the hosts
+    /// set as `TCP_USER_TIMEOUT` on real sockets: the `link_timeout`
+    /// setting), if that comes before the 15 retransmissions.
+    pub fn set_user_timeout(&self, timeout: Duration) {
+        *lock(&self.user_timeout) = Some(timeout);
+    }
+
+    /// How long data may go unacknowledged before the connection aborts.
+    pub fn abort_after(&self) -> Duration {
+        lock(&self.user_timeout).map_or(RETRANSMISSION_TIMEOUT, |t| t.min(RETRANSMISSION_TIMEOUT))
+    }
+
+    /// How often the aborts are checked: at most a tenth of the bound late.
+    fn check_period(&self) -> Duration {
+        (self.abort_after() / 10).clamp(Duration::from_millis(100), TIMEOUT_CHECK)
+    }
+
+    /// Brings a pair's idea of which of its paths are cut up to date, and
+    /// with it the stalls of lost acknowledgements and, when the last cut
+    /// ends, the wait for the next retransmission.
+    fn update(&self, cell: &PairCell, p: &mut Pair, now: Instant) {
+        let Some(ips) = p.ips else { return };
+        let abort_after = self.abort_after();
+        for side in [CONNECTOR, ACCEPTOR] {
+            let (me, other) = (ips[side], ips[1 - side]);
+            let data_cut = self.is_cut_one_way(me, other);
+            let ack_cut = self.is_cut_one_way(other, me);
+            let was_crossing = p.data_cut[side] || p.ack_cut[side];
+            p.data_cut[side] = data_cut;
+            p.ack_cut[side] = ack_cut;
+            let d = &mut p.dirs[side];
+            if data_cut || ack_cut {
+                // Data already in flight is not acknowledged any more (nor
+                // are the probes of a full receive window).
+                if d.in_flight > 0 && d.unacked_since.is_none() {
+                    d.unacked_since = Some(now);
+                }
+                if ack_cut && !data_cut {
+                    if d.readable.is_none() {
+                        d.readable = Some(d.written);
+                        d.stall_base = d.written;
+                    }
+                } else {
+                    d.readable = None;
+                }
+            } else if was_crossing {
+                // Acknowledged again: what was read during the stall
+                // frees the window.
+                d.readable = None;
+                d.in_flight = d.in_flight.saturating_sub(d.read_unacked);
+                d.read_unacked = 0;
+                if let Some(since) = d.unacked_since.take() {
+                    let retransmit = next_retransmission(since, now);
+                    let abort = since + abort_after;
+                    d.held_until = Some(if retransmit >= abort {
+                        (abort, true)
+                    } else {
+                        (retransmit, false)
+                    });
+                }
+                for w in [d.reading.take(), d.blocked.take()].into_iter().flatten() {
+                    w.wake();
+                }
+            }
+        }
+        cell.watched.store(p.needs_watch(), Ordering::Relaxed);
+    }
+
+    fn is_cut_one_way(&self, from: IpAddr, to: IpAddr) -> bool {
+        lock(&self.cuts).contains_key(&(from, to))
     }
 
     /// The pair for `key`: the one the other end left, or a new one left
@@ -160,13 +328,15 @@ impl FlowLink {
             pair: self.meet(key),
             side,
             unflushed: false,
+            hold: None,
         })
     }
 
     fn register(&self, (from, to): Key, pair: &Shared) {
-        let crosses_cut = self.is_cut(from.ip(), to.ip());
-        if crosses_cut {
-            pair.watched.store(true, Ordering::Relaxed);
+        {
+            let mut p = lock(&pair.pair);
+            p.ips = Some([from.ip(), to.ip()]);
+            self.update(pair, &mut p, Instant::now());
         }
         let mut c = lock(&self.connections);
         if c.list.len() >= 2 * c.pruned_len.max(32) {
@@ -189,22 +359,15 @@ impl FlowLink {
     pub fn cut(&self, from: IpAddr, to: IpAddr) {
         *lock(&self.cuts).entry((from, to)).or_default() += 1;
         let now = Instant::now();
-        self.for_each_between(from, to, |cell, p| {
-            cell.watched.store(true, Ordering::Relaxed);
-            // Data already in flight is not acknowledged any more (nor
-            // are the probes of a full receive window).
-            for d in &mut p.dirs {
-                if d.in_flight > 0 && d.unacked_since.is_none() {
-                    d.unacked_since = Some(now);
-                }
-            }
-        });
+        self.for_each_between(from, to, |cell, p| self.update(cell, p, now));
         self.cut_begun.notify_one();
     }
 
     /// One fault cutting the link from `from` to `to` ends. When neither
-    /// direction is cut any more, the connections between the two are no
-    /// longer watched (what they wrote is acknowledged as it is read).
+    /// direction is cut any more, what a connection had unacknowledged is
+    /// delivered at its next retransmission (or the connection aborts at
+    /// its user timeout, if that comes first); after that it is no longer
+    /// watched.
     pub fn heal(&self, from: IpAddr, to: IpAddr) {
         {
             let mut cuts = lock(&self.cuts);
@@ -215,16 +378,8 @@ impl FlowLink {
                 }
             }
         }
-        if self.is_cut(from, to) {
-            return;
-        }
-        self.for_each_between(from, to, |cell, p| {
-            cell.watched.store(false, Ordering::Relaxed);
-            for d in &mut p.dirs {
-                d.unacked_since = None;
-                d.reading = None;
-            }
-        });
+        let now = Instant::now();
+        self.for_each_between(from, to, |cell, p| self.update(cell, p, now));
     }
 
     /// Calls `f` on every open connection between `a` and `b` (either way).
@@ -252,7 +407,8 @@ impl FlowLink {
                 self.cut_begun.notified().await;
                 continue;
             }
-            tokio::time::sleep(TIMEOUT_CHECK).await;
+            tokio::time::sleep(self.check_period()).await;
+            let abort_after = self.abort_after();
             let now = Instant::now();
             let c = lock(&self.connections);
             for (_, _, w) in &c.list {
@@ -263,7 +419,7 @@ impl FlowLink {
                 let mut p = lock(&cell.pair);
                 let timed_out = p.dirs.iter().any(|d| {
                     d.unacked_since
-                        .is_some_and(|t| now.duration_since(t) >= RETRANSMISSION_TIMEOUT)
+                        .is_some_and(|t| now.duration_since(t) >= abort_after)
                 });
                 if timed_out && !p.aborted {
                     p.aborted = true;
@@ -291,13 +447,32 @@ impl Link for FlowLink {
             (Ok(local), Ok(peer)) => self.is_cut(local.ip(), peer.ip()),
             _ => false,
         };
+        let ends = (tcp.local_addr(), tcp.peer_addr());
         let stream = self.wrap(tcp, CONNECTOR);
         Box::pin(async move {
             if cut {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection timed out: the link is cut",
-                ));
+                // The SYN (or its answer) is lost: it is sent again on
+                // Linux's schedule, and the connect completes at the first
+                // one after a heal, or fails.
+                let (Ok(local), Ok(peer)) = ends else {
+                    return Err(io::ErrorKind::TimedOut.into());
+                };
+                let start = Instant::now();
+                let mut open = false;
+                for at in SYN_SCHEDULE {
+                    tokio::time::sleep_until(start + at).await;
+                    if !self.is_cut(local.ip(), peer.ip()) {
+                        open = true;
+                        break;
+                    }
+                }
+                if !open {
+                    tokio::time::sleep_until(start + SYN_TIMEOUT).await;
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection timed out: the link is cut",
+                    ));
+                }
             }
             Ok(Box::new(stream?) as BoxStream)
         })
@@ -316,6 +491,8 @@ pub struct FlowStream {
     side: usize,
     /// Written to since the last flush.
     unflushed: bool,
+    /// Reads wait for the other end's next retransmission.
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 fn aborted() -> io::Error {
@@ -340,8 +517,9 @@ impl AsyncWrite for FlowStream {
             if p.closed[1 - me.side] {
                 return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
             }
+            let crossing = p.crossing();
             let d = &mut p.dirs[me.side];
-            if me.pair.watched.load(Ordering::Relaxed) && d.unacked_since.is_none() {
+            if crossing && d.unacked_since.is_none() {
                 d.unacked_since = Some(Instant::now());
             }
             let room = WINDOW.saturating_sub(d.in_flight);
@@ -364,7 +542,21 @@ impl AsyncWrite for FlowStream {
         let n = buf.len().min(room);
         let written = Pin::new(&mut me.inner).poll_write(cx, &buf[..n]);
         if let Poll::Ready(Ok(k)) = written {
-            lock(&me.pair.pair).dirs[me.side].in_flight += k;
+            let mut p = lock(&me.pair.pair);
+            let d = &mut p.dirs[me.side];
+            d.in_flight += k;
+            d.written += k;
+            // Acknowledgements cut: what goes out before the first
+            // retransmission timeout, within one congestion window,
+            // arrives; later writes wait for the heal.
+            if let (Some(_), Some(since)) = (d.readable, d.unacked_since) {
+                if Instant::now() < since + RTO_MIN && d.written - d.stall_base <= CWND {
+                    d.readable = Some(d.written);
+                    if let Some(w) = d.reading.take() {
+                        w.wake();
+                    }
+                }
+            }
             me.unflushed |= k > 0;
         }
         written
@@ -388,12 +580,61 @@ impl AsyncRead for FlowStream {
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
         let watched = me.pair.watched.load(Ordering::Relaxed);
-        if watched && lock(&me.pair.pair).aborted {
-            // What the other end had in flight is gone with the connection.
-            return Poll::Ready(Err(aborted()));
+        // How much this read may take: all of it, unless the other end
+        // stalled (lost acknowledgements) or waits to retransmit.
+        let mut limit = usize::MAX;
+        if watched {
+            let mut p = lock(&me.pair.pair);
+            if p.aborted {
+                // What the other end had in flight is gone with the
+                // connection.
+                return Poll::Ready(Err(aborted()));
+            }
+            if let Some((until, abort)) = p.dirs[1 - me.side].held_until {
+                let hold = me
+                    .hold
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if hold.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                me.hold = None;
+                p.dirs[1 - me.side].held_until = None;
+                if abort {
+                    p.aborted = true;
+                    for d in &mut p.dirs {
+                        if let Some(w) = d.blocked.take() {
+                            w.wake();
+                        }
+                    }
+                    return Poll::Ready(Err(aborted()));
+                }
+                me.pair.watched.store(p.needs_watch(), Ordering::Relaxed);
+            }
+            let d = &mut p.dirs[1 - me.side];
+            if let Some(readable) = d.readable {
+                limit = readable.saturating_sub(d.read);
+                if limit == 0 && p.closed[1 - me.side] {
+                    // The stalled sender is gone: the end of the stream.
+                    return Poll::Ready(Ok(()));
+                }
+                let d = &mut p.dirs[1 - me.side];
+                if limit == 0 {
+                    d.reading = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
         }
         let before = buf.filled().len();
-        let read = Pin::new(&mut me.inner).poll_read(cx, buf);
+        let read = if limit < buf.remaining() {
+            // Rare (a stalled sender): through a buffer of the allowed size.
+            let mut bytes = vec![0u8; limit];
+            let mut part = ReadBuf::new(&mut bytes);
+            let r = Pin::new(&mut me.inner).poll_read(cx, &mut part);
+            buf.put_slice(part.filled());
+            r
+        } else {
+            Pin::new(&mut me.inner).poll_read(cx, buf)
+        };
         let n = buf.filled().len() - before;
         if n > 0 {
             let mut p = lock(&me.pair.pair);
@@ -402,9 +643,15 @@ impl AsyncRead for FlowStream {
                 return Poll::Ready(Err(aborted()));
             }
             let d = &mut p.dirs[1 - me.side];
-            d.in_flight = d.in_flight.saturating_sub(n);
-            if let Some(w) = d.blocked.take() {
-                w.wake();
+            d.read += n;
+            if d.readable.is_some() {
+                // Read, but the acknowledgement is lost.
+                d.read_unacked += n;
+            } else {
+                d.in_flight = d.in_flight.saturating_sub(n);
+                if let Some(w) = d.blocked.take() {
+                    w.wake();
+                }
             }
         } else if watched && read.is_pending() {
             lock(&me.pair.pair).dirs[1 - me.side].reading = Some(cx.waker().clone());
@@ -421,8 +668,13 @@ impl Drop for FlowStream {
         // a reset connection, rather than waiting for reads that never come.
         let mut p = lock(&self.pair.pair);
         p.closed[self.side] = true;
-        // The other end's writer waits for reads that will never come.
-        if let Some(w) = p.dirs[1 - self.side].blocked.take() {
+        // The other end's writer waits for reads that will never come,
+        // and its reader perhaps for what this end held back.
+        let wake = [
+            p.dirs[1 - self.side].blocked.take(),
+            p.dirs[self.side].reading.take(),
+        ];
+        for w in wake.into_iter().flatten() {
             w.wake();
         }
     }
