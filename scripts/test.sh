@@ -23,7 +23,8 @@ run cargo test --release -p holdfast --locked --test edge_attacks
 # nftables inside them (as root; ip and nft installed if missing). Five
 # cases at once, the longest a 4-minute cut: about 5 minutes.
 if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
-    run apt-get install -y --no-install-recommends iproute2 nftables
+    run apt-get update -qq
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 nftables
 fi
 run cargo test --release -p holdfast --locked --test real_partitions
 run cargo sim-clippy --locked -- -D warnings

@@ -522,10 +522,13 @@ impl OutgoingQueue {
         );
     }
 
-    fn on_ack(&mut self, upto: u64, ctx: &mut Ctx) {
+    /// Takes in a cumulative acknowledgement; returns whether the probes
+    /// were backing off when it came.
+    fn on_ack(&mut self, upto: u64, ctx: &mut Ctx) -> bool {
         self.verified = true;
         if self.resync.is_some_and(|tombstone| upto >= tombstone) {
-            return self.end_resync(upto, ctx);
+            self.end_resync(upto, ctx);
+            return false;
         }
         let last = self.next_seq - 1;
         if upto > last {
@@ -536,10 +539,11 @@ impl OutgoingQueue {
                     self.name
                 ),
             );
-            return;
+            return false;
         }
+        let backing_off = self.interval > self.settings.resend_interval;
         if upto <= self.acked {
-            return;
+            return backing_off;
         }
         for s in self.acked + 1..=upto {
             if let Some(item) = self.items.remove(&s) {
@@ -563,6 +567,17 @@ impl OutgoingQueue {
         self.delete_acked(ctx);
         self.pump(ctx);
         self.report(ctx);
+        backing_off
+    }
+
+    /// After a silence, with transfers still unacknowledged: a probe now,
+    /// and the normal resend rhythm again.
+    fn probe_after_silence(&mut self, ctx: &mut Ctx) {
+        self.interval = self.settings.resend_interval;
+        if self.sent > self.acked {
+            self.send_probe(ctx);
+            self.resends += 1;
+        }
     }
 
     fn heartbeat_tick(&mut self, ctx: &mut Ctx) {
@@ -1113,7 +1128,18 @@ impl Actor for OutgoingQueue {
         }
         match msg {
             Msg::Enqueue { token, record } => self.enqueue(from, token, record, ctx),
-            Msg::TransferAck { upto } => self.on_ack(upto, ctx),
+            Msg::TransferAck { upto } => {
+                // An answer while the probes back off: the link carries
+                // frames again, but what was sent into the cut may be gone
+                // (this may answer a transfer past a gap, or a duplicate).
+                // Ask at once rather than at the next, backed-off, probe:
+                // after a link that flapped, that probe was up to
+                // resend_backoff_max away from the heal (16 s on real
+                // processes).
+                if self.on_ack(upto, ctx) {
+                    self.probe_after_silence(ctx);
+                }
+            }
             Msg::ProbeAck { upto, probe } => {
                 self.on_ack(upto, ctx);
                 self.on_probe_answer(probe, ctx);
@@ -1441,6 +1467,36 @@ mod tests {
             "still no answer: probe again"
         );
         assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000);
+    }
+
+    /// While the probes back off, an answer that brings no progress (the
+    /// link carries frames again, what went into the cut is gone) is
+    /// followed by a probe at once, not at the next backed-off one; in the
+    /// normal rhythm it changes nothing.
+    #[test]
+    fn an_answer_while_backing_off_probes_at_once() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        enqueue_n(&mut h, 3);
+        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        h.fire(Timer::Resend);
+        // Not backing off yet: a duplicate answer asks for nothing.
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert!(probes(&sent).is_empty(), "{sent:?}");
+        h.fire(Timer::Resend);
+        h.fire(Timer::Resend);
+        assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000, "backing off");
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert_eq!(probe_seqs(&sent), vec![2], "probed at once");
+        // Once: the rhythm is the normal one again.
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert!(probes(&sent).is_empty(), "{sent:?}");
+        // An answer with progress, after another silence, but short of
+        // what was sent: the rest is asked for at once too.
+        h.fire(Timer::Resend);
+        h.fire(Timer::Resend);
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        assert_eq!(probe_seqs(&sent), vec![3], "probed at once");
     }
 
     /// The resend timer runs only while something is in flight: an idle

@@ -684,25 +684,13 @@ fn forged_sender_is_refused() {
 /// front end it reached.
 #[test]
 fn unauthenticated_client_is_refused() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
     use tokio::io::AsyncReadExt;
     let c = TestCluster::start("tls", "");
     let fe1 = c.config.node("fe1").unwrap().listen;
     let rt = common::runtime();
     rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(c.config.certs.join("ca.pem")).unwrap())
-            .unwrap();
-        let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(anonymous));
+        let connector = common::anonymous_tls(&c.config.certs);
         let submit = Envelope {
             from: Addr::new("user:alice@corp.example/anon", ActorKind::Client),
             to: Addr::new("fe1", ActorKind::FrontEnd),

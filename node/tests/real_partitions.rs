@@ -18,6 +18,9 @@
 //! messaging resumed within the resume rule after that. Left to the
 //! kernel, a stalled connection resumed at its next retransmission, 94 s
 //! after the heal of a 4-minute cut.
+//!
+//! `HOLDFAST_PARTITION_CASES=flapping` runs only the cases named (comma-
+//! separated); `HOLDFAST_PARTITION_LOGS=DIR` writes every node's log there.
 
 use holdfast::archive_db::ArchiveDb;
 use holdfast::client::{Client, Outcome};
@@ -518,6 +521,14 @@ async fn drive(c: &Partitioned, case: &Case) -> Result<Figures, String> {
     *stop.lock().unwrap() = true;
     let _ = load_task.await;
     let log = std::mem::take(&mut *log.lock().unwrap());
+    // For an investigation: every node's log, and how long ago the heal was.
+    if let Ok(dir) = std::env::var("HOLDFAST_PARTITION_LOGS") {
+        for (name, p) in &c.nodes {
+            let _ = std::fs::write(format!("{dir}/{}-{name}.log", case.name), p.own_log());
+        }
+        let since = format!("{:?} since the heal\n", heal.elapsed());
+        let _ = std::fs::write(format!("{dir}/{}-heal.txt", case.name), since);
+    }
     f.shutdown = log
         .iter()
         .filter(|s| s.from_fe1 && s.sent >= first_cut)

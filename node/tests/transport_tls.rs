@@ -1,6 +1,8 @@
 //! The transport over mutual TLS, on real sockets: who may connect, who may
 //! speak for whom, and that bad peers are refused without stopping the node.
 
+mod common;
+
 use holdfast::config::Config;
 use holdfast::tls::{certs_init, Credential, TlsLink};
 use holdfast_actors::frame::MAX_FRAME;
@@ -278,22 +280,10 @@ async fn a_client_speaks_only_as_the_principal_of_its_credential() {
 
 #[tokio::test]
 async fn a_client_without_a_credential_is_refused() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
     let (_dir, config) = cluster_certs();
     let (arch, mut inbox, addr) = arch1(&config).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(config.certs.join("ca.pem")).unwrap())
-        .unwrap();
-    let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(anonymous));
+    let connector = common::anonymous_tls(&config.certs);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("arch1").unwrap();
     // With TLS 1.3 the caller may finish its side of the handshake before

@@ -1194,6 +1194,22 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             }
             Ok(n.get_ref().clone())
         };
+        // A database fault's node: the one named, which must be a
+        // database, or the first database.
+        let database = || -> Result<String, ScenarioError> {
+            let Some(named) = &f.node else {
+                return Ok(topology.databases[0].clone());
+            };
+            let n = node("fault.node")?;
+            if !topology.databases.contains(&n) {
+                return Err(cx.err(
+                    &named.span(),
+                    "fault.node",
+                    format!("{n:?} is not a database node"),
+                ));
+            }
+            Ok(n)
+        };
         let kind = match f.kind.get_ref().as_str() {
             "partition" => {
                 let b = f.between.as_ref().ok_or_else(|| cx.err(&f.kind.span(), "fault.between", "a partition needs `between = [\"node\", \"node\"]`"))?;
@@ -1220,16 +1236,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             }
             "disk_full" => FaultKind::DiskFull { node: node("fault.node")? },
             "io_error" => FaultKind::IoError { node: node("fault.node")? },
-            "db_down" => {
-                let n = match &f.node {
-                    Some(_) => node("fault.node")?,
-                    None => topology.databases[0].clone(),
-                };
-                if !topology.databases.contains(&n) {
-                    return Err(cx.err(&f.node.as_ref().expect("some").span(), "fault.node", format!("{n:?} is not a database node")));
-                }
-                FaultKind::DbDown { node: n }
-            }
+            "db_down" => FaultKind::DbDown { node: database()? },
             "corrupt" => {
                 let bytes = match &f.bytes {
                     None => 16,
@@ -1251,13 +1258,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
                 FaultKind::Corrupt { node: node("fault.node")?, bytes, file }
             }
             "db_refuses" => {
-                let n = match &f.node {
-                    Some(_) => node("fault.node")?,
-                    None => topology.databases[0].clone(),
-                };
-                if !topology.databases.contains(&n) {
-                    return Err(cx.err(&f.node.as_ref().expect("some").span(), "fault.node", format!("{n:?} is not a database node")));
-                }
+                let n = database()?;
                 let one_in = match &f.one_in {
                     None => 50,
                     Some(k) if (2..=1_000_000).contains(k.get_ref()) => *k.get_ref() as u64,
