@@ -557,7 +557,7 @@ impl OutgoingQueue {
         }
         self.acked = upto;
         self.sent = self.sent.max(upto);
-        self.interval = self.settings.resend_interval;
+        self.restart_rhythm(backing_off, ctx);
         // ocs2007r2: the stream moves again a while after the last expiry.
         if let Some(at) = self.expired_at {
             if ctx.now() >= at + self.settings.heartbeat_interval {
@@ -570,10 +570,21 @@ impl OutgoingQueue {
         backing_off
     }
 
+    /// The normal resend interval again. A timer set while the probes
+    /// backed off is set again too: left alone it fired up to
+    /// resend_backoff_max later, and a cut that began meanwhile went
+    /// unprobed that long (30 s on real processes, after a flapping link).
+    fn restart_rhythm(&mut self, was_backing_off: bool, ctx: &mut Ctx) {
+        self.interval = self.settings.resend_interval;
+        if was_backing_off && self.resend_armed {
+            ctx.set_timer(Timer::Resend, self.interval);
+        }
+    }
+
     /// After a silence, with transfers still unacknowledged: a probe now,
     /// and the normal resend rhythm again.
     fn probe_after_silence(&mut self, ctx: &mut Ctx) {
-        self.interval = self.settings.resend_interval;
+        self.restart_rhythm(true, ctx);
         if self.sent > self.acked {
             self.send_probe(ctx);
             self.resends += 1;
@@ -1488,6 +1499,11 @@ mod tests {
         assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000, "backing off");
         let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
         assert_eq!(probe_seqs(&sent), vec![2], "probed at once");
+        assert_eq!(
+            h.timers[&Timer::Resend] - h.now,
+            5_000,
+            "the backed-off timer is set again to the normal interval"
+        );
         // Once: the rhythm is the normal one again.
         let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
         assert!(probes(&sent).is_empty(), "{sent:?}");
@@ -1497,6 +1513,7 @@ mod tests {
         h.fire(Timer::Resend);
         let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
         assert_eq!(probe_seqs(&sent), vec![3], "probed at once");
+        assert_eq!(h.timers[&Timer::Resend] - h.now, 5_000);
     }
 
     /// The resend timer runs only while something is in flight: an idle

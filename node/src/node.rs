@@ -439,6 +439,9 @@ impl CoreActor {
             self.shared.deliver(env, self.generation);
             return;
         }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(node = %self.name(), to = %env.to, msg = %brief(&env.msg), "send");
+        }
         if let Err(e) = self.shared.net.send(env) {
             tracing::debug!(node = %self.name(), error = %e, "message not sent");
         }
@@ -742,6 +745,9 @@ impl Handler<Deliver> for CoreActor {
             // (resend, client timeout) recovers this message.
             tracing::debug!(node = %self.name(), msg = env.msg.name(), "actor not started; message dropped");
             return;
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(node = %self.name(), from = %env.from, msg = %brief(&env.msg), "receive");
         }
         self.react(ctx, Input::Msg(env));
     }
@@ -1057,5 +1063,19 @@ async fn wait_for_stop_signal() {
             tracing::warn!("cannot install signal handlers; stop the node with SIGKILL");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// A message in a trace line: its name and its sequence numbers, never its
+/// content.
+fn brief(msg: &holdfast_actors::protocol::Msg) -> String {
+    use holdfast_actors::protocol::Msg;
+    match msg {
+        Msg::Transfer { seq, .. } => format!("Transfer {seq}"),
+        Msg::Probe { seq, probe, .. } => format!("Probe {seq} #{probe}"),
+        Msg::TransferAck { upto } => format!("TransferAck {upto}"),
+        Msg::ProbeAck { upto, probe } => format!("ProbeAck {upto} #{probe}"),
+        Msg::HeartbeatAck { id } => format!("HeartbeatAck {id}"),
+        other => other.name().to_string(),
     }
 }
