@@ -10,6 +10,7 @@ pub mod compliance_checker;
 pub mod critical;
 pub mod disk;
 pub mod plot;
+pub mod recovery;
 pub mod report;
 pub mod scenario;
 pub mod seeds;
