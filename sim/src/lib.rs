@@ -5,6 +5,7 @@
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
 pub mod chat_checker;
+pub mod calibration;
 pub mod checker;
 pub mod compliance_checker;
 pub mod critical;
