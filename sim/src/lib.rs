@@ -4,8 +4,8 @@
 //! Parsing and checking compile in every build; running a simulation needs
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
-pub mod chat_checker;
 pub mod calibration;
+pub mod chat_checker;
 pub mod checker;
 pub mod compliance_checker;
 pub mod critical;
