@@ -4,7 +4,8 @@
 # then the simulator
 # build (--cfg madsim, in target/sim so the
 # two builds never invalidate each other), which runs every scenario in
-# scenarios/, then sweeps the library over three more seeds. Ends with one line
+# scenarios/ and compares the real partition figures with the simulator's,
+# then sweeps the library over three more seeds. Ends with one line
 # totalling every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ fi
 run cargo test --release -p holdfast --locked --test real_partitions
 run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
+# Calibration, kept: the real partition cases above run again as scenario
+# files (scenarios/calibration/*.toml) and their figures must agree with
+# the real ones within the tolerances of sim/src/calibration.rs. Ignored
+# in a plain `cargo sim-test`: it needs the real suite's figures.
+run cargo sim-test --locked --test calibration -- --ignored
 # Every scenario once more under a seed it was not written for, with a
 # sample of runs repeated to check that their traces are identical.
 run cargo sim sweep scenarios --seeds 3 --first-seed 1000 --check-determinism-every 6

@@ -19,6 +19,13 @@
 //! kernel, a stalled connection resumed at its next retransmission, 94 s
 //! after the heal of a 4-minute cut.
 //!
+//! Each case prints a table row and one JSON line of its figures, and
+//! writes the line to `calibration/real-partitions.jsonl` under cargo's
+//! `target/tmp` (the file is rewritten by every run): `tests/calibration.rs`
+//! compares them with the same cases run as scenario files in the
+//! simulator. The archiving server serves its metrics, so that the
+//! duplicates its destination queue dropped are among the figures.
+//!
 //! `HOLDFAST_PARTITION_CASES=flapping` runs only the cases named (comma-
 //! separated); `HOLDFAST_PARTITION_LOGS=DIR` writes every node's log there.
 
@@ -205,6 +212,8 @@ impl Drop for Namespaces {
 const NODES: [(&str, u8); 4] = [("fe1", 1), ("fe2", 2), ("arch1", 3), ("db1", 4)];
 const CLIENT_HOST: u8 = 10;
 const PORT: u16 = 7000;
+/// The archiving server's metrics port (on its own address).
+const METRICS_PORT: u16 = 9100;
 
 /// One case's cluster: its namespaces, its nodes in them, its config.
 struct Partitioned {
@@ -236,10 +245,12 @@ impl Partitioned {
         );
         for (name, host) in NODES {
             let extra = match name {
-                "fe1" => "archiver = \"arch1\"\nusers = [\"alice@corp.example\", \"user{1..20}@corp.example\"]",
-                "fe2" => "archiver = \"arch1\"\nusers = [\"bob@corp.example\", \"user{21..40}@corp.example\"]",
-                "arch1" => "database = \"db1\"",
-                _ => "",
+                "fe1" => "archiver = \"arch1\"\nusers = [\"alice@corp.example\", \"user{1..20}@corp.example\"]".to_string(),
+                "fe2" => "archiver = \"arch1\"\nusers = [\"bob@corp.example\", \"user{21..40}@corp.example\"]".to_string(),
+                "arch1" => format!(
+                    "database = \"db1\"\nmetrics = \"10.231.{subnet}.{host}:{METRICS_PORT}\""
+                ),
+                _ => String::new(),
             };
             let role = match name {
                 "fe1" | "fe2" => "front_end",
@@ -353,6 +364,25 @@ impl Partitioned {
         }
     }
 
+    /// Transfers the archiving server's destination queue dropped as
+    /// already stored, from its metrics (`None`: unreadable).
+    fn duplicates_dropped(&self) -> Option<u64> {
+        let addr = self.config.node("arch1")?.metrics?;
+        let text = ureq::get(&format!("http://{addr}/metrics"))
+            .timeout(Duration::from_secs(3))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        holdfast::metrics::parse(&text)
+            .into_iter()
+            .find(|(name, labels, _)| {
+                name == "holdfast_duplicates_dropped"
+                    && labels.get("actor").map(String::as_str) == Some("destination_queue")
+            })
+            .map(|(_, _, v)| v as u64)
+    }
+
     fn logs(&self) -> String {
         let mut s = String::new();
         for (name, p) in &self.nodes {
@@ -402,6 +432,8 @@ struct Figures {
     duplicated: Vec<String>,
     phantoms: Vec<String>,
     archived_rejected: Vec<String>,
+    /// arch1's destination queue: transfers dropped as already stored.
+    duplicates_dropped: Option<u64>,
 }
 
 /// The load: every 20 ms one IM (50 IM/s), four in five from fe1's users.
@@ -585,6 +617,9 @@ async fn drive(c: &Partitioned, case: &Case) -> Result<Figures, String> {
         .filter(|id| rejected.contains(*id))
         .cloned()
         .collect();
+    // The cores' gauges reach the metrics once a second.
+    tokio::time::sleep(secs(2)).await;
+    f.duplicates_dropped = c.duplicates_dropped();
     Ok(f)
 }
 
@@ -710,6 +745,14 @@ fn partitions_heal_within_seconds_and_lose_nothing() {
         })
         .collect();
     let mut problems = Vec::new();
+    // The figures for the simulator's calibration (tests/calibration.rs),
+    // rewritten by every run.
+    let figures_file =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("calibration/real-partitions.jsonl");
+    if let Some(dir) = figures_file.parent() {
+        std::fs::create_dir_all(dir).expect("calibration folder");
+    }
+    std::fs::write(&figures_file, "").expect("calibration figures file");
     eprintln!("case              cut s  shutdown s  heal->first delivery s  heal->resume s  accepted  rejected  unknown");
     for (case, h) in cases.iter().zip(handles) {
         match h.join() {
@@ -725,8 +768,8 @@ fn partitions_heal_within_seconds_and_lose_nothing() {
                     f.rejected,
                     f.unknown
                 );
-                println!(
-                    "{{\"case\":\"{}\",\"cut_secs\":{},\"shutdown_secs\":{},\"first_delivery_secs\":{},\"resume_secs\":{},\"accepted\":{},\"rejected\":{},\"unknown\":{},\"lost\":{},\"duplicated\":{}}}",
+                let line = format!(
+                    "{{\"case\":\"{}\",\"cut_secs\":{},\"shutdown_secs\":{},\"first_delivery_secs\":{},\"resume_secs\":{},\"accepted\":{},\"rejected\":{},\"unknown\":{},\"lost\":{},\"duplicated\":{},\"duplicates_dropped\":{}}}",
                     f.name,
                     f.cut_secs,
                     json(f.shutdown),
@@ -736,8 +779,18 @@ fn partitions_heal_within_seconds_and_lose_nothing() {
                     f.rejected,
                     f.unknown,
                     f.lost.len(),
-                    f.duplicated.len()
+                    f.duplicated.len(),
+                    f.duplicates_dropped
+                        .map_or_else(|| "null".to_string(), |n| n.to_string())
                 );
+                println!("{line}");
+                let appended = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&figures_file)
+                    .and_then(|mut file| writeln!(file, "{line}"));
+                if let Err(e) = appended {
+                    problems.push(format!("{}: {}: {e}", f.name, figures_file.display()));
+                }
                 problems.extend(failures(&f, case));
             }
             Ok(Err(e)) => problems.push(format!("{}: {e}", case.name)),

@@ -4,12 +4,14 @@
 //! Parsing and checking compile in every build; running a simulation needs
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
+pub mod calibration;
 pub mod chat_checker;
 pub mod checker;
 pub mod compliance_checker;
 pub mod critical;
 pub mod disk;
 pub mod plot;
+pub mod recovery;
 pub mod report;
 pub mod scenario;
 pub mod seeds;

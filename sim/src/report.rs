@@ -4,6 +4,7 @@
 use crate::chat_checker::ChatCounts;
 use crate::checker::{Counts, HostileCounts};
 use crate::critical::{CriticalShutdown, Obligation};
+use crate::recovery::Recovery;
 use crate::scenario::Scenario;
 use holdfast_actors::ids::Millis;
 use holdfast_actors::units::fmt_ms;
@@ -45,6 +46,9 @@ pub struct RunResult {
     pub drawn: Vec<(String, String)>,
     /// Per node, the highest value each gauge reached (queue depths…).
     pub gauges: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per front end whose archiving path faults broke and healed: the
+    /// recovery figures the real-network partition suite measures.
+    pub recovery: Vec<Recovery>,
 }
 
 impl RunResult {
@@ -68,6 +72,7 @@ impl RunResult {
             obligations: Vec::new(),
             drawn: Vec::new(),
             gauges: BTreeMap::new(),
+            recovery: Vec::new(),
         }
     }
 
@@ -535,6 +540,14 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
             "cause": s.cause,
             "latency_secs": s.latency_ms.map(|l| l as f64 / 1000.0),
         })).collect::<Vec<_>>(),
+        "recovery": r.recovery.iter().map(|v| json!({
+            "node": v.node,
+            "first_cut_secs": v.first_cut_ms as f64 / 1000.0,
+            "heal_secs": v.heal_ms as f64 / 1000.0,
+            "shutdown_secs": v.shutdown_ms.map(|ms| ms as f64 / 1000.0),
+            "first_delivery_secs": v.first_delivery_ms.map(|ms| ms as f64 / 1000.0),
+            "resume_secs": v.resume_ms.map(|ms| ms as f64 / 1000.0),
+        })).collect::<Vec<_>>(),
         "queue_health": r.queue_health(),
         "events": r.event_counts(),
         "faults": r.faults,
@@ -675,6 +688,17 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
                 Some(u) => format!(", resumed at {}", fmt_ms(u)),
                 None => ", never resumed".into(),
             }
+        ));
+    }
+    for v in &r.recovery {
+        let secs = |ms: Option<Millis>| ms.map_or("-".to_string(), fmt_ms);
+        s.push_str(&format!(
+            "  recovery of {}: shutdown {} after the first cut, first delivery {} and resume {} after the heal at {}\n",
+            v.node,
+            secs(v.shutdown_ms),
+            secs(v.first_delivery_ms),
+            secs(v.resume_ms),
+            fmt_ms(v.heal_ms)
         ));
     }
     let ev = r.event_counts();

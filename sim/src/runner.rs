@@ -101,8 +101,13 @@ pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
                 _ => 1.0,
             })
         .ceil() as usize;
+        let homes = if wl.front_ends.is_empty() {
+            &t.front_ends
+        } else {
+            &wl.front_ends
+        };
         for (i, u) in names.iter().enumerate() {
-            users.insert(u.clone(), t.front_ends[i % t.front_ends.len()].clone());
+            users.insert(u.clone(), homes[i % homes.len()].clone());
             let switch = match wl.archive {
                 Archive::All => ArchiveSwitch::ALL,
                 Archive::None => ArchiveSwitch::NONE,
@@ -592,6 +597,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             .collect(),
     };
     let counts = checker::check(&observed);
+    let recovery = crate::recovery::figures(&observed.ops, &observed.rows, &scn.faults, &cluster);
     let hostile = (!scn.hostile.is_empty())
         .then(|| checker::check_hostile(&lock(&hostile_log), &observed.rows));
     let (trace_hash, trace_len, timeline) = {
@@ -632,6 +638,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 )
             })
             .collect(),
+        recovery,
     };
     let mut out = RunOutput {
         tasks_left: 0,

@@ -163,6 +163,10 @@ struct RawWorkload {
     /// Fraction of messages sent to federated (external) recipients.
     #[serde(default)]
     external: Option<Spanned<f64>>,
+    /// im, cdr, qoe: the front ends the workload's users are homed on,
+    /// round-robin (default: every front end).
+    #[serde(default)]
+    front_ends: Option<Spanned<Vec<String>>>,
     /// chat: rooms every user of the workload is a member of.
     #[serde(default)]
     rooms: Option<Spanned<i64>>,
@@ -436,6 +440,9 @@ pub struct ImWorkload {
     pub stop_ms: u64,
     pub archive: Archive,
     pub external: f64,
+    /// The front ends its users are homed on, round-robin (empty: every
+    /// front end of the topology).
+    pub front_ends: Vec<String>,
 }
 
 /// What a hostile client does.
@@ -1088,6 +1095,29 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             }
             None => 0.0,
         };
+        let mut homes = Vec::new();
+        if let Some(list) = &w.front_ends {
+            if list.get_ref().is_empty() {
+                return Err(cx.err(
+                    &list.span(),
+                    "workload.front_ends",
+                    "name at least one front end (or leave the key out: every front end)",
+                ));
+            }
+            for fe in list.get_ref() {
+                if !topology.front_ends.contains(fe) {
+                    return Err(cx.err(
+                        &list.span(),
+                        "workload.front_ends",
+                        format!(
+                            "{fe:?} is not a front end; this topology has {}",
+                            topology.front_ends.join(", ")
+                        ),
+                    ));
+                }
+            }
+            homes = list.get_ref().clone();
+        }
         workloads.push(ImWorkload {
             kind: record_kind,
             users,
@@ -1097,6 +1127,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             stop_ms,
             archive,
             external,
+            front_ends: homes,
         });
     }
 
@@ -1497,6 +1528,7 @@ fn hostile_workload(
         ("size", w.size.is_some()),
         ("archive", w.archive.is_some()),
         ("external", w.external.is_some()),
+        ("front_ends", w.front_ends.is_some()),
         ("rooms", w.rooms.is_some()),
         ("walled", w.walled.is_some()),
         ("sync", w.sync.is_some()),
@@ -1546,6 +1578,7 @@ fn chat_workload(
     for (key, given) in [
         ("archive", w.archive.as_ref().map(|a| a.span())),
         ("external", w.external.as_ref().map(|e| e.span())),
+        ("front_ends", w.front_ends.as_ref().map(|e| e.span())),
     ] {
         if let Some(span) = given {
             return Err(cx.err(
