@@ -499,10 +499,17 @@ fn fmt_time(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-fn inspect(file: &PathBuf) -> Result<(), String> {
+fn inspect(file: &PathBuf) -> Result<(), Failure> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
     let replayed = replay_log(&bytes);
     let (state, valid) = (replayed.state, replayed.valid);
+    if !bytes.is_empty() && valid == 0 && replayed.damage.is_empty() {
+        return Err(Failure::Error(format!(
+            "{}: not a store log (no batch in its {} bytes reads back)",
+            file.display(),
+            bytes.len()
+        )));
+    }
     println!(
         "{}: {} bytes, {} valid, {} keys",
         file.display(),
@@ -574,6 +581,13 @@ fn inspect(file: &PathBuf) -> Result<(), String> {
         } else {
             println!("  {:?}: {} bytes", String::from_utf8_lossy(k), v.len());
         }
+    }
+    if !replayed.damage.is_empty() {
+        return Err(Failure::NotWell(format!(
+            "{} damaged stretches in {}",
+            replayed.damage.len(),
+            file.display()
+        )));
     }
     Ok(())
 }
@@ -673,12 +687,13 @@ fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), St
     Ok(())
 }
 
-fn status(config: &Config) -> Result<(), String> {
+fn status(config: &Config) -> Result<(), Failure> {
     println!(
         "{:<10} {:>8} {:>12} {:>7} {:<10} {:<10} {:>10}",
         "front end", "depth", "bytes", "quota%", "link", "critical", "dead-letter"
     );
     let mut unreachable = 0;
+    let mut not_well = 0;
     for fe in config.front_ends() {
         let Some(addr) = fe.metrics else {
             println!("{:<10} (no metrics address in the config)", fe.name);
@@ -704,6 +719,9 @@ fn status(config: &Config) -> Result<(), String> {
         };
         let bytes = get("holdfast_outgoing_bytes").unwrap_or(0);
         let quota = get("holdfast_queue_quota_bytes").unwrap_or(0).max(1);
+        if get("holdfast_link_failing") == Some(1) || get("holdfast_critical_shutdown") == Some(1) {
+            not_well += 1;
+        }
         println!(
             "{:<10} {:>8} {:>12} {:>6}% {:<10} {:<10} {:>10}",
             fe.name,
@@ -724,7 +742,14 @@ fn status(config: &Config) -> Result<(), String> {
         );
     }
     if unreachable > 0 {
-        return Err(format!("{unreachable} front ends unreachable"));
+        return Err(Failure::Error(format!(
+            "{unreachable} front ends unreachable"
+        )));
+    }
+    if not_well > 0 {
+        return Err(Failure::NotWell(format!(
+            "{not_well} front ends with a failing link or shut down"
+        )));
     }
     Ok(())
 }
@@ -1026,7 +1051,25 @@ fn file(cmd: FileCmd) -> Result<(), String> {
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Why a command did not end well. Exit codes: 0 when everything asked
+/// for happened; 1 when the command ran but found something not well (a
+/// front end failing or shut down, IMs not accepted, a failing export,
+/// damage in a store); 2 when it could not do its job (a bad config or
+/// file, a refusal, no connection).
+enum Failure {
+    /// Exit 2.
+    Error(String),
+    /// Exit 1.
+    NotWell(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Error(e)
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Node { config, name } => {
             let config = load_config(&config)?;
@@ -1118,12 +1161,15 @@ fn run(cli: Cli) -> Result<(), String> {
                     "delivered {id} as {message_id} at {} but NOT ARCHIVED: {reason}",
                     fmt_time(at)
                 ),
-                Outcome::Rejected { reason } => return Err(format!("rejected {id}: {reason}")),
+                Outcome::Rejected { reason } => {
+                    return Err(format!("rejected {id}: {reason}").into())
+                }
                 Outcome::Unknown => {
                     return Err(format!(
                         "no answer for {id} within {}",
                         humantime::format_duration(timeout)
-                    ))
+                    )
+                    .into())
                 }
             }
         }
@@ -1169,6 +1215,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 for (reason, n) in &report.reasons {
                     println!("  rejected {n}: {reason}");
                 }
+            }
+            if report.accepted < report.sent {
+                return Err(Failure::NotWell(format!(
+                    "{} of {} IMs not accepted",
+                    report.sent - report.accepted,
+                    report.sent
+                )));
             }
         }
         Cmd::Archive {
@@ -1227,6 +1280,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 "last error:    {}",
                 s.last_error.as_deref().unwrap_or("none")
             );
+            // Cleared by the next export that succeeds: the export is
+            // failing now.
+            if let Some(e) = s.last_error {
+                return Err(Failure::NotWell(format!("the export is failing: {e}")));
+            }
         }
         Cmd::File { cmd } => file(cmd)?,
         Cmd::Bench {
@@ -1238,7 +1296,7 @@ fn run(cli: Cli) -> Result<(), String> {
             json,
         } => {
             if links != "tls" && links != "plain" {
-                return Err(format!("--links {links:?}: expected tls or plain"));
+                return Err(format!("--links {links:?}: expected tls or plain").into());
             }
             let opts = holdfast::bench::BenchOptions {
                 rate,
@@ -1294,7 +1352,11 @@ fn main() -> ExitCode {
     init_logs(cli.log_json);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::NotWell(e)) => {
+            eprintln!("not well: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Error(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }

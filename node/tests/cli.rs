@@ -61,6 +61,7 @@ fn inspect_store_reads_a_log_and_reports_a_torn_tail() {
     let damaged = [a.clone(), b.clone(), c].concat();
     std::fs::write(&file, &damaged).unwrap();
     let out = holdfast(&["inspect-store", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "damage is not well");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("2 keys"), "{text}");
     assert!(
@@ -71,4 +72,9 @@ fn inspect_store_reads_a_log_and_reports_a_torn_tail() {
 
     let out = holdfast(&["inspect-store", "/nonexistent.log"]);
     assert_eq!(out.status.code(), Some(2));
+    // A file that is no store log at all is an error, not an empty store.
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let out = holdfast(&["inspect-store", readme]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a store log"));
 }
