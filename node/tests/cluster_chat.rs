@@ -46,18 +46,7 @@ fn config_text() -> String {
 
 /// Runs the command-line tool; returns (exit code, stdout, stderr).
 fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    let cfg = c.dir.path().join("cluster.toml");
-    let out = std::process::Command::new(common::exe())
-        .args(args)
-        .arg("-c")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    c.cli(args)
 }
 
 #[test]

@@ -26,17 +26,7 @@ use std::time::{Duration, Instant};
 /// Runs the command-line tool against the cluster's config; returns (exit
 /// code, stdout, stderr).
 fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::exe())
-        .args(args)
-        .arg("-c")
-        .arg(c.dir.path().join("cluster.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    c.cli(args)
 }
 
 /// How a `holdfast node` process ended: its exit code (`None`: still

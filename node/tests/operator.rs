@@ -5,21 +5,6 @@
 mod common;
 
 use common::TestCluster;
-use std::process::Command;
-
-fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::exe())
-        .args(args)
-        .arg("-c")
-        .arg(c.dir.path().join("cluster.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `load` exits 0 only when every IM was accepted: with a front end down,
 /// its IMs get no answer and the command says so with exit 1. Before, it
@@ -36,12 +21,12 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
         "--timeout",
         "2s",
     ];
-    let (code, out, err) = holdfast(&c, &args);
+    let (code, out, err) = c.cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rejected 0, no answer 0"), "{out}");
 
     c.kill("fe1");
-    let (code, out, err) = holdfast(&c, &args);
+    let (code, out, err) = c.cli(&args);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("IMs not accepted"), "{err}");
 }

@@ -85,6 +85,22 @@ impl TestCluster {
         self.nodes.get_mut(name).unwrap().kill();
     }
 
+    /// Runs the command-line tool on this cluster's config: (exit code,
+    /// stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(exe())
+            .args(args)
+            .arg("-c")
+            .arg(self.dir.path().join("cluster.toml"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn log(&self, name: &str) -> String {
         let path = self.config.node(name).unwrap().data.join("node.log");
         std::fs::read_to_string(path).unwrap_or_default()
