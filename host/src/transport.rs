@@ -368,6 +368,30 @@ impl Network {
         })
     }
 
+    /// A client's network whose every envelope, once its inbound budget is
+    /// freed, goes on to `answers`: several connection identities (one per
+    /// principal) feeding one consumer.
+    pub fn forwarding_to(
+        me: impl Into<String>,
+        peers: BTreeMap<String, SocketAddr>,
+        link: Arc<dyn Link>,
+        capacity: usize,
+        answers: mpsc::UnboundedSender<Envelope>,
+    ) -> Arc<Network> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+        let net = Network::with_link(me, peers, tx, link, capacity);
+        let reader = net.clone();
+        tokio::spawn(async move {
+            while let Some(env) = rx.recv().await {
+                reader.consumed(&env);
+                if answers.send(env).is_err() {
+                    return;
+                }
+            }
+        });
+        net
+    }
+
     /// Restricts every server node to speaking for the actors it hosts (a
     /// front end's certificate cannot send as an archiver). Set once,
     /// before [`Network::listen`].

@@ -156,24 +156,13 @@ impl Client {
             .front_ends()
             .map(|n| (n.name.clone(), n.listen))
             .collect();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
-        let net = Network::with_link(
+        let net = Network::forwarding_to(
             connection_name(&principal),
             peers,
-            tx,
             link,
             CLIENT_OUTBOUND_CAPACITY,
+            self.tx.clone(),
         );
-        // Frees the connection's inbound budget, then hands the answer on.
-        let (reader_net, all) = (net.clone(), self.tx.clone());
-        tokio::spawn(async move {
-            while let Some(env) = rx.recv().await {
-                reader_net.consumed(&env);
-                if all.send(env).is_err() {
-                    return;
-                }
-            }
-        });
         Ok(lock(&self.senders)
             .entry(user.to_string())
             .or_insert(net)

@@ -46,24 +46,13 @@ impl Connections {
         if let Some(net) = nets.get(name) {
             return net.clone();
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-        let net = Network::with_link(
+        let net = Network::forwarding_to(
             name,
             self.peers.clone(),
-            tx,
             self.link.clone(),
             DEFAULT_OUTBOUND_CAPACITY,
+            self.answers.clone(),
         );
-        // Frees the connection's inbound budget, then hands the answer on.
-        let (reader, answers) = (net.clone(), self.answers.clone());
-        tokio::spawn(async move {
-            while let Some(env) = rx.recv().await {
-                reader.consumed(&env);
-                if answers.send(env).is_err() {
-                    return;
-                }
-            }
-        });
         nets.insert(name.to_string(), net.clone());
         net
     }
