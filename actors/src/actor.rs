@@ -5,15 +5,20 @@
 //! the completion of its own persistence requests. Every reaction records
 //! [`Effect`]s in a [`Ctx`]; the host executes them **in order**.
 //!
-//! Host guarantees every host (simulator, production) must keep:
+//! Host guarantees every host (simulator, production, test kit) keeps — all
+//! three run the one executor of [`crate::reactor`], which states them in
+//! full and where `host/tests/contract.rs` checks them:
 //! 1. Effects of one reaction are executed in the order recorded.
-//! 2. A [`Effect::Persist`] is durable (synced) before any later effect of
-//!    the same reaction runs, and its result is reported through
+//! 2. A [`Effect::Persist`] is applied before any later effect of the same
+//!    reaction runs, and its result is reported through
 //!    [`Actor::on_persisted`] *before any other event* reaches the actor.
 //!    Cores rely on this to keep their in-memory state equal to what is on
-//!    disk plus the one write in flight.
+//!    disk plus the one write in flight. Nothing the core sends after it
+//!    leaves the node before it is durable (a host may sync groups of
+//!    writes at once and hold those messages meanwhile).
 //! 3. Timers are per actor and per [`Timer`] value: setting a timer that is
-//!    already set moves it.
+//!    already set moves it. A timer is due `after` from the time of the
+//!    reaction that set it.
 //! 4. A [`Effect::Load`] reads one key of the actor's store (what earlier
 //!    persists left there) and reports it through [`Actor::on_loaded`],
 //!    like a persist, before any other event. It lets a core keep large
@@ -251,5 +256,36 @@ pub trait Actor {
     /// Gauges for monitoring (queue depth, …), sampled by the host.
     fn gauges(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+}
+
+/// A boxed core is a core: hosts keep cores of several kinds in one
+/// reactor as `Box<dyn Actor>`.
+impl<T: Actor + ?Sized> Actor for Box<T> {
+    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
+        (**self).on_start(recovered, ctx)
+    }
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        (**self).on_msg(from, msg, ctx)
+    }
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
+        (**self).on_timer(timer, ctx)
+    }
+    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+        (**self).on_persisted(token, result, ctx)
+    }
+    fn on_loaded(
+        &mut self,
+        token: u64,
+        result: Result<Option<Vec<u8>>, StoreError>,
+        ctx: &mut Ctx,
+    ) {
+        (**self).on_loaded(token, result, ctx)
+    }
+    fn on_output(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+        (**self).on_output(token, result, ctx)
+    }
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        (**self).gauges()
     }
 }

@@ -524,7 +524,7 @@ mod tests {
                 },
             );
         }
-        let batch = match h.actor.in_flight.as_ref() {
+        let batch = match h.actor().in_flight.as_ref() {
             Some(b) => b.id,
             None => panic!("a batch in flight"),
         };
@@ -565,7 +565,7 @@ mod tests {
             },
         );
         h.fire(Timer::Flush);
-        let batch = h.actor.in_flight.as_ref().map(|b| b.id).unwrap();
+        let batch = h.actor().in_flight.as_ref().map(|b| b.id).unwrap();
         let sent = h.msg(
             db(),
             Msg::LogFailed {
@@ -577,7 +577,7 @@ mod tests {
             },
         );
         assert!(matches!(&sent[..], [(_, Msg::Park { keys, .. })] if keys == &[4]));
-        assert!(h.actor.in_flight.is_none());
+        assert!(h.actor().in_flight.is_none());
     }
 
     #[test]
@@ -597,7 +597,7 @@ mod tests {
             [(_, Msg::LogMessages { batch: 1, .. })]
         ));
         assert_eq!(h.events(), vec!["db_timeout"]);
-        assert_eq!(h.timers[&Timer::DbTimeout] - h.now, 20_000);
+        assert_eq!(h.timer(Timer::DbTimeout).unwrap() - h.now, 20_000);
         let sent = h.msg(
             db(),
             Msg::LogFailed {

@@ -1341,10 +1341,10 @@ mod tests {
         let mut h = channel(Settings::default());
         join(&mut h, "user:a/1", "a", "general");
         post(&mut h, "user:a/1", "p1", "general");
-        let deadline = h.timers[&Timer::StoreTimeout];
+        let deadline = h.timer(Timer::StoreTimeout).unwrap();
         h.now += 1_000;
         post(&mut h, "user:a/1", "p2", "general");
-        assert_eq!(h.timers[&Timer::StoreTimeout], deadline);
+        assert_eq!(h.timer(Timer::StoreTimeout).unwrap(), deadline);
     }
 
     #[test]

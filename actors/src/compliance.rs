@@ -800,7 +800,7 @@ mod tests {
     }
 
     fn exported_events(h: &Harness<Compliance>) -> u64 {
-        h.actor.status.last_batch
+        h.actor().status.last_batch
     }
 
     #[test]
@@ -863,12 +863,12 @@ mod tests {
             batch(&mut h, &[4, 5]),
             vec![Msg::ComplianceStaged { upto: 5 }]
         );
-        assert_eq!(h.actor.staged.len(), 5);
+        assert_eq!(h.actor().staged.len(), 5);
         // Staging survives a restart, and so does the high mark.
         let mut h2 = service(ComplianceConfig::default());
         h2.store = h.store.clone();
         h2.start(h.store.clone());
-        assert_eq!(h2.actor.staged.len(), 5);
+        assert_eq!(h2.actor().staged.len(), 5);
         assert_eq!(
             batch(&mut h2, &[5]),
             vec![Msg::ComplianceStaged { upto: 5 }]
@@ -976,8 +976,8 @@ mod tests {
         // The folder is full: nothing is deleted, the error is reported.
         let files = export(&mut h, Err(StoreError::NoSpace));
         assert_eq!(files.len(), 2);
-        assert_eq!(h.actor.staged.len(), 3);
-        assert!(h.actor.status.last_error.is_some());
+        assert_eq!(h.actor().staged.len(), 3);
+        assert!(h.actor().status.last_error.is_some());
         assert!(h.events().contains(&"compliance_export_failed"));
         // More events arrive; then the process dies after writing the files
         // but before deleting the batch: the intent is on disk.
@@ -997,7 +997,7 @@ mod tests {
             vec![files],
             "same names, same bytes: no duplicate"
         );
-        assert_eq!(h2.actor.staged.len(), 1);
+        assert_eq!(h2.actor().staged.len(), 1);
         let ids = |f: &[OutputFile]| -> Vec<String> {
             parse(ExportFormat::JsonLines, &f[0].data)
                 .unwrap()
@@ -1008,9 +1008,9 @@ mod tests {
         let next = export(&mut h2, Ok(()));
         assert_eq!(ids(&next), vec!["chatdb-4"]);
         assert!(next[0].name.contains("00000002"));
-        assert!(h2.actor.staged.is_empty());
+        assert!(h2.actor().staged.is_empty());
         assert!(!h2.store.contains_key(INTENT));
-        assert_eq!(h2.actor.status.last_batch, 2);
+        assert_eq!(h2.actor().status.last_batch, 2);
     }
 
     #[test]
@@ -1026,8 +1026,8 @@ mod tests {
         let got = parse(ExportFormat::Csv, &files[0].data).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].room, "deals");
-        assert_eq!(h.actor.status.filtered, 1);
-        assert!(h.actor.staged.is_empty());
+        assert_eq!(h.actor().status.filtered, 1);
+        assert!(h.actor().staged.is_empty());
     }
 
     #[test]
@@ -1040,7 +1040,7 @@ mod tests {
             },
         );
         assert!(sent.is_empty());
-        assert!(h.actor.staged.is_empty());
+        assert!(h.actor().staged.is_empty());
         assert!(h.events().contains(&"unauthorized_sender"));
     }
 }

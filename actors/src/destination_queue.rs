@@ -555,7 +555,7 @@ mod tests {
         for (seq, id) in [(1, "m1"), (2, "bad")] {
             h.msg(oq("fe1"), Msg::Transfer { seq, item: rec(id) });
         }
-        let arch = h.actor.archiver();
+        let arch = h.actor().archiver();
         h.clear_events();
         let sent = h.msg(
             arch.clone(),
@@ -566,7 +566,7 @@ mod tests {
         );
         assert!(sent.is_empty(), "{sent:?}");
         assert_eq!(h.events(), vec!["record_parked"]);
-        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(h.actor().depth(), 1);
         let parked = keys::parked_records(&h.store);
         assert_eq!(parked.len(), 1);
         let (key, p) = parked[0].as_ref().unwrap();
@@ -583,14 +583,14 @@ mod tests {
                 reason: "x".into(),
             },
         );
-        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(h.actor().depth(), 1);
         // After a restart: counted, not delivered, and its key not reused.
         let mut h2 = dq(Settings::default());
         h2.store = h.store.clone();
         let sent = h2.start(h.store.clone());
         assert_eq!(delivered(&sent), vec![1]);
         assert_eq!(
-            h2.actor
+            h2.actor()
                 .gauges()
                 .iter()
                 .find(|g| g.0 == "parked_records")
@@ -598,7 +598,7 @@ mod tests {
                 .1,
             1
         );
-        h2.msg(h2.actor.archiver(), Msg::Consumed { keys: vec![1] });
+        h2.msg(h2.actor().archiver(), Msg::Consumed { keys: vec![1] });
         let sent = h2.msg(
             oq("fe1"),
             Msg::Transfer {
@@ -636,7 +636,7 @@ mod tests {
             },
         );
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
-        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(h.actor().depth(), 1);
         let sent = h.msg(
             oq("fe2"),
             Msg::Transfer {
@@ -680,7 +680,7 @@ mod tests {
             },
         );
         assert_eq!(sent, vec![(oq("fe1"), Msg::ProbeAck { upto: 2, probe: 8 })]);
-        assert_eq!(h.actor.depth(), 2, "the duplicate is not stored again");
+        assert_eq!(h.actor().depth(), 2, "the duplicate is not stored again");
     }
 
     #[test]
@@ -695,7 +695,7 @@ mod tests {
             },
         );
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
-        assert_eq!(h.actor.depth(), 0);
+        assert_eq!(h.actor().depth(), 0);
         let sent = h.msg(
             oq("fe1"),
             Msg::Transfer {
@@ -724,8 +724,8 @@ mod tests {
                 item: rec("m2"),
             },
         );
-        h.msg(h.actor.archiver(), Msg::Consumed { keys: vec![1] });
-        assert_eq!(h.actor.depth(), 1);
+        h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
+        assert_eq!(h.actor().depth(), 1);
         let mut h2 = dq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert_eq!(delivered(&sent), vec![2]);
@@ -787,7 +787,7 @@ mod tests {
             .len();
         }
         assert_eq!(n, 2);
-        let sent = h.msg(h.actor.archiver(), Msg::Consumed { keys: vec![1, 2] });
+        let sent = h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1, 2] });
         assert_eq!(delivered(&sent), vec![3, 4]);
     }
 
@@ -816,7 +816,7 @@ mod tests {
             },
         ); // waiting: dropped
         h.now = ttbr;
-        h.timers.insert(Timer::DlqCheck, ttbr);
+        h.set_timer(Timer::DlqCheck, ttbr);
         let sent = h.fire(Timer::DlqCheck);
         assert_eq!(
             sent,
@@ -828,7 +828,7 @@ mod tests {
             )]
         );
         assert_eq!(h.events(), vec!["record_expired"]);
-        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(h.actor().depth(), 1);
     }
 
     /// The expiry check runs only while items wait: none on an idle
@@ -839,7 +839,7 @@ mod tests {
         let dlq = s.dlq_check;
         let mut h = dq(s);
         h.start(Recovered::new());
-        assert!(!h.timers.contains_key(&Timer::DlqCheck), "idle: no check");
+        assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
         h.now = 1_000;
         h.msg(
             oq("fe1"),
@@ -848,13 +848,13 @@ mod tests {
                 item: rec("m1"),
             },
         );
-        assert_eq!(h.timers[&Timer::DlqCheck], 1_000 + dlq);
+        assert_eq!(h.timer(Timer::DlqCheck).unwrap(), 1_000 + dlq);
         h.fire(Timer::DlqCheck);
-        assert!(h.timers.contains_key(&Timer::DlqCheck), "still waiting");
-        h.msg(h.actor.archiver(), Msg::Consumed { keys: vec![1] });
-        assert_eq!(h.actor.depth(), 0);
+        assert!(h.timer(Timer::DlqCheck).is_some(), "still waiting");
+        h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
+        assert_eq!(h.actor().depth(), 0);
         h.fire(Timer::DlqCheck);
-        assert!(!h.timers.contains_key(&Timer::DlqCheck), "empty: lapses");
+        assert!(h.timer(Timer::DlqCheck).is_none(), "empty: lapses");
     }
 
     #[test]
@@ -892,13 +892,13 @@ mod tests {
             },
         );
         h.now = ttbr;
-        h.timers.insert(Timer::DlqCheck, ttbr);
+        h.set_timer(Timer::DlqCheck, ttbr);
         let sent = h.fire(Timer::DlqCheck);
         assert!(
             sent.is_empty(),
             "no expiry notice to the sender: nothing that matters was lost"
         );
         assert_eq!(h.events(), vec!["record_expired"]);
-        assert_eq!(h.actor.depth(), 2, "m1 and m2 stay");
+        assert_eq!(h.actor().depth(), 2, "m1 and m2 stay");
     }
 }

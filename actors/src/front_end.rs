@@ -788,7 +788,7 @@ mod tests {
             .iter()
             .any(|(_, m)| matches!(m, Msg::ImAccepted { .. })));
         assert_eq!(h.events(), vec!["delivered_not_archived"]);
-        assert!(!h.actor.is_shut_down());
+        assert!(!h.actor().is_shut_down());
     }
 
     #[test]
@@ -839,7 +839,7 @@ mod tests {
                 reason: "delivery NACK".into(),
             },
         );
-        assert!(h.actor.is_shut_down());
+        assert!(h.actor().is_shut_down());
         let sent = submit(&mut h, "m1", "b@corp.example");
         assert!(matches!(&sent[..], [(_, Msg::ImRejected { .. })]));
         h.msg(
@@ -849,9 +849,9 @@ mod tests {
                 reason: "healthy".into(),
             },
         );
-        assert!(h.actor.is_shut_down(), "health must hold first");
+        assert!(h.actor().is_shut_down(), "health must hold first");
         h.fire(Timer::CriticalResume);
-        assert!(!h.actor.is_shut_down());
+        assert!(!h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
         assert!(matches!(
             &submit(&mut h, "m2", "b@corp.example")[0].1,
@@ -879,11 +879,11 @@ mod tests {
             health(&mut h, true);
             health(&mut h, false);
         }
-        assert!(h.actor.is_shut_down());
+        assert!(h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown"], "no flapping");
         health(&mut h, true);
         h.fire(Timer::CriticalResume);
-        assert!(!h.actor.is_shut_down());
+        assert!(!h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
     }
 
@@ -909,17 +909,17 @@ mod tests {
                 reason: "healthy".into(),
             },
         );
-        assert!(h.actor.is_shut_down(), "health alone does not resume");
+        assert!(h.actor().is_shut_down(), "health alone does not resume");
         let mut h2 = Harness::new(
             Addr::new("fe1", ActorKind::FrontEnd),
             FrontEnd::new("fe1", cluster(), s),
         );
         h2.start(h.store.clone());
-        assert!(h2.actor.is_shut_down(), "the shutdown survives a restart");
+        assert!(h2.actor().is_shut_down(), "the shutdown survives a restart");
         h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
-        assert!(h2.actor.is_shut_down(), "not over the wire");
+        assert!(h2.actor().is_shut_down(), "not over the wire");
         h2.msg(Addr::new("fe1", ActorKind::Client), Msg::OperatorResume);
-        assert!(!h2.actor.is_shut_down());
+        assert!(!h2.actor().is_shut_down());
         assert!(h2.store.is_empty());
     }
 
@@ -938,7 +938,7 @@ mod tests {
             FrontEnd::new("fe1", cluster(), critical()),
         );
         h2.start(h.store.clone());
-        assert!(h2.actor.is_shut_down());
+        assert!(h2.actor().is_shut_down());
         h2.msg(
             queue(),
             Msg::ArchivingHealth {
@@ -947,7 +947,7 @@ mod tests {
             },
         );
         h2.fire(Timer::CriticalResume);
-        assert!(!h2.actor.is_shut_down());
+        assert!(!h2.actor().is_shut_down());
         assert_eq!(h2.events(), vec!["front_end_started", "critical_resume"]);
     }
 
@@ -961,7 +961,7 @@ mod tests {
                 reason: "delivery NACK".into(),
             },
         );
-        assert!(!h.actor.is_shut_down());
+        assert!(!h.actor().is_shut_down());
     }
 
     #[test]
@@ -999,7 +999,7 @@ mod tests {
             matches!(&sent[..], [(c, Msg::ImAccepted { id, at: 0, .. })] if *c == crate::testkit::client_of("c@corp.example") && id == "m2"),
             "{sent:?}"
         );
-        assert_eq!(h.actor.delivered, 1);
+        assert_eq!(h.actor().delivered, 1);
     }
 
     #[test]

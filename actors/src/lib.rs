@@ -29,6 +29,7 @@ pub mod lookup;
 pub mod outgoing_queue;
 pub mod policy;
 pub mod protocol;
+pub mod reactor;
 pub mod settings;
 pub mod store_keys;
 pub mod units;

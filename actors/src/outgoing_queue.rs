@@ -1448,7 +1448,7 @@ mod tests {
         assert_eq!(sent_seqs, vec![1, 2]);
         let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
         assert_eq!(seqs(&sent), vec![3, 4]);
-        assert_eq!(h.actor.depth(), 3);
+        assert_eq!(h.actor().depth(), 3);
         assert!(!h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
         assert_eq!(h.store.get(OQ_ACKED).unwrap(), &2u64.to_be_bytes().to_vec());
     }
@@ -1471,13 +1471,17 @@ mod tests {
             "the first unacknowledged item, as a probe"
         );
         assert!(seqs(&sent).is_empty(), "nothing else is sent again yet");
-        assert_eq!(h.timers[&Timer::Resend] - h.now, 10_000, "interval doubled");
+        assert_eq!(
+            h.timer(Timer::Resend).unwrap() - h.now,
+            10_000,
+            "interval doubled"
+        );
         assert_eq!(
             probe_seqs(&h.fire(Timer::Resend)),
             vec![2],
             "still no answer: probe again"
         );
-        assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000);
+        assert_eq!(h.timer(Timer::Resend).unwrap() - h.now, 20_000);
     }
 
     /// While the probes back off, an answer that brings no progress (the
@@ -1496,11 +1500,15 @@ mod tests {
         assert!(probes(&sent).is_empty(), "{sent:?}");
         h.fire(Timer::Resend);
         h.fire(Timer::Resend);
-        assert_eq!(h.timers[&Timer::Resend] - h.now, 20_000, "backing off");
+        assert_eq!(
+            h.timer(Timer::Resend).unwrap() - h.now,
+            20_000,
+            "backing off"
+        );
         let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
         assert_eq!(probe_seqs(&sent), vec![2], "probed at once");
         assert_eq!(
-            h.timers[&Timer::Resend] - h.now,
+            h.timer(Timer::Resend).unwrap() - h.now,
             5_000,
             "the backed-off timer is set again to the normal interval"
         );
@@ -1513,7 +1521,7 @@ mod tests {
         h.fire(Timer::Resend);
         let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
         assert_eq!(probe_seqs(&sent), vec![3], "probed at once");
-        assert_eq!(h.timers[&Timer::Resend] - h.now, 5_000);
+        assert_eq!(h.timer(Timer::Resend).unwrap() - h.now, 5_000);
     }
 
     /// The resend timer runs only while something is in flight: an idle
@@ -1523,15 +1531,15 @@ mod tests {
     fn the_resend_timer_runs_only_while_transfers_are_in_flight() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        assert!(!h.timers.contains_key(&Timer::Resend), "idle: no timer");
+        assert!(h.timer(Timer::Resend).is_none(), "idle: no timer");
         h.now = 60_000;
         enqueue(&mut h, 1, "m1");
-        assert_eq!(h.timers[&Timer::Resend], 65_000, "a whole interval");
+        assert_eq!(h.timer(Timer::Resend).unwrap(), 65_000, "a whole interval");
         h.msg(dest(), Msg::TransferAck { upto: 1 });
         let sent = h.fire(Timer::Resend);
         assert!(probes(&sent).is_empty());
         assert!(
-            !h.timers.contains_key(&Timer::Resend),
+            h.timer(Timer::Resend).is_none(),
             "nothing in flight: not set again"
         );
     }
@@ -1548,7 +1556,7 @@ mod tests {
         assert!(h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
         h.fire(Timer::Resend);
         assert!(
-            h.timers.contains_key(&Timer::Resend),
+            h.timer(Timer::Resend).is_some(),
             "the retry failed too: set again"
         );
         h.fail_persists = None;
@@ -1557,7 +1565,7 @@ mod tests {
             !h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)),
             "deleted on the retry"
         );
-        assert!(!h.timers.contains_key(&Timer::Resend), "then idle");
+        assert!(h.timer(Timer::Resend).is_none(), "then idle");
     }
 
     /// A destination that was only slow handles the transfers in flight
@@ -1580,7 +1588,7 @@ mod tests {
         // The probe (a duplicate of 1) is answered after 6: nothing lost.
         let sent = h.msg(dest(), Msg::ProbeAck { upto: 6, probe: 1 });
         assert!(seqs(&sent).is_empty() && probes(&sent).is_empty());
-        assert_eq!(h.actor.depth(), 1, "only 7 is still unacknowledged");
+        assert_eq!(h.actor().depth(), 1, "only 7 is still unacknowledged");
     }
 
     /// Transfers lost on the way (with a connection, or by a destination
@@ -1723,7 +1731,7 @@ mod tests {
         }
         // At t = 11m the first heartbeat is 10 minutes old and undelivered.
         assert_eq!(went_bad, vec![false]);
-        assert_eq!(h.actor.health(), LinkHealth::DeliveryFailing);
+        assert_eq!(h.actor().health(), LinkHealth::DeliveryFailing);
         assert_eq!(h.events(), vec!["nack_delivery"]);
         // The link is back: everything is acknowledged, then the newest
         // heartbeat is processed.
@@ -1744,13 +1752,13 @@ mod tests {
         for _ in 0..11 {
             h.fire(Timer::Heartbeat);
         }
-        assert_eq!(h.actor.health(), LinkHealth::DeliveryFailing);
+        assert_eq!(h.actor().health(), LinkHealth::DeliveryFailing);
         // heartbeat 1 (sent at 1m) was the one NACKed; an ack for it is stale
         h.msg(
             Addr::new("arch1", ActorKind::Archiver),
             Msg::HeartbeatAck { id: 60_000 },
         );
-        assert_eq!(h.actor.health(), LinkHealth::DeliveryFailing);
+        assert_eq!(h.actor().health(), LinkHealth::DeliveryFailing);
     }
 
     #[test]
@@ -1769,7 +1777,7 @@ mod tests {
             events.extend(health(&sent));
         }
         assert!(acked > 60);
-        assert_eq!(h.actor.health(), LinkHealth::ProcessingFailing);
+        assert_eq!(h.actor().health(), LinkHealth::ProcessingFailing);
         assert_eq!(h.events().first(), Some(&"nack_processing"));
         assert_eq!(events, vec![false]);
     }
@@ -1781,9 +1789,9 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq; // never acknowledged for 3 hours
-        h.timers.insert(Timer::DlqCheck, ttrq);
+        h.set_timer(Timer::DlqCheck, ttrq);
         let sent = h.fire(Timer::DlqCheck);
-        assert_eq!(h.actor.dead_letters(), 1);
+        assert_eq!(h.actor().dead_letters(), 1);
         assert_eq!(h.events(), vec!["dead_lettered"]);
         assert!(
             transfers(&sent).is_empty(),
@@ -1793,7 +1801,7 @@ mod tests {
         // the tombstone that now holds seq 1.
         h.msg(dest(), Msg::TransferAck { upto: 0 });
         let sent = h.fire(Timer::DlqCheck);
-        assert_eq!(h.actor.dead_letters(), 0);
+        assert_eq!(h.actor().dead_letters(), 0);
         assert_eq!(h.events(), vec!["dead_lettered", "dead_letter_resent"]);
         let resend = h.fire(Timer::Resend);
         let all: Vec<(u64, String)> = transfers(&sent)
@@ -1806,7 +1814,7 @@ mod tests {
         // The dead letter survives a restart.
         let mut h2 = oq(Settings::default());
         h2.start(h.store.clone());
-        assert_eq!(h2.actor.depth(), 2);
+        assert_eq!(h2.actor().depth(), 2);
     }
 
     /// The expiry check may skip its walk over the queue only while no
@@ -1818,7 +1826,7 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         let check = |h: &mut Harness<OutgoingQueue>, at: Millis| {
-            h.timers.insert(Timer::DlqCheck, at);
+            h.set_timer(Timer::DlqCheck, at);
             h.fire(Timer::DlqCheck);
         };
         h.msg(
@@ -1829,17 +1837,17 @@ mod tests {
             },
         );
         check(&mut h, 1_000 + ttrq - 1);
-        assert_eq!(h.actor.dead_letters(), 0);
+        assert_eq!(h.actor().dead_letters(), 0);
         // Older than anything the last walk saw.
         enqueue(&mut h, 2, "m0");
         h.fail_persists = Some(StoreError::NoSpace);
         check(&mut h, 1_000 + ttrq - 1);
-        assert_eq!(h.actor.dead_letters(), 0, "the expiry was not durable");
+        assert_eq!(h.actor().dead_letters(), 0, "the expiry was not durable");
         h.fail_persists = None;
         check(&mut h, 1_000 + ttrq - 1);
-        assert_eq!(h.actor.dead_letters(), 1, "m0 is found again");
+        assert_eq!(h.actor().dead_letters(), 1, "m0 is found again");
         check(&mut h, 1_000 + ttrq);
-        assert_eq!(h.actor.dead_letters(), 2, "m1 in its turn");
+        assert_eq!(h.actor().dead_letters(), 2, "m1 in its turn");
     }
 
     #[test]
@@ -1849,16 +1857,16 @@ mod tests {
         let mut h = oq(s);
         h.start(Recovered::new());
         assert!(
-            !h.timers.contains_key(&Timer::Heartbeat),
+            h.timer(Timer::Heartbeat).is_none(),
             "no heartbeats in legacy mode"
         );
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.timers.insert(Timer::DlqCheck, ttrq);
+        h.set_timer(Timer::DlqCheck, ttrq);
         let sent = h.fire(Timer::DlqCheck);
         assert_eq!(h.events(), vec!["record_expired"]);
         assert_eq!(health(&sent), vec![false]);
-        assert_eq!(h.actor.dead_letters(), 0, "dropped, not kept");
+        assert_eq!(h.actor().dead_letters(), 0, "dropped, not kept");
         assert_eq!(
             keys::queued_records(&h.store).len(),
             0,
@@ -1908,7 +1916,7 @@ mod tests {
             Addr::new("fe2", ActorKind::OutgoingQueue),
             Msg::TransferAck { upto: 1 },
         );
-        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(h.actor().depth(), 1);
         assert_eq!(
             h.events(),
             vec!["unauthorized_sender", "unauthorized_sender"]
@@ -1931,11 +1939,11 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.timers.insert(Timer::DlqCheck, ttrq);
+        h.set_timer(Timer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
         h.msg(dest(), Msg::TransferAck { upto: 1 }); // the tombstone went through
         h.now = ttrq + beat;
-        h.timers.insert(Timer::DlqCheck, h.now);
+        h.set_timer(Timer::DlqCheck, h.now);
         assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![true]);
     }
 
@@ -1948,28 +1956,19 @@ mod tests {
         let (dlq, quota) = (s.dlq_check, s.quota_check);
         let mut h = oq(s);
         h.start(Recovered::new());
-        assert!(
-            !h.timers.contains_key(&Timer::DlqCheck),
-            "idle: no expiry check"
-        );
-        assert!(
-            !h.timers.contains_key(&Timer::QuotaCheck),
-            "idle: no quota check"
-        );
+        assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no expiry check");
+        assert!(h.timer(Timer::QuotaCheck).is_none(), "idle: no quota check");
         h.now = 1_000;
         enqueue(&mut h, 1, "m1");
-        assert_eq!(h.timers[&Timer::DlqCheck], 1_000 + dlq);
-        assert_eq!(h.timers[&Timer::QuotaCheck], 1_000 + quota);
+        assert_eq!(h.timer(Timer::DlqCheck).unwrap(), 1_000 + dlq);
+        assert_eq!(h.timer(Timer::QuotaCheck).unwrap(), 1_000 + quota);
         h.fire(Timer::DlqCheck);
-        assert!(
-            h.timers.contains_key(&Timer::DlqCheck),
-            "still held: set again"
-        );
+        assert!(h.timer(Timer::DlqCheck).is_some(), "still held: set again");
         h.msg(dest(), Msg::TransferAck { upto: 1 });
         h.fire(Timer::DlqCheck);
         h.fire(Timer::QuotaCheck);
-        assert!(!h.timers.contains_key(&Timer::DlqCheck), "empty: lapses");
-        assert!(!h.timers.contains_key(&Timer::QuotaCheck), "empty: lapses");
+        assert!(h.timer(Timer::DlqCheck).is_none(), "empty: lapses");
+        assert!(h.timer(Timer::QuotaCheck).is_none(), "empty: lapses");
     }
 
     /// A failing store keeps the expiry check, which probes the store, the
@@ -1979,14 +1978,14 @@ mod tests {
         let mut h = oq(Settings::default());
         h.fail_persists = Some(StoreError::NoSpace);
         h.start(Recovered::new());
-        assert!(h.timers.contains_key(&Timer::DlqCheck));
+        assert!(h.timer(Timer::DlqCheck).is_some());
         h.fail_persists = None;
         let sent = h.fire(Timer::DlqCheck);
         assert_eq!(health(&sent), vec![true], "the probe worked");
         // Set again while the probe was in flight; the next check finds
         // nothing to do.
         h.fire(Timer::DlqCheck);
-        assert!(!h.timers.contains_key(&Timer::DlqCheck), "then idle");
+        assert!(h.timer(Timer::DlqCheck).is_none(), "then idle");
     }
 
     /// ocs2007r2 learns on the expiry check that critical mode can end:
@@ -1997,15 +1996,15 @@ mod tests {
         let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
         let mut h = oq(s);
         h.start(Recovered::new());
-        assert!(!h.timers.contains_key(&Timer::DlqCheck), "idle: no check");
+        assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.timers.insert(Timer::DlqCheck, ttrq);
+        h.set_timer(Timer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
         h.msg(dest(), Msg::TransferAck { upto: 1 });
-        assert_eq!(h.actor.depth(), 0);
+        assert_eq!(h.actor().depth(), 0);
         let mut reports = Vec::new();
-        while let Some(&at) = h.timers.get(&Timer::DlqCheck) {
+        while let Some(at) = h.timer(Timer::DlqCheck) {
             assert!(at <= ttrq + 2 * beat, "the check ran on too long");
             reports.extend(health(&h.fire(Timer::DlqCheck)));
         }
@@ -2019,6 +2018,6 @@ mod tests {
         enqueue(&mut h, 1, "m1");
         h.msg(dest(), Msg::TransferAck { upto: 7 });
         assert_eq!(h.events(), vec!["protocol_violation"]);
-        assert_eq!(h.actor.depth(), 1);
+        assert_eq!(h.actor().depth(), 1);
     }
 }

@@ -1,10 +1,11 @@
 //! Test helpers: a tiny synchronous host for driving one core.
 
-use crate::actor::{Actor, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
+use crate::actor::{Actor, Event, Recovered, StoreError, StoreOp, Timer};
 use crate::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use crate::ids::{Addr, Millis};
 use crate::policy::{ArchiveSwitch, Policy};
-use crate::protocol::Msg;
+use crate::protocol::{Envelope, Msg};
+use crate::reactor::{ready, Input, Io, Persisted, Reactor};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -60,37 +61,104 @@ pub fn cluster() -> Arc<Cluster> {
     })
 }
 
-/// Drives one actor, applies its persists to an in-memory store (or fails
-/// them on demand), and returns what it sent.
+/// Drives one actor through the shared [`Reactor`], applies its persists to
+/// an in-memory store (or fails them on demand), and returns what it sent.
 pub struct Harness<A: Actor> {
-    pub actor: A,
-    pub me: Addr,
+    reactor: Reactor<A>,
     pub now: Millis,
     pub store: Recovered,
-    pub timers: BTreeMap<Timer, Millis>,
     pub fail_persists: Option<StoreError>,
     /// Every `Output` effect's files, in order.
     pub outputs: Vec<Vec<crate::compliance_export::OutputFile>>,
     /// Set: outputs fail with this (a full or unwritable folder).
     pub fail_outputs: Option<StoreError>,
     events: Vec<&'static str>,
-    rng: SmallRng,
+}
+
+/// The test kit's I/O: an in-memory store, a clock moved by hand, and
+/// everything sent collected in order.
+struct KitIo<'a> {
+    now: Millis,
+    store: &'a mut Recovered,
+    fail_persists: &'a Option<StoreError>,
+    outputs: &'a mut Vec<Vec<crate::compliance_export::OutputFile>>,
+    fail_outputs: &'a Option<StoreError>,
+    events: &'a mut Vec<&'static str>,
+    sent: Vec<(Addr, Msg)>,
+}
+
+impl Io for KitIo<'_> {
+    fn now(&mut self) -> Millis {
+        self.now
+    }
+    fn send(&mut self, env: Envelope) {
+        self.sent.push((env.to, env.msg));
+    }
+    async fn persist(&mut self, _slot: usize, ops: Vec<StoreOp>) -> Persisted {
+        if let Some(err) = self.fail_persists {
+            return Persisted::Failed(err.clone());
+        }
+        for op in ops {
+            match op {
+                StoreOp::Put { key, value } => {
+                    self.store.insert(key, value);
+                }
+                StoreOp::Delete { key } => {
+                    self.store.remove(&key);
+                }
+            }
+        }
+        Persisted::Durable
+    }
+    async fn load(&mut self, _slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.fail_persists {
+            Some(err) => Err(err.clone()),
+            None => Ok(self.store.get(&key).cloned()),
+        }
+    }
+    async fn output(
+        &mut self,
+        _slot: usize,
+        files: Vec<crate::compliance_export::OutputFile>,
+    ) -> Result<(), StoreError> {
+        self.outputs.push(files);
+        match self.fail_outputs {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+    fn event(&mut self, _slot: usize, _at: Millis, event: Event) {
+        self.events.push(event.name);
+    }
 }
 
 impl<A: Actor> Harness<A> {
     pub fn new(me: Addr, actor: A) -> Self {
+        let mut reactor = Reactor::new(false);
+        reactor.add(me, actor, SmallRng::seed_from_u64(1));
         Harness {
-            actor,
-            me,
+            reactor,
             now: 0,
             store: Recovered::new(),
-            timers: BTreeMap::new(),
             fail_persists: None,
             outputs: Vec::new(),
             fail_outputs: None,
             events: Vec::new(),
-            rng: SmallRng::seed_from_u64(1),
         }
+    }
+
+    pub fn actor(&self) -> &A {
+        self.reactor.core(0)
+    }
+
+    /// When `timer` is due, if it is set.
+    pub fn timer(&self, timer: Timer) -> Option<Millis> {
+        self.reactor.deadline(0, timer)
+    }
+
+    /// Sets `timer` to be due at `at`, as if the core had set it.
+    pub fn set_timer(&mut self, timer: Timer, at: Millis) {
+        self.reactor.set_deadline(0, timer, at);
     }
 
     pub fn events(&self) -> Vec<&'static str> {
@@ -101,80 +169,40 @@ impl<A: Actor> Harness<A> {
         self.events.clear();
     }
 
-    fn run(&mut self, f: impl FnOnce(&mut A, &mut Ctx)) -> Vec<(Addr, Msg)> {
-        let me = self.me.clone();
-        let mut ctx = Ctx::new(self.now, &me, &mut self.rng);
-        f(&mut self.actor, &mut ctx);
-        let effects = ctx.into_effects();
-        self.execute(effects)
-    }
-
-    fn execute(&mut self, effects: Vec<Effect>) -> Vec<(Addr, Msg)> {
-        let mut sent = Vec::new();
-        for e in effects {
-            match e {
-                Effect::Send { to, msg } => sent.push((to, msg)),
-                Effect::SetTimer { timer, after } => {
-                    self.timers.insert(timer, self.now + after);
-                }
-                Effect::CancelTimer { timer } => {
-                    self.timers.remove(&timer);
-                }
-                Effect::Event(ev) => self.events.push(ev.name),
-                Effect::Output { token, files } => {
-                    self.outputs.push(files);
-                    let result = match &self.fail_outputs {
-                        Some(err) => Err(err.clone()),
-                        None => Ok(()),
-                    };
-                    let more = self.run(|a, ctx| a.on_output(token, result, ctx));
-                    sent.extend(more);
-                }
-                Effect::Load { token, key } => {
-                    let result = match &self.fail_persists {
-                        Some(err) => Err(err.clone()),
-                        None => Ok(self.store.get(&key).cloned()),
-                    };
-                    let more = self.run(|a, ctx| a.on_loaded(token, result, ctx));
-                    sent.extend(more);
-                }
-                Effect::Persist { token, ops } => {
-                    let result = match &self.fail_persists {
-                        Some(err) => Err(err.clone()),
-                        None => {
-                            for op in ops {
-                                match op {
-                                    StoreOp::Put { key, value } => {
-                                        self.store.insert(key, value);
-                                    }
-                                    StoreOp::Delete { key } => {
-                                        self.store.remove(&key);
-                                    }
-                                }
-                            }
-                            Ok(())
-                        }
-                    };
-                    let more = self.run(|a, ctx| a.on_persisted(token, result, ctx));
-                    sent.extend(more);
-                }
-            }
+    fn run(&mut self, input: Option<Input>, timer: Option<Timer>) -> Vec<(Addr, Msg)> {
+        let mut io = KitIo {
+            now: self.now,
+            store: &mut self.store,
+            fail_persists: &self.fail_persists,
+            outputs: &mut self.outputs,
+            fail_outputs: &self.fail_outputs,
+            events: &mut self.events,
+            sent: Vec::new(),
+        };
+        let done = match (input, timer) {
+            (Some(input), _) => ready(self.reactor.react(0, input, &mut io)).map(|r| r.map(|_| ())),
+            (None, Some(t)) => ready(self.reactor.fire(0, t, &mut io)).map(|r| r.map(|_| ())),
+            (None, None) => unreachable!("an input or a timer"),
+        };
+        match done {
+            Some(Ok(())) => io.sent,
+            Some(Err(stop)) => panic!("the reactor stopped: {stop}"),
+            None => unreachable!("the test kit's I/O never waits"),
         }
-        sent
     }
 
     pub fn start(&mut self, recovered: Recovered) -> Vec<(Addr, Msg)> {
-        self.run(|a, ctx| a.on_start(recovered, ctx))
+        self.run(Some(Input::Start(recovered)), None)
     }
 
     pub fn msg(&mut self, from: Addr, msg: Msg) -> Vec<(Addr, Msg)> {
-        self.run(|a, ctx| a.on_msg(from, msg, ctx))
+        self.run(Some(Input::Msg { from, msg }), None)
     }
 
     /// Advances time to the timer's deadline and fires it.
     pub fn fire(&mut self, timer: Timer) -> Vec<(Addr, Msg)> {
-        let at = self.timers.remove(&timer).expect("timer is set");
+        let at = self.timer(timer).expect("timer is set");
         self.now = self.now.max(at);
-        self.run(|a, ctx| a.on_timer(timer, ctx))
+        self.run(None, Some(timer))
     }
 }

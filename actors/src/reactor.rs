@@ -1,0 +1,421 @@
+//! The reactor: the one executor of cores' effects, shared by every host.
+//!
+//! A host — the simulator, the production node, the unit-test kit — owns
+//! sockets, disks and a clock; the reactor owns everything between those
+//! and the cores: the cores themselves (one [`Slot`] each), their timers,
+//! their random number generators, the order in which effects and
+//! completions run, and group commit. The host hands it an [`Io`] for each
+//! call. Because the three hosts run this same code, what the simulator
+//! proves about effect order is what production runs.
+//!
+//! # The contract (what [`crate::actor`] promises cores)
+//! 1. The effects of one reaction run in the order recorded.
+//! 2. A completion (`Persist`, `Load`, `Output`) is reported to the core
+//!    that asked for it before the rest of that reaction's effects, and
+//!    before any other event; the completion's own effects run first.
+//! 3. A timer is per slot and per [`Timer`] value: setting it again moves
+//!    it; it is due `after` milliseconds from **the time of the reaction
+//!    that set it** (the `now` its `Ctx` carried), not from when the effect
+//!    was executed — a timer set after a slow disk write is not pushed back
+//!    by the write. Timers due at the same instant fire in the order they
+//!    were set.
+//! 4. A message a core sends after a persist that is not yet durable (group
+//!    commit, [`Persisted::Appended`]) is held until a sync covering that
+//!    persist completes; messages leave in the order they were sent.
+//! 5. Time never goes backwards within a reaction: each completion reads
+//!    the clock again.
+//!
+//! The reactor is sans-IO: [`Io`]'s futures are awaited in place, so a host
+//! whose I/O never waits (production, the test kit) can drive it with
+//! [`ready`], and the simulator awaits its simulated disk.
+
+use crate::actor::{Actor, Ctx, Effect, Event, Recovered, StoreError, StoreOp, Timer};
+use crate::compliance_export::OutputFile;
+use crate::ids::{ActorKind, Addr, Millis};
+use crate::protocol::{Envelope, Msg};
+use rand::rngs::SmallRng;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What a persist did.
+#[derive(Debug)]
+pub enum Persisted {
+    /// Written and durable.
+    Durable,
+    /// Written, durable once the next sync completes (group commit): the
+    /// core is told it succeeded, and what it sends from now on is held
+    /// until [`Reactor::synced`] covers it.
+    Appended,
+    /// Not written; the core is told why.
+    Failed(StoreError),
+    /// The store can no longer be trusted: the node must restart.
+    Fatal(String),
+}
+
+/// Why a reactor stopped: the host restarts the node's cores from disk.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    #[error("the {0} core panicked")]
+    Panicked(&'static str),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The I/O a host gives the reactor. Futures may wait (the simulator's
+/// disk) or be ready at once (production, the test kit).
+#[allow(async_fn_in_trait)]
+pub trait Io {
+    /// The host's clock, in milliseconds.
+    fn now(&mut self) -> Millis;
+    /// Hands an envelope to the network (or to a sibling core).
+    fn send(&mut self, env: Envelope);
+    /// Applies `ops` to slot `slot`'s store, atomically.
+    async fn persist(&mut self, slot: usize, ops: Vec<StoreOp>) -> Persisted;
+    /// Reads one key of slot `slot`'s store.
+    async fn load(&mut self, slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes files into slot `slot`'s output folder, each atomically.
+    async fn output(&mut self, slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError>;
+    /// An operator event of slot `slot`, raised at `at`.
+    fn event(&mut self, slot: usize, at: Millis, event: Event);
+}
+
+/// What a reaction is a reaction to.
+pub enum Input {
+    Start(Recovered),
+    Msg { from: Addr, msg: Msg },
+    Timer(Timer),
+}
+
+/// One core and what belongs to it alone.
+pub struct Slot<A> {
+    addr: Addr,
+    core: A,
+    rng: SmallRng,
+    commit: Commit,
+}
+
+/// Group commit state of one slot.
+#[derive(Default)]
+struct Commit {
+    /// Persists reported `Appended` so far.
+    appended: u64,
+    /// Appends known durable.
+    synced: u64,
+    /// A sync has been asked of the host and has not completed.
+    syncing: bool,
+    /// Messages waiting for a sync: `(appends they depend on, to, msg)`.
+    held: VecDeque<(u64, Addr, Msg)>,
+}
+
+/// The cores of one host and their timers.
+pub struct Reactor<A> {
+    slots: Vec<Slot<A>>,
+    /// Deadline → slot and timer; the second key orders timers due at the
+    /// same instant by when they were set.
+    timers: BTreeMap<(Millis, u64), (usize, Timer)>,
+    timer_keys: BTreeMap<(usize, Timer), (Millis, u64)>,
+    timer_seq: u64,
+    envelope_seq: u64,
+    /// Catch a core's panic and report it as [`Stop::Panicked`] (the
+    /// production node restarts); otherwise let it unwind (the simulator
+    /// and the tests treat it as the bug it is).
+    catch_panics: bool,
+}
+
+impl<A: Actor> Reactor<A> {
+    pub fn new(catch_panics: bool) -> Self {
+        Reactor {
+            slots: Vec::new(),
+            timers: BTreeMap::new(),
+            timer_keys: BTreeMap::new(),
+            timer_seq: 0,
+            envelope_seq: 0,
+            catch_panics,
+        }
+    }
+
+    /// Adds a core; returns its slot number.
+    pub fn add(&mut self, addr: Addr, core: A, rng: SmallRng) -> usize {
+        self.slots.push(Slot {
+            addr,
+            core,
+            rng,
+            commit: Commit::default(),
+        });
+        self.slots.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn addr(&self, slot: usize) -> &Addr {
+        &self.slots[slot].addr
+    }
+
+    pub fn core(&self, slot: usize) -> &A {
+        &self.slots[slot].core
+    }
+
+    pub fn core_mut(&mut self, slot: usize) -> &mut A {
+        &mut self.slots[slot].core
+    }
+
+    /// The slot hosting actor `kind`.
+    pub fn slot_of(&self, kind: ActorKind) -> Option<usize> {
+        self.slots.iter().position(|s| s.addr.actor == kind)
+    }
+
+    /// Every slot's gauges.
+    pub fn gauges(&self) -> impl Iterator<Item = (usize, Vec<(&'static str, u64)>)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.core.gauges()))
+    }
+
+    /// The earliest timer: its deadline, slot and kind.
+    pub fn next_timer(&self) -> Option<(Millis, usize, Timer)> {
+        self.timers
+            .iter()
+            .next()
+            .map(|(&(at, _), &(slot, timer))| (at, slot, timer))
+    }
+
+    /// When `timer` of `slot` is due, if it is set.
+    pub fn deadline(&self, slot: usize, timer: Timer) -> Option<Millis> {
+        self.timer_keys.get(&(slot, timer)).map(|k| k.0)
+    }
+
+    /// Sets `timer` of `slot` to fire at `at`, as a core's `SetTimer` would
+    /// (for tests that move time by hand).
+    pub fn set_deadline(&mut self, slot: usize, timer: Timer, at: Millis) {
+        self.cancel(slot, timer);
+        self.timer_seq += 1;
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, (slot, timer));
+        self.timer_keys.insert((slot, timer), key);
+    }
+
+    fn cancel(&mut self, slot: usize, timer: Timer) -> bool {
+        match self.timer_keys.remove(&(slot, timer)) {
+            Some(key) => {
+                self.timers.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs one reaction of `slot` to `input` and everything it leads to.
+    pub async fn react(&mut self, slot: usize, input: Input, io: &mut impl Io) -> Result<(), Stop> {
+        let now = io.now();
+        let effects = self.call(slot, now, |core, ctx| match input {
+            Input::Start(recovered) => core.on_start(recovered, ctx),
+            Input::Msg { from, msg } => core.on_msg(from, msg, ctx),
+            Input::Timer(timer) => core.on_timer(timer, ctx),
+        })?;
+        self.execute(slot, now, effects, io).await
+    }
+
+    /// Fires `timer` of `slot` now, if it is set; `false` if it was not.
+    pub async fn fire(
+        &mut self,
+        slot: usize,
+        timer: Timer,
+        io: &mut impl Io,
+    ) -> Result<bool, Stop> {
+        if !self.cancel(slot, timer) {
+            return Ok(false);
+        }
+        self.react(slot, Input::Timer(timer), io).await?;
+        Ok(true)
+    }
+
+    /// Fires, one reaction each and in deadline order, every timer due at
+    /// `due` or before — also those the reactions set that are due by then.
+    /// `before` sees each one first (the simulator traces it).
+    pub async fn fire_due(
+        &mut self,
+        due: Millis,
+        io: &mut impl Io,
+        mut before: impl FnMut(&Addr, Timer),
+    ) -> Result<(), Stop> {
+        while let Some((at, slot, timer)) = self.next_timer() {
+            if at > due {
+                break;
+            }
+            self.cancel(slot, timer);
+            before(&self.slots[slot].addr, timer);
+            self.react(slot, Input::Timer(timer), io).await?;
+        }
+        Ok(())
+    }
+
+    /// Calls the core with a fresh context at `now`; its effects.
+    fn call(
+        &mut self,
+        slot: usize,
+        now: Millis,
+        f: impl FnOnce(&mut A, &mut Ctx),
+    ) -> Result<Vec<Effect>, Stop> {
+        let s = &mut self.slots[slot];
+        let (core, addr, rng) = (&mut s.core, &s.addr, &mut s.rng);
+        let run = move || {
+            let mut ctx = Ctx::new(now, addr, rng);
+            f(core, &mut ctx);
+            ctx.into_effects()
+        };
+        if self.catch_panics {
+            catch_unwind(AssertUnwindSafe(run)).map_err(|_| Stop::Panicked(s.addr.actor.as_str()))
+        } else {
+            Ok(run())
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        slot: usize,
+        now: Millis,
+        effects: Vec<Effect>,
+        io: &mut impl Io,
+    ) -> Result<(), Stop> {
+        // Each effect with the time of the reaction that recorded it: a
+        // timer runs from then (contract 3).
+        let mut queue: VecDeque<(Millis, Effect)> = effects.into_iter().map(|e| (now, e)).collect();
+        while let Some((asked_at, effect)) = queue.pop_front() {
+            let more = match effect {
+                Effect::Send { to, msg } => {
+                    self.send(slot, to, msg, io);
+                    continue;
+                }
+                Effect::SetTimer { timer, after } => {
+                    self.set_deadline(slot, timer, asked_at + after);
+                    continue;
+                }
+                Effect::CancelTimer { timer } => {
+                    self.cancel(slot, timer);
+                    continue;
+                }
+                Effect::Event(ev) => {
+                    io.event(slot, asked_at, ev);
+                    continue;
+                }
+                Effect::Persist { token, ops } => {
+                    let result = match io.persist(slot, ops).await {
+                        Persisted::Durable => Ok(()),
+                        Persisted::Appended => {
+                            self.slots[slot].commit.appended += 1;
+                            Ok(())
+                        }
+                        Persisted::Failed(e) => Err(e),
+                        Persisted::Fatal(why) => return Err(Stop::Fatal(why)),
+                    };
+                    let now = io.now();
+                    (
+                        now,
+                        self.call(slot, now, |c, ctx| c.on_persisted(token, result, ctx))?,
+                    )
+                }
+                Effect::Load { token, key } => {
+                    let result = io.load(slot, key).await;
+                    let now = io.now();
+                    (
+                        now,
+                        self.call(slot, now, |c, ctx| c.on_loaded(token, result, ctx))?,
+                    )
+                }
+                Effect::Output { token, files } => {
+                    let result = io.output(slot, files).await;
+                    let now = io.now();
+                    (
+                        now,
+                        self.call(slot, now, |c, ctx| c.on_output(token, result, ctx))?,
+                    )
+                }
+            };
+            // The completion's effects before the rest (contract 2).
+            let (at, effects) = more;
+            for e in effects.into_iter().rev() {
+                queue.push_front((at, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, slot: usize, to: Addr, msg: Msg, io: &mut impl Io) {
+        let c = &mut self.slots[slot].commit;
+        if c.appended > c.synced || !c.held.is_empty() {
+            c.held.push_back((c.appended, to, msg));
+        } else {
+            self.transmit(slot, to, msg, io);
+        }
+    }
+
+    fn transmit(&mut self, slot: usize, to: Addr, msg: Msg, io: &mut impl Io) {
+        self.envelope_seq += 1;
+        io.send(Envelope {
+            from: self.slots[slot].addr.clone(),
+            to,
+            id: self.envelope_seq,
+            msg,
+        });
+    }
+
+    /// Group commit: if `slot` has appends not yet durable and no sync is
+    /// running, marks one running and returns how many appends it must
+    /// cover. The host syncs the store and reports to [`Reactor::synced`].
+    pub fn sync_wanted(&mut self, slot: usize) -> Option<u64> {
+        let c = &mut self.slots[slot].commit;
+        if c.syncing || c.appended == c.synced {
+            return None;
+        }
+        c.syncing = true;
+        Some(c.appended)
+    }
+
+    /// A sync asked by [`Reactor::sync_wanted`] completed: the first
+    /// `upto` appends are durable; the messages that waited for them leave.
+    pub fn synced(&mut self, slot: usize, upto: u64, io: &mut impl Io) {
+        let c = &mut self.slots[slot].commit;
+        c.syncing = false;
+        c.synced = c.synced.max(upto);
+        let synced = c.synced;
+        while self.slots[slot]
+            .commit
+            .held
+            .front()
+            .is_some_and(|(g, ..)| *g <= synced)
+        {
+            let (_, to, msg) = self.slots[slot]
+                .commit
+                .held
+                .pop_front()
+                .expect("front exists");
+            self.transmit(slot, to, msg, io);
+        }
+    }
+
+    /// Messages held for a sync, plus one for a sync owed: zero when
+    /// nothing of `slot` waits for the disk (a graceful stop waits for it).
+    pub fn pending(&self, slot: usize) -> u64 {
+        let c = &self.slots[slot].commit;
+        c.held.len() as u64 + u64::from(c.appended > c.synced)
+    }
+}
+
+/// Polls a future once: its output if it is ready at once, `None` if it
+/// would wait. Hosts whose [`Io`] never waits drive the reactor with it.
+pub fn ready<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
