@@ -307,3 +307,21 @@ fn refused_records_dropped_instead_of_parked_are_loss() {
         "{failures:?}"
     );
 }
+
+/// Group commit: a persist is appended at once and synced later with
+/// others; what a core sends after it must wait for that sync. A host that
+/// lets it leave at once (sabotaged) acknowledges writes a crash then
+/// loses, and the checker sees the loss.
+#[test]
+fn acknowledgements_sent_before_their_sync_are_loss() {
+    let (good, failures) = library("group-commit-crashes.toml", 23, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(good.counts.accepted > 10_000, "{}", good.counts.accepted);
+    assert_eq!(good.counts.lost, 0);
+    let (bad, failures) = library("group-commit-crashes.toml", 23, "send_before_sync = true");
+    assert!(bad.counts.lost > 0, "lost = {}", bad.counts.lost);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}

@@ -76,8 +76,10 @@ pub trait Io {
     async fn load(&mut self, slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes files into slot `slot`'s output folder, each atomically.
     async fn output(&mut self, slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError>;
-    /// An operator event of slot `slot`, raised at `at`.
-    fn event(&mut self, slot: usize, at: Millis, event: Event);
+    /// An operator event of slot `slot`.
+    fn event(&mut self, slot: usize, event: Event);
+    /// A timer of `addr` is about to fire (the simulator traces it).
+    fn firing(&mut self, _addr: &Addr, _timer: Timer) {}
 }
 
 /// What a reaction is a reaction to.
@@ -121,6 +123,8 @@ pub struct Reactor<A> {
     /// production node restarts); otherwise let it unwind (the simulator
     /// and the tests treat it as the bug it is).
     catch_panics: bool,
+    /// Sabotage `send_before_sync`: messages are not held for a sync.
+    send_before_sync: bool,
 }
 
 impl<A: Actor> Reactor<A> {
@@ -132,7 +136,15 @@ impl<A: Actor> Reactor<A> {
             timer_seq: 0,
             envelope_seq: 0,
             catch_panics,
+            send_before_sync: false,
         }
+    }
+
+    /// Applies the sabotages that concern the reactor (for the checkers to
+    /// find; production never calls it).
+    pub fn sabotaged(mut self, sabotage: &crate::settings::Sabotage) -> Self {
+        self.send_before_sync = sabotage.send_before_sync;
+        self
     }
 
     /// Adds a core; returns its slot number.
@@ -239,19 +251,13 @@ impl<A: Actor> Reactor<A> {
 
     /// Fires, one reaction each and in deadline order, every timer due at
     /// `due` or before — also those the reactions set that are due by then.
-    /// `before` sees each one first (the simulator traces it).
-    pub async fn fire_due(
-        &mut self,
-        due: Millis,
-        io: &mut impl Io,
-        mut before: impl FnMut(&Addr, Timer),
-    ) -> Result<(), Stop> {
+    pub async fn fire_due(&mut self, due: Millis, io: &mut impl Io) -> Result<(), Stop> {
         while let Some((at, slot, timer)) = self.next_timer() {
             if at > due {
                 break;
             }
             self.cancel(slot, timer);
-            before(&self.slots[slot].addr, timer);
+            io.firing(&self.slots[slot].addr, timer);
             self.react(slot, Input::Timer(timer), io).await?;
         }
         Ok(())
@@ -303,7 +309,7 @@ impl<A: Actor> Reactor<A> {
                     continue;
                 }
                 Effect::Event(ev) => {
-                    io.event(slot, asked_at, ev);
+                    io.event(slot, ev);
                     continue;
                 }
                 Effect::Persist { token, ops } => {
@@ -350,7 +356,7 @@ impl<A: Actor> Reactor<A> {
 
     fn send(&mut self, slot: usize, to: Addr, msg: Msg, io: &mut impl Io) {
         let c = &mut self.slots[slot].commit;
-        if c.appended > c.synced || !c.held.is_empty() {
+        if (c.appended > c.synced || !c.held.is_empty()) && !self.send_before_sync {
             c.held.push_back((c.appended, to, msg));
         } else {
             self.transmit(slot, to, msg, io);

@@ -344,6 +344,10 @@ pub struct Sabotage {
     /// Archivers delete the records the database refuses for good, as if
     /// archived, instead of parking them.
     pub archiver_drop_refused: bool,
+    /// Hosts that commit in groups let a core's messages leave before the
+    /// sync covering the persist before them (the bug the reactor's
+    /// holding prevents): a crash loses what was acknowledged.
+    pub send_before_sync: bool,
 }
 
 #[cfg(test)]

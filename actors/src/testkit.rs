@@ -127,7 +127,7 @@ impl Io for KitIo<'_> {
             None => Ok(()),
         }
     }
-    fn event(&mut self, _slot: usize, _at: Millis, event: Event) {
+    fn event(&mut self, _slot: usize, event: Event) {
         self.events.push(event.name);
     }
 }

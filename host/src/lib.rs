@@ -8,3 +8,10 @@ pub mod disk;
 pub mod liveness;
 pub mod store;
 pub mod transport;
+
+/// Locks shared state. A poisoned lock only means another thread panicked
+/// between calls; the data is consistent, so it is used rather than
+/// panicking a second time.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -131,6 +131,11 @@ fn claimed_end(bytes: &[u8], pos: usize) -> Option<usize> {
     frame_end(bytes, pos).filter(|&end| end < bytes.len())
 }
 
+/// The file of an actor's log store in its node's data folder.
+pub fn store_file(kind: holdfast_actors::ids::ActorKind) -> String {
+    format!("{}.log", kind.as_str())
+}
+
 /// Replays a log image, stepping over damaged stretches to the next intact
 /// frame (checksum, length and decoding all hold).
 pub fn replay_log(bytes: &[u8]) -> Replayed {

@@ -21,9 +21,4 @@ pub mod metrics;
 pub mod node;
 pub mod tls;
 
-/// Locks shared state. A poisoned lock only means another thread panicked
-/// between calls; the data is consistent, so it is used rather than
-/// panicking a node a second time.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use holdfast_host::lock;

@@ -33,28 +33,21 @@ use crate::file_disk::{
 use crate::metrics::Metrics;
 use crate::tls::TlsLink;
 use actix::prelude::*;
-use holdfast_actors::actor::{Actor as Core, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
-use holdfast_actors::archiver::Archiver;
-use holdfast_actors::channel::Channel;
-use holdfast_actors::chat_store::ChatStore;
-use holdfast_actors::compliance::Compliance;
-use holdfast_actors::database::Database;
-use holdfast_actors::destination_queue::DestinationQueue;
-use holdfast_actors::front_end::FrontEnd;
+use holdfast_actors::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
+use holdfast_actors::compliance_export::OutputFile;
 use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::lookup::Lookup;
-use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
+use holdfast_actors::reactor::{ready, Input, Io, Persisted, Reactor};
+use holdfast_actors::roster::{Cores, Roster};
 use holdfast_actors::settings::Sabotage;
 use holdfast_actors::store_keys::STORE_DAMAGED;
-use holdfast_actors::web_files::{WebFiles, FILE_BLOB};
+use holdfast_actors::web_files::FILE_BLOB;
 use holdfast_host::liveness::Liveness;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use std::collections::{BTreeMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -77,10 +70,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// File of an actor's queue store in the node's data folder.
-pub fn store_file(kind: ActorKind) -> String {
-    format!("{}.log", kind.as_str())
-}
+pub use holdfast_host::store::store_file;
 
 /// Where a core's durable state lives.
 enum Storage {
@@ -285,6 +275,8 @@ pub struct NodeShared {
     pub in_flight: AtomicU64,
     /// The cores, for delivering local messages without the network.
     pub cores: OnceLock<BTreeMap<ActorKind, actix::Addr<CoreActor>>>,
+    /// What the node's cores are built from.
+    pub roster: Arc<dyn Cores>,
 }
 
 impl NodeShared {
@@ -302,38 +294,22 @@ impl NodeShared {
     }
 }
 
-/// What a core reacts to. Short-lived (one per reaction, on the stack):
-/// its size does not matter, and boxing the envelope would cost an
-/// allocation per message.
-#[allow(clippy::large_enum_variant)]
-enum Input {
-    Start(Recovered),
-    Msg(Envelope),
-    Timer(Timer),
-}
-
 /// An envelope for one core, from the node incarnation that routed it.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Deliver(Envelope, u64);
 
-/// Hosts one core.
+/// Hosts one core: a one-slot reactor on its own arbiter, over the node's
+/// disk and network.
 pub struct CoreActor {
     shared: Arc<NodeShared>,
     kind: ActorKind,
-    me: Addr,
-    core: Box<dyn Core>,
+    reactor: Reactor<Box<dyn Core>>,
     storage: Option<Storage>,
-    rng: SmallRng,
-    timers: BTreeMap<Timer, SpawnHandle>,
-    /// Messages waiting for an fsync: `(append generation, envelope)`.
-    held: VecDeque<(u64, Envelope)>,
-    appended: u64,
-    synced: u64,
-    syncing: bool,
+    /// The actix timer armed for the reactor's earliest deadline.
+    alarm: Option<(u64, SpawnHandle)>,
     /// Held messages + owed fsyncs, for the graceful stop.
     pending: Arc<AtomicU64>,
-    envelope_seq: u64,
     /// The node incarnation this core belongs to.
     generation: u64,
     /// The store as the node opened it before listening, for the first
@@ -344,32 +320,98 @@ pub struct CoreActor {
     started_at: std::time::Instant,
 }
 
-fn make_core(shared: &NodeShared, kind: ActorKind) -> Box<dyn Core> {
-    let n = shared.node.name.clone();
-    let c = shared.config.cluster.clone();
-    let s = shared.config.settings.clone();
-    match kind {
-        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s)),
-        ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
-        ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
-        ActorKind::Archiver => Box::new(Archiver::new(n, c, s)),
-        ActorKind::Database => Box::new(Database::new(n, Sabotage::default())),
-        ActorKind::Lookup => Box::new(Lookup::new(n, shared.config.pool.clone(), s)),
-        ActorKind::Channel => Box::new(Channel::new(n, shared.config.pool.clone(), s)),
-        ActorKind::ChatStore => Box::new(
-            ChatStore::new(n, shared.config.pool.rooms.clone())
-                .with_compliance(shared.config.pool.compliance.clone()),
-        ),
-        ActorKind::Web => Box::new(
-            WebFiles::new(n, shared.config.pool.clone(), s)
-                .with_compliance(shared.config.pool.compliance.clone()),
-        ),
-        ActorKind::Compliance => Box::new(Compliance::new(
-            n,
-            shared.config.pool.export.clone(),
-            s.compliance_interval,
-        )),
-        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
+/// A fresh one-slot reactor for a core of `kind` (at start and after a
+/// restart): catches a core's panic (the node restarts), seeds the core's
+/// random numbers from the OS.
+fn reactor(shared: &NodeShared, kind: ActorKind) -> Reactor<Box<dyn Core>> {
+    let mut r = Reactor::new(true);
+    r.add(
+        Addr::new(shared.node.name.clone(), kind),
+        shared.roster.core(kind),
+        SmallRng::from_entropy(),
+    );
+    r
+}
+
+/// The production node's side of the reactor for one core.
+struct NodeIo<'a> {
+    shared: &'a NodeShared,
+    kind: ActorKind,
+    storage: &'a mut Option<Storage>,
+    generation: u64,
+}
+
+impl Io for NodeIo<'_> {
+    fn now(&mut self) -> u64 {
+        now_ms()
+    }
+
+    fn send(&mut self, env: Envelope) {
+        if env.to.node == self.shared.node.name {
+            // Local: straight to the sibling core, stamped with this
+            // incarnation (a message of a crashed incarnation is dropped).
+            self.shared.deliver(env, self.generation);
+            return;
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(node = %self.shared.node.name, to = %env.to, msg = %brief(&env.msg), "send");
+        }
+        if let Err(e) = self.shared.net.send(env) {
+            tracing::debug!(node = %self.shared.node.name, error = %e, "message not sent");
+        }
+    }
+
+    async fn persist(&mut self, _slot: usize, ops: Vec<StoreOp>) -> Persisted {
+        let applied = match self.storage.as_mut() {
+            Some(s) => s.apply(ops),
+            None => Applied::Failed(StoreError::Io("store not open".into())),
+        };
+        match applied {
+            Applied::Done { fsync_owed: true } => Persisted::Appended,
+            Applied::Done { fsync_owed: false } => Persisted::Durable,
+            Applied::Failed(e) => {
+                self.shared.metrics.count_store_error();
+                tracing::warn!(node = %self.shared.node.name, actor = self.kind.as_str(), error = %e, "persist failed");
+                Persisted::Failed(e)
+            }
+            Applied::Fatal(why) => Persisted::Fatal(why),
+        }
+    }
+
+    async fn load(&mut self, _slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.storage.as_ref() {
+            Some(s) => s.load(&key),
+            None => Err(StoreError::Io("store not open".into())),
+        }
+    }
+
+    async fn output(&mut self, _slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError> {
+        let config = &self.shared.config;
+        let result = match &config.compliance_output {
+            Some(dir) => {
+                let (_, file_mode) = export_modes(config.compliance_group_read);
+                export_folder(dir, config.compliance_group_read)
+                    .map_err(|e| export_error(dir, e))
+                    .and_then(|()| {
+                        // In order: the manifest comes last.
+                        files.iter().try_for_each(|f| {
+                            let path = dir.join(&f.name);
+                            write_file_atomically(&path, &f.data, file_mode)
+                                .map_err(|e| export_error(&path, e))
+                        })
+                    })
+            }
+            None => Err(StoreError::Io("no [compliance] output folder".into())),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(node = %self.shared.node.name, error = %e, "compliance export not written");
+        }
+        result
+    }
+
+    fn event(&mut self, _slot: usize, ev: Event) {
+        self.shared.metrics.count_event(ev.name);
+        tracing::info!(node = %self.shared.node.name, event = ev.name, detail = %ev.detail, "operator event");
     }
 }
 
@@ -380,21 +422,13 @@ impl CoreActor {
         pending: Arc<AtomicU64>,
         opened: Option<(Storage, Recovered)>,
     ) -> CoreActor {
-        let me = Addr::new(shared.node.name.clone(), kind);
         CoreActor {
-            core: make_core(&shared, kind),
+            reactor: reactor(&shared, kind),
             shared,
             kind,
-            me,
             storage: None,
-            rng: SmallRng::from_entropy(),
-            timers: BTreeMap::new(),
-            held: VecDeque::new(),
-            appended: 0,
-            synced: 0,
-            syncing: false,
+            alarm: None,
             pending,
-            envelope_seq: 0,
             generation: 0,
             opened,
             restarts: 0,
@@ -411,205 +445,79 @@ impl CoreActor {
         &self.shared.node.name
     }
 
-    fn update_pending(&self) {
-        let owed = u64::from(self.appended > self.synced);
-        self.pending
-            .store(self.held.len() as u64 + owed, Ordering::Relaxed);
+    fn io(&mut self) -> (&mut Reactor<Box<dyn Core>>, NodeIo<'_>) {
+        (
+            &mut self.reactor,
+            NodeIo {
+                shared: &self.shared,
+                kind: self.kind,
+                storage: &mut self.storage,
+                generation: self.generation,
+            },
+        )
     }
 
-    fn send(&mut self, to: Addr, msg: Msg) {
-        self.envelope_seq += 1;
-        let env = Envelope {
-            from: self.me.clone(),
-            to,
-            id: self.envelope_seq,
-            msg,
-        };
-        if self.appended > self.synced || !self.held.is_empty() {
-            self.held.push_back((self.appended, env));
-        } else {
-            self.transmit(env);
-        }
-    }
-
-    fn transmit(&self, env: Envelope) {
-        if env.to.node == self.me.node {
-            // Local: straight to the sibling core, stamped with this
-            // incarnation (a message of a crashed incarnation is dropped).
-            self.shared.deliver(env, self.generation);
-            return;
-        }
-        if tracing::enabled!(tracing::Level::TRACE) {
-            tracing::trace!(node = %self.name(), to = %env.to, msg = %brief(&env.msg), "send");
-        }
-        if let Err(e) = self.shared.net.send(env) {
-            tracing::debug!(node = %self.name(), error = %e, "message not sent");
-        }
-    }
-
-    /// Runs one reaction of the core and executes its effects in order. A
-    /// panic in the core stops this actor; the supervisor restarts it from
-    /// disk.
-    fn react(&mut self, ctx: &mut Context<Self>, input: Input) {
+    /// Runs one reaction of the core (or the timers due) through the
+    /// reactor. The production I/O never waits; a reactor that would, or
+    /// that stops (a panic, a store that cannot be trusted), restarts the
+    /// node's cores from disk.
+    fn react(&mut self, ctx: &mut Context<Self>, input: Option<Input>) {
         if self.stale() {
             ctx.stop();
             return;
         }
-        let now = now_ms();
-        let effects = {
-            let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
-            catch_unwind(AssertUnwindSafe(|| {
-                let mut c = Ctx::new(now, me, rng);
-                match input {
-                    Input::Start(recovered) => core.on_start(recovered, &mut c),
-                    Input::Msg(env) => core.on_msg(env.from, env.msg, &mut c),
-                    Input::Timer(t) => core.on_timer(t, &mut c),
-                }
-                c.into_effects()
-            }))
+        let (reactor, mut io) = self.io();
+        let done = match input {
+            Some(input) => ready(reactor.react(0, input, &mut io)),
+            None => ready(reactor.fire_due(now_ms(), &mut io)),
         };
-        let Ok(effects) = effects else {
-            self.crashed(ctx, "the core panicked");
-            return;
-        };
-        let mut queue: VecDeque<Effect> = effects.into();
-        while let Some(effect) = queue.pop_front() {
-            match effect {
-                Effect::Send { to, msg } => self.send(to, msg),
-                Effect::SetTimer { timer, after } => {
-                    if let Some(h) = self.timers.remove(&timer) {
-                        ctx.cancel_future(h);
-                    }
-                    let h = ctx.run_later(Duration::from_millis(after), move |act, ctx| {
-                        act.timers.remove(&timer);
-                        act.react(ctx, Input::Timer(timer));
-                    });
-                    self.timers.insert(timer, h);
-                }
-                Effect::CancelTimer { timer } => {
-                    if let Some(h) = self.timers.remove(&timer) {
-                        ctx.cancel_future(h);
-                    }
-                }
-                Effect::Persist { token, ops } => {
-                    let applied = match self.storage.as_mut() {
-                        Some(s) => s.apply(ops),
-                        None => Applied::Failed(StoreError::Io("store not open".into())),
-                    };
-                    let result = match applied {
-                        Applied::Done { fsync_owed } => {
-                            if fsync_owed {
-                                self.appended += 1;
-                            }
-                            Ok(())
-                        }
-                        Applied::Failed(e) => Err(e),
-                        Applied::Fatal(why) => {
-                            self.crashed(ctx, &why);
-                            return;
-                        }
-                    };
-                    if let Err(e) = &result {
-                        self.shared.metrics.count_store_error();
-                        tracing::warn!(node = %self.name(), actor = self.kind.as_str(), error = %e, "persist failed");
-                    }
-                    let done =
-                        |core: &mut Box<dyn Core>, c: &mut Ctx| core.on_persisted(token, result, c);
-                    if !self.complete(ctx, &mut queue, done) {
-                        return;
-                    }
-                }
-                Effect::Output { token, files } => {
-                    let config = &self.shared.config;
-                    let result = match &config.compliance_output {
-                        Some(dir) => {
-                            let (_, file_mode) = export_modes(config.compliance_group_read);
-                            export_folder(dir, config.compliance_group_read)
-                                .map_err(|e| export_error(dir, e))
-                                .and_then(|()| {
-                                    // In order: the manifest comes last.
-                                    files.iter().try_for_each(|f| {
-                                        let path = dir.join(&f.name);
-                                        write_file_atomically(&path, &f.data, file_mode)
-                                            .map_err(|e| export_error(&path, e))
-                                    })
-                                })
-                        }
-                        None => Err(StoreError::Io("no [compliance] output folder".into())),
-                    };
-                    if let Err(e) = &result {
-                        tracing::warn!(node = %self.name(), error = %e, "compliance export not written");
-                    }
-                    let done =
-                        |core: &mut Box<dyn Core>, c: &mut Ctx| core.on_output(token, result, c);
-                    if !self.complete(ctx, &mut queue, done) {
-                        return;
-                    }
-                }
-                Effect::Load { token, key } => {
-                    let result = match self.storage.as_ref() {
-                        Some(s) => s.load(&key),
-                        None => Err(StoreError::Io("store not open".into())),
-                    };
-                    let done =
-                        |core: &mut Box<dyn Core>, c: &mut Ctx| core.on_loaded(token, result, c);
-                    if !self.complete(ctx, &mut queue, done) {
-                        return;
-                    }
-                }
-                Effect::Event(ev) => {
-                    self.shared.metrics.count_event(ev.name);
-                    tracing::info!(node = %self.name(), event = ev.name, detail = %ev.detail, "operator event");
-                }
-            }
+        match done {
+            Some(Ok(())) => self.after(ctx),
+            Some(Err(stop)) => self.crashed(ctx, &stop.to_string()),
+            None => self.crashed(ctx, "the store would block"),
         }
-        self.start_sync(ctx);
-        self.update_pending();
     }
 
-    /// Reports a completion (persist, load, output) to the core; its
-    /// effects run before the rest of the reaction's, and before any other
-    /// event. `false` if the core panicked (the node is restarting).
-    fn complete(
-        &mut self,
-        ctx: &mut Context<Self>,
-        queue: &mut VecDeque<Effect>,
-        done: impl FnOnce(&mut Box<dyn Core>, &mut Ctx),
-    ) -> bool {
-        let now = now_ms();
-        let (core, me, rng) = (&mut self.core, &self.me, &mut self.rng);
-        let more = catch_unwind(AssertUnwindSafe(|| {
-            let mut c = Ctx::new(now, me, rng);
-            done(core, &mut c);
-            c.into_effects()
-        }));
-        let Ok(more) = more else {
-            self.crashed(ctx, "the core panicked");
-            return false;
-        };
-        for e in more.into_iter().rev() {
-            queue.push_front(e);
+    /// After a reaction: start a group-commit fsync if one is owed, arm the
+    /// actix timer for the reactor's earliest deadline, publish what is
+    /// pending.
+    fn after(&mut self, ctx: &mut Context<Self>) {
+        self.start_sync(ctx);
+        let next = self.reactor.next_timer().map(|(at, ..)| at);
+        if self.alarm.as_ref().map(|(at, _)| *at) != next {
+            if let Some((_, h)) = self.alarm.take() {
+                ctx.cancel_future(h);
+            }
+            if let Some(at) = next {
+                let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                let h = ctx.run_later(wait, |act, ctx| {
+                    act.alarm = None;
+                    act.react(ctx, None);
+                });
+                self.alarm = Some((at, h));
+            }
         }
-        true
+        self.pending
+            .store(self.reactor.pending(0), Ordering::Relaxed);
     }
 
     /// Starts an fsync for everything appended so far, unless one runs.
     fn start_sync(&mut self, ctx: &mut Context<Self>) {
-        if self.syncing || self.appended == self.synced {
-            return;
-        }
         let Some(Storage::Log { disk, .. }) = &self.storage else {
             return;
         };
-        let handle = match disk.sync_handle(&store_file(self.kind)) {
+        let file = store_file(self.kind);
+        let handle = disk.sync_handle(&file);
+        let Some(upto) = self.reactor.sync_wanted(0) else {
+            return;
+        };
+        let handle = match handle {
             Ok(h) => h,
             Err(e) => {
                 self.crashed(ctx, &format!("cannot open the store for fsync: {e}"));
                 return;
             }
         };
-        self.syncing = true;
-        let generation = self.appended;
         let fut = async move {
             match tokio::task::spawn_blocking(move || handle.sync_data()).await {
                 Ok(r) => r,
@@ -617,7 +525,6 @@ impl CoreActor {
             }
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            act.syncing = false;
             if act.stale() {
                 ctx.stop();
                 return;
@@ -625,13 +532,9 @@ impl CoreActor {
             match result {
                 Ok(()) => {
                     act.shared.metrics.count_fsync();
-                    act.synced = generation;
-                    while act.held.front().is_some_and(|(g, _)| *g <= act.synced) {
-                        let (_, env) = act.held.pop_front().expect("front exists");
-                        act.transmit(env);
-                    }
-                    act.start_sync(ctx);
-                    act.update_pending();
+                    let (reactor, mut io) = act.io();
+                    reactor.synced(0, upto, &mut io);
+                    act.after(ctx);
                 }
                 Err(e) => act.crashed(ctx, &format!("fsync failed: {e}")),
             }
@@ -682,7 +585,7 @@ impl CoreActor {
             tracing::warn!(node = %self.name(), event = "store_damaged", detail = %String::from_utf8_lossy(detail), "operator event");
         }
         self.storage = Some(storage);
-        self.react(ctx, Input::Start(recovered));
+        self.react(ctx, Some(Input::Start(recovered)));
     }
 }
 
@@ -702,7 +605,7 @@ impl Actor for CoreActor {
         let metrics = self.shared.metrics.clone();
         let actor = self.kind;
         ctx.run_interval(Duration::from_secs(1), move |act, _| {
-            metrics.set_gauges(actor, act.core.gauges());
+            metrics.set_gauges(actor, act.reactor.core(0).gauges());
         });
         // An idle core must notice a sibling's crash too.
         ctx.run_interval(Duration::from_millis(50), |act, ctx| {
@@ -720,14 +623,11 @@ impl Supervised for CoreActor {
             self.restarts = 0;
         }
         self.restarts += 1;
-        self.core = make_core(&self.shared, self.kind);
+        // A fresh core and reactor: timers and held messages are gone.
+        self.reactor = reactor(&self.shared, self.kind);
         self.storage = None;
-        self.timers.clear();
-        self.held.clear();
-        self.appended = 0;
-        self.synced = 0;
-        self.syncing = false;
-        self.update_pending();
+        self.alarm = None;
+        self.pending.store(0, Ordering::Relaxed);
     }
 }
 
@@ -749,7 +649,13 @@ impl Handler<Deliver> for CoreActor {
         if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace!(node = %self.name(), from = %env.from, msg = %brief(&env.msg), "receive");
         }
-        self.react(ctx, Input::Msg(env));
+        self.react(
+            ctx,
+            Some(Input::Msg {
+                from: env.from,
+                msg: env.msg,
+            }),
+        );
     }
 }
 
@@ -879,10 +785,13 @@ fn prepare_export_folder(node: &NodeConfig, dir: &Path, group_read: bool) {
     }
 }
 
+/// Every store of a node, opened, with what each recovered.
+pub struct OpenedStores(BTreeMap<ActorKind, (Storage, Recovered)>);
+
 /// Opens every store of the node, as its cores will use them: a store that
 /// cannot be opened, read or written stops the start here, with its path
 /// and the operating system's error, before the node listens.
-fn open_stores(node: &NodeConfig) -> Result<BTreeMap<ActorKind, (Storage, Recovered)>, NodeError> {
+pub fn open_stores(node: &NodeConfig) -> Result<OpenedStores, NodeError> {
     let mut stores = BTreeMap::new();
     for kind in node.actors() {
         let opened = Storage::open(node, kind)
@@ -892,7 +801,7 @@ fn open_stores(node: &NodeConfig) -> Result<BTreeMap<ActorKind, (Storage, Recove
             })?;
         stores.insert(kind, opened);
     }
-    Ok(stores)
+    Ok(OpenedStores(stores))
 }
 
 /// Raises the soft limit on open files to the hard one: every client and
@@ -931,11 +840,76 @@ pub fn run(config: Config, name: &str) -> Result<(), NodeError> {
     system.block_on(async move { serve(Arc::new(config), node, link, stores).await })
 }
 
+/// A node's cores, running in the current actix system.
+pub struct Running {
+    pub shared: Arc<NodeShared>,
+    pendings: Vec<Arc<AtomicU64>>,
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Running {
+    /// Messages held for an fsync, fsyncs owed and messages between cores:
+    /// zero when the node may stop without leaving work behind.
+    pub fn pending(&self) -> u64 {
+        self.pendings
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum::<u64>()
+            + self.shared.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the cores of `node`, built by `cores`, each supervised on its
+/// own arbiter, over `net` and the stores [`open_stores`] opened. What
+/// `run` does before it listens; the contract suite starts probe cores
+/// with it.
+pub fn start_cores(
+    config: Arc<Config>,
+    node: NodeConfig,
+    net: Arc<Network>,
+    cores: Arc<dyn Cores>,
+    OpenedStores(mut stores): OpenedStores,
+) -> Running {
+    let metrics = Arc::new(Metrics::new(&node, &config.settings, net.clone()));
+    let shared = Arc::new(NodeShared {
+        config: config.clone(),
+        node: node.clone(),
+        net: net.clone(),
+        metrics,
+        stopping: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        cores: OnceLock::new(),
+        roster: cores,
+    });
+    let mut actors: BTreeMap<ActorKind, actix::Addr<CoreActor>> = BTreeMap::new();
+    let mut pendings = Vec::new();
+    let mut arbiters = Vec::new();
+    for kind in node.actors() {
+        let pending = Arc::new(AtomicU64::new(0));
+        pendings.push(pending.clone());
+        let s = shared.clone();
+        let opened = stores.remove(&kind);
+        let arbiter = Arbiter::new();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            CoreActor::new(s, kind, pending, opened)
+        });
+        arbiters.push(arbiter);
+        actors.insert(kind, addr);
+    }
+    let _ = shared.cores.set(actors);
+    Running {
+        shared,
+        pendings,
+        _arbiters: arbiters,
+    }
+}
+
 async fn serve(
     config: Arc<Config>,
     node: NodeConfig,
     link: Arc<dyn Link>,
-    mut stores: BTreeMap<ActorKind, (Storage, Recovered)>,
+    stores: OpenedStores,
 ) -> Result<(), NodeError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let net = Network::with_link(
@@ -955,33 +929,15 @@ async fn serve(
             .map(|n| (n.name.clone(), n.actors()))
             .collect(),
     );
-    let metrics = Arc::new(Metrics::new(&node, &config.settings, net.clone()));
-    let shared = Arc::new(NodeShared {
-        config: config.clone(),
-        node: node.clone(),
-        net: net.clone(),
-        metrics: metrics.clone(),
-        stopping: AtomicBool::new(false),
-        generation: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-        cores: OnceLock::new(),
+    let roster = Arc::new(Roster {
+        node: node.name.clone(),
+        cluster: config.cluster.clone(),
+        settings: config.settings.clone(),
+        pool: config.pool.clone(),
+        sabotage: Sabotage::default(),
     });
-    let mut actors: BTreeMap<ActorKind, actix::Addr<CoreActor>> = BTreeMap::new();
-    let mut pendings = Vec::new();
-    let mut arbiters = Vec::new();
-    for kind in node.actors() {
-        let pending = Arc::new(AtomicU64::new(0));
-        pendings.push(pending.clone());
-        let s = shared.clone();
-        let opened = stores.remove(&kind);
-        let arbiter = Arbiter::new();
-        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            CoreActor::new(s, kind, pending, opened)
-        });
-        arbiters.push(arbiter);
-        actors.insert(kind, addr);
-    }
-    let _ = shared.cores.set(actors);
+    let running = start_cores(config.clone(), node.clone(), net.clone(), roster, stores);
+    let (shared, metrics) = (running.shared.clone(), running.shared.metrics.clone());
     if let Some(addr) = node.metrics {
         crate::metrics::serve(addr, metrics.clone())
             .map_err(|e| NodeError::Setup(format!("metrics on {addr}: {e}")))?;
@@ -1024,11 +980,7 @@ async fn serve(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut quiet = 0;
     loop {
-        let pending: u64 = pendings
-            .iter()
-            .map(|p| p.load(Ordering::Relaxed))
-            .sum::<u64>()
-            + shared.in_flight.load(Ordering::Relaxed);
+        let pending = running.pending();
         // Quiet for several samples in a row: a message between two cores
         // is not mistaken for the end.
         quiet = if pending == 0 { quiet + 1 } else { 0 };

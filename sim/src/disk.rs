@@ -145,6 +145,35 @@ impl SimDisk {
     }
 }
 
+/// The disk as a group-committing store sees it: appends land at once and
+/// `sync` does nothing; the host syncs the file for a whole group of
+/// appends later (see the node host), as the production node does.
+pub struct Deferred<'a>(&'a SimDisk);
+
+impl SimDisk {
+    pub fn deferred(&self) -> Deferred<'_> {
+        Deferred(self)
+    }
+}
+
+impl Disk for Deferred<'_> {
+    fn read(&self, file: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        self.0.read(file)
+    }
+    fn append(&self, file: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.append(file, data)
+    }
+    fn truncate(&self, file: &str, len: u64) -> Result<(), DiskError> {
+        self.0.truncate(file, len)
+    }
+    async fn sync(&self, _file: &str) -> Result<(), DiskError> {
+        Ok(())
+    }
+    async fn replace(&self, file: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.replace(file, data).await
+    }
+}
+
 impl Disk for SimDisk {
     fn read(&self, file: &str) -> Result<Option<Vec<u8>>, DiskError> {
         let s = self.lock();
@@ -181,15 +210,19 @@ impl Disk for SimDisk {
     }
 
     async fn sync(&self, file: &str) -> Result<(), DiskError> {
-        let fsync = self.lock().fsync;
-        // The window in which a crash loses the write.
+        let (fsync, len) = {
+            let s = self.lock();
+            (s.fsync, s.files.get(file).map_or(0, |f| f.data.len()))
+        };
+        // The window in which a crash loses the write. What is appended
+        // meanwhile (group commit) waits for the next sync.
         tokio::time::sleep(fsync).await;
         let mut s = self.lock();
         if s.io_error {
             return Err(DiskError::Io("injected fsync error".into()));
         }
         if let Some(f) = s.files.get_mut(file) {
-            f.synced = f.data.len();
+            f.synced = f.synced.max(len.min(f.data.len()));
         }
         Ok(())
     }

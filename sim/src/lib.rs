@@ -17,13 +17,8 @@ pub mod scenario;
 pub mod seeds;
 pub mod trace;
 
-/// Locks harness state shared between simulated nodes. A poisoned lock
-/// only means a panicking test thread; the data is consistent between
-/// calls, so it is used anyway rather than panicking a second time.
 #[cfg(madsim)]
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use holdfast_host::lock;
 
 #[cfg(madsim)]
 pub mod alarm;

@@ -9,31 +9,23 @@ use crate::report::EventRecord;
 use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
 use fnv::FnvHasher;
-use holdfast_actors::actor::{Actor, Ctx, Effect, StoreError, StoreOp, Timer};
-use holdfast_actors::archiver::Archiver;
-use holdfast_actors::channel::Channel;
-use holdfast_actors::chat::ChatPool;
-use holdfast_actors::chat_store::ChatStore;
-use holdfast_actors::cluster::Cluster;
-use holdfast_actors::compliance::Compliance;
-use holdfast_actors::database::Database;
-use holdfast_actors::destination_queue::DestinationQueue;
-use holdfast_actors::front_end::FrontEnd;
+use holdfast_actors::actor::{Actor, Event, StoreError, StoreOp, Timer};
+use holdfast_actors::compliance_export::OutputFile;
 use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::lookup::Lookup;
-use holdfast_actors::outgoing_queue::OutgoingQueue;
 use holdfast_actors::protocol::Envelope;
+use holdfast_actors::reactor::{Input, Io, Persisted, Reactor, Stop};
+use holdfast_actors::roster::Cores;
 use holdfast_actors::settings::{Sabotage, Settings};
 use holdfast_actors::store_keys::{self, Row, DB_ROW, STORE_DAMAGED};
-use holdfast_actors::web_files::WebFiles;
-use holdfast_host::disk::Disk;
+use holdfast_host::disk::{Disk, DiskError};
 use holdfast_host::liveness::Liveness;
+pub use holdfast_host::store::store_file;
 use holdfast_host::store::{Damage, LogStore};
 use holdfast_host::transport::{outbound_capacity, Network};
 use madsim::time::TimeHandle;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,14 +39,17 @@ pub struct NodeSpec {
     pub roles: Vec<ActorKind>,
     pub addr: SocketAddr,
     pub peers: BTreeMap<String, SocketAddr>,
-    pub cluster: Arc<Cluster>,
     pub settings: Settings,
     pub sabotage: Sabotage,
     pub seed: u64,
-    /// The group chat pool (empty without Channel servers).
-    pub pool: Arc<ChatPool>,
+    /// What builds the node's cores (the real ones: a `Roster`).
+    pub cores: Arc<dyn Cores>,
     /// The simulated network's flow control (shared by every node).
     pub link: Arc<FlowLink>,
+    /// Commit the queue stores in groups, as the production node does:
+    /// a persist is appended at once and what the core sends after it is
+    /// held until one sync covers the group (`topology.group_commit`).
+    pub group_commit: bool,
 }
 
 /// Fault switches the harness flips on a node.
@@ -95,68 +90,149 @@ pub const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 /// Folder (file name prefix) of a node's export files on its disk.
 pub const OUTPUT_DIR: &str = "out/";
 
-/// File on the node's disk that holds an actor's store.
-pub fn store_file(kind: ActorKind) -> String {
-    format!("{}.log", kind.as_str())
+/// The simulated node's side of the reactor: its disk, its network, its
+/// trace and the harness's records. The reactor owns the cores; this owns
+/// their stores (one per slot, in slot order).
+struct SimIo<'a> {
+    spec: &'a NodeSpec,
+    shared: &'a NodeShared,
+    net: &'a Arc<Network>,
+    stores: &'a mut [LogStore],
+    clock: &'a TimeHandle,
 }
 
-struct Slot {
-    addr: Addr,
-    actor: Box<dyn Actor>,
-    store: LogStore,
-    rng: SmallRng,
+impl SimIo<'_> {
+    fn time(&self) -> u64 {
+        self.clock
+            .now_instant()
+            .duration_since(self.shared.epoch)
+            .as_millis() as u64
+    }
 }
+
+impl Io for SimIo<'_> {
+    fn now(&mut self) -> u64 {
+        self.time()
+    }
+
+    fn send(&mut self, env: Envelope) {
+        if let Err(e) = self.net.send(env) {
+            tracing::warn!(node = %self.spec.name, error = %e, "message not sent");
+        }
+    }
+
+    async fn persist(&mut self, slot: usize, ops: Vec<StoreOp>) -> Persisted {
+        let disk = &self.shared.disk;
+        let one_in = lock(&self.shared.control).refuse_one_in;
+        let kind = self.spec.roles[slot];
+        if kind == ActorKind::Database && one_in > 0 {
+            if let Some(e) = refused_row(&ops, one_in) {
+                // Refused by the engine: nothing of the batch written.
+                return Persisted::Failed(e);
+            }
+        }
+        let store = &mut self.stores[slot];
+        if self.spec.group_commit && group_committed(kind) {
+            // Appended now, made durable by a sync the host runs for the
+            // whole group (see `run_node`).
+            match store.apply(&disk.deferred(), ops).await {
+                Ok(()) => Persisted::Appended,
+                Err(e) => Persisted::Failed(e),
+            }
+        } else {
+            match store.apply(disk, ops).await {
+                Ok(()) => Persisted::Durable,
+                Err(e) => Persisted::Failed(e),
+            }
+        }
+    }
+
+    async fn load(&mut self, slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.stores[slot].state().get(&key).cloned())
+    }
+
+    async fn output(&mut self, _slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError> {
+        // Each file written atomically (after an fsync delay) under `out/`;
+        // a crash after the last one and before the core's deletion is
+        // durable is the window the export intent covers.
+        for f in files {
+            self.shared
+                .disk
+                .replace(&format!("{OUTPUT_DIR}{}", f.name), &f.data)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, _slot: usize, ev: Event) {
+        let now = self.time();
+        tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
+        lock(&self.shared.trace).record_noted(
+            now,
+            &self.spec.name,
+            ev.name,
+            String::new,
+            ev.detail.as_bytes(),
+        );
+        lock(&self.shared.events).push(EventRecord {
+            at: now,
+            node: self.spec.name.clone(),
+            name: ev.name.to_string(),
+            detail: ev.detail,
+        });
+    }
+
+    fn firing(&mut self, addr: &Addr, timer: Timer) {
+        let actor = addr.actor;
+        lock(&self.shared.trace).record_noted(
+            self.time(),
+            &self.spec.name,
+            "timer",
+            || format!("{actor:?} {timer:?}"),
+            &(actor, timer),
+        );
+    }
+}
+
+/// Whether the production node commits `kind`'s store in groups: the queue
+/// stores do; the archive and chat databases commit each transaction.
+fn group_committed(kind: ActorKind) -> bool {
+    !matches!(kind, ActorKind::Database | ActorKind::ChatStore)
+}
+
+/// A sync of a group of appends finished: `(slot, appends covered, result)`.
+type SyncDone = (usize, u64, Result<(), DiskError>);
 
 struct Host {
     spec: Arc<NodeSpec>,
     shared: NodeShared,
     net: Arc<Network>,
-    slots: Vec<Slot>,
-    timers: BTreeMap<(u64, u64), (usize, Timer)>,
-    timer_keys: BTreeMap<(usize, Timer), (u64, u64)>,
-    timer_seq: u64,
-    envelope_seq: u64,
+    reactor: Reactor<Box<dyn Actor>>,
+    stores: Vec<LogStore>,
+    /// Where group-commit syncs report (a channel per life: a sync of a
+    /// life that ended reports to no one).
+    synced: mpsc::UnboundedSender<SyncDone>,
+    synced_rx: mpsc::UnboundedReceiver<SyncDone>,
     /// The simulation's clock, held rather than looked up: `Instant::now`
     /// reaches it through madsim's `clock_gettime` shim, a context lookup
     /// and two conversions, several percent of a run at once per event.
     clock: TimeHandle,
 }
 
-fn make_actor(spec: &NodeSpec, kind: ActorKind) -> Box<dyn Actor> {
-    let n = spec.name.clone();
-    let c = spec.cluster.clone();
-    let s = spec.settings.clone();
-    match kind {
-        ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s).sabotaged(&spec.sabotage)),
-        ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
-        ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
-        ActorKind::Archiver => Box::new(Archiver::new(n, c, s).sabotaged(&spec.sabotage)),
-        ActorKind::Database => Box::new(Database::new(n, spec.sabotage.clone())),
-        ActorKind::Lookup => Box::new(Lookup::new(n, spec.pool.clone(), s)),
-        ActorKind::Channel if spec.sabotage.no_relay => {
-            Box::new(Channel::new(n, spec.pool.clone(), s).without_relay())
-        }
-        ActorKind::Channel => Box::new(Channel::new(n, spec.pool.clone(), s)),
-        ActorKind::ChatStore => Box::new(
-            ChatStore::new(n, spec.pool.rooms.clone())
-                .with_compliance(spec.pool.compliance.clone()),
-        ),
-        ActorKind::Web => Box::new(
-            WebFiles::new(n, spec.pool.clone(), s).with_compliance(spec.pool.compliance.clone()),
-        ),
-        ActorKind::Compliance => {
-            let c = Compliance::new(n, spec.pool.export.clone(), s.compliance_interval);
-            if spec.sabotage.compliance_delete_first {
-                Box::new(c.deleting_first())
-            } else {
-                Box::new(c)
-            }
-        }
-        ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
-    }
-}
-
 impl Host {
+    fn io(&mut self) -> (&mut Reactor<Box<dyn Actor>>, SimIo<'_>) {
+        (
+            &mut self.reactor,
+            SimIo {
+                spec: &self.spec,
+                shared: &self.shared,
+                net: &self.net,
+                stores: &mut self.stores,
+                clock: &self.clock,
+            },
+        )
+    }
+
     fn now(&self) -> u64 {
         self.clock
             .now_instant()
@@ -165,165 +241,78 @@ impl Host {
     }
 
     fn trace(&self, what: &str, detail: &(impl std::hash::Hash + ?Sized)) {
-        self.trace_noted(self.now(), what, String::new, detail);
+        lock(&self.shared.trace).record_noted(
+            self.now(),
+            &self.spec.name,
+            what,
+            String::new,
+            detail,
+        );
     }
 
-    /// As `trace`, at `now` (the current time, already read: madsim's
-    /// clock is a lock and a system call shim, and the host reads it once
-    /// per event rather than once per use), with a note for the timeline
-    /// only (see `Trace`).
-    fn trace_noted(
-        &self,
-        now: u64,
-        what: &str,
-        note: impl FnOnce() -> String,
-        detail: &(impl std::hash::Hash + ?Sized),
-    ) {
-        lock(&self.shared.trace).record_noted(now, &self.spec.name, what, note, detail);
-    }
-
-    /// Runs one reaction of actor `i`, starting at `now` (the current
-    /// time), and executes its effects in order. The time is read again
-    /// only after an effect that waits (a write to disk); returns it.
-    async fn react(
-        &mut self,
-        i: usize,
-        mut now: u64,
-        f: impl FnOnce(&mut dyn Actor, &mut Ctx),
-    ) -> u64 {
-        let effects = {
-            let slot = &mut self.slots[i];
-            let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
-            f(slot.actor.as_mut(), &mut ctx);
-            ctx.into_effects()
-        };
-        // Each effect with the time of the reaction that asked for it: a
-        // timer runs from then, not from when the effects before it (a
-        // disk write) have finished.
-        let mut queue: VecDeque<(u64, Effect)> = effects.into_iter().map(|e| (now, e)).collect();
-        while let Some((asked_at, effect)) = queue.pop_front() {
-            match effect {
-                Effect::Send { to, msg } => {
-                    self.envelope_seq += 1;
-                    let env = Envelope {
-                        from: self.slots[i].addr.clone(),
-                        to,
-                        id: self.envelope_seq,
-                        msg,
-                    };
-                    if let Err(e) = self.net.send(env) {
-                        tracing::warn!(node = %self.spec.name, error = %e, "message not sent");
-                    }
-                }
-                Effect::SetTimer { timer, after } => {
-                    if let Some(key) = self.timer_keys.remove(&(i, timer)) {
-                        self.timers.remove(&key);
-                    }
-                    self.timer_seq += 1;
-                    let key = (asked_at + after, self.timer_seq);
-                    self.timers.insert(key, (i, timer));
-                    self.timer_keys.insert((i, timer), key);
-                }
-                Effect::CancelTimer { timer } => {
-                    if let Some(key) = self.timer_keys.remove(&(i, timer)) {
-                        self.timers.remove(&key);
-                    }
-                }
-                Effect::Persist { token, ops } => {
-                    let disk = self.shared.disk.clone();
-                    let one_in = lock(&self.shared.control).refuse_one_in;
-                    let refused = match self.slots[i].addr.actor {
-                        ActorKind::Database if one_in > 0 => refused_row(&ops, one_in),
-                        _ => None,
-                    };
-                    let result = match refused {
-                        // Refused by the engine: nothing of the batch written.
-                        Some(e) => Err(e),
-                        None => self.slots[i].store.apply(&disk, ops).await,
-                    };
-                    now = self.now();
-                    let slot = &mut self.slots[i];
-                    let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
-                    slot.actor.on_persisted(token, result, &mut ctx);
-                    // The completion's effects run before the rest of this
-                    // reaction's, and before any other event.
-                    for e in ctx.into_effects().into_iter().rev() {
-                        queue.push_front((now, e));
-                    }
-                }
-                Effect::Output { token, files } => {
-                    // Each file written atomically (after an fsync delay)
-                    // under `out/`; a crash after the last one and before
-                    // the core's deletion is durable is the window the
-                    // export intent covers.
-                    let disk = self.shared.disk.clone();
-                    let mut result = Ok(());
-                    for f in files {
-                        if let Err(e) = disk
-                            .replace(&format!("{OUTPUT_DIR}{}", f.name), &f.data)
-                            .await
-                        {
-                            result = Err(StoreError::from(e));
-                            break;
-                        }
-                    }
-                    now = self.now();
-                    let slot = &mut self.slots[i];
-                    let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
-                    slot.actor.on_output(token, result, &mut ctx);
-                    for e in ctx.into_effects().into_iter().rev() {
-                        queue.push_front((now, e));
-                    }
-                }
-                Effect::Load { token, key } => {
-                    let result = Ok(self.slots[i].store.state().get(&key).cloned());
-                    let slot = &mut self.slots[i];
-                    let mut ctx = Ctx::new(now, &slot.addr, &mut slot.rng);
-                    slot.actor.on_loaded(token, result, &mut ctx);
-                    for e in ctx.into_effects().into_iter().rev() {
-                        queue.push_front((now, e));
-                    }
-                }
-                Effect::Event(ev) => {
-                    tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
-                    self.trace_noted(now, ev.name, String::new, ev.detail.as_bytes());
-                    lock(&self.shared.events).push(EventRecord {
-                        at: now,
-                        node: self.spec.name.clone(),
-                        name: ev.name.to_string(),
-                        detail: ev.detail,
-                    });
-                }
+    /// After a reaction: starts a sync for every slot with appends that
+    /// are not durable yet (group commit), one running per slot.
+    fn start_syncs(&mut self) {
+        if !self.spec.group_commit {
+            return;
+        }
+        for slot in 0..self.reactor.len() {
+            if let Some(upto) = self.reactor.sync_wanted(slot) {
+                let disk = self.shared.disk.clone();
+                let file = store_file(self.spec.roles[slot]);
+                let done = self.synced.clone();
+                tokio::spawn(async move {
+                    let result = disk.sync(&file).await;
+                    let _ = done.send((slot, upto, result));
+                });
             }
         }
-        now
     }
 
-    async fn deliver(&mut self, env: Envelope) {
+    async fn deliver(&mut self, env: Envelope) -> Result<(), Stop> {
         let slow = lock(&self.shared.control).slow;
         if !slow.is_zero() {
             tokio::time::sleep(slow).await;
         }
-        let Some(i) = self.slots.iter().position(|s| s.addr.actor == env.to.actor) else {
+        let Some(i) = self.reactor.slot_of(env.to.actor) else {
             tracing::warn!(node = %self.spec.name, to = %env.to, from = %env.from, "no such actor on this node; message dropped");
             self.trace("misrouted", env.msg.name().as_bytes());
-            return;
+            return Ok(());
         };
-        let now = self.now();
-        self.trace_noted(
-            now,
-            env.msg.name(),
-            String::new,
-            &(&env.from, &env.to, &env.msg),
-        );
-        self.react(i, now, |a, ctx| a.on_msg(env.from, env.msg, ctx))
-            .await;
+        self.trace(env.msg.name(), &(&env.from, &env.to, &env.msg));
+        let (reactor, mut io) = self.io();
+        let input = Input::Msg {
+            from: env.from,
+            msg: env.msg,
+        };
+        reactor.react(i, input, &mut io).await?;
+        self.start_syncs();
+        Ok(())
+    }
+
+    async fn fire_due(&mut self) -> Result<(), Stop> {
+        let due = self.now();
+        let (reactor, mut io) = self.io();
+        reactor.fire_due(due, &mut io).await?;
+        self.start_syncs();
+        Ok(())
+    }
+
+    fn synced(&mut self, (slot, upto, result): SyncDone) -> Result<(), Stop> {
+        if let Err(e) = result {
+            // As production: the node's cores restart from what is on
+            // disk, and the messages that waited for this sync are gone.
+            return Err(Stop::Fatal(format!("fsync failed: {e}")));
+        }
+        let (reactor, mut io) = self.io();
+        reactor.synced(slot, upto, &mut io);
+        self.start_syncs();
+        Ok(())
     }
 
     /// The operator event for damage a store found and set aside: which
     /// file, which stretches, and where their bytes are kept.
-    fn store_damaged(&self, file: &str, damage: &[Damage]) {
-        let now = self.now();
+    fn store_damaged(&mut self, file: &str, damage: &[Damage]) {
         let stretches: Vec<String> = damage
             .iter()
             .map(|d| format!("{} bytes at {}", d.len, d.offset))
@@ -334,49 +323,28 @@ impl Host {
             stretches.join(", "),
             LogStore::quarantine_file(file)
         );
-        tracing::warn!(node = %self.spec.name, event = "store_damaged", %detail, "operator event");
-        self.trace_noted(now, "store_damaged", String::new, detail.as_bytes());
-        lock(&self.shared.events).push(EventRecord {
-            at: now,
-            node: self.spec.name.clone(),
-            name: "store_damaged".to_string(),
-            detail,
-        });
+        let (_, mut io) = self.io();
+        io.event(
+            0,
+            Event {
+                name: "store_damaged",
+                detail,
+            },
+        );
     }
 
     fn sample_gauges(&self) {
         let now = self.now();
         let mut g = lock(&self.shared.gauges);
         let mut series = self.shared.series.as_ref().map(|s| lock(s));
-        for slot in &self.slots {
-            for (name, value) in slot.actor.gauges() {
+        for (_, gauges) in self.reactor.gauges() {
+            for (name, value) in gauges {
                 let max = g.entry(name).or_insert(0);
                 *max = (*max).max(value);
                 if let Some(series) = series.as_mut() {
                     series.push((now, name, value));
                 }
             }
-        }
-    }
-
-    async fn fire_due(&mut self) {
-        let due = self.now();
-        // The current time: `due` until a reaction waits.
-        let mut now = due;
-        while let Some((&key, &(i, timer))) = self.timers.iter().next() {
-            if key.0 > due {
-                break;
-            }
-            self.timers.remove(&key);
-            self.timer_keys.remove(&(i, timer));
-            let actor = self.slots[i].addr.actor;
-            self.trace_noted(
-                now,
-                "timer",
-                || format!("{actor:?} {timer:?}"),
-                &(actor, timer),
-            );
-            now = self.react(i, now, |a, ctx| a.on_timer(timer, ctx)).await;
         }
     }
 }
@@ -421,19 +389,43 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
     net.set_liveness(Liveness::new(Duration::from_millis(
         spec.settings.link_timeout,
     )));
-    // Open every store first: a node that cannot read its disk does not
-    // come up half-way (it retries, as a service manager would).
-    let incarnation = {
-        let mut n = lock(&shared.incarnation);
-        *n += 1;
-        *n
-    };
-    let mut slots = Vec::new();
+    let mut listening = false;
+    loop {
+        // Open every store first: a node that cannot read its disk does
+        // not come up half-way (it retries, as a service manager would).
+        let (stores, damaged) = open_stores(&spec, &shared).await;
+        if !listening {
+            if let Err(e) = net.listen(spec.addr).await {
+                tracing::error!(node = %spec.name, error = %e, "cannot listen; node stops");
+                return;
+            }
+            listening = true;
+        }
+        let mut host = boot(&spec, &shared, &net, stores, &damaged).await;
+        match serve(&mut host, &mut rx, &damaged).await {
+            Ok(()) => return,
+            Err(stop) => {
+                // As the production node: every core restarts from what
+                // is on disk; what it held for a sync is gone.
+                tracing::error!(node = %spec.name, why = %stop, "the node's cores restart from their persisted state");
+                host.trace("cores_restart", stop.to_string().as_bytes());
+            }
+        }
+    }
+}
+
+/// Opens the store of every actor of the node, retrying each until it
+/// opens; returns them with the damage each set aside.
+async fn open_stores(
+    spec: &NodeSpec,
+    shared: &NodeShared,
+) -> (Vec<LogStore>, Vec<(String, Vec<Damage>)>) {
+    let mut stores = Vec::new();
     let mut damaged = Vec::new();
     for &kind in &spec.roles {
         let file = store_file(kind);
         let store = loop {
-            match open_store(&spec, &shared.disk, &file).await {
+            match open_store(spec, &shared.disk, &file).await {
                 Ok((s, damage)) => {
                     if !damage.is_empty() {
                         damaged.push((file.clone(), damage));
@@ -446,48 +438,74 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
                 }
             }
         };
-        slots.push(Slot {
-            addr: Addr::new(spec.name.clone(), kind),
-            actor: make_actor(&spec, kind),
-            store,
-            rng: SmallRng::seed_from_u64(actor_seed(spec.seed, &spec.name, kind, incarnation)),
-        });
+        stores.push(store);
     }
-    if let Err(e) = net.listen(spec.addr).await {
-        tracing::error!(node = %spec.name, error = %e, "cannot listen; node stops");
-        return;
+    (stores, damaged)
+}
+
+/// Builds this life's reactor over the opened stores and starts each core
+/// with what its store recovered.
+async fn boot(
+    spec: &Arc<NodeSpec>,
+    shared: &NodeShared,
+    net: &Arc<Network>,
+    stores: Vec<LogStore>,
+    damaged: &[(String, Vec<Damage>)],
+) -> Host {
+    let incarnation = {
+        let mut n = lock(&shared.incarnation);
+        *n += 1;
+        *n
+    };
+    let mut reactor = Reactor::new(false).sabotaged(&spec.sabotage);
+    for &kind in &spec.roles {
+        reactor.add(
+            Addr::new(spec.name.clone(), kind),
+            spec.cores.core(kind),
+            SmallRng::seed_from_u64(actor_seed(spec.seed, &spec.name, kind, incarnation)),
+        );
     }
+    let (synced, synced_rx) = mpsc::unbounded_channel();
     let mut host = Host {
-        spec,
-        shared,
-        net,
-        slots,
-        timers: BTreeMap::new(),
-        timer_keys: BTreeMap::new(),
-        timer_seq: 0,
-        envelope_seq: 0,
+        spec: spec.clone(),
+        shared: shared.clone(),
+        net: net.clone(),
+        reactor,
+        stores,
+        synced,
+        synced_rx,
         clock: TimeHandle::current(),
     };
     host.trace("start", &());
-    for (file, damage) in &damaged {
+    for (file, damage) in damaged {
         host.store_damaged(file, damage);
     }
-    for i in 0..host.slots.len() {
-        let mut recovered = host.slots[i].store.take_state();
-        let file = store_file(host.slots[i].addr.actor);
+    host
+}
+
+/// Starts the cores, then runs the node until its network closes (`Ok`)
+/// or its cores must restart (`Err`).
+async fn serve(
+    host: &mut Host,
+    rx: &mut mpsc::UnboundedReceiver<Envelope>,
+    damaged: &[(String, Vec<Damage>)],
+) -> Result<(), Stop> {
+    for i in 0..host.reactor.len() {
+        let mut recovered = host.stores[i].take_state();
+        let file = store_file(host.spec.roles[i]);
         if let Some((_, damage)) = damaged.iter().find(|(f, _)| *f == file) {
             recovered.insert(STORE_DAMAGED.to_vec(), format!("{damage:?}").into_bytes());
         }
-        let now = host.now();
-        host.react(i, now, |a, ctx| a.on_start(recovered, ctx))
-            .await;
+        let (reactor, mut io) = host.io();
+        reactor.react(i, Input::Start(recovered), &mut io).await?;
+        host.start_syncs();
     }
     let mut next_sample = Instant::now() + GAUGE_INTERVAL;
     // One alarm for the earlier of the next gauge sample and the next timer:
     // a single clock read per turn of the loop (madsim's clock takes a lock).
     let mut alarm = Alarm::new();
     loop {
-        let next_timer = host.timers.keys().next().map(|k| k.0);
+        let next_timer = host.reactor.next_timer().map(|(at, ..)| at);
         let wake = next_timer.map_or(next_sample, |at| {
             next_sample.min(host.shared.epoch + Duration::from_millis(at))
         });
@@ -499,15 +517,16 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
                     host.sample_gauges();
                     next_sample += GAUGE_INTERVAL;
                 } else {
-                    host.fire_due().await;
+                    host.fire_due().await?;
                 }
             }
+            Some(done) = host.synced_rx.recv() => host.synced(done)?,
             env = rx.recv() => match env {
                 Some(env) => {
                     host.net.consumed(&env);
-                    host.deliver(env).await
+                    host.deliver(env).await?
                 }
-                None => return,
+                None => return Ok(()),
             },
         }
     }

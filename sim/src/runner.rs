@@ -24,6 +24,7 @@ use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::compliance;
 use holdfast_actors::ids::ActorKind;
 use holdfast_actors::policy::{ArchiveSwitch, Policy};
+use holdfast_actors::roster::Roster;
 use holdfast_actors::store_keys;
 use holdfast_actors::web_files;
 use holdfast_host::store::replay;
@@ -285,12 +286,18 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 .filter(|(n, _)| *n != name)
                 .map(|(n, a)| (n.clone(), *a))
                 .collect(),
-            cluster: cluster.clone(),
             settings: scn.settings.clone(),
             sabotage: scn.sabotage.clone(),
             seed,
-            pool: pool.clone(),
+            cores: Arc::new(Roster {
+                node: name.clone(),
+                cluster: cluster.clone(),
+                settings: scn.settings.clone(),
+                pool: pool.clone(),
+                sabotage: scn.sabotage.clone(),
+            }),
             link: link.clone(),
+            group_commit: scn.topology.group_commit,
         });
         let shared = NodeShared {
             disk: SimDisk::new(

@@ -107,6 +107,9 @@ struct RawTopology {
     /// Simulated fsync latency.
     #[serde(default)]
     fsync: Option<Spanned<String>>,
+    /// Commit the queue stores in groups, as the production node does.
+    #[serde(default)]
+    group_commit: Option<Spanned<bool>>,
     /// Group chat: Channel servers `ch1..` and Lookup instances
     /// `lookup1..` (with a chat store `chatdb` when there are channels).
     #[serde(default = "zero")]
@@ -130,6 +133,7 @@ impl Default for RawTopology {
             disk_size: None,
             disk_sizes: BTreeMap::new(),
             fsync: None,
+            group_commit: None,
             channels: zero(),
             lookups: zero(),
             web: zero(),
@@ -385,6 +389,10 @@ pub struct Topology {
     /// Nodes whose disk is not `disk_size`.
     pub disk_sizes: BTreeMap<String, u64>,
     pub fsync_ms: u64,
+    /// Queue stores commit in groups: a persist is appended at once and
+    /// what the core sends after it waits for one sync covering the group
+    /// (the production node's policy); off, each persist syncs on its own.
+    pub group_commit: bool,
     pub channels: Vec<String>,
     pub lookups: Vec<String>,
     /// The chat store's node, when there are Channel servers.
@@ -842,6 +850,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             Some(s) => cx.dur(s, "topology.fsync")?,
             None => 1,
         },
+        group_commit: t.group_commit.as_ref().is_some_and(|g| *g.get_ref()),
         channels: node_names("ch", cx.count(&t.channels, "topology.channels", 0)?),
         lookups: node_names("lookup", cx.count(&t.lookups, "topology.lookups", 0)?),
         chat_store: None,

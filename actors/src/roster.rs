@@ -1,0 +1,77 @@
+//! Which core runs for each actor kind: the one factory every host uses,
+//! so that the simulator and the production node start the same cores
+//! with the same wiring.
+
+use crate::actor::Actor;
+use crate::archiver::Archiver;
+use crate::channel::Channel;
+use crate::chat::ChatPool;
+use crate::chat_store::ChatStore;
+use crate::cluster::Cluster;
+use crate::compliance::Compliance;
+use crate::database::Database;
+use crate::destination_queue::DestinationQueue;
+use crate::front_end::FrontEnd;
+use crate::ids::ActorKind;
+use crate::lookup::Lookup;
+use crate::outgoing_queue::OutgoingQueue;
+use crate::settings::{Sabotage, Settings};
+use crate::web_files::WebFiles;
+use std::sync::Arc;
+
+/// What a node's cores are built from.
+#[derive(Clone)]
+pub struct Roster {
+    pub node: String,
+    pub cluster: Arc<Cluster>,
+    pub settings: Settings,
+    /// The group chat pool (empty without Channel servers).
+    pub pool: Arc<ChatPool>,
+    /// Deliberate bugs for the simulator's checkers to find; production
+    /// passes the default (none).
+    pub sabotage: Sabotage,
+}
+
+/// What builds a node's cores: the [`Roster`] of real cores, or a test
+/// double (the contract suite's probes, see [`crate::contract`]).
+pub trait Cores: Send + Sync {
+    /// A fresh core of `kind`, as at a (re)start.
+    fn core(&self, kind: ActorKind) -> Box<dyn Actor>;
+}
+
+impl Cores for Roster {
+    fn core(&self, kind: ActorKind) -> Box<dyn Actor> {
+        let n = self.node.clone();
+        let c = self.cluster.clone();
+        let s = self.settings.clone();
+        let pool = &self.pool;
+        let sabotage = &self.sabotage;
+        match kind {
+            ActorKind::FrontEnd => Box::new(FrontEnd::new(n, c, s).sabotaged(sabotage)),
+            ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
+            ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
+            ActorKind::Archiver => Box::new(Archiver::new(n, c, s).sabotaged(sabotage)),
+            ActorKind::Database => Box::new(Database::new(n, sabotage.clone())),
+            ActorKind::Lookup => Box::new(Lookup::new(n, pool.clone(), s)),
+            ActorKind::Channel if sabotage.no_relay => {
+                Box::new(Channel::new(n, pool.clone(), s).without_relay())
+            }
+            ActorKind::Channel => Box::new(Channel::new(n, pool.clone(), s)),
+            ActorKind::ChatStore => Box::new(
+                ChatStore::new(n, pool.rooms.clone()).with_compliance(pool.compliance.clone()),
+            ),
+            ActorKind::Web => {
+                Box::new(WebFiles::new(n, pool.clone(), s).with_compliance(pool.compliance.clone()))
+            }
+            ActorKind::Compliance => {
+                let c = Compliance::new(n, pool.export.clone(), s.compliance_interval);
+                if sabotage.compliance_delete_first {
+                    Box::new(c.deleting_first())
+                } else {
+                    Box::new(c)
+                }
+            }
+            ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
+        }
+    }
+}
