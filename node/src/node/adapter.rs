@@ -1,0 +1,389 @@
+//! The production adapter of the reactor: one actix actor per core, on its
+//! own arbiter, whose [`Io`] is the node's disk and network.
+//!
+//! The reactor ([`holdfast_actors::reactor`]) runs the core and keeps the
+//! contract; this file only executes I/O and turns the reactor's requests
+//! into actix terms: one actix timer armed for the reactor's earliest
+//! deadline, an fsync on a blocking thread when the reactor asks for one
+//! (group commit), and a restart of every core of the node when the
+//! reactor stops (a panic, a store that cannot be trusted, a failed fsync).
+
+use super::cores::NodeShared;
+use super::folders::write_export;
+use super::storage::{Applied, Storage};
+use super::{now_ms, store_file};
+use actix::prelude::*;
+use holdfast_actors::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
+use holdfast_actors::compliance_export::OutputFile;
+use holdfast_actors::ids::{ActorKind, Addr};
+use holdfast_actors::protocol::Envelope;
+use holdfast_actors::reactor::{ready, Input, Io, Persisted, Reactor};
+use holdfast_actors::store_keys::STORE_DAMAGED;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An envelope for one core, from the node incarnation that routed it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver(pub(crate) Envelope, pub(crate) u64);
+
+/// Hosts one core: a one-slot reactor on its own arbiter, over the node's
+/// disk and network.
+pub struct CoreActor {
+    shared: Arc<NodeShared>,
+    kind: ActorKind,
+    reactor: Reactor<Box<dyn Core>>,
+    storage: Option<Storage>,
+    /// The actix timer armed for the reactor's earliest deadline.
+    alarm: Option<(u64, SpawnHandle)>,
+    /// Held messages + owed fsyncs, for the graceful stop.
+    pending: Arc<AtomicU64>,
+    /// The node incarnation this core belongs to.
+    generation: u64,
+    /// The store as the node opened it before listening, for the first
+    /// start (a restart opens it again).
+    opened: Option<(Storage, Recovered)>,
+    /// Restarts in a row, for the backoff.
+    restarts: u32,
+    started_at: std::time::Instant,
+}
+
+/// A fresh one-slot reactor for a core of `kind` (at start and after a
+/// restart): catches a core's panic (the node restarts), seeds the core's
+/// random numbers from the OS.
+fn reactor(shared: &NodeShared, kind: ActorKind) -> Reactor<Box<dyn Core>> {
+    let mut r = Reactor::new(true);
+    r.add(
+        Addr::new(shared.node.name.clone(), kind),
+        shared.roster.core(kind),
+        SmallRng::from_entropy(),
+    );
+    r
+}
+
+/// The production node's side of the reactor for one core.
+struct NodeIo<'a> {
+    shared: &'a NodeShared,
+    kind: ActorKind,
+    storage: &'a mut Option<Storage>,
+    generation: u64,
+}
+
+impl Io for NodeIo<'_> {
+    fn now(&mut self) -> u64 {
+        now_ms()
+    }
+
+    fn send(&mut self, env: Envelope) {
+        if env.to.node == self.shared.node.name {
+            // Local: straight to the sibling core, stamped with this
+            // incarnation (a message of a crashed incarnation is dropped).
+            self.shared.deliver(env, self.generation);
+            return;
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(node = %self.shared.node.name, to = %env.to, msg = %brief(&env.msg), "send");
+        }
+        if let Err(e) = self.shared.net.send(env) {
+            tracing::debug!(node = %self.shared.node.name, error = %e, "message not sent");
+        }
+    }
+
+    async fn persist(&mut self, _slot: usize, ops: Vec<StoreOp>) -> Persisted {
+        let applied = match self.storage.as_mut() {
+            Some(s) => s.apply(ops),
+            None => Applied::Failed(StoreError::Io("store not open".into())),
+        };
+        match applied {
+            Applied::Done { fsync_owed: true } => Persisted::Appended,
+            Applied::Done { fsync_owed: false } => Persisted::Durable,
+            Applied::Failed(e) => {
+                self.shared.metrics.count_store_error();
+                tracing::warn!(node = %self.shared.node.name, actor = self.kind.as_str(), error = %e, "persist failed");
+                Persisted::Failed(e)
+            }
+            Applied::Fatal(why) => Persisted::Fatal(why),
+        }
+    }
+
+    async fn load(&mut self, _slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.storage.as_ref() {
+            Some(s) => s.load(&key),
+            None => Err(StoreError::Io("store not open".into())),
+        }
+    }
+
+    async fn output(&mut self, _slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError> {
+        let result = write_export(&self.shared.config, &files);
+        if let Err(e) = &result {
+            tracing::warn!(node = %self.shared.node.name, error = %e, "compliance export not written");
+        }
+        result
+    }
+
+    fn event(&mut self, _slot: usize, ev: Event) {
+        self.shared.metrics.count_event(ev.name);
+        tracing::info!(node = %self.shared.node.name, event = ev.name, detail = %ev.detail, "operator event");
+    }
+}
+
+impl CoreActor {
+    pub(crate) fn new(
+        shared: Arc<NodeShared>,
+        kind: ActorKind,
+        pending: Arc<AtomicU64>,
+        opened: Option<(Storage, Recovered)>,
+    ) -> CoreActor {
+        CoreActor {
+            reactor: reactor(&shared, kind),
+            shared,
+            kind,
+            storage: None,
+            alarm: None,
+            pending,
+            generation: 0,
+            opened,
+            restarts: 0,
+            started_at: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether another core of the node crashed since this one started.
+    fn stale(&self) -> bool {
+        self.shared.generation.load(Ordering::SeqCst) != self.generation
+    }
+
+    fn name(&self) -> &str {
+        &self.shared.node.name
+    }
+
+    fn io(&mut self) -> (&mut Reactor<Box<dyn Core>>, NodeIo<'_>) {
+        (
+            &mut self.reactor,
+            NodeIo {
+                shared: &self.shared,
+                kind: self.kind,
+                storage: &mut self.storage,
+                generation: self.generation,
+            },
+        )
+    }
+
+    /// Runs one reaction of the core (or the timers due) through the
+    /// reactor. The production I/O never waits; a reactor that would, or
+    /// that stops (a panic, a store that cannot be trusted), restarts the
+    /// node's cores from disk.
+    fn react(&mut self, ctx: &mut Context<Self>, input: Option<Input>) {
+        if self.stale() {
+            ctx.stop();
+            return;
+        }
+        let (reactor, mut io) = self.io();
+        let done = match input {
+            Some(input) => ready(reactor.react(0, input, &mut io)),
+            None => ready(reactor.fire_due(now_ms(), &mut io)),
+        };
+        match done {
+            Some(Ok(())) => self.after(ctx),
+            Some(Err(stop)) => self.crashed(ctx, &stop.to_string()),
+            None => self.crashed(ctx, "the store would block"),
+        }
+    }
+
+    /// After a reaction: start a group-commit fsync if one is owed, arm the
+    /// actix timer for the reactor's earliest deadline, publish what is
+    /// pending.
+    fn after(&mut self, ctx: &mut Context<Self>) {
+        self.start_sync(ctx);
+        let next = self.reactor.next_timer().map(|(at, ..)| at);
+        if self.alarm.as_ref().map(|(at, _)| *at) != next {
+            if let Some((_, h)) = self.alarm.take() {
+                ctx.cancel_future(h);
+            }
+            if let Some(at) = next {
+                let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                let h = ctx.run_later(wait, |act, ctx| {
+                    act.alarm = None;
+                    act.react(ctx, None);
+                });
+                self.alarm = Some((at, h));
+            }
+        }
+        self.pending
+            .store(self.reactor.pending(0), Ordering::Relaxed);
+    }
+
+    /// Starts an fsync for everything appended so far, unless one runs.
+    fn start_sync(&mut self, ctx: &mut Context<Self>) {
+        let Some(Storage::Log { disk, .. }) = &self.storage else {
+            return;
+        };
+        let file = store_file(self.kind);
+        let handle = disk.sync_handle(&file);
+        let Some(upto) = self.reactor.sync_wanted(0) else {
+            return;
+        };
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                self.crashed(ctx, &format!("cannot open the store for fsync: {e}"));
+                return;
+            }
+        };
+        let fut = async move {
+            match tokio::task::spawn_blocking(move || handle.sync_data()).await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            if act.stale() {
+                ctx.stop();
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    act.shared.metrics.count_fsync();
+                    let (reactor, mut io) = act.io();
+                    reactor.synced(0, upto, &mut io);
+                    act.after(ctx);
+                }
+                Err(e) => act.crashed(ctx, &format!("fsync failed: {e}")),
+            }
+        }));
+    }
+
+    /// Restarts every core of the node from disk: this one now, the others
+    /// as soon as they notice the new incarnation.
+    fn crashed(&mut self, ctx: &mut Context<Self>, why: &str) {
+        tracing::error!(node = %self.name(), actor = self.kind.as_str(), why, "the node's cores restart from their persisted state");
+        self.shared.metrics.count_restart();
+        let _ = self.shared.generation.compare_exchange(
+            self.generation,
+            self.generation + 1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        ctx.stop();
+    }
+
+    /// Opens the store and starts the core (at start and after a restart).
+    fn open_and_start(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.cores.get().is_none() {
+            // The node is still starting its other cores: a message this
+            // core sends at start must find them.
+            ctx.run_later(Duration::from_millis(5), |act, ctx| act.open_and_start(ctx));
+            return;
+        }
+        self.generation = self.shared.generation.load(Ordering::SeqCst);
+        self.started_at = std::time::Instant::now();
+        let opened = match self.opened.take() {
+            Some(opened) => Ok(opened),
+            None => Storage::open(&self.shared.node, self.kind)
+                .and_then(|s| s.recovered().map(|r| (s, r))),
+        };
+        let (storage, recovered) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(node = %self.name(), actor = self.kind.as_str(), error = %e, "cannot open store; retrying");
+                ctx.stop();
+                return;
+            }
+        };
+        if let Some(detail) = recovered.get(STORE_DAMAGED) {
+            // An operator event like the cores' (counted, logged at WARN):
+            // the store found damage, kept its bytes and recovered the rest.
+            self.shared.metrics.count_event("store_damaged");
+            tracing::warn!(node = %self.name(), event = "store_damaged", detail = %String::from_utf8_lossy(detail), "operator event");
+        }
+        self.storage = Some(storage);
+        self.react(ctx, Some(Input::Start(recovered)));
+    }
+}
+
+impl Actor for CoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // After a restart, wait a little longer each time in a row, so that
+        // a core that fails at start does not spin.
+        if self.restarts == 0 {
+            self.open_and_start(ctx);
+        } else {
+            let delay =
+                Duration::from_millis(50u64 << self.restarts.min(7)).min(Duration::from_secs(5));
+            ctx.run_later(delay, |act, ctx| act.open_and_start(ctx));
+        }
+        let metrics = self.shared.metrics.clone();
+        let actor = self.kind;
+        ctx.run_interval(Duration::from_secs(1), move |act, _| {
+            metrics.set_gauges(actor, act.reactor.core(0).gauges());
+        });
+        // An idle core must notice a sibling's crash too.
+        ctx.run_interval(Duration::from_millis(50), |act, ctx| {
+            if act.storage.is_some() && act.stale() {
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl Supervised for CoreActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // A core that ran a while before failing starts its backoff afresh.
+        if self.started_at.elapsed() > Duration::from_secs(30) {
+            self.restarts = 0;
+        }
+        self.restarts += 1;
+        // A fresh core and reactor: timers and held messages are gone.
+        self.reactor = reactor(&self.shared, self.kind);
+        self.storage = None;
+        self.alarm = None;
+        self.pending.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Handler<Deliver> for CoreActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env, generation): Deliver, ctx: &mut Context<Self>) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if generation < self.generation {
+            // Sent by a crashed incarnation of a sibling: its sender is gone.
+            return;
+        }
+        if self.storage.is_none() {
+            // Between a failed open and the retry: the sender's protocol
+            // (resend, client timeout) recovers this message.
+            tracing::debug!(node = %self.name(), msg = env.msg.name(), "actor not started; message dropped");
+            return;
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(node = %self.name(), from = %env.from, msg = %brief(&env.msg), "receive");
+        }
+        self.react(
+            ctx,
+            Some(Input::Msg {
+                from: env.from,
+                msg: env.msg,
+            }),
+        );
+    }
+}
+
+/// A message in a trace line: its name and its sequence numbers, never its
+/// content.
+fn brief(msg: &holdfast_actors::protocol::Msg) -> String {
+    use holdfast_actors::protocol::Msg;
+    match msg {
+        Msg::Transfer { seq, .. } => format!("Transfer {seq}"),
+        Msg::Probe { seq, probe, .. } => format!("Probe {seq} #{probe}"),
+        Msg::TransferAck { upto } => format!("TransferAck {upto}"),
+        Msg::ProbeAck { upto, probe } => format!("ProbeAck {upto} #{probe}"),
+        Msg::HeartbeatAck { id } => format!("HeartbeatAck {id}"),
+        other => other.name().to_string(),
+    }
+}
