@@ -6,8 +6,9 @@
 //! [`holdfast_actors::actor`]; this folder gives it production I/O:
 //! - `storage`: log stores and the SQLite databases;
 //! - `folders`: the data folder and the compliance export folder;
-//! - `adapter`: one actix actor per core, the reactor's `Io`;
-//! - `cores`: what the cores share and how the node starts them.
+//! - `cores`: what the cores share;
+//! - `adapter`: one actix actor per core, the reactor's `Io`, and how the
+//!   node starts them.
 //!
 //! Queue stores use **group commit**: a persist is appended
 //! to its log at once (a killed process keeps it in the page cache) and
@@ -46,7 +47,8 @@ mod cores;
 mod folders;
 mod storage;
 
-pub use cores::{start_cores, NodeShared, Running};
+pub use adapter::{start_cores, Running};
+pub use cores::NodeShared;
 pub use folders::export_modes;
 use folders::prepare_data_folder;
 pub use storage::{open_stores, OpenedStores};

@@ -8,27 +8,30 @@
 //! (group commit), and a restart of every core of the node when the
 //! reactor stops (a panic, a store that cannot be trusted, a failed fsync).
 
-use super::cores::NodeShared;
+use super::cores::{Deliver, NodeShared};
 use super::folders::write_export;
+use super::storage::OpenedStores;
 use super::storage::{Applied, Storage};
 use super::{now_ms, store_file};
+use crate::config::{Config, NodeConfig};
+use crate::metrics::Metrics;
 use actix::prelude::*;
 use holdfast_actors::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
 use holdfast_actors::compliance_export::OutputFile;
 use holdfast_actors::ids::{ActorKind, Addr};
 use holdfast_actors::protocol::Envelope;
 use holdfast_actors::reactor::{ready, Input, Io, Persisted, Reactor};
+use holdfast_actors::roster::Cores;
 use holdfast_actors::store_keys::STORE_DAMAGED;
+use holdfast_host::transport::Network;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
-
-/// An envelope for one core, from the node incarnation that routed it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Deliver(pub(crate) Envelope, pub(crate) u64);
 
 /// Hosts one core: a one-slot reactor on its own arbiter, over the node's
 /// disk and network.
@@ -385,5 +388,70 @@ fn brief(msg: &holdfast_actors::protocol::Msg) -> String {
         Msg::ProbeAck { upto, probe } => format!("ProbeAck {upto} #{probe}"),
         Msg::HeartbeatAck { id } => format!("HeartbeatAck {id}"),
         other => other.name().to_string(),
+    }
+}
+
+/// A node's cores, running in the current actix system.
+pub struct Running {
+    pub shared: Arc<NodeShared>,
+    pendings: Vec<Arc<AtomicU64>>,
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Running {
+    /// Messages held for an fsync, fsyncs owed and messages between cores:
+    /// zero when the node may stop without leaving work behind.
+    pub fn pending(&self) -> u64 {
+        self.pendings
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum::<u64>()
+            + self.shared.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the cores of `node`, built by `cores`, each supervised on its
+/// own arbiter, over `net` and the stores [`open_stores`] opened. What
+/// `run` does before it listens; the contract suite starts probe cores
+/// with it.
+pub fn start_cores(
+    config: Arc<Config>,
+    node: NodeConfig,
+    net: Arc<Network>,
+    cores: Arc<dyn Cores>,
+    OpenedStores(mut stores): OpenedStores,
+) -> Running {
+    let metrics = Arc::new(Metrics::new(&node, &config.settings, net.clone()));
+    let shared = Arc::new(NodeShared {
+        config: config.clone(),
+        node: node.clone(),
+        net: net.clone(),
+        metrics,
+        stopping: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        cores: OnceLock::new(),
+        roster: cores,
+    });
+    let mut actors: BTreeMap<ActorKind, Recipient<Deliver>> = BTreeMap::new();
+    let mut pendings = Vec::new();
+    let mut arbiters = Vec::new();
+    for kind in node.actors() {
+        let pending = Arc::new(AtomicU64::new(0));
+        pendings.push(pending.clone());
+        let s = shared.clone();
+        let opened = stores.remove(&kind);
+        let arbiter = Arbiter::new();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            CoreActor::new(s, kind, pending, opened)
+        });
+        arbiters.push(arbiter);
+        actors.insert(kind, addr.recipient());
+    }
+    let _ = shared.cores.set(actors);
+    Running {
+        shared,
+        pendings,
+        _arbiters: arbiters,
     }
 }
