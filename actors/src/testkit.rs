@@ -1,10 +1,10 @@
 //! Test helpers: a tiny synchronous host for driving one core.
 
-use crate::actor::{Actor, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
-use crate::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
-use crate::ids::{Addr, Millis};
-use crate::policy::{ArchiveSwitch, Policy};
-use crate::protocol::Msg;
+use crate::core::actor::{Actor, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
+use crate::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use crate::core::ids::{Addr, Millis};
+use crate::core::policy::{ArchiveSwitch, Policy};
+use crate::core::protocol::Msg;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -13,8 +13,8 @@ use std::sync::Arc;
 /// fe1 homes a@, c@ and d@, fe2 homes b@; archive everything except c@ and d@.
 /// The address of a client connection authenticated as `user` (role user).
 pub fn client_of(user: &str) -> Addr {
-    let p = crate::identity::Principal::new(user, crate::identity::Role::User);
-    Addr::new(p.client_name("t"), crate::ids::ActorKind::Client)
+    let p = crate::core::identity::Principal::new(user, crate::core::identity::Role::User);
+    Addr::new(p.client_name("t"), crate::core::ids::ActorKind::Client)
 }
 
 pub fn cluster() -> Arc<Cluster> {
@@ -70,7 +70,7 @@ pub struct Harness<A: Actor> {
     pub timers: BTreeMap<Timer, Millis>,
     pub fail_persists: Option<StoreError>,
     /// Every `Output` effect's files, in order.
-    pub outputs: Vec<Vec<crate::compliance_export::OutputFile>>,
+    pub outputs: Vec<Vec<crate::core::output::OutputFile>>,
     /// Set: outputs fail with this (a full or unwritable folder).
     pub fail_outputs: Option<StoreError>,
     events: Vec<&'static str>,

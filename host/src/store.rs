@@ -15,7 +15,7 @@
 //! it held is unknown; the cores say what they find missing.
 
 use crate::disk::{Disk, DiskError};
-use holdfast_actors::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
 
 const FRAME_HEADER: usize = 8;
 /// Bytes each store keeps in `<file>.reserve` while the disk has room:

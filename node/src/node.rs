@@ -1,7 +1,7 @@
 //! A production node: the actor cores of one server, each hosted by a
 //! supervised actix actor, on the TCP frame transport, with stores on disk.
 //!
-//! The host keeps the guarantees of [`holdfast_actors::actor`]: effects of a
+//! The host keeps the guarantees of [`holdfast_actors::core::actor`]: effects of a
 //! reaction run in order, and a persist's result reaches the core before
 //! anything else. Queue stores use **group commit**: a persist is appended
 //! to its log at once (a killed process keeps it in the page cache) and
@@ -33,21 +33,23 @@ use crate::file_disk::{
 use crate::metrics::Metrics;
 use crate::tls::TlsLink;
 use actix::prelude::*;
-use holdfast_actors::actor::{Actor as Core, Ctx, Effect, Recovered, StoreError, StoreOp, Timer};
-use holdfast_actors::archiver::Archiver;
-use holdfast_actors::channel::Channel;
-use holdfast_actors::chat_store::ChatStore;
-use holdfast_actors::compliance::Compliance;
-use holdfast_actors::database::Database;
-use holdfast_actors::destination_queue::DestinationQueue;
-use holdfast_actors::front_end::FrontEnd;
-use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::lookup::Lookup;
-use holdfast_actors::outgoing_queue::OutgoingQueue;
-use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
-use holdfast_actors::settings::Sabotage;
-use holdfast_actors::store_keys::STORE_DAMAGED;
-use holdfast_actors::web_files::{WebFiles, FILE_BLOB};
+use holdfast_actors::archiving::archiver::Archiver;
+use holdfast_actors::archiving::database::Database;
+use holdfast_actors::archiving::destination_queue::DestinationQueue;
+use holdfast_actors::archiving::front_end::FrontEnd;
+use holdfast_actors::archiving::outgoing_queue::OutgoingQueue;
+use holdfast_actors::chat::channel::Channel;
+use holdfast_actors::chat::chat_store::ChatStore;
+use holdfast_actors::chat::lookup::Lookup;
+use holdfast_actors::chat::web_files::{WebFiles, FILE_BLOB};
+use holdfast_actors::compliance::service::Compliance;
+use holdfast_actors::core::actor::{
+    Actor as Core, Ctx, Effect, Recovered, StoreError, StoreOp, Timer,
+};
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::{Envelope, Msg, RejectReason};
+use holdfast_actors::core::settings::Sabotage;
+use holdfast_actors::core::store_keys::STORE_DAMAGED;
 use holdfast_host::liveness::Liveness;
 use holdfast_host::store::LogStore;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
@@ -1068,8 +1070,8 @@ async fn wait_for_stop_signal() {
 
 /// A message in a trace line: its name and its sequence numbers, never its
 /// content.
-fn brief(msg: &holdfast_actors::protocol::Msg) -> String {
-    use holdfast_actors::protocol::Msg;
+fn brief(msg: &holdfast_actors::core::protocol::Msg) -> String {
+    use holdfast_actors::core::protocol::Msg;
     match msg {
         Msg::Transfer { seq, .. } => format!("Transfer {seq}"),
         Msg::Probe { seq, probe, .. } => format!("Probe {seq} #{probe}"),
