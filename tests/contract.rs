@@ -7,9 +7,9 @@
 //! node and the test kit run the same script and check.
 #![cfg(madsim)]
 
-use holdfast_actors::contract::{check, Probes, Seen, Slack, PROBE_FILE};
-use holdfast_actors::ids::ActorKind;
-use holdfast_actors::settings::{Sabotage, Settings};
+use holdfast_actors::core::contract::{check, Probes, Seen, Slack, PROBE_FILE};
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::settings::{Sabotage, Settings};
 use holdfast_sim::disk::SimDisk;
 use holdfast_sim::node::{run_node, Control, NodeShared, NodeSpec, OUTPUT_DIR};
 use holdfast_sim::tcp_flow::FlowLink;

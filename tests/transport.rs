@@ -4,9 +4,9 @@
 //! keeps serving everyone else and never panics.
 #![cfg(madsim)]
 
-use holdfast_actors::frame;
-use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::protocol::{Envelope, Msg};
+use holdfast_actors::core::frame;
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::{Envelope, Msg};
 use holdfast_host::transport::Network;
 use madsim::runtime::{Handle, Runtime};
 use std::collections::BTreeMap;

@@ -2,21 +2,22 @@
 //! so that the simulator and the production node start the same cores
 //! with the same wiring.
 
-use crate::actor::Actor;
-use crate::archiver::Archiver;
-use crate::channel::Channel;
-use crate::chat::ChatPool;
-use crate::chat_store::ChatStore;
-use crate::cluster::Cluster;
-use crate::compliance::Compliance;
-use crate::database::Database;
-use crate::destination_queue::DestinationQueue;
-use crate::front_end::FrontEnd;
-use crate::ids::ActorKind;
-use crate::lookup::Lookup;
-use crate::outgoing_queue::OutgoingQueue;
-use crate::settings::{Sabotage, Settings};
-use crate::web_files::WebFiles;
+use crate::archiving::archiver::Archiver;
+use crate::archiving::database::Database;
+use crate::archiving::destination_queue::DestinationQueue;
+use crate::archiving::front_end::FrontEnd;
+use crate::archiving::outgoing_queue::OutgoingQueue;
+use crate::chat::channel::Channel;
+use crate::chat::chat_store::ChatStore;
+use crate::chat::lookup::Lookup;
+use crate::chat::pool::ChatPool;
+use crate::chat::web_files::WebFiles;
+use crate::compliance::service::Compliance;
+use crate::core::actor::Actor;
+use crate::core::cluster::Cluster;
+use crate::core::ids::ActorKind;
+use crate::core::reactor::Cores;
+use crate::core::settings::{Sabotage, Settings};
 use std::sync::Arc;
 
 /// What a node's cores are built from.
@@ -30,13 +31,6 @@ pub struct Roster {
     /// Deliberate bugs for the simulator's checkers to find; production
     /// passes the default (none).
     pub sabotage: Sabotage,
-}
-
-/// What builds a node's cores: the [`Roster`] of real cores, or a test
-/// double (the contract suite's probes, see [`crate::contract`]).
-pub trait Cores: Send + Sync {
-    /// A fresh core of `kind`, as at a (re)start.
-    fn core(&self, kind: ActorKind) -> Box<dyn Actor>;
 }
 
 impl Cores for Roster {

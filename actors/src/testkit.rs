@@ -1,11 +1,11 @@
 //! Test helpers: a tiny synchronous host for driving one core.
 
-use crate::actor::{Actor, Event, Recovered, StoreError, StoreOp, Timer};
-use crate::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
-use crate::ids::{Addr, Millis};
-use crate::policy::{ArchiveSwitch, Policy};
-use crate::protocol::{Envelope, Msg};
-use crate::reactor::{ready, Input, Io, Persisted, Reactor};
+use crate::core::actor::{Actor, Event, Recovered, StoreError, StoreOp, Timer};
+use crate::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use crate::core::ids::{Addr, Millis};
+use crate::core::policy::{ArchiveSwitch, Policy};
+use crate::core::protocol::{Envelope, Msg};
+use crate::core::reactor::{ready, Input, Io, Persisted, Reactor};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -14,8 +14,8 @@ use std::sync::Arc;
 /// fe1 homes a@, c@ and d@, fe2 homes b@; archive everything except c@ and d@.
 /// The address of a client connection authenticated as `user` (role user).
 pub fn client_of(user: &str) -> Addr {
-    let p = crate::identity::Principal::new(user, crate::identity::Role::User);
-    Addr::new(p.client_name("t"), crate::ids::ActorKind::Client)
+    let p = crate::core::identity::Principal::new(user, crate::core::identity::Role::User);
+    Addr::new(p.client_name("t"), crate::core::ids::ActorKind::Client)
 }
 
 pub fn cluster() -> Arc<Cluster> {
@@ -69,7 +69,7 @@ pub struct Harness<A: Actor> {
     pub store: Recovered,
     pub fail_persists: Option<StoreError>,
     /// Every `Output` effect's files, in order.
-    pub outputs: Vec<Vec<crate::compliance_export::OutputFile>>,
+    pub outputs: Vec<Vec<crate::core::output::OutputFile>>,
     /// Set: outputs fail with this (a full or unwritable folder).
     pub fail_outputs: Option<StoreError>,
     events: Vec<&'static str>,
@@ -81,7 +81,7 @@ struct KitIo<'a> {
     now: Millis,
     store: &'a mut Recovered,
     fail_persists: &'a Option<StoreError>,
-    outputs: &'a mut Vec<Vec<crate::compliance_export::OutputFile>>,
+    outputs: &'a mut Vec<Vec<crate::core::output::OutputFile>>,
     fail_outputs: &'a Option<StoreError>,
     events: &'a mut Vec<&'static str>,
     sent: Vec<(Addr, Msg)>,
@@ -119,7 +119,7 @@ impl Io for KitIo<'_> {
     async fn output(
         &mut self,
         _slot: usize,
-        files: Vec<crate::compliance_export::OutputFile>,
+        files: Vec<crate::core::output::OutputFile>,
     ) -> Result<(), StoreError> {
         self.outputs.push(files);
         match self.fail_outputs {

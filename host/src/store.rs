@@ -15,7 +15,7 @@
 //! it held is unknown; the cores say what they find missing.
 
 use crate::disk::{Disk, DiskError};
-use holdfast_actors::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
 
 const FRAME_HEADER: usize = 8;
 /// Bytes each store keeps in `<file>.reserve` while the disk has room:
@@ -132,7 +132,7 @@ fn claimed_end(bytes: &[u8], pos: usize) -> Option<usize> {
 }
 
 /// The file of an actor's log store in its node's data folder.
-pub fn store_file(kind: holdfast_actors::ids::ActorKind) -> String {
+pub fn store_file(kind: holdfast_actors::core::ids::ActorKind) -> String {
     format!("{}.log", kind.as_str())
 }
 

@@ -1,5 +1,5 @@
 //! TCP transport: length-prefixed postcard frames (see
-//! [`holdfast_actors::frame`]) over one connection per direction and peer.
+//! [`holdfast_actors::core::frame`]) over one connection per direction and peer.
 //!
 //! * Outbound: one task per peer node connects, reconnects with backoff
 //!   after any error, and writes envelopes in order. A connection stalled
@@ -28,10 +28,10 @@
 //!   calls [`Network::consumed`] for every envelope it takes.
 
 use crate::liveness::{self, Liveness};
-use holdfast_actors::frame::{self, FrameError, HEADER, MAX_FRAME};
-use holdfast_actors::identity::Principal;
-use holdfast_actors::ids::ActorKind;
-use holdfast_actors::protocol::Envelope;
+use holdfast_actors::core::frame::{self, FrameError, HEADER, MAX_FRAME};
+use holdfast_actors::core::identity::Principal;
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::protocol::Envelope;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,7 +72,7 @@ pub enum PeerIdentity {
     Node(String),
     /// Authenticated as a user in a role (a user credential of the
     /// cluster): the connection may only speak as a client named after
-    /// this principal (see `holdfast_actors::identity`).
+    /// this principal (see `holdfast_actors::core::identity`).
     Client(Principal),
 }
 
@@ -409,7 +409,7 @@ impl Network {
         self.liveness.get().copied().unwrap_or_default()
     }
 
-    fn may_speak_as(&self, from: &holdfast_actors::ids::Addr) -> bool {
+    fn may_speak_as(&self, from: &holdfast_actors::core::ids::Addr) -> bool {
         match self.roles.get().and_then(|r| r.get(&from.node)) {
             Some(kinds) => kinds.contains(&from.actor),
             None => true,

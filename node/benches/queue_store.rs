@@ -6,7 +6,7 @@
 //! `cargo bench -p holdfast --bench queue_store` prints records per second.
 
 use holdfast::file_disk::{now_or_never, FileDisk};
-use holdfast_actors::actor::StoreOp;
+use holdfast_actors::core::actor::StoreOp;
 use holdfast_host::store::LogStore;
 use std::time::Instant;
 

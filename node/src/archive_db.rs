@@ -1,5 +1,5 @@
 //! The SQLite archive of a database node: the durable store of the
-//! [`Database`](holdfast_actors::database::Database) core, laid out like the
+//! [`Database`](holdfast_actors::archiving::database::Database) core, laid out like the
 //! Lync LcsLog `Messages` table so operators and compliance officers can
 //! query it with ordinary SQL tools.
 //!
@@ -14,9 +14,9 @@
 //! while the node keeps writing: WAL lets readers and the writer proceed
 //! side by side.
 
-use holdfast_actors::actor::{Recovered, StoreError, StoreOp};
-use holdfast_actors::protocol::{ArchiveRecord, RecordKind};
-use holdfast_actors::store_keys::{self as keys, Row, DB_ROW};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
+use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
 use rusqlite::types::Value;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -623,11 +623,11 @@ fn clamp_i64(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::actor::{Actor, Ctx, Effect};
-    use holdfast_actors::database::Database;
-    use holdfast_actors::ids::{ActorKind, Addr};
-    use holdfast_actors::protocol::Msg;
-    use holdfast_actors::settings::Sabotage;
+    use holdfast_actors::archiving::database::Database;
+    use holdfast_actors::core::actor::{Actor, Ctx, Effect};
+    use holdfast_actors::core::ids::{ActorKind, Addr};
+    use holdfast_actors::core::protocol::Msg;
+    use holdfast_actors::core::settings::Sabotage;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 

@@ -8,7 +8,7 @@
 //! crash leaves either the old state or the whole new file (and perhaps a
 //! stray `.tmp`, removed at the next open).
 
-use holdfast_actors::actor::StoreError;
+use holdfast_actors::core::actor::StoreError;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};

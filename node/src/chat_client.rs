@@ -4,10 +4,12 @@
 
 use crate::client::{client_identity, connection_name};
 use crate::config::Config;
-use holdfast_actors::chat::{ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary};
-use holdfast_actors::identity::Role;
-use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::protocol::{Envelope, Msg};
+use holdfast_actors::core::identity::Role;
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::chat::{
+    ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary,
+};
+use holdfast_actors::core::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,19 +2,19 @@
 //! every room's posts, in tables an operator or a compliance officer can
 //! query with ordinary SQL tools.
 //!
-//! The [`ChatStore`](holdfast_actors::chat_store::ChatStore) core speaks in
+//! The [`ChatStore`](holdfast_actors::chat::chat_store::ChatStore) core speaks in
 //! key-value [`StoreOp`]s. A post (`c/`) becomes a row of `posts`; a room
 //! (`r/`) a row of `rooms` plus its rows in `memberships`; a user's follows
 //! (`u/`) rows of `follows`. Any other key lands in `kv`, so no op is ever
 //! dropped. A `Persist` batch is one transaction, WAL journal and
 //! `synchronous = FULL`: on disk before [`ChatDb::apply`] returns.
 
-use holdfast_actors::actor::{Recovered, StoreError, StoreOp};
-use holdfast_actors::chat::{Post, Room, RoomId};
-use holdfast_actors::chat_store::{
+use holdfast_actors::chat::chat_store::{
     parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_ROOM,
 };
-use holdfast_actors::store_keys as keys;
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::protocol::chat::{Post, Room, RoomId};
+use holdfast_actors::core::store_keys as keys;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -338,11 +338,11 @@ fn utf8(key: &[u8], prefix: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::actor::{Actor, Ctx, Effect};
-    use holdfast_actors::chat::Privacy;
-    use holdfast_actors::chat_store::ChatStore;
-    use holdfast_actors::ids::{ActorKind, Addr};
-    use holdfast_actors::protocol::Msg;
+    use holdfast_actors::chat::chat_store::ChatStore;
+    use holdfast_actors::core::actor::{Actor, Ctx, Effect};
+    use holdfast_actors::core::ids::{ActorKind, Addr};
+    use holdfast_actors::core::protocol::chat::Privacy;
+    use holdfast_actors::core::protocol::Msg;
     use rand::SeedableRng;
     use std::collections::BTreeMap;
 

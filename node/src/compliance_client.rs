@@ -4,10 +4,10 @@
 
 use crate::client::{client_identity, connection_name};
 use crate::config::Config;
-use holdfast_actors::compliance::ComplianceStatus;
-use holdfast_actors::identity::Role;
-use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::protocol::{Envelope, Msg};
+use holdfast_actors::core::identity::Role;
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::compliance::ComplianceStatus;
+use holdfast_actors::core::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -7,13 +7,14 @@
 //! and its `certs/` and `data/` folders can be moved together. Errors name
 //! the file and the key.
 
-use holdfast_actors::chat::{Category, ChatPool, Privacy as RoomPrivacy, Room};
-use holdfast_actors::chat_store::valid_room_name;
-use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
-use holdfast_actors::compliance_export::ExportFormat;
-use holdfast_actors::ids::ActorKind;
-use holdfast_actors::policy::{ArchiveSwitch, Policy};
-use holdfast_actors::settings::Settings;
+use holdfast_actors::chat::chat_store::valid_room_name;
+use holdfast_actors::chat::pool::{Category, ChatPool};
+use holdfast_actors::compliance::export::ExportFormat;
+use holdfast_actors::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::policy::{ArchiveSwitch, Policy};
+use holdfast_actors::core::protocol::chat::{Privacy as RoomPrivacy, Room};
+use holdfast_actors::core::settings::Settings;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -775,7 +776,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::chat::Directory;
+    use holdfast_actors::chat::pool::Directory;
 
     const GOOD: &str = r#"
 [cluster]

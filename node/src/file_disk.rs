@@ -362,7 +362,7 @@ pub fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::actor::StoreOp;
+    use holdfast_actors::core::actor::StoreOp;
     use holdfast_host::store::LogStore;
 
     fn put(k: &str, v: &str) -> Vec<StoreOp> {

@@ -5,11 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use holdfast::archive_db::{ArchiveDb, Query};
 use holdfast::client::{self, Client, Outcome};
 use holdfast::config::{Config, Role};
-use holdfast_actors::chat::{Privacy, Room, RoomQuery};
-use holdfast_actors::identity::{Principal, Role as PrincipalRole};
-use holdfast_actors::protocol::{Im, Msg, QueueItem};
-use holdfast_actors::settings;
-use holdfast_actors::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
+use holdfast_actors::core::identity::{Principal, Role as PrincipalRole};
+use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
+use holdfast_actors::core::protocol::{Im, Msg, QueueItem};
+use holdfast_actors::core::settings;
+use holdfast_actors::core::store_keys::{self, DB_ROW, DQ_NEXT, DQ_RECORD, OQ_ACKED, OQ_RECORD};
 use holdfast_host::store::replay_log;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -649,7 +649,7 @@ fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), St
     let mut total = 0;
     for n in servers {
         let file = n.data.join(holdfast::node::store_file(
-            holdfast_actors::ids::ActorKind::DestinationQueue,
+            holdfast_actors::core::ids::ActorKind::DestinationQueue,
         ));
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,

@@ -8,8 +8,8 @@
 
 use crate::config::NodeConfig;
 use crate::lock;
-use holdfast_actors::ids::ActorKind;
-use holdfast_actors::settings::Settings;
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::settings::Settings;
 use holdfast_host::transport::Network;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

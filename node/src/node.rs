@@ -2,8 +2,8 @@
 //! supervised actix actor, on the TCP frame transport, with stores on disk.
 //!
 //! The cores run in the one reactor every host shares
-//! ([`holdfast_actors::reactor`]), which keeps the guarantees of
-//! [`holdfast_actors::actor`]; this folder gives it production I/O:
+//! ([`holdfast_actors::core::reactor`]), which keeps the guarantees of
+//! [`holdfast_actors::core::actor`]; this folder gives it production I/O:
 //! - `storage`: log stores and the SQLite databases;
 //! - `folders`: the data folder and the compliance export folder;
 //! - `cores`: what the cores share;
@@ -32,9 +32,9 @@
 use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::private_umask;
 use crate::tls::TlsLink;
-use holdfast_actors::protocol::{Envelope, Msg, RejectReason};
+use holdfast_actors::core::protocol::{Envelope, Msg, RejectReason};
+use holdfast_actors::core::settings::Sabotage;
 use holdfast_actors::roster::Roster;
-use holdfast_actors::settings::Sabotage;
 use holdfast_host::liveness::Liveness;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
 use std::sync::atomic::Ordering;

@@ -11,7 +11,7 @@
 //!   `certs init` for every user homed in the config, plus `operator` and
 //!   `auditor`, and by `holdfast certs user` for anyone else), naming its
 //!   principal as a URI subject alternative name `urn:holdfast:<role>:<user>`
-//!   (see `holdfast_actors::identity`), valid for client authentication only.
+//!   (see `holdfast_actors::core::identity`), valid for client authentication only.
 //!
 //! A node name is used as is as the certificate's DNS name, so on TLS links
 //! a node name must also be a DNS label: letters, digits, `-` and `_` (which
@@ -38,7 +38,7 @@
 //! certificate afresh).
 
 use crate::config::Config;
-use holdfast_actors::identity::{check_user_name, Principal, Role};
+use holdfast_actors::core::identity::{check_user_name, Principal, Role};
 use holdfast_host::transport::{BoxFuture, BoxStream, Link, PeerIdentity};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

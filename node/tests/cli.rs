@@ -23,7 +23,7 @@ fn settings_doc_is_current() {
 
 #[test]
 fn inspect_store_reads_a_log_and_reports_a_torn_tail() {
-    use holdfast_actors::actor::StoreOp;
+    use holdfast_actors::core::actor::StoreOp;
     let payload = postcard::to_allocvec(&vec![StoreOp::Put {
         key: b"x".to_vec(),
         value: b"y".to_vec(),

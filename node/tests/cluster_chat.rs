@@ -9,7 +9,7 @@ mod common;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
 use holdfast::cluster_up::{free_port, loopback_config};
-use holdfast_actors::compliance_export::{parse, ExportFormat};
+use holdfast_actors::compliance::export::{parse, ExportFormat};
 use std::time::Duration;
 
 fn config_text() -> String {

@@ -7,7 +7,7 @@ mod common;
 
 use common::TestCluster;
 use holdfast::client::{self, Client, Outcome};
-use holdfast_actors::protocol::Im;
+use holdfast_actors::core::protocol::Im;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

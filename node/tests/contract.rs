@@ -7,7 +7,7 @@
 
 use holdfast::config::Config;
 use holdfast::node::{open_stores, start_cores};
-use holdfast_actors::contract::{check, Probes, Slack, PROBE_FILE};
+use holdfast_actors::core::contract::{check, Probes, Slack, PROBE_FILE};
 use holdfast_host::transport::{Network, PlainLink};
 use std::path::Path;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ fn the_production_node_keeps_the_contract() {
                     .filter(|s| {
                         matches!(
                             s,
-                            holdfast_actors::contract::Seen::Started { driver: true, .. }
+                            holdfast_actors::core::contract::Seen::Started { driver: true, .. }
                         )
                     })
                     .count();

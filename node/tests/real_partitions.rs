@@ -33,7 +33,7 @@ use holdfast::archive_db::ArchiveDb;
 use holdfast::client::{Client, Outcome};
 use holdfast::cluster_up::{last_lines, spawn_node_under, NodeProcess};
 use holdfast::config::Config;
-use holdfast_actors::protocol::Im;
+use holdfast_actors::core::protocol::Im;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;

@@ -5,10 +5,10 @@ mod common;
 
 use holdfast::config::Config;
 use holdfast::tls::{certs_init, Credential, TlsLink};
-use holdfast_actors::frame::MAX_FRAME;
-use holdfast_actors::identity::{Principal, Role};
-use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::protocol::{Envelope, Im, Msg};
+use holdfast_actors::core::frame::MAX_FRAME;
+use holdfast_actors::core::identity::{Principal, Role};
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::{Envelope, Im, Msg};
 use holdfast_host::transport::{read_frame, write_frame, Link, Network, DEFAULT_OUTBOUND_CAPACITY};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

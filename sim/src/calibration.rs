@@ -10,7 +10,7 @@
 //! under cargo's target temporary folder (`target/tmp`).
 
 use crate::report::RunResult;
-use holdfast_actors::ids::Millis;
+use holdfast_actors::core::ids::Millis;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

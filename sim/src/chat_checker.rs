@@ -4,7 +4,7 @@
 //! subscribed when it was posted; nothing reaching anyone behind an
 //! ethical wall.
 
-use holdfast_actors::chat::Post;
+use holdfast_actors::core::protocol::chat::Post;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

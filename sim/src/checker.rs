@@ -35,9 +35,9 @@
 //! parked or lost (or, for a QoE report, dropped).
 
 use crate::scenario::Attack;
-use holdfast_actors::ids::{MessageId, Millis};
-use holdfast_actors::protocol::RecordKind;
-use holdfast_actors::store_keys::Row;
+use holdfast_actors::core::ids::{MessageId, Millis};
+use holdfast_actors::core::protocol::RecordKind;
+use holdfast_actors::core::store_keys::Row;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -412,7 +412,7 @@ pub fn check(o: &Observed) -> Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::protocol::{ArchiveRecord, RecordKind};
+    use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
 
     fn op(id: &str, outcome: Outcome, archivable: bool) -> Op {
         Op {

@@ -15,8 +15,8 @@
 //! as missing: a scenario must leave time for the last export.
 
 use crate::chat_checker::ChatLog;
-use holdfast_actors::chat::Post;
-use holdfast_actors::compliance_export::{parse, ExportFormat, ExportedEvent, Manifest};
+use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent, Manifest};
+use holdfast_actors::core::protocol::chat::Post;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -213,8 +213,8 @@ fn details_well_formed(e: &ExportedEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::compliance::{ComplianceEvent, EventKind};
-    use holdfast_actors::compliance_export::render;
+    use holdfast_actors::compliance::export::render;
+    use holdfast_actors::core::protocol::compliance::{ComplianceEvent, EventKind};
 
     fn post(id: &str) -> (u64, Post) {
         (

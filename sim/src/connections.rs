@@ -1,12 +1,12 @@
 //! The client connections of one simulated client machine: one connection
 //! identity per name, as on real clusters, where a connection proves one
 //! principal (its credential) and speaks only under a name that carries it
-//! (see `holdfast_actors::identity`). A simulated client that sends as
+//! (see `holdfast_actors::core::identity`). A simulated client that sends as
 //! several users holds one connection per user.
 
 use crate::lock;
 use crate::tcp_flow::FlowLink;
-use holdfast_actors::protocol::Envelope;
+use holdfast_actors::core::protocol::Envelope;
 use holdfast_host::transport::{Network, TransportError, DEFAULT_OUTBOUND_CAPACITY};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -9,8 +9,8 @@
 use crate::checker::Shutdown;
 use crate::report::EventRecord;
 use crate::scenario::{Fault, FaultKind};
-use holdfast_actors::cluster::Cluster;
-use holdfast_actors::ids::Millis;
+use holdfast_actors::core::cluster::Cluster;
+use holdfast_actors::core::ids::Millis;
 use std::collections::BTreeMap;
 
 /// One critical-mode shutdown of a front end.
@@ -219,8 +219,8 @@ pub fn obligations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_actors::cluster::{ArchiverInfo, FrontEndInfo};
-    use holdfast_actors::policy::Policy;
+    use holdfast_actors::core::cluster::{ArchiverInfo, FrontEndInfo};
+    use holdfast_actors::core::policy::Policy;
 
     fn cluster() -> Cluster {
         let fe = |a: &str| FrontEndInfo {

@@ -254,7 +254,7 @@ impl Disk for SimDisk {
 #[cfg(all(test, not(madsim)))]
 mod tests {
     use super::*;
-    use holdfast_actors::actor::{StoreError, StoreOp};
+    use holdfast_actors::core::actor::{StoreError, StoreOp};
     use holdfast_host::store::LogStore;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -286,7 +286,7 @@ fn main() -> ExitCode {
 
 #[cfg(madsim)]
 mod sim {
-    use holdfast_actors::units::fmt_ms;
+    use holdfast_actors::core::units::fmt_ms;
     use holdfast_sim::report;
     use holdfast_sim::runner::{self, RunOptions};
     use holdfast_sim::scenario::{Scenario, Semantics};

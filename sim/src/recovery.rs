@@ -17,10 +17,10 @@
 use crate::checker::{Op, Outcome};
 use crate::critical;
 use crate::scenario::Fault;
-use holdfast_actors::cluster::Cluster;
-use holdfast_actors::ids::Millis;
-use holdfast_actors::protocol::RecordKind;
-use holdfast_actors::store_keys::Row;
+use holdfast_actors::core::cluster::Cluster;
+use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::protocol::RecordKind;
+use holdfast_actors::core::store_keys::Row;
 use std::collections::BTreeMap;
 
 /// One front end's recovery from the faults that broke its archiving path.
@@ -103,8 +103,8 @@ pub fn figures(ops: &[Op], rows: &[Row], faults: &[Fault], cluster: &Cluster) ->
 mod tests {
     use super::*;
     use crate::scenario::FaultKind;
-    use holdfast_actors::cluster::{ArchiverInfo, FrontEndInfo};
-    use holdfast_actors::protocol::ArchiveRecord;
+    use holdfast_actors::core::cluster::{ArchiverInfo, FrontEndInfo};
+    use holdfast_actors::core::protocol::ArchiveRecord;
 
     fn cluster() -> Cluster {
         let fe = |n: &str| {

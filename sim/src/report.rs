@@ -6,8 +6,8 @@ use crate::checker::{Counts, HostileCounts};
 use crate::critical::{CriticalShutdown, Obligation};
 use crate::recovery::Recovery;
 use crate::scenario::Scenario;
-use holdfast_actors::ids::Millis;
-use holdfast_actors::units::fmt_ms;
+use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::units::fmt_ms;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

@@ -17,16 +17,17 @@ use crate::seeds::{self, Purpose};
 use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
 use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
-use holdfast_actors::actor::Recovered;
-use holdfast_actors::chat::{Category, ChatPool, Room};
-use holdfast_actors::chat_store;
-use holdfast_actors::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
-use holdfast_actors::compliance;
-use holdfast_actors::ids::ActorKind;
-use holdfast_actors::policy::{ArchiveSwitch, Policy};
+use holdfast_actors::chat::chat_store;
+use holdfast_actors::chat::pool::{Category, ChatPool};
+use holdfast_actors::chat::web_files;
+use holdfast_actors::compliance::service;
+use holdfast_actors::core::actor::Recovered;
+use holdfast_actors::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::policy::{ArchiveSwitch, Policy};
+use holdfast_actors::core::protocol::chat::Room;
+use holdfast_actors::core::store_keys;
 use holdfast_actors::roster::Roster;
-use holdfast_actors::store_keys;
-use holdfast_actors::web_files;
 use holdfast_host::store::replay;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -196,7 +197,7 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
 fn outbox_len(state: &Recovered) -> u64 {
     state
         .keys()
-        .filter(|k| k.starts_with(compliance::OUTBOX) && k.len() == compliance::OUTBOX.len() + 8)
+        .filter(|k| k.starts_with(service::OUTBOX) && k.len() == service::OUTBOX.len() + 8)
         .count() as u64
 }
 
@@ -529,7 +530,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             let staged = replay(&comp_disk.durable(&store_file(ActorKind::Compliance))).0;
             pending += staged
                 .keys()
-                .filter(|k| k.starts_with(compliance::STAGED))
+                .filter(|k| k.starts_with(service::STAGED))
                 .count() as u64;
             let outputs: Vec<(String, Vec<u8>)> = comp_disk
                 .file_names()

@@ -5,11 +5,11 @@
 //! negative rate is an error naming the file, the line and the key, never
 //! silently ignored.
 
-use holdfast_actors::compliance::ComplianceConfig;
-use holdfast_actors::compliance_export::ExportFormat;
-use holdfast_actors::protocol::RecordKind;
-use holdfast_actors::settings::{Sabotage, Settings};
-use holdfast_actors::units;
+use holdfast_actors::compliance::export::ExportFormat;
+use holdfast_actors::compliance::service::ComplianceConfig;
+use holdfast_actors::core::protocol::RecordKind;
+use holdfast_actors::core::settings::{Sabotage, Settings};
+use holdfast_actors::core::units;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,7 +41,7 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-pub use holdfast_actors::settings::Semantics;
+pub use holdfast_actors::core::settings::Semantics;
 
 // ---------------------------------------------------------------- raw file
 

@@ -16,13 +16,13 @@ use super::{now_ms, store_file};
 use crate::config::{Config, NodeConfig};
 use crate::metrics::Metrics;
 use actix::prelude::*;
-use holdfast_actors::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
-use holdfast_actors::compliance_export::OutputFile;
-use holdfast_actors::ids::{ActorKind, Addr};
-use holdfast_actors::protocol::Envelope;
-use holdfast_actors::reactor::{ready, Input, Io, Persisted, Reactor};
-use holdfast_actors::roster::Cores;
-use holdfast_actors::store_keys::STORE_DAMAGED;
+use holdfast_actors::core::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::output::OutputFile;
+use holdfast_actors::core::protocol::Envelope;
+use holdfast_actors::core::reactor::Cores;
+use holdfast_actors::core::reactor::{ready, Input, Io, Persisted, Reactor};
+use holdfast_actors::core::store_keys::STORE_DAMAGED;
 use holdfast_host::transport::Network;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -379,8 +379,8 @@ impl Handler<Deliver> for CoreActor {
 
 /// A message in a trace line: its name and its sequence numbers, never its
 /// content.
-fn brief(msg: &holdfast_actors::protocol::Msg) -> String {
-    use holdfast_actors::protocol::Msg;
+fn brief(msg: &holdfast_actors::core::protocol::Msg) -> String {
+    use holdfast_actors::core::protocol::Msg;
     match msg {
         Msg::Transfer { seq, .. } => format!("Transfer {seq}"),
         Msg::Probe { seq, probe, .. } => format!("Probe {seq} #{probe}"),

@@ -5,9 +5,9 @@
 use crate::config::{Config, NodeConfig};
 use crate::metrics::Metrics;
 use actix::prelude::*;
-use holdfast_actors::ids::ActorKind;
-use holdfast_actors::protocol::Envelope;
-use holdfast_actors::roster::Cores;
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::protocol::Envelope;
+use holdfast_actors::core::reactor::Cores;
 use holdfast_host::transport::Network;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,8 +8,8 @@ use crate::file_disk::{
     check_writable, create_private_dir, lock_folder, make_private, set_mode, write_file_atomically,
     FolderLock, Tightened,
 };
-use holdfast_actors::actor::StoreError;
-use holdfast_actors::compliance_export::OutputFile;
+use holdfast_actors::core::actor::StoreError;
+use holdfast_actors::core::output::OutputFile;
 use std::path::Path;
 
 /// Permission bits of the compliance export folder and of its files:

@@ -3,8 +3,9 @@
 //! new-content notices, and who is online across the pool.
 
 use super::*;
-use crate::chat::{Category, Privacy, RoomQuery};
-use crate::chat_store::ChatStore;
+use crate::chat::chat_store::ChatStore;
+use crate::chat::pool::Category;
+use crate::core::protocol::chat::{Privacy, RoomQuery};
 use crate::testkit::Harness;
 
 struct Pool {

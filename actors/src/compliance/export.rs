@@ -33,7 +33,8 @@
 //! `<Message eventId="chatdb-7" ... base64="text">YmVsbAc=</Message>`.
 //! JSON (escapes) and CSV (quoting) carry any text as it is.
 
-use crate::compliance::{ComplianceEvent, EventKind};
+use crate::core::output::OutputFile;
+use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,13 +63,6 @@ impl ExportFormat {
             ExportFormat::Csv => "csv",
         }
     }
-}
-
-/// A file the host writes atomically into the output folder.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct OutputFile {
-    pub name: String,
-    pub data: Vec<u8>,
 }
 
 /// An event as it appears in JSON lines and CSV.

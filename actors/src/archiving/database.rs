@@ -3,11 +3,11 @@
 //! idempotent, so a batch retried by the archiver never archives a message
 //! twice. A batch is one transaction: one durable write, then the answer.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::ids::{Addr, MessageId};
-use crate::protocol::{DbError, Msg};
-use crate::settings::Sabotage;
-use crate::store_keys::{self as keys, Row, DB_ROW};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::ids::{Addr, MessageId};
+use crate::core::protocol::{DbError, Msg};
+use crate::core::settings::Sabotage;
+use crate::core::store_keys::{self as keys, Row, DB_ROW};
 use std::collections::BTreeMap;
 
 struct Txn {
@@ -63,7 +63,7 @@ impl Actor for Database {
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         if !authorize(
-            from.actor == crate::ids::ActorKind::Archiver,
+            from.actor == crate::core::ids::ActorKind::Archiver,
             &self.name,
             &from,
             &msg,
@@ -188,8 +188,8 @@ impl Actor for Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::ActorKind;
-    use crate::protocol::{ArchiveRecord, RecordKind};
+    use crate::core::ids::ActorKind;
+    use crate::core::protocol::{ArchiveRecord, RecordKind};
     use crate::testkit::Harness;
 
     fn db(sabotage: Sabotage) -> Harness<Database> {

@@ -6,7 +6,7 @@
 //! or does not decode is a [`FrameError`], and the host closes that
 //! connection.
 
-use crate::protocol::Envelope;
+use crate::core::protocol::Envelope;
 use thiserror::Error;
 
 /// Current protocol version carried in every frame.
@@ -119,8 +119,8 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<(Envelope, usize)>, Frame
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{ActorKind, Addr};
-    use crate::protocol::{Im, Msg};
+    use crate::core::ids::{ActorKind, Addr};
+    use crate::core::protocol::{Im, Msg};
 
     fn env() -> Envelope {
         Envelope {

@@ -14,7 +14,7 @@
 //! The Compliance service stages what it receives, durably, and every
 //! `compliance_interval` exports the staged events: it first records which
 //! events make the batch and its number (the *intent*), then asks the host
-//! to write the batch's files (see [`crate::compliance_export`]), and
+//! to write the batch's files (see [`crate::compliance::export`]), and
 //! deletes the events only after the host reports the files written. A
 //! crash between writing and deleting finds the intent at restart and
 //! writes the same files under the same names again: never a duplicate,
@@ -22,80 +22,17 @@
 //! batch staged, raises `compliance_export_failed`, and is retried at the
 //! next interval.
 
-use crate::actor::{
+use crate::compliance::export::{render, ExportFormat};
+use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
 };
-use crate::compliance_export::{render, ExportFormat};
-use crate::identity::{self, Role};
-use crate::ids::{ActorKind, Addr, Millis, UserId};
-use crate::protocol::Msg;
-use crate::store_keys;
+use crate::core::identity::{self, Role};
+use crate::core::ids::{ActorKind, Addr, Millis, UserId};
+use crate::core::protocol::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
+use crate::core::protocol::Msg;
+use crate::core::store_keys;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum EventKind {
-    Join,
-    Leave,
-    /// A history read (a join's backchat or a catch-up).
-    Read,
-    Post,
-    Upload,
-    Download,
-    /// A room created or changed.
-    RoomSaved,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Join => "join",
-            EventKind::Leave => "leave",
-            EventKind::Read => "read",
-            EventKind::Post => "post",
-            EventKind::Upload => "upload",
-            EventKind::Download => "download",
-            EventKind::RoomSaved => "room_saved",
-        }
-    }
-    pub fn parse(s: &str) -> Option<EventKind> {
-        [
-            EventKind::Join,
-            EventKind::Leave,
-            EventKind::Read,
-            EventKind::Post,
-            EventKind::Upload,
-            EventKind::Download,
-            EventKind::RoomSaved,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
-
-/// One compliance event. `(source, seq)` identifies it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ComplianceEvent {
-    /// The node whose outbox queued it.
-    pub source: String,
-    pub seq: u64,
-    pub kind: EventKind,
-    pub room: String,
-    pub user: UserId,
-    /// When it happened (ms since the epoch).
-    pub at: Millis,
-    /// The post id, the file id, or for a read the last number sent.
-    pub item: String,
-    /// The post text, the file name, or the room's new description.
-    pub text: String,
-    /// What else a pickup system needs to know of it: a file's `size` and
-    /// `sha256`; what a room change changed (`created`, `members_added`,
-    /// `members_removed`, `managers_added`, `managers_removed`,
-    /// `walled_added`, `walled_removed`, `presenters`, `category`,
-    /// `privacy`, `description`, `invite`). Empty for the other kinds.
-    pub details: BTreeMap<String, String>,
-}
 
 /// A compliance event as stored before events carried details: outboxes
 /// and staging stores written by that version still drain after an
@@ -128,29 +65,6 @@ pub fn decode_event(bytes: &[u8]) -> Result<ComplianceEvent, postcard::Error> {
             details: BTreeMap::new(),
         })
     })
-}
-
-impl ComplianceEvent {
-    /// The event's id in export files: `<source>-<seq>`.
-    pub fn id(&self) -> String {
-        format!("{}-{}", self.source, self.seq)
-    }
-
-    /// What the event weighs in a frame, roughly (its strings, plus a
-    /// margin for the numbers).
-    pub fn weight(&self) -> u64 {
-        (self.source.len()
-            + self.room.len()
-            + self.user.len()
-            + self.item.len()
-            + self.text.len()
-            + self
-                .details
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()) as u64
-            + 32
-    }
 }
 
 /// What a core asks its outbox to record.
@@ -406,18 +320,6 @@ enum Write {
     Done(Intent),
     /// Sabotage only: the batch deleted before its files are written.
     EarlyDelete(Intent),
-}
-
-/// The status the service reports (`holdfast compliance status`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ComplianceStatus {
-    pub staged: u64,
-    pub last_batch: u64,
-    /// When the last batch was written (ms), 0 if none since start.
-    pub last_run: Millis,
-    pub last_error: Option<String>,
-    /// Events left out by the scoping.
-    pub filtered: u64,
 }
 
 pub struct Compliance {
@@ -761,7 +663,7 @@ impl Actor for Compliance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compliance_export::{parse, ExportFormat};
+    use crate::compliance::export::{parse, ExportFormat};
     use crate::testkit::Harness;
 
     fn ev(source: &str, seq: u64, room: &str) -> ComplianceEvent {
@@ -932,7 +834,7 @@ mod tests {
         let mut ctx = Ctx::new(0, &me, &mut rng);
         ob.committed(evs, &mut ctx);
         let sent = ctx.into_effects();
-        assert!(sent.iter().any(|e| matches!(e, crate::actor::Effect::Send { msg: Msg::ComplianceBatch { events }, .. } if events.len() == 2)));
+        assert!(sent.iter().any(|e| matches!(e, crate::core::actor::Effect::Send { msg: Msg::ComplianceBatch { events }, .. } if events.len() == 2)));
         // Recovered from its ops: the next number goes on from 3 even once
         // every event is confirmed and deleted.
         let mut recovered = Recovered::new();
@@ -964,7 +866,7 @@ mod tests {
         h.outputs.last().cloned().unwrap_or_default()
     }
 
-    use crate::compliance_export::OutputFile;
+    use crate::core::output::OutputFile;
 
     #[test]
     fn a_batch_is_deleted_only_after_its_files_are_written_and_rewritten_the_same_after_a_crash() {

@@ -8,11 +8,11 @@
 //! never moved). Several Lookup instances may serve one pool: each sees
 //! every report, and none holds state another needs.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
-use crate::chat::ChatPool;
-use crate::ids::{ActorKind, Addr, Millis};
-use crate::protocol::Msg;
-use crate::settings::Settings;
+use crate::chat::pool::ChatPool;
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::core::ids::{ActorKind, Addr, Millis};
+use crate::core::protocol::Msg;
+use crate::core::settings::Settings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

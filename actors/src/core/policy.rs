@@ -4,7 +4,7 @@
 //! The archiving agent looks up the settings of both sender and recipient;
 //! a message is sent for archiving if either side's applicable switch is on.
 
-use crate::ids::UserId;
+use crate::core::ids::UserId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

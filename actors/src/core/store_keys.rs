@@ -1,9 +1,9 @@
 //! Key layouts of the cores' durable stores, shared with tools that read a
 //! store offline (the simulator's checker, operators' inspection commands).
 
-use crate::actor::Recovered;
-use crate::ids::{MessageId, Millis, UserId};
-use crate::protocol::{ArchiveRecord, QueueItem, RecordKind};
+use crate::core::actor::Recovered;
+use crate::core::ids::{MessageId, Millis, UserId};
+use crate::core::protocol::{ArchiveRecord, QueueItem, RecordKind};
 use serde::{Deserialize, Serialize};
 
 /// Outgoing queue: `q/<seq>` → queue item.

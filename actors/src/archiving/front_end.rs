@@ -3,7 +3,7 @@
 //! whether the message is sent for archiving.
 //!
 //! * lync2010: the record is handed to the local
-//!   [`crate::outgoing_queue`] first; the client is told "accepted" once the
+//!   [`crate::archiving::outgoing_queue`] first; the client is told "accepted" once the
 //!   queue holds it durably.
 //! * ocs2007r2: the IM is routed first and archived only when the
 //!   recipient's side answers (a message whose response never came back is
@@ -26,16 +26,16 @@
 //! client that reuses an id gets two messages with two archive rows: no
 //! sequence of requests delivers an IM without its record.
 
-use crate::actor::{
+use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
 };
-use crate::cluster::Cluster;
-use crate::identity::{self, Refusal};
-use crate::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::protocol::{
+use crate::core::cluster::Cluster;
+use crate::core::identity::{self, Refusal};
+use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::protocol::{
     ArchiveRecord, CallReport, EnqueueFailure, Im, Msg, RecordKind, RejectReason,
 };
-use crate::settings::{Sabotage, Semantics, Settings};
+use crate::core::settings::{Sabotage, Semantics, Settings};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -1013,8 +1013,11 @@ mod tests {
             Addr::new("client-1", ActorKind::Client),
             // an operator is not a user
             Addr::new(
-                crate::identity::Principal::new("a@corp.example", crate::identity::Role::Operator)
-                    .client_name("n"),
+                crate::core::identity::Principal::new(
+                    "a@corp.example",
+                    crate::core::identity::Role::Operator,
+                )
+                .client_name("n"),
                 ActorKind::Client,
             ),
         ];
@@ -1025,7 +1028,7 @@ mod tests {
                     if *to == sender && id == "f1"),
                 "{sender}: {sent:?}"
             );
-            assert_eq!(h.events(), vec![crate::identity::IDENTITY_REFUSED]);
+            assert_eq!(h.events(), vec![crate::core::identity::IDENTITY_REFUSED]);
             h.clear_events();
             let sent = h.msg(
                 sender,

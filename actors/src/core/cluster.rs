@@ -2,8 +2,8 @@
 //! where users are homed, which archiver serves which front end, which
 //! database each archiver writes to, and the archiving policy.
 
-use crate::ids::UserId;
-use crate::policy::Policy;
+use crate::core::ids::UserId;
+use crate::core::policy::Policy;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

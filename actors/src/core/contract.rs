@@ -23,11 +23,11 @@
 //! In its second life the driver is started with `a` and `b` and does
 //! nothing more.
 
-use crate::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::compliance_export::OutputFile;
-use crate::ids::{ActorKind, Addr, Millis};
-use crate::protocol::Msg;
-use crate::roster::Cores;
+use crate::core::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::ids::{ActorKind, Addr, Millis};
+use crate::core::output::OutputFile;
+use crate::core::protocol::Msg;
+use crate::core::reactor::Cores;
 use std::sync::{Arc, Mutex};
 
 /// What a probe saw, in order.

@@ -39,12 +39,14 @@
 //! The queue tells its front end whether archiving can be guaranteed
 //! ([`Msg::ArchivingHealth`]); critical mode acts on that.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::cluster::Cluster;
-use crate::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
-use crate::settings::{Semantics, Settings};
-use crate::store_keys::{self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::cluster::Cluster;
+use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
+use crate::core::settings::{Semantics, Settings};
+use crate::core::store_keys::{
+    self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -1267,7 +1269,7 @@ impl Actor for OutgoingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RecordKind;
+    use crate::core::protocol::RecordKind;
     use crate::testkit::{cluster, Harness};
 
     fn oq(settings: Settings) -> Harness<OutgoingQueue> {

@@ -29,10 +29,10 @@
 //! whose I/O never waits (production, the test kit) can drive it with
 //! [`ready`], and the simulator awaits its simulated disk.
 
-use crate::actor::{Actor, Ctx, Effect, Event, Recovered, StoreError, StoreOp, Timer};
-use crate::compliance_export::OutputFile;
-use crate::ids::{ActorKind, Addr, Millis};
-use crate::protocol::{Envelope, Msg};
+use crate::core::actor::{Actor, Ctx, Effect, Event, Recovered, StoreError, StoreOp, Timer};
+use crate::core::ids::{ActorKind, Addr, Millis};
+use crate::core::output::OutputFile;
+use crate::core::protocol::{Envelope, Msg};
 use rand::rngs::SmallRng;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -142,7 +142,7 @@ impl<A: Actor> Reactor<A> {
 
     /// Applies the sabotages that concern the reactor (for the checkers to
     /// find; production never calls it).
-    pub fn sabotaged(mut self, sabotage: &crate::settings::Sabotage) -> Self {
+    pub fn sabotaged(mut self, sabotage: &crate::core::settings::Sabotage) -> Self {
         self.send_before_sync = sabotage.send_before_sync;
         self
     }
@@ -424,4 +424,11 @@ pub fn ready<F: Future>(f: F) -> Option<F::Output> {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
     }
+}
+
+/// What builds a node's cores: the `Roster` (`crate::roster`) of real cores, or a test
+/// double (the contract suite's probes, see [`crate::core::contract`]).
+pub trait Cores: Send + Sync {
+    /// A fresh core of `kind`, as at a (re)start.
+    fn core(&self, kind: ActorKind) -> Box<dyn Actor>;
 }

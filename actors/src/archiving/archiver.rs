@@ -6,11 +6,11 @@
 //! retry harmless. A record the database refuses for good is parked by the
 //! destination queue and the rest of its batch sent again.
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
-use crate::cluster::Cluster;
-use crate::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::protocol::{ArchiveRecord, DbError, Msg, QueueItem};
-use crate::settings::{Sabotage, Settings};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::core::cluster::Cluster;
+use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::protocol::{ArchiveRecord, DbError, Msg, QueueItem};
+use crate::core::settings::{Sabotage, Settings};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -302,7 +302,7 @@ impl Actor for Archiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RecordKind;
+    use crate::core::protocol::RecordKind;
     use crate::testkit::{cluster, Harness};
 
     fn arch(batch: u64) -> Harness<Archiver> {

@@ -8,12 +8,12 @@
 //! Under ocs2007r2 a record not processed within the data TTBR is dropped
 //! here (and the sender told, as MSMQ's negative acknowledgement would).
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::cluster::Cluster;
-use crate::ids::{ActorKind, Addr, MessageId};
-use crate::protocol::{Msg, QueueItem};
-use crate::settings::{Semantics, Settings};
-use crate::store_keys::{self as keys, DQ_NEXT, DQ_PARKED, DQ_RECORD};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::cluster::Cluster;
+use crate::core::ids::{ActorKind, Addr, MessageId};
+use crate::core::protocol::{Msg, QueueItem};
+use crate::core::settings::{Semantics, Settings};
+use crate::core::store_keys::{self as keys, DQ_NEXT, DQ_PARKED, DQ_RECORD};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -484,7 +484,7 @@ impl Actor for DestinationQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ArchiveRecord, RecordKind};
+    use crate::core::protocol::{ArchiveRecord, RecordKind};
     use crate::testkit::Harness;
 
     fn dq(settings: Settings) -> Harness<DestinationQueue> {
@@ -883,7 +883,7 @@ mod tests {
         let QueueItem::Record(mut qoe) = rec("q3") else {
             unreachable!()
         };
-        qoe.kind = crate::protocol::RecordKind::Qoe;
+        qoe.kind = crate::core::protocol::RecordKind::Qoe;
         h.msg(
             oq("fe1"),
             Msg::Transfer {

@@ -3,8 +3,8 @@
 //! Every field can be overridden in a scenario's `[settings]` table and in a
 //! production config; durations and sizes are human strings there.
 
-use crate::ids::Millis;
-use crate::units::{de_ms, de_size};
+use crate::core::ids::Millis;
+use crate::core::units::{de_ms, de_size};
 use serde::{Deserialize, Serialize};
 
 /// Which product's queueing semantics the pipeline follows.

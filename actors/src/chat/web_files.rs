@@ -17,16 +17,17 @@
 //! compliance outbox in the same write as the file, and every download
 //! before the file is sent (see [`crate::compliance`]).
 
-use crate::actor::{
+use crate::chat::pool::{verify_grant, ChatPool, FileOp};
+use crate::compliance::service::{NewEvent, Outbox};
+use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
 };
-use crate::chat::{verify_grant, ChatPool, FileOp};
-use crate::compliance::{ComplianceEvent, EventKind, NewEvent, Outbox};
-use crate::identity;
-use crate::ids::{ActorKind, Addr};
-use crate::protocol::Msg;
-use crate::settings::Settings;
-use crate::store_keys;
+use crate::core::identity;
+use crate::core::ids::{ActorKind, Addr};
+use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
+use crate::core::protocol::Msg;
+use crate::core::settings::Settings;
+use crate::core::store_keys;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -380,7 +381,7 @@ mod detail_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{sign_grant, FileGrant};
+    use crate::chat::pool::{sign_grant, FileGrant};
     use crate::testkit::Harness;
 
     const KEY: &[u8] = b"pool key for tests";
@@ -505,7 +506,9 @@ mod tests {
             },
         );
         assert!(refused(sent[0].1.clone()), "{sent:?}");
-        assert!(h.events().contains(&crate::identity::IDENTITY_REFUSED));
+        assert!(h
+            .events()
+            .contains(&crate::core::identity::IDENTITY_REFUSED));
         assert!(h.store.is_empty(), "nothing refused was stored");
         // A download token for another room's file finds nothing.
         let Msg::FileStored { file, .. } =

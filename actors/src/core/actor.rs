@@ -25,8 +25,8 @@
 //!    values (file contents) out of memory: a host may keep such keys
 //!    outside the state it hands to [`Actor::on_start`].
 
-use crate::ids::{Addr, Millis};
-use crate::protocol::Msg;
+use crate::core::ids::{Addr, Millis};
+use crate::core::protocol::Msg;
 use rand::rngs::SmallRng;
 use std::collections::BTreeMap;
 
@@ -134,7 +134,7 @@ pub enum Effect {
     /// each atomically; reported through [`Actor::on_output`].
     Output {
         token: u64,
-        files: Vec<crate::compliance_export::OutputFile>,
+        files: Vec<crate::core::output::OutputFile>,
     },
     Event(Event),
 }
@@ -186,7 +186,7 @@ impl<'a> Ctx<'a> {
     }
     /// Writes `files` into the actor's output folder; the result comes to
     /// [`Actor::on_output`] with `token`.
-    pub fn output(&mut self, token: u64, files: Vec<crate::compliance_export::OutputFile>) {
+    pub fn output(&mut self, token: u64, files: Vec<crate::core::output::OutputFile>) {
         self.effects.push(Effect::Output { token, files });
     }
     pub fn event(&mut self, name: &'static str, detail: impl Into<String>) {
@@ -224,11 +224,11 @@ pub fn identity_refused(
     me: &str,
     from: &Addr,
     what: &str,
-    refusal: &crate::identity::Refusal,
+    refusal: &crate::core::identity::Refusal,
     ctx: &mut Ctx,
 ) {
     ctx.event(
-        crate::identity::IDENTITY_REFUSED,
+        crate::core::identity::IDENTITY_REFUSED,
         format!("{me} refused {what} from {from}: {refusal}"),
     );
 }

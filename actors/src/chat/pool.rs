@@ -1,5 +1,6 @@
-//! Persistent group chat: the shared types of the Lookup, Channel and chat
-//! store cores.
+//! Persistent group chat: the pool and the room directory shared by the
+//! Lookup, Channel and chat store cores (the rooms and posts themselves
+//! travel in messages: see [`crate::core::protocol::chat`]).
 //!
 //! A **pool** is a set of Channel servers sharing one chat store, found
 //! through one or more Lookup instances. A post is appended to the store
@@ -10,76 +11,10 @@
 //! after a reconnect or a gap, so a lost relay or a failed server delays a
 //! post but never loses it.
 
-use crate::ids::UserId;
+use crate::core::ids::UserId;
+use crate::core::protocol::chat::{ChatReject, Privacy, Room, RoomId, RoomQuery, RoomSummary};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A room's name, unique in the pool.
-pub type RoomId = String;
-
-/// A post's id, chosen by the posting client (unique, like a message id):
-/// the store keys posts by it, which makes a retried post idempotent.
-pub type PostId = String;
-
-/// Who may find and enter a room (the Lync room privacy setting).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Privacy {
-    /// Anyone its category allows may find, read and post.
-    Open,
-    /// Anyone its category allows may find it; only members enter.
-    #[default]
-    Closed,
-    /// Only members and managers know it exists.
-    Secret,
-}
-
-impl Privacy {
-    pub fn parse(s: &str) -> Option<Privacy> {
-        match s {
-            "open" => Some(Privacy::Open),
-            "closed" => Some(Privacy::Closed),
-            "secret" => Some(Privacy::Secret),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Privacy::Open => "open",
-            Privacy::Closed => "closed",
-            Privacy::Secret => "secret",
-        }
-    }
-}
-
-/// Who may see a room: its members and managers (everyone its category
-/// allows, for an open room), minus anyone denied by the room or its
-/// category (an ethical wall).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Room {
-    pub members: BTreeSet<UserId>,
-    /// Users walled off from this room whatever the membership says.
-    pub denied: BTreeSet<UserId>,
-    /// Auditorium: only presenters may post.
-    pub presenters: Option<BTreeSet<UserId>>,
-    /// May change the room; a manager is a member too.
-    pub managers: BTreeSet<UserId>,
-    pub privacy: Privacy,
-    /// The category the room belongs to ("" = none: no category limits).
-    pub category: String,
-    pub description: String,
-    /// New members are invited (they find the room in `getinv` until they
-    /// follow it).
-    pub invite: bool,
-    /// Directory version of the last change (0 = as configured). An update
-    /// names the version it was based on; a stale one is refused.
-    pub version: u64,
-}
-
-impl Room {
-    pub fn is_member(&self, user: &str) -> bool {
-        self.members.contains(user) || self.managers.contains(user)
-    }
-}
 
 /// A category: the users its rooms may ever hold, those walled off from
 /// them, and who may create rooms in it. `"*"` in `allowed` or `creators`
@@ -110,30 +45,6 @@ impl Category {
 pub struct Directory {
     pub categories: BTreeMap<String, Category>,
     pub rooms: BTreeMap<RoomId, Room>,
-}
-
-/// One room as a search or association query shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct RoomSummary {
-    pub name: RoomId,
-    pub description: String,
-    pub privacy: Privacy,
-    pub category: String,
-    pub member: bool,
-    pub manager: bool,
-}
-
-/// What a client asks of the room directory.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RoomQuery {
-    /// `chansrch`: rooms the user may know of whose name or description
-    /// contains the text (case-insensitive).
-    Search(String),
-    /// `getassociations`: rooms the user is a member or manager of.
-    Associations,
-    /// `getinv`: rooms with invitations on that the user is a member of
-    /// and does not follow yet.
-    Invitations,
 }
 
 impl Directory {
@@ -277,7 +188,7 @@ pub struct ChatPool {
     /// The Compliance service node, if the pool has one: the chat store
     /// and the Web service then queue compliance events for it.
     pub compliance: Option<String>,
-    pub export: crate::compliance::ComplianceConfig,
+    pub export: crate::compliance::service::ComplianceConfig,
 }
 
 /// What a file token allows.
@@ -321,44 +232,4 @@ pub fn verify_grant(key: &[u8], token: &[u8]) -> Option<FileGrant> {
     mac.update(body);
     mac.verify_slice(tag).ok()?;
     postcard::from_bytes(body).ok()
-}
-
-/// A stored post.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Post {
-    pub id: PostId,
-    pub room: RoomId,
-    pub author: UserId,
-    pub text: String,
-    /// When the Channel server received it.
-    pub at: u64,
-}
-
-/// Why a chat request was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ChatReject {
-    /// The request does not match the authenticated client: it speaks for
-    /// another user, or the client's role may not chat.
-    Forbidden(String),
-    /// 503: the Channel server is over its load; retry with backoff
-    /// (through Lookup).
-    Busy,
-    NoSuchRoom,
-    /// Not a member, walled off, or not a presenter of an auditorium.
-    NotAllowed,
-    /// The chat store failed the write or did not answer in time. After a
-    /// timeout the post may still be stored: retry with the same post id
-    /// (the store answers a retry with the number it was stored under).
-    StoreUnavailable,
-    /// The request names a room the client has not joined.
-    NotJoined,
-    /// A room of that name exists already.
-    RoomExists,
-    /// The room changed since the version the update was based on: read
-    /// it again and retry.
-    Conflict,
-    /// The post's text is longer than `chat_post_max_bytes` (`limit`).
-    TooLarge {
-        limit: u64,
-    },
 }

@@ -18,16 +18,15 @@
 //! is decided on that copy; a change that walls a user off a room ends the
 //! user's subscription at once. Nothing here is durable: the store is.
 
-use crate::actor::{authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer};
-use crate::chat::{
-    sign_grant, ChatPool, ChatReject, Directory, FileGrant, FileOp, Post, Room, RoomId,
-};
-use crate::chat_store::valid_room_name;
-use crate::compliance::EventKind;
-use crate::identity::{self, Role};
-use crate::ids::{ActorKind, Addr, Millis, UserId};
-use crate::protocol::Msg;
-use crate::settings::Settings;
+use crate::chat::chat_store::valid_room_name;
+use crate::chat::pool::{sign_grant, ChatPool, Directory, FileGrant, FileOp};
+use crate::core::actor::{authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::core::identity::{self, Role};
+use crate::core::ids::{ActorKind, Addr, Millis, UserId};
+use crate::core::protocol::chat::{ChatReject, Post, Room, RoomId};
+use crate::core::protocol::compliance::EventKind;
+use crate::core::protocol::Msg;
+use crate::core::settings::Settings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -1007,7 +1006,7 @@ mod rooms_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::Room;
+    use crate::core::protocol::chat::Room;
     use crate::testkit::Harness;
 
     fn pool() -> Arc<ChatPool> {
@@ -1185,7 +1184,7 @@ mod tests {
 
     #[test]
     fn file_tokens_go_only_to_members_allowed_in_the_room() {
-        use crate::chat::verify_grant;
+        use crate::chat::pool::verify_grant;
         let mut h = channel(Settings::default());
         join(&mut h, "user:a/1", "a", "general");
         let sent = h.msg(
@@ -1278,7 +1277,7 @@ mod tests {
                 matches!(&sent[..], [(to, Msg::ChatRejected { reason: ChatReject::Forbidden(_), .. })] if to.node == c),
                 "{c}: {sent:?}"
             );
-            assert_eq!(h.events(), vec![crate::identity::IDENTITY_REFUSED]);
+            assert_eq!(h.events(), vec![crate::core::identity::IDENTITY_REFUSED]);
             h.clear_events();
         }
         assert!(matches!(

@@ -16,7 +16,7 @@
 //! The nonce keeps two connections of one principal apart (replies go back
 //! on the connection they came from) and is unguessable on real clients.
 
-use crate::ids::{ActorKind, Addr, UserId};
+use crate::core::ids::{ActorKind, Addr, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

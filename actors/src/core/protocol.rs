@@ -1,8 +1,14 @@
-//! The typed protocol: every message any actor or client sends.
+//! The typed protocol: every message any actor or client sends, the
+//! envelope it travels in, and the archiving records. The chat and
+//! compliance types the messages carry live in [`chat`] and
+//! [`compliance`].
 
-use crate::chat::{ChatReject, Post, PostId, Room, RoomId, RoomQuery, RoomSummary};
-use crate::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
-use crate::ids::{Addr, MessageId, Millis, UserId};
+pub mod chat;
+pub mod compliance;
+
+use self::chat::{ChatReject, Post, PostId, Room, RoomId, RoomQuery, RoomSummary};
+use self::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
+use crate::core::ids::{Addr, MessageId, Millis, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One message on the wire: who sent it, to whom, and the sender's

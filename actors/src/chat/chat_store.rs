@@ -20,12 +20,13 @@
 //! history read and leave is also queued in the store's compliance outbox,
 //! in the same atomic write as what it records (see [`crate::compliance`]).
 
-use crate::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
-use crate::chat::{ChatReject, Post, PostId, Room, RoomId};
-use crate::compliance::{ComplianceEvent, EventKind, NewEvent, Outbox};
-use crate::ids::{ActorKind, Addr};
-use crate::protocol::Msg;
-use crate::store_keys;
+use crate::compliance::service::{NewEvent, Outbox};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::ids::{ActorKind, Addr};
+use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
+use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
+use crate::core::protocol::Msg;
+use crate::core::store_keys;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -679,7 +680,7 @@ pub fn room_changes(before: Option<&Room>, after: &Room) -> BTreeMap<String, Str
 #[cfg(test)]
 mod room_change_tests {
     use super::*;
-    use crate::chat::Privacy;
+    use crate::core::protocol::chat::Privacy;
 
     fn room(members: &[&str]) -> Room {
         Room {
@@ -805,7 +806,8 @@ mod tests {
 
     #[test]
     fn compliance_events_are_written_with_what_they_record_or_not_at_all() {
-        use crate::compliance::{ComplianceEvent, EventKind, OUTBOX};
+        use crate::compliance::service::OUTBOX;
+        use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
         let mut h = Harness::new(
             Addr::new("db1", ActorKind::ChatStore),
             ChatStore::new("db1", BTreeMap::new()).with_compliance(Some("comp1".into())),

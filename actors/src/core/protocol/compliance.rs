@@ -1,0 +1,105 @@
+//! The compliance types the protocol carries: the events the outboxes
+//! forward to the Compliance service, and the status it reports.
+
+use crate::core::ids::{Millis, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    Join,
+    Leave,
+    /// A history read (a join's backchat or a catch-up).
+    Read,
+    Post,
+    Upload,
+    Download,
+    /// A room created or changed.
+    RoomSaved,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Join => "join",
+            EventKind::Leave => "leave",
+            EventKind::Read => "read",
+            EventKind::Post => "post",
+            EventKind::Upload => "upload",
+            EventKind::Download => "download",
+            EventKind::RoomSaved => "room_saved",
+        }
+    }
+    pub fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::Join,
+            EventKind::Leave,
+            EventKind::Read,
+            EventKind::Post,
+            EventKind::Upload,
+            EventKind::Download,
+            EventKind::RoomSaved,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One compliance event. `(source, seq)` identifies it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ComplianceEvent {
+    /// The node whose outbox queued it.
+    pub source: String,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub room: String,
+    pub user: UserId,
+    /// When it happened (ms since the epoch).
+    pub at: Millis,
+    /// The post id, the file id, or for a read the last number sent.
+    pub item: String,
+    /// The post text, the file name, or the room's new description.
+    pub text: String,
+    /// What else a pickup system needs to know of it: a file's `size` and
+    /// `sha256`; what a room change changed (`created`, `members_added`,
+    /// `members_removed`, `managers_added`, `managers_removed`,
+    /// `walled_added`, `walled_removed`, `presenters`, `category`,
+    /// `privacy`, `description`, `invite`). Empty for the other kinds.
+    pub details: BTreeMap<String, String>,
+}
+
+impl ComplianceEvent {
+    /// The event's id in export files: `<source>-<seq>`.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.source, self.seq)
+    }
+
+    /// What the event weighs in a frame, roughly (its strings, plus a
+    /// margin for the numbers).
+    pub fn weight(&self) -> u64 {
+        (self.source.len()
+            + self.room.len()
+            + self.user.len()
+            + self.item.len()
+            + self.text.len()
+            + self
+                .details
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()) as u64
+            + 32
+    }
+}
+
+/// The status the service reports (`holdfast compliance status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ComplianceStatus {
+    pub staged: u64,
+    pub last_batch: u64,
+    /// When the last batch was written (ms), 0 if none since start.
+    pub last_run: Millis,
+    pub last_error: Option<String>,
+    /// Events left out by the scoping.
+    pub filtered: u64,
+}
