@@ -8,6 +8,7 @@
 //! crash leaves either the old state or the whole new file (and perhaps a
 //! stray `.tmp`, removed at the next open).
 
+use crate::path_error::PathError;
 use holdfast_actors::core::actor::StoreError;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -47,9 +48,9 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StoreError> {
 
 impl BlobFiles {
     /// Opens (creating) the folder and removes temporaries a crash left.
-    pub fn open(dir: &Path) -> Result<BlobFiles, String> {
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<BlobFiles, PathError> {
+        fs::create_dir_all(dir).map_err(|e| PathError::new(dir, e))?;
+        let entries = fs::read_dir(dir).map_err(|e| PathError::new(dir, e))?;
         for entry in entries.flatten() {
             if entry.path().extension().is_some_and(|x| x == "tmp") {
                 let _ = fs::remove_file(entry.path());

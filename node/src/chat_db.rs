@@ -9,6 +9,7 @@
 //! dropped. A `Persist` batch is one transaction, WAL journal and
 //! `synchronous = FULL`: on disk before [`ChatDb::apply`] returns.
 
+use crate::path_error::PathError;
 use holdfast_actors::chat::chat_store::{
     parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_ROOM,
 };
@@ -72,8 +73,8 @@ impl ChatDb {
     /// Opens or creates the database (parent folders created): WAL,
     /// `synchronous = FULL`, schema created idempotently; a database of a
     /// newer schema is refused.
-    pub fn open(path: &Path) -> Result<ChatDb, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    pub fn open(path: &Path) -> Result<ChatDb, PathError> {
+        let fail = |e: &dyn std::fmt::Display| PathError::new(path, e.to_string());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
@@ -259,8 +260,8 @@ impl ChatDb {
     }
 
     /// The core's state at start, as the keys it wrote.
-    pub fn recovered(&self) -> Result<Recovered, String> {
-        let fail = |e: rusqlite::Error| format!("{}: {e}", self.path.display());
+    pub fn recovered(&self) -> Result<Recovered, PathError> {
+        let fail = |e: rusqlite::Error| PathError::new(&self.path, e);
         let mut out = Recovered::new();
         let mut stmt = self
             .conn

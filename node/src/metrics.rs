@@ -151,8 +151,8 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `addr` from a background thread.
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| e.to_string())?;
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -171,8 +171,7 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
                     tracing::debug!(error = %e, "metrics response failed");
                 }
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     Ok(())
 }
 

@@ -31,7 +31,8 @@
 
 use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::private_umask;
-use crate::tls::TlsLink;
+use crate::path_error::PathError;
+use crate::tls::{TlsError, TlsLink};
 use holdfast_actors::core::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::core::settings::Sabotage;
 use holdfast_actors::roster::Roster;
@@ -40,6 +41,7 @@ use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use storage::StorageError;
 use thiserror::Error;
 
 mod adapter;
@@ -57,8 +59,28 @@ pub use storage::{open_stores, OpenedStores};
 pub enum NodeError {
     #[error("node {0:?} is not in the config")]
     UnknownNode(String),
+    #[error(transparent)]
+    Folder(#[from] PathError),
+    /// Another process holds the data folder (or its lock cannot be taken).
     #[error("{0}")]
-    Setup(String),
+    Locked(String),
+    #[error(transparent)]
+    Link(#[from] TlsError),
+    #[error("cannot open the {kind} store: {source}")]
+    Store {
+        kind: &'static str,
+        source: StorageError,
+    },
+    #[error("metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Milliseconds since the UNIX epoch: the production clock of the cores.
@@ -72,12 +94,12 @@ pub fn now_ms() -> u64 {
 pub use holdfast_host::store::store_file;
 
 /// The link a node's config asks for.
-pub fn node_link(config: &Config, node: &str) -> Result<Arc<dyn Link>, String> {
+pub fn node_link(config: &Config, node: &str) -> Result<Arc<dyn Link>, TlsError> {
     match config.links {
         LinkMode::Plain => Ok(Arc::new(PlainLink)),
-        LinkMode::Tls => TlsLink::for_node(&config.certs, node)
-            .map(|l| Arc::new(l) as Arc<dyn Link>)
-            .map_err(|e| e.to_string()),
+        LinkMode::Tls => {
+            TlsLink::for_node(&config.certs, node).map(|l| Arc::new(l) as Arc<dyn Link>)
+        }
     }
 }
 
@@ -120,7 +142,7 @@ pub fn run(config: Config, name: &str) -> Result<(), NodeError> {
     raise_open_files_limit();
     // Held until the process ends; the kernel releases it on any exit.
     let _lock = prepare_data_folder(&config, &node)?;
-    let link = node_link(&config, name).map_err(NodeError::Setup)?;
+    let link = node_link(&config, name)?;
     let stores = open_stores(&node)?;
     let system = actix::System::new();
     system.block_on(async move { serve(Arc::new(config), node, link, stores).await })
@@ -161,11 +183,14 @@ async fn serve(
     let (shared, metrics) = (running.shared.clone(), running.shared.metrics.clone());
     if let Some(addr) = node.metrics {
         crate::metrics::serve(addr, metrics.clone())
-            .map_err(|e| NodeError::Setup(format!("metrics on {addr}: {e}")))?;
+            .map_err(|source| NodeError::Metrics { addr, source })?;
     }
     net.listen(node.listen)
         .await
-        .map_err(|e| NodeError::Setup(format!("cannot listen on {}: {e}", node.listen)))?;
+        .map_err(|source| NodeError::Listen {
+            addr: node.listen,
+            source,
+        })?;
     tracing::info!(node = %node.name, listen = %node.listen, metrics = ?node.metrics, roles = ?node.roles, links = ?config.links, "node started");
     // Whatever the log level: `cluster up` and supervisors wait for it.
     println!("{}", crate::cluster_up::ready_line(&node.name, node.listen));

@@ -8,6 +8,7 @@ use crate::file_disk::{
     check_writable, create_private_dir, lock_folder, make_private, set_mode, write_file_atomically,
     FolderLock, Tightened,
 };
+use crate::path_error::PathError;
 use holdfast_actors::core::actor::StoreError;
 use holdfast_actors::core::output::OutputFile;
 use std::path::Path;
@@ -52,11 +53,9 @@ pub(crate) fn prepare_data_folder(
     node: &NodeConfig,
 ) -> Result<FolderLock, NodeError> {
     let data = &node.data;
-    let fail = |what: &str, e: std::io::Error| {
-        NodeError::Setup(format!("{}: {what}: {e}", data.display()))
-    };
+    let fail = |what: &'static str, e: std::io::Error| PathError::doing(data, what, e);
     create_private_dir(data).map_err(|e| fail("cannot create the data folder", e))?;
-    let lock = lock_folder(data).map_err(NodeError::Setup)?;
+    let lock = lock_folder(data).map_err(NodeError::Locked)?;
     check_writable(data).map_err(|e| fail("the data folder is not writable", e))?;
     // A group-readable export folder inside the data folder keeps its mode.
     let skip = config

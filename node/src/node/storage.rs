@@ -3,11 +3,12 @@
 //! SQLite archive and chat databases, durable at each commit.
 
 use super::{store_file, NodeError};
-use crate::archive_db::ArchiveDb;
+use crate::archive_db::{ArchiveDb, ArchiveDbError};
 use crate::blob_files::BlobFiles;
 use crate::chat_db::ChatDb;
 use crate::config::NodeConfig;
 use crate::file_disk::{now_or_never, FileDisk};
+use crate::path_error::PathError;
 use holdfast_actors::chat::web_files::FILE_BLOB;
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
 use holdfast_actors::core::ids::ActorKind;
@@ -15,6 +16,15 @@ use holdfast_actors::core::store_keys::STORE_DAMAGED;
 use holdfast_host::store::LogStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Why a store could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveDbError),
+}
 
 /// Where a core's durable state lives.
 pub(crate) enum Storage {
@@ -35,30 +45,29 @@ pub(crate) enum Storage {
 }
 
 impl Storage {
-    pub(crate) fn open(node: &NodeConfig, kind: ActorKind) -> Result<Storage, String> {
+    pub(crate) fn open(node: &NodeConfig, kind: ActorKind) -> Result<Storage, StorageError> {
         if kind == ActorKind::Database {
             let path = node.archive_path();
-            return ArchiveDb::open(&path)
-                .map(Storage::Archive)
-                .map_err(|e| e.to_string());
+            return Ok(ArchiveDb::open(&path).map(Storage::Archive)?);
         }
         if kind == ActorKind::ChatStore {
-            return ChatDb::open(&node.chat_path()).map(Storage::Chat);
+            return Ok(ChatDb::open(&node.chat_path()).map(Storage::Chat)?);
         }
         let disk = FileDisk::new(&node.data)
-            .map_err(|e| format!("{}: cannot use data folder: {e}", node.data.display()))?;
+            .map_err(|e| PathError::doing(&node.data, "cannot use data folder", e))?;
         let file = store_file(kind);
         let mut store = LogStore::open(&disk, &file)
-            .map_err(|e| format!("{}: {e}", node.data.join(&file).display()))?;
+            .map_err(|e| PathError::new(&node.data.join(&file), e.to_string()))?;
         // Damage is set aside (kept in `<file>.damaged`) and the log
         // rewritten without it before the core starts; then the store takes
         // its reserve of free space, if the disk has room.
         let damage = now_or_never(store.repair(&disk))
             .unwrap_or_else(|| Err(StoreError::Io("the store would block".into())))
             .map_err(|e| {
-                format!(
-                    "{}: cannot set damage aside: {e}",
-                    node.data.join(&file).display()
+                PathError::doing(
+                    &node.data.join(&file),
+                    "cannot set damage aside",
+                    e.to_string(),
                 )
             })?;
         let damaged = if damage.is_empty() {
@@ -68,10 +77,7 @@ impl Storage {
             // as durable as the log rewritten without them.
             let quarantine = LogStore::quarantine_file(&file);
             disk.sync_file(&quarantine).map_err(|e| {
-                format!(
-                    "{}: cannot sync: {e}",
-                    node.data.join(&quarantine).display()
-                )
+                PathError::doing(&node.data.join(&quarantine), "cannot sync", e.to_string())
             })?;
             let stretches: Vec<String> = damage
                 .iter()
@@ -88,7 +94,7 @@ impl Storage {
         // What a previous process appended may be in the page cache only:
         // make it durable before acting on it.
         disk.sync_file(&file)
-            .map_err(|e| format!("{}: cannot sync: {e}", node.data.join(&file).display()))?;
+            .map_err(|e| PathError::doing(&node.data.join(&file), "cannot sync", e.to_string()))?;
         let blobs = if kind == ActorKind::Web {
             Some(BlobFiles::open(&node.data.join("files"))?)
         } else {
@@ -102,7 +108,7 @@ impl Storage {
         })
     }
 
-    pub(crate) fn recovered(&self) -> Result<Recovered, String> {
+    pub(crate) fn recovered(&self) -> Result<Recovered, StorageError> {
         match self {
             Storage::Log { store, damaged, .. } => {
                 let mut state = store.take_state();
@@ -111,8 +117,8 @@ impl Storage {
                 }
                 Ok(state)
             }
-            Storage::Archive(db) => db.recovered().map_err(|e| e.to_string()),
-            Storage::Chat(db) => db.recovered(),
+            Storage::Archive(db) => Ok(db.recovered()?),
+            Storage::Chat(db) => Ok(db.recovered()?),
         }
     }
 
@@ -215,8 +221,9 @@ pub fn open_stores(node: &NodeConfig) -> Result<OpenedStores, NodeError> {
     for kind in node.actors() {
         let opened = Storage::open(node, kind)
             .and_then(|s| s.recovered().map(|r| (s, r)))
-            .map_err(|e| {
-                NodeError::Setup(format!("cannot open the {} store: {e}", kind.as_str()))
+            .map_err(|e| NodeError::Store {
+                kind: kind.as_str(),
+                source: e,
             })?;
         stores.insert(kind, opened);
     }
