@@ -14,6 +14,8 @@ trap 'rm -f "$log"' EXIT
 run() { "$@" 2>&1 | tee -a "$log"; }
 
 run cargo fmt --all --check
+# One dependency direction: no module imports another in a circle.
+run scripts/module-cycles
 run cargo clippy --workspace --all-targets --locked -- -D warnings
 run cargo test --workspace --locked
 # Trust at the edge on real processes, in the build operators run: oversize
