@@ -5,6 +5,7 @@
 //! guarantee of the reactor. The simulated node and the test kit run the
 //! same script and check.
 
+use holdfast::cluster_up::loopback_config;
 use holdfast::config::Config;
 use holdfast::node::{open_stores, start_cores};
 use holdfast_actors::core::contract::{check, Probes, Slack, PROBE_FILE};
@@ -13,31 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[cluster]
-domain = "corp.example"
-links = "plain"
-data = "data"
-
-[[node]]
-name = "fe1"
-roles = ["front_end"]
-listen = "127.0.0.1:1"
-archiver = "arch1"
-users = ["alice@corp.example"]
-
-[[node]]
-name = "arch1"
-roles = ["archiver"]
-listen = "127.0.0.1:2"
-database = "db1"
-
-[[node]]
-name = "db1"
-roles = ["database"]
-listen = "127.0.0.1:3"
-"#;
-
 /// How late the production host may fire a timer: its clock and its
 /// scheduler are real, and the test shares two cores with others.
 const SLACK: Slack = Slack(1_000);
@@ -45,7 +21,8 @@ const SLACK: Slack = Slack(1_000);
 #[test]
 fn the_production_node_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::parse(CONFIG, &dir.path().join("cluster.toml"), dir.path()).unwrap();
+    let text = loopback_config("plain", "");
+    let mut config = Config::parse(&text, &dir.path().join("cluster.toml"), dir.path()).unwrap();
     let out = dir.path().join("out");
     config.compliance_output = Some(out.clone());
     let node = config.node("fe1").cloned().unwrap();

@@ -18,6 +18,29 @@ fn holdfast(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs the command, which must succeed; its output.
+fn succeeds(args: &[&str]) -> String {
+    let out = holdfast(args);
+    assert!(
+        out.status.success(),
+        "holdfast {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the command, which must fail; what it said on stderr.
+fn fails(args: &[&str]) -> String {
+    let out = holdfast(args);
+    assert!(
+        !out.status.success(),
+        "holdfast {} succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn quick_start_as_written() {
     let example = std::fs::read_to_string(concat!(
@@ -62,36 +85,16 @@ fn quick_start_as_written() {
     let cfg = cfg.as_str();
     assert!(dir.path().join("certs/ca.pem").exists());
 
-    let sent = holdfast(&[
-        "im",
-        "send",
-        "-c",
-        cfg,
-        "--from",
-        "alice@corp.example",
-        "--to",
-        "bob@corp.example",
-        "hello from the quick start",
-    ]);
-    let out = String::from_utf8_lossy(&sent.stdout);
-    assert!(
-        sent.status.success() && out.starts_with("accepted"),
-        "{out}{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    let (alice, bob) = ("alice@corp.example", "bob@corp.example");
+    let text = "hello from the quick start";
+    let out = succeeds(&["im", "send", "-c", cfg, "--from", alice, "--to", bob, text]);
+    assert!(out.starts_with("accepted"), "{out}");
 
     // Archiving is asynchronous: poll the archive for a little while.
     let deadline = Instant::now() + Duration::from_secs(20);
     let found = loop {
         let q = holdfast(&[
-            "archive",
-            "query",
-            "-c",
-            cfg,
-            "--user",
-            "alice@corp.example",
-            "--since",
-            "1h",
+            "archive", "query", "-c", cfg, "--user", alice, "--since", "1h",
         ]);
         let out = String::from_utf8_lossy(&q.stdout).to_string();
         if out.contains("hello from the quick start") || Instant::now() > deadline {
@@ -104,9 +107,7 @@ fn quick_start_as_written() {
         "{found}"
     );
 
-    let status = holdfast(&["status", "-c", cfg]);
-    let out = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{out}");
+    let out = succeeds(&["status", "-c", cfg]);
     for fe in ["fe1", "fe2"] {
         assert!(
             out.lines()
@@ -117,68 +118,41 @@ fn quick_start_as_written() {
 
     // Group chat: a post is stored and shows in the room's history; a
     // walled-off member is refused.
-    let posted = holdfast(&[
-        "chat",
-        "post",
-        "-c",
-        cfg,
-        "--user",
-        "alice@corp.example",
-        "--room",
-        "general",
-        "hello room",
-    ]);
+    let chat = |verb: &str, user: &str, room: &str, rest: &[&str]| {
+        let mut args = vec!["chat", verb, "-c", cfg, "--user", user, "--room", room];
+        args.extend_from_slice(rest);
+        holdfast(&args)
+    };
+    let posted = chat("post", alice, "general", &["hello room"]);
     let out = String::from_utf8_lossy(&posted.stdout);
     assert!(
         posted.status.success() && out.starts_with("posted to general as #1"),
-        "{out}{}",
-        String::from_utf8_lossy(&posted.stderr)
+        "{out}"
     );
-    let history = holdfast(&[
-        "chat",
-        "history",
-        "-c",
-        cfg,
-        "--user",
-        "bob@corp.example",
-        "--room",
-        "general",
-    ]);
+    let history = chat("history", bob, "general", &[]);
     let out = String::from_utf8_lossy(&history.stdout);
     assert!(
         out.contains("#1") && out.contains("alice@corp.example: hello room"),
         "{out}"
     );
-    let walled = holdfast(&[
-        "chat",
-        "history",
-        "-c",
-        cfg,
-        "--user",
-        "user95@corp.example",
-        "--room",
-        "deals",
-    ]);
+    let walled = chat("history", "user95@corp.example", "deals", &[]);
     assert_eq!(walled.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&walled.stderr).contains("not allowed"));
 
     // A room created at run time: its member finds it, others do not.
-    let created = holdfast(&[
-        "chat",
+    let created = chat(
         "create",
-        "-c",
-        cfg,
-        "--user",
-        "alice@corp.example",
-        "--room",
+        alice,
         "project-x",
-        "--category",
-        "corp",
-        "--privacy",
-        "secret",
-        "--members",
-        "bob@corp.example",
-    ]);
+        &[
+            "--category",
+            "corp",
+            "--privacy",
+            "secret",
+            "--members",
+            bob,
+        ],
+    );
     assert!(
         created.status.success(),
         "{}",
@@ -194,23 +168,10 @@ fn quick_start_as_written() {
     // A file: uploaded by one member, downloaded by another.
     let src = dir.path().join("notes.txt");
     std::fs::write(&src, "the quarterly plan").unwrap();
-    let uploaded = holdfast(&[
-        "file",
-        "upload",
-        "-c",
-        cfg,
-        "--user",
-        "alice@corp.example",
-        "--room",
-        "general",
-        src.to_str().unwrap(),
+    let src_path = src.to_str().unwrap();
+    let out = succeeds(&[
+        "file", "upload", "-c", cfg, "--user", alice, "--room", "general", src_path,
     ]);
-    let out = String::from_utf8_lossy(&uploaded.stdout).to_string();
-    assert!(
-        uploaded.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&uploaded.stderr)
-    );
     let id = out
         .split_whitespace()
         .skip_while(|w| *w != "as")
@@ -219,24 +180,15 @@ fn quick_start_as_written() {
         .trim_end_matches(';')
         .to_string();
     let dst = dir.path().join("copy.txt");
-    let down = holdfast(&[
-        "file",
-        "download",
-        "-c",
-        cfg,
-        "--user",
-        "bob@corp.example",
-        "--room",
-        "general",
-        "--file",
-        &id,
-        "--out",
-        dst.to_str().unwrap(),
-    ]);
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
+    let dst_path = dst.to_str().unwrap();
+    let room = ["--user", bob, "--room", "general"];
+    succeeds(
+        &[
+            &["file", "download", "-c", cfg][..],
+            &room,
+            &["--file", &id, "--out", dst_path],
+        ]
+        .concat(),
     );
     assert_eq!(std::fs::read_to_string(&dst).unwrap(), "the quarterly plan");
 
@@ -244,12 +196,7 @@ fn quick_start_as_written() {
     let out_dir = dir.path().join("compliance-out");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let run = holdfast(&["compliance", "run-now", "-c", cfg]);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        succeeds(&["compliance", "run-now", "-c", cfg]);
         let manifests = std::fs::read_dir(&out_dir)
             .into_iter()
             .flatten()
@@ -272,65 +219,18 @@ fn quick_start_as_written() {
     );
 
     // A new auditor gets a credential; it may read the status, not export.
-    let issued = holdfast(&[
-        "certs",
-        "user",
-        "-c",
-        cfg,
-        "carol@corp.example",
-        "--role",
-        "auditor",
-    ]);
-    assert!(
-        issued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issued.stderr)
-    );
-    let status = holdfast(&[
-        "compliance",
-        "status",
-        "-c",
-        cfg,
-        "--as",
-        "carol@corp.example",
-    ]);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let run = holdfast(&[
-        "compliance",
-        "run-now",
-        "-c",
-        cfg,
-        "--as",
-        "carol@corp.example",
-    ]);
-    assert!(!run.status.success());
-    assert!(
-        String::from_utf8_lossy(&run.stderr).contains("needs operator"),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let carol = "carol@corp.example";
+    succeeds(&["certs", "user", "-c", cfg, carol, "--role", "auditor"]);
+    succeeds(&["compliance", "status", "-c", cfg, "--as", carol]);
+    let refused = fails(&["compliance", "run-now", "-c", cfg, "--as", carol]);
+    assert!(refused.contains("needs operator"), "{refused}");
     // A user without a credential is told how to get one.
     std::fs::remove_file(dir.path().join("certs/users/user7@corp.example.pem")).unwrap();
-    let none = holdfast(&[
-        "im",
-        "send",
-        "-c",
-        cfg,
-        "--from",
-        "user7@corp.example",
-        "--to",
-        "bob@corp.example",
-        "x",
-    ]);
-    assert!(!none.status.success());
+    let (from, to) = ("user7@corp.example", "bob@corp.example");
+    let none = fails(&["im", "send", "-c", cfg, "--from", from, "--to", to, "x"]);
     assert!(
-        String::from_utf8_lossy(&none.stderr).contains("holdfast certs user user7@corp.example"),
-        "{}",
-        String::from_utf8_lossy(&none.stderr)
+        none.contains("holdfast certs user user7@corp.example"),
+        "{none}"
     );
 
     // An unknown recipient is refused explicitly (exit code 2).

@@ -3,6 +3,7 @@
 
 mod common;
 
+use holdfast::cluster_up::loopback_config;
 use holdfast::config::Config;
 use holdfast::tls::{certs_init, Credential, TlsLink};
 use holdfast_actors::core::frame::MAX_FRAME;
@@ -19,42 +20,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const CONFIG: &str = r#"
-[cluster]
-domain = "corp.example"
-links = "tls"
-
-[[node]]
-name = "fe1"
-roles = ["front_end"]
-listen = "127.0.0.1:7101"
-archiver = "arch1"
-
-[[node]]
-name = "fe2"
-roles = ["front_end"]
-listen = "127.0.0.1:7102"
-archiver = "arch1"
-
-[[node]]
-name = "arch1"
-roles = ["archiver"]
-listen = "127.0.0.1:7201"
-database = "db1"
-
-[[node]]
-name = "db1"
-roles = ["database"]
-listen = "127.0.0.1:7301"
-"#;
-
 /// How long anything expected may take to happen.
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A cluster's certificates in a temporary folder.
 fn cluster_certs() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::parse(CONFIG, Path::new("c.toml"), dir.path()).unwrap();
+    // fe1, fe2, arch1 and db1, with alice homed on fe1 and bob on fe2.
+    let text = loopback_config("tls", "");
+    let config = Config::parse(&text, Path::new("c.toml"), dir.path()).unwrap();
     certs_init(&config, false).unwrap();
     (dir, config)
 }
@@ -231,7 +205,8 @@ async fn a_certificate_of_another_cluster_is_refused() {
 fn alice(config: &Config) -> Credential {
     let alice = Principal::new("alice@corp.example", Role::User);
     let dir = config.certs.join("users");
-    holdfast::tls::issue_user(&config.certs, &dir, &alice, false).unwrap();
+    // Issued by `certs init` (alice is homed on fe1); issued again here.
+    holdfast::tls::issue_user(&config.certs, &dir, &alice, true).unwrap();
     Credential::load(&config.certs, &dir, "alice@corp.example").unwrap()
 }
 
