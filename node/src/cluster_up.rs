@@ -287,41 +287,26 @@ pub fn loopback_config(links: &str, settings: &str) -> String {
             p.push(port);
         }
     }
-    format!(
-        r#"
-[cluster]
-domain = "corp.example"
-links = "{links}"
-
-[settings]
-{settings}
-
-[[node]]
-name = "fe1"
-roles = ["front_end"]
-listen = "127.0.0.1:{}"
-archiver = "arch1"
-users = ["alice@corp.example", "user{{1..20}}@corp.example"]
-
-[[node]]
-name = "fe2"
-roles = ["front_end"]
-listen = "127.0.0.1:{}"
-archiver = "arch1"
-users = ["bob@corp.example", "user{{21..40}}@corp.example"]
-
-[[node]]
-name = "arch1"
-roles = ["archiver"]
-listen = "127.0.0.1:{}"
-database = "db1"
-
-[[node]]
-name = "db1"
-roles = ["database"]
-listen = "127.0.0.1:{}"
-metrics = "127.0.0.1:{}"
-"#,
-        p[0], p[1], p[2], p[3], p[4]
-    )
+    let node = |name: &str, role: &str, port: u16, extra: &str| {
+        format!("\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n")
+    };
+    let users = |first: &str, from: u32| {
+        format!(
+            "archiver = \"arch1\"\nusers = [\"{first}@corp.example\", \"user{{{from}..{}}}@corp.example\"]",
+            from + 19
+        )
+    };
+    let mut text = format!(
+        "[cluster]\ndomain = \"corp.example\"\nlinks = \"{links}\"\n\n[settings]\n{settings}\n"
+    );
+    text += &node("fe1", "front_end", p[0], &users("alice", 1));
+    text += &node("fe2", "front_end", p[1], &users("bob", 21));
+    text += &node("arch1", "archiver", p[2], "database = \"db1\"");
+    text += &node(
+        "db1",
+        "database",
+        p[3],
+        &format!("metrics = \"127.0.0.1:{}\"", p[4]),
+    );
+    text
 }
