@@ -3,7 +3,7 @@
 //! `scenarios/calibration/<case>.toml`, and the figures of the two —
 //! critical shutdown after the cut, heal → first delivery, heal → resume,
 //! duplicates dropped by the archiving server's queue — must agree within
-//! the tolerances of `holdfast_sim::calibration::TOLERANCES`.
+//! the tolerances of `holdfast_sim::report::calibration::TOLERANCES`.
 //!
 //! The real figures come from the file the real suite writes under
 //! `target/tmp` (it needs root and about 5 minutes), so the comparison is
@@ -19,8 +19,8 @@
 //! own expectations failing is reported as a difference too.
 #![cfg(madsim)]
 
-use holdfast_sim::calibration::{self, Figures, REAL_FIGURES_FILE, TOLERANCES};
 use holdfast_sim::report;
+use holdfast_sim::report::calibration::{self, Figures, REAL_FIGURES_FILE, TOLERANCES};
 use holdfast_sim::scenario::{self, Scenario};
 use holdfast_sim::sweep;
 use std::path::PathBuf;

@@ -100,7 +100,7 @@ rate = 4.0
 stop = "5m"
 "#;
 
-fn run_chat(extra: &str) -> (holdfast_sim::chat_checker::ChatCounts, Vec<String>) {
+fn run_chat(extra: &str) -> (holdfast_sim::oracle::chat_checker::ChatCounts, Vec<String>) {
     let src = format!("{CHAT}{extra}");
     let scn = scenario::parse("chat-sabotaged.toml", &src).expect("valid scenario");
     let out = runner::run(&scn, 42, &RunOptions::default());

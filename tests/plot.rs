@@ -2,7 +2,7 @@
 //! it are in the picture.
 #![cfg(madsim)]
 
-use holdfast_sim::plot;
+use holdfast_sim::report::plot;
 use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
 

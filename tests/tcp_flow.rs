@@ -10,7 +10,7 @@
 #![cfg(madsim)]
 
 use holdfast_host::transport::{BoxStream, Link};
-use holdfast_sim::tcp_flow::{
+use holdfast_sim::host::tcp_flow::{
     next_retransmission, FlowLink, RETRANSMISSION_TIMEOUT, SYN_TIMEOUT, TIMEOUT_CHECK, WINDOW,
 };
 use madsim::net::NetSim;

@@ -2,21 +2,21 @@
 //! cluster, starts the workload, injects the faults on schedule, then reads
 //! every node's durable state and hands it to the checker.
 
-use crate::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
-use crate::chat_checker::{self, chat_rooms, chat_users, ChatLog};
-use crate::checker::{self, Observed, Op, Shutdown};
-use crate::compliance_checker::{self, ComplianceInput};
-use crate::critical;
-use crate::disk::SimDisk;
-use crate::hostile::{run_hostile, HostileSpec, SharedHostileLog, HOSTILE_NODE};
+use crate::host::disk::SimDisk;
+use crate::host::tcp_flow::FlowLink;
 use crate::lock;
 use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec, OUTPUT_DIR};
+use crate::oracle::chat_checker::{self, chat_rooms, chat_users, ChatLog};
+use crate::oracle::checker::{self, Observed, Op, Shutdown};
+use crate::oracle::compliance_checker::{self, ComplianceInput};
+use crate::oracle::critical;
 use crate::report::{EventRecord, RunResult};
 use crate::scenario::{Archive, FaultKind, Scenario};
 use crate::seeds::{self, Purpose};
-use crate::tcp_flow::FlowLink;
 use crate::trace::Trace;
-use crate::workload::{self, run_client, ClientSpec, CLIENT_NODE};
+use crate::workload::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
+use crate::workload::hostile::{run_hostile, HostileSpec, SharedHostileLog, HOSTILE_NODE};
+use crate::workload::im::{self, run_client, ClientSpec, CLIENT_NODE};
 use holdfast_actors::actor::Recovered;
 use holdfast_actors::chat::{Category, ChatPool, Room};
 use holdfast_actors::chat_store;
@@ -94,7 +94,7 @@ pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
     };
     let mut per_workload = Vec::new();
     for (w, wl) in scn.workloads.iter().enumerate() {
-        let names = workload::workload_users(w, wl.users, DOMAIN);
+        let names = im::workload_users(w, wl.users, DOMAIN);
         let archiving = (wl.users as f64
             * match wl.archive {
                 Archive::Fraction(f) => f,
@@ -320,7 +320,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         nodes.shared.insert(name.clone(), shared);
     }
 
-    let history: workload::History = Arc::new(Mutex::new(BTreeMap::new()));
+    let history: im::History = Arc::new(Mutex::new(BTreeMap::new()));
     let client = Arc::new(ClientSpec {
         peers: addrs
             .iter()
@@ -597,7 +597,8 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             .collect(),
     };
     let counts = checker::check(&observed);
-    let recovery = crate::recovery::figures(&observed.ops, &observed.rows, &scn.faults, &cluster);
+    let recovery =
+        crate::oracle::recovery::figures(&observed.ops, &observed.rows, &scn.faults, &cluster);
     let hostile = (!scn.hostile.is_empty())
         .then(|| checker::check_hostile(&lock(&hostile_log), &observed.rows));
     let (trace_hash, trace_len, timeline) = {

@@ -25,7 +25,7 @@ pub struct Scenario {
     pub sabotage: Sabotage,
     pub workloads: Vec<ImWorkload>,
     pub chat: Vec<ChatWorkload>,
-    /// Hostile clients beside the honest ones (see `sim/src/hostile.rs`).
+    /// Hostile clients beside the honest ones (see `sim/src/workload/hostile.rs`).
     pub hostile: Vec<HostileWorkload>,
     pub faults: Vec<Fault>,
     pub expect: Expect,
@@ -192,7 +192,7 @@ impl Attack {
     }
 }
 
-/// Hostile clients (see `sim/src/hostile.rs`).
+/// Hostile clients (see `sim/src/workload/hostile.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostileWorkload {
     pub attacks: Vec<Attack>,
@@ -204,7 +204,7 @@ pub struct HostileWorkload {
     pub stop_ms: u64,
 }
 
-/// Group chat users posting in rooms (see `sim/src/chat.rs`).
+/// Group chat users posting in rooms (see `sim/src/workload/chat.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatWorkload {
     pub users: u64,

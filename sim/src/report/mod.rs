@@ -1,10 +1,13 @@
 //! A run's result: expectations evaluated, the JSON object and the human
 //! summary.
 
-use crate::chat_checker::ChatCounts;
-use crate::checker::{Counts, HostileCounts};
-use crate::critical::{CriticalShutdown, Obligation};
-use crate::recovery::Recovery;
+pub mod calibration;
+pub mod plot;
+
+use crate::oracle::chat_checker::ChatCounts;
+use crate::oracle::checker::{Counts, HostileCounts};
+use crate::oracle::critical::{CriticalShutdown, Obligation};
+use crate::oracle::recovery::Recovery;
 use crate::scenario::Scenario;
 use holdfast_actors::ids::Millis;
 use holdfast_actors::units::fmt_ms;

@@ -2,12 +2,12 @@
 //! senders' home front ends at a Poisson rate and record every outcome —
 //! accepted, rejected (explicit error) or unknown (no answer in time).
 
-use crate::checker::{Op, Outcome};
-use crate::connections::Connections;
+use crate::host::connections::Connections;
+use crate::host::tcp_flow::FlowLink;
 use crate::lock;
+use crate::oracle::checker::{Op, Outcome};
 use crate::scenario::{Archive, ImWorkload};
 use crate::seeds::{self, Purpose};
-use crate::tcp_flow::FlowLink;
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};

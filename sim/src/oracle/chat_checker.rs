@@ -147,7 +147,7 @@ pub struct ChatCounts {
     pub file_refusals: u64,
     pub examples: BTreeMap<&'static str, Vec<String>>,
     /// Compliance findings, when the pool has a Compliance service.
-    pub compliance: Option<crate::compliance_checker::ComplianceCounts>,
+    pub compliance: Option<crate::oracle::compliance_checker::ComplianceCounts>,
 }
 
 /// Compares what the chat clients saw with the store's durable posts and

@@ -4,8 +4,8 @@
 //! (see `holdfast_actors::identity`). A simulated client that sends as
 //! several users holds one connection per user.
 
+use crate::host::tcp_flow::FlowLink;
 use crate::lock;
-use crate::tcp_flow::FlowLink;
 use holdfast_actors::protocol::Envelope;
 use holdfast_host::transport::{Network, TransportError, DEFAULT_OUTBOUND_CAPACITY};
 use std::collections::BTreeMap;

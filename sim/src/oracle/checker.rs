@@ -114,7 +114,7 @@ pub struct Observed {
 /// the hostile checker's, not the honest one's.
 pub const HOSTILE_PREFIX: &str = "h-";
 
-/// What hostile clients sent and were told (see `sim/src/hostile.rs`).
+/// What hostile clients sent and were told (see `sim/src/workload/hostile.rs`).
 #[derive(Clone, Debug, Default)]
 pub struct HostileLog {
     /// Client id → the attack and the bodies sent under it.

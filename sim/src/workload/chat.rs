@@ -8,7 +8,7 @@
 //! (`ChatSync`), and a keep-alive join every `sync` period both catches up
 //! and proves the server alive — a server that stops answering sends the
 //! client back to Lookup. Everything the clients saw is recorded for the
-//! checker ([`crate::chat_checker`]).
+//! checker ([`crate::oracle::chat_checker`]).
 //!
 //! In a `managed` workload the rooms do not exist at the start: the first
 //! user creates them (closed and secret in turn) through whatever Channel
@@ -16,15 +16,15 @@
 //! until the change has reached their server — then the next keep-alive
 //! joins. A creation whose answer was lost is retried and found to exist.
 
-use crate::alarm::Alarm;
-use crate::chat_checker::{
+use crate::host::alarm::Alarm;
+use crate::host::tcp_flow::FlowLink;
+use crate::lock;
+use crate::oracle::chat_checker::{
     chat_rooms, chat_users, file_content, is_file_content, FileRecord, PostOp, PostOutcome,
     SharedChatLog,
 };
-use crate::lock;
 use crate::scenario::ChatWorkload;
 use crate::seeds::{self, Purpose};
-use crate::tcp_flow::FlowLink;
 use holdfast_actors::chat::{ChatReject, Post, Privacy, Room};
 use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};

@@ -1,6 +1,6 @@
 //! Recovery figures per front end, as the real-network partition suite
 //! (`node/tests/real_partitions.rs`) measures them, so that the two can be
-//! compared (`sim/src/calibration.rs`):
+//! compared (`sim/src/report/calibration.rs`):
 //!
 //! * **shutdown**: from the first fault breaking the front end's
 //!   archiving path to the first answer refusing one of its IMs for
@@ -14,8 +14,8 @@
 //! Computed from the clients' history and the archive rows only (times in
 //! simulated milliseconds since the start of the run): deterministic.
 
-use crate::checker::{Op, Outcome};
-use crate::critical;
+use crate::oracle::checker::{Op, Outcome};
+use crate::oracle::critical;
 use crate::scenario::Fault;
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::Millis;

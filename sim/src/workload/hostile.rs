@@ -2,20 +2,20 @@
 //! client ids used for several messages, IMs sent as another user (by an
 //! authenticated client, and by one with no principal at all), and
 //! connections opened and held silent. What they get is logged here and checked by
-//! [`crate::checker::check_hostile`]; the honest traffic is checked as
+//! [`crate::oracle::checker::check_hostile`]; the honest traffic is checked as
 //! always, and must not suffer.
 //!
 //! Every hostile request carries a client id starting with
-//! [`crate::checker::HOSTILE_PREFIX`], so that the honest checker leaves
+//! [`crate::oracle::checker::HOSTILE_PREFIX`], so that the honest checker leaves
 //! their archive rows to the hostile one.
 
-use crate::checker::{HostileLog, HOSTILE_PREFIX};
-use crate::connections::Connections;
+use crate::host::connections::Connections;
+use crate::host::tcp_flow::FlowLink;
 use crate::lock;
+use crate::oracle::checker::{HostileLog, HOSTILE_PREFIX};
 use crate::scenario::{Attack, HostileWorkload};
 use crate::seeds::{self, Purpose};
-use crate::tcp_flow::FlowLink;
-use crate::workload::next_arrival;
+use crate::workload::im::next_arrival;
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::identity::{Principal, Role};
 use holdfast_actors::ids::{ActorKind, Addr};

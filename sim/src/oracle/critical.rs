@@ -6,7 +6,7 @@
 //! database: the link to its archiving server or that server's database,
 //! those servers themselves, or the disks of any of them.
 
-use crate::checker::Shutdown;
+use crate::oracle::checker::Shutdown;
 use crate::report::EventRecord;
 use crate::scenario::{Fault, FaultKind};
 use holdfast_actors::cluster::Cluster;
