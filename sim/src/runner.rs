@@ -6,7 +6,8 @@ use crate::host::disk::SimDisk;
 use crate::host::tcp_flow::FlowLink;
 use crate::lock;
 use crate::node::{run_node, store_file, Control, NodeShared, NodeSpec, OUTPUT_DIR};
-use crate::oracle::chat_checker::{self, chat_rooms, chat_users, ChatLog};
+use crate::oracle::chat_checker;
+use crate::oracle::chat_log::{chat_rooms, chat_users, ChatLog};
 use crate::oracle::checker::{self, Observed, Op, Shutdown};
 use crate::oracle::compliance_checker::{self, ComplianceInput};
 use crate::oracle::critical;
@@ -14,7 +15,7 @@ use crate::report::{EventRecord, RunResult};
 use crate::scenario::{Archive, FaultKind, Scenario};
 use crate::seeds::{self, Purpose};
 use crate::trace::Trace;
-use crate::workload::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
+use crate::workload::chat::{managed_category, run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
 use crate::workload::hostile::{run_hostile, HostileSpec, SharedHostileLog, HOSTILE_NODE};
 use crate::workload::im::{self, run_client, ClientSpec, CLIENT_NODE};
 use holdfast_actors::actor::Recovered;
@@ -197,10 +198,6 @@ fn outbox_len(state: &Recovered) -> u64 {
         .keys()
         .filter(|k| k.starts_with(compliance::OUTBOX) && k.len() == compliance::OUTBOX.len() + 8)
         .count() as u64
-}
-
-pub fn managed_category(w: usize) -> String {
-    format!("workload{w}")
 }
 
 fn ip(i: usize) -> IpAddr {

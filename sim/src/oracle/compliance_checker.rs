@@ -14,7 +14,7 @@
 //! Events still staged or in an outbox at the end are `pending`, and count
 //! as missing: a scenario must leave time for the last export.
 
-use crate::oracle::chat_checker::ChatLog;
+use crate::oracle::chat_log::ChatLog;
 use holdfast_actors::chat::Post;
 use holdfast_actors::compliance_export::{parse, ExportFormat, ExportedEvent, Manifest};
 use serde::Serialize;

@@ -3,6 +3,7 @@
 //! checkers, critical-mode accounting and recovery figures.
 
 pub mod chat_checker;
+pub mod chat_log;
 pub mod checker;
 pub mod compliance_checker;
 pub mod critical;

@@ -19,7 +19,7 @@
 use crate::host::alarm::Alarm;
 use crate::host::tcp_flow::FlowLink;
 use crate::lock;
-use crate::oracle::chat_checker::{
+use crate::oracle::chat_log::{
     chat_rooms, chat_users, file_content, is_file_content, FileRecord, PostOp, PostOutcome,
     SharedChatLog,
 };
@@ -59,6 +59,12 @@ pub struct ChatClientSpec {
     pub link: Arc<FlowLink>,
 }
 
+/// The category the first user of managed chat workload `w` creates its
+/// rooms in (the runner configures it, with the workload's wall).
+pub fn managed_category(w: usize) -> String {
+    format!("workload{w}")
+}
+
 pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
     let mut tasks = Vec::new();
     for (w, wl) in spec.workloads.iter().enumerate() {
@@ -82,7 +88,7 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
                 files_sent: 0,
                 pending_rooms: BTreeMap::new(),
                 creates: creator.then(|| Creates {
-                    category: crate::runner::managed_category(w),
+                    category: managed_category(w),
                     members: members.clone(),
                     done: BTreeSet::new(),
                 }),
