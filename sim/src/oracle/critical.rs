@@ -7,7 +7,7 @@
 //! those servers themselves, or the disks of any of them.
 
 use crate::oracle::checker::Shutdown;
-use crate::report::EventRecord;
+use crate::oracle::events::EventRecord;
 use crate::scenario::{Fault, FaultKind};
 use holdfast_actors::cluster::Cluster;
 use holdfast_actors::ids::Millis;

@@ -7,4 +7,5 @@ pub mod chat_log;
 pub mod checker;
 pub mod compliance_checker;
 pub mod critical;
+pub mod events;
 pub mod recovery;

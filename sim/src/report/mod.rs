@@ -7,21 +7,13 @@ pub mod plot;
 use crate::oracle::chat_checker::ChatCounts;
 use crate::oracle::checker::{Counts, HostileCounts};
 use crate::oracle::critical::{CriticalShutdown, Obligation};
+pub use crate::oracle::events::EventRecord;
 use crate::oracle::recovery::Recovery;
 use crate::scenario::Scenario;
 use holdfast_actors::ids::Millis;
 use holdfast_actors::units::fmt_ms;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-/// An operator event raised by an actor during the run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EventRecord {
-    pub at: Millis,
-    pub node: String,
-    pub name: String,
-    pub detail: String,
-}
 
 #[derive(Clone, Debug)]
 pub struct RunResult {
