@@ -8,7 +8,7 @@
 //!   due timer while its inbox has a message waiting: on a saturated node
 //!   every timer (database timeouts, expiry checks, gauge samples) starved
 //!   until the inbox emptied, in one scenario for 20 simulated minutes
-//!   (`tests/sim_host.rs`).
+//!   (`sim/tests/sim_host.rs`).
 //! * `Sleep` adds an entry (a boxed callback) to the runtime's timer heap
 //!   every time it is polled while pending, and never removes one: a loop
 //!   that polls its sleep on every message left a dead entry per message,

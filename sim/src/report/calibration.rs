@@ -2,7 +2,7 @@
 //! partition suite (`node/tests/real_partitions.rs`) measures on real
 //! processes, compared with the same figures of the same cases run as
 //! scenario files (`scenarios/calibration/*.toml`), within stated
-//! tolerances. `tests/calibration.rs` runs the comparison.
+//! tolerances. `sim/tests/calibration.rs` runs the comparison.
 //!
 //! The real suite writes one JSON line per case (`case`, `shutdown_secs`,
 //! `first_delivery_secs`, `resume_secs`, `duplicates_dropped`, …; a figure
