@@ -2,8 +2,8 @@
 //! client machines (honest IM clients, hostile clients, chat clients), in
 //! that order — the order is part of what a seed replays.
 
+use super::cluster::{build_cluster, build_pool, DOMAIN};
 use super::nodes::Nodes;
-use super::{build_cluster, build_pool, RunOptions, DOMAIN};
 use crate::host::disk::SimDisk;
 use crate::host::tcp_flow::FlowLink;
 use crate::node::{run_node, Control, NodeShared, NodeSpec};
@@ -23,6 +23,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Keep a human timeline of every traced event.
+    pub timeline: bool,
+    /// Keep every gauge sample (for a plot).
+    pub series: bool,
+}
 
 const PORT: u16 = 5061;
 

@@ -4,7 +4,6 @@
 
 use super::boot::Started;
 use super::nodes::Nodes;
-use super::RunOutput;
 use crate::lock;
 use crate::node::{store_file, OUTPUT_DIR};
 use crate::oracle::chat_checker::{self, ChatCounts};
@@ -24,6 +23,18 @@ use holdfast_actors::store_keys::{self, Row};
 use holdfast_actors::web_files;
 use holdfast_host::store::replay;
 use std::collections::{BTreeMap, BTreeSet};
+
+pub struct RunOutput {
+    pub result: RunResult,
+    pub timeline: Vec<String>,
+    /// Per node, every gauge sample `(time, gauge, value)` (with `series`).
+    pub series: BTreeMap<String, Vec<(u64, &'static str, u64)>>,
+    /// The concrete scenario this seed ran (ranges drawn, faults expanded).
+    pub scenario: Scenario,
+    /// Simulated tasks still alive after the run was torn down: each one
+    /// holds memory a sweep of many seeds would never get back.
+    pub tasks_left: usize,
+}
 
 /// The run's outcome and result, read right after its end (the teardown
 /// fills in `tasks_left`).
