@@ -34,7 +34,7 @@ run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
 # Calibration, kept: the real partition cases above run again as scenario
 # files (scenarios/calibration/*.toml) and their figures must agree with
-# the real ones within the tolerances of sim/src/calibration.rs. Ignored
+# the real ones within the tolerances of sim/src/report/calibration.rs. Ignored
 # in a plain `cargo sim-test`: it needs the real suite's figures.
 run cargo sim-test --locked --test calibration -- --ignored
 # Every scenario once more under a seed it was not written for, with a

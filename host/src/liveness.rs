@@ -31,7 +31,7 @@
 //! Linux's (`socket2`); elsewhere the kernel's defaults apply and the
 //! connect timeout alone is holdfast's. In the simulator (`--cfg madsim`)
 //! there are no sockets to set options on: its link
-//! (`sim/src/tcp_flow.rs`) models the same bound.
+//! (`sim/src/host/tcp_flow.rs`) models the same bound.
 
 use std::io;
 use std::net::SocketAddr;

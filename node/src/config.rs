@@ -342,8 +342,6 @@ pub fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
     Ok((lo..=hi).map(|i| format!("{pre}{i}{post}")).collect())
 }
 
-/// The chat pool of a config: its Channel servers, Lookup instances, the
-/// one chat store, and the rooms.
 /// Expands a list of users (`user{1..3}@x` patterns, `"*"` kept).
 fn user_set(
     list: &[String],
@@ -361,6 +359,8 @@ fn user_set(
     Ok(set)
 }
 
+/// The chat pool of a config: its Channel servers, Lookup instances, the
+/// one chat store, and the rooms.
 fn chat_pool(
     rooms: &[RawRoom],
     categories: &[RawCategory],
@@ -467,6 +467,285 @@ fn chat_pool(
     })
 }
 
+/// Builds a [`ConfigError::Invalid`] from a key and a message.
+type Invalid<'a> = &'a dyn Fn(String, String) -> ConfigError;
+
+/// `[[node]]`: each node's name, address, roles, users and data folder.
+fn nodes(
+    raw: &[RawNode],
+    data_root: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    invalid: Invalid,
+) -> Result<Vec<NodeConfig>, ConfigError> {
+    let mut nodes = Vec::new();
+    let mut names = BTreeMap::new();
+    let mut listens = BTreeMap::new();
+    for (i, n) in raw.iter().enumerate() {
+        let key = |k: &str| format!("node[{i}].{k}");
+        if n.name.is_empty()
+            || !n
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                key("name"),
+                format!("{:?}: use letters, digits, '-' and '_'", n.name),
+            ));
+        }
+        if names.insert(n.name.clone(), i).is_some() {
+            return Err(invalid(key("name"), format!("{:?} is used twice", n.name)));
+        }
+        if let Some(other) = listens.insert(n.listen, n.name.clone()) {
+            return Err(invalid(
+                key("listen"),
+                format!("{} is also {other}'s address", n.listen),
+            ));
+        }
+        let mut roles = Vec::new();
+        for r in &n.roles {
+            let role = Role::parse(r).ok_or_else(|| {
+                invalid(
+                    key("roles"),
+                    format!("{r:?}: expected front_end, archiver, database, lookup, channel, chat_store or web"),
+                )
+            })?;
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        if roles.is_empty() {
+            return Err(invalid(key("roles"), "a node needs a role".into()));
+        }
+        roles.sort();
+        let mut users = Vec::new();
+        for u in &n.users {
+            users.extend(expand_users(u).map_err(|m| invalid(key("users"), m))?);
+        }
+        if !users.is_empty() && !roles.contains(&Role::FrontEnd) {
+            return Err(invalid(
+                key("users"),
+                "only a front end has users homed on it".into(),
+            ));
+        }
+        nodes.push(NodeConfig {
+            name: n.name.clone(),
+            roles,
+            listen: n.listen,
+            metrics: n.metrics,
+            data: n
+                .data
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| data_root.join(&n.name)),
+            site: n.site.clone().unwrap_or_else(|| "default".into()),
+            archiver: n.archiver.clone(),
+            database: n.database.clone(),
+            users,
+            privacy: n.privacy,
+        });
+    }
+    if nodes.is_empty() {
+        return Err(invalid("node".into(), "the cluster has no nodes".into()));
+    }
+    Ok(nodes)
+}
+
+/// The archiving path: each front end's archiving server, each archiving
+/// server's database, where users are homed, and the `[archiving]` policy.
+fn archiving_cluster(
+    nodes: &[NodeConfig],
+    section: &ClusterSection,
+    archiving: Option<ArchivingSection>,
+    invalid: Invalid,
+) -> Result<Cluster, ConfigError> {
+    let role_of = |name: &str, role: Role| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .is_some_and(|n| n.has(role))
+    };
+    let mut front_ends = BTreeMap::new();
+    let mut archivers = BTreeMap::new();
+    let mut databases = Vec::new();
+    let mut users = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let key = |k: &str| format!("node[{i}].{k}");
+        if n.has(Role::FrontEnd) {
+            let a = n.archiver.clone().ok_or_else(|| {
+                invalid(
+                    key("archiver"),
+                    format!("front end {} must name its archiving server", n.name),
+                )
+            })?;
+            if !role_of(&a, Role::Archiver) {
+                return Err(invalid(
+                    key("archiver"),
+                    format!("{a:?} is not an archiver of this cluster"),
+                ));
+            }
+            front_ends.insert(
+                n.name.clone(),
+                FrontEndInfo {
+                    site: n.site.clone(),
+                    archiver: a,
+                },
+            );
+            for u in &n.users {
+                if let Some(other) = users.insert(u.clone(), n.name.clone()) {
+                    return Err(invalid(
+                        key("users"),
+                        format!("{u} is homed on {other} already"),
+                    ));
+                }
+            }
+        }
+        if n.has(Role::Archiver) {
+            let d = n.database.clone().ok_or_else(|| {
+                invalid(
+                    key("database"),
+                    format!("archiver {} must name its database", n.name),
+                )
+            })?;
+            if !role_of(&d, Role::Database) {
+                return Err(invalid(
+                    key("database"),
+                    format!("{d:?} is not a database of this cluster"),
+                ));
+            }
+            match (n.privacy, section.links) {
+                (Privacy::None, _) => {
+                    return Err(invalid(
+                        key("privacy"),
+                        "\"none\" is refused for an archiving destination: use \"optional\" or \"body\"".into(),
+                    ))
+                }
+                (Privacy::Body, LinkMode::Plain) => {
+                    return Err(invalid(
+                        key("privacy"),
+                        "\"body\" needs encrypted links, but cluster.links = \"plain\"".into(),
+                    ))
+                }
+                _ => {}
+            }
+            archivers.insert(n.name.clone(), ArchiverInfo { database: d });
+        }
+        if n.has(Role::Database) {
+            databases.push(n.name.clone());
+        }
+    }
+    let archiving = archiving.unwrap_or(ArchivingSection {
+        internal: true,
+        external: true,
+        ..Default::default()
+    });
+    Ok(Cluster {
+        domain: section.domain.clone(),
+        front_ends,
+        archivers,
+        databases,
+        users,
+        policy: Policy {
+            global: ArchiveSwitch {
+                internal: archiving.internal,
+                external: archiving.external,
+            },
+            sites: archiving.sites,
+            users: archiving.users,
+        },
+    })
+}
+
+/// Web service nodes: they need channel nodes and the file token secret.
+fn web(
+    pool: &mut ChatPool,
+    nodes: &[NodeConfig],
+    file_token_key: Option<&str>,
+    invalid: Invalid,
+) -> Result<(), ConfigError> {
+    pool.web = nodes
+        .iter()
+        .filter(|n| n.has(Role::Web))
+        .map(|n| n.name.clone())
+        .collect();
+    if !pool.web.is_empty() {
+        if pool.channels.is_empty() {
+            return Err(invalid(
+                "node.roles".into(),
+                "a web node serves group chat: the cluster needs channel nodes too".into(),
+            ));
+        }
+        match file_token_key {
+            Some(k) if k.len() >= 16 => pool.token_key = k.as_bytes().to_vec(),
+            _ => {
+                return Err(invalid(
+                    "cluster.file_token_key".into(),
+                    "a web node needs a secret of 16 characters or more to check file tokens"
+                        .into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The compliance node and `[compliance]`: the export's format, scope and
+/// output folder (and whether its group may read it).
+fn compliance(
+    pool: &mut ChatPool,
+    nodes: &[NodeConfig],
+    section: Option<&RawCompliance>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    invalid: Invalid,
+) -> Result<(Option<PathBuf>, bool), ConfigError> {
+    let comp: Vec<&NodeConfig> = nodes.iter().filter(|n| n.has(Role::Compliance)).collect();
+    let mut compliance_output = None;
+    let mut compliance_group_read = false;
+    match (comp.as_slice(), section) {
+        ([], None) => {}
+        ([], Some(_)) => {
+            return Err(invalid(
+                "compliance".into(),
+                "a [compliance] section needs a node with the compliance role".into(),
+            ))
+        }
+        ([_], None) => {
+            return Err(invalid(
+                "compliance.output".into(),
+                "a compliance node needs [compliance] output = \"folder\"".into(),
+            ))
+        }
+        ([node], Some(c)) => {
+            if pool.store.is_empty() {
+                return Err(invalid(
+                    "node.roles".into(),
+                    "a compliance node serves group chat: the cluster needs a chat pool".into(),
+                ));
+            }
+            pool.compliance = Some(node.name.clone());
+            if let Some(f) = &c.format {
+                pool.export.format = ExportFormat::parse(f).ok_or_else(|| {
+                    invalid(
+                        "compliance.format".into(),
+                        format!("{f:?}: one of xml, jsonl, csv"),
+                    )
+                })?;
+            }
+            pool.export.rooms = c.rooms.clone();
+            pool.export.users = c.users.clone();
+            compliance_output = Some(resolve(&c.output));
+            compliance_group_read = c.group_read;
+        }
+        (_, _) => {
+            return Err(invalid(
+                "node.roles".into(),
+                "at most one node may have the compliance role".into(),
+            ))
+        }
+    }
+    Ok((compliance_output, compliance_group_read))
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
@@ -478,7 +757,8 @@ impl Config {
     }
 
     /// Parses `text` as if read from `file`; relative paths resolve
-    /// against `base`.
+    /// against `base`. The sections are checked in order: settings, nodes,
+    /// the archiving topology, group chat, the Web service, compliance.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
         let fname = file.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -501,241 +781,22 @@ impl Config {
             .validate()
             .map_err(|(key, msg)| invalid(format!("settings.{key}"), msg))?;
         let data_root = resolve(&raw.cluster.data);
-        let mut nodes = Vec::new();
-        let mut names = BTreeMap::new();
-        let mut listens = BTreeMap::new();
-        for (i, n) in raw.nodes.iter().enumerate() {
-            let key = |k: &str| format!("node[{i}].{k}");
-            if n.name.is_empty()
-                || !n
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(invalid(
-                    key("name"),
-                    format!("{:?}: use letters, digits, '-' and '_'", n.name),
-                ));
-            }
-            if names.insert(n.name.clone(), i).is_some() {
-                return Err(invalid(key("name"), format!("{:?} is used twice", n.name)));
-            }
-            if let Some(other) = listens.insert(n.listen, n.name.clone()) {
-                return Err(invalid(
-                    key("listen"),
-                    format!("{} is also {other}'s address", n.listen),
-                ));
-            }
-            let mut roles = Vec::new();
-            for r in &n.roles {
-                let role = Role::parse(r).ok_or_else(|| {
-                    invalid(
-                        key("roles"),
-                        format!("{r:?}: expected front_end, archiver, database, lookup, channel, chat_store or web"),
-                    )
-                })?;
-                if !roles.contains(&role) {
-                    roles.push(role);
-                }
-            }
-            if roles.is_empty() {
-                return Err(invalid(key("roles"), "a node needs a role".into()));
-            }
-            roles.sort();
-            let mut users = Vec::new();
-            for u in &n.users {
-                users.extend(expand_users(u).map_err(|m| invalid(key("users"), m))?);
-            }
-            if !users.is_empty() && !roles.contains(&Role::FrontEnd) {
-                return Err(invalid(
-                    key("users"),
-                    "only a front end has users homed on it".into(),
-                ));
-            }
-            nodes.push(NodeConfig {
-                name: n.name.clone(),
-                roles,
-                listen: n.listen,
-                metrics: n.metrics,
-                data: n
-                    .data
-                    .as_deref()
-                    .map(resolve)
-                    .unwrap_or_else(|| data_root.join(&n.name)),
-                site: n.site.clone().unwrap_or_else(|| "default".into()),
-                archiver: n.archiver.clone(),
-                database: n.database.clone(),
-                users,
-                privacy: n.privacy,
-            });
-        }
-        if nodes.is_empty() {
-            return Err(invalid("node".into(), "the cluster has no nodes".into()));
-        }
-        let role_of = |name: &str, role: Role| {
-            nodes
-                .iter()
-                .find(|n| n.name == name)
-                .is_some_and(|n| n.has(role))
-        };
-        let mut front_ends = BTreeMap::new();
-        let mut archivers = BTreeMap::new();
-        let mut databases = Vec::new();
-        let mut users = BTreeMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            let key = |k: &str| format!("node[{i}].{k}");
-            if n.has(Role::FrontEnd) {
-                let a = n.archiver.clone().ok_or_else(|| {
-                    invalid(
-                        key("archiver"),
-                        format!("front end {} must name its archiving server", n.name),
-                    )
-                })?;
-                if !role_of(&a, Role::Archiver) {
-                    return Err(invalid(
-                        key("archiver"),
-                        format!("{a:?} is not an archiver of this cluster"),
-                    ));
-                }
-                front_ends.insert(
-                    n.name.clone(),
-                    FrontEndInfo {
-                        site: n.site.clone(),
-                        archiver: a,
-                    },
-                );
-                for u in &n.users {
-                    if let Some(other) = users.insert(u.clone(), n.name.clone()) {
-                        return Err(invalid(
-                            key("users"),
-                            format!("{u} is homed on {other} already"),
-                        ));
-                    }
-                }
-            }
-            if n.has(Role::Archiver) {
-                let d = n.database.clone().ok_or_else(|| {
-                    invalid(
-                        key("database"),
-                        format!("archiver {} must name its database", n.name),
-                    )
-                })?;
-                if !role_of(&d, Role::Database) {
-                    return Err(invalid(
-                        key("database"),
-                        format!("{d:?} is not a database of this cluster"),
-                    ));
-                }
-                match (n.privacy, raw.cluster.links) {
-                    (Privacy::None, _) => {
-                        return Err(invalid(
-                            key("privacy"),
-                            "\"none\" is refused for an archiving destination: use \"optional\" or \"body\"".into(),
-                        ))
-                    }
-                    (Privacy::Body, LinkMode::Plain) => {
-                        return Err(invalid(
-                            key("privacy"),
-                            "\"body\" needs encrypted links, but cluster.links = \"plain\"".into(),
-                        ))
-                    }
-                    _ => {}
-                }
-                archivers.insert(n.name.clone(), ArchiverInfo { database: d });
-            }
-            if n.has(Role::Database) {
-                databases.push(n.name.clone());
-            }
-        }
-        let archiving = raw.archiving.unwrap_or(ArchivingSection {
-            internal: true,
-            external: true,
-            ..Default::default()
-        });
-        let cluster = Cluster {
-            domain: raw.cluster.domain.clone(),
-            front_ends,
-            archivers,
-            databases,
-            users,
-            policy: Policy {
-                global: ArchiveSwitch {
-                    internal: archiving.internal,
-                    external: archiving.external,
-                },
-                sites: archiving.sites,
-                users: archiving.users,
-            },
-        };
+        let nodes = nodes(&raw.nodes, &data_root, &resolve, &invalid)?;
+        let cluster = archiving_cluster(&nodes, &raw.cluster, raw.archiving, &invalid)?;
         let mut pool = chat_pool(&raw.rooms, &raw.categories, &nodes, &invalid)?;
-        pool.web = nodes
-            .iter()
-            .filter(|n| n.has(Role::Web))
-            .map(|n| n.name.clone())
-            .collect();
-        if !pool.web.is_empty() {
-            if pool.channels.is_empty() {
-                return Err(invalid(
-                    "node.roles".into(),
-                    "a web node serves group chat: the cluster needs channel nodes too".into(),
-                ));
-            }
-            match &raw.cluster.file_token_key {
-                Some(k) if k.len() >= 16 => pool.token_key = k.as_bytes().to_vec(),
-                _ => {
-                    return Err(invalid(
-                        "cluster.file_token_key".into(),
-                        "a web node needs a secret of 16 characters or more to check file tokens"
-                            .into(),
-                    ))
-                }
-            }
-        }
-        let comp: Vec<&NodeConfig> = nodes.iter().filter(|n| n.has(Role::Compliance)).collect();
-        let mut compliance_output = None;
-        let mut compliance_group_read = false;
-        match (comp.as_slice(), &raw.compliance) {
-            ([], None) => {}
-            ([], Some(_)) => {
-                return Err(invalid(
-                    "compliance".into(),
-                    "a [compliance] section needs a node with the compliance role".into(),
-                ))
-            }
-            ([_], None) => {
-                return Err(invalid(
-                    "compliance.output".into(),
-                    "a compliance node needs [compliance] output = \"folder\"".into(),
-                ))
-            }
-            ([node], Some(c)) => {
-                if pool.store.is_empty() {
-                    return Err(invalid(
-                        "node.roles".into(),
-                        "a compliance node serves group chat: the cluster needs a chat pool".into(),
-                    ));
-                }
-                pool.compliance = Some(node.name.clone());
-                if let Some(f) = &c.format {
-                    pool.export.format = ExportFormat::parse(f).ok_or_else(|| {
-                        invalid(
-                            "compliance.format".into(),
-                            format!("{f:?}: one of xml, jsonl, csv"),
-                        )
-                    })?;
-                }
-                pool.export.rooms = c.rooms.clone();
-                pool.export.users = c.users.clone();
-                compliance_output = Some(resolve(&c.output));
-                compliance_group_read = c.group_read;
-            }
-            (_, _) => {
-                return Err(invalid(
-                    "node.roles".into(),
-                    "at most one node may have the compliance role".into(),
-                ))
-            }
-        }
+        web(
+            &mut pool,
+            &nodes,
+            raw.cluster.file_token_key.as_deref(),
+            &invalid,
+        )?;
+        let (compliance_output, compliance_group_read) = compliance(
+            &mut pool,
+            &nodes,
+            raw.compliance.as_ref(),
+            &resolve,
+            &invalid,
+        )?;
         Ok(Config {
             compliance_output,
             compliance_group_read,

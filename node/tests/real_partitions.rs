@@ -21,7 +21,7 @@
 //!
 //! Each case prints a table row and one JSON line of its figures, and
 //! writes the line to `calibration/real-partitions.jsonl` under cargo's
-//! `target/tmp` (the file is rewritten by every run): `tests/calibration.rs`
+//! `target/tmp` (the file is rewritten by every run): `sim/tests/calibration.rs`
 //! compares them with the same cases run as scenario files in the
 //! simulator. The archiving server serves its metrics, so that the
 //! duplicates its destination queue dropped are among the figures.
@@ -745,7 +745,7 @@ fn partitions_heal_within_seconds_and_lose_nothing() {
         })
         .collect();
     let mut problems = Vec::new();
-    // The figures for the simulator's calibration (tests/calibration.rs),
+    // The figures for the simulator's calibration (sim/tests/calibration.rs),
     // rewritten by every run.
     let figures_file =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("calibration/real-partitions.jsonl");

@@ -4,14 +4,8 @@
 //! Parsing and checking compile in every build; running a simulation needs
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
-pub mod calibration;
-pub mod chat_checker;
-pub mod checker;
-pub mod compliance_checker;
-pub mod critical;
-pub mod disk;
-pub mod plot;
-pub mod recovery;
+pub mod host;
+pub mod oracle;
 pub mod report;
 pub mod scenario;
 pub mod seeds;
@@ -21,20 +15,8 @@ pub mod trace;
 pub(crate) use holdfast_host::lock;
 
 #[cfg(madsim)]
-pub mod alarm;
-#[cfg(madsim)]
-pub mod chat;
-#[cfg(madsim)]
-pub mod connections;
-#[cfg(madsim)]
-pub mod hostile;
-#[cfg(madsim)]
-pub mod node;
-#[cfg(madsim)]
 pub mod runner;
 #[cfg(madsim)]
 pub mod sweep;
-#[cfg(madsim)]
-pub mod tcp_flow;
 #[cfg(madsim)]
 pub mod workload;

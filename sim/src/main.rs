@@ -318,7 +318,8 @@ mod sim {
         );
         let failures = report::evaluate(scn, &out.result);
         if let Some(path) = plot {
-            if let Err(e) = holdfast_sim::plot::draw(path, &out.scenario, &out.result, &out.series)
+            if let Err(e) =
+                holdfast_sim::report::plot::draw(path, &out.scenario, &out.result, &out.series)
             {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);

@@ -1,0 +1,381 @@
+//! `holdfast chat`: rooms, posts and history, as a chat user.
+
+use super::common::{fmt_time, load_config, parse_duration, runtime, ConfigArg};
+use clap::{Args, Subcommand};
+use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
+use std::time::Duration;
+
+#[derive(Args, Clone)]
+pub(crate) struct ChatUser {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// The user, e.g. alice@corp.example.
+    #[arg(long)]
+    pub(crate) user: String,
+    /// Use this Channel server instead of asking Lookup.
+    #[arg(long)]
+    pub(crate) channel: Option<String>,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// Who a room holds and how it is seen (for `chat create` and `chat manage`).
+#[derive(Args, Clone, Default)]
+pub(crate) struct RoomArgs {
+    /// open (anyone its category allows), closed (members; others find it)
+    /// or secret (members only, unlisted).
+    #[arg(long)]
+    privacy: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// Invite new members (the room shows in their `chat invites`).
+    #[arg(long)]
+    invite: Option<bool>,
+    /// Users to add as members (comma-separated; `user{1..5}@x` expands).
+    #[arg(long, value_delimiter = ',')]
+    members: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    managers: Vec<String>,
+    /// Make it an auditorium where only these users post.
+    #[arg(long, value_delimiter = ',')]
+    presenters: Vec<String>,
+    /// Users to wall off the room (an ethical wall).
+    #[arg(long, value_delimiter = ',')]
+    deny: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ChatCmd {
+    /// Rooms the user is a member or manager of (`getassociations`).
+    Rooms {
+        #[command(flatten)]
+        who: ChatUser,
+    },
+    /// Rooms whose name or description contains TEXT that the user may
+    /// know of (`chansrch`).
+    Search {
+        #[command(flatten)]
+        who: ChatUser,
+        text: String,
+    },
+    /// Rooms the user is invited to and does not follow yet (`getinv`).
+    Invites {
+        #[command(flatten)]
+        who: ChatUser,
+    },
+    /// Create a room in a category the user may create rooms in; the user
+    /// manages it.
+    Create {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        category: String,
+        #[command(flatten)]
+        spec: RoomArgs,
+    },
+    /// Change a room the user manages: add members, managers, presenters,
+    /// walled-off users; set privacy, description, invitations.
+    Manage {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        #[command(flatten)]
+        spec: RoomArgs,
+        /// Users to remove from members, managers and presenters.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+    },
+    /// A room's description, members and the users in it now.
+    Show {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+    },
+    /// Join rooms: print their backchat, then new posts as they come (for
+    /// `--for`, or until interrupted). `bjoin` when several are given.
+    Join {
+        #[command(flatten)]
+        who: ChatUser,
+        /// Rooms to join (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        room: Vec<String>,
+        /// Stop after this long (e.g. 30s); default: until interrupted.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Follow a room (new content is signalled while not joined), or stop.
+    Follow {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Post to a room; prints the post's sequence number once stored.
+    Post {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        text: String,
+    },
+    /// A room's posts after a sequence number (default: the backchat).
+    History {
+        #[command(flatten)]
+        who: ChatUser,
+        #[arg(long)]
+        room: String,
+        /// Posts after this sequence number (0: the last `chat_backchat`).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
+    use holdfast::chat_client::ChatClient;
+    match cmd {
+        ChatCmd::Rooms { who } => print_rooms(&who, RoomQuery::Associations)?,
+        ChatCmd::Search { who, text } => print_rooms(&who, RoomQuery::Search(text))?,
+        ChatCmd::Invites { who } => print_rooms(&who, RoomQuery::Invitations)?,
+        ChatCmd::Create {
+            who,
+            room,
+            category,
+            spec,
+        } => {
+            let info = Room {
+                category,
+                ..spec.apply(Room::default(), &[])?
+            };
+            let version =
+                with_session(
+                    &who,
+                    |mut c| async move { c.save_room(&room, info, true).await },
+                )?;
+            println!("created (directory version {version})");
+        }
+        ChatCmd::Manage {
+            who,
+            room,
+            spec,
+            remove,
+        } => {
+            let version = with_session(&who, |mut c| async move {
+                // Read, change, save; a concurrent change makes us retry.
+                for _ in 0..5 {
+                    let current = c.room(&room).await?;
+                    let info = spec.apply(current, &remove)?;
+                    match c.save_room(&room, info, false).await {
+                        Err(e) if e.contains("changed meanwhile") => continue,
+                        done => return done,
+                    }
+                }
+                Err(format!(
+                    "{room}: changed by others five times in a row; try again"
+                ))
+            })?;
+            println!("saved (directory version {version})");
+        }
+        ChatCmd::Show { who, room } => {
+            let (info, online) = with_session(&who, |mut c| async move {
+                let info = c.room(&room).await?;
+                let online = c.who(&room).await.unwrap_or_default();
+                Ok((info, online))
+            })?;
+            println!(
+                "{} room, category {:?}, {}{}",
+                info.privacy.as_str(),
+                info.category,
+                if info.presenters.is_some() {
+                    "auditorium"
+                } else {
+                    "normal"
+                },
+                if info.invite { ", invitations on" } else { "" }
+            );
+            if !info.description.is_empty() {
+                println!("description: {}", info.description);
+            }
+            let list = |s: &std::collections::BTreeSet<String>| {
+                s.iter().cloned().collect::<Vec<_>>().join(", ")
+            };
+            println!("managers:   {}", list(&info.managers));
+            println!("members:    {}", list(&info.members));
+            if let Some(p) = &info.presenters {
+                println!("presenters: {}", list(p));
+            }
+            if !info.denied.is_empty() {
+                println!("walled off: {}", list(&info.denied));
+            }
+            println!("online:     {}", online.join(", "));
+        }
+        ChatCmd::Join {
+            who,
+            room,
+            duration,
+        } => {
+            let config = load_config(&who.config)?;
+            runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                let mut seen = std::collections::BTreeMap::new();
+                for (r, (posts, latest)) in c.bulk_join(&room).await? {
+                    for (seq, p) in &posts {
+                        println!("{r} #{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+                    }
+                    eprintln!("joined {r} (at #{latest})");
+                    seen.insert(r, latest);
+                }
+                let until = duration.map(|d| tokio::time::Instant::now() + d);
+                while until.is_none_or(|u| tokio::time::Instant::now() < u) {
+                    match c.next_post().await {
+                        Some((seq, p)) => {
+                            let last = seen.entry(p.room.clone()).or_insert(0);
+                            if seq > *last {
+                                *last = seq;
+                                println!(
+                                    "{} #{seq}  {}  {}: {}",
+                                    p.room,
+                                    fmt_time(p.at),
+                                    p.author,
+                                    p.text
+                                );
+                            }
+                        }
+                        // Quiet: sync, which keeps the session alive (the
+                        // server closes silent ones) and fetches anything
+                        // a lost relay held back.
+                        None => {
+                            for (r, after) in &seen {
+                                c.sync(r, *after)?;
+                            }
+                        }
+                    }
+                }
+                Ok::<(), String>(())
+            })?;
+        }
+        ChatCmd::Follow { who, room, stop } => {
+            let r = room.clone();
+            with_session(&who, |mut c| async move { c.follow(&r, !stop).await })?;
+            println!(
+                "{} {room}",
+                if stop {
+                    "no longer following"
+                } else {
+                    "following"
+                }
+            );
+        }
+        ChatCmd::Post { who, room, text } => {
+            let config = load_config(&who.config)?;
+            let seq = runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                c.join(&room, 0).await?;
+                c.post(&room, &text).await
+            })?;
+            println!("posted to {room} as #{seq}");
+        }
+        ChatCmd::History { who, room, after } => {
+            let config = load_config(&who.config)?;
+            let (posts, latest) = runtime()?.block_on(async {
+                let mut c =
+                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
+                        .await?;
+                c.join(&room, after).await
+            })?;
+            for (seq, p) in &posts {
+                println!("#{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+            }
+            eprintln!("{} posts shown; {room} is at #{latest}", posts.len());
+        }
+    }
+    Ok(())
+}
+
+/// Connects as the user, opens a session and runs `f` with the client.
+pub(crate) fn with_session<T, F, Fut>(who: &ChatUser, f: F) -> Result<T, String>
+where
+    F: FnOnce(holdfast::chat_client::ChatClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    use holdfast::chat_client::ChatClient;
+    let config = load_config(&who.config)?;
+    runtime()?.block_on(async {
+        let mut c =
+            ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout).await?;
+        c.hello().await?;
+        f(c).await
+    })
+}
+
+fn print_rooms(who: &ChatUser, query: RoomQuery) -> Result<(), String> {
+    let rooms = with_session(who, |mut c| async move { c.find(query).await })?;
+    for r in &rooms {
+        let role = match (r.manager, r.member) {
+            (true, _) => ", manager",
+            (false, true) => ", member",
+            _ => "",
+        };
+        let cat = if r.category.is_empty() {
+            String::new()
+        } else {
+            format!(", category {}", r.category)
+        };
+        println!(
+            "{}  ({}{cat}{role})  {}",
+            r.name,
+            r.privacy.as_str(),
+            r.description
+        );
+    }
+    eprintln!("{} rooms", rooms.len());
+    Ok(())
+}
+
+impl RoomArgs {
+    /// `room` with these changes, and `remove` taken out of its lists.
+    fn apply(&self, mut room: Room, remove: &[String]) -> Result<Room, String> {
+        let users = |list: &[String]| -> Result<Vec<String>, String> {
+            let mut out = Vec::new();
+            for u in list {
+                out.extend(holdfast::config::expand_users(u)?);
+            }
+            Ok(out)
+        };
+        if let Some(p) = &self.privacy {
+            room.privacy = Privacy::parse(p)
+                .ok_or_else(|| format!("--privacy {p:?}: one of open, closed, secret"))?;
+        }
+        if let Some(d) = &self.description {
+            room.description = d.clone();
+        }
+        if let Some(i) = self.invite {
+            room.invite = i;
+        }
+        room.members.extend(users(&self.members)?);
+        room.managers.extend(users(&self.managers)?);
+        room.denied.extend(users(&self.deny)?);
+        if !self.presenters.is_empty() {
+            room.presenters
+                .get_or_insert_with(Default::default)
+                .extend(users(&self.presenters)?);
+        }
+        for u in users(remove)? {
+            room.members.remove(&u);
+            room.managers.remove(&u);
+            if let Some(p) = &mut room.presenters {
+                p.remove(&u);
+            }
+        }
+        Ok(room)
+    }
+}

@@ -1,0 +1,85 @@
+//! What the subcommands share: the config argument and value parsers, the
+//! runtime clients run on, the time format, and how a command fails.
+
+use clap::Args;
+use holdfast::config::Config;
+use holdfast_actors::core::identity::Role as PrincipalRole;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Clone)]
+pub(crate) struct ConfigArg {
+    /// The cluster configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "cluster.toml",
+        env = "HOLDFAST_CONFIG"
+    )]
+    pub(crate) config: PathBuf,
+    /// The folder of users' credentials (`<user>.pem`, `<user>.key`) that
+    /// clients present on TLS links (default: the `users` folder of the
+    /// config's certs).
+    #[arg(long, env = "HOLDFAST_CREDENTIALS")]
+    pub(crate) credentials: Option<PathBuf>,
+}
+
+pub(crate) fn parse_role(s: &str) -> Result<PrincipalRole, String> {
+    PrincipalRole::parse(s)
+        .ok_or_else(|| format!("{s:?}: the roles are user, operator and auditor"))
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// RFC 3339 or an age before now, in ms since the UNIX epoch.
+pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .map_err(|e| e.to_string());
+    }
+    let age = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?}: expected RFC 3339 (2026-11-22T10:00:00Z) or an age (10m)"))?;
+    Ok(holdfast::node::now_ms().saturating_sub(age.as_millis() as u64))
+}
+
+pub(crate) fn load_config(c: &ConfigArg) -> Result<Config, String> {
+    let mut config = Config::load(&c.config).map_err(|e| e.to_string())?;
+    if let Some(dir) = &c.credentials {
+        config.credentials = dir.clone();
+    }
+    Ok(config)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn fmt_time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Why a command did not end well. Exit codes: 0 when everything asked
+/// for happened; 1 when the command ran but found something not well (a
+/// front end failing or shut down, IMs not accepted, a failing export,
+/// damage in a store); 2 when it could not do its job (a bad config or
+/// file, a refusal, no connection).
+pub(crate) enum Failure {
+    /// Exit 2.
+    Error(String),
+    /// Exit 1.
+    NotWell(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Error(e)
+    }
+}

@@ -1,0 +1,63 @@
+//! `holdfast compliance`: the Compliance service's status, or an export now.
+
+use super::common::{fmt_time, load_config, runtime, ConfigArg, Failure};
+use clap::Subcommand;
+use holdfast_actors::core::protocol::Msg;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub(crate) enum ComplianceCmd {
+    /// Staged events, the last batch and run, the last error (an operator
+    /// or an auditor may ask).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Whose credential to present (an operator's or an auditor's).
+        #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+        who: String,
+    },
+    /// Export the staged events now instead of at the next interval (an
+    /// operator may ask).
+    RunNow {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Whose credential to present (an operator's).
+        #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+        who: String,
+    },
+}
+
+pub(crate) fn run(cmd: ComplianceCmd) -> Result<(), Failure> {
+    let (config, who, request) = match cmd {
+        ComplianceCmd::Status { config, who } => (config, who, Msg::ComplianceStatusQuery),
+        ComplianceCmd::RunNow { config, who } => (config, who, Msg::ComplianceRunNow),
+    };
+    let config = load_config(&config)?;
+    let s = runtime()?.block_on(holdfast::compliance_client::ask(
+        &config,
+        &who,
+        request,
+        Duration::from_secs(10),
+    ))?;
+    println!("staged events: {}", s.staged);
+    println!("last batch:    {}", s.last_batch);
+    println!(
+        "last run:      {}",
+        if s.last_run == 0 {
+            "none since the service started".to_string()
+        } else {
+            fmt_time(s.last_run)
+        }
+    );
+    println!("filtered out:  {}", s.filtered);
+    println!(
+        "last error:    {}",
+        s.last_error.as_deref().unwrap_or("none")
+    );
+    // Cleared by the next export that succeeds: the export is
+    // failing now.
+    if let Some(e) = s.last_error {
+        return Err(Failure::NotWell(format!("the export is failing: {e}")));
+    }
+    Ok(())
+}

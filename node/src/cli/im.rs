@@ -1,0 +1,83 @@
+//! `holdfast im send`: one IM, and what the front end answered.
+
+use super::common::{fmt_time, load_config, parse_duration, runtime, ConfigArg, Failure};
+use clap::Subcommand;
+use holdfast::client::{self, Client, Outcome};
+use holdfast_actors::core::protocol::Im;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub(crate) enum ImCmd {
+    /// Send one IM and print whether the front end accepted it.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Message id (default: a fresh unique one).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The message text.
+        text: String,
+    },
+}
+
+pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
+    match cmd {
+        ImCmd::Send {
+            config,
+            from,
+            to,
+            id,
+            timeout,
+            text,
+        } => {
+            let config = Arc::new(load_config(&config)?);
+            let id = id.unwrap_or_else(|| client::new_id("im"));
+            let outcome = runtime()?.block_on(async {
+                let c = Client::new(config)?;
+                c.send_im(
+                    Im {
+                        id: id.clone(),
+                        from,
+                        to,
+                        body: text,
+                    },
+                    timeout,
+                )
+                .await
+            })?;
+            match outcome {
+                Outcome::Accepted { at, message_id } => {
+                    println!("accepted {id} as {message_id} at {}", fmt_time(at))
+                }
+                // Delivered, so not an error to retry; but never the
+                // same line as "accepted": this one is not archived.
+                Outcome::DeliveredNotArchived {
+                    at,
+                    message_id,
+                    reason,
+                } => println!(
+                    "delivered {id} as {message_id} at {} but NOT ARCHIVED: {reason}",
+                    fmt_time(at)
+                ),
+                Outcome::Rejected { reason } => {
+                    return Err(format!("rejected {id}: {reason}").into())
+                }
+                Outcome::Unknown => {
+                    return Err(format!(
+                        "no answer for {id} within {}",
+                        humantime::format_duration(timeout)
+                    )
+                    .into())
+                }
+            }
+        }
+    }
+    Ok(())
+}

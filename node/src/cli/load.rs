@@ -1,0 +1,60 @@
+//! `holdfast load`: IM traffic at a fixed rate, and its outcome.
+
+use super::common::{load_config, runtime, ConfigArg, Failure};
+use holdfast::client::{self, Client};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) fn run(
+    config: ConfigArg,
+    rate: f64,
+    duration: Duration,
+    timeout: Duration,
+    size: usize,
+    outcomes: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = Arc::new(load_config(&config)?);
+    let (report, all) = runtime()?.block_on(async {
+        let c = Arc::new(Client::new(config)?);
+        client::load(c, rate, duration, timeout, size).await
+    })?;
+    if let Some(path) = outcomes {
+        let mut text = String::new();
+        for s in &all {
+            text.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "sent {} in {:.1} s: accepted {}, rejected {}, no answer {}, delivered not archived {}",
+            report.sent,
+            report.seconds,
+            report.accepted,
+            report.rejected,
+            report.unknown,
+            report.delivered_not_archived
+        );
+        let [p50, p90, p99, max] = report.accept_us;
+        println!("accept latency: p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us");
+        for (reason, n) in &report.reasons {
+            println!("  rejected {n}: {reason}");
+        }
+    }
+    if report.accepted < report.sent {
+        return Err(Failure::NotWell(format!(
+            "{} of {} IMs not accepted",
+            report.sent - report.accepted,
+            report.sent
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The subcommands of `holdfast`, one module each; `main.rs` parses the
+//! arguments and dispatches.
+
+pub(crate) mod archive;
+pub(crate) mod bench;
+pub(crate) mod certs;
+pub(crate) mod chat;
+pub(crate) mod cluster;
+pub(crate) mod common;
+pub(crate) mod compliance;
+pub(crate) mod file;
+pub(crate) mod im;
+pub(crate) mod inspect;
+pub(crate) mod load;
+pub(crate) mod parked;
+pub(crate) mod settings;
+pub(crate) mod status;

@@ -1,0 +1,294 @@
+//! The group chat checker: compares what the chat clients saw with the
+//! chat store's durable posts — every accepted post stored exactly once,
+//! in per-room order, and delivered exactly once, in order, to every member
+//! subscribed when it was posted; nothing reaching anyone behind an
+//! ethical wall.
+
+use crate::oracle::chat_log::{ChatLog, PostOutcome};
+use holdfast_actors::core::protocol::chat::Post;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The chat checker's findings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChatCounts {
+    pub posts: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub unknown: u64,
+    pub stored: u64,
+    /// Accepted but not in the store.
+    pub lost: u64,
+    /// A post id stored under two sequence numbers.
+    pub duplicates: u64,
+    /// Stored but never posted.
+    pub phantoms: u64,
+    /// Holes in a room's sequence, a post stored under another number than
+    /// its author was told, or stored content that differs from what was sent.
+    pub order_errors: u64,
+    /// Owed deliveries that never happened (member subscribed, post after
+    /// its baseline).
+    pub missed: u64,
+    /// Deliveries owed and made.
+    pub delivered: u64,
+    /// A delivery whose post differs from the store's at that number.
+    pub wrong_deliveries: u64,
+    /// Copies received by someone walled off the room.
+    pub wall_breaches: u64,
+    pub refused_joins: u64,
+    pub busy: u64,
+    pub reconnects: u64,
+    pub leaves: u64,
+    /// Copies that arrived again and were dropped by the client.
+    pub redundant: u64,
+    pub files_stored: u64,
+    /// Acknowledged files missing from the Web service's durable store.
+    pub files_lost: u64,
+    pub files_downloaded: u64,
+    pub files_corrupt: u64,
+    pub file_refusals: u64,
+    pub examples: BTreeMap<&'static str, Vec<String>>,
+    /// Compliance findings, when the pool has a Compliance service.
+    pub compliance: Option<crate::oracle::compliance_checker::ComplianceCounts>,
+}
+
+/// Compares what the chat clients saw with the store's durable posts and
+/// the Web service's durable files (id → size).
+pub fn check(log: &ChatLog, stored: &[(u64, Post)], files: &BTreeMap<String, u64>) -> ChatCounts {
+    let mut c = ChatCounts::default();
+    for (id, f) in &log.files {
+        c.files_stored += 1;
+        if files.get(id) != Some(&f.size) {
+            c.files_lost += 1;
+            c.examples
+                .entry("files_lost")
+                .or_default()
+                .push(format!("{id} ({} in {})", f.name, f.room));
+        }
+    }
+    c.files_downloaded = log.downloads_ok;
+    c.files_corrupt = log.downloads_corrupt.len() as u64;
+    c.file_refusals = log.file_refusals.len() as u64;
+    if !log.downloads_corrupt.is_empty() {
+        c.examples.insert(
+            "files_corrupt",
+            log.downloads_corrupt.iter().take(5).cloned().collect(),
+        );
+    }
+    if !log.file_refusals.is_empty() {
+        c.examples.insert(
+            "file_refusals",
+            log.file_refusals.iter().take(5).cloned().collect(),
+        );
+    }
+    let example = |c: &mut ChatCounts, what: &'static str, s: String| {
+        let v = c.examples.entry(what).or_default();
+        if v.len() < 5 {
+            v.push(s);
+        }
+    };
+    // room → seq → post
+    let mut rooms: BTreeMap<&str, BTreeMap<u64, &Post>> = BTreeMap::new();
+    let mut by_id: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+    for (seq, post) in stored {
+        c.stored += 1;
+        rooms.entry(&post.room).or_default().insert(*seq, post);
+        by_id.entry(&post.id).or_default().push((&post.room, *seq));
+    }
+    for (room, posts) in &rooms {
+        for (i, seq) in posts.keys().enumerate() {
+            if *seq != i as u64 + 1 {
+                c.order_errors += 1;
+                example(
+                    &mut c,
+                    "order_errors",
+                    format!("{room}: seq {seq} at position {}", i + 1),
+                );
+                break;
+            }
+        }
+    }
+    for (id, places) in &by_id {
+        if places.len() > 1 {
+            c.duplicates += places.len() as u64 - 1;
+            example(&mut c, "duplicates", format!("{id} at {places:?}"));
+        }
+        if !log.posts.contains_key(*id) {
+            c.phantoms += 1;
+            example(&mut c, "phantoms", id.to_string());
+        }
+    }
+    for (id, op) in &log.posts {
+        c.posts += 1;
+        match &op.outcome {
+            PostOutcome::Accepted { seq } => {
+                c.accepted += 1;
+                match by_id.get(id.as_str()) {
+                    None => {
+                        c.lost += 1;
+                        example(&mut c, "lost", id.clone());
+                    }
+                    Some(places) => {
+                        let post = rooms[places[0].0][&places[0].1];
+                        if places[0] != (op.room.as_str(), *seq)
+                            || post.text != op.text
+                            || post.author != op.author
+                        {
+                            c.order_errors += 1;
+                            example(
+                                &mut c,
+                                "order_errors",
+                                format!("{id}: told {}#{seq}, stored {places:?}", op.room),
+                            );
+                        }
+                    }
+                }
+            }
+            PostOutcome::Rejected(_) => c.rejected += 1,
+            PostOutcome::Unknown => c.unknown += 1,
+        }
+    }
+    for ((user, room), view) in &log.views {
+        c.redundant += view.redundant;
+        c.wall_breaches += view.received_while_walled;
+        if view.received_while_walled > 0 {
+            example(
+                &mut c,
+                "wall_breaches",
+                format!("{user} got {} posts of {room}", view.received_while_walled),
+            );
+        }
+        if log.walled.contains(&(user.clone(), room.clone())) {
+            continue;
+        }
+        let Some(baseline) = view.baseline else {
+            continue;
+        };
+        let Some(posts) = rooms.get(room.as_str()) else {
+            continue;
+        };
+        for (seq, post) in posts.range(baseline + 1..) {
+            match view.delivered.get(seq) {
+                None => {
+                    c.missed += 1;
+                    example(
+                        &mut c,
+                        "missed",
+                        format!("{user}: {room}#{seq} ({})", post.id),
+                    );
+                }
+                Some(id) if *id != post.id => {
+                    c.wrong_deliveries += 1;
+                    example(
+                        &mut c,
+                        "wrong_deliveries",
+                        format!("{user}: {room}#{seq} got {id}, stored {}", post.id),
+                    );
+                }
+                Some(_) => c.delivered += 1,
+            }
+        }
+    }
+    c.refused_joins = log.refused_joins;
+    c.busy = log.busy;
+    c.reconnects = log.reconnects;
+    c.leaves = log.leaves;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::chat_log::{FileRecord, PostOp};
+
+    fn post(id: &str, room: &str, text: &str) -> Post {
+        Post {
+            id: id.into(),
+            room: room.into(),
+            author: "a".into(),
+            text: text.into(),
+            at: 0,
+        }
+    }
+
+    fn log() -> ChatLog {
+        let mut log = ChatLog::default();
+        for (id, seq) in [("p1", 1), ("p2", 2), ("p3", 3)] {
+            log.posts.insert(
+                id.into(),
+                PostOp {
+                    room: "r".into(),
+                    author: "a".into(),
+                    text: id.into(),
+                    outcome: PostOutcome::Accepted { seq },
+                },
+            );
+        }
+        let view = log.views.entry(("b".into(), "r".into())).or_default();
+        view.baseline = Some(0);
+        for (seq, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+            view.delivered.insert(seq, id.into());
+        }
+        log.files.insert(
+            "web1-1".into(),
+            FileRecord {
+                room: "r".into(),
+                name: "f".into(),
+                size: 10,
+            },
+        );
+        log
+    }
+
+    fn stored() -> Vec<(u64, Post)> {
+        vec![
+            (1, post("p1", "r", "p1")),
+            (2, post("p2", "r", "p2")),
+            (3, post("p3", "r", "p3")),
+        ]
+    }
+
+    fn files() -> BTreeMap<String, u64> {
+        BTreeMap::from([("web1-1".to_string(), 10)])
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_each_kind_of_damage_is_counted() {
+        let c = check(&log(), &stored(), &files());
+        assert_eq!((c.lost, c.missed, c.delivered, c.files_lost), (0, 0, 3, 0));
+
+        // A post the store lost, and so a delivery that cannot be owed.
+        let c = check(&log(), &stored()[..2], &files());
+        assert_eq!(c.lost, 1);
+        // A post stored twice.
+        let mut twice = stored();
+        twice.push((4, post("p3", "r", "p3")));
+        assert_eq!(check(&log(), &twice, &files()).duplicates, 1);
+        // A delivery that never came.
+        let mut l = log();
+        l.views
+            .get_mut(&("b".into(), "r".into()))
+            .unwrap()
+            .delivered
+            .remove(&2);
+        assert_eq!(check(&l, &stored(), &files()).missed, 1);
+        // A walled user that received something.
+        let mut l = log();
+        l.views
+            .get_mut(&("b".into(), "r".into()))
+            .unwrap()
+            .received_while_walled = 2;
+        assert_eq!(check(&l, &stored(), &files()).wall_breaches, 2);
+        // A file the Web service does not hold, and a corrupt download.
+        assert_eq!(check(&log(), &stored(), &BTreeMap::new()).files_lost, 1);
+        let mut l = log();
+        l.downloads_corrupt.push("x".into());
+        assert_eq!(check(&l, &stored(), &files()).files_corrupt, 1);
+        // Content stored under another number than the author was told.
+        let mut moved = stored();
+        moved.swap(0, 1);
+        moved[0].0 = 1;
+        moved[1].0 = 2;
+        assert!(check(&log(), &moved, &files()).order_errors > 0);
+    }
+}

@@ -1,0 +1,339 @@
+//! The compliance checker: reads the export files back, as a pickup system
+//! would, and compares them with what happened.
+//!
+//! - every post in the chat store is exported exactly once, with its room,
+//!   author and text;
+//! - every file stored by the Web service has its upload exported;
+//! - every room created or changed at run time has a `room_saved` event;
+//! - every leave and download a client saw confirmed is exported (at least
+//!   as often as confirmed: one whose answer was lost may be exported too);
+//! - no event id appears twice across all files, and every file parses;
+//! - every file event carries the file's size and SHA-256, every room
+//!   change what it changed.
+//!
+//! Events still staged or in an outbox at the end are `pending`, and count
+//! as missing: a scenario must leave time for the last export.
+
+use crate::oracle::chat_log::ChatLog;
+use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent, Manifest};
+use holdfast_actors::core::protocol::chat::Post;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ComplianceCounts {
+    /// Distinct events found in the export files.
+    pub exported: u64,
+    /// Batches (data files with their manifest).
+    pub batches: u64,
+    /// Event ids found more than once.
+    pub duplicates: u64,
+    /// Events that should have been exported and were not.
+    pub missing: u64,
+    /// Events exported with other content than what happened, files that do
+    /// not parse, data files without a manifest or not matching it.
+    pub wrong: u64,
+    /// Still staged or in an outbox at the end.
+    pub pending: u64,
+    pub by_kind: BTreeMap<String, u64>,
+    pub examples: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl ComplianceCounts {
+    fn example(&mut self, what: &'static str, s: String) {
+        let v = self.examples.entry(what).or_default();
+        if v.len() < 5 {
+            v.push(s);
+        }
+    }
+}
+
+/// What the run produced, for the checker.
+pub struct ComplianceInput<'a> {
+    pub format: ExportFormat,
+    /// Every file in the output folder: `(name, content)`.
+    pub outputs: &'a [(String, Vec<u8>)],
+    pub posts: &'a [(u64, Post)],
+    /// Files the Web service holds: id → (room, uploader).
+    pub files: &'a BTreeMap<String, (String, String)>,
+    /// Rooms created or changed at run time.
+    pub rooms_saved: &'a [String],
+    pub log: &'a ChatLog,
+    pub pending: u64,
+}
+
+pub fn check(input: &ComplianceInput) -> ComplianceCounts {
+    let mut c = ComplianceCounts {
+        pending: input.pending,
+        ..Default::default()
+    };
+    let ext = format!(".{}", input.format.extension());
+    let mut events: BTreeMap<String, ExportedEvent> = BTreeMap::new();
+    let names: BTreeMap<&str, &[u8]> = input
+        .outputs
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    for (name, data) in &names {
+        let Some(stem) = name.strip_suffix(ext.as_str()) else {
+            continue;
+        };
+        c.batches += 1;
+        // A pickup system takes a batch once its manifest is there, and
+        // checks it.
+        match names
+            .get(format!("{stem}.manifest.json").as_str())
+            .map(|m| serde_json::from_slice::<Manifest>(m))
+        {
+            Some(Ok(m)) => {
+                use sha2::Digest;
+                let sha = sha2::Sha256::digest(data)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>();
+                if m.sha256 != sha || m.file != *name {
+                    c.wrong += 1;
+                    c.example("wrong", format!("{name}: does not match its manifest"));
+                }
+            }
+            _ => {
+                c.wrong += 1;
+                c.example("wrong", format!("{name}: no readable manifest"));
+            }
+        }
+        match parse(input.format, data) {
+            Ok(found) => {
+                for e in found {
+                    if events.contains_key(&e.id) {
+                        c.duplicates += 1;
+                        c.example("duplicates", format!("{} (again in {name})", e.id));
+                    } else {
+                        *c.by_kind.entry(e.kind.clone()).or_default() += 1;
+                        events.insert(e.id.clone(), e);
+                    }
+                }
+            }
+            Err(e) => {
+                c.wrong += 1;
+                c.example("wrong", format!("{name}: {e}"));
+            }
+        }
+    }
+    c.exported = events.len() as u64;
+    // Index the exported events by what they are about.
+    let mut posts: BTreeMap<&str, Vec<&ExportedEvent>> = BTreeMap::new();
+    let mut uploads: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut saves: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut leaves: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut downloads: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for e in events.values() {
+        if !details_well_formed(e) {
+            c.wrong += 1;
+            c.example(
+                "wrong",
+                format!("{} ({}) without its details: {:?}", e.id, e.kind, e.details),
+            );
+        }
+        match e.kind.as_str() {
+            "post" => posts.entry(&e.item).or_default().push(e),
+            "upload" => *uploads.entry(&e.item).or_default() += 1,
+            "room_saved" => *saves.entry(&e.room).or_default() += 1,
+            "leave" => *leaves.entry((&e.user, &e.room)).or_default() += 1,
+            "download" => *downloads.entry((&e.user, &e.item)).or_default() += 1,
+            _ => {}
+        }
+    }
+    for (_, post) in input.posts {
+        match posts.get(post.id.as_str()).map(|v| v.as_slice()) {
+            None | Some([]) => {
+                c.missing += 1;
+                c.example("missing", format!("post {} in {}", post.id, post.room));
+            }
+            Some([e]) => {
+                if e.room != post.room || e.user != post.author || e.text != post.text {
+                    c.wrong += 1;
+                    c.example("wrong", format!("post {} exported as {e:?}", post.id));
+                }
+            }
+            Some(more) => {
+                c.duplicates += more.len() as u64 - 1;
+                c.example(
+                    "duplicates",
+                    format!("post {} exported {} times", post.id, more.len()),
+                );
+            }
+        }
+    }
+    for id in input.files.keys() {
+        if !uploads.contains_key(id.as_str()) {
+            c.missing += 1;
+            c.example("missing", format!("upload of {id}"));
+        }
+    }
+    for room in input.rooms_saved {
+        if !saves.contains_key(room.as_str()) {
+            c.missing += 1;
+            c.example("missing", format!("creation of room {room}"));
+        }
+    }
+    // Confirmed to a client: exported at least as often.
+    for (what, seen, exported) in [
+        ("leaves", &input.log.leaves_confirmed, &leaves),
+        ("downloads", &input.log.downloads_by, &downloads),
+    ] {
+        for ((user, of), n) in seen {
+            let got = exported
+                .get(&(user.as_str(), of.as_str()))
+                .copied()
+                .unwrap_or(0);
+            if got < *n {
+                c.missing += n - got;
+                c.example("missing", format!("{} {what} of {user} ({of})", n - got));
+            }
+        }
+    }
+    c
+}
+
+/// Whether an event carries the details its kind must: a file's `size`
+/// and 64-hex-digit `sha256`; for a room change, what changed.
+fn details_well_formed(e: &ExportedEvent) -> bool {
+    let details = || serde_json::from_str::<BTreeMap<String, String>>(&e.details).ok();
+    match e.kind.as_str() {
+        "upload" | "download" => details().is_some_and(|d| {
+            d.get("size").is_some_and(|s| s.parse::<u64>().is_ok())
+                && d.get("sha256")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        }),
+        "room_saved" => details().is_some_and(|d| !d.is_empty()),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_actors::compliance::export::render;
+    use holdfast_actors::core::protocol::compliance::{ComplianceEvent, EventKind};
+
+    fn post(id: &str) -> (u64, Post) {
+        (
+            1,
+            Post {
+                id: id.into(),
+                room: "r".into(),
+                author: "a".into(),
+                text: format!("text of {id}"),
+                at: 1,
+            },
+        )
+    }
+
+    fn event(seq: u64, p: &Post) -> ComplianceEvent {
+        ComplianceEvent {
+            source: "chatdb".into(),
+            seq,
+            kind: EventKind::Post,
+            room: p.room.clone(),
+            user: p.author.clone(),
+            at: p.at,
+            item: p.id.clone(),
+            text: p.text.clone(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// An upload exported without the file's size and SHA-256, or a room
+    /// change without what it changed, is wrong.
+    #[test]
+    fn file_and_room_events_must_carry_their_details() {
+        let base = |kind: &str, details: &str| ExportedEvent {
+            id: "x-1".into(),
+            kind: kind.into(),
+            room: "r".into(),
+            user: "u".into(),
+            at: 1,
+            item: "f".into(),
+            text: "t".into(),
+            details: details.into(),
+        };
+        let hash = "ab".repeat(32);
+        assert!(details_well_formed(&base(
+            "upload",
+            &format!(r#"{{"size":"3","sha256":"{hash}"}}"#)
+        )));
+        assert!(!details_well_formed(&base("upload", "")));
+        assert!(!details_well_formed(&base("download", r#"{"size":"3"}"#)));
+        assert!(!details_well_formed(&base(
+            "upload",
+            r#"{"size":"3","sha256":"not hex"}"#
+        )));
+        assert!(details_well_formed(&base(
+            "room_saved",
+            r#"{"created":"true"}"#
+        )));
+        assert!(!details_well_formed(&base("room_saved", "")));
+        assert!(details_well_formed(&base("post", "")));
+    }
+
+    fn outputs(batches: &[(u64, Vec<ComplianceEvent>)]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (n, evs) in batches {
+            let refs: Vec<&ComplianceEvent> = evs.iter().collect();
+            for f in render(ExportFormat::Xml, *n, &refs) {
+                out.push((f.name, f.data));
+            }
+        }
+        out
+    }
+
+    fn run(outputs: &[(String, Vec<u8>)], posts: &[(u64, Post)]) -> ComplianceCounts {
+        let log = ChatLog::default();
+        check(&ComplianceInput {
+            format: ExportFormat::Xml,
+            outputs,
+            posts,
+            files: &BTreeMap::new(),
+            rooms_saved: &[],
+            log: &log,
+            pending: 0,
+        })
+    }
+
+    #[test]
+    fn it_sees_missing_duplicated_altered_and_torn_exports() {
+        let posts = vec![post("p1"), post("p2"), post("p3")];
+        let e: Vec<ComplianceEvent> = posts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| event(i as u64 + 1, p))
+            .collect();
+        // All there once: clean.
+        let good = run(&outputs(&[(1, e.clone())]), &posts);
+        assert_eq!(
+            (good.exported, good.missing, good.duplicates, good.wrong),
+            (3, 0, 0, 0)
+        );
+        // p3 never exported.
+        let c = run(&outputs(&[(1, e[..2].to_vec())]), &posts);
+        assert_eq!(c.missing, 1);
+        // p2 exported again in a later batch (a batch written twice under
+        // different names: what the intent prevents).
+        let c = run(&outputs(&[(1, e.clone()), (2, vec![e[1].clone()])]), &posts);
+        assert_eq!(c.duplicates, 1);
+        // Altered text.
+        let mut altered = e.clone();
+        altered[0].text = "something else".into();
+        let c = run(&outputs(&[(1, altered)]), &posts);
+        assert_eq!(c.wrong, 1);
+        // A torn data file: it no longer matches its manifest.
+        let mut torn = outputs(&[(1, e.clone())]);
+        let cut = torn[0].1.len() / 2;
+        torn[0].1.truncate(cut);
+        let c = run(&torn, &posts);
+        assert!(c.wrong >= 1 && c.missing >= 1, "{c:?}");
+        // A data file without its manifest.
+        let c = run(&outputs(&[(1, e)])[..1], &posts);
+        assert_eq!(c.wrong, 1);
+    }
+}

@@ -1,0 +1,728 @@
+//! A run's result: expectations evaluated, the JSON object and the human
+//! summary.
+
+pub mod calibration;
+pub mod plot;
+
+use crate::oracle::chat_checker::ChatCounts;
+use crate::oracle::checker::{Counts, HostileCounts};
+use crate::oracle::critical::{CriticalShutdown, Obligation};
+pub use crate::oracle::events::EventRecord;
+use crate::oracle::recovery::Recovery;
+use crate::scenario::Scenario;
+use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::units::fmt_ms;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub scenario: String,
+    pub file: String,
+    pub seed: u64,
+    pub semantics: &'static str,
+    pub simulated_ms: Millis,
+    pub counts: Counts,
+    /// Group chat findings, when the scenario has Channel servers.
+    pub chat: Option<ChatCounts>,
+    /// What hostile clients got, when the scenario has them.
+    pub hostile: Option<HostileCounts>,
+    pub events: Vec<EventRecord>,
+    pub faults: Vec<String>,
+    pub trace_hash: u64,
+    pub trace_len: u64,
+    /// Problems reading the final state (undecodable store entries…).
+    pub read_errors: Vec<String>,
+    /// Critical-mode shutdowns, attributed to faults.
+    pub critical: Vec<CriticalShutdown>,
+    /// Shutdowns `critical_shutdown_within` requires (empty without it).
+    pub obligations: Vec<Obligation>,
+    /// Values this seed drew from the scenario's ranges and random faults.
+    pub drawn: Vec<(String, String)>,
+    /// Per node, the highest value each gauge reached (queue depths…).
+    pub gauges: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per front end whose archiving path faults broke and healed: the
+    /// recovery figures the real-network partition suite measures.
+    pub recovery: Vec<Recovery>,
+}
+
+impl RunResult {
+    /// The result of a run that produced nothing (it panicked).
+    pub fn empty(scn: &Scenario, seed: u64) -> RunResult {
+        RunResult {
+            scenario: scn.name.clone(),
+            file: scn.file.clone(),
+            seed,
+            semantics: scn.semantics.as_str(),
+            simulated_ms: 0,
+            counts: Counts::default(),
+            chat: None,
+            hostile: None,
+            events: Vec::new(),
+            faults: Vec::new(),
+            trace_hash: 0,
+            trace_len: 0,
+            read_errors: Vec::new(),
+            critical: Vec::new(),
+            obligations: Vec::new(),
+            drawn: Vec::new(),
+            gauges: BTreeMap::new(),
+            recovery: Vec::new(),
+        }
+    }
+
+    /// Highest value of `gauge` on `node` (0 if never sampled).
+    pub fn gauge_max(&self, node: &str, gauge: &str) -> u64 {
+        self.gauges
+            .get(node)
+            .and_then(|g| g.get(gauge))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl RunResult {
+    /// Per front end: heartbeat NACKs and the last known link state.
+    pub fn queue_health(&self) -> BTreeMap<&str, Value> {
+        let mut out: BTreeMap<&str, (u64, u64, &str)> = BTreeMap::new();
+        for e in &self.events {
+            let slot = match e.name.as_str() {
+                "nack_delivery" | "nack_processing" | "queue_healthy" => {
+                    out.entry(e.node.as_str()).or_insert((0, 0, "healthy"))
+                }
+                _ => continue,
+            };
+            match e.name.as_str() {
+                "nack_delivery" => {
+                    slot.0 += 1;
+                    slot.2 = "delivery_failing";
+                }
+                "nack_processing" => {
+                    slot.1 += 1;
+                    if slot.2 != "delivery_failing" {
+                        slot.2 = "processing_failing";
+                    }
+                }
+                _ => slot.2 = "healthy",
+            }
+        }
+        out.into_iter()
+            .map(|(k, (d, p, state))| {
+                (
+                    k,
+                    json!({"nack_delivery": d, "nack_processing": p, "final": state}),
+                )
+            })
+            .collect()
+    }
+
+    pub fn event_counts(&self) -> BTreeMap<&str, u64> {
+        let mut m = BTreeMap::new();
+        for e in &self.events {
+            *m.entry(e.name.as_str()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// Every expectation that does not hold, as a sentence.
+pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
+    let e = &scn.expect;
+    let c = &r.counts;
+    let mut f = Vec::new();
+    if !scn.workloads.is_empty() && c.accepted == 0 {
+        f.push("the workload had no message accepted: the run proves nothing".to_string());
+    }
+    if let Some(ch) = &r.chat {
+        chat_failures(e, ch, !scn.chat.is_empty(), &mut f);
+    }
+    if let Some(n) = e.lost {
+        if c.lost != n {
+            f.push(format!(
+                "lost = {} (expected {n}); e.g. {:?}",
+                c.lost,
+                c.examples.get("lost").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(bound) = e.accept_p99_max_ms {
+        if c.accept_latency_ms[1] > bound {
+            f.push(format!(
+                "accept latency p99 {} (expected at most {})",
+                fmt_ms(c.accept_latency_ms[1]),
+                fmt_ms(bound)
+            ));
+        }
+    }
+    if let Some(h) = &r.hostile {
+        if h.accepted > 0 {
+            f.push(format!(
+                "hostile_accepted = {}: requests over a limit were taken",
+                h.accepted
+            ));
+        }
+        if h.reused_unarchived > 0 {
+            f.push(format!(
+                "hostile_reused_unarchived = {}: IMs taken under a reused client id are not all in the archive",
+                h.reused_unarchived
+            ));
+        }
+    }
+    if let Some(n) = e.parked_max {
+        if c.parked > n {
+            f.push(format!(
+                "parked = {} (expected at most {n}); e.g. {:?}",
+                c.parked,
+                c.examples.get("parked").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.parked_min {
+        if c.parked < n {
+            f.push(format!("parked = {} (expected at least {n})", c.parked));
+        }
+    }
+    if let Some(n) = e.lost_reported_max {
+        if c.lost_reported > n {
+            f.push(format!(
+                "lost_reported = {} (expected at most {n}); e.g. {:?}",
+                c.lost_reported,
+                c.examples.get("lost_reported").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.lost_min {
+        if c.lost < n {
+            f.push(format!("lost = {} (expected at least {n})", c.lost));
+        }
+    }
+    if let Some(n) = e.duplicates {
+        if c.duplicates != n {
+            f.push(format!(
+                "duplicates = {} (expected {n}); e.g. {:?}",
+                c.duplicates,
+                c.examples.get("duplicates").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.phantoms {
+        if c.phantoms != n {
+            f.push(format!(
+                "phantoms = {} (expected {n}); e.g. {:?}",
+                c.phantoms,
+                c.examples.get("phantoms").cloned().unwrap_or_default()
+            ));
+        }
+    }
+    if c.corrupted > 0 {
+        f.push(format!(
+            "corrupted = {}: archived content differs from what was sent; e.g. {:?}",
+            c.corrupted,
+            c.examples.get("corrupted").cloned().unwrap_or_default()
+        ));
+    }
+    if let Some(n) = e.accepted_min {
+        if c.accepted < n {
+            f.push(format!("accepted = {} (expected at least {n})", c.accepted));
+        }
+    }
+    if let Some(n) = e.rejected_min {
+        if c.rejected < n {
+            f.push(format!("rejected = {} (expected at least {n})", c.rejected));
+        }
+    }
+    if let Some(n) = e.qoe_dropped_min {
+        if c.qoe_dropped < n {
+            f.push(format!(
+                "qoe_dropped = {} (expected at least {n})",
+                c.qoe_dropped
+            ));
+        }
+    }
+    if let Some(n) = e.delivered_not_archived_min {
+        if c.delivered_not_archived < n {
+            f.push(format!(
+                "delivered_not_archived = {} (expected at least {n})",
+                c.delivered_not_archived
+            ));
+        }
+    }
+    if let Some(n) = e.delivered_not_archived {
+        if c.delivered_not_archived != n {
+            f.push(format!(
+                "delivered_not_archived = {} (expected {n}); e.g. {:?}",
+                c.delivered_not_archived,
+                c.examples
+                    .get("delivered_not_archived")
+                    .cloned()
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = e.pending_min {
+        if c.pending < n {
+            f.push(format!("pending = {} (expected at least {n})", c.pending));
+        }
+    }
+    if let Some(by) = e.drained_by_ms {
+        if c.archivable_accepted == 0 {
+            f.push("drained_by: nothing archivable was accepted, so nothing could drain".into());
+        } else if c.pending > 0 {
+            f.push(format!(
+                "{} accepted messages still queued at the end (expected everything archived by {})",
+                c.pending,
+                fmt_ms(by)
+            ));
+        } else if let Some(at) = c.drained_at {
+            if at > by {
+                f.push(format!(
+                    "archive drained at {} (expected by {})",
+                    fmt_ms(at),
+                    fmt_ms(by)
+                ));
+            }
+        }
+    }
+    if let Some(by) = e.shutdowns_end_by_ms {
+        for sd in &r.critical {
+            if sd.until.is_none_or(|u| u > by) {
+                f.push(format!(
+                    "{}'s critical shutdown at {} {} (expected every shutdown over by {})",
+                    sd.node,
+                    fmt_ms(sd.at),
+                    match sd.until {
+                        Some(u) => format!("ended only at {}", fmt_ms(u)),
+                        None => "never ended".into(),
+                    },
+                    fmt_ms(by)
+                ));
+            }
+        }
+    }
+    if let Some(n) = e.critical_shutdowns {
+        if r.critical.len() as u64 != n {
+            f.push(format!(
+                "{} critical-mode shutdowns (expected {n})",
+                r.critical.len()
+            ));
+        }
+    }
+    for ob in &r.obligations {
+        if ob.shut_in_time() && ob.resumed_early() {
+            f.push(format!(
+                "{} resumed at {} while {} still broke its archiving path",
+                ob.node,
+                fmt_ms(ob.resumed_at.unwrap_or(0)),
+                ob.fault
+            ));
+        } else if !ob.met() {
+            f.push(match ob.shut_at {
+                Some(at) => format!(
+                    "{} stopped accepting IM {} after {} (expected within {})",
+                    ob.node,
+                    fmt_ms(at - ob.start),
+                    ob.fault,
+                    fmt_ms(ob.bound)
+                ),
+                None => format!(
+                    "{} never stopped accepting IM after {} (expected within {})",
+                    ob.node,
+                    ob.fault,
+                    fmt_ms(ob.bound)
+                ),
+            });
+        }
+    }
+    if e.no_accept_while_shut_down && c.accepted_while_shut_down > 0 {
+        f.push(format!(
+            "{} IMs accepted while their front end was shut down; e.g. {:?}",
+            c.accepted_while_shut_down,
+            c.examples
+                .get("accepted_while_shut_down")
+                .cloned()
+                .unwrap_or_default()
+        ));
+    }
+    let seen = r.event_counts();
+    let first = |name: &str| r.events.iter().find(|ev| ev.name == name).map(|ev| ev.at);
+    for pair in e.events_order.windows(2) {
+        match (first(&pair[0]), first(&pair[1])) {
+            (Some(a), Some(b)) if a <= b => {}
+            (Some(a), Some(b)) => f.push(format!(
+                "event {:?} (first at {}) came after {:?} (first at {})",
+                pair[0],
+                fmt_ms(a),
+                pair[1],
+                fmt_ms(b)
+            )),
+            _ => f.push(format!(
+                "events {:?} and {:?} must both be raised",
+                pair[0], pair[1]
+            )),
+        }
+    }
+    for name in &e.events_include {
+        if !seen.contains_key(name.as_str()) {
+            f.push(format!("event {name:?} was never raised"));
+        }
+    }
+    for (node, gauge, min) in &e.gauge_min {
+        let got = r.gauge_max(node, gauge);
+        if got < *min {
+            f.push(format!(
+                "{node}.{gauge} reached {got} (expected at least {min})"
+            ));
+        }
+    }
+    for err in &r.read_errors {
+        f.push(format!("final state unreadable: {err}"));
+    }
+    f
+}
+
+fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f: &mut Vec<String>) {
+    let ex = |k: &str| c.examples.get(k).cloned().unwrap_or_default();
+    if workload && c.accepted == 0 {
+        f.push("the chat workload had no post accepted: the run proves nothing".to_string());
+    }
+    if let Some(n) = e.chat_lost {
+        if c.lost != n {
+            f.push(format!(
+                "chat lost = {} (expected {n}); e.g. {:?}",
+                c.lost,
+                ex("lost")
+            ));
+        }
+    }
+    if c.duplicates > 0 {
+        f.push(format!(
+            "chat duplicates = {}: a post stored twice; e.g. {:?}",
+            c.duplicates,
+            ex("duplicates")
+        ));
+    }
+    if c.phantoms > 0 {
+        f.push(format!(
+            "chat phantoms = {}: stored but never posted; e.g. {:?}",
+            c.phantoms,
+            ex("phantoms")
+        ));
+    }
+    if c.order_errors > 0 {
+        f.push(format!(
+            "chat order errors = {}; e.g. {:?}",
+            c.order_errors,
+            ex("order_errors")
+        ));
+    }
+    if c.wrong_deliveries > 0 {
+        f.push(format!(
+            "chat wrong deliveries = {}; e.g. {:?}",
+            c.wrong_deliveries,
+            ex("wrong_deliveries")
+        ));
+    }
+    if c.files_lost > 0 || c.files_corrupt > 0 || c.file_refusals > 0 {
+        f.push(format!(
+            "files: {} lost, {} corrupt downloads, {} refusals; e.g. {:?} {:?} {:?}",
+            c.files_lost,
+            c.files_corrupt,
+            c.file_refusals,
+            ex("files_lost"),
+            ex("files_corrupt"),
+            ex("file_refusals")
+        ));
+    }
+    if let Some(cc) = &c.compliance {
+        let cex = |k: &str| cc.examples.get(k).cloned().unwrap_or_default();
+        for (what, n, key) in [
+            ("missing", cc.missing, "missing"),
+            ("duplicated", cc.duplicates, "duplicates"),
+            ("wrong or unreadable", cc.wrong, "wrong"),
+        ] {
+            if n > 0 {
+                f.push(format!(
+                    "compliance: {n} events {what} (pending at the end: {}); e.g. {:?}",
+                    cc.pending,
+                    cex(key)
+                ));
+            }
+        }
+        if let Some(min) = e.compliance_exported_min {
+            if cc.exported < min {
+                f.push(format!(
+                    "compliance exported = {} (expected at least {min})",
+                    cc.exported
+                ));
+            }
+        }
+    }
+    if c.wall_breaches > 0 {
+        f.push(format!(
+            "ethical wall breached {} times; e.g. {:?}",
+            c.wall_breaches,
+            ex("wall_breaches")
+        ));
+    }
+    if let Some(n) = e.chat_missed {
+        if c.missed != n {
+            f.push(format!(
+                "chat missed deliveries = {} (expected {n}); e.g. {:?}",
+                c.missed,
+                ex("missed")
+            ));
+        }
+    }
+    for (what, got, min) in [
+        ("chat missed deliveries", c.missed, e.chat_missed_min),
+        ("chat accepted", c.accepted, e.chat_accepted_min),
+        ("chat busy answers", c.busy, e.chat_busy_min),
+        ("chat reconnects", c.reconnects, e.chat_reconnects_min),
+        (
+            "chat refused joins",
+            c.refused_joins,
+            e.chat_refused_joins_min,
+        ),
+    ] {
+        if let Some(min) = min {
+            if got < min {
+                f.push(format!("{what} = {got} (expected at least {min})"));
+            }
+        }
+    }
+}
+
+pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
+    let c = &r.counts;
+    json!({
+        "scenario": r.scenario,
+        "file": r.file,
+        "seed": r.seed,
+        "semantics": r.semantics,
+        "simulated_secs": r.simulated_ms as f64 / 1000.0,
+        "submitted": c.submitted,
+        "accepted": c.accepted,
+        "rejected": c.rejected,
+        "unknown": c.unknown,
+        "archivable_accepted": c.archivable_accepted,
+        "archived": c.archived,
+        "lost": c.lost,
+        "lost_reported": c.lost_reported,
+        "parked": c.parked,
+        "pending": c.pending,
+        "duplicates": c.duplicates,
+        "phantoms": c.phantoms,
+        "recovered": c.recovered,
+        "corrupted": c.corrupted,
+        "expired": c.expired,
+        "accepted_while_shut_down": c.accepted_while_shut_down,
+        "qoe_dropped": c.qoe_dropped,
+        "delivered_not_archived": c.delivered_not_archived,
+        "accept_latency_ms": {
+            "p50": c.accept_latency_ms[0],
+            "p99": c.accept_latency_ms[1],
+            "max": c.accept_latency_ms[2],
+        },
+        "chat": r.chat,
+        "hostile": r.hostile,
+        "by_kind": c.by_kind.iter().map(|(k, (a, ar))| (*k, json!({"accepted": a, "archived": ar}))).collect::<BTreeMap<_, _>>(),
+        "drained_at_secs": c.drained_at.map(|ms| ms as f64 / 1000.0),
+        "critical_shutdowns": r.critical.iter().map(|s| json!({
+            "node": s.node,
+            "at_secs": s.at as f64 / 1000.0,
+            "resumed_at_secs": s.until.map(|u| u as f64 / 1000.0),
+            "reason": s.reason,
+            "cause": s.cause,
+            "latency_secs": s.latency_ms.map(|l| l as f64 / 1000.0),
+        })).collect::<Vec<_>>(),
+        "recovery": r.recovery.iter().map(|v| json!({
+            "node": v.node,
+            "first_cut_secs": v.first_cut_ms as f64 / 1000.0,
+            "heal_secs": v.heal_ms as f64 / 1000.0,
+            "shutdown_secs": v.shutdown_ms.map(|ms| ms as f64 / 1000.0),
+            "first_delivery_secs": v.first_delivery_ms.map(|ms| ms as f64 / 1000.0),
+            "resume_secs": v.resume_ms.map(|ms| ms as f64 / 1000.0),
+        })).collect::<Vec<_>>(),
+        "queue_health": r.queue_health(),
+        "events": r.event_counts(),
+        "faults": r.faults,
+        "gauges_max": r.gauges,
+        "drawn": r.drawn.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        "examples": c.examples,
+        "trace_hash": format!("{:016x}", r.trace_hash),
+        "trace_events": r.trace_len,
+        "pass": failures.is_empty(),
+        "failures": failures,
+    })
+}
+
+pub fn summary(r: &RunResult, failures: &[String]) -> String {
+    let c = &r.counts;
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{} (seed {}, {}, {} simulated)\n",
+        r.scenario,
+        r.seed,
+        r.semantics,
+        fmt_ms(r.simulated_ms)
+    ));
+    for (k, v) in r.drawn.iter().filter(|(k, _)| k != "fault") {
+        s.push_str(&format!("  drawn: {k} = {v}\n"));
+    }
+    for f in &r.faults {
+        s.push_str(&format!("  fault: {f}\n"));
+    }
+    s.push_str(&format!(
+        "  submitted {}  accepted {}  rejected {}  unknown {}\n",
+        c.submitted, c.accepted, c.rejected, c.unknown
+    ));
+    s.push_str(&format!(
+        "  archivable {}  archived {}  lost {}  pending {}  duplicates {}  phantoms {}  recovered {}\n",
+        c.archivable_accepted, c.archived, c.lost, c.pending, c.duplicates, c.phantoms, c.recovered
+    ));
+    if let Some(ch) = &r.chat {
+        s.push_str(&format!(
+            "  chat: posts {}  accepted {}  rejected {}  unknown {}  stored {}  lost {}  duplicates {}  missed {}  delivered {}\n",
+            ch.posts, ch.accepted, ch.rejected, ch.unknown, ch.stored, ch.lost, ch.duplicates, ch.missed, ch.delivered
+        ));
+        s.push_str(&format!(
+            "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  leaves {}  redundant copies {}\n",
+            ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.leaves, ch.redundant
+        ));
+        if ch.files_stored > 0 {
+            s.push_str(&format!(
+                "  files: stored {}  lost {}  downloaded {}  corrupt {}  refused {}\n",
+                ch.files_stored,
+                ch.files_lost,
+                ch.files_downloaded,
+                ch.files_corrupt,
+                ch.file_refusals
+            ));
+        }
+        if let Some(cc) = &ch.compliance {
+            let kinds: Vec<String> = cc.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            s.push_str(&format!(
+                "  compliance: exported {} in {} batches ({})  missing {}  duplicates {}  wrong {}  pending {}\n",
+                cc.exported,
+                cc.batches,
+                kinds.join(", "),
+                cc.missing,
+                cc.duplicates,
+                cc.wrong,
+                cc.pending
+            ));
+        }
+    }
+    if let Some(at) = c.drained_at {
+        s.push_str(&format!(
+            "  last archivable message archived at {}\n",
+            fmt_ms(at)
+        ));
+    }
+    if c.accepted > 0 {
+        let [p50, p99, max] = c.accept_latency_ms;
+        s.push_str(&format!(
+            "  accept latency: p50 {}  p99 {}  max {}\n",
+            fmt_ms(p50),
+            fmt_ms(p99),
+            fmt_ms(max)
+        ));
+    }
+    if let Some(h) = &r.hostile {
+        s.push_str(&format!(
+            "  hostile: requests {}  accepted over a limit {}  refused {}  reused-id taken {} (unarchived {})  flood connections {} (refused {})\n",
+            h.requests, h.accepted, h.refused, h.reused_accepted, h.reused_unarchived, h.flood_connections, h.flood_refused
+        ));
+    }
+    if c.lost_reported > 0 {
+        s.push_str(&format!(
+            "  lost and reported by an operator event (store damage): {}\n",
+            c.lost_reported
+        ));
+    }
+    if c.parked > 0 {
+        s.push_str(&format!(
+            "  refused by the database for good and parked for an operator: {}\n",
+            c.parked
+        ));
+    }
+    if c.delivered_not_archived > 0 {
+        s.push_str(&format!(
+            "  delivered and told \"not archived\" (critical mode off, store failing): {}\n",
+            c.delivered_not_archived
+        ));
+    }
+    if c.expired > 0 {
+        s.push_str(&format!(
+            "  of the lost, {} were dropped by expiry\n",
+            c.expired
+        ));
+    }
+    if c.by_kind.len() > 1 || c.qoe_dropped > 0 {
+        let kinds: Vec<String> = c
+            .by_kind
+            .iter()
+            .map(|(k, (a, ar))| format!("{k} {ar}/{a}"))
+            .collect();
+        s.push_str(&format!(
+            "  archived/accepted by kind: {}; QoE reports dropped (allowed): {}\n",
+            kinds.join(", "),
+            c.qoe_dropped
+        ));
+    }
+    for sd in &r.critical {
+        s.push_str(&format!(
+            "  critical shutdown: {} at {}{}{}\n",
+            sd.node,
+            fmt_ms(sd.at),
+            match (&sd.cause, sd.latency_ms) {
+                (Some(c), Some(l)) => format!(", {} after {c}", fmt_ms(l)),
+                _ => String::new(),
+            },
+            match sd.until {
+                Some(u) => format!(", resumed at {}", fmt_ms(u)),
+                None => ", never resumed".into(),
+            }
+        ));
+    }
+    for v in &r.recovery {
+        let secs = |ms: Option<Millis>| ms.map_or("-".to_string(), fmt_ms);
+        s.push_str(&format!(
+            "  recovery of {}: shutdown {} after the first cut, first delivery {} and resume {} after the heal at {}\n",
+            v.node,
+            secs(v.shutdown_ms),
+            secs(v.first_delivery_ms),
+            secs(v.resume_ms),
+            fmt_ms(v.heal_ms)
+        ));
+    }
+    let ev = r.event_counts();
+    if !ev.is_empty() {
+        let list: Vec<String> = ev.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        s.push_str(&format!("  events: {}\n", list.join(" ")));
+    }
+    let depths: Vec<String> = r
+        .gauges
+        .iter()
+        .flat_map(|(node, g)| {
+            g.iter()
+                .filter(|(k, v)| k.ends_with("_depth") && **v > 0)
+                .map(move |(k, v)| format!("{node} {}={v}", k.trim_end_matches("_depth")))
+        })
+        .collect();
+    if !depths.is_empty() {
+        s.push_str(&format!("  max queue depth: {}\n", depths.join(", ")));
+    }
+    s.push_str(&format!(
+        "  trace {:016x} ({} events)\n",
+        r.trace_hash, r.trace_len
+    ));
+    if failures.is_empty() {
+        s.push_str("  PASS\n");
+    } else {
+        for f in failures {
+            s.push_str(&format!("  FAIL: {f}\n"));
+        }
+    }
+    s
+}

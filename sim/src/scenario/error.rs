@@ -1,0 +1,154 @@
+//! Scenario errors, and the context that points them at the file's lines.
+
+use super::raw::NumOrRange;
+use holdfast_actors::core::units;
+use std::fmt;
+use std::ops::Range;
+use toml::Spanned;
+
+/// A scenario file that could not be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+    pub(super) src: &'a str,
+}
+
+impl Ctx<'_> {
+    pub(super) fn line(&self, span: &Range<usize>) -> Option<usize> {
+        if span.start == 0 && span.end == 0 {
+            return None;
+        }
+        Some(
+            self.src[..span.start.min(self.src.len())]
+                .matches('\n')
+                .count()
+                + 1,
+        )
+    }
+    pub(super) fn err(
+        &self,
+        span: &Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ScenarioError {
+        ScenarioError {
+            file: self.file.to_string(),
+            line: self.line(span),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+    pub(super) fn dur(&self, v: &Spanned<String>, key: &str) -> Result<u64, ScenarioError> {
+        if v.get_ref().contains("..") {
+            return Err(self.err(&v.span(), key, "a range is not allowed here"));
+        }
+        units::duration_ms(v.get_ref()).map_err(|m| self.err(&v.span(), key, m))
+    }
+    /// A duration or a range of durations `"lo..hi"`.
+    pub(super) fn dur_range(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+    ) -> Result<(u64, u64), ScenarioError> {
+        let parse = |s: &str| units::duration_ms(s).map_err(|m| self.err(&v.span(), key, m));
+        match v.get_ref().split_once("..") {
+            None => parse(v.get_ref()).map(|d| (d, d)),
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse(lo)?, parse(hi)?);
+                if lo > hi {
+                    return Err(self.err(&v.span(), key, "a range must go from low to high"));
+                }
+                Ok((lo, hi))
+            }
+        }
+    }
+    /// A number or a range of numbers `"lo..hi"`.
+    pub(super) fn num_range(
+        &self,
+        v: &Spanned<NumOrRange>,
+        key: &str,
+    ) -> Result<(f64, f64), ScenarioError> {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| self.err(&v.span(), key, format!("{s:?} is not a number")))
+        };
+        let (lo, hi) = match v.get_ref() {
+            NumOrRange::Int(i) => (*i as f64, *i as f64),
+            NumOrRange::Float(f) => (*f, *f),
+            NumOrRange::Text(t) => match t.split_once("..") {
+                Some((lo, hi)) => (parse(lo)?, parse(hi)?),
+                None => {
+                    return Err(self.err(
+                        &v.span(),
+                        key,
+                        format!("expected a number or a range like \"5..20\", got {t:?}"),
+                    ))
+                }
+            },
+        };
+        if lo > hi || !lo.is_finite() || !hi.is_finite() {
+            return Err(self.err(&v.span(), key, "a range must go from low to high"));
+        }
+        Ok((lo, hi))
+    }
+    pub(super) fn count(
+        &self,
+        v: &Spanned<i64>,
+        key: &str,
+        min: i64,
+    ) -> Result<u64, ScenarioError> {
+        if *v.get_ref() < min {
+            return Err(self.err(
+                &v.span(),
+                key,
+                format!("must be at least {min}, got {}", v.get_ref()),
+            ));
+        }
+        Ok(*v.get_ref() as u64)
+    }
+}
+
+/// The dotted key (`settings.resend_interval`) of the line holding byte
+/// `pos`: the table header above it, then the key left of `=`.
+pub(super) fn key_at(src: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(src.len());
+    let line_start = src[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let line = src[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['))?;
+    let table = src[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}

@@ -1,0 +1,495 @@
+//! `[[workload]]` entries: IM, CDR and QoE traffic, group chat and file
+//! sharing, and hostile clients.
+
+use super::error::{Ctx, ScenarioError};
+use super::model::{
+    Archive, ChatWorkload, Draw, DrawTarget, HostileWorkload, ImWorkload, Topology, ATTACKS,
+};
+use super::raw::{ArchiveSpec, RawWorkload};
+use holdfast_actors::core::protocol::RecordKind;
+use holdfast_actors::core::units;
+
+/// A `kind = "hostile"` workload.
+fn hostile_workload(
+    cx: &Ctx,
+    w: &RawWorkload,
+    duration_ms: u64,
+) -> Result<HostileWorkload, ScenarioError> {
+    let names = w.attacks.as_ref().ok_or_else(|| {
+        cx.err(
+            &w.kind.span(),
+            "workload.attacks",
+            "a hostile workload needs `attacks`, like [\"oversize\", \"flood\"]",
+        )
+    })?;
+    let mut attacks = Vec::new();
+    for name in names.get_ref() {
+        match ATTACKS.iter().find(|(n, _)| n == name) {
+            Some((_, a)) => attacks.push(*a),
+            None => {
+                return Err(cx.err(
+                    &names.span(),
+                    "workload.attacks",
+                    format!(
+                        "unknown attack {name:?}; expected {}",
+                        ATTACKS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    attacks.sort();
+    attacks.dedup();
+    if attacks.is_empty() {
+        return Err(cx.err(
+            &names.span(),
+            "workload.attacks",
+            "needs at least one attack",
+        ));
+    }
+    let (clients, hi) = cx.num_range(&w.users, "workload.users")?;
+    if hi > clients || !(1.0..=5000.0).contains(&clients) {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload.users",
+            "hostile clients: one number from 1 to 5000",
+        ));
+    }
+    let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
+    if rate_hi > rate || !(rate > 0.0 && rate <= 1000.0) {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            "one number of requests per second, over 0 and at most 1000",
+        ));
+    }
+    let start_ms = w
+        .start
+        .as_ref()
+        .map(|d| cx.dur(d, "workload.start"))
+        .transpose()?
+        .unwrap_or(0);
+    let stop_ms = w
+        .stop
+        .as_ref()
+        .map(|d| cx.dur(d, "workload.stop"))
+        .transpose()?
+        .unwrap_or(duration_ms);
+    if stop_ms <= start_ms || stop_ms > duration_ms {
+        return Err(cx.err(
+            &w.kind.span(),
+            "workload.stop",
+            "must be after start and within the run",
+        ));
+    }
+    for (key, given) in [
+        ("size", w.size.is_some()),
+        ("archive", w.archive.is_some()),
+        ("external", w.external.is_some()),
+        ("front_ends", w.front_ends.is_some()),
+        ("rooms", w.rooms.is_some()),
+        ("walled", w.walled.is_some()),
+        ("sync", w.sync.is_some()),
+        ("managed", w.managed.is_some()),
+        ("churn", w.churn.is_some()),
+        ("repair", w.repair.is_some()),
+    ] {
+        if given {
+            return Err(cx.err(
+                &w.kind.span(),
+                &format!("workload.{key}"),
+                "a hostile workload does not take this key",
+            ));
+        }
+    }
+    Ok(HostileWorkload {
+        attacks,
+        clients: clients as u64,
+        rate,
+        start_ms,
+        stop_ms,
+    })
+}
+
+/// A `kind = "chat"` workload.
+fn chat_workload(
+    cx: &Ctx,
+    w: &RawWorkload,
+    duration_ms: u64,
+    topology: &Topology,
+    files: bool,
+) -> Result<ChatWorkload, ScenarioError> {
+    if files && topology.web.is_empty() {
+        return Err(cx.err(
+            &w.kind.span(),
+            "workload.kind",
+            "a file workload needs a Web service: set topology.web",
+        ));
+    }
+    if topology.channels.is_empty() {
+        return Err(cx.err(
+            &w.kind.span(),
+            "workload.kind",
+            "a chat workload needs Channel servers: set topology.channels (and topology.lookups)",
+        ));
+    }
+    for (key, given) in [
+        ("archive", w.archive.as_ref().map(|a| a.span())),
+        ("external", w.external.as_ref().map(|e| e.span())),
+        ("front_ends", w.front_ends.as_ref().map(|e| e.span())),
+    ] {
+        if let Some(span) = given {
+            return Err(cx.err(
+                &span,
+                &format!("workload.{key}"),
+                "a chat workload does not take this key",
+            ));
+        }
+    }
+    let (users, users_hi) = cx.num_range(&w.users, "workload.users")?;
+    let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
+    if users_hi > users || rate_hi > rate {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload",
+            "ranges are not supported in chat workloads yet",
+        ));
+    }
+    if users < 2.0 || users.fract() != 0.0 || users > 5000.0 {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload.users",
+            "must be a whole number from 2 to 5000",
+        ));
+    }
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1000.0) {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            "must be a positive number of posts per simulated second, at most 1000",
+        ));
+    }
+    let rooms = match &w.rooms {
+        Some(r) => cx.count(r, "workload.rooms", 1)?,
+        None => 1,
+    };
+    let walled = match &w.walled {
+        Some(r) => cx.count(r, "workload.walled", 0)?,
+        None => 0,
+    };
+    if walled + 2 > users as u64 {
+        return Err(cx.err(
+            &w.walled.as_ref().expect("walled given").span(),
+            "workload.walled",
+            "at least two users must remain outside the wall",
+        ));
+    }
+    let size = match &w.size {
+        Some(s) => cx.count(s, "workload.size", 1)? as usize,
+        None => 100,
+    };
+    let start_ms = match &w.start {
+        Some(s) => cx.dur(s, "workload.start")?,
+        None => 0,
+    };
+    let stop_ms = match &w.stop {
+        Some(s) => cx.dur(s, "workload.stop")?,
+        None => duration_ms,
+    };
+    if stop_ms <= start_ms || stop_ms > duration_ms {
+        return Err(cx.err(
+            &w.stop.as_ref().map(|s| s.span()).unwrap_or(w.kind.span()),
+            "workload.stop",
+            "must be after start and within the run's duration",
+        ));
+    }
+    let sync_ms = match &w.sync {
+        Some(s) => cx.dur(s, "workload.sync")?,
+        None => 10_000,
+    };
+    if sync_ms == 0 {
+        return Err(cx.err(
+            &w.sync.as_ref().expect("sync given").span(),
+            "workload.sync",
+            "must be longer than 0s",
+        ));
+    }
+    let churn = match &w.churn {
+        Some(c) if !(0.0..=1.0).contains(c.get_ref()) => {
+            return Err(cx.err(
+                &c.span(),
+                "workload.churn",
+                "must be a probability from 0 to 1",
+            ))
+        }
+        Some(c) => *c.get_ref(),
+        None => 0.0,
+    };
+    Ok(ChatWorkload {
+        users: users as u64,
+        rooms,
+        walled,
+        rate,
+        size,
+        start_ms,
+        stop_ms,
+        sync_ms,
+        repair: w.repair.unwrap_or(true),
+        files,
+        managed: w.managed.as_ref().is_some_and(|m| *m.get_ref()),
+        churn,
+    })
+}
+
+/// The workloads of a scenario, by kind.
+pub(super) struct Workloads {
+    pub(super) im: Vec<ImWorkload>,
+    pub(super) chat: Vec<ChatWorkload>,
+    pub(super) hostile: Vec<HostileWorkload>,
+}
+
+/// Every `[[workload]]` entry; the values drawn per seed go to `draws`.
+pub(super) fn workloads(
+    cx: &Ctx,
+    raw: &[RawWorkload],
+    duration_ms: u64,
+    topology: &Topology,
+    draws: &mut Vec<Draw>,
+) -> Result<Workloads, ScenarioError> {
+    let mut workloads = Vec::new();
+    let mut chat = Vec::new();
+    let mut hostile = Vec::new();
+    for w in raw {
+        let kind = w.kind.get_ref().as_str();
+        if kind == "hostile" {
+            hostile.push(hostile_workload(cx, w, duration_ms)?);
+            continue;
+        }
+        if let Some(a) = &w.attacks {
+            return Err(cx.err(
+                &a.span(),
+                "workload.attacks",
+                "only a hostile workload takes this key",
+            ));
+        }
+        if kind == "chat" || kind == "file" {
+            chat.push(chat_workload(cx, w, duration_ms, topology, kind == "file")?);
+            continue;
+        }
+        let wi = workloads.len();
+        workloads.push(im_workload(cx, w, wi, duration_ms, topology, draws)?);
+    }
+    Ok(Workloads {
+        im: workloads,
+        chat,
+        hostile,
+    })
+}
+
+/// A `kind = "im"`, `"cdr"` or `"qoe"` workload, the `wi`th of them.
+fn im_workload(
+    cx: &Ctx,
+    w: &RawWorkload,
+    wi: usize,
+    duration_ms: u64,
+    topology: &Topology,
+    draws: &mut Vec<Draw>,
+) -> Result<ImWorkload, ScenarioError> {
+    let kind = w.kind.get_ref().as_str();
+    for (key, given) in [
+        ("rooms", w.rooms.as_ref().map(|r| r.span())),
+        ("walled", w.walled.as_ref().map(|r| r.span())),
+        ("sync", w.sync.as_ref().map(|r| r.span())),
+        ("managed", w.managed.as_ref().map(|r| r.span())),
+        ("churn", w.churn.as_ref().map(|r| r.span())),
+    ] {
+        if let Some(span) = given {
+            return Err(cx.err(
+                &span,
+                &format!("workload.{key}"),
+                "only a chat workload takes this key",
+            ));
+        }
+    }
+    let record_kind = match kind {
+        "im" => RecordKind::Im,
+        "cdr" => RecordKind::Cdr,
+        "qoe" => RecordKind::Qoe,
+        other => {
+            return Err(cx.err(
+                &w.kind.span(),
+                "workload.kind",
+                format!("unknown workload kind {other:?}; expected \"im\", \"cdr\", \"qoe\", \"chat\", \"file\" or \"hostile\""),
+            ))
+        }
+    };
+    if let (false, Some(a)) = (record_kind == RecordKind::Im, &w.archive) {
+        return Err(cx.err(
+            &a.span(),
+            "workload.archive",
+            "only an im workload has an archiving policy; every call is recorded",
+        ));
+    }
+    let (users_lo, users_hi) = cx.num_range(&w.users, "workload.users")?;
+    if users_lo < 2.0 || users_lo.fract() != 0.0 || users_hi.fract() != 0.0 {
+        return Err(cx.err(
+            &w.users.span(),
+            "workload.users",
+            format!("must be whole numbers of at least 2, got {users_lo}..{users_hi}"),
+        ));
+    }
+    let users = users_lo as u64;
+    if users_hi > users_lo {
+        draws.push(Draw {
+            target: DrawTarget::WorkloadUsers(wi),
+            lo: users_lo,
+            hi: users_hi,
+            label: format!("workload[{wi}].users"),
+        });
+    }
+    let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
+    if rate_hi > rate {
+        draws.push(Draw {
+            target: DrawTarget::WorkloadRate(wi),
+            lo: rate,
+            hi: rate_hi,
+            label: format!("workload[{wi}].rate"),
+        });
+    }
+    if rate_hi > 10_000.0 {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            "at most 10000 messages per second",
+        ));
+    }
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            format!("must be a positive number of messages per simulated second, got {rate}"),
+        ));
+    }
+    if rate > 10_000.0 {
+        return Err(cx.err(
+            &w.rate.span(),
+            "workload.rate",
+            "at most 10000 messages per second",
+        ));
+    }
+    let size = match &w.size {
+        Some(s) => cx.count(s, "workload.size", 1)? as usize,
+        None => 200,
+    };
+    if size > 1 << 20 {
+        return Err(cx.err(
+            &w.size.as_ref().expect("some").span(),
+            "workload.size",
+            "at most 1 MiB per message body",
+        ));
+    }
+    let (start_ms, start_hi) = w
+        .start
+        .as_ref()
+        .map(|s| cx.dur_range(s, "workload.start"))
+        .transpose()?
+        .unwrap_or((0, 0));
+    let (stop_ms, stop_hi) = w
+        .stop
+        .as_ref()
+        .map(|s| cx.dur_range(s, "workload.stop"))
+        .transpose()?
+        .unwrap_or((duration_ms, duration_ms));
+    if start_hi > start_ms {
+        draws.push(Draw {
+            target: DrawTarget::WorkloadStart(wi),
+            lo: start_ms as f64,
+            hi: start_hi as f64,
+            label: format!("workload[{wi}].start"),
+        });
+    }
+    if stop_hi > stop_ms {
+        draws.push(Draw {
+            target: DrawTarget::WorkloadStop(wi),
+            lo: stop_ms as f64,
+            hi: stop_hi as f64,
+            label: format!("workload[{wi}].stop"),
+        });
+    }
+    if stop_ms <= start_hi || stop_hi > duration_ms {
+        let span = w.stop.as_ref().map(|s| s.span()).unwrap_or(w.kind.span());
+        return Err(cx.err(
+            &span,
+            "workload.stop",
+            format!(
+                "must be after start ({}) and within the run's duration ({})",
+                units::fmt_ms(start_ms),
+                units::fmt_ms(duration_ms)
+            ),
+        ));
+    }
+    let archive = match &w.archive {
+        None => Archive::All,
+        Some(a) => match a.get_ref() {
+            ArchiveSpec::Word(s) => match s.as_str() {
+                "all" => Archive::All,
+                "none" => Archive::None,
+                "internal" => Archive::Internal,
+                "external" => Archive::External,
+                other => return Err(cx.err(&a.span(), "workload.archive", format!(
+                    "unknown value {other:?}; expected \"all\", \"none\", \"internal\", \"external\" or a fraction like 0.5"))),
+            },
+            ArchiveSpec::Fraction(f) if (0.0..=1.0).contains(f) => Archive::Fraction(*f),
+            ArchiveSpec::Fraction(f) => return Err(cx.err(&a.span(), "workload.archive", format!("a fraction must be between 0 and 1, got {f}"))),
+        },
+    };
+    let external = match &w.external {
+        Some(e) if (0.0..=1.0).contains(e.get_ref()) => *e.get_ref(),
+        Some(e) => {
+            return Err(cx.err(
+                &e.span(),
+                "workload.external",
+                format!("must be a fraction between 0 and 1, got {}", e.get_ref()),
+            ))
+        }
+        None => 0.0,
+    };
+    let mut homes = Vec::new();
+    if let Some(list) = &w.front_ends {
+        if list.get_ref().is_empty() {
+            return Err(cx.err(
+                &list.span(),
+                "workload.front_ends",
+                "name at least one front end (or leave the key out: every front end)",
+            ));
+        }
+        for fe in list.get_ref() {
+            if !topology.front_ends.contains(fe) {
+                return Err(cx.err(
+                    &list.span(),
+                    "workload.front_ends",
+                    format!(
+                        "{fe:?} is not a front end; this topology has {}",
+                        topology.front_ends.join(", ")
+                    ),
+                ));
+            }
+        }
+        homes = list.get_ref().clone();
+    }
+    Ok(ImWorkload {
+        kind: record_kind,
+        users,
+        rate,
+        size,
+        start_ms,
+        stop_ms,
+        archive,
+        external,
+        front_ends: homes,
+    })
+}

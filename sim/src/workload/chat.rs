@@ -1,0 +1,660 @@
+//! Group chat in the simulator: the chat clients' workload.
+//!
+//! Every chat user is its own client (its own connection, hence its own
+//! session on a Channel server). It asks a Lookup instance for a Channel
+//! server, joins every room of its workload, posts at a Poisson rate, and
+//! keeps per room the last sequence number it has delivered: posts are
+//! delivered to the "user" strictly in order, a gap is asked for again
+//! (`ChatSync`), and a keep-alive join every `sync` period both catches up
+//! and proves the server alive — a server that stops answering sends the
+//! client back to Lookup. Everything the clients saw is recorded for the
+//! checker ([`crate::oracle::chat_checker`]).
+//!
+//! In a `managed` workload the rooms do not exist at the start: the first
+//! user creates them (closed and secret in turn) through whatever Channel
+//! server it has, and everyone else's joins are refused as "no such room"
+//! until the change has reached their server — then the next keep-alive
+//! joins. A creation whose answer was lost is retried and found to exist.
+
+use crate::host::alarm::Alarm;
+use crate::host::tcp_flow::FlowLink;
+use crate::lock;
+use crate::oracle::chat_log::{
+    chat_rooms, chat_users, file_content, is_file_content, FileRecord, PostOp, PostOutcome,
+    SharedChatLog,
+};
+use crate::scenario::ChatWorkload;
+use crate::seeds::{self, Purpose};
+use holdfast_actors::core::identity::{Principal, Role};
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::chat::{ChatReject, Post, Privacy, Room};
+use holdfast_actors::core::protocol::{Envelope, Msg};
+use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The simulated node all chat clients run on.
+pub const CHAT_CLIENT_NODE: &str = "chat-clients";
+/// How long a client waits for Lookup before asking another instance.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Gap repairs per room are asked at most this often.
+const SYNC_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct ChatClientSpec {
+    pub lookups: Vec<SocketAddr>,
+    pub lookup_names: Vec<String>,
+    /// Channel servers' and Web nodes' addresses.
+    pub channels: BTreeMap<String, SocketAddr>,
+    pub web: Vec<String>,
+    pub workloads: Vec<ChatWorkload>,
+    pub domain: String,
+    pub seed: u64,
+    pub epoch: Instant,
+    pub link: Arc<FlowLink>,
+}
+
+/// The category the first user of managed chat workload `w` creates its
+/// rooms in (the runner configures it, with the workload's wall).
+pub fn managed_category(w: usize) -> String {
+    format!("workload{w}")
+}
+
+pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
+    let mut tasks = Vec::new();
+    for (w, wl) in spec.workloads.iter().enumerate() {
+        let users = chat_users(w, wl.users, &spec.domain);
+        let rooms = chat_rooms(w, wl.rooms);
+        let members: BTreeSet<String> = users.iter().cloned().collect();
+        for (i, user) in users.iter().enumerate() {
+            let walled = i as u64 >= wl.users - wl.walled;
+            let creator = wl.managed && i == 0;
+            let client = ChatClient {
+                spec: spec.clone(),
+                wl: wl.clone(),
+                // The connection's name carries the user's principal.
+                me: Principal::new(user.clone(), Role::User)
+                    .client_name(&format!("c{w}u{}", i + 1)),
+                user: user.clone(),
+                rooms: rooms.clone(),
+                walled,
+                log: log.clone(),
+                rng: seeds::stream(spec.seed, Purpose::ChatClient, w, i),
+                files_sent: 0,
+                pending_rooms: BTreeMap::new(),
+                creates: creator.then(|| Creates {
+                    category: managed_category(w),
+                    members: members.clone(),
+                    done: BTreeSet::new(),
+                }),
+            };
+            tasks.push(tokio::spawn(client.run()));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    std::future::pending::<()>().await;
+}
+
+#[derive(Default)]
+struct RoomState {
+    joined: bool,
+    /// Left for one keep-alive period (churn): not rejoined until then.
+    away: bool,
+    baseline_set: bool,
+    delivered_upto: u64,
+    highest_seen: u64,
+    buffered: BTreeMap<u64, Post>,
+    last_sync: Option<Instant>,
+    refused: bool,
+}
+
+struct ChatClient {
+    spec: Arc<ChatClientSpec>,
+    wl: ChatWorkload,
+    me: String,
+    user: String,
+    rooms: Vec<String>,
+    walled: bool,
+    log: SharedChatLog,
+    rng: ChaCha8Rng,
+    files_sent: u64,
+    /// Uploads waiting for the Web service: file name → room.
+    pending_rooms: BTreeMap<String, String>,
+    /// The rooms this client creates (the first user of a managed
+    /// workload).
+    creates: Option<Creates>,
+}
+
+struct Creates {
+    category: String,
+    members: BTreeSet<String>,
+    /// Rooms known to exist (created, or found to exist).
+    done: BTreeSet<String>,
+}
+
+impl ChatClient {
+    fn addr(&self) -> Addr {
+        Addr::new(self.me.clone(), ActorKind::Client)
+    }
+
+    fn send(&self, net: &Arc<Network>, to: Addr, msg: Msg) {
+        let env = Envelope {
+            from: self.addr(),
+            to,
+            id: 0,
+            msg,
+        };
+        if let Err(e) = net.send(env) {
+            tracing::debug!(client = %self.me, error = %e, "chat client could not send");
+        }
+    }
+
+    fn join_all(&self, net: &Arc<Network>, channel: &str, state: &BTreeMap<String, RoomState>) {
+        if let Some(c) = self
+            .creates
+            .as_ref()
+            .filter(|c| c.done.len() < self.rooms.len())
+        {
+            // A session first: a room is created by a user.
+            self.send(
+                net,
+                Addr::new(channel.to_string(), ActorKind::Channel),
+                Msg::ChatHello {
+                    user: self.user.clone(),
+                },
+            );
+            for (i, room) in self.rooms.iter().enumerate() {
+                if c.done.contains(room) {
+                    continue;
+                }
+                let info = Room {
+                    members: c.members.clone(),
+                    category: c.category.clone(),
+                    privacy: if i % 2 == 0 {
+                        Privacy::Closed
+                    } else {
+                        Privacy::Secret
+                    },
+                    ..Default::default()
+                };
+                self.send(
+                    net,
+                    Addr::new(channel.to_string(), ActorKind::Channel),
+                    Msg::RoomSave {
+                        room: room.clone(),
+                        info: Box::new(info),
+                        create: true,
+                    },
+                );
+            }
+        }
+        for room in &self.rooms {
+            let s = &state[room];
+            if s.refused || s.away {
+                continue;
+            }
+            // Keep-alive and catch-up in one: what follows the last post
+            // delivered (or, without repair, the last one seen at all).
+            let after = if self.wl.repair {
+                s.delivered_upto
+            } else {
+                s.highest_seen
+            };
+            self.send(
+                net,
+                Addr::new(channel.to_string(), ActorKind::Channel),
+                Msg::ChatJoin {
+                    user: self.user.clone(),
+                    room: room.clone(),
+                    after,
+                },
+            );
+        }
+    }
+
+    fn deliver(&self, room: &str, s: &mut RoomState) {
+        if !s.buffered.contains_key(&(s.delivered_upto + 1)) {
+            return;
+        }
+        let mut log = lock(&self.log);
+        let view = log
+            .views
+            .entry((self.user.clone(), room.to_string()))
+            .or_default();
+        while let Some(post) = s.buffered.remove(&(s.delivered_upto + 1)) {
+            s.delivered_upto += 1;
+            view.delivered.insert(s.delivered_upto, post.id);
+        }
+    }
+
+    async fn run(mut self) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+        let mut peers: BTreeMap<String, SocketAddr> = self.spec.channels.clone();
+        for (n, a) in self.spec.lookup_names.iter().zip(&self.spec.lookups) {
+            peers.insert(n.clone(), *a);
+        }
+        let net = Network::with_link(
+            self.me.clone(),
+            peers,
+            tx,
+            self.spec.link.clone(),
+            DEFAULT_OUTBOUND_CAPACITY,
+        );
+        let epoch = self.spec.epoch;
+        tokio::time::sleep_until(epoch + Duration::from_millis(self.wl.start_ms)).await;
+        let mut state: BTreeMap<String, RoomState> = self
+            .rooms
+            .iter()
+            .map(|r| (r.clone(), RoomState::default()))
+            .collect();
+        if self.walled {
+            let mut log = lock(&self.log);
+            for r in &self.rooms {
+                log.walled.insert((self.user.clone(), r.clone()));
+            }
+        }
+        let mut channel: Option<String> = None;
+        let mut lookup_turn = self.rng.gen_range(0..self.spec.lookup_names.len().max(1));
+        let mut looking_since: Option<Instant> = None;
+        let mut last_heard = Instant::now();
+        let per_user_rate = self.wl.rate / self.wl.users as f64;
+        let mut next_post = Instant::now() + self.exp(per_user_rate);
+        let mut next_keepalive = Instant::now() + Duration::from_millis(self.wl.sync_ms);
+        let stop = epoch + Duration::from_millis(self.wl.stop_ms);
+        let mut n = 0u64;
+        let mut retry_at: Option<Instant> = Some(Instant::now());
+        let mut alarm = Alarm::new();
+        loop {
+            // Ask Lookup when there is no server (or after a backoff).
+            if channel.is_none() {
+                let due = retry_at.is_some_and(|t| Instant::now() >= t);
+                let stale = looking_since.is_some_and(|t| t.elapsed() >= LOOKUP_TIMEOUT);
+                if due || stale {
+                    retry_at = None;
+                    let names = &self.spec.lookup_names;
+                    if !names.is_empty() {
+                        lookup_turn = (lookup_turn + 1) % names.len();
+                        self.send(
+                            &net,
+                            Addr::new(names[lookup_turn].clone(), ActorKind::Lookup),
+                            Msg::FindChannel,
+                        );
+                        looking_since = Some(Instant::now());
+                    }
+                }
+            }
+            let wake = [
+                Some(next_post),
+                Some(next_keepalive),
+                retry_at,
+                looking_since.map(|t| t + LOOKUP_TIMEOUT),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("some deadline");
+            tokio::select! {
+                biased;
+                env = rx.recv() => {
+                    let Some(env) = env else { return };
+                    net.consumed(&env);
+                    self.on_msg(env, &net, &mut state, &mut channel, &mut looking_since, &mut last_heard, &mut retry_at);
+                }
+                _ = alarm.until(wake) => {
+                    let now = Instant::now();
+                    if now >= next_keepalive {
+                        next_keepalive = now + Duration::from_millis(self.wl.sync_ms);
+                        let shut_out = state.values().all(|s| s.refused);
+                        if let (Some(ch), false) = (channel.clone(), shut_out) {
+                            // Silent for two periods and more: the server is
+                            // gone; back to Lookup.
+                            if last_heard.elapsed() > Duration::from_millis(2 * self.wl.sync_ms) + LOOKUP_TIMEOUT {
+                                channel = None;
+                                retry_at = Some(now);
+                                lock(&self.log).reconnects += 1;
+                            } else {
+                                // Churn: back into the rooms left a period
+                                // ago (catching up from the last post
+                                // delivered), and perhaps out of another.
+                                for s in state.values_mut() {
+                                    s.away = false;
+                                }
+                                if !self.walled && now < stop && self.wl.churn > 0.0 && self.rng.gen_bool(self.wl.churn) {
+                                    let joined: Vec<String> = state.iter().filter(|(_, s)| s.joined).map(|(r, _)| r.clone()).collect();
+                                    if !joined.is_empty() {
+                                        let room = joined[self.rng.gen_range(0..joined.len())].clone();
+                                        let s = state.get_mut(&room).expect("a room of the client");
+                                        s.joined = false;
+                                        s.away = true;
+                                        lock(&self.log).leaves += 1;
+                                        self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::ChatLeave { room });
+                                    }
+                                }
+                                self.join_all(&net, &ch, &state);
+                            }
+                        }
+                    }
+                    if now >= next_post {
+                        next_post = now + self.exp(per_user_rate);
+                        if now < stop && !self.walled {
+                            if let Some(ch) = channel.clone() {
+                                let joined: Vec<&String> = state.iter().filter(|(_, s)| s.joined).map(|(r, _)| r).collect();
+                                if !joined.is_empty() && self.wl.files {
+                                    // A file: ask for an upload token first.
+                                    let room = joined[self.rng.gen_range(0..joined.len())].clone();
+                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::FileTokenRequest { room, download: None });
+                                } else if !joined.is_empty() {
+                                    let room = joined[self.rng.gen_range(0..joined.len())].clone();
+                                    n += 1;
+                                    let id = format!("{}-p{n}", self.me);
+                                    let mut text = format!("{id} in {room}: ");
+                                    while text.len() < self.wl.size {
+                                        text.push_str("lorem ipsum ");
+                                    }
+                                    text.truncate(self.wl.size.max(id.len()));
+                                    lock(&self.log).posts.insert(id.clone(), PostOp {
+                                        room: room.clone(),
+                                        author: self.user.clone(),
+                                        text: text.clone(),
+                                        outcome: PostOutcome::Unknown,
+                                    });
+                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::ChatPost { post: id, room, text });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn exp(&mut self, rate: f64) -> Duration {
+        let u: f64 = self.rng.gen_range(f64::EPSILON..1.0);
+        Duration::from_secs_f64((-u.ln() / rate).min(3600.0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_msg(
+        &mut self,
+        env: Envelope,
+        net: &Arc<Network>,
+        state: &mut BTreeMap<String, RoomState>,
+        channel: &mut Option<String>,
+        looking_since: &mut Option<Instant>,
+        last_heard: &mut Instant,
+        retry_at: &mut Option<Instant>,
+    ) {
+        let from_channel = env.from.actor == ActorKind::Channel;
+        if from_channel && channel.as_deref() == Some(env.from.node.as_str()) {
+            *last_heard = Instant::now();
+        }
+        match env.msg {
+            Msg::ChannelAssigned { channel: ch } => {
+                if channel.is_none() && looking_since.is_some() {
+                    *looking_since = None;
+                    *last_heard = Instant::now();
+                    self.join_all(net, &ch, state);
+                    *channel = Some(ch);
+                }
+            }
+            Msg::NoChannel => {
+                *looking_since = None;
+                *retry_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+            Msg::ChatJoined { room, latest } => {
+                let Some(s) = state.get_mut(&room) else {
+                    return;
+                };
+                s.joined = true;
+                if !s.baseline_set {
+                    // The backchat is history, not owed: owed is what
+                    // follows the room's state at the first join.
+                    s.baseline_set = true;
+                    s.delivered_upto = latest;
+                    s.buffered.retain(|seq, _| *seq > latest);
+                    lock(&self.log)
+                        .views
+                        .entry((self.user.clone(), room.clone()))
+                        .or_default()
+                        .baseline = Some(latest);
+                }
+                self.deliver(&room, s);
+            }
+            Msg::ChatMessage { seq, post } => {
+                let room = post.room.clone();
+                if self.walled {
+                    lock(&self.log)
+                        .views
+                        .entry((self.user.clone(), room.clone()))
+                        .or_default()
+                        .received_while_walled += 1;
+                }
+                let Some(s) = state.get_mut(&room) else {
+                    return;
+                };
+                s.highest_seen = s.highest_seen.max(seq);
+                if s.baseline_set && seq <= s.delivered_upto || s.buffered.contains_key(&seq) {
+                    lock(&self.log)
+                        .views
+                        .entry((self.user.clone(), room.clone()))
+                        .or_default()
+                        .redundant += 1;
+                    return;
+                }
+                // A file announced by someone else: download it.
+                if self.wl.files && post.author != self.user {
+                    if let (Some(file), Some(ch)) = (
+                        post.text
+                            .strip_prefix("file ")
+                            .and_then(|t| t.split(' ').next()),
+                        channel.clone(),
+                    ) {
+                        self.send(
+                            net,
+                            Addr::new(ch, ActorKind::Channel),
+                            Msg::FileTokenRequest {
+                                room: room.clone(),
+                                download: Some(file.to_string()),
+                            },
+                        );
+                    }
+                }
+                s.buffered.insert(seq, post);
+                if !s.baseline_set {
+                    return;
+                }
+                self.deliver(&room, s);
+                let gap = !s.buffered.is_empty();
+                let due = s.last_sync.is_none_or(|t| t.elapsed() >= SYNC_BACKOFF);
+                if gap && due && self.wl.repair {
+                    s.last_sync = Some(Instant::now());
+                    let after = s.delivered_upto;
+                    if let Some(ch) = channel.clone() {
+                        self.send(
+                            net,
+                            Addr::new(ch, ActorKind::Channel),
+                            Msg::ChatSync { room, after },
+                        );
+                    }
+                }
+            }
+            Msg::FileToken {
+                room,
+                download,
+                token,
+            } => {
+                let web = match &download {
+                    // A file lives on the Web node that stored it (its id
+                    // starts with the node's name).
+                    Some(file) => file.split('-').next().unwrap_or_default().to_string(),
+                    None => {
+                        let nodes = &self.spec.web;
+                        nodes[self.rng.gen_range(0..nodes.len())].clone()
+                    }
+                };
+                let to = Addr::new(web, ActorKind::Web);
+                match download {
+                    Some(_) => self.send(net, to, Msg::FileDownload { token }),
+                    None => {
+                        self.files_sent += 1;
+                        let name = format!("{}-f{}.bin", self.me, self.files_sent);
+                        let data = file_content(&name, self.wl.size);
+                        self.pending_rooms.insert(name.clone(), room);
+                        self.send(net, to, Msg::FileUpload { token, name, data });
+                    }
+                }
+            }
+            Msg::FileStored { file, name, size } => {
+                let Some(room) = self.pending_rooms.remove(&name) else {
+                    return;
+                };
+                lock(&self.log).files.insert(
+                    file.clone(),
+                    FileRecord {
+                        room: room.clone(),
+                        name: name.clone(),
+                        size,
+                    },
+                );
+                // Announce it in the room; members download what they see.
+                if let Some(ch) = channel.clone() {
+                    let text = format!("file {file} {name}");
+                    self.send(
+                        net,
+                        Addr::new(ch, ActorKind::Channel),
+                        Msg::ChatPost {
+                            post: format!("post-{file}"),
+                            room: room.clone(),
+                            text: text.clone(),
+                        },
+                    );
+                    lock(&self.log).posts.insert(
+                        format!("post-{file}"),
+                        PostOp {
+                            room,
+                            author: self.user.clone(),
+                            text,
+                            outcome: PostOutcome::Unknown,
+                        },
+                    );
+                }
+            }
+            Msg::FileData { file, name, data } => {
+                let mut log = lock(&self.log);
+                if is_file_content(&name, &data)
+                    && log
+                        .files
+                        .get(&file)
+                        .is_none_or(|f| f.size == data.len() as u64)
+                {
+                    log.downloads_ok += 1;
+                    *log.downloads_by
+                        .entry((self.user.clone(), file))
+                        .or_default() += 1;
+                } else {
+                    log.downloads_corrupt.push(format!(
+                        "{} got {file} ({name}) with other content",
+                        self.me
+                    ));
+                }
+            }
+            Msg::FileRefused { reason } => {
+                lock(&self.log)
+                    .file_refusals
+                    .push(format!("{}: {reason}", self.me));
+            }
+            Msg::ChatLeft { room } => {
+                *lock(&self.log)
+                    .leaves_confirmed
+                    .entry((self.user.clone(), room))
+                    .or_default() += 1;
+            }
+            Msg::RoomSaved { room, .. } => {
+                if let Some(c) = &mut self.creates {
+                    c.done.insert(room.clone());
+                }
+                // Created: join it now rather than at the next keep-alive.
+                if let Some(ch) = channel.clone() {
+                    let after = state.get(&room).map_or(0, |s| s.delivered_upto);
+                    self.send(
+                        net,
+                        Addr::new(ch, ActorKind::Channel),
+                        Msg::ChatJoin {
+                            user: self.user.clone(),
+                            room,
+                            after,
+                        },
+                    );
+                }
+            }
+            Msg::ChatPosted { post, seq, .. } => {
+                if let Some(op) = lock(&self.log).posts.get_mut(&post) {
+                    op.outcome = PostOutcome::Accepted { seq };
+                }
+            }
+            Msg::ChatRejected { room, post, reason } => {
+                let mut log = lock(&self.log);
+                match post {
+                    Some(id) => {
+                        if let Some(op) = log.posts.get_mut(&id) {
+                            op.outcome = PostOutcome::Rejected(format!("{reason:?}"));
+                        }
+                    }
+                    None => match reason {
+                        // A managed room not created yet (or not yet known
+                        // to this server): join again at the next keep-alive.
+                        ChatReject::NoSuchRoom if self.wl.managed => {
+                            if let Some(s) = state.get_mut(&room) {
+                                s.joined = false;
+                            }
+                        }
+                        ChatReject::RoomExists => {
+                            if let Some(c) = &mut self.creates {
+                                c.done.insert(room);
+                            }
+                        }
+                        // An honest client is never forbidden: counted with
+                        // the refusals the checker compares with the walls.
+                        ChatReject::NotAllowed
+                        | ChatReject::NoSuchRoom
+                        | ChatReject::Forbidden(_) => {
+                            log.refused_joins += 1;
+                            if let Some(s) = state.get_mut(&room) {
+                                s.refused = true;
+                            }
+                        }
+                        ChatReject::Busy => {
+                            // 503: back to Lookup after a backoff.
+                            log.busy += 1;
+                            if from_channel && channel.as_deref() == Some(env.from.node.as_str()) {
+                                *channel = None;
+                                let wait = Duration::from_millis(self.rng.gen_range(500..3000));
+                                *retry_at = Some(Instant::now() + wait);
+                            }
+                        }
+                        ChatReject::NotJoined => {
+                            // The server forgot the session (it restarted):
+                            // join again at the next keep-alive.
+                            if let Some(s) = state.get_mut(&room) {
+                                s.joined = false;
+                            }
+                        }
+                        ChatReject::StoreUnavailable
+                        | ChatReject::Conflict
+                        | ChatReject::TooLarge { .. } => {}
+                    },
+                }
+            }
+            other => {
+                tracing::debug!(client = %self.me, msg = other.name(), "chat client ignored a message")
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The checker is not blind: a database that drops or duplicates inserts on
+//! purpose (sabotage, enabled only here) makes the report say so and the
+//! run fail, both through the library and through the CLI's exit code.
+#![cfg(madsim)]
+
+use holdfast_sim::report;
+use holdfast_sim::runner::{self, RunOptions};
+use holdfast_sim::scenario;
+use std::process::Command;
+
+const BASE: &str = r#"
+name = "sabotaged"
+duration = "20m"
+[topology]
+front_ends = 2
+[[workload]]
+kind = "im"
+users = 50
+rate = 5.0
+stop = "15m"
+"#;
+
+fn run(sabotage: &str) -> (holdfast_sim::report::RunResult, Vec<String>) {
+    let src = format!("{BASE}\n[sabotage]\n{sabotage}\n");
+    let scn = scenario::parse("sabotaged.toml", &src).expect("valid scenario");
+    let out = runner::run(&scn, 42, &RunOptions::default());
+    let failures = report::evaluate(&scn, &out.result);
+    (out.result, failures)
+}
+
+#[test]
+fn dropped_inserts_are_reported_as_lost() {
+    let (r, failures) = run("db_drop_every = 100");
+    let expected = r.counts.archivable_accepted / 100;
+    assert!(
+        r.counts.accepted > 1000,
+        "the workload ran: {}",
+        r.counts.accepted
+    );
+    // Every 100th new record is dropped; nothing else is lost.
+    assert!(
+        r.counts.lost >= expected.saturating_sub(1) && r.counts.lost <= expected + 1,
+        "lost = {}, expected about {expected}",
+        r.counts.lost
+    );
+    assert_eq!(r.counts.duplicates, 0);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn duplicated_inserts_are_reported() {
+    let (r, failures) = run("db_duplicate_every = 50");
+    assert!(
+        r.counts.duplicates > 10,
+        "duplicates = {}",
+        r.counts.duplicates
+    );
+    assert_eq!(r.counts.lost, 0);
+    assert!(
+        failures.iter().any(|f| f.starts_with("duplicates = ")),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn the_cli_exits_non_zero_and_reports_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sabotaged.toml");
+    std::fs::write(&file, format!("{BASE}\n[sabotage]\ndb_drop_every = 100\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+        .args(["run", file.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["lost"].as_u64().unwrap() > 0);
+    assert_eq!(v["pass"], false);
+    assert!(!v["failures"].as_array().unwrap().is_empty());
+}
+
+const CHAT: &str = r#"
+name = "chat-sabotaged"
+duration = "6m"
+[topology]
+channels = 2
+lookups = 1
+[[workload]]
+kind = "chat"
+users = 20
+rooms = 2
+rate = 4.0
+stop = "5m"
+"#;
+
+fn run_chat(extra: &str) -> (holdfast_sim::oracle::chat_checker::ChatCounts, Vec<String>) {
+    let src = format!("{CHAT}{extra}");
+    let scn = scenario::parse("chat-sabotaged.toml", &src).expect("valid scenario");
+    let out = runner::run(&scn, 42, &RunOptions::default());
+    let failures = report::evaluate(&scn, &out.result);
+    (
+        out.result.chat.expect("a chat run has chat counts"),
+        failures,
+    )
+}
+
+/// Channel servers that do not relay, and clients that do not repair gaps:
+/// members on the other server never get a post, and the chat checker
+/// must count every such missed delivery.
+#[test]
+fn posts_not_relayed_are_reported_as_missed_deliveries() {
+    let (c, failures) = run_chat("repair = false\n[sabotage]\nno_relay = true\n");
+    assert!(c.accepted > 500, "the workload ran: {}", c.accepted);
+    assert_eq!(c.lost, 0);
+    // Users are spread over both servers: roughly half of every post's
+    // audience is on the other one.
+    assert!(
+        c.missed > c.delivered / 4,
+        "missed = {}, delivered = {}",
+        c.missed,
+        c.delivered
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("chat missed deliveries")),
+        "{failures:?}"
+    );
+    // The same run with relaying on has nothing missed: the count above is
+    // the sabotage, not noise.
+    let (c, failures) = run_chat("repair = false\n");
+    assert_eq!(c.missed, 0, "{failures:?}");
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Without relay but with clients repairing gaps and catching up on every
+/// keep-alive, every post still arrives: the checker does not cry wolf.
+#[test]
+fn repair_recovers_what_the_relay_did_not_deliver() {
+    let (c, failures) = run_chat("[sabotage]\nno_relay = true\n");
+    assert_eq!(c.missed, 0, "{failures:?}");
+    assert!(c.delivered > 1000);
+}
+
+/// The Compliance service deleting a batch before writing its files (the
+/// wrong order) loses the batch when it is killed in between: the
+/// compliance checker reports the missing events. The library scenario,
+/// unsabotaged, passes with the same crash.
+#[test]
+fn compliance_deleting_before_writing_is_caught() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/compliance-crash.toml"
+    ))
+    .unwrap();
+    let run = |src: &str| {
+        let scn = scenario::parse("compliance-crash.toml", src).expect("valid scenario");
+        let out = runner::run(&scn, 1, &RunOptions::default());
+        let failures = report::evaluate(&scn, &out.result);
+        (out.result, failures)
+    };
+    let (good, failures) = run(&src);
+    assert!(failures.is_empty(), "{failures:?}");
+    let c = good.chat.unwrap().compliance.unwrap();
+    assert_eq!((c.missing, c.duplicates), (0, 0));
+    let (bad, failures) = run(&format!(
+        "{src}\n[sabotage]\ncompliance_delete_first = true\n"
+    ));
+    let c = bad.chat.unwrap().compliance.unwrap();
+    assert!(c.missing > 10, "missing = {}", c.missing);
+    assert!(
+        failures.iter().any(|f| f.contains("events missing")),
+        "{failures:?}"
+    );
+}
+
+/// A library scenario run as it is and with `[sabotage]` lines added.
+fn library(
+    file: &str,
+    seed: u64,
+    sabotage: &str,
+) -> (holdfast_sim::report::RunResult, Vec<String>) {
+    let path = format!("{}/../scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut src = std::fs::read_to_string(&path).unwrap();
+    if !sabotage.is_empty() {
+        src.push_str(&format!("\n[sabotage]\n{sabotage}\n"));
+    }
+    let scn = scenario::parse(file, &src).expect("valid scenario");
+    let out = runner::run(&scn, seed, &RunOptions::default());
+    let failures = report::evaluate(&scn, &out.result);
+    (out.result, failures)
+}
+
+/// Damage in the middle of a queue log, handled, loses at most what the
+/// damaged batch held, and an operator event names it (`lost_reported`).
+/// A store that mistakes the damage for a torn tail (the old behaviour)
+/// cuts every batch after it without a word: the checker counts that as
+/// silent loss (`lost`), not as reported.
+#[test]
+fn corruption_cut_as_a_torn_tail_is_silent_loss() {
+    let (good, failures) = library("corrupt-queue.toml", 71, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(good.counts.lost, 0);
+    let (bad, failures) = library("corrupt-queue.toml", 71, "store_cut_silently = true");
+    assert!(
+        bad.counts.lost > 100,
+        "lost = {}, lost_reported = {}",
+        bad.counts.lost,
+        bad.counts.lost_reported
+    );
+    assert_eq!(bad.counts.lost_reported, 0, "nothing reported it");
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
+
+/// Without critical mode and with a full disk, a front end that answers
+/// "accepted" for records it could not queue (the old behaviour) is seen
+/// losing them; the same scenario, unsabotaged, tells those clients
+/// "delivered, not archived" and loses nothing.
+#[test]
+fn accepting_what_could_not_be_queued_is_loss() {
+    let (good, failures) = library("disk-full-no-critical.toml", 29, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(good.counts.delivered_not_archived > 50);
+    let (bad, failures) = library(
+        "disk-full-no-critical.toml",
+        29,
+        "fe_accept_unqueued = true",
+    );
+    assert_eq!(bad.counts.delivered_not_archived, 0);
+    assert_eq!(bad.counts.lost, good.counts.delivered_not_archived);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
+
+/// Hostile clients against front ends with the old defects: one that
+/// keys the archive by the client's id lets a reused id hide messages from
+/// the archive, and one without a size limit takes oversize IMs. The
+/// hostile checker reports both; unsabotaged, the library scenario passes.
+#[test]
+fn hostile_requests_against_the_old_front_end_are_caught() {
+    let (good, failures) = library("hostile-clients.toml", 97, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    let h = good.hostile.expect("hostile counts");
+    assert!(h.reused_accepted > 100 && h.refused > 100, "{h:?}");
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_client_ids = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.reused_unarchived > 100, "{h:?}");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("hostile_reused_unarchived")),
+        "{failures:?}"
+    );
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_no_size_limit = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.accepted > 100, "{h:?}");
+    assert!(
+        failures.iter().any(|f| f.starts_with("hostile_accepted")),
+        "{failures:?}"
+    );
+}
+
+/// A front end that believes an IM's sender (the behaviour before client
+/// identities) takes IMs sent as honest users by another user and by a
+/// client with no principal: the hostile checker reports them taken.
+#[test]
+fn ims_sent_as_someone_else_are_caught() {
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_trust_sender = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.accepted > 100, "{h:?}");
+    assert!(
+        failures.iter().any(|f| f.starts_with("hostile_accepted")),
+        "{failures:?}"
+    );
+}
+
+/// Records the database refuses for good are parked and counted as such;
+/// an archiver that deletes them as if archived (sabotaged) is seen losing
+/// exactly those records.
+#[test]
+fn refused_records_dropped_instead_of_parked_are_loss() {
+    let (good, failures) = library("db-refuses-records.toml", 41, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(good.counts.parked > 20, "parked = {}", good.counts.parked);
+    assert_eq!(good.counts.lost, 0);
+    let (bad, failures) = library(
+        "db-refuses-records.toml",
+        41,
+        "archiver_drop_refused = true",
+    );
+    assert_eq!(bad.counts.parked, 0);
+    assert_eq!(bad.counts.lost, good.counts.parked);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
+
+/// Group commit: a persist is appended at once and synced later with
+/// others; what a core sends after it must wait for that sync. A host that
+/// lets it leave at once (sabotaged) acknowledges writes a crash then
+/// loses, and the checker sees the loss.
+#[test]
+fn acknowledgements_sent_before_their_sync_are_loss() {
+    let (good, failures) = library("group-commit-crashes.toml", 23, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(good.counts.accepted > 10_000, "{}", good.counts.accepted);
+    assert_eq!(good.counts.lost, 0);
+    let (bad, failures) = library("group-commit-crashes.toml", 23, "send_before_sync = true");
+    assert!(bad.counts.lost > 0, "lost = {}", bad.counts.lost);
+    assert!(
+        failures.iter().any(|f| f.starts_with("lost = ")),
+        "{failures:?}"
+    );
+}
