@@ -120,7 +120,7 @@ impl<A: Actor> Harness<A> {
                 Effect::CancelTimer { timer } => {
                     self.timers.remove(&timer);
                 }
-                Effect::Event(ev) => self.events.push(ev.name),
+                Effect::Event(ev) => self.events.push(ev.kind.name()),
                 Effect::Output { token, files } => {
                     self.outputs.push(files);
                     let result = match &self.fail_outputs {

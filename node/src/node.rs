@@ -47,6 +47,7 @@ use holdfast_actors::core::actor::{
     Actor as Core, Ctx, Effect, Recovered, StoreError, StoreOp, Timer,
 };
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::core::settings::Sabotage;
 use holdfast_actors::core::store_keys::STORE_DAMAGED;
@@ -560,8 +561,8 @@ impl CoreActor {
                     }
                 }
                 Effect::Event(ev) => {
-                    self.shared.metrics.count_event(ev.name);
-                    tracing::info!(node = %self.name(), event = ev.name, detail = %ev.detail, "operator event");
+                    self.shared.metrics.count_event(ev.kind);
+                    tracing::info!(node = %self.name(), event = ev.kind.name(), detail = %ev.detail, "operator event");
                 }
             }
         }
@@ -680,8 +681,9 @@ impl CoreActor {
         if let Some(detail) = recovered.get(STORE_DAMAGED) {
             // An operator event like the cores' (counted, logged at WARN):
             // the store found damage, kept its bytes and recovered the rest.
-            self.shared.metrics.count_event("store_damaged");
-            tracing::warn!(node = %self.name(), event = "store_damaged", detail = %String::from_utf8_lossy(detail), "operator event");
+            let kind = OperatorEvent::StoreDamaged;
+            self.shared.metrics.count_event(kind);
+            tracing::warn!(node = %self.name(), event = kind.name(), detail = %String::from_utf8_lossy(detail), "operator event");
         }
         self.storage = Some(storage);
         self.react(ctx, Input::Start(recovered));

@@ -23,6 +23,7 @@ use holdfast_actors::compliance::service::Compliance;
 use holdfast_actors::core::actor::{Actor, Ctx, Effect, StoreError, StoreOp, Timer};
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::Envelope;
 use holdfast_actors::core::settings::{Sabotage, Settings};
 use holdfast_actors::core::store_keys::{self, Row, DB_ROW, STORE_DAMAGED};
@@ -285,12 +286,12 @@ impl Host {
                     }
                 }
                 Effect::Event(ev) => {
-                    tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
-                    self.trace_noted(now, ev.name, String::new, ev.detail.as_bytes());
+                    tracing::info!(node = %self.spec.name, event = ev.kind.name(), detail = %ev.detail, "operator event");
+                    self.trace_noted(now, ev.kind.name(), String::new, ev.detail.as_bytes());
                     lock(&self.shared.events).push(EventRecord {
                         at: now,
                         node: self.spec.name.clone(),
-                        name: ev.name.to_string(),
+                        kind: ev.kind,
                         detail: ev.detail,
                     });
                 }
@@ -334,12 +335,13 @@ impl Host {
             stretches.join(", "),
             LogStore::quarantine_file(file)
         );
-        tracing::warn!(node = %self.spec.name, event = "store_damaged", %detail, "operator event");
-        self.trace_noted(now, "store_damaged", String::new, detail.as_bytes());
+        let kind = OperatorEvent::StoreDamaged;
+        tracing::warn!(node = %self.spec.name, event = kind.name(), %detail, "operator event");
+        self.trace_noted(now, kind.name(), String::new, detail.as_bytes());
         lock(&self.shared.events).push(EventRecord {
             at: now,
             node: self.spec.name.clone(),
-            name: "store_damaged".to_string(),
+            kind,
             detail,
         });
     }
@@ -349,7 +351,8 @@ impl Host {
         let mut g = lock(&self.shared.gauges);
         let mut series = self.shared.series.as_ref().map(|s| lock(s));
         for slot in &self.slots {
-            for (name, value) in slot.actor.gauges() {
+            for (gauge, value) in slot.actor.gauges() {
+                let name = gauge.name();
                 let max = g.entry(name).or_insert(0);
                 *max = (*max).max(value);
                 if let Some(series) = series.as_mut() {

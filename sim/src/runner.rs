@@ -24,6 +24,7 @@ use holdfast_actors::compliance::service;
 use holdfast_actors::core::actor::Recovered;
 use holdfast_actors::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::core::protocol::chat::Room;
 use holdfast_actors::core::store_keys;
@@ -553,7 +554,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let events = lock(&events).clone();
     let expired = events
         .iter()
-        .filter(|e| e.name == "record_expired")
+        .filter(|e| e.kind == OperatorEvent::RecordExpired)
         .filter_map(|e| e.detail.strip_prefix("ids="))
         .flat_map(|ids| ids.split(',').map(str::to_string))
         .collect();
@@ -563,7 +564,7 @@ async fn supervise(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let mut damage_reports: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in events
         .iter()
-        .filter(|e| checker::REPORTS_LOSS.contains(&e.name.as_str()))
+        .filter(|e| checker::REPORTS_LOSS.contains(&e.kind))
     {
         damage_reports.entry(e.node.clone()).or_default().push(e.at);
     }

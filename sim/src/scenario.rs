@@ -7,6 +7,7 @@
 
 use holdfast_actors::compliance::export::ExportFormat;
 use holdfast_actors::compliance::service::ComplianceConfig;
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::RecordKind;
 use holdfast_actors::core::settings::{Sabotage, Settings};
 use holdfast_actors::core::units;
@@ -277,7 +278,7 @@ struct RawExpect {
     accept_p99_max: Option<Spanned<String>>,
     drained_by: Option<Spanned<String>>,
     #[serde(default)]
-    events_include: Vec<String>,
+    events_include: Vec<Spanned<String>>,
     #[serde(default)]
     gauge_min: BTreeMap<String, Spanned<u64>>,
     critical_shutdown_within: Option<Spanned<String>>,
@@ -294,7 +295,7 @@ struct RawExpect {
     chat_refused_joins_min: Option<u64>,
     compliance_exported_min: Option<u64>,
     #[serde(default)]
-    events_order: Vec<String>,
+    events_order: Vec<Spanned<String>>,
 }
 
 // ----------------------------------------------------------- validated form
@@ -623,7 +624,7 @@ pub struct Expect {
     /// "accepted" answer is at most this.
     pub accept_p99_max_ms: Option<u64>,
     pub drained_by_ms: Option<u64>,
-    pub events_include: Vec<String>,
+    pub events_include: Vec<OperatorEvent>,
     /// `(node, gauge)` → the least maximum the gauge must reach: proof that
     /// a fault had the effect the scenario is about.
     pub gauge_min: Vec<(String, String, u64)>,
@@ -638,7 +639,7 @@ pub struct Expect {
     /// No IM is admitted by a front end while it is shut down.
     pub no_accept_while_shut_down: bool,
     /// These events first happen in this order (each at least once).
-    pub events_order: Vec<String>,
+    pub events_order: Vec<OperatorEvent>,
     pub chat_lost: Option<u64>,
     pub chat_missed: Option<u64>,
     pub chat_missed_min: Option<u64>,
@@ -695,6 +696,20 @@ impl Ctx<'_> {
             key: Some(key.to_string()),
             message: message.into(),
         }
+    }
+    /// Operator events named by their stable names.
+    fn events(
+        &self,
+        names: &[Spanned<String>],
+        key: &str,
+    ) -> Result<Vec<OperatorEvent>, ScenarioError> {
+        let event = |n: &Spanned<String>| {
+            OperatorEvent::from_name(n.get_ref()).ok_or_else(|| {
+                let msg = format!("{:?} is not the name of an operator event", n.get_ref());
+                self.err(&n.span(), key, msg)
+            })
+        };
+        names.iter().map(event).collect()
     }
     fn dur(&self, v: &Spanned<String>, key: &str) -> Result<u64, ScenarioError> {
         if v.get_ref().contains("..") {
@@ -1379,7 +1394,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             .map(|d| cx.dur(d, "expect.shutdowns_end_by"))
             .transpose()?,
         no_accept_while_shut_down: e.no_accept_while_shut_down,
-        events_order: e.events_order.clone(),
+        events_order: cx.events(&e.events_order, "expect.events_order")?,
         // With a chat workload, nothing accepted may be lost or missed
         // unless the file says otherwise.
         chat_lost: e.chat_lost.or((!chat.is_empty()).then_some(0)),
@@ -1424,7 +1439,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
             .as_ref()
             .map(|d| cx.dur(d, "expect.drained_by"))
             .transpose()?,
-        events_include: e.events_include.clone(),
+        events_include: cx.events(&e.events_include, "expect.events_include")?,
     };
     Ok(Scenario {
         file: file.to_string(),

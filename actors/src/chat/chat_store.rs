@@ -23,6 +23,7 @@
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::ids::{ActorKind, Addr};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
 use crate::core::protocol::Msg;
@@ -216,7 +217,7 @@ impl Actor for ChatStore {
         self.follows.clear();
         self.version = 0;
         for e in self.outbox.recover(&recovered) {
-            ctx.event("store_corrupt", format!("{}: {e}", self.name));
+            ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name));
         }
         self.outbox.pump(ctx);
         let (rooms, follows) = stored_directory(&recovered);
@@ -226,7 +227,7 @@ impl Actor for ChatStore {
                     self.version = self.version.max(room.version);
                     self.directory.insert(name, room);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
         for entry in follows {
@@ -234,7 +235,7 @@ impl Actor for ChatStore {
                 Ok((user, rooms)) => {
                     self.follows.insert(user, rooms);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
         for entry in stored_posts(&recovered) {
@@ -246,7 +247,7 @@ impl Actor for ChatStore {
                         .or_default()
                         .insert(seq, post);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
     }
@@ -481,7 +482,7 @@ impl Actor for ChatStore {
                 }
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "chat store {} ignored {} from {from}",
                     self.name,
@@ -523,7 +524,7 @@ impl Actor for ChatStore {
                 Write::Trim => return,
             };
             ctx.event(
-                "chat_store_failed",
+                OperatorEvent::ChatStoreFailed,
                 format!("{}: {what} not stored: {e}", self.name),
             );
             ctx.send(from.clone(), Msg::StoreFailed { token });
@@ -577,11 +578,11 @@ impl Actor for ChatStore {
         }
     }
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
-            ("chat_posts", self.by_id.len() as u64),
-            ("chat_rooms", self.directory.len() as u64),
-            ("compliance_outbox", self.outbox.len() as u64),
+            (Gauge::ChatPosts, self.by_id.len() as u64),
+            (Gauge::ChatRooms, self.directory.len() as u64),
+            (Gauge::ComplianceOutbox, self.outbox.len() as u64),
         ]
     }
 }

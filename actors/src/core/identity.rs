@@ -20,10 +20,6 @@ use crate::core::ids::{ActorKind, Addr, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The operator event raised when a request does not match the principal
-/// that sent it (or comes from a client with none).
-pub const IDENTITY_REFUSED: &str = "identity_refused";
-
 /// What a principal may do.
 ///
 /// | role | may |

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod frame;
 pub mod identity;
 pub mod ids;
+pub mod operator;
 pub mod output;
 pub mod policy;
 pub mod protocol;
