@@ -128,7 +128,7 @@ impl Io for KitIo<'_> {
         }
     }
     fn event(&mut self, _slot: usize, event: Event) {
-        self.events.push(event.name);
+        self.events.push(event.kind.name());
     }
 }
 

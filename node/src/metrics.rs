@@ -9,6 +9,7 @@
 use crate::config::NodeConfig;
 use crate::lock;
 use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::operator::{Gauge as CoreGauge, OperatorEvent};
 use holdfast_actors::core::settings::Settings;
 use holdfast_host::transport::Network;
 use prometheus_client::encoding::text::encode;
@@ -26,8 +27,8 @@ pub struct Metrics {
     node: String,
     queue_quota: u64,
     net: Arc<Network>,
-    gauges: Mutex<BTreeMap<(ActorKind, &'static str), u64>>,
-    events: Mutex<BTreeMap<&'static str, u64>>,
+    gauges: Mutex<BTreeMap<(ActorKind, CoreGauge), u64>>,
+    events: Mutex<BTreeMap<OperatorEvent, u64>>,
     fsyncs: AtomicU64,
     restarts: AtomicU64,
     store_errors: AtomicU64,
@@ -49,15 +50,15 @@ impl Metrics {
         }
     }
 
-    pub fn set_gauges(&self, actor: ActorKind, values: Vec<(&'static str, u64)>) {
+    pub fn set_gauges(&self, actor: ActorKind, values: Vec<(CoreGauge, u64)>) {
         let mut g = lock(&self.gauges);
-        for (name, v) in values {
-            g.insert((actor, name), v);
+        for (gauge, v) in values {
+            g.insert((actor, gauge), v);
         }
     }
 
-    pub fn count_event(&self, name: &'static str) {
-        *lock(&self.events).entry(name).or_insert(0) += 1;
+    pub fn count_event(&self, kind: OperatorEvent) {
+        *lock(&self.events).entry(kind).or_insert(0) += 1;
     }
     pub fn count_fsync(&self) {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -76,8 +77,8 @@ impl Metrics {
         );
         let gauges = lock(&self.gauges).clone();
         let mut by_name: BTreeMap<&'static str, Vec<(ActorKind, u64)>> = BTreeMap::new();
-        for ((actor, name), v) in gauges {
-            by_name.entry(name).or_default().push((actor, v));
+        for ((actor, gauge), v) in gauges {
+            by_name.entry(gauge.name()).or_default().push((actor, v));
         }
         for (name, values) in by_name {
             let fam = Family::<Labels, Gauge>::default();
@@ -99,10 +100,15 @@ impl Metrics {
             quota,
         );
         let events = Family::<Labels, Counter>::default();
-        for (name, n) in lock(&self.events).iter() {
+        // By stable name, as before the events were typed.
+        let counts: BTreeMap<&'static str, u64> = lock(&self.events)
+            .iter()
+            .map(|(kind, n)| (kind.name(), *n))
+            .collect();
+        for (name, n) in counts {
             events
-                .get_or_create(&vec![("event".into(), (*name).into())])
-                .inc_by(*n);
+                .get_or_create(&vec![("event".into(), name.into())])
+                .inc_by(n);
         }
         registry.register(
             "holdfast_operator_events",

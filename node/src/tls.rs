@@ -38,7 +38,7 @@
 //! certificate afresh).
 
 use crate::config::Config;
-use holdfast_actors::core::identity::{check_user_name, Principal, Role};
+use holdfast_actors::core::identity::{check_user_name, BadUserName, Principal, Role};
 use holdfast_host::transport::{BoxFuture, BoxStream, Link, PeerIdentity};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -89,7 +89,7 @@ pub enum TlsError {
     #[error("node name {name:?}: {msg}")]
     BadName { name: String, msg: String },
     #[error("user name {name:?}: {msg}")]
-    BadUser { name: String, msg: String },
+    BadUser { name: String, msg: BadUserName },
     #[error("no credential for {user:?} in {dir}: make one with `holdfast certs user {user}` (or point --credentials at the folder that holds it)")]
     NoCredential { user: String, dir: String },
     #[error("cannot make a certificate: {0}")]

@@ -339,3 +339,28 @@ fn hostile_workload_keys_are_checked() {
         &["workload.attacks", "only a hostile workload"],
     );
 }
+
+#[test]
+fn unknown_operator_event() {
+    let expect = |key: &str, names: &str| format!("{GOOD}\n[expect]\n{key} = {names}\n");
+    assert_eq!(
+        run_with(&expect("events_include", "[\"critical_shutdown\"]")).0,
+        Some(0)
+    );
+    assert_rejected(
+        &expect(
+            "events_include",
+            "[\"critical_shutdown\", \"critical_shutdwn\"]",
+        ),
+        19,
+        &[
+            "expect.events_include",
+            "\"critical_shutdwn\" is not the name of an operator event",
+        ],
+    );
+    assert_rejected(
+        &expect("events_order", "[\"critical_shutdown\", \"resume\"]"),
+        19,
+        &["expect.events_order", "\"resume\""],
+    );
+}

@@ -2,6 +2,7 @@
 //! it are in the picture.
 #![cfg(madsim)]
 
+use holdfast_actors::core::operator::Gauge;
 use holdfast_sim::report::plot;
 use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
@@ -35,7 +36,7 @@ fn the_plot_shows_the_outage_and_the_queue() {
     );
     let fe2: Vec<u64> = out.series["fe2"]
         .iter()
-        .filter(|(_, g, _)| *g == "outgoing_depth")
+        .filter(|(_, g, _)| *g == Gauge::OutgoingDepth.name())
         .map(|(_, _, v)| *v)
         .collect();
     assert!(fe2.len() > 300, "a sample every 10 s: {}", fe2.len());

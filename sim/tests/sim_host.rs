@@ -10,6 +10,7 @@
 //! archiving server and checks that its periodic work keeps its schedule.
 #![cfg(madsim)]
 
+use holdfast_actors::core::operator::Gauge;
 use holdfast_sim::host::node::GAUGE_INTERVAL;
 use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
@@ -46,7 +47,7 @@ fn a_saturated_node_still_fires_its_timers_on_time() {
     );
     let depth = out.series["arch1"]
         .iter()
-        .filter(|(_, g, _)| *g == "destination_depth")
+        .filter(|(_, g, _)| *g == Gauge::DestinationDepth.name())
         .map(|(_, _, v)| *v)
         .max()
         .unwrap_or(0);

@@ -9,6 +9,7 @@
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::operator::OperatorEvent;
 use crate::core::protocol::{ArchiveRecord, DbError, Msg, QueueItem};
 use crate::core::settings::{Sabotage, Settings};
 use std::collections::VecDeque;
@@ -259,14 +260,14 @@ impl Actor for Archiver {
                     return;
                 }
                 ctx.event(
-                    "db_write_failed",
+                    OperatorEvent::DbWriteFailed,
                     format!("{}: batch {batch}: {error:?}", self.name),
                 );
                 self.backoff();
                 ctx.set_timer(Timer::DbTimeout, self.retry);
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "archiver {} ignored {} from {from}",
                     self.name,
@@ -285,7 +286,7 @@ impl Actor for Archiver {
             Timer::DbTimeout if self.in_flight.is_some() => {
                 if self.retry == self.settings.db_timeout {
                     ctx.event(
-                        "db_timeout",
+                        OperatorEvent::DbTimeout,
                         format!("{}: database {} did not answer", self.name, self.db.node),
                     );
                 }

@@ -5,6 +5,7 @@
 
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::ids::{Addr, MessageId};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{DbError, Msg};
 use crate::core::settings::Sabotage;
 use crate::core::store_keys::{self as keys, Row, DB_ROW};
@@ -56,7 +57,7 @@ impl Actor for Database {
                     self.next_rowid = self.next_rowid.max(row.rowid + 1);
                     self.index.insert(row.record.id, row.rowid);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
     }
@@ -73,7 +74,7 @@ impl Actor for Database {
         }
         let Msg::LogMessages { batch, records } = msg else {
             ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!("database {} ignored {} from {from}", self.name, msg.name()),
             );
             return;
@@ -122,8 +123,8 @@ impl Actor for Database {
 
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
-        vec![("archived_rows", self.index.len() as u64)]
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
+        vec![(Gauge::ArchivedRows, self.index.len() as u64)]
     }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
@@ -146,7 +147,7 @@ impl Actor for Database {
                 let error = match refused {
                     Some(id) => {
                         ctx.event(
-                            "db_record_refused",
+                            OperatorEvent::DbRecordRefused,
                             format!(
                                 "{}: batch {}: message {id} refused for good: {reason}",
                                 self.name, txn.batch
@@ -170,7 +171,7 @@ impl Actor for Database {
             }
             Err(e) => {
                 ctx.event(
-                    "db_store_failed",
+                    OperatorEvent::DbStoreFailed,
                     format!("{}: batch {}: {e}", self.name, txn.batch),
                 );
                 ctx.send(

@@ -11,6 +11,7 @@
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{self as keys, DQ_NEXT, DQ_PARKED, DQ_RECORD};
@@ -302,7 +303,10 @@ impl Actor for DestinationQueue {
                     Ok(item) => {
                         self.items.insert(key, item);
                     }
-                    Err(e) => ctx.event("store_corrupt", format!("{}: item {key}: {e}", self.name)),
+                    Err(e) => ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!("{}: item {key}: {e}", self.name),
+                    ),
                 }
             } else if let Some(sender) = k.strip_prefix(DQ_NEXT) {
                 let sender = String::from_utf8_lossy(sender).into_owned();
@@ -311,7 +315,7 @@ impl Actor for DestinationQueue {
                         self.next.insert(sender, u64::from_be_bytes(b));
                     }
                     Err(_) => ctx.event(
-                        "store_corrupt",
+                        OperatorEvent::StoreCorrupt,
                         format!("{}: next seq of {sender}", self.name),
                     ),
                 }
@@ -360,7 +364,7 @@ impl Actor for DestinationQueue {
             }
             Msg::Park { keys, reason } => self.park(keys, reason, ctx),
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "destination queue {} ignored {} from {from}",
                     self.name,
@@ -401,7 +405,7 @@ impl Actor for DestinationQueue {
                 // Not acknowledged: the sender still holds the item and
                 // will resend it.
                 ctx.event(
-                    "destination_store_failed",
+                    OperatorEvent::DestinationStoreFailed,
                     format!("{}: storing seq {seq} from {}: {e}", self.name, sender.node),
                 );
             }
@@ -415,7 +419,7 @@ impl Actor for DestinationQueue {
                 // Retried with the next consumption. A restart before then
                 // redelivers them; the database drops the duplicates.
                 ctx.event(
-                    "destination_store_failed",
+                    OperatorEvent::DestinationStoreFailed,
                     format!("{}: deleting: {e}", self.name),
                 );
             }
@@ -425,7 +429,10 @@ impl Actor for DestinationQueue {
                 }
                 for (fe, ids) in ids {
                     self.expired += ids.len() as u64;
-                    ctx.event("record_expired", format!("ids={}", ids.join(",")));
+                    ctx.event(
+                        OperatorEvent::RecordExpired,
+                        format!("ids={}", ids.join(",")),
+                    );
                     // ocs2007r2: MSMQ's negative acknowledgement to the sender.
                     if self.settings.semantics == Semantics::Ocs2007r2 {
                         ctx.send(
@@ -442,7 +449,7 @@ impl Actor for DestinationQueue {
                 }
                 self.parked += keys.len() as u64;
                 ctx.event(
-                    "record_parked",
+                    OperatorEvent::RecordParked,
                     format!(
                         "{}: the database refuses {} record(s) for good; kept aside for an \
                          operator (holdfast parked list): ids={}: {reason}",
@@ -457,13 +464,13 @@ impl Actor for DestinationQueue {
                 // Still in the queue, still handed out: after a restart the
                 // archiver tries them again, and parks them again.
                 ctx.event(
-                    "destination_store_failed",
+                    OperatorEvent::DestinationStoreFailed,
                     format!("{}: parking {}: {e}", self.name, ids.join(",")),
                 );
             }
             (Some(Write::Expire { .. }), Err(e)) => {
                 ctx.event(
-                    "destination_store_failed",
+                    OperatorEvent::DestinationStoreFailed,
                     format!("{}: expiring: {e}", self.name),
                 );
             }
@@ -471,12 +478,12 @@ impl Actor for DestinationQueue {
         }
     }
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
-            ("destination_depth", self.depth() as u64),
-            ("duplicates_dropped", self.duplicates_dropped),
-            ("expired", self.expired),
-            ("parked_records", self.parked),
+            (Gauge::DestinationDepth, self.depth() as u64),
+            (Gauge::DuplicatesDropped, self.duplicates_dropped),
+            (Gauge::Expired, self.expired),
+            (Gauge::ParkedRecords, self.parked),
         ]
     }
 }
@@ -593,7 +600,7 @@ mod tests {
             h2.actor()
                 .gauges()
                 .iter()
-                .find(|g| g.0 == "parked_records")
+                .find(|g| g.0 == Gauge::ParkedRecords)
                 .unwrap()
                 .1,
             1

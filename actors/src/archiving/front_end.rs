@@ -32,6 +32,7 @@ use crate::core::actor::{
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Refusal};
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{
     ArchiveRecord, CallReport, EnqueueFailure, Im, Msg, RecordKind, RejectReason,
 };
@@ -216,7 +217,10 @@ impl FrontEnd {
         if !self.settings.critical_mode || self.shut_down.is_some() {
             return;
         }
-        ctx.event("critical_shutdown", format!("{}: {reason}", self.name));
+        ctx.event(
+            OperatorEvent::CriticalShutdown,
+            format!("{}: {reason}", self.name),
+        );
         ctx.persist(
             0,
             vec![StoreOp::Put {
@@ -235,7 +239,10 @@ impl FrontEnd {
             ctx.cancel_timer(Timer::CriticalResume);
         }
         if self.shut_down.take().is_some() {
-            ctx.event("critical_resume", format!("{}: {why}", self.name));
+            ctx.event(
+                OperatorEvent::CriticalResume,
+                format!("{}: {why}", self.name),
+            );
             ctx.persist(
                 0,
                 vec![StoreOp::Delete {
@@ -375,7 +382,10 @@ impl FrontEnd {
                 );
             }
             (RecordKind::Qoe, Some(client)) => {
-                ctx.event("qoe_dropped", format!("{}: {reason}", p.msg.im.id));
+                ctx.event(
+                    OperatorEvent::QoeDropped,
+                    format!("{}: {reason}", p.msg.im.id),
+                );
                 return Self::accepted(client, &p.msg, p.admitted_at, ctx);
             }
             _ => {}
@@ -383,7 +393,10 @@ impl FrontEnd {
         let Some(client) = p.client else {
             // ocs2007r2: the IM already went through; its record is lost.
             self.shut(format!("a record could not be queued: {reason}"), ctx);
-            ctx.event("archiving_failed", format!("{}: {reason}", p.msg.im.id));
+            ctx.event(
+                OperatorEvent::ArchivingFailed,
+                format!("{}: {reason}", p.msg.im.id),
+            );
             return;
         };
         if self.settings.critical_mode {
@@ -396,7 +409,10 @@ impl FrontEnd {
             );
         }
         if self.sabotage.fe_accept_unqueued {
-            ctx.event("archiving_failed", format!("{}: {reason}", p.msg.im.id));
+            ctx.event(
+                OperatorEvent::ArchivingFailed,
+                format!("{}: {reason}", p.msg.im.id),
+            );
             Self::accepted(client, &p.msg, p.admitted_at, ctx);
             self.route(&p.msg.im, ctx);
             return;
@@ -415,7 +431,7 @@ impl FrontEnd {
             // an operator hears about it.
             EnqueueFailure::Store(_) => {
                 ctx.event(
-                    "delivered_not_archived",
+                    OperatorEvent::DeliveredNotArchived,
                     format!("{} ({}): {reason}", p.msg.im.id, p.msg.client_id),
                 );
                 ctx.send(
@@ -446,7 +462,7 @@ impl Actor for FrontEnd {
         // record could not be saved (a failing disk) ends with the crash,
         // and operators and the checker must know.
         ctx.event(
-            "front_end_started",
+            OperatorEvent::FrontEndStarted,
             match &self.shut_down {
                 Some(reason) => format!("{}: critical shutdown restored: {reason}", self.name),
                 None => format!("{}: accepting IM", self.name),
@@ -523,7 +539,7 @@ impl Actor for FrontEnd {
             }
             Msg::OperatorResume => self.resume("resumed by an operator", ctx),
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "front end {} ignored {} from {from}",
                     self.name,
@@ -548,12 +564,15 @@ impl Actor for FrontEnd {
 
     fn on_persisted(&mut self, _token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
         if let Err(e) = result {
-            ctx.event("critical_state_not_saved", format!("{}: {e}", self.name));
+            ctx.event(
+                OperatorEvent::CriticalStateNotSaved,
+                format!("{}: {e}", self.name),
+            );
         }
     }
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
-        vec![("critical_shutdown", u64::from(self.shut_down.is_some()))]
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
+        vec![(Gauge::CriticalShutdown, u64::from(self.shut_down.is_some()))]
     }
 }
 
@@ -1028,7 +1047,7 @@ mod tests {
                     if *to == sender && id == "f1"),
                 "{sender}: {sent:?}"
             );
-            assert_eq!(h.events(), vec![crate::core::identity::IDENTITY_REFUSED]);
+            assert_eq!(h.events(), vec![OperatorEvent::IdentityRefused.name()]);
             h.clear_events();
             let sent = h.msg(
                 sender,

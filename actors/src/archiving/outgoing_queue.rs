@@ -42,6 +42,7 @@
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{
@@ -267,7 +268,7 @@ impl OutgoingQueue {
         let item = self.items.get(&seq).cloned();
         if item.is_none() {
             ctx.event(
-                "store_corrupt",
+                OperatorEvent::StoreCorrupt,
                 format!("{}: item {seq} missing from the queue", self.name),
             );
         }
@@ -459,7 +460,7 @@ impl OutgoingQueue {
         if self.bytes + self.deferred_bytes + size > self.settings.queue_quota {
             if !self.quota_full {
                 ctx.event(
-                    "queue_quota_exceeded",
+                    OperatorEvent::QueueQuotaExceeded,
                     format!(
                         "{}: {} of {} bytes used",
                         self.name, self.bytes, self.settings.queue_quota
@@ -535,7 +536,7 @@ impl OutgoingQueue {
         let last = self.next_seq - 1;
         if upto > last {
             ctx.event(
-                "protocol_violation",
+                OperatorEvent::ProtocolViolation,
                 format!(
                     "{} got an acknowledgement for seq {upto}, beyond {last}",
                     self.name
@@ -608,10 +609,14 @@ impl OutgoingQueue {
             self.beats.remove(&id);
             self.last_nacked_beat = self.last_nacked_beat.max(id);
             let (name, what) = match kind {
-                LinkHealth::DeliveryFailing => {
-                    ("nack_delivery", "not delivered to the destination queue")
-                }
-                _ => ("nack_processing", "not processed by the archiver"),
+                LinkHealth::DeliveryFailing => (
+                    OperatorEvent::NackDelivery,
+                    "not delivered to the destination queue",
+                ),
+                _ => (
+                    OperatorEvent::NackProcessing,
+                    "not processed by the archiver",
+                ),
             };
             ctx.event(
                 name,
@@ -663,7 +668,7 @@ impl OutgoingQueue {
         if pct >= self.settings.quota_warning_pct && !self.quota_warned {
             self.quota_warned = true;
             ctx.event(
-                "quota_warning",
+                OperatorEvent::QuotaWarning,
                 format!(
                     "{}: outgoing queue at {pct}% of its {} byte quota",
                     self.name, quota
@@ -671,7 +676,7 @@ impl OutgoingQueue {
             );
         } else if self.quota_warned && pct > self.settings.quota_info_pct {
             ctx.event(
-                "quota_info",
+                OperatorEvent::QuotaInfo,
                 format!(
                     "{}: outgoing queue at {pct}% of its {} byte quota",
                     self.name, quota
@@ -860,7 +865,7 @@ impl OutgoingQueue {
                     }
                     self.dead_lettered += n as u64;
                     ctx.event(
-                        "dead_lettered",
+                        OperatorEvent::DeadLettered,
                         format!(
                             "{}: {n} records not delivered within the data TTRQ, kept for resend",
                             self.name
@@ -874,7 +879,10 @@ impl OutgoingQueue {
                         // tells critical mode that archiving is failing.
                         self.expired_at = Some(ctx.now());
                     }
-                    ctx.event("record_expired", format!("ids={}", dropped.join(",")));
+                    ctx.event(
+                        OperatorEvent::RecordExpired,
+                        format!("ids={}", dropped.join(",")),
+                    );
                 }
                 self.pump(ctx);
             }
@@ -890,7 +898,7 @@ impl OutgoingQueue {
                     self.items.insert(seq, item);
                 }
                 ctx.event(
-                    "dead_letter_resent",
+                    OperatorEvent::DeadLetterResent,
                     format!("{}: {n} records resent", self.name),
                 );
                 self.pump(ctx);
@@ -906,7 +914,10 @@ impl OutgoingQueue {
                 // was the newest seq: give it back, keeping seqs contiguous.
                 debug_assert_eq!(seq + 1, self.next_seq);
                 self.next_seq = seq;
-                ctx.event("queue_store_failed", format!("{}: {e}", self.name));
+                ctx.event(
+                    OperatorEvent::QueueStoreFailed,
+                    format!("{}: {e}", self.name),
+                );
                 ctx.send(
                     self.fe(),
                     Msg::EnqueueFailed {
@@ -920,7 +931,7 @@ impl OutgoingQueue {
                 debug_assert_eq!(seq + 1, self.next_seq);
                 self.next_seq = seq;
                 ctx.event(
-                    "queue_store_failed",
+                    OperatorEvent::QueueStoreFailed,
                     format!("{}: writing a heartbeat: {e}", self.name),
                 );
             }
@@ -929,14 +940,17 @@ impl OutgoingQueue {
                     self.next_seq = *first;
                 }
                 ctx.event(
-                    "queue_store_failed",
+                    OperatorEvent::QueueStoreFailed,
                     format!("{}: resending dead letters: {e}", self.name),
                 );
             }
             // Retried later; until then a restart would resend acknowledged
             // items (dropped by the destination) or keep late records.
             Write::Delete { .. } | Write::Expire { .. } | Write::Probe => {
-                ctx.event("queue_store_failed", format!("{}: {e}", self.name));
+                ctx.event(
+                    OperatorEvent::QueueStoreFailed,
+                    format!("{}: {e}", self.name),
+                );
                 self.arm_resend(ctx);
             }
         }
@@ -970,7 +984,7 @@ impl OutgoingQueue {
         self.resync = None;
         if upto >= self.next_seq {
             ctx.event(
-                "queue_resynced",
+                OperatorEvent::QueueResynced,
                 format!(
                     "{}: {} holds up to seq {upto}, beyond this queue's {}; numbering goes on from {}",
                     self.name,
@@ -1023,7 +1037,7 @@ impl OutgoingQueue {
                 })
                 .collect();
             ctx.event(
-                "queue_items_missing",
+                OperatorEvent::QueueItemsMissing,
                 format!(
                     "{}: sequence numbers {} were unreadable in the store; sent as tombstones",
                     self.name,
@@ -1073,7 +1087,10 @@ impl Actor for OutgoingQueue {
                         self.items.insert(seq, item);
                         max = max.max(seq);
                     }
-                    Err(e) => ctx.event("store_corrupt", format!("{}: item {seq}: {e}", self.name)),
+                    Err(e) => ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!("{}: item {seq}: {e}", self.name),
+                    ),
                 }
             } else if let Some(k) = keys::parse_u64(OQ_DEAD, k) {
                 match keys::decode_record(v) {
@@ -1083,7 +1100,7 @@ impl Actor for OutgoingQueue {
                         self.next_dead = self.next_dead.max(k + 1);
                     }
                     Err(e) => ctx.event(
-                        "store_corrupt",
+                        OperatorEvent::StoreCorrupt,
                         format!("{}: dead letter {k}: {e}", self.name),
                     ),
                 }
@@ -1162,7 +1179,7 @@ impl Actor for OutgoingQueue {
                 self.beats.remove(&id);
                 if id > self.last_nacked_beat && self.health != LinkHealth::Healthy {
                     ctx.event(
-                        "queue_healthy",
+                        OperatorEvent::QueueHealthy,
                         format!(
                             "{} -> {}: heartbeat {id} processed, link healthy again",
                             self.name, self.dest.node
@@ -1178,7 +1195,7 @@ impl Actor for OutgoingQueue {
                 self.report(ctx);
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "outgoing queue {} ignored {} from {from}",
                     self.name,
@@ -1250,16 +1267,16 @@ impl Actor for OutgoingQueue {
         self.arm_checks(ctx);
     }
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
-            ("outgoing_depth", self.depth() as u64),
-            ("outgoing_bytes", self.bytes),
-            ("resends", self.resends),
-            ("dead_letter_depth", self.dead.len() as u64),
-            ("dead_lettered", self.dead_lettered),
-            ("expired", self.expired),
+            (Gauge::OutgoingDepth, self.depth() as u64),
+            (Gauge::OutgoingBytes, self.bytes),
+            (Gauge::Resends, self.resends),
+            (Gauge::DeadLetterDepth, self.dead.len() as u64),
+            (Gauge::DeadLettered, self.dead_lettered),
+            (Gauge::Expired, self.expired),
             (
-                "link_failing",
+                Gauge::LinkFailing,
                 u64::from(self.health != LinkHealth::Healthy),
             ),
         ]

@@ -23,6 +23,7 @@ use crate::chat::pool::{sign_grant, ChatPool, Directory, FileGrant, FileOp};
 use crate::core::actor::{authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer};
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::{ChatReject, Post, Room, RoomId};
 use crate::core::protocol::compliance::EventKind;
 use crate::core::protocol::Msg;
@@ -352,7 +353,7 @@ impl Channel {
         }
         if !self.directory.may_read(&room, &user) {
             ctx.event(
-                "chat_join_refused",
+                OperatorEvent::ChatJoinRefused,
                 format!("{}: {user} may not read {room}", self.name),
             );
             return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
@@ -439,7 +440,7 @@ impl Channel {
         for client in &walled {
             self.leave(client, &room);
             ctx.event(
-                "chat_access_revoked",
+                OperatorEvent::ChatAccessRevoked,
                 format!("{}: {client} may no longer read {room}", self.name),
             );
             Self::reject(
@@ -711,7 +712,7 @@ impl Channel {
                 };
                 if let Err(reason) = checked {
                     ctx.event(
-                        "chat_room_refused",
+                        OperatorEvent::ChatRoomRefused,
                         format!("{}: {user} may not save {room}: {reason:?}", self.name),
                     );
                     return Self::reject(ctx, from, room, None, reason);
@@ -734,7 +735,7 @@ impl Channel {
                 );
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!("channel {} ignored {} from {from}", self.name, other.name()),
             ),
         }
@@ -859,7 +860,7 @@ impl Channel {
                 }
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "channel {} ignored {} from the store",
                     self.name,
@@ -895,7 +896,7 @@ impl Channel {
                 }
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!("channel {} ignored {} from {from}", self.name, other.name()),
             ),
         }
@@ -990,11 +991,11 @@ impl Actor for Channel {
 
     fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
-            ("chat_sessions", self.sessions.len() as u64),
-            ("chat_relayed", self.relayed),
-            ("chat_rooms", self.directory.rooms.len() as u64),
+            (Gauge::ChatSessions, self.sessions.len() as u64),
+            (Gauge::ChatRelayed, self.relayed),
+            (Gauge::ChatRooms, self.directory.rooms.len() as u64),
         ]
     }
 }
@@ -1277,7 +1278,7 @@ mod tests {
                 matches!(&sent[..], [(to, Msg::ChatRejected { reason: ChatReject::Forbidden(_), .. })] if to.node == c),
                 "{c}: {sent:?}"
             );
-            assert_eq!(h.events(), vec![crate::core::identity::IDENTITY_REFUSED]);
+            assert_eq!(h.events(), vec![OperatorEvent::IdentityRefused.name()]);
             h.clear_events();
         }
         assert!(matches!(

@@ -23,10 +23,11 @@
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::ids::{ActorKind, Addr};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
 use crate::core::protocol::Msg;
-use crate::core::store_keys;
+use crate::core::store_keys::{self, ReadError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -162,18 +163,35 @@ impl ChatStore {
     }
 }
 
+/// Why a chat store's recovered state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatReadError {
+    #[error("malformed post key {key:?}")]
+    MalformedPostKey { key: Vec<u8> },
+    #[error("malformed key {key:?}")]
+    MalformedKey { key: Vec<u8> },
+    /// The post's own room is not the one its key names.
+    #[error("post {post} stored under room {room}")]
+    MisplacedPost { post: PostId, room: RoomId },
+    #[error(transparent)]
+    Store(#[from] ReadError),
+}
+
 /// Reads every post of a store's recovered state: `(seq, post)` or why a
 /// key could not be read.
-pub fn stored_posts(recovered: &Recovered) -> Vec<Result<(u64, Post), String>> {
+pub fn stored_posts(recovered: &Recovered) -> Vec<Result<(u64, Post), ChatReadError>> {
     recovered
         .range(CHAT_POST.to_vec()..)
         .take_while(|(k, _)| k.starts_with(CHAT_POST))
         .map(|(k, v)| {
-            let (room, seq) =
-                parse_post_key(k).ok_or_else(|| format!("malformed post key {k:?}"))?;
-            let post: Post = store_keys::decode(v).map_err(|e| format!("key {k:?}: {e}"))?;
+            let (room, seq) = parse_post_key(k)
+                .ok_or_else(|| ChatReadError::MalformedPostKey { key: k.clone() })?;
+            let post: Post = store_keys::decode(v).map_err(ReadError::undecodable(k))?;
             if post.room != room {
-                return Err(format!("post {} stored under room {room}", post.id));
+                return Err(ChatReadError::MisplacedPost {
+                    post: post.id,
+                    room,
+                });
             }
             Ok((seq, post))
         })
@@ -186,20 +204,20 @@ pub fn stored_posts(recovered: &Recovered) -> Vec<Result<(u64, Post), String>> {
 fn stored_directory(
     recovered: &Recovered,
 ) -> (
-    Vec<Result<(RoomId, Room), String>>,
-    Vec<Result<(String, BTreeSet<RoomId>), String>>,
+    Vec<Result<(RoomId, Room), ChatReadError>>,
+    Vec<Result<(String, BTreeSet<RoomId>), ChatReadError>>,
 ) {
     fn under<T: serde::de::DeserializeOwned>(
         recovered: &Recovered,
         prefix: &'static [u8],
-    ) -> Vec<Result<(String, T), String>> {
+    ) -> Vec<Result<(String, T), ChatReadError>> {
         recovered
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| {
                 let name = String::from_utf8(k[prefix.len()..].to_vec())
-                    .map_err(|_| format!("malformed key {k:?}"))?;
-                let value = store_keys::decode(v).map_err(|e| format!("key {k:?}: {e}"))?;
+                    .map_err(|_| ChatReadError::MalformedKey { key: k.clone() })?;
+                let value = store_keys::decode(v).map_err(ReadError::undecodable(k))?;
                 Ok((name, value))
             })
             .collect()
@@ -216,7 +234,7 @@ impl Actor for ChatStore {
         self.follows.clear();
         self.version = 0;
         for e in self.outbox.recover(&recovered) {
-            ctx.event("store_corrupt", format!("{}: {e}", self.name));
+            ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name));
         }
         self.outbox.pump(ctx);
         let (rooms, follows) = stored_directory(&recovered);
@@ -226,7 +244,7 @@ impl Actor for ChatStore {
                     self.version = self.version.max(room.version);
                     self.directory.insert(name, room);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
         for entry in follows {
@@ -234,7 +252,7 @@ impl Actor for ChatStore {
                 Ok((user, rooms)) => {
                     self.follows.insert(user, rooms);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
         for entry in stored_posts(&recovered) {
@@ -246,7 +264,7 @@ impl Actor for ChatStore {
                         .or_default()
                         .insert(seq, post);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: {e}", self.name)),
+                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
     }
@@ -481,7 +499,7 @@ impl Actor for ChatStore {
                 }
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!(
                     "chat store {} ignored {} from {from}",
                     self.name,
@@ -523,7 +541,7 @@ impl Actor for ChatStore {
                 Write::Trim => return,
             };
             ctx.event(
-                "chat_store_failed",
+                OperatorEvent::ChatStoreFailed,
                 format!("{}: {what} not stored: {e}", self.name),
             );
             ctx.send(from.clone(), Msg::StoreFailed { token });
@@ -577,11 +595,11 @@ impl Actor for ChatStore {
         }
     }
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
-            ("chat_posts", self.by_id.len() as u64),
-            ("chat_rooms", self.directory.len() as u64),
-            ("compliance_outbox", self.outbox.len() as u64),
+            (Gauge::ChatPosts, self.by_id.len() as u64),
+            (Gauge::ChatRooms, self.directory.len() as u64),
+            (Gauge::ComplianceOutbox, self.outbox.len() as u64),
         ]
     }
 }

@@ -11,6 +11,7 @@
 use crate::chat::pool::ChatPool;
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
 use crate::core::ids::{ActorKind, Addr, Millis};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
 use std::collections::BTreeMap;
@@ -96,7 +97,7 @@ impl Actor for Lookup {
                 }
                 if self.in_rotation.insert(from.node.clone(), true) != Some(true) {
                     ctx.event(
-                        "channel_in_rotation",
+                        OperatorEvent::ChannelInRotation,
                         format!("{}: {} reports its load", self.name, from.node),
                     );
                 }
@@ -111,7 +112,7 @@ impl Actor for Lookup {
                 );
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!("lookup {} ignored {} from {from}", self.name, other.name()),
             ),
         }
@@ -130,7 +131,7 @@ impl Actor for Lookup {
         for (server, alive) in states {
             if !alive && self.in_rotation.insert(server.clone(), false) == Some(true) {
                 ctx.event(
-                    "channel_out_of_rotation",
+                    OperatorEvent::ChannelOutOfRotation,
                     format!("{}: {server} stopped reporting its load", self.name),
                 );
             }
@@ -140,8 +141,8 @@ impl Actor for Lookup {
 
     fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
-        vec![("channels_known", self.servers.len() as u64)]
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
+        vec![(Gauge::ChannelsKnown, self.servers.len() as u64)]
     }
 }
 

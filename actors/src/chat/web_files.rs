@@ -24,6 +24,7 @@ use crate::core::actor::{
 };
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr};
+use crate::core::operator::OperatorEvent;
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
@@ -115,7 +116,10 @@ impl WebFiles {
     fn refuse(&mut self, ctx: &mut Ctx, client: Addr, reason: impl Into<String>) {
         let reason = reason.into();
         self.refused += 1;
-        ctx.event("file_refused", format!("{}: {reason}", self.name));
+        ctx.event(
+            OperatorEvent::FileRefused,
+            format!("{}: {reason}", self.name),
+        );
         ctx.send(client, Msg::FileRefused { reason });
     }
 
@@ -132,7 +136,7 @@ impl Actor for WebFiles {
         self.writing.clear();
         self.reading.clear();
         for e in self.outbox.recover(&recovered) {
-            ctx.event("store_corrupt", format!("{}: {e}", self.name));
+            ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name));
         }
         self.outbox.pump(ctx);
         for (k, v) in recovered.range(FILE.to_vec()..) {
@@ -143,7 +147,10 @@ impl Actor for WebFiles {
                 Ok(f) => {
                     self.files.insert(f.id.clone(), f);
                 }
-                Err(e) => ctx.event("store_corrupt", format!("{}: key {k:?}: {e}", self.name)),
+                Err(e) => ctx.event(
+                    OperatorEvent::StoreCorrupt,
+                    format!("{}: key {k:?}: {e}", self.name),
+                ),
             }
         }
     }
@@ -249,7 +256,7 @@ impl Actor for WebFiles {
                 }
             }
             other => ctx.event(
-                "unexpected_message",
+                OperatorEvent::UnexpectedMessage,
                 format!("web {} ignored {} from {from}", self.name, other.name()),
             ),
         }
@@ -271,7 +278,10 @@ impl Actor for WebFiles {
                 Write::Upload { client, .. } | Write::Download { client, .. } => client,
                 Write::Trim => return,
             };
-            ctx.event("file_store_failed", format!("{}: {e}", self.name));
+            ctx.event(
+                OperatorEvent::FileStoreFailed,
+                format!("{}: {e}", self.name),
+            );
             ctx.send(
                 client,
                 Msg::FileRefused {
@@ -335,7 +345,7 @@ impl Actor for WebFiles {
             Ok(found) => {
                 // Described but missing or cut short: say so, loudly.
                 ctx.event(
-                    "store_corrupt",
+                    OperatorEvent::StoreCorrupt,
                     format!(
                         "{}: file {} should hold {} bytes, found {:?}",
                         self.name,
@@ -506,9 +516,7 @@ mod tests {
             },
         );
         assert!(refused(sent[0].1.clone()), "{sent:?}");
-        assert!(h
-            .events()
-            .contains(&crate::core::identity::IDENTITY_REFUSED));
+        assert!(h.events().contains(&OperatorEvent::IdentityRefused.name()));
         assert!(h.store.is_empty(), "nothing refused was stored");
         // A download token for another room's file finds nothing.
         let Msg::FileStored { file, .. } =

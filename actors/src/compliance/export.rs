@@ -439,24 +439,58 @@ fn xml(batch: u64, events: &[&ComplianceEvent]) -> Vec<u8> {
     x.into_bytes()
 }
 
+/// Why an export file could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Csv(#[from] csv::Error),
+    /// The XML is not well-formed.
+    #[error("XML at {position}: {source}")]
+    Xml {
+        position: u64,
+        source: quick_xml::Error,
+    },
+    /// An attribute, or an element's text, cannot be read.
+    #[error(transparent)]
+    XmlValue(#[from] quick_xml::Error),
+    #[error(transparent)]
+    XmlAttribute(#[from] quick_xml::events::attributes::AttrError),
+    #[error("version {value:?}: {source}")]
+    Version {
+        value: String,
+        source: std::num::ParseIntError,
+    },
+    /// Written by a later build, in a format this one does not know.
+    #[error("format version {0}: this build reads up to {FORMAT_VERSION}")]
+    TooNew(u32),
+    #[error("an event element without {0}")]
+    Missing(String),
+    #[error("time: {0}")]
+    Time(std::num::ParseIntError),
+    #[error("{element}: {name} is not base64 of UTF-8 text")]
+    NotBase64 { element: String, name: String },
+}
+
 /// Reads an export file back into events: what a pickup system sees. Used
 /// by the simulator's checker and the tests; errors name what is wrong.
-pub fn parse(format: ExportFormat, data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
+pub fn parse(format: ExportFormat, data: &[u8]) -> Result<Vec<ExportedEvent>, ParseError> {
     match format {
         ExportFormat::JsonLines => data
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).map_err(|e| e.to_string()))
+            .map(|l| serde_json::from_slice(l).map_err(ParseError::from))
             .collect(),
         ExportFormat::Csv => csv::Reader::from_reader(data)
             .deserialize()
-            .map(|r| r.map_err(|e| e.to_string()))
+            .map(|r| r.map_err(ParseError::from))
             .collect(),
         ExportFormat::Xml => parse_xml(data),
     }
 }
 
-fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
+fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, ParseError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(data);
     let mut out = Vec::new();
@@ -467,16 +501,20 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
     loop {
         let ev = reader
             .read_event_into(&mut buf)
-            .map_err(|e| format!("XML at {}: {e}", reader.buffer_position()))?;
+            .map_err(|source| ParseError::Xml {
+                position: reader.buffer_position(),
+                source,
+            })?;
         let empty = matches!(ev, Event::Empty(_));
         match ev {
             Event::Start(t) if t.name().as_ref() == b"Conversations" => {
                 if let Some(v) = attr(&t, b"version")? {
-                    let v: u32 = v.parse().map_err(|e| format!("version {v:?}: {e}"))?;
+                    let v: u32 = v.parse().map_err(|source| ParseError::Version {
+                        value: v.clone(),
+                        source,
+                    })?;
                     if v > FORMAT_VERSION {
-                        return Err(format!(
-                            "format version {v}: this build reads up to {FORMAT_VERSION}"
-                        ));
+                        return Err(ParseError::TooNew(v));
                     }
                 }
             }
@@ -486,17 +524,16 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
             Event::Start(t) | Event::Empty(t)
                 if matches!(t.name().as_ref(), b"Message" | b"File" | b"Event") =>
             {
-                let need = |k: &[u8]| -> Result<String, String> {
-                    field(&t, k)?.ok_or_else(|| {
-                        format!("an event element without {}", String::from_utf8_lossy(k))
-                    })
+                let need = |k: &[u8]| -> Result<String, ParseError> {
+                    field(&t, k)?
+                        .ok_or_else(|| ParseError::Missing(String::from_utf8_lossy(k).into_owned()))
                 };
                 let event = ExportedEvent {
                     id: need(b"eventId")?,
                     kind: need(b"kind")?,
                     room: room.clone(),
                     user: need(b"user")?,
-                    at: need(b"time")?.parse().map_err(|e| format!("time: {e}"))?,
+                    at: need(b"time")?.parse().map_err(ParseError::Time)?,
                     item: need(b"item")?,
                     text: String::new(),
                     details: field(&t, b"details")?.unwrap_or_default(),
@@ -509,7 +546,7 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
             }
             Event::Text(t) => {
                 if let Some((e, _)) = &mut open {
-                    let text = t.unescape().map_err(|e| e.to_string())?;
+                    let text = t.unescape()?;
                     e.text.push_str(&text);
                 }
             }
@@ -529,32 +566,33 @@ fn parse_xml(data: &[u8]) -> Result<Vec<ExportedEvent>, String> {
     Ok(out)
 }
 
-fn attr(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>, String> {
+fn attr(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>, ParseError> {
     for a in t.attributes() {
-        let a = a.map_err(|e| e.to_string())?;
+        let a = a?;
         if a.key.as_ref() == key {
-            return Ok(Some(
-                a.unescape_value().map_err(|e| e.to_string())?.into_owned(),
-            ));
+            return Ok(Some(a.unescape_value()?.into_owned()));
         }
     }
     Ok(None)
 }
 
 /// Whether the element's `base64` attribute lists `name`.
-fn in_base64(t: &quick_xml::events::BytesStart, name: &[u8]) -> Result<bool, String> {
+fn in_base64(t: &quick_xml::events::BytesStart, name: &[u8]) -> Result<bool, ParseError> {
     Ok(attr(t, b"base64")?
         .is_some_and(|list| list.split_ascii_whitespace().any(|n| n.as_bytes() == name)))
 }
 
-fn from_base64(element: &str, name: &str, value: &str) -> Result<String, String> {
+fn from_base64(element: &str, name: &str, value: &str) -> Result<String, ParseError> {
     base64_decode(value.trim())
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| format!("{element}: {name} is not base64 of UTF-8 text"))
+        .ok_or_else(|| ParseError::NotBase64 {
+            element: element.to_string(),
+            name: name.to_string(),
+        })
 }
 
 /// A text attribute, decoded from base64 if the element says it is.
-fn field(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>, String> {
+fn field(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>, ParseError> {
     match attr(t, key)? {
         Some(v) if in_base64(t, key)? => {
             let name = String::from_utf8_lossy(key);
@@ -757,9 +795,9 @@ mod tests {
         let newer = String::from_utf8(xml.to_vec())
             .unwrap()
             .replace(r#"batch="7""#, r#"version="3" batch="7""#);
-        assert!(parse(ExportFormat::Xml, newer.as_bytes())
-            .unwrap_err()
-            .contains("format version 3"));
+        let err = parse(ExportFormat::Xml, newer.as_bytes()).unwrap_err();
+        assert!(matches!(err, ParseError::TooNew(3)), "{err}");
+        assert!(err.to_string().contains("format version 3"), "{err}");
     }
 
     #[test]
@@ -1037,8 +1075,11 @@ mod tests {
         assert!(parse(ExportFormat::JsonLines, b"{\"id\":\"x\"").is_err());
         assert!(parse(ExportFormat::Csv, b"id,kind\nx").is_err());
         let no_id = b"<Conversations><Conversation room=\"r\"><Message kind=\"post\">";
-        assert!(parse(ExportFormat::Xml, no_id)
-            .unwrap_err()
-            .contains("eventId"));
+        let err = parse(ExportFormat::Xml, no_id).unwrap_err();
+        assert!(
+            matches!(&err, ParseError::Missing(k) if k == "eventId"),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "an event element without eventId");
     }
 }

@@ -28,6 +28,7 @@ use crate::core::actor::{
 };
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
 use crate::core::protocol::Msg;
 use crate::core::store_keys;
@@ -446,7 +447,7 @@ impl Actor for Compliance {
                     Ok(e) => {
                         self.staged.insert((e.source.clone(), e.seq), e);
                     }
-                    Err(e) => ctx.event("store_corrupt", bad(e.to_string())),
+                    Err(e) => ctx.event(OperatorEvent::StoreCorrupt, bad(e.to_string())),
                 }
             } else if let Some(source) = k.strip_prefix(HIGH) {
                 match store_keys::decode::<u64>(v) {
@@ -454,12 +455,12 @@ impl Actor for Compliance {
                         self.high
                             .insert(String::from_utf8_lossy(source).into_owned(), h);
                     }
-                    Err(e) => ctx.event("store_corrupt", bad(e.to_string())),
+                    Err(e) => ctx.event(OperatorEvent::StoreCorrupt, bad(e.to_string())),
                 }
             } else if k == INTENT {
                 match store_keys::decode::<Intent>(v) {
                     Ok(i) => self.intent = Some(i),
-                    Err(e) => ctx.event("store_corrupt", bad(e.to_string())),
+                    Err(e) => ctx.event(OperatorEvent::StoreCorrupt, bad(e.to_string())),
                 }
             } else if k == LAST_BATCH {
                 if let Ok(n) = store_keys::decode::<u64>(v) {
@@ -474,7 +475,7 @@ impl Actor for Compliance {
             // A crash came between recording a batch and deleting it: write
             // the same batch (same names, same bytes) again now.
             ctx.event(
-                "compliance_export_resumed",
+                OperatorEvent::ComplianceExportResumed,
                 format!("{}: batch {} is written again", self.name, intent.batch),
             );
             self.run(ctx);
@@ -566,7 +567,10 @@ impl Actor for Compliance {
             }
             // Not staged: the source resends.
             (Write::Stage { .. }, Err(e)) => {
-                ctx.event("compliance_stage_failed", format!("{}: {e}", self.name));
+                ctx.event(
+                    OperatorEvent::ComplianceStageFailed,
+                    format!("{}: {e}", self.name),
+                );
             }
             (Write::Intent(intent), Ok(())) if self.delete_first => {
                 // Sabotage: the deletion first, but the intent stays on
@@ -587,7 +591,10 @@ impl Actor for Compliance {
             (Write::Intent(_), Err(e)) => {
                 self.exporting = false;
                 self.status.last_error = Some(format!("cannot record the export: {e}"));
-                ctx.event("compliance_export_failed", format!("{}: {e}", self.name));
+                ctx.event(
+                    OperatorEvent::ComplianceExportFailed,
+                    format!("{}: {e}", self.name),
+                );
             }
             (Write::Done(intent), Ok(())) => {
                 // The batch's files and its deletion are both durable.
@@ -602,7 +609,7 @@ impl Actor for Compliance {
                 self.status.last_run = ctx.now();
                 self.status.last_error = None;
                 ctx.event(
-                    "compliance_exported",
+                    OperatorEvent::ComplianceExported,
                     format!(
                         "{}: batch {} with {} events",
                         self.name,
@@ -619,7 +626,10 @@ impl Actor for Compliance {
                 // intent: the next run writes the same files again.
                 self.exporting = false;
                 self.status.last_error = Some(format!("cannot delete an exported batch: {e}"));
-                ctx.event("compliance_export_failed", format!("{}: {e}", self.name));
+                ctx.event(
+                    OperatorEvent::ComplianceExportFailed,
+                    format!("{}: {e}", self.name),
+                );
             }
         }
     }
@@ -645,17 +655,17 @@ impl Actor for Compliance {
                 self.exporting = false;
                 self.status.last_error = Some(e.to_string());
                 ctx.event(
-                    "compliance_export_failed",
+                    OperatorEvent::ComplianceExportFailed,
                     format!("{}: batch {}: {e}", self.name, intent.batch),
                 );
             }
         }
     }
 
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
-            ("compliance_staged", self.staged.len() as u64),
-            ("compliance_batches", self.last_batch),
+            (Gauge::ComplianceStaged, self.staged.len() as u64),
+            (Gauge::ComplianceBatches, self.last_batch),
         ]
     }
 }

@@ -26,6 +26,7 @@
 //!    outside the state it hands to [`Actor::on_start`].
 
 use crate::core::ids::{Addr, Millis};
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::Msg;
 use rand::rngs::SmallRng;
 use std::collections::BTreeMap;
@@ -101,11 +102,11 @@ pub enum Timer {
     CriticalResume,
 }
 
-/// An operator event: a stable name (for dashboards and scenario
-/// expectations) and a human detail.
+/// An operator event: its kind (whose stable name dashboards and scenario
+/// expectations know) and a human detail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    pub name: &'static str,
+    pub kind: OperatorEvent,
     pub detail: String,
 }
 
@@ -189,9 +190,9 @@ impl<'a> Ctx<'a> {
     pub fn output(&mut self, token: u64, files: Vec<crate::core::output::OutputFile>) {
         self.effects.push(Effect::Output { token, files });
     }
-    pub fn event(&mut self, name: &'static str, detail: impl Into<String>) {
+    pub fn event(&mut self, kind: OperatorEvent, detail: impl Into<String>) {
         self.effects.push(Effect::Event(Event {
-            name,
+            kind,
             detail: detail.into(),
         }));
     }
@@ -208,7 +209,7 @@ impl<'a> Ctx<'a> {
 pub fn authorize(ok: bool, me: &str, from: &Addr, msg: &Msg, ctx: &mut Ctx) -> bool {
     if !ok {
         ctx.event(
-            "unauthorized_sender",
+            OperatorEvent::UnauthorizedSender,
             format!(
                 "{me} dropped {} from {from}: not a sender the protocol allows",
                 msg.name()
@@ -228,7 +229,7 @@ pub fn identity_refused(
     ctx: &mut Ctx,
 ) {
     ctx.event(
-        crate::core::identity::IDENTITY_REFUSED,
+        OperatorEvent::IdentityRefused,
         format!("{me} refused {what} from {from}: {refusal}"),
     );
 }
@@ -254,7 +255,7 @@ pub trait Actor {
     /// (and synced), or why not.
     fn on_output(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
     /// Gauges for monitoring (queue depth, …), sampled by the host.
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         Vec::new()
     }
 }
@@ -285,7 +286,7 @@ impl<T: Actor + ?Sized> Actor for Box<T> {
     fn on_output(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
         (**self).on_output(token, result, ctx)
     }
-    fn gauges(&self) -> Vec<(&'static str, u64)> {
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
         (**self).gauges()
     }
 }

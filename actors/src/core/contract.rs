@@ -12,7 +12,7 @@
 //!
 //! The script (first life, started on an empty store):
 //! - start: persist `a` (token 1), send marker 1 to the sink, set `Flush`
-//!   to 50 ms, load `a` (token 2), raise an event;
+//!   to 50 ms, load `a` (token 2);
 //! - persist 1 done: send marker 2; load 2 done: note the value;
 //! - `Flush`: set `Resend` to 10 ms and move it to 30 ms, set and cancel
 //!   `Heartbeat`, persist `b` (token 3), output a file (token 4), send
@@ -114,7 +114,6 @@ impl Actor for Probe {
         self.marker(1, ctx);
         ctx.set_timer(Timer::Flush, FLUSH_AFTER);
         ctx.load(2, b"a".to_vec());
-        ctx.event("contract_probe", "the driver started");
     }
 
     fn on_msg(&mut self, _from: Addr, msg: Msg, _ctx: &mut Ctx) {

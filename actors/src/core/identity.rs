@@ -20,10 +20,6 @@ use crate::core::ids::{ActorKind, Addr, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The operator event raised when a request does not match the principal
-/// that sent it (or comes from a client with none).
-pub const IDENTITY_REFUSED: &str = "identity_refused";
-
 /// What a principal may do.
 ///
 /// | role | may |
@@ -68,22 +64,32 @@ pub struct Principal {
 }
 
 /// Why a user name cannot be a principal's.
-pub fn check_user_name(user: &str) -> Result<(), String> {
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadUserName {
+    #[error("a user name has 1 to 254 characters")]
+    Length,
+    #[error("a user name does not start with '.'")]
+    LeadingDot,
+    /// A space, a character outside printable ASCII, '/', ':' or '\\':
+    /// the name is part of a connection name, a certificate's URI and a
+    /// credential file's name.
+    #[error("a user name is printable ASCII without spaces, '/', ':' or '\\' (found {0:?})")]
+    Character(char),
+}
+
+/// Whether `user` can be a principal's name.
+pub fn check_user_name(user: &str) -> Result<(), BadUserName> {
     if user.is_empty() || user.len() > 254 {
-        return Err("a user name has 1 to 254 characters".into());
+        return Err(BadUserName::Length);
     }
     if user.starts_with('.') {
-        return Err("a user name does not start with '.'".into());
+        return Err(BadUserName::LeadingDot);
     }
-    // Printable ASCII without '/', ':', '\\' or spaces: the name is part of
-    // a connection name, a certificate's URI and a credential file's name.
     if let Some(c) = user
         .chars()
         .find(|c| !c.is_ascii_graphic() || matches!(c, '/' | ':' | '\\'))
     {
-        return Err(format!(
-            "a user name is printable ASCII without spaces, '/', ':' or '\\' (found {c:?})"
-        ));
+        return Err(BadUserName::Character(c));
     }
     Ok(())
 }

@@ -31,6 +31,7 @@
 
 use crate::core::actor::{Actor, Ctx, Effect, Event, Recovered, StoreError, StoreOp, Timer};
 use crate::core::ids::{ActorKind, Addr, Millis};
+use crate::core::operator::Gauge;
 use crate::core::output::OutputFile;
 use crate::core::protocol::{Envelope, Msg};
 use rand::rngs::SmallRng;
@@ -184,7 +185,7 @@ impl<A: Actor> Reactor<A> {
     }
 
     /// Every slot's gauges.
-    pub fn gauges(&self) -> impl Iterator<Item = (usize, Vec<(&'static str, u64)>)> + '_ {
+    pub fn gauges(&self) -> impl Iterator<Item = (usize, Vec<(Gauge, u64)>)> + '_ {
         self.slots
             .iter()
             .enumerate()

@@ -145,20 +145,45 @@ pub struct Row {
     pub archived_at: u64,
 }
 
+/// Why a value of a store could not be read (the store is damaged, or was
+/// written by a build with another layout).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The value under `key` does not decode.
+    #[error("key {key:?}: {source}")]
+    Undecodable {
+        key: Vec<u8>,
+        source: postcard::Error,
+    },
+    /// The key does not have the layout its prefix promises.
+    #[error("key {key:?}: malformed")]
+    MalformedKey { key: Vec<u8> },
+}
+
+impl ReadError {
+    /// For `map_err`: the decoding error of the value under `key`.
+    pub fn undecodable(key: &[u8]) -> impl FnOnce(postcard::Error) -> ReadError + '_ {
+        move |source| ReadError::Undecodable {
+            key: key.to_vec(),
+            source,
+        }
+    }
+}
+
 /// Records held by a queue store (queue items under `q/` or `r/`, dead
 /// letters under `d/`), in key order. Undecodable values are returned as
 /// errors, never skipped.
-pub fn queued_records(recovered: &Recovered) -> Vec<Result<ArchiveRecord, String>> {
+pub fn queued_records(recovered: &Recovered) -> Vec<Result<ArchiveRecord, ReadError>> {
     let mut out = Vec::new();
     for (k, v) in recovered {
         if k.starts_with(OQ_RECORD) || k.starts_with(DQ_RECORD) {
             match decode_item(v) {
                 Ok(QueueItem::Record(r)) => out.push(Ok(r)),
                 Ok(_) => {}
-                Err(e) => out.push(Err(format!("key {k:?}: {e}"))),
+                Err(e) => out.push(Err(ReadError::undecodable(k)(e))),
             }
         } else if k.starts_with(OQ_DEAD) {
-            out.push(decode_record(v).map_err(|e| format!("key {k:?}: {e}")));
+            out.push(decode_record(v).map_err(ReadError::undecodable(k)));
         }
     }
     out
@@ -175,25 +200,26 @@ pub struct Parked {
 }
 
 /// Records parked in a destination queue's store, in key order.
-pub fn parked_records(recovered: &Recovered) -> Vec<Result<(u64, Parked), String>> {
+pub fn parked_records(recovered: &Recovered) -> Vec<Result<(u64, Parked), ReadError>> {
     recovered
         .range(DQ_PARKED.to_vec()..)
         .take_while(|(k, _)| k.starts_with(DQ_PARKED))
         .map(|(k, v)| {
-            let key = parse_u64(DQ_PARKED, k).ok_or_else(|| format!("key {k:?}: malformed"))?;
+            let key = parse_u64(DQ_PARKED, k)
+                .ok_or_else(|| ReadError::MalformedKey { key: k.clone() })?;
             decode::<Parked>(v)
                 .map(|p| (key, p))
-                .map_err(|e| format!("key {k:?}: {e}"))
+                .map_err(ReadError::undecodable(k))
         })
         .collect()
 }
 
 /// Rows of a database store, in rowid order.
-pub fn db_rows(recovered: &Recovered) -> Vec<Result<Row, String>> {
+pub fn db_rows(recovered: &Recovered) -> Vec<Result<Row, ReadError>> {
     recovered
         .range(DB_ROW.to_vec()..)
         .take_while(|(k, _)| k.starts_with(DB_ROW))
-        .map(|(k, v)| decode::<Row>(v).map_err(|e| format!("key {k:?}: {e}")))
+        .map(|(k, v)| decode::<Row>(v).map_err(ReadError::undecodable(k)))
         .collect()
 }
 
@@ -250,5 +276,28 @@ mod compat_tests {
             QueueItem::Record(new)
         );
         assert!(decode_item(b"\x00garbage").is_err());
+    }
+}
+
+#[cfg(test)]
+mod read_error_tests {
+    use super::*;
+
+    #[test]
+    fn read_errors_say_which_key() {
+        let mut store = Recovered::new();
+        store.insert(b"p/x".to_vec(), Vec::new());
+        store.insert(key_u64(DB_ROW, 1), vec![0xff]);
+        let parked = parked_records(&store);
+        assert_eq!(
+            parked[0].as_ref().unwrap_err().to_string(),
+            "key [112, 47, 120]: malformed"
+        );
+        let rows = db_rows(&store);
+        let err = rows[0].as_ref().unwrap_err().to_string();
+        assert!(
+            err.starts_with("key [109, 47, 0, 0, 0, 0, 0, 0, 0, 1]: "),
+            "{err}"
+        );
     }
 }

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use actix::prelude::*;
 use holdfast_actors::core::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::output::OutputFile;
 use holdfast_actors::core::protocol::Envelope;
 use holdfast_actors::core::reactor::Cores;
@@ -128,8 +129,8 @@ impl Io for NodeIo<'_> {
     }
 
     fn event(&mut self, _slot: usize, ev: Event) {
-        self.shared.metrics.count_event(ev.name);
-        tracing::info!(node = %self.shared.node.name, event = ev.name, detail = %ev.detail, "operator event");
+        self.shared.metrics.count_event(ev.kind);
+        tracing::info!(node = %self.shared.node.name, event = ev.kind.name(), detail = %ev.detail, "operator event");
     }
 }
 
@@ -299,8 +300,9 @@ impl CoreActor {
         if let Some(detail) = recovered.get(STORE_DAMAGED) {
             // An operator event like the cores' (counted, logged at WARN):
             // the store found damage, kept its bytes and recovered the rest.
-            self.shared.metrics.count_event("store_damaged");
-            tracing::warn!(node = %self.name(), event = "store_damaged", detail = %String::from_utf8_lossy(detail), "operator event");
+            let kind = OperatorEvent::StoreDamaged;
+            self.shared.metrics.count_event(kind);
+            tracing::warn!(node = %self.name(), event = kind.name(), detail = %String::from_utf8_lossy(detail), "operator event");
         }
         self.storage = Some(storage);
         self.react(ctx, Some(Input::Start(recovered)));

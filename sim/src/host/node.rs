@@ -11,6 +11,7 @@ use crate::trace::Trace;
 use fnv::FnvHasher;
 use holdfast_actors::core::actor::{Actor, Event, StoreError, StoreOp, Timer};
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::output::OutputFile;
 use holdfast_actors::core::protocol::Envelope;
 use holdfast_actors::core::reactor::{Cores, Input, Io, Persisted, Reactor, Stop};
@@ -165,18 +166,18 @@ impl Io for SimIo<'_> {
 
     fn event(&mut self, _slot: usize, ev: Event) {
         let now = self.time();
-        tracing::info!(node = %self.spec.name, event = ev.name, detail = %ev.detail, "operator event");
+        tracing::info!(node = %self.spec.name, event = ev.kind.name(), detail = %ev.detail, "operator event");
         lock(&self.shared.trace).record_noted(
             now,
             &self.spec.name,
-            ev.name,
+            ev.kind.name(),
             String::new,
             ev.detail.as_bytes(),
         );
         lock(&self.shared.events).push(EventRecord {
             at: now,
             node: self.spec.name.clone(),
-            name: ev.name.to_string(),
+            kind: ev.kind,
             detail: ev.detail,
         });
     }
@@ -326,7 +327,7 @@ impl Host {
         io.event(
             0,
             Event {
-                name: "store_damaged",
+                kind: OperatorEvent::StoreDamaged,
                 detail,
             },
         );
@@ -337,7 +338,8 @@ impl Host {
         let mut g = lock(&self.shared.gauges);
         let mut series = self.shared.series.as_ref().map(|s| lock(s));
         for (_, gauges) in self.reactor.gauges() {
-            for (name, value) in gauges {
+            for (gauge, value) in gauges {
+                let name = gauge.name();
                 let max = g.entry(name).or_insert(0);
                 *max = (*max).max(value);
                 if let Some(series) = series.as_mut() {

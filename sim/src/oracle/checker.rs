@@ -36,6 +36,7 @@
 
 use crate::scenario::Attack;
 use holdfast_actors::core::ids::{MessageId, Millis};
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::RecordKind;
 use holdfast_actors::core::store_keys::Row;
 use serde::Serialize;
@@ -205,7 +206,7 @@ pub fn check_hostile(log: &HostileLog, rows: &[Row]) -> HostileCounts {
 
 /// Operator events that report loss: a loss after one of these on a node
 /// its record passed through is counted as `lost_reported`.
-pub const REPORTS_LOSS: &[&str] = &["store_damaged"];
+pub const REPORTS_LOSS: &[OperatorEvent] = &[OperatorEvent::StoreDamaged];
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Counts {

@@ -11,6 +11,7 @@ use crate::oracle::events::EventRecord;
 use crate::scenario::{Fault, FaultKind};
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::operator::OperatorEvent;
 use std::collections::BTreeMap;
 
 /// One critical-mode shutdown of a front end.
@@ -107,15 +108,15 @@ pub fn affected(fault: &FaultKind, cluster: &Cluster) -> Vec<String> {
 pub fn shutdowns(events: &[EventRecord]) -> BTreeMap<String, Vec<(Shutdown, String)>> {
     let mut out: BTreeMap<String, Vec<(Shutdown, String)>> = BTreeMap::new();
     for e in events {
-        match e.name.as_str() {
-            "critical_shutdown" => out.entry(e.node.clone()).or_default().push((
+        match e.kind {
+            OperatorEvent::CriticalShutdown => out.entry(e.node.clone()).or_default().push((
                 Shutdown {
                     at: e.at,
                     until: None,
                 },
                 e.detail.clone(),
             )),
-            "critical_resume" => {
+            OperatorEvent::CriticalResume => {
                 if let Some((last, _)) = out.get_mut(&e.node).and_then(|v| v.last_mut()) {
                     if last.until.is_none() {
                         last.until = Some(e.at);
@@ -124,7 +125,7 @@ pub fn shutdowns(events: &[EventRecord]) -> BTreeMap<String, Vec<(Shutdown, Stri
             }
             // A new incarnation: the previous one's shutdown ended with it,
             // unless this one restored it from disk.
-            "front_end_started" => {
+            OperatorEvent::FrontEndStarted => {
                 let list = out.entry(e.node.clone()).or_default();
                 let open = list.last().is_some_and(|(s, _)| s.until.is_none());
                 match e.detail.split_once("critical shutdown restored: ") {
@@ -268,16 +269,16 @@ mod tests {
         EventRecord {
             at,
             node: "fe1".into(),
-            name: "front_end_started".into(),
+            kind: OperatorEvent::FrontEndStarted,
             detail: "fe1: critical shutdown restored: quota".into(),
         }
     }
 
-    fn ev(at: Millis, node: &str, name: &str) -> EventRecord {
+    fn ev(at: Millis, node: &str, kind: OperatorEvent) -> EventRecord {
         EventRecord {
             at,
             node: node.into(),
-            name: name.into(),
+            kind,
             detail: "why".into(),
         }
     }
@@ -286,8 +287,8 @@ mod tests {
     fn a_restart_ends_a_shutdown_unless_it_is_restored() {
         let restored = restored_at(500);
         let events = vec![
-            ev(100, "fe1", "critical_shutdown"),
-            ev(300, "fe1", "front_end_started"),
+            ev(100, "fe1", OperatorEvent::CriticalShutdown),
+            ev(300, "fe1", OperatorEvent::FrontEndStarted),
             restored,
         ];
         let sd = shutdowns(&events);
@@ -311,9 +312,9 @@ mod tests {
     fn a_restored_shutdown_continues_across_the_restart() {
         let restored = restored_at(500);
         let events = vec![
-            ev(100, "fe1", "critical_shutdown"),
+            ev(100, "fe1", OperatorEvent::CriticalShutdown),
             restored.clone(),
-            ev(900, "fe1", "critical_resume"),
+            ev(900, "fe1", OperatorEvent::CriticalResume),
         ];
         let list: Vec<Shutdown> = shutdowns(&events)["fe1"].iter().map(|(s, _)| *s).collect();
         assert_eq!(
@@ -384,8 +385,8 @@ mod tests {
             ),
         ];
         let events = vec![
-            ev(1_600, "fe1", "critical_shutdown"),
-            ev(9_000, "fe1", "critical_resume"),
+            ev(1_600, "fe1", OperatorEvent::CriticalShutdown),
+            ev(9_000, "fe1", OperatorEvent::CriticalResume),
         ];
         let sd = shutdowns(&events);
         let att = attribute(&sd, &faults, &c);

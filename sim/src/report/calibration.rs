@@ -11,6 +11,7 @@
 
 use crate::report::RunResult;
 use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::operator::Gauge;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -94,7 +95,7 @@ pub fn sim_figures(r: &RunResult, front_end: &str, archiver: &str) -> Figures {
         duplicates_dropped: r
             .gauges
             .get(archiver)
-            .and_then(|g| g.get("duplicates_dropped"))
+            .and_then(|g| g.get(Gauge::DuplicatesDropped.name()))
             .copied(),
     }
 }

@@ -11,6 +11,7 @@ pub use crate::oracle::events::EventRecord;
 use crate::oracle::recovery::Recovery;
 use crate::scenario::Scenario;
 use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::units::fmt_ms;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -86,18 +87,20 @@ impl RunResult {
     pub fn queue_health(&self) -> BTreeMap<&str, Value> {
         let mut out: BTreeMap<&str, (u64, u64, &str)> = BTreeMap::new();
         for e in &self.events {
-            let slot = match e.name.as_str() {
-                "nack_delivery" | "nack_processing" | "queue_healthy" => {
+            let slot = match e.kind {
+                OperatorEvent::NackDelivery
+                | OperatorEvent::NackProcessing
+                | OperatorEvent::QueueHealthy => {
                     out.entry(e.node.as_str()).or_insert((0, 0, "healthy"))
                 }
                 _ => continue,
             };
-            match e.name.as_str() {
-                "nack_delivery" => {
+            match e.kind {
+                OperatorEvent::NackDelivery => {
                     slot.0 += 1;
                     slot.2 = "delivery_failing";
                 }
-                "nack_processing" => {
+                OperatorEvent::NackProcessing => {
                     slot.1 += 1;
                     if slot.2 != "delivery_failing" {
                         slot.2 = "processing_failing";
@@ -119,7 +122,7 @@ impl RunResult {
     pub fn event_counts(&self) -> BTreeMap<&str, u64> {
         let mut m = BTreeMap::new();
         for e in &self.events {
-            *m.entry(e.name.as_str()).or_insert(0) += 1;
+            *m.entry(e.kind.name()).or_insert(0) += 1;
         }
         m
     }
@@ -343,27 +346,27 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
                 .unwrap_or_default()
         ));
     }
-    let seen = r.event_counts();
-    let first = |name: &str| r.events.iter().find(|ev| ev.name == name).map(|ev| ev.at);
+    let first = |kind: OperatorEvent| r.events.iter().find(|ev| ev.kind == kind).map(|ev| ev.at);
     for pair in e.events_order.windows(2) {
-        match (first(&pair[0]), first(&pair[1])) {
+        match (first(pair[0]), first(pair[1])) {
             (Some(a), Some(b)) if a <= b => {}
             (Some(a), Some(b)) => f.push(format!(
                 "event {:?} (first at {}) came after {:?} (first at {})",
-                pair[0],
+                pair[0].name(),
                 fmt_ms(a),
-                pair[1],
+                pair[1].name(),
                 fmt_ms(b)
             )),
             _ => f.push(format!(
                 "events {:?} and {:?} must both be raised",
-                pair[0], pair[1]
+                pair[0].name(),
+                pair[1].name()
             )),
         }
     }
-    for name in &e.events_include {
-        if !seen.contains_key(name.as_str()) {
-            f.push(format!("event {name:?} was never raised"));
+    for &kind in &e.events_include {
+        if !r.events.iter().any(|ev| ev.kind == kind) {
+            f.push(format!("event {:?} was never raised", kind.name()));
         }
     }
     for (node, gauge, min) in &e.gauge_min {

@@ -4,6 +4,7 @@
 
 use crate::report::RunResult;
 use crate::scenario::Scenario;
+use holdfast_actors::core::operator::Gauge;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,12 +21,12 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
-fn points(series: &Series, node: &str, gauge: &str, scale: f64) -> Vec<(f64, f64)> {
+fn points(series: &Series, node: &str, gauge: Gauge, scale: f64) -> Vec<(f64, f64)> {
     series
         .get(node)
         .map(|v| {
             v.iter()
-                .filter(|(_, g, _)| *g == gauge)
+                .filter(|(_, g, _)| *g == gauge.name())
                 .map(|(t, _, value)| (*t as f64 / 3_600_000.0, *value as f64 * scale))
                 .collect()
         })
@@ -74,13 +75,13 @@ pub fn draw(
     for fe in fes {
         lines.push((
             format!("{fe} outgoing"),
-            points(series, fe, "outgoing_depth", 1.0),
+            points(series, fe, Gauge::OutgoingDepth, 1.0),
         ));
     }
     for a in archs {
         lines.push((
             format!("{a} destination"),
-            points(series, a, "destination_depth", 1.0),
+            points(series, a, Gauge::DestinationDepth, 1.0),
         ));
     }
     panel(&panels[0], "queue depth (records)", hours, &windows, &lines).map_err(|e| err(&e))?;
@@ -92,7 +93,7 @@ pub fn draw(
         .map(|fe| {
             (
                 format!("{fe} quota use"),
-                points(series, fe, "outgoing_bytes", 100.0 / quota),
+                points(series, fe, Gauge::OutgoingBytes, 100.0 / quota),
             )
         })
         .collect();
@@ -116,11 +117,11 @@ pub fn draw(
         };
         lines.push((
             format!("{fe} link failing"),
-            shift(points(series, fe, "link_failing", 1.0)),
+            shift(points(series, fe, Gauge::LinkFailing, 1.0)),
         ));
         lines.push((
             format!("{fe} critical shutdown"),
-            shift(points(series, fe, "critical_shutdown", 1.2)),
+            shift(points(series, fe, Gauge::CriticalShutdown, 1.2)),
         ));
     }
     panel(

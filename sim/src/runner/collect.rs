@@ -20,6 +20,7 @@ use holdfast_actors::compliance::service as compliance;
 use holdfast_actors::core::actor::Recovered;
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::store_keys::{self, Row};
 use holdfast_host::store::replay;
 use std::collections::{BTreeMap, BTreeSet};
@@ -259,7 +260,7 @@ fn observe(
     } = archive;
     let expired = events
         .iter()
-        .filter(|e| e.name == "record_expired")
+        .filter(|e| e.kind == OperatorEvent::RecordExpired)
         .filter_map(|e| e.detail.strip_prefix("ids="))
         .flat_map(|ids| ids.split(',').map(str::to_string))
         .collect();
@@ -268,7 +269,7 @@ fn observe(
     let mut damage_reports: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in events
         .iter()
-        .filter(|e| checker::REPORTS_LOSS.contains(&e.name.as_str()))
+        .filter(|e| checker::REPORTS_LOSS.contains(&e.kind))
     {
         damage_reports.entry(e.node.clone()).or_default().push(e.at);
     }

@@ -1,6 +1,7 @@
 //! Scenario errors, and the context that points them at the file's lines.
 
 use super::raw::NumOrRange;
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::units;
 use std::fmt;
 use std::ops::Range;
@@ -60,6 +61,21 @@ impl Ctx<'_> {
             message: message.into(),
         }
     }
+    /// Operator events named by their stable names.
+    pub(super) fn events(
+        &self,
+        names: &[Spanned<String>],
+        key: &str,
+    ) -> Result<Vec<OperatorEvent>, ScenarioError> {
+        let event = |n: &Spanned<String>| {
+            OperatorEvent::from_name(n.get_ref()).ok_or_else(|| {
+                let msg = format!("{:?} is not the name of an operator event", n.get_ref());
+                self.err(&n.span(), key, msg)
+            })
+        };
+        names.iter().map(event).collect()
+    }
+
     pub(super) fn dur(&self, v: &Spanned<String>, key: &str) -> Result<u64, ScenarioError> {
         if v.get_ref().contains("..") {
             return Err(self.err(&v.span(), key, "a range is not allowed here"));

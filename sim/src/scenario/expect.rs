@@ -53,7 +53,7 @@ pub(super) fn expect(
             .map(|d| cx.dur(d, "expect.shutdowns_end_by"))
             .transpose()?,
         no_accept_while_shut_down: e.no_accept_while_shut_down,
-        events_order: e.events_order.clone(),
+        events_order: cx.events(&e.events_order, "expect.events_order")?,
         // With a chat workload, nothing accepted may be lost or missed
         // unless the file says otherwise.
         chat_lost: e.chat_lost.or(chat.then_some(0)),
@@ -98,6 +98,6 @@ pub(super) fn expect(
             .as_ref()
             .map(|d| cx.dur(d, "expect.drained_by"))
             .transpose()?,
-        events_include: e.events_include.clone(),
+        events_include: cx.events(&e.events_include, "expect.events_include")?,
     })
 }

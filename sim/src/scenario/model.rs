@@ -2,6 +2,7 @@
 //! and every default filled in.
 
 use holdfast_actors::compliance::service::ComplianceConfig;
+use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::RecordKind;
 use holdfast_actors::core::settings::{Sabotage, Semantics, Settings};
 use holdfast_actors::core::units;
@@ -335,7 +336,7 @@ pub struct Expect {
     /// "accepted" answer is at most this.
     pub accept_p99_max_ms: Option<u64>,
     pub drained_by_ms: Option<u64>,
-    pub events_include: Vec<String>,
+    pub events_include: Vec<OperatorEvent>,
     /// `(node, gauge)` → the least maximum the gauge must reach: proof that
     /// a fault had the effect the scenario is about.
     pub gauge_min: Vec<(String, String, u64)>,
@@ -350,7 +351,7 @@ pub struct Expect {
     /// No IM is admitted by a front end while it is shut down.
     pub no_accept_while_shut_down: bool,
     /// These events first happen in this order (each at least once).
-    pub events_order: Vec<String>,
+    pub events_order: Vec<OperatorEvent>,
     pub chat_lost: Option<u64>,
     pub chat_missed: Option<u64>,
     pub chat_missed_min: Option<u64>,

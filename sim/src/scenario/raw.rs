@@ -243,7 +243,7 @@ pub(super) struct RawExpect {
     pub(super) accept_p99_max: Option<Spanned<String>>,
     pub(super) drained_by: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) events_include: Vec<String>,
+    pub(super) events_include: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) gauge_min: BTreeMap<String, Spanned<u64>>,
     pub(super) critical_shutdown_within: Option<Spanned<String>>,
@@ -260,5 +260,5 @@ pub(super) struct RawExpect {
     pub(super) chat_refused_joins_min: Option<u64>,
     pub(super) compliance_exported_min: Option<u64>,
     #[serde(default)]
-    pub(super) events_order: Vec<String>,
+    pub(super) events_order: Vec<Spanned<String>>,
 }
