@@ -19,6 +19,7 @@ pub mod config;
 pub mod file_disk;
 pub mod metrics;
 pub mod node;
+pub mod operator_client;
 pub mod path_error;
 pub mod tls;
 

@@ -13,6 +13,7 @@ use cli::chat::ChatCmd;
 use cli::cluster::ClusterCmd;
 use cli::common::{load_config, parse_duration, ConfigArg, Failure};
 use cli::compliance::ComplianceCmd;
+use cli::critical::CriticalCmd;
 use cli::file::FileCmd;
 use cli::im::ImCmd;
 use cli::parked::ParkedCmd;
@@ -106,6 +107,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ComplianceCmd,
     },
+    /// Critical mode: end a front end's shutdown by hand.
+    Critical {
+        #[command(subcommand)]
+        cmd: CriticalCmd,
+    },
     /// Persistent group chat: rooms, posts, history.
     Chat {
         #[command(subcommand)]
@@ -180,6 +186,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status { config } => cli::status::run(&load_config(&config)?)?,
         Cmd::Chat { cmd } => cli::chat::run(cmd)?,
         Cmd::Compliance { cmd } => cli::compliance::run(cmd)?,
+        Cmd::Critical { cmd } => cli::critical::run(cmd)?,
         Cmd::File { cmd } => cli::file::run(cmd)?,
         Cmd::Bench {
             rate,

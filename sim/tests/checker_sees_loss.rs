@@ -325,3 +325,20 @@ fn acknowledgements_sent_before_their_sync_are_loss() {
         "{failures:?}"
     );
 }
+
+/// Only an operator may end a critical-mode shutdown by hand: a front end
+/// that ends it for any client that asks (sabotaged) is seen taking the
+/// hostile users' requests.
+#[test]
+fn a_resume_asked_by_a_user_is_caught() {
+    let (good, failures) = library("hostile-clients.toml", 97, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(good.hostile.expect("hostile counts").accepted, 0);
+    let (bad, failures) = library("hostile-clients.toml", 97, "fe_resume_anyone = true");
+    let h = bad.hostile.expect("hostile counts");
+    assert!(h.accepted > 100, "{h:?}");
+    assert!(
+        failures.iter().any(|f| f.starts_with("hostile_accepted")),
+        "{failures:?}"
+    );
+}

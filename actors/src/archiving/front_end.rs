@@ -30,7 +30,7 @@ use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
 };
 use crate::core::cluster::Cluster;
-use crate::core::identity::{self, Refusal};
+use crate::core::identity::{self, Refusal, Role};
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{
@@ -250,6 +250,28 @@ impl FrontEnd {
                 }],
             );
         }
+    }
+
+    /// `holdfast critical resume`: an operator ends a shutdown by hand
+    /// (the only way with `critical_auto_resume = false`). Over the wire
+    /// only a client with the operator role may; it is told what there was
+    /// to end. The resume itself is the `critical_resume` operator event.
+    fn operator_resume(&mut self, from: Addr, ctx: &mut Ctx) {
+        if from.actor != ActorKind::Client {
+            return self.resume("resumed by an operator", ctx);
+        }
+        let allowed = identity::require(&from, &[Role::Operator]);
+        if let (Err(refusal), false) = (&allowed, self.sabotage.fe_resume_anyone) {
+            identity_refused(&self.name, &from, "OperatorResume", refusal, ctx);
+            let reason = refusal.to_string();
+            return ctx.send(from, Msg::Forbidden { reason });
+        }
+        let was_shut_down = self.shut_down.clone();
+        let who = identity::Principal::of(&from)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| from.node.clone());
+        self.resume(&format!("resumed by the operator {who}"), ctx);
+        ctx.send(from, Msg::OperatorResumed { was_shut_down });
     }
 
     /// What every submission is checked for first, before anything is
@@ -480,8 +502,9 @@ impl Actor for FrontEnd {
             Msg::Enqueued { .. } | Msg::EnqueueFailed { .. } | Msg::ArchivingHealth { .. } => {
                 from == self.queue()
             }
-            // An operator acts through the node itself, never over the wire.
-            Msg::OperatorResume => from.node == self.name,
+            // An operator acts through the node itself, or as a client
+            // whose principal is checked below.
+            Msg::OperatorResume => from.node == self.name || from.actor == ActorKind::Client,
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -537,7 +560,7 @@ impl Actor for FrontEnd {
                     }
                 }
             }
-            Msg::OperatorResume => self.resume("resumed by an operator", ctx),
+            Msg::OperatorResume => self.operator_resume(from, ctx),
             other => ctx.event(
                 OperatorEvent::UnexpectedMessage,
                 format!(
@@ -935,11 +958,46 @@ mod tests {
         );
         h2.start(h.store.clone());
         assert!(h2.actor().is_shut_down(), "the shutdown survives a restart");
-        h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
-        assert!(h2.actor().is_shut_down(), "not over the wire");
-        h2.msg(Addr::new("fe1", ActorKind::Client), Msg::OperatorResume);
+        // Over the wire: refused without a principal or with a user's,
+        // done for an operator, who is told what was ended.
+        let sent = h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
+        assert!(h2.actor().is_shut_down(), "not for an anonymous client");
+        assert!(
+            matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
+            "{sent:?}"
+        );
+        let sent = h2.msg(
+            crate::testkit::client_of("a@corp.example"),
+            Msg::OperatorResume,
+        );
+        assert!(h2.actor().is_shut_down(), "not for a user");
+        assert!(
+            matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
+            "{sent:?}"
+        );
+        assert!(h2.events().contains(&OperatorEvent::IdentityRefused.name()));
+        let operator = identity::Principal::new("ops@corp.example", Role::Operator);
+        let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
+        let sent = h2.msg(ops.clone(), Msg::OperatorResume);
         assert!(!h2.actor().is_shut_down());
+        assert!(
+            matches!(&sent[..], [(to, Msg::OperatorResumed { was_shut_down: Some(_) })] if *to == ops),
+            "{sent:?}"
+        );
         assert!(h2.store.is_empty());
+        let sent = h2.msg(ops, Msg::OperatorResume);
+        assert!(
+            matches!(
+                &sent[..],
+                [(
+                    _,
+                    Msg::OperatorResumed {
+                        was_shut_down: None
+                    }
+                )]
+            ),
+            "nothing to end: {sent:?}"
+        );
     }
 
     #[test]

@@ -304,8 +304,15 @@ pub enum Msg {
         ok: bool,
         reason: String,
     },
-    /// An operator ends a critical-mode shutdown by hand.
+    /// An operator ends a critical-mode shutdown by hand: from the node
+    /// itself, or from a client authenticated with the operator role
+    /// (`holdfast critical resume`).
     OperatorResume,
+    /// The front end's answer to an operator's `OperatorResume`: why it was
+    /// shut down, or `None` if it was not.
+    OperatorResumed {
+        was_shut_down: Option<String>,
+    },
 
     // ---- archiver ↔ database ----------------------------------------------
     LogMessages {
@@ -631,6 +638,7 @@ impl Msg {
             Msg::Expired { .. } => "Expired",
             Msg::ArchivingHealth { .. } => "ArchivingHealth",
             Msg::OperatorResume => "OperatorResume",
+            Msg::OperatorResumed { .. } => "OperatorResumed",
             Msg::Consumed { .. } => "Consumed",
             Msg::Park { .. } => "Park",
             Msg::LogMessages { .. } => "LogMessages",

@@ -266,7 +266,7 @@ impl Default for Settings {
 pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("semantics", "\"lync2010\"", "`lync2010`: heartbeats, queue health, quota monitoring, dead-letter resend, data never expires. `ocs2007r2`: data expires and is dropped, archiving waits for the recipient's response (the legacy behaviour, for comparison)."),
     ("critical_mode", "false", "Stop accepting IM (explicit rejection) when archiving cannot be guaranteed: a delivery or processing NACK, the queue quota full, the queue store failing. Off by default, as in the original: then messaging stays available, and an IM whose record the queue store cannot write (full disk, I/O error) is delivered with the distinct answer \"delivered, not archived\" (`ImDeliveredNotArchived`, event `delivered_not_archived` at WARN), never \"accepted\"; a full quota refuses the IM either way."),
-    ("critical_auto_resume", "true", "Resume accepting IM automatically once archiving is healthy again; when false an operator must resume."),
+    ("critical_auto_resume", "true", "Resume accepting IM automatically once archiving is healthy again; when false an operator must resume (`holdfast critical resume --node FE`)."),
     ("critical_resume_after", "\"30s\"", "Automatic resume waits until archiving has stayed healthy this long (0: at once), so that a link that heals and fails again does not make messaging flap."),
     ("heartbeat_interval", "\"1m\"", "Heartbeats are sent with the data stream, and their timeouts checked, this often."),
     ("heartbeat_ttrq", "\"10m\"", "A heartbeat that has not reached the destination queue in this time yields a delivery NACK (link or queue service down)."),
@@ -348,6 +348,10 @@ pub struct Sabotage {
     /// sync covering the persist before them (the bug the reactor's
     /// holding prevents): a crash loses what was acknowledged.
     pub send_before_sync: bool,
+    /// Front ends end a critical-mode shutdown for any client that asks,
+    /// whatever its role (the behaviour before operator controls checked
+    /// the principal).
+    pub fe_resume_anyone: bool,
 }
 
 #[cfg(test)]

@@ -78,6 +78,13 @@ pub(crate) enum Failure {
     NotWell(String),
 }
 
+impl From<holdfast::operator_client::AskError> for Failure {
+    fn from(e: holdfast::operator_client::AskError) -> Failure {
+        // Refused, unanswered or not set up: the request did not happen.
+        Failure::Error(e.to_string())
+    }
+}
+
 impl From<String> for Failure {
     fn from(e: String) -> Failure {
         Failure::Error(e)

@@ -183,7 +183,10 @@ pub fn check_hostile(log: &HostileLog, rows: &[Row]) -> HostileCounts {
         let (taken, refused) = log.answers.get(id).copied().unwrap_or_default();
         c.refused += refused;
         match attack {
-            Attack::Oversize | Attack::ForgeFrom | Attack::Unauthenticated => c.accepted += taken,
+            Attack::Oversize
+            | Attack::ForgeFrom
+            | Attack::Unauthenticated
+            | Attack::ResumeAsUser => c.accepted += taken,
             Attack::ReuseId => {
                 c.reused_accepted += taken;
                 // Each body at most once, and none that was not sent.

@@ -175,6 +175,9 @@ pub enum Attack {
     /// IMs sent as an honest user by a client whose connection carries no
     /// principal: must be refused.
     Unauthenticated,
+    /// A user (not an operator) asks a front end to end its critical-mode
+    /// shutdown (`OperatorResume`): must be refused.
+    ResumeAsUser,
 }
 
 /// Attack names in scenario files.
@@ -184,6 +187,7 @@ pub const ATTACKS: &[(&str, Attack)] = &[
     ("flood", Attack::Flood),
     ("forge_from", Attack::ForgeFrom),
     ("unauthenticated", Attack::Unauthenticated),
+    ("resume_as_user", Attack::ResumeAsUser),
 ];
 
 impl Attack {

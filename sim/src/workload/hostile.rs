@@ -66,6 +66,13 @@ pub async fn run_hostile(spec: Arc<HostileSpec>, log: SharedHostileLog) {
                         log.answered(&id, true)
                     }
                     Msg::ImRejected { id, .. } => log.answered(&id, false),
+                    // An operator control's answer: its request id is the
+                    // nonce of the connection it was sent on.
+                    Msg::OperatorResumed { .. } | Msg::Forbidden { .. } => {
+                        if let Some(id) = env.to.node.rsplit('/').next() {
+                            log.answered(id, matches!(env.msg, Msg::OperatorResumed { .. }));
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -118,6 +125,25 @@ async fn requests(
         let Some(fe) = spec.cluster.home(&from).map(str::to_string) else {
             continue;
         };
+        if attack == Attack::ResumeAsUser {
+            // An honest user's own credential, asking what only an
+            // operator may: one connection per request, named after it.
+            let id = format!("{HOSTILE_PREFIX}resume-w{w}-{n}");
+            lock(&log).sent(&id, attack, "OperatorResume");
+            let env = Envelope {
+                from: Addr::new(
+                    Principal::new(from.clone(), Role::User).client_name(&id),
+                    ActorKind::Client,
+                ),
+                to: Addr::new(fe, ActorKind::FrontEnd),
+                id: n,
+                msg: Msg::OperatorResume,
+            };
+            if let Err(e) = net.send(env) {
+                tracing::debug!(error = %e, "hostile client could not send");
+            }
+            continue;
+        }
         // Who the connection proves to be: the sender itself (an
         // authenticated client misbehaving), another user, or no one.
         let connection = match attack {

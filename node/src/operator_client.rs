@@ -1,0 +1,78 @@
+//! One request of an operator or an auditor to one actor of the cluster,
+//! and its answer: the connection carries the principal's credential, and
+//! a refusal for who asked comes back as its own outcome. Used by
+//! `holdfast compliance` and `holdfast critical`.
+
+use crate::client::{client_identity, connection_name};
+use crate::config::Config;
+use holdfast_actors::core::identity::Role;
+use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::{Envelope, Msg};
+use holdfast_host::transport::{Network, CLIENT_OUTBOUND_CAPACITY};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Why a request got no answer it could use.
+#[derive(Debug, Error)]
+pub enum AskError {
+    /// No credential, no such node, a link that cannot be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// The node refused the request for who asked.
+    #[error("{node} refused: {reason}")]
+    Refused { node: String, reason: String },
+    #[error("{node} did not answer within {} s", .timeout.as_secs())]
+    NoAnswer { node: String, timeout: Duration },
+}
+
+/// Sends `request` to `actor` on `node` as `user` (who must hold one of
+/// `roles`) and returns the first answer `wanted` accepts. Inside a
+/// runtime.
+pub async fn ask(
+    config: &Config,
+    user: &str,
+    roles: &[Role],
+    (node, actor): (&str, ActorKind),
+    request: Msg,
+    timeout: Duration,
+    wanted: impl Fn(&Msg) -> bool,
+) -> Result<Msg, AskError> {
+    let addr = config
+        .node(node)
+        .map(|n| n.listen)
+        .ok_or_else(|| AskError::Setup(format!("the config has no node {node:?}")))?;
+    let (principal, link) = client_identity(config, user, roles).map_err(AskError::Setup)?;
+    let me = connection_name(&principal);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let net = Network::with_link(
+        me.clone(),
+        [(node.to_string(), addr)].into_iter().collect(),
+        tx,
+        link,
+        CLIENT_OUTBOUND_CAPACITY,
+    );
+    net.send(Envelope {
+        from: Addr::new(me, ActorKind::Client),
+        to: Addr::new(node, actor),
+        id: 0,
+        msg: request,
+    })
+    .map_err(|e| AskError::Setup(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Ok(Some(env)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            let node = node.to_string();
+            return Err(AskError::NoAnswer { node, timeout });
+        };
+        net.consumed(&env);
+        match env.msg {
+            Msg::Forbidden { reason } => {
+                let node = node.to_string();
+                return Err(AskError::Refused { node, reason });
+            }
+            msg if wanted(&msg) => return Ok(msg),
+            _ => {}
+        }
+    }
+}
