@@ -276,19 +276,21 @@ pub fn free_port() -> std::io::Result<u16> {
 
 /// A config for a 2-front-end cluster on loopback with free ports: fe1
 /// homes alice and user1..20, fe2 bob and user21..40; one archiver, one
-/// database (metrics on the database node). For tests and the benchmark.
+/// database; every node serves metrics. For tests and the benchmark.
 pub fn loopback_config(links: &str, settings: &str) -> String {
-    // Five different ports: a port the system just called free may be
-    // handed out again by the next draw.
-    let mut p: Vec<u16> = Vec::with_capacity(5);
-    while p.len() < 5 {
+    // Eight different ports (a listen and a metrics port per node): a
+    // port the system just called free may be handed out again by the
+    // next draw.
+    let mut p: Vec<u16> = Vec::with_capacity(8);
+    while p.len() < 8 {
         let port = free_port().unwrap_or(0);
         if port == 0 || !p.contains(&port) {
             p.push(port);
         }
     }
-    let node = |name: &str, role: &str, port: u16, extra: &str| {
-        format!("\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n")
+    let node = |i: usize, name: &str, role: &str, extra: &str| {
+        let (listen, metrics) = (p[2 * i], p[2 * i + 1]);
+        format!("\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{listen}\"\nmetrics = \"127.0.0.1:{metrics}\"\n{extra}\n")
     };
     let users = |first: &str, from: u32| {
         format!(
@@ -299,14 +301,9 @@ pub fn loopback_config(links: &str, settings: &str) -> String {
     let mut text = format!(
         "[cluster]\ndomain = \"corp.example\"\nlinks = \"{links}\"\n\n[settings]\n{settings}\n"
     );
-    text += &node("fe1", "front_end", p[0], &users("alice", 1));
-    text += &node("fe2", "front_end", p[1], &users("bob", 21));
-    text += &node("arch1", "archiver", p[2], "database = \"db1\"");
-    text += &node(
-        "db1",
-        "database",
-        p[3],
-        &format!("metrics = \"127.0.0.1:{}\"", p[4]),
-    );
+    text += &node(0, "fe1", "front_end", &users("alice", 1));
+    text += &node(1, "fe2", "front_end", &users("bob", 21));
+    text += &node(2, "arch1", "archiver", "database = \"db1\"");
+    text += &node(3, "db1", "database", "");
     text
 }

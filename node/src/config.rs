@@ -223,18 +223,33 @@ pub enum Role {
 }
 
 impl Role {
-    fn parse(s: &str) -> Option<Role> {
-        match s {
-            "front_end" => Some(Role::FrontEnd),
-            "archiver" => Some(Role::Archiver),
-            "database" => Some(Role::Database),
-            "lookup" => Some(Role::Lookup),
-            "channel" => Some(Role::Channel),
-            "chat_store" => Some(Role::ChatStore),
-            "web" => Some(Role::Web),
-            "compliance" => Some(Role::Compliance),
-            _ => None,
+    const ALL: [Role; 8] = [
+        Role::FrontEnd,
+        Role::Archiver,
+        Role::Database,
+        Role::Lookup,
+        Role::Channel,
+        Role::ChatStore,
+        Role::Web,
+        Role::Compliance,
+    ];
+
+    /// The role's name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::FrontEnd => "front_end",
+            Role::Archiver => "archiver",
+            Role::Database => "database",
+            Role::Lookup => "lookup",
+            Role::Channel => "channel",
+            Role::ChatStore => "chat_store",
+            Role::Web => "web",
+            Role::Compliance => "compliance",
         }
+    }
+
+    fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
     /// The actor cores a role runs.
     pub fn actors(self) -> &'static [ActorKind] {

@@ -1,15 +1,19 @@
-//! Per-node metrics, served at `/metrics` in the Prometheus text format.
+//! Per-node metrics, served at `/metrics` in the OpenMetrics text format
+//! (which Prometheus reads), with `/healthz` and `/readyz` beside them.
 //!
-//! The cores' own gauges (queue depth, bytes held, link health, critical
-//! state, archived rows, …) are sampled every second; operator events are
-//! counted by their stable name; the host adds fsyncs, actor restarts,
-//! store errors and the transport's dropped and refused counts.
+//! The cores' own values (queue depth, bytes held, link health, critical
+//! state, archived rows, …) are sampled every second: levels as gauges,
+//! counts of things done (resends, duplicates dropped, …) as counters
+//! (`…_total`). Operator events are counted by their stable name; answers
+//! to IM submissions by outcome and reason; the host adds fsyncs, actor
+//! restarts, store errors and the transport's dropped and refused counts.
 //! `holdfast status` reads the same endpoint.
 
 use crate::config::NodeConfig;
 use crate::lock;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::operator::{Gauge as CoreGauge, OperatorEvent};
+use holdfast_actors::core::protocol::Msg;
 use holdfast_actors::core::settings::Settings;
 use holdfast_host::transport::Network;
 use prometheus_client::encoding::text::encode;
@@ -18,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +36,12 @@ pub struct Metrics {
     fsyncs: AtomicU64,
     restarts: AtomicU64,
     store_errors: AtomicU64,
+    /// Answers to IM submissions: (outcome, reason) → count.
+    answers: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// The node's actors, and those whose core has started on an open
+    /// store (readiness).
+    actors: Vec<ActorKind>,
+    started: Mutex<BTreeSet<ActorKind>>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -47,7 +57,55 @@ impl Metrics {
             fsyncs: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            answers: Mutex::new(BTreeMap::new()),
+            actors: node.actors(),
+            started: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// A core started on its open store (`true`), or is restarting.
+    pub fn set_started(&self, actor: ActorKind, started: bool) {
+        let mut s = lock(&self.started);
+        if started {
+            s.insert(actor);
+        } else {
+            s.remove(&actor);
+        }
+    }
+
+    /// Counts a front end's answer to an IM submission (other messages
+    /// are not answers and are not counted).
+    pub fn count_answer(&self, msg: &Msg) {
+        let key = match msg {
+            Msg::ImAccepted { .. } => ("accepted", ""),
+            Msg::ImDeliveredNotArchived { .. } => ("delivered_not_archived", ""),
+            Msg::ImRejected { reason, .. } => ("rejected", reason.label()),
+            _ => return,
+        };
+        *lock(&self.answers).entry(key).or_insert(0) += 1;
+    }
+
+    /// Why the node should not take traffic now, if it should not: a core
+    /// not started on its store (opening, or restarting after a crash), or
+    /// — on a front end — archiving that cannot be guaranteed (its link's
+    /// heartbeats failing, or critical mode stopping IMs).
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        let started = lock(&self.started).clone();
+        for a in &self.actors {
+            if !started.contains(a) {
+                why.push(format!("the {} core has not started", a.as_str()));
+            }
+        }
+        let gauges = lock(&self.gauges);
+        let on = |a: ActorKind, g: CoreGauge| gauges.get(&(a, g)).is_some_and(|v| *v > 0);
+        if on(ActorKind::OutgoingQueue, CoreGauge::LinkFailing) {
+            why.push("the link to the archiving server is failing".into());
+        }
+        if on(ActorKind::FrontEnd, CoreGauge::CriticalShutdown) {
+            why.push("critical mode stops IMs".into());
+        }
+        why
     }
 
     pub fn set_gauges(&self, actor: ActorKind, values: Vec<(CoreGauge, u64)>) {
@@ -76,20 +134,47 @@ impl Metrics {
             [(Cow::Borrowed("node"), Cow::Owned(self.node.clone()))].into_iter(),
         );
         let gauges = lock(&self.gauges).clone();
-        let mut by_name: BTreeMap<&'static str, Vec<(ActorKind, u64)>> = BTreeMap::new();
+        let mut by_name: BTreeMap<(&'static str, bool), Vec<(ActorKind, u64)>> = BTreeMap::new();
         for ((actor, gauge), v) in gauges {
-            by_name.entry(gauge.name()).or_default().push((actor, v));
+            by_name
+                .entry((gauge.name(), gauge.cumulative()))
+                .or_default()
+                .push((actor, v));
         }
-        for (name, values) in by_name {
-            let fam = Family::<Labels, Gauge>::default();
-            for (actor, v) in values {
-                fam.get_or_create(&vec![("actor".into(), actor.as_str().into())])
-                    .set(v as i64);
+        for ((name, cumulative), values) in by_name {
+            let labels = |actor: ActorKind| vec![("actor".into(), actor.as_str().into())];
+            let name_ = format!("holdfast_{name}");
+            if cumulative {
+                let fam = Family::<Labels, Counter>::default();
+                for (actor, v) in values {
+                    fam.get_or_create(&labels(actor)).inc_by(v);
+                }
+                let help = format!("{name} since the core started, as it counts them");
+                registry.register(name_, help, fam);
+            } else {
+                let fam = Family::<Labels, Gauge>::default();
+                for (actor, v) in values {
+                    fam.get_or_create(&labels(actor)).set(v as i64);
+                }
+                registry.register(name_, format!("{name} as reported by the actor core"), fam);
             }
+        }
+        // A family is written only with samples: an empty one says
+        // nothing, and parsers disagree on reading it.
+        let answers = Family::<Labels, Counter>::default();
+        let answered = lock(&self.answers).clone();
+        for ((outcome, reason), n) in answered.iter() {
+            let mut labels: Labels = vec![("outcome".into(), (*outcome).into())];
+            if !reason.is_empty() {
+                labels.push(("reason".into(), (*reason).into()));
+            }
+            answers.get_or_create(&labels).inc_by(*n);
+        }
+        if !answered.is_empty() {
             registry.register(
-                format!("holdfast_{name}"),
-                format!("{name} as reported by the actor core"),
-                fam,
+                "holdfast_im_answers",
+                "answers to IM submissions, by outcome (and reason of a rejection)",
+                answers,
             );
         }
         let quota = Gauge::<i64>::default();
@@ -105,16 +190,19 @@ impl Metrics {
             .iter()
             .map(|(kind, n)| (kind.name(), *n))
             .collect();
+        let counts_empty = counts.is_empty();
         for (name, n) in counts {
             events
                 .get_or_create(&vec![("event".into(), name.into())])
                 .inc_by(n);
         }
-        registry.register(
-            "holdfast_operator_events",
-            "operator events by stable name",
-            events,
-        );
+        if !counts_empty {
+            registry.register(
+                "holdfast_operator_events",
+                "operator events by stable name",
+                events,
+            );
+        }
         for (name, help, value) in [
             ("holdfast_fsyncs", "group-commit fsyncs", &self.fsyncs),
             (
@@ -156,22 +244,40 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` from a background thread.
+/// Serves on `addr`, from a background thread: `GET /metrics` (the
+/// exposition), `/healthz` (200 while the process serves at all) and
+/// `/readyz` (200 when the node should take traffic, else 503 with the
+/// reasons, one per line: see [`Metrics::not_ready`]).
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+    let header = |value: &str| {
+        tiny_http::Header::from_bytes(&b"Content-Type"[..], value.as_bytes())
+            .expect("static header")
+    };
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for req in server.incoming_requests() {
-                let resp = if req.url() == "/metrics" {
-                    let header = tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                    )
-                    .expect("static header");
-                    tiny_http::Response::from_string(metrics.render()).with_header(header)
-                } else {
-                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                let text = "text/plain; charset=utf-8";
+                let resp = match req.url() {
+                    "/metrics" => tiny_http::Response::from_string(metrics.render()).with_header(
+                        header("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                    ),
+                    "/healthz" => {
+                        tiny_http::Response::from_string("ok\n").with_header(header(text))
+                    }
+                    "/readyz" => {
+                        let why = metrics.not_ready();
+                        if why.is_empty() {
+                            tiny_http::Response::from_string("ready\n").with_header(header(text))
+                        } else {
+                            tiny_http::Response::from_string(why.join("\n") + "\n")
+                                .with_header(header(text))
+                                .with_status_code(503)
+                        }
+                    }
+                    _ => tiny_http::Response::from_string("see /metrics, /healthz, /readyz\n")
+                        .with_status_code(404),
                 };
                 if let Err(e) = req.respond(resp) {
                     tracing::debug!(error = %e, "metrics response failed");

@@ -191,7 +191,13 @@ async fn serve(
             addr: node.listen,
             source,
         })?;
-    tracing::info!(node = %node.name, listen = %node.listen, metrics = ?node.metrics, roles = ?node.roles, links = ?config.links, "node started");
+    let metrics = node.metrics.map_or("none".to_string(), |a| a.to_string());
+    let roles: Vec<&str> = node.roles.iter().map(|r| r.as_str()).collect();
+    let links = match config.links {
+        LinkMode::Plain => "plain",
+        LinkMode::Tls => "tls",
+    };
+    tracing::info!(node = %node.name, listen = %node.listen, metrics, roles = %roles.join(","), links, "node started");
     // Whatever the log level: `cluster up` and supervisors wait for it.
     println!("{}", crate::cluster_up::ready_line(&node.name, node.listen));
 

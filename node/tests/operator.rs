@@ -99,3 +99,133 @@ resend_interval = "500ms"
     assert_eq!(code, 0);
     assert!(out.contains("was not shut down"), "{out}");
 }
+
+/// Every node serves `/metrics` in a form a real OpenMetrics parser
+/// accepts, with counts of things done typed as counters, `/healthz`
+/// always, and `/readyz` that turns 503 (with the reason) on a front end
+/// whose archiving server is gone, and back to 200 when it returns.
+#[test]
+fn every_node_serves_parseable_metrics_health_and_readiness() {
+    use openmetrics_parser::openmetrics::parse_openmetrics;
+    use openmetrics_parser::OpenMetricsType;
+    use std::time::{Duration, Instant};
+    const SETTINGS: &str = r#"
+critical_mode = true
+critical_resume_after = "1s"
+heartbeat_interval = "500ms"
+heartbeat_ttrq = "2s"
+heartbeat_ttbr = "4s"
+resend_interval = "500ms"
+"#;
+    let mut c = TestCluster::start("plain", SETTINGS);
+    let config = c.config.clone();
+    let get = |node: &str, path: &str| -> (u16, String, String) {
+        let addr = config
+            .node(node)
+            .unwrap()
+            .metrics
+            .expect("a metrics address");
+        match ureq::get(&format!("http://{addr}{path}")).call() {
+            Ok(r) => (
+                r.status(),
+                r.content_type().to_string(),
+                r.into_string().unwrap(),
+            ),
+            Err(ureq::Error::Status(code, r)) => (code, String::new(), r.into_string().unwrap()),
+            Err(e) => panic!("{node}{path}: {e}"),
+        }
+    };
+    let wait = |node: &str, path: &str, want: u16, within: Duration| -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, _, body) = get(node, path);
+            if code == want {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{node}{path}: {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (code, out, err) = c.cli(&[
+        "im",
+        "send",
+        "--from",
+        "alice@corp.example",
+        "--to",
+        "bob@corp.example",
+        "x",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    for node in ["fe1", "fe2", "arch1", "db1"] {
+        wait(node, "/readyz", 200, Duration::from_secs(15));
+        assert_eq!(get(node, "/healthz").0, 200);
+    }
+    // The gauges and counters are sampled once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    for node in ["fe1", "fe2", "arch1", "db1"] {
+        let (code, content_type, text) = get(node, "/metrics");
+        assert_eq!(code, 200);
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let parsed = parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("{node}: not OpenMetrics: {e:?}\n{text}"));
+        let kind = |family: &str| parsed.families.get(family).map(|f| f.family_type);
+        assert_eq!(
+            kind("holdfast_fsyncs"),
+            Some(OpenMetricsType::Counter),
+            "{node}"
+        );
+        // Written once there is one.
+        assert!(
+            matches!(
+                kind("holdfast_operator_events"),
+                None | Some(OpenMetricsType::Counter)
+            ),
+            "{node}"
+        );
+        match node {
+            "fe1" | "fe2" => {
+                assert_eq!(
+                    kind("holdfast_outgoing_depth"),
+                    Some(OpenMetricsType::Gauge)
+                );
+                assert_eq!(kind("holdfast_resends"), Some(OpenMetricsType::Counter));
+            }
+            "arch1" => {
+                assert_eq!(
+                    kind("holdfast_duplicates_dropped"),
+                    Some(OpenMetricsType::Counter)
+                )
+            }
+            _ => assert_eq!(kind("holdfast_archived_rows"), Some(OpenMetricsType::Gauge)),
+        }
+        if node == "fe1" {
+            assert!(
+                text.contains("holdfast_im_answers_total{")
+                    && text.contains("outcome=\"accepted\""),
+                "{text}"
+            );
+        }
+    }
+
+    c.kill("arch1");
+    let why = wait("fe1", "/readyz", 503, Duration::from_secs(20));
+    assert!(
+        why.contains("link") || why.contains("critical mode"),
+        "{why}"
+    );
+    assert_eq!(get("fe1", "/healthz").0, 200, "alive while not ready");
+    // The log is a file: no colour codes; operator events at the level
+    // their meaning says (a NACK asks for a look: WARN).
+    let log = c.log("fe1");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("event=\"nack_delivery\"")),
+        "{log}"
+    );
+    c.start_node("arch1");
+    wait("fe1", "/readyz", 200, Duration::from_secs(30));
+}

@@ -264,7 +264,7 @@ fn copy_with_free_ports(example: &str) -> (tempfile::TempDir, String) {
     let mut text = example.to_string();
     let ports = [
         "7101", "7102", "7201", "7301", "7401", "7402", "7501", "7601", "7701", "7801", "9101",
-        "9102", "9201", "9301",
+        "9102", "9201", "9301", "9401", "9402", "9501", "9601", "9701", "9801",
     ];
     // Each port becomes a placeholder first: a free port written in place
     // of one must never contain another one still to be replaced (a free

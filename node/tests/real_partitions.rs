@@ -377,7 +377,7 @@ impl Partitioned {
         holdfast::metrics::parse(&text)
             .into_iter()
             .find(|(name, labels, _)| {
-                name == "holdfast_duplicates_dropped"
+                name == "holdfast_duplicates_dropped_total"
                     && labels.get("actor").map(String::as_str) == Some("destination_queue")
             })
             .map(|(_, _, v)| v as u64)

@@ -96,7 +96,59 @@ pub enum OperatorEvent {
     UnexpectedMessage,
 }
 
+/// How much an operator event asks of an operator: what log level it is
+/// written at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Things going as they should (a start, a recovery, an export).
+    Info,
+    /// Something an operator should look at: a failing link, a refused
+    /// request, a quota filling up; the system copes for now.
+    Warn,
+    /// Messaging stopped, data set aside or lost, or a write failed.
+    Error,
+}
+
 impl OperatorEvent {
+    /// What the event asks of an operator (its log level).
+    pub fn severity(self) -> Severity {
+        use OperatorEvent::*;
+        match self {
+            ChannelInRotation
+            | ComplianceExportResumed
+            | ComplianceExported
+            | CriticalResume
+            | DeadLetterResent
+            | FrontEndStarted
+            | QueueHealthy
+            | QuotaInfo
+            | QueueResynced => Severity::Info,
+            ArchivingFailed
+            | ChatStoreFailed
+            | ComplianceExportFailed
+            | ComplianceStageFailed
+            | CriticalShutdown
+            | CriticalStateNotSaved
+            | DbStoreFailed
+            | DbWriteFailed
+            | DestinationStoreFailed
+            | FileStoreFailed
+            | QueueItemsMissing
+            | QueueStoreFailed
+            | RecordExpired
+            | RecordParked
+            | StoreCorrupt
+            | StoreDamaged
+            | DbRecordRefused => Severity::Error,
+            ChannelOutOfRotation | ChatAccessRevoked | ChatJoinRefused | ChatRoomRefused
+            | DbTimeout | DeadLettered | DeliveredNotArchived | FileRefused | IdentityRefused
+            | NackDelivery | NackProcessing | ProtocolViolation | QoeDropped
+            | QueueQuotaExceeded | QuotaWarning | UnauthorizedSender | UnexpectedMessage => {
+                Severity::Warn
+            }
+        }
+    }
+
     /// Every operator event, in declaration order.
     pub const ALL: [OperatorEvent; 43] = [
         OperatorEvent::ArchivingFailed,
@@ -252,6 +304,19 @@ pub enum Gauge {
 }
 
 impl Gauge {
+    /// Whether the value only ever grows while the core runs (a count of
+    /// things done): exposed as a counter, not a gauge.
+    pub fn cumulative(self) -> bool {
+        matches!(
+            self,
+            Gauge::ChatRelayed
+                | Gauge::DeadLettered
+                | Gauge::DuplicatesDropped
+                | Gauge::Expired
+                | Gauge::Resends
+        )
+    }
+
     /// Every gauge, in declaration order.
     pub const ALL: [Gauge; 20] = [
         Gauge::ArchivedRows,

@@ -152,6 +152,22 @@ pub enum RejectReason {
     Forbidden(String),
 }
 
+impl RejectReason {
+    /// A stable name for counting refusals (metrics labels).
+    pub fn label(&self) -> &'static str {
+        match self {
+            RejectReason::NotHomed => "not_homed",
+            RejectReason::UnknownRecipient => "unknown_recipient",
+            RejectReason::ArchivingUnavailable(_) => "archiving_unavailable",
+            RejectReason::Invalid(_) => "invalid",
+            RejectReason::TooLarge { .. } => "too_large",
+            RejectReason::CriticalMode(_) => "critical_mode",
+            RejectReason::NodeStopping => "node_stopping",
+            RejectReason::Forbidden(_) => "forbidden",
+        }
+    }
+}
+
 /// Why an outgoing queue could not take a record: the front end answers
 /// each cause differently when critical mode is off.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

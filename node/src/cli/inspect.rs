@@ -50,8 +50,10 @@ pub(crate) fn run(file: &PathBuf) -> Result<(), Failure> {
                 Err(e) => println!("  queued seq {seq}: UNDECODABLE ({e})"),
             }
         } else if k.as_slice() == OQ_ACKED {
-            let n = <[u8; 8]>::try_from(v.as_slice()).map(u64::from_be_bytes);
-            println!("  acknowledged up to seq {n:?}");
+            match <[u8; 8]>::try_from(v.as_slice()).map(u64::from_be_bytes) {
+                Ok(n) => println!("  acknowledged up to seq {n}"),
+                Err(_) => println!("  acknowledged up to seq: UNDECODABLE ({} bytes)", v.len()),
+            }
         } else if let Some(key) = store_keys::parse_u64(DQ_RECORD, k) {
             match store_keys::decode_item(v) {
                 Ok(QueueItem::Record(r)) => {

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use actix::prelude::*;
 use holdfast_actors::core::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::operator::OperatorEvent;
+use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
 use holdfast_actors::core::protocol::Envelope;
 use holdfast_actors::core::reactor::Cores;
@@ -91,6 +91,7 @@ impl Io for NodeIo<'_> {
         if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace!(node = %self.shared.node.name, to = %env.to, msg = %brief(&env.msg), "send");
         }
+        self.shared.metrics.count_answer(&env.msg);
         if let Err(e) = self.shared.net.send(env) {
             tracing::debug!(node = %self.shared.node.name, error = %e, "message not sent");
         }
@@ -130,7 +131,7 @@ impl Io for NodeIo<'_> {
 
     fn event(&mut self, _slot: usize, ev: Event) {
         self.shared.metrics.count_event(ev.kind);
-        tracing::info!(node = %self.shared.node.name, event = ev.kind.name(), detail = %ev.detail, "operator event");
+        log_event(&self.shared.node.name, ev.kind, &ev.detail);
     }
 }
 
@@ -302,10 +303,13 @@ impl CoreActor {
             // the store found damage, kept its bytes and recovered the rest.
             let kind = OperatorEvent::StoreDamaged;
             self.shared.metrics.count_event(kind);
-            tracing::warn!(node = %self.name(), event = kind.name(), detail = %String::from_utf8_lossy(detail), "operator event");
+            log_event(self.name(), kind, &String::from_utf8_lossy(detail));
         }
         self.storage = Some(storage);
         self.react(ctx, Some(Input::Start(recovered)));
+        if self.storage.is_some() && !self.stale() {
+            self.shared.metrics.set_started(self.kind, true);
+        }
     }
 }
 
@@ -345,6 +349,7 @@ impl Supervised for CoreActor {
         self.restarts += 1;
         // A fresh core and reactor: timers and held messages are gone.
         self.reactor = reactor(&self.shared, self.kind);
+        self.shared.metrics.set_started(self.kind, false);
         self.storage = None;
         self.alarm = None;
         self.pending.store(0, Ordering::Relaxed);
@@ -455,5 +460,16 @@ pub fn start_cores(
         shared,
         pendings,
         _arbiters: arbiters,
+    }
+}
+
+/// An operator event in the log, at the level its severity says, with the
+/// stable name in the `event` field.
+fn log_event(node: &str, kind: OperatorEvent, detail: &str) {
+    let event = kind.name();
+    match kind.severity() {
+        Severity::Info => tracing::info!(node, event, detail, "operator event"),
+        Severity::Warn => tracing::warn!(node, event, detail, "operator event"),
+        Severity::Error => tracing::error!(node, event, detail, "operator event"),
     }
 }

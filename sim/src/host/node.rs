@@ -11,7 +11,7 @@ use crate::trace::Trace;
 use fnv::FnvHasher;
 use holdfast_actors::core::actor::{Actor, Event, StoreError, StoreOp, Timer};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::operator::OperatorEvent;
+use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
 use holdfast_actors::core::protocol::Envelope;
 use holdfast_actors::core::reactor::{Cores, Input, Io, Persisted, Reactor, Stop};
@@ -166,7 +166,12 @@ impl Io for SimIo<'_> {
 
     fn event(&mut self, _slot: usize, ev: Event) {
         let now = self.time();
-        tracing::info!(node = %self.spec.name, event = ev.kind.name(), detail = %ev.detail, "operator event");
+        let (node, event, detail) = (&*self.spec.name, ev.kind.name(), &*ev.detail);
+        match ev.kind.severity() {
+            Severity::Info => tracing::info!(node, event, detail, "operator event"),
+            Severity::Warn => tracing::warn!(node, event, detail, "operator event"),
+            Severity::Error => tracing::error!(node, event, detail, "operator event"),
+        }
         lock(&self.shared.trace).record_noted(
             now,
             &self.spec.name,
