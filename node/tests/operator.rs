@@ -210,7 +210,25 @@ resend_interval = "500ms"
         }
     }
 
+    // `holdfast status` covers every node: the archiving server's queue,
+    // the archive's rows.
+    let (code, out, err) = c.cli(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (node, holds) in [("arch1", "queued 0"), ("db1", "archived rows")] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(node) && l.contains("ready") && l.contains(holds)),
+            "{out}"
+        );
+    }
+
     c.kill("arch1");
+    let (code, out, err) = c.cli(&["status"]);
+    assert_eq!(code, 2, "a node unreachable: {out}{err}");
+    assert!(
+        out.contains("arch1") && out.contains("unreachable"),
+        "{out}"
+    );
     let why = wait("fe1", "/readyz", 503, Duration::from_secs(20));
     assert!(
         why.contains("link") || why.contains("critical mode"),
