@@ -551,6 +551,11 @@ mod sim {
                         format!("FAIL: {}", o.failures.join("; "))
                     }
                 );
+                // Chat and compliance scenarios run few or no IMs: their
+                // own figures, on a line of their own.
+                if let Some(line) = chat_line(r) {
+                    out!("  {line}");
+                }
             }
         }
         if !json {
@@ -562,6 +567,22 @@ mod sim {
             );
         }
         ExitCode::from(if failed == 0 { 0 } else { 1 })
+    }
+
+    /// The group chat and compliance figures of a run, if it had any.
+    fn chat_line(r: &report::RunResult) -> Option<String> {
+        let c = r.chat.as_ref()?;
+        let mut line = format!(
+            "chat: {} posts accepted, {} stored, {} lost; {} deliveries, {} missed",
+            c.accepted, c.stored, c.lost, c.delivered, c.missed
+        );
+        if let Some(k) = &c.compliance {
+            line += &format!(
+                "; compliance: {} events exported in {} batches, {} missing, {} duplicated",
+                k.exported, k.batches, k.missing, k.duplicates
+            );
+        }
+        Some(line)
     }
 
     pub fn bench(scenarios: &[Scenario], seeds: u64) -> ExitCode {
