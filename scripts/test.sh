@@ -25,11 +25,17 @@ run cargo test --release -p holdfast --locked --test edge_attacks
 # Real partitions: each node in its own network namespace, cuts made with
 # nftables inside them (as root; ip and nft installed if missing). Five
 # cases at once, the longest a 4-minute cut: about 5 minutes.
-if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
+# The status page in a real browser (Debian's chromium, headless).
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
     run apt-get update -qq
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 nftables
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 run cargo test --release -p holdfast --locked --test real_partitions
+run cargo test -p holdfast --locked --test status_page -- --ignored
 run cargo sim-clippy --locked -- -D warnings
 run cargo sim-test --locked
 # Calibration, kept: the real partition cases above run again as scenario

@@ -13,6 +13,7 @@ pub mod blob_files;
 pub mod chat_client;
 pub mod chat_db;
 pub mod client;
+pub mod cluster_status;
 pub mod cluster_up;
 pub mod compliance_client;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod operator_client;
 pub mod path_error;
+pub mod status_page;
 pub mod tls;
 
 pub(crate) use holdfast_host::lock;

@@ -9,7 +9,7 @@
 //! restarts, store errors and the transport's dropped and refused counts.
 //! `holdfast status` reads the same endpoint.
 
-use crate::config::NodeConfig;
+use crate::config::{Config, NodeConfig};
 use crate::lock;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::operator::{Gauge as CoreGauge, OperatorEvent};
@@ -244,47 +244,62 @@ impl Metrics {
     }
 }
 
-/// Serves on `addr`, from a background thread: `GET /metrics` (the
-/// exposition), `/healthz` (200 while the process serves at all) and
-/// `/readyz` (200 when the node should take traffic, else 503 with the
-/// reasons, one per line: see [`Metrics::not_ready`]).
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Serves on `addr`, from a background thread (each request on a thread
+/// of its own: the status page reads this very endpoint too):
+/// `GET /metrics` (the exposition), `/healthz` (200 while the process
+/// serves at all), `/readyz` (200 when the node should take traffic, else
+/// 503 with the reasons, one per line: see [`Metrics::not_ready`]) and `/`
+/// (the cluster's status page, see [`crate::status_page`]).
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, config: Arc<Config>) -> std::io::Result<()> {
     let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
-    let header = |value: &str| {
-        tiny_http::Header::from_bytes(&b"Content-Type"[..], value.as_bytes())
-            .expect("static header")
-    };
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for req in server.incoming_requests() {
-                let text = "text/plain; charset=utf-8";
-                let resp = match req.url() {
-                    "/metrics" => tiny_http::Response::from_string(metrics.render()).with_header(
-                        header("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                    ),
-                    "/healthz" => {
-                        tiny_http::Response::from_string("ok\n").with_header(header(text))
-                    }
-                    "/readyz" => {
-                        let why = metrics.not_ready();
-                        if why.is_empty() {
-                            tiny_http::Response::from_string("ready\n").with_header(header(text))
-                        } else {
-                            tiny_http::Response::from_string(why.join("\n") + "\n")
-                                .with_header(header(text))
-                                .with_status_code(503)
-                        }
-                    }
-                    _ => tiny_http::Response::from_string("see /metrics, /healthz, /readyz\n")
-                        .with_status_code(404),
-                };
-                if let Err(e) = req.respond(resp) {
-                    tracing::debug!(error = %e, "metrics response failed");
+                let (metrics, config) = (metrics.clone(), config.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("metrics request".into())
+                    .spawn(move || answer(req, &metrics, &config));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot answer a metrics request");
                 }
             }
         })?;
     Ok(())
+}
+
+fn answer(req: tiny_http::Request, metrics: &Metrics, config: &Config) {
+    let header = |value: &str| {
+        tiny_http::Header::from_bytes(&b"Content-Type"[..], value.as_bytes())
+            .expect("static header")
+    };
+    let text = "text/plain; charset=utf-8";
+    let resp = match req.url() {
+        "/metrics" => tiny_http::Response::from_string(metrics.render()).with_header(header(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )),
+        "/healthz" => tiny_http::Response::from_string("ok\n").with_header(header(text)),
+        "/readyz" => {
+            let why = metrics.not_ready();
+            if why.is_empty() {
+                tiny_http::Response::from_string("ready\n").with_header(header(text))
+            } else {
+                tiny_http::Response::from_string(why.join("\n") + "\n")
+                    .with_header(header(text))
+                    .with_status_code(503)
+            }
+        }
+        "/" => {
+            let nodes = crate::cluster_status::collect(config);
+            tiny_http::Response::from_string(crate::status_page::render(&metrics.node, &nodes))
+                .with_header(header("text/html; charset=utf-8"))
+        }
+        _ => tiny_http::Response::from_string("see /, /metrics, /healthz, /readyz\n")
+            .with_status_code(404),
+    };
+    if let Err(e) = req.respond(resp) {
+        tracing::debug!(error = %e, "metrics response failed");
+    }
 }
 
 /// One sample parsed back from the text format: `(name, labels, value)`.
@@ -317,4 +332,57 @@ pub fn parse(text: &str) -> Vec<Sample> {
         out.push((name.to_string(), map, value));
     }
     out
+}
+
+/// Every metric family a node may expose, as Prometheus names its samples
+/// (`…_total` for counters): what dashboards may query.
+pub fn family_names() -> Vec<String> {
+    let mut names: Vec<String> = CoreGauge::ALL
+        .iter()
+        .map(|g| {
+            let suffix = if g.cumulative() { "_total" } else { "" };
+            format!("holdfast_{}{suffix}", g.name())
+        })
+        .collect();
+    names.extend(
+        [
+            "holdfast_queue_quota_bytes",
+            "holdfast_im_answers_total",
+            "holdfast_operator_events_total",
+            "holdfast_fsyncs_total",
+            "holdfast_actor_restarts_total",
+            "holdfast_store_errors_total",
+            "holdfast_frames_dropped_total",
+            "holdfast_connections_refused_total",
+        ]
+        .map(String::from),
+    );
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Grafana dashboard in the repository queries only metrics that
+    /// nodes expose, by the names they expose them under.
+    #[test]
+    fn the_dashboard_names_only_metrics_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../ops/grafana-dashboard.json")).unwrap();
+        let known = family_names();
+        let mut used = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("holdfast_") {
+                        used += 1;
+                        assert!(known.iter().any(|k| k == word), "{word} in {expr:?}");
+                    }
+                }
+            }
+        }
+        assert!(used > 20, "the dashboard queries {used} metrics");
+    }
 }

@@ -182,7 +182,7 @@ async fn serve(
     let running = start_cores(config.clone(), node.clone(), net.clone(), roster, stores);
     let (shared, metrics) = (running.shared.clone(), running.shared.metrics.clone());
     if let Some(addr) = node.metrics {
-        crate::metrics::serve(addr, metrics.clone())
+        crate::metrics::serve(addr, metrics.clone(), config.clone())
             .map_err(|source| NodeError::Metrics { addr, source })?;
     }
     net.listen(node.listen)
