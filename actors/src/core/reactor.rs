@@ -390,8 +390,13 @@ impl<A: Actor> Reactor<A> {
     /// `upto` appends are durable; the messages that waited for them leave.
     pub fn synced(&mut self, slot: usize, upto: u64, io: &mut impl Io) {
         let c = &mut self.slots[slot].commit;
+        if !c.syncing {
+            // Not a sync this reactor asked for (one of a core's earlier
+            // life, reporting late): it covers nothing here.
+            return;
+        }
         c.syncing = false;
-        c.synced = c.synced.max(upto);
+        c.synced = c.synced.max(upto.min(c.appended));
         let synced = c.synced;
         while self.slots[slot]
             .commit
@@ -432,4 +437,116 @@ pub fn ready<F: Future>(f: F) -> Option<F::Output> {
 pub trait Cores: Send + Sync {
     /// A fresh core of `kind`, as at a (re)start.
     fn core(&self, kind: ActorKind) -> Box<dyn Actor>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::ActorKind;
+    use rand::SeedableRng;
+
+    /// A core that persists, then sends, on every message.
+    struct PersistThenSend;
+
+    impl Actor for PersistThenSend {
+        fn on_start(&mut self, _: Recovered, _: &mut Ctx) {}
+        fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+            ctx.persist(1, vec![]);
+            ctx.send(from, msg);
+        }
+        fn on_timer(&mut self, _: Timer, _: &mut Ctx) {}
+        fn on_persisted(&mut self, _: u64, _: Result<(), StoreError>, _: &mut Ctx) {}
+    }
+
+    /// Every persist appended, never synced by itself.
+    #[derive(Default)]
+    struct Appending {
+        sent: Vec<Msg>,
+    }
+
+    impl Io for Appending {
+        fn now(&mut self) -> Millis {
+            0
+        }
+        fn send(&mut self, env: Envelope) {
+            self.sent.push(env.msg);
+        }
+        async fn persist(&mut self, _: usize, _: Vec<StoreOp>) -> Persisted {
+            Persisted::Appended
+        }
+        async fn load(&mut self, _: usize, _: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        async fn output(&mut self, _: usize, _: Vec<OutputFile>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn event(&mut self, _: usize, _: Event) {}
+    }
+
+    fn reactor() -> Reactor<PersistThenSend> {
+        let mut r = Reactor::new(false);
+        r.add(
+            Addr::new("n1", ActorKind::FrontEnd),
+            PersistThenSend,
+            SmallRng::seed_from_u64(1),
+        );
+        r
+    }
+
+    fn msg(r: &mut Reactor<PersistThenSend>, io: &mut Appending, id: u64) {
+        let input = Input::Msg {
+            from: Addr::new("n2", ActorKind::FrontEnd),
+            msg: Msg::HeartbeatAck { id },
+        };
+        ready(r.react(0, input, io)).unwrap().unwrap();
+    }
+
+    fn ids(io: &Appending) -> Vec<u64> {
+        io.sent
+            .iter()
+            .map(|m| match m {
+                Msg::HeartbeatAck { id } => *id,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// Group commit: what a core sends after an appended persist leaves
+    /// only when a sync covering that persist completes, in order; a sync
+    /// covers only the appends made before it was asked for.
+    #[test]
+    fn messages_after_an_append_wait_for_the_sync_that_covers_it() {
+        let (mut r, mut io) = (reactor(), Appending::default());
+        msg(&mut r, &mut io, 1);
+        assert!(io.sent.is_empty(), "held until synced");
+        let upto = r.sync_wanted(0).expect("a sync is owed");
+        assert_eq!(r.sync_wanted(0), None, "one sync at a time");
+        msg(&mut r, &mut io, 2);
+        r.synced(0, upto, &mut io);
+        assert_eq!(ids(&io), [1], "the second waits for the next sync");
+        assert_eq!(r.pending(0), 2, "one held, one sync owed");
+        let upto = r.sync_wanted(0).unwrap();
+        r.synced(0, upto, &mut io);
+        assert_eq!(ids(&io), [1, 2]);
+        assert_eq!(r.pending(0), 0);
+    }
+
+    /// A sync that this reactor did not ask for (reported late, from a
+    /// core's earlier life) releases nothing.
+    #[test]
+    fn a_sync_not_asked_for_releases_nothing() {
+        let (mut r, mut io) = (reactor(), Appending::default());
+        msg(&mut r, &mut io, 1);
+        r.synced(0, 57, &mut io);
+        assert!(io.sent.is_empty());
+        let upto = r.sync_wanted(0).unwrap();
+        r.synced(0, upto + 100, &mut io);
+        assert_eq!(ids(&io), [1]);
+        msg(&mut r, &mut io, 2);
+        assert_eq!(
+            ids(&io),
+            [1],
+            "the next append is not covered by a sync claiming more"
+        );
+    }
 }
