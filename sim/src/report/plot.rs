@@ -5,6 +5,7 @@
 use crate::report::RunResult;
 use crate::scenario::Scenario;
 use holdfast_actors::core::operator::Gauge;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,17 +22,108 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
-fn points(series: &Series, node: &str, gauge: Gauge, scale: f64) -> Vec<(f64, f64)> {
+/// The time unit the axis is read in, from the run's length.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// Milliseconds per axis unit.
+    ms: f64,
+    name: &'static str,
+}
+
+impl Clock {
+    fn for_run(duration_ms: u64) -> Clock {
+        if duration_ms <= 20 * 60_000 {
+            Clock {
+                ms: 1_000.0,
+                name: "seconds",
+            }
+        } else if duration_ms <= 6 * 3_600_000 {
+            Clock {
+                ms: 60_000.0,
+                name: "minutes",
+            }
+        } else {
+            Clock {
+                ms: 3_600_000.0,
+                name: "hours",
+            }
+        }
+    }
+
+    fn at(self, ms: u64) -> f64 {
+        ms as f64 / self.ms
+    }
+
+    /// A tick as on a clock: `m:ss` for seconds, `h:mm` for minutes and
+    /// hours.
+    fn label(self, x: f64) -> String {
+        let ms = (x * self.ms).round() as u64;
+        let secs = ms / 1000;
+        if self.ms <= 1_000.0 {
+            format!("{}:{:02}", secs / 60, secs % 60)
+        } else {
+            format!("{}:{:02}", secs / 3600, secs / 60 % 60)
+        }
+    }
+}
+
+fn points(series: &Series, node: &str, gauge: Gauge, scale: f64, clock: Clock) -> Vec<(f64, f64)> {
     series
         .get(node)
         .map(|v| {
             v.iter()
                 .filter(|(_, g, _)| *g == gauge.name())
-                .map(|(t, _, value)| (*t as f64 / 3_600_000.0, *value as f64 * scale))
+                .map(|(t, _, value)| (clock.at(*t), *value as f64 * scale))
                 .collect()
         })
         .unwrap_or_default()
 }
+
+/// How a panel's values read.
+#[derive(Clone, Copy, PartialEq)]
+enum Values {
+    /// Whole numbers of things.
+    Count,
+    /// 0 to 100.
+    Percent,
+}
+
+/// A front end's state at a sample: 0 healthy, 1 link failing, 2 shut
+/// down by critical mode.
+fn states(series: &Series, fe: &str, clock: Clock) -> Vec<(f64, u8)> {
+    let Some(v) = series.get(fe) else {
+        return Vec::new();
+    };
+    let mut by_time: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (t, g, value) in v {
+        let e = by_time.entry(*t).or_default();
+        if *g == Gauge::LinkFailing.name() {
+            e.0 = *value;
+        } else if *g == Gauge::CriticalShutdown.name() {
+            e.1 = *value;
+        }
+    }
+    by_time
+        .into_iter()
+        .map(|(t, (failing, shut))| {
+            let state = if shut > 0 {
+                2
+            } else if failing > 0 {
+                1
+            } else {
+                0
+            };
+            (clock.at(t), state)
+        })
+        .collect()
+}
+
+const STATE_COLOURS: [RGBColor; 3] = [
+    RGBColor(44, 160, 44),
+    RGBColor(255, 159, 28),
+    RGBColor(214, 39, 40),
+];
+const STATE_NAMES: [&str; 3] = ["healthy", "link failing", "shut down (critical mode)"];
 
 /// Draws the run into an SVG file.
 pub fn draw(
@@ -41,19 +133,18 @@ pub fn draw(
     series: &Series,
 ) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("{}: cannot draw the plot: {e}", path.display());
-    let hours = scn.duration_ms as f64 / 3_600_000.0;
+    let clock = Clock::for_run(scn.duration_ms);
+    let end = clock.at(scn.duration_ms);
     let windows: Vec<(f64, f64, String)> = scn
         .faults
         .iter()
         .map(|f| {
-            let a = f.start_ms as f64 / 3_600_000.0;
-            let b = f
-                .duration_ms
-                .map_or(hours, |d| (f.start_ms + d) as f64 / 3_600_000.0);
-            (a, b.min(hours), f.describe())
+            let a = clock.at(f.start_ms);
+            let b = f.duration_ms.map_or(end, |d| clock.at(f.start_ms + d));
+            (a, b.min(end), f.describe())
         })
         .collect();
-    let root = SVGBackend::new(path, (1200, 960)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (title, body) = root.split_vertically(40);
     title
@@ -68,70 +159,69 @@ pub fn draw(
         .map_err(|e| err(&e))?;
     let panels = body.split_evenly((3, 1));
 
-    // 1. Queue depths.
+    // 1. What is held: queue depths, and for group chat and compliance the
+    //    posts stored, sessions and events staged.
     let fes = &scn.topology.front_ends;
-    let archs = &scn.topology.archivers;
     let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for fe in fes {
+        let pts = points(series, fe, Gauge::OutgoingDepth, 1.0, clock);
+        lines.push((format!("{fe} outgoing"), pts));
+    }
+    for a in &scn.topology.archivers {
+        let pts = points(series, a, Gauge::DestinationDepth, 1.0, clock);
+        lines.push((format!("{a} destination"), pts));
+    }
+    if let Some(store) = &scn.topology.chat_store {
         lines.push((
-            format!("{fe} outgoing"),
-            points(series, fe, Gauge::OutgoingDepth, 1.0),
+            format!("{store} posts stored"),
+            points(series, store, Gauge::ChatPosts, 1.0, clock),
         ));
     }
-    for a in archs {
+    for ch in &scn.topology.channels {
         lines.push((
-            format!("{a} destination"),
-            points(series, a, Gauge::DestinationDepth, 1.0),
+            format!("{ch} sessions"),
+            points(series, ch, Gauge::ChatSessions, 1.0, clock),
         ));
     }
-    panel(&panels[0], "queue depth (records)", hours, &windows, &lines).map_err(|e| err(&e))?;
+    if let Some(comp) = &scn.topology.compliance {
+        lines.push((
+            format!("{comp} events staged"),
+            points(series, comp, Gauge::ComplianceStaged, 1.0, clock),
+        ));
+    }
+    lines.retain(|(_, pts)| !pts.is_empty());
+    let chat = scn.topology.chat_store.is_some() || scn.topology.compliance.is_some();
+    let title = if chat {
+        "held: queued records, posts stored, chat sessions, compliance events staged"
+    } else {
+        "queue depth (records)"
+    };
+    let area = &panels[0];
+    panel(area, title, clock, end, &windows, &lines, Values::Count).map_err(|e| err(&e))?;
 
     // 2. Quota use.
     let quota = scn.settings.queue_quota.max(1) as f64;
     let lines: Vec<(String, Vec<(f64, f64)>)> = fes
         .iter()
         .map(|fe| {
-            (
-                format!("{fe} quota use"),
-                points(series, fe, Gauge::OutgoingBytes, 100.0 / quota),
-            )
+            let pts = points(series, fe, Gauge::OutgoingBytes, 100.0 / quota, clock);
+            (format!("{fe} quota use"), pts)
         })
         .collect();
+    let title = "outgoing queue quota use (% of the quota)";
     panel(
         &panels[1],
-        "outgoing queue quota use (%)",
-        hours,
+        title,
+        clock,
+        end,
         &windows,
         &lines,
+        Values::Percent,
     )
     .map_err(|e| err(&e))?;
 
-    // 3. Link health and critical mode, one band per front end.
-    let mut lines = Vec::new();
-    for (i, fe) in fes.iter().enumerate() {
-        let base = i as f64 * 2.5;
-        let shift = |v: Vec<(f64, f64)>| {
-            v.into_iter()
-                .map(|(t, y)| (t, base + y))
-                .collect::<Vec<_>>()
-        };
-        lines.push((
-            format!("{fe} link failing"),
-            shift(points(series, fe, Gauge::LinkFailing, 1.0)),
-        ));
-        lines.push((
-            format!("{fe} critical shutdown"),
-            shift(points(series, fe, Gauge::CriticalShutdown, 1.2)),
-        ));
-    }
-    panel(
-        &panels[2],
-        "link failing / critical shutdown (per front end, low = fine)",
-        hours,
-        &windows,
-        &lines,
-    )
-    .map_err(|e| err(&e))?;
+    // 3. Each front end's state as a lane of a timeline.
+    lanes(&panels[2], fes, series, clock, end, &windows).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
@@ -139,31 +229,40 @@ pub fn draw(
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
-    hours: f64,
+    clock: Clock,
+    end: f64,
     windows: &[(f64, f64, String)],
     lines: &[(String, Vec<(f64, f64)>)],
+    values: Values,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let top = lines
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|(_, y)| *y))
-        .fold(1.0f64, f64::max)
-        * 1.1;
+    let top = match values {
+        Values::Percent => 100.0,
+        Values::Count => {
+            let max = lines
+                .iter()
+                .flat_map(|(_, v)| v.iter().map(|(_, y)| *y))
+                .fold(1.0f64, f64::max);
+            (max * 1.15).ceil()
+        }
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..hours.max(0.01), 0f64..top)?;
+        .build_cartesian_2d(0f64..end.max(0.01), 0f64..top)?;
+    let y_label = |y: &f64| match values {
+        Values::Percent => format!("{y:.0}%"),
+        Values::Count => format!("{y:.0}"),
+    };
     chart
         .configure_mesh()
-        .x_desc("simulated hours")
+        .x_desc(clock.name)
+        .x_label_formatter(&|x| clock.label(*x))
+        .y_label_formatter(&y_label)
         .light_line_style(WHITE)
         .draw()?;
-    chart.draw_series(
-        windows
-            .iter()
-            .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, top)], RED.mix(0.12).filled())),
-    )?;
+    shade(&mut chart, windows, top)?;
     for (i, (name, pts)) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
@@ -173,6 +272,97 @@ fn panel<DB: DrawingBackend>(
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
     }
+    if !lines.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// The fault windows, shaded, each labelled with what it was.
+fn shade<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    windows: &[(f64, f64, String)],
+    top: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart.draw_series(
+        windows
+            .iter()
+            .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, top)], RED.mix(0.12).filled())),
+    )?;
+    chart.draw_series(windows.iter().enumerate().map(|(i, (a, _, what))| {
+        // Staggered, so that windows close together stay readable.
+        let y = top * (0.95 - 0.08 * (i % 4) as f64);
+        Text::new(
+            what.clone(),
+            (*a, y),
+            ("sans-serif", 12).into_font().color(&RED.mix(0.8)),
+        )
+    }))?;
+    Ok(())
+}
+
+/// One lane per front end, coloured by its state over time.
+fn lanes<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    fes: &[String],
+    series: &Series,
+    clock: Clock,
+    end: f64,
+    windows: &[(f64, f64, String)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let n = fes.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "front end state: healthy / link failing / shut down by critical mode",
+            ("sans-serif", 16),
+        )
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..end.max(0.01), 0f64..n)?;
+    let lane_name = |y: &f64| {
+        let i = y.floor() as usize;
+        if (y - y.floor() - 0.5).abs() < 0.01 {
+            fes.get(i).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_desc(clock.name)
+        .x_label_formatter(&|x| clock.label(*x))
+        .y_labels(fes.len().max(1) * 2 + 1)
+        .y_label_formatter(&lane_name)
+        .disable_y_mesh()
+        .light_line_style(WHITE)
+        .draw()?;
+    for (i, fe) in fes.iter().enumerate() {
+        let y0 = i as f64 + 0.15;
+        let y1 = i as f64 + 0.85;
+        let samples = states(series, fe, clock);
+        let spans = samples.iter().enumerate().map(|(k, (t, state))| {
+            let next = samples.get(k + 1).map_or(end, |(t2, _)| *t2);
+            Rectangle::new(
+                [(*t, y0), (next, y1)],
+                STATE_COLOURS[*state as usize].mix(0.85).filled(),
+            )
+        });
+        chart.draw_series(spans)?;
+    }
+    for (state, name) in STATE_NAMES.iter().enumerate() {
+        let colour = STATE_COLOURS[state];
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], colour.filled()));
+    }
+    shade(&mut chart, windows, n)?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
