@@ -20,12 +20,14 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 pub struct Metrics {
     node: String,
@@ -42,6 +44,22 @@ pub struct Metrics {
     /// store (readiness).
     actors: Vec<ActorKind>,
     started: Mutex<BTreeSet<ActorKind>>,
+    /// IMs submitted and not yet answered: (client, id) → when.
+    submitted: Mutex<BTreeMap<(String, String), Instant>>,
+    /// Database batches sent and not yet answered: batch → when.
+    batches: Mutex<BTreeMap<u64, Instant>>,
+    accept_seconds: Histogram,
+    batch_seconds: Histogram,
+    batch_records: Histogram,
+}
+
+/// Requests timed at once, at most: past it (an overload, a database that
+/// stopped answering) the oldest are forgotten rather than memory grown.
+const TIMED_MAX: usize = 100_000;
+
+/// Seconds from 0.5 ms to about 16 s, doubling.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 type Labels = Vec<(String, String)>;
@@ -60,6 +78,37 @@ impl Metrics {
             answers: Mutex::new(BTreeMap::new()),
             actors: node.actors(),
             started: Mutex::new(BTreeSet::new()),
+            submitted: Mutex::new(BTreeMap::new()),
+            batches: Mutex::new(BTreeMap::new()),
+            accept_seconds: seconds_histogram(),
+            batch_seconds: seconds_histogram(),
+            batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+        }
+    }
+
+    /// A front end received an IM from `client`: its answer is timed.
+    pub fn im_submitted(&self, client: &str, id: &str) {
+        let mut s = lock(&self.submitted);
+        if s.len() >= TIMED_MAX {
+            s.pop_first();
+        }
+        s.insert((client.to_string(), id.to_string()), Instant::now());
+    }
+
+    /// An archiver sent the database a batch of `records`.
+    pub fn batch_sent(&self, batch: u64, records: usize) {
+        self.batch_records.observe(records as f64);
+        let mut b = lock(&self.batches);
+        if b.len() >= TIMED_MAX {
+            b.pop_first();
+        }
+        b.insert(batch, Instant::now());
+    }
+
+    /// The database answered a batch (done or failed).
+    pub fn batch_answered(&self, batch: u64) {
+        if let Some(at) = lock(&self.batches).remove(&batch) {
+            self.batch_seconds.observe(at.elapsed().as_secs_f64());
         }
     }
 
@@ -75,14 +124,18 @@ impl Metrics {
 
     /// Counts a front end's answer to an IM submission (other messages
     /// are not answers and are not counted).
-    pub fn count_answer(&self, msg: &Msg) {
-        let key = match msg {
-            Msg::ImAccepted { .. } => ("accepted", ""),
-            Msg::ImDeliveredNotArchived { .. } => ("delivered_not_archived", ""),
-            Msg::ImRejected { reason, .. } => ("rejected", reason.label()),
+    pub fn count_answer(&self, client: &str, msg: &Msg) {
+        let (key, id) = match msg {
+            Msg::ImAccepted { id, .. } => (("accepted", ""), id),
+            Msg::ImDeliveredNotArchived { id, .. } => (("delivered_not_archived", ""), id),
+            Msg::ImRejected { reason, id } => (("rejected", reason.label()), id),
             _ => return,
         };
         *lock(&self.answers).entry(key).or_insert(0) += 1;
+        let key = (client.to_string(), id.to_string());
+        if let Some(at) = lock(&self.submitted).remove(&key) {
+            self.accept_seconds.observe(at.elapsed().as_secs_f64());
+        }
     }
 
     /// Why the node should not take traffic now, if it should not: a core
@@ -169,6 +222,32 @@ impl Metrics {
                 labels.push(("reason".into(), (*reason).into()));
             }
             answers.get_or_create(&labels).inc_by(*n);
+        }
+        for (name, help, h) in [
+            (
+                "holdfast_im_answer_seconds",
+                "time from an IM's arrival at a front end to its answer",
+                &self.accept_seconds,
+            ),
+            (
+                "holdfast_db_batch_seconds",
+                "time from an archiver's batch to the database's answer",
+                &self.batch_seconds,
+            ),
+            (
+                "holdfast_db_batch_records",
+                "records per batch an archiver sends the database",
+                &self.batch_records,
+            ),
+        ] {
+            // Only where it is measured (front ends, archiving servers).
+            let measured = match name {
+                "holdfast_im_answer_seconds" => self.actors.contains(&ActorKind::FrontEnd),
+                _ => self.actors.contains(&ActorKind::Archiver),
+            };
+            if measured {
+                registry.register(name, help, h.clone());
+            }
         }
         if !answered.is_empty() {
             registry.register(
@@ -354,6 +433,15 @@ pub fn family_names() -> Vec<String> {
             "holdfast_store_errors_total",
             "holdfast_frames_dropped_total",
             "holdfast_connections_refused_total",
+            "holdfast_im_answer_seconds_bucket",
+            "holdfast_im_answer_seconds_sum",
+            "holdfast_im_answer_seconds_count",
+            "holdfast_db_batch_seconds_bucket",
+            "holdfast_db_batch_seconds_sum",
+            "holdfast_db_batch_seconds_count",
+            "holdfast_db_batch_records_bucket",
+            "holdfast_db_batch_records_sum",
+            "holdfast_db_batch_records_count",
         ]
         .map(String::from),
     );

@@ -192,12 +192,20 @@ resend_interval = "500ms"
                     Some(OpenMetricsType::Gauge)
                 );
                 assert_eq!(kind("holdfast_resends"), Some(OpenMetricsType::Counter));
+                assert_eq!(
+                    kind("holdfast_im_answer_seconds"),
+                    Some(OpenMetricsType::Histogram)
+                );
             }
             "arch1" => {
                 assert_eq!(
                     kind("holdfast_duplicates_dropped"),
                     Some(OpenMetricsType::Counter)
-                )
+                );
+                assert_eq!(
+                    kind("holdfast_db_batch_seconds"),
+                    Some(OpenMetricsType::Histogram)
+                );
             }
             _ => assert_eq!(kind("holdfast_archived_rows"), Some(OpenMetricsType::Gauge)),
         }

@@ -20,7 +20,7 @@ use holdfast_actors::core::actor::{Actor as Core, Event, Recovered, StoreError, 
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
-use holdfast_actors::core::protocol::Envelope;
+use holdfast_actors::core::protocol::{Envelope, Msg};
 use holdfast_actors::core::reactor::Cores;
 use holdfast_actors::core::reactor::{ready, Input, Io, Persisted, Reactor};
 use holdfast_actors::core::store_keys::STORE_DAMAGED;
@@ -91,7 +91,11 @@ impl Io for NodeIo<'_> {
         if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace!(node = %self.shared.node.name, to = %env.to, msg = %brief(&env.msg), "send");
         }
-        self.shared.metrics.count_answer(&env.msg);
+        let metrics = &self.shared.metrics;
+        metrics.count_answer(&env.to.node, &env.msg);
+        if let Msg::LogMessages { batch, records } = &env.msg {
+            metrics.batch_sent(*batch, records.len());
+        }
         if let Err(e) = self.shared.net.send(env) {
             tracing::debug!(node = %self.shared.node.name, error = %e, "message not sent");
         }
@@ -373,6 +377,13 @@ impl Handler<Deliver> for CoreActor {
         }
         if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace!(node = %self.name(), from = %env.from, msg = %brief(&env.msg), "receive");
+        }
+        match &env.msg {
+            Msg::SubmitIm { im } => self.shared.metrics.im_submitted(&env.from.node, &im.id),
+            Msg::Logged { batch } | Msg::LogFailed { batch, .. } => {
+                self.shared.metrics.batch_answered(*batch)
+            }
+            _ => {}
         }
         self.react(
             ctx,
