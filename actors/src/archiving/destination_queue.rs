@@ -491,8 +491,7 @@ impl Actor for DestinationQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::protocol::{ArchiveRecord, RecordKind};
-    use crate::testkit::Harness;
+    use crate::testkit::{record, Harness};
 
     fn dq(settings: Settings) -> Harness<DestinationQueue> {
         Harness::new(
@@ -502,21 +501,21 @@ mod tests {
     }
 
     fn rec(id: &str) -> QueueItem {
-        QueueItem::Record(ArchiveRecord {
-            kind: RecordKind::Im,
-            id: id.into(),
-            client_id: id.into(),
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
-            time: 0,
-            body: "x".into(),
-            external: false,
-            front_end: "fe1".into(),
-        })
+        QueueItem::Record(record(id))
     }
 
     fn oq(n: &str) -> Addr {
         Addr::new(n, ActorKind::OutgoingQueue)
+    }
+
+    /// The outgoing queue of front end `from` transfers `item` as `seq`.
+    fn transfer(
+        h: &mut Harness<DestinationQueue>,
+        from: &str,
+        seq: u64,
+        item: QueueItem,
+    ) -> Vec<(Addr, Msg)> {
+        h.msg(oq(from), Msg::Transfer { seq, item })
     }
 
     fn acks(sent: &[(Addr, Msg)]) -> Vec<u64> {
@@ -541,13 +540,7 @@ mod tests {
     fn in_order_transfers_are_stored_acked_and_delivered() {
         let mut h = dq(Settings::default());
         h.start(Recovered::new());
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(acks(&sent), vec![1]);
         assert!(
             matches!(&sent[1], (to, Msg::Deliver { key: 1, .. }) if to.actor == ActorKind::Archiver)
@@ -560,7 +553,7 @@ mod tests {
         let mut h = dq(Settings::default());
         h.start(Recovered::new());
         for (seq, id) in [(1, "m1"), (2, "bad")] {
-            h.msg(oq("fe1"), Msg::Transfer { seq, item: rec(id) });
+            transfer(&mut h, "fe1", seq, rec(id));
         }
         let arch = h.actor().archiver();
         h.clear_events();
@@ -606,13 +599,7 @@ mod tests {
             1
         );
         h2.msg(h2.actor().archiver(), Msg::Consumed { keys: vec![1] });
-        let sent = h2.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 3,
-                item: rec("m3"),
-            },
-        );
+        let sent = transfer(&mut h2, "fe1", 3, rec("m3"));
         assert_eq!(delivered(&sent), vec![3], "key 2 is the parked record's");
     }
 
@@ -620,37 +607,13 @@ mod tests {
     fn duplicates_and_gaps_are_dropped_with_a_position_ack() {
         let mut h = dq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 3,
-                item: rec("m3"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 3, rec("m3"));
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
         assert_eq!(h.actor().depth(), 1);
-        let sent = h.msg(
-            oq("fe2"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("x1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe2", 1, rec("x1"));
         assert_eq!(acks(&sent), vec![1], "sequences are per sender");
     }
 
@@ -671,13 +634,7 @@ mod tests {
         );
         assert_eq!(sent[0], (oq("fe1"), Msg::ProbeAck { upto: 1, probe: 7 }));
         assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        transfer(&mut h, "fe1", 2, rec("m2"));
         let sent = h.msg(
             oq("fe1"),
             Msg::Probe {
@@ -694,22 +651,10 @@ mod tests {
     fn a_tombstone_moves_the_sequence_without_storing_anything() {
         let mut h = dq(Settings::default());
         h.start(Recovered::new());
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: QueueItem::Tombstone,
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 1, QueueItem::Tombstone);
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
         assert_eq!(h.actor().depth(), 0);
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 2, rec("m2"));
         assert_eq!(acks(&sent), vec![2]);
     }
 
@@ -717,32 +662,14 @@ mod tests {
     fn delete_only_after_consumed_and_redeliver_after_restart() {
         let mut h = dq(Settings::default());
         h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        transfer(&mut h, "fe1", 2, rec("m2"));
         h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
         assert_eq!(h.actor().depth(), 1);
         let mut h2 = dq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert_eq!(delivered(&sent), vec![2]);
-        let sent = h2.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        let sent = transfer(&mut h2, "fe1", 2, rec("m2"));
         assert_eq!(
             sent,
             vec![(oq("fe1"), Msg::TransferAck { upto: 2 })],
@@ -755,23 +682,11 @@ mod tests {
         let mut h = dq(Settings::default());
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::Io("EIO".into()));
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert!(acks(&sent).is_empty());
         assert_eq!(h.events(), vec!["destination_store_failed"]);
         h.fail_persists = None;
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(acks(&sent), vec![1]);
     }
 
@@ -784,14 +699,7 @@ mod tests {
         h.start(Recovered::new());
         let mut n = 0;
         for s in 1..=4 {
-            n += delivered(&h.msg(
-                oq("fe1"),
-                Msg::Transfer {
-                    seq: s,
-                    item: rec(&format!("m{s}")),
-                },
-            ))
-            .len();
+            n += delivered(&transfer(&mut h, "fe1", s, rec(&format!("m{s}")))).len();
         }
         assert_eq!(n, 2);
         let sent = h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1, 2] });
@@ -808,20 +716,8 @@ mod tests {
         let ttbr = s.data_ttbr;
         let mut h = dq(s);
         h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        ); // in flight: kept
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        ); // waiting: dropped
+        transfer(&mut h, "fe1", 1, rec("m1")); // in flight: kept
+        transfer(&mut h, "fe1", 2, rec("m2")); // waiting: dropped
         h.now = ttbr;
         h.set_timer(Timer::DlqCheck, ttbr);
         let sent = h.fire(Timer::DlqCheck);
@@ -848,13 +744,7 @@ mod tests {
         h.start(Recovered::new());
         assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
         h.now = 1_000;
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(h.timer(Timer::DlqCheck).unwrap(), 1_000 + dlq);
         h.fire(Timer::DlqCheck);
         assert!(h.timer(Timer::DlqCheck).is_some(), "still waiting");
@@ -873,31 +763,13 @@ mod tests {
         let ttbr = s.data_ttbr;
         let mut h = dq(s);
         h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        transfer(&mut h, "fe1", 2, rec("m2"));
         let QueueItem::Record(mut qoe) = rec("q3") else {
             unreachable!()
         };
         qoe.kind = crate::core::protocol::RecordKind::Qoe;
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 3,
-                item: QueueItem::Record(qoe),
-            },
-        );
+        transfer(&mut h, "fe1", 3, QueueItem::Record(qoe));
         h.now = ttbr;
         h.set_timer(Timer::DlqCheck, ttbr);
         let sent = h.fire(Timer::DlqCheck);
