@@ -49,6 +49,15 @@ fn answer(probe: Option<u64>, upto: u64) -> Msg {
     }
 }
 
+/// The deletions of the records under `keys`.
+fn record_deletes(keys: &[u64]) -> Vec<StoreOp> {
+    keys.iter()
+        .map(|k| StoreOp::Delete {
+            key: keys::key_u64(DQ_RECORD, *k),
+        })
+        .collect()
+}
+
 pub struct DestinationQueue {
     name: String,
     cluster: Arc<Cluster>,
@@ -104,9 +113,13 @@ impl DestinationQueue {
         Addr::new(self.name.clone(), ActorKind::Archiver)
     }
 
-    fn token(&mut self) -> u64 {
+    /// Persists `ops` as one write, remembered as `write` until the store
+    /// answers.
+    fn persist(&mut self, write: Write, ops: Vec<StoreOp>, ctx: &mut Ctx) {
         self.next_token += 1;
-        self.next_token
+        let token = self.next_token;
+        self.writes.insert(token, write);
+        ctx.persist(token, ops);
     }
 
     fn pump(&mut self, ctx: &mut Ctx) {
@@ -161,17 +174,13 @@ impl DestinationQueue {
                 Some((key, item))
             }
         };
-        let token = self.token();
-        ctx.persist(token, ops);
-        self.writes.insert(
-            token,
-            Write::Store {
-                sender: from,
-                seq,
-                stored,
-                probe,
-            },
-        );
+        let write = Write::Store {
+            sender: from,
+            seq,
+            stored,
+            probe,
+        };
+        self.persist(write, ops, ctx);
     }
 
     /// Moves records the database refuses for good out of the queue, into
@@ -206,16 +215,12 @@ impl DestinationQueue {
         if ops.is_empty() {
             return;
         }
-        let token = self.token();
-        self.writes.insert(
-            token,
-            Write::Park {
-                keys: parked,
-                ids,
-                reason,
-            },
-        );
-        ctx.persist(token, ops);
+        let write = Write::Park {
+            keys: parked,
+            ids,
+            reason,
+        };
+        self.persist(write, ops, ctx);
     }
 
     fn delete(&mut self, ctx: &mut Ctx) {
@@ -228,15 +233,8 @@ impl DestinationQueue {
             return;
         }
         let keys: Vec<u64> = self.undeleted.iter().copied().collect();
-        let ops = keys
-            .iter()
-            .map(|k| StoreOp::Delete {
-                key: keys::key_u64(DQ_RECORD, *k),
-            })
-            .collect();
-        let token = self.token();
-        self.writes.insert(token, Write::Delete { keys });
-        ctx.persist(token, ops);
+        let ops = record_deletes(&keys);
+        self.persist(Write::Delete { keys }, ops, ctx);
     }
 
     /// ocs2007r2: drop records waiting longer than the data TTBR.
@@ -269,15 +267,8 @@ impl DestinationQueue {
         if keys.is_empty() {
             return;
         }
-        let ops = keys
-            .iter()
-            .map(|k| StoreOp::Delete {
-                key: keys::key_u64(DQ_RECORD, *k),
-            })
-            .collect();
-        let token = self.token();
-        self.writes.insert(token, Write::Expire { keys, ids });
-        ctx.persist(token, ops);
+        let ops = record_deletes(&keys);
+        self.persist(Write::Expire { keys, ids }, ops, ctx);
     }
 }
 
