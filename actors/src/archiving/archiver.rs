@@ -305,18 +305,22 @@ mod tests {
     use super::*;
     use crate::testkit::{cluster, record, Harness};
 
-    fn arch(batch: u64) -> Harness<Archiver> {
-        Harness::new(
+    /// arch1's archiver with `settings`, started afresh.
+    fn arch_with(settings: Settings) -> Harness<Archiver> {
+        let mut h = Harness::new(
             Addr::new("arch1", ActorKind::Archiver),
-            Archiver::new(
-                "arch1",
-                cluster(),
-                Settings {
-                    archiver_batch: batch,
-                    ..Settings::default()
-                },
-            ),
-        )
+            Archiver::new("arch1", cluster(), settings),
+        );
+        h.start(Recovered::new());
+        h
+    }
+
+    /// arch1's archiver with batches of `batch` records, started afresh.
+    fn arch(batch: u64) -> Harness<Archiver> {
+        arch_with(Settings {
+            archiver_batch: batch,
+            ..Settings::default()
+        })
     }
 
     fn rec(id: &str) -> QueueItem {
@@ -344,6 +348,15 @@ mod tests {
         Addr::new("db1", ActorKind::Database)
     }
 
+    /// The database refuses the record `id` of `batch` for good.
+    fn refused(h: &mut Harness<Archiver>, batch: u64, id: &str, reason: &str) -> Vec<(Addr, Msg)> {
+        let error = DbError::Refused {
+            ids: vec![id.into()],
+            reason: reason.into(),
+        };
+        h.msg(db(), Msg::LogFailed { batch, error })
+    }
+
     /// The destination queue hands the archiver `item` under `key`.
     fn deliver(h: &mut Harness<Archiver>, key: u64, item: QueueItem) -> Vec<(Addr, Msg)> {
         h.msg(dq(), Msg::Deliver { key, item })
@@ -352,7 +365,6 @@ mod tests {
     #[test]
     fn consumed_only_after_the_database_acknowledged() {
         let mut h = arch(2);
-        h.start(Recovered::new());
         assert!(deliver(&mut h, 1, rec("m1")).is_empty());
         let sent = deliver(&mut h, 2, rec("m2"));
         assert!(
@@ -367,19 +379,11 @@ mod tests {
     /// bound still goes, alone.
     #[test]
     fn batches_are_bounded_by_bytes_as_well_as_count() {
-        let mut h = Harness::new(
-            Addr::new("arch1", ActorKind::Archiver),
-            Archiver::new(
-                "arch1",
-                cluster(),
-                Settings {
-                    archiver_batch: 64,
-                    archiver_batch_bytes: 3 << 20,
-                    ..Settings::default()
-                },
-            ),
-        );
-        h.start(Recovered::new());
+        let mut h = arch_with(Settings {
+            archiver_batch: 64,
+            archiver_batch_bytes: 3 << 20,
+            ..Settings::default()
+        });
         let big = |id: &str, size: usize| {
             let QueueItem::Record(mut r) = rec(id) else {
                 unreachable!()
@@ -413,7 +417,6 @@ mod tests {
     #[test]
     fn partial_batch_flushes_on_timer() {
         let mut h = arch(10);
-        h.start(Recovered::new());
         deliver(&mut h, 1, rec("m1"));
         let sent = h.fire(Timer::Flush);
         assert!(matches!(&sent[..], [(_, Msg::LogMessages { .. })]));
@@ -422,7 +425,6 @@ mod tests {
     #[test]
     fn heartbeat_is_acknowledged_only_after_the_records_before_it() {
         let mut h = arch(10);
-        h.start(Recovered::new());
         deliver(&mut h, 1, rec("m1"));
         // The heartbeat closes the batch: m1 goes to the database now.
         let sent = deliver(&mut h, 2, beat(77));
@@ -444,7 +446,6 @@ mod tests {
     #[test]
     fn heartbeat_with_nothing_before_it_is_acknowledged_at_once() {
         let mut h = arch(10);
-        h.start(Recovered::new());
         let sent = deliver(&mut h, 5, beat(1));
         assert_eq!(
             sent,
@@ -458,7 +459,6 @@ mod tests {
     #[test]
     fn a_record_refused_for_good_is_parked_and_the_rest_sent_again() {
         let mut h = arch(3);
-        h.start(Recovered::new());
         for (k, id) in [(1, "m1"), (2, "bad"), (3, "m3")] {
             deliver(&mut h, k, rec(id));
         }
@@ -466,16 +466,7 @@ mod tests {
             Some(b) => b.id,
             None => panic!("a batch in flight"),
         };
-        let sent = h.msg(
-            db(),
-            Msg::LogFailed {
-                batch,
-                error: DbError::Refused {
-                    ids: vec!["bad".into()],
-                    reason: "trigger".into(),
-                },
-            },
-        );
+        let sent = refused(&mut h, batch, "bad", "trigger");
         assert_eq!(
             sent[0],
             (
@@ -498,16 +489,7 @@ mod tests {
         deliver(&mut h, 4, rec("bad2"));
         h.fire(Timer::Flush);
         let batch = h.actor().in_flight.as_ref().map(|b| b.id).unwrap();
-        let sent = h.msg(
-            db(),
-            Msg::LogFailed {
-                batch,
-                error: DbError::Refused {
-                    ids: vec!["bad2".into()],
-                    reason: "r".into(),
-                },
-            },
-        );
+        let sent = refused(&mut h, batch, "bad2", "r");
         assert!(matches!(&sent[..], [(_, Msg::Park { keys, .. })] if keys == &[4]));
         assert!(h.actor().in_flight.is_none());
     }
@@ -515,7 +497,6 @@ mod tests {
     #[test]
     fn timeout_and_failure_resend_the_same_batch_with_backoff() {
         let mut h = arch(1);
-        h.start(Recovered::new());
         deliver(&mut h, 1, rec("m1"));
         let sent = h.fire(Timer::DbTimeout);
         assert!(matches!(
@@ -548,7 +529,6 @@ mod tests {
     #[test]
     fn batch_ids_never_repeat_across_restarts_and_forged_answers_are_dropped() {
         let mut h = arch(1);
-        h.start(Recovered::new());
         deliver(&mut h, 1, rec("m1"));
         // restart later: a late answer to the old batch must not confirm the new one
         h.now = 60_000;
@@ -573,7 +553,6 @@ mod tests {
     #[test]
     fn one_batch_in_flight_at_a_time() {
         let mut h = arch(1);
-        h.start(Recovered::new());
         deliver(&mut h, 1, rec("m1"));
         assert!(deliver(&mut h, 2, rec("m2")).is_empty());
         let sent = h.msg(db(), Msg::Logged { batch: 1 });

@@ -495,6 +495,13 @@ mod tests {
         QueueItem::Record(record(id))
     }
 
+    /// arch1's destination queue with `settings`, started afresh.
+    fn started(settings: Settings) -> Harness<DestinationQueue> {
+        let mut h = dq(settings);
+        h.start(Recovered::new());
+        h
+    }
+
     fn oq(n: &str) -> Addr {
         Addr::new(n, ActorKind::OutgoingQueue)
     }
@@ -507,6 +514,17 @@ mod tests {
         item: QueueItem,
     ) -> Vec<(Addr, Msg)> {
         h.msg(oq(from), Msg::Transfer { seq, item })
+    }
+
+    /// The outgoing queue of front end `from` probes with `item` as `seq`.
+    fn probe(
+        h: &mut Harness<DestinationQueue>,
+        from: &str,
+        seq: u64,
+        item: QueueItem,
+        probe: u64,
+    ) -> Vec<(Addr, Msg)> {
+        h.msg(oq(from), Msg::Probe { seq, item, probe })
     }
 
     fn acks(sent: &[(Addr, Msg)]) -> Vec<u64> {
@@ -529,8 +547,7 @@ mod tests {
 
     #[test]
     fn in_order_transfers_are_stored_acked_and_delivered() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(acks(&sent), vec![1]);
         assert!(
@@ -541,8 +558,7 @@ mod tests {
 
     #[test]
     fn a_parked_record_is_kept_aside_and_its_key_never_reused() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         for (seq, id) in [(1, "m1"), (2, "bad")] {
             transfer(&mut h, "fe1", seq, rec(id));
         }
@@ -596,8 +612,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_gaps_are_dropped_with_a_position_ack() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         transfer(&mut h, "fe1", 1, rec("m1"));
         let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
@@ -613,35 +628,19 @@ mod tests {
     /// tells its answer from the transfers' acknowledgements.
     #[test]
     fn a_probe_is_handled_like_a_transfer_and_answered_as_a_probe() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Probe {
-                seq: 1,
-                item: rec("m1"),
-                probe: 7,
-            },
-        );
+        let mut h = started(Settings::default());
+        let sent = probe(&mut h, "fe1", 1, rec("m1"), 7);
         assert_eq!(sent[0], (oq("fe1"), Msg::ProbeAck { upto: 1, probe: 7 }));
         assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
         transfer(&mut h, "fe1", 2, rec("m2"));
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Probe {
-                seq: 1,
-                item: rec("m1"),
-                probe: 8,
-            },
-        );
+        let sent = probe(&mut h, "fe1", 1, rec("m1"), 8);
         assert_eq!(sent, vec![(oq("fe1"), Msg::ProbeAck { upto: 2, probe: 8 })]);
         assert_eq!(h.actor().depth(), 2, "the duplicate is not stored again");
     }
 
     #[test]
     fn a_tombstone_moves_the_sequence_without_storing_anything() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         let sent = transfer(&mut h, "fe1", 1, QueueItem::Tombstone);
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
         assert_eq!(h.actor().depth(), 0);
@@ -651,8 +650,7 @@ mod tests {
 
     #[test]
     fn delete_only_after_consumed_and_redeliver_after_restart() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         transfer(&mut h, "fe1", 1, rec("m1"));
         transfer(&mut h, "fe1", 2, rec("m2"));
         h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
@@ -670,8 +668,7 @@ mod tests {
 
     #[test]
     fn store_failure_means_no_ack() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         h.fail_persists = Some(StoreError::Io("EIO".into()));
         let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert!(acks(&sent).is_empty());
@@ -683,11 +680,10 @@ mod tests {
 
     #[test]
     fn delivery_window_is_respected() {
-        let mut h = dq(Settings {
+        let mut h = started(Settings {
             deliver_window: 2,
             ..Settings::default()
         });
-        h.start(Recovered::new());
         let mut n = 0;
         for s in 1..=4 {
             n += delivered(&transfer(&mut h, "fe1", s, rec(&format!("m{s}")))).len();
@@ -705,8 +701,7 @@ mod tests {
             ..Settings::default()
         };
         let ttbr = s.data_ttbr;
-        let mut h = dq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         transfer(&mut h, "fe1", 1, rec("m1")); // in flight: kept
         transfer(&mut h, "fe1", 2, rec("m2")); // waiting: dropped
         h.now = ttbr;
@@ -731,8 +726,7 @@ mod tests {
     fn the_expiry_check_runs_only_while_items_wait() {
         let s = Settings::default();
         let dlq = s.dlq_check;
-        let mut h = dq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
         h.now = 1_000;
         transfer(&mut h, "fe1", 1, rec("m1"));
@@ -752,8 +746,7 @@ mod tests {
             ..Settings::default()
         };
         let ttbr = s.data_ttbr;
-        let mut h = dq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         transfer(&mut h, "fe1", 1, rec("m1"));
         transfer(&mut h, "fe1", 2, rec("m2"));
         let QueueItem::Record(mut qoe) = rec("q3") else {

@@ -581,18 +581,19 @@ mod tests {
     use super::*;
     use crate::testkit::{cluster, Harness};
 
-    /// fe1's front end, not started yet.
-    fn fe_before_start(settings: Settings) -> Harness<FrontEnd> {
-        Harness::new(
+    /// fe1's front end, started on what `recovered` holds.
+    fn started(settings: Settings, recovered: Recovered) -> Harness<FrontEnd> {
+        let mut h = Harness::new(
             Addr::new("fe1", ActorKind::FrontEnd),
             FrontEnd::new("fe1", cluster(), settings),
-        )
+        );
+        h.start(recovered);
+        h
     }
 
-    /// fe1's front end, started, its start event cleared.
+    /// fe1's front end, started afresh, its start event cleared.
     fn fe(settings: Settings) -> Harness<FrontEnd> {
-        let mut h = fe_before_start(settings);
-        h.start(Recovered::new());
+        let mut h = started(settings, Recovered::new());
         assert_eq!(h.events(), vec!["front_end_started"]);
         h.clear_events();
         h
@@ -903,8 +904,7 @@ mod tests {
         health(&mut h, false, "processing NACK");
         health(&mut h, true, "healthy");
         assert!(h.actor().is_shut_down(), "health alone does not resume");
-        let mut h2 = fe_before_start(s);
-        h2.start(h.store.clone());
+        let mut h2 = started(s, h.store.clone());
         assert!(h2.actor().is_shut_down(), "the shutdown survives a restart");
         h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
         assert!(h2.actor().is_shut_down(), "not over the wire");
@@ -917,8 +917,7 @@ mod tests {
     fn a_shutdown_survives_a_restart_until_the_queue_reports_healthy() {
         let mut h = fe(critical());
         health(&mut h, false, "quota");
-        let mut h2 = fe_before_start(critical());
-        h2.start(h.store.clone());
+        let mut h2 = started(critical(), h.store.clone());
         assert!(h2.actor().is_shut_down());
         health(&mut h2, true, "healthy");
         h2.fire(Timer::CriticalResume);
