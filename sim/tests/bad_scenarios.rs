@@ -32,16 +32,19 @@ fn scenario_file(src: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     common::scenario_file("scenario.toml", src)
 }
 
-fn run_with(src: &str) -> (Option<i32>, String) {
-    let (_dir, file) = scenario_file(src);
-    let out = sim_cli()
-        .args(["check", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+/// The simulator's exit code and standard error when run with `args`.
+fn sim(args: &[&str]) -> (Option<i32>, String) {
+    let out = sim_cli().args(args).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `check` of `src`: the exit code and standard error.
+fn run_with(src: &str) -> (Option<i32>, String) {
+    let (_dir, file) = scenario_file(src);
+    sim(&["check", file.to_str().unwrap()])
 }
 
 fn assert_rejected(src: &str, line: usize, needles: &[&str]) {
@@ -118,22 +121,16 @@ fn unknown_fault_kind_and_bad_setting() {
 #[test]
 fn run_also_refuses_a_bad_file_with_exit_2() {
     let (_dir, file) = scenario_file("name = 3");
-    let out = sim_cli()
-        .args(["run", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("scenario.toml:1"));
+    let (code, err) = sim(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("scenario.toml:1"));
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let out = sim_cli()
-        .args(["check", "/nonexistent/scenario.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+    let (code, err) = sim(&["check", "/nonexistent/scenario.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read the file"));
 }
 
 #[test]

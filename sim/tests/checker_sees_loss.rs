@@ -155,6 +155,13 @@ fn compliance_deleting_before_writing_is_caught() {
     );
 }
 
+/// A library scenario run as it is: it passes, and this is its result.
+fn library_passes(file: &str, seed: u64) -> holdfast_sim::report::RunResult {
+    let (result, failures) = library(file, seed, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    result
+}
+
 /// A library scenario run as it is and with `[sabotage]` lines added.
 fn library(
     file: &str,
@@ -175,8 +182,7 @@ fn library(
 /// silent loss (`lost`), not as reported.
 #[test]
 fn corruption_cut_as_a_torn_tail_is_silent_loss() {
-    let (good, failures) = library("corrupt-queue.toml", 71, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("corrupt-queue.toml", 71);
     assert_eq!(good.counts.lost, 0);
     let (bad, failures) = library("corrupt-queue.toml", 71, "store_cut_silently = true");
     assert!(
@@ -195,8 +201,7 @@ fn corruption_cut_as_a_torn_tail_is_silent_loss() {
 /// "delivered, not archived" and loses nothing.
 #[test]
 fn accepting_what_could_not_be_queued_is_loss() {
-    let (good, failures) = library("disk-full-no-critical.toml", 29, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("disk-full-no-critical.toml", 29);
     assert!(good.counts.delivered_not_archived > 50);
     let (bad, failures) = library(
         "disk-full-no-critical.toml",
@@ -214,8 +219,7 @@ fn accepting_what_could_not_be_queued_is_loss() {
 /// hostile checker reports both; unsabotaged, the library scenario passes.
 #[test]
 fn hostile_requests_against_the_old_front_end_are_caught() {
-    let (good, failures) = library("hostile-clients.toml", 97, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("hostile-clients.toml", 97);
     let h = good.hostile.expect("hostile counts");
     assert!(h.reused_accepted > 100 && h.refused > 100, "{h:?}");
     let (bad, failures) = library("hostile-clients.toml", 97, "fe_client_ids = true");
@@ -244,8 +248,7 @@ fn ims_sent_as_someone_else_are_caught() {
 /// exactly those records.
 #[test]
 fn refused_records_dropped_instead_of_parked_are_loss() {
-    let (good, failures) = library("db-refuses-records.toml", 41, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("db-refuses-records.toml", 41);
     assert!(good.counts.parked > 20, "parked = {}", good.counts.parked);
     assert_eq!(good.counts.lost, 0);
     let (bad, failures) = library(
@@ -264,8 +267,7 @@ fn refused_records_dropped_instead_of_parked_are_loss() {
 /// loses, and the checker sees the loss.
 #[test]
 fn acknowledgements_sent_before_their_sync_are_loss() {
-    let (good, failures) = library("group-commit-crashes.toml", 23, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("group-commit-crashes.toml", 23);
     assert!(good.counts.accepted > 10_000, "{}", good.counts.accepted);
     assert_eq!(good.counts.lost, 0);
     let (bad, failures) = library("group-commit-crashes.toml", 23, "send_before_sync = true");
