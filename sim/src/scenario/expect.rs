@@ -41,17 +41,12 @@ pub(super) fn expect(
     Ok(Expect {
         compliance_exported_min: e.compliance_exported_min,
         gauge_min,
-        critical_shutdown_within_ms: e
-            .critical_shutdown_within
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.critical_shutdown_within"))
-            .transpose()?,
+        critical_shutdown_within_ms: cx.opt_dur(
+            &e.critical_shutdown_within,
+            "expect.critical_shutdown_within",
+        )?,
         critical_shutdowns: e.critical_shutdowns,
-        shutdowns_end_by_ms: e
-            .shutdowns_end_by
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.shutdowns_end_by"))
-            .transpose()?,
+        shutdowns_end_by_ms: cx.opt_dur(&e.shutdowns_end_by, "expect.shutdowns_end_by")?,
         no_accept_while_shut_down: e.no_accept_while_shut_down,
         events_order: cx.events(&e.events_order, "expect.events_order")?,
         // With a chat workload, nothing accepted may be lost or missed
@@ -80,16 +75,8 @@ pub(super) fn expect(
             Some(0),
         ),
         delivered_not_archived_min: e.delivered_not_archived_min,
-        accept_p99_max_ms: e
-            .accept_p99_max
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.accept_p99_max"))
-            .transpose()?,
-        drained_by_ms: e
-            .drained_by
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.drained_by"))
-            .transpose()?,
+        accept_p99_max_ms: cx.opt_dur(&e.accept_p99_max, "expect.accept_p99_max")?,
+        drained_by_ms: cx.opt_dur(&e.drained_by, "expect.drained_by")?,
         events_include: cx.events(&e.events_include, "expect.events_include")?,
     })
 }
