@@ -6,6 +6,7 @@
 mod common;
 
 use common::{assert_failure, library_source, run_judged, scenario_file, sim_cli};
+use holdfast_sim::oracle::checker::Counts;
 
 const BASE: &str = r#"
 name = "sabotaged"
@@ -162,6 +163,25 @@ fn library_passes(file: &str, seed: u64) -> holdfast_sim::report::RunResult {
     result
 }
 
+/// A library scenario that passes with more than `least` of what `handled`
+/// counts, while `sabotage` makes exactly those lost (and reported so): the
+/// passing run's result.
+fn sabotage_turns_into_loss(
+    file: &str,
+    seed: u64,
+    sabotage: &str,
+    handled: fn(&Counts) -> u64,
+    least: u64,
+) -> holdfast_sim::report::RunResult {
+    let good = library_passes(file, seed);
+    assert!(handled(&good.counts) > least, "{}", handled(&good.counts));
+    let (bad, failures) = library(file, seed, sabotage);
+    assert_eq!(handled(&bad.counts), 0);
+    assert_eq!(bad.counts.lost, handled(&good.counts));
+    assert_failure(&failures, "lost = ");
+    good
+}
+
 /// A library scenario run as it is and with `[sabotage]` lines added.
 fn library(
     file: &str,
@@ -201,16 +221,13 @@ fn corruption_cut_as_a_torn_tail_is_silent_loss() {
 /// "delivered, not archived" and loses nothing.
 #[test]
 fn accepting_what_could_not_be_queued_is_loss() {
-    let good = library_passes("disk-full-no-critical.toml", 29);
-    assert!(good.counts.delivered_not_archived > 50);
-    let (bad, failures) = library(
+    sabotage_turns_into_loss(
         "disk-full-no-critical.toml",
         29,
         "fe_accept_unqueued = true",
+        |c| c.delivered_not_archived,
+        50,
     );
-    assert_eq!(bad.counts.delivered_not_archived, 0);
-    assert_eq!(bad.counts.lost, good.counts.delivered_not_archived);
-    assert_failure(&failures, "lost = ");
 }
 
 /// Hostile clients against front ends with the old defects: one that
@@ -248,17 +265,14 @@ fn ims_sent_as_someone_else_are_caught() {
 /// exactly those records.
 #[test]
 fn refused_records_dropped_instead_of_parked_are_loss() {
-    let good = library_passes("db-refuses-records.toml", 41);
-    assert!(good.counts.parked > 20, "parked = {}", good.counts.parked);
-    assert_eq!(good.counts.lost, 0);
-    let (bad, failures) = library(
+    let good = sabotage_turns_into_loss(
         "db-refuses-records.toml",
         41,
         "archiver_drop_refused = true",
+        |c| c.parked,
+        20,
     );
-    assert_eq!(bad.counts.parked, 0);
-    assert_eq!(bad.counts.lost, good.counts.parked);
-    assert_failure(&failures, "lost = ");
+    assert_eq!(good.counts.lost, 0);
 }
 
 /// Group commit: a persist is appended at once and synced later with
