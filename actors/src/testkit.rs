@@ -4,7 +4,7 @@ use crate::core::actor::{Actor, Event, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
 use crate::core::ids::{Addr, Millis};
 use crate::core::policy::{ArchiveSwitch, Policy};
-use crate::core::protocol::{Envelope, Msg};
+use crate::core::protocol::{ArchiveRecord, Envelope, Msg, RecordKind};
 use crate::core::reactor::{ready, Input, Io, Persisted, Reactor};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -16,6 +16,22 @@ use std::sync::Arc;
 pub fn client_of(user: &str) -> Addr {
     let p = crate::core::identity::Principal::new(user, crate::core::identity::Role::User);
     Addr::new(p.client_name("t"), crate::core::ids::ActorKind::Client)
+}
+
+/// An IM record from a@ to b@ through fe1 whose id and client id are `id`:
+/// the archiving cores' tests' usual record.
+pub fn record(id: &str) -> ArchiveRecord {
+    ArchiveRecord {
+        kind: RecordKind::Im,
+        id: id.into(),
+        client_id: id.into(),
+        from: "a@corp.example".into(),
+        to: "b@corp.example".into(),
+        time: 0,
+        body: "x".into(),
+        external: false,
+        front_end: "fe1".into(),
+    }
 }
 
 pub fn cluster() -> Arc<Cluster> {

@@ -580,6 +580,20 @@ fn archiving_cluster(
             .find(|n| n.name == name)
             .is_some_and(|n| n.has(role))
     };
+    // The node named under `key`: it must be given (else `missing`) and
+    // have `role` (`what`) in this cluster.
+    let peer = |name: &Option<String>, key: String, missing: String, role: Role, what: &str| {
+        let Some(name) = name.clone() else {
+            return Err(invalid(key, missing));
+        };
+        if !role_of(&name, role) {
+            return Err(invalid(
+                key,
+                format!("{name:?} is not {what} of this cluster"),
+            ));
+        }
+        Ok(name)
+    };
     let mut front_ends = BTreeMap::new();
     let mut archivers = BTreeMap::new();
     let mut databases = Vec::new();
@@ -587,18 +601,14 @@ fn archiving_cluster(
     for (i, n) in nodes.iter().enumerate() {
         let key = |k: &str| format!("node[{i}].{k}");
         if n.has(Role::FrontEnd) {
-            let a = n.archiver.clone().ok_or_else(|| {
-                invalid(
-                    key("archiver"),
-                    format!("front end {} must name its archiving server", n.name),
-                )
-            })?;
-            if !role_of(&a, Role::Archiver) {
-                return Err(invalid(
-                    key("archiver"),
-                    format!("{a:?} is not an archiver of this cluster"),
-                ));
-            }
+            let missing = format!("front end {} must name its archiving server", n.name);
+            let a = peer(
+                &n.archiver,
+                key("archiver"),
+                missing,
+                Role::Archiver,
+                "an archiver",
+            )?;
             front_ends.insert(
                 n.name.clone(),
                 FrontEndInfo {
@@ -616,18 +626,14 @@ fn archiving_cluster(
             }
         }
         if n.has(Role::Archiver) {
-            let d = n.database.clone().ok_or_else(|| {
-                invalid(
-                    key("database"),
-                    format!("archiver {} must name its database", n.name),
-                )
-            })?;
-            if !role_of(&d, Role::Database) {
-                return Err(invalid(
-                    key("database"),
-                    format!("{d:?} is not a database of this cluster"),
-                ));
-            }
+            let missing = format!("archiver {} must name its database", n.name);
+            let d = peer(
+                &n.database,
+                key("database"),
+                missing,
+                Role::Database,
+                "a database",
+            )?;
             match (n.privacy, section.links) {
                 (Privacy::None, _) => {
                     return Err(invalid(

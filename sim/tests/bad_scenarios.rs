@@ -2,7 +2,9 @@
 //! and the problem. Runs in both builds: validation happens before any
 //! simulation.
 
-use std::process::Command;
+mod common;
+
+use common::sim_cli;
 
 const GOOD: &str = r#"name = "ok"
 duration = "10m"
@@ -22,18 +24,27 @@ start = "1m"
 duration = "1m"
 "#;
 
-fn run_with(src: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scenario.toml");
-    std::fs::write(&file, src).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
-        .args(["check", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+/// GOOD's crash fault, for the tests that put another fault in its place.
+const CRASH: &str = "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"";
+
+/// `src` written to `scenario.toml` in a fresh folder.
+fn scenario_file(src: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    common::scenario_file("scenario.toml", src)
+}
+
+/// The simulator's exit code and standard error when run with `args`.
+fn sim(args: &[&str]) -> (Option<i32>, String) {
+    let out = sim_cli().args(args).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `check` of `src`: the exit code and standard error.
+fn run_with(src: &str) -> (Option<i32>, String) {
+    let (_dir, file) = scenario_file(src);
+    sim(&["check", file.to_str().unwrap()])
 }
 
 fn assert_rejected(src: &str, line: usize, needles: &[&str]) {
@@ -109,25 +120,17 @@ fn unknown_fault_kind_and_bad_setting() {
 
 #[test]
 fn run_also_refuses_a_bad_file_with_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scenario.toml");
-    std::fs::write(&file, "name = 3").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
-        .args(["run", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("scenario.toml:1"));
+    let (_dir, file) = scenario_file("name = 3");
+    let (code, err) = sim(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("scenario.toml:1"));
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
-        .args(["check", "/nonexistent/scenario.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+    let (code, err) = sim(&["check", "/nonexistent/scenario.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read the file"));
 }
 
 #[test]
@@ -142,36 +145,41 @@ fn ranges_are_validated_at_their_extremes() {
 
 #[test]
 fn random_faults_are_validated() {
-    let random = GOOD.replace(
-        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
-        "kind = \"random\"\nstart = \"1m\"\nkinds = [\"meteor\"]\nevery = \"5m\"",
-    );
-    assert_rejected(&random, 15, &["fault.kinds", "meteor"]);
-    let no_every = GOOD.replace(
-        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
-        "kind = \"random\"\nstart = \"1m\"",
-    );
-    assert_rejected(&no_every, 13, &["fault.every"]);
-    let bad_target = GOOD.replace(
-        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
-        "kind = \"swizzle\"\nstart = \"1m\"\nduration = \"5m\"\ntargets = [\"fe1\", \"zz9\"]",
-    );
-    assert_rejected(&bad_target, 16, &["fault.targets", "zz9"]);
-    let twice = GOOD.replace(
-        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
-        "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\ntargets = [\"fe1\", \"fe1\"]",
-    );
-    assert_rejected(&twice, 16, &["fault.targets", "twice"]);
-    let never = GOOD.replace(
-        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
-        "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\nkinds = [\"db_down\"]\ntargets = [\"fe1\"]",
-    );
-    assert_rejected(&never, 13, &["fault.kinds", "can never hit"]);
-    let stray = GOOD.replace(
-        "kind = \"crash\"\nnode = \"fe1\"\nstart = \"1m\"\nduration = \"1m\"",
-        "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\nnode = \"fe1\"",
-    );
-    assert_rejected(&stray, 13, &["fault.node", "does not take"]);
+    let cases: [(&str, usize, &[&str]); 6] = [
+        (
+            "kind = \"random\"\nstart = \"1m\"\nkinds = [\"meteor\"]\nevery = \"5m\"",
+            15,
+            &["fault.kinds", "meteor"],
+        ),
+        (
+            "kind = \"random\"\nstart = \"1m\"",
+            13,
+            &["fault.every"],
+        ),
+        (
+            "kind = \"swizzle\"\nstart = \"1m\"\nduration = \"5m\"\ntargets = [\"fe1\", \"zz9\"]",
+            16,
+            &["fault.targets", "zz9"],
+        ),
+        (
+            "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\ntargets = [\"fe1\", \"fe1\"]",
+            16,
+            &["fault.targets", "twice"],
+        ),
+        (
+            "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\nkinds = [\"db_down\"]\ntargets = [\"fe1\"]",
+            13,
+            &["fault.kinds", "can never hit"],
+        ),
+        (
+            "kind = \"random\"\nstart = \"1m\"\nevery = \"5m\"\nnode = \"fe1\"",
+            13,
+            &["fault.node", "does not take"],
+        ),
+    ];
+    for (fault, line, needles) in cases {
+        assert_rejected(&GOOD.replace(CRASH, fault), line, needles);
+    }
 }
 
 #[test]
@@ -181,21 +189,13 @@ fn a_chat_workload_needs_channel_servers_and_chat_keys_need_a_chat_workload() {
         8,
         &["workload.kind", "topology.channels"],
     );
-    assert_rejected(
-        &GOOD.replace("users = 10", "users = 10\nrooms = 3"),
-        10,
-        &["workload.rooms", "only a chat workload"],
-    );
-    assert_rejected(
-        &GOOD.replace("users = 10", "users = 10\nmanaged = true"),
-        10,
-        &["workload.managed", "only a chat workload"],
-    );
-    assert_rejected(
-        &GOOD.replace("users = 10", "users = 10\nchurn = 0.5"),
-        10,
-        &["workload.churn", "only a chat workload"],
-    );
+    for (key, value) in [("rooms", "3"), ("managed", "true"), ("churn", "0.5")] {
+        assert_rejected(
+            &GOOD.replace("users = 10", &format!("users = 10\n{key} = {value}")),
+            10,
+            &[&format!("workload.{key}"), "only a chat workload"],
+        );
+    }
     assert_rejected(
         &GOOD.replace("front_ends = 2", "front_ends = 2\nchannels = 2"),
         6,
@@ -250,10 +250,8 @@ fn compliance_needs_a_chat_pool_and_a_known_format() {
 fn a_closed_output_pipe_ends_the_program_quietly() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scenario.toml");
-    std::fs::write(&file, GOOD).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+    let (_dir, file) = scenario_file(GOOD);
+    let mut child = sim_cli()
         .args(["run", file.to_str().unwrap(), "--timeline"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -19,10 +19,11 @@
 //! own expectations failing is reported as a difference too.
 #![cfg(madsim)]
 
+mod common;
+
 use holdfast_sim::report;
 use holdfast_sim::report::calibration::{self, Figures, REAL_FIGURES_FILE, TOLERANCES};
 use holdfast_sim::scenario::{self, Scenario};
-use holdfast_sim::sweep;
 use std::path::PathBuf;
 
 /// The real suite's cases, in its order.
@@ -34,12 +35,8 @@ const CASES: [&str; 5] = [
     "flapping",
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn scenario_file(case: &str) -> PathBuf {
-    root().join(format!("scenarios/calibration/{case}.toml"))
+    common::repo_root().join(format!("scenarios/calibration/{case}.toml"))
 }
 
 fn load(case: &str) -> Scenario {
@@ -49,13 +46,7 @@ fn load(case: &str) -> Scenario {
 /// Runs the scenarios (each with its own seed, on every core); the
 /// simulator's figures for fe1 and arch1, and each run's failures.
 fn simulate(scenarios: &[Scenario]) -> Vec<(Figures, Vec<String>)> {
-    let jobs: Vec<(usize, u64)> = scenarios
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.seed))
-        .collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    sweep::run_all(scenarios, &jobs, workers, false)
+    common::run_each_on_every_core(scenarios)
         .into_iter()
         .map(|o| {
             eprint!("{}", report::summary(&o.result, &o.failures));
@@ -88,13 +79,13 @@ fn real_figures_path() -> PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
+        .unwrap_or_else(|_| common::repo_root().join("target"));
     target.join("tmp").join(REAL_FIGURES_FILE)
 }
 
 #[test]
 fn every_real_case_is_a_scenario() {
-    let src = std::fs::read_to_string(root().join("node/tests/real_partitions.rs"))
+    let src = std::fs::read_to_string(common::repo_root().join("node/tests/real_partitions.rs"))
         .expect("the real partition suite");
     let real: Vec<&str> = src
         .lines()

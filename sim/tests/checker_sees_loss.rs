@@ -3,10 +3,10 @@
 //! run fail, both through the library and through the CLI's exit code.
 #![cfg(madsim)]
 
-use holdfast_sim::report;
-use holdfast_sim::runner::{self, RunOptions};
-use holdfast_sim::scenario;
-use std::process::Command;
+mod common;
+
+use common::{assert_failure, library_source, run_judged, scenario_file, sim_cli};
+use holdfast_sim::oracle::checker::Counts;
 
 const BASE: &str = r#"
 name = "sabotaged"
@@ -21,11 +21,11 @@ stop = "15m"
 "#;
 
 fn run(sabotage: &str) -> (holdfast_sim::report::RunResult, Vec<String>) {
-    let src = format!("{BASE}\n[sabotage]\n{sabotage}\n");
-    let scn = scenario::parse("sabotaged.toml", &src).expect("valid scenario");
-    let out = runner::run(&scn, 42, &RunOptions::default());
-    let failures = report::evaluate(&scn, &out.result);
-    (out.result, failures)
+    run_judged(
+        "sabotaged.toml",
+        &format!("{BASE}\n[sabotage]\n{sabotage}\n"),
+        42,
+    )
 }
 
 #[test]
@@ -44,10 +44,7 @@ fn dropped_inserts_are_reported_as_lost() {
         r.counts.lost
     );
     assert_eq!(r.counts.duplicates, 0);
-    assert!(
-        failures.iter().any(|f| f.starts_with("lost = ")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "lost = ");
 }
 
 #[test]
@@ -59,18 +56,16 @@ fn duplicated_inserts_are_reported() {
         r.counts.duplicates
     );
     assert_eq!(r.counts.lost, 0);
-    assert!(
-        failures.iter().any(|f| f.starts_with("duplicates = ")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "duplicates = ");
 }
 
 #[test]
 fn the_cli_exits_non_zero_and_reports_the_loss() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sabotaged.toml");
-    std::fs::write(&file, format!("{BASE}\n[sabotage]\ndb_drop_every = 100\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+    let (_dir, file) = scenario_file(
+        "sabotaged.toml",
+        &format!("{BASE}\n[sabotage]\ndb_drop_every = 100\n"),
+    );
+    let out = sim_cli()
         .args(["run", file.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
@@ -101,14 +96,8 @@ stop = "5m"
 "#;
 
 fn run_chat(extra: &str) -> (holdfast_sim::oracle::chat_checker::ChatCounts, Vec<String>) {
-    let src = format!("{CHAT}{extra}");
-    let scn = scenario::parse("chat-sabotaged.toml", &src).expect("valid scenario");
-    let out = runner::run(&scn, 42, &RunOptions::default());
-    let failures = report::evaluate(&scn, &out.result);
-    (
-        out.result.chat.expect("a chat run has chat counts"),
-        failures,
-    )
+    let (result, failures) = run_judged("chat-sabotaged.toml", &format!("{CHAT}{extra}"), 42);
+    (result.chat.expect("a chat run has chat counts"), failures)
 }
 
 /// Channel servers that do not relay, and clients that do not repair gaps:
@@ -127,12 +116,7 @@ fn posts_not_relayed_are_reported_as_missed_deliveries() {
         c.missed,
         c.delivered
     );
-    assert!(
-        failures
-            .iter()
-            .any(|f| f.starts_with("chat missed deliveries")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "chat missed deliveries");
     // The same run with relaying on has nothing missed: the count above is
     // the sabotage, not noise.
     let (c, failures) = run_chat("repair = false\n");
@@ -155,17 +139,8 @@ fn repair_recovers_what_the_relay_did_not_deliver() {
 /// unsabotaged, passes with the same crash.
 #[test]
 fn compliance_deleting_before_writing_is_caught() {
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scenarios/compliance-crash.toml"
-    ))
-    .unwrap();
-    let run = |src: &str| {
-        let scn = scenario::parse("compliance-crash.toml", src).expect("valid scenario");
-        let out = runner::run(&scn, 1, &RunOptions::default());
-        let failures = report::evaluate(&scn, &out.result);
-        (out.result, failures)
-    };
+    let src = library_source("compliance-crash.toml");
+    let run = |src: &str| run_judged("compliance-crash.toml", src, 1);
     let (good, failures) = run(&src);
     assert!(failures.is_empty(), "{failures:?}");
     let c = good.chat.unwrap().compliance.unwrap();
@@ -181,21 +156,43 @@ fn compliance_deleting_before_writing_is_caught() {
     );
 }
 
+/// A library scenario run as it is: it passes, and this is its result.
+fn library_passes(file: &str, seed: u64) -> holdfast_sim::report::RunResult {
+    let (result, failures) = library(file, seed, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    result
+}
+
+/// A library scenario that passes with more than `least` of what `handled`
+/// counts, while `sabotage` makes exactly those lost (and reported so): the
+/// passing run's result.
+fn sabotage_turns_into_loss(
+    file: &str,
+    seed: u64,
+    sabotage: &str,
+    handled: fn(&Counts) -> u64,
+    least: u64,
+) -> holdfast_sim::report::RunResult {
+    let good = library_passes(file, seed);
+    assert!(handled(&good.counts) > least, "{}", handled(&good.counts));
+    let (bad, failures) = library(file, seed, sabotage);
+    assert_eq!(handled(&bad.counts), 0);
+    assert_eq!(bad.counts.lost, handled(&good.counts));
+    assert_failure(&failures, "lost = ");
+    good
+}
+
 /// A library scenario run as it is and with `[sabotage]` lines added.
 fn library(
     file: &str,
     seed: u64,
     sabotage: &str,
 ) -> (holdfast_sim::report::RunResult, Vec<String>) {
-    let path = format!("{}/../scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut src = std::fs::read_to_string(&path).unwrap();
+    let mut src = library_source(file);
     if !sabotage.is_empty() {
         src.push_str(&format!("\n[sabotage]\n{sabotage}\n"));
     }
-    let scn = scenario::parse(file, &src).expect("valid scenario");
-    let out = runner::run(&scn, seed, &RunOptions::default());
-    let failures = report::evaluate(&scn, &out.result);
-    (out.result, failures)
+    run_judged(file, &src, seed)
 }
 
 /// Damage in the middle of a queue log, handled, loses at most what the
@@ -205,8 +202,7 @@ fn library(
 /// silent loss (`lost`), not as reported.
 #[test]
 fn corruption_cut_as_a_torn_tail_is_silent_loss() {
-    let (good, failures) = library("corrupt-queue.toml", 71, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("corrupt-queue.toml", 71);
     assert_eq!(good.counts.lost, 0);
     let (bad, failures) = library("corrupt-queue.toml", 71, "store_cut_silently = true");
     assert!(
@@ -216,10 +212,7 @@ fn corruption_cut_as_a_torn_tail_is_silent_loss() {
         bad.counts.lost_reported
     );
     assert_eq!(bad.counts.lost_reported, 0, "nothing reported it");
-    assert!(
-        failures.iter().any(|f| f.starts_with("lost = ")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "lost = ");
 }
 
 /// Without critical mode and with a full disk, a front end that answers
@@ -228,19 +221,12 @@ fn corruption_cut_as_a_torn_tail_is_silent_loss() {
 /// "delivered, not archived" and loses nothing.
 #[test]
 fn accepting_what_could_not_be_queued_is_loss() {
-    let (good, failures) = library("disk-full-no-critical.toml", 29, "");
-    assert!(failures.is_empty(), "{failures:?}");
-    assert!(good.counts.delivered_not_archived > 50);
-    let (bad, failures) = library(
+    sabotage_turns_into_loss(
         "disk-full-no-critical.toml",
         29,
         "fe_accept_unqueued = true",
-    );
-    assert_eq!(bad.counts.delivered_not_archived, 0);
-    assert_eq!(bad.counts.lost, good.counts.delivered_not_archived);
-    assert!(
-        failures.iter().any(|f| f.starts_with("lost = ")),
-        "{failures:?}"
+        |c| c.delivered_not_archived,
+        50,
     );
 }
 
@@ -250,26 +236,17 @@ fn accepting_what_could_not_be_queued_is_loss() {
 /// hostile checker reports both; unsabotaged, the library scenario passes.
 #[test]
 fn hostile_requests_against_the_old_front_end_are_caught() {
-    let (good, failures) = library("hostile-clients.toml", 97, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("hostile-clients.toml", 97);
     let h = good.hostile.expect("hostile counts");
     assert!(h.reused_accepted > 100 && h.refused > 100, "{h:?}");
     let (bad, failures) = library("hostile-clients.toml", 97, "fe_client_ids = true");
     let h = bad.hostile.expect("hostile counts");
     assert!(h.reused_unarchived > 100, "{h:?}");
-    assert!(
-        failures
-            .iter()
-            .any(|f| f.starts_with("hostile_reused_unarchived")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "hostile_reused_unarchived");
     let (bad, failures) = library("hostile-clients.toml", 97, "fe_no_size_limit = true");
     let h = bad.hostile.expect("hostile counts");
     assert!(h.accepted > 100, "{h:?}");
-    assert!(
-        failures.iter().any(|f| f.starts_with("hostile_accepted")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "hostile_accepted");
 }
 
 /// A front end that believes an IM's sender (the behaviour before client
@@ -280,10 +257,7 @@ fn ims_sent_as_someone_else_are_caught() {
     let (bad, failures) = library("hostile-clients.toml", 97, "fe_trust_sender = true");
     let h = bad.hostile.expect("hostile counts");
     assert!(h.accepted > 100, "{h:?}");
-    assert!(
-        failures.iter().any(|f| f.starts_with("hostile_accepted")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "hostile_accepted");
 }
 
 /// Records the database refuses for good are parked and counted as such;
@@ -291,21 +265,14 @@ fn ims_sent_as_someone_else_are_caught() {
 /// exactly those records.
 #[test]
 fn refused_records_dropped_instead_of_parked_are_loss() {
-    let (good, failures) = library("db-refuses-records.toml", 41, "");
-    assert!(failures.is_empty(), "{failures:?}");
-    assert!(good.counts.parked > 20, "parked = {}", good.counts.parked);
-    assert_eq!(good.counts.lost, 0);
-    let (bad, failures) = library(
+    let good = sabotage_turns_into_loss(
         "db-refuses-records.toml",
         41,
         "archiver_drop_refused = true",
+        |c| c.parked,
+        20,
     );
-    assert_eq!(bad.counts.parked, 0);
-    assert_eq!(bad.counts.lost, good.counts.parked);
-    assert!(
-        failures.iter().any(|f| f.starts_with("lost = ")),
-        "{failures:?}"
-    );
+    assert_eq!(good.counts.lost, 0);
 }
 
 /// Group commit: a persist is appended at once and synced later with
@@ -314,16 +281,12 @@ fn refused_records_dropped_instead_of_parked_are_loss() {
 /// loses, and the checker sees the loss.
 #[test]
 fn acknowledgements_sent_before_their_sync_are_loss() {
-    let (good, failures) = library("group-commit-crashes.toml", 23, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("group-commit-crashes.toml", 23);
     assert!(good.counts.accepted > 10_000, "{}", good.counts.accepted);
     assert_eq!(good.counts.lost, 0);
     let (bad, failures) = library("group-commit-crashes.toml", 23, "send_before_sync = true");
     assert!(bad.counts.lost > 0, "lost = {}", bad.counts.lost);
-    assert!(
-        failures.iter().any(|f| f.starts_with("lost = ")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "lost = ");
 }
 
 /// Only an operator may end a critical-mode shutdown by hand: a front end

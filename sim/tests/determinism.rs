@@ -2,6 +2,9 @@
 //! seed gives another trace.
 #![cfg(madsim)]
 
+mod common;
+
+use holdfast_sim::report::RunResult;
 use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
 
@@ -29,12 +32,16 @@ start = "12m"
 duration = "2m"
 "#;
 
+/// `src`, parsed under the file name `name`, run once with each seed.
+fn results<const N: usize>(name: &str, src: &str, seeds: [u64; N]) -> [RunResult; N] {
+    let scn = scenario::parse(name, src).unwrap();
+    seeds.map(|seed| runner::run(&scn, seed, &RunOptions::default()).result)
+}
+
 #[test]
 fn replay_check_determinism_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("determinism.toml");
-    std::fs::write(&file, SRC).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast-sim"))
+    let (_dir, file) = common::scenario_file("determinism.toml", SRC);
+    let out = common::sim_cli()
         .args([
             "replay",
             file.to_str().unwrap(),
@@ -51,10 +58,7 @@ fn replay_check_determinism_from_the_command_line() {
 
 #[test]
 fn same_seed_same_trace_other_seed_other_trace() {
-    let scn = scenario::parse("determinism.toml", SRC).unwrap();
-    let a = runner::run(&scn, 9, &RunOptions::default()).result;
-    let b = runner::run(&scn, 9, &RunOptions::default()).result;
-    let c = runner::run(&scn, 10, &RunOptions::default()).result;
+    let [a, b, c] = results("determinism.toml", SRC, [9, 9, 10]);
     assert!(a.trace_len > 10_000, "a real trace: {} events", a.trace_len);
     assert_eq!(a.trace_hash, b.trace_hash);
     assert_eq!(a.trace_len, b.trace_len);
@@ -85,10 +89,7 @@ node = "ch1"
 start = "2m"
 duration = "1m"
 "#;
-    let scn = scenario::parse("chat-determinism.toml", src).unwrap();
-    let a = runner::run(&scn, 5, &RunOptions::default()).result;
-    let b = runner::run(&scn, 5, &RunOptions::default()).result;
-    let c = runner::run(&scn, 6, &RunOptions::default()).result;
+    let [a, b, c] = results("chat-determinism.toml", src, [5, 5, 6]);
     assert!(a.trace_len > 5_000, "a real trace: {} events", a.trace_len);
     assert_eq!(a.trace_hash, b.trace_hash);
     assert_eq!(a.chat, b.chat);
@@ -100,14 +101,8 @@ duration = "1m"
 /// Compliance service replay bit for bit, export files included.
 #[test]
 fn compliance_runs_are_deterministic() {
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scenarios/compliance-crash.toml"
-    ))
-    .unwrap();
-    let scn = scenario::parse("compliance-crash.toml", &src).unwrap();
-    let a = runner::run(&scn, 3, &RunOptions::default()).result;
-    let b = runner::run(&scn, 3, &RunOptions::default()).result;
+    let src = common::library_source("compliance-crash.toml");
+    let [a, b] = results("compliance-crash.toml", &src, [3, 3]);
     assert_eq!(a.trace_hash, b.trace_hash);
     assert_eq!(a.chat, b.chat);
     let exported = a

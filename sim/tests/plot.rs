@@ -2,9 +2,10 @@
 //! it are in the picture.
 #![cfg(madsim)]
 
+mod common;
+
 use holdfast_actors::core::operator::Gauge;
 use holdfast_sim::report::plot;
-use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
 
 const SRC: &str = r#"
@@ -26,19 +27,8 @@ duration = "20m"
 #[test]
 fn the_plot_shows_the_outage_and_the_queue() {
     let scn = scenario::parse("plotted.toml", SRC).unwrap();
-    let out = runner::run(
-        &scn,
-        1,
-        &RunOptions {
-            timeline: false,
-            series: true,
-        },
-    );
-    let fe2: Vec<u64> = out.series["fe2"]
-        .iter()
-        .filter(|(_, g, _)| *g == Gauge::OutgoingDepth.name())
-        .map(|(_, _, v)| *v)
-        .collect();
+    let out = common::run_with_series(&scn, 1);
+    let fe2 = common::gauge_samples(&out, "fe2", Gauge::OutgoingDepth);
     assert!(fe2.len() > 300, "a sample every 10 s: {}", fe2.len());
     assert!(
         *fe2.iter().max().unwrap() > 1000,

@@ -1,13 +1,14 @@
 //! Every scenario in `scenarios/` passes under its own expectations.
 #![cfg(madsim)]
 
+mod common;
+
 use holdfast_sim::report;
 use holdfast_sim::scenario;
-use holdfast_sim::sweep;
 use std::path::PathBuf;
 
 fn library() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let dir = common::repo_root().join("scenarios");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("scenarios folder")
         .map(|e| e.expect("entry").path())
@@ -50,14 +51,8 @@ fn every_scenario_passes() {
         .iter()
         .map(|f| scenario::load(f).unwrap_or_else(|e| panic!("{e}")))
         .collect();
-    let jobs: Vec<(usize, u64)> = scenarios
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.seed))
-        .collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut failed = Vec::new();
-    for o in sweep::run_all(&scenarios, &jobs, workers, false) {
+    for o in common::run_each_on_every_core(&scenarios) {
         let mut failures = o.failures.clone();
         // A scenario whose workload accepted nothing would pass vacuously.
         let chat_accepted = o.result.chat.as_ref().map_or(0, |c| c.accepted);

@@ -10,6 +10,8 @@
 //! archiving server and checks that its periodic work keeps its schedule.
 #![cfg(madsim)]
 
+mod common;
+
 use holdfast_actors::core::operator::Gauge;
 use holdfast_sim::host::node::GAUGE_INTERVAL;
 use holdfast_sim::runner::{self, RunOptions};
@@ -37,18 +39,9 @@ duration = "20m"
 #[test]
 fn a_saturated_node_still_fires_its_timers_on_time() {
     let scn = scenario::parse("saturated.toml", SRC).unwrap();
-    let out = runner::run(
-        &scn,
-        1,
-        &RunOptions {
-            timeline: false,
-            series: true,
-        },
-    );
-    let depth = out.series["arch1"]
-        .iter()
-        .filter(|(_, g, _)| *g == Gauge::DestinationDepth.name())
-        .map(|(_, _, v)| *v)
+    let out = common::run_with_series(&scn, 1);
+    let depth = common::gauge_samples(&out, "arch1", Gauge::DestinationDepth)
+        .into_iter()
         .max()
         .unwrap_or(0);
     assert!(depth > 1000, "arch1 fell behind: {depth} records waiting");

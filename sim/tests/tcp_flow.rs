@@ -87,6 +87,40 @@ fn two_nodes() -> (NodeHandle, NodeHandle) {
     (node("server", SERVER_IP), node("client", CLIENT_IP))
 }
 
+/// Runs `test` in a runtime seeded with `seed`, on [`two_nodes`] joined by
+/// a link as `make_link` makes it.
+fn run_with<F, Fut>(seed: u64, make_link: fn() -> Arc<FlowLink>, test: F)
+where
+    F: FnOnce(NodeHandle, NodeHandle, Arc<FlowLink>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.block_on(async {
+        let (server, client) = two_nodes();
+        let link = make_link();
+        test(server, client, link).await
+    });
+}
+
+/// [`run_with`] a link whose retransmission timeouts run.
+fn run<F, Fut>(seed: u64, test: F)
+where
+    F: FnOnce(NodeHandle, NodeHandle, Arc<FlowLink>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    run_with(seed, new_link, test);
+}
+
+/// Connects from `client` to [`SERVER`] in madsim alone, before the link
+/// has its say.
+async fn connect_unlinked(client: &NodeHandle) -> TcpStream {
+    client
+        .spawn(async { TcpStream::connect(SERVER).await })
+        .await
+        .unwrap()
+        .expect("madsim opens it")
+}
+
 /// Accepts one connection on [`SERVER`] through `link`.
 async fn accept_one(link: &FlowLink) -> BoxStream {
     let listener = TcpListener::bind(SERVER).await.unwrap();
@@ -116,6 +150,12 @@ where
     (start, reader)
 }
 
+/// Reads once from `stream`, into a buffer of a few windows.
+async fn read_once(mut stream: BoxStream) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; 4096];
+    stream.read(&mut buf).await
+}
+
 /// Connects from `client` through `link` and writes four windows,
 /// counting what each write got out.
 fn spawn_writer(
@@ -132,12 +172,64 @@ fn spawn_writer(
     (written, writer)
 }
 
+/// Accepts one connection on the server and reads two 10-byte messages:
+/// the second, and when it arrived.
+fn spawn_two_message_reader(
+    server: &NodeHandle,
+    link: &Arc<FlowLink>,
+) -> JoinHandle<std::io::Result<([u8; 10], Instant)>> {
+    let l = link.clone();
+    server.spawn(async move {
+        let mut stream = accept_one(&l).await;
+        let mut buf = [0u8; 10];
+        stream.read_exact(&mut buf).await?;
+        stream.read_exact(&mut buf).await?;
+        Ok((buf, Instant::now()))
+    })
+}
+
+/// Connects from `client` through `link`, writes a 10-byte message and,
+/// once told to, another; the connection stays open as long as the
+/// caller keeps the stream.
+fn spawn_two_message_writer(
+    client: &NodeHandle,
+    link: &Arc<FlowLink>,
+) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<BoxStream>>) {
+    let l = link.clone();
+    let (go, went) = oneshot::channel::<()>();
+    let writer = client.spawn(async move {
+        let tcp = TcpStream::connect(SERVER).await.unwrap();
+        let mut stream = l.connect("server", tcp).await.unwrap();
+        stream.write_all(&[1u8; 10]).await?;
+        stream.flush().await?;
+        went.await.unwrap();
+        stream.write_all(&[2u8; 10]).await?;
+        stream.flush().await?;
+        Ok(stream)
+    });
+    (go, writer)
+}
+
+/// What `task` gives within `limit`: it must end by then.
+async fn within<T>(limit: Duration, task: JoinHandle<T>, what: &str) -> T {
+    tokio::time::timeout(limit, task)
+        .await
+        .expect(what)
+        .unwrap()
+}
+
+/// The writer got exactly one window out and waits.
+fn assert_blocked_at_the_window(written: &AtomicUsize) {
+    assert_eq!(
+        written.load(Ordering::SeqCst),
+        WINDOW,
+        "blocked at the window"
+    );
+}
+
 #[test]
 fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
-    let rt = Runtime::with_seed_and_config(1, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
+    run(1, |server, client, link| async move {
         let (start_reading, reader) = spawn_gated_reader(&server, &link, |mut stream| async move {
             let mut got = 0usize;
             let mut buf = vec![0u8; 4096];
@@ -170,10 +262,7 @@ fn a_partition_holds_one_window_and_the_writer_resumes_after_it() {
 
 #[test]
 fn a_writer_blocked_on_a_closed_end_fails_instead_of_waiting_for_ever() {
-    let rt = Runtime::with_seed_and_config(2, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = FlowLink::new();
+    run_with(2, FlowLink::new, |server, client, link| async move {
         let (close, closing) = oneshot::channel::<()>();
         let l = link.clone();
         server.spawn(async move {
@@ -185,16 +274,14 @@ fn a_writer_blocked_on_a_closed_end_fails_instead_of_waiting_for_ever() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let (written, writer) = spawn_writer(&client, &link);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(
-            written.load(Ordering::SeqCst),
-            WINDOW,
-            "blocked at the window"
-        );
+        assert_blocked_at_the_window(&written);
         close.send(()).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(1), writer)
-            .await
-            .expect("the blocked writer is woken")
-            .unwrap();
+        let result = within(
+            Duration::from_secs(1),
+            writer,
+            "the blocked writer is woken",
+        )
+        .await;
         let err = result.expect_err("a write into a closed connection fails");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     });
@@ -202,30 +289,22 @@ fn a_writer_blocked_on_a_closed_end_fails_instead_of_waiting_for_ever() {
 
 #[test]
 fn data_unacknowledged_across_a_cut_for_the_timeout_aborts_the_connection() {
-    let rt = Runtime::with_seed_and_config(3, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
-        let (start_reading, reader) = spawn_gated_reader(&server, &link, |mut stream| async move {
-            let mut buf = vec![0u8; 4096];
-            stream.read(&mut buf).await
-        });
+    run(3, |server, client, link| async move {
+        let (start_reading, reader) = spawn_gated_reader(&server, &link, read_once);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let (written, writer) = spawn_writer(&client, &link);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            written.load(Ordering::SeqCst),
-            WINDOW,
-            "blocked at the window"
-        );
+        assert_blocked_at_the_window(&written);
         let cut_at = Instant::now();
         cut_both(&link, &client, &server, true);
         // The blocked writer is woken with an error once the window has
         // gone unacknowledged for the timeout (checked every few seconds).
-        let result = tokio::time::timeout(2 * RETRANSMISSION_TIMEOUT, writer)
-            .await
-            .expect("the blocked writer is woken")
-            .unwrap();
+        let result = within(
+            2 * RETRANSMISSION_TIMEOUT,
+            writer,
+            "the blocked writer is woken",
+        )
+        .await;
         let waited = cut_at.elapsed();
         let err = result.expect_err("TCP gives up on the connection");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
@@ -248,10 +327,7 @@ fn data_unacknowledged_across_a_cut_for_the_timeout_aborts_the_connection() {
 
 #[test]
 fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
-    let rt = Runtime::with_seed_and_config(4, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
+    run(4, |server, client, link| async move {
         let l = link.clone();
         let got = Arc::new(AtomicUsize::new(0));
         let g = got.clone();
@@ -301,10 +377,8 @@ fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
             200,
             "the heartbeat before the cut and the first one after it arrive, no more"
         );
-        let result: std::io::Result<()> = tokio::time::timeout(2 * RETRANSMISSION_TIMEOUT, writer)
-            .await
-            .expect("the writer fails")
-            .unwrap();
+        let result: std::io::Result<()> =
+            within(2 * RETRANSMISSION_TIMEOUT, writer, "the writer fails").await;
         let waited = cut_at.elapsed();
         assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
         // The first heartbeat after the cut starts the clock (up to a
@@ -317,11 +391,7 @@ fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
         // No new connection opens across the cut: madsim lets it through
         // (the way there is clear), the link does not (the answer is lost).
         reopen.send(()).unwrap();
-        let tcp = client
-            .spawn(async { TcpStream::connect(SERVER).await })
-            .await
-            .unwrap()
-            .expect("madsim opens it");
+        let tcp = connect_unlinked(&client).await;
         let asked = Instant::now();
         let opened = link.connect("server", tcp).await;
         // Not at once: after Linux's SYN retransmissions.
@@ -337,10 +407,7 @@ fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
         );
         // The reader learned of the abort too, rather than waiting for
         // ever; the refused connection ended at once.
-        let (ended, again) = tokio::time::timeout(Duration::from_secs(60), reader)
-            .await
-            .expect("the reader is woken")
-            .unwrap();
+        let (ended, again) = within(Duration::from_secs(60), reader, "the reader is woken").await;
         assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
         assert!(!matches!(again, Ok(n) if n > 0), "{again:?}");
     });
@@ -348,40 +415,20 @@ fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
 
 #[test]
 fn an_idle_connection_survives_a_long_cut() {
-    let rt = Runtime::with_seed_and_config(5, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
-        let l = link.clone();
-        let reader = server.spawn(async move {
-            let mut stream = accept_one(&l).await;
-            let mut buf = [0u8; 10];
-            stream.read_exact(&mut buf).await?;
-            stream.read_exact(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
-        });
+    run(5, |server, client, link| async move {
+        let reader = spawn_two_message_reader(&server, &link);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let l = link.clone();
-        let (resume, resumed) = oneshot::channel::<()>();
-        let writer = client.spawn(async move {
-            let tcp = TcpStream::connect(SERVER).await.unwrap();
-            let mut stream = l.connect("server", tcp).await.unwrap();
-            stream.write_all(&[1u8; 10]).await?;
-            stream.flush().await?;
-            resumed.await.unwrap();
-            stream.write_all(&[2u8; 10]).await?;
-            stream.flush().await
-        });
+        let (resume, writer) = spawn_two_message_writer(&client, &link);
         tokio::time::sleep(Duration::from_secs(1)).await;
         cut_both(&link, &client, &server, true);
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
         cut_both(&link, &client, &server, false);
         resume.send(()).unwrap();
-        writer
+        let _stream = writer
             .await
             .unwrap()
             .expect("nothing was in flight: the connection lives");
-        assert_eq!(reader.await.unwrap().unwrap(), [2u8; 10]);
+        assert_eq!(reader.await.unwrap().unwrap().0, [2u8; 10]);
     });
 }
 
@@ -392,31 +439,10 @@ fn an_idle_connection_survives_a_long_cut() {
 /// retransmission, by at most 10 s.
 #[test]
 fn after_a_heal_data_waits_for_its_next_retransmission() {
-    let rt = Runtime::with_seed_and_config(6, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
-        let l = link.clone();
-        let reader = server.spawn(async move {
-            let mut stream = accept_one(&l).await;
-            let mut buf = [0u8; 10];
-            stream.read_exact(&mut buf).await?;
-            stream.read_exact(&mut buf).await?;
-            Ok::<_, std::io::Error>(Instant::now())
-        });
+    run(6, |server, client, link| async move {
+        let reader = spawn_two_message_reader(&server, &link);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let l = link.clone();
-        let (go, went) = oneshot::channel::<()>();
-        let writer = client.spawn(async move {
-            let tcp = TcpStream::connect(SERVER).await.unwrap();
-            let mut stream = l.connect("server", tcp).await.unwrap();
-            stream.write_all(&[1u8; 10]).await?;
-            stream.flush().await?;
-            went.await.unwrap();
-            stream.write_all(&[2u8; 10]).await?;
-            stream.flush().await?;
-            Ok::<_, std::io::Error>(stream)
-        });
+        let (go, writer) = spawn_two_message_writer(&client, &link);
         tokio::time::sleep(Duration::from_secs(1)).await;
         cut_both(&link, &client, &server, true);
         let sent = Instant::now();
@@ -424,7 +450,7 @@ fn after_a_heal_data_waits_for_its_next_retransmission() {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let healed = Instant::now();
         cut_both(&link, &client, &server, false);
-        let got = reader.await.unwrap().unwrap();
+        let (_, got) = reader.await.unwrap().unwrap();
         let _stream = writer.await.unwrap().unwrap();
         let expected = next_retransmission(sent, healed);
         assert_eq!(expected - sent, Duration::from_millis(102_200));
@@ -441,24 +467,20 @@ fn after_a_heal_data_waits_for_its_next_retransmission() {
 /// across a cut aborts the connection after it, not after 15 minutes.
 #[test]
 fn a_user_timeout_aborts_a_stalled_connection_sooner() {
-    let rt = Runtime::with_seed_and_config(7, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
+    run(7, |server, client, link| async move {
         link.set_user_timeout(Duration::from_secs(5));
-        let (start_reading, reader) = spawn_gated_reader(&server, &link, |mut stream| async move {
-            let mut buf = vec![0u8; 4096];
-            stream.read(&mut buf).await
-        });
+        let (start_reading, reader) = spawn_gated_reader(&server, &link, read_once);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let (_written, writer) = spawn_writer(&client, &link);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let cut_at = Instant::now();
         cut_both(&link, &client, &server, true);
-        let result = tokio::time::timeout(Duration::from_secs(60), writer)
-            .await
-            .expect("the writer fails within a minute")
-            .unwrap();
+        let result = within(
+            Duration::from_secs(60),
+            writer,
+            "the writer fails within a minute",
+        )
+        .await;
         let waited = cut_at.elapsed();
         assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
         assert!(
@@ -476,10 +498,7 @@ fn a_user_timeout_aborts_a_stalled_connection_sooner() {
 /// at the first of those after the heal.
 #[test]
 fn a_connect_across_a_cut_completes_at_the_first_syn_after_the_heal() {
-    let rt = Runtime::with_seed_and_config(8, madsim::Config::default());
-    rt.block_on(async {
-        let (server, client) = two_nodes();
-        let link = new_link();
+    run(8, |server, client, link| async move {
         let l = link.clone();
         server.spawn(async move {
             let mut stream = accept_one(&l).await;
@@ -490,11 +509,7 @@ fn a_connect_across_a_cut_completes_at_the_first_syn_after_the_heal() {
         // Only the way back is cut: madsim opens the connection, TCP would
         // not (the SYN's answer is lost).
         cut(&link, (&server, SERVER_IP), (&client, CLIENT_IP), true);
-        let tcp = client
-            .spawn(async { TcpStream::connect(SERVER).await })
-            .await
-            .unwrap()
-            .expect("madsim opens it");
+        let tcp = connect_unlinked(&client).await;
         let start = Instant::now();
         let l = link.clone();
         let connecting =

@@ -303,35 +303,28 @@ impl Actor for Archiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::protocol::RecordKind;
-    use crate::testkit::{cluster, Harness};
+    use crate::testkit::{cluster, record, Harness};
 
-    fn arch(batch: u64) -> Harness<Archiver> {
-        Harness::new(
+    /// arch1's archiver with `settings`, started afresh.
+    fn arch_with(settings: Settings) -> Harness<Archiver> {
+        let mut h = Harness::new(
             Addr::new("arch1", ActorKind::Archiver),
-            Archiver::new(
-                "arch1",
-                cluster(),
-                Settings {
-                    archiver_batch: batch,
-                    ..Settings::default()
-                },
-            ),
-        )
+            Archiver::new("arch1", cluster(), settings),
+        );
+        h.start(Recovered::new());
+        h
+    }
+
+    /// arch1's archiver with batches of `batch` records, started afresh.
+    fn arch(batch: u64) -> Harness<Archiver> {
+        arch_with(Settings {
+            archiver_batch: batch,
+            ..Settings::default()
+        })
     }
 
     fn rec(id: &str) -> QueueItem {
-        QueueItem::Record(ArchiveRecord {
-            kind: RecordKind::Im,
-            id: id.into(),
-            client_id: id.into(),
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
-            time: 0,
-            body: "x".into(),
-            external: false,
-            front_end: "fe1".into(),
-        })
+        QueueItem::Record(record(id))
     }
 
     fn beat(id: u64) -> QueueItem {
@@ -346,30 +339,34 @@ mod tests {
         Addr::new("arch1", ActorKind::DestinationQueue)
     }
 
+    /// fe1's outgoing queue, where the heartbeats come from.
+    fn oq() -> Addr {
+        Addr::new("fe1", ActorKind::OutgoingQueue)
+    }
+
     fn db() -> Addr {
         Addr::new("db1", ActorKind::Database)
+    }
+
+    /// The database refuses the record `id` of `batch` for good.
+    fn refused(h: &mut Harness<Archiver>, batch: u64, id: &str, reason: &str) -> Vec<(Addr, Msg)> {
+        let error = DbError::Refused {
+            ids: vec![id.into()],
+            reason: reason.into(),
+        };
+        h.msg(db(), Msg::LogFailed { batch, error })
+    }
+
+    /// The destination queue hands the archiver `item` under `key`.
+    fn deliver(h: &mut Harness<Archiver>, key: u64, item: QueueItem) -> Vec<(Addr, Msg)> {
+        h.msg(dq(), Msg::Deliver { key, item })
     }
 
     #[test]
     fn consumed_only_after_the_database_acknowledged() {
         let mut h = arch(2);
-        h.start(Recovered::new());
-        assert!(h
-            .msg(
-                dq(),
-                Msg::Deliver {
-                    key: 1,
-                    item: rec("m1")
-                }
-            )
-            .is_empty());
-        let sent = h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 2,
-                item: rec("m2"),
-            },
-        );
+        assert!(deliver(&mut h, 1, rec("m1")).is_empty());
+        let sent = deliver(&mut h, 2, rec("m2"));
         assert!(
             matches!(&sent[..], [(to, Msg::LogMessages { batch: 1, records })] if *to == db() && records.len() == 2)
         );
@@ -382,19 +379,11 @@ mod tests {
     /// bound still goes, alone.
     #[test]
     fn batches_are_bounded_by_bytes_as_well_as_count() {
-        let mut h = Harness::new(
-            Addr::new("arch1", ActorKind::Archiver),
-            Archiver::new(
-                "arch1",
-                cluster(),
-                Settings {
-                    archiver_batch: 64,
-                    archiver_batch_bytes: 3 << 20,
-                    ..Settings::default()
-                },
-            ),
-        );
-        h.start(Recovered::new());
+        let mut h = arch_with(Settings {
+            archiver_batch: 64,
+            archiver_batch_bytes: 3 << 20,
+            ..Settings::default()
+        });
         let big = |id: &str, size: usize| {
             let QueueItem::Record(mut r) = rec(id) else {
                 unreachable!()
@@ -403,21 +392,9 @@ mod tests {
             QueueItem::Record(r)
         };
         for k in 1..=10 {
-            h.msg(
-                dq(),
-                Msg::Deliver {
-                    key: k,
-                    item: big(&format!("m{k}"), 1 << 20),
-                },
-            );
+            deliver(&mut h, k, big(&format!("m{k}"), 1 << 20));
         }
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 11,
-                item: big("huge", 4 << 20),
-            },
-        );
+        deliver(&mut h, 11, big("huge", 4 << 20));
         let mut sizes = Vec::new();
         let mut sent = h.fire(Timer::Flush);
         while let [(_, Msg::LogMessages { batch, records })] = &sent[..] {
@@ -440,14 +417,7 @@ mod tests {
     #[test]
     fn partial_batch_flushes_on_timer() {
         let mut h = arch(10);
-        h.start(Recovered::new());
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 1,
-                item: rec("m1"),
-            },
-        );
+        deliver(&mut h, 1, rec("m1"));
         let sent = h.fire(Timer::Flush);
         assert!(matches!(&sent[..], [(_, Msg::LogMessages { .. })]));
     }
@@ -455,22 +425,9 @@ mod tests {
     #[test]
     fn heartbeat_is_acknowledged_only_after_the_records_before_it() {
         let mut h = arch(10);
-        h.start(Recovered::new());
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 1,
-                item: rec("m1"),
-            },
-        );
+        deliver(&mut h, 1, rec("m1"));
         // The heartbeat closes the batch: m1 goes to the database now.
-        let sent = h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 2,
-                item: beat(77),
-            },
-        );
+        let sent = deliver(&mut h, 2, beat(77));
         assert!(matches!(
             &sent[..],
             [(_, Msg::LogMessages { batch: 1, .. })]
@@ -480,10 +437,7 @@ mod tests {
             sent,
             vec![
                 (dq(), Msg::Consumed { keys: vec![1] }),
-                (
-                    Addr::new("fe1", ActorKind::OutgoingQueue),
-                    Msg::HeartbeatAck { id: 77 }
-                ),
+                (oq(), Msg::HeartbeatAck { id: 77 }),
                 (dq(), Msg::Consumed { keys: vec![2] }),
             ]
         );
@@ -492,21 +446,11 @@ mod tests {
     #[test]
     fn heartbeat_with_nothing_before_it_is_acknowledged_at_once() {
         let mut h = arch(10);
-        h.start(Recovered::new());
-        let sent = h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 5,
-                item: beat(1),
-            },
-        );
+        let sent = deliver(&mut h, 5, beat(1));
         assert_eq!(
             sent,
             vec![
-                (
-                    Addr::new("fe1", ActorKind::OutgoingQueue),
-                    Msg::HeartbeatAck { id: 1 }
-                ),
+                (oq(), Msg::HeartbeatAck { id: 1 }),
                 (dq(), Msg::Consumed { keys: vec![5] }),
             ]
         );
@@ -515,30 +459,14 @@ mod tests {
     #[test]
     fn a_record_refused_for_good_is_parked_and_the_rest_sent_again() {
         let mut h = arch(3);
-        h.start(Recovered::new());
         for (k, id) in [(1, "m1"), (2, "bad"), (3, "m3")] {
-            h.msg(
-                dq(),
-                Msg::Deliver {
-                    key: k,
-                    item: rec(id),
-                },
-            );
+            deliver(&mut h, k, rec(id));
         }
         let batch = match h.actor().in_flight.as_ref() {
             Some(b) => b.id,
             None => panic!("a batch in flight"),
         };
-        let sent = h.msg(
-            db(),
-            Msg::LogFailed {
-                batch,
-                error: DbError::Refused {
-                    ids: vec!["bad".into()],
-                    reason: "trigger".into(),
-                },
-            },
-        );
+        let sent = refused(&mut h, batch, "bad", "trigger");
         assert_eq!(
             sent[0],
             (
@@ -558,25 +486,10 @@ mod tests {
         assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1, 3] })]);
 
         // A batch of only refused records: parked, and the archiver moves on.
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 4,
-                item: rec("bad2"),
-            },
-        );
+        deliver(&mut h, 4, rec("bad2"));
         h.fire(Timer::Flush);
         let batch = h.actor().in_flight.as_ref().map(|b| b.id).unwrap();
-        let sent = h.msg(
-            db(),
-            Msg::LogFailed {
-                batch,
-                error: DbError::Refused {
-                    ids: vec!["bad2".into()],
-                    reason: "r".into(),
-                },
-            },
-        );
+        let sent = refused(&mut h, batch, "bad2", "r");
         assert!(matches!(&sent[..], [(_, Msg::Park { keys, .. })] if keys == &[4]));
         assert!(h.actor().in_flight.is_none());
     }
@@ -584,14 +497,7 @@ mod tests {
     #[test]
     fn timeout_and_failure_resend_the_same_batch_with_backoff() {
         let mut h = arch(1);
-        h.start(Recovered::new());
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 1,
-                item: rec("m1"),
-            },
-        );
+        deliver(&mut h, 1, rec("m1"));
         let sent = h.fire(Timer::DbTimeout);
         assert!(matches!(
             &sent[..],
@@ -623,24 +529,11 @@ mod tests {
     #[test]
     fn batch_ids_never_repeat_across_restarts_and_forged_answers_are_dropped() {
         let mut h = arch(1);
-        h.start(Recovered::new());
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 1,
-                item: rec("m1"),
-            },
-        );
+        deliver(&mut h, 1, rec("m1"));
         // restart later: a late answer to the old batch must not confirm the new one
         h.now = 60_000;
         h.start(Recovered::new());
-        let sent = h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 1,
-                item: rec("m1"),
-            },
-        );
+        let sent = deliver(&mut h, 1, rec("m1"));
         let Some((_, Msg::LogMessages { batch, .. })) = sent.first() else {
             panic!("{sent:?}")
         };
@@ -660,23 +553,8 @@ mod tests {
     #[test]
     fn one_batch_in_flight_at_a_time() {
         let mut h = arch(1);
-        h.start(Recovered::new());
-        h.msg(
-            dq(),
-            Msg::Deliver {
-                key: 1,
-                item: rec("m1"),
-            },
-        );
-        assert!(h
-            .msg(
-                dq(),
-                Msg::Deliver {
-                    key: 2,
-                    item: rec("m2")
-                }
-            )
-            .is_empty());
+        deliver(&mut h, 1, rec("m1"));
+        assert!(deliver(&mut h, 2, rec("m2")).is_empty());
         let sent = h.msg(db(), Msg::Logged { batch: 1 });
         assert!(matches!(&sent[1], (_, Msg::LogMessages { batch: 2, .. })));
     }

@@ -190,8 +190,7 @@ impl Actor for Database {
 mod tests {
     use super::*;
     use crate::core::ids::ActorKind;
-    use crate::core::protocol::{ArchiveRecord, RecordKind};
-    use crate::testkit::Harness;
+    use crate::testkit::{record as rec, Harness};
 
     fn db(sabotage: Sabotage) -> Harness<Database> {
         Harness::new(
@@ -200,22 +199,14 @@ mod tests {
         )
     }
 
-    fn rec(id: &str) -> ArchiveRecord {
-        ArchiveRecord {
-            kind: RecordKind::Im,
-            id: id.into(),
-            client_id: id.into(),
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
-            time: 0,
-            body: "x".into(),
-            external: false,
-            front_end: "fe1".into(),
-        }
-    }
-
     fn arch() -> Addr {
         Addr::new("arch1", ActorKind::Archiver)
+    }
+
+    /// The archiver sends batch `batch` of the records named by `ids`.
+    fn log(h: &mut Harness<Database>, batch: u64, ids: &[&str]) -> Vec<(Addr, Msg)> {
+        let records = ids.iter().map(|id| rec(id)).collect();
+        h.msg(arch(), Msg::LogMessages { batch, records })
     }
 
     fn stored_ids(h: &Harness<Database>) -> Vec<String> {
@@ -229,31 +220,13 @@ mod tests {
     fn insert_is_idempotent_across_retries_and_restarts() {
         let mut h = db(Sabotage::default());
         h.start(Recovered::new());
-        let sent = h.msg(
-            arch(),
-            Msg::LogMessages {
-                batch: 1,
-                records: vec![rec("m1"), rec("m2")],
-            },
-        );
+        let sent = log(&mut h, 1, &["m1", "m2"]);
         assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 1 })]);
-        h.msg(
-            arch(),
-            Msg::LogMessages {
-                batch: 1,
-                records: vec![rec("m1"), rec("m2")],
-            },
-        );
+        log(&mut h, 1, &["m1", "m2"]);
         let mut h2 = db(Sabotage::default());
         h2.store = h.store.clone();
         h2.start(h.store.clone());
-        let sent = h2.msg(
-            arch(),
-            Msg::LogMessages {
-                batch: 2,
-                records: vec![rec("m2"), rec("m3"), rec("m3")],
-            },
-        );
+        let sent = log(&mut h2, 2, &["m2", "m3", "m3"]);
         assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 2 })]);
         assert_eq!(stored_ids(&h2), vec!["m1", "m2", "m3"]);
     }
@@ -266,13 +239,7 @@ mod tests {
             key: keys::key_u64(DB_ROW, 2),
             reason: "trigger poison".into(),
         });
-        let sent = h.msg(
-            arch(),
-            Msg::LogMessages {
-                batch: 1,
-                records: vec![rec("m1"), rec("bad")],
-            },
-        );
+        let sent = log(&mut h, 1, &["m1", "bad"]);
         assert_eq!(
             sent,
             vec![(
@@ -298,22 +265,10 @@ mod tests {
         let mut h = db(Sabotage::default());
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::NoSpace);
-        let sent = h.msg(
-            arch(),
-            Msg::LogMessages {
-                batch: 1,
-                records: vec![rec("m1")],
-            },
-        );
+        let sent = log(&mut h, 1, &["m1"]);
         assert!(matches!(&sent[..], [(_, Msg::LogFailed { batch: 1, .. })]));
         h.fail_persists = None;
-        let sent = h.msg(
-            arch(),
-            Msg::LogMessages {
-                batch: 1,
-                records: vec![rec("m1")],
-            },
-        );
+        let sent = log(&mut h, 1, &["m1"]);
         assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 1 })]);
         assert_eq!(stored_ids(&h), vec!["m1"]);
     }

@@ -49,6 +49,15 @@ fn answer(probe: Option<u64>, upto: u64) -> Msg {
     }
 }
 
+/// The deletions of the records under `keys`.
+fn record_deletes(keys: &[u64]) -> Vec<StoreOp> {
+    keys.iter()
+        .map(|k| StoreOp::Delete {
+            key: keys::key_u64(DQ_RECORD, *k),
+        })
+        .collect()
+}
+
 pub struct DestinationQueue {
     name: String,
     cluster: Arc<Cluster>,
@@ -104,9 +113,13 @@ impl DestinationQueue {
         Addr::new(self.name.clone(), ActorKind::Archiver)
     }
 
-    fn token(&mut self) -> u64 {
+    /// Persists `ops` as one write, remembered as `write` until the store
+    /// answers.
+    fn persist(&mut self, write: Write, ops: Vec<StoreOp>, ctx: &mut Ctx) {
         self.next_token += 1;
-        self.next_token
+        let token = self.next_token;
+        self.writes.insert(token, write);
+        ctx.persist(token, ops);
     }
 
     fn pump(&mut self, ctx: &mut Ctx) {
@@ -161,17 +174,13 @@ impl DestinationQueue {
                 Some((key, item))
             }
         };
-        let token = self.token();
-        ctx.persist(token, ops);
-        self.writes.insert(
-            token,
-            Write::Store {
-                sender: from,
-                seq,
-                stored,
-                probe,
-            },
-        );
+        let write = Write::Store {
+            sender: from,
+            seq,
+            stored,
+            probe,
+        };
+        self.persist(write, ops, ctx);
     }
 
     /// Moves records the database refuses for good out of the queue, into
@@ -206,16 +215,12 @@ impl DestinationQueue {
         if ops.is_empty() {
             return;
         }
-        let token = self.token();
-        self.writes.insert(
-            token,
-            Write::Park {
-                keys: parked,
-                ids,
-                reason,
-            },
-        );
-        ctx.persist(token, ops);
+        let write = Write::Park {
+            keys: parked,
+            ids,
+            reason,
+        };
+        self.persist(write, ops, ctx);
     }
 
     fn delete(&mut self, ctx: &mut Ctx) {
@@ -228,15 +233,8 @@ impl DestinationQueue {
             return;
         }
         let keys: Vec<u64> = self.undeleted.iter().copied().collect();
-        let ops = keys
-            .iter()
-            .map(|k| StoreOp::Delete {
-                key: keys::key_u64(DQ_RECORD, *k),
-            })
-            .collect();
-        let token = self.token();
-        self.writes.insert(token, Write::Delete { keys });
-        ctx.persist(token, ops);
+        let ops = record_deletes(&keys);
+        self.persist(Write::Delete { keys }, ops, ctx);
     }
 
     /// ocs2007r2: drop records waiting longer than the data TTBR.
@@ -269,15 +267,8 @@ impl DestinationQueue {
         if keys.is_empty() {
             return;
         }
-        let ops = keys
-            .iter()
-            .map(|k| StoreOp::Delete {
-                key: keys::key_u64(DQ_RECORD, *k),
-            })
-            .collect();
-        let token = self.token();
-        self.writes.insert(token, Write::Expire { keys, ids });
-        ctx.persist(token, ops);
+        let ops = record_deletes(&keys);
+        self.persist(Write::Expire { keys, ids }, ops, ctx);
     }
 }
 
@@ -491,8 +482,7 @@ impl Actor for DestinationQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::protocol::{ArchiveRecord, RecordKind};
-    use crate::testkit::Harness;
+    use crate::testkit::{record, Harness};
 
     fn dq(settings: Settings) -> Harness<DestinationQueue> {
         Harness::new(
@@ -502,21 +492,39 @@ mod tests {
     }
 
     fn rec(id: &str) -> QueueItem {
-        QueueItem::Record(ArchiveRecord {
-            kind: RecordKind::Im,
-            id: id.into(),
-            client_id: id.into(),
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
-            time: 0,
-            body: "x".into(),
-            external: false,
-            front_end: "fe1".into(),
-        })
+        QueueItem::Record(record(id))
+    }
+
+    /// arch1's destination queue with `settings`, started afresh.
+    fn started(settings: Settings) -> Harness<DestinationQueue> {
+        let mut h = dq(settings);
+        h.start(Recovered::new());
+        h
     }
 
     fn oq(n: &str) -> Addr {
         Addr::new(n, ActorKind::OutgoingQueue)
+    }
+
+    /// The outgoing queue of front end `from` transfers `item` as `seq`.
+    fn transfer(
+        h: &mut Harness<DestinationQueue>,
+        from: &str,
+        seq: u64,
+        item: QueueItem,
+    ) -> Vec<(Addr, Msg)> {
+        h.msg(oq(from), Msg::Transfer { seq, item })
+    }
+
+    /// The outgoing queue of front end `from` probes with `item` as `seq`.
+    fn probe(
+        h: &mut Harness<DestinationQueue>,
+        from: &str,
+        seq: u64,
+        item: QueueItem,
+        probe: u64,
+    ) -> Vec<(Addr, Msg)> {
+        h.msg(oq(from), Msg::Probe { seq, item, probe })
     }
 
     fn acks(sent: &[(Addr, Msg)]) -> Vec<u64> {
@@ -539,15 +547,8 @@ mod tests {
 
     #[test]
     fn in_order_transfers_are_stored_acked_and_delivered() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let mut h = started(Settings::default());
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(acks(&sent), vec![1]);
         assert!(
             matches!(&sent[1], (to, Msg::Deliver { key: 1, .. }) if to.actor == ActorKind::Archiver)
@@ -557,10 +558,9 @@ mod tests {
 
     #[test]
     fn a_parked_record_is_kept_aside_and_its_key_never_reused() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         for (seq, id) in [(1, "m1"), (2, "bad")] {
-            h.msg(oq("fe1"), Msg::Transfer { seq, item: rec(id) });
+            transfer(&mut h, "fe1", seq, rec(id));
         }
         let arch = h.actor().archiver();
         h.clear_events();
@@ -606,51 +606,20 @@ mod tests {
             1
         );
         h2.msg(h2.actor().archiver(), Msg::Consumed { keys: vec![1] });
-        let sent = h2.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 3,
-                item: rec("m3"),
-            },
-        );
+        let sent = transfer(&mut h2, "fe1", 3, rec("m3"));
         assert_eq!(delivered(&sent), vec![3], "key 2 is the parked record's");
     }
 
     #[test]
     fn duplicates_and_gaps_are_dropped_with_a_position_ack() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let mut h = started(Settings::default());
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 3,
-                item: rec("m3"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 3, rec("m3"));
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
         assert_eq!(h.actor().depth(), 1);
-        let sent = h.msg(
-            oq("fe2"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("x1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe2", 1, rec("x1"));
         assert_eq!(acks(&sent), vec![1], "sequences are per sender");
     }
 
@@ -659,90 +628,37 @@ mod tests {
     /// tells its answer from the transfers' acknowledgements.
     #[test]
     fn a_probe_is_handled_like_a_transfer_and_answered_as_a_probe() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Probe {
-                seq: 1,
-                item: rec("m1"),
-                probe: 7,
-            },
-        );
+        let mut h = started(Settings::default());
+        let sent = probe(&mut h, "fe1", 1, rec("m1"), 7);
         assert_eq!(sent[0], (oq("fe1"), Msg::ProbeAck { upto: 1, probe: 7 }));
         assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Probe {
-                seq: 1,
-                item: rec("m1"),
-                probe: 8,
-            },
-        );
+        transfer(&mut h, "fe1", 2, rec("m2"));
+        let sent = probe(&mut h, "fe1", 1, rec("m1"), 8);
         assert_eq!(sent, vec![(oq("fe1"), Msg::ProbeAck { upto: 2, probe: 8 })]);
         assert_eq!(h.actor().depth(), 2, "the duplicate is not stored again");
     }
 
     #[test]
     fn a_tombstone_moves_the_sequence_without_storing_anything() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: QueueItem::Tombstone,
-            },
-        );
+        let mut h = started(Settings::default());
+        let sent = transfer(&mut h, "fe1", 1, QueueItem::Tombstone);
         assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
         assert_eq!(h.actor().depth(), 0);
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 2, rec("m2"));
         assert_eq!(acks(&sent), vec![2]);
     }
 
     #[test]
     fn delete_only_after_consumed_and_redeliver_after_restart() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        let mut h = started(Settings::default());
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        transfer(&mut h, "fe1", 2, rec("m2"));
         h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
         assert_eq!(h.actor().depth(), 1);
         let mut h2 = dq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert_eq!(delivered(&sent), vec![2]);
-        let sent = h2.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        let sent = transfer(&mut h2, "fe1", 2, rec("m2"));
         assert_eq!(
             sent,
             vec![(oq("fe1"), Msg::TransferAck { upto: 2 })],
@@ -752,46 +668,25 @@ mod tests {
 
     #[test]
     fn store_failure_means_no_ack() {
-        let mut h = dq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         h.fail_persists = Some(StoreError::Io("EIO".into()));
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert!(acks(&sent).is_empty());
         assert_eq!(h.events(), vec!["destination_store_failed"]);
         h.fail_persists = None;
-        let sent = h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(acks(&sent), vec![1]);
     }
 
     #[test]
     fn delivery_window_is_respected() {
-        let mut h = dq(Settings {
+        let mut h = started(Settings {
             deliver_window: 2,
             ..Settings::default()
         });
-        h.start(Recovered::new());
         let mut n = 0;
         for s in 1..=4 {
-            n += delivered(&h.msg(
-                oq("fe1"),
-                Msg::Transfer {
-                    seq: s,
-                    item: rec(&format!("m{s}")),
-                },
-            ))
-            .len();
+            n += delivered(&transfer(&mut h, "fe1", s, rec(&format!("m{s}")))).len();
         }
         assert_eq!(n, 2);
         let sent = h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1, 2] });
@@ -806,22 +701,9 @@ mod tests {
             ..Settings::default()
         };
         let ttbr = s.data_ttbr;
-        let mut h = dq(s);
-        h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        ); // in flight: kept
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        ); // waiting: dropped
+        let mut h = started(s);
+        transfer(&mut h, "fe1", 1, rec("m1")); // in flight: kept
+        transfer(&mut h, "fe1", 2, rec("m2")); // waiting: dropped
         h.now = ttbr;
         h.set_timer(Timer::DlqCheck, ttbr);
         let sent = h.fire(Timer::DlqCheck);
@@ -844,17 +726,10 @@ mod tests {
     fn the_expiry_check_runs_only_while_items_wait() {
         let s = Settings::default();
         let dlq = s.dlq_check;
-        let mut h = dq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
         h.now = 1_000;
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
+        transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(h.timer(Timer::DlqCheck).unwrap(), 1_000 + dlq);
         h.fire(Timer::DlqCheck);
         assert!(h.timer(Timer::DlqCheck).is_some(), "still waiting");
@@ -871,33 +746,14 @@ mod tests {
             ..Settings::default()
         };
         let ttbr = s.data_ttbr;
-        let mut h = dq(s);
-        h.start(Recovered::new());
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 1,
-                item: rec("m1"),
-            },
-        );
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 2,
-                item: rec("m2"),
-            },
-        );
+        let mut h = started(s);
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        transfer(&mut h, "fe1", 2, rec("m2"));
         let QueueItem::Record(mut qoe) = rec("q3") else {
             unreachable!()
         };
         qoe.kind = crate::core::protocol::RecordKind::Qoe;
-        h.msg(
-            oq("fe1"),
-            Msg::Transfer {
-                seq: 3,
-                item: QueueItem::Record(qoe),
-            },
-        );
+        transfer(&mut h, "fe1", 3, QueueItem::Record(qoe));
         h.now = ttbr;
         h.set_timer(Timer::DlqCheck, ttbr);
         let sent = h.fire(Timer::DlqCheck);

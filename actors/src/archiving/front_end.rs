@@ -604,12 +604,19 @@ mod tests {
     use super::*;
     use crate::testkit::{cluster, Harness};
 
-    fn fe(settings: Settings) -> Harness<FrontEnd> {
+    /// fe1's front end, started on what `recovered` holds.
+    fn started(settings: Settings, recovered: Recovered) -> Harness<FrontEnd> {
         let mut h = Harness::new(
             Addr::new("fe1", ActorKind::FrontEnd),
             FrontEnd::new("fe1", cluster(), settings),
         );
-        h.start(Recovered::new());
+        h.start(recovered);
+        h
+    }
+
+    /// fe1's front end, started afresh, its start event cleared.
+    fn fe(settings: Settings) -> Harness<FrontEnd> {
+        let mut h = started(settings, Recovered::new());
         assert_eq!(h.events(), vec!["front_end_started"]);
         h.clear_events();
         h
@@ -640,12 +647,32 @@ mod tests {
     }
 
     fn submit(h: &mut Harness<FrontEnd>, id: &str, to: &str) -> Vec<(Addr, Msg)> {
+        submit_as(h, "a@corp.example", id, to)
+    }
+
+    /// `user`'s client submits the IM `id` to `to`.
+    fn submit_as(h: &mut Harness<FrontEnd>, user: &str, id: &str, to: &str) -> Vec<(Addr, Msg)> {
         h.msg(
-            client(),
+            crate::testkit::client_of(user),
             Msg::SubmitIm {
-                im: im(id, "a@corp.example", to),
+                im: im(id, user, to),
             },
         )
+    }
+
+    /// The outgoing queue reports archiving healthy or not.
+    fn health(h: &mut Harness<FrontEnd>, ok: bool, reason: &str) -> Vec<(Addr, Msg)> {
+        let reason = reason.into();
+        h.msg(queue(), Msg::ArchivingHealth { ok, reason })
+    }
+
+    /// The outgoing queue could not queue the record of `token`.
+    fn enqueue_failed(
+        h: &mut Harness<FrontEnd>,
+        token: u64,
+        cause: EnqueueFailure,
+    ) -> Vec<(Addr, Msg)> {
+        h.msg(queue(), Msg::EnqueueFailed { token, cause })
     }
 
     fn enqueue_token(sent: &[(Addr, Msg)]) -> u64 {
@@ -790,13 +817,7 @@ mod tests {
     fn without_critical_mode_a_failed_enqueue_is_never_told_accepted() {
         let mut h = fe(Settings::default());
         let token = enqueue_token(&submit(&mut h, "m1", "b@corp.example"));
-        let sent = h.msg(
-            queue(),
-            Msg::EnqueueFailed {
-                token,
-                cause: EnqueueFailure::QuotaExceeded,
-            },
-        );
+        let sent = enqueue_failed(&mut h, token, EnqueueFailure::QuotaExceeded);
         assert!(
             matches!(
                 &sent[..],
@@ -811,12 +832,10 @@ mod tests {
             "{sent:?}"
         );
         let token = enqueue_token(&submit(&mut h, "m2", "b@corp.example"));
-        let sent = h.msg(
-            queue(),
-            Msg::EnqueueFailed {
-                token,
-                cause: EnqueueFailure::Store("no space left on device".into()),
-            },
+        let sent = enqueue_failed(
+            &mut h,
+            token,
+            EnqueueFailure::Store("no space left on device".into()),
         );
         assert!(
             matches!(&sent[0].1, Msg::ImDeliveredNotArchived { id, .. } if id == "m2"),
@@ -837,13 +856,7 @@ mod tests {
     fn critical_mode_rejects_the_im_and_shuts_down() {
         let mut h = fe(critical());
         let token = enqueue_token(&submit(&mut h, "m1", "b@corp.example"));
-        let sent = h.msg(
-            queue(),
-            Msg::EnqueueFailed {
-                token,
-                cause: EnqueueFailure::QuotaExceeded,
-            },
-        );
+        let sent = enqueue_failed(&mut h, token, EnqueueFailure::QuotaExceeded);
         assert!(matches!(
             &sent[0].1,
             Msg::ImRejected {
@@ -853,12 +866,7 @@ mod tests {
         ));
         assert_eq!(h.events(), vec!["critical_shutdown"]);
         // Every later IM, archivable or not, is refused explicitly.
-        let sent = h.msg(
-            crate::testkit::client_of("c@corp.example"),
-            Msg::SubmitIm {
-                im: im("m2", "c@corp.example", "d@corp.example"),
-            },
-        );
+        let sent = submit_as(&mut h, "c@corp.example", "m2", "d@corp.example");
         assert!(matches!(
             &sent[..],
             [(
@@ -874,23 +882,11 @@ mod tests {
     #[test]
     fn unhealthy_queue_shuts_down_and_health_resumes() {
         let mut h = fe(critical());
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: false,
-                reason: "delivery NACK".into(),
-            },
-        );
+        health(&mut h, false, "delivery NACK");
         assert!(h.actor().is_shut_down());
         let sent = submit(&mut h, "m1", "b@corp.example");
         assert!(matches!(&sent[..], [(_, Msg::ImRejected { .. })]));
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: true,
-                reason: "healthy".into(),
-            },
-        );
+        health(&mut h, true, "healthy");
         assert!(h.actor().is_shut_down(), "health must hold first");
         h.fire(Timer::CriticalResume);
         assert!(!h.actor().is_shut_down());
@@ -907,23 +903,14 @@ mod tests {
     #[test]
     fn resume_waits_until_health_has_held() {
         let mut h = fe(critical());
-        let health = |h: &mut Harness<FrontEnd>, ok: bool| {
-            h.msg(
-                queue(),
-                Msg::ArchivingHealth {
-                    ok,
-                    reason: "r".into(),
-                },
-            )
-        };
-        health(&mut h, false);
+        health(&mut h, false, "r");
         for _ in 0..5 {
-            health(&mut h, true);
-            health(&mut h, false);
+            health(&mut h, true, "r");
+            health(&mut h, false, "r");
         }
         assert!(h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown"], "no flapping");
-        health(&mut h, true);
+        health(&mut h, true, "r");
         h.fire(Timer::CriticalResume);
         assert!(!h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
@@ -937,26 +924,10 @@ mod tests {
             ..Settings::default()
         };
         let mut h = fe(s.clone());
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: false,
-                reason: "processing NACK".into(),
-            },
-        );
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: true,
-                reason: "healthy".into(),
-            },
-        );
+        health(&mut h, false, "processing NACK");
+        health(&mut h, true, "healthy");
         assert!(h.actor().is_shut_down(), "health alone does not resume");
-        let mut h2 = Harness::new(
-            Addr::new("fe1", ActorKind::FrontEnd),
-            FrontEnd::new("fe1", cluster(), s),
-        );
-        h2.start(h.store.clone());
+        let mut h2 = started(s, h.store.clone());
         assert!(h2.actor().is_shut_down(), "the shutdown survives a restart");
         // Over the wire: refused without a principal or with a user's,
         // done for an operator, who is told what was ended.
@@ -1003,26 +974,10 @@ mod tests {
     #[test]
     fn a_shutdown_survives_a_restart_until_the_queue_reports_healthy() {
         let mut h = fe(critical());
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: false,
-                reason: "quota".into(),
-            },
-        );
-        let mut h2 = Harness::new(
-            Addr::new("fe1", ActorKind::FrontEnd),
-            FrontEnd::new("fe1", cluster(), critical()),
-        );
-        h2.start(h.store.clone());
+        health(&mut h, false, "quota");
+        let mut h2 = started(critical(), h.store.clone());
         assert!(h2.actor().is_shut_down());
-        h2.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: true,
-                reason: "healthy".into(),
-            },
-        );
+        health(&mut h2, true, "healthy");
         h2.fire(Timer::CriticalResume);
         assert!(!h2.actor().is_shut_down());
         assert_eq!(h2.events(), vec!["front_end_started", "critical_resume"]);
@@ -1031,13 +986,7 @@ mod tests {
     #[test]
     fn health_reports_are_ignored_without_critical_mode() {
         let mut h = fe(Settings::default());
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: false,
-                reason: "delivery NACK".into(),
-            },
-        );
+        health(&mut h, false, "delivery NACK");
         assert!(!h.actor().is_shut_down());
     }
 
@@ -1066,12 +1015,7 @@ mod tests {
     #[test]
     fn policy_none_skips_the_queue() {
         let mut h = fe(Settings::default());
-        let sent = h.msg(
-            crate::testkit::client_of("c@corp.example"),
-            Msg::SubmitIm {
-                im: im("m2", "c@corp.example", "d@corp.example"),
-            },
-        );
+        let sent = submit_as(&mut h, "c@corp.example", "m2", "d@corp.example");
         assert!(
             matches!(&sent[..], [(c, Msg::ImAccepted { id, at: 0, .. })] if *c == crate::testkit::client_of("c@corp.example") && id == "m2"),
             "{sent:?}"
@@ -1142,12 +1086,7 @@ mod tests {
     #[test]
     fn wrong_home_and_unknown_recipient_are_rejected() {
         let mut h = fe(Settings::default());
-        let sent = h.msg(
-            crate::testkit::client_of("b@corp.example"),
-            Msg::SubmitIm {
-                im: im("m3", "b@corp.example", "a@corp.example"),
-            },
-        );
+        let sent = submit_as(&mut h, "b@corp.example", "m3", "a@corp.example");
         assert!(matches!(
             &sent[0].1,
             Msg::ImRejected {
@@ -1168,13 +1107,7 @@ mod tests {
     #[test]
     fn call_reports_are_queued_and_a_cdr_that_cannot_be_is_refused() {
         let mut h = fe(critical());
-        h.msg(
-            queue(),
-            Msg::ArchivingHealth {
-                ok: false,
-                reason: "delivery NACK".into(),
-            },
-        );
+        health(&mut h, false, "delivery NACK");
         let report = |id: &str, kind| CallReport {
             id: id.into(),
             kind,
@@ -1193,13 +1126,7 @@ mod tests {
             panic!("{sent:?}")
         };
         assert_eq!(record.kind, RecordKind::Cdr);
-        let sent = h.msg(
-            queue(),
-            Msg::EnqueueFailed {
-                token: *token,
-                cause: EnqueueFailure::QuotaExceeded,
-            },
-        );
+        let sent = enqueue_failed(&mut h, *token, EnqueueFailure::QuotaExceeded);
         assert!(
             matches!(&sent[..], [(_, Msg::ImRejected { .. })]),
             "the client keeps the CDR"
@@ -1211,13 +1138,7 @@ mod tests {
             },
         );
         let token = enqueue_token(&sent);
-        let sent = h.msg(
-            queue(),
-            Msg::EnqueueFailed {
-                token,
-                cause: EnqueueFailure::QuotaExceeded,
-            },
-        );
+        let sent = enqueue_failed(&mut h, token, EnqueueFailure::QuotaExceeded);
         assert!(
             matches!(&sent[..], [(_, Msg::ImAccepted { .. })]),
             "QoE may be dropped"

@@ -1057,6 +1057,20 @@ mod tests {
         Addr::new("chatdb", ActorKind::ChatStore)
     }
 
+    /// The chat store confirms the post of `token` as number `seq`.
+    fn appended(h: &mut Harness<Channel>, token: u64, seq: u64, post: Post) -> Vec<(Addr, Msg)> {
+        h.msg(store(), Msg::StoreAppended { token, seq, post })
+    }
+
+    /// Asserts that the first answer in `sent` refuses the request for
+    /// `reason`.
+    fn assert_refused(sent: &[(Addr, Msg)], reason: ChatReject) {
+        assert!(
+            matches!(&sent[0].1, Msg::ChatRejected { reason: r, .. } if *r == reason),
+            "{sent:?}"
+        );
+    }
+
     /// Joins `user` from client `c` and answers the store read with nothing.
     fn join(h: &mut Harness<Channel>, c: &str, user: &str, room: &str) -> Vec<(Addr, Msg)> {
         let sent = h.msg(
@@ -1112,14 +1126,7 @@ mod tests {
         };
         assert_eq!(sent[0].0, store());
         assert_eq!(p.author, "a");
-        let sent = h.msg(
-            store(),
-            Msg::StoreAppended {
-                token: *token,
-                seq: 1,
-                post: p.clone(),
-            },
-        );
+        let sent = appended(&mut h, *token, 1, p.clone());
         let to: Vec<(String, &str)> = sent
             .iter()
             .map(|(a, m)| (a.node.clone(), m.name()))
@@ -1151,36 +1158,17 @@ mod tests {
     fn an_ethical_wall_keeps_a_member_out() {
         let mut h = channel(Settings::default());
         let sent = join(&mut h, "user:w/3", "w", "general");
-        assert!(matches!(
-            sent[0].1,
-            Msg::ChatRejected {
-                reason: ChatReject::NotAllowed,
-                ..
-            }
-        ));
+        assert_refused(&sent, ChatReject::NotAllowed);
         join(&mut h, "user:a/1", "a", "general");
         let sent = post(&mut h, "user:a/1", "p1", "general");
         let Msg::StoreAppend { token, post: p } = &sent[0].1 else {
             panic!()
         };
-        let sent = h.msg(
-            store(),
-            Msg::StoreAppended {
-                token: *token,
-                seq: 1,
-                post: p.clone(),
-            },
-        );
+        let sent = appended(&mut h, *token, 1, p.clone());
         assert!(sent.iter().all(|(a, _)| a.node != "user:w/3"));
         // Not joined: a post is refused too.
         let sent = post(&mut h, "user:w/3", "p2", "general");
-        assert!(matches!(
-            sent[0].1,
-            Msg::ChatRejected {
-                reason: ChatReject::NotJoined,
-                ..
-            }
-        ));
+        assert_refused(&sent, ChatReject::NotJoined);
     }
 
     #[test]
@@ -1234,13 +1222,7 @@ mod tests {
         let mut h = channel(Settings::default());
         join(&mut h, "user:b/2", "b", "town-hall");
         let sent = post(&mut h, "user:b/2", "p1", "town-hall");
-        assert!(matches!(
-            sent[0].1,
-            Msg::ChatRejected {
-                reason: ChatReject::NotAllowed,
-                ..
-            }
-        ));
+        assert_refused(&sent, ChatReject::NotAllowed);
         join(&mut h, "user:a/1", "a", "town-hall");
         assert!(matches!(
             post(&mut h, "user:a/1", "p2", "town-hall")[0].1,
@@ -1295,13 +1277,7 @@ mod tests {
         });
         join(&mut h, "user:a/1", "a", "general");
         let sent = join(&mut h, "user:b/2", "b", "general");
-        assert!(matches!(
-            sent[0].1,
-            Msg::ChatRejected {
-                reason: ChatReject::Busy,
-                ..
-            }
-        ));
+        assert_refused(&sent, ChatReject::Busy);
         // The existing session may still join more rooms.
         assert!(matches!(
             join(&mut h, "user:a/1", "a", "town-hall")[0].1,
@@ -1318,21 +1294,8 @@ mod tests {
             panic!()
         };
         let sent = h.fire(Timer::StoreTimeout);
-        assert!(matches!(
-            sent[0].1,
-            Msg::ChatRejected {
-                reason: ChatReject::StoreUnavailable,
-                ..
-            }
-        ));
-        let sent = h.msg(
-            store(),
-            Msg::StoreAppended {
-                token,
-                seq: 1,
-                post: p,
-            },
-        );
+        assert_refused(&sent, ChatReject::StoreUnavailable);
+        let sent = appended(&mut h, token, 1, p);
         assert!(sent.is_empty());
     }
 

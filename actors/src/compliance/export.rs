@@ -1036,15 +1036,20 @@ mod tests {
             .collect()
     }
 
+    /// An event for each of `texts`, numbered from `first`.
+    fn events_of(texts: &[String], first: u64) -> Vec<ComplianceEvent> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(j, s)| event_with(first + j as u64, s, None))
+            .collect()
+    }
+
     #[test]
     fn xml_export_is_well_formed_for_any_text_random_strings() {
         let strings = nasty_strings(5000);
         for (i, chunk) in strings.chunks(250).enumerate() {
-            let events: Vec<ComplianceEvent> = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, s)| event_with((i * 250 + j) as u64, s, None))
-                .collect();
+            let events = events_of(chunk, (i * 250) as u64);
             assert_eq!(round_trip(ExportFormat::Xml, &events), expected(&events));
         }
     }
@@ -1060,11 +1065,7 @@ mod tests {
         all.extend(strings);
         for format in [ExportFormat::JsonLines, ExportFormat::Csv] {
             for (i, chunk) in all.chunks(1000).enumerate() {
-                let events: Vec<ComplianceEvent> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(j, s)| event_with((i * 1000 + j) as u64, s, None))
-                    .collect();
+                let events = events_of(chunk, (i * 1000) as u64);
                 assert_eq!(round_trip(format, &events), expected(&events), "{format:?}");
             }
         }

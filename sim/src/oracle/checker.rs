@@ -600,28 +600,26 @@ mod tests {
     /// seen.
     #[test]
     fn a_row_under_another_message_id_is_corrupted() {
-        let ops = vec![op("1", ok(), true)];
-        let mut r = row(1, &ops[0], 1);
-        r.record.id = "not-the-assigned-one".into();
-        let c = check(&Observed {
-            ops,
-            rows: vec![r],
-            ..Default::default()
-        });
+        let c = check_changed_row(|r| r.record.id = "not-the-assigned-one".into());
         assert_eq!(c.corrupted, 1);
     }
 
     #[test]
     fn corrupted_content_is_seen() {
+        let c = check_changed_row(|r| r.record.to = "mallory@corp.example".into());
+        assert_eq!(c.corrupted, 1);
+    }
+
+    /// The counts of one accepted request whose row `change` altered.
+    fn check_changed_row(change: impl FnOnce(&mut Row)) -> Counts {
         let ops = vec![op("1", ok(), true)];
         let mut r = row(1, &ops[0], 1);
-        r.record.to = "mallory@corp.example".into();
-        let c = check(&Observed {
+        change(&mut r);
+        check(&Observed {
             ops,
             rows: vec![r],
             ..Default::default()
-        });
-        assert_eq!(c.corrupted, 1);
+        })
     }
 
     #[test]

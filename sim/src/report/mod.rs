@@ -139,15 +139,7 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     if let Some(ch) = &r.chat {
         chat_failures(e, ch, !scn.chat.is_empty(), &mut f);
     }
-    if let Some(n) = e.lost {
-        if c.lost != n {
-            f.push(format!(
-                "lost = {} (expected {n}); e.g. {:?}",
-                c.lost,
-                c.examples.get("lost").cloned().unwrap_or_default()
-            ));
-        }
-    }
+    exact(&mut f, "lost", c.lost, e.lost, c.examples.get("lost"));
     if let Some(bound) = e.accept_p99_max_ms {
         if c.accept_latency_ms[1] > bound {
             f.push(format!(
@@ -171,52 +163,36 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             ));
         }
     }
-    if let Some(n) = e.parked_max {
-        if c.parked > n {
-            f.push(format!(
-                "parked = {} (expected at most {n}); e.g. {:?}",
-                c.parked,
-                c.examples.get("parked").cloned().unwrap_or_default()
-            ));
-        }
-    }
-    if let Some(n) = e.parked_min {
-        if c.parked < n {
-            f.push(format!("parked = {} (expected at least {n})", c.parked));
-        }
-    }
-    if let Some(n) = e.lost_reported_max {
-        if c.lost_reported > n {
-            f.push(format!(
-                "lost_reported = {} (expected at most {n}); e.g. {:?}",
-                c.lost_reported,
-                c.examples.get("lost_reported").cloned().unwrap_or_default()
-            ));
-        }
-    }
-    if let Some(n) = e.lost_min {
-        if c.lost < n {
-            f.push(format!("lost = {} (expected at least {n})", c.lost));
-        }
-    }
-    if let Some(n) = e.duplicates {
-        if c.duplicates != n {
-            f.push(format!(
-                "duplicates = {} (expected {n}); e.g. {:?}",
-                c.duplicates,
-                c.examples.get("duplicates").cloned().unwrap_or_default()
-            ));
-        }
-    }
-    if let Some(n) = e.phantoms {
-        if c.phantoms != n {
-            f.push(format!(
-                "phantoms = {} (expected {n}); e.g. {:?}",
-                c.phantoms,
-                c.examples.get("phantoms").cloned().unwrap_or_default()
-            ));
-        }
-    }
+    at_most(
+        &mut f,
+        "parked",
+        c.parked,
+        e.parked_max,
+        c.examples.get("parked"),
+    );
+    at_least(&mut f, "parked", c.parked, e.parked_min);
+    at_most(
+        &mut f,
+        "lost_reported",
+        c.lost_reported,
+        e.lost_reported_max,
+        c.examples.get("lost_reported"),
+    );
+    at_least(&mut f, "lost", c.lost, e.lost_min);
+    exact(
+        &mut f,
+        "duplicates",
+        c.duplicates,
+        e.duplicates,
+        c.examples.get("duplicates"),
+    );
+    exact(
+        &mut f,
+        "phantoms",
+        c.phantoms,
+        e.phantoms,
+        c.examples.get("phantoms"),
+    );
     if c.corrupted > 0 {
         f.push(format!(
             "corrupted = {}: archived content differs from what was sent; e.g. {:?}",
@@ -224,49 +200,23 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             c.examples.get("corrupted").cloned().unwrap_or_default()
         ));
     }
-    if let Some(n) = e.accepted_min {
-        if c.accepted < n {
-            f.push(format!("accepted = {} (expected at least {n})", c.accepted));
-        }
-    }
-    if let Some(n) = e.rejected_min {
-        if c.rejected < n {
-            f.push(format!("rejected = {} (expected at least {n})", c.rejected));
-        }
-    }
-    if let Some(n) = e.qoe_dropped_min {
-        if c.qoe_dropped < n {
-            f.push(format!(
-                "qoe_dropped = {} (expected at least {n})",
-                c.qoe_dropped
-            ));
-        }
-    }
-    if let Some(n) = e.delivered_not_archived_min {
-        if c.delivered_not_archived < n {
-            f.push(format!(
-                "delivered_not_archived = {} (expected at least {n})",
-                c.delivered_not_archived
-            ));
-        }
-    }
-    if let Some(n) = e.delivered_not_archived {
-        if c.delivered_not_archived != n {
-            f.push(format!(
-                "delivered_not_archived = {} (expected {n}); e.g. {:?}",
-                c.delivered_not_archived,
-                c.examples
-                    .get("delivered_not_archived")
-                    .cloned()
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    if let Some(n) = e.pending_min {
-        if c.pending < n {
-            f.push(format!("pending = {} (expected at least {n})", c.pending));
-        }
-    }
+    at_least(&mut f, "accepted", c.accepted, e.accepted_min);
+    at_least(&mut f, "rejected", c.rejected, e.rejected_min);
+    at_least(&mut f, "qoe_dropped", c.qoe_dropped, e.qoe_dropped_min);
+    at_least(
+        &mut f,
+        "delivered_not_archived",
+        c.delivered_not_archived,
+        e.delivered_not_archived_min,
+    );
+    exact(
+        &mut f,
+        "delivered_not_archived",
+        c.delivered_not_archived,
+        e.delivered_not_archived,
+        c.examples.get("delivered_not_archived"),
+    );
+    at_least(&mut f, "pending", c.pending, e.pending_min);
     if let Some(by) = e.drained_by_ms {
         if c.archivable_accepted == 0 {
             f.push("drained_by: nothing archivable was accepted, so nothing could drain".into());
@@ -388,15 +338,7 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
     if workload && c.accepted == 0 {
         f.push("the chat workload had no post accepted: the run proves nothing".to_string());
     }
-    if let Some(n) = e.chat_lost {
-        if c.lost != n {
-            f.push(format!(
-                "chat lost = {} (expected {n}); e.g. {:?}",
-                c.lost,
-                ex("lost")
-            ));
-        }
-    }
+    exact(f, "chat lost", c.lost, e.chat_lost, c.examples.get("lost"));
     if c.duplicates > 0 {
         f.push(format!(
             "chat duplicates = {}: a post stored twice; e.g. {:?}",
@@ -451,14 +393,12 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
                 ));
             }
         }
-        if let Some(min) = e.compliance_exported_min {
-            if cc.exported < min {
-                f.push(format!(
-                    "compliance exported = {} (expected at least {min})",
-                    cc.exported
-                ));
-            }
-        }
+        at_least(
+            f,
+            "compliance exported",
+            cc.exported,
+            e.compliance_exported_min,
+        );
     }
     if c.wall_breaches > 0 {
         f.push(format!(
@@ -467,15 +407,13 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
             ex("wall_breaches")
         ));
     }
-    if let Some(n) = e.chat_missed {
-        if c.missed != n {
-            f.push(format!(
-                "chat missed deliveries = {} (expected {n}); e.g. {:?}",
-                c.missed,
-                ex("missed")
-            ));
-        }
-    }
+    exact(
+        f,
+        "chat missed deliveries",
+        c.missed,
+        e.chat_missed,
+        c.examples.get("missed"),
+    );
     for (what, got, min) in [
         ("chat missed deliveries", c.missed, e.chat_missed_min),
         ("chat accepted", c.accepted, e.chat_accepted_min),
@@ -487,10 +425,52 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
             e.chat_refused_joins_min,
         ),
     ] {
-        if let Some(min) = min {
-            if got < min {
-                f.push(format!("{what} = {got} (expected at least {min})"));
-            }
+        at_least(f, what, got, min);
+    }
+}
+
+/// A count the file expects to be exactly `expected`: the sentence when it
+/// is not, with the `examples` of it the checker kept.
+fn exact<T: Clone + std::fmt::Debug>(
+    f: &mut Vec<String>,
+    what: &str,
+    got: u64,
+    expected: Option<u64>,
+    examples: Option<&Vec<T>>,
+) {
+    if let Some(n) = expected {
+        if got != n {
+            let examples = examples.cloned().unwrap_or_default();
+            f.push(format!("{what} = {got} (expected {n}); e.g. {examples:?}"));
+        }
+    }
+}
+
+/// A count the file bounds from above by `max`: the sentence when it goes
+/// over, with the `examples` of it the checker kept.
+fn at_most<T: Clone + std::fmt::Debug>(
+    f: &mut Vec<String>,
+    what: &str,
+    got: u64,
+    max: Option<u64>,
+    examples: Option<&Vec<T>>,
+) {
+    if let Some(n) = max {
+        if got > n {
+            let examples = examples.cloned().unwrap_or_default();
+            f.push(format!(
+                "{what} = {got} (expected at most {n}); e.g. {examples:?}"
+            ));
+        }
+    }
+}
+
+/// A count the file bounds from below by `min`: the sentence when it falls
+/// short.
+fn at_least(f: &mut Vec<String>, what: &str, got: u64, min: Option<u64>) {
+    if let Some(n) = min {
+        if got < n {
+            f.push(format!("{what} = {got} (expected at least {n})"));
         }
     }
 }

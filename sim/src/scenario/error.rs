@@ -82,6 +82,41 @@ impl Ctx<'_> {
         }
         units::duration_ms(v.get_ref()).map_err(|m| self.err(&v.span(), key, m))
     }
+    /// Refuses the first of `keys` that was given where it does not belong,
+    /// as `{table}.{key}` at where it was given; `keys` pairs each key with
+    /// that place, when it was given.
+    pub(super) fn refuse_given<'k>(
+        &self,
+        table: &str,
+        keys: impl IntoIterator<Item = (&'k str, Option<Range<usize>>)>,
+        why: &str,
+    ) -> Result<(), ScenarioError> {
+        for (key, given) in keys {
+            if let Some(span) = given {
+                return Err(self.err(&span, &format!("{table}.{key}"), why));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::dur`] of a key that may be left out.
+    pub(super) fn opt_dur(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Result<Option<u64>, ScenarioError> {
+        v.as_ref().map(|v| self.dur(v, key)).transpose()
+    }
+
+    /// [`Ctx::dur_range`] of a key that may be left out.
+    pub(super) fn opt_dur_range(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Result<Option<(u64, u64)>, ScenarioError> {
+        v.as_ref().map(|v| self.dur_range(v, key)).transpose()
+    }
+
     /// A duration or a range of durations `"lo..hi"`.
     pub(super) fn dur_range(
         &self,

@@ -41,37 +41,24 @@ pub(super) fn expect(
     Ok(Expect {
         compliance_exported_min: e.compliance_exported_min,
         gauge_min,
-        critical_shutdown_within_ms: e
-            .critical_shutdown_within
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.critical_shutdown_within"))
-            .transpose()?,
+        critical_shutdown_within_ms: cx.opt_dur(
+            &e.critical_shutdown_within,
+            "expect.critical_shutdown_within",
+        )?,
         critical_shutdowns: e.critical_shutdowns,
-        shutdowns_end_by_ms: e
-            .shutdowns_end_by
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.shutdowns_end_by"))
-            .transpose()?,
+        shutdowns_end_by_ms: cx.opt_dur(&e.shutdowns_end_by, "expect.shutdowns_end_by")?,
         no_accept_while_shut_down: e.no_accept_while_shut_down,
         events_order: cx.events(&e.events_order, "expect.events_order")?,
         // With a chat workload, nothing accepted may be lost or missed
         // unless the file says otherwise.
         chat_lost: e.chat_lost.or(chat.then_some(0)),
-        chat_missed: if e.chat_missed_min.is_some() {
-            e.chat_missed
-        } else {
-            e.chat_missed.or(chat.then_some(0))
-        },
+        chat_missed: exact_unless_min(e.chat_missed, e.chat_missed_min, chat.then_some(0)),
         chat_missed_min: e.chat_missed_min,
         chat_accepted_min: e.chat_accepted_min,
         chat_busy_min: e.chat_busy_min,
         chat_reconnects_min: e.chat_reconnects_min,
         chat_refused_joins_min: e.chat_refused_joins_min,
-        lost: if e.lost_min.is_some() {
-            e.lost
-        } else {
-            Some(e.lost.unwrap_or(0))
-        },
+        lost: exact_unless_min(e.lost, e.lost_min, Some(0)),
         lost_min: e.lost_min,
         lost_reported_max: Some(e.lost_reported_max.unwrap_or(0)),
         parked_max: Some(e.parked_max.unwrap_or(0)),
@@ -82,22 +69,25 @@ pub(super) fn expect(
         rejected_min: e.rejected_min,
         pending_min: e.pending_min,
         qoe_dropped_min: e.qoe_dropped_min,
-        delivered_not_archived: if e.delivered_not_archived_min.is_some() {
-            e.delivered_not_archived
-        } else {
-            Some(e.delivered_not_archived.unwrap_or(0))
-        },
+        delivered_not_archived: exact_unless_min(
+            e.delivered_not_archived,
+            e.delivered_not_archived_min,
+            Some(0),
+        ),
         delivered_not_archived_min: e.delivered_not_archived_min,
-        accept_p99_max_ms: e
-            .accept_p99_max
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.accept_p99_max"))
-            .transpose()?,
-        drained_by_ms: e
-            .drained_by
-            .as_ref()
-            .map(|d| cx.dur(d, "expect.drained_by"))
-            .transpose()?,
+        accept_p99_max_ms: cx.opt_dur(&e.accept_p99_max, "expect.accept_p99_max")?,
+        drained_by_ms: cx.opt_dur(&e.drained_by, "expect.drained_by")?,
         events_include: cx.events(&e.events_include, "expect.events_include")?,
     })
+}
+
+/// A count's exact expectation: as the file gives it, or `default` when
+/// the file gives neither it nor a minimum (a minimum alone leaves the
+/// count free above it).
+fn exact_unless_min(exact: Option<u64>, min: Option<u64>, default: Option<u64>) -> Option<u64> {
+    if min.is_some() {
+        exact
+    } else {
+        exact.or(default)
+    }
 }

@@ -35,11 +35,7 @@ pub(super) fn faults(
         // `fi`: index among the concrete faults; `ri`: the entry in the file.
         let fi = faults.len();
         let (start_ms, start_hi) = cx.dur_range(&f.start, "fault.start")?;
-        let duration_range = f
-            .duration
-            .as_ref()
-            .map(|d| cx.dur_range(d, "fault.duration"))
-            .transpose()?;
+        let duration_range = cx.opt_dur_range(&f.duration, "fault.duration")?;
         if start_hi >= duration_ms {
             return Err(cx.err(
                 &f.start.span(),
@@ -87,36 +83,30 @@ fn fault(
     if f.kind.get_ref() == "corrupt" && fault_duration.is_none() {
         fault_duration = Some(1000);
     }
-    for (key, v) in [
-        ("kinds", f.kinds.is_some()),
-        ("targets", f.targets.is_some()),
-        ("every", f.every.is_some()),
-        ("stop", f.stop.is_some()),
-        ("links", f.links.is_some()),
-    ] {
-        if v {
-            return Err(cx.err(
-                &f.kind.span(),
-                &format!("fault.{key}"),
-                "only a random or swizzle fault takes this key",
-            ));
-        }
-    }
-    if start_hi > start_ms {
-        draws.push(Draw {
-            target: DrawTarget::FaultStart(fi),
-            lo: start_ms as f64,
-            hi: start_hi as f64,
-            label: format!("fault[{ri}].start"),
-        });
-    }
-    if let Some((lo, hi)) = duration_range.filter(|(lo, hi)| hi > lo) {
-        draws.push(Draw {
-            target: DrawTarget::FaultDuration(fi),
-            lo: lo as f64,
-            hi: hi as f64,
-            label: format!("fault[{ri}].duration"),
-        });
+    let at_kind = |given: bool| given.then(|| f.kind.span());
+    cx.refuse_given(
+        "fault",
+        [
+            ("kinds", at_kind(f.kinds.is_some())),
+            ("targets", at_kind(f.targets.is_some())),
+            ("every", at_kind(f.every.is_some())),
+            ("stop", at_kind(f.stop.is_some())),
+            ("links", at_kind(f.links.is_some())),
+        ],
+        "only a random or swizzle fault takes this key",
+    )?;
+    let (lo, hi) = (start_ms as f64, start_hi as f64);
+    let label = format!("fault[{ri}].start");
+    Draw::add_range(draws, DrawTarget::FaultStart(fi), lo, hi, label);
+    if let Some((lo, hi)) = duration_range {
+        let label = format!("fault[{ri}].duration");
+        Draw::add_range(
+            draws,
+            DrawTarget::FaultDuration(fi),
+            lo as f64,
+            hi as f64,
+            label,
+        );
     }
     if fault_duration == Some(0) {
         return Err(cx.err(
@@ -181,9 +171,7 @@ fn fault(
         "slow" => {
             let d = f.delay.as_ref().ok_or_else(|| cx.err(&f.kind.span(), "fault.delay", "a slow fault needs `delay`, like \"200ms\""))?;
             let (lo, hi) = cx.dur_range(d, "fault.delay")?;
-            if hi > lo {
-                draws.push(Draw { target: DrawTarget::FaultDelay(fi), lo: lo as f64, hi: hi as f64, label: format!("fault[{ri}].delay") });
-            }
+            Draw::add_range(draws, DrawTarget::FaultDelay(fi), lo as f64, hi as f64, format!("fault[{ri}].delay"));
             FaultKind::Slow { node: node("fault.node")?, delay_ms: lo }
         }
         "disk_full" => FaultKind::DiskFull { node: node("fault.node")? },
@@ -228,14 +216,16 @@ fn fault(
             "only a db_refuses fault takes this key",
         ));
     }
-    for (key, given) in [("bytes", f.bytes.is_some()), ("file", f.file.is_some())] {
-        if given && !matches!(kind, FaultKind::Corrupt { .. }) {
-            return Err(cx.err(
-                &f.kind.span(),
-                &format!("fault.{key}"),
-                "only a corrupt fault takes this key",
-            ));
-        }
+    if !matches!(kind, FaultKind::Corrupt { .. }) {
+        let at_kind = |given: bool| given.then(|| f.kind.span());
+        cx.refuse_given(
+            "fault",
+            [
+                ("bytes", at_kind(f.bytes.is_some())),
+                ("file", at_kind(f.file.is_some())),
+            ],
+            "only a corrupt fault takes this key",
+        )?;
     }
     if let (false, Some(b)) = (matches!(kind, FaultKind::Partition { .. }), &f.between) {
         return Err(cx.err(

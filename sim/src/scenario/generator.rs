@@ -172,12 +172,7 @@ pub(super) fn generator(
     if every_ms == 0 {
         return Err(cx.err(&every.span(), "fault.every", "must be longer than 0s"));
     }
-    let stop_ms = f
-        .stop
-        .as_ref()
-        .map(|s| cx.dur(s, "fault.stop"))
-        .transpose()?
-        .unwrap_or(run_ms);
+    let stop_ms = cx.opt_dur(&f.stop, "fault.stop")?.unwrap_or(run_ms);
     if stop_ms <= start_ms || stop_ms > run_ms {
         return Err(cx.err(
             &f.kind.span(),
@@ -185,11 +180,8 @@ pub(super) fn generator(
             "must be after `start` and within the run",
         ));
     }
-    let delay = f
-        .delay
-        .as_ref()
-        .map(|d| cx.dur_range(d, "fault.delay"))
-        .transpose()?
+    let delay = cx
+        .opt_dur_range(&f.delay, "fault.delay")?
         .unwrap_or((20, 200));
     // A kind that can never hit any of the targets would make seeds pass
     // without testing anything.

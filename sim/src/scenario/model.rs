@@ -43,6 +43,27 @@ pub struct Draw {
     pub label: String,
 }
 
+impl Draw {
+    /// Adds to `draws` the draw of `target` (called `label`) from `lo..hi`,
+    /// when that is a range rather than a single value.
+    pub(super) fn add_range(
+        draws: &mut Vec<Draw>,
+        target: DrawTarget,
+        lo: f64,
+        hi: f64,
+        label: String,
+    ) {
+        if hi > lo {
+            draws.push(Draw {
+                target,
+                lo,
+                hi,
+                label,
+            });
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DrawTarget {
     WorkloadUsers(usize),

@@ -67,18 +67,8 @@ fn hostile_workload(
             "one number of requests per second, over 0 and at most 1000",
         ));
     }
-    let start_ms = w
-        .start
-        .as_ref()
-        .map(|d| cx.dur(d, "workload.start"))
-        .transpose()?
-        .unwrap_or(0);
-    let stop_ms = w
-        .stop
-        .as_ref()
-        .map(|d| cx.dur(d, "workload.stop"))
-        .transpose()?
-        .unwrap_or(duration_ms);
+    let start_ms = cx.opt_dur(&w.start, "workload.start")?.unwrap_or(0);
+    let stop_ms = cx.opt_dur(&w.stop, "workload.stop")?.unwrap_or(duration_ms);
     if stop_ms <= start_ms || stop_ms > duration_ms {
         return Err(cx.err(
             &w.kind.span(),
@@ -86,26 +76,23 @@ fn hostile_workload(
             "must be after start and within the run",
         ));
     }
-    for (key, given) in [
-        ("size", w.size.is_some()),
-        ("archive", w.archive.is_some()),
-        ("external", w.external.is_some()),
-        ("front_ends", w.front_ends.is_some()),
-        ("rooms", w.rooms.is_some()),
-        ("walled", w.walled.is_some()),
-        ("sync", w.sync.is_some()),
-        ("managed", w.managed.is_some()),
-        ("churn", w.churn.is_some()),
-        ("repair", w.repair.is_some()),
-    ] {
-        if given {
-            return Err(cx.err(
-                &w.kind.span(),
-                &format!("workload.{key}"),
-                "a hostile workload does not take this key",
-            ));
-        }
-    }
+    let at_kind = |given: bool| given.then(|| w.kind.span());
+    cx.refuse_given(
+        "workload",
+        [
+            ("size", at_kind(w.size.is_some())),
+            ("archive", at_kind(w.archive.is_some())),
+            ("external", at_kind(w.external.is_some())),
+            ("front_ends", at_kind(w.front_ends.is_some())),
+            ("rooms", at_kind(w.rooms.is_some())),
+            ("walled", at_kind(w.walled.is_some())),
+            ("sync", at_kind(w.sync.is_some())),
+            ("managed", at_kind(w.managed.is_some())),
+            ("churn", at_kind(w.churn.is_some())),
+            ("repair", at_kind(w.repair.is_some())),
+        ],
+        "a hostile workload does not take this key",
+    )?;
     Ok(HostileWorkload {
         attacks,
         clients: clients as u64,
@@ -137,19 +124,15 @@ fn chat_workload(
             "a chat workload needs Channel servers: set topology.channels (and topology.lookups)",
         ));
     }
-    for (key, given) in [
-        ("archive", w.archive.as_ref().map(|a| a.span())),
-        ("external", w.external.as_ref().map(|e| e.span())),
-        ("front_ends", w.front_ends.as_ref().map(|e| e.span())),
-    ] {
-        if let Some(span) = given {
-            return Err(cx.err(
-                &span,
-                &format!("workload.{key}"),
-                "a chat workload does not take this key",
-            ));
-        }
-    }
+    cx.refuse_given(
+        "workload",
+        [
+            ("archive", w.archive.as_ref().map(|a| a.span())),
+            ("external", w.external.as_ref().map(|e| e.span())),
+            ("front_ends", w.front_ends.as_ref().map(|e| e.span())),
+        ],
+        "a chat workload does not take this key",
+    )?;
     let (users, users_hi) = cx.num_range(&w.users, "workload.users")?;
     let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
     if users_hi > users || rate_hi > rate {
@@ -300,21 +283,17 @@ fn im_workload(
     draws: &mut Vec<Draw>,
 ) -> Result<ImWorkload, ScenarioError> {
     let kind = w.kind.get_ref().as_str();
-    for (key, given) in [
-        ("rooms", w.rooms.as_ref().map(|r| r.span())),
-        ("walled", w.walled.as_ref().map(|r| r.span())),
-        ("sync", w.sync.as_ref().map(|r| r.span())),
-        ("managed", w.managed.as_ref().map(|r| r.span())),
-        ("churn", w.churn.as_ref().map(|r| r.span())),
-    ] {
-        if let Some(span) = given {
-            return Err(cx.err(
-                &span,
-                &format!("workload.{key}"),
-                "only a chat workload takes this key",
-            ));
-        }
-    }
+    cx.refuse_given(
+        "workload",
+        [
+            ("rooms", w.rooms.as_ref().map(|r| r.span())),
+            ("walled", w.walled.as_ref().map(|r| r.span())),
+            ("sync", w.sync.as_ref().map(|r| r.span())),
+            ("managed", w.managed.as_ref().map(|r| r.span())),
+            ("churn", w.churn.as_ref().map(|r| r.span())),
+        ],
+        "only a chat workload takes this key",
+    )?;
     let record_kind = match kind {
         "im" => RecordKind::Im,
         "cdr" => RecordKind::Cdr,
@@ -343,23 +322,17 @@ fn im_workload(
         ));
     }
     let users = users_lo as u64;
-    if users_hi > users_lo {
-        draws.push(Draw {
-            target: DrawTarget::WorkloadUsers(wi),
-            lo: users_lo,
-            hi: users_hi,
-            label: format!("workload[{wi}].users"),
-        });
-    }
+    let label = format!("workload[{wi}].users");
+    Draw::add_range(
+        draws,
+        DrawTarget::WorkloadUsers(wi),
+        users_lo,
+        users_hi,
+        label,
+    );
     let (rate, rate_hi) = cx.num_range(&w.rate, "workload.rate")?;
-    if rate_hi > rate {
-        draws.push(Draw {
-            target: DrawTarget::WorkloadRate(wi),
-            lo: rate,
-            hi: rate_hi,
-            label: format!("workload[{wi}].rate"),
-        });
-    }
+    let label = format!("workload[{wi}].rate");
+    Draw::add_range(draws, DrawTarget::WorkloadRate(wi), rate, rate_hi, label);
     if rate_hi > 10_000.0 {
         return Err(cx.err(
             &w.rate.span(),
@@ -392,34 +365,18 @@ fn im_workload(
             "at most 1 MiB per message body",
         ));
     }
-    let (start_ms, start_hi) = w
-        .start
-        .as_ref()
-        .map(|s| cx.dur_range(s, "workload.start"))
-        .transpose()?
+    let (start_ms, start_hi) = cx
+        .opt_dur_range(&w.start, "workload.start")?
         .unwrap_or((0, 0));
-    let (stop_ms, stop_hi) = w
-        .stop
-        .as_ref()
-        .map(|s| cx.dur_range(s, "workload.stop"))
-        .transpose()?
+    let (stop_ms, stop_hi) = cx
+        .opt_dur_range(&w.stop, "workload.stop")?
         .unwrap_or((duration_ms, duration_ms));
-    if start_hi > start_ms {
-        draws.push(Draw {
-            target: DrawTarget::WorkloadStart(wi),
-            lo: start_ms as f64,
-            hi: start_hi as f64,
-            label: format!("workload[{wi}].start"),
-        });
-    }
-    if stop_hi > stop_ms {
-        draws.push(Draw {
-            target: DrawTarget::WorkloadStop(wi),
-            lo: stop_ms as f64,
-            hi: stop_hi as f64,
-            label: format!("workload[{wi}].stop"),
-        });
-    }
+    let (lo, hi) = (start_ms as f64, start_hi as f64);
+    let label = format!("workload[{wi}].start");
+    Draw::add_range(draws, DrawTarget::WorkloadStart(wi), lo, hi, label);
+    let (lo, hi) = (stop_ms as f64, stop_hi as f64);
+    let label = format!("workload[{wi}].stop");
+    Draw::add_range(draws, DrawTarget::WorkloadStop(wi), lo, hi, label);
     if stop_ms <= start_hi || stop_hi > duration_ms {
         let span = w.stop.as_ref().map(|s| s.span()).unwrap_or(w.kind.span());
         return Err(cx.err(
