@@ -41,13 +41,13 @@
 //!
 //! This module is the actor and its wiring (numbering, store writes,
 //! recovery, resync after damage, the health report); each concern keeps
-//! its own state: [`link`] (window, acknowledgements, probes, go-back-N),
-//! [`heartbeat`] (beats and the link's health), [`quota`] and [`expiry`]
-//! (late records and the dead-letter queue).
+//! its own state: the [`Link`] (window, acknowledgements, probes,
+//! go-back-N; shared with the compliance outboxes), [`heartbeat`] (beats
+//! and the link's health), [`quota`] and [`expiry`] (late records and the
+//! dead-letter queue).
 
 mod expiry;
 mod heartbeat;
-mod link;
 mod quota;
 
 pub use heartbeat::LinkHealth;
@@ -55,6 +55,7 @@ pub use heartbeat::LinkHealth;
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::link::{Acked, Link};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
@@ -63,7 +64,6 @@ use crate::core::store_keys::{
 };
 use expiry::Expiry;
 use heartbeat::Heartbeats;
-use link::{Acked, Link};
 use quota::{Quota, QuotaNote};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,7 +5,9 @@
 //!
 //! It is pure: it holds the items and the link's positions, and says what
 //! to send and when to set the resend timer; the caller sends, persists
-//! and sets timers.
+//! and sets timers. The outgoing queue sends each item as a transfer inside
+//! a window and probes after a silence; a compliance outbox sends a batch
+//! at a time (a window of one batch) and goes back on its resend timer.
 
 use crate::core::ids::Millis;
 use std::collections::BTreeMap;
@@ -36,6 +38,7 @@ pub struct Probe<T> {
     pub probe: u64,
 }
 
+#[derive(Debug)]
 pub struct Link<T> {
     /// Items held and not yet acknowledged (and, until the caller removes
     /// them, acknowledged ones not yet deleted).
@@ -165,15 +168,25 @@ impl<T: Clone> Link<T> {
 
     /// Takes what the window lets out, in order.
     pub fn take_sendable(&mut self) -> Sending<T> {
+        self.take_sendable_while(|_| true)
+    }
+
+    /// Takes what the window lets out, in order, while `more` accepts the
+    /// next item (it sees each item once, before it is taken).
+    pub fn take_sendable_while(&mut self, mut more: impl FnMut(&T) -> bool) -> Sending<T> {
         let last = self.last();
         let mut items = Vec::new();
         let mut missing = None;
         while self.sent < last && self.sent - self.acked < self.window {
             let seq = self.sent + 1;
-            let Some(item) = self.items.get(&seq).cloned() else {
+            let Some(item) = self.items.get(&seq) else {
                 missing = Some(seq);
                 break;
             };
+            if !more(item) {
+                break;
+            }
+            let item = item.clone();
             self.sent = seq;
             items.push((seq, item));
         }
