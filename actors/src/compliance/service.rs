@@ -887,6 +887,66 @@ mod tests {
         assert_eq!(again.record(vec![new(3)]).0[0].seq, 3);
     }
 
+    /// A confirmation of part of the batch in flight waits for the rest;
+    /// one that confirms nothing new, or the resend timer, sends again from
+    /// the first event not staged.
+    #[test]
+    fn an_outbox_keeps_one_batch_in_flight_and_goes_back_when_nothing_is_confirmed() {
+        let me = Addr::new("chatdb", ActorKind::ChatStore);
+        let comp = Addr::new("comp1", ActorKind::Compliance);
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut ob = Outbox::new("chatdb", Some("comp1".into()));
+        let new = |n: u64| NewEvent {
+            kind: EventKind::Post,
+            room: "r".into(),
+            user: "u".into(),
+            at: n,
+            item: format!("p{n}"),
+            text: String::new(),
+            details: BTreeMap::new(),
+        };
+        let batches = |ctx: Ctx| -> Vec<Vec<u64>> {
+            ctx.into_effects()
+                .into_iter()
+                .filter_map(|e| match e {
+                    crate::core::actor::Effect::Send {
+                        msg: Msg::ComplianceBatch { events },
+                        ..
+                    } => Some(events.iter().map(|e| e.seq).collect()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (evs, _) = ob.record(vec![new(1), new(2), new(3)]);
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        ob.committed(evs, &mut ctx);
+        assert_eq!(batches(ctx), vec![vec![1, 2, 3]]);
+        // Committed while a batch is in flight: it waits.
+        let (evs, _) = ob.record(vec![new(4)]);
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        ob.committed(evs, &mut ctx);
+        assert!(batches(ctx).is_empty());
+        // Part of the batch staged: deleted, the rest awaited.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert_eq!(ob.staged(&comp, 2, &mut ctx).len(), 2);
+        assert!(batches(ctx).is_empty());
+        // Nothing new: the service lacks 3; send again from there.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert!(ob.staged(&comp, 2, &mut ctx).is_empty());
+        assert_eq!(batches(ctx), vec![vec![3, 4]]);
+        // No answer in time: the same again.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        ob.resend(&mut ctx);
+        assert_eq!(batches(ctx), vec![vec![3, 4]]);
+        // A confirmation from elsewhere is ignored.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert!(ob.staged(&me, 4, &mut ctx).is_empty());
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert_eq!(ob.staged(&comp, 4, &mut ctx).len(), 2);
+        assert!(batches(ctx).is_empty());
+        assert!(ob.is_empty());
+    }
+
     /// Runs an export (the timer), its output answered with `written`;
     /// returns the files asked for.
     fn export(h: &mut Harness<Compliance>, written: Result<(), StoreError>) -> Vec<OutputFile> {

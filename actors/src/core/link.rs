@@ -305,3 +305,77 @@ impl<T: Clone> Link<T> {
         needed.then_some(self.interval)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(window: u64, n: u64) -> Link<u64> {
+        let mut l = Link::new(window, 100, 800);
+        for _ in 0..n {
+            let seq = l.number();
+            l.insert(seq, seq * 10);
+        }
+        l
+    }
+
+    fn seqs(s: Sending<u64>) -> Vec<u64> {
+        s.items.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    #[test]
+    fn the_window_limits_what_is_in_flight_and_acks_open_it() {
+        let mut l = link(2, 5);
+        assert_eq!(seqs(l.take_sendable()), vec![1, 2]);
+        assert!(l.take_sendable().items.is_empty());
+        assert!(matches!(l.ack(1), Acked::Advanced { ref items, .. } if items == &[10]));
+        assert_eq!(seqs(l.take_sendable()), vec![3]);
+        assert!(matches!(l.ack(1), Acked::Stale { .. }));
+        assert!(matches!(l.ack(6), Acked::Beyond { last: 5 }));
+    }
+
+    #[test]
+    fn a_hole_stops_sending_and_is_reported() {
+        let mut l = link(10, 2);
+        l.number(); // numbered, not yet held
+        let s = l.take_sendable();
+        assert_eq!(s.missing, Some(3));
+        assert_eq!(seqs(s), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_probe_answered_short_goes_back_and_one_answered_in_full_does_not() {
+        let mut l = link(10, 4);
+        assert_eq!(seqs(l.take_sendable()), vec![1, 2, 3, 4]);
+        assert_eq!(l.arm(l.in_flight()), Some(100));
+        // Silence: probe the first unacknowledged, and back off.
+        assert!(l.silence_check());
+        let p = l.probe().ok().unwrap();
+        assert_eq!((p.seq, p.probe), (1, 1));
+        l.back_off();
+        assert!(l.backing_off());
+        l.ack(2);
+        assert!(l.probe_answered(1));
+        assert_eq!(seqs(l.take_sendable()), vec![3, 4]);
+        // Answered after everything arrived: nothing is sent again.
+        let p = l.probe().ok().unwrap();
+        l.ack(4);
+        assert!(!l.probe_answered(p.probe));
+        assert!(l.take_sendable().items.is_empty());
+        assert_eq!(l.restart_rhythm(true), Some(100));
+    }
+
+    #[test]
+    fn a_batch_rule_bounds_what_is_taken() {
+        let mut l = link(10, 5);
+        let mut n = 0;
+        let s = l.take_sendable_while(|_| {
+            n += 1;
+            n <= 2
+        });
+        assert_eq!(seqs(s), vec![1, 2]);
+        assert!(l.in_flight());
+        l.go_back();
+        assert_eq!(seqs(l.take_sendable()), vec![1, 2, 3, 4, 5]);
+    }
+}
