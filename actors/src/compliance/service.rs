@@ -28,6 +28,7 @@ use crate::core::actor::{
 };
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
+use crate::core::link::{Acked, Link};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
 use crate::core::protocol::Msg;
@@ -92,16 +93,22 @@ pub const OUTBOX_BATCH: usize = 500;
 pub const OUTBOX_BATCH_BYTES: u64 = 8 << 20;
 
 /// The compliance outbox a core embeds. Every method is pure: the core
-/// persists the ops it returns and sends the messages.
-#[derive(Debug, Default)]
+/// persists the ops it returns and sends the messages. Numbering, what is
+/// in flight, cumulative confirmation and resending are a [`Link`] with a
+/// window of one batch.
+#[derive(Debug)]
 pub struct Outbox {
     me: String,
     /// The Compliance service, if the pool has one (no outbox otherwise).
     target: Option<String>,
-    next: u64,
-    pending: BTreeMap<u64, ComplianceEvent>,
-    /// The last sequence number sent and not yet confirmed.
-    in_flight: Option<u64>,
+    /// The events committed and not yet staged, by number.
+    link: Link<ComplianceEvent>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new(String::new(), None)
+    }
 }
 
 impl Outbox {
@@ -109,8 +116,7 @@ impl Outbox {
         Outbox {
             me: me.into(),
             target,
-            next: 1,
-            ..Default::default()
+            link: Link::new(OUTBOX_BATCH as u64, OUTBOX_RESEND, OUTBOX_RESEND),
         }
     }
 
@@ -119,34 +125,44 @@ impl Outbox {
     }
 
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.link.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.link.is_empty()
     }
 
     /// Rebuilds the outbox from the core's recovered store.
     pub fn recover(&mut self, recovered: &Recovered) -> Vec<String> {
         let mut errors = Vec::new();
-        self.pending.clear();
-        self.in_flight = None;
-        self.next = recovered
+        let mut next = recovered
             .get(OUTBOX_NEXT)
             .and_then(|v| store_keys::decode::<u64>(v).ok())
             .unwrap_or(1);
+        let mut pending = BTreeMap::new();
         for (k, v) in recovered.range(OUTBOX.to_vec()..) {
             if !k.starts_with(OUTBOX) {
                 break;
             }
             match decode_event(v) {
                 Ok(e) => {
-                    self.next = self.next.max(e.seq + 1);
-                    self.pending.insert(e.seq, e);
+                    next = next.max(e.seq + 1);
+                    pending.insert(e.seq, e);
                 }
                 Err(e) => errors.push(format!("outbox key {k:?}: {e}")),
             }
         }
+        // Everything before the first event held was staged (its deletion
+        // is what removed it).
+        let staged = pending
+            .keys()
+            .next()
+            .map_or(next - 1, |first| first.saturating_sub(1));
+        self.link.restart(staged);
+        for (seq, e) in pending {
+            self.link.insert(seq, e);
+        }
+        self.link.recovered(next - 1);
         errors
     }
 
@@ -163,7 +179,7 @@ impl Outbox {
         for e in events {
             let event = ComplianceEvent {
                 source: self.me.clone(),
-                seq: self.next,
+                seq: self.link.number(),
                 kind: e.kind,
                 room: e.room,
                 user: e.user,
@@ -172,7 +188,6 @@ impl Outbox {
                 text: e.text,
                 details: e.details,
             };
-            self.next += 1;
             ops.push(StoreOp::Put {
                 key: store_keys::key_u64(OUTBOX, event.seq),
                 value: store_keys::encode(&event),
@@ -181,14 +196,14 @@ impl Outbox {
         }
         ops.push(StoreOp::Put {
             key: OUTBOX_NEXT.to_vec(),
-            value: store_keys::encode(&self.next),
+            value: store_keys::encode(&self.link.next_seq()),
         });
         (out, ops)
     }
 
     pub fn committed(&mut self, events: Vec<ComplianceEvent>, ctx: &mut Ctx) {
         for e in events {
-            self.pending.insert(e.seq, e);
+            self.link.insert(e.seq, e);
         }
         self.pump(ctx);
     }
@@ -197,26 +212,30 @@ impl Outbox {
     /// one persist at a time, so nothing was numbered after them).
     pub fn rolled_back(&mut self, events: &[ComplianceEvent]) {
         if let Some(first) = events.first() {
-            self.next = first.seq;
+            self.link.number_from(first.seq);
         }
     }
 
     /// Sends the next batch if none is in flight.
     pub fn pump(&mut self, ctx: &mut Ctx) {
         let Some(target) = &self.target else { return };
-        if self.in_flight.is_some() || self.pending.is_empty() {
+        if self.link.in_flight() {
             return;
         }
+        // At most OUTBOX_BATCH events (the window) and OUTBOX_BATCH_BYTES,
+        // but always one.
         let mut bytes = 0u64;
-        let mut events: Vec<ComplianceEvent> = Vec::new();
-        for e in self.pending.values().take(OUTBOX_BATCH) {
+        let mut first = true;
+        let sending = self.link.take_sendable_while(|e| {
             bytes += e.weight();
-            if !events.is_empty() && bytes > OUTBOX_BATCH_BYTES {
-                break;
-            }
-            events.push(e.clone());
+            let fits = first || bytes <= OUTBOX_BATCH_BYTES;
+            first = false;
+            fits
+        });
+        if sending.items.is_empty() {
+            return;
         }
-        self.in_flight = events.last().map(|e| e.seq);
+        let events = sending.items.into_iter().map(|(_, e)| e).collect();
         ctx.send(
             Addr::new(target.clone(), ActorKind::Compliance),
             Msg::ComplianceBatch { events },
@@ -230,26 +249,28 @@ impl Outbox {
         if self.target.as_deref() != Some(from.node.as_str()) {
             return Vec::new();
         }
-        let done: Vec<u64> = self.pending.range(..=upto).map(|(s, _)| *s).collect();
-        for s in &done {
-            self.pending.remove(s);
-        }
-        if self.in_flight.is_some_and(|f| f <= upto) || done.is_empty() {
-            // Confirmed, or the service is missing something before what
-            // was sent: either way, send from the first pending event.
-            self.in_flight = None;
-        }
+        let done = match self.link.ack(upto.min(self.link.last())) {
+            Acked::Advanced { items, .. } if !items.is_empty() => items,
+            _ => {
+                // The service is missing something before what was sent:
+                // send again from the first event it lacks.
+                self.link.go_back();
+                Vec::new()
+            }
+        };
+        // Confirmed up to the end of the batch in flight: the next one
+        // goes; confirmed short of it, the rest is awaited.
         self.pump(ctx);
         done.into_iter()
-            .map(|s| StoreOp::Delete {
-                key: store_keys::key_u64(OUTBOX, s),
+            .map(|e| StoreOp::Delete {
+                key: store_keys::key_u64(OUTBOX, e.seq),
             })
             .collect()
     }
 
     /// The resend timer fired: nothing confirmed in time, send again.
     pub fn resend(&mut self, ctx: &mut Ctx) {
-        self.in_flight = None;
+        self.link.go_back();
         self.pump(ctx);
     }
 }
@@ -864,6 +885,66 @@ mod tests {
         let mut again = Outbox::new("chatdb", Some("comp1".into()));
         assert!(again.recover(&recovered).is_empty());
         assert_eq!(again.record(vec![new(3)]).0[0].seq, 3);
+    }
+
+    /// A confirmation of part of the batch in flight waits for the rest;
+    /// one that confirms nothing new, or the resend timer, sends again from
+    /// the first event not staged.
+    #[test]
+    fn an_outbox_keeps_one_batch_in_flight_and_goes_back_when_nothing_is_confirmed() {
+        let me = Addr::new("chatdb", ActorKind::ChatStore);
+        let comp = Addr::new("comp1", ActorKind::Compliance);
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut ob = Outbox::new("chatdb", Some("comp1".into()));
+        let new = |n: u64| NewEvent {
+            kind: EventKind::Post,
+            room: "r".into(),
+            user: "u".into(),
+            at: n,
+            item: format!("p{n}"),
+            text: String::new(),
+            details: BTreeMap::new(),
+        };
+        let batches = |ctx: Ctx| -> Vec<Vec<u64>> {
+            ctx.into_effects()
+                .into_iter()
+                .filter_map(|e| match e {
+                    crate::core::actor::Effect::Send {
+                        msg: Msg::ComplianceBatch { events },
+                        ..
+                    } => Some(events.iter().map(|e| e.seq).collect()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (evs, _) = ob.record(vec![new(1), new(2), new(3)]);
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        ob.committed(evs, &mut ctx);
+        assert_eq!(batches(ctx), vec![vec![1, 2, 3]]);
+        // Committed while a batch is in flight: it waits.
+        let (evs, _) = ob.record(vec![new(4)]);
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        ob.committed(evs, &mut ctx);
+        assert!(batches(ctx).is_empty());
+        // Part of the batch staged: deleted, the rest awaited.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert_eq!(ob.staged(&comp, 2, &mut ctx).len(), 2);
+        assert!(batches(ctx).is_empty());
+        // Nothing new: the service lacks 3; send again from there.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert!(ob.staged(&comp, 2, &mut ctx).is_empty());
+        assert_eq!(batches(ctx), vec![vec![3, 4]]);
+        // No answer in time: the same again.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        ob.resend(&mut ctx);
+        assert_eq!(batches(ctx), vec![vec![3, 4]]);
+        // A confirmation from elsewhere is ignored.
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert!(ob.staged(&me, 4, &mut ctx).is_empty());
+        let mut ctx = Ctx::new(0, &me, &mut rng);
+        assert_eq!(ob.staged(&comp, 4, &mut ctx).len(), 2);
+        assert!(batches(ctx).is_empty());
+        assert!(ob.is_empty());
     }
 
     /// Runs an export (the timer), its output answered with `written`;

@@ -8,6 +8,7 @@ pub mod contract;
 pub mod frame;
 pub mod identity;
 pub mod ids;
+pub mod link;
 pub mod operator;
 pub mod output;
 pub mod policy;

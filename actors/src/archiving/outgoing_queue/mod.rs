@@ -38,21 +38,35 @@
 //!
 //! The queue tells its front end whether archiving can be guaranteed
 //! ([`Msg::ArchivingHealth`]); critical mode acts on that.
+//!
+//! This module is the actor and its wiring (numbering, store writes,
+//! recovery, resync after damage, the health report); each concern keeps
+//! its own state: the [`Link`] (window, acknowledgements, probes,
+//! go-back-N; shared with the compliance outboxes), [`heartbeat`] (beats
+//! and the link's health), [`quota`] and [`expiry`] (late records and the
+//! dead-letter queue).
+
+mod expiry;
+mod heartbeat;
+mod quota;
+
+pub use heartbeat::LinkHealth;
 
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::link::{Acked, Link};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{
     self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED,
 };
+use expiry::Expiry;
+use heartbeat::Heartbeats;
+use quota::{Quota, QuotaNote};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Dead letters resent per check, to keep writes bounded.
-const RESEND_BATCH: usize = 512;
 
 enum Write {
     Enqueue {
@@ -83,32 +97,6 @@ enum Write {
     Probe,
 }
 
-/// The state of the link to the archiving server, from heartbeats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkHealth {
-    Healthy,
-    /// A heartbeat did not reach the destination queue in time.
-    DeliveryFailing,
-    /// A heartbeat reached it but was not processed in time.
-    ProcessingFailing,
-}
-
-impl LinkHealth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkHealth::Healthy => "healthy",
-            LinkHealth::DeliveryFailing => "delivery_failing",
-            LinkHealth::ProcessingFailing => "processing_failing",
-        }
-    }
-}
-
-struct Beat {
-    seq: u64,
-    sent_at: Millis,
-    delivered: bool,
-}
-
 pub struct OutgoingQueue {
     /// After damage to the store: the sequence number of the tombstone
     /// sent to learn where the destination's sequence stands. New records
@@ -126,60 +114,23 @@ pub struct OutgoingQueue {
     name: String,
     settings: Settings,
     dest: Addr,
-    items: BTreeMap<u64, QueueItem>,
-    dead: BTreeMap<u64, ArchiveRecord>,
-    next_dead: u64,
+    /// The stream to the destination queue.
+    link: Link<QueueItem>,
+    /// Bytes held (stream and dead-letter queue): what the quota applies to.
     bytes: u64,
-    next_seq: u64,
-    /// Highest seq the destination acknowledged.
-    acked: u64,
     /// Highest seq whose deletion is durable here.
     deleted: u64,
-    /// Highest seq sent in the current round.
-    sent: u64,
-    /// Probes sent so far (numbers them).
-    probes: u64,
-    /// The latest probe (number, highest seq sent before it) while it is
-    /// unanswered: its answer tells whether anything up to there was lost.
-    /// An earlier probe's answer comes from before transfers the latest
-    /// one followed, and is not used.
-    probe: Option<(u64, u64)>,
-    acked_at_last_check: u64,
-    interval: Millis,
-    /// Whether the resend timer is set. It is only while something is in
-    /// flight or acknowledged but not yet deleted: an idle queue sets no
-    /// timer, and the first transfer after a quiet spell gets a whole
-    /// interval before it is probed.
-    resend_armed: bool,
-    /// Whether the expiry check is set, and the quota check: each only
-    /// while it has something to look at (see `arm_checks`). An idle front
-    /// end, between heartbeats, sets neither.
-    dlq_armed: bool,
-    quota_armed: bool,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
-    resends: u64,
-    beats: BTreeMap<u64, Beat>,
-    last_beat: u64,
-    health: LinkHealth,
-    last_nacked_beat: u64,
-    quota_warned: bool,
-    quota_full: bool,
+    heartbeats: Heartbeats,
+    quota: Quota,
+    expiry: Expiry,
     store_failing: bool,
-    /// ocs2007r2: when records last expired (critical mode's only signal).
-    expired_at: Option<Millis>,
     reported: Option<bool>,
     /// Since (re)start, the destination has answered (or there was nothing
     /// to deliver): until then "healthy" is not reported, so a restarted
     /// front end does not resume on a guess.
     verified: bool,
-    dead_lettered: u64,
-    expired: u64,
-    /// No record waiting here is older than this (a lower bound on their
-    /// `time`): the expiry check skips its scan while `now` is below this
-    /// plus the TTRQ. Without it every check walked the whole queue, which
-    /// grows into the hundreds of thousands during a long outage.
-    oldest_floor: Millis,
 }
 
 impl OutgoingQueue {
@@ -192,48 +143,36 @@ impl OutgoingQueue {
             .unwrap_or_default();
         OutgoingQueue {
             dest: Addr::new(archiver, ActorKind::DestinationQueue),
-            interval: settings.resend_interval,
-            resend_armed: false,
-            dlq_armed: false,
-            quota_armed: false,
+            link: Link::new(
+                settings.transfer_window,
+                settings.resend_interval,
+                settings.resend_backoff_max,
+            ),
+            quota: Quota::new(
+                settings.queue_quota,
+                settings.quota_warning_pct,
+                settings.quota_info_pct,
+            ),
             settings,
             name,
-            items: BTreeMap::new(),
-            dead: BTreeMap::new(),
-            next_dead: 1,
             bytes: 0,
-            next_seq: 1,
-            acked: 0,
             deleted: 0,
-            sent: 0,
-            probes: 0,
-            probe: None,
-            acked_at_last_check: 0,
-            oldest_floor: 0,
             writes: BTreeMap::new(),
             next_token: 0,
-            resends: 0,
-            beats: BTreeMap::new(),
-            last_beat: 0,
-            health: LinkHealth::Healthy,
-            last_nacked_beat: 0,
-            quota_warned: false,
-            quota_full: false,
+            heartbeats: Heartbeats::default(),
+            expiry: Expiry::default(),
             store_failing: false,
-            expired_at: None,
             reported: None,
             verified: false,
             resync: None,
             deferred: std::collections::VecDeque::new(),
             deferred_bytes: 0,
-            dead_lettered: 0,
-            expired: 0,
         }
     }
 
     /// Items waiting for the destination's acknowledgement.
     pub fn depth(&self) -> usize {
-        self.items.len()
+        self.link.len()
     }
 
     /// Bytes held (stream and dead-letter queue): what the quota applies to.
@@ -242,11 +181,11 @@ impl OutgoingQueue {
     }
 
     pub fn health(&self) -> LinkHealth {
-        self.health
+        self.heartbeats.health()
     }
 
     pub fn dead_letters(&self) -> usize {
-        self.dead.len()
+        self.expiry.dead_letters()
     }
 
     fn enhanced(&self) -> bool {
@@ -262,56 +201,43 @@ impl OutgoingQueue {
         Addr::new(self.name.clone(), ActorKind::FrontEnd)
     }
 
-    /// The item at `seq`, to send. Only a damaged store can leave a hole;
-    /// say so, never panic.
-    fn item_to_send(&self, seq: u64, ctx: &mut Ctx) -> Option<QueueItem> {
-        let item = self.items.get(&seq).cloned();
-        if item.is_none() {
-            ctx.event(
-                OperatorEvent::StoreCorrupt,
-                format!("{}: item {seq} missing from the queue", self.name),
-            );
-        }
-        item
+    /// Only a damaged store can leave a hole where an item to send should
+    /// be: say so, never panic.
+    fn missing(&self, seq: u64, ctx: &mut Ctx) {
+        ctx.event(
+            OperatorEvent::StoreCorrupt,
+            format!("{}: item {seq} missing from the queue", self.name),
+        );
     }
 
     fn pump(&mut self, ctx: &mut Ctx) {
-        let last = self.next_seq - 1;
-        while self.sent < last && self.sent - self.acked < self.settings.transfer_window {
-            let Some(item) = self.item_to_send(self.sent + 1, ctx) else {
-                break;
-            };
-            self.sent += 1;
-            ctx.send(
-                self.dest.clone(),
-                Msg::Transfer {
-                    seq: self.sent,
-                    item,
-                },
-            );
+        let sending = self.link.take_sendable();
+        for (seq, item) in sending.items {
+            ctx.send(self.dest.clone(), Msg::Transfer { seq, item });
+        }
+        if let Some(seq) = sending.missing {
+            self.missing(seq, ctx);
         }
         self.arm_resend(ctx);
+    }
+
+    fn deleting(&self) -> bool {
+        self.writes
+            .values()
+            .any(|w| matches!(w, Write::Delete { .. }))
     }
 
     /// Whether the resend timer has something to watch: transfers in
     /// flight, or acknowledged items whose deletion failed (it retries).
     fn needs_resend_timer(&self) -> bool {
-        self.sent > self.acked
-            || (self.deleted < self.acked
-                && !self
-                    .writes
-                    .values()
-                    .any(|w| matches!(w, Write::Delete { .. })))
+        self.link.in_flight() || (self.deleted < self.link.acked() && !self.deleting())
     }
 
     /// Sets the resend timer if there is something to watch and it is not
     /// set; the interval starts afresh.
     fn arm_resend(&mut self, ctx: &mut Ctx) {
-        if !self.resend_armed && self.needs_resend_timer() {
-            self.resend_armed = true;
-            self.interval = self.settings.resend_interval;
-            self.acked_at_last_check = self.acked;
-            ctx.set_timer(Timer::Resend, self.interval);
+        if let Some(after) = self.link.arm(self.needs_resend_timer()) {
+            ctx.set_timer(Timer::Resend, after);
         }
     }
 
@@ -320,20 +246,19 @@ impl OutgoingQueue {
     /// whatever wakes one (an item stored, a store failure, a legacy
     /// expiry) arms it, and a check that finds nothing lets it lapse.
     fn arm_checks(&mut self, ctx: &mut Ctx) {
-        let dlq_needed = !self.items.is_empty()
-            || !self.dead.is_empty()
+        let dlq_needed = !self.link.is_empty()
+            || self.expiry.has_dead_letters()
             // It probes a failing store, the only writer left then.
             || self.store_failing
             // ocs2007r2 re-assesses critical mode on this tick.
-            || (!self.enhanced() && (self.quota_full || self.expired_at.is_some()));
-        if dlq_needed && !self.dlq_armed {
-            self.dlq_armed = true;
+            || (!self.enhanced() && (self.quota.full() || self.expiry.expired_at.is_some()));
+        if dlq_needed && !self.expiry.armed {
+            self.expiry.armed = true;
             ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
         }
-        let quota_needed =
-            self.enhanced() && (self.bytes > 0 || self.quota_warned || self.quota_full);
-        if quota_needed && !self.quota_armed {
-            self.quota_armed = true;
+        let quota_needed = self.enhanced() && self.quota.watching(self.bytes);
+        if quota_needed && !self.quota.armed {
+            self.quota.armed = true;
             ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
         }
     }
@@ -341,35 +266,23 @@ impl OutgoingQueue {
     /// Sends the first unacknowledged item again, behind everything in
     /// flight, to learn whether what was sent before it arrived.
     fn send_probe(&mut self, ctx: &mut Ctx) {
-        let seq = self.acked + 1;
-        let Some(item) = self.item_to_send(seq, ctx) else {
-            return;
-        };
-        self.probes += 1;
-        self.probe = Some((self.probes, self.sent));
-        ctx.send(
-            self.dest.clone(),
-            Msg::Probe {
-                seq,
-                item,
-                probe: self.probes,
-            },
-        );
+        match self.link.probe() {
+            Ok(p) => ctx.send(
+                self.dest.clone(),
+                Msg::Probe {
+                    seq: p.seq,
+                    item: p.item,
+                    probe: p.probe,
+                },
+            ),
+            Err(seq) => self.missing(seq, ctx),
+        }
     }
 
-    /// The destination has handled a probe, and with it (in order) every
-    /// transfer sent before it that was not lost. Acknowledged short of
-    /// those: the rest were lost; go back and resend them.
+    /// The destination has handled a probe: if the link went back to
+    /// resend what was lost, send it.
     fn on_probe_answer(&mut self, probe: u64, ctx: &mut Ctx) {
-        let Some((latest, after)) = self.probe else {
-            return;
-        };
-        if probe != latest {
-            return;
-        }
-        self.probe = None;
-        if self.acked < after {
-            self.sent = self.acked;
+        if self.link.probe_answered(probe) {
             self.pump(ctx);
         }
     }
@@ -382,14 +295,14 @@ impl OutgoingQueue {
                 format!("the queue store on {} is failing", self.name),
             );
         }
-        if self.quota_full {
+        if self.quota.full() {
             return (
                 false,
                 format!("the outgoing queue on {} is at its quota", self.name),
             );
         }
         if self.enhanced() {
-            match self.health {
+            match self.heartbeats.health() {
                 LinkHealth::Healthy => (true, "healthy".into()),
                 LinkHealth::DeliveryFailing => (
                     false,
@@ -406,7 +319,7 @@ impl OutgoingQueue {
                     ),
                 ),
             }
-        } else if self.expired_at.is_some() {
+        } else if self.expiry.expired_at.is_some() {
             (
                 false,
                 format!(
@@ -432,15 +345,10 @@ impl OutgoingQueue {
 
     /// Makes the deletion of everything acknowledged durable.
     fn delete_acked(&mut self, ctx: &mut Ctx) {
-        if self.deleted >= self.acked
-            || self
-                .writes
-                .values()
-                .any(|w| matches!(w, Write::Delete { .. }))
-        {
+        let upto = self.link.acked();
+        if self.deleted >= upto || self.deleting() {
             return;
         }
-        let upto = self.acked;
         let mut ops: Vec<StoreOp> = (self.deleted + 1..=upto)
             .map(|s| StoreOp::Delete {
                 key: keys::key_u64(OQ_RECORD, s),
@@ -457,17 +365,18 @@ impl OutgoingQueue {
 
     fn enqueue(&mut self, from: Addr, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
         let size = record.queued_size();
-        if self.bytes + self.deferred_bytes + size > self.settings.queue_quota {
-            if !self.quota_full {
+        if !self.quota.fits(self.bytes + self.deferred_bytes, size) {
+            if self.quota.refused() {
                 ctx.event(
                     OperatorEvent::QueueQuotaExceeded,
                     format!(
                         "{}: {} of {} bytes used",
-                        self.name, self.bytes, self.settings.queue_quota
+                        self.name,
+                        self.bytes,
+                        self.quota.limit()
                     ),
                 );
             }
-            self.quota_full = true;
             ctx.send(
                 from,
                 Msg::EnqueueFailed {
@@ -505,8 +414,7 @@ impl OutgoingQueue {
 
     /// Gives `record` the next sequence number and writes it.
     fn number(&mut self, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.link.number();
         let token = self.token();
         ctx.persist(
             token,
@@ -533,38 +441,31 @@ impl OutgoingQueue {
             self.end_resync(upto, ctx);
             return false;
         }
-        let last = self.next_seq - 1;
-        if upto > last {
-            ctx.event(
-                OperatorEvent::ProtocolViolation,
-                format!(
-                    "{} got an acknowledgement for seq {upto}, beyond {last}",
-                    self.name
-                ),
-            );
-            return false;
-        }
-        let backing_off = self.interval > self.settings.resend_interval;
-        if upto <= self.acked {
-            return backing_off;
-        }
-        for s in self.acked + 1..=upto {
-            if let Some(item) = self.items.remove(&s) {
-                self.bytes -= item.queued_size();
+        let backing_off = match self.link.ack(upto) {
+            Acked::Beyond { last } => {
+                ctx.event(
+                    OperatorEvent::ProtocolViolation,
+                    format!(
+                        "{} got an acknowledgement for seq {upto}, beyond {last}",
+                        self.name
+                    ),
+                );
+                return false;
             }
-        }
-        for beat in self.beats.values_mut() {
-            if beat.seq <= upto {
-                beat.delivered = true;
+            Acked::Stale { backing_off } => return backing_off,
+            Acked::Advanced { backing_off, items } => {
+                for item in items {
+                    self.bytes -= item.queued_size();
+                }
+                backing_off
             }
-        }
-        self.acked = upto;
-        self.sent = self.sent.max(upto);
+        };
+        self.heartbeats.delivered_upto(upto);
         self.restart_rhythm(backing_off, ctx);
         // ocs2007r2: the stream moves again a while after the last expiry.
-        if let Some(at) = self.expired_at {
+        if let Some(at) = self.expiry.expired_at {
             if ctx.now() >= at + self.settings.heartbeat_interval {
-                self.expired_at = None;
+                self.expiry.expired_at = None;
             }
         }
         self.delete_acked(ctx);
@@ -573,14 +474,12 @@ impl OutgoingQueue {
         backing_off
     }
 
-    /// The normal resend interval again. A timer set while the probes
-    /// backed off is set again too: left alone it fired up to
-    /// resend_backoff_max later, and a cut that began meanwhile went
-    /// unprobed that long (30 s on real processes, after a flapping link).
+    /// The normal resend interval again, and a timer set while the probes
+    /// backed off set again (see [`Link::restart_rhythm`]): after a
+    /// flapping link, 30 s on real processes went unprobed otherwise.
     fn restart_rhythm(&mut self, was_backing_off: bool, ctx: &mut Ctx) {
-        self.interval = self.settings.resend_interval;
-        if was_backing_off && self.resend_armed {
-            ctx.set_timer(Timer::Resend, self.interval);
+        if let Some(after) = self.link.restart_rhythm(was_backing_off) {
+            ctx.set_timer(Timer::Resend, after);
         }
     }
 
@@ -588,26 +487,16 @@ impl OutgoingQueue {
     /// and the normal resend rhythm again.
     fn probe_after_silence(&mut self, ctx: &mut Ctx) {
         self.restart_rhythm(true, ctx);
-        if self.sent > self.acked {
+        if self.link.in_flight() {
             self.send_probe(ctx);
-            self.resends += 1;
+            self.link.count_resend();
         }
     }
 
     fn heartbeat_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now();
-        let s = &self.settings;
-        let mut nacks = Vec::new();
-        for (&id, beat) in &self.beats {
-            if !beat.delivered && now >= beat.sent_at + s.heartbeat_ttrq {
-                nacks.push((id, LinkHealth::DeliveryFailing));
-            } else if beat.delivered && now >= beat.sent_at + s.heartbeat_ttbr {
-                nacks.push((id, LinkHealth::ProcessingFailing));
-            }
-        }
-        for (id, kind) in nacks {
-            self.beats.remove(&id);
-            self.last_nacked_beat = self.last_nacked_beat.max(id);
+        let (ttrq, ttbr) = (self.settings.heartbeat_ttrq, self.settings.heartbeat_ttbr);
+        for (id, kind) in self.heartbeats.nacks(now, ttrq, ttbr) {
             let (name, what) = match kind {
                 LinkHealth::DeliveryFailing => (
                     OperatorEvent::NackDelivery,
@@ -625,18 +514,10 @@ impl OutgoingQueue {
                     self.name, self.dest.node
                 ),
             );
-            // A delivery failure outranks a processing failure.
-            if !(self.health == LinkHealth::DeliveryFailing
-                && kind == LinkHealth::ProcessingFailing)
-            {
-                self.health = kind;
-            }
         }
         // The next heartbeat, in the data stream.
-        let id = now.max(self.last_beat + 1);
-        self.last_beat = id;
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let id = self.heartbeats.next_id(now);
+        let seq = self.link.number();
         let token = self.token();
         let item = QueueItem::Heartbeat {
             id,
@@ -663,29 +544,22 @@ impl OutgoingQueue {
     }
 
     fn quota_tick(&mut self, ctx: &mut Ctx) {
-        let quota = self.settings.queue_quota.max(1);
-        let pct = self.bytes.saturating_mul(100) / quota;
-        if pct >= self.settings.quota_warning_pct && !self.quota_warned {
-            self.quota_warned = true;
-            ctx.event(
+        match self.quota.check(self.bytes) {
+            Some(QuotaNote::Warning { pct, quota }) => ctx.event(
                 OperatorEvent::QuotaWarning,
                 format!(
                     "{}: outgoing queue at {pct}% of its {} byte quota",
                     self.name, quota
                 ),
-            );
-        } else if self.quota_warned && pct > self.settings.quota_info_pct {
-            ctx.event(
+            ),
+            Some(QuotaNote::Info { pct, quota }) => ctx.event(
                 OperatorEvent::QuotaInfo,
                 format!(
                     "{}: outgoing queue at {pct}% of its {} byte quota",
                     self.name, quota
                 ),
-            );
-        }
-        if pct < self.settings.quota_info_pct {
-            self.quota_warned = false;
-            self.quota_full = false;
+            ),
+            None => {}
         }
         self.report(ctx);
     }
@@ -693,81 +567,30 @@ impl OutgoingQueue {
     fn dlq_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now();
         let ttrq = self.settings.data_ttrq;
-        let mut late: Vec<(u64, ArchiveRecord)> = Vec::new();
-        if now >= self.oldest_floor.saturating_add(ttrq) {
-            // The floor becomes the oldest record seen, late ones included:
-            // if their expiry does not become durable, the next check must
-            // find them again.
-            let mut oldest = Millis::MAX;
-            for (seq, item) in self.items.range(self.acked + 1..) {
-                if let QueueItem::Record(r) = item {
-                    oldest = oldest.min(r.time);
-                    if now >= r.time + ttrq {
-                        late.push((*seq, r.clone()));
-                    }
-                }
-            }
-            self.oldest_floor = oldest;
-        }
+        let late = self.expiry.late(now, ttrq, self.link.unacked());
         if !late.is_empty() {
-            let mut ops = Vec::new();
-            let mut dead = Vec::new();
-            let mut seqs = Vec::new();
-            let mut dropped = Vec::new();
-            for (seq, record) in late {
-                ops.push(StoreOp::Put {
-                    key: keys::key_u64(OQ_RECORD, seq),
-                    value: keys::encode(&QueueItem::Tombstone),
-                });
-                if self.enhanced() && !record.kind.droppable() {
-                    let k = self.next_dead;
-                    self.next_dead += 1;
-                    ops.push(StoreOp::Put {
-                        key: keys::key_u64(OQ_DEAD, k),
-                        value: keys::encode(&record),
-                    });
-                    dead.push((k, record));
-                } else {
-                    dropped.push(record.id);
-                }
-                seqs.push(seq);
-            }
+            let expiring = self.expiry.expire(late, self.enhanced());
             let token = self.token();
             self.writes.insert(
                 token,
                 Write::Expire {
-                    seqs,
-                    dead,
-                    dropped,
+                    seqs: expiring.seqs,
+                    dead: expiring.dead,
+                    dropped: expiring.dropped,
                 },
             );
-            ctx.persist(token, ops);
-        } else if self.enhanced() && self.health == LinkHealth::Healthy && !self.dead.is_empty() {
-            let batch: Vec<(u64, ArchiveRecord)> = self
-                .dead
-                .iter()
-                .take(RESEND_BATCH)
-                .map(|(k, r)| (*k, r.clone()))
-                .collect();
-            let mut ops = Vec::new();
-            let mut moves = Vec::new();
-            for (k, mut record) in batch {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                // A resent record starts a new life in the stream.
-                record.time = now;
-                ops.push(StoreOp::Delete {
-                    key: keys::key_u64(OQ_DEAD, k),
-                });
-                ops.push(StoreOp::Put {
-                    key: keys::key_u64(OQ_RECORD, seq),
-                    value: keys::encode(&QueueItem::Record(record.clone())),
-                });
-                moves.push((k, seq, record));
-            }
+            ctx.persist(token, expiring.ops);
+        } else if self.enhanced() && self.heartbeats.healthy() && self.expiry.has_dead_letters() {
+            let link = &mut self.link;
+            let resending = self.expiry.resend(now, || link.number());
             let token = self.token();
-            self.writes.insert(token, Write::Resend { moves });
-            ctx.persist(token, ops);
+            self.writes.insert(
+                token,
+                Write::Resend {
+                    moves: resending.moves,
+                },
+            );
+            ctx.persist(token, resending.ops);
         } else if self.store_failing {
             // Nothing else writes while the front end is shut down: probe.
             self.probe(ctx);
@@ -775,20 +598,18 @@ impl OutgoingQueue {
         if !self.enhanced() {
             // No quota monitoring or heartbeats in ocs2007r2: re-assess here
             // so that critical mode can resume once the trouble is over.
-            let pct = self.bytes.saturating_mul(100) / self.settings.queue_quota.max(1);
-            if pct < self.settings.quota_info_pct {
-                self.quota_full = false;
-            }
+            self.quota.legacy_check(self.bytes);
             let unsent_records = self
-                .items
-                .range(self.acked + 1..)
+                .link
+                .unacked()
                 .any(|(_, i)| matches!(i, QueueItem::Record(_)));
             if self
+                .expiry
                 .expired_at
                 .is_some_and(|at| now >= at + self.settings.heartbeat_interval)
                 && !unsent_records
             {
-                self.expired_at = None;
+                self.expiry.expired_at = None;
             }
             self.report(ctx);
         }
@@ -816,10 +637,10 @@ impl OutgoingQueue {
                 seq,
                 record,
             } => {
-                self.oldest_floor = self.oldest_floor.min(record.time);
+                self.expiry.entered(record.time);
                 let item = QueueItem::Record(record);
                 self.bytes += item.queued_size();
-                self.items.insert(seq, item);
+                self.link.insert(seq, item);
                 ctx.send(self.fe(), Msg::Enqueued { token: fe_token });
                 self.pump(ctx);
                 self.drain_deferred(ctx);
@@ -831,15 +652,8 @@ impl OutgoingQueue {
                     front_end: self.name.clone(),
                 };
                 self.bytes += item.queued_size();
-                self.items.insert(seq, item);
-                self.beats.insert(
-                    id,
-                    Beat {
-                        seq,
-                        sent_at,
-                        delivered: false,
-                    },
-                );
+                self.link.insert(seq, item);
+                self.heartbeats.track(id, seq, sent_at);
                 self.pump(ctx);
             }
             Write::Delete { upto } => {
@@ -852,18 +666,14 @@ impl OutgoingQueue {
                 dropped,
             } => {
                 for seq in seqs {
-                    if let Some(old) = self.items.insert(seq, QueueItem::Tombstone) {
+                    if let Some(old) = self.link.insert(seq, QueueItem::Tombstone) {
                         self.bytes -= old.queued_size();
                         self.bytes += QueueItem::Tombstone.queued_size();
                     }
                 }
                 if !dead.is_empty() {
                     let n = dead.len();
-                    for (k, r) in dead {
-                        self.bytes += r.queued_size();
-                        self.dead.insert(k, r);
-                    }
-                    self.dead_lettered += n as u64;
+                    self.bytes += self.expiry.keep(dead);
                     ctx.event(
                         OperatorEvent::DeadLettered,
                         format!(
@@ -873,11 +683,11 @@ impl OutgoingQueue {
                     );
                 }
                 if !dropped.is_empty() {
-                    self.expired += dropped.len() as u64;
+                    self.expiry.count_expired(dropped.len() as u64);
                     if !self.enhanced() {
                         // Only a loss of records that must not be lost
                         // tells critical mode that archiving is failing.
-                        self.expired_at = Some(ctx.now());
+                        self.expiry.expired_at = Some(ctx.now());
                     }
                     ctx.event(
                         OperatorEvent::RecordExpired,
@@ -889,13 +699,11 @@ impl OutgoingQueue {
             Write::Resend { moves } => {
                 let n = moves.len();
                 for (k, seq, record) in moves {
-                    if let Some(r) = self.dead.remove(&k) {
-                        self.bytes -= r.queued_size();
-                    }
-                    self.oldest_floor = self.oldest_floor.min(record.time);
+                    self.bytes -= self.expiry.resent(k);
+                    self.expiry.entered(record.time);
                     let item = QueueItem::Record(record);
                     self.bytes += item.queued_size();
-                    self.items.insert(seq, item);
+                    self.link.insert(seq, item);
                 }
                 ctx.event(
                     OperatorEvent::DeadLetterResent,
@@ -912,8 +720,8 @@ impl OutgoingQueue {
             Write::Enqueue { fe_token, seq, .. } => {
                 // The host reports a persist before any other event, so this
                 // was the newest seq: give it back, keeping seqs contiguous.
-                debug_assert_eq!(seq + 1, self.next_seq);
-                self.next_seq = seq;
+                debug_assert_eq!(seq + 1, self.link.next_seq());
+                self.link.number_from(seq);
                 ctx.event(
                     OperatorEvent::QueueStoreFailed,
                     format!("{}: {e}", self.name),
@@ -928,8 +736,8 @@ impl OutgoingQueue {
                 self.drain_deferred(ctx);
             }
             Write::Heartbeat { seq, .. } => {
-                debug_assert_eq!(seq + 1, self.next_seq);
-                self.next_seq = seq;
+                debug_assert_eq!(seq + 1, self.link.next_seq());
+                self.link.number_from(seq);
                 ctx.event(
                     OperatorEvent::QueueStoreFailed,
                     format!("{}: writing a heartbeat: {e}", self.name),
@@ -937,7 +745,7 @@ impl OutgoingQueue {
             }
             Write::Resend { moves } => {
                 if let Some((_, first, _)) = moves.first() {
-                    self.next_seq = *first;
+                    self.link.number_from(*first);
                 }
                 ctx.event(
                     OperatorEvent::QueueStoreFailed,
@@ -963,9 +771,8 @@ impl OutgoingQueue {
     /// answer. The resync mark is durable, so a crash before the answer
     /// resyncs again (the repaired store no longer says it was damaged).
     fn begin_resync(&mut self, ctx: &mut Ctx) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.items.insert(seq, QueueItem::Tombstone);
+        let seq = self.link.number();
+        self.link.insert(seq, QueueItem::Tombstone);
         self.bytes += QueueItem::Tombstone.queued_size();
         self.resync = Some(seq);
         ctx.persist(
@@ -982,18 +789,18 @@ impl OutgoingQueue {
     /// with the damage: numbering goes on after them.
     fn end_resync(&mut self, upto: u64, ctx: &mut Ctx) {
         self.resync = None;
-        if upto >= self.next_seq {
+        if upto >= self.link.next_seq() {
             ctx.event(
                 OperatorEvent::QueueResynced,
                 format!(
                     "{}: {} holds up to seq {upto}, beyond this queue's {}; numbering goes on from {}",
                     self.name,
                     self.dest.node,
-                    self.next_seq - 1,
+                    self.link.last(),
                     upto + 1
                 ),
             );
-            self.next_seq = upto + 1;
+            self.link.number_from(upto + 1);
         }
         ctx.persist(
             self.token(),
@@ -1014,11 +821,11 @@ impl OutgoingQueue {
     /// lost, and the store's own event said so).
     fn fill_holes(&mut self, max: u64, ctx: &mut Ctx) {
         let mut missing: Vec<(u64, u64)> = Vec::new();
-        for seq in self.acked + 1..max {
-            if self.items.contains_key(&seq) {
+        for seq in self.link.acked() + 1..max {
+            if self.link.contains(seq) {
                 continue;
             }
-            self.items.insert(seq, QueueItem::Tombstone);
+            self.link.insert(seq, QueueItem::Tombstone);
             self.bytes += QueueItem::Tombstone.queued_size();
             match missing.last_mut() {
                 Some((_, end)) if *end + 1 == seq => *end = seq,
@@ -1050,41 +857,30 @@ impl OutgoingQueue {
 
 impl Actor for OutgoingQueue {
     fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
-        self.acked = recovered
+        let acked = recovered
             .get(OQ_ACKED)
             .and_then(|v| v.as_slice().try_into().ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0);
-        self.items.clear();
-        self.dead.clear();
-        self.beats.clear();
+        self.link.restart(acked);
+        self.expiry.clear();
+        self.heartbeats.clear();
         self.bytes = 0;
-        self.resend_armed = false;
-        // Unknown until the first check has looked.
-        self.oldest_floor = 0;
-        let mut max = self.acked;
+        let mut max = acked;
         let mut first = None;
         for (k, v) in &recovered {
             if let Some(seq) = keys::parse_u64(OQ_RECORD, k) {
                 first.get_or_insert(seq);
-                if seq <= self.acked {
+                if seq <= acked {
                     continue; // acknowledged; its deletion is redone below
                 }
                 match keys::decode_item(v) {
                     Ok(item) => {
                         if let QueueItem::Heartbeat { id, sent_at, .. } = &item {
-                            self.last_beat = self.last_beat.max(*id);
-                            self.beats.insert(
-                                *id,
-                                Beat {
-                                    seq,
-                                    sent_at: *sent_at,
-                                    delivered: false,
-                                },
-                            );
+                            self.heartbeats.recovered(*id, seq, *sent_at);
                         }
                         self.bytes += item.queued_size();
-                        self.items.insert(seq, item);
+                        self.link.insert(seq, item);
                         max = max.max(seq);
                     }
                     Err(e) => ctx.event(
@@ -1096,8 +892,7 @@ impl Actor for OutgoingQueue {
                 match keys::decode_record(v) {
                     Ok(r) => {
                         self.bytes += r.queued_size();
-                        self.dead.insert(k, r);
-                        self.next_dead = self.next_dead.max(k + 1);
+                        self.expiry.recovered(k, r);
                     }
                     Err(e) => ctx.event(
                         OperatorEvent::StoreCorrupt,
@@ -1113,19 +908,14 @@ impl Actor for OutgoingQueue {
         self.deferred_bytes = 0;
         self.deleted = first
             .map(|f| f.saturating_sub(1))
-            .unwrap_or(self.acked)
-            .min(self.acked);
-        self.next_seq = max + 1;
-        self.sent = self.acked;
-        self.probe = None;
-        self.acked_at_last_check = self.acked;
-        self.interval = self.settings.resend_interval;
-        self.health = LinkHealth::Healthy;
+            .unwrap_or(acked)
+            .min(acked);
+        self.link.recovered(max);
+        self.heartbeats.reset_health();
         self.reported = None;
-        self.verified = self.items.is_empty() && self.dead.is_empty();
+        self.verified = self.link.is_empty() && !self.expiry.has_dead_letters();
         // A queue that comes back (nearly) full is full.
-        let pct = self.bytes.saturating_mul(100) / self.settings.queue_quota.max(1);
-        self.quota_full = pct >= self.settings.quota_warning_pct;
+        self.quota.restarted(self.bytes);
         self.delete_acked(ctx);
         if damaged {
             self.begin_resync(ctx);
@@ -1134,8 +924,8 @@ impl Actor for OutgoingQueue {
         // Learn whether the store works before saying anything: the probe's
         // completion reports the health.
         self.probe(ctx);
-        self.dlq_armed = false;
-        self.quota_armed = false;
+        self.expiry.armed = false;
+        self.quota.armed = false;
         self.arm_checks(ctx);
         if self.enhanced() {
             ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
@@ -1176,8 +966,7 @@ impl Actor for OutgoingQueue {
             }
             Msg::HeartbeatAck { id } => {
                 self.verified = true;
-                self.beats.remove(&id);
-                if id > self.last_nacked_beat && self.health != LinkHealth::Healthy {
+                if self.heartbeats.processed(id) {
                     ctx.event(
                         OperatorEvent::QueueHealthy,
                         format!(
@@ -1185,13 +974,12 @@ impl Actor for OutgoingQueue {
                             self.name, self.dest.node
                         ),
                     );
-                    self.health = LinkHealth::Healthy;
                 }
                 self.report(ctx);
             }
             Msg::Expired { ids } => {
-                self.expired += ids.len() as u64;
-                self.expired_at = Some(ctx.now());
+                self.expiry.count_expired(ids.len() as u64);
+                self.expiry.expired_at = Some(ctx.now());
                 self.report(ctx);
             }
             other => ctx.event(
@@ -1209,32 +997,27 @@ impl Actor for OutgoingQueue {
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         match timer {
             Timer::Resend => {
-                let outstanding = self.sent > self.acked;
-                if outstanding && self.acked == self.acked_at_last_check {
+                if self.link.silence_check() {
                     // No progress for a whole interval: lost or only slow?
                     // Ask with a probe, and wait longer next time.
                     self.send_probe(ctx);
-                    self.resends += 1;
-                    self.interval = (self.interval * 2).min(self.settings.resend_backoff_max);
-                } else if !outstanding {
-                    self.interval = self.settings.resend_interval;
+                    self.link.count_resend();
+                    self.link.back_off();
                 }
-                self.acked_at_last_check = self.acked;
                 self.delete_acked(ctx);
                 // Still armed here: `pump` leaves the timer to this.
                 self.pump(ctx);
-                self.resend_armed = self.needs_resend_timer();
-                if self.resend_armed {
-                    ctx.set_timer(Timer::Resend, self.interval);
+                if let Some(after) = self.link.rearm_after_check(self.needs_resend_timer()) {
+                    ctx.set_timer(Timer::Resend, after);
                 }
             }
             Timer::Heartbeat => self.heartbeat_tick(ctx),
             Timer::QuotaCheck => {
-                self.quota_armed = false;
+                self.quota.armed = false;
                 self.quota_tick(ctx);
             }
             Timer::DlqCheck => {
-                self.dlq_armed = false;
+                self.expiry.armed = false;
                 self.dlq_tick(ctx);
             }
             Timer::Flush
@@ -1271,14 +1054,11 @@ impl Actor for OutgoingQueue {
         vec![
             (Gauge::OutgoingDepth, self.depth() as u64),
             (Gauge::OutgoingBytes, self.bytes),
-            (Gauge::Resends, self.resends),
-            (Gauge::DeadLetterDepth, self.dead.len() as u64),
-            (Gauge::DeadLettered, self.dead_lettered),
-            (Gauge::Expired, self.expired),
-            (
-                Gauge::LinkFailing,
-                u64::from(self.health != LinkHealth::Healthy),
-            ),
+            (Gauge::Resends, self.link.resends()),
+            (Gauge::DeadLetterDepth, self.expiry.dead_letters() as u64),
+            (Gauge::DeadLettered, self.expiry.dead_lettered()),
+            (Gauge::Expired, self.expiry.expired()),
+            (Gauge::LinkFailing, u64::from(!self.heartbeats.healthy())),
         ]
     }
 }

@@ -1,0 +1,381 @@
+//! The link: numbered items sent in order inside a window, acknowledged
+//! cumulatively, probed after a silence with backoff, and sent again from
+//! the first unacknowledged one (go-back-N) when a probe's answer shows
+//! that transfers were lost.
+//!
+//! It is pure: it holds the items and the link's positions, and says what
+//! to send and when to set the resend timer; the caller sends, persists
+//! and sets timers. The outgoing queue sends each item as a transfer inside
+//! a window and probes after a silence; a compliance outbox sends a batch
+//! at a time (a window of one batch) and goes back on its resend timer.
+
+use crate::core::ids::Millis;
+use std::collections::BTreeMap;
+
+/// What the link sends: each item in order, then possibly a hole.
+pub struct Sending<T> {
+    /// Items to send, with their sequence numbers, in order.
+    pub items: Vec<(u64, T)>,
+    /// The next item to send is missing: only a damaged store can leave a
+    /// hole; the caller says so.
+    pub missing: Option<u64>,
+}
+
+/// The answer to a cumulative acknowledgement.
+pub enum Acked<T> {
+    /// Beyond the last number given out: refused.
+    Beyond { last: u64 },
+    /// Nothing new acknowledged.
+    Stale { backing_off: bool },
+    /// New items acknowledged: removed from the link, in order.
+    Advanced { backing_off: bool, items: Vec<T> },
+}
+
+/// A probe to send: the first unacknowledged item, numbered.
+pub struct Probe<T> {
+    pub seq: u64,
+    pub item: T,
+    pub probe: u64,
+}
+
+#[derive(Debug)]
+pub struct Link<T> {
+    /// Items held and not yet acknowledged (and, until the caller removes
+    /// them, acknowledged ones not yet deleted).
+    items: BTreeMap<u64, T>,
+    next_seq: u64,
+    /// Highest seq the destination acknowledged.
+    acked: u64,
+    /// Highest seq sent in the current round.
+    sent: u64,
+    /// Items in flight at most.
+    window: u64,
+    /// Probes sent so far (numbers them).
+    probes: u64,
+    /// The latest probe (number, highest seq sent before it) while it is
+    /// unanswered: its answer tells whether anything up to there was lost.
+    /// An earlier probe's answer comes from before transfers the latest
+    /// one followed, and is not used.
+    probe: Option<(u64, u64)>,
+    acked_at_last_check: u64,
+    resend_interval: Millis,
+    backoff_max: Millis,
+    interval: Millis,
+    /// Whether the resend timer is set. It is only while something is in
+    /// flight or acknowledged but not yet deleted: an idle queue sets no
+    /// timer, and the first transfer after a quiet spell gets a whole
+    /// interval before it is probed.
+    resend_armed: bool,
+    /// Probes sent after a silence (the resends gauge).
+    resends: u64,
+}
+
+impl<T: Clone> Link<T> {
+    pub fn new(window: u64, resend_interval: Millis, backoff_max: Millis) -> Self {
+        Link {
+            items: BTreeMap::new(),
+            next_seq: 1,
+            acked: 0,
+            sent: 0,
+            window,
+            probes: 0,
+            probe: None,
+            acked_at_last_check: 0,
+            resend_interval,
+            backoff_max,
+            interval: resend_interval,
+            resend_armed: false,
+            resends: 0,
+        }
+    }
+
+    /// Items after the acknowledged point, in order.
+    pub fn unacked(&self) -> impl Iterator<Item = (&u64, &T)> {
+        self.items.range(self.acked + 1..)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.items.contains_key(&seq)
+    }
+
+    /// Holds `item` at `seq`; returns what was there.
+    pub fn insert(&mut self, seq: u64, item: T) -> Option<T> {
+        self.items.insert(seq, item)
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The last number given out.
+    pub fn last(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Gives out the next number.
+    pub fn number(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Numbering goes on from `seq` (a number given back, or one learnt).
+    pub fn number_from(&mut self, seq: u64) {
+        self.next_seq = seq;
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    pub fn resends(&self) -> u64 {
+        self.resends
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.sent > self.acked
+    }
+
+    pub fn backing_off(&self) -> bool {
+        self.interval > self.resend_interval
+    }
+
+    /// A fresh start from what the store holds: everything after `acked`
+    /// is sent again.
+    pub fn restart(&mut self, acked: u64) {
+        self.items.clear();
+        self.acked = acked;
+        self.resend_armed = false;
+    }
+
+    /// After recovery: numbering goes on after `max`, and everything
+    /// unacknowledged is sent again.
+    pub fn recovered(&mut self, max: u64) {
+        self.next_seq = max + 1;
+        self.sent = self.acked;
+        self.probe = None;
+        self.acked_at_last_check = self.acked;
+        self.interval = self.resend_interval;
+    }
+
+    /// Takes what the window lets out, in order.
+    pub fn take_sendable(&mut self) -> Sending<T> {
+        self.take_sendable_while(|_| true)
+    }
+
+    /// Takes what the window lets out, in order, while `more` accepts the
+    /// next item (it sees each item once, before it is taken).
+    pub fn take_sendable_while(&mut self, mut more: impl FnMut(&T) -> bool) -> Sending<T> {
+        let last = self.last();
+        let mut items = Vec::new();
+        let mut missing = None;
+        while self.sent < last && self.sent - self.acked < self.window {
+            let seq = self.sent + 1;
+            let Some(item) = self.items.get(&seq) else {
+                missing = Some(seq);
+                break;
+            };
+            if !more(item) {
+                break;
+            }
+            let item = item.clone();
+            self.sent = seq;
+            items.push((seq, item));
+        }
+        Sending { items, missing }
+    }
+
+    /// Sets the resend timer if there is something to watch (`needed`) and
+    /// it is not set; the interval starts afresh. Returns the delay to set
+    /// it to.
+    pub fn arm(&mut self, needed: bool) -> Option<Millis> {
+        if !self.resend_armed && needed {
+            self.resend_armed = true;
+            self.interval = self.resend_interval;
+            self.acked_at_last_check = self.acked;
+            return Some(self.interval);
+        }
+        None
+    }
+
+    /// The first unacknowledged item again, behind everything in flight,
+    /// to learn whether what was sent before it arrived; `Err` with its
+    /// number if it is missing.
+    pub fn probe(&mut self) -> Result<Probe<T>, u64> {
+        let seq = self.acked + 1;
+        let item = self.items.get(&seq).cloned().ok_or(seq)?;
+        self.probes += 1;
+        self.probe = Some((self.probes, self.sent));
+        Ok(Probe {
+            seq,
+            item,
+            probe: self.probes,
+        })
+    }
+
+    /// Counts a probe sent after a silence.
+    pub fn count_resend(&mut self) {
+        self.resends += 1;
+    }
+
+    /// The destination has handled a probe, and with it (in order) every
+    /// transfer sent before it that was not lost. Returns whether it was
+    /// acknowledged short of those: then the rest were lost, and the link
+    /// has gone back to send them again.
+    pub fn probe_answered(&mut self, probe: u64) -> bool {
+        let Some((latest, after)) = self.probe else {
+            return false;
+        };
+        if probe != latest {
+            return false;
+        }
+        self.probe = None;
+        if self.acked < after {
+            self.go_back();
+            return true;
+        }
+        false
+    }
+
+    /// Everything unacknowledged is sent again.
+    pub fn go_back(&mut self) {
+        self.sent = self.acked;
+    }
+
+    /// Takes in a cumulative acknowledgement.
+    pub fn ack(&mut self, upto: u64) -> Acked<T> {
+        let last = self.last();
+        if upto > last {
+            return Acked::Beyond { last };
+        }
+        let backing_off = self.backing_off();
+        if upto <= self.acked {
+            return Acked::Stale { backing_off };
+        }
+        let mut items = Vec::new();
+        for s in self.acked + 1..=upto {
+            if let Some(item) = self.items.remove(&s) {
+                items.push(item);
+            }
+        }
+        self.acked = upto;
+        self.sent = self.sent.max(upto);
+        Acked::Advanced { backing_off, items }
+    }
+
+    /// The normal resend interval again. A timer set while the probes
+    /// backed off is set again too (the delay returned): left alone it
+    /// fired up to the backoff maximum later, and a cut that began
+    /// meanwhile went unprobed that long.
+    pub fn restart_rhythm(&mut self, was_backing_off: bool) -> Option<Millis> {
+        self.interval = self.resend_interval;
+        (was_backing_off && self.resend_armed).then_some(self.interval)
+    }
+
+    /// The resend timer fired. Returns whether to probe: transfers are in
+    /// flight and nothing was acknowledged for a whole interval (lost or
+    /// only slow?); the caller then backs off. With nothing in flight the
+    /// interval is the normal one again.
+    pub fn silence_check(&mut self) -> bool {
+        let outstanding = self.in_flight();
+        let probe = outstanding && self.acked == self.acked_at_last_check;
+        if !outstanding {
+            self.interval = self.resend_interval;
+        }
+        self.acked_at_last_check = self.acked;
+        probe
+    }
+
+    /// After a probe for a silence: wait longer next time.
+    pub fn back_off(&mut self) {
+        self.interval = (self.interval * 2).min(self.backoff_max);
+    }
+
+    /// After the resend timer's check: whether it is set again, and when.
+    pub fn rearm_after_check(&mut self, needed: bool) -> Option<Millis> {
+        self.resend_armed = needed;
+        needed.then_some(self.interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(window: u64, n: u64) -> Link<u64> {
+        let mut l = Link::new(window, 100, 800);
+        for _ in 0..n {
+            let seq = l.number();
+            l.insert(seq, seq * 10);
+        }
+        l
+    }
+
+    fn seqs(s: Sending<u64>) -> Vec<u64> {
+        s.items.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    #[test]
+    fn the_window_limits_what_is_in_flight_and_acks_open_it() {
+        let mut l = link(2, 5);
+        assert_eq!(seqs(l.take_sendable()), vec![1, 2]);
+        assert!(l.take_sendable().items.is_empty());
+        assert!(matches!(l.ack(1), Acked::Advanced { ref items, .. } if items == &[10]));
+        assert_eq!(seqs(l.take_sendable()), vec![3]);
+        assert!(matches!(l.ack(1), Acked::Stale { .. }));
+        assert!(matches!(l.ack(6), Acked::Beyond { last: 5 }));
+    }
+
+    #[test]
+    fn a_hole_stops_sending_and_is_reported() {
+        let mut l = link(10, 2);
+        l.number(); // numbered, not yet held
+        let s = l.take_sendable();
+        assert_eq!(s.missing, Some(3));
+        assert_eq!(seqs(s), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_probe_answered_short_goes_back_and_one_answered_in_full_does_not() {
+        let mut l = link(10, 4);
+        assert_eq!(seqs(l.take_sendable()), vec![1, 2, 3, 4]);
+        assert_eq!(l.arm(l.in_flight()), Some(100));
+        // Silence: probe the first unacknowledged, and back off.
+        assert!(l.silence_check());
+        let p = l.probe().ok().unwrap();
+        assert_eq!((p.seq, p.probe), (1, 1));
+        l.back_off();
+        assert!(l.backing_off());
+        l.ack(2);
+        assert!(l.probe_answered(1));
+        assert_eq!(seqs(l.take_sendable()), vec![3, 4]);
+        // Answered after everything arrived: nothing is sent again.
+        let p = l.probe().ok().unwrap();
+        l.ack(4);
+        assert!(!l.probe_answered(p.probe));
+        assert!(l.take_sendable().items.is_empty());
+        assert_eq!(l.restart_rhythm(true), Some(100));
+    }
+
+    #[test]
+    fn a_batch_rule_bounds_what_is_taken() {
+        let mut l = link(10, 5);
+        let mut n = 0;
+        let s = l.take_sendable_while(|_| {
+            n += 1;
+            n <= 2
+        });
+        assert_eq!(seqs(s), vec![1, 2]);
+        assert!(l.in_flight());
+        l.go_back();
+        assert_eq!(seqs(l.take_sendable()), vec![1, 2, 3, 4, 5]);
+    }
+}
