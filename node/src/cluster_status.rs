@@ -3,6 +3,7 @@
 //! status page (`/` on its metrics address) shows.
 
 use crate::config::{Config, NodeConfig, Role};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -130,7 +131,7 @@ fn read(n: &NodeConfig) -> NodeStatus {
 }
 
 fn figures(n: &NodeConfig, text: &str, ready_code: u16, why: &str) -> Reading {
-    let samples = crate::metrics::parse(text);
+    let samples = parse(text);
     let get = |name: &str| {
         samples
             .iter()
@@ -179,4 +180,36 @@ fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// One sample parsed back from the text format: `(name, labels, value)`.
+pub type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the Prometheus text format (the subset
+/// [`crate::metrics::Metrics::render`] writes): comment lines skipped, `name{k="v",…} value`.
+pub fn parse(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once('=') {
+                map.insert(k.to_string(), v.trim_matches('"').to_string());
+            }
+        }
+        out.push((name.to_string(), map, value));
+    }
+    out
 }

@@ -381,38 +381,6 @@ fn answer(req: tiny_http::Request, metrics: &Metrics, config: &Config) {
     }
 }
 
-/// One sample parsed back from the text format: `(name, labels, value)`.
-pub type Sample = (String, BTreeMap<String, String>, f64);
-
-/// Parses the Prometheus text format (the subset [`Metrics::render`]
-/// writes): comment lines skipped, `name{k="v",…} value`.
-pub fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((head, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = match head.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (head, ""),
-        };
-        let mut map = BTreeMap::new();
-        for pair in labels.split(',').filter(|p| !p.is_empty()) {
-            if let Some((k, v)) = pair.split_once('=') {
-                map.insert(k.to_string(), v.trim_matches('"').to_string());
-            }
-        }
-        out.push((name.to_string(), map, value));
-    }
-    out
-}
-
 /// Every metric family a node may expose, as Prometheus names its samples
 /// (`…_total` for counters): what dashboards may query.
 pub fn family_names() -> Vec<String> {

@@ -374,7 +374,7 @@ impl Partitioned {
             .ok()?
             .into_string()
             .ok()?;
-        holdfast::metrics::parse(&text)
+        holdfast::cluster_status::parse(&text)
             .into_iter()
             .find(|(name, labels, _)| {
                 name == "holdfast_duplicates_dropped_total"
