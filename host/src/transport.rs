@@ -129,13 +129,15 @@ const MAX_FIRST_FRAME: usize = 8 << 20;
 const WARNS_PER_PERIOD: u64 = 20;
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 /// Actors a client may address: a node that hosts none of them takes no
-/// client connections.
+/// client connections. The destination queue takes only an operator's
+/// requests about parked records (it checks the principal).
 const SERVES_CLIENTS: &[ActorKind] = &[
     ActorKind::FrontEnd,
     ActorKind::Lookup,
     ActorKind::Channel,
     ActorKind::Web,
     ActorKind::Compliance,
+    ActorKind::DestinationQueue,
 ];
 
 /// Envelopes from the network waiting in the inbox before readers pause.

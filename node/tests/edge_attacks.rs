@@ -552,6 +552,42 @@ fn refused_record_is_parked_and_archiving_continues() {
         c.log("arch1").contains("record_parked"),
         "no operator event"
     );
+
+    // Written out for an investigation: private, never over a file.
+    let out = c.config.file.with_file_name("parked.jsonl");
+    let path = out.to_str().unwrap();
+    let (code, _, err) = holdfast(&c, &["parked", "export", "--out", path]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (code, _, err) = holdfast(&c, &["parked", "export", "--out", path]);
+    assert_eq!(code, 2, "not over an existing file: {err}");
+
+    // Once the database takes them, an operator sends them back: they are
+    // archived, and nothing stays parked.
+    admin.execute_batch("DROP TRIGGER poison;").unwrap();
+    let (code, out, err) = holdfast(&c, &["parked", "retry", "--node", "arch1"]);
+    assert_eq!(
+        code,
+        0,
+        "{out}{err}\narch1:\n{}",
+        last_lines(&c.log("arch1"), 20)
+    );
+    assert!(
+        out.contains("3 sent back to the database, 0 still parked"),
+        "{out}"
+    );
+    let bad: Vec<String> = ["bad-3", "bad-13", "bad-23"].map(String::from).to_vec();
+    let rows = wait_archived(&c, &bad, Duration::from_secs(60));
+    assert!(bad.iter().all(|id| rows.contains_key(id)), "{rows:?}");
+    let (code, out, _) = holdfast(&c, &["parked", "list", "--json"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert!(
+        c.log("arch1").contains("parked_retried"),
+        "no operator event"
+    );
 }
 
 /// A client connection proving `user` (its credential), named after that

@@ -8,11 +8,14 @@
 //! Under ocs2007r2 a record not processed within the data TTBR is dropped
 //! here (and the sender told, as MSMQ's negative acknowledgement would).
 
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+};
 use crate::core::cluster::Cluster;
+use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
-use crate::core::protocol::{Msg, QueueItem};
+use crate::core::protocol::{ArchiveRecord, Msg, QueueItem, PARKED_RETRY_MAX};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{self as keys, DQ_NEXT, DQ_PARKED, DQ_RECORD};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +42,20 @@ enum Write {
         ids: Vec<MessageId>,
         reason: String,
     },
+    /// Parked records back into the queue: `(parked key, new key, item)`.
+    Unpark {
+        moved: Vec<(u64, u64, QueueItem)>,
+        operator: Addr,
+    },
+}
+
+/// An operator's `ParkedRetry` while its parked records are read back.
+struct Retry {
+    operator: Addr,
+    /// Load token → parked key, for the reads not answered yet.
+    loads: BTreeMap<u64, u64>,
+    /// What was read: `(parked key, record)`.
+    read: Vec<(u64, ArchiveRecord)>,
 }
 
 /// The acknowledgement for a transfer, or for a probe.
@@ -82,6 +99,10 @@ pub struct DestinationQueue {
     expired: u64,
     /// Records parked (kept aside: the database refuses them for good).
     parked: u64,
+    /// Their keys (the records stay on disk only, read back for a retry).
+    parked_keys: BTreeSet<u64>,
+    /// An operator's retry under way (one at a time).
+    retry: Option<Retry>,
 }
 
 impl DestinationQueue {
@@ -102,7 +123,81 @@ impl DestinationQueue {
             duplicates_dropped: 0,
             expired: 0,
             parked: 0,
+            parked_keys: BTreeSet::new(),
+            retry: None,
         }
+    }
+
+    /// `holdfast parked retry`: reads the parked records back (a `Load`
+    /// each), then moves them into the queue under new keys in one write,
+    /// and the queue delivers them again. Only an operator may ask.
+    fn parked_retry(&mut self, from: Addr, keys: Vec<u64>, ctx: &mut Ctx) {
+        if let Err(refusal) = identity::require(&from, &[Role::Operator]) {
+            identity_refused(&self.name, &from, "ParkedRetry", &refusal, ctx);
+            let reason = refusal.to_string();
+            return ctx.send(from, Msg::Forbidden { reason });
+        }
+        if self.retry.is_some() {
+            let reason = "a retry of parked records is under way; ask again".to_string();
+            return ctx.send(from, Msg::Forbidden { reason });
+        }
+        let chosen: Vec<u64> = if keys.is_empty() {
+            self.parked_keys
+                .iter()
+                .copied()
+                .take(PARKED_RETRY_MAX)
+                .collect()
+        } else {
+            keys.into_iter()
+                .filter(|k| self.parked_keys.contains(k))
+                .take(PARKED_RETRY_MAX)
+                .collect()
+        };
+        if chosen.is_empty() {
+            let left = self.parked_keys.len() as u64;
+            return ctx.send(from, Msg::ParkedRetried { retried: 0, left });
+        }
+        let mut loads = BTreeMap::new();
+        for k in chosen {
+            self.next_token += 1;
+            loads.insert(self.next_token, k);
+            ctx.load(self.next_token, keys::key_u64(DQ_PARKED, k));
+        }
+        self.retry = Some(Retry {
+            operator: from,
+            loads,
+            read: Vec::new(),
+        });
+    }
+
+    /// Every parked record of a retry is read: one write moves them back.
+    fn unpark(&mut self, ctx: &mut Ctx) {
+        let Some(retry) = self.retry.as_ref().filter(|r| r.loads.is_empty()) else {
+            return;
+        };
+        let read = retry.read.clone();
+        let operator = retry.operator.clone();
+        if read.is_empty() {
+            self.retry = None;
+            let left = self.parked_keys.len() as u64;
+            return ctx.send(operator, Msg::ParkedRetried { retried: 0, left });
+        }
+        let mut ops = Vec::new();
+        let mut moved = Vec::new();
+        for (old, record) in read {
+            let key = self.next_key;
+            self.next_key += 1;
+            let item = QueueItem::Record(record);
+            ops.push(StoreOp::Delete {
+                key: keys::key_u64(DQ_PARKED, old),
+            });
+            ops.push(StoreOp::Put {
+                key: keys::key_u64(DQ_RECORD, key),
+                value: keys::encode(&item),
+            });
+            moved.push((old, key, item));
+        }
+        self.persist(Write::Unpark { moved, operator }, ops, ctx);
     }
 
     pub fn depth(&self) -> usize {
@@ -280,12 +375,15 @@ impl Actor for DestinationQueue {
         self.undeleted.clear();
         self.delivered = 0;
         self.parked = 0;
+        self.parked_keys.clear();
+        self.retry = None;
         // Parked keys are never reused: a new record under one would park
         // over it.
         let mut high = 0;
         for (k, v) in &recovered {
             if let Some(key) = keys::parse_u64(DQ_PARKED, k) {
                 self.parked += 1;
+                self.parked_keys.insert(key);
                 high = high.max(key);
                 continue;
             }
@@ -335,6 +433,8 @@ impl Actor for DestinationQueue {
                         .is_some_and(|f| f.archiver == self.name)
             }
             Msg::Consumed { .. } | Msg::Park { .. } => from == self.archiver(),
+            // An operator, from the command-line tool (checked below).
+            Msg::ParkedRetry { .. } => from.actor == ActorKind::Client,
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -354,6 +454,7 @@ impl Actor for DestinationQueue {
                 self.pump(ctx);
             }
             Msg::Park { keys, reason } => self.park(keys, reason, ctx),
+            Msg::ParkedRetry { keys } => self.parked_retry(from, keys, ctx),
             other => ctx.event(
                 OperatorEvent::UnexpectedMessage,
                 format!(
@@ -437,6 +538,7 @@ impl Actor for DestinationQueue {
                 for k in &keys {
                     self.items.remove(k);
                     self.in_flight.remove(k);
+                    self.parked_keys.insert(*k);
                 }
                 self.parked += keys.len() as u64;
                 ctx.event(
@@ -465,8 +567,75 @@ impl Actor for DestinationQueue {
                     format!("{}: expiring: {e}", self.name),
                 );
             }
+            (Some(Write::Unpark { moved, operator }), Ok(())) => {
+                let ids: Vec<String> = moved
+                    .iter()
+                    .filter_map(|(_, _, item)| match item {
+                        QueueItem::Record(r) => Some(r.id.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let retried = moved.len() as u64;
+                for (old, key, item) in moved {
+                    self.parked_keys.remove(&old);
+                    self.items.insert(key, item);
+                }
+                self.parked = self.parked_keys.len() as u64;
+                self.retry = None;
+                ctx.event(
+                    OperatorEvent::ParkedRetried,
+                    format!(
+                        "{}: {retried} parked record(s) sent back to the database by {}: ids={}",
+                        self.name,
+                        operator.node,
+                        ids.join(",")
+                    ),
+                );
+                let left = self.parked_keys.len() as u64;
+                ctx.send(operator, Msg::ParkedRetried { retried, left });
+                self.arm_expiry(ctx);
+                self.pump(ctx);
+            }
+            (Some(Write::Unpark { moved, operator }), Err(e)) => {
+                // Still parked; the keys given out are not reused.
+                self.retry = None;
+                let reason = format!(
+                    "{}: moving {} parked record(s) back: {e}",
+                    self.name,
+                    moved.len()
+                );
+                ctx.event(OperatorEvent::DestinationStoreFailed, reason.clone());
+                ctx.send(operator, Msg::Forbidden { reason });
+            }
             (None, _) => {}
         }
+    }
+
+    fn on_loaded(
+        &mut self,
+        token: u64,
+        result: Result<Option<Vec<u8>>, StoreError>,
+        ctx: &mut Ctx,
+    ) {
+        let Some(retry) = self.retry.as_mut() else {
+            return;
+        };
+        let Some(key) = retry.loads.remove(&token) else {
+            return;
+        };
+        match result.map(|v| v.map(|v| keys::decode::<keys::Parked>(&v))) {
+            Ok(Some(Ok(p))) => retry.read.push((key, p.record)),
+            Ok(None) => {}
+            Ok(Some(Err(e))) => ctx.event(
+                OperatorEvent::StoreCorrupt,
+                format!("{}: parked record {key}: {e}", self.name),
+            ),
+            Err(e) => ctx.event(
+                OperatorEvent::DestinationStoreFailed,
+                format!("{}: reading parked record {key}: {e}", self.name),
+            ),
+        }
+        self.unpark(ctx);
     }
 
     fn gauges(&self) -> Vec<(Gauge, u64)> {
@@ -608,6 +777,60 @@ mod tests {
         h2.msg(h2.actor().archiver(), Msg::Consumed { keys: vec![1] });
         let sent = transfer(&mut h2, "fe1", 3, rec("m3"));
         assert_eq!(delivered(&sent), vec![3], "key 2 is the parked record's");
+    }
+
+    /// `holdfast parked retry`: only an operator may; the parked record
+    /// goes back into the queue under a new key (durably, in one write)
+    /// and is delivered again; the answer says what is left.
+    #[test]
+    fn an_operator_sends_parked_records_back_to_the_database() {
+        let mut h = started(Settings::default());
+        for (seq, id) in [(1, "m1"), (2, "bad")] {
+            transfer(&mut h, "fe1", seq, rec(id));
+        }
+        let arch = h.actor().archiver();
+        let park = Msg::Park {
+            keys: vec![2],
+            reason: "trigger".into(),
+        };
+        h.msg(arch.clone(), park);
+        h.msg(arch.clone(), Msg::Consumed { keys: vec![1] });
+        h.clear_events();
+        let retry = Msg::ParkedRetry { keys: vec![] };
+        let sent = h.msg(crate::testkit::client_of("a@corp.example"), retry.clone());
+        assert!(
+            matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
+            "{sent:?}"
+        );
+        assert_eq!(keys::parked_records(&h.store).len(), 1, "a user may not");
+
+        let operator = identity::Principal::new("ops@corp.example", Role::Operator);
+        let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
+        let sent = h.msg(ops.clone(), retry.clone());
+        assert_eq!(delivered(&sent), vec![3], "under a new key");
+        assert!(
+            sent.contains(&(
+                ops.clone(),
+                Msg::ParkedRetried {
+                    retried: 1,
+                    left: 0
+                }
+            )),
+            "{sent:?}"
+        );
+        assert!(h.events().contains(&"parked_retried"));
+        assert!(keys::parked_records(&h.store).is_empty());
+        assert!(h.store.contains_key(&keys::key_u64(DQ_RECORD, 3)));
+        // Nothing left: said so.
+        let sent = h.msg(ops, retry);
+        assert_eq!(sent.len(), 1);
+        assert!(matches!(
+            sent[0].1,
+            Msg::ParkedRetried {
+                retried: 0,
+                left: 0
+            }
+        ));
     }
 
     #[test]

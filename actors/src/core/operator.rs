@@ -10,6 +10,8 @@ use std::fmt;
 pub enum OperatorEvent {
     /// A front end could not hand a record to archiving.
     ArchivingFailed,
+    /// An operator sent parked records back to the database.
+    ParkedRetried,
     /// Lookup: a Channel server reported and is in rotation.
     ChannelInRotation,
     /// Lookup: a Channel server stopped reporting and left the rotation.
@@ -115,6 +117,7 @@ impl OperatorEvent {
         use OperatorEvent::*;
         match self {
             ChannelInRotation
+            | ParkedRetried
             | ComplianceExportResumed
             | ComplianceExported
             | CriticalResume
@@ -150,8 +153,9 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 43] = [
+    pub const ALL: [OperatorEvent; 44] = [
         OperatorEvent::ArchivingFailed,
+        OperatorEvent::ParkedRetried,
         OperatorEvent::ChannelInRotation,
         OperatorEvent::ChannelOutOfRotation,
         OperatorEvent::ChatAccessRevoked,
@@ -201,6 +205,7 @@ impl OperatorEvent {
     pub fn name(self) -> &'static str {
         match self {
             OperatorEvent::ArchivingFailed => "archiving_failed",
+            OperatorEvent::ParkedRetried => "parked_retried",
             OperatorEvent::ChannelInRotation => "channel_in_rotation",
             OperatorEvent::ChannelOutOfRotation => "channel_out_of_rotation",
             OperatorEvent::ChatAccessRevoked => "chat_access_revoked",

@@ -198,6 +198,9 @@ pub enum DbError {
     Refused { ids: Vec<MessageId>, reason: String },
 }
 
+/// Parked records one `ParkedRetry` sends back at most when it names none.
+pub const PARKED_RETRY_MAX: usize = 1_000;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Msg {
     // ---- client ↔ front end -------------------------------------------
@@ -319,6 +322,18 @@ pub enum Msg {
     ArchivingHealth {
         ok: bool,
         reason: String,
+    },
+    /// An operator sends parked records back to the database
+    /// (`holdfast parked retry`): those under `keys`, or up to
+    /// [`PARKED_RETRY_MAX`] of them if `keys` is empty.
+    ParkedRetry {
+        keys: Vec<u64>,
+    },
+    /// The destination queue's answer: how many went back into the queue
+    /// (each under a new key) and how many stay parked.
+    ParkedRetried {
+        retried: u64,
+        left: u64,
     },
     /// An operator ends a critical-mode shutdown by hand: from the node
     /// itself, or from a client authenticated with the operator role
@@ -654,6 +669,8 @@ impl Msg {
             Msg::Expired { .. } => "Expired",
             Msg::ArchivingHealth { .. } => "ArchivingHealth",
             Msg::OperatorResume => "OperatorResume",
+            Msg::ParkedRetry { .. } => "ParkedRetry",
+            Msg::ParkedRetried { .. } => "ParkedRetried",
             Msg::OperatorResumed { .. } => "OperatorResumed",
             Msg::Consumed { .. } => "Consumed",
             Msg::Park { .. } => "Park",

@@ -1,11 +1,18 @@
-//! `holdfast parked list`: the records the archive database refused for
-//! good, kept aside by the archiving servers.
+//! `holdfast parked list|retry|export`: the records the archive database
+//! refused for good, kept aside by the archiving servers — seen, sent back
+//! to the database once it takes them, or written out for an
+//! investigation.
 
-use super::common::{fmt_time, load_config, ConfigArg, Failure};
+use super::common::{fmt_time, load_config, runtime, ConfigArg, Failure};
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
+use holdfast::operator_client;
+use holdfast_actors::core::identity::Role as PrincipalRole;
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::protocol::Msg;
 use holdfast_actors::core::store_keys;
 use holdfast_host::store::replay_log;
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub(crate) enum ParkedCmd {
@@ -24,20 +31,106 @@ pub(crate) enum ParkedCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Send parked records back to the database (once whatever refused
+    /// them is fixed): each goes back into the archiving server's queue
+    /// and is delivered again; one the database still refuses is parked
+    /// again. Up to 1,000 per call (an operator may ask).
+    ///
+    /// Example: holdfast parked retry -c cluster.toml --node arch1 --key 2
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The archiving server holding them.
+        #[arg(long)]
+        node: String,
+        /// Only these parked records (the `#` numbers of `parked list`);
+        /// repeatable. Default: all of them, 1,000 at a time.
+        #[arg(long = "key")]
+        keys: Vec<u64>,
+        /// Whose credential to present (an operator's).
+        #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+        who: String,
+    },
+    /// Write every parked record to a file, as JSON lines (readable by
+    /// the node's user only), for an investigation. Reads the destination
+    /// queues' logs on this machine.
+    ///
+    /// Example: holdfast parked export -c cluster.toml --out parked.jsonl
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this archiving server (default: every one of the config).
+        #[arg(long)]
+        node: Option<String>,
+        /// The file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub(crate) fn run(cmd: ParkedCmd) -> Result<(), Failure> {
     match cmd {
         ParkedCmd::List { config, node, json } => {
-            parked_list(&load_config(&config)?, node.as_deref(), json)?
+            let lines = parked_lines(&load_config(&config)?, node.as_deref(), json)?;
+            for l in &lines {
+                println!("{l}");
+            }
+            if !json {
+                eprintln!("{} parked records", lines.len());
+            }
+        }
+        ParkedCmd::Retry {
+            config,
+            node,
+            keys,
+            who,
+        } => {
+            let config = load_config(&config)?;
+            let answer = runtime()?.block_on(operator_client::ask(
+                &config,
+                &who,
+                &[PrincipalRole::Operator],
+                (&node, ActorKind::DestinationQueue),
+                Msg::ParkedRetry { keys },
+                Duration::from_secs(30),
+                |m| matches!(m, Msg::ParkedRetried { .. }),
+            ))?;
+            if let Msg::ParkedRetried { retried, left } = answer {
+                println!("{node}: {retried} sent back to the database, {left} still parked");
+            }
+        }
+        ParkedCmd::Export {
+            config,
+            node,
+            out,
+            force,
+        } => {
+            let lines = parked_lines(&load_config(&config)?, node.as_deref(), true)?;
+            if out.exists() && !force {
+                return Err(Failure::Error(format!(
+                    "{}: exists; add --force to replace it",
+                    out.display()
+                )));
+            }
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            holdfast::file_disk::write_file_atomically(&out, text.as_bytes(), 0o600)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            println!(
+                "{} parked records written to {}",
+                lines.len(),
+                out.display()
+            );
         }
     }
     Ok(())
 }
 
-/// `holdfast parked list`: the parked records of the config's archiving
-/// servers, read from their destination queue logs.
-fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), String> {
+/// The parked records of the config's archiving servers, read from their
+/// destination queue logs: one line each, as text or JSON.
+fn parked_lines(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<String>, String> {
     let servers: Vec<_> = config
         .nodes
         .iter()
@@ -50,7 +143,7 @@ fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), St
             None => "the config has no archiving server".into(),
         });
     }
-    let mut total = 0;
+    let mut lines = Vec::new();
     for n in servers {
         let file = n.data.join(holdfast::node::store_file(
             holdfast_actors::core::ids::ActorKind::DestinationQueue,
@@ -62,7 +155,6 @@ fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), St
         };
         for entry in store_keys::parked_records(&replay_log(&bytes).state) {
             let (key, p) = entry.map_err(|e| format!("{}: {e}", file.display()))?;
-            total += 1;
             let r = &p.record;
             if json {
                 let line = serde_json::json!({
@@ -70,9 +162,9 @@ fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), St
                     "id": r.id, "client_id": r.client_id, "kind": r.kind.as_str(),
                     "from": r.from, "to": r.to, "time": r.time, "front_end": r.front_end,
                 });
-                println!("{line}");
+                lines.push(line.to_string());
             } else {
-                println!(
+                lines.push(format!(
                     "{}  #{key}  parked {}  {} {} -> {}  [{}]  {}",
                     n.name,
                     fmt_time(p.at),
@@ -81,12 +173,9 @@ fn parked_list(config: &Config, only: Option<&str>, json: bool) -> Result<(), St
                     r.to,
                     r.id,
                     p.reason
-                );
+                ));
             }
         }
     }
-    if !json {
-        eprintln!("{total} parked records");
-    }
-    Ok(())
+    Ok(lines)
 }
