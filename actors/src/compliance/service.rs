@@ -28,7 +28,7 @@ use crate::core::actor::{
 };
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
-use crate::core::link::{Acked, Link};
+use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
 use crate::core::protocol::Msg;
@@ -158,11 +158,11 @@ impl Outbox {
             .keys()
             .next()
             .map_or(next - 1, |first| first.saturating_sub(1));
-        self.link.restart(staged);
+        self.link.restart(Seq::new(staged));
         for (seq, e) in pending {
-            self.link.insert(seq, e);
+            self.link.insert(Seq::new(seq), e);
         }
-        self.link.recovered(next - 1);
+        self.link.recovered(Seq::new(next - 1));
         errors
     }
 
@@ -179,7 +179,7 @@ impl Outbox {
         for e in events {
             let event = ComplianceEvent {
                 source: self.me.clone(),
-                seq: self.link.number(),
+                seq: self.link.number().get(),
                 kind: e.kind,
                 room: e.room,
                 user: e.user,
@@ -196,14 +196,14 @@ impl Outbox {
         }
         ops.push(StoreOp::Put {
             key: OUTBOX_NEXT.to_vec(),
-            value: store_keys::encode(&self.link.next_seq()),
+            value: store_keys::encode(&self.link.next_seq().get()),
         });
         (out, ops)
     }
 
     pub fn committed(&mut self, events: Vec<ComplianceEvent>, ctx: &mut Ctx) {
         for e in events {
-            self.link.insert(e.seq, e);
+            self.link.insert(Seq::new(e.seq), e);
         }
         self.pump(ctx);
     }
@@ -212,7 +212,7 @@ impl Outbox {
     /// one persist at a time, so nothing was numbered after them).
     pub fn rolled_back(&mut self, events: &[ComplianceEvent]) {
         if let Some(first) = events.first() {
-            self.link.number_from(first.seq);
+            self.link.number_from(Seq::new(first.seq));
         }
     }
 
@@ -249,7 +249,7 @@ impl Outbox {
         if self.target.as_deref() != Some(from.node.as_str()) {
             return Vec::new();
         }
-        let done = match self.link.ack(upto.min(self.link.last())) {
+        let done = match self.link.ack(Seq::new(upto).min(self.link.last())) {
             Acked::Advanced { items, .. } if !items.is_empty() => items,
             _ => {
                 // The service is missing something before what was sent:

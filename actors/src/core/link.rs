@@ -11,20 +11,58 @@
 
 use crate::core::ids::Millis;
 use std::collections::BTreeMap;
+use std::fmt;
+
+/// A sequence number on a link: contiguous from 1, 0 before the first.
+/// Only the link's own arithmetic (the next, the last) applies to it; the
+/// wire carries the plain number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(u64);
+
+impl Seq {
+    pub const fn new(n: u64) -> Seq {
+        Seq(n)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The number after this one.
+    pub const fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+
+    /// The numbers after this one up to `last`, in order.
+    pub fn after_upto(self, last: Seq) -> impl Iterator<Item = Seq> {
+        (self.0 + 1..=last.0).map(Seq)
+    }
+
+    /// The numbers strictly between this one and `end`, in order.
+    pub fn between(self, end: Seq) -> impl Iterator<Item = Seq> {
+        (self.0 + 1..end.0).map(Seq)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// What the link sends: each item in order, then possibly a hole.
 pub struct Sending<T> {
     /// Items to send, with their sequence numbers, in order.
-    pub items: Vec<(u64, T)>,
+    pub items: Vec<(Seq, T)>,
     /// The next item to send is missing: only a damaged store can leave a
     /// hole; the caller says so.
-    pub missing: Option<u64>,
+    pub missing: Option<Seq>,
 }
 
 /// The answer to a cumulative acknowledgement.
 pub enum Acked<T> {
     /// Beyond the last number given out: refused.
-    Beyond { last: u64 },
+    Beyond { last: Seq },
     /// Nothing new acknowledged.
     Stale { backing_off: bool },
     /// New items acknowledged: removed from the link, in order.
@@ -33,7 +71,7 @@ pub enum Acked<T> {
 
 /// A probe to send: the first unacknowledged item, numbered.
 pub struct Probe<T> {
-    pub seq: u64,
+    pub seq: Seq,
     pub item: T,
     pub probe: u64,
 }
@@ -42,12 +80,12 @@ pub struct Probe<T> {
 pub struct Link<T> {
     /// Items held and not yet acknowledged (and, until the caller removes
     /// them, acknowledged ones not yet deleted).
-    items: BTreeMap<u64, T>,
-    next_seq: u64,
+    items: BTreeMap<Seq, T>,
+    next_seq: Seq,
     /// Highest seq the destination acknowledged.
-    acked: u64,
+    acked: Seq,
     /// Highest seq sent in the current round.
-    sent: u64,
+    sent: Seq,
     /// Items in flight at most.
     window: u64,
     /// Probes sent so far (numbers them).
@@ -56,8 +94,8 @@ pub struct Link<T> {
     /// unanswered: its answer tells whether anything up to there was lost.
     /// An earlier probe's answer comes from before transfers the latest
     /// one followed, and is not used.
-    probe: Option<(u64, u64)>,
-    acked_at_last_check: u64,
+    probe: Option<(u64, Seq)>,
+    acked_at_last_check: Seq,
     resend_interval: Millis,
     backoff_max: Millis,
     interval: Millis,
@@ -74,13 +112,13 @@ impl<T: Clone> Link<T> {
     pub fn new(window: u64, resend_interval: Millis, backoff_max: Millis) -> Self {
         Link {
             items: BTreeMap::new(),
-            next_seq: 1,
-            acked: 0,
-            sent: 0,
+            next_seq: Seq(1),
+            acked: Seq(0),
+            sent: Seq(0),
             window,
             probes: 0,
             probe: None,
-            acked_at_last_check: 0,
+            acked_at_last_check: Seq(0),
             resend_interval,
             backoff_max,
             interval: resend_interval,
@@ -90,8 +128,8 @@ impl<T: Clone> Link<T> {
     }
 
     /// Items after the acknowledged point, in order.
-    pub fn unacked(&self) -> impl Iterator<Item = (&u64, &T)> {
-        self.items.range(self.acked + 1..)
+    pub fn unacked(&self) -> impl Iterator<Item = (&Seq, &T)> {
+        self.items.range(self.acked.next()..)
     }
 
     pub fn len(&self) -> usize {
@@ -102,37 +140,37 @@ impl<T: Clone> Link<T> {
         self.items.is_empty()
     }
 
-    pub fn contains(&self, seq: u64) -> bool {
+    pub fn contains(&self, seq: Seq) -> bool {
         self.items.contains_key(&seq)
     }
 
     /// Holds `item` at `seq`; returns what was there.
-    pub fn insert(&mut self, seq: u64, item: T) -> Option<T> {
+    pub fn insert(&mut self, seq: Seq, item: T) -> Option<T> {
         self.items.insert(seq, item)
     }
 
-    pub fn next_seq(&self) -> u64 {
+    pub fn next_seq(&self) -> Seq {
         self.next_seq
     }
 
     /// The last number given out.
-    pub fn last(&self) -> u64 {
-        self.next_seq - 1
+    pub fn last(&self) -> Seq {
+        Seq(self.next_seq.0 - 1)
     }
 
     /// Gives out the next number.
-    pub fn number(&mut self) -> u64 {
+    pub fn number(&mut self) -> Seq {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = seq.next();
         seq
     }
 
     /// Numbering goes on from `seq` (a number given back, or one learnt).
-    pub fn number_from(&mut self, seq: u64) {
+    pub fn number_from(&mut self, seq: Seq) {
         self.next_seq = seq;
     }
 
-    pub fn acked(&self) -> u64 {
+    pub fn acked(&self) -> Seq {
         self.acked
     }
 
@@ -150,7 +188,7 @@ impl<T: Clone> Link<T> {
 
     /// A fresh start from what the store holds: everything after `acked`
     /// is sent again.
-    pub fn restart(&mut self, acked: u64) {
+    pub fn restart(&mut self, acked: Seq) {
         self.items.clear();
         self.acked = acked;
         self.resend_armed = false;
@@ -158,8 +196,8 @@ impl<T: Clone> Link<T> {
 
     /// After recovery: numbering goes on after `max`, and everything
     /// unacknowledged is sent again.
-    pub fn recovered(&mut self, max: u64) {
-        self.next_seq = max + 1;
+    pub fn recovered(&mut self, max: Seq) {
+        self.next_seq = max.next();
         self.sent = self.acked;
         self.probe = None;
         self.acked_at_last_check = self.acked;
@@ -177,8 +215,8 @@ impl<T: Clone> Link<T> {
         let last = self.last();
         let mut items = Vec::new();
         let mut missing = None;
-        while self.sent < last && self.sent - self.acked < self.window {
-            let seq = self.sent + 1;
+        while self.sent < last && self.sent.0 - self.acked.0 < self.window {
+            let seq = self.sent.next();
             let Some(item) = self.items.get(&seq) else {
                 missing = Some(seq);
                 break;
@@ -209,8 +247,8 @@ impl<T: Clone> Link<T> {
     /// The first unacknowledged item again, behind everything in flight,
     /// to learn whether what was sent before it arrived; `Err` with its
     /// number if it is missing.
-    pub fn probe(&mut self) -> Result<Probe<T>, u64> {
-        let seq = self.acked + 1;
+    pub fn probe(&mut self) -> Result<Probe<T>, Seq> {
+        let seq = self.acked.next();
         let item = self.items.get(&seq).cloned().ok_or(seq)?;
         self.probes += 1;
         self.probe = Some((self.probes, self.sent));
@@ -251,7 +289,7 @@ impl<T: Clone> Link<T> {
     }
 
     /// Takes in a cumulative acknowledgement.
-    pub fn ack(&mut self, upto: u64) -> Acked<T> {
+    pub fn ack(&mut self, upto: Seq) -> Acked<T> {
         let last = self.last();
         if upto > last {
             return Acked::Beyond { last };
@@ -261,7 +299,7 @@ impl<T: Clone> Link<T> {
             return Acked::Stale { backing_off };
         }
         let mut items = Vec::new();
-        for s in self.acked + 1..=upto {
+        for s in self.acked.after_upto(upto) {
             if let Some(item) = self.items.remove(&s) {
                 items.push(item);
             }
@@ -314,13 +352,13 @@ mod tests {
         let mut l = Link::new(window, 100, 800);
         for _ in 0..n {
             let seq = l.number();
-            l.insert(seq, seq * 10);
+            l.insert(seq, seq.get() * 10);
         }
         l
     }
 
     fn seqs(s: Sending<u64>) -> Vec<u64> {
-        s.items.into_iter().map(|(seq, _)| seq).collect()
+        s.items.into_iter().map(|(seq, _)| seq.get()).collect()
     }
 
     #[test]
@@ -328,10 +366,10 @@ mod tests {
         let mut l = link(2, 5);
         assert_eq!(seqs(l.take_sendable()), vec![1, 2]);
         assert!(l.take_sendable().items.is_empty());
-        assert!(matches!(l.ack(1), Acked::Advanced { ref items, .. } if items == &[10]));
+        assert!(matches!(l.ack(Seq(1)), Acked::Advanced { ref items, .. } if items == &[10]));
         assert_eq!(seqs(l.take_sendable()), vec![3]);
-        assert!(matches!(l.ack(1), Acked::Stale { .. }));
-        assert!(matches!(l.ack(6), Acked::Beyond { last: 5 }));
+        assert!(matches!(l.ack(Seq(1)), Acked::Stale { .. }));
+        assert!(matches!(l.ack(Seq(6)), Acked::Beyond { last: Seq(5) }));
     }
 
     #[test]
@@ -339,7 +377,7 @@ mod tests {
         let mut l = link(10, 2);
         l.number(); // numbered, not yet held
         let s = l.take_sendable();
-        assert_eq!(s.missing, Some(3));
+        assert_eq!(s.missing, Some(Seq(3)));
         assert_eq!(seqs(s), vec![1, 2]);
     }
 
@@ -351,15 +389,15 @@ mod tests {
         // Silence: probe the first unacknowledged, and back off.
         assert!(l.silence_check());
         let p = l.probe().ok().unwrap();
-        assert_eq!((p.seq, p.probe), (1, 1));
+        assert_eq!((p.seq, p.probe), (Seq(1), 1));
         l.back_off();
         assert!(l.backing_off());
-        l.ack(2);
+        l.ack(Seq(2));
         assert!(l.probe_answered(1));
         assert_eq!(seqs(l.take_sendable()), vec![3, 4]);
         // Answered after everything arrived: nothing is sent again.
         let p = l.probe().ok().unwrap();
-        l.ack(4);
+        l.ack(Seq(4));
         assert!(!l.probe_answered(p.probe));
         assert!(l.take_sendable().items.is_empty());
         assert_eq!(l.restart_rhythm(true), Some(100));

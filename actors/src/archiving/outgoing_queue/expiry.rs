@@ -5,6 +5,7 @@
 
 use crate::core::actor::StoreOp;
 use crate::core::ids::{MessageId, Millis};
+use crate::core::link::Seq;
 use crate::core::protocol::{ArchiveRecord, QueueItem};
 use crate::core::store_keys::{self as keys, OQ_DEAD, OQ_RECORD};
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ pub const RESEND_BATCH: usize = 512;
 pub struct Expiring {
     pub ops: Vec<StoreOp>,
     /// Their slots, for tombstones.
-    pub seqs: Vec<u64>,
+    pub seqs: Vec<Seq>,
     /// Kept in the dead-letter queue (lync2010), by dead-letter number.
     pub dead: Vec<(u64, ArchiveRecord)>,
     /// Dropped, not kept: everything under ocs2007r2, QoE always.
@@ -27,7 +28,7 @@ pub struct Expiring {
 pub struct Resending {
     pub ops: Vec<StoreOp>,
     /// (dead-letter number, new seq, record).
-    pub moves: Vec<(u64, u64, ArchiveRecord)>,
+    pub moves: Vec<(u64, Seq, ArchiveRecord)>,
 }
 
 pub struct Expiry {
@@ -107,8 +108,8 @@ impl Expiry {
         &mut self,
         now: Millis,
         ttrq: Millis,
-        unacked: impl Iterator<Item = (&'a u64, &'a QueueItem)>,
-    ) -> Vec<(u64, ArchiveRecord)> {
+        unacked: impl Iterator<Item = (&'a Seq, &'a QueueItem)>,
+    ) -> Vec<(Seq, ArchiveRecord)> {
         let mut late = Vec::new();
         if now >= self.oldest_floor.saturating_add(ttrq) {
             // The floor becomes the oldest record seen, late ones included:
@@ -130,7 +131,7 @@ impl Expiry {
 
     /// The write taking `late` records out of the stream; `keep` says
     /// whether dead letters are kept (lync2010).
-    pub fn expire(&mut self, late: Vec<(u64, ArchiveRecord)>, keep: bool) -> Expiring {
+    pub fn expire(&mut self, late: Vec<(Seq, ArchiveRecord)>, keep: bool) -> Expiring {
         let mut out = Expiring {
             ops: Vec::new(),
             seqs: Vec::new(),
@@ -139,7 +140,7 @@ impl Expiry {
         };
         for (seq, record) in late {
             out.ops.push(StoreOp::Put {
-                key: keys::key_u64(OQ_RECORD, seq),
+                key: keys::key_u64(OQ_RECORD, seq.get()),
                 value: keys::encode(&QueueItem::Tombstone),
             });
             if keep && !record.kind.droppable() {
@@ -172,7 +173,7 @@ impl Expiry {
 
     /// The next dead letters to resend, numbered by `number`, as one
     /// write; each starts a new life in the stream at `now`.
-    pub fn resend(&self, now: Millis, mut number: impl FnMut() -> u64) -> Resending {
+    pub fn resend(&self, now: Millis, mut number: impl FnMut() -> Seq) -> Resending {
         let mut out = Resending {
             ops: Vec::new(),
             moves: Vec::new(),
@@ -185,7 +186,7 @@ impl Expiry {
                 key: keys::key_u64(OQ_DEAD, *k),
             });
             out.ops.push(StoreOp::Put {
-                key: keys::key_u64(OQ_RECORD, seq),
+                key: keys::key_u64(OQ_RECORD, seq.get()),
                 value: keys::encode(&QueueItem::Record(record.clone())),
             });
             out.moves.push((*k, seq, record));

@@ -6,6 +6,7 @@
 //! newer heartbeat makes the link healthy again.
 
 use crate::core::ids::Millis;
+use crate::core::link::Seq;
 use std::collections::BTreeMap;
 
 /// The state of the link to the archiving server, from heartbeats.
@@ -29,7 +30,7 @@ impl LinkHealth {
 }
 
 struct Beat {
-    seq: u64,
+    seq: Seq,
     sent_at: Millis,
     delivered: bool,
 }
@@ -73,7 +74,7 @@ impl Heartbeats {
     }
 
     /// A heartbeat in the stream at `seq`, not yet delivered.
-    pub fn track(&mut self, id: u64, seq: u64, sent_at: Millis) {
+    pub fn track(&mut self, id: u64, seq: Seq, sent_at: Millis) {
         self.beats.insert(
             id,
             Beat {
@@ -85,13 +86,13 @@ impl Heartbeats {
     }
 
     /// A heartbeat found in the store at restart.
-    pub fn recovered(&mut self, id: u64, seq: u64, sent_at: Millis) {
+    pub fn recovered(&mut self, id: u64, seq: Seq, sent_at: Millis) {
         self.last_beat = self.last_beat.max(id);
         self.track(id, seq, sent_at);
     }
 
     /// The destination acknowledged the stream up to `upto`.
-    pub fn delivered_upto(&mut self, upto: u64) {
+    pub fn delivered_upto(&mut self, upto: Seq) {
         for beat in self.beats.values_mut() {
             if beat.seq <= upto {
                 beat.delivered = true;

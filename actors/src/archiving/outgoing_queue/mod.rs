@@ -55,7 +55,7 @@ pub use heartbeat::LinkHealth;
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
-use crate::core::link::{Acked, Link};
+use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
@@ -68,31 +68,36 @@ use quota::{Quota, QuotaNote};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The store key of the item at `seq`.
+fn record_key(seq: Seq) -> Vec<u8> {
+    keys::key_u64(OQ_RECORD, seq.get())
+}
+
 enum Write {
     Enqueue {
         fe_token: u64,
-        seq: u64,
+        seq: Seq,
         record: ArchiveRecord,
     },
     Heartbeat {
-        seq: u64,
+        seq: Seq,
         id: u64,
         sent_at: Millis,
     },
     Delete {
-        upto: u64,
+        upto: Seq,
     },
     /// Records leave the stream: tombstones in their slots, and (lync2010)
     /// copies in the dead-letter queue.
     Expire {
-        seqs: Vec<u64>,
+        seqs: Vec<Seq>,
         dead: Vec<(u64, ArchiveRecord)>,
         /// Dropped, not kept: everything under ocs2007r2, QoE always.
         dropped: Vec<MessageId>,
     },
     /// Dead letters go back into the stream.
     Resend {
-        moves: Vec<(u64, u64, ArchiveRecord)>,
+        moves: Vec<(u64, Seq, ArchiveRecord)>,
     },
     Probe,
 }
@@ -103,7 +108,7 @@ pub struct OutgoingQueue {
     /// are numbered only once an acknowledgement reaches it (a stale one,
     /// queued for this queue's previous life, does not), so that no number
     /// the destination already holds is reused.
-    resync: Option<u64>,
+    resync: Option<Seq>,
     /// Records waiting to be numbered (with their front end's token), in
     /// order: during a resync, then one at a time, so that one store
     /// write at most is in flight and a failed one gives back the newest
@@ -119,7 +124,7 @@ pub struct OutgoingQueue {
     /// Bytes held (stream and dead-letter queue): what the quota applies to.
     bytes: u64,
     /// Highest seq whose deletion is durable here.
-    deleted: u64,
+    deleted: Seq,
     writes: BTreeMap<u64, Write>,
     next_token: u64,
     heartbeats: Heartbeats,
@@ -156,7 +161,7 @@ impl OutgoingQueue {
             settings,
             name,
             bytes: 0,
-            deleted: 0,
+            deleted: Seq::default(),
             writes: BTreeMap::new(),
             next_token: 0,
             heartbeats: Heartbeats::default(),
@@ -203,7 +208,7 @@ impl OutgoingQueue {
 
     /// Only a damaged store can leave a hole where an item to send should
     /// be: say so, never panic.
-    fn missing(&self, seq: u64, ctx: &mut Ctx) {
+    fn missing(&self, seq: Seq, ctx: &mut Ctx) {
         ctx.event(
             OperatorEvent::StoreCorrupt,
             format!("{}: item {seq} missing from the queue", self.name),
@@ -213,7 +218,13 @@ impl OutgoingQueue {
     fn pump(&mut self, ctx: &mut Ctx) {
         let sending = self.link.take_sendable();
         for (seq, item) in sending.items {
-            ctx.send(self.dest.clone(), Msg::Transfer { seq, item });
+            ctx.send(
+                self.dest.clone(),
+                Msg::Transfer {
+                    seq: seq.get(),
+                    item,
+                },
+            );
         }
         if let Some(seq) = sending.missing {
             self.missing(seq, ctx);
@@ -270,7 +281,7 @@ impl OutgoingQueue {
             Ok(p) => ctx.send(
                 self.dest.clone(),
                 Msg::Probe {
-                    seq: p.seq,
+                    seq: p.seq.get(),
                     item: p.item,
                     probe: p.probe,
                 },
@@ -349,14 +360,14 @@ impl OutgoingQueue {
         if self.deleted >= upto || self.deleting() {
             return;
         }
-        let mut ops: Vec<StoreOp> = (self.deleted + 1..=upto)
-            .map(|s| StoreOp::Delete {
-                key: keys::key_u64(OQ_RECORD, s),
-            })
+        let mut ops: Vec<StoreOp> = self
+            .deleted
+            .after_upto(upto)
+            .map(|s| StoreOp::Delete { key: record_key(s) })
             .collect();
         ops.push(StoreOp::Put {
             key: OQ_ACKED.to_vec(),
-            value: upto.to_be_bytes().to_vec(),
+            value: upto.get().to_be_bytes().to_vec(),
         });
         let token = self.token();
         self.writes.insert(token, Write::Delete { upto });
@@ -419,7 +430,7 @@ impl OutgoingQueue {
         ctx.persist(
             token,
             vec![StoreOp::Put {
-                key: keys::key_u64(OQ_RECORD, seq),
+                key: record_key(seq),
                 value: keys::encode(&QueueItem::Record(record.clone())),
             }],
         );
@@ -435,7 +446,7 @@ impl OutgoingQueue {
 
     /// Takes in a cumulative acknowledgement; returns whether the probes
     /// were backing off when it came.
-    fn on_ack(&mut self, upto: u64, ctx: &mut Ctx) -> bool {
+    fn on_ack(&mut self, upto: Seq, ctx: &mut Ctx) -> bool {
         self.verified = true;
         if self.resync.is_some_and(|tombstone| upto >= tombstone) {
             self.end_resync(upto, ctx);
@@ -527,7 +538,7 @@ impl OutgoingQueue {
         ctx.persist(
             token,
             vec![StoreOp::Put {
-                key: keys::key_u64(OQ_RECORD, seq),
+                key: record_key(seq),
                 value: keys::encode(&item),
             }],
         );
@@ -720,7 +731,7 @@ impl OutgoingQueue {
             Write::Enqueue { fe_token, seq, .. } => {
                 // The host reports a persist before any other event, so this
                 // was the newest seq: give it back, keeping seqs contiguous.
-                debug_assert_eq!(seq + 1, self.link.next_seq());
+                debug_assert_eq!(seq.next(), self.link.next_seq());
                 self.link.number_from(seq);
                 ctx.event(
                     OperatorEvent::QueueStoreFailed,
@@ -736,7 +747,7 @@ impl OutgoingQueue {
                 self.drain_deferred(ctx);
             }
             Write::Heartbeat { seq, .. } => {
-                debug_assert_eq!(seq + 1, self.link.next_seq());
+                debug_assert_eq!(seq.next(), self.link.next_seq());
                 self.link.number_from(seq);
                 ctx.event(
                     OperatorEvent::QueueStoreFailed,
@@ -787,7 +798,7 @@ impl OutgoingQueue {
     /// The destination has everything up to `upto`, the resync tombstone
     /// included. Beyond what this queue remembers, it held numbers lost
     /// with the damage: numbering goes on after them.
-    fn end_resync(&mut self, upto: u64, ctx: &mut Ctx) {
+    fn end_resync(&mut self, upto: Seq, ctx: &mut Ctx) {
         self.resync = None;
         if upto >= self.link.next_seq() {
             ctx.event(
@@ -797,10 +808,10 @@ impl OutgoingQueue {
                     self.name,
                     self.dest.node,
                     self.link.last(),
-                    upto + 1
+                    upto.next()
                 ),
             );
-            self.link.number_from(upto + 1);
+            self.link.number_from(upto.next());
         }
         ctx.persist(
             self.token(),
@@ -819,16 +830,16 @@ impl OutgoingQueue {
     /// contiguous and what follows is archived; the event names the slots
     /// (records among them that had not reached the archiving server are
     /// lost, and the store's own event said so).
-    fn fill_holes(&mut self, max: u64, ctx: &mut Ctx) {
-        let mut missing: Vec<(u64, u64)> = Vec::new();
-        for seq in self.link.acked() + 1..max {
+    fn fill_holes(&mut self, max: Seq, ctx: &mut Ctx) {
+        let mut missing: Vec<(Seq, Seq)> = Vec::new();
+        for seq in self.link.acked().between(max) {
             if self.link.contains(seq) {
                 continue;
             }
             self.link.insert(seq, QueueItem::Tombstone);
             self.bytes += QueueItem::Tombstone.queued_size();
             match missing.last_mut() {
-                Some((_, end)) if *end + 1 == seq => *end = seq,
+                Some((_, end)) if end.next() == seq => *end = seq,
                 _ => missing.push((seq, seq)),
             }
         }
@@ -861,7 +872,7 @@ impl Actor for OutgoingQueue {
             .get(OQ_ACKED)
             .and_then(|v| v.as_slice().try_into().ok())
             .map(u64::from_be_bytes)
-            .unwrap_or(0);
+            .map_or(Seq::default(), Seq::new);
         self.link.restart(acked);
         self.expiry.clear();
         self.heartbeats.clear();
@@ -869,7 +880,7 @@ impl Actor for OutgoingQueue {
         let mut max = acked;
         let mut first = None;
         for (k, v) in &recovered {
-            if let Some(seq) = keys::parse_u64(OQ_RECORD, k) {
+            if let Some(seq) = keys::parse_u64(OQ_RECORD, k).map(Seq::new) {
                 first.get_or_insert(seq);
                 if seq <= acked {
                     continue; // acknowledged; its deletion is redone below
@@ -907,7 +918,7 @@ impl Actor for OutgoingQueue {
         self.deferred.clear();
         self.deferred_bytes = 0;
         self.deleted = first
-            .map(|f| f.saturating_sub(1))
+            .map(|f| Seq::new(f.get().saturating_sub(1)))
             .unwrap_or(acked)
             .min(acked);
         self.link.recovered(max);
@@ -949,6 +960,7 @@ impl Actor for OutgoingQueue {
         match msg {
             Msg::Enqueue { token, record } => self.enqueue(from, token, record, ctx),
             Msg::TransferAck { upto } => {
+                let upto = Seq::new(upto);
                 // An answer while the probes back off: the link carries
                 // frames again, but what was sent into the cut may be gone
                 // (this may answer a transfer past a gap, or a duplicate).
@@ -961,7 +973,7 @@ impl Actor for OutgoingQueue {
                 }
             }
             Msg::ProbeAck { upto, probe } => {
-                self.on_ack(upto, ctx);
+                self.on_ack(Seq::new(upto), ctx);
                 self.on_probe_answer(probe, ctx);
             }
             Msg::HeartbeatAck { id } => {
