@@ -129,10 +129,11 @@ const MAX_FIRST_FRAME: usize = 8 << 20;
 const WARNS_PER_PERIOD: u64 = 20;
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 /// Actors a client may address: a node that hosts none of them takes no
-/// client connections. The destination queue takes only an operator's
-/// requests about parked records (it checks the principal).
+/// client connections. The queues take only an operator's requests
+/// (parked records, the dead-letter queue; they check the principal).
 const SERVES_CLIENTS: &[ActorKind] = &[
     ActorKind::FrontEnd,
+    ActorKind::OutgoingQueue,
     ActorKind::Lookup,
     ActorKind::Channel,
     ActorKind::Web,

@@ -14,6 +14,7 @@ use cli::cluster::ClusterCmd;
 use cli::common::{load_config, parse_duration, ConfigArg, Failure};
 use cli::compliance::ComplianceCmd;
 use cli::critical::CriticalCmd;
+use cli::dlq::DlqCmd;
 use cli::file::FileCmd;
 use cli::im::ImCmd;
 use cli::parked::ParkedCmd;
@@ -112,6 +113,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CriticalCmd,
     },
+    /// A front end's dead-letter queue: list it, resend it now.
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
     /// Persistent group chat: rooms, posts, history.
     Chat {
         #[command(subcommand)]
@@ -193,6 +199,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Chat { cmd } => cli::chat::run(cmd)?,
         Cmd::Compliance { cmd } => cli::compliance::run(cmd)?,
         Cmd::Critical { cmd } => cli::critical::run(cmd)?,
+        Cmd::Dlq { cmd } => cli::dlq::run(cmd)?,
         Cmd::File { cmd } => cli::file::run(cmd)?,
         Cmd::Bench {
             rate,

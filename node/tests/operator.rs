@@ -255,3 +255,58 @@ resend_interval = "500ms"
     c.start_node("arch1");
     wait("fe1", "/readyz", 200, Duration::from_secs(30));
 }
+
+/// `holdfast dlq list|resend`: records the archiving server did not take
+/// within the data TTRQ wait in fe1's dead-letter queue; an operator sees
+/// them and moves them back into the stream at once, and they reach the
+/// archive once the server is back.
+#[test]
+fn an_operator_lists_and_resends_the_dead_letter_queue() {
+    use std::time::{Duration, Instant};
+    const SETTINGS: &str = r#"
+data_ttrq = "2s"
+dlq_check = "500ms"
+heartbeat_interval = "500ms"
+resend_interval = "500ms"
+"#;
+    let mut c = TestCluster::start("plain", SETTINGS);
+    c.kill("arch1");
+    for i in 0..3 {
+        let body = format!("dead letter {i}");
+        let (code, out, err) = c.cli(&[
+            "im",
+            "send",
+            "--from",
+            "alice@corp.example",
+            "--to",
+            "bob@corp.example",
+            &body,
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (code, out, err) = c.cli(&["dlq", "list", "--node", "fe1", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        if out.lines().count() >= 3 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+
+    let (code, out, err) = c.cli(&["dlq", "resend", "--node", "fe1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("fe1: 3 resent, 0 still in the dead-letter queue"),
+        "{out}"
+    );
+    assert!(
+        c.log("fe1").contains("asked by operator:"),
+        "recorded as an operator event"
+    );
+
+    c.start_node("arch1");
+    let archived = c.wait_archive(Duration::from_secs(30), |a| a.len() >= 3);
+    assert_eq!(archived.len(), 3, "{archived:?}");
+}

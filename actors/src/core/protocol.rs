@@ -323,6 +323,15 @@ pub enum Msg {
         ok: bool,
         reason: String,
     },
+    /// An operator resends a front end's dead-letter queue now
+    /// (`holdfast dlq resend`), whatever the link's health.
+    DeadLettersResend,
+    /// The outgoing queue's answer: records moved back into the stream,
+    /// and how many stay (at most `RESEND_BATCH` per request).
+    DeadLettersResent {
+        resent: u64,
+        left: u64,
+    },
     /// An operator sends parked records back to the database
     /// (`holdfast parked retry`): those under `keys`, or up to
     /// [`PARKED_RETRY_MAX`] of them if `keys` is empty.
@@ -670,6 +679,8 @@ impl Msg {
             Msg::ArchivingHealth { .. } => "ArchivingHealth",
             Msg::OperatorResume => "OperatorResume",
             Msg::ParkedRetry { .. } => "ParkedRetry",
+            Msg::DeadLettersResend => "DeadLettersResend",
+            Msg::DeadLettersResent { .. } => "DeadLettersResent",
             Msg::ParkedRetried { .. } => "ParkedRetried",
             Msg::OperatorResumed { .. } => "OperatorResumed",
             Msg::Consumed { .. } => "Consumed",

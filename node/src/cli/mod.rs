@@ -9,6 +9,7 @@ pub(crate) mod cluster;
 pub(crate) mod common;
 pub(crate) mod compliance;
 pub(crate) mod critical;
+pub(crate) mod dlq;
 pub(crate) mod file;
 pub(crate) mod im;
 pub(crate) mod inspect;

@@ -52,8 +52,11 @@ mod quota;
 
 pub use heartbeat::LinkHealth;
 
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+};
 use crate::core::cluster::Cluster;
+use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
@@ -98,6 +101,8 @@ enum Write {
     /// Dead letters go back into the stream.
     Resend {
         moves: Vec<(u64, Seq, ArchiveRecord)>,
+        /// The operator who asked (`holdfast dlq resend`), to answer.
+        operator: Option<Addr>,
     },
     Probe,
 }
@@ -575,6 +580,31 @@ impl OutgoingQueue {
         self.report(ctx);
     }
 
+    /// Moves a batch of dead letters back into the stream (new sequence
+    /// numbers, one write); `operator` is told how it went.
+    fn resend_dead_letters(&mut self, operator: Option<Addr>, ctx: &mut Ctx) {
+        let link = &mut self.link;
+        let resending = self.expiry.resend(ctx.now(), || link.number());
+        let token = self.token();
+        let moves = resending.moves;
+        self.writes.insert(token, Write::Resend { moves, operator });
+        ctx.persist(token, resending.ops);
+    }
+
+    /// `holdfast dlq resend`: an operator moves the dead letters back into
+    /// the stream now, not once heartbeats say the link is healthy.
+    fn operator_resend(&mut self, from: Addr, ctx: &mut Ctx) {
+        if let Err(refusal) = identity::require(&from, &[Role::Operator]) {
+            identity_refused(&self.name, &from, "DeadLettersResend", &refusal, ctx);
+            let reason = refusal.to_string();
+            return ctx.send(from, Msg::Forbidden { reason });
+        }
+        if !self.expiry.has_dead_letters() {
+            return ctx.send(from, Msg::DeadLettersResent { resent: 0, left: 0 });
+        }
+        self.resend_dead_letters(Some(from), ctx);
+    }
+
     fn dlq_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now();
         let ttrq = self.settings.data_ttrq;
@@ -592,16 +622,7 @@ impl OutgoingQueue {
             );
             ctx.persist(token, expiring.ops);
         } else if self.enhanced() && self.heartbeats.healthy() && self.expiry.has_dead_letters() {
-            let link = &mut self.link;
-            let resending = self.expiry.resend(now, || link.number());
-            let token = self.token();
-            self.writes.insert(
-                token,
-                Write::Resend {
-                    moves: resending.moves,
-                },
-            );
-            ctx.persist(token, resending.ops);
+            self.resend_dead_letters(None, ctx);
         } else if self.store_failing {
             // Nothing else writes while the front end is shut down: probe.
             self.probe(ctx);
@@ -707,7 +728,7 @@ impl OutgoingQueue {
                 }
                 self.pump(ctx);
             }
-            Write::Resend { moves } => {
+            Write::Resend { moves, operator } => {
                 let n = moves.len();
                 for (k, seq, record) in moves {
                     self.bytes -= self.expiry.resent(k);
@@ -716,10 +737,24 @@ impl OutgoingQueue {
                     self.bytes += item.queued_size();
                     self.link.insert(seq, item);
                 }
+                let by = operator
+                    .as_ref()
+                    .map(|o| format!(", asked by {}", o.node))
+                    .unwrap_or_default();
                 ctx.event(
                     OperatorEvent::DeadLetterResent,
-                    format!("{}: {n} records resent", self.name),
+                    format!("{}: {n} records resent{by}", self.name),
                 );
+                if let Some(operator) = operator {
+                    let left = self.expiry.dead_letters() as u64;
+                    ctx.send(
+                        operator,
+                        Msg::DeadLettersResent {
+                            resent: n as u64,
+                            left,
+                        },
+                    );
+                }
                 self.pump(ctx);
             }
             Write::Probe => {}
@@ -754,14 +789,15 @@ impl OutgoingQueue {
                     format!("{}: writing a heartbeat: {e}", self.name),
                 );
             }
-            Write::Resend { moves } => {
+            Write::Resend { moves, operator } => {
                 if let Some((_, first, _)) = moves.first() {
                     self.link.number_from(*first);
                 }
-                ctx.event(
-                    OperatorEvent::QueueStoreFailed,
-                    format!("{}: resending dead letters: {e}", self.name),
-                );
+                let reason = format!("{}: resending dead letters: {e}", self.name);
+                ctx.event(OperatorEvent::QueueStoreFailed, reason.clone());
+                if let Some(operator) = operator {
+                    ctx.send(operator, Msg::Forbidden { reason });
+                }
             }
             // Retried later; until then a restart would resend acknowledged
             // items (dropped by the destination) or keep late records.
@@ -952,6 +988,8 @@ impl Actor for OutgoingQueue {
             Msg::HeartbeatAck { .. } => {
                 from.node == self.dest.node && from.actor == ActorKind::Archiver
             }
+            // An operator, from the command-line tool (checked below).
+            Msg::DeadLettersResend => from.actor == ActorKind::Client,
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -989,6 +1027,7 @@ impl Actor for OutgoingQueue {
                 }
                 self.report(ctx);
             }
+            Msg::DeadLettersResend => self.operator_resend(from, ctx),
             Msg::Expired { ids } => {
                 self.expiry.count_expired(ids.len() as u64);
                 self.expiry.expired_at = Some(ctx.now());
@@ -1626,6 +1665,44 @@ mod tests {
         let mut h2 = oq(Settings::default());
         h2.start(h.store.clone());
         assert_eq!(h2.actor().depth(), 2);
+    }
+
+    /// `holdfast dlq resend`: an operator moves the dead letters back into
+    /// the stream at once, though no heartbeat has said the link is
+    /// healthy; a user may not.
+    #[test]
+    fn an_operator_resends_the_dead_letter_queue_now() {
+        let ttrq = Settings::default().data_ttrq;
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        enqueue(&mut h, 1, "m1");
+        h.now = ttrq;
+        h.set_timer(Timer::DlqCheck, ttrq);
+        h.fire(Timer::DlqCheck);
+        assert_eq!(h.actor().dead_letters(), 1);
+        let sent = h.msg(
+            crate::testkit::client_of("a@corp.example"),
+            Msg::DeadLettersResend,
+        );
+        assert!(
+            matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
+            "{sent:?}"
+        );
+        assert_eq!(h.actor().dead_letters(), 1);
+        let operator = identity::Principal::new("ops@corp.example", Role::Operator);
+        let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
+        let sent = h.msg(ops.clone(), Msg::DeadLettersResend);
+        assert_eq!(h.actor().dead_letters(), 0);
+        assert!(
+            sent.contains(&(ops.clone(), Msg::DeadLettersResent { resent: 1, left: 0 })),
+            "{sent:?}"
+        );
+        assert!(h.events().contains(&"dead_letter_resent"));
+        let sent = h.msg(ops, Msg::DeadLettersResend);
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::DeadLettersResent { resent: 0, left: 0 })]
+        ));
     }
 
     /// The expiry check may skip its walk over the queue only while no
