@@ -27,6 +27,9 @@ pub(crate) enum FileCmd {
         /// Where to write it (default: its name, in this folder).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Overwrite the file if it exists already.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -61,8 +64,19 @@ pub(crate) fn run(cmd: FileCmd) -> Result<(), String> {
             room,
             file,
             out,
+            force,
         } => {
             let config = load_config(&who.config)?;
+            let exists = |out: &std::path::Path| {
+                format!(
+                    "{}: exists already; not overwritten (--force overwrites it)",
+                    out.display()
+                )
+            };
+            // Refuse before downloading when we know the name already.
+            if let Some(out) = out.as_deref().filter(|o| !force && o.exists()) {
+                return Err(exists(out));
+            }
             let (name, data) = runtime()?.block_on(async {
                 let mut c =
                     ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
@@ -76,7 +90,25 @@ pub(crate) fn run(cmd: FileCmd) -> Result<(), String> {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(&file));
             let out = out.unwrap_or(safe);
-            std::fs::write(&out, &data).map_err(|e| format!("{}: {e}", out.display()))?;
+            let mut open = std::fs::OpenOptions::new();
+            open.write(true);
+            if force {
+                open.create(true).truncate(true);
+            } else {
+                // Refuses a file that appeared meanwhile too.
+                open.create_new(true);
+            }
+            let written = open.open(&out).and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(&data)
+            });
+            match written {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(exists(&out))
+                }
+                Err(e) => return Err(format!("{}: {e}", out.display())),
+                Ok(()) => {}
+            }
             println!("downloaded {} bytes to {}", data.len(), out.display());
         }
     }

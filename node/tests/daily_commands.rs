@@ -1,0 +1,97 @@
+//! The client commands an operator and a user run every day, as a new
+//! operator tries them: on a cluster with group chat and files, over
+//! mutual TLS.
+
+mod common;
+
+use common::TestCluster;
+use holdfast::cluster_up::{free_port, loopback_config};
+
+fn config_text() -> String {
+    let mut text = loopback_config("tls", "").replace(
+        "links = \"tls\"",
+        "links = \"tls\"\nfile_token_key = \"a secret of the test cluster\"",
+    );
+    for (name, role) in [
+        ("ch1", "channel"),
+        ("lookup1", "lookup"),
+        ("chatdb", "chat_store"),
+        ("web1", "web"),
+    ] {
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
+            free_port().unwrap()
+        ));
+    }
+    text.push_str(
+        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
+    );
+    text.push_str(
+        "\n[[category]]\nname = \"corp\"\nallowed = [\"*\"]\ncreators = [\"alice@corp.example\"]\n",
+    );
+    text
+}
+
+fn ok(r: (i32, String, String)) -> String {
+    assert_eq!(r.0, 0, "{}{}", r.1, r.2);
+    r.1
+}
+
+const ALICE: &str = "alice@corp.example";
+const BOB: &str = "bob@corp.example";
+
+/// `file download` never overwrites a local file unless told to: before,
+/// it wrote over whatever was there.
+#[test]
+fn file_download_keeps_an_existing_file_unless_forced() {
+    let c = TestCluster::start_with("tls", config_text);
+    let upload = c.dir.path().join("report.txt");
+    std::fs::write(&upload, "the report").unwrap();
+    let out = ok(c.cli(&[
+        "file",
+        "upload",
+        "--user",
+        ALICE,
+        "--channel",
+        "ch1",
+        "--room",
+        "general",
+        upload.to_str().unwrap(),
+    ]));
+    // "uploaded report.txt (10 bytes) as ID; posted to general as #N"
+    let id = out
+        .split(" as ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or_else(|| panic!("no file id in {out:?}"))
+        .to_string();
+    let mine = c.dir.path().join("mine.txt");
+    std::fs::write(&mine, "my own notes").unwrap();
+    let download = |force: bool| {
+        let mut args = vec![
+            "file",
+            "download",
+            "--user",
+            BOB,
+            "--channel",
+            "ch1",
+            "--room",
+            "general",
+            "--file",
+            &id,
+            "--out",
+            mine.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        c.cli(&args)
+    };
+    let (code, out, err) = download(false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains(mine.to_str().unwrap()), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my own notes");
+    ok(download(true));
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the report");
+}
