@@ -32,6 +32,13 @@ fn config_text() -> String {
     text
 }
 
+/// `chat <cmd> --user USER --channel ch1 REST…`
+fn chat<'a>(cmd: &'a str, user: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["chat", cmd, "--user", user, "--channel", "ch1"];
+    v.extend_from_slice(rest);
+    v
+}
+
 fn ok(r: (i32, String, String)) -> String {
     assert_eq!(r.0, 0, "{}{}", r.1, r.2);
     r.1
@@ -94,4 +101,28 @@ fn file_download_keeps_an_existing_file_unless_forced() {
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my own notes");
     ok(download(true));
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the report");
+}
+
+/// Other users' text reaches the terminal with its control characters
+/// escaped: before, `chat history` and `chat join` printed a post's
+/// escape sequences raw, so a post could clear the screen or recolour it.
+/// Ordinary text, non-ASCII letters included, stays as it is.
+#[test]
+fn chat_shows_other_users_control_characters_escaped() {
+    let c = TestCluster::start_with("tls", config_text);
+    let text = "\u{1b}[2J\u{1b}[31mred\u{1b}[0m Grüße aus Zürich";
+    ok(c.cli(&chat("post", BOB, &["--room", "general", text])));
+    let check = |out: &str| {
+        assert!(!out.contains('\u{1b}'), "raw escape: {out:?}");
+        assert!(
+            out.contains("\\u{1b}[2J\\u{1b}[31mred\\u{1b}[0m Grüße aus Zürich"),
+            "{out:?}"
+        );
+    };
+    check(&ok(c.cli(&chat("history", ALICE, &["--room", "general"]))));
+    check(&ok(c.cli(&chat(
+        "join",
+        ALICE,
+        &["--room", "general", "--for", "1s"],
+    ))));
 }

@@ -1,6 +1,6 @@
 //! `holdfast archive query`: archived messages, read from the database.
 
-use super::common::{fmt_time, load_config, parse_time, ConfigArg, Failure};
+use super::common::{fmt_time, load_config, parse_time, printable, ConfigArg, Failure};
 use clap::Subcommand;
 use holdfast::archive_db::{ArchiveDb, Query};
 use holdfast::config::{Config, Role};
@@ -90,10 +90,10 @@ fn archive_query(
             println!(
                 "{}  {} -> {}  [{}]  {}",
                 fmt_time(r.time),
-                r.from,
-                r.to,
+                printable(&r.from),
+                printable(&r.to),
                 r.id,
-                r.body
+                printable(&r.body)
             );
         }
     }

@@ -1,6 +1,6 @@
 //! `holdfast chat`: rooms, posts and history, as a chat user.
 
-use super::common::{fmt_time, load_config, parse_duration, runtime, ConfigArg};
+use super::common::{fmt_time, load_config, parse_duration, printable, runtime, ConfigArg};
 use clap::{Args, Subcommand};
 use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
 use std::time::Duration;
@@ -199,7 +199,7 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 if info.invite { ", invitations on" } else { "" }
             );
             if !info.description.is_empty() {
-                println!("description: {}", info.description);
+                println!("description: {}", printable(&info.description));
             }
             let list = |s: &std::collections::BTreeSet<String>| {
                 s.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -227,7 +227,7 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 let mut seen = std::collections::BTreeMap::new();
                 for (r, (posts, latest)) in c.bulk_join(&room).await? {
                     for (seq, p) in &posts {
-                        println!("{r} #{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+                        println!("{} #{seq}  {}", printable(&r), show_post(p));
                     }
                     eprintln!("joined {r} (at #{latest})");
                     seen.insert(r, latest);
@@ -239,13 +239,7 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                             let last = seen.entry(p.room.clone()).or_insert(0);
                             if seq > *last {
                                 *last = seq;
-                                println!(
-                                    "{} #{seq}  {}  {}: {}",
-                                    p.room,
-                                    fmt_time(p.at),
-                                    p.author,
-                                    p.text
-                                );
+                                println!("{} #{seq}  {}", printable(&p.room), show_post(&p));
                             }
                         }
                         // Quiet: sync, which keeps the session alive (the
@@ -293,12 +287,23 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 c.join(&room, after).await
             })?;
             for (seq, p) in &posts {
-                println!("#{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+                println!("#{seq}  {}", show_post(p));
             }
             eprintln!("{} posts shown; {room} is at #{latest}", posts.len());
         }
     }
     Ok(())
+}
+
+/// A post as `chat join` and `chat history` print it: its time, author
+/// and text, with other users' control characters escaped.
+fn show_post(p: &holdfast_actors::core::protocol::chat::Post) -> String {
+    format!(
+        "{}  {}: {}",
+        fmt_time(p.at),
+        printable(&p.author),
+        printable(&p.text)
+    )
 }
 
 /// Connects as the user, opens a session and runs `f` with the client.
@@ -332,9 +337,9 @@ fn print_rooms(who: &ChatUser, query: RoomQuery) -> Result<(), String> {
         };
         println!(
             "{}  ({}{cat}{role})  {}",
-            r.name,
+            printable(&r.name),
             r.privacy.as_str(),
-            r.description
+            printable(&r.description)
         );
     }
     eprintln!("{} rooms", rooms.len());

@@ -90,3 +90,33 @@ impl From<String> for Failure {
         Failure::Error(e)
     }
 }
+
+/// Text from other users, fit for a terminal: control characters (an
+/// escape sequence could recolour, move the cursor or retitle the
+/// window) and bidirectional overrides are shown escaped (`\u{1b}`,
+/// `\n`); everything else, non-ASCII letters included, as it is.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("\u{1b}[2Jhi"), "\\u{1b}[2Jhi");
+        assert_eq!(printable("a\nb\tc\u{7}"), "a\\nb\\tc\\u{7}");
+        assert_eq!(printable("Grüße, 東京 \"q\" \\"), "Grüße, 東京 \"q\" \\");
+        assert_eq!(printable("\u{202e}abc"), "\\u{202e}abc");
+    }
+}
