@@ -6,6 +6,7 @@ mod common;
 
 use common::TestCluster;
 use holdfast::cluster_up::{free_port, loopback_config};
+use std::time::{Duration, Instant};
 
 fn config_text() -> String {
     let mut text = loopback_config("tls", "").replace(
@@ -125,4 +126,15 @@ fn chat_shows_other_users_control_characters_escaped() {
         ALICE,
         &["--room", "general", "--for", "1s"],
     ))));
+}
+
+/// `chat join --for 2s` stops after about two seconds: before, it waited
+/// for the next post up to the whole --timeout (10 s) past --for.
+#[test]
+fn chat_join_stops_when_for_is_over() {
+    let c = TestCluster::start_with("tls", config_text);
+    let t = Instant::now();
+    ok(c.cli(&chat("join", ALICE, &["--room", "general", "--for", "2s"])));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(6), "join --for 2s took {took:?}");
 }

@@ -234,7 +234,16 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 }
                 let until = duration.map(|d| tokio::time::Instant::now() + d);
                 while until.is_none_or(|u| tokio::time::Instant::now() < u) {
-                    match c.next_post().await {
+                    // `next_post` waits up to the whole --timeout: never
+                    // past --for.
+                    let next = match until {
+                        Some(u) => match tokio::time::timeout_at(u, c.next_post()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        },
+                        None => c.next_post().await,
+                    };
+                    match next {
                         Some((seq, p)) => {
                             let last = seen.entry(p.room.clone()).or_insert(0);
                             if seq > *last {
