@@ -138,3 +138,34 @@ fn chat_join_stops_when_for_is_over() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(6), "join --for 2s took {took:?}");
 }
+
+/// `archive query --wait ID` waits for an IM just accepted to reach the
+/// archive, and counts in good English: before, a query right after `im
+/// send` could find nothing, and one message was "1 messages".
+#[test]
+fn archive_query_waits_for_a_message_and_counts_in_english() {
+    let c = TestCluster::start_with("tls", config_text);
+    let out = ok(c.cli(&[
+        "im", "send", "--from", ALICE, "--to", BOB, "--id", "daily-1", "hello",
+    ]));
+    assert!(out.contains("accepted daily-1"), "{out}");
+    let (code, out, err) = c.cli(&[
+        "archive",
+        "query",
+        "--user",
+        ALICE,
+        "--wait",
+        "daily-1",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("[daily-1]") || out.contains("hello"), "{out}");
+    assert!(err.lines().any(|l| l == "1 message"), "{err}");
+    // Never archived: not well, once --timeout is over.
+    let t = Instant::now();
+    let (code, out, err) = c.cli(&["archive", "query", "--wait", "nothing", "--timeout", "1s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("nothing is not in the archive"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
