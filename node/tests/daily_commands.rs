@@ -169,3 +169,16 @@ fn archive_query_waits_for_a_message_and_counts_in_english() {
     assert!(err.contains("nothing is not in the archive"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// `chat create` names the room it created: before, it printed only
+/// "created (directory version N)".
+#[test]
+fn chat_create_names_the_room() {
+    let c = TestCluster::start_with("tls", config_text);
+    let out = ok(c.cli(&chat(
+        "create",
+        ALICE,
+        &["--room", "daily-standup", "--category", "corp"],
+    )));
+    assert!(out.contains("created room daily-standup"), "{out}");
+}

@@ -152,12 +152,16 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 category,
                 ..spec.apply(Room::default(), &[])?
             };
+            let name = room.clone();
             let version =
                 with_session(
                     &who,
                     |mut c| async move { c.save_room(&room, info, true).await },
                 )?;
-            println!("created (directory version {version})");
+            println!(
+                "created room {} (directory version {version})",
+                printable(&name)
+            );
         }
         ChatCmd::Manage {
             who,
