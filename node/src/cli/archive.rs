@@ -12,6 +12,9 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub(crate) enum ArchiveCmd {
     /// Archived messages of a user (as sender or recipient).
+    #[command(
+        after_help = "Example: holdfast archive query -c cluster.toml --user alice@corp.example --since 10m"
+    )]
     Query {
         #[command(flatten)]
         config: ConfigArg,

@@ -15,6 +15,7 @@ pub(crate) struct ChatUser {
     /// Use this Channel server instead of asking Lookup.
     #[arg(long)]
     pub(crate) channel: Option<String>,
+    /// How long to wait for each answer of the cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
 }
@@ -26,6 +27,7 @@ pub(crate) struct RoomArgs {
     /// or secret (members only, unlisted).
     #[arg(long)]
     privacy: Option<String>,
+    /// The room's description (what `chat search` also looks in).
     #[arg(long)]
     description: Option<String>,
     /// Invite new members (the room shows in their `chat invites`).
@@ -34,6 +36,7 @@ pub(crate) struct RoomArgs {
     /// Users to add as members (comma-separated; `user{1..5}@x` expands).
     #[arg(long, value_delimiter = ',')]
     members: Vec<String>,
+    /// Users to add as managers (comma-separated).
     #[arg(long, value_delimiter = ',')]
     managers: Vec<String>,
     /// Make it an auditorium where only these users post.
@@ -47,29 +50,44 @@ pub(crate) struct RoomArgs {
 #[derive(Subcommand)]
 pub(crate) enum ChatCmd {
     /// Rooms the user is a member or manager of (`getassociations`).
+    #[command(
+        after_help = "Example: holdfast chat rooms -c cluster.toml --user alice@corp.example"
+    )]
     Rooms {
         #[command(flatten)]
         who: ChatUser,
     },
     /// Rooms whose name or description contains TEXT that the user may
     /// know of (`chansrch`).
+    #[command(
+        after_help = "Example: holdfast chat search -c cluster.toml --user alice@corp.example deal"
+    )]
     Search {
         #[command(flatten)]
         who: ChatUser,
+        /// Text to look for in room names and descriptions.
         text: String,
     },
     /// Rooms the user is invited to and does not follow yet (`getinv`).
+    #[command(
+        after_help = "Example: holdfast chat invites -c cluster.toml --user alice@corp.example"
+    )]
     Invites {
         #[command(flatten)]
         who: ChatUser,
     },
     /// Create a room in a category the user may create rooms in; the user
     /// manages it.
+    #[command(
+        after_help = "Example: holdfast chat create -c cluster.toml --user alice@corp.example --room project-x --category corp --members bob@corp.example"
+    )]
     Create {
         #[command(flatten)]
         who: ChatUser,
+        /// The new room's name.
         #[arg(long)]
         room: String,
+        /// Its category (one the user may create rooms in).
         #[arg(long)]
         category: String,
         #[command(flatten)]
@@ -77,9 +95,13 @@ pub(crate) enum ChatCmd {
     },
     /// Change a room the user manages: add members, managers, presenters,
     /// walled-off users; set privacy, description, invitations.
+    #[command(
+        after_help = "Example: holdfast chat manage -c cluster.toml --user alice@corp.example --room project-x --members carl@corp.example"
+    )]
     Manage {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to change (one the user manages).
         #[arg(long)]
         room: String,
         #[command(flatten)]
@@ -89,14 +111,21 @@ pub(crate) enum ChatCmd {
         remove: Vec<String>,
     },
     /// A room's description, members and the users in it now.
+    #[command(
+        after_help = "Example: holdfast chat show -c cluster.toml --user alice@corp.example --room general"
+    )]
     Show {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to show.
         #[arg(long)]
         room: String,
     },
     /// Join rooms: print their backchat, then new posts as they come (for
     /// `--for`, or until interrupted). `bjoin` when several are given.
+    #[command(
+        after_help = "Example: holdfast chat join -c cluster.toml --user alice@corp.example --room general,project-x --for 1m"
+    )]
     Join {
         #[command(flatten)]
         who: ChatUser,
@@ -108,26 +137,40 @@ pub(crate) enum ChatCmd {
         duration: Option<Duration>,
     },
     /// Follow a room (new content is signalled while not joined), or stop.
+    #[command(
+        after_help = "Example: holdfast chat follow -c cluster.toml --user alice@corp.example --room general"
+    )]
     Follow {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to follow.
         #[arg(long)]
         room: String,
+        /// Stop following it instead.
         #[arg(long)]
         stop: bool,
     },
     /// Post to a room; prints the post's sequence number once stored.
+    #[command(
+        after_help = "Example: holdfast chat post -c cluster.toml --user alice@corp.example --room general 'standup in 5'"
+    )]
     Post {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to post to.
         #[arg(long)]
         room: String,
+        /// The post's text.
         text: String,
     },
     /// A room's posts after a sequence number (default: the backchat).
+    #[command(
+        after_help = "Example: holdfast chat history -c cluster.toml --user alice@corp.example --room general --after 40"
+    )]
     History {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to read.
         #[arg(long)]
         room: String,
         /// Posts after this sequence number (0: the last `chat_backchat`).

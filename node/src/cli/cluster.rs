@@ -7,6 +7,7 @@ use clap::Subcommand;
 pub(crate) enum ClusterCmd {
     /// Start every node of the config as a child process on this machine
     /// (creating certificates if needed); Ctrl-C stops them.
+    #[command(after_help = "Example: holdfast cluster up -c cluster.toml")]
     Up {
         #[command(flatten)]
         config: ConfigArg,

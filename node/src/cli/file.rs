@@ -8,17 +8,26 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub(crate) enum FileCmd {
     /// Upload a file to a room and post a message pointing to it.
+    #[command(
+        after_help = "Example: holdfast file upload -c cluster.toml --user alice@corp.example --room general report.pdf"
+    )]
     Upload {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to post it to (the user must be allowed to post).
         #[arg(long)]
         room: String,
+        /// The file to upload.
         path: PathBuf,
     },
     /// Download a file of a room.
+    #[command(
+        after_help = "Example: holdfast file download -c cluster.toml --user bob@corp.example --room general --file ID"
+    )]
     Download {
         #[command(flatten)]
         who: ChatUser,
+        /// The room the file was posted to.
         #[arg(long)]
         room: String,
         /// The file id (from the upload, or the room's post).

@@ -10,16 +10,22 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub(crate) enum ImCmd {
     /// Send one IM and print whether the front end accepted it.
+    #[command(
+        after_help = "Example: holdfast im send -c cluster.toml --from alice@corp.example --to bob@corp.example hello"
+    )]
     Send {
         #[command(flatten)]
         config: ConfigArg,
+        /// The sender (homed on a front end of the config).
         #[arg(long)]
         from: String,
+        /// The recipient.
         #[arg(long)]
         to: String,
         /// Message id (default: a fresh unique one).
         #[arg(long)]
         id: Option<String>,
+        /// How long to wait for the front end's answer.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
         /// The message text.
