@@ -198,6 +198,24 @@ impl Client {
     }
 }
 
+/// Why a node at `addr` gave no answer, if the reason is that it cannot
+/// be reached: `connection refused: 127.0.0.1:8101`, or another
+/// connection error naming the address. `None` when something accepts
+/// connections there (the node is up but did not answer in time). Asked
+/// only after a request went unanswered, so a node that answers never
+/// sees the probe.
+pub async fn unreachable(addr: std::net::SocketAddr) -> Option<String> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some(format!("connection refused: {addr}"))
+        }
+        Ok(Err(e)) => Some(format!("cannot connect to {addr}: {e}")),
+        Err(_) => Some(format!("no connection to {addr} within 3 s")),
+    }
+}
+
 pub fn describe(reason: &RejectReason) -> String {
     match reason {
         RejectReason::NotHomed => "sender not homed on this front end".into(),

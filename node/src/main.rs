@@ -248,5 +248,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+        Err(Failure::Unreachable(e)) => {
+            eprintln!("unreachable: {e}");
+            ExitCode::from(3)
+        }
     }
 }

@@ -182,3 +182,54 @@ fn chat_create_names_the_room() {
     )));
     assert!(out.contains("created room daily-standup"), "{out}");
 }
+
+/// A node that cannot be reached is exit 3, and the message names the
+/// address that refused: before, `im send` to a front end that is down
+/// said "no answer for … within 10s" and exited 2, like a refusal.
+#[test]
+fn a_node_that_cannot_be_reached_is_exit_3_naming_its_address() {
+    let mut c = TestCluster::start("tls", "");
+    let fe1 = c.config.node("fe1").unwrap().listen;
+    c.kill("fe1");
+    let refused = format!("connection refused: {fe1}");
+    let (code, out, err) = c.cli(&[
+        "im",
+        "send",
+        "--from",
+        ALICE,
+        "--to",
+        BOB,
+        "--timeout",
+        "2s",
+        "x",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains(&refused), "{err}");
+    let (code, out, err) = c.cli(&["critical", "resume", "--node", "fe1"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains(&refused), "{err}");
+    let (code, out, err) = c.cli(&["status"]);
+    assert_eq!(code, 3, "{out}{err}");
+    let metrics = c.config.node("fe1").unwrap().metrics.unwrap();
+    assert!(
+        out.contains(&format!("connection refused: {metrics}")),
+        "{out}"
+    );
+}
+
+/// A chat command whose Channel server is down is exit 3 naming its
+/// address: before, `chat history` said "ch1 did not answer in time" and
+/// exited 2, like a refusal.
+#[test]
+fn a_chat_server_that_cannot_be_reached_is_exit_3_naming_its_address() {
+    let mut c = TestCluster::start_with("tls", config_text);
+    let ch1 = c.config.node("ch1").unwrap().listen;
+    c.kill("ch1");
+    let (code, out, err) = c.cli(&chat(
+        "history",
+        ALICE,
+        &["--room", "general", "--timeout", "2s"],
+    ));
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains(&format!("connection refused: {ch1}")), "{err}");
+}

@@ -1,6 +1,8 @@
 //! `holdfast chat`: rooms, posts and history, as a chat user.
 
-use super::common::{fmt_time, load_config, parse_duration, printable, runtime, ConfigArg};
+use super::common::{
+    fmt_time, load_config, parse_duration, printable, runtime, ConfigArg, Failure,
+};
 use clap::{Args, Subcommand};
 use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
 use std::time::Duration;
@@ -179,7 +181,61 @@ pub(crate) enum ChatCmd {
     },
 }
 
-pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
+pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
+    let who = match &cmd {
+        ChatCmd::Rooms { who }
+        | ChatCmd::Search { who, .. }
+        | ChatCmd::Invites { who }
+        | ChatCmd::Create { who, .. }
+        | ChatCmd::Manage { who, .. }
+        | ChatCmd::Show { who, .. }
+        | ChatCmd::Join { who, .. }
+        | ChatCmd::Follow { who, .. }
+        | ChatCmd::Post { who, .. }
+        | ChatCmd::History { who, .. } => who.clone(),
+    };
+    run_as(cmd).map_err(|e| unanswered(&who, e))
+}
+
+/// A chat command's failure: exit 3 when it got no answer, naming the
+/// address that refused the connection if one did (the Channel server
+/// given with --channel, or else the Lookup instances); exit 2 otherwise.
+pub(crate) fn unanswered(who: &ChatUser, e: String) -> Failure {
+    const NO_ANSWER: [&str; 4] = [
+        "did not answer",
+        "no Lookup instance answered",
+        "no answer in time",
+        "no file token in time",
+    ];
+    if !NO_ANSWER.iter().any(|n| e.contains(n)) {
+        return Failure::Error(e);
+    }
+    let Ok(config) = load_config(&who.config) else {
+        return Failure::Unreachable(e);
+    };
+    let asked: Vec<(String, std::net::SocketAddr)> = config
+        .nodes
+        .iter()
+        .filter(|n| match &who.channel {
+            Some(ch) => n.name == *ch,
+            None => config.pool.lookups.contains(&n.name),
+        })
+        .map(|n| (n.name.clone(), n.listen))
+        .collect();
+    let refused = runtime().ok().and_then(|rt| {
+        rt.block_on(async {
+            for (name, addr) in &asked {
+                if let Some(why) = holdfast::client::unreachable(*addr).await {
+                    return Some(format!("{why} ({name})"));
+                }
+            }
+            None
+        })
+    });
+    Failure::Unreachable(refused.unwrap_or(e))
+}
+
+fn run_as(cmd: ChatCmd) -> Result<(), String> {
     use holdfast::chat_client::ChatClient;
     match cmd {
         ChatCmd::Rooms { who } => print_rooms(&who, RoomQuery::Associations)?,

@@ -67,21 +67,31 @@ pub(crate) fn fmt_time(ms: u64) -> String {
 }
 
 /// Why a command did not end well. Exit codes: 0 when everything asked
-/// for happened; 1 when the command ran but found something not well (a
-/// front end failing or shut down, IMs not accepted, a failing export,
-/// damage in a store); 2 when it could not do its job (a bad config or
-/// file, a refusal, no connection).
+/// for happened; 1 when the operation failed or the command found
+/// something not well (a front end failing or shut down, IMs not
+/// accepted, a failing export, damage in a store, nodes that did not come
+/// up); 2 for a usage or config error, or a request refused; 3 when it
+/// could not reach the cluster (connection refused, no answer from the
+/// node it asked, a node `status` cannot read).
 pub(crate) enum Failure {
     /// Exit 2.
     Error(String),
     /// Exit 1.
     NotWell(String),
+    /// Exit 3.
+    Unreachable(String),
 }
 
 impl From<holdfast::operator_client::AskError> for Failure {
     fn from(e: holdfast::operator_client::AskError) -> Failure {
-        // Refused, unanswered or not set up: the request did not happen.
-        Failure::Error(e.to_string())
+        use holdfast::operator_client::AskError;
+        match e {
+            AskError::NoAnswer { .. } | AskError::Unreachable { .. } => {
+                Failure::Unreachable(e.to_string())
+            }
+            // Refused or not set up: the request did not happen.
+            AskError::Setup(_) | AskError::Refused { .. } => Failure::Error(e.to_string()),
+        }
     }
 }
 

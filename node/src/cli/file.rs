@@ -1,7 +1,7 @@
 //! `holdfast file`: files posted to chat rooms, through the Web service.
 
 use super::chat::ChatUser;
-use super::common::{load_config, runtime};
+use super::common::{load_config, runtime, Failure};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -42,7 +42,14 @@ pub(crate) enum FileCmd {
     },
 }
 
-pub(crate) fn run(cmd: FileCmd) -> Result<(), String> {
+pub(crate) fn run(cmd: FileCmd) -> Result<(), Failure> {
+    let who = match &cmd {
+        FileCmd::Upload { who, .. } | FileCmd::Download { who, .. } => who.clone(),
+    };
+    run_as(cmd).map_err(|e| super::chat::unanswered(&who, e))
+}
+
+fn run_as(cmd: FileCmd) -> Result<(), String> {
     use holdfast::chat_client::ChatClient;
     match cmd {
         FileCmd::Upload { who, room, path } => {
