@@ -233,3 +233,45 @@ fn a_chat_server_that_cannot_be_reached_is_exit_3_naming_its_address() {
     assert_eq!(code, 3, "{out}{err}");
     assert!(err.contains(&format!("connection refused: {ch1}")), "{err}");
 }
+
+/// A downloaded file keeps the name its uploader gave it, and that name is
+/// another user's text: `file download` prints it escaped. Before, an
+/// escape sequence in a file's name reached the terminal raw.
+#[test]
+fn file_download_shows_the_uploaders_file_name_escaped() {
+    let c = TestCluster::start_with("tls", config_text);
+    let name = "a\u{1b}[2Jb.txt";
+    let upload = c.dir.path().join(name);
+    std::fs::write(&upload, "x").unwrap();
+    let out = ok(c.cli(&[
+        "file",
+        "upload",
+        "--user",
+        ALICE,
+        "--channel",
+        "ch1",
+        "--room",
+        "general",
+        upload.to_str().unwrap(),
+    ]));
+    let id = out
+        .split(" as ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or_else(|| panic!("no file id in {out:?}"))
+        .to_string();
+    // Without --out it writes the file's own name in the current folder.
+    let here = tempfile::tempdir().unwrap();
+    let down = std::process::Command::new(common::exe())
+        .args(["file", "download", "--user", BOB, "--channel", "ch1"])
+        .args(["--room", "general", "--file", &id, "-c"])
+        .arg(c.dir.path().join("cluster.toml"))
+        .current_dir(here.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&down.stdout);
+    assert!(down.status.success(), "{out}");
+    assert!(!out.contains('\u{1b}'), "raw escape: {out:?}");
+    assert!(out.contains("a\\u{1b}[2Jb.txt"), "{out:?}");
+    assert!(here.path().join(name).exists());
+}

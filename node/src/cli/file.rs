@@ -1,7 +1,7 @@
 //! `holdfast file`: files posted to chat rooms, through the Web service.
 
 use super::chat::ChatUser;
-use super::common::{load_config, runtime, Failure};
+use super::common::{load_config, printable, runtime, Failure};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -86,7 +86,7 @@ fn run_as(cmd: FileCmd) -> Result<(), String> {
             let exists = |out: &std::path::Path| {
                 format!(
                     "{}: exists already; not overwritten (--force overwrites it)",
-                    out.display()
+                    printable(&out.display().to_string())
                 )
             };
             // Refuse before downloading when we know the name already.
@@ -125,7 +125,12 @@ fn run_as(cmd: FileCmd) -> Result<(), String> {
                 Err(e) => return Err(format!("{}: {e}", out.display())),
                 Ok(()) => {}
             }
-            println!("downloaded {} bytes to {}", data.len(), out.display());
+            // The name is the uploader's: escaped like the rest of their text.
+            println!(
+                "downloaded {} bytes to {}",
+                data.len(),
+                printable(&out.display().to_string())
+            );
         }
     }
     Ok(())
