@@ -455,6 +455,18 @@ impl ArchiveDb {
         self.select(&sql, params, needle.as_deref(), limit)
     }
 
+    /// Whether a message is archived under `id`: the id the front end
+    /// assigned it, or the id its client gave the request.
+    pub fn holds(&self, id: &str) -> Result<bool, ArchiveDbError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM messages WHERE message_id = ?1 OR client_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(self.sqlite())
+    }
+
     /// How many rows the archive holds.
     pub fn count(&self) -> Result<u64, ArchiveDbError> {
         self.conn

@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub body_size: usize,
     /// Extra `[settings]` lines.
     pub settings: String,
+    /// Show progress bars on stderr (for a person at a terminal).
+    pub progress: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,12 +63,24 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         crate::tls::certs_init(&config, false).map_err(|e| e.to_string())?;
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let spinner = |what: &str| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(what.to_string());
+        s.enable_steady_tick(Duration::from_millis(100));
+        s
+    };
+    let starting = opts
+        .progress
+        .then(|| spinner(&format!("starting {} nodes", config.nodes.len())));
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for n in &config.nodes {
         nodes.push(spawn_node(&exe, &config, &n.name)?);
     }
     for n in &mut nodes {
         n.wait_ready(Duration::from_secs(20))?;
+    }
+    if let Some(s) = starting {
+        s.finish_and_clear();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -76,12 +90,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let start = Instant::now();
     let (report, sent) = rt.block_on(async {
         let c = Arc::new(Client::new(config.clone())?);
-        client::load(
+        client::load_showing(
             c,
             opts.rate,
             opts.duration,
             Duration::from_secs(30),
             opts.body_size,
+            opts.progress
+                .then(|| client::load_bar(opts.rate, opts.duration)),
         )
         .await
     })?;
@@ -96,15 +112,32 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         .expect("loopback config has db1")
         .archive_path();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let archiving = opts.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(accepted.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed:>4} [{bar:40}] {pos}/{len} accepted IMs archived",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
     let archived_done = loop {
         let count = ArchiveDb::open_read_only(&db_path)
             .and_then(|db| db.count())
             .unwrap_or(0);
+        if let Some(bar) = &archiving {
+            bar.set_position(count.min(accepted.len() as u64));
+        }
         if count >= accepted.len() as u64 || Instant::now() > deadline {
             break start.elapsed();
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    if let Some(bar) = archiving {
+        bar.finish_and_clear();
+    }
     let rows = ArchiveDb::open_read_only(&db_path)
         .and_then(|db| db.query(&Query::default()))
         .map_err(|e| e.to_string())?;

@@ -198,6 +198,24 @@ impl Client {
     }
 }
 
+/// Why a node at `addr` gave no answer, if the reason is that it cannot
+/// be reached: `connection refused: 127.0.0.1:8101`, or another
+/// connection error naming the address. `None` when something accepts
+/// connections there (the node is up but did not answer in time). Asked
+/// only after a request went unanswered, so a node that answers never
+/// sees the probe.
+pub async fn unreachable(addr: std::net::SocketAddr) -> Option<String> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some(format!("connection refused: {addr}"))
+        }
+        Ok(Err(e)) => Some(format!("cannot connect to {addr}: {e}")),
+        Err(_) => Some(format!("no connection to {addr} within 3 s")),
+    }
+}
+
 pub fn describe(reason: &RejectReason) -> String {
     match reason {
         RejectReason::NotHomed => "sender not homed on this front end".into(),
@@ -259,6 +277,32 @@ pub async fn load(
     timeout: Duration,
     body_size: usize,
 ) -> Result<(LoadReport, Vec<Sent>), String> {
+    load_showing(client, rate, duration, timeout, body_size, None).await
+}
+
+/// A progress bar of IMs answered (or timed out) out of those to send.
+pub fn load_bar(rate: f64, duration: Duration) -> indicatif::ProgressBar {
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed:>4} [{bar:40}] {pos}/{len} IMs answered {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// [`load`], counting each answer on `progress` (made by [`load_bar`]).
+pub async fn load_showing(
+    client: Arc<Client>,
+    rate: f64,
+    duration: Duration,
+    timeout: Duration,
+    body_size: usize,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<(LoadReport, Vec<Sent>), String> {
     let users: Vec<String> = client.config.cluster.users.keys().cloned().collect();
     if users.len() < 2 {
         return Err("the config homes fewer than two users".into());
@@ -300,12 +344,16 @@ pub async fn load(
                 body,
             };
             let c = client.clone();
+            let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
                 let sent_at = crate::node::now_ms();
                 let (id, from, to) = (im.id.clone(), im.from.clone(), im.to.clone());
                 let outcome = c.send_im(im, timeout).await.unwrap_or(Outcome::Unknown);
                 let latency_us = t.elapsed().as_micros() as u64;
+                if let Some(p) = &progress {
+                    p.inc(1);
+                }
                 let sent = Sent {
                     id,
                     from,
@@ -349,6 +397,9 @@ pub async fn load(
         all.push(sent);
     }
     report.seconds = start.elapsed().as_secs_f64();
+    if let Some(p) = &progress {
+        p.finish_and_clear();
+    }
     if !hist.is_empty() {
         report.accept_us = [
             hist.value_at_quantile(0.5),

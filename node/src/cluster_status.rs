@@ -178,6 +178,12 @@ fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     match call {
         Ok(r) => Ok((r.status(), r.into_string().map_err(|e| e.to_string())?)),
         Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+        // Name the address that refused, not ureq's chain of causes.
+        Err(ureq::Error::Transport(t))
+            if t.to_string().to_lowercase().contains("connection refused") =>
+        {
+            Err(format!("connection refused: {addr}"))
+        }
         Err(e) => Err(e.to_string()),
     }
 }

@@ -185,7 +185,25 @@ pub fn ensure_certs(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-pub fn up(config: &Config) -> Result<(), String> {
+/// Why `cluster up` ended badly.
+pub enum UpError {
+    /// It could not start: certificates, the executable, a node's folder.
+    Setup(String),
+    /// A node did not come up (every node it started is stopped again,
+    /// unless `keep_going`), or every node exited.
+    Nodes(String),
+}
+
+impl From<String> for UpError {
+    fn from(e: String) -> UpError {
+        UpError::Setup(e)
+    }
+}
+
+/// Starts every node of the config and runs until SIGTERM or Ctrl-C. A
+/// node that does not listen stops every node started and fails, unless
+/// `keep_going`: then the others run on without it.
+pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
     ensure_certs(config)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
@@ -222,6 +240,17 @@ pub fn up(config: &Config) -> Result<(), String> {
     for e in &failed {
         eprintln!("{e}");
     }
+    if !failed.is_empty() && !keep_going {
+        eprintln!("stopping every node (--keep-going runs the others without them)");
+        for n in &mut nodes {
+            n.stop(Duration::from_secs(15));
+        }
+        return Err(UpError::Nodes(format!(
+            "{} of {} nodes did not come up; every node is stopped",
+            failed.len(),
+            config.nodes.len()
+        )));
+    }
     println!("cluster up; Ctrl-C stops every node");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -244,12 +273,12 @@ pub fn up(config: &Config) -> Result<(), String> {
                     }
                     nodes.retain_mut(|n| !matches!(n.child.try_wait(), Ok(Some(_))));
                     if nodes.is_empty() {
-                        return Err("every node has exited".to_string());
+                        return Err(UpError::Nodes("every node has exited".to_string()));
                     }
                 }
             }
         }
-        Ok::<(), String>(())
+        Ok::<(), UpError>(())
     })?;
     println!("stopping {} nodes", nodes.len());
     for n in &mut nodes {

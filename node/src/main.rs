@@ -39,6 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node of the cluster until SIGTERM or Ctrl-C.
+    #[command(after_help = "Example: holdfast node -c cluster.toml --name fe1")]
     Node {
         #[command(flatten)]
         config: ConfigArg,
@@ -47,21 +48,27 @@ enum Cmd {
         name: String,
     },
     /// Manage a whole cluster on this machine.
+    #[command(after_help = "Example: holdfast cluster up -c cluster.toml")]
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
     /// Certificates for mutual TLS between nodes.
+    #[command(after_help = "Example: holdfast certs init -c cluster.toml")]
     Certs {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
     /// Send instant messages.
+    #[command(
+        after_help = "Example: holdfast im send -c cluster.toml --from alice@corp.example --to bob@corp.example hello"
+    )]
     Im {
         #[command(subcommand)]
         cmd: ImCmd,
     },
     /// Generate IM traffic at a fixed rate and report the outcome.
+    #[command(after_help = "Example: holdfast load -c cluster.toml --rate 200 --duration 30s")]
     Load {
         #[command(flatten)]
         config: ConfigArg,
@@ -86,29 +93,35 @@ enum Cmd {
     },
     /// Measure end-to-end archived IM/s and latency on a loopback cluster
     /// (real processes, fsync on, SQLite).
+    #[command(after_help = "Example: holdfast bench --rate 2000 --duration 10s --links plain")]
     Bench {
         /// Offered IMs per second.
         #[arg(long, default_value_t = 5000.0)]
         rate: f64,
+        /// How long to send, e.g. 10s, 2m.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
         /// "tls" or "plain".
         #[arg(long, default_value = "tls")]
         links: String,
+        /// Body size in bytes.
         #[arg(long, default_value_t = 200)]
         size: usize,
         /// Extra settings, e.g. --set transfer_window=1024 (repeatable).
         #[arg(long = "set")]
         set: Vec<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// The Compliance service: status, or export now.
+    #[command(after_help = "Example: holdfast compliance status -c cluster.toml")]
     Compliance {
         #[command(subcommand)]
         cmd: ComplianceCmd,
     },
     /// Critical mode: end a front end's shutdown by hand.
+    #[command(after_help = "Example: holdfast critical resume -c cluster.toml --node fe1")]
     Critical {
         #[command(subcommand)]
         cmd: CriticalCmd,
@@ -119,38 +132,51 @@ enum Cmd {
         cmd: DlqCmd,
     },
     /// Persistent group chat: rooms, posts, history.
+    #[command(
+        after_help = "Example: holdfast chat join -c cluster.toml --user alice@corp.example --room general"
+    )]
     Chat {
         #[command(subcommand)]
         cmd: ChatCmd,
     },
     /// Files posted to chat rooms (through the Web service).
+    #[command(
+        after_help = "Example: holdfast file upload -c cluster.toml --user alice@corp.example --room general report.pdf"
+    )]
     File {
         #[command(subcommand)]
         cmd: FileCmd,
     },
     /// Read the archive.
+    #[command(
+        after_help = "Example: holdfast archive query -c cluster.toml --user alice@corp.example --since 1h"
+    )]
     Archive {
         #[command(subcommand)]
         cmd: ArchiveCmd,
     },
     /// Records the archive database refused for good, kept aside by the
     /// archiving servers.
+    #[command(after_help = "Example: holdfast parked list -c cluster.toml")]
     Parked {
         #[command(subcommand)]
         cmd: ParkedCmd,
     },
     /// Per front end: queue depth, quota use, link health, critical mode.
+    #[command(after_help = "Example: holdfast status -c cluster.toml")]
     Status {
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Print every setting with its default and meaning.
+    #[command(after_help = "Example: holdfast settings --markdown")]
     Settings {
         /// As the Markdown table of docs/settings.md.
         #[arg(long)]
         markdown: bool,
     },
     /// Read a store log file offline and print what a restart would recover.
+    #[command(after_help = "Example: holdfast inspect-store nodes/fe1/outgoing_queue.log")]
     InspectStore {
         /// A store log (`outgoing_queue.log`, `destination_queue.log`, `database.log`).
         file: PathBuf,
@@ -228,6 +254,10 @@ fn main() -> ExitCode {
         Err(Failure::Error(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+        Err(Failure::Unreachable(e)) => {
+            eprintln!("unreachable: {e}");
+            ExitCode::from(3)
         }
     }
 }

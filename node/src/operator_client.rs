@@ -24,6 +24,10 @@ pub enum AskError {
     Refused { node: String, reason: String },
     #[error("{node} did not answer within {} s", .timeout.as_secs())]
     NoAnswer { node: String, timeout: Duration },
+    /// Nothing answered at the node's address: `connection refused:
+    /// 127.0.0.1:8101 (fe1)`.
+    #[error("{why} ({node})")]
+    Unreachable { node: String, why: String },
 }
 
 /// Sends `request` to `actor` on `node` as `user` (who must hold one of
@@ -63,7 +67,10 @@ pub async fn ask(
     loop {
         let Ok(Some(env)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             let node = node.to_string();
-            return Err(AskError::NoAnswer { node, timeout });
+            return Err(match crate::client::unreachable(addr).await {
+                Some(why) => AskError::Unreachable { node, why },
+                None => AskError::NoAnswer { node, timeout },
+            });
         };
         net.consumed(&env);
         match env.msg {

@@ -1,6 +1,7 @@
 //! What an operator relies on: exit codes that say what happened. 0 when
 //! everything asked for happened, 1 when the command ran but found
-//! something not well, 2 when it could not do its job.
+//! something not well, 2 when it could not do its job, 3 when it could
+//! not reach the cluster.
 
 mod common;
 
@@ -232,7 +233,7 @@ resend_interval = "500ms"
 
     c.kill("arch1");
     let (code, out, err) = c.cli(&["status"]);
-    assert_eq!(code, 2, "a node unreachable: {out}{err}");
+    assert_eq!(code, 3, "a node unreachable: {out}{err}");
     assert!(
         out.contains("arch1") && out.contains("unreachable"),
         "{out}"

@@ -20,6 +20,11 @@ pub(crate) fn run(
         links,
         body_size: size,
         settings: set.join("\n"),
+        // Progress bars for a person at a terminal; pipes get the report only.
+        progress: {
+            use std::io::IsTerminal;
+            std::io::stderr().is_terminal()
+        },
     };
     let r = holdfast::bench::run(&opts)?;
     if json {

@@ -9,8 +9,7 @@ pub(crate) enum CertsCmd {
     /// Make a user's credential (certificate and key, signed by the cluster
     /// CA) in the credentials folder: what a client presents to act as
     /// USER in ROLE.
-    ///
-    /// Example: holdfast certs user carol@corp.example --role auditor
+    #[command(after_help = "Example: holdfast certs user carol@corp.example --role auditor")]
     User {
         #[command(flatten)]
         config: ConfigArg,
@@ -25,6 +24,7 @@ pub(crate) enum CertsCmd {
         force: bool,
     },
     /// Create a cluster CA and a certificate for every node of the config.
+    #[command(after_help = "Example: holdfast certs init -c cluster.toml")]
     Init {
         #[command(flatten)]
         config: ConfigArg,

@@ -1,6 +1,8 @@
 //! `holdfast chat`: rooms, posts and history, as a chat user.
 
-use super::common::{fmt_time, load_config, parse_duration, runtime, ConfigArg};
+use super::common::{
+    fmt_time, load_config, parse_duration, printable, runtime, ConfigArg, Failure,
+};
 use clap::{Args, Subcommand};
 use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
 use std::time::Duration;
@@ -15,6 +17,7 @@ pub(crate) struct ChatUser {
     /// Use this Channel server instead of asking Lookup.
     #[arg(long)]
     pub(crate) channel: Option<String>,
+    /// How long to wait for each answer of the cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
 }
@@ -26,6 +29,7 @@ pub(crate) struct RoomArgs {
     /// or secret (members only, unlisted).
     #[arg(long)]
     privacy: Option<String>,
+    /// The room's description (what `chat search` also looks in).
     #[arg(long)]
     description: Option<String>,
     /// Invite new members (the room shows in their `chat invites`).
@@ -34,6 +38,7 @@ pub(crate) struct RoomArgs {
     /// Users to add as members (comma-separated; `user{1..5}@x` expands).
     #[arg(long, value_delimiter = ',')]
     members: Vec<String>,
+    /// Users to add as managers (comma-separated).
     #[arg(long, value_delimiter = ',')]
     managers: Vec<String>,
     /// Make it an auditorium where only these users post.
@@ -47,29 +52,44 @@ pub(crate) struct RoomArgs {
 #[derive(Subcommand)]
 pub(crate) enum ChatCmd {
     /// Rooms the user is a member or manager of (`getassociations`).
+    #[command(
+        after_help = "Example: holdfast chat rooms -c cluster.toml --user alice@corp.example"
+    )]
     Rooms {
         #[command(flatten)]
         who: ChatUser,
     },
     /// Rooms whose name or description contains TEXT that the user may
     /// know of (`chansrch`).
+    #[command(
+        after_help = "Example: holdfast chat search -c cluster.toml --user alice@corp.example deal"
+    )]
     Search {
         #[command(flatten)]
         who: ChatUser,
+        /// Text to look for in room names and descriptions.
         text: String,
     },
     /// Rooms the user is invited to and does not follow yet (`getinv`).
+    #[command(
+        after_help = "Example: holdfast chat invites -c cluster.toml --user alice@corp.example"
+    )]
     Invites {
         #[command(flatten)]
         who: ChatUser,
     },
     /// Create a room in a category the user may create rooms in; the user
     /// manages it.
+    #[command(
+        after_help = "Example: holdfast chat create -c cluster.toml --user alice@corp.example --room project-x --category corp --members bob@corp.example"
+    )]
     Create {
         #[command(flatten)]
         who: ChatUser,
+        /// The new room's name.
         #[arg(long)]
         room: String,
+        /// Its category (one the user may create rooms in).
         #[arg(long)]
         category: String,
         #[command(flatten)]
@@ -77,9 +97,13 @@ pub(crate) enum ChatCmd {
     },
     /// Change a room the user manages: add members, managers, presenters,
     /// walled-off users; set privacy, description, invitations.
+    #[command(
+        after_help = "Example: holdfast chat manage -c cluster.toml --user alice@corp.example --room project-x --members carl@corp.example"
+    )]
     Manage {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to change (one the user manages).
         #[arg(long)]
         room: String,
         #[command(flatten)]
@@ -89,14 +113,21 @@ pub(crate) enum ChatCmd {
         remove: Vec<String>,
     },
     /// A room's description, members and the users in it now.
+    #[command(
+        after_help = "Example: holdfast chat show -c cluster.toml --user alice@corp.example --room general"
+    )]
     Show {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to show.
         #[arg(long)]
         room: String,
     },
     /// Join rooms: print their backchat, then new posts as they come (for
     /// `--for`, or until interrupted). `bjoin` when several are given.
+    #[command(
+        after_help = "Example: holdfast chat join -c cluster.toml --user alice@corp.example --room general,project-x --for 1m"
+    )]
     Join {
         #[command(flatten)]
         who: ChatUser,
@@ -108,26 +139,40 @@ pub(crate) enum ChatCmd {
         duration: Option<Duration>,
     },
     /// Follow a room (new content is signalled while not joined), or stop.
+    #[command(
+        after_help = "Example: holdfast chat follow -c cluster.toml --user alice@corp.example --room general"
+    )]
     Follow {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to follow.
         #[arg(long)]
         room: String,
+        /// Stop following it instead.
         #[arg(long)]
         stop: bool,
     },
     /// Post to a room; prints the post's sequence number once stored.
+    #[command(
+        after_help = "Example: holdfast chat post -c cluster.toml --user alice@corp.example --room general 'standup in 5'"
+    )]
     Post {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to post to.
         #[arg(long)]
         room: String,
+        /// The post's text.
         text: String,
     },
     /// A room's posts after a sequence number (default: the backchat).
+    #[command(
+        after_help = "Example: holdfast chat history -c cluster.toml --user alice@corp.example --room general --after 40"
+    )]
     History {
         #[command(flatten)]
         who: ChatUser,
+        /// The room to read.
         #[arg(long)]
         room: String,
         /// Posts after this sequence number (0: the last `chat_backchat`).
@@ -136,7 +181,61 @@ pub(crate) enum ChatCmd {
     },
 }
 
-pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
+pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
+    let who = match &cmd {
+        ChatCmd::Rooms { who }
+        | ChatCmd::Search { who, .. }
+        | ChatCmd::Invites { who }
+        | ChatCmd::Create { who, .. }
+        | ChatCmd::Manage { who, .. }
+        | ChatCmd::Show { who, .. }
+        | ChatCmd::Join { who, .. }
+        | ChatCmd::Follow { who, .. }
+        | ChatCmd::Post { who, .. }
+        | ChatCmd::History { who, .. } => who.clone(),
+    };
+    run_as(cmd).map_err(|e| unanswered(&who, e))
+}
+
+/// A chat command's failure: exit 3 when it got no answer, naming the
+/// address that refused the connection if one did (the Channel server
+/// given with --channel, or else the Lookup instances); exit 2 otherwise.
+pub(crate) fn unanswered(who: &ChatUser, e: String) -> Failure {
+    const NO_ANSWER: [&str; 4] = [
+        "did not answer",
+        "no Lookup instance answered",
+        "no answer in time",
+        "no file token in time",
+    ];
+    if !NO_ANSWER.iter().any(|n| e.contains(n)) {
+        return Failure::Error(e);
+    }
+    let Ok(config) = load_config(&who.config) else {
+        return Failure::Unreachable(e);
+    };
+    let asked: Vec<(String, std::net::SocketAddr)> = config
+        .nodes
+        .iter()
+        .filter(|n| match &who.channel {
+            Some(ch) => n.name == *ch,
+            None => config.pool.lookups.contains(&n.name),
+        })
+        .map(|n| (n.name.clone(), n.listen))
+        .collect();
+    let refused = runtime().ok().and_then(|rt| {
+        rt.block_on(async {
+            for (name, addr) in &asked {
+                if let Some(why) = holdfast::client::unreachable(*addr).await {
+                    return Some(format!("{why} ({name})"));
+                }
+            }
+            None
+        })
+    });
+    Failure::Unreachable(refused.unwrap_or(e))
+}
+
+fn run_as(cmd: ChatCmd) -> Result<(), String> {
     use holdfast::chat_client::ChatClient;
     match cmd {
         ChatCmd::Rooms { who } => print_rooms(&who, RoomQuery::Associations)?,
@@ -152,12 +251,16 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 category,
                 ..spec.apply(Room::default(), &[])?
             };
+            let name = room.clone();
             let version =
                 with_session(
                     &who,
                     |mut c| async move { c.save_room(&room, info, true).await },
                 )?;
-            println!("created (directory version {version})");
+            println!(
+                "created room {} (directory version {version})",
+                printable(&name)
+            );
         }
         ChatCmd::Manage {
             who,
@@ -199,7 +302,7 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 if info.invite { ", invitations on" } else { "" }
             );
             if !info.description.is_empty() {
-                println!("description: {}", info.description);
+                println!("description: {}", printable(&info.description));
             }
             let list = |s: &std::collections::BTreeSet<String>| {
                 s.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -227,25 +330,28 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 let mut seen = std::collections::BTreeMap::new();
                 for (r, (posts, latest)) in c.bulk_join(&room).await? {
                     for (seq, p) in &posts {
-                        println!("{r} #{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+                        println!("{} #{seq}  {}", printable(&r), show_post(p));
                     }
                     eprintln!("joined {r} (at #{latest})");
                     seen.insert(r, latest);
                 }
                 let until = duration.map(|d| tokio::time::Instant::now() + d);
                 while until.is_none_or(|u| tokio::time::Instant::now() < u) {
-                    match c.next_post().await {
+                    // `next_post` waits up to the whole --timeout: never
+                    // past --for.
+                    let next = match until {
+                        Some(u) => match tokio::time::timeout_at(u, c.next_post()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        },
+                        None => c.next_post().await,
+                    };
+                    match next {
                         Some((seq, p)) => {
                             let last = seen.entry(p.room.clone()).or_insert(0);
                             if seq > *last {
                                 *last = seq;
-                                println!(
-                                    "{} #{seq}  {}  {}: {}",
-                                    p.room,
-                                    fmt_time(p.at),
-                                    p.author,
-                                    p.text
-                                );
+                                println!("{} #{seq}  {}", printable(&p.room), show_post(&p));
                             }
                         }
                         // Quiet: sync, which keeps the session alive (the
@@ -293,12 +399,23 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), String> {
                 c.join(&room, after).await
             })?;
             for (seq, p) in &posts {
-                println!("#{seq}  {}  {}: {}", fmt_time(p.at), p.author, p.text);
+                println!("#{seq}  {}", show_post(p));
             }
             eprintln!("{} posts shown; {room} is at #{latest}", posts.len());
         }
     }
     Ok(())
+}
+
+/// A post as `chat join` and `chat history` print it: its time, author
+/// and text, with other users' control characters escaped.
+fn show_post(p: &holdfast_actors::core::protocol::chat::Post) -> String {
+    format!(
+        "{}  {}: {}",
+        fmt_time(p.at),
+        printable(&p.author),
+        printable(&p.text)
+    )
 }
 
 /// Connects as the user, opens a session and runs `f` with the client.
@@ -332,9 +449,9 @@ fn print_rooms(who: &ChatUser, query: RoomQuery) -> Result<(), String> {
         };
         println!(
             "{}  ({}{cat}{role})  {}",
-            r.name,
+            printable(&r.name),
             r.privacy.as_str(),
-            r.description
+            printable(&r.description)
         );
     }
     eprintln!("{} rooms", rooms.len());

@@ -7,19 +7,29 @@ use clap::Subcommand;
 pub(crate) enum ClusterCmd {
     /// Start every node of the config as a child process on this machine
     /// (creating certificates if needed); Ctrl-C stops them.
+    #[command(after_help = "Example: holdfast cluster up -c cluster.toml")]
     Up {
         #[command(flatten)]
         config: ConfigArg,
+        /// Run on with the nodes that came up when one does not (by
+        /// default every node is stopped and the command fails).
+        #[arg(long)]
+        keep_going: bool,
     },
 }
 
 pub(crate) fn run(cmd: ClusterCmd) -> Result<(), Failure> {
     match cmd {
-        ClusterCmd::Up { config } => {
+        ClusterCmd::Up { config, keep_going } => {
             // The certificate folder, the nodes' data folders and their
             // logs: private to the user, like what the nodes write.
             holdfast::file_disk::private_umask();
-            holdfast::cluster_up::up(&load_config(&config)?)?;
+            use holdfast::cluster_up::{up, UpError};
+            match up(&load_config(&config)?, keep_going) {
+                Ok(()) => {}
+                Err(UpError::Setup(e)) => return Err(Failure::Error(e)),
+                Err(UpError::Nodes(e)) => return Err(Failure::NotWell(e)),
+            }
         }
     }
     Ok(())

@@ -67,26 +67,66 @@ pub(crate) fn fmt_time(ms: u64) -> String {
 }
 
 /// Why a command did not end well. Exit codes: 0 when everything asked
-/// for happened; 1 when the command ran but found something not well (a
-/// front end failing or shut down, IMs not accepted, a failing export,
-/// damage in a store); 2 when it could not do its job (a bad config or
-/// file, a refusal, no connection).
+/// for happened; 1 when the operation failed or the command found
+/// something not well (a front end failing or shut down, IMs not
+/// accepted, a failing export, damage in a store, nodes that did not come
+/// up); 2 for a usage or config error, or a request refused; 3 when it
+/// could not reach the cluster (connection refused, no answer from the
+/// node it asked, a node `status` cannot read).
 pub(crate) enum Failure {
     /// Exit 2.
     Error(String),
     /// Exit 1.
     NotWell(String),
+    /// Exit 3.
+    Unreachable(String),
 }
 
 impl From<holdfast::operator_client::AskError> for Failure {
     fn from(e: holdfast::operator_client::AskError) -> Failure {
-        // Refused, unanswered or not set up: the request did not happen.
-        Failure::Error(e.to_string())
+        use holdfast::operator_client::AskError;
+        match e {
+            AskError::NoAnswer { .. } | AskError::Unreachable { .. } => {
+                Failure::Unreachable(e.to_string())
+            }
+            // Refused or not set up: the request did not happen.
+            AskError::Setup(_) | AskError::Refused { .. } => Failure::Error(e.to_string()),
+        }
     }
 }
 
 impl From<String> for Failure {
     fn from(e: String) -> Failure {
         Failure::Error(e)
+    }
+}
+
+/// Text from other users, fit for a terminal: control characters (an
+/// escape sequence could recolour, move the cursor or retitle the
+/// window) and bidirectional overrides are shown escaped (`\u{1b}`,
+/// `\n`); everything else, non-ASCII letters included, as it is.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("\u{1b}[2Jhi"), "\\u{1b}[2Jhi");
+        assert_eq!(printable("a\nb\tc\u{7}"), "a\\nb\\tc\\u{7}");
+        assert_eq!(printable("Grüße, 東京 \"q\" \\"), "Grüße, 東京 \"q\" \\");
+        assert_eq!(printable("\u{202e}abc"), "\\u{202e}abc");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub(crate) enum ComplianceCmd {
     /// Staged events, the last batch and run, the last error (an operator
     /// or an auditor may ask).
+    #[command(after_help = "Example: holdfast compliance status -c cluster.toml --as auditor")]
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -18,6 +19,7 @@ pub(crate) enum ComplianceCmd {
     },
     /// Export the staged events now instead of at the next interval (an
     /// operator may ask).
+    #[command(after_help = "Example: holdfast compliance run-now -c cluster.toml")]
     RunNow {
         #[command(flatten)]
         config: ConfigArg,

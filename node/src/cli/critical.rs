@@ -15,8 +15,7 @@ pub(crate) enum CriticalCmd {
     /// End a front end's critical-mode shutdown now (an operator may ask).
     /// The front end accepts IMs again at once and raises the operator
     /// event `critical_resume` naming who ended it.
-    ///
-    /// Example: holdfast critical resume -c cluster.toml --node fe1
+    #[command(after_help = "Example: holdfast critical resume -c cluster.toml --node fe1")]
     Resume {
         #[command(flatten)]
         config: ConfigArg,

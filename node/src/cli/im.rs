@@ -10,16 +10,22 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub(crate) enum ImCmd {
     /// Send one IM and print whether the front end accepted it.
+    #[command(
+        after_help = "Example: holdfast im send -c cluster.toml --from alice@corp.example --to bob@corp.example hello"
+    )]
     Send {
         #[command(flatten)]
         config: ConfigArg,
+        /// The sender (homed on a front end of the config).
         #[arg(long)]
         from: String,
+        /// The recipient.
         #[arg(long)]
         to: String,
         /// Message id (default: a fresh unique one).
         #[arg(long)]
         id: Option<String>,
+        /// How long to wait for the front end's answer.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
         /// The message text.
@@ -39,19 +45,30 @@ pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
         } => {
             let config = Arc::new(load_config(&config)?);
             let id = id.unwrap_or_else(|| client::new_id("im"));
+            let home = config.home(&from).map(|n| (n.name.clone(), n.listen));
             let outcome = runtime()?.block_on(async {
                 let c = Client::new(config)?;
-                c.send_im(
-                    Im {
-                        id: id.clone(),
-                        from,
-                        to,
-                        body: text,
-                    },
-                    timeout,
-                )
-                .await
+                let outcome = c
+                    .send_im(
+                        Im {
+                            id: id.clone(),
+                            from,
+                            to,
+                            body: text,
+                        },
+                        timeout,
+                    )
+                    .await?;
+                // No answer: say whether the front end can be reached at all.
+                let unreachable = match (&outcome, &home) {
+                    (Outcome::Unknown, Some((name, addr))) => client::unreachable(*addr)
+                        .await
+                        .map(|why| format!("{why} ({name})")),
+                    _ => None,
+                };
+                Ok::<_, String>((outcome, unreachable))
             })?;
+            let (outcome, unreachable) = outcome;
             match outcome {
                 Outcome::Accepted { at, message_id } => {
                     println!("accepted {id} as {message_id} at {}", fmt_time(at))
@@ -70,11 +87,12 @@ pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
                     return Err(format!("rejected {id}: {reason}").into())
                 }
                 Outcome::Unknown => {
-                    return Err(format!(
-                        "no answer for {id} within {}",
-                        humantime::format_duration(timeout)
-                    )
-                    .into())
+                    return Err(Failure::Unreachable(unreachable.unwrap_or_else(|| {
+                        format!(
+                            "no answer for {id} within {}",
+                            humantime::format_duration(timeout)
+                        )
+                    })))
                 }
             }
         }

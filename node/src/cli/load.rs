@@ -16,9 +16,15 @@ pub(crate) fn run(
     json: bool,
 ) -> Result<(), Failure> {
     let config = Arc::new(load_config(&config)?);
+    // A progress bar for a person at a terminal; pipes and logs get
+    // only the report.
+    use std::io::IsTerminal;
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| client::load_bar(rate, duration));
     let (report, all) = runtime()?.block_on(async {
         let c = Arc::new(Client::new(config)?);
-        client::load(c, rate, duration, timeout, size).await
+        client::load_showing(c, rate, duration, timeout, size, progress).await
     })?;
     if let Some(path) = outcomes {
         let mut text = String::new();

@@ -19,8 +19,7 @@ pub(crate) enum ParkedCmd {
     /// Every parked record: which archiving server holds it, the message,
     /// and why the database refused it. Reads the destination queue's log
     /// on this machine (as the node's user).
-    ///
-    /// Example: holdfast parked list -c cluster.toml --node arch1
+    #[command(after_help = "Example: holdfast parked list -c cluster.toml --node arch1")]
     List {
         #[command(flatten)]
         config: ConfigArg,

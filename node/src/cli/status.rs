@@ -64,7 +64,9 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
     let unreachable = nodes.iter().filter(|n| n.unreachable()).count();
     let not_well = nodes.iter().filter(|n| n.not_well()).count();
     if unreachable > 0 {
-        return Err(Failure::Error(format!("{unreachable} nodes unreachable")));
+        return Err(Failure::Unreachable(format!(
+            "{unreachable} nodes unreachable"
+        )));
     }
     if not_well > 0 {
         return Err(Failure::NotWell(format!(

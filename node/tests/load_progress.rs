@@ -1,0 +1,48 @@
+//! `holdfast load` shows its progress to a person at a terminal, and
+//! nothing more than its report to a pipe.
+
+mod common;
+
+use common::TestCluster;
+use std::process::Command;
+
+/// At a terminal (a pseudo-terminal from util-linux `script`), load draws
+/// a progress bar on stderr: before, it showed nothing until the report.
+/// Through pipes its output is the report alone, as before.
+#[test]
+fn load_shows_progress_at_a_terminal_only() {
+    let c = TestCluster::start("plain", "");
+    let args = [
+        "load",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--timeout",
+        "2s",
+    ];
+    let (code, out, err) = c.cli(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("sent 40 in"), "{out}");
+    assert!(!err.contains("answered") && !err.contains('\r'), "{err:?}");
+
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` to run load at a terminal: that part is skipped");
+        return;
+    }
+    let config = c.dir.path().join("cluster.toml");
+    let line = format!(
+        "{} {} -c {} 2>&1",
+        common::exe().display(),
+        args.join(" "),
+        config.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("IMs answered"), "no progress bar: {text:?}");
+    assert!(text.contains("sent 40 in"), "{text}");
+}
