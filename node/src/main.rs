@@ -127,6 +127,7 @@ enum Cmd {
         cmd: CriticalCmd,
     },
     /// A front end's dead-letter queue: list it, resend it now.
+    #[command(after_help = "Example: holdfast dlq list -c cluster.toml")]
     Dlq {
         #[command(subcommand)]
         cmd: DlqCmd,

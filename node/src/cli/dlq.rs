@@ -17,8 +17,7 @@ use std::time::Duration;
 pub(crate) enum DlqCmd {
     /// The records in the front ends' dead-letter queues. Reads the
     /// outgoing queue's log on this machine (as the node's user).
-    ///
-    /// Example: holdfast dlq list -c cluster.toml --node fe1
+    #[command(after_help = "Example: holdfast dlq list -c cluster.toml --node fe1")]
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -32,8 +31,7 @@ pub(crate) enum DlqCmd {
     /// Move a front end's dead letters back into its stream now (new
     /// sequence numbers), without waiting for heartbeats to say the link
     /// is healthy. Up to 512 per call (an operator may ask).
-    ///
-    /// Example: holdfast dlq resend -c cluster.toml --node fe1
+    #[command(after_help = "Example: holdfast dlq resend -c cluster.toml --node fe1")]
     Resend {
         #[command(flatten)]
         config: ConfigArg,

@@ -34,8 +34,7 @@ pub(crate) enum ParkedCmd {
     /// them is fixed): each goes back into the archiving server's queue
     /// and is delivered again; one the database still refuses is parked
     /// again. Up to 1,000 per call (an operator may ask).
-    ///
-    /// Example: holdfast parked retry -c cluster.toml --node arch1 --key 2
+    #[command(after_help = "Example: holdfast parked retry -c cluster.toml --node arch1 --key 2")]
     Retry {
         #[command(flatten)]
         config: ConfigArg,
@@ -53,8 +52,7 @@ pub(crate) enum ParkedCmd {
     /// Write every parked record to a file, as JSON lines (readable by
     /// the node's user only), for an investigation. Reads the destination
     /// queues' logs on this machine.
-    ///
-    /// Example: holdfast parked export -c cluster.toml --out parked.jsonl
+    #[command(after_help = "Example: holdfast parked export -c cluster.toml --out parked.jsonl")]
     Export {
         #[command(flatten)]
         config: ConfigArg,
