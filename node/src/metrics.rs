@@ -187,8 +187,29 @@ impl Metrics {
             [(Cow::Borrowed("node"), Cow::Owned(self.node.clone()))].into_iter(),
         );
         let gauges = lock(&self.gauges).clone();
+        // Moments (ms since the epoch) as seconds: the head of a queue as
+        // its age, the last export as a timestamp.
+        let now_ms = crate::node::now_ms();
+        let mut moments: BTreeMap<CoreGauge, Vec<(ActorKind, f64)>> = BTreeMap::new();
+        for ((actor, gauge), at) in gauges.iter().filter(|((_, g), _)| g.moment()) {
+            let seconds = match gauge {
+                CoreGauge::OldestQueuedAt if *at > 0 => now_ms.saturating_sub(*at) as f64 / 1000.0,
+                CoreGauge::OldestQueuedAt => 0.0,
+                _ => *at as f64 / 1000.0,
+            };
+            moments.entry(*gauge).or_default().push((*actor, seconds));
+        }
+        for (gauge, values) in moments {
+            let (name, help) = moment_family(gauge);
+            let fam = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+            for (actor, v) in values {
+                fam.get_or_create(&vec![("actor".into(), actor.as_str().into())])
+                    .set(v);
+            }
+            registry.register(name, help, fam);
+        }
         let mut by_name: BTreeMap<(&'static str, bool), Vec<(ActorKind, u64)>> = BTreeMap::new();
-        for ((actor, gauge), v) in gauges {
+        for ((actor, gauge), v) in gauges.into_iter().filter(|((_, g), _)| !g.moment()) {
             by_name
                 .entry((gauge.name(), gauge.cumulative()))
                 .or_default()
@@ -381,12 +402,29 @@ fn answer(req: tiny_http::Request, metrics: &Metrics, config: &Config) {
     }
 }
 
+/// The family a moment gauge is exposed as, and its help.
+fn moment_family(gauge: CoreGauge) -> (&'static str, &'static str) {
+    match gauge {
+        CoreGauge::OldestQueuedAt => (
+            "holdfast_oldest_queued_seconds",
+            "age of the record at the head of the queue (0: the queue is empty)",
+        ),
+        _ => (
+            "holdfast_compliance_last_export_timestamp_seconds",
+            "when the last compliance export was written (0: none since start)",
+        ),
+    }
+}
+
 /// Every metric family a node may expose, as Prometheus names its samples
 /// (`…_total` for counters): what dashboards may query.
 pub fn family_names() -> Vec<String> {
     let mut names: Vec<String> = CoreGauge::ALL
         .iter()
         .map(|g| {
+            if g.moment() {
+                return moment_family(*g).0.to_string();
+            }
             let suffix = if g.cumulative() { "_total" } else { "" };
             format!("holdfast_{}{suffix}", g.name())
         })

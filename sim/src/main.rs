@@ -406,14 +406,22 @@ mod sim {
                 out!("{v}");
             }
         }
-        // Per scenario: runs, failures, worst latency, deepest queue.
-        let mut table: BTreeMap<usize, (u64, u64, Option<u64>, u64)> = BTreeMap::new();
+        // Per scenario: runs, failures, worst latency, deepest queue, and
+        // for group chat and compliance the posts accepted and the events
+        // exported over every run.
+        let mut table: BTreeMap<usize, SweepRow> = BTreeMap::new();
         for o in &outcomes {
-            let row = table.entry(o.scenario).or_insert((0, 0, None, 0));
-            row.0 += 1;
-            row.1 += u64::from(!o.failures.is_empty());
-            row.2 = row.2.max(worst_latency(&o.result));
-            row.3 = row.3.max(max_queue_depth(&o.result));
+            let row = table.entry(o.scenario).or_default();
+            row.runs += 1;
+            row.failures += u64::from(!o.failures.is_empty());
+            row.worst_latency = row.worst_latency.max(worst_latency(&o.result));
+            row.depth = row.depth.max(max_queue_depth(&o.result));
+            if let Some(c) = &o.result.chat {
+                *row.posts.get_or_insert(0) += c.accepted;
+                if let Some(k) = &c.compliance {
+                    *row.exported.get_or_insert(0) += k.exported;
+                }
+            }
         }
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
         let simulated: f64 = outcomes
@@ -440,22 +448,28 @@ mod sim {
             );
         } else {
             out!(
-                "{:<28} {:>6} {:>8} {:>16} {:>11}",
+                "{:<28} {:>6} {:>8} {:>16} {:>11} {:>9} {:>9}",
                 "scenario",
                 "runs",
                 "failures",
                 "worst shutdown",
-                "max depth"
+                "max depth",
+                "posts",
+                "exported"
             );
-            for (i, (runs, fails, lat, depth)) in &table {
+            let or_dash = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+            for (i, row) in &table {
                 out!(
-                    "{:<28} {:>6} {:>8} {:>16} {:>11}",
+                    "{:<28} {:>6} {:>8} {:>16} {:>11} {:>9} {:>9}",
                     scenarios[*i].name,
-                    runs,
-                    fails,
-                    lat.map(|l| fmt_ms(l / 1000 * 1000))
+                    row.runs,
+                    row.failures,
+                    row.worst_latency
+                        .map(|l| fmt_ms(l / 1000 * 1000))
                         .unwrap_or_else(|| "-".into()),
-                    depth
+                    row.depth,
+                    or_dash(row.posts),
+                    or_dash(row.exported)
                 );
             }
             for o in &failed {
@@ -490,6 +504,19 @@ mod sim {
         } else {
             1
         })
+    }
+
+    /// One scenario's line of the sweep table.
+    #[derive(Default)]
+    struct SweepRow {
+        runs: u64,
+        failures: u64,
+        worst_latency: Option<u64>,
+        depth: u64,
+        /// Chat posts accepted, over every run (group chat scenarios).
+        posts: Option<u64>,
+        /// Compliance events exported, over every run.
+        exported: Option<u64>,
     }
 
     pub fn run_suite(scenarios: &[Scenario], json: bool) -> ExitCode {

@@ -644,6 +644,16 @@ impl Actor for DestinationQueue {
             (Gauge::DuplicatesDropped, self.duplicates_dropped),
             (Gauge::Expired, self.expired),
             (Gauge::ParkedRecords, self.parked),
+            (
+                Gauge::OldestQueuedAt,
+                self.items
+                    .values()
+                    .find_map(|item| match item {
+                        QueueItem::Record(r) => Some(r.time),
+                        _ => None,
+                    })
+                    .unwrap_or(0),
+            ),
         ]
     }
 }

@@ -687,6 +687,7 @@ impl Actor for Compliance {
         vec![
             (Gauge::ComplianceStaged, self.staged.len() as u64),
             (Gauge::ComplianceBatches, self.last_batch),
+            (Gauge::ComplianceLastExportAt, self.status.last_run),
         ]
     }
 }

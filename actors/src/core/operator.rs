@@ -266,6 +266,12 @@ impl fmt::Display for OperatorEvent {
 /// A value a core reports for monitoring ([`crate::core::actor::Actor::gauges`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Gauge {
+    /// Queues: when the record at the head of the queue (the oldest
+    /// waiting) was created, in ms since the epoch; 0 when none waits.
+    OldestQueuedAt,
+    /// Compliance service: when the last export was written (ms since the
+    /// epoch; 0 if none since start).
+    ComplianceLastExportAt,
     /// Database: rows in the messages table.
     ArchivedRows,
     /// Lookup: Channel servers in rotation.
@@ -323,7 +329,9 @@ impl Gauge {
     }
 
     /// Every gauge, in declaration order.
-    pub const ALL: [Gauge; 20] = [
+    pub const ALL: [Gauge; 22] = [
+        Gauge::OldestQueuedAt,
+        Gauge::ComplianceLastExportAt,
         Gauge::ArchivedRows,
         Gauge::ChannelsKnown,
         Gauge::ChatPosts,
@@ -350,6 +358,8 @@ impl Gauge {
     /// files know it by. Never change one.
     pub fn name(self) -> &'static str {
         match self {
+            Gauge::OldestQueuedAt => "oldest_queued_at",
+            Gauge::ComplianceLastExportAt => "compliance_last_export_at",
             Gauge::ArchivedRows => "archived_rows",
             Gauge::ChannelsKnown => "channels_known",
             Gauge::ChatPosts => "chat_posts",
@@ -374,6 +384,12 @@ impl Gauge {
     }
 
     /// The gauge of that stable name, if any.
+    /// Whether the value is a moment (ms since the epoch, 0 for none), not
+    /// an amount: hosts expose it as seconds (an age, or a timestamp).
+    pub fn moment(self) -> bool {
+        matches!(self, Gauge::OldestQueuedAt | Gauge::ComplianceLastExportAt)
+    }
+
     pub fn from_name(name: &str) -> Option<Gauge> {
         Gauge::ALL.into_iter().find(|k| k.name() == name)
     }

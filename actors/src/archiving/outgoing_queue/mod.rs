@@ -902,6 +902,20 @@ impl OutgoingQueue {
     }
 }
 
+impl OutgoingQueue {
+    /// When the record at the head of the stream was created (0: none
+    /// waits): how long the oldest record has waited, for monitoring.
+    fn oldest_queued_at(&self) -> Millis {
+        self.link
+            .unacked()
+            .find_map(|(_, item)| match item {
+                QueueItem::Record(r) => Some(r.time),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+}
+
 impl Actor for OutgoingQueue {
     fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
         let acked = recovered
@@ -1110,6 +1124,7 @@ impl Actor for OutgoingQueue {
             (Gauge::DeadLettered, self.expiry.dead_lettered()),
             (Gauge::Expired, self.expiry.expired()),
             (Gauge::LinkFailing, u64::from(!self.heartbeats.healthy())),
+            (Gauge::OldestQueuedAt, self.oldest_queued_at()),
         ]
     }
 }
@@ -1665,6 +1680,32 @@ mod tests {
         let mut h2 = oq(Settings::default());
         h2.start(h.store.clone());
         assert_eq!(h2.actor().depth(), 2);
+    }
+
+    /// The age of the oldest waiting record is what operators watch: the
+    /// queue reports when the record at its head was created, and nothing
+    /// once it is acknowledged.
+    #[test]
+    fn the_queue_reports_when_its_oldest_record_was_created() {
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        let oldest = |h: &Harness<OutgoingQueue>| {
+            h.actor()
+                .gauges()
+                .into_iter()
+                .find(|(g, _)| *g == Gauge::OldestQueuedAt)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(oldest(&h), Some(0), "empty");
+        h.now = 5_000;
+        enqueue(&mut h, 1, "m1");
+        let at = oldest(&h).unwrap();
+        assert!(at > 0, "the head record's creation time");
+        h.now = 9_000;
+        enqueue(&mut h, 2, "m2");
+        assert_eq!(oldest(&h), Some(at), "still the first one");
+        h.msg(dest(), Msg::TransferAck { upto: 2 });
+        assert_eq!(oldest(&h), Some(0), "acknowledged: nothing waits");
     }
 
     /// `holdfast dlq resend`: an operator moves the dead letters back into
