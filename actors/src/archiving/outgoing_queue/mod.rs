@@ -1697,13 +1697,14 @@ mod tests {
                 .map(|(_, v)| v)
         };
         assert_eq!(oldest(&h), Some(0), "empty");
-        h.now = 5_000;
-        enqueue(&mut h, 1, "m1");
-        let at = oldest(&h).unwrap();
-        assert!(at > 0, "the head record's creation time");
-        h.now = 9_000;
-        enqueue(&mut h, 2, "m2");
-        assert_eq!(oldest(&h), Some(at), "still the first one");
+        let record = |token, id, time| Msg::Enqueue {
+            token,
+            record: rec(id, time),
+        };
+        h.msg(fe(), record(1, "m1", 5_000));
+        assert_eq!(oldest(&h), Some(5_000), "the head record's creation time");
+        h.msg(fe(), record(2, "m2", 9_000));
+        assert_eq!(oldest(&h), Some(5_000), "still the first one");
         h.msg(dest(), Msg::TransferAck { upto: 2 });
         assert_eq!(oldest(&h), Some(0), "acknowledged: nothing waits");
     }
