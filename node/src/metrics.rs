@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Metrics {
     node: String,
@@ -189,7 +189,9 @@ impl Metrics {
         let gauges = lock(&self.gauges).clone();
         // Moments (ms since the epoch) as seconds: the head of a queue as
         // its age, the last export as a timestamp.
-        let now_ms = crate::node::now_ms();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut moments: BTreeMap<CoreGauge, Vec<(ActorKind, f64)>> = BTreeMap::new();
         for ((actor, gauge), at) in gauges.iter().filter(|((_, g), _)| g.moment()) {
             let seconds = match gauge {
