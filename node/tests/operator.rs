@@ -7,6 +7,16 @@ mod common;
 
 use common::TestCluster;
 
+/// Critical mode on, with heartbeats fast enough that a dead archiving
+/// server is noticed within a few seconds.
+const FAST_CRITICAL: &str = r#"
+critical_mode = true
+heartbeat_interval = "500ms"
+heartbeat_ttrq = "2s"
+heartbeat_ttbr = "4s"
+resend_interval = "500ms"
+"#;
+
 /// `load` exits 0 only when every IM was accepted: with a front end down,
 /// its IMs get no answer and the command says so with exit 1. Before, it
 /// printed "accepted 0 … no answer 10" and exited 0.
@@ -38,15 +48,8 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
 /// front end accepts IMs again at once. Before, nothing could end it.
 #[test]
 fn an_operator_ends_a_shutdown_that_does_not_end_by_itself() {
-    const SETTINGS: &str = r#"
-critical_mode = true
-critical_auto_resume = false
-heartbeat_interval = "500ms"
-heartbeat_ttrq = "2s"
-heartbeat_ttbr = "4s"
-resend_interval = "500ms"
-"#;
-    let mut c = TestCluster::start("tls", SETTINGS);
+    let settings = format!("{FAST_CRITICAL}critical_auto_resume = false\n");
+    let mut c = TestCluster::start("tls", &settings);
     let im = [
         "im",
         "send",
@@ -110,15 +113,8 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
     use openmetrics_parser::openmetrics::parse_openmetrics;
     use openmetrics_parser::OpenMetricsType;
     use std::time::{Duration, Instant};
-    const SETTINGS: &str = r#"
-critical_mode = true
-critical_resume_after = "1s"
-heartbeat_interval = "500ms"
-heartbeat_ttrq = "2s"
-heartbeat_ttbr = "4s"
-resend_interval = "500ms"
-"#;
-    let mut c = TestCluster::start("plain", SETTINGS);
+    let settings = format!("{FAST_CRITICAL}critical_resume_after = \"1s\"\n");
+    let mut c = TestCluster::start("plain", &settings);
     let config = c.config.clone();
     let get = |node: &str, path: &str| -> (u16, String, String) {
         let addr = config

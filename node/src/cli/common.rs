@@ -130,3 +130,57 @@ mod tests {
         assert_eq!(printable("\u{202e}abc"), "\\u{202e}abc");
     }
 }
+
+/// The state of one actor's log store on each node of `role` in the
+/// config (or only `only`), read from the data folders on this machine:
+/// `(node, file, state)`; a node whose log does not exist yet is skipped.
+/// `what` names the role in the error when no node has it.
+pub(crate) fn local_store_states(
+    config: &Config,
+    role: holdfast::config::Role,
+    kind: holdfast_actors::core::ids::ActorKind,
+    only: Option<&str>,
+    what: &str,
+) -> Result<Vec<(String, PathBuf, holdfast_actors::core::actor::Recovered)>, String> {
+    let nodes: Vec<_> = config
+        .nodes
+        .iter()
+        .filter(|n| n.has(role))
+        .filter(|n| only.is_none_or(|o| o == n.name))
+        .collect();
+    if nodes.is_empty() {
+        return Err(match only {
+            Some(o) => format!("{o} is not {what} of the config"),
+            None => format!("the config has no {what}"),
+        });
+    }
+    let mut states = Vec::new();
+    for n in nodes {
+        let file = n.data.join(holdfast::node::store_file(kind));
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: cannot read: {e}", file.display())),
+        };
+        let state = holdfast_host::store::replay_log(&bytes).state;
+        states.push((n.name.clone(), file, state));
+    }
+    Ok(states)
+}
+
+/// Asks `actor` on `node`, as `who` with the operator role, and returns
+/// the answer `wanted` accepts (an operator control).
+pub(crate) fn ask_as_operator(
+    config: &ConfigArg,
+    who: &str,
+    target: (&str, holdfast_actors::core::ids::ActorKind),
+    request: holdfast_actors::core::protocol::Msg,
+    timeout: Duration,
+    wanted: impl Fn(&holdfast_actors::core::protocol::Msg) -> bool,
+) -> Result<holdfast_actors::core::protocol::Msg, Failure> {
+    let config = load_config(config)?;
+    let roles = [PrincipalRole::Operator];
+    let ask =
+        holdfast::operator_client::ask(&config, who, &roles, target, request, timeout, wanted);
+    Ok(runtime()?.block_on(ask)?)
+}

@@ -2,10 +2,8 @@
 //! critical-mode shutdown by hand — the only way when
 //! `critical_auto_resume = false`.
 
-use super::common::{load_config, runtime, ConfigArg, Failure};
+use super::common::{ask_as_operator, ConfigArg, Failure};
 use clap::Subcommand;
-use holdfast::operator_client;
-use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::Msg;
 use std::time::Duration;
@@ -30,16 +28,14 @@ pub(crate) enum CriticalCmd {
 
 pub(crate) fn run(cmd: CriticalCmd) -> Result<(), Failure> {
     let CriticalCmd::Resume { config, node, who } = cmd;
-    let config = load_config(&config)?;
-    let answer = runtime()?.block_on(operator_client::ask(
+    let answer = ask_as_operator(
         &config,
         &who,
-        &[Role::Operator],
         (&node, ActorKind::FrontEnd),
         Msg::OperatorResume,
         Duration::from_secs(10),
         |m| matches!(m, Msg::OperatorResumed { .. }),
-    ))?;
+    )?;
     match answer {
         Msg::OperatorResumed {
             was_shut_down: Some(why),

@@ -2,15 +2,14 @@
 //! records that were not acknowledged within the data TTRQ (lync2010),
 //! which the queue resends once heartbeats say the link is healthy.
 
-use super::common::{fmt_time, load_config, runtime, ConfigArg, Failure};
+use super::common::{
+    ask_as_operator, fmt_time, load_config, local_store_states, ConfigArg, Failure,
+};
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
-use holdfast::operator_client;
-use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::Msg;
 use holdfast_actors::core::store_keys::{self, OQ_DEAD};
-use holdfast_host::store::replay_log;
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -56,16 +55,14 @@ pub(crate) fn run(cmd: DlqCmd) -> Result<(), Failure> {
             }
         }
         DlqCmd::Resend { config, node, who } => {
-            let config = load_config(&config)?;
-            let answer = runtime()?.block_on(operator_client::ask(
+            let answer = ask_as_operator(
                 &config,
                 &who,
-                &[PrincipalRole::Operator],
                 (&node, ActorKind::OutgoingQueue),
                 Msg::DeadLettersResend,
                 Duration::from_secs(30),
                 |m| matches!(m, Msg::DeadLettersResent { .. }),
-            ))?;
+            )?;
             if let Msg::DeadLettersResent { resent, left } = answer {
                 println!("{node}: {resent} resent, {left} still in the dead-letter queue");
             }
@@ -77,43 +74,30 @@ pub(crate) fn run(cmd: DlqCmd) -> Result<(), Failure> {
 /// The dead letters of the config's front ends, from their outgoing queue
 /// logs: one line each, as text or JSON.
 fn dead_letters(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<String>, String> {
-    let fes: Vec<_> = config
-        .nodes
-        .iter()
-        .filter(|n| n.has(Role::FrontEnd))
-        .filter(|n| only.is_none_or(|o| o == n.name))
-        .collect();
-    if fes.is_empty() {
-        return Err(match only {
-            Some(o) => format!("{o} is not a front end of the config"),
-            None => "the config has no front end".into(),
-        });
-    }
     let mut lines = Vec::new();
-    for n in fes {
-        let file = n
-            .data
-            .join(holdfast::node::store_file(ActorKind::OutgoingQueue));
-        let bytes = match std::fs::read(&file) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("{}: cannot read: {e}", file.display())),
-        };
-        for (k, v) in &replay_log(&bytes).state {
+    let queues = local_store_states(
+        config,
+        Role::FrontEnd,
+        ActorKind::OutgoingQueue,
+        only,
+        "a front end",
+    )?;
+    for (name, file, state) in queues {
+        for (k, v) in &state {
             let Some(key) = store_keys::parse_u64(OQ_DEAD, k) else {
                 continue;
             };
             let r = store_keys::decode_record(v).map_err(|e| format!("{}: {e}", file.display()))?;
             lines.push(if json {
                 serde_json::json!({
-                    "node": n.name, "key": key, "id": r.id, "client_id": r.client_id,
+                    "node": name, "key": key, "id": r.id, "client_id": r.client_id,
                     "kind": r.kind.as_str(), "from": r.from, "to": r.to, "time": r.time,
                 })
                 .to_string()
             } else {
                 format!(
                     "{}  #{key}  {}  {} {} -> {}  [{}]",
-                    n.name,
+                    name,
                     fmt_time(r.time),
                     r.kind.as_str(),
                     r.from,

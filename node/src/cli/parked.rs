@@ -3,15 +3,14 @@
 //! to the database once it takes them, or written out for an
 //! investigation.
 
-use super::common::{fmt_time, load_config, runtime, ConfigArg, Failure};
+use super::common::{
+    ask_as_operator, fmt_time, load_config, local_store_states, ConfigArg, Failure,
+};
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
-use holdfast::operator_client;
-use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::Msg;
 use holdfast_actors::core::store_keys;
-use holdfast_host::store::replay_log;
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -85,16 +84,14 @@ pub(crate) fn run(cmd: ParkedCmd) -> Result<(), Failure> {
             keys,
             who,
         } => {
-            let config = load_config(&config)?;
-            let answer = runtime()?.block_on(operator_client::ask(
+            let answer = ask_as_operator(
                 &config,
                 &who,
-                &[PrincipalRole::Operator],
                 (&node, ActorKind::DestinationQueue),
                 Msg::ParkedRetry { keys },
                 Duration::from_secs(30),
                 |m| matches!(m, Msg::ParkedRetried { .. }),
-            ))?;
+            )?;
             if let Msg::ParkedRetried { retried, left } = answer {
                 println!("{node}: {retried} sent back to the database, {left} still parked");
             }
@@ -128,34 +125,21 @@ pub(crate) fn run(cmd: ParkedCmd) -> Result<(), Failure> {
 /// The parked records of the config's archiving servers, read from their
 /// destination queue logs: one line each, as text or JSON.
 fn parked_lines(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<String>, String> {
-    let servers: Vec<_> = config
-        .nodes
-        .iter()
-        .filter(|n| n.has(Role::Archiver))
-        .filter(|n| only.is_none_or(|o| o == n.name))
-        .collect();
-    if servers.is_empty() {
-        return Err(match only {
-            Some(o) => format!("{o} is not an archiving server of the config"),
-            None => "the config has no archiving server".into(),
-        });
-    }
     let mut lines = Vec::new();
-    for n in servers {
-        let file = n.data.join(holdfast::node::store_file(
-            holdfast_actors::core::ids::ActorKind::DestinationQueue,
-        ));
-        let bytes = match std::fs::read(&file) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("{}: cannot read: {e}", file.display())),
-        };
-        for entry in store_keys::parked_records(&replay_log(&bytes).state) {
+    let queues = local_store_states(
+        config,
+        Role::Archiver,
+        ActorKind::DestinationQueue,
+        only,
+        "an archiving server",
+    )?;
+    for (name, file, state) in queues {
+        for entry in store_keys::parked_records(&state) {
             let (key, p) = entry.map_err(|e| format!("{}: {e}", file.display()))?;
             let r = &p.record;
             if json {
                 let line = serde_json::json!({
-                    "node": n.name, "key": key, "parked_at": p.at, "reason": p.reason,
+                    "node": name, "key": key, "parked_at": p.at, "reason": p.reason,
                     "id": r.id, "client_id": r.client_id, "kind": r.kind.as_str(),
                     "from": r.from, "to": r.to, "time": r.time, "front_end": r.front_end,
                 });
@@ -163,7 +147,7 @@ fn parked_lines(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<S
             } else {
                 lines.push(format!(
                     "{}  #{key}  parked {}  {} {} -> {}  [{}]  {}",
-                    n.name,
+                    name,
                     fmt_time(p.at),
                     r.kind.as_str(),
                     r.from,
