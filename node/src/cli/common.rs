@@ -118,19 +118,6 @@ pub(crate) fn printable(s: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::printable;
-
-    #[test]
-    fn printable_escapes_control_characters_only() {
-        assert_eq!(printable("\u{1b}[2Jhi"), "\\u{1b}[2Jhi");
-        assert_eq!(printable("a\nb\tc\u{7}"), "a\\nb\\tc\\u{7}");
-        assert_eq!(printable("Grüße, 東京 \"q\" \\"), "Grüße, 東京 \"q\" \\");
-        assert_eq!(printable("\u{202e}abc"), "\\u{202e}abc");
-    }
-}
-
 /// The state of one actor's log store on each node of `role` in the
 /// config (or only `only`), read from the data folders on this machine:
 /// `(node, file, state)`; a node whose log does not exist yet is skipped.
@@ -183,4 +170,17 @@ pub(crate) fn ask_as_operator(
     let ask =
         holdfast::operator_client::ask(&config, who, &roles, target, request, timeout, wanted);
     Ok(runtime()?.block_on(ask)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("\u{1b}[2Jhi"), "\\u{1b}[2Jhi");
+        assert_eq!(printable("a\nb\tc\u{7}"), "a\\nb\\tc\\u{7}");
+        assert_eq!(printable("Grüße, 東京 \"q\" \\"), "Grüße, 東京 \"q\" \\");
+        assert_eq!(printable("\u{202e}abc"), "\\u{202e}abc");
+    }
 }
