@@ -28,11 +28,12 @@
 //!   calls [`Network::consumed`] for every envelope it takes.
 
 use crate::liveness::{self, Liveness};
+use crate::lock;
 use holdfast_actors::core::frame::{self, FrameError, HEADER, MAX_FRAME};
 use holdfast_actors::core::identity::Principal;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::Envelope;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -324,6 +325,9 @@ pub struct Network {
     liveness: OnceLock<Liveness>,
     dropped: AtomicU64,
     refused: AtomicU64,
+    /// Server peers whose last connection attempt failed (cleared by the
+    /// next connection that succeeds): what readiness checks report.
+    unreachable: Mutex<BTreeSet<String>>,
 }
 
 impl Network {
@@ -368,6 +372,7 @@ impl Network {
             liveness: OnceLock::new(),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            unreachable: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -443,6 +448,12 @@ impl Network {
 
     /// Inbound connections closed for a bad handshake, a bad frame or a
     /// false identity.
+    /// Whether the last attempt to connect to `peer` failed (a peer never
+    /// tried is not known to be unreachable).
+    pub fn unreachable(&self, peer: &str) -> bool {
+        lock(&self.unreachable).contains(peer)
+    }
+
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
@@ -603,8 +614,12 @@ impl Network {
                 Err(e) => Err(e),
             };
             let stream = match connected {
-                Ok(s) => s,
+                Ok(s) => {
+                    lock(&self.unreachable).remove(&peer);
+                    s
+                }
                 Err(e) => {
+                    lock(&self.unreachable).insert(peer.clone());
                     tracing::debug!(node = %self.me, %peer, error = %e, "connect failed; retrying");
                     // The peer is unreachable: what queued for it is stale
                     // by the time it is back (the protocols above resend).

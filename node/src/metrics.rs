@@ -44,6 +44,9 @@ pub struct Metrics {
     /// store (readiness).
     actors: Vec<ActorKind>,
     started: Mutex<BTreeSet<ActorKind>>,
+    /// The server peers this node's role cannot work without: a front
+    /// end's archiving server, an archiving server's database.
+    needs: Vec<String>,
     /// IMs submitted and not yet answered: (client, id) → when.
     submitted: Mutex<BTreeMap<(String, String), Instant>>,
     /// Database batches sent and not yet answered: batch → when.
@@ -78,6 +81,12 @@ impl Metrics {
             answers: Mutex::new(BTreeMap::new()),
             actors: node.actors(),
             started: Mutex::new(BTreeSet::new()),
+            needs: node
+                .archiver
+                .iter()
+                .chain(node.database.iter())
+                .cloned()
+                .collect(),
             submitted: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
             accept_seconds: seconds_histogram(),
@@ -139,15 +148,23 @@ impl Metrics {
     }
 
     /// Why the node should not take traffic now, if it should not: a core
-    /// not started on its store (opening, or restarting after a crash), or
-    /// — on a front end — archiving that cannot be guaranteed (its link's
-    /// heartbeats failing, or critical mode stopping IMs).
+    /// not started on its store (opening, or restarting after a crash), a
+    /// peer the role needs that the last connection attempt could not
+    /// reach (a front end's archiving server, an archiving server's
+    /// database), or — on a front end — archiving that cannot be
+    /// guaranteed (its link's heartbeats failing, or critical mode
+    /// stopping IMs).
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
         let started = lock(&self.started).clone();
         for a in &self.actors {
             if !started.contains(a) {
                 why.push(format!("the {} core has not started", a.as_str()));
+            }
+        }
+        for peer in &self.needs {
+            if self.net.unreachable(peer) {
+                why.push(format!("cannot reach {peer}"));
             }
         }
         let gauges = lock(&self.gauges);

@@ -227,6 +227,24 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
         );
     }
 
+    // The database goes: the archiving server is not ready, and says why,
+    // once it has tried to reach it (an IM makes it try).
+    c.kill("db1");
+    let im = [
+        "im",
+        "send",
+        "--from",
+        "alice@corp.example",
+        "--to",
+        "bob@corp.example",
+        "y",
+    ];
+    c.cli(&im);
+    let why = wait("arch1", "/readyz", 503, Duration::from_secs(20));
+    assert!(why.contains("cannot reach db1"), "{why}");
+    c.start_node("db1");
+    wait("arch1", "/readyz", 200, Duration::from_secs(30));
+
     c.kill("arch1");
     let (code, out, err) = c.cli(&["status"]);
     assert_eq!(code, 3, "a node unreachable: {out}{err}");
@@ -236,19 +254,23 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
     );
     let why = wait("fe1", "/readyz", 503, Duration::from_secs(20));
     assert!(
-        why.contains("link") || why.contains("critical mode"),
+        why.contains("cannot reach arch1") || why.contains("link") || why.contains("critical mode"),
         "{why}"
     );
     assert_eq!(get("fe1", "/healthz").0, 200, "alive while not ready");
     // The log is a file: no colour codes; operator events at the level
     // their meaning says (a NACK asks for a look: WARN).
-    let log = c.log("fe1");
+    let nack = |l: &str| l.contains("WARN") && l.contains("event=\"nack_delivery\"");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = c.log("fe1");
+        if log.lines().any(nack) || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(!log.contains('\u{1b}'), "colour codes in a log file");
-    assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("event=\"nack_delivery\"")),
-        "{log}"
-    );
+    assert!(log.lines().any(nack), "{log}");
     c.start_node("arch1");
     wait("fe1", "/readyz", 200, Duration::from_secs(30));
 }
