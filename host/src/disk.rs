@@ -1,4 +1,4 @@
-//! The storage interface a host gives to [`crate::store::LogStore`]: a flat
+//! The storage interface a host gives to the log store (`LogStore`): a flat
 //! namespace of append-only files with explicit sync and atomic replace.
 //! The simulator implements it with a simulated disk (crash loses unsynced
 //! writes, quota, injected errors); production with the real file system.

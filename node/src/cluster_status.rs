@@ -192,7 +192,7 @@ fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
 pub type Sample = (String, BTreeMap<String, String>, f64);
 
 /// Parses the Prometheus text format (the subset
-/// [`crate::metrics::Metrics::render`] writes): comment lines skipped, `name{k="v",…} value`.
+/// the metrics endpoint writes): comment lines skipped, `name{k="v",…} value`.
 pub fn parse(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {

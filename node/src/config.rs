@@ -323,7 +323,7 @@ pub struct Config {
     /// The Compliance service's output folder (with a `compliance` node).
     pub compliance_output: Option<PathBuf>,
     /// `[compliance] group_read`: export files readable by the node user's
-    /// group (see [`crate::node::export_modes`]).
+    /// group (see `node::export_modes`).
     pub compliance_group_read: bool,
 }
 

@@ -3,7 +3,7 @@
 //! Appends go straight to the file (`write(2)`), so a process that is killed
 //! keeps them in the page cache; durability against power loss comes from
 //! `fsync`, which the node runs for *groups* of appends (see
-//! [`crate::node`]): [`Disk::sync`] here is therefore a no-op, and
+//! the `node` module): [`Disk::sync`] here is therefore a no-op, and
 //! [`FileDisk::sync_handle`] gives the node a handle to sync in the
 //! background. An atomic replace (compaction) is durable on its own:
 //! temporary file, fsync, rename, fsync of the folder.

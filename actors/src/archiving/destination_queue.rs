@@ -97,9 +97,8 @@ pub struct DestinationQueue {
     /// Transfers dropped as already stored (since start).
     duplicates_dropped: u64,
     expired: u64,
-    /// Records parked (kept aside: the database refuses them for good).
-    parked: u64,
-    /// Their keys (the records stay on disk only, read back for a retry).
+    /// Keys of the records parked (kept aside: the database refuses them
+    /// for good); the records stay on disk only, read back for a retry.
     parked_keys: BTreeSet<u64>,
     /// An operator's retry under way (one at a time).
     retry: Option<Retry>,
@@ -122,7 +121,6 @@ impl DestinationQueue {
             next_token: 0,
             duplicates_dropped: 0,
             expired: 0,
-            parked: 0,
             parked_keys: BTreeSet::new(),
             retry: None,
         }
@@ -374,7 +372,6 @@ impl Actor for DestinationQueue {
         self.in_flight.clear();
         self.undeleted.clear();
         self.delivered = 0;
-        self.parked = 0;
         self.parked_keys.clear();
         self.retry = None;
         // Parked keys are never reused: a new record under one would park
@@ -382,7 +379,6 @@ impl Actor for DestinationQueue {
         let mut high = 0;
         for (k, v) in &recovered {
             if let Some(key) = keys::parse_u64(DQ_PARKED, k) {
-                self.parked += 1;
                 self.parked_keys.insert(key);
                 high = high.max(key);
                 continue;
@@ -540,7 +536,6 @@ impl Actor for DestinationQueue {
                     self.in_flight.remove(k);
                     self.parked_keys.insert(*k);
                 }
-                self.parked += keys.len() as u64;
                 ctx.event(
                     OperatorEvent::RecordParked,
                     format!(
@@ -580,7 +575,6 @@ impl Actor for DestinationQueue {
                     self.parked_keys.remove(&old);
                     self.items.insert(key, item);
                 }
-                self.parked = self.parked_keys.len() as u64;
                 self.retry = None;
                 ctx.event(
                     OperatorEvent::ParkedRetried,
@@ -643,7 +637,7 @@ impl Actor for DestinationQueue {
             (Gauge::DestinationDepth, self.depth() as u64),
             (Gauge::DuplicatesDropped, self.duplicates_dropped),
             (Gauge::Expired, self.expired),
-            (Gauge::ParkedRecords, self.parked),
+            (Gauge::ParkedRecords, self.parked_keys.len() as u64),
             (
                 Gauge::OldestQueuedAt,
                 self.items

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-/// The kind of an operator event ([`crate::core::actor::Event`]).
+/// The kind of an operator event (the `Event` of the actor contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OperatorEvent {
     /// A front end could not hand a record to archiving.
@@ -263,7 +263,7 @@ impl fmt::Display for OperatorEvent {
     }
 }
 
-/// A value a core reports for monitoring ([`crate::core::actor::Actor::gauges`]).
+/// A value a core reports for monitoring (`Actor::gauges` in the actor contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Gauge {
     /// Queues: when the record at the head of the queue (the oldest

@@ -1,5 +1,5 @@
 //! Files a core asks its host to write (the compliance export): the
-//! payload of [`Effect::Output`](crate::core::actor::Effect::Output).
+//! payload of `Effect::Output` (the actor contract).
 
 use serde::{Deserialize, Serialize};
 

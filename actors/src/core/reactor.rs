@@ -432,8 +432,8 @@ pub fn ready<F: Future>(f: F) -> Option<F::Output> {
     }
 }
 
-/// What builds a node's cores: the `Roster` (`crate::roster`) of real cores, or a test
-/// double (the contract suite's probes, see [`crate::core::contract`]).
+/// What builds a node's cores: the `Roster` of real cores, or a test
+/// double (the contract suite's probes, see the `contract` module beside this one).
 pub trait Cores: Send + Sync {
     /// A fresh core of `kind`, as at a (re)start.
     fn core(&self, kind: ActorKind) -> Box<dyn Actor>;

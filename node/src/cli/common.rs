@@ -172,6 +172,17 @@ pub(crate) fn ask_as_operator(
     Ok(runtime()?.block_on(ask)?)
 }
 
+/// A listing: one line each on stdout, then (as text, not JSON) how many
+/// `what` on stderr.
+pub(crate) fn print_listing(lines: &[String], json: bool, what: &str) {
+    for l in lines {
+        println!("{l}");
+    }
+    if !json {
+        eprintln!("{} {what}", lines.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::printable;

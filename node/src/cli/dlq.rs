@@ -3,7 +3,7 @@
 //! which the queue resends once heartbeats say the link is healthy.
 
 use super::common::{
-    ask_as_operator, fmt_time, load_config, local_store_states, ConfigArg, Failure,
+    ask_as_operator, fmt_time, load_config, local_store_states, print_listing, ConfigArg, Failure,
 };
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
@@ -47,12 +47,7 @@ pub(crate) fn run(cmd: DlqCmd) -> Result<(), Failure> {
     match cmd {
         DlqCmd::List { config, node, json } => {
             let lines = dead_letters(&load_config(&config)?, node.as_deref(), json)?;
-            for l in &lines {
-                println!("{l}");
-            }
-            if !json {
-                eprintln!("{} dead letters", lines.len());
-            }
+            print_listing(&lines, json, "dead letters");
         }
         DlqCmd::Resend { config, node, who } => {
             let answer = ask_as_operator(

@@ -4,7 +4,7 @@
 //! investigation.
 
 use super::common::{
-    ask_as_operator, fmt_time, load_config, local_store_states, ConfigArg, Failure,
+    ask_as_operator, fmt_time, load_config, local_store_states, print_listing, ConfigArg, Failure,
 };
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
@@ -71,12 +71,7 @@ pub(crate) fn run(cmd: ParkedCmd) -> Result<(), Failure> {
     match cmd {
         ParkedCmd::List { config, node, json } => {
             let lines = parked_lines(&load_config(&config)?, node.as_deref(), json)?;
-            for l in &lines {
-                println!("{l}");
-            }
-            if !json {
-                eprintln!("{} parked records", lines.len());
-            }
+            print_listing(&lines, json, "parked records");
         }
         ParkedCmd::Retry {
             config,

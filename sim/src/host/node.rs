@@ -103,11 +103,13 @@ struct SimIo<'a> {
 
 impl SimIo<'_> {
     fn time(&self) -> u64 {
-        self.clock
-            .now_instant()
-            .duration_since(self.shared.epoch)
-            .as_millis() as u64
+        since_epoch(self.clock, self.shared)
     }
+}
+
+/// Milliseconds of simulated time since the run began.
+fn since_epoch(clock: &TimeHandle, shared: &NodeShared) -> u64 {
+    clock.now_instant().duration_since(shared.epoch).as_millis() as u64
 }
 
 impl Io for SimIo<'_> {
@@ -239,10 +241,7 @@ impl Host {
     }
 
     fn now(&self) -> u64 {
-        self.clock
-            .now_instant()
-            .duration_since(self.shared.epoch)
-            .as_millis() as u64
+        since_epoch(&self.clock, &self.shared)
     }
 
     fn trace(&self, what: &str, detail: &(impl std::hash::Hash + ?Sized)) {
