@@ -2,6 +2,7 @@
 
 use crate::core::actor::{Actor, Event, Recovered, StoreError, StoreOp, Timer};
 use crate::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use crate::core::engine::{self, Answer, Query};
 use crate::core::ids::{Addr, Millis};
 use crate::core::policy::{ArchiveSwitch, Policy};
 use crate::core::protocol::{ArchiveRecord, Envelope, Msg, RecordKind};
@@ -84,6 +85,8 @@ pub struct Harness<A: Actor> {
     pub now: Millis,
     pub store: Recovered,
     pub fail_persists: Option<StoreError>,
+    /// Set: queries fail with this (the engine is unreachable).
+    pub fail_queries: Option<StoreError>,
     /// Every `Output` effect's files, in order.
     pub outputs: Vec<Vec<crate::core::output::OutputFile>>,
     /// Set: outputs fail with this (a full or unwritable folder).
@@ -97,6 +100,7 @@ struct KitIo<'a> {
     now: Millis,
     store: &'a mut Recovered,
     fail_persists: &'a Option<StoreError>,
+    fail_queries: &'a Option<StoreError>,
     outputs: &'a mut Vec<Vec<crate::core::output::OutputFile>>,
     fail_outputs: &'a Option<StoreError>,
     events: &'a mut Vec<&'static str>,
@@ -114,17 +118,13 @@ impl Io for KitIo<'_> {
         if let Some(err) = self.fail_persists {
             return Persisted::Failed(err.clone());
         }
-        for op in ops {
-            match op {
-                StoreOp::Put { key, value } => {
-                    self.store.insert(key, value);
-                }
-                StoreOp::Delete { key } => {
-                    self.store.remove(&key);
-                }
-            }
+        Persisted::Durable(engine::apply(self.store, ops))
+    }
+    async fn query(&mut self, _slot: usize, query: Query) -> Result<Answer, StoreError> {
+        match self.fail_queries {
+            Some(err) => Err(err.clone()),
+            None => Ok(engine::answer(self.store, &query)),
         }
-        Persisted::Durable
     }
     async fn load(&mut self, _slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         match self.fail_persists {
@@ -157,6 +157,7 @@ impl<A: Actor> Harness<A> {
             now: 0,
             store: Recovered::new(),
             fail_persists: None,
+            fail_queries: None,
             outputs: Vec::new(),
             fail_outputs: None,
             events: Vec::new(),
@@ -190,6 +191,7 @@ impl<A: Actor> Harness<A> {
             now: self.now,
             store: &mut self.store,
             fail_persists: &self.fail_persists,
+            fail_queries: &self.fail_queries,
             outputs: &mut self.outputs,
             fail_outputs: &self.fail_outputs,
             events: &mut self.events,

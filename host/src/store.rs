@@ -15,7 +15,8 @@
 //! it held is unknown; the cores say what they find missing.
 
 use crate::disk::{Disk, DiskError};
-use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use std::collections::BTreeMap;
 
 const FRAME_HEADER: usize = 8;
 /// Bytes each store keeps in `<file>.reserve` while the disk has room:
@@ -61,7 +62,9 @@ fn frame(ops: &[StoreOp]) -> Vec<u8> {
     let hint: usize = ops
         .iter()
         .map(|op| match op {
-            StoreOp::Put { key, value } => key.len() + value.len() + 8,
+            StoreOp::Put { key, value } | StoreOp::Insert { key, value } => {
+                key.len() + value.len() + 8
+            }
             StoreOp::Delete { key } => key.len() + 4,
         })
         .sum();
@@ -190,6 +193,11 @@ fn apply_ops(state: &mut Recovered, ops: Vec<StoreOp>) {
             }
             StoreOp::Delete { key } => {
                 state.remove(&key);
+            }
+            // Never logged (see `LogStore::apply`), but a log holding one
+            // means what it always means.
+            StoreOp::Insert { key, value } => {
+                state.entry(key).or_insert(value);
             }
         }
     }
@@ -372,8 +380,13 @@ impl LogStore {
         self.log_len
     }
 
-    /// Applies one batch atomically and durably.
-    pub async fn apply(&mut self, disk: &impl Disk, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+    /// Applies one batch atomically and durably; says how many of its
+    /// inserts wrote (the others found their key taken).
+    pub async fn apply(
+        &mut self,
+        disk: &impl Disk,
+        ops: Vec<StoreOp>,
+    ) -> Result<Written, StoreError> {
         if self.poisoned {
             return Err(StoreError::Io(format!(
                 "{}: an earlier failed write could not be undone; the store must be reopened",
@@ -396,6 +409,7 @@ impl LogStore {
                 return Err(StoreError::NoSpace);
             }
         }
+        let (ops, inserted) = self.resolve_inserts(ops);
         let bytes = frame(&ops);
         let mut written = match disk.append(&self.file, &bytes) {
             Ok(()) => disk.sync(&self.file).await,
@@ -443,10 +457,48 @@ impl LogStore {
                         self.live_bytes -= (key.len() + old.len()) as u64;
                     }
                 }
+                StoreOp::Insert { .. } => unreachable!("resolved into puts before the write"),
             }
         }
         self.maybe_compact(disk).await;
-        Ok(())
+        Ok(Written { inserted })
+    }
+
+    /// Turns the batch's inserts into puts where their key is free (in the
+    /// state as the batch's earlier ops leave it) and drops the others:
+    /// the log holds only puts and deletes.
+    fn resolve_inserts(&self, ops: Vec<StoreOp>) -> (Vec<StoreOp>, u64) {
+        if !ops.iter().any(|op| matches!(op, StoreOp::Insert { .. })) {
+            return (ops, 0);
+        }
+        // Keys the batch itself has set (true) or deleted (false) so far.
+        let mut batch: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        let mut out = Vec::with_capacity(ops.len());
+        let mut inserted = 0;
+        for op in ops {
+            match op {
+                StoreOp::Insert { key, value } => {
+                    let taken = batch
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| self.state.contains_key(&key));
+                    if !taken {
+                        inserted += 1;
+                        batch.insert(key.clone(), true);
+                        out.push(StoreOp::Put { key, value });
+                    }
+                }
+                StoreOp::Put { key, value } => {
+                    batch.insert(key.clone(), true);
+                    out.push(StoreOp::Put { key, value });
+                }
+                StoreOp::Delete { key } => {
+                    batch.insert(key.clone(), false);
+                    out.push(StoreOp::Delete { key });
+                }
+            }
+        }
+        (out, inserted)
     }
 
     /// Whether a batch leaves less live data than there is now: only
@@ -455,7 +507,7 @@ impl LogStore {
         let mut freed = 0i64;
         for op in ops {
             match op {
-                StoreOp::Put { key, value } => {
+                StoreOp::Put { key, value } | StoreOp::Insert { key, value } => {
                     freed -= (key.len() + value.len()) as i64;
                     if let Some(old) = self.state.get(key) {
                         freed += (key.len() + old.len()) as i64;
@@ -939,7 +991,7 @@ mod tests {
                 value: value.clone(),
             }];
             match block_on(store.apply(&disk, ops)) {
-                Ok(()) => n += 1,
+                Ok(_) => n += 1,
                 Err(StoreError::NoSpace) => break,
                 Err(e) => panic!("{e}"),
             }

@@ -14,7 +14,8 @@
 //! while the node keeps writing: WAL lets readers and the writer proceed
 //! side by side.
 
-use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
 use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
 use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
 use rusqlite::types::Value;
@@ -25,11 +26,17 @@ use std::time::Duration;
 
 /// The schema version this build writes and understands, kept in
 /// `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 2 adds `client_id`: the id the client gave its request, beside
 /// the cluster-wide `message_id` its front end assigned.
 const MIGRATE_1_TO_2: &str = "ALTER TABLE messages ADD COLUMN client_id TEXT NOT NULL DEFAULT ''";
+
+/// Version 3 counts the rows in `counts`, kept by every transaction that
+/// inserts or deletes, so that the count a node reports at start costs
+/// nothing however large the archive (the one `COUNT(*)` runs here, once).
+const MIGRATE_2_TO_3: &str =
+    "INSERT OR REPLACE INTO counts (name, n) SELECT 'messages', COUNT(*) FROM messages";
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +68,10 @@ CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
     value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counts (
+    name TEXT PRIMARY KEY,
+    n    INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -224,6 +235,9 @@ impl ArchiveDb {
                 if version == 1 {
                     tx.execute_batch(MIGRATE_1_TO_2)?;
                 }
+                if version < 3 {
+                    tx.execute_batch(MIGRATE_2_TO_3)?;
+                }
                 if version < SCHEMA_VERSION {
                     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 }
@@ -270,33 +284,39 @@ impl ArchiveDb {
     }
 
     /// Applies one `Persist` batch of the database core in one transaction.
-    /// A `Put` under [`DB_ROW`] inserts its row into `messages` unless the
-    /// message id is already archived (idempotent); any other key goes to
-    /// `kv`. A malformed row, a row id already holding another message, or
-    /// a `Delete` of a row refuses the whole batch: nothing is committed.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+    /// An [`StoreOp::Insert`] under [`DB_ROW`] (`m/<message id>`) inserts
+    /// its row into `messages` unless the message id is archived already
+    /// (idempotent: `ON CONFLICT DO NOTHING`); any other key goes to `kv`.
+    /// A malformed row, a row put or deleted under `m/`, or a row the
+    /// engine skips without storing refuses the whole batch: nothing is
+    /// committed.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
         let path = self.path.clone();
         let io = |e: rusqlite::Error| store_error(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
+        let mut inserted = 0u64;
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO messages (rowid, message_id, kind, from_user, \
+                    "INSERT INTO messages (message_id, kind, from_user, \
                      to_user, time, body, external, front_end, archived_at, client_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (message_id) DO NOTHING",
                 )
-                .map_err(io)?;
-            let mut holder = tx
-                .prepare_cached("SELECT message_id FROM messages WHERE rowid = ?1")
                 .map_err(io)?;
             let mut archived = tx
                 .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")
                 .map_err(io)?;
             let mut kv_put = tx
                 .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
+                .map_err(io)?;
+            let mut kv_insert = tx
+                .prepare_cached(
+                    "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                )
                 .map_err(io)?;
             let mut kv_delete = tx
                 .prepare_cached("DELETE FROM kv WHERE key = ?1")
@@ -309,18 +329,16 @@ impl ArchiveDb {
             };
             for op in ops {
                 match op {
-                    StoreOp::Put { key, value } if key.starts_with(DB_ROW) => {
-                        let rowid = keys::parse_u64(DB_ROW, key)
-                            .ok_or_else(|| refuse(format!("malformed row key {key:?}")))?;
+                    StoreOp::Insert { key, value } if key.starts_with(DB_ROW) => {
                         let row: Row = keys::decode(value)
-                            .map_err(|e| refuse(format!("undecodable row {rowid}: {e}")))?;
-                        if row.rowid != rowid {
+                            .map_err(|e| refuse(format!("undecodable row {key:?}: {e}")))?;
+                        let r = &row.record;
+                        if key[DB_ROW.len()..] != *r.id.as_bytes() {
                             return Err(refuse(format!(
-                                "row key {rowid} holds a row with rowid {}",
-                                row.rowid
+                                "row key {key:?} holds message {:?}",
+                                r.id
                             )));
                         }
-                        let r = &row.record;
                         // A constraint, a trigger or a limit of the engine
                         // that refuses this row will refuse it on every
                         // retry: say which row, so that it is parked.
@@ -331,9 +349,8 @@ impl ArchiveDb {
                             },
                             false => io(e),
                         };
-                        let inserted = insert
+                        let n = insert
                             .execute(rusqlite::params![
-                                row.rowid,
                                 r.id,
                                 r.kind.as_str(),
                                 r.from,
@@ -346,24 +363,11 @@ impl ArchiveDb {
                                 r.client_id,
                             ])
                             .map_err(refused)?;
-                        if inserted == 0 {
-                            // Ignored: either the message id is archived
-                            // already (a retried batch: fine) or the row id
-                            // holds another message (a broken writer).
-                            let existing: Option<String> = holder
-                                .query_row([row.rowid], |c| c.get(0))
-                                .optional()
-                                .map_err(io)?;
-                            if let Some(other) = existing.filter(|other| *other != r.id) {
-                                return Err(refuse(format!(
-                                    "row {rowid} already holds message {other:?}, \
-                                     not {:?}",
-                                    r.id
-                                )));
-                            }
-                            // Nor may the engine skip a row quietly (OR
-                            // IGNORE also skips rows a constraint refuses):
-                            // what is acknowledged must be archived.
+                        if n == 0 {
+                            // Not inserted: the message is archived already
+                            // (a retried batch: fine) — unless a trigger
+                            // skipped it quietly: what is acknowledged must
+                            // be archived.
                             let found = archived
                                 .query_row([&r.id], |_| Ok(()))
                                 .optional()
@@ -372,20 +376,26 @@ impl ArchiveDb {
                                 return Err(StoreError::Refused {
                                     key: key.clone(),
                                     reason: format!(
-                                        "message {}: the archive skipped its row (a constraint)",
+                                        "message {}: the archive skipped its row (a trigger)",
                                         r.id
                                     ),
                                 });
                             }
                         }
+                        inserted += n as u64;
                     }
-                    StoreOp::Delete { key } if key.starts_with(DB_ROW) => {
+                    StoreOp::Put { key, .. } | StoreOp::Delete { key }
+                        if key.starts_with(DB_ROW) =>
+                    {
                         return Err(refuse(format!(
-                            "archived rows are never deleted (key {key:?})"
+                            "archived rows are only inserted (key {key:?})"
                         )));
                     }
                     StoreOp::Put { key, value } => {
                         kv_put.execute((key, value)).map_err(io)?;
+                    }
+                    StoreOp::Insert { key, value } => {
+                        inserted += kv_insert.execute((key, value)).map_err(io)? as u64;
                     }
                     StoreOp::Delete { key } => {
                         kv_delete.execute([key]).map_err(io)?;
@@ -393,18 +403,21 @@ impl ArchiveDb {
                 }
             }
         }
-        tx.commit().map_err(io)
+        if inserted > 0 {
+            tx.execute(
+                "UPDATE counts SET n = n + ?1 WHERE name = 'messages'",
+                [clamp_i64(inserted)],
+            )
+            .map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        Ok(Written { inserted })
     }
 
-    /// The core's durable state at start: every row as a [`DB_ROW`] `Put`
-    /// value (the encoded [`Row`] with its row id) plus the `kv` entries.
+    /// The core's durable state at start: the `kv` entries. The rows stay
+    /// here; the core reads them on demand ([`ArchiveDb::answer`]).
     pub fn recovered(&self) -> Result<Recovered, ArchiveDbError> {
         let mut out = Recovered::new();
-        let sql = format!("SELECT {COLUMNS} FROM messages ORDER BY rowid");
-        for m in self.select(&sql, Vec::new(), None, usize::MAX)? {
-            let row = self.to_row(m)?;
-            out.insert(keys::key_u64(DB_ROW, row.rowid), keys::encode(&row));
-        }
         let mut stmt = self
             .conn
             .prepare("SELECT key, value FROM kv ORDER BY key")
@@ -419,6 +432,151 @@ impl ArchiveDb {
             out.insert(k, v);
         }
         Ok(out)
+    }
+
+    /// Answers a core's query (see [`holdfast_actors::core::engine`]):
+    /// keys under [`DB_ROW`] from `messages` by message id, any other key
+    /// from `kv`.
+    pub fn answer(&self, query: &EngineQuery) -> Result<Answer, StoreError> {
+        let io = |e: ArchiveDbError| StoreError::Io(e.to_string());
+        match query {
+            EngineQuery::Get { keys: wanted } => {
+                let mut values = Vec::with_capacity(wanted.len());
+                for key in wanted {
+                    let value = match key.strip_prefix(DB_ROW) {
+                        Some(id) => match std::str::from_utf8(id) {
+                            Ok(id) => self.row_by_id(id).map_err(io)?.map(|r| keys::encode(&r)),
+                            Err(_) => None,
+                        },
+                        None => self
+                            .conn
+                            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| store_error(&self.path, e))?,
+                    };
+                    values.push(value);
+                }
+                Ok(Answer::Values(values))
+            }
+            EngineQuery::Count { prefix } if prefix.as_slice() == DB_ROW => {
+                let n: Option<i64> = self
+                    .conn
+                    .query_row("SELECT n FROM counts WHERE name = 'messages'", [], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(|e| store_error(&self.path, e))?;
+                Ok(Answer::Count(n.unwrap_or(0).max(0) as u64))
+            }
+            EngineQuery::Count { prefix } => {
+                let (sql, args) = self.range_sql("COUNT(*)", prefix, None, false)?;
+                let n: i64 = self
+                    .conn
+                    .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))
+                    .map_err(|e| store_error(&self.path, e))?;
+                Ok(Answer::Count(n.max(0) as u64))
+            }
+            EngineQuery::Scan {
+                prefix,
+                from,
+                reverse,
+                limit,
+            } => {
+                if prefix.starts_with(DB_ROW) {
+                    let (mut sql, mut args) =
+                        self.range_sql(COLUMNS, prefix, from.as_deref(), *reverse)?;
+                    args.push(Value::Integer(i64::from(*limit)));
+                    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+                    let rows = self
+                        .select(&sql, args, None, usize::MAX)
+                        .map_err(io)?
+                        .into_iter()
+                        .map(|m| {
+                            let row = self.to_row(m)?;
+                            Ok((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)))
+                        })
+                        .collect::<Result<_, ArchiveDbError>>()
+                        .map_err(io)?;
+                    Ok(Answer::Rows(rows))
+                } else {
+                    let (mut sql, mut args) =
+                        self.range_sql("key, value", prefix, from.as_deref(), *reverse)?;
+                    args.push(Value::Integer(i64::from(*limit)));
+                    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+                    let mut stmt = self
+                        .conn
+                        .prepare(&sql)
+                        .map_err(|e| store_error(&self.path, e))?;
+                    let rows = stmt
+                        .query_map(rusqlite::params_from_iter(args), |r| {
+                            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                        })
+                        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                        .map_err(|e| store_error(&self.path, e))?;
+                    Ok(Answer::Rows(rows))
+                }
+            }
+        }
+    }
+
+    /// `SELECT {what}` over the rows under `prefix` (after `from`, ordered
+    /// by key, reversed if asked): the messages by id, or `kv` by key.
+    /// Text compares as bytes in SQLite (binary collation), like keys.
+    fn range_sql(
+        &self,
+        what: &str,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<(String, Vec<Value>), StoreError> {
+        let (table, column, value): (&str, &str, BindKey) = match prefix.strip_prefix(DB_ROW) {
+            Some(_) => ("messages", "message_id", |b| {
+                String::from_utf8(b)
+                    .map(Value::Text)
+                    .map_err(|_| StoreError::Io("a message id key that is not UTF-8".into()))
+            }),
+            None => ("kv", "key", |b| Ok(Value::Blob(b))),
+        };
+        let strip = |k: &[u8]| -> Vec<u8> {
+            if table == "messages" {
+                k[DB_ROW.len()..].to_vec()
+            } else {
+                k.to_vec()
+            }
+        };
+        let mut conds = Vec::new();
+        let mut args = Vec::new();
+        args.push(value(strip(prefix))?);
+        conds.push(format!("{column} >= ?{}", args.len()));
+        if let Some(end) = prefix_end(&strip(prefix)) {
+            args.push(value(end)?);
+            conds.push(format!("{column} < ?{}", args.len()));
+        }
+        if let Some(from) = from {
+            args.push(value(strip(&[prefix, from].concat()))?);
+            let op = if reverse { "<" } else { ">" };
+            conds.push(format!("{column} {op} ?{}", args.len()));
+        }
+        let order = if reverse { "DESC" } else { "ASC" };
+        Ok((
+            format!(
+                "SELECT {what} FROM {table} WHERE {} ORDER BY {column} {order}",
+                conds.join(" AND ")
+            ),
+            args,
+        ))
+    }
+
+    /// The row archived under message id `id`, if any.
+    fn row_by_id(&self, id: &str) -> Result<Option<Row>, ArchiveDbError> {
+        let sql = format!("SELECT {COLUMNS} FROM messages WHERE message_id = ?1");
+        match self
+            .select(&sql, vec![Value::Text(id.into())], None, 1)?
+            .pop()
+        {
+            Some(m) => Ok(Some(self.to_row(m)?)),
+            None => Ok(None),
+        }
     }
 
     /// Messages matching every criterion of `q`, ordered by time, then
@@ -628,6 +786,10 @@ fn store_error(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Turns a key (without its table's prefix) into the SQL value compared
+/// with the table's key column.
+type BindKey = fn(Vec<u8>) -> Result<Value, StoreError>;
+
 fn clamp_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -657,15 +819,25 @@ mod tests {
         }
     }
 
-    fn put(rowid: u64, record: ArchiveRecord) -> StoreOp {
-        StoreOp::Put {
-            key: keys::key_u64(DB_ROW, rowid),
+    /// The database core's insert of `record`, archived at `n` ms past
+    /// the sample's epoch.
+    fn put(n: u64, record: ArchiveRecord) -> StoreOp {
+        StoreOp::Insert {
+            key: keys::key_str(DB_ROW, &record.id),
             value: keys::encode(&Row {
-                rowid,
+                rowid: 0,
                 record,
-                archived_at: 1_700_000_000_000 + rowid,
+                archived_at: 1_700_000_000_000 + n,
             }),
         }
+    }
+
+    fn count_rows(db: &ArchiveDb) -> u64 {
+        db.answer(&EngineQuery::Count {
+            prefix: DB_ROW.to_vec(),
+        })
+        .unwrap()
+        .count()
     }
 
     /// Five messages between three users, one second apart.
@@ -770,12 +942,15 @@ mod tests {
     fn applying_a_batch_twice_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
-        db.apply(&sample()).unwrap();
-        db.apply(&sample()).unwrap();
-        // The same message under a later row id (a retry) is ignored too.
-        db.apply(&[put(9, rec("m1", "a@x", "b@x", 0, "again"))])
+        assert_eq!(db.apply(&sample()).unwrap().inserted, 5);
+        assert_eq!(db.apply(&sample()).unwrap().inserted, 0);
+        // The same message with other content (a retry) is ignored too.
+        let again = db
+            .apply(&[put(9, rec("m1", "a@x", "b@x", 0, "again"))])
             .unwrap();
+        assert_eq!(again.inserted, 0);
         assert_eq!(db.count().unwrap(), 5);
+        assert_eq!(count_rows(&db), 5, "the kept count matches");
         let counts = db.id_counts().unwrap();
         assert_eq!(counts.len(), 5);
         assert!(counts.values().all(|&n| n == 1), "{counts:?}");
@@ -783,18 +958,22 @@ mod tests {
     }
 
     #[test]
-    fn a_row_id_holding_another_message_refuses_the_batch() {
+    fn a_key_naming_another_message_refuses_the_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
         db.apply(&sample()).unwrap();
+        let StoreOp::Insert { value, .. } = put(2, rec("other", "a@x", "b@x", 0, "clash")) else {
+            unreachable!()
+        };
+        let clash = StoreOp::Insert {
+            key: keys::key_str(DB_ROW, "m2"),
+            value,
+        };
         let err = db
-            .apply(&[
-                put(6, rec("m6", "a@x", "b@x", 0, "new")),
-                put(2, rec("other", "a@x", "b@x", 0, "clash")),
-            ])
+            .apply(&[put(6, rec("m6", "a@x", "b@x", 0, "new")), clash])
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::Io(m) if m.contains("row 2")),
+            matches!(&err, StoreError::Io(m) if m.contains("holds message \"other\"")),
             "{err}"
         );
         assert_eq!(db.count().unwrap(), 5);
@@ -826,7 +1005,7 @@ mod tests {
                 .unwrap_err();
             match &err {
                 StoreError::Refused { key, reason } => {
-                    assert_eq!(key, &keys::key_u64(DB_ROW, 2));
+                    assert_eq!(key, &keys::key_str(DB_ROW, "m2"));
                     assert!(reason.contains("m2") && reason.contains(why), "{reason}");
                 }
                 other => panic!("{other:?}"),
@@ -850,22 +1029,23 @@ mod tests {
                 value: b"1".to_vec(),
             },
         );
-        ops.push(StoreOp::Put {
-            key: keys::key_u64(DB_ROW, 6),
+        ops.push(StoreOp::Insert {
+            key: keys::key_str(DB_ROW, "m6"),
             value: vec![0xff; 3],
         });
         let err = db.apply(&ops).unwrap_err();
-        assert!(matches!(&err, StoreError::Io(m) if m.contains("undecodable row 6")));
+        assert!(matches!(&err, StoreError::Io(m) if m.contains("undecodable row")));
         assert_eq!(db.count().unwrap(), 0);
         assert!(db.recovered().unwrap().is_empty());
-        // A malformed row key and a row deletion are refused the same way.
-        let bad_key = StoreOp::Put {
-            key: b"m/short".to_vec(),
-            value: Vec::new(),
+        // A row put (not inserted) and a row deletion are refused the
+        // same way.
+        let StoreOp::Insert { key, value } = sample().remove(1) else {
+            unreachable!()
         };
-        assert!(db.apply(&[sample().remove(0), bad_key]).is_err());
+        let bad_put = StoreOp::Put { key, value };
+        assert!(db.apply(&[sample().remove(0), bad_put]).is_err());
         let delete = StoreOp::Delete {
-            key: keys::key_u64(DB_ROW, 1),
+            key: keys::key_str(DB_ROW, "m1"),
         };
         assert!(db.apply(&[sample().remove(0), delete]).is_err());
         assert_eq!(db.count().unwrap(), 0);
@@ -900,21 +1080,57 @@ mod tests {
         }
         let db = ArchiveDb::open(&path).unwrap();
         let recovered = db.recovered().unwrap();
-        let rows: Vec<Row> = keys::db_rows(&recovered)
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        let expected: Vec<Row> = sample()
-            .into_iter()
-            .map(|op| match op {
-                StoreOp::Put { value, .. } => keys::decode(&value).unwrap(),
-                StoreOp::Delete { .. } => unreachable!(),
-            })
-            .collect();
-        assert_eq!(rows, expected);
+        // The rows are not handed over at start: the core asks for them.
+        assert!(keys::db_rows(&recovered).is_empty());
         assert_eq!(recovered.get(&b"meta/a"[..]), None);
         assert_eq!(recovered.get(&b"meta/b"[..]), Some(&b"3".to_vec()));
-        assert_eq!(recovered.len(), 6);
+        assert_eq!(recovered.len(), 1);
+        let scan = |from: Option<&str>, reverse, limit| {
+            let q = EngineQuery::Scan {
+                prefix: DB_ROW.to_vec(),
+                from: from.map(|f| f.as_bytes().to_vec()),
+                reverse,
+                limit,
+            };
+            db.answer(&q)
+                .unwrap()
+                .into_rows()
+                .into_iter()
+                .map(|(k, v)| {
+                    let row: Row = keys::decode(&v).unwrap();
+                    assert_eq!(k, keys::key_str(DB_ROW, &row.record.id));
+                    row.record.id
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(scan(None, false, 10), ["m1", "m2", "m3", "m4", "m5"]);
+        assert_eq!(scan(Some("m2"), false, 2), ["m3", "m4"]);
+        assert_eq!(scan(None, true, 2), ["m5", "m4"]);
+        assert_eq!(scan(Some("m2"), true, 9), ["m1"]);
+        let got = db
+            .answer(&EngineQuery::Get {
+                keys: vec![
+                    keys::key_str(DB_ROW, "m3"),
+                    keys::key_str(DB_ROW, "zz"),
+                    b"meta/b".to_vec(),
+                ],
+            })
+            .unwrap()
+            .into_values();
+        let m3: Row = keys::decode(got[0].as_ref().unwrap()).unwrap();
+        assert_eq!((m3.rowid, m3.record.body.as_str()), (3, "lunch?"));
+        assert_eq!(
+            (got[1].as_ref(), got[2].as_deref()),
+            (None, Some(&b"3"[..]))
+        );
+        let kv_scan = EngineQuery::Scan {
+            prefix: b"meta/".to_vec(),
+            from: None,
+            reverse: false,
+            limit: 10,
+        };
+        assert_eq!(db.answer(&kv_scan).unwrap().into_rows().len(), 1);
+        assert_eq!(count_rows(&db), 5);
     }
 
     type Reaction<'a> = Box<dyn FnOnce(&mut Database, &mut Ctx) + 'a>;
@@ -947,6 +1163,16 @@ mod tests {
                     );
                     sent.extend(more);
                 }
+                Effect::Query { token, query } => {
+                    let result = db.answer(&query);
+                    let (more, _) = react(
+                        core,
+                        db,
+                        rng,
+                        Box::new(move |c, ctx| c.on_queried(token, result, ctx)),
+                    );
+                    sent.extend(more);
+                }
                 _ => {}
             }
         }
@@ -954,7 +1180,7 @@ mod tests {
     }
 
     #[test]
-    fn the_database_core_recovers_its_index_from_the_archive() {
+    fn the_database_core_starts_without_reading_the_rows_and_the_engine_keeps_inserts_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("archive.sqlite");
         let arch = Addr::new("arch1", ActorKind::Archiver);
@@ -993,15 +1219,18 @@ mod tests {
             &mut rng,
             Box::new(|c, ctx| c.on_start(recovered, ctx)),
         );
-        assert_eq!(core.rows(), 20);
+        assert!(keys::db_rows(&db.recovered().unwrap()).is_empty());
+        assert_eq!(core.rows(), Some(20), "counted by the engine");
         let (sent, persisted) = react(
             &mut core,
             &mut db,
             &mut rng,
             Box::new(|c, ctx| c.on_msg(arch.clone(), batch(), ctx)),
         );
-        assert!(!persisted, "every id was recognised");
+        assert!(persisted);
         assert_eq!(sent, [Msg::Logged { batch: 7 }]);
+        assert_eq!(db.count().unwrap(), 20, "every id was recognised");
+        assert_eq!(core.rows(), Some(20));
         // A new message gets the next row id.
         let (_, persisted) = react(
             &mut core,
@@ -1068,6 +1297,7 @@ mod tests {
             .map(|m| (m.id.as_str(), m.client_id.as_str()))
             .collect();
         assert_eq!(by_id, BTreeMap::from([("old1", ""), ("new1", "new1")]));
+        assert_eq!(count_rows(&db), 2, "the migration counted the old rows");
         drop(db);
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
@@ -1088,9 +1318,9 @@ mod tests {
         }
         for result in [ArchiveDb::open(&path), ArchiveDb::open_read_only(&path)] {
             let err = result.unwrap_err();
-            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 3, .. }));
+            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 4, .. }));
             let text = err.to_string();
-            assert!(text.contains("archive.sqlite") && text.contains("version 3"));
+            assert!(text.contains("archive.sqlite") && text.contains("version 4"));
         }
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();

@@ -11,9 +11,10 @@
 
 use crate::path_error::PathError;
 use holdfast_actors::chat::chat_store::{
-    parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_ROOM,
+    parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID, CHAT_ROOM,
 };
-use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use holdfast_actors::core::engine::{Answer, Query};
 use holdfast_actors::core::protocol::chat::{Post, Room, RoomId};
 use holdfast_actors::core::store_keys as keys;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -116,7 +117,7 @@ impl ChatDb {
     /// Applies one `Persist` batch in one transaction. A malformed post, a
     /// sequence number holding another post, or a deleted post refuses
     /// the whole batch: nothing is committed.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
         let path = self.path.clone();
         let io = |e: rusqlite::Error| match &e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
@@ -134,8 +135,39 @@ impl ChatDb {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
+        let mut inserted = 0u64;
         for op in ops {
             match op {
+                // A post's id: the posts table's unique index on `post_id`
+                // is the key. The post itself was put under its number
+                // earlier in the batch; check that it holds this id.
+                StoreOp::Insert { key, value } if key.starts_with(CHAT_POST_ID) => {
+                    let (seq, post): (u64, Post) = keys::decode(value)
+                        .map_err(|e| refuse(format!("undecodable post id {key:?}: {e}")))?;
+                    if key[CHAT_POST_ID.len()..] != *post.id.as_bytes() {
+                        return Err(refuse(format!("key {key:?} names post {}", post.id)));
+                    }
+                    let held: Option<(String, i64)> = tx
+                        .query_row(
+                            "SELECT room, seq FROM posts WHERE post_id = ?1",
+                            [&post.id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(io)?;
+                    if held != Some((post.room.clone(), seq as i64)) {
+                        return Err(refuse(format!(
+                            "post {} is not stored as {}#{seq}",
+                            post.id, post.room
+                        )));
+                    }
+                    inserted += 1;
+                }
+                StoreOp::Put { key, .. } | StoreOp::Delete { key }
+                    if key.starts_with(CHAT_POST_ID) =>
+                {
+                    return Err(refuse(format!("post ids are only inserted (key {key:?})")));
+                }
                 StoreOp::Put { key, value } if key.starts_with(CHAT_POST) => {
                     let (room, seq) = parse_post_key(key)
                         .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
@@ -250,43 +282,137 @@ impl ChatDb {
                     )
                     .map_err(io)?;
                 }
+                StoreOp::Insert { key, value } => {
+                    inserted += tx
+                        .execute(
+                            "INSERT INTO kv (key, value) VALUES (?1, ?2) \
+                             ON CONFLICT (key) DO NOTHING",
+                            (key, value),
+                        )
+                        .map_err(io)? as u64;
+                }
                 StoreOp::Delete { key } => {
                     tx.execute("DELETE FROM kv WHERE key = ?1", [key])
                         .map_err(io)?;
                 }
             }
         }
-        tx.commit().map_err(io)
+        tx.commit().map_err(io)?;
+        Ok(Written { inserted })
     }
 
-    /// The core's state at start, as the keys it wrote.
+    /// Answers a core's query (see [`holdfast_actors::core::engine`]): a
+    /// post by its id or number, a room's posts in order, the post count;
+    /// other keys from `kv`.
+    pub fn answer(&self, query: &Query) -> Result<Answer, StoreError> {
+        let io =
+            |e: rusqlite::Error| StoreError::Io(format!("chat store {}: {e}", self.path.display()));
+        const POST: &str = "SELECT room, seq, post_id, author, text, at FROM posts";
+        let read = |r: &rusqlite::Row| -> rusqlite::Result<(u64, Post)> {
+            let seq: i64 = r.get(1)?;
+            let at: i64 = r.get(5)?;
+            Ok((
+                seq as u64,
+                Post {
+                    room: r.get(0)?,
+                    id: r.get(2)?,
+                    author: r.get(3)?,
+                    text: r.get(4)?,
+                    at: at as u64,
+                },
+            ))
+        };
+        match query {
+            Query::Get { keys: wanted } => {
+                let mut values = Vec::with_capacity(wanted.len());
+                for key in wanted {
+                    let value = if let Some(id) = key.strip_prefix(CHAT_POST_ID) {
+                        let id = String::from_utf8_lossy(id);
+                        self.conn
+                            .query_row(&format!("{POST} WHERE post_id = ?1"), [&id], read)
+                            .optional()
+                            .map_err(io)?
+                            .map(|found| keys::encode(&found))
+                    } else if let Some((room, seq)) = parse_post_key(key) {
+                        self.conn
+                            .query_row(
+                                &format!("{POST} WHERE room = ?1 AND seq = ?2"),
+                                rusqlite::params![room, seq as i64],
+                                read,
+                            )
+                            .optional()
+                            .map_err(io)?
+                            .map(|(_, post)| keys::encode(&post))
+                    } else {
+                        self.conn
+                            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+                            .optional()
+                            .map_err(io)?
+                    };
+                    values.push(value);
+                }
+                Ok(Answer::Values(values))
+            }
+            Query::Count { prefix } if prefix.as_slice() == CHAT_POST => {
+                let n: i64 = self
+                    .conn
+                    .query_row("SELECT COUNT(*) FROM posts", [], |r| r.get(0))
+                    .map_err(io)?;
+                Ok(Answer::Count(n.max(0) as u64))
+            }
+            Query::Scan {
+                prefix,
+                from,
+                reverse,
+                limit,
+            } if prefix.starts_with(CHAT_POST) => {
+                // One room's posts: the prefix is `c/<room>\0`.
+                let room = prefix[CHAT_POST.len()..]
+                    .strip_suffix(&[0])
+                    .and_then(|r| std::str::from_utf8(r).ok())
+                    .ok_or_else(|| {
+                        StoreError::Io(format!(
+                            "a scan of posts needs one room's prefix, not {prefix:?}"
+                        ))
+                    })?;
+                let after = match from {
+                    None if *reverse => i64::MAX,
+                    None => 0,
+                    Some(f) => <[u8; 8]>::try_from(f.as_slice())
+                        .map(|b| u64::from_be_bytes(b).min(i64::MAX as u64) as i64)
+                        .map_err(|_| StoreError::Io(format!("not a post number: {f:?}")))?,
+                };
+                let sql = if *reverse {
+                    format!("{POST} WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3")
+                } else {
+                    format!("{POST} WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+                };
+                let mut stmt = self.conn.prepare_cached(&sql).map_err(io)?;
+                let rows = stmt
+                    .query_map(rusqlite::params![room, after, i64::from(*limit)], read)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(io)?;
+                Ok(Answer::Rows(
+                    rows.into_iter()
+                        .map(|(seq, post)| (post_key(&post.room, seq), keys::encode(&post)))
+                        .collect(),
+                ))
+            }
+            // The store reads its directory and follows at start and scans
+            // nothing else: say so rather than answer wrongly.
+            other => Err(StoreError::Io(format!(
+                "chat store {}: query not supported: {other:?}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// The core's state at start, as the keys it wrote: the rooms, the
+    /// follows and `kv`. The posts stay here; the core reads them on
+    /// demand ([`ChatDb::answer`]).
     pub fn recovered(&self) -> Result<Recovered, PathError> {
         let fail = |e: rusqlite::Error| PathError::new(&self.path, e);
         let mut out = Recovered::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT room, seq, post_id, author, text, at FROM posts")
-            .map_err(fail)?;
-        let posts = stmt
-            .query_map([], |r| {
-                let seq: i64 = r.get(1)?;
-                let at: i64 = r.get(5)?;
-                Ok((
-                    seq as u64,
-                    Post {
-                        room: r.get(0)?,
-                        id: r.get(2)?,
-                        author: r.get(3)?,
-                        text: r.get(4)?,
-                        at: at as u64,
-                    },
-                ))
-            })
-            .map_err(fail)?;
-        for p in posts {
-            let (seq, post) = p.map_err(fail)?;
-            out.insert(post_key(&post.room, seq), keys::encode(&post));
-        }
         let mut stmt = self
             .conn
             .prepare("SELECT name, info FROM rooms")
@@ -365,6 +491,12 @@ mod tests {
                         let result = db.apply(&ops);
                         let mut ctx = Ctx::new(1, &me, &mut rng);
                         core.on_persisted(token, result, &mut ctx);
+                        next.extend(ctx.into_effects());
+                    }
+                    Effect::Query { token, query } => {
+                        let result = db.answer(&query);
+                        let mut ctx = Ctx::new(1, &me, &mut rng);
+                        core.on_queried(token, result, &mut ctx);
                         next.extend(ctx.into_effects());
                     }
                     _ => {}
@@ -522,7 +654,10 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("holds post p1"), "{e}");
         // Nothing of the refused batch was committed.
-        assert_eq!(db.recovered().unwrap().len(), 1);
+        let count = Query::Count {
+            prefix: CHAT_POST.to_vec(),
+        };
+        assert_eq!(db.answer(&count).unwrap().count(), 1);
         let e = db
             .apply(&[StoreOp::Delete {
                 key: post_key("r", 1),

@@ -6,7 +6,7 @@
 //! retry harmless. A record the database refuses for good is parked by the
 //! destination queue and the rest of its batch sent again.
 
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Written};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::core::operator::OperatorEvent;
@@ -297,7 +297,7 @@ impl Actor for Archiver {
         }
     }
 
-    fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
+    fn on_persisted(&mut self, _token: u64, _result: Result<Written, StoreError>, _ctx: &mut Ctx) {}
 }
 
 #[cfg(test)]

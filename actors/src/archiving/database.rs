@@ -1,9 +1,12 @@
-//! Archive database: the LcsLog `messages` table. Rows have an
-//! auto-increment row id; a unique index on the message id makes inserts
-//! idempotent, so a batch retried by the archiver never archives a message
-//! twice. A batch is one transaction: one durable write, then the answer.
+//! Archive database: the LcsLog `messages` table. The rows live in the
+//! engine, not in this core: a row is inserted under its message id with
+//! [`StoreOp::Insert`], which writes only if the id is not archived yet —
+//! the engine's unique key makes inserts idempotent, so a batch retried by
+//! the archiver never archives a message twice, and starting reads no row.
+//! A batch is one transaction: one durable write, then the answer.
 
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::engine::{Answer, Query};
 use crate::core::ids::{Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{DbError, Msg};
@@ -14,16 +17,20 @@ use std::collections::BTreeMap;
 struct Txn {
     from: Addr,
     batch: u64,
-    rows: Vec<(MessageId, u64)>,
 }
+
+/// The token of the query that counts the archived rows at start (write
+/// tokens start at 1).
+const COUNT: u64 = 0;
 
 pub struct Database {
     name: String,
-    index: BTreeMap<MessageId, u64>,
-    next_rowid: u64,
     sabotage: Sabotage,
-    /// New records seen (drives the sabotage counters).
+    /// Records seen (drives the sabotage counters).
     seen: u64,
+    /// Rows in the archive: counted by the engine at start, then kept up
+    /// to date with what each transaction inserted (`None` until counted).
+    rows: Option<u64>,
     txns: BTreeMap<u64, Txn>,
     next_token: u64,
 }
@@ -32,33 +39,47 @@ impl Database {
     pub fn new(name: impl Into<String>, sabotage: Sabotage) -> Self {
         Database {
             name: name.into(),
-            index: BTreeMap::new(),
-            next_rowid: 1,
             sabotage,
             seen: 0,
+            rows: None,
             txns: BTreeMap::new(),
             next_token: 0,
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.index.len()
+    /// Rows in the archive, once the engine has counted them.
+    pub fn rows(&self) -> Option<u64> {
+        self.rows
     }
 }
 
 impl Actor for Database {
-    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
-        self.index.clear();
+    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
         self.txns.clear();
-        self.next_rowid = 1;
-        for row in keys::db_rows(&recovered) {
-            match row {
-                Ok(row) => {
-                    self.next_rowid = self.next_rowid.max(row.rowid + 1);
-                    self.index.insert(row.record.id, row.rowid);
-                }
-                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
-            }
+        self.rows = None;
+        ctx.query(
+            COUNT,
+            Query::Count {
+                prefix: DB_ROW.to_vec(),
+            },
+        );
+    }
+
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        &[DB_ROW]
+    }
+
+    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
+        if token != COUNT {
+            return;
+        }
+        match result {
+            Ok(answer) => self.rows = Some(answer.count()),
+            // Only the gauge waits for it: archiving goes on.
+            Err(e) => ctx.event(
+                OperatorEvent::DbStoreFailed,
+                format!("{}: cannot count the archived rows: {e}", self.name),
+            ),
         }
     }
 
@@ -79,37 +100,34 @@ impl Actor for Database {
             );
             return;
         };
-        let mut ops = Vec::new();
-        let mut rows = Vec::new();
+        let mut ops = Vec::with_capacity(records.len());
         for record in records {
-            if self.index.contains_key(&record.id) || rows.iter().any(|(id, _)| *id == record.id) {
-                continue; // idempotent: already archived
-            }
             self.seen += 1;
             let s = &self.sabotage;
             if s.db_drop_every > 0 && self.seen.is_multiple_of(s.db_drop_every) {
                 continue; // sabotage: acknowledged but never written
             }
-            let copies =
-                if s.db_duplicate_every > 0 && self.seen.is_multiple_of(s.db_duplicate_every) {
-                    2
-                } else {
-                    1
-                };
-            for _ in 0..copies {
-                let rowid = self.next_rowid;
-                self.next_rowid += 1;
-                rows.push((record.id.clone(), rowid));
-                let row = Row {
-                    rowid,
-                    record: record.clone(),
-                    archived_at: ctx.now(),
-                };
-                ops.push(StoreOp::Put {
-                    key: keys::key_u64(DB_ROW, rowid),
-                    value: keys::encode(&row),
+            let duplicate =
+                s.db_duplicate_every > 0 && self.seen.is_multiple_of(s.db_duplicate_every);
+            let row = Row {
+                // The engine numbers its rows; a core never sees them.
+                rowid: 0,
+                record,
+                archived_at: ctx.now(),
+            };
+            let key = keys::key_str(DB_ROW, &row.record.id);
+            let value = keys::encode(&row);
+            if duplicate {
+                // Sabotage: the same message again under another key, past
+                // the unique key.
+                let mut twin = key.clone();
+                twin.extend_from_slice(b"\0twin");
+                ops.push(StoreOp::Insert {
+                    key: twin,
+                    value: value.clone(),
                 });
             }
+            ops.push(StoreOp::Insert { key, value });
         }
         if ops.is_empty() {
             ctx.send(from, Msg::Logged { batch });
@@ -117,33 +135,35 @@ impl Actor for Database {
         }
         self.next_token += 1;
         let token = self.next_token;
-        self.txns.insert(token, Txn { from, batch, rows });
+        self.txns.insert(token, Txn { from, batch });
         ctx.persist(token, ops);
     }
 
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
 
     fn gauges(&self) -> Vec<(Gauge, u64)> {
-        vec![(Gauge::ArchivedRows, self.index.len() as u64)]
+        self.rows
+            .map(|n| vec![(Gauge::ArchivedRows, n)])
+            .unwrap_or_default()
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         let Some(txn) = self.txns.remove(&token) else {
             return;
         };
         match result {
-            Ok(()) => {
-                for (id, rowid) in txn.rows {
-                    self.index.insert(id, rowid);
+            Ok(written) => {
+                if let Some(rows) = &mut self.rows {
+                    *rows += written.inserted;
                 }
                 ctx.send(txn.from, Msg::Logged { batch: txn.batch });
             }
             Err(StoreError::Refused { key, reason }) => {
                 // The engine refuses one row for good: name its message, so
                 // that the archiver parks it and sends the rest again.
-                let refused = keys::parse_u64(DB_ROW, &key)
-                    .and_then(|rowid| txn.rows.iter().find(|(_, r)| *r == rowid))
-                    .map(|(id, _)| id.clone());
+                let refused: Option<MessageId> = key
+                    .strip_prefix(DB_ROW)
+                    .and_then(|id| String::from_utf8(id.to_vec()).ok());
                 let error = match refused {
                     Some(id) => {
                         ctx.event(
@@ -158,7 +178,7 @@ impl Actor for Database {
                             reason,
                         }
                     }
-                    // Not a row of this batch: nothing to park, retry.
+                    // Not a row: nothing to park, retry.
                     None => DbError::StoreFailed(reason),
                 };
                 ctx.send(
@@ -229,6 +249,8 @@ mod tests {
         let sent = log(&mut h2, 2, &["m2", "m3", "m3"]);
         assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 2 })]);
         assert_eq!(stored_ids(&h2), vec!["m1", "m2", "m3"]);
+        // The engine counted two rows at start; one more was new.
+        assert_eq!(h2.actor().rows(), Some(3));
     }
 
     #[test]
@@ -236,7 +258,7 @@ mod tests {
         let mut h = db(Sabotage::default());
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::Refused {
-            key: keys::key_u64(DB_ROW, 2),
+            key: keys::key_str(DB_ROW, "bad"),
             reason: "trigger poison".into(),
         });
         let sent = log(&mut h, 1, &["m1", "bad"]);
@@ -287,5 +309,6 @@ mod tests {
             stored_ids(&h),
             vec!["m1", "m2", "m4", "m4", "m5", "m7", "m8", "m8"]
         );
+        assert_eq!(h.actor().rows(), Some(8), "twins are rows too");
     }
 }

@@ -9,7 +9,7 @@
 //! here (and the sender told, as MSMQ's negative acknowledgement would).
 
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
@@ -470,7 +470,7 @@ impl Actor for DestinationQueue {
         }
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         match (self.writes.remove(&token), result) {
             (
                 Some(Write::Store {
@@ -479,7 +479,7 @@ impl Actor for DestinationQueue {
                     stored,
                     probe,
                 }),
-                Ok(()),
+                Ok(_),
             ) => {
                 self.next.insert(sender.node.clone(), seq + 1);
                 if let Some((key, item)) = stored {
@@ -497,7 +497,7 @@ impl Actor for DestinationQueue {
                     format!("{}: storing seq {seq} from {}: {e}", self.name, sender.node),
                 );
             }
-            (Some(Write::Delete { keys }), Ok(())) => {
+            (Some(Write::Delete { keys }), Ok(_)) => {
                 for k in keys {
                     self.undeleted.remove(&k);
                 }
@@ -511,7 +511,7 @@ impl Actor for DestinationQueue {
                     format!("{}: deleting: {e}", self.name),
                 );
             }
-            (Some(Write::Expire { keys, ids }), Ok(())) => {
+            (Some(Write::Expire { keys, ids }), Ok(_)) => {
                 for k in keys {
                     self.items.remove(&k);
                 }
@@ -530,7 +530,7 @@ impl Actor for DestinationQueue {
                     }
                 }
             }
-            (Some(Write::Park { keys, ids, reason }), Ok(())) => {
+            (Some(Write::Park { keys, ids, reason }), Ok(_)) => {
                 for k in &keys {
                     self.items.remove(k);
                     self.in_flight.remove(k);
@@ -562,7 +562,7 @@ impl Actor for DestinationQueue {
                     format!("{}: expiring: {e}", self.name),
                 );
             }
-            (Some(Write::Unpark { moved, operator }), Ok(())) => {
+            (Some(Write::Unpark { moved, operator }), Ok(_)) => {
                 let ids: Vec<String> = moved
                     .iter()
                     .filter_map(|(_, _, item)| match item {

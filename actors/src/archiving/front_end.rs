@@ -27,7 +27,7 @@
 //! sequence of requests delivers an IM without its record.
 
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Refusal, Role};
@@ -585,7 +585,7 @@ impl Actor for FrontEnd {
         }
     }
 
-    fn on_persisted(&mut self, _token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, _token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         if let Err(e) = result {
             ctx.event(
                 OperatorEvent::CriticalStateNotSaved,

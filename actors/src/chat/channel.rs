@@ -20,7 +20,9 @@
 
 use crate::chat::chat_store::valid_room_name;
 use crate::chat::pool::{sign_grant, ChatPool, Directory, FileGrant, FileOp};
-use crate::core::actor::{authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::core::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer, Written,
+};
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
@@ -989,7 +991,7 @@ impl Actor for Channel {
         }
     }
 
-    fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
+    fn on_persisted(&mut self, _token: u64, _result: Result<Written, StoreError>, _ctx: &mut Ctx) {}
 
     fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![

@@ -1,12 +1,20 @@
 //! The chat store: every room's posts, in order, durably.
 //!
+//! The posts live in the engine, not in this core: the core keeps, per
+//! room, only the last sequence number given out, learned from the engine
+//! the first time the room is written or read. History and catch-up read
+//! the engine on demand, so memory and start time do not grow with the
+//! archive of posts.
+//!
 //! A post is appended with the next sequence number of its room — one
-//! durable write, then the answer. Its id makes the append idempotent: a
-//! Channel server that retries a post (its author timed out and tried
-//! again, or another server relays the retry) gets the sequence number it
-//! was stored under, and the post is never stored twice. The host runs one
-//! persist at a time per actor, so sequence numbers have no holes: a failed
-//! write gives its number to the next post.
+//! durable write, then the answer. Its id makes the append idempotent: the
+//! store first asks the engine for the id ([`post_id_key`]); a Channel
+//! server that retries a post (its author timed out and tried again, or
+//! another server relays the retry) gets the sequence number it was
+//! stored under, and the post is never stored twice. Queries and persists
+//! complete before any other event reaches the core, and the host runs one
+//! persist at a time, so sequence numbers have no holes: a failed write
+//! gives its number to the next post.
 //!
 //! It also holds the room directory and what users follow. The configured
 //! rooms are version 0 and are not written; a room created or changed at
@@ -21,7 +29,8 @@
 //! in the same atomic write as what it records (see [`crate::compliance`]).
 
 use crate::compliance::service::{NewEvent, Outbox};
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::engine::{Answer, Query};
 use crate::core::ids::{ActorKind, Addr};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
@@ -29,16 +38,29 @@ use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
 use crate::core::protocol::Msg;
 use crate::core::store_keys::{self, ReadError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 /// Key prefix of a stored post: `c/<room>\0<seq, 8 bytes big-endian>`.
 pub const CHAT_POST: &[u8] = b"c/";
 
 pub fn post_key(room: &str, seq: u64) -> Vec<u8> {
+    let mut k = room_posts(room);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Key prefix of a post's id: `i/<post id>` → `(seq, post)`, written with
+/// the post (an engine answers it from its unique index on the id).
+pub const CHAT_POST_ID: &[u8] = b"i/";
+
+pub fn post_id_key(id: &str) -> Vec<u8> {
+    prefixed(CHAT_POST_ID, id)
+}
+
+/// The key prefix of one room's posts: `c/<room>\0`.
+pub fn room_posts(room: &str) -> Vec<u8> {
     let mut k = CHAT_POST.to_vec();
     k.extend_from_slice(room.as_bytes());
     k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -97,10 +119,43 @@ enum Write {
     Trim,
 }
 
+/// A Channel server waiting for a user's follows.
+struct UserReply {
+    from: Addr,
+    token: u64,
+    user: String,
+}
+
+/// A request waiting for the engine's answer.
+enum Ask {
+    /// How many posts there are (for the gauge), at start.
+    Count,
+    /// The last sequence number of `room`; then, maybe, a user's follows.
+    Latest {
+        room: RoomId,
+        then: Option<UserReply>,
+    },
+    /// Whether the post is stored already; if not, it is appended.
+    Append { from: Addr, token: u64, post: Post },
+    /// A history read or a catch-up.
+    Read {
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        audit: Option<(String, EventKind)>,
+        after: u64,
+    },
+}
+
 pub struct ChatStore {
     name: String,
-    rooms: BTreeMap<RoomId, BTreeMap<u64, Post>>,
-    by_id: BTreeMap<PostId, (RoomId, u64)>,
+    /// Per room, the last sequence number given out, once learned from
+    /// the engine (per room, not per post: bounded by the rooms).
+    latest: BTreeMap<RoomId, u64>,
+    /// Posts stored, once counted by the engine at start.
+    posts: Option<u64>,
+    asking: BTreeMap<u64, Ask>,
+    next_ask: u64,
     /// The configured rooms, then every room stored since.
     directory: BTreeMap<RoomId, Room>,
     configured: BTreeMap<RoomId, Room>,
@@ -117,8 +172,10 @@ impl ChatStore {
     pub fn new(name: impl Into<String>, configured: BTreeMap<RoomId, Room>) -> Self {
         ChatStore {
             name: name.into(),
-            rooms: BTreeMap::new(),
-            by_id: BTreeMap::new(),
+            latest: BTreeMap::new(),
+            posts: None,
+            asking: BTreeMap::new(),
+            next_ask: 0,
             directory: configured.clone(),
             configured,
             version: 0,
@@ -155,11 +212,166 @@ impl ChatStore {
         ctx.persist(self.next_token, ops);
     }
 
+    /// Answers with the rooms `user` follows and each one's last number,
+    /// once the engine has told the numbers not known yet: the answer
+    /// rides on the last of those queries.
+    fn reply_user(&mut self, from: Addr, token: u64, user: String, ctx: &mut Ctx) {
+        let unknown: Vec<RoomId> = self
+            .follows
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter(|room| !self.latest.contains_key(*room))
+            .cloned()
+            .collect();
+        let Some((last, rest)) = unknown.split_last() else {
+            let follows = self.user_info(&user);
+            ctx.send(
+                from,
+                Msg::StoreUserInfo {
+                    token,
+                    user,
+                    follows,
+                },
+            );
+            return;
+        };
+        for room in rest {
+            self.learn_latest(room, ctx);
+        }
+        let query = Query::Scan {
+            prefix: room_posts(last),
+            from: None,
+            reverse: true,
+            limit: 1,
+        };
+        let then = Some(UserReply { from, token, user });
+        let ask = Ask::Latest {
+            room: last.clone(),
+            then,
+        };
+        self.ask(ask, query, ctx);
+    }
+
+    /// The last sequence number of `room` if known (0 for a room without
+    /// posts).
     fn latest(&self, room: &str) -> u64 {
-        self.rooms
-            .get(room)
-            .and_then(|r| r.keys().next_back().copied())
-            .unwrap_or(0)
+        self.latest.get(room).copied().unwrap_or(0)
+    }
+
+    /// Asks the engine; the answer comes to `on_queried` with `ask`.
+    fn ask(&mut self, ask: Ask, query: Query, ctx: &mut Ctx) {
+        self.next_ask += 1;
+        self.asking.insert(self.next_ask, ask);
+        ctx.query(self.next_ask, query);
+    }
+
+    /// Makes sure the room's last sequence number is known before what
+    /// follows runs: the answer comes before any other event.
+    fn learn_latest(&mut self, room: &str, ctx: &mut Ctx) {
+        if !self.latest.contains_key(room) {
+            let query = Query::Scan {
+                prefix: room_posts(room),
+                from: None,
+                reverse: true,
+                limit: 1,
+            };
+            let ask = Ask::Latest {
+                room: room.into(),
+                then: None,
+            };
+            self.ask(ask, query, ctx);
+        }
+    }
+
+    /// Appends a post the engine does not hold yet.
+    fn append(&mut self, from: Addr, token: u64, post: Post, ctx: &mut Ctx) {
+        let seq = self.latest(&post.room) + 1;
+        let ops = vec![
+            StoreOp::Put {
+                key: post_key(&post.room, seq),
+                value: store_keys::encode(&post),
+            },
+            StoreOp::Insert {
+                key: post_id_key(&post.id),
+                value: store_keys::encode(&(seq, &post)),
+            },
+        ];
+        let event = NewEvent {
+            kind: EventKind::Post,
+            room: post.room.clone(),
+            user: post.author.clone(),
+            at: post.at,
+            item: post.id.clone(),
+            text: post.text.clone(),
+            details: BTreeMap::new(),
+        };
+        let write = Write::Post {
+            from,
+            token,
+            seq,
+            post,
+        };
+        self.write(write, vec![event], ops, ctx);
+    }
+
+    /// Answers a read with the posts the engine gave.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_read(
+        &mut self,
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        audit: Option<(String, EventKind)>,
+        after: u64,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        ctx: &mut Ctx,
+    ) {
+        let mut posts = Vec::with_capacity(rows.len());
+        for (k, v) in rows {
+            match parse_post_key(&k)
+                .map(|(_, seq)| seq)
+                .zip(store_keys::decode::<Post>(&v).ok())
+            {
+                Some(p) => posts.push(p),
+                None => ctx.event(
+                    OperatorEvent::StoreCorrupt,
+                    format!("{}: unreadable post under {k:?}", self.name),
+                ),
+            }
+        }
+        // A fresh join read newest first: keep the newest that fit in one
+        // answer, then give them in order.
+        let mut posts = within_read_bound(posts);
+        if after == 0 {
+            posts.reverse();
+        }
+        let latest = self.latest(&room);
+        // A join is always recorded; a history read when it gave
+        // something to read.
+        let event = audit
+            .filter(|(_, kind)| *kind == EventKind::Join || !posts.is_empty())
+            .map(|(user, kind)| NewEvent {
+                kind,
+                room: room.clone(),
+                user,
+                at: ctx.now(),
+                item: posts.last().map(|(s, _)| s.to_string()).unwrap_or_default(),
+                text: String::new(),
+                details: BTreeMap::new(),
+            });
+        let answer = Msg::StoreRange {
+            token,
+            room,
+            posts,
+            latest,
+        };
+        match event {
+            Some(e) if self.outbox.enabled() => {
+                self.write(Write::Read { from, answer }, vec![e], Vec::new(), ctx)
+            }
+            _ => ctx.send(from, answer),
+        }
     }
 }
 
@@ -227,8 +439,9 @@ fn stored_directory(
 
 impl Actor for ChatStore {
     fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
-        self.rooms.clear();
-        self.by_id.clear();
+        self.latest.clear();
+        self.posts = None;
+        self.asking.clear();
         self.writing.clear();
         self.directory = self.configured.clone();
         self.follows.clear();
@@ -255,18 +468,14 @@ impl Actor for ChatStore {
                 Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
-        for entry in stored_posts(&recovered) {
-            match entry {
-                Ok((seq, post)) => {
-                    self.by_id.insert(post.id.clone(), (post.room.clone(), seq));
-                    self.rooms
-                        .entry(post.room.clone())
-                        .or_default()
-                        .insert(seq, post);
-                }
-                Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
-            }
-        }
+        let count = Query::Count {
+            prefix: CHAT_POST.to_vec(),
+        };
+        self.ask(Ask::Count, count, ctx);
+    }
+
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        &[CHAT_POST, CHAT_POST_ID]
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -304,38 +513,13 @@ impl Actor for ChatStore {
                 }
             }
             Msg::StoreAppend { token, post } => {
-                if let Some((room, seq)) = self.by_id.get(&post.id) {
-                    // Stored already: the same answer again.
-                    let stored = self.rooms[room][seq].clone();
-                    ctx.send(
-                        from,
-                        Msg::StoreAppended {
-                            token,
-                            seq: *seq,
-                            post: stored,
-                        },
-                    );
-                    return;
-                }
-                let seq = self.latest(&post.room) + 1;
-                let key = post_key(&post.room, seq);
-                let value = store_keys::encode(&post);
-                let event = NewEvent {
-                    kind: EventKind::Post,
-                    room: post.room.clone(),
-                    user: post.author.clone(),
-                    at: post.at,
-                    item: post.id.clone(),
-                    text: post.text.clone(),
-                    details: BTreeMap::new(),
+                // The room's number first, then whether the post is stored:
+                // both answers come before any other event.
+                self.learn_latest(&post.room, ctx);
+                let query = Query::Get {
+                    keys: vec![post_id_key(&post.id)],
                 };
-                let write = Write::Post {
-                    from,
-                    token,
-                    seq,
-                    post,
-                };
-                self.write(write, vec![event], vec![StoreOp::Put { key, value }], ctx);
+                self.ask(Ask::Append { from, token, post }, query, ctx);
             }
             Msg::StoreRooms { token, since } => {
                 let rooms = self
@@ -401,15 +585,7 @@ impl Actor for ChatStore {
                 self.write(write, vec![event], vec![op], ctx);
             }
             Msg::StoreUser { token, user } => {
-                let follows = self.user_info(&user);
-                ctx.send(
-                    from,
-                    Msg::StoreUserInfo {
-                        token,
-                        user,
-                        follows,
-                    },
-                );
+                self.reply_user(from, token, user, ctx);
             }
             Msg::StoreFollow {
                 token,
@@ -424,15 +600,7 @@ impl Actor for ChatStore {
                     follows.remove(&room)
                 };
                 if !changed {
-                    let follows = self.user_info(&user);
-                    ctx.send(
-                        from,
-                        Msg::StoreUserInfo {
-                            token,
-                            user,
-                            follows,
-                        },
-                    );
+                    self.reply_user(from, token, user, ctx);
                     return;
                 }
                 let op = StoreOp::Put {
@@ -454,49 +622,25 @@ impl Actor for ChatStore {
                 limit,
                 audit,
             } => {
-                let latest = self.latest(&room);
-                let posts: Vec<(u64, Post)> = match self.rooms.get(&room) {
-                    None => Vec::new(),
-                    // `after = 0`: a fresh join, the last `limit` posts
-                    // (as many of them as fit in one answer).
-                    Some(r) if after == 0 => {
-                        let mut last: Vec<(u64, Post)> =
-                            within_read_bound(r.iter().rev().take(limit as usize));
-                        last.reverse();
-                        last
-                    }
-                    // A catch-up: the client reads again from where this
-                    // answer ends until it reaches `latest`.
-                    Some(r) => within_read_bound(
-                        r.range((Bound::Excluded(after), Bound::Unbounded))
-                            .take(limit as usize),
-                    ),
+                self.learn_latest(&room, ctx);
+                // `after = 0`: a fresh join, the last `limit` posts (as many
+                // of them as fit in one answer). Otherwise a catch-up: the
+                // client reads again from where this answer ends until it
+                // reaches `latest`.
+                let query = Query::Scan {
+                    prefix: room_posts(&room),
+                    from: (after > 0).then(|| after.to_be_bytes().to_vec()),
+                    reverse: after == 0,
+                    limit: limit.min(READ_MAX_POSTS) as u32,
                 };
-                // A join is always recorded; a history read when it gave
-                // something to read.
-                let event = audit
-                    .filter(|(_, kind)| *kind == EventKind::Join || !posts.is_empty())
-                    .map(|(user, kind)| NewEvent {
-                        kind,
-                        room: room.clone(),
-                        user,
-                        at: ctx.now(),
-                        item: posts.last().map(|(s, _)| s.to_string()).unwrap_or_default(),
-                        text: String::new(),
-                        details: BTreeMap::new(),
-                    });
-                let answer = Msg::StoreRange {
+                let ask = Ask::Read {
+                    from,
                     token,
                     room,
-                    posts,
-                    latest,
+                    audit,
+                    after,
                 };
-                match event {
-                    Some(e) if self.outbox.enabled() => {
-                        self.write(Write::Read { from, answer }, vec![e], Vec::new(), ctx)
-                    }
-                    _ => ctx.send(from, answer),
-                }
+                self.ask(ask, query, ctx);
             }
             other => ctx.event(
                 OperatorEvent::UnexpectedMessage,
@@ -515,7 +659,7 @@ impl Actor for ChatStore {
         }
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         let Some((write, queued)) = self.writing.remove(&token) else {
             return;
         };
@@ -558,11 +702,10 @@ impl Actor for ChatStore {
                 seq,
                 post,
             } => {
-                self.by_id.insert(post.id.clone(), (post.room.clone(), seq));
-                self.rooms
-                    .entry(post.room.clone())
-                    .or_default()
-                    .insert(seq, post.clone());
+                self.latest.insert(post.room.clone(), seq);
+                if let Some(n) = &mut self.posts {
+                    *n += 1;
+                }
                 ctx.send(from, Msg::StoreAppended { token, seq, post });
             }
             Write::Room {
@@ -582,49 +725,123 @@ impl Actor for ChatStore {
                 follows,
             } => {
                 self.follows.insert(user.clone(), follows);
-                let follows = self.user_info(&user);
-                ctx.send(
-                    from,
-                    Msg::StoreUserInfo {
-                        token,
-                        user,
-                        follows,
-                    },
-                );
+                self.reply_user(from, token, user, ctx);
             }
         }
     }
 
+    fn on_queried(&mut self, ask: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
+        let Some(ask) = self.asking.remove(&ask) else {
+            return;
+        };
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(e) => {
+                // The engine cannot be read: refuse what waited for it (the
+                // Channel server retries), never guess.
+                let (what, from, token) = match ask {
+                    Ask::Count => ("the post count".to_string(), None, 0),
+                    Ask::Latest { room, then } => (
+                        format!("the last post of {room}"),
+                        then.as_ref().map(|t| t.from.clone()),
+                        then.map_or(0, |t| t.token),
+                    ),
+                    Ask::Append { from, token, post } => {
+                        (format!("post {}", post.id), Some(from), token)
+                    }
+                    Ask::Read {
+                        from, token, room, ..
+                    } => (format!("the posts of {room}"), Some(from), token),
+                };
+                ctx.event(
+                    OperatorEvent::ChatStoreFailed,
+                    format!("{}: cannot read {what}: {e}", self.name),
+                );
+                if let Some(from) = from {
+                    ctx.send(from, Msg::StoreFailed { token });
+                }
+                return;
+            }
+        };
+        match ask {
+            Ask::Count => self.posts = Some(answer.count()),
+            Ask::Latest { room, then } => {
+                let last = answer
+                    .into_rows()
+                    .first()
+                    .and_then(|(k, _)| parse_post_key(k))
+                    .map_or(0, |(_, seq)| seq);
+                self.latest.insert(room, last);
+                if let Some(UserReply { from, token, user }) = then {
+                    self.reply_user(from, token, user, ctx);
+                }
+            }
+            Ask::Append { from, token, post } => {
+                let stored = answer.into_values().into_iter().next().flatten();
+                match stored.map(|v| store_keys::decode::<(u64, Post)>(&v)) {
+                    // Stored already: the same answer again.
+                    Some(Ok((seq, post))) => {
+                        ctx.send(from, Msg::StoreAppended { token, seq, post })
+                    }
+                    Some(Err(e)) => {
+                        ctx.event(
+                            OperatorEvent::StoreCorrupt,
+                            format!("{}: post {} unreadable: {e}", self.name, post.id),
+                        );
+                        ctx.send(from, Msg::StoreFailed { token });
+                    }
+                    None if !self.latest.contains_key(&post.room) => {
+                        // The room's number could not be learned.
+                        ctx.send(from, Msg::StoreFailed { token });
+                    }
+                    None => self.append(from, token, post, ctx),
+                }
+            }
+            Ask::Read {
+                from,
+                token,
+                room,
+                audit,
+                after,
+            } => self.answer_read(from, token, room, audit, after, answer.into_rows(), ctx),
+        }
+    }
+
     fn gauges(&self) -> Vec<(Gauge, u64)> {
-        vec![
-            (Gauge::ChatPosts, self.by_id.len() as u64),
+        let mut gauges = vec![
             (Gauge::ChatRooms, self.directory.len() as u64),
             (Gauge::ComplianceOutbox, self.outbox.len() as u64),
-        ]
+        ];
+        if let Some(n) = self.posts {
+            gauges.insert(0, (Gauge::ChatPosts, n));
+        }
+        gauges
     }
 }
+
+/// Posts one read asks the engine for at most (a catch-up reads again
+/// from where an answer ends, so this bounds the work, not what is read).
+pub const READ_MAX_POSTS: u64 = 10_000;
 
 /// Bytes of posts one read answers with (at least one post): with the
 /// post size limit, what keeps every answer inside a frame.
 pub const READ_MAX_BYTES: u64 = 8 << 20;
 
-/// The posts of `iter`, in its order, up to [`READ_MAX_BYTES`] (always the
-/// first one).
-fn within_read_bound<'a>(iter: impl Iterator<Item = (&'a u64, &'a Post)>) -> Vec<(u64, Post)> {
+/// The first of `posts`, in their order, up to [`READ_MAX_BYTES`]
+/// (always the first one).
+fn within_read_bound(posts: Vec<(u64, Post)>) -> Vec<(u64, Post)> {
     let mut bytes = 0u64;
-    let mut out = Vec::new();
-    for (seq, post) in iter {
-        bytes += post_bytes(post);
+    let mut out = Vec::with_capacity(posts.len());
+    for (seq, post) in posts {
+        bytes += post_bytes(&post);
         if !out.is_empty() && bytes > READ_MAX_BYTES {
             break;
         }
-        out.push((*seq, post.clone()));
+        out.push((seq, post));
     }
     out
 }
 
-/// What a post weighs in a frame, roughly (text and names, plus a margin
-/// for the numbers).
 pub fn post_bytes(p: &Post) -> u64 {
     (p.text.len() + p.author.len() + p.room.len() + p.id.len()) as u64 + 32
 }
@@ -783,6 +1000,8 @@ mod tests {
             Addr::new("db1", ActorKind::ChatStore),
             ChatStore::new("db1", BTreeMap::new()),
         );
+        // The posts stay in the engine; the core is handed none of them.
+        h2.store = recovered.clone();
         h2.start(recovered);
         let sent = h2.msg(
             ch(),
@@ -793,6 +1012,7 @@ mod tests {
         );
         assert_eq!(appended(&sent), vec![(9, 3)]);
         assert!(h2.events().is_empty());
+        assert_eq!(h2.actor().gauges()[0], (Gauge::ChatPosts, 4));
     }
 
     #[test]
@@ -920,6 +1140,56 @@ mod tests {
         assert_eq!(read(&mut h, 0, 2), (vec![4, 5], 5));
         assert_eq!(read(&mut h, 2, 2), (vec![3, 4], 5));
         assert_eq!(read(&mut h, 5, 2), (vec![], 5));
+        // After a restart the core knows no post: it reads the engine.
+        let follow = Msg::StoreFollow {
+            token: 8,
+            user: "bob".into(),
+            room: "r1".into(),
+            follow: true,
+        };
+        h.msg(ch(), follow);
+        let store = h.store.clone();
+        h.start(store);
+        assert_eq!(read(&mut h, 0, 3), (vec![3, 4, 5], 5));
+        h.start(h.store.clone());
+        let sent = h.msg(
+            ch(),
+            Msg::StoreUser {
+                token: 9,
+                user: "bob".into(),
+            },
+        );
+        assert_eq!(
+            sent,
+            vec![(
+                ch(),
+                Msg::StoreUserInfo {
+                    token: 9,
+                    user: "bob".into(),
+                    follows: vec![("r1".into(), 5)]
+                }
+            )]
+        );
+        // An engine that cannot be read: refused, never guessed.
+        h.start(h.store.clone());
+        h.fail_queries = Some(StoreError::Io("engine down".into()));
+        let sent = h.msg(
+            ch(),
+            Msg::StoreAppend {
+                token: 10,
+                post: post("p6", "r1"),
+            },
+        );
+        assert_eq!(sent, vec![(ch(), Msg::StoreFailed { token: 10 })]);
+        h.fail_queries = None;
+        let sent = h.msg(
+            ch(),
+            Msg::StoreAppend {
+                token: 11,
+                post: post("p6", "r1"),
+            },
+        );
+        assert_eq!(appended(&sent), vec![(11, 6)]);
     }
 
     #[test]

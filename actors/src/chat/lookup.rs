@@ -9,7 +9,7 @@
 //! every report, and none holds state another needs.
 
 use crate::chat::pool::ChatPool;
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer};
+use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Written};
 use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::Msg;
@@ -139,7 +139,7 @@ impl Actor for Lookup {
         ctx.set_timer(Timer::Rotation, self.settings.chat_load_report);
     }
 
-    fn on_persisted(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
+    fn on_persisted(&mut self, _token: u64, _result: Result<Written, StoreError>, _ctx: &mut Ctx) {}
 
     fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![(Gauge::ChannelsKnown, self.servers.len() as u64)]

@@ -20,7 +20,7 @@
 use crate::chat::pool::{verify_grant, ChatPool, FileOp};
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr};
@@ -268,7 +268,7 @@ impl Actor for WebFiles {
         }
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         let Some((write, queued)) = self.writing.remove(&token) else {
             return;
         };

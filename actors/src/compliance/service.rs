@@ -24,7 +24,7 @@
 
 use crate::compliance::export::{render, ExportFormat};
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
@@ -573,12 +573,12 @@ impl Actor for Compliance {
         }
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         let Some(w) = self.writing.remove(&token) else {
             return;
         };
         match (w, result) {
-            (Write::Stage { from, events, upto }, Ok(())) => {
+            (Write::Stage { from, events, upto }, Ok(_)) => {
                 self.high.insert(from.node.clone(), upto);
                 for e in events {
                     self.staged.insert((e.source.clone(), e.seq), e);
@@ -593,7 +593,7 @@ impl Actor for Compliance {
                     format!("{}: {e}", self.name),
                 );
             }
-            (Write::Intent(intent), Ok(())) if self.delete_first => {
+            (Write::Intent(intent), Ok(_)) if self.delete_first => {
                 // Sabotage: the deletion first, but the intent stays on
                 // disk so a restart writes the (now empty) batch.
                 let mut ops = Self::deletion(&intent);
@@ -601,11 +601,11 @@ impl Actor for Compliance {
                 self.intent = Some(intent.clone());
                 self.write(Write::EarlyDelete(intent), ops, ctx);
             }
-            (Write::EarlyDelete(intent), Ok(())) => {
+            (Write::EarlyDelete(intent), Ok(_)) => {
                 self.output(intent, ctx);
             }
             (Write::EarlyDelete(_), Err(_)) => self.exporting = false,
-            (Write::Intent(intent), Ok(())) => {
+            (Write::Intent(intent), Ok(_)) => {
                 self.intent = Some(intent.clone());
                 self.output(intent, ctx);
             }
@@ -617,7 +617,7 @@ impl Actor for Compliance {
                     format!("{}: {e}", self.name),
                 );
             }
-            (Write::Done(intent), Ok(())) => {
+            (Write::Done(intent), Ok(_)) => {
                 // The batch's files and its deletion are both durable.
                 for k in &intent.events {
                     self.staged.remove(k);

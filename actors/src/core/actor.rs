@@ -24,54 +24,17 @@
 //!    like a persist, before any other event. It lets a core keep large
 //!    values (file contents) out of memory: a host may keep such keys
 //!    outside the state it hands to [`Actor::on_start`].
+//! 5. A [`Effect::Query`] reads committed rows of the actor's engine
+//!    (see [`crate::core::engine`]) and is reported through
+//!    [`Actor::on_queried`] like a load: before any other event, so a core
+//!    that queries and then writes sees no other write in between.
 
+use crate::core::engine::{Answer, Query};
+pub use crate::core::engine::{Recovered, StoreError, StoreOp, Written};
 use crate::core::ids::{Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::Msg;
 use rand::rngs::SmallRng;
-use std::collections::BTreeMap;
-
-/// What an actor's durable store held at start: key → value, in key order.
-pub type Recovered = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// One write to an actor's durable key-value store. A `Persist` effect
-/// carries a batch of these, applied atomically.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum StoreOp {
-    Put {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    Delete {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-    },
-}
-
-/// Why a persist failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// The disk is full (ENOSPC).
-    NoSpace,
-    /// Any other I/O failure.
-    Io(String),
-    /// The engine refuses the operation under `key` for good (a constraint
-    /// or a trigger of the archive database): retrying it cannot succeed.
-    /// Nothing of the batch was written.
-    Refused { key: Vec<u8>, reason: String },
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::NoSpace => write!(f, "no space left on device"),
-            StoreError::Io(e) => write!(f, "I/O error: {e}"),
-            StoreError::Refused { reason, .. } => write!(f, "refused for good: {reason}"),
-        }
-    }
-}
 
 /// Timers a core can set. One namespace for all cores keeps hosts simple.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -131,6 +94,12 @@ pub enum Effect {
         token: u64,
         key: Vec<u8>,
     },
+    /// Reads committed rows of the actor's engine; reported through
+    /// [`Actor::on_queried`], like a persist, before any other event.
+    Query {
+        token: u64,
+        query: Query,
+    },
     /// Write files into the actor's output folder (compliance export),
     /// each atomically; reported through [`Actor::on_output`].
     Output {
@@ -184,6 +153,11 @@ impl<'a> Ctx<'a> {
     /// [`Actor::on_loaded`] with `token`.
     pub fn load(&mut self, token: u64, key: Vec<u8>) {
         self.effects.push(Effect::Load { token, key });
+    }
+    /// Reads rows of this actor's engine; the answer comes to
+    /// [`Actor::on_queried`] with `token`.
+    pub fn query(&mut self, token: u64, query: Query) {
+        self.effects.push(Effect::Query { token, query });
     }
     /// Writes `files` into the actor's output folder; the result comes to
     /// [`Actor::on_output`] with `token`.
@@ -241,7 +215,7 @@ pub trait Actor {
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx);
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx);
     /// Result of the `Persist` effect carrying `token`.
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx);
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx);
     /// Result of the `Load` effect carrying `token`: the value, `None` if
     /// the key holds nothing. Cores that never load need not implement it.
     fn on_loaded(
@@ -251,9 +225,18 @@ pub trait Actor {
         _ctx: &mut Ctx,
     ) {
     }
+    /// Result of the `Query` effect carrying `token`. Cores that never
+    /// query need not implement it.
+    fn on_queried(&mut self, _token: u64, _result: Result<Answer, StoreError>, _ctx: &mut Ctx) {}
     /// Result of the `Output` effect carrying `token`: every file written
     /// (and synced), or why not.
     fn on_output(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
+    /// Key prefixes whose rows the engine keeps and the core reads on
+    /// demand ([`Query`]): a host leaves them out of what it hands
+    /// [`Actor::on_start`], so that starting does not read the archive.
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        &[]
+    }
     /// Gauges for monitoring (queue depth, …), sampled by the host.
     fn gauges(&self) -> Vec<(Gauge, u64)> {
         Vec::new()
@@ -272,7 +255,7 @@ impl<T: Actor + ?Sized> Actor for Box<T> {
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         (**self).on_timer(timer, ctx)
     }
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         (**self).on_persisted(token, result, ctx)
     }
     fn on_loaded(
@@ -283,8 +266,14 @@ impl<T: Actor + ?Sized> Actor for Box<T> {
     ) {
         (**self).on_loaded(token, result, ctx)
     }
+    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
+        (**self).on_queried(token, result, ctx)
+    }
     fn on_output(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
         (**self).on_output(token, result, ctx)
+    }
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        (**self).engine_prefixes()
     }
     fn gauges(&self) -> Vec<(Gauge, u64)> {
         (**self).gauges()

@@ -11,19 +11,21 @@
 //! a guarantee fails here whichever it is.
 //!
 //! The script (first life, started on an empty store):
-//! - start: persist `a` (token 1), send marker 1 to the sink, set `Flush`
-//!   to 50 ms, load `a` (token 2);
-//! - persist 1 done: send marker 2; load 2 done: note the value;
+//! - start: persist `a` and insert the engine row `e/1` twice (token 1),
+//!   send marker 1 to the sink, set `Flush` to 50 ms, load `a` (token 2),
+//!   query the engine rows under `e/` (token 5);
+//! - persist 1 done: send marker 2; load 2 and query 5 done: note them;
 //! - `Flush`: set `Resend` to 10 ms and move it to 30 ms, set and cancel
 //!   `Heartbeat`, persist `b` (token 3), output a file (token 4), send
 //!   marker 3;
 //! - persist 3 done: send marker 4; output 4 done: send marker 5;
 //! - `Resend`: note it (and, where the host restarts on a panic, panic).
 //!
-//! In its second life the driver is started with `a` and `b` and does
-//! nothing more.
+//! In its second life the driver is started with `a` and `b` — not with
+//! `e/1`, which the engine keeps — and queries `e/` again (token 6).
 
-use crate::core::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer};
+use crate::core::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::engine::{Answer, Query};
 use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::output::OutputFile;
 use crate::core::protocol::Msg;
@@ -42,7 +44,14 @@ pub enum Seen {
     Persisted {
         token: u64,
         ok: bool,
+        /// How many inserts the host said wrote.
+        inserted: u64,
         now: Millis,
+    },
+    /// The values a query's rows held.
+    Queried {
+        token: u64,
+        values: Vec<Vec<u8>>,
     },
     Loaded {
         token: u64,
@@ -108,12 +117,35 @@ impl Actor for Probe {
         });
         self.scripted = self.sink.is_some() && keys.is_empty();
         if !self.scripted {
+            if self.sink.is_some() {
+                ctx.query(6, engine_rows());
+            }
             return;
         }
-        ctx.persist(1, put(b"a", b"1"));
+        let mut ops = put(b"a", b"1");
+        for value in [b"x", b"y"] {
+            ops.push(StoreOp::Insert {
+                key: ENGINE_ROW.to_vec(),
+                value: value.to_vec(),
+            });
+        }
+        ctx.persist(1, ops);
         self.marker(1, ctx);
         ctx.set_timer(Timer::Flush, FLUSH_AFTER);
         ctx.load(2, b"a".to_vec());
+        ctx.query(5, engine_rows());
+    }
+
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        &[ENGINE_PREFIX]
+    }
+
+    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, _ctx: &mut Ctx) {
+        let values = match result {
+            Ok(a) => a.into_rows().into_iter().map(|(_, v)| v).collect(),
+            Err(e) => vec![format!("error: {e}").into_bytes()],
+        };
+        self.note(Seen::Queried { token, values });
     }
 
     fn on_msg(&mut self, _from: Addr, msg: Msg, _ctx: &mut Ctx) {
@@ -153,10 +185,11 @@ impl Actor for Probe {
         }
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         self.note(Seen::Persisted {
             token,
             ok: result.is_ok(),
+            inserted: result.map_or(0, |w| w.inserted),
             now: ctx.now(),
         });
         match token {
@@ -192,6 +225,19 @@ fn lock(journal: &Journal) -> std::sync::MutexGuard<'_, Vec<Seen>> {
     // A poisoned lock means a probe panicked on purpose (`panic_at_end`):
     // the journal is whole.
     journal.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where the driver keeps its engine rows, and its one row.
+const ENGINE_PREFIX: &[u8] = b"e/";
+const ENGINE_ROW: &[u8] = b"e/1";
+
+fn engine_rows() -> Query {
+    Query::Scan {
+        prefix: ENGINE_PREFIX.to_vec(),
+        from: None,
+        reverse: false,
+        limit: 10,
+    }
 }
 
 fn put(key: &[u8], value: &[u8]) -> Vec<StoreOp> {
@@ -293,16 +339,19 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
     let expect_kinds = [
         "persisted 1",
         "loaded 2",
+        "queried 5",
         "timer Flush",
         "persisted 3",
         "output 4",
         "timer Resend",
+        "queried 6",
     ];
     let kinds: Vec<String> = first_life
         .iter()
         .map(|s| match s {
             Seen::Persisted { token, .. } => format!("persisted {token}"),
             Seen::Loaded { token, .. } => format!("loaded {token}"),
+            Seen::Queried { token, .. } => format!("queried {token}"),
             Seen::Output { token, .. } => format!("output {token}"),
             Seen::Timer { timer, .. } => format!("timer {timer:?}"),
             other => format!("{other:?}"),
@@ -323,6 +372,20 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
             } => fail(format!("output {token} failed on a healthy folder")),
             Seen::Loaded { value, .. } if value.as_deref() != Some(b"1") => fail(format!(
                 "a load after a persist must read what it wrote: read {value:?}"
+            )),
+            Seen::Persisted {
+                token: 1, inserted, ..
+            } if *inserted != 1 => fail(format!(
+                "an insert writes only a free key: two inserts of e/1 should write once, the host said {inserted}"
+            )),
+            // Engine rows are read on demand, in their first life and
+            // after a restart alike, and an insert never overwrites.
+            Seen::Queried { token, values } if values != &[b"x".to_vec()] => fail(format!(
+                "engine rows: query {token} should read e/1 = \"x\", read {:?}",
+                values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect::<Vec<_>>()
             )),
             _ => {}
         }
@@ -380,11 +443,14 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
     if fired(Timer::Heartbeat) != 0 {
         fail("timer semantics: a cancelled timer (Heartbeat) fired".into());
     }
-    // Restart: the second life starts with what the first persisted.
+    // Restart: the second life starts with what the first persisted,
+    // except the engine's rows.
     let want = vec![b"a".to_vec(), b"b".to_vec()];
-    if *starts[1].0 != want {
+    if starts.len() < 2 {
+        fail("restart from recovered state: the driver did not start twice".into());
+    } else if *starts[1].0 != want {
         fail(format!(
-            "restart from recovered state: the driver's second life should start with keys a and b, it started with {:?}",
+            "restart from recovered state: the driver's second life should start with keys a and b (not the engine's e/1), it started with {:?}",
             starts[1].0
         ));
     }
@@ -408,6 +474,7 @@ mod tests {
             let mut s = Harness::new(sink_addr.clone(), probes.probe(ActorKind::OutgoingQueue));
             d.now = 1_000;
             s.start(Recovered::new());
+            d.store = store.clone();
             let mut sent = d.start(store.clone());
             loop {
                 for (to, msg) in sent.drain(..) {

@@ -10,7 +10,7 @@
 //!
 //! # The contract (what [`crate::actor`] promises cores)
 //! 1. The effects of one reaction run in the order recorded.
-//! 2. A completion (`Persist`, `Load`, `Output`) is reported to the core
+//! 2. A completion (`Persist`, `Load`, `Query`, `Output`) is reported to the core
 //!    that asked for it before the rest of that reaction's effects, and
 //!    before any other event; the completion's own effects run first.
 //! 3. A timer is per slot and per [`Timer`] value: setting it again moves
@@ -29,7 +29,10 @@
 //! whose I/O never waits (production, the test kit) can drive it with
 //! [`ready`], and the simulator awaits its simulated disk.
 
-use crate::core::actor::{Actor, Ctx, Effect, Event, Recovered, StoreError, StoreOp, Timer};
+use crate::core::actor::{
+    Actor, Ctx, Effect, Event, Recovered, StoreError, StoreOp, Timer, Written,
+};
+use crate::core::engine::{without_prefixes, Answer, Query};
 use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::operator::Gauge;
 use crate::core::output::OutputFile;
@@ -43,11 +46,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[derive(Debug)]
 pub enum Persisted {
     /// Written and durable.
-    Durable,
+    Durable(Written),
     /// Written, durable once the next sync completes (group commit): the
     /// core is told it succeeded, and what it sends from now on is held
     /// until [`Reactor::synced`] covers it.
-    Appended,
+    Appended(Written),
     /// Not written; the core is told why.
     Failed(StoreError),
     /// The store can no longer be trusted: the node must restart.
@@ -75,6 +78,9 @@ pub trait Io {
     async fn persist(&mut self, slot: usize, ops: Vec<StoreOp>) -> Persisted;
     /// Reads one key of slot `slot`'s store.
     async fn load(&mut self, slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Answers a query against slot `slot`'s engine from committed rows
+    /// (see [`crate::core::engine`] for the semantics).
+    async fn query(&mut self, slot: usize, query: Query) -> Result<Answer, StoreError>;
     /// Writes files into slot `slot`'s output folder, each atomically.
     async fn output(&mut self, slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError>;
     /// An operator event of slot `slot`.
@@ -229,7 +235,12 @@ impl<A: Actor> Reactor<A> {
     pub async fn react(&mut self, slot: usize, input: Input, io: &mut impl Io) -> Result<(), Stop> {
         let now = io.now();
         let effects = self.call(slot, now, |core, ctx| match input {
-            Input::Start(recovered) => core.on_start(recovered, ctx),
+            Input::Start(recovered) => {
+                // What the engine keeps, the core reads on demand: a host
+                // that loaded it anyway does not hand it over.
+                let recovered = without_prefixes(recovered, core.engine_prefixes());
+                core.on_start(recovered, ctx)
+            }
             Input::Msg { from, msg } => core.on_msg(from, msg, ctx),
             Input::Timer(timer) => core.on_timer(timer, ctx),
         })?;
@@ -315,10 +326,10 @@ impl<A: Actor> Reactor<A> {
                 }
                 Effect::Persist { token, ops } => {
                     let result = match io.persist(slot, ops).await {
-                        Persisted::Durable => Ok(()),
-                        Persisted::Appended => {
+                        Persisted::Durable(w) => Ok(w),
+                        Persisted::Appended(w) => {
                             self.slots[slot].commit.appended += 1;
-                            Ok(())
+                            Ok(w)
                         }
                         Persisted::Failed(e) => Err(e),
                         Persisted::Fatal(why) => return Err(Stop::Fatal(why)),
@@ -335,6 +346,14 @@ impl<A: Actor> Reactor<A> {
                     (
                         now,
                         self.call(slot, now, |c, ctx| c.on_loaded(token, result, ctx))?,
+                    )
+                }
+                Effect::Query { token, query } => {
+                    let result = io.query(slot, query).await;
+                    let now = io.now();
+                    (
+                        now,
+                        self.call(slot, now, |c, ctx| c.on_queried(token, result, ctx))?,
                     )
                 }
                 Effect::Output { token, files } => {
@@ -455,7 +474,7 @@ mod tests {
             ctx.send(from, msg);
         }
         fn on_timer(&mut self, _: Timer, _: &mut Ctx) {}
-        fn on_persisted(&mut self, _: u64, _: Result<(), StoreError>, _: &mut Ctx) {}
+        fn on_persisted(&mut self, _: u64, _: Result<Written, StoreError>, _: &mut Ctx) {}
     }
 
     /// Every persist appended, never synced by itself.
@@ -472,7 +491,10 @@ mod tests {
             self.sent.push(env.msg);
         }
         async fn persist(&mut self, _: usize, _: Vec<StoreOp>) -> Persisted {
-            Persisted::Appended
+            Persisted::Appended(Written::default())
+        }
+        async fn query(&mut self, _: usize, _: Query) -> Result<Answer, StoreError> {
+            Ok(Answer::Rows(Vec::new()))
         }
         async fn load(&mut self, _: usize, _: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
             Ok(None)

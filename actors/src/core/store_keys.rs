@@ -26,7 +26,8 @@ pub const DQ_NEXT: &[u8] = b"n/";
 /// Destination queue: a record the database refused for good, kept for an
 /// operator ([`Parked`]), by its queue key.
 pub const DQ_PARKED: &[u8] = b"p/";
-/// Database: `m/<rowid>` → row of the messages table.
+/// Database: `m/<message id>` → row of the messages table, inserted (the
+/// message id is the unique key) and read on demand, never at start.
 pub const DB_ROW: &[u8] = b"m/";
 
 pub fn key_u64(prefix: &[u8], n: u64) -> Vec<u8> {
@@ -214,7 +215,7 @@ pub fn parked_records(recovered: &Recovered) -> Vec<Result<(u64, Parked), ReadEr
         .collect()
 }
 
-/// Rows of a database store, in rowid order.
+/// Rows of a database store, in key (message id) order.
 pub fn db_rows(recovered: &Recovered) -> Vec<Result<Row, ReadError>> {
     recovered
         .range(DB_ROW.to_vec()..)

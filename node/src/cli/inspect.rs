@@ -79,13 +79,14 @@ pub(crate) fn run(file: &PathBuf) -> Result<(), Failure> {
                 ),
                 Err(e) => println!("  parked {key}: UNDECODABLE ({e})"),
             }
-        } else if let Some(rowid) = store_keys::parse_u64(DB_ROW, k) {
+        } else if let Some(id) = k.strip_prefix(DB_ROW) {
+            let id = String::from_utf8_lossy(id);
             match store_keys::decode::<store_keys::Row>(v) {
                 Ok(r) => println!(
-                    "  row {rowid}: {} {} -> {} archived at {} ms",
-                    r.record.id, r.record.from, r.record.to, r.archived_at
+                    "  row {id}: {} -> {} archived at {} ms",
+                    r.record.from, r.record.to, r.archived_at
                 ),
-                Err(e) => println!("  row {rowid}: UNDECODABLE ({e})"),
+                Err(e) => println!("  row {id}: UNDECODABLE ({e})"),
             }
         } else {
             println!("  {:?}: {} bytes", String::from_utf8_lossy(k), v.len());

@@ -17,6 +17,7 @@ use crate::config::{Config, NodeConfig};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use holdfast_actors::core::actor::{Actor as Core, Event, Recovered, StoreError, StoreOp};
+use holdfast_actors::core::engine::{Answer, Query};
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
@@ -107,8 +108,14 @@ impl Io for NodeIo<'_> {
             None => Applied::Failed(StoreError::Io("store not open".into())),
         };
         match applied {
-            Applied::Done { fsync_owed: true } => Persisted::Appended,
-            Applied::Done { fsync_owed: false } => Persisted::Durable,
+            Applied::Done {
+                written,
+                fsync_owed: true,
+            } => Persisted::Appended(written),
+            Applied::Done {
+                written,
+                fsync_owed: false,
+            } => Persisted::Durable(written),
             Applied::Failed(e) => {
                 self.shared.metrics.count_store_error();
                 tracing::warn!(node = %self.shared.node.name, actor = self.kind.as_str(), error = %e, "persist failed");
@@ -121,6 +128,13 @@ impl Io for NodeIo<'_> {
     async fn load(&mut self, _slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         match self.storage.as_ref() {
             Some(s) => s.load(&key),
+            None => Err(StoreError::Io("store not open".into())),
+        }
+    }
+
+    async fn query(&mut self, _slot: usize, query: Query) -> Result<Answer, StoreError> {
+        match self.storage.as_ref() {
+            Some(s) => s.query(&query),
             None => Err(StoreError::Io("store not open".into())),
         }
     }

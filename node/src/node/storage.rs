@@ -10,7 +10,8 @@ use crate::config::NodeConfig;
 use crate::file_disk::{now_or_never, FileDisk};
 use crate::path_error::PathError;
 use holdfast_actors::chat::web_files::FILE_BLOB;
-use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use holdfast_actors::core::engine::{self, Answer, Query};
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::store_keys::STORE_DAMAGED;
 use holdfast_host::store::LogStore;
@@ -135,6 +136,15 @@ impl Storage {
         }
     }
 
+    /// Answers a core's query from committed rows.
+    pub(crate) fn query(&self, query: &Query) -> Result<Answer, StoreError> {
+        match self {
+            Storage::Log { store, .. } => Ok(engine::answer(store.state(), query)),
+            Storage::Archive(db) => db.answer(query),
+            Storage::Chat(db) => db.answer(query),
+        }
+    }
+
     /// Applies a batch.
     pub(crate) fn apply(&mut self, mut ops: Vec<StoreOp>) -> Applied {
         if let Storage::Log {
@@ -145,9 +155,9 @@ impl Storage {
             // log never names a file that is not on disk.
             let (blob_ops, rest): (Vec<StoreOp>, Vec<StoreOp>) =
                 ops.into_iter().partition(|op| match op {
-                    StoreOp::Put { key, .. } | StoreOp::Delete { key } => {
-                        key.starts_with(FILE_BLOB)
-                    }
+                    StoreOp::Put { key, .. }
+                    | StoreOp::Insert { key, .. }
+                    | StoreOp::Delete { key } => key.starts_with(FILE_BLOB),
                 });
             let mut written = Vec::new();
             for op in blob_ops {
@@ -156,6 +166,9 @@ impl Storage {
                         written.push(key.clone());
                     }),
                     StoreOp::Delete { key } => blobs.delete(key),
+                    StoreOp::Insert { key, .. } => Err(StoreError::Io(format!(
+                        "file contents are put, not inserted ({key:?})"
+                    ))),
                 };
                 if let Err(e) = result {
                     // Nothing of the batch is acknowledged: drop what it
@@ -167,7 +180,10 @@ impl Storage {
                 }
             }
             if rest.is_empty() {
-                return Applied::Done { fsync_owed: false };
+                return Applied::Done {
+                    written: Written::default(),
+                    fsync_owed: false,
+                };
             }
             ops = rest;
         }
@@ -184,16 +200,25 @@ impl Storage {
                     );
                 }
                 match result {
-                    Ok(()) => Applied::Done { fsync_owed: true },
+                    Ok(written) => Applied::Done {
+                        written,
+                        fsync_owed: true,
+                    },
                     Err(e) => Applied::Failed(e),
                 }
             }
             Storage::Archive(db) => match db.apply(&ops) {
-                Ok(()) => Applied::Done { fsync_owed: false },
+                Ok(written) => Applied::Done {
+                    written,
+                    fsync_owed: false,
+                },
                 Err(e) => Applied::Failed(e),
             },
             Storage::Chat(db) => match db.apply(&ops) {
-                Ok(()) => Applied::Done { fsync_owed: false },
+                Ok(written) => Applied::Done {
+                    written,
+                    fsync_owed: false,
+                },
                 Err(e) => Applied::Failed(e),
             },
         }
@@ -202,6 +227,7 @@ impl Storage {
 
 pub(crate) enum Applied {
     Done {
+        written: Written,
         fsync_owed: bool,
     },
     /// Reported to the core (a full disk, an I/O error it can react to).

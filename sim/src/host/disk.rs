@@ -312,7 +312,7 @@ mod tests {
         let mut n = 0;
         let err = loop {
             match block_on(store.apply(&disk, put(&format!("k{n}")))) {
-                Ok(()) => n += 1,
+                Ok(_) => n += 1,
                 Err(e) => break e,
             }
         };

@@ -10,6 +10,7 @@ use crate::oracle::events::EventRecord;
 use crate::trace::Trace;
 use fnv::FnvHasher;
 use holdfast_actors::core::actor::{Actor, Event, StoreError, StoreOp, Timer};
+use holdfast_actors::core::engine::{self, Answer, Query};
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
@@ -138,12 +139,12 @@ impl Io for SimIo<'_> {
             // Appended now, made durable by a sync the host runs for the
             // whole group (see `run_node`).
             match store.apply(&disk.deferred(), ops).await {
-                Ok(()) => Persisted::Appended,
+                Ok(w) => Persisted::Appended(w),
                 Err(e) => Persisted::Failed(e),
             }
         } else {
             match store.apply(disk, ops).await {
-                Ok(()) => Persisted::Durable,
+                Ok(w) => Persisted::Durable(w),
                 Err(e) => Persisted::Failed(e),
             }
         }
@@ -151,6 +152,12 @@ impl Io for SimIo<'_> {
 
     async fn load(&mut self, slot: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.stores[slot].state().get(&key).cloned())
+    }
+
+    async fn query(&mut self, slot: usize, query: Query) -> Result<Answer, StoreError> {
+        // The engine's rows are the store's replayed log: what the
+        // simulated disk holds, not what the core remembers.
+        Ok(engine::answer(self.stores[slot].state(), &query))
     }
 
     async fn output(&mut self, _slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError> {
@@ -543,7 +550,7 @@ async fn serve(
 fn refused_row(ops: &[StoreOp], one_in: u64) -> Option<StoreError> {
     use std::hash::Hasher;
     ops.iter().find_map(|op| {
-        let StoreOp::Put { key, value } = op else {
+        let StoreOp::Insert { key, value } = op else {
             return None;
         };
         if !key.starts_with(DB_ROW) {

@@ -53,7 +53,7 @@ mod quota;
 pub use heartbeat::LinkHealth;
 
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
@@ -1097,12 +1097,12 @@ impl Actor for OutgoingQueue {
         self.arm_checks(ctx);
     }
 
-    fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
+    fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
         let Some(write) = self.writes.remove(&token) else {
             return;
         };
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 self.store_failing = false;
                 self.persisted_ok(write, ctx);
             }
