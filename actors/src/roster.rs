@@ -52,7 +52,9 @@ impl Cores for Roster {
             }
             ActorKind::Channel => Box::new(Channel::new(n, pool.clone(), s)),
             ActorKind::ChatStore => Box::new(
-                ChatStore::new(n, pool.rooms.clone()).with_compliance(pool.compliance.clone()),
+                ChatStore::new(n, pool.rooms.clone())
+                    .with_compliance(pool.compliance.clone())
+                    .sabotaged(sabotage),
             ),
             ActorKind::Web => {
                 Box::new(WebFiles::new(n, pool.clone(), s).with_compliance(pool.compliance.clone()))

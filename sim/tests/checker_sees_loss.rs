@@ -156,6 +156,25 @@ fn compliance_deleting_before_writing_is_caught() {
     );
 }
 
+/// A post its author sends again under its id (the answer came too late)
+/// must be answered with the number it is stored under. A store that
+/// appends it again is caught: the checker counts every copy.
+#[test]
+fn a_store_that_forgets_post_ids_is_caught() {
+    let good = library_passes("chat-store-restarts.toml", 1);
+    let c = good.chat.unwrap();
+    assert_eq!(c.duplicates, 0);
+    assert!(c.post_retries > 100, "retries = {}", c.post_retries);
+    let (bad, failures) = library(
+        "chat-store-restarts.toml",
+        1,
+        "chat_store_forgets_ids = true",
+    );
+    let c = bad.chat.unwrap();
+    assert!(c.duplicates > 100, "duplicates = {}", c.duplicates);
+    assert_failure(&failures, "chat duplicates = ");
+}
+
 /// A library scenario run as it is: it passes, and this is its result.
 fn library_passes(file: &str, seed: u64) -> holdfast_sim::report::RunResult {
     let (result, failures) = library(file, seed, "");

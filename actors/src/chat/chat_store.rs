@@ -156,6 +156,8 @@ pub struct ChatStore {
     posts: Option<u64>,
     asking: BTreeMap<u64, Ask>,
     next_ask: u64,
+    /// Sabotage `chat_store_forgets_ids`.
+    forgets_ids: bool,
     /// The configured rooms, then every room stored since.
     directory: BTreeMap<RoomId, Room>,
     configured: BTreeMap<RoomId, Room>,
@@ -176,6 +178,7 @@ impl ChatStore {
             posts: None,
             asking: BTreeMap::new(),
             next_ask: 0,
+            forgets_ids: false,
             directory: configured.clone(),
             configured,
             version: 0,
@@ -184,6 +187,13 @@ impl ChatStore {
             next_token: 0,
             outbox: Outbox::default(),
         }
+    }
+
+    /// Applies the sabotages that concern the chat store (for the
+    /// checkers to find; production never sets them).
+    pub fn sabotaged(mut self, sabotage: &crate::core::settings::Sabotage) -> Self {
+        self.forgets_ids = sabotage.chat_store_forgets_ids;
+        self
     }
 
     /// Queues compliance events for `compliance` (the pool's Compliance
@@ -780,6 +790,9 @@ impl Actor for ChatStore {
                 let stored = answer.into_values().into_iter().next().flatten();
                 match stored.map(|v| store_keys::decode::<(u64, Post)>(&v)) {
                     // Stored already: the same answer again.
+                    Some(Ok(_)) if self.forgets_ids && self.latest.contains_key(&post.room) => {
+                        self.append(from, token, post, ctx)
+                    }
                     Some(Ok((seq, post))) => {
                         ctx.send(from, Msg::StoreAppended { token, seq, post })
                     }

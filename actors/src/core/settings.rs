@@ -352,6 +352,10 @@ pub struct Sabotage {
     /// whatever its role (the behaviour before operator controls checked
     /// the principal).
     pub fe_resume_anyone: bool,
+    /// The chat store appends a post sent again under its id as a new post
+    /// instead of answering with the number it holds it under (a store
+    /// without a unique key on the post id).
+    pub chat_store_forgets_ids: bool,
 }
 
 #[cfg(test)]

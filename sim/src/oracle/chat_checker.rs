@@ -38,6 +38,7 @@ pub struct ChatCounts {
     pub refused_joins: u64,
     pub busy: u64,
     pub reconnects: u64,
+    pub post_retries: u64,
     pub leaves: u64,
     /// Copies that arrived again and were dropped by the client.
     pub redundant: u64,
@@ -144,7 +145,20 @@ pub fn check(log: &ChatLog, stored: &[(u64, Post)], files: &BTreeMap<String, u64
                     }
                 }
             }
-            PostOutcome::Rejected(_) => c.rejected += 1,
+            PostOutcome::Rejected(reason) => {
+                c.rejected += 1;
+                // A definite refusal must mean not stored. "Store
+                // unavailable" leaves the post's fate open (a timed-out
+                // write may still land: the author retries the same id).
+                if !reason.starts_with("StoreUnavailable") && by_id.contains_key(id.as_str()) {
+                    c.phantoms += 1;
+                    example(
+                        &mut c,
+                        "phantoms",
+                        format!("{id}: refused ({reason}) yet stored"),
+                    );
+                }
+            }
             PostOutcome::Unknown => c.unknown += 1,
         }
     }
@@ -192,6 +206,7 @@ pub fn check(log: &ChatLog, stored: &[(u64, Post)], files: &BTreeMap<String, u64
     c.refused_joins = log.refused_joins;
     c.busy = log.busy;
     c.reconnects = log.reconnects;
+    c.post_retries = log.post_retries;
     c.leaves = log.leaves;
     c
 }

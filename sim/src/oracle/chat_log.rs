@@ -92,6 +92,9 @@ pub struct ChatLog {
     pub refused_joins: u64,
     pub busy: u64,
     pub reconnects: u64,
+    /// Posts sent again under their id for want of an answer
+    /// (`retry_posts`).
+    pub post_retries: u64,
     /// Rooms left for a while (churn); each rejoin must catch up.
     pub leaves: u64,
     /// Leaves the Channel server confirmed (recorded for compliance), per

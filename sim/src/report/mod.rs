@@ -419,6 +419,7 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
         ("chat accepted", c.accepted, e.chat_accepted_min),
         ("chat busy answers", c.busy, e.chat_busy_min),
         ("chat reconnects", c.reconnects, e.chat_reconnects_min),
+        ("chat post retries", c.post_retries, e.chat_post_retries_min),
         (
             "chat refused joins",
             c.refused_joins,
@@ -569,8 +570,8 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
             ch.posts, ch.accepted, ch.rejected, ch.unknown, ch.stored, ch.lost, ch.duplicates, ch.missed, ch.delivered
         ));
         s.push_str(&format!(
-            "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  leaves {}  redundant copies {}\n",
-            ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.leaves, ch.redundant
+            "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  retried posts {}  leaves {}  redundant copies {}\n",
+            ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.post_retries, ch.leaves, ch.redundant
         ));
         if ch.files_stored > 0 {
             s.push_str(&format!(

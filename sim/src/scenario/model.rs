@@ -255,6 +255,9 @@ pub struct ChatWorkload {
     pub managed: bool,
     /// Chance per keep-alive that a client leaves a room for a period.
     pub churn: f64,
+    /// A post without an answer by the client's next keep-alive is sent
+    /// again under the same id (a client retrying after a timeout).
+    pub retry_posts: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -383,6 +386,8 @@ pub struct Expect {
     pub chat_accepted_min: Option<u64>,
     pub chat_busy_min: Option<u64>,
     pub chat_reconnects_min: Option<u64>,
+    /// At least this many posts sent again for want of an answer.
+    pub chat_post_retries_min: Option<u64>,
     pub chat_refused_joins_min: Option<u64>,
     /// With a Compliance service: at least this many events exported.
     pub compliance_exported_min: Option<u64>,

@@ -153,6 +153,10 @@ pub(super) struct RawWorkload {
     /// for a period (then rejoins and catches up).
     #[serde(default)]
     pub(super) churn: Option<Spanned<f64>>,
+    /// chat: a client sends each of its posts that has no answer by its
+    /// next keep-alive again, under the same id, to the server it has then.
+    #[serde(default)]
+    pub(super) retry_posts: Option<Spanned<bool>>,
     /// hostile: the attacks its clients make.
     #[serde(default)]
     pub(super) attacks: Option<Spanned<Vec<String>>>,
@@ -257,6 +261,8 @@ pub(super) struct RawExpect {
     pub(super) chat_accepted_min: Option<u64>,
     pub(super) chat_busy_min: Option<u64>,
     pub(super) chat_reconnects_min: Option<u64>,
+    /// At least this many posts sent again for want of an answer.
+    pub(super) chat_post_retries_min: Option<u64>,
     pub(super) chat_refused_joins_min: Option<u64>,
     pub(super) compliance_exported_min: Option<u64>,
     #[serde(default)]

@@ -89,6 +89,7 @@ fn hostile_workload(
             ("sync", at_kind(w.sync.is_some())),
             ("managed", at_kind(w.managed.is_some())),
             ("churn", at_kind(w.churn.is_some())),
+            ("retry_posts", at_kind(w.retry_posts.is_some())),
             ("repair", at_kind(w.repair.is_some())),
         ],
         "a hostile workload does not take this key",
@@ -225,6 +226,7 @@ fn chat_workload(
         files,
         managed: w.managed.as_ref().is_some_and(|m| *m.get_ref()),
         churn,
+        retry_posts: w.retry_posts.as_ref().is_some_and(|r| *r.get_ref()),
     })
 }
 
@@ -291,6 +293,7 @@ fn im_workload(
             ("sync", w.sync.as_ref().map(|r| r.span())),
             ("managed", w.managed.as_ref().map(|r| r.span())),
             ("churn", w.churn.as_ref().map(|r| r.span())),
+            ("retry_posts", w.retry_posts.as_ref().map(|r| r.span())),
         ],
         "only a chat workload takes this key",
     )?;

@@ -92,6 +92,7 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
                     members: members.clone(),
                     done: BTreeSet::new(),
                 }),
+                unanswered: BTreeMap::new(),
             };
             tasks.push(tokio::spawn(client.run()));
         }
@@ -130,6 +131,8 @@ struct ChatClient {
     /// The rooms this client creates (the first user of a managed
     /// workload).
     creates: Option<Creates>,
+    /// Posts sent and not answered yet (`retry_posts`): id → room, text.
+    unanswered: BTreeMap<String, (String, String)>,
 }
 
 struct Creates {
@@ -338,6 +341,17 @@ impl ChatClient {
                                     }
                                 }
                                 self.join_all(&net, &ch, &state);
+                                // Posts still without an answer: again,
+                                // under the same id — stored at most once.
+                                let again: Vec<(String, String, String)> = self
+                                    .unanswered
+                                    .iter()
+                                    .map(|(id, (room, text))| (id.clone(), room.clone(), text.clone()))
+                                    .collect();
+                                for (post, room, text) in again {
+                                    lock(&self.log).post_retries += 1;
+                                    self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::ChatPost { post, room, text });
+                                }
                             }
                         }
                     }
@@ -365,6 +379,9 @@ impl ChatClient {
                                         text: text.clone(),
                                         outcome: PostOutcome::Unknown,
                                     });
+                                    if self.wl.retry_posts {
+                                        self.unanswered.insert(id.clone(), (room.clone(), text.clone()));
+                                    }
                                     self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::ChatPost { post: id, room, text });
                                 }
                             }
@@ -595,6 +612,7 @@ impl ChatClient {
                 }
             }
             Msg::ChatPosted { post, seq, .. } => {
+                self.unanswered.remove(&post);
                 if let Some(op) = lock(&self.log).posts.get_mut(&post) {
                     op.outcome = PostOutcome::Accepted { seq };
                 }
@@ -602,9 +620,23 @@ impl ChatClient {
             Msg::ChatRejected { room, post, reason } => {
                 let mut log = lock(&self.log);
                 match post {
+                    // The store may have the post after all, or the
+                    // server the retry reached has not seen the author
+                    // rejoin yet: the author sends it again under its id
+                    // at the next keep-alive.
+                    Some(id)
+                        if matches!(
+                            reason,
+                            ChatReject::StoreUnavailable | ChatReject::NotJoined | ChatReject::Busy
+                        ) && self.unanswered.contains_key(&id) => {}
                     Some(id) => {
+                        self.unanswered.remove(&id);
                         if let Some(op) = log.posts.get_mut(&id) {
-                            op.outcome = PostOutcome::Rejected(format!("{reason:?}"));
+                            // A retry's refusal after the post was accepted
+                            // answers the retry, not the post.
+                            if !matches!(op.outcome, PostOutcome::Accepted { .. }) {
+                                op.outcome = PostOutcome::Rejected(format!("{reason:?}"));
+                            }
                         }
                     }
                     None => match reason {
