@@ -9,6 +9,7 @@
 
 pub mod archive_db;
 pub mod bench;
+pub mod bench_start;
 pub mod blob_files;
 pub mod chat_client;
 pub mod chat_db;

@@ -114,6 +114,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure how long a database node and a chat store take to start,
+    /// and their memory at idle, against the size of their store.
+    #[command(
+        after_help = "Example: holdfast bench-start --rows 0,1000000,10000000 --posts 0,100000,1000000 --dir /var/tmp/holdfast-stores"
+    )]
+    BenchStart {
+        /// Archive sizes to start a database node on, in rows.
+        #[arg(long, value_delimiter = ',', default_value = "0,1000000,10000000")]
+        rows: Vec<u64>,
+        /// Chat store sizes to start a chat store on, in posts.
+        #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
+        posts: Vec<u64>,
+        /// Where to build the stores and keep them for the next run (one
+        /// folder per size, reused); default a temporary folder, removed
+        /// at the end.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the temporary folder (without --dir).
+        #[arg(long)]
+        keep: bool,
+        /// How long a node may take to become ready before it is stopped
+        /// (and reported as stopped), e.g. 30s, 10m.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// How long a ready node idles before its memory is read.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        idle: Duration,
+        /// Print only the JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// The Compliance service: status, or export now.
     #[command(after_help = "Example: holdfast compliance status -c cluster.toml")]
     Compliance {
@@ -236,6 +267,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             set,
             json,
         } => cli::bench::run(rate, duration, links, size, set, json)?,
+        Cmd::BenchStart {
+            rows,
+            posts,
+            dir,
+            keep,
+            timeout,
+            idle,
+            json,
+        } => cli::bench_start::run(rows, posts, dir, keep, timeout, idle, json)?,
         Cmd::Settings { markdown } => cli::settings::run(markdown),
         Cmd::InspectStore { file } => cli::inspect::run(&file)?,
         Cmd::Parked { cmd } => cli::parked::run(cmd)?,

@@ -3,6 +3,7 @@
 
 pub(crate) mod archive;
 pub(crate) mod bench;
+pub(crate) mod bench_start;
 pub(crate) mod certs;
 pub(crate) mod chat;
 pub(crate) mod cluster;
