@@ -86,7 +86,11 @@ pub struct StartFigure {
     pub file_mib: f64,
     /// Seconds it took to build the store, 0 when reused from the folder.
     pub build_s: f64,
-    /// Started under [`START_BOUND_S`] and idle under [`RSS_BOUND_MIB`].
+    /// What the node's `/metrics` said the store holds once started (it
+    /// counts without reading the rows): must equal the size.
+    pub reported: Option<u64>,
+    /// Started under [`START_BOUND_S`], idle under [`RSS_BOUND_MIB`], and
+    /// reporting the store's size.
     pub within_bounds: bool,
     /// Why the node was stopped before it was ready (too slow, or taking
     /// the machine's memory): then `start_s` and the memory figures are
@@ -179,7 +183,11 @@ fn measure(opts: &StartOptions, store: Store, size: u64) -> Result<StartFigure, 
     let file_mib = mib(std::fs::metadata(&file).map_err(|e| e.to_string())?.len());
     let (config, metrics) = node_config(opts, store, &data)?;
     say(opts, format!("starting a {} node on {size}", store.node()));
-    let s = start_node(&config, store.node(), metrics, opts)?;
+    let gauge = match store {
+        Store::Archive => "holdfast_archived_rows",
+        Store::Chat => "holdfast_chat_posts",
+    };
+    let s = start_node(&config, store.node(), metrics, gauge, opts)?;
     if let Some(why) = &s.stopped {
         say(opts, format!("  {why}"));
     }
@@ -194,7 +202,9 @@ fn measure(opts: &StartOptions, store: Store, size: u64) -> Result<StartFigure, 
         build_s,
         within_bounds: s.stopped.is_none()
             && s.start_s < START_BOUND_S
-            && s.rss_mib < RSS_BOUND_MIB,
+            && s.rss_mib < RSS_BOUND_MIB
+            && s.reported == Some(size),
+        reported: s.reported,
         stopped: s.stopped,
     })
 }
@@ -252,6 +262,8 @@ struct Started {
     peak_mib: f64,
     /// Why the node was stopped before it was ready, if it was.
     stopped: Option<String>,
+    /// The rows (posts) the node's `/metrics` said the store holds.
+    reported: Option<u64>,
 }
 
 /// The share of the machine's memory left to others: a node that would
@@ -298,6 +310,7 @@ fn start_node(
     config: &Config,
     name: &str,
     metrics: SocketAddr,
+    gauge: &str,
     opts: &StartOptions,
 ) -> Result<Started, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -345,6 +358,10 @@ fn start_node(
         std::thread::sleep(opts.idle);
     }
     let (rss_mib, peak_mib) = node_memory(pid);
+    let reported = stopped
+        .is_none()
+        .then(|| reported_size(&agent, metrics, gauge))
+        .flatten();
     if !node.stop(Duration::from_secs(30)) {
         tracing::warn!(node = name, "did not stop within 30 s of SIGTERM: killed");
     }
@@ -353,7 +370,32 @@ fn start_node(
         rss_mib,
         peak_mib,
         stopped,
+        reported,
     })
+}
+
+/// The value of the gauge `name` on the node's `/metrics` (the count the
+/// node reads from its engine at start, without reading the rows).
+/// The node publishes its gauges every second: asked for up to 5 s.
+fn reported_size(agent: &ureq::Agent, metrics: SocketAddr, name: &str) -> Option<u64> {
+    let asked = Instant::now();
+    loop {
+        let text = agent
+            .get(&format!("http://{metrics}/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        let value = text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        match value {
+            Some(v) => return Some(v as u64),
+            None if asked.elapsed() > Duration::from_secs(5) => return None,
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Builds the store of `size` in `<data>.part` and renames it to `data`
@@ -471,6 +513,13 @@ fn fill_archive(file: &Path, rows: u64) -> Result<(), String> {
         }
         tx.commit().map_err(|e| e.to_string())?;
     }
+    // The archive keeps its row count in `counts`, moved by every
+    // transaction of the node; rows filled behind its back are counted once.
+    conn.execute(
+        "UPDATE counts SET n = (SELECT COUNT(*) FROM messages) WHERE name = 'messages'",
+        [],
+    )
+    .map_err(|e| e.to_string())?;
     finish_fill(conn, &indexes).map_err(|e| e.to_string())?;
     // And the node's code opens what was built.
     ArchiveDb::open(file).map(drop).map_err(|e| e.to_string())

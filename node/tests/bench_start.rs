@@ -33,6 +33,8 @@ fn check(figures: &serde_json::Value, unit: &str, sizes: &[u64]) {
         assert!(f["rss_mib"].as_f64().unwrap() > 0.0, "{f}");
         assert!(f["file_mib"].as_f64().unwrap() > 0.0, "{f}");
         assert!(f["within_bounds"].is_boolean(), "{f}");
+        // The node counts its store from the engine at start, rows unread.
+        assert_eq!(f["reported"].as_u64(), f[unit].as_u64(), "{f}");
     }
 }
 

@@ -60,20 +60,21 @@ pub(crate) fn run(
     let line = serde_json::to_string(&r).map_err(|e| e.to_string())?;
     if !json {
         println!(
-            "{:<8} {:>14} {:>9} {:>9} {:>9} {:>9}  verdict (start < {START_BOUND_S} s, RSS < {RSS_BOUND_MIB} MiB)",
-            "store", "size", "start s", "RSS MiB", "peak MiB", "file MiB"
+            "{:<8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>10}  verdict (start < {START_BOUND_S} s, RSS < {RSS_BOUND_MIB} MiB, count = size)",
+            "store", "size", "start s", "RSS MiB", "peak MiB", "file MiB", "counted"
         );
         for (store, unit, figures) in [("database", "rows", &r.archive), ("chat", "posts", &r.chat)]
         {
             for f in figures {
                 println!(
-                    "{:<8} {:>14} {:>9.3} {:>9.1} {:>9.1} {:>9.1}  {}",
+                    "{:<8} {:>14} {:>9.3} {:>9.1} {:>9.1} {:>9.1} {:>10}  {}",
                     store,
                     format!("{} {unit}", f.size),
                     f.start_s,
                     f.rss_mib,
                     f.peak_mib,
                     f.file_mib,
+                    f.reported.map_or("-".into(), |n| n.to_string()),
                     verdict(f)
                 );
             }
@@ -94,6 +95,9 @@ fn verdict(f: &StartFigure) -> String {
     }
     if f.rss_mib >= RSS_BOUND_MIB {
         over.push("RSS");
+    }
+    if f.reported != Some(f.size) {
+        over.push("count");
     }
     if over.is_empty() {
         "ok".into()
