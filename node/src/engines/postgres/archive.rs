@@ -169,7 +169,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
         ))
     };
     let mut tx = s.client()?.transaction().map_err(io)?;
-    let mut inserted = 0u64;
+    let (mut inserted, mut rows) = (0u64, 0u64);
     for op in ops {
         match op {
             StoreOp::Insert { key, value } if key.starts_with(DB_ROW) => {
@@ -219,6 +219,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                     }
                 }
                 inserted += n;
+                rows += n;
             }
             StoreOp::Put { key, .. } | StoreOp::Delete { key } if key.starts_with(DB_ROW) => {
                 return Err(refuse(format!(
@@ -236,8 +237,9 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
             }
         }
     }
-    if inserted > 0 {
-        let n = i64::try_from(inserted).unwrap_or(i64::MAX);
+    // `counts` counts the messages: not the inserts into `kv`.
+    if rows > 0 {
+        let n = i64::try_from(rows).unwrap_or(i64::MAX);
         tx.execute(&count_add, &[&n]).map_err(io)?;
     }
     tx.commit().map_err(io)?;
@@ -377,14 +379,13 @@ fn range_sql(
         let op = if reverse { "<" } else { ">" };
         conds.push(format!("{column} {op} ${}", args.len()));
     }
-    let order = if reverse { "DESC" } else { "ASC" };
-    Ok((
-        format!(
-            "SELECT {what} FROM {table} WHERE {} ORDER BY {column} {order}",
-            conds.join(" AND ")
-        ),
-        args,
-    ))
+    let mut sql = format!("SELECT {what} FROM {table} WHERE {}", conds.join(" AND "));
+    // A count has no order (PostgreSQL refuses one beside an aggregate).
+    if what != "COUNT(*)" {
+        let order = if reverse { "DESC" } else { "ASC" };
+        sql.push_str(&format!(" ORDER BY {column} {order}"));
+    }
+    Ok((sql, args))
 }
 
 /// A `messages` row read back.
