@@ -12,8 +12,8 @@
 
 use super::link::{io_error, refused_for_good, Link, Session};
 use super::schema::Schema;
+use super::target::PgTarget;
 use crate::archive_db::ArchivedMessage;
-use crate::config::PgTarget;
 use crate::engines::{Engine, EngineError};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query};
@@ -204,7 +204,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 ];
                 let n = tx.execute(&insert, &params).map_err(|e| {
                     if refused_for_good(&e) {
-                        refused(super::link::describe(&e))
+                        refused(super::schema::describe(&e))
                     } else {
                         io(e)
                     }

@@ -10,7 +10,7 @@
 
 use super::link::{io_error, refused_for_good, Link, Session};
 use super::schema::Schema;
-use crate::config::PgTarget;
+use super::target::PgTarget;
 use crate::engines::{Engine, EngineError};
 use holdfast_actors::chat::chat_store::{
     parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID, CHAT_ROOM,
@@ -163,7 +163,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
             if refused_for_good(&e) {
                 StoreError::Refused {
                     key,
-                    reason: super::link::describe(&e),
+                    reason: super::schema::describe(&e),
                 }
             } else {
                 io_error(&target, &e)

@@ -14,8 +14,8 @@
 //! connection; the next job connects again (and checks the schema). The
 //! cores retry their batches, and inserts are idempotent.
 
-use super::schema::{self, Schema};
-use crate::config::PgTarget;
+use super::schema::{self, describe, Schema};
+use super::target::PgTarget;
 use holdfast_actors::core::actor::StoreError;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Statement};
@@ -197,14 +197,6 @@ pub(crate) fn refused_for_good(e: &postgres::Error) -> bool {
         let c = c.code();
         c.starts_with("23") || c.starts_with("22") || c.starts_with("54") || c == "P0001"
     })
-}
-
-/// The server's message when it sent one, else the client's.
-pub(crate) fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;

@@ -27,7 +27,7 @@ const MIGRATION_LOCK: i64 = 0x686f_6c64_6661_7374;
 
 /// Brings the database to `schema`'s version, or says why it cannot.
 pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), String> {
-    let failed = |e: postgres::Error| format!("schema migration: {}", super::link::describe(&e));
+    let failed = |e: postgres::Error| format!("schema migration: {}", describe(&e));
     let mut tx = client.transaction().map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(failed)?;
@@ -62,7 +62,7 @@ pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), String
     }
     for (i, step) in schema.steps.iter().enumerate().skip(found.max(0) as usize) {
         tx.batch_execute(step)
-            .map_err(|e| format!("migration step {}: {}", i + 1, super::link::describe(&e)))?;
+            .map_err(|e| format!("migration step {}: {}", i + 1, describe(&e)))?;
     }
     if found < schema.version() {
         tx.execute(
@@ -73,4 +73,13 @@ pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), String
         .map_err(failed)?;
     }
     tx.commit().map_err(failed)
+}
+
+/// The server's message when it sent one (with its SQLSTATE), else the
+/// client's.
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
