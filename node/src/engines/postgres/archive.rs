@@ -203,7 +203,12 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                     &r.client_id,
                 ];
                 let n = tx.execute(&insert, &params).map_err(|e| {
-                    if refused_for_good(&e) {
+                    // Another writer took the next row id at the same
+                    // moment: a retry takes the one after.
+                    let raced = e
+                        .as_db_error()
+                        .is_some_and(|d| d.constraint() == Some("messages_pkey"));
+                    if refused_for_good(&e) && !raced {
                         refused(super::schema::describe(&e))
                     } else {
                         io(e)
