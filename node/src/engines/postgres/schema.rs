@@ -31,12 +31,20 @@ pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), String
     let mut tx = client.transaction().map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(failed)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (\
-             component TEXT PRIMARY KEY, \
-             version   INTEGER NOT NULL)",
-    )
-    .map_err(failed)?;
+    // Created only when missing: a node whose role may not create tables
+    // still connects to a database an administrator migrated.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .map_err(failed)?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE schema_version (\
+                 component TEXT PRIMARY KEY, \
+                 version   INTEGER NOT NULL)",
+        )
+        .map_err(failed)?;
+    }
     let mut found = 0;
     for row in tx
         .query("SELECT component, version FROM schema_version", &[])
