@@ -13,6 +13,14 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 run() { "$@" 2>&1 | tee -a "$log"; }
 
+# The PostgreSQL engine's tests start throwaway servers of their own
+# (initdb, pg_ctl on loopback, postgres_engines.rs and the *_postgres cases
+# of cluster_kill.rs and cluster_chat.rs: about a minute): Debian's
+# postgresql, installed if missing, before the tests run.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    run apt-get update -qq
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+fi
 run cargo fmt --all --check
 # One dependency direction: no module imports another in a circle.
 run scripts/module-cycles

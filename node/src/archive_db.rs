@@ -297,7 +297,7 @@ impl ArchiveDb {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
-        let mut inserted = 0u64;
+        let (mut inserted, mut rows) = (0u64, 0u64);
         {
             let mut insert = tx
                 .prepare_cached(
@@ -383,6 +383,7 @@ impl ArchiveDb {
                             }
                         }
                         inserted += n as u64;
+                        rows += n as u64;
                     }
                     StoreOp::Put { key, .. } | StoreOp::Delete { key }
                         if key.starts_with(DB_ROW) =>
@@ -403,10 +404,11 @@ impl ArchiveDb {
                 }
             }
         }
-        if inserted > 0 {
+        // `counts` counts the messages: not the inserts into `kv`.
+        if rows > 0 {
             tx.execute(
                 "UPDATE counts SET n = n + ?1 WHERE name = 'messages'",
-                [clamp_i64(inserted)],
+                [clamp_i64(rows)],
             )
             .map_err(io)?;
         }

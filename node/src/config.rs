@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
+pub use crate::engines::postgres::target::{redact_url, PgTarget};
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {err}")]
@@ -177,6 +179,125 @@ struct RawConfig {
     categories: Vec<RawCategory>,
     #[serde(default)]
     compliance: Option<RawCompliance>,
+    /// `[archive]`: the engine of every database node's archive.
+    #[serde(default)]
+    archive: Option<RawEngine>,
+    /// `[chat_store]`: the engine of the chat store.
+    #[serde(default)]
+    chat_store: Option<RawEngine>,
+}
+
+/// `[archive]` or `[chat_store]`: which engine keeps the rows.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    /// `sqlite` (default: a file in the node's data folder) or `postgres`.
+    #[serde(default)]
+    engine: Option<String>,
+    /// PostgreSQL: `postgres://user[:password]@host[:port]/database[?sslmode=…]`.
+    #[serde(default)]
+    url: Option<String>,
+    /// PostgreSQL: the CA certificate (PEM) that signed the server's
+    /// certificate; set, the link is TLS (rustls) and must verify.
+    #[serde(default)]
+    tls_ca: Option<PathBuf>,
+    /// PostgreSQL: how long a connection attempt may take (default 5s).
+    #[serde(default)]
+    connect_timeout: Option<String>,
+    /// PostgreSQL: how long one statement may run (default 30s).
+    #[serde(default)]
+    statement_timeout: Option<String>,
+}
+
+/// Where a database or chat store node keeps its rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StoreEngine {
+    /// A SQLite file in the node's data folder.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres(PgTarget),
+}
+
+/// The engine `section` (`"archive"` or `"chat_store"`) names for each of
+/// `nodes` (the nodes with that role): with several of them, a PostgreSQL
+/// URL must say `{node}` where each node's name goes, so that no two nodes
+/// share a database.
+fn store_engines(
+    raw: Option<&RawEngine>,
+    section: &str,
+    nodes: &[&str],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    invalid: Invalid,
+) -> Result<Vec<StoreEngine>, ConfigError> {
+    let key = |k: &str| format!("{section}.{k}");
+    let Some(raw) = raw else {
+        return Ok(vec![StoreEngine::Sqlite; nodes.len()]);
+    };
+    let duration = |k: &str, v: &Option<String>, default: u64| match v {
+        None => Ok(std::time::Duration::from_secs(default)),
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(invalid(key(k), "must be more than 0".into())),
+            Err(e) => Err(invalid(key(k), format!("{text:?}: {e}"))),
+        },
+    };
+    match raw.engine.as_deref().unwrap_or("sqlite") {
+        "sqlite" => {
+            for (k, set) in [
+                ("url", raw.url.is_some()),
+                ("tls_ca", raw.tls_ca.is_some()),
+                ("connect_timeout", raw.connect_timeout.is_some()),
+                ("statement_timeout", raw.statement_timeout.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key(k),
+                        "only for engine = \"postgres\" (the engine is sqlite)".into(),
+                    ));
+                }
+            }
+            Ok(vec![StoreEngine::Sqlite; nodes.len()])
+        }
+        "postgres" => {
+            let Some(url) = raw.url.clone() else {
+                return Err(invalid(
+                    key("url"),
+                    "engine = \"postgres\" needs url = \"postgres://user@host:port/database\""
+                        .into(),
+                ));
+            };
+            if nodes.len() > 1 && !url.contains("{node}") {
+                return Err(invalid(
+                    key("url"),
+                    format!(
+                        "{} nodes would share one database: write {{node}} where each node's name goes",
+                        nodes.len()
+                    ),
+                ));
+            }
+            let connect_timeout = duration("connect_timeout", &raw.connect_timeout, 5)?;
+            let statement_timeout = duration("statement_timeout", &raw.statement_timeout, 30)?;
+            let tls_ca = raw.tls_ca.as_deref().map(resolve);
+            let mut out = Vec::new();
+            for node in nodes {
+                let target = PgTarget {
+                    url: url.replace("{node}", node),
+                    tls_ca: tls_ca.clone(),
+                    connect_timeout,
+                    statement_timeout,
+                };
+                crate::engines::postgres::check_target(&target)
+                    .map_err(|msg| invalid(key("url"), msg))?;
+                out.push(StoreEngine::Postgres(target));
+            }
+            Ok(out)
+        }
+        other => Err(invalid(
+            key("engine"),
+            format!("{other:?}: expected \"sqlite\" or \"postgres\""),
+        )),
+    }
 }
 
 /// `[compliance]`: where and how the Compliance service exports.
@@ -279,6 +400,10 @@ pub struct NodeConfig {
     pub database: Option<String>,
     pub users: Vec<String>,
     pub privacy: Privacy,
+    /// Where a database node keeps its archive (`[archive]`).
+    pub archive_engine: StoreEngine,
+    /// Where a chat store node keeps its rows (`[chat_store]`).
+    pub chat_engine: StoreEngine,
 }
 
 impl NodeConfig {
@@ -558,6 +683,8 @@ fn nodes(
             database: n.database.clone(),
             users,
             privacy: n.privacy,
+            archive_engine: StoreEngine::Sqlite,
+            chat_engine: StoreEngine::Sqlite,
         });
     }
     if nodes.is_empty() {
@@ -802,7 +929,25 @@ impl Config {
             .validate()
             .map_err(|(key, msg)| invalid(format!("settings.{key}"), msg))?;
         let data_root = resolve(&raw.cluster.data);
-        let nodes = nodes(&raw.nodes, &data_root, &resolve, &invalid)?;
+        let mut nodes = nodes(&raw.nodes, &data_root, &resolve, &invalid)?;
+        for (role, section, raw_engine) in [
+            (Role::Database, "archive", raw.archive.as_ref()),
+            (Role::ChatStore, "chat_store", raw.chat_store.as_ref()),
+        ] {
+            let names: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.has(role))
+                .map(|n| n.name.clone())
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let engines = store_engines(raw_engine, section, &names, &resolve, &invalid)?;
+            for (node, engine) in nodes.iter_mut().filter(|n| n.has(role)).zip(engines) {
+                match role {
+                    Role::Database => node.archive_engine = engine,
+                    _ => node.chat_engine = engine,
+                }
+            }
+        }
         let cluster = archiving_cluster(&nodes, &raw.cluster, raw.archiving, &invalid)?;
         let mut pool = chat_pool(&raw.rooms, &raw.categories, &nodes, &invalid)?;
         web(
@@ -1024,5 +1169,55 @@ denied = ["user3@corp.example"]
         assert!(err(&GOOD.replace("links", "linkz")).contains("linkz"));
         assert!(err(&GOOD.replace("\"2s\"", "\"0s\""))
             .contains("settings.heartbeat_interval: must be greater than 0"));
+    }
+
+    #[test]
+    fn the_archive_and_chat_store_engines_default_to_sqlite_and_postgres_is_checked() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.node("db1").unwrap().archive_engine, StoreEngine::Sqlite);
+        let pg = format!(
+            "{GOOD}\n[archive]\nengine = \"postgres\"\n\
+             url = \"postgres://hf:s3cret@db.corp.example:5432/archive?sslmode=require\"\n\
+             tls_ca = \"certs/pg-ca.pem\"\nstatement_timeout = \"10s\"\n"
+        );
+        let c = parse(&pg).unwrap();
+        let StoreEngine::Postgres(t) = &c.node("db1").unwrap().archive_engine else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            t.tls_ca.as_deref(),
+            Some(Path::new("/base/certs/pg-ca.pem"))
+        );
+        assert_eq!(t.statement_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(t.connect_timeout, std::time::Duration::from_secs(5));
+        let shown = format!("{t:?} {}", t.redacted());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://hf:***@db.corp.example:5432/archive?sslmode=require"));
+        assert_eq!(c.node("fe1").unwrap().archive_engine, StoreEngine::Sqlite);
+        assert_eq!(
+            redact_url("host=h user=u password=p dbname=d"),
+            "host=h user=u password=*** dbname=d"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/d?password=p&x=1"),
+            "postgres://u@h/d?password=***&x=1"
+        );
+        let without_url = format!("{GOOD}\n[archive]\nengine = \"postgres\"\n");
+        assert!(err(&without_url).contains("archive.url"));
+        let sqlite_with_url = format!("{GOOD}\n[chat_store]\nurl = \"postgres://h/d\"\n");
+        assert!(err(&sqlite_with_url).contains("chat_store.url: only for engine"));
+        let other = format!("{GOOD}\n[archive]\nengine = \"mysql\"\n");
+        assert!(err(&other).contains("archive.engine"));
+        let bad_mode = format!(
+            "{GOOD}\n[archive]\nengine = \"postgres\"\nurl = \"postgres://h/d?sslmode=require\"\n"
+        );
+        assert!(err(&bad_mode).contains("tls_ca"), "{}", err(&bad_mode));
+        let typo = format!("{GOOD}\n[archive]\nengin = \"postgres\"\n");
+        assert!(err(&typo).contains("engin"));
+        let two_dbs = pg.replace(
+            "[[node]]\nname = \"db1\"",
+            "[[node]]\nname = \"db2\"\nroles = [\"database\"]\nlisten = \"127.0.0.1:7302\"\n\n[[node]]\nname = \"db1\"",
+        );
+        assert!(err(&two_dbs).contains("{node}"), "{}", err(&two_dbs));
     }
 }

@@ -18,6 +18,7 @@ pub mod cluster_status;
 pub mod cluster_up;
 pub mod compliance_client;
 pub mod config;
+pub mod engines;
 pub mod file_disk;
 pub mod metrics;
 pub mod node;

@@ -4,7 +4,7 @@
 //! The cores run in the one reactor every host shares
 //! ([`holdfast_actors::core::reactor`]), which keeps the guarantees of
 //! [`holdfast_actors::core::actor`]; this folder gives it production I/O:
-//! - `storage`: log stores and the SQLite databases;
+//! - `storage`: log stores and the engines of the archive and chat store;
 //! - `folders`: the data folder and the compliance export folder;
 //! - `cores`: what the cores share;
 //! - `adapter`: one actix actor per core, the reactor's `Io`, and how the

@@ -2,15 +2,30 @@
 //! server reaches a member connected to the other through the relay; a
 //! member whose server dies rejoins through Lookup and gets what it
 //! missed; posts survive a SIGKILL of the chat store. Rooms are created,
-//! found, changed and kept through the command-line tool.
+//! found, changed and kept through the command-line tool. Each case runs
+//! with the chat store in SQLite and in PostgreSQL.
 
 mod common;
 
+use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
 use holdfast::cluster_up::{free_port, loopback_config};
 use holdfast_actors::compliance::export::{parse, ExportFormat};
 use std::time::Duration;
+
+/// The chat cluster, its chat store in `pg`'s database when given.
+fn cluster(pg: Option<&PgServer>) -> TestCluster {
+    let chat_store = pg
+        .map(|pg| {
+            format!(
+                "\n[chat_store]\nengine = \"postgres\"\nurl = \"{}\"\n",
+                pg.url("holdfast")
+            )
+        })
+        .unwrap_or_default();
+    TestCluster::start_with("tls", || config_text() + &chat_store)
+}
 
 fn config_text() -> String {
     let mut text = loopback_config(
@@ -51,7 +66,17 @@ fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn rooms_are_created_found_changed_and_kept() {
-    let mut c = TestCluster::start_with("tls", config_text);
+    rooms_are_created_found_changed_and_kept_on(None);
+}
+
+#[test]
+fn rooms_are_created_found_changed_and_kept_with_postgres() {
+    let pg = PgServer::start();
+    rooms_are_created_found_changed_and_kept_on(Some(&pg));
+}
+
+fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
+    let mut c = cluster(pg);
     // carl chats but is homed on no front end: `certs init` made him no
     // credential, so he gets one as any new user does.
     let (code, out, err) = holdfast(&c, &["certs", "user", "carl@corp.example"]);
@@ -230,7 +255,17 @@ fn rooms_are_created_found_changed_and_kept() {
 
 #[test]
 fn posts_cross_servers_survive_a_server_and_a_store_crash() {
-    let mut c = TestCluster::start_with("tls", config_text);
+    posts_cross_servers_survive_a_server_and_a_store_crash_on(None);
+}
+
+#[test]
+fn posts_cross_servers_survive_a_server_and_a_store_crash_with_postgres() {
+    let pg = PgServer::start();
+    posts_cross_servers_survive_a_server_and_a_store_crash_on(Some(&pg));
+}
+
+fn posts_cross_servers_survive_a_server_and_a_store_crash_on(pg: Option<&PgServer>) {
+    let mut c = cluster(pg);
     let rt = common::runtime();
     let config = c.config.clone();
     let t = Duration::from_secs(10);
@@ -316,6 +351,16 @@ fn posts_cross_servers_survive_a_server_and_a_store_crash() {
         assert_eq!(latest, 30);
         assert_eq!(posts.len(), 30, "the backchat holds every post");
     });
+    if let Some(pg) = pg {
+        // In the server's tables, not in a SQLite file.
+        let n: i64 = pg
+            .client("holdfast")
+            .query_one("SELECT COUNT(*) FROM posts WHERE room = 'general'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 30);
+        assert!(!c.config.node("chatdb").unwrap().chat_path().exists());
+    }
     let slow = c.stop_all();
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }

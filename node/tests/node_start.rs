@@ -47,3 +47,32 @@ fn a_node_is_ready_once_it_listens() {
     assert!(err.contains("cannot listen"), "{err}");
     drop(squatter);
 }
+
+/// A database node whose PostgreSQL server cannot be reached does not
+/// start, says which server (its password hidden) and why.
+#[test]
+fn a_database_node_without_its_postgresql_says_so_and_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    let nobody = holdfast::cluster_up::free_port().unwrap();
+    let text = format!(
+        "{}\n[archive]\nengine = \"postgres\"\nurl = \"postgres://holdfast:pg-s3cret@127.0.0.1:{nobody}/archive\"\nconnect_timeout = \"2s\"\n",
+        loopback_config("plain", "")
+    );
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).unwrap();
+    let mut p = spawn_node(&exe(), &config, "db1").unwrap();
+    let err = p.wait_ready(Duration::from_secs(20)).unwrap_err();
+    assert!(err.contains("db1 exited"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "postgres://holdfast:***@127.0.0.1:{nobody}/archive: cannot connect"
+        )),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(config.node("db1").unwrap().data.join("node.log")).unwrap();
+    assert!(
+        !log.contains("pg-s3cret") && !err.contains("pg-s3cret"),
+        "{log}"
+    );
+}

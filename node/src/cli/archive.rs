@@ -5,7 +5,7 @@ use super::common::{
 };
 use clap::Subcommand;
 use holdfast::archive_db::{ArchiveDb, Query};
-use holdfast::config::{Config, NodeConfig as Node, Role};
+use holdfast::config::{Config, NodeConfig as Node, Role, StoreEngine};
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,6 +67,14 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
         } => {
             let config = load_config(&config)?;
             let node = database_node(&config, database)?;
+            if let StoreEngine::Postgres(target) = &node.archive_engine {
+                return Err(Failure::Error(format!(
+                    "{}'s archive is in PostgreSQL ({}): query its messages table there \
+                     (psql, or any SQL client)",
+                    node.name,
+                    target.redacted()
+                )));
+            }
             if let Some(id) = wait {
                 wait_archived(&node.archive_path(), &id, timeout)?;
             }

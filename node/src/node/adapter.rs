@@ -133,7 +133,7 @@ impl Io for NodeIo<'_> {
     }
 
     async fn query(&mut self, _slot: usize, query: Query) -> Result<Answer, StoreError> {
-        match self.storage.as_ref() {
+        match self.storage.as_mut() {
             Some(s) => s.query(&query),
             None => Err(StoreError::Io("store not open".into())),
         }
@@ -306,7 +306,7 @@ impl CoreActor {
         let opened = match self.opened.take() {
             Some(opened) => Ok(opened),
             None => Storage::open(&self.shared.node, self.kind)
-                .and_then(|s| s.recovered().map(|r| (s, r))),
+                .and_then(|mut s| s.recovered().map(|r| (s, r))),
         };
         let (storage, recovered) = match opened {
             Ok(x) => x,

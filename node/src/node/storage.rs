@@ -1,12 +1,15 @@
 //! Where a production core's durable state lives: a log store (with the
 //! Web service's file contents beside it) committed in groups, or the
-//! SQLite archive and chat databases, durable at each commit.
+//! engine of the archive or the chat store (SQLite or PostgreSQL),
+//! durable at each commit.
 
 use super::{store_file, NodeError};
 use crate::archive_db::{ArchiveDb, ArchiveDbError};
 use crate::blob_files::BlobFiles;
 use crate::chat_db::ChatDb;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, StoreEngine};
+use crate::engines::postgres::{PgArchive, PgChat};
+use crate::engines::{Engine, EngineError};
 use crate::file_disk::{now_or_never, FileDisk};
 use crate::path_error::PathError;
 use holdfast_actors::chat::web_files::FILE_BLOB;
@@ -25,6 +28,8 @@ pub enum StorageError {
     Path(#[from] PathError),
     #[error(transparent)]
     Archive(#[from] ArchiveDbError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// Where a core's durable state lives.
@@ -39,20 +44,26 @@ pub(crate) enum Storage {
         /// log): told to the core and to the operator at its start.
         damaged: String,
     },
-    /// The archive database: SQLite, durable at each commit.
-    Archive(ArchiveDb),
-    /// The chat store: SQLite, durable at each commit.
-    Chat(ChatDb),
+    /// The archive database or the chat store: SQLite or PostgreSQL,
+    /// durable at each commit.
+    Engine(Box<dyn Engine>),
 }
 
 impl Storage {
     pub(crate) fn open(node: &NodeConfig, kind: ActorKind) -> Result<Storage, StorageError> {
         if kind == ActorKind::Database {
-            let path = node.archive_path();
-            return Ok(ArchiveDb::open(&path).map(Storage::Archive)?);
+            let engine: Box<dyn Engine> = match &node.archive_engine {
+                StoreEngine::Sqlite => Box::new(ArchiveDb::open(&node.archive_path())?),
+                StoreEngine::Postgres(target) => Box::new(PgArchive::connect(target)?),
+            };
+            return Ok(Storage::Engine(engine));
         }
         if kind == ActorKind::ChatStore {
-            return Ok(ChatDb::open(&node.chat_path()).map(Storage::Chat)?);
+            let engine: Box<dyn Engine> = match &node.chat_engine {
+                StoreEngine::Sqlite => Box::new(ChatDb::open(&node.chat_path())?),
+                StoreEngine::Postgres(target) => Box::new(PgChat::connect(target)?),
+            };
+            return Ok(Storage::Engine(engine));
         }
         let disk = FileDisk::new(&node.data)
             .map_err(|e| PathError::doing(&node.data, "cannot use data folder", e))?;
@@ -109,7 +120,7 @@ impl Storage {
         })
     }
 
-    pub(crate) fn recovered(&self) -> Result<Recovered, StorageError> {
+    pub(crate) fn recovered(&mut self) -> Result<Recovered, StorageError> {
         match self {
             Storage::Log { store, damaged, .. } => {
                 let mut state = store.take_state();
@@ -118,8 +129,7 @@ impl Storage {
                 }
                 Ok(state)
             }
-            Storage::Archive(db) => Ok(db.recovered()?),
-            Storage::Chat(db) => Ok(db.recovered()?),
+            Storage::Engine(engine) => Ok(engine.recovered()?),
         }
     }
 
@@ -130,18 +140,15 @@ impl Storage {
                 blobs: Some(blobs), ..
             } if key.starts_with(FILE_BLOB) => blobs.get(key),
             Storage::Log { store, .. } => Ok(store.state().get(key).cloned()),
-            Storage::Archive(_) | Storage::Chat(_) => {
-                Err(StoreError::Io("this store does not serve loads".into()))
-            }
+            Storage::Engine(_) => Err(StoreError::Io("this store does not serve loads".into())),
         }
     }
 
     /// Answers a core's query from committed rows.
-    pub(crate) fn query(&self, query: &Query) -> Result<Answer, StoreError> {
+    pub(crate) fn query(&mut self, query: &Query) -> Result<Answer, StoreError> {
         match self {
             Storage::Log { store, .. } => Ok(engine::answer(store.state(), query)),
-            Storage::Archive(db) => db.answer(query),
-            Storage::Chat(db) => db.answer(query),
+            Storage::Engine(e) => e.answer(query),
         }
     }
 
@@ -207,14 +214,7 @@ impl Storage {
                     Err(e) => Applied::Failed(e),
                 }
             }
-            Storage::Archive(db) => match db.apply(&ops) {
-                Ok(written) => Applied::Done {
-                    written,
-                    fsync_owed: false,
-                },
-                Err(e) => Applied::Failed(e),
-            },
-            Storage::Chat(db) => match db.apply(&ops) {
+            Storage::Engine(e) => match e.apply(&ops) {
                 Ok(written) => Applied::Done {
                     written,
                     fsync_owed: false,
@@ -246,7 +246,7 @@ pub fn open_stores(node: &NodeConfig) -> Result<OpenedStores, NodeError> {
     let mut stores = BTreeMap::new();
     for kind in node.actors() {
         let opened = Storage::open(node, kind)
-            .and_then(|s| s.recovered().map(|r| (s, r)))
+            .and_then(|mut s| s.recovered().map(|r| (s, r)))
             .map_err(|e| NodeError::Store {
                 kind: kind.as_str(),
                 source: e,

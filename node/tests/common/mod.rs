@@ -4,9 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use holdfast::archive_db::ArchiveDb;
 use holdfast::cluster_up::{last_lines, loopback_config, spawn_node, NodeProcess};
-use holdfast::config::Config;
+use holdfast::config::{Config, StoreEngine};
+use holdfast::engines::postgres::PgArchive;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,8 +114,17 @@ impl TestCluster {
     }
 
     /// Client request id → rows archived for it (empty until the database
-    /// node has created its file).
+    /// node has created its file or tables, or while its PostgreSQL server
+    /// is down).
     pub fn archived(&self) -> BTreeMap<String, u64> {
+        if let StoreEngine::Postgres(target) = &self.config.node("db1").unwrap().archive_engine {
+            return PgArchive::connect(target)
+                .and_then(|mut db| {
+                    db.client_id_counts()
+                        .map_err(|e| holdfast::engines::EngineError(e.to_string()))
+                })
+                .unwrap_or_default();
+        }
         let path = self.archive_path();
         if !Path::new(&path).exists() {
             return BTreeMap::new();

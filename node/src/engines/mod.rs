@@ -1,0 +1,54 @@
+//! The engines that keep the rows of the archive database and the chat
+//! store, behind one small interface: SQLite (a file in the node's data
+//! folder, [`crate::archive_db`] and [`crate::chat_db`]) or PostgreSQL
+//! ([`postgres`]). Every engine answers the same [`Query`]s and applies
+//! the same [`StoreOp`] batches with the semantics of
+//! [`holdfast_actors::core::engine`].
+
+pub mod postgres;
+
+use crate::archive_db::ArchiveDb;
+use crate::chat_db::ChatDb;
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use holdfast_actors::core::engine::{Answer, Query};
+
+/// Why an engine could not be opened or read at start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
+/// What the node asks of the engine of a database or chat store core.
+pub trait Engine: Send {
+    /// Applies one `Persist` batch in one transaction: all of it or
+    /// nothing.
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError>;
+    /// Answers a core's read of committed rows.
+    fn answer(&mut self, query: &Query) -> Result<Answer, StoreError>;
+    /// The core's state at start: every key outside the rows the core
+    /// reads on demand.
+    fn recovered(&mut self) -> Result<Recovered, EngineError>;
+}
+
+impl Engine for ArchiveDb {
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
+        ArchiveDb::apply(self, ops)
+    }
+    fn answer(&mut self, query: &Query) -> Result<Answer, StoreError> {
+        ArchiveDb::answer(self, query)
+    }
+    fn recovered(&mut self) -> Result<Recovered, EngineError> {
+        ArchiveDb::recovered(self).map_err(|e| EngineError(e.to_string()))
+    }
+}
+
+impl Engine for ChatDb {
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
+        ChatDb::apply(self, ops)
+    }
+    fn answer(&mut self, query: &Query) -> Result<Answer, StoreError> {
+        ChatDb::answer(self, query)
+    }
+    fn recovered(&mut self) -> Result<Recovered, EngineError> {
+        ChatDb::recovered(self).map_err(|e| EngineError(e.to_string()))
+    }
+}

@@ -1,0 +1,305 @@
+//! One connection to PostgreSQL, driven by a thread of its own.
+//!
+//! The `postgres` client runs a small Tokio runtime inside: it must not be
+//! called from a thread that already drives one (a node's actix arbiter
+//! does). So each store owns a worker thread holding the connection; the
+//! store hands it a job and waits for the answer, at most as long as a
+//! connect and two statements may take (connect and statement timeouts
+//! bound the server's side, TCP keepalives and `TCP_USER_TIMEOUT` the
+//! network's). A job that does not answer in time is abandoned with its
+//! thread, and the next call starts a fresh one: the arbiter is never
+//! blocked for longer than that.
+//!
+//! A failure that is not a refusal (a lost server, a timeout) drops the
+//! connection; the next job connects again (and checks the schema). The
+//! cores retry their batches, and inserts are idempotent.
+
+use super::schema::{self, describe, Schema};
+use super::target::PgTarget;
+use holdfast_actors::core::actor::StoreError;
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Statement};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Checks what can be checked of a target without connecting: the URL
+/// parses, names a host, and its `sslmode` agrees with `tls_ca`.
+pub fn check_target(target: &PgTarget) -> Result<(), String> {
+    pg_config(target).map(|_| ())
+}
+
+/// The client configuration of `target`: its URL, with the timeouts and
+/// the TLS mode the node imposes.
+fn pg_config(target: &PgTarget) -> Result<postgres::Config, String> {
+    use postgres::config::SslMode;
+    let mut config = postgres::Config::from_str(&target.url)
+        .map_err(|e| format!("{}: {e}", target.redacted()))?;
+    if config.get_hosts().is_empty() {
+        return Err(format!("{}: names no host", target.redacted()));
+    }
+    match (config.get_ssl_mode(), &target.tls_ca) {
+        (SslMode::Require, None) => {
+            return Err(format!(
+                "{}: sslmode=require needs tls_ca = \"<the CA certificate (PEM) that signed the server's>\"",
+                target.redacted()
+            ))
+        }
+        (SslMode::Disable, Some(_)) => {
+            return Err(format!(
+                "{}: sslmode=disable, but tls_ca asks for TLS",
+                target.redacted()
+            ))
+        }
+        // With a CA, TLS is required: no quiet fall-back to plain text.
+        (_, Some(_)) => {
+            config.ssl_mode(SslMode::Require);
+        }
+        (_, None) => {
+            config.ssl_mode(SslMode::Disable);
+        }
+    }
+    let timeout_ms = target.statement_timeout.as_millis().max(1);
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c statement_timeout={timeout_ms}"),
+        _ => format!("-c statement_timeout={timeout_ms}"),
+    };
+    config
+        .options(&options)
+        .connect_timeout(target.connect_timeout)
+        .tcp_user_timeout(target.statement_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3);
+    if config.get_application_name().is_none() {
+        config.application_name("holdfast");
+    }
+    Ok(config)
+}
+
+/// The TLS connector: the operator's CA only, the server's name checked.
+fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(ca).map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("tls_ca {}: no certificate in it", ca.display()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Connects to `target` and brings its schema to this build's version.
+pub(crate) fn connect(target: &PgTarget, schema: &Schema) -> Result<Client, String> {
+    let config = pg_config(target)?;
+    let connected = match &target.tls_ca {
+        None => config.connect(NoTls),
+        Some(ca) => config.connect(tls(ca)?),
+    };
+    let mut client =
+        connected.map_err(|e| format!("{}: cannot connect: {e}", target.redacted()))?;
+    schema::migrate(&mut client, schema).map_err(|e| format!("{}: {e}", target.redacted()))?;
+    Ok(client)
+}
+
+/// The connection as the worker thread holds it, with the statements
+/// prepared on it.
+pub(crate) struct Session {
+    target: PgTarget,
+    schema: &'static Schema,
+    client: Option<Client>,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Session {
+    /// The connection, made (again) if there is none or the server closed
+    /// it.
+    pub(crate) fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.lost();
+        }
+        if self.client.is_none() {
+            self.client = Some(connect(&self.target, self.schema).map_err(StoreError::Io)?);
+        }
+        Ok(self.client.as_mut().expect("connected just now"))
+    }
+
+    /// `sqls` prepared on the connection (once per connection).
+    pub(crate) fn prepare<const N: usize>(
+        &mut self,
+        sqls: [&'static str; N],
+    ) -> Result<[Statement; N], StoreError> {
+        let mut out = Vec::with_capacity(N);
+        for sql in sqls {
+            if let Some(s) = self.prepared.get(sql) {
+                out.push(s.clone());
+                continue;
+            }
+            let prepared = self.client()?.prepare(sql);
+            let statement = prepared.map_err(|e| self.error(&e))?;
+            self.prepared.insert(sql, statement.clone());
+            out.push(statement);
+        }
+        Ok(out
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("N statements")))
+    }
+
+    /// Forgets the connection: the next job connects again.
+    pub(crate) fn lost(&mut self) {
+        self.client = None;
+        self.prepared.clear();
+    }
+
+    /// A failure of a statement outside any one key's row: no space, or
+    /// an I/O failure naming the server.
+    pub(crate) fn error(&self, e: &postgres::Error) -> StoreError {
+        io_error(&self.target, e)
+    }
+
+    pub(crate) fn target(&self) -> &PgTarget {
+        &self.target
+    }
+}
+
+/// A full disk on the server is [`StoreError::NoSpace`]; anything else
+/// not refused for good is an I/O failure, retried by the core.
+pub(crate) fn io_error(target: &PgTarget, e: &postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::DISK_FULL) {
+        return StoreError::NoSpace;
+    }
+    StoreError::Io(format!("{}: {}", target.redacted(), describe(e)))
+}
+
+/// Errors no retry can cure: a constraint or a trigger refusing the row
+/// (integrity classes 23, `RAISE EXCEPTION` P0001), a value the column
+/// or the encoding refuses (data exceptions, class 22: a NUL byte in
+/// text), a value over the engine's limits (class 54).
+pub(crate) fn refused_for_good(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        let c = c.code();
+        c.starts_with("23") || c.starts_with("22") || c.starts_with("54") || c == "P0001"
+    })
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// A store's connection to PostgreSQL, behind its worker thread.
+pub(crate) struct Link {
+    target: PgTarget,
+    schema: &'static Schema,
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+impl Link {
+    /// Starts the worker and connects: the server must be reachable and
+    /// its schema one this build understands.
+    pub(crate) fn open(target: &PgTarget, schema: &'static Schema) -> Result<Link, String> {
+        pg_config(target)?;
+        let mut link = Link {
+            target: target.clone(),
+            schema,
+            jobs: None,
+        };
+        link.call(|s| s.client().map(|_| ())).map_err(|e| match e {
+            StoreError::Io(m) => m,
+            other => format!("{}: {other}", target.redacted()),
+        })?;
+        Ok(link)
+    }
+
+    /// Runs `job` on the connection; waits at most a connect and two
+    /// statements' timeouts for its answer. A failure other than a
+    /// refusal drops the connection.
+    pub(crate) fn call<R: Send + 'static>(
+        &mut self,
+        job: impl FnOnce(&mut Session) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let jobs = match &self.jobs {
+            Some(jobs) => jobs.clone(),
+            None => {
+                let jobs = self.spawn()?;
+                self.jobs = Some(jobs.clone());
+                jobs
+            }
+        };
+        let (answer, answered) = mpsc::sync_channel(1);
+        let sent = jobs.send(Box::new(move |session: &mut Session| {
+            let result = job(session);
+            if matches!(result, Err(StoreError::Io(_))) {
+                session.lost();
+            }
+            let _ = answer.send(result);
+        }));
+        if sent.is_err() {
+            self.jobs = None;
+            return Err(StoreError::Io(format!(
+                "{}: the connection's thread stopped",
+                self.target.redacted()
+            )));
+        }
+        let wait = self.target.connect_timeout
+            + 2 * self.target.statement_timeout
+            + Duration::from_secs(5);
+        match answered.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(why) => {
+                // Abandon the thread: it ends once its job returns and it
+                // finds no more jobs. What it was doing is rolled back
+                // with its connection (or committed: the retry is
+                // idempotent).
+                self.jobs = None;
+                let what = match why {
+                    mpsc::RecvTimeoutError::Timeout => format!("no answer within {wait:?}"),
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        "the connection's thread stopped".into()
+                    }
+                };
+                Err(StoreError::Io(format!(
+                    "{}: {what}",
+                    self.target.redacted()
+                )))
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<mpsc::Sender<Job>, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let mut session = Session {
+            target: self.target.clone(),
+            schema: self.schema,
+            client: None,
+            prepared: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name(format!("pg-{}", self.schema.component))
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    job(&mut session);
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?;
+        Ok(jobs)
+    }
+
+    pub(crate) fn target(&self) -> &PgTarget {
+        &self.target
+    }
+}
