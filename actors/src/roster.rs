@@ -45,7 +45,7 @@ impl Cores for Roster {
             ActorKind::OutgoingQueue => Box::new(OutgoingQueue::new(n, c, s)),
             ActorKind::DestinationQueue => Box::new(DestinationQueue::new(n, c, s)),
             ActorKind::Archiver => Box::new(Archiver::new(n, c, s).sabotaged(sabotage)),
-            ActorKind::Database => Box::new(Database::new(n, sabotage.clone())),
+            ActorKind::Database => Box::new(Database::new(n, sabotage.clone()).with_settings(&s)),
             ActorKind::Lookup => Box::new(Lookup::new(n, pool.clone(), s)),
             ActorKind::Channel if sabotage.no_relay => {
                 Box::new(Channel::new(n, pool.clone(), s).without_relay())

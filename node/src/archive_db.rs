@@ -14,10 +14,11 @@
 //! while the node keeps writing: WAL lets readers and the writer proceed
 //! side by side.
 
+use holdfast_actors::archiving::retention::{parse_time_key, time_key, TimeEntry};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
 use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
-use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
+use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW, DB_TIME};
 use rusqlite::types::Value;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -208,6 +209,7 @@ impl ArchiveDb {
         }
         db.conn
             .pragma_update(None, "synchronous", "FULL")
+            .and_then(|()| db.conn.pragma_update(None, "secure_delete", "ON"))
             .map_err(db.sqlite())?;
         // The per-user indexes take inserts all over their B-trees: a
         // larger page cache and less frequent checkpoints keep a batch
@@ -297,7 +299,7 @@ impl ArchiveDb {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
-        let (mut inserted, mut rows) = (0u64, 0u64);
+        let (mut inserted, mut rows, mut deleted) = (0u64, 0u64, 0u64);
         {
             let mut insert = tx
                 .prepare_cached(
@@ -385,11 +387,41 @@ impl ArchiveDb {
                         inserted += n as u64;
                         rows += n as u64;
                     }
-                    StoreOp::Put { key, .. } | StoreOp::Delete { key }
-                        if key.starts_with(DB_ROW) =>
-                    {
+                    // The retention purge: the row goes, content and all
+                    // (`secure_delete` overwrites it in the file).
+                    StoreOp::Delete { key } if key.starts_with(DB_ROW) => {
+                        let id = std::str::from_utf8(&key[DB_ROW.len()..])
+                            .map_err(|_| refuse(format!("malformed row key {key:?}")))?;
+                        let n = tx
+                            .prepare_cached("DELETE FROM messages WHERE message_id = ?1")
+                            .and_then(|mut d| d.execute([id]))
+                            .map_err(io)?;
+                        deleted += n as u64;
+                    }
+                    StoreOp::Put { key, .. } if key.starts_with(DB_ROW) => {
                         return Err(refuse(format!(
-                            "archived rows are only inserted (key {key:?})"
+                            "archived rows are inserted, never overwritten (key {key:?})"
+                        )));
+                    }
+                    // The time index is the `messages_time` index: an
+                    // entry must name a row of this time, and goes with it.
+                    StoreOp::Put { key, .. } if key.starts_with(DB_TIME) => {
+                        let (time, id) = parse_time_key(key)
+                            .ok_or_else(|| refuse(format!("malformed time key {key:?}")))?;
+                        let found: Option<i64> = tx
+                            .prepare_cached("SELECT time FROM messages WHERE message_id = ?1")
+                            .and_then(|mut q| q.query_row([&id], |r| r.get(0)).optional())
+                            .map_err(io)?;
+                        if found != Some(clamp_i64(time)) {
+                            return Err(refuse(format!(
+                                "time index entry {time}/{id} names no row of that time"
+                            )));
+                        }
+                    }
+                    StoreOp::Delete { key } if key.starts_with(DB_TIME) => {}
+                    StoreOp::Insert { key, .. } if key.starts_with(DB_TIME) => {
+                        return Err(refuse(format!(
+                            "the time index is put, not inserted ({key:?})"
                         )));
                     }
                     StoreOp::Put { key, value } => {
@@ -405,10 +437,10 @@ impl ArchiveDb {
             }
         }
         // `counts` counts the messages: not the inserts into `kv`.
-        if rows > 0 {
+        if rows > 0 || deleted > 0 {
             tx.execute(
-                "UPDATE counts SET n = n + ?1 WHERE name = 'messages'",
-                [clamp_i64(rows)],
+                "UPDATE counts SET n = n + ?1 - ?2 WHERE name = 'messages'",
+                [clamp_i64(rows), clamp_i64(deleted)],
             )
             .map_err(io)?;
         }
@@ -481,6 +513,15 @@ impl ArchiveDb {
             EngineQuery::Scan {
                 prefix,
                 from,
+                reverse: false,
+                limit,
+            } if prefix.as_slice() == DB_TIME => self.time_scan(from.as_deref(), *limit),
+            EngineQuery::Scan { prefix, .. } if prefix.starts_with(DB_TIME) => Err(StoreError::Io(
+                "the time index is read oldest first from its start".into(),
+            )),
+            EngineQuery::Scan {
+                prefix,
+                from,
                 reverse,
                 limit,
             } => {
@@ -519,6 +560,38 @@ impl ArchiveDb {
                 }
             }
         }
+    }
+
+    /// The time index from its start or after `from` (`<time><id>`): the
+    /// `messages_time` index's order (time, then message id).
+    fn time_scan(&self, from: Option<&[u8]>, limit: u32) -> Result<Answer, StoreError> {
+        let fail = |e: rusqlite::Error| store_error(&self.path, e);
+        let (time, id) = match from {
+            None => (-1, String::new()),
+            Some(f) => {
+                let (t, id) = parse_time_key(&[DB_TIME, f].concat())
+                    .ok_or_else(|| StoreError::Io(format!("malformed time index key {f:?}")))?;
+                (clamp_i64(t), id)
+            }
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT time, message_id, from_user, to_user FROM messages \
+                 WHERE time > ?1 OR (time = ?1 AND message_id > ?2) \
+                 ORDER BY time, message_id LIMIT ?3",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map(rusqlite::params![time, id, i64::from(limit)], |r| {
+                let time: i64 = r.get(0)?;
+                let id: String = r.get(1)?;
+                let entry: TimeEntry = (r.get(2)?, r.get(3)?);
+                Ok((time_key(time.max(0) as u64, &id), keys::encode(&entry)))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(fail)?;
+        Ok(Answer::Rows(rows))
     }
 
     /// `SELECT {what}` over the rows under `prefix` (after `from`, ordered
@@ -1039,18 +1112,88 @@ mod tests {
         assert!(matches!(&err, StoreError::Io(m) if m.contains("undecodable row")));
         assert_eq!(db.count().unwrap(), 0);
         assert!(db.recovered().unwrap().is_empty());
-        // A row put (not inserted) and a row deletion are refused the
-        // same way.
+        // A row put (not inserted), and a time index entry naming no row
+        // of its time, are refused the same way.
         let StoreOp::Insert { key, value } = sample().remove(1) else {
             unreachable!()
         };
         let bad_put = StoreOp::Put { key, value };
         assert!(db.apply(&[sample().remove(0), bad_put]).is_err());
-        let delete = StoreOp::Delete {
-            key: keys::key_str(DB_ROW, "m1"),
+        let stray = StoreOp::Put {
+            key: time_key(5, "m1"),
+            value: Vec::new(),
         };
-        assert!(db.apply(&[sample().remove(0), delete]).is_err());
+        assert!(db.apply(&[sample().remove(0), stray]).is_err());
         assert_eq!(db.count().unwrap(), 0);
+    }
+
+    /// The retention purge deletes rows: gone from the table, from the
+    /// time index, from the kept count, and their text from the file
+    /// (`secure_delete`), not hidden behind a flag.
+    #[test]
+    fn a_purged_row_is_gone_from_the_table_the_index_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        let mut db = ArchiveDb::open(&path).unwrap();
+        let secret = "the merger closes on friday";
+        let t = 1_700_000_000_000;
+        db.apply(&[
+            put(1, rec("m1", "a@x", "b@x", t, secret)),
+            StoreOp::Put {
+                key: time_key(t, "m1"),
+                value: keys::encode(&("a@x".to_string(), "b@x".to_string())),
+            },
+            put(2, rec("m2", "a@x", "b@x", t + 1, "kept")),
+        ])
+        .unwrap();
+        let scan = |db: &ArchiveDb| {
+            db.answer(&EngineQuery::Scan {
+                prefix: DB_TIME.to_vec(),
+                from: None,
+                reverse: false,
+                limit: 10,
+            })
+            .unwrap()
+            .into_rows()
+        };
+        let index = scan(&db);
+        assert_eq!(index.len(), 2, "every row is in the time index");
+        assert_eq!(index[0].0, time_key(t, "m1"));
+        let from_m1 = index[0].0[DB_TIME.len()..].to_vec();
+        let after = db
+            .answer(&EngineQuery::Scan {
+                prefix: DB_TIME.to_vec(),
+                from: Some(from_m1),
+                reverse: false,
+                limit: 10,
+            })
+            .unwrap()
+            .into_rows();
+        assert_eq!(after.len(), 1);
+        db.apply(&[
+            StoreOp::Delete {
+                key: keys::key_str(DB_ROW, "m1"),
+            },
+            StoreOp::Delete {
+                key: time_key(t, "m1"),
+            },
+        ])
+        .unwrap();
+        assert_eq!(db.count().unwrap(), 1);
+        assert_eq!(count_rows(&db), 1);
+        assert_eq!(scan(&db).len(), 1);
+        drop(db);
+        // With the WAL checkpointed into the file, the text is nowhere.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .unwrap();
+        drop(conn);
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(path.with_extension("sqlite-wal")) {
+            bytes.extend(wal);
+        }
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "the purged text is still in the file");
     }
 
     #[test]

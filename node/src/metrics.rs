@@ -428,6 +428,14 @@ fn moment_family(gauge: CoreGauge) -> (&'static str, &'static str) {
             "holdfast_oldest_queued_seconds",
             "age of the record at the head of the queue (0: the queue is empty)",
         ),
+        CoreGauge::ArchiveLastPurgeAt => (
+            "holdfast_archive_last_purge_timestamp_seconds",
+            "when the last retention purge of the archive finished (0: none since start)",
+        ),
+        CoreGauge::ArchivePurgeCutoff => (
+            "holdfast_archive_purge_cutoff_timestamp_seconds",
+            "message time before which the last purge deleted every row not held (0: none since start)",
+        ),
         _ => (
             "holdfast_compliance_last_export_timestamp_seconds",
             "when the last compliance export was written (0: none since start)",

@@ -63,6 +63,8 @@ pub enum Timer {
     ComplianceRun,
     /// Front end: archiving has been healthy for `critical_resume_after`.
     CriticalResume,
+    /// Database: start or continue the retention purge.
+    Purge,
 }
 
 /// An operator event: its kind (whose stable name dashboards and scenario

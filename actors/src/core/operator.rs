@@ -38,6 +38,10 @@ pub enum OperatorEvent {
     CriticalShutdown,
     /// Front end: the critical-mode state could not be saved.
     CriticalStateNotSaved,
+    /// Database: the retention purge deleted the rows past the window.
+    ArchivePurged,
+    /// Database: the retention purge failed or could not run.
+    ArchivePurgeFailed,
     /// Database: a record was refused for good.
     DbRecordRefused,
     /// Database: a write failed.
@@ -120,6 +124,7 @@ impl OperatorEvent {
             | ParkedRetried
             | ComplianceExportResumed
             | ComplianceExported
+            | ArchivePurged
             | CriticalResume
             | DeadLetterResent
             | FrontEndStarted
@@ -127,6 +132,7 @@ impl OperatorEvent {
             | QuotaInfo
             | QueueResynced => Severity::Info,
             ArchivingFailed
+            | ArchivePurgeFailed
             | ChatStoreFailed
             | ComplianceExportFailed
             | ComplianceStageFailed
@@ -153,8 +159,10 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 44] = [
+    pub const ALL: [OperatorEvent; 46] = [
         OperatorEvent::ArchivingFailed,
+        OperatorEvent::ArchivePurged,
+        OperatorEvent::ArchivePurgeFailed,
         OperatorEvent::ParkedRetried,
         OperatorEvent::ChannelInRotation,
         OperatorEvent::ChannelOutOfRotation,
@@ -221,6 +229,8 @@ impl OperatorEvent {
             OperatorEvent::CriticalStateNotSaved => "critical_state_not_saved",
             OperatorEvent::DbRecordRefused => "db_record_refused",
             OperatorEvent::DbStoreFailed => "db_store_failed",
+            OperatorEvent::ArchivePurged => "archive_purged",
+            OperatorEvent::ArchivePurgeFailed => "archive_purge_failed",
             OperatorEvent::DbTimeout => "db_timeout",
             OperatorEvent::DbWriteFailed => "db_write_failed",
             OperatorEvent::DeadLetterResent => "dead_letter_resent",
@@ -274,6 +284,14 @@ pub enum Gauge {
     ComplianceLastExportAt,
     /// Database: rows in the messages table.
     ArchivedRows,
+    /// Database: when the last retention purge finished (ms since the
+    /// epoch; 0 if none since start).
+    ArchiveLastPurgeAt,
+    /// Database: the message time before which the last purge deleted
+    /// every row not under a hold (ms since the epoch; 0 if none).
+    ArchivePurgeCutoff,
+    /// Database: rows deleted by retention purges.
+    ArchivePurged,
     /// Lookup: Channel servers in rotation.
     ChannelsKnown,
     /// Chat store: posts stored.
@@ -321,6 +339,7 @@ impl Gauge {
         matches!(
             self,
             Gauge::ChatRelayed
+                | Gauge::ArchivePurged
                 | Gauge::DeadLettered
                 | Gauge::DuplicatesDropped
                 | Gauge::Expired
@@ -329,10 +348,13 @@ impl Gauge {
     }
 
     /// Every gauge, in declaration order.
-    pub const ALL: [Gauge; 22] = [
+    pub const ALL: [Gauge; 25] = [
         Gauge::OldestQueuedAt,
         Gauge::ComplianceLastExportAt,
         Gauge::ArchivedRows,
+        Gauge::ArchiveLastPurgeAt,
+        Gauge::ArchivePurgeCutoff,
+        Gauge::ArchivePurged,
         Gauge::ChannelsKnown,
         Gauge::ChatPosts,
         Gauge::ChatRelayed,
@@ -361,6 +383,9 @@ impl Gauge {
             Gauge::OldestQueuedAt => "oldest_queued_at",
             Gauge::ComplianceLastExportAt => "compliance_last_export_at",
             Gauge::ArchivedRows => "archived_rows",
+            Gauge::ArchiveLastPurgeAt => "archive_last_purge_at",
+            Gauge::ArchivePurgeCutoff => "archive_purge_cutoff",
+            Gauge::ArchivePurged => "archive_purged",
             Gauge::ChannelsKnown => "channels_known",
             Gauge::ChatPosts => "chat_posts",
             Gauge::ChatRelayed => "chat_relayed",
@@ -387,7 +412,13 @@ impl Gauge {
     /// Whether the value is a moment (ms since the epoch, 0 for none), not
     /// an amount: hosts expose it as seconds (an age, or a timestamp).
     pub fn moment(self) -> bool {
-        matches!(self, Gauge::OldestQueuedAt | Gauge::ComplianceLastExportAt)
+        matches!(
+            self,
+            Gauge::OldestQueuedAt
+                | Gauge::ComplianceLastExportAt
+                | Gauge::ArchiveLastPurgeAt
+                | Gauge::ArchivePurgeCutoff
+        )
     }
 
     pub fn from_name(name: &str) -> Option<Gauge> {

@@ -135,6 +135,17 @@ pub struct Settings {
     /// days).
     #[serde(deserialize_with = "de_ms")]
     pub compliance_interval: Millis,
+    /// Archive retention: rows whose message time is older than this many
+    /// days are purged (1 to 2562, as Lync's KeepArchivingDataForDays).
+    pub archive_keep_days: u64,
+    /// Archive retention: the hour of the day (UTC, 0-23) the purge runs.
+    pub archive_purge_hour: u64,
+    /// Archive retention: rows deleted per purge transaction.
+    pub archive_purge_batch: u64,
+    /// Archive retention: the pause between two purge transactions, so that
+    /// ingest keeps its latency while a large purge runs.
+    #[serde(deserialize_with = "de_ms")]
+    pub archive_purge_pause: Millis,
 }
 
 /// The most `im_max_bytes` and `chat_post_max_bytes` may be set to.
@@ -200,6 +211,18 @@ impl Settings {
                 "must not be below resend_interval".into(),
             ));
         }
+        if !(1..=2562).contains(&self.archive_keep_days) {
+            return Err(("archive_keep_days", "must be from 1 to 2562 days".into()));
+        }
+        if self.archive_purge_hour > 23 {
+            return Err(("archive_purge_hour", "must be an hour from 0 to 23".into()));
+        }
+        if !(1..=100_000).contains(&self.archive_purge_batch) {
+            return Err((
+                "archive_purge_batch",
+                "must be from 1 to 100000 rows".into(),
+            ));
+        }
         if !(60_000..=30 * 86_400_000).contains(&self.compliance_interval) {
             return Err((
                 "compliance_interval",
@@ -257,6 +280,10 @@ impl Default for Settings {
             chat_file_max: 20_000 * 1024,
             chat_token_ttl: 5 * 60_000,
             compliance_interval: 15 * 60_000,
+            archive_keep_days: 14,
+            archive_purge_hour: 2,
+            archive_purge_batch: 1_000,
+            archive_purge_pause: 100,
         }
     }
 }
@@ -296,6 +323,10 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("chat_file_max", "\"20000KiB\"", "Group chat: the largest file the Web service takes (20,000 KB as in the original)."),
     ("chat_token_ttl", "\"5m\"", "Group chat: how long a file token a Channel server issues stays valid."),
     ("chat_store_timeout", "\"5s\"", "Group chat: a post the chat store has not confirmed in this time is refused to its author, who may retry (the post id makes it idempotent)."),
+    ("archive_keep_days", "14", "Archive retention: rows whose message time is older than this many days (1 to 2562) are purged, except rows under a legal hold. Deleted rows are gone from the engine, not hidden."),
+    ("archive_purge_hour", "2", "Archive retention: the hour of the day (UTC) the daily purge starts; it raises `archive_purged` with what it deleted, or `archive_purge_failed`."),
+    ("archive_purge_batch", "1000", "Archive retention: rows deleted per purge transaction (at most 100,000)."),
+    ("archive_purge_pause", "\"100ms\"", "Archive retention: the pause between two purge transactions, so that ingest keeps its latency while a large purge runs."),
     ("compliance_interval", "\"15m\"", "Compliance: the Compliance service exports its staged events this often (from 1 minute to 30 days); they are deleted only once the export files are written."),
 ];
 

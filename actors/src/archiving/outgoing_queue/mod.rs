@@ -1092,7 +1092,8 @@ impl Actor for OutgoingQueue {
             | Timer::StoreTimeout
             | Timer::ComplianceResend
             | Timer::ComplianceRun
-            | Timer::CriticalResume => {}
+            | Timer::CriticalResume
+            | Timer::Purge => {}
         }
         self.arm_checks(ctx);
     }

@@ -15,10 +15,11 @@ use super::schema::Schema;
 use super::target::PgTarget;
 use crate::archive_db::ArchivedMessage;
 use crate::engines::{Engine, EngineError};
+use holdfast_actors::archiving::retention::{parse_time_key, time_key, TimeEntry};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query};
 use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
-use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
+use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW, DB_TIME};
 use postgres::types::ToSql;
 use std::collections::BTreeMap;
 
@@ -169,9 +170,38 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
         ))
     };
     let mut tx = s.client()?.transaction().map_err(io)?;
-    let (mut inserted, mut rows) = (0u64, 0u64);
+    let (mut inserted, mut rows, mut deleted) = (0u64, 0u64, 0u64);
     for op in ops {
         match op {
+            // The retention purge: the row goes.
+            StoreOp::Delete { key } if key.starts_with(DB_ROW) => {
+                let id = std::str::from_utf8(&key[DB_ROW.len()..])
+                    .map_err(|_| refuse(format!("malformed row key {key:?}")))?;
+                deleted += tx
+                    .execute("DELETE FROM messages WHERE message_id = $1", &[&id])
+                    .map_err(io)?;
+            }
+            // The time index is the index on `time`: an entry must name a
+            // row of this time, and goes with it.
+            StoreOp::Put { key, .. } if key.starts_with(DB_TIME) => {
+                let (time, id) = parse_time_key(key)
+                    .ok_or_else(|| refuse(format!("malformed time key {key:?}")))?;
+                let found = tx
+                    .query_opt("SELECT time FROM messages WHERE message_id = $1", &[&id])
+                    .map_err(io)?
+                    .map(|r| r.get::<_, i64>(0));
+                if found != Some(i64::try_from(time).unwrap_or(i64::MAX)) {
+                    return Err(refuse(format!(
+                        "time index entry {time}/{id} names no row of that time"
+                    )));
+                }
+            }
+            StoreOp::Delete { key } if key.starts_with(DB_TIME) => {}
+            StoreOp::Insert { key, .. } if key.starts_with(DB_TIME) => {
+                return Err(refuse(format!(
+                    "the time index is put, not inserted ({key:?})"
+                )));
+            }
             StoreOp::Insert { key, value } if key.starts_with(DB_ROW) => {
                 let row: Row = keys::decode(value)
                     .map_err(|e| refuse(format!("undecodable row {key:?}: {e}")))?;
@@ -226,9 +256,9 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 inserted += n;
                 rows += n;
             }
-            StoreOp::Put { key, .. } | StoreOp::Delete { key } if key.starts_with(DB_ROW) => {
+            StoreOp::Put { key, .. } if key.starts_with(DB_ROW) => {
                 return Err(refuse(format!(
-                    "archived rows are only inserted (key {key:?})"
+                    "archived rows are inserted, never overwritten (key {key:?})"
                 )));
             }
             StoreOp::Put { key, value } => {
@@ -243,8 +273,8 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
         }
     }
     // `counts` counts the messages: not the inserts into `kv`.
-    if rows > 0 {
-        let n = i64::try_from(rows).unwrap_or(i64::MAX);
+    if rows > 0 || deleted > 0 {
+        let n = i64::try_from(rows).unwrap_or(i64::MAX) - i64::try_from(deleted).unwrap_or(0);
         tx.execute(&count_add, &[&n]).map_err(io)?;
     }
     tx.commit().map_err(io)?;
@@ -297,6 +327,15 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
         Query::Scan {
             prefix,
             from,
+            reverse: false,
+            limit,
+        } if prefix.as_slice() == DB_TIME => time_scan(s, from.as_deref(), *limit),
+        Query::Scan { prefix, .. } if prefix.starts_with(DB_TIME) => Err(StoreError::Io(
+            "the time index is read oldest first from its start".into(),
+        )),
+        Query::Scan {
+            prefix,
+            from,
             reverse,
             limit,
         } => {
@@ -325,6 +364,38 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
             Ok(Answer::Rows(rows))
         }
     }
+}
+
+/// The time index from its start or after `from` (`<time><id>`), in the
+/// order of the index on (time, message id).
+fn time_scan(s: &mut Session, from: Option<&[u8]>, limit: u32) -> Result<Answer, StoreError> {
+    let (time, id) = match from {
+        None => (-1i64, String::new()),
+        Some(f) => {
+            let (t, id) = parse_time_key(&[DB_TIME, f].concat())
+                .ok_or_else(|| StoreError::Io(format!("malformed time index key {f:?}")))?;
+            (i64::try_from(t).unwrap_or(i64::MAX), id)
+        }
+    };
+    let limit = i64::from(limit);
+    let found = s.client()?.query(
+        "SELECT time, message_id, from_user, to_user FROM messages \
+         WHERE time > $1 OR (time = $1 AND message_id > $2) \
+         ORDER BY time, message_id LIMIT $3",
+        &[&time, &id, &limit],
+    );
+    let found = found.map_err(|e| s.error(&e))?;
+    Ok(Answer::Rows(
+        found
+            .iter()
+            .map(|r| {
+                let time: i64 = r.get(0);
+                let id: String = r.get(1);
+                let entry: TimeEntry = (r.get(2), r.get(3));
+                (time_key(time.max(0) as u64, &id), keys::encode(&entry))
+            })
+            .collect(),
+    ))
 }
 
 /// A bound value of a range condition: a message id or a `kv` key.

@@ -1,0 +1,299 @@
+//! Archive retention: the daily purge of the rows older than the window.
+//!
+//! Lync's archiving server keeps messages for `KeepArchivingDataForDays`
+//! (default 14) and purges at `PurgeHourOfDay` (default 2). Here the
+//! database core runs the purge against its engine: once a day at
+//! `archive_purge_hour` (UTC), it reads the oldest rows by message time
+//! ([`time_key`]: the engine's time index) a batch at a time, deletes those
+//! older than `archive_keep_days` and not under a legal hold in one
+//! transaction, pauses `archive_purge_pause`, and goes on until the next
+//! row is inside the window. Ingest runs between the batches, so a purge
+//! of millions of rows does not stall it.
+//!
+//! What it did is never silent: `archive_purged` names the rows deleted,
+//! the rows kept for a hold and the time range; a batch that fails raises
+//! `archive_purge_failed` and is tried again after a pause. The gauges
+//! `archive_last_purge_at` and `archive_purge_cutoff` tell when the last
+//! purge finished and where it cut; `archive_purged` counts the rows.
+//! Deleted rows are deleted from the engine, not flagged.
+
+use crate::core::actor::{Ctx, StoreError, StoreOp, Timer, Written};
+use crate::core::engine::Query;
+use crate::core::ids::{Millis, UserId};
+use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::settings::Settings;
+use crate::core::store_keys::{self as keys, DB_ROW, DB_TIME};
+
+const DAY: Millis = 86_400_000;
+const HOUR: Millis = 3_600_000;
+
+/// The time index key of a row: `t/<time, 8 bytes big-endian><message id>`.
+pub fn time_key(time: Millis, id: &str) -> Vec<u8> {
+    let mut k = keys::key_u64(DB_TIME, time);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The message time and id a time index key names.
+pub fn parse_time_key(key: &[u8]) -> Option<(Millis, String)> {
+    let rest = key.strip_prefix(DB_TIME)?;
+    if rest.len() < 8 {
+        return None;
+    }
+    let (time, id) = rest.split_at(8);
+    let time = u64::from_be_bytes(time.try_into().ok()?);
+    Some((time, String::from_utf8(id.to_vec()).ok()?))
+}
+
+/// The value under a time index key: who the message was between (what a
+/// legal hold is decided on).
+pub type TimeEntry = (UserId, UserId);
+
+/// Whether a row must survive the purge: a legal hold covers it. The
+/// database core answers; until holds exist, nothing is held.
+pub trait Holds {
+    fn held(&self, from: &str, to: &str, time: Millis) -> bool;
+}
+
+/// One purge in progress.
+#[derive(Debug)]
+struct Run {
+    /// Rows whose message time is before this go.
+    cutoff: Millis,
+    /// The last index key read: the next batch reads after it.
+    after: Option<Vec<u8>>,
+    /// Where the batch being deleted was read from: read again from there
+    /// if its transaction fails.
+    batch_from: Option<Vec<u8>>,
+    deleted: u64,
+    held: u64,
+    /// Message times of the rows deleted: first and last.
+    range: Option<(Millis, Millis)>,
+    /// The batch being deleted: its count and times, until it commits.
+    writing: Option<(u64, Millis, Millis)>,
+}
+
+/// The purge's state, kept by the database core.
+#[derive(Debug)]
+pub struct Retention {
+    keep: Millis,
+    hour: Millis,
+    batch: u32,
+    pause: Millis,
+    run: Option<Run>,
+    last_at: Millis,
+    last_cutoff: Millis,
+    purged: u64,
+}
+
+/// What the core does next for the purge.
+pub enum Step {
+    /// Read the next batch of the time index.
+    Read(Query),
+    /// Delete these rows (one transaction).
+    Delete(Vec<StoreOp>),
+    /// Nothing now (a timer is set).
+    Wait,
+}
+
+impl Retention {
+    pub fn new(settings: &Settings) -> Self {
+        Retention {
+            keep: settings.archive_keep_days.saturating_mul(DAY),
+            hour: settings.archive_purge_hour.min(23) * HOUR,
+            batch: settings.archive_purge_batch.clamp(1, 100_000) as u32,
+            pause: settings.archive_purge_pause,
+            run: None,
+            last_at: 0,
+            last_cutoff: 0,
+            purged: 0,
+        }
+    }
+
+    /// At start: an interrupted purge is forgotten (the next one deletes
+    /// what it left) and the next one is set for the purge hour.
+    pub fn start(&mut self, ctx: &mut Ctx) {
+        self.run = None;
+        self.schedule(ctx);
+    }
+
+    /// Sets the purge timer for the next purge hour after now.
+    fn schedule(&self, ctx: &mut Ctx) {
+        let now = ctx.now();
+        let mut at = now - now % DAY + self.hour;
+        if at <= now {
+            at += DAY;
+        }
+        ctx.set_timer(Timer::Purge, at - now);
+    }
+
+    /// The purge timer: starts a purge, or reads the next batch of the one
+    /// running (after its pause).
+    pub fn on_timer(&mut self, ctx: &mut Ctx) -> Step {
+        if self.run.is_none() {
+            let cutoff = ctx.now().saturating_sub(self.keep);
+            self.run = Some(Run {
+                cutoff,
+                after: None,
+                batch_from: None,
+                deleted: 0,
+                held: 0,
+                range: None,
+                writing: None,
+            });
+        }
+        Step::Read(self.read())
+    }
+
+    fn read(&self) -> Query {
+        let after = self.run.as_ref().and_then(|r| r.after.clone());
+        Query::Scan {
+            prefix: DB_TIME.to_vec(),
+            from: after.map(|k| k[DB_TIME.len()..].to_vec()),
+            reverse: false,
+            limit: self.batch,
+        }
+    }
+
+    /// The oldest rows after the last one read: deletes those before the
+    /// cutoff and not held; ends the purge at the first row inside the
+    /// window (or the end of the index).
+    pub fn on_rows(
+        &mut self,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        holds: &impl Holds,
+        ctx: &mut Ctx,
+    ) -> Step {
+        let Some(run) = self.run.as_mut() else {
+            return Step::Wait;
+        };
+        let full = rows.len() as u32 >= self.batch;
+        run.batch_from = run.after.clone();
+        let mut ops = Vec::new();
+        let mut reached_window = false;
+        let (mut first, mut last) = (Millis::MAX, 0);
+        for (key, value) in rows {
+            let Some((time, id)) = parse_time_key(&key) else {
+                ctx.event(
+                    OperatorEvent::StoreCorrupt,
+                    format!("archive purge: unreadable time index key {key:?}: skipped"),
+                );
+                run.after = Some(key);
+                continue;
+            };
+            if time >= run.cutoff {
+                reached_window = true;
+                break;
+            }
+            run.after = Some(key.clone());
+            let (from, to): TimeEntry = match keys::decode(&value) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // Who it was between is unknown: a hold might cover it.
+                    ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!("archive purge: message {id}: unreadable index entry ({e}): kept"),
+                    );
+                    run.held += 1;
+                    continue;
+                }
+            };
+            if holds.held(&from, &to, time) {
+                run.held += 1;
+                continue;
+            }
+            first = first.min(time);
+            last = last.max(time);
+            ops.push(StoreOp::Delete {
+                key: keys::key_str(DB_ROW, &id),
+            });
+            ops.push(StoreOp::Delete { key });
+        }
+        if !ops.is_empty() {
+            run.writing = Some(((ops.len() / 2) as u64, first, last));
+            return Step::Delete(ops);
+        }
+        if reached_window || !full {
+            self.finish(ctx);
+            return Step::Wait;
+        }
+        // A whole batch held: read on at once.
+        Step::Read(self.read())
+    }
+
+    /// A purge transaction committed or failed.
+    pub fn on_written(&mut self, result: Result<Written, StoreError>, ctx: &mut Ctx) -> u64 {
+        let Some(run) = self.run.as_mut() else {
+            return 0;
+        };
+        let Some((n, first, last)) = run.writing.take() else {
+            return 0;
+        };
+        match result {
+            Ok(_) => {
+                run.deleted += n;
+                run.range = Some(match run.range {
+                    Some((a, b)) => (a.min(first), b.max(last)),
+                    None => (first, last),
+                });
+                self.purged += n;
+                ctx.set_timer(Timer::Purge, self.pause);
+                n
+            }
+            Err(e) => {
+                // Read again from the batch's start after a longer pause:
+                // nothing of it was deleted.
+                ctx.event(
+                    OperatorEvent::ArchivePurgeFailed,
+                    format!(
+                        "archive purge: deleting {n} rows failed ({e}); tried again in {} ms",
+                        self.pause.max(1_000) * 10
+                    ),
+                );
+                run.after = run.batch_from.clone();
+                ctx.set_timer(Timer::Purge, self.pause.max(1_000) * 10);
+                0
+            }
+        }
+    }
+
+    /// A read of the index failed: the purge stops here, said so, and the
+    /// next purge hour tries again.
+    pub fn on_read_failed(&mut self, e: &StoreError, ctx: &mut Ctx) {
+        let deleted = self.run.as_ref().map_or(0, |r| r.deleted);
+        ctx.event(
+            OperatorEvent::ArchivePurgeFailed,
+            format!("archive purge stopped after {deleted} rows: cannot read the time index: {e}"),
+        );
+        self.run = None;
+        self.schedule(ctx);
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        self.last_at = ctx.now();
+        self.last_cutoff = run.cutoff;
+        let range = match run.range {
+            Some((a, b)) => format!(", message times {a} to {b} ms"),
+            None => String::new(),
+        };
+        ctx.event(
+            OperatorEvent::ArchivePurged,
+            format!(
+                "archive purge: {} rows older than {} ms deleted, {} kept for a legal hold{range}",
+                run.deleted, run.cutoff, run.held
+            ),
+        );
+        self.schedule(ctx);
+    }
+
+    pub fn gauges(&self) -> [(Gauge, u64); 3] {
+        [
+            (Gauge::ArchiveLastPurgeAt, self.last_at),
+            (Gauge::ArchivePurgeCutoff, self.last_cutoff),
+            (Gauge::ArchivePurged, self.purged),
+        ]
+    }
+}
