@@ -10,14 +10,20 @@
 //! transaction: WAL journal, `synchronous = FULL`, so a batch is on disk
 //! before [`ArchiveDb::apply`] returns and the core may acknowledge it.
 //!
-//! Queries from the command-line tool open the archive read-only
-//! while the node keeps writing: WAL lets readers and the writer proceed
-//! side by side.
+//! Every client read of the archive is recorded in the `reads` table
+//! (the read trail: who, what, when, how many rows), inserted under
+//! [`DB_READ`] before the answer leaves the node; auditors list it with
+//! `holdfast archive audit`, and SQL tools see it plainly.
+//!
+//! Clients read the archive over the network, through the database core
+//! ([`ArchiveDb::answer`] of [`EngineQuery::Search`]); `holdfast archive
+//! query --file` opens a copy read-only, and WAL lets such readers and the
+//! writer proceed side by side.
 
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
-use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
-use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
+use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, RecordKind, Search};
+use holdfast_actors::core::store_keys::{self as keys, Row, DB_READ, DB_ROW};
 use rusqlite::types::Value;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -26,7 +32,7 @@ use std::time::Duration;
 
 /// The schema version this build writes and understands, kept in
 /// `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 2 adds `client_id`: the id the client gave its request, beside
 /// the cluster-wide `message_id` its front end assigned.
@@ -37,6 +43,10 @@ const MIGRATE_1_TO_2: &str = "ALTER TABLE messages ADD COLUMN client_id TEXT NOT
 /// nothing however large the archive (the one `COUNT(*)` runs here, once).
 const MIGRATE_2_TO_3: &str =
     "INSERT OR REPLACE INTO counts (name, n) SELECT 'messages', COUNT(*) FROM messages";
+
+/// Version 4 adds the read trail, `reads` (created with the schema: an
+/// archive of version 3 gets it empty) and an index on `(time,
+/// message_id)`, the order searches page in.
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,10 +75,19 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_from_time ON messages (from_user, time);
 CREATE INDEX IF NOT EXISTS messages_to_time ON messages (to_user, time);
 CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
+CREATE INDEX IF NOT EXISTS messages_time_id ON messages (time, message_id);
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reads (
+    seq       INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    principal TEXT    NOT NULL,
+    what      TEXT    NOT NULL,
+    row_count INTEGER NOT NULL,
+    refused   TEXT
+);
 CREATE TABLE IF NOT EXISTS counts (
     name TEXT PRIMARY KEY,
     n    INTEGER NOT NULL
@@ -145,6 +164,8 @@ pub struct ArchivedMessage {
 pub struct Query {
     /// Sender or recipient (exact match).
     pub user: Option<String>,
+    /// The message id, or the id its client gave the request.
+    pub id: Option<String>,
     /// `time >= since` (ms since the UNIX epoch).
     pub since: Option<u64>,
     /// `time < until` (ms since the UNIX epoch).
@@ -154,6 +175,35 @@ pub struct Query {
     pub text: Option<String>,
     /// At most this many rows (the earliest ones).
     pub limit: Option<usize>,
+    /// Only rows after this `(time, message id)`: the page key.
+    pub after: Option<(u64, String)>,
+}
+
+impl Query {
+    /// The archive query of a client's search.
+    pub fn of_search(s: &Search) -> Query {
+        Query {
+            user: s.user.clone(),
+            id: s.id.clone(),
+            since: s.since,
+            until: s.until,
+            text: s.text.clone(),
+            limit: Some(s.limit as usize),
+            after: s.after.as_ref().map(|a| (a.time, a.id.clone())),
+        }
+    }
+}
+
+/// One entry of the read trail, as `reads` holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReadEntry {
+    pub seq: u64,
+    pub at: u64,
+    pub principal: String,
+    /// The request, as JSON.
+    pub what: String,
+    pub rows: u64,
+    pub refused: Option<String>,
 }
 
 /// An open archive: read-write for the database node, read-only for queries.
@@ -298,6 +348,7 @@ impl ArchiveDb {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
         let mut inserted = 0u64;
+        let mut rows_inserted = 0u64;
         {
             let mut insert = tx
                 .prepare_cached(
@@ -320,6 +371,12 @@ impl ArchiveDb {
                 .map_err(io)?;
             let mut kv_delete = tx
                 .prepare_cached("DELETE FROM kv WHERE key = ?1")
+                .map_err(io)?;
+            let mut read_insert = tx
+                .prepare_cached(
+                    "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (seq) DO NOTHING",
+                )
                 .map_err(io)?;
             let refuse = |detail: String| {
                 StoreError::Io(format!(
@@ -383,6 +440,33 @@ impl ArchiveDb {
                             }
                         }
                         inserted += n as u64;
+                        rows_inserted += n as u64;
+                    }
+                    StoreOp::Insert { key, value } if key.starts_with(DB_READ) => {
+                        let seq = keys::parse_u64(DB_READ, key)
+                            .filter(|&n| n <= i64::MAX as u64)
+                            .ok_or_else(|| refuse(format!("malformed trail key {key:?}")))?;
+                        let read: ArchiveRead = keys::decode(value)
+                            .map_err(|e| refuse(format!("undecodable trail entry {key:?}: {e}")))?;
+                        let what = serde_json::to_string(&read.what)
+                            .map_err(|e| refuse(format!("trail entry {seq}: {e}")))?;
+                        inserted += read_insert
+                            .execute(rusqlite::params![
+                                seq as i64,
+                                clamp_i64(read.at),
+                                read.who,
+                                what,
+                                clamp_i64(read.rows),
+                                read.refused,
+                            ])
+                            .map_err(io)? as u64;
+                    }
+                    StoreOp::Put { key, .. } | StoreOp::Delete { key }
+                        if key.starts_with(DB_READ) =>
+                    {
+                        return Err(refuse(format!(
+                            "the read trail is only inserted into (key {key:?})"
+                        )));
                     }
                     StoreOp::Put { key, .. } | StoreOp::Delete { key }
                         if key.starts_with(DB_ROW) =>
@@ -403,10 +487,10 @@ impl ArchiveDb {
                 }
             }
         }
-        if inserted > 0 {
+        if rows_inserted > 0 {
             tx.execute(
                 "UPDATE counts SET n = n + ?1 WHERE name = 'messages'",
-                [clamp_i64(inserted)],
+                [clamp_i64(rows_inserted)],
             )
             .map_err(io)?;
         }
@@ -448,6 +532,15 @@ impl ArchiveDb {
                             Ok(id) => self.row_by_id(id).map_err(io)?.map(|r| keys::encode(&r)),
                             Err(_) => None,
                         },
+                        None if key.starts_with(DB_READ) => match keys::parse_u64(DB_READ, key) {
+                            Some(seq) => self
+                                .trail(Some(seq.saturating_sub(1)), false, 1)
+                                .map_err(io)?
+                                .into_iter()
+                                .find(|(n, _)| *n == seq)
+                                .map(|(_, r)| keys::encode(&r)),
+                            None => None,
+                        },
                         None => self
                             .conn
                             .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
@@ -468,6 +561,13 @@ impl ArchiveDb {
                     .map_err(|e| store_error(&self.path, e))?;
                 Ok(Answer::Count(n.unwrap_or(0).max(0) as u64))
             }
+            EngineQuery::Count { prefix } if prefix.as_slice() == DB_READ => {
+                let n: i64 = self
+                    .conn
+                    .query_row("SELECT COUNT(*) FROM reads", [], |r| r.get(0))
+                    .map_err(|e| store_error(&self.path, e))?;
+                Ok(Answer::Count(n.max(0) as u64))
+            }
             EngineQuery::Count { prefix } => {
                 let (sql, args) = self.range_sql("COUNT(*)", prefix, None, false)?;
                 let n: i64 = self
@@ -475,6 +575,45 @@ impl ArchiveDb {
                     .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))
                     .map_err(|e| store_error(&self.path, e))?;
                 Ok(Answer::Count(n.max(0) as u64))
+            }
+            EngineQuery::Scan {
+                prefix,
+                from,
+                reverse,
+                limit,
+            } if prefix.as_slice() == DB_READ => {
+                let after = match from {
+                    None => None,
+                    Some(f) => Some(keys::parse_u64(b"", f).ok_or_else(|| {
+                        StoreError::Io(format!("a trail key that is no number: {f:?}"))
+                    })?),
+                };
+                let rows = self
+                    .trail(after, *reverse, *limit)
+                    .map_err(io)?
+                    .into_iter()
+                    .map(|(seq, r)| (keys::key_u64(DB_READ, seq), keys::encode(&r)))
+                    .collect();
+                Ok(Answer::Rows(rows))
+            }
+            EngineQuery::Search { prefix, search } => {
+                if prefix.as_slice() != DB_ROW {
+                    return Err(StoreError::Io(format!(
+                        "archive {}: searches are of the messages ({DB_ROW:?}), not {prefix:?}",
+                        self.path.display()
+                    )));
+                }
+                let rows = self
+                    .query(&Query::of_search(search))
+                    .map_err(io)?
+                    .into_iter()
+                    .map(|m| {
+                        let row = self.to_row(m)?;
+                        Ok((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)))
+                    })
+                    .collect::<Result<_, ArchiveDbError>>()
+                    .map_err(io)?;
+                Ok(Answer::Rows(rows))
             }
             EngineQuery::Scan {
                 prefix,
@@ -580,7 +719,7 @@ impl ArchiveDb {
     }
 
     /// Messages matching every criterion of `q`, ordered by time, then
-    /// row id.
+    /// message id (the order pages follow: many rows share a time).
     pub fn query(&self, q: &Query) -> Result<Vec<ArchivedMessage>, ArchiveDbError> {
         let mut conds = Vec::new();
         let mut params = Vec::new();
@@ -589,9 +728,23 @@ impl ArchiveDb {
             let n = params.len();
             conds.push(format!("(from_user = ?{n} OR to_user = ?{n})"));
         }
+        if let Some(id) = &q.id {
+            params.push(Value::Text(id.clone()));
+            let n = params.len();
+            conds.push(format!("(message_id = ?{n} OR client_id = ?{n})"));
+        }
         if let Some(since) = q.since {
             params.push(Value::Integer(clamp_i64(since)));
             conds.push(format!("time >= ?{}", params.len()));
+        }
+        if let Some((time, id)) = &q.after {
+            // Written so that an index on time bounds the scan.
+            params.push(Value::Integer(clamp_i64(*time)));
+            params.push(Value::Text(id.clone()));
+            let (t, i) = (params.len() - 1, params.len());
+            conds.push(format!(
+                "time >= ?{t} AND (time > ?{t} OR message_id > ?{i})"
+            ));
         }
         if let Some(until) = q.until {
             params.push(Value::Integer(clamp_i64(until)));
@@ -602,7 +755,7 @@ impl ArchiveDb {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(" ORDER BY time, rowid");
+        sql.push_str(" ORDER BY time, message_id");
         let needle = q.text.as_ref().map(|t| t.to_lowercase());
         let limit = q.limit.unwrap_or(usize::MAX);
         if needle.is_none() && limit != usize::MAX {
@@ -611,6 +764,82 @@ impl ArchiveDb {
             sql.push_str(&format!(" LIMIT ?{}", params.len()));
         }
         self.select(&sql, params, needle.as_deref(), limit)
+    }
+
+    /// Entries of the read trail after `after` (before it, if `reverse`),
+    /// at most `limit`, in order of their numbers.
+    fn trail(
+        &self,
+        after: Option<u64>,
+        reverse: bool,
+        limit: u32,
+    ) -> Result<Vec<(u64, ArchiveRead)>, ArchiveDbError> {
+        let (op, order) = if reverse { ("<", "DESC") } else { (">", "ASC") };
+        let bound = match after {
+            Some(n) => clamp_i64(n),
+            None if reverse => i64::MAX,
+            None => -1,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT seq, at, principal, what, row_count, refused FROM reads \
+                 WHERE seq {op} ?1 ORDER BY seq {order} LIMIT ?2"
+            ))
+            .map_err(self.sqlite())?;
+        let rows = stmt
+            .query_map(rusqlite::params![bound, i64::from(limit)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(self.sqlite())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, who, what, n, refused) = row.map_err(self.sqlite())?;
+            let what = serde_json::from_str(&what).map_err(|e| ArchiveDbError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("reads row {seq}: {e}"),
+            })?;
+            let read = ArchiveRead {
+                at: at.max(0) as u64,
+                who,
+                what,
+                rows: n.max(0) as u64,
+                refused,
+            };
+            out.push((seq.max(0) as u64, read));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of the read trail, in order (for an export from a copy
+    /// of the archive, and tests).
+    pub fn reads(&self) -> Result<Vec<ReadEntry>, ArchiveDbError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, at, principal, what, row_count, refused FROM reads ORDER BY seq",
+            )
+            .map_err(self.sqlite())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ReadEntry {
+                    seq: r.get::<_, i64>(0)?.max(0) as u64,
+                    at: r.get::<_, i64>(1)?.max(0) as u64,
+                    principal: r.get(2)?,
+                    what: r.get(3)?,
+                    rows: r.get::<_, i64>(4)?.max(0) as u64,
+                    refused: r.get(5)?,
+                })
+            })
+            .map_err(self.sqlite())?;
+        rows.collect::<Result<_, _>>().map_err(self.sqlite())
     }
 
     /// Whether a message is archived under `id`: the id the front end

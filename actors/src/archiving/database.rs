@@ -5,13 +5,19 @@
 //! the archiver never archives a message twice, and starting reads no row.
 //! A batch is one transaction: one durable write, then the answer.
 
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+};
 use crate::core::engine::{Answer, Query};
-use crate::core::ids::{Addr, MessageId};
+use crate::core::identity::{self, Refusal};
+use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
-use crate::core::protocol::{DbError, Msg};
+use crate::core::protocol::{
+    read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, DbError, Msg, ReadWhat, Row, Search,
+    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX,
+};
 use crate::core::settings::Sabotage;
-use crate::core::store_keys::{self as keys, Row, DB_ROW};
+use crate::core::store_keys::{self as keys, DB_READ, DB_ROW};
 use std::collections::BTreeMap;
 
 struct Txn {
@@ -19,9 +25,32 @@ struct Txn {
     batch: u64,
 }
 
+/// What a token stands for while the engine works on it.
+enum Pending {
+    /// A batch of the archiver's, being written.
+    Log { from: Addr, batch: u64 },
+    /// A client's read, being answered by the engine.
+    Read {
+        from: Addr,
+        token: u64,
+        entry: ArchiveRead,
+    },
+    /// A read's entry in the trail, being written: the answer waits for it.
+    Audit {
+        from: Addr,
+        who: String,
+        answer: Msg,
+    },
+}
+
 /// The token of the query that counts the archived rows at start (write
-/// tokens start at 1).
+/// tokens start at 2).
 const COUNT: u64 = 0;
+/// The token of the query that finds the read trail's last entry at start.
+const LAST_READ: u64 = 1;
+
+/// Client reads in flight at most; beyond, a read is refused as busy.
+pub const READS_IN_FLIGHT_MAX: usize = 64;
 
 pub struct Database {
     name: String,
@@ -31,7 +60,11 @@ pub struct Database {
     /// Rows in the archive: counted by the engine at start, then kept up
     /// to date with what each transaction inserted (`None` until counted).
     rows: Option<u64>,
-    txns: BTreeMap<u64, Txn>,
+    /// The number of the next entry of the read trail (`None` until the
+    /// engine has found the last one: until then reads are refused, since
+    /// they could not be recorded).
+    next_read: Option<u64>,
+    pending: BTreeMap<u64, Pending>,
     next_token: u64,
 }
 
@@ -42,8 +75,9 @@ impl Database {
             sabotage,
             seen: 0,
             rows: None,
-            txns: BTreeMap::new(),
-            next_token: 0,
+            next_read: None,
+            pending: BTreeMap::new(),
+            next_token: LAST_READ,
         }
     }
 
@@ -51,55 +85,20 @@ impl Database {
     pub fn rows(&self) -> Option<u64> {
         self.rows
     }
-}
 
-impl Actor for Database {
-    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
-        self.txns.clear();
-        self.rows = None;
-        ctx.query(
-            COUNT,
-            Query::Count {
-                prefix: DB_ROW.to_vec(),
-            },
-        );
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
     }
 
-    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
-        &[DB_ROW]
+    fn reads_in_flight(&self) -> usize {
+        self.pending
+            .values()
+            .filter(|p| !matches!(p, Pending::Log { .. }))
+            .count()
     }
 
-    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
-        if token != COUNT {
-            return;
-        }
-        match result {
-            Ok(answer) => self.rows = Some(answer.count()),
-            // Only the gauge waits for it: archiving goes on.
-            Err(e) => ctx.event(
-                OperatorEvent::DbStoreFailed,
-                format!("{}: cannot count the archived rows: {e}", self.name),
-            ),
-        }
-    }
-
-    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
-        if !authorize(
-            from.actor == crate::core::ids::ActorKind::Archiver,
-            &self.name,
-            &from,
-            &msg,
-            ctx,
-        ) {
-            return;
-        }
-        let Msg::LogMessages { batch, records } = msg else {
-            ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("database {} ignored {} from {from}", self.name, msg.name()),
-            );
-            return;
-        };
+    fn log(&mut self, from: Addr, batch: u64, records: Vec<crate::core::protocol::ArchiveRecord>, ctx: &mut Ctx) {
         let mut ops = Vec::with_capacity(records.len());
         for record in records {
             self.seen += 1;
@@ -133,10 +132,313 @@ impl Actor for Database {
             ctx.send(from, Msg::Logged { batch });
             return;
         }
-        self.next_token += 1;
-        let token = self.next_token;
-        self.txns.insert(token, Txn { from, batch });
+        let token = self.token();
+        self.pending.insert(token, Pending::Log { from, batch });
         ctx.persist(token, ops);
+    }
+
+    /// A client's read of the archive or of its trail: only an auditor may
+    /// (see [`identity::ARCHIVE_READERS`]). Every read, refused or not, is
+    /// recorded in the trail before it is answered.
+    fn read(&mut self, from: Addr, token: u64, what: ReadWhat, ctx: &mut Ctx) {
+        let request = match what {
+            ReadWhat::Messages(_) => "ArchiveSearch",
+            ReadWhat::Trail { .. } => "ArchiveTrail",
+        };
+        let principal = identity::Principal::of(&from);
+        let who = principal
+            .as_ref()
+            .map_or_else(|| from.node.clone(), |p| format!("{}:{}", p.role, p.user));
+        let entry = ArchiveRead {
+            at: ctx.now(),
+            who,
+            what,
+            rows: 0,
+            refused: None,
+        };
+        if self.reads_in_flight() >= READS_IN_FLIGHT_MAX {
+            ctx.send(
+                from,
+                Msg::ArchiveRefused {
+                    token,
+                    refusal: ArchiveRefusal::Busy,
+                },
+            );
+            return;
+        }
+        if let Err(refusal) = identity::require(&from, identity::ARCHIVE_READERS) {
+            identity_refused(&self.name, &from, request, &refusal, ctx);
+            let reason = refusal.to_string();
+            let answer = Msg::ArchiveRefused {
+                token,
+                refusal: match refusal {
+                    Refusal::Unauthenticated | Refusal::Role { .. } | Refusal::NotYou { .. } => {
+                        ArchiveRefusal::Forbidden(reason.clone())
+                    }
+                },
+            };
+            let entry = ArchiveRead {
+                refused: Some(reason),
+                ..entry
+            };
+            self.record(from, entry, answer, ctx);
+            return;
+        }
+        let query = match &entry.what {
+            ReadWhat::Messages(search) => Query::Search {
+                prefix: DB_ROW.to_vec(),
+                search: Search {
+                    // One more than answered: whether there is more.
+                    limit: search.limit.clamp(1, SEARCH_PAGE_MAX) + 1,
+                    ..search.clone()
+                },
+            },
+            ReadWhat::Trail { after, limit } => Query::Scan {
+                prefix: DB_READ.to_vec(),
+                from: after.map(|a| a.to_be_bytes().to_vec()),
+                reverse: false,
+                limit: (*limit).clamp(1, SEARCH_PAGE_MAX) + 1,
+            },
+        };
+        let t = self.token();
+        self.pending.insert(t, Pending::Read { from, token, entry });
+        ctx.query(t, query);
+    }
+
+    /// The engine answered a client's read: record it, then answer.
+    fn found(
+        &mut self,
+        from: Addr,
+        token: u64,
+        mut entry: ArchiveRead,
+        result: Result<Answer, StoreError>,
+        ctx: &mut Ctx,
+    ) {
+        let rows = match result {
+            Ok(answer) => answer.into_rows(),
+            Err(e) => {
+                ctx.event(
+                    OperatorEvent::DbStoreFailed,
+                    format!("{}: a read of the archive failed: {e}", self.name),
+                );
+                let refusal = ArchiveRefusal::StoreFailed(e.to_string());
+                entry.refused = Some(refusal.to_string());
+                self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                return;
+            }
+        };
+        let answer = match &entry.what {
+            ReadWhat::Messages(search) => {
+                let page = search.limit.clamp(1, SEARCH_PAGE_MAX) as usize;
+                let mut decoded = Vec::with_capacity(rows.len().min(page));
+                let mut bytes = 0;
+                let mut cut = rows.len() > page;
+                for (key, value) in rows.into_iter().take(page) {
+                    let row = match keys::decode::<Row>(&value) {
+                        Ok(row) => row,
+                        Err(e) => {
+                            let refusal = ArchiveRefusal::StoreFailed(format!(
+                                "row {key:?} does not decode: {e}"
+                            ));
+                            entry.refused = Some(refusal.to_string());
+                            self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                            return;
+                        }
+                    };
+                    bytes += row_bytes(&row);
+                    if !decoded.is_empty() && bytes > SEARCH_MAX_BYTES {
+                        cut = true;
+                        break;
+                    }
+                    decoded.push(row);
+                }
+                let next = cut.then(|| {
+                    let last = &decoded[decoded.len() - 1].record;
+                    SearchAfter {
+                        time: last.time,
+                        id: last.id.clone(),
+                    }
+                });
+                entry.rows = decoded.len() as u64;
+                Msg::ArchiveFound {
+                    token,
+                    rows: decoded,
+                    next,
+                }
+            }
+            ReadWhat::Trail { limit, .. } => {
+                let page = (*limit).clamp(1, SEARCH_PAGE_MAX) as usize;
+                let mut reads = Vec::with_capacity(rows.len().min(page));
+                let mut bytes = 0;
+                let mut cut = rows.len() > page;
+                for (key, value) in rows.into_iter().take(page) {
+                    let read = keys::parse_u64(DB_READ, &key).zip(keys::decode::<ArchiveRead>(&value).ok());
+                    let Some((seq, read)) = read else {
+                        let refusal = ArchiveRefusal::StoreFailed(format!(
+                            "trail entry {key:?} does not decode"
+                        ));
+                        entry.refused = Some(refusal.to_string());
+                        self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                        return;
+                    };
+                    bytes += read_bytes(&read);
+                    if !reads.is_empty() && bytes > SEARCH_MAX_BYTES {
+                        cut = true;
+                        break;
+                    }
+                    reads.push((seq, read));
+                }
+                let next = cut.then(|| reads[reads.len() - 1].0);
+                entry.rows = reads.len() as u64;
+                Msg::ArchiveReads {
+                    token,
+                    reads,
+                    // Filled in by `record`.
+                    recorded: 0,
+                    next,
+                }
+            }
+        };
+        self.record(from, entry, answer, ctx);
+    }
+
+    /// Writes `entry` to the read trail, then (in `on_persisted`) sends
+    /// `answer`. A read that cannot be recorded is not answered: it is
+    /// refused.
+    fn record(&mut self, from: Addr, entry: ArchiveRead, mut answer: Msg, ctx: &mut Ctx) {
+        let Some(seq) = self.next_read else {
+            let why = "the read trail's end is not known";
+            self.unrecorded(&from, &entry.who, why, answer, ctx);
+            return;
+        };
+        self.next_read = Some(seq + 1);
+        if let Msg::ArchiveReads { recorded, .. } = &mut answer {
+            *recorded = seq;
+        }
+        let token = self.token();
+        let who = entry.who.clone();
+        self.pending
+            .insert(token, Pending::Audit { from, who, answer });
+        ctx.persist(
+            token,
+            vec![StoreOp::Insert {
+                key: keys::key_u64(DB_READ, seq),
+                value: keys::encode(&entry),
+            }],
+        );
+    }
+
+    /// A read whose entry could not be written: an event, and a refusal
+    /// instead of any rows.
+    fn unrecorded(&self, to: &Addr, who: &str, why: &str, answer: Msg, ctx: &mut Ctx) {
+        ctx.event(
+            OperatorEvent::DbStoreFailed,
+            format!(
+                "{}: a read of the archive by {who} was not recorded, so not answered: {why}",
+                self.name
+            ),
+        );
+        let answer = match answer {
+            // Already a refusal: it stands.
+            refused @ Msg::ArchiveRefused { .. } => refused,
+            Msg::ArchiveFound { token, .. } | Msg::ArchiveReads { token, .. } => {
+                Msg::ArchiveRefused {
+                    token,
+                    refusal: ArchiveRefusal::AuditFailed(why.to_string()),
+                }
+            }
+            other => other,
+        };
+        ctx.send(to.clone(), answer);
+    }
+}
+
+impl Actor for Database {
+    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
+        self.pending.clear();
+        self.rows = None;
+        self.next_read = None;
+        ctx.query(
+            COUNT,
+            Query::Count {
+                prefix: DB_ROW.to_vec(),
+            },
+        );
+        ctx.query(
+            LAST_READ,
+            Query::Scan {
+                prefix: DB_READ.to_vec(),
+                from: None,
+                reverse: true,
+                limit: 1,
+            },
+        );
+    }
+
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        &[DB_ROW, DB_READ]
+    }
+
+    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
+        match token {
+            COUNT => match result {
+                Ok(answer) => self.rows = Some(answer.count()),
+                // Only the gauge waits for it: archiving goes on.
+                Err(e) => ctx.event(
+                    OperatorEvent::DbStoreFailed,
+                    format!("{}: cannot count the archived rows: {e}", self.name),
+                ),
+            },
+            LAST_READ => match result {
+                Ok(answer) => {
+                    let last = answer
+                        .into_rows()
+                        .first()
+                        .and_then(|(k, _)| keys::parse_u64(DB_READ, k));
+                    self.next_read = Some(last.map_or(1, |n| n + 1));
+                }
+                // Reads are refused until a restart finds it.
+                Err(e) => ctx.event(
+                    OperatorEvent::DbStoreFailed,
+                    format!(
+                        "{}: cannot find the read trail's end: reads are refused: {e}",
+                        self.name
+                    ),
+                ),
+            },
+            _ => {
+                if let Some(Pending::Read { from, token, entry }) = self.pending.remove(&token) {
+                    self.found(from, token, entry, result, ctx);
+                }
+            }
+        }
+    }
+
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let client = from.actor == ActorKind::Client;
+        let allowed = match &msg {
+            Msg::LogMessages { .. } => from.actor == ActorKind::Archiver,
+            Msg::ArchiveSearch { .. } | Msg::ArchiveTrail { .. } => client,
+            _ => true,
+        };
+        if !authorize(allowed, &self.name, &from, &msg, ctx) {
+            return;
+        }
+        match msg {
+            Msg::LogMessages { batch, records } => self.log(from, batch, records, ctx),
+            Msg::ArchiveSearch { token, search } => {
+                self.read(from, token, ReadWhat::Messages(search), ctx)
+            }
+            Msg::ArchiveTrail {
+                token,
+                after,
+                limit,
+            } => self.read(from, token, ReadWhat::Trail { after, limit }, ctx),
+            msg => ctx.event(
+                OperatorEvent::UnexpectedMessage,
+                format!("database {} ignored {} from {from}", self.name, msg.name()),
+            ),
+        }
     }
 
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Ctx) {}
@@ -148,8 +450,24 @@ impl Actor for Database {
     }
 
     fn on_persisted(&mut self, token: u64, result: Result<Written, StoreError>, ctx: &mut Ctx) {
-        let Some(txn) = self.txns.remove(&token) else {
-            return;
+        let txn = match self.pending.remove(&token) {
+            Some(Pending::Log { from, batch }) => Txn { from, batch },
+            Some(Pending::Audit { from, who, answer }) => {
+                match result {
+                    Ok(w) if w.inserted == 1 => ctx.send(from, answer),
+                    Ok(_) => {
+                        let why = "its trail entry's number was taken";
+                        self.unrecorded(&from, &who, why, answer, ctx)
+                    }
+                    Err(e) => self.unrecorded(&from, &who, &e.to_string(), answer, ctx),
+                }
+                return;
+            }
+            Some(read @ Pending::Read { .. }) => {
+                self.pending.insert(token, read);
+                return;
+            }
+            None => return,
         };
         match result {
             Ok(written) => {

@@ -4,6 +4,7 @@
 use crate::core::actor::Recovered;
 use crate::core::ids::{MessageId, Millis, UserId};
 use crate::core::protocol::{ArchiveRecord, QueueItem, RecordKind};
+pub use crate::core::protocol::Row;
 use serde::{Deserialize, Serialize};
 
 /// Outgoing queue: `q/<seq>` → queue item.
@@ -29,6 +30,10 @@ pub const DQ_PARKED: &[u8] = b"p/";
 /// Database: `m/<message id>` → row of the messages table, inserted (the
 /// message id is the unique key) and read on demand, never at start.
 pub const DB_ROW: &[u8] = b"m/";
+/// Database: `a/<seq>` → [`ArchiveRead`](crate::core::protocol::ArchiveRead),
+/// the read trail: one entry per client read of the archive, inserted
+/// before the answer and read on demand, never at start.
+pub const DB_READ: &[u8] = b"a/";
 
 pub fn key_u64(prefix: &[u8], n: u64) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -134,16 +139,6 @@ pub fn decode_item(bytes: &[u8]) -> Result<QueueItem, postcard::Error> {
             QueueItemV1::Tombstone => Ok(QueueItem::Tombstone),
         }
     })
-}
-
-/// A row of the LcsLog-style `messages` table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Row {
-    /// Auto-increment row id (not the message id: a faulty writer could
-    /// insert one message twice, and the checker must be able to see that).
-    pub rowid: u64,
-    pub record: ArchiveRecord,
-    pub archived_at: u64,
 }
 
 /// Why a value of a store could not be read (the store is damaged, or was
