@@ -823,9 +823,7 @@ impl ArchiveDb {
     pub fn reads(&self) -> Result<Vec<ReadEntry>, ArchiveDbError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT seq, at, principal, what, row_count, refused FROM reads ORDER BY seq",
-            )
+            .prepare("SELECT seq, at, principal, what, row_count, refused FROM reads ORDER BY seq")
             .map_err(self.sqlite())?;
         let rows = stmt
             .query_map([], |r| {
@@ -1547,9 +1545,9 @@ mod tests {
         }
         for result in [ArchiveDb::open(&path), ArchiveDb::open_read_only(&path)] {
             let err = result.unwrap_err();
-            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 4, .. }));
+            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 5, .. }));
             let text = err.to_string();
-            assert!(text.contains("archive.sqlite") && text.contains("version 4"));
+            assert!(text.contains("archive.sqlite") && text.contains("version 5"));
         }
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();
@@ -1561,6 +1559,270 @@ mod tests {
         std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
         let err = ArchiveDb::open(&junk).unwrap_err();
         assert!(err.to_string().contains("junk.sqlite"), "{err}");
+    }
+
+    /// Rows of which many share one timestamp, in SQLite and in the
+    /// reference engine.
+    fn twins() -> (ArchiveDb, Recovered, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
+        let mut ops = Vec::new();
+        for i in 0..40u64 {
+            let (from, to) = if i % 3 == 0 {
+                ("a@x", "b@x")
+            } else {
+                ("c@x", "a@x")
+            };
+            let body = if i % 4 == 0 { "Hello" } else { "bye" };
+            // Ids out of time order; times in three clusters.
+            let id = format!("k{:02}", (i * 17) % 40);
+            ops.push(put(i, rec(&id, from, to, 100 + (i % 3) * 10, body)));
+        }
+        db.apply(&ops).unwrap();
+        let mut map = Recovered::new();
+        holdfast_actors::core::engine::apply(&mut map, ops);
+        (db, map, dir)
+    }
+
+    fn page_keys(a: Answer) -> Vec<String> {
+        a.into_rows()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn searches_page_like_the_reference_engine() {
+        let (db, map, _dir) = twins();
+        let searches = [
+            Search::default(),
+            Search {
+                user: Some("b@x".into()),
+                ..Search::default()
+            },
+            Search {
+                text: Some("hELLo".into()),
+                since: Some(110),
+                ..Search::default()
+            },
+            Search {
+                until: Some(120),
+                id: None,
+                ..Search::default()
+            },
+            Search {
+                id: Some("k05".into()),
+                ..Search::default()
+            },
+        ];
+        for base in searches {
+            let mut s = Search {
+                limit: 3,
+                ..base.clone()
+            };
+            let mut got = Vec::new();
+            loop {
+                let q = EngineQuery::Search {
+                    prefix: DB_ROW.to_vec(),
+                    search: s.clone(),
+                };
+                let page = page_keys(db.answer(&q).unwrap());
+                assert_eq!(
+                    page,
+                    page_keys(holdfast_actors::core::engine::answer(&map, &q)),
+                    "{s:?}"
+                );
+                let Some(last) = page.last() else { break };
+                let row = db.row_by_id(&last[DB_ROW.len()..]).unwrap().unwrap();
+                s.after = Some(holdfast_actors::core::protocol::SearchAfter {
+                    time: row.record.time,
+                    id: row.record.id,
+                });
+                got.extend(page);
+            }
+            let mut unique = got.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), got.len(), "no row twice: {base:?}");
+            let all = db
+                .query(&Query::of_search(&Search {
+                    limit: u32::MAX,
+                    ..base.clone()
+                }))
+                .unwrap();
+            assert_eq!(got.len(), all.len(), "every row: {base:?}");
+        }
+    }
+
+    #[test]
+    fn the_read_trail_is_a_table_of_its_own() {
+        use holdfast_actors::core::protocol::ReadWhat;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        let mut db = ArchiveDb::open(&path).unwrap();
+        db.apply(&sample()).unwrap();
+        let read = |n: u64, refused: Option<&str>| StoreOp::Insert {
+            key: keys::key_u64(DB_READ, n),
+            value: keys::encode(&ArchiveRead {
+                at: 1_000 + n,
+                who: "auditor:carol".into(),
+                what: ReadWhat::Messages(Search {
+                    user: Some("a@x".into()),
+                    limit: 10,
+                    ..Search::default()
+                }),
+                rows: n,
+                refused: refused.map(Into::into),
+            }),
+        };
+        assert_eq!(
+            db.apply(&[read(1, None), read(2, Some("no"))])
+                .unwrap()
+                .inserted,
+            2
+        );
+        assert_eq!(
+            db.apply(&[read(2, None)]).unwrap().inserted,
+            0,
+            "a number once"
+        );
+        assert_eq!(count_rows(&db), 5, "the trail is no message");
+        let put = StoreOp::Put {
+            key: keys::key_u64(DB_READ, 1),
+            value: vec![],
+        };
+        assert!(db.apply(&[put]).is_err(), "the trail is only inserted into");
+        let reads = db.reads().unwrap();
+        assert_eq!(reads.len(), 2);
+        assert_eq!(
+            (
+                reads[1].seq,
+                reads[1].principal.as_str(),
+                reads[1].rows,
+                reads[1].refused.as_deref()
+            ),
+            (2, "auditor:carol", 2, Some("no"))
+        );
+        assert!(
+            reads[0].what.contains("\"user\":\"a@x\""),
+            "{}",
+            reads[0].what
+        );
+        // The engine's answers: the last entry, those after one, one by key.
+        let scan = |from: Option<u64>, reverse| EngineQuery::Scan {
+            prefix: DB_READ.to_vec(),
+            from: from.map(|n| n.to_be_bytes().to_vec()),
+            reverse,
+            limit: 10,
+        };
+        let seqs = |q| -> Vec<u64> {
+            db.answer(&q)
+                .unwrap()
+                .into_rows()
+                .into_iter()
+                .map(|(k, v)| {
+                    let r: ArchiveRead = keys::decode(&v).unwrap();
+                    assert_eq!(r.who, "auditor:carol");
+                    keys::parse_u64(DB_READ, &k).unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(seqs(scan(None, true)), [2, 1]);
+        assert_eq!(seqs(scan(Some(1), false)), [2]);
+        assert_eq!(seqs(scan(Some(2), true)), [1]);
+        let got = db
+            .answer(&EngineQuery::Get {
+                keys: vec![keys::key_u64(DB_READ, 2), keys::key_u64(DB_READ, 3)],
+            })
+            .unwrap()
+            .into_values();
+        let two: ArchiveRead = keys::decode(got[0].as_ref().unwrap()).unwrap();
+        assert_eq!((two.rows, got[1].is_none()), (2, true));
+        let count = EngineQuery::Count {
+            prefix: DB_READ.to_vec(),
+        };
+        assert_eq!(db.answer(&count).unwrap().count(), 2);
+        assert!(
+            db.recovered().unwrap().is_empty(),
+            "not handed over at start"
+        );
+    }
+
+    /// An archive of schema version 3 gets the read trail's table.
+    #[test]
+    fn a_version_3_archive_gets_its_read_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        {
+            let mut db = ArchiveDb::open(&path).unwrap();
+            db.apply(&sample()).unwrap();
+        }
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE reads; DROP INDEX messages_time_id; PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let db = ArchiveDb::open(&path).unwrap();
+        assert!(db.reads().unwrap().is_empty());
+        assert_eq!(db.count().unwrap(), 5);
+        let v: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 4);
+    }
+
+    /// The database core over SQLite: an auditor's search is answered
+    /// from the indexes and recorded in `reads`.
+    #[test]
+    fn the_core_records_a_search_in_the_reads_table() {
+        use holdfast_actors::core::identity::{Principal, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
+        db.apply(&sample()).unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut core = Database::new("db1", Sabotage::default());
+        react(
+            &mut core,
+            &mut db,
+            &mut rng,
+            Box::new(|c, ctx| c.on_start(Recovered::new(), ctx)),
+        );
+        let carol = Addr::new(
+            Principal::new("carol", Role::Auditor).client_name("n"),
+            ActorKind::Client,
+        );
+        let search = Search {
+            user: Some("a@x".into()),
+            limit: 2,
+            ..Search::default()
+        };
+        // The search goes to the engine; its answer, once recorded.
+        let (sent, _) = react(
+            &mut core,
+            &mut db,
+            &mut rng,
+            Box::new(move |c, ctx| c.on_msg(carol, Msg::ArchiveSearch { token: 1, search }, ctx)),
+        );
+        let [Msg::ArchiveFound { rows, next, .. }] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert_eq!(rows[0].rowid, 1, "the engine's row id");
+        assert_eq!(next.as_ref().map(|a| a.id.as_str()), Some("m2"));
+        let reads = db.reads().unwrap();
+        assert_eq!(
+            (
+                reads.len(),
+                reads[0].seq,
+                reads[0].principal.as_str(),
+                reads[0].rows
+            ),
+            (1, 1, "auditor:carol", 2)
+        );
     }
 
     /// Insert rate: `cargo test -p holdfast --release --lib

@@ -98,7 +98,13 @@ impl Database {
             .count()
     }
 
-    fn log(&mut self, from: Addr, batch: u64, records: Vec<crate::core::protocol::ArchiveRecord>, ctx: &mut Ctx) {
+    fn log(
+        &mut self,
+        from: Addr,
+        batch: u64,
+        records: Vec<crate::core::protocol::ArchiveRecord>,
+        ctx: &mut Ctx,
+    ) {
         let mut ops = Vec::with_capacity(records.len());
         for record in records {
             self.seen += 1;
@@ -272,7 +278,8 @@ impl Database {
                 let mut bytes = 0;
                 let mut cut = rows.len() > page;
                 for (key, value) in rows.into_iter().take(page) {
-                    let read = keys::parse_u64(DB_READ, &key).zip(keys::decode::<ArchiveRead>(&value).ok());
+                    let read = keys::parse_u64(DB_READ, &key)
+                        .zip(keys::decode::<ArchiveRead>(&value).ok());
                     let Some((seq, read)) = read else {
                         let refusal = ArchiveRefusal::StoreFailed(format!(
                             "trail entry {key:?} does not decode"
@@ -527,7 +534,8 @@ impl Actor for Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ids::ActorKind;
+    use crate::core::identity::{Principal, Role};
+    use crate::core::protocol::ArchiveRecord;
     use crate::testkit::{record as rec, Harness};
 
     fn db(sabotage: Sabotage) -> Harness<Database> {
@@ -628,5 +636,338 @@ mod tests {
             vec!["m1", "m2", "m4", "m4", "m5", "m7", "m8", "m8"]
         );
         assert_eq!(h.actor().rows(), Some(8), "twins are rows too");
+    }
+
+    fn client(role: Role, user: &str) -> Addr {
+        Addr::new(
+            Principal::new(user, role).client_name("n1"),
+            ActorKind::Client,
+        )
+    }
+
+    fn auditor() -> Addr {
+        client(Role::Auditor, "carol@corp.example")
+    }
+
+    /// A database holding `n` messages m000… of a@ to b@, every one at
+    /// time 5 (many rows share one timestamp), plus `late` at time 9.
+    fn seeded(n: usize) -> Harness<Database> {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        let mut records: Vec<_> = (0..n)
+            .map(|i| ArchiveRecord {
+                time: 5,
+                ..rec(&format!("m{i:03}"))
+            })
+            .collect();
+        records.push(ArchiveRecord {
+            time: 9,
+            to: "z@corp.example".into(),
+            body: "Late HELLO".into(),
+            ..rec("late")
+        });
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h
+    }
+
+    fn search(h: &mut Harness<Database>, from: Addr, s: Search) -> Msg {
+        let sent = h.msg(
+            from.clone(),
+            Msg::ArchiveSearch {
+                token: 7,
+                search: s,
+            },
+        );
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, from);
+        sent.into_iter().next().unwrap().1
+    }
+
+    fn trail(h: &Harness<Database>) -> Vec<(u64, ArchiveRead)> {
+        h.store
+            .range(DB_READ.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(DB_READ))
+            .map(|(k, v)| {
+                (
+                    keys::parse_u64(DB_READ, k).unwrap(),
+                    keys::decode(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn all(limit: u32) -> Search {
+        Search {
+            limit,
+            ..Search::default()
+        }
+    }
+
+    #[test]
+    fn an_auditor_searches_and_the_read_is_recorded_before_the_answer() {
+        let mut h = seeded(3);
+        h.now = 1_000;
+        let s = Search {
+            user: Some("z@corp.example".into()),
+            text: Some("hello".into()),
+            ..all(10)
+        };
+        let Msg::ArchiveFound { token, rows, next } = search(&mut h, auditor(), s.clone()) else {
+            panic!("found")
+        };
+        assert_eq!((token, next), (7, None));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].record.id, "late");
+        assert_eq!(
+            trail(&h),
+            vec![(
+                1,
+                ArchiveRead {
+                    at: 1_000,
+                    who: "auditor:carol@corp.example".into(),
+                    what: ReadWhat::Messages(s),
+                    rows: 1,
+                    refused: None,
+                }
+            )]
+        );
+        assert!(h.events().is_empty(), "{:?}", h.events());
+    }
+
+    #[test]
+    fn users_and_operators_may_not_read_the_archive_not_even_their_own() {
+        let mut h = seeded(3);
+        let own = Search {
+            user: Some("a@corp.example".into()),
+            ..all(10)
+        };
+        let anonymous = Addr::new("client-7", ActorKind::Client);
+        for from in [
+            client(Role::User, "a@corp.example"),
+            client(Role::Operator, "ops"),
+            anonymous,
+        ] {
+            h.clear_events();
+            let Msg::ArchiveRefused { token: 7, refusal } =
+                search(&mut h, from.clone(), own.clone())
+            else {
+                panic!("refused")
+            };
+            assert!(
+                matches!(refusal, ArchiveRefusal::Forbidden(_)),
+                "{refusal:?}"
+            );
+            assert_eq!(h.events(), ["identity_refused"], "{from}");
+        }
+        // Each refusal is in the trail, with no rows.
+        let reads = trail(&h);
+        let who: Vec<&str> = reads.iter().map(|(_, r)| r.who.as_str()).collect();
+        assert_eq!(who, ["user:a@corp.example", "operator:ops", "client-7"]);
+        assert!(reads
+            .iter()
+            .all(|(_, r)| r.rows == 0 && r.refused.is_some()));
+        assert!(reads[0].1.refused.as_ref().unwrap().contains("auditor"));
+        // The trail too is for auditors only.
+        let sent = h.msg(
+            client(Role::User, "a@corp.example"),
+            Msg::ArchiveTrail {
+                token: 3,
+                after: None,
+                limit: 10,
+            },
+        );
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Msg::ArchiveRefused {
+                    token: 3,
+                    refusal: ArchiveRefusal::Forbidden(_)
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn a_read_that_cannot_be_recorded_is_refused_not_answered() {
+        let mut h = seeded(3);
+        h.fail_persists = Some(StoreError::NoSpace);
+        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("refused")
+        };
+        assert!(
+            matches!(refusal, ArchiveRefusal::AuditFailed(_)),
+            "{refusal:?}"
+        );
+        assert!(h.events().contains(&"db_store_failed"));
+        assert!(trail(&h).is_empty());
+        // Once the trail takes writes again, the same read is answered
+        // (under the next number: a number is never used twice).
+        h.fail_persists = None;
+        let Msg::ArchiveFound { rows, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("found")
+        };
+        assert_eq!(rows.len(), 4);
+        assert_eq!(trail(&h).len(), 1);
+    }
+
+    #[test]
+    fn an_engine_that_cannot_answer_is_a_recorded_refusal() {
+        let mut h = seeded(3);
+        h.fail_queries = Some(StoreError::Io("gone".into()));
+        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("refused")
+        };
+        assert!(
+            matches!(refusal, ArchiveRefusal::StoreFailed(_)),
+            "{refusal:?}"
+        );
+        assert!(trail(&h)[0].1.refused.is_some());
+    }
+
+    #[test]
+    fn pages_cover_every_row_once_when_many_rows_share_a_timestamp() {
+        let mut h = seeded(250);
+        let mut s = all(7);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let Msg::ArchiveFound { rows, next, .. } = search(&mut h, auditor(), s.clone()) else {
+                panic!("found")
+            };
+            assert!(rows.len() <= 7);
+            seen.extend(rows.into_iter().map(|r| r.record.id));
+            pages += 1;
+            match next {
+                Some(after) => s.after = Some(after),
+                None => break,
+            }
+        }
+        let mut expected: Vec<String> = (0..250).map(|i| format!("m{i:03}")).collect();
+        expected.push("late".into());
+        assert_eq!(seen, expected, "every row once, in (time, id) order");
+        assert_eq!(pages, 36);
+        assert_eq!(trail(&h).len(), 36, "every page is a recorded read");
+    }
+
+    #[test]
+    fn an_answer_is_bounded_in_bytes_but_holds_at_least_one_row() {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        let big = "x".repeat(3 << 20);
+        let records = (0..5)
+            .map(|i| ArchiveRecord {
+                body: big.clone(),
+                ..rec(&format!("b{i}"))
+            })
+            .collect();
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        let mut s = all(SEARCH_PAGE_MAX);
+        let mut sizes = Vec::new();
+        loop {
+            let Msg::ArchiveFound { rows, next, .. } = search(&mut h, auditor(), s.clone()) else {
+                panic!("found")
+            };
+            sizes.push(rows.len());
+            let bytes: u64 = rows.iter().map(row_bytes).sum();
+            assert!(rows.len() == 1 || bytes <= SEARCH_MAX_BYTES, "{bytes}");
+            match next {
+                Some(after) => s.after = Some(after),
+                None => break,
+            }
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+    }
+
+    #[test]
+    fn the_trail_is_listed_in_pages_and_numbered_across_restarts() {
+        let mut h = seeded(2);
+        search(&mut h, auditor(), all(1));
+        search(&mut h, client(Role::User, "b@corp.example"), all(1));
+        // A restart: numbering goes on after the last entry.
+        let mut h2 = db(Sabotage::default());
+        h2.store = h.store.clone();
+        h2.start(without_rows(&h.store));
+        let sent = h2.msg(
+            auditor(),
+            Msg::ArchiveTrail {
+                token: 4,
+                after: None,
+                limit: 1,
+            },
+        );
+        let [(
+            _,
+            Msg::ArchiveReads {
+                token: 4,
+                reads,
+                recorded,
+                next,
+            },
+        )] = &sent[..]
+        else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(
+            (reads.len(), reads[0].0, *recorded, *next),
+            (1, 1, 3, Some(1))
+        );
+        let sent = h2.msg(
+            auditor(),
+            Msg::ArchiveTrail {
+                token: 5,
+                after: Some(1),
+                limit: 10,
+            },
+        );
+        let [(
+            _,
+            Msg::ArchiveReads {
+                reads,
+                recorded,
+                next,
+                ..
+            },
+        )] = &sent[..]
+        else {
+            panic!("{sent:?}")
+        };
+        let seqs: Vec<u64> = reads.iter().map(|(n, _)| *n).collect();
+        assert_eq!((seqs, *recorded, *next), (vec![2, 3], 4, None));
+        assert!(reads[0].1.refused.is_some(), "the user's refused read");
+        assert_eq!(
+            reads[1].1.what,
+            ReadWhat::Trail {
+                after: None,
+                limit: 1
+            }
+        );
+    }
+
+    #[test]
+    fn only_clients_read_and_only_the_archiver_writes() {
+        let mut h = seeded(1);
+        let sent = h.msg(
+            auditor(),
+            Msg::LogMessages {
+                batch: 9,
+                records: vec![rec("forged")],
+            },
+        );
+        assert!(sent.is_empty());
+        assert_eq!(h.events(), ["unauthorized_sender"]);
+        let sent = h.msg(
+            arch(),
+            Msg::ArchiveSearch {
+                token: 1,
+                search: all(1),
+            },
+        );
+        assert!(sent.is_empty());
+        assert!(trail(&h).is_empty());
+    }
+
+    fn without_rows(store: &Recovered) -> Recovered {
+        crate::core::engine::without_prefixes(store.clone(), &[DB_ROW, DB_READ])
     }
 }

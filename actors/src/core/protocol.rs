@@ -216,7 +216,10 @@ impl std::fmt::Display for ArchiveRefusal {
         match self {
             ArchiveRefusal::Forbidden(why) => write!(f, "forbidden: {why}"),
             ArchiveRefusal::AuditFailed(why) => {
-                write!(f, "the read could not be recorded, so it is not answered: {why}")
+                write!(
+                    f,
+                    "the read could not be recorded, so it is not answered: {why}"
+                )
             }
             ArchiveRefusal::StoreFailed(why) => write!(f, "the archive could not be read: {why}"),
             ArchiveRefusal::Busy => write!(f, "too many reads in flight; try again"),

@@ -3,8 +3,8 @@
 
 use crate::core::actor::Recovered;
 use crate::core::ids::{MessageId, Millis, UserId};
-use crate::core::protocol::{ArchiveRecord, QueueItem, RecordKind};
 pub use crate::core::protocol::Row;
+use crate::core::protocol::{ArchiveRecord, QueueItem, RecordKind};
 use serde::{Deserialize, Serialize};
 
 /// Outgoing queue: `q/<seq>` → queue item.

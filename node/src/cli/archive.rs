@@ -140,11 +140,8 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
         } => {
             let config = load_config(&config)?;
             let node = database_node(&config, database)?;
-            runtime()?.block_on(async {
-                Reader::open(&config, &who, &node)?
-                    .audit(after, json)
-                    .await
-            })?;
+            runtime()?
+                .block_on(async { Reader::open(&config, &who, &node)?.audit(after, json).await })?;
         }
     }
     Ok(())
