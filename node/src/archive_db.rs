@@ -44,9 +44,9 @@ const MIGRATE_1_TO_2: &str = "ALTER TABLE messages ADD COLUMN client_id TEXT NOT
 const MIGRATE_2_TO_3: &str =
     "INSERT OR REPLACE INTO counts (name, n) SELECT 'messages', COUNT(*) FROM messages";
 
-/// Version 4 adds the read trail, `reads` (created with the schema: an
-/// archive of version 3 gets it empty) and an index on `(time,
-/// message_id)`, the order searches page in.
+// Version 4 adds the read trail, `reads` (created with the schema: an
+// archive of version 3 gets it empty) and an index on `(time,
+// message_id)`, the order searches page in.
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
