@@ -49,7 +49,8 @@ fn elsewhere(c: &TestCluster) -> (tempfile::TempDir, std::path::PathBuf) {
 fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_recorded() {
     let c = TestCluster::start("tls", "");
     for (id, body) in [("r-1", "hello one"), ("r-2", "hello two"), ("r-3", "other")] {
-        let (code, out, err) = c.cli(&["im", "send", "--from", ALICE, "--to", BOB, "--id", id, body]);
+        let (code, out, err) =
+            c.cli(&["im", "send", "--from", ALICE, "--to", BOB, "--id", id, body]);
         assert_eq!(code, 0, "{out}{err}");
     }
     let archived = c.wait_archive(Duration::from_secs(30), |a| a.len() >= 3);
@@ -67,13 +68,20 @@ fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let mut ids: Vec<&str> = rows.iter().map(|r| r["client_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["client_id"].as_str().unwrap())
+        .collect();
     ids.sort();
     assert_eq!(ids, ["r-1", "r-2", "r-3"]);
-    assert!(rows.iter().all(|r| r["from"] == ALICE && r["rowid"].as_u64() > Some(0)));
+    assert!(rows
+        .iter()
+        .all(|r| r["from"] == ALICE && r["rowid"].as_u64() > Some(0)));
     let (code, out, err) = cli(
         &config,
-        &["archive", "query", "--text", "HELLO", "--limit", "1", "--wait", "r-3"],
+        &[
+            "archive", "query", "--text", "HELLO", "--limit", "1", "--wait", "r-3",
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
@@ -91,7 +99,11 @@ fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_
         err.contains("db1 refused: forbidden") && err.contains("needs the auditor role"),
         "{err}"
     );
-    assert!(c.log("db1").contains("identity_refused"), "{}", c.log("db1"));
+    assert!(
+        c.log("db1").contains("identity_refused"),
+        "{}",
+        c.log("db1")
+    );
     let (code, _, err) = cli(&config, &["archive", "audit", "--as", ALICE]);
     assert_eq!(code, 2, "{err}");
 
@@ -107,7 +119,10 @@ fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_
     let first = &reads[0];
     assert_eq!(first["who"], "auditor:auditor", "{out}");
     assert_eq!(first["what"]["Messages"]["user"], ALICE, "{out}");
-    assert_eq!((first["rows"].as_u64(), &first["refused"]), (Some(3), &serde_json::Value::Null));
+    assert_eq!(
+        (first["rows"].as_u64(), &first["refused"]),
+        (Some(3), &serde_json::Value::Null)
+    );
     let refused: Vec<&serde_json::Value> = reads
         .iter()
         .filter(|r| r["who"] == format!("user:{ALICE}"))
@@ -121,7 +136,16 @@ fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_
     // As text, for a person.
     let (code, out, err) = cli(&config, &["archive", "audit"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("user:alice@corp.example") && out.contains("REFUSED"), "{out}");
-    assert!(out.lines().next().unwrap().contains("search user=alice@corp.example"), "{out}");
+    assert!(
+        out.contains("user:alice@corp.example") && out.contains("REFUSED"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains("search user=alice@corp.example"),
+        "{out}"
+    );
     assert!(!archive.exists(), "nothing was read or written here");
 }

@@ -46,7 +46,9 @@ enum Pending {
 /// The token of the query that counts the archived rows at start (write
 /// tokens start at 2).
 const COUNT: u64 = 0;
-/// The token of the query that finds the read trail's last entry at start.
+/// The token of the query that finds the read trail's last entry, asked
+/// before the first read after a start is recorded (not at start: a
+/// database no client reads starts as it did before it kept a trail).
 const LAST_READ: u64 = 1;
 
 /// Client reads in flight at most; beyond, a read is refused as busy.
@@ -61,9 +63,11 @@ pub struct Database {
     /// to date with what each transaction inserted (`None` until counted).
     rows: Option<u64>,
     /// The number of the next entry of the read trail (`None` until the
-    /// engine has found the last one: until then reads are refused, since
-    /// they could not be recorded).
+    /// engine has found the last one).
     next_read: Option<u64>,
+    /// Reads to record once the engine has found the trail's last entry
+    /// (a [`LAST_READ`] query is in flight while there are any).
+    unnumbered: Vec<(Addr, ArchiveRead, Msg)>,
     pending: BTreeMap<u64, Pending>,
     next_token: u64,
 }
@@ -76,6 +80,7 @@ impl Database {
             seen: 0,
             rows: None,
             next_read: None,
+            unnumbered: Vec::new(),
             pending: BTreeMap::new(),
             next_token: LAST_READ,
         }
@@ -96,6 +101,7 @@ impl Database {
             .values()
             .filter(|p| !matches!(p, Pending::Log { .. }))
             .count()
+            + self.unnumbered.len()
     }
 
     fn log(
@@ -314,8 +320,18 @@ impl Database {
     /// refused.
     fn record(&mut self, from: Addr, entry: ArchiveRead, mut answer: Msg, ctx: &mut Ctx) {
         let Some(seq) = self.next_read else {
-            let why = "the read trail's end is not known";
-            self.unrecorded(&from, &entry.who, why, answer, ctx);
+            if self.unnumbered.is_empty() {
+                ctx.query(
+                    LAST_READ,
+                    Query::Scan {
+                        prefix: DB_READ.to_vec(),
+                        from: None,
+                        reverse: true,
+                        limit: 1,
+                    },
+                );
+            }
+            self.unnumbered.push((from, entry, answer));
             return;
         };
         self.next_read = Some(seq + 1);
@@ -365,19 +381,11 @@ impl Actor for Database {
         self.pending.clear();
         self.rows = None;
         self.next_read = None;
+        self.unnumbered.clear();
         ctx.query(
             COUNT,
             Query::Count {
                 prefix: DB_ROW.to_vec(),
-            },
-        );
-        ctx.query(
-            LAST_READ,
-            Query::Scan {
-                prefix: DB_READ.to_vec(),
-                from: None,
-                reverse: true,
-                limit: 1,
             },
         );
     }
@@ -396,23 +404,28 @@ impl Actor for Database {
                     format!("{}: cannot count the archived rows: {e}", self.name),
                 ),
             },
-            LAST_READ => match result {
-                Ok(answer) => {
-                    let last = answer
-                        .into_rows()
-                        .first()
-                        .and_then(|(k, _)| keys::parse_u64(DB_READ, k));
-                    self.next_read = Some(last.map_or(1, |n| n + 1));
+            LAST_READ => {
+                let waiting = std::mem::take(&mut self.unnumbered);
+                match result {
+                    Ok(answer) => {
+                        let last = answer
+                            .into_rows()
+                            .first()
+                            .and_then(|(k, _)| keys::parse_u64(DB_READ, k));
+                        self.next_read = Some(last.map_or(1, |n| n + 1));
+                        for (from, entry, answer) in waiting {
+                            self.record(from, entry, answer, ctx);
+                        }
+                    }
+                    // Not recorded, so not answered; the next read asks again.
+                    Err(e) => {
+                        let why = format!("cannot find the read trail's end: {e}");
+                        for (from, entry, answer) in waiting {
+                            self.unrecorded(&from, &entry.who, &why, answer, ctx);
+                        }
+                    }
                 }
-                // Reads are refused until a restart finds it.
-                Err(e) => ctx.event(
-                    OperatorEvent::DbStoreFailed,
-                    format!(
-                        "{}: cannot find the read trail's end: reads are refused: {e}",
-                        self.name
-                    ),
-                ),
-            },
+            }
             _ => {
                 if let Some(Pending::Read { from, token, entry }) = self.pending.remove(&token) {
                     self.found(from, token, entry, result, ctx);
@@ -814,6 +827,8 @@ mod tests {
     #[test]
     fn an_engine_that_cannot_answer_is_a_recorded_refusal() {
         let mut h = seeded(3);
+        // Before the first read the trail's end is not known: not
+        // recorded, so not answered.
         h.fail_queries = Some(StoreError::Io("gone".into()));
         let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
             panic!("refused")
@@ -822,7 +837,23 @@ mod tests {
             matches!(refusal, ArchiveRefusal::StoreFailed(_)),
             "{refusal:?}"
         );
-        assert!(trail(&h)[0].1.refused.is_some());
+        assert!(trail(&h).is_empty());
+        h.fail_queries = None;
+        assert!(matches!(
+            search(&mut h, auditor(), all(10)),
+            Msg::ArchiveFound { .. }
+        ));
+        h.fail_queries = Some(StoreError::Io("gone".into()));
+        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("refused")
+        };
+        assert!(
+            matches!(refusal, ArchiveRefusal::StoreFailed(_)),
+            "{refusal:?}"
+        );
+        let reads = trail(&h);
+        assert_eq!(reads.len(), 2);
+        assert!(reads[1].1.refused.as_ref().unwrap().contains("gone"));
     }
 
     #[test]
