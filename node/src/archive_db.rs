@@ -44,9 +44,11 @@ const MIGRATE_1_TO_2: &str = "ALTER TABLE messages ADD COLUMN client_id TEXT NOT
 const MIGRATE_2_TO_3: &str =
     "INSERT OR REPLACE INTO counts (name, n) SELECT 'messages', COUNT(*) FROM messages";
 
-// Version 4 adds the read trail, `reads` (created with the schema: an
-// archive of version 3 gets it empty) and an index on `(time,
-// message_id)`, the order searches page in.
+/// Version 4 adds the read trail, `reads` (created with the schema: an
+/// archive of version 3 gets it empty), and indexes `(time, message_id)`,
+/// the order searches page in, instead of `(time)` alone (which it
+/// covers: one index to keep up on insert, as before).
+const MIGRATE_3_TO_4: &str = "DROP INDEX IF EXISTS messages_time";
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,7 +76,6 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_from_time ON messages (from_user, time);
 CREATE INDEX IF NOT EXISTS messages_to_time ON messages (to_user, time);
-CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
 CREATE INDEX IF NOT EXISTS messages_time_id ON messages (time, message_id);
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
@@ -287,6 +288,9 @@ impl ArchiveDb {
                 }
                 if version < 3 {
                     tx.execute_batch(MIGRATE_2_TO_3)?;
+                }
+                if version < 4 {
+                    tx.execute_batch(MIGRATE_3_TO_4)?;
                 }
                 if version < SCHEMA_VERSION {
                     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -1760,13 +1764,23 @@ mod tests {
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
-                "DROP TABLE reads; DROP INDEX messages_time_id; PRAGMA user_version = 3;",
+                "DROP TABLE reads; DROP INDEX messages_time_id; \
+                 CREATE INDEX messages_time ON messages (time); PRAGMA user_version = 3;",
             )
             .unwrap();
         }
         let db = ArchiveDb::open(&path).unwrap();
         assert!(db.reads().unwrap().is_empty());
         assert_eq!(db.count().unwrap(), 5);
+        let indexes: Vec<String> = db
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'messages_time%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["messages_time_id"]);
         let v: i64 = db
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

@@ -9,7 +9,7 @@ use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::engine::{Answer, Query};
-use crate::core::identity::{self, Refusal};
+use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{
@@ -183,11 +183,7 @@ impl Database {
             let reason = refusal.to_string();
             let answer = Msg::ArchiveRefused {
                 token,
-                refusal: match refusal {
-                    Refusal::Unauthenticated | Refusal::Role { .. } | Refusal::NotYou { .. } => {
-                        ArchiveRefusal::Forbidden(reason.clone())
-                    }
-                },
+                refusal: ArchiveRefusal::Forbidden(reason.clone()),
             };
             let entry = ArchiveRead {
                 refused: Some(reason),
