@@ -230,9 +230,10 @@ impl std::fmt::Display for ArchiveRefusal {
 /// Rows one archive search answers at most; a client pages for more.
 pub const SEARCH_PAGE_MAX: u32 = 1_000;
 
-/// Bytes of rows one archive read answers with (at least one row): far
-/// inside a frame (`MAX_FRAME`, 32 MiB) with any row the
-/// front ends admit.
+/// Bytes of rows one archive read answers with (at least one row, which
+/// may pass it). A row holds at most `MAX_MESSAGE_BYTES` (4 MiB) of body
+/// plus its names, so an answer stays near 12 MiB at worst: inside a
+/// frame (`MAX_FRAME`, 32 MiB).
 pub const SEARCH_MAX_BYTES: u64 = 8 << 20;
 
 /// Bytes an archived row takes in an answer, roughly.
