@@ -131,7 +131,8 @@ const WARNS_PER_PERIOD: u64 = 20;
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 /// Actors a client may address: a node that hosts none of them takes no
 /// client connections. The queues take only an operator's requests
-/// (parked records, the dead-letter queue; they check the principal).
+/// (parked records, the dead-letter queue), the database only an
+/// auditor's reads of the archive; they check the principal.
 const SERVES_CLIENTS: &[ActorKind] = &[
     ActorKind::FrontEnd,
     ActorKind::OutgoingQueue,
@@ -140,6 +141,7 @@ const SERVES_CLIENTS: &[ActorKind] = &[
     ActorKind::Web,
     ActorKind::Compliance,
     ActorKind::DestinationQueue,
+    ActorKind::Database,
 ];
 
 /// Envelopes from the network waiting in the inbox before readers pause.

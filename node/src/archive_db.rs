@@ -10,15 +10,21 @@
 //! transaction: WAL journal, `synchronous = FULL`, so a batch is on disk
 //! before [`ArchiveDb::apply`] returns and the core may acknowledge it.
 //!
-//! Queries from the command-line tool open the archive read-only
-//! while the node keeps writing: WAL lets readers and the writer proceed
-//! side by side.
+//! Every client read of the archive is recorded in the `reads` table
+//! (the read trail: who, what, when, how many rows), inserted under
+//! [`DB_READ`] before the answer leaves the node; auditors list it with
+//! `holdfast archive audit`, and SQL tools see it plainly.
+//!
+//! Clients read the archive over the network, through the database core
+//! ([`ArchiveDb::answer`] of [`EngineQuery::Search`]); `holdfast archive
+//! query --file` opens a copy read-only, and WAL lets such readers and the
+//! writer proceed side by side.
 
 use holdfast_actors::archiving::retention::{parse_time_key, time_key, TimeEntry};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
-use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
-use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW, DB_TIME};
+use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, RecordKind, Search};
+use holdfast_actors::core::store_keys::{self as keys, Row, DB_READ, DB_ROW, DB_TIME};
 use rusqlite::types::Value;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -27,7 +33,7 @@ use std::time::Duration;
 
 /// The schema version this build writes and understands, kept in
 /// `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 2 adds `client_id`: the id the client gave its request, beside
 /// the cluster-wide `message_id` its front end assigned.
@@ -38,6 +44,12 @@ const MIGRATE_1_TO_2: &str = "ALTER TABLE messages ADD COLUMN client_id TEXT NOT
 /// nothing however large the archive (the one `COUNT(*)` runs here, once).
 const MIGRATE_2_TO_3: &str =
     "INSERT OR REPLACE INTO counts (name, n) SELECT 'messages', COUNT(*) FROM messages";
+
+/// Version 4 adds the read trail, `reads` (created with the schema: an
+/// archive of version 3 gets it empty), and indexes `(time, message_id)`,
+/// the order searches page in, instead of `(time)` alone (which it
+/// covers: one index to keep up on insert, as before).
+const MIGRATE_3_TO_4: &str = "DROP INDEX IF EXISTS messages_time";
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,11 +77,19 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_from_time ON messages (from_user, time);
 CREATE INDEX IF NOT EXISTS messages_to_time ON messages (to_user, time);
-CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
+CREATE INDEX IF NOT EXISTS messages_time_id ON messages (time, message_id);
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reads (
+    seq       INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    principal TEXT    NOT NULL,
+    what      TEXT    NOT NULL,
+    row_count INTEGER NOT NULL,
+    refused   TEXT
+);
 CREATE TABLE IF NOT EXISTS counts (
     name TEXT PRIMARY KEY,
     n    INTEGER NOT NULL
@@ -146,6 +166,8 @@ pub struct ArchivedMessage {
 pub struct Query {
     /// Sender or recipient (exact match).
     pub user: Option<String>,
+    /// The message id, or the id its client gave the request.
+    pub id: Option<String>,
     /// `time >= since` (ms since the UNIX epoch).
     pub since: Option<u64>,
     /// `time < until` (ms since the UNIX epoch).
@@ -155,6 +177,35 @@ pub struct Query {
     pub text: Option<String>,
     /// At most this many rows (the earliest ones).
     pub limit: Option<usize>,
+    /// Only rows after this `(time, message id)`: the page key.
+    pub after: Option<(u64, String)>,
+}
+
+impl Query {
+    /// The archive query of a client's search.
+    pub fn of_search(s: &Search) -> Query {
+        Query {
+            user: s.user.clone(),
+            id: s.id.clone(),
+            since: s.since,
+            until: s.until,
+            text: s.text.clone(),
+            limit: Some(s.limit as usize),
+            after: s.after.as_ref().map(|a| (a.time, a.id.clone())),
+        }
+    }
+}
+
+/// One entry of the read trail, as `reads` holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReadEntry {
+    pub seq: u64,
+    pub at: u64,
+    pub principal: String,
+    /// The request, as JSON.
+    pub what: String,
+    pub rows: u64,
+    pub refused: Option<String>,
 }
 
 /// An open archive: read-write for the database node, read-only for queries.
@@ -240,6 +291,9 @@ impl ArchiveDb {
                 if version < 3 {
                     tx.execute_batch(MIGRATE_2_TO_3)?;
                 }
+                if version < 4 {
+                    tx.execute_batch(MIGRATE_3_TO_4)?;
+                }
                 if version < SCHEMA_VERSION {
                     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 }
@@ -323,6 +377,12 @@ impl ArchiveDb {
             let mut kv_delete = tx
                 .prepare_cached("DELETE FROM kv WHERE key = ?1")
                 .map_err(io)?;
+            let mut read_insert = tx
+                .prepare_cached(
+                    "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (seq) DO NOTHING",
+                )
+                .map_err(io)?;
             let refuse = |detail: String| {
                 StoreError::Io(format!(
                     "archive {}: batch refused: {detail}",
@@ -386,6 +446,32 @@ impl ArchiveDb {
                         }
                         inserted += n as u64;
                         rows += n as u64;
+                    }
+                    StoreOp::Insert { key, value } if key.starts_with(DB_READ) => {
+                        let seq = keys::parse_u64(DB_READ, key)
+                            .filter(|&n| n <= i64::MAX as u64)
+                            .ok_or_else(|| refuse(format!("malformed trail key {key:?}")))?;
+                        let read: ArchiveRead = keys::decode(value)
+                            .map_err(|e| refuse(format!("undecodable trail entry {key:?}: {e}")))?;
+                        let what = serde_json::to_string(&read.what)
+                            .map_err(|e| refuse(format!("trail entry {seq}: {e}")))?;
+                        inserted += read_insert
+                            .execute(rusqlite::params![
+                                seq as i64,
+                                clamp_i64(read.at),
+                                read.who,
+                                what,
+                                clamp_i64(read.rows),
+                                read.refused,
+                            ])
+                            .map_err(io)? as u64;
+                    }
+                    StoreOp::Put { key, .. } | StoreOp::Delete { key }
+                        if key.starts_with(DB_READ) =>
+                    {
+                        return Err(refuse(format!(
+                            "the read trail is only inserted into (key {key:?})"
+                        )));
                     }
                     // The retention purge: the row goes, content and all
                     // (`secure_delete` overwrites it in the file).
@@ -482,6 +568,15 @@ impl ArchiveDb {
                             Ok(id) => self.row_by_id(id).map_err(io)?.map(|r| keys::encode(&r)),
                             Err(_) => None,
                         },
+                        None if key.starts_with(DB_READ) => match keys::parse_u64(DB_READ, key) {
+                            Some(seq) => self
+                                .trail(Some(seq.saturating_sub(1)), false, 1)
+                                .map_err(io)?
+                                .into_iter()
+                                .find(|(n, _)| *n == seq)
+                                .map(|(_, r)| keys::encode(&r)),
+                            None => None,
+                        },
                         None => self
                             .conn
                             .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
@@ -502,6 +597,13 @@ impl ArchiveDb {
                     .map_err(|e| store_error(&self.path, e))?;
                 Ok(Answer::Count(n.unwrap_or(0).max(0) as u64))
             }
+            EngineQuery::Count { prefix } if prefix.as_slice() == DB_READ => {
+                let n: i64 = self
+                    .conn
+                    .query_row("SELECT COUNT(*) FROM reads", [], |r| r.get(0))
+                    .map_err(|e| store_error(&self.path, e))?;
+                Ok(Answer::Count(n.max(0) as u64))
+            }
             EngineQuery::Count { prefix } => {
                 let (sql, args) = self.range_sql("COUNT(*)", prefix, None, false)?;
                 let n: i64 = self
@@ -519,6 +621,45 @@ impl ArchiveDb {
             EngineQuery::Scan { prefix, .. } if prefix.starts_with(DB_TIME) => Err(StoreError::Io(
                 "the time index is read oldest first from its start".into(),
             )),
+            EngineQuery::Scan {
+                prefix,
+                from,
+                reverse,
+                limit,
+            } if prefix.as_slice() == DB_READ => {
+                let after = match from {
+                    None => None,
+                    Some(f) => Some(keys::parse_u64(b"", f).ok_or_else(|| {
+                        StoreError::Io(format!("a trail key that is no number: {f:?}"))
+                    })?),
+                };
+                let rows = self
+                    .trail(after, *reverse, *limit)
+                    .map_err(io)?
+                    .into_iter()
+                    .map(|(seq, r)| (keys::key_u64(DB_READ, seq), keys::encode(&r)))
+                    .collect();
+                Ok(Answer::Rows(rows))
+            }
+            EngineQuery::Search { prefix, search } => {
+                if prefix.as_slice() != DB_ROW {
+                    return Err(StoreError::Io(format!(
+                        "archive {}: searches are of the messages ({DB_ROW:?}), not {prefix:?}",
+                        self.path.display()
+                    )));
+                }
+                let rows = self
+                    .query(&Query::of_search(search))
+                    .map_err(io)?
+                    .into_iter()
+                    .map(|m| {
+                        let row = self.to_row(m)?;
+                        Ok((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)))
+                    })
+                    .collect::<Result<_, ArchiveDbError>>()
+                    .map_err(io)?;
+                Ok(Answer::Rows(rows))
+            }
             EngineQuery::Scan {
                 prefix,
                 from,
@@ -655,7 +796,7 @@ impl ArchiveDb {
     }
 
     /// Messages matching every criterion of `q`, ordered by time, then
-    /// row id.
+    /// message id (the order pages follow: many rows share a time).
     pub fn query(&self, q: &Query) -> Result<Vec<ArchivedMessage>, ArchiveDbError> {
         let mut conds = Vec::new();
         let mut params = Vec::new();
@@ -664,9 +805,23 @@ impl ArchiveDb {
             let n = params.len();
             conds.push(format!("(from_user = ?{n} OR to_user = ?{n})"));
         }
+        if let Some(id) = &q.id {
+            params.push(Value::Text(id.clone()));
+            let n = params.len();
+            conds.push(format!("(message_id = ?{n} OR client_id = ?{n})"));
+        }
         if let Some(since) = q.since {
             params.push(Value::Integer(clamp_i64(since)));
             conds.push(format!("time >= ?{}", params.len()));
+        }
+        if let Some((time, id)) = &q.after {
+            // Written so that an index on time bounds the scan.
+            params.push(Value::Integer(clamp_i64(*time)));
+            params.push(Value::Text(id.clone()));
+            let (t, i) = (params.len() - 1, params.len());
+            conds.push(format!(
+                "time >= ?{t} AND (time > ?{t} OR message_id > ?{i})"
+            ));
         }
         if let Some(until) = q.until {
             params.push(Value::Integer(clamp_i64(until)));
@@ -677,7 +832,7 @@ impl ArchiveDb {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(" ORDER BY time, rowid");
+        sql.push_str(" ORDER BY time, message_id");
         let needle = q.text.as_ref().map(|t| t.to_lowercase());
         let limit = q.limit.unwrap_or(usize::MAX);
         if needle.is_none() && limit != usize::MAX {
@@ -686,6 +841,80 @@ impl ArchiveDb {
             sql.push_str(&format!(" LIMIT ?{}", params.len()));
         }
         self.select(&sql, params, needle.as_deref(), limit)
+    }
+
+    /// Entries of the read trail after `after` (before it, if `reverse`),
+    /// at most `limit`, in order of their numbers.
+    fn trail(
+        &self,
+        after: Option<u64>,
+        reverse: bool,
+        limit: u32,
+    ) -> Result<Vec<(u64, ArchiveRead)>, ArchiveDbError> {
+        let (op, order) = if reverse { ("<", "DESC") } else { (">", "ASC") };
+        let bound = match after {
+            Some(n) => clamp_i64(n),
+            None if reverse => i64::MAX,
+            None => -1,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT seq, at, principal, what, row_count, refused FROM reads \
+                 WHERE seq {op} ?1 ORDER BY seq {order} LIMIT ?2"
+            ))
+            .map_err(self.sqlite())?;
+        let rows = stmt
+            .query_map(rusqlite::params![bound, i64::from(limit)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(self.sqlite())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, who, what, n, refused) = row.map_err(self.sqlite())?;
+            let what = serde_json::from_str(&what).map_err(|e| ArchiveDbError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("reads row {seq}: {e}"),
+            })?;
+            let read = ArchiveRead {
+                at: at.max(0) as u64,
+                who,
+                what,
+                rows: n.max(0) as u64,
+                refused,
+            };
+            out.push((seq.max(0) as u64, read));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of the read trail, in order (for an export from a copy
+    /// of the archive, and tests).
+    pub fn reads(&self) -> Result<Vec<ReadEntry>, ArchiveDbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, principal, what, row_count, refused FROM reads ORDER BY seq")
+            .map_err(self.sqlite())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ReadEntry {
+                    seq: r.get::<_, i64>(0)?.max(0) as u64,
+                    at: r.get::<_, i64>(1)?.max(0) as u64,
+                    principal: r.get(2)?,
+                    what: r.get(3)?,
+                    rows: r.get::<_, i64>(4)?.max(0) as u64,
+                    refused: r.get(5)?,
+                })
+            })
+            .map_err(self.sqlite())?;
+        rows.collect::<Result<_, _>>().map_err(self.sqlite())
     }
 
     /// Whether a message is archived under `id`: the id the front end
@@ -1463,9 +1692,9 @@ mod tests {
         }
         for result in [ArchiveDb::open(&path), ArchiveDb::open_read_only(&path)] {
             let err = result.unwrap_err();
-            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 4, .. }));
+            assert!(matches!(err, ArchiveDbError::NewerSchema { found: 5, .. }));
             let text = err.to_string();
-            assert!(text.contains("archive.sqlite") && text.contains("version 4"));
+            assert!(text.contains("archive.sqlite") && text.contains("version 5"));
         }
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();
@@ -1477,6 +1706,280 @@ mod tests {
         std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
         let err = ArchiveDb::open(&junk).unwrap_err();
         assert!(err.to_string().contains("junk.sqlite"), "{err}");
+    }
+
+    /// Rows of which many share one timestamp, in SQLite and in the
+    /// reference engine.
+    fn twins() -> (ArchiveDb, Recovered, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
+        let mut ops = Vec::new();
+        for i in 0..40u64 {
+            let (from, to) = if i % 3 == 0 {
+                ("a@x", "b@x")
+            } else {
+                ("c@x", "a@x")
+            };
+            let body = if i % 4 == 0 { "Hello" } else { "bye" };
+            // Ids out of time order; times in three clusters.
+            let id = format!("k{:02}", (i * 17) % 40);
+            ops.push(put(i, rec(&id, from, to, 100 + (i % 3) * 10, body)));
+        }
+        db.apply(&ops).unwrap();
+        let mut map = Recovered::new();
+        holdfast_actors::core::engine::apply(&mut map, ops);
+        (db, map, dir)
+    }
+
+    fn page_keys(a: Answer) -> Vec<String> {
+        a.into_rows()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn searches_page_like_the_reference_engine() {
+        let (db, map, _dir) = twins();
+        let searches = [
+            Search::default(),
+            Search {
+                user: Some("b@x".into()),
+                ..Search::default()
+            },
+            Search {
+                text: Some("hELLo".into()),
+                since: Some(110),
+                ..Search::default()
+            },
+            Search {
+                until: Some(120),
+                id: None,
+                ..Search::default()
+            },
+            Search {
+                id: Some("k05".into()),
+                ..Search::default()
+            },
+        ];
+        for base in searches {
+            let mut s = Search {
+                limit: 3,
+                ..base.clone()
+            };
+            let mut got = Vec::new();
+            loop {
+                let q = EngineQuery::Search {
+                    prefix: DB_ROW.to_vec(),
+                    search: s.clone(),
+                };
+                let page = page_keys(db.answer(&q).unwrap());
+                assert_eq!(
+                    page,
+                    page_keys(holdfast_actors::core::engine::answer(&map, &q)),
+                    "{s:?}"
+                );
+                let Some(last) = page.last() else { break };
+                let row = db.row_by_id(&last[DB_ROW.len()..]).unwrap().unwrap();
+                s.after = Some(holdfast_actors::core::protocol::SearchAfter {
+                    time: row.record.time,
+                    id: row.record.id,
+                });
+                got.extend(page);
+            }
+            let mut unique = got.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), got.len(), "no row twice: {base:?}");
+            let all = db
+                .query(&Query::of_search(&Search {
+                    limit: u32::MAX,
+                    ..base.clone()
+                }))
+                .unwrap();
+            assert_eq!(got.len(), all.len(), "every row: {base:?}");
+        }
+    }
+
+    #[test]
+    fn the_read_trail_is_a_table_of_its_own() {
+        use holdfast_actors::core::protocol::ReadWhat;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        let mut db = ArchiveDb::open(&path).unwrap();
+        db.apply(&sample()).unwrap();
+        let read = |n: u64, refused: Option<&str>| StoreOp::Insert {
+            key: keys::key_u64(DB_READ, n),
+            value: keys::encode(&ArchiveRead {
+                at: 1_000 + n,
+                who: "auditor:carol".into(),
+                what: ReadWhat::Messages(Search {
+                    user: Some("a@x".into()),
+                    limit: 10,
+                    ..Search::default()
+                }),
+                rows: n,
+                refused: refused.map(Into::into),
+            }),
+        };
+        assert_eq!(
+            db.apply(&[read(1, None), read(2, Some("no"))])
+                .unwrap()
+                .inserted,
+            2
+        );
+        assert_eq!(
+            db.apply(&[read(2, None)]).unwrap().inserted,
+            0,
+            "a number once"
+        );
+        assert_eq!(count_rows(&db), 5, "the trail is no message");
+        let put = StoreOp::Put {
+            key: keys::key_u64(DB_READ, 1),
+            value: vec![],
+        };
+        assert!(db.apply(&[put]).is_err(), "the trail is only inserted into");
+        let reads = db.reads().unwrap();
+        assert_eq!(reads.len(), 2);
+        assert_eq!(
+            (
+                reads[1].seq,
+                reads[1].principal.as_str(),
+                reads[1].rows,
+                reads[1].refused.as_deref()
+            ),
+            (2, "auditor:carol", 2, Some("no"))
+        );
+        assert!(
+            reads[0].what.contains("\"user\":\"a@x\""),
+            "{}",
+            reads[0].what
+        );
+        // The engine's answers: the last entry, those after one, one by key.
+        let scan = |from: Option<u64>, reverse| EngineQuery::Scan {
+            prefix: DB_READ.to_vec(),
+            from: from.map(|n| n.to_be_bytes().to_vec()),
+            reverse,
+            limit: 10,
+        };
+        let seqs = |q| -> Vec<u64> {
+            db.answer(&q)
+                .unwrap()
+                .into_rows()
+                .into_iter()
+                .map(|(k, v)| {
+                    let r: ArchiveRead = keys::decode(&v).unwrap();
+                    assert_eq!(r.who, "auditor:carol");
+                    keys::parse_u64(DB_READ, &k).unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(seqs(scan(None, true)), [2, 1]);
+        assert_eq!(seqs(scan(Some(1), false)), [2]);
+        assert_eq!(seqs(scan(Some(2), true)), [1]);
+        let got = db
+            .answer(&EngineQuery::Get {
+                keys: vec![keys::key_u64(DB_READ, 2), keys::key_u64(DB_READ, 3)],
+            })
+            .unwrap()
+            .into_values();
+        let two: ArchiveRead = keys::decode(got[0].as_ref().unwrap()).unwrap();
+        assert_eq!((two.rows, got[1].is_none()), (2, true));
+        let count = EngineQuery::Count {
+            prefix: DB_READ.to_vec(),
+        };
+        assert_eq!(db.answer(&count).unwrap().count(), 2);
+        assert!(
+            db.recovered().unwrap().is_empty(),
+            "not handed over at start"
+        );
+    }
+
+    /// An archive of schema version 3 gets the read trail's table.
+    #[test]
+    fn a_version_3_archive_gets_its_read_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.sqlite");
+        {
+            let mut db = ArchiveDb::open(&path).unwrap();
+            db.apply(&sample()).unwrap();
+        }
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE reads; DROP INDEX messages_time_id; \
+                 CREATE INDEX messages_time ON messages (time); PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let db = ArchiveDb::open(&path).unwrap();
+        assert!(db.reads().unwrap().is_empty());
+        assert_eq!(db.count().unwrap(), 5);
+        let indexes: Vec<String> = db
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'messages_time%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["messages_time_id"]);
+        let v: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 4);
+    }
+
+    /// The database core over SQLite: an auditor's search is answered
+    /// from the indexes and recorded in `reads`.
+    #[test]
+    fn the_core_records_a_search_in_the_reads_table() {
+        use holdfast_actors::core::identity::{Principal, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
+        db.apply(&sample()).unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut core = Database::new("db1", Sabotage::default());
+        react(
+            &mut core,
+            &mut db,
+            &mut rng,
+            Box::new(|c, ctx| c.on_start(Recovered::new(), ctx)),
+        );
+        let carol = Addr::new(
+            Principal::new("carol", Role::Auditor).client_name("n"),
+            ActorKind::Client,
+        );
+        let search = Search {
+            user: Some("a@x".into()),
+            limit: 2,
+            ..Search::default()
+        };
+        // The search goes to the engine; its answer, once recorded.
+        let (sent, _) = react(
+            &mut core,
+            &mut db,
+            &mut rng,
+            Box::new(move |c, ctx| c.on_msg(carol, Msg::ArchiveSearch { token: 1, search }, ctx)),
+        );
+        let [Msg::ArchiveFound { rows, next, .. }] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert_eq!(rows[0].rowid, 1, "the engine's row id");
+        assert_eq!(next.as_ref().map(|a| a.id.as_str()), Some("m2"));
+        let reads = db.reads().unwrap();
+        assert_eq!(
+            (
+                reads.len(),
+                reads[0].seq,
+                reads[0].principal.as_str(),
+                reads[0].rows
+            ),
+            (1, 1, "auditor:carol", 2)
+        );
     }
 
     /// Insert rate: `cargo test -p holdfast --release --lib

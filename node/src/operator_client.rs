@@ -1,7 +1,7 @@
 //! One request of an operator or an auditor to one actor of the cluster,
 //! and its answer: the connection carries the principal's credential, and
 //! a refusal for who asked comes back as its own outcome. Used by
-//! `holdfast compliance` and `holdfast critical`.
+//! `holdfast compliance`, `holdfast critical` and `holdfast archive`.
 
 use crate::client::{client_identity, connection_name};
 use crate::config::Config;
@@ -42,44 +42,87 @@ pub async fn ask(
     timeout: Duration,
     wanted: impl Fn(&Msg) -> bool,
 ) -> Result<Msg, AskError> {
-    let addr = config
-        .node(node)
-        .map(|n| n.listen)
-        .ok_or_else(|| AskError::Setup(format!("the config has no node {node:?}")))?;
-    let (principal, link) = client_identity(config, user, roles).map_err(AskError::Setup)?;
-    let me = connection_name(&principal);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let net = Network::with_link(
-        me.clone(),
-        [(node.to_string(), addr)].into_iter().collect(),
-        tx,
-        link,
-        CLIENT_OUTBOUND_CAPACITY,
-    );
-    net.send(Envelope {
-        from: Addr::new(me, ActorKind::Client),
-        to: Addr::new(node, actor),
-        id: 0,
-        msg: request,
-    })
-    .map_err(|e| AskError::Setup(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let Ok(Some(env)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
-            let node = node.to_string();
-            return Err(match crate::client::unreachable(addr).await {
-                Some(why) => AskError::Unreachable { node, why },
-                None => AskError::NoAnswer { node, timeout },
-            });
-        };
-        net.consumed(&env);
-        match env.msg {
-            Msg::Forbidden { reason } => {
-                let node = node.to_string();
-                return Err(AskError::Refused { node, reason });
+    let mut session = Session::open(config, user, roles, node)?;
+    session.ask(actor, request, timeout, wanted).await
+}
+
+/// One connection of a principal to one node, for several requests in
+/// turn (the pages of a long answer).
+pub struct Session {
+    node: String,
+    addr: std::net::SocketAddr,
+    me: String,
+    net: std::sync::Arc<Network>,
+    rx: mpsc::UnboundedReceiver<Envelope>,
+}
+
+impl Session {
+    /// Sets up the connection to `node` as `user` (who must hold one of
+    /// `roles`; on plain links the first is claimed). Inside a runtime.
+    pub fn open(
+        config: &Config,
+        user: &str,
+        roles: &[Role],
+        node: &str,
+    ) -> Result<Session, AskError> {
+        let addr = config
+            .node(node)
+            .map(|n| n.listen)
+            .ok_or_else(|| AskError::Setup(format!("the config has no node {node:?}")))?;
+        let (principal, link) = client_identity(config, user, roles).map_err(AskError::Setup)?;
+        let me = connection_name(&principal);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let net = Network::with_link(
+            me.clone(),
+            [(node.to_string(), addr)].into_iter().collect(),
+            tx,
+            link,
+            CLIENT_OUTBOUND_CAPACITY,
+        );
+        Ok(Session {
+            node: node.to_string(),
+            addr,
+            me,
+            net,
+            rx,
+        })
+    }
+
+    /// Sends `request` to `actor` and returns the first answer `wanted`
+    /// accepts (a `Forbidden` is a refusal).
+    pub async fn ask(
+        &mut self,
+        actor: ActorKind,
+        request: Msg,
+        timeout: Duration,
+        wanted: impl Fn(&Msg) -> bool,
+    ) -> Result<Msg, AskError> {
+        self.net
+            .send(Envelope {
+                from: Addr::new(self.me.clone(), ActorKind::Client),
+                to: Addr::new(self.node.clone(), actor),
+                id: 0,
+                msg: request,
+            })
+            .map_err(|e| AskError::Setup(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Ok(Some(env)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
+                let node = self.node.clone();
+                return Err(match crate::client::unreachable(self.addr).await {
+                    Some(why) => AskError::Unreachable { node, why },
+                    None => AskError::NoAnswer { node, timeout },
+                });
+            };
+            self.net.consumed(&env);
+            match env.msg {
+                Msg::Forbidden { reason } => {
+                    let node = self.node.clone();
+                    return Err(AskError::Refused { node, reason });
+                }
+                msg if wanted(&msg) => return Ok(msg),
+                _ => {}
             }
-            msg if wanted(&msg) => return Ok(msg),
-            _ => {}
         }
     }
 }

@@ -6,14 +6,19 @@
 //! A batch is one transaction: one durable write, then the answer.
 
 use crate::archiving::retention::{self, Holds, Retention, Step};
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::actor::{
+    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+};
 use crate::core::engine::{Answer, Query};
-use crate::core::ids::{Addr, MessageId};
+use crate::core::identity;
+use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
-use crate::core::protocol::{DbError, Msg};
-use crate::core::settings::Sabotage;
-use crate::core::settings::Settings;
-use crate::core::store_keys::{self as keys, Row, DB_ROW, DB_TIME};
+use crate::core::protocol::{
+    read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, DbError, Msg, ReadWhat, Row, Search,
+    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX,
+};
+use crate::core::settings::{Sabotage, Settings};
+use crate::core::store_keys::{self as keys, DB_READ, DB_ROW, DB_TIME};
 use std::collections::BTreeMap;
 
 struct Txn {
@@ -21,11 +26,36 @@ struct Txn {
     batch: u64,
 }
 
+/// What a token stands for while the engine works on it.
+enum Pending {
+    /// A batch of the archiver's, being written.
+    Log { from: Addr, batch: u64 },
+    /// A client's read, being answered by the engine.
+    Read {
+        from: Addr,
+        token: u64,
+        entry: ArchiveRead,
+    },
+    /// A read's entry in the trail, being written: the answer waits for it.
+    Audit {
+        from: Addr,
+        who: String,
+        answer: Msg,
+    },
+}
+
 /// The token of the query that counts the archived rows at start (write
-/// tokens start at 1).
+/// tokens start at 2).
 const COUNT: u64 = 0;
+/// The token of the query that finds the read trail's last entry, asked
+/// before the first read after a start is recorded (not at start: a
+/// database no client reads starts as it did before it kept a trail).
+const LAST_READ: u64 = 1;
 /// The token of the purge's reads and writes.
 const PURGE: u64 = u64::MAX;
+
+/// Client reads in flight at most; beyond, a read is refused as busy.
+pub const READS_IN_FLIGHT_MAX: usize = 64;
 
 pub struct Database {
     name: String,
@@ -35,7 +65,13 @@ pub struct Database {
     /// Rows in the archive: counted by the engine at start, then kept up
     /// to date with what each transaction inserted (`None` until counted).
     rows: Option<u64>,
-    txns: BTreeMap<u64, Txn>,
+    /// The number of the next entry of the read trail (`None` until the
+    /// engine has found the last one).
+    next_read: Option<u64>,
+    /// Reads to record once the engine has found the trail's last entry
+    /// (a [`LAST_READ`] query is in flight while there are any).
+    unnumbered: Vec<(Addr, ArchiveRead, Msg)>,
+    pending: BTreeMap<u64, Pending>,
     next_token: u64,
     retention: Retention,
 }
@@ -56,8 +92,10 @@ impl Database {
             sabotage,
             seen: 0,
             rows: None,
-            txns: BTreeMap::new(),
-            next_token: 0,
+            next_read: None,
+            unnumbered: Vec::new(),
+            pending: BTreeMap::new(),
+            next_token: LAST_READ,
             retention: Retention::new(&Settings::default()),
         }
     }
@@ -80,66 +118,27 @@ impl Database {
     pub fn rows(&self) -> Option<u64> {
         self.rows
     }
-}
 
-impl Actor for Database {
-    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
-        self.txns.clear();
-        self.rows = None;
-        self.retention.start(ctx);
-        ctx.query(
-            COUNT,
-            Query::Count {
-                prefix: DB_ROW.to_vec(),
-            },
-        );
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
     }
 
-    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
-        &[DB_ROW, DB_TIME]
+    fn reads_in_flight(&self) -> usize {
+        self.pending
+            .values()
+            .filter(|p| !matches!(p, Pending::Log { .. }))
+            .count()
+            + self.unnumbered.len()
     }
 
-    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
-        if token == PURGE {
-            let step = match result {
-                Ok(answer) => self.retention.on_rows(answer.into_rows(), &NoHolds, ctx),
-                Err(e) => {
-                    self.retention.on_read_failed(&e, ctx);
-                    Step::Wait
-                }
-            };
-            return self.purge_step(step, ctx);
-        }
-        if token != COUNT {
-            return;
-        }
-        match result {
-            Ok(answer) => self.rows = Some(answer.count()),
-            // Only the gauge waits for it: archiving goes on.
-            Err(e) => ctx.event(
-                OperatorEvent::DbStoreFailed,
-                format!("{}: cannot count the archived rows: {e}", self.name),
-            ),
-        }
-    }
-
-    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
-        if !authorize(
-            from.actor == crate::core::ids::ActorKind::Archiver,
-            &self.name,
-            &from,
-            &msg,
-            ctx,
-        ) {
-            return;
-        }
-        let Msg::LogMessages { batch, records } = msg else {
-            ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("database {} ignored {} from {from}", self.name, msg.name()),
-            );
-            return;
-        };
+    fn log(
+        &mut self,
+        from: Addr,
+        batch: u64,
+        records: Vec<crate::core::protocol::ArchiveRecord>,
+        ctx: &mut Ctx,
+    ) {
         let mut ops = Vec::with_capacity(records.len());
         for record in records {
             self.seen += 1;
@@ -181,10 +180,328 @@ impl Actor for Database {
             ctx.send(from, Msg::Logged { batch });
             return;
         }
-        self.next_token += 1;
-        let token = self.next_token;
-        self.txns.insert(token, Txn { from, batch });
+        let token = self.token();
+        self.pending.insert(token, Pending::Log { from, batch });
         ctx.persist(token, ops);
+    }
+
+    /// A client's read of the archive or of its trail: only an auditor may
+    /// (see [`identity::ARCHIVE_READERS`]). Every read, refused or not, is
+    /// recorded in the trail before it is answered.
+    fn read(&mut self, from: Addr, token: u64, what: ReadWhat, ctx: &mut Ctx) {
+        let request = match what {
+            ReadWhat::Messages(_) => "ArchiveSearch",
+            ReadWhat::Trail { .. } => "ArchiveTrail",
+        };
+        let principal = identity::Principal::of(&from);
+        let who = principal
+            .as_ref()
+            .map_or_else(|| from.node.clone(), |p| format!("{}:{}", p.role, p.user));
+        let entry = ArchiveRead {
+            at: ctx.now(),
+            who,
+            what,
+            rows: 0,
+            refused: None,
+        };
+        if self.reads_in_flight() >= READS_IN_FLIGHT_MAX {
+            ctx.send(
+                from,
+                Msg::ArchiveRefused {
+                    token,
+                    refusal: ArchiveRefusal::Busy,
+                },
+            );
+            return;
+        }
+        if let Err(refusal) = identity::require(&from, identity::ARCHIVE_READERS) {
+            identity_refused(&self.name, &from, request, &refusal, ctx);
+            let reason = refusal.to_string();
+            let answer = Msg::ArchiveRefused {
+                token,
+                refusal: ArchiveRefusal::Forbidden(reason.clone()),
+            };
+            let entry = ArchiveRead {
+                refused: Some(reason),
+                ..entry
+            };
+            self.record(from, entry, answer, ctx);
+            return;
+        }
+        let query = match &entry.what {
+            ReadWhat::Messages(search) => Query::Search {
+                prefix: DB_ROW.to_vec(),
+                search: Search {
+                    // One more than answered: whether there is more.
+                    limit: search.limit.clamp(1, SEARCH_PAGE_MAX) + 1,
+                    ..search.clone()
+                },
+            },
+            ReadWhat::Trail { after, limit } => Query::Scan {
+                prefix: DB_READ.to_vec(),
+                from: after.map(|a| a.to_be_bytes().to_vec()),
+                reverse: false,
+                limit: (*limit).clamp(1, SEARCH_PAGE_MAX) + 1,
+            },
+        };
+        let t = self.token();
+        self.pending.insert(t, Pending::Read { from, token, entry });
+        ctx.query(t, query);
+    }
+
+    /// The engine answered a client's read: record it, then answer.
+    fn found(
+        &mut self,
+        from: Addr,
+        token: u64,
+        mut entry: ArchiveRead,
+        result: Result<Answer, StoreError>,
+        ctx: &mut Ctx,
+    ) {
+        let rows = match result {
+            Ok(answer) => answer.into_rows(),
+            Err(e) => {
+                ctx.event(
+                    OperatorEvent::DbStoreFailed,
+                    format!("{}: a read of the archive failed: {e}", self.name),
+                );
+                let refusal = ArchiveRefusal::StoreFailed(e.to_string());
+                entry.refused = Some(refusal.to_string());
+                self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                return;
+            }
+        };
+        let answer = match &entry.what {
+            ReadWhat::Messages(search) => {
+                let page = search.limit.clamp(1, SEARCH_PAGE_MAX) as usize;
+                let mut decoded = Vec::with_capacity(rows.len().min(page));
+                let mut bytes = 0;
+                let mut cut = rows.len() > page;
+                for (key, value) in rows.into_iter().take(page) {
+                    let row = match keys::decode::<Row>(&value) {
+                        Ok(row) => row,
+                        Err(e) => {
+                            let refusal = ArchiveRefusal::StoreFailed(format!(
+                                "row {key:?} does not decode: {e}"
+                            ));
+                            entry.refused = Some(refusal.to_string());
+                            self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                            return;
+                        }
+                    };
+                    bytes += row_bytes(&row);
+                    if !decoded.is_empty() && bytes > SEARCH_MAX_BYTES {
+                        cut = true;
+                        break;
+                    }
+                    decoded.push(row);
+                }
+                let next = cut.then(|| {
+                    let last = &decoded[decoded.len() - 1].record;
+                    SearchAfter {
+                        time: last.time,
+                        id: last.id.clone(),
+                    }
+                });
+                entry.rows = decoded.len() as u64;
+                Msg::ArchiveFound {
+                    token,
+                    rows: decoded,
+                    next,
+                }
+            }
+            ReadWhat::Trail { limit, .. } => {
+                let page = (*limit).clamp(1, SEARCH_PAGE_MAX) as usize;
+                let mut reads = Vec::with_capacity(rows.len().min(page));
+                let mut bytes = 0;
+                let mut cut = rows.len() > page;
+                for (key, value) in rows.into_iter().take(page) {
+                    let read = keys::parse_u64(DB_READ, &key)
+                        .zip(keys::decode::<ArchiveRead>(&value).ok());
+                    let Some((seq, read)) = read else {
+                        let refusal = ArchiveRefusal::StoreFailed(format!(
+                            "trail entry {key:?} does not decode"
+                        ));
+                        entry.refused = Some(refusal.to_string());
+                        self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                        return;
+                    };
+                    bytes += read_bytes(&read);
+                    if !reads.is_empty() && bytes > SEARCH_MAX_BYTES {
+                        cut = true;
+                        break;
+                    }
+                    reads.push((seq, read));
+                }
+                let next = cut.then(|| reads[reads.len() - 1].0);
+                entry.rows = reads.len() as u64;
+                Msg::ArchiveReads {
+                    token,
+                    reads,
+                    // Filled in by `record`.
+                    recorded: 0,
+                    next,
+                }
+            }
+        };
+        self.record(from, entry, answer, ctx);
+    }
+
+    /// Writes `entry` to the read trail, then (in `on_persisted`) sends
+    /// `answer`. A read that cannot be recorded is not answered: it is
+    /// refused.
+    fn record(&mut self, from: Addr, entry: ArchiveRead, mut answer: Msg, ctx: &mut Ctx) {
+        let Some(seq) = self.next_read else {
+            if self.unnumbered.is_empty() {
+                ctx.query(
+                    LAST_READ,
+                    Query::Scan {
+                        prefix: DB_READ.to_vec(),
+                        from: None,
+                        reverse: true,
+                        limit: 1,
+                    },
+                );
+            }
+            self.unnumbered.push((from, entry, answer));
+            return;
+        };
+        self.next_read = Some(seq + 1);
+        if let Msg::ArchiveReads { recorded, .. } = &mut answer {
+            *recorded = seq;
+        }
+        let token = self.token();
+        let who = entry.who.clone();
+        self.pending
+            .insert(token, Pending::Audit { from, who, answer });
+        ctx.persist(
+            token,
+            vec![StoreOp::Insert {
+                key: keys::key_u64(DB_READ, seq),
+                value: keys::encode(&entry),
+            }],
+        );
+    }
+
+    /// A read whose entry could not be written: an event, and a refusal
+    /// instead of any rows.
+    fn unrecorded(&self, to: &Addr, who: &str, why: &str, answer: Msg, ctx: &mut Ctx) {
+        ctx.event(
+            OperatorEvent::DbStoreFailed,
+            format!(
+                "{}: a read of the archive by {who} was not recorded, so not answered: {why}",
+                self.name
+            ),
+        );
+        let answer = match answer {
+            // Already a refusal: it stands.
+            refused @ Msg::ArchiveRefused { .. } => refused,
+            Msg::ArchiveFound { token, .. } | Msg::ArchiveReads { token, .. } => {
+                Msg::ArchiveRefused {
+                    token,
+                    refusal: ArchiveRefusal::AuditFailed(why.to_string()),
+                }
+            }
+            other => other,
+        };
+        ctx.send(to.clone(), answer);
+    }
+}
+
+impl Actor for Database {
+    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
+        self.pending.clear();
+        self.rows = None;
+        self.next_read = None;
+        self.unnumbered.clear();
+        self.retention.start(ctx);
+        ctx.query(
+            COUNT,
+            Query::Count {
+                prefix: DB_ROW.to_vec(),
+            },
+        );
+    }
+
+    fn engine_prefixes(&self) -> &'static [&'static [u8]] {
+        &[DB_ROW, DB_READ, DB_TIME]
+    }
+
+    fn on_queried(&mut self, token: u64, result: Result<Answer, StoreError>, ctx: &mut Ctx) {
+        match token {
+            PURGE => {
+                let step = match result {
+                    Ok(answer) => self.retention.on_rows(answer.into_rows(), &NoHolds, ctx),
+                    Err(e) => {
+                        self.retention.on_read_failed(&e, ctx);
+                        Step::Wait
+                    }
+                };
+                self.purge_step(step, ctx);
+            }
+            COUNT => match result {
+                Ok(answer) => self.rows = Some(answer.count()),
+                // Only the gauge waits for it: archiving goes on.
+                Err(e) => ctx.event(
+                    OperatorEvent::DbStoreFailed,
+                    format!("{}: cannot count the archived rows: {e}", self.name),
+                ),
+            },
+            LAST_READ => {
+                let waiting = std::mem::take(&mut self.unnumbered);
+                match result {
+                    Ok(answer) => {
+                        let last = answer
+                            .into_rows()
+                            .first()
+                            .and_then(|(k, _)| keys::parse_u64(DB_READ, k));
+                        self.next_read = Some(last.map_or(1, |n| n + 1));
+                        for (from, entry, answer) in waiting {
+                            self.record(from, entry, answer, ctx);
+                        }
+                    }
+                    // Not recorded, so not answered; the next read asks again.
+                    Err(e) => {
+                        let why = format!("cannot find the read trail's end: {e}");
+                        for (from, entry, answer) in waiting {
+                            self.unrecorded(&from, &entry.who, &why, answer, ctx);
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Some(Pending::Read { from, token, entry }) = self.pending.remove(&token) {
+                    self.found(from, token, entry, result, ctx);
+                }
+            }
+        }
+    }
+
+    fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let client = from.actor == ActorKind::Client;
+        let allowed = match &msg {
+            Msg::LogMessages { .. } => from.actor == ActorKind::Archiver,
+            Msg::ArchiveSearch { .. } | Msg::ArchiveTrail { .. } => client,
+            _ => true,
+        };
+        if !authorize(allowed, &self.name, &from, &msg, ctx) {
+            return;
+        }
+        match msg {
+            Msg::LogMessages { batch, records } => self.log(from, batch, records, ctx),
+            Msg::ArchiveSearch { token, search } => {
+                self.read(from, token, ReadWhat::Messages(search), ctx)
+            }
+            Msg::ArchiveTrail {
+                token,
+                after,
+                limit,
+            } => self.read(from, token, ReadWhat::Trail { after, limit }, ctx),
+            msg => ctx.event(
+                OperatorEvent::UnexpectedMessage,
+                format!("database {} ignored {} from {from}", self.name, msg.name()),
+            ),
+        }
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
@@ -211,8 +528,24 @@ impl Actor for Database {
             }
             return;
         }
-        let Some(txn) = self.txns.remove(&token) else {
-            return;
+        let txn = match self.pending.remove(&token) {
+            Some(Pending::Log { from, batch }) => Txn { from, batch },
+            Some(Pending::Audit { from, who, answer }) => {
+                match result {
+                    Ok(w) if w.inserted == 1 => ctx.send(from, answer),
+                    Ok(_) => {
+                        let why = "its trail entry's number was taken";
+                        self.unrecorded(&from, &who, why, answer, ctx)
+                    }
+                    Err(e) => self.unrecorded(&from, &who, &e.to_string(), answer, ctx),
+                }
+                return;
+            }
+            Some(read @ Pending::Read { .. }) => {
+                self.pending.insert(token, read);
+                return;
+            }
+            None => return,
         };
         match result {
             Ok(written) => {
@@ -272,7 +605,7 @@ impl Actor for Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ids::ActorKind;
+    use crate::core::identity::{Principal, Role};
     use crate::core::protocol::ArchiveRecord;
     use crate::testkit::{record as rec, Harness};
 
@@ -374,6 +707,357 @@ mod tests {
             vec!["m1", "m2", "m4", "m4", "m5", "m7", "m8", "m8"]
         );
         assert_eq!(h.actor().rows(), Some(8), "twins are rows too");
+    }
+
+    fn client(role: Role, user: &str) -> Addr {
+        Addr::new(
+            Principal::new(user, role).client_name("n1"),
+            ActorKind::Client,
+        )
+    }
+
+    fn auditor() -> Addr {
+        client(Role::Auditor, "carol@corp.example")
+    }
+
+    /// A database holding `n` messages m000… of a@ to b@, every one at
+    /// time 5 (many rows share one timestamp), plus `late` at time 9.
+    fn seeded(n: usize) -> Harness<Database> {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        let mut records: Vec<_> = (0..n)
+            .map(|i| ArchiveRecord {
+                time: 5,
+                ..rec(&format!("m{i:03}"))
+            })
+            .collect();
+        records.push(ArchiveRecord {
+            time: 9,
+            to: "z@corp.example".into(),
+            body: "Late HELLO".into(),
+            ..rec("late")
+        });
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h
+    }
+
+    fn search(h: &mut Harness<Database>, from: Addr, s: Search) -> Msg {
+        let sent = h.msg(
+            from.clone(),
+            Msg::ArchiveSearch {
+                token: 7,
+                search: s,
+            },
+        );
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, from);
+        sent.into_iter().next().unwrap().1
+    }
+
+    fn trail(h: &Harness<Database>) -> Vec<(u64, ArchiveRead)> {
+        h.store
+            .range(DB_READ.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(DB_READ))
+            .map(|(k, v)| {
+                (
+                    keys::parse_u64(DB_READ, k).unwrap(),
+                    keys::decode(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn all(limit: u32) -> Search {
+        Search {
+            limit,
+            ..Search::default()
+        }
+    }
+
+    #[test]
+    fn an_auditor_searches_and_the_read_is_recorded_before_the_answer() {
+        let mut h = seeded(3);
+        h.now = 1_000;
+        let s = Search {
+            user: Some("z@corp.example".into()),
+            text: Some("hello".into()),
+            ..all(10)
+        };
+        let Msg::ArchiveFound { token, rows, next } = search(&mut h, auditor(), s.clone()) else {
+            panic!("found")
+        };
+        assert_eq!((token, next), (7, None));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].record.id, "late");
+        assert_eq!(
+            trail(&h),
+            vec![(
+                1,
+                ArchiveRead {
+                    at: 1_000,
+                    who: "auditor:carol@corp.example".into(),
+                    what: ReadWhat::Messages(s),
+                    rows: 1,
+                    refused: None,
+                }
+            )]
+        );
+        assert!(h.events().is_empty(), "{:?}", h.events());
+    }
+
+    #[test]
+    fn users_and_operators_may_not_read_the_archive_not_even_their_own() {
+        let mut h = seeded(3);
+        let own = Search {
+            user: Some("a@corp.example".into()),
+            ..all(10)
+        };
+        let anonymous = Addr::new("client-7", ActorKind::Client);
+        for from in [
+            client(Role::User, "a@corp.example"),
+            client(Role::Operator, "ops"),
+            anonymous,
+        ] {
+            h.clear_events();
+            let Msg::ArchiveRefused { token: 7, refusal } =
+                search(&mut h, from.clone(), own.clone())
+            else {
+                panic!("refused")
+            };
+            assert!(
+                matches!(refusal, ArchiveRefusal::Forbidden(_)),
+                "{refusal:?}"
+            );
+            assert_eq!(h.events(), ["identity_refused"], "{from}");
+        }
+        // Each refusal is in the trail, with no rows.
+        let reads = trail(&h);
+        let who: Vec<&str> = reads.iter().map(|(_, r)| r.who.as_str()).collect();
+        assert_eq!(who, ["user:a@corp.example", "operator:ops", "client-7"]);
+        assert!(reads
+            .iter()
+            .all(|(_, r)| r.rows == 0 && r.refused.is_some()));
+        assert!(reads[0].1.refused.as_ref().unwrap().contains("auditor"));
+        // The trail too is for auditors only.
+        let sent = h.msg(
+            client(Role::User, "a@corp.example"),
+            Msg::ArchiveTrail {
+                token: 3,
+                after: None,
+                limit: 10,
+            },
+        );
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Msg::ArchiveRefused {
+                    token: 3,
+                    refusal: ArchiveRefusal::Forbidden(_)
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn a_read_that_cannot_be_recorded_is_refused_not_answered() {
+        let mut h = seeded(3);
+        h.fail_persists = Some(StoreError::NoSpace);
+        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("refused")
+        };
+        assert!(
+            matches!(refusal, ArchiveRefusal::AuditFailed(_)),
+            "{refusal:?}"
+        );
+        assert!(h.events().contains(&"db_store_failed"));
+        assert!(trail(&h).is_empty());
+        // Once the trail takes writes again, the same read is answered
+        // (under the next number: a number is never used twice).
+        h.fail_persists = None;
+        let Msg::ArchiveFound { rows, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("found")
+        };
+        assert_eq!(rows.len(), 4);
+        assert_eq!(trail(&h).len(), 1);
+    }
+
+    #[test]
+    fn an_engine_that_cannot_answer_is_a_recorded_refusal() {
+        let mut h = seeded(3);
+        // Before the first read the trail's end is not known: not
+        // recorded, so not answered.
+        h.fail_queries = Some(StoreError::Io("gone".into()));
+        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("refused")
+        };
+        assert!(
+            matches!(refusal, ArchiveRefusal::StoreFailed(_)),
+            "{refusal:?}"
+        );
+        assert!(trail(&h).is_empty());
+        h.fail_queries = None;
+        assert!(matches!(
+            search(&mut h, auditor(), all(10)),
+            Msg::ArchiveFound { .. }
+        ));
+        h.fail_queries = Some(StoreError::Io("gone".into()));
+        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+            panic!("refused")
+        };
+        assert!(
+            matches!(refusal, ArchiveRefusal::StoreFailed(_)),
+            "{refusal:?}"
+        );
+        let reads = trail(&h);
+        assert_eq!(reads.len(), 2);
+        assert!(reads[1].1.refused.as_ref().unwrap().contains("gone"));
+    }
+
+    #[test]
+    fn pages_cover_every_row_once_when_many_rows_share_a_timestamp() {
+        let mut h = seeded(250);
+        let mut s = all(7);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let Msg::ArchiveFound { rows, next, .. } = search(&mut h, auditor(), s.clone()) else {
+                panic!("found")
+            };
+            assert!(rows.len() <= 7);
+            seen.extend(rows.into_iter().map(|r| r.record.id));
+            pages += 1;
+            match next {
+                Some(after) => s.after = Some(after),
+                None => break,
+            }
+        }
+        let mut expected: Vec<String> = (0..250).map(|i| format!("m{i:03}")).collect();
+        expected.push("late".into());
+        assert_eq!(seen, expected, "every row once, in (time, id) order");
+        assert_eq!(pages, 36);
+        assert_eq!(trail(&h).len(), 36, "every page is a recorded read");
+    }
+
+    #[test]
+    fn an_answer_is_bounded_in_bytes_but_holds_at_least_one_row() {
+        let mut h = db(Sabotage::default());
+        h.start(Recovered::new());
+        let big = "x".repeat(3 << 20);
+        let records = (0..5)
+            .map(|i| ArchiveRecord {
+                body: big.clone(),
+                ..rec(&format!("b{i}"))
+            })
+            .collect();
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        let mut s = all(SEARCH_PAGE_MAX);
+        let mut sizes = Vec::new();
+        loop {
+            let Msg::ArchiveFound { rows, next, .. } = search(&mut h, auditor(), s.clone()) else {
+                panic!("found")
+            };
+            sizes.push(rows.len());
+            let bytes: u64 = rows.iter().map(row_bytes).sum();
+            assert!(rows.len() == 1 || bytes <= SEARCH_MAX_BYTES, "{bytes}");
+            match next {
+                Some(after) => s.after = Some(after),
+                None => break,
+            }
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+    }
+
+    #[test]
+    fn the_trail_is_listed_in_pages_and_numbered_across_restarts() {
+        let mut h = seeded(2);
+        search(&mut h, auditor(), all(1));
+        search(&mut h, client(Role::User, "b@corp.example"), all(1));
+        // A restart: numbering goes on after the last entry.
+        let mut h2 = db(Sabotage::default());
+        h2.store = h.store.clone();
+        h2.start(without_rows(&h.store));
+        let sent = h2.msg(
+            auditor(),
+            Msg::ArchiveTrail {
+                token: 4,
+                after: None,
+                limit: 1,
+            },
+        );
+        let [(
+            _,
+            Msg::ArchiveReads {
+                token: 4,
+                reads,
+                recorded,
+                next,
+            },
+        )] = &sent[..]
+        else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(
+            (reads.len(), reads[0].0, *recorded, *next),
+            (1, 1, 3, Some(1))
+        );
+        let sent = h2.msg(
+            auditor(),
+            Msg::ArchiveTrail {
+                token: 5,
+                after: Some(1),
+                limit: 10,
+            },
+        );
+        let [(
+            _,
+            Msg::ArchiveReads {
+                reads,
+                recorded,
+                next,
+                ..
+            },
+        )] = &sent[..]
+        else {
+            panic!("{sent:?}")
+        };
+        let seqs: Vec<u64> = reads.iter().map(|(n, _)| *n).collect();
+        assert_eq!((seqs, *recorded, *next), (vec![2, 3], 4, None));
+        assert!(reads[0].1.refused.is_some(), "the user's refused read");
+        assert_eq!(
+            reads[1].1.what,
+            ReadWhat::Trail {
+                after: None,
+                limit: 1
+            }
+        );
+    }
+
+    #[test]
+    fn only_clients_read_and_only_the_archiver_writes() {
+        let mut h = seeded(1);
+        let sent = h.msg(
+            auditor(),
+            Msg::LogMessages {
+                batch: 9,
+                records: vec![rec("forged")],
+            },
+        );
+        assert!(sent.is_empty());
+        assert_eq!(h.events(), ["unauthorized_sender"]);
+        let sent = h.msg(
+            arch(),
+            Msg::ArchiveSearch {
+                token: 1,
+                search: all(1),
+            },
+        );
+        assert!(sent.is_empty());
+        assert!(trail(&h).is_empty());
+    }
+
+    fn without_rows(store: &Recovered) -> Recovered {
+        crate::core::engine::without_prefixes(store.clone(), &[DB_ROW, DB_READ])
     }
 
     const DAY: u64 = 86_400_000;

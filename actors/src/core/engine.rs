@@ -14,6 +14,7 @@
 //! the test kit, the simulator and the production log store use, and
 //! which the SQL engines are tested against.
 
+use crate::core::protocol::{Row, Search};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -86,6 +87,12 @@ pub enum Query {
     },
     /// How many rows have a key starting with `prefix`.
     Count { prefix: Vec<u8> },
+    /// Archived messages (the [`Row`]s under `prefix`) that meet every
+    /// criterion of `search` ([`Search::matches`]) and come after its page
+    /// key, in `(time, message id)` order, at most `search.limit` of them;
+    /// answered as [`Answer::Rows`] of `(key, row)`. An engine with
+    /// indexes uses them; the reference decodes every row.
+    Search { prefix: Vec<u8>, search: Search },
 }
 
 /// The answer to a [`Query`], of the shape the query asked for.
@@ -195,6 +202,26 @@ pub fn answer(map: &Recovered, query: &Query) -> Answer {
                     .collect()
             };
             Answer::Rows(rows)
+        }
+        Query::Search { prefix, search } => {
+            let mut found: Vec<(Row, &Vec<u8>, &Vec<u8>)> = map
+                .range::<Vec<u8>, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                // A row that does not decode is no message: the checkers
+                // and `holdfast inspect` report it.
+                .filter_map(|(k, v)| Some((postcard::from_bytes::<Row>(v).ok()?, k, v)))
+                .filter(|(row, _, _)| search.matches(&row.record) && search.is_after(&row.record))
+                .collect();
+            found.sort_by(|(a, ..), (b, ..)| {
+                (a.record.time, &a.record.id).cmp(&(b.record.time, &b.record.id))
+            });
+            Answer::Rows(
+                found
+                    .into_iter()
+                    .take(search.limit as usize)
+                    .map(|(_, k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
         }
     }
 }

@@ -26,7 +26,7 @@ use std::fmt;
 /// |---|---|
 /// | `user` | send IMs and call reports as itself, use group chat and files as itself |
 /// | `operator` | run the cluster: compliance export now, compliance status |
-/// | `auditor` | read: compliance status |
+/// | `auditor` | read: compliance status, the archive and its read trail (every read recorded) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
     User,
@@ -176,6 +176,14 @@ impl fmt::Display for Refusal {
         }
     }
 }
+
+/// Who may read the archive (`holdfast archive query`) and its read trail
+/// (`holdfast archive audit`): auditors only. A user may not read the
+/// archive, not even their own messages (the archive is a compliance
+/// record: it keeps what the user's own client has deleted, and the other
+/// party's words); an operator runs the cluster but reads no content.
+/// Every read, allowed or refused, is recorded before it is answered.
+pub const ARCHIVE_READERS: &[Role] = &[Role::Auditor];
 
 /// The principal of `from` if it has one of `roles`.
 pub fn require(from: &Addr, roles: &[Role]) -> Result<Principal, Refusal> {

@@ -102,6 +102,159 @@ impl ArchiveRecord {
     }
 }
 
+/// A row of the LcsLog-style `messages` table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Row {
+    /// Auto-increment row id (not the message id: a faulty writer could
+    /// insert one message twice, and the checker must be able to see that).
+    /// Engines without row ids (the ordered map) leave it 0.
+    pub rowid: u64,
+    pub record: ArchiveRecord,
+    pub archived_at: u64,
+}
+
+/// Where a page of archive search results ends: the next page holds the
+/// rows strictly after `(time, id)` in `(time, message id)` order. Many
+/// rows share one timestamp, so the message id breaks ties: every row is
+/// in exactly one page.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SearchAfter {
+    pub time: Millis,
+    pub id: MessageId,
+}
+
+/// A search of the archive: every criterion given must hold. Results come
+/// in `(time, message id)` order, at most `limit` of them, after `after`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Search {
+    /// Sender or recipient (exact match).
+    pub user: Option<UserId>,
+    /// The message id, or the id its client gave the request.
+    pub id: Option<MessageId>,
+    /// `time >= since`.
+    pub since: Option<Millis>,
+    /// `time < until`.
+    pub until: Option<Millis>,
+    /// Contained in the body, case-insensitive (Unicode lower case);
+    /// wildcard characters are literal.
+    pub text: Option<String>,
+    /// Only rows after this one.
+    pub after: Option<SearchAfter>,
+    /// At most this many rows.
+    pub limit: u32,
+}
+
+impl Search {
+    /// Whether `r` meets every criterion but the page bounds (`after`,
+    /// `limit`): the reference semantics every engine follows.
+    pub fn matches(&self, r: &ArchiveRecord) -> bool {
+        self.user
+            .as_ref()
+            .is_none_or(|u| r.from == *u || r.to == *u)
+            && self
+                .id
+                .as_ref()
+                .is_none_or(|i| r.id == *i || r.client_id == *i)
+            && self.since.is_none_or(|s| r.time >= s)
+            && self.until.is_none_or(|u| r.time < u)
+            && self
+                .text
+                .as_ref()
+                .is_none_or(|t| r.body.to_lowercase().contains(&t.to_lowercase()))
+    }
+
+    /// Whether `r` comes after this search's page key.
+    pub fn is_after(&self, r: &ArchiveRecord) -> bool {
+        self.after
+            .as_ref()
+            .is_none_or(|a| (r.time, r.id.as_str()) > (a.time, a.id.as_str()))
+    }
+}
+
+/// What a client read of the archive asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReadWhat {
+    /// Archived messages.
+    Messages(Search),
+    /// The read trail itself, after entry `after`.
+    Trail { after: Option<u64>, limit: u32 },
+}
+
+/// One entry of the archive's read trail: who asked what, when, and how
+/// it was answered. Written before the answer leaves the database.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ArchiveRead {
+    /// When the database took the request.
+    pub at: Millis,
+    /// The principal (`<role>:<user>`), or the connection's name when it
+    /// carries none.
+    pub who: String,
+    pub what: ReadWhat,
+    /// Rows answered (0 when refused).
+    pub rows: u64,
+    /// Why the read was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// Why the database did not answer a read of the archive.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ArchiveRefusal {
+    /// The principal may not read the archive (only auditors may), or the
+    /// client is not authenticated.
+    Forbidden(String),
+    /// The read could not be recorded in the read trail: nothing is
+    /// answered unrecorded. A retry may succeed.
+    AuditFailed(String),
+    /// The engine could not answer. A retry may succeed.
+    StoreFailed(String),
+    /// Too many reads in flight; a retry may succeed.
+    Busy,
+}
+
+impl std::fmt::Display for ArchiveRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArchiveRefusal::Forbidden(why) => write!(f, "forbidden: {why}"),
+            ArchiveRefusal::AuditFailed(why) => {
+                write!(
+                    f,
+                    "the read could not be recorded, so it is not answered: {why}"
+                )
+            }
+            ArchiveRefusal::StoreFailed(why) => write!(f, "the archive could not be read: {why}"),
+            ArchiveRefusal::Busy => write!(f, "too many reads in flight; try again"),
+        }
+    }
+}
+
+/// Rows one archive search answers at most; a client pages for more.
+pub const SEARCH_PAGE_MAX: u32 = 1_000;
+
+/// Bytes of rows one archive read answers with (at least one row, which
+/// may pass it). A row holds at most `MAX_MESSAGE_BYTES` (4 MiB) of body
+/// plus its names, so an answer stays near 12 MiB at worst: inside a
+/// frame (`MAX_FRAME`, 32 MiB).
+pub const SEARCH_MAX_BYTES: u64 = 8 << 20;
+
+/// Bytes an archived row takes in an answer, roughly.
+pub fn row_bytes(r: &Row) -> u64 {
+    r.record.queued_size() + 16
+}
+
+/// Bytes a read trail entry takes in an answer, roughly.
+pub fn read_bytes(r: &ArchiveRead) -> u64 {
+    let what = match &r.what {
+        ReadWhat::Messages(s) => {
+            s.user.as_ref().map_or(0, String::len)
+                + s.id.as_ref().map_or(0, String::len)
+                + s.text.as_ref().map_or(0, String::len)
+                + s.after.as_ref().map_or(0, |a| a.id.len())
+        }
+        ReadWhat::Trail { .. } => 0,
+    };
+    (r.who.len() + what + r.refused.as_ref().map_or(0, String::len)) as u64 + 64
+}
+
 /// One item of an outgoing queue's sequenced stream. Heartbeats travel with
 /// the data (and are processed in order with it); a tombstone fills the
 /// sequence slot of a record that expired or was moved to the dead-letter
@@ -365,6 +518,43 @@ pub enum Msg {
     LogFailed {
         batch: u64,
         error: DbError,
+    },
+
+    // ---- auditor ↔ database (over the network) -----------------------------
+    /// A client searches the archive (auditors only); answered
+    /// `ArchiveFound` once the read is recorded, or `ArchiveRefused`.
+    ArchiveSearch {
+        token: u64,
+        search: Search,
+    },
+    /// A page of rows in `(time, message id)` order. `next` is where the
+    /// next page starts when there may be more (the search's limit or the
+    /// byte bound cut this one short), `None` when the search is done.
+    ArchiveFound {
+        token: u64,
+        rows: Vec<Row>,
+        next: Option<SearchAfter>,
+    },
+    /// A client reads the read trail (auditors only), entries after
+    /// `after`; the read is recorded too.
+    ArchiveTrail {
+        token: u64,
+        after: Option<u64>,
+        limit: u32,
+    },
+    /// A page of the read trail, in order; `recorded` is the entry this
+    /// read itself was recorded as, `next` where the next page starts
+    /// (`None`: the trail ends here).
+    ArchiveReads {
+        token: u64,
+        reads: Vec<(u64, ArchiveRead)>,
+        recorded: u64,
+        next: Option<u64>,
+    },
+    /// A read of the archive or of its trail not answered.
+    ArchiveRefused {
+        token: u64,
+        refusal: ArchiveRefusal,
     },
 
     // ---- chat client ↔ Lookup ---------------------------------------------
@@ -688,6 +878,11 @@ impl Msg {
             Msg::LogMessages { .. } => "LogMessages",
             Msg::Logged { .. } => "Logged",
             Msg::LogFailed { .. } => "LogFailed",
+            Msg::ArchiveSearch { .. } => "ArchiveSearch",
+            Msg::ArchiveFound { .. } => "ArchiveFound",
+            Msg::ArchiveTrail { .. } => "ArchiveTrail",
+            Msg::ArchiveReads { .. } => "ArchiveReads",
+            Msg::ArchiveRefused { .. } => "ArchiveRefused",
             Msg::FindChannel => "FindChannel",
             Msg::ChannelAssigned { .. } => "ChannelAssigned",
             Msg::NoChannel => "NoChannel",

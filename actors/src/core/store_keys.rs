@@ -3,6 +3,7 @@
 
 use crate::core::actor::Recovered;
 use crate::core::ids::{MessageId, Millis, UserId};
+pub use crate::core::protocol::Row;
 use crate::core::protocol::{ArchiveRecord, QueueItem, RecordKind};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,10 @@ pub const DB_ROW: &[u8] = b"m/";
 /// (from, to): written with each row, read oldest first by the retention
 /// purge. An engine answers it from its index on the message time.
 pub const DB_TIME: &[u8] = b"t/";
+/// Database: `a/<seq>` → [`ArchiveRead`](crate::core::protocol::ArchiveRead),
+/// the read trail: one entry per client read of the archive, inserted
+/// before the answer and read on demand, never at start.
+pub const DB_READ: &[u8] = b"a/";
 
 pub fn key_u64(prefix: &[u8], n: u64) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -138,16 +143,6 @@ pub fn decode_item(bytes: &[u8]) -> Result<QueueItem, postcard::Error> {
             QueueItemV1::Tombstone => Ok(QueueItem::Tombstone),
         }
     })
-}
-
-/// A row of the LcsLog-style `messages` table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Row {
-    /// Auto-increment row id (not the message id: a faulty writer could
-    /// insert one message twice, and the checker must be able to see that).
-    pub rowid: u64,
-    pub record: ArchiveRecord,
-    pub archived_at: u64,
 }
 
 /// Why a value of a store could not be read (the store is damaged, or was

@@ -1,17 +1,29 @@
-//! `holdfast archive query`: archived messages, read from the database.
+//! `holdfast archive query|audit`: archived messages and the archive's
+//! read trail, asked of the database node over the cluster's links as an
+//! auditor. Every read is recorded by the database before it answers.
 
 use super::common::{
-    fmt_time, load_config, parse_duration, parse_time, printable, ConfigArg, Failure,
+    fmt_time, load_config, parse_duration, parse_time, printable, runtime, ConfigArg, Failure,
 };
 use clap::Subcommand;
-use holdfast::archive_db::{ArchiveDb, Query};
-use holdfast::config::{Config, NodeConfig as Node, Role, StoreEngine};
-use std::path::Path;
+use holdfast::archive_db::{ArchiveDb, ArchivedMessage, Query};
+use holdfast::config::{Config, Role};
+use holdfast::operator_client::Session;
+use holdfast_actors::core::identity::Role as PrincipalRole;
+use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::protocol::{
+    ArchiveRead, ArchiveRefusal, Msg, ReadWhat, Row, Search, SEARCH_PAGE_MAX,
+};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How long one page of an answer may take.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Subcommand)]
 pub(crate) enum ArchiveCmd {
-    /// Archived messages of a user (as sender or recipient).
+    /// Archived messages of a user (as sender or recipient), asked of the
+    /// database node as an auditor; the database records the read.
     #[command(
         after_help = "Example: holdfast archive query -c cluster.toml --user alice@corp.example --since 10m"
     )]
@@ -30,7 +42,7 @@ pub(crate) enum ArchiveCmd {
         /// Text contained in the body (case-insensitive).
         #[arg(long)]
         text: Option<String>,
-        /// The database node to read (default: the config's only one).
+        /// The database node to ask (default: the config's only one).
         #[arg(long)]
         database: Option<String>,
         /// At most this many messages (the earliest ones).
@@ -48,6 +60,35 @@ pub(crate) enum ArchiveCmd {
         /// How long --wait waits.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
+        /// Whose credential to present (an auditor's: only auditors may
+        /// read the archive).
+        #[arg(long = "as", default_value = holdfast::tls::AUDITOR)]
+        who: String,
+        /// Offline: read this copy of an archive file (read-only) instead
+        /// of asking the database node. Nothing is recorded in the read
+        /// trail: only the file's permissions stand in the way.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["database", "who"])]
+        file: Option<PathBuf>,
+    },
+    /// The archive's read trail: every read of the archive (who, what,
+    /// when, how many rows, or why it was refused), for an export. Auditors
+    /// only; this read is recorded too.
+    #[command(after_help = "Example: holdfast archive audit -c cluster.toml --json > reads.jsonl")]
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The database node to ask (default: the config's only one).
+        #[arg(long)]
+        database: Option<String>,
+        /// Only entries after this one (its `#` number).
+        #[arg(long)]
+        after: Option<u64>,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Whose credential to present (an auditor's).
+        #[arg(long = "as", default_value = holdfast::tls::AUDITOR)]
+        who: String,
     },
 }
 
@@ -64,37 +105,49 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
             json,
             wait,
             timeout,
+            who,
+            file,
+        } => {
+            let search = Search {
+                user,
+                since,
+                until,
+                text,
+                ..Search::default()
+            };
+            if let Some(path) = file {
+                if let Some(id) = wait {
+                    wait_in_file(&path, &id, timeout)?;
+                }
+                return Ok(query_file(&path, &search, limit, json)?);
+            }
+            let config = load_config(&config)?;
+            let node = database_node(&config, database)?;
+            runtime()?.block_on(async {
+                let mut reader = Reader::open(&config, &who, &node)?;
+                if let Some(id) = wait {
+                    reader.wait_archived(&id, timeout).await?;
+                }
+                reader.query(search, limit, json).await
+            })?;
+        }
+        ArchiveCmd::Audit {
+            config,
+            database,
+            after,
+            json,
+            who,
         } => {
             let config = load_config(&config)?;
             let node = database_node(&config, database)?;
-            if let StoreEngine::Postgres(target) = &node.archive_engine {
-                return Err(Failure::Error(format!(
-                    "{}'s archive is in PostgreSQL ({}): query its messages table there \
-                     (psql, or any SQL client)",
-                    node.name,
-                    target.redacted()
-                )));
-            }
-            if let Some(id) = wait {
-                wait_archived(&node.archive_path(), &id, timeout)?;
-            }
-            archive_query(
-                node,
-                Query {
-                    user,
-                    since,
-                    until,
-                    text,
-                    limit,
-                },
-                json,
-            )?;
+            runtime()?
+                .block_on(async { Reader::open(&config, &who, &node)?.audit(after, json).await })?;
         }
     }
     Ok(())
 }
 
-fn database_node(config: &Config, database: Option<String>) -> Result<&Node, String> {
+fn database_node(config: &Config, database: Option<String>) -> Result<String, String> {
     let dbs: Vec<_> = config
         .nodes
         .iter()
@@ -102,19 +155,260 @@ fn database_node(config: &Config, database: Option<String>) -> Result<&Node, Str
         .filter(|n| database.as_ref().is_none_or(|d| *d == n.name))
         .collect();
     match dbs.as_slice() {
-        [one] => Ok(*one),
+        [one] => Ok(one.name.clone()),
         [] => Err(format!("no database node {}", database.unwrap_or_default())),
         _ => Err("the config has several databases: choose one with --database".into()),
     }
 }
 
-/// Polls the archive until it holds `id`, up to `timeout`: not well (exit
-/// 1) if it does not by then.
-fn wait_archived(path: &Path, id: &str, timeout: Duration) -> Result<(), Failure> {
+/// A principal's connection to the database node, for one command's reads.
+struct Reader {
+    node: String,
+    session: Session,
+    token: u64,
+}
+
+impl Reader {
+    fn open(config: &Config, who: &str, node: &str) -> Result<Reader, Failure> {
+        // The credential's role is presented whatever it is: the database
+        // decides, and records a refusal too.
+        let roles = [
+            PrincipalRole::Auditor,
+            PrincipalRole::User,
+            PrincipalRole::Operator,
+        ];
+        Ok(Reader {
+            node: node.to_string(),
+            session: Session::open(config, who, &roles, node)?,
+            token: 0,
+        })
+    }
+
+    /// Sends one read and returns its answer (a refusal is an error).
+    async fn ask(&mut self, request: impl FnOnce(u64) -> Msg) -> Result<Msg, Failure> {
+        self.token += 1;
+        let token = self.token;
+        let answer = self
+            .session
+            .ask(ActorKind::Database, request(token), PAGE_TIMEOUT, |m| {
+                matches!(m,
+                    Msg::ArchiveFound { token: t, .. }
+                    | Msg::ArchiveReads { token: t, .. }
+                    | Msg::ArchiveRefused { token: t, .. } if *t == token)
+            })
+            .await?;
+        match answer {
+            Msg::ArchiveRefused { refusal, .. } => {
+                let text = format!("{} refused: {refusal}", self.node);
+                Err(match refusal {
+                    // The request was refused for who asked: exit 2.
+                    ArchiveRefusal::Forbidden(_) => Failure::Error(text),
+                    _ => Failure::NotWell(text),
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Polls until a message with `id` is archived, up to `timeout`: not
+    /// well (exit 1) if it is not by then. Each poll is a recorded read.
+    async fn wait_archived(&mut self, id: &str, timeout: Duration) -> Result<(), Failure> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let search = Search {
+                id: Some(id.to_string()),
+                limit: 1,
+                ..Search::default()
+            };
+            if let Msg::ArchiveFound { rows, .. } = self
+                .ask(|token| Msg::ArchiveSearch { token, search })
+                .await?
+            {
+                if !rows.is_empty() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::NotWell(format!(
+                    "{id} is not in the archive after {}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+            tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Prints the messages `search` finds, page by page, at most `limit`.
+    async fn query(
+        &mut self,
+        mut search: Search,
+        limit: Option<usize>,
+        json: bool,
+    ) -> Result<(), Failure> {
+        let mut left = limit.unwrap_or(usize::MAX);
+        let mut printed = 0usize;
+        while left > 0 {
+            search.limit = left.min(SEARCH_PAGE_MAX as usize) as u32;
+            let page = search.clone();
+            let Msg::ArchiveFound { rows, next, .. } = self
+                .ask(|token| Msg::ArchiveSearch {
+                    token,
+                    search: page,
+                })
+                .await?
+            else {
+                unreachable!("only an ArchiveFound is wanted")
+            };
+            let rows: Vec<ArchivedMessage> = rows.into_iter().take(left).map(message).collect();
+            print_messages(&rows, json)?;
+            printed += rows.len();
+            left -= rows.len();
+            match next {
+                Some(after) if !rows.is_empty() => search.after = Some(after),
+                _ => break,
+            }
+        }
+        print_count(printed, json);
+        Ok(())
+    }
+
+    /// Prints the read trail after `after`, up to and with the entry of
+    /// this command's own first read (the trail grows as it is read: each
+    /// page is a read, recorded after it was scanned).
+    async fn audit(&mut self, mut after: Option<u64>, json: bool) -> Result<(), Failure> {
+        let mut end = None;
+        let mut n = 0usize;
+        loop {
+            let Msg::ArchiveReads {
+                reads, recorded, ..
+            } = self
+                .ask(|token| Msg::ArchiveTrail {
+                    token,
+                    after,
+                    limit: SEARCH_PAGE_MAX,
+                })
+                .await?
+            else {
+                unreachable!("only an ArchiveReads is wanted")
+            };
+            let first = end.is_none();
+            let end = *end.get_or_insert(recorded);
+            let mut last = None;
+            for (seq, read) in reads.iter().take_while(|(seq, _)| *seq <= end) {
+                println!("{}", read_line(*seq, read, json));
+                n += 1;
+                last = Some(*seq);
+            }
+            after = match last {
+                Some(l) if l < end => Some(l),
+                // Nothing before this command's own read: that one next.
+                None if first && after.is_none_or(|a| a < end) => Some(end - 1),
+                _ => break,
+            };
+        }
+        if !json {
+            eprintln!("{n} {}", if n == 1 { "read" } else { "reads" });
+        }
+        Ok(())
+    }
+}
+
+/// An archived row as the command prints it.
+fn message(r: Row) -> ArchivedMessage {
+    ArchivedMessage {
+        rowid: r.rowid,
+        id: r.record.id,
+        kind: r.record.kind.as_str().to_string(),
+        from: r.record.from,
+        to: r.record.to,
+        time: r.record.time,
+        body: r.record.body,
+        external: r.record.external,
+        front_end: r.record.front_end,
+        archived_at: r.archived_at,
+        client_id: r.record.client_id,
+    }
+}
+
+fn print_messages(rows: &[ArchivedMessage], json: bool) -> Result<(), String> {
+    for r in rows {
+        if json {
+            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        } else {
+            println!(
+                "{}  {} -> {}  [{}]  {}",
+                fmt_time(r.time),
+                printable(&r.from),
+                printable(&r.to),
+                r.id,
+                printable(&r.body)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_count(n: usize, json: bool) {
+    if !json {
+        eprintln!("{n} {}", if n == 1 { "message" } else { "messages" });
+    }
+}
+
+/// One entry of the read trail: a line of text, or of JSON.
+fn read_line(seq: u64, r: &ArchiveRead, json: bool) -> String {
+    if json {
+        return serde_json::json!({
+            "seq": seq, "at": r.at, "who": r.who, "what": r.what,
+            "rows": r.rows, "refused": r.refused,
+        })
+        .to_string();
+    }
+    let what = match &r.what {
+        ReadWhat::Messages(s) => {
+            let mut parts = vec!["search".to_string()];
+            if let Some(u) = &s.user {
+                parts.push(format!("user={}", printable(u)));
+            }
+            if let Some(i) = &s.id {
+                parts.push(format!("id={}", printable(i)));
+            }
+            if let Some(t) = s.since {
+                parts.push(format!("since={}", fmt_time(t)));
+            }
+            if let Some(t) = s.until {
+                parts.push(format!("until={}", fmt_time(t)));
+            }
+            if let Some(t) = &s.text {
+                parts.push(format!("text={:?}", printable(t)));
+            }
+            if let Some(a) = &s.after {
+                parts.push(format!("after={},{}", fmt_time(a.time), printable(&a.id)));
+            }
+            parts.push(format!("limit={}", s.limit));
+            parts.join(" ")
+        }
+        ReadWhat::Trail { after, limit } => match after {
+            Some(a) => format!("trail after=#{a} limit={limit}"),
+            None => format!("trail limit={limit}"),
+        },
+    };
+    let outcome = match &r.refused {
+        Some(why) => format!("REFUSED: {}", printable(why)),
+        None => format!("{} rows", r.rows),
+    };
+    format!(
+        "#{seq}  {}  {}  {what}  {outcome}",
+        fmt_time(r.at),
+        printable(&r.who)
+    )
+}
+
+/// Offline `--wait`: polls a copy of an archive until it holds `id`.
+fn wait_in_file(path: &Path, id: &str, timeout: Duration) -> Result<(), Failure> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        // The database node creates its file on first start: until then
-        // there is nothing archived to find.
         if path.exists() {
             let db = ArchiveDb::open_read_only(path).map_err(|e| e.to_string())?;
             if db.holds(id).map_err(|e| e.to_string())? {
@@ -131,26 +425,20 @@ fn wait_archived(path: &Path, id: &str, timeout: Duration) -> Result<(), Failure
     }
 }
 
-fn archive_query(node: &Node, q: Query, json: bool) -> Result<(), String> {
-    let db = ArchiveDb::open_read_only(&node.archive_path()).map_err(|e| e.to_string())?;
+/// Offline: the messages `search` finds in a copy of an archive file.
+fn query_file(
+    path: &Path,
+    search: &Search,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<(), String> {
+    let db = ArchiveDb::open_read_only(path).map_err(|e| e.to_string())?;
+    let q = Query {
+        limit,
+        ..Query::of_search(search)
+    };
     let rows = db.query(&q).map_err(|e| e.to_string())?;
-    for r in &rows {
-        if json {
-            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
-        } else {
-            println!(
-                "{}  {} -> {}  [{}]  {}",
-                fmt_time(r.time),
-                printable(&r.from),
-                printable(&r.to),
-                r.id,
-                printable(&r.body)
-            );
-        }
-    }
-    if !json {
-        let n = rows.len();
-        eprintln!("{n} {}", if n == 1 { "message" } else { "messages" });
-    }
+    print_messages(&rows, json)?;
+    print_count(rows.len(), json);
     Ok(())
 }

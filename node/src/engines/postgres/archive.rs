@@ -324,6 +324,14 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
             let n: i64 = found.map_err(|e| s.error(&e))?.get(0);
             Ok(Answer::Count(n.max(0) as u64))
         }
+        Query::Search { prefix, search } => {
+            if prefix.as_slice() != DB_ROW {
+                return Err(StoreError::Io(format!(
+                    "searches are of the messages ({DB_ROW:?}), not {prefix:?}"
+                )));
+            }
+            search_rows(s, search)
+        }
         Query::Scan {
             prefix,
             from,
@@ -364,6 +372,77 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
             Ok(Answer::Rows(rows))
         }
     }
+}
+
+/// A search of the archive (the reference semantics are
+/// `Search::matches` and its page bounds): the conditions in SQL on the
+/// indexes, the text in Rust (case-insensitive, wildcards literal), in
+/// `(time, message id)` order.
+fn search_rows(
+    s: &mut Session,
+    search: &holdfast_actors::core::protocol::Search,
+) -> Result<Answer, StoreError> {
+    let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    let arg = |v: Box<dyn ToSql + Sync>, args: &mut Vec<Box<dyn ToSql + Sync>>| {
+        args.push(v);
+        args.len()
+    };
+    if let Some(user) = &search.user {
+        let n = arg(Box::new(user.clone()), &mut args);
+        conds.push(format!("(from_user = ${n} OR to_user = ${n})"));
+    }
+    if let Some(id) = &search.id {
+        let n = arg(Box::new(id.clone()), &mut args);
+        conds.push(format!("(message_id = ${n} OR client_id = ${n})"));
+    }
+    if let Some(since) = search.since {
+        let n = arg(Box::new(big(since)), &mut args);
+        conds.push(format!("time >= ${n}"));
+    }
+    if let Some(after) = &search.after {
+        let t = arg(Box::new(big(after.time)), &mut args);
+        let i = arg(Box::new(after.id.clone()), &mut args);
+        conds.push(format!(
+            "time >= ${t} AND (time > ${t} OR message_id > ${i})"
+        ));
+    }
+    if let Some(until) = search.until {
+        let n = arg(Box::new(big(until)), &mut args);
+        conds.push(format!("time < ${n}"));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM messages");
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(" ORDER BY time, message_id");
+    let needle = search.text.as_ref().map(|t| t.to_lowercase());
+    let limit = search.limit as usize;
+    if needle.is_none() {
+        let n = arg(Box::new(i64::from(search.limit)), &mut args);
+        sql.push_str(&format!(" LIMIT ${n}"));
+    }
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+    let found = s.client()?.query(sql.as_str(), &params);
+    let found = found.map_err(|e| s.error(&e))?;
+    let mut rows = Vec::new();
+    for r in &found {
+        if rows.len() >= limit {
+            break;
+        }
+        let m = message(s, r)?;
+        if needle
+            .as_ref()
+            .is_some_and(|n| !m.body.to_lowercase().contains(n.as_str()))
+        {
+            continue;
+        }
+        let row = row(m, s)?;
+        rows.push((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)));
+    }
+    Ok(Answer::Rows(rows))
 }
 
 /// The time index from its start or after `from` (`<time><id>`), in the
