@@ -175,6 +175,36 @@ fn a_store_that_forgets_post_ids_is_caught() {
     assert_failure(&failures, "chat duplicates = ");
 }
 
+/// The retention purge deletes what the window no longer covers, and
+/// only that: a purge that cuts at its own time instead (deleting rows the
+/// policy keeps) is seen losing accepted IMs; one that stops after its
+/// first batch yet records itself done is seen keeping rows past the
+/// window.
+#[test]
+fn a_purge_that_deletes_too_much_or_too_little_is_caught() {
+    let good = library_passes("purge-during-ingest.toml", 31);
+    assert!(
+        good.counts.purged > 10_000,
+        "purged = {}",
+        good.counts.purged
+    );
+    assert_eq!((good.counts.lost, good.counts.unpurged), (0, 0));
+    let (early, failures) = library(
+        "purge-during-ingest.toml",
+        31,
+        "purge_ignores_window = true",
+    );
+    assert!(early.counts.lost > 1_000, "lost = {}", early.counts.lost);
+    assert_failure(&failures, "lost = ");
+    let (short, failures) = library("purge-during-ingest.toml", 31, "purge_stops_early = true");
+    assert!(
+        short.counts.unpurged > 1_000,
+        "unpurged = {}",
+        short.counts.unpurged
+    );
+    assert_failure(&failures, "unpurged = ");
+}
+
 /// A library scenario run as it is: it passes, and this is its result.
 fn library_passes(file: &str, seed: u64) -> holdfast_sim::report::RunResult {
     let (result, failures) = library(file, seed, "");

@@ -102,7 +102,7 @@ impl Database {
 
     /// Purges by the retention settings of `settings`.
     pub fn with_settings(mut self, settings: &Settings) -> Self {
-        self.retention = Retention::new(settings);
+        self.retention = Retention::new(settings).sabotaged(&self.sabotage);
         self
     }
 
@@ -409,12 +409,12 @@ impl Database {
 }
 
 impl Actor for Database {
-    fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
+    fn on_start(&mut self, recovered: Recovered, ctx: &mut Ctx) {
         self.pending.clear();
         self.rows = None;
         self.next_read = None;
         self.unnumbered.clear();
-        self.retention.start(ctx);
+        self.retention.start(&recovered, ctx);
         ctx.query(
             COUNT,
             Query::Count {
@@ -1170,5 +1170,37 @@ mod tests {
         purge(&mut h, 5);
         assert!(stored_ids(&h).is_empty());
         assert_eq!(h.events(), vec!["archive_purged"]);
+    }
+
+    #[test]
+    fn a_purge_cut_off_by_a_crash_resumes_at_start_with_its_cutoff() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        log_at(
+            &mut h,
+            1,
+            &[("old1", HOUR), ("old2", HOUR + 1), ("old3", HOUR + 2)],
+        );
+        h.now = DAY + 2 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        h.fire(Timer::Purge);
+        assert_eq!(stored_ids(&h), vec!["old3"], "one batch of two deleted");
+        let record: retention::PurgeRecord =
+            keys::decode(&h.store[&crate::core::store_keys::DB_PURGE.to_vec()]).unwrap();
+        assert_eq!(
+            (record.cutoff, record.deleted, record.finished_at),
+            (2 * HOUR, 2, None)
+        );
+        // A crash; an hour later the core starts again, and goes on at once.
+        h.now += HOUR;
+        h.start(h.store.clone());
+        assert_eq!(h.timer(Timer::Purge), Some(h.now));
+        purge(&mut h, 5);
+        assert!(stored_ids(&h).is_empty());
+        let record: retention::PurgeRecord =
+            keys::decode(&h.store[&crate::core::store_keys::DB_PURGE.to_vec()]).unwrap();
+        assert_eq!((record.cutoff, record.deleted), (2 * HOUR, 3));
+        assert_eq!(record.finished_at, Some(h.now));
+        assert_eq!(gauge(&h, Gauge::ArchivePurgeCutoff), 2 * HOUR);
     }
 }

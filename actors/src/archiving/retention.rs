@@ -17,12 +17,14 @@
 //! purge finished and where it cut; `archive_purged` counts the rows.
 //! Deleted rows are deleted from the engine, not flagged.
 
+use crate::core::actor::Recovered;
 use crate::core::actor::{Ctx, StoreError, StoreOp, Timer, Written};
 use crate::core::engine::Query;
 use crate::core::ids::{Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::settings::Settings;
-use crate::core::store_keys::{self as keys, DB_ROW, DB_TIME};
+use crate::core::store_keys::{self as keys, DB_PURGE, DB_ROW, DB_TIME};
+use serde::{Deserialize, Serialize};
 
 const DAY: Millis = 86_400_000;
 const HOUR: Millis = 3_600_000;
@@ -49,6 +51,23 @@ pub fn parse_time_key(key: &[u8]) -> Option<(Millis, String)> {
 /// legal hold is decided on).
 pub type TimeEntry = (UserId, UserId);
 
+/// What a purge did, kept under [`DB_PURGE`] and written in the same
+/// transaction as each batch it deletes: after a crash the purge resumes
+/// at once, and an operator (or a checker) reads what was cut and when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRecord {
+    /// Rows whose message time is before this go.
+    pub cutoff: Millis,
+    pub started_at: Millis,
+    /// `None` while the purge runs (or was cut off by a crash).
+    pub finished_at: Option<Millis>,
+    pub deleted: u64,
+    /// Rows past the window kept for a legal hold.
+    pub held: u64,
+    /// Message times of the rows deleted: the first and the last.
+    pub range: Option<(Millis, Millis)>,
+}
+
 /// Whether a row must survive the purge: a legal hold covers it. The
 /// database core answers; until holds exist, nothing is held.
 pub trait Holds {
@@ -60,6 +79,7 @@ pub trait Holds {
 struct Run {
     /// Rows whose message time is before this go.
     cutoff: Millis,
+    started_at: Millis,
     /// The last index key read: the next batch reads after it.
     after: Option<Vec<u8>>,
     /// Where the batch being deleted was read from: read again from there
@@ -84,6 +104,11 @@ pub struct Retention {
     last_at: Millis,
     last_cutoff: Millis,
     purged: u64,
+    /// The write recording the end of a purge is in flight.
+    finishing: bool,
+    /// Sabotages `purge_ignores_window`, `purge_stops_early`.
+    ignores_window: bool,
+    stops_early: bool,
 }
 
 /// What the core does next for the purge.
@@ -107,14 +132,70 @@ impl Retention {
             last_at: 0,
             last_cutoff: 0,
             purged: 0,
+            finishing: false,
+            ignores_window: false,
+            stops_early: false,
         }
     }
 
-    /// At start: an interrupted purge is forgotten (the next one deletes
-    /// what it left) and the next one is set for the purge hour.
-    pub fn start(&mut self, ctx: &mut Ctx) {
+    /// Applies the sabotages that concern the purge (for the checkers to
+    /// find; production never sets them).
+    pub fn sabotaged(mut self, sabotage: &crate::core::settings::Sabotage) -> Self {
+        self.ignores_window = sabotage.purge_ignores_window;
+        self.stops_early = sabotage.purge_stops_early;
+        self
+    }
+
+    /// At start: a purge a crash cut off resumes at once, with its
+    /// cutoff and counts; otherwise the next one is set for the purge hour.
+    pub fn start(&mut self, recovered: &Recovered, ctx: &mut Ctx) {
         self.run = None;
+        let record = recovered
+            .get(DB_PURGE)
+            .map(|v| keys::decode::<PurgeRecord>(v));
+        match record {
+            Some(Ok(r)) if r.finished_at.is_none() => {
+                self.run = Some(Run {
+                    cutoff: r.cutoff,
+                    started_at: r.started_at,
+                    after: None,
+                    batch_from: None,
+                    deleted: r.deleted,
+                    held: 0,
+                    range: r.range,
+                    writing: None,
+                });
+                ctx.set_timer(Timer::Purge, 0);
+                return;
+            }
+            Some(Ok(r)) => {
+                self.last_at = r.finished_at.unwrap_or(0);
+                self.last_cutoff = r.cutoff;
+            }
+            Some(Err(e)) => ctx.event(
+                OperatorEvent::StoreCorrupt,
+                format!(
+                    "archive purge: its record is unreadable ({e}): the next purge runs afresh"
+                ),
+            ),
+            None => {}
+        }
         self.schedule(ctx);
+    }
+
+    fn record(run: &Run, finished_at: Option<Millis>) -> StoreOp {
+        let record = PurgeRecord {
+            cutoff: run.cutoff,
+            started_at: run.started_at,
+            finished_at,
+            deleted: run.deleted,
+            held: run.held,
+            range: run.range,
+        };
+        StoreOp::Put {
+            key: DB_PURGE.to_vec(),
+            value: keys::encode(&record),
+        }
     }
 
     /// Sets the purge timer for the next purge hour after now.
@@ -131,9 +212,11 @@ impl Retention {
     /// running (after its pause).
     pub fn on_timer(&mut self, ctx: &mut Ctx) -> Step {
         if self.run.is_none() {
-            let cutoff = ctx.now().saturating_sub(self.keep);
+            let keep = if self.ignores_window { 0 } else { self.keep };
+            let cutoff = ctx.now().saturating_sub(keep);
             self.run = Some(Run {
                 cutoff,
+                started_at: ctx.now(),
                 after: None,
                 batch_from: None,
                 deleted: 0,
@@ -164,6 +247,9 @@ impl Retention {
         holds: &impl Holds,
         ctx: &mut Ctx,
     ) -> Step {
+        if self.stops_early && self.run.as_ref().is_some_and(|r| r.deleted > 0) {
+            return self.finish(ctx);
+        }
         let Some(run) = self.run.as_mut() else {
             return Step::Wait;
         };
@@ -210,12 +296,26 @@ impl Retention {
             ops.push(StoreOp::Delete { key });
         }
         if !ops.is_empty() {
-            run.writing = Some(((ops.len() / 2) as u64, first, last));
+            let n = (ops.len() / 2) as u64;
+            run.writing = Some((n, first, last));
+            // The record as it will be once this batch commits.
+            let mut after = Run {
+                deleted: run.deleted + n,
+                range: Some(match run.range {
+                    Some((a, b)) => (a.min(first), b.max(last)),
+                    None => (first, last),
+                }),
+                after: None,
+                batch_from: None,
+                writing: None,
+                ..*run
+            };
+            after.held = run.held;
+            ops.push(Self::record(&after, None));
             return Step::Delete(ops);
         }
         if reached_window || !full {
-            self.finish(ctx);
-            return Step::Wait;
+            return self.finish(ctx);
         }
         // A whole batch held: read on at once.
         Step::Read(self.read())
@@ -223,6 +323,21 @@ impl Retention {
 
     /// A purge transaction committed or failed.
     pub fn on_written(&mut self, result: Result<Written, StoreError>, ctx: &mut Ctx) -> u64 {
+        if std::mem::take(&mut self.finishing) {
+            match result {
+                Ok(_) => self.finished(ctx),
+                Err(e) => {
+                    // The rows are gone; only the record of the end is
+                    // not: the next start finishes it.
+                    ctx.event(
+                        OperatorEvent::ArchivePurgeFailed,
+                        format!("archive purge: its end could not be recorded ({e})"),
+                    );
+                    self.finished(ctx);
+                }
+            }
+            return 0;
+        }
         let Some(run) = self.run.as_mut() else {
             return 0;
         };
@@ -269,7 +384,17 @@ impl Retention {
         self.schedule(ctx);
     }
 
-    fn finish(&mut self, ctx: &mut Ctx) {
+    /// The purge is done: its record says so (one more small write), then
+    /// the event, and the next purge is set.
+    fn finish(&mut self, ctx: &mut Ctx) -> Step {
+        let Some(run) = self.run.as_ref() else {
+            return Step::Wait;
+        };
+        self.finishing = true;
+        Step::Delete(vec![Self::record(run, Some(ctx.now()))])
+    }
+
+    fn finished(&mut self, ctx: &mut Ctx) {
         let Some(run) = self.run.take() else {
             return;
         };

@@ -387,6 +387,12 @@ pub struct Sabotage {
     /// instead of answering with the number it holds it under (a store
     /// without a unique key on the post id).
     pub chat_store_forgets_ids: bool,
+    /// The retention purge cuts at the purge's own time instead of the
+    /// window's end: it deletes rows the policy keeps.
+    pub purge_ignores_window: bool,
+    /// The retention purge stops after its first batch and records itself
+    /// finished: rows past the window stay.
+    pub purge_stops_early: bool,
 }
 
 #[cfg(test)]

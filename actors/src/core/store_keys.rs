@@ -34,6 +34,9 @@ pub const DB_ROW: &[u8] = b"m/";
 /// (from, to): written with each row, read oldest first by the retention
 /// purge. An engine answers it from its index on the message time.
 pub const DB_TIME: &[u8] = b"t/";
+/// Database: the retention purge's record (`archiving::retention::PurgeRecord`):
+/// the purge running or the last one, written with every purge transaction.
+pub const DB_PURGE: &[u8] = b"meta/purge";
 /// Database: `a/<seq>` → [`ArchiveRead`](crate::core::protocol::ArchiveRead),
 /// the read trail: one entry per client read of the archive, inserted
 /// before the answer and read on demand, never at start.

@@ -35,6 +35,7 @@
 //! parked or lost (or, for a QoE report, dropped).
 
 use crate::scenario::Attack;
+use holdfast_actors::archiving::retention::PurgeRecord;
 use holdfast_actors::core::ids::{MessageId, Millis};
 use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::RecordKind;
@@ -109,6 +110,12 @@ pub struct Observed {
     pub damage_reports: BTreeMap<String, Vec<Millis>>,
     /// The nodes each front end's records pass through (itself included).
     pub paths: BTreeMap<String, Vec<String>>,
+    /// The retention purge's record of each archive database, as durable.
+    pub purges: Vec<PurgeRecord>,
+    /// The retention window the scenario sets: the checker's own cutoff
+    /// for a purge that started at `t` is `t - keep`, whatever cutoff the
+    /// purge recorded.
+    pub keep_ms: Millis,
 }
 
 /// Client ids of hostile requests start with this: their archive rows are
@@ -237,6 +244,12 @@ pub struct Counts {
     /// Delivered with the explicit answer "not archived": allowed, counted
     /// apart from `lost`.
     pub delivered_not_archived: u64,
+    /// Accepted and absent from the archive because a retention purge
+    /// deleted it: its message time was before a purge's cutoff. Allowed.
+    pub purged: u64,
+    /// Rows older than a finished purge's cutoff, archived before that
+    /// purge ended, still in the archive: kept past the retention window.
+    pub unpurged: u64,
     /// Accepted and archived per record kind (`im`, `cdr`, `qoe`).
     pub by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// When the last accepted archivable message reached the archive.
@@ -274,6 +287,20 @@ fn reported(o: &Observed, op: &Op) -> bool {
 
 pub fn check(o: &Observed) -> Counts {
     let mut c = Counts::default();
+    // What a finished purge must have deleted: rows before its cutoff,
+    // archived before it ended (a row archived later with an old time
+    // waits for the next purge).
+    let cutoff = |p: &PurgeRecord| p.started_at.saturating_sub(o.keep_ms);
+    for r in &o.rows {
+        let kept = o.purges.iter().any(|p| {
+            p.finished_at
+                .is_some_and(|end| r.record.time < cutoff(p) && r.archived_at < end)
+        });
+        if kept {
+            c.unpurged += 1;
+            note(&mut c.examples, "unpurged", &r.record.client_id);
+        }
+    }
     let mut archive: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     for r in o
         .rows
@@ -334,6 +361,11 @@ pub fn check(o: &Observed) -> Counts {
                 None if o.parked.contains(&op.id) => {
                     c.parked += 1;
                     note(&mut c.examples, "parked", &op.id);
+                }
+                // Submitted before a purge's cutoff: its message time is
+                // too (the front end stamps it after the submission).
+                None if o.purges.iter().any(|p| op.submitted_at < cutoff(p)) => {
+                    c.purged += 1;
                 }
                 None if reported(o, op) => {
                     c.lost_reported += 1;

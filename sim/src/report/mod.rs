@@ -181,6 +181,14 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     at_least(&mut f, "lost", c.lost, e.lost_min);
     exact(
         &mut f,
+        "unpurged",
+        c.unpurged,
+        Some(0),
+        c.examples.get("unpurged"),
+    );
+    at_least(&mut f, "purged", c.purged, e.purged_min);
+    exact(
+        &mut f,
         "duplicates",
         c.duplicates,
         e.duplicates,
@@ -560,6 +568,12 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         "  submitted {}  accepted {}  rejected {}  unknown {}\n",
         c.submitted, c.accepted, c.rejected, c.unknown
     ));
+    if c.purged > 0 || c.unpurged > 0 {
+        s.push_str(&format!(
+            "  retention: purged {}  kept past the window {}\n",
+            c.purged, c.unpurged
+        ));
+    }
     s.push_str(&format!(
         "  archivable {}  archived {}  lost {}  pending {}  duplicates {}  phantoms {}  recovered {}\n",
         c.archivable_accepted, c.archived, c.lost, c.pending, c.duplicates, c.phantoms, c.recovered

@@ -14,6 +14,7 @@ use crate::oracle::critical;
 use crate::oracle::events::EventRecord;
 use crate::report::RunResult;
 use crate::scenario::Scenario;
+use holdfast_actors::archiving::retention::PurgeRecord;
 use holdfast_actors::chat::chat_store;
 use holdfast_actors::chat::web_files;
 use holdfast_actors::compliance::service as compliance;
@@ -50,7 +51,8 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
     let chat = check_chat(&scn, nodes, &run.chat_log, &mut read_errors);
     let events = lock(&run.events).clone();
     let shutdowns = critical::shutdowns(&events);
-    let observed = observe(ops, archive, &events, &shutdowns, &run.cluster);
+    let mut observed = observe(ops, archive, &events, &shutdowns, &run.cluster);
+    observed.keep_ms = scn.settings.archive_keep_days * 86_400_000;
     let counts = checker::check(&observed);
     let recovery =
         crate::oracle::recovery::figures(&observed.ops, &observed.rows, &scn.faults, &run.cluster);
@@ -112,6 +114,7 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
 /// What the databases and queues hold.
 struct Archive {
     rows: Vec<Row>,
+    purges: Vec<PurgeRecord>,
     queued: BTreeSet<String>,
     parked: BTreeSet<String>,
 }
@@ -120,12 +123,22 @@ struct Archive {
 /// find them.
 fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) -> Archive {
     let mut rows = Vec::new();
+    let mut purges = Vec::new();
     let mut queued = BTreeSet::new();
     let mut parked = BTreeSet::new();
     for (name, shared) in &nodes.shared {
         let state = |kind| -> Recovered { replay(&shared.disk.durable(&store_file(kind))).0 };
         if scn.topology.databases.contains(name) {
-            for r in store_keys::db_rows(&state(ActorKind::Database)) {
+            let db = state(ActorKind::Database);
+            match db
+                .get(store_keys::DB_PURGE)
+                .map(|v| store_keys::decode::<PurgeRecord>(v))
+            {
+                Some(Ok(p)) => purges.push(p),
+                Some(Err(e)) => read_errors.push(format!("{name}: purge record: {e}")),
+                None => {}
+            }
+            for r in store_keys::db_rows(&db) {
                 match r {
                     Ok(row) => rows.push(row),
                     Err(e) => read_errors.push(format!("{name}: {e}")),
@@ -153,6 +166,7 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
     }
     Archive {
         rows,
+        purges,
         queued,
         parked,
     }
@@ -255,6 +269,7 @@ fn observe(
 ) -> Observed {
     let Archive {
         rows,
+        purges,
         queued,
         parked,
     } = archive;
@@ -288,6 +303,8 @@ fn observe(
     Observed {
         ops,
         rows,
+        purges,
+        keep_ms: 0,
         queued,
         parked,
         expired,

@@ -386,6 +386,8 @@ pub struct Expect {
     pub chat_accepted_min: Option<u64>,
     pub chat_busy_min: Option<u64>,
     pub chat_reconnects_min: Option<u64>,
+    /// At least this many accepted messages deleted by a retention purge.
+    pub purged_min: Option<u64>,
     /// At least this many posts sent again for want of an answer.
     pub chat_post_retries_min: Option<u64>,
     pub chat_refused_joins_min: Option<u64>,

@@ -261,6 +261,8 @@ pub(super) struct RawExpect {
     pub(super) chat_accepted_min: Option<u64>,
     pub(super) chat_busy_min: Option<u64>,
     pub(super) chat_reconnects_min: Option<u64>,
+    /// At least this many accepted messages deleted by a retention purge.
+    pub(super) purged_min: Option<u64>,
     /// At least this many posts sent again for want of an answer.
     pub(super) chat_post_retries_min: Option<u64>,
     pub(super) chat_refused_joins_min: Option<u64>,
