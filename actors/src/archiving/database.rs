@@ -17,8 +17,9 @@ use crate::core::protocol::{
     read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, DbError, Msg, ReadWhat, Row, Search,
     SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX,
 };
+use crate::core::protocol::{HoldRelease, LegalHold};
 use crate::core::settings::{Sabotage, Settings};
-use crate::core::store_keys::{self as keys, DB_READ, DB_ROW, DB_TIME};
+use crate::core::store_keys::{self as keys, DB_HOLD, DB_READ, DB_ROW, DB_TIME};
 use std::collections::BTreeMap;
 
 struct Txn {
@@ -35,6 +36,12 @@ enum Pending {
         from: Addr,
         token: u64,
         entry: ArchiveRead,
+    },
+    /// A hold placed or released, being written.
+    Hold {
+        from: Addr,
+        token: u64,
+        hold: LegalHold,
     },
     /// A read's entry in the trail, being written: the answer waits for it.
     Audit {
@@ -74,14 +81,23 @@ pub struct Database {
     pending: BTreeMap<u64, Pending>,
     next_token: u64,
     retention: Retention,
+    /// Every legal hold, active or released, by name (read at start).
+    holds: BTreeMap<String, LegalHold>,
+    /// A stored hold could not be read: it may cover anything, so the
+    /// purge keeps every row until an operator has repaired it.
+    holds_unreadable: bool,
 }
 
-/// No legal hold exists yet: nothing is held.
-struct NoHolds;
+/// The active holds decide what the purge keeps (everything, if one of
+/// them could not be read).
+struct ActiveHolds<'a> {
+    holds: &'a BTreeMap<String, LegalHold>,
+    unreadable: bool,
+}
 
-impl Holds for NoHolds {
-    fn held(&self, _from: &str, _to: &str, _time: u64) -> bool {
-        false
+impl Holds for ActiveHolds<'_> {
+    fn held(&self, from: &str, to: &str, time: u64) -> bool {
+        self.unreadable || self.holds.values().any(|h| h.covers(from, to, time))
     }
 }
 
@@ -97,7 +113,141 @@ impl Database {
             pending: BTreeMap::new(),
             next_token: LAST_READ,
             retention: Retention::new(&Settings::default()),
+            holds: BTreeMap::new(),
+            holds_unreadable: false,
         }
+    }
+
+    /// The principal `from` speaks for if it has one of `roles`; else a
+    /// refusal (and an event) is sent and `None` returned.
+    fn allowed(
+        &self,
+        from: &Addr,
+        token: u64,
+        what: &str,
+        roles: &[identity::Role],
+        ctx: &mut Ctx,
+    ) -> Option<String> {
+        match identity::require(from, roles) {
+            Ok(p) => Some(format!("{}:{}", p.role, p.user)),
+            Err(refusal) => {
+                identity_refused(&self.name, from, what, &refusal, ctx);
+                ctx.send(
+                    from.clone(),
+                    Msg::ArchiveRefused {
+                        token,
+                        refusal: ArchiveRefusal::Forbidden(refusal.to_string()),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn refuse(from: Addr, token: u64, why: String, ctx: &mut Ctx) {
+        ctx.send(
+            from,
+            Msg::ArchiveRefused {
+                token,
+                refusal: ArchiveRefusal::Invalid(why),
+            },
+        );
+    }
+
+    /// Places a hold (auditors only): durable before it is answered, and
+    /// from then on the purge keeps what it covers.
+    fn place_hold(&mut self, from: Addr, token: u64, mut hold: LegalHold, ctx: &mut Ctx) {
+        let Some(who) = self.allowed(&from, token, "HoldPlace", identity::HOLD_KEEPERS, ctx) else {
+            return;
+        };
+        if hold.name.is_empty() || hold.users.is_empty() || hold.reason.trim().is_empty() {
+            let why = "a hold needs a name, at least one user and a reason".to_string();
+            return Self::refuse(from, token, why, ctx);
+        }
+        if self
+            .holds
+            .get(&hold.name)
+            .is_some_and(|h| h.released.is_none())
+        {
+            let why = format!("hold {:?} exists and is active", hold.name);
+            return Self::refuse(from, token, why, ctx);
+        }
+        hold.placed_by = who;
+        hold.placed_at = ctx.now();
+        hold.released = None;
+        self.write_hold(from, token, hold, ctx);
+    }
+
+    /// Releases a hold (auditors only); it stays on record.
+    fn release_hold(
+        &mut self,
+        from: Addr,
+        token: u64,
+        name: String,
+        reason: String,
+        ctx: &mut Ctx,
+    ) {
+        let Some(who) = self.allowed(&from, token, "HoldRelease", identity::HOLD_KEEPERS, ctx)
+        else {
+            return;
+        };
+        let mut hold = match self.holds.get(&name) {
+            Some(h) if h.released.is_none() => h.clone(),
+            Some(_) => {
+                return Self::refuse(
+                    from,
+                    token,
+                    format!("hold {name:?} is released already"),
+                    ctx,
+                )
+            }
+            None => return Self::refuse(from, token, format!("no hold {name:?}"), ctx),
+        };
+        if reason.trim().is_empty() {
+            return Self::refuse(from, token, "a release needs a reason".into(), ctx);
+        }
+        hold.released = Some(HoldRelease {
+            by: who,
+            at: ctx.now(),
+            reason,
+        });
+        self.write_hold(from, token, hold, ctx);
+    }
+
+    fn write_hold(&mut self, from: Addr, token: u64, hold: LegalHold, ctx: &mut Ctx) {
+        let op = StoreOp::Put {
+            key: keys::key_str(DB_HOLD, &hold.name),
+            value: keys::encode(&hold),
+        };
+        let t = self.token();
+        self.pending.insert(t, Pending::Hold { from, token, hold });
+        ctx.persist(t, vec![op]);
+    }
+
+    fn retention_status(&mut self, from: Addr, token: u64, ctx: &mut Ctx) {
+        if self
+            .allowed(
+                &from,
+                token,
+                "RetentionStatus",
+                identity::RETENTION_VIEWERS,
+                ctx,
+            )
+            .is_none()
+        {
+            return;
+        }
+        let (keep_days, purge_hour) = self.retention.policy();
+        ctx.send(
+            from,
+            Msg::RetentionState {
+                token,
+                keep_days,
+                purge_hour,
+                purge: self.retention.record_now().map(Box::new),
+                holds: self.holds.values().cloned().collect(),
+            },
+        );
     }
 
     /// Purges by the retention settings of `settings`.
@@ -414,6 +564,30 @@ impl Actor for Database {
         self.rows = None;
         self.next_read = None;
         self.unnumbered.clear();
+        self.holds.clear();
+        self.holds_unreadable = false;
+        for (k, v) in recovered
+            .range(DB_HOLD.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(DB_HOLD))
+        {
+            match keys::decode::<LegalHold>(v) {
+                Ok(h) => {
+                    self.holds.insert(h.name.clone(), h);
+                }
+                // An unreadable hold may cover anything: the purge keeps
+                // every row until an operator has repaired it.
+                Err(e) => {
+                    self.holds_unreadable = true;
+                    ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!(
+                            "{}: legal hold {k:?} unreadable ({e}): the purge keeps every row until it is repaired",
+                            self.name
+                        ),
+                    )
+                }
+            }
+        }
         self.retention.start(&recovered, ctx);
         ctx.query(
             COUNT,
@@ -431,7 +605,13 @@ impl Actor for Database {
         match token {
             PURGE => {
                 let step = match result {
-                    Ok(answer) => self.retention.on_rows(answer.into_rows(), &NoHolds, ctx),
+                    Ok(answer) => {
+                        let holds = ActiveHolds {
+                            holds: &self.holds,
+                            unreadable: self.holds_unreadable,
+                        };
+                        self.retention.on_rows(answer.into_rows(), &holds, ctx)
+                    }
                     Err(e) => {
                         self.retention.on_read_failed(&e, ctx);
                         Step::Wait
@@ -481,7 +661,12 @@ impl Actor for Database {
         let client = from.actor == ActorKind::Client;
         let allowed = match &msg {
             Msg::LogMessages { .. } => from.actor == ActorKind::Archiver,
-            Msg::ArchiveSearch { .. } | Msg::ArchiveTrail { .. } => client,
+            Msg::ArchiveSearch { .. }
+            | Msg::ArchiveTrail { .. }
+            | Msg::HoldPlace { .. }
+            | Msg::HoldRelease { .. }
+            | Msg::RetentionStatus { .. }
+            | Msg::PurgeNow { .. } => client,
             _ => true,
         };
         if !authorize(allowed, &self.name, &from, &msg, ctx) {
@@ -497,6 +682,22 @@ impl Actor for Database {
                 after,
                 limit,
             } => self.read(from, token, ReadWhat::Trail { after, limit }, ctx),
+            Msg::HoldPlace { token, hold } => self.place_hold(from, token, *hold, ctx),
+            Msg::HoldRelease {
+                token,
+                name,
+                reason,
+            } => self.release_hold(from, token, name, reason, ctx),
+            Msg::RetentionStatus { token } => self.retention_status(from, token, ctx),
+            Msg::PurgeNow { token } => {
+                if self
+                    .allowed(&from, token, "PurgeNow", identity::PURGE_STARTERS, ctx)
+                    .is_some()
+                {
+                    self.retention.start_now(ctx);
+                    self.retention_status(from, token, ctx);
+                }
+            }
             msg => ctx.event(
                 OperatorEvent::UnexpectedMessage,
                 format!("database {} ignored {} from {from}", self.name, msg.name()),
@@ -538,6 +739,34 @@ impl Actor for Database {
                         self.unrecorded(&from, &who, why, answer, ctx)
                     }
                     Err(e) => self.unrecorded(&from, &who, &e.to_string(), answer, ctx),
+                }
+                return;
+            }
+            Some(Pending::Hold { from, token, hold }) => {
+                match result {
+                    Ok(_) => {
+                        self.holds.insert(hold.name.clone(), hold.clone());
+                        ctx.send(
+                            from,
+                            Msg::HoldDone {
+                                token,
+                                hold: Box::new(hold),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        ctx.event(
+                            OperatorEvent::DbStoreFailed,
+                            format!("{}: legal hold {:?} not written: {e}", self.name, hold.name),
+                        );
+                        ctx.send(
+                            from,
+                            Msg::ArchiveRefused {
+                                token,
+                                refusal: ArchiveRefusal::StoreFailed(e.to_string()),
+                            },
+                        );
+                    }
                 }
                 return;
             }
@@ -606,7 +835,7 @@ impl Actor for Database {
 mod tests {
     use super::*;
     use crate::core::identity::{Principal, Role};
-    use crate::core::protocol::ArchiveRecord;
+    use crate::core::protocol::{ArchiveRecord, ArchiveRefusal, LegalHold};
     use crate::testkit::{record as rec, Harness};
 
     fn db(sabotage: Sabotage) -> Harness<Database> {
@@ -1202,5 +1431,159 @@ mod tests {
         assert_eq!((record.cutoff, record.deleted), (2 * HOUR, 3));
         assert_eq!(record.finished_at, Some(h.now));
         assert_eq!(gauge(&h, Gauge::ArchivePurgeCutoff), 2 * HOUR);
+    }
+
+    fn hold(name: &str, users: &[&str]) -> LegalHold {
+        LegalHold {
+            name: name.into(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            reason: "litigation 2026-17".into(),
+            ..LegalHold::default()
+        }
+    }
+
+    #[test]
+    fn held_rows_survive_the_purge_until_the_hold_is_released() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        let mut held = rec("held1");
+        held.from = "carol@corp.example".into();
+        held.time = HOUR;
+        let records = vec![
+            held,
+            ArchiveRecord {
+                time: HOUR + 1,
+                ..rec("free1")
+            },
+        ];
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        let sent = h.msg(
+            auditor(),
+            Msg::HoldPlace {
+                token: 3,
+                hold: Box::new(hold("case-17", &["carol@corp.example"])),
+            },
+        );
+        let Msg::HoldDone {
+            token: 3,
+            hold: placed,
+        } = &sent[0].1
+        else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(placed.placed_by, "auditor:carol@corp.example");
+        h.now = DAY + 2 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 5);
+        assert_eq!(stored_ids(&h), vec!["held1"], "the held row survives");
+        // The hold outlives a restart; released, its rows go at the next
+        // purge, and it stays on record.
+        h.start(h.store.clone());
+        let sent = h.msg(
+            auditor(),
+            Msg::HoldRelease {
+                token: 4,
+                name: "case-17".into(),
+                reason: "settled".into(),
+            },
+        );
+        assert!(matches!(&sent[0].1, Msg::HoldDone { hold, .. } if hold.released.is_some()));
+        h.clear_events();
+        h.now += DAY;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 5);
+        assert!(stored_ids(&h).is_empty());
+        let sent = h.msg(auditor(), Msg::RetentionStatus { token: 5 });
+        let Msg::RetentionState {
+            keep_days,
+            holds,
+            purge,
+            ..
+        } = &sent[0].1
+        else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(*keep_days, 1);
+        assert_eq!(holds.len(), 1, "a released hold stays on record");
+        assert_eq!(holds[0].released.as_ref().unwrap().reason, "settled");
+        assert_eq!(purge.as_ref().unwrap().deleted, 1);
+    }
+
+    #[test]
+    fn only_auditors_place_holds_and_only_sane_ones() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        let user = Addr::new("user:bob@corp.example/1", ActorKind::Client);
+        let operator = Addr::new("operator:olga@corp.example/1", ActorKind::Client);
+        for who in [user.clone(), operator.clone()] {
+            let sent = h.msg(
+                who,
+                Msg::HoldPlace {
+                    token: 1,
+                    hold: Box::new(hold("x", &["a@corp.example"])),
+                },
+            );
+            assert!(matches!(
+                &sent[0].1,
+                Msg::ArchiveRefused {
+                    refusal: ArchiveRefusal::Forbidden(_),
+                    ..
+                }
+            ));
+        }
+        assert!(h.events().iter().all(|e| *e == "identity_refused"));
+        // An operator may see the retention state, a user may not.
+        let sent = h.msg(operator, Msg::RetentionStatus { token: 2 });
+        assert!(matches!(&sent[0].1, Msg::RetentionState { .. }));
+        let sent = h.msg(user, Msg::RetentionStatus { token: 2 });
+        assert!(matches!(&sent[0].1, Msg::ArchiveRefused { .. }));
+        // No reason, no users, or twice: refused.
+        let mut no_reason = hold("x", &["a@corp.example"]);
+        no_reason.reason.clear();
+        for bad in [no_reason, hold("x", &[])] {
+            let sent = h.msg(
+                auditor(),
+                Msg::HoldPlace {
+                    token: 3,
+                    hold: Box::new(bad),
+                },
+            );
+            assert!(matches!(
+                &sent[0].1,
+                Msg::ArchiveRefused {
+                    refusal: ArchiveRefusal::Invalid(_),
+                    ..
+                }
+            ));
+        }
+        h.msg(
+            auditor(),
+            Msg::HoldPlace {
+                token: 4,
+                hold: Box::new(hold("x", &["a@corp.example"])),
+            },
+        );
+        let sent = h.msg(
+            auditor(),
+            Msg::HoldPlace {
+                token: 5,
+                hold: Box::new(hold("x", &["a@corp.example"])),
+            },
+        );
+        assert!(matches!(&sent[0].1, Msg::ArchiveRefused { .. }));
+    }
+
+    #[test]
+    fn an_unreadable_hold_keeps_every_row() {
+        let mut h = purging();
+        h.store
+            .insert(keys::key_str(DB_HOLD, "broken"), vec![0xff, 0xff]);
+        h.start(h.store.clone());
+        log_at(&mut h, 1, &[("old1", HOUR)]);
+        h.now = DAY + 2 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 5);
+        assert_eq!(stored_ids(&h), vec!["old1"]);
+        assert!(h.events().contains(&"store_corrupt"));
     }
 }

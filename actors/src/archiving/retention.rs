@@ -22,9 +22,9 @@ use crate::core::actor::{Ctx, StoreError, StoreOp, Timer, Written};
 use crate::core::engine::Query;
 use crate::core::ids::{Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
+pub use crate::core::protocol::PurgeRecord;
 use crate::core::settings::Settings;
 use crate::core::store_keys::{self as keys, DB_PURGE, DB_ROW, DB_TIME};
-use serde::{Deserialize, Serialize};
 
 const DAY: Millis = 86_400_000;
 const HOUR: Millis = 3_600_000;
@@ -50,23 +50,6 @@ pub fn parse_time_key(key: &[u8]) -> Option<(Millis, String)> {
 /// The value under a time index key: who the message was between (what a
 /// legal hold is decided on).
 pub type TimeEntry = (UserId, UserId);
-
-/// What a purge did, kept under [`DB_PURGE`] and written in the same
-/// transaction as each batch it deletes: after a crash the purge resumes
-/// at once, and an operator (or a checker) reads what was cut and when.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurgeRecord {
-    /// Rows whose message time is before this go.
-    pub cutoff: Millis,
-    pub started_at: Millis,
-    /// `None` while the purge runs (or was cut off by a crash).
-    pub finished_at: Option<Millis>,
-    pub deleted: u64,
-    /// Rows past the window kept for a legal hold.
-    pub held: u64,
-    /// Message times of the rows deleted: the first and the last.
-    pub range: Option<(Millis, Millis)>,
-}
 
 /// Whether a row must survive the purge: a legal hold covers it. The
 /// database core answers; until holds exist, nothing is held.
@@ -106,6 +89,8 @@ pub struct Retention {
     purged: u64,
     /// The write recording the end of a purge is in flight.
     finishing: bool,
+    /// The last purge's record (what an operator asks for).
+    last: Option<PurgeRecord>,
     /// Sabotages `purge_ignores_window`, `purge_stops_early`.
     ignores_window: bool,
     stops_early: bool,
@@ -133,6 +118,7 @@ impl Retention {
             last_cutoff: 0,
             purged: 0,
             finishing: false,
+            last: None,
             ignores_window: false,
             stops_early: false,
         }
@@ -171,6 +157,7 @@ impl Retention {
             Some(Ok(r)) => {
                 self.last_at = r.finished_at.unwrap_or(0);
                 self.last_cutoff = r.cutoff;
+                self.last = Some(r);
             }
             Some(Err(e)) => ctx.event(
                 OperatorEvent::StoreCorrupt,
@@ -183,18 +170,21 @@ impl Retention {
         self.schedule(ctx);
     }
 
-    fn record(run: &Run, finished_at: Option<Millis>) -> StoreOp {
-        let record = PurgeRecord {
+    fn to_record(run: &Run, finished_at: Option<Millis>) -> PurgeRecord {
+        PurgeRecord {
             cutoff: run.cutoff,
             started_at: run.started_at,
             finished_at,
             deleted: run.deleted,
             held: run.held,
             range: run.range,
-        };
+        }
+    }
+
+    fn record(run: &Run, finished_at: Option<Millis>) -> StoreOp {
         StoreOp::Put {
             key: DB_PURGE.to_vec(),
-            value: keys::encode(&record),
+            value: keys::encode(&Self::to_record(run, finished_at)),
         }
     }
 
@@ -208,22 +198,34 @@ impl Retention {
         ctx.set_timer(Timer::Purge, at - now);
     }
 
+    /// An operator asked for a purge now: one starts at once unless one is
+    /// running (then it goes on as it was).
+    pub fn start_now(&mut self, ctx: &mut Ctx) {
+        if self.run.is_none() {
+            self.begin(ctx);
+            ctx.set_timer(Timer::Purge, 0);
+        }
+    }
+
+    fn begin(&mut self, ctx: &mut Ctx) {
+        let keep = if self.ignores_window { 0 } else { self.keep };
+        self.run = Some(Run {
+            cutoff: ctx.now().saturating_sub(keep),
+            started_at: ctx.now(),
+            after: None,
+            batch_from: None,
+            deleted: 0,
+            held: 0,
+            range: None,
+            writing: None,
+        });
+    }
+
     /// The purge timer: starts a purge, or reads the next batch of the one
     /// running (after its pause).
     pub fn on_timer(&mut self, ctx: &mut Ctx) -> Step {
         if self.run.is_none() {
-            let keep = if self.ignores_window { 0 } else { self.keep };
-            let cutoff = ctx.now().saturating_sub(keep);
-            self.run = Some(Run {
-                cutoff,
-                started_at: ctx.now(),
-                after: None,
-                batch_from: None,
-                deleted: 0,
-                held: 0,
-                range: None,
-                writing: None,
-            });
+            self.begin(ctx);
         }
         Step::Read(self.read())
     }
@@ -400,6 +402,7 @@ impl Retention {
         };
         self.last_at = ctx.now();
         self.last_cutoff = run.cutoff;
+        self.last = Some(Self::to_record(&run, Some(self.last_at)));
         let range = match run.range {
             Some((a, b)) => format!(", message times {a} to {b} ms"),
             None => String::new(),
@@ -412,6 +415,19 @@ impl Retention {
             ),
         );
         self.schedule(ctx);
+    }
+
+    /// The purge running, or the last one since start (from its record).
+    pub fn record_now(&self) -> Option<PurgeRecord> {
+        self.run
+            .as_ref()
+            .map(|run| Self::to_record(run, None))
+            .or_else(|| self.last.clone())
+    }
+
+    /// The retention window, in days, and the purge hour.
+    pub fn policy(&self) -> (u64, u64) {
+        (self.keep / DAY, self.hour / HOUR)
     }
 
     pub fn gauges(&self) -> [(Gauge, u64); 3] {

@@ -183,6 +183,15 @@ impl fmt::Display for Refusal {
 /// record: it keeps what the user's own client has deleted, and the other
 /// party's words); an operator runs the cluster but reads no content.
 /// Every read, allowed or refused, is recorded before it is answered.
+/// Who may place and release legal holds: compliance officers.
+pub const HOLD_KEEPERS: &[Role] = &[Role::Auditor];
+
+/// Who may start the retention purge by hand: those who run the cluster.
+pub const PURGE_STARTERS: &[Role] = &[Role::Operator];
+
+/// Who may see what retention did and which holds stand.
+pub const RETENTION_VIEWERS: &[Role] = &[Role::Auditor, Role::Operator];
+
 pub const ARCHIVE_READERS: &[Role] = &[Role::Auditor];
 
 /// The principal of `from` if it has one of `roles`.

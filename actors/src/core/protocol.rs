@@ -196,6 +196,59 @@ pub struct ArchiveRead {
     pub refused: Option<String>,
 }
 
+/// A legal hold: the rows of its users (as sender or recipient) in its
+/// time range survive every retention purge. A released hold stays on
+/// record, with who released it, when and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LegalHold {
+    pub name: String,
+    pub users: std::collections::BTreeSet<UserId>,
+    /// Message time from (inclusive); none: from the beginning.
+    pub since: Option<Millis>,
+    /// Message time up to (exclusive); none: without end.
+    pub until: Option<Millis>,
+    pub reason: String,
+    /// The principal that placed it (filled in by the database).
+    pub placed_by: String,
+    pub placed_at: Millis,
+    pub released: Option<HoldRelease>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HoldRelease {
+    pub by: String,
+    pub at: Millis,
+    pub reason: String,
+}
+
+impl LegalHold {
+    /// Whether the hold is active and covers a message between `from`
+    /// and `to` at `time`.
+    pub fn covers(&self, from: &str, to: &str, time: Millis) -> bool {
+        self.released.is_none()
+            && (self.users.contains(from) || self.users.contains(to))
+            && self.since.is_none_or(|s| time >= s)
+            && self.until.is_none_or(|u| time < u)
+    }
+}
+
+/// What a retention purge did, kept by the database (and written with
+/// every purge transaction): after a crash the purge resumes at once, and
+/// an operator reads what was cut and when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PurgeRecord {
+    /// Rows whose message time is before this go.
+    pub cutoff: Millis,
+    pub started_at: Millis,
+    /// `None` while the purge runs (or was cut off by a crash).
+    pub finished_at: Option<Millis>,
+    pub deleted: u64,
+    /// Rows past the window kept for a legal hold.
+    pub held: u64,
+    /// Message times of the rows deleted: the first and the last.
+    pub range: Option<(Millis, Millis)>,
+}
+
 /// Why the database did not answer a read of the archive.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ArchiveRefusal {
@@ -209,6 +262,9 @@ pub enum ArchiveRefusal {
     StoreFailed(String),
     /// Too many reads in flight; a retry may succeed.
     Busy,
+    /// The request cannot be done as asked (a hold that exists already,
+    /// one to release that does not).
+    Invalid(String),
 }
 
 impl std::fmt::Display for ArchiveRefusal {
@@ -223,6 +279,7 @@ impl std::fmt::Display for ArchiveRefusal {
             }
             ArchiveRefusal::StoreFailed(why) => write!(f, "the archive could not be read: {why}"),
             ArchiveRefusal::Busy => write!(f, "too many reads in flight; try again"),
+            ArchiveRefusal::Invalid(why) => write!(f, "{why}"),
         }
     }
 }
@@ -556,6 +613,42 @@ pub enum Msg {
         token: u64,
         refusal: ArchiveRefusal,
     },
+    /// An auditor places a legal hold (`placed_by`, `placed_at` and
+    /// `released` are the database's to fill in); answered `HoldDone` once
+    /// durable, or `ArchiveRefused`.
+    HoldPlace {
+        token: u64,
+        hold: Box<LegalHold>,
+    },
+    /// An auditor releases a hold; it stays on record as released.
+    HoldRelease {
+        token: u64,
+        name: String,
+        reason: String,
+    },
+    HoldDone {
+        token: u64,
+        hold: Box<LegalHold>,
+    },
+    /// An auditor or an operator asks what retention did and what holds.
+    RetentionStatus {
+        token: u64,
+    },
+    /// An operator starts the retention purge now (if none is running);
+    /// answered with the state, the purge running.
+    PurgeNow {
+        token: u64,
+    },
+    RetentionState {
+        token: u64,
+        keep_days: u64,
+        purge_hour: u64,
+        /// The purge running, or the last one (none since the archive
+        /// began).
+        purge: Option<Box<PurgeRecord>>,
+        /// Every hold, active and released.
+        holds: Vec<LegalHold>,
+    },
 
     // ---- chat client ↔ Lookup ---------------------------------------------
     /// Which Channel server should this client use?
@@ -883,6 +976,12 @@ impl Msg {
             Msg::ArchiveTrail { .. } => "ArchiveTrail",
             Msg::ArchiveReads { .. } => "ArchiveReads",
             Msg::ArchiveRefused { .. } => "ArchiveRefused",
+            Msg::HoldPlace { .. } => "HoldPlace",
+            Msg::HoldRelease { .. } => "HoldRelease",
+            Msg::HoldDone { .. } => "HoldDone",
+            Msg::RetentionStatus { .. } => "RetentionStatus",
+            Msg::PurgeNow { .. } => "PurgeNow",
+            Msg::RetentionState { .. } => "RetentionState",
             Msg::FindChannel => "FindChannel",
             Msg::ChannelAssigned { .. } => "ChannelAssigned",
             Msg::NoChannel => "NoChannel",

@@ -37,6 +37,9 @@ pub const DB_TIME: &[u8] = b"t/";
 /// Database: the retention purge's record (`archiving::retention::PurgeRecord`):
 /// the purge running or the last one, written with every purge transaction.
 pub const DB_PURGE: &[u8] = b"meta/purge";
+/// Database: `h/<name>` → a legal hold, active or released (kept on
+/// record); few, so read at start.
+pub const DB_HOLD: &[u8] = b"h/";
 /// Database: `a/<seq>` → [`ArchiveRead`](crate::core::protocol::ArchiveRead),
 /// the read trail: one entry per client read of the archive, inserted
 /// before the answer and read on demand, never at start.

@@ -12,7 +12,7 @@ use holdfast::operator_client::Session;
 use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::{
-    ArchiveRead, ArchiveRefusal, Msg, ReadWhat, Row, Search, SEARCH_PAGE_MAX,
+    ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, Row, Search, SEARCH_PAGE_MAX,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,6 +90,111 @@ pub(crate) enum ArchiveCmd {
         #[arg(long = "as", default_value = holdfast::tls::AUDITOR)]
         who: String,
     },
+    /// Legal holds: the messages of the users they name, in their time
+    /// range, survive every retention purge until the hold is released.
+    /// Auditors only; every hold and release stays on record.
+    #[command(
+        subcommand,
+        after_help = "Example: holdfast archive hold add -c cluster.toml --name case-17 --users carol@corp.example --reason \"litigation 2026-17\""
+    )]
+    Hold(HoldCmd),
+    /// What the retention purge did last (or is doing), the retention
+    /// policy, and the holds (auditors and operators).
+    #[command(
+        subcommand,
+        after_help = "Example: holdfast archive retention status -c cluster.toml --as operator"
+    )]
+    Retention(RetentionCmd),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct AskArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The database node to ask (default: the config's only one).
+    #[arg(long)]
+    database: Option<String>,
+    /// Whose credential to present.
+    #[arg(long = "as", default_value = holdfast::tls::AUDITOR)]
+    who: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum HoldCmd {
+    /// Places a hold on the messages of some users.
+    #[command(
+        after_help = "Example: holdfast archive hold add -c cluster.toml --name case-17 --users carol@corp.example,dan@corp.example --since 2026-11-01T00:00:00Z --reason \"litigation 2026-17\""
+    )]
+    Add {
+        #[command(flatten)]
+        ask: AskArgs,
+        /// The hold's name (unique among active holds).
+        #[arg(long)]
+        name: String,
+        /// The users whose messages (sent or received) are held.
+        #[arg(long, value_delimiter = ',', required = true)]
+        users: Vec<String>,
+        /// Hold messages from this time: RFC 3339 or an age (30d).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        /// Up to this time (exclusive), same forms.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<u64>,
+        /// Why: kept on record with the hold.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every hold, active and released, with who placed and released it.
+    #[command(after_help = "Example: holdfast archive hold list -c cluster.toml --json")]
+    List {
+        #[command(flatten)]
+        ask: AskArgs,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Releases a hold: its messages follow the retention policy again.
+    #[command(
+        after_help = "Example: holdfast archive hold release -c cluster.toml --name case-17 --reason \"case settled\""
+    )]
+    Release {
+        #[command(flatten)]
+        ask: AskArgs,
+        /// The hold to release.
+        #[arg(long)]
+        name: String,
+        /// Why: kept on record with the hold.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RetentionCmd {
+    /// Starts the retention purge now rather than at the purge hour
+    /// (operators), and waits for it to finish.
+    #[command(
+        after_help = "Example: holdfast archive retention purge-now -c cluster.toml --as operator"
+    )]
+    PurgeNow {
+        #[command(flatten)]
+        ask: AskArgs,
+        /// How long to wait for the purge to finish.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// The policy, the last purge (when, cutoff, rows deleted and kept for
+    /// holds) and the holds.
+    #[command(
+        after_help = "Example: holdfast archive retention status -c cluster.toml --as operator"
+    )]
+    Status {
+        #[command(flatten)]
+        ask: AskArgs,
+        /// As one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
@@ -143,6 +248,180 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
             runtime()?
                 .block_on(async { Reader::open(&config, &who, &node)?.audit(after, json).await })?;
         }
+        ArchiveCmd::Hold(cmd) => hold(cmd)?,
+        ArchiveCmd::Retention(RetentionCmd::PurgeNow { ask, timeout }) => {
+            let waited = std::time::Instant::now();
+            let Msg::RetentionState {
+                purge: Some(begun), ..
+            } = ask_db(&ask, |token| Msg::PurgeNow { token })?
+            else {
+                return Err(Failure::Error("an unexpected answer".into()));
+            };
+            if begun.finished_at.is_none() {
+                println!(
+                    "purge running since {} (cutoff {}); waiting for it",
+                    fmt_time(begun.started_at),
+                    fmt_time(begun.cutoff)
+                );
+            }
+            loop {
+                if let Msg::RetentionState { purge: Some(p), .. } =
+                    ask_db(&ask, |token| Msg::RetentionStatus { token })?
+                {
+                    if p.started_at >= begun.started_at && p.finished_at.is_some() {
+                        println!(
+                            "purge finished: {} rows deleted, {} kept for a hold (cutoff {})",
+                            p.deleted,
+                            p.held,
+                            fmt_time(p.cutoff)
+                        );
+                        return Ok(());
+                    }
+                }
+                if waited.elapsed() > timeout {
+                    return Err(Failure::NotWell(format!(
+                        "the purge did not finish within {timeout:?}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        ArchiveCmd::Retention(RetentionCmd::Status { ask, json }) => {
+            let state = ask_db(&ask, |token| Msg::RetentionStatus { token })?;
+            let Msg::RetentionState {
+                keep_days,
+                purge_hour,
+                purge,
+                holds,
+                ..
+            } = state
+            else {
+                return Err(Failure::Error("an unexpected answer".into()));
+            };
+            if json {
+                let line = serde_json::json!({
+                    "keep_days": keep_days,
+                    "purge_hour_utc": purge_hour,
+                    "purge": purge,
+                    "holds": holds,
+                });
+                println!("{line}");
+                return Ok(());
+            }
+            println!("retention: {keep_days} days; purge daily at {purge_hour:02}:00 UTC");
+            match purge {
+                None => println!("no purge has run yet"),
+                Some(p) => {
+                    let state = match p.finished_at {
+                        Some(end) => format!("finished {}", fmt_time(end)),
+                        None => "running (or cut off by a restart: it resumes)".to_string(),
+                    };
+                    println!(
+                        "last purge: started {}, {state}; cutoff {}; {} rows deleted, {} kept for a hold",
+                        fmt_time(p.started_at),
+                        fmt_time(p.cutoff),
+                        p.deleted,
+                        p.held
+                    );
+                    if let Some((a, b)) = p.range {
+                        println!("  deleted messages from {} to {}", fmt_time(a), fmt_time(b));
+                    }
+                }
+            }
+            let active = holds.iter().filter(|h| h.released.is_none()).count();
+            println!("holds: {active} active, {} released", holds.len() - active);
+        }
+    }
+    Ok(())
+}
+
+/// One request to the database node, as the principal `ask.who`.
+fn ask_db(ask: &AskArgs, request: impl FnOnce(u64) -> Msg) -> Result<Msg, Failure> {
+    let config = load_config(&ask.config)?;
+    let node = database_node(&config, ask.database.clone())?;
+    runtime()?.block_on(async { Reader::open(&config, &ask.who, &node)?.ask(request).await })
+}
+
+fn hold(cmd: HoldCmd) -> Result<(), Failure> {
+    match cmd {
+        HoldCmd::Add {
+            ask,
+            name,
+            users,
+            since,
+            until,
+            reason,
+        } => {
+            let hold = LegalHold {
+                name,
+                users: users.into_iter().collect(),
+                since,
+                until,
+                reason,
+                ..LegalHold::default()
+            };
+            if let Msg::HoldDone { hold, .. } = ask_db(&ask, |token| Msg::HoldPlace {
+                token,
+                hold: Box::new(hold),
+            })? {
+                println!(
+                    "hold {} placed by {} at {}",
+                    hold.name,
+                    hold.placed_by,
+                    fmt_time(hold.placed_at)
+                );
+            }
+        }
+        HoldCmd::Release { ask, name, reason } => {
+            let answer = ask_db(&ask, |token| Msg::HoldRelease {
+                token,
+                name,
+                reason,
+            })?;
+            if let Msg::HoldDone { hold, .. } = answer {
+                println!("hold {} released; it stays on record", hold.name);
+            }
+        }
+        HoldCmd::List { ask, json } => {
+            let Msg::RetentionState { holds, .. } =
+                ask_db(&ask, |token| Msg::RetentionStatus { token })?
+            else {
+                return Err(Failure::Error("an unexpected answer".into()));
+            };
+            for h in holds {
+                if json {
+                    println!("{}", serde_json::to_string(&h).map_err(|e| e.to_string())?);
+                    continue;
+                }
+                let range = format!(
+                    "{} .. {}",
+                    h.since.map_or("the beginning".into(), fmt_time),
+                    h.until.map_or("no end".into(), fmt_time)
+                );
+                let users: Vec<String> = h.users.iter().map(|u| printable(u)).collect();
+                println!(
+                    "{}  {}  users {}  messages {range}  placed by {} at {}: {}",
+                    printable(&h.name),
+                    if h.released.is_some() {
+                        "RELEASED"
+                    } else {
+                        "ACTIVE"
+                    },
+                    users.join(","),
+                    printable(&h.placed_by),
+                    fmt_time(h.placed_at),
+                    printable(&h.reason)
+                );
+                if let Some(r) = &h.released {
+                    println!(
+                        "    released by {} at {}: {}",
+                        printable(&r.by),
+                        fmt_time(r.at),
+                        printable(&r.reason)
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -194,6 +473,8 @@ impl Reader {
                 matches!(m,
                     Msg::ArchiveFound { token: t, .. }
                     | Msg::ArchiveReads { token: t, .. }
+                    | Msg::HoldDone { token: t, .. }
+                    | Msg::RetentionState { token: t, .. }
                     | Msg::ArchiveRefused { token: t, .. } if *t == token)
             })
             .await?;
