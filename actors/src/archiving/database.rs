@@ -610,7 +610,16 @@ impl Actor for Database {
                             holds: &self.holds,
                             unreadable: self.holds_unreadable,
                         };
-                        self.retention.on_rows(answer.into_rows(), &holds, ctx)
+                        // A scan answers rows; the check of a batch's rows
+                        // answers values (empty: no row), one per key.
+                        let rows = match answer {
+                            Answer::Values(values) => values
+                                .into_iter()
+                                .map(|v| (Vec::new(), v.unwrap_or_default()))
+                                .collect(),
+                            other => other.into_rows(),
+                        };
+                        self.retention.on_rows(rows, &holds, ctx)
                     }
                     Err(e) => {
                         self.retention.on_read_failed(&e, ctx);
@@ -1585,5 +1594,39 @@ mod tests {
         purge(&mut h, 5);
         assert_eq!(stored_ids(&h), vec!["old1"]);
         assert!(h.events().contains(&"store_corrupt"));
+    }
+
+    /// A dead letter resent starts a new life with a new time: the archive
+    /// may get the same message twice, at two times. The row keeps the
+    /// time it was first archived with; an index entry at the other time
+    /// must never delete it early.
+    #[test]
+    fn an_index_entry_at_another_time_than_its_row_deletes_nothing_early() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        // The resent copy (new time, inside the window) arrives first; the
+        // original (old time) second: its insert is skipped, its index
+        // entry stays.
+        log_at(&mut h, 1, &[("m1", DAY + 3 * HOUR)]);
+        log_at(&mut h, 2, &[("m1", HOUR)]);
+        assert_eq!(
+            h.store.keys().filter(|k| k.starts_with(DB_TIME)).count(),
+            2,
+            "two index entries for one row"
+        );
+        h.now = DAY + 2 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 5);
+        assert_eq!(
+            stored_ids(&h),
+            vec!["m1"],
+            "its own time is inside the window"
+        );
+        assert_eq!(
+            h.store.keys().filter(|k| k.starts_with(DB_TIME)).count(),
+            1,
+            "the stray entry is gone, the row's own stays"
+        );
+        assert_eq!(gauge(&h, Gauge::ArchivePurged), 0);
     }
 }

@@ -23,6 +23,7 @@ use crate::core::engine::Query;
 use crate::core::ids::{Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 pub use crate::core::protocol::PurgeRecord;
+use crate::core::protocol::Row;
 use crate::core::settings::Settings;
 use crate::core::store_keys::{self as keys, DB_PURGE, DB_ROW, DB_TIME};
 
@@ -76,6 +77,15 @@ struct Run {
     writing: Option<(u64, Millis, Millis)>,
 }
 
+/// A batch of index entries past the cutoff, waiting for their rows.
+#[derive(Debug)]
+struct Verifying {
+    /// `(index key, time, message id)`.
+    candidates: Vec<(Vec<u8>, Millis, String)>,
+    /// The index ended, or reached the window, in this batch.
+    last_batch: bool,
+}
+
 /// The purge's state, kept by the database core.
 #[derive(Debug)]
 pub struct Retention {
@@ -89,6 +99,8 @@ pub struct Retention {
     purged: u64,
     /// The write recording the end of a purge is in flight.
     finishing: bool,
+    /// Index entries whose rows are being read before they are deleted.
+    verifying: Option<Verifying>,
     /// The last purge's record (what an operator asks for).
     last: Option<PurgeRecord>,
     /// Sabotages `purge_ignores_window`, `purge_stops_early`.
@@ -118,6 +130,7 @@ impl Retention {
             last_cutoff: 0,
             purged: 0,
             finishing: false,
+            verifying: None,
             last: None,
             ignores_window: false,
             stops_early: false,
@@ -136,6 +149,7 @@ impl Retention {
     /// cutoff and counts; otherwise the next one is set for the purge hour.
     pub fn start(&mut self, recovered: &Recovered, ctx: &mut Ctx) {
         self.run = None;
+        self.verifying = None;
         let record = recovered
             .get(DB_PURGE)
             .map(|v| keys::decode::<PurgeRecord>(v));
@@ -249,6 +263,10 @@ impl Retention {
         holds: &impl Holds,
         ctx: &mut Ctx,
     ) -> Step {
+        if self.verifying.is_some() {
+            // The answer to the rows' check (see below).
+            return self.on_verified(rows, holds, ctx);
+        }
         if self.stops_early && self.run.as_ref().is_some_and(|r| r.deleted > 0) {
             return self.finish(ctx);
         }
@@ -257,10 +275,9 @@ impl Retention {
         };
         let full = rows.len() as u32 >= self.batch;
         run.batch_from = run.after.clone();
-        let mut ops = Vec::new();
+        let mut candidates = Vec::new();
         let mut reached_window = false;
-        let (mut first, mut last) = (Millis::MAX, 0);
-        for (key, value) in rows {
+        for (key, _) in rows {
             let Some((time, id)) = parse_time_key(&key) else {
                 ctx.event(
                     OperatorEvent::StoreCorrupt,
@@ -274,53 +291,110 @@ impl Retention {
                 break;
             }
             run.after = Some(key.clone());
-            let (from, to): TimeEntry = match keys::decode(&value) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    // Who it was between is unknown: a hold might cover it.
-                    ctx.event(
-                        OperatorEvent::StoreCorrupt,
-                        format!("archive purge: message {id}: unreadable index entry ({e}): kept"),
-                    );
-                    run.held += 1;
-                    continue;
+            candidates.push((key, time, id));
+        }
+        if candidates.is_empty() {
+            if reached_window || !full {
+                return self.finish(ctx);
+            }
+            return Step::Read(self.read());
+        }
+        // The index says when; the row decides. A message sent again (a
+        // dead letter resent starts a new life with a new time) may have
+        // left an entry at a time that is not its row's: read the rows,
+        // and delete only those whose own time is past the window.
+        let keys = candidates
+            .iter()
+            .map(|(_, _, id)| keys::key_str(DB_ROW, id))
+            .collect();
+        self.verifying = Some(Verifying {
+            candidates,
+            last_batch: reached_window || !full,
+        });
+        Step::Read(Query::Get { keys })
+    }
+
+    /// The rows of a batch of index entries: deletes the rows past the
+    /// window and not held, and the index entries that name no such row.
+    fn on_verified(
+        &mut self,
+        values: Vec<(Vec<u8>, Vec<u8>)>,
+        holds: &impl Holds,
+        ctx: &mut Ctx,
+    ) -> Step {
+        let Some(Verifying {
+            candidates,
+            last_batch,
+        }) = self.verifying.take()
+        else {
+            return Step::Wait;
+        };
+        let Some(run) = self.run.as_mut() else {
+            return Step::Wait;
+        };
+        // A `Get` answers one value per key, in order (empty: no row).
+        let mut ops = Vec::new();
+        let mut rows_deleted = 0u64;
+        let (mut first, mut last) = (Millis::MAX, 0);
+        for ((key, time, id), (_, value)) in candidates.into_iter().zip(values) {
+            let row: Option<Row> = if value.is_empty() {
+                None
+            } else {
+                match keys::decode(&value) {
+                    Ok(row) => Some(row),
+                    Err(e) => {
+                        ctx.event(
+                            OperatorEvent::StoreCorrupt,
+                            format!("archive purge: message {id}: unreadable row ({e}): kept"),
+                        );
+                        run.held += 1;
+                        continue;
+                    }
                 }
             };
-            if holds.held(&from, &to, time) {
-                run.held += 1;
-                continue;
+            match row {
+                // The row's own time is past the window.
+                Some(row) if row.record.time == time && time < run.cutoff => {
+                    let r = &row.record;
+                    if holds.held(&r.from, &r.to, time) {
+                        run.held += 1;
+                        continue;
+                    }
+                    first = first.min(time);
+                    last = last.max(time);
+                    rows_deleted += 1;
+                    ops.push(StoreOp::Delete {
+                        key: keys::key_str(DB_ROW, &id),
+                    });
+                    ops.push(StoreOp::Delete { key });
+                }
+                // An entry naming no row, or a row of another time (which
+                // has its own entry): only the entry goes.
+                _ => ops.push(StoreOp::Delete { key }),
             }
-            first = first.min(time);
-            last = last.max(time);
-            ops.push(StoreOp::Delete {
-                key: keys::key_str(DB_ROW, &id),
-            });
-            ops.push(StoreOp::Delete { key });
         }
-        if !ops.is_empty() {
-            let n = (ops.len() / 2) as u64;
-            run.writing = Some((n, first, last));
-            // The record as it will be once this batch commits.
-            let mut after = Run {
-                deleted: run.deleted + n,
-                range: Some(match run.range {
-                    Some((a, b)) => (a.min(first), b.max(last)),
-                    None => (first, last),
-                }),
-                after: None,
-                batch_from: None,
-                writing: None,
-                ..*run
-            };
-            after.held = run.held;
-            ops.push(Self::record(&after, None));
-            return Step::Delete(ops);
+        if ops.is_empty() {
+            if last_batch {
+                return self.finish(ctx);
+            }
+            return Step::Read(self.read());
         }
-        if reached_window || !full {
-            return self.finish(ctx);
-        }
-        // A whole batch held: read on at once.
-        Step::Read(self.read())
+        run.writing = Some((rows_deleted, first, last));
+        // The record as it will be once this batch commits.
+        let after = Run {
+            deleted: run.deleted + rows_deleted,
+            range: match (run.range, rows_deleted) {
+                (r, 0) => r,
+                (Some((a, b)), _) => Some((a.min(first), b.max(last))),
+                (None, _) => Some((first, last)),
+            },
+            after: None,
+            batch_from: None,
+            writing: None,
+            ..*run
+        };
+        ops.push(Self::record(&after, None));
+        Step::Delete(ops)
     }
 
     /// A purge transaction committed or failed.
@@ -377,6 +451,7 @@ impl Retention {
     /// A read of the index failed: the purge stops here, said so, and the
     /// next purge hour tries again.
     pub fn on_read_failed(&mut self, e: &StoreError, ctx: &mut Ctx) {
+        self.verifying = None;
         let deleted = self.run.as_ref().map_or(0, |r| r.deleted);
         ctx.event(
             OperatorEvent::ArchivePurgeFailed,

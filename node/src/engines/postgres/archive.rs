@@ -190,10 +190,11 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                     .query_opt("SELECT time FROM messages WHERE message_id = $1", &[&id])
                     .map_err(io)?
                     .map(|r| r.get::<_, i64>(0));
-                if found != Some(i64::try_from(time).unwrap_or(i64::MAX)) {
-                    return Err(refuse(format!(
-                        "time index entry {time}/{id} names no row of that time"
-                    )));
+                // The row keeps the time it was first archived with (a
+                // copy sent again under another time adds nothing); an
+                // entry must name a row, though.
+                if found.is_none() {
+                    return Err(refuse(format!("time index entry {time}/{id} names no row")));
                 }
             }
             StoreOp::Delete { key } if key.starts_with(DB_TIME) => {}
