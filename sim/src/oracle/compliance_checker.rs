@@ -448,6 +448,88 @@ mod tests {
         })
     }
 
+    /// A batch with one uploaded file: its files and the upload's id, size
+    /// and hash.
+    fn batch_with_upload() -> (Vec<(String, Vec<u8>)>, BTreeMap<String, (u64, String)>) {
+        use holdfast_actors::compliance::export::{render_batch, upload_entry};
+        let content = b"the plan".to_vec();
+        let sha = sha256_hex(&content);
+        let e = ComplianceEvent {
+            source: "web1".into(),
+            seq: 1,
+            kind: EventKind::Upload,
+            room: "r".into(),
+            user: "a".into(),
+            at: 1,
+            item: "f1".into(),
+            text: "plan.txt".into(),
+            details: [
+                ("size".to_string(), content.len().to_string()),
+                ("sha256".to_string(), sha.clone()),
+            ]
+            .into(),
+        };
+        let entry = upload_entry(&e).unwrap();
+        let mut out: Vec<(String, Vec<u8>)> =
+            render_batch(ExportFormat::Xml, 1, &[&e], vec![entry.clone()])
+                .into_iter()
+                .map(|f| (f.name, f.data))
+                .collect();
+        out.push((entry.name, content.clone()));
+        let uploads = [("f1".to_string(), (content.len() as u64, sha))].into();
+        (out, uploads)
+    }
+
+    fn run_pickup(
+        folder: &[(String, Vec<u8>)],
+        picked: &[(String, Vec<u8>)],
+        acked: &[u64],
+        uploads: &BTreeMap<String, (u64, String)>,
+    ) -> ComplianceCounts {
+        let log = ChatLog::default();
+        let acked: BTreeSet<u64> = acked.iter().copied().collect();
+        check(&ComplianceInput {
+            format: ExportFormat::Xml,
+            outputs: folder,
+            picked,
+            acked: &acked,
+            ack_sent: &acked,
+            uploads,
+            posts: &[],
+            files: &BTreeMap::new(),
+            rooms_saved: &[],
+            log: &log,
+            pending: 0,
+        })
+    }
+
+    /// Uploaded files must be in the manifests with their content; an
+    /// acknowledged batch's files must be gone, an unacknowledged one's
+    /// there.
+    #[test]
+    fn it_sees_missing_uploaded_files_and_removals_out_of_order() {
+        let (files, uploads) = batch_with_upload();
+        // Picked up and acknowledged, the folder empty: right.
+        let c = run_pickup(&[], &files, &[1], &uploads);
+        assert_eq!(
+            (c.files_exported, c.files_missing, c.pickup_wrong),
+            (1, 0, 0),
+            "{c:?}"
+        );
+        // Still waiting, all there: right.
+        let c = run_pickup(&files, &[], &[], &uploads);
+        assert_eq!((c.files_exported, c.pickup_wrong), (1, 0), "{c:?}");
+        // Acknowledged and still there.
+        let c = run_pickup(&files, &files, &[1], &uploads);
+        assert_eq!(c.pickup_wrong, 3, "{c:?}");
+        // Never acknowledged and gone (seen only in the pickup's copy).
+        let c = run_pickup(&[], &files, &[], &uploads);
+        assert_eq!(c.pickup_wrong, 3, "{c:?}");
+        // The manifest names a file that is not there.
+        let c = run_pickup(&files[..2], &[], &[], &uploads);
+        assert_eq!(c.files_missing, 1, "{c:?}");
+    }
+
     #[test]
     fn it_sees_missing_duplicated_altered_and_torn_exports() {
         let posts = vec![post("p1"), post("p2"), post("p3")];
