@@ -909,10 +909,8 @@ impl Actor for Compliance {
                 total,
                 data,
             } => self.on_chunk(&from, &file, offset, total, data, ctx),
-            Msg::ComplianceFileMissing { file, reason } => {
-                if self.asked(&from, &file) {
-                    self.candidate_failed(reason, ctx);
-                }
+            Msg::ComplianceFileMissing { file, reason } if self.asked(&from, &file) => {
+                self.candidate_failed(reason, ctx);
             }
             Msg::ComplianceRunNow | Msg::ComplianceStatusQuery | Msg::ComplianceAck { .. } => {
                 let roles: &[Role] = match msg {

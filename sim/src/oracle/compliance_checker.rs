@@ -450,7 +450,11 @@ mod tests {
 
     /// A batch with one uploaded file: its files and the upload's id, size
     /// and hash.
-    fn batch_with_upload() -> (Vec<(String, Vec<u8>)>, BTreeMap<String, (u64, String)>) {
+    /// Files by name, and uploads by file id with their size and hash.
+    type Files = Vec<(String, Vec<u8>)>;
+    type Uploads = BTreeMap<String, (u64, String)>;
+
+    fn batch_with_upload() -> (Files, Uploads) {
         use holdfast_actors::compliance::export::{render_batch, upload_entry};
         let content = b"the plan".to_vec();
         let sha = sha256_hex(&content);
