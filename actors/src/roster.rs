@@ -60,12 +60,17 @@ impl Cores for Roster {
                 Box::new(WebFiles::new(n, pool.clone(), s).with_compliance(pool.compliance.clone()))
             }
             ActorKind::Compliance => {
-                let c = Compliance::new(n, pool.export.clone(), s.compliance_interval);
+                let mut c = Compliance::new(n, pool.export.clone(), s.compliance_interval);
                 if sabotage.compliance_delete_first {
-                    Box::new(c.deleting_first())
-                } else {
-                    Box::new(c)
+                    c = c.deleting_first();
                 }
+                if sabotage.compliance_skip_files {
+                    c = c.skipping_files();
+                }
+                if sabotage.compliance_delete_unpicked {
+                    c = c.deleting_unpicked();
+                }
+                Box::new(c)
             }
             ActorKind::Client => unreachable!("clients are not hosted by server nodes"),
         }

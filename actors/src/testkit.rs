@@ -91,6 +91,9 @@ pub struct Harness<A: Actor> {
     pub outputs: Vec<Vec<crate::core::output::OutputFile>>,
     /// Set: outputs fail with this (a full or unwritable folder).
     pub fail_outputs: Option<StoreError>,
+    /// Every `RemoveOutput` effect's names, in order (failing like
+    /// outputs with `fail_outputs`).
+    pub removed: Vec<Vec<String>>,
     events: Vec<&'static str>,
 }
 
@@ -103,6 +106,7 @@ struct KitIo<'a> {
     fail_queries: &'a Option<StoreError>,
     outputs: &'a mut Vec<Vec<crate::core::output::OutputFile>>,
     fail_outputs: &'a Option<StoreError>,
+    removed: &'a mut Vec<Vec<String>>,
     events: &'a mut Vec<&'static str>,
     sent: Vec<(Addr, Msg)>,
 }
@@ -143,6 +147,13 @@ impl Io for KitIo<'_> {
             None => Ok(()),
         }
     }
+    async fn remove_output(&mut self, _slot: usize, names: Vec<String>) -> Result<(), StoreError> {
+        self.removed.push(names);
+        match self.fail_outputs {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
     fn event(&mut self, _slot: usize, event: Event) {
         self.events.push(event.kind.name());
     }
@@ -160,6 +171,7 @@ impl<A: Actor> Harness<A> {
             fail_queries: None,
             outputs: Vec::new(),
             fail_outputs: None,
+            removed: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -194,6 +206,7 @@ impl<A: Actor> Harness<A> {
             fail_queries: &self.fail_queries,
             outputs: &mut self.outputs,
             fail_outputs: &self.fail_outputs,
+            removed: &mut self.removed,
             events: &mut self.events,
             sent: Vec::new(),
         };

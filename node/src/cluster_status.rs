@@ -103,6 +103,7 @@ const HOLDS: &[(Role, &[(&str, &str)])] = &[
         &[
             ("holdfast_compliance_staged", "staged"),
             ("holdfast_compliance_batches", "last batch"),
+            ("holdfast_compliance_awaiting_pickup", "for pickup"),
         ],
     ),
 ];

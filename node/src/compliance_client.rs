@@ -1,6 +1,6 @@
-//! `holdfast compliance status|run-now`: asks the Compliance service for
-//! its status (staged events, last batch and run, last error), or to
-//! export now.
+//! `holdfast compliance status|run-now|ack`: asks the Compliance service
+//! for its status (staged events, last batch and run, last error, batches
+//! waiting for pickup), to export now, or to take a batch as picked up.
 
 use crate::config::Config;
 use crate::operator_client::{self, AskError};
@@ -10,9 +10,10 @@ use holdfast_actors::core::protocol::compliance::ComplianceStatus;
 use holdfast_actors::core::protocol::Msg;
 use std::time::Duration;
 
-/// Sends `request` (`ComplianceStatusQuery` or `ComplianceRunNow`) to the
-/// config's Compliance node as `user` (an operator, or for the status an
-/// auditor) and returns its report. Inside a runtime.
+/// Sends `request` (`ComplianceStatusQuery`, `ComplianceRunNow` or
+/// `ComplianceAck`) to the config's Compliance node as `user` (an
+/// operator, or for the status and an acknowledgement an auditor) and
+/// returns its report. Inside a runtime.
 pub async fn ask(
     config: &Config,
     user: &str,
@@ -28,9 +29,15 @@ pub async fn ask(
         _ => &[Role::Operator, Role::Auditor],
     };
     let target = (node.as_str(), ActorKind::Compliance);
-    let is_report = |m: &Msg| matches!(m, Msg::ComplianceReport(_));
+    let is_report = |m: &Msg| {
+        matches!(
+            m,
+            Msg::ComplianceReport(_) | Msg::ComplianceAckRefused { .. }
+        )
+    };
     match operator_client::ask(config, user, roles, target, request, timeout, is_report).await? {
         Msg::ComplianceReport(status) => Ok(status),
+        Msg::ComplianceAckRefused { reason, .. } => Err(AskError::Refused { node, reason }),
         _ => unreachable!("only a report is wanted"),
     }
 }

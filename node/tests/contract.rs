@@ -8,7 +8,7 @@
 use holdfast::cluster_up::loopback_config;
 use holdfast::config::Config;
 use holdfast::node::{open_stores, start_cores};
-use holdfast_actors::core::contract::{check, Probes, Slack, PROBE_FILE};
+use holdfast_actors::core::contract::{check, Probes, Slack, PROBE_FILE, PROBE_GONE};
 use holdfast_host::transport::{Network, PlainLink};
 use std::path::Path;
 use std::sync::Arc;
@@ -69,6 +69,7 @@ fn the_production_node_keeps_the_contract() {
     let broken = check(&seen, SLACK);
     assert!(broken.is_empty(), "{broken:#?}\nsaw: {seen:#?}");
     assert_file(&out.join(PROBE_FILE));
+    assert!(!out.join(PROBE_GONE).exists(), "a removed file is gone");
 }
 
 fn assert_file(path: &Path) {

@@ -156,6 +156,44 @@ fn compliance_deleting_before_writing_is_caught() {
     );
 }
 
+/// Batches that leave out the uploaded files (the behaviour before they
+/// carried them), or whose files are removed before the pickup system
+/// acknowledged them, fail the compliance checker; the library scenario,
+/// unsabotaged, exports every uploaded file with its hash and removes
+/// exactly the acknowledged batches.
+#[test]
+fn compliance_without_files_or_removing_unpicked_batches_is_caught() {
+    let src = library_source("compliance-files.toml");
+    let run = |src: &str| run_judged("compliance-files.toml", src, 1);
+    let (good, failures) = run(&src);
+    assert!(failures.is_empty(), "{failures:?}");
+    let chat = good.chat.unwrap();
+    let c = chat.compliance.unwrap();
+    assert_eq!(c.files_exported, chat.files_stored);
+    assert!(c.files_exported > 50 && c.acked > 5, "{c:?}");
+    assert_eq!((c.files_missing, c.files_wrong, c.pickup_wrong), (0, 0, 0));
+    let (bad, failures) = run(&format!(
+        "{src}\n[sabotage]\ncompliance_skip_files = true\n"
+    ));
+    let c = bad.chat.unwrap().compliance.unwrap();
+    assert!(c.files_missing > 50, "files missing = {}", c.files_missing);
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("uploaded files missing")),
+        "{failures:?}"
+    );
+    let (bad, failures) = run(&format!(
+        "{src}\n[sabotage]\ncompliance_delete_unpicked = true\n"
+    ));
+    let c = bad.chat.unwrap().compliance.unwrap();
+    assert!(c.missing > 100, "missing = {}", c.missing);
+    assert!(
+        failures.iter().any(|f| f.contains("events missing")),
+        "{failures:?}"
+    );
+}
+
 /// A post its author sends again under its id (the answer came too late)
 /// must be answered with the number it is stored under. A store that
 /// appends it again is caught: the checker counts every copy.

@@ -7,7 +7,7 @@
 //! node and the test kit run the same script and check.
 #![cfg(madsim)]
 
-use holdfast_actors::core::contract::{check, Probes, Seen, Slack, PROBE_FILE};
+use holdfast_actors::core::contract::{check, Probes, Seen, Slack, PROBE_FILE, PROBE_GONE};
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::settings::{Sabotage, Settings};
 use holdfast_sim::host::disk::SimDisk;
@@ -62,6 +62,11 @@ fn run(group_commit: bool) -> (Vec<Seen>, Vec<u8>) {
         handle.restart(node.id());
         tokio::time::sleep(Duration::from_secs(1)).await;
         let file = shared.disk.durable(&format!("{OUTPUT_DIR}{PROBE_FILE}"));
+        let gone = format!("{OUTPUT_DIR}{PROBE_GONE}");
+        assert!(
+            !shared.disk.file_names().contains(&gone),
+            "a removed file is gone"
+        );
         handle.kill(node.id());
         (probes.seen(), file)
     })

@@ -15,7 +15,9 @@
 //!
 //! With a Compliance service in the pool, every upload is queued in the
 //! compliance outbox in the same write as the file, and every download
-//! before the file is sent (see [`crate::compliance`]).
+//! before the file is sent (see [`crate::compliance`]). The service's
+//! export fetches uploaded files from here, a chunk of at most
+//! [`FILE_CHUNK`] bytes per request (`ComplianceFileFetch`).
 
 use crate::chat::pool::{verify_grant, ChatPool, FileOp};
 use crate::compliance::service::{NewEvent, Outbox};
@@ -25,7 +27,7 @@ use crate::core::actor::{
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr};
 use crate::core::operator::OperatorEvent;
-use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
+use crate::core::protocol::compliance::{ComplianceEvent, EventKind, FILE_CHUNK};
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
 use crate::core::store_keys;
@@ -78,6 +80,9 @@ pub struct WebFiles {
     /// Downloads waiting for their content: load token → (client, user,
     /// file).
     reading: BTreeMap<u64, (Addr, String, FileMeta)>,
+    /// Chunks the Compliance service asked for: load token → (service,
+    /// file, offset).
+    exporting: BTreeMap<u64, (Addr, FileMeta, u64)>,
     outbox: Outbox,
     next_token: u64,
     refused: u64,
@@ -92,6 +97,7 @@ impl WebFiles {
             files: BTreeMap::new(),
             writing: BTreeMap::new(),
             reading: BTreeMap::new(),
+            exporting: BTreeMap::new(),
             outbox: Outbox::default(),
             next_token: 0,
             refused: 0,
@@ -135,6 +141,7 @@ impl Actor for WebFiles {
         self.files.clear();
         self.writing.clear();
         self.reading.clear();
+        self.exporting.clear();
         for e in self.outbox.recover(&recovered) {
             ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name));
         }
@@ -156,8 +163,15 @@ impl Actor for WebFiles {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        // The Compliance service confirms what it staged and fetches
+        // uploaded files for its export; nothing else but clients.
         let ok = from.actor == ActorKind::Client
-            || (from.actor == ActorKind::Compliance && matches!(msg, Msg::ComplianceStaged { .. }));
+            || (from.actor == ActorKind::Compliance
+                && matches!(
+                    msg,
+                    Msg::ComplianceStaged { .. } | Msg::ComplianceFileFetch { .. }
+                )
+                && self.outbox.target() == Some(from.node.as_str()));
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
@@ -169,6 +183,21 @@ impl Actor for WebFiles {
                     self.write(Write::Trim, Vec::new(), ops, ctx);
                 }
             }
+            Msg::ComplianceFileFetch { file, offset } => match self.files.get(&file) {
+                Some(f) => {
+                    self.next_token += 1;
+                    self.exporting
+                        .insert(self.next_token, (from, f.clone(), offset));
+                    ctx.load(self.next_token, blob_key(&file));
+                }
+                None => ctx.send(
+                    from,
+                    Msg::ComplianceFileMissing {
+                        file,
+                        reason: "the Web service has no such file".into(),
+                    },
+                ),
+            },
             Msg::FileUpload { token, name, data } => {
                 let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
                     return self.refuse(ctx, from, "invalid token");
@@ -312,6 +341,44 @@ impl Actor for WebFiles {
         result: Result<Option<Vec<u8>>, StoreError>,
         ctx: &mut Ctx,
     ) {
+        if let Some((service, file, offset)) = self.exporting.remove(&token) {
+            return match result {
+                Ok(Some(data)) if data.len() as u64 == file.size => {
+                    let start = (offset as usize).min(data.len());
+                    let end = (start + FILE_CHUNK as usize).min(data.len());
+                    ctx.send(
+                        service,
+                        Msg::ComplianceFileChunk {
+                            file: file.id,
+                            offset: start as u64,
+                            total: file.size,
+                            data: data[start..end].to_vec(),
+                        },
+                    );
+                }
+                Ok(found) => {
+                    ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!(
+                            "{}: file {} should hold {} bytes, found {:?}",
+                            self.name,
+                            file.id,
+                            file.size,
+                            found.map(|d| d.len())
+                        ),
+                    );
+                    ctx.send(
+                        service,
+                        Msg::ComplianceFileMissing {
+                            file: file.id,
+                            reason: "the file's content is missing".into(),
+                        },
+                    );
+                }
+                // Not answered: the service asks again.
+                Err(_) => {}
+            };
+        }
         let Some((client, user, file)) = self.reading.remove(&token) else {
             return;
         };
@@ -476,6 +543,65 @@ mod tests {
         );
         assert!(matches!(&sent[0].1, Msg::FileRefused { reason } if reason.contains("missing")));
         assert!(h2.events().contains(&"store_corrupt"));
+    }
+
+    /// The Compliance service (only the pool's) fetches an uploaded file a
+    /// chunk at a time; a file the service does not hold is missing.
+    #[test]
+    fn the_compliance_service_fetches_uploaded_files_in_chunks() {
+        let pool = Arc::new(ChatPool {
+            token_key: KEY.to_vec(),
+            ..Default::default()
+        });
+        let settings = Settings {
+            chat_file_max: 4 << 20,
+            ..Settings::default()
+        };
+        let mut h = Harness::new(
+            Addr::new("web1", ActorKind::Web),
+            WebFiles::new("web1", pool, settings).with_compliance(Some("comp1".into())),
+        );
+        h.start(Recovered::new());
+        let data: Vec<u8> = (0..(FILE_CHUNK + 5)).map(|i| i as u8).collect();
+        let sent = h.msg(
+            client(),
+            Msg::FileUpload {
+                token: token(KEY, FileOp::Upload, 60_000),
+                name: "big.bin".into(),
+                data: data.clone(),
+            },
+        );
+        let Some(file) = sent.iter().find_map(|(_, m)| match m {
+            Msg::FileStored { file, .. } => Some(file.clone()),
+            _ => None,
+        }) else {
+            panic!("{sent:?}")
+        };
+        let comp = Addr::new("comp1", ActorKind::Compliance);
+        let fetch = |h: &mut Harness<WebFiles>, from: &Addr, file: &str, offset: u64| {
+            h.msg(
+                from.clone(),
+                Msg::ComplianceFileFetch {
+                    file: file.into(),
+                    offset,
+                },
+            )
+        };
+        let sent = fetch(&mut h, &comp, &file, 0);
+        let Msg::ComplianceFileChunk { total, data: d, .. } = &sent[0].1 else {
+            panic!("{sent:?}")
+        };
+        assert_eq!((*total, d.len() as u64), (data.len() as u64, FILE_CHUNK));
+        let sent = fetch(&mut h, &comp, &file, FILE_CHUNK);
+        assert!(
+            matches!(&sent[0].1, Msg::ComplianceFileChunk { data: d, offset, .. }
+            if d[..] == data[FILE_CHUNK as usize..] && *offset == FILE_CHUNK)
+        );
+        let sent = fetch(&mut h, &comp, "nope", 0);
+        assert!(matches!(&sent[0].1, Msg::ComplianceFileMissing { .. }));
+        // Another compliance node gets nothing.
+        let other = Addr::new("comp2", ActorKind::Compliance);
+        assert!(fetch(&mut h, &other, &file, 0).is_empty());
     }
 
     #[test]

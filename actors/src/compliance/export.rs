@@ -4,8 +4,12 @@
 //! batch written again after a crash overwrites its earlier files with
 //! identical ones. Each batch gives a data file and a manifest
 //! `holdfast-compliance-<batch>.manifest.json`, written last by the host:
-//! a pickup system takes a batch once its manifest exists, and may delete
-//! both files once it has them.
+//! a pickup system takes a batch once its manifest exists. The files
+//! uploaded in the batch's interval are written before it, under
+//! `files/<sha256>` ([`upload_path`]), and listed in the manifest with
+//! their size, hash, room and uploader ([`UploadEntry`]); one no longer
+//! there is listed as `missing`. The Compliance service removes a batch's
+//! files once the pickup system acknowledges it.
 //!
 //! - **XML** (default): the shape of the Lync compliance XML: one
 //!   `<Conversation>` per room with its participants (first join of each),
@@ -160,14 +164,139 @@ pub struct Manifest {
     pub events: u64,
     /// SHA-256 of the data file, hex.
     pub sha256: String,
+    /// When the batch's first and last events happened (absent in
+    /// manifests written before batches carried files, and when the batch
+    /// is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    /// Every events file of the batch (today one: `file`).
+    #[serde(default)]
+    pub event_files: Vec<ManifestFile>,
+    /// Every file uploaded in the batch's interval, one entry per upload
+    /// event, in event order.
+    #[serde(default)]
+    pub uploads: Vec<UploadEntry>,
+}
+
+/// The span of a batch's events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interval {
+    pub first: u64,
+    pub last: u64,
+    pub first_utc: String,
+    pub last_utc: String,
+}
+
+/// A file of the batch in the output folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Its path in the output folder.
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+/// An uploaded file of the batch. Its content is `files/<sha256>` in the
+/// output folder (content-addressed: a file uploaded twice is stored
+/// once), unless `missing`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadEntry {
+    /// Its path in the output folder: `files/<sha256>`.
+    pub name: String,
+    /// The upload's event id (as in the events file).
+    pub event_id: String,
+    /// The Web service's file id.
+    pub file_id: String,
+    /// The name the uploader gave it.
+    pub file_name: String,
+    pub room: String,
+    pub uploader: String,
+    /// When it was uploaded (ms since the epoch).
+    pub at: u64,
+    /// Size and SHA-256 as the upload event recorded them.
+    pub size: u64,
+    pub sha256: String,
+    /// The content could not be exported (the Web service no longer has
+    /// it): the file `name` is not in the folder.
+    #[serde(default)]
+    pub missing: bool,
+    /// Why it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Path in the output folder of an uploaded file with SHA-256 `sha256`.
+pub fn upload_path(sha256: &str) -> String {
+    format!("{UPLOADS_DIR}{sha256}")
+}
+
+/// The output folder's subfolder of uploaded files.
+pub const UPLOADS_DIR: &str = "files/";
+
+/// SHA-256 of `data`, hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The upload entry of upload event `e` (before its content is known to
+/// be there): `None` for another kind of event, or one without a 64-digit
+/// hex `sha256`.
+pub fn upload_entry(e: &ComplianceEvent) -> Option<UploadEntry> {
+    if e.kind != EventKind::Upload {
+        return None;
+    }
+    let sha256 = e.details.get("sha256")?.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(UploadEntry {
+        name: upload_path(&sha256),
+        event_id: e.id(),
+        file_id: e.item.clone(),
+        file_name: e.text.clone(),
+        room: e.room.clone(),
+        uploader: e.user.clone(),
+        at: e.at,
+        size: e
+            .details
+            .get("size")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        sha256,
+        missing: false,
+        reason: None,
+    })
 }
 
 pub fn batch_stem(batch: u64) -> String {
     format!("holdfast-compliance-{batch:08}")
 }
 
+/// The name of batch `batch`'s manifest.
+pub fn manifest_name(batch: u64) -> String {
+    format!("{}.manifest.json", batch_stem(batch))
+}
+
 /// The files of batch `batch`: the data file, then the manifest.
 pub fn render(format: ExportFormat, batch: u64, events: &[&ComplianceEvent]) -> Vec<OutputFile> {
+    render_batch(format, batch, events, Vec::new())
+}
+
+/// The files of batch `batch` whose uploaded files are `uploads` (written
+/// before, under their own names): the data file, then the manifest.
+pub fn render_batch(
+    format: ExportFormat,
+    batch: u64,
+    events: &[&ComplianceEvent],
+    uploads: Vec<UploadEntry>,
+) -> Vec<OutputFile> {
     let data = match format {
         ExportFormat::Xml => xml(batch, events),
         ExportFormat::JsonLines => {
@@ -190,26 +319,34 @@ pub fn render(format: ExportFormat, batch: u64, events: &[&ComplianceEvent]) -> 
         }
     };
     let name = format!("{}.{}", batch_stem(batch), format.extension());
-    let sha256 = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(&data);
-        digest.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-    };
+    let sha256 = sha256_hex(&data);
+    let first = events.iter().map(|e| e.at).min();
+    let last = events.iter().map(|e| e.at).max();
+    let interval = first.zip(last).map(|(first, last)| Interval {
+        first,
+        last,
+        first_utc: utc_iso8601(first),
+        last_utc: utc_iso8601(last),
+    });
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         batch,
         file: name.clone(),
         format: format.extension().to_string(),
         events: events.len() as u64,
-        sha256,
+        sha256: sha256.clone(),
+        interval,
+        event_files: vec![ManifestFile {
+            name: name.clone(),
+            size: data.len() as u64,
+            sha256,
+        }],
+        uploads,
     };
     vec![
         OutputFile { name, data },
         OutputFile {
-            name: format!("{}.manifest.json", batch_stem(batch)),
+            name: manifest_name(batch),
             data: serde_json::to_vec_pretty(&manifest).expect("a manifest serializes"),
         },
     ]

@@ -22,7 +22,9 @@
 //! batch staged, raises `compliance_export_failed`, and is retried at the
 //! next interval.
 
-use crate::compliance::export::{render, ExportFormat};
+use crate::compliance::export::{
+    batch_stem, render_batch, sha256_hex, upload_entry, upload_path, ExportFormat, UploadEntry,
+};
 use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
@@ -30,11 +32,12 @@ use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
 use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::output::OutputFile;
 use crate::core::protocol::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
 use crate::core::protocol::Msg;
 use crate::core::store_keys;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A compliance event as stored before events carried details: outboxes
 /// and staging stores written by that version still drain after an
@@ -122,6 +125,11 @@ impl Outbox {
 
     pub fn enabled(&self) -> bool {
         self.target.is_some()
+    }
+
+    /// The Compliance service's node, if the pool has one.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
     }
 
     pub fn len(&self) -> usize {
@@ -286,6 +294,27 @@ pub const HIGH: &[u8] = b"h/";
 pub const INTENT: &[u8] = b"x";
 /// Key of the number of the last batch exported.
 pub const LAST_BATCH: &[u8] = b"xn";
+/// Key prefix of a batch written and waiting for the pickup system's
+/// acknowledgement: `p/<batch, 8 bytes big-endian>` → [`Pickup`].
+pub const AWAITING: &[u8] = b"p/";
+/// Key prefix of a batch acknowledged whose files are being removed:
+/// `d/<batch, 8 bytes big-endian>` → [`Pickup`]. Written with the
+/// acknowledgement, deleted once the files are gone: a restart in between
+/// removes them again.
+pub const ACKED: &[u8] = b"d/";
+/// A file asked of the Web service is asked again after this.
+pub const FETCH_RETRY: Millis = 10_000;
+
+/// What a batch left in the output folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pickup {
+    pub batch: u64,
+    /// Its events file and manifest.
+    pub names: Vec<String>,
+    /// SHA-256 of each uploaded file it wrote (`files/<sha256>`), which it
+    /// shares with any other batch that uploaded the same content.
+    pub uploads: Vec<String>,
+}
 
 fn staged_key(source: &str, seq: u64) -> Vec<u8> {
     let mut k = STAGED.to_vec();
@@ -339,7 +368,21 @@ enum Write {
         upto: u64,
     },
     Intent(Intent),
-    Done(Intent),
+    /// Writing the batch's events file and manifest (an output), then
+    /// deleting its staged events (a persist).
+    Done(Intent, Pickup),
+    /// Writing one uploaded file of the export in progress.
+    Upload,
+    /// Recording a pickup acknowledgement.
+    Ack {
+        from: Addr,
+        batch: u64,
+    },
+    /// Removing an acknowledged batch's files, then forgetting it.
+    Remove(u64),
+    Forget(u64),
+    /// Sabotage only: a batch's files removed without an acknowledgement.
+    Unpicked,
     /// Sabotage only: the batch deleted before its files are written.
     EarlyDelete(Intent),
 }
@@ -356,8 +399,42 @@ pub struct Compliance {
     exporting: bool,
     next_token: u64,
     status: ComplianceStatus,
+    /// The uploaded files of the export in progress being fetched.
+    fetch: Option<Fetch>,
+    /// Batches waiting for the pickup system.
+    awaiting: BTreeMap<u64, Pickup>,
+    /// Batches acknowledged whose files are being removed.
+    acked: BTreeMap<u64, Pickup>,
+    /// Of those, the ones with a removal in flight.
+    removing: BTreeSet<u64>,
     /// Sabotage: delete before writing (for proving the checker).
     delete_first: bool,
+    /// Sabotage: export no uploaded files.
+    skip_files: bool,
+    /// Sabotage: remove a batch's files as soon as it is written.
+    delete_unpicked: bool,
+}
+
+/// The uploaded files of a batch being fetched from the Web services, one
+/// at a time and a chunk at a time (a file's content in memory at most).
+struct Fetch {
+    intent: Intent,
+    /// One per upload event of the batch, in order, with the node that
+    /// recorded it (the Web service holding the file).
+    entries: Vec<(UploadEntry, String)>,
+    /// Distinct contents still to fetch: SHA-256 → the entries uploading
+    /// it (any of them will do).
+    todo: VecDeque<(String, Vec<usize>)>,
+    /// Which of the head's entries is being asked.
+    candidate: usize,
+    /// What arrived of it so far.
+    buf: Vec<u8>,
+    /// Contents done: SHA-256 → `None` written, `Some(why)` missing.
+    done: BTreeMap<String, Option<String>>,
+    /// The head is being written (not waiting for the Web service).
+    writing: bool,
+    /// Retries of the current request without an answer.
+    tries: u32,
 }
 
 impl Compliance {
@@ -374,8 +451,73 @@ impl Compliance {
             exporting: false,
             next_token: 0,
             status: ComplianceStatus::default(),
+            fetch: None,
+            awaiting: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            removing: BTreeSet::new(),
             delete_first: false,
+            skip_files: false,
+            delete_unpicked: false,
         }
+    }
+
+    /// Sabotage for checker tests only: export the events without the
+    /// uploaded files.
+    pub fn skipping_files(mut self) -> Self {
+        self.skip_files = true;
+        self
+    }
+
+    /// Sabotage for checker tests only: remove each batch's files as soon
+    /// as it is written, before any acknowledgement.
+    pub fn deleting_unpicked(mut self) -> Self {
+        self.delete_unpicked = true;
+        self
+    }
+
+    /// The status as reported, with the batches waiting for pickup.
+    fn report(&self) -> ComplianceStatus {
+        let mut s = self.status.clone();
+        s.awaiting_pickup = self.awaiting.keys().copied().collect();
+        s
+    }
+
+    /// SHA-256 of the uploaded files the batch in progress (if any) uses.
+    fn intent_uploads(&self) -> BTreeSet<String> {
+        self.intent
+            .iter()
+            .flat_map(|i| i.events.iter())
+            .filter_map(|k| self.staged.get(k))
+            .filter_map(upload_entry)
+            .map(|u| u.sha256)
+            .collect()
+    }
+
+    /// Removes acknowledged batch `batch`'s files: its events file and
+    /// manifest, and its uploaded files no other batch waiting for pickup
+    /// (or being written) names.
+    fn remove(&mut self, batch: u64, ctx: &mut Ctx) {
+        let Some(p) = self.acked.get(&batch) else {
+            return;
+        };
+        if self.removing.contains(&batch) {
+            return;
+        }
+        let mut kept: BTreeSet<String> = self.intent_uploads();
+        for other in self.awaiting.values() {
+            kept.extend(other.uploads.iter().cloned());
+        }
+        let mut names = p.names.clone();
+        names.extend(
+            p.uploads
+                .iter()
+                .filter(|sha| !kept.contains(*sha))
+                .map(|sha| upload_path(sha)),
+        );
+        self.removing.insert(batch);
+        self.next_token += 1;
+        self.writing.insert(self.next_token, Write::Remove(batch));
+        ctx.remove_output(self.next_token, names);
     }
 
     /// Sabotage for checker tests only: delete each batch's staged events
@@ -420,7 +562,7 @@ impl Compliance {
             return;
         }
         if let Some(intent) = self.intent.clone() {
-            return self.output(intent, ctx);
+            return self.fetch_uploads(intent, ctx);
         }
         if self.staged.is_empty() {
             return;
@@ -437,18 +579,207 @@ impl Compliance {
         self.write(Write::Intent(intent), vec![op], ctx);
     }
 
-    /// Asks the host to write the intent's files.
-    fn output(&mut self, intent: Intent, ctx: &mut Ctx) {
-        self.exporting = true;
-        let events: Vec<&ComplianceEvent> = intent
+    /// The intent's events in scope.
+    fn batch_events(&self, intent: &Intent) -> Vec<&ComplianceEvent> {
+        intent
             .events
             .iter()
             .filter_map(|k| self.staged.get(k))
             .filter(|e| self.in_scope(e))
-            .collect();
-        let files = render(self.config.format, intent.batch, &events);
+            .collect()
+    }
+
+    /// Fetches the intent's uploaded files from the Web services and
+    /// writes each into the output folder, then the batch.
+    fn fetch_uploads(&mut self, intent: Intent, ctx: &mut Ctx) {
+        self.exporting = true;
+        let entries: Vec<(UploadEntry, String)> = if self.skip_files {
+            Vec::new()
+        } else {
+            self.batch_events(&intent)
+                .into_iter()
+                .filter_map(|e| upload_entry(e).map(|u| (u, e.source.clone())))
+                .collect()
+        };
+        let mut todo: VecDeque<(String, Vec<usize>)> = VecDeque::new();
+        for (i, (u, _)) in entries.iter().enumerate() {
+            match todo.iter_mut().find(|(sha, _)| *sha == u.sha256) {
+                Some((_, c)) => c.push(i),
+                None => todo.push_back((u.sha256.clone(), vec![i])),
+            }
+        }
+        self.fetch = Some(Fetch {
+            intent,
+            entries,
+            todo,
+            candidate: 0,
+            buf: Vec::new(),
+            done: BTreeMap::new(),
+            writing: false,
+            tries: 0,
+        });
+        self.ask(ctx);
+    }
+
+    /// Asks for the next chunk of the file being fetched, or, with every
+    /// file done, writes the batch.
+    fn ask(&mut self, ctx: &mut Ctx) {
+        let Some(f) = &mut self.fetch else { return };
+        let Some((_, cands)) = f.todo.front() else {
+            let f = self.fetch.take().expect("fetching");
+            let uploads = f
+                .entries
+                .into_iter()
+                .map(|(mut u, _)| {
+                    if let Some(Some(why)) = f.done.get(&u.sha256) {
+                        u.missing = true;
+                        u.reason = Some(why.clone());
+                    }
+                    u
+                })
+                .collect();
+            return self.output(f.intent, uploads, ctx);
+        };
+        let (u, web) = &f.entries[cands[f.candidate]];
+        ctx.send(
+            Addr::new(web.clone(), ActorKind::Web),
+            Msg::ComplianceFileFetch {
+                file: u.file_id.clone(),
+                offset: f.buf.len() as u64,
+            },
+        );
+        ctx.set_timer(Timer::ComplianceResend, FETCH_RETRY);
+    }
+
+    /// The entry being fetched, if `from` and `file` are what was asked.
+    fn asked(&self, from: &Addr, file: &str) -> bool {
+        self.fetch.as_ref().is_some_and(|f| {
+            !f.writing
+                && f.todo.front().is_some_and(|(_, c)| {
+                    let (u, web) = &f.entries[c[f.candidate]];
+                    u.file_id == file && *web == from.node
+                })
+        })
+    }
+
+    fn on_chunk(
+        &mut self,
+        from: &Addr,
+        file: &str,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+        ctx: &mut Ctx,
+    ) {
+        if !self.asked(from, file) {
+            return;
+        }
+        let f = self.fetch.as_mut().expect("asked");
+        if offset != f.buf.len() as u64 {
+            return; // a stale answer: the one asked for follows
+        }
+        let (u, _) = &f.entries[f.todo[0].1[f.candidate]];
+        let expected = u.size;
+        if total != expected || f.buf.len() as u64 + data.len() as u64 > total {
+            let why = format!("the Web service holds {total} bytes, the upload had {expected}");
+            return self.candidate_failed(why, ctx);
+        }
+        if data.is_empty() && (f.buf.len() as u64) < total {
+            return; // asked again at the retry
+        }
+        f.tries = 0;
+        f.buf.extend_from_slice(&data);
+        if (f.buf.len() as u64) < total {
+            return self.ask(ctx);
+        }
+        let sha = f.todo[0].0.clone();
+        if sha256_hex(&f.buf) != sha {
+            return self.candidate_failed("the content differs from the upload".into(), ctx);
+        }
+        f.writing = true;
+        let data = std::mem::take(&mut f.buf);
+        ctx.cancel_timer(Timer::ComplianceResend);
         self.next_token += 1;
-        self.writing.insert(self.next_token, Write::Done(intent));
+        self.writing.insert(self.next_token, Write::Upload);
+        ctx.output(
+            self.next_token,
+            vec![OutputFile {
+                name: upload_path(&sha),
+                data,
+            }],
+        );
+    }
+
+    /// The entry asked for cannot give its file: try another upload of
+    /// the same content, or list it as missing.
+    fn candidate_failed(&mut self, why: String, ctx: &mut Ctx) {
+        let Some(f) = self.fetch.as_mut() else { return };
+        f.buf.clear();
+        f.tries = 0;
+        f.candidate += 1;
+        if f.candidate >= f.todo[0].1.len() {
+            let (sha, cands) = f.todo.pop_front().expect("a head");
+            f.candidate = 0;
+            let (u, web) = &f.entries[cands[0]];
+            ctx.event(
+                OperatorEvent::ComplianceFileMissing,
+                format!(
+                    "{}: batch {}: file {} ({}) from {web} is listed as missing: {why}",
+                    self.name, f.intent.batch, u.file_id, u.file_name
+                ),
+            );
+            f.done.insert(sha, Some(why));
+        }
+        self.ask(ctx);
+    }
+
+    /// The pickup system has taken batch `batch`: record it, answer, then
+    /// remove the batch's files.
+    fn ack(&mut self, from: Addr, batch: u64, ctx: &mut Ctx) {
+        if let Some(p) = self.awaiting.get(&batch) {
+            let ops = vec![
+                StoreOp::Delete {
+                    key: store_keys::key_u64(AWAITING, batch),
+                },
+                StoreOp::Put {
+                    key: store_keys::key_u64(ACKED, batch),
+                    value: store_keys::encode(p),
+                },
+            ];
+            return self.write(Write::Ack { from, batch }, ops, ctx);
+        }
+        if batch >= 1 && batch <= self.last_batch {
+            // Acknowledged already (or written before batches awaited
+            // their pickup): nothing left to do.
+            return ctx.send(from, Msg::ComplianceReport(self.report()));
+        }
+        let reason = format!(
+            "batch {batch} has not been exported (the last batch is {})",
+            self.last_batch
+        );
+        ctx.send(from, Msg::ComplianceAckRefused { batch, reason });
+    }
+
+    /// Asks the host to write the batch's events file and manifest.
+    fn output(&mut self, intent: Intent, uploads: Vec<UploadEntry>, ctx: &mut Ctx) {
+        self.exporting = true;
+        let mut written: Vec<String> = uploads
+            .iter()
+            .filter(|u| !u.missing)
+            .map(|u| u.sha256.clone())
+            .collect();
+        written.sort();
+        written.dedup();
+        let events = self.batch_events(&intent);
+        let files = render_batch(self.config.format, intent.batch, &events, uploads);
+        let pickup = Pickup {
+            batch: intent.batch,
+            names: files.iter().map(|f| f.name.clone()).collect(),
+            uploads: written,
+        };
+        self.next_token += 1;
+        self.writing
+            .insert(self.next_token, Write::Done(intent, pickup));
         ctx.output(self.next_token, files);
     }
 }
@@ -461,6 +792,10 @@ impl Actor for Compliance {
         self.exporting = false;
         self.intent = None;
         self.last_batch = 0;
+        self.fetch = None;
+        self.awaiting.clear();
+        self.acked.clear();
+        self.removing.clear();
         for (k, v) in &recovered {
             let bad = |e: String| format!("{}: key {k:?}: {e}", self.name);
             if k.starts_with(STAGED) {
@@ -487,6 +822,16 @@ impl Actor for Compliance {
                 if let Ok(n) = store_keys::decode::<u64>(v) {
                     self.last_batch = n;
                 }
+            } else if k.starts_with(AWAITING) || k.starts_with(ACKED) {
+                match store_keys::decode::<Pickup>(v) {
+                    Ok(p) if k.starts_with(AWAITING) => {
+                        self.awaiting.insert(p.batch, p);
+                    }
+                    Ok(p) => {
+                        self.acked.insert(p.batch, p);
+                    }
+                    Err(e) => ctx.event(OperatorEvent::StoreCorrupt, bad(e.to_string())),
+                }
             }
         }
         self.status.staged = self.staged.len() as u64;
@@ -501,13 +846,24 @@ impl Actor for Compliance {
             );
             self.run(ctx);
         }
+        // Acknowledged before a crash: finish removing their files.
+        for batch in self.acked.keys().copied().collect::<Vec<_>>() {
+            self.remove(batch, ctx);
+        }
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match (&from.actor, &msg) {
             (ActorKind::ChatStore | ActorKind::Web, Msg::ComplianceBatch { .. }) => true,
             // Operators, from the command-line tool.
-            (ActorKind::Client, Msg::ComplianceRunNow | Msg::ComplianceStatusQuery) => true,
+            (
+                ActorKind::Client,
+                Msg::ComplianceRunNow | Msg::ComplianceStatusQuery | Msg::ComplianceAck { .. },
+            ) => true,
+            (
+                ActorKind::Web,
+                Msg::ComplianceFileChunk { .. } | Msg::ComplianceFileMissing { .. },
+            ) => true,
             _ => false,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -547,7 +903,16 @@ impl Actor for Compliance {
                 };
                 self.write(w, ops, ctx);
             }
-            Msg::ComplianceRunNow | Msg::ComplianceStatusQuery => {
+            Msg::ComplianceFileChunk {
+                file,
+                offset,
+                total,
+                data,
+            } => self.on_chunk(&from, &file, offset, total, data, ctx),
+            Msg::ComplianceFileMissing { file, reason } if self.asked(&from, &file) => {
+                self.candidate_failed(reason, ctx);
+            }
+            Msg::ComplianceRunNow | Msg::ComplianceStatusQuery | Msg::ComplianceAck { .. } => {
                 let roles: &[Role] = match msg {
                     Msg::ComplianceRunNow => &[Role::Operator],
                     _ => &[Role::Operator, Role::Auditor],
@@ -557,19 +922,49 @@ impl Actor for Compliance {
                     let reason = refusal.to_string();
                     return ctx.send(from, Msg::Forbidden { reason });
                 }
-                if matches!(msg, Msg::ComplianceRunNow) {
-                    self.run(ctx);
+                match msg {
+                    Msg::ComplianceRunNow => self.run(ctx),
+                    Msg::ComplianceAck { batch } => return self.ack(from, batch, ctx),
+                    _ => {}
                 }
-                ctx.send(from, Msg::ComplianceReport(self.status.clone()));
+                ctx.send(from, Msg::ComplianceReport(self.report()));
             }
             _ => {}
         }
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer == Timer::ComplianceRun {
-            ctx.set_timer(Timer::ComplianceRun, self.interval);
-            self.run(ctx);
+        match timer {
+            Timer::ComplianceRun => {
+                ctx.set_timer(Timer::ComplianceRun, self.interval);
+                self.run(ctx);
+                // Removals that failed are tried again.
+                for batch in self.acked.keys().copied().collect::<Vec<_>>() {
+                    self.remove(batch, ctx);
+                }
+            }
+            Timer::ComplianceResend => {
+                // The Web service did not answer: ask again (the batch
+                // waits; it never goes out without its files).
+                let Some(f) = self.fetch.as_mut().filter(|f| !f.writing) else {
+                    return;
+                };
+                f.tries += 1;
+                if f.tries == 3 {
+                    let (u, web) = &f.entries[f.todo[0].1[f.candidate]];
+                    let why = format!(
+                        "batch {} waits for file {} from {web}, which does not answer",
+                        f.intent.batch, u.file_id
+                    );
+                    self.status.last_error = Some(why.clone());
+                    ctx.event(
+                        OperatorEvent::ComplianceExportFailed,
+                        format!("{}: {why}", self.name),
+                    );
+                }
+                self.ask(ctx);
+            }
+            _ => {}
         }
     }
 
@@ -602,12 +997,12 @@ impl Actor for Compliance {
                 self.write(Write::EarlyDelete(intent), ops, ctx);
             }
             (Write::EarlyDelete(intent), Ok(_)) => {
-                self.output(intent, ctx);
+                self.fetch_uploads(intent, ctx);
             }
             (Write::EarlyDelete(_), Err(_)) => self.exporting = false,
             (Write::Intent(intent), Ok(_)) => {
                 self.intent = Some(intent.clone());
-                self.output(intent, ctx);
+                self.fetch_uploads(intent, ctx);
             }
             (Write::Intent(_), Err(e)) => {
                 self.exporting = false;
@@ -617,8 +1012,17 @@ impl Actor for Compliance {
                     format!("{}: {e}", self.name),
                 );
             }
-            (Write::Done(intent), Ok(_)) => {
+            (Write::Done(intent, pickup), Ok(_)) => {
                 // The batch's files and its deletion are both durable.
+                if self.delete_unpicked {
+                    let mut names = pickup.names.clone();
+                    names.extend(pickup.uploads.iter().map(|s| upload_path(s)));
+                    self.next_token += 1;
+                    self.writing.insert(self.next_token, Write::Unpicked);
+                    ctx.remove_output(self.next_token, names);
+                } else {
+                    self.awaiting.insert(pickup.batch, pickup);
+                }
                 for k in &intent.events {
                     self.staged.remove(k);
                 }
@@ -642,7 +1046,25 @@ impl Actor for Compliance {
                     self.run(ctx);
                 }
             }
-            (Write::Done(_), Err(e)) => {
+            (Write::Ack { from, batch }, Ok(_)) => {
+                if let Some(p) = self.awaiting.remove(&batch) {
+                    self.acked.insert(batch, p);
+                }
+                ctx.send(from, Msg::ComplianceReport(self.report()));
+                self.remove(batch, ctx);
+            }
+            (Write::Ack { from, batch }, Err(e)) => {
+                let reason = format!("the acknowledgement could not be recorded: {e}");
+                ctx.send(from, Msg::ComplianceAckRefused { batch, reason });
+            }
+            (Write::Forget(batch), result) => {
+                self.removing.remove(&batch);
+                if result.is_ok() {
+                    self.acked.remove(&batch);
+                }
+            }
+            (Write::Upload | Write::Remove(_) | Write::Unpicked, _) => {}
+            (Write::Done(..), Err(e)) => {
                 // The files are written; the deletion is not. Leave the
                 // intent: the next run writes the same files again.
                 self.exporting = false;
@@ -656,9 +1078,57 @@ impl Actor for Compliance {
     }
 
     fn on_output(&mut self, token: u64, result: Result<(), StoreError>, ctx: &mut Ctx) {
-        let Some(Write::Done(intent)) = self.writing.remove(&token) else {
-            return;
+        let intent = match (self.writing.remove(&token), result) {
+            (Some(Write::Done(intent, pickup)), result) => (intent, pickup, result),
+            (Some(Write::Upload), Ok(())) => {
+                let Some(f) = self.fetch.as_mut() else { return };
+                let (sha, _) = f.todo.pop_front().expect("a head");
+                f.done.insert(sha, None);
+                f.candidate = 0;
+                f.writing = false;
+                return self.ask(ctx);
+            }
+            (Some(Write::Upload), Err(e)) => {
+                // The folder is full or unwritable: the batch waits for
+                // the next interval.
+                self.fetch = None;
+                self.exporting = false;
+                self.status.last_error = Some(e.to_string());
+                return ctx.event(
+                    OperatorEvent::ComplianceExportFailed,
+                    format!("{}: an uploaded file: {e}", self.name),
+                );
+            }
+            (Some(Write::Remove(batch)), Ok(())) => {
+                self.status.picked_up += 1;
+                ctx.event(
+                    OperatorEvent::ComplianceBatchPickedUp,
+                    format!(
+                        "{}: batch {batch} ({}) acknowledged and removed",
+                        self.name,
+                        batch_stem(batch)
+                    ),
+                );
+                let op = StoreOp::Delete {
+                    key: store_keys::key_u64(ACKED, batch),
+                };
+                return self.write(Write::Forget(batch), vec![op], ctx);
+            }
+            (Some(Write::Remove(batch)), Err(e)) => {
+                // Tried again at the next interval (and at a restart).
+                self.removing.remove(&batch);
+                self.status.last_error = Some(format!("cannot remove batch {batch}: {e}"));
+                return ctx.event(
+                    OperatorEvent::ComplianceExportFailed,
+                    format!(
+                        "{}: cannot remove acknowledged batch {batch}: {e}",
+                        self.name
+                    ),
+                );
+            }
+            _ => return,
         };
+        let (intent, pickup, result) = intent;
         match result {
             Ok(()) => {
                 let filtered = intent
@@ -667,8 +1137,12 @@ impl Actor for Compliance {
                     .filter(|k| self.staged.get(*k).is_some_and(|e| !self.in_scope(e)))
                     .count() as u64;
                 self.status.filtered += filtered;
-                let ops = Self::deletion(&intent);
-                self.write(Write::Done(intent), ops, ctx);
+                let mut ops = Self::deletion(&intent);
+                ops.push(StoreOp::Put {
+                    key: store_keys::key_u64(AWAITING, intent.batch),
+                    value: store_keys::encode(&pickup),
+                });
+                self.write(Write::Done(intent, pickup), ops, ctx);
             }
             Err(e) => {
                 // The folder is full or unwritable: keep the batch staged
@@ -687,6 +1161,7 @@ impl Actor for Compliance {
         vec![
             (Gauge::ComplianceStaged, self.staged.len() as u64),
             (Gauge::ComplianceBatches, self.last_batch),
+            (Gauge::ComplianceAwaitingPickup, self.awaiting.len() as u64),
             (Gauge::ComplianceLastExportAt, self.status.last_run),
         ]
     }
@@ -1005,6 +1480,240 @@ mod tests {
         assert!(h2.actor().staged.is_empty());
         assert!(!h2.store.contains_key(INTENT));
         assert_eq!(h2.actor().status.last_batch, 2);
+    }
+
+    fn web() -> Addr {
+        Addr::new("web1", ActorKind::Web)
+    }
+
+    /// An upload event of `data` as the Web service records it.
+    fn upload(seq: u64, file: &str, data: &[u8]) -> ComplianceEvent {
+        ComplianceEvent {
+            source: "web1".into(),
+            seq,
+            kind: EventKind::Upload,
+            room: "general".into(),
+            user: "ann@corp.example".into(),
+            at: seq,
+            item: file.into(),
+            text: format!("{file}.txt"),
+            details: crate::chat::web_files::file_details(data),
+        }
+    }
+
+    /// Plays the Web service for the fetches sent: answers each with a
+    /// chunk of `files` (or as missing), until the service stops asking.
+    /// Returns the fetches answered.
+    fn serve(
+        h: &mut Harness<Compliance>,
+        mut sent: Vec<(Addr, Msg)>,
+        files: &BTreeMap<&str, Vec<u8>>,
+        chunk: usize,
+    ) -> usize {
+        let mut n = 0;
+        while let Some(pos) = sent
+            .iter()
+            .position(|(_, m)| matches!(m, Msg::ComplianceFileFetch { .. }))
+        {
+            let (to, m) = sent.remove(pos);
+            assert_eq!(to, web());
+            let Msg::ComplianceFileFetch { file, offset } = m else {
+                unreachable!()
+            };
+            n += 1;
+            let reply = match files.get(file.as_str()) {
+                Some(d) => {
+                    let start = offset as usize;
+                    let end = (start + chunk).min(d.len());
+                    Msg::ComplianceFileChunk {
+                        file,
+                        offset,
+                        total: d.len() as u64,
+                        data: d[start..end].to_vec(),
+                    }
+                }
+                None => Msg::ComplianceFileMissing {
+                    file,
+                    reason: "the Web service has no such file".into(),
+                },
+            };
+            sent = h.msg(web(), reply);
+        }
+        n
+    }
+
+    fn manifest_of(h: &Harness<Compliance>) -> crate::compliance::export::Manifest {
+        let last = h.outputs.last().unwrap();
+        serde_json::from_slice(&last[1].data).unwrap()
+    }
+
+    /// Uploaded files are fetched in chunks, written content-addressed
+    /// (once for two uploads of the same bytes) before the manifest, which
+    /// lists each with its size, hash, room and uploader; one the Web
+    /// service no longer has is listed as missing.
+    #[test]
+    fn a_batch_carries_its_uploaded_files() {
+        let mut h = service(ComplianceConfig {
+            format: ExportFormat::JsonLines,
+            ..Default::default()
+        });
+        let plan = b"the plan, in more than one chunk".to_vec();
+        let events = vec![
+            upload(1, "f1", &plan),
+            upload(2, "f2", &plan),
+            upload(3, "gone", b"lost"),
+        ];
+        h.msg(web(), Msg::ComplianceBatch { events });
+        let sent = h.fire(Timer::ComplianceRun);
+        assert!(h.outputs.is_empty(), "nothing written before the files");
+        let files: BTreeMap<&str, Vec<u8>> = [("f1", plan.clone()), ("f2", plan.clone())].into();
+        let asked = serve(&mut h, sent, &files, 8);
+        assert_eq!(
+            asked,
+            plan.len().div_ceil(8) + 1,
+            "f1 once, in chunks; gone once"
+        );
+        // One content file, then the batch (events, manifest last).
+        assert_eq!(h.outputs.len(), 2);
+        let sha = sha256_hex(&plan);
+        assert_eq!(
+            h.outputs[0],
+            vec![OutputFile {
+                name: upload_path(&sha),
+                data: plan.clone()
+            }]
+        );
+        let m = manifest_of(&h);
+        assert_eq!(m.uploads.len(), 3);
+        assert!(m.uploads[..2].iter().all(|u| u.name == upload_path(&sha)
+            && u.size == plan.len() as u64
+            && u.room == "general"
+            && u.uploader == "ann@corp.example"
+            && !u.missing));
+        assert!(m.uploads[2].missing && m.uploads[2].reason.is_some());
+        assert_eq!(m.uploads[2].sha256, sha256_hex(b"lost"));
+        assert_eq!(m.interval.as_ref().map(|i| (i.first, i.last)), Some((1, 3)));
+        assert_eq!(m.event_files[0].name, m.file);
+        assert!(h.events().contains(&"compliance_file_missing"));
+        assert!(h.actor().staged.is_empty());
+        assert_eq!(h.actor().report().awaiting_pickup, vec![1]);
+    }
+
+    /// A Web service that does not answer delays the batch: it is asked
+    /// again, and no manifest goes out until the file has come.
+    #[test]
+    fn a_file_that_cannot_be_fetched_delays_the_batch() {
+        let mut h = service(ComplianceConfig::default());
+        let data = b"content".to_vec();
+        h.msg(
+            web(),
+            Msg::ComplianceBatch {
+                events: vec![upload(1, "f1", &data)],
+            },
+        );
+        let first = h.fire(Timer::ComplianceRun);
+        assert_eq!(first.len(), 1);
+        for _ in 0..3 {
+            let again = h.fire(Timer::ComplianceResend);
+            assert!(matches!(
+                &again[..],
+                [(_, Msg::ComplianceFileFetch { offset: 0, .. })]
+            ));
+        }
+        assert!(h.outputs.is_empty());
+        assert!(h.actor().status.last_error.is_some());
+        // Another run meanwhile does not start a second export.
+        assert!(h.fire(Timer::ComplianceRun).is_empty());
+        let files: BTreeMap<&str, Vec<u8>> = [("f1", data)].into();
+        let again = h.fire(Timer::ComplianceResend);
+        serve(&mut h, again, &files, 1 << 20);
+        assert_eq!(h.outputs.len(), 2);
+        assert!(!manifest_of(&h).uploads[0].missing);
+    }
+
+    /// An acknowledgement is recorded before anything is removed; the
+    /// batch's files go, but not a content another waiting batch names; a
+    /// crash between the record and the removal removes them at restart.
+    #[test]
+    fn an_acknowledged_batch_is_removed_and_only_then() {
+        let mut h = service(ComplianceConfig::default());
+        let shared = b"shared".to_vec();
+        let own = b"own".to_vec();
+        let files: BTreeMap<&str, Vec<u8>> = [
+            ("s1", shared.clone()),
+            ("s2", shared.clone()),
+            ("o1", own.clone()),
+        ]
+        .into();
+        h.msg(
+            web(),
+            Msg::ComplianceBatch {
+                events: vec![upload(1, "s1", &shared), upload(2, "o1", &own)],
+            },
+        );
+        let sent = h.fire(Timer::ComplianceRun);
+        serve(&mut h, sent, &files, 1 << 20);
+        h.msg(
+            web(),
+            Msg::ComplianceBatch {
+                events: vec![upload(3, "s2", &shared)],
+            },
+        );
+        let sent = h.fire(Timer::ComplianceRun);
+        serve(&mut h, sent, &files, 1 << 20);
+        assert_eq!(h.actor().report().awaiting_pickup, vec![1, 2]);
+        assert!(
+            h.removed.is_empty(),
+            "nothing removed without an acknowledgement"
+        );
+        let op = || Addr::new("operator:ops/1", ActorKind::Client);
+        // Only operators and auditors; only batches that exist.
+        let sent = h.msg(
+            Addr::new("user:alice/1", ActorKind::Client),
+            Msg::ComplianceAck { batch: 1 },
+        );
+        assert!(matches!(&sent[..], [(_, Msg::Forbidden { .. })]));
+        let sent = h.msg(op(), Msg::ComplianceAck { batch: 9 });
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::ComplianceAckRefused { batch: 9, .. })]
+        ));
+        // The acknowledgement is durable, then the process dies before
+        // the removal: the restart removes.
+        h.fail_outputs = Some(StoreError::Io("crash".into()));
+        let sent = h.msg(
+            Addr::new("auditor:carol/1", ActorKind::Client),
+            Msg::ComplianceAck { batch: 1 },
+        );
+        assert!(
+            matches!(&sent[..], [(_, Msg::ComplianceReport(s))] if s.awaiting_pickup == vec![2])
+        );
+        assert!(h.store.contains_key(&store_keys::key_u64(ACKED, 1)));
+        h.fail_outputs = None;
+        let crashed = h.store.clone();
+        let mut h2 = service(ComplianceConfig::default());
+        h2.store = crashed.clone();
+        h2.start(crashed);
+        let want = vec![
+            format!("{}.xml", batch_stem(1)),
+            format!("{}.manifest.json", batch_stem(1)),
+            upload_path(&sha256_hex(&own)),
+        ];
+        assert_eq!(
+            h2.removed,
+            vec![want],
+            "the shared content stays for batch 2"
+        );
+        assert!(!h2.store.contains_key(&store_keys::key_u64(ACKED, 1)));
+        assert!(h2.events().contains(&"compliance_batch_picked_up"));
+        assert_eq!(h2.actor().status.picked_up, 1);
+        // Acknowledged again: nothing to do. Batch 2 takes the shared file.
+        let sent = h2.msg(op(), Msg::ComplianceAck { batch: 1 });
+        assert!(matches!(&sent[..], [(_, Msg::ComplianceReport(_))]));
+        h2.msg(op(), Msg::ComplianceAck { batch: 2 });
+        assert_eq!(h2.removed.len(), 2);
+        assert!(h2.removed[1].contains(&upload_path(&sha256_hex(&shared))));
+        assert!(h2.actor().report().awaiting_pickup.is_empty());
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub enum Timer {
     Rotation,
     /// Channel server: the chat store did not answer in time.
     StoreTimeout,
-    /// Compliance outbox: a batch was not confirmed in time.
+    /// Compliance outbox: a batch was not confirmed in time; Compliance
+    /// service: a file asked of the Web service did not come in time.
     ComplianceResend,
     /// Compliance service: export the staged events.
     ComplianceRun,
@@ -107,6 +108,13 @@ pub enum Effect {
     Output {
         token: u64,
         files: Vec<crate::core::output::OutputFile>,
+    },
+    /// Remove files from the actor's output folder (a missing one is not
+    /// an error), the removals durable; reported through
+    /// [`Actor::on_output`].
+    RemoveOutput {
+        token: u64,
+        names: Vec<String>,
     },
     Event(Event),
 }
@@ -165,6 +173,11 @@ impl<'a> Ctx<'a> {
     /// [`Actor::on_output`] with `token`.
     pub fn output(&mut self, token: u64, files: Vec<crate::core::output::OutputFile>) {
         self.effects.push(Effect::Output { token, files });
+    }
+    /// Removes `names` from the actor's output folder; the result comes to
+    /// [`Actor::on_output`] with `token`.
+    pub fn remove_output(&mut self, token: u64, names: Vec<String>) {
+        self.effects.push(Effect::RemoveOutput { token, names });
     }
     pub fn event(&mut self, kind: OperatorEvent, detail: impl Into<String>) {
         self.effects.push(Effect::Event(Event {
@@ -230,8 +243,8 @@ pub trait Actor {
     /// Result of the `Query` effect carrying `token`. Cores that never
     /// query need not implement it.
     fn on_queried(&mut self, _token: u64, _result: Result<Answer, StoreError>, _ctx: &mut Ctx) {}
-    /// Result of the `Output` effect carrying `token`: every file written
-    /// (and synced), or why not.
+    /// Result of the `Output` (or `RemoveOutput`) effect carrying
+    /// `token`: every file written (or removed) and synced, or why not.
     fn on_output(&mut self, _token: u64, _result: Result<(), StoreError>, _ctx: &mut Ctx) {}
     /// Key prefixes whose rows the engine keeps and the core reads on
     /// demand ([`Query`]): a host leaves them out of what it hands

@@ -16,9 +16,11 @@
 //!   query the engine rows under `e/` (token 5);
 //! - persist 1 done: send marker 2; load 2 and query 5 done: note them;
 //! - `Flush`: set `Resend` to 10 ms and move it to 30 ms, set and cancel
-//!   `Heartbeat`, persist `b` (token 3), output a file (token 4), send
-//!   marker 3;
-//! - persist 3 done: send marker 4; output 4 done: send marker 5;
+//!   `Heartbeat`, persist `b` (token 3), output two files (token 4),
+//!   send marker 3;
+//! - persist 3 done: send marker 4; output 4 done: send marker 5, remove
+//!   the second file and one that is not there (token 7); removal 7 done:
+//!   note it;
 //! - `Resend`: note it (and, where the host restarts on a panic, panic).
 //!
 //! In its second life the driver is started with `a` and `b` — not with
@@ -77,6 +79,9 @@ pub type Journal = Arc<Mutex<Vec<Seen>>>;
 
 /// The probe's file, written by the `Output` effect.
 pub const PROBE_FILE: &str = "contract-probe.txt";
+/// The probe's second file, written with the first and then removed by
+/// the `RemoveOutput` effect: it must be gone.
+pub const PROBE_GONE: &str = "contract-probe-gone.txt";
 
 /// The driver's timer and its delay.
 const FLUSH_AFTER: Millis = 50;
@@ -171,10 +176,16 @@ impl Actor for Probe {
                 ctx.persist(3, put(b"b", b"2"));
                 ctx.output(
                     4,
-                    vec![OutputFile {
-                        name: PROBE_FILE.into(),
-                        data: b"probe".to_vec(),
-                    }],
+                    vec![
+                        OutputFile {
+                            name: PROBE_FILE.into(),
+                            data: b"probe".to_vec(),
+                        },
+                        OutputFile {
+                            name: PROBE_GONE.into(),
+                            data: b"gone".to_vec(),
+                        },
+                    ],
                 );
                 self.marker(3, ctx);
             }
@@ -217,7 +228,11 @@ impl Actor for Probe {
             ok: result.is_ok(),
             now: ctx.now(),
         });
-        self.marker(5, ctx);
+        if token == 4 {
+            self.marker(5, ctx);
+            let names = vec![PROBE_GONE.into(), "contract-probe-never-written.txt".into()];
+            ctx.remove_output(7, names);
+        }
     }
 }
 
@@ -343,6 +358,7 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
         "timer Flush",
         "persisted 3",
         "output 4",
+        "output 7",
         "timer Resend",
         "queried 6",
     ];
@@ -426,7 +442,8 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
     if let Some(flush) = timer_at(Timer::Flush) {
         on_time("Flush", t0, FLUSH_AFTER, done_at(1), flush);
         if let Some(resend) = timer_at(Timer::Resend) {
-            on_time("Resend", flush, RESEND_AFTER, done_at(4), resend);
+            let busy = done_at(4).max(done_at(7));
+            on_time("Resend", flush, RESEND_AFTER, busy, resend);
         }
     }
     let fired = |t: Timer| {

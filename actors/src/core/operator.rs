@@ -24,12 +24,18 @@ pub enum OperatorEvent {
     ChatRoomRefused,
     /// The chat store failed a write or did not answer.
     ChatStoreFailed,
+    /// Compliance service: an acknowledged batch's files were removed from
+    /// the output folder.
+    ComplianceBatchPickedUp,
     /// Compliance service: a batch's files could not be written.
     ComplianceExportFailed,
     /// Compliance service: export works again after a failure.
     ComplianceExportResumed,
     /// Compliance service: a batch was exported.
     ComplianceExported,
+    /// Compliance service: an uploaded file of a batch is gone from the
+    /// Web service; the manifest lists it as missing.
+    ComplianceFileMissing,
     /// Compliance service: staging received events failed.
     ComplianceStageFailed,
     /// Front end: critical mode ended; messaging resumes.
@@ -122,6 +128,7 @@ impl OperatorEvent {
         match self {
             ChannelInRotation
             | ParkedRetried
+            | ComplianceBatchPickedUp
             | ComplianceExportResumed
             | ComplianceExported
             | ArchivePurged
@@ -135,6 +142,7 @@ impl OperatorEvent {
             | ArchivePurgeFailed
             | ChatStoreFailed
             | ComplianceExportFailed
+            | ComplianceFileMissing
             | ComplianceStageFailed
             | CriticalShutdown
             | CriticalStateNotSaved
@@ -159,7 +167,7 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 46] = [
+    pub const ALL: [OperatorEvent; 48] = [
         OperatorEvent::ArchivingFailed,
         OperatorEvent::ArchivePurged,
         OperatorEvent::ArchivePurgeFailed,
@@ -170,9 +178,11 @@ impl OperatorEvent {
         OperatorEvent::ChatJoinRefused,
         OperatorEvent::ChatRoomRefused,
         OperatorEvent::ChatStoreFailed,
+        OperatorEvent::ComplianceBatchPickedUp,
         OperatorEvent::ComplianceExportFailed,
         OperatorEvent::ComplianceExportResumed,
         OperatorEvent::ComplianceExported,
+        OperatorEvent::ComplianceFileMissing,
         OperatorEvent::ComplianceStageFailed,
         OperatorEvent::CriticalResume,
         OperatorEvent::CriticalShutdown,
@@ -220,9 +230,11 @@ impl OperatorEvent {
             OperatorEvent::ChatJoinRefused => "chat_join_refused",
             OperatorEvent::ChatRoomRefused => "chat_room_refused",
             OperatorEvent::ChatStoreFailed => "chat_store_failed",
+            OperatorEvent::ComplianceBatchPickedUp => "compliance_batch_picked_up",
             OperatorEvent::ComplianceExportFailed => "compliance_export_failed",
             OperatorEvent::ComplianceExportResumed => "compliance_export_resumed",
             OperatorEvent::ComplianceExported => "compliance_exported",
+            OperatorEvent::ComplianceFileMissing => "compliance_file_missing",
             OperatorEvent::ComplianceStageFailed => "compliance_stage_failed",
             OperatorEvent::CriticalResume => "critical_resume",
             OperatorEvent::CriticalShutdown => "critical_shutdown",
@@ -302,6 +314,9 @@ pub enum Gauge {
     ChatRooms,
     /// Channel server: client sessions.
     ChatSessions,
+    /// Compliance service: batches written and waiting for the pickup
+    /// system's acknowledgement.
+    ComplianceAwaitingPickup,
     /// Compliance service: the last batch number.
     ComplianceBatches,
     /// Compliance events waiting in an outbox.
@@ -348,7 +363,7 @@ impl Gauge {
     }
 
     /// Every gauge, in declaration order.
-    pub const ALL: [Gauge; 25] = [
+    pub const ALL: [Gauge; 26] = [
         Gauge::OldestQueuedAt,
         Gauge::ComplianceLastExportAt,
         Gauge::ArchivedRows,
@@ -360,6 +375,7 @@ impl Gauge {
         Gauge::ChatRelayed,
         Gauge::ChatRooms,
         Gauge::ChatSessions,
+        Gauge::ComplianceAwaitingPickup,
         Gauge::ComplianceBatches,
         Gauge::ComplianceOutbox,
         Gauge::ComplianceStaged,
@@ -391,6 +407,7 @@ impl Gauge {
             Gauge::ChatRelayed => "chat_relayed",
             Gauge::ChatRooms => "chat_rooms",
             Gauge::ChatSessions => "chat_sessions",
+            Gauge::ComplianceAwaitingPickup => "compliance_awaiting_pickup",
             Gauge::ComplianceBatches => "compliance_batches",
             Gauge::ComplianceOutbox => "compliance_outbox",
             Gauge::ComplianceStaged => "compliance_staged",

@@ -882,6 +882,38 @@ pub enum Msg {
     },
     ComplianceStatusQuery,
     ComplianceReport(ComplianceStatus),
+    /// Compliance service → Web service: the content of uploaded `file`
+    /// from byte `offset`, for an export.
+    ComplianceFileFetch {
+        file: String,
+        offset: u64,
+    },
+    /// Web service → Compliance service: at most
+    /// [`compliance::FILE_CHUNK`] bytes of `file` from `offset`, of
+    /// `total`.
+    ComplianceFileChunk {
+        file: String,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
+    /// Web service → Compliance service: `file` is not there (deleted, or
+    /// its content lost).
+    ComplianceFileMissing {
+        file: String,
+        reason: String,
+    },
+    /// Operator or auditor → Compliance service: the pickup system has
+    /// taken batch `batch`; its files may go. Answered with a report once
+    /// the acknowledgement is durable.
+    ComplianceAck {
+        batch: u64,
+    },
+    /// The acknowledgement names no batch that was exported.
+    ComplianceAckRefused {
+        batch: u64,
+        reason: String,
+    },
     // ---- Channel server ↔ Channel server (relay) ----------------------------
     Relay {
         seq: u64,
@@ -1009,6 +1041,11 @@ impl Msg {
             Msg::Forbidden { .. } => "Forbidden",
             Msg::ComplianceStatusQuery => "ComplianceStatusQuery",
             Msg::ComplianceReport(_) => "ComplianceReport",
+            Msg::ComplianceFileFetch { .. } => "ComplianceFileFetch",
+            Msg::ComplianceFileChunk { .. } => "ComplianceFileChunk",
+            Msg::ComplianceFileMissing { .. } => "ComplianceFileMissing",
+            Msg::ComplianceAck { .. } => "ComplianceAck",
+            Msg::ComplianceAckRefused { .. } => "ComplianceAckRefused",
             Msg::ChatHello { .. } => "ChatHello",
             Msg::ChatWelcome { .. } => "ChatWelcome",
             Msg::ChatBulkJoin { .. } => "ChatBulkJoin",

@@ -10,7 +10,7 @@
 //!
 //! # The contract (what [`crate::actor`] promises cores)
 //! 1. The effects of one reaction run in the order recorded.
-//! 2. A completion (`Persist`, `Load`, `Query`, `Output`) is reported to the core
+//! 2. A completion (`Persist`, `Load`, `Query`, `Output`, `RemoveOutput`) is reported to the core
 //!    that asked for it before the rest of that reaction's effects, and
 //!    before any other event; the completion's own effects run first.
 //! 3. A timer is per slot and per [`Timer`] value: setting it again moves
@@ -83,6 +83,9 @@ pub trait Io {
     async fn query(&mut self, slot: usize, query: Query) -> Result<Answer, StoreError>;
     /// Writes files into slot `slot`'s output folder, each atomically.
     async fn output(&mut self, slot: usize, files: Vec<OutputFile>) -> Result<(), StoreError>;
+    /// Removes files from slot `slot`'s output folder (a file already gone
+    /// is not an error), durably.
+    async fn remove_output(&mut self, slot: usize, names: Vec<String>) -> Result<(), StoreError>;
     /// An operator event of slot `slot`.
     fn event(&mut self, slot: usize, event: Event);
     /// A timer of `addr` is about to fire (the simulator traces it).
@@ -364,6 +367,14 @@ impl<A: Actor> Reactor<A> {
                         self.call(slot, now, |c, ctx| c.on_output(token, result, ctx))?,
                     )
                 }
+                Effect::RemoveOutput { token, names } => {
+                    let result = io.remove_output(slot, names).await;
+                    let now = io.now();
+                    (
+                        now,
+                        self.call(slot, now, |c, ctx| c.on_output(token, result, ctx))?,
+                    )
+                }
             };
             // The completion's effects before the rest (contract 2).
             let (at, effects) = more;
@@ -500,6 +511,9 @@ mod tests {
             Ok(None)
         }
         async fn output(&mut self, _: usize, _: Vec<OutputFile>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn remove_output(&mut self, _: usize, _: Vec<String>) -> Result<(), StoreError> {
             Ok(())
         }
         fn event(&mut self, _: usize, _: Event) {}

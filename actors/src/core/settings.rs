@@ -355,6 +355,12 @@ pub struct Sabotage {
     /// writes the batch's files (the wrong order: a crash in between loses
     /// them).
     pub compliance_delete_first: bool,
+    /// The Compliance service exports events only, without the uploaded
+    /// files (the behaviour before batches carried them).
+    pub compliance_skip_files: bool,
+    /// The Compliance service removes a batch's files as soon as they are
+    /// written, without waiting for the pickup system's acknowledgement.
+    pub compliance_delete_unpicked: bool,
     /// Front ends answer "accepted" for an IM whose record could not be
     /// queued (the old behaviour without critical mode: the record is
     /// lost, and the client believes it archived).

@@ -1,4 +1,5 @@
-//! `holdfast compliance`: the Compliance service's status, or an export now.
+//! `holdfast compliance`: the Compliance service's status, an export now,
+//! or a batch acknowledged as picked up.
 
 use super::common::{fmt_time, load_config, runtime, ConfigArg, Failure};
 use clap::Subcommand;
@@ -27,12 +28,31 @@ pub(crate) enum ComplianceCmd {
         #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
         who: String,
     },
+    /// Tell the service that the pickup system has taken batch BATCH: the
+    /// acknowledgement is recorded, then the batch's files (events file,
+    /// manifest, uploaded files no other waiting batch names) are removed
+    /// from the output folder (an operator or an auditor may ask).
+    #[command(after_help = "Example: holdfast compliance ack 42 -c cluster.toml --as auditor")]
+    Ack {
+        /// The batch number (`holdfast-compliance-<BATCH>.*`).
+        batch: u64,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Whose credential to present (an operator's or an auditor's).
+        #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+        who: String,
+    },
 }
 
 pub(crate) fn run(cmd: ComplianceCmd) -> Result<(), Failure> {
     let (config, who, request) = match cmd {
         ComplianceCmd::Status { config, who } => (config, who, Msg::ComplianceStatusQuery),
         ComplianceCmd::RunNow { config, who } => (config, who, Msg::ComplianceRunNow),
+        ComplianceCmd::Ack { batch, config, who } => (config, who, Msg::ComplianceAck { batch }),
+    };
+    let acked = match &request {
+        Msg::ComplianceAck { batch } => Some(*batch),
+        _ => None,
     };
     let config = load_config(&config)?;
     let s = runtime()?.block_on(holdfast::compliance_client::ask(
@@ -41,6 +61,9 @@ pub(crate) fn run(cmd: ComplianceCmd) -> Result<(), Failure> {
         request,
         Duration::from_secs(10),
     ))?;
+    if let Some(batch) = acked {
+        println!("batch {batch} acknowledged: its files are removed from the output folder");
+    }
     println!("staged events: {}", s.staged);
     println!("last batch:    {}", s.last_batch);
     println!(
@@ -52,6 +75,19 @@ pub(crate) fn run(cmd: ComplianceCmd) -> Result<(), Failure> {
         }
     );
     println!("filtered out:  {}", s.filtered);
+    println!(
+        "for pickup:    {}",
+        if s.awaiting_pickup.is_empty() {
+            "none".to_string()
+        } else {
+            let list: Vec<String> = s.awaiting_pickup.iter().map(u64::to_string).collect();
+            format!("{} batches ({})", list.len(), list.join(", "))
+        }
+    );
+    println!(
+        "picked up:     {} batches since the service started",
+        s.picked_up
+    );
     println!(
         "last error:    {}",
         s.last_error.as_deref().unwrap_or("none")

@@ -9,7 +9,7 @@
 //! reactor stops (a panic, a store that cannot be trusted, a failed fsync).
 
 use super::cores::{Deliver, NodeShared};
-use super::folders::write_export;
+use super::folders::{remove_export, write_export};
 use super::storage::OpenedStores;
 use super::storage::{Applied, Storage};
 use super::{now_ms, store_file};
@@ -143,6 +143,14 @@ impl Io for NodeIo<'_> {
         let result = write_export(&self.shared.config, &files);
         if let Err(e) = &result {
             tracing::warn!(node = %self.shared.node.name, error = %e, "compliance export not written");
+        }
+        result
+    }
+
+    async fn remove_output(&mut self, _slot: usize, names: Vec<String>) -> Result<(), StoreError> {
+        let result = remove_export(&self.shared.config, &names);
+        if let Err(e) = &result {
+            tracing::warn!(node = %self.shared.node.name, error = %e, "acknowledged compliance batch not removed");
         }
         result
     }

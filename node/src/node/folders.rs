@@ -5,8 +5,8 @@
 use super::NodeError;
 use crate::config::{Config, NodeConfig, Role};
 use crate::file_disk::{
-    check_writable, create_private_dir, lock_folder, make_private, set_mode, write_file_atomically,
-    FolderLock, Tightened,
+    check_writable, create_private_dir, lock_folder, make_private, set_mode, sync_dir,
+    write_file_atomically, FolderLock, Tightened,
 };
 use crate::path_error::PathError;
 use holdfast_actors::core::actor::StoreError;
@@ -132,6 +132,34 @@ pub(crate) fn write_export(config: &Config, files: &[OutputFile]) -> Result<(), 
     export_folder(dir, config.compliance_group_read).map_err(|e| export_error(dir, e))?;
     files.iter().try_for_each(|f| {
         let path = dir.join(&f.name);
+        // Uploaded files go in a subfolder (`files/`), with the folder's
+        // mode.
+        if let Some(sub) = path.parent().filter(|p| *p != dir.as_path()) {
+            export_folder(sub, config.compliance_group_read).map_err(|e| export_error(sub, e))?;
+        }
         write_file_atomically(&path, &f.data, file_mode).map_err(|e| export_error(&path, e))
     })
+}
+
+/// Removes files of the compliance output folder (an acknowledged
+/// batch's), a file already gone being no error; the folders are synced so
+/// that the removals are durable.
+pub(crate) fn remove_export(config: &Config, names: &[String]) -> Result<(), StoreError> {
+    let Some(dir) = &config.compliance_output else {
+        return Err(StoreError::Io("no [compliance] output folder".into()));
+    };
+    let mut folders = std::collections::BTreeSet::new();
+    for name in names {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(export_error(&path, e)),
+        }
+        folders.insert(path.parent().unwrap_or(dir).to_path_buf());
+    }
+    folders
+        .iter()
+        .filter(|f| f.exists())
+        .try_for_each(|f| sync_dir(f).map_err(|e| export_error(f, e)))
 }

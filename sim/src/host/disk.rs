@@ -140,6 +140,21 @@ impl SimDisk {
         format!("corrupt {n} bytes of {name} at offset {start} (of {len})")
     }
 
+    /// Removes `file` (gone already is fine), durably after an fsync
+    /// delay (of the folder).
+    pub async fn remove(&self, file: &str) -> Result<(), DiskError> {
+        let fsync = {
+            let s = self.lock();
+            if s.io_error {
+                return Err(DiskError::Io("injected unlink error".into()));
+            }
+            s.fsync
+        };
+        tokio::time::sleep(fsync).await;
+        self.lock().files.remove(file);
+        Ok(())
+    }
+
     pub fn file_names(&self) -> Vec<String> {
         self.lock().files.keys().cloned().collect()
     }

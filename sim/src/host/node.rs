@@ -173,6 +173,13 @@ impl Io for SimIo<'_> {
         Ok(())
     }
 
+    async fn remove_output(&mut self, _slot: usize, names: Vec<String>) -> Result<(), StoreError> {
+        for n in names {
+            self.shared.disk.remove(&format!("{OUTPUT_DIR}{n}")).await?;
+        }
+        Ok(())
+    }
+
     fn event(&mut self, _slot: usize, ev: Event) {
         let now = self.time();
         let (node, event, detail) = (&*self.spec.name, ev.kind.name(), &*ev.detail);

@@ -9,16 +9,29 @@
 //!   as often as confirmed: one whose answer was lost may be exported too);
 //! - no event id appears twice across all files, and every file parses;
 //! - every file event carries the file's size and SHA-256, every room
-//!   change what it changed.
+//!   change what it changed;
+//! - every file the Web service stored whose upload is exported is listed
+//!   in a batch's manifest with its size and SHA-256, and its content is
+//!   there (`files/<sha256>`, in the folder or copied by the pickup
+//!   system) with that hash; a manifest never names a file that is not
+//!   there unless it lists it as missing;
+//! - the files of a batch the service confirmed acknowledged are gone
+//!   from the folder at the end (an uploaded file only if no batch still
+//!   waiting names it); those of a batch never acknowledged are all there.
+//!
+//! The files the pickup system copied out of the folder before it
+//! acknowledged them count as exported, as they would for a real one.
 //!
 //! Events still staged or in an outbox at the end are `pending`, and count
 //! as missing: a scenario must leave time for the last export.
 
 use crate::oracle::chat_log::ChatLog;
-use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent, Manifest};
+use holdfast_actors::compliance::export::{
+    manifest_name, parse, sha256_hex, ExportFormat, ExportedEvent, Manifest, UploadEntry,
+};
 use holdfast_actors::core::protocol::chat::Post;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ComplianceCounts {
@@ -35,6 +48,19 @@ pub struct ComplianceCounts {
     pub wrong: u64,
     /// Still staged or in an outbox at the end.
     pub pending: u64,
+    /// Uploaded files found in a manifest with their content.
+    pub files_exported: u64,
+    /// Uploaded files in no manifest (their upload exported), or named by
+    /// a manifest without being there.
+    pub files_missing: u64,
+    /// Uploaded files listed with another size or hash, or as missing
+    /// while the Web service has them.
+    pub files_wrong: u64,
+    /// Batches acknowledged (confirmed by the service).
+    pub acked: u64,
+    /// Files of an acknowledged batch still in the folder, or of a batch
+    /// never acknowledged gone from it.
+    pub pickup_wrong: u64,
     pub by_kind: BTreeMap<String, u64>,
     pub examples: BTreeMap<&'static str, Vec<String>>,
 }
@@ -51,8 +77,16 @@ impl ComplianceCounts {
 /// What the run produced, for the checker.
 pub struct ComplianceInput<'a> {
     pub format: ExportFormat,
-    /// Every file in the output folder: `(name, content)`.
+    /// Every file in the output folder at the end: `(name, content)`.
     pub outputs: &'a [(String, Vec<u8>)],
+    /// Every file the pickup system copied out of it.
+    pub picked: &'a [(String, Vec<u8>)],
+    /// Batches whose acknowledgement the service confirmed.
+    pub acked: &'a BTreeSet<u64>,
+    /// Batches the pickup system acknowledged (confirmed or not).
+    pub ack_sent: &'a BTreeSet<u64>,
+    /// Files the Web service holds: id → (size, SHA-256).
+    pub uploads: &'a BTreeMap<String, (u64, String)>,
     pub posts: &'a [(u64, Post)],
     /// Files the Web service holds: id → (room, uploader).
     pub files: &'a BTreeMap<String, (String, String)>,
@@ -69,11 +103,24 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
     };
     let ext = format!(".{}", input.format.extension());
     let mut events: BTreeMap<String, ExportedEvent> = BTreeMap::new();
-    let names: BTreeMap<&str, &[u8]> = input
-        .outputs
+    // What a pickup system has: what it copied, and what the folder
+    // still holds (the same bytes under the same name).
+    let mut names: BTreeMap<&str, &[u8]> = input
+        .picked
         .iter()
         .map(|(n, d)| (n.as_str(), d.as_slice()))
         .collect();
+    for (n, d) in input.outputs {
+        match names.get(n.as_str()) {
+            Some(p) if *p != d.as_slice() => {
+                c.wrong += 1;
+                c.example("wrong", format!("{n}: differs from the copy picked up"));
+            }
+            _ => {
+                names.insert(n.as_str(), d.as_slice());
+            }
+        }
+    }
     for (name, data) in &names {
         let Some(stem) = name.strip_suffix(ext.as_str()) else {
             continue;
@@ -164,6 +211,7 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
             }
         }
     }
+    check_files(input, &names, &uploads, &mut c);
     for id in input.files.keys() {
         if !uploads.contains_key(id.as_str()) {
             c.missing += 1;
@@ -193,6 +241,102 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
         }
     }
     c
+}
+
+/// The uploaded files in the manifests, and what the pickup
+/// acknowledgements left in the folder.
+fn check_files(
+    input: &ComplianceInput,
+    names: &BTreeMap<&str, &[u8]>,
+    exported_uploads: &BTreeMap<&str, u64>,
+    c: &mut ComplianceCounts,
+) {
+    let manifests: Vec<Manifest> = names
+        .iter()
+        .filter(|(n, _)| n.ends_with(".manifest.json"))
+        .filter_map(|(_, d)| serde_json::from_slice(d).ok())
+        .collect();
+    let mut by_id: BTreeMap<&str, &UploadEntry> = BTreeMap::new();
+    for m in &manifests {
+        for u in &m.uploads {
+            by_id.insert(u.file_id.as_str(), u);
+            if u.missing {
+                continue;
+            }
+            let there = names
+                .get(u.name.as_str())
+                .is_some_and(|d| d.len() as u64 == u.size && sha256_hex(d) == u.sha256);
+            if !there {
+                c.files_missing += 1;
+                c.example(
+                    "files_missing",
+                    format!(
+                        "batch {} names {} ({}), not there",
+                        m.batch, u.name, u.file_id
+                    ),
+                );
+            }
+        }
+    }
+    for (id, (size, sha)) in input.uploads {
+        if !exported_uploads.contains_key(id.as_str()) {
+            continue; // its event is missing, counted apart
+        }
+        match by_id.get(id.as_str()) {
+            None => {
+                c.files_missing += 1;
+                c.example("files_missing", format!("file {id} in no manifest"));
+            }
+            Some(u) if u.missing || u.size != *size || u.sha256 != *sha => {
+                c.files_wrong += 1;
+                c.example("files_wrong", format!("file {id} listed as {u:?}"));
+            }
+            Some(_) => c.files_exported += 1,
+        }
+    }
+    // Acknowledged: gone; never acknowledged: all there.
+    let folder: BTreeSet<&str> = input.outputs.iter().map(|(n, _)| n.as_str()).collect();
+    let waiting: BTreeSet<&str> = manifests
+        .iter()
+        .filter(|m| !input.acked.contains(&m.batch))
+        .flat_map(|m| m.uploads.iter().filter(|u| !u.missing))
+        .map(|u| u.name.as_str())
+        .collect();
+    c.acked = input.acked.len() as u64;
+    for m in &manifests {
+        let manifest = manifest_name(m.batch);
+        let own = [m.file.as_str(), manifest.as_str()];
+        let uploaded = m
+            .uploads
+            .iter()
+            .filter(|u| !u.missing)
+            .map(|u| u.name.as_str());
+        let wrong: Vec<&str> = if input.acked.contains(&m.batch) {
+            own.into_iter()
+                .filter(|n| folder.contains(n))
+                .chain(uploaded.filter(|n| folder.contains(n) && !waiting.contains(n)))
+                .collect()
+        } else if input.ack_sent.contains(&m.batch) {
+            Vec::new() // acknowledged, unconfirmed: either may be right
+        } else {
+            own.into_iter()
+                .chain(uploaded)
+                .filter(|n| !folder.contains(n))
+                .collect()
+        };
+        if !wrong.is_empty() {
+            c.pickup_wrong += wrong.len() as u64;
+            let state = if input.acked.contains(&m.batch) {
+                "acknowledged, still there"
+            } else {
+                "never acknowledged, gone"
+            };
+            c.example(
+                "pickup_wrong",
+                format!("batch {} {state}: {wrong:?}", m.batch),
+            );
+        }
+    }
 }
 
 /// Whether an event carries the details its kind must: a file's `size`
@@ -292,12 +436,102 @@ mod tests {
         check(&ComplianceInput {
             format: ExportFormat::Xml,
             outputs,
+            picked: &[],
+            acked: &BTreeSet::new(),
+            ack_sent: &BTreeSet::new(),
+            uploads: &BTreeMap::new(),
             posts,
             files: &BTreeMap::new(),
             rooms_saved: &[],
             log: &log,
             pending: 0,
         })
+    }
+
+    /// A batch with one uploaded file: its files and the upload's id, size
+    /// and hash.
+    /// Files by name, and uploads by file id with their size and hash.
+    type Files = Vec<(String, Vec<u8>)>;
+    type Uploads = BTreeMap<String, (u64, String)>;
+
+    fn batch_with_upload() -> (Files, Uploads) {
+        use holdfast_actors::compliance::export::{render_batch, upload_entry};
+        let content = b"the plan".to_vec();
+        let sha = sha256_hex(&content);
+        let e = ComplianceEvent {
+            source: "web1".into(),
+            seq: 1,
+            kind: EventKind::Upload,
+            room: "r".into(),
+            user: "a".into(),
+            at: 1,
+            item: "f1".into(),
+            text: "plan.txt".into(),
+            details: [
+                ("size".to_string(), content.len().to_string()),
+                ("sha256".to_string(), sha.clone()),
+            ]
+            .into(),
+        };
+        let entry = upload_entry(&e).unwrap();
+        let mut out: Vec<(String, Vec<u8>)> =
+            render_batch(ExportFormat::Xml, 1, &[&e], vec![entry.clone()])
+                .into_iter()
+                .map(|f| (f.name, f.data))
+                .collect();
+        out.push((entry.name, content.clone()));
+        let uploads = [("f1".to_string(), (content.len() as u64, sha))].into();
+        (out, uploads)
+    }
+
+    fn run_pickup(
+        folder: &[(String, Vec<u8>)],
+        picked: &[(String, Vec<u8>)],
+        acked: &[u64],
+        uploads: &BTreeMap<String, (u64, String)>,
+    ) -> ComplianceCounts {
+        let log = ChatLog::default();
+        let acked: BTreeSet<u64> = acked.iter().copied().collect();
+        check(&ComplianceInput {
+            format: ExportFormat::Xml,
+            outputs: folder,
+            picked,
+            acked: &acked,
+            ack_sent: &acked,
+            uploads,
+            posts: &[],
+            files: &BTreeMap::new(),
+            rooms_saved: &[],
+            log: &log,
+            pending: 0,
+        })
+    }
+
+    /// Uploaded files must be in the manifests with their content; an
+    /// acknowledged batch's files must be gone, an unacknowledged one's
+    /// there.
+    #[test]
+    fn it_sees_missing_uploaded_files_and_removals_out_of_order() {
+        let (files, uploads) = batch_with_upload();
+        // Picked up and acknowledged, the folder empty: right.
+        let c = run_pickup(&[], &files, &[1], &uploads);
+        assert_eq!(
+            (c.files_exported, c.files_missing, c.pickup_wrong),
+            (1, 0, 0),
+            "{c:?}"
+        );
+        // Still waiting, all there: right.
+        let c = run_pickup(&files, &[], &[], &uploads);
+        assert_eq!((c.files_exported, c.pickup_wrong), (1, 0), "{c:?}");
+        // Acknowledged and still there.
+        let c = run_pickup(&files, &files, &[1], &uploads);
+        assert_eq!(c.pickup_wrong, 3, "{c:?}");
+        // Never acknowledged and gone (seen only in the pickup's copy).
+        let c = run_pickup(&[], &files, &[], &uploads);
+        assert_eq!(c.pickup_wrong, 3, "{c:?}");
+        // The manifest names a file that is not there.
+        let c = run_pickup(&files[..2], &[], &[], &uploads);
+        assert_eq!(c.files_missing, 1, "{c:?}");
     }
 
     #[test]

@@ -401,6 +401,19 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
                 ));
             }
         }
+        for (what, n, key) in [
+            ("uploaded files missing", cc.files_missing, "files_missing"),
+            ("uploaded files listed wrong", cc.files_wrong, "files_wrong"),
+            (
+                "files kept after or removed before their acknowledgement",
+                cc.pickup_wrong,
+                "pickup_wrong",
+            ),
+        ] {
+            if n > 0 {
+                f.push(format!("compliance: {n} {what}; e.g. {:?}", cex(key)));
+            }
+        }
         at_least(
             f,
             "compliance exported",
@@ -608,6 +621,10 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
                 cc.duplicates,
                 cc.wrong,
                 cc.pending
+            ));
+            s.push_str(&format!(
+                "  compliance files: exported {}  missing {}  wrong {}  batches acknowledged {}  kept or removed wrongly {}\n",
+                cc.files_exported, cc.files_missing, cc.files_wrong, cc.acked, cc.pickup_wrong
             ));
         }
     }

@@ -14,6 +14,7 @@ use crate::trace::Trace;
 use crate::workload::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
 use crate::workload::hostile::{run_hostile, HostileSpec, SharedHostileLog, HOSTILE_NODE};
 use crate::workload::im::{self, run_client, ClientSpec, CLIENT_NODE};
+use crate::workload::pickup::{run_pickup, PickupSpec, SharedPickupLog, PICKUP_NODE};
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::roster::Roster;
@@ -52,6 +53,7 @@ pub(super) struct Started {
     pub(super) history: im::History,
     pub(super) hostile_log: SharedHostileLog,
     pub(super) chat_log: SharedChatLog,
+    pub(super) pickup_log: SharedPickupLog,
 }
 
 pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
@@ -115,6 +117,27 @@ pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
             chat_log.clone(),
         ));
     }
+    let pickup_log: SharedPickupLog = Arc::default();
+    if let (Some(comp), Some(period_ms)) = (&scn.topology.compliance, scn.pickup_ms) {
+        let spec = Arc::new(PickupSpec {
+            compliance: comp.clone(),
+            addr: addrs[comp],
+            disk: nodes.shared[comp].disk.clone(),
+            period_ms,
+            epoch,
+            link: link.clone(),
+        });
+        let log = pickup_log.clone();
+        clients.push(
+            Handle::current()
+                .create_node()
+                .name(PICKUP_NODE)
+                .ip(ip(addrs.len() + 3))
+                .init(move || run_pickup(spec.clone(), log.clone()))
+                .build()
+                .id(),
+        );
+    }
     Started {
         epoch,
         link,
@@ -126,6 +149,7 @@ pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
         history,
         hostile_log,
         chat_log,
+        pickup_log,
     }
 }
 

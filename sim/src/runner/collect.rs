@@ -17,6 +17,7 @@ use crate::scenario::Scenario;
 use holdfast_actors::archiving::retention::PurgeRecord;
 use holdfast_actors::chat::chat_store;
 use holdfast_actors::chat::web_files;
+use holdfast_actors::compliance::export as compliance_export;
 use holdfast_actors::compliance::service as compliance;
 use holdfast_actors::core::actor::Recovered;
 use holdfast_actors::core::cluster::Cluster;
@@ -48,7 +49,7 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
         .collect();
     let mut read_errors = Vec::new();
     let archive = read_archive(&scn, nodes, &mut read_errors);
-    let chat = check_chat(&scn, nodes, &run.chat_log, &mut read_errors);
+    let chat = check_chat(&scn, nodes, run, &mut read_errors);
     let events = lock(&run.events).clone();
     let shutdowns = critical::shutdowns(&events);
     let mut observed = observe(ops, archive, &events, &shutdowns, &run.cluster);
@@ -177,9 +178,10 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
 fn check_chat(
     scn: &Scenario,
     nodes: &Nodes,
-    chat_log: &SharedChatLog,
+    run: &Started,
     read_errors: &mut Vec<String>,
 ) -> Option<ChatCounts> {
+    let chat_log: &SharedChatLog = &run.chat_log;
     scn.topology.chat_store.as_ref().map(|store| {
         let shared = &nodes.shared[store];
         let state = replay(&shared.disk.durable(&store_file(ActorKind::ChatStore))).0;
@@ -192,6 +194,7 @@ fn check_chat(
         }
         let mut files = BTreeMap::new();
         let mut file_owners = BTreeMap::new();
+        let mut uploads = BTreeMap::new();
         let mut pending = 0u64;
         for web in &scn.topology.web {
             let state = replay(&nodes.shared[web].disk.durable(&store_file(ActorKind::Web))).0;
@@ -203,6 +206,10 @@ fn check_chat(
                     // A description without its content is a lost file.
                     Ok(f) => match state.get(&web_files::blob_key(&f.id)) {
                         Some(data) => {
+                            uploads.insert(
+                                f.id.clone(),
+                                (data.len() as u64, compliance_export::sha256_hex(data)),
+                            );
                             file_owners.insert(f.id.clone(), (f.room.clone(), f.uploader.clone()));
                             files.insert(f.id, data.len() as u64);
                         }
@@ -236,9 +243,19 @@ fn check_chat(
                 .filter_map(|k| k.strip_prefix(chat_store::CHAT_ROOM))
                 .map(|r| String::from_utf8_lossy(r).into_owned())
                 .collect();
+            let pickup = lock(&run.pickup_log);
+            let picked: Vec<(String, Vec<u8>)> = pickup
+                .picked
+                .iter()
+                .map(|(n, d)| (n.clone(), d.clone()))
+                .collect();
             counts.compliance = Some(compliance_checker::check(&ComplianceInput {
                 format: scn.export.format,
                 outputs: &outputs,
+                picked: &picked,
+                acked: &pickup.acked,
+                ack_sent: &pickup.sent,
+                uploads: &uploads,
                 posts: &posts,
                 files: &file_owners,
                 rooms_saved: &rooms_saved,

@@ -4,6 +4,7 @@
 use super::nodes::Nodes;
 use crate::workload::chat::CHAT_CLIENT_NODE;
 use crate::workload::im::CLIENT_NODE;
+use crate::workload::pickup::PICKUP_NODE;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use std::collections::BTreeSet;
@@ -43,7 +44,11 @@ pub(super) async fn tear_down(nodes: &Nodes, clients: &[NodeId]) -> usize {
         .ids
         .keys()
         .cloned()
-        .chain([CLIENT_NODE.to_string(), CHAT_CLIENT_NODE.to_string()])
+        .chain([
+            CLIENT_NODE.to_string(),
+            CHAT_CLIENT_NODE.to_string(),
+            PICKUP_NODE.to_string(),
+        ])
         .collect();
     handle
         .metrics()

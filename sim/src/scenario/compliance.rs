@@ -6,6 +6,19 @@ use super::raw::RawCompliance;
 use holdfast_actors::compliance::export::ExportFormat;
 use holdfast_actors::compliance::service::ComplianceConfig;
 
+/// `compliance.pickup`: how often the simulated pickup system takes and
+/// acknowledges batches (none without it).
+pub(super) fn pickup(cx: &Ctx, raw: Option<&RawCompliance>) -> Result<Option<u64>, ScenarioError> {
+    let Some(p) = raw.and_then(|c| c.pickup.as_ref()) else {
+        return Ok(None);
+    };
+    let ms = cx.dur(p, "compliance.pickup")?;
+    if ms < 1_000 {
+        return Err(cx.err(&p.span(), "compliance.pickup", "at least 1s"));
+    }
+    Ok(Some(ms))
+}
+
 pub(super) fn export(
     cx: &Ctx,
     raw: Option<&RawCompliance>,

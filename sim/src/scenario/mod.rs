@@ -67,6 +67,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     let (faults, generators) = faults::faults(&cx, &raw.fault, duration_ms, &topology, &mut draws)?;
     let gauge_min = expect::gauge_min(&cx, &raw.expect, &topology)?;
     let export = compliance::export(&cx, raw.compliance.as_ref(), &topology)?;
+    let pickup_ms = compliance::pickup(&cx, raw.compliance.as_ref())?;
     let expect = expect::expect(&cx, &raw.expect, gauge_min, !workloads.chat.is_empty())?;
     Ok(Scenario {
         file: file.to_string(),
@@ -79,6 +80,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         settings,
         sabotage: raw.sabotage,
         export,
+        pickup_ms,
         workloads: workloads.im,
         chat: workloads.chat,
         hostile: workloads.hostile,

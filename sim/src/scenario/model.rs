@@ -32,6 +32,9 @@ pub struct Scenario {
     pub expect: Expect,
     /// How the Compliance service exports (with `topology.compliance`).
     pub export: ComplianceConfig,
+    /// With a Compliance service: how often a simulated pickup system
+    /// copies the complete batches and acknowledges them.
+    pub pickup_ms: Option<u64>,
 }
 
 /// A value of the scenario that each seed draws from a range.

@@ -45,6 +45,10 @@ pub(super) struct RawCompliance {
     pub(super) rooms: Vec<String>,
     #[serde(default)]
     pub(super) users: Vec<String>,
+    /// A pickup system: every this often it copies the complete batches
+    /// out of the output folder and acknowledges them (`ComplianceAck`).
+    #[serde(default)]
+    pub(super) pickup: Option<Spanned<String>>,
 }
 
 pub(super) fn default_seed() -> u64 {

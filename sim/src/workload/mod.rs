@@ -5,3 +5,4 @@
 pub mod chat;
 pub mod hostile;
 pub mod im;
+pub mod pickup;

@@ -102,4 +102,13 @@ pub struct ComplianceStatus {
     pub last_error: Option<String>,
     /// Events left out by the scoping.
     pub filtered: u64,
+    /// Batches written and not yet acknowledged by the pickup system.
+    pub awaiting_pickup: Vec<u64>,
+    /// Batches acknowledged and removed since the service started.
+    pub picked_up: u64,
 }
+
+/// Bytes of an uploaded file per [`crate::core::protocol::Msg::ComplianceFileChunk`]:
+/// well inside a frame ([`crate::core::frame::MAX_FRAME`]) whatever the
+/// file size limit.
+pub const FILE_CHUNK: u64 = 1 << 20;
