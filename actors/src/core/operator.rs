@@ -22,6 +22,9 @@ pub enum OperatorEvent {
     ChatJoinRefused,
     /// Channel server: a room change was refused.
     ChatRoomRefused,
+    /// Chat store: an operator disabled, enabled or cleared a room or
+    /// replaced a post (records management), or a clear's purge ended.
+    ChatRecords,
     /// The chat store failed a write or did not answer.
     ChatStoreFailed,
     /// Compliance service: a batch's files could not be written.
@@ -117,6 +120,7 @@ impl OperatorEvent {
         use OperatorEvent::*;
         match self {
             ChannelInRotation
+            | ChatRecords
             | ParkedRetried
             | ComplianceExportResumed
             | ComplianceExported
@@ -153,7 +157,7 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 44] = [
+    pub const ALL: [OperatorEvent; 45] = [
         OperatorEvent::ArchivingFailed,
         OperatorEvent::ParkedRetried,
         OperatorEvent::ChannelInRotation,
@@ -161,6 +165,7 @@ impl OperatorEvent {
         OperatorEvent::ChatAccessRevoked,
         OperatorEvent::ChatJoinRefused,
         OperatorEvent::ChatRoomRefused,
+        OperatorEvent::ChatRecords,
         OperatorEvent::ChatStoreFailed,
         OperatorEvent::ComplianceExportFailed,
         OperatorEvent::ComplianceExportResumed,
@@ -211,6 +216,7 @@ impl OperatorEvent {
             OperatorEvent::ChatAccessRevoked => "chat_access_revoked",
             OperatorEvent::ChatJoinRefused => "chat_join_refused",
             OperatorEvent::ChatRoomRefused => "chat_room_refused",
+            OperatorEvent::ChatRecords => "chat_records",
             OperatorEvent::ChatStoreFailed => "chat_store_failed",
             OperatorEvent::ComplianceExportFailed => "compliance_export_failed",
             OperatorEvent::ComplianceExportResumed => "compliance_export_resumed",

@@ -356,6 +356,9 @@ pub struct Sabotage {
     /// instead of answering with the number it holds it under (a store
     /// without a unique key on the post id).
     pub chat_store_forgets_ids: bool,
+    /// The chat store hides the posts a clear covers from members but
+    /// never deletes their rows: the content stays in the store.
+    pub chat_clear_hides_only: bool,
 }
 
 #[cfg(test)]
