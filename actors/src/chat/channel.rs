@@ -1465,6 +1465,80 @@ mod tests {
         ));
     }
 
+    /// Only an operator disables, clears or replaces; a disabled room
+    /// takes no joins and no posts and ends its subscriptions.
+    #[test]
+    fn records_requests_are_for_operators_and_a_disabled_room_is_closed() {
+        let mut h = channel(Settings::default());
+        join(&mut h, "user:a/1", "a", "general");
+        for msg in [
+            Msg::RoomClear {
+                room: "general".into(),
+                before: None,
+            },
+            Msg::PostReplace {
+                post: "p1".into(),
+                text: "x".into(),
+            },
+            Msg::RoomDisable {
+                room: "general".into(),
+                disabled: true,
+            },
+        ] {
+            let sent = h.msg(client("user:a/1"), msg);
+            assert!(
+                matches!(&sent[..], [(_, Msg::ChatRejected { reason: ChatReject::Forbidden(_), .. })]),
+                "{sent:?}"
+            );
+        }
+        let sent = h.msg(
+            client("operator:ops/1"),
+            Msg::RoomDisable {
+                room: "general".into(),
+                disabled: true,
+            },
+        );
+        let Msg::StoreRoomDisable { token, by, .. } = &sent[0].1 else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(by, "ops");
+        let info = Room {
+            members: ["a", "b"].iter().map(|u| u.to_string()).collect(),
+            disabled: true,
+            version: 1,
+            ..Default::default()
+        };
+        let sent = h.msg(
+            store(),
+            Msg::StoreRoomSaved {
+                token: *token,
+                room: "general".into(),
+                info: Box::new(info),
+            },
+        );
+        assert!(sent.iter().any(|(a, m)| a.node == "user:a/1"
+            && matches!(m, Msg::ChatRejected { reason: ChatReject::RoomDisabled, .. })));
+        assert!(sent.iter().any(|(a, m)| a.node == "operator:ops/1"
+            && matches!(m, Msg::RoomSaved { version: 1, .. })));
+        let sent = join(&mut h, "user:b/2", "b", "general");
+        assert_refused(&sent, ChatReject::RoomDisabled);
+        assert_eq!(
+            cleared_ranges(2, 9, &[(4, post_of("p4")), (5, post_of("p5")), (8, post_of("p8"))]),
+            vec![(3, 3), (6, 7), (9, 9)]
+        );
+        assert_eq!(cleared_ranges(2, 3, &[(3, post_of("p3"))]), vec![]);
+    }
+
+    fn post_of(id: &str) -> Post {
+        Post {
+            id: id.into(),
+            room: "general".into(),
+            author: "a".into(),
+            text: String::new(),
+            at: 0,
+        }
+    }
+
     #[test]
     fn over_capacity_new_sessions_are_told_busy() {
         let mut h = channel(Settings {
