@@ -9,7 +9,7 @@
 //! dropped. A `Persist` batch is one transaction, WAL journal and
 //! `synchronous = FULL`: on disk before [`ChatDb::apply`] returns.
 //!
-//! Records management: a replaced post's original (`o/`) is a row of
+//! Records management: a replaced post's original (`e/`) is a row of
 //! `replaced`, beside the post that now holds the new text. A cleared
 //! post's row is deleted (`DELETE`, `secure_delete` on, so SQLite
 //! overwrites the freed space), and a batch that deleted posts ends with
@@ -785,7 +785,14 @@ mod tests {
             let mut p = post(id, "r");
             p.text = format!("needle-{id}-needle");
             p.at = t as u64;
-            react(&mut db, &mut core, Msg::StoreAppend { token: t as u64, post: p });
+            react(
+                &mut db,
+                &mut core,
+                Msg::StoreAppend {
+                    token: t as u64,
+                    post: p,
+                },
+            );
         }
         let sent = react(
             &mut db,
@@ -797,7 +804,10 @@ mod tests {
                 by: "ops".into(),
             },
         );
-        assert!(matches!(sent[..], [Msg::StoreReplaced { seq: 3, .. }]), "{sent:?}");
+        assert!(
+            matches!(sent[..], [Msg::StoreReplaced { seq: 3, .. }]),
+            "{sent:?}"
+        );
         let sent = react(
             &mut db,
             &mut core,
@@ -808,7 +818,10 @@ mod tests {
                 by: "ops".into(),
             },
         );
-        assert!(matches!(sent[..], [Msg::StoreCleared { through: 3, .. }]), "{sent:?}");
+        assert!(
+            matches!(sent[..], [Msg::StoreCleared { through: 3, .. }]),
+            "{sent:?}"
+        );
         let texts: Vec<(i64, String)> = db
             .conn
             .prepare("SELECT seq, text FROM posts ORDER BY seq")
@@ -820,7 +833,9 @@ mod tests {
         assert_eq!(texts, vec![(3, "replacement".to_string())]);
         let original: String = db
             .conn
-            .query_row("SELECT text FROM replaced WHERE post_id = 'p3'", [], |r| r.get(0))
+            .query_row("SELECT text FROM replaced WHERE post_id = 'p3'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(original, "needle-p3-needle");
         drop(db);

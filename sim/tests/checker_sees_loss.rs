@@ -186,7 +186,12 @@ fn a_clear_that_only_hides_is_caught() {
     assert_eq!((c.replaced, c.disabled, c.records_errors), (1, 1, 0));
     let comp = c.compliance.unwrap();
     for kind in ["room_cleared", "room_purged", "post_replaced"] {
-        assert_eq!(comp.by_kind.get(kind), Some(&1), "{kind}: {:?}", comp.by_kind);
+        assert_eq!(
+            comp.by_kind.get(kind),
+            Some(&1),
+            "{kind}: {:?}",
+            comp.by_kind
+        );
     }
     let (bad, failures) = library(
         "chat-clear-and-replace.toml",

@@ -961,10 +961,7 @@ impl Channel {
             } => match self.pending.remove(&token) {
                 Some(Pending::Room { client, .. }) => Self::reject(ctx, client, room, None, reason),
                 Some(Pending::Records {
-                    client,
-                    room,
-                    post,
-                    ..
+                    client, room, post, ..
                 }) => Self::reject(ctx, client, room, post, reason),
                 _ => {}
             },
@@ -1487,7 +1484,16 @@ mod tests {
         ] {
             let sent = h.msg(client("user:a/1"), msg);
             assert!(
-                matches!(&sent[..], [(_, Msg::ChatRejected { reason: ChatReject::Forbidden(_), .. })]),
+                matches!(
+                    &sent[..],
+                    [(
+                        _,
+                        Msg::ChatRejected {
+                            reason: ChatReject::Forbidden(_),
+                            ..
+                        }
+                    )]
+                ),
                 "{sent:?}"
             );
         }
@@ -1517,13 +1523,25 @@ mod tests {
             },
         );
         assert!(sent.iter().any(|(a, m)| a.node == "user:a/1"
-            && matches!(m, Msg::ChatRejected { reason: ChatReject::RoomDisabled, .. })));
-        assert!(sent.iter().any(|(a, m)| a.node == "operator:ops/1"
-            && matches!(m, Msg::RoomSaved { version: 1, .. })));
+            && matches!(
+                m,
+                Msg::ChatRejected {
+                    reason: ChatReject::RoomDisabled,
+                    ..
+                }
+            )));
+        assert!(sent
+            .iter()
+            .any(|(a, m)| a.node == "operator:ops/1"
+                && matches!(m, Msg::RoomSaved { version: 1, .. })));
         let sent = join(&mut h, "user:b/2", "b", "general");
         assert_refused(&sent, ChatReject::RoomDisabled);
         assert_eq!(
-            cleared_ranges(2, 9, &[(4, post_of("p4")), (5, post_of("p5")), (8, post_of("p8"))]),
+            cleared_ranges(
+                2,
+                9,
+                &[(4, post_of("p4")), (5, post_of("p5")), (8, post_of("p8"))]
+            ),
             vec![(3, 3), (6, 7), (9, 9)]
         );
         assert_eq!(cleared_ranges(2, 3, &[(3, post_of("p3"))]), vec![]);

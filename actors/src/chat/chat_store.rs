@@ -45,7 +45,7 @@
 //!   surviving post and `through`, which tells the client that the
 //!   numbers in between hold nothing.
 //! - *Replace* rewrites the post's row with the new text and inserts the
-//!   original under `o/<post id>` (the `replaced` table of the engines),
+//!   original under `e/<post id>` (the `replaced` table of the engines),
 //!   which members never read; the compliance event carries both texts.
 
 use crate::compliance::service::{NewEvent, Outbox};
@@ -95,9 +95,9 @@ pub fn clear_key(room: &str, n: u64) -> Vec<u8> {
     k
 }
 
-/// Key prefix of a replaced post's original: `o/<post id>` → [`Replaced`]
+/// Key prefix of a replaced (edited) post's original: `e/<post id>` → [`Replaced`]
 /// (an engine row, never read by members).
-pub const CHAT_REPLACED: &[u8] = b"o/";
+pub const CHAT_REPLACED: &[u8] = b"e/";
 
 pub fn replaced_key(id: &str) -> Vec<u8> {
     prefixed(CHAT_REPLACED, id)
@@ -1266,9 +1266,9 @@ impl Actor for ChatStore {
                         self.purging = false;
                         (format!("the posts of {room} to purge"), None, 0)
                     }
-                    Ask::Replace { from, token, id, .. } => {
-                        (format!("post {id}"), Some(from), token)
-                    }
+                    Ask::Replace {
+                        from, token, id, ..
+                    } => (format!("post {id}"), Some(from), token),
                 };
                 ctx.event(
                     OperatorEvent::ChatStoreFailed,
@@ -2019,7 +2019,12 @@ mod records_tests {
         let kinds: Vec<(EventKind, String)> = events(&h)
             .into_iter()
             .filter(|e| e.kind != EventKind::Post)
-            .map(|e| (e.kind, e.details.get("deleted").cloned().unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.kind,
+                    e.details.get("deleted").cloned().unwrap_or_default(),
+                )
+            })
             .collect();
         assert_eq!(
             kinds,
@@ -2030,8 +2035,10 @@ mod records_tests {
                 (EventKind::RoomPurged, "2".to_string()),
             ]
         );
-        assert!(events(&h).iter().all(|e| e.kind != EventKind::RoomCleared
-            || e.user == "ops" && e.details["through"] == "5"));
+        assert!(events(&h)
+            .iter()
+            .all(|e| e.kind != EventKind::RoomCleared
+                || e.user == "ops" && e.details["through"] == "5"));
     }
 
     /// A sabotaged store that only hides cleared posts keeps their text.
@@ -2087,10 +2094,16 @@ mod records_tests {
             "{sent:?}"
         );
         let original: Replaced = store_keys::decode(&h.store[&replaced_key("p2")]).unwrap();
-        assert_eq!((original.original.text.as_str(), original.seq), ("secret text 2", 2));
+        assert_eq!(
+            (original.original.text.as_str(), original.seq),
+            ("secret text 2", 2)
+        );
         let e = events(&h).pop().unwrap();
         assert_eq!(e.kind, EventKind::PostReplaced);
-        assert_eq!((e.text.as_str(), e.details["original"].as_str()), ("redacted", "secret text 2"));
+        assert_eq!(
+            (e.text.as_str(), e.details["original"].as_str()),
+            ("redacted", "secret text 2")
+        );
         // A retry of the post is answered with the stored (new) content.
         let retry = Post {
             id: "p2".into(),
@@ -2099,8 +2112,16 @@ mod records_tests {
             text: "secret text 2".into(),
             at: 2000,
         };
-        let sent = h.msg(ch(), Msg::StoreAppend { token: 8, post: retry });
-        assert!(matches!(&sent[0].1, Msg::StoreAppended { seq: 2, post, .. } if post.text == "redacted"));
+        let sent = h.msg(
+            ch(),
+            Msg::StoreAppend {
+                token: 8,
+                post: retry,
+            },
+        );
+        assert!(
+            matches!(&sent[0].1, Msg::StoreAppended { seq: 2, post, .. } if post.text == "redacted")
+        );
         h.msg(
             ch(),
             Msg::StoreClear {
@@ -2147,7 +2168,10 @@ mod records_tests {
             "{sent:?}"
         );
         let e = events(&h).pop().unwrap();
-        assert_eq!((e.kind, e.details["disabled"].as_str()), (EventKind::RoomSaved, "true"));
+        assert_eq!(
+            (e.kind, e.details["disabled"].as_str()),
+            (EventKind::RoomSaved, "true")
+        );
         assert_eq!(h.events(), vec!["chat_records"]);
         let sent = h.msg(
             ch(),

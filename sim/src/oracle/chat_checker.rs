@@ -186,9 +186,11 @@ pub fn check(
                 let covered = covering(&op.room, *seq, op.sent_ms);
                 // A number a clear covers, given to a post sent after the
                 // clear was answered: a number used twice.
-                if let Some(cl) = log.clears.iter().find(|cl| {
-                    cl.room == op.room && *seq <= cl.through && op.sent_ms > cl.done_ms
-                }) {
+                if let Some(cl) = log
+                    .clears
+                    .iter()
+                    .find(|cl| cl.room == op.room && *seq <= cl.through && op.sent_ms > cl.done_ms)
+                {
                     c.records_errors += 1;
                     example(
                         &mut c,
@@ -287,7 +289,10 @@ pub fn check(
                 example(
                     &mut c,
                     "records",
-                    format!("{user} skipped {room}#{seq} as cleared: {} is stored", post.id),
+                    format!(
+                        "{user} skipped {room}#{seq} as cleared: {} is stored",
+                        post.id
+                    ),
                 );
             }
         }
@@ -354,7 +359,10 @@ pub fn check(
                 example(
                     &mut c,
                     "records",
-                    format!("{} received cleared post {} at {} ms", r.user, r.post, r.at_ms),
+                    format!(
+                        "{} received cleared post {} at {} ms",
+                        r.user, r.post, r.at_ms
+                    ),
                 );
             }
         }
@@ -364,7 +372,10 @@ pub fn check(
                 example(
                     &mut c,
                     "records",
-                    format!("{} received {} with its old text at {} ms", r.user, r.post, r.at_ms),
+                    format!(
+                        "{} received {} with its old text at {} ms",
+                        r.user, r.post, r.at_ms
+                    ),
                 );
             }
         }
@@ -474,7 +485,10 @@ mod tests {
             .received_while_walled = 2;
         assert_eq!(check(&l, &stored(), &files(), &[]).wall_breaches, 2);
         // A file the Web service does not hold, and a corrupt download.
-        assert_eq!(check(&log(), &stored(), &BTreeMap::new(), &[]).files_lost, 1);
+        assert_eq!(
+            check(&log(), &stored(), &BTreeMap::new(), &[]).files_lost,
+            1
+        );
         let mut l = log();
         l.downloads_corrupt.push("x".into());
         assert_eq!(check(&l, &stored(), &files(), &[]).files_corrupt, 1);

@@ -7,9 +7,9 @@ use super::model::{
     Archive, ChatWorkload, Draw, DrawTarget, HostileWorkload, ImWorkload, Topology, ATTACKS,
 };
 use super::raw::{ArchiveSpec, RawWorkload};
-use toml::Spanned;
 use holdfast_actors::core::protocol::RecordKind;
 use holdfast_actors::core::units;
+use toml::Spanned;
 
 /// A `kind = "hostile"` workload.
 fn hostile_workload(

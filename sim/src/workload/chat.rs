@@ -20,8 +20,8 @@ use crate::host::alarm::Alarm;
 use crate::host::tcp_flow::FlowLink;
 use crate::lock;
 use crate::oracle::chat_log::{
-    chat_rooms, chat_users, file_content, is_file_content, ClearRecord, DisableRecord,
-    FileRecord, PostOp, PostOutcome, Receipt, ReplaceRecord, SharedChatLog,
+    chat_rooms, chat_users, file_content, is_file_content, ClearRecord, DisableRecord, FileRecord,
+    PostOp, PostOutcome, Receipt, ReplaceRecord, SharedChatLog,
 };
 use crate::scenario::ChatWorkload;
 use crate::seeds::{self, Purpose};
@@ -261,9 +261,7 @@ impl ChatClient {
 
     /// Milliseconds of the run now.
     fn now_ms(&self) -> u64 {
-        Instant::now()
-            .duration_since(self.spec.epoch)
-            .as_millis() as u64
+        Instant::now().duration_since(self.spec.epoch).as_millis() as u64
     }
 
     async fn run(mut self) {
@@ -831,7 +829,9 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                         .iter()
                         .filter(|(_, p)| p.room == first)
                         .filter_map(|(id, p)| match p.outcome {
-                            PostOutcome::Accepted { seq } if !covered(seq) => Some((seq, id.clone())),
+                            PostOutcome::Accepted { seq } if !covered(seq) => {
+                                Some((seq, id.clone()))
+                            }
                             _ => None,
                         })
                         .max();
@@ -856,7 +856,10 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                 },
                 Action::Replace => Msg::PostReplace {
                     post: target.as_ref().expect("chosen").1.clone(),
-                    text: format!("replaced by the operator: {}", target.as_ref().expect("chosen").1),
+                    text: format!(
+                        "replaced by the operator: {}",
+                        target.as_ref().expect("chosen").1
+                    ),
                 },
             };
             let sent = net.send(Envelope {
@@ -883,12 +886,17 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                             (Msg::PostReplace { post, .. }, Msg::PostReplaced { post: p, .. }) => {
                                 p == post
                             }
-                            (Msg::PostReplace { post, .. }, Msg::ChatRejected { post: Some(p), .. }) => {
-                                p == post
-                            }
+                            (
+                                Msg::PostReplace { post, .. },
+                                Msg::ChatRejected { post: Some(p), .. },
+                            ) => p == post,
                             (
                                 Msg::RoomDisable { room, .. } | Msg::RoomClear { room, .. },
-                                Msg::ChatRejected { room: r, post: None, .. },
+                                Msg::ChatRejected {
+                                    room: r,
+                                    post: None,
+                                    ..
+                                },
                             ) => r == room,
                             _ => false,
                         };
@@ -927,7 +935,9 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                     });
                     outcome = Ok(());
                 }
-                Some(Msg::ChatRejected { reason, .. }) if reason != ChatReject::StoreUnavailable => {
+                Some(Msg::ChatRejected { reason, .. })
+                    if reason != ChatReject::StoreUnavailable =>
+                {
                     outcome = Err(format!("refused: {reason:?}"));
                 }
                 _ => continue,

@@ -4,7 +4,7 @@
 //! (`r/`) a row of `rooms` plus its `memberships`; a user's follows
 //! (`u/`) rows of `follows`; any other key lands in `kv`.
 //!
-//! Records management as in SQLite: a replaced post's original (`o/`) is a
+//! Records management as in SQLite: a replaced post's original (`e/`) is a
 //! row of `replaced`; a cleared post's row is deleted (the space is
 //! reclaimed by the server's vacuum).
 //!
@@ -30,7 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// version 2 (`replaced`) its schema 2.
 pub static SCHEMA: Schema = Schema {
     component: "chat store",
-    steps: &["
+    steps: &[
+        "
 CREATE TABLE posts (
     room    TEXT   COLLATE \"C\" NOT NULL,
     seq     BIGINT NOT NULL,
@@ -67,7 +68,8 @@ CREATE TABLE kv (
     key   BYTEA PRIMARY KEY,
     value BYTEA NOT NULL
 );
-", "
+",
+        "
 CREATE TABLE replaced (
     post_id     TEXT   COLLATE \"C\" PRIMARY KEY,
     room        TEXT   COLLATE \"C\" NOT NULL,
@@ -78,7 +80,8 @@ CREATE TABLE replaced (
     replaced_by TEXT   NOT NULL,
     replaced_at BIGINT NOT NULL
 );
-"],
+",
+    ],
 };
 
 const POST: &str = "SELECT room, seq, post_id, author, text, at FROM posts";
