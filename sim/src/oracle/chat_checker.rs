@@ -61,6 +61,8 @@ pub struct ChatCounts {
     pub cleared: u64,
     pub replaced: u64,
     pub disabled: u64,
+    /// Numbers clients skipped as cleared while catching up.
+    pub skipped: u64,
     /// Records management not done as it must be (see the module doc).
     pub records_errors: u64,
     /// Operator actions that never got done.
@@ -283,6 +285,7 @@ pub fn check(
         let Some(posts) = rooms.get(room.as_str()) else {
             continue;
         };
+        c.skipped += view.skipped.len() as u64;
         for seq in &view.skipped {
             if let Some(post) = posts.get(seq) {
                 c.records_errors += 1;

@@ -589,8 +589,8 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         ));
         if ch.cleared + ch.replaced + ch.disabled + ch.records_errors + ch.records_failed > 0 {
             s.push_str(&format!(
-                "  chat records: cleared {}  replaced {}  disabled {}  errors {}  failed actions {}\n",
-                ch.cleared, ch.replaced, ch.disabled, ch.records_errors, ch.records_failed
+                "  chat records: cleared {}  replaced {}  disabled {}  skipped in catch-ups {}  errors {}  failed actions {}\n",
+                ch.cleared, ch.replaced, ch.disabled, ch.skipped, ch.records_errors, ch.records_failed
             ));
         }
         if ch.files_stored > 0 {
