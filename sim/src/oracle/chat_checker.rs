@@ -460,6 +460,58 @@ mod tests {
         BTreeMap::from([("web1-1".to_string(), 10)])
     }
 
+    /// A clear's posts are counted as cleared, not lost; one still stored,
+    /// its text left in the store, or its number given out again is a
+    /// records error; a replaced post is checked against the new text.
+    #[test]
+    fn records_management_is_checked() {
+        use crate::oracle::chat_log::{ClearRecord, ReplaceRecord};
+        let mut l = log();
+        l.clears.push(ClearRecord {
+            room: "r".into(),
+            before: None,
+            through: 2,
+            done_ms: 100,
+        });
+        let survivors = &stored()[2..];
+        let c = check(&l, survivors, &files(), b"other bytes");
+        assert_eq!(
+            (c.lost, c.cleared, c.records_errors, c.order_errors),
+            (0, 2, 0, 0)
+        );
+        // Hidden but kept: the row, and the text in the store's values.
+        let c = check(&l, &stored(), &files(), b"...p1...");
+        assert_eq!(c.records_errors, 2 + 1, "{:?}", c.examples);
+        // A number the clear covered, given to a post sent after it.
+        let mut reused = l.clone();
+        reused.posts.insert(
+            "p9".into(),
+            PostOp {
+                room: "r".into(),
+                author: "a".into(),
+                text: "p9".into(),
+                outcome: PostOutcome::Accepted { seq: 2 },
+                sent_ms: 200,
+            },
+        );
+        let mut again = survivors.to_vec();
+        again.push((2, post("p9", "r", "p9")));
+        assert!(check(&reused, &again, &files(), &[]).records_errors > 0);
+        // A replace: the store holds the new text.
+        let mut r = log();
+        r.replaces.push(ReplaceRecord {
+            post: "p2".into(),
+            room: "r".into(),
+            seq: 2,
+            text: "new".into(),
+            done_ms: 100,
+        });
+        let mut replaced = stored();
+        replaced[1].1.text = "new".into();
+        assert_eq!(check(&r, &replaced, &files(), &[]).order_errors, 0);
+        assert!(check(&r, &stored(), &files(), &[]).order_errors > 0);
+    }
+
     #[test]
     fn a_clean_history_passes_and_each_kind_of_damage_is_counted() {
         let c = check(&log(), &stored(), &files(), &[]);

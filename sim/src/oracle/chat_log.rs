@@ -120,7 +120,7 @@ pub struct FileRecord {
 }
 
 /// Everything the chat clients observed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ChatLog {
     /// Files acknowledged as stored, by id.
     pub files: BTreeMap<String, FileRecord>,
