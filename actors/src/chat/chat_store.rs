@@ -709,6 +709,7 @@ fn stored_directory(
     fn under<T: serde::de::DeserializeOwned>(
         recovered: &Recovered,
         prefix: &'static [u8],
+        decode: fn(&[u8]) -> Result<T, postcard::Error>,
     ) -> Vec<Result<(String, T), ChatReadError>> {
         recovered
             .range(prefix.to_vec()..)
@@ -716,12 +717,49 @@ fn stored_directory(
             .map(|(k, v)| {
                 let name = String::from_utf8(k[prefix.len()..].to_vec())
                     .map_err(|_| ChatReadError::MalformedKey { key: k.clone() })?;
-                let value = store_keys::decode(v).map_err(ReadError::undecodable(k))?;
+                let value = decode(v).map_err(ReadError::undecodable(k))?;
                 Ok((name, value))
             })
             .collect()
     }
-    (under(recovered, CHAT_ROOM), under(recovered, CHAT_FOLLOWS))
+    (
+        under(recovered, CHAT_ROOM, decode_room),
+        under(recovered, CHAT_FOLLOWS, |v| store_keys::decode(v)),
+    )
+}
+
+/// A room as stores written before rooms could be disabled hold it.
+#[derive(serde::Deserialize)]
+struct RoomBeforeDisable {
+    members: BTreeSet<String>,
+    denied: BTreeSet<String>,
+    presenters: Option<BTreeSet<String>>,
+    managers: BTreeSet<String>,
+    privacy: crate::core::protocol::chat::Privacy,
+    category: String,
+    description: String,
+    invite: bool,
+    version: u64,
+}
+
+/// A stored room: as written now, or as written before `disabled` (an
+/// enabled room).
+pub fn decode_room(v: &[u8]) -> Result<Room, postcard::Error> {
+    store_keys::decode::<Room>(v).or_else(|e| {
+        let old: RoomBeforeDisable = store_keys::decode(v).map_err(|_| e)?;
+        Ok(Room {
+            members: old.members,
+            denied: old.denied,
+            presenters: old.presenters,
+            managers: old.managers,
+            privacy: old.privacy,
+            category: old.category,
+            description: old.description,
+            invite: old.invite,
+            version: old.version,
+            disabled: false,
+        })
+    })
 }
 
 impl Actor for ChatStore {
@@ -1879,6 +1917,41 @@ mod tests {
 #[cfg(test)]
 mod records_tests {
     use super::*;
+
+    /// Rooms stored before rooms could be disabled still read, enabled.
+    #[test]
+    fn a_room_stored_before_disable_reads_as_enabled() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            members: BTreeSet<String>,
+            denied: BTreeSet<String>,
+            presenters: Option<BTreeSet<String>>,
+            managers: BTreeSet<String>,
+            privacy: crate::core::protocol::chat::Privacy,
+            category: String,
+            description: String,
+            invite: bool,
+            version: u64,
+        }
+        let old = Old {
+            members: ["a@x".to_string()].into(),
+            denied: BTreeSet::new(),
+            presenters: None,
+            managers: BTreeSet::new(),
+            privacy: crate::core::protocol::chat::Privacy::Secret,
+            category: "corp".into(),
+            description: "d".into(),
+            invite: true,
+            version: 7,
+        };
+        let room = decode_room(&store_keys::encode(&old)).unwrap();
+        assert_eq!((room.version, room.disabled, room.invite), (7, false, true));
+        let now = Room {
+            disabled: true,
+            ..room.clone()
+        };
+        assert_eq!(decode_room(&store_keys::encode(&now)).unwrap(), now);
+    }
     use crate::compliance::service::OUTBOX;
     use crate::testkit::Harness;
 
