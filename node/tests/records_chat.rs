@@ -4,10 +4,12 @@
 //! remains (the replacement, not the original); the cleared text is gone
 //! from the chat store's SQLite file; the original of the replaced post
 //! is kept beside it; the compliance export names every action and who
-//! did it; a user may do none of it.
+//! did it; a user may do none of it. With the chat store in SQLite and in
+//! PostgreSQL.
 
 mod common;
 
+use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
 use holdfast::cluster_up::{free_port, loopback_config};
@@ -55,7 +57,25 @@ fn exported(c: &TestCluster) -> Vec<ExportedEvent> {
 
 #[test]
 fn an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record() {
-    let mut c = TestCluster::start_with("tls", config_text);
+    records_on(None);
+}
+
+#[test]
+fn an_operator_clears_replaces_and_disables_with_postgres() {
+    let pg = PgServer::start();
+    records_on(Some(&pg));
+}
+
+fn records_on(pg: Option<&PgServer>) {
+    let chat_store = pg
+        .map(|pg| {
+            format!(
+                "\n[chat_store]\nengine = \"postgres\"\nurl = \"{}\"\n",
+                pg.url("holdfast")
+            )
+        })
+        .unwrap_or_default();
+    let mut c = TestCluster::start_with("tls", || config_text() + &chat_store);
     let config = c.config.clone();
     let t = Duration::from_secs(10);
     let rt = common::runtime();
@@ -275,6 +295,36 @@ fn an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record() {
         .any(|e| e.kind == "post" && e.text == "old-secret-1"));
     assert!(c.log("chatdb").contains("chat_records"));
 
+    if let Some(pg) = pg {
+        // The same tables in PostgreSQL: no cleared row, the original kept.
+        let mut db = pg.client("holdfast");
+        let texts: Vec<String> = db
+            .query(
+                "SELECT text FROM posts WHERE room = 'general' ORDER BY seq",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(texts, ["new-4", "new-5 fixed", "after all that"]);
+        let left: i64 = db
+            .query_one(
+                "SELECT COUNT(*) FROM posts WHERE text LIKE 'old-secret%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+        let original: String = db
+            .query_one("SELECT text FROM replaced WHERE post_id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        assert_eq!(original, "new-5 (to be fixed)");
+        let slow = c.stop_all();
+        assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
+        return;
+    }
     // The chat store's file: no cleared row, no cleared text; the original
     // of the replaced post in `replaced`.
     let path = c.config.node("chatdb").unwrap().chat_path();
