@@ -773,10 +773,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chat.sqlite");
         let mut db = ChatDb::open(&path).unwrap();
-        let mut core = ChatStore::new("chatdb", BTreeMap::new());
         let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
         let me = Addr::new("chatdb", ActorKind::ChatStore);
-        core.on_start(db.recovered().unwrap(), &mut Ctx::new(0, &me, &mut rng));
         let mut rooms = BTreeMap::new();
         rooms.insert("r".to_string(), Room::default());
         let mut core = ChatStore::new("chatdb", rooms);
