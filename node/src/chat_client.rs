@@ -38,6 +38,8 @@ fn describe(r: &ChatReject) -> String {
         ChatReject::TooLarge { limit } => {
             format!("the post is too large: chat_post_max_bytes is {limit} bytes")
         }
+        ChatReject::RoomDisabled => "the room is disabled: no joins, no posts".into(),
+        ChatReject::NoSuchPost => "no such post (never posted, or cleared)".into(),
     }
 }
 
@@ -53,7 +55,18 @@ impl ChatClient {
         // Presents `user`'s credential on TLS links; the connection's name
         // carries the principal (unguessable, so that no other client can
         // take over its replies).
-        let (principal, link) = client_identity(config, user, &[Role::User])?;
+        Self::connect_as(config, user, Role::User, channel, timeout).await
+    }
+
+    /// Connects as `user` in `role` (an operator, for records management).
+    pub async fn connect_as(
+        config: &Config,
+        user: &str,
+        role: Role,
+        channel: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ChatClient, String> {
+        let (principal, link) = client_identity(config, user, &[role])?;
         let me = connection_name(&principal);
         let (tx, rx) = mpsc::unbounded_channel();
         let peers = config
@@ -430,6 +443,62 @@ impl ChatClient {
         {
             Msg::ChatParticipants { users, .. } => Ok(users),
             _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// Disables (or enables) a room, as an operator; returns its new
+    /// directory version.
+    pub async fn disable_room(&mut self, room: &str, disabled: bool) -> Result<u64, String> {
+        let msg = Msg::RoomDisable {
+            room: room.to_string(),
+            disabled,
+        };
+        match self
+            .request(
+                msg,
+                room,
+                |m| matches!(m, Msg::RoomSaved { room: r, .. } if r == room),
+            )
+            .await?
+        {
+            Msg::RoomSaved { version, .. } => Ok(version),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// Clears a room's posts (those before `before`, ms, if given), as an
+    /// operator; returns the last number the clear covers.
+    pub async fn clear_room(&mut self, room: &str, before: Option<u64>) -> Result<u64, String> {
+        let msg = Msg::RoomClear {
+            room: room.to_string(),
+            before,
+        };
+        match self
+            .request(
+                msg,
+                room,
+                |m| matches!(m, Msg::RoomCleared { room: r, .. } if r == room),
+            )
+            .await?
+        {
+            Msg::RoomCleared { through, .. } => Ok(through),
+            _ => unreachable!("filtered by request"),
+        }
+    }
+
+    /// Replaces a post's text, as an operator; returns its room and number.
+    pub async fn replace_post(&mut self, post: &str, text: &str) -> Result<(String, u64), String> {
+        self.to_channel(Msg::PostReplace {
+            post: post.to_string(),
+            text: text.to_string(),
+        })?;
+        match self
+            .next(|m| matches!(m, Msg::PostReplaced { post: p, .. } | Msg::ChatRejected { post: Some(p), .. } if p == post))
+            .await
+        {
+            Some(Msg::PostReplaced { room, seq, .. }) => Ok((room, seq)),
+            Some(Msg::ChatRejected { reason, .. }) => Err(format!("post {post}: {}", describe(&reason))),
+            _ => Err(format!("{} did not answer PostReplace in time", self.channel)),
         }
     }
 

@@ -8,10 +8,18 @@
 //! (`u/`) rows of `follows`. Any other key lands in `kv`, so no op is ever
 //! dropped. A `Persist` batch is one transaction, WAL journal and
 //! `synchronous = FULL`: on disk before [`ChatDb::apply`] returns.
+//!
+//! Records management: a replaced post's original (`e/`) is a row of
+//! `replaced`, beside the post that now holds the new text. A cleared
+//! post's row is deleted (`DELETE`, `secure_delete` on, so SQLite
+//! overwrites the freed space), and a batch that deleted posts ends with
+//! a `TRUNCATE` checkpoint, so that the write-ahead log does not keep
+//! the deleted text either.
 
 use crate::path_error::PathError;
 use holdfast_actors::chat::chat_store::{
-    parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID, CHAT_ROOM,
+    parse_post_key, post_key, prefixed, Replaced, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID,
+    CHAT_REPLACED, CHAT_ROOM,
 };
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{Answer, Query};
@@ -23,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema version this build writes and understands (`user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `replaced`.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS posts (
@@ -57,6 +66,16 @@ CREATE TABLE IF NOT EXISTS follows (
     user TEXT NOT NULL,
     room TEXT NOT NULL,
     PRIMARY KEY (user, room)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replaced (
+    post_id     TEXT    PRIMARY KEY,
+    room        TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    author      TEXT    NOT NULL,
+    text        TEXT    NOT NULL,
+    at          INTEGER NOT NULL,
+    replaced_by TEXT    NOT NULL,
+    replaced_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
@@ -101,6 +120,10 @@ impl ChatDb {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| fail(&e))?;
+        // Deleted rows (cleared posts) are overwritten, not left in free
+        // pages.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(|e| fail(&e))?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| fail(&e))?;
@@ -114,9 +137,10 @@ impl ChatDb {
         })
     }
 
-    /// Applies one `Persist` batch in one transaction. A malformed post, a
-    /// sequence number holding another post, or a deleted post refuses
-    /// the whole batch: nothing is committed.
+    /// Applies one `Persist` batch in one transaction. A malformed post or
+    /// a sequence number holding another post refuses the whole batch:
+    /// nothing is committed. Deleting a post (by number or by id) deletes
+    /// its row.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
         let path = self.path.clone();
         let io = |e: rusqlite::Error| match &e {
@@ -136,8 +160,52 @@ impl ChatDb {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
         let mut inserted = 0u64;
+        let mut deleted = 0usize;
         for op in ops {
             match op {
+                StoreOp::Delete { key } if key.starts_with(CHAT_POST_ID) => {
+                    let id = utf8(key, CHAT_POST_ID).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    deleted += tx
+                        .execute("DELETE FROM posts WHERE post_id = ?1", [&id])
+                        .map_err(io)?;
+                }
+                StoreOp::Put { key, value } | StoreOp::Insert { key, value }
+                    if key.starts_with(CHAT_REPLACED) =>
+                {
+                    let r: Replaced = keys::decode(value)
+                        .map_err(|e| refuse(format!("undecodable original {key:?}: {e}")))?;
+                    let verb = if matches!(op, StoreOp::Put { .. }) {
+                        "INSERT OR REPLACE"
+                    } else {
+                        "INSERT OR IGNORE"
+                    };
+                    let n = tx
+                        .execute(
+                            &format!(
+                                "{verb} INTO replaced (post_id, room, seq, author, text, at, \
+                                 replaced_by, replaced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                            ),
+                            rusqlite::params![
+                                r.original.id,
+                                r.original.room,
+                                r.seq as i64,
+                                r.original.author,
+                                r.original.text,
+                                r.original.at as i64,
+                                r.by,
+                                r.at as i64
+                            ],
+                        )
+                        .map_err(io)?;
+                    if matches!(op, StoreOp::Insert { .. }) {
+                        inserted += n as u64;
+                    }
+                }
+                StoreOp::Delete { key } if key.starts_with(CHAT_REPLACED) => {
+                    let id = utf8(key, CHAT_REPLACED).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    tx.execute("DELETE FROM replaced WHERE post_id = ?1", [&id])
+                        .map_err(io)?;
+                }
                 // A post's id: the posts table's unique index on `post_id`
                 // is the key. The post itself was put under its number
                 // earlier in the batch; check that it holds this id.
@@ -163,9 +231,7 @@ impl ChatDb {
                     }
                     inserted += 1;
                 }
-                StoreOp::Put { key, .. } | StoreOp::Delete { key }
-                    if key.starts_with(CHAT_POST_ID) =>
-                {
+                StoreOp::Put { key, .. } if key.starts_with(CHAT_POST_ID) => {
                     return Err(refuse(format!("post ids are only inserted (key {key:?})")));
                 }
                 StoreOp::Put { key, value } if key.starts_with(CHAT_POST) => {
@@ -207,7 +273,14 @@ impl ChatDb {
                     }
                 }
                 StoreOp::Delete { key } if key.starts_with(CHAT_POST) => {
-                    return Err(refuse(format!("posts are never deleted (key {key:?})")));
+                    let (room, seq) = parse_post_key(key)
+                        .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
+                    deleted += tx
+                        .execute(
+                            "DELETE FROM posts WHERE room = ?1 AND seq = ?2",
+                            rusqlite::params![room, seq as i64],
+                        )
+                        .map_err(io)?;
                 }
                 StoreOp::Put { key, value } if key.starts_with(CHAT_ROOM) => {
                     let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
@@ -298,6 +371,14 @@ impl ChatDb {
             }
         }
         tx.commit().map_err(io)?;
+        if deleted > 0 {
+            // The log still holds the deleted rows' pages: copy it into
+            // the database file and empty it. Committed already, so a
+            // checkpoint that cannot finish now (a reader) is only late.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
         Ok(Written { inserted })
     }
 
@@ -326,7 +407,32 @@ impl ChatDb {
             Query::Get { keys: wanted } => {
                 let mut values = Vec::with_capacity(wanted.len());
                 for key in wanted {
-                    let value = if let Some(id) = key.strip_prefix(CHAT_POST_ID) {
+                    let value = if let Some(id) = key.strip_prefix(CHAT_REPLACED) {
+                        let id = String::from_utf8_lossy(id);
+                        self.conn
+                            .query_row(
+                                "SELECT post_id, room, seq, author, text, at, replaced_by, \
+                                 replaced_at FROM replaced WHERE post_id = ?1",
+                                [&id],
+                                |r| {
+                                    Ok(Replaced {
+                                        seq: r.get::<_, i64>(2)? as u64,
+                                        original: Post {
+                                            id: r.get(0)?,
+                                            room: r.get(1)?,
+                                            author: r.get(3)?,
+                                            text: r.get(4)?,
+                                            at: r.get::<_, i64>(5)? as u64,
+                                        },
+                                        by: r.get(6)?,
+                                        at: r.get::<_, i64>(7)? as u64,
+                                    })
+                                },
+                            )
+                            .optional()
+                            .map_err(io)?
+                            .map(|r| keys::encode(&r))
+                    } else if let Some(id) = key.strip_prefix(CHAT_POST_ID) {
                         let id = String::from_utf8_lossy(id);
                         self.conn
                             .query_row(&format!("{POST} WHERE post_id = ?1"), [&id], read)
@@ -658,11 +764,86 @@ mod tests {
             prefix: CHAT_POST.to_vec(),
         };
         assert_eq!(db.answer(&count).unwrap().count(), 1);
-        let e = db
-            .apply(&[StoreOp::Delete {
-                key: post_key("r", 1),
-            }])
-            .unwrap_err();
-        assert!(e.to_string().contains("never deleted"), "{e}");
+    }
+
+    /// A clear's deletion removes the row and its text from the file; a
+    /// replace keeps the original in `replaced`.
+    #[test]
+    fn deleted_posts_leave_no_text_in_the_file_and_originals_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.sqlite");
+        let mut db = ChatDb::open(&path).unwrap();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let me = Addr::new("chatdb", ActorKind::ChatStore);
+        let mut rooms = BTreeMap::new();
+        rooms.insert("r".to_string(), Room::default());
+        let mut core = ChatStore::new("chatdb", rooms);
+        core.on_start(db.recovered().unwrap(), &mut Ctx::new(0, &me, &mut rng));
+        for (t, id) in ["p1", "p2", "p3"].iter().enumerate() {
+            let mut p = post(id, "r");
+            p.text = format!("needle-{id}-needle");
+            p.at = t as u64;
+            react(
+                &mut db,
+                &mut core,
+                Msg::StoreAppend {
+                    token: t as u64,
+                    post: p,
+                },
+            );
+        }
+        let sent = react(
+            &mut db,
+            &mut core,
+            Msg::StoreReplace {
+                token: 5,
+                post: "p3".into(),
+                text: "replacement".into(),
+                by: "ops".into(),
+            },
+        );
+        assert!(
+            matches!(sent[..], [Msg::StoreReplaced { seq: 3, .. }]),
+            "{sent:?}"
+        );
+        let sent = react(
+            &mut db,
+            &mut core,
+            Msg::StoreClear {
+                token: 6,
+                room: "r".into(),
+                before: Some(2),
+                by: "ops".into(),
+            },
+        );
+        assert!(
+            matches!(sent[..], [Msg::StoreCleared { through: 3, .. }]),
+            "{sent:?}"
+        );
+        let texts: Vec<(i64, String)> = db
+            .conn
+            .prepare("SELECT seq, text FROM posts ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(texts, vec![(3, "replacement".to_string())]);
+        let original: String = db
+            .conn
+            .query_row("SELECT text FROM replaced WHERE post_id = 'p3'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(original, "needle-p3-needle");
+        drop(db);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend(std::fs::read(dir.path().join("chat.sqlite-wal")).unwrap_or_default());
+        for gone in ["needle-p1-needle", "needle-p2-needle"] {
+            assert!(
+                !bytes.windows(gone.len()).any(|w| w == gone.as_bytes()),
+                "{gone} still in the file"
+            );
+        }
     }
 }

@@ -592,6 +592,7 @@ fn chat_pool(
             description: r.description.clone(),
             invite: r.invite,
             version: 0,
+            disabled: false,
         };
         if out.insert(r.name.clone(), room).is_some() {
             return Err(invalid(key("name"), format!("{:?} is used twice", r.name)));

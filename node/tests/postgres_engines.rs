@@ -12,7 +12,9 @@ use holdfast::chat_db::ChatDb;
 use holdfast::config::PgTarget;
 use holdfast::engines::postgres::{PgArchive, PgChat};
 use holdfast::engines::Engine;
-use holdfast_actors::chat::chat_store::{post_key, CHAT_POST, CHAT_POST_ID};
+use holdfast_actors::chat::chat_store::{
+    post_key, replaced_key, Replaced, CHAT_POST, CHAT_POST_ID,
+};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
 use holdfast_actors::core::engine::{self, Answer, Query};
 use holdfast_actors::core::protocol::chat::Post;
@@ -361,14 +363,54 @@ fn the_chat_engines_answer_like_the_map_reference() {
     let mut next = [1u64; 3];
     let mut reference = Recovered::new();
     let mut rng = SmallRng::seed_from_u64(11);
+    // Posts stored: (seq, post), which a later batch may replace or delete
+    // (records management: as the chat store core does).
+    let mut stored: Vec<(u64, Post)> = Vec::new();
     for batch in 0..100 {
         let mut ops = Vec::new();
         for _ in 0..rng.gen_range(1..=3) {
-            if rng.gen_bool(0.7) {
+            let roll = rng.gen_range(0..10);
+            if roll < 6 || stored.is_empty() {
                 let r = rng.gen_range(0..rooms.len());
                 let p = post(&format!("p{batch}-{}", ops.len()), rooms[r], "hi ✓");
                 ops.extend(append(&p, next[r]));
+                stored.push((next[r], p));
                 next[r] += 1;
+            } else if roll == 6 {
+                // A clear deletes a post's row, its id and any original.
+                let (seq, p) = stored.remove(rng.gen_range(0..stored.len()));
+                ops.push(StoreOp::Delete {
+                    key: post_key(&p.room, seq),
+                });
+                ops.push(StoreOp::Delete {
+                    key: keys::key_str(CHAT_POST_ID, &p.id),
+                });
+                ops.push(StoreOp::Delete {
+                    key: replaced_key(&p.id),
+                });
+            } else if roll == 7 {
+                // A replace: the new text under the number and the id, the
+                // original (the first only) beside it.
+                let i = rng.gen_range(0..stored.len());
+                let (seq, original) = stored[i].clone();
+                let new = Post {
+                    text: format!("replaced in {batch}"),
+                    ..original.clone()
+                };
+                ops.push(StoreOp::Delete {
+                    key: keys::key_str(CHAT_POST_ID, &new.id),
+                });
+                ops.extend(append(&new, seq));
+                ops.push(StoreOp::Insert {
+                    key: replaced_key(&new.id),
+                    value: keys::encode(&Replaced {
+                        seq,
+                        original,
+                        by: "ops".into(),
+                        at: batch,
+                    }),
+                });
+                stored[i].1 = new;
             } else {
                 ops.push(StoreOp::Put {
                     key: random_kv_key(&mut rng),
@@ -392,6 +434,7 @@ fn the_chat_engines_answer_like_the_map_reference() {
                     keys: vec![
                         post_key(r, rng.gen_range(1..6)),
                         keys::key_str(CHAT_POST_ID, &format!("p{}-0", rng.gen_range(0..=batch))),
+                        replaced_key(&format!("p{}-0", rng.gen_range(0..=batch))),
                         random_kv_key(&mut rng),
                     ],
                 },

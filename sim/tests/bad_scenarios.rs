@@ -189,7 +189,13 @@ fn a_chat_workload_needs_channel_servers_and_chat_keys_need_a_chat_workload() {
         8,
         &["workload.kind", "topology.channels"],
     );
-    for (key, value) in [("rooms", "3"), ("managed", "true"), ("churn", "0.5")] {
+    for (key, value) in [
+        ("rooms", "3"),
+        ("managed", "true"),
+        ("churn", "0.5"),
+        ("clear_at", "\"1m\""),
+        ("disable_at", "\"1m\""),
+    ] {
         assert_rejected(
             &GOOD.replace("users = 10", &format!("users = 10\n{key} = {value}")),
             10,
@@ -201,6 +207,42 @@ fn a_chat_workload_needs_channel_servers_and_chat_keys_need_a_chat_workload() {
         6,
         &["topology.lookups"],
     );
+}
+
+/// Records management keys: within the run, a cut before its clear, two
+/// rooms when the last is disabled while the first is cleared.
+#[test]
+fn records_keys_are_checked() {
+    let chat = GOOD
+        .replace(
+            "front_ends = 2",
+            "front_ends = 2\nchannels = 1\nlookups = 1",
+        )
+        .replace("kind = \"im\"", "kind = \"chat\"");
+    for (keys, needles) in [
+        (
+            "clear_at = \"11m\"",
+            &["workload.clear_at", "within the run"][..],
+        ),
+        (
+            "clear_before = \"1m\"",
+            &["workload.clear_before", "needs clear_at"][..],
+        ),
+        (
+            "clear_at = \"1m\"\nclear_before = \"2m\"",
+            &["workload.clear_before", "not after it"][..],
+        ),
+        (
+            "disable_at = \"2m\"\nreplace_at = \"1m\"",
+            &["workload.disable_at", "two rooms"][..],
+        ),
+    ] {
+        let (code, err) = run_with(&chat.replace("users = 10", &format!("users = 10\n{keys}")));
+        assert_eq!(code, Some(2), "{keys}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{keys}: {n:?} not in: {err}");
+        }
+    }
 }
 
 #[test]

@@ -243,6 +243,44 @@ fn a_purge_that_deletes_too_much_or_too_little_is_caught() {
     assert_failure(&failures, "unpurged = ");
 }
 
+/// An operator's clear must delete what it covers, not only hide it: a
+/// store that keeps the rows (and so the text) of cleared posts is caught
+/// by the records check, though no member reads them.
+#[test]
+fn a_clear_that_only_hides_is_caught() {
+    let good = library_passes("chat-clear-and-replace.toml", 2);
+    let c = good.chat.unwrap();
+    assert!(c.cleared > 30, "cleared = {}", c.cleared);
+    // Members away at the clear caught up across the cleared range.
+    assert!(c.skipped > 0, "skipped = {}", c.skipped);
+    assert_eq!((c.replaced, c.disabled, c.records_errors), (1, 1, 0));
+    let comp = c.compliance.unwrap();
+    for kind in ["room_cleared", "room_purged", "post_replaced"] {
+        assert_eq!(
+            comp.by_kind.get(kind),
+            Some(&1),
+            "{kind}: {:?}",
+            comp.by_kind
+        );
+    }
+    let (bad, failures) = library(
+        "chat-clear-and-replace.toml",
+        2,
+        "chat_clear_hides_only = true",
+    );
+    let b = bad.chat.unwrap();
+    assert_eq!(b.cleared, 0);
+    // Each post surely cleared is counted twice: its row, and its text in
+    // the store (those posted at the cut may or may not be covered).
+    assert!(
+        b.records_errors >= c.cleared,
+        "{} {:?}",
+        b.records_errors,
+        b.examples.get("records")
+    );
+    assert_failure(&failures, "chat records errors = ");
+}
+
 /// A library scenario run as it is: it passes, and this is its result.
 fn library_passes(file: &str, seed: u64) -> holdfast_sim::report::RunResult {
     let (result, failures) = library(file, seed, "");

@@ -55,6 +55,16 @@ enum Pending {
         client: Addr,
         /// A join answers `ChatJoined` after the posts.
         join: bool,
+        /// The number the read is after (0: the backchat).
+        after: u64,
+        since: Millis,
+    },
+    /// An operator's records request (a clear or a replace): the client
+    /// is answered `RoomCleared` or `PostReplaced`, or refused.
+    Records {
+        client: Addr,
+        room: RoomId,
+        post: Option<String>,
         since: Millis,
     },
     /// A room save: the client is answered `RoomSaved` or refused.
@@ -87,6 +97,7 @@ impl Pending {
             | Pending::Room { since, .. }
             | Pending::User { since, .. }
             | Pending::Leave { since, .. }
+            | Pending::Records { since, .. }
             | Pending::Directory { since } => *since,
         }
     }
@@ -194,6 +205,9 @@ impl Channel {
             Pending::Room { client, room, .. } | Pending::Leave { client, room, .. } => {
                 Self::reject(ctx, client, room, None, unavailable)
             }
+            Pending::Records {
+                client, room, post, ..
+            } => Self::reject(ctx, client, room, post, unavailable),
             Pending::User { client, follow, .. } => {
                 let room = follow.map(|(r, _)| r).unwrap_or_default();
                 Self::reject(ctx, client, room, None, unavailable)
@@ -311,6 +325,7 @@ impl Channel {
             Pending::Read {
                 client,
                 join,
+                after,
                 since,
             },
             |token| Msg::StoreRead {
@@ -350,8 +365,11 @@ impl Channel {
     }
 
     fn join(&mut self, from: Addr, user: UserId, room: RoomId, after: u64, ctx: &mut Ctx) {
-        if !self.directory.rooms.contains_key(&room) {
+        let Some(info) = self.directory.rooms.get(&room) else {
             return Self::reject(ctx, from, room, None, ChatReject::NoSuchRoom);
+        };
+        if info.disabled && self.directory.may_see(&room, &user) {
+            return Self::reject(ctx, from, room, None, ChatReject::RoomDisabled);
         }
         if !self.directory.may_read(&room, &user) {
             ctx.event(
@@ -426,6 +444,7 @@ impl Channel {
         {
             return;
         }
+        let disabled = info.disabled;
         self.directory.rooms.insert(room.clone(), info);
         let walled: Vec<String> = self
             .subscribers
@@ -435,22 +454,27 @@ impl Channel {
             .filter(|c| {
                 self.sessions
                     .get(*c)
-                    .is_none_or(|s| !self.directory.may_read(&room, &s.user))
+                    .is_none_or(|s| disabled || !self.directory.may_read(&room, &s.user))
             })
             .cloned()
             .collect();
         for client in &walled {
             self.leave(client, &room);
-            ctx.event(
-                OperatorEvent::ChatAccessRevoked,
-                format!("{}: {client} may no longer read {room}", self.name),
-            );
+            let reason = if disabled {
+                ChatReject::RoomDisabled
+            } else {
+                ctx.event(
+                    OperatorEvent::ChatAccessRevoked,
+                    format!("{}: {client} may no longer read {room}", self.name),
+                );
+                ChatReject::NotAllowed
+            };
             Self::reject(
                 ctx,
                 Addr::new(client.clone(), ActorKind::Client),
                 room.clone(),
                 None,
-                ChatReject::NotAllowed,
+                reason,
             );
         }
         if !walled.is_empty() {
@@ -468,7 +492,95 @@ impl Channel {
         );
     }
 
+    /// An operator's records request: disable or enable a room, clear
+    /// it, replace a post. Only the operator role may (as Lync's
+    /// administrator cmdlets): a room manager could otherwise erase what
+    /// compliance must see.
+    fn records_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let (room, post) = match &msg {
+            Msg::RoomDisable { room, .. } | Msg::RoomClear { room, .. } => (room.clone(), None),
+            Msg::PostReplace { post, .. } => (RoomId::new(), Some(post.clone())),
+            _ => return,
+        };
+        let by = match identity::require(&from, &[Role::Operator]) {
+            Ok(p) => p.user,
+            Err(refusal) => {
+                identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
+                let reason = ChatReject::Forbidden(refusal.to_string());
+                return Self::reject(ctx, from, room, post, reason);
+            }
+        };
+        let since = ctx.now();
+        match msg {
+            Msg::RoomDisable { room, disabled } => {
+                let pending = Pending::Room {
+                    client: from,
+                    room: room.clone(),
+                    since,
+                };
+                self.ask_store(
+                    pending,
+                    |token| Msg::StoreRoomDisable {
+                        token,
+                        room,
+                        disabled,
+                        by,
+                    },
+                    ctx,
+                );
+            }
+            Msg::RoomClear { room, before } => {
+                let pending = Pending::Records {
+                    client: from,
+                    room: room.clone(),
+                    post: None,
+                    since,
+                };
+                self.ask_store(
+                    pending,
+                    |token| Msg::StoreClear {
+                        token,
+                        room,
+                        before,
+                        by,
+                    },
+                    ctx,
+                );
+            }
+            Msg::PostReplace { post, text } => {
+                let limit = self.settings.chat_post_max_bytes;
+                if text.len() as u64 > limit {
+                    let reason = ChatReject::TooLarge { limit };
+                    return Self::reject(ctx, from, room, Some(post), reason);
+                }
+                let pending = Pending::Records {
+                    client: from,
+                    room,
+                    post: Some(post.clone()),
+                    since,
+                };
+                self.ask_store(
+                    pending,
+                    |token| Msg::StoreReplace {
+                        token,
+                        post,
+                        text,
+                        by,
+                    },
+                    ctx,
+                );
+            }
+            _ => {}
+        }
+    }
+
     fn client_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        if matches!(
+            msg,
+            Msg::RoomDisable { .. } | Msg::RoomClear { .. } | Msg::PostReplace { .. }
+        ) {
+            return self.records_msg(from, msg, ctx);
+        }
         // Every request comes from a user principal; the ones that open a
         // session name their user, who must be that principal. The session
         // then carries the user for every later request of the connection.
@@ -601,6 +713,9 @@ impl Channel {
                 };
                 if !session.rooms.contains(&room) {
                     return Self::reject(ctx, from, room, Some(post), ChatReject::NotJoined);
+                }
+                if self.directory.rooms.get(&room).is_some_and(|r| r.disabled) {
+                    return Self::reject(ctx, from, room, Some(post), ChatReject::RoomDisabled);
                 }
                 if !self.directory.may_post(&room, &session.user) {
                     return Self::reject(ctx, from, room, Some(post), ChatReject::NotAllowed);
@@ -776,10 +891,26 @@ impl Channel {
                 room,
                 posts,
                 latest,
+                through,
             } => {
-                let Some(Pending::Read { client, join, .. }) = self.pending.remove(&token) else {
+                let Some(Pending::Read {
+                    client,
+                    join,
+                    after,
+                    ..
+                }) = self.pending.remove(&token)
+                else {
                     return;
                 };
+                // A catch-up: the numbers the answer accounts for that hold
+                // no post are cleared; the client counts them as read.
+                if after > 0 {
+                    let ranges = cleared_ranges(after, through, &posts);
+                    if !ranges.is_empty() {
+                        let room = room.clone();
+                        ctx.send(client.clone(), Msg::ChatCleared { room, ranges });
+                    }
+                }
                 for (seq, post) in posts {
                     ctx.send(client.clone(), Msg::ChatMessage { seq, post });
                 }
@@ -827,9 +958,48 @@ impl Channel {
                 token,
                 room,
                 reason,
+            } => match self.pending.remove(&token) {
+                Some(Pending::Room { client, .. }) => Self::reject(ctx, client, room, None, reason),
+                Some(Pending::Records {
+                    client, room, post, ..
+                }) => Self::reject(ctx, client, room, post, reason),
+                _ => {}
+            },
+            Msg::StoreCleared {
+                token,
+                room,
+                through,
             } => {
-                if let Some(Pending::Room { client, .. }) = self.pending.remove(&token) {
-                    Self::reject(ctx, client, room, None, reason);
+                if let Some(Pending::Records { client, .. }) = self.pending.remove(&token) {
+                    ctx.send(client, Msg::RoomCleared { room, through });
+                }
+            }
+            Msg::StoreReplaced { token, seq, post } => {
+                let Some(Pending::Records { client, .. }) = self.pending.remove(&token) else {
+                    return;
+                };
+                ctx.send(
+                    client,
+                    Msg::PostReplaced {
+                        post: post.id.clone(),
+                        room: post.room.clone(),
+                        seq,
+                    },
+                );
+                // Joined members get the new text at once (a copy of a
+                // number they have: a client takes it as a correction).
+                self.fan_out(seq, &post, ctx);
+                if self.relay {
+                    for other in self.others().collect::<Vec<_>>() {
+                        self.relayed += 1;
+                        ctx.send(
+                            other,
+                            Msg::Relay {
+                                seq,
+                                post: post.clone(),
+                            },
+                        );
+                    }
                 }
             }
             Msg::StoreUserInfo { token, follows, .. } => {
@@ -903,6 +1073,26 @@ impl Channel {
             ),
         }
     }
+}
+
+/// The numbers in `(after, through]` that hold none of `posts`, as
+/// inclusive ranges.
+pub fn cleared_ranges(after: u64, through: u64, posts: &[(u64, Post)]) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let mut next = after + 1;
+    for (seq, _) in posts {
+        if *seq > through {
+            break;
+        }
+        if *seq > next {
+            ranges.push((next, seq - 1));
+        }
+        next = next.max(seq + 1);
+    }
+    if next <= through {
+        ranges.push((next, through));
+    }
+    ranges
 }
 
 impl Actor for Channel {
@@ -1096,6 +1286,7 @@ mod tests {
                 room: room.into(),
                 posts: vec![],
                 latest: 0,
+                through: 0,
             },
         )
     }
@@ -1269,6 +1460,101 @@ mod tests {
             join(&mut h, "user:a/1", "a", "general")[0].1,
             Msg::ChatJoined { .. }
         ));
+    }
+
+    /// Only an operator disables, clears or replaces; a disabled room
+    /// takes no joins and no posts and ends its subscriptions.
+    #[test]
+    fn records_requests_are_for_operators_and_a_disabled_room_is_closed() {
+        let mut h = channel(Settings::default());
+        join(&mut h, "user:a/1", "a", "general");
+        for msg in [
+            Msg::RoomClear {
+                room: "general".into(),
+                before: None,
+            },
+            Msg::PostReplace {
+                post: "p1".into(),
+                text: "x".into(),
+            },
+            Msg::RoomDisable {
+                room: "general".into(),
+                disabled: true,
+            },
+        ] {
+            let sent = h.msg(client("user:a/1"), msg);
+            assert!(
+                matches!(
+                    &sent[..],
+                    [(
+                        _,
+                        Msg::ChatRejected {
+                            reason: ChatReject::Forbidden(_),
+                            ..
+                        }
+                    )]
+                ),
+                "{sent:?}"
+            );
+        }
+        let sent = h.msg(
+            client("operator:ops/1"),
+            Msg::RoomDisable {
+                room: "general".into(),
+                disabled: true,
+            },
+        );
+        let Msg::StoreRoomDisable { token, by, .. } = &sent[0].1 else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(by, "ops");
+        let info = Room {
+            members: ["a", "b"].iter().map(|u| u.to_string()).collect(),
+            disabled: true,
+            version: 1,
+            ..Default::default()
+        };
+        let sent = h.msg(
+            store(),
+            Msg::StoreRoomSaved {
+                token: *token,
+                room: "general".into(),
+                info: Box::new(info),
+            },
+        );
+        assert!(sent.iter().any(|(a, m)| a.node == "user:a/1"
+            && matches!(
+                m,
+                Msg::ChatRejected {
+                    reason: ChatReject::RoomDisabled,
+                    ..
+                }
+            )));
+        assert!(sent
+            .iter()
+            .any(|(a, m)| a.node == "operator:ops/1"
+                && matches!(m, Msg::RoomSaved { version: 1, .. })));
+        let sent = join(&mut h, "user:b/2", "b", "general");
+        assert_refused(&sent, ChatReject::RoomDisabled);
+        assert_eq!(
+            cleared_ranges(
+                2,
+                9,
+                &[(4, post_of("p4")), (5, post_of("p5")), (8, post_of("p8"))]
+            ),
+            vec![(3, 3), (6, 7), (9, 9)]
+        );
+        assert_eq!(cleared_ranges(2, 3, &[(3, post_of("p3"))]), vec![]);
+    }
+
+    fn post_of(id: &str) -> Post {
+        Post {
+            id: id.into(),
+            room: "general".into(),
+            author: "a".into(),
+            text: String::new(),
+            at: 0,
+        }
     }
 
     #[test]

@@ -27,6 +27,26 @@
 //! With a Compliance service in the pool, every post, room change, join,
 //! history read and leave is also queued in the store's compliance outbox,
 //! in the same atomic write as what it records (see [`crate::compliance`]).
+//!
+//! Records management (an operator's `RoomDisable`, `RoomClear` and
+//! `PostReplace`):
+//! - *Disable* is a room change like any other (`Room::disabled`, the next
+//!   directory version), so Channel servers learn it as they learn changes.
+//! - *Clear* writes a [`Clear`] mark under its own key (`x/<room>\0<n>`):
+//!   posts numbered at most `through` (the room's last number then) and,
+//!   with `before`, posted before that time. From that write on, reads
+//!   never return a covered post. The rows are then deleted in batches of
+//!   [`PURGE_BATCH`] posts, one transaction each, one batch per request
+//!   the store serves (so a big room never holds up posts); the mark
+//!   records the progress, and a restart resumes it. A row a legal hold
+//!   covers ([`ChatStore::held`]) is kept, and still never shown. Numbers
+//!   are never given out again: the room's last number never goes below
+//!   a mark's `through`, and a read after a number answers with the next
+//!   surviving post and `through`, which tells the client that the
+//!   numbers in between hold nothing.
+//! - *Replace* rewrites the post's row with the new text and inserts the
+//!   original under `e/<post id>` (the `replaced` table of the engines),
+//!   which members never read; the compliance event carries both texts.
 
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
@@ -62,6 +82,63 @@ pub fn room_posts(room: &str) -> Vec<u8> {
     k.extend_from_slice(room.as_bytes());
     k.push(0);
     k
+}
+
+/// Key prefix of a room's clears: `x/<room>\0<n, 8 bytes big-endian>` →
+/// [`Clear`] (a few per room: the core holds them all).
+pub const CHAT_CLEARS: &[u8] = b"x/";
+
+pub fn clear_key(room: &str, n: u64) -> Vec<u8> {
+    let mut k = prefixed(CHAT_CLEARS, room);
+    k.push(0);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Key prefix of a replaced (edited) post's original: `e/<post id>` → [`Replaced`]
+/// (an engine row, never read by members).
+pub const CHAT_REPLACED: &[u8] = b"e/";
+
+pub fn replaced_key(id: &str) -> Vec<u8> {
+    prefixed(CHAT_REPLACED, id)
+}
+
+/// Posts one purge batch deletes at most (one transaction).
+pub const PURGE_BATCH: u64 = 1_000;
+
+/// An operator's clear of a room: what it covers and how far its rows are
+/// deleted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Clear {
+    /// The room's last number when it was cleared: it covers no later post.
+    pub through: u64,
+    /// Only posts posted before this time (ms), if given.
+    pub before: Option<u64>,
+    /// The operator, and when (ms).
+    pub by: String,
+    pub at: u64,
+    /// The rows of covered posts are deleted up to this number.
+    pub purged: u64,
+    /// Rows deleted so far, and rows kept because a hold covers them.
+    pub deleted: u64,
+    pub held: u64,
+}
+
+impl Clear {
+    /// Whether the clear covers the post numbered `seq`.
+    pub fn covers(&self, seq: u64, post: &Post) -> bool {
+        seq <= self.through && self.before.is_none_or(|b| post.at < b)
+    }
+}
+
+/// A replaced post's original, kept for compliance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Replaced {
+    pub seq: u64,
+    pub original: Post,
+    /// The operator who replaced it, and when (ms).
+    pub by: String,
+    pub at: u64,
 }
 
 /// Key prefix of a room created or changed at run time: `r/<room>`.
@@ -117,6 +194,27 @@ enum Write {
     Audit { from: Addr, token: u64 },
     /// Deleting outbox events the Compliance service has staged.
     Trim,
+    /// A clear's mark, the `index`th of its room.
+    Clear {
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        index: usize,
+        clear: Clear,
+    },
+    /// A purge batch: the clear's new progress.
+    Purge {
+        room: RoomId,
+        index: usize,
+        clear: Clear,
+    },
+    /// A post's new text.
+    Replace {
+        from: Addr,
+        token: u64,
+        seq: u64,
+        post: Post,
+    },
 }
 
 /// A Channel server waiting for a user's follows.
@@ -144,6 +242,25 @@ enum Ask {
         room: RoomId,
         audit: Option<(String, EventKind)>,
         after: u64,
+        limit: u64,
+    },
+    /// A clear, once the room's last number is known.
+    Clear {
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        before: Option<u64>,
+        by: String,
+    },
+    /// The next batch of a clear's rows.
+    Purge { room: RoomId, index: usize },
+    /// The post to replace.
+    Replace {
+        from: Addr,
+        token: u64,
+        id: String,
+        text: String,
+        by: String,
     },
 }
 
@@ -167,6 +284,13 @@ pub struct ChatStore {
     writing: BTreeMap<u64, (Write, Vec<ComplianceEvent>)>,
     next_token: u64,
     outbox: Outbox,
+    /// Every room's clears, in order (read at start: a few per room).
+    clears: BTreeMap<RoomId, Vec<Clear>>,
+    /// A purge batch or a clear's mark is being read or written.
+    purging: bool,
+    clearing: bool,
+    /// Sabotage `chat_clear_hides_only`.
+    hides_only: bool,
 }
 
 impl ChatStore {
@@ -186,6 +310,10 @@ impl ChatStore {
             writing: BTreeMap::new(),
             next_token: 0,
             outbox: Outbox::default(),
+            clears: BTreeMap::new(),
+            purging: false,
+            clearing: false,
+            hides_only: false,
         }
     }
 
@@ -193,6 +321,7 @@ impl ChatStore {
     /// checkers to find; production never sets them).
     pub fn sabotaged(mut self, sabotage: &crate::core::settings::Sabotage) -> Self {
         self.forgets_ids = sabotage.chat_store_forgets_ids;
+        self.hides_only = sabotage.chat_clear_hides_only;
         self
     }
 
@@ -294,6 +423,133 @@ impl ChatStore {
         }
     }
 
+    /// The highest number a clear of `room` covers: every number up to it
+    /// was given out, whatever rows the engine still holds.
+    fn floor(&self, room: &str) -> u64 {
+        self.clears
+            .get(room)
+            .and_then(|cs| cs.iter().map(|c| c.through).max())
+            .unwrap_or(0)
+    }
+
+    /// Whether a clear of `room` covers the post numbered `seq`: it is
+    /// never shown to members, whether its row is deleted yet or held.
+    fn cleared(&self, room: &str, seq: u64, post: &Post) -> bool {
+        self.clears
+            .get(room)
+            .is_some_and(|cs| cs.iter().any(|c| c.covers(seq, post)))
+    }
+
+    /// Whether a legal hold keeps this post's row through every clear and
+    /// purge. Holds do not exist yet, so nothing is held; when they come,
+    /// this is the one place that asks them. A held row is counted in the
+    /// purge's `held`, kept, and still never shown to members.
+    pub fn held(&self, _room: &str, _seq: u64, _post: &Post) -> bool {
+        false
+    }
+
+    /// Starts the next purge batch of a clear whose rows are not all
+    /// deleted yet (one batch at a time).
+    fn purge_step(&mut self, ctx: &mut Ctx) {
+        if self.purging {
+            return;
+        }
+        let next = self.clears.iter().find_map(|(room, cs)| {
+            cs.iter()
+                .position(|c| c.purged < c.through)
+                .map(|i| (room.clone(), i, cs[i].purged))
+        });
+        let Some((room, index, purged)) = next else {
+            return;
+        };
+        self.purging = true;
+        let query = Query::Scan {
+            prefix: room_posts(&room),
+            from: Some(purged.to_be_bytes().to_vec()),
+            reverse: false,
+            limit: PURGE_BATCH as u32,
+        };
+        self.ask(Ask::Purge { room, index }, query, ctx);
+    }
+
+    /// Deletes the rows of one batch the clear covers (those no hold
+    /// keeps) and records how far it got, in one write.
+    fn purge_batch(
+        &mut self,
+        room: RoomId,
+        index: usize,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        ctx: &mut Ctx,
+    ) {
+        let Some(mut clear) = self.clears.get(&room).and_then(|c| c.get(index)).cloned() else {
+            self.purging = false;
+            return;
+        };
+        let full = rows.len() as u64 >= PURGE_BATCH;
+        let mut last = clear.purged;
+        let mut ops = Vec::new();
+        for (k, v) in rows {
+            let Some((_, seq)) = parse_post_key(&k) else {
+                continue;
+            };
+            if seq > clear.through {
+                last = clear.through;
+                break;
+            }
+            last = seq;
+            let post = match store_keys::decode::<Post>(&v) {
+                Ok(p) => p,
+                Err(e) => {
+                    ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!("{}: post {room}#{seq} unreadable: {e}", self.name),
+                    );
+                    continue;
+                }
+            };
+            if !clear.covers(seq, &post) {
+                continue;
+            }
+            if self.held(&room, seq, &post) {
+                clear.held += 1;
+                continue;
+            }
+            if self.hides_only {
+                continue;
+            }
+            ops.push(StoreOp::Delete { key: k });
+            ops.push(StoreOp::Delete {
+                key: post_id_key(&post.id),
+            });
+            ops.push(StoreOp::Delete {
+                key: replaced_key(&post.id),
+            });
+            clear.deleted += 1;
+        }
+        clear.purged = if full && last < clear.through {
+            last
+        } else {
+            clear.through
+        };
+        ops.push(StoreOp::Put {
+            key: clear_key(&room, index as u64),
+            value: store_keys::encode(&clear),
+        });
+        let mut events = Vec::new();
+        if clear.purged == clear.through {
+            events.push(NewEvent {
+                kind: EventKind::RoomPurged,
+                room: room.clone(),
+                user: clear.by.clone(),
+                at: ctx.now(),
+                item: clear.through.to_string(),
+                text: String::new(),
+                details: clear_details(&clear, true),
+            });
+        }
+        self.write(Write::Purge { room, index, clear }, events, ops, ctx);
+    }
+
     /// Appends a post the engine does not hold yet.
     fn append(&mut self, from: Addr, token: u64, post: Post, ctx: &mut Ctx) {
         let seq = self.latest(&post.room) + 1;
@@ -333,17 +589,26 @@ impl ChatStore {
         token: u64,
         room: RoomId,
         audit: Option<(String, EventKind)>,
-        after: u64,
+        (after, limit): (u64, u64),
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         ctx: &mut Ctx,
     ) {
+        let scanned = rows.len() as u64;
+        let mut last_scanned = after;
         let mut posts = Vec::with_capacity(rows.len());
         for (k, v) in rows {
             match parse_post_key(&k)
                 .map(|(_, seq)| seq)
                 .zip(store_keys::decode::<Post>(&v).ok())
             {
-                Some(p) => posts.push(p),
+                Some((seq, post)) => {
+                    last_scanned = seq;
+                    // Cleared (its row held, or not deleted yet): never
+                    // shown to members.
+                    if !self.cleared(&room, seq, &post) {
+                        posts.push((seq, post));
+                    }
+                }
                 None => ctx.event(
                     OperatorEvent::StoreCorrupt,
                     format!("{}: unreadable post under {k:?}", self.name),
@@ -352,11 +617,22 @@ impl ChatStore {
         }
         // A fresh join read newest first: keep the newest that fit in one
         // answer, then give them in order.
+        let kept = posts.len();
         let mut posts = within_read_bound(posts);
+        let latest = self.latest(&room);
+        // How far this answer accounts for every number after `after`.
+        let through = if after == 0 {
+            latest
+        } else if posts.len() < kept {
+            posts.last().map_or(after, |(s, _)| *s)
+        } else if scanned >= limit.min(READ_MAX_POSTS) {
+            last_scanned
+        } else {
+            latest.max(last_scanned)
+        };
         if after == 0 {
             posts.reverse();
         }
-        let latest = self.latest(&room);
         // A join is always recorded; a history read when it gave
         // something to read.
         let event = audit
@@ -375,6 +651,7 @@ impl ChatStore {
             room,
             posts,
             latest,
+            through,
         };
         match event {
             Some(e) if self.outbox.enabled() => {
@@ -432,6 +709,7 @@ fn stored_directory(
     fn under<T: serde::de::DeserializeOwned>(
         recovered: &Recovered,
         prefix: &'static [u8],
+        decode: fn(&[u8]) -> Result<T, postcard::Error>,
     ) -> Vec<Result<(String, T), ChatReadError>> {
         recovered
             .range(prefix.to_vec()..)
@@ -439,12 +717,49 @@ fn stored_directory(
             .map(|(k, v)| {
                 let name = String::from_utf8(k[prefix.len()..].to_vec())
                     .map_err(|_| ChatReadError::MalformedKey { key: k.clone() })?;
-                let value = store_keys::decode(v).map_err(ReadError::undecodable(k))?;
+                let value = decode(v).map_err(ReadError::undecodable(k))?;
                 Ok((name, value))
             })
             .collect()
     }
-    (under(recovered, CHAT_ROOM), under(recovered, CHAT_FOLLOWS))
+    (
+        under(recovered, CHAT_ROOM, decode_room),
+        under(recovered, CHAT_FOLLOWS, |v| store_keys::decode(v)),
+    )
+}
+
+/// A room as stores written before rooms could be disabled hold it.
+#[derive(serde::Deserialize)]
+struct RoomBeforeDisable {
+    members: BTreeSet<String>,
+    denied: BTreeSet<String>,
+    presenters: Option<BTreeSet<String>>,
+    managers: BTreeSet<String>,
+    privacy: crate::core::protocol::chat::Privacy,
+    category: String,
+    description: String,
+    invite: bool,
+    version: u64,
+}
+
+/// A stored room: as written now, or as written before `disabled` (an
+/// enabled room).
+pub fn decode_room(v: &[u8]) -> Result<Room, postcard::Error> {
+    store_keys::decode::<Room>(v).or_else(|e| {
+        let old: RoomBeforeDisable = store_keys::decode(v).map_err(|_| e)?;
+        Ok(Room {
+            members: old.members,
+            denied: old.denied,
+            presenters: old.presenters,
+            managers: old.managers,
+            privacy: old.privacy,
+            category: old.category,
+            description: old.description,
+            invite: old.invite,
+            version: old.version,
+            disabled: false,
+        })
+    })
 }
 
 impl Actor for ChatStore {
@@ -478,14 +793,36 @@ impl Actor for ChatStore {
                 Err(e) => ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name)),
             }
         }
+        self.clears.clear();
+        self.purging = false;
+        self.clearing = false;
+        for (k, v) in recovered
+            .range(CHAT_CLEARS.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(CHAT_CLEARS))
+        {
+            let rest = &k[CHAT_CLEARS.len()..];
+            let parsed = (rest.len() > 9 && rest[rest.len() - 9] == 0)
+                .then(|| String::from_utf8(rest[..rest.len() - 9].to_vec()).ok())
+                .flatten()
+                .zip(store_keys::decode::<Clear>(v).ok());
+            match parsed {
+                Some((room, clear)) => self.clears.entry(room).or_default().push(clear),
+                None => ctx.event(
+                    OperatorEvent::StoreCorrupt,
+                    format!("{}: unreadable clear under {k:?}", self.name),
+                ),
+            }
+        }
         let count = Query::Count {
             prefix: CHAT_POST.to_vec(),
         };
         self.ask(Ask::Count, count, ctx);
+        // A purge a restart interrupted goes on.
+        self.purge_step(ctx);
     }
 
     fn engine_prefixes(&self) -> &'static [&'static [u8]] {
-        &[CHAT_POST, CHAT_POST_ID]
+        &[CHAT_POST, CHAT_POST_ID, CHAT_REPLACED]
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -494,7 +831,102 @@ impl Actor for ChatStore {
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
+        // A clear's rows are deleted a batch per request served.
+        self.purge_step(ctx);
         match msg {
+            Msg::StoreRoomDisable {
+                token,
+                room,
+                disabled,
+                by,
+            } => {
+                let Some(current) = self.directory.get(&room) else {
+                    let reason = ChatReject::NoSuchRoom;
+                    let refused = Msg::StoreRoomRefused {
+                        token,
+                        room,
+                        reason,
+                    };
+                    return ctx.send(from, refused);
+                };
+                let mut info = current.clone();
+                if info.disabled == disabled {
+                    let info = Box::new(info);
+                    return ctx.send(from, Msg::StoreRoomSaved { token, room, info });
+                }
+                info.disabled = disabled;
+                info.version = self.version + 1;
+                let op = StoreOp::Put {
+                    key: prefixed(CHAT_ROOM, &room),
+                    value: store_keys::encode(&info),
+                };
+                let event = NewEvent {
+                    kind: EventKind::RoomSaved,
+                    room: room.clone(),
+                    user: by,
+                    at: ctx.now(),
+                    item: format!("version {}", info.version),
+                    text: info.description.clone(),
+                    details: room_changes(Some(current), &info),
+                };
+                let info = Box::new(info);
+                let write = Write::Room {
+                    from,
+                    token,
+                    room,
+                    info,
+                };
+                self.write(write, vec![event], vec![op], ctx);
+            }
+            Msg::StoreClear {
+                token,
+                room,
+                before,
+                by,
+            } => {
+                if !self.directory.contains_key(&room) {
+                    let reason = ChatReject::NoSuchRoom;
+                    let refused = Msg::StoreRoomRefused {
+                        token,
+                        room,
+                        reason,
+                    };
+                    return ctx.send(from, refused);
+                }
+                if self.clearing {
+                    // One clear at a time: the operator retries.
+                    return ctx.send(from, Msg::StoreFailed { token });
+                }
+                self.clearing = true;
+                // The room's last number first: the clear covers up to it.
+                self.learn_latest(&room, ctx);
+                let ask = Ask::Clear {
+                    from,
+                    token,
+                    room,
+                    before,
+                    by,
+                };
+                self.ask(ask, Query::Get { keys: Vec::new() }, ctx);
+            }
+            Msg::StoreReplace {
+                token,
+                post,
+                text,
+                by,
+            } => {
+                let query = Query::Get {
+                    keys: vec![post_id_key(&post)],
+                };
+                let ask = Ask::Replace {
+                    from,
+                    token,
+                    id: post,
+                    text,
+                    by,
+                };
+                self.ask(ask, query, ctx);
+            }
             Msg::ComplianceStaged { upto } => {
                 let ops = self.outbox.staged(&from, upto, ctx);
                 if !ops.is_empty() {
@@ -649,6 +1081,7 @@ impl Actor for ChatStore {
                     room,
                     audit,
                     after,
+                    limit,
                 };
                 self.ask(ask, query, ctx);
             }
@@ -693,6 +1126,24 @@ impl Actor for ChatStore {
                 // Still in the outbox: deleted again after the next
                 // confirmation.
                 Write::Trim => return,
+                // Tried again at the next request.
+                Write::Purge { .. } => {
+                    self.purging = false;
+                    ctx.event(
+                        OperatorEvent::ChatStoreFailed,
+                        format!("{}: a purge batch not written: {e}", self.name),
+                    );
+                    return;
+                }
+                Write::Clear {
+                    from, token, room, ..
+                } => {
+                    self.clearing = false;
+                    (from, *token, format!("the clear of {room}"))
+                }
+                Write::Replace {
+                    from, token, post, ..
+                } => (from, *token, format!("the replacement of post {}", post.id)),
             };
             ctx.event(
                 OperatorEvent::ChatStoreFailed,
@@ -704,6 +1155,80 @@ impl Actor for ChatStore {
         self.outbox.committed(queued, ctx);
         match write {
             Write::Trim => {}
+            Write::Clear {
+                from,
+                token,
+                room,
+                index,
+                clear,
+            } => {
+                self.clearing = false;
+                ctx.event(
+                    OperatorEvent::ChatRecords,
+                    format!(
+                        "{}: {} cleared {room} through #{}{}",
+                        self.name,
+                        clear.by,
+                        clear.through,
+                        clear
+                            .before
+                            .map(|b| format!(" (posts before {b} ms)"))
+                            .unwrap_or_default()
+                    ),
+                );
+                let through = clear.through;
+                let cs = self.clears.entry(room.clone()).or_default();
+                if cs.len() == index {
+                    cs.push(clear);
+                }
+                let floor = self.floor(&room);
+                if let Some(l) = self.latest.get_mut(&room) {
+                    *l = (*l).max(floor);
+                }
+                ctx.send(
+                    from,
+                    Msg::StoreCleared {
+                        token,
+                        room,
+                        through,
+                    },
+                );
+                self.purge_step(ctx);
+            }
+            Write::Purge { room, index, clear } => {
+                self.purging = false;
+                if let Some(c) = self.clears.get_mut(&room).and_then(|c| c.get_mut(index)) {
+                    let deleted = clear.deleted - c.deleted.min(clear.deleted);
+                    if let Some(n) = &mut self.posts {
+                        *n = n.saturating_sub(deleted);
+                    }
+                    if clear.purged == clear.through {
+                        ctx.event(
+                            OperatorEvent::ChatRecords,
+                            format!(
+                                "{}: the clear of {room} through #{} is purged: {} posts deleted, {} held",
+                                self.name, clear.through, clear.deleted, clear.held
+                            ),
+                        );
+                    }
+                    *c = clear;
+                }
+            }
+            Write::Replace {
+                from,
+                token,
+                seq,
+                post,
+            } => {
+                ctx.event(
+                    OperatorEvent::ChatRecords,
+                    format!(
+                        "{}: post {} ({}#{seq}) replaced",
+                        self.name, post.id, post.room
+                    ),
+                );
+                ctx.send(from, Msg::StoreReplaced { token, seq, post });
+            }
             Write::Read { from, answer } => ctx.send(from, answer),
             Write::Audit { from, token } => ctx.send(from, Msg::StoreAudited { token }),
             Write::Post {
@@ -724,6 +1249,13 @@ impl Actor for ChatStore {
                 room,
                 info,
             } => {
+                if self.directory.get(&room).map(|r| r.disabled) == Some(!info.disabled) {
+                    let what = if info.disabled { "disabled" } else { "enabled" };
+                    ctx.event(
+                        OperatorEvent::ChatRecords,
+                        format!("{}: room {room} {what}", self.name),
+                    );
+                }
                 self.version = info.version;
                 self.directory.insert(room.clone(), (*info).clone());
                 ctx.send(from, Msg::StoreRoomSaved { token, room, info });
@@ -762,6 +1294,19 @@ impl Actor for ChatStore {
                     Ask::Read {
                         from, token, room, ..
                     } => (format!("the posts of {room}"), Some(from), token),
+                    Ask::Clear {
+                        from, token, room, ..
+                    } => {
+                        self.clearing = false;
+                        (format!("the last post of {room}"), Some(from), token)
+                    }
+                    Ask::Purge { room, .. } => {
+                        self.purging = false;
+                        (format!("the posts of {room} to purge"), None, 0)
+                    }
+                    Ask::Replace {
+                        from, token, id, ..
+                    } => (format!("post {id}"), Some(from), token),
                 };
                 ctx.event(
                     OperatorEvent::ChatStoreFailed,
@@ -781,6 +1326,8 @@ impl Actor for ChatStore {
                     .first()
                     .and_then(|(k, _)| parse_post_key(k))
                     .map_or(0, |(_, seq)| seq);
+                // Numbers a clear covers were given out: never again.
+                let last = last.max(self.floor(&room));
                 self.latest.insert(room, last);
                 if let Some(UserReply { from, token, user }) = then {
                     self.reply_user(from, token, user, ctx);
@@ -816,7 +1363,131 @@ impl Actor for ChatStore {
                 room,
                 audit,
                 after,
-            } => self.answer_read(from, token, room, audit, after, answer.into_rows(), ctx),
+                limit,
+            } => self.answer_read(
+                from,
+                token,
+                room,
+                audit,
+                (after, limit),
+                answer.into_rows(),
+                ctx,
+            ),
+            Ask::Clear {
+                from,
+                token,
+                room,
+                before,
+                by,
+            } => {
+                if !self.latest.contains_key(&room) {
+                    // The room's number could not be learned.
+                    self.clearing = false;
+                    return ctx.send(from, Msg::StoreFailed { token });
+                }
+                let through = self.latest(&room);
+                let index = self.clears.get(&room).map_or(0, Vec::len);
+                let clear = Clear {
+                    through,
+                    before,
+                    by: by.clone(),
+                    at: ctx.now(),
+                    purged: 0,
+                    deleted: 0,
+                    held: 0,
+                };
+                let op = StoreOp::Put {
+                    key: clear_key(&room, index as u64),
+                    value: store_keys::encode(&clear),
+                };
+                let event = NewEvent {
+                    kind: EventKind::RoomCleared,
+                    room: room.clone(),
+                    user: by,
+                    at: ctx.now(),
+                    item: through.to_string(),
+                    text: String::new(),
+                    details: clear_details(&clear, false),
+                };
+                let write = Write::Clear {
+                    from,
+                    token,
+                    room,
+                    index,
+                    clear,
+                };
+                self.write(write, vec![event], vec![op], ctx);
+            }
+            Ask::Purge { room, index } => self.purge_batch(room, index, answer.into_rows(), ctx),
+            Ask::Replace {
+                from,
+                token,
+                id,
+                text,
+                by,
+            } => {
+                let stored = answer.into_values().into_iter().next().flatten();
+                let found = stored.and_then(|v| store_keys::decode::<(u64, Post)>(&v).ok());
+                let Some((seq, original)) =
+                    found.filter(|(seq, p)| !self.cleared(&p.room, *seq, p))
+                else {
+                    let refused = Msg::StoreRoomRefused {
+                        token,
+                        room: RoomId::new(),
+                        reason: ChatReject::NoSuchPost,
+                    };
+                    return ctx.send(from, refused);
+                };
+                let post = Post {
+                    text: text.clone(),
+                    ..original.clone()
+                };
+                let mut details = BTreeMap::new();
+                details.insert("original".to_string(), original.text.clone());
+                details.insert("author".to_string(), original.author.clone());
+                details.insert("seq".to_string(), seq.to_string());
+                let event = NewEvent {
+                    kind: EventKind::PostReplaced,
+                    room: post.room.clone(),
+                    user: by.clone(),
+                    at: ctx.now(),
+                    item: id.clone(),
+                    text,
+                    details,
+                };
+                // The id's row is written again with the post (an engine
+                // answers it from the post's row); the original goes
+                // beside it, where members never read.
+                let ops = vec![
+                    StoreOp::Delete {
+                        key: post_id_key(&id),
+                    },
+                    StoreOp::Put {
+                        key: post_key(&post.room, seq),
+                        value: store_keys::encode(&post),
+                    },
+                    StoreOp::Insert {
+                        key: post_id_key(&id),
+                        value: store_keys::encode(&(seq, &post)),
+                    },
+                    StoreOp::Insert {
+                        key: replaced_key(&id),
+                        value: store_keys::encode(&Replaced {
+                            seq,
+                            original,
+                            by,
+                            at: ctx.now(),
+                        }),
+                    },
+                ];
+                let write = Write::Replace {
+                    from,
+                    token,
+                    seq,
+                    post,
+                };
+                self.write(write, vec![event], ops, ctx);
+            }
         }
     }
 
@@ -921,6 +1592,25 @@ pub fn room_changes(before: Option<&Room>, after: &Room) -> BTreeMap<String, Str
     }
     if before.description != after.description {
         d.insert("description".into(), "changed".into());
+    }
+    if before.disabled != after.disabled {
+        d.insert("disabled".into(), after.disabled.to_string());
+    }
+    d
+}
+
+/// What a clear's compliance event says of it: the range, and once purged
+/// how many rows were deleted and how many a hold kept.
+fn clear_details(clear: &Clear, purged: bool) -> BTreeMap<String, String> {
+    let mut d = BTreeMap::new();
+    d.insert("through".to_string(), clear.through.to_string());
+    if let Some(b) = clear.before {
+        d.insert("before".to_string(), b.to_string());
+    }
+    d.insert("cleared_at".to_string(), clear.at.to_string());
+    if purged {
+        d.insert("deleted".to_string(), clear.deleted.to_string());
+        d.insert("held".to_string(), clear.held.to_string());
     }
     d
 }
@@ -1221,5 +1911,356 @@ mod tests {
         );
         assert!(sent.is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
+    }
+}
+
+#[cfg(test)]
+mod records_tests {
+    use super::*;
+
+    /// Rooms stored before rooms could be disabled still read, enabled.
+    #[test]
+    fn a_room_stored_before_disable_reads_as_enabled() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            members: BTreeSet<String>,
+            denied: BTreeSet<String>,
+            presenters: Option<BTreeSet<String>>,
+            managers: BTreeSet<String>,
+            privacy: crate::core::protocol::chat::Privacy,
+            category: String,
+            description: String,
+            invite: bool,
+            version: u64,
+        }
+        let old = Old {
+            members: ["a@x".to_string()].into(),
+            denied: BTreeSet::new(),
+            presenters: None,
+            managers: BTreeSet::new(),
+            privacy: crate::core::protocol::chat::Privacy::Secret,
+            category: "corp".into(),
+            description: "d".into(),
+            invite: true,
+            version: 7,
+        };
+        let room = decode_room(&store_keys::encode(&old)).unwrap();
+        assert_eq!((room.version, room.disabled, room.invite), (7, false, true));
+        let now = Room {
+            disabled: true,
+            ..room.clone()
+        };
+        assert_eq!(decode_room(&store_keys::encode(&now)).unwrap(), now);
+    }
+    use crate::compliance::service::OUTBOX;
+    use crate::testkit::Harness;
+
+    fn ch() -> Addr {
+        Addr::new("ch1", ActorKind::Channel)
+    }
+
+    fn store() -> Harness<ChatStore> {
+        sabotaged(false)
+    }
+
+    fn sabotaged(hides_only: bool) -> Harness<ChatStore> {
+        let mut rooms = BTreeMap::new();
+        rooms.insert("r1".to_string(), Room::default());
+        let sabotage = crate::core::settings::Sabotage {
+            chat_clear_hides_only: hides_only,
+            ..Default::default()
+        };
+        let mut h = Harness::new(
+            Addr::new("db1", ActorKind::ChatStore),
+            ChatStore::new("db1", rooms)
+                .with_compliance(Some("comp1".into()))
+                .sabotaged(&sabotage),
+        );
+        h.start(Recovered::new());
+        h
+    }
+
+    fn post(h: &mut Harness<ChatStore>, i: u64, at: u64) {
+        let post = Post {
+            id: format!("p{i}"),
+            room: "r1".into(),
+            author: "a@x".into(),
+            text: format!("secret text {i}"),
+            at,
+        };
+        let sent = h.msg(ch(), Msg::StoreAppend { token: i, post });
+        assert!(
+            sent.iter()
+                .any(|(_, m)| matches!(m, Msg::StoreAppended { .. })),
+            "{sent:?}"
+        );
+    }
+
+    fn read(h: &mut Harness<ChatStore>, after: u64) -> (Vec<u64>, u64, u64) {
+        let sent = h.msg(
+            ch(),
+            Msg::StoreRead {
+                token: 99,
+                room: "r1".into(),
+                after,
+                limit: 100,
+                audit: None,
+            },
+        );
+        sent.into_iter()
+            .find_map(|(_, m)| match m {
+                Msg::StoreRange {
+                    posts,
+                    latest,
+                    through,
+                    ..
+                } => Some((posts.iter().map(|(s, _)| *s).collect(), latest, through)),
+                _ => None,
+            })
+            .expect("a range")
+    }
+
+    fn events(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
+        h.store
+            .iter()
+            .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
+            .map(|(_, v)| store_keys::decode(v).unwrap())
+            .collect()
+    }
+
+    fn holds_text(h: &Harness<ChatStore>, text: &str) -> bool {
+        h.store
+            .iter()
+            .filter(|(k, _)| !k.starts_with(OUTBOX))
+            .any(|(_, v)| v.windows(text.len()).any(|w| w == text.as_bytes()))
+    }
+
+    /// A clear before a time hides the older posts at once, deletes their
+    /// rows (ids and all), keeps the numbering, and reads after a cleared
+    /// number answer with the next survivor and how far they account.
+    #[test]
+    fn a_clear_deletes_the_rows_it_covers_and_never_reuses_numbers() {
+        let mut h = store();
+        for i in 1..=5 {
+            post(&mut h, i, i * 1000);
+        }
+        let sent = h.msg(
+            ch(),
+            Msg::StoreClear {
+                token: 7,
+                room: "r1".into(),
+                before: Some(3500),
+                by: "ops".into(),
+            },
+        );
+        assert!(
+            sent.iter().any(|(_, m)| matches!(
+                m,
+                Msg::StoreCleared {
+                    token: 7,
+                    through: 5,
+                    ..
+                }
+            )),
+            "{sent:?}"
+        );
+        // The purge ran (one batch) with the mark: the rows are gone.
+        for i in 1..=3 {
+            assert!(!holds_text(&h, &format!("secret text {i}")), "post {i}");
+            assert!(!h.store.contains_key(&post_id_key(&format!("p{i}"))));
+        }
+        assert!(holds_text(&h, "secret text 4"));
+        assert_eq!(read(&mut h, 0), (vec![4, 5], 5, 5));
+        assert_eq!(read(&mut h, 1), (vec![4, 5], 5, 5));
+        // Everything cleared: a restart keeps the last number.
+        h.msg(
+            ch(),
+            Msg::StoreClear {
+                token: 8,
+                room: "r1".into(),
+                before: None,
+                by: "ops".into(),
+            },
+        );
+        h.msg(ch(), Msg::StoreRooms { token: 9, since: 0 });
+        assert!(!holds_text(&h, "secret text 5"));
+        let again = h.store.clone();
+        h.start(again);
+        assert_eq!(read(&mut h, 2), (vec![], 5, 5));
+        post(&mut h, 6, 9000);
+        assert_eq!(read(&mut h, 0), (vec![6], 6, 6));
+        let kinds: Vec<(EventKind, String)> = events(&h)
+            .into_iter()
+            .filter(|e| e.kind != EventKind::Post)
+            .map(|e| {
+                (
+                    e.kind,
+                    e.details.get("deleted").cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::RoomCleared, String::new()),
+                (EventKind::RoomPurged, "3".to_string()),
+                (EventKind::RoomCleared, String::new()),
+                (EventKind::RoomPurged, "2".to_string()),
+            ]
+        );
+        assert!(events(&h)
+            .iter()
+            .all(|e| e.kind != EventKind::RoomCleared
+                || e.user == "ops" && e.details["through"] == "5"));
+    }
+
+    /// A sabotaged store that only hides cleared posts keeps their text.
+    #[test]
+    fn a_store_that_only_hides_keeps_the_text() {
+        let mut h = sabotaged(true);
+        post(&mut h, 1, 1000);
+        h.msg(
+            ch(),
+            Msg::StoreClear {
+                token: 7,
+                room: "r1".into(),
+                before: None,
+                by: "ops".into(),
+            },
+        );
+        assert_eq!(read(&mut h, 0), (vec![], 1, 1));
+        assert!(holds_text(&h, "secret text 1"));
+    }
+
+    /// A replace shows members the new text and keeps the original beside
+    /// it (and in the compliance event); a cleared post cannot be replaced.
+    #[test]
+    fn a_replace_keeps_the_original_for_compliance() {
+        let mut h = store();
+        post(&mut h, 1, 1000);
+        post(&mut h, 2, 2000);
+        let sent = h.msg(
+            ch(),
+            Msg::StoreReplace {
+                token: 5,
+                post: "p2".into(),
+                text: "redacted".into(),
+                by: "ops".into(),
+            },
+        );
+        assert!(
+            sent.iter().any(|(_, m)| matches!(m, Msg::StoreReplaced { seq: 2, post, .. } if post.text == "redacted")),
+            "{sent:?}"
+        );
+        let sent = h.msg(
+            ch(),
+            Msg::StoreRead {
+                token: 6,
+                room: "r1".into(),
+                after: 1,
+                limit: 10,
+                audit: None,
+            },
+        );
+        assert!(
+            matches!(&sent[0].1, Msg::StoreRange { posts, .. } if posts[0].1.text == "redacted"),
+            "{sent:?}"
+        );
+        let original: Replaced = store_keys::decode(&h.store[&replaced_key("p2")]).unwrap();
+        assert_eq!(
+            (original.original.text.as_str(), original.seq),
+            ("secret text 2", 2)
+        );
+        let e = events(&h).pop().unwrap();
+        assert_eq!(e.kind, EventKind::PostReplaced);
+        assert_eq!(
+            (e.text.as_str(), e.details["original"].as_str()),
+            ("redacted", "secret text 2")
+        );
+        // A retry of the post is answered with the stored (new) content.
+        let retry = Post {
+            id: "p2".into(),
+            room: "r1".into(),
+            author: "a@x".into(),
+            text: "secret text 2".into(),
+            at: 2000,
+        };
+        let sent = h.msg(
+            ch(),
+            Msg::StoreAppend {
+                token: 8,
+                post: retry,
+            },
+        );
+        assert!(
+            matches!(&sent[0].1, Msg::StoreAppended { seq: 2, post, .. } if post.text == "redacted")
+        );
+        h.msg(
+            ch(),
+            Msg::StoreClear {
+                token: 9,
+                room: "r1".into(),
+                before: None,
+                by: "ops".into(),
+            },
+        );
+        assert!(!h.store.contains_key(&replaced_key("p2")));
+        let sent = h.msg(
+            ch(),
+            Msg::StoreReplace {
+                token: 10,
+                post: "p1".into(),
+                text: "x".into(),
+                by: "ops".into(),
+            },
+        );
+        assert!(matches!(
+            &sent[0].1,
+            Msg::StoreRoomRefused {
+                reason: ChatReject::NoSuchPost,
+                ..
+            }
+        ));
+    }
+
+    /// Disabling is a room change: a new directory version, recorded.
+    #[test]
+    fn a_disable_is_a_room_change() {
+        let mut h = store();
+        let sent = h.msg(
+            ch(),
+            Msg::StoreRoomDisable {
+                token: 1,
+                room: "r1".into(),
+                disabled: true,
+                by: "ops".into(),
+            },
+        );
+        assert!(
+            sent.iter().any(|(_, m)| matches!(m, Msg::StoreRoomSaved { info, .. } if info.disabled && info.version == 1)),
+            "{sent:?}"
+        );
+        let e = events(&h).pop().unwrap();
+        assert_eq!(
+            (e.kind, e.details["disabled"].as_str()),
+            (EventKind::RoomSaved, "true")
+        );
+        assert_eq!(h.events(), vec!["chat_records"]);
+        let sent = h.msg(
+            ch(),
+            Msg::StoreRoomDisable {
+                token: 2,
+                room: "nope".into(),
+                disabled: true,
+                by: "ops".into(),
+            },
+        );
+        assert!(matches!(
+            &sent[0].1,
+            Msg::StoreRoomRefused {
+                reason: ChatReject::NoSuchRoom,
+                ..
+            }
+        ));
     }
 }

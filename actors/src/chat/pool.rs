@@ -74,8 +74,11 @@ impl Directory {
         })
     }
 
+    /// May the user post (or upload) to the room? Not while it is
+    /// disabled.
     pub fn may_post(&self, room: &str, user: &str) -> bool {
         self.may_read(room, user)
+            && !self.rooms[room].disabled
             && self.rooms[room]
                 .presenters
                 .as_ref()

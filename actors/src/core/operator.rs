@@ -22,6 +22,9 @@ pub enum OperatorEvent {
     ChatJoinRefused,
     /// Channel server: a room change was refused.
     ChatRoomRefused,
+    /// Chat store: an operator disabled, enabled or cleared a room or
+    /// replaced a post (records management), or a clear's purge ended.
+    ChatRecords,
     /// The chat store failed a write or did not answer.
     ChatStoreFailed,
     /// Compliance service: an acknowledged batch's files were removed from
@@ -127,6 +130,7 @@ impl OperatorEvent {
         use OperatorEvent::*;
         match self {
             ChannelInRotation
+            | ChatRecords
             | ParkedRetried
             | ComplianceBatchPickedUp
             | ComplianceExportResumed
@@ -167,7 +171,7 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 48] = [
+    pub const ALL: [OperatorEvent; 49] = [
         OperatorEvent::ArchivingFailed,
         OperatorEvent::ArchivePurged,
         OperatorEvent::ArchivePurgeFailed,
@@ -177,6 +181,7 @@ impl OperatorEvent {
         OperatorEvent::ChatAccessRevoked,
         OperatorEvent::ChatJoinRefused,
         OperatorEvent::ChatRoomRefused,
+        OperatorEvent::ChatRecords,
         OperatorEvent::ChatStoreFailed,
         OperatorEvent::ComplianceBatchPickedUp,
         OperatorEvent::ComplianceExportFailed,
@@ -229,6 +234,7 @@ impl OperatorEvent {
             OperatorEvent::ChatAccessRevoked => "chat_access_revoked",
             OperatorEvent::ChatJoinRefused => "chat_join_refused",
             OperatorEvent::ChatRoomRefused => "chat_room_refused",
+            OperatorEvent::ChatRecords => "chat_records",
             OperatorEvent::ChatStoreFailed => "chat_store_failed",
             OperatorEvent::ComplianceBatchPickedUp => "compliance_batch_picked_up",
             OperatorEvent::ComplianceExportFailed => "compliance_export_failed",

@@ -775,6 +775,42 @@ pub enum Msg {
         query: RoomQuery,
         rooms: Vec<RoomSummary>,
     },
+    // ---- records management: operator client ↔ Channel server ----------------
+    /// An operator disables a room (no joins, no posts; history kept) or
+    /// enables it again; answered `RoomSaved`.
+    RoomDisable {
+        room: RoomId,
+        disabled: bool,
+    },
+    /// An operator clears a room's posts: all of them, or those posted
+    /// before `before` (ms since the epoch).
+    RoomClear {
+        room: RoomId,
+        before: Option<Millis>,
+    },
+    /// The clear is durable: members no longer read the posts it covers,
+    /// all numbered at most `through`; their rows are being deleted.
+    RoomCleared {
+        room: RoomId,
+        through: u64,
+    },
+    /// An operator replaces a post's text (the original is kept for
+    /// compliance, never shown to members).
+    PostReplace {
+        post: PostId,
+        text: String,
+    },
+    PostReplaced {
+        post: PostId,
+        room: RoomId,
+        seq: u64,
+    },
+    /// Numbers of `room` (inclusive ranges) that hold no post any more
+    /// (cleared): a client catching up counts them as read, not as lost.
+    ChatCleared {
+        room: RoomId,
+        ranges: Vec<(u64, u64)>,
+    },
     // ---- Channel server ↔ chat store ----------------------------------------
     /// Rooms created or changed after directory version `since`.
     StoreRooms {
@@ -806,6 +842,39 @@ pub enum Msg {
         token: u64,
         room: RoomId,
         reason: ChatReject,
+    },
+    /// Disables or enables a room (answered `StoreRoomSaved`).
+    StoreRoomDisable {
+        token: u64,
+        room: RoomId,
+        disabled: bool,
+        /// The operator (for compliance).
+        by: UserId,
+    },
+    /// Clears a room's posts (before `before`, if given).
+    StoreClear {
+        token: u64,
+        room: RoomId,
+        before: Option<Millis>,
+        by: UserId,
+    },
+    StoreCleared {
+        token: u64,
+        room: RoomId,
+        through: u64,
+    },
+    /// Replaces a post's text.
+    StoreReplace {
+        token: u64,
+        post: PostId,
+        text: String,
+        by: UserId,
+    },
+    /// Replaced: `post` carries the new text.
+    StoreReplaced {
+        token: u64,
+        seq: u64,
+        post: Post,
     },
     StoreUser {
         token: u64,
@@ -860,6 +929,9 @@ pub enum Msg {
         room: RoomId,
         posts: Vec<(u64, Post)>,
         latest: u64,
+        /// For a read after a number: every number after it up to
+        /// `through` that is not among `posts` holds no post (cleared).
+        through: u64,
     },
     StoreFailed {
         token: u64,
@@ -1060,6 +1132,17 @@ impl Msg {
             Msg::RoomInfo { .. } => "RoomInfo",
             Msg::RoomFind { .. } => "RoomFind",
             Msg::RoomFound { .. } => "RoomFound",
+            Msg::RoomDisable { .. } => "RoomDisable",
+            Msg::RoomClear { .. } => "RoomClear",
+            Msg::RoomCleared { .. } => "RoomCleared",
+            Msg::PostReplace { .. } => "PostReplace",
+            Msg::PostReplaced { .. } => "PostReplaced",
+            Msg::ChatCleared { .. } => "ChatCleared",
+            Msg::StoreRoomDisable { .. } => "StoreRoomDisable",
+            Msg::StoreClear { .. } => "StoreClear",
+            Msg::StoreCleared { .. } => "StoreCleared",
+            Msg::StoreReplace { .. } => "StoreReplace",
+            Msg::StoreReplaced { .. } => "StoreReplaced",
             Msg::StoreRooms { .. } => "StoreRooms",
             Msg::StoreRoomList { .. } => "StoreRoomList",
             Msg::StoreRoomSave { .. } => "StoreRoomSave",

@@ -1,7 +1,7 @@
 //! `holdfast chat`: rooms, posts and history, as a chat user.
 
 use super::common::{
-    fmt_time, load_config, parse_duration, printable, runtime, ConfigArg, Failure,
+    fmt_time, load_config, parse_duration, parse_time, printable, runtime, ConfigArg, Failure,
 };
 use clap::{Args, Subcommand};
 use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
@@ -20,6 +20,95 @@ pub(crate) struct ChatUser {
     /// How long to wait for each answer of the cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
+}
+
+/// An operator's connection for records management.
+#[derive(Args, Clone)]
+pub(crate) struct ChatOperator {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// Whose credential to present (an operator's).
+    #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+    pub(crate) who: String,
+    /// Use this Channel server instead of asking Lookup.
+    #[arg(long)]
+    pub(crate) channel: Option<String>,
+    /// How long to wait for the answer of the cluster.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+impl ChatOperator {
+    fn as_chat_user(&self) -> ChatUser {
+        ChatUser {
+            config: self.config.clone(),
+            user: self.who.clone(),
+            channel: self.channel.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Records management of rooms (operators only).
+#[derive(Subcommand)]
+pub(crate) enum RoomCmd {
+    /// Disable a room: no joins and no posts (members are told it is
+    /// disabled); its history is kept. Recorded for compliance.
+    #[command(after_help = "Example: holdfast chat room disable -c cluster.toml --room project-x")]
+    Disable {
+        #[command(flatten)]
+        ops: ChatOperator,
+        /// The room to disable.
+        #[arg(long)]
+        room: String,
+    },
+    /// Enable a disabled room again.
+    #[command(after_help = "Example: holdfast chat room enable -c cluster.toml --room project-x")]
+    Enable {
+        #[command(flatten)]
+        ops: ChatOperator,
+        /// The room to enable.
+        #[arg(long)]
+        room: String,
+    },
+    /// Clear a room's posts: all, or those posted before a time. Members
+    /// no longer read them; their rows are deleted from the chat store
+    /// (the compliance export keeps what was posted). Numbers are never
+    /// reused. Recorded for compliance.
+    #[command(
+        after_help = "Example: holdfast chat room clear -c cluster.toml --room project-x --before 2026-11-22T10:00:00Z"
+    )]
+    Clear {
+        #[command(flatten)]
+        ops: ChatOperator,
+        /// The room to clear.
+        #[arg(long)]
+        room: String,
+        /// Only posts before this time: RFC 3339, or an age (30d).
+        #[arg(long, value_parser = parse_time)]
+        before: Option<u64>,
+    },
+}
+
+/// Records management of posts (operators only).
+#[derive(Subcommand)]
+pub(crate) enum MessageCmd {
+    /// Replace a post's text: members read the new text; the original is
+    /// kept for compliance (in the export and the store's `replaced`
+    /// table), never shown to members.
+    #[command(
+        after_help = "Example: holdfast chat message replace -c cluster.toml --id alice@corp.example-1f2e --text '[removed by the compliance team]'"
+    )]
+    Replace {
+        #[command(flatten)]
+        ops: ChatOperator,
+        /// The post's id (`chat history --ids` shows them).
+        #[arg(long)]
+        id: String,
+        /// The new text.
+        #[arg(long)]
+        text: String,
+    },
 }
 
 /// Who a room holds and how it is seen (for `chat create` and `chat manage`).
@@ -178,11 +267,39 @@ pub(crate) enum ChatCmd {
         /// Posts after this sequence number (0: the last `chat_backchat`).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Show each post's id too (what `chat message replace` takes).
+        #[arg(long)]
+        ids: bool,
+    },
+    /// Records management of a room, as an operator: disable, enable,
+    /// clear.
+    #[command(after_help = "Example: holdfast chat room clear -c cluster.toml --room project-x")]
+    Room {
+        #[command(subcommand)]
+        cmd: RoomCmd,
+    },
+    /// Records management of a post, as an operator: replace its text.
+    #[command(
+        after_help = "Example: holdfast chat message replace -c cluster.toml --id alice@corp.example-1f2e --text '[removed]'"
+    )]
+    Message {
+        #[command(subcommand)]
+        cmd: MessageCmd,
     },
 }
 
 pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
     let who = match &cmd {
+        ChatCmd::Room {
+            cmd:
+                RoomCmd::Disable { ops, .. } | RoomCmd::Enable { ops, .. } | RoomCmd::Clear { ops, .. },
+        }
+        | ChatCmd::Message {
+            cmd: MessageCmd::Replace { ops, .. },
+        } => {
+            let who = ops.as_chat_user();
+            return run_records(cmd).map_err(|e| records_failure(&who, e));
+        }
         ChatCmd::Rooms { who }
         | ChatCmd::Search { who, .. }
         | ChatCmd::Invites { who }
@@ -195,6 +312,85 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
         | ChatCmd::History { who, .. } => who.clone(),
     };
     run_as(cmd).map_err(|e| unanswered(&who, e))
+}
+
+/// A records command's failure: exit 1 when the chat store did not
+/// confirm (the operation failed, or may not have happened), otherwise as
+/// any chat command's.
+fn records_failure(who: &ChatUser, e: String) -> Failure {
+    if e.contains("did not confirm in time") {
+        return Failure::NotWell(e);
+    }
+    unanswered(who, e)
+}
+
+/// Runs a records command as the operator.
+fn run_records(cmd: ChatCmd) -> Result<(), String> {
+    use holdfast::chat_client::ChatClient;
+    use holdfast_actors::core::identity::Role;
+    let connect = |ops: &ChatOperator| {
+        let ops = ops.clone();
+        async move {
+            let config = load_config(&ops.config)?;
+            ChatClient::connect_as(
+                &config,
+                &ops.who,
+                Role::Operator,
+                ops.channel.as_deref(),
+                ops.timeout,
+            )
+            .await
+        }
+    };
+    let rt = runtime()?;
+    match cmd {
+        ChatCmd::Room { cmd } => match cmd {
+            RoomCmd::Disable { .. } | RoomCmd::Enable { .. } => {
+                let disabled = matches!(cmd, RoomCmd::Disable { .. });
+                let (RoomCmd::Disable { ops, room } | RoomCmd::Enable { ops, room }) = cmd else {
+                    unreachable!("matched above")
+                };
+                let version = rt.block_on(async {
+                    let mut c = connect(&ops).await?;
+                    c.disable_room(&room, disabled).await
+                })?;
+                println!(
+                    "{} {} (directory version {version})",
+                    if disabled { "disabled" } else { "enabled" },
+                    printable(&room)
+                );
+            }
+            RoomCmd::Clear { ops, room, before } => {
+                let through = rt.block_on(async {
+                    let mut c = connect(&ops).await?;
+                    c.clear_room(&room, before).await
+                })?;
+                let range = match before {
+                    Some(b) => format!("posts before {} up to #{through}", fmt_time(b)),
+                    None => format!("all posts up to #{through}"),
+                };
+                println!(
+                    "cleared {} ({range}); their rows are being deleted, numbers are not reused",
+                    printable(&room)
+                );
+            }
+        },
+        ChatCmd::Message {
+            cmd: MessageCmd::Replace { ops, id, text },
+        } => {
+            let (room, seq) = rt.block_on(async {
+                let mut c = connect(&ops).await?;
+                c.replace_post(&id, &text).await
+            })?;
+            println!(
+                "replaced post {} ({} #{seq}); the original is kept for compliance",
+                printable(&id),
+                printable(&room)
+            );
+        }
+        _ => unreachable!("only records commands come here"),
+    }
+    Ok(())
 }
 
 /// A chat command's failure: exit 3 when it got no answer, naming the
@@ -238,6 +434,7 @@ pub(crate) fn unanswered(who: &ChatUser, e: String) -> Failure {
 fn run_as(cmd: ChatCmd) -> Result<(), String> {
     use holdfast::chat_client::ChatClient;
     match cmd {
+        ChatCmd::Room { .. } | ChatCmd::Message { .. } => run_records(cmd)?,
         ChatCmd::Rooms { who } => print_rooms(&who, RoomQuery::Associations)?,
         ChatCmd::Search { who, text } => print_rooms(&who, RoomQuery::Search(text))?,
         ChatCmd::Invites { who } => print_rooms(&who, RoomQuery::Invitations)?,
@@ -390,7 +587,12 @@ fn run_as(cmd: ChatCmd) -> Result<(), String> {
             })?;
             println!("posted to {room} as #{seq}");
         }
-        ChatCmd::History { who, room, after } => {
+        ChatCmd::History {
+            who,
+            room,
+            after,
+            ids,
+        } => {
             let config = load_config(&who.config)?;
             let (posts, latest) = runtime()?.block_on(async {
                 let mut c =
@@ -399,7 +601,11 @@ fn run_as(cmd: ChatCmd) -> Result<(), String> {
                 c.join(&room, after).await
             })?;
             for (seq, p) in &posts {
-                println!("#{seq}  {}", show_post(p));
+                if ids {
+                    println!("#{seq}  {}  [id {}]", show_post(p), printable(&p.id));
+                } else {
+                    println!("#{seq}  {}", show_post(p));
+                }
             }
             eprintln!("{} posts shown; {room} is at #{latest}", posts.len());
         }

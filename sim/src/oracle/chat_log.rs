@@ -28,6 +28,8 @@ pub struct PostOp {
     pub author: String,
     pub text: String,
     pub outcome: PostOutcome,
+    /// When the author sent it (ms of the run).
+    pub sent_ms: u64,
 }
 
 /// What one user saw of one room.
@@ -42,6 +44,47 @@ pub struct RoomView {
     pub redundant: u64,
     /// Copies received at all while walled off (must stay 0).
     pub received_while_walled: u64,
+    /// Numbers the store said hold no post (cleared), counted as read.
+    pub skipped: BTreeSet<u64>,
+}
+
+/// A clear an operator made (answered by the cluster).
+#[derive(Clone, Debug)]
+pub struct ClearRecord {
+    pub room: String,
+    /// Only posts before this time (ms of the run), if given.
+    pub before: Option<u64>,
+    /// The last number it covers.
+    pub through: u64,
+    /// When the operator had the answer (ms of the run).
+    pub done_ms: u64,
+}
+
+/// A post replacement an operator made.
+#[derive(Clone, Debug)]
+pub struct ReplaceRecord {
+    pub post: String,
+    pub room: String,
+    pub seq: u64,
+    pub text: String,
+    pub done_ms: u64,
+}
+
+/// A room an operator disabled.
+#[derive(Clone, Debug)]
+pub struct DisableRecord {
+    pub room: String,
+    pub done_ms: u64,
+}
+
+/// A post copy a client received (kept only where an operator manages
+/// records): which post, when (ms of the run), with what text.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    pub user: String,
+    pub post: String,
+    pub at_ms: u64,
+    pub text: String,
 }
 
 /// The content of a simulated file: its name repeated to `size` bytes, so
@@ -77,7 +120,7 @@ pub struct FileRecord {
 }
 
 /// Everything the chat clients observed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ChatLog {
     /// Files acknowledged as stored, by id.
     pub files: BTreeMap<String, FileRecord>,
@@ -102,6 +145,12 @@ pub struct ChatLog {
     pub leaves_confirmed: BTreeMap<(String, String), u64>,
     /// Good downloads per (user, file id).
     pub downloads_by: BTreeMap<(String, String), u64>,
+    /// Records management done by operators, and what did not get done.
+    pub clears: Vec<ClearRecord>,
+    pub replaces: Vec<ReplaceRecord>,
+    pub disables: Vec<DisableRecord>,
+    pub records_failed: Vec<String>,
+    pub receipts: Vec<Receipt>,
 }
 
 pub type SharedChatLog = Arc<Mutex<ChatLog>>;

@@ -21,6 +21,11 @@
 //!
 //! The files the pickup system copied out of the folder before it
 //! acknowledged them count as exported, as they would for a real one.
+//! - every clear an operator made has its `room_cleared` event (who, the
+//!   range) and its `room_purged` event (how many deleted), every replace
+//!   a `post_replaced` event with the new text and the original, every
+//!   disable a `room_saved` event saying so; a replaced post's `post`
+//!   event keeps the original text.
 //!
 //! Events still staged or in an outbox at the end are `pending`, and count
 //! as missing: a scenario must leave time for the last export.
@@ -95,6 +100,9 @@ pub struct ComplianceInput<'a> {
     pub log: &'a ChatLog,
     pub pending: u64,
 }
+
+/// A records event the export must hold: what it is, and how to know it.
+type Expected<'a> = (String, Box<dyn Fn(&ExportedEvent) -> bool + 'a>);
 
 pub fn check(input: &ComplianceInput) -> ComplianceCounts {
     let mut c = ComplianceCounts {
@@ -173,6 +181,7 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
     let mut saves: BTreeMap<&str, u64> = BTreeMap::new();
     let mut leaves: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut downloads: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut records: Vec<&ExportedEvent> = Vec::new();
     for e in events.values() {
         if !details_well_formed(e) {
             c.wrong += 1;
@@ -187,7 +196,63 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
             "room_saved" => *saves.entry(&e.room).or_default() += 1,
             "leave" => *leaves.entry((&e.user, &e.room)).or_default() += 1,
             "download" => *downloads.entry((&e.user, &e.item)).or_default() += 1,
+            "room_cleared" | "room_purged" | "post_replaced" => records.push(e),
             _ => {}
+        }
+        if e.kind == "room_saved" && e.details.contains("\"disabled\"") {
+            records.push(e);
+        }
+    }
+    let details = |e: &ExportedEvent| {
+        serde_json::from_str::<BTreeMap<String, String>>(&e.details).unwrap_or_default()
+    };
+    let mut expected: Vec<Expected> = Vec::new();
+    for cl in &input.log.clears {
+        let through = cl.through.to_string();
+        let (room, t) = (cl.room.clone(), through.clone());
+        expected.push((
+            format!("room_cleared of {} through #{through}", cl.room),
+            Box::new(move |e| {
+                e.kind == "room_cleared" && e.room == room && e.item == t && !e.user.is_empty()
+            }),
+        ));
+        let room = cl.room.clone();
+        expected.push((
+            format!("room_purged of {} through #{through}", cl.room),
+            Box::new(move |e| {
+                e.kind == "room_purged"
+                    && e.room == room
+                    && e.item == through
+                    && details(e).contains_key("deleted")
+            }),
+        ));
+    }
+    for r in &input.log.replaces {
+        let original = input.log.posts.get(&r.post).map(|p| p.text.clone());
+        expected.push((
+            format!("post_replaced of {}", r.post),
+            Box::new(move |e| {
+                e.kind == "post_replaced"
+                    && e.item == r.post
+                    && e.text == r.text
+                    && details(e).get("original") == original.as_ref()
+            }),
+        ));
+    }
+    for d in &input.log.disables {
+        expected.push((
+            format!("room_saved disabling {}", d.room),
+            Box::new(move |e| {
+                e.kind == "room_saved"
+                    && e.room == d.room
+                    && details(e).get("disabled").map(String::as_str) == Some("true")
+            }),
+        ));
+    }
+    for (what, found) in &expected {
+        if !records.iter().any(|e| found(e)) {
+            c.missing += 1;
+            c.example("missing", what.clone());
         }
     }
     for (_, post) in input.posts {
@@ -197,7 +262,16 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
                 c.example("missing", format!("post {} in {}", post.id, post.room));
             }
             Some([e]) => {
-                if e.room != post.room || e.user != post.author || e.text != post.text {
+                // A replaced post was exported with its original text.
+                let original = input
+                    .log
+                    .replaces
+                    .iter()
+                    .any(|r| r.post == post.id && r.text == post.text)
+                    .then(|| input.log.posts.get(&post.id).map(|p| p.text.as_str()))
+                    .flatten();
+                let text_ok = e.text == post.text || original == Some(e.text.as_str());
+                if e.room != post.room || e.user != post.author || !text_ok {
                     c.wrong += 1;
                     c.example("wrong", format!("post {} exported as {e:?}", post.id));
                 }

@@ -368,6 +368,20 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
             ex("order_errors")
         ));
     }
+    if c.records_errors > 0 {
+        f.push(format!(
+            "chat records errors = {}: records management not done as it must be; e.g. {:?}",
+            c.records_errors,
+            ex("records")
+        ));
+    }
+    if c.records_failed > 0 {
+        f.push(format!(
+            "chat records actions failed = {}; e.g. {:?}",
+            c.records_failed,
+            ex("records_failed")
+        ));
+    }
     if c.wrong_deliveries > 0 {
         f.push(format!(
             "chat wrong deliveries = {}; e.g. {:?}",
@@ -600,6 +614,12 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
             "  chat: wall breaches {}  refused joins {}  busy {}  reconnects {}  retried posts {}  leaves {}  redundant copies {}\n",
             ch.wall_breaches, ch.refused_joins, ch.busy, ch.reconnects, ch.post_retries, ch.leaves, ch.redundant
         ));
+        if ch.cleared + ch.replaced + ch.disabled + ch.records_errors + ch.records_failed > 0 {
+            s.push_str(&format!(
+                "  chat records: cleared {}  replaced {}  disabled {}  skipped in catch-ups {}  errors {}  failed actions {}\n",
+                ch.cleared, ch.replaced, ch.disabled, ch.skipped, ch.records_errors, ch.records_failed
+            ));
+        }
         if ch.files_stored > 0 {
             s.push_str(&format!(
                 "  files: stored {}  lost {}  downloaded {}  corrupt {}  refused {}\n",

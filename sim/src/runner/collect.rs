@@ -221,7 +221,18 @@ fn check_chat(
             pending += outbox_len(&state);
         }
         let log = lock(chat_log);
-        let mut counts = chat_checker::check(&log, &posts, &files);
+        // Every value the store holds outside its compliance outbox (which
+        // carries the posts' text to the Compliance service, by design).
+        let store_values: Vec<u8> = if log.clears.is_empty() {
+            Vec::new()
+        } else {
+            state
+                .iter()
+                .filter(|(k, _)| !k.starts_with(compliance::OUTBOX))
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect()
+        };
+        let mut counts = chat_checker::check(&log, &posts, &files, &store_values);
         if let Some(comp) = &scn.topology.compliance {
             pending += outbox_len(&state);
             let comp_disk = &nodes.shared[comp].disk;

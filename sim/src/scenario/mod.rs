@@ -25,9 +25,9 @@ mod workload;
 pub use error::ScenarioError;
 pub use holdfast_actors::core::settings::Semantics;
 pub use model::{
-    node_names, Archive, Attack, ChatWorkload, Draw, DrawTarget, Expect, Fault, FaultKind,
-    Generator, HostileWorkload, ImWorkload, Scenario, Topology, ATTACKS, CHAT_STORE_NODE,
-    COMPLIANCE_NODE, GAUGES,
+    node_names, Archive, Attack, ChatRecords, ChatWorkload, Draw, DrawTarget, Expect, Fault,
+    FaultKind, Generator, HostileWorkload, ImWorkload, Scenario, Topology, ATTACKS,
+    CHAT_STORE_NODE, COMPLIANCE_NODE, GAUGES,
 };
 
 use error::{key_at, Ctx};

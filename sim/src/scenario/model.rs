@@ -261,6 +261,25 @@ pub struct ChatWorkload {
     /// A post without an answer by the client's next keep-alive is sent
     /// again under the same id (a client retrying after a timeout).
     pub retry_posts: bool,
+    /// Records management an operator does during the run.
+    pub records: ChatRecords,
+}
+
+/// What an operator does to a chat workload's rooms and posts (times in
+/// ms of the run): disable the last room, clear the first (of posts
+/// before `clear_before_ms`, if given), replace a post of the first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatRecords {
+    pub disable_ms: Option<u64>,
+    pub clear_ms: Option<u64>,
+    pub clear_before_ms: Option<u64>,
+    pub replace_ms: Option<u64>,
+}
+
+impl ChatRecords {
+    pub fn any(&self) -> bool {
+        self.disable_ms.is_some() || self.clear_ms.is_some() || self.replace_ms.is_some()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -161,6 +161,19 @@ pub(super) struct RawWorkload {
     /// next keep-alive again, under the same id, to the server it has then.
     #[serde(default)]
     pub(super) retry_posts: Option<Spanned<bool>>,
+    /// chat: an operator disables the workload's last room at this time.
+    #[serde(default)]
+    pub(super) disable_at: Option<Spanned<String>>,
+    /// chat: an operator clears the workload's first room at this time
+    /// (of posts before `clear_before`, if given).
+    #[serde(default)]
+    pub(super) clear_at: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) clear_before: Option<Spanned<String>>,
+    /// chat: an operator replaces the text of a post of the first room at
+    /// this time.
+    #[serde(default)]
+    pub(super) replace_at: Option<Spanned<String>>,
     /// hostile: the attacks its clients make.
     #[serde(default)]
     pub(super) attacks: Option<Spanned<Vec<String>>>,

@@ -2,12 +2,14 @@
 //! sharing, and hostile clients.
 
 use super::error::{Ctx, ScenarioError};
+use super::model::ChatRecords;
 use super::model::{
     Archive, ChatWorkload, Draw, DrawTarget, HostileWorkload, ImWorkload, Topology, ATTACKS,
 };
 use super::raw::{ArchiveSpec, RawWorkload};
 use holdfast_actors::core::protocol::RecordKind;
 use holdfast_actors::core::units;
+use toml::Spanned;
 
 /// A `kind = "hostile"` workload.
 fn hostile_workload(
@@ -91,6 +93,10 @@ fn hostile_workload(
             ("churn", at_kind(w.churn.is_some())),
             ("retry_posts", at_kind(w.retry_posts.is_some())),
             ("repair", at_kind(w.repair.is_some())),
+            ("disable_at", at_kind(w.disable_at.is_some())),
+            ("clear_at", at_kind(w.clear_at.is_some())),
+            ("clear_before", at_kind(w.clear_before.is_some())),
+            ("replace_at", at_kind(w.replace_at.is_some())),
         ],
         "a hostile workload does not take this key",
     )?;
@@ -213,6 +219,7 @@ fn chat_workload(
         Some(c) => *c.get_ref(),
         None => 0.0,
     };
+    let records = chat_records(cx, w, duration_ms, rooms)?;
     Ok(ChatWorkload {
         users: users as u64,
         rooms,
@@ -227,7 +234,56 @@ fn chat_workload(
         managed: w.managed.as_ref().is_some_and(|m| *m.get_ref()),
         churn,
         retry_posts: w.retry_posts.as_ref().is_some_and(|r| *r.get_ref()),
+        records,
     })
+}
+
+/// A chat workload's records management keys: each a time within the
+/// run; `clear_before` needs `clear_at` and is not after it; disabling the
+/// last room while clearing or replacing in the first needs two rooms.
+fn chat_records(
+    cx: &Ctx,
+    w: &RawWorkload,
+    duration_ms: u64,
+    rooms: u64,
+) -> Result<ChatRecords, ScenarioError> {
+    let within = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<u64>, ScenarioError> {
+        let Some(at) = cx.opt_dur(v, key)? else {
+            return Ok(None);
+        };
+        if at >= duration_ms {
+            return Err(cx.err(
+                &v.as_ref().expect("given").span(),
+                key,
+                "must be within the run's duration",
+            ));
+        }
+        Ok(Some(at))
+    };
+    let records = ChatRecords {
+        disable_ms: within(&w.disable_at, "workload.disable_at")?,
+        clear_ms: within(&w.clear_at, "workload.clear_at")?,
+        clear_before_ms: within(&w.clear_before, "workload.clear_before")?,
+        replace_ms: within(&w.replace_at, "workload.replace_at")?,
+    };
+    if let Some(before) = records.clear_before_ms {
+        if records.clear_ms.is_none_or(|c| before > c) {
+            return Err(cx.err(
+                &w.clear_before.as_ref().expect("given").span(),
+                "workload.clear_before",
+                "needs clear_at, and is not after it",
+            ));
+        }
+    }
+    let in_first = records.clear_ms.is_some() || records.replace_ms.is_some();
+    if records.disable_ms.is_some() && in_first && rooms < 2 {
+        return Err(cx.err(
+            &w.disable_at.as_ref().expect("given").span(),
+            "workload.disable_at",
+            "disables the last room while the first is cleared or edited: give the workload two rooms or more",
+        ));
+    }
+    Ok(records)
 }
 
 /// The workloads of a scenario, by kind.
@@ -294,6 +350,10 @@ fn im_workload(
             ("managed", w.managed.as_ref().map(|r| r.span())),
             ("churn", w.churn.as_ref().map(|r| r.span())),
             ("retry_posts", w.retry_posts.as_ref().map(|r| r.span())),
+            ("disable_at", w.disable_at.as_ref().map(|r| r.span())),
+            ("clear_at", w.clear_at.as_ref().map(|r| r.span())),
+            ("clear_before", w.clear_before.as_ref().map(|r| r.span())),
+            ("replace_at", w.replace_at.as_ref().map(|r| r.span())),
         ],
         "only a chat workload takes this key",
     )?;

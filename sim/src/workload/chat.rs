@@ -20,8 +20,8 @@ use crate::host::alarm::Alarm;
 use crate::host::tcp_flow::FlowLink;
 use crate::lock;
 use crate::oracle::chat_log::{
-    chat_rooms, chat_users, file_content, is_file_content, FileRecord, PostOp, PostOutcome,
-    SharedChatLog,
+    chat_rooms, chat_users, file_content, is_file_content, ClearRecord, DisableRecord, FileRecord,
+    PostOp, PostOutcome, Receipt, ReplaceRecord, SharedChatLog,
 };
 use crate::scenario::ChatWorkload;
 use crate::seeds::{self, Purpose};
@@ -96,6 +96,14 @@ pub async fn run_chat_clients(spec: Arc<ChatClientSpec>, log: SharedChatLog) {
             };
             tasks.push(tokio::spawn(client.run()));
         }
+        if wl.records.any() {
+            tasks.push(tokio::spawn(run_operator(
+                spec.clone(),
+                wl.clone(),
+                w,
+                log.clone(),
+            )));
+        }
     }
     for t in tasks {
         let _ = t.await;
@@ -114,6 +122,10 @@ struct RoomState {
     buffered: BTreeMap<u64, Post>,
     last_sync: Option<Instant>,
     refused: bool,
+    /// Numbers the store said hold no post (cleared): read, not owed.
+    skipped: BTreeSet<u64>,
+    /// The server said the room is disabled (its subscription ended).
+    disabled: bool,
 }
 
 struct ChatClient {
@@ -223,7 +235,8 @@ impl ChatClient {
     }
 
     fn deliver(&self, room: &str, s: &mut RoomState) {
-        if !s.buffered.contains_key(&(s.delivered_upto + 1)) {
+        let next = s.delivered_upto + 1;
+        if !s.buffered.contains_key(&next) && !s.skipped.contains(&next) {
             return;
         }
         let mut log = lock(&self.log);
@@ -231,10 +244,24 @@ impl ChatClient {
             .views
             .entry((self.user.clone(), room.to_string()))
             .or_default();
-        while let Some(post) = s.buffered.remove(&(s.delivered_upto + 1)) {
-            s.delivered_upto += 1;
-            view.delivered.insert(s.delivered_upto, post.id);
+        loop {
+            let next = s.delivered_upto + 1;
+            if let Some(post) = s.buffered.remove(&next) {
+                s.skipped.remove(&next);
+                view.delivered.insert(next, post.id);
+            } else if s.skipped.remove(&next) {
+                // Cleared: nothing to deliver, and nothing lost.
+                view.skipped.insert(next);
+            } else {
+                break;
+            }
+            s.delivered_upto = next;
         }
+    }
+
+    /// Milliseconds of the run now.
+    fn now_ms(&self) -> u64 {
+        Instant::now().duration_since(self.spec.epoch).as_millis() as u64
     }
 
     async fn run(mut self) {
@@ -373,11 +400,13 @@ impl ChatClient {
                                         text.push_str("lorem ipsum ");
                                     }
                                     text.truncate(self.wl.size.max(id.len()));
+                                    let sent_ms = self.now_ms();
                                     lock(&self.log).posts.insert(id.clone(), PostOp {
                                         room: room.clone(),
                                         author: self.user.clone(),
                                         text: text.clone(),
                                         outcome: PostOutcome::Unknown,
+                                        sent_ms,
                                     });
                                     if self.wl.retry_posts {
                                         self.unanswered.insert(id.clone(), (room.clone(), text.clone()));
@@ -436,6 +465,7 @@ impl ChatClient {
                     s.baseline_set = true;
                     s.delivered_upto = latest;
                     s.buffered.retain(|seq, _| *seq > latest);
+                    s.skipped.retain(|seq| *seq > latest);
                     lock(&self.log)
                         .views
                         .entry((self.user.clone(), room.clone()))
@@ -444,8 +474,32 @@ impl ChatClient {
                 }
                 self.deliver(&room, s);
             }
+            Msg::ChatCleared { room, ranges } => {
+                let Some(s) = state.get_mut(&room) else {
+                    return;
+                };
+                for (from, to) in ranges {
+                    for n in from.max(s.delivered_upto + 1)..=to {
+                        if !s.buffered.contains_key(&n) {
+                            s.skipped.insert(n);
+                        }
+                    }
+                }
+                if s.baseline_set {
+                    self.deliver(&room, s);
+                }
+            }
             Msg::ChatMessage { seq, post } => {
                 let room = post.room.clone();
+                if self.wl.records.any() {
+                    let at_ms = self.now_ms();
+                    lock(&self.log).receipts.push(Receipt {
+                        user: self.user.clone(),
+                        post: post.id.clone(),
+                        at_ms,
+                        text: post.text.clone(),
+                    });
+                }
                 if self.walled {
                     lock(&self.log)
                         .views
@@ -552,6 +606,7 @@ impl ChatClient {
                             text: text.clone(),
                         },
                     );
+                    let sent_ms = self.now_ms();
                     lock(&self.log).posts.insert(
                         format!("post-{file}"),
                         PostOp {
@@ -559,6 +614,7 @@ impl ChatClient {
                             author: self.user.clone(),
                             text,
                             outcome: PostOutcome::Unknown,
+                            sent_ms,
                         },
                     );
                 }
@@ -588,6 +644,11 @@ impl ChatClient {
                     .push(format!("{}: {reason}", self.me));
             }
             Msg::ChatLeft { room } => {
+                // A leave of a room the server had closed (disabled) ends
+                // no subscription and is not recorded.
+                if state.get(&room).is_some_and(|s| s.disabled) {
+                    return;
+                }
                 *lock(&self.log)
                     .leaves_confirmed
                     .entry((self.user.clone(), room))
@@ -671,6 +732,14 @@ impl ChatClient {
                                 *retry_at = Some(Instant::now() + wait);
                             }
                         }
+                        // Disabled by an operator: tried again at the next
+                        // keep-alive (it may be enabled again).
+                        ChatReject::RoomDisabled => {
+                            if let Some(s) = state.get_mut(&room) {
+                                s.joined = false;
+                                s.disabled = true;
+                            }
+                        }
                         ChatReject::NotJoined => {
                             // The server forgot the session (it restarted):
                             // join again at the next keep-alive.
@@ -680,6 +749,7 @@ impl ChatClient {
                         }
                         ChatReject::StoreUnavailable
                         | ChatReject::Conflict
+                        | ChatReject::NoSuchPost
                         | ChatReject::TooLarge { .. } => {}
                     },
                 }
@@ -689,4 +759,196 @@ impl ChatClient {
             }
         }
     }
+}
+
+/// How long the operator waits for an answer before asking again (on
+/// another Channel server).
+const OPERATOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One records action of a workload's operator.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Disable,
+    Clear,
+    Replace,
+}
+
+/// The operator of chat workload `w`: at the workload's times it disables
+/// the last room, clears the first, replaces the text of a post of the
+/// first (the newest accepted one a clear does not cover). Each action is
+/// asked again, on the next Channel server, until answered; what it did
+/// is recorded for the checker.
+async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log: SharedChatLog) {
+    let me = Principal::new(format!("ops{w}@{}", spec.domain), Role::Operator)
+        .client_name(&format!("c{w}ops"));
+    let from = Addr::new(me.clone(), ActorKind::Client);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+    let channels: Vec<String> = spec
+        .channels
+        .keys()
+        .filter(|c| !spec.web.contains(c))
+        .cloned()
+        .collect();
+    let net = Network::with_link(
+        me.clone(),
+        spec.channels.clone(),
+        tx,
+        spec.link.clone(),
+        DEFAULT_OUTBOUND_CAPACITY,
+    );
+    let rooms = chat_rooms(w, wl.rooms);
+    let first = rooms[0].clone();
+    let last = rooms[rooms.len() - 1].clone();
+    let r = &wl.records;
+    let mut actions: Vec<(u64, Action)> = [
+        (r.disable_ms, Action::Disable),
+        (r.clear_ms, Action::Clear),
+        (r.replace_ms, Action::Replace),
+    ]
+    .into_iter()
+    .filter_map(|(at, a)| at.map(|at| (at, a)))
+    .collect();
+    actions.sort_by_key(|(at, _)| *at);
+    let now_ms = || Instant::now().duration_since(spec.epoch).as_millis() as u64;
+    for (at, action) in actions {
+        tokio::time::sleep_until(spec.epoch + Duration::from_millis(at)).await;
+        let mut outcome: Result<(), String> = Err("no answer".into());
+        for attempt in 0..12 {
+            let channel = &channels[attempt % channels.len().max(1)];
+            // The post to replace: chosen now, from what was accepted.
+            let target = match action {
+                Action::Replace => {
+                    let log = lock(&log);
+                    let covered = |seq: u64| {
+                        log.clears
+                            .iter()
+                            .any(|c| c.room == first && seq <= c.through)
+                    };
+                    let found = log
+                        .posts
+                        .iter()
+                        .filter(|(_, p)| p.room == first)
+                        .filter_map(|(id, p)| match p.outcome {
+                            PostOutcome::Accepted { seq } if !covered(seq) => {
+                                Some((seq, id.clone()))
+                            }
+                            _ => None,
+                        })
+                        .max();
+                    match found {
+                        Some(t) => Some(t),
+                        None => {
+                            outcome = Err(format!("no post of {first} to replace"));
+                            break;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let msg = match action {
+                Action::Disable => Msg::RoomDisable {
+                    room: last.clone(),
+                    disabled: true,
+                },
+                Action::Clear => Msg::RoomClear {
+                    room: first.clone(),
+                    before: r.clear_before_ms,
+                },
+                Action::Replace => Msg::PostReplace {
+                    post: target.as_ref().expect("chosen").1.clone(),
+                    text: format!(
+                        "replaced by the operator: {}",
+                        target.as_ref().expect("chosen").1
+                    ),
+                },
+            };
+            let sent = net.send(Envelope {
+                from: from.clone(),
+                to: Addr::new(channel.clone(), ActorKind::Channel),
+                id: 0,
+                msg: msg.clone(),
+            });
+            if sent.is_err() {
+                tokio::time::sleep(OPERATOR_TIMEOUT).await;
+                continue;
+            }
+            let deadline = Instant::now() + OPERATOR_TIMEOUT;
+            let answer = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, rx.recv()).await {
+                    Ok(Some(env)) => {
+                        net.consumed(&env);
+                        let mine = match (&msg, &env.msg) {
+                            (Msg::RoomDisable { room, .. }, Msg::RoomSaved { room: r, .. })
+                            | (Msg::RoomClear { room, .. }, Msg::RoomCleared { room: r, .. }) => {
+                                r == room
+                            }
+                            (Msg::PostReplace { post, .. }, Msg::PostReplaced { post: p, .. }) => {
+                                p == post
+                            }
+                            (
+                                Msg::PostReplace { post, .. },
+                                Msg::ChatRejected { post: Some(p), .. },
+                            ) => p == post,
+                            (
+                                Msg::RoomDisable { room, .. } | Msg::RoomClear { room, .. },
+                                Msg::ChatRejected {
+                                    room: r,
+                                    post: None,
+                                    ..
+                                },
+                            ) => r == room,
+                            _ => false,
+                        };
+                        if mine {
+                            break Some(env.msg);
+                        }
+                    }
+                    _ => break None,
+                }
+            };
+            let done_ms = now_ms();
+            match answer {
+                Some(Msg::RoomSaved { room, .. }) => {
+                    lock(&log).disables.push(DisableRecord { room, done_ms });
+                    outcome = Ok(());
+                }
+                Some(Msg::RoomCleared { room, through }) => {
+                    lock(&log).clears.push(ClearRecord {
+                        room,
+                        before: r.clear_before_ms,
+                        through,
+                        done_ms,
+                    });
+                    outcome = Ok(());
+                }
+                Some(Msg::PostReplaced { post, room, seq }) => {
+                    let Msg::PostReplace { text, .. } = &msg else {
+                        unreachable!("answers a replace")
+                    };
+                    lock(&log).replaces.push(ReplaceRecord {
+                        post,
+                        room,
+                        seq,
+                        text: text.clone(),
+                        done_ms,
+                    });
+                    outcome = Ok(());
+                }
+                Some(Msg::ChatRejected { reason, .. })
+                    if reason != ChatReject::StoreUnavailable =>
+                {
+                    outcome = Err(format!("refused: {reason:?}"));
+                }
+                _ => continue,
+            }
+            break;
+        }
+        if let Err(why) = outcome {
+            lock(&log)
+                .records_failed
+                .push(format!("{action:?} at {at} ms ({me}): {why}"));
+        }
+    }
+    std::future::pending::<()>().await;
 }

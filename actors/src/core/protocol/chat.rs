@@ -64,6 +64,9 @@ pub struct Room {
     /// Directory version of the last change (0 = as configured). An update
     /// names the version it was based on; a stale one is refused.
     pub version: u64,
+    /// Disabled by an operator (`holdfast chat room disable`): no joins, no
+    /// posts; its history is kept. Changed only with `RoomDisable`.
+    pub disabled: bool,
 }
 
 impl Room {
@@ -132,4 +135,9 @@ pub enum ChatReject {
     TooLarge {
         limit: u64,
     },
+    /// An operator disabled the room: no joins and no posts until it is
+    /// enabled again.
+    RoomDisabled,
+    /// No post of that id is stored (never posted, or cleared).
+    NoSuchPost,
 }

@@ -15,8 +15,17 @@ pub enum EventKind {
     Post,
     Upload,
     Download,
-    /// A room created or changed.
+    /// A room created or changed (disabled and enabled too).
     RoomSaved,
+    /// An operator cleared a room's posts (all, or those before a time):
+    /// `item` is the last number cleared, `details` the range and who.
+    RoomCleared,
+    /// The cleared posts' rows are deleted (the end of a clear): `details`
+    /// say how many were deleted and how many a hold kept.
+    RoomPurged,
+    /// An operator replaced a post's text: `text` is the new text,
+    /// `details.original` the text it replaced.
+    PostReplaced,
 }
 
 impl EventKind {
@@ -29,6 +38,9 @@ impl EventKind {
             EventKind::Upload => "upload",
             EventKind::Download => "download",
             EventKind::RoomSaved => "room_saved",
+            EventKind::RoomCleared => "room_cleared",
+            EventKind::RoomPurged => "room_purged",
+            EventKind::PostReplaced => "post_replaced",
         }
     }
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -40,6 +52,9 @@ impl EventKind {
             EventKind::Upload,
             EventKind::Download,
             EventKind::RoomSaved,
+            EventKind::RoomCleared,
+            EventKind::RoomPurged,
+            EventKind::PostReplaced,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -65,7 +80,10 @@ pub struct ComplianceEvent {
     /// `sha256`; what a room change changed (`created`, `members_added`,
     /// `members_removed`, `managers_added`, `managers_removed`,
     /// `walled_added`, `walled_removed`, `presenters`, `category`,
-    /// `privacy`, `description`, `invite`). Empty for the other kinds.
+    /// `privacy`, `description`, `invite`, `disabled`); for a clear, `through`
+    /// (the last number it covers), `before` (ms, when only older posts
+    /// are cleared), and once purged `deleted` and `held`; for a replace,
+    /// `original`, `author` and `seq`. Empty for the other kinds.
     pub details: BTreeMap<String, String>,
 }
 

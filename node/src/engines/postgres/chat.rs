@@ -4,6 +4,10 @@
 //! (`r/`) a row of `rooms` plus its `memberships`; a user's follows
 //! (`u/`) rows of `follows`; any other key lands in `kv`.
 //!
+//! Records management as in SQLite: a replaced post's original (`e/`) is a
+//! row of `replaced`; a cleared post's row is deleted (the space is
+//! reclaimed by the server's vacuum).
+//!
 //! `user` is a reserved word in PostgreSQL: the `memberships` and
 //! `follows` columns of that name are written `"user"` (which SQLite
 //! reads too).
@@ -13,7 +17,8 @@ use super::schema::Schema;
 use super::target::PgTarget;
 use crate::engines::{Engine, EngineError};
 use holdfast_actors::chat::chat_store::{
-    parse_post_key, post_key, prefixed, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID, CHAT_ROOM,
+    parse_post_key, post_key, prefixed, Replaced, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID,
+    CHAT_REPLACED, CHAT_ROOM,
 };
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{Answer, Query};
@@ -21,10 +26,12 @@ use holdfast_actors::core::protocol::chat::{Post, Room, RoomId};
 use holdfast_actors::core::store_keys as keys;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The chat store's migrations. Version 1 is the SQLite store's schema 1.
+/// The chat store's migrations. Version 1 is the SQLite store's schema 1;
+/// version 2 (`replaced`) its schema 2.
 pub static SCHEMA: Schema = Schema {
     component: "chat store",
-    steps: &["
+    steps: &[
+        "
 CREATE TABLE posts (
     room    TEXT   COLLATE \"C\" NOT NULL,
     seq     BIGINT NOT NULL,
@@ -61,7 +68,20 @@ CREATE TABLE kv (
     key   BYTEA PRIMARY KEY,
     value BYTEA NOT NULL
 );
-"],
+",
+        "
+CREATE TABLE replaced (
+    post_id     TEXT   COLLATE \"C\" PRIMARY KEY,
+    room        TEXT   COLLATE \"C\" NOT NULL,
+    seq         BIGINT NOT NULL,
+    author      TEXT   NOT NULL,
+    text        TEXT   NOT NULL,
+    at          BIGINT NOT NULL,
+    replaced_by TEXT   NOT NULL,
+    replaced_at BIGINT NOT NULL
+);
+",
+    ],
 };
 
 const POST: &str = "SELECT room, seq, post_id, author, text, at FROM posts";
@@ -83,6 +103,13 @@ const KV_PUT: &str = "INSERT INTO kv (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 const KV_INSERT: &str = "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
 const KV_DELETE: &str = "DELETE FROM kv WHERE key = $1";
+const POST_DELETE_ID: &str = "DELETE FROM posts WHERE post_id = $1";
+const POST_DELETE_AT: &str = "DELETE FROM posts WHERE room = $1 AND seq = $2";
+const REPLACED_INSERT: &str = "INSERT INTO replaced (post_id, room, seq, author, text, at, \
+     replaced_by, replaced_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const REPLACED_DELETE: &str = "DELETE FROM replaced WHERE post_id = $1";
+const REPLACED_GET: &str = "SELECT post_id, room, seq, author, text, at, replaced_by, \
+     replaced_at FROM replaced WHERE post_id = $1";
 
 /// The chat store, in PostgreSQL.
 pub struct PgChat {
@@ -132,6 +159,12 @@ impl Engine for PgChat {
 }
 
 fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
+    let [post_delete_id, post_delete_at, replaced_insert, replaced_delete] = s.prepare([
+        POST_DELETE_ID,
+        POST_DELETE_AT,
+        REPLACED_INSERT,
+        REPLACED_DELETE,
+    ])?;
     let [post_by_id, post_at, post_insert, room_put, room_delete, members_delete, member_add, follows_delete, follow_add, kv_put, kv_insert, kv_delete] =
         s.prepare([
             POST_BY_ID,
@@ -177,6 +210,48 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
     let mut inserted = 0u64;
     for op in ops {
         match op {
+            StoreOp::Delete { key } if key.starts_with(CHAT_POST_ID) => {
+                let id = utf8(key, CHAT_POST_ID).ok_or_else(|| refuse(format!("{key:?}")))?;
+                tx.execute(&post_delete_id, &[&id]).map_err(failed(key))?;
+            }
+            StoreOp::Put { key, value } | StoreOp::Insert { key, value }
+                if key.starts_with(CHAT_REPLACED) =>
+            {
+                let r: Replaced = keys::decode(value)
+                    .map_err(|e| refuse(format!("undecodable original {key:?}: {e}")))?;
+                let put = matches!(op, StoreOp::Put { .. });
+                if put {
+                    tx.execute(&replaced_delete, &[&r.original.id])
+                        .map_err(failed(key))?;
+                }
+                let held = tx
+                    .query_opt(REPLACED_GET, &[&r.original.id])
+                    .map_err(failed(key))?
+                    .is_some();
+                if !held {
+                    tx.execute(
+                        &replaced_insert,
+                        &[
+                            &r.original.id,
+                            &r.original.room,
+                            &(r.seq as i64),
+                            &r.original.author,
+                            &r.original.text,
+                            &(r.original.at as i64),
+                            &r.by,
+                            &(r.at as i64),
+                        ],
+                    )
+                    .map_err(failed(key))?;
+                    if !put {
+                        inserted += 1;
+                    }
+                }
+            }
+            StoreOp::Delete { key } if key.starts_with(CHAT_REPLACED) => {
+                let id = utf8(key, CHAT_REPLACED).ok_or_else(|| refuse(format!("{key:?}")))?;
+                tx.execute(&replaced_delete, &[&id]).map_err(failed(key))?;
+            }
             // A post's id: the posts table's unique index on `post_id` is
             // the key. The post itself was put under its number earlier
             // in the batch; check that it holds this id.
@@ -198,7 +273,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 }
                 inserted += 1;
             }
-            StoreOp::Put { key, .. } | StoreOp::Delete { key } if key.starts_with(CHAT_POST_ID) => {
+            StoreOp::Put { key, .. } if key.starts_with(CHAT_POST_ID) => {
                 return Err(refuse(format!("post ids are only inserted (key {key:?})")));
             }
             StoreOp::Put { key, value } if key.starts_with(CHAT_POST) => {
@@ -235,7 +310,10 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 }
             }
             StoreOp::Delete { key } if key.starts_with(CHAT_POST) => {
-                return Err(refuse(format!("posts are never deleted (key {key:?})")));
+                let (room, seq) = parse_post_key(key)
+                    .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
+                tx.execute(&post_delete_at, &[&room, &(seq as i64)])
+                    .map_err(failed(key))?;
             }
             StoreOp::Put { key, value } if key.starts_with(CHAT_ROOM) => {
                 let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
@@ -324,7 +402,25 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
         Query::Get { keys: wanted } => {
             let mut values = Vec::with_capacity(wanted.len());
             for key in wanted {
-                let found = if let Some(id) = key.strip_prefix(CHAT_POST_ID) {
+                let found = if let Some(id) = key.strip_prefix(CHAT_REPLACED) {
+                    let id = String::from_utf8_lossy(id).into_owned();
+                    s.client()?.query_opt(REPLACED_GET, &[&id]).map(|r| {
+                        r.map(|r| {
+                            keys::encode(&Replaced {
+                                seq: r.get::<_, i64>(2) as u64,
+                                original: Post {
+                                    id: r.get(0),
+                                    room: r.get(1),
+                                    author: r.get(3),
+                                    text: r.get(4),
+                                    at: r.get::<_, i64>(5) as u64,
+                                },
+                                by: r.get(6),
+                                at: r.get::<_, i64>(7) as u64,
+                            })
+                        })
+                    })
+                } else if let Some(id) = key.strip_prefix(CHAT_POST_ID) {
                     let id = String::from_utf8_lossy(id).into_owned();
                     let sql = format!("{POST} WHERE post_id = $1");
                     s.client()?

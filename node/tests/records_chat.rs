@@ -1,0 +1,361 @@
+//! Chat records management on real processes over mutual TLS: an operator
+//! clears a room's older posts, replaces the text of a later one and
+//! disables the room with the command-line tool. Members read only what
+//! remains (the replacement, not the original); the cleared text is gone
+//! from the chat store's SQLite file; the original of the replaced post
+//! is kept beside it; the compliance export names every action and who
+//! did it; a user may do none of it. With the chat store in SQLite and in
+//! PostgreSQL.
+
+mod common;
+
+use common::postgres::PgServer;
+use common::TestCluster;
+use holdfast::chat_client::ChatClient;
+use holdfast::cluster_up::{free_port, loopback_config};
+use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent};
+use std::time::Duration;
+
+fn config_text() -> String {
+    let mut text = loopback_config("tls", "chat_load_report = \"1s\"");
+    for (name, role) in [
+        ("ch1", "channel"),
+        ("lookup1", "lookup"),
+        ("chatdb", "chat_store"),
+        ("comp1", "compliance"),
+    ] {
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
+            free_port().unwrap()
+        ));
+    }
+    text.push_str(
+        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
+    );
+    text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
+    text
+}
+
+fn ok(r: (i32, String, String)) -> String {
+    assert_eq!(r.0, 0, "{}{}", r.1, r.2);
+    r.1
+}
+
+/// Every event the Compliance service exported so far.
+fn exported(c: &TestCluster) -> Vec<ExportedEvent> {
+    let out = c.dir.path().join("compliance-out");
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(&out).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "xml") {
+            let data = std::fs::read(&path).unwrap();
+            events.extend(parse(ExportFormat::Xml, &data).unwrap());
+        }
+    }
+    events
+}
+
+#[test]
+fn an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record() {
+    records_on(None);
+}
+
+#[test]
+fn an_operator_clears_replaces_and_disables_with_postgres() {
+    let pg = PgServer::start();
+    records_on(Some(&pg));
+}
+
+fn records_on(pg: Option<&PgServer>) {
+    let chat_store = pg
+        .map(|pg| {
+            format!(
+                "\n[chat_store]\nengine = \"postgres\"\nurl = \"{}\"\n",
+                pg.url("holdfast")
+            )
+        })
+        .unwrap_or_default();
+    let mut c = TestCluster::start_with("tls", || config_text() + &chat_store);
+    let config = c.config.clone();
+    let t = Duration::from_secs(10);
+    let rt = common::runtime();
+    // Three older posts, a cut, two newer ones.
+    let logs = |c: &TestCluster| format!("ch1:\n{}\nchatdb:\n{}", c.log("ch1"), c.log("chatdb"));
+    let cut = rt.block_on(async {
+        let mut alice = ChatClient::connect(&config, "alice@corp.example", Some("ch1"), t)
+            .await
+            .unwrap();
+        // The cluster may still be coming up: join until answered.
+        let mut tries = 0;
+        while let Err(e) = alice.join("general", 0).await {
+            tries += 1;
+            assert!(tries < 4, "{e}\n{}", logs(&c));
+        }
+        for text in ["old-secret-1", "old-secret-2", "old-secret-3"] {
+            alice.post("general", text).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cut = std::time::SystemTime::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(alice.post("general", "new-4").await.unwrap(), 4);
+        assert_eq!(
+            alice.post("general", "new-5 (to be fixed)").await.unwrap(),
+            5
+        );
+        // A user may not clear, even by asking the Channel server herself.
+        let err = alice.clear_room("general", None).await.unwrap_err();
+        assert!(err.contains("forbidden"), "{err}");
+        cut
+    });
+    let chat = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["chat".to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.cli(&args)
+    };
+    // Nor with the command-line tool.
+    let (code, out, err) = run(chat(&[
+        "room",
+        "clear",
+        "--room",
+        "general",
+        "--as",
+        "alice@corp.example",
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("needs operator"), "{err}");
+
+    let before = humantime::format_rfc3339_millis(cut).to_string();
+    let out = ok(run(chat(&[
+        "room", "clear", "--room", "general", "--before", &before,
+    ])));
+    assert!(
+        out.contains("cleared general") && out.contains("#5"),
+        "{out}"
+    );
+    let history = ok(run(chat(&[
+        "history",
+        "--user",
+        "bob@corp.example",
+        "--room",
+        "general",
+        "--ids",
+    ])));
+    assert!(!history.contains("old-secret"), "{history}");
+    assert!(
+        history.contains("#4") && history.contains("new-5"),
+        "{history}"
+    );
+    let id = history
+        .lines()
+        .find(|l| l.contains("new-5"))
+        .and_then(|l| l.rsplit_once("[id "))
+        .map(|(_, id)| id.trim_end_matches(']').to_string())
+        .expect("the post's id");
+    // A catch-up from inside the cleared range gets the survivors.
+    let caught_up = ok(run(chat(&[
+        "history",
+        "--user",
+        "bob@corp.example",
+        "--room",
+        "general",
+        "--after",
+        "1",
+    ])));
+    assert!(
+        caught_up.starts_with("#4") && !caught_up.contains("old-secret"),
+        "{caught_up}"
+    );
+
+    let (code, out, err) = run(chat(&[
+        "message",
+        "replace",
+        "--id",
+        &id,
+        "--text",
+        "new-5 fixed",
+        "--as",
+        "bob@corp.example",
+    ]));
+    assert_eq!(code, 2, "a user may not replace: {out}{err}");
+    let out = ok(run(chat(&[
+        "message",
+        "replace",
+        "--id",
+        &id,
+        "--text",
+        "new-5 fixed",
+    ])));
+    assert!(out.contains("replaced post") && out.contains("#5"), "{out}");
+    let history = ok(run(chat(&[
+        "history",
+        "--user",
+        "bob@corp.example",
+        "--room",
+        "general",
+    ])));
+    assert!(
+        history.contains("new-5 fixed") && !history.contains("to be fixed"),
+        "{history}"
+    );
+    let (code, _, err) = run(chat(&[
+        "message",
+        "replace",
+        "--id",
+        "no-such-post",
+        "--text",
+        "x",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("no such post"), "{err}");
+
+    // Disabled: no joins, no posts; enabled again, its history is there.
+    ok(run(chat(&["room", "disable", "--room", "general"])));
+    let (code, _, err) = run(chat(&[
+        "post",
+        "--user",
+        "alice@corp.example",
+        "--room",
+        "general",
+        "still open?",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("disabled"), "{err}");
+    ok(run(chat(&["room", "enable", "--room", "general"])));
+    let history = ok(run(chat(&[
+        "history",
+        "--user",
+        "alice@corp.example",
+        "--room",
+        "general",
+    ])));
+    assert!(history.contains("new-5 fixed"), "{history}");
+    // Numbers are not reused after a clear.
+    let out = ok(run(chat(&[
+        "post",
+        "--user",
+        "alice@corp.example",
+        "--room",
+        "general",
+        "after all that",
+    ])));
+    assert!(out.contains("#6"), "{out}");
+
+    // Compliance: every action, who did it, the original and the new text.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        ok(c.cli(&["compliance", "run-now"]));
+        let events = exported(&c);
+        let done = ["room_cleared", "room_purged", "post_replaced"]
+            .iter()
+            .all(|k| events.iter().any(|e| e.kind == *k))
+            && events.iter().any(|e| e.text == "after all that");
+        if done || std::time::Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let one = |kind: &str| -> &ExportedEvent {
+        let found: Vec<&ExportedEvent> = events.iter().filter(|e| e.kind == kind).collect();
+        assert_eq!(found.len(), 1, "{kind}: {events:?}");
+        found[0]
+    };
+    let cleared = one("room_cleared");
+    assert_eq!(
+        (
+            cleared.room.as_str(),
+            cleared.user.as_str(),
+            cleared.item.as_str()
+        ),
+        ("general", "operator", "5")
+    );
+    assert!(cleared.details.contains("\"before\""), "{cleared:?}");
+    let purged = one("room_purged");
+    assert!(purged.details.contains("\"deleted\":\"3\""), "{purged:?}");
+    let replaced = one("post_replaced");
+    assert_eq!(
+        (replaced.item.as_str(), replaced.text.as_str()),
+        (id.as_str(), "new-5 fixed")
+    );
+    assert!(
+        replaced.details.contains("new-5 (to be fixed)"),
+        "{replaced:?}"
+    );
+    let disabling: Vec<&ExportedEvent> = events
+        .iter()
+        .filter(|e| e.kind == "room_saved" && e.details.contains("disabled"))
+        .collect();
+    assert_eq!(disabling.len(), 2, "{events:?}");
+    // The original posts were exported when posted: compliance has them.
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "post" && e.text == "old-secret-1"));
+    assert!(c.log("chatdb").contains("chat_records"));
+
+    if let Some(pg) = pg {
+        // The same tables in PostgreSQL: no cleared row, the original kept.
+        let mut db = pg.client("holdfast");
+        let texts: Vec<String> = db
+            .query(
+                "SELECT text FROM posts WHERE room = 'general' ORDER BY seq",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(texts, ["new-4", "new-5 fixed", "after all that"]);
+        let left: i64 = db
+            .query_one(
+                "SELECT COUNT(*) FROM posts WHERE text LIKE 'old-secret%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+        let original: String = db
+            .query_one("SELECT text FROM replaced WHERE post_id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        assert_eq!(original, "new-5 (to be fixed)");
+        let slow = c.stop_all();
+        assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
+        return;
+    }
+    // The chat store's file: no cleared row, no cleared text; the original
+    // of the replaced post in `replaced`.
+    let path = c.config.node("chatdb").unwrap().chat_path();
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let texts: Vec<String> = db
+            .prepare("SELECT text FROM posts WHERE room = 'general' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(texts, ["new-4", "new-5 fixed", "after all that"]);
+        let original: String = db
+            .query_row("SELECT text FROM replaced WHERE post_id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(original, "new-5 (to be fixed)");
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let slow = c.stop_all();
+    assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend(std::fs::read(path.with_extension("sqlite-wal")).unwrap_or_default());
+    for gone in ["old-secret-1", "old-secret-2", "old-secret-3"] {
+        assert!(
+            !bytes.windows(gone.len()).any(|w| w == gone.as_bytes()),
+            "{gone} is still in {}",
+            path.display()
+        );
+    }
+}
