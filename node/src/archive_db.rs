@@ -20,7 +20,7 @@
 //! query --file` opens a copy read-only, and WAL lets such readers and the
 //! writer proceed side by side.
 
-use holdfast_actors::archiving::retention::{parse_time_key, time_key, TimeEntry};
+use holdfast_actors::archiving::retention::{parse_time_key, time_key};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
 use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, RecordKind, Search};
@@ -721,7 +721,7 @@ impl ArchiveDb {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT time, message_id, from_user, to_user FROM messages \
+                "SELECT time, message_id FROM messages \
                  WHERE time > ?1 OR (time = ?1 AND message_id > ?2) \
                  ORDER BY time, message_id LIMIT ?3",
             )
@@ -730,8 +730,7 @@ impl ArchiveDb {
             .query_map(rusqlite::params![time, id, i64::from(limit)], |r| {
                 let time: i64 = r.get(0)?;
                 let id: String = r.get(1)?;
-                let entry: TimeEntry = (r.get(2)?, r.get(3)?);
-                Ok((time_key(time.max(0) as u64, &id), keys::encode(&entry)))
+                Ok((time_key(time.max(0) as u64, &id), Vec::new()))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(fail)?;

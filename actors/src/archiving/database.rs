@@ -307,11 +307,11 @@ impl Database {
             let key = keys::key_str(DB_ROW, &row.record.id);
             let value = keys::encode(&row);
             // The time index entry, written with the row (a retry writes
-            // the same entry again): what the purge reads oldest first.
-            let entry: retention::TimeEntry = (row.record.from.clone(), row.record.to.clone());
+            // the same entry again): what the purge reads oldest first. It
+            // carries nothing: the purge reads the row itself.
             let index = StoreOp::Put {
                 key: retention::time_key(row.record.time, &row.record.id),
-                value: keys::encode(&entry),
+                value: Vec::new(),
             };
             if duplicate {
                 // Sabotage: the same message again under another key, past

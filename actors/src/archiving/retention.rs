@@ -20,7 +20,7 @@
 use crate::core::actor::Recovered;
 use crate::core::actor::{Ctx, StoreError, StoreOp, Timer, Written};
 use crate::core::engine::Query;
-use crate::core::ids::{Millis, UserId};
+use crate::core::ids::Millis;
 use crate::core::operator::{Gauge, OperatorEvent};
 pub use crate::core::protocol::PurgeRecord;
 use crate::core::protocol::Row;
@@ -47,10 +47,6 @@ pub fn parse_time_key(key: &[u8]) -> Option<(Millis, String)> {
     let time = u64::from_be_bytes(time.try_into().ok()?);
     Some((time, String::from_utf8(id.to_vec()).ok()?))
 }
-
-/// The value under a time index key: who the message was between (what a
-/// legal hold is decided on).
-pub type TimeEntry = (UserId, UserId);
 
 /// Whether a row must survive the purge: a legal hold covers it. The
 /// database core answers; until holds exist, nothing is held.

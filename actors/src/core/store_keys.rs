@@ -30,9 +30,10 @@ pub const DQ_PARKED: &[u8] = b"p/";
 /// Database: `m/<message id>` → row of the messages table, inserted (the
 /// message id is the unique key) and read on demand, never at start.
 pub const DB_ROW: &[u8] = b"m/";
-/// Database: the time index, `t/<time, 8 bytes big-endian><message id>` →
-/// (from, to): written with each row, read oldest first by the retention
-/// purge. An engine answers it from its index on the message time.
+/// Database: the time index, `t/<time, 8 bytes big-endian><message id>`,
+/// empty: written with each row, read oldest first by the retention purge
+/// (which then reads the rows). An engine answers it from its index on the
+/// message time.
 pub const DB_TIME: &[u8] = b"t/";
 /// Database: the retention purge's record (`archiving::retention::PurgeRecord`):
 /// the purge running or the last one, written with every purge transaction.

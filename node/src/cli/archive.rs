@@ -250,41 +250,13 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
         }
         ArchiveCmd::Hold(cmd) => hold(cmd)?,
         ArchiveCmd::Retention(RetentionCmd::PurgeNow { ask, timeout }) => {
-            let waited = std::time::Instant::now();
-            let Msg::RetentionState {
-                purge: Some(begun), ..
-            } = ask_db(&ask, |token| Msg::PurgeNow { token })?
-            else {
-                return Err(Failure::Error("an unexpected answer".into()));
-            };
-            if begun.finished_at.is_none() {
-                println!(
-                    "purge running since {} (cutoff {}); waiting for it",
-                    fmt_time(begun.started_at),
-                    fmt_time(begun.cutoff)
-                );
-            }
-            loop {
-                if let Msg::RetentionState { purge: Some(p), .. } =
-                    ask_db(&ask, |token| Msg::RetentionStatus { token })?
-                {
-                    if p.started_at >= begun.started_at && p.finished_at.is_some() {
-                        println!(
-                            "purge finished: {} rows deleted, {} kept for a hold (cutoff {})",
-                            p.deleted,
-                            p.held,
-                            fmt_time(p.cutoff)
-                        );
-                        return Ok(());
-                    }
-                }
-                if waited.elapsed() > timeout {
-                    return Err(Failure::NotWell(format!(
-                        "the purge did not finish within {timeout:?}"
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            let config = load_config(&ask.config)?;
+            let node = database_node(&config, ask.database.clone())?;
+            // One session for the request and every poll after it.
+            runtime()?.block_on(async {
+                let mut reader = Reader::open(&config, &ask.who, &node)?;
+                purge_now(&mut reader, timeout).await
+            })?;
         }
         ArchiveCmd::Retention(RetentionCmd::Status { ask, json }) => {
             let state = ask_db(&ask, |token| Msg::RetentionStatus { token })?;
@@ -333,6 +305,46 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Starts a purge and waits (polling the state) until a purge that began
+/// at or after it has finished.
+async fn purge_now(reader: &mut Reader, timeout: Duration) -> Result<(), Failure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let Msg::RetentionState {
+        purge: Some(begun), ..
+    } = reader.ask(|token| Msg::PurgeNow { token }).await?
+    else {
+        return Err(Failure::Error("an unexpected answer".into()));
+    };
+    if begun.finished_at.is_none() {
+        println!(
+            "purge running since {} (cutoff {}); waiting for it",
+            fmt_time(begun.started_at),
+            fmt_time(begun.cutoff)
+        );
+    }
+    loop {
+        if let Msg::RetentionState { purge: Some(p), .. } =
+            reader.ask(|token| Msg::RetentionStatus { token }).await?
+        {
+            if p.started_at >= begun.started_at && p.finished_at.is_some() {
+                println!(
+                    "purge finished: {} rows deleted, {} kept for a hold (cutoff {})",
+                    p.deleted,
+                    p.held,
+                    fmt_time(p.cutoff)
+                );
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Failure::NotWell(format!(
+                "the purge did not finish within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One request to the database node, as the principal `ask.who`.

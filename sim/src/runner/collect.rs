@@ -52,8 +52,8 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
     let chat = check_chat(&scn, nodes, run, &mut read_errors);
     let events = lock(&run.events).clone();
     let shutdowns = critical::shutdowns(&events);
-    let mut observed = observe(ops, archive, &events, &shutdowns, &run.cluster);
-    observed.keep_ms = scn.settings.archive_keep_days * 86_400_000;
+    let keep_ms = scn.settings.archive_keep_days * 86_400_000;
+    let observed = observe(ops, archive, keep_ms, &events, &shutdowns, &run.cluster);
     let counts = checker::check(&observed);
     let recovery =
         crate::oracle::recovery::figures(&observed.ops, &observed.rows, &scn.faults, &run.cluster);
@@ -291,6 +291,7 @@ fn outbox_len(state: &Recovered) -> u64 {
 fn observe(
     ops: Vec<Op>,
     archive: Archive,
+    keep_ms: u64,
     events: &[EventRecord],
     shutdowns: &BTreeMap<String, Vec<(Shutdown, String)>>,
     cluster: &Cluster,
@@ -332,7 +333,7 @@ fn observe(
         ops,
         rows,
         purges,
-        keep_ms: 0,
+        keep_ms,
         queued,
         parked,
         expired,

@@ -15,7 +15,7 @@ use super::schema::Schema;
 use super::target::PgTarget;
 use crate::archive_db::ArchivedMessage;
 use crate::engines::{Engine, EngineError};
-use holdfast_actors::archiving::retention::{parse_time_key, time_key, TimeEntry};
+use holdfast_actors::archiving::retention::{parse_time_key, time_key};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query};
 use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
@@ -459,7 +459,7 @@ fn time_scan(s: &mut Session, from: Option<&[u8]>, limit: u32) -> Result<Answer,
     };
     let limit = i64::from(limit);
     let found = s.client()?.query(
-        "SELECT time, message_id, from_user, to_user FROM messages \
+        "SELECT time, message_id FROM messages \
          WHERE time > $1 OR (time = $1 AND message_id > $2) \
          ORDER BY time, message_id LIMIT $3",
         &[&time, &id, &limit],
@@ -471,8 +471,7 @@ fn time_scan(s: &mut Session, from: Option<&[u8]>, limit: u32) -> Result<Answer,
             .map(|r| {
                 let time: i64 = r.get(0);
                 let id: String = r.get(1);
-                let entry: TimeEntry = (r.get(2), r.get(3));
-                (time_key(time.max(0) as u64, &id), keys::encode(&entry))
+                (time_key(time.max(0) as u64, &id), Vec::new())
             })
             .collect(),
     ))
