@@ -42,7 +42,13 @@ impl TestCluster {
         loop {
             match TestCluster::try_start(links, &make_text()) {
                 Ok(c) => return c,
-                Err(e) if attempt < 3 && e.contains("cannot listen") => {
+                // The listen port, or the metrics port: either may have
+                // been taken since it was drawn.
+                Err(e)
+                    if attempt < 3
+                        && (e.contains("cannot listen")
+                            || e.contains("Address already in use")) =>
+                {
                     eprintln!("attempt {attempt}: {e}; starting again on other ports");
                     attempt += 1;
                 }
