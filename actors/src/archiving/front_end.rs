@@ -54,6 +54,10 @@ pub const CLIENT_ID_MAX_BYTES: usize = 256;
 struct Admitted {
     im: Im,
     client_id: MessageId,
+    /// When the front end admitted it: the message time its archive row
+    /// carries, whenever the record is queued (ocs2007r2 queues it only
+    /// once the recipient's side answered) and however often it is sent.
+    at: Millis,
 }
 
 /// An IM waiting for its outgoing queue to confirm the enqueue.
@@ -146,6 +150,7 @@ impl FrontEnd {
         Admitted {
             im: Im { id, ..im },
             client_id,
+            at: ctx.now(),
         }
     }
 
@@ -160,7 +165,7 @@ impl FrontEnd {
         );
     }
 
-    fn record(&self, kind: RecordKind, m: &Admitted, ctx: &Ctx) -> ArchiveRecord {
+    fn record(&self, kind: RecordKind, m: &Admitted) -> ArchiveRecord {
         let im = &m.im;
         ArchiveRecord {
             kind,
@@ -168,7 +173,7 @@ impl FrontEnd {
             client_id: m.client_id.clone(),
             from: im.from.clone(),
             to: im.to.clone(),
-            time: ctx.now(),
+            time: m.at,
             body: im.body.clone(),
             external: self.cluster.is_external(&im.from) || self.cluster.is_external(&im.to),
             front_end: self.name.clone(),
@@ -176,7 +181,7 @@ impl FrontEnd {
     }
 
     fn enqueue(&mut self, client: Option<Addr>, kind: RecordKind, msg: Admitted, ctx: &mut Ctx) {
-        let record = self.record(kind, &msg, ctx);
+        let record = self.record(kind, &msg);
         let token = self.next_token;
         self.next_token += 1;
         let admitted_at = ctx.now();
@@ -1002,11 +1007,20 @@ mod tests {
             panic!("{sent:?}")
         };
         assert_eq!(sent.len(), 2, "nothing queued for archiving yet");
+        let Msg::ImAccepted { at: admitted, .. } = sent[0].1 else {
+            unreachable!()
+        };
+        // The recipient's side answers a while later: the record still
+        // carries the time the message was admitted, as its answer said.
+        h.now += 7_000;
         let sent = h.msg(
             Addr::new("fe2", ActorKind::FrontEnd),
             Msg::ImDelivered { id: im.id.clone() },
         );
-        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]));
+        let [(_, Msg::Enqueue { record, .. })] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(record.time, admitted);
         // A local recipient answers at once.
         let sent = submit(&mut h, "m2", "c@corp.example");
         assert!(matches!(&sent[1].1, Msg::Enqueue { .. }));

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub const OQ_RECORD: &[u8] = b"q/";
 /// Outgoing queue: dead-letter queue, `d/<key>` → record.
 pub const OQ_DEAD: &[u8] = b"d/";
+/// Outgoing queue: `qe/<seq>` → when a resent dead letter entered the
+/// stream again (8 bytes big-endian), written with it. The record keeps
+/// the time its front end stamped (the archive's message time); expiry
+/// measures its new life from this.
+pub const OQ_ENTERED: &[u8] = b"qe/";
 /// Outgoing queue: highest acknowledged seq (so seqs are never reused).
 pub const OQ_ACKED: &[u8] = b"meta/acked";
 /// Outgoing queue: present while the queue must learn the destination's

@@ -28,6 +28,12 @@
 //! end assigned, which an accepted request's answer names and the row must
 //! carry.
 //! * **corrupted**: archived with content different from what was sent.
+//! * **mistimed**: archived under another message time than the one the
+//!   front end stamped when it admitted the message (its answer names it),
+//!   or, for an unanswered request, a time before it was submitted. The
+//!   time is what retention, holds and every search by range go by: a
+//!   message filed under the wrong time is missing from the range an
+//!   auditor asks for.
 //! * **accepted while shut down**: an IM admitted by a front end inside one
 //!   of its critical-mode shutdowns (call records are always taken).
 //!
@@ -237,6 +243,9 @@ pub struct Counts {
     pub phantoms: u64,
     pub recovered: u64,
     pub corrupted: u64,
+    /// Archived under another time than the front end stamped (see the
+    /// module doc).
+    pub mistimed: u64,
     pub accepted_while_shut_down: u64,
     /// QoE reports accepted but not archived: allowed (not mission
     /// critical), counted apart from `lost`.
@@ -440,6 +449,19 @@ pub fn check(o: &Observed) -> Counts {
                 c.corrupted += 1;
                 note(&mut c.examples, "corrupted", id);
             }
+            let stamped = match &op.outcome {
+                Outcome::Accepted { at, .. } | Outcome::DeliveredNotArchived { at, .. } => {
+                    Some(*at)
+                }
+                _ => None,
+            };
+            if found
+                .iter()
+                .any(|f| stamped.map_or(f.record.time < op.submitted_at, |at| f.record.time != at))
+            {
+                c.mistimed += 1;
+                note(&mut c.examples, "mistimed", id);
+            }
         }
     }
     c
@@ -495,7 +517,12 @@ mod tests {
                 client_id: o.id.clone(),
                 from: o.from.clone(),
                 to: o.to.clone(),
-                time: 0,
+                // The time the front end stamped, as a faithful archive
+                // keeps it.
+                time: match o.outcome {
+                    Outcome::Accepted { at, .. } | Outcome::DeliveredNotArchived { at, .. } => at,
+                    _ => o.submitted_at,
+                },
                 body: o.body.clone(),
                 external: false,
                 front_end: o.front_end.clone(),
@@ -634,6 +661,37 @@ mod tests {
     fn a_row_under_another_message_id_is_corrupted() {
         let c = check_changed_row(|r| r.record.id = "not-the-assigned-one".into());
         assert_eq!(c.corrupted, 1);
+    }
+
+    /// A row filed under another time than the front end stamped (a
+    /// queue that re-stamps a record it sends again, say) is seen.
+    #[test]
+    fn a_row_under_another_time_is_mistimed() {
+        let c = check_changed_row(|r| r.record.time += 60_000);
+        assert_eq!((c.mistimed, c.corrupted), (1, 0));
+        assert_eq!(check_changed_row(|_| {}).mistimed, 0);
+    }
+
+    /// Without an answer, the only bound is the submission: a row stamped
+    /// before the request was sent cannot be its.
+    #[test]
+    fn an_unanswered_row_stamped_before_submission_is_mistimed() {
+        let mut o = op("u", Outcome::Unknown, true);
+        o.submitted_at = 500;
+        let mut early = row(1, &o, 900);
+        early.record.time = 499;
+        let c = check(&Observed {
+            ops: vec![o.clone()],
+            rows: vec![early],
+            ..Default::default()
+        });
+        assert_eq!((c.mistimed, c.recovered), (1, 1));
+        let c = check(&Observed {
+            ops: vec![o.clone()],
+            rows: vec![row(1, &o, 900)],
+            ..Default::default()
+        });
+        assert_eq!(c.mistimed, 0);
     }
 
     #[test]

@@ -208,6 +208,13 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             c.examples.get("corrupted").cloned().unwrap_or_default()
         ));
     }
+    if c.mistimed > 0 {
+        f.push(format!(
+            "mistimed = {}: archived under another time than the front end stamped; e.g. {:?}",
+            c.mistimed,
+            c.examples.get("mistimed").cloned().unwrap_or_default()
+        ));
+    }
     at_least(&mut f, "accepted", c.accepted, e.accepted_min);
     at_least(&mut f, "rejected", c.rejected, e.rejected_min);
     at_least(&mut f, "qoe_dropped", c.qoe_dropped, e.qoe_dropped_min);
@@ -533,6 +540,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "phantoms": c.phantoms,
         "recovered": c.recovered,
         "corrupted": c.corrupted,
+        "mistimed": c.mistimed,
         "expired": c.expired,
         "accepted_while_shut_down": c.accepted_while_shut_down,
         "qoe_dropped": c.qoe_dropped,

@@ -2,12 +2,17 @@
 //! stream (a tombstone takes its slot): under ocs2007r2 it is dropped,
 //! under lync2010 it moves to the dead-letter queue, which is resent (with
 //! new sequence numbers) once the link is healthy.
+//!
+//! A resent record keeps its message time — the time its front end
+//! stamped, which the archive files it under and retention, holds and
+//! searches go by. Its new life in the stream is measured from when it
+//! was resent, kept beside it (`qe/<seq>`) and deleted with it.
 
 use crate::core::actor::StoreOp;
 use crate::core::ids::{MessageId, Millis};
 use crate::core::link::Seq;
 use crate::core::protocol::{ArchiveRecord, QueueItem};
-use crate::core::store_keys::{self as keys, OQ_DEAD, OQ_RECORD};
+use crate::core::store_keys::{self as keys, OQ_DEAD, OQ_ENTERED, OQ_RECORD};
 use std::collections::BTreeMap;
 
 /// Dead letters resent per check, to keep writes bounded.
@@ -46,6 +51,8 @@ pub struct Expiry {
     pub expired_at: Option<Millis>,
     dead_lettered: u64,
     expired: u64,
+    /// Resent records still in the stream: when each entered it again.
+    reentered: BTreeMap<Seq, Millis>,
 }
 
 impl Default for Expiry {
@@ -58,6 +65,7 @@ impl Default for Expiry {
             expired_at: None,
             dead_lettered: 0,
             expired: 0,
+            reentered: BTreeMap::new(),
         }
     }
 }
@@ -83,7 +91,33 @@ impl Expiry {
     /// unknown until the first check has looked.
     pub fn clear(&mut self) {
         self.dead.clear();
+        self.reentered.clear();
         self.oldest_floor = 0;
+    }
+
+    /// A resent record's entry time found in the store at restart.
+    pub fn recovered_entry(&mut self, seq: Seq, at: Millis) {
+        self.reentered.insert(seq, at);
+    }
+
+    /// When the record at `seq` (message time `time`) entered the stream:
+    /// its own time, unless it was resent.
+    pub fn entered_at(&self, seq: Seq, time: Millis) -> Millis {
+        self.reentered.get(&seq).copied().unwrap_or(time)
+    }
+
+    /// The deletions of the entry times of records up to `upto`, which
+    /// leave the store with them (the same write).
+    pub fn forget_upto(&mut self, upto: Seq) -> Vec<StoreOp> {
+        let gone: Vec<Seq> = self.reentered.range(..=upto).map(|(s, _)| *s).collect();
+        gone.into_iter()
+            .map(|s| {
+                self.reentered.remove(&s);
+                StoreOp::Delete {
+                    key: keys::key_u64(OQ_ENTERED, s.get()),
+                }
+            })
+            .collect()
     }
 
     /// A dead letter found in the store at restart.
@@ -118,8 +152,9 @@ impl Expiry {
             let mut oldest = Millis::MAX;
             for (seq, item) in unacked {
                 if let QueueItem::Record(r) = item {
-                    oldest = oldest.min(r.time);
-                    if now >= r.time + ttrq {
+                    let entered = self.entered_at(*seq, r.time);
+                    oldest = oldest.min(entered);
+                    if now >= entered + ttrq {
                         late.push((*seq, r.clone()));
                     }
                 }
@@ -172,7 +207,8 @@ impl Expiry {
     }
 
     /// The next dead letters to resend, numbered by `number`, as one
-    /// write; each starts a new life in the stream at `now`.
+    /// write; each starts a new life in the stream at `now`, under the
+    /// message time it always had.
     pub fn resend(&self, now: Millis, mut number: impl FnMut() -> Seq) -> Resending {
         let mut out = Resending {
             ops: Vec::new(),
@@ -180,8 +216,6 @@ impl Expiry {
         };
         for (k, record) in self.dead.iter().take(RESEND_BATCH) {
             let seq = number();
-            let mut record = record.clone();
-            record.time = now;
             out.ops.push(StoreOp::Delete {
                 key: keys::key_u64(OQ_DEAD, *k),
             });
@@ -189,13 +223,20 @@ impl Expiry {
                 key: keys::key_u64(OQ_RECORD, seq.get()),
                 value: keys::encode(&QueueItem::Record(record.clone())),
             });
-            out.moves.push((*k, seq, record));
+            out.ops.push(StoreOp::Put {
+                key: keys::key_u64(OQ_ENTERED, seq.get()),
+                value: now.to_be_bytes().to_vec(),
+            });
+            out.moves.push((*k, seq, record.clone()));
         }
         out
     }
 
-    /// Dead letter `k` is back in the stream; returns its bytes.
-    pub fn resent(&mut self, k: u64) -> u64 {
+    /// Dead letter `k` is back in the stream at `seq` since `now`;
+    /// returns its bytes.
+    pub fn resent(&mut self, k: u64, seq: Seq, now: Millis) -> u64 {
+        self.reentered.insert(seq, now);
+        self.entered(now);
         self.dead.remove(&k).map_or(0, |r| r.queued_size())
     }
 }

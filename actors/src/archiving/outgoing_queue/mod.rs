@@ -63,7 +63,7 @@ use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{
-    self as keys, OQ_ACKED, OQ_DEAD, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED,
+    self as keys, OQ_ACKED, OQ_DEAD, OQ_ENTERED, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED,
 };
 use expiry::Expiry;
 use heartbeat::Heartbeats;
@@ -370,6 +370,7 @@ impl OutgoingQueue {
             .after_upto(upto)
             .map(|s| StoreOp::Delete { key: record_key(s) })
             .collect();
+        ops.extend(self.expiry.forget_upto(upto));
         ops.push(StoreOp::Put {
             key: OQ_ACKED.to_vec(),
             value: upto.get().to_be_bytes().to_vec(),
@@ -730,9 +731,9 @@ impl OutgoingQueue {
             }
             Write::Resend { moves, operator } => {
                 let n = moves.len();
+                let now = ctx.now();
                 for (k, seq, record) in moves {
-                    self.bytes -= self.expiry.resent(k);
-                    self.expiry.entered(record.time);
+                    self.bytes -= self.expiry.resent(k, seq, now);
                     let item = QueueItem::Record(record);
                     self.bytes += item.queued_size();
                     self.link.insert(seq, item);
@@ -947,6 +948,16 @@ impl Actor for OutgoingQueue {
                     Err(e) => ctx.event(
                         OperatorEvent::StoreCorrupt,
                         format!("{}: item {seq}: {e}", self.name),
+                    ),
+                }
+            } else if let Some(seq) = keys::parse_u64(OQ_ENTERED, k).map(Seq::new) {
+                match v.as_slice().try_into().map(u64::from_be_bytes) {
+                    Ok(at) => self.expiry.recovered_entry(seq, at),
+                    // Without it the record's own (older) time rules: it
+                    // may expire again early, and is kept again.
+                    Err(_) => ctx.event(
+                        OperatorEvent::StoreCorrupt,
+                        format!("{}: entry time of {seq}: not 8 bytes", self.name),
                     ),
                 }
             } else if let Some(k) = keys::parse_u64(OQ_DEAD, k) {
@@ -1681,6 +1692,69 @@ mod tests {
         let mut h2 = oq(Settings::default());
         h2.start(h.store.clone());
         assert_eq!(h2.actor().depth(), 2);
+    }
+
+    /// A resent dead letter keeps the time its front end stamped (the
+    /// archive files it under that time; retention and searches by range
+    /// go by it) while its new life in the stream counts from the resend:
+    /// it is not dead-lettered again at once, it is after a whole TTRQ,
+    /// also after a restart, and its entry time leaves the store with it.
+    #[test]
+    fn a_resent_dead_letter_keeps_its_message_time() {
+        let ttrq = Settings::default().data_ttrq;
+        let mut h = oq(Settings::default());
+        h.start(Recovered::new());
+        h.msg(
+            fe(),
+            Msg::Enqueue {
+                token: 1,
+                record: rec("m1", 0),
+            },
+        );
+        h.now = ttrq;
+        h.set_timer(Timer::DlqCheck, ttrq);
+        h.fire(Timer::DlqCheck);
+        h.msg(dest(), Msg::TransferAck { upto: 0 });
+        h.now = ttrq + 1_000;
+        let sent = h.fire(Timer::DlqCheck);
+        let resent: Vec<Millis> = sent
+            .iter()
+            .chain(h.fire(Timer::Resend).iter())
+            .filter_map(|(_, m)| match m {
+                Msg::Transfer {
+                    item: QueueItem::Record(r),
+                    ..
+                } => Some(r.time),
+                _ => None,
+            })
+            .collect();
+        assert!(!resent.is_empty(), "resent");
+        assert!(resent.iter().all(|t| *t == 0), "{resent:?}");
+        let resent_at = h.now;
+        // Long past its message time plus the TTRQ, inside its new life.
+        h.now = resent_at + 1_000;
+        h.set_timer(Timer::DlqCheck, 0);
+        h.fire(Timer::DlqCheck);
+        assert_eq!(h.actor().dead_letters(), 0, "not expired again at once");
+        let mut h2 = oq(Settings::default());
+        h2.now = resent_at + 2_000;
+        h2.start(h.store.clone());
+        h2.set_timer(Timer::DlqCheck, 0);
+        h2.fire(Timer::DlqCheck);
+        assert_eq!(h2.actor().dead_letters(), 0, "nor after a restart");
+        h2.now = resent_at + ttrq;
+        h2.set_timer(Timer::DlqCheck, 0);
+        h2.fire(Timer::DlqCheck);
+        assert_eq!(h2.actor().dead_letters(), 1, "a whole TTRQ later it is");
+        // Acknowledged at last: the entry time goes with the record.
+        let mut h3 = oq(Settings::default());
+        h3.start(h.store.clone());
+        h3.msg(dest(), Msg::TransferAck { upto: 2 });
+        assert!(
+            !h3.store.keys().any(|k| k.starts_with(OQ_ENTERED)),
+            "{:?}",
+            h3.store.keys().collect::<Vec<_>>()
+        );
     }
 
     /// The age of the oldest waiting record is what operators watch: the
