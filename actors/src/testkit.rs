@@ -227,7 +227,12 @@ impl<A: Actor> Harness<A> {
     }
 
     pub fn msg(&mut self, from: Addr, msg: Msg) -> Vec<(Addr, Msg)> {
-        self.run(Some(Input::Msg { from, msg }), None)
+        self.msg_waited(from, msg, 0)
+    }
+
+    /// A message that waited `waited` ms in the host before the core.
+    pub fn msg_waited(&mut self, from: Addr, msg: Msg, waited: Millis) -> Vec<(Addr, Msg)> {
+        self.run(Some(Input::Msg { from, msg, waited }), None)
     }
 
     /// Advances time to the timer's deadline and fires it.

@@ -309,6 +309,10 @@ pub struct Network {
     clients: Mutex<BTreeMap<String, (u64, mpsc::Sender<Envelope>)>>,
     next_conn: Mutex<u64>,
     inbox: mpsc::UnboundedSender<Envelope>,
+    /// When each network envelope in the inbox arrived, in inbox order:
+    /// [`Network::consumed`] says how long one waited, which a front end
+    /// weighs to answer busy rather than let clients time out.
+    arrivals: Mutex<VecDeque<tokio::time::Instant>>,
     /// One permit per network envelope the inbox may still take.
     inbound: Semaphore,
     /// Inbound connections that have not said who they are yet, oldest
@@ -366,6 +370,7 @@ impl Network {
             clients: Mutex::new(BTreeMap::new()),
             next_conn: Mutex::new(0),
             inbox,
+            arrivals: Mutex::new(VecDeque::new()),
             inbound: Semaphore::new(DEFAULT_INBOUND_LIMIT),
             pending: Mutex::new(VecDeque::new()),
             client_slots: Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS)),
@@ -427,10 +432,14 @@ impl Network {
     }
 
     /// The inbox's consumer took `env`: makes room for another envelope
-    /// from the network (local envelopes never took any).
-    pub fn consumed(&self, env: &Envelope) {
+    /// from the network (local envelopes never took any). Returns when a
+    /// network envelope arrived (`None` for a local one).
+    pub fn consumed(&self, env: &Envelope) -> Option<tokio::time::Instant> {
         if env.from.node != self.me {
             self.inbound.add_permits(1);
+            lock(&self.arrivals).pop_front()
+        } else {
+            None
         }
     }
 
@@ -440,6 +449,10 @@ impl Network {
             Ok(permit) => permit.forget(),
             Err(_) => return, // closed: the node is going away
         }
+        // One lock over both, so that arrivals stay in inbox order when
+        // several connections' readers hand envelopes in at once.
+        let mut arrivals = lock(&self.arrivals);
+        arrivals.push_back(tokio::time::Instant::now());
         let _ = self.inbox.send(env);
     }
 

@@ -36,6 +36,8 @@ pub struct BenchReport {
     pub sent: u64,
     pub accepted: u64,
     pub rejected: u64,
+    /// Of the rejected, answered busy (past capacity).
+    pub busy: u64,
     pub unknown: u64,
     pub accepted_per_s: f64,
     pub archived: u64,
@@ -162,6 +164,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         sent: report.sent,
         accepted: report.accepted,
         rejected: report.rejected,
+        busy: report.busy,
         unknown: report.unknown,
         accepted_per_s: report.accepted as f64 / accepted_done.as_secs_f64(),
         archived,

@@ -37,6 +37,9 @@ pub enum Outcome {
     },
     /// Explicitly refused: it will not be archived.
     Rejected { reason: String },
+    /// The front end is past its capacity and kept nothing: refused for
+    /// now, answered at once; the client may try again.
+    Busy,
     /// No answer in time.
     Unknown,
 }
@@ -120,6 +123,10 @@ impl Client {
                             reason,
                         },
                     ),
+                    Msg::ImRejected {
+                        id,
+                        reason: RejectReason::Busy,
+                    } => (id, Outcome::Busy),
                     Msg::ImRejected { id, reason } => (
                         id,
                         Outcome::Rejected {
@@ -228,6 +235,9 @@ pub fn describe(reason: &RejectReason) -> String {
         RejectReason::CriticalMode(s) => format!("critical mode: {s}"),
         RejectReason::NodeStopping => "front end stopping".into(),
         RejectReason::Forbidden(s) => format!("forbidden: {s}"),
+        RejectReason::Busy => {
+            "busy: the front end is past its capacity; nothing was kept, try again shortly".into()
+        }
     }
 }
 
@@ -243,6 +253,8 @@ pub struct LoadReport {
     pub sent: u64,
     pub accepted: u64,
     pub rejected: u64,
+    /// Of the rejected, answered busy (the front end past its capacity).
+    pub busy: u64,
     pub unknown: u64,
     /// Delivered but not archived (critical mode off, queue store failing).
     pub delivered_not_archived: u64,
@@ -372,6 +384,7 @@ pub async fn load_showing(
         sent: 0,
         accepted: 0,
         rejected: 0,
+        busy: 0,
         unknown: 0,
         delivered_not_archived: 0,
         seconds: 0.0,
@@ -390,6 +403,10 @@ pub async fn load_showing(
             Outcome::Rejected { reason } => {
                 report.rejected += 1;
                 *report.reasons.entry(reason.clone()).or_insert(0) += 1;
+            }
+            Outcome::Busy => {
+                report.rejected += 1;
+                report.busy += 1;
             }
             Outcome::DeliveredNotArchived { .. } => report.delivered_not_archived += 1,
             Outcome::Unknown => report.unknown += 1,

@@ -205,7 +205,7 @@ async fn serve(
     let router_shared = shared.clone();
     actix_rt::spawn(async move {
         while let Some(env) = rx.recv().await {
-            router_shared.net.consumed(&env);
+            let arrived = router_shared.net.consumed(&env);
             if router_shared.stopping.load(Ordering::Relaxed) {
                 if let Some(id) = client_request(&env) {
                     let reply = Envelope {
@@ -222,7 +222,7 @@ async fn serve(
                 }
             }
             let generation = router_shared.generation.load(Ordering::SeqCst);
-            router_shared.deliver(env, generation);
+            router_shared.deliver(env, generation, arrived);
         }
     });
 

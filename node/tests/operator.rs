@@ -34,7 +34,7 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
     ];
     let (code, out, err) = c.cli(&args);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("rejected 0, no answer 0"), "{out}");
+    assert!(out.contains("rejected 0 (busy 0), no answer 0"), "{out}");
 
     c.kill("fe1");
     let (code, out, err) = c.cli(&args);

@@ -4,6 +4,7 @@
 //! Parsing and checking compile in every build; running a simulation needs
 //! `--cfg madsim` (use `cargo sim`, which sets it up in `target/sim`).
 
+#![recursion_limit = "256"]
 pub mod host;
 pub mod oracle;
 pub mod report;

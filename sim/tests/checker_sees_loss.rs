@@ -430,3 +430,24 @@ fn a_resume_asked_by_a_user_is_caught() {
         "{failures:?}"
     );
 }
+
+/// A front end that admits everything past its capacity (no busy answer:
+/// no time bound, a queue bound nothing reaches) leaves most clients
+/// without an answer; the overload scenario's checks see it.
+#[test]
+fn an_overloaded_front_end_without_busy_answers_fails_the_overload_scenario() {
+    let src = library_source("front-end-overload.toml").replace(
+        "admission_wait = \"50ms\"",
+        "admission_wait = \"0ms\"\nadmission_queue = 1000000",
+    );
+    assert!(
+        src.contains("admission_queue = 1000000"),
+        "the setting moved"
+    );
+    let (r, failures) = run_judged("front-end-overload.toml", &src, 5);
+    assert!(r.counts.unknown > 1000, "unknown = {}", r.counts.unknown);
+    assert_eq!(r.counts.busy, 0);
+    assert_failure(&failures, "unknown = ");
+    assert_failure(&failures, "busy = ");
+    assert_failure(&failures, "accept latency p99");
+}

@@ -71,6 +71,9 @@ struct Pending {
     admitted_at: Millis,
 }
 
+/// A lasting overload raises `front_end_busy` at most this often.
+const BUSY_REPORT_EVERY: Millis = 60_000;
+
 pub struct FrontEnd {
     name: String,
     cluster: Arc<Cluster>,
@@ -86,6 +89,11 @@ pub struct FrontEnd {
     archiving_ok: bool,
     /// The resume timer runs: archiving reported healthy since then.
     resume_armed: bool,
+    /// IMs answered busy, in all and since the last `front_end_busy`
+    /// event, and when that was raised.
+    busy_answers: u64,
+    busy_unreported: u64,
+    busy_reported_at: Option<Millis>,
     /// IMs delivered to recipients homed here (a stand-in for the SIP leg).
     pub delivered: u64,
     /// IMs handed to the federation edge.
@@ -107,6 +115,9 @@ impl FrontEnd {
             shut_down: None,
             archiving_ok: true,
             resume_armed: false,
+            busy_answers: 0,
+            busy_unreported: 0,
+            busy_reported_at: None,
             delivered: 0,
             federated_out: 0,
             sabotage: Sabotage::default(),
@@ -132,6 +143,58 @@ impl FrontEnd {
 
     fn legacy(&self) -> bool {
         self.settings.semantics == Semantics::Ocs2007r2
+    }
+
+    /// Whether the front end is past its capacity: this request waited
+    /// in the node (a saturated processor, a full inbox) `admission_wait`
+    /// or longer before it got here, or the IMs admitted earlier have
+    /// waited that long for the queue's disk, or too many of them wait.
+    /// Answering busy then, at once, keeps what admitted IMs wait bounded
+    /// and tells every other client where it stands; admitting them all
+    /// would only lengthen the wait until clients time out not knowing
+    /// whether their IM was taken.
+    fn overloaded(&self, ctx: &Ctx) -> bool {
+        let (now, wait) = (ctx.now(), self.settings.admission_wait);
+        self.pending.len() as u64 >= self.settings.admission_queue
+            || (wait > 0
+                && (ctx.waited_ms() >= wait
+                    // Tokens grow with time: the first pending IM is the
+                    // oldest.
+                    || self
+                        .pending
+                        .values()
+                        .next()
+                        .is_some_and(|p| now >= p.admitted_at.saturating_add(wait))))
+    }
+
+    /// Answers an IM busy, telling operators when an overload begins and
+    /// then at most once a minute, with counts.
+    fn busy(&mut self, client: Addr, id: MessageId, ctx: &mut Ctx) {
+        let now = ctx.now();
+        self.busy_answers += 1;
+        self.busy_unreported += 1;
+        if self
+            .busy_reported_at
+            .is_none_or(|at| now >= at.saturating_add(BUSY_REPORT_EVERY))
+        {
+            let oldest = self
+                .pending
+                .values()
+                .next()
+                .map_or(0, |p| now.saturating_sub(p.admitted_at));
+            ctx.event(
+                OperatorEvent::FrontEndBusy,
+                format!(
+                    "{}: {} IMs answered busy; {} admitted IMs wait for the queue, the oldest {oldest} ms",
+                    self.name,
+                    self.busy_unreported,
+                    self.pending.len()
+                ),
+            );
+            self.busy_unreported = 0;
+            self.busy_reported_at = Some(now);
+        }
+        Self::reject(ctx, client, id, RejectReason::Busy);
     }
 
     fn reject(ctx: &mut Ctx, client: Addr, id: MessageId, reason: RejectReason) {
@@ -331,6 +394,9 @@ impl FrontEnd {
             );
         }
         let at = ctx.now();
+        if self.overloaded(ctx) {
+            return self.busy(client, im.id, ctx);
+        }
         let msg = self.admit(im, ctx);
         if !self.cluster.should_archive(&msg.im.from, &msg.im.to) {
             Self::accepted(client, &msg, at, ctx);
@@ -600,7 +666,11 @@ impl Actor for FrontEnd {
     }
 
     fn gauges(&self) -> Vec<(Gauge, u64)> {
-        vec![(Gauge::CriticalShutdown, u64::from(self.shut_down.is_some()))]
+        vec![
+            (Gauge::CriticalShutdown, u64::from(self.shut_down.is_some())),
+            (Gauge::AdmissionWaiting, self.pending.len() as u64),
+            (Gauge::BusyAnswers, self.busy_answers),
+        ]
     }
 }
 
@@ -993,6 +1063,74 @@ mod tests {
         let mut h = fe(Settings::default());
         health(&mut h, false, "delivery NACK");
         assert!(!h.actor().is_shut_down());
+    }
+
+    fn busy(sent: &[(Addr, Msg)]) -> bool {
+        matches!(
+            sent,
+            [(
+                _,
+                Msg::ImRejected {
+                    reason: RejectReason::Busy,
+                    ..
+                }
+            )]
+        )
+    }
+
+    /// Past capacity the front end answers busy at once, keeping nothing:
+    /// when the oldest admitted IM has waited `admission_wait` for the
+    /// queue, when a request itself waited that long in the node, and when
+    /// `admission_queue` IMs wait; it admits again once the wait is over,
+    /// and tells operators when an overload begins and then once a minute.
+    #[test]
+    fn past_capacity_new_ims_are_answered_busy_at_once() {
+        let mut h = fe(Settings {
+            admission_wait: 100,
+            admission_queue: 3,
+            ..Settings::default()
+        });
+        let first = submit(&mut h, "m1", "b@corp.example");
+        let [(_, Msg::Enqueue { token, .. })] = &first[..] else {
+            panic!("{first:?}")
+        };
+        h.now = 99;
+        let sent = submit(&mut h, "m2", "b@corp.example");
+        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        // The first IM has waited 100 ms for its record to be queued.
+        h.now = 100;
+        let sent = submit(&mut h, "m3", "b@corp.example");
+        assert!(busy(&sent), "{sent:?}");
+        assert_eq!(h.events(), vec!["front_end_busy"]);
+        // Queued at last: the next IM is admitted.
+        h.msg(queue(), Msg::Enqueued { token: *token });
+        let sent = submit(&mut h, "m4", "b@corp.example");
+        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        // A request that waited in the node as long is answered busy.
+        let late = h.msg_waited(
+            crate::testkit::client_of("a@corp.example"),
+            Msg::SubmitIm {
+                im: im("m5", "a@corp.example", "b@corp.example"),
+            },
+            100,
+        );
+        assert!(busy(&late), "{late:?}");
+        // Three IMs wait (m2, m4 and m6): the queue bound.
+        let sent = submit(&mut h, "m6", "b@corp.example");
+        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        let sent = submit(&mut h, "m7", "b@corp.example");
+        assert!(busy(&sent), "{sent:?}");
+        // One event for the episode so far; the next a minute later.
+        assert_eq!(h.events(), vec!["front_end_busy"]);
+        h.now = 60_100;
+        assert!(busy(&submit(&mut h, "m8", "b@corp.example")));
+        assert_eq!(h.events(), vec!["front_end_busy", "front_end_busy"]);
+        let busy_answers = h
+            .actor()
+            .gauges()
+            .into_iter()
+            .find(|(g, _)| *g == Gauge::BusyAnswers);
+        assert_eq!(busy_answers, Some((Gauge::BusyAnswers, 4)));
     }
 
     #[test]

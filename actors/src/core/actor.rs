@@ -123,6 +123,7 @@ pub enum Effect {
 /// effects recorded so far.
 pub struct Ctx<'a> {
     now: Millis,
+    waited: Millis,
     me: &'a Addr,
     rng: &'a mut SmallRng,
     effects: Vec<Effect>,
@@ -132,13 +133,31 @@ impl<'a> Ctx<'a> {
     pub fn new(now: Millis, me: &'a Addr, rng: &'a mut SmallRng) -> Self {
         Ctx {
             now,
+            waited: 0,
             me,
             rng,
             effects: Vec::new(),
         }
     }
+
+    /// The same, for a message that waited `waited` ms in its host (its
+    /// inbox, a saturated processor) before the core got it.
+    pub fn waited(now: Millis, waited: Millis, me: &'a Addr, rng: &'a mut SmallRng) -> Self {
+        Ctx {
+            waited,
+            ..Ctx::new(now, me, rng)
+        }
+    }
+
     pub fn now(&self) -> Millis {
         self.now
+    }
+
+    /// How long the message being handled waited in its host before it
+    /// reached the core (0 for timers, completions and local messages): a
+    /// host falling behind shows here before anything the core holds does.
+    pub fn waited_ms(&self) -> Millis {
+        self.waited
     }
     pub fn me(&self) -> &Addr {
         self.me

@@ -71,6 +71,9 @@ pub enum OperatorEvent {
     FileRefused,
     /// Web service: a file could not be stored.
     FileStoreFailed,
+    /// Front end: it answered IMs busy (past its capacity); raised when
+    /// that begins and at most once a minute while it lasts, with counts.
+    FrontEndBusy,
     /// Front end: an incarnation started (the detail says whether it restored a shutdown).
     FrontEndStarted,
     /// A client's request was refused for who sent it.
@@ -162,8 +165,8 @@ impl OperatorEvent {
             | StoreDamaged
             | DbRecordRefused => Severity::Error,
             ChannelOutOfRotation | ChatAccessRevoked | ChatJoinRefused | ChatRoomRefused
-            | DbTimeout | DeadLettered | DeliveredNotArchived | FileRefused | IdentityRefused
-            | NackDelivery | NackProcessing | ProtocolViolation | QoeDropped
+            | DbTimeout | DeadLettered | DeliveredNotArchived | FileRefused | FrontEndBusy
+            | IdentityRefused | NackDelivery | NackProcessing | ProtocolViolation | QoeDropped
             | QueueQuotaExceeded | QuotaWarning | UnauthorizedSender | UnexpectedMessage => {
                 Severity::Warn
             }
@@ -171,7 +174,7 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 49] = [
+    pub const ALL: [OperatorEvent; 50] = [
         OperatorEvent::ArchivingFailed,
         OperatorEvent::ArchivePurged,
         OperatorEvent::ArchivePurgeFailed,
@@ -202,6 +205,7 @@ impl OperatorEvent {
         OperatorEvent::DestinationStoreFailed,
         OperatorEvent::FileRefused,
         OperatorEvent::FileStoreFailed,
+        OperatorEvent::FrontEndBusy,
         OperatorEvent::FrontEndStarted,
         OperatorEvent::IdentityRefused,
         OperatorEvent::NackDelivery,
@@ -257,6 +261,7 @@ impl OperatorEvent {
             OperatorEvent::DestinationStoreFailed => "destination_store_failed",
             OperatorEvent::FileRefused => "file_refused",
             OperatorEvent::FileStoreFailed => "file_store_failed",
+            OperatorEvent::FrontEndBusy => "front_end_busy",
             OperatorEvent::FrontEndStarted => "front_end_started",
             OperatorEvent::IdentityRefused => "identity_refused",
             OperatorEvent::NackDelivery => "nack_delivery",
@@ -331,6 +336,10 @@ pub enum Gauge {
     ComplianceStaged,
     /// Front end: 1 while critical mode stops messaging.
     CriticalShutdown,
+    /// Front end: admitted IMs waiting for their records to be queued.
+    AdmissionWaiting,
+    /// Front end: IMs answered busy.
+    BusyAnswers,
     /// Outgoing queue: records in the dead-letter queue.
     DeadLetterDepth,
     /// Outgoing queue: records moved to the dead-letter queue.
@@ -360,6 +369,7 @@ impl Gauge {
         matches!(
             self,
             Gauge::ChatRelayed
+                | Gauge::BusyAnswers
                 | Gauge::ArchivePurged
                 | Gauge::DeadLettered
                 | Gauge::DuplicatesDropped
@@ -369,7 +379,7 @@ impl Gauge {
     }
 
     /// Every gauge, in declaration order.
-    pub const ALL: [Gauge; 26] = [
+    pub const ALL: [Gauge; 28] = [
         Gauge::OldestQueuedAt,
         Gauge::ComplianceLastExportAt,
         Gauge::ArchivedRows,
@@ -386,6 +396,8 @@ impl Gauge {
         Gauge::ComplianceOutbox,
         Gauge::ComplianceStaged,
         Gauge::CriticalShutdown,
+        Gauge::AdmissionWaiting,
+        Gauge::BusyAnswers,
         Gauge::DeadLetterDepth,
         Gauge::DeadLettered,
         Gauge::DestinationDepth,
@@ -418,6 +430,8 @@ impl Gauge {
             Gauge::ComplianceOutbox => "compliance_outbox",
             Gauge::ComplianceStaged => "compliance_staged",
             Gauge::CriticalShutdown => "critical_shutdown",
+            Gauge::AdmissionWaiting => "admission_waiting",
+            Gauge::BusyAnswers => "busy_answers",
             Gauge::DeadLetterDepth => "dead_letter_depth",
             Gauge::DeadLettered => "dead_lettered",
             Gauge::DestinationDepth => "destination_depth",

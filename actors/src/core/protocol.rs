@@ -360,6 +360,11 @@ pub enum RejectReason {
     /// The request does not match the authenticated sender (another user's
     /// IM, a role that may not send, no principal at all).
     Forbidden(String),
+    /// The front end is past its capacity: IMs admitted earlier still wait
+    /// for their records to be queued (`admission_wait`, `admission_queue`).
+    /// Nothing was kept; try again shortly. Answered at once, so that a
+    /// client under overload learns the outcome instead of timing out.
+    Busy,
 }
 
 impl RejectReason {
@@ -374,6 +379,7 @@ impl RejectReason {
             RejectReason::CriticalMode(_) => "critical_mode",
             RejectReason::NodeStopping => "node_stopping",
             RejectReason::Forbidden(_) => "forbidden",
+            RejectReason::Busy => "busy",
         }
     }
 }

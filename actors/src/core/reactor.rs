@@ -95,7 +95,12 @@ pub trait Io {
 /// What a reaction is a reaction to.
 pub enum Input {
     Start(Recovered),
-    Msg { from: Addr, msg: Msg },
+    /// `waited`: ms the message spent in the host before this reaction.
+    Msg {
+        from: Addr,
+        msg: Msg,
+        waited: Millis,
+    },
     Timer(Timer),
 }
 
@@ -237,14 +242,18 @@ impl<A: Actor> Reactor<A> {
     /// Runs one reaction of `slot` to `input` and everything it leads to.
     pub async fn react(&mut self, slot: usize, input: Input, io: &mut impl Io) -> Result<(), Stop> {
         let now = io.now();
-        let effects = self.call(slot, now, |core, ctx| match input {
+        let waited = match &input {
+            Input::Msg { waited, .. } => *waited,
+            _ => 0,
+        };
+        let effects = self.call_waited(slot, now, waited, |core, ctx| match input {
             Input::Start(recovered) => {
                 // What the engine keeps, the core reads on demand: a host
                 // that loaded it anyway does not hand it over.
                 let recovered = without_prefixes(recovered, core.engine_prefixes());
                 core.on_start(recovered, ctx)
             }
-            Input::Msg { from, msg } => core.on_msg(from, msg, ctx),
+            Input::Msg { from, msg, .. } => core.on_msg(from, msg, ctx),
             Input::Timer(timer) => core.on_timer(timer, ctx),
         })?;
         self.execute(slot, now, effects, io).await
@@ -285,10 +294,21 @@ impl<A: Actor> Reactor<A> {
         now: Millis,
         f: impl FnOnce(&mut A, &mut Ctx),
     ) -> Result<Vec<Effect>, Stop> {
+        self.call_waited(slot, now, 0, f)
+    }
+
+    /// [`Reactor::call`] for a message that waited `waited` ms in the host.
+    fn call_waited(
+        &mut self,
+        slot: usize,
+        now: Millis,
+        waited: Millis,
+        f: impl FnOnce(&mut A, &mut Ctx),
+    ) -> Result<Vec<Effect>, Stop> {
         let s = &mut self.slots[slot];
         let (core, addr, rng) = (&mut s.core, &s.addr, &mut s.rng);
         let run = move || {
-            let mut ctx = Ctx::new(now, addr, rng);
+            let mut ctx = Ctx::waited(now, waited, addr, rng);
             f(core, &mut ctx);
             ctx.into_effects()
         };
@@ -533,6 +553,7 @@ mod tests {
         let input = Input::Msg {
             from: Addr::new("n2", ActorKind::FrontEnd),
             msg: Msg::HeartbeatAck { id },
+            waited: 0,
         };
         ready(r.react(0, input, io)).unwrap().unwrap();
     }

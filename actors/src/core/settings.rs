@@ -146,6 +146,14 @@ pub struct Settings {
     /// ingest keeps its latency while a large purge runs.
     #[serde(deserialize_with = "de_ms")]
     pub archive_purge_pause: Millis,
+    /// Front end: a new IM is answered busy when it waited this long in
+    /// the node, or the oldest IM admitted before it has waited this long
+    /// for its record to be queued (0: no time bound).
+    #[serde(deserialize_with = "de_ms")]
+    pub admission_wait: Millis,
+    /// Front end: new IMs are answered busy while this many admitted IMs
+    /// wait for their records to be queued.
+    pub admission_queue: u64,
 }
 
 /// The most `im_max_bytes` and `chat_post_max_bytes` may be set to.
@@ -179,6 +187,7 @@ impl Settings {
             ("im_max_bytes", self.im_max_bytes),
             ("chat_post_max_bytes", self.chat_post_max_bytes),
             ("queue_quota", self.queue_quota),
+            ("admission_queue", self.admission_queue),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -284,6 +293,8 @@ impl Default for Settings {
             archive_purge_hour: 2,
             archive_purge_batch: 1_000,
             archive_purge_pause: 100,
+            admission_wait: 100,
+            admission_queue: 10_000,
         }
     }
 }
@@ -323,6 +334,8 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("chat_file_max", "\"20000KiB\"", "Group chat: the largest file the Web service takes (20,000 KB as in the original)."),
     ("chat_token_ttl", "\"5m\"", "Group chat: how long a file token a Channel server issues stays valid."),
     ("chat_store_timeout", "\"5s\"", "Group chat: a post the chat store has not confirmed in this time is refused to its author, who may retry (the post id makes it idempotent)."),
+    ("admission_wait", "\"100ms\"", "Front end: a new IM is answered `Busy` at once, and nothing of it kept, when it waited this long in the node before the front end got it (a saturated processor, a full inbox) or the oldest IM admitted before it has waited this long for its record to be queued (the queue's disk cannot keep up); 0: no time bound. Past capacity, clients then learn the outcome at once instead of waiting into their timeout, and what admitted IMs wait stays bounded; a client told busy may try again. Call reports are always taken."),
+    ("admission_queue", "10000", "Front end: while this many admitted IMs wait for their records to be queued, new IMs are answered `Busy` (at least 1): a bound on the memory an overload takes."),
     ("archive_keep_days", "14", "Archive retention: rows whose message time is older than this many days (1 to 2562) are purged, except rows under a legal hold. Deleted rows are gone from the engine, not hidden."),
     ("archive_purge_hour", "2", "Archive retention: the hour of the day (UTC) the daily purge starts; it raises `archive_purged` with what it deleted, or `archive_purge_failed`."),
     ("archive_purge_batch", "1000", "Archive retention: rows deleted per purge transaction (at most 100,000)."),

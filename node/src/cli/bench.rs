@@ -41,8 +41,8 @@ pub(crate) fn run(
             size
         );
         println!(
-            "sent {}: accepted {}, rejected {}, no answer {}",
-            r.sent, r.accepted, r.rejected, r.unknown
+            "sent {}: accepted {}, rejected {} (busy {}), no answer {}",
+            r.sent, r.accepted, r.rejected, r.busy, r.unknown
         );
         println!(
             "accepted: {:.0} IM/s; archived: {} = {:.0} IM/s end to end",

@@ -86,6 +86,12 @@ pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
                 Outcome::Rejected { reason } => {
                     return Err(format!("rejected {id}: {reason}").into())
                 }
+                Outcome::Busy => {
+                    return Err(format!(
+                        "busy: the front end is past its capacity and kept nothing of {id}; try again shortly"
+                    )
+                    .into())
+                }
                 Outcome::Unknown => {
                     return Err(Failure::Unreachable(unreachable.unwrap_or_else(|| {
                         format!(

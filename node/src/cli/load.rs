@@ -41,11 +41,12 @@ pub(crate) fn run(
         );
     } else {
         println!(
-            "sent {} in {:.1} s: accepted {}, rejected {}, no answer {}, delivered not archived {}",
+            "sent {} in {:.1} s: accepted {}, rejected {} (busy {}), no answer {}, delivered not archived {}",
             report.sent,
             report.seconds,
             report.accepted,
             report.rejected,
+            report.busy,
             report.unknown,
             report.delivered_not_archived
         );

@@ -86,7 +86,7 @@ impl Io for NodeIo<'_> {
         if env.to.node == self.shared.node.name {
             // Local: straight to the sibling core, stamped with this
             // incarnation (a message of a crashed incarnation is dropped).
-            self.shared.deliver(env, self.generation);
+            self.shared.deliver(env, self.generation, None);
             return;
         }
         if tracing::enabled!(tracing::Level::TRACE) {
@@ -385,7 +385,7 @@ impl Supervised for CoreActor {
 impl Handler<Deliver> for CoreActor {
     type Result = ();
 
-    fn handle(&mut self, Deliver(env, generation): Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Deliver(env, generation, arrived): Deliver, ctx: &mut Context<Self>) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         if generation < self.generation {
             // Sent by a crashed incarnation of a sibling: its sender is gone.
@@ -412,6 +412,9 @@ impl Handler<Deliver> for CoreActor {
             Some(Input::Msg {
                 from: env.from,
                 msg: env.msg,
+                // The inbox and this core's mailbox: where a saturated
+                // node's backlog waits.
+                waited: arrived.map_or(0, |at| at.elapsed().as_millis() as u64),
             }),
         );
     }

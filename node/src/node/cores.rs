@@ -33,12 +33,18 @@ pub struct NodeShared {
 }
 
 impl NodeShared {
-    /// Hands `env` to the core it is for, stamped with `generation`.
-    pub(crate) fn deliver(&self, env: Envelope, generation: u64) {
+    /// Hands `env` to the core it is for, stamped with `generation` and
+    /// when it arrived from the network (`None`: local).
+    pub(crate) fn deliver(
+        &self,
+        env: Envelope,
+        generation: u64,
+        arrived: Option<tokio::time::Instant>,
+    ) {
         match self.cores.get().and_then(|c| c.get(&env.to.actor)) {
             Some(a) => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
-                a.do_send(Deliver(env, generation));
+                a.do_send(Deliver(env, generation, arrived));
             }
             None => {
                 tracing::warn!(node = %self.node.name, to = %env.to, from = %env.from, "no such actor on this node; message dropped")
@@ -50,4 +56,8 @@ impl NodeShared {
 /// An envelope for one core, from the node incarnation that routed it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Deliver(pub(crate) Envelope, pub(crate) u64);
+pub(crate) struct Deliver(
+    pub(crate) Envelope,
+    pub(crate) u64,
+    pub(crate) Option<tokio::time::Instant>,
+);

@@ -287,7 +287,12 @@ impl Host {
         }
     }
 
-    async fn deliver(&mut self, env: Envelope) -> Result<(), Stop> {
+    /// `arrived`: when the network put `env` in the inbox (none: local).
+    async fn deliver(
+        &mut self,
+        env: Envelope,
+        arrived: Option<tokio::time::Instant>,
+    ) -> Result<(), Stop> {
         let slow = lock(&self.shared.control).slow;
         if !slow.is_zero() {
             tokio::time::sleep(slow).await;
@@ -299,9 +304,11 @@ impl Host {
         };
         self.trace(env.msg.name(), &(&env.from, &env.to, &env.msg));
         let (reactor, mut io) = self.io();
+        let waited = arrived.map_or(0, |at| at.elapsed().as_millis() as u64);
         let input = Input::Msg {
             from: env.from,
             msg: env.msg,
+            waited,
         };
         reactor.react(i, input, &mut io).await?;
         self.start_syncs();
@@ -542,8 +549,8 @@ async fn serve(
             Some(done) = host.synced_rx.recv() => host.synced(done)?,
             env = rx.recv() => match env {
                 Some(env) => {
-                    host.net.consumed(&env);
-                    host.deliver(env).await?
+                    let arrived = host.net.consumed(&env);
+                    host.deliver(env, arrived).await?
                 }
                 None => return Ok(()),
             },

@@ -124,6 +124,9 @@ pub struct Observed {
     pub keep_ms: Millis,
 }
 
+/// How the workload records a busy answer (`RejectReason::Busy`).
+pub const BUSY: &str = "Busy";
+
 /// Client ids of hostile requests start with this: their archive rows are
 /// the hostile checker's, not the honest one's.
 pub const HOSTILE_PREFIX: &str = "h-";
@@ -229,6 +232,8 @@ pub struct Counts {
     pub submitted: u64,
     pub accepted: u64,
     pub rejected: u64,
+    /// Of the rejected, answered busy (the front end past its capacity).
+    pub busy: u64,
     pub unknown: u64,
     pub archivable_accepted: u64,
     pub archived: u64,
@@ -340,7 +345,12 @@ pub fn check(o: &Observed) -> Counts {
                     note(&mut c.examples, "accepted_while_shut_down", &op.id);
                 }
             }
-            Outcome::Rejected(_) => c.rejected += 1,
+            Outcome::Rejected(ref why) => {
+                c.rejected += 1;
+                if why == BUSY {
+                    c.busy += 1;
+                }
+            }
             Outcome::DeliveredNotArchived { .. } => {
                 c.delivered_not_archived += 1;
                 note(&mut c.examples, "delivered_not_archived", &op.id);

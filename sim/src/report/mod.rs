@@ -217,6 +217,16 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     }
     at_least(&mut f, "accepted", c.accepted, e.accepted_min);
     at_least(&mut f, "rejected", c.rejected, e.rejected_min);
+    at_least(&mut f, "busy", c.busy, e.busy_min);
+    if let Some(max) = e.unknown_max {
+        if c.unknown > max {
+            f.push(format!(
+                "unknown = {}: requests without an answer (expected at most {max}); e.g. {:?}",
+                c.unknown,
+                c.examples.get("unknown").cloned().unwrap_or_default()
+            ));
+        }
+    }
     at_least(&mut f, "qoe_dropped", c.qoe_dropped, e.qoe_dropped_min);
     at_least(
         &mut f,
@@ -530,6 +540,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "accepted": c.accepted,
         "rejected": c.rejected,
         "unknown": c.unknown,
+        "busy": c.busy,
         "archivable_accepted": c.archivable_accepted,
         "archived": c.archived,
         "lost": c.lost,

@@ -69,6 +69,8 @@ pub(super) fn expect(
         phantoms: Some(e.phantoms.unwrap_or(0)),
         accepted_min: e.accepted_min,
         rejected_min: e.rejected_min,
+        unknown_max: e.unknown_max,
+        busy_min: e.busy_min,
         pending_min: e.pending_min,
         qoe_dropped_min: e.qoe_dropped_min,
         delivered_not_archived: exact_unless_min(

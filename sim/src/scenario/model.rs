@@ -375,6 +375,10 @@ pub struct Expect {
     pub phantoms: Option<u64>,
     pub accepted_min: Option<u64>,
     pub rejected_min: Option<u64>,
+    /// At most this many requests went unanswered (no bound unless set).
+    pub unknown_max: Option<u64>,
+    /// At least this many IMs were answered busy.
+    pub busy_min: Option<u64>,
     pub pending_min: Option<u64>,
     pub qoe_dropped_min: Option<u64>,
     /// IMs delivered with the explicit answer "not archived": exactly

@@ -257,6 +257,8 @@ pub(super) struct RawExpect {
     pub(super) phantoms: Option<u64>,
     pub(super) accepted_min: Option<u64>,
     pub(super) rejected_min: Option<u64>,
+    pub(super) unknown_max: Option<u64>,
+    pub(super) busy_min: Option<u64>,
     pub(super) pending_min: Option<u64>,
     pub(super) qoe_dropped_min: Option<u64>,
     pub(super) delivered_not_archived: Option<u64>,
