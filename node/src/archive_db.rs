@@ -164,8 +164,8 @@ pub struct ArchivedMessage {
 /// A search of the archive. Every criterion given must hold.
 #[derive(Clone, Debug, Default)]
 pub struct Query {
-    /// Sender or recipient (exact match).
-    pub user: Option<String>,
+    /// Sender or recipient is one of these (exact match); empty: anyone.
+    pub users: Vec<String>,
     /// The message id, or the id its client gave the request.
     pub id: Option<String>,
     /// `time >= since` (ms since the UNIX epoch).
@@ -185,7 +185,7 @@ impl Query {
     /// The archive query of a client's search.
     pub fn of_search(s: &Search) -> Query {
         Query {
-            user: s.user.clone(),
+            users: s.users.clone(),
             id: s.id.clone(),
             since: s.since,
             until: s.until,
@@ -802,10 +802,14 @@ impl ArchiveDb {
     pub fn query(&self, q: &Query) -> Result<Vec<ArchivedMessage>, ArchiveDbError> {
         let mut conds = Vec::new();
         let mut params = Vec::new();
-        if let Some(user) = &q.user {
-            params.push(Value::Text(user.clone()));
-            let n = params.len();
-            conds.push(format!("(from_user = ?{n} OR to_user = ?{n})"));
+        if !q.users.is_empty() {
+            let mut any = Vec::with_capacity(q.users.len());
+            for user in &q.users {
+                params.push(Value::Text(user.clone()));
+                let n = params.len();
+                any.push(format!("from_user = ?{n} OR to_user = ?{n}"));
+            }
+            conds.push(format!("({})", any.join(" OR ")));
         }
         if let Some(id) = &q.id {
             params.push(Value::Text(id.clone()));
@@ -1176,7 +1180,7 @@ mod tests {
 
         assert_eq!(ids(&run(q())), ["m1", "m2", "m3", "m4", "m5"]);
         let user = |u: &str| Query {
-            user: Some(u.into()),
+            users: vec![u.into()],
             ..q()
         };
         // As sender or recipient.
@@ -1192,7 +1196,7 @@ mod tests {
         assert_eq!(ids(&run(window.clone())), ["m2", "m3"]);
         assert_eq!(
             ids(&run(Query {
-                user: Some("a@x".into()),
+                users: vec!["a@x".into()],
                 ..window
             })),
             ["m2"]
@@ -1746,7 +1750,7 @@ mod tests {
         let searches = [
             Search::default(),
             Search {
-                user: Some("b@x".into()),
+                users: vec!["b@x".into()],
                 ..Search::default()
             },
             Search {
@@ -1816,7 +1820,7 @@ mod tests {
                 at: 1_000 + n,
                 who: "auditor:carol".into(),
                 what: ReadWhat::Messages(Search {
-                    user: Some("a@x".into()),
+                    users: vec!["a@x".into()],
                     limit: 10,
                     ..Search::default()
                 }),
@@ -1954,7 +1958,7 @@ mod tests {
             ActorKind::Client,
         );
         let search = Search {
-            user: Some("a@x".into()),
+            users: vec!["a@x".into()],
             limit: 2,
             ..Search::default()
         };
@@ -2020,7 +2024,7 @@ mod tests {
         let start = std::time::Instant::now();
         let found = db
             .query(&Query {
-                user: Some("user7@corp.example".into()),
+                users: vec!["user7@corp.example".into()],
                 limit: Some(50),
                 ..q()
             })
