@@ -98,13 +98,10 @@ impl Hashed {
     /// Writes the file to disk (data and metadata), and names it.
     fn finish(mut self) -> Result<FileEntry, ExportError> {
         self.out.flush().map_err(io_at(&self.path))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| ExportError::Io {
-                path: self.path.clone(),
-                source: e.into_error(),
-            })?;
+        let file = self.out.into_inner().map_err(|e| ExportError::Io {
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io_at(&self.path))?;
         Ok(FileEntry {
             path: self.name,
@@ -320,7 +317,10 @@ pub fn eml(m: &ArchivedMessage) -> String {
         h.push_str(value);
         h.push_str("\r\n");
     };
-    header("Message-ID", &format!("<{}@archive.holdfast>", atext(&m.id)));
+    header(
+        "Message-ID",
+        &format!("<{}@archive.holdfast>", atext(&m.id)),
+    );
     header("Date", &rfc5322_date(m.time));
     header("From", &mailbox(&m.from));
     header("To", &mailbox(&m.to));
@@ -333,7 +333,10 @@ pub fn eml(m: &ArchivedMessage) -> String {
     header("X-Holdfast-Kind", &text_value(&m.kind));
     header("X-Holdfast-Client-Id", &text_value(&m.client_id));
     header("X-Holdfast-Front-End", &text_value(&m.front_end));
-    header("X-Holdfast-External", if m.external { "true" } else { "false" });
+    header(
+        "X-Holdfast-External",
+        if m.external { "true" } else { "false" },
+    );
     header("X-Holdfast-Time", &m.time.to_string());
     header("X-Holdfast-Archived-At", &m.archived_at.to_string());
     header("X-Holdfast-Rowid", &m.rowid.to_string());
@@ -437,8 +440,16 @@ pub fn base64(bytes: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         s.push(A[(n >> 18) as usize & 63] as char);
         s.push(A[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -485,7 +496,10 @@ mod tests {
             rfc5322_date(1_796_654_464_123),
             "Mon, 07 Dec 2026 14:41:04 +0000"
         );
-        assert_eq!(rfc5322_date(951_782_400_000), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(951_782_400_000),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
     }
 
     #[test]
