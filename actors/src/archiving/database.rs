@@ -15,7 +15,7 @@ use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{
     read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, DbError, Msg, ReadWhat, Row, Search,
-    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX,
+    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
 };
 use crate::core::protocol::{ExportRecord, HoldRelease, LegalHold};
 use crate::core::settings::{Sabotage, Settings};
@@ -261,6 +261,10 @@ impl Database {
                 format!("an export names its manifest by SHA-256 (64 hex digits), not {sha:?}");
             return Self::refuse(from, token, why, ctx);
         }
+        if export.users.len() > SEARCH_USERS_MAX {
+            let why = format!("an export names at most {SEARCH_USERS_MAX} users");
+            return Self::refuse(from, token, why, ctx);
+        }
         if export.as_of > ctx.now() {
             let why = "an export cannot have begun after now".to_string();
             return Self::refuse(from, token, why, ctx);
@@ -460,6 +464,20 @@ impl Database {
             };
             self.record(from, entry, answer, ctx);
             return;
+        }
+        if let ReadWhat::Messages(s) = &entry.what {
+            if s.users.len() > SEARCH_USERS_MAX {
+                let refusal = ArchiveRefusal::Invalid(format!(
+                    "a search names at most {SEARCH_USERS_MAX} users, not {}",
+                    s.users.len()
+                ));
+                let entry = ArchiveRead {
+                    refused: Some(refusal.to_string()),
+                    ..entry
+                };
+                self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                return;
+            }
         }
         let query = match &entry.what {
             ReadWhat::Messages(search) => Query::Search {
@@ -2005,6 +2023,50 @@ mod tests {
         let (record, _, _) = status(&mut h);
         assert_eq!(record.unwrap().deleted, 3);
         assert!(h.events().is_empty(), "{:?}", h.events());
+    }
+
+    #[test]
+    fn a_search_names_several_users_up_to_a_bound() {
+        let mut h = seeded(3);
+        let ids = |m: Msg| match m {
+            Msg::ArchiveFound { rows, .. } => {
+                rows.into_iter().map(|r| r.record.id).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        let users = |u: &[&str]| Search {
+            users: u.iter().map(|u| u.to_string()).collect(),
+            ..all(10)
+        };
+        let found = search(&mut h, auditor(), users(&["z@corp.example", "nobody@x"]));
+        assert_eq!(ids(found), ["late"]);
+        let found = search(
+            &mut h,
+            auditor(),
+            users(&["b@corp.example", "z@corp.example"]),
+        );
+        assert_eq!(ids(found), ["m000", "m001", "m002", "late"]);
+        let many: Vec<String> = (0..=SEARCH_USERS_MAX).map(|i| format!("u{i}@x")).collect();
+        let refused = search(
+            &mut h,
+            auditor(),
+            Search {
+                users: many,
+                ..all(10)
+            },
+        );
+        assert!(
+            matches!(
+                refused,
+                Msg::ArchiveRefused {
+                    refusal: ArchiveRefusal::Invalid(_),
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        let last = trail(&h).pop().unwrap().1;
+        assert!(last.refused.is_some(), "the refused search is in the trail");
     }
 
     #[test]

@@ -355,6 +355,10 @@ impl std::fmt::Display for ArchiveRefusal {
 /// Rows one archive search answers at most; a client pages for more.
 pub const SEARCH_PAGE_MAX: u32 = 1_000;
 
+/// Users one archive search or export record names at most: each is a
+/// condition of the engine's query, and a case's custodians are far fewer.
+pub const SEARCH_USERS_MAX: usize = 1_000;
+
 /// Bytes of rows one archive read answers with (at least one row, which
 /// may pass it). A row holds at most `MAX_MESSAGE_BYTES` (4 MiB) of body
 /// plus its names, so an answer stays near 12 MiB at worst: inside a
