@@ -172,13 +172,19 @@ pub struct Export {
 }
 
 impl Export {
-    /// Prepares `dir`: refused if it holds anything, unless `force`.
-    pub fn create(dir: &Path, format: Format, force: bool) -> Result<Export, ExportError> {
+    /// Refuses a `dir` that holds anything, unless `force`.
+    pub fn check(dir: &Path, force: bool) -> Result<(), ExportError> {
         if let Ok(mut entries) = fs::read_dir(dir) {
             if entries.next().is_some() && !force {
                 return Err(ExportError::NotEmpty(dir.to_path_buf()));
             }
         }
+        Ok(())
+    }
+
+    /// Prepares `dir`: refused if it holds anything, unless `force`.
+    pub fn create(dir: &Path, format: Format, force: bool) -> Result<Export, ExportError> {
+        Self::check(dir, force)?;
         private_dir(dir)?;
         let sink = match format {
             Format::Eml => Sink::Eml,
@@ -205,7 +211,7 @@ impl Export {
         match &mut self.sink {
             Sink::Eml => {
                 let folder = format!("messages/{:06}", n / EML_PER_FOLDER);
-                if n % EML_PER_FOLDER == 0 {
+                if n.is_multiple_of(EML_PER_FOLDER) {
                     private_dir(&self.dir.join(&folder))?;
                 }
                 let mut f = private_file(&self.dir, &format!("{folder}/{n:09}.eml"))?;

@@ -13,6 +13,7 @@ use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::{
     ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, Row, Search, SEARCH_PAGE_MAX,
+    SEARCH_USERS_MAX,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -253,6 +254,12 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
             who,
             file,
         } => {
+            if users.len() > SEARCH_USERS_MAX {
+                return Err(Failure::Error(format!(
+                    "--users names {} users; a query takes at most {SEARCH_USERS_MAX}",
+                    users.len()
+                )));
+            }
             let search = Search {
                 users,
                 since,
@@ -541,11 +548,18 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
     let mut users: Vec<String> = users.into_iter().filter(|u| !u.is_empty()).collect();
     users.sort();
     users.dedup();
+    if users.len() > SEARCH_USERS_MAX {
+        return Err(Failure::Error(format!(
+            "--users names {} users; an export takes at most {SEARCH_USERS_MAX}: split the list",
+            users.len()
+        )));
+    }
     let config = load_config(&ask.config)?;
     let node = database_node(&config, ask.database.clone())?;
-    // Refused before anything is asked of the cluster.
-    let mut files =
-        Export::create(&out, format, force).map_err(|e| Failure::Error(e.to_string()))?;
+    // Refused before anything is asked of the cluster; nothing is
+    // written until the database has answered, so that a cluster out of
+    // reach leaves no folder to clean up.
+    Export::check(&out, force).map_err(|e| Failure::Error(e.to_string()))?;
     let failed = |e: holdfast::archive_export::ExportError| {
         Failure::NotWell(format!("export to {} failed: {e}", out.display()))
     };
@@ -556,6 +570,10 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
         else {
             return Err(Failure::Error("an unexpected answer".into()));
         };
+        let mut files = Export::create(&out, format, force).map_err(|e| match e {
+            holdfast::archive_export::ExportError::NotEmpty(_) => Failure::Error(e.to_string()),
+            e => failed(e),
+        })?;
         let mut search = Search {
             users: users.clone(),
             since,
