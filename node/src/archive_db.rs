@@ -23,7 +23,7 @@
 use holdfast_actors::archiving::retention::{parse_time_key, time_key};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
-use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, RecordKind, Search};
+use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, ReadWhat, RecordKind, Search};
 use holdfast_actors::core::store_keys::{self as keys, Row, DB_READ, DB_ROW, DB_TIME};
 use rusqlite::types::Value;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -194,6 +194,24 @@ impl Query {
             after: s.after.as_ref().map(|a| (a.time, a.id.clone())),
         }
     }
+}
+
+/// A trail entry's `what` as the `reads` table holds it (JSON). Entries
+/// written when a search named one optional user carry `"user": U` (or
+/// null): they read as `"users": [U]` (or `[]`), so that a trail written
+/// before an upgrade is still answered after it.
+fn read_what(text: &str) -> Result<ReadWhat, serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(s) = v.get_mut("Messages").and_then(|m| m.as_object_mut()) {
+        if let Some(user) = s.remove("user") {
+            let users = match user {
+                serde_json::Value::Null => Vec::new(),
+                u => vec![u],
+            };
+            s.insert("users".into(), serde_json::Value::Array(users));
+        }
+    }
+    serde_json::from_value(v)
 }
 
 /// One entry of the read trail, as `reads` holds it.
@@ -885,7 +903,7 @@ impl ArchiveDb {
         let mut out = Vec::new();
         for row in rows {
             let (seq, at, who, what, n, refused) = row.map_err(self.sqlite())?;
-            let what = serde_json::from_str(&what).map_err(|e| ArchiveDbError::Corrupt {
+            let what = read_what(&what).map_err(|e| ArchiveDbError::Corrupt {
                 path: self.path.clone(),
                 detail: format!("reads row {seq}: {e}"),
             })?;
@@ -1808,8 +1826,47 @@ mod tests {
     }
 
     #[test]
+    fn a_trail_written_when_a_search_named_one_user_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
+        for (seq, user) in [(1, "\"a@x\""), (2, "null")] {
+            let what = format!(
+                r#"{{"Messages":{{"user":{user},"id":null,"since":5,"until":null,"text":null,"after":null,"limit":10}}}}"#
+            );
+            db.conn
+                .execute(
+                    "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
+                     VALUES (?1, 1, 'auditor:carol', ?2, 0, NULL)",
+                    rusqlite::params![seq, what],
+                )
+                .unwrap();
+        }
+        let got = db
+            .answer(&EngineQuery::Scan {
+                prefix: DB_READ.to_vec(),
+                from: None,
+                reverse: false,
+                limit: 10,
+            })
+            .unwrap()
+            .into_rows();
+        let users: Vec<Vec<String>> = got
+            .iter()
+            .map(
+                |(_, v)| match keys::decode::<ArchiveRead>(v).unwrap().what {
+                    ReadWhat::Messages(s) => {
+                        assert_eq!((s.since, s.limit), (Some(5), 10));
+                        s.users
+                    }
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(users, [vec!["a@x".to_string()], vec![]]);
+    }
+
+    #[test]
     fn the_read_trail_is_a_table_of_its_own() {
-        use holdfast_actors::core::protocol::ReadWhat;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("archive.sqlite");
         let mut db = ArchiveDb::open(&path).unwrap();
@@ -1857,7 +1914,7 @@ mod tests {
             (2, "auditor:carol", 2, Some("no"))
         );
         assert!(
-            reads[0].what.contains("\"user\":\"a@x\""),
+            reads[0].what.contains("\"users\":[\"a@x\"]"),
             "{}",
             reads[0].what
         );
