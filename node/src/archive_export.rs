@@ -369,21 +369,22 @@ pub fn eml(m: &ArchivedMessage) -> String {
     h
 }
 
-/// `id` as the local part of a Message-ID: characters outside RFC 5322's
-/// `atext` (and `.`) are written `%XX`, so that any archive id gives a
-/// valid, distinct Message-ID (the id itself is in `X-Holdfast-Id`).
+/// `id` as the local part of a Message-ID: bytes outside RFC 5322's
+/// `atext`, and `%` and `.`, are written `%XX`, so that every archive id
+/// gives a valid Message-ID and two ids never give the same one (the id
+/// itself is in `X-Holdfast-Id`). The empty id is `%`, which no other id
+/// gives.
 fn atext(id: &str) -> String {
+    if id.is_empty() {
+        return "%".into();
+    }
     let mut s = String::new();
     for b in id.bytes() {
-        let ok = b.is_ascii_alphanumeric() || b"!#$&'*+-/=?^_`{|}~".contains(&b);
-        if ok || (b == b'.' && !s.is_empty() && !s.ends_with('.')) {
+        if b.is_ascii_alphanumeric() || b"!#$&'*+-/=?^_`{|}~".contains(&b) {
             s.push(b as char);
         } else {
             s.push_str(&format!("%{b:02X}"));
         }
-    }
-    if s.is_empty() || s.ends_with('.') {
-        s.push_str("%00");
     }
     s
 }
@@ -525,7 +526,9 @@ mod tests {
     fn odd_ids_and_users_stay_valid_headers() {
         assert_eq!(atext("fe1-42"), "fe1-42");
         assert_eq!(atext("a b@c"), "a%20b%40c");
-        assert_eq!(atext(".x."), "%2Ex.%00");
+        assert_eq!(atext(".x."), "%2Ex%2E");
+        assert_eq!(atext("a%20"), "a%2520");
+        assert_eq!(atext(""), "%");
         assert_eq!(mailbox("alice@corp.example"), "<alice@corp.example>");
         assert!(mailbox("zoë@corp.example").ends_with(" <unknown@invalid>"));
         let long = "é".repeat(100);

@@ -295,7 +295,9 @@ pub struct ExportRecord {
     pub until: Option<Millis>,
     /// The database's time before the export's first read: a row archived
     /// at or after it may have been archived behind the export's cursor,
-    /// so it is not covered, whatever its message time.
+    /// so it is not covered, whatever its message time. A row archived
+    /// before it was committed before the export read anything (a write's
+    /// result reaches the core before any later message does).
     pub as_of: Millis,
     /// Rows the export wrote.
     pub rows: u64,
