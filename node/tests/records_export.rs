@@ -379,4 +379,20 @@ fn an_export_in_every_format_reads_back_as_the_query_and_the_purge_waits_for_it(
         .filter(|i| i.starts_with("c-old"))
         .collect();
     assert_eq!(left, ["c-old-c", "c-old-f"]);
+
+    // A cluster out of reach: exit 3, and no folder to clean up.
+    let mut c = c;
+    c.stop_all();
+    let dir = out.path().join("unreachable");
+    let (code, _, err) = c.cli(&[
+        "archive",
+        "export",
+        "--all-users",
+        "--format",
+        "csv",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(!dir.exists());
 }
