@@ -581,6 +581,9 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
             limit: SEARCH_PAGE_MAX,
             ..Search::default()
         };
+        // A count on stderr at a terminal (scripts see only the result).
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut written = 0u64;
         loop {
             let page = search.clone();
             let Msg::ArchiveFound { rows, next, .. } = reader
@@ -595,6 +598,10 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
             let empty = rows.is_empty();
             for row in rows {
                 files.row(&message(row)).map_err(failed)?;
+                written += 1;
+            }
+            if progress {
+                eprint!("\r{written} rows written");
             }
             match next {
                 Some(after) if !empty => search.after = Some(after),
@@ -615,6 +622,9 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
             "as_of_utc": fmt_time(at),
             "exported_at_utc": fmt_time(holdfast::node::now_ms()),
         });
+        if progress {
+            eprintln!();
+        }
         let done = files.finish(&holds, query).map_err(failed)?;
         let record = ExportRecord {
             manifest_sha256: done.manifest_sha256.clone(),
