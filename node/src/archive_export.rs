@@ -522,6 +522,46 @@ mod tests {
         }
     }
 
+    fn msg(body: &str) -> ArchivedMessage {
+        ArchivedMessage {
+            rowid: 7,
+            id: "fe1-42".into(),
+            kind: "im".into(),
+            from: "alice@corp.example".into(),
+            to: "bob@corp.example".into(),
+            time: 1_796_654_464_123,
+            body: body.into(),
+            external: false,
+            front_end: "fe1".into(),
+            archived_at: 1_796_654_464_200,
+            client_id: "c-1".into(),
+        }
+    }
+
+    #[test]
+    fn an_eml_is_short_crlf_lines_and_picks_its_body_encoding() {
+        for (body, encoding) in [
+            ("plain hello", "7bit"),
+            ("Grüße", "base64"),
+            ("two\nlines", "base64"),
+            (&"x".repeat(999)[..], "base64"),
+        ] {
+            let e = eml(&msg(body));
+            assert!(
+                e.contains(&format!("Content-Transfer-Encoding: {encoding}\r\n")),
+                "{e}"
+            );
+            assert!(!e.replace("\r\n", "").contains('\n'), "only CRLF: {e}");
+            assert!(
+                e.split("\r\n").all(|l| l.len() <= 998 && l.is_ascii()),
+                "{e}"
+            );
+        }
+        let e = eml(&msg("hi"));
+        assert!(e.starts_with("Message-ID: <fe1-42@archive.holdfast>\r\nDate: Mon, 07 Dec 2026 14:41:04 +0000\r\n"), "{e}");
+        assert!(e.ends_with("\r\n\r\nhi\r\n"), "{e}");
+    }
+
     #[test]
     fn odd_ids_and_users_stay_valid_headers() {
         assert_eq!(atext("fe1-42"), "fe1-42");
