@@ -338,6 +338,19 @@ fn an_export_in_every_format_reads_back_as_the_query_and_the_purge_waits_for_it(
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("not empty"), "{err}");
     }
+    // An empty list is not "everyone": that takes --all-users.
+    let (code, _, err) = c.cli(&[
+        "archive",
+        "export",
+        "--users",
+        "",
+        "--format",
+        "csv",
+        "--out",
+        out.path().join("empty").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!out.path().join("empty").exists());
     // A user may not export; the folder stays as it was.
     let (code, _, err) = c.cli(&[
         "archive",

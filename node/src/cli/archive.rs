@@ -1,6 +1,8 @@
-//! `holdfast archive query|audit`: archived messages and the archive's
-//! read trail, asked of the database node over the cluster's links as an
-//! auditor. Every read is recorded by the database before it answers.
+//! `holdfast archive query|audit|export|hold|retention`: archived
+//! messages, their eDiscovery export and the archive's read trail, asked
+//! of the database node over the cluster's links as an auditor; legal
+//! holds and retention. Every read is recorded by the database before it
+//! answers.
 
 use super::common::{
     fmt_time, load_config, parse_duration, parse_time, printable, runtime, ConfigArg, Failure,
@@ -137,6 +139,7 @@ pub(crate) struct ExportArgs {
     /// Up to this message time (exclusive), same forms. Default: no end.
     #[arg(long, value_parser = parse_time)]
     until: Option<u64>,
+    /// `eml` (one message file per row), `jsonl` or `csv`.
     #[arg(long, value_enum)]
     format: holdfast::archive_export::Format,
     /// The folder to write (created 0700; refused if not empty).
@@ -529,7 +532,7 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
     let ExportArgs {
         ask,
         users,
-        all_users: _,
+        all_users,
         since,
         until,
         format,
@@ -548,6 +551,11 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
     let mut users: Vec<String> = users.into_iter().filter(|u| !u.is_empty()).collect();
     users.sort();
     users.dedup();
+    // An empty list means everyone to the database: only --all-users
+    // may ask for that.
+    if users.is_empty() && !all_users {
+        return Err(Failure::Error("--users names no user".into()));
+    }
     if users.len() > SEARCH_USERS_MAX {
         return Err(Failure::Error(format!(
             "--users names {} users; an export takes at most {SEARCH_USERS_MAX}: split the list",
