@@ -23,7 +23,7 @@
 use holdfast_actors::archiving::retention::{parse_time_key, time_key};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query as EngineQuery};
-use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, RecordKind, Search};
+use holdfast_actors::core::protocol::{ArchiveRead, ArchiveRecord, ReadWhat, RecordKind, Search};
 use holdfast_actors::core::store_keys::{self as keys, Row, DB_READ, DB_ROW, DB_TIME};
 use rusqlite::types::Value;
 use rusqlite::{ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -164,8 +164,8 @@ pub struct ArchivedMessage {
 /// A search of the archive. Every criterion given must hold.
 #[derive(Clone, Debug, Default)]
 pub struct Query {
-    /// Sender or recipient (exact match).
-    pub user: Option<String>,
+    /// Sender or recipient is one of these (exact match); empty: anyone.
+    pub users: Vec<String>,
     /// The message id, or the id its client gave the request.
     pub id: Option<String>,
     /// `time >= since` (ms since the UNIX epoch).
@@ -185,7 +185,7 @@ impl Query {
     /// The archive query of a client's search.
     pub fn of_search(s: &Search) -> Query {
         Query {
-            user: s.user.clone(),
+            users: s.users.clone(),
             id: s.id.clone(),
             since: s.since,
             until: s.until,
@@ -194,6 +194,24 @@ impl Query {
             after: s.after.as_ref().map(|a| (a.time, a.id.clone())),
         }
     }
+}
+
+/// A trail entry's `what` as the `reads` table holds it (JSON). Entries
+/// written when a search named one optional user carry `"user": U` (or
+/// null): they read as `"users": [U]` (or `[]`), so that a trail written
+/// before an upgrade is still answered after it.
+fn read_what(text: &str) -> Result<ReadWhat, serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(s) = v.get_mut("Messages").and_then(|m| m.as_object_mut()) {
+        if let Some(user) = s.remove("user") {
+            let users = match user {
+                serde_json::Value::Null => Vec::new(),
+                u => vec![u],
+            };
+            s.insert("users".into(), serde_json::Value::Array(users));
+        }
+    }
+    serde_json::from_value(v)
 }
 
 /// One entry of the read trail, as `reads` holds it.
@@ -802,10 +820,14 @@ impl ArchiveDb {
     pub fn query(&self, q: &Query) -> Result<Vec<ArchivedMessage>, ArchiveDbError> {
         let mut conds = Vec::new();
         let mut params = Vec::new();
-        if let Some(user) = &q.user {
-            params.push(Value::Text(user.clone()));
-            let n = params.len();
-            conds.push(format!("(from_user = ?{n} OR to_user = ?{n})"));
+        if !q.users.is_empty() {
+            let mut any = Vec::with_capacity(q.users.len());
+            for user in &q.users {
+                params.push(Value::Text(user.clone()));
+                let n = params.len();
+                any.push(format!("from_user = ?{n} OR to_user = ?{n}"));
+            }
+            conds.push(format!("({})", any.join(" OR ")));
         }
         if let Some(id) = &q.id {
             params.push(Value::Text(id.clone()));
@@ -881,7 +903,7 @@ impl ArchiveDb {
         let mut out = Vec::new();
         for row in rows {
             let (seq, at, who, what, n, refused) = row.map_err(self.sqlite())?;
-            let what = serde_json::from_str(&what).map_err(|e| ArchiveDbError::Corrupt {
+            let what = read_what(&what).map_err(|e| ArchiveDbError::Corrupt {
                 path: self.path.clone(),
                 detail: format!("reads row {seq}: {e}"),
             })?;
@@ -1176,7 +1198,7 @@ mod tests {
 
         assert_eq!(ids(&run(q())), ["m1", "m2", "m3", "m4", "m5"]);
         let user = |u: &str| Query {
-            user: Some(u.into()),
+            users: vec![u.into()],
             ..q()
         };
         // As sender or recipient.
@@ -1192,7 +1214,7 @@ mod tests {
         assert_eq!(ids(&run(window.clone())), ["m2", "m3"]);
         assert_eq!(
             ids(&run(Query {
-                user: Some("a@x".into()),
+                users: vec!["a@x".into()],
                 ..window
             })),
             ["m2"]
@@ -1746,7 +1768,7 @@ mod tests {
         let searches = [
             Search::default(),
             Search {
-                user: Some("b@x".into()),
+                users: vec!["b@x".into()],
                 ..Search::default()
             },
             Search {
@@ -1804,8 +1826,47 @@ mod tests {
     }
 
     #[test]
+    fn a_trail_written_when_a_search_named_one_user_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
+        for (seq, user) in [(1, "\"a@x\""), (2, "null")] {
+            let what = format!(
+                r#"{{"Messages":{{"user":{user},"id":null,"since":5,"until":null,"text":null,"after":null,"limit":10}}}}"#
+            );
+            db.conn
+                .execute(
+                    "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
+                     VALUES (?1, 1, 'auditor:carol', ?2, 0, NULL)",
+                    rusqlite::params![seq, what],
+                )
+                .unwrap();
+        }
+        let got = db
+            .answer(&EngineQuery::Scan {
+                prefix: DB_READ.to_vec(),
+                from: None,
+                reverse: false,
+                limit: 10,
+            })
+            .unwrap()
+            .into_rows();
+        let users: Vec<Vec<String>> = got
+            .iter()
+            .map(
+                |(_, v)| match keys::decode::<ArchiveRead>(v).unwrap().what {
+                    ReadWhat::Messages(s) => {
+                        assert_eq!((s.since, s.limit), (Some(5), 10));
+                        s.users
+                    }
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(users, [vec!["a@x".to_string()], vec![]]);
+    }
+
+    #[test]
     fn the_read_trail_is_a_table_of_its_own() {
-        use holdfast_actors::core::protocol::ReadWhat;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("archive.sqlite");
         let mut db = ArchiveDb::open(&path).unwrap();
@@ -1816,7 +1877,7 @@ mod tests {
                 at: 1_000 + n,
                 who: "auditor:carol".into(),
                 what: ReadWhat::Messages(Search {
-                    user: Some("a@x".into()),
+                    users: vec!["a@x".into()],
                     limit: 10,
                     ..Search::default()
                 }),
@@ -1853,7 +1914,7 @@ mod tests {
             (2, "auditor:carol", 2, Some("no"))
         );
         assert!(
-            reads[0].what.contains("\"user\":\"a@x\""),
+            reads[0].what.contains("\"users\":[\"a@x\"]"),
             "{}",
             reads[0].what
         );
@@ -1954,7 +2015,7 @@ mod tests {
             ActorKind::Client,
         );
         let search = Search {
-            user: Some("a@x".into()),
+            users: vec!["a@x".into()],
             limit: 2,
             ..Search::default()
         };
@@ -2020,7 +2081,7 @@ mod tests {
         let start = std::time::Instant::now();
         let found = db
             .query(&Query {
-                user: Some("user7@corp.example".into()),
+                users: vec!["user7@corp.example".into()],
                 limit: Some(50),
                 ..q()
             })

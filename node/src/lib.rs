@@ -8,6 +8,7 @@
 //! links) → [`client`] (IM clients, load, status) → [`cluster_up`].
 
 pub mod archive_db;
+pub mod archive_export;
 pub mod bench;
 pub mod bench_start;
 pub mod blob_files;

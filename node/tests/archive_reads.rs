@@ -118,7 +118,11 @@ fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{out}");
     let first = &reads[0];
     assert_eq!(first["who"], "auditor:auditor", "{out}");
-    assert_eq!(first["what"]["Messages"]["user"], ALICE, "{out}");
+    assert_eq!(
+        first["what"]["Messages"]["users"],
+        serde_json::json!([ALICE]),
+        "{out}"
+    );
     assert_eq!(
         (first["rows"].as_u64(), &first["refused"]),
         (Some(3), &serde_json::Value::Null)
@@ -144,7 +148,7 @@ fn an_auditor_reads_the_archive_over_the_network_a_user_is_refused_and_both_are_
         out.lines()
             .next()
             .unwrap()
-            .contains("search user=alice@corp.example"),
+            .contains("search users=alice@corp.example"),
         "{out}"
     );
     assert!(!archive.exists(), "nothing was read or written here");

@@ -18,7 +18,7 @@ use holdfast_actors::chat::chat_store::{
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp};
 use holdfast_actors::core::engine::{self, Answer, Query};
 use holdfast_actors::core::protocol::chat::Post;
-use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
+use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind, Search, SearchAfter};
 use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -209,6 +209,9 @@ fn random_kv_key(rng: &mut SmallRng) -> Vec<u8> {
     k
 }
 
+/// Senders and recipients of the random rows.
+const USERS: [&str; 4] = ["a@x", "b@x", "c@x", "é@x"];
+
 fn random_query(rng: &mut SmallRng) -> Query {
     let prefixes: [&[u8]; 8] = [
         b"m/",
@@ -221,7 +224,34 @@ fn random_query(rng: &mut SmallRng) -> Query {
         b"meta/",
     ];
     let prefix = pick(rng, &prefixes).to_vec();
-    match rng.gen_range(0..4) {
+    match rng.gen_range(0..5) {
+        // A search of the archive: several users, a range, a text, a page
+        // key (the rows are in batch order, one time per batch).
+        4 => {
+            let n = rng.gen_range(0..=3);
+            let users = (0..n).map(|_| pick(rng, &USERS).to_string()).collect();
+            let since = rng.gen_bool(0.5).then(|| rng.gen_range(0..80));
+            let until = rng.gen_bool(0.5).then(|| rng.gen_range(40..130));
+            let text = rng
+                .gen_bool(0.2)
+                .then(|| format!("BODY {}", rng.gen_range(0..12)));
+            let after = rng.gen_bool(0.3).then(|| SearchAfter {
+                time: rng.gen_range(0..120),
+                id: random_id(rng),
+            });
+            Query::Search {
+                prefix: DB_ROW.to_vec(),
+                search: Search {
+                    users,
+                    id: None,
+                    since,
+                    until,
+                    text,
+                    after,
+                    limit: rng.gen_range(1..20),
+                },
+            }
+        }
         0 => Query::Get {
             keys: (0..rng.gen_range(1..=3))
                 .map(|_| {
@@ -277,7 +307,11 @@ fn the_archive_engines_answer_like_the_map_reference() {
     for batch in 0..120 {
         let ops: Vec<StoreOp> = (0..rng.gen_range(1..=5))
             .map(|_| match rng.gen_range(0..4) {
-                0 => put(rec(&random_id(&mut rng), &format!("body {batch}"), batch)),
+                0 => put(ArchiveRecord {
+                    from: pick(&mut rng, &USERS).to_string(),
+                    to: pick(&mut rng, &USERS).to_string(),
+                    ..rec(&random_id(&mut rng), &format!("body {batch}"), batch)
+                }),
                 1 => StoreOp::Put {
                     key: random_kv_key(&mut rng),
                     value: vec![batch as u8],

@@ -15,11 +15,11 @@ use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::{
     read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, DbError, Msg, ReadWhat, Row, Search,
-    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX,
+    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
 };
-use crate::core::protocol::{HoldRelease, LegalHold};
+use crate::core::protocol::{ExportRecord, HoldRelease, LegalHold};
 use crate::core::settings::{Sabotage, Settings};
-use crate::core::store_keys::{self as keys, DB_HOLD, DB_READ, DB_ROW, DB_TIME};
+use crate::core::store_keys::{self as keys, DB_EXPORT, DB_HOLD, DB_READ, DB_ROW, DB_TIME};
 use std::collections::BTreeMap;
 
 struct Txn {
@@ -42,6 +42,12 @@ enum Pending {
         from: Addr,
         token: u64,
         hold: LegalHold,
+    },
+    /// An export's record, being written.
+    Export {
+        from: Addr,
+        token: u64,
+        export: ExportRecord,
     },
     /// A read's entry in the trail, being written: the answer waits for it.
     Audit {
@@ -86,18 +92,33 @@ pub struct Database {
     /// A stored hold could not be read: it may cover anything, so the
     /// purge keeps every row until an operator has repaired it.
     holds_unreadable: bool,
+    /// `purge_exported_only`: the purge keeps rows no export covers.
+    exported_only: bool,
+    /// Every export recorded, by manifest SHA-256 (read at start).
+    exports: BTreeMap<String, ExportRecord>,
 }
 
 /// The active holds decide what the purge keeps (everything, if one of
-/// them could not be read).
+/// them could not be read); with `purge_exported_only`, so do the exports.
 struct ActiveHolds<'a> {
     holds: &'a BTreeMap<String, LegalHold>,
     unreadable: bool,
+    /// `None`: every row counts as exported (`purge_exported_only` off).
+    exports: Option<&'a BTreeMap<String, ExportRecord>>,
 }
 
 impl Holds for ActiveHolds<'_> {
     fn held(&self, from: &str, to: &str, time: u64) -> bool {
         self.unreadable || self.holds.values().any(|h| h.covers(from, to, time))
+    }
+
+    fn exported(&self, row: &Row) -> bool {
+        let r = &row.record;
+        self.exports.is_none_or(|exports| {
+            exports
+                .values()
+                .any(|x| x.covers(&r.from, &r.to, r.time, row.archived_at))
+        })
     }
 }
 
@@ -115,6 +136,8 @@ impl Database {
             retention: Retention::new(&Settings::default()),
             holds: BTreeMap::new(),
             holds_unreadable: false,
+            exported_only: false,
+            exports: BTreeMap::new(),
         }
     }
 
@@ -224,6 +247,57 @@ impl Database {
         ctx.persist(t, vec![op]);
     }
 
+    /// Records an export that wrote every row of its query (auditors
+    /// only): durable before it is answered; from then on, with
+    /// `purge_exported_only`, the purge may delete what it covers.
+    fn record_export(&mut self, from: Addr, token: u64, mut export: ExportRecord, ctx: &mut Ctx) {
+        let Some(who) = self.allowed(&from, token, "ExportDone", identity::ARCHIVE_READERS, ctx)
+        else {
+            return;
+        };
+        let sha = &export.manifest_sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let why =
+                format!("an export names its manifest by SHA-256 (64 hex digits), not {sha:?}");
+            return Self::refuse(from, token, why, ctx);
+        }
+        if export.users.len() > SEARCH_USERS_MAX {
+            let why = format!("an export names at most {SEARCH_USERS_MAX} users");
+            return Self::refuse(from, token, why, ctx);
+        }
+        if export.as_of > ctx.now() {
+            let why = "an export cannot have begun after now".to_string();
+            return Self::refuse(from, token, why, ctx);
+        }
+        if let Some(known) = self.exports.get(sha) {
+            // Reported again (an answer lost): the first record stands.
+            ctx.send(
+                from,
+                Msg::ExportRecorded {
+                    token,
+                    export: Box::new(known.clone()),
+                },
+            );
+            return;
+        }
+        export.recorded_by = who;
+        export.recorded_at = ctx.now();
+        let op = StoreOp::Put {
+            key: keys::key_str(DB_EXPORT, &export.manifest_sha256),
+            value: keys::encode(&export),
+        };
+        let t = self.token();
+        self.pending.insert(
+            t,
+            Pending::Export {
+                from,
+                token,
+                export,
+            },
+        );
+        ctx.persist(t, vec![op]);
+    }
+
     fn retention_status(&mut self, from: Addr, token: u64, ctx: &mut Ctx) {
         if self
             .allowed(
@@ -246,13 +320,26 @@ impl Database {
                 purge_hour,
                 purge: self.retention.record_now().map(Box::new),
                 holds: self.holds.values().cloned().collect(),
+                at: ctx.now(),
+                exported_only: self.exported_only,
+                exports: self.exports_by_time(),
             },
         );
+    }
+
+    /// The export records, oldest first (ties by manifest hash: stable).
+    fn exports_by_time(&self) -> Vec<ExportRecord> {
+        let mut v: Vec<ExportRecord> = self.exports.values().cloned().collect();
+        v.sort_by(|a, b| {
+            (a.recorded_at, &a.manifest_sha256).cmp(&(b.recorded_at, &b.manifest_sha256))
+        });
+        v
     }
 
     /// Purges by the retention settings of `settings`.
     pub fn with_settings(mut self, settings: &Settings) -> Self {
         self.retention = Retention::new(settings).sabotaged(&self.sabotage);
+        self.exported_only = settings.purge_exported_only;
         self
     }
 
@@ -377,6 +464,20 @@ impl Database {
             };
             self.record(from, entry, answer, ctx);
             return;
+        }
+        if let ReadWhat::Messages(s) = &entry.what {
+            if s.users.len() > SEARCH_USERS_MAX {
+                let refusal = ArchiveRefusal::Invalid(format!(
+                    "a search names at most {SEARCH_USERS_MAX} users, not {}",
+                    s.users.len()
+                ));
+                let entry = ArchiveRead {
+                    refused: Some(refusal.to_string()),
+                    ..entry
+                };
+                self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                return;
+            }
         }
         let query = match &entry.what {
             ReadWhat::Messages(search) => Query::Search {
@@ -566,6 +667,26 @@ impl Actor for Database {
         self.unnumbered.clear();
         self.holds.clear();
         self.holds_unreadable = false;
+        self.exports.clear();
+        for (k, v) in recovered
+            .range(DB_EXPORT.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(DB_EXPORT))
+        {
+            match keys::decode::<ExportRecord>(v) {
+                Ok(x) => {
+                    self.exports.insert(x.manifest_sha256.clone(), x);
+                }
+                // An unreadable export record covers nothing: the purge
+                // keeps what only it covered (never deletes unexported).
+                Err(e) => ctx.event(
+                    OperatorEvent::StoreCorrupt,
+                    format!(
+                        "{}: export record {k:?} unreadable ({e}): the rows it covered are kept",
+                        self.name
+                    ),
+                ),
+            }
+        }
         for (k, v) in recovered
             .range(DB_HOLD.to_vec()..)
             .take_while(|(k, _)| k.starts_with(DB_HOLD))
@@ -609,6 +730,7 @@ impl Actor for Database {
                         let holds = ActiveHolds {
                             holds: &self.holds,
                             unreadable: self.holds_unreadable,
+                            exports: self.exported_only.then_some(&self.exports),
                         };
                         // A scan answers rows; the check of a batch's rows
                         // answers values (empty: no row), one per key.
@@ -675,7 +797,8 @@ impl Actor for Database {
             | Msg::HoldPlace { .. }
             | Msg::HoldRelease { .. }
             | Msg::RetentionStatus { .. }
-            | Msg::PurgeNow { .. } => client,
+            | Msg::PurgeNow { .. }
+            | Msg::ExportDone { .. } => client,
             _ => true,
         };
         if !authorize(allowed, &self.name, &from, &msg, ctx) {
@@ -698,6 +821,7 @@ impl Actor for Database {
                 reason,
             } => self.release_hold(from, token, name, reason, ctx),
             Msg::RetentionStatus { token } => self.retention_status(from, token, ctx),
+            Msg::ExportDone { token, export } => self.record_export(from, token, *export, ctx),
             Msg::PurgeNow { token } => {
                 if self
                     .allowed(&from, token, "PurgeNow", identity::PURGE_STARTERS, ctx)
@@ -779,6 +903,42 @@ impl Actor for Database {
                 }
                 return;
             }
+            Some(Pending::Export {
+                from,
+                token,
+                export,
+            }) => {
+                match result {
+                    Ok(_) => {
+                        self.exports
+                            .insert(export.manifest_sha256.clone(), export.clone());
+                        ctx.send(
+                            from,
+                            Msg::ExportRecorded {
+                                token,
+                                export: Box::new(export),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        ctx.event(
+                            OperatorEvent::DbStoreFailed,
+                            format!(
+                                "{}: export record {} not written: {e}",
+                                self.name, export.manifest_sha256
+                            ),
+                        );
+                        ctx.send(
+                            from,
+                            Msg::ArchiveRefused {
+                                token,
+                                refusal: ArchiveRefusal::StoreFailed(e.to_string()),
+                            },
+                        );
+                    }
+                }
+                return;
+            }
             Some(read @ Pending::Read { .. }) => {
                 self.pending.insert(token, read);
                 return;
@@ -844,7 +1004,7 @@ impl Actor for Database {
 mod tests {
     use super::*;
     use crate::core::identity::{Principal, Role};
-    use crate::core::protocol::{ArchiveRecord, ArchiveRefusal, LegalHold};
+    use crate::core::protocol::{ArchiveRecord, ArchiveRefusal, LegalHold, PurgeRecord};
     use crate::testkit::{record as rec, Harness};
 
     fn db(sabotage: Sabotage) -> Harness<Database> {
@@ -1017,7 +1177,7 @@ mod tests {
         let mut h = seeded(3);
         h.now = 1_000;
         let s = Search {
-            user: Some("z@corp.example".into()),
+            users: vec!["z@corp.example".into()],
             text: Some("hello".into()),
             ..all(10)
         };
@@ -1047,7 +1207,7 @@ mod tests {
     fn users_and_operators_may_not_read_the_archive_not_even_their_own() {
         let mut h = seeded(3);
         let own = Search {
-            user: Some("a@corp.example".into()),
+            users: vec!["a@corp.example".into()],
             ..all(10)
         };
         let anonymous = Addr::new("client-7", ActorKind::Client);
@@ -1628,5 +1788,317 @@ mod tests {
             "the stray entry is gone, the row's own stays"
         );
         assert_eq!(gauge(&h, Gauge::ArchivePurged), 0);
+    }
+
+    /// A database keeping one day and purging only exported rows.
+    fn exported_only() -> Harness<Database> {
+        let settings = Settings {
+            archive_keep_days: 1,
+            archive_purge_hour: 2,
+            archive_purge_batch: 2,
+            archive_purge_pause: 100,
+            purge_exported_only: true,
+            ..Settings::default()
+        };
+        Harness::new(
+            Addr::new("db1", ActorKind::Database),
+            Database::new("db1", Sabotage::default()).with_settings(&settings),
+        )
+    }
+
+    fn export(users: &[&str], since: Option<u64>, until: Option<u64>, as_of: u64) -> ExportRecord {
+        let sha = format!(
+            "{:064x}",
+            as_of ^ since.unwrap_or(7) ^ (users.len() as u64) << 40
+        );
+        ExportRecord {
+            manifest_sha256: sha,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            since,
+            until,
+            as_of,
+            rows: 1,
+            format: "jsonl".into(),
+            ..ExportRecord::default()
+        }
+    }
+
+    fn report(h: &mut Harness<Database>, x: ExportRecord) -> Msg {
+        let sent = h.msg(
+            auditor(),
+            Msg::ExportDone {
+                token: 8,
+                export: Box::new(x),
+            },
+        );
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        sent.into_iter().next().unwrap().1
+    }
+
+    fn status(h: &mut Harness<Database>) -> (Option<PurgeRecord>, Vec<ExportRecord>, bool) {
+        let sent = h.msg(auditor(), Msg::RetentionStatus { token: 9 });
+        let Msg::RetentionState {
+            purge,
+            exports,
+            exported_only,
+            ..
+        } = sent.into_iter().next().unwrap().1
+        else {
+            panic!("not a state")
+        };
+        (purge.map(|p| *p), exports, exported_only)
+    }
+
+    #[test]
+    fn with_purge_exported_only_the_purge_deletes_only_rows_an_export_covered() {
+        let mut h = exported_only();
+        h.start(Recovered::new());
+        let row = |id: &str, from: &str, to: &str, time: u64| ArchiveRecord {
+            from: from.into(),
+            to: to.into(),
+            time,
+            ..rec(id)
+        };
+        // Archived at time 0 (the harness's clock).
+        let records = vec![
+            // Covered: carol as sender, in range.
+            row("sent", "carol@corp.example", "dan@corp.example", HOUR),
+            // Covered: carol as recipient.
+            row("got", "erin@corp.example", "carol@corp.example", HOUR + 1),
+            // Not covered: nobody the export named.
+            row("other", "erin@corp.example", "dan@corp.example", HOUR + 2),
+            // Not covered: carol's, but before the export's range.
+            row("early", "carol@corp.example", "dan@corp.example", 10),
+            // Not covered: carol's, in range, but at the range's end.
+            row("edge", "carol@corp.example", "dan@corp.example", 2 * HOUR),
+        ];
+        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h.now = 5;
+        let x = export(&["carol@corp.example"], Some(HOUR), Some(2 * HOUR), 5);
+        let Msg::ExportRecorded {
+            export: recorded, ..
+        } = report(&mut h, x.clone())
+        else {
+            panic!("not recorded")
+        };
+        assert_eq!(recorded.recorded_by, "auditor:carol@corp.example");
+        // Archived after the export began: its cursor may have passed it.
+        h.now = 6;
+        h.msg(
+            arch(),
+            Msg::LogMessages {
+                batch: 2,
+                records: vec![row(
+                    "late",
+                    "carol@corp.example",
+                    "dan@corp.example",
+                    HOUR + 3,
+                )],
+            },
+        );
+        h.now = DAY + 3 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 10);
+        assert_eq!(stored_ids(&h), vec!["early", "edge", "late", "other"]);
+        let (record, exports, on) = status(&mut h);
+        let record = record.unwrap();
+        assert_eq!((record.deleted, record.unexported, record.held), (2, 4, 0));
+        assert!(on);
+        assert_eq!(exports.len(), 1);
+        // The record survives a restart (and is not a row: never purged);
+        // an export of every user covers the rest that it read.
+        h.start(h.store.clone());
+        assert_eq!(status(&mut h).1.len(), 1);
+        let now = h.now;
+        report(&mut h, export(&[], None, None, now));
+        h.clear_events();
+        h.now += DAY;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 10);
+        assert!(stored_ids(&h).is_empty());
+        assert_eq!(status(&mut h).1.len(), 2, "export records are never purged");
+    }
+
+    #[test]
+    fn without_purge_exported_only_exports_change_nothing() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        log_at(&mut h, 1, &[("old1", HOUR)]);
+        h.now = DAY + 2 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        purge(&mut h, 5);
+        assert!(stored_ids(&h).is_empty());
+        assert_eq!(status(&mut h).0.unwrap().unexported, 0);
+        assert!(!status(&mut h).2);
+    }
+
+    #[test]
+    fn export_records_are_checked_and_idempotent() {
+        let mut h = exported_only();
+        h.start(Recovered::new());
+        h.now = 100;
+        // A user may not report an export.
+        let user = Addr::new("user:bob@corp.example/1", ActorKind::Client);
+        let sent = h.msg(
+            user,
+            Msg::ExportDone {
+                token: 1,
+                export: Box::new(export(&[], None, None, 1)),
+            },
+        );
+        assert!(matches!(
+            &sent[0].1,
+            Msg::ArchiveRefused {
+                refusal: ArchiveRefusal::Forbidden(_),
+                ..
+            }
+        ));
+        // Not a SHA-256, or begun in the future: refused.
+        let mut bad = export(&[], None, None, 1);
+        bad.manifest_sha256 = "abc".into();
+        let future = export(&[], None, None, 101);
+        for x in [bad, future] {
+            assert!(matches!(
+                report(&mut h, x),
+                Msg::ArchiveRefused {
+                    refusal: ArchiveRefusal::Invalid(_),
+                    ..
+                }
+            ));
+        }
+        let x = export(&["a@corp.example"], None, None, 50);
+        let Msg::ExportRecorded { export: first, .. } = report(&mut h, x.clone()) else {
+            panic!()
+        };
+        h.now = 200;
+        let Msg::ExportRecorded { export: again, .. } = report(&mut h, x) else {
+            panic!()
+        };
+        assert_eq!(
+            again.recorded_at, first.recorded_at,
+            "the first record stands"
+        );
+        assert_eq!(status(&mut h).1.len(), 1);
+        // A store failure is a refusal, not a record.
+        h.fail_persists = Some(StoreError::Io("disk gone".into()));
+        assert!(matches!(
+            report(&mut h, export(&["z@corp.example"], None, None, 60)),
+            Msg::ArchiveRefused {
+                refusal: ArchiveRefusal::StoreFailed(_),
+                ..
+            }
+        ));
+        assert_eq!(status(&mut h).1.len(), 1);
+    }
+
+    #[test]
+    fn a_purge_record_written_before_unexported_was_counted_is_read() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            cutoff: u64,
+            started_at: u64,
+            finished_at: Option<u64>,
+            deleted: u64,
+            held: u64,
+            range: Option<(u64, u64)>,
+        }
+        let old = Old {
+            cutoff: 2 * HOUR,
+            started_at: DAY,
+            finished_at: None,
+            deleted: 3,
+            held: 1,
+            range: Some((1, 2)),
+        };
+        let mut store = Recovered::new();
+        store.insert(
+            crate::core::store_keys::DB_PURGE.to_vec(),
+            keys::encode(&old),
+        );
+        let mut h = purging();
+        h.now = DAY + HOUR;
+        h.start(store);
+        // Cut off by a crash: it resumes at once with its counts.
+        assert_eq!(h.timer(Timer::Purge), Some(h.now));
+        let (record, _, _) = status(&mut h);
+        assert_eq!(record.unwrap().deleted, 3);
+        assert!(h.events().is_empty(), "{:?}", h.events());
+    }
+
+    #[test]
+    fn a_search_names_several_users_up_to_a_bound() {
+        let mut h = seeded(3);
+        let ids = |m: Msg| match m {
+            Msg::ArchiveFound { rows, .. } => {
+                rows.into_iter().map(|r| r.record.id).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        let users = |u: &[&str]| Search {
+            users: u.iter().map(|u| u.to_string()).collect(),
+            ..all(10)
+        };
+        let found = search(&mut h, auditor(), users(&["z@corp.example", "nobody@x"]));
+        assert_eq!(ids(found), ["late"]);
+        let found = search(
+            &mut h,
+            auditor(),
+            users(&["b@corp.example", "z@corp.example"]),
+        );
+        assert_eq!(ids(found), ["m000", "m001", "m002", "late"]);
+        let many: Vec<String> = (0..=SEARCH_USERS_MAX).map(|i| format!("u{i}@x")).collect();
+        let refused = search(
+            &mut h,
+            auditor(),
+            Search {
+                users: many,
+                ..all(10)
+            },
+        );
+        assert!(
+            matches!(
+                refused,
+                Msg::ArchiveRefused {
+                    refusal: ArchiveRefusal::Invalid(_),
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        let last = trail(&h).pop().unwrap().1;
+        assert!(last.refused.is_some(), "the refused search is in the trail");
+    }
+
+    #[test]
+    fn a_search_of_one_user_in_the_trail_reads_as_before() {
+        // The trail's entries written when a search named one optional
+        // user decode as a list of none or one.
+        #[derive(serde::Serialize)]
+        struct OldSearch {
+            user: Option<String>,
+            id: Option<String>,
+            since: Option<u64>,
+            until: Option<u64>,
+            text: Option<String>,
+            after: Option<SearchAfter>,
+            limit: u32,
+        }
+        for user in [None, Some("a@corp.example".to_string())] {
+            let old = OldSearch {
+                user: user.clone(),
+                id: None,
+                since: Some(3),
+                until: None,
+                text: Some("hi".into()),
+                after: None,
+                limit: 10,
+            };
+            let new: Search = keys::decode_exact(&keys::encode(&old)).unwrap();
+            assert_eq!(new.users, user.into_iter().collect::<Vec<_>>());
+            assert_eq!(
+                (new.since, new.text.as_deref(), new.limit),
+                (Some(3), Some("hi"), 10)
+            );
+        }
     }
 }

@@ -48,10 +48,15 @@ pub fn parse_time_key(key: &[u8]) -> Option<(Millis, String)> {
     Some((time, String::from_utf8(id.to_vec()).ok()?))
 }
 
-/// Whether a row must survive the purge: a legal hold covers it. The
-/// database core answers; until holds exist, nothing is held.
+/// Whether a row must survive the purge: a legal hold covers it, or
+/// (with `purge_exported_only`) no export has covered it yet. The database
+/// core answers.
 pub trait Holds {
     fn held(&self, from: &str, to: &str, time: Millis) -> bool;
+    /// Whether an export wrote the row (only asked of rows not held).
+    fn exported(&self, _row: &Row) -> bool {
+        true
+    }
 }
 
 /// One purge in progress.
@@ -67,6 +72,8 @@ struct Run {
     batch_from: Option<Vec<u8>>,
     deleted: u64,
     held: u64,
+    /// Rows past the window kept because no export covered them.
+    unexported: u64,
     /// Message times of the rows deleted: first and last.
     range: Option<(Millis, Millis)>,
     /// The batch being deleted: its count and times, until it commits.
@@ -146,9 +153,13 @@ impl Retention {
     pub fn start(&mut self, recovered: &Recovered, ctx: &mut Ctx) {
         self.run = None;
         self.verifying = None;
-        let record = recovered
-            .get(DB_PURGE)
-            .map(|v| keys::decode::<PurgeRecord>(v));
+        let record = recovered.get(DB_PURGE).map(|v| {
+            keys::decode_exact::<PurgeRecord>(v).or_else(|e| {
+                keys::decode_exact::<crate::core::protocol::PurgeRecordV1>(v)
+                    .map(Into::into)
+                    .map_err(|_| e)
+            })
+        });
         match record {
             Some(Ok(r)) if r.finished_at.is_none() => {
                 self.run = Some(Run {
@@ -158,6 +169,7 @@ impl Retention {
                     batch_from: None,
                     deleted: r.deleted,
                     held: 0,
+                    unexported: 0,
                     range: r.range,
                     writing: None,
                 });
@@ -188,6 +200,7 @@ impl Retention {
             deleted: run.deleted,
             held: run.held,
             range: run.range,
+            unexported: run.unexported,
         }
     }
 
@@ -226,6 +239,7 @@ impl Retention {
             batch_from: None,
             deleted: 0,
             held: 0,
+            unexported: 0,
             range: None,
             writing: None,
         });
@@ -356,6 +370,10 @@ impl Retention {
                         run.held += 1;
                         continue;
                     }
+                    if !holds.exported(&row) {
+                        run.unexported += 1;
+                        continue;
+                    }
                     first = first.min(time);
                     last = last.max(time);
                     rows_deleted += 1;
@@ -481,8 +499,8 @@ impl Retention {
         ctx.event(
             OperatorEvent::ArchivePurged,
             format!(
-                "archive purge: {} rows older than {} ms deleted, {} kept for a legal hold{range}",
-                run.deleted, run.cutoff, run.held
+                "archive purge: {} rows older than {} ms deleted, {} kept for a legal hold, {} kept as not exported{range}",
+                run.deleted, run.cutoff, run.held, run.unexported
             ),
         );
         self.schedule(ctx);

@@ -127,8 +127,11 @@ pub struct SearchAfter {
 /// in `(time, message id)` order, at most `limit` of them, after `after`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Search {
-    /// Sender or recipient (exact match).
-    pub user: Option<UserId>,
+    /// Sender or recipient is one of these (exact match); empty: anyone.
+    /// Stored in the read trail: postcard writes an `Option` tag and a
+    /// `Vec` length alike, so entries written when this was one optional
+    /// user read as a list of none or one.
+    pub users: Vec<UserId>,
     /// The message id, or the id its client gave the request.
     pub id: Option<MessageId>,
     /// `time >= since`.
@@ -148,9 +151,7 @@ impl Search {
     /// Whether `r` meets every criterion but the page bounds (`after`,
     /// `limit`): the reference semantics every engine follows.
     pub fn matches(&self, r: &ArchiveRecord) -> bool {
-        self.user
-            .as_ref()
-            .is_none_or(|u| r.from == *u || r.to == *u)
+        (self.users.is_empty() || self.users.iter().any(|u| r.from == *u || r.to == *u))
             && self
                 .id
                 .as_ref()
@@ -247,6 +248,75 @@ pub struct PurgeRecord {
     pub held: u64,
     /// Message times of the rows deleted: the first and the last.
     pub range: Option<(Millis, Millis)>,
+    /// Rows past the window kept because no export covered them yet
+    /// (`purge_exported_only`).
+    pub unexported: u64,
+}
+
+/// A purge record as written before `unexported` was counted: still read
+/// after an upgrade, so that a purge a crash cut off resumes.
+#[derive(Deserialize)]
+pub struct PurgeRecordV1 {
+    cutoff: Millis,
+    started_at: Millis,
+    finished_at: Option<Millis>,
+    deleted: u64,
+    held: u64,
+    range: Option<(Millis, Millis)>,
+}
+
+impl From<PurgeRecordV1> for PurgeRecord {
+    fn from(r: PurgeRecordV1) -> PurgeRecord {
+        PurgeRecord {
+            cutoff: r.cutoff,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            deleted: r.deleted,
+            held: r.held,
+            range: r.range,
+            unexported: 0,
+        }
+    }
+}
+
+/// An eDiscovery export that wrote every row of its query, as the
+/// database keeps it: with `purge_exported_only` the purge deletes only
+/// rows an export covers. Exports are records too: never purged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExportRecord {
+    /// The SHA-256 (hex) of the export's manifest: its name, so that the
+    /// same export reported twice is one record.
+    pub manifest_sha256: String,
+    /// Sender or recipient among these; empty: every user.
+    pub users: std::collections::BTreeSet<UserId>,
+    /// Message time from (inclusive); none: from the beginning.
+    pub since: Option<Millis>,
+    /// Message time up to (exclusive); none: without end.
+    pub until: Option<Millis>,
+    /// The database's time before the export's first read: a row archived
+    /// at or after it may have been archived behind the export's cursor,
+    /// so it is not covered, whatever its message time. A row archived
+    /// before it was committed before the export read anything (a write's
+    /// result reaches the core before any later message does).
+    pub as_of: Millis,
+    /// Rows the export wrote.
+    pub rows: u64,
+    /// `eml`, `jsonl` or `csv`.
+    pub format: String,
+    /// The principal that reported it (filled in by the database).
+    pub recorded_by: String,
+    pub recorded_at: Millis,
+}
+
+impl ExportRecord {
+    /// Whether the export wrote the row of a message between `from` and
+    /// `to` at `time`, archived at `archived_at`.
+    pub fn covers(&self, from: &str, to: &str, time: Millis, archived_at: Millis) -> bool {
+        archived_at < self.as_of
+            && (self.users.is_empty() || self.users.contains(from) || self.users.contains(to))
+            && self.since.is_none_or(|s| time >= s)
+            && self.until.is_none_or(|u| time < u)
+    }
 }
 
 /// Why the database did not answer a read of the archive.
@@ -287,6 +357,10 @@ impl std::fmt::Display for ArchiveRefusal {
 /// Rows one archive search answers at most; a client pages for more.
 pub const SEARCH_PAGE_MAX: u32 = 1_000;
 
+/// Users one archive search or export record names at most: each is a
+/// condition of the engine's query, and a case's custodians are far fewer.
+pub const SEARCH_USERS_MAX: usize = 1_000;
+
 /// Bytes of rows one archive read answers with (at least one row, which
 /// may pass it). A row holds at most `MAX_MESSAGE_BYTES` (4 MiB) of body
 /// plus its names, so an answer stays near 12 MiB at worst: inside a
@@ -302,7 +376,7 @@ pub fn row_bytes(r: &Row) -> u64 {
 pub fn read_bytes(r: &ArchiveRead) -> u64 {
     let what = match &r.what {
         ReadWhat::Messages(s) => {
-            s.user.as_ref().map_or(0, String::len)
+            s.users.iter().map(String::len).sum::<usize>()
                 + s.id.as_ref().map_or(0, String::len)
                 + s.text.as_ref().map_or(0, String::len)
                 + s.after.as_ref().map_or(0, |a| a.id.len())
@@ -654,6 +728,22 @@ pub enum Msg {
         purge: Option<Box<PurgeRecord>>,
         /// Every hold, active and released.
         holds: Vec<LegalHold>,
+        /// The database's time of this answer (an export's `as_of`).
+        at: Millis,
+        /// Whether the purge keeps rows no export covers.
+        exported_only: bool,
+        /// Every export recorded, oldest first.
+        exports: Vec<ExportRecord>,
+    },
+    /// An auditor's export wrote every row of its query: the database
+    /// records it (durably, then answers `ExportRecorded`, or refuses).
+    ExportDone {
+        token: u64,
+        export: Box<ExportRecord>,
+    },
+    ExportRecorded {
+        token: u64,
+        export: Box<ExportRecord>,
     },
 
     // ---- chat client ↔ Lookup ---------------------------------------------
@@ -1092,6 +1182,8 @@ impl Msg {
             Msg::RetentionStatus { .. } => "RetentionStatus",
             Msg::PurgeNow { .. } => "PurgeNow",
             Msg::RetentionState { .. } => "RetentionState",
+            Msg::ExportDone { .. } => "ExportDone",
+            Msg::ExportRecorded { .. } => "ExportRecorded",
             Msg::FindChannel => "FindChannel",
             Msg::ChannelAssigned { .. } => "ChannelAssigned",
             Msg::NoChannel => "NoChannel",

@@ -154,6 +154,9 @@ pub struct Settings {
     /// Front end: new IMs are answered busy while this many admitted IMs
     /// wait for their records to be queued.
     pub admission_queue: u64,
+    /// Archive retention: the purge keeps a row past the window until an
+    /// export has covered it.
+    pub purge_exported_only: bool,
 }
 
 /// The most `im_max_bytes` and `chat_post_max_bytes` may be set to.
@@ -295,6 +298,7 @@ impl Default for Settings {
             archive_purge_pause: 100,
             admission_wait: 100,
             admission_queue: 10_000,
+            purge_exported_only: false,
         }
     }
 }
@@ -340,6 +344,7 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("archive_purge_hour", "2", "Archive retention: the hour of the day (UTC) the daily purge starts; it raises `archive_purged` with what it deleted, or `archive_purge_failed`."),
     ("archive_purge_batch", "1000", "Archive retention: rows deleted per purge transaction (at most 100,000)."),
     ("archive_purge_pause", "\"100ms\"", "Archive retention: the pause between two purge transactions, so that ingest keeps its latency while a large purge runs."),
+    ("purge_exported_only", "false", "Archive retention: when true, the purge keeps a row past the window until an eDiscovery export (`holdfast archive export`) has covered it — its users, its time range, archived before the export began; rows kept so are counted as `unexported` in the purge record. Export records are never purged."),
     ("compliance_interval", "\"15m\"", "Compliance: the Compliance service exports its staged events this often (from 1 minute to 30 days); they are deleted only once the export files are written."),
 ];
 

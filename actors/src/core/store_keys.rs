@@ -46,6 +46,9 @@ pub const DB_PURGE: &[u8] = b"meta/purge";
 /// Database: `h/<name>` → a legal hold, active or released (kept on
 /// record); few, so read at start.
 pub const DB_HOLD: &[u8] = b"h/";
+/// Database: `x/<manifest SHA-256>` → an export record (few, one per
+/// export run, so read at start like the holds; never purged).
+pub const DB_EXPORT: &[u8] = b"x/";
 /// Database: `a/<seq>` → [`ArchiveRead`](crate::core::protocol::ArchiveRead),
 /// the read trail: one entry per client read of the archive, inserted
 /// before the answer and read on demand, never at start.

@@ -1,6 +1,8 @@
-//! `holdfast archive query|audit`: archived messages and the archive's
-//! read trail, asked of the database node over the cluster's links as an
-//! auditor. Every read is recorded by the database before it answers.
+//! `holdfast archive query|audit|export|hold|retention`: archived
+//! messages, their eDiscovery export and the archive's read trail, asked
+//! of the database node over the cluster's links as an auditor; legal
+//! holds and retention. Every read is recorded by the database before it
+//! answers.
 
 use super::common::{
     fmt_time, load_config, parse_duration, parse_time, printable, runtime, ConfigArg, Failure,
@@ -13,6 +15,7 @@ use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::{
     ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, Row, Search, SEARCH_PAGE_MAX,
+    SEARCH_USERS_MAX,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,9 +33,9 @@ pub(crate) enum ArchiveCmd {
     Query {
         #[command(flatten)]
         config: ConfigArg,
-        /// Sender or recipient.
-        #[arg(long)]
-        user: Option<String>,
+        /// Sender or recipient: one of these users (comma-separated).
+        #[arg(long, alias = "user", value_delimiter = ',')]
+        users: Vec<String>,
         /// From this time: RFC 3339 (2026-11-22T10:00:00Z) or an age (10m, 2h).
         #[arg(long, value_parser = parse_time)]
         since: Option<u64>,
@@ -98,6 +101,16 @@ pub(crate) enum ArchiveCmd {
         after_help = "Example: holdfast archive hold add -c cluster.toml --name case-17 --users carol@corp.example --reason \"litigation 2026-17\""
     )]
     Hold(HoldCmd),
+    /// eDiscovery export: every archived IM and call record of the users
+    /// (as sender or recipient) in the time range, written page by page
+    /// into a folder as EML, JSON lines or CSV, with the legal holds and a
+    /// manifest naming each file's SHA-256. Auditors only; every page is a
+    /// recorded read, and the finished export is recorded by the database
+    /// (what `purge_exported_only` waits for).
+    #[command(
+        after_help = "Example: holdfast archive export -c cluster.toml --users carol@corp.example,dan@corp.example --since 2026-11-01T00:00:00Z --until 2026-12-01T00:00:00Z --format eml --out case-17"
+    )]
+    Export(ExportArgs),
     /// What the retention purge did last (or is doing), the retention
     /// policy, and the holds (auditors and operators).
     #[command(
@@ -105,6 +118,37 @@ pub(crate) enum ArchiveCmd {
         after_help = "Example: holdfast archive retention status -c cluster.toml --as operator"
     )]
     Retention(RetentionCmd),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("who_is_exported").required(true).args(["users", "all_users"])))]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    ask: AskArgs,
+    /// The users whose messages (sent or received) are exported,
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    users: Vec<String>,
+    /// Every user's messages (instead of --users).
+    #[arg(long)]
+    all_users: bool,
+    /// From this message time: RFC 3339 or an age (30d). Default: the
+    /// beginning.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<u64>,
+    /// Up to this message time (exclusive), same forms. Default: no end.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<u64>,
+    /// `eml` (one message file per row), `jsonl` or `csv`.
+    #[arg(long, value_enum)]
+    format: holdfast::archive_export::Format,
+    /// The folder to write (created 0700; refused if not empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Write into a folder that is not empty (files of the same names are
+    /// replaced; others are left, and the manifest does not name them).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -201,7 +245,7 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
     match cmd {
         ArchiveCmd::Query {
             config,
-            user,
+            users,
             since,
             until,
             text,
@@ -213,8 +257,14 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
             who,
             file,
         } => {
+            if users.len() > SEARCH_USERS_MAX {
+                return Err(Failure::Error(format!(
+                    "--users names {} users; a query takes at most {SEARCH_USERS_MAX}",
+                    users.len()
+                )));
+            }
             let search = Search {
-                user,
+                users,
                 since,
                 until,
                 text,
@@ -249,6 +299,7 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
                 .block_on(async { Reader::open(&config, &who, &node)?.audit(after, json).await })?;
         }
         ArchiveCmd::Hold(cmd) => hold(cmd)?,
+        ArchiveCmd::Export(args) => export(args)?,
         ArchiveCmd::Retention(RetentionCmd::PurgeNow { ask, timeout }) => {
             let config = load_config(&ask.config)?;
             let node = database_node(&config, ask.database.clone())?;
@@ -265,6 +316,8 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
                 purge_hour,
                 purge,
                 holds,
+                exported_only,
+                exports,
                 ..
             } = state
             else {
@@ -276,11 +329,20 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
                     "purge_hour_utc": purge_hour,
                     "purge": purge,
                     "holds": holds,
+                    "purge_exported_only": exported_only,
+                    "exports": exports,
                 });
                 println!("{line}");
                 return Ok(());
             }
-            println!("retention: {keep_days} days; purge daily at {purge_hour:02}:00 UTC");
+            println!(
+                "retention: {keep_days} days; purge daily at {purge_hour:02}:00 UTC{}",
+                if exported_only {
+                    "; rows not exported are kept (purge_exported_only)"
+                } else {
+                    ""
+                }
+            );
             match purge {
                 None => println!("no purge has run yet"),
                 Some(p) => {
@@ -289,11 +351,12 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
                         None => "running (or cut off by a restart: it resumes)".to_string(),
                     };
                     println!(
-                        "last purge: started {}, {state}; cutoff {}; {} rows deleted, {} kept for a hold",
+                        "last purge: started {}, {state}; cutoff {}; {} rows deleted, {} kept for a hold, {} kept as not exported",
                         fmt_time(p.started_at),
                         fmt_time(p.cutoff),
                         p.deleted,
-                        p.held
+                        p.held,
+                        p.unexported
                     );
                     if let Some((a, b)) = p.range {
                         println!("  deleted messages from {} to {}", fmt_time(a), fmt_time(b));
@@ -302,6 +365,25 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
             }
             let active = holds.iter().filter(|h| h.released.is_none()).count();
             println!("holds: {active} active, {} released", holds.len() - active);
+            println!("exports: {}", exports.len());
+            for x in &exports {
+                let users: Vec<String> = x.users.iter().map(|u| printable(u)).collect();
+                println!(
+                    "  {}  {} rows  users {}  messages {} .. {}  as of {}  by {} at {}",
+                    x.manifest_sha256,
+                    x.rows,
+                    if users.is_empty() {
+                        "(all)".to_string()
+                    } else {
+                        users.join(",")
+                    },
+                    x.since.map_or("the beginning".into(), fmt_time),
+                    x.until.map_or("no end".into(), fmt_time),
+                    fmt_time(x.as_of),
+                    printable(&x.recorded_by),
+                    fmt_time(x.recorded_at)
+                );
+            }
         }
     }
     Ok(())
@@ -330,9 +412,10 @@ async fn purge_now(reader: &mut Reader, timeout: Duration) -> Result<(), Failure
         {
             if p.started_at >= begun.started_at && p.finished_at.is_some() {
                 println!(
-                    "purge finished: {} rows deleted, {} kept for a hold (cutoff {})",
+                    "purge finished: {} rows deleted, {} kept for a hold, {} kept as not exported (cutoff {})",
                     p.deleted,
                     p.held,
+                    p.unexported,
                     fmt_time(p.cutoff)
                 );
                 return Ok(());
@@ -438,6 +521,166 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Writes an export page by page (as `archive query` reads, with the same
+/// search), then the holds and the manifest, then has the database record
+/// it. The database's clock before the first page is the export's `as_of`:
+/// rows archived from then on may have been archived behind the pages
+/// already read, so the record does not cover them.
+fn export(args: ExportArgs) -> Result<(), Failure> {
+    use holdfast::archive_export::Export;
+    use holdfast_actors::core::protocol::ExportRecord;
+    let ExportArgs {
+        ask,
+        users,
+        all_users,
+        since,
+        until,
+        format,
+        out,
+        force,
+    } = args;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(Failure::Error(format!(
+                "--since ({}) must be before --until ({})",
+                fmt_time(s),
+                fmt_time(u)
+            )));
+        }
+    }
+    let mut users: Vec<String> = users.into_iter().filter(|u| !u.is_empty()).collect();
+    users.sort();
+    users.dedup();
+    // An empty list means everyone to the database: only --all-users
+    // may ask for that.
+    if users.is_empty() && !all_users {
+        return Err(Failure::Error("--users names no user".into()));
+    }
+    if users.len() > SEARCH_USERS_MAX {
+        return Err(Failure::Error(format!(
+            "--users names {} users; an export takes at most {SEARCH_USERS_MAX}: split the list",
+            users.len()
+        )));
+    }
+    let config = load_config(&ask.config)?;
+    let node = database_node(&config, ask.database.clone())?;
+    // Refused before anything is asked of the cluster; nothing is
+    // written until the database has answered, so that a cluster out of
+    // reach leaves no folder to clean up.
+    Export::check(&out, force).map_err(|e| Failure::Error(e.to_string()))?;
+    let failed = |e: holdfast::archive_export::ExportError| {
+        Failure::NotWell(format!("export to {} failed: {e}", out.display()))
+    };
+    runtime()?.block_on(async {
+        let mut reader = Reader::open(&config, &ask.who, &node)?;
+        let Msg::RetentionState { holds, at, .. } =
+            reader.ask(|token| Msg::RetentionStatus { token }).await?
+        else {
+            return Err(Failure::Error("an unexpected answer".into()));
+        };
+        let mut files = Export::create(&out, format, force).map_err(|e| match e {
+            holdfast::archive_export::ExportError::NotEmpty(_) => Failure::Error(e.to_string()),
+            e => failed(e),
+        })?;
+        let mut search = Search {
+            users: users.clone(),
+            since,
+            until,
+            limit: SEARCH_PAGE_MAX,
+            ..Search::default()
+        };
+        // A count on stderr at a terminal (scripts see only the result).
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut written = 0u64;
+        loop {
+            let page = search.clone();
+            let Msg::ArchiveFound { rows, next, .. } = reader
+                .ask(|token| Msg::ArchiveSearch {
+                    token,
+                    search: page,
+                })
+                .await?
+            else {
+                return Err(Failure::Error("an unexpected answer".into()));
+            };
+            let empty = rows.is_empty();
+            for row in rows {
+                files.row(&message(row)).map_err(failed)?;
+                written += 1;
+            }
+            if progress {
+                eprint!("\r{written} rows written");
+            }
+            match next {
+                Some(after) if !empty => search.after = Some(after),
+                _ => break,
+            }
+        }
+        let query = serde_json::json!({
+            "users": users,
+            "all_users": users.is_empty(),
+            "since": since,
+            "since_utc": since.map(fmt_time),
+            "until": until,
+            "until_utc": until.map(fmt_time),
+            "format": format.as_str(),
+            "exported_by": ask.who,
+            "database": node,
+            "as_of": at,
+            "as_of_utc": fmt_time(at),
+            "exported_at_utc": fmt_time(holdfast::node::now_ms()),
+        });
+        if progress {
+            eprintln!();
+        }
+        let done = files.finish(&holds, query).map_err(failed)?;
+        let record = ExportRecord {
+            manifest_sha256: done.manifest_sha256.clone(),
+            users: users.iter().cloned().collect(),
+            since,
+            until,
+            as_of: at,
+            rows: done.rows,
+            format: format.as_str().to_string(),
+            ..ExportRecord::default()
+        };
+        let kinds: Vec<String> = done.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "exported {} rows ({}) and {} holds to {}: {} files, manifest SHA-256 {}",
+            done.rows,
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            },
+            holds.len(),
+            out.display(),
+            done.files + 1,
+            done.manifest_sha256
+        );
+        match reader
+            .ask(|token| Msg::ExportDone {
+                token,
+                export: Box::new(record),
+            })
+            .await
+        {
+            Ok(_) => {
+                println!("recorded by {node}");
+                Ok(())
+            }
+            Err(e) => {
+                let why = match &e {
+                    Failure::Error(w) | Failure::NotWell(w) | Failure::Unreachable(w) => w.clone(),
+                };
+                Err(Failure::NotWell(format!(
+                    "the export is complete but {node} did not record it ({why}): with purge_exported_only its rows are kept; run the export again"
+                )))
+            }
+        }
+    })
+}
+
 fn database_node(config: &Config, database: Option<String>) -> Result<String, String> {
     let dbs: Vec<_> = config
         .nodes
@@ -486,6 +729,7 @@ impl Reader {
                     Msg::ArchiveFound { token: t, .. }
                     | Msg::ArchiveReads { token: t, .. }
                     | Msg::HoldDone { token: t, .. }
+                    | Msg::ExportRecorded { token: t, .. }
                     | Msg::RetentionState { token: t, .. }
                     | Msg::ArchiveRefused { token: t, .. } if *t == token)
             })
@@ -661,8 +905,9 @@ fn read_line(seq: u64, r: &ArchiveRead, json: bool) -> String {
     let what = match &r.what {
         ReadWhat::Messages(s) => {
             let mut parts = vec!["search".to_string()];
-            if let Some(u) = &s.user {
-                parts.push(format!("user={}", printable(u)));
+            if !s.users.is_empty() {
+                let users: Vec<_> = s.users.iter().map(|u| printable(u)).collect();
+                parts.push(format!("users={}", users.join(",")));
             }
             if let Some(i) = &s.id {
                 parts.push(format!("id={}", printable(i)));

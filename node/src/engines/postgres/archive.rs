@@ -390,9 +390,10 @@ fn search_rows(
         args.push(v);
         args.len()
     };
-    if let Some(user) = &search.user {
-        let n = arg(Box::new(user.clone()), &mut args);
-        conds.push(format!("(from_user = ${n} OR to_user = ${n})"));
+    if !search.users.is_empty() {
+        // One array parameter, whatever the number of users.
+        let n = arg(Box::new(search.users.clone()), &mut args);
+        conds.push(format!("(from_user = ANY(${n}) OR to_user = ANY(${n}))"));
     }
     if let Some(id) = &search.id {
         let n = arg(Box::new(id.clone()), &mut args);
