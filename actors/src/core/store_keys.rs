@@ -80,6 +80,38 @@ pub fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postca
     }
 }
 
+/// A stored legal hold: as written now, or as written before holds named
+/// rooms (postcard is not self-describing: the older shape lacks the last
+/// field, and reads with no rooms).
+pub fn decode_hold(bytes: &[u8]) -> Result<crate::core::protocol::LegalHold, postcard::Error> {
+    use crate::core::protocol::{HoldRelease, LegalHold};
+    #[derive(Deserialize)]
+    struct BeforeRooms {
+        name: String,
+        users: std::collections::BTreeSet<UserId>,
+        since: Option<u64>,
+        until: Option<u64>,
+        reason: String,
+        placed_by: String,
+        placed_at: u64,
+        released: Option<HoldRelease>,
+    }
+    decode_exact::<LegalHold>(bytes).or_else(|e| {
+        let old: BeforeRooms = decode_exact(bytes).map_err(|_| e)?;
+        Ok(LegalHold {
+            name: old.name,
+            users: old.users,
+            since: old.since,
+            until: old.until,
+            reason: old.reason,
+            placed_by: old.placed_by,
+            placed_at: old.placed_at,
+            released: old.released,
+            rooms: Default::default(),
+        })
+    })
+}
+
 /// An archive record as written before front ends assigned message ids
 /// (no `client_id`). Queues written by that version are still read after
 /// an upgrade, so that what they hold drains instead of being lost.
