@@ -951,6 +951,19 @@ impl Config {
         }
         let cluster = archiving_cluster(&nodes, &raw.cluster, raw.archiving, &invalid)?;
         let mut pool = chat_pool(&raw.rooms, &raw.categories, &nodes, &invalid)?;
+        // A window for a category no room can have is a typo that would
+        // keep posts longer than the policy meant.
+        if let Some(c) = raw
+            .settings
+            .chat_retention
+            .keys()
+            .find(|c| !c.is_empty() && !pool.categories.contains_key(*c))
+        {
+            return Err(invalid(
+                "settings.chat_retention".into(),
+                format!("no [[category]] is named {c:?}"),
+            ));
+        }
         web(
             &mut pool,
             &nodes,
