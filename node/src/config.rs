@@ -1113,6 +1113,14 @@ denied = ["user3@corp.example"]
         assert!(e.contains("room[1].privacy"), "{e}");
         let e = err(&cat.replace("category = \"corp\"", "category = \"nope\""));
         assert!(e.contains("room[1].category"), "{e}");
+        // Chat retention per category names a category of the config.
+        let kept = parse(&format!("{cat}\n[settings.chat_retention]\ncorp = 30\n")).unwrap();
+        assert_eq!(kept.settings.chat_retention["corp"], 30);
+        let e = err(&format!("{cat}\n[settings.chat_retention]\ncrop = 30\n"));
+        assert!(
+            e.contains("settings.chat_retention") && e.contains("crop"),
+            "{e}"
+        );
         assert_eq!(c.node("ch1").unwrap().actors(), vec![ActorKind::Channel]);
         // A chat pool without a Lookup instance cannot work.
         let e = err(&chat.replace("roles = [\"lookup\"]", "roles = [\"channel\"]"));

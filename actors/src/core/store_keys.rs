@@ -319,6 +319,52 @@ mod compat_tests {
 }
 
 #[cfg(test)]
+mod hold_compat_tests {
+    use super::*;
+    use crate::core::protocol::LegalHold;
+
+    /// Holds stored before holds named rooms still read, with no rooms;
+    /// holds of now read back whole.
+    #[test]
+    fn a_hold_stored_before_rooms_reads_without_rooms() {
+        #[derive(Serialize)]
+        struct Old {
+            name: String,
+            users: std::collections::BTreeSet<String>,
+            since: Option<u64>,
+            until: Option<u64>,
+            reason: String,
+            placed_by: String,
+            placed_at: u64,
+            released: Option<crate::core::protocol::HoldRelease>,
+        }
+        let old = Old {
+            name: "case-1".into(),
+            users: ["carol@x".to_string()].into(),
+            since: Some(5),
+            until: None,
+            reason: "r".into(),
+            placed_by: "auditor:a".into(),
+            placed_at: 9,
+            released: None,
+        };
+        let hold = decode_hold(&encode(&old)).unwrap();
+        assert_eq!(
+            (hold.name.as_str(), hold.since, hold.rooms.len()),
+            ("case-1", Some(5), 0)
+        );
+        assert!(hold.covers("carol@x", "b@x", 6));
+        let now = LegalHold {
+            rooms: ["deals".to_string()].into(),
+            ..hold
+        };
+        assert_eq!(decode_hold(&encode(&now)).unwrap(), now);
+        assert!(now.covers_post("deals", "z@x", 6) && !now.covers_post("deals", "z@x", 4));
+        assert!(now.covers_post("other", "carol@x", 6) && !now.covers_post("other", "z@x", 6));
+    }
+}
+
+#[cfg(test)]
 mod read_error_tests {
     use super::*;
 
