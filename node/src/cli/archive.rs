@@ -387,6 +387,7 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
                 token,
                 hold: Box::new(hold.clone()),
             });
+            let answers = already_placed(&config, &ask.who, &targets, &hold, answers);
             report_each(answers, "placed", |node, h| {
                 println!(
                     "{node}: hold {} placed by {} at {}",
@@ -509,6 +510,72 @@ fn hold_targets(
         ));
     }
     Ok(targets)
+}
+
+/// A node that refused the hold as existing already holds it when its
+/// active hold of that name is the same one (a run again after another
+/// node failed): that is a success, not a conflict.
+fn already_placed(
+    config: &Config,
+    who: &str,
+    targets: &[(String, ActorKind)],
+    hold: &LegalHold,
+    answers: Vec<(String, Result<Msg, Failure>)>,
+) -> Vec<(String, Result<Msg, Failure>)> {
+    let same = |h: &LegalHold| {
+        h.name == hold.name
+            && h.released.is_none()
+            && (&h.users, &h.rooms, h.since, h.until, &h.reason)
+                == (
+                    &hold.users,
+                    &hold.rooms,
+                    hold.since,
+                    hold.until,
+                    &hold.reason,
+                )
+    };
+    answers
+        .into_iter()
+        .map(|(node, answer)| {
+            let exists =
+                matches!(&answer, Err(Failure::NotWell(t)) if t.ends_with("exists and is active"));
+            if !exists {
+                return (node, answer);
+            }
+            let Some((_, kind)) = targets.iter().find(|(n, _)| *n == node) else {
+                return (node, answer);
+            };
+            let status = match kind {
+                ActorKind::ChatStore => Msg::ChatRetentionStatus { token: 0 },
+                _ => Msg::RetentionStatus { token: 0 },
+            };
+            let listed = ask_each(
+                config,
+                who,
+                &[(node.clone(), *kind)],
+                |token| match status {
+                    Msg::ChatRetentionStatus { .. } => Msg::ChatRetentionStatus { token },
+                    _ => Msg::RetentionStatus { token },
+                },
+            );
+            let found = listed.into_iter().find_map(|(_, a)| match a {
+                Ok(Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. }) => {
+                    holds.into_iter().find(|h| same(h))
+                }
+                _ => None,
+            });
+            match found {
+                Some(h) => (
+                    node,
+                    Ok(Msg::HoldDone {
+                        token: 0,
+                        hold: Box::new(h),
+                    }),
+                ),
+                None => (node, answer),
+            }
+        })
+        .collect()
 }
 
 /// Sends one request to each node, each on its own connection: a node
@@ -639,6 +706,7 @@ impl Reader {
                     | Msg::ArchiveReads { token: t, .. }
                     | Msg::HoldDone { token: t, .. }
                     | Msg::RetentionState { token: t, .. }
+                    | Msg::ChatRetentionState { token: t, .. }
                     | Msg::ArchiveRefused { token: t, .. } if *t == token)
             })
             .await?;
