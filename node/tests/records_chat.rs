@@ -561,6 +561,23 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     ok(chat(&c, &["rooms", "--user", "bob@corp.example"]));
     assert_eq!(stored_texts(&c, "deals"), Vec::<String>::new());
 
+    // The list names every hold once, with the nodes that keep it.
+    let list = ok(hold(&c, &["list", "--json"]));
+    let holds: Vec<serde_json::Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let nodes = |name: &str| -> serde_json::Value {
+        let h = holds.iter().find(|h| h["name"] == name).unwrap();
+        h["nodes"].clone()
+    };
+    assert_eq!(nodes("case-9"), serde_json::json!(["chatdb"]), "{list}");
+    assert_eq!(
+        nodes("case-10"),
+        serde_json::json!(["db1", "chatdb"]),
+        "{list}"
+    );
+
     // The hold's placing and release are compliance records, with who.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let events = loop {

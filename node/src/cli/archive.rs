@@ -426,14 +426,69 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
             })?;
         }
         HoldCmd::List { ask, json } => {
-            let Msg::RetentionState { holds, .. } =
-                ask_db(&ask, |token| Msg::RetentionStatus { token })?
-            else {
-                return Err(Failure::Error("an unexpected answer".into()));
-            };
-            for h in holds {
+            let config = load_config(&ask.config)?;
+            let targets = hold_targets(&config, &ask, true, &Default::default())?;
+            // Each node's holds; one hold kept the same on several nodes is
+            // listed once, with the nodes that keep it.
+            let mut listed: Vec<(LegalHold, Vec<String>)> = Vec::new();
+            let mut failed = None;
+            for (node, kind) in &targets {
+                let answer =
+                    ask_each(
+                        &config,
+                        &ask.who,
+                        &[(node.clone(), *kind)],
+                        |token| match kind {
+                            ActorKind::ChatStore => Msg::ChatRetentionStatus { token },
+                            _ => Msg::RetentionStatus { token },
+                        },
+                    )
+                    .pop()
+                    .map(|(_, a)| a);
+                let holds = match answer {
+                    Some(Ok(
+                        Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. },
+                    )) => holds,
+                    Some(Err(f)) => {
+                        let text = match &f {
+                            Failure::Error(t) | Failure::NotWell(t) | Failure::Unreachable(t) => {
+                                t.clone()
+                            }
+                        };
+                        eprintln!("{node}: holds not listed: {text}");
+                        failed = Some(f);
+                        continue;
+                    }
+                    _ => return Err(Failure::Error("an unexpected answer".into())),
+                };
+                // Each node stamps its own times: the same hold is the same
+                // name, scope, reason and who.
+                let key = |h: &LegalHold| {
+                    let released = h
+                        .released
+                        .as_ref()
+                        .map(|r| (r.by.clone(), r.reason.clone()));
+                    let scope = (h.users.clone(), h.rooms.clone(), h.since, h.until);
+                    (
+                        h.name.clone(),
+                        scope,
+                        h.reason.clone(),
+                        h.placed_by.clone(),
+                        released,
+                    )
+                };
+                for h in holds {
+                    match listed.iter_mut().find(|(l, _)| key(l) == key(&h)) {
+                        Some((_, nodes)) => nodes.push(node.clone()),
+                        None => listed.push((h, vec![node.clone()])),
+                    }
+                }
+            }
+            for (h, nodes) in listed {
                 if json {
-                    println!("{}", serde_json::to_string(&h).map_err(|e| e.to_string())?);
+                    let mut v = serde_json::to_value(&h).map_err(|e| e.to_string())?;
+                    v["nodes"] = serde_json::json!(nodes);
+                    println!("{v}");
                     continue;
                 }
                 let range = format!(
@@ -469,6 +524,10 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
                         printable(&r.reason)
                     );
                 }
+                println!("    kept by {}", nodes.join(", "));
+            }
+            if let Some(f) = failed {
+                return Err(f);
             }
         }
     }

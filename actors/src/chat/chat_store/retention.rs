@@ -1002,6 +1002,17 @@ mod tests {
         h.start(again);
         assert_eq!(h.timer(Timer::ChatPurge), Some(h.now));
         assert_eq!(read(&mut h, "r1"), Vec::<u64>::new());
+        // A batch that cannot be written is said and tried again later.
+        h.fail_persists = Some(StoreError::Io("disk gone".into()));
+        h.clear_events();
+        h.fire(Timer::ChatPurge);
+        assert!(
+            h.events().contains(&"chat_purge_failed"),
+            "{:?}",
+            h.events()
+        );
+        assert_eq!(h.timer(Timer::ChatPurge), Some(h.now + RETRY));
+        h.fail_persists = None;
         h.fire(Timer::ChatPurge); // the last batch
         h.fire(Timer::ChatPurge); // the end
         let record = h.actor().purge.clone().unwrap();
