@@ -47,6 +47,8 @@
 //! - *Replace* rewrites the post's row with the new text and inserts the
 //!   original under `e/<post id>` (the `replaced` table of the engines),
 //!   which members never read; the compliance event carries both texts.
+//!
+//! Legal holds and the daily retention purge live in [`retention`].
 
 mod retention;
 
