@@ -54,6 +54,7 @@ impl Cores for Roster {
             ActorKind::ChatStore => Box::new(
                 ChatStore::new(n, pool.rooms.clone())
                     .with_compliance(pool.compliance.clone())
+                    .with_settings(&s)
                     .sabotaged(sabotage),
             ),
             ActorKind::Web => {

@@ -132,7 +132,8 @@ const WARN_PERIOD: Duration = Duration::from_secs(10);
 /// Actors a client may address: a node that hosts none of them takes no
 /// client connections. The queues take only an operator's requests
 /// (parked records, the dead-letter queue), the database only an
-/// auditor's reads of the archive; they check the principal.
+/// auditor's reads of the archive, the chat store only legal holds and its
+/// retention status; they check the principal.
 const SERVES_CLIENTS: &[ActorKind] = &[
     ActorKind::FrontEnd,
     ActorKind::OutgoingQueue,
@@ -142,6 +143,7 @@ const SERVES_CLIENTS: &[ActorKind] = &[
     ActorKind::Compliance,
     ActorKind::DestinationQueue,
     ActorKind::Database,
+    ActorKind::ChatStore,
 ];
 
 /// Envelopes from the network waiting in the inbox before readers pause.

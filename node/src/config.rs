@@ -951,6 +951,19 @@ impl Config {
         }
         let cluster = archiving_cluster(&nodes, &raw.cluster, raw.archiving, &invalid)?;
         let mut pool = chat_pool(&raw.rooms, &raw.categories, &nodes, &invalid)?;
+        // A window for a category no room can have is a typo that would
+        // keep posts longer than the policy meant.
+        if let Some(c) = raw
+            .settings
+            .chat_retention
+            .keys()
+            .find(|c| !c.is_empty() && !pool.categories.contains_key(*c))
+        {
+            return Err(invalid(
+                "settings.chat_retention".into(),
+                format!("no [[category]] is named {c:?}"),
+            ));
+        }
         web(
             &mut pool,
             &nodes,
@@ -1100,6 +1113,14 @@ denied = ["user3@corp.example"]
         assert!(e.contains("room[1].privacy"), "{e}");
         let e = err(&cat.replace("category = \"corp\"", "category = \"nope\""));
         assert!(e.contains("room[1].category"), "{e}");
+        // Chat retention per category names a category of the config.
+        let kept = parse(&format!("{cat}\n[settings.chat_retention]\ncorp = 30\n")).unwrap();
+        assert_eq!(kept.settings.chat_retention["corp"], 30);
+        let e = err(&format!("{cat}\n[settings.chat_retention]\ncrop = 30\n"));
+        assert!(
+            e.contains("settings.chat_retention") && e.contains("crop"),
+            "{e}"
+        );
         assert_eq!(c.node("ch1").unwrap().actors(), vec![ActorKind::Channel]);
         // A chat pool without a Lookup instance cannot work.
         let e = err(&chat.replace("roles = [\"lookup\"]", "roles = [\"channel\"]"));

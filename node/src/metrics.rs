@@ -436,6 +436,10 @@ fn moment_family(gauge: CoreGauge) -> (&'static str, &'static str) {
             "holdfast_archive_purge_cutoff_timestamp_seconds",
             "message time before which the last purge deleted every row not held (0: none since start)",
         ),
+        CoreGauge::ChatLastPurgeAt => (
+            "holdfast_chat_last_purge_timestamp_seconds",
+            "when the last retention purge of the chat store finished (0: none since start)",
+        ),
         _ => (
             "holdfast_compliance_last_export_timestamp_seconds",
             "when the last compliance export was written (0: none since start)",

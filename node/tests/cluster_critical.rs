@@ -66,6 +66,7 @@ fn archiver_down_stops_messaging_within_the_bound_and_it_resumes_after() {
             }
             Outcome::Accepted { .. } => {}
             Outcome::Unknown => panic!("no answer while the archiver is down"),
+            Outcome::Busy => panic!("busy at one IM at a time"),
             Outcome::DeliveredNotArchived { reason, .. } => {
                 panic!("delivered without archiving under critical mode: {reason}")
             }

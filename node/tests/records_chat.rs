@@ -5,7 +5,8 @@
 //! from the chat store's SQLite file; the original of the replaced post
 //! is kept beside it; the compliance export names every action and who
 //! did it; a user may do none of it. With the chat store in SQLite and in
-//! PostgreSQL.
+//! PostgreSQL. Then legal holds on rooms and chat retention: a held room's
+//! posts survive a clear and a purge until the hold is released.
 
 mod common;
 
@@ -17,7 +18,11 @@ use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent};
 use std::time::Duration;
 
 fn config_text() -> String {
-    let mut text = loopback_config("tls", "chat_load_report = \"1s\"");
+    config_with("chat_load_report = \"1s\"")
+}
+
+fn config_with(settings: &str) -> String {
+    let mut text = loopback_config("tls", settings);
     for (name, role) in [
         ("ch1", "channel"),
         ("lookup1", "lookup"),
@@ -358,4 +363,245 @@ fn records_on(pg: Option<&PgServer>) {
             path.display()
         );
     }
+}
+
+/// Writes posts `days` old straight into the chat store's SQLite file (as
+/// if posted long ago), numbered from 1, before anything reads the room.
+fn old_posts(c: &TestCluster, room: &str, texts: &[&str], days: u64) {
+    use holdfast_actors::chat::chat_store::{post_id_key, post_key};
+    use holdfast_actors::core::actor::StoreOp;
+    use holdfast_actors::core::protocol::chat::Post;
+    use holdfast_actors::core::store_keys::encode;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut ops = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let post = Post {
+            id: format!("{room}-old-{seq}"),
+            room: room.into(),
+            author: "alice@corp.example".into(),
+            text: text.to_string(),
+            at: now - days * 86_400_000 + seq,
+        };
+        ops.push(StoreOp::Put {
+            key: post_key(room, seq),
+            value: encode(&post),
+        });
+        ops.push(StoreOp::Insert {
+            key: post_id_key(&post.id),
+            value: encode(&(seq, &post)),
+        });
+    }
+    let path = c.config.node("chatdb").unwrap().chat_path();
+    let mut db = holdfast::chat_db::ChatDb::open(&path).unwrap();
+    db.apply(&ops).unwrap();
+}
+
+/// The texts of a room's rows in the chat store's file.
+fn stored_texts(c: &TestCluster, room: &str) -> Vec<String> {
+    let path = c.config.node("chatdb").unwrap().chat_path();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let texts = db
+        .prepare("SELECT text FROM posts WHERE room = ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([room], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    texts
+}
+
+#[test]
+fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
+    let mut c = TestCluster::start_with("tls", || {
+        config_with("chat_load_report = \"1s\"\nchat_keep_days = 1")
+            + "\n[[room]]\nname = \"deals\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n"
+    });
+    // Three days old: past the one-day window.
+    old_posts(&c, "deals", &["deal-old-1", "deal-old-2", "deal-old-3"], 3);
+    old_posts(&c, "general", &["gen-old-1", "gen-old-2"], 3);
+    let chat = |c: &TestCluster, args: &[&str]| -> (i32, String, String) {
+        let mut v = vec!["chat"];
+        v.extend(args);
+        c.cli(&v)
+    };
+    let hold = |c: &TestCluster, args: &[&str]| -> (i32, String, String) {
+        let mut v = vec!["archive", "hold"];
+        v.extend(args);
+        c.cli(&v)
+    };
+    let add = [
+        "add",
+        "--name",
+        "case-9",
+        "--rooms",
+        "deals",
+        "--reason",
+        "litigation 9",
+    ];
+    // Only an auditor places a hold.
+    let (code, out, err) = hold(&c, &[&add[..], &["--as", "operator"]].concat());
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("chatdb: hold not placed"), "{err}");
+    let out = ok(hold(&c, &add));
+    assert!(
+        out.contains("chatdb: hold case-9 placed by auditor:auditor"),
+        "{out}"
+    );
+    // A rooms-only hold is not the database's: it went to the chat store.
+    assert!(!out.contains("db1"), "{out}");
+
+    // A clear hides the held posts from members and keeps their rows.
+    let out = ok(chat(&c, &["room", "clear", "--room", "deals"]));
+    assert!(out.contains("#3"), "{out}");
+    let history = ok(chat(
+        &c,
+        &["history", "--user", "bob@corp.example", "--room", "deals"],
+    ));
+    assert!(!history.contains("deal-old"), "{history}");
+    // The clear's rows are deleted a batch per request the store serves.
+    ok(chat(&c, &["rooms", "--user", "bob@corp.example"]));
+    assert_eq!(
+        stored_texts(&c, "deals"),
+        ["deal-old-1", "deal-old-2", "deal-old-3"]
+    );
+
+    // The purge deletes general's old posts and keeps the held ones.
+    let (code, _, err) = chat(&c, &["retention", "purge-now", "--as", "auditor"]);
+    assert_eq!(code, 2, "only operators start a purge: {err}");
+    let out = ok(chat(&c, &["retention", "purge-now"]));
+    assert!(out.contains("2 posts deleted, 3 kept for a hold"), "{out}");
+    assert_eq!(stored_texts(&c, "general"), Vec::<String>::new());
+    assert_eq!(stored_texts(&c, "deals").len(), 3);
+    assert!(
+        c.log("chatdb").contains("chat_purged"),
+        "{}",
+        c.log("chatdb")
+    );
+    let status = ok(chat(&c, &["retention", "status", "--json"]));
+    let state: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(state["keep_days"], 1);
+    assert_eq!(state["holds"][0]["name"], "case-9");
+    assert!(state["purge"]["finished_at"].is_u64(), "{state}");
+    // Numbers are not reused after the purge.
+    let out = ok(chat(
+        &c,
+        &[
+            "post",
+            "--user",
+            "alice@corp.example",
+            "--room",
+            "general",
+            "gen-new",
+        ],
+    ));
+    assert!(out.contains("#3"), "{out}");
+
+    // A hold that cannot reach every node is not reported as placed.
+    c.kill("chatdb");
+    let (code, out, err) = hold(
+        &c,
+        &[
+            "add",
+            "--name",
+            "case-10",
+            "--users",
+            "carol@corp.example",
+            "--reason",
+            "r",
+        ],
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("db1: hold case-10 placed"), "{out}");
+    assert!(
+        err.contains("chatdb: hold not placed") && err.contains("chatdb"),
+        "{err}"
+    );
+    c.start_node("chatdb");
+    // Run again: the database holds the same hold already (done), the
+    // chat store places it; every node has it now.
+    let out = ok(hold(
+        &c,
+        &[
+            "add",
+            "--name",
+            "case-10",
+            "--users",
+            "carol@corp.example",
+            "--reason",
+            "r",
+        ],
+    ));
+    assert!(
+        out.contains("db1: hold case-10 placed") && out.contains("chatdb: hold case-10 placed"),
+        "{out}"
+    );
+
+    // Released (the database never had it: not an error), the next clear
+    // deletes the rows.
+    let out = ok(hold(
+        &c,
+        &["release", "--name", "case-9", "--reason", "settled"],
+    ));
+    assert!(out.contains("chatdb: hold case-9 released"), "{out}");
+    // The Channel server may still be reconnecting to the restarted store.
+    let mut tries = 0;
+    loop {
+        let (code, out, err) = chat(&c, &["room", "clear", "--room", "deals"]);
+        if code == 0 {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 5, "{out}{err}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    ok(chat(&c, &["rooms", "--user", "bob@corp.example"]));
+    assert_eq!(stored_texts(&c, "deals"), Vec::<String>::new());
+
+    // The list names every hold once, with the nodes that keep it.
+    let list = ok(hold(&c, &["list", "--json"]));
+    let holds: Vec<serde_json::Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let nodes = |name: &str| -> serde_json::Value {
+        let h = holds.iter().find(|h| h["name"] == name).unwrap();
+        h["nodes"].clone()
+    };
+    assert_eq!(nodes("case-9"), serde_json::json!(["chatdb"]), "{list}");
+    assert_eq!(
+        nodes("case-10"),
+        serde_json::json!(["db1", "chatdb"]),
+        "{list}"
+    );
+
+    // The hold's placing and release are compliance records, with who.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        ok(c.cli(&["compliance", "run-now"]));
+        let events = exported(&c);
+        let done = ["hold_placed", "hold_released"]
+            .iter()
+            .all(|k| events.iter().any(|e| e.kind == *k && e.room == "deals"));
+        if done || std::time::Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let placed = events
+        .iter()
+        .find(|e| e.kind == "hold_placed" && e.room == "deals")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(
+        (placed.user.as_str(), placed.item.as_str()),
+        ("auditor:auditor", "case-9")
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "room_purged" && e.user == "retention" && e.room == "general"));
+    let slow = c.stop_all();
+    assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }

@@ -183,8 +183,11 @@ impl Database {
         let Some(who) = self.allowed(&from, token, "HoldPlace", identity::HOLD_KEEPERS, ctx) else {
             return;
         };
-        if hold.name.is_empty() || hold.users.is_empty() || hold.reason.trim().is_empty() {
-            let why = "a hold needs a name, at least one user and a reason".to_string();
+        if hold.name.is_empty()
+            || (hold.users.is_empty() && hold.rooms.is_empty())
+            || hold.reason.trim().is_empty()
+        {
+            let why = "a hold needs a name, at least one user or room and a reason".to_string();
             return Self::refuse(from, token, why, ctx);
         }
         if self
@@ -691,7 +694,7 @@ impl Actor for Database {
             .range(DB_HOLD.to_vec()..)
             .take_while(|(k, _)| k.starts_with(DB_HOLD))
         {
-            match keys::decode::<LegalHold>(v) {
+            match keys::decode_hold(v) {
                 Ok(h) => {
                     self.holds.insert(h.name.clone(), h);
                 }

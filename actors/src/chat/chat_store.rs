@@ -47,6 +47,12 @@
 //! - *Replace* rewrites the post's row with the new text and inserts the
 //!   original under `e/<post id>` (the `replaced` table of the engines),
 //!   which members never read; the compliance event carries both texts.
+//!
+//! Legal holds and the daily retention purge live in [`retention`].
+
+mod retention;
+
+pub use retention::{Policy, CHAT_HOLD, CHAT_PURGE, PURGE_PAUSE};
 
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
@@ -55,7 +61,7 @@ use crate::core::ids::{ActorKind, Addr};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
-use crate::core::protocol::Msg;
+use crate::core::protocol::{ChatPurgeRecord, LegalHold, Msg};
 use crate::core::store_keys::{self, ReadError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -215,6 +221,18 @@ enum Write {
         seq: u64,
         post: Post,
     },
+    /// A legal hold placed or released.
+    Hold {
+        from: Addr,
+        token: u64,
+        hold: Box<LegalHold>,
+    },
+    /// The retention purge's record, with a batch's deletions (`deleted`
+    /// posts) if any.
+    Retention {
+        record: ChatPurgeRecord,
+        deleted: u64,
+    },
 }
 
 /// A Channel server waiting for a user's follows.
@@ -262,6 +280,10 @@ enum Ask {
         text: String,
         by: String,
     },
+    /// A retention purge begins once every room's last number is known.
+    RetentionBegin,
+    /// The next batch of a room's rows the retention purge covers.
+    RetentionBatch { room: RoomId },
 }
 
 pub struct ChatStore {
@@ -291,6 +313,19 @@ pub struct ChatStore {
     clearing: bool,
     /// Sabotage `chat_clear_hides_only`.
     hides_only: bool,
+    /// Every legal hold, active and released (read at start: a few), and
+    /// whether one could not be read (then every row is kept).
+    holds: BTreeMap<String, LegalHold>,
+    holds_unreadable: bool,
+    /// The retention policy, and the purge running or the last one.
+    policy: Policy,
+    purge: Option<ChatPurgeRecord>,
+    /// A retention batch or record is being read or written.
+    retention_busy: bool,
+    /// Posts the retention purges deleted since start; when the last one
+    /// finished.
+    purged_total: u64,
+    last_purge_at: u64,
 }
 
 impl ChatStore {
@@ -314,6 +349,13 @@ impl ChatStore {
             purging: false,
             clearing: false,
             hides_only: false,
+            holds: BTreeMap::new(),
+            holds_unreadable: false,
+            policy: Policy::default(),
+            purge: None,
+            retention_busy: false,
+            purged_total: 0,
+            last_purge_at: 0,
         }
     }
 
@@ -430,6 +472,7 @@ impl ChatStore {
             .get(room)
             .and_then(|cs| cs.iter().map(|c| c.through).max())
             .unwrap_or(0)
+            .max(self.purge_floor(room))
     }
 
     /// Whether a clear of `room` covers the post numbered `seq`: it is
@@ -438,20 +481,15 @@ impl ChatStore {
         self.clears
             .get(room)
             .is_some_and(|cs| cs.iter().any(|c| c.covers(seq, post)))
-    }
-
-    /// Whether a legal hold keeps this post's row through every clear and
-    /// purge. Holds do not exist yet, so nothing is held; when they come,
-    /// this is the one place that asks them. A held row is counted in the
-    /// purge's `held`, kept, and still never shown to members.
-    pub fn held(&self, _room: &str, _seq: u64, _post: &Post) -> bool {
-        false
+            || self.expired(room, seq, post)
     }
 
     /// Starts the next purge batch of a clear whose rows are not all
     /// deleted yet (one batch at a time).
     fn purge_step(&mut self, ctx: &mut Ctx) {
-        if self.purging {
+        // One batch at a time, a clear's or the retention purge's: two
+        // would count the same rows twice.
+        if self.purging || self.retention_busy {
             return;
         }
         let next = self.clears.iter().find_map(|(room, cs)| {
@@ -485,9 +523,41 @@ impl ChatStore {
             self.purging = false;
             return;
         };
+        let (mut ops, _) = self.delete_covered(&room, &mut clear, rows, ctx);
+        ops.push(StoreOp::Put {
+            key: clear_key(&room, index as u64),
+            value: store_keys::encode(&clear),
+        });
+        let mut events = Vec::new();
+        if clear.purged == clear.through {
+            events.push(NewEvent {
+                kind: EventKind::RoomPurged,
+                room: room.clone(),
+                user: clear.by.clone(),
+                at: ctx.now(),
+                item: clear.through.to_string(),
+                text: String::new(),
+                details: clear_details(&clear, true),
+            });
+        }
+        self.write(Write::Purge { room, index, clear }, events, ops, ctx);
+    }
+
+    /// Deletes the rows of one batch (`rows`, in number order from
+    /// `clear.purged`) that `clear` covers and no hold keeps; moves
+    /// `clear`'s progress and counts on. Returns the deletions and the
+    /// post times of the posts deleted (first, last).
+    fn delete_covered(
+        &self,
+        room: &str,
+        clear: &mut Clear,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        ctx: &mut Ctx,
+    ) -> (Vec<StoreOp>, Option<(u64, u64)>) {
         let full = rows.len() as u64 >= PURGE_BATCH;
         let mut last = clear.purged;
         let mut ops = Vec::new();
+        let mut range: Option<(u64, u64)> = None;
         for (k, v) in rows {
             let Some((_, seq)) = parse_post_key(&k) else {
                 continue;
@@ -510,7 +580,7 @@ impl ChatStore {
             if !clear.covers(seq, &post) {
                 continue;
             }
-            if self.held(&room, seq, &post) {
+            if self.held(room, seq, &post) {
                 clear.held += 1;
                 continue;
             }
@@ -525,29 +595,16 @@ impl ChatStore {
                 key: replaced_key(&post.id),
             });
             clear.deleted += 1;
+            range = Some(range.map_or((post.at, post.at), |(a, b)| {
+                (a.min(post.at), b.max(post.at))
+            }));
         }
         clear.purged = if full && last < clear.through {
             last
         } else {
             clear.through
         };
-        ops.push(StoreOp::Put {
-            key: clear_key(&room, index as u64),
-            value: store_keys::encode(&clear),
-        });
-        let mut events = Vec::new();
-        if clear.purged == clear.through {
-            events.push(NewEvent {
-                kind: EventKind::RoomPurged,
-                room: room.clone(),
-                user: clear.by.clone(),
-                at: ctx.now(),
-                item: clear.through.to_string(),
-                text: String::new(),
-                details: clear_details(&clear, true),
-            });
-        }
-        self.write(Write::Purge { room, index, clear }, events, ops, ctx);
+        (ops, range)
     }
 
     /// Appends a post the engine does not hold yet.
@@ -813,6 +870,8 @@ impl Actor for ChatStore {
                 ),
             }
         }
+        self.retention_busy = false;
+        self.start_retention(&recovered, ctx);
         let count = Query::Count {
             prefix: CHAT_POST.to_vec(),
         };
@@ -826,10 +885,24 @@ impl Actor for ChatStore {
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
-        let ok = from.actor == ActorKind::Channel
+        // Holds and retention are asked for by principals (auditors,
+        // operators) from the command-line tool; their roles are checked
+        // per request.
+        let records = matches!(
+            msg,
+            Msg::HoldPlace { .. }
+                | Msg::HoldRelease { .. }
+                | Msg::ChatRetentionStatus { .. }
+                | Msg::ChatPurgeNow { .. }
+        );
+        let ok = (from.actor == ActorKind::Channel && !records)
+            || (from.actor == ActorKind::Client && records)
             || (from.actor == ActorKind::Compliance && matches!(msg, Msg::ComplianceStaged { .. }));
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
+        }
+        if records {
+            return self.on_records_msg(from, msg, ctx);
         }
         // A clear's rows are deleted a batch per request served.
         self.purge_step(ctx);
@@ -1097,8 +1170,10 @@ impl Actor for ChatStore {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer == Timer::ComplianceResend {
-            self.outbox.resend(ctx);
+        match timer {
+            Timer::ComplianceResend => self.outbox.resend(ctx),
+            Timer::ChatPurge => self.on_purge_timer(ctx),
+            _ => {}
         }
     }
 
@@ -1144,6 +1219,13 @@ impl Actor for ChatStore {
                 Write::Replace {
                     from, token, post, ..
                 } => (from, *token, format!("the replacement of post {}", post.id)),
+                Write::Hold {
+                    from, token, hold, ..
+                } => (from, *token, format!("legal hold {:?}", hold.name)),
+                Write::Retention { record, deleted } => {
+                    let (record, deleted) = (record.clone(), *deleted);
+                    return self.retention_written(record, deleted, &result, ctx);
+                }
             };
             ctx.event(
                 OperatorEvent::ChatStoreFailed,
@@ -1155,6 +1237,10 @@ impl Actor for ChatStore {
         self.outbox.committed(queued, ctx);
         match write {
             Write::Trim => {}
+            Write::Hold { from, token, hold } => self.hold_written(from, token, *hold, ctx),
+            Write::Retention { record, deleted } => {
+                self.retention_written(record, deleted, &result, ctx)
+            }
             Write::Clear {
                 from,
                 token,
@@ -1307,6 +1393,9 @@ impl Actor for ChatStore {
                     Ask::Replace {
                         from, token, id, ..
                     } => (format!("post {id}"), Some(from), token),
+                    Ask::RetentionBegin | Ask::RetentionBatch { .. } => {
+                        return self.retention_read_failed(&e, ctx);
+                    }
                 };
                 ctx.event(
                     OperatorEvent::ChatStoreFailed,
@@ -1419,6 +1508,8 @@ impl Actor for ChatStore {
                 self.write(write, vec![event], vec![op], ctx);
             }
             Ask::Purge { room, index } => self.purge_batch(room, index, answer.into_rows(), ctx),
+            Ask::RetentionBegin => self.purge_begun(ctx),
+            Ask::RetentionBatch { room } => self.retention_batch(room, answer.into_rows(), ctx),
             Ask::Replace {
                 from,
                 token,
@@ -1495,6 +1586,8 @@ impl Actor for ChatStore {
         let mut gauges = vec![
             (Gauge::ChatRooms, self.directory.len() as u64),
             (Gauge::ComplianceOutbox, self.outbox.len() as u64),
+            (Gauge::ChatPurged, self.purged_total),
+            (Gauge::ChatLastPurgeAt, self.last_purge_at),
         ];
         if let Some(n) = self.posts {
             gauges.insert(0, (Gauge::ChatPosts, n));

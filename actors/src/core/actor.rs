@@ -66,6 +66,8 @@ pub enum Timer {
     CriticalResume,
     /// Database: start or continue the retention purge.
     Purge,
+    /// Chat store: start or continue the retention purge.
+    ChatPurge,
 }
 
 /// An operator event: its kind (whose stable name dashboards and scenario

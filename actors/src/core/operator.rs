@@ -51,6 +51,10 @@ pub enum OperatorEvent {
     ArchivePurged,
     /// Database: the retention purge failed or could not run.
     ArchivePurgeFailed,
+    /// Chat store: the retention purge deleted the posts past the window.
+    ChatPurged,
+    /// Chat store: a retention purge batch failed (it is tried again).
+    ChatPurgeFailed,
     /// Database: a record was refused for good.
     DbRecordRefused,
     /// Database: a write failed.
@@ -139,6 +143,7 @@ impl OperatorEvent {
             | ComplianceExportResumed
             | ComplianceExported
             | ArchivePurged
+            | ChatPurged
             | CriticalResume
             | DeadLetterResent
             | FrontEndStarted
@@ -147,6 +152,7 @@ impl OperatorEvent {
             | QueueResynced => Severity::Info,
             ArchivingFailed
             | ArchivePurgeFailed
+            | ChatPurgeFailed
             | ChatStoreFailed
             | ComplianceExportFailed
             | ComplianceFileMissing
@@ -174,7 +180,7 @@ impl OperatorEvent {
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 50] = [
+    pub const ALL: [OperatorEvent; 52] = [
         OperatorEvent::ArchivingFailed,
         OperatorEvent::ArchivePurged,
         OperatorEvent::ArchivePurgeFailed,
@@ -185,6 +191,8 @@ impl OperatorEvent {
         OperatorEvent::ChatJoinRefused,
         OperatorEvent::ChatRoomRefused,
         OperatorEvent::ChatRecords,
+        OperatorEvent::ChatPurged,
+        OperatorEvent::ChatPurgeFailed,
         OperatorEvent::ChatStoreFailed,
         OperatorEvent::ComplianceBatchPickedUp,
         OperatorEvent::ComplianceExportFailed,
@@ -239,6 +247,8 @@ impl OperatorEvent {
             OperatorEvent::ChatJoinRefused => "chat_join_refused",
             OperatorEvent::ChatRoomRefused => "chat_room_refused",
             OperatorEvent::ChatRecords => "chat_records",
+            OperatorEvent::ChatPurged => "chat_purged",
+            OperatorEvent::ChatPurgeFailed => "chat_purge_failed",
             OperatorEvent::ChatStoreFailed => "chat_store_failed",
             OperatorEvent::ComplianceBatchPickedUp => "compliance_batch_picked_up",
             OperatorEvent::ComplianceExportFailed => "compliance_export_failed",
@@ -319,6 +329,11 @@ pub enum Gauge {
     ChannelsKnown,
     /// Chat store: posts stored.
     ChatPosts,
+    /// Chat store: posts deleted by retention purges.
+    ChatPurged,
+    /// Chat store: when the last retention purge finished (ms since the
+    /// epoch; 0 if none since start).
+    ChatLastPurgeAt,
     /// Channel server: posts relayed to other servers.
     ChatRelayed,
     /// Rooms known (chat store, Channel server).
@@ -371,6 +386,7 @@ impl Gauge {
             Gauge::ChatRelayed
                 | Gauge::BusyAnswers
                 | Gauge::ArchivePurged
+                | Gauge::ChatPurged
                 | Gauge::DeadLettered
                 | Gauge::DuplicatesDropped
                 | Gauge::Expired
@@ -379,7 +395,7 @@ impl Gauge {
     }
 
     /// Every gauge, in declaration order.
-    pub const ALL: [Gauge; 28] = [
+    pub const ALL: [Gauge; 30] = [
         Gauge::OldestQueuedAt,
         Gauge::ComplianceLastExportAt,
         Gauge::ArchivedRows,
@@ -388,6 +404,8 @@ impl Gauge {
         Gauge::ArchivePurged,
         Gauge::ChannelsKnown,
         Gauge::ChatPosts,
+        Gauge::ChatPurged,
+        Gauge::ChatLastPurgeAt,
         Gauge::ChatRelayed,
         Gauge::ChatRooms,
         Gauge::ChatSessions,
@@ -422,6 +440,8 @@ impl Gauge {
             Gauge::ArchivePurged => "archive_purged",
             Gauge::ChannelsKnown => "channels_known",
             Gauge::ChatPosts => "chat_posts",
+            Gauge::ChatPurged => "chat_purged",
+            Gauge::ChatLastPurgeAt => "chat_last_purge_at",
             Gauge::ChatRelayed => "chat_relayed",
             Gauge::ChatRooms => "chat_rooms",
             Gauge::ChatSessions => "chat_sessions",
@@ -455,6 +475,7 @@ impl Gauge {
                 | Gauge::ComplianceLastExportAt
                 | Gauge::ArchiveLastPurgeAt
                 | Gauge::ArchivePurgeCutoff
+                | Gauge::ChatLastPurgeAt
         )
     }
 

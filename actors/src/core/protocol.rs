@@ -198,8 +198,10 @@ pub struct ArchiveRead {
 }
 
 /// A legal hold: the rows of its users (as sender or recipient) in its
-/// time range survive every retention purge. A released hold stays on
-/// record, with who released it, when and why.
+/// time range survive every retention purge, and so do the chat posts of
+/// its rooms, or by its users, in that range (a room clear and the chat
+/// purge keep them). A released hold stays on record, with who released
+/// it, when and why.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LegalHold {
     pub name: String,
@@ -213,6 +215,9 @@ pub struct LegalHold {
     pub placed_by: String,
     pub placed_at: Millis,
     pub released: Option<HoldRelease>,
+    /// Chat rooms whose posts are held, whoever wrote them. Last, so that
+    /// holds stored before it are told apart ([`LegalHold::decode`]).
+    pub rooms: std::collections::BTreeSet<RoomId>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -228,8 +233,19 @@ impl LegalHold {
     pub fn covers(&self, from: &str, to: &str, time: Millis) -> bool {
         self.released.is_none()
             && (self.users.contains(from) || self.users.contains(to))
-            && self.since.is_none_or(|s| time >= s)
-            && self.until.is_none_or(|u| time < u)
+            && self.in_range(time)
+    }
+
+    /// Whether the hold is active and covers a chat post in `room` by
+    /// `author` at `time`: its room is named, or its author is.
+    pub fn covers_post(&self, room: &str, author: &str, time: Millis) -> bool {
+        self.released.is_none()
+            && (self.rooms.contains(room) || self.users.contains(author))
+            && self.in_range(time)
+    }
+
+    fn in_range(&self, time: Millis) -> bool {
+        self.since.is_none_or(|s| time >= s) && self.until.is_none_or(|u| time < u)
     }
 }
 
@@ -317,6 +333,52 @@ impl ExportRecord {
             && self.since.is_none_or(|s| time >= s)
             && self.until.is_none_or(|u| time < u)
     }
+}
+
+/// What a chat retention purge did, kept by the chat store (written with
+/// every purge transaction): a restart resumes it, and an operator reads
+/// what was cut and when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChatPurgeRecord {
+    pub started_at: Millis,
+    /// `None` while the purge runs (or was cut off by a crash).
+    pub finished_at: Option<Millis>,
+    /// Each room with a retention window and posts when the purge began.
+    pub rooms: std::collections::BTreeMap<RoomId, RoomPurge>,
+}
+
+impl ChatPurgeRecord {
+    /// Posts deleted and kept for a hold, over every room.
+    pub fn counts(&self) -> (u64, u64) {
+        self.rooms
+            .values()
+            .fold((0, 0), |(d, h), r| (d + r.deleted, h + r.held))
+    }
+
+    /// The post times of the posts deleted: the first and the last.
+    pub fn range(&self) -> Option<(Millis, Millis)> {
+        self.rooms
+            .values()
+            .filter_map(|r| r.range)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+    }
+}
+
+/// One room's part of a chat retention purge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RoomPurge {
+    /// Posts whose own time is before this go.
+    pub cutoff: Millis,
+    /// The room's last number when the purge began: no later post is
+    /// touched (a post that comes during the purge is inside the window).
+    pub through: u64,
+    /// Rows read up to this number.
+    pub purged: u64,
+    pub deleted: u64,
+    /// Posts past the window kept for a legal hold.
+    pub held: u64,
+    /// Post times of the posts deleted: the first and the last.
+    pub range: Option<(Millis, Millis)>,
 }
 
 /// Why the database did not answer a read of the archive.
@@ -718,6 +780,27 @@ pub enum Msg {
     /// answered with the state, the purge running.
     PurgeNow {
         token: u64,
+    },
+    /// An auditor or an operator asks the chat store what its retention
+    /// did and which holds it keeps.
+    ChatRetentionStatus {
+        token: u64,
+    },
+    /// An operator starts the chat store's retention purge now (if none
+    /// is running); answered with the state, the purge running.
+    ChatPurgeNow {
+        token: u64,
+    },
+    ChatRetentionState {
+        token: u64,
+        /// `chat_keep_days` (0: for ever) and the per-category overrides.
+        keep_days: u64,
+        by_category: std::collections::BTreeMap<String, u64>,
+        purge_hour: u64,
+        /// The purge running, or the last one (none since the store began).
+        purge: Option<Box<ChatPurgeRecord>>,
+        /// Every hold the chat store keeps, active and released.
+        holds: Vec<LegalHold>,
     },
     RetentionState {
         token: u64,
@@ -1184,6 +1267,9 @@ impl Msg {
             Msg::RetentionState { .. } => "RetentionState",
             Msg::ExportDone { .. } => "ExportDone",
             Msg::ExportRecorded { .. } => "ExportRecorded",
+            Msg::ChatRetentionStatus { .. } => "ChatRetentionStatus",
+            Msg::ChatPurgeNow { .. } => "ChatPurgeNow",
+            Msg::ChatRetentionState { .. } => "ChatRetentionState",
             Msg::FindChannel => "FindChannel",
             Msg::ChannelAssigned { .. } => "ChannelAssigned",
             Msg::NoChannel => "NoChannel",

@@ -157,6 +157,15 @@ pub struct Settings {
     /// Archive retention: the purge keeps a row past the window until an
     /// export has covered it.
     pub purge_exported_only: bool,
+    /// Chat retention: posts older than this many days are purged (0:
+    /// kept for ever, the default: chat history is the product, and Lync's
+    /// Persistent Chat purges nothing unless told to).
+    pub chat_keep_days: u64,
+    /// Chat retention: the hour of the day (UTC, 0-23) the purge runs.
+    pub chat_purge_hour: u64,
+    /// Chat retention per room category (`category = days`, 0: for ever),
+    /// overriding `chat_keep_days` for the rooms of that category.
+    pub chat_retention: std::collections::BTreeMap<String, u64>,
 }
 
 /// The most `im_max_bytes` and `chat_post_max_bytes` may be set to.
@@ -235,6 +244,18 @@ impl Settings {
                 "must be from 1 to 100000 rows".into(),
             ));
         }
+        if self.chat_keep_days > 2562 {
+            return Err(("chat_keep_days", "must be from 0 to 2562 days".into()));
+        }
+        if self.chat_purge_hour > 23 {
+            return Err(("chat_purge_hour", "must be an hour from 0 to 23".into()));
+        }
+        if let Some((category, _)) = self.chat_retention.iter().find(|(_, d)| **d > 2562) {
+            return Err((
+                "chat_retention",
+                format!("category {category:?}: must be from 0 to 2562 days"),
+            ));
+        }
         if !(60_000..=30 * 86_400_000).contains(&self.compliance_interval) {
             return Err((
                 "compliance_interval",
@@ -299,6 +320,9 @@ impl Default for Settings {
             admission_wait: 100,
             admission_queue: 10_000,
             purge_exported_only: false,
+            chat_keep_days: 0,
+            chat_purge_hour: 2,
+            chat_retention: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -345,6 +369,9 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("archive_purge_batch", "1000", "Archive retention: rows deleted per purge transaction (at most 100,000)."),
     ("archive_purge_pause", "\"100ms\"", "Archive retention: the pause between two purge transactions, so that ingest keeps its latency while a large purge runs."),
     ("purge_exported_only", "false", "Archive retention: when true, the purge keeps a row past the window until an eDiscovery export (`holdfast archive export`) has covered it — its users, its time range, archived before the export began; rows kept so are counted as `unexported` in the purge record. Export records are never purged."),
+    ("chat_keep_days", "0", "Chat retention: posts older than this many days (0 to 2562) are purged from the chat store, except posts under a legal hold; 0 keeps them for ever (the default: chat history is the product, and Lync's Persistent Chat purges nothing unless told to). Posts are exported to compliance when posted, so a purge takes nothing from the compliance record."),
+    ("chat_purge_hour", "2", "Chat retention: the hour of the day (UTC) the daily chat purge starts; it raises `chat_purged` with what it deleted, or `chat_purge_failed`."),
+    ("chat_retention", "{}", "Chat retention per room category, `{ category = days }` (0: for ever), overriding `chat_keep_days` for that category's rooms; rooms without a category follow `chat_keep_days`."),
     ("compliance_interval", "\"15m\"", "Compliance: the Compliance service exports its staged events this often (from 1 minute to 30 days); they are deleted only once the export files are written."),
 ];
 

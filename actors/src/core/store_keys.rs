@@ -88,6 +88,38 @@ pub fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postca
     }
 }
 
+/// A stored legal hold: as written now, or as written before holds named
+/// rooms (postcard is not self-describing: the older shape lacks the last
+/// field, and reads with no rooms).
+pub fn decode_hold(bytes: &[u8]) -> Result<crate::core::protocol::LegalHold, postcard::Error> {
+    use crate::core::protocol::{HoldRelease, LegalHold};
+    #[derive(Deserialize)]
+    struct BeforeRooms {
+        name: String,
+        users: std::collections::BTreeSet<UserId>,
+        since: Option<u64>,
+        until: Option<u64>,
+        reason: String,
+        placed_by: String,
+        placed_at: u64,
+        released: Option<HoldRelease>,
+    }
+    decode_exact::<LegalHold>(bytes).or_else(|e| {
+        let old: BeforeRooms = decode_exact(bytes).map_err(|_| e)?;
+        Ok(LegalHold {
+            name: old.name,
+            users: old.users,
+            since: old.since,
+            until: old.until,
+            reason: old.reason,
+            placed_by: old.placed_by,
+            placed_at: old.placed_at,
+            released: old.released,
+            rooms: Default::default(),
+        })
+    })
+}
+
 /// An archive record as written before front ends assigned message ids
 /// (no `client_id`). Queues written by that version are still read after
 /// an upgrade, so that what they hold drains instead of being lost.
@@ -291,6 +323,52 @@ mod compat_tests {
             QueueItem::Record(new)
         );
         assert!(decode_item(b"\x00garbage").is_err());
+    }
+}
+
+#[cfg(test)]
+mod hold_compat_tests {
+    use super::*;
+    use crate::core::protocol::LegalHold;
+
+    /// Holds stored before holds named rooms still read, with no rooms;
+    /// holds of now read back whole.
+    #[test]
+    fn a_hold_stored_before_rooms_reads_without_rooms() {
+        #[derive(Serialize)]
+        struct Old {
+            name: String,
+            users: std::collections::BTreeSet<String>,
+            since: Option<u64>,
+            until: Option<u64>,
+            reason: String,
+            placed_by: String,
+            placed_at: u64,
+            released: Option<crate::core::protocol::HoldRelease>,
+        }
+        let old = Old {
+            name: "case-1".into(),
+            users: ["carol@x".to_string()].into(),
+            since: Some(5),
+            until: None,
+            reason: "r".into(),
+            placed_by: "auditor:a".into(),
+            placed_at: 9,
+            released: None,
+        };
+        let hold = decode_hold(&encode(&old)).unwrap();
+        assert_eq!(
+            (hold.name.as_str(), hold.since, hold.rooms.len()),
+            ("case-1", Some(5), 0)
+        );
+        assert!(hold.covers("carol@x", "b@x", 6));
+        let now = LegalHold {
+            rooms: ["deals".to_string()].into(),
+            ..hold
+        };
+        assert_eq!(decode_hold(&encode(&now)).unwrap(), now);
+        assert!(now.covers_post("deals", "z@x", 6) && !now.covers_post("deals", "z@x", 4));
+        assert!(now.covers_post("other", "carol@x", 6) && !now.covers_post("other", "z@x", 6));
     }
 }
 

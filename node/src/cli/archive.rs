@@ -165,9 +165,12 @@ pub(crate) struct AskArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum HoldCmd {
-    /// Places a hold on the messages of some users.
+    /// Places a hold on the messages of some users, and on the posts of
+    /// chat rooms: on the database (users' IM) and on the chat store (the
+    /// rooms' posts and the users' posts), each reported; exits non-zero
+    /// unless every node placed it.
     #[command(
-        after_help = "Example: holdfast archive hold add -c cluster.toml --name case-17 --users carol@corp.example,dan@corp.example --since 2026-11-01T00:00:00Z --reason \"litigation 2026-17\""
+        after_help = "Example: holdfast archive hold add -c cluster.toml --name case-17 --users carol@corp.example,dan@corp.example --rooms deals --since 2026-11-01T00:00:00Z --reason \"litigation 2026-17\""
     )]
     Add {
         #[command(flatten)]
@@ -175,9 +178,13 @@ pub(crate) enum HoldCmd {
         /// The hold's name (unique among active holds).
         #[arg(long)]
         name: String,
-        /// The users whose messages (sent or received) are held.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// The users whose messages (sent or received) and chat posts are
+        /// held.
+        #[arg(long, value_delimiter = ',', required_unless_present = "rooms")]
         users: Vec<String>,
+        /// The chat rooms whose posts are held, whoever wrote them.
+        #[arg(long, value_delimiter = ',')]
+        rooms: Vec<String>,
         /// Hold messages from this time: RFC 3339 or an age (30d).
         #[arg(long, value_parser = parse_time)]
         since: Option<u64>,
@@ -443,6 +450,7 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
             ask,
             name,
             users,
+            rooms,
             since,
             until,
             reason,
@@ -450,42 +458,120 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
             let hold = LegalHold {
                 name,
                 users: users.into_iter().collect(),
+                rooms: rooms.into_iter().collect(),
                 since,
                 until,
                 reason,
                 ..LegalHold::default()
             };
-            if let Msg::HoldDone { hold, .. } = ask_db(&ask, |token| Msg::HoldPlace {
+            let config = load_config(&ask.config)?;
+            let targets = hold_targets(&config, &ask, !hold.users.is_empty(), &hold.rooms)?;
+            let answers = ask_each(&config, &ask.who, &targets, |token| Msg::HoldPlace {
                 token,
-                hold: Box::new(hold),
-            })? {
+                hold: Box::new(hold.clone()),
+            });
+            let answers = already_placed(&config, &ask.who, &targets, &hold, answers);
+            report_each(answers, "placed", |node, h| {
                 println!(
-                    "hold {} placed by {} at {}",
-                    hold.name,
-                    hold.placed_by,
-                    fmt_time(hold.placed_at)
-                );
-            }
+                    "{node}: hold {} placed by {} at {}",
+                    printable(&h.name),
+                    printable(&h.placed_by),
+                    fmt_time(h.placed_at)
+                )
+            })?;
         }
         HoldCmd::Release { ask, name, reason } => {
-            let answer = ask_db(&ask, |token| Msg::HoldRelease {
+            let config = load_config(&ask.config)?;
+            // Every node that may keep the hold: one that never had it
+            // (a hold on rooms only is not on the database) says so.
+            let targets = hold_targets(&config, &ask, true, &Default::default())?;
+            let answers = ask_each(&config, &ask.who, &targets, |token| Msg::HoldRelease {
                 token,
-                name,
-                reason,
-            })?;
-            if let Msg::HoldDone { hold, .. } = answer {
-                println!("hold {} released; it stays on record", hold.name);
+                name: name.clone(),
+                reason: reason.clone(),
+            });
+            let missing = format!("no hold {name:?}");
+            let had = answers
+                .iter()
+                .any(|(_, a)| !matches!(a, Err(Failure::NotWell(t)) if t.ends_with(&missing)));
+            if !had {
+                return Err(Failure::Error(format!("no node keeps hold {name:?}")));
             }
+            let answers = answers
+                .into_iter()
+                .filter(|(_, a)| !matches!(a, Err(Failure::NotWell(t)) if t.ends_with(&missing)))
+                .collect();
+            report_each(answers, "released", |node, h| {
+                println!(
+                    "{node}: hold {} released; it stays on record",
+                    printable(&h.name)
+                )
+            })?;
         }
         HoldCmd::List { ask, json } => {
-            let Msg::RetentionState { holds, .. } =
-                ask_db(&ask, |token| Msg::RetentionStatus { token })?
-            else {
-                return Err(Failure::Error("an unexpected answer".into()));
-            };
-            for h in holds {
+            let config = load_config(&ask.config)?;
+            let targets = hold_targets(&config, &ask, true, &Default::default())?;
+            // Each node's holds; one hold kept the same on several nodes is
+            // listed once, with the nodes that keep it.
+            let mut listed: Vec<(LegalHold, Vec<String>)> = Vec::new();
+            let mut failed = None;
+            for (node, kind) in &targets {
+                let answer =
+                    ask_each(
+                        &config,
+                        &ask.who,
+                        &[(node.clone(), *kind)],
+                        |token| match kind {
+                            ActorKind::ChatStore => Msg::ChatRetentionStatus { token },
+                            _ => Msg::RetentionStatus { token },
+                        },
+                    )
+                    .pop()
+                    .map(|(_, a)| a);
+                let holds = match answer {
+                    Some(Ok(
+                        Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. },
+                    )) => holds,
+                    Some(Err(f)) => {
+                        let text = match &f {
+                            Failure::Error(t) | Failure::NotWell(t) | Failure::Unreachable(t) => {
+                                t.clone()
+                            }
+                        };
+                        eprintln!("{node}: holds not listed: {text}");
+                        failed = Some(f);
+                        continue;
+                    }
+                    _ => return Err(Failure::Error("an unexpected answer".into())),
+                };
+                // Each node stamps its own times: the same hold is the same
+                // name, scope, reason and who.
+                let key = |h: &LegalHold| {
+                    let released = h
+                        .released
+                        .as_ref()
+                        .map(|r| (r.by.clone(), r.reason.clone()));
+                    let scope = (h.users.clone(), h.rooms.clone(), h.since, h.until);
+                    (
+                        h.name.clone(),
+                        scope,
+                        h.reason.clone(),
+                        h.placed_by.clone(),
+                        released,
+                    )
+                };
+                for h in holds {
+                    match listed.iter_mut().find(|(l, _)| key(l) == key(&h)) {
+                        Some((_, nodes)) => nodes.push(node.clone()),
+                        None => listed.push((h, vec![node.clone()])),
+                    }
+                }
+            }
+            for (h, nodes) in listed {
                 if json {
-                    println!("{}", serde_json::to_string(&h).map_err(|e| e.to_string())?);
+                    let mut v = serde_json::to_value(&h).map_err(|e| e.to_string())?;
+                    v["nodes"] = serde_json::json!(nodes);
+                    println!("{v}");
                     continue;
                 }
                 let range = format!(
@@ -494,8 +580,14 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
                     h.until.map_or("no end".into(), fmt_time)
                 );
                 let users: Vec<String> = h.users.iter().map(|u| printable(u)).collect();
+                let rooms: Vec<String> = h.rooms.iter().map(|r| printable(r)).collect();
+                let rooms = if rooms.is_empty() {
+                    String::new()
+                } else {
+                    format!("  rooms {}", rooms.join(","))
+                };
                 println!(
-                    "{}  {}  users {}  messages {range}  placed by {} at {}: {}",
+                    "{}  {}  users {}{rooms}  messages {range}  placed by {} at {}: {}",
                     printable(&h.name),
                     if h.released.is_some() {
                         "RELEASED"
@@ -515,6 +607,10 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
                         printable(&r.reason)
                     );
                 }
+                println!("    kept by {}", nodes.join(", "));
+            }
+            if let Some(f) = failed {
+                return Err(f);
             }
         }
     }
@@ -681,6 +777,185 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
     })
 }
 
+/// The nodes a hold goes to: the database when it names users (their IM)
+/// and the chat store when the cluster has group chat (the rooms' posts and
+/// the users' posts).
+fn hold_targets(
+    config: &Config,
+    ask: &AskArgs,
+    users: bool,
+    rooms: &std::collections::BTreeSet<String>,
+) -> Result<Vec<(String, ActorKind)>, Failure> {
+    let mut targets = Vec::new();
+    let has_db = config.nodes.iter().any(|n| n.has(Role::Database));
+    if users && has_db {
+        targets.push((
+            database_node(config, ask.database.clone())?,
+            ActorKind::Database,
+        ));
+    }
+    let stores: Vec<String> = config
+        .nodes
+        .iter()
+        .filter(|n| n.has(Role::ChatStore))
+        .map(|n| n.name.clone())
+        .collect();
+    if stores.is_empty() && !rooms.is_empty() {
+        return Err(Failure::Error(
+            "the hold names rooms but the cluster has no chat store".into(),
+        ));
+    }
+    targets.extend(stores.into_iter().map(|n| (n, ActorKind::ChatStore)));
+    if targets.is_empty() {
+        return Err(Failure::Error(
+            "the cluster has neither a database nor a chat store".into(),
+        ));
+    }
+    Ok(targets)
+}
+
+/// A node that refused the hold as existing already holds it when its
+/// active hold of that name is the same one (a run again after another
+/// node failed): that is a success, not a conflict.
+fn already_placed(
+    config: &Config,
+    who: &str,
+    targets: &[(String, ActorKind)],
+    hold: &LegalHold,
+    answers: Vec<(String, Result<Msg, Failure>)>,
+) -> Vec<(String, Result<Msg, Failure>)> {
+    let same = |h: &LegalHold| {
+        h.name == hold.name
+            && h.released.is_none()
+            && (&h.users, &h.rooms, h.since, h.until, &h.reason)
+                == (
+                    &hold.users,
+                    &hold.rooms,
+                    hold.since,
+                    hold.until,
+                    &hold.reason,
+                )
+    };
+    answers
+        .into_iter()
+        .map(|(node, answer)| {
+            let exists =
+                matches!(&answer, Err(Failure::NotWell(t)) if t.ends_with("exists and is active"));
+            if !exists {
+                return (node, answer);
+            }
+            let Some((_, kind)) = targets.iter().find(|(n, _)| *n == node) else {
+                return (node, answer);
+            };
+            let status = match kind {
+                ActorKind::ChatStore => Msg::ChatRetentionStatus { token: 0 },
+                _ => Msg::RetentionStatus { token: 0 },
+            };
+            let listed = ask_each(
+                config,
+                who,
+                &[(node.clone(), *kind)],
+                |token| match status {
+                    Msg::ChatRetentionStatus { .. } => Msg::ChatRetentionStatus { token },
+                    _ => Msg::RetentionStatus { token },
+                },
+            );
+            let found = listed.into_iter().find_map(|(_, a)| match a {
+                Ok(Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. }) => {
+                    holds.into_iter().find(|h| same(h))
+                }
+                _ => None,
+            });
+            match found {
+                Some(h) => (
+                    node,
+                    Ok(Msg::HoldDone {
+                        token: 0,
+                        hold: Box::new(h),
+                    }),
+                ),
+                None => (node, answer),
+            }
+        })
+        .collect()
+}
+
+/// Sends one request to each node, each on its own connection: a node
+/// that cannot be reached does not keep the others from answering.
+fn ask_each(
+    config: &Config,
+    who: &str,
+    targets: &[(String, ActorKind)],
+    request: impl Fn(u64) -> Msg,
+) -> Vec<(String, Result<Msg, Failure>)> {
+    let Ok(rt) = runtime() else {
+        return targets
+            .iter()
+            .map(|(n, _)| (n.clone(), Err(Failure::Error("no runtime".into()))))
+            .collect();
+    };
+    targets
+        .iter()
+        .map(|(node, kind)| {
+            let answer = rt.block_on(async {
+                let mut reader = Reader::open(config, who, node)?;
+                reader.kind = *kind;
+                reader.ask(&request).await
+            });
+            (node.clone(), answer)
+        })
+        .collect()
+}
+
+/// Prints each node's answer to a hold request; fails (the worst exit
+/// code: unreachable 3, refused 2, not confirmed 1) unless every node did
+/// it, so that a hold placed on some nodes only is never reported as done.
+fn report_each(
+    answers: Vec<(String, Result<Msg, Failure>)>,
+    what: &str,
+    done: impl Fn(&str, &LegalHold),
+) -> Result<(), Failure> {
+    let mut worst: Option<Failure> = None;
+    let mut failed = Vec::new();
+    for (node, answer) in answers {
+        let failure = match answer {
+            Ok(Msg::HoldDone { hold, .. }) => {
+                done(&node, &hold);
+                continue;
+            }
+            Ok(other) => Failure::NotWell(format!("{node}: unexpected answer {}", other.name())),
+            Err(f) => f,
+        };
+        let text = match &failure {
+            Failure::Error(t) | Failure::NotWell(t) | Failure::Unreachable(t) => t.clone(),
+        };
+        eprintln!("{node}: hold not {what}: {text}");
+        failed.push(node);
+        let rank = |f: &Failure| match f {
+            Failure::NotWell(_) => 1,
+            Failure::Error(_) => 2,
+            Failure::Unreachable(_) => 3,
+        };
+        if worst.as_ref().is_none_or(|w| rank(&failure) > rank(w)) {
+            worst = Some(failure);
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some(w) => {
+            let text = format!(
+                "the hold is not {what} on {} (run the command again once they are reachable)",
+                failed.join(", ")
+            );
+            Err(match w {
+                Failure::NotWell(_) => Failure::NotWell(text),
+                Failure::Error(_) => Failure::Error(text),
+                Failure::Unreachable(_) => Failure::Unreachable(text),
+            })
+        }
+    }
+}
+
 fn database_node(config: &Config, database: Option<String>) -> Result<String, String> {
     let dbs: Vec<_> = config
         .nodes
@@ -698,6 +973,8 @@ fn database_node(config: &Config, database: Option<String>) -> Result<String, St
 /// A principal's connection to the database node, for one command's reads.
 struct Reader {
     node: String,
+    /// The actor asked: the database, or a chat store for holds.
+    kind: ActorKind,
     session: Session,
     token: u64,
 }
@@ -713,6 +990,7 @@ impl Reader {
         ];
         Ok(Reader {
             node: node.to_string(),
+            kind: ActorKind::Database,
             session: Session::open(config, who, &roles, node)?,
             token: 0,
         })
@@ -724,13 +1002,14 @@ impl Reader {
         let token = self.token;
         let answer = self
             .session
-            .ask(ActorKind::Database, request(token), PAGE_TIMEOUT, |m| {
+            .ask(self.kind, request(token), PAGE_TIMEOUT, |m| {
                 matches!(m,
                     Msg::ArchiveFound { token: t, .. }
                     | Msg::ArchiveReads { token: t, .. }
                     | Msg::HoldDone { token: t, .. }
                     | Msg::ExportRecorded { token: t, .. }
                     | Msg::RetentionState { token: t, .. }
+                    | Msg::ChatRetentionState { token: t, .. }
                     | Msg::ArchiveRefused { token: t, .. } if *t == token)
             })
             .await?;

@@ -286,10 +286,22 @@ pub(crate) enum ChatCmd {
         #[command(subcommand)]
         cmd: MessageCmd,
     },
+    /// The chat store's retention: policy, last purge, holds; purge now.
+    #[command(
+        subcommand,
+        after_help = "Example: holdfast chat retention status -c cluster.toml --as operator"
+    )]
+    Retention(super::chat_retention::ChatRetentionCmd),
 }
 
 pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
     let who = match &cmd {
+        ChatCmd::Retention(_) => {
+            let ChatCmd::Retention(cmd) = cmd else {
+                unreachable!("matched above")
+            };
+            return super::chat_retention::run(cmd);
+        }
         ChatCmd::Room {
             cmd:
                 RoomCmd::Disable { ops, .. } | RoomCmd::Enable { ops, .. } | RoomCmd::Clear { ops, .. },
@@ -435,6 +447,7 @@ fn run_as(cmd: ChatCmd) -> Result<(), String> {
     use holdfast::chat_client::ChatClient;
     match cmd {
         ChatCmd::Room { .. } | ChatCmd::Message { .. } => run_records(cmd)?,
+        ChatCmd::Retention(_) => unreachable!("run dispatches it"),
         ChatCmd::Rooms { who } => print_rooms(&who, RoomQuery::Associations)?,
         ChatCmd::Search { who, text } => print_rooms(&who, RoomQuery::Search(text))?,
         ChatCmd::Invites { who } => print_rooms(&who, RoomQuery::Invitations)?,

@@ -6,6 +6,7 @@ pub(crate) mod bench;
 pub(crate) mod bench_start;
 pub(crate) mod certs;
 pub(crate) mod chat;
+pub(crate) mod chat_retention;
 pub(crate) mod cluster;
 pub(crate) mod common;
 pub(crate) mod compliance;

@@ -47,7 +47,10 @@ impl TestCluster {
                 Err(e)
                     if attempt < 3
                         && (e.contains("cannot listen")
-                            || e.contains("Address already in use")) =>
+                            || e.contains("Address already in use")
+                            // Two ports drawn free one after the other
+                            // may be the same one.
+                            || e.contains("is also")) =>
                 {
                     eprintln!("attempt {attempt}: {e}; starting again on other ports");
                     attempt += 1;
@@ -61,7 +64,7 @@ impl TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.toml");
         std::fs::write(&file, text).unwrap();
-        let config = Arc::new(Config::load(&file).unwrap());
+        let config = Arc::new(Config::load(&file).map_err(|e| e.to_string())?);
         if links == "tls" {
             holdfast::tls::certs_init(&config, false).unwrap();
         }

@@ -1104,7 +1104,8 @@ impl Actor for OutgoingQueue {
             | Timer::ComplianceResend
             | Timer::ComplianceRun
             | Timer::CriticalResume
-            | Timer::Purge => {}
+            | Timer::Purge
+            | Timer::ChatPurge => {}
         }
         self.arm_checks(ctx);
     }

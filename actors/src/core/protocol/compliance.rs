@@ -26,6 +26,11 @@ pub enum EventKind {
     /// An operator replaced a post's text: `text` is the new text,
     /// `details.original` the text it replaced.
     PostReplaced,
+    /// An auditor placed a legal hold naming the room (or, with no room,
+    /// only users): `item` is the hold's name, `details` what it covers.
+    HoldPlaced,
+    /// An auditor released that hold: `details.reason` says why.
+    HoldReleased,
 }
 
 impl EventKind {
@@ -41,6 +46,8 @@ impl EventKind {
             EventKind::RoomCleared => "room_cleared",
             EventKind::RoomPurged => "room_purged",
             EventKind::PostReplaced => "post_replaced",
+            EventKind::HoldPlaced => "hold_placed",
+            EventKind::HoldReleased => "hold_released",
         }
     }
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -55,6 +62,8 @@ impl EventKind {
             EventKind::RoomCleared,
             EventKind::RoomPurged,
             EventKind::PostReplaced,
+            EventKind::HoldPlaced,
+            EventKind::HoldReleased,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
