@@ -38,6 +38,7 @@ pub(crate) enum ChatRetentionCmd {
     PurgeNow {
         #[command(flatten)]
         config: ConfigArg,
+        /// Whose credential to present (an operator's).
         #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
         who: String,
         /// How long to wait for the purge to end.
