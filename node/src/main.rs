@@ -93,7 +93,9 @@ enum Cmd {
     },
     /// Measure end-to-end archived IM/s and latency on a loopback cluster
     /// (real processes, fsync on, SQLite).
-    #[command(after_help = "Example: holdfast bench --rate 2000 --duration 10s --links plain")]
+    #[command(
+        after_help = "Example: holdfast bench --rate 2000 --duration 10s --links plain\n         holdfast bench --rate 5000 --duration 20s --purge-rows 1000000"
+    )]
     Bench {
         /// Offered IMs per second.
         #[arg(long, default_value_t = 5000.0)]
@@ -110,6 +112,11 @@ enum Cmd {
         /// Extra settings, e.g. --set transfer_window=1024 (repeatable).
         #[arg(long = "set")]
         set: Vec<String>,
+        /// Put this many rows older than the retention window in the
+        /// archive first, then measure twice: without a purge, and with
+        /// `archive retention purge-now` started as the load begins.
+        #[arg(long, default_value_t = 0)]
+        purge_rows: u64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -265,8 +272,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             links,
             size,
             set,
+            purge_rows,
             json,
-        } => cli::bench::run(rate, duration, links, size, set, json)?,
+        } => cli::bench::run(rate, duration, links, size, set, purge_rows, json)?,
         Cmd::BenchStart {
             rows,
             posts,
