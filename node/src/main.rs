@@ -93,9 +93,7 @@ enum Cmd {
     },
     /// Measure end-to-end archived IM/s and latency on a loopback cluster
     /// (real processes, fsync on, SQLite).
-    #[command(
-        after_help = "Example: holdfast bench --rate 2000 --duration 10s --links plain\n         holdfast bench --rate 5000 --duration 20s --purge-rows 1000000"
-    )]
+    #[command(after_help = "Example: holdfast bench --rate 2000 --duration 10s --links plain")]
     Bench {
         /// Offered IMs per second.
         #[arg(long, default_value_t = 5000.0)]
@@ -114,7 +112,8 @@ enum Cmd {
         set: Vec<String>,
         /// Put this many rows older than the retention window in the
         /// archive first, then measure twice: without a purge, and with
-        /// `archive retention purge-now` started as the load begins.
+        /// `archive retention purge-now` started as the load begins (e.g.
+        /// --purge-rows 1000000).
         #[arg(long, default_value_t = 0)]
         purge_rows: u64,
         /// Print the report as JSON.
