@@ -960,6 +960,19 @@ impl ArchiveDb {
             .map_err(self.sqlite())
     }
 
+    /// Rows whose message time is at or after `since` (ms since the UNIX
+    /// epoch), by the time index: what a benchmark counts of its own rows
+    /// in an archive that holds older ones.
+    pub fn count_since(&self, since: u64) -> Result<u64, ArchiveDbError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE time >= ?1",
+                [since as i64],
+                |r| r.get(0),
+            )
+            .map_err(self.sqlite())
+    }
+
     /// Client request id → rows archived for it: what a client's view of
     /// "archived once" is checked against (the message id, assigned by the
     /// front end, is unique by the schema).

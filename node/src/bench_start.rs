@@ -377,7 +377,7 @@ fn start_node(
 /// The value of the gauge `name` on the node's `/metrics` (the count the
 /// node reads from its engine at start, without reading the rows).
 /// The node publishes its gauges every second: asked for up to 5 s.
-fn reported_size(agent: &ureq::Agent, metrics: SocketAddr, name: &str) -> Option<u64> {
+pub(crate) fn reported_size(agent: &ureq::Agent, metrics: SocketAddr, name: &str) -> Option<u64> {
     let asked = Instant::now();
     loop {
         let text = agent
@@ -473,7 +473,10 @@ fn finish_fill(conn: rusqlite::Connection, indexes: &[String]) -> rusqlite::Resu
     conn.close().map_err(|(_, e)| e)
 }
 
-fn fill_archive(file: &Path, rows: u64) -> Result<(), String> {
+/// Fills a new archive at `file` with `rows` synthetic rows, spread over
+/// 14 days from 2026-06-01 (so older than any retention window a cluster
+/// has today), its kept row count set to match.
+pub(crate) fn fill_archive(file: &Path, rows: u64) -> Result<(), String> {
     // The node's own code creates the file and its schema.
     drop(ArchiveDb::open(file).map_err(|e| e.to_string())?);
     let mut conn = fill_connection(file).map_err(|e| e.to_string())?;

@@ -110,6 +110,12 @@ enum Cmd {
         /// Extra settings, e.g. --set transfer_window=1024 (repeatable).
         #[arg(long = "set")]
         set: Vec<String>,
+        /// Put this many rows older than the retention window in the
+        /// archive first, then measure twice: without a purge, and with
+        /// `archive retention purge-now` started as the load begins (e.g.
+        /// --purge-rows 1000000).
+        #[arg(long, default_value_t = 0)]
+        purge_rows: u64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -265,8 +271,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             links,
             size,
             set,
+            purge_rows,
             json,
-        } => cli::bench::run(rate, duration, links, size, set, json)?,
+        } => cli::bench::run(rate, duration, links, size, set, purge_rows, json)?,
         Cmd::BenchStart {
             rows,
             posts,

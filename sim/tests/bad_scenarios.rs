@@ -404,3 +404,23 @@ fn unknown_operator_event() {
         &["expect.events_order", "\"resume\""],
     );
 }
+
+#[test]
+fn a_hold_released_before_it_is_placed() {
+    assert_rejected(
+        &format!(
+            "{GOOD}\n[[hold]]\nname = \"h\"\nusers = [\"w0u1@corp.example\"]\nplace = \"5m\"\nrelease = \"2m\"\n"
+        ),
+        22,
+        &["hold[0].release", "after `place`"],
+    );
+}
+
+#[test]
+fn a_hold_without_users() {
+    assert_rejected(
+        &format!("{GOOD}\n[[hold]]\nname = \"h\"\nusers = []\nplace = \"5m\"\n"),
+        20,
+        &["hold[0].users", "at least one user"],
+    );
+}

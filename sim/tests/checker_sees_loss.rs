@@ -243,6 +243,56 @@ fn a_purge_that_deletes_too_much_or_too_little_is_caught() {
     assert_failure(&failures, "unpurged = ");
 }
 
+/// Legal holds keep what they cover while in force: a purge that deletes
+/// held rows anyway (as before holds existed) is caught, the rows gone
+/// under a hold counted one by one.
+#[test]
+fn a_purge_that_ignores_legal_holds_is_caught() {
+    let good = library_passes("legal-hold.toml", 41);
+    let c = &good.counts;
+    assert!(c.held > 600, "held = {}", c.held);
+    assert_eq!(
+        (c.held_purged, c.holds_unplaced, c.unpurged, c.lost),
+        (0, 0, 0, 0)
+    );
+    let (bad, failures) = library("legal-hold.toml", 41, "purge_ignores_holds = true");
+    assert!(
+        bad.counts.held_purged >= c.held,
+        "held_purged = {}, held without the sabotage {}",
+        bad.counts.held_purged,
+        c.held
+    );
+    assert_failure(&failures, "held_purged = ");
+}
+
+/// A hold no database confirms is reported as such, never assumed placed:
+/// here the database is down from before the hold's time to the end.
+#[test]
+fn a_hold_never_placed_is_reported() {
+    let src = r#"
+name = "hold-unplaced"
+duration = "10m"
+[[workload]]
+kind = "im"
+users = 10
+rate = 0.5
+stop = "8m"
+[[hold]]
+name = "never"
+users = ["w0u1@corp.example"]
+place = "2m"
+[[fault]]
+kind = "crash"
+node = "db1"
+start = "1m"
+[expect]
+lost = 0
+"#;
+    let (r, failures) = run_judged("hold-unplaced.toml", src, 3);
+    assert_eq!(r.counts.holds_unplaced, 1);
+    assert_failure(&failures, "holds_unplaced = ");
+}
+
 /// An operator's clear must delete what it covers, not only hide it: a
 /// store that keeps the rows (and so the text) of cleared posts is caught
 /// by the records check, though no member reads them.

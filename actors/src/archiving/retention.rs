@@ -106,9 +106,11 @@ pub struct Retention {
     verifying: Option<Verifying>,
     /// The last purge's record (what an operator asks for).
     last: Option<PurgeRecord>,
-    /// Sabotages `purge_ignores_window`, `purge_stops_early`.
+    /// Sabotages `purge_ignores_window`, `purge_stops_early`,
+    /// `purge_ignores_holds`.
     ignores_window: bool,
     stops_early: bool,
+    ignores_holds: bool,
 }
 
 /// What the core does next for the purge.
@@ -137,6 +139,7 @@ impl Retention {
             last: None,
             ignores_window: false,
             stops_early: false,
+            ignores_holds: false,
         }
     }
 
@@ -145,6 +148,7 @@ impl Retention {
     pub fn sabotaged(mut self, sabotage: &crate::core::settings::Sabotage) -> Self {
         self.ignores_window = sabotage.purge_ignores_window;
         self.stops_early = sabotage.purge_stops_early;
+        self.ignores_holds = sabotage.purge_ignores_holds;
         self
     }
 
@@ -339,6 +343,7 @@ impl Retention {
         else {
             return Step::Wait;
         };
+        let ignores_holds = self.ignores_holds;
         let Some(run) = self.run.as_mut() else {
             return Step::Wait;
         };
@@ -366,7 +371,7 @@ impl Retention {
                 // The row's own time is past the window.
                 Some(row) if row.record.time == time && time < run.cutoff => {
                     let r = &row.record;
-                    if holds.held(&r.from, &r.to, time) {
+                    if !ignores_holds && holds.held(&r.from, &r.to, time) {
                         run.held += 1;
                         continue;
                     }

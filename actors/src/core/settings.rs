@@ -444,6 +444,9 @@ pub struct Sabotage {
     /// The retention purge stops after its first batch and records itself
     /// finished: rows past the window stay.
     pub purge_stops_early: bool,
+    /// The retention purge deletes rows past the window whatever legal
+    /// holds cover them (the behaviour before holds existed).
+    pub purge_ignores_holds: bool,
     /// The chat store hides the posts a clear covers from members but
     /// never deletes their rows: the content stays in the store.
     pub chat_clear_hides_only: bool,

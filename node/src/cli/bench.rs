@@ -9,6 +9,7 @@ pub(crate) fn run(
     links: String,
     size: usize,
     set: Vec<String>,
+    purge_rows: u64,
     json: bool,
 ) -> Result<(), Failure> {
     if links != "tls" && links != "plain" {
@@ -26,6 +27,9 @@ pub(crate) fn run(
             std::io::stderr().is_terminal()
         },
     };
+    if purge_rows > 0 {
+        return purge(&opts, purge_rows, json);
+    }
     let r = holdfast::bench::run(&opts)?;
     if json {
         println!(
@@ -54,4 +58,70 @@ pub(crate) fn run(
         println!("send -> archived: p50 {r50} ms, p99 {r99} ms, max {rmax} ms");
     }
     Ok(())
+}
+
+/// `--purge-rows`: a table of the two windows, then one JSON line (only
+/// the line with `--json`). A purge that did not delete exactly the
+/// pre-filled rows, or a benchmark row gone, fails the command.
+fn purge(opts: &holdfast::bench::BenchOptions, rows: u64, json: bool) -> Result<(), Failure> {
+    let r = holdfast::bench::run_purge(opts, rows)?;
+    let line = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+    if !json {
+        println!(
+            "offered {} IM/s for {} over {} links; archive pre-filled with {} old rows in {:.1} s",
+            opts.rate,
+            humantime::format_duration(opts.duration),
+            opts.links,
+            r.prefilled_rows,
+            r.fill_s
+        );
+        println!(
+            "{:<14} {:>11} {:>11} {:>12} {:>12} {:>14} {:>9}",
+            "window",
+            "accepted/s",
+            "archived/s",
+            "archived p50",
+            "archived p99",
+            "purge deleted",
+            "purge s"
+        );
+        for (name, w, purge) in [
+            ("without purge", &r.without_purge, None),
+            (
+                "with purge",
+                &r.with_purge,
+                Some((r.purge_deleted, r.purge_s)),
+            ),
+        ] {
+            let [p50, p99, _] = w.archive_ms;
+            println!(
+                "{:<14} {:>11.0} {:>11.0} {:>9} ms {:>9} ms {:>14} {:>9}",
+                name,
+                w.accepted_per_s,
+                w.archived_per_s,
+                p50,
+                p99,
+                purge.map_or("-".into(), |(d, _)| d.to_string()),
+                purge.map_or("-".into(), |(_, s)| format!("{s:.1}")),
+            );
+        }
+        println!(
+            "after: {} rows; {} of {} accepted benchmark rows kept; node counts {}",
+            r.rows_after,
+            r.benchmark_rows_kept,
+            r.benchmark_rows_accepted,
+            r.reported_rows.map_or("-".into(), |n| n.to_string())
+        );
+        if r.verified {
+            println!("verified: the purge deleted exactly the pre-filled rows and kept every benchmark row");
+        } else {
+            println!("NOT verified: {}", r.problems.join("; "));
+        }
+    }
+    println!("{line}");
+    if r.verified {
+        Ok(())
+    } else {
+        Err(Failure::NotWell(r.problems.join("; ")))
+    }
 }

@@ -40,11 +40,12 @@
 //! Every accepted archivable message is exactly one of archived, pending,
 //! parked or lost (or, for a QoE report, dropped).
 
+use super::holds::{may_have_held, ObservedHold};
 use crate::scenario::Attack;
 use holdfast_actors::archiving::retention::PurgeRecord;
 use holdfast_actors::core::ids::{MessageId, Millis};
 use holdfast_actors::core::operator::OperatorEvent;
-use holdfast_actors::core::protocol::RecordKind;
+use holdfast_actors::core::protocol::{LegalHold, RecordKind};
 use holdfast_actors::core::store_keys::Row;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,6 +123,13 @@ pub struct Observed {
     /// for a purge that started at `t` is `t - keep`, whatever cutoff the
     /// purge recorded.
     pub keep_ms: Millis,
+    /// The scenario's legal holds, with what the auditor saw of each.
+    pub holds: Vec<ObservedHold>,
+    /// Every hold the archive databases hold durably at the end (released
+    /// ones too).
+    pub stored_holds: Vec<LegalHold>,
+    /// When the run ended (the end of its simulated time).
+    pub end_ms: Millis,
 }
 
 /// How the workload records a busy answer (`RejectReason::Busy`).
@@ -264,6 +272,16 @@ pub struct Counts {
     /// Rows older than a finished purge's cutoff, archived before that
     /// purge ended, still in the archive: kept past the retention window.
     pub unpurged: u64,
+    /// Accepted IMs a legal hold covered, older than the cutoff of a purge
+    /// that ran while it was in force, still in the archive when it was
+    /// released (or at the end): rows the hold kept.
+    pub held: u64,
+    /// Accepted IMs a legal hold covered, which no purge before the hold
+    /// could reach, gone from the archive while it was in force: deleted
+    /// despite the hold (or lost).
+    pub held_purged: u64,
+    /// Holds (or releases) some database never confirmed, or refused.
+    pub holds_unplaced: u64,
     /// Accepted and archived per record kind (`im`, `cdr`, `qoe`).
     pub by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// When the last accepted archivable message reached the archive.
@@ -299,6 +317,69 @@ fn reported(o: &Observed, op: &Op) -> bool {
         .any(|t| *t >= at)
 }
 
+/// The legal holds (see `super::holds`): each one placed (and released)
+/// as the scenario says, and every row it covered that a purge in its
+/// time could have deleted still there when it was released, or at the
+/// end.
+fn check_holds(o: &Observed, archive: &BTreeMap<&str, Vec<&Row>>, c: &mut Counts) {
+    for oh in &o.holds {
+        let (hold, log) = (&oh.hold, &oh.log);
+        let unconfirmed = log.refused.is_some()
+            || log.placed_at.is_none()
+            || (hold.release_ms.is_some() && log.released_at.is_none());
+        if unconfirmed {
+            c.holds_unplaced += 1;
+            note(&mut c.examples, "holds_unplaced", &hold.name);
+        }
+        let Some(placed) = log.placed_at else {
+            continue;
+        };
+        // Where the archive was observed under the hold: right before its
+        // release, or at the end.
+        let (seen_at, snapshot, purges) = match (&log.snapshot, log.release_sent_at) {
+            (Some((ids, purges)), Some(at)) => (at, Some(ids), purges.as_slice()),
+            _ => (o.end_ms, None, o.purges.as_slice()),
+        };
+        let present = |id: &str| match snapshot {
+            Some(ids) => ids.contains(id),
+            None => archive.contains_key(id),
+        };
+        // The furthest cut of a purge that started under the hold.
+        let cut = purges
+            .iter()
+            .filter(|p| p.started_at >= placed)
+            .map(|p| p.started_at.saturating_sub(o.keep_ms))
+            .max()
+            .unwrap_or(0);
+        let reachable_from = placed.saturating_sub(o.keep_ms);
+        let reachable_to = seen_at.saturating_sub(o.keep_ms);
+        for op in o.ops.iter().filter(|op| op.archivable) {
+            let Outcome::Accepted { at, .. } = op.outcome else {
+                continue;
+            };
+            // The message time lies between the submission and the front
+            // end's admission.
+            if !hold.covers(&op.from, &op.to, op.submitted_at, at)
+                || op.submitted_at < reachable_from
+                || at >= reachable_to
+            {
+                continue;
+            }
+            if present(&op.id) {
+                if at < cut {
+                    c.held += 1;
+                }
+            } else if !archive.contains_key(op.id.as_str())
+                && !o.queued.contains(&op.id)
+                && !o.parked.contains(&op.id)
+            {
+                c.held_purged += 1;
+                note(&mut c.examples, "held_purged", &op.id);
+            }
+        }
+    }
+}
+
 pub fn check(o: &Observed) -> Counts {
     let mut c = Counts::default();
     // What a finished purge must have deleted: rows before its cutoff,
@@ -306,9 +387,17 @@ pub fn check(o: &Observed) -> Counts {
     // waits for the next purge).
     let cutoff = |p: &PurgeRecord| p.started_at.saturating_sub(o.keep_ms);
     for r in &o.rows {
+        let (from, to, time) = (&r.record.from, &r.record.to, r.record.time);
+        // A row a hold may have covered while the purge ran may stay.
         let kept = o.purges.iter().any(|p| {
-            p.finished_at
-                .is_some_and(|end| r.record.time < cutoff(p) && r.archived_at < end)
+            p.finished_at.is_some_and(|end| {
+                time < cutoff(p)
+                    && r.archived_at < end
+                    && !o
+                        .stored_holds
+                        .iter()
+                        .any(|h| may_have_held(h, from, to, time, p.started_at, end))
+            })
         });
         if kept {
             c.unpurged += 1;
@@ -406,6 +495,8 @@ pub fn check(o: &Observed) -> Counts {
             }
         }
     }
+
+    check_holds(o, &archive, &mut c);
 
     let mut latencies: Vec<Millis> = o
         .ops

@@ -8,4 +8,5 @@ pub mod checker;
 pub mod compliance_checker;
 pub mod critical;
 pub mod events;
+pub mod holds;
 pub mod recovery;

@@ -189,6 +189,21 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     at_least(&mut f, "purged", c.purged, e.purged_min);
     exact(
         &mut f,
+        "held_purged",
+        c.held_purged,
+        Some(0),
+        c.examples.get("held_purged"),
+    );
+    exact(
+        &mut f,
+        "holds_unplaced",
+        c.holds_unplaced,
+        Some(0),
+        c.examples.get("holds_unplaced"),
+    );
+    at_least(&mut f, "held", c.held, e.held_min);
+    exact(
+        &mut f,
         "duplicates",
         c.duplicates,
         e.duplicates,
@@ -530,7 +545,7 @@ fn at_least(f: &mut Vec<String>, what: &str, got: u64, min: Option<u64>) {
 
 pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
     let c = &r.counts;
-    json!({
+    let mut v = json!({
         "scenario": r.scenario,
         "file": r.file,
         "seed": r.seed,
@@ -591,7 +606,19 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         "trace_events": r.trace_len,
         "pass": failures.is_empty(),
         "failures": failures,
-    })
+    });
+    // Retention and legal holds, added after: one more key in the object
+    // above would pass the macro's recursion limit.
+    for (key, n) in [
+        ("purged", c.purged),
+        ("unpurged", c.unpurged),
+        ("held", c.held),
+        ("held_purged", c.held_purged),
+        ("holds_unplaced", c.holds_unplaced),
+    ] {
+        v[key] = json!(n);
+    }
+    v
 }
 
 pub fn summary(r: &RunResult, failures: &[String]) -> String {
@@ -614,10 +641,16 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
         "  submitted {}  accepted {}  rejected {}  unknown {}\n",
         c.submitted, c.accepted, c.rejected, c.unknown
     ));
-    if c.purged > 0 || c.unpurged > 0 {
+    if c.purged > 0 || c.unpurged > 0 || c.held > 0 || c.held_purged > 0 {
         s.push_str(&format!(
-            "  retention: purged {}  kept past the window {}\n",
-            c.purged, c.unpurged
+            "  retention: purged {}  kept past the window {}  kept for a hold {}  deleted under a hold {}\n",
+            c.purged, c.unpurged, c.held, c.held_purged
+        ));
+    }
+    if c.holds_unplaced > 0 {
+        s.push_str(&format!(
+            "  legal holds not confirmed: {}\n",
+            c.holds_unplaced
         ));
     }
     s.push_str(&format!(

@@ -11,6 +11,7 @@ use crate::oracle::chat_log::{ChatLog, SharedChatLog};
 use crate::oracle::events::EventRecord;
 use crate::scenario::Scenario;
 use crate::trace::Trace;
+use crate::workload::auditor::{run_auditor, AuditorSpec, SharedAuditLog, AUDITOR_NODE};
 use crate::workload::chat::{run_chat_clients, ChatClientSpec, CHAT_CLIENT_NODE};
 use crate::workload::hostile::{run_hostile, HostileSpec, SharedHostileLog, HOSTILE_NODE};
 use crate::workload::im::{self, run_client, ClientSpec, CLIENT_NODE};
@@ -54,6 +55,7 @@ pub(super) struct Started {
     pub(super) hostile_log: SharedHostileLog,
     pub(super) chat_log: SharedChatLog,
     pub(super) pickup_log: SharedPickupLog,
+    pub(super) audit_log: SharedAuditLog,
 }
 
 pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
@@ -138,6 +140,30 @@ pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
                 .id(),
         );
     }
+    let audit_log: SharedAuditLog = Arc::default();
+    if !scn.holds.is_empty() {
+        let spec = Arc::new(AuditorSpec {
+            databases: scn
+                .topology
+                .databases
+                .iter()
+                .map(|n| (n.clone(), addrs[n], nodes.shared[n].disk.clone()))
+                .collect(),
+            holds: scn.holds.clone(),
+            epoch,
+            link: link.clone(),
+        });
+        let log = audit_log.clone();
+        clients.push(
+            Handle::current()
+                .create_node()
+                .name(AUDITOR_NODE)
+                .ip(ip(addrs.len() + 4))
+                .init(move || run_auditor(spec.clone(), log.clone()))
+                .build()
+                .id(),
+        );
+    }
     Started {
         epoch,
         link,
@@ -150,6 +176,7 @@ pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
         hostile_log,
         chat_log,
         pickup_log,
+        audit_log,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::oracle::checker::{self, Observed, Op, Shutdown};
 use crate::oracle::compliance_checker::{self, ComplianceInput};
 use crate::oracle::critical;
 use crate::oracle::events::EventRecord;
+use crate::oracle::holds::ObservedHold;
 use crate::report::RunResult;
 use crate::scenario::Scenario;
 use holdfast_actors::archiving::retention::PurgeRecord;
@@ -23,6 +24,7 @@ use holdfast_actors::core::actor::Recovered;
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::operator::OperatorEvent;
+use holdfast_actors::core::protocol::LegalHold;
 use holdfast_actors::core::store_keys::{self, Row};
 use holdfast_host::store::replay;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,7 +55,17 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
     let events = lock(&run.events).clone();
     let shutdowns = critical::shutdowns(&events);
     let keep_ms = scn.settings.archive_keep_days * 86_400_000;
-    let observed = observe(ops, archive, keep_ms, &events, &shutdowns, &run.cluster);
+    let mut observed = observe(ops, archive, keep_ms, &events, &shutdowns, &run.cluster);
+    observed.end_ms = scn.duration_ms;
+    observed.holds = scn
+        .holds
+        .iter()
+        .zip(lock(&run.audit_log).iter())
+        .map(|(hold, log)| ObservedHold {
+            hold: hold.clone(),
+            log: log.clone(),
+        })
+        .collect();
     let counts = checker::check(&observed);
     let recovery =
         crate::oracle::recovery::figures(&observed.ops, &observed.rows, &scn.faults, &run.cluster);
@@ -116,6 +128,7 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
 struct Archive {
     rows: Vec<Row>,
     purges: Vec<PurgeRecord>,
+    holds: Vec<LegalHold>,
     queued: BTreeSet<String>,
     parked: BTreeSet<String>,
 }
@@ -125,6 +138,7 @@ struct Archive {
 fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) -> Archive {
     let mut rows = Vec::new();
     let mut purges = Vec::new();
+    let mut holds = Vec::new();
     let mut queued = BTreeSet::new();
     let mut parked = BTreeSet::new();
     for (name, shared) in &nodes.shared {
@@ -138,6 +152,15 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
                 Some(Ok(p)) => purges.push(p),
                 Some(Err(e)) => read_errors.push(format!("{name}: purge record: {e}")),
                 None => {}
+            }
+            for (k, v) in db
+                .range(store_keys::DB_HOLD.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(store_keys::DB_HOLD))
+            {
+                match store_keys::decode::<LegalHold>(v) {
+                    Ok(h) => holds.push(h),
+                    Err(e) => read_errors.push(format!("{name}: hold {k:?}: {e}")),
+                }
             }
             for r in store_keys::db_rows(&db) {
                 match r {
@@ -168,6 +191,7 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
     Archive {
         rows,
         purges,
+        holds,
         queued,
         parked,
     }
@@ -299,6 +323,7 @@ fn observe(
     let Archive {
         rows,
         purges,
+        holds,
         queued,
         parked,
     } = archive;
@@ -334,6 +359,9 @@ fn observe(
         rows,
         purges,
         keep_ms,
+        stored_holds: holds,
+        holds: Vec::new(),
+        end_ms: 0,
         queued,
         parked,
         expired,

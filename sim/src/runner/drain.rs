@@ -2,6 +2,7 @@
 //! is read every simulated task is ended.
 
 use super::nodes::Nodes;
+use crate::workload::auditor::AUDITOR_NODE;
 use crate::workload::chat::CHAT_CLIENT_NODE;
 use crate::workload::im::CLIENT_NODE;
 use crate::workload::pickup::PICKUP_NODE;
@@ -48,6 +49,7 @@ pub(super) async fn tear_down(nodes: &Nodes, clients: &[NodeId]) -> usize {
             CLIENT_NODE.to_string(),
             CHAT_CLIENT_NODE.to_string(),
             PICKUP_NODE.to_string(),
+            AUDITOR_NODE.to_string(),
         ])
         .collect();
     handle

@@ -58,6 +58,7 @@ pub(super) fn expect(
         chat_busy_min: e.chat_busy_min,
         chat_reconnects_min: e.chat_reconnects_min,
         purged_min: e.purged_min,
+        held_min: e.held_min,
         chat_post_retries_min: e.chat_post_retries_min,
         chat_refused_joins_min: e.chat_refused_joins_min,
         lost: exact_unless_min(e.lost, e.lost_min, Some(0)),

@@ -15,6 +15,7 @@ mod error;
 mod expect;
 mod faults;
 mod generator;
+mod holds;
 mod model;
 mod raw;
 mod resolve;
@@ -26,7 +27,7 @@ pub use error::ScenarioError;
 pub use holdfast_actors::core::settings::Semantics;
 pub use model::{
     node_names, Archive, Attack, ChatRecords, ChatWorkload, Draw, DrawTarget, Expect, Fault,
-    FaultKind, Generator, HostileWorkload, ImWorkload, Scenario, Topology, ATTACKS,
+    FaultKind, Generator, Hold, HostileWorkload, ImWorkload, Scenario, Topology, ATTACKS,
     CHAT_STORE_NODE, COMPLIANCE_NODE, GAUGES,
 };
 
@@ -68,6 +69,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
     let gauge_min = expect::gauge_min(&cx, &raw.expect, &topology)?;
     let export = compliance::export(&cx, raw.compliance.as_ref(), &topology)?;
     let pickup_ms = compliance::pickup(&cx, raw.compliance.as_ref())?;
+    let holds = holds::holds(&cx, &raw.hold, duration_ms)?;
     let expect = expect::expect(&cx, &raw.expect, gauge_min, !workloads.chat.is_empty())?;
     Ok(Scenario {
         file: file.to_string(),
@@ -81,6 +83,7 @@ pub fn parse(file: &str, src: &str) -> Result<Scenario, ScenarioError> {
         sabotage: raw.sabotage,
         export,
         pickup_ms,
+        holds,
         workloads: workloads.im,
         chat: workloads.chat,
         hostile: workloads.hostile,

@@ -35,6 +35,31 @@ pub struct Scenario {
     /// With a Compliance service: how often a simulated pickup system
     /// copies the complete batches and acknowledges them.
     pub pickup_ms: Option<u64>,
+    /// Legal holds a simulated auditor places and releases.
+    pub holds: Vec<Hold>,
+}
+
+/// A legal hold of the scenario: placed on every database at `place_ms`
+/// (and released at `release_ms`), sent until each database answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hold {
+    pub name: String,
+    pub users: Vec<String>,
+    /// Message times covered: from (inclusive), until (exclusive).
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub place_ms: u64,
+    pub release_ms: Option<u64>,
+}
+
+impl Hold {
+    /// Whether the hold covers a message between `from` and `to` whose
+    /// time is surely within `[earliest, latest]`.
+    pub fn covers(&self, from: &str, to: &str, earliest: u64, latest: u64) -> bool {
+        self.users.iter().any(|u| u == from || u == to)
+            && self.since_ms.is_none_or(|s| earliest >= s)
+            && self.until_ms.is_none_or(|u| latest < u)
+    }
 }
 
 /// A value of the scenario that each seed draws from a range.
@@ -414,6 +439,8 @@ pub struct Expect {
     pub chat_reconnects_min: Option<u64>,
     /// At least this many accepted messages deleted by a retention purge.
     pub purged_min: Option<u64>,
+    /// At least this many rows past a purge's cutoff kept by a hold.
+    pub held_min: Option<u64>,
     /// At least this many posts sent again for want of an answer.
     pub chat_post_retries_min: Option<u64>,
     pub chat_refused_joins_min: Option<u64>,

@@ -32,6 +32,26 @@ pub(super) struct RawScenario {
     pub(super) expect: RawExpect,
     #[serde(default)]
     pub(super) compliance: Option<RawCompliance>,
+    #[serde(default)]
+    pub(super) hold: Vec<RawHold>,
+}
+
+/// `[[hold]]`: a legal hold a simulated auditor places on every database
+/// at `place` and, with `release`, releases later.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHold {
+    pub(super) name: Spanned<String>,
+    pub(super) users: Spanned<Vec<String>>,
+    /// Message times covered, as simulated times (default: from the start,
+    /// without end).
+    #[serde(default)]
+    pub(super) since: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) until: Option<Spanned<String>>,
+    pub(super) place: Spanned<String>,
+    #[serde(default)]
+    pub(super) release: Option<Spanned<String>>,
 }
 
 /// `[compliance]`: how the Compliance service exports.
@@ -282,6 +302,8 @@ pub(super) struct RawExpect {
     pub(super) chat_reconnects_min: Option<u64>,
     /// At least this many accepted messages deleted by a retention purge.
     pub(super) purged_min: Option<u64>,
+    /// At least this many rows a purge would have deleted kept by a hold.
+    pub(super) held_min: Option<u64>,
     /// At least this many posts sent again for want of an answer.
     pub(super) chat_post_retries_min: Option<u64>,
     pub(super) chat_refused_joins_min: Option<u64>,

@@ -1,7 +1,8 @@
 //! The simulated clients: honest IM, CDR and QoE traffic, group chat and
-//! file users, and hostile clients. Each records what it was told for the
-//! oracle.
+//! file users, hostile clients, and an auditor placing legal holds. Each
+//! records what it was told for the oracle.
 
+pub mod auditor;
 pub mod chat;
 pub mod hostile;
 pub mod im;
