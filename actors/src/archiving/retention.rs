@@ -6,9 +6,11 @@
 //! `archive_purge_hour` (UTC), it reads the oldest rows by message time
 //! ([`time_key`]: the engine's time index) a batch at a time, deletes those
 //! older than `archive_keep_days` and not under a legal hold in one
-//! transaction, pauses `archive_purge_pause`, and goes on until the next
-//! row is inside the window. Ingest runs between the batches, so a purge
-//! of millions of rows does not stall it.
+//! transaction, pauses, and goes on until the next row is inside the
+//! window. Ingest runs between the batches, so a purge of millions of rows
+//! does not stall it; the pause is at least `archive_purge_pause` and long
+//! enough that the purge takes at most `archive_purge_share` percent of the
+//! database's time.
 //!
 //! What it did is never silent: `archive_purged` names the rows deleted,
 //! the rows kept for a hold and the time range; a batch that fails raises
@@ -96,6 +98,10 @@ pub struct Retention {
     hour: Millis,
     batch: u32,
     pause: Millis,
+    /// Percent of the database's time the purge may take.
+    share: u64,
+    /// When the batch being worked on was started (its read asked).
+    batch_started: Millis,
     run: Option<Run>,
     last_at: Millis,
     last_cutoff: Millis,
@@ -130,6 +136,8 @@ impl Retention {
             hour: settings.archive_purge_hour.min(23) * HOUR,
             batch: settings.archive_purge_batch.clamp(1, 100_000) as u32,
             pause: settings.archive_purge_pause,
+            share: settings.archive_purge_share.clamp(1, 100),
+            batch_started: 0,
             run: None,
             last_at: 0,
             last_cutoff: 0,
@@ -255,7 +263,21 @@ impl Retention {
         if self.run.is_none() {
             self.begin(ctx);
         }
+        self.batch_started = ctx.now();
         Step::Read(self.read())
+    }
+
+    /// The pause after a batch that began at `batch_started` and ended
+    /// now: long enough that the purge takes at most its share of the
+    /// database's time. The database answers one request at a time, and
+    /// ingest waits while a batch is read, checked and deleted; a fixed
+    /// pause let a large purge take half the database's time, and ingest
+    /// on a busy archive fell behind (send to archived p99 from 0.28 s to
+    /// 4.2 s while a million rows went).
+    fn pause_after_batch(&self, now: Millis) -> Millis {
+        let took = now.saturating_sub(self.batch_started);
+        let fair = took.saturating_mul(100 - self.share) / self.share;
+        self.pause.max(fair)
     }
 
     fn read(&self) -> Query {
@@ -447,7 +469,8 @@ impl Retention {
                     None => (first, last),
                 });
                 self.purged += n;
-                ctx.set_timer(Timer::Purge, self.pause);
+                let pause = self.pause_after_batch(ctx.now());
+                ctx.set_timer(Timer::Purge, pause);
                 n
             }
             Err(e) => {
@@ -530,5 +553,39 @@ impl Retention {
             (Gauge::ArchivePurgeCutoff, self.last_cutoff),
             (Gauge::ArchivePurged, self.purged),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pause after a batch keeps the purge to its share of the
+    /// database's time, and never below the configured least pause.
+    #[test]
+    fn the_pause_keeps_the_purge_to_its_share() {
+        let mut r = Retention::new(&Settings {
+            archive_purge_pause: 100,
+            archive_purge_share: 10,
+            ..Settings::default()
+        });
+        r.batch_started = 1_000;
+        assert_eq!(
+            r.pause_after_batch(1_005),
+            100,
+            "a quick batch: the least pause"
+        );
+        assert_eq!(r.pause_after_batch(1_090), 810, "90 ms of work: 810 ms off");
+        let mut all = Retention::new(&Settings {
+            archive_purge_pause: 0,
+            archive_purge_share: 100,
+            ..Settings::default()
+        });
+        all.batch_started = 1_000;
+        assert_eq!(
+            all.pause_after_batch(1_090),
+            0,
+            "a share of 100 %: no pause"
+        );
     }
 }

@@ -146,6 +146,10 @@ pub struct Settings {
     /// ingest keeps its latency while a large purge runs.
     #[serde(deserialize_with = "de_ms")]
     pub archive_purge_pause: Millis,
+    /// Archive retention: the share (percent) of the database's time the
+    /// purge may take: after a batch that took `t`, it pauses at least
+    /// `t * (100 - share) / share`.
+    pub archive_purge_share: u64,
     /// Front end: a new IM is answered busy when it waited this long in
     /// the node, or the oldest IM admitted before it has waited this long
     /// for its record to be queued (0: no time bound).
@@ -244,6 +248,12 @@ impl Settings {
                 "must be from 1 to 100000 rows".into(),
             ));
         }
+        if !(1..=100).contains(&self.archive_purge_share) {
+            return Err((
+                "archive_purge_share",
+                "must be a percentage from 1 to 100".into(),
+            ));
+        }
         if self.chat_keep_days > 2562 {
             return Err(("chat_keep_days", "must be from 0 to 2562 days".into()));
         }
@@ -317,6 +327,7 @@ impl Default for Settings {
             archive_purge_hour: 2,
             archive_purge_batch: 1_000,
             archive_purge_pause: 100,
+            archive_purge_share: 10,
             admission_wait: 100,
             admission_queue: 10_000,
             purge_exported_only: false,
@@ -367,7 +378,8 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("archive_keep_days", "14", "Archive retention: rows whose message time is older than this many days (1 to 2562) are purged, except rows under a legal hold. Deleted rows are gone from the engine, not hidden."),
     ("archive_purge_hour", "2", "Archive retention: the hour of the day (UTC) the daily purge starts; it raises `archive_purged` with what it deleted, or `archive_purge_failed`."),
     ("archive_purge_batch", "1000", "Archive retention: rows deleted per purge transaction (at most 100,000)."),
-    ("archive_purge_pause", "\"100ms\"", "Archive retention: the pause between two purge transactions, so that ingest keeps its latency while a large purge runs."),
+    ("archive_purge_pause", "\"100ms\"", "Archive retention: the least pause between two purge transactions, so that ingest keeps its latency while a large purge runs."),
+    ("archive_purge_share", "10", "Archive retention: the share (percent, 1 to 100) of the database's time the purge may take: after a batch (reading the index, checking the rows, deleting them) that took `t`, it pauses at least `t × (100 − share) / share`. The database serves one request at a time, so a purge that took more would hold up ingest; at 10 % a purge of a million rows takes about ten times its own work, spread out."),
     ("purge_exported_only", "false", "Archive retention: when true, the purge keeps a row past the window until an eDiscovery export (`holdfast archive export`) has covered it — its users, its time range, archived before the export began; rows kept so are counted as `unexported` in the purge record. Export records are never purged."),
     ("chat_keep_days", "0", "Chat retention: posts older than this many days (0 to 2562) are purged from the chat store, except posts under a legal hold; 0 keeps them for ever (the default: chat history is the product, and Lync's Persistent Chat purges nothing unless told to). Posts are exported to compliance when posted, so a purge takes nothing from the compliance record."),
     ("chat_purge_hour", "2", "Chat retention: the hour of the day (UTC) the daily chat purge starts; it raises `chat_purged` with what it deleted, or `chat_purge_failed`."),
