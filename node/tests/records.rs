@@ -130,7 +130,7 @@ fn a_hold_keeps_its_rows_through_a_purge_and_its_release_lets_them_go() {
         "case settled",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = c.cli(&["archive", "retention", "purge-now", "--as", "operator"]);
+    let (code, out, err) = c.cli(&["archive", "retention", "purge-now"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(archived_ids(&c), ["new-1"]);
     let (code, out, err) = c.cli(&[

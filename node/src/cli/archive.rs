@@ -163,6 +163,20 @@ pub(crate) struct AskArgs {
     who: String,
 }
 
+/// [`AskArgs`] for what only an operator may ask (the purge), whose
+/// credential is the default.
+#[derive(clap::Args)]
+pub(crate) struct OperatorAskArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The database node to ask (default: the config's only one).
+    #[arg(long)]
+    database: Option<String>,
+    /// Whose credential to present (an operator's).
+    #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
+    who: String,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum HoldCmd {
     /// Places a hold on the messages of some users, and on the posts of
@@ -224,12 +238,10 @@ pub(crate) enum HoldCmd {
 pub(crate) enum RetentionCmd {
     /// Starts the retention purge now rather than at the purge hour
     /// (operators), and waits for it to finish.
-    #[command(
-        after_help = "Example: holdfast archive retention purge-now -c cluster.toml --as operator"
-    )]
+    #[command(after_help = "Example: holdfast archive retention purge-now -c cluster.toml")]
     PurgeNow {
         #[command(flatten)]
-        ask: AskArgs,
+        ask: OperatorAskArgs,
         /// How long to wait for the purge to finish.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
@@ -308,6 +320,11 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
         ArchiveCmd::Hold(cmd) => hold(cmd)?,
         ArchiveCmd::Export(args) => export(args)?,
         ArchiveCmd::Retention(RetentionCmd::PurgeNow { ask, timeout }) => {
+            let ask = AskArgs {
+                config: ask.config,
+                database: ask.database,
+                who: ask.who,
+            };
             let config = load_config(&ask.config)?;
             let node = database_node(&config, ask.database.clone())?;
             // One session for the request and every poll after it.
