@@ -446,7 +446,10 @@ impl Network {
     }
 
     /// Hands a network envelope to the inbox, waiting while it is full.
+    /// Its arrival is when it was read, before that wait: a request held
+    /// back by a full inbox has waited as surely as one inside it.
     async fn admit(&self, env: Envelope) {
+        let arrived = tokio::time::Instant::now();
         match self.inbound.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return, // closed: the node is going away
@@ -454,7 +457,7 @@ impl Network {
         // One lock over both, so that arrivals stay in inbox order when
         // several connections' readers hand envelopes in at once.
         let mut arrivals = lock(&self.arrivals);
-        arrivals.push_back(tokio::time::Instant::now());
+        arrivals.push_back(arrived);
         let _ = self.inbox.send(env);
     }
 
