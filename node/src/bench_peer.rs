@@ -28,7 +28,7 @@ use lapin::options::{
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -205,7 +205,80 @@ async fn rabbit_run(
         )
         .await
         .map_err(amqp("basic.consume"))?;
+    let deliveries = consumer.map(|d| {
+        d.map(|d| (d.data, d.delivery_tag))
+            .map_err(|e| format!("rabbitmq: delivery: {e}"))
+    });
+    let publish_one = |payload: Vec<u8>| {
+        let pch = pch.clone();
+        async move {
+            let confirm = pch
+                .basic_publish(
+                    "",
+                    QUEUE,
+                    BasicPublishOptions::default(),
+                    &payload,
+                    // 2: persistent, written to disk by a durable queue.
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .map_err(|e| format!("rabbitmq: publish: {e}"))?;
+            let answer: ConfirmFuture = Box::pin(async move {
+                match confirm.await {
+                    Ok(Confirmation::Ack(_)) => Answer::Ack,
+                    Ok(Confirmation::Nack(_)) => Answer::Nack,
+                    // Not in confirm mode, or the channel closed.
+                    Ok(Confirmation::NotRequested) | Err(_) => Answer::None,
+                }
+            });
+            Ok(answer)
+        }
+    };
+    let ack = {
+        let (handle, cch) = (tokio::runtime::Handle::current(), cch.clone());
+        move |tag: u64| {
+            handle
+                .block_on(cch.basic_ack(tag, BasicAckOptions { multiple: true }))
+                .map_err(|e| format!("rabbitmq: ack: {e}"))
+        }
+    };
+    let r = measure(Peer::Rabbitmq, opts, archive, publish_one, deliveries, ack).await;
+    let _ = pconn.close(200, "bench done").await;
+    let _ = cconn.close(200, "bench done").await;
+    // Lets the client's I/O loops see the close before the runtime goes,
+    // or they log errors about a runtime shutting down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    r
+}
 
+/// How the broker answered one publish.
+pub(crate) enum Answer {
+    Ack,
+    Nack,
+    None,
+}
+
+pub(crate) type ConfirmFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+/// The measurement, the same for every peer: open-loop publishing through
+/// `publish_one` (whose future resolves once the publish is sent, to a
+/// future of the broker's confirm), `deliveries` gathered into batches
+/// and committed on a writer thread, each batch's last token passed to
+/// `ack` after its commit (a cumulative ack).
+pub(crate) async fn measure<T, P, PF, S>(
+    peer: Peer,
+    opts: &BenchOptions,
+    archive: &Path,
+    publish_one: P,
+    deliveries: S,
+    ack: impl Fn(T) -> Result<(), String> + Send + 'static,
+) -> Result<PeerReport, String>
+where
+    T: Send + 'static,
+    P: Fn(Vec<u8>) -> PF,
+    PF: std::future::Future<Output = Result<ConfirmFuture, String>>,
+    S: futures_util::Stream<Item = Result<(Vec<u8>, T), String>> + Send + Unpin + 'static,
+{
     let archived = Arc::new(AtomicU64::new(0));
     let archive_ms = Arc::new(Mutex::new(histogram()));
     let writer_error = Arc::new(Mutex::new(None::<String>));
@@ -213,27 +286,26 @@ async fn rabbit_run(
     // The SQLite writer runs on a thread of its own: a commit waits for
     // fsync, and the consumer keeps filling the next batch meanwhile.
     // Rendezvous: a batch is handed over only to a writer waiting for one.
-    let (batches, batches_rx) = std::sync::mpsc::sync_channel::<(Vec<Wire>, u64)>(0);
+    let (batches, batches_rx) = std::sync::mpsc::sync_channel::<(Vec<Wire>, T)>(0);
     let writer = {
         let (archived, archive_ms, writer_error) =
             (archived.clone(), archive_ms.clone(), writer_error.clone());
-        let (handle, cch) = (tokio::runtime::Handle::current(), cch.clone());
         std::thread::spawn(move || {
             write_batches(
+                peer,
                 db,
                 batches_rx,
-                &handle,
-                &cch,
+                ack,
                 &archived,
                 &archive_ms,
                 &writer_error,
             )
         })
     };
-    let consuming = tokio::spawn(consume(consumer, batches));
+    let consuming = tokio::spawn(consume(deliveries, batches));
 
     let start = Instant::now();
-    let (sent, confirms) = publish(&pch, opts, start).await?;
+    let (sent, confirms) = publish(publish_one, opts, start).await?;
     let confirmed_done = start.elapsed();
     let confirmed = confirms.acked.load(Ordering::Relaxed);
 
@@ -250,15 +322,10 @@ async fn rabbit_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // The consumer's sender goes with the aborted task, so the writer
-    // ends after its last ack; only then are the connections closed.
+    // ends after its last ack.
     consuming.abort();
     let _ = consuming.await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-    let _ = pconn.close(200, "bench done").await;
-    let _ = cconn.close(200, "bench done").await;
-    // Lets the client's I/O loops see the close before the runtime goes,
-    // or they log errors about a runtime shutting down.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     if let Some(e) = writer_error.lock().expect("not poisoned").clone() {
         return Err(e);
     }
@@ -267,7 +334,7 @@ async fn rabbit_run(
     let archive_ms = pct(&archive_ms.lock().expect("not poisoned"));
     let nacked = confirms.nacked.load(Ordering::Relaxed);
     Ok(PeerReport {
-        peer: Peer::Rabbitmq.name().into(),
+        peer: peer.name().into(),
         offered_rate: opts.rate,
         sent,
         confirmed,
@@ -278,7 +345,7 @@ async fn rabbit_run(
         archived_per_s: archived as f64 / archived_done.as_secs_f64(),
         confirm_us,
         archive_ms,
-        durability: Peer::Rabbitmq.durability().into(),
+        durability: peer.durability().into(),
     })
 }
 
@@ -286,11 +353,15 @@ async fn rabbit_run(
 /// IM's latency counts from when it was due, so a full confirm window
 /// shows as latency rather than as a slower offered rate. Returns how
 /// many were sent, once every confirm has come back.
-async fn publish(
-    ch: &Channel,
+async fn publish<P, PF>(
+    publish_one: P,
     opts: &BenchOptions,
     start: Instant,
-) -> Result<(u64, Arc<ConfirmsHist>), String> {
+) -> Result<(u64, Arc<ConfirmsHist>), String>
+where
+    P: Fn(Vec<u8>) -> PF,
+    PF: std::future::Future<Output = Result<ConfirmFuture, String>>,
+{
     let rate = opts.rate;
     let total = (rate * opts.duration.as_secs_f64()).round() as u64;
     let window = Arc::new(tokio::sync::Semaphore::new(CONFIRM_WINDOW));
@@ -320,24 +391,14 @@ async fn publish(
                 .acquire_owned()
                 .await
                 .map_err(|e| e.to_string())?;
-            let confirm = ch
-                .basic_publish(
-                    "",
-                    QUEUE,
-                    BasicPublishOptions::default(),
-                    &payload,
-                    // 2: persistent, written to disk by a durable queue.
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .map_err(|e| format!("rabbitmq: publish: {e}"))?;
+            let confirm = publish_one(payload).await?;
             let (confirms, bar) = (confirms.clone(), bar.clone());
             tasks.push(tokio::spawn(async move {
                 let answer = confirm.await;
                 drop(permit);
                 let latency = due_at.elapsed().as_micros() as u64;
                 match answer {
-                    Ok(Confirmation::Ack(_)) => {
+                    Answer::Ack => {
                         confirms.acked.fetch_add(1, Ordering::Relaxed);
                         let _ = confirms
                             .latency_us
@@ -345,11 +406,10 @@ async fn publish(
                             .expect("not poisoned")
                             .record(latency.max(1));
                     }
-                    Ok(Confirmation::Nack(_)) => {
+                    Answer::Nack => {
                         confirms.nacked.fetch_add(1, Ordering::Relaxed);
                     }
-                    // Not in confirm mode, or the channel closed: no answer.
-                    Ok(Confirmation::NotRequested) | Err(_) => {}
+                    Answer::None => {}
                 }
                 if let Some(bar) = bar {
                     bar.inc(1);
@@ -384,51 +444,57 @@ impl Default for ConfirmsHist {
 }
 
 /// Gathers deliveries into batches and hands each to the writer with the
-/// delivery tag of its last message, group-commit style as holdfast's
+/// ack token of its last message, group-commit style as holdfast's
 /// archiver does: a batch goes as soon as the writer is idle (the
 /// rendezvous channel's `try_send` succeeds only then), so at low rates
 /// a row does not wait for 999 others; while the writer commits, up to
 /// [`BATCH`] rows gather for the next transaction.
-async fn consume(
-    mut consumer: lapin::Consumer,
-    batches: std::sync::mpsc::SyncSender<(Vec<Wire>, u64)>,
+async fn consume<T: Send + 'static>(
+    mut deliveries: impl futures_util::Stream<Item = Result<(Vec<u8>, T), String>> + Unpin,
+    batches: std::sync::mpsc::SyncSender<(Vec<Wire>, T)>,
 ) {
     use std::sync::mpsc::TrySendError;
     let mut batch = Vec::with_capacity(BATCH);
-    let mut last_tag = 0;
+    let mut last = None;
     loop {
         let next = if batch.is_empty() {
-            consumer.next().await
+            deliveries.next().await
         } else {
-            match tokio::time::timeout(BATCH_IDLE, consumer.next()).await {
+            match tokio::time::timeout(BATCH_IDLE, deliveries.next()).await {
                 Ok(next) => next,
                 Err(_) => {
                     // Nothing more for now: the batch waits for the writer.
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if hand_over(&batches, full, last_tag).await.is_err() {
+                    let Some(token) = last.take() else { continue };
+                    if hand_over(&batches, full, token).await.is_err() {
                         return;
                     }
                     continue;
                 }
             }
         };
-        let Some(Ok(delivery)) = next else { return };
-        last_tag = delivery.delivery_tag;
+        let Some(Ok((data, token))) = next else { return };
+        last = Some(token);
         // A message this bench did not publish is left unacknowledged:
         // it cannot be archived, and the count will show it missing.
-        if let Ok(w) = postcard::from_bytes::<Wire>(&delivery.data) {
+        if let Ok(w) = postcard::from_bytes::<Wire>(&data) {
             batch.push(w);
         }
         if batch.len() >= BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if hand_over(&batches, full, last_tag).await.is_err() {
+            let Some(token) = last.take() else { continue };
+            if hand_over(&batches, full, token).await.is_err() {
                 return;
             }
         } else if !batch.is_empty() {
-            let ready = std::mem::take(&mut batch);
-            match batches.try_send((ready, last_tag)) {
+            let (ready, token) = (std::mem::take(&mut batch), last.take());
+            let Some(token) = token else { continue };
+            match batches.try_send((ready, token)) {
                 Ok(()) => batch = Vec::with_capacity(BATCH),
-                Err(TrySendError::Full((back, _))) => batch = back,
+                Err(TrySendError::Full((back, token))) => {
+                    batch = back;
+                    last = Some(token);
+                }
                 Err(TrySendError::Disconnected(_)) => return,
             }
         }
@@ -436,29 +502,29 @@ async fn consume(
 }
 
 /// The bounded channel blocks while the writer commits: off the reactor.
-async fn hand_over(
-    batches: &std::sync::mpsc::SyncSender<(Vec<Wire>, u64)>,
+async fn hand_over<T: Send + 'static>(
+    batches: &std::sync::mpsc::SyncSender<(Vec<Wire>, T)>,
     batch: Vec<Wire>,
-    tag: u64,
+    token: T,
 ) -> Result<(), ()> {
     let tx = batches.clone();
-    tokio::task::spawn_blocking(move || tx.send((batch, tag)).map_err(|_| ()))
+    tokio::task::spawn_blocking(move || tx.send((batch, token)).map_err(|_| ()))
         .await
         .map_err(|_| ())?
 }
 
 /// Commits each batch in one transaction, then acknowledges every
-/// delivery up to its last tag with one multiple ack.
-fn write_batches(
+/// delivery up to its last with one cumulative ack.
+fn write_batches<T>(
+    peer: Peer,
     mut db: ArchiveDb,
-    batches: std::sync::mpsc::Receiver<(Vec<Wire>, u64)>,
-    rt: &tokio::runtime::Handle,
-    ch: &Channel,
+    batches: std::sync::mpsc::Receiver<(Vec<Wire>, T)>,
+    ack: impl Fn(T) -> Result<(), String>,
     archived: &AtomicU64,
     archive_ms: &Mutex<Histogram<u64>>,
     error: &Mutex<Option<String>>,
 ) {
-    while let Ok((batch, tag)) = batches.recv() {
+    while let Ok((batch, token)) = batches.recv() {
         let archived_at = now_ms();
         let ops: Vec<StoreOp> = batch
             .iter()
@@ -475,7 +541,7 @@ fn write_batches(
                         time: w.sent_at,
                         body: w.body.clone(),
                         external: false,
-                        front_end: "rabbitmq".into(),
+                        front_end: peer.name().into(),
                     },
                     archived_at,
                 }),
@@ -495,8 +561,8 @@ fn write_batches(
             }
         }
         archived.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = rt.block_on(ch.basic_ack(tag, BasicAckOptions { multiple: true })) {
-            *error.lock().expect("not poisoned") = Some(format!("rabbitmq: ack: {e}"));
+        if let Err(e) = ack(token) {
+            *error.lock().expect("not poisoned") = Some(e);
             return;
         }
     }
