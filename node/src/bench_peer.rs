@@ -53,19 +53,22 @@ const QUEUE: &str = "holdfast-bench";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     Rabbitmq,
+    Nats,
 }
 
 impl Peer {
     pub fn parse(s: &str) -> Result<Peer, String> {
         match s {
             "rabbitmq" => Ok(Peer::Rabbitmq),
-            _ => Err(format!("--peer {s:?}: expected rabbitmq")),
+            "nats" => Ok(Peer::Nats),
+            _ => Err(format!("--peer {s:?}: expected rabbitmq or nats")),
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Peer::Rabbitmq => "rabbitmq",
+            Peer::Nats => "nats",
         }
     }
 
@@ -77,6 +80,13 @@ impl Peer {
                  comes after the queue has written the message to disk and fsynced it); \
                  archive committed with fsync (SQLite WAL, synchronous=FULL) before the \
                  multiple ack"
+            }
+            Peer::Nats => {
+                "JetStream file storage, acknowledged publishes; nats-server 2.9 does not \
+                 fsync before the publish ack (stream files are synced every 2 minutes by \
+                 default, sync_interval): an acknowledged IM can be lost on power loss; \
+                 archive committed with fsync (SQLite WAL, synchronous=FULL) before the \
+                 cumulative ack (AckPolicy::All)"
             }
         }
     }
@@ -157,8 +167,101 @@ pub fn run(peer: Peer, opts: &BenchOptions) -> Result<PeerReport, String> {
             drop(server);
             r
         }
+        Peer::Nats => {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let server = NatsServer::start(dir.path(), opts.progress)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let archive = dir.path().join("archive.sqlite");
+            let r = rt.block_on(nats_run(server.port, &archive, opts));
+            drop(rt);
+            drop(server);
+            r
+        }
     }
 }
+
+async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<PeerReport, String> {
+    use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream};
+    let url = format!("nats://127.0.0.1:{port}");
+    let nats = |what: &'static str| move |e: String| format!("nats: {what}: {e}");
+    // Producer and consumer on connections of their own, as two services
+    // would be.
+    let pclient = async_nats::connect(&url)
+        .await
+        .map_err(|e| nats("connect")(e.to_string()))?;
+    let cclient = async_nats::connect(&url)
+        .await
+        .map_err(|e| nats("connect")(e.to_string()))?;
+    let mut pjs = jetstream::new(pclient);
+    // A loaded broker may take longer than the client's default 5 s to
+    // acknowledge: that is latency to measure, not a lost publish.
+    pjs.set_timeout(Duration::from_secs(60));
+    let stream = pjs
+        .get_or_create_stream(stream::Config {
+            name: "HOLDFAST_BENCH".into(),
+            subjects: vec![NATS_SUBJECT.into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats("create the stream")(e.to_string()))?;
+    let _ = stream;
+    let cjs = jetstream::new(cclient);
+    let consumer: jetstream::consumer::Consumer<pull::Config> = cjs
+        .create_consumer_on_stream(
+            pull::Config {
+                durable_name: Some("archiver".into()),
+                // Acking one message acks every earlier one: the multiple
+                // ack after a commit.
+                ack_policy: AckPolicy::All,
+                max_ack_pending: PREFETCH as i64,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+            "HOLDFAST_BENCH",
+        )
+        .await
+        .map_err(|e| nats("create the consumer")(e.to_string()))?;
+    let deliveries = consumer
+        .messages()
+        .await
+        .map_err(|e| nats("consume")(e.to_string()))?
+        .map(|m| {
+            m.map(|m| (m.message.payload.to_vec(), m))
+                .map_err(|e| format!("nats: delivery: {e}"))
+        });
+    let publish_one = |payload: Vec<u8>| {
+        let pjs = pjs.clone();
+        async move {
+            let ack = pjs
+                .publish(NATS_SUBJECT, payload.into())
+                .await
+                .map_err(|e| format!("nats: publish: {e}"))?;
+            let answer: ConfirmFuture = Box::pin(async move {
+                match ack.await {
+                    Ok(_) => Answer::Ack,
+                    Err(_) => Answer::None,
+                }
+            });
+            Ok(answer)
+        }
+    };
+    let ack = {
+        let handle = tokio::runtime::Handle::current();
+        move |m: jetstream::Message| {
+            handle
+                .block_on(m.ack())
+                .map_err(|e| format!("nats: ack: {e}"))
+        }
+    };
+    measure(Peer::Nats, opts, archive, publish_one, deliveries, ack).await
+}
+
+const NATS_SUBJECT: &str = "holdfast.bench";
 
 async fn connect(url: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
@@ -473,7 +576,9 @@ async fn consume<T: Send + 'static>(
                 }
             }
         };
-        let Some(Ok((data, token))) = next else { return };
+        let Some(Ok((data, token))) = next else {
+            return;
+        };
         last = Some(token);
         // A message this bench did not publish is left unacknowledged:
         // it cannot be archived, and the count will show it missing.
@@ -590,15 +695,40 @@ fn rabbit_script() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Finds the RabbitMQ server, installing Debian's package when missing
-/// (as root, or through `sudo -n`), as the test script does for
-/// PostgreSQL.
+/// Finds the RabbitMQ server, installing Debian's package when missing.
 pub fn find_or_install_rabbitmq(progress: bool) -> Result<PathBuf, String> {
     if let Some(p) = rabbit_script() {
         return Ok(p);
     }
+    install_debian("rabbitmq-server", progress)?;
+    rabbit_script()
+        .ok_or_else(|| "rabbitmq-server installed, but its server script was not found".into())
+}
+
+/// Finds `nats-server`, installing Debian's package when missing.
+pub fn find_or_install_nats(progress: bool) -> Result<PathBuf, String> {
+    let found = || {
+        [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    };
+    if let Some(p) = found() {
+        return Ok(p);
+    }
+    install_debian("nats-server", progress)?;
+    found().ok_or_else(|| "nats-server installed, but its binary was not found".into())
+}
+
+/// Installs one of Debian's packages (as root, or through `sudo -n`), as
+/// the test script does for PostgreSQL, with a plain error when it cannot.
+fn install_debian(package: &str, progress: bool) -> Result<(), String> {
     if progress {
-        eprintln!("rabbitmq-server is not installed: installing Debian's package");
+        eprintln!("{package} is not installed: installing Debian's package");
     }
     let root = nix::unistd::geteuid().is_root();
     let apt = |args: &[&str]| -> Result<(), String> {
@@ -622,23 +752,81 @@ pub fn find_or_install_rabbitmq(progress: bool) -> Result<PathBuf, String> {
         }
     };
     apt(&["update", "-qq"])
-        .and_then(|()| {
-            apt(&[
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "rabbitmq-server",
-            ])
-        })
+        .and_then(|()| apt(&["install", "-y", "-qq", "--no-install-recommends", package]))
         .map_err(|e| {
             format!(
-                "rabbitmq-server is not installed and could not be installed ({e}): \
-                 install Debian's rabbitmq-server package, or run as root"
+                "{package} is not installed and could not be installed ({e}): \
+                 install Debian's {package} package, or run as root"
             )
-        })?;
-    rabbit_script()
-        .ok_or_else(|| "rabbitmq-server installed, but its server script was not found".into())
+        })
+}
+
+/// A throwaway NATS server with JetStream on loopback, its store in a
+/// scratch folder.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    pub fn start(dir: &Path, progress: bool) -> Result<NatsServer, String> {
+        let bin = find_or_install_nats(progress)?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&bin)
+            .arg("-js")
+            .arg("-sd")
+            .arg(dir.join("jetstream"))
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut server = NatsServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                return Err(format!("nats-server exited ({status}):\n{log}"));
+            }
+            if nats_answers(port) {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err("nats-server not ready after 30s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// True when the port greets with the NATS protocol's `INFO` line.
+fn nats_answers(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut hello = [0u8; 4];
+    s.read_exact(&mut hello).is_ok() && &hello == b"INFO"
+}
+
+impl Drop for NatsServer {
+    /// SIGTERM (a clean shutdown), SIGKILL after 20 s.
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn free_port() -> Result<u16, String> {

@@ -116,7 +116,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Then run the same workload through a peer pipeline and compare:
-        /// "rabbitmq" (installed and started on loopback when needed).
+        /// "rabbitmq" or "nats" (installed and started on loopback when
+        /// needed).
         #[arg(long, conflicts_with = "sweep")]
         peer: Option<String>,
         /// Run at evenly spaced offered rates FROM..TO (IM/s), a fresh

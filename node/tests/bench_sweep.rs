@@ -101,10 +101,9 @@ fn a_backwards_sweep_is_a_usage_error() {
     assert!(!dir.path().join("bench-sweep.svg").exists());
 }
 
-/// Skipped, saying why, when RabbitMQ is neither installed nor
+/// Skipped, saying why, when the peer's server is neither installed nor
 /// installable here; the bench itself installs Debian's package.
-#[test]
-fn a_peer_run_reports_both_rows() {
+fn peer_run_reports_both_rows(peer: &str, says: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = holdfast(
         &[
@@ -116,14 +115,14 @@ fn a_peer_run_reports_both_rows() {
             "--links",
             "plain",
             "--peer",
-            "rabbitmq",
+            peer,
         ],
         dir.path(),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && stderr.contains("could not be installed") {
-        eprintln!("SKIPPED a_peer_run_reports_both_rows: {}", stderr.trim());
+        eprintln!("SKIPPED --peer {peer}: {}", stderr.trim());
         return;
     }
     assert!(
@@ -132,14 +131,14 @@ fn a_peer_run_reports_both_rows() {
     );
     let rows: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.starts_with("holdfast ") || l.starts_with("rabbitmq "))
+        .filter(|l| l.starts_with("holdfast ") || l.starts_with(&format!("{peer} ")))
         .collect();
     assert_eq!(rows.len(), 2, "both rows in the table: {stdout}");
     let lines = json_lines(&stdout);
     assert_eq!(lines.len(), 1, "one JSON line: {stdout}");
     let (h, p) = (&lines[0]["holdfast"]["report"], &lines[0]["peer"]);
     assert_eq!(h["sent"].as_u64(), Some(100), "{h}");
-    assert_eq!(p["peer"], "rabbitmq");
+    assert_eq!(p["peer"], peer);
     assert_eq!(p["sent"].as_u64(), Some(100), "{p}");
     assert_eq!(p["confirmed"].as_u64(), Some(100), "{p}");
     assert_eq!(p["archived"].as_u64(), Some(100), "{p}");
@@ -149,8 +148,15 @@ fn a_peer_run_reports_both_rows() {
             .unwrap()
             > 0.0
     );
-    assert!(
-        stdout.contains("publisher confirms"),
-        "durability said: {stdout}"
-    );
+    assert!(stdout.contains(says), "durability said: {stdout}");
+}
+
+#[test]
+fn a_rabbitmq_peer_run_reports_both_rows() {
+    peer_run_reports_both_rows("rabbitmq", "publisher confirms");
+}
+
+#[test]
+fn a_nats_peer_run_reports_both_rows() {
+    peer_run_reports_both_rows("nats", "sync_interval");
 }
