@@ -25,6 +25,16 @@ run cargo fmt --all --check
 # One dependency direction: no module imports another in a circle.
 run scripts/module-cycles
 run cargo clippy --workspace --all-targets --locked -- -D warnings
+# The benchmark's peer pipelines (node/tests/bench_sweep.rs): Debian's
+# RabbitMQ and NATS servers, installed if missing; each test runs its own
+# throwaway server on loopback and stops it.
+peers=()
+command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ] || peers+=(rabbitmq-server)
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || peers+=(nats-server)
+if [ ${#peers[@]} -gt 0 ]; then
+    run apt-get update -qq
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${peers[@]}"
+fi
 run cargo test --workspace --locked
 # Trust at the edge on real processes, in the build operators run: oversize
 # IMs, reused ids, a corrupted queue log, a full disk (a tmpfs, as root),

@@ -10,7 +10,9 @@
 pub mod archive_db;
 pub mod archive_export;
 pub mod bench;
+pub mod bench_peer;
 pub mod bench_start;
+pub mod bench_sweep;
 pub mod blob_files;
 pub mod chat_client;
 pub mod chat_db;

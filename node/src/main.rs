@@ -93,7 +93,9 @@ enum Cmd {
     },
     /// Measure end-to-end archived IM/s and latency on a loopback cluster
     /// (real processes, fsync on, SQLite).
-    #[command(after_help = "Example: holdfast bench --rate 2000 --duration 10s --links plain")]
+    #[command(
+        after_help = "Beside RabbitMQ: holdfast bench --rate 10000 --duration 20s --peer rabbitmq\nA sweep: holdfast bench --sweep 5000..60000 --steps 6 --svg sweep.svg\nExample: holdfast bench --rate 2000 --duration 10s --links plain"
+    )]
     Bench {
         /// Offered IMs per second.
         #[arg(long, default_value_t = 5000.0)]
@@ -119,6 +121,21 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Then run the same workload through a peer pipeline and compare:
+        /// "rabbitmq" or "nats" (installed and started on loopback when
+        /// needed).
+        #[arg(long, conflicts_with = "sweep")]
+        peer: Option<String>,
+        /// Run at evenly spaced offered rates FROM..TO (IM/s), a fresh
+        /// cluster each, and chart throughput and p99 latency.
+        #[arg(long, value_name = "FROM..TO")]
+        sweep: Option<String>,
+        /// Rates in a sweep, FROM and TO included.
+        #[arg(long, default_value_t = 6, requires = "sweep")]
+        steps: usize,
+        /// Where the sweep's SVG chart goes [default: bench-sweep.svg].
+        #[arg(long, requires = "sweep")]
+        svg: Option<PathBuf>,
     },
     /// Measure how long a database node and a chat store take to start,
     /// and their memory at idle, against the size of their store.
@@ -273,7 +290,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
             set,
             purge_rows,
             json,
-        } => cli::bench::run(rate, duration, links, size, set, purge_rows, json)?,
+            peer,
+            sweep,
+            steps,
+            svg,
+        } => match (peer, sweep) {
+            (Some(_), _) | (_, Some(_)) if purge_rows > 0 => {
+                return Err(Failure::Error(
+                    "--purge-rows measures one cluster: it does not go with --peer or --sweep"
+                        .into(),
+                ))
+            }
+            (Some(peer), _) => cli::bench_peer::run(
+                &peer,
+                cli::bench_peer::options(rate, duration, links, size, set),
+                json,
+            )?,
+            (None, Some(sweep)) => cli::bench_sweep::run(
+                &sweep,
+                steps,
+                svg,
+                cli::bench_peer::options(rate, duration, links, size, set),
+                json,
+            )?,
+            (None, None) => cli::bench::run(rate, duration, links, size, set, purge_rows, json)?,
+        },
         Cmd::BenchStart {
             rows,
             posts,

@@ -38,7 +38,8 @@ pub(crate) enum ChatRetentionCmd {
     PurgeNow {
         #[command(flatten)]
         config: ConfigArg,
-        /// Whose credential to present (an operator's).
+        /// Whose credential to present (an operator's: only operators may
+        /// start a purge).
         #[arg(long = "as", default_value = holdfast::tls::OPERATOR)]
         who: String,
         /// How long to wait for the purge to end.

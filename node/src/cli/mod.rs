@@ -3,7 +3,9 @@
 
 pub(crate) mod archive;
 pub(crate) mod bench;
+pub(crate) mod bench_peer;
 pub(crate) mod bench_start;
+pub(crate) mod bench_sweep;
 pub(crate) mod certs;
 pub(crate) mod chat;
 pub(crate) mod chat_retention;
