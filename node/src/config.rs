@@ -896,6 +896,35 @@ fn compliance(
 }
 
 impl Config {
+    /// The peers `node` must reach to be ready (`/readyz`): a front end's
+    /// archiving server, an archiving server's database, a Channel
+    /// server's chat stores (every post and room is written there first),
+    /// a Compliance service's Web services (it fetches uploaded files).
+    pub fn ready_peers(&self, node: &NodeConfig) -> Vec<String> {
+        let with = |role: Role| {
+            self.nodes
+                .iter()
+                .filter(move |n| n.has(role))
+                .map(|n| n.name.clone())
+        };
+        let mut peers: Vec<String> = node
+            .archiver
+            .iter()
+            .chain(node.database.iter())
+            .cloned()
+            .collect();
+        if node.has(Role::Channel) {
+            peers.extend(with(Role::ChatStore));
+        }
+        if node.has(Role::Compliance) {
+            peers.extend(with(Role::Web));
+        }
+        peers.retain(|p| *p != node.name);
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             file: path.display().to_string(),

@@ -68,7 +68,14 @@ fn seconds_histogram() -> Histogram {
 type Labels = Vec<(String, String)>;
 
 impl Metrics {
-    pub fn new(node: &NodeConfig, settings: &Settings, net: Arc<Network>) -> Metrics {
+    /// `needs`: the peers the node must reach to be ready
+    /// ([`crate::config::Config::ready_peers`]).
+    pub fn new(
+        node: &NodeConfig,
+        settings: &Settings,
+        net: Arc<Network>,
+        needs: Vec<String>,
+    ) -> Metrics {
         Metrics {
             node: node.name.clone(),
             queue_quota: settings.queue_quota,
@@ -81,12 +88,7 @@ impl Metrics {
             answers: Mutex::new(BTreeMap::new()),
             actors: node.actors(),
             started: Mutex::new(BTreeSet::new()),
-            needs: node
-                .archiver
-                .iter()
-                .chain(node.database.iter())
-                .cloned()
-                .collect(),
+            needs,
             submitted: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
             accept_seconds: seconds_histogram(),

@@ -48,6 +48,13 @@ fn config_text() -> String {
             "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
             free_port().unwrap()
         ));
+        if name == "ch1" {
+            // Its readiness is checked (`/readyz`).
+            text.push_str(&format!(
+                "metrics = \"127.0.0.1:{}\"\n",
+                free_port().unwrap()
+            ));
+        }
     }
     text.push_str(
         "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
@@ -363,4 +370,45 @@ fn posts_cross_servers_survive_a_server_and_a_store_crash_on(pg: Option<&PgServe
     }
     let slow = c.stop_all();
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
+}
+
+/// A Channel server writes every post and room to the chat store first:
+/// without it the server is not ready (`/readyz` 503, naming it), and is
+/// again once the store is back.
+#[test]
+fn a_channel_server_is_not_ready_without_its_chat_store() {
+    use std::time::Instant;
+    let mut c = cluster(None);
+    let addr = c
+        .config
+        .node("ch1")
+        .unwrap()
+        .metrics
+        .expect("ch1 has metrics");
+    let ready = || -> (u16, String) {
+        match ureq::get(&format!("http://{addr}/readyz")).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    let wait = |want: u16, within: Duration| -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = ready();
+            if code == want {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "ch1/readyz: {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait(200, Duration::from_secs(20));
+    // The Channel server asks the store for room changes at every load
+    // report (1 s here): it learns the store is gone without a client.
+    c.kill("chatdb");
+    let why = wait(503, Duration::from_secs(30));
+    assert!(why.contains("cannot reach chatdb"), "{why}");
+    c.start_node("chatdb");
+    wait(200, Duration::from_secs(30));
 }

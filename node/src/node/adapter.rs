@@ -464,7 +464,12 @@ pub fn start_cores(
     cores: Arc<dyn Cores>,
     OpenedStores(mut stores): OpenedStores,
 ) -> Running {
-    let metrics = Arc::new(Metrics::new(&node, &config.settings, net.clone()));
+    let metrics = Arc::new(Metrics::new(
+        &node,
+        &config.settings,
+        net.clone(),
+        config.ready_peers(&node),
+    ));
     let shared = Arc::new(NodeShared {
         config: config.clone(),
         node: node.clone(),
