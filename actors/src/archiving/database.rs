@@ -7,7 +7,8 @@
 
 use crate::archiving::retention::{self, Holds, Retention, Step};
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+    authorize, identity_refused, records_invalid, records_principal, Actor, Ctx, Recovered,
+    StoreError, StoreOp, Timer, Written,
 };
 use crate::core::engine::{Answer, Query};
 use crate::core::identity;
@@ -141,46 +142,17 @@ impl Database {
         }
     }
 
-    /// The principal `from` speaks for if it has one of `roles`; else a
-    /// refusal (and an event) is sent and `None` returned.
-    fn allowed(
-        &self,
-        from: &Addr,
-        token: u64,
-        what: &str,
-        roles: &[identity::Role],
-        ctx: &mut Ctx,
-    ) -> Option<String> {
-        match identity::require(from, roles) {
-            Ok(p) => Some(format!("{}:{}", p.role, p.user)),
-            Err(refusal) => {
-                identity_refused(&self.name, from, what, &refusal, ctx);
-                ctx.send(
-                    from.clone(),
-                    Msg::ArchiveRefused {
-                        token,
-                        refusal: ArchiveRefusal::Forbidden(refusal.to_string()),
-                    },
-                );
-                None
-            }
-        }
-    }
-
-    fn refuse(from: Addr, token: u64, why: String, ctx: &mut Ctx) {
-        ctx.send(
-            from,
-            Msg::ArchiveRefused {
-                token,
-                refusal: ArchiveRefusal::Invalid(why),
-            },
-        );
-    }
-
     /// Places a hold (auditors only): durable before it is answered, and
     /// from then on the purge keeps what it covers.
     fn place_hold(&mut self, from: Addr, token: u64, mut hold: LegalHold, ctx: &mut Ctx) {
-        let Some(who) = self.allowed(&from, token, "HoldPlace", identity::HOLD_KEEPERS, ctx) else {
+        let Some(who) = records_principal(
+            &self.name,
+            &from,
+            token,
+            "HoldPlace",
+            identity::HOLD_KEEPERS,
+            ctx,
+        ) else {
             return;
         };
         if hold.name.is_empty()
@@ -188,7 +160,7 @@ impl Database {
             || hold.reason.trim().is_empty()
         {
             let why = "a hold needs a name, at least one user or room and a reason".to_string();
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         if self
             .holds
@@ -196,7 +168,7 @@ impl Database {
             .is_some_and(|h| h.released.is_none())
         {
             let why = format!("hold {:?} exists and is active", hold.name);
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         hold.placed_by = who;
         hold.placed_at = ctx.now();
@@ -213,24 +185,30 @@ impl Database {
         reason: String,
         ctx: &mut Ctx,
     ) {
-        let Some(who) = self.allowed(&from, token, "HoldRelease", identity::HOLD_KEEPERS, ctx)
-        else {
+        let Some(who) = records_principal(
+            &self.name,
+            &from,
+            token,
+            "HoldRelease",
+            identity::HOLD_KEEPERS,
+            ctx,
+        ) else {
             return;
         };
         let mut hold = match self.holds.get(&name) {
             Some(h) if h.released.is_none() => h.clone(),
             Some(_) => {
-                return Self::refuse(
+                return records_invalid(
                     from,
                     token,
                     format!("hold {name:?} is released already"),
                     ctx,
                 )
             }
-            None => return Self::refuse(from, token, format!("no hold {name:?}"), ctx),
+            None => return records_invalid(from, token, format!("no hold {name:?}"), ctx),
         };
         if reason.trim().is_empty() {
-            return Self::refuse(from, token, "a release needs a reason".into(), ctx);
+            return records_invalid(from, token, "a release needs a reason".into(), ctx);
         }
         hold.released = Some(HoldRelease {
             by: who,
@@ -254,23 +232,29 @@ impl Database {
     /// only): durable before it is answered; from then on, with
     /// `purge_exported_only`, the purge may delete what it covers.
     fn record_export(&mut self, from: Addr, token: u64, mut export: ExportRecord, ctx: &mut Ctx) {
-        let Some(who) = self.allowed(&from, token, "ExportDone", identity::ARCHIVE_READERS, ctx)
-        else {
+        let Some(who) = records_principal(
+            &self.name,
+            &from,
+            token,
+            "ExportDone",
+            identity::ARCHIVE_READERS,
+            ctx,
+        ) else {
             return;
         };
         let sha = &export.manifest_sha256;
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             let why =
                 format!("an export names its manifest by SHA-256 (64 hex digits), not {sha:?}");
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         if export.users.len() > SEARCH_USERS_MAX {
             let why = format!("an export names at most {SEARCH_USERS_MAX} users");
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         if export.as_of > ctx.now() {
             let why = "an export cannot have begun after now".to_string();
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         if let Some(known) = self.exports.get(sha) {
             // Reported again (an answer lost): the first record stands.
@@ -302,15 +286,15 @@ impl Database {
     }
 
     fn retention_status(&mut self, from: Addr, token: u64, ctx: &mut Ctx) {
-        if self
-            .allowed(
-                &from,
-                token,
-                "RetentionStatus",
-                identity::RETENTION_VIEWERS,
-                ctx,
-            )
-            .is_none()
+        if records_principal(
+            &self.name,
+            &from,
+            token,
+            "RetentionStatus",
+            identity::RETENTION_VIEWERS,
+            ctx,
+        )
+        .is_none()
         {
             return;
         }
@@ -826,9 +810,15 @@ impl Actor for Database {
             Msg::RetentionStatus { token } => self.retention_status(from, token, ctx),
             Msg::ExportDone { token, export } => self.record_export(from, token, *export, ctx),
             Msg::PurgeNow { token } => {
-                if self
-                    .allowed(&from, token, "PurgeNow", identity::PURGE_STARTERS, ctx)
-                    .is_some()
+                if records_principal(
+                    &self.name,
+                    &from,
+                    token,
+                    "PurgeNow",
+                    identity::PURGE_STARTERS,
+                    ctx,
+                )
+                .is_some()
                 {
                     self.retention.start_now(ctx);
                     self.retention_status(from, token, ctx);

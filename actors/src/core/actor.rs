@@ -244,6 +244,37 @@ pub fn identity_refused(
     );
 }
 
+/// The principal (`<role>:<user>`) of a records request (a read of the
+/// archive, a hold, a purge) from `from` if it has one of `roles`;
+/// otherwise the request is answered `Forbidden` and recorded as
+/// `identity_refused`. The database and the chat store both ask it.
+pub fn records_principal(
+    me: &str,
+    from: &Addr,
+    token: u64,
+    what: &str,
+    roles: &[crate::core::identity::Role],
+    ctx: &mut Ctx,
+) -> Option<String> {
+    use crate::core::protocol::ArchiveRefusal;
+    match crate::core::identity::require(from, roles) {
+        Ok(p) => Some(format!("{}:{}", p.role, p.user)),
+        Err(refusal) => {
+            identity_refused(me, from, what, &refusal, ctx);
+            let refusal = ArchiveRefusal::Forbidden(refusal.to_string());
+            ctx.send(from.clone(), Msg::ArchiveRefused { token, refusal });
+            None
+        }
+    }
+}
+
+/// Answers a records request that cannot be done as asked (a hold that
+/// exists already, one to release that does not).
+pub fn records_invalid(from: Addr, token: u64, why: String, ctx: &mut Ctx) {
+    let refusal = crate::core::protocol::ArchiveRefusal::Invalid(why);
+    ctx.send(from, Msg::ArchiveRefused { token, refusal });
+}
+
 /// A core. Hosts own one `Box<dyn Actor>` per actor of a node.
 pub trait Actor {
     /// Called once at (re)start with the durable state.

@@ -23,16 +23,16 @@
 
 use super::{Ask, ChatStore, Clear, Write, PURGE_BATCH};
 use crate::compliance::service::NewEvent;
-use crate::core::actor::{identity_refused, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::actor::{
+    records_invalid, records_principal, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+};
 use crate::core::engine::Query;
 use crate::core::identity;
 use crate::core::ids::{Addr, Millis};
 use crate::core::operator::OperatorEvent;
 use crate::core::protocol::chat::{Post, RoomId};
 use crate::core::protocol::compliance::EventKind;
-use crate::core::protocol::{
-    ArchiveRefusal, ChatPurgeRecord, HoldRelease, LegalHold, Msg, RoomPurge,
-};
+use crate::core::protocol::{ChatPurgeRecord, HoldRelease, LegalHold, Msg, RoomPurge};
 use crate::core::settings::Settings;
 use crate::core::store_keys;
 use std::collections::BTreeMap;
@@ -434,9 +434,14 @@ impl ChatStore {
     pub(super) fn on_records_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         match msg {
             Msg::HoldPlace { token, hold } => {
-                let Some(who) =
-                    self.allowed(&from, token, "HoldPlace", identity::HOLD_KEEPERS, ctx)
-                else {
+                let Some(who) = records_principal(
+                    &self.name,
+                    &from,
+                    token,
+                    "HoldPlace",
+                    identity::HOLD_KEEPERS,
+                    ctx,
+                ) else {
                     return;
                 };
                 self.place_hold(from, token, *hold, who, ctx);
@@ -446,17 +451,21 @@ impl ChatStore {
                 name,
                 reason,
             } => {
-                let Some(who) =
-                    self.allowed(&from, token, "HoldRelease", identity::HOLD_KEEPERS, ctx)
-                else {
+                let Some(who) = records_principal(
+                    &self.name,
+                    &from,
+                    token,
+                    "HoldRelease",
+                    identity::HOLD_KEEPERS,
+                    ctx,
+                ) else {
                     return;
                 };
                 self.release_hold(from, token, name, reason, who, ctx);
             }
             Msg::ChatRetentionStatus { token } => {
                 let roles = identity::RETENTION_VIEWERS;
-                if self
-                    .allowed(&from, token, "ChatRetentionStatus", roles, ctx)
+                if records_principal(&self.name, &from, token, "ChatRetentionStatus", roles, ctx)
                     .is_some()
                 {
                     self.send_state(from, token, ctx);
@@ -464,9 +473,7 @@ impl ChatStore {
             }
             Msg::ChatPurgeNow { token } => {
                 let roles = identity::PURGE_STARTERS;
-                if self
-                    .allowed(&from, token, "ChatPurgeNow", roles, ctx)
-                    .is_some()
+                if records_principal(&self.name, &from, token, "ChatPurgeNow", roles, ctx).is_some()
                 {
                     if !self.purge_running() && !self.retention_busy {
                         ctx.set_timer(Timer::ChatPurge, 0);
@@ -492,37 +499,6 @@ impl ChatStore {
         );
     }
 
-    /// The principal of `from` if it has one of `roles`; otherwise refused
-    /// (recorded as `identity_refused`).
-    fn allowed(
-        &self,
-        from: &Addr,
-        token: u64,
-        what: &str,
-        roles: &[identity::Role],
-        ctx: &mut Ctx,
-    ) -> Option<String> {
-        match identity::require(from, roles) {
-            Ok(p) => Some(format!("{}:{}", p.role, p.user)),
-            Err(refusal) => {
-                identity_refused(&self.name, from, what, &refusal, ctx);
-                ctx.send(
-                    from.clone(),
-                    Msg::ArchiveRefused {
-                        token,
-                        refusal: ArchiveRefusal::Forbidden(refusal.to_string()),
-                    },
-                );
-                None
-            }
-        }
-    }
-
-    fn refuse(from: Addr, token: u64, why: String, ctx: &mut Ctx) {
-        let refusal = ArchiveRefusal::Invalid(why);
-        ctx.send(from, Msg::ArchiveRefused { token, refusal });
-    }
-
     fn place_hold(
         &mut self,
         from: Addr,
@@ -536,10 +512,10 @@ impl ChatStore {
             || hold.reason.trim().is_empty()
         {
             let why = "a hold needs a name, at least one user or room and a reason".to_string();
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         if let Some(room) = hold.rooms.iter().find(|r| !self.directory.contains_key(*r)) {
-            return Self::refuse(from, token, format!("no room {room:?}"), ctx);
+            return records_invalid(from, token, format!("no room {room:?}"), ctx);
         }
         if let Some(h) = self.holds.get(&hold.name).filter(|h| h.released.is_none()) {
             // The same hold placed again (a retry after another node
@@ -557,7 +533,7 @@ impl ChatStore {
                 return ctx.send(from, Msg::HoldDone { token, hold });
             }
             let why = format!("hold {:?} exists and is active", hold.name);
-            return Self::refuse(from, token, why, ctx);
+            return records_invalid(from, token, why, ctx);
         }
         hold.placed_by = who;
         hold.placed_at = ctx.now();
@@ -578,12 +554,12 @@ impl ChatStore {
             Some(h) if h.released.is_none() => h.clone(),
             Some(_) => {
                 let why = format!("hold {name:?} is released already");
-                return Self::refuse(from, token, why, ctx);
+                return records_invalid(from, token, why, ctx);
             }
-            None => return Self::refuse(from, token, format!("no hold {name:?}"), ctx),
+            None => return records_invalid(from, token, format!("no hold {name:?}"), ctx),
         };
         if reason.trim().is_empty() {
-            return Self::refuse(from, token, "a release needs a reason".into(), ctx);
+            return records_invalid(from, token, "a release needs a reason".into(), ctx);
         }
         hold.released = Some(HoldRelease {
             by: who,
