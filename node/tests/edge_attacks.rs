@@ -1055,10 +1055,11 @@ fn connection_flood_does_not_block_peers() {
     let mut ids = Vec::new();
     for i in 0..50 {
         let id = format!("f-{i}");
-        assert!(matches!(
-            s.send(&id, "through the flood".into()),
-            Outcome::Accepted { .. }
-        ));
+        let outcome = s.send(&id, "through the flood".into());
+        assert!(
+            matches!(outcome, Outcome::Accepted { .. }),
+            "{id} during the flood: {outcome:?}"
+        );
         ids.push(id);
     }
     let rows = wait_archived(&c, &ids, Duration::from_secs(30));
