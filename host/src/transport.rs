@@ -33,6 +33,7 @@ use holdfast_actors::core::frame::{self, FrameError, HEADER, MAX_FRAME};
 use holdfast_actors::core::identity::Principal;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::Envelope;
+use holdfast_actors::core::settings::Settings;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -150,6 +151,15 @@ const SERVES_CLIENTS: &[ActorKind] = &[
 /// Beyond it, TCP holds the senders back: a node that falls behind does
 /// not buffer hours of its peers' resends in memory.
 pub const DEFAULT_INBOUND_LIMIT: usize = 4096;
+
+/// Inbox places kept for node traffic and for client requests that have
+/// no busy answer: once fewer are free, a client's request that has one
+/// (an IM submission) is answered busy by the connection's reader at once
+/// instead of waiting for room. A reader that waited would stop reading
+/// its socket, and every request behind it would wait, unseen by any
+/// admission rule, in socket buffers and the client's queue until clients
+/// time out. (See also [`Network::set_shed_after`].)
+pub const SHED_RESERVE: usize = DEFAULT_INBOUND_LIMIT / 4;
 
 /// Envelopes queued for one peer before further ones are dropped: a few
 /// transfer windows. The durable queues hold the backlog; this only smooths
@@ -331,8 +341,13 @@ pub struct Network {
     roles: OnceLock<BTreeMap<String, Vec<ActorKind>>>,
     /// How long a connection may stay stalled (the default until set).
     liveness: OnceLock<Liveness>,
+    /// Inbox wait past which client requests are answered busy by the
+    /// readers (see [`Network::set_shed_after`]).
+    shed_after: OnceLock<Duration>,
     dropped: AtomicU64,
     refused: AtomicU64,
+    /// Client requests answered busy by a reader (see [`SHED_RESERVE`]).
+    shed: AtomicU64,
     /// Server peers whose last connection attempt failed (cleared by the
     /// next connection that succeeds): what readiness checks report.
     unreachable: Mutex<BTreeSet<String>>,
@@ -379,8 +394,10 @@ impl Network {
             warns: Mutex::new((None, 0, 0)),
             roles: OnceLock::new(),
             liveness: OnceLock::new(),
+            shed_after: OnceLock::new(),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             unreachable: Mutex::new(BTreeSet::new()),
         })
     }
@@ -420,6 +437,28 @@ impl Network {
     /// `link_timeout` setting). Set once, before the first connection.
     pub fn set_liveness(&self, liveness: Liveness) {
         let _ = self.liveness.set(liveness);
+    }
+
+    /// Client requests that have a busy answer are answered busy by the
+    /// connection readers, besides when the inbox is nearly full, while
+    /// the oldest envelope in the inbox has waited `after` or longer: a
+    /// request let in then would wait as long behind it. A front end sets
+    /// half its `admission_wait`, so that what it lets in reaches the core
+    /// within its admission rule; otherwise, under a sustained overload,
+    /// the inbox stays full of requests that waited too long, the core
+    /// spends itself answering them busy, and nothing is admitted at all.
+    /// Zero (or never set): only the reserve counts. Set once.
+    pub fn set_shed_after(&self, after: Duration) {
+        let _ = self.shed_after.set(after);
+    }
+
+    /// What the cluster's settings say about this node's connections: how
+    /// long one may stay stalled (`link_timeout`) and when the readers
+    /// answer IMs busy (half of `admission_wait`). Both hosts call it once,
+    /// before the first connection.
+    pub fn apply_settings(&self, settings: &Settings) {
+        self.set_liveness(Liveness::new(Duration::from_millis(settings.link_timeout)));
+        self.set_shed_after(Duration::from_millis(settings.admission_wait / 2));
     }
 
     fn liveness(&self) -> Liveness {
@@ -472,6 +511,53 @@ impl Network {
     /// tried is not known to be unreachable).
     pub fn unreachable(&self, peer: &str) -> bool {
         lock(&self.unreachable).contains(peer)
+    }
+
+    /// Client requests answered busy because the inbox was nearly full
+    /// (see [`SHED_RESERVE`]).
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Answers a client's request busy when the inbox is nearly full or
+    /// its oldest envelope has waited too long, and the request has a busy
+    /// answer. Returns whether it did. The answer
+    /// waits for room on the client's connection (never dropped, or the
+    /// client would hear nothing): the reader then reads as fast as the
+    /// answers go out.
+    async fn shed_if_full(&self, env: &Envelope) -> bool {
+        let full = self.inbound.available_permits() < SHED_RESERVE;
+        let stale = || {
+            self.shed_after.get().is_some_and(|after| {
+                !after.is_zero()
+                    && lock(&self.arrivals)
+                        .front()
+                        .is_some_and(|at| at.elapsed() >= *after)
+            })
+        };
+        if !full && !stale() {
+            return false;
+        }
+        let Some(msg) = env.msg.busy_answer() else {
+            return false;
+        };
+        let reply = lock(&self.clients)
+            .get(env.from.node.as_str())
+            .map(|(_, tx)| tx.clone());
+        let Some(reply) = reply else {
+            return false;
+        };
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        let answer = Envelope {
+            from: env.to.clone(),
+            to: env.from.clone(),
+            id: 0,
+            msg,
+        };
+        if reply.send(answer).await.is_err() {
+            tracing::debug!(node = %self.me, "client connection gone; busy answer not sent");
+        }
+        true
     }
 
     pub fn refused(&self) -> u64 {
@@ -740,6 +826,9 @@ impl Network {
                         self.refuse();
                         return;
                     }
+                    if client && self.shed_if_full(&env).await {
+                        continue;
+                    }
                     self.admit(env).await;
                 }
                 Ok(None) => return,
@@ -918,7 +1007,9 @@ impl Network {
                 }
             }));
         }
-        self.admit(first).await;
+        if known || !self.shed_if_full(&first).await {
+            self.admit(first).await;
+        }
         self.read_loop(&mut reader, &peer, !known).await;
         if let Some(t) = writer_task {
             t.abort();
@@ -939,5 +1030,90 @@ mod tests {
         assert_eq!(outbound_capacity(256), DEFAULT_OUTBOUND_CAPACITY);
         assert_eq!(outbound_capacity(4096), 16384);
         assert_eq!(outbound_capacity(u64::MAX), usize::MAX);
+    }
+}
+
+/// The transport over real loopback sockets (the simulator runs the same
+/// code over its own).
+#[cfg(all(test, not(madsim)))]
+mod socket_tests {
+    use super::*;
+    use holdfast_actors::core::ids::Addr;
+    use holdfast_actors::core::protocol::{Im, Msg, RejectReason};
+
+    fn submit(i: usize) -> Envelope {
+        Envelope {
+            from: Addr::new("c1", ActorKind::Client),
+            to: Addr::new("fe1", ActorKind::FrontEnd),
+            id: 0,
+            msg: Msg::SubmitIm {
+                im: Im {
+                    id: format!("m{i}"),
+                    from: "alice@corp.example".into(),
+                    to: "bob@corp.example".into(),
+                    body: String::new(),
+                },
+            },
+        }
+    }
+
+    /// A front end whose inbox nobody empties (a saturated processor)
+    /// takes IMs until only the reserve is left, then answers every
+    /// further IM busy at once, in order, and keeps reading: no request
+    /// waits unanswered in a socket. Before, the reader stopped at the
+    /// full inbox and the client heard nothing at all.
+    #[test]
+    fn a_full_inbox_answers_client_ims_busy_and_keeps_reading() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let (inbox, mut node) = mpsc::unbounded_channel();
+            let fe = Network::new("fe1", BTreeMap::new(), inbox);
+            fe.listen(addr).await.unwrap();
+            let (answers_tx, mut answers) = mpsc::unbounded_channel();
+            let client = Network::forwarding_to(
+                "c1",
+                BTreeMap::from([("fe1".to_string(), addr)]),
+                Arc::new(PlainLink),
+                100_000,
+                answers_tx,
+            );
+            let sent = DEFAULT_INBOUND_LIMIT + 2_000;
+            for i in 0..sent {
+                client.send(submit(i)).unwrap();
+            }
+            let taken = DEFAULT_INBOUND_LIMIT - SHED_RESERVE + 1;
+            let mut busy = Vec::new();
+            while busy.len() < sent - taken {
+                let answer = tokio::time::timeout(Duration::from_secs(20), answers.recv())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("{} of {} busy answers came", busy.len(), sent - taken)
+                    })
+                    .unwrap();
+                match answer.msg {
+                    Msg::ImRejected {
+                        id,
+                        reason: RejectReason::Busy,
+                    } => busy.push(id),
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+            let expected: Vec<String> = (taken..sent).map(|i| format!("m{i}")).collect();
+            assert_eq!(busy, expected);
+            assert_eq!(fe.shed(), (sent - taken) as u64);
+            let mut inside = 0;
+            while node.try_recv().is_ok() {
+                inside += 1;
+            }
+            assert_eq!(inside, taken);
+        });
     }
 }

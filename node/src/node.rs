@@ -36,7 +36,6 @@ use crate::tls::{TlsError, TlsLink};
 use holdfast_actors::core::protocol::{Envelope, Msg, RejectReason};
 use holdfast_actors::core::settings::Sabotage;
 use holdfast_actors::roster::Roster;
-use holdfast_host::liveness::Liveness;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -162,9 +161,7 @@ async fn serve(
         link,
         outbound_capacity(config.settings.transfer_window),
     );
-    net.set_liveness(Liveness::new(Duration::from_millis(
-        config.settings.link_timeout,
-    )));
+    net.apply_settings(&config.settings);
     net.set_roles(
         config
             .nodes

@@ -501,3 +501,22 @@ fn an_overloaded_front_end_without_busy_answers_fails_the_overload_scenario() {
     assert_failure(&failures, "busy = ");
     assert_failure(&failures, "accept latency p99");
 }
+
+/// Without a time bound (`admission_wait = 0`) the readers answer busy
+/// only once the inbox is nearly full, and the front end admits requests
+/// that waited seconds in it, past their clients' timeouts: the
+/// inbox-full scenario's checks see it. (With no reader answers at all,
+/// the host's transport test
+/// `a_full_inbox_answers_client_ims_busy_and_keeps_reading` fails.)
+#[test]
+fn an_inbox_full_of_stale_requests_fails_the_inbox_full_scenario() {
+    let src = library_source("front-end-inbox-full.toml")
+        .replace("admission_wait = \"50ms\"", "admission_wait = \"0ms\"");
+    assert!(
+        src.contains("admission_wait = \"0ms\""),
+        "the setting moved"
+    );
+    let (r, failures) = run_judged("front-end-inbox-full.toml", &src, 11);
+    assert!(r.counts.unknown > 1000, "unknown = {}", r.counts.unknown);
+    assert_failure(&failures, "unknown = ");
+}

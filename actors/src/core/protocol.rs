@@ -1222,6 +1222,22 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// The answer a node gives at once, without handing the request to a
+    /// core, when it cannot take the request in now (its inbox is nearly
+    /// full): `busy` for an IM submission, which the client may retry and
+    /// which nothing was kept of. `None` for every other message: those
+    /// wait for room (a call report is taken whatever the load; node
+    /// traffic is paced end to end).
+    pub fn busy_answer(&self) -> Option<Msg> {
+        match self {
+            Msg::SubmitIm { im } => Some(Msg::ImRejected {
+                id: im.id.clone(),
+                reason: RejectReason::Busy,
+            }),
+            _ => None,
+        }
+    }
+
     /// A short name for traces and logs.
     pub fn name(&self) -> &'static str {
         match self {

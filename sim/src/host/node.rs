@@ -19,7 +19,6 @@ use holdfast_actors::core::reactor::{Cores, Input, Io, Persisted, Reactor, Stop}
 use holdfast_actors::core::settings::{Sabotage, Settings};
 use holdfast_actors::core::store_keys::{self, Row, DB_ROW, STORE_DAMAGED};
 use holdfast_host::disk::{Disk, DiskError};
-use holdfast_host::liveness::Liveness;
 pub use holdfast_host::store::store_file;
 use holdfast_host::store::{Damage, LogStore};
 use holdfast_host::transport::{outbound_capacity, Network};
@@ -412,9 +411,7 @@ pub async fn run_node(spec: Arc<NodeSpec>, shared: NodeShared) {
         spec.link.clone(),
         outbound_capacity(spec.settings.transfer_window),
     );
-    net.set_liveness(Liveness::new(Duration::from_millis(
-        spec.settings.link_timeout,
-    )));
+    net.apply_settings(&spec.settings);
     let mut listening = false;
     loop {
         // Open every store first: a node that cannot read its disk does
