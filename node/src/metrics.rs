@@ -512,4 +512,39 @@ mod tests {
         }
         assert!(used > 20, "the dashboard queries {used} metrics");
     }
+
+    /// docs/operations.md names every metric family a node may expose
+    /// (a histogram by its own name, not its `_bucket` samples), and no
+    /// other.
+    #[test]
+    fn the_operations_guide_documents_every_metric() {
+        let doc = include_str!("../../docs/operations.md");
+        let mut missing: Vec<String> = family_names()
+            .into_iter()
+            .map(|n| {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| n.strip_suffix(s));
+                base.map_or(n.clone(), str::to_string)
+            })
+            .filter(|n| !doc.contains(&format!("`{n}`")) && !doc.contains(&format!("`{n}{{")))
+            .collect();
+        missing.dedup();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+        // And names no metric that does not exist.
+        let known: Vec<String> = family_names();
+        let unknown: Vec<&str> = doc
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|code| code.split('{').next().unwrap_or(code))
+            .filter(|name| name.starts_with("holdfast_"))
+            .filter(|name| {
+                !known
+                    .iter()
+                    .any(|k| k == name || k.strip_suffix("_bucket") == Some(name))
+            })
+            .collect();
+        assert!(unknown.is_empty(), "docs/operations.md names {unknown:?}");
+    }
 }
