@@ -18,8 +18,9 @@ resend_interval = "500ms"
 "#;
 
 /// `load` exits 0 only when every IM was accepted: with a front end down,
-/// its IMs get no answer and the command says so with exit 1. Before, it
-/// printed "accepted 0 … no answer 10" and exited 0.
+/// its IMs get no answer and the command says so with exit 1, naming the
+/// address that refused the connection. Before, it printed "accepted 0 …
+/// no answer 10" and exited 0.
 #[test]
 fn load_exits_non_zero_unless_every_im_is_accepted() {
     let mut c = TestCluster::start("plain", "");
@@ -36,10 +37,16 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rejected 0 (busy 0), no answer 0"), "{out}");
 
+    let fe1 = c.config.node("fe1").unwrap().listen;
     c.kill("fe1");
     let (code, out, err) = c.cli(&args);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("IMs not accepted"), "{err}");
+    // And it says why: before, only "no answer 10".
+    assert!(
+        err.contains(&format!("connection refused: {fe1} (fe1)")),
+        "{err}"
+    );
 }
 
 /// With `critical_auto_resume = false` a critical-mode shutdown lasts until
