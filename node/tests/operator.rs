@@ -336,3 +336,52 @@ resend_interval = "500ms"
     let archived = c.wait_archive(Duration::from_secs(30), |a| a.len() >= 3);
     assert_eq!(archived.len(), 3, "{archived:?}");
 }
+
+/// Logs are coloured for a person at a terminal only: not through a pipe
+/// (a log file), and not at a terminal with `NO_COLOR` set. The log line
+/// here is the client's own: `im send` to a front end that is down logs
+/// the failed connection at DEBUG.
+#[test]
+fn logs_are_coloured_only_at_a_terminal_without_no_color() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, holdfast::cluster_up::loopback_config("plain", "")).unwrap();
+    let line = format!(
+        "{} im send -c {} --from alice@corp.example --to bob@corp.example x 2>&1",
+        common::exe().display(),
+        config.display()
+    );
+    let run = |terminal: bool, no_color: bool| -> String {
+        let mut c = if terminal {
+            let mut c = Command::new("script");
+            c.args(["-qec", &line, "/dev/null"]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &line]);
+            c
+        };
+        c.env("RUST_LOG", "debug").env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("connect failed"), "no log line: {text:?}");
+        text
+    };
+    let piped = run(false, false);
+    assert!(!piped.contains('\u{1b}'), "colour in a pipe: {piped:?}");
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` to run at a terminal: that part is skipped");
+        return;
+    }
+    let coloured = run(true, false);
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour at a terminal: {coloured:?}"
+    );
+    let plain = run(true, true);
+    assert!(!plain.contains('\u{1b}'), "colour with NO_COLOR: {plain:?}");
+}
