@@ -547,4 +547,25 @@ mod tests {
             .collect();
         assert!(unknown.is_empty(), "docs/operations.md names {unknown:?}");
     }
+
+    /// docs/operations.md lists every operator event with the level it is
+    /// logged at.
+    #[test]
+    fn the_operations_guide_lists_every_operator_event_and_its_level() {
+        use holdfast_actors::core::operator::Severity;
+        let doc = include_str!("../../docs/operations.md");
+        let missing: Vec<String> = OperatorEvent::ALL
+            .iter()
+            .map(|e| {
+                let level = match e.severity() {
+                    Severity::Info => "INFO",
+                    Severity::Warn => "WARN",
+                    Severity::Error => "ERROR",
+                };
+                format!("| `{}` | {level} |", e.name())
+            })
+            .filter(|row| !doc.contains(row.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+    }
 }
