@@ -385,3 +385,57 @@ fn logs_are_coloured_only_at_a_terminal_without_no_color() {
     let plain = run(true, true);
     assert!(!plain.contains('\u{1b}'), "colour with NO_COLOR: {plain:?}");
 }
+
+/// Warnings about misbehaving connections are limited: a burst of 60
+/// connections sending garbage writes at most 20 warning lines in a
+/// period, and the first warning of the next period says how many were
+/// left out.
+#[test]
+fn repeated_connection_warnings_are_rate_limited() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let c = TestCluster::start("plain", "");
+    let fe1 = c.config.node("fe1").unwrap().listen;
+    let garbage = |n: usize| {
+        for _ in 0..n {
+            let mut s = std::net::TcpStream::connect(fe1).unwrap();
+            // A frame header claiming 4 GiB: refused as soon as it is read.
+            s.write_all(b"\xff\xff\xff\xffnot a frame").unwrap();
+        }
+    };
+    let start = Instant::now();
+    garbage(60);
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("closing connection"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while warned(&c.log("fe1")) < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = c.log("fe1");
+    assert_eq!(warned(&log), 20, "{log}");
+    assert!(!log.contains("left out"), "{log}");
+
+    // The next period begins with the count.
+    std::thread::sleep(
+        Duration::from_secs(10).saturating_sub(start.elapsed()) + Duration::from_millis(500),
+    );
+    garbage(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = c.log("fe1");
+        if log.contains("more connection warnings were left out") {
+            assert!(log.contains("left_out=40"), "{log}");
+            assert_eq!(warned(&log), 21, "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no count of lines left out: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
