@@ -87,6 +87,15 @@ fn an_operator_ends_a_shutdown_that_does_not_end_by_itself() {
     c.start_node("arch1");
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(shut_down(&c), "fe1 resumed by itself");
+    // Every node is up, and `status` says fe1 is not well: exit 1.
+    let (code, out, err) = c.cli(&["status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fe1") && l.contains("SHUT DOWN")),
+        "{out}"
+    );
+    assert!(err.contains("nodes not well"), "{err}");
 
     let resume = ["critical", "resume", "--node", "fe1"];
     let (code, out, err) = c.cli(&[&resume[..], &["--as", "alice@corp.example"]].concat());
