@@ -298,13 +298,17 @@ impl Metrics {
                 answers,
             );
         }
-        let quota = Gauge::<i64>::default();
-        quota.set(self.queue_quota as i64);
-        registry.register(
-            "holdfast_queue_quota_bytes",
-            "quota of a front end's outgoing queue",
-            quota,
-        );
+        // Only where there is such a queue: on other nodes the figure
+        // would read as a quota of theirs.
+        if self.actors.contains(&ActorKind::OutgoingQueue) {
+            let quota = Gauge::<i64>::default();
+            quota.set(self.queue_quota as i64);
+            registry.register(
+                "holdfast_queue_quota_bytes",
+                "quota of a front end's outgoing queue",
+                quota,
+            );
+        }
         let events = Family::<Labels, Counter>::default();
         // By stable name, as before the events were typed.
         let counts: BTreeMap<&'static str, u64> = lock(&self.events)

@@ -448,3 +448,110 @@ fn repeated_connection_warnings_are_rate_limited() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The example config (every role: front ends, archiving server,
+/// database, Channel servers, Lookup, chat store, Web service, Compliance
+/// service) on free ports.
+fn every_role_config() -> String {
+    let mut text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cluster.toml"
+    ))
+    .unwrap();
+    let ports: Vec<String> = text
+        .split('"')
+        .filter_map(|s| s.strip_prefix("127.0.0.1:"))
+        .map(str::to_string)
+        .collect();
+    // Placeholders first: a free port written in place of one must never
+    // contain another still to be replaced.
+    for (i, port) in ports.iter().enumerate() {
+        text = text.replace(
+            &format!("127.0.0.1:{port}\""),
+            &format!("127.0.0.1:<port{i}>\""),
+        );
+    }
+    for i in 0..ports.len() {
+        let free = holdfast::cluster_up::free_port().unwrap();
+        text = text.replace(&format!("<port{i}>"), &free.to_string());
+    }
+    text
+}
+
+/// Every role, not only the archiving path, serves `/metrics` that a real
+/// OpenMetrics parser accepts, with what its role holds as gauges,
+/// `/healthz`, and `/readyz` 200 once its peers are up. Before, only a
+/// front end, an archiving server and a database were parsed, and a Web
+/// service reported no gauge at all (its compliance outbox, which
+/// `status` promises) while every node exposed a front end's queue quota.
+#[test]
+fn every_role_serves_parseable_metrics_health_and_readiness() {
+    use openmetrics_parser::openmetrics::parse_openmetrics;
+    use openmetrics_parser::OpenMetricsType;
+    use std::time::{Duration, Instant};
+    let c = TestCluster::start_with("tls", every_role_config);
+    let get = |node: &str, path: &str| -> (u16, String) {
+        let addr = c
+            .config
+            .node(node)
+            .unwrap()
+            .metrics
+            .expect("a metrics address");
+        match ureq::get(&format!("http://{addr}{path}")).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{node}{path}: {e}"),
+        }
+    };
+    let names: Vec<String> = c.config.nodes.iter().map(|n| n.name.clone()).collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &names {
+        loop {
+            let (code, body) = get(node, "/readyz");
+            if code == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{node} not ready: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(get(node, "/healthz").0, 200, "{node}");
+    }
+    // The gauges are sampled once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let gauge = |node: &str| match node {
+        "fe1" | "fe2" => "holdfast_outgoing_depth",
+        "arch1" => "holdfast_destination_depth",
+        "db1" => "holdfast_archived_rows",
+        "ch1" | "ch2" => "holdfast_chat_sessions",
+        "lookup1" => "holdfast_channels_known",
+        "chatdb" => "holdfast_chat_posts",
+        "web1" => "holdfast_compliance_outbox",
+        "comp1" => "holdfast_compliance_staged",
+        other => panic!("a node of no known role: {other}"),
+    };
+    for node in &names {
+        let (code, text) = get(node, "/metrics");
+        assert_eq!(code, 200, "{node}");
+        let parsed = parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("{node}: not OpenMetrics: {e:?}\n{text}"));
+        let kind = |family: &str| parsed.families.get(family).map(|f| f.family_type);
+        assert_eq!(
+            kind("holdfast_fsyncs"),
+            Some(OpenMetricsType::Counter),
+            "{node}"
+        );
+        assert_eq!(
+            kind(gauge(node)),
+            Some(OpenMetricsType::Gauge),
+            "{node}: {}\n{text}",
+            gauge(node)
+        );
+        // A front end's queue quota only where there is such a queue.
+        assert_eq!(
+            kind("holdfast_queue_quota_bytes").is_some(),
+            node.starts_with("fe"),
+            "{node}"
+        );
+    }
+}
