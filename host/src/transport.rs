@@ -34,7 +34,7 @@ use holdfast_actors::core::identity::Principal;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::Envelope;
 use holdfast_actors::core::settings::Settings;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -56,6 +56,29 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
     #[error("no route to node {0:?}: not in the address book and not connected")]
     NoRoute(String),
+}
+
+/// Why the last attempt to connect to a server peer failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConnectFailure {
+    /// Nothing listens at the address.
+    #[error("connection refused: {addr}")]
+    Refused { addr: SocketAddr },
+    /// Any other failure: a timeout, no route, a handshake refused.
+    #[error("cannot connect to {addr}: {error}")]
+    Other { addr: SocketAddr, error: String },
+}
+
+impl ConnectFailure {
+    fn new(addr: SocketAddr, e: &std::io::Error) -> ConnectFailure {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused { addr },
+            _ => ConnectFailure::Other {
+                addr,
+                error: e.to_string(),
+            },
+        }
+    }
 }
 
 /// A byte stream a connection runs over (plain TCP, or TLS over TCP).
@@ -348,9 +371,12 @@ pub struct Network {
     refused: AtomicU64,
     /// Client requests answered busy by a reader (see [`SHED_RESERVE`]).
     shed: AtomicU64,
-    /// Server peers whose last connection attempt failed (cleared by the
-    /// next connection that succeeds): what readiness checks report.
-    unreachable: Mutex<BTreeSet<String>>,
+    /// Server peers whose last connection attempt failed, and why
+    /// (cleared by the next connection that succeeds): what readiness
+    /// checks report.
+    unreachable: Mutex<BTreeMap<String, ConnectFailure>>,
+    /// Woken at every failed connection attempt.
+    failure_notice: tokio::sync::Notify,
 }
 
 impl Network {
@@ -398,7 +424,8 @@ impl Network {
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             shed: AtomicU64::new(0),
-            unreachable: Mutex::new(BTreeSet::new()),
+            unreachable: Mutex::new(BTreeMap::new()),
+            failure_notice: tokio::sync::Notify::new(),
         })
     }
 
@@ -510,7 +537,30 @@ impl Network {
     /// Whether the last attempt to connect to `peer` failed (a peer never
     /// tried is not known to be unreachable).
     pub fn unreachable(&self, peer: &str) -> bool {
-        lock(&self.unreachable).contains(peer)
+        lock(&self.unreachable).contains_key(peer)
+    }
+
+    /// Why the last attempt to connect to `peer` failed, if it did.
+    pub fn connect_failed(&self, peer: &str) -> Option<ConnectFailure> {
+        lock(&self.unreachable).get(peer).cloned()
+    }
+
+    /// Returns when an attempt to connect to `peer` fails (at once if the
+    /// last one did), with the reason: a client that sent `peer` a
+    /// request learns at once that it cannot arrive, instead of waiting
+    /// for an answer until its timeout.
+    pub async fn connect_failure(&self, peer: &str) -> ConnectFailure {
+        loop {
+            let failed = self.failure_notice.notified();
+            tokio::pin!(failed);
+            // Registered before the check: a failure between the two is
+            // not missed.
+            failed.as_mut().enable();
+            if let Some(f) = self.connect_failed(peer) {
+                return f;
+            }
+            failed.await;
+        }
     }
 
     /// Client requests answered busy because the inbox was nearly full
@@ -725,7 +775,8 @@ impl Network {
                     s
                 }
                 Err(e) => {
-                    lock(&self.unreachable).insert(peer.clone());
+                    lock(&self.unreachable).insert(peer.clone(), ConnectFailure::new(addr, &e));
+                    self.failure_notice.notify_waiters();
                     tracing::debug!(node = %self.me, %peer, error = %e, "connect failed; retrying");
                     // The peer is unreachable: what queued for it is stale
                     // by the time it is back (the protocols above resend).

@@ -52,6 +52,24 @@ pub struct BenchReport {
     pub archive_ms: [u64; 3],
 }
 
+impl BenchReport {
+    /// What makes the run a failure rather than a measurement: no IM
+    /// accepted, or accepted IMs missing from the archive when the wait
+    /// for them ended.
+    pub fn shortfall(&self) -> Option<String> {
+        if self.accepted == 0 {
+            return Some(format!("none of {} IMs was accepted", self.sent));
+        }
+        (self.archived < self.accepted).then(|| {
+            format!(
+                "{} of {} accepted IMs are not in the archive",
+                self.accepted - self.archived,
+                self.accepted
+            )
+        })
+    }
+}
+
 fn pct(h: &Histogram<u64>) -> [u64; 3] {
     if h.is_empty() {
         return [0; 3];
@@ -426,5 +444,42 @@ async fn retention(
     match answer {
         Msg::RetentionState { purge, .. } => Ok(purge),
         other => Err(format!("db1 refused: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BenchReport;
+
+    fn report(sent: u64, accepted: u64, archived: u64) -> BenchReport {
+        BenchReport {
+            offered_rate: 100.0,
+            links: "plain".into(),
+            sent,
+            accepted,
+            rejected: sent - accepted,
+            busy: 0,
+            unknown: 0,
+            accepted_per_s: 0.0,
+            archived,
+            archived_per_s: 0.0,
+            accept_us: [0; 3],
+            archive_ms: [0; 3],
+        }
+    }
+
+    /// Busy answers under overload are a measurement; an accepted IM not
+    /// archived, or nothing accepted at all, is a failure.
+    #[test]
+    fn a_run_fails_when_accepted_ims_are_not_archived_or_none_was_accepted() {
+        assert_eq!(report(100, 60, 60).shortfall(), None);
+        assert_eq!(
+            report(100, 60, 59).shortfall().as_deref(),
+            Some("1 of 60 accepted IMs are not in the archive")
+        );
+        assert_eq!(
+            report(100, 0, 0).shortfall().as_deref(),
+            Some("none of 100 IMs was accepted")
+        );
     }
 }

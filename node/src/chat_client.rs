@@ -4,6 +4,7 @@
 
 use crate::client::{client_identity, connection_name};
 use crate::config::Config;
+use crate::reach::{answer_from, CannotReach};
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::protocol::chat::{
@@ -23,6 +24,36 @@ pub struct ChatClient {
     channel: String,
     timeout: Duration,
     web: Option<String>,
+}
+
+/// Why a chat request did not get the answer it wanted.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The Lookup instance, the Channel server or the Web service could
+    /// not be reached, or did not answer in time.
+    #[error(transparent)]
+    CannotReach(#[from] CannotReach),
+    /// The cluster refused the request about `what` (a room, a post, or
+    /// nothing in particular when empty).
+    #[error("{}{}", if .what.is_empty() { String::new() } else { format!("{}: ", .what) }, describe(.reason))]
+    Rejected { what: String, reason: ChatReject },
+    /// Not set up (no credential, no such node), or refused by the Web
+    /// service.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for ChatError {
+    fn from(e: String) -> ChatError {
+        ChatError::Other(e)
+    }
+}
+
+fn rejected(what: &str, reason: ChatReject) -> ChatError {
+    ChatError::Rejected {
+        what: what.to_string(),
+        reason,
+    }
 }
 
 fn describe(r: &ChatReject) -> String {
@@ -51,7 +82,7 @@ impl ChatClient {
         user: &str,
         channel: Option<&str>,
         timeout: Duration,
-    ) -> Result<ChatClient, String> {
+    ) -> Result<ChatClient, ChatError> {
         // Presents `user`'s credential on TLS links; the connection's name
         // carries the principal (unguessable, so that no other client can
         // take over its replies).
@@ -65,7 +96,7 @@ impl ChatClient {
         role: Role,
         channel: Option<&str>,
         timeout: Duration,
-    ) -> Result<ChatClient, String> {
+    ) -> Result<ChatClient, ChatError> {
         let (principal, link) = client_identity(config, user, &[role])?;
         let me = connection_name(&principal);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -91,65 +122,129 @@ impl ChatClient {
         };
         if let Some(ch) = channel {
             if !config.pool.channels.iter().any(|c| c == ch) {
-                return Err(format!("{ch} is not a Channel server of the config"));
+                return Err(format!("{ch} is not a Channel server of the config").into());
             }
             c.channel = ch.to_string();
             return Ok(c);
         }
         if config.pool.lookups.is_empty() {
-            return Err("the config has no Lookup instance (no group chat)".into());
+            return Err(ChatError::Other(
+                "the config has no Lookup instance (no group chat)".into(),
+            ));
         }
+        let mut unreached = Vec::new();
         for lookup in &config.pool.lookups {
             c.send(
                 Addr::new(lookup.clone(), ActorKind::Lookup),
                 Msg::FindChannel,
             )?;
             match c
-                .next(|m| matches!(m, Msg::ChannelAssigned { .. } | Msg::NoChannel))
+                .next(lookup, "FindChannel", |m| {
+                    matches!(m, Msg::ChannelAssigned { .. } | Msg::NoChannel)
+                })
                 .await
             {
-                Some(Msg::ChannelAssigned { channel }) => {
+                Ok(Msg::ChannelAssigned { channel }) => {
                     c.channel = channel;
                     return Ok(c);
                 }
-                Some(_) => return Err("no Channel server is in rotation; try again later".into()),
-                None => continue, // this Lookup did not answer: the next one
+                Ok(_) => {
+                    return Err(ChatError::Other(
+                        "no Channel server is in rotation; try again later".into(),
+                    ))
+                }
+                // This Lookup cannot be reached: the next one.
+                Err(ChatError::CannotReach(e)) => unreached.push(e),
+                Err(e) => return Err(e),
             }
         }
-        Err("no Lookup instance answered".into())
+        Err(match <[CannotReach; 1]>::try_from(unreached) {
+            Ok([only]) => only,
+            Err(each) => CannotReach::NoneOf {
+                what: "no Lookup instance answered".into(),
+                each,
+            },
+        }
+        .into())
     }
 
     pub fn channel(&self) -> &str {
         &self.channel
     }
 
-    fn send(&self, to: Addr, msg: Msg) -> Result<(), String> {
+    fn send(&self, to: Addr, msg: Msg) -> Result<(), ChatError> {
         let env = Envelope {
             from: Addr::new(self.me.clone(), ActorKind::Client),
             to,
             id: 0,
             msg,
         };
-        self.net.send(env).map_err(|e| e.to_string())
+        self.net
+            .send(env)
+            .map_err(|e| ChatError::Other(e.to_string()))
     }
 
-    fn to_channel(&self, msg: Msg) -> Result<(), String> {
+    fn to_channel(&self, msg: Msg) -> Result<(), ChatError> {
         self.send(Addr::new(self.channel.clone(), ActorKind::Channel), msg)
     }
 
-    /// The next message `want` accepts, within the timeout; others that
-    /// arrive meanwhile are dropped.
-    async fn next(&mut self, want: impl Fn(&Msg) -> bool) -> Option<Msg> {
+    /// The next envelope before `deadline` (`None`: none came), from
+    /// `node`: an error at once when the connection to it cannot be made.
+    async fn recv(
+        &mut self,
+        node: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Envelope>, CannotReach> {
+        let env = answer_from(&self.net, node, deadline, self.rx.recv()).await?;
+        if let Some(env) = &env {
+            self.net.consumed(env);
+        }
+        Ok(env)
+    }
+
+    /// The next message `want` accepts from `node`, within the timeout;
+    /// others that arrive meanwhile are dropped. No answer in time is
+    /// `node` not answering `what`.
+    async fn next(
+        &mut self,
+        node: &str,
+        what: &str,
+        want: impl Fn(&Msg) -> bool,
+    ) -> Result<Msg, ChatError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let env = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .ok()??;
-            self.net.consumed(&env);
+            let Some(env) = self.recv(node, deadline).await? else {
+                return Err(CannotReach::NoAnswer {
+                    node: node.to_string(),
+                    what: what.to_string(),
+                    timeout: self.timeout,
+                }
+                .into());
+            };
             if want(&env.msg) {
-                return Some(env.msg);
+                return Ok(env.msg);
             }
         }
+    }
+
+    /// [`ChatClient::next`] from the Channel server.
+    async fn channel_answer(
+        &mut self,
+        what: &str,
+        want: impl Fn(&Msg) -> bool,
+    ) -> Result<Msg, ChatError> {
+        let channel = self.channel.clone();
+        self.next(&channel, what, want).await
+    }
+
+    /// No answer from the Channel server to `what` in time.
+    fn channel_silent(&self, what: &str) -> ChatError {
+        CannotReach::NoAnswer {
+            node: self.channel.clone(),
+            what: what.to_string(),
+            timeout: self.timeout,
+        }
+        .into()
     }
 
     /// Joins `room` and returns the posts after `after` (`0`: the
@@ -158,7 +253,7 @@ impl ChatClient {
         &mut self,
         room: &str,
         after: u64,
-    ) -> Result<(Vec<(u64, Post)>, u64), String> {
+    ) -> Result<(Vec<(u64, Post)>, u64), ChatError> {
         self.to_channel(Msg::ChatJoin {
             user: self.user.clone(),
             room: room.to_string(),
@@ -166,11 +261,11 @@ impl ChatClient {
         })?;
         let mut posts = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let channel = self.channel.clone();
         loop {
-            let Ok(Some(env)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
-                return Err(format!("{} did not answer in time", self.channel));
+            let Some(env) = self.recv(&channel, deadline).await? else {
+                return Err(self.channel_silent(&format!("the join of {room}")));
             };
-            self.net.consumed(&env);
             match env.msg {
                 Msg::ChatMessage { seq, post } if post.room == room => posts.push((seq, post)),
                 Msg::ChatJoined { room: r, latest } if r == room => {
@@ -180,7 +275,7 @@ impl ChatClient {
                 }
                 Msg::ChatRejected {
                     room: r, reason, ..
-                } if r == room => return Err(format!("{room}: {}", describe(&reason))),
+                } if r == room => return Err(rejected(room, reason)),
                 _ => {}
             }
         }
@@ -193,7 +288,7 @@ impl ChatClient {
     pub async fn bulk_join(
         &mut self,
         rooms: &[String],
-    ) -> Result<std::collections::BTreeMap<String, (Vec<(u64, Post)>, u64)>, String> {
+    ) -> Result<std::collections::BTreeMap<String, (Vec<(u64, Post)>, u64)>, ChatError> {
         use std::collections::BTreeMap;
         self.to_channel(Msg::ChatBulkJoin {
             user: self.user.clone(),
@@ -202,11 +297,11 @@ impl ChatClient {
         let mut posts: BTreeMap<String, Vec<(u64, Post)>> = BTreeMap::new();
         let mut done = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let channel = self.channel.clone();
         while done.len() < rooms.len() {
-            let Ok(Some(env)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
-                return Err(format!("{} did not answer in time", self.channel));
+            let Some(env) = self.recv(&channel, deadline).await? else {
+                return Err(self.channel_silent("the join"));
             };
-            self.net.consumed(&env);
             match env.msg {
                 Msg::ChatMessage { seq, post } if rooms.contains(&post.room) => {
                     posts
@@ -224,7 +319,7 @@ impl ChatClient {
                     room,
                     reason,
                     post: None,
-                } if rooms.contains(&room) => return Err(format!("{room}: {}", describe(&reason))),
+                } if rooms.contains(&room) => return Err(rejected(&room, reason)),
                 _ => {}
             }
         }
@@ -232,20 +327,21 @@ impl ChatClient {
     }
 
     /// Posts to a joined room; returns its sequence number once stored.
-    pub async fn post(&mut self, room: &str, text: &str) -> Result<u64, String> {
+    pub async fn post(&mut self, room: &str, text: &str) -> Result<u64, ChatError> {
         let id = crate::client::new_id(&self.user);
         self.to_channel(Msg::ChatPost {
             post: id.clone(),
             room: room.to_string(),
             text: text.to_string(),
         })?;
+        let what = format!("post {id} (it may or may not be stored)");
         match self
-            .next(|m| matches!(m, Msg::ChatPosted { post, .. } | Msg::ChatRejected { post: Some(post), .. } if *post == id))
-            .await
+            .channel_answer(&what, |m| matches!(m, Msg::ChatPosted { post, .. } | Msg::ChatRejected { post: Some(post), .. } if *post == id))
+            .await?
         {
-            Some(Msg::ChatPosted { seq, .. }) => Ok(seq),
-            Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
-            _ => Err(format!("no answer in time for post {id}: it may or may not be stored")),
+            Msg::ChatPosted { seq, .. } => Ok(seq),
+            Msg::ChatRejected { reason, .. } => Err(rejected(room, reason)),
+            _ => unreachable!("filtered by channel_answer"),
         }
     }
 
@@ -255,37 +351,37 @@ impl ChatClient {
         &mut self,
         room: &str,
         download: Option<String>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, ChatError> {
         self.to_channel(Msg::FileTokenRequest {
             room: room.to_string(),
             download,
         })?;
         match self
-            .next(|m| matches!(m, Msg::FileToken { room: r, .. } | Msg::ChatRejected { room: r, .. } if r == room))
-            .await
+            .channel_answer("FileTokenRequest", |m| matches!(m, Msg::FileToken { room: r, .. } | Msg::ChatRejected { room: r, .. } if r == room))
+            .await?
         {
-            Some(Msg::FileToken { token, .. }) => Ok(token),
-            Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
-            _ => Err(format!("{} gave no file token in time", self.channel)),
+            Msg::FileToken { token, .. } => Ok(token),
+            Msg::ChatRejected { reason, .. } => Err(rejected(room, reason)),
+            _ => unreachable!("filtered by channel_answer"),
         }
     }
 
-    fn web(&self) -> Result<Addr, String> {
+    fn web(&self) -> Result<Addr, ChatError> {
         self.web
             .clone()
             .map(|w| Addr::new(w, ActorKind::Web))
-            .ok_or_else(|| "the config has no web node".to_string())
+            .ok_or_else(|| ChatError::Other("the config has no web node".into()))
     }
 
-    async fn web_answer(&mut self) -> Result<Msg, String> {
-        self.next(|m| {
+    async fn web_answer(&mut self, what: &str) -> Result<Msg, ChatError> {
+        let web = self.web()?.node;
+        self.next(&web, what, |m| {
             matches!(
                 m,
                 Msg::FileStored { .. } | Msg::FileData { .. } | Msg::FileRefused { .. }
             )
         })
         .await
-        .ok_or_else(|| "the Web service did not answer in time".to_string())
     }
 
     /// Uploads a file to a joined room; returns its id and size once stored.
@@ -294,7 +390,7 @@ impl ChatClient {
         room: &str,
         name: &str,
         data: Vec<u8>,
-    ) -> Result<(String, u64), String> {
+    ) -> Result<(String, u64), ChatError> {
         let token = self.file_token(room, None).await?;
         self.send(
             self.web()?,
@@ -304,21 +400,25 @@ impl ChatClient {
                 data,
             },
         )?;
-        match self.web_answer().await? {
+        match self.web_answer("the upload").await? {
             Msg::FileStored { file, size, .. } => Ok((file, size)),
-            Msg::FileRefused { reason } => Err(format!("upload refused: {reason}")),
-            _ => Err("unexpected answer".into()),
+            Msg::FileRefused { reason } => Err(format!("upload refused: {reason}").into()),
+            _ => Err(ChatError::Other("unexpected answer".into())),
         }
     }
 
     /// Downloads a file of a joined room: its name and content.
-    pub async fn download(&mut self, room: &str, file: &str) -> Result<(String, Vec<u8>), String> {
+    pub async fn download(
+        &mut self,
+        room: &str,
+        file: &str,
+    ) -> Result<(String, Vec<u8>), ChatError> {
         let token = self.file_token(room, Some(file.to_string())).await?;
         self.send(self.web()?, Msg::FileDownload { token })?;
-        match self.web_answer().await? {
+        match self.web_answer("the download").await? {
             Msg::FileData { name, data, .. } => Ok((name, data)),
-            Msg::FileRefused { reason } => Err(format!("download refused: {reason}")),
-            _ => Err("unexpected answer".into()),
+            Msg::FileRefused { reason } => Err(format!("download refused: {reason}").into()),
+            _ => Err(ChatError::Other("unexpected answer".into())),
         }
     }
 
@@ -329,25 +429,23 @@ impl ChatClient {
         msg: Msg,
         room: &str,
         want: impl Fn(&Msg) -> bool,
-    ) -> Result<Msg, String> {
+    ) -> Result<Msg, ChatError> {
         let what = msg.name();
         self.to_channel(msg)?;
         match self
-            .next(|m| {
+            .channel_answer(what, |m| {
                 want(m) || matches!(m, Msg::ChatRejected { room: r, post: None, .. } if r == room)
             })
-            .await
+            .await?
         {
-            Some(Msg::ChatRejected { reason, .. }) if room.is_empty() => Err(describe(&reason)),
-            Some(Msg::ChatRejected { reason, .. }) => Err(format!("{room}: {}", describe(&reason))),
-            Some(m) => Ok(m),
-            None => Err(format!("{} did not answer {what} in time", self.channel)),
+            Msg::ChatRejected { reason, .. } => Err(rejected(room, reason)),
+            m => Ok(m),
         }
     }
 
     /// Opens the session: the rooms the user follows, each with its latest
     /// sequence number.
-    pub async fn hello(&mut self) -> Result<Vec<(RoomId, u64)>, String> {
+    pub async fn hello(&mut self) -> Result<Vec<(RoomId, u64)>, ChatError> {
         let msg = Msg::ChatHello {
             user: self.user.clone(),
         };
@@ -361,7 +459,12 @@ impl ChatClient {
     }
 
     /// Creates a room (`create`) or changes one; returns its new version.
-    pub async fn save_room(&mut self, room: &str, info: Room, create: bool) -> Result<u64, String> {
+    pub async fn save_room(
+        &mut self,
+        room: &str,
+        info: Room,
+        create: bool,
+    ) -> Result<u64, ChatError> {
         let msg = Msg::RoomSave {
             room: room.to_string(),
             info: Box::new(info),
@@ -381,7 +484,7 @@ impl ChatClient {
     }
 
     /// A room's description (members only for its members).
-    pub async fn room(&mut self, room: &str) -> Result<Room, String> {
+    pub async fn room(&mut self, room: &str) -> Result<Room, ChatError> {
         let msg = Msg::RoomGet {
             room: room.to_string(),
         };
@@ -399,7 +502,7 @@ impl ChatClient {
     }
 
     /// `chansrch`, `getassociations` or `getinv`.
-    pub async fn find(&mut self, query: RoomQuery) -> Result<Vec<RoomSummary>, String> {
+    pub async fn find(&mut self, query: RoomQuery) -> Result<Vec<RoomSummary>, ChatError> {
         let q = query.clone();
         match self
             .request(
@@ -414,7 +517,7 @@ impl ChatClient {
         }
     }
 
-    pub async fn follow(&mut self, room: &str, follow: bool) -> Result<(), String> {
+    pub async fn follow(&mut self, room: &str, follow: bool) -> Result<(), ChatError> {
         let msg = Msg::ChatFollow {
             room: room.to_string(),
             follow,
@@ -429,7 +532,7 @@ impl ChatClient {
     }
 
     /// Who is in the room now, across the pool.
-    pub async fn who(&mut self, room: &str) -> Result<Vec<String>, String> {
+    pub async fn who(&mut self, room: &str) -> Result<Vec<String>, ChatError> {
         let msg = Msg::ChatWho {
             room: room.to_string(),
         };
@@ -448,7 +551,7 @@ impl ChatClient {
 
     /// Disables (or enables) a room, as an operator; returns its new
     /// directory version.
-    pub async fn disable_room(&mut self, room: &str, disabled: bool) -> Result<u64, String> {
+    pub async fn disable_room(&mut self, room: &str, disabled: bool) -> Result<u64, ChatError> {
         let msg = Msg::RoomDisable {
             room: room.to_string(),
             disabled,
@@ -468,7 +571,7 @@ impl ChatClient {
 
     /// Clears a room's posts (those before `before`, ms, if given), as an
     /// operator; returns the last number the clear covers.
-    pub async fn clear_room(&mut self, room: &str, before: Option<u64>) -> Result<u64, String> {
+    pub async fn clear_room(&mut self, room: &str, before: Option<u64>) -> Result<u64, ChatError> {
         let msg = Msg::RoomClear {
             room: room.to_string(),
             before,
@@ -487,35 +590,46 @@ impl ChatClient {
     }
 
     /// Replaces a post's text, as an operator; returns its room and number.
-    pub async fn replace_post(&mut self, post: &str, text: &str) -> Result<(String, u64), String> {
+    pub async fn replace_post(
+        &mut self,
+        post: &str,
+        text: &str,
+    ) -> Result<(String, u64), ChatError> {
         self.to_channel(Msg::PostReplace {
             post: post.to_string(),
             text: text.to_string(),
         })?;
         match self
-            .next(|m| matches!(m, Msg::PostReplaced { post: p, .. } | Msg::ChatRejected { post: Some(p), .. } if p == post))
-            .await
+            .channel_answer("PostReplace", |m| matches!(m, Msg::PostReplaced { post: p, .. } | Msg::ChatRejected { post: Some(p), .. } if p == post))
+            .await?
         {
-            Some(Msg::PostReplaced { room, seq, .. }) => Ok((room, seq)),
-            Some(Msg::ChatRejected { reason, .. }) => Err(format!("post {post}: {}", describe(&reason))),
-            _ => Err(format!("{} did not answer PostReplace in time", self.channel)),
+            Msg::PostReplaced { room, seq, .. } => Ok((room, seq)),
+            Msg::ChatRejected { reason, .. } => Err(rejected(&format!("post {post}"), reason)),
+            _ => unreachable!("filtered by channel_answer"),
         }
     }
 
     /// Asks for the posts of a joined room after `after` (they arrive as
     /// posts).
-    pub fn sync(&self, room: &str, after: u64) -> Result<(), String> {
+    pub fn sync(&self, room: &str, after: u64) -> Result<(), ChatError> {
         self.to_channel(Msg::ChatSync {
             room: room.to_string(),
             after,
         })
     }
 
-    /// Waits for the next post of any joined room.
-    pub async fn next_post(&mut self) -> Option<(u64, Post)> {
-        match self.next(|m| matches!(m, Msg::ChatMessage { .. })).await {
-            Some(Msg::ChatMessage { seq, post }) => Some((seq, post)),
-            _ => None,
+    /// Waits for the next post of any joined room, up to the timeout
+    /// (`None`: quiet); an error when the Channel server cannot be
+    /// reached.
+    pub async fn next_post(&mut self) -> Result<Option<(u64, Post)>, ChatError> {
+        match self
+            .channel_answer("", |m| matches!(m, Msg::ChatMessage { .. }))
+            .await
+        {
+            Ok(Msg::ChatMessage { seq, post }) => Ok(Some((seq, post))),
+            Err(ChatError::CannotReach(CannotReach::NoAnswer { .. })) => Ok(None),
+            Err(e) => Err(e),
+            Ok(_) => unreachable!("filtered by channel_answer"),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::config::{Config, LinkMode};
 use crate::lock;
+use crate::reach::{answer_from, CannotReach};
 use crate::tls::{Credential, TlsLink};
 use hdrhistogram::Histogram;
 use holdfast_actors::core::identity::{check_user_name, Principal, Role};
@@ -176,8 +177,50 @@ impl Client {
             .clone())
     }
 
-    /// Submits one IM and waits up to `timeout` for the answer.
+    /// The front ends the last attempt to connect to failed, and why
+    /// (`connection refused: 127.0.0.1:8101 (fe1)`), over every sender's
+    /// connection: what a load with IMs unanswered tells the operator.
+    pub fn unreachable_front_ends(&self) -> Vec<CannotReach> {
+        let nets: Vec<Arc<Network>> = lock(&self.senders).values().cloned().collect();
+        let mut found: BTreeMap<String, CannotReach> = BTreeMap::new();
+        for fe in self.config.front_ends() {
+            for net in &nets {
+                if let Some(failure) = net.connect_failed(&fe.name) {
+                    found
+                        .entry(fe.name.clone())
+                        .or_insert(CannotReach::Connect {
+                            node: fe.name.clone(),
+                            failure,
+                        });
+                }
+            }
+        }
+        found.into_values().collect()
+    }
+
+    /// Submits one IM and waits up to `timeout` for the answer (through
+    /// connection failures: the transport retries, and an IM that reaches
+    /// the front end meanwhile is answered).
     pub async fn send_im(&self, im: Im, timeout: Duration) -> Result<Outcome, String> {
+        self.submit(im, timeout, false)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Submits one IM for a one-off command: as [`Client::send_im`], but
+    /// gives up at once when the connection to the sender's front end
+    /// cannot be made (`connection refused: 127.0.0.1:8101 (fe1)`), rather
+    /// than waiting out `timeout` for an answer that cannot come.
+    pub async fn send_im_once(&self, im: Im, timeout: Duration) -> Result<Outcome, SendError> {
+        self.submit(im, timeout, true).await
+    }
+
+    async fn submit(
+        &self,
+        im: Im,
+        timeout: Duration,
+        fail_fast: bool,
+    ) -> Result<Outcome, SendError> {
         let home = self
             .config
             .home(&im.from)
@@ -190,36 +233,42 @@ impl Client {
         lock(&self.waiting).insert(id.clone(), tx);
         let env = Envelope {
             from: Addr::new(net.me().to_string(), ActorKind::Client),
-            to: Addr::new(home, ActorKind::FrontEnd),
+            to: Addr::new(home.clone(), ActorKind::FrontEnd),
             id: 0,
             msg: Msg::SubmitIm { im },
         };
-        net.send(env).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            _ => {
-                lock(&self.waiting).remove(&id);
-                Ok(Outcome::Unknown)
-            }
+        net.send(env).map_err(|e| SendError::Setup(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let answer = async { rx.await.ok() };
+        let got = if fail_fast {
+            answer_from(&net, &home, deadline, answer).await
+        } else {
+            Ok(tokio::time::timeout_at(deadline, answer)
+                .await
+                .ok()
+                .flatten())
+        };
+        if !matches!(got, Ok(Some(_))) {
+            lock(&self.waiting).remove(&id);
         }
+        Ok(got?.unwrap_or(Outcome::Unknown))
     }
 }
 
-/// Why a node at `addr` gave no answer, if the reason is that it cannot
-/// be reached: `connection refused: 127.0.0.1:8101`, or another
-/// connection error naming the address. `None` when something accepts
-/// connections there (the node is up but did not answer in time). Asked
-/// only after a request went unanswered, so a node that answers never
-/// sees the probe.
-pub async fn unreachable(addr: std::net::SocketAddr) -> Option<String> {
-    let connect = tokio::net::TcpStream::connect(addr);
-    match tokio::time::timeout(Duration::from_secs(3), connect).await {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Some(format!("connection refused: {addr}"))
-        }
-        Ok(Err(e)) => Some(format!("cannot connect to {addr}: {e}")),
-        Err(_) => Some(format!("no connection to {addr} within 3 s")),
+/// Why an IM could not be submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No credential, a sender homed nowhere: nothing was sent.
+    #[error("{0}")]
+    Setup(String),
+    /// The front end could not be reached.
+    #[error(transparent)]
+    CannotReach(#[from] CannotReach),
+}
+
+impl From<String> for SendError {
+    fn from(e: String) -> SendError {
+        SendError::Setup(e)
     }
 }
 

@@ -201,8 +201,9 @@ impl From<String> for UpError {
 }
 
 /// Starts every node of the config and runs until SIGTERM or Ctrl-C. A
-/// node that does not listen stops every node started and fails, unless
-/// `keep_going`: then the others run on without it.
+/// node that does not listen, or exits while the cluster runs, stops
+/// every node started and fails, unless `keep_going`: then the others run
+/// on without it, and the command fails when they are stopped.
 pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
     ensure_certs(config)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -215,6 +216,9 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
         "node", "roles", "listen", "metrics"
     );
     let mut failed = Vec::new();
+    // The nodes that did not come up or exited: with --keep-going the
+    // command still fails in the end.
+    let mut lost: Vec<String> = Vec::new();
     for (n, p) in config.nodes.iter().zip(nodes.iter_mut()) {
         let roles: Vec<String> = n.roles.iter().map(|r| format!("{r:?}")).collect();
         let ready = p.wait_ready(Duration::from_secs(30));
@@ -235,6 +239,7 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
         );
         if let Err(e) = ready {
             failed.push(e);
+            lost.push(n.name.clone());
         }
     }
     for e in &failed {
@@ -266,15 +271,28 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => {
+                    let mut exited = Vec::new();
                     for n in &mut nodes {
                         if let Ok(Some(status)) = n.child.try_wait() {
                             eprintln!("node {} exited ({status}); see {}", n.name, n.log.display());
+                            exited.push(n.name.clone());
                         }
                     }
                     nodes.retain_mut(|n| !matches!(n.child.try_wait(), Ok(Some(_))));
                     if nodes.is_empty() {
                         return Err(UpError::Nodes("every node has exited".to_string()));
                     }
+                    if !exited.is_empty() && !keep_going {
+                        eprintln!("stopping every node (--keep-going runs the others without them)");
+                        for n in &mut nodes {
+                            n.stop(Duration::from_secs(15));
+                        }
+                        return Err(UpError::Nodes(format!(
+                            "{} exited while the cluster ran; every node is stopped",
+                            exited.join(", ")
+                        )));
+                    }
+                    lost.extend(exited);
                 }
             }
         }
@@ -292,6 +310,12 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
                 "killed after 15 s"
             }
         );
+    }
+    if !lost.is_empty() {
+        return Err(UpError::Nodes(format!(
+            "the cluster ran without {}",
+            lost.join(", ")
+        )));
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod operator_client;
 pub mod path_error;
+pub mod reach;
 pub mod status_page;
 pub mod tls;
 

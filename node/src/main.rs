@@ -336,17 +336,14 @@ fn main() -> ExitCode {
     init_logs(cli.log_json);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::NotWell(e)) => {
-            eprintln!("not well: {e}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Error(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Unreachable(e)) => {
-            eprintln!("unreachable: {e}");
-            ExitCode::from(3)
+        Err(f) => {
+            let kind = match f {
+                Failure::NotWell(_) => "not well",
+                Failure::Error(_) => "error",
+                Failure::Unreachable(_) => "unreachable",
+            };
+            eprintln!("{kind}: {f}");
+            ExitCode::from(f.exit_code())
         }
     }
 }

@@ -298,13 +298,17 @@ impl Metrics {
                 answers,
             );
         }
-        let quota = Gauge::<i64>::default();
-        quota.set(self.queue_quota as i64);
-        registry.register(
-            "holdfast_queue_quota_bytes",
-            "quota of a front end's outgoing queue",
-            quota,
-        );
+        // Only where there is such a queue: on other nodes the figure
+        // would read as a quota of theirs.
+        if self.actors.contains(&ActorKind::OutgoingQueue) {
+            let quota = Gauge::<i64>::default();
+            quota.set(self.queue_quota as i64);
+            registry.register(
+                "holdfast_queue_quota_bytes",
+                "quota of a front end's outgoing queue",
+                quota,
+            );
+        }
         let events = Family::<Labels, Counter>::default();
         // By stable name, as before the events were typed.
         let counts: BTreeMap<&'static str, u64> = lock(&self.events)
@@ -517,5 +521,61 @@ mod tests {
             }
         }
         assert!(used > 20, "the dashboard queries {used} metrics");
+    }
+
+    /// docs/operations.md names every metric family a node may expose
+    /// (a histogram by its own name, not its `_bucket` samples), and no
+    /// other.
+    #[test]
+    fn the_operations_guide_documents_every_metric() {
+        let doc = include_str!("../../docs/operations.md");
+        let mut missing: Vec<String> = family_names()
+            .into_iter()
+            .map(|n| {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| n.strip_suffix(s));
+                base.map_or(n.clone(), str::to_string)
+            })
+            .filter(|n| !doc.contains(&format!("`{n}`")) && !doc.contains(&format!("`{n}{{")))
+            .collect();
+        missing.dedup();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+        // And names no metric that does not exist.
+        let known: Vec<String> = family_names();
+        let unknown: Vec<&str> = doc
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|code| code.split('{').next().unwrap_or(code))
+            .filter(|name| name.starts_with("holdfast_"))
+            .filter(|name| {
+                !known
+                    .iter()
+                    .any(|k| k == name || k.strip_suffix("_bucket") == Some(name))
+            })
+            .collect();
+        assert!(unknown.is_empty(), "docs/operations.md names {unknown:?}");
+    }
+
+    /// docs/operations.md lists every operator event with the level it is
+    /// logged at.
+    #[test]
+    fn the_operations_guide_lists_every_operator_event_and_its_level() {
+        use holdfast_actors::core::operator::Severity;
+        let doc = include_str!("../../docs/operations.md");
+        let missing: Vec<String> = OperatorEvent::ALL
+            .iter()
+            .map(|e| {
+                let level = match e.severity() {
+                    Severity::Info => "INFO",
+                    Severity::Warn => "WARN",
+                    Severity::Error => "ERROR",
+                };
+                format!("| `{}` | {level} |", e.name())
+            })
+            .filter(|row| !doc.contains(row.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
     }
 }

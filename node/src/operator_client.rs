@@ -5,6 +5,7 @@
 
 use crate::client::{client_identity, connection_name};
 use crate::config::Config;
+use crate::reach::{answer_from, CannotReach};
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::protocol::{Envelope, Msg};
@@ -22,12 +23,10 @@ pub enum AskError {
     /// The node refused the request for who asked.
     #[error("{node} refused: {reason}")]
     Refused { node: String, reason: String },
-    #[error("{node} did not answer within {} s", .timeout.as_secs())]
-    NoAnswer { node: String, timeout: Duration },
-    /// Nothing answered at the node's address: `connection refused:
-    /// 127.0.0.1:8101 (fe1)`.
-    #[error("{why} ({node})")]
-    Unreachable { node: String, why: String },
+    /// The connection to the node could not be made (`connection
+    /// refused: 127.0.0.1:8101 (fe1)`, said at once), or no answer came.
+    #[error(transparent)]
+    CannotReach(#[from] CannotReach),
 }
 
 /// Sends `request` to `actor` on `node` as `user` (who must hold one of
@@ -50,7 +49,6 @@ pub async fn ask(
 /// turn (the pages of a long answer).
 pub struct Session {
     node: String,
-    addr: std::net::SocketAddr,
     me: String,
     net: std::sync::Arc<Network>,
     rx: mpsc::UnboundedReceiver<Envelope>,
@@ -81,7 +79,6 @@ impl Session {
         );
         Ok(Session {
             node: node.to_string(),
-            addr,
             me,
             net,
             rx,
@@ -97,6 +94,7 @@ impl Session {
         timeout: Duration,
         wanted: impl Fn(&Msg) -> bool,
     ) -> Result<Msg, AskError> {
+        let request_name = request.name();
         self.net
             .send(Envelope {
                 from: Addr::new(self.me.clone(), ActorKind::Client),
@@ -105,14 +103,17 @@ impl Session {
                 msg: request,
             })
             .map_err(|e| AskError::Setup(e.to_string()))?;
+        let what = request_name;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let Ok(Some(env)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
-                let node = self.node.clone();
-                return Err(match crate::client::unreachable(self.addr).await {
-                    Some(why) => AskError::Unreachable { node, why },
-                    None => AskError::NoAnswer { node, timeout },
-                });
+            let got = answer_from(&self.net, &self.node, deadline, self.rx.recv()).await?;
+            let Some(env) = got else {
+                return Err(CannotReach::NoAnswer {
+                    node: self.node.clone(),
+                    what: what.to_string(),
+                    timeout,
+                }
+                .into());
             };
             self.net.consumed(&env);
             match env.msg {

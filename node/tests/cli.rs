@@ -78,3 +78,25 @@ fn inspect_store_reads_a_log_and_reports_a_torn_tail() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a store log"));
 }
+
+/// `bench` is a measurement, but a run in which nothing was accepted (or
+/// accepted IMs never reached the archive) measured nothing: exit 1 with
+/// the reason. Before, it printed "accepted 0" and exited 0. Here every IM
+/// is over the size limit.
+#[test]
+fn bench_fails_when_no_im_is_accepted() {
+    let out = holdfast(&[
+        "bench",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--links",
+        "plain",
+        "--set",
+        "im_max_bytes=\"64\"",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("none of 20 IMs was accepted"), "{err}");
+}

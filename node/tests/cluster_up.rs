@@ -67,3 +67,95 @@ fn cluster_up_stops_every_node_when_one_cannot_listen() {
         "fe1 still listens"
     );
 }
+
+/// The pid of the `holdfast node` process running `name` of the config
+/// `file` (a child of `cluster up`).
+fn node_pid(file: &std::path::Path, name: &str) -> Option<i32> {
+    let file = file.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let has = |a: &str, b: &str| args.windows(2).any(|w| w[0] == a && w[1] == b);
+        if args.iter().any(|a| a == "node") && args.iter().any(|a| a == file) && has("--name", name)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A node that exits while the cluster runs (killed, crashed) stops the
+/// others and fails `cluster up`: before, it printed "node arch1 exited"
+/// and ran on with the others until interrupted, then exited 0.
+#[test]
+fn cluster_up_stops_every_node_when_one_exits_while_it_runs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let text = loopback_config("plain", "");
+    let fe1: std::net::SocketAddr = text
+        .split("name = \"fe1\"")
+        .nth(1)
+        .and_then(|s| s.split("listen = \"").nth(1))
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, text).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["cluster", "up", "-c"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    while !seen.contains("cluster up; Ctrl-C") {
+        match lines.next() {
+            Some(Ok(l)) => seen.push_str(&(l + "\n")),
+            _ => panic!("cluster up ended before the cluster was up: {seen}"),
+        }
+    }
+    let arch1 = node_pid(&file, "arch1").expect("arch1's process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(arch1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let out = up.wait_with_output().unwrap();
+            panic!(
+                "cluster up still running with arch1 gone; it exited with {:?}:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = up.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("node arch1 exited"), "{err}");
+    assert!(err.contains("every node is stopped"), "{err}");
+    assert!(
+        std::net::TcpStream::connect_timeout(&fe1, Duration::from_secs(1)).is_err(),
+        "fe1 still listens"
+    );
+}

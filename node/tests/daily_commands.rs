@@ -234,6 +234,75 @@ fn a_chat_server_that_cannot_be_reached_is_exit_3_naming_its_address() {
     assert!(err.contains(&format!("connection refused: {ch1}")), "{err}");
 }
 
+/// A connection that cannot be made is reported at once, naming the
+/// address, with exit 3: before, every client sent its request, waited the
+/// whole answer timeout (10 s by default) and only then tried the address
+/// to say why nothing came.
+#[test]
+fn a_refused_connection_is_reported_at_once() {
+    let mut c = TestCluster::start_with("tls", config_text);
+    let upload = c.dir.path().join("report.txt");
+    std::fs::write(&upload, "the report").unwrap();
+    let upload = upload.to_str().unwrap().to_string();
+    let down = ["fe1", "arch1", "db1", "ch1", "lookup1"];
+    let addr: std::collections::BTreeMap<&str, std::net::SocketAddr> = down
+        .iter()
+        .map(|n| (*n, c.config.node(n).unwrap().listen))
+        .collect();
+    for n in down {
+        c.kill(n);
+    }
+    let at_once = |args: &[&str], node: &str| {
+        let t = Instant::now();
+        let (code, out, err) = c.cli(args);
+        let took = t.elapsed();
+        assert_eq!(code, 3, "{args:?}: {out}{err}");
+        let refused = format!("connection refused: {} ({node})", addr[node]);
+        assert!(err.contains(&refused), "{args:?}: {err}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{args:?} took {took:?} to say: {err}"
+        );
+    };
+    at_once(&["im", "send", "--from", ALICE, "--to", BOB, "x"], "fe1");
+    at_once(&["critical", "resume", "--node", "fe1"], "fe1");
+    at_once(&["dlq", "resend", "--node", "fe1"], "fe1");
+    at_once(&["parked", "retry", "--node", "arch1"], "arch1");
+    at_once(
+        &["archive", "query", "--user", ALICE, "--since", "1h"],
+        "db1",
+    );
+    at_once(&chat("history", ALICE, &["--room", "general"]), "ch1");
+    at_once(
+        &[
+            "chat",
+            "room",
+            "disable",
+            "--channel",
+            "ch1",
+            "--room",
+            "general",
+        ],
+        "ch1",
+    );
+    at_once(
+        &[
+            "file",
+            "upload",
+            "--user",
+            ALICE,
+            "--channel",
+            "ch1",
+            "--room",
+            "general",
+            &upload,
+        ],
+        "ch1",
+    );
+    // Without --channel, the Lookup instance is asked first.
+    at_once(&["chat", "rooms", "--user", ALICE], "lookup1");
+}
+
 /// A downloaded file keeps the name its uploader gave it, and that name is
 /// another user's text: `file download` prints it escaped. Before, an
 /// escape sequence in a file's name reached the terminal raw.

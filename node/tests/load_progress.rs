@@ -46,3 +46,36 @@ fn load_shows_progress_at_a_terminal_only() {
     assert!(text.contains("IMs answered"), "no progress bar: {text:?}");
     assert!(text.contains("sent 40 in"), "{text}");
 }
+
+/// `bench` draws the same progress bars at a terminal (IMs answered, then
+/// accepted IMs archived), and none through a pipe.
+#[test]
+fn bench_shows_progress_at_a_terminal_only() {
+    let args = [
+        "bench",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--links",
+        "plain",
+    ];
+    let out = Command::new(common::exe()).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("answered") && !err.contains('\r'), "{err:?}");
+
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` to run bench at a terminal: that part is skipped");
+        return;
+    }
+    let line = format!("{} {} 2>&1", common::exe().display(), args.join(" "));
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("IMs answered"), "no progress bar: {text:?}");
+    assert!(text.contains("sent 40:"), "{text}");
+}

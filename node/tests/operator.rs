@@ -18,8 +18,9 @@ resend_interval = "500ms"
 "#;
 
 /// `load` exits 0 only when every IM was accepted: with a front end down,
-/// its IMs get no answer and the command says so with exit 1. Before, it
-/// printed "accepted 0 … no answer 10" and exited 0.
+/// its IMs get no answer and the command says so with exit 1, naming the
+/// address that refused the connection. Before, it printed "accepted 0 …
+/// no answer 10" and exited 0.
 #[test]
 fn load_exits_non_zero_unless_every_im_is_accepted() {
     let mut c = TestCluster::start("plain", "");
@@ -36,10 +37,16 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rejected 0 (busy 0), no answer 0"), "{out}");
 
+    let fe1 = c.config.node("fe1").unwrap().listen;
     c.kill("fe1");
     let (code, out, err) = c.cli(&args);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("IMs not accepted"), "{err}");
+    // And it says why: before, only "no answer 10".
+    assert!(
+        err.contains(&format!("connection refused: {fe1} (fe1)")),
+        "{err}"
+    );
 }
 
 /// With `critical_auto_resume = false` a critical-mode shutdown lasts until
@@ -80,6 +87,15 @@ fn an_operator_ends_a_shutdown_that_does_not_end_by_itself() {
     c.start_node("arch1");
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(shut_down(&c), "fe1 resumed by itself");
+    // Every node is up, and `status` says fe1 is not well: exit 1.
+    let (code, out, err) = c.cli(&["status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fe1") && l.contains("SHUT DOWN")),
+        "{out}"
+    );
+    assert!(err.contains("nodes not well"), "{err}");
 
     let resume = ["critical", "resume", "--node", "fe1"];
     let (code, out, err) = c.cli(&[&resume[..], &["--as", "alice@corp.example"]].concat());
@@ -328,4 +344,214 @@ resend_interval = "500ms"
     c.start_node("arch1");
     let archived = c.wait_archive(Duration::from_secs(30), |a| a.len() >= 3);
     assert_eq!(archived.len(), 3, "{archived:?}");
+}
+
+/// Logs are coloured for a person at a terminal only: not through a pipe
+/// (a log file), and not at a terminal with `NO_COLOR` set. The log line
+/// here is the client's own: `im send` to a front end that is down logs
+/// the failed connection at DEBUG.
+#[test]
+fn logs_are_coloured_only_at_a_terminal_without_no_color() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, holdfast::cluster_up::loopback_config("plain", "")).unwrap();
+    let line = format!(
+        "{} im send -c {} --from alice@corp.example --to bob@corp.example x 2>&1",
+        common::exe().display(),
+        config.display()
+    );
+    let run = |terminal: bool, no_color: bool| -> String {
+        let mut c = if terminal {
+            let mut c = Command::new("script");
+            c.args(["-qec", &line, "/dev/null"]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &line]);
+            c
+        };
+        c.env("RUST_LOG", "debug").env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("connect failed"), "no log line: {text:?}");
+        text
+    };
+    let piped = run(false, false);
+    assert!(!piped.contains('\u{1b}'), "colour in a pipe: {piped:?}");
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` to run at a terminal: that part is skipped");
+        return;
+    }
+    let coloured = run(true, false);
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour at a terminal: {coloured:?}"
+    );
+    let plain = run(true, true);
+    assert!(!plain.contains('\u{1b}'), "colour with NO_COLOR: {plain:?}");
+}
+
+/// Warnings about misbehaving connections are limited: a burst of 60
+/// connections sending garbage writes at most 20 warning lines in a
+/// period, and the first warning of the next period says how many were
+/// left out.
+#[test]
+fn repeated_connection_warnings_are_rate_limited() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let c = TestCluster::start("plain", "");
+    let fe1 = c.config.node("fe1").unwrap().listen;
+    let garbage = |n: usize| {
+        for _ in 0..n {
+            let mut s = std::net::TcpStream::connect(fe1).unwrap();
+            // A frame header claiming 4 GiB: refused as soon as it is read.
+            s.write_all(b"\xff\xff\xff\xffnot a frame").unwrap();
+        }
+    };
+    let start = Instant::now();
+    garbage(60);
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("closing connection"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while warned(&c.log("fe1")) < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = c.log("fe1");
+    assert_eq!(warned(&log), 20, "{log}");
+    assert!(!log.contains("left out"), "{log}");
+
+    // The next period begins with the count.
+    std::thread::sleep(
+        Duration::from_secs(10).saturating_sub(start.elapsed()) + Duration::from_millis(500),
+    );
+    garbage(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = c.log("fe1");
+        if log.contains("more connection warnings were left out") {
+            assert!(log.contains("left_out=40"), "{log}");
+            assert_eq!(warned(&log), 21, "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no count of lines left out: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The example config (every role: front ends, archiving server,
+/// database, Channel servers, Lookup, chat store, Web service, Compliance
+/// service) on free ports.
+fn every_role_config() -> String {
+    let mut text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cluster.toml"
+    ))
+    .unwrap();
+    let ports: Vec<String> = text
+        .split('"')
+        .filter_map(|s| s.strip_prefix("127.0.0.1:"))
+        .map(str::to_string)
+        .collect();
+    // Placeholders first: a free port written in place of one must never
+    // contain another still to be replaced.
+    for (i, port) in ports.iter().enumerate() {
+        text = text.replace(
+            &format!("127.0.0.1:{port}\""),
+            &format!("127.0.0.1:<port{i}>\""),
+        );
+    }
+    for i in 0..ports.len() {
+        let free = holdfast::cluster_up::free_port().unwrap();
+        text = text.replace(&format!("<port{i}>"), &free.to_string());
+    }
+    text
+}
+
+/// Every role, not only the archiving path, serves `/metrics` that a real
+/// OpenMetrics parser accepts, with what its role holds as gauges,
+/// `/healthz`, and `/readyz` 200 once its peers are up. Before, only a
+/// front end, an archiving server and a database were parsed, and a Web
+/// service reported no gauge at all (its compliance outbox, which
+/// `status` promises) while every node exposed a front end's queue quota.
+#[test]
+fn every_role_serves_parseable_metrics_health_and_readiness() {
+    use openmetrics_parser::openmetrics::parse_openmetrics;
+    use openmetrics_parser::OpenMetricsType;
+    use std::time::{Duration, Instant};
+    let c = TestCluster::start_with("tls", every_role_config);
+    let get = |node: &str, path: &str| -> (u16, String) {
+        let addr = c
+            .config
+            .node(node)
+            .unwrap()
+            .metrics
+            .expect("a metrics address");
+        match ureq::get(&format!("http://{addr}{path}")).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{node}{path}: {e}"),
+        }
+    };
+    let names: Vec<String> = c.config.nodes.iter().map(|n| n.name.clone()).collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &names {
+        loop {
+            let (code, body) = get(node, "/readyz");
+            if code == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{node} not ready: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(get(node, "/healthz").0, 200, "{node}");
+    }
+    // The gauges are sampled once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let gauge = |node: &str| match node {
+        "fe1" | "fe2" => "holdfast_outgoing_depth",
+        "arch1" => "holdfast_destination_depth",
+        "db1" => "holdfast_archived_rows",
+        "ch1" | "ch2" => "holdfast_chat_sessions",
+        "lookup1" => "holdfast_channels_known",
+        "chatdb" => "holdfast_chat_posts",
+        "web1" => "holdfast_compliance_outbox",
+        "comp1" => "holdfast_compliance_staged",
+        other => panic!("a node of no known role: {other}"),
+    };
+    for node in &names {
+        let (code, text) = get(node, "/metrics");
+        assert_eq!(code, 200, "{node}");
+        let parsed = parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("{node}: not OpenMetrics: {e:?}\n{text}"));
+        let kind = |family: &str| parsed.families.get(family).map(|f| f.family_type);
+        assert_eq!(
+            kind("holdfast_fsyncs"),
+            Some(OpenMetricsType::Counter),
+            "{node}"
+        );
+        assert_eq!(
+            kind(gauge(node)),
+            Some(OpenMetricsType::Gauge),
+            "{node}: {}\n{text}",
+            gauge(node)
+        );
+        // A front end's queue quota only where there is such a queue.
+        assert_eq!(
+            kind("holdfast_queue_quota_bytes").is_some(),
+            node.starts_with("fe"),
+            "{node}"
+        );
+    }
 }

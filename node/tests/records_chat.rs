@@ -109,7 +109,7 @@ fn records_on(pg: Option<&PgServer>) {
         );
         // A user may not clear, even by asking the Channel server herself.
         let err = alice.clear_room("general", None).await.unwrap_err();
-        assert!(err.contains("forbidden"), "{err}");
+        assert!(err.to_string().contains("forbidden"), "{err}");
         cut
     });
     let chat = |args: &[&str]| -> Vec<String> {

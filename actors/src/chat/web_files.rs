@@ -26,7 +26,7 @@ use crate::core::actor::{
 };
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr};
-use crate::core::operator::OperatorEvent;
+use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind, FILE_CHUNK};
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
@@ -425,6 +425,13 @@ impl Actor for WebFiles {
             }
             Err(e) => self.refuse(ctx, client, format!("the file could not be read: {e}")),
         }
+    }
+
+    /// The compliance outbox: upload and download events not yet staged
+    /// by the Compliance service (what `holdfast status` shows for a Web
+    /// service, as for the chat store).
+    fn gauges(&self) -> Vec<(Gauge, u64)> {
+        vec![(Gauge::ComplianceOutbox, self.outbox.len() as u64)]
     }
 }
 

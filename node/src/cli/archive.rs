@@ -11,6 +11,7 @@ use clap::Subcommand;
 use holdfast::archive_db::{ArchiveDb, ArchivedMessage, Query};
 use holdfast::config::{Config, Role};
 use holdfast::operator_client::Session;
+use holdfast::reach::CannotReach;
 use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::{
@@ -550,12 +551,7 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
                         Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. },
                     )) => holds,
                     Some(Err(f)) => {
-                        let text = match &f {
-                            Failure::Error(t) | Failure::NotWell(t) | Failure::Unreachable(t) => {
-                                t.clone()
-                            }
-                        };
-                        eprintln!("{node}: holds not listed: {text}");
+                        eprintln!("{node}: holds not listed: {f}");
                         failed = Some(f);
                         continue;
                     }
@@ -782,10 +778,7 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
                 println!("recorded by {node}");
                 Ok(())
             }
-            Err(e) => {
-                let why = match &e {
-                    Failure::Error(w) | Failure::NotWell(w) | Failure::Unreachable(w) => w.clone(),
-                };
+            Err(why) => {
                 Err(Failure::NotWell(format!(
                     "the export is complete but {node} did not record it ({why}): with purge_exported_only its rows are kept; run the export again"
                 )))
@@ -943,17 +936,12 @@ fn report_each(
             Ok(other) => Failure::NotWell(format!("{node}: unexpected answer {}", other.name())),
             Err(f) => f,
         };
-        let text = match &failure {
-            Failure::Error(t) | Failure::NotWell(t) | Failure::Unreachable(t) => t.clone(),
-        };
-        eprintln!("{node}: hold not {what}: {text}");
+        eprintln!("{node}: hold not {what}: {failure}");
         failed.push(node);
-        let rank = |f: &Failure| match f {
-            Failure::NotWell(_) => 1,
-            Failure::Error(_) => 2,
-            Failure::Unreachable(_) => 3,
-        };
-        if worst.as_ref().is_none_or(|w| rank(&failure) > rank(w)) {
+        if worst
+            .as_ref()
+            .is_none_or(|w| failure.exit_code() > w.exit_code())
+        {
             worst = Some(failure);
         }
     }
@@ -967,7 +955,7 @@ fn report_each(
             Err(match w {
                 Failure::NotWell(_) => Failure::NotWell(text),
                 Failure::Error(_) => Failure::Error(text),
-                Failure::Unreachable(_) => Failure::Unreachable(text),
+                Failure::Unreachable(_) => Failure::Unreachable(CannotReach::Nodes(text)),
             })
         }
     }

@@ -57,7 +57,10 @@ pub(crate) fn run(
         println!("send -> accepted: p50 {a50} us, p99 {a99} us, max {amax} us");
         println!("send -> archived: p50 {r50} ms, p99 {r99} ms, max {rmax} ms");
     }
-    Ok(())
+    match r.shortfall() {
+        Some(why) => Err(Failure::NotWell(why)),
+        None => Ok(()),
+    }
 }
 
 /// `--purge-rows`: a table of the two windows, then one JSON line (only

@@ -4,7 +4,8 @@ use super::common::{
     fmt_time, load_config, parse_duration, parse_time, printable, runtime, ConfigArg, Failure,
 };
 use clap::{Args, Subcommand};
-use holdfast_actors::core::protocol::chat::{Privacy, Room, RoomQuery};
+use holdfast::chat_client::ChatError;
+use holdfast_actors::core::protocol::chat::{ChatReject, Privacy, Room, RoomQuery};
 use std::time::Duration;
 
 #[derive(Args, Clone)]
@@ -36,17 +37,6 @@ pub(crate) struct ChatOperator {
     /// How long to wait for the answer of the cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
-}
-
-impl ChatOperator {
-    fn as_chat_user(&self) -> ChatUser {
-        ChatUser {
-            config: self.config.clone(),
-            user: self.who.clone(),
-            channel: self.channel.clone(),
-            timeout: self.timeout,
-        }
-    }
 }
 
 /// Records management of rooms (operators only).
@@ -294,56 +284,26 @@ pub(crate) enum ChatCmd {
     Retention(super::chat_retention::ChatRetentionCmd),
 }
 
+/// Runs a chat command. How it fails decides the exit code (see
+/// [`Failure`]'s conversion from [`ChatError`]): a node that cannot be
+/// reached is exit 3, a chat store that did not confirm exit 1, a refusal
+/// exit 2.
 pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
-    let who = match &cmd {
-        ChatCmd::Retention(_) => {
-            let ChatCmd::Retention(cmd) = cmd else {
-                unreachable!("matched above")
-            };
-            return super::chat_retention::run(cmd);
-        }
-        ChatCmd::Room {
-            cmd:
-                RoomCmd::Disable { ops, .. } | RoomCmd::Enable { ops, .. } | RoomCmd::Clear { ops, .. },
-        }
-        | ChatCmd::Message {
-            cmd: MessageCmd::Replace { ops, .. },
-        } => {
-            let who = ops.as_chat_user();
-            return run_records(cmd).map_err(|e| records_failure(&who, e));
-        }
-        ChatCmd::Rooms { who }
-        | ChatCmd::Search { who, .. }
-        | ChatCmd::Invites { who }
-        | ChatCmd::Create { who, .. }
-        | ChatCmd::Manage { who, .. }
-        | ChatCmd::Show { who, .. }
-        | ChatCmd::Join { who, .. }
-        | ChatCmd::Follow { who, .. }
-        | ChatCmd::Post { who, .. }
-        | ChatCmd::History { who, .. } => who.clone(),
-    };
-    run_as(cmd).map_err(|e| unanswered(&who, e))
-}
-
-/// A records command's failure: exit 1 when the chat store did not
-/// confirm (the operation failed, or may not have happened), otherwise as
-/// any chat command's.
-fn records_failure(who: &ChatUser, e: String) -> Failure {
-    if e.contains("did not confirm in time") {
-        return Failure::NotWell(e);
+    match cmd {
+        ChatCmd::Retention(cmd) => super::chat_retention::run(cmd),
+        ChatCmd::Room { .. } | ChatCmd::Message { .. } => run_records(cmd),
+        cmd => run_as(cmd),
     }
-    unanswered(who, e)
 }
 
 /// Runs a records command as the operator.
-fn run_records(cmd: ChatCmd) -> Result<(), String> {
+fn run_records(cmd: ChatCmd) -> Result<(), Failure> {
     use holdfast::chat_client::ChatClient;
     use holdfast_actors::core::identity::Role;
     let connect = |ops: &ChatOperator| {
         let ops = ops.clone();
         async move {
-            let config = load_config(&ops.config)?;
+            let config = load_config(&ops.config).map_err(ChatError::Other)?;
             ChatClient::connect_as(
                 &config,
                 &ops.who,
@@ -405,49 +365,12 @@ fn run_records(cmd: ChatCmd) -> Result<(), String> {
     Ok(())
 }
 
-/// A chat command's failure: exit 3 when it got no answer, naming the
-/// address that refused the connection if one did (the Channel server
-/// given with --channel, or else the Lookup instances); exit 2 otherwise.
-pub(crate) fn unanswered(who: &ChatUser, e: String) -> Failure {
-    const NO_ANSWER: [&str; 4] = [
-        "did not answer",
-        "no Lookup instance answered",
-        "no answer in time",
-        "no file token in time",
-    ];
-    if !NO_ANSWER.iter().any(|n| e.contains(n)) {
-        return Failure::Error(e);
-    }
-    let Ok(config) = load_config(&who.config) else {
-        return Failure::Unreachable(e);
-    };
-    let asked: Vec<(String, std::net::SocketAddr)> = config
-        .nodes
-        .iter()
-        .filter(|n| match &who.channel {
-            Some(ch) => n.name == *ch,
-            None => config.pool.lookups.contains(&n.name),
-        })
-        .map(|n| (n.name.clone(), n.listen))
-        .collect();
-    let refused = runtime().ok().and_then(|rt| {
-        rt.block_on(async {
-            for (name, addr) in &asked {
-                if let Some(why) = holdfast::client::unreachable(*addr).await {
-                    return Some(format!("{why} ({name})"));
-                }
-            }
-            None
-        })
-    });
-    Failure::Unreachable(refused.unwrap_or(e))
-}
-
-fn run_as(cmd: ChatCmd) -> Result<(), String> {
+fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
     use holdfast::chat_client::ChatClient;
     match cmd {
-        ChatCmd::Room { .. } | ChatCmd::Message { .. } => run_records(cmd)?,
-        ChatCmd::Retention(_) => unreachable!("run dispatches it"),
+        ChatCmd::Room { .. } | ChatCmd::Message { .. } | ChatCmd::Retention(_) => {
+            unreachable!("run dispatches them")
+        }
         ChatCmd::Rooms { who } => print_rooms(&who, RoomQuery::Associations)?,
         ChatCmd::Search { who, text } => print_rooms(&who, RoomQuery::Search(text))?,
         ChatCmd::Invites { who } => print_rooms(&who, RoomQuery::Invitations)?,
@@ -484,13 +407,16 @@ fn run_as(cmd: ChatCmd) -> Result<(), String> {
                     let current = c.room(&room).await?;
                     let info = spec.apply(current, &remove)?;
                     match c.save_room(&room, info, false).await {
-                        Err(e) if e.contains("changed meanwhile") => continue,
+                        Err(ChatError::Rejected {
+                            reason: ChatReject::Conflict,
+                            ..
+                        }) => continue,
                         done => return done,
                     }
                 }
-                Err(format!(
+                Err(ChatError::Other(format!(
                     "{room}: changed by others five times in a row; try again"
-                ))
+                )))
             })?;
             println!("saved (directory version {version})");
         }
@@ -551,10 +477,10 @@ fn run_as(cmd: ChatCmd) -> Result<(), String> {
                     // past --for.
                     let next = match until {
                         Some(u) => match tokio::time::timeout_at(u, c.next_post()).await {
-                            Ok(next) => next,
+                            Ok(next) => next?,
                             Err(_) => break,
                         },
-                        None => c.next_post().await,
+                        None => c.next_post().await?,
                     };
                     match next {
                         Some((seq, p)) => {
@@ -574,7 +500,7 @@ fn run_as(cmd: ChatCmd) -> Result<(), String> {
                         }
                     }
                 }
-                Ok::<(), String>(())
+                Ok::<(), ChatError>(())
             })?;
         }
         ChatCmd::Follow { who, room, stop } => {
@@ -638,10 +564,10 @@ fn show_post(p: &holdfast_actors::core::protocol::chat::Post) -> String {
 }
 
 /// Connects as the user, opens a session and runs `f` with the client.
-pub(crate) fn with_session<T, F, Fut>(who: &ChatUser, f: F) -> Result<T, String>
+pub(crate) fn with_session<T, F, Fut>(who: &ChatUser, f: F) -> Result<T, Failure>
 where
     F: FnOnce(holdfast::chat_client::ChatClient) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, ChatError>>,
 {
     use holdfast::chat_client::ChatClient;
     let config = load_config(&who.config)?;
@@ -649,11 +575,11 @@ where
         let mut c =
             ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout).await?;
         c.hello().await?;
-        f(c).await
+        Ok(f(c).await?)
     })
 }
 
-fn print_rooms(who: &ChatUser, query: RoomQuery) -> Result<(), String> {
+fn print_rooms(who: &ChatUser, query: RoomQuery) -> Result<(), Failure> {
     let rooms = with_session(who, |mut c| async move { c.find(query).await })?;
     for r in &rooms {
         let role = match (r.manager, r.member) {

@@ -11,8 +11,9 @@ pub(crate) enum ClusterCmd {
     Up {
         #[command(flatten)]
         config: ConfigArg,
-        /// Run on with the nodes that came up when one does not (by
-        /// default every node is stopped and the command fails).
+        /// Run on with the nodes that are up when one does not come up or
+        /// exits (by default every node is stopped and the command fails
+        /// at once; with this it fails when Ctrl-C stops the others).
         #[arg(long)]
         keep_going: bool,
     },

@@ -3,6 +3,7 @@
 
 use clap::Args;
 use holdfast::config::Config;
+use holdfast::reach::CannotReach;
 use holdfast_actors::core::identity::Role as PrincipalRole;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,25 +73,77 @@ pub(crate) fn fmt_time(ms: u64) -> String {
 /// accepted, a failing export, damage in a store, nodes that did not come
 /// up); 2 for a usage or config error, or a request refused; 3 when it
 /// could not reach the cluster (connection refused, no answer from the
-/// node it asked, a node `status` cannot read).
+/// node it asked, a node `status` cannot read): every client says so with
+/// the one typed error [`CannotReach`], which alone leads to exit 3.
 pub(crate) enum Failure {
     /// Exit 2.
     Error(String),
     /// Exit 1.
     NotWell(String),
     /// Exit 3.
-    Unreachable(String),
+    Unreachable(CannotReach),
+}
+
+impl Failure {
+    /// The process's exit code.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Failure::NotWell(_) => 1,
+            Failure::Error(_) => 2,
+            Failure::Unreachable(_) => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Error(e) | Failure::NotWell(e) => f.write_str(e),
+            Failure::Unreachable(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<CannotReach> for Failure {
+    fn from(e: CannotReach) -> Failure {
+        Failure::Unreachable(e)
+    }
 }
 
 impl From<holdfast::operator_client::AskError> for Failure {
     fn from(e: holdfast::operator_client::AskError) -> Failure {
         use holdfast::operator_client::AskError;
         match e {
-            AskError::NoAnswer { .. } | AskError::Unreachable { .. } => {
-                Failure::Unreachable(e.to_string())
-            }
+            AskError::CannotReach(e) => e.into(),
             // Refused or not set up: the request did not happen.
             AskError::Setup(_) | AskError::Refused { .. } => Failure::Error(e.to_string()),
+        }
+    }
+}
+
+impl From<holdfast::client::SendError> for Failure {
+    fn from(e: holdfast::client::SendError) -> Failure {
+        use holdfast::client::SendError;
+        match e {
+            SendError::CannotReach(e) => e.into(),
+            SendError::Setup(e) => Failure::Error(e),
+        }
+    }
+}
+
+impl From<holdfast::chat_client::ChatError> for Failure {
+    fn from(e: holdfast::chat_client::ChatError) -> Failure {
+        use holdfast::chat_client::ChatError;
+        use holdfast_actors::core::protocol::chat::ChatReject;
+        match e {
+            ChatError::CannotReach(e) => e.into(),
+            // The chat store did not confirm: the operation failed, or
+            // may not have happened.
+            ChatError::Rejected {
+                reason: ChatReject::StoreUnavailable,
+                ..
+            } => Failure::NotWell(e.to_string()),
+            ChatError::Rejected { .. } | ChatError::Other(_) => Failure::Error(e.to_string()),
         }
     }
 }

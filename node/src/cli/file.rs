@@ -43,14 +43,7 @@ pub(crate) enum FileCmd {
 }
 
 pub(crate) fn run(cmd: FileCmd) -> Result<(), Failure> {
-    let who = match &cmd {
-        FileCmd::Upload { who, .. } | FileCmd::Download { who, .. } => who.clone(),
-    };
-    run_as(cmd).map_err(|e| super::chat::unanswered(&who, e))
-}
-
-fn run_as(cmd: FileCmd) -> Result<(), String> {
-    use holdfast::chat_client::ChatClient;
+    use holdfast::chat_client::{ChatClient, ChatError};
     match cmd {
         FileCmd::Upload { who, room, path } => {
             let config = load_config(&who.config)?;
@@ -71,7 +64,7 @@ fn run_as(cmd: FileCmd) -> Result<(), String> {
                         &format!("shared a file: {name} ({size} bytes), file id {id}"),
                     )
                     .await?;
-                Ok::<_, String>((id, size, seq))
+                Ok::<_, ChatError>((id, size, seq))
             })?;
             println!("uploaded {name} ({size} bytes) as {id}; posted to {room} as #{seq}");
         }
@@ -91,7 +84,7 @@ fn run_as(cmd: FileCmd) -> Result<(), String> {
             };
             // Refuse before downloading when we know the name already.
             if let Some(out) = out.as_deref().filter(|o| !force && o.exists()) {
-                return Err(exists(out));
+                return Err(exists(out).into());
             }
             let (name, data) = runtime()?.block_on(async {
                 let mut c =
@@ -120,9 +113,9 @@ fn run_as(cmd: FileCmd) -> Result<(), String> {
             });
             match written {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(exists(&out))
+                    return Err(exists(&out).into())
                 }
-                Err(e) => return Err(format!("{}: {e}", out.display())),
+                Err(e) => return Err(format!("{}: {e}", out.display()).into()),
                 Ok(()) => {}
             }
             // The name is the uploader's: escaped like the rest of their text.

@@ -3,6 +3,7 @@
 use super::common::{fmt_time, load_config, parse_duration, runtime, ConfigArg, Failure};
 use clap::Subcommand;
 use holdfast::client::{self, Client, Outcome};
+use holdfast::reach::CannotReach;
 use holdfast_actors::core::protocol::Im;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,30 +46,18 @@ pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
         } => {
             let config = Arc::new(load_config(&config)?);
             let id = id.unwrap_or_else(|| client::new_id("im"));
-            let home = config.home(&from).map(|n| (n.name.clone(), n.listen));
+            let home = config.home(&from).map(|n| n.name.clone());
             let outcome = runtime()?.block_on(async {
                 let c = Client::new(config)?;
-                let outcome = c
-                    .send_im(
-                        Im {
-                            id: id.clone(),
-                            from,
-                            to,
-                            body: text,
-                        },
-                        timeout,
-                    )
-                    .await?;
-                // No answer: say whether the front end can be reached at all.
-                let unreachable = match (&outcome, &home) {
-                    (Outcome::Unknown, Some((name, addr))) => client::unreachable(*addr)
-                        .await
-                        .map(|why| format!("{why} ({name})")),
-                    _ => None,
+                let im = Im {
+                    id: id.clone(),
+                    from,
+                    to,
+                    body: text,
                 };
-                Ok::<_, String>((outcome, unreachable))
+                // A front end that cannot be reached is said at once.
+                Ok::<_, Failure>(c.send_im_once(im, timeout).await?)
             })?;
-            let (outcome, unreachable) = outcome;
             match outcome {
                 Outcome::Accepted { at, message_id } => {
                     println!("accepted {id} as {message_id} at {}", fmt_time(at))
@@ -93,12 +82,12 @@ pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
                     .into())
                 }
                 Outcome::Unknown => {
-                    return Err(Failure::Unreachable(unreachable.unwrap_or_else(|| {
-                        format!(
-                            "no answer for {id} within {}",
-                            humantime::format_duration(timeout)
-                        )
-                    })))
+                    return Err(CannotReach::NoAnswer {
+                        node: home.unwrap_or_default(),
+                        what: format!("IM {id} (it may or may not be accepted)"),
+                        timeout,
+                    }
+                    .into())
                 }
             }
         }

@@ -22,9 +22,11 @@ pub(crate) fn run(
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| client::load_bar(rate, duration));
-    let (report, all) = runtime()?.block_on(async {
+    let (report, all, unreachable) = runtime()?.block_on(async {
         let c = Arc::new(Client::new(config)?);
-        client::load_showing(c, rate, duration, timeout, size, progress).await
+        let (report, all) =
+            client::load_showing(c.clone(), rate, duration, timeout, size, progress).await?;
+        Ok::<_, String>((report, all, c.unreachable_front_ends()))
     })?;
     if let Some(path) = outcomes {
         let mut text = String::new();
@@ -57,10 +59,17 @@ pub(crate) fn run(
         }
     }
     if report.accepted < report.sent {
+        // Front ends that could not be reached, by address.
+        let why: Vec<String> = unreachable.iter().map(|e| e.to_string()).collect();
         return Err(Failure::NotWell(format!(
-            "{} of {} IMs not accepted",
+            "{} of {} IMs not accepted{}",
             report.sent - report.accepted,
-            report.sent
+            report.sent,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join("; "))
+            }
         )));
     }
     Ok(())

@@ -7,6 +7,7 @@
 use super::common::Failure;
 use holdfast::cluster_status::{collect, Reading};
 use holdfast::config::Config;
+use holdfast::reach::CannotReach;
 
 pub(crate) fn run(config: &Config) -> Result<(), Failure> {
     let nodes = collect(config);
@@ -64,9 +65,9 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
     let unreachable = nodes.iter().filter(|n| n.unreachable()).count();
     let not_well = nodes.iter().filter(|n| n.not_well()).count();
     if unreachable > 0 {
-        return Err(Failure::Unreachable(format!(
+        return Err(Failure::Unreachable(CannotReach::Nodes(format!(
             "{unreachable} nodes unreachable"
-        )));
+        ))));
     }
     if not_well > 0 {
         return Err(Failure::NotWell(format!(
