@@ -43,6 +43,9 @@ pub struct BenchReport {
     /// Of the rejected, answered busy (past capacity).
     pub busy: u64,
     pub unknown: u64,
+    /// Of the unanswered, never sent: the load generator's own queue to a
+    /// front end was full.
+    pub not_sent: u64,
     pub accepted_per_s: f64,
     pub archived: u64,
     pub archived_per_s: f64,
@@ -241,6 +244,7 @@ fn measure(
             rejected: report.rejected,
             busy: report.busy,
             unknown: report.unknown,
+            not_sent: report.not_sent,
             accepted_per_s: report.accepted as f64 / accepted_done.as_secs_f64(),
             archived,
             archived_per_s: archived as f64 / archived_done.as_secs_f64(),
@@ -460,6 +464,7 @@ mod tests {
             rejected: sent - accepted,
             busy: 0,
             unknown: 0,
+            not_sent: 0,
             accepted_per_s: 0.0,
             archived,
             archived_per_s: 0.0,

@@ -154,6 +154,12 @@ impl Client {
 
     /// The connection that speaks for `user` (made on first use: on TLS
     /// links it presents `user`'s credential).
+    /// Requests dropped before they left this client, its queue to a
+    /// front end being full (each is also an unanswered request).
+    pub fn dropped_here(&self) -> u64 {
+        lock(&self.senders).values().map(|n| n.dropped()).sum()
+    }
+
     pub fn sender(&self, user: &str) -> Result<Arc<Network>, String> {
         if let Some(net) = lock(&self.senders).get(user) {
             return Ok(net.clone());
@@ -305,6 +311,10 @@ pub struct LoadReport {
     /// Of the rejected, answered busy (the front end past its capacity).
     pub busy: u64,
     pub unknown: u64,
+    /// Of the unanswered, requests that never left this client: its queue
+    /// to a front end was full (the front ends read slower than the load
+    /// was offered), so they were dropped here, not lost by the cluster.
+    pub not_sent: u64,
     /// Delivered but not archived (critical mode off, queue store failing).
     pub delivered_not_archived: u64,
     pub seconds: f64,
@@ -435,6 +445,7 @@ pub async fn load_showing(
         rejected: 0,
         busy: 0,
         unknown: 0,
+        not_sent: 0,
         delivered_not_archived: 0,
         seconds: 0.0,
         accept_us: [0; 4],
@@ -463,6 +474,7 @@ pub async fn load_showing(
         all.push(sent);
     }
     report.seconds = start.elapsed().as_secs_f64();
+    report.not_sent = client.dropped_here();
     if let Some(p) = &progress {
         p.finish_and_clear();
     }

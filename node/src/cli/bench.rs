@@ -45,8 +45,13 @@ pub(crate) fn run(
             size
         );
         println!(
-            "sent {}: accepted {}, rejected {} (busy {}), no answer {}",
-            r.sent, r.accepted, r.rejected, r.busy, r.unknown
+            "sent {}: accepted {}, rejected {} (busy {}), no answer {}{}",
+            r.sent,
+            r.accepted,
+            r.rejected,
+            r.busy,
+            r.unknown,
+            crate::cli::common::not_sent_note(r.not_sent)
         );
         println!(
             "accepted: {:.0} IM/s; archived: {} = {:.0} IM/s end to end",

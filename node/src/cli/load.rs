@@ -43,13 +43,14 @@ pub(crate) fn run(
         );
     } else {
         println!(
-            "sent {} in {:.1} s: accepted {}, rejected {} (busy {}), no answer {}, delivered not archived {}",
+            "sent {} in {:.1} s: accepted {}, rejected {} (busy {}), no answer {}{}, delivered not archived {}",
             report.sent,
             report.seconds,
             report.accepted,
             report.rejected,
             report.busy,
             report.unknown,
+            crate::cli::common::not_sent_note(report.not_sent),
             report.delivered_not_archived
         );
         let [p50, p90, p99, max] = report.accept_us;
