@@ -352,6 +352,11 @@ impl Metrics {
                 "inbound connections refused (handshake, frame, identity)",
                 self.net.refused(),
             ),
+            (
+                "holdfast_connections_refused_version",
+                "inbound connections refused for another protocol version (counted in connections_refused too)",
+                self.net.version_refused(),
+            ),
         ] {
             let c = Counter::<u64>::default();
             c.inc_by(v);
@@ -472,6 +477,7 @@ pub fn family_names() -> Vec<String> {
             "holdfast_store_errors_total",
             "holdfast_frames_dropped_total",
             "holdfast_connections_refused_total",
+            "holdfast_connections_refused_version_total",
             "holdfast_im_answer_seconds_bucket",
             "holdfast_im_answer_seconds_sum",
             "holdfast_im_answer_seconds_count",
