@@ -506,11 +506,12 @@ impl Channel {
     /// it, replace a post. Only the operator role may (as Lync's
     /// administrator cmdlets): a room manager could otherwise erase what
     /// compliance must see.
-    fn records_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+    fn records_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
         let (room, post) = match &msg {
-            Msg::Chat(ChatMsg::RoomDisable { room, .. })
-            | Msg::Chat(ChatMsg::RoomClear { room, .. }) => (room.clone(), None),
-            Msg::Chat(ChatMsg::PostReplace { post, .. }) => (RoomId::new(), Some(post.clone())),
+            ChatMsg::RoomDisable { room, .. } | ChatMsg::RoomClear { room, .. } => {
+                (room.clone(), None)
+            }
+            ChatMsg::PostReplace { post, .. } => (RoomId::new(), Some(post.clone())),
             _ => return,
         };
         let by = match identity::require(&from, &[Role::Operator]) {
@@ -523,7 +524,7 @@ impl Channel {
         };
         let since = ctx.now();
         match msg {
-            Msg::Chat(ChatMsg::RoomDisable { room, disabled }) => {
+            ChatMsg::RoomDisable { room, disabled } => {
                 let pending = Pending::Room {
                     client: from,
                     room: room.clone(),
@@ -542,7 +543,7 @@ impl Channel {
                     ctx,
                 );
             }
-            Msg::Chat(ChatMsg::RoomClear { room, before }) => {
+            ChatMsg::RoomClear { room, before } => {
                 let pending = Pending::Records {
                     client: from,
                     room: room.clone(),
@@ -562,7 +563,7 @@ impl Channel {
                     ctx,
                 );
             }
-            Msg::Chat(ChatMsg::PostReplace { post, text }) => {
+            ChatMsg::PostReplace { post, text } => {
                 let limit = self.settings.chat_post_max_bytes;
                 if text.len() as u64 > limit {
                     let reason = ChatReject::TooLarge { limit };
@@ -591,12 +592,40 @@ impl Channel {
         }
     }
 
-    fn client_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+    /// A message of another service from a sender the protocol allows:
+    /// ignored, as each of the handlers below ignores what it does not know
+    /// (a client is checked, and heard, first).
+    fn foreign_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let from_what = match from.actor {
+            ActorKind::Client => {
+                if let Err(refusal) = identity::require(&from, &[Role::User]) {
+                    identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
+                    let reason = ChatReject::Forbidden(refusal.to_string());
+                    return Self::reject(ctx, from, RoomId::new(), None, reason);
+                }
+                let now = ctx.now();
+                if let Some(s) = self.sessions.get_mut(&from.node) {
+                    s.last_heard = now;
+                }
+                from.to_string()
+            }
+            ActorKind::ChatStore => "the store".to_string(),
+            _ => from.to_string(),
+        };
+        ctx.event(
+            OperatorEvent::UnexpectedMessage,
+            format!(
+                "channel {} ignored {} from {from_what}",
+                self.name,
+                msg.name()
+            ),
+        );
+    }
+
+    fn client_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
         if matches!(
             msg,
-            Msg::Chat(ChatMsg::RoomDisable { .. })
-                | Msg::Chat(ChatMsg::RoomClear { .. })
-                | Msg::Chat(ChatMsg::PostReplace { .. })
+            ChatMsg::RoomDisable { .. } | ChatMsg::RoomClear { .. } | ChatMsg::PostReplace { .. }
         ) {
             return self.records_msg(from, msg, ctx);
         }
@@ -604,23 +633,23 @@ impl Channel {
         // session name their user, who must be that principal. The session
         // then carries the user for every later request of the connection.
         let checked = match &msg {
-            Msg::Chat(ChatMsg::ChatJoin { user, .. })
-            | Msg::Chat(ChatMsg::ChatBulkJoin { user, .. })
-            | Msg::Chat(ChatMsg::ChatHello { user }) => identity::require_user(&from, user),
+            ChatMsg::ChatJoin { user, .. }
+            | ChatMsg::ChatBulkJoin { user, .. }
+            | ChatMsg::ChatHello { user } => identity::require_user(&from, user),
             _ => identity::require(&from, &[Role::User]),
         };
         if let Err(refusal) = checked {
             identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
             let room = match msg {
-                Msg::Chat(ChatMsg::ChatJoin { room, .. })
-                | Msg::Chat(ChatMsg::ChatLeave { room })
-                | Msg::Chat(ChatMsg::ChatPost { room, .. })
-                | Msg::Chat(ChatMsg::ChatSync { room, .. })
-                | Msg::Chat(ChatMsg::ChatFollow { room, .. })
-                | Msg::Chat(ChatMsg::ChatWho { room })
-                | Msg::Chat(ChatMsg::RoomSave { room, .. })
-                | Msg::Chat(ChatMsg::RoomGet { room })
-                | Msg::Chat(ChatMsg::FileTokenRequest { room, .. }) => room,
+                ChatMsg::ChatJoin { room, .. }
+                | ChatMsg::ChatLeave { room }
+                | ChatMsg::ChatPost { room, .. }
+                | ChatMsg::ChatSync { room, .. }
+                | ChatMsg::ChatFollow { room, .. }
+                | ChatMsg::ChatWho { room }
+                | ChatMsg::RoomSave { room, .. }
+                | ChatMsg::RoomGet { room }
+                | ChatMsg::FileTokenRequest { room, .. } => room,
                 _ => RoomId::new(),
             };
             let reason = ChatReject::Forbidden(refusal.to_string());
@@ -634,15 +663,13 @@ impl Channel {
         // (not on the path of every post).
         let user_of = |sessions: &BTreeMap<String, Session>| sessions[&from.node].user.clone();
         match msg {
-            Msg::Chat(ChatMsg::ChatJoin { user, room, after }) => {
-                self.join(from, user, room, after, ctx)
-            }
-            Msg::Chat(ChatMsg::ChatBulkJoin { user, rooms }) => {
+            ChatMsg::ChatJoin { user, room, after } => self.join(from, user, room, after, ctx),
+            ChatMsg::ChatBulkJoin { user, rooms } => {
                 for (room, after) in rooms {
                     self.join(from.clone(), user.clone(), room, after, ctx);
                 }
             }
-            Msg::Chat(ChatMsg::ChatHello { user }) => {
+            ChatMsg::ChatHello { user } => {
                 if let Err(reason) = self.session(&from, &user, now) {
                     return Self::reject(ctx, from, RoomId::new(), None, reason);
                 }
@@ -657,7 +684,7 @@ impl Channel {
                     ctx,
                 );
             }
-            Msg::Chat(ChatMsg::ChatLeave { room }) => {
+            ChatMsg::ChatLeave { room } => {
                 if !self.leave(&from.node, &room) {
                     return ctx.send(from, Msg::Chat(ChatMsg::ChatLeft { room }));
                 }
@@ -682,7 +709,7 @@ impl Channel {
                     ctx,
                 );
             }
-            Msg::Chat(ChatMsg::ChatSync { room, after }) => {
+            ChatMsg::ChatSync { room, after } => {
                 let joined = self
                     .sessions
                     .get(&from.node)
@@ -693,7 +720,7 @@ impl Channel {
                 let user = user_of(&self.sessions); // joined, so a session
                 self.read(from, room, after, false, (user, EventKind::Read), ctx);
             }
-            Msg::Chat(ChatMsg::FileTokenRequest { room, download }) => {
+            ChatMsg::FileTokenRequest { room, download } => {
                 let Some(session) = self.sessions.get(&from.node) else {
                     return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
                 };
@@ -724,7 +751,7 @@ impl Channel {
                     }),
                 );
             }
-            Msg::Chat(ChatMsg::ChatPost { post, room, text }) => {
+            ChatMsg::ChatPost { post, room, text } => {
                 let limit = self.settings.chat_post_max_bytes;
                 if text.len() as u64 > limit {
                     return Self::reject(
@@ -768,15 +795,15 @@ impl Channel {
             // Everything below needs a session (a hello or a join first).
             _ if !self.sessions.contains_key(&from.node) => {
                 let room = match &msg {
-                    Msg::Chat(ChatMsg::ChatFollow { room, .. })
-                    | Msg::Chat(ChatMsg::ChatWho { room })
-                    | Msg::Chat(ChatMsg::RoomSave { room, .. })
-                    | Msg::Chat(ChatMsg::RoomGet { room }) => room.clone(),
+                    ChatMsg::ChatFollow { room, .. }
+                    | ChatMsg::ChatWho { room }
+                    | ChatMsg::RoomSave { room, .. }
+                    | ChatMsg::RoomGet { room } => room.clone(),
                     _ => RoomId::new(),
                 };
                 Self::reject(ctx, from, room, None, ChatReject::NotJoined);
             }
-            Msg::Chat(ChatMsg::ChatFollow { room, follow }) => {
+            ChatMsg::ChatFollow { room, follow } => {
                 let user = user_of(&self.sessions);
                 if follow && !self.directory.may_read(&room, &user) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
@@ -799,7 +826,7 @@ impl Channel {
                     ctx,
                 );
             }
-            Msg::Chat(ChatMsg::ChatWho { room }) => {
+            ChatMsg::ChatWho { room } => {
                 let user = user_of(&self.sessions);
                 if !self.directory.may_read(&room, &user) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
@@ -815,7 +842,7 @@ impl Channel {
                 let users = users.into_iter().collect();
                 ctx.send(from, Msg::Chat(ChatMsg::ChatParticipants { room, users }));
             }
-            Msg::Chat(ChatMsg::RoomGet { room }) => {
+            ChatMsg::RoomGet { room } => {
                 let user = user_of(&self.sessions);
                 match self.directory.rooms.get(&room) {
                     Some(info) if self.directory.may_see(&room, &user) => {
@@ -839,17 +866,17 @@ impl Channel {
                     _ => Self::reject(ctx, from, room, None, ChatReject::NoSuchRoom),
                 }
             }
-            Msg::Chat(ChatMsg::RoomFind { query }) => {
+            ChatMsg::RoomFind { query } => {
                 let user = user_of(&self.sessions);
                 let follows = self.sessions[&from.node].follows.keys().cloned().collect();
                 let rooms = self.directory.query(&user, &query, &follows);
                 ctx.send(from, Msg::Chat(ChatMsg::RoomFound { query, rooms }));
             }
-            Msg::Chat(ChatMsg::RoomSave {
+            ChatMsg::RoomSave {
                 room,
                 mut info,
                 create,
-            }) => {
+            } => {
                 let user = user_of(&self.sessions);
                 let checked = if !valid_room_name(&room) {
                     Err(ChatReject::NoSuchRoom)
@@ -893,9 +920,9 @@ impl Channel {
         }
     }
 
-    fn store_msg(&mut self, msg: Msg, ctx: &mut Ctx) {
+    fn store_msg(&mut self, msg: ChatMsg, ctx: &mut Ctx) {
         match msg {
-            Msg::Chat(ChatMsg::StoreAppended { token, seq, post }) => {
+            ChatMsg::StoreAppended { token, seq, post } => {
                 let Some(Pending::Post { client, .. }) = self.pending.remove(&token) else {
                     return; // timed out already: the author retries
                 };
@@ -921,13 +948,13 @@ impl Channel {
                     }
                 }
             }
-            Msg::Chat(ChatMsg::StoreRange {
+            ChatMsg::StoreRange {
                 token,
                 room,
                 posts,
                 latest,
                 through,
-            }) => {
+            } => {
                 let Some(Pending::Read {
                     client,
                     join,
@@ -959,11 +986,11 @@ impl Channel {
                     ctx.send(client, Msg::Chat(ChatMsg::ChatJoined { room, latest }));
                 }
             }
-            Msg::Chat(ChatMsg::StoreRoomList {
+            ChatMsg::StoreRoomList {
                 token,
                 rooms,
                 version,
-            }) => {
+            } => {
                 if !matches!(self.pending.remove(&token), Some(Pending::Directory { .. })) {
                     return;
                 }
@@ -972,7 +999,7 @@ impl Channel {
                 }
                 self.directory_version = self.directory_version.max(version);
             }
-            Msg::Chat(ChatMsg::StoreRoomSaved { token, room, info }) => {
+            ChatMsg::StoreRoomSaved { token, room, info } => {
                 let Some(Pending::Room { client, .. }) = self.pending.remove(&token) else {
                     return;
                 };
@@ -995,27 +1022,27 @@ impl Channel {
                     );
                 }
             }
-            Msg::Chat(ChatMsg::StoreRoomRefused {
+            ChatMsg::StoreRoomRefused {
                 token,
                 room,
                 reason,
-            }) => match self.pending.remove(&token) {
+            } => match self.pending.remove(&token) {
                 Some(Pending::Room { client, .. }) => Self::reject(ctx, client, room, None, reason),
                 Some(Pending::Records {
                     client, room, post, ..
                 }) => Self::reject(ctx, client, room, post, reason),
                 _ => {}
             },
-            Msg::Chat(ChatMsg::StoreCleared {
+            ChatMsg::StoreCleared {
                 token,
                 room,
                 through,
-            }) => {
+            } => {
                 if let Some(Pending::Records { client, .. }) = self.pending.remove(&token) {
                     ctx.send(client, Msg::Chat(ChatMsg::RoomCleared { room, through }));
                 }
             }
-            Msg::Chat(ChatMsg::StoreReplaced { token, seq, post }) => {
+            ChatMsg::StoreReplaced { token, seq, post } => {
                 let Some(Pending::Records { client, .. }) = self.pending.remove(&token) else {
                     return;
                 };
@@ -1043,7 +1070,7 @@ impl Channel {
                     }
                 }
             }
-            Msg::Chat(ChatMsg::StoreUserInfo { token, follows, .. }) => {
+            ChatMsg::StoreUserInfo { token, follows, .. } => {
                 let Some(Pending::User { client, follow, .. }) = self.pending.remove(&token) else {
                     return;
                 };
@@ -1064,12 +1091,12 @@ impl Channel {
                     }
                 }
             }
-            Msg::Chat(ChatMsg::StoreAudited { token }) => {
+            ChatMsg::StoreAudited { token } => {
                 if let Some(Pending::Leave { client, room, .. }) = self.pending.remove(&token) {
                     ctx.send(client, Msg::Chat(ChatMsg::ChatLeft { room }));
                 }
             }
-            Msg::Chat(ChatMsg::StoreFailed { token }) => {
+            ChatMsg::StoreFailed { token } => {
                 if let Some(p) = self.pending.remove(&token) {
                     Self::store_unavailable(p, ctx);
                 }
@@ -1085,11 +1112,11 @@ impl Channel {
         }
     }
 
-    fn channel_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+    fn channel_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
         match msg {
-            Msg::Chat(ChatMsg::Relay { seq, post }) => self.fan_out(seq, &post, ctx),
-            Msg::Chat(ChatMsg::RoomChanged { room, info }) => self.apply_room(room, *info, ctx),
-            Msg::Chat(ChatMsg::Presence { rooms, full }) => {
+            ChatMsg::Relay { seq, post } => self.fan_out(seq, &post, ctx),
+            ChatMsg::RoomChanged { room, info } => self.apply_room(room, *info, ctx),
+            ChatMsg::Presence { rooms, full } => {
                 let now = ctx.now();
                 let p = self
                     .presence
@@ -1164,6 +1191,10 @@ impl Actor for Channel {
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
+        let msg = match msg {
+            Msg::Chat(msg) => msg,
+            other => return self.foreign_msg(from, other, ctx),
+        };
         match from.actor {
             ActorKind::Client => self.client_msg(from, msg, ctx),
             ActorKind::ChatStore => self.store_msg(msg, ctx),

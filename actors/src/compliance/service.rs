@@ -892,8 +892,12 @@ impl Actor for Compliance {
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
+        // Only the service's own messages pass the check above.
+        let Msg::Compliance(msg) = msg else {
+            return;
+        };
         match msg {
-            Msg::Compliance(ComplianceMsg::ComplianceBatch { events }) => {
+            ComplianceMsg::ComplianceBatch { events } => {
                 let mut high = self.high.get(&from.node).copied().unwrap_or(0);
                 let mut fresh = Vec::new();
                 for e in events {
@@ -929,22 +933,20 @@ impl Actor for Compliance {
                 };
                 self.write(w, ops, ctx);
             }
-            Msg::Compliance(ComplianceMsg::ComplianceFileChunk {
+            ComplianceMsg::ComplianceFileChunk {
                 file,
                 offset,
                 total,
                 data,
-            }) => self.on_chunk(&from, &file, offset, total, data, ctx),
-            Msg::Compliance(ComplianceMsg::ComplianceFileMissing { file, reason })
-                if self.asked(&from, &file) =>
-            {
+            } => self.on_chunk(&from, &file, offset, total, data, ctx),
+            ComplianceMsg::ComplianceFileMissing { file, reason } if self.asked(&from, &file) => {
                 self.candidate_failed(reason, ctx);
             }
-            Msg::Compliance(ComplianceMsg::ComplianceRunNow)
-            | Msg::Compliance(ComplianceMsg::ComplianceStatusQuery)
-            | Msg::Compliance(ComplianceMsg::ComplianceAck { .. }) => {
+            ComplianceMsg::ComplianceRunNow
+            | ComplianceMsg::ComplianceStatusQuery
+            | ComplianceMsg::ComplianceAck { .. } => {
                 let roles: &[Role] = match msg {
-                    Msg::Compliance(ComplianceMsg::ComplianceRunNow) => &[Role::Operator],
+                    ComplianceMsg::ComplianceRunNow => &[Role::Operator],
                     _ => &[Role::Operator, Role::Auditor],
                 };
                 if let Err(refusal) = identity::require(&from, roles) {
@@ -953,10 +955,8 @@ impl Actor for Compliance {
                     return ctx.send(from, Msg::Forbidden { reason });
                 }
                 match msg {
-                    Msg::Compliance(ComplianceMsg::ComplianceRunNow) => self.run(ctx),
-                    Msg::Compliance(ComplianceMsg::ComplianceAck { batch }) => {
-                        return self.ack(from, batch, ctx)
-                    }
+                    ComplianceMsg::ComplianceRunNow => self.run(ctx),
+                    ComplianceMsg::ComplianceAck { batch } => return self.ack(from, batch, ctx),
                     _ => {}
                 }
                 ctx.send(
