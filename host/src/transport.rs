@@ -369,6 +369,9 @@ pub struct Network {
     shed_after: OnceLock<Duration>,
     dropped: AtomicU64,
     refused: AtomicU64,
+    /// Of the refused: connections whose peer spoke another protocol
+    /// version.
+    version_refused: AtomicU64,
     /// Client requests answered busy by a reader (see [`SHED_RESERVE`]).
     shed: AtomicU64,
     /// Server peers whose last connection attempt failed, and why
@@ -423,6 +426,7 @@ impl Network {
             shed_after: OnceLock::new(),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            version_refused: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             unreachable: Mutex::new(BTreeMap::new()),
             failure_notice: tokio::sync::Notify::new(),
@@ -616,6 +620,25 @@ impl Network {
 
     fn refuse(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inbound connections refused because the peer spoke another protocol
+    /// version ([`frame::PROTOCOL_VERSION`]); counted in [`Network::refused`]
+    /// too.
+    pub fn version_refused(&self) -> u64 {
+        self.version_refused.load(Ordering::Relaxed)
+    }
+
+    /// Why a frame closes a connection, for the log: a version mismatch
+    /// says so first (and is counted), naming both versions.
+    fn frame_refusal(&self, e: &TransportError) -> String {
+        match e {
+            TransportError::Frame(FrameError::BadVersion { .. }) => {
+                self.version_refused.fetch_add(1, Ordering::Relaxed);
+                format!("protocol version mismatch: {e}")
+            }
+            _ => format!("bad frame: {e}"),
+        }
     }
 
     /// Whether a warning about a refused connection or a bad frame may be
@@ -888,8 +911,9 @@ impl Network {
                     return;
                 }
                 Err(e) => {
+                    let why = self.frame_refusal(&e);
                     if self.may_warn() {
-                        tracing::warn!(node = %self.me, %remote, error = %e, "bad frame; closing connection");
+                        tracing::warn!(node = %self.me, %remote, "{why}; closing connection");
                     }
                     self.refuse();
                     return;
@@ -953,6 +977,9 @@ impl Network {
             match read_buffered_frame(&mut reader, max).await {
                 Ok(Some(env)) => Ok(Some((reader, writer, identity, env))),
                 Ok(None) => Ok(None),
+                Err(e @ TransportError::Frame(FrameError::BadVersion { .. })) => {
+                    Err(self.frame_refusal(&e))
+                }
                 Err(e) => Err(format!("bad first frame: {e}")),
             }
         });

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::reach::{answer_from, CannotReach};
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::chat::ChatMsg;
 use holdfast_actors::core::protocol::chat::{
     ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary,
 };
@@ -136,15 +137,18 @@ impl ChatClient {
         for lookup in &config.pool.lookups {
             c.send(
                 Addr::new(lookup.clone(), ActorKind::Lookup),
-                Msg::FindChannel,
+                Msg::Chat(ChatMsg::FindChannel),
             )?;
             match c
                 .next(lookup, "FindChannel", |m| {
-                    matches!(m, Msg::ChannelAssigned { .. } | Msg::NoChannel)
+                    matches!(
+                        m,
+                        Msg::Chat(ChatMsg::ChannelAssigned { .. }) | Msg::Chat(ChatMsg::NoChannel)
+                    )
                 })
                 .await
             {
-                Ok(Msg::ChannelAssigned { channel }) => {
+                Ok(Msg::Chat(ChatMsg::ChannelAssigned { channel })) => {
                     c.channel = channel;
                     return Ok(c);
                 }
@@ -254,11 +258,11 @@ impl ChatClient {
         room: &str,
         after: u64,
     ) -> Result<(Vec<(u64, Post)>, u64), ChatError> {
-        self.to_channel(Msg::ChatJoin {
+        self.to_channel(Msg::Chat(ChatMsg::ChatJoin {
             user: self.user.clone(),
             room: room.to_string(),
             after,
-        })?;
+        }))?;
         let mut posts = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let channel = self.channel.clone();
@@ -267,15 +271,17 @@ impl ChatClient {
                 return Err(self.channel_silent(&format!("the join of {room}")));
             };
             match env.msg {
-                Msg::ChatMessage { seq, post } if post.room == room => posts.push((seq, post)),
-                Msg::ChatJoined { room: r, latest } if r == room => {
+                Msg::Chat(ChatMsg::ChatMessage { seq, post }) if post.room == room => {
+                    posts.push((seq, post))
+                }
+                Msg::Chat(ChatMsg::ChatJoined { room: r, latest }) if r == room => {
                     posts.sort_by_key(|(s, _)| *s);
                     posts.dedup_by_key(|(s, _)| *s);
                     return Ok((posts, latest));
                 }
-                Msg::ChatRejected {
+                Msg::Chat(ChatMsg::ChatRejected {
                     room: r, reason, ..
-                } if r == room => return Err(rejected(room, reason)),
+                }) if r == room => return Err(rejected(room, reason)),
                 _ => {}
             }
         }
@@ -290,10 +296,10 @@ impl ChatClient {
         rooms: &[String],
     ) -> Result<std::collections::BTreeMap<String, (Vec<(u64, Post)>, u64)>, ChatError> {
         use std::collections::BTreeMap;
-        self.to_channel(Msg::ChatBulkJoin {
+        self.to_channel(Msg::Chat(ChatMsg::ChatBulkJoin {
             user: self.user.clone(),
             rooms: rooms.iter().map(|r| (r.clone(), 0)).collect(),
-        })?;
+        }))?;
         let mut posts: BTreeMap<String, Vec<(u64, Post)>> = BTreeMap::new();
         let mut done = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -303,23 +309,23 @@ impl ChatClient {
                 return Err(self.channel_silent("the join"));
             };
             match env.msg {
-                Msg::ChatMessage { seq, post } if rooms.contains(&post.room) => {
+                Msg::Chat(ChatMsg::ChatMessage { seq, post }) if rooms.contains(&post.room) => {
                     posts
                         .entry(post.room.clone())
                         .or_default()
                         .push((seq, post));
                 }
-                Msg::ChatJoined { room, latest } if rooms.contains(&room) => {
+                Msg::Chat(ChatMsg::ChatJoined { room, latest }) if rooms.contains(&room) => {
                     let mut got = posts.remove(&room).unwrap_or_default();
                     got.sort_by_key(|(s, _)| *s);
                     got.dedup_by_key(|(s, _)| *s);
                     done.insert(room, (got, latest));
                 }
-                Msg::ChatRejected {
+                Msg::Chat(ChatMsg::ChatRejected {
                     room,
                     reason,
                     post: None,
-                } if rooms.contains(&room) => return Err(rejected(&room, reason)),
+                }) if rooms.contains(&room) => return Err(rejected(&room, reason)),
                 _ => {}
             }
         }
@@ -329,18 +335,18 @@ impl ChatClient {
     /// Posts to a joined room; returns its sequence number once stored.
     pub async fn post(&mut self, room: &str, text: &str) -> Result<u64, ChatError> {
         let id = crate::client::new_id(&self.user);
-        self.to_channel(Msg::ChatPost {
+        self.to_channel(Msg::Chat(ChatMsg::ChatPost {
             post: id.clone(),
             room: room.to_string(),
             text: text.to_string(),
-        })?;
+        }))?;
         let what = format!("post {id} (it may or may not be stored)");
         match self
-            .channel_answer(&what, |m| matches!(m, Msg::ChatPosted { post, .. } | Msg::ChatRejected { post: Some(post), .. } if *post == id))
+            .channel_answer(&what, |m| matches!(m, Msg::Chat(ChatMsg::ChatPosted { post, .. }) | Msg::Chat(ChatMsg::ChatRejected { post: Some(post), .. }) if *post == id))
             .await?
         {
-            Msg::ChatPosted { seq, .. } => Ok(seq),
-            Msg::ChatRejected { reason, .. } => Err(rejected(room, reason)),
+            Msg::Chat(ChatMsg::ChatPosted { seq, .. }) => Ok(seq),
+            Msg::Chat(ChatMsg::ChatRejected { reason, .. }) => Err(rejected(room, reason)),
             _ => unreachable!("filtered by channel_answer"),
         }
     }
@@ -352,16 +358,16 @@ impl ChatClient {
         room: &str,
         download: Option<String>,
     ) -> Result<Vec<u8>, ChatError> {
-        self.to_channel(Msg::FileTokenRequest {
+        self.to_channel(Msg::Chat(ChatMsg::FileTokenRequest {
             room: room.to_string(),
             download,
-        })?;
+        }))?;
         match self
-            .channel_answer("FileTokenRequest", |m| matches!(m, Msg::FileToken { room: r, .. } | Msg::ChatRejected { room: r, .. } if r == room))
+            .channel_answer("FileTokenRequest", |m| matches!(m, Msg::Chat(ChatMsg::FileToken { room: r, .. }) | Msg::Chat(ChatMsg::ChatRejected { room: r, .. }) if r == room))
             .await?
         {
-            Msg::FileToken { token, .. } => Ok(token),
-            Msg::ChatRejected { reason, .. } => Err(rejected(room, reason)),
+            Msg::Chat(ChatMsg::FileToken { token, .. }) => Ok(token),
+            Msg::Chat(ChatMsg::ChatRejected { reason, .. }) => Err(rejected(room, reason)),
             _ => unreachable!("filtered by channel_answer"),
         }
     }
@@ -378,7 +384,9 @@ impl ChatClient {
         self.next(&web, what, |m| {
             matches!(
                 m,
-                Msg::FileStored { .. } | Msg::FileData { .. } | Msg::FileRefused { .. }
+                Msg::Chat(ChatMsg::FileStored { .. })
+                    | Msg::Chat(ChatMsg::FileData { .. })
+                    | Msg::Chat(ChatMsg::FileRefused { .. })
             )
         })
         .await
@@ -394,15 +402,17 @@ impl ChatClient {
         let token = self.file_token(room, None).await?;
         self.send(
             self.web()?,
-            Msg::FileUpload {
+            Msg::Chat(ChatMsg::FileUpload {
                 token,
                 name: name.to_string(),
                 data,
-            },
+            }),
         )?;
         match self.web_answer("the upload").await? {
-            Msg::FileStored { file, size, .. } => Ok((file, size)),
-            Msg::FileRefused { reason } => Err(format!("upload refused: {reason}").into()),
+            Msg::Chat(ChatMsg::FileStored { file, size, .. }) => Ok((file, size)),
+            Msg::Chat(ChatMsg::FileRefused { reason }) => {
+                Err(format!("upload refused: {reason}").into())
+            }
             _ => Err(ChatError::Other("unexpected answer".into())),
         }
     }
@@ -414,10 +424,12 @@ impl ChatClient {
         file: &str,
     ) -> Result<(String, Vec<u8>), ChatError> {
         let token = self.file_token(room, Some(file.to_string())).await?;
-        self.send(self.web()?, Msg::FileDownload { token })?;
+        self.send(self.web()?, Msg::Chat(ChatMsg::FileDownload { token }))?;
         match self.web_answer("the download").await? {
-            Msg::FileData { name, data, .. } => Ok((name, data)),
-            Msg::FileRefused { reason } => Err(format!("download refused: {reason}").into()),
+            Msg::Chat(ChatMsg::FileData { name, data, .. }) => Ok((name, data)),
+            Msg::Chat(ChatMsg::FileRefused { reason }) => {
+                Err(format!("download refused: {reason}").into())
+            }
             _ => Err(ChatError::Other("unexpected answer".into())),
         }
     }
@@ -434,11 +446,11 @@ impl ChatClient {
         self.to_channel(msg)?;
         match self
             .channel_answer(what, |m| {
-                want(m) || matches!(m, Msg::ChatRejected { room: r, post: None, .. } if r == room)
+                want(m) || matches!(m, Msg::Chat(ChatMsg::ChatRejected { room: r, post: None, .. }) if r == room)
             })
             .await?
         {
-            Msg::ChatRejected { reason, .. } => Err(rejected(room, reason)),
+            Msg::Chat(ChatMsg::ChatRejected { reason, .. }) => Err(rejected(room, reason)),
             m => Ok(m),
         }
     }
@@ -446,14 +458,16 @@ impl ChatClient {
     /// Opens the session: the rooms the user follows, each with its latest
     /// sequence number.
     pub async fn hello(&mut self) -> Result<Vec<(RoomId, u64)>, ChatError> {
-        let msg = Msg::ChatHello {
+        let msg = Msg::Chat(ChatMsg::ChatHello {
             user: self.user.clone(),
-        };
+        });
         match self
-            .request(msg, "", |m| matches!(m, Msg::ChatWelcome { .. }))
+            .request(msg, "", |m| {
+                matches!(m, Msg::Chat(ChatMsg::ChatWelcome { .. }))
+            })
             .await?
         {
-            Msg::ChatWelcome { follows } => Ok(follows),
+            Msg::Chat(ChatMsg::ChatWelcome { follows }) => Ok(follows),
             _ => unreachable!("filtered by request"),
         }
     }
@@ -465,38 +479,38 @@ impl ChatClient {
         info: Room,
         create: bool,
     ) -> Result<u64, ChatError> {
-        let msg = Msg::RoomSave {
+        let msg = Msg::Chat(ChatMsg::RoomSave {
             room: room.to_string(),
             info: Box::new(info),
             create,
-        };
+        });
         match self
             .request(
                 msg,
                 room,
-                |m| matches!(m, Msg::RoomSaved { room: r, .. } if r == room),
+                |m| matches!(m, Msg::Chat(ChatMsg::RoomSaved { room: r, .. }) if r == room),
             )
             .await?
         {
-            Msg::RoomSaved { version, .. } => Ok(version),
+            Msg::Chat(ChatMsg::RoomSaved { version, .. }) => Ok(version),
             _ => unreachable!("filtered by request"),
         }
     }
 
     /// A room's description (members only for its members).
     pub async fn room(&mut self, room: &str) -> Result<Room, ChatError> {
-        let msg = Msg::RoomGet {
+        let msg = Msg::Chat(ChatMsg::RoomGet {
             room: room.to_string(),
-        };
+        });
         match self
             .request(
                 msg,
                 room,
-                |m| matches!(m, Msg::RoomInfo { room: r, .. } if r == room),
+                |m| matches!(m, Msg::Chat(ChatMsg::RoomInfo { room: r, .. }) if r == room),
             )
             .await?
         {
-            Msg::RoomInfo { info, .. } => Ok(*info),
+            Msg::Chat(ChatMsg::RoomInfo { info, .. }) => Ok(*info),
             _ => unreachable!("filtered by request"),
         }
     }
@@ -506,26 +520,26 @@ impl ChatClient {
         let q = query.clone();
         match self
             .request(
-                Msg::RoomFind { query },
+                Msg::Chat(ChatMsg::RoomFind { query }),
                 "",
-                |m| matches!(m, Msg::RoomFound { query, .. } if *query == q),
+                |m| matches!(m, Msg::Chat(ChatMsg::RoomFound { query, .. }) if *query == q),
             )
             .await?
         {
-            Msg::RoomFound { rooms, .. } => Ok(rooms),
+            Msg::Chat(ChatMsg::RoomFound { rooms, .. }) => Ok(rooms),
             _ => unreachable!("filtered by request"),
         }
     }
 
     pub async fn follow(&mut self, room: &str, follow: bool) -> Result<(), ChatError> {
-        let msg = Msg::ChatFollow {
+        let msg = Msg::Chat(ChatMsg::ChatFollow {
             room: room.to_string(),
             follow,
-        };
+        });
         self.request(
             msg,
             room,
-            |m| matches!(m, Msg::ChatFollowed { room: r, .. } if r == room),
+            |m| matches!(m, Msg::Chat(ChatMsg::ChatFollowed { room: r, .. }) if r == room),
         )
         .await
         .map(|_| ())
@@ -533,18 +547,18 @@ impl ChatClient {
 
     /// Who is in the room now, across the pool.
     pub async fn who(&mut self, room: &str) -> Result<Vec<String>, ChatError> {
-        let msg = Msg::ChatWho {
+        let msg = Msg::Chat(ChatMsg::ChatWho {
             room: room.to_string(),
-        };
+        });
         match self
             .request(
                 msg,
                 room,
-                |m| matches!(m, Msg::ChatParticipants { room: r, .. } if r == room),
+                |m| matches!(m, Msg::Chat(ChatMsg::ChatParticipants { room: r, .. }) if r == room),
             )
             .await?
         {
-            Msg::ChatParticipants { users, .. } => Ok(users),
+            Msg::Chat(ChatMsg::ChatParticipants { users, .. }) => Ok(users),
             _ => unreachable!("filtered by request"),
         }
     }
@@ -552,19 +566,19 @@ impl ChatClient {
     /// Disables (or enables) a room, as an operator; returns its new
     /// directory version.
     pub async fn disable_room(&mut self, room: &str, disabled: bool) -> Result<u64, ChatError> {
-        let msg = Msg::RoomDisable {
+        let msg = Msg::Chat(ChatMsg::RoomDisable {
             room: room.to_string(),
             disabled,
-        };
+        });
         match self
             .request(
                 msg,
                 room,
-                |m| matches!(m, Msg::RoomSaved { room: r, .. } if r == room),
+                |m| matches!(m, Msg::Chat(ChatMsg::RoomSaved { room: r, .. }) if r == room),
             )
             .await?
         {
-            Msg::RoomSaved { version, .. } => Ok(version),
+            Msg::Chat(ChatMsg::RoomSaved { version, .. }) => Ok(version),
             _ => unreachable!("filtered by request"),
         }
     }
@@ -572,19 +586,19 @@ impl ChatClient {
     /// Clears a room's posts (those before `before`, ms, if given), as an
     /// operator; returns the last number the clear covers.
     pub async fn clear_room(&mut self, room: &str, before: Option<u64>) -> Result<u64, ChatError> {
-        let msg = Msg::RoomClear {
+        let msg = Msg::Chat(ChatMsg::RoomClear {
             room: room.to_string(),
             before,
-        };
+        });
         match self
             .request(
                 msg,
                 room,
-                |m| matches!(m, Msg::RoomCleared { room: r, .. } if r == room),
+                |m| matches!(m, Msg::Chat(ChatMsg::RoomCleared { room: r, .. }) if r == room),
             )
             .await?
         {
-            Msg::RoomCleared { through, .. } => Ok(through),
+            Msg::Chat(ChatMsg::RoomCleared { through, .. }) => Ok(through),
             _ => unreachable!("filtered by request"),
         }
     }
@@ -595,16 +609,16 @@ impl ChatClient {
         post: &str,
         text: &str,
     ) -> Result<(String, u64), ChatError> {
-        self.to_channel(Msg::PostReplace {
+        self.to_channel(Msg::Chat(ChatMsg::PostReplace {
             post: post.to_string(),
             text: text.to_string(),
-        })?;
+        }))?;
         match self
-            .channel_answer("PostReplace", |m| matches!(m, Msg::PostReplaced { post: p, .. } | Msg::ChatRejected { post: Some(p), .. } if p == post))
+            .channel_answer("PostReplace", |m| matches!(m, Msg::Chat(ChatMsg::PostReplaced { post: p, .. }) | Msg::Chat(ChatMsg::ChatRejected { post: Some(p), .. }) if p == post))
             .await?
         {
-            Msg::PostReplaced { room, seq, .. } => Ok((room, seq)),
-            Msg::ChatRejected { reason, .. } => Err(rejected(&format!("post {post}"), reason)),
+            Msg::Chat(ChatMsg::PostReplaced { room, seq, .. }) => Ok((room, seq)),
+            Msg::Chat(ChatMsg::ChatRejected { reason, .. }) => Err(rejected(&format!("post {post}"), reason)),
             _ => unreachable!("filtered by channel_answer"),
         }
     }
@@ -612,10 +626,10 @@ impl ChatClient {
     /// Asks for the posts of a joined room after `after` (they arrive as
     /// posts).
     pub fn sync(&self, room: &str, after: u64) -> Result<(), ChatError> {
-        self.to_channel(Msg::ChatSync {
+        self.to_channel(Msg::Chat(ChatMsg::ChatSync {
             room: room.to_string(),
             after,
-        })
+        }))
     }
 
     /// Waits for the next post of any joined room, up to the timeout
@@ -623,10 +637,10 @@ impl ChatClient {
     /// reached.
     pub async fn next_post(&mut self) -> Result<Option<(u64, Post)>, ChatError> {
         match self
-            .channel_answer("", |m| matches!(m, Msg::ChatMessage { .. }))
+            .channel_answer("", |m| matches!(m, Msg::Chat(ChatMsg::ChatMessage { .. })))
             .await
         {
-            Ok(Msg::ChatMessage { seq, post }) => Ok(Some((seq, post))),
+            Ok(Msg::Chat(ChatMsg::ChatMessage { seq, post })) => Ok(Some((seq, post))),
             Err(ChatError::CannotReach(CannotReach::NoAnswer { .. })) => Ok(None),
             Err(e) => Err(e),
             Ok(_) => unreachable!("filtered by channel_answer"),

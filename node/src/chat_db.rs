@@ -574,6 +574,7 @@ mod tests {
     use holdfast_actors::chat::chat_store::ChatStore;
     use holdfast_actors::core::actor::{Actor, Ctx, Effect};
     use holdfast_actors::core::ids::{ActorKind, Addr};
+    use holdfast_actors::core::protocol::chat::ChatMsg;
     use holdfast_actors::core::protocol::chat::Privacy;
     use holdfast_actors::core::protocol::Msg;
     use rand::SeedableRng;
@@ -636,12 +637,15 @@ mod tests {
             let sent = react(
                 &mut db,
                 &mut core,
-                Msg::StoreAppend {
+                Msg::Chat(ChatMsg::StoreAppend {
                     token: t as u64,
                     post: post(id, "deals"),
-                },
+                }),
             );
-            assert!(matches!(sent[..], [Msg::StoreAppended { .. }]), "{sent:?}");
+            assert!(
+                matches!(sent[..], [Msg::Chat(ChatMsg::StoreAppended { .. })]),
+                "{sent:?}"
+            );
         }
         let room = Room {
             members: ["bob@corp.example".to_string()].into(),
@@ -653,24 +657,27 @@ mod tests {
         let sent = react(
             &mut db,
             &mut core,
-            Msg::StoreRoomSave {
+            Msg::Chat(ChatMsg::StoreRoomSave {
                 token: 7,
                 room: "deals".into(),
                 info: Box::new(room),
                 create: true,
                 by: "ann@corp.example".into(),
-            },
+            }),
         );
-        assert!(matches!(sent[..], [Msg::StoreRoomSaved { .. }]), "{sent:?}");
+        assert!(
+            matches!(sent[..], [Msg::Chat(ChatMsg::StoreRoomSaved { .. })]),
+            "{sent:?}"
+        );
         react(
             &mut db,
             &mut core,
-            Msg::StoreFollow {
+            Msg::Chat(ChatMsg::StoreFollow {
                 token: 8,
                 user: "bob@corp.example".into(),
                 room: "deals".into(),
                 follow: true,
-            },
+            }),
         );
         // Plain SQL sees the chat as tables.
         let roles: Vec<(String, String)> = db
@@ -705,41 +712,41 @@ mod tests {
         let sent = react(
             &mut db,
             &mut again,
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 9,
                 post: post("p3", "deals"),
-            },
+            }),
         );
         assert!(
-            matches!(sent[..], [Msg::StoreAppended { seq: 3, .. }]),
+            matches!(sent[..], [Msg::Chat(ChatMsg::StoreAppended { seq: 3, .. })]),
             "{sent:?}"
         );
         let sent = react(
             &mut db,
             &mut again,
-            Msg::StoreUser {
+            Msg::Chat(ChatMsg::StoreUser {
                 token: 10,
                 user: "bob@corp.example".into(),
-            },
+            }),
         );
         assert_eq!(
             sent,
-            vec![Msg::StoreUserInfo {
+            vec![Msg::Chat(ChatMsg::StoreUserInfo {
                 token: 10,
                 user: "bob@corp.example".into(),
                 follows: vec![("deals".into(), 3)]
-            }]
+            })]
         );
         let sent = react(
             &mut db,
             &mut again,
-            Msg::StoreRooms {
+            Msg::Chat(ChatMsg::StoreRooms {
                 token: 11,
                 since: 0,
-            },
+            }),
         );
         assert!(
-            matches!(&sent[..], [Msg::StoreRoomList { rooms, version: 1, .. }] if rooms[0].1.privacy == Privacy::Secret),
+            matches!(&sent[..], [Msg::Chat(ChatMsg::StoreRoomList { rooms, version: 1, .. })] if rooms[0].1.privacy == Privacy::Secret),
             "{sent:?}"
         );
     }
@@ -786,38 +793,41 @@ mod tests {
             react(
                 &mut db,
                 &mut core,
-                Msg::StoreAppend {
+                Msg::Chat(ChatMsg::StoreAppend {
                     token: t as u64,
                     post: p,
-                },
+                }),
             );
         }
         let sent = react(
             &mut db,
             &mut core,
-            Msg::StoreReplace {
+            Msg::Chat(ChatMsg::StoreReplace {
                 token: 5,
                 post: "p3".into(),
                 text: "replacement".into(),
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(
-            matches!(sent[..], [Msg::StoreReplaced { seq: 3, .. }]),
+            matches!(sent[..], [Msg::Chat(ChatMsg::StoreReplaced { seq: 3, .. })]),
             "{sent:?}"
         );
         let sent = react(
             &mut db,
             &mut core,
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token: 6,
                 room: "r".into(),
                 before: Some(2),
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(
-            matches!(sent[..], [Msg::StoreCleared { through: 3, .. }]),
+            matches!(
+                sent[..],
+                [Msg::Chat(ChatMsg::StoreCleared { through: 3, .. })]
+            ),
             "{sent:?}"
         );
         let texts: Vec<(i64, String)> = db

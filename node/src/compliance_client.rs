@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::operator_client::{self, AskError};
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::protocol::compliance::ComplianceMsg;
 use holdfast_actors::core::protocol::compliance::ComplianceStatus;
 use holdfast_actors::core::protocol::Msg;
 use std::time::Duration;
@@ -25,19 +26,22 @@ pub async fn ask(
             AskError::Setup("the config has no node with the compliance role".into())
         })?;
     let roles: &[Role] = match request {
-        Msg::ComplianceRunNow => &[Role::Operator],
+        Msg::Compliance(ComplianceMsg::ComplianceRunNow) => &[Role::Operator],
         _ => &[Role::Operator, Role::Auditor],
     };
     let target = (node.as_str(), ActorKind::Compliance);
     let is_report = |m: &Msg| {
         matches!(
             m,
-            Msg::ComplianceReport(_) | Msg::ComplianceAckRefused { .. }
+            Msg::Compliance(ComplianceMsg::ComplianceReport(_))
+                | Msg::Compliance(ComplianceMsg::ComplianceAckRefused { .. })
         )
     };
     match operator_client::ask(config, user, roles, target, request, timeout, is_report).await? {
-        Msg::ComplianceReport(status) => Ok(status),
-        Msg::ComplianceAckRefused { reason, .. } => Err(AskError::Refused { node, reason }),
+        Msg::Compliance(ComplianceMsg::ComplianceReport(status)) => Ok(status),
+        Msg::Compliance(ComplianceMsg::ComplianceAckRefused { reason, .. }) => {
+            Err(AskError::Refused { node, reason })
+        }
         _ => unreachable!("only a report is wanted"),
     }
 }

@@ -361,6 +361,11 @@ impl Metrics {
                 "IMs answered busy by a connection reader before the front end saw them (inbox nearly full, or its oldest request waited half of admission_wait)",
                 self.net.shed(),
             ),
+            (
+                "holdfast_connections_refused_version",
+                "inbound connections refused for another protocol version (counted in connections_refused too)",
+                self.net.version_refused(),
+            ),
         ] {
             let c = Counter::<u64>::default();
             c.inc_by(v);
@@ -482,6 +487,7 @@ pub fn family_names() -> Vec<String> {
             "holdfast_frames_dropped_total",
             "holdfast_connections_refused_total",
             "holdfast_ims_shed_total",
+            "holdfast_connections_refused_version_total",
             "holdfast_im_answer_seconds_bucket",
             "holdfast_im_answer_seconds_sum",
             "holdfast_im_answer_seconds_count",

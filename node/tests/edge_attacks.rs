@@ -4,7 +4,8 @@
 //! a flood of idle connections; what a node writes is private to its user
 //! (folders 0700, files 0600); one process per data folder; and a node
 //! that cannot use its data folder says so and exits (code 2) before it
-//! listens, instead of reporting ready and failing every write.
+//! listens, instead of reporting ready and failing every write; a peer of
+//! another protocol version is refused.
 
 mod common;
 
@@ -774,6 +775,85 @@ fn unauthenticated_client_is_refused() {
     let rows = wait_archived(&c, &["honest-1".to_string()], Duration::from_secs(30));
     assert!(rows.contains_key("honest-1"));
     assert!(!rows.contains_key("anonymous-1"));
+}
+
+/// A node of another build, speaking another protocol version, reaches the
+/// archiving server with a valid node certificate (fe1's): its hello (the
+/// first frame, carrying its version) is refused and the connection closed,
+/// the archiving server warns naming both versions and counts it
+/// (`holdfast_connections_refused_version_total`), and the cluster keeps
+/// archiving. Before, the version byte was never bumped: nodes of
+/// different builds read each other's frames as their own types.
+#[test]
+fn peer_of_another_protocol_version_is_refused() {
+    use holdfast_actors::core::frame::{self, HEADER, PROTOCOL_VERSION};
+    use holdfast_host::transport::Link;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = TestCluster::start("tls", "");
+    let arch1 = c.config.node("arch1").unwrap();
+    let rt = common::runtime();
+    let others = [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1];
+    rt.block_on(async {
+        let link = TlsLink::for_node(&c.config.certs, "fe1").unwrap();
+        for other in others {
+            let tcp = tokio::net::TcpStream::connect(arch1.listen).await.unwrap();
+            let mut s = link.connect("arch1", tcp).await.unwrap();
+            let hello = Envelope {
+                from: Addr::new("fe1", ActorKind::OutgoingQueue),
+                to: Addr::new("arch1", ActorKind::DestinationQueue),
+                id: 1,
+                msg: Msg::TransferAck { upto: 0 },
+            };
+            let mut bytes = frame::encode(&hello).unwrap();
+            bytes[HEADER] = other;
+            s.write_all(&bytes).await.unwrap();
+            s.flush().await.unwrap();
+            let mut buf = [0u8; 256];
+            let answer = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            assert!(
+                matches!(answer, Ok(Ok(0)) | Ok(Err(_))),
+                "a peer of protocol version {other} was not closed: {answer:?}"
+            );
+        }
+    });
+    // The refusal is logged (WARN) naming both versions, and counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let expected: Vec<String> = others
+        .iter()
+        .map(|v| format!("protocol version mismatch: the peer speaks protocol version {v}, this node speaks version {PROTOCOL_VERSION}"))
+        .collect();
+    while !expected.iter().all(|e| c.log("arch1").contains(e.as_str())) {
+        assert!(
+            Instant::now() < deadline,
+            "no warning naming both versions; arch1 log:\n{}",
+            last_lines(&c.log("arch1"), 20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.log("arch1").contains("WARN"), "{}", c.log("arch1"));
+    let metrics = ureq::get(&format!("http://{}/metrics", arch1.metrics.unwrap()))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "holdfast_connections_refused_version_total{node=\"arch1\"} 2"),
+        "{metrics}"
+    );
+    // The cluster is undisturbed: fe1 itself still reaches arch1.
+    let s = Sender::new(&c);
+    assert!(matches!(
+        s.send("after-mismatch-1", "hello".into()),
+        Outcome::Accepted { .. }
+    ));
+    let rows = wait_archived(
+        &c,
+        &["after-mismatch-1".to_string()],
+        Duration::from_secs(30),
+    );
+    assert!(rows.contains_key("after-mismatch-1"));
 }
 
 /// 16 bytes flipped in the middle of a stopped front end's queue log are

@@ -84,7 +84,7 @@ fn hostile_peers_are_disconnected_and_the_node_keeps_serving() {
                 );
                 // A length far beyond the limit.
                 let mut huge = (u32::MAX).to_be_bytes().to_vec();
-                huge.push(frame::VERSION);
+                huge.push(frame::PROTOCOL_VERSION);
                 assert!(closed_after(huge).await, "oversized");
                 // A wrong protocol version.
                 let mut bad = frame::encode(&envelope(Addr::new("c1", ActorKind::Client))).unwrap();

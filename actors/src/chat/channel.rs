@@ -26,6 +26,8 @@ use crate::core::actor::{
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::chat::ChatMsg;
+use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{ChatReject, Post, Room, RoomId};
 use crate::core::protocol::compliance::EventKind;
 use crate::core::protocol::Msg;
@@ -177,7 +179,10 @@ impl Channel {
     fn arm_timeout(&mut self, ctx: &mut Ctx) {
         if !self.timeout_armed {
             self.timeout_armed = true;
-            ctx.set_timer(Timer::StoreTimeout, self.settings.chat_store_timeout);
+            ctx.set_timer(
+                Timer::Chat(ChatTimer::StoreTimeout),
+                self.settings.chat_store_timeout,
+            );
         }
     }
 
@@ -192,7 +197,10 @@ impl Channel {
     }
 
     fn reject(ctx: &mut Ctx, client: Addr, room: RoomId, post: Option<String>, reason: ChatReject) {
-        ctx.send(client, Msg::ChatRejected { room, post, reason });
+        ctx.send(
+            client,
+            Msg::Chat(ChatMsg::ChatRejected { room, post, reason }),
+        );
     }
 
     /// The store failed or did not answer a request: tell the client.
@@ -222,10 +230,10 @@ impl Channel {
         for lookup in &self.pool.lookups {
             ctx.send(
                 Addr::new(lookup.clone(), ActorKind::Lookup),
-                Msg::LoadReport {
+                Msg::Chat(ChatMsg::LoadReport {
                     sessions: self.sessions.len() as u64,
                     capacity: self.settings.chat_capacity,
-                },
+                }),
             );
         }
     }
@@ -256,10 +264,10 @@ impl Channel {
         for other in self.others().collect::<Vec<_>>() {
             ctx.send(
                 other,
-                Msg::Presence {
+                Msg::Chat(ChatMsg::Presence {
                     rooms: rooms.clone(),
                     full,
-                },
+                }),
             );
         }
     }
@@ -271,10 +279,10 @@ impl Channel {
         for client in subs.into_iter().flatten() {
             ctx.send(
                 Addr::new(client.clone(), ActorKind::Client),
-                Msg::ChatMessage {
+                Msg::Chat(ChatMsg::ChatMessage {
                     seq,
                     post: post.clone(),
-                },
+                }),
             );
         }
         let Some(followers) = self.followers.get(&post.room) else {
@@ -295,10 +303,10 @@ impl Channel {
                 *told = true;
                 ctx.send(
                     Addr::new(client.clone(), ActorKind::Client),
-                    Msg::ChatNotify {
+                    Msg::Chat(ChatMsg::ChatNotify {
                         room: post.room.clone(),
                         seq,
-                    },
+                    }),
                 );
             }
         }
@@ -328,12 +336,14 @@ impl Channel {
                 after,
                 since,
             },
-            |token| Msg::StoreRead {
-                token,
-                room,
-                after,
-                limit,
-                audit: Some(audit),
+            |token| {
+                Msg::Chat(ChatMsg::StoreRead {
+                    token,
+                    room,
+                    after,
+                    limit,
+                    audit: Some(audit),
+                })
             },
             ctx,
         );
@@ -487,7 +497,7 @@ impl Channel {
         let now = ctx.now();
         self.ask_store(
             Pending::Directory { since: now },
-            |token| Msg::StoreRooms { token, since },
+            |token| Msg::Chat(ChatMsg::StoreRooms { token, since }),
             ctx,
         );
     }
@@ -496,10 +506,12 @@ impl Channel {
     /// it, replace a post. Only the operator role may (as Lync's
     /// administrator cmdlets): a room manager could otherwise erase what
     /// compliance must see.
-    fn records_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+    fn records_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
         let (room, post) = match &msg {
-            Msg::RoomDisable { room, .. } | Msg::RoomClear { room, .. } => (room.clone(), None),
-            Msg::PostReplace { post, .. } => (RoomId::new(), Some(post.clone())),
+            ChatMsg::RoomDisable { room, .. } | ChatMsg::RoomClear { room, .. } => {
+                (room.clone(), None)
+            }
+            ChatMsg::PostReplace { post, .. } => (RoomId::new(), Some(post.clone())),
             _ => return,
         };
         let by = match identity::require(&from, &[Role::Operator]) {
@@ -512,7 +524,7 @@ impl Channel {
         };
         let since = ctx.now();
         match msg {
-            Msg::RoomDisable { room, disabled } => {
+            ChatMsg::RoomDisable { room, disabled } => {
                 let pending = Pending::Room {
                     client: from,
                     room: room.clone(),
@@ -520,16 +532,18 @@ impl Channel {
                 };
                 self.ask_store(
                     pending,
-                    |token| Msg::StoreRoomDisable {
-                        token,
-                        room,
-                        disabled,
-                        by,
+                    |token| {
+                        Msg::Chat(ChatMsg::StoreRoomDisable {
+                            token,
+                            room,
+                            disabled,
+                            by,
+                        })
                     },
                     ctx,
                 );
             }
-            Msg::RoomClear { room, before } => {
+            ChatMsg::RoomClear { room, before } => {
                 let pending = Pending::Records {
                     client: from,
                     room: room.clone(),
@@ -538,16 +552,18 @@ impl Channel {
                 };
                 self.ask_store(
                     pending,
-                    |token| Msg::StoreClear {
-                        token,
-                        room,
-                        before,
-                        by,
+                    |token| {
+                        Msg::Chat(ChatMsg::StoreClear {
+                            token,
+                            room,
+                            before,
+                            by,
+                        })
                     },
                     ctx,
                 );
             }
-            Msg::PostReplace { post, text } => {
+            ChatMsg::PostReplace { post, text } => {
                 let limit = self.settings.chat_post_max_bytes;
                 if text.len() as u64 > limit {
                     let reason = ChatReject::TooLarge { limit };
@@ -561,11 +577,13 @@ impl Channel {
                 };
                 self.ask_store(
                     pending,
-                    |token| Msg::StoreReplace {
-                        token,
-                        post,
-                        text,
-                        by,
+                    |token| {
+                        Msg::Chat(ChatMsg::StoreReplace {
+                            token,
+                            post,
+                            text,
+                            by,
+                        })
                     },
                     ctx,
                 );
@@ -574,10 +592,40 @@ impl Channel {
         }
     }
 
-    fn client_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+    /// A message of another service from a sender the protocol allows:
+    /// ignored, as each of the handlers below ignores what it does not know
+    /// (a client is checked, and heard, first).
+    fn foreign_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+        let from_what = match from.actor {
+            ActorKind::Client => {
+                if let Err(refusal) = identity::require(&from, &[Role::User]) {
+                    identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
+                    let reason = ChatReject::Forbidden(refusal.to_string());
+                    return Self::reject(ctx, from, RoomId::new(), None, reason);
+                }
+                let now = ctx.now();
+                if let Some(s) = self.sessions.get_mut(&from.node) {
+                    s.last_heard = now;
+                }
+                from.to_string()
+            }
+            ActorKind::ChatStore => "the store".to_string(),
+            _ => from.to_string(),
+        };
+        ctx.event(
+            OperatorEvent::UnexpectedMessage,
+            format!(
+                "channel {} ignored {} from {from_what}",
+                self.name,
+                msg.name()
+            ),
+        );
+    }
+
+    fn client_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
         if matches!(
             msg,
-            Msg::RoomDisable { .. } | Msg::RoomClear { .. } | Msg::PostReplace { .. }
+            ChatMsg::RoomDisable { .. } | ChatMsg::RoomClear { .. } | ChatMsg::PostReplace { .. }
         ) {
             return self.records_msg(from, msg, ctx);
         }
@@ -585,23 +633,23 @@ impl Channel {
         // session name their user, who must be that principal. The session
         // then carries the user for every later request of the connection.
         let checked = match &msg {
-            Msg::ChatJoin { user, .. }
-            | Msg::ChatBulkJoin { user, .. }
-            | Msg::ChatHello { user } => identity::require_user(&from, user),
+            ChatMsg::ChatJoin { user, .. }
+            | ChatMsg::ChatBulkJoin { user, .. }
+            | ChatMsg::ChatHello { user } => identity::require_user(&from, user),
             _ => identity::require(&from, &[Role::User]),
         };
         if let Err(refusal) = checked {
             identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
             let room = match msg {
-                Msg::ChatJoin { room, .. }
-                | Msg::ChatLeave { room }
-                | Msg::ChatPost { room, .. }
-                | Msg::ChatSync { room, .. }
-                | Msg::ChatFollow { room, .. }
-                | Msg::ChatWho { room }
-                | Msg::RoomSave { room, .. }
-                | Msg::RoomGet { room }
-                | Msg::FileTokenRequest { room, .. } => room,
+                ChatMsg::ChatJoin { room, .. }
+                | ChatMsg::ChatLeave { room }
+                | ChatMsg::ChatPost { room, .. }
+                | ChatMsg::ChatSync { room, .. }
+                | ChatMsg::ChatFollow { room, .. }
+                | ChatMsg::ChatWho { room }
+                | ChatMsg::RoomSave { room, .. }
+                | ChatMsg::RoomGet { room }
+                | ChatMsg::FileTokenRequest { room, .. } => room,
                 _ => RoomId::new(),
             };
             let reason = ChatReject::Forbidden(refusal.to_string());
@@ -615,13 +663,13 @@ impl Channel {
         // (not on the path of every post).
         let user_of = |sessions: &BTreeMap<String, Session>| sessions[&from.node].user.clone();
         match msg {
-            Msg::ChatJoin { user, room, after } => self.join(from, user, room, after, ctx),
-            Msg::ChatBulkJoin { user, rooms } => {
+            ChatMsg::ChatJoin { user, room, after } => self.join(from, user, room, after, ctx),
+            ChatMsg::ChatBulkJoin { user, rooms } => {
                 for (room, after) in rooms {
                     self.join(from.clone(), user.clone(), room, after, ctx);
                 }
             }
-            Msg::ChatHello { user } => {
+            ChatMsg::ChatHello { user } => {
                 if let Err(reason) = self.session(&from, &user, now) {
                     return Self::reject(ctx, from, RoomId::new(), None, reason);
                 }
@@ -630,11 +678,15 @@ impl Channel {
                     follow: None,
                     since: now,
                 };
-                self.ask_store(pending, |token| Msg::StoreUser { token, user }, ctx);
+                self.ask_store(
+                    pending,
+                    |token| Msg::Chat(ChatMsg::StoreUser { token, user }),
+                    ctx,
+                );
             }
-            Msg::ChatLeave { room } => {
+            ChatMsg::ChatLeave { room } => {
                 if !self.leave(&from.node, &room) {
-                    return ctx.send(from, Msg::ChatLeft { room });
+                    return ctx.send(from, Msg::Chat(ChatMsg::ChatLeft { room }));
                 }
                 self.share_presence(Some(vec![room.clone()]), ctx);
                 // Answered once the leave is recorded.
@@ -646,16 +698,18 @@ impl Channel {
                 };
                 self.ask_store(
                     pending,
-                    |token| Msg::StoreAudit {
-                        token,
-                        room,
-                        user,
-                        kind: EventKind::Leave,
+                    |token| {
+                        Msg::Chat(ChatMsg::StoreAudit {
+                            token,
+                            room,
+                            user,
+                            kind: EventKind::Leave,
+                        })
                     },
                     ctx,
                 );
             }
-            Msg::ChatSync { room, after } => {
+            ChatMsg::ChatSync { room, after } => {
                 let joined = self
                     .sessions
                     .get(&from.node)
@@ -666,7 +720,7 @@ impl Channel {
                 let user = user_of(&self.sessions); // joined, so a session
                 self.read(from, room, after, false, (user, EventKind::Read), ctx);
             }
-            Msg::FileTokenRequest { room, download } => {
+            ChatMsg::FileTokenRequest { room, download } => {
                 let Some(session) = self.sessions.get(&from.node) else {
                     return Self::reject(ctx, from, room, None, ChatReject::NotJoined);
                 };
@@ -690,14 +744,14 @@ impl Channel {
                 let token = sign_grant(&self.pool.token_key, &grant);
                 ctx.send(
                     from,
-                    Msg::FileToken {
+                    Msg::Chat(ChatMsg::FileToken {
                         room,
                         download,
                         token,
-                    },
+                    }),
                 );
             }
-            Msg::ChatPost { post, room, text } => {
+            ChatMsg::ChatPost { post, room, text } => {
                 let limit = self.settings.chat_post_max_bytes;
                 if text.len() as u64 > limit {
                     return Self::reject(
@@ -732,20 +786,24 @@ impl Channel {
                     post: post.clone(),
                     since: now,
                 };
-                self.ask_store(pending, |token| Msg::StoreAppend { token, post }, ctx);
+                self.ask_store(
+                    pending,
+                    |token| Msg::Chat(ChatMsg::StoreAppend { token, post }),
+                    ctx,
+                );
             }
             // Everything below needs a session (a hello or a join first).
             _ if !self.sessions.contains_key(&from.node) => {
                 let room = match &msg {
-                    Msg::ChatFollow { room, .. }
-                    | Msg::ChatWho { room }
-                    | Msg::RoomSave { room, .. }
-                    | Msg::RoomGet { room } => room.clone(),
+                    ChatMsg::ChatFollow { room, .. }
+                    | ChatMsg::ChatWho { room }
+                    | ChatMsg::RoomSave { room, .. }
+                    | ChatMsg::RoomGet { room } => room.clone(),
                     _ => RoomId::new(),
                 };
                 Self::reject(ctx, from, room, None, ChatReject::NotJoined);
             }
-            Msg::ChatFollow { room, follow } => {
+            ChatMsg::ChatFollow { room, follow } => {
                 let user = user_of(&self.sessions);
                 if follow && !self.directory.may_read(&room, &user) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
@@ -757,16 +815,18 @@ impl Channel {
                 };
                 self.ask_store(
                     pending,
-                    |token| Msg::StoreFollow {
-                        token,
-                        user,
-                        room,
-                        follow,
+                    |token| {
+                        Msg::Chat(ChatMsg::StoreFollow {
+                            token,
+                            user,
+                            room,
+                            follow,
+                        })
                     },
                     ctx,
                 );
             }
-            Msg::ChatWho { room } => {
+            ChatMsg::ChatWho { room } => {
                 let user = user_of(&self.sessions);
                 if !self.directory.may_read(&room, &user) {
                     return Self::reject(ctx, from, room, None, ChatReject::NotAllowed);
@@ -780,9 +840,9 @@ impl Channel {
                     }
                 }
                 let users = users.into_iter().collect();
-                ctx.send(from, Msg::ChatParticipants { room, users });
+                ctx.send(from, Msg::Chat(ChatMsg::ChatParticipants { room, users }));
             }
-            Msg::RoomGet { room } => {
+            ChatMsg::RoomGet { room } => {
                 let user = user_of(&self.sessions);
                 match self.directory.rooms.get(&room) {
                     Some(info) if self.directory.may_see(&room, &user) => {
@@ -796,23 +856,23 @@ impl Channel {
                         }
                         ctx.send(
                             from,
-                            Msg::RoomInfo {
+                            Msg::Chat(ChatMsg::RoomInfo {
                                 room,
                                 info: Box::new(info),
-                            },
+                            }),
                         );
                     }
                     // A secret room the user may not know of does not exist.
                     _ => Self::reject(ctx, from, room, None, ChatReject::NoSuchRoom),
                 }
             }
-            Msg::RoomFind { query } => {
+            ChatMsg::RoomFind { query } => {
                 let user = user_of(&self.sessions);
                 let follows = self.sessions[&from.node].follows.keys().cloned().collect();
                 let rooms = self.directory.query(&user, &query, &follows);
-                ctx.send(from, Msg::RoomFound { query, rooms });
+                ctx.send(from, Msg::Chat(ChatMsg::RoomFound { query, rooms }));
             }
-            Msg::RoomSave {
+            ChatMsg::RoomSave {
                 room,
                 mut info,
                 create,
@@ -841,12 +901,14 @@ impl Channel {
                 };
                 self.ask_store(
                     pending,
-                    |token| Msg::StoreRoomSave {
-                        token,
-                        room,
-                        info,
-                        create,
-                        by: user,
+                    |token| {
+                        Msg::Chat(ChatMsg::StoreRoomSave {
+                            token,
+                            room,
+                            info,
+                            create,
+                            by: user,
+                        })
                     },
                     ctx,
                 );
@@ -858,19 +920,19 @@ impl Channel {
         }
     }
 
-    fn store_msg(&mut self, msg: Msg, ctx: &mut Ctx) {
+    fn store_msg(&mut self, msg: ChatMsg, ctx: &mut Ctx) {
         match msg {
-            Msg::StoreAppended { token, seq, post } => {
+            ChatMsg::StoreAppended { token, seq, post } => {
                 let Some(Pending::Post { client, .. }) = self.pending.remove(&token) else {
                     return; // timed out already: the author retries
                 };
                 ctx.send(
                     client,
-                    Msg::ChatPosted {
+                    Msg::Chat(ChatMsg::ChatPosted {
                         post: post.id.clone(),
                         room: post.room.clone(),
                         seq,
-                    },
+                    }),
                 );
                 self.fan_out(seq, &post, ctx);
                 if self.relay {
@@ -878,15 +940,15 @@ impl Channel {
                         self.relayed += 1;
                         ctx.send(
                             other,
-                            Msg::Relay {
+                            Msg::Chat(ChatMsg::Relay {
                                 seq,
                                 post: post.clone(),
-                            },
+                            }),
                         );
                     }
                 }
             }
-            Msg::StoreRange {
+            ChatMsg::StoreRange {
                 token,
                 room,
                 posts,
@@ -908,17 +970,23 @@ impl Channel {
                     let ranges = cleared_ranges(after, through, &posts);
                     if !ranges.is_empty() {
                         let room = room.clone();
-                        ctx.send(client.clone(), Msg::ChatCleared { room, ranges });
+                        ctx.send(
+                            client.clone(),
+                            Msg::Chat(ChatMsg::ChatCleared { room, ranges }),
+                        );
                     }
                 }
                 for (seq, post) in posts {
-                    ctx.send(client.clone(), Msg::ChatMessage { seq, post });
+                    ctx.send(
+                        client.clone(),
+                        Msg::Chat(ChatMsg::ChatMessage { seq, post }),
+                    );
                 }
                 if join {
-                    ctx.send(client, Msg::ChatJoined { room, latest });
+                    ctx.send(client, Msg::Chat(ChatMsg::ChatJoined { room, latest }));
                 }
             }
-            Msg::StoreRoomList {
+            ChatMsg::StoreRoomList {
                 token,
                 rooms,
                 version,
@@ -931,7 +999,7 @@ impl Channel {
                 }
                 self.directory_version = self.directory_version.max(version);
             }
-            Msg::StoreRoomSaved { token, room, info } => {
+            ChatMsg::StoreRoomSaved { token, room, info } => {
                 let Some(Pending::Room { client, .. }) = self.pending.remove(&token) else {
                     return;
                 };
@@ -939,22 +1007,22 @@ impl Channel {
                 self.apply_room(room.clone(), (*info).clone(), ctx);
                 ctx.send(
                     client,
-                    Msg::RoomSaved {
+                    Msg::Chat(ChatMsg::RoomSaved {
                         room: room.clone(),
                         version,
-                    },
+                    }),
                 );
                 for other in self.others().collect::<Vec<_>>() {
                     ctx.send(
                         other,
-                        Msg::RoomChanged {
+                        Msg::Chat(ChatMsg::RoomChanged {
                             room: room.clone(),
                             info: info.clone(),
-                        },
+                        }),
                     );
                 }
             }
-            Msg::StoreRoomRefused {
+            ChatMsg::StoreRoomRefused {
                 token,
                 room,
                 reason,
@@ -965,26 +1033,26 @@ impl Channel {
                 }) => Self::reject(ctx, client, room, post, reason),
                 _ => {}
             },
-            Msg::StoreCleared {
+            ChatMsg::StoreCleared {
                 token,
                 room,
                 through,
             } => {
                 if let Some(Pending::Records { client, .. }) = self.pending.remove(&token) {
-                    ctx.send(client, Msg::RoomCleared { room, through });
+                    ctx.send(client, Msg::Chat(ChatMsg::RoomCleared { room, through }));
                 }
             }
-            Msg::StoreReplaced { token, seq, post } => {
+            ChatMsg::StoreReplaced { token, seq, post } => {
                 let Some(Pending::Records { client, .. }) = self.pending.remove(&token) else {
                     return;
                 };
                 ctx.send(
                     client,
-                    Msg::PostReplaced {
+                    Msg::Chat(ChatMsg::PostReplaced {
                         post: post.id.clone(),
                         room: post.room.clone(),
                         seq,
-                    },
+                    }),
                 );
                 // Joined members get the new text at once (a copy of a
                 // number they have: a client takes it as a correction).
@@ -994,21 +1062,23 @@ impl Channel {
                         self.relayed += 1;
                         ctx.send(
                             other,
-                            Msg::Relay {
+                            Msg::Chat(ChatMsg::Relay {
                                 seq,
                                 post: post.clone(),
-                            },
+                            }),
                         );
                     }
                 }
             }
-            Msg::StoreUserInfo { token, follows, .. } => {
+            ChatMsg::StoreUserInfo { token, follows, .. } => {
                 let Some(Pending::User { client, follow, .. }) = self.pending.remove(&token) else {
                     return;
                 };
                 self.set_follows(&client.node, &follows);
                 match follow {
-                    Some((room, follow)) => ctx.send(client, Msg::ChatFollowed { room, follow }),
+                    Some((room, follow)) => {
+                        ctx.send(client, Msg::Chat(ChatMsg::ChatFollowed { room, follow }))
+                    }
                     None => {
                         let user = self.sessions.get(&client.node).map(|s| s.user.clone());
                         let follows = follows
@@ -1017,16 +1087,16 @@ impl Channel {
                                 user.as_ref().is_some_and(|u| self.directory.may_read(r, u))
                             })
                             .collect();
-                        ctx.send(client, Msg::ChatWelcome { follows });
+                        ctx.send(client, Msg::Chat(ChatMsg::ChatWelcome { follows }));
                     }
                 }
             }
-            Msg::StoreAudited { token } => {
+            ChatMsg::StoreAudited { token } => {
                 if let Some(Pending::Leave { client, room, .. }) = self.pending.remove(&token) {
-                    ctx.send(client, Msg::ChatLeft { room });
+                    ctx.send(client, Msg::Chat(ChatMsg::ChatLeft { room }));
                 }
             }
-            Msg::StoreFailed { token } => {
+            ChatMsg::StoreFailed { token } => {
                 if let Some(p) = self.pending.remove(&token) {
                     Self::store_unavailable(p, ctx);
                 }
@@ -1042,11 +1112,11 @@ impl Channel {
         }
     }
 
-    fn channel_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
+    fn channel_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
         match msg {
-            Msg::Relay { seq, post } => self.fan_out(seq, &post, ctx),
-            Msg::RoomChanged { room, info } => self.apply_room(room, *info, ctx),
-            Msg::Presence { rooms, full } => {
+            ChatMsg::Relay { seq, post } => self.fan_out(seq, &post, ctx),
+            ChatMsg::RoomChanged { room, info } => self.apply_room(room, *info, ctx),
+            ChatMsg::Presence { rooms, full } => {
                 let now = ctx.now();
                 let p = self
                     .presence
@@ -1105,7 +1175,10 @@ impl Actor for Channel {
         self.timeout_armed = false;
         self.report_load(ctx);
         self.refresh_directory(ctx);
-        ctx.set_timer(Timer::LoadReport, self.settings.chat_load_report);
+        ctx.set_timer(
+            Timer::Chat(ChatTimer::LoadReport),
+            self.settings.chat_load_report,
+        );
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
@@ -1118,6 +1191,10 @@ impl Actor for Channel {
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
+        let msg = match msg {
+            Msg::Chat(msg) => msg,
+            other => return self.foreign_msg(from, other, ctx),
+        };
         match from.actor {
             ActorKind::Client => self.client_msg(from, msg, ctx),
             ActorKind::ChatStore => self.store_msg(msg, ctx),
@@ -1128,7 +1205,7 @@ impl Actor for Channel {
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         let now = ctx.now();
         match timer {
-            Timer::LoadReport => {
+            Timer::Chat(ChatTimer::LoadReport) => {
                 // Sessions silent for three periods are gone (the client
                 // moved to another server, or away).
                 let idle = 3 * self.settings.chat_load_report;
@@ -1157,9 +1234,12 @@ impl Actor for Channel {
                 self.report_load(ctx);
                 self.share_presence(None, ctx);
                 self.refresh_directory(ctx);
-                ctx.set_timer(Timer::LoadReport, self.settings.chat_load_report);
+                ctx.set_timer(
+                    Timer::Chat(ChatTimer::LoadReport),
+                    self.settings.chat_load_report,
+                );
             }
-            Timer::StoreTimeout => {
+            Timer::Chat(ChatTimer::StoreTimeout) => {
                 self.timeout_armed = false;
                 let limit = self.settings.chat_store_timeout;
                 let expired: Vec<u64> = self
@@ -1251,14 +1331,17 @@ mod tests {
 
     /// The chat store confirms the post of `token` as number `seq`.
     fn appended(h: &mut Harness<Channel>, token: u64, seq: u64, post: Post) -> Vec<(Addr, Msg)> {
-        h.msg(store(), Msg::StoreAppended { token, seq, post })
+        h.msg(
+            store(),
+            Msg::Chat(ChatMsg::StoreAppended { token, seq, post }),
+        )
     }
 
     /// Asserts that the first answer in `sent` refuses the request for
     /// `reason`.
     fn assert_refused(sent: &[(Addr, Msg)], reason: ChatReject) {
         assert!(
-            matches!(&sent[0].1, Msg::ChatRejected { reason: r, .. } if *r == reason),
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::ChatRejected { reason: r, .. }) if *r == reason),
             "{sent:?}"
         );
     }
@@ -1267,38 +1350,38 @@ mod tests {
     fn join(h: &mut Harness<Channel>, c: &str, user: &str, room: &str) -> Vec<(Addr, Msg)> {
         let sent = h.msg(
             client(c),
-            Msg::ChatJoin {
+            Msg::Chat(ChatMsg::ChatJoin {
                 user: user.into(),
                 room: room.into(),
                 after: 0,
-            },
+            }),
         );
         let Some(token) = sent.iter().find_map(|(_, m)| match m {
-            Msg::StoreRead { token, .. } => Some(*token),
+            Msg::Chat(ChatMsg::StoreRead { token, .. }) => Some(*token),
             _ => None,
         }) else {
             return sent;
         };
         h.msg(
             store(),
-            Msg::StoreRange {
+            Msg::Chat(ChatMsg::StoreRange {
                 token,
                 room: room.into(),
                 posts: vec![],
                 latest: 0,
                 through: 0,
-            },
+            }),
         )
     }
 
     fn post(h: &mut Harness<Channel>, c: &str, id: &str, room: &str) -> Vec<(Addr, Msg)> {
         h.msg(
             client(c),
-            Msg::ChatPost {
+            Msg::Chat(ChatMsg::ChatPost {
                 post: id.into(),
                 room: room.into(),
                 text: "hi".into(),
-            },
+            }),
         )
     }
 
@@ -1307,14 +1390,14 @@ mod tests {
         let mut h = channel(Settings::default());
         assert_eq!(
             join(&mut h, "user:a/1", "a", "general")[0].1,
-            Msg::ChatJoined {
+            Msg::Chat(ChatMsg::ChatJoined {
                 room: "general".into(),
                 latest: 0
-            }
+            })
         );
         join(&mut h, "user:b/2", "b", "general");
         let sent = post(&mut h, "user:a/1", "p1", "general");
-        let Msg::StoreAppend { token, post: p } = &sent[0].1 else {
+        let Msg::Chat(ChatMsg::StoreAppend { token, post: p }) = &sent[0].1 else {
             panic!("{sent:?}")
         };
         assert_eq!(sent[0].0, store());
@@ -1336,15 +1419,15 @@ mod tests {
         // A relay from ch2 reaches the local subscribers only.
         let sent = h.msg(
             Addr::new("ch2", ActorKind::Channel),
-            Msg::Relay {
+            Msg::Chat(ChatMsg::Relay {
                 seq: 2,
                 post: p.clone(),
-            },
+            }),
         );
         assert_eq!(sent.len(), 2);
         assert!(sent
             .iter()
-            .all(|(_, m)| matches!(m, Msg::ChatMessage { seq: 2, .. })));
+            .all(|(_, m)| matches!(m, Msg::Chat(ChatMsg::ChatMessage { seq: 2, .. }))));
     }
 
     #[test]
@@ -1354,7 +1437,7 @@ mod tests {
         assert_refused(&sent, ChatReject::NotAllowed);
         join(&mut h, "user:a/1", "a", "general");
         let sent = post(&mut h, "user:a/1", "p1", "general");
-        let Msg::StoreAppend { token, post: p } = &sent[0].1 else {
+        let Msg::Chat(ChatMsg::StoreAppend { token, post: p }) = &sent[0].1 else {
             panic!()
         };
         let sent = appended(&mut h, *token, 1, p.clone());
@@ -1371,12 +1454,12 @@ mod tests {
         join(&mut h, "user:a/1", "a", "general");
         let sent = h.msg(
             client("user:a/1"),
-            Msg::FileTokenRequest {
+            Msg::Chat(ChatMsg::FileTokenRequest {
                 room: "general".into(),
                 download: None,
-            },
+            }),
         );
-        let Msg::FileToken { token, .. } = &sent[0].1 else {
+        let Msg::Chat(ChatMsg::FileToken { token, .. }) = &sent[0].1 else {
             panic!("{sent:?}")
         };
         let grant = verify_grant(b"test key", token).expect("signed with the pool key");
@@ -1384,29 +1467,32 @@ mod tests {
         // Not joined (the walled user could not join): no token.
         let sent = h.msg(
             client("user:w/3"),
-            Msg::FileTokenRequest {
+            Msg::Chat(ChatMsg::FileTokenRequest {
                 room: "general".into(),
                 download: Some("f1".into()),
-            },
+            }),
         );
-        assert!(matches!(sent[0].1, Msg::ChatRejected { .. }));
+        assert!(matches!(sent[0].1, Msg::Chat(ChatMsg::ChatRejected { .. })));
         // An auditorium listener may download but not upload.
         join(&mut h, "user:b/2", "b", "town-hall");
         let ask = |h: &mut Harness<Channel>, download: Option<String>| {
             h.msg(
                 client("user:b/2"),
-                Msg::FileTokenRequest {
+                Msg::Chat(ChatMsg::FileTokenRequest {
                     room: "town-hall".into(),
                     download,
-                },
+                }),
             )
             .remove(0)
             .1
         };
-        assert!(matches!(ask(&mut h, None), Msg::ChatRejected { .. }));
+        assert!(matches!(
+            ask(&mut h, None),
+            Msg::Chat(ChatMsg::ChatRejected { .. })
+        ));
         assert!(matches!(
             ask(&mut h, Some("f1".into())),
-            Msg::FileToken { .. }
+            Msg::Chat(ChatMsg::FileToken { .. })
         ));
     }
 
@@ -1419,7 +1505,7 @@ mod tests {
         join(&mut h, "user:a/1", "a", "town-hall");
         assert!(matches!(
             post(&mut h, "user:a/1", "p2", "town-hall")[0].1,
-            Msg::StoreAppend { .. }
+            Msg::Chat(ChatMsg::StoreAppend { .. })
         ));
     }
 
@@ -1431,26 +1517,32 @@ mod tests {
         for (c, msg) in [
             (
                 "user:mallory/1",
-                Msg::ChatJoin {
+                Msg::Chat(ChatMsg::ChatJoin {
                     user: "a".into(),
                     room: "general".into(),
                     after: 0,
-                },
+                }),
             ),
-            ("user:mallory/1", Msg::ChatHello { user: "a".into() }),
+            (
+                "user:mallory/1",
+                Msg::Chat(ChatMsg::ChatHello { user: "a".into() }),
+            ),
             (
                 "client-9",
-                Msg::ChatPost {
+                Msg::Chat(ChatMsg::ChatPost {
                     post: "p".into(),
                     room: "general".into(),
                     text: "x".into(),
-                },
+                }),
             ),
-            ("auditor:a/2", Msg::ChatHello { user: "a".into() }),
+            (
+                "auditor:a/2",
+                Msg::Chat(ChatMsg::ChatHello { user: "a".into() }),
+            ),
         ] {
             let sent = h.msg(client(c), msg);
             assert!(
-                matches!(&sent[..], [(to, Msg::ChatRejected { reason: ChatReject::Forbidden(_), .. })] if to.node == c),
+                matches!(&sent[..], [(to, Msg::Chat(ChatMsg::ChatRejected { reason: ChatReject::Forbidden(_), .. }))] if to.node == c),
                 "{c}: {sent:?}"
             );
             assert_eq!(h.events(), vec![OperatorEvent::IdentityRefused.name()]);
@@ -1458,7 +1550,7 @@ mod tests {
         }
         assert!(matches!(
             join(&mut h, "user:a/1", "a", "general")[0].1,
-            Msg::ChatJoined { .. }
+            Msg::Chat(ChatMsg::ChatJoined { .. })
         ));
     }
 
@@ -1469,18 +1561,18 @@ mod tests {
         let mut h = channel(Settings::default());
         join(&mut h, "user:a/1", "a", "general");
         for msg in [
-            Msg::RoomClear {
+            Msg::Chat(ChatMsg::RoomClear {
                 room: "general".into(),
                 before: None,
-            },
-            Msg::PostReplace {
+            }),
+            Msg::Chat(ChatMsg::PostReplace {
                 post: "p1".into(),
                 text: "x".into(),
-            },
-            Msg::RoomDisable {
+            }),
+            Msg::Chat(ChatMsg::RoomDisable {
                 room: "general".into(),
                 disabled: true,
-            },
+            }),
         ] {
             let sent = h.msg(client("user:a/1"), msg);
             assert!(
@@ -1488,10 +1580,10 @@ mod tests {
                     &sent[..],
                     [(
                         _,
-                        Msg::ChatRejected {
+                        Msg::Chat(ChatMsg::ChatRejected {
                             reason: ChatReject::Forbidden(_),
                             ..
-                        }
+                        })
                     )]
                 ),
                 "{sent:?}"
@@ -1499,12 +1591,12 @@ mod tests {
         }
         let sent = h.msg(
             client("operator:ops/1"),
-            Msg::RoomDisable {
+            Msg::Chat(ChatMsg::RoomDisable {
                 room: "general".into(),
                 disabled: true,
-            },
+            }),
         );
-        let Msg::StoreRoomDisable { token, by, .. } = &sent[0].1 else {
+        let Msg::Chat(ChatMsg::StoreRoomDisable { token, by, .. }) = &sent[0].1 else {
             panic!("{sent:?}")
         };
         assert_eq!(by, "ops");
@@ -1516,24 +1608,22 @@ mod tests {
         };
         let sent = h.msg(
             store(),
-            Msg::StoreRoomSaved {
+            Msg::Chat(ChatMsg::StoreRoomSaved {
                 token: *token,
                 room: "general".into(),
                 info: Box::new(info),
-            },
+            }),
         );
         assert!(sent.iter().any(|(a, m)| a.node == "user:a/1"
             && matches!(
                 m,
-                Msg::ChatRejected {
+                Msg::Chat(ChatMsg::ChatRejected {
                     reason: ChatReject::RoomDisabled,
                     ..
-                }
+                })
             )));
-        assert!(sent
-            .iter()
-            .any(|(a, m)| a.node == "operator:ops/1"
-                && matches!(m, Msg::RoomSaved { version: 1, .. })));
+        assert!(sent.iter().any(|(a, m)| a.node == "operator:ops/1"
+            && matches!(m, Msg::Chat(ChatMsg::RoomSaved { version: 1, .. }))));
         let sent = join(&mut h, "user:b/2", "b", "general");
         assert_refused(&sent, ChatReject::RoomDisabled);
         assert_eq!(
@@ -1569,7 +1659,7 @@ mod tests {
         // The existing session may still join more rooms.
         assert!(matches!(
             join(&mut h, "user:a/1", "a", "town-hall")[0].1,
-            Msg::ChatJoined { .. }
+            Msg::Chat(ChatMsg::ChatJoined { .. })
         ));
     }
 
@@ -1578,10 +1668,10 @@ mod tests {
         let mut h = channel(Settings::default());
         join(&mut h, "user:a/1", "a", "general");
         let sent = post(&mut h, "user:a/1", "p1", "general");
-        let Msg::StoreAppend { token, post: p } = sent[0].1.clone() else {
+        let Msg::Chat(ChatMsg::StoreAppend { token, post: p }) = sent[0].1.clone() else {
             panic!()
         };
-        let sent = h.fire(Timer::StoreTimeout);
+        let sent = h.fire(Timer::Chat(ChatTimer::StoreTimeout));
         assert_refused(&sent, ChatReject::StoreUnavailable);
         let sent = appended(&mut h, token, 1, p);
         assert!(sent.is_empty());
@@ -1592,10 +1682,13 @@ mod tests {
         let mut h = channel(Settings::default());
         join(&mut h, "user:a/1", "a", "general");
         post(&mut h, "user:a/1", "p1", "general");
-        let deadline = h.timer(Timer::StoreTimeout).unwrap();
+        let deadline = h.timer(Timer::Chat(ChatTimer::StoreTimeout)).unwrap();
         h.now += 1_000;
         post(&mut h, "user:a/1", "p2", "general");
-        assert_eq!(h.timer(Timer::StoreTimeout).unwrap(), deadline);
+        assert_eq!(
+            h.timer(Timer::Chat(ChatTimer::StoreTimeout)).unwrap(),
+            deadline
+        );
     }
 
     #[test]
@@ -1603,11 +1696,11 @@ mod tests {
         let mut h = channel(Settings::default());
         join(&mut h, "user:a/1", "a", "general");
         h.now += 40_000;
-        let sent = h.fire(Timer::LoadReport);
+        let sent = h.fire(Timer::Chat(ChatTimer::LoadReport));
         assert!(sent.iter().any(|(_, m)| *m
-            == Msg::LoadReport {
+            == Msg::Chat(ChatMsg::LoadReport {
                 sessions: 0,
                 capacity: 10_000
-            }));
+            })));
     }
 }

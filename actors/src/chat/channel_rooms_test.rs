@@ -5,6 +5,8 @@
 use super::*;
 use crate::chat::chat_store::ChatStore;
 use crate::chat::pool::Category;
+use crate::core::protocol::chat::ChatMsg;
+use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{Privacy, RoomQuery};
 use crate::testkit::Harness;
 
@@ -103,34 +105,36 @@ impl Pool {
     }
 
     fn hello(&mut self, c: &str, user: &str) -> Vec<Msg> {
-        self.ask(c, Msg::ChatHello { user: user.into() })
+        self.ask(c, Msg::Chat(ChatMsg::ChatHello { user: user.into() }))
     }
 
     fn create(&mut self, c: &str, room: &str, info: Room) -> Vec<Msg> {
         self.ask(
             c,
-            Msg::RoomSave {
+            Msg::Chat(ChatMsg::RoomSave {
                 room: room.into(),
                 info: Box::new(info),
                 create: true,
-            },
+            }),
         )
     }
 
     fn join(&mut self, c: &str, user: &str, room: &str) -> Vec<Msg> {
         self.ask(
             c,
-            Msg::ChatJoin {
+            Msg::Chat(ChatMsg::ChatJoin {
                 user: user.into(),
                 room: room.into(),
                 after: 0,
-            },
+            }),
         )
     }
 
     fn find(&mut self, c: &str, query: RoomQuery) -> Vec<String> {
-        match &self.ask(c, Msg::RoomFind { query })[..] {
-            [Msg::RoomFound { rooms, .. }] => rooms.iter().map(|r| r.name.clone()).collect(),
+        match &self.ask(c, Msg::Chat(ChatMsg::RoomFind { query }))[..] {
+            [Msg::Chat(ChatMsg::RoomFound { rooms, .. })] => {
+                rooms.iter().map(|r| r.name.clone()).collect()
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -138,13 +142,14 @@ impl Pool {
 
 fn rejected(msgs: &[Msg]) -> Option<ChatReject> {
     msgs.iter().find_map(|m| match m {
-        Msg::ChatRejected { reason, .. } => Some(reason.clone()),
+        Msg::Chat(ChatMsg::ChatRejected { reason, .. }) => Some(reason.clone()),
         _ => None,
     })
 }
 
 fn joined(msgs: &[Msg]) -> bool {
-    msgs.iter().any(|m| matches!(m, Msg::ChatJoined { .. }))
+    msgs.iter()
+        .any(|m| matches!(m, Msg::Chat(ChatMsg::ChatJoined { .. })))
 }
 
 fn room(privacy: Privacy, members: &[&str]) -> Room {
@@ -168,20 +173,19 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
     let sent = p.ch.msg(
         Addr::new("user:ann/c", ActorKind::Client),
-        Msg::RoomSave {
+        Msg::Chat(ChatMsg::RoomSave {
             room: "deals".into(),
             info: Box::new(room(Privacy::Closed, &["bob"])),
             create: true,
-        },
+        }),
     );
     let sent = p.settle(sent);
-    assert!(sent
-        .iter()
-        .any(|(a, m)| a.node == "user:ann/c" && matches!(m, Msg::RoomSaved { version: 1, .. })));
+    assert!(sent.iter().any(|(a, m)| a.node == "user:ann/c"
+        && matches!(m, Msg::Chat(ChatMsg::RoomSaved { version: 1, .. }))));
     // The other server hears of it at once.
     assert!(sent
         .iter()
-        .any(|(a, m)| a.node == "ch2" && matches!(m, Msg::RoomChanged { .. })));
+        .any(|(a, m)| a.node == "ch2" && matches!(m, Msg::Chat(ChatMsg::RoomChanged { .. }))));
     let r = p.create("user:ann/c", "deals", room(Privacy::Closed, &[]));
     assert_eq!(rejected(&r), Some(ChatReject::RoomExists));
     let r = p.create("user:ann/c", "general", room(Privacy::Closed, &[]));
@@ -189,12 +193,12 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     // Stored: the store gives it back after a restart.
     match &p.ask(
         "user:ann/c",
-        Msg::RoomGet {
+        Msg::Chat(ChatMsg::RoomGet {
             room: "deals".into(),
-        },
+        }),
     )[..]
     {
-        [Msg::RoomInfo { info, .. }] => {
+        [Msg::Chat(ChatMsg::RoomInfo { info, .. })] => {
             assert_eq!(info.managers, users(&["ann"]));
             assert_eq!(info.version, 1);
         }
@@ -203,9 +207,9 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     let recovered = p.db.store.clone();
     let mut db = Harness::new(store(), ChatStore::new("chatdb", pool().rooms.clone()));
     db.start(recovered);
-    let list = db.msg(ch1(), Msg::StoreRooms { token: 9, since: 0 });
+    let list = db.msg(ch1(), Msg::Chat(ChatMsg::StoreRooms { token: 9, since: 0 }));
     assert!(
-        matches!(&list[0].1, Msg::StoreRoomList { rooms, version: 1, .. }
+        matches!(&list[0].1, Msg::Chat(ChatMsg::StoreRoomList { rooms, version: 1, .. })
         if rooms.len() == 1 && rooms[0].0 == "deals")
     );
     // Nobody creates a room under a name keys could not hold.
@@ -223,7 +227,10 @@ fn privacy_decides_who_finds_and_who_enters() {
         ("secret-room", Privacy::Secret),
     ] {
         let r = p.create("user:ann/c", name, room(privacy, &["bob"]));
-        assert!(matches!(r[..], [Msg::RoomSaved { .. }]), "{r:?}");
+        assert!(
+            matches!(r[..], [Msg::Chat(ChatMsg::RoomSaved { .. })]),
+            "{r:?}"
+        );
     }
     p.hello("user:carl/c", "carl");
     // Carl is in no room: he finds the open and closed ones, not the secret.
@@ -244,9 +251,9 @@ fn privacy_decides_who_finds_and_who_enters() {
     assert_eq!(
         rejected(&p.ask(
             "user:carl/c",
-            Msg::RoomGet {
+            Msg::Chat(ChatMsg::RoomGet {
                 room: "secret-room".into()
-            }
+            })
         )),
         Some(ChatReject::NoSuchRoom)
     );
@@ -282,12 +289,12 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
         room(Privacy::Closed, &["bob", "carl"]),
     );
     assert!(joined(&p.join("user:bob/c", "bob", "deals")));
-    let Msg::RoomInfo { mut info, .. } = p
+    let Msg::Chat(ChatMsg::RoomInfo { mut info, .. }) = p
         .ask(
             "user:ann/c",
-            Msg::RoomGet {
+            Msg::Chat(ChatMsg::RoomGet {
                 room: "deals".into(),
-            },
+            }),
         )
         .remove(0)
     else {
@@ -296,48 +303,47 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
     // Bob is a member, not a manager.
     let r = p.ask(
         "user:bob/c",
-        Msg::RoomSave {
+        Msg::Chat(ChatMsg::RoomSave {
             room: "deals".into(),
             info: info.clone(),
             create: false,
-        },
+        }),
     );
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
     // Ann walls Bob off the room: his subscription ends at once.
     info.denied.insert("bob".into());
     let sent = p.ch.msg(
         Addr::new("user:ann/c", ActorKind::Client),
-        Msg::RoomSave {
+        Msg::Chat(ChatMsg::RoomSave {
             room: "deals".into(),
             info: info.clone(),
             create: false,
-        },
+        }),
     );
     let sent = p.settle(sent);
-    assert!(sent
-        .iter()
-        .any(|(a, m)| a.node == "user:ann/c" && matches!(m, Msg::RoomSaved { version: 2, .. })));
+    assert!(sent.iter().any(|(a, m)| a.node == "user:ann/c"
+        && matches!(m, Msg::Chat(ChatMsg::RoomSaved { version: 2, .. }))));
     assert_eq!(
         rejected(&p.to("user:bob/c", sent)),
         Some(ChatReject::NotAllowed)
     );
     let r = p.ask(
         "user:bob/c",
-        Msg::ChatPost {
+        Msg::Chat(ChatMsg::ChatPost {
             post: "p1".into(),
             room: "deals".into(),
             text: "still here?".into(),
-        },
+        }),
     );
     assert_eq!(rejected(&r), Some(ChatReject::NotJoined));
     // An update based on the old version is refused: re-read and retry.
     let r = p.ask(
         "user:ann/c",
-        Msg::RoomSave {
+        Msg::Chat(ChatMsg::RoomSave {
             room: "deals".into(),
             info,
             create: false,
-        },
+        }),
     );
     assert_eq!(rejected(&r), Some(ChatReject::Conflict));
 }
@@ -350,10 +356,10 @@ fn a_change_made_elsewhere_arrives_by_relay_or_from_the_store() {
     // Relayed by ch2.
     p.ch.msg(
         Addr::new("ch2", ActorKind::Channel),
-        Msg::RoomChanged {
+        Msg::Chat(ChatMsg::RoomChanged {
             room: "relayed".into(),
             info: Box::new(info),
-        },
+        }),
     );
     assert!(joined(&p.join("user:carl/c", "carl", "relayed")));
     // Saved through ch2, relay lost: the next tick asks the store.
@@ -361,19 +367,19 @@ fn a_change_made_elsewhere_arrives_by_relay_or_from_the_store() {
     db_info.managers.insert("ann".into());
     p.db.msg(
         Addr::new("ch2", ActorKind::Channel),
-        Msg::StoreRoomSave {
+        Msg::Chat(ChatMsg::StoreRoomSave {
             token: 1,
             room: "stored".into(),
             info: Box::new(db_info),
             create: true,
             by: "ann".into(),
-        },
+        }),
     );
     assert_eq!(
         rejected(&p.join("user:dan/c", "dan", "stored")),
         Some(ChatReject::NoSuchRoom)
     );
-    let sent = p.ch.fire(Timer::LoadReport);
+    let sent = p.ch.fire(Timer::Chat(ChatTimer::LoadReport));
     p.settle(sent);
     assert!(joined(&p.join("user:dan/c", "dan", "stored")));
 }
@@ -389,13 +395,16 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     assert_eq!(p.find("user:bob/c", RoomQuery::Invitations), vec!["deals"]);
     let r = p.ask(
         "user:bob/c",
-        Msg::ChatFollow {
+        Msg::Chat(ChatMsg::ChatFollow {
             room: "deals".into(),
             follow: true,
-        },
+        }),
     );
     assert!(
-        matches!(r[..], [Msg::ChatFollowed { follow: true, .. }]),
+        matches!(
+            r[..],
+            [Msg::Chat(ChatMsg::ChatFollowed { follow: true, .. })]
+        ),
         "{r:?}"
     );
     assert!(p.find("user:bob/c", RoomQuery::Invitations).is_empty());
@@ -403,10 +412,10 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     p.hello("user:carl/c", "carl");
     let r = p.ask(
         "user:carl/c",
-        Msg::ChatFollow {
+        Msg::Chat(ChatMsg::ChatFollow {
             room: "deals".into(),
             follow: true,
-        },
+        }),
     );
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
     // Ann posts twice: Bob, following without having joined, is told once.
@@ -415,28 +424,28 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     for id in ["p1", "p2"] {
         let sent = p.ch.msg(
             Addr::new("user:ann/c", ActorKind::Client),
-            Msg::ChatPost {
+            Msg::Chat(ChatMsg::ChatPost {
                 post: id.into(),
                 room: "deals".into(),
                 text: "news".into(),
-            },
+            }),
         );
         let sent = p.settle(sent);
         notices.extend(p.to("user:bob/c", sent));
     }
     assert_eq!(
         notices,
-        vec![Msg::ChatNotify {
+        vec![Msg::Chat(ChatMsg::ChatNotify {
             room: "deals".into(),
             seq: 1
-        }]
+        })]
     );
     // A new session learns the follow and the room's latest number.
     assert_eq!(
         p.hello("user:bob/2", "bob"),
-        vec![Msg::ChatWelcome {
+        vec![Msg::Chat(ChatMsg::ChatWelcome {
             follows: vec![("deals".into(), 2)]
-        }]
+        })]
     );
 }
 
@@ -445,54 +454,54 @@ fn participants_are_listed_across_the_pool() {
     let mut p = Pool::new();
     let sent = p.ch.msg(
         Addr::new("user:ann/c", ActorKind::Client),
-        Msg::ChatJoin {
+        Msg::Chat(ChatMsg::ChatJoin {
             user: "ann".into(),
             room: "general".into(),
             after: 0,
-        },
+        }),
     );
     // The join is shared with the other server.
     assert!(sent.iter().any(|(a, m)| a.node == "ch2"
         && *m
-            == Msg::Presence {
+            == Msg::Chat(ChatMsg::Presence {
                 rooms: vec![("general".into(), vec!["ann".into()])],
                 full: false
-            }));
+            })));
     p.settle(sent);
     p.ch.msg(
         Addr::new("ch2", ActorKind::Channel),
-        Msg::Presence {
+        Msg::Chat(ChatMsg::Presence {
             rooms: vec![("general".into(), vec!["bob".into()])],
             full: true,
-        },
+        }),
     );
-    let who = Msg::ChatWho {
+    let who = Msg::Chat(ChatMsg::ChatWho {
         room: "general".into(),
-    };
+    });
     assert_eq!(
         p.ask("user:ann/c", who.clone()),
-        vec![Msg::ChatParticipants {
+        vec![Msg::Chat(ChatMsg::ChatParticipants {
             room: "general".into(),
             users: vec!["ann".into(), "bob".into()]
-        }]
+        })]
     );
     // A server silent for three report periods is no longer counted.
     p.ch.now += 3 * Settings::default().chat_load_report + 1;
     assert_eq!(
         p.ask("user:ann/c", who),
-        vec![Msg::ChatParticipants {
+        vec![Msg::Chat(ChatMsg::ChatParticipants {
             room: "general".into(),
             users: vec!["ann".into()]
-        }]
+        })]
     );
     // Carl, not a member, may not look.
     p.hello("user:carl/c", "carl");
     assert_eq!(
         rejected(&p.ask(
             "user:carl/c",
-            Msg::ChatWho {
+            Msg::Chat(ChatMsg::ChatWho {
                 room: "general".into()
-            }
+            })
         )),
         Some(ChatReject::NotAllowed)
     );

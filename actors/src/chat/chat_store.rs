@@ -59,7 +59,11 @@ use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, 
 use crate::core::engine::{Answer, Query};
 use crate::core::ids::{ActorKind, Addr};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::chat::ChatMsg;
+use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
+use crate::core::protocol::compliance::ComplianceMsg;
+use crate::core::protocol::compliance::ComplianceTimer;
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
 use crate::core::protocol::{ChatPurgeRecord, LegalHold, Msg};
 use crate::core::store_keys::{self, ReadError};
@@ -409,11 +413,11 @@ impl ChatStore {
             let follows = self.user_info(&user);
             ctx.send(
                 from,
-                Msg::StoreUserInfo {
+                Msg::Chat(ChatMsg::StoreUserInfo {
                     token,
                     user,
                     follows,
-                },
+                }),
             );
             return;
         };
@@ -703,13 +707,13 @@ impl ChatStore {
                 text: String::new(),
                 details: BTreeMap::new(),
             });
-        let answer = Msg::StoreRange {
+        let answer = Msg::Chat(ChatMsg::StoreRange {
             token,
             room,
             posts,
             latest,
             through,
-        };
+        });
         match event {
             Some(e) if self.outbox.enabled() => {
                 self.write(Write::Read { from, answer }, vec![e], Vec::new(), ctx)
@@ -897,7 +901,8 @@ impl Actor for ChatStore {
         );
         let ok = (from.actor == ActorKind::Channel && !records)
             || (from.actor == ActorKind::Client && records)
-            || (from.actor == ActorKind::Compliance && matches!(msg, Msg::ComplianceStaged { .. }));
+            || (from.actor == ActorKind::Compliance
+                && matches!(msg, Msg::Compliance(ComplianceMsg::ComplianceStaged { .. })));
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
@@ -907,25 +912,28 @@ impl Actor for ChatStore {
         // A clear's rows are deleted a batch per request served.
         self.purge_step(ctx);
         match msg {
-            Msg::StoreRoomDisable {
+            Msg::Chat(ChatMsg::StoreRoomDisable {
                 token,
                 room,
                 disabled,
                 by,
-            } => {
+            }) => {
                 let Some(current) = self.directory.get(&room) else {
                     let reason = ChatReject::NoSuchRoom;
-                    let refused = Msg::StoreRoomRefused {
+                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
                         token,
                         room,
                         reason,
-                    };
+                    });
                     return ctx.send(from, refused);
                 };
                 let mut info = current.clone();
                 if info.disabled == disabled {
                     let info = Box::new(info);
-                    return ctx.send(from, Msg::StoreRoomSaved { token, room, info });
+                    return ctx.send(
+                        from,
+                        Msg::Chat(ChatMsg::StoreRoomSaved { token, room, info }),
+                    );
                 }
                 info.disabled = disabled;
                 info.version = self.version + 1;
@@ -951,24 +959,24 @@ impl Actor for ChatStore {
                 };
                 self.write(write, vec![event], vec![op], ctx);
             }
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token,
                 room,
                 before,
                 by,
-            } => {
+            }) => {
                 if !self.directory.contains_key(&room) {
                     let reason = ChatReject::NoSuchRoom;
-                    let refused = Msg::StoreRoomRefused {
+                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
                         token,
                         room,
                         reason,
-                    };
+                    });
                     return ctx.send(from, refused);
                 }
                 if self.clearing {
                     // One clear at a time: the operator retries.
-                    return ctx.send(from, Msg::StoreFailed { token });
+                    return ctx.send(from, Msg::Chat(ChatMsg::StoreFailed { token }));
                 }
                 self.clearing = true;
                 // The room's last number first: the clear covers up to it.
@@ -982,12 +990,12 @@ impl Actor for ChatStore {
                 };
                 self.ask(ask, Query::Get { keys: Vec::new() }, ctx);
             }
-            Msg::StoreReplace {
+            Msg::Chat(ChatMsg::StoreReplace {
                 token,
                 post,
                 text,
                 by,
-            } => {
+            }) => {
                 let query = Query::Get {
                     keys: vec![post_id_key(&post)],
                 };
@@ -1000,18 +1008,18 @@ impl Actor for ChatStore {
                 };
                 self.ask(ask, query, ctx);
             }
-            Msg::ComplianceStaged { upto } => {
+            Msg::Compliance(ComplianceMsg::ComplianceStaged { upto }) => {
                 let ops = self.outbox.staged(&from, upto, ctx);
                 if !ops.is_empty() {
                     self.write(Write::Trim, Vec::new(), ops, ctx);
                 }
             }
-            Msg::StoreAudit {
+            Msg::Chat(ChatMsg::StoreAudit {
                 token,
                 room,
                 user,
                 kind,
-            } => {
+            }) => {
                 let event = NewEvent {
                     kind,
                     room,
@@ -1024,10 +1032,10 @@ impl Actor for ChatStore {
                 if self.outbox.enabled() {
                     self.write(Write::Audit { from, token }, vec![event], Vec::new(), ctx);
                 } else {
-                    ctx.send(from, Msg::StoreAudited { token });
+                    ctx.send(from, Msg::Chat(ChatMsg::StoreAudited { token }));
                 }
             }
-            Msg::StoreAppend { token, post } => {
+            Msg::Chat(ChatMsg::StoreAppend { token, post }) => {
                 // The room's number first, then whether the post is stored:
                 // both answers come before any other event.
                 self.learn_latest(&post.room, ctx);
@@ -1036,7 +1044,7 @@ impl Actor for ChatStore {
                 };
                 self.ask(Ask::Append { from, token, post }, query, ctx);
             }
-            Msg::StoreRooms { token, since } => {
+            Msg::Chat(ChatMsg::StoreRooms { token, since }) => {
                 let rooms = self
                     .directory
                     .iter()
@@ -1045,20 +1053,20 @@ impl Actor for ChatStore {
                     .collect();
                 ctx.send(
                     from,
-                    Msg::StoreRoomList {
+                    Msg::Chat(ChatMsg::StoreRoomList {
                         token,
                         rooms,
                         version: self.version,
-                    },
+                    }),
                 );
             }
-            Msg::StoreRoomSave {
+            Msg::Chat(ChatMsg::StoreRoomSave {
                 token,
                 room,
                 mut info,
                 create,
                 by,
-            } => {
+            }) => {
                 let refused = match self.directory.get(&room) {
                     _ if !valid_room_name(&room) => Some(ChatReject::NoSuchRoom),
                     Some(_) if create => Some(ChatReject::RoomExists),
@@ -1069,11 +1077,11 @@ impl Actor for ChatStore {
                 if let Some(reason) = refused {
                     ctx.send(
                         from,
-                        Msg::StoreRoomRefused {
+                        Msg::Chat(ChatMsg::StoreRoomRefused {
                             token,
                             room,
                             reason,
-                        },
+                        }),
                     );
                     return;
                 }
@@ -1099,15 +1107,15 @@ impl Actor for ChatStore {
                 };
                 self.write(write, vec![event], vec![op], ctx);
             }
-            Msg::StoreUser { token, user } => {
+            Msg::Chat(ChatMsg::StoreUser { token, user }) => {
                 self.reply_user(from, token, user, ctx);
             }
-            Msg::StoreFollow {
+            Msg::Chat(ChatMsg::StoreFollow {
                 token,
                 user,
                 room,
                 follow,
-            } => {
+            }) => {
                 let mut follows = self.follows.get(&user).cloned().unwrap_or_default();
                 let changed = if follow {
                     follows.insert(room)
@@ -1130,13 +1138,13 @@ impl Actor for ChatStore {
                 };
                 self.write(write, Vec::new(), vec![op], ctx);
             }
-            Msg::StoreRead {
+            Msg::Chat(ChatMsg::StoreRead {
                 token,
                 room,
                 after,
                 limit,
                 audit,
-            } => {
+            }) => {
                 self.learn_latest(&room, ctx);
                 // `after = 0`: a fresh join, the last `limit` posts (as many
                 // of them as fit in one answer). Otherwise a catch-up: the
@@ -1171,8 +1179,8 @@ impl Actor for ChatStore {
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         match timer {
-            Timer::ComplianceResend => self.outbox.resend(ctx),
-            Timer::ChatPurge => self.on_purge_timer(ctx),
+            Timer::Compliance(ComplianceTimer::ComplianceResend) => self.outbox.resend(ctx),
+            Timer::Chat(ChatTimer::ChatPurge) => self.on_purge_timer(ctx),
             _ => {}
         }
     }
@@ -1195,7 +1203,9 @@ impl Actor for ChatStore {
                 } => (from, *token, format!("follows of {user}")),
                 Write::Audit { from, token } => (from, *token, "a compliance event".into()),
                 Write::Read { from, answer } => match answer {
-                    Msg::StoreRange { token, .. } => (from, *token, "a compliance event".into()),
+                    Msg::Chat(ChatMsg::StoreRange { token, .. }) => {
+                        (from, *token, "a compliance event".into())
+                    }
                     _ => return,
                 },
                 // Still in the outbox: deleted again after the next
@@ -1231,7 +1241,7 @@ impl Actor for ChatStore {
                 OperatorEvent::ChatStoreFailed,
                 format!("{}: {what} not stored: {e}", self.name),
             );
-            ctx.send(from.clone(), Msg::StoreFailed { token });
+            ctx.send(from.clone(), Msg::Chat(ChatMsg::StoreFailed { token }));
             return;
         }
         self.outbox.committed(queued, ctx);
@@ -1273,11 +1283,11 @@ impl Actor for ChatStore {
                 }
                 ctx.send(
                     from,
-                    Msg::StoreCleared {
+                    Msg::Chat(ChatMsg::StoreCleared {
                         token,
                         room,
                         through,
-                    },
+                    }),
                 );
                 self.purge_step(ctx);
             }
@@ -1313,10 +1323,12 @@ impl Actor for ChatStore {
                         self.name, post.id, post.room
                     ),
                 );
-                ctx.send(from, Msg::StoreReplaced { token, seq, post });
+                ctx.send(from, Msg::Chat(ChatMsg::StoreReplaced { token, seq, post }));
             }
             Write::Read { from, answer } => ctx.send(from, answer),
-            Write::Audit { from, token } => ctx.send(from, Msg::StoreAudited { token }),
+            Write::Audit { from, token } => {
+                ctx.send(from, Msg::Chat(ChatMsg::StoreAudited { token }))
+            }
             Write::Post {
                 from,
                 token,
@@ -1327,7 +1339,7 @@ impl Actor for ChatStore {
                 if let Some(n) = &mut self.posts {
                     *n += 1;
                 }
-                ctx.send(from, Msg::StoreAppended { token, seq, post });
+                ctx.send(from, Msg::Chat(ChatMsg::StoreAppended { token, seq, post }));
             }
             Write::Room {
                 from,
@@ -1344,7 +1356,10 @@ impl Actor for ChatStore {
                 }
                 self.version = info.version;
                 self.directory.insert(room.clone(), (*info).clone());
-                ctx.send(from, Msg::StoreRoomSaved { token, room, info });
+                ctx.send(
+                    from,
+                    Msg::Chat(ChatMsg::StoreRoomSaved { token, room, info }),
+                );
             }
             Write::Follows {
                 from,
@@ -1402,7 +1417,7 @@ impl Actor for ChatStore {
                     format!("{}: cannot read {what}: {e}", self.name),
                 );
                 if let Some(from) = from {
-                    ctx.send(from, Msg::StoreFailed { token });
+                    ctx.send(from, Msg::Chat(ChatMsg::StoreFailed { token }));
                 }
                 return;
             }
@@ -1430,18 +1445,18 @@ impl Actor for ChatStore {
                         self.append(from, token, post, ctx)
                     }
                     Some(Ok((seq, post))) => {
-                        ctx.send(from, Msg::StoreAppended { token, seq, post })
+                        ctx.send(from, Msg::Chat(ChatMsg::StoreAppended { token, seq, post }))
                     }
                     Some(Err(e)) => {
                         ctx.event(
                             OperatorEvent::StoreCorrupt,
                             format!("{}: post {} unreadable: {e}", self.name, post.id),
                         );
-                        ctx.send(from, Msg::StoreFailed { token });
+                        ctx.send(from, Msg::Chat(ChatMsg::StoreFailed { token }));
                     }
                     None if !self.latest.contains_key(&post.room) => {
                         // The room's number could not be learned.
-                        ctx.send(from, Msg::StoreFailed { token });
+                        ctx.send(from, Msg::Chat(ChatMsg::StoreFailed { token }));
                     }
                     None => self.append(from, token, post, ctx),
                 }
@@ -1472,7 +1487,7 @@ impl Actor for ChatStore {
                 if !self.latest.contains_key(&room) {
                     // The room's number could not be learned.
                     self.clearing = false;
-                    return ctx.send(from, Msg::StoreFailed { token });
+                    return ctx.send(from, Msg::Chat(ChatMsg::StoreFailed { token }));
                 }
                 let through = self.latest(&room);
                 let index = self.clears.get(&room).map_or(0, Vec::len);
@@ -1522,11 +1537,11 @@ impl Actor for ChatStore {
                 let Some((seq, original)) =
                     found.filter(|(seq, p)| !self.cleared(&p.room, *seq, p))
                 else {
-                    let refused = Msg::StoreRoomRefused {
+                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
                         token,
                         room: RoomId::new(),
                         reason: ChatReject::NoSuchPost,
-                    };
+                    });
                     return ctx.send(from, refused);
                 };
                 let post = Post {
@@ -1763,7 +1778,7 @@ mod tests {
     fn appended(sent: &[(Addr, Msg)]) -> Vec<(u64, u64)> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::StoreAppended { token, seq, .. } => Some((*token, *seq)),
+                Msg::Chat(ChatMsg::StoreAppended { token, seq, .. }) => Some((*token, *seq)),
                 _ => None,
             })
             .collect()
@@ -1783,10 +1798,10 @@ mod tests {
         {
             got.extend(appended(&h.msg(
                 ch(),
-                Msg::StoreAppend {
+                Msg::Chat(ChatMsg::StoreAppend {
                     token: t as u64,
                     post: post(id, room),
-                },
+                }),
             )));
         }
         assert_eq!(got, vec![(0, 1), (1, 2), (2, 1), (3, 1)]);
@@ -1801,10 +1816,10 @@ mod tests {
         h2.start(recovered);
         let sent = h2.msg(
             ch(),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 9,
                 post: post("p3", "r1"),
-            },
+            }),
         );
         assert_eq!(appended(&sent), vec![(9, 3)]);
         assert!(h2.events().is_empty());
@@ -1821,19 +1836,22 @@ mod tests {
         h.fail_persists = Some(StoreError::NoSpace);
         let sent = h.msg(
             ch(),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 1,
                 post: post("p1", "r1"),
-            },
+            }),
         );
-        assert!(matches!(sent[0].1, Msg::StoreFailed { token: 1 }));
+        assert!(matches!(
+            sent[0].1,
+            Msg::Chat(ChatMsg::StoreFailed { token: 1 })
+        ));
         h.fail_persists = None;
         let sent = h.msg(
             ch(),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 2,
                 post: post("p2", "r1"),
-            },
+            }),
         );
         assert_eq!(appended(&sent), vec![(2, 1)]);
     }
@@ -1856,9 +1874,11 @@ mod tests {
         };
         // A failed append queues nothing, and gives no number away.
         h.fail_persists = Some(StoreError::NoSpace);
-        let append = |t, id: &str| Msg::StoreAppend {
-            token: t,
-            post: post(id, "r1"),
+        let append = |t, id: &str| {
+            Msg::Chat(ChatMsg::StoreAppend {
+                token: t,
+                post: post(id, "r1"),
+            })
         };
         h.msg(ch(), append(1, "p1"));
         assert!(outbox(&h).is_empty());
@@ -1871,30 +1891,32 @@ mod tests {
         assert_eq!((queued[0].seq, queued[0].kind), (1, EventKind::Post));
         assert_eq!(queued[0].item, "p2");
         assert!(sent.iter().any(|(a, m)| a.node == "comp1"
-            && matches!(m, Msg::ComplianceBatch { events } if events.len() == 1)));
+            && matches!(m, Msg::Compliance(ComplianceMsg::ComplianceBatch { events }) if events.len() == 1)));
         // A retried post is not a second event.
         h.msg(ch(), append(3, "p2"));
         assert_eq!(outbox(&h).len(), 1);
         // A join is recorded before the posts are sent; a read that found
         // nothing is not recorded.
-        let read = |t, kind| Msg::StoreRead {
-            token: t,
-            room: "r1".into(),
-            after: 1,
-            limit: 10,
-            audit: Some(("bob".into(), kind)),
+        let read = |t, kind| {
+            Msg::Chat(ChatMsg::StoreRead {
+                token: t,
+                room: "r1".into(),
+                after: 1,
+                limit: 10,
+                audit: Some(("bob".into(), kind)),
+            })
         };
         let sent = h.msg(ch(), read(4, EventKind::Join));
         assert!(sent
             .iter()
-            .any(|(_, m)| matches!(m, Msg::StoreRange { token: 4, .. })));
+            .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreRange { token: 4, .. }))));
         h.msg(ch(), read(5, EventKind::Read));
         let kinds: Vec<EventKind> = outbox(&h).iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![EventKind::Post, EventKind::Join]);
         // Once staged, the outbox forgets them.
         h.msg(
             Addr::new("comp1", ActorKind::Compliance),
-            Msg::ComplianceStaged { upto: 2 },
+            Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 2 }),
         );
         assert!(outbox(&h).is_empty());
     }
@@ -1909,25 +1931,25 @@ mod tests {
         for i in 1..=5 {
             h.msg(
                 ch(),
-                Msg::StoreAppend {
+                Msg::Chat(ChatMsg::StoreAppend {
                     token: i,
                     post: post(&format!("p{i}"), "r1"),
-                },
+                }),
             );
         }
         let read = |h: &mut Harness<ChatStore>, after, limit| -> (Vec<u64>, u64) {
             let sent = h.msg(
                 ch(),
-                Msg::StoreRead {
+                Msg::Chat(ChatMsg::StoreRead {
                     token: 7,
                     room: "r1".into(),
                     after,
                     limit,
                     audit: None,
-                },
+                }),
             );
             match &sent[0].1 {
-                Msg::StoreRange { posts, latest, .. } => {
+                Msg::Chat(ChatMsg::StoreRange { posts, latest, .. }) => {
                     (posts.iter().map(|(s, _)| *s).collect(), *latest)
                 }
                 other => panic!("{other:?}"),
@@ -1937,12 +1959,12 @@ mod tests {
         assert_eq!(read(&mut h, 2, 2), (vec![3, 4], 5));
         assert_eq!(read(&mut h, 5, 2), (vec![], 5));
         // After a restart the core knows no post: it reads the engine.
-        let follow = Msg::StoreFollow {
+        let follow = Msg::Chat(ChatMsg::StoreFollow {
             token: 8,
             user: "bob".into(),
             room: "r1".into(),
             follow: true,
-        };
+        });
         h.msg(ch(), follow);
         let store = h.store.clone();
         h.start(store);
@@ -1950,20 +1972,20 @@ mod tests {
         h.start(h.store.clone());
         let sent = h.msg(
             ch(),
-            Msg::StoreUser {
+            Msg::Chat(ChatMsg::StoreUser {
                 token: 9,
                 user: "bob".into(),
-            },
+            }),
         );
         assert_eq!(
             sent,
             vec![(
                 ch(),
-                Msg::StoreUserInfo {
+                Msg::Chat(ChatMsg::StoreUserInfo {
                     token: 9,
                     user: "bob".into(),
                     follows: vec![("r1".into(), 5)]
-                }
+                })
             )]
         );
         // An engine that cannot be read: refused, never guessed.
@@ -1971,19 +1993,22 @@ mod tests {
         h.fail_queries = Some(StoreError::Io("engine down".into()));
         let sent = h.msg(
             ch(),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 10,
                 post: post("p6", "r1"),
-            },
+            }),
         );
-        assert_eq!(sent, vec![(ch(), Msg::StoreFailed { token: 10 })]);
+        assert_eq!(
+            sent,
+            vec![(ch(), Msg::Chat(ChatMsg::StoreFailed { token: 10 }))]
+        );
         h.fail_queries = None;
         let sent = h.msg(
             ch(),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 11,
                 post: post("p6", "r1"),
-            },
+            }),
         );
         assert_eq!(appended(&sent), vec![(11, 6)]);
     }
@@ -1997,10 +2022,10 @@ mod tests {
         h.start(Recovered::new());
         let sent = h.msg(
             Addr::new("c", ActorKind::Client),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 1,
                 post: post("p1", "r1"),
-            },
+            }),
         );
         assert!(sent.is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
@@ -2081,10 +2106,10 @@ mod records_tests {
             text: format!("secret text {i}"),
             at,
         };
-        let sent = h.msg(ch(), Msg::StoreAppend { token: i, post });
+        let sent = h.msg(ch(), Msg::Chat(ChatMsg::StoreAppend { token: i, post }));
         assert!(
             sent.iter()
-                .any(|(_, m)| matches!(m, Msg::StoreAppended { .. })),
+                .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
             "{sent:?}"
         );
     }
@@ -2092,22 +2117,22 @@ mod records_tests {
     fn read(h: &mut Harness<ChatStore>, after: u64) -> (Vec<u64>, u64, u64) {
         let sent = h.msg(
             ch(),
-            Msg::StoreRead {
+            Msg::Chat(ChatMsg::StoreRead {
                 token: 99,
                 room: "r1".into(),
                 after,
                 limit: 100,
                 audit: None,
-            },
+            }),
         );
         sent.into_iter()
             .find_map(|(_, m)| match m {
-                Msg::StoreRange {
+                Msg::Chat(ChatMsg::StoreRange {
                     posts,
                     latest,
                     through,
                     ..
-                } => Some((posts.iter().map(|(s, _)| *s).collect(), latest, through)),
+                }) => Some((posts.iter().map(|(s, _)| *s).collect(), latest, through)),
                 _ => None,
             })
             .expect("a range")
@@ -2139,21 +2164,21 @@ mod records_tests {
         }
         let sent = h.msg(
             ch(),
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token: 7,
                 room: "r1".into(),
                 before: Some(3500),
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(
             sent.iter().any(|(_, m)| matches!(
                 m,
-                Msg::StoreCleared {
+                Msg::Chat(ChatMsg::StoreCleared {
                     token: 7,
                     through: 5,
                     ..
-                }
+                })
             )),
             "{sent:?}"
         );
@@ -2168,14 +2193,14 @@ mod records_tests {
         // Everything cleared: a restart keeps the last number.
         h.msg(
             ch(),
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token: 8,
                 room: "r1".into(),
                 before: None,
                 by: "ops".into(),
-            },
+            }),
         );
-        h.msg(ch(), Msg::StoreRooms { token: 9, since: 0 });
+        h.msg(ch(), Msg::Chat(ChatMsg::StoreRooms { token: 9, since: 0 }));
         assert!(!holds_text(&h, "secret text 5"));
         let again = h.store.clone();
         h.start(again);
@@ -2214,12 +2239,12 @@ mod records_tests {
         post(&mut h, 1, 1000);
         h.msg(
             ch(),
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token: 7,
                 room: "r1".into(),
                 before: None,
                 by: "ops".into(),
-            },
+            }),
         );
         assert_eq!(read(&mut h, 0), (vec![], 1, 1));
         assert!(holds_text(&h, "secret text 1"));
@@ -2234,29 +2259,29 @@ mod records_tests {
         post(&mut h, 2, 2000);
         let sent = h.msg(
             ch(),
-            Msg::StoreReplace {
+            Msg::Chat(ChatMsg::StoreReplace {
                 token: 5,
                 post: "p2".into(),
                 text: "redacted".into(),
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(
-            sent.iter().any(|(_, m)| matches!(m, Msg::StoreReplaced { seq: 2, post, .. } if post.text == "redacted")),
+            sent.iter().any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreReplaced { seq: 2, post, .. }) if post.text == "redacted")),
             "{sent:?}"
         );
         let sent = h.msg(
             ch(),
-            Msg::StoreRead {
+            Msg::Chat(ChatMsg::StoreRead {
                 token: 6,
                 room: "r1".into(),
                 after: 1,
                 limit: 10,
                 audit: None,
-            },
+            }),
         );
         assert!(
-            matches!(&sent[0].1, Msg::StoreRange { posts, .. } if posts[0].1.text == "redacted"),
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::StoreRange { posts, .. }) if posts[0].1.text == "redacted"),
             "{sent:?}"
         );
         let original: Replaced = store_keys::decode(&h.store[&replaced_key("p2")]).unwrap();
@@ -2280,39 +2305,39 @@ mod records_tests {
         };
         let sent = h.msg(
             ch(),
-            Msg::StoreAppend {
+            Msg::Chat(ChatMsg::StoreAppend {
                 token: 8,
                 post: retry,
-            },
+            }),
         );
         assert!(
-            matches!(&sent[0].1, Msg::StoreAppended { seq: 2, post, .. } if post.text == "redacted")
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::StoreAppended { seq: 2, post, .. }) if post.text == "redacted")
         );
         h.msg(
             ch(),
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token: 9,
                 room: "r1".into(),
                 before: None,
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(!h.store.contains_key(&replaced_key("p2")));
         let sent = h.msg(
             ch(),
-            Msg::StoreReplace {
+            Msg::Chat(ChatMsg::StoreReplace {
                 token: 10,
                 post: "p1".into(),
                 text: "x".into(),
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(matches!(
             &sent[0].1,
-            Msg::StoreRoomRefused {
+            Msg::Chat(ChatMsg::StoreRoomRefused {
                 reason: ChatReject::NoSuchPost,
                 ..
-            }
+            })
         ));
     }
 
@@ -2322,15 +2347,15 @@ mod records_tests {
         let mut h = store();
         let sent = h.msg(
             ch(),
-            Msg::StoreRoomDisable {
+            Msg::Chat(ChatMsg::StoreRoomDisable {
                 token: 1,
                 room: "r1".into(),
                 disabled: true,
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(
-            sent.iter().any(|(_, m)| matches!(m, Msg::StoreRoomSaved { info, .. } if info.disabled && info.version == 1)),
+            sent.iter().any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreRoomSaved { info, .. }) if info.disabled && info.version == 1)),
             "{sent:?}"
         );
         let e = events(&h).pop().unwrap();
@@ -2341,19 +2366,19 @@ mod records_tests {
         assert_eq!(h.events(), vec!["chat_records"]);
         let sent = h.msg(
             ch(),
-            Msg::StoreRoomDisable {
+            Msg::Chat(ChatMsg::StoreRoomDisable {
                 token: 2,
                 room: "nope".into(),
                 disabled: true,
                 by: "ops".into(),
-            },
+            }),
         );
         assert!(matches!(
             &sent[0].1,
-            Msg::StoreRoomRefused {
+            Msg::Chat(ChatMsg::StoreRoomRefused {
                 reason: ChatReject::NoSuchRoom,
                 ..
-            }
+            })
         ));
     }
 }

@@ -12,6 +12,8 @@ use crate::chat::pool::ChatPool;
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Written};
 use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::chat::ChatMsg;
+use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
 use std::collections::BTreeMap;
@@ -68,12 +70,15 @@ impl Actor for Lookup {
     fn on_start(&mut self, _recovered: Recovered, ctx: &mut Ctx) {
         self.servers.clear();
         self.in_rotation.clear();
-        ctx.set_timer(Timer::Rotation, self.settings.chat_load_report);
+        ctx.set_timer(
+            Timer::Chat(ChatTimer::Rotation),
+            self.settings.chat_load_report,
+        );
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         match msg {
-            Msg::FindChannel => {
+            Msg::Chat(ChatMsg::FindChannel) => {
                 if !authorize(
                     from.actor == ActorKind::Client,
                     &self.name,
@@ -84,12 +89,12 @@ impl Actor for Lookup {
                     return;
                 }
                 let reply = match self.choose(ctx.now()) {
-                    Some(channel) => Msg::ChannelAssigned { channel },
-                    None => Msg::NoChannel,
+                    Some(channel) => Msg::Chat(ChatMsg::ChannelAssigned { channel }),
+                    None => Msg::Chat(ChatMsg::NoChannel),
                 };
                 ctx.send(from, reply);
             }
-            Msg::LoadReport { sessions, capacity } => {
+            Msg::Chat(ChatMsg::LoadReport { sessions, capacity }) => {
                 let ok =
                     from.actor == ActorKind::Channel && self.pool.channels.contains(&from.node);
                 if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -119,7 +124,7 @@ impl Actor for Lookup {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer != Timer::Rotation {
+        if timer != Timer::Chat(ChatTimer::Rotation) {
             return;
         }
         let now = ctx.now();
@@ -136,7 +141,10 @@ impl Actor for Lookup {
                 );
             }
         }
-        ctx.set_timer(Timer::Rotation, self.settings.chat_load_report);
+        ctx.set_timer(
+            Timer::Chat(ChatTimer::Rotation),
+            self.settings.chat_load_report,
+        );
     }
 
     fn on_persisted(&mut self, _token: u64, _result: Result<Written, StoreError>, _ctx: &mut Ctx) {}
@@ -173,22 +181,25 @@ mod tests {
     fn report(h: &mut Harness<Lookup>, ch: &str, sessions: u64) {
         h.msg(
             Addr::new(ch, ActorKind::Channel),
-            Msg::LoadReport {
+            Msg::Chat(ChatMsg::LoadReport {
                 sessions,
                 capacity: 10,
-            },
+            }),
         );
     }
 
     fn find(h: &mut Harness<Lookup>) -> Msg {
-        h.msg(Addr::new("c1", ActorKind::Client), Msg::FindChannel)
-            .remove(0)
-            .1
+        h.msg(
+            Addr::new("c1", ActorKind::Client),
+            Msg::Chat(ChatMsg::FindChannel),
+        )
+        .remove(0)
+        .1
     }
 
     fn assigned(m: Msg) -> String {
         match m {
-            Msg::ChannelAssigned { channel } => channel,
+            Msg::Chat(ChatMsg::ChannelAssigned { channel }) => channel,
             other => panic!("{other:?}"),
         }
     }
@@ -196,7 +207,7 @@ mod tests {
     #[test]
     fn least_loaded_first_and_a_burst_spreads_out() {
         let mut h = lookup();
-        assert_eq!(find(&mut h), Msg::NoChannel);
+        assert_eq!(find(&mut h), Msg::Chat(ChatMsg::NoChannel));
         report(&mut h, "ch1", 4);
         report(&mut h, "ch2", 2);
         let got: Vec<String> = (0..6).map(|_| assigned(find(&mut h))).collect();
@@ -213,7 +224,7 @@ mod tests {
         report(&mut h, "ch2", 5);
         h.now += 10_000; // ch1 silent for 35 s > 3 periods
         assert_eq!(assigned(find(&mut h)), "ch2");
-        h.fire(Timer::Rotation);
+        h.fire(Timer::Chat(ChatTimer::Rotation));
         report(&mut h, "ch1", 0);
         assert_eq!(assigned(find(&mut h)), "ch1");
         assert!(h.events().contains(&"channel_out_of_rotation"));
@@ -223,15 +234,15 @@ mod tests {
     fn full_servers_are_not_assigned_and_strangers_cannot_report() {
         let mut h = lookup();
         report(&mut h, "ch1", 10);
-        assert_eq!(find(&mut h), Msg::NoChannel);
+        assert_eq!(find(&mut h), Msg::Chat(ChatMsg::NoChannel));
         h.msg(
             Addr::new("ch9", ActorKind::Channel),
-            Msg::LoadReport {
+            Msg::Chat(ChatMsg::LoadReport {
                 sessions: 0,
                 capacity: 10,
-            },
+            }),
         );
-        assert_eq!(find(&mut h), Msg::NoChannel);
+        assert_eq!(find(&mut h), Msg::Chat(ChatMsg::NoChannel));
         assert!(h.events().contains(&"unauthorized_sender"));
     }
 }

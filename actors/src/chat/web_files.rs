@@ -27,6 +27,9 @@ use crate::core::actor::{
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::chat::ChatMsg;
+use crate::core::protocol::compliance::ComplianceMsg;
+use crate::core::protocol::compliance::ComplianceTimer;
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind, FILE_CHUNK};
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
@@ -126,7 +129,7 @@ impl WebFiles {
             OperatorEvent::FileRefused,
             format!("{}: {reason}", self.name),
         );
-        ctx.send(client, Msg::FileRefused { reason });
+        ctx.send(client, Msg::Chat(ChatMsg::FileRefused { reason }));
     }
 
     fn key(id: &str) -> Vec<u8> {
@@ -169,7 +172,8 @@ impl Actor for WebFiles {
             || (from.actor == ActorKind::Compliance
                 && matches!(
                     msg,
-                    Msg::ComplianceStaged { .. } | Msg::ComplianceFileFetch { .. }
+                    Msg::Compliance(ComplianceMsg::ComplianceStaged { .. })
+                        | Msg::Compliance(ComplianceMsg::ComplianceFileFetch { .. })
                 )
                 && self.outbox.target() == Some(from.node.as_str()));
         if !authorize(ok, &self.name, &from, &msg, ctx) {
@@ -177,28 +181,30 @@ impl Actor for WebFiles {
         }
         let now = ctx.now();
         match msg {
-            Msg::ComplianceStaged { upto } => {
+            Msg::Compliance(ComplianceMsg::ComplianceStaged { upto }) => {
                 let ops = self.outbox.staged(&from, upto, ctx);
                 if !ops.is_empty() {
                     self.write(Write::Trim, Vec::new(), ops, ctx);
                 }
             }
-            Msg::ComplianceFileFetch { file, offset } => match self.files.get(&file) {
-                Some(f) => {
-                    self.next_token += 1;
-                    self.exporting
-                        .insert(self.next_token, (from, f.clone(), offset));
-                    ctx.load(self.next_token, blob_key(&file));
+            Msg::Compliance(ComplianceMsg::ComplianceFileFetch { file, offset }) => {
+                match self.files.get(&file) {
+                    Some(f) => {
+                        self.next_token += 1;
+                        self.exporting
+                            .insert(self.next_token, (from, f.clone(), offset));
+                        ctx.load(self.next_token, blob_key(&file));
+                    }
+                    None => ctx.send(
+                        from,
+                        Msg::Compliance(ComplianceMsg::ComplianceFileMissing {
+                            file,
+                            reason: "the Web service has no such file".into(),
+                        }),
+                    ),
                 }
-                None => ctx.send(
-                    from,
-                    Msg::ComplianceFileMissing {
-                        file,
-                        reason: "the Web service has no such file".into(),
-                    },
-                ),
-            },
-            Msg::FileUpload { token, name, data } => {
+            }
+            Msg::Chat(ChatMsg::FileUpload { token, name, data }) => {
                 let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
                     return self.refuse(ctx, from, "invalid token");
                 };
@@ -259,7 +265,7 @@ impl Actor for WebFiles {
                 ];
                 self.write(Write::Upload { client: from, file }, vec![event], ops, ctx);
             }
-            Msg::FileDownload { token } => {
+            Msg::Chat(ChatMsg::FileDownload { token }) => {
                 let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
                     return self.refuse(ctx, from, "invalid token");
                 };
@@ -292,7 +298,7 @@ impl Actor for WebFiles {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer == Timer::ComplianceResend {
+        if timer == Timer::Compliance(ComplianceTimer::ComplianceResend) {
             self.outbox.resend(ctx);
         }
     }
@@ -313,20 +319,20 @@ impl Actor for WebFiles {
             );
             ctx.send(
                 client,
-                Msg::FileRefused {
+                Msg::Chat(ChatMsg::FileRefused {
                     reason: format!("the request could not be recorded: {e}"),
-                },
+                }),
             );
             return;
         }
         self.outbox.committed(queued, ctx);
         match write {
             Write::Upload { client, file } => {
-                let reply = Msg::FileStored {
+                let reply = Msg::Chat(ChatMsg::FileStored {
                     file: file.id.clone(),
                     name: file.name.clone(),
                     size: file.size,
-                };
+                });
                 self.files.insert(file.id.clone(), file);
                 ctx.send(client, reply);
             }
@@ -348,12 +354,12 @@ impl Actor for WebFiles {
                     let end = (start + FILE_CHUNK as usize).min(data.len());
                     ctx.send(
                         service,
-                        Msg::ComplianceFileChunk {
+                        Msg::Compliance(ComplianceMsg::ComplianceFileChunk {
                             file: file.id,
                             offset: start as u64,
                             total: file.size,
                             data: data[start..end].to_vec(),
-                        },
+                        }),
                     );
                 }
                 Ok(found) => {
@@ -369,10 +375,10 @@ impl Actor for WebFiles {
                     );
                     ctx.send(
                         service,
-                        Msg::ComplianceFileMissing {
+                        Msg::Compliance(ComplianceMsg::ComplianceFileMissing {
                             file: file.id,
                             reason: "the file's content is missing".into(),
-                        },
+                        }),
                     );
                 }
                 // Not answered: the service asks again.
@@ -393,11 +399,11 @@ impl Actor for WebFiles {
                     text: file.name.clone(),
                     details: file_details(&data),
                 };
-                let reply = Msg::FileData {
+                let reply = Msg::Chat(ChatMsg::FileData {
                     file: file.id,
                     name: file.name,
                     data,
-                };
+                });
                 if self.outbox.enabled() {
                     self.write(
                         Write::Download { client, reply },
@@ -509,11 +515,11 @@ mod tests {
     fn upload(h: &mut Harness<WebFiles>, token: Vec<u8>, data: &[u8]) -> Msg {
         h.msg(
             client(),
-            Msg::FileUpload {
+            Msg::Chat(ChatMsg::FileUpload {
                 token,
                 name: "plan.txt".into(),
                 data: data.to_vec(),
-            },
+            }),
         )
         .remove(0)
         .1
@@ -522,7 +528,7 @@ mod tests {
     #[test]
     fn an_upload_with_a_valid_token_is_stored_and_survives_a_restart() {
         let mut h = web(1024);
-        let Msg::FileStored { file, size, .. } =
+        let Msg::Chat(ChatMsg::FileStored { file, size, .. }) =
             upload(&mut h, token(KEY, FileOp::Upload, 60_000), b"hello")
         else {
             panic!()
@@ -535,20 +541,24 @@ mod tests {
         h2.start(h.store.clone());
         let sent = h2.msg(
             client(),
-            Msg::FileDownload {
+            Msg::Chat(ChatMsg::FileDownload {
                 token: token(KEY, FileOp::Download { file: file.clone() }, 60_000),
-            },
+            }),
         );
-        assert!(matches!(&sent[0].1, Msg::FileData { data, .. } if data == b"hello"));
+        assert!(
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::FileData { data, .. }) if data == b"hello")
+        );
         // Content lost under its description is reported, not served.
         h2.store.remove(&blob_key(&file));
         let sent = h2.msg(
             client(),
-            Msg::FileDownload {
+            Msg::Chat(ChatMsg::FileDownload {
                 token: token(KEY, FileOp::Download { file }, 60_000),
-            },
+            }),
         );
-        assert!(matches!(&sent[0].1, Msg::FileRefused { reason } if reason.contains("missing")));
+        assert!(
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::FileRefused { reason }) if reason.contains("missing"))
+        );
         assert!(h2.events().contains(&"store_corrupt"));
     }
 
@@ -572,14 +582,14 @@ mod tests {
         let data: Vec<u8> = (0..(FILE_CHUNK + 5)).map(|i| i as u8).collect();
         let sent = h.msg(
             client(),
-            Msg::FileUpload {
+            Msg::Chat(ChatMsg::FileUpload {
                 token: token(KEY, FileOp::Upload, 60_000),
                 name: "big.bin".into(),
                 data: data.clone(),
-            },
+            }),
         );
         let Some(file) = sent.iter().find_map(|(_, m)| match m {
-            Msg::FileStored { file, .. } => Some(file.clone()),
+            Msg::Chat(ChatMsg::FileStored { file, .. }) => Some(file.clone()),
             _ => None,
         }) else {
             panic!("{sent:?}")
@@ -588,24 +598,28 @@ mod tests {
         let fetch = |h: &mut Harness<WebFiles>, from: &Addr, file: &str, offset: u64| {
             h.msg(
                 from.clone(),
-                Msg::ComplianceFileFetch {
+                Msg::Compliance(ComplianceMsg::ComplianceFileFetch {
                     file: file.into(),
                     offset,
-                },
+                }),
             )
         };
         let sent = fetch(&mut h, &comp, &file, 0);
-        let Msg::ComplianceFileChunk { total, data: d, .. } = &sent[0].1 else {
+        let Msg::Compliance(ComplianceMsg::ComplianceFileChunk { total, data: d, .. }) = &sent[0].1
+        else {
             panic!("{sent:?}")
         };
         assert_eq!((*total, d.len() as u64), (data.len() as u64, FILE_CHUNK));
         let sent = fetch(&mut h, &comp, &file, FILE_CHUNK);
         assert!(
-            matches!(&sent[0].1, Msg::ComplianceFileChunk { data: d, offset, .. }
+            matches!(&sent[0].1, Msg::Compliance(ComplianceMsg::ComplianceFileChunk { data: d, offset, .. })
             if d[..] == data[FILE_CHUNK as usize..] && *offset == FILE_CHUNK)
         );
         let sent = fetch(&mut h, &comp, "nope", 0);
-        assert!(matches!(&sent[0].1, Msg::ComplianceFileMissing { .. }));
+        assert!(matches!(
+            &sent[0].1,
+            Msg::Compliance(ComplianceMsg::ComplianceFileMissing { .. })
+        ));
         // Another compliance node gets nothing.
         let other = Addr::new("comp2", ActorKind::Compliance);
         assert!(fetch(&mut h, &other, &file, 0).is_empty());
@@ -614,7 +628,7 @@ mod tests {
     #[test]
     fn wrong_forged_expired_misused_and_oversized_are_refused() {
         let mut h = web(4);
-        let refused = |m: Msg| matches!(m, Msg::FileRefused { .. });
+        let refused = |m: Msg| matches!(m, Msg::Chat(ChatMsg::FileRefused { .. }));
         assert!(refused(upload(
             &mut h,
             token(b"another key", FileOp::Upload, 60_000),
@@ -642,17 +656,17 @@ mod tests {
         h.clear_events();
         let sent = h.msg(
             crate::testkit::client_of("mallory@corp.example"),
-            Msg::FileUpload {
+            Msg::Chat(ChatMsg::FileUpload {
                 token: token(KEY, FileOp::Upload, 200_000),
                 name: "n".into(),
                 data: b"x".to_vec(),
-            },
+            }),
         );
         assert!(refused(sent[0].1.clone()), "{sent:?}");
         assert!(h.events().contains(&OperatorEvent::IdentityRefused.name()));
         assert!(h.store.is_empty(), "nothing refused was stored");
         // A download token for another room's file finds nothing.
-        let Msg::FileStored { file, .. } =
+        let Msg::Chat(ChatMsg::FileStored { file, .. }) =
             upload(&mut h, token(KEY, FileOp::Upload, 200_000), b"ok")
         else {
             panic!()
@@ -666,7 +680,7 @@ mod tests {
                 expires: 200_000,
             },
         );
-        let sent = h.msg(client(), Msg::FileDownload { token: other });
+        let sent = h.msg(client(), Msg::Chat(ChatMsg::FileDownload { token: other }));
         assert!(refused(sent[0].1.clone()));
     }
 }

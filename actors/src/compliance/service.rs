@@ -33,6 +33,8 @@ use crate::core::ids::{ActorKind, Addr, Millis, UserId};
 use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::output::OutputFile;
+use crate::core::protocol::compliance::ComplianceMsg;
+use crate::core::protocol::compliance::ComplianceTimer;
 use crate::core::protocol::compliance::{ComplianceEvent, ComplianceStatus, EventKind};
 use crate::core::protocol::Msg;
 use crate::core::store_keys;
@@ -246,9 +248,12 @@ impl Outbox {
         let events = sending.items.into_iter().map(|(_, e)| e).collect();
         ctx.send(
             Addr::new(target.clone(), ActorKind::Compliance),
-            Msg::ComplianceBatch { events },
+            Msg::Compliance(ComplianceMsg::ComplianceBatch { events }),
         );
-        ctx.set_timer(Timer::ComplianceResend, OUTBOX_RESEND);
+        ctx.set_timer(
+            Timer::Compliance(ComplianceTimer::ComplianceResend),
+            OUTBOX_RESEND,
+        );
     }
 
     /// The service has staged everything up to `upto`: forget it (the
@@ -643,12 +648,15 @@ impl Compliance {
         let (u, web) = &f.entries[cands[f.candidate]];
         ctx.send(
             Addr::new(web.clone(), ActorKind::Web),
-            Msg::ComplianceFileFetch {
+            Msg::Compliance(ComplianceMsg::ComplianceFileFetch {
                 file: u.file_id.clone(),
                 offset: f.buf.len() as u64,
-            },
+            }),
         );
-        ctx.set_timer(Timer::ComplianceResend, FETCH_RETRY);
+        ctx.set_timer(
+            Timer::Compliance(ComplianceTimer::ComplianceResend),
+            FETCH_RETRY,
+        );
     }
 
     /// The entry being fetched, if `from` and `file` are what was asked.
@@ -698,7 +706,7 @@ impl Compliance {
         }
         f.writing = true;
         let data = std::mem::take(&mut f.buf);
-        ctx.cancel_timer(Timer::ComplianceResend);
+        ctx.cancel_timer(Timer::Compliance(ComplianceTimer::ComplianceResend));
         self.next_token += 1;
         self.writing.insert(self.next_token, Write::Upload);
         ctx.output(
@@ -751,13 +759,19 @@ impl Compliance {
         if batch >= 1 && batch <= self.last_batch {
             // Acknowledged already (or written before batches awaited
             // their pickup): nothing left to do.
-            return ctx.send(from, Msg::ComplianceReport(self.report()));
+            return ctx.send(
+                from,
+                Msg::Compliance(ComplianceMsg::ComplianceReport(self.report())),
+            );
         }
         let reason = format!(
             "batch {batch} has not been exported (the last batch is {})",
             self.last_batch
         );
-        ctx.send(from, Msg::ComplianceAckRefused { batch, reason });
+        ctx.send(
+            from,
+            Msg::Compliance(ComplianceMsg::ComplianceAckRefused { batch, reason }),
+        );
     }
 
     /// Asks the host to write the batch's events file and manifest.
@@ -836,7 +850,10 @@ impl Actor for Compliance {
         }
         self.status.staged = self.staged.len() as u64;
         self.status.last_batch = self.last_batch;
-        ctx.set_timer(Timer::ComplianceRun, self.interval);
+        ctx.set_timer(
+            Timer::Compliance(ComplianceTimer::ComplianceRun),
+            self.interval,
+        );
         if let Some(intent) = &self.intent {
             // A crash came between recording a batch and deleting it: write
             // the same batch (same names, same bytes) again now.
@@ -854,23 +871,33 @@ impl Actor for Compliance {
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match (&from.actor, &msg) {
-            (ActorKind::ChatStore | ActorKind::Web, Msg::ComplianceBatch { .. }) => true,
+            (
+                ActorKind::ChatStore | ActorKind::Web,
+                Msg::Compliance(ComplianceMsg::ComplianceBatch { .. }),
+            ) => true,
             // Operators, from the command-line tool.
             (
                 ActorKind::Client,
-                Msg::ComplianceRunNow | Msg::ComplianceStatusQuery | Msg::ComplianceAck { .. },
+                Msg::Compliance(ComplianceMsg::ComplianceRunNow)
+                | Msg::Compliance(ComplianceMsg::ComplianceStatusQuery)
+                | Msg::Compliance(ComplianceMsg::ComplianceAck { .. }),
             ) => true,
             (
                 ActorKind::Web,
-                Msg::ComplianceFileChunk { .. } | Msg::ComplianceFileMissing { .. },
+                Msg::Compliance(ComplianceMsg::ComplianceFileChunk { .. })
+                | Msg::Compliance(ComplianceMsg::ComplianceFileMissing { .. }),
             ) => true,
             _ => false,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
+        // Only the service's own messages pass the check above.
+        let Msg::Compliance(msg) = msg else {
+            return;
+        };
         match msg {
-            Msg::ComplianceBatch { events } => {
+            ComplianceMsg::ComplianceBatch { events } => {
                 let mut high = self.high.get(&from.node).copied().unwrap_or(0);
                 let mut fresh = Vec::new();
                 for e in events {
@@ -882,7 +909,10 @@ impl Actor for Compliance {
                     }
                 }
                 if fresh.is_empty() {
-                    ctx.send(from, Msg::ComplianceStaged { upto: high });
+                    ctx.send(
+                        from,
+                        Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: high }),
+                    );
                     return;
                 }
                 let mut ops: Vec<StoreOp> = fresh
@@ -903,18 +933,20 @@ impl Actor for Compliance {
                 };
                 self.write(w, ops, ctx);
             }
-            Msg::ComplianceFileChunk {
+            ComplianceMsg::ComplianceFileChunk {
                 file,
                 offset,
                 total,
                 data,
             } => self.on_chunk(&from, &file, offset, total, data, ctx),
-            Msg::ComplianceFileMissing { file, reason } if self.asked(&from, &file) => {
+            ComplianceMsg::ComplianceFileMissing { file, reason } if self.asked(&from, &file) => {
                 self.candidate_failed(reason, ctx);
             }
-            Msg::ComplianceRunNow | Msg::ComplianceStatusQuery | Msg::ComplianceAck { .. } => {
+            ComplianceMsg::ComplianceRunNow
+            | ComplianceMsg::ComplianceStatusQuery
+            | ComplianceMsg::ComplianceAck { .. } => {
                 let roles: &[Role] = match msg {
-                    Msg::ComplianceRunNow => &[Role::Operator],
+                    ComplianceMsg::ComplianceRunNow => &[Role::Operator],
                     _ => &[Role::Operator, Role::Auditor],
                 };
                 if let Err(refusal) = identity::require(&from, roles) {
@@ -923,11 +955,14 @@ impl Actor for Compliance {
                     return ctx.send(from, Msg::Forbidden { reason });
                 }
                 match msg {
-                    Msg::ComplianceRunNow => self.run(ctx),
-                    Msg::ComplianceAck { batch } => return self.ack(from, batch, ctx),
+                    ComplianceMsg::ComplianceRunNow => self.run(ctx),
+                    ComplianceMsg::ComplianceAck { batch } => return self.ack(from, batch, ctx),
                     _ => {}
                 }
-                ctx.send(from, Msg::ComplianceReport(self.report()));
+                ctx.send(
+                    from,
+                    Msg::Compliance(ComplianceMsg::ComplianceReport(self.report())),
+                );
             }
             _ => {}
         }
@@ -935,15 +970,18 @@ impl Actor for Compliance {
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         match timer {
-            Timer::ComplianceRun => {
-                ctx.set_timer(Timer::ComplianceRun, self.interval);
+            Timer::Compliance(ComplianceTimer::ComplianceRun) => {
+                ctx.set_timer(
+                    Timer::Compliance(ComplianceTimer::ComplianceRun),
+                    self.interval,
+                );
                 self.run(ctx);
                 // Removals that failed are tried again.
                 for batch in self.acked.keys().copied().collect::<Vec<_>>() {
                     self.remove(batch, ctx);
                 }
             }
-            Timer::ComplianceResend => {
+            Timer::Compliance(ComplianceTimer::ComplianceResend) => {
                 // The Web service did not answer: ask again (the batch
                 // waits; it never goes out without its files).
                 let Some(f) = self.fetch.as_mut().filter(|f| !f.writing) else {
@@ -979,7 +1017,10 @@ impl Actor for Compliance {
                     self.staged.insert((e.source.clone(), e.seq), e);
                 }
                 self.status.staged = self.staged.len() as u64;
-                ctx.send(from, Msg::ComplianceStaged { upto });
+                ctx.send(
+                    from,
+                    Msg::Compliance(ComplianceMsg::ComplianceStaged { upto }),
+                );
             }
             // Not staged: the source resends.
             (Write::Stage { .. }, Err(e)) => {
@@ -1050,12 +1091,18 @@ impl Actor for Compliance {
                 if let Some(p) = self.awaiting.remove(&batch) {
                     self.acked.insert(batch, p);
                 }
-                ctx.send(from, Msg::ComplianceReport(self.report()));
+                ctx.send(
+                    from,
+                    Msg::Compliance(ComplianceMsg::ComplianceReport(self.report())),
+                );
                 self.remove(batch, ctx);
             }
             (Write::Ack { from, batch }, Err(e)) => {
                 let reason = format!("the acknowledgement could not be recorded: {e}");
-                ctx.send(from, Msg::ComplianceAckRefused { batch, reason });
+                ctx.send(
+                    from,
+                    Msg::Compliance(ComplianceMsg::ComplianceAckRefused { batch, reason }),
+                );
             }
             (Write::Forget(batch), result) => {
                 self.removing.remove(&batch);
@@ -1202,10 +1249,13 @@ mod tests {
 
     fn batch(h: &mut Harness<Compliance>, seqs: &[u64]) -> Vec<Msg> {
         let events = seqs.iter().map(|s| ev("chatdb", *s, "general")).collect();
-        h.msg(store(), Msg::ComplianceBatch { events })
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect()
+        h.msg(
+            store(),
+            Msg::Compliance(ComplianceMsg::ComplianceBatch { events }),
+        )
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect()
     }
 
     fn exported_events(h: &Harness<Compliance>) -> u64 {
@@ -1224,30 +1274,46 @@ mod tests {
         };
         let forbidden =
             |r: &(Vec<Msg>, usize)| matches!(&r.0[..], [Msg::Forbidden { .. }]) && r.1 == 1;
-        let report = |r: &(Vec<Msg>, usize)| matches!(&r.0[..], [Msg::ComplianceReport(_)]);
+        let report = |r: &(Vec<Msg>, usize)| {
+            matches!(
+                &r.0[..],
+                [Msg::Compliance(ComplianceMsg::ComplianceReport(_))]
+            )
+        };
         for c in ["user:alice/1", "auditor:carol/1", "client-1"] {
-            assert!(forbidden(&answer(&mut h, c, Msg::ComplianceRunNow)), "{c}");
+            assert!(
+                forbidden(&answer(
+                    &mut h,
+                    c,
+                    Msg::Compliance(ComplianceMsg::ComplianceRunNow)
+                )),
+                "{c}"
+            );
         }
         for c in ["user:alice/1", "client-1"] {
             assert!(
-                forbidden(&answer(&mut h, c, Msg::ComplianceStatusQuery)),
+                forbidden(&answer(
+                    &mut h,
+                    c,
+                    Msg::Compliance(ComplianceMsg::ComplianceStatusQuery)
+                )),
                 "{c}"
             );
         }
         assert!(report(&answer(
             &mut h,
             "auditor:carol/1",
-            Msg::ComplianceStatusQuery
+            Msg::Compliance(ComplianceMsg::ComplianceStatusQuery)
         )));
         assert!(report(&answer(
             &mut h,
             "operator:ops/1",
-            Msg::ComplianceStatusQuery
+            Msg::Compliance(ComplianceMsg::ComplianceStatusQuery)
         )));
         assert!(report(&answer(
             &mut h,
             "operator:ops/1",
-            Msg::ComplianceRunNow
+            Msg::Compliance(ComplianceMsg::ComplianceRunNow)
         )));
     }
 
@@ -1256,21 +1322,21 @@ mod tests {
         let mut h = service(ComplianceConfig::default());
         assert_eq!(
             batch(&mut h, &[1, 2, 3]),
-            vec![Msg::ComplianceStaged { upto: 3 }]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 3 })]
         );
         // A resend of staged events is acknowledged again, not staged again.
         assert_eq!(
             batch(&mut h, &[2, 3]),
-            vec![Msg::ComplianceStaged { upto: 3 }]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 3 })]
         );
         // After a gap nothing is taken: the outbox resends from 4.
         assert_eq!(
             batch(&mut h, &[5, 6]),
-            vec![Msg::ComplianceStaged { upto: 3 }]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 3 })]
         );
         assert_eq!(
             batch(&mut h, &[4, 5]),
-            vec![Msg::ComplianceStaged { upto: 5 }]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 5 })]
         );
         assert_eq!(h.actor().staged.len(), 5);
         // Staging survives a restart, and so does the high mark.
@@ -1280,7 +1346,7 @@ mod tests {
         assert_eq!(h2.actor().staged.len(), 5);
         assert_eq!(
             batch(&mut h2, &[5]),
-            vec![Msg::ComplianceStaged { upto: 5 }]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 5 })]
         );
         assert_eq!(exported_events(&h2), 0);
     }
@@ -1341,7 +1407,7 @@ mod tests {
         let mut ctx = Ctx::new(0, &me, &mut rng);
         ob.committed(evs, &mut ctx);
         let sent = ctx.into_effects();
-        assert!(sent.iter().any(|e| matches!(e, crate::core::actor::Effect::Send { msg: Msg::ComplianceBatch { events }, .. } if events.len() == 2)));
+        assert!(sent.iter().any(|e| matches!(e, crate::core::actor::Effect::Send { msg: Msg::Compliance(ComplianceMsg::ComplianceBatch { events }), .. } if events.len() == 2)));
         // Recovered from its ops: the next number goes on from 3 even once
         // every event is confirmed and deleted.
         let mut recovered = Recovered::new();
@@ -1386,7 +1452,7 @@ mod tests {
                 .into_iter()
                 .filter_map(|e| match e {
                     crate::core::actor::Effect::Send {
-                        msg: Msg::ComplianceBatch { events },
+                        msg: Msg::Compliance(ComplianceMsg::ComplianceBatch { events }),
                         ..
                     } => Some(events.iter().map(|e| e.seq).collect()),
                     _ => None,
@@ -1428,7 +1494,7 @@ mod tests {
     fn export(h: &mut Harness<Compliance>, written: Result<(), StoreError>) -> Vec<OutputFile> {
         h.fail_outputs = written.err();
         let before = h.outputs.len();
-        h.fire(Timer::ComplianceRun);
+        h.fire(Timer::Compliance(ComplianceTimer::ComplianceRun));
         assert_eq!(h.outputs.len(), before + 1, "one output per run");
         h.outputs.last().cloned().unwrap_or_default()
     }
@@ -1511,13 +1577,15 @@ mod tests {
         chunk: usize,
     ) -> usize {
         let mut n = 0;
-        while let Some(pos) = sent
-            .iter()
-            .position(|(_, m)| matches!(m, Msg::ComplianceFileFetch { .. }))
-        {
+        while let Some(pos) = sent.iter().position(|(_, m)| {
+            matches!(
+                m,
+                Msg::Compliance(ComplianceMsg::ComplianceFileFetch { .. })
+            )
+        }) {
             let (to, m) = sent.remove(pos);
             assert_eq!(to, web());
-            let Msg::ComplianceFileFetch { file, offset } = m else {
+            let Msg::Compliance(ComplianceMsg::ComplianceFileFetch { file, offset }) = m else {
                 unreachable!()
             };
             n += 1;
@@ -1525,17 +1593,17 @@ mod tests {
                 Some(d) => {
                     let start = offset as usize;
                     let end = (start + chunk).min(d.len());
-                    Msg::ComplianceFileChunk {
+                    Msg::Compliance(ComplianceMsg::ComplianceFileChunk {
                         file,
                         offset,
                         total: d.len() as u64,
                         data: d[start..end].to_vec(),
-                    }
+                    })
                 }
-                None => Msg::ComplianceFileMissing {
+                None => Msg::Compliance(ComplianceMsg::ComplianceFileMissing {
                     file,
                     reason: "the Web service has no such file".into(),
-                },
+                }),
             };
             sent = h.msg(web(), reply);
         }
@@ -1563,8 +1631,11 @@ mod tests {
             upload(2, "f2", &plan),
             upload(3, "gone", b"lost"),
         ];
-        h.msg(web(), Msg::ComplianceBatch { events });
-        let sent = h.fire(Timer::ComplianceRun);
+        h.msg(
+            web(),
+            Msg::Compliance(ComplianceMsg::ComplianceBatch { events }),
+        );
+        let sent = h.fire(Timer::Compliance(ComplianceTimer::ComplianceRun));
         assert!(h.outputs.is_empty(), "nothing written before the files");
         let files: BTreeMap<&str, Vec<u8>> = [("f1", plan.clone()), ("f2", plan.clone())].into();
         let asked = serve(&mut h, sent, &files, 8);
@@ -1607,25 +1678,30 @@ mod tests {
         let data = b"content".to_vec();
         h.msg(
             web(),
-            Msg::ComplianceBatch {
+            Msg::Compliance(ComplianceMsg::ComplianceBatch {
                 events: vec![upload(1, "f1", &data)],
-            },
+            }),
         );
-        let first = h.fire(Timer::ComplianceRun);
+        let first = h.fire(Timer::Compliance(ComplianceTimer::ComplianceRun));
         assert_eq!(first.len(), 1);
         for _ in 0..3 {
-            let again = h.fire(Timer::ComplianceResend);
+            let again = h.fire(Timer::Compliance(ComplianceTimer::ComplianceResend));
             assert!(matches!(
                 &again[..],
-                [(_, Msg::ComplianceFileFetch { offset: 0, .. })]
+                [(
+                    _,
+                    Msg::Compliance(ComplianceMsg::ComplianceFileFetch { offset: 0, .. })
+                )]
             ));
         }
         assert!(h.outputs.is_empty());
         assert!(h.actor().status.last_error.is_some());
         // Another run meanwhile does not start a second export.
-        assert!(h.fire(Timer::ComplianceRun).is_empty());
+        assert!(h
+            .fire(Timer::Compliance(ComplianceTimer::ComplianceRun))
+            .is_empty());
         let files: BTreeMap<&str, Vec<u8>> = [("f1", data)].into();
-        let again = h.fire(Timer::ComplianceResend);
+        let again = h.fire(Timer::Compliance(ComplianceTimer::ComplianceResend));
         serve(&mut h, again, &files, 1 << 20);
         assert_eq!(h.outputs.len(), 2);
         assert!(!manifest_of(&h).uploads[0].missing);
@@ -1647,19 +1723,19 @@ mod tests {
         .into();
         h.msg(
             web(),
-            Msg::ComplianceBatch {
+            Msg::Compliance(ComplianceMsg::ComplianceBatch {
                 events: vec![upload(1, "s1", &shared), upload(2, "o1", &own)],
-            },
+            }),
         );
-        let sent = h.fire(Timer::ComplianceRun);
+        let sent = h.fire(Timer::Compliance(ComplianceTimer::ComplianceRun));
         serve(&mut h, sent, &files, 1 << 20);
         h.msg(
             web(),
-            Msg::ComplianceBatch {
+            Msg::Compliance(ComplianceMsg::ComplianceBatch {
                 events: vec![upload(3, "s2", &shared)],
-            },
+            }),
         );
-        let sent = h.fire(Timer::ComplianceRun);
+        let sent = h.fire(Timer::Compliance(ComplianceTimer::ComplianceRun));
         serve(&mut h, sent, &files, 1 << 20);
         assert_eq!(h.actor().report().awaiting_pickup, vec![1, 2]);
         assert!(
@@ -1670,23 +1746,29 @@ mod tests {
         // Only operators and auditors; only batches that exist.
         let sent = h.msg(
             Addr::new("user:alice/1", ActorKind::Client),
-            Msg::ComplianceAck { batch: 1 },
+            Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 1 }),
         );
         assert!(matches!(&sent[..], [(_, Msg::Forbidden { .. })]));
-        let sent = h.msg(op(), Msg::ComplianceAck { batch: 9 });
+        let sent = h.msg(
+            op(),
+            Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 9 }),
+        );
         assert!(matches!(
             &sent[..],
-            [(_, Msg::ComplianceAckRefused { batch: 9, .. })]
+            [(
+                _,
+                Msg::Compliance(ComplianceMsg::ComplianceAckRefused { batch: 9, .. })
+            )]
         ));
         // The acknowledgement is durable, then the process dies before
         // the removal: the restart removes.
         h.fail_outputs = Some(StoreError::Io("crash".into()));
         let sent = h.msg(
             Addr::new("auditor:carol/1", ActorKind::Client),
-            Msg::ComplianceAck { batch: 1 },
+            Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 1 }),
         );
         assert!(
-            matches!(&sent[..], [(_, Msg::ComplianceReport(s))] if s.awaiting_pickup == vec![2])
+            matches!(&sent[..], [(_, Msg::Compliance(ComplianceMsg::ComplianceReport(s)))] if s.awaiting_pickup == vec![2])
         );
         assert!(h.store.contains_key(&store_keys::key_u64(ACKED, 1)));
         h.fail_outputs = None;
@@ -1708,9 +1790,18 @@ mod tests {
         assert!(h2.events().contains(&"compliance_batch_picked_up"));
         assert_eq!(h2.actor().status.picked_up, 1);
         // Acknowledged again: nothing to do. Batch 2 takes the shared file.
-        let sent = h2.msg(op(), Msg::ComplianceAck { batch: 1 });
-        assert!(matches!(&sent[..], [(_, Msg::ComplianceReport(_))]));
-        h2.msg(op(), Msg::ComplianceAck { batch: 2 });
+        let sent = h2.msg(
+            op(),
+            Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 1 }),
+        );
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::Compliance(ComplianceMsg::ComplianceReport(_)))]
+        ));
+        h2.msg(
+            op(),
+            Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 2 }),
+        );
         assert_eq!(h2.removed.len(), 2);
         assert!(h2.removed[1].contains(&upload_path(&sha256_hex(&shared))));
         assert!(h2.actor().report().awaiting_pickup.is_empty());
@@ -1724,7 +1815,10 @@ mod tests {
             users: Vec::new(),
         });
         let events = vec![ev("chatdb", 1, "general"), ev("chatdb", 2, "deals")];
-        h.msg(store(), Msg::ComplianceBatch { events });
+        h.msg(
+            store(),
+            Msg::Compliance(ComplianceMsg::ComplianceBatch { events }),
+        );
         let files = export(&mut h, Ok(()));
         let got = parse(ExportFormat::Csv, &files[0].data).unwrap();
         assert_eq!(got.len(), 1);
@@ -1738,9 +1832,9 @@ mod tests {
         let mut h = service(ComplianceConfig::default());
         let sent = h.msg(
             Addr::new("ch1", ActorKind::Channel),
-            Msg::ComplianceBatch {
+            Msg::Compliance(ComplianceMsg::ComplianceBatch {
                 events: vec![ev("ch1", 1, "r")],
-            },
+            }),
         );
         assert!(sent.is_empty());
         assert!(h.actor().staged.is_empty());

@@ -33,10 +33,14 @@ use crate::core::engine::{Answer, Query};
 pub use crate::core::engine::{Recovered, StoreError, StoreOp, Written};
 use crate::core::ids::{Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::chat::ChatTimer;
+use crate::core::protocol::compliance::ComplianceTimer;
 use crate::core::protocol::Msg;
 use rand::rngs::SmallRng;
 
-/// Timers a core can set. One namespace for all cores keeps hosts simple.
+/// Timers a core can set. One type for all cores keeps hosts simple; group
+/// chat and compliance have their own ([`ChatTimer`], [`ComplianceTimer`]),
+/// so that their cores match only their service's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// Outgoing queue: check for unacknowledged transfers.
@@ -51,23 +55,12 @@ pub enum Timer {
     QuotaCheck,
     /// Queues: check data expiry and the dead-letter queue.
     DlqCheck,
-    /// Channel server: report load to the Lookup instances.
-    LoadReport,
-    /// Lookup: drop Channel servers that stopped reporting.
-    Rotation,
-    /// Channel server: the chat store did not answer in time.
-    StoreTimeout,
-    /// Compliance outbox: a batch was not confirmed in time; Compliance
-    /// service: a file asked of the Web service did not come in time.
-    ComplianceResend,
-    /// Compliance service: export the staged events.
-    ComplianceRun,
     /// Front end: archiving has been healthy for `critical_resume_after`.
     CriticalResume,
     /// Database: start or continue the retention purge.
     Purge,
-    /// Chat store: start or continue the retention purge.
-    ChatPurge,
+    Chat(ChatTimer),
+    Compliance(ComplianceTimer),
 }
 
 /// An operator event: its kind (whose stable name dashboards and scenario

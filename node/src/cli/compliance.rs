@@ -3,6 +3,7 @@
 
 use super::common::{fmt_time, load_config, runtime, ConfigArg, Failure};
 use clap::Subcommand;
+use holdfast_actors::core::protocol::compliance::ComplianceMsg;
 use holdfast_actors::core::protocol::Msg;
 use std::time::Duration;
 
@@ -46,12 +47,24 @@ pub(crate) enum ComplianceCmd {
 
 pub(crate) fn run(cmd: ComplianceCmd) -> Result<(), Failure> {
     let (config, who, request) = match cmd {
-        ComplianceCmd::Status { config, who } => (config, who, Msg::ComplianceStatusQuery),
-        ComplianceCmd::RunNow { config, who } => (config, who, Msg::ComplianceRunNow),
-        ComplianceCmd::Ack { batch, config, who } => (config, who, Msg::ComplianceAck { batch }),
+        ComplianceCmd::Status { config, who } => (
+            config,
+            who,
+            Msg::Compliance(ComplianceMsg::ComplianceStatusQuery),
+        ),
+        ComplianceCmd::RunNow { config, who } => (
+            config,
+            who,
+            Msg::Compliance(ComplianceMsg::ComplianceRunNow),
+        ),
+        ComplianceCmd::Ack { batch, config, who } => (
+            config,
+            who,
+            Msg::Compliance(ComplianceMsg::ComplianceAck { batch }),
+        ),
     };
     let acked = match &request {
-        Msg::ComplianceAck { batch } => Some(*batch),
+        Msg::Compliance(ComplianceMsg::ComplianceAck { batch }) => Some(*batch),
         _ => None,
     };
     let config = load_config(&config)?;

@@ -27,6 +27,7 @@ use crate::scenario::ChatWorkload;
 use crate::seeds::{self, Purpose};
 use holdfast_actors::core::identity::{Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::chat::ChatMsg;
 use holdfast_actors::core::protocol::chat::{ChatReject, Post, Privacy, Room};
 use holdfast_actors::core::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
@@ -181,9 +182,9 @@ impl ChatClient {
             self.send(
                 net,
                 Addr::new(channel.to_string(), ActorKind::Channel),
-                Msg::ChatHello {
+                Msg::Chat(ChatMsg::ChatHello {
                     user: self.user.clone(),
-                },
+                }),
             );
             for (i, room) in self.rooms.iter().enumerate() {
                 if c.done.contains(room) {
@@ -202,11 +203,11 @@ impl ChatClient {
                 self.send(
                     net,
                     Addr::new(channel.to_string(), ActorKind::Channel),
-                    Msg::RoomSave {
+                    Msg::Chat(ChatMsg::RoomSave {
                         room: room.clone(),
                         info: Box::new(info),
                         create: true,
-                    },
+                    }),
                 );
             }
         }
@@ -225,11 +226,11 @@ impl ChatClient {
             self.send(
                 net,
                 Addr::new(channel.to_string(), ActorKind::Channel),
-                Msg::ChatJoin {
+                Msg::Chat(ChatMsg::ChatJoin {
                     user: self.user.clone(),
                     room: room.clone(),
                     after,
-                },
+                }),
             );
         }
     }
@@ -314,7 +315,7 @@ impl ChatClient {
                         self.send(
                             &net,
                             Addr::new(names[lookup_turn].clone(), ActorKind::Lookup),
-                            Msg::FindChannel,
+                            Msg::Chat(ChatMsg::FindChannel),
                         );
                         looking_since = Some(Instant::now());
                     }
@@ -364,7 +365,7 @@ impl ChatClient {
                                         s.joined = false;
                                         s.away = true;
                                         lock(&self.log).leaves += 1;
-                                        self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::ChatLeave { room });
+                                        self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::Chat(ChatMsg::ChatLeave { room }));
                                     }
                                 }
                                 self.join_all(&net, &ch, &state);
@@ -377,7 +378,7 @@ impl ChatClient {
                                     .collect();
                                 for (post, room, text) in again {
                                     lock(&self.log).post_retries += 1;
-                                    self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::ChatPost { post, room, text });
+                                    self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::Chat(ChatMsg::ChatPost { post, room, text }));
                                 }
                             }
                         }
@@ -390,7 +391,7 @@ impl ChatClient {
                                 if !joined.is_empty() && self.wl.files {
                                     // A file: ask for an upload token first.
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
-                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::FileTokenRequest { room, download: None });
+                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::Chat(ChatMsg::FileTokenRequest { room, download: None }));
                                 } else if !joined.is_empty() {
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
                                     n += 1;
@@ -411,7 +412,7 @@ impl ChatClient {
                                     if self.wl.retry_posts {
                                         self.unanswered.insert(id.clone(), (room.clone(), text.clone()));
                                     }
-                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::ChatPost { post: id, room, text });
+                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::Chat(ChatMsg::ChatPost { post: id, room, text }));
                                 }
                             }
                         }
@@ -442,7 +443,7 @@ impl ChatClient {
             *last_heard = Instant::now();
         }
         match env.msg {
-            Msg::ChannelAssigned { channel: ch } => {
+            Msg::Chat(ChatMsg::ChannelAssigned { channel: ch }) => {
                 if channel.is_none() && looking_since.is_some() {
                     *looking_since = None;
                     *last_heard = Instant::now();
@@ -450,11 +451,11 @@ impl ChatClient {
                     *channel = Some(ch);
                 }
             }
-            Msg::NoChannel => {
+            Msg::Chat(ChatMsg::NoChannel) => {
                 *looking_since = None;
                 *retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
-            Msg::ChatJoined { room, latest } => {
+            Msg::Chat(ChatMsg::ChatJoined { room, latest }) => {
                 let Some(s) = state.get_mut(&room) else {
                     return;
                 };
@@ -474,7 +475,7 @@ impl ChatClient {
                 }
                 self.deliver(&room, s);
             }
-            Msg::ChatCleared { room, ranges } => {
+            Msg::Chat(ChatMsg::ChatCleared { room, ranges }) => {
                 let Some(s) = state.get_mut(&room) else {
                     return;
                 };
@@ -489,7 +490,7 @@ impl ChatClient {
                     self.deliver(&room, s);
                 }
             }
-            Msg::ChatMessage { seq, post } => {
+            Msg::Chat(ChatMsg::ChatMessage { seq, post }) => {
                 let room = post.room.clone();
                 if self.wl.records.any() {
                     let at_ms = self.now_ms();
@@ -530,10 +531,10 @@ impl ChatClient {
                         self.send(
                             net,
                             Addr::new(ch, ActorKind::Channel),
-                            Msg::FileTokenRequest {
+                            Msg::Chat(ChatMsg::FileTokenRequest {
                                 room: room.clone(),
                                 download: Some(file.to_string()),
-                            },
+                            }),
                         );
                     }
                 }
@@ -551,16 +552,16 @@ impl ChatClient {
                         self.send(
                             net,
                             Addr::new(ch, ActorKind::Channel),
-                            Msg::ChatSync { room, after },
+                            Msg::Chat(ChatMsg::ChatSync { room, after }),
                         );
                     }
                 }
             }
-            Msg::FileToken {
+            Msg::Chat(ChatMsg::FileToken {
                 room,
                 download,
                 token,
-            } => {
+            }) => {
                 let web = match &download {
                     // A file lives on the Web node that stored it (its id
                     // starts with the node's name).
@@ -572,17 +573,21 @@ impl ChatClient {
                 };
                 let to = Addr::new(web, ActorKind::Web);
                 match download {
-                    Some(_) => self.send(net, to, Msg::FileDownload { token }),
+                    Some(_) => self.send(net, to, Msg::Chat(ChatMsg::FileDownload { token })),
                     None => {
                         self.files_sent += 1;
                         let name = format!("{}-f{}.bin", self.me, self.files_sent);
                         let data = file_content(&name, self.wl.size);
                         self.pending_rooms.insert(name.clone(), room);
-                        self.send(net, to, Msg::FileUpload { token, name, data });
+                        self.send(
+                            net,
+                            to,
+                            Msg::Chat(ChatMsg::FileUpload { token, name, data }),
+                        );
                     }
                 }
             }
-            Msg::FileStored { file, name, size } => {
+            Msg::Chat(ChatMsg::FileStored { file, name, size }) => {
                 let Some(room) = self.pending_rooms.remove(&name) else {
                     return;
                 };
@@ -600,11 +605,11 @@ impl ChatClient {
                     self.send(
                         net,
                         Addr::new(ch, ActorKind::Channel),
-                        Msg::ChatPost {
+                        Msg::Chat(ChatMsg::ChatPost {
                             post: format!("post-{file}"),
                             room: room.clone(),
                             text: text.clone(),
-                        },
+                        }),
                     );
                     let sent_ms = self.now_ms();
                     lock(&self.log).posts.insert(
@@ -619,7 +624,7 @@ impl ChatClient {
                     );
                 }
             }
-            Msg::FileData { file, name, data } => {
+            Msg::Chat(ChatMsg::FileData { file, name, data }) => {
                 let mut log = lock(&self.log);
                 if is_file_content(&name, &data)
                     && log
@@ -638,12 +643,12 @@ impl ChatClient {
                     ));
                 }
             }
-            Msg::FileRefused { reason } => {
+            Msg::Chat(ChatMsg::FileRefused { reason }) => {
                 lock(&self.log)
                     .file_refusals
                     .push(format!("{}: {reason}", self.me));
             }
-            Msg::ChatLeft { room } => {
+            Msg::Chat(ChatMsg::ChatLeft { room }) => {
                 // A leave of a room the server had closed (disabled) ends
                 // no subscription and is not recorded.
                 if state.get(&room).is_some_and(|s| s.disabled) {
@@ -654,7 +659,7 @@ impl ChatClient {
                     .entry((self.user.clone(), room))
                     .or_default() += 1;
             }
-            Msg::RoomSaved { room, .. } => {
+            Msg::Chat(ChatMsg::RoomSaved { room, .. }) => {
                 if let Some(c) = &mut self.creates {
                     c.done.insert(room.clone());
                 }
@@ -664,21 +669,21 @@ impl ChatClient {
                     self.send(
                         net,
                         Addr::new(ch, ActorKind::Channel),
-                        Msg::ChatJoin {
+                        Msg::Chat(ChatMsg::ChatJoin {
                             user: self.user.clone(),
                             room,
                             after,
-                        },
+                        }),
                     );
                 }
             }
-            Msg::ChatPosted { post, seq, .. } => {
+            Msg::Chat(ChatMsg::ChatPosted { post, seq, .. }) => {
                 self.unanswered.remove(&post);
                 if let Some(op) = lock(&self.log).posts.get_mut(&post) {
                     op.outcome = PostOutcome::Accepted { seq };
                 }
             }
-            Msg::ChatRejected { room, post, reason } => {
+            Msg::Chat(ChatMsg::ChatRejected { room, post, reason }) => {
                 let mut log = lock(&self.log);
                 match post {
                     // The store may have the post after all, or the
@@ -846,21 +851,21 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                 _ => None,
             };
             let msg = match action {
-                Action::Disable => Msg::RoomDisable {
+                Action::Disable => Msg::Chat(ChatMsg::RoomDisable {
                     room: last.clone(),
                     disabled: true,
-                },
-                Action::Clear => Msg::RoomClear {
+                }),
+                Action::Clear => Msg::Chat(ChatMsg::RoomClear {
                     room: first.clone(),
                     before: r.clear_before_ms,
-                },
-                Action::Replace => Msg::PostReplace {
+                }),
+                Action::Replace => Msg::Chat(ChatMsg::PostReplace {
                     post: target.as_ref().expect("chosen").1.clone(),
                     text: format!(
                         "replaced by the operator: {}",
                         target.as_ref().expect("chosen").1
                     ),
-                },
+                }),
             };
             let sent = net.send(Envelope {
                 from: from.clone(),
@@ -879,24 +884,30 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                     Ok(Some(env)) => {
                         net.consumed(&env);
                         let mine = match (&msg, &env.msg) {
-                            (Msg::RoomDisable { room, .. }, Msg::RoomSaved { room: r, .. })
-                            | (Msg::RoomClear { room, .. }, Msg::RoomCleared { room: r, .. }) => {
-                                r == room
-                            }
-                            (Msg::PostReplace { post, .. }, Msg::PostReplaced { post: p, .. }) => {
-                                p == post
-                            }
                             (
-                                Msg::PostReplace { post, .. },
-                                Msg::ChatRejected { post: Some(p), .. },
+                                Msg::Chat(ChatMsg::RoomDisable { room, .. }),
+                                Msg::Chat(ChatMsg::RoomSaved { room: r, .. }),
+                            )
+                            | (
+                                Msg::Chat(ChatMsg::RoomClear { room, .. }),
+                                Msg::Chat(ChatMsg::RoomCleared { room: r, .. }),
+                            ) => r == room,
+                            (
+                                Msg::Chat(ChatMsg::PostReplace { post, .. }),
+                                Msg::Chat(ChatMsg::PostReplaced { post: p, .. }),
                             ) => p == post,
                             (
-                                Msg::RoomDisable { room, .. } | Msg::RoomClear { room, .. },
-                                Msg::ChatRejected {
+                                Msg::Chat(ChatMsg::PostReplace { post, .. }),
+                                Msg::Chat(ChatMsg::ChatRejected { post: Some(p), .. }),
+                            ) => p == post,
+                            (
+                                Msg::Chat(ChatMsg::RoomDisable { room, .. })
+                                | Msg::Chat(ChatMsg::RoomClear { room, .. }),
+                                Msg::Chat(ChatMsg::ChatRejected {
                                     room: r,
                                     post: None,
                                     ..
-                                },
+                                }),
                             ) => r == room,
                             _ => false,
                         };
@@ -909,11 +920,11 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
             };
             let done_ms = now_ms();
             match answer {
-                Some(Msg::RoomSaved { room, .. }) => {
+                Some(Msg::Chat(ChatMsg::RoomSaved { room, .. })) => {
                     lock(&log).disables.push(DisableRecord { room, done_ms });
                     outcome = Ok(());
                 }
-                Some(Msg::RoomCleared { room, through }) => {
+                Some(Msg::Chat(ChatMsg::RoomCleared { room, through })) => {
                     lock(&log).clears.push(ClearRecord {
                         room,
                         before: r.clear_before_ms,
@@ -922,8 +933,8 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                     });
                     outcome = Ok(());
                 }
-                Some(Msg::PostReplaced { post, room, seq }) => {
-                    let Msg::PostReplace { text, .. } = &msg else {
+                Some(Msg::Chat(ChatMsg::PostReplaced { post, room, seq })) => {
+                    let Msg::Chat(ChatMsg::PostReplace { text, .. }) = &msg else {
                         unreachable!("answers a replace")
                     };
                     lock(&log).replaces.push(ReplaceRecord {
@@ -935,7 +946,7 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                     });
                     outcome = Ok(());
                 }
-                Some(Msg::ChatRejected { reason, .. })
+                Some(Msg::Chat(ChatMsg::ChatRejected { reason, .. }))
                     if reason != ChatReject::StoreUnavailable =>
                 {
                     outcome = Err(format!("refused: {reason:?}"));

@@ -13,6 +13,7 @@ use crate::lock;
 use holdfast_actors::compliance::export::{manifest_name, sha256_hex, Manifest};
 use holdfast_actors::core::identity::{Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::protocol::compliance::ComplianceMsg;
 use holdfast_actors::core::protocol::{Envelope, Msg};
 use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +86,7 @@ pub async fn run_pickup(spec: Arc<PickupSpec>, log: SharedPickupLog) {
             env = rx.recv() => {
                 let Some(env) = env else { return };
                 net.consumed(&env);
-                if let Msg::ComplianceReport(s) = env.msg {
+                if let Msg::Compliance(ComplianceMsg::ComplianceReport(s)) = env.msg {
                     let mut l = lock(&log);
                     let confirmed: Vec<u64> = l
                         .batches
@@ -132,7 +133,7 @@ pub async fn run_pickup(spec: Arc<PickupSpec>, log: SharedPickupLog) {
                         from: Addr::new(me.clone(), ActorKind::Client),
                         to: Addr::new(spec.compliance.clone(), ActorKind::Compliance),
                         id: 0,
-                        msg: Msg::ComplianceAck { batch },
+                        msg: Msg::Compliance(ComplianceMsg::ComplianceAck { batch }),
                     };
                     if let Err(e) = net.send(env) {
                         tracing::debug!(error = %e, "pickup could not send");

@@ -1098,14 +1098,10 @@ impl Actor for OutgoingQueue {
             }
             Timer::Flush
             | Timer::DbTimeout
-            | Timer::LoadReport
-            | Timer::Rotation
-            | Timer::StoreTimeout
-            | Timer::ComplianceResend
-            | Timer::ComplianceRun
             | Timer::CriticalResume
             | Timer::Purge
-            | Timer::ChatPurge => {}
+            | Timer::Chat(_)
+            | Timer::Compliance(_) => {}
         }
         self.arm_checks(ctx);
     }

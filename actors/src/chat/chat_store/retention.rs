@@ -30,6 +30,7 @@ use crate::core::engine::Query;
 use crate::core::identity;
 use crate::core::ids::{Addr, Millis};
 use crate::core::operator::OperatorEvent;
+use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{Post, RoomId};
 use crate::core::protocol::compliance::EventKind;
 use crate::core::protocol::{ChatPurgeRecord, HoldRelease, LegalHold, Msg, RoomPurge};
@@ -152,7 +153,7 @@ impl ChatStore {
                 self.purge = Some(r);
                 if running {
                     // Cut off by a restart: it goes on at once.
-                    return ctx.set_timer(Timer::ChatPurge, 0);
+                    return ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), 0);
                 }
             }
             // Without the record the rooms' cutoffs are unknown: the next
@@ -176,7 +177,7 @@ impl ChatStore {
         if at <= now {
             at += DAY;
         }
-        ctx.set_timer(Timer::ChatPurge, at - now);
+        ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), at - now);
     }
 
     fn purge_running(&self) -> bool {
@@ -188,7 +189,7 @@ impl ChatStore {
     pub(super) fn on_purge_timer(&mut self, ctx: &mut Ctx) {
         if self.purging || self.retention_busy {
             // A batch (of a clear or of this purge) is in flight: later.
-            return ctx.set_timer(Timer::ChatPurge, PURGE_PAUSE);
+            return ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), PURGE_PAUSE);
         }
         if !self.purge_running() {
             return self.begin_purge(ctx);
@@ -381,7 +382,7 @@ impl ChatStore {
             );
             // Nothing changed: the timer begins, goes on with or ends the
             // purge from the record as it stands.
-            return ctx.set_timer(Timer::ChatPurge, RETRY);
+            return ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), RETRY);
         }
         if let Some(n) = &mut self.posts {
             *n = n.saturating_sub(deleted);
@@ -408,7 +409,7 @@ impl ChatStore {
                 );
                 self.schedule_purge(ctx);
             }
-            None => ctx.set_timer(Timer::ChatPurge, PURGE_PAUSE),
+            None => ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), PURGE_PAUSE),
         }
     }
 
@@ -424,7 +425,7 @@ impl ChatStore {
             ),
         );
         if self.purge_running() {
-            ctx.set_timer(Timer::ChatPurge, RETRY);
+            ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), RETRY);
         } else {
             self.schedule_purge(ctx);
         }
@@ -476,7 +477,7 @@ impl ChatStore {
                 if records_principal(&self.name, &from, token, "ChatPurgeNow", roles, ctx).is_some()
                 {
                     if !self.purge_running() && !self.retention_busy {
-                        ctx.set_timer(Timer::ChatPurge, 0);
+                        ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), 0);
                     }
                     self.send_state(from, token, ctx);
                 }
@@ -661,6 +662,7 @@ mod tests {
     use crate::core::actor::Recovered;
     use crate::core::identity::{Principal, Role};
     use crate::core::ids::ActorKind;
+    use crate::core::protocol::chat::ChatMsg;
     use crate::core::protocol::chat::Room;
     use crate::core::protocol::compliance::ComplianceEvent;
     use crate::testkit::Harness;
@@ -709,10 +711,10 @@ mod tests {
             text: format!("text {room} {i}"),
             at,
         };
-        let sent = h.msg(ch(), Msg::StoreAppend { token: i, post });
+        let sent = h.msg(ch(), Msg::Chat(ChatMsg::StoreAppend { token: i, post }));
         assert!(
             sent.iter()
-                .any(|(_, m)| matches!(m, Msg::StoreAppended { .. })),
+                .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
             "{sent:?}"
         );
     }
@@ -720,17 +722,19 @@ mod tests {
     fn read(h: &mut Harness<ChatStore>, room: &str) -> Vec<u64> {
         let sent = h.msg(
             ch(),
-            Msg::StoreRead {
+            Msg::Chat(ChatMsg::StoreRead {
                 token: 99,
                 room: room.into(),
                 after: 0,
                 limit: 100,
                 audit: None,
-            },
+            }),
         );
         sent.into_iter()
             .find_map(|(_, m)| match m {
-                Msg::StoreRange { posts, .. } => Some(posts.iter().map(|(s, _)| *s).collect()),
+                Msg::Chat(ChatMsg::StoreRange { posts, .. }) => {
+                    Some(posts.iter().map(|(s, _)| *s).collect())
+                }
                 _ => None,
             })
             .expect("a range")
@@ -776,15 +780,15 @@ mod tests {
     fn clear(h: &mut Harness<ChatStore>, room: &str) {
         h.msg(
             ch(),
-            Msg::StoreClear {
+            Msg::Chat(ChatMsg::StoreClear {
                 token: 7,
                 room: room.into(),
                 before: None,
                 by: "ops".into(),
-            },
+            }),
         );
         // The purge of the clear runs a batch per request served.
-        h.msg(ch(), Msg::StoreRooms { token: 8, since: 0 });
+        h.msg(ch(), Msg::Chat(ChatMsg::StoreRooms { token: 8, since: 0 }));
     }
 
     fn events(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
@@ -799,7 +803,7 @@ mod tests {
     fn purge(h: &mut Harness<ChatStore>) {
         h.msg(as_role(Role::Operator), Msg::ChatPurgeNow { token: 1 });
         for _ in 0..100 {
-            h.fire(Timer::ChatPurge);
+            h.fire(Timer::Chat(ChatTimer::ChatPurge));
             if h.actor()
                 .purge
                 .as_ref()
@@ -968,29 +972,32 @@ mod tests {
             post(&mut h, "r1", i, "a@x", now - 20 * DAY + i);
         }
         h.msg(as_role(Role::Operator), Msg::ChatPurgeNow { token: 1 });
-        h.fire(Timer::ChatPurge); // begins: the record
-        h.fire(Timer::ChatPurge); // the first batch
+        h.fire(Timer::Chat(ChatTimer::ChatPurge)); // begins: the record
+        h.fire(Timer::Chat(ChatTimer::ChatPurge)); // the first batch
         let record = h.actor().purge.clone().unwrap();
         assert_eq!(record.rooms["r1"].deleted, PURGE_BATCH);
         assert!(record.finished_at.is_none());
         // Killed here: the restart resumes at once.
         let again = h.store.clone();
         h.start(again);
-        assert_eq!(h.timer(Timer::ChatPurge), Some(h.now));
+        assert_eq!(h.timer(Timer::Chat(ChatTimer::ChatPurge)), Some(h.now));
         assert_eq!(read(&mut h, "r1"), Vec::<u64>::new());
         // A batch that cannot be written is said and tried again later.
         h.fail_persists = Some(StoreError::Io("disk gone".into()));
         h.clear_events();
-        h.fire(Timer::ChatPurge);
+        h.fire(Timer::Chat(ChatTimer::ChatPurge));
         assert!(
             h.events().contains(&"chat_purge_failed"),
             "{:?}",
             h.events()
         );
-        assert_eq!(h.timer(Timer::ChatPurge), Some(h.now + RETRY));
+        assert_eq!(
+            h.timer(Timer::Chat(ChatTimer::ChatPurge)),
+            Some(h.now + RETRY)
+        );
         h.fail_persists = None;
-        h.fire(Timer::ChatPurge); // the last batch
-        h.fire(Timer::ChatPurge); // the end
+        h.fire(Timer::Chat(ChatTimer::ChatPurge)); // the last batch
+        h.fire(Timer::Chat(ChatTimer::ChatPurge)); // the end
         let record = h.actor().purge.clone().unwrap();
         assert!(record.finished_at.is_some());
         assert_eq!(record.rooms["r1"].deleted, n);
@@ -1001,7 +1008,7 @@ mod tests {
             ChatStore::new("db1", BTreeMap::new()),
         );
         quiet.start(Recovered::new());
-        quiet.fire(Timer::ChatPurge);
+        quiet.fire(Timer::Chat(ChatTimer::ChatPurge));
         assert!(quiet.actor().purge.is_none());
         assert!(!quiet.store.contains_key(CHAT_PURGE));
     }

@@ -139,3 +139,84 @@ pub struct ComplianceStatus {
 /// well inside a frame ([`crate::core::frame::MAX_FRAME`]) whatever the
 /// file size limit.
 pub const FILE_CHUNK: u64 = 1 << 20;
+
+/// The messages of compliance: the outbox, the Compliance service, the Web
+/// service's file content, and the service's clients. Travels as
+/// [`Msg::Compliance`](crate::core::protocol::Msg::Compliance).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ComplianceMsg {
+    // ---- compliance ------------------------------------------------------------
+    /// Outbox → Compliance service: events in order of their numbers.
+    ComplianceBatch {
+        events: Vec<ComplianceEvent>,
+    },
+    /// Compliance service → outbox: everything up to `upto` is staged.
+    ComplianceStaged {
+        upto: u64,
+    },
+    /// Operator → Compliance service: export now.
+    ComplianceRunNow,
+    ComplianceStatusQuery,
+    ComplianceReport(ComplianceStatus),
+    /// Compliance service → Web service: the content of uploaded `file`
+    /// from byte `offset`, for an export.
+    ComplianceFileFetch {
+        file: String,
+        offset: u64,
+    },
+    /// Web service → Compliance service: at most
+    /// [`FILE_CHUNK`] bytes of `file` from `offset`, of
+    /// `total`.
+    ComplianceFileChunk {
+        file: String,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
+    /// Web service → Compliance service: `file` is not there (deleted, or
+    /// its content lost).
+    ComplianceFileMissing {
+        file: String,
+        reason: String,
+    },
+    /// Operator or auditor → Compliance service: the pickup system has
+    /// taken batch `batch`; its files may go. Answered with a report once
+    /// the acknowledgement is durable.
+    ComplianceAck {
+        batch: u64,
+    },
+    /// The acknowledgement names no batch that was exported.
+    ComplianceAckRefused {
+        batch: u64,
+        reason: String,
+    },
+}
+
+impl ComplianceMsg {
+    /// A short name for traces and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ComplianceMsg::ComplianceBatch { .. } => "ComplianceBatch",
+            ComplianceMsg::ComplianceStaged { .. } => "ComplianceStaged",
+            ComplianceMsg::ComplianceRunNow => "ComplianceRunNow",
+            ComplianceMsg::ComplianceStatusQuery => "ComplianceStatusQuery",
+            ComplianceMsg::ComplianceReport(_) => "ComplianceReport",
+            ComplianceMsg::ComplianceFileFetch { .. } => "ComplianceFileFetch",
+            ComplianceMsg::ComplianceFileChunk { .. } => "ComplianceFileChunk",
+            ComplianceMsg::ComplianceFileMissing { .. } => "ComplianceFileMissing",
+            ComplianceMsg::ComplianceAck { .. } => "ComplianceAck",
+            ComplianceMsg::ComplianceAckRefused { .. } => "ComplianceAckRefused",
+        }
+    }
+}
+
+/// The timers of compliance's cores (in
+/// [`Timer::Compliance`](crate::core::actor::Timer::Compliance)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComplianceTimer {
+    /// Compliance outbox: a batch was not confirmed in time; Compliance
+    /// service: a file asked of the Web service did not come in time.
+    ComplianceResend,
+    /// Compliance service: export the staged events.
+    ComplianceRun,
+}
