@@ -1219,6 +1219,22 @@ pub enum Msg {
     FileRefused {
         reason: String,
     },
+    // ---- batches (added last: postcard numbers variants by position) -------
+    /// Outgoing queue → destination queue: the items numbered `first`,
+    /// `first + 1`, … in one frame. Sequence numbers stay per item: the
+    /// destination stores the items it does not hold yet in one atomic
+    /// write (skipping a leading part it already has, dropping the frame
+    /// if it starts past its position) and acknowledges the last with one
+    /// `TransferAck`.
+    TransferBatch {
+        first: u64,
+        items: Vec<QueueItem>,
+    },
+    /// Destination queue → archiver: items in queue order, each with its
+    /// key, as `Deliver` would hand them one by one.
+    DeliverBatch {
+        items: Vec<(u64, QueueItem)>,
+    },
 }
 
 impl Msg {
@@ -1344,6 +1360,8 @@ impl Msg {
             Msg::FileDownload { .. } => "FileDownload",
             Msg::FileData { .. } => "FileData",
             Msg::FileRefused { .. } => "FileRefused",
+            Msg::TransferBatch { .. } => "TransferBatch",
+            Msg::DeliverBatch { .. } => "DeliverBatch",
         }
     }
 }
