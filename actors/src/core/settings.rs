@@ -375,7 +375,7 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("archiver_batch", "1000", "Records per database transaction at most: a transaction takes what came while the one before it was written (group commit), up to this many."),
     ("archiver_batch_bytes", "\"4MiB\"", "Bytes of records per database transaction (a batch always takes at least one record). At most 16 MiB, so that every batch fits in one frame."),
     ("im_max_bytes", "\"64KiB\"", "Largest IM or call-report body a front end takes; a larger one is refused with `TooLarge` naming this setting. At most 4 MiB."),
-    ("archiver_flush", "\"200ms\"", "A partly filled batch is written after this long."),
+    ("archiver_flush", "\"200ms\"", "A record that reaches an idle archiver waits at most this long for others to join its transaction (a full batch or a heartbeat sends it sooner); while a transaction is being written, what comes goes as soon as the database answers."),
     ("db_timeout", "\"10s\"", "The archiver resends a batch the database did not acknowledge within this time."),
     ("db_retry_max", "\"1m\"", "The database retry interval doubles up to this."),
     ("chat_load_report", "\"10s\"", "Group chat: a Channel server reports its load to Lookup this often; one silent for three periods leaves the rotation, and client sessions silent for three periods are closed."),
