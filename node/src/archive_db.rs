@@ -407,7 +407,12 @@ impl ArchiveDb {
                     path.display()
                 ))
             };
+            // The message id of the row the op before inserted: the time
+            // index entry written with it names it (the core writes the
+            // two together), and needs no lookup.
+            let mut just_inserted: Option<&[u8]> = None;
             for op in ops {
+                let inserted_before = just_inserted.take();
                 match op {
                     StoreOp::Insert { key, value } if key.starts_with(DB_ROW) => {
                         let row: Row = keys::decode(value)
@@ -462,6 +467,9 @@ impl ArchiveDb {
                                 });
                             }
                         }
+                        if n == 1 {
+                            just_inserted = Some(&key[DB_ROW.len()..]);
+                        }
                         inserted += n as u64;
                         rows += n as u64;
                     }
@@ -512,6 +520,9 @@ impl ArchiveDb {
                     StoreOp::Put { key, .. } if key.starts_with(DB_TIME) => {
                         let (time, id) = parse_time_key(key)
                             .ok_or_else(|| refuse(format!("malformed time key {key:?}")))?;
+                        if inserted_before == Some(id.as_bytes()) {
+                            continue;
+                        }
                         let found: Option<i64> = tx
                             .prepare_cached("SELECT time FROM messages WHERE message_id = ?1")
                             .and_then(|mut q| q.query_row([&id], |r| r.get(0)).optional())

@@ -18,9 +18,18 @@ use holdfast_sim::runner::{self, RunOptions};
 use holdfast_sim::scenario;
 use std::collections::BTreeSet;
 
+/// The slow fault delays each message; batched transfers and 1,000-row
+/// transactions carry many records per message, so the per-record
+/// settings of before batching keep the slowed archiver saturated.
 const SRC: &str = r#"
 name = "saturated"
 duration = "25m"
+[settings]
+transfer_batch = 1
+transfer_frames = 256
+transfer_window = 256
+deliver_window = 256
+archiver_batch = 64
 [topology]
 front_ends = 2
 [[workload]]

@@ -221,7 +221,7 @@ impl Actor for Archiver {
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
-            Msg::Deliver { .. } => from == self.queue(),
+            Msg::Deliver { .. } | Msg::DeliverBatch { .. } => from == self.queue(),
             Msg::Logged { .. } | Msg::LogFailed { .. } => from == self.db,
             _ => true,
         };
@@ -231,6 +231,10 @@ impl Actor for Archiver {
         match msg {
             Msg::Deliver { key, item } => {
                 self.buffer.push_back((key, item));
+                self.advance(false, ctx);
+            }
+            Msg::DeliverBatch { items } => {
+                self.buffer.extend(items);
                 self.advance(false, ctx);
             }
             Msg::Logged { batch } => {
@@ -244,7 +248,10 @@ impl Actor for Archiver {
                 self.archived += b.keys.len() as u64;
                 self.retry = self.settings.db_timeout;
                 ctx.send(self.queue(), Msg::Consumed { keys: b.keys });
-                self.advance(false, ctx);
+                // The database is free again: what came while it wrote goes
+                // now, whatever its size (group commit), rather than after
+                // a flush interval.
+                self.advance(true, ctx);
             }
             Msg::LogFailed {
                 batch,
@@ -412,6 +419,36 @@ mod tests {
             }
         }
         assert_eq!(sizes, vec![2, 2, 2, 2, 2, 1], "{sizes:?}");
+    }
+
+    /// Records delivered in a batch while a transaction is in flight go
+    /// to the database as soon as it answers, whatever their number: the
+    /// database is never left idle for a flush interval while records
+    /// wait (group commit).
+    #[test]
+    fn what_waits_goes_as_soon_as_the_database_answers() {
+        let mut h = arch(64);
+        deliver(&mut h, 1, rec("m1"));
+        let sent = h.fire(Timer::Flush);
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::LogMessages { batch: 1, .. })]
+        ));
+        let items = vec![(2, rec("m2")), (3, rec("m3")), (4, rec("m4"))];
+        let sent = h.msg(dq(), Msg::DeliverBatch { items });
+        assert!(sent.is_empty(), "one transaction at a time: {sent:?}");
+        let mut sent = h.msg(db(), Msg::Logged { batch: 1 });
+        assert_eq!(sent.remove(0), (dq(), Msg::Consumed { keys: vec![1] }));
+        let [(to, Msg::LogMessages { batch: 2, records })] = &sent[..] else {
+            panic!("the waiting records go at once: {sent:?}");
+        };
+        assert_eq!(*to, db());
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, vec!["m2", "m3", "m4"]);
+        // A batch from anyone but the local queue is refused.
+        let items = vec![(9, rec("m9"))];
+        assert!(h.msg(oq(), Msg::DeliverBatch { items }).is_empty());
+        assert_eq!(h.events(), vec!["unauthorized_sender"]);
     }
 
     #[test]

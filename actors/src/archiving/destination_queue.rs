@@ -24,8 +24,10 @@ use std::sync::Arc;
 enum Write {
     Store {
         sender: Addr,
+        /// The last seq the write takes the link to.
         seq: u64,
-        stored: Option<(u64, QueueItem)>,
+        /// The items stored (tombstones only move the sequence on).
+        stored: Vec<(u64, QueueItem)>,
         /// Answer with a `ProbeAck` (for this probe) rather than a
         /// `TransferAck`.
         probe: Option<u64>,
@@ -215,58 +217,73 @@ impl DestinationQueue {
         ctx.persist(token, ops);
     }
 
+    /// Hands the archiver what the window lets out, in one message.
     fn pump(&mut self, ctx: &mut Ctx) {
         let window = self.settings.deliver_window as usize;
-        let todo: Vec<(u64, QueueItem)> = self
+        let mut todo: Vec<(u64, QueueItem)> = self
             .items
             .range(self.delivered + 1..)
             .take(window.saturating_sub(self.in_flight.len()))
             .map(|(k, r)| (*k, r.clone()))
             .collect();
-        for (key, item) in todo {
-            self.delivered = key;
-            self.in_flight.insert(key);
+        for (key, _) in &todo {
+            self.delivered = *key;
+            self.in_flight.insert(*key);
+        }
+        if todo.len() == 1 {
+            let (key, item) = todo.pop().expect("one item");
             ctx.send(self.archiver(), Msg::Deliver { key, item });
+        } else if !todo.is_empty() {
+            ctx.send(self.archiver(), Msg::DeliverBatch { items: todo });
         }
     }
 
+    /// The items numbered `first`, `first + 1`, … from `from`'s outgoing
+    /// queue (a transfer, a batch of them, or a probe): those past what is
+    /// stored go in one atomic write with the link's new position, then one
+    /// acknowledgement of the last. A frame that starts past the position
+    /// (one before it was lost), or that holds nothing new, only tells the
+    /// sender where the link stands.
     fn on_transfer(
         &mut self,
         from: Addr,
-        seq: u64,
-        item: QueueItem,
+        first: u64,
+        items: Vec<QueueItem>,
         probe: Option<u64>,
         ctx: &mut Ctx,
     ) {
         // A stored 0 can only come from a damaged store: treat it as 1.
         let expected = (*self.next.get(&from.node).unwrap_or(&1)).max(1);
-        if seq < expected {
-            self.duplicates_dropped += 1;
+        let held = expected.saturating_sub(first).min(items.len() as u64);
+        if first <= expected {
+            self.duplicates_dropped += held;
         }
-        if seq != expected {
+        if first > expected || held == items.len() as u64 {
             // A duplicate (already stored) or a gap (an earlier transfer was
             // lost with a connection): either way, tell the sender where we
             // are; it goes back to there.
             ctx.send(from, answer(probe, expected - 1));
             return;
         }
+        let seq = first + items.len() as u64 - 1;
         let mut ops = vec![StoreOp::Put {
             key: keys::key_str(DQ_NEXT, &from.node),
             value: (seq + 1).to_be_bytes().to_vec(),
         }];
-        let stored = match item {
+        let mut stored = Vec::new();
+        for item in items.into_iter().skip(held as usize) {
             // A tombstone only moves the sequence on.
-            QueueItem::Tombstone => None,
-            item => {
-                let key = self.next_key;
-                self.next_key += 1;
-                ops.push(StoreOp::Put {
-                    key: keys::key_u64(DQ_RECORD, key),
-                    value: keys::encode(&item),
-                });
-                Some((key, item))
+            if item == QueueItem::Tombstone {
+                continue;
             }
-        };
+            let key = self.next_key;
+            self.next_key += 1;
+            ops.push(StoreOp::Put {
+                key: keys::key_u64(DQ_RECORD, key),
+                value: keys::encode(&item),
+            });
+            stored.push((key, item));
+        }
         let write = Write::Store {
             sender: from,
             seq,
@@ -420,7 +437,7 @@ impl Actor for DestinationQueue {
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
             // Only the outgoing queue of a front end this server archives for.
-            Msg::Transfer { .. } | Msg::Probe { .. } => {
+            Msg::Transfer { .. } | Msg::TransferBatch { .. } | Msg::Probe { .. } => {
                 from.actor == ActorKind::OutgoingQueue
                     && self
                         .cluster
@@ -437,8 +454,11 @@ impl Actor for DestinationQueue {
             return;
         }
         match msg {
-            Msg::Transfer { seq, item } => self.on_transfer(from, seq, item, None, ctx),
-            Msg::Probe { seq, item, probe } => self.on_transfer(from, seq, item, Some(probe), ctx),
+            Msg::Transfer { seq, item } => self.on_transfer(from, seq, vec![item], None, ctx),
+            Msg::TransferBatch { first, items } => self.on_transfer(from, first, items, None, ctx),
+            Msg::Probe { seq, item, probe } => {
+                self.on_transfer(from, seq, vec![item], Some(probe), ctx)
+            }
             Msg::Consumed { keys } => {
                 for k in keys {
                     if self.in_flight.remove(&k) {
@@ -482,8 +502,8 @@ impl Actor for DestinationQueue {
                 Ok(_),
             ) => {
                 self.next.insert(sender.node.clone(), seq + 1);
-                if let Some((key, item)) = stored {
-                    self.items.insert(key, item);
+                if !stored.is_empty() {
+                    self.items.extend(stored);
                     self.arm_expiry(ctx);
                 }
                 ctx.send(sender, answer(probe, seq));
@@ -709,13 +729,92 @@ mod tests {
             .collect()
     }
 
+    /// Keys handed to the archiver, one by one or in batches.
     fn delivered(sent: &[(Addr, Msg)]) -> Vec<u64> {
         sent.iter()
-            .filter_map(|(_, m)| match m {
-                Msg::Deliver { key, .. } => Some(*key),
-                _ => None,
+            .flat_map(|(_, m)| match m {
+                Msg::Deliver { key, .. } => vec![*key],
+                Msg::DeliverBatch { items } => items.iter().map(|(k, _)| *k).collect(),
+                _ => Vec::new(),
             })
             .collect()
+    }
+
+    /// The outgoing queue of front end `from` transfers `items` as `first`,
+    /// `first + 1`, … in one frame.
+    fn batch(
+        h: &mut Harness<DestinationQueue>,
+        from: &str,
+        first: u64,
+        items: Vec<QueueItem>,
+    ) -> Vec<(Addr, Msg)> {
+        h.msg(oq(from), Msg::TransferBatch { first, items })
+    }
+
+    fn duplicates(h: &Harness<DestinationQueue>) -> u64 {
+        h.actor()
+            .gauges()
+            .iter()
+            .find(|g| g.0 == Gauge::DuplicatesDropped)
+            .map_or(0, |g| g.1)
+    }
+
+    /// A batch frame is one atomic write (the link's position and every
+    /// record; a tombstone only moves the position) and one cumulative
+    /// acknowledgement of its last seq; its records reach the archiver in
+    /// one message.
+    #[test]
+    fn a_batch_is_stored_in_one_write_and_acknowledged_once() {
+        let mut h = started(Settings::default());
+        let items = vec![rec("m1"), rec("m2"), QueueItem::Tombstone, rec("m4")];
+        // A failed write stores nothing of it and acknowledges nothing.
+        h.fail_persists = Some(StoreError::Io("EIO".into()));
+        let sent = batch(&mut h, "fe1", 1, items.clone());
+        assert!(acks(&sent).is_empty(), "{sent:?}");
+        assert!(h.store.is_empty());
+        h.fail_persists = None;
+        let sent = batch(&mut h, "fe1", 1, items);
+        assert_eq!(acks(&sent), vec![4]);
+        assert_eq!(h.store.len(), 4, "three records and the position");
+        assert_eq!(h.actor().depth(), 3);
+        let batches: Vec<usize> = sent
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Msg::DeliverBatch { items } => Some(items.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(batches, vec![3]);
+        // The next frame follows on from 5.
+        assert_eq!(acks(&transfer(&mut h, "fe1", 5, rec("m5"))), vec![5]);
+    }
+
+    /// After a go-back the sender may cut its frames differently: a frame
+    /// that starts inside what is stored adds only its new part; one
+    /// entirely stored is a duplicate; one past a gap is dropped. Each is
+    /// answered with where the link stands.
+    #[test]
+    fn a_batch_overlapping_or_past_the_position_stores_only_what_is_new() {
+        let mut h = started(Settings::default());
+        transfer(&mut h, "fe1", 1, rec("m1"));
+        transfer(&mut h, "fe1", 2, rec("m2"));
+        let sent = batch(&mut h, "fe1", 1, vec![rec("m1"), rec("m2"), rec("m3")]);
+        assert_eq!(acks(&sent), vec![3]);
+        assert_eq!(delivered(&sent), vec![3], "only m3 is new");
+        assert_eq!(h.actor().depth(), 3);
+        assert_eq!(duplicates(&h), 2);
+        // Entirely stored: dropped, answered with the position.
+        let sent = batch(&mut h, "fe1", 2, vec![rec("m2"), rec("m3")]);
+        assert_eq!((acks(&sent), h.actor().depth()), (vec![3], 3));
+        assert_eq!(duplicates(&h), 4);
+        // Past a gap (4 was lost): nothing stored, the position again.
+        let before = h.store.clone();
+        let sent = batch(&mut h, "fe1", 5, vec![rec("m5"), rec("m6")]);
+        assert_eq!(acks(&sent), vec![3]);
+        assert_eq!(h.store, before);
+        let sent = batch(&mut h, "fe1", 4, vec![rec("m4"), rec("m5"), rec("m6")]);
+        assert_eq!(acks(&sent), vec![6]);
+        assert_eq!(h.actor().depth(), 6);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use thiserror::Error;
 /// 1: the first protocol. 2: chat and compliance messages nested
 /// ([`Msg::Chat`](crate::core::protocol::Msg::Chat),
 /// [`Msg::Compliance`](crate::core::protocol::Msg::Compliance)).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Largest frame accepted, header excluded (32 MiB): room for the largest
 /// chat file (20,000 KB by default), far above any record, and small enough
 /// that a garbage length cannot make a node allocate gigabytes.
@@ -286,7 +286,11 @@ mod tests {
     /// first. A change to a wire type changes the fingerprint: bump
     /// [`PROTOCOL_VERSION`] and add a line here (never edit an old one).
     /// Version 1's is its shape when the version began to be kept.
-    const VERSIONS: &[(u8, u64)] = &[(1, 0x1082064dd4508b78), (2, 0x5695ae94749b2a63)];
+    const VERSIONS: &[(u8, u64)] = &[
+        (1, 0x1082064dd4508b78),
+        (2, 0x5695ae94749b2a63),
+        (3, 0x6508b8146d06deae),
+    ];
 
     #[test]
     fn wire_types_match_the_protocol_version() {

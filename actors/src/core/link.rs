@@ -10,7 +10,7 @@
 //! at a time (a window of one batch) and goes back on its resend timer.
 
 use crate::core::ids::Millis;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 /// A sequence number on a link: contiguous from 1, 0 before the first.
@@ -88,6 +88,12 @@ pub struct Link<T> {
     sent: Seq,
     /// Items in flight at most.
     window: u64,
+    /// Frames sent in the current round and not acknowledged yet: the last
+    /// seq of each, in order. Only bounded ([`Link::with_frames`]) links
+    /// keep them.
+    frames: VecDeque<Seq>,
+    /// Frames in flight at most (0: no bound, one item per frame).
+    frames_max: usize,
     /// Probes sent so far (numbers them).
     probes: u64,
     /// The latest probe (number, highest seq sent before it) while it is
@@ -116,6 +122,8 @@ impl<T: Clone> Link<T> {
             acked: Seq(0),
             sent: Seq(0),
             window,
+            frames: VecDeque::new(),
+            frames_max: 0,
             probes: 0,
             probe: None,
             acked_at_last_check: Seq(0),
@@ -125,6 +133,20 @@ impl<T: Clone> Link<T> {
             resend_armed: false,
             resends: 0,
         }
+    }
+
+    /// Bounds the frames in flight to `frames`: [`Link::take_frame`] then
+    /// lets a frame go only while fewer are unacknowledged, and what comes
+    /// meanwhile waits to go together in the next one (a batch per frame,
+    /// as group commit does for fsyncs).
+    pub fn with_frames(mut self, frames: u64) -> Self {
+        self.frames_max = frames.max(1) as usize;
+        self
+    }
+
+    /// Frames in flight in the current round.
+    pub fn frames_in_flight(&self) -> usize {
+        self.frames.len()
     }
 
     /// Items after the acknowledged point, in order.
@@ -191,6 +213,7 @@ impl<T: Clone> Link<T> {
     pub fn restart(&mut self, acked: Seq) {
         self.items.clear();
         self.acked = acked;
+        self.frames.clear();
         self.resend_armed = false;
     }
 
@@ -199,6 +222,7 @@ impl<T: Clone> Link<T> {
     pub fn recovered(&mut self, max: Seq) {
         self.next_seq = max.next();
         self.sent = self.acked;
+        self.frames.clear();
         self.probe = None;
         self.acked_at_last_check = self.acked;
         self.interval = self.resend_interval;
@@ -229,6 +253,26 @@ impl<T: Clone> Link<T> {
             items.push((seq, item));
         }
         Sending { items, missing }
+    }
+
+    /// The items of the next frame, in order, while `more` accepts the next
+    /// one: nothing while the frames in flight are at their bound. Every
+    /// item taken goes in this one frame; an acknowledgement that covers
+    /// its last item frees its place.
+    pub fn take_frame(&mut self, more: impl FnMut(&T) -> bool) -> Sending<T> {
+        if self.frames_max > 0 && self.frames.len() >= self.frames_max {
+            return Sending {
+                items: Vec::new(),
+                missing: None,
+            };
+        }
+        let sending = self.take_sendable_while(more);
+        if let Some((last, _)) = sending.items.last() {
+            if self.frames_max > 0 {
+                self.frames.push_back(*last);
+            }
+        }
+        sending
     }
 
     /// Sets the resend timer if there is something to watch (`needed`) and
@@ -283,9 +327,11 @@ impl<T: Clone> Link<T> {
         false
     }
 
-    /// Everything unacknowledged is sent again.
+    /// Everything unacknowledged is sent again; the frames of the round
+    /// before count as lost.
     pub fn go_back(&mut self) {
         self.sent = self.acked;
+        self.frames.clear();
     }
 
     /// Takes in a cumulative acknowledgement.
@@ -306,6 +352,9 @@ impl<T: Clone> Link<T> {
         }
         self.acked = upto;
         self.sent = self.sent.max(upto);
+        while self.frames.front().is_some_and(|&end| end <= upto) {
+            self.frames.pop_front();
+        }
         Acked::Advanced { backing_off, items }
     }
 
@@ -401,6 +450,35 @@ mod tests {
         assert!(!l.probe_answered(p.probe));
         assert!(l.take_sendable().items.is_empty());
         assert_eq!(l.restart_rhythm(true), Some(100));
+    }
+
+    /// With the frames in flight bounded, what comes while they are
+    /// unacknowledged goes together in one frame once an acknowledgement
+    /// covers a frame's last item; going back counts the round's frames
+    /// as lost.
+    #[test]
+    fn bounded_frames_batch_what_waits_and_go_back_frees_them() {
+        let mut l = link(100, 2).with_frames(1);
+        assert_eq!(seqs(l.take_frame(|_| true)), vec![1, 2]);
+        for _ in 0..3 {
+            let seq = l.number();
+            l.insert(seq, seq.get() * 10);
+        }
+        assert!(
+            l.take_frame(|_| true).items.is_empty(),
+            "one frame in flight"
+        );
+        // Part of the frame acknowledged: it is still in flight.
+        l.ack(Seq(1));
+        assert!(l.take_frame(|_| true).items.is_empty());
+        l.ack(Seq(2));
+        assert_eq!(l.frames_in_flight(), 0);
+        assert_eq!(seqs(l.take_frame(|_| true)), vec![3, 4, 5]);
+        // Lost: going back sends the same items again, in one frame.
+        l.go_back();
+        assert_eq!(l.frames_in_flight(), 0);
+        assert_eq!(seqs(l.take_frame(|_| true)), vec![3, 4, 5]);
+        assert_eq!(l.frames_in_flight(), 1);
     }
 
     #[test]

@@ -844,6 +844,23 @@ pub enum Msg {
     Chat(ChatMsg),
     /// Compliance: the outbox, the Compliance service, its clients.
     Compliance(ComplianceMsg),
+
+    // ---- batches on the archiving path ---------------------------------------
+    /// Outgoing queue → destination queue: the items numbered `first`,
+    /// `first + 1`, … in one frame. Sequence numbers stay per item: the
+    /// destination stores the items it does not hold yet in one atomic
+    /// write (skipping a leading part it already has, dropping the frame
+    /// if it starts past its position) and acknowledges the last with one
+    /// `TransferAck`.
+    TransferBatch {
+        first: u64,
+        items: Vec<QueueItem>,
+    },
+    /// Destination queue → archiver: items in queue order, each with its
+    /// key, as `Deliver` would hand them one by one.
+    DeliverBatch {
+        items: Vec<(u64, QueueItem)>,
+    },
 }
 
 impl Msg {
@@ -914,6 +931,8 @@ impl Msg {
             Msg::Forbidden { .. } => "Forbidden",
             Msg::Chat(m) => m.name(),
             Msg::Compliance(m) => m.name(),
+            Msg::TransferBatch { .. } => "TransferBatch",
+            Msg::DeliverBatch { .. } => "DeliverBatch",
         }
     }
 }

@@ -75,6 +75,12 @@ pub struct Settings {
     pub queue_quota: u64,
     /// Transfers in flight from an outgoing queue before an acknowledgement.
     pub transfer_window: u64,
+    /// Items (records, heartbeats, tombstones) an outgoing queue sends in
+    /// one transfer frame at most.
+    pub transfer_batch: u64,
+    /// Transfer frames an outgoing queue has unacknowledged at most; what
+    /// comes meanwhile goes together in the next frame.
+    pub transfer_frames: u64,
     /// How long an outgoing queue waits for acknowledgement progress before
     /// resending the unacknowledged transfers.
     #[serde(deserialize_with = "de_ms")]
@@ -197,6 +203,8 @@ impl Settings {
             ("chat_capacity", self.chat_capacity),
             ("chat_store_timeout", self.chat_store_timeout),
             ("transfer_window", self.transfer_window),
+            ("transfer_batch", self.transfer_batch),
+            ("transfer_frames", self.transfer_frames),
             ("deliver_window", self.deliver_window),
             ("archiver_batch", self.archiver_batch),
             ("archiver_batch_bytes", self.archiver_batch_bytes),
@@ -304,12 +312,14 @@ impl Default for Settings {
             quota_warning_pct: 95,
             quota_info_pct: 90,
             queue_quota: 1 << 30,
-            transfer_window: 256,
+            transfer_window: 4096,
+            transfer_batch: 512,
+            transfer_frames: 4,
             resend_interval: 5_000,
             resend_backoff_max: 60_000,
             link_timeout: 5_000,
-            deliver_window: 256,
-            archiver_batch: 64,
+            deliver_window: 4096,
+            archiver_batch: 1000,
             archiver_batch_bytes: 4 << 20,
             im_max_bytes: 64 << 10,
             archiver_flush: 200,
@@ -355,15 +365,17 @@ pub const SETTINGS_DOC: &[(&str, &str, &str)] = &[
     ("quota_warning_pct", "95", "Quota use (percent) that raises the `quota_warning` event."),
     ("quota_info_pct", "90", "After the warning, every check above this use (percent) raises `quota_info`; below it the warning re-arms."),
     ("queue_quota", "\"1GiB\"", "Quota of a front end's outgoing queue (MSMQ default). An IM whose record would not fit is rejected explicitly (`ArchivingUnavailable`), with or without critical mode, never accepted and dropped."),
-    ("transfer_window", "256", "Transfers in flight from an outgoing queue to its destination queue before an acknowledgement."),
+    ("transfer_window", "4096", "Transfers in flight from an outgoing queue to its destination queue before an acknowledgement."),
+    ("transfer_batch", "512", "Items an outgoing queue sends in one transfer frame at most (and at most 4 MiB of them, always one): the destination queue stores a frame in one write and acknowledges it once. 1: one record per frame."),
+    ("transfer_frames", "4", "Transfer frames an outgoing queue has unacknowledged at most. While that many are in flight, the records that come wait for the next acknowledgement and go with it in one frame (group commit across the link): a light load sends each record at once, a heavy one in batches."),
     ("resend_interval", "\"5s\"", "Without acknowledgement progress for this long, an outgoing queue sends its first unacknowledged record again as a probe, and resends from there if the probe's answer shows transfers were lost."),
     ("resend_backoff_max", "\"1m\"", "The resend interval doubles while no progress is made, up to this."),
     ("link_timeout", "\"5s\"", "A connection between nodes whose data has gone unacknowledged this long (`TCP_USER_TIMEOUT`), or which has been idle this long and then left its keep-alive probes unanswered as long again, is closed and reconnected; connects that do not complete within 1.5 s are retried, with a backoff of at most 2 s. Without it a connection stalled by a network cut resumed only at the kernel's next retransmission, up to two minutes after the heal."),
-    ("deliver_window", "256", "Records a destination queue hands to its archiver before they are consumed."),
-    ("archiver_batch", "64", "Records per database transaction."),
+    ("deliver_window", "4096", "Records a destination queue hands to its archiver before they are consumed."),
+    ("archiver_batch", "1000", "Records per database transaction at most: a transaction takes what came while the one before it was written (group commit), up to this many."),
     ("archiver_batch_bytes", "\"4MiB\"", "Bytes of records per database transaction (a batch always takes at least one record). At most 16 MiB, so that every batch fits in one frame."),
     ("im_max_bytes", "\"64KiB\"", "Largest IM or call-report body a front end takes; a larger one is refused with `TooLarge` naming this setting. At most 4 MiB."),
-    ("archiver_flush", "\"200ms\"", "A partly filled batch is written after this long."),
+    ("archiver_flush", "\"200ms\"", "A record that reaches an idle archiver waits at most this long for others to join its transaction (a full batch or a heartbeat sends it sooner); while a transaction is being written, what comes goes as soon as the database answers."),
     ("db_timeout", "\"10s\"", "The archiver resends a batch the database did not acknowledge within this time."),
     ("db_retry_max", "\"1m\"", "The database retry interval doubles up to this."),
     ("chat_load_report", "\"10s\"", "Group chat: a Channel server reports its load to Lookup this often; one silent for three periods leaves the rotation, and client sessions silent for three periods are closed."),

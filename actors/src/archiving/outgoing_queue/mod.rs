@@ -71,6 +71,10 @@ use quota::{Quota, QuotaNote};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Bytes of items in one transfer frame (a frame always takes one item):
+/// with the per-message limits, well under the 32 MiB frame limit.
+pub const BATCH_BYTES: u64 = 4 << 20;
+
 /// The store key of the item at `seq`.
 fn record_key(seq: Seq) -> Vec<u8> {
     keys::key_u64(OQ_RECORD, seq.get())
@@ -157,7 +161,8 @@ impl OutgoingQueue {
                 settings.transfer_window,
                 settings.resend_interval,
                 settings.resend_backoff_max,
-            ),
+            )
+            .with_frames(settings.transfer_frames),
             quota: Quota::new(
                 settings.queue_quota,
                 settings.quota_warning_pct,
@@ -220,19 +225,50 @@ impl OutgoingQueue {
         );
     }
 
+    /// Sends what the window and the frames in flight let out: a frame
+    /// (a `Transfer` of one item, a `TransferBatch` of more) takes every
+    /// item waiting, up to `transfer_batch` items and [`BATCH_BYTES`]
+    /// (always one). While `transfer_frames` frames are unacknowledged,
+    /// what comes waits for the next acknowledgement and goes with it in
+    /// one frame: one write and one acknowledgement at the destination
+    /// for the lot.
     fn pump(&mut self, ctx: &mut Ctx) {
-        let sending = self.link.take_sendable();
-        for (seq, item) in sending.items {
-            ctx.send(
-                self.dest.clone(),
-                Msg::Transfer {
-                    seq: seq.get(),
-                    item,
-                },
-            );
-        }
-        if let Some(seq) = sending.missing {
-            self.missing(seq, ctx);
+        let most = self.settings.transfer_batch.max(1);
+        loop {
+            let (mut n, mut bytes) = (0u64, 0u64);
+            let sending = self.link.take_frame(|item| {
+                let size = item.queued_size();
+                let fits = n == 0 || (n < most && bytes + size <= BATCH_BYTES);
+                if fits {
+                    n += 1;
+                    bytes += size;
+                }
+                fits
+            });
+            let mut items = sending.items;
+            if items.len() == 1 {
+                let (seq, item) = items.pop().expect("one item");
+                ctx.send(
+                    self.dest.clone(),
+                    Msg::Transfer {
+                        seq: seq.get(),
+                        item,
+                    },
+                );
+            } else if let Some((first, _)) = items.first() {
+                let first = first.get();
+                let items = items.into_iter().map(|(_, item)| item).collect();
+                ctx.send(self.dest.clone(), Msg::TransferBatch { first, items });
+            } else {
+                if let Some(seq) = sending.missing {
+                    self.missing(seq, ctx);
+                }
+                break;
+            }
+            if let Some(seq) = sending.missing {
+                self.missing(seq, ctx);
+                break;
+            }
         }
         self.arm_resend(ctx);
     }
@@ -1181,14 +1217,100 @@ mod tests {
         }
     }
 
-    /// (seq, "record id" | "heartbeat" | "tombstone") of every transfer sent.
+    /// (seq, "record id" | "heartbeat" | "tombstone") of every item
+    /// transferred, alone or in a batch.
     fn transfers(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
+            .flat_map(|(_, m)| match m {
+                Msg::Transfer { seq, item } => vec![(*seq, label(item))],
+                Msg::TransferBatch { first, items } => (*first..)
+                    .zip(items)
+                    .map(|(seq, item)| (seq, label(item)))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The seqs of each transfer frame sent: one per frame.
+    fn frames(sent: &[(Addr, Msg)]) -> Vec<Vec<u64>> {
+        sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Transfer { seq, item } => Some((*seq, label(item))),
+                Msg::Transfer { seq, .. } => Some(vec![*seq]),
+                Msg::TransferBatch { first, items } => {
+                    Some((*first..*first + items.len() as u64).collect())
+                }
                 _ => None,
             })
             .collect()
+    }
+
+    fn framed(frames: u64, batch: u64) -> Settings {
+        Settings {
+            transfer_frames: frames,
+            transfer_batch: batch,
+            ..Settings::default()
+        }
+    }
+
+    /// One frame in flight: the first record goes at once, the ones that
+    /// come before its acknowledgement wait and go together in one batch
+    /// frame (at most `transfer_batch` items each); the batch's
+    /// acknowledgement deletes them all in one write.
+    #[test]
+    fn records_that_come_while_a_frame_is_in_flight_go_in_one_batch() {
+        let mut h = oq(framed(1, 3));
+        h.start(Recovered::new());
+        assert_eq!(frames(&enqueue(&mut h, 0, "m0")), vec![vec![1]]);
+        for i in 1..=4 {
+            let sent = enqueue(&mut h, i, &format!("m{i}"));
+            assert!(frames(&sent).is_empty(), "waits for the ack: {sent:?}");
+        }
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        assert_eq!(frames(&sent), vec![vec![2, 3, 4]], "one frame, three items");
+        assert_eq!(
+            transfers(&sent),
+            vec![(2, "m1".into()), (3, "m2".into()), (4, "m3".into())]
+        );
+        // Acknowledged short of the batch's end: the frame is still in
+        // flight.
+        assert!(frames(&h.msg(dest(), Msg::TransferAck { upto: 3 })).is_empty());
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 4 });
+        assert_eq!(frames(&sent), vec![vec![5]]);
+        h.msg(dest(), Msg::TransferAck { upto: 5 });
+        assert_eq!(h.actor().depth(), 0);
+        assert!(keys::queued_records(&h.store).is_empty(), "all deleted");
+        assert_eq!(h.store.get(OQ_ACKED).unwrap(), &5u64.to_be_bytes().to_vec());
+    }
+
+    /// A batch frame lost on the way: the probe's answer falls short of
+    /// it, and the queue sends its items again from the acknowledged
+    /// point, in as many frames as are allowed.
+    #[test]
+    fn a_lost_batch_is_sent_again_after_the_probe_answer() {
+        let mut h = oq(framed(2, 2));
+        h.start(Recovered::new());
+        enqueue(&mut h, 0, "m0");
+        enqueue(&mut h, 1, "m1");
+        for i in 2..=5 {
+            enqueue(&mut h, i, &format!("m{i}"));
+        }
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        // Frame 2 (seq 2) is in flight; one more frame may go: [3, 4].
+        assert_eq!(frames(&sent), vec![vec![3, 4]]);
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        assert_eq!(frames(&sent), vec![vec![5, 6]]);
+        // Frames [3, 4] and [5, 6] are lost with a connection: a whole
+        // resend interval without progress, then a probe.
+        assert!(probe_seqs(&h.fire(Timer::Resend)).is_empty());
+        let sent = h.fire(Timer::Resend);
+        assert_eq!(probe_seqs(&sent), vec![3]);
+        assert!(frames(&sent).is_empty());
+        let sent = h.msg(dest(), Msg::ProbeAck { upto: 3, probe: 1 });
+        assert_eq!(frames(&sent), vec![vec![4, 5], vec![6]]);
+        let sent = h.msg(dest(), Msg::TransferAck { upto: 6 });
+        assert!(frames(&sent).is_empty());
+        assert_eq!(h.actor().depth(), 0);
     }
 
     /// The same for probes.
@@ -1447,7 +1569,8 @@ mod tests {
     /// come back, and nothing it has is sent again.
     #[test]
     fn a_probe_behind_transfers_that_arrive_resends_nothing() {
-        let mut h = oq(Settings::default());
+        // One record per frame, frames unbounded: the probe alone.
+        let mut h = oq(framed(64, 1));
         h.start(Recovered::new());
         enqueue_n(&mut h, 6);
         let sent = h.fire(Timer::Resend);
@@ -1470,7 +1593,8 @@ mod tests {
     /// of what was sent before it, and the queue resends from there.
     #[test]
     fn a_probe_answered_short_of_what_was_sent_resends_the_rest() {
-        let mut h = oq(Settings::default());
+        // One record per frame, frames unbounded: the probe alone.
+        let mut h = oq(framed(64, 1));
         h.start(Recovered::new());
         enqueue_n(&mut h, 6);
         for _ in 0..3 {

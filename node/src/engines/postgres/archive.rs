@@ -58,11 +58,15 @@ INSERT INTO counts (name, n) VALUES ('messages', 0);
 const COLUMNS: &str = "rowid, message_id, kind, from_user, to_user, time, body, external, \
                        front_end, archived_at, client_id";
 
+/// A row under the row id `$11`: the transaction reads the highest row id
+/// once ([`LAST_ROWID`]) and numbers its rows from there, rather than
+/// reading `MAX(rowid)` again for every row.
 const INSERT_ROW: &str = "INSERT INTO messages (rowid, message_id, kind, from_user, to_user, \
      time, body, external, front_end, archived_at, client_id) \
-     SELECT COALESCE(MAX(rowid), 0) + 1, $1::text, $2::text, $3::text, $4::text, $5::bigint, \
-     $6::text, $7::integer, $8::text, $9::bigint, $10::text FROM messages \
+     VALUES ($11::bigint, $1::text, $2::text, $3::text, $4::text, $5::bigint, \
+     $6::text, $7::integer, $8::text, $9::bigint, $10::text) \
      ON CONFLICT (message_id) DO NOTHING";
+const LAST_ROWID: &str = "SELECT COALESCE(MAX(rowid), 0)::bigint FROM messages";
 const ARCHIVED: &str = "SELECT 1 FROM messages WHERE message_id = $1";
 const KV_PUT: &str = "INSERT INTO kv (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
@@ -158,8 +162,8 @@ impl Engine for PgArchive {
 }
 
 fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
-    let [insert, archived, kv_put, kv_insert, kv_delete, count_add] = s.prepare([
-        INSERT_ROW, ARCHIVED, KV_PUT, KV_INSERT, KV_DELETE, COUNT_ADD,
+    let [insert, archived, kv_put, kv_insert, kv_delete, count_add, last_rowid] = s.prepare([
+        INSERT_ROW, ARCHIVED, KV_PUT, KV_INSERT, KV_DELETE, COUNT_ADD, LAST_ROWID,
     ])?;
     let target = s.target().clone();
     let io = |e: postgres::Error| io_error(&target, &e);
@@ -171,7 +175,13 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
     };
     let mut tx = s.client()?.transaction().map_err(io)?;
     let (mut inserted, mut rows, mut deleted) = (0u64, 0u64, 0u64);
+    // The row id the next row takes, read once the first row comes.
+    let mut next_rowid: Option<i64> = None;
+    // The message id of the row the op before inserted: the time index
+    // entry written with it names it, and needs no lookup.
+    let mut just_inserted: Option<&[u8]> = None;
     for op in ops {
+        let inserted_before = just_inserted.take();
         match op {
             // The retention purge: the row goes.
             StoreOp::Delete { key } if key.starts_with(DB_ROW) => {
@@ -186,6 +196,9 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
             StoreOp::Put { key, .. } if key.starts_with(DB_TIME) => {
                 let (time, id) = parse_time_key(key)
                     .ok_or_else(|| refuse(format!("malformed time key {key:?}")))?;
+                if inserted_before == Some(id.as_bytes()) {
+                    continue;
+                }
                 let found = tx
                     .query_opt("SELECT time FROM messages WHERE message_id = $1", &[&id])
                     .map_err(io)?
@@ -221,7 +234,11 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                     |n: u64| i64::try_from(n).map_err(|_| refused(format!("{n} is over a BIGINT")));
                 let (time, archived_at) = (big(r.time)?, big(row.archived_at)?);
                 let external = i32::from(r.external);
-                let params: [&(dyn ToSql + Sync); 10] = [
+                let rowid = match next_rowid {
+                    Some(n) => n,
+                    None => tx.query_one(&last_rowid, &[]).map_err(io)?.get::<_, i64>(0) + 1,
+                };
+                let params: [&(dyn ToSql + Sync); 11] = [
                     &r.id,
                     &r.kind.as_str(),
                     &r.from,
@@ -232,6 +249,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                     &r.front_end,
                     &archived_at,
                     &r.client_id,
+                    &rowid,
                 ];
                 let n = tx.execute(&insert, &params).map_err(|e| {
                     // Another writer took the next row id at the same
@@ -253,6 +271,10 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                     if found.is_none() {
                         return Err(refused("the archive skipped its row (a trigger)".into()));
                     }
+                }
+                next_rowid = Some(rowid + n as i64);
+                if n == 1 {
+                    just_inserted = Some(&key[DB_ROW.len()..]);
                 }
                 inserted += n;
                 rows += n;
