@@ -236,6 +236,17 @@ pub(crate) fn print_listing(lines: &[String], json: bool, what: &str) {
     }
 }
 
+/// What a load report adds to its unanswered count when some of those
+/// requests never left the load generator (its queue to a front end was
+/// full): they say how fast the front ends read, not what the cluster lost.
+pub(crate) fn not_sent_note(not_sent: u64) -> String {
+    if not_sent == 0 {
+        String::new()
+    } else {
+        format!(" ({not_sent} of them never left this client: dropped from its full queue to a front end, or while it could not connect)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::printable;
@@ -246,16 +257,5 @@ mod tests {
         assert_eq!(printable("a\nb\tc\u{7}"), "a\\nb\\tc\\u{7}");
         assert_eq!(printable("Grüße, 東京 \"q\" \\"), "Grüße, 東京 \"q\" \\");
         assert_eq!(printable("\u{202e}abc"), "\\u{202e}abc");
-    }
-}
-
-/// What a load report adds to its unanswered count when some of those
-/// requests never left the load generator (its queue to a front end was
-/// full): they say how fast the front ends read, not what the cluster lost.
-pub(crate) fn not_sent_note(not_sent: u64) -> String {
-    if not_sent == 0 {
-        String::new()
-    } else {
-        format!(" ({not_sent} of them never left this client: dropped from its full queue to a front end, or while it could not connect)")
     }
 }
