@@ -5,6 +5,32 @@ use holdfast::cluster_up::loopback_config;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The address a loopback config gives node `name`.
+fn listen_of(config: &str, name: &str) -> std::net::SocketAddr {
+    config
+        .split(&format!("name = \"{name}\""))
+        .nth(1)
+        .and_then(|s| s.split("listen = \"").nth(1))
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `holdfast cluster up` on `config`, written to `cluster.toml` in `dir`;
+/// its output piped.
+fn cluster_up(dir: &std::path::Path, config: &str) -> std::process::Child {
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["cluster", "up", "-c"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Before, `cluster up` printed "NOT LISTENING" for the node and ran on
 /// with the others until interrupted.
 #[test]
@@ -12,32 +38,10 @@ fn cluster_up_stops_every_node_when_one_cannot_listen() {
     let dir = tempfile::tempdir().unwrap();
     let text = loopback_config("plain", "");
     // Another process holds arch1's port.
-    let arch1: std::net::SocketAddr = text
-        .split("name = \"arch1\"")
-        .nth(1)
-        .and_then(|s| s.split("listen = \"").nth(1))
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let arch1 = listen_of(&text, "arch1");
     let _taken = std::net::TcpListener::bind(arch1).unwrap();
-    let fe1: std::net::SocketAddr = text
-        .split("name = \"fe1\"")
-        .nth(1)
-        .and_then(|s| s.split("listen = \"").nth(1))
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, text).unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["cluster", "up", "-c"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let fe1 = listen_of(&text, "fe1");
+    let mut up = cluster_up(dir.path(), &text);
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Some(status) = up.try_wait().unwrap() {
@@ -100,23 +104,8 @@ fn cluster_up_stops_every_node_when_one_exits_while_it_runs() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let text = loopback_config("plain", "");
-    let fe1: std::net::SocketAddr = text
-        .split("name = \"fe1\"")
-        .nth(1)
-        .and_then(|s| s.split("listen = \"").nth(1))
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, text).unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["cluster", "up", "-c"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let fe1 = listen_of(&text, "fe1");
+    let mut up = cluster_up(dir.path(), &text);
     let stdout = up.stdout.take().unwrap();
     let mut lines = std::io::BufReader::new(stdout).lines();
     let mut seen = String::new();
@@ -126,7 +115,7 @@ fn cluster_up_stops_every_node_when_one_exits_while_it_runs() {
             _ => panic!("cluster up ended before the cluster was up: {seen}"),
         }
     }
-    let arch1 = node_pid(&file, "arch1").expect("arch1's process");
+    let arch1 = node_pid(&dir.path().join("cluster.toml"), "arch1").expect("arch1's process");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(arch1),
         nix::sys::signal::Signal::SIGKILL,
