@@ -186,6 +186,8 @@ fn chat_create_names_the_room() {
 /// A node that cannot be reached is exit 3, and the message names the
 /// address that refused: before, `im send` to a front end that is down
 /// said "no answer for … within 10s" and exited 2, like a refusal.
+/// `status` reads the whole cluster: a node down among others that
+/// answer is a cluster not well (exit 1); none answering, exit 3.
 #[test]
 fn a_node_that_cannot_be_reached_is_exit_3_naming_its_address() {
     let mut c = TestCluster::start("tls", "");
@@ -208,13 +210,22 @@ fn a_node_that_cannot_be_reached_is_exit_3_naming_its_address() {
     let (code, out, err) = c.cli(&["critical", "resume", "--node", "fe1"]);
     assert_eq!(code, 3, "{out}{err}");
     assert!(err.contains(&refused), "{err}");
+    // `status`: the other nodes answer, so the cluster is reachable and
+    // not well (1), naming what refused; with no node answering, 3.
     let (code, out, err) = c.cli(&["status"]);
-    assert_eq!(code, 3, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     let metrics = c.config.node("fe1").unwrap().metrics.unwrap();
     assert!(
         out.contains(&format!("connection refused: {metrics}")),
         "{out}"
     );
+    let names: Vec<String> = c.nodes.keys().cloned().collect();
+    for name in names {
+        c.kill(&name);
+    }
+    let (code, out, err) = c.cli(&["status"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("none of the"), "{err}");
 }
 
 /// A chat command whose Channel server is down is exit 3 naming its

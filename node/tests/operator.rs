@@ -266,8 +266,9 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
     wait("arch1", "/readyz", 200, Duration::from_secs(30));
 
     c.kill("arch1");
+    // The others answer: the cluster is reachable and not well.
     let (code, out, err) = c.cli(&["status"]);
-    assert_eq!(code, 3, "a node unreachable: {out}{err}");
+    assert_eq!(code, 1, "a node unreachable: {out}{err}");
     assert!(
         out.contains("arch1") && out.contains("unreachable"),
         "{out}"

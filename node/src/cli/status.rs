@@ -64,15 +64,25 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
     }
     let unreachable = nodes.iter().filter(|n| n.unreachable()).count();
     let not_well = nodes.iter().filter(|n| n.not_well()).count();
-    if unreachable > 0 {
+    // No node could be read: the cluster cannot be reached (exit 3). Some
+    // could: the cluster answered, and a node of it that cannot be
+    // reached is a cluster not well (exit 1), as a failing one is.
+    if unreachable > 0 && unreachable == nodes.len() {
         return Err(Failure::Unreachable(CannotReach::Nodes(format!(
-            "{unreachable} nodes unreachable"
+            "none of the {unreachable} nodes could be reached"
         ))));
     }
+    let mut why = Vec::new();
+    if unreachable > 0 {
+        why.push(format!("{unreachable} nodes unreachable"));
+    }
     if not_well > 0 {
-        return Err(Failure::NotWell(format!(
+        why.push(format!(
             "{not_well} nodes not well (a front end with a failing link or shut down, or a node not ready)"
-        )));
+        ));
+    }
+    if !why.is_empty() {
+        return Err(Failure::NotWell(why.join("; ")));
     }
     Ok(())
 }
