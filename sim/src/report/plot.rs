@@ -27,6 +27,7 @@ const PALETTE: [RGBColor; 6] = [
 struct Clock {
     /// Milliseconds per axis unit.
     ms: f64,
+    /// The axis's caption: how its clock-like ticks read.
     name: &'static str,
 }
 
@@ -35,17 +36,17 @@ impl Clock {
         if duration_ms <= 20 * 60_000 {
             Clock {
                 ms: 1_000.0,
-                name: "seconds",
+                name: "time (minutes:seconds)",
             }
         } else if duration_ms <= 6 * 3_600_000 {
             Clock {
                 ms: 60_000.0,
-                name: "minutes",
+                name: "time (hours:minutes)",
             }
         } else {
             Clock {
                 ms: 3_600_000.0,
-                name: "hours",
+                name: "time (hours:minutes)",
             }
         }
     }
@@ -248,6 +249,7 @@ fn panel<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(8)
+        .margin_right(28)
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..end.max(0.01), 0f64..top)?;
@@ -322,6 +324,7 @@ fn lanes<DB: DrawingBackend>(
             ("sans-serif", 16),
         )
         .margin(8)
+        .margin_right(28)
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..end.max(0.01), 0f64..n)?;
