@@ -47,10 +47,6 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
         err.contains(&format!("connection refused: {fe1} (fe1)")),
         "{err}"
     );
-    // Requests that never left the load generator (dropped while it
-    // could not connect) are told apart from requests the cluster did
-    // not answer.
-    assert!(out.contains("of them never left this client"), "{out}");
 }
 
 /// With `critical_auto_resume = false` a critical-mode shutdown lasts until
