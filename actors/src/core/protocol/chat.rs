@@ -561,7 +561,7 @@ impl ChatMsg {
     }
 }
 
-/// The timers of group chat's cores (in [`Timer::Chat`](crate::core::actor::Timer::Chat)).
+/// The timers of group chat's cores (in the actor contract's `Timer::Chat`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChatTimer {
     /// Channel server: report load to the Lookup instances.

@@ -211,7 +211,7 @@ impl ComplianceMsg {
 }
 
 /// The timers of compliance's cores (in
-/// [`Timer::Compliance`](crate::core::actor::Timer::Compliance)).
+/// the actor contract's `Timer::Compliance`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComplianceTimer {
     /// Compliance outbox: a batch was not confirmed in time; Compliance
