@@ -1595,6 +1595,58 @@ mod tests {
         assert_eq!(gauge(&h, Gauge::ArchivePurgeCutoff), 2 * HOUR);
     }
 
+    #[test]
+    fn a_purge_whose_reads_fail_is_said_and_tried_again_the_same_day() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        log_at(&mut h, 1, &[("old1", HOUR), ("old2", HOUR + 1)]);
+        h.now = DAY + 2 * HOUR;
+        h.set_timer(Timer::Purge, h.now);
+        // The engine is down at the purge hour.
+        h.fail_queries = Some(StoreError::Io("database down".into()));
+        h.fire(Timer::Purge);
+        assert_eq!(h.events(), vec!["archive_purge_failed"]);
+        let retry = h.timer(Timer::Purge).expect("tried again");
+        assert!(retry < 2 * DAY, "not put off to the next day: {retry}");
+        // Back: the same purge (cutoff of 02:00) deletes both rows.
+        h.fail_queries = None;
+        h.clear_events();
+        h.now = retry;
+        purge(&mut h, 5);
+        assert!(stored_ids(&h).is_empty());
+        assert_eq!(gauge(&h, Gauge::ArchivePurgeCutoff), 2 * HOUR);
+        assert_eq!(h.events(), vec!["archive_purged"]);
+    }
+
+    #[test]
+    fn a_purge_hour_missed_while_down_is_made_up_at_start_and_said() {
+        let mut h = purging();
+        h.start(Recovered::new());
+        log_at(&mut h, 1, &[("day0", HOUR), ("day1", DAY + HOUR)]);
+        // Day 1's purge runs at 02:00 (cutoff day 0 02:00).
+        h.now = DAY + 2 * HOUR;
+        purge(&mut h, 5);
+        assert_eq!(stored_ids(&h), vec!["day1"]);
+        h.clear_events();
+        // Down from day 2 01:00 to day 2 01:30: no hour passed, nothing
+        // is late.
+        h.now = 2 * DAY + 90 * 60_000;
+        h.start(h.store.clone());
+        assert!(h.events().is_empty(), "{:?}", h.events());
+        assert_eq!(h.timer(Timer::Purge), Some(2 * DAY + 2 * HOUR));
+        // Down again over day 2's hour, back at 05:00: the purge runs at
+        // once, with the cutoff of now, and says it is late.
+        h.now = 2 * DAY + 5 * HOUR;
+        h.start(h.store.clone());
+        assert_eq!(h.events(), vec!["archive_purge_late"]);
+        assert_eq!(h.timer(Timer::Purge), Some(h.now));
+        purge(&mut h, 5);
+        assert!(stored_ids(&h).is_empty(), "day 1's row is past the window");
+        assert_eq!(gauge(&h, Gauge::ArchivePurgeCutoff), DAY + 5 * HOUR);
+        // Then the daily hour again.
+        assert_eq!(h.timer(Timer::Purge), Some(3 * DAY + 2 * HOUR));
+    }
+
     fn hold(name: &str, users: &[&str]) -> LegalHold {
         LegalHold {
             name: name.into(),

@@ -29,8 +29,7 @@ use crate::core::protocol::Row;
 use crate::core::settings::Settings;
 use crate::core::store_keys::{self as keys, DB_PURGE, DB_ROW, DB_TIME};
 
-const DAY: Millis = 86_400_000;
-const HOUR: Millis = 3_600_000;
+use crate::core::daily::{self, DAY, HOUR};
 
 /// The time index key of a row: `t/<time, 8 bytes big-endian><message id>`.
 pub fn time_key(time: Millis, id: &str) -> Vec<u8> {
@@ -80,6 +79,8 @@ struct Run {
     range: Option<(Millis, Millis)>,
     /// The batch being deleted: its count and times, until it commits.
     writing: Option<(u64, Millis, Millis)>,
+    /// Reads failed in a row (the retry backs off with them).
+    read_failures: u32,
 }
 
 /// A batch of index entries past the cutoff, waiting for their rows.
@@ -117,6 +118,8 @@ pub struct Retention {
     ignores_window: bool,
     stops_early: bool,
     ignores_holds: bool,
+    waits_for_the_hour: bool,
+    gives_up_on_failed_read: bool,
 }
 
 /// What the core does next for the purge.
@@ -148,6 +151,8 @@ impl Retention {
             ignores_window: false,
             stops_early: false,
             ignores_holds: false,
+            waits_for_the_hour: false,
+            gives_up_on_failed_read: false,
         }
     }
 
@@ -157,11 +162,15 @@ impl Retention {
         self.ignores_window = sabotage.purge_ignores_window;
         self.stops_early = sabotage.purge_stops_early;
         self.ignores_holds = sabotage.purge_ignores_holds;
+        self.waits_for_the_hour = sabotage.purge_waits_for_the_hour;
+        self.gives_up_on_failed_read = sabotage.purge_gives_up_on_failed_read;
         self
     }
 
     /// At start: a purge a crash cut off resumes at once, with its
-    /// cutoff and counts; otherwise the next one is set for the purge hour.
+    /// cutoff and counts; a purge hour that passed while the node was down
+    /// (after the last purge began) is made up at once, said so; otherwise
+    /// the next purge is set for the purge hour.
     pub fn start(&mut self, recovered: &Recovered, ctx: &mut Ctx) {
         self.run = None;
         self.verifying = None;
@@ -184,6 +193,7 @@ impl Retention {
                     unexported: 0,
                     range: r.range,
                     writing: None,
+                    read_failures: 0,
                 });
                 ctx.set_timer(Timer::Purge, 0);
                 return;
@@ -191,7 +201,23 @@ impl Retention {
             Some(Ok(r)) => {
                 self.last_at = r.finished_at.unwrap_or(0);
                 self.last_cutoff = r.cutoff;
+                let missed = daily::missed(r.started_at, ctx.now(), self.hour)
+                    .filter(|_| !self.waits_for_the_hour);
                 self.last = Some(r);
+                if let Some(due) = missed {
+                    // Waiting for tomorrow's hour would keep a day of rows
+                    // past the window, silently: a purge that never runs
+                    // is what operators of archives find too late.
+                    ctx.event(
+                        OperatorEvent::ArchivePurgeLate,
+                        format!(
+                            "archive purge: the purge due at {due} ms ({:02}:00 UTC) did not run, the node was down; it runs now",
+                            self.hour / HOUR
+                        ),
+                    );
+                    self.start_now(ctx);
+                    return;
+                }
             }
             Some(Err(e)) => ctx.event(
                 OperatorEvent::StoreCorrupt,
@@ -199,6 +225,10 @@ impl Retention {
                     "archive purge: its record is unreadable ({e}): the next purge runs afresh"
                 ),
             ),
+            // A database that never purged waits for its first hour: its
+            // rows are younger than the window unless they were brought in
+            // from elsewhere (and a purge at every first start would delete
+            // an imported archive before anyone could look at it).
             None => {}
         }
         self.schedule(ctx);
@@ -226,11 +256,7 @@ impl Retention {
     /// Sets the purge timer for the next purge hour after now.
     fn schedule(&self, ctx: &mut Ctx) {
         let now = ctx.now();
-        let mut at = now - now % DAY + self.hour;
-        if at <= now {
-            at += DAY;
-        }
-        ctx.set_timer(Timer::Purge, at - now);
+        ctx.set_timer(Timer::Purge, daily::next_at(now, self.hour) - now);
     }
 
     /// An operator asked for a purge now: one starts at once unless one is
@@ -254,6 +280,7 @@ impl Retention {
             unexported: 0,
             range: None,
             writing: None,
+            read_failures: 0,
         });
     }
 
@@ -309,6 +336,7 @@ impl Retention {
         let Some(run) = self.run.as_mut() else {
             return Step::Wait;
         };
+        run.read_failures = 0;
         let full = rows.len() as u32 >= self.batch;
         run.batch_from = run.after.clone();
         let mut candidates = Vec::new();
@@ -432,6 +460,7 @@ impl Retention {
             after: None,
             batch_from: None,
             writing: None,
+            read_failures: 0,
             ..*run
         };
         ops.push(Self::record(&after, None));
@@ -490,17 +519,42 @@ impl Retention {
         }
     }
 
-    /// A read of the index failed: the purge stops here, said so, and the
-    /// next purge hour tries again.
+    /// A read of the index or of a batch's rows failed: said so, and the
+    /// same purge (same cutoff) reads again from the batch's start after a
+    /// pause. Giving up until the next purge hour would keep a day of rows
+    /// past the window whenever the database was down at the hour.
     pub fn on_read_failed(&mut self, e: &StoreError, ctx: &mut Ctx) {
-        self.verifying = None;
-        let deleted = self.run.as_ref().map_or(0, |r| r.deleted);
+        let rows_read = self.verifying.take().is_some();
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        if rows_read {
+            // The batch's index entries were passed over: read them again.
+            run.after = run.batch_from.clone();
+        }
+        if self.gives_up_on_failed_read {
+            ctx.event(
+                OperatorEvent::ArchivePurgeFailed,
+                format!("archive purge stopped: a read failed ({e})"),
+            );
+            self.run = None;
+            return self.schedule(ctx);
+        }
+        // 10 pauses (at least 10 s), doubling with each failure in a row
+        // up to 5 minutes: a database down for an hour is not told every
+        // 10 s.
+        let retry = (self.pause.max(1_000) * 10)
+            .saturating_mul(1 << run.read_failures.min(8))
+            .min(300_000);
+        run.read_failures += 1;
         ctx.event(
             OperatorEvent::ArchivePurgeFailed,
-            format!("archive purge stopped after {deleted} rows: cannot read the time index: {e}"),
+            format!(
+                "archive purge: a read failed after {} rows deleted ({e}); tried again in {retry} ms",
+                run.deleted
+            ),
         );
-        self.run = None;
-        self.schedule(ctx);
+        ctx.set_timer(Timer::Purge, retry);
     }
 
     /// The purge is done: its record says so (one more small write), then

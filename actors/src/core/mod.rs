@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod cluster;
 pub mod contract;
+pub mod daily;
 pub mod engine;
 pub mod frame;
 pub mod identity;

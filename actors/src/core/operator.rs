@@ -51,10 +51,16 @@ pub enum OperatorEvent {
     ArchivePurged,
     /// Database: the retention purge failed or could not run.
     ArchivePurgeFailed,
+    /// Database: a purge hour passed while the node was down; the purge
+    /// runs late, at start.
+    ArchivePurgeLate,
     /// Chat store: the retention purge deleted the posts past the window.
     ChatPurged,
     /// Chat store: a retention purge batch failed (it is tried again).
     ChatPurgeFailed,
+    /// Chat store: a purge hour passed while the node was down; the purge
+    /// runs late, at start.
+    ChatPurgeLate,
     /// Database: a record was refused for good.
     DbRecordRefused,
     /// Database: a write failed.
@@ -172,18 +178,18 @@ impl OperatorEvent {
             | DbRecordRefused => Severity::Error,
             ChannelOutOfRotation | ChatAccessRevoked | ChatJoinRefused | ChatRoomRefused
             | DbTimeout | DeadLettered | DeliveredNotArchived | FileRefused | FrontEndBusy
-            | IdentityRefused | NackDelivery | NackProcessing | ProtocolViolation | QoeDropped
-            | QueueQuotaExceeded | QuotaWarning | UnauthorizedSender | UnexpectedMessage => {
-                Severity::Warn
-            }
+            | IdentityRefused | ArchivePurgeLate | ChatPurgeLate | NackDelivery
+            | NackProcessing | ProtocolViolation | QoeDropped | QueueQuotaExceeded
+            | QuotaWarning | UnauthorizedSender | UnexpectedMessage => Severity::Warn,
         }
     }
 
     /// Every operator event, in declaration order.
-    pub const ALL: [OperatorEvent; 52] = [
+    pub const ALL: [OperatorEvent; 54] = [
         OperatorEvent::ArchivingFailed,
         OperatorEvent::ArchivePurged,
         OperatorEvent::ArchivePurgeFailed,
+        OperatorEvent::ArchivePurgeLate,
         OperatorEvent::ParkedRetried,
         OperatorEvent::ChannelInRotation,
         OperatorEvent::ChannelOutOfRotation,
@@ -193,6 +199,7 @@ impl OperatorEvent {
         OperatorEvent::ChatRecords,
         OperatorEvent::ChatPurged,
         OperatorEvent::ChatPurgeFailed,
+        OperatorEvent::ChatPurgeLate,
         OperatorEvent::ChatStoreFailed,
         OperatorEvent::ComplianceBatchPickedUp,
         OperatorEvent::ComplianceExportFailed,
@@ -249,6 +256,7 @@ impl OperatorEvent {
             OperatorEvent::ChatRecords => "chat_records",
             OperatorEvent::ChatPurged => "chat_purged",
             OperatorEvent::ChatPurgeFailed => "chat_purge_failed",
+            OperatorEvent::ChatPurgeLate => "chat_purge_late",
             OperatorEvent::ChatStoreFailed => "chat_store_failed",
             OperatorEvent::ComplianceBatchPickedUp => "compliance_batch_picked_up",
             OperatorEvent::ComplianceExportFailed => "compliance_export_failed",
@@ -263,6 +271,7 @@ impl OperatorEvent {
             OperatorEvent::DbStoreFailed => "db_store_failed",
             OperatorEvent::ArchivePurged => "archive_purged",
             OperatorEvent::ArchivePurgeFailed => "archive_purge_failed",
+            OperatorEvent::ArchivePurgeLate => "archive_purge_late",
             OperatorEvent::DbTimeout => "db_timeout",
             OperatorEvent::DbWriteFailed => "db_write_failed",
             OperatorEvent::DeadLetterResent => "dead_letter_resent",

@@ -471,6 +471,11 @@ pub struct Sabotage {
     /// The retention purge deletes rows past the window whatever legal
     /// holds cover them (the behaviour before holds existed).
     pub purge_ignores_holds: bool,
+    /// A purge hour that passed while the database was down is not made
+    /// up at start: the next purge waits for the next day's hour.
+    pub purge_waits_for_the_hour: bool,
+    /// A purge whose read fails gives up until the next day's hour.
+    pub purge_gives_up_on_failed_read: bool,
     /// The chat store hides the posts a clear covers from members but
     /// never deletes their rows: the content stays in the store.
     pub chat_clear_hides_only: bool,

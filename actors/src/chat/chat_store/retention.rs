@@ -47,8 +47,7 @@ pub const CHAT_PURGE: &[u8] = b"q/purge";
 pub const PURGE_PAUSE: Millis = 100;
 /// A batch that failed is tried again after this.
 const RETRY: Millis = 10_000;
-const DAY: Millis = 86_400_000;
-const HOUR: Millis = 3_600_000;
+use crate::core::daily::{self, DAY, HOUR};
 /// Who a retention purge's compliance events name.
 pub const RETENTION: &str = "retention";
 
@@ -149,10 +148,25 @@ impl ChatStore {
         {
             Some(Ok(r)) => {
                 let running = r.finished_at.is_none();
+                let started_at = r.started_at;
                 self.last_purge_at = r.finished_at.unwrap_or(0);
                 self.purge = Some(r);
                 if running {
                     // Cut off by a restart: it goes on at once.
+                    return ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), 0);
+                }
+                let hour = self.policy.hour * HOUR;
+                let due = daily::missed(started_at, ctx.now(), hour);
+                if let Some(due) = due.filter(|_| self.policy.any()) {
+                    // Waiting for tomorrow's hour would keep a day of posts
+                    // past the window, and say nothing.
+                    ctx.event(
+                        OperatorEvent::ChatPurgeLate,
+                        format!(
+                            "{}: the chat purge due at {due} ms ({:02}:00 UTC) did not run, the node was down; it runs now",
+                            self.name, self.policy.hour
+                        ),
+                    );
                     return ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), 0);
                 }
             }
@@ -165,6 +179,7 @@ impl ChatStore {
                     self.name
                 ),
             ),
+            // Never purged: the first purge hour is the first purge.
             None => {}
         }
         self.schedule_purge(ctx);
@@ -173,10 +188,7 @@ impl ChatStore {
     /// Sets the purge timer for the next purge hour after now.
     fn schedule_purge(&self, ctx: &mut Ctx) {
         let now = ctx.now();
-        let mut at = now - now % DAY + self.policy.hour * HOUR;
-        if at <= now {
-            at += DAY;
-        }
+        let at = daily::next_at(now, self.policy.hour * HOUR);
         ctx.set_timer(Timer::Chat(ChatTimer::ChatPurge), at - now);
     }
 
@@ -959,6 +971,40 @@ mod tests {
             .filter(|e| e.kind == EventKind::RoomPurged)
             .collect();
         assert!(retention.iter().all(|e| e.user == RETENTION));
+    }
+
+    /// A purge hour that passed while the store was down is made up at
+    /// start, with an event; a restart before the hour waits for it.
+    #[test]
+    fn a_purge_hour_missed_while_down_is_made_up_at_start() {
+        let mut h = store();
+        let day200 = h.now;
+        post(&mut h, "r1", 1, "a@x", day200 - 20 * DAY);
+        // Inside r1's 10 days now; past them from day 201 on.
+        post(&mut h, "r1", 2, "a@x", day200 - 10 * DAY + HOUR);
+        purge(&mut h);
+        assert_eq!((stored(&h, "r1", 1), stored(&h, "r1", 2)), (false, true));
+        h.clear_events();
+        // Back at 01:00, before the hour: nothing late.
+        h.now = day200 + HOUR;
+        h.start(h.store.clone());
+        assert!(!h.events().contains(&"chat_purge_late"), "{:?}", h.events());
+        assert_eq!(
+            h.timer(Timer::Chat(ChatTimer::ChatPurge)),
+            Some(day200 + 2 * HOUR)
+        );
+        // Down over day 201's hour, back at 03:00: the purge runs now.
+        h.now = day200 + DAY + 3 * HOUR;
+        h.start(h.store.clone());
+        assert!(h.events().contains(&"chat_purge_late"), "{:?}", h.events());
+        assert_eq!(h.timer(Timer::Chat(ChatTimer::ChatPurge)), Some(h.now));
+        for _ in 0..100 {
+            h.fire(Timer::Chat(ChatTimer::ChatPurge));
+            if !stored(&h, "r1", 2) && !h.actor().retention_busy {
+                break;
+            }
+        }
+        assert!(!stored(&h, "r1", 2), "the late purge deleted the post");
     }
 
     /// A purge cut off by a restart goes on from its record, and
