@@ -243,6 +243,25 @@ fn a_purge_that_deletes_too_much_or_too_little_is_caught() {
     assert_failure(&failures, "unpurged = ");
 }
 
+/// A purge hour a database was down for is made up when it comes back,
+/// and a purge whose reads fail is tried again the same morning: with
+/// either put off to the next day's hour (as before), the checker finds
+/// the database whose last purge hour went by without a purge.
+#[test]
+fn a_purge_hour_that_goes_by_without_a_purge_is_caught() {
+    let good = library_passes("purge-missed.toml", 43);
+    assert_eq!(good.counts.purge_missed, 0);
+    assert!(good.counts.purged > 500, "purged = {}", good.counts.purged);
+    for sabotage in [
+        "purge_waits_for_the_hour = true",
+        "purge_gives_up_on_failed_read = true",
+    ] {
+        let (bad, failures) = library("purge-missed.toml", 43, sabotage);
+        assert_eq!(bad.counts.purge_missed, 1, "{sabotage}");
+        assert_failure(&failures, "purge_missed = ");
+    }
+}
+
 /// Legal holds keep what they cover while in force: a purge that deletes
 /// held rows anyway (as before holds existed) is caught, the rows gone
 /// under a hold counted one by one.

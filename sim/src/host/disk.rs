@@ -82,6 +82,12 @@ impl SimDisk {
         self.lock().io_error = on;
     }
 
+    /// Whether the EIO fault is in force (the database engine's reads
+    /// fail under it too).
+    pub fn io_error(&self) -> bool {
+        self.lock().io_error
+    }
+
     pub fn used(&self) -> u64 {
         self.lock().used()
     }

@@ -155,7 +155,13 @@ impl Io for SimIo<'_> {
 
     async fn query(&mut self, slot: usize, query: Query) -> Result<Answer, StoreError> {
         // The engine's rows are the store's replayed log: what the
-        // simulated disk holds, not what the core remembers.
+        // simulated disk holds, not what the core remembers. Under the EIO
+        // fault the engine cannot read its pages either.
+        if self.shared.disk.io_error() {
+            return Err(StoreError::Io(
+                "simulated EIO: the engine cannot read".into(),
+            ));
+        }
         Ok(engine::answer(self.stores[slot].state(), &query))
     }
 

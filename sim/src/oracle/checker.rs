@@ -119,6 +119,16 @@ pub struct Observed {
     pub paths: BTreeMap<String, Vec<String>>,
     /// The retention purge's record of each archive database, as durable.
     pub purges: Vec<PurgeRecord>,
+    /// The purge record of each archive database that has one.
+    pub db_purges: BTreeMap<String, PurgeRecord>,
+    /// Which database each run of `rows` comes from, in order:
+    /// `(database, number of rows)`.
+    pub row_groups: Vec<(String, usize)>,
+    /// The purge hour, in ms after midnight UTC.
+    pub purge_hour_ms: Millis,
+    /// When each archive database last came back from a fault that
+    /// stopped it (`None`: still down at the end).
+    pub db_back_at: BTreeMap<String, Option<Millis>>,
     /// The retention window the scenario sets: the checker's own cutoff
     /// for a purge that started at `t` is `t - keep`, whatever cutoff the
     /// purge recorded.
@@ -282,6 +292,10 @@ pub struct Counts {
     pub held_purged: u64,
     /// Holds (or releases) some database never confirmed, or refused.
     pub holds_unplaced: u64,
+    /// Archive databases whose daily purge did not run: a purge hour
+    /// passed (while the database was up, or before it came back) and no
+    /// purge began at or after it within [`PURGE_GRACE_MS`].
+    pub purge_missed: u64,
     /// Accepted and archived per record kind (`im`, `cdr`, `qoe`).
     pub by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// When the last accepted archivable message reached the archive.
@@ -380,16 +394,56 @@ fn check_holds(o: &Observed, archive: &BTreeMap<&str, Vec<&Row>>, c: &mut Counts
     }
 }
 
+/// How long after its hour (or after the database came back) a daily
+/// purge may take to begin and record itself.
+pub const PURGE_GRACE_MS: Millis = 10 * 60_000;
+
+/// Databases whose last purge hour came and went without a purge: the
+/// hour that passed at least [`PURGE_GRACE_MS`] before the end, for a
+/// database up from at least that long before the end (and, if it never
+/// purged, up at that hour).
+fn purges_missed(o: &Observed, c: &mut Counts) {
+    let horizon = o.end_ms.saturating_sub(PURGE_GRACE_MS);
+    for (db, back) in &o.db_back_at {
+        // Came back too late to be judged (or never did).
+        let Some(back) = back.filter(|b| *b <= horizon) else {
+            continue;
+        };
+        let Some(due) = holdfast_actors::core::daily::last_at(horizon, o.purge_hour_ms) else {
+            continue;
+        };
+        let missed = match o.db_purges.get(db) {
+            Some(p) => p.started_at < due,
+            // A database that never purged waits for its first hour: it
+            // must have purged at the last one if it was up then.
+            None => back <= due,
+        };
+        if missed {
+            c.purge_missed += 1;
+            note(&mut c.examples, "purge_missed", db);
+        }
+    }
+}
+
 pub fn check(o: &Observed) -> Counts {
     let mut c = Counts::default();
+    purges_missed(o, &mut c);
     // What a finished purge must have deleted: rows before its cutoff,
     // archived before it ended (a row archived later with an old time
     // waits for the next purge).
     let cutoff = |p: &PurgeRecord| p.started_at.saturating_sub(o.keep_ms);
-    for r in &o.rows {
+    // Each row is judged by its own database's purge (databases purge at
+    // different times when one was down over the hour); rows of unknown
+    // origin by every purge.
+    let row_dbs = o
+        .row_groups
+        .iter()
+        .flat_map(|(db, n)| std::iter::repeat_n(Some(db.as_str()), *n))
+        .chain(std::iter::repeat(None));
+    for (r, db) in o.rows.iter().zip(row_dbs) {
         let (from, to, time) = (&r.record.from, &r.record.to, r.record.time);
         // A row a hold may have covered while the purge ran may stay.
-        let kept = o.purges.iter().any(|p| {
+        let should_be_gone = |p: &PurgeRecord| {
             p.finished_at.is_some_and(|end| {
                 time < cutoff(p)
                     && r.archived_at < end
@@ -398,7 +452,11 @@ pub fn check(o: &Observed) -> Counts {
                         .iter()
                         .any(|h| may_have_held(h, from, to, time, p.started_at, end))
             })
-        });
+        };
+        let kept = match db {
+            Some(db) => o.db_purges.get(db).is_some_and(should_be_gone),
+            None => o.purges.iter().any(should_be_gone),
+        };
         if kept {
             c.unpurged += 1;
             note(&mut c.examples, "unpurged", &r.record.client_id);

@@ -189,6 +189,13 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     at_least(&mut f, "purged", c.purged, e.purged_min);
     exact(
         &mut f,
+        "purge_missed",
+        c.purge_missed,
+        Some(0),
+        c.examples.get("purge_missed"),
+    );
+    exact(
+        &mut f,
         "held_purged",
         c.held_purged,
         Some(0),
@@ -615,6 +622,7 @@ pub fn to_json(r: &RunResult, failures: &[String]) -> Value {
         ("held", c.held),
         ("held_purged", c.held_purged),
         ("holds_unplaced", c.holds_unplaced),
+        ("purge_missed", c.purge_missed),
     ] {
         v[key] = json!(n);
     }

@@ -57,6 +57,8 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
     let keep_ms = scn.settings.archive_keep_days * 86_400_000;
     let mut observed = observe(ops, archive, keep_ms, &events, &shutdowns, &run.cluster);
     observed.end_ms = scn.duration_ms;
+    observed.purge_hour_ms = scn.settings.archive_purge_hour.min(23) * 3_600_000;
+    observed.db_back_at = databases_back_at(&scn);
     observed.holds = scn
         .holds
         .iter()
@@ -124,10 +126,39 @@ pub(super) fn collect(scn: Scenario, seed: u64, run: &Started) -> RunOutput {
     }
 }
 
+/// When each database last came back from a fault that stopped it (0:
+/// never stopped; `None`: down at the end of the run).
+fn databases_back_at(scn: &Scenario) -> BTreeMap<String, Option<u64>> {
+    use crate::scenario::FaultKind;
+    scn.topology
+        .databases
+        .iter()
+        .map(|db| {
+            let back = scn
+                .faults
+                .iter()
+                .filter(|f| match &f.kind {
+                    FaultKind::Crash { node }
+                    | FaultKind::DbDown { node }
+                    | FaultKind::Corrupt { node, .. } => node == db,
+                    _ => false,
+                })
+                .try_fold(0, |back: u64, f| {
+                    f.duration_ms.map(|d| back.max(f.start_ms + d))
+                });
+            (db.clone(), back)
+        })
+        .collect()
+}
+
 /// What the databases and queues hold.
 struct Archive {
     rows: Vec<Row>,
     purges: Vec<PurgeRecord>,
+    /// Each database's purge record, by database.
+    db_purges: BTreeMap<String, PurgeRecord>,
+    /// Which database each run of `rows` came from: `(database, rows)`.
+    row_groups: Vec<(String, usize)>,
     holds: Vec<LegalHold>,
     queued: BTreeSet<String>,
     parked: BTreeSet<String>,
@@ -138,6 +169,8 @@ struct Archive {
 fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) -> Archive {
     let mut rows = Vec::new();
     let mut purges = Vec::new();
+    let mut db_purges = BTreeMap::new();
+    let mut row_groups = Vec::new();
     let mut holds = Vec::new();
     let mut queued = BTreeSet::new();
     let mut parked = BTreeSet::new();
@@ -145,11 +178,14 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
         let state = |kind| -> Recovered { replay(&shared.disk.durable(&store_file(kind))).0 };
         if scn.topology.databases.contains(name) {
             let db = state(ActorKind::Database);
-            match db
+            let record = db
                 .get(store_keys::DB_PURGE)
-                .map(|v| store_keys::decode::<PurgeRecord>(v))
-            {
-                Some(Ok(p)) => purges.push(p),
+                .map(|v| store_keys::decode::<PurgeRecord>(v));
+            match record {
+                Some(Ok(p)) => {
+                    db_purges.insert(name.clone(), p.clone());
+                    purges.push(p);
+                }
                 Some(Err(e)) => read_errors.push(format!("{name}: purge record: {e}")),
                 None => {}
             }
@@ -162,12 +198,14 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
                     Err(e) => read_errors.push(format!("{name}: hold {k:?}: {e}")),
                 }
             }
+            let before = rows.len();
             for r in store_keys::db_rows(&db) {
                 match r {
                     Ok(row) => rows.push(row),
                     Err(e) => read_errors.push(format!("{name}: {e}")),
                 }
             }
+            row_groups.push((name.clone(), rows.len() - before));
         }
         for r in store_keys::parked_records(&state(ActorKind::DestinationQueue)) {
             match r {
@@ -191,6 +229,8 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
     Archive {
         rows,
         purges,
+        db_purges,
+        row_groups,
         holds,
         queued,
         parked,
@@ -323,6 +363,8 @@ fn observe(
     let Archive {
         rows,
         purges,
+        db_purges,
+        row_groups,
         holds,
         queued,
         parked,
@@ -358,6 +400,10 @@ fn observe(
         ops,
         rows,
         purges,
+        db_purges,
+        row_groups,
+        purge_hour_ms: 0,
+        db_back_at: BTreeMap::new(),
         keep_ms,
         stored_holds: holds,
         holds: Vec::new(),
