@@ -262,6 +262,28 @@ fn a_purge_hour_that_goes_by_without_a_purge_is_caught() {
     }
 }
 
+/// Chat retention: the checker computes each room's cutoff from the
+/// purge's start and the scenario's window. A purge that cuts at its own
+/// start loses posts inside the window; one that counts rooms done without
+/// deleting leaves posts past it. Both are caught.
+#[test]
+fn a_chat_purge_that_deletes_too_much_or_nothing_is_caught() {
+    let good = library_passes("chat-retention.toml", 47);
+    let chat = good.chat.as_ref().expect("chat counts");
+    assert!(chat.purged > 300, "purged = {}", chat.purged);
+    assert_eq!((chat.lost, chat.unpurged), (0, 0));
+    let (wide, failures) = library(
+        "chat-retention.toml",
+        47,
+        "chat_purge_ignores_window = true",
+    );
+    assert!(wide.chat.as_ref().unwrap().lost > 1_000);
+    assert_failure(&failures, "chat lost = ");
+    let (idle, failures) = library("chat-retention.toml", 47, "chat_purge_stops_early = true");
+    assert_eq!(idle.chat.as_ref().unwrap().unpurged, chat.purged);
+    assert_failure(&failures, "chat unpurged = ");
+}
+
 /// Legal holds keep what they cover while in force: a purge that deletes
 /// held rows anyway (as before holds existed) is caught, the rows gone
 /// under a hold counted one by one.

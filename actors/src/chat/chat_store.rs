@@ -317,6 +317,8 @@ pub struct ChatStore {
     clearing: bool,
     /// Sabotage `chat_clear_hides_only`.
     hides_only: bool,
+    /// Sabotages of the retention purge.
+    purge_sabotage: retention::PurgeSabotage,
     /// Every legal hold, active and released (read at start: a few), and
     /// whether one could not be read (then every row is kept).
     holds: BTreeMap<String, LegalHold>,
@@ -353,6 +355,7 @@ impl ChatStore {
             purging: false,
             clearing: false,
             hides_only: false,
+            purge_sabotage: Default::default(),
             holds: BTreeMap::new(),
             holds_unreadable: false,
             policy: Policy::default(),
@@ -368,6 +371,10 @@ impl ChatStore {
     pub fn sabotaged(mut self, sabotage: &crate::core::settings::Sabotage) -> Self {
         self.forgets_ids = sabotage.chat_store_forgets_ids;
         self.hides_only = sabotage.chat_clear_hides_only;
+        self.purge_sabotage = retention::PurgeSabotage {
+            ignores_window: sabotage.chat_purge_ignores_window,
+            stops_early: sabotage.chat_purge_stops_early,
+        };
         self
     }
 
@@ -787,6 +794,11 @@ fn stored_directory(
         under(recovered, CHAT_ROOM, decode_room),
         under(recovered, CHAT_FOLLOWS, |v| store_keys::decode(v)),
     )
+}
+
+/// The stored rooms, by name (what a checker or a tool reads of a store).
+pub fn stored_rooms(recovered: &Recovered) -> Vec<Result<(RoomId, Room), ChatReadError>> {
+    stored_directory(recovered).0
 }
 
 /// A room as stores written before rooms could be disabled hold it.

@@ -479,6 +479,12 @@ pub struct Sabotage {
     /// The chat store hides the posts a clear covers from members but
     /// never deletes their rows: the content stays in the store.
     pub chat_clear_hides_only: bool,
+    /// The chat retention purge cuts at its own start instead of the
+    /// window's end: it deletes posts the policy keeps.
+    pub chat_purge_ignores_window: bool,
+    /// The chat retention purge counts each room done without deleting
+    /// anything: posts past the window stay.
+    pub chat_purge_stops_early: bool,
 }
 
 #[cfg(test)]

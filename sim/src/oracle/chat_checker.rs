@@ -15,6 +15,7 @@
 
 use crate::oracle::chat_log::{ChatLog, PostOutcome};
 use holdfast_actors::core::protocol::chat::Post;
+use holdfast_actors::core::protocol::ChatPurgeRecord;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -67,6 +68,12 @@ pub struct ChatCounts {
     pub records_errors: u64,
     /// Operator actions that never got done.
     pub records_failed: u64,
+    /// Accepted posts absent because a retention purge deleted them: past
+    /// their room's window when the purge began. Allowed.
+    pub purged: u64,
+    /// Posts past their room's window when a finished purge began, within
+    /// the numbers it covered, still stored: kept past the window.
+    pub unpurged: u64,
     pub examples: BTreeMap<&'static str, Vec<String>>,
     /// Compliance findings, when the pool has a Compliance service.
     pub compliance: Option<crate::oracle::compliance_checker::ComplianceCounts>,
@@ -76,15 +83,39 @@ pub struct ChatCounts {
 /// arrive this long after it.
 pub const RECORDS_GRACE_MS: u64 = 5_000;
 
+/// The chat store's last retention purge, and each room's window as the
+/// scenario sets it: the checker's own cutoff for a room is the purge's
+/// start minus the window, whatever cutoff the purge recorded.
+pub struct ChatRetention<'a> {
+    pub record: &'a ChatPurgeRecord,
+    /// Window per room, in ms (absent or 0: kept for ever).
+    pub keep_ms: BTreeMap<String, u64>,
+}
+
+impl ChatRetention<'_> {
+    /// The cutoff the purge must have applied to `room`, and how far (by
+    /// number) it covered and got: `(cutoff, through, purged)`.
+    fn room(&self, room: &str) -> Option<(u64, u64, u64)> {
+        let part = self.record.rooms.get(room)?;
+        let keep = self.keep_ms.get(room).copied().filter(|k| *k > 0)?;
+        Some((
+            self.record.started_at.saturating_sub(keep),
+            part.through,
+            part.purged,
+        ))
+    }
+}
+
 /// Compares what the chat clients saw with the store's durable posts and
 /// the Web service's durable files (id → size); `store_values` is every
 /// value the chat store holds outside its compliance outbox, where no
-/// cleared text may remain.
+/// cleared text may remain; `retention`, the store's last purge.
 pub fn check(
     log: &ChatLog,
     stored: &[(u64, Post)],
     files: &BTreeMap<String, u64>,
     store_values: &[u8],
+    retention: Option<&ChatRetention>,
 ) -> ChatCounts {
     let mut c = ChatCounts::default();
     for (id, f) in &log.files {
@@ -133,6 +164,21 @@ pub fn check(
         let f = floor.entry(cl.room.as_str()).or_default();
         *f = (*f).max(cl.through);
     }
+    // So does a retention purge, up to where it got.
+    if let Some(r) = retention {
+        for (room, part) in &r.record.rooms {
+            let f = floor.entry(room.as_str()).or_default();
+            *f = (*f).max(part.purged.min(part.through));
+        }
+    }
+    // Whether the purge must have deleted `room#seq` sent (or stored) at
+    // `at`: `Some(done)`, with whether the purge finished, or `None`.
+    let purging = |room: &str, seq: u64, at: u64| -> Option<bool> {
+        let r = retention?;
+        let (cutoff, through, purged) = r.room(room)?;
+        let finished = r.record.finished_at.is_some();
+        (at < cutoff && seq <= through && (finished || seq <= purged)).then_some(finished)
+    };
     for (room, posts) in &rooms {
         let cleared_upto = floor.get(room).copied().unwrap_or(0);
         let mut expect = 1;
@@ -217,6 +263,7 @@ pub fn check(
                 }
                 match by_id.get(id.as_str()) {
                     None if covered.is_some() => c.cleared += 1,
+                    None if purging(&op.room, *seq, op.sent_ms).is_some() => c.purged += 1,
                     None => {
                         c.lost += 1;
                         example(&mut c, "lost", id.clone());
@@ -227,6 +274,17 @@ pub fn check(
                             &mut c,
                             "records",
                             format!("{id} ({}#{seq}) cleared yet still stored", op.room),
+                        );
+                    }
+                    Some(places)
+                        if purging(&op.room, *seq, rooms[places[0].0][&places[0].1].at)
+                            == Some(true) =>
+                    {
+                        c.unpurged += 1;
+                        example(
+                            &mut c,
+                            "unpurged",
+                            format!("{id} ({}#{seq}) past the window, still stored", op.room),
                         );
                     }
                     Some(places) => {
@@ -474,13 +532,13 @@ mod tests {
             done_ms: 100,
         });
         let survivors = &stored()[2..];
-        let c = check(&l, survivors, &files(), b"other bytes");
+        let c = check(&l, survivors, &files(), b"other bytes", None);
         assert_eq!(
             (c.lost, c.cleared, c.records_errors, c.order_errors),
             (0, 2, 0, 0)
         );
         // Hidden but kept: the row, and the text in the store's values.
-        let c = check(&l, &stored(), &files(), b"...p1...");
+        let c = check(&l, &stored(), &files(), b"...p1...", None);
         assert_eq!(c.records_errors, 2 + 1, "{:?}", c.examples);
         // A number the clear covered, given to a post sent after it.
         let mut reused = l.clone();
@@ -496,7 +554,7 @@ mod tests {
         );
         let mut again = survivors.to_vec();
         again.push((2, post("p9", "r", "p9")));
-        assert!(check(&reused, &again, &files(), &[]).records_errors > 0);
+        assert!(check(&reused, &again, &files(), &[], None).records_errors > 0);
         // A replace: the store holds the new text.
         let mut r = log();
         r.replaces.push(ReplaceRecord {
@@ -508,22 +566,22 @@ mod tests {
         });
         let mut replaced = stored();
         replaced[1].1.text = "new".into();
-        assert_eq!(check(&r, &replaced, &files(), &[]).order_errors, 0);
-        assert!(check(&r, &stored(), &files(), &[]).order_errors > 0);
+        assert_eq!(check(&r, &replaced, &files(), &[], None).order_errors, 0);
+        assert!(check(&r, &stored(), &files(), &[], None).order_errors > 0);
     }
 
     #[test]
     fn a_clean_history_passes_and_each_kind_of_damage_is_counted() {
-        let c = check(&log(), &stored(), &files(), &[]);
+        let c = check(&log(), &stored(), &files(), &[], None);
         assert_eq!((c.lost, c.missed, c.delivered, c.files_lost), (0, 0, 3, 0));
 
         // A post the store lost, and so a delivery that cannot be owed.
-        let c = check(&log(), &stored()[..2], &files(), &[]);
+        let c = check(&log(), &stored()[..2], &files(), &[], None);
         assert_eq!(c.lost, 1);
         // A post stored twice.
         let mut twice = stored();
         twice.push((4, post("p3", "r", "p3")));
-        assert_eq!(check(&log(), &twice, &files(), &[]).duplicates, 1);
+        assert_eq!(check(&log(), &twice, &files(), &[], None).duplicates, 1);
         // A delivery that never came.
         let mut l = log();
         l.views
@@ -531,27 +589,27 @@ mod tests {
             .unwrap()
             .delivered
             .remove(&2);
-        assert_eq!(check(&l, &stored(), &files(), &[]).missed, 1);
+        assert_eq!(check(&l, &stored(), &files(), &[], None).missed, 1);
         // A walled user that received something.
         let mut l = log();
         l.views
             .get_mut(&("b".into(), "r".into()))
             .unwrap()
             .received_while_walled = 2;
-        assert_eq!(check(&l, &stored(), &files(), &[]).wall_breaches, 2);
+        assert_eq!(check(&l, &stored(), &files(), &[], None).wall_breaches, 2);
         // A file the Web service does not hold, and a corrupt download.
         assert_eq!(
-            check(&log(), &stored(), &BTreeMap::new(), &[]).files_lost,
+            check(&log(), &stored(), &BTreeMap::new(), &[], None).files_lost,
             1
         );
         let mut l = log();
         l.downloads_corrupt.push("x".into());
-        assert_eq!(check(&l, &stored(), &files(), &[]).files_corrupt, 1);
+        assert_eq!(check(&l, &stored(), &files(), &[], None).files_corrupt, 1);
         // Content stored under another number than the author was told.
         let mut moved = stored();
         moved.swap(0, 1);
         moved[0].0 = 1;
         moved[1].0 = 2;
-        assert!(check(&log(), &moved, &files(), &[]).order_errors > 0);
+        assert!(check(&log(), &moved, &files(), &[], None).order_errors > 0);
     }
 }

@@ -414,6 +414,13 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
             ex("records")
         ));
     }
+    if c.unpurged > 0 {
+        f.push(format!(
+            "chat unpurged = {}: posts past their room's window kept by a finished purge; e.g. {:?}",
+            c.unpurged,
+            ex("unpurged")
+        ));
+    }
     if c.records_failed > 0 {
         f.push(format!(
             "chat records actions failed = {}; e.g. {:?}",
@@ -678,6 +685,12 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
             s.push_str(&format!(
                 "  chat records: cleared {}  replaced {}  disabled {}  skipped in catch-ups {}  errors {}  failed actions {}\n",
                 ch.cleared, ch.replaced, ch.disabled, ch.skipped, ch.records_errors, ch.records_failed
+            ));
+        }
+        if ch.purged + ch.unpurged > 0 {
+            s.push_str(&format!(
+                "  chat retention: purged {}  kept past the window {}\n",
+                ch.purged, ch.unpurged
             ));
         }
         if ch.files_stored > 0 {

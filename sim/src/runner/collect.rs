@@ -6,7 +6,7 @@ use super::boot::Started;
 use super::nodes::Nodes;
 use crate::host::node::{store_file, OUTPUT_DIR};
 use crate::lock;
-use crate::oracle::chat_checker::{self, ChatCounts};
+use crate::oracle::chat_checker::{self, ChatCounts, ChatRetention};
 use crate::oracle::chat_log::SharedChatLog;
 use crate::oracle::checker::{self, Observed, Op, Shutdown};
 use crate::oracle::compliance_checker::{self, ComplianceInput};
@@ -24,7 +24,7 @@ use holdfast_actors::core::actor::Recovered;
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::operator::OperatorEvent;
-use holdfast_actors::core::protocol::LegalHold;
+use holdfast_actors::core::protocol::{ChatPurgeRecord, LegalHold};
 use holdfast_actors::core::store_keys::{self, Row};
 use holdfast_host::store::replay;
 use std::collections::{BTreeMap, BTreeSet};
@@ -296,7 +296,32 @@ fn check_chat(
                 .flat_map(|(_, v)| v.iter().copied())
                 .collect()
         };
-        let mut counts = chat_checker::check(&log, &posts, &files, &store_values);
+        let record = state.get(chat_store::CHAT_PURGE).and_then(|v| {
+            store_keys::decode::<ChatPurgeRecord>(v)
+                .map_err(|e| read_errors.push(format!("{store}: chat purge record: {e}")))
+                .ok()
+        });
+        let policy = chat_store::Policy::new(&scn.settings);
+        // The configured rooms, then those the store holds (created or
+        // changed at run time).
+        let mut keep_ms: BTreeMap<String, u64> = super::build_pool(scn)
+            .rooms
+            .into_iter()
+            .map(|(name, room)| (name, policy.days(&room.category) * 86_400_000))
+            .collect();
+        for room in chat_store::stored_rooms(&state) {
+            match room {
+                Ok((name, room)) => {
+                    keep_ms.insert(name, policy.days(&room.category) * 86_400_000);
+                }
+                Err(e) => read_errors.push(format!("{store}: {e}")),
+            }
+        }
+        let retention = record
+            .as_ref()
+            .map(|record| ChatRetention { record, keep_ms });
+        let mut counts =
+            chat_checker::check(&log, &posts, &files, &store_values, retention.as_ref());
         if let Some(comp) = &scn.topology.compliance {
             pending += outbox_len(&state);
             let comp_disk = &nodes.shared[comp].disk;

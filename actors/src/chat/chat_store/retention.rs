@@ -51,6 +51,14 @@ use crate::core::daily::{self, DAY, HOUR};
 /// Who a retention purge's compliance events name.
 pub const RETENTION: &str = "retention";
 
+/// Sabotages of the purge, for the checkers to find (production never
+/// sets them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PurgeSabotage {
+    pub ignores_window: bool,
+    pub stops_early: bool,
+}
+
 /// The retention policy: days per room (0: for ever).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -273,7 +281,11 @@ impl ChatStore {
             rooms.insert(
                 name.clone(),
                 RoomPurge {
-                    cutoff: now.saturating_sub(days.saturating_mul(DAY)),
+                    cutoff: if self.purge_sabotage.ignores_window {
+                        now
+                    } else {
+                        now.saturating_sub(days.saturating_mul(DAY))
+                    },
                     through: latest,
                     ..RoomPurge::default()
                 },
@@ -320,7 +332,13 @@ impl ChatStore {
             deleted: part.deleted,
             held: part.held,
         };
-        let (ops, range) = self.delete_covered(&room, &mut clear, rows, ctx);
+        let (ops, range) = if self.purge_sabotage.stops_early {
+            // Counts the room done and deletes nothing.
+            clear.purged = part.through;
+            (Vec::new(), None)
+        } else {
+            self.delete_covered(&room, &mut clear, rows, ctx)
+        };
         let part = RoomPurge {
             cutoff: part.cutoff,
             through: part.through,
