@@ -274,7 +274,13 @@ pub fn draw(
             ));
         }
         lines.retain(|(_, pts)| !pts.is_empty());
-        let title = "through so far: chat posts stored, posts delivered to clients, compliance events exported";
+        let title = match (scn.topology.chat_store.is_some(), &scn.topology.compliance) {
+            (true, Some(_)) => {
+                "through so far: chat posts stored, posts delivered to clients, compliance events exported"
+            }
+            (true, None) => "through so far: chat posts stored, posts delivered to clients",
+            (false, _) => "through so far: compliance events exported",
+        };
         panel(
             next(),
             title,
