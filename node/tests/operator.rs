@@ -556,3 +556,140 @@ fn every_role_serves_parseable_metrics_health_and_readiness() {
         );
     }
 }
+
+/// Every operator control over TLS refuses a user's credential with exit
+/// 2 and says why, and each node refuses the request itself when a client
+/// presents a user's credential anyway (a client that skips the command's
+/// own check): the refusal is answered as such and recorded as the
+/// operator event `identity_refused` in the node's log. `dlq list`,
+/// `parked list` and `parked export` send nothing: they read the nodes'
+/// logs on this machine, which the file permissions guard.
+#[test]
+fn every_operator_control_refuses_a_user_over_tls() {
+    use holdfast::chat_client::{ChatClient, ChatError};
+    use holdfast::operator_client::{ask, AskError, Session};
+    use holdfast_actors::core::identity::Role;
+    use holdfast_actors::core::ids::ActorKind;
+    use holdfast_actors::core::protocol::chat::ChatReject;
+    use holdfast_actors::core::protocol::{ArchiveRefusal, ComplianceMsg, Msg};
+    use std::time::Duration;
+    const USER: &str = "alice@corp.example";
+    let c = TestCluster::start_with("tls", every_role_config);
+
+    // The commands: each refused, exit 2, nothing done.
+    let controls: [&[&str]; 10] = [
+        &["critical", "resume", "--node", "fe1"],
+        &["dlq", "resend", "--node", "fe1"],
+        &["parked", "retry", "--node", "arch1"],
+        &["compliance", "run-now"],
+        &["compliance", "ack", "1"],
+        &["compliance", "status"],
+        &["chat", "room", "clear", "--room", "general"],
+        &["chat", "room", "disable", "--room", "general"],
+        &["chat", "retention", "purge-now"],
+        &["archive", "retention", "purge-now"],
+    ];
+    for control in controls {
+        let (code, out, err) = c.cli(&[control, &["--as", USER]].concat());
+        assert_eq!(code, 2, "{control:?} as a user: {out}{err}");
+        assert!(
+            err.contains("needs operator") || err.contains("needs the operator"),
+            "{control:?} says why: {err}"
+        );
+    }
+
+    // The nodes: a user's credential presented anyway is refused there.
+    let rt = common::runtime();
+    let t = Duration::from_secs(10);
+    let forbidden = |got: Result<Msg, AskError>, what: &str| match got {
+        Err(AskError::Refused { reason, .. }) => {
+            assert!(reason.contains("needs the operator"), "{what}: {reason}")
+        }
+        Ok(Msg::ArchiveRefused {
+            refusal: ArchiveRefusal::Forbidden(reason),
+            ..
+        }) => assert!(reason.contains("needs the operator"), "{what}: {reason}"),
+        other => panic!("{what} as a user: {other:?}"),
+    };
+    let refused = |m: &Msg| matches!(m, Msg::ArchiveRefused { .. });
+    let config = &c.config;
+    rt.block_on(async {
+        let asks: Vec<(&str, ActorKind, Msg)> = vec![
+            ("fe1", ActorKind::FrontEnd, Msg::OperatorResume),
+            ("fe1", ActorKind::OutgoingQueue, Msg::DeadLettersResend),
+            (
+                "arch1",
+                ActorKind::DestinationQueue,
+                Msg::ParkedRetry { keys: Vec::new() },
+            ),
+            (
+                "comp1",
+                ActorKind::Compliance,
+                Msg::Compliance(ComplianceMsg::ComplianceRunNow),
+            ),
+            (
+                "comp1",
+                ActorKind::Compliance,
+                Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 1 }),
+            ),
+            ("db1", ActorKind::Database, Msg::PurgeNow { token: 1 }),
+            (
+                "chatdb",
+                ActorKind::ChatStore,
+                Msg::ChatPurgeNow { token: 1 },
+            ),
+        ];
+        for (node, kind, msg) in asks {
+            let what = format!("{} to {node}", msg.name());
+            let got = ask(config, USER, &[Role::User], (node, kind), msg, t, refused).await;
+            forbidden(got, &what);
+        }
+        // A session that stays open is refused request after request.
+        let mut s = Session::open(config, USER, &[Role::User], "db1").unwrap();
+        let got = s
+            .ask(ActorKind::Database, Msg::PurgeNow { token: 2 }, t, refused)
+            .await;
+        forbidden(got, "a second PurgeNow");
+
+        let mut chat = ChatClient::connect_as(config, USER, Role::User, None, t)
+            .await
+            .unwrap();
+        for got in [
+            chat.clear_room("general", None).await,
+            chat.disable_room("general", true).await,
+        ] {
+            assert!(
+                matches!(
+                    got,
+                    Err(ChatError::Rejected {
+                        reason: ChatReject::Forbidden(_),
+                        ..
+                    })
+                ),
+                "{got:?}"
+            );
+        }
+    });
+
+    // Each refusal is on the record where it happened.
+    // (The chat requests went to the Channel server Lookup chose.)
+    for nodes in [
+        &["fe1"][..],
+        &["arch1"],
+        &["comp1"],
+        &["db1"],
+        &["chatdb"],
+        &["ch1", "ch2"],
+    ] {
+        let log = || nodes.iter().map(|n| c.log(n)).collect::<String>();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log().contains("identity_refused") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{nodes:?} did not record the refusal:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
