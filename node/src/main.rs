@@ -78,7 +78,8 @@ enum Cmd {
         /// How long to send, e.g. 10s, 2m.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
-        /// How long to wait for each answer.
+        /// How long to wait for each answer (an IM whose front end
+        /// refuses the connection is given up at once).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
         /// Body size in bytes.

@@ -129,6 +129,8 @@ pub struct Channel {
     /// Relaying switched off (a test sabotage: the checker must notice).
     relay: bool,
     relayed: u64,
+    /// Posts sent to client sessions since the core started.
+    delivered: u64,
     /// The store timeout timer is set (it is not moved by later requests,
     /// so that steady traffic cannot postpone it for ever).
     timeout_armed: bool,
@@ -153,6 +155,7 @@ impl Channel {
             next_token: 0,
             relay: true,
             relayed: 0,
+            delivered: 0,
             timeout_armed: false,
         }
     }
@@ -277,6 +280,7 @@ impl Channel {
     fn fan_out(&mut self, seq: u64, post: &Post, ctx: &mut Ctx) {
         let subs = self.subscribers.get(&post.room);
         for client in subs.into_iter().flatten() {
+            self.delivered += 1;
             ctx.send(
                 Addr::new(client.clone(), ActorKind::Client),
                 Msg::Chat(ChatMsg::ChatMessage {
@@ -977,6 +981,7 @@ impl Channel {
                     }
                 }
                 for (seq, post) in posts {
+                    self.delivered += 1;
                     ctx.send(
                         client.clone(),
                         Msg::Chat(ChatMsg::ChatMessage { seq, post }),
@@ -1267,6 +1272,7 @@ impl Actor for Channel {
         vec![
             (Gauge::ChatSessions, self.sessions.len() as u64),
             (Gauge::ChatRelayed, self.relayed),
+            (Gauge::ChatDelivered, self.delivered),
             (Gauge::ChatRooms, self.directory.rooms.len() as u64),
         ]
     }

@@ -400,6 +400,8 @@ pub struct Compliance {
     high: BTreeMap<String, u64>,
     intent: Option<Intent>,
     last_batch: u64,
+    /// Events written in export batches since the core started.
+    exported_events: u64,
     writing: BTreeMap<u64, Write>,
     exporting: bool,
     next_token: u64,
@@ -452,6 +454,7 @@ impl Compliance {
             high: BTreeMap::new(),
             intent: None,
             last_batch: 0,
+            exported_events: 0,
             writing: BTreeMap::new(),
             exporting: false,
             next_token: 0,
@@ -1067,6 +1070,7 @@ impl Actor for Compliance {
                 for k in &intent.events {
                     self.staged.remove(k);
                 }
+                self.exported_events += intent.events.len() as u64;
                 self.last_batch = intent.batch;
                 self.intent = None;
                 self.exporting = false;
@@ -1207,6 +1211,7 @@ impl Actor for Compliance {
     fn gauges(&self) -> Vec<(Gauge, u64)> {
         vec![
             (Gauge::ComplianceStaged, self.staged.len() as u64),
+            (Gauge::ComplianceExportedEvents, self.exported_events),
             (Gauge::ComplianceBatches, self.last_batch),
             (Gauge::ComplianceAwaitingPickup, self.awaiting.len() as u64),
             (Gauge::ComplianceLastExportAt, self.status.last_run),

@@ -345,6 +345,9 @@ pub enum Gauge {
     ChatLastPurgeAt,
     /// Channel server: posts relayed to other servers.
     ChatRelayed,
+    /// Channel server: posts sent to its clients' sessions (live and on
+    /// catch-up).
+    ChatDelivered,
     /// Rooms known (chat store, Channel server).
     ChatRooms,
     /// Channel server: client sessions.
@@ -358,6 +361,8 @@ pub enum Gauge {
     ComplianceOutbox,
     /// Compliance service: events staged for export.
     ComplianceStaged,
+    /// Compliance service: events written in export batches.
+    ComplianceExportedEvents,
     /// Front end: 1 while critical mode stops messaging.
     CriticalShutdown,
     /// Front end: admitted IMs waiting for their records to be queued.
@@ -393,6 +398,8 @@ impl Gauge {
         matches!(
             self,
             Gauge::ChatRelayed
+                | Gauge::ChatDelivered
+                | Gauge::ComplianceExportedEvents
                 | Gauge::BusyAnswers
                 | Gauge::ArchivePurged
                 | Gauge::ChatPurged
@@ -404,7 +411,7 @@ impl Gauge {
     }
 
     /// Every gauge, in declaration order.
-    pub const ALL: [Gauge; 30] = [
+    pub const ALL: [Gauge; 32] = [
         Gauge::OldestQueuedAt,
         Gauge::ComplianceLastExportAt,
         Gauge::ArchivedRows,
@@ -416,12 +423,14 @@ impl Gauge {
         Gauge::ChatPurged,
         Gauge::ChatLastPurgeAt,
         Gauge::ChatRelayed,
+        Gauge::ChatDelivered,
         Gauge::ChatRooms,
         Gauge::ChatSessions,
         Gauge::ComplianceAwaitingPickup,
         Gauge::ComplianceBatches,
         Gauge::ComplianceOutbox,
         Gauge::ComplianceStaged,
+        Gauge::ComplianceExportedEvents,
         Gauge::CriticalShutdown,
         Gauge::AdmissionWaiting,
         Gauge::BusyAnswers,
@@ -452,12 +461,14 @@ impl Gauge {
             Gauge::ChatPurged => "chat_purged",
             Gauge::ChatLastPurgeAt => "chat_last_purge_at",
             Gauge::ChatRelayed => "chat_relayed",
+            Gauge::ChatDelivered => "chat_delivered",
             Gauge::ChatRooms => "chat_rooms",
             Gauge::ChatSessions => "chat_sessions",
             Gauge::ComplianceAwaitingPickup => "compliance_awaiting_pickup",
             Gauge::ComplianceBatches => "compliance_batches",
             Gauge::ComplianceOutbox => "compliance_outbox",
             Gauge::ComplianceStaged => "compliance_staged",
+            Gauge::ComplianceExportedEvents => "compliance_exported_events",
             Gauge::CriticalShutdown => "critical_shutdown",
             Gauge::AdmissionWaiting => "admission_waiting",
             Gauge::BusyAnswers => "busy_answers",

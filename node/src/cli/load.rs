@@ -24,8 +24,10 @@ pub(crate) fn run(
         .then(|| client::load_bar(rate, duration));
     let (report, all, unreachable) = runtime()?.block_on(async {
         let c = Arc::new(Client::new(config)?);
+        let watch = tokio::spawn(say_unreachable(c.clone(), progress.clone()));
         let (report, all) =
             client::load_showing(c.clone(), rate, duration, timeout, size, progress).await?;
+        watch.abort();
         Ok::<_, String>((report, all, c.unreachable_front_ends()))
     })?;
     if let Some(path) = outcomes {
@@ -74,4 +76,24 @@ pub(crate) fn run(
         )));
     }
     Ok(())
+}
+
+/// Says on stderr, as soon as it happens, that a front end cannot be
+/// reached (`connection refused: 127.0.0.1:8101 (fe1)`): its IMs get no
+/// answer while the load goes on to the others.
+async fn say_unreachable(c: Arc<Client>, progress: Option<indicatif::ProgressBar>) {
+    let mut said = std::collections::BTreeSet::new();
+    loop {
+        for e in c.unreachable_front_ends() {
+            let line = e.to_string();
+            if said.insert(line.clone()) {
+                let line = format!("cannot reach a front end: {line}; its IMs get no answer");
+                match &progress {
+                    Some(p) => p.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,10 +1,13 @@
 //! Pictures of a run: over simulated time, each front end's outgoing queue
-//! and each archiving server's queue, quota use, link health and
-//! critical-mode state, with the fault windows shaded.
+//! and each archiving server's queue (and, with group chat and compliance,
+//! posts stored and delivered, sessions, events staged and exported),
+//! quota use, link health and critical-mode state, with the fault windows
+//! shaded. The time axis reads as a clock, its ticks on round steps.
 
 use crate::report::RunResult;
 use crate::scenario::Scenario;
 use holdfast_actors::core::operator::Gauge;
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -13,13 +16,16 @@ use std::path::Path;
 /// Per node, gauge samples `(time in ms, gauge, value)`.
 pub type Series = BTreeMap<String, Vec<(u64, &'static str, u64)>>;
 
-const PALETTE: [RGBColor; 6] = [
+const PALETTE: [RGBColor; 9] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(23, 190, 207),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
 ];
 
 /// The time unit the axis is read in, from the run's length.
@@ -49,6 +55,44 @@ impl Clock {
                 name: "time (hours:minutes)",
             }
         }
+    }
+
+    /// Where the time axis's ticks fall for a run of `duration_ms`: on
+    /// whole clock steps (1, 2, 5, 10, 15 or 30 seconds or minutes, or 1,
+    /// 2, 3, 6 or 12 hours, or days), the shortest step that gives at most
+    /// ten ticks after 0. In axis units.
+    fn ticks(self, duration_ms: u64) -> Vec<f64> {
+        const S: u64 = 1_000;
+        const M: u64 = 60 * S;
+        const H: u64 = 60 * M;
+        const STEPS: [u64; 19] = [
+            S,
+            2 * S,
+            5 * S,
+            10 * S,
+            15 * S,
+            30 * S,
+            M,
+            2 * M,
+            5 * M,
+            10 * M,
+            15 * M,
+            30 * M,
+            H,
+            2 * H,
+            3 * H,
+            6 * H,
+            12 * H,
+            24 * H,
+            48 * H,
+        ];
+        let step = STEPS
+            .into_iter()
+            .find(|step| duration_ms / step <= 10)
+            .unwrap_or_else(|| (duration_ms / 10).div_ceil(24 * H).max(1) * 24 * H);
+        (0..=duration_ms / step)
+            .map(|k| self.at(k * step))
+            .collect()
     }
 
     fn at(self, ms: u64) -> f64 {
@@ -136,6 +180,7 @@ pub fn draw(
     let err = |e: &dyn std::fmt::Display| format!("{}: cannot draw the plot: {e}", path.display());
     let clock = Clock::for_run(scn.duration_ms);
     let end = clock.at(scn.duration_ms);
+    let ticks = clock.ticks(scn.duration_ms);
     let windows: Vec<(f64, f64, String)> = scn
         .faults
         .iter()
@@ -145,7 +190,9 @@ pub fn draw(
             (a, b.min(end), f.describe())
         })
         .collect();
-    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
+    let chat = scn.topology.chat_store.is_some() || scn.topology.compliance.is_some();
+    let height = if chat { 1300 } else { 1000 };
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (title, body) = root.split_vertically(40);
     title
@@ -158,10 +205,12 @@ pub fn draw(
             (20, 10),
         )
         .map_err(|e| err(&e))?;
-    let panels = body.split_evenly((3, 1));
+    let panels = body.split_evenly((if chat { 4 } else { 3 }, 1));
+    let mut panels = panels.iter();
+    let mut next = || panels.next().expect("a panel for each picture");
 
     // 1. What is held: queue depths, and for group chat and compliance the
-    //    posts stored, sessions and events staged.
+    //    sessions open and the events staged for export.
     let fes = &scn.topology.front_ends;
     let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for fe in fes {
@@ -171,12 +220,6 @@ pub fn draw(
     for a in &scn.topology.archivers {
         let pts = points(series, a, Gauge::DestinationDepth, 1.0, clock);
         lines.push((format!("{a} destination"), pts));
-    }
-    if let Some(store) = &scn.topology.chat_store {
-        lines.push((
-            format!("{store} posts stored"),
-            points(series, store, Gauge::ChatPosts, 1.0, clock),
-        ));
     }
     for ch in &scn.topology.channels {
         lines.push((
@@ -191,16 +234,67 @@ pub fn draw(
         ));
     }
     lines.retain(|(_, pts)| !pts.is_empty());
-    let chat = scn.topology.chat_store.is_some() || scn.topology.compliance.is_some();
-    let title = if chat {
-        "held: queued records, posts stored, chat sessions, compliance events staged"
-    } else {
-        "queue depth (records)"
+    let title = match (scn.topology.chat_store.is_some(), &scn.topology.compliance) {
+        (_, Some(_)) => "held: queued records, chat sessions, compliance events staged",
+        (true, None) => "held: queued records, chat sessions",
+        (false, None) => "queue depth (records)",
     };
-    let area = &panels[0];
-    panel(area, title, clock, end, &windows, &lines, Values::Count).map_err(|e| err(&e))?;
+    panel(
+        next(),
+        title,
+        clock,
+        &ticks,
+        end,
+        &windows,
+        &lines,
+        Values::Count,
+    )
+    .map_err(|e| err(&e))?;
 
-    // 2. Quota use.
+    // 2. For group chat and compliance, what went through since the start:
+    //    posts stored and delivered, events exported.
+    if chat {
+        let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        if let Some(store) = &scn.topology.chat_store {
+            lines.push((
+                format!("{store} posts stored"),
+                points(series, store, Gauge::ChatPosts, 1.0, clock),
+            ));
+        }
+        for ch in &scn.topology.channels {
+            lines.push((
+                format!("{ch} posts delivered"),
+                points(series, ch, Gauge::ChatDelivered, 1.0, clock),
+            ));
+        }
+        if let Some(comp) = &scn.topology.compliance {
+            lines.push((
+                format!("{comp} events exported"),
+                points(series, comp, Gauge::ComplianceExportedEvents, 1.0, clock),
+            ));
+        }
+        lines.retain(|(_, pts)| !pts.is_empty());
+        let title = match (scn.topology.chat_store.is_some(), &scn.topology.compliance) {
+            (true, Some(_)) => {
+                "through so far: chat posts stored, posts delivered to clients, compliance events exported"
+            }
+            (true, None) => "through so far: chat posts stored, posts delivered to clients",
+            (false, _) => "through so far: compliance events exported",
+        };
+        panel(
+            next(),
+            title,
+            clock,
+            &ticks,
+            end,
+            &windows,
+            &lines,
+            Values::Count,
+        )
+        .map_err(|e| err(&e))?;
+    }
+
+    // 3. Quota use.
     let quota = scn.settings.queue_quota.max(1) as f64;
     let lines: Vec<(String, Vec<(f64, f64)>)> = fes
         .iter()
@@ -211,9 +305,10 @@ pub fn draw(
         .collect();
     let title = "outgoing queue quota use (% of the quota)";
     panel(
-        &panels[1],
+        next(),
         title,
         clock,
+        &ticks,
         end,
         &windows,
         &lines,
@@ -221,16 +316,62 @@ pub fn draw(
     )
     .map_err(|e| err(&e))?;
 
-    // 3. Each front end's state as a lane of a timeline.
-    lanes(&panels[2], fes, series, clock, end, &windows).map_err(|e| err(&e))?;
+    // 4. Each front end's state as a lane of a timeline.
+    lanes(next(), fes, series, clock, &ticks, end, &windows).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
+/// The time axis: simulated time in the clock's unit, its ticks on round
+/// clock steps (not where plotters would put them for a plain number
+/// range), labelled as a clock reads.
+struct TimeAxis {
+    inner: RangedCoordf64,
+    ticks: Vec<f64>,
+    clock: Clock,
+}
+
+fn time_axis(end: f64, ticks: &[f64], clock: Clock) -> TimeAxis {
+    TimeAxis {
+        inner: (0f64..end.max(0.01)).into(),
+        ticks: ticks.to_vec(),
+        clock,
+    }
+}
+
+impl Ranged for TimeAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+}
+
+impl ValueFormatter<f64> for TimeAxis {
+    fn format_ext(&self, value: &f64) -> String {
+        self.clock.label(*value)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     clock: Clock,
+    ticks: &[f64],
     end: f64,
     windows: &[(f64, f64, String)],
     lines: &[(String, Vec<(f64, f64)>)],
@@ -252,7 +393,7 @@ fn panel<DB: DrawingBackend>(
         .margin_right(28)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..end.max(0.01), 0f64..top)?;
+        .build_cartesian_2d(time_axis(end, ticks, clock), 0f64..top)?;
     let y_label = |y: &f64| match values {
         Values::Percent => format!("{y:.0}%"),
         Values::Count => format!("{y:.0}"),
@@ -260,7 +401,6 @@ fn panel<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc(clock.name)
-        .x_label_formatter(&|x| clock.label(*x))
         .y_label_formatter(&y_label)
         .light_line_style(WHITE)
         .draw()?;
@@ -287,7 +427,7 @@ fn panel<DB: DrawingBackend>(
 
 /// The fault windows, shaded, each labelled with what it was.
 fn shade<DB: DrawingBackend>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    chart: &mut ChartContext<'_, DB, Cartesian2d<TimeAxis, RangedCoordf64>>,
     windows: &[(f64, f64, String)],
     top: f64,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
@@ -314,6 +454,7 @@ fn lanes<DB: DrawingBackend>(
     fes: &[String],
     series: &Series,
     clock: Clock,
+    ticks: &[f64],
     end: f64,
     windows: &[(f64, f64, String)],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
@@ -327,7 +468,7 @@ fn lanes<DB: DrawingBackend>(
         .margin_right(28)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..end.max(0.01), 0f64..n)?;
+        .build_cartesian_2d(time_axis(end, ticks, clock), 0f64..n)?;
     let lane_name = |y: &f64| {
         let i = y.floor() as usize;
         if (y - y.floor() - 0.5).abs() < 0.01 {
@@ -339,7 +480,6 @@ fn lanes<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc(clock.name)
-        .x_label_formatter(&|x| clock.label(*x))
         .y_labels(fes.len().max(1) * 2 + 1)
         .y_label_formatter(&lane_name)
         .disable_y_mesh()
