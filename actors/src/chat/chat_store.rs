@@ -178,6 +178,80 @@ pub fn parse_post_key(k: &[u8]) -> Option<(String, u64)> {
     Some((String::from_utf8(room.to_vec()).ok()?, seq))
 }
 
+/// What follows `prefix` in a key, as the name it files a value under (a
+/// room, a user, a post id), or `None` if it is not UTF-8.
+pub fn key_name(key: &[u8], prefix: &[u8]) -> Option<String> {
+    String::from_utf8(key.get(prefix.len()..)?.to_vec()).ok()
+}
+
+/// A post key an engine is asked to write or delete: its room and number,
+/// or why the batch is refused.
+pub fn post_key_parts(key: &[u8]) -> Result<(String, u64), String> {
+    parse_post_key(key).ok_or_else(|| format!("malformed post key {key:?}"))
+}
+
+/// A post an engine is asked to store under `key`: its room, number and
+/// the post, filed under its own room, or why the batch is refused.
+pub fn post_to_store(key: &[u8], value: &[u8]) -> Result<(String, u64, Post), String> {
+    let (room, seq) = post_key_parts(key)?;
+    let post: Post =
+        store_keys::decode(value).map_err(|e| format!("undecodable post {room}#{seq}: {e}"))?;
+    if post.room != room {
+        return Err(format!("post {} filed under {room}", post.id));
+    }
+    Ok((room, seq, post))
+}
+
+/// A post id an engine is asked to insert under `key`: the number and
+/// post it names, or why the batch is refused.
+pub fn post_id_to_store(key: &[u8], value: &[u8]) -> Result<(u64, Post), String> {
+    let (seq, post): (u64, Post) =
+        store_keys::decode(value).map_err(|e| format!("undecodable post id {key:?}: {e}"))?;
+    if key[CHAT_POST_ID.len()..] != *post.id.as_bytes() {
+        return Err(format!("key {key:?} names post {}", post.id));
+    }
+    Ok((seq, post))
+}
+
+/// Whether the row an engine holds under a post's id (its room and
+/// number, if any) is that post's, stored as `seq` earlier in the batch;
+/// if not, why the batch is refused.
+pub fn post_id_holds(post: &Post, seq: u64, held: Option<(String, i64)>) -> Result<(), String> {
+    if held != Some((post.room.clone(), seq as i64)) {
+        return Err(format!(
+            "post {} is not stored as {}#{seq}",
+            post.id, post.room
+        ));
+    }
+    Ok(())
+}
+
+/// A scan of one room's posts as an SQL engine runs it: the room (the
+/// scan's prefix is `c/<room>\0`) and the number the rows follow (or
+/// precede, `reverse`), clamped to what a signed column holds.
+pub fn post_scan<'a>(
+    prefix: &'a [u8],
+    from: Option<&[u8]>,
+    reverse: bool,
+) -> Result<(&'a str, i64), StoreError> {
+    let room = prefix[CHAT_POST.len()..]
+        .strip_suffix(&[0])
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .ok_or_else(|| {
+            StoreError::Io(format!(
+                "a scan of posts needs one room's prefix, not {prefix:?}"
+            ))
+        })?;
+    let after = match from {
+        None if reverse => i64::MAX,
+        None => 0,
+        Some(f) => <[u8; 8]>::try_from(f)
+            .map(|b| u64::from_be_bytes(b).min(i64::MAX as u64) as i64)
+            .map_err(|_| StoreError::Io(format!("not a post number: {f:?}")))?,
+    };
+    Ok((room, after))
+}
+
 /// A write in flight and whom to answer when it is durable.
 enum Write {
     Post {
