@@ -252,6 +252,18 @@ pub fn post_scan<'a>(
     Ok((room, after))
 }
 
+/// Refuses `from`'s request `token` about `room` for `reason`.
+fn refuse_room(from: Addr, token: u64, room: RoomId, reason: ChatReject, ctx: &mut Ctx) {
+    ctx.send(
+        from,
+        Msg::Chat(ChatMsg::StoreRoomRefused {
+            token,
+            room,
+            reason,
+        }),
+    );
+}
+
 /// A write in flight and whom to answer when it is durable.
 enum Write {
     Post {
@@ -474,6 +486,41 @@ impl ChatStore {
     /// Answers with the rooms `user` follows and each one's last number,
     /// once the engine has told the numbers not known yet: the answer
     /// rides on the last of those queries.
+    /// Writes `info` as room `room`'s next directory version, changed by
+    /// `by`, with the compliance event that says what changed; `from` is
+    /// answered once it is durable.
+    fn save_room(
+        &mut self,
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        mut info: Box<Room>,
+        by: String,
+        ctx: &mut Ctx,
+    ) {
+        info.version = self.version + 1;
+        let op = StoreOp::Put {
+            key: prefixed(CHAT_ROOM, &room),
+            value: store_keys::encode(&*info),
+        };
+        let event = NewEvent {
+            kind: EventKind::RoomSaved,
+            room: room.clone(),
+            user: by,
+            at: ctx.now(),
+            item: format!("version {}", info.version),
+            text: info.description.clone(),
+            details: room_changes(self.directory.get(&room), &info),
+        };
+        let write = Write::Room {
+            from,
+            token,
+            room,
+            info,
+        };
+        self.write(write, vec![event], vec![op], ctx);
+    }
+
     fn reply_user(&mut self, from: Addr, token: u64, user: String, ctx: &mut Ctx) {
         let unknown: Vec<RoomId> = self
             .follows
@@ -993,45 +1040,17 @@ impl Actor for ChatStore {
                 by,
             }) => {
                 let Some(current) = self.directory.get(&room) else {
-                    let reason = ChatReject::NoSuchRoom;
-                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
-                        token,
-                        room,
-                        reason,
-                    });
-                    return ctx.send(from, refused);
+                    return refuse_room(from, token, room, ChatReject::NoSuchRoom, ctx);
                 };
-                let mut info = current.clone();
+                let mut info = Box::new(current.clone());
                 if info.disabled == disabled {
-                    let info = Box::new(info);
                     return ctx.send(
                         from,
                         Msg::Chat(ChatMsg::StoreRoomSaved { token, room, info }),
                     );
                 }
                 info.disabled = disabled;
-                info.version = self.version + 1;
-                let op = StoreOp::Put {
-                    key: prefixed(CHAT_ROOM, &room),
-                    value: store_keys::encode(&info),
-                };
-                let event = NewEvent {
-                    kind: EventKind::RoomSaved,
-                    room: room.clone(),
-                    user: by,
-                    at: ctx.now(),
-                    item: format!("version {}", info.version),
-                    text: info.description.clone(),
-                    details: room_changes(Some(current), &info),
-                };
-                let info = Box::new(info);
-                let write = Write::Room {
-                    from,
-                    token,
-                    room,
-                    info,
-                };
-                self.write(write, vec![event], vec![op], ctx);
+                self.save_room(from, token, room, info, by, ctx);
             }
             Msg::Chat(ChatMsg::StoreClear {
                 token,
@@ -1040,13 +1059,7 @@ impl Actor for ChatStore {
                 by,
             }) => {
                 if !self.directory.contains_key(&room) {
-                    let reason = ChatReject::NoSuchRoom;
-                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
-                        token,
-                        room,
-                        reason,
-                    });
-                    return ctx.send(from, refused);
+                    return refuse_room(from, token, room, ChatReject::NoSuchRoom, ctx);
                 }
                 if self.clearing {
                     // One clear at a time: the operator retries.
@@ -1137,7 +1150,7 @@ impl Actor for ChatStore {
             Msg::Chat(ChatMsg::StoreRoomSave {
                 token,
                 room,
-                mut info,
+                info,
                 create,
                 by,
             }) => {
@@ -1149,37 +1162,9 @@ impl Actor for ChatStore {
                     _ => None,
                 };
                 if let Some(reason) = refused {
-                    ctx.send(
-                        from,
-                        Msg::Chat(ChatMsg::StoreRoomRefused {
-                            token,
-                            room,
-                            reason,
-                        }),
-                    );
-                    return;
+                    return refuse_room(from, token, room, reason, ctx);
                 }
-                info.version = self.version + 1;
-                let op = StoreOp::Put {
-                    key: prefixed(CHAT_ROOM, &room),
-                    value: store_keys::encode(&info),
-                };
-                let event = NewEvent {
-                    kind: EventKind::RoomSaved,
-                    room: room.clone(),
-                    user: by,
-                    at: ctx.now(),
-                    item: format!("version {}", info.version),
-                    text: info.description.clone(),
-                    details: room_changes(self.directory.get(&room), &info),
-                };
-                let write = Write::Room {
-                    from,
-                    token,
-                    room,
-                    info,
-                };
-                self.write(write, vec![event], vec![op], ctx);
+                self.save_room(from, token, room, info, by, ctx);
             }
             Msg::Chat(ChatMsg::StoreUser { token, user }) => {
                 self.reply_user(from, token, user, ctx);
@@ -1611,12 +1596,7 @@ impl Actor for ChatStore {
                 let Some((seq, original)) =
                     found.filter(|(seq, p)| !self.cleared(&p.room, *seq, p))
                 else {
-                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
-                        token,
-                        room: RoomId::new(),
-                        reason: ChatReject::NoSuchPost,
-                    });
-                    return ctx.send(from, refused);
+                    return refuse_room(from, token, RoomId::new(), ChatReject::NoSuchPost, ctx);
                 };
                 let post = Post {
                     text: text.clone(),
