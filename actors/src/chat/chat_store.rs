@@ -1810,8 +1810,68 @@ mod room_change_tests {
     }
 }
 
+/// What the tests below drive the store with: a store started as `db1`,
+/// written by the channel server `ch1`, in room `r1`.
+#[cfg(test)]
+mod fixture {
+    use super::*;
+    use crate::compliance::service::OUTBOX;
+    use crate::testkit::Harness;
+
+    pub fn ch() -> Addr {
+        Addr::new("ch1", ActorKind::Channel)
+    }
+
+    /// `store` as `db1`, not yet started.
+    pub fn harness(store: ChatStore) -> Harness<ChatStore> {
+        Harness::new(Addr::new("db1", ActorKind::ChatStore), store)
+    }
+
+    /// `store` as `db1`, started with nothing recovered.
+    pub fn started(store: ChatStore) -> Harness<ChatStore> {
+        let mut h = harness(store);
+        h.start(Recovered::new());
+        h
+    }
+
+    pub fn append(token: u64, post: Post) -> Msg {
+        Msg::Chat(ChatMsg::StoreAppend { token, post })
+    }
+
+    /// A read of room `r1`.
+    pub fn read(token: u64, after: u64, limit: u64, audit: Option<(String, EventKind)>) -> Msg {
+        Msg::Chat(ChatMsg::StoreRead {
+            token,
+            room: "r1".into(),
+            after,
+            limit,
+            audit,
+        })
+    }
+
+    /// A clear of room `r1` by `ops`.
+    pub fn clear(token: u64, before: Option<u64>) -> Msg {
+        Msg::Chat(ChatMsg::StoreClear {
+            token,
+            room: "r1".into(),
+            before,
+            by: "ops".into(),
+        })
+    }
+
+    /// The compliance events the store holds in its outbox.
+    pub fn outbox(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
+        h.store
+            .iter()
+            .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
+            .map(|(_, v)| store_keys::decode(v).unwrap())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixture::{append, ch, harness, outbox, read, started};
     use super::*;
     use crate::testkit::Harness;
 
@@ -1825,8 +1885,8 @@ mod tests {
         }
     }
 
-    fn ch() -> Addr {
-        Addr::new("ch1", ActorKind::Channel)
+    fn store() -> Harness<ChatStore> {
+        started(ChatStore::new("db1", BTreeMap::new()))
     }
 
     fn appended(sent: &[(Addr, Msg)]) -> Vec<(u64, u64)> {
@@ -1840,41 +1900,22 @@ mod tests {
 
     #[test]
     fn posts_get_contiguous_numbers_per_room_and_retries_are_idempotent() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         let mut got = Vec::new();
         for (t, (id, room)) in [("p1", "r1"), ("p2", "r1"), ("q1", "r2"), ("p1", "r1")]
             .iter()
             .enumerate()
         {
-            got.extend(appended(&h.msg(
-                ch(),
-                Msg::Chat(ChatMsg::StoreAppend {
-                    token: t as u64,
-                    post: post(id, room),
-                }),
-            )));
+            got.extend(appended(&h.msg(ch(), append(t as u64, post(id, room)))));
         }
         assert_eq!(got, vec![(0, 1), (1, 2), (2, 1), (3, 1)]);
         // Recovery gives the same numbers, and the next post continues.
         let recovered = h.store.clone();
-        let mut h2 = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
+        let mut h2 = harness(ChatStore::new("db1", BTreeMap::new()));
         // The posts stay in the engine; the core is handed none of them.
         h2.store = recovered.clone();
         h2.start(recovered);
-        let sent = h2.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 9,
-                post: post("p3", "r1"),
-            }),
-        );
+        let sent = h2.msg(ch(), append(9, post("p3", "r1")));
         assert_eq!(appended(&sent), vec![(9, 3)]);
         assert!(h2.events().is_empty());
         assert_eq!(h2.actor().gauges()[0], (Gauge::ChatPosts, 4));
@@ -1882,62 +1923,28 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_refused_and_leaves_no_hole() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         h.fail_persists = Some(StoreError::NoSpace);
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 1,
-                post: post("p1", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(1, post("p1", "r1")));
         assert!(matches!(
             sent[0].1,
             Msg::Chat(ChatMsg::StoreFailed { token: 1 })
         ));
         h.fail_persists = None;
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 2,
-                post: post("p2", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(2, post("p2", "r1")));
         assert_eq!(appended(&sent), vec![(2, 1)]);
     }
 
     #[test]
     fn compliance_events_are_written_with_what_they_record_or_not_at_all() {
-        use crate::compliance::service::OUTBOX;
-        use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()).with_compliance(Some("comp1".into())),
-        );
-        h.start(Recovered::new());
-        let outbox = |h: &Harness<ChatStore>| -> Vec<ComplianceEvent> {
-            h.store
-                .iter()
-                .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
-                .map(|(_, v)| store_keys::decode(v).unwrap())
-                .collect()
-        };
+        let mut h =
+            started(ChatStore::new("db1", BTreeMap::new()).with_compliance(Some("comp1".into())));
         // A failed append queues nothing, and gives no number away.
         h.fail_persists = Some(StoreError::NoSpace);
-        let append = |t, id: &str| {
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: t,
-                post: post(id, "r1"),
-            })
-        };
-        h.msg(ch(), append(1, "p1"));
+        h.msg(ch(), append(1, post("p1", "r1")));
         assert!(outbox(&h).is_empty());
         h.fail_persists = None;
-        let sent = h.msg(ch(), append(2, "p2"));
+        let sent = h.msg(ch(), append(2, post("p2", "r1")));
         // Stored, acknowledged, and its event queued and sent at once.
         assert_eq!(appended(&sent), vec![(2, 1)]);
         let queued = outbox(&h);
@@ -1947,24 +1954,16 @@ mod tests {
         assert!(sent.iter().any(|(a, m)| a.node == "comp1"
             && matches!(m, Msg::Compliance(ComplianceMsg::ComplianceBatch { events }) if events.len() == 1)));
         // A retried post is not a second event.
-        h.msg(ch(), append(3, "p2"));
+        h.msg(ch(), append(3, post("p2", "r1")));
         assert_eq!(outbox(&h).len(), 1);
         // A join is recorded before the posts are sent; a read that found
         // nothing is not recorded.
-        let read = |t, kind| {
-            Msg::Chat(ChatMsg::StoreRead {
-                token: t,
-                room: "r1".into(),
-                after: 1,
-                limit: 10,
-                audit: Some(("bob".into(), kind)),
-            })
-        };
-        let sent = h.msg(ch(), read(4, EventKind::Join));
+        let audited = |t, kind| read(t, 1, 10, Some(("bob".into(), kind)));
+        let sent = h.msg(ch(), audited(4, EventKind::Join));
         assert!(sent
             .iter()
             .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreRange { token: 4, .. }))));
-        h.msg(ch(), read(5, EventKind::Read));
+        h.msg(ch(), audited(5, EventKind::Read));
         let kinds: Vec<EventKind> = outbox(&h).iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![EventKind::Post, EventKind::Join]);
         // Once staged, the outbox forgets them.
@@ -1977,31 +1976,12 @@ mod tests {
 
     #[test]
     fn reads_give_the_backchat_or_what_follows_a_number() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         for i in 1..=5 {
-            h.msg(
-                ch(),
-                Msg::Chat(ChatMsg::StoreAppend {
-                    token: i,
-                    post: post(&format!("p{i}"), "r1"),
-                }),
-            );
+            h.msg(ch(), append(i, post(&format!("p{i}"), "r1")));
         }
-        let read = |h: &mut Harness<ChatStore>, after, limit| -> (Vec<u64>, u64) {
-            let sent = h.msg(
-                ch(),
-                Msg::Chat(ChatMsg::StoreRead {
-                    token: 7,
-                    room: "r1".into(),
-                    after,
-                    limit,
-                    audit: None,
-                }),
-            );
+        let numbers = |h: &mut Harness<ChatStore>, after, limit| -> (Vec<u64>, u64) {
+            let sent = h.msg(ch(), read(7, after, limit, None));
             match &sent[0].1 {
                 Msg::Chat(ChatMsg::StoreRange { posts, latest, .. }) => {
                     (posts.iter().map(|(s, _)| *s).collect(), *latest)
@@ -2009,9 +1989,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert_eq!(read(&mut h, 0, 2), (vec![4, 5], 5));
-        assert_eq!(read(&mut h, 2, 2), (vec![3, 4], 5));
-        assert_eq!(read(&mut h, 5, 2), (vec![], 5));
+        assert_eq!(numbers(&mut h, 0, 2), (vec![4, 5], 5));
+        assert_eq!(numbers(&mut h, 2, 2), (vec![3, 4], 5));
+        assert_eq!(numbers(&mut h, 5, 2), (vec![], 5));
         // After a restart the core knows no post: it reads the engine.
         let follow = Msg::Chat(ChatMsg::StoreFollow {
             token: 8,
@@ -2022,7 +2002,7 @@ mod tests {
         h.msg(ch(), follow);
         let store = h.store.clone();
         h.start(store);
-        assert_eq!(read(&mut h, 0, 3), (vec![3, 4, 5], 5));
+        assert_eq!(numbers(&mut h, 0, 3), (vec![3, 4, 5], 5));
         h.start(h.store.clone());
         let sent = h.msg(
             ch(),
@@ -2045,41 +2025,22 @@ mod tests {
         // An engine that cannot be read: refused, never guessed.
         h.start(h.store.clone());
         h.fail_queries = Some(StoreError::Io("engine down".into()));
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 10,
-                post: post("p6", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(10, post("p6", "r1")));
         assert_eq!(
             sent,
             vec![(ch(), Msg::Chat(ChatMsg::StoreFailed { token: 10 }))]
         );
         h.fail_queries = None;
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 11,
-                post: post("p6", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(11, post("p6", "r1")));
         assert_eq!(appended(&sent), vec![(11, 6)]);
     }
 
     #[test]
     fn only_channel_servers_may_write() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         let sent = h.msg(
             Addr::new("c", ActorKind::Client),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 1,
-                post: post("p1", "r1"),
-            }),
+            append(1, post("p1", "r1")),
         );
         assert!(sent.is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
@@ -2124,12 +2085,9 @@ mod records_tests {
         };
         assert_eq!(decode_room(&store_keys::encode(&now)).unwrap(), now);
     }
+    use super::fixture::{append, ch, clear, outbox as events, read as read_msg, started};
     use crate::compliance::service::OUTBOX;
     use crate::testkit::Harness;
-
-    fn ch() -> Addr {
-        Addr::new("ch1", ActorKind::Channel)
-    }
 
     fn store() -> Harness<ChatStore> {
         sabotaged(false)
@@ -2142,14 +2100,11 @@ mod records_tests {
             chat_clear_hides_only: hides_only,
             ..Default::default()
         };
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
+        started(
             ChatStore::new("db1", rooms)
                 .with_compliance(Some("comp1".into()))
                 .sabotaged(&sabotage),
-        );
-        h.start(Recovered::new());
-        h
+        )
     }
 
     fn post(h: &mut Harness<ChatStore>, i: u64, at: u64) {
@@ -2160,7 +2115,7 @@ mod records_tests {
             text: format!("secret text {i}"),
             at,
         };
-        let sent = h.msg(ch(), Msg::Chat(ChatMsg::StoreAppend { token: i, post }));
+        let sent = h.msg(ch(), append(i, post));
         assert!(
             sent.iter()
                 .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
@@ -2169,16 +2124,7 @@ mod records_tests {
     }
 
     fn read(h: &mut Harness<ChatStore>, after: u64) -> (Vec<u64>, u64, u64) {
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreRead {
-                token: 99,
-                room: "r1".into(),
-                after,
-                limit: 100,
-                audit: None,
-            }),
-        );
+        let sent = h.msg(ch(), read_msg(99, after, 100, None));
         sent.into_iter()
             .find_map(|(_, m)| match m {
                 Msg::Chat(ChatMsg::StoreRange {
@@ -2190,14 +2136,6 @@ mod records_tests {
                 _ => None,
             })
             .expect("a range")
-    }
-
-    fn events(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
-        h.store
-            .iter()
-            .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
-            .map(|(_, v)| store_keys::decode(v).unwrap())
-            .collect()
     }
 
     fn holds_text(h: &Harness<ChatStore>, text: &str) -> bool {
@@ -2216,15 +2154,7 @@ mod records_tests {
         for i in 1..=5 {
             post(&mut h, i, i * 1000);
         }
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 7,
-                room: "r1".into(),
-                before: Some(3500),
-                by: "ops".into(),
-            }),
-        );
+        let sent = h.msg(ch(), clear(7, Some(3500)));
         assert!(
             sent.iter().any(|(_, m)| matches!(
                 m,
@@ -2245,15 +2175,7 @@ mod records_tests {
         assert_eq!(read(&mut h, 0), (vec![4, 5], 5, 5));
         assert_eq!(read(&mut h, 1), (vec![4, 5], 5, 5));
         // Everything cleared: a restart keeps the last number.
-        h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 8,
-                room: "r1".into(),
-                before: None,
-                by: "ops".into(),
-            }),
-        );
+        h.msg(ch(), clear(8, None));
         h.msg(ch(), Msg::Chat(ChatMsg::StoreRooms { token: 9, since: 0 }));
         assert!(!holds_text(&h, "secret text 5"));
         let again = h.store.clone();
@@ -2291,15 +2213,7 @@ mod records_tests {
     fn a_store_that_only_hides_keeps_the_text() {
         let mut h = sabotaged(true);
         post(&mut h, 1, 1000);
-        h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 7,
-                room: "r1".into(),
-                before: None,
-                by: "ops".into(),
-            }),
-        );
+        h.msg(ch(), clear(7, None));
         assert_eq!(read(&mut h, 0), (vec![], 1, 1));
         assert!(holds_text(&h, "secret text 1"));
     }
@@ -2324,16 +2238,7 @@ mod records_tests {
             sent.iter().any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreReplaced { seq: 2, post, .. }) if post.text == "redacted")),
             "{sent:?}"
         );
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreRead {
-                token: 6,
-                room: "r1".into(),
-                after: 1,
-                limit: 10,
-                audit: None,
-            }),
-        );
+        let sent = h.msg(ch(), read_msg(6, 1, 10, None));
         assert!(
             matches!(&sent[0].1, Msg::Chat(ChatMsg::StoreRange { posts, .. }) if posts[0].1.text == "redacted"),
             "{sent:?}"
@@ -2357,25 +2262,11 @@ mod records_tests {
             text: "secret text 2".into(),
             at: 2000,
         };
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 8,
-                post: retry,
-            }),
-        );
+        let sent = h.msg(ch(), append(8, retry));
         assert!(
             matches!(&sent[0].1, Msg::Chat(ChatMsg::StoreAppended { seq: 2, post, .. }) if post.text == "redacted")
         );
-        h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 9,
-                room: "r1".into(),
-                before: None,
-                by: "ops".into(),
-            }),
-        );
+        h.msg(ch(), clear(9, None));
         assert!(!h.store.contains_key(&replaced_key("p2")));
         let sent = h.msg(
             ch(),
