@@ -272,6 +272,24 @@ impl Channel {
         }
     }
 
+    /// Sends a post the store holds as `seq` to this server's members
+    /// ([`Self::fan_out`]) and, when relaying, to the other servers.
+    fn publish(&mut self, seq: u64, post: &Post, ctx: &mut Ctx) {
+        self.fan_out(seq, post, ctx);
+        if self.relay {
+            for other in self.others().collect::<Vec<_>>() {
+                self.relayed += 1;
+                ctx.send(
+                    other,
+                    Msg::Chat(ChatMsg::Relay {
+                        seq,
+                        post: post.clone(),
+                    }),
+                );
+            }
+        }
+    }
+
     /// Sends `post` to this server's subscribers of its room, and tells
     /// followers who have not joined it that there is something new.
     fn fan_out(&mut self, seq: u64, post: &Post, ctx: &mut Ctx) {
@@ -934,19 +952,7 @@ impl Channel {
                         seq,
                     }),
                 );
-                self.fan_out(seq, &post, ctx);
-                if self.relay {
-                    for other in self.others().collect::<Vec<_>>() {
-                        self.relayed += 1;
-                        ctx.send(
-                            other,
-                            Msg::Chat(ChatMsg::Relay {
-                                seq,
-                                post: post.clone(),
-                            }),
-                        );
-                    }
-                }
+                self.publish(seq, &post, ctx);
             }
             ChatMsg::StoreRange {
                 token,
@@ -1056,19 +1062,7 @@ impl Channel {
                 );
                 // Joined members get the new text at once (a copy of a
                 // number they have: a client takes it as a correction).
-                self.fan_out(seq, &post, ctx);
-                if self.relay {
-                    for other in self.others().collect::<Vec<_>>() {
-                        self.relayed += 1;
-                        ctx.send(
-                            other,
-                            Msg::Chat(ChatMsg::Relay {
-                                seq,
-                                post: post.clone(),
-                            }),
-                        );
-                    }
-                }
+                self.publish(seq, &post, ctx);
             }
             ChatMsg::StoreUserInfo { token, follows, .. } => {
                 let Some(Pending::User { client, follow, .. }) = self.pending.remove(&token) else {
@@ -1321,6 +1315,13 @@ mod tests {
         h
     }
 
+    /// A channel server where `a` (client `user:a/1`) has joined `general`.
+    fn joined(settings: Settings) -> Harness<Channel> {
+        let mut h = channel(settings);
+        join(&mut h, "user:a/1", "a", "general");
+        h
+    }
+
     fn client(n: &str) -> Addr {
         Addr::new(n, ActorKind::Client)
     }
@@ -1450,8 +1451,7 @@ mod tests {
     #[test]
     fn file_tokens_go_only_to_members_allowed_in_the_room() {
         use crate::chat::pool::verify_grant;
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         let sent = h.msg(
             client("user:a/1"),
             Msg::Chat(ChatMsg::FileTokenRequest {
@@ -1558,8 +1558,7 @@ mod tests {
     /// takes no joins and no posts and ends its subscriptions.
     #[test]
     fn records_requests_are_for_operators_and_a_disabled_room_is_closed() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         for msg in [
             Msg::Chat(ChatMsg::RoomClear {
                 room: "general".into(),
@@ -1649,11 +1648,10 @@ mod tests {
 
     #[test]
     fn over_capacity_new_sessions_are_told_busy() {
-        let mut h = channel(Settings {
+        let mut h = joined(Settings {
             chat_capacity: 1,
             ..Settings::default()
         });
-        join(&mut h, "user:a/1", "a", "general");
         let sent = join(&mut h, "user:b/2", "b", "general");
         assert_refused(&sent, ChatReject::Busy);
         // The existing session may still join more rooms.
@@ -1665,8 +1663,7 @@ mod tests {
 
     #[test]
     fn a_post_the_store_does_not_confirm_in_time_is_refused_and_later_answers_ignored() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         let sent = post(&mut h, "user:a/1", "p1", "general");
         let Msg::Chat(ChatMsg::StoreAppend { token, post: p }) = sent[0].1.clone() else {
             panic!()
@@ -1679,8 +1676,7 @@ mod tests {
 
     #[test]
     fn steady_traffic_does_not_postpone_the_store_timeout() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         post(&mut h, "user:a/1", "p1", "general");
         let deadline = h.timer(Timer::Chat(ChatTimer::StoreTimeout)).unwrap();
         h.now += 1_000;
@@ -1693,8 +1689,7 @@ mod tests {
 
     #[test]
     fn silent_sessions_are_closed_and_load_is_reported() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         h.now += 40_000;
         let sent = h.fire(Timer::Chat(ChatTimer::LoadReport));
         assert!(sent.iter().any(|(_, m)| *m
