@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod postgres;
 
 use holdfast::archive_db::ArchiveDb;
