@@ -7,57 +7,33 @@
 
 mod common;
 
+use common::chat::{chat_config, chat_store_on, ok};
 use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
-use holdfast::cluster_up::{free_port, loopback_config};
 use holdfast_actors::compliance::export::{parse, ExportFormat};
 use std::time::Duration;
 
 /// The chat cluster, its chat store in `pg`'s database when given.
 fn cluster(pg: Option<&PgServer>) -> TestCluster {
-    let chat_store = pg
-        .map(|pg| {
-            format!(
-                "\n[chat_store]\nengine = \"postgres\"\nurl = \"{}\"\n",
-                pg.url("holdfast")
-            )
-        })
-        .unwrap_or_default();
+    let chat_store = chat_store_on(pg);
     TestCluster::start_with("tls", || config_text() + &chat_store)
 }
 
 fn config_text() -> String {
-    let mut text = loopback_config(
+    let mut text = chat_config(
         "tls",
         "chat_load_report = \"1s\"\nchat_file_max = \"64KiB\"",
-    )
-    .replace(
-        "links = \"tls\"",
-        "links = \"tls\"\nfile_token_key = \"a secret of the test cluster\"",
-    );
-    for (name, role) in [
-        ("ch1", "channel"),
-        ("ch2", "channel"),
-        ("lookup1", "lookup"),
-        ("chatdb", "chat_store"),
-        ("web1", "web"),
-        ("comp1", "compliance"),
-    ] {
-        text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
-            free_port().unwrap()
-        ));
-        if name == "ch1" {
-            // Its readiness is checked (`/readyz`).
-            text.push_str(&format!(
-                "metrics = \"127.0.0.1:{}\"\n",
-                free_port().unwrap()
-            ));
-        }
-    }
-    text.push_str(
-        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
+        &[
+            ("ch1", "channel"),
+            ("ch2", "channel"),
+            ("lookup1", "lookup"),
+            ("chatdb", "chat_store"),
+            ("web1", "web"),
+            ("comp1", "compliance"),
+        ],
+        // Its readiness is checked (`/readyz`).
+        &["ch1"],
     );
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text.push_str(
@@ -88,10 +64,6 @@ fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
     // credential, so he gets one as any new user does.
     let (code, out, err) = holdfast(&c, &["certs", "user", "carl@corp.example"]);
     assert_eq!(code, 0, "{out}{err}");
-    let ok = |r: (i32, String, String)| {
-        assert_eq!(r.0, 0, "{}{}", r.1, r.2);
-        r.1
-    };
     let as_user = |user: &'static str, channel: &'static str| {
         move |args: &[&'static str]| -> Vec<&'static str> {
             let mut v = vec!["chat"];

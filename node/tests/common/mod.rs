@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod chat;
 pub mod postgres;
 
 use holdfast::archive_db::ArchiveDb;
