@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod chat;
+pub mod outcomes;
 pub mod postgres;
 
 use holdfast::archive_db::ArchiveDb;
