@@ -24,14 +24,7 @@ fn config_text() -> String {
     let mut text = chat_config(
         "tls",
         "chat_load_report = \"1s\"\nchat_file_max = \"64KiB\"",
-        &[
-            ("ch1", "channel"),
-            ("ch2", "channel"),
-            ("lookup1", "lookup"),
-            ("chatdb", "chat_store"),
-            ("web1", "web"),
-            ("comp1", "compliance"),
-        ],
+        &[("ch2", "channel"), ("web1", "web"), ("comp1", "compliance")],
         // Its readiness is checked (`/readyz`).
         &["ch1"],
     );
@@ -47,16 +40,7 @@ fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     c.cli(args)
 }
 
-#[test]
-fn rooms_are_created_found_changed_and_kept() {
-    rooms_are_created_found_changed_and_kept_on(None);
-}
-
-#[test]
-fn rooms_are_created_found_changed_and_kept_with_postgres() {
-    let pg = PgServer::start();
-    rooms_are_created_found_changed_and_kept_on(Some(&pg));
-}
+sqlite_and_postgres!(rooms_are_created_found_changed_and_kept_on: rooms_are_created_found_changed_and_kept, rooms_are_created_found_changed_and_kept_with_postgres);
 
 fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
     let mut c = cluster(pg);
@@ -232,16 +216,7 @@ fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }
 
-#[test]
-fn posts_cross_servers_survive_a_server_and_a_store_crash() {
-    posts_cross_servers_survive_a_server_and_a_store_crash_on(None);
-}
-
-#[test]
-fn posts_cross_servers_survive_a_server_and_a_store_crash_with_postgres() {
-    let pg = PgServer::start();
-    posts_cross_servers_survive_a_server_and_a_store_crash_on(Some(&pg));
-}
+sqlite_and_postgres!(posts_cross_servers_survive_a_server_and_a_store_crash_on: posts_cross_servers_survive_a_server_and_a_store_crash, posts_cross_servers_survive_a_server_and_a_store_crash_with_postgres);
 
 fn posts_cross_servers_survive_a_server_and_a_store_crash_on(pg: Option<&PgServer>) {
     let mut c = cluster(pg);

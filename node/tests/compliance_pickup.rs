@@ -17,13 +17,7 @@ fn config_text() -> String {
     let mut text = chat_config(
         "tls",
         "chat_file_max = \"64KiB\"",
-        &[
-            ("ch1", "channel"),
-            ("lookup1", "lookup"),
-            ("chatdb", "chat_store"),
-            ("web1", "web"),
-            ("comp1", "compliance"),
-        ],
+        &[("web1", "web"), ("comp1", "compliance")],
         &[],
     );
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\nformat = \"jsonl\"\n");

@@ -10,17 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config_text() -> String {
-    let mut text = chat_config(
-        "tls",
-        "",
-        &[
-            ("ch1", "channel"),
-            ("lookup1", "lookup"),
-            ("chatdb", "chat_store"),
-            ("web1", "web"),
-        ],
-        &[],
-    );
+    let mut text = chat_config("tls", "", &[("web1", "web")], &[]);
     text.push_str(
         "\n[[category]]\nname = \"corp\"\nallowed = [\"*\"]\ncreators = [\"alice@corp.example\"]\n",
     );

@@ -76,13 +76,7 @@ fn chat_config() -> String {
     let mut text = common::chat::chat_config(
         "plain",
         "",
-        &[
-            ("ch1", "channel"),
-            ("lookup1", "lookup"),
-            ("chatdb", "chat_store"),
-            ("web1", "web"),
-            ("comp1", "compliance"),
-        ],
+        &[("web1", "web"), ("comp1", "compliance")],
         &[],
     );
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");

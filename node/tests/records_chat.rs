@@ -22,17 +22,7 @@ fn config_text() -> String {
 }
 
 fn config_with(settings: &str) -> String {
-    let mut text = chat_config(
-        "tls",
-        settings,
-        &[
-            ("ch1", "channel"),
-            ("lookup1", "lookup"),
-            ("chatdb", "chat_store"),
-            ("comp1", "compliance"),
-        ],
-        &[],
-    );
+    let mut text = chat_config("tls", settings, &[("comp1", "compliance")], &[]);
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text
 }
@@ -70,6 +60,11 @@ fn chat(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     c.cli(&[&["chat"][..], args].concat())
 }
 
+/// `chat post TEXT` to room general as alice.
+fn post(c: &TestCluster, text: &str) -> (i32, String, String) {
+    chat(c, &["post", "--user", ALICE, "--room", "general", text])
+}
+
 /// `holdfast archive hold ARGS`.
 fn hold(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     c.cli(&[&["archive", "hold"][..], args].concat())
@@ -83,16 +78,7 @@ fn history_of(c: &TestCluster, user: &str, room: &str, more: &[&str]) -> String 
     ))
 }
 
-#[test]
-fn an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record() {
-    records_on(None);
-}
-
-#[test]
-fn an_operator_clears_replaces_and_disables_with_postgres() {
-    let pg = PgServer::start();
-    records_on(Some(&pg));
-}
+sqlite_and_postgres!(records_on: an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record, an_operator_clears_replaces_and_disables_with_postgres);
 
 fn records_on(pg: Option<&PgServer>) {
     let chat_store = chat_store_on(pg);
@@ -204,34 +190,14 @@ fn records_on(pg: Option<&PgServer>) {
 
     // Disabled: no joins, no posts; enabled again, its history is there.
     ok(chat(&c, &["room", "disable", "--room", "general"]));
-    let (code, _, err) = chat(
-        &c,
-        &[
-            "post",
-            "--user",
-            "alice@corp.example",
-            "--room",
-            "general",
-            "still open?",
-        ],
-    );
+    let (code, _, err) = post(&c, "still open?");
     assert_eq!(code, 2);
     assert!(err.contains("disabled"), "{err}");
     ok(chat(&c, &["room", "enable", "--room", "general"]));
     let history = history_of(&c, ALICE, "general", &[]);
     assert!(history.contains("new-5 fixed"), "{history}");
     // Numbers are not reused after a clear.
-    let out = ok(chat(
-        &c,
-        &[
-            "post",
-            "--user",
-            "alice@corp.example",
-            "--room",
-            "general",
-            "after all that",
-        ],
-    ));
+    let out = ok(post(&c, "after all that"));
     assert!(out.contains("#6"), "{out}");
 
     // Compliance: every action, who did it, the original and the new text.
@@ -449,17 +415,7 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     assert_eq!(state["holds"][0]["name"], "case-9");
     assert!(state["purge"]["finished_at"].is_u64(), "{state}");
     // Numbers are not reused after the purge.
-    let out = ok(chat(
-        &c,
-        &[
-            "post",
-            "--user",
-            "alice@corp.example",
-            "--room",
-            "general",
-            "gen-new",
-        ],
-    ));
+    let out = ok(post(&c, "gen-new"));
     assert!(out.contains("#3"), "{out}");
 
     // A hold that cannot reach every node is not reported as placed.

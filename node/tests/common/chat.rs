@@ -10,17 +10,21 @@ use std::path::Path;
 pub const ALICE: &str = "alice@corp.example";
 pub const BOB: &str = "bob@corp.example";
 
+/// The nodes of every chat cluster: a Channel server, Lookup and the
+/// chat store.
+pub const CHAT_NODES: [(&str, &str); 3] = [
+    ("ch1", "channel"),
+    ("lookup1", "lookup"),
+    ("chatdb", "chat_store"),
+];
+
 /// [`loopback_config`] with `links` and `settings`, one `[[node]]` for
-/// each (name, role) of `nodes` on a free port (those named in `metrics`
-/// with a metrics listener too), and room `general` for alice and bob.
-/// With a `web` node, file tokens are signed with a key of the test
-/// cluster.
-pub fn chat_config(
-    links: &str,
-    settings: &str,
-    nodes: &[(&str, &str)],
-    metrics: &[&str],
-) -> String {
+/// each of [`CHAT_NODES`] and each (name, role) of `more` on a free port
+/// (those named in `metrics` with a metrics listener too), and room
+/// `general` for alice and bob. With a `web` node, file tokens are signed
+/// with a key of the test cluster.
+pub fn chat_config(links: &str, settings: &str, more: &[(&str, &str)], metrics: &[&str]) -> String {
+    let nodes = [&CHAT_NODES[..], more].concat();
     let mut text = loopback_config(links, settings);
     if nodes.iter().any(|(_, role)| *role == "web") {
         let mode = format!("links = \"{links}\"");
@@ -29,7 +33,7 @@ pub fn chat_config(
             &format!("{mode}\nfile_token_key = \"a secret of the test cluster\""),
         );
     }
-    for (name, role) in nodes {
+    for (name, role) in &nodes {
         let port = unused_port(&text);
         text.push_str(&format!(
             "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{port}\"\n"
