@@ -28,7 +28,7 @@ use crate::core::ids::{ActorKind, Addr, Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::chat::ChatTimer;
-use crate::core::protocol::chat::{ChatReject, Post, Room, RoomId};
+use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::core::protocol::compliance::EventKind;
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
@@ -272,9 +272,22 @@ impl Channel {
         }
     }
 
-    /// Sends a post the store holds as `seq` to this server's members
-    /// ([`Self::fan_out`]) and, when relaying, to the other servers.
-    fn publish(&mut self, seq: u64, post: &Post, ctx: &mut Ctx) {
+    /// Answers `client` that the store holds `post` as `seq` (`answer`
+    /// builds the message from the post's id, room and number), then sends
+    /// the post to this server's members ([`Self::fan_out`]) and, when
+    /// relaying, to the other servers.
+    fn publish(
+        &mut self,
+        client: Addr,
+        answer: fn(PostId, RoomId, u64) -> ChatMsg,
+        seq: u64,
+        post: &Post,
+        ctx: &mut Ctx,
+    ) {
+        ctx.send(
+            client,
+            Msg::Chat(answer(post.id.clone(), post.room.clone(), seq)),
+        );
         self.fan_out(seq, post, ctx);
         if self.relay {
             for other in self.others().collect::<Vec<_>>() {
@@ -944,15 +957,8 @@ impl Channel {
                 let Some(Pending::Post { client, .. }) = self.pending.remove(&token) else {
                     return; // timed out already: the author retries
                 };
-                ctx.send(
-                    client,
-                    Msg::Chat(ChatMsg::ChatPosted {
-                        post: post.id.clone(),
-                        room: post.room.clone(),
-                        seq,
-                    }),
-                );
-                self.publish(seq, &post, ctx);
+                let posted = |post, room, seq| ChatMsg::ChatPosted { post, room, seq };
+                self.publish(client, posted, seq, &post, ctx);
             }
             ChatMsg::StoreRange {
                 token,
@@ -1052,17 +1058,10 @@ impl Channel {
                 let Some(Pending::Records { client, .. }) = self.pending.remove(&token) else {
                     return;
                 };
-                ctx.send(
-                    client,
-                    Msg::Chat(ChatMsg::PostReplaced {
-                        post: post.id.clone(),
-                        room: post.room.clone(),
-                        seq,
-                    }),
-                );
                 // Joined members get the new text at once (a copy of a
                 // number they have: a client takes it as a correction).
-                self.publish(seq, &post, ctx);
+                let replaced = |post, room, seq| ChatMsg::PostReplaced { post, room, seq };
+                self.publish(client, replaced, seq, &post, ctx);
             }
             ChatMsg::StoreUserInfo { token, follows, .. } => {
                 let Some(Pending::User { client, follow, .. }) = self.pending.remove(&token) else {
@@ -1338,6 +1337,14 @@ mod tests {
         )
     }
 
+    /// Asserts that the first answer in `sent` is a join's.
+    fn assert_joined(sent: &[(Addr, Msg)]) {
+        assert!(
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::ChatJoined { .. })),
+            "{sent:?}"
+        );
+    }
+
     /// Asserts that the first answer in `sent` refuses the request for
     /// `reason`.
     fn assert_refused(sent: &[(Addr, Msg)], reason: ChatReject) {
@@ -1548,10 +1555,7 @@ mod tests {
             assert_eq!(h.events(), vec![OperatorEvent::IdentityRefused.name()]);
             h.clear_events();
         }
-        assert!(matches!(
-            join(&mut h, "user:a/1", "a", "general")[0].1,
-            Msg::Chat(ChatMsg::ChatJoined { .. })
-        ));
+        assert_joined(&join(&mut h, "user:a/1", "a", "general"));
     }
 
     /// Only an operator disables, clears or replaces; a disabled room
@@ -1655,10 +1659,7 @@ mod tests {
         let sent = join(&mut h, "user:b/2", "b", "general");
         assert_refused(&sent, ChatReject::Busy);
         // The existing session may still join more rooms.
-        assert!(matches!(
-            join(&mut h, "user:a/1", "a", "town-hall")[0].1,
-            Msg::Chat(ChatMsg::ChatJoined { .. })
-        ));
+        assert_joined(&join(&mut h, "user:a/1", "a", "town-hall"));
     }
 
     #[test]
