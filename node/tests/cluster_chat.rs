@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::chat::{chat_config, chat_store_on, ok};
+use common::chat::{chat_config, chat_store_on, exported_once, ok};
 use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
-use holdfast_actors::compliance::export::{parse, ExportFormat};
 use std::time::Duration;
 
 /// The chat cluster, its chat store in `pg`'s database when given.
@@ -176,26 +175,11 @@ fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
 
     // Compliance: an export on demand holds the room's creation, its post
     // and the wall, once each, in XML a pickup system can read.
-    let out = c.dir.path().join("compliance-out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let events = loop {
-        ok(holdfast(&c, &["compliance", "run-now"]));
-        let mut events = Vec::new();
-        for entry in std::fs::read_dir(&out).into_iter().flatten() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|x| x == "xml") {
-                let data = std::fs::read(&path).unwrap();
-                events.extend(parse(ExportFormat::Xml, &data).unwrap());
-            }
-        }
-        let has_post = events
+    let events = exported_once(&c, Duration::from_secs(20), |events| {
+        events
             .iter()
-            .any(|e| e.kind == "post" && e.text == "kick-off");
-        if has_post || std::time::Instant::now() > deadline {
-            break events;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+            .any(|e| e.kind == "post" && e.text == "kick-off")
+    });
     let count = |kind: &str, room: &str| {
         events
             .iter()

@@ -10,11 +10,11 @@
 
 mod common;
 
-use common::chat::{chat_config, chat_store_on, ok, ALICE, BOB};
+use common::chat::{chat_config, chat_store_on, exported_once, ok, ALICE, BOB};
 use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
-use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent};
+use holdfast_actors::compliance::export::ExportedEvent;
 use std::time::Duration;
 
 fn config_text() -> String {
@@ -25,34 +25,6 @@ fn config_with(settings: &str) -> String {
     let mut text = chat_config("tls", settings, &[("comp1", "compliance")], &[]);
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text
-}
-
-/// Every event the Compliance service exported so far.
-fn exported(c: &TestCluster) -> Vec<ExportedEvent> {
-    let out = c.dir.path().join("compliance-out");
-    let mut events = Vec::new();
-    for entry in std::fs::read_dir(&out).into_iter().flatten() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "xml") {
-            let data = std::fs::read(&path).unwrap();
-            events.extend(parse(ExportFormat::Xml, &data).unwrap());
-        }
-    }
-    events
-}
-
-/// Runs compliance exports until what was exported satisfies `done` (or
-/// 30 s have passed); returns every event exported.
-fn exported_once(c: &TestCluster, done: impl Fn(&[ExportedEvent]) -> bool) -> Vec<ExportedEvent> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        ok(c.cli(&["compliance", "run-now"]));
-        let events = exported(c);
-        if done(&events) || std::time::Instant::now() > deadline {
-            return events;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// `holdfast chat ARGS`.
@@ -201,7 +173,7 @@ fn records_on(pg: Option<&PgServer>) {
     assert!(out.contains("#6"), "{out}");
 
     // Compliance: every action, who did it, the original and the new text.
-    let events = exported_once(&c, |events| {
+    let events = exported_once(&c, Duration::from_secs(30), |events| {
         ["room_cleared", "room_purged", "post_replaced"]
             .iter()
             .all(|k| events.iter().any(|e| e.kind == *k))
@@ -484,7 +456,7 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     );
 
     // The hold's placing and release are compliance records, with who.
-    let events = exported_once(&c, |events| {
+    let events = exported_once(&c, Duration::from_secs(30), |events| {
         ["hold_placed", "hold_released"]
             .iter()
             .all(|k| events.iter().any(|e| e.kind == *k && e.room == "deals"))

@@ -5,7 +5,9 @@
 use super::postgres::PgServer;
 use super::TestCluster;
 use holdfast::cluster_up::{free_port, loopback_config};
+use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub const ALICE: &str = "alice@corp.example";
 pub const BOB: &str = "bob@corp.example";
@@ -92,4 +94,37 @@ pub fn upload(c: &TestCluster, user: &str, file: &Path, more: &[&str]) -> (i32, 
     ];
     args.extend_from_slice(more);
     c.cli(&args)
+}
+
+/// Every event the Compliance service exported so far (as XML, under
+/// `compliance-out`).
+pub fn exported(c: &TestCluster) -> Vec<ExportedEvent> {
+    let out = c.dir.path().join("compliance-out");
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(&out).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "xml") {
+            let data = std::fs::read(&path).unwrap();
+            events.extend(parse(ExportFormat::Xml, &data).unwrap());
+        }
+    }
+    events
+}
+
+/// Runs compliance exports until what was exported satisfies `done` (or
+/// `within` has passed); returns every event exported.
+pub fn exported_once(
+    c: &TestCluster,
+    within: Duration,
+    done: impl Fn(&[ExportedEvent]) -> bool,
+) -> Vec<ExportedEvent> {
+    let deadline = Instant::now() + within;
+    loop {
+        ok(c.cli(&["compliance", "run-now"]));
+        let events = exported(c);
+        if done(&events) || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
