@@ -455,21 +455,40 @@ impl ChatClient {
         }
     }
 
+    /// [`Self::request`] for the answer `pick` takes apart: the first
+    /// message it takes, or the refusal of a request about `room`.
+    async fn ask<T>(
+        &mut self,
+        msg: Msg,
+        room: &str,
+        pick: impl Fn(&Msg) -> Option<T>,
+    ) -> Result<T, ChatError> {
+        let answer = self.request(msg, room, |m| pick(m).is_some()).await?;
+        Ok(pick(&answer).expect("filtered by request"))
+    }
+
+    /// Sends a change of `room`; returns its new directory version.
+    async fn room_saved(&mut self, msg: Msg, room: &str) -> Result<u64, ChatError> {
+        self.ask(msg, room, |m| match m {
+            Msg::Chat(ChatMsg::RoomSaved {
+                room: r, version, ..
+            }) if r == room => Some(*version),
+            _ => None,
+        })
+        .await
+    }
+
     /// Opens the session: the rooms the user follows, each with its latest
     /// sequence number.
     pub async fn hello(&mut self) -> Result<Vec<(RoomId, u64)>, ChatError> {
         let msg = Msg::Chat(ChatMsg::ChatHello {
             user: self.user.clone(),
         });
-        match self
-            .request(msg, "", |m| {
-                matches!(m, Msg::Chat(ChatMsg::ChatWelcome { .. }))
-            })
-            .await?
-        {
-            Msg::Chat(ChatMsg::ChatWelcome { follows }) => Ok(follows),
-            _ => unreachable!("filtered by request"),
-        }
+        self.ask(msg, "", |m| match m {
+            Msg::Chat(ChatMsg::ChatWelcome { follows }) => Some(follows.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// Creates a room (`create`) or changes one; returns its new version.
@@ -484,17 +503,7 @@ impl ChatClient {
             info: Box::new(info),
             create,
         });
-        match self
-            .request(
-                msg,
-                room,
-                |m| matches!(m, Msg::Chat(ChatMsg::RoomSaved { room: r, .. }) if r == room),
-            )
-            .await?
-        {
-            Msg::Chat(ChatMsg::RoomSaved { version, .. }) => Ok(version),
-            _ => unreachable!("filtered by request"),
-        }
+        self.room_saved(msg, room).await
     }
 
     /// A room's description (members only for its members).
@@ -502,33 +511,21 @@ impl ChatClient {
         let msg = Msg::Chat(ChatMsg::RoomGet {
             room: room.to_string(),
         });
-        match self
-            .request(
-                msg,
-                room,
-                |m| matches!(m, Msg::Chat(ChatMsg::RoomInfo { room: r, .. }) if r == room),
-            )
-            .await?
-        {
-            Msg::Chat(ChatMsg::RoomInfo { info, .. }) => Ok(*info),
-            _ => unreachable!("filtered by request"),
-        }
+        self.ask(msg, room, |m| match m {
+            Msg::Chat(ChatMsg::RoomInfo { room: r, info }) if r == room => Some((**info).clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// `chansrch`, `getassociations` or `getinv`.
     pub async fn find(&mut self, query: RoomQuery) -> Result<Vec<RoomSummary>, ChatError> {
         let q = query.clone();
-        match self
-            .request(
-                Msg::Chat(ChatMsg::RoomFind { query }),
-                "",
-                |m| matches!(m, Msg::Chat(ChatMsg::RoomFound { query, .. }) if *query == q),
-            )
-            .await?
-        {
-            Msg::Chat(ChatMsg::RoomFound { rooms, .. }) => Ok(rooms),
-            _ => unreachable!("filtered by request"),
-        }
+        self.ask(Msg::Chat(ChatMsg::RoomFind { query }), "", |m| match m {
+            Msg::Chat(ChatMsg::RoomFound { query, rooms }) if *query == q => Some(rooms.clone()),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn follow(&mut self, room: &str, follow: bool) -> Result<(), ChatError> {
@@ -550,17 +547,13 @@ impl ChatClient {
         let msg = Msg::Chat(ChatMsg::ChatWho {
             room: room.to_string(),
         });
-        match self
-            .request(
-                msg,
-                room,
-                |m| matches!(m, Msg::Chat(ChatMsg::ChatParticipants { room: r, .. }) if r == room),
-            )
-            .await?
-        {
-            Msg::Chat(ChatMsg::ChatParticipants { users, .. }) => Ok(users),
-            _ => unreachable!("filtered by request"),
-        }
+        self.ask(msg, room, |m| match m {
+            Msg::Chat(ChatMsg::ChatParticipants { room: r, users }) if r == room => {
+                Some(users.clone())
+            }
+            _ => None,
+        })
+        .await
     }
 
     /// Disables (or enables) a room, as an operator; returns its new
@@ -570,17 +563,7 @@ impl ChatClient {
             room: room.to_string(),
             disabled,
         });
-        match self
-            .request(
-                msg,
-                room,
-                |m| matches!(m, Msg::Chat(ChatMsg::RoomSaved { room: r, .. }) if r == room),
-            )
-            .await?
-        {
-            Msg::Chat(ChatMsg::RoomSaved { version, .. }) => Ok(version),
-            _ => unreachable!("filtered by request"),
-        }
+        self.room_saved(msg, room).await
     }
 
     /// Clears a room's posts (those before `before`, ms, if given), as an
@@ -590,17 +573,11 @@ impl ChatClient {
             room: room.to_string(),
             before,
         });
-        match self
-            .request(
-                msg,
-                room,
-                |m| matches!(m, Msg::Chat(ChatMsg::RoomCleared { room: r, .. }) if r == room),
-            )
-            .await?
-        {
-            Msg::Chat(ChatMsg::RoomCleared { through, .. }) => Ok(through),
-            _ => unreachable!("filtered by request"),
-        }
+        self.ask(msg, room, |m| match m {
+            Msg::Chat(ChatMsg::RoomCleared { room: r, through }) if r == room => Some(*through),
+            _ => None,
+        })
+        .await
     }
 
     /// Replaces a post's text, as an operator; returns its room and number.

@@ -18,8 +18,9 @@
 
 use crate::path_error::PathError;
 use holdfast_actors::chat::chat_store::{
-    parse_post_key, post_key, prefixed, Replaced, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID,
-    CHAT_REPLACED, CHAT_ROOM,
+    key_name, parse_post_key, post_id_holds, post_id_to_store, post_key, post_key_parts, post_scan,
+    post_to_store, prefixed, Replaced, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID, CHAT_REPLACED,
+    CHAT_ROOM,
 };
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{Answer, Query};
@@ -164,7 +165,8 @@ impl ChatDb {
         for op in ops {
             match op {
                 StoreOp::Delete { key } if key.starts_with(CHAT_POST_ID) => {
-                    let id = utf8(key, CHAT_POST_ID).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let id =
+                        key_name(key, CHAT_POST_ID).ok_or_else(|| refuse(format!("{key:?}")))?;
                     deleted += tx
                         .execute("DELETE FROM posts WHERE post_id = ?1", [&id])
                         .map_err(io)?;
@@ -202,7 +204,8 @@ impl ChatDb {
                     }
                 }
                 StoreOp::Delete { key } if key.starts_with(CHAT_REPLACED) => {
-                    let id = utf8(key, CHAT_REPLACED).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let id =
+                        key_name(key, CHAT_REPLACED).ok_or_else(|| refuse(format!("{key:?}")))?;
                     tx.execute("DELETE FROM replaced WHERE post_id = ?1", [&id])
                         .map_err(io)?;
                 }
@@ -210,11 +213,7 @@ impl ChatDb {
                 // is the key. The post itself was put under its number
                 // earlier in the batch; check that it holds this id.
                 StoreOp::Insert { key, value } if key.starts_with(CHAT_POST_ID) => {
-                    let (seq, post): (u64, Post) = keys::decode(value)
-                        .map_err(|e| refuse(format!("undecodable post id {key:?}: {e}")))?;
-                    if key[CHAT_POST_ID.len()..] != *post.id.as_bytes() {
-                        return Err(refuse(format!("key {key:?} names post {}", post.id)));
-                    }
+                    let (seq, post) = post_id_to_store(key, value).map_err(refuse)?;
                     let held: Option<(String, i64)> = tx
                         .query_row(
                             "SELECT room, seq FROM posts WHERE post_id = ?1",
@@ -223,25 +222,14 @@ impl ChatDb {
                         )
                         .optional()
                         .map_err(io)?;
-                    if held != Some((post.room.clone(), seq as i64)) {
-                        return Err(refuse(format!(
-                            "post {} is not stored as {}#{seq}",
-                            post.id, post.room
-                        )));
-                    }
+                    post_id_holds(&post, seq, held).map_err(refuse)?;
                     inserted += 1;
                 }
                 StoreOp::Put { key, .. } if key.starts_with(CHAT_POST_ID) => {
                     return Err(refuse(format!("post ids are only inserted (key {key:?})")));
                 }
                 StoreOp::Put { key, value } if key.starts_with(CHAT_POST) => {
-                    let (room, seq) = parse_post_key(key)
-                        .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
-                    let post: Post = keys::decode(value)
-                        .map_err(|e| refuse(format!("undecodable post {room}#{seq}: {e}")))?;
-                    if post.room != room {
-                        return Err(refuse(format!("post {} filed under {room}", post.id)));
-                    }
+                    let (room, seq, post) = post_to_store(key, value).map_err(refuse)?;
                     let held: Option<String> = tx
                         .query_row(
                             "SELECT post_id FROM posts WHERE room = ?1 AND seq = ?2",
@@ -273,8 +261,7 @@ impl ChatDb {
                     }
                 }
                 StoreOp::Delete { key } if key.starts_with(CHAT_POST) => {
-                    let (room, seq) = parse_post_key(key)
-                        .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
+                    let (room, seq) = post_key_parts(key).map_err(refuse)?;
                     deleted += tx
                         .execute(
                             "DELETE FROM posts WHERE room = ?1 AND seq = ?2",
@@ -283,7 +270,8 @@ impl ChatDb {
                         .map_err(io)?;
                 }
                 StoreOp::Put { key, value } if key.starts_with(CHAT_ROOM) => {
-                    let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let name =
+                        key_name(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
                     let room: Room = keys::decode(value)
                         .map_err(|e| refuse(format!("undecodable room {name}: {e}")))?;
                     tx.execute(
@@ -322,7 +310,8 @@ impl ChatDb {
                     }
                 }
                 StoreOp::Delete { key } if key.starts_with(CHAT_ROOM) => {
-                    let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let name =
+                        key_name(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
                     tx.execute("DELETE FROM rooms WHERE name = ?1", [&name])
                         .and_then(|_| {
                             tx.execute("DELETE FROM memberships WHERE room = ?1", [&name])
@@ -330,7 +319,8 @@ impl ChatDb {
                         .map_err(io)?;
                 }
                 StoreOp::Put { key, value } if key.starts_with(CHAT_FOLLOWS) => {
-                    let user = utf8(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let user =
+                        key_name(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
                     let rooms: BTreeSet<RoomId> = keys::decode(value)
                         .map_err(|e| refuse(format!("undecodable follows of {user}: {e}")))?;
                     tx.execute("DELETE FROM follows WHERE user = ?1", [&user])
@@ -344,7 +334,8 @@ impl ChatDb {
                     }
                 }
                 StoreOp::Delete { key } if key.starts_with(CHAT_FOLLOWS) => {
-                    let user = utf8(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
+                    let user =
+                        key_name(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
                     tx.execute("DELETE FROM follows WHERE user = ?1", [&user])
                         .map_err(io)?;
                 }
@@ -472,22 +463,7 @@ impl ChatDb {
                 reverse,
                 limit,
             } if prefix.starts_with(CHAT_POST) => {
-                // One room's posts: the prefix is `c/<room>\0`.
-                let room = prefix[CHAT_POST.len()..]
-                    .strip_suffix(&[0])
-                    .and_then(|r| std::str::from_utf8(r).ok())
-                    .ok_or_else(|| {
-                        StoreError::Io(format!(
-                            "a scan of posts needs one room's prefix, not {prefix:?}"
-                        ))
-                    })?;
-                let after = match from {
-                    None if *reverse => i64::MAX,
-                    None => 0,
-                    Some(f) => <[u8; 8]>::try_from(f.as_slice())
-                        .map(|b| u64::from_be_bytes(b).min(i64::MAX as u64) as i64)
-                        .map_err(|_| StoreError::Io(format!("not a post number: {f:?}")))?,
-                };
+                let (room, after) = post_scan(prefix, from.as_deref(), *reverse)?;
                 let sql = if *reverse {
                     format!("{POST} WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3")
                 } else {
@@ -562,10 +538,6 @@ impl ChatDb {
         }
         Ok(out)
     }
-}
-
-fn utf8(key: &[u8], prefix: &[u8]) -> Option<String> {
-    String::from_utf8(key.get(prefix.len()..)?.to_vec()).ok()
 }
 
 #[cfg(test)]

@@ -7,57 +7,25 @@
 
 mod common;
 
+use common::chat::{chat_config, chat_store_on, exported_once, ok};
 use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
-use holdfast::cluster_up::{free_port, loopback_config};
-use holdfast_actors::compliance::export::{parse, ExportFormat};
 use std::time::Duration;
 
 /// The chat cluster, its chat store in `pg`'s database when given.
 fn cluster(pg: Option<&PgServer>) -> TestCluster {
-    let chat_store = pg
-        .map(|pg| {
-            format!(
-                "\n[chat_store]\nengine = \"postgres\"\nurl = \"{}\"\n",
-                pg.url("holdfast")
-            )
-        })
-        .unwrap_or_default();
+    let chat_store = chat_store_on(pg);
     TestCluster::start_with("tls", || config_text() + &chat_store)
 }
 
 fn config_text() -> String {
-    let mut text = loopback_config(
+    let mut text = chat_config(
         "tls",
         "chat_load_report = \"1s\"\nchat_file_max = \"64KiB\"",
-    )
-    .replace(
-        "links = \"tls\"",
-        "links = \"tls\"\nfile_token_key = \"a secret of the test cluster\"",
-    );
-    for (name, role) in [
-        ("ch1", "channel"),
-        ("ch2", "channel"),
-        ("lookup1", "lookup"),
-        ("chatdb", "chat_store"),
-        ("web1", "web"),
-        ("comp1", "compliance"),
-    ] {
-        text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
-            free_port().unwrap()
-        ));
-        if name == "ch1" {
-            // Its readiness is checked (`/readyz`).
-            text.push_str(&format!(
-                "metrics = \"127.0.0.1:{}\"\n",
-                free_port().unwrap()
-            ));
-        }
-    }
-    text.push_str(
-        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
+        &[("ch2", "channel"), ("web1", "web"), ("comp1", "compliance")],
+        // Its readiness is checked (`/readyz`).
+        &["ch1"],
     );
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text.push_str(
@@ -71,16 +39,7 @@ fn holdfast(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     c.cli(args)
 }
 
-#[test]
-fn rooms_are_created_found_changed_and_kept() {
-    rooms_are_created_found_changed_and_kept_on(None);
-}
-
-#[test]
-fn rooms_are_created_found_changed_and_kept_with_postgres() {
-    let pg = PgServer::start();
-    rooms_are_created_found_changed_and_kept_on(Some(&pg));
-}
+sqlite_and_postgres!(rooms_are_created_found_changed_and_kept_on: rooms_are_created_found_changed_and_kept, rooms_are_created_found_changed_and_kept_with_postgres);
 
 fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
     let mut c = cluster(pg);
@@ -88,10 +47,6 @@ fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
     // credential, so he gets one as any new user does.
     let (code, out, err) = holdfast(&c, &["certs", "user", "carl@corp.example"]);
     assert_eq!(code, 0, "{out}{err}");
-    let ok = |r: (i32, String, String)| {
-        assert_eq!(r.0, 0, "{}{}", r.1, r.2);
-        r.1
-    };
     let as_user = |user: &'static str, channel: &'static str| {
         move |args: &[&'static str]| -> Vec<&'static str> {
             let mut v = vec!["chat"];
@@ -220,26 +175,11 @@ fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
 
     // Compliance: an export on demand holds the room's creation, its post
     // and the wall, once each, in XML a pickup system can read.
-    let out = c.dir.path().join("compliance-out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let events = loop {
-        ok(holdfast(&c, &["compliance", "run-now"]));
-        let mut events = Vec::new();
-        for entry in std::fs::read_dir(&out).into_iter().flatten() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|x| x == "xml") {
-                let data = std::fs::read(&path).unwrap();
-                events.extend(parse(ExportFormat::Xml, &data).unwrap());
-            }
-        }
-        let has_post = events
+    let events = exported_once(&c, Duration::from_secs(20), |events| {
+        events
             .iter()
-            .any(|e| e.kind == "post" && e.text == "kick-off");
-        if has_post || std::time::Instant::now() > deadline {
-            break events;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+            .any(|e| e.kind == "post" && e.text == "kick-off")
+    });
     let count = |kind: &str, room: &str| {
         events
             .iter()
@@ -260,16 +200,7 @@ fn rooms_are_created_found_changed_and_kept_on(pg: Option<&PgServer>) {
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
 }
 
-#[test]
-fn posts_cross_servers_survive_a_server_and_a_store_crash() {
-    posts_cross_servers_survive_a_server_and_a_store_crash_on(None);
-}
-
-#[test]
-fn posts_cross_servers_survive_a_server_and_a_store_crash_with_postgres() {
-    let pg = PgServer::start();
-    posts_cross_servers_survive_a_server_and_a_store_crash_on(Some(&pg));
-}
+sqlite_and_postgres!(posts_cross_servers_survive_a_server_and_a_store_crash_on: posts_cross_servers_survive_a_server_and_a_store_crash, posts_cross_servers_survive_a_server_and_a_store_crash_with_postgres);
 
 fn posts_cross_servers_survive_a_server_and_a_store_crash_on(pg: Option<&PgServer>) {
     let mut c = cluster(pg);

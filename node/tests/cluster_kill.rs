@@ -7,21 +7,12 @@
 
 mod common;
 
+use common::outcomes::{Told, Verdict};
 use common::postgres::PgServer;
 use common::TestCluster;
-use holdfast::client::{self, Client, Outcome};
+use holdfast::client::{self, Client};
 use holdfast::cluster_up::loopback_config;
-use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// What the archive holds against what the client was told.
-struct Verdict {
-    accepted: usize,
-    lost: Vec<String>,
-    duplicated: Vec<String>,
-    phantoms: Vec<String>,
-    archived_rejected: Vec<String>,
-}
 
 const SETTINGS: &str = "resend_interval = \"500ms\"";
 
@@ -80,15 +71,8 @@ fn stream(mut c: TestCluster, lossy: bool, meanwhile: impl FnOnce(&mut TestClust
     let (report, sent) = rt.block_on(load).unwrap().unwrap();
     eprintln!("{report:?}");
 
-    let ids = |pick: fn(&Outcome) -> bool| -> BTreeSet<String> {
-        sent.iter()
-            .filter(|s| pick(&s.outcome))
-            .map(|s| s.id.clone())
-            .collect()
-    };
-    let accepted = ids(|o| matches!(o, Outcome::Accepted { .. }));
-    let rejected = ids(|o| matches!(o, Outcome::Rejected { .. }));
-    let all = ids(|_| true);
+    let told = Told::new(sent.iter().map(|s| (s.id.as_str(), &s.outcome)));
+    let accepted = &told.accepted;
     assert_eq!(report.sent, 4000);
     // Not vacuous: most traffic got through despite the two crashes.
     assert!(
@@ -103,32 +87,7 @@ fn stream(mut c: TestCluster, lossy: bool, meanwhile: impl FnOnce(&mut TestClust
     });
     let slow = c.stop_all();
     assert!(slow.is_empty(), "did not stop on SIGTERM: {slow:?}");
-    Verdict {
-        accepted: accepted.len(),
-        lost: accepted
-            .iter()
-            .filter(|id| !archive.contains_key(*id))
-            .cloned()
-            .collect(),
-        // The archive's unique index on the message id makes this zero by
-        // construction; it is checked so that a schema change cannot
-        // quietly drop the guarantee.
-        duplicated: archive
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(id, _)| id.clone())
-            .collect(),
-        phantoms: archive
-            .keys()
-            .filter(|id| !all.contains(*id))
-            .cloned()
-            .collect(),
-        archived_rejected: archive
-            .keys()
-            .filter(|id| rejected.contains(*id))
-            .cloned()
-            .collect(),
-    }
+    Verdict::new(&told, &archive)
 }
 
 fn assert_exact(v: &Verdict) {

@@ -31,6 +31,44 @@ fn cluster_up(dir: &std::path::Path, config: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits up to `within` for `cluster up` to exit (then SIGTERMs it, and
+/// it stops the nodes it started, and fails the test: still running
+/// `while`), and checks that it failed, saying that every node is
+/// stopped. Returns its standard error.
+fn failed_and_stopped(mut up: std::process::Child, within: Duration, while_: &str) -> String {
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let out = up.wait_with_output().unwrap();
+            panic!(
+                "cluster up still running {while_}; it exited with {:?}:\n{}{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = up.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("every node is stopped"), "{err}");
+    err
+}
+
+/// Nothing listens at `addr` (a node's address) any more.
+fn assert_gone(addr: std::net::SocketAddr) {
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "{addr} still listens"
+    );
+}
+
 /// Before, `cluster up` printed "NOT LISTENING" for the node and ran on
 /// with the others until interrupted.
 #[test]
@@ -41,35 +79,11 @@ fn cluster_up_stops_every_node_when_one_cannot_listen() {
     let arch1 = listen_of(&text, "arch1");
     let _taken = std::net::TcpListener::bind(arch1).unwrap();
     let fe1 = listen_of(&text, "fe1");
-    let mut up = cluster_up(dir.path(), &text);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM: it stops the nodes it started.
-            let pid = nix::unistd::Pid::from_raw(up.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let out = up.wait_with_output().unwrap();
-            panic!(
-                "cluster up still running with a node down:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let out = up.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.code(), Some(1), "{err}");
+    let up = cluster_up(dir.path(), &text);
+    let err = failed_and_stopped(up, Duration::from_secs(90), "with a node down");
     assert!(err.contains("arch1"), "{err}");
-    assert!(err.contains("every node is stopped"), "{err}");
     // fe1 came up, and is gone again.
-    assert!(
-        std::net::TcpStream::connect_timeout(&fe1, Duration::from_secs(1)).is_err(),
-        "fe1 still listens"
-    );
+    assert_gone(fe1);
 }
 
 /// The pid of the `holdfast node` process running `name` of the config
@@ -121,30 +135,7 @@ fn cluster_up_stops_every_node_when_one_exits_while_it_runs() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let pid = nix::unistd::Pid::from_raw(up.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let out = up.wait_with_output().unwrap();
-            panic!(
-                "cluster up still running with arch1 gone; it exited with {:?}:\n{}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let out = up.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.code(), Some(1), "{err}");
+    let err = failed_and_stopped(up, Duration::from_secs(60), "with arch1 gone");
     assert!(err.contains("node arch1 exited"), "{err}");
-    assert!(err.contains("every node is stopped"), "{err}");
-    assert!(
-        std::net::TcpStream::connect_timeout(&fe1, Duration::from_secs(1)).is_err(),
-        "fe1 still listens"
-    );
+    assert_gone(fe1);
 }

@@ -7,31 +7,18 @@
 
 mod common;
 
+use common::chat::{chat_config, ok, upload, ALICE};
 use common::TestCluster;
-use holdfast::cluster_up::{free_port, loopback_config};
 use holdfast_actors::compliance::export::{sha256_hex, Manifest};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config_text() -> String {
-    let mut text = loopback_config("tls", "chat_file_max = \"64KiB\"").replace(
-        "links = \"tls\"",
-        "links = \"tls\"\nfile_token_key = \"a secret of the test cluster\"",
-    );
-    for (name, role) in [
-        ("ch1", "channel"),
-        ("lookup1", "lookup"),
-        ("chatdb", "chat_store"),
-        ("web1", "web"),
-        ("comp1", "compliance"),
-    ] {
-        text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
-            free_port().unwrap()
-        ));
-    }
-    text.push_str(
-        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
+    let mut text = chat_config(
+        "tls",
+        "chat_file_max = \"64KiB\"",
+        &[("web1", "web"), ("comp1", "compliance")],
+        &[],
     );
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\nformat = \"jsonl\"\n");
     text
@@ -68,22 +55,10 @@ fn for_pickup(status: &str) -> Vec<u64> {
 #[test]
 fn an_uploaded_file_is_exported_with_its_hash_and_removed_after_the_ack() {
     let mut c = TestCluster::start_with("tls", config_text);
-    let ok = |r: (i32, String, String)| {
-        assert_eq!(r.0, 0, "{}{}", r.1, r.2);
-        r.1
-    };
     let content: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let src = c.dir.path().join("plan.bin");
     std::fs::write(&src, &content).unwrap();
-    let uploaded = ok(c.cli(&[
-        "file",
-        "upload",
-        "--user",
-        "alice@corp.example",
-        "--room",
-        "general",
-        src.to_str().unwrap(),
-    ]));
+    let uploaded = ok(upload(&c, ALICE, &src, &[]));
     assert!(uploaded.contains("uploaded plan.bin"), "{uploaded}");
 
     // An export now: the upload's batch carries the file.

@@ -4,29 +4,13 @@
 
 mod common;
 
+use common::chat::{chat_config, ok, ALICE, BOB};
 use common::TestCluster;
-use holdfast::cluster_up::{free_port, loopback_config};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config_text() -> String {
-    let mut text = loopback_config("tls", "").replace(
-        "links = \"tls\"",
-        "links = \"tls\"\nfile_token_key = \"a secret of the test cluster\"",
-    );
-    for (name, role) in [
-        ("ch1", "channel"),
-        ("lookup1", "lookup"),
-        ("chatdb", "chat_store"),
-        ("web1", "web"),
-    ] {
-        text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
-            free_port().unwrap()
-        ));
-    }
-    text.push_str(
-        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
-    );
+    let mut text = chat_config("tls", "", &[("web1", "web")], &[]);
     text.push_str(
         "\n[[category]]\nname = \"corp\"\nallowed = [\"*\"]\ncreators = [\"alice@corp.example\"]\n",
     );
@@ -40,39 +24,25 @@ fn chat<'a>(cmd: &'a str, user: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-fn ok(r: (i32, String, String)) -> String {
-    assert_eq!(r.0, 0, "{}{}", r.1, r.2);
-    r.1
+/// Uploads `file` to room `general` as alice; returns the file's id.
+fn upload(c: &TestCluster, file: &Path) -> String {
+    let out = ok(common::chat::upload(c, ALICE, file, &["--channel", "ch1"]));
+    // "uploaded report.txt (10 bytes) as ID; posted to general as #N"
+    out.split(" as ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or_else(|| panic!("no file id in {out:?}"))
+        .to_string()
 }
-
-const ALICE: &str = "alice@corp.example";
-const BOB: &str = "bob@corp.example";
 
 /// `file download` never overwrites a local file unless told to: before,
 /// it wrote over whatever was there.
 #[test]
 fn file_download_keeps_an_existing_file_unless_forced() {
     let c = TestCluster::start_with("tls", config_text);
-    let upload = c.dir.path().join("report.txt");
-    std::fs::write(&upload, "the report").unwrap();
-    let out = ok(c.cli(&[
-        "file",
-        "upload",
-        "--user",
-        ALICE,
-        "--channel",
-        "ch1",
-        "--room",
-        "general",
-        upload.to_str().unwrap(),
-    ]));
-    // "uploaded report.txt (10 bytes) as ID; posted to general as #N"
-    let id = out
-        .split(" as ")
-        .nth(1)
-        .and_then(|s| s.split(';').next())
-        .unwrap_or_else(|| panic!("no file id in {out:?}"))
-        .to_string();
+    let file = c.dir.path().join("report.txt");
+    std::fs::write(&file, "the report").unwrap();
+    let id = upload(&c, &file);
     let mine = c.dir.path().join("mine.txt");
     std::fs::write(&mine, "my own notes").unwrap();
     let download = |force: bool| {
@@ -321,25 +291,9 @@ fn a_refused_connection_is_reported_at_once() {
 fn file_download_shows_the_uploaders_file_name_escaped() {
     let c = TestCluster::start_with("tls", config_text);
     let name = "a\u{1b}[2Jb.txt";
-    let upload = c.dir.path().join(name);
-    std::fs::write(&upload, "x").unwrap();
-    let out = ok(c.cli(&[
-        "file",
-        "upload",
-        "--user",
-        ALICE,
-        "--channel",
-        "ch1",
-        "--room",
-        "general",
-        upload.to_str().unwrap(),
-    ]));
-    let id = out
-        .split(" as ")
-        .nth(1)
-        .and_then(|s| s.split(';').next())
-        .unwrap_or_else(|| panic!("no file id in {out:?}"))
-        .to_string();
+    let file = c.dir.path().join(name);
+    std::fs::write(&file, "x").unwrap();
+    let id = upload(&c, &file);
     // Without --out it writes the file's own name in the current folder.
     let here = tempfile::tempdir().unwrap();
     let down = std::process::Command::new(common::exe())

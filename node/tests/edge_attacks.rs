@@ -73,37 +73,11 @@ fn run_node(cfg: &Path, name: &str, scratch: &Path, timeout: Duration) -> Ended 
 /// A loopback cluster with group chat, the Web service and the Compliance
 /// service, so that every kind of data file gets written.
 fn chat_config() -> String {
-    let mut text = loopback_config("plain", "").replace(
-        "links = \"plain\"",
-        "links = \"plain\"\nfile_token_key = \"a secret of the test cluster\"",
-    );
-    // A port is free only until it is taken: draw until each differs from
-    // every port already in the config (two draws can return the same one).
-    let mut taken: Vec<u16> = text
-        .split("127.0.0.1:")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next()?.parse().ok())
-        .collect();
-    for (name, role) in [
-        ("ch1", "channel"),
-        ("lookup1", "lookup"),
-        ("chatdb", "chat_store"),
-        ("web1", "web"),
-        ("comp1", "compliance"),
-    ] {
-        let port = loop {
-            let p = free_port().unwrap();
-            if !taken.contains(&p) {
-                break p;
-            }
-        };
-        taken.push(port);
-        text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{port}\"\n"
-        ));
-    }
-    text.push_str(
-        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
+    let mut text = common::chat::chat_config(
+        "plain",
+        "",
+        &[("web1", "web"), ("comp1", "compliance")],
+        &[],
     );
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text
@@ -142,18 +116,7 @@ fn data_files_are_private() {
     // A post and an uploaded file.
     let src = c.dir.path().join("plan.txt");
     std::fs::write(&src, "the quarterly plan").unwrap();
-    let (code, out, err) = holdfast(
-        &c,
-        &[
-            "file",
-            "upload",
-            "--user",
-            "alice@corp.example",
-            "--room",
-            "general",
-            src.to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = common::chat::upload(&c, "alice@corp.example", &src, &[]);
     assert_eq!(code, 0, "{out}{err}");
     // A compliance export.
     let export = c.dir.path().join("compliance-out");

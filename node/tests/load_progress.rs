@@ -6,6 +6,29 @@ mod common;
 use common::TestCluster;
 use std::process::Command;
 
+/// Runs `holdfast ARGS` at a terminal (a pseudo-terminal from util-linux
+/// `script`) and checks that it succeeds and draws a progress bar;
+/// returns what it wrote there. `None`, and the part skipped, without
+/// `script`.
+fn at_a_terminal(args: &[&str]) -> Option<String> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!(
+            "no `script` to run {} at a terminal: that part is skipped",
+            args[0]
+        );
+        return None;
+    }
+    let line = format!("{} {} 2>&1", common::exe().display(), args.join(" "));
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("IMs answered"), "no progress bar: {text:?}");
+    Some(text)
+}
+
 /// At a terminal (a pseudo-terminal from util-linux `script`), load draws
 /// a progress bar on stderr: before, it showed nothing until the report.
 /// Through pipes its output is the report alone, as before.
@@ -26,25 +49,11 @@ fn load_shows_progress_at_a_terminal_only() {
     assert!(out.starts_with("sent 40 in"), "{out}");
     assert!(!err.contains("answered") && !err.contains('\r'), "{err:?}");
 
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("no `script` to run load at a terminal: that part is skipped");
-        return;
-    }
     let config = c.dir.path().join("cluster.toml");
-    let line = format!(
-        "{} {} -c {} 2>&1",
-        common::exe().display(),
-        args.join(" "),
-        config.display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("IMs answered"), "no progress bar: {text:?}");
-    assert!(text.contains("sent 40 in"), "{text}");
+    let args = [&args[..], &["-c", config.to_str().unwrap()]].concat();
+    if let Some(text) = at_a_terminal(&args) {
+        assert!(text.contains("sent 40 in"), "{text}");
+    }
 }
 
 /// `bench` draws the same progress bars at a terminal (IMs answered, then
@@ -65,17 +74,7 @@ fn bench_shows_progress_at_a_terminal_only() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("answered") && !err.contains('\r'), "{err:?}");
 
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("no `script` to run bench at a terminal: that part is skipped");
-        return;
+    if let Some(text) = at_a_terminal(&args) {
+        assert!(text.contains("sent 40:"), "{text}");
     }
-    let line = format!("{} {} 2>&1", common::exe().display(), args.join(" "));
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("IMs answered"), "no progress bar: {text:?}");
-    assert!(text.contains("sent 40:"), "{text}");
 }

@@ -29,6 +29,9 @@
 //! `HOLDFAST_PARTITION_CASES=flapping` runs only the cases named (comma-
 //! separated); `HOLDFAST_PARTITION_LOGS=DIR` writes every node's log there.
 
+mod common;
+
+use common::outcomes::{Told, Verdict};
 use holdfast::archive_db::ArchiveDb;
 use holdfast::client::{Client, Outcome};
 use holdfast::cluster_up::{last_lines, spawn_node_under, NodeProcess};
@@ -569,18 +572,10 @@ async fn drive(c: &Partitioned, case: &Case) -> Result<Figures, String> {
         )
         .map(|s| s.answered.duration_since(first_cut))
         .min();
-    let ids = |pick: fn(&Outcome) -> bool| -> BTreeSet<String> {
-        log.iter()
-            .filter(|s| pick(&s.outcome))
-            .map(|s| s.id.clone())
-            .collect()
-    };
-    let accepted = ids(|o| matches!(o, Outcome::Accepted { .. }));
-    let rejected = ids(|o| matches!(o, Outcome::Rejected { .. }));
-    let all = ids(|_| true);
+    let told = Told::new(log.iter().map(|s| (s.id.as_str(), &s.outcome)));
     f.sent = log.len();
-    f.accepted = accepted.len();
-    f.rejected = rejected.len();
+    f.accepted = told.accepted.len();
+    f.rejected = told.rejected.len();
     f.unknown = log
         .iter()
         .filter(|s| matches!(s.outcome, Outcome::Unknown))
@@ -592,31 +587,16 @@ async fn drive(c: &Partitioned, case: &Case) -> Result<Figures, String> {
     let settle = Instant::now() + secs(60);
     let archive = loop {
         let a = c.archived();
-        if accepted.iter().all(|id| a.contains_key(id)) || Instant::now() > settle {
+        if told.accepted.iter().all(|id| a.contains_key(id)) || Instant::now() > settle {
             break a;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    f.lost = accepted
-        .iter()
-        .filter(|id| !archive.contains_key(*id))
-        .cloned()
-        .collect();
-    f.duplicated = archive
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id.clone())
-        .collect();
-    f.phantoms = archive
-        .keys()
-        .filter(|id| !all.contains(*id))
-        .cloned()
-        .collect();
-    f.archived_rejected = archive
-        .keys()
-        .filter(|id| rejected.contains(*id))
-        .cloned()
-        .collect();
+    let verdict = Verdict::new(&told, &archive);
+    f.lost = verdict.lost;
+    f.duplicated = verdict.duplicated;
+    f.phantoms = verdict.phantoms;
+    f.archived_rejected = verdict.archived_rejected;
     // The cores' gauges reach the metrics once a second.
     tokio::time::sleep(secs(2)).await;
     f.duplicates_dropped = c.duplicates_dropped();

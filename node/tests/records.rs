@@ -5,13 +5,13 @@
 
 mod common;
 
+use common::archive::{archived, now_ms, retention_status};
 use common::TestCluster;
 use holdfast::archive_db::ArchiveDb;
-use holdfast_actors::archiving::retention::time_key;
 use holdfast_actors::core::actor::StoreOp;
-use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind, Row};
-use holdfast_actors::core::store_keys::{self as keys, DB_ROW};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
+use holdfast_actors::core::store_keys as keys;
+use std::time::Duration;
 
 const ALICE: &str = "alice@corp.example";
 const BOB: &str = "bob@corp.example";
@@ -21,14 +21,9 @@ const DAN: &str = "dan@corp.example";
 /// An IM archived `days` ago, written into the live archive as the
 /// database core writes it (the row and its time index entry).
 fn old_row(id: &str, from: &str, to: &str, days: u64) -> Vec<StoreOp> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let time = now - days * 86_400_000;
-    let row = Row {
-        rowid: 0,
-        record: ArchiveRecord {
+    let time = now_ms() - days * 86_400_000;
+    archived(
+        ArchiveRecord {
             kind: RecordKind::Im,
             id: id.into(),
             client_id: id.into(),
@@ -39,18 +34,8 @@ fn old_row(id: &str, from: &str, to: &str, days: u64) -> Vec<StoreOp> {
             external: false,
             front_end: "fe1".into(),
         },
-        archived_at: time + 100,
-    };
-    vec![
-        StoreOp::Insert {
-            key: keys::key_str(DB_ROW, id),
-            value: keys::encode(&row),
-        },
-        StoreOp::Put {
-            key: time_key(time, id),
-            value: keys::encode(&(from.to_string(), to.to_string())),
-        },
-    ]
+        keys::encode(&(from.to_string(), to.to_string())),
+    )
 }
 
 fn archived_ids(c: &TestCluster) -> Vec<String> {
@@ -133,16 +118,7 @@ fn a_hold_keeps_its_rows_through_a_purge_and_its_release_lets_them_go() {
     let (code, out, err) = c.cli(&["archive", "retention", "purge-now"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(archived_ids(&c), ["new-1"]);
-    let (code, out, err) = c.cli(&[
-        "archive",
-        "retention",
-        "status",
-        "--as",
-        "operator",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let state: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let state = retention_status(&c);
     assert_eq!(state["keep_days"], 1);
     assert_eq!(state["purge"]["deleted"], 1);
     assert!(state["purge"]["finished_at"].is_u64(), "{state}");

@@ -10,11 +10,11 @@
 
 mod common;
 
+use common::chat::{chat_config, chat_store_on, exported_once, ok, ALICE, BOB};
 use common::postgres::PgServer;
 use common::TestCluster;
 use holdfast::chat_client::ChatClient;
-use holdfast::cluster_up::{free_port, loopback_config};
-use holdfast_actors::compliance::export::{parse, ExportFormat, ExportedEvent};
+use holdfast_actors::compliance::export::ExportedEvent;
 use std::time::Duration;
 
 fn config_text() -> String {
@@ -22,64 +22,38 @@ fn config_text() -> String {
 }
 
 fn config_with(settings: &str) -> String {
-    let mut text = loopback_config("tls", settings);
-    for (name, role) in [
-        ("ch1", "channel"),
-        ("lookup1", "lookup"),
-        ("chatdb", "chat_store"),
-        ("comp1", "compliance"),
-    ] {
-        text.push_str(&format!(
-            "\n[[node]]\nname = \"{name}\"\nroles = [\"{role}\"]\nlisten = \"127.0.0.1:{}\"\n",
-            free_port().unwrap()
-        ));
-    }
-    text.push_str(
-        "\n[[room]]\nname = \"general\"\nmembers = [\"alice@corp.example\", \"bob@corp.example\"]\n",
-    );
+    let mut text = chat_config("tls", settings, &[("comp1", "compliance")], &[]);
     text.push_str("\n[compliance]\noutput = \"compliance-out\"\n");
     text
 }
 
-fn ok(r: (i32, String, String)) -> String {
-    assert_eq!(r.0, 0, "{}{}", r.1, r.2);
-    r.1
+/// `holdfast chat ARGS`.
+fn chat(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    c.cli(&[&["chat"][..], args].concat())
 }
 
-/// Every event the Compliance service exported so far.
-fn exported(c: &TestCluster) -> Vec<ExportedEvent> {
-    let out = c.dir.path().join("compliance-out");
-    let mut events = Vec::new();
-    for entry in std::fs::read_dir(&out).into_iter().flatten() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "xml") {
-            let data = std::fs::read(&path).unwrap();
-            events.extend(parse(ExportFormat::Xml, &data).unwrap());
-        }
-    }
-    events
+/// `chat post TEXT` to room general as alice.
+fn post(c: &TestCluster, text: &str) -> (i32, String, String) {
+    chat(c, &["post", "--user", ALICE, "--room", "general", text])
 }
 
-#[test]
-fn an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record() {
-    records_on(None);
+/// `holdfast archive hold ARGS`.
+fn hold(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    c.cli(&[&["archive", "hold"][..], args].concat())
 }
 
-#[test]
-fn an_operator_clears_replaces_and_disables_with_postgres() {
-    let pg = PgServer::start();
-    records_on(Some(&pg));
+/// `chat history` of `room` as `user`, with `more` arguments.
+fn history_of(c: &TestCluster, user: &str, room: &str, more: &[&str]) -> String {
+    ok(chat(
+        c,
+        &[&["history", "--user", user, "--room", room][..], more].concat(),
+    ))
 }
+
+sqlite_and_postgres!(records_on: an_operator_clears_replaces_and_disables_and_compliance_keeps_the_record, an_operator_clears_replaces_and_disables_with_postgres);
 
 fn records_on(pg: Option<&PgServer>) {
-    let chat_store = pg
-        .map(|pg| {
-            format!(
-                "\n[chat_store]\nengine = \"postgres\"\nurl = \"{}\"\n",
-                pg.url("holdfast")
-            )
-        })
-        .unwrap_or_default();
+    let chat_store = chat_store_on(pg);
     let mut c = TestCluster::start_with("tls", || config_text() + &chat_store);
     let config = c.config.clone();
     let t = Duration::from_secs(10);
@@ -112,43 +86,31 @@ fn records_on(pg: Option<&PgServer>) {
         assert!(err.to_string().contains("forbidden"), "{err}");
         cut
     });
-    let chat = |args: &[&str]| -> Vec<String> {
-        let mut v = vec!["chat".to_string()];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
-    let run = |args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.cli(&args)
-    };
     // Nor with the command-line tool.
-    let (code, out, err) = run(chat(&[
-        "room",
-        "clear",
-        "--room",
-        "general",
-        "--as",
-        "alice@corp.example",
-    ]));
+    let (code, out, err) = chat(
+        &c,
+        &[
+            "room",
+            "clear",
+            "--room",
+            "general",
+            "--as",
+            "alice@corp.example",
+        ],
+    );
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("needs operator"), "{err}");
 
     let before = humantime::format_rfc3339_millis(cut).to_string();
-    let out = ok(run(chat(&[
-        "room", "clear", "--room", "general", "--before", &before,
-    ])));
+    let out = ok(chat(
+        &c,
+        &["room", "clear", "--room", "general", "--before", &before],
+    ));
     assert!(
         out.contains("cleared general") && out.contains("#5"),
         "{out}"
     );
-    let history = ok(run(chat(&[
-        "history",
-        "--user",
-        "bob@corp.example",
-        "--room",
-        "general",
-        "--ids",
-    ])));
+    let history = history_of(&c, BOB, "general", &["--ids"]);
     assert!(!history.contains("old-secret"), "{history}");
     assert!(
         history.contains("#4") && history.contains("new-5"),
@@ -161,108 +123,62 @@ fn records_on(pg: Option<&PgServer>) {
         .map(|(_, id)| id.trim_end_matches(']').to_string())
         .expect("the post's id");
     // A catch-up from inside the cleared range gets the survivors.
-    let caught_up = ok(run(chat(&[
-        "history",
-        "--user",
-        "bob@corp.example",
-        "--room",
-        "general",
-        "--after",
-        "1",
-    ])));
+    let caught_up = history_of(&c, BOB, "general", &["--after", "1"]);
     assert!(
         caught_up.starts_with("#4") && !caught_up.contains("old-secret"),
         "{caught_up}"
     );
 
-    let (code, out, err) = run(chat(&[
-        "message",
-        "replace",
-        "--id",
-        &id,
-        "--text",
-        "new-5 fixed",
-        "--as",
-        "bob@corp.example",
-    ]));
+    let (code, out, err) = chat(
+        &c,
+        &[
+            "message",
+            "replace",
+            "--id",
+            &id,
+            "--text",
+            "new-5 fixed",
+            "--as",
+            "bob@corp.example",
+        ],
+    );
     assert_eq!(code, 2, "a user may not replace: {out}{err}");
-    let out = ok(run(chat(&[
-        "message",
-        "replace",
-        "--id",
-        &id,
-        "--text",
-        "new-5 fixed",
-    ])));
+    let out = ok(chat(
+        &c,
+        &["message", "replace", "--id", &id, "--text", "new-5 fixed"],
+    ));
     assert!(out.contains("replaced post") && out.contains("#5"), "{out}");
-    let history = ok(run(chat(&[
-        "history",
-        "--user",
-        "bob@corp.example",
-        "--room",
-        "general",
-    ])));
+    let history = history_of(&c, BOB, "general", &[]);
     assert!(
         history.contains("new-5 fixed") && !history.contains("to be fixed"),
         "{history}"
     );
-    let (code, _, err) = run(chat(&[
-        "message",
-        "replace",
-        "--id",
-        "no-such-post",
-        "--text",
-        "x",
-    ]));
+    let (code, _, err) = chat(
+        &c,
+        &["message", "replace", "--id", "no-such-post", "--text", "x"],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("no such post"), "{err}");
 
     // Disabled: no joins, no posts; enabled again, its history is there.
-    ok(run(chat(&["room", "disable", "--room", "general"])));
-    let (code, _, err) = run(chat(&[
-        "post",
-        "--user",
-        "alice@corp.example",
-        "--room",
-        "general",
-        "still open?",
-    ]));
+    ok(chat(&c, &["room", "disable", "--room", "general"]));
+    let (code, _, err) = post(&c, "still open?");
     assert_eq!(code, 2);
     assert!(err.contains("disabled"), "{err}");
-    ok(run(chat(&["room", "enable", "--room", "general"])));
-    let history = ok(run(chat(&[
-        "history",
-        "--user",
-        "alice@corp.example",
-        "--room",
-        "general",
-    ])));
+    ok(chat(&c, &["room", "enable", "--room", "general"]));
+    let history = history_of(&c, ALICE, "general", &[]);
     assert!(history.contains("new-5 fixed"), "{history}");
     // Numbers are not reused after a clear.
-    let out = ok(run(chat(&[
-        "post",
-        "--user",
-        "alice@corp.example",
-        "--room",
-        "general",
-        "after all that",
-    ])));
+    let out = ok(post(&c, "after all that"));
     assert!(out.contains("#6"), "{out}");
 
     // Compliance: every action, who did it, the original and the new text.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let events = loop {
-        ok(c.cli(&["compliance", "run-now"]));
-        let events = exported(&c);
-        let done = ["room_cleared", "room_purged", "post_replaced"]
+    let events = exported_once(&c, Duration::from_secs(30), |events| {
+        ["room_cleared", "room_purged", "post_replaced"]
             .iter()
             .all(|k| events.iter().any(|e| e.kind == *k))
-            && events.iter().any(|e| e.text == "after all that");
-        if done || std::time::Instant::now() > deadline {
-            break events;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+            && events.iter().any(|e| e.text == "after all that")
+    });
     let one = |kind: &str| -> &ExportedEvent {
         let found: Vec<&ExportedEvent> = events.iter().filter(|e| e.kind == kind).collect();
         assert_eq!(found.len(), 1, "{kind}: {events:?}");
@@ -372,10 +288,7 @@ fn old_posts(c: &TestCluster, room: &str, texts: &[&str], days: u64) {
     use holdfast_actors::core::actor::StoreOp;
     use holdfast_actors::core::protocol::chat::Post;
     use holdfast_actors::core::store_keys::encode;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = common::archive::now_ms();
     let mut ops = Vec::new();
     for (i, text) in texts.iter().enumerate() {
         let seq = i as u64 + 1;
@@ -423,16 +336,6 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     // Three days old: past the one-day window.
     old_posts(&c, "deals", &["deal-old-1", "deal-old-2", "deal-old-3"], 3);
     old_posts(&c, "general", &["gen-old-1", "gen-old-2"], 3);
-    let chat = |c: &TestCluster, args: &[&str]| -> (i32, String, String) {
-        let mut v = vec!["chat"];
-        v.extend(args);
-        c.cli(&v)
-    };
-    let hold = |c: &TestCluster, args: &[&str]| -> (i32, String, String) {
-        let mut v = vec!["archive", "hold"];
-        v.extend(args);
-        c.cli(&v)
-    };
     let add = [
         "add",
         "--name",
@@ -457,10 +360,7 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     // A clear hides the held posts from members and keeps their rows.
     let out = ok(chat(&c, &["room", "clear", "--room", "deals"]));
     assert!(out.contains("#3"), "{out}");
-    let history = ok(chat(
-        &c,
-        &["history", "--user", "bob@corp.example", "--room", "deals"],
-    ));
+    let history = history_of(&c, BOB, "deals", &[]);
     assert!(!history.contains("deal-old"), "{history}");
     // The clear's rows are deleted a batch per request the store serves.
     ok(chat(&c, &["rooms", "--user", "bob@corp.example"]));
@@ -487,33 +387,21 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     assert_eq!(state["holds"][0]["name"], "case-9");
     assert!(state["purge"]["finished_at"].is_u64(), "{state}");
     // Numbers are not reused after the purge.
-    let out = ok(chat(
-        &c,
-        &[
-            "post",
-            "--user",
-            "alice@corp.example",
-            "--room",
-            "general",
-            "gen-new",
-        ],
-    ));
+    let out = ok(post(&c, "gen-new"));
     assert!(out.contains("#3"), "{out}");
 
     // A hold that cannot reach every node is not reported as placed.
     c.kill("chatdb");
-    let (code, out, err) = hold(
-        &c,
-        &[
-            "add",
-            "--name",
-            "case-10",
-            "--users",
-            "carol@corp.example",
-            "--reason",
-            "r",
-        ],
-    );
+    let add = [
+        "add",
+        "--name",
+        "case-10",
+        "--users",
+        "carol@corp.example",
+        "--reason",
+        "r",
+    ];
+    let (code, out, err) = hold(&c, &add);
     assert_ne!(code, 0, "{out}{err}");
     assert!(out.contains("db1: hold case-10 placed"), "{out}");
     assert!(
@@ -523,18 +411,7 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     c.start_node("chatdb");
     // Run again: the database holds the same hold already (done), the
     // chat store places it; every node has it now.
-    let out = ok(hold(
-        &c,
-        &[
-            "add",
-            "--name",
-            "case-10",
-            "--users",
-            "carol@corp.example",
-            "--reason",
-            "r",
-        ],
-    ));
+    let out = ok(hold(&c, &add));
     assert!(
         out.contains("db1: hold case-10 placed") && out.contains("chatdb: hold case-10 placed"),
         "{out}"
@@ -579,18 +456,11 @@ fn a_room_hold_keeps_posts_through_a_clear_and_a_purge_until_released() {
     );
 
     // The hold's placing and release are compliance records, with who.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let events = loop {
-        ok(c.cli(&["compliance", "run-now"]));
-        let events = exported(&c);
-        let done = ["hold_placed", "hold_released"]
+    let events = exported_once(&c, Duration::from_secs(30), |events| {
+        ["hold_placed", "hold_released"]
             .iter()
-            .all(|k| events.iter().any(|e| e.kind == *k && e.room == "deals"));
-        if done || std::time::Instant::now() > deadline {
-            break events;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+            .all(|k| events.iter().any(|e| e.kind == *k && e.room == "deals"))
+    });
     let placed = events
         .iter()
         .find(|e| e.kind == "hold_placed" && e.room == "deals")

@@ -7,30 +7,22 @@
 
 mod common;
 
+use common::archive::{archived, now_ms, retention_status};
 use common::TestCluster;
 use holdfast::archive_db::ArchiveDb;
-use holdfast_actors::archiving::retention::time_key;
 use holdfast_actors::core::actor::StoreOp;
-use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind, Row};
-use holdfast_actors::core::store_keys::{self as keys, DB_ROW};
+use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const ALICE: &str = "alice@corp.example";
 const BOB: &str = "bob@corp.example";
 const CAROL: &str = "carol@corp.example";
 const DAN: &str = "dan@corp.example";
 const ERIN: &str = "erin@corp.example";
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// A row archived at `time`, written into the live archive as the
 /// database core writes it (the row and its time index entry).
@@ -42,9 +34,8 @@ fn old_row(
     time: u64,
     body: &str,
 ) -> Vec<StoreOp> {
-    let row = Row {
-        rowid: 0,
-        record: ArchiveRecord {
+    archived(
+        ArchiveRecord {
             kind,
             id: id.into(),
             client_id: format!("c-{id}"),
@@ -55,18 +46,8 @@ fn old_row(
             external: id.ends_with('x'),
             front_end: "fe1".into(),
         },
-        archived_at: time + 100,
-    };
-    vec![
-        StoreOp::Insert {
-            key: keys::key_str(DB_ROW, id),
-            value: keys::encode(&row),
-        },
-        StoreOp::Put {
-            key: time_key(time, id),
-            value: Vec::new(),
-        },
-    ]
+        Vec::new(),
+    )
 }
 
 /// The rows `archive query` answers for these users, as JSON objects.
@@ -288,16 +269,19 @@ fn an_export_in_every_format_reads_back_as_the_query_and_the_purge_waits_for_it(
     let out = tempfile::tempdir().unwrap();
     for format in ["eml", "jsonl", "csv"] {
         let dir = out.path().join(format);
-        let (code, stdout, err) = c.cli(&[
-            "archive",
-            "export",
-            "--users",
-            &users,
-            "--format",
-            format,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
+        let export = || {
+            c.cli(&[
+                "archive",
+                "export",
+                "--users",
+                &users,
+                "--format",
+                format,
+                "--out",
+                dir.to_str().unwrap(),
+            ])
+        };
+        let (code, stdout, err) = export();
         assert_eq!(code, 0, "{stdout}{err}");
         assert!(stdout.contains("recorded by db1"), "{stdout}");
         let m = manifest(&dir);
@@ -325,16 +309,7 @@ fn an_export_in_every_format_reads_back_as_the_query_and_the_purge_waits_for_it(
         };
         assert_eq!(got, expected, "{format}");
         // Refused into a folder that is not empty (a usage error).
-        let (code, _, err) = c.cli(&[
-            "archive",
-            "export",
-            "--users",
-            &users,
-            "--format",
-            format,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
+        let (code, _, err) = export();
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("not empty"), "{err}");
     }
@@ -368,16 +343,7 @@ fn an_export_in_every_format_reads_back_as_the_query_and_the_purge_waits_for_it(
 
     // The exports are on record; the purge deletes the old rows they
     // covered and keeps the others (Dan's and Erin's).
-    let (code, stdout, err) = c.cli(&[
-        "archive",
-        "retention",
-        "status",
-        "--as",
-        "operator",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{stdout}{err}");
-    let state: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let state = retention_status(&c);
     assert_eq!(state["purge_exported_only"], true);
     assert_eq!(state["exports"].as_array().unwrap().len(), 3, "{state}");
     let (code, stdout, err) = c.cli(&["archive", "retention", "purge-now", "--as", "operator"]);

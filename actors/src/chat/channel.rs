@@ -28,7 +28,7 @@ use crate::core::ids::{ActorKind, Addr, Millis, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::chat::ChatTimer;
-use crate::core::protocol::chat::{ChatReject, Post, Room, RoomId};
+use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::core::protocol::compliance::EventKind;
 use crate::core::protocol::Msg;
 use crate::core::settings::Settings;
@@ -272,6 +272,37 @@ impl Channel {
                     full,
                 }),
             );
+        }
+    }
+
+    /// Answers `client` that the store holds `post` as `seq` (`answer`
+    /// builds the message from the post's id, room and number), then sends
+    /// the post to this server's members ([`Self::fan_out`]) and, when
+    /// relaying, to the other servers.
+    fn publish(
+        &mut self,
+        client: Addr,
+        answer: fn(PostId, RoomId, u64) -> ChatMsg,
+        seq: u64,
+        post: &Post,
+        ctx: &mut Ctx,
+    ) {
+        ctx.send(
+            client,
+            Msg::Chat(answer(post.id.clone(), post.room.clone(), seq)),
+        );
+        self.fan_out(seq, post, ctx);
+        if self.relay {
+            for other in self.others().collect::<Vec<_>>() {
+                self.relayed += 1;
+                ctx.send(
+                    other,
+                    Msg::Chat(ChatMsg::Relay {
+                        seq,
+                        post: post.clone(),
+                    }),
+                );
+            }
         }
     }
 
@@ -930,27 +961,8 @@ impl Channel {
                 let Some(Pending::Post { client, .. }) = self.pending.remove(&token) else {
                     return; // timed out already: the author retries
                 };
-                ctx.send(
-                    client,
-                    Msg::Chat(ChatMsg::ChatPosted {
-                        post: post.id.clone(),
-                        room: post.room.clone(),
-                        seq,
-                    }),
-                );
-                self.fan_out(seq, &post, ctx);
-                if self.relay {
-                    for other in self.others().collect::<Vec<_>>() {
-                        self.relayed += 1;
-                        ctx.send(
-                            other,
-                            Msg::Chat(ChatMsg::Relay {
-                                seq,
-                                post: post.clone(),
-                            }),
-                        );
-                    }
-                }
+                let posted = |post, room, seq| ChatMsg::ChatPosted { post, room, seq };
+                self.publish(client, posted, seq, &post, ctx);
             }
             ChatMsg::StoreRange {
                 token,
@@ -1051,29 +1063,10 @@ impl Channel {
                 let Some(Pending::Records { client, .. }) = self.pending.remove(&token) else {
                     return;
                 };
-                ctx.send(
-                    client,
-                    Msg::Chat(ChatMsg::PostReplaced {
-                        post: post.id.clone(),
-                        room: post.room.clone(),
-                        seq,
-                    }),
-                );
                 // Joined members get the new text at once (a copy of a
                 // number they have: a client takes it as a correction).
-                self.fan_out(seq, &post, ctx);
-                if self.relay {
-                    for other in self.others().collect::<Vec<_>>() {
-                        self.relayed += 1;
-                        ctx.send(
-                            other,
-                            Msg::Chat(ChatMsg::Relay {
-                                seq,
-                                post: post.clone(),
-                            }),
-                        );
-                    }
-                }
+                let replaced = |post, room, seq| ChatMsg::PostReplaced { post, room, seq };
+                self.publish(client, replaced, seq, &post, ctx);
             }
             ChatMsg::StoreUserInfo { token, follows, .. } => {
                 let Some(Pending::User { client, follow, .. }) = self.pending.remove(&token) else {
@@ -1327,6 +1320,13 @@ mod tests {
         h
     }
 
+    /// A channel server where `a` (client `user:a/1`) has joined `general`.
+    fn joined(settings: Settings) -> Harness<Channel> {
+        let mut h = channel(settings);
+        join(&mut h, "user:a/1", "a", "general");
+        h
+    }
+
     fn client(n: &str) -> Addr {
         Addr::new(n, ActorKind::Client)
     }
@@ -1341,6 +1341,14 @@ mod tests {
             store(),
             Msg::Chat(ChatMsg::StoreAppended { token, seq, post }),
         )
+    }
+
+    /// Asserts that the first answer in `sent` is a join's.
+    fn assert_joined(sent: &[(Addr, Msg)]) {
+        assert!(
+            matches!(&sent[0].1, Msg::Chat(ChatMsg::ChatJoined { .. })),
+            "{sent:?}"
+        );
     }
 
     /// Asserts that the first answer in `sent` refuses the request for
@@ -1456,8 +1464,7 @@ mod tests {
     #[test]
     fn file_tokens_go_only_to_members_allowed_in_the_room() {
         use crate::chat::pool::verify_grant;
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         let sent = h.msg(
             client("user:a/1"),
             Msg::Chat(ChatMsg::FileTokenRequest {
@@ -1554,18 +1561,14 @@ mod tests {
             assert_eq!(h.events(), vec![OperatorEvent::IdentityRefused.name()]);
             h.clear_events();
         }
-        assert!(matches!(
-            join(&mut h, "user:a/1", "a", "general")[0].1,
-            Msg::Chat(ChatMsg::ChatJoined { .. })
-        ));
+        assert_joined(&join(&mut h, "user:a/1", "a", "general"));
     }
 
     /// Only an operator disables, clears or replaces; a disabled room
     /// takes no joins and no posts and ends its subscriptions.
     #[test]
     fn records_requests_are_for_operators_and_a_disabled_room_is_closed() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         for msg in [
             Msg::Chat(ChatMsg::RoomClear {
                 room: "general".into(),
@@ -1655,24 +1658,19 @@ mod tests {
 
     #[test]
     fn over_capacity_new_sessions_are_told_busy() {
-        let mut h = channel(Settings {
+        let mut h = joined(Settings {
             chat_capacity: 1,
             ..Settings::default()
         });
-        join(&mut h, "user:a/1", "a", "general");
         let sent = join(&mut h, "user:b/2", "b", "general");
         assert_refused(&sent, ChatReject::Busy);
         // The existing session may still join more rooms.
-        assert!(matches!(
-            join(&mut h, "user:a/1", "a", "town-hall")[0].1,
-            Msg::Chat(ChatMsg::ChatJoined { .. })
-        ));
+        assert_joined(&join(&mut h, "user:a/1", "a", "town-hall"));
     }
 
     #[test]
     fn a_post_the_store_does_not_confirm_in_time_is_refused_and_later_answers_ignored() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         let sent = post(&mut h, "user:a/1", "p1", "general");
         let Msg::Chat(ChatMsg::StoreAppend { token, post: p }) = sent[0].1.clone() else {
             panic!()
@@ -1685,8 +1683,7 @@ mod tests {
 
     #[test]
     fn steady_traffic_does_not_postpone_the_store_timeout() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         post(&mut h, "user:a/1", "p1", "general");
         let deadline = h.timer(Timer::Chat(ChatTimer::StoreTimeout)).unwrap();
         h.now += 1_000;
@@ -1699,8 +1696,7 @@ mod tests {
 
     #[test]
     fn silent_sessions_are_closed_and_load_is_reported() {
-        let mut h = channel(Settings::default());
-        join(&mut h, "user:a/1", "a", "general");
+        let mut h = joined(Settings::default());
         h.now += 40_000;
         let sent = h.fire(Timer::Chat(ChatTimer::LoadReport));
         assert!(sent.iter().any(|(_, m)| *m

@@ -178,6 +178,92 @@ pub fn parse_post_key(k: &[u8]) -> Option<(String, u64)> {
     Some((String::from_utf8(room.to_vec()).ok()?, seq))
 }
 
+/// What follows `prefix` in a key, as the name it files a value under (a
+/// room, a user, a post id), or `None` if it is not UTF-8.
+pub fn key_name(key: &[u8], prefix: &[u8]) -> Option<String> {
+    String::from_utf8(key.get(prefix.len()..)?.to_vec()).ok()
+}
+
+/// A post key an engine is asked to write or delete: its room and number,
+/// or why the batch is refused.
+pub fn post_key_parts(key: &[u8]) -> Result<(String, u64), String> {
+    parse_post_key(key).ok_or_else(|| format!("malformed post key {key:?}"))
+}
+
+/// A post an engine is asked to store under `key`: its room, number and
+/// the post, filed under its own room, or why the batch is refused.
+pub fn post_to_store(key: &[u8], value: &[u8]) -> Result<(String, u64, Post), String> {
+    let (room, seq) = post_key_parts(key)?;
+    let post: Post =
+        store_keys::decode(value).map_err(|e| format!("undecodable post {room}#{seq}: {e}"))?;
+    if post.room != room {
+        return Err(format!("post {} filed under {room}", post.id));
+    }
+    Ok((room, seq, post))
+}
+
+/// A post id an engine is asked to insert under `key`: the number and
+/// post it names, or why the batch is refused.
+pub fn post_id_to_store(key: &[u8], value: &[u8]) -> Result<(u64, Post), String> {
+    let (seq, post): (u64, Post) =
+        store_keys::decode(value).map_err(|e| format!("undecodable post id {key:?}: {e}"))?;
+    if key[CHAT_POST_ID.len()..] != *post.id.as_bytes() {
+        return Err(format!("key {key:?} names post {}", post.id));
+    }
+    Ok((seq, post))
+}
+
+/// Whether the row an engine holds under a post's id (its room and
+/// number, if any) is that post's, stored as `seq` earlier in the batch;
+/// if not, why the batch is refused.
+pub fn post_id_holds(post: &Post, seq: u64, held: Option<(String, i64)>) -> Result<(), String> {
+    if held != Some((post.room.clone(), seq as i64)) {
+        return Err(format!(
+            "post {} is not stored as {}#{seq}",
+            post.id, post.room
+        ));
+    }
+    Ok(())
+}
+
+/// A scan of one room's posts as an SQL engine runs it: the room (the
+/// scan's prefix is `c/<room>\0`) and the number the rows follow (or
+/// precede, `reverse`), clamped to what a signed column holds.
+pub fn post_scan<'a>(
+    prefix: &'a [u8],
+    from: Option<&[u8]>,
+    reverse: bool,
+) -> Result<(&'a str, i64), StoreError> {
+    let room = prefix[CHAT_POST.len()..]
+        .strip_suffix(&[0])
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .ok_or_else(|| {
+            StoreError::Io(format!(
+                "a scan of posts needs one room's prefix, not {prefix:?}"
+            ))
+        })?;
+    let after = match from {
+        None if reverse => i64::MAX,
+        None => 0,
+        Some(f) => <[u8; 8]>::try_from(f)
+            .map(|b| u64::from_be_bytes(b).min(i64::MAX as u64) as i64)
+            .map_err(|_| StoreError::Io(format!("not a post number: {f:?}")))?,
+    };
+    Ok((room, after))
+}
+
+/// Refuses `from`'s request `token` about `room` for `reason`.
+fn refuse_room(from: Addr, token: u64, room: RoomId, reason: ChatReject, ctx: &mut Ctx) {
+    ctx.send(
+        from,
+        Msg::Chat(ChatMsg::StoreRoomRefused {
+            token,
+            room,
+            reason,
+        }),
+    );
+}
+
 /// A write in flight and whom to answer when it is durable.
 enum Write {
     Post {
@@ -407,6 +493,41 @@ impl ChatStore {
     /// Answers with the rooms `user` follows and each one's last number,
     /// once the engine has told the numbers not known yet: the answer
     /// rides on the last of those queries.
+    /// Writes `info` as room `room`'s next directory version, changed by
+    /// `by`, with the compliance event that says what changed; `from` is
+    /// answered once it is durable.
+    fn save_room(
+        &mut self,
+        from: Addr,
+        token: u64,
+        room: RoomId,
+        mut info: Box<Room>,
+        by: String,
+        ctx: &mut Ctx,
+    ) {
+        info.version = self.version + 1;
+        let op = StoreOp::Put {
+            key: prefixed(CHAT_ROOM, &room),
+            value: store_keys::encode(&*info),
+        };
+        let event = NewEvent {
+            kind: EventKind::RoomSaved,
+            room: room.clone(),
+            user: by,
+            at: ctx.now(),
+            item: format!("version {}", info.version),
+            text: info.description.clone(),
+            details: room_changes(self.directory.get(&room), &info),
+        };
+        let write = Write::Room {
+            from,
+            token,
+            room,
+            info,
+        };
+        self.write(write, vec![event], vec![op], ctx);
+    }
+
     fn reply_user(&mut self, from: Addr, token: u64, user: String, ctx: &mut Ctx) {
         let unknown: Vec<RoomId> = self
             .follows
@@ -931,45 +1052,17 @@ impl Actor for ChatStore {
                 by,
             }) => {
                 let Some(current) = self.directory.get(&room) else {
-                    let reason = ChatReject::NoSuchRoom;
-                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
-                        token,
-                        room,
-                        reason,
-                    });
-                    return ctx.send(from, refused);
+                    return refuse_room(from, token, room, ChatReject::NoSuchRoom, ctx);
                 };
-                let mut info = current.clone();
+                let mut info = Box::new(current.clone());
                 if info.disabled == disabled {
-                    let info = Box::new(info);
                     return ctx.send(
                         from,
                         Msg::Chat(ChatMsg::StoreRoomSaved { token, room, info }),
                     );
                 }
                 info.disabled = disabled;
-                info.version = self.version + 1;
-                let op = StoreOp::Put {
-                    key: prefixed(CHAT_ROOM, &room),
-                    value: store_keys::encode(&info),
-                };
-                let event = NewEvent {
-                    kind: EventKind::RoomSaved,
-                    room: room.clone(),
-                    user: by,
-                    at: ctx.now(),
-                    item: format!("version {}", info.version),
-                    text: info.description.clone(),
-                    details: room_changes(Some(current), &info),
-                };
-                let info = Box::new(info);
-                let write = Write::Room {
-                    from,
-                    token,
-                    room,
-                    info,
-                };
-                self.write(write, vec![event], vec![op], ctx);
+                self.save_room(from, token, room, info, by, ctx);
             }
             Msg::Chat(ChatMsg::StoreClear {
                 token,
@@ -978,13 +1071,7 @@ impl Actor for ChatStore {
                 by,
             }) => {
                 if !self.directory.contains_key(&room) {
-                    let reason = ChatReject::NoSuchRoom;
-                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
-                        token,
-                        room,
-                        reason,
-                    });
-                    return ctx.send(from, refused);
+                    return refuse_room(from, token, room, ChatReject::NoSuchRoom, ctx);
                 }
                 if self.clearing {
                     // One clear at a time: the operator retries.
@@ -1075,7 +1162,7 @@ impl Actor for ChatStore {
             Msg::Chat(ChatMsg::StoreRoomSave {
                 token,
                 room,
-                mut info,
+                info,
                 create,
                 by,
             }) => {
@@ -1087,37 +1174,9 @@ impl Actor for ChatStore {
                     _ => None,
                 };
                 if let Some(reason) = refused {
-                    ctx.send(
-                        from,
-                        Msg::Chat(ChatMsg::StoreRoomRefused {
-                            token,
-                            room,
-                            reason,
-                        }),
-                    );
-                    return;
+                    return refuse_room(from, token, room, reason, ctx);
                 }
-                info.version = self.version + 1;
-                let op = StoreOp::Put {
-                    key: prefixed(CHAT_ROOM, &room),
-                    value: store_keys::encode(&info),
-                };
-                let event = NewEvent {
-                    kind: EventKind::RoomSaved,
-                    room: room.clone(),
-                    user: by,
-                    at: ctx.now(),
-                    item: format!("version {}", info.version),
-                    text: info.description.clone(),
-                    details: room_changes(self.directory.get(&room), &info),
-                };
-                let write = Write::Room {
-                    from,
-                    token,
-                    room,
-                    info,
-                };
-                self.write(write, vec![event], vec![op], ctx);
+                self.save_room(from, token, room, info, by, ctx);
             }
             Msg::Chat(ChatMsg::StoreUser { token, user }) => {
                 self.reply_user(from, token, user, ctx);
@@ -1549,12 +1608,7 @@ impl Actor for ChatStore {
                 let Some((seq, original)) =
                     found.filter(|(seq, p)| !self.cleared(&p.room, *seq, p))
                 else {
-                    let refused = Msg::Chat(ChatMsg::StoreRoomRefused {
-                        token,
-                        room: RoomId::new(),
-                        reason: ChatReject::NoSuchPost,
-                    });
-                    return ctx.send(from, refused);
+                    return refuse_room(from, token, RoomId::new(), ChatReject::NoSuchPost, ctx);
                 };
                 let post = Post {
                     text: text.clone(),
@@ -1768,8 +1822,68 @@ mod room_change_tests {
     }
 }
 
+/// What the tests below drive the store with: a store started as `db1`,
+/// written by the channel server `ch1`, in room `r1`.
+#[cfg(test)]
+mod fixture {
+    use super::*;
+    use crate::compliance::service::OUTBOX;
+    use crate::testkit::Harness;
+
+    pub fn ch() -> Addr {
+        Addr::new("ch1", ActorKind::Channel)
+    }
+
+    /// `store` as `db1`, not yet started.
+    pub fn harness(store: ChatStore) -> Harness<ChatStore> {
+        Harness::new(Addr::new("db1", ActorKind::ChatStore), store)
+    }
+
+    /// `store` as `db1`, started with nothing recovered.
+    pub fn started(store: ChatStore) -> Harness<ChatStore> {
+        let mut h = harness(store);
+        h.start(Recovered::new());
+        h
+    }
+
+    pub fn append(token: u64, post: Post) -> Msg {
+        Msg::Chat(ChatMsg::StoreAppend { token, post })
+    }
+
+    /// A read of room `r1`.
+    pub fn read(token: u64, after: u64, limit: u64, audit: Option<(String, EventKind)>) -> Msg {
+        Msg::Chat(ChatMsg::StoreRead {
+            token,
+            room: "r1".into(),
+            after,
+            limit,
+            audit,
+        })
+    }
+
+    /// A clear of room `r1` by `ops`.
+    pub fn clear(token: u64, before: Option<u64>) -> Msg {
+        Msg::Chat(ChatMsg::StoreClear {
+            token,
+            room: "r1".into(),
+            before,
+            by: "ops".into(),
+        })
+    }
+
+    /// The compliance events the store holds in its outbox.
+    pub fn outbox(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
+        h.store
+            .iter()
+            .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
+            .map(|(_, v)| store_keys::decode(v).unwrap())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixture::{append, ch, harness, outbox, read, started};
     use super::*;
     use crate::testkit::Harness;
 
@@ -1783,8 +1897,8 @@ mod tests {
         }
     }
 
-    fn ch() -> Addr {
-        Addr::new("ch1", ActorKind::Channel)
+    fn store() -> Harness<ChatStore> {
+        started(ChatStore::new("db1", BTreeMap::new()))
     }
 
     fn appended(sent: &[(Addr, Msg)]) -> Vec<(u64, u64)> {
@@ -1798,41 +1912,22 @@ mod tests {
 
     #[test]
     fn posts_get_contiguous_numbers_per_room_and_retries_are_idempotent() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         let mut got = Vec::new();
         for (t, (id, room)) in [("p1", "r1"), ("p2", "r1"), ("q1", "r2"), ("p1", "r1")]
             .iter()
             .enumerate()
         {
-            got.extend(appended(&h.msg(
-                ch(),
-                Msg::Chat(ChatMsg::StoreAppend {
-                    token: t as u64,
-                    post: post(id, room),
-                }),
-            )));
+            got.extend(appended(&h.msg(ch(), append(t as u64, post(id, room)))));
         }
         assert_eq!(got, vec![(0, 1), (1, 2), (2, 1), (3, 1)]);
         // Recovery gives the same numbers, and the next post continues.
         let recovered = h.store.clone();
-        let mut h2 = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
+        let mut h2 = harness(ChatStore::new("db1", BTreeMap::new()));
         // The posts stay in the engine; the core is handed none of them.
         h2.store = recovered.clone();
         h2.start(recovered);
-        let sent = h2.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 9,
-                post: post("p3", "r1"),
-            }),
-        );
+        let sent = h2.msg(ch(), append(9, post("p3", "r1")));
         assert_eq!(appended(&sent), vec![(9, 3)]);
         assert!(h2.events().is_empty());
         assert_eq!(h2.actor().gauges()[0], (Gauge::ChatPosts, 4));
@@ -1840,62 +1935,28 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_refused_and_leaves_no_hole() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         h.fail_persists = Some(StoreError::NoSpace);
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 1,
-                post: post("p1", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(1, post("p1", "r1")));
         assert!(matches!(
             sent[0].1,
             Msg::Chat(ChatMsg::StoreFailed { token: 1 })
         ));
         h.fail_persists = None;
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 2,
-                post: post("p2", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(2, post("p2", "r1")));
         assert_eq!(appended(&sent), vec![(2, 1)]);
     }
 
     #[test]
     fn compliance_events_are_written_with_what_they_record_or_not_at_all() {
-        use crate::compliance::service::OUTBOX;
-        use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()).with_compliance(Some("comp1".into())),
-        );
-        h.start(Recovered::new());
-        let outbox = |h: &Harness<ChatStore>| -> Vec<ComplianceEvent> {
-            h.store
-                .iter()
-                .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
-                .map(|(_, v)| store_keys::decode(v).unwrap())
-                .collect()
-        };
+        let mut h =
+            started(ChatStore::new("db1", BTreeMap::new()).with_compliance(Some("comp1".into())));
         // A failed append queues nothing, and gives no number away.
         h.fail_persists = Some(StoreError::NoSpace);
-        let append = |t, id: &str| {
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: t,
-                post: post(id, "r1"),
-            })
-        };
-        h.msg(ch(), append(1, "p1"));
+        h.msg(ch(), append(1, post("p1", "r1")));
         assert!(outbox(&h).is_empty());
         h.fail_persists = None;
-        let sent = h.msg(ch(), append(2, "p2"));
+        let sent = h.msg(ch(), append(2, post("p2", "r1")));
         // Stored, acknowledged, and its event queued and sent at once.
         assert_eq!(appended(&sent), vec![(2, 1)]);
         let queued = outbox(&h);
@@ -1905,24 +1966,16 @@ mod tests {
         assert!(sent.iter().any(|(a, m)| a.node == "comp1"
             && matches!(m, Msg::Compliance(ComplianceMsg::ComplianceBatch { events }) if events.len() == 1)));
         // A retried post is not a second event.
-        h.msg(ch(), append(3, "p2"));
+        h.msg(ch(), append(3, post("p2", "r1")));
         assert_eq!(outbox(&h).len(), 1);
         // A join is recorded before the posts are sent; a read that found
         // nothing is not recorded.
-        let read = |t, kind| {
-            Msg::Chat(ChatMsg::StoreRead {
-                token: t,
-                room: "r1".into(),
-                after: 1,
-                limit: 10,
-                audit: Some(("bob".into(), kind)),
-            })
-        };
-        let sent = h.msg(ch(), read(4, EventKind::Join));
+        let audited = |t, kind| read(t, 1, 10, Some(("bob".into(), kind)));
+        let sent = h.msg(ch(), audited(4, EventKind::Join));
         assert!(sent
             .iter()
             .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreRange { token: 4, .. }))));
-        h.msg(ch(), read(5, EventKind::Read));
+        h.msg(ch(), audited(5, EventKind::Read));
         let kinds: Vec<EventKind> = outbox(&h).iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![EventKind::Post, EventKind::Join]);
         // Once staged, the outbox forgets them.
@@ -1935,31 +1988,12 @@ mod tests {
 
     #[test]
     fn reads_give_the_backchat_or_what_follows_a_number() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         for i in 1..=5 {
-            h.msg(
-                ch(),
-                Msg::Chat(ChatMsg::StoreAppend {
-                    token: i,
-                    post: post(&format!("p{i}"), "r1"),
-                }),
-            );
+            h.msg(ch(), append(i, post(&format!("p{i}"), "r1")));
         }
-        let read = |h: &mut Harness<ChatStore>, after, limit| -> (Vec<u64>, u64) {
-            let sent = h.msg(
-                ch(),
-                Msg::Chat(ChatMsg::StoreRead {
-                    token: 7,
-                    room: "r1".into(),
-                    after,
-                    limit,
-                    audit: None,
-                }),
-            );
+        let numbers = |h: &mut Harness<ChatStore>, after, limit| -> (Vec<u64>, u64) {
+            let sent = h.msg(ch(), read(7, after, limit, None));
             match &sent[0].1 {
                 Msg::Chat(ChatMsg::StoreRange { posts, latest, .. }) => {
                     (posts.iter().map(|(s, _)| *s).collect(), *latest)
@@ -1967,9 +2001,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert_eq!(read(&mut h, 0, 2), (vec![4, 5], 5));
-        assert_eq!(read(&mut h, 2, 2), (vec![3, 4], 5));
-        assert_eq!(read(&mut h, 5, 2), (vec![], 5));
+        assert_eq!(numbers(&mut h, 0, 2), (vec![4, 5], 5));
+        assert_eq!(numbers(&mut h, 2, 2), (vec![3, 4], 5));
+        assert_eq!(numbers(&mut h, 5, 2), (vec![], 5));
         // After a restart the core knows no post: it reads the engine.
         let follow = Msg::Chat(ChatMsg::StoreFollow {
             token: 8,
@@ -1980,7 +2014,7 @@ mod tests {
         h.msg(ch(), follow);
         let store = h.store.clone();
         h.start(store);
-        assert_eq!(read(&mut h, 0, 3), (vec![3, 4, 5], 5));
+        assert_eq!(numbers(&mut h, 0, 3), (vec![3, 4, 5], 5));
         h.start(h.store.clone());
         let sent = h.msg(
             ch(),
@@ -2003,41 +2037,22 @@ mod tests {
         // An engine that cannot be read: refused, never guessed.
         h.start(h.store.clone());
         h.fail_queries = Some(StoreError::Io("engine down".into()));
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 10,
-                post: post("p6", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(10, post("p6", "r1")));
         assert_eq!(
             sent,
             vec![(ch(), Msg::Chat(ChatMsg::StoreFailed { token: 10 }))]
         );
         h.fail_queries = None;
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 11,
-                post: post("p6", "r1"),
-            }),
-        );
+        let sent = h.msg(ch(), append(11, post("p6", "r1")));
         assert_eq!(appended(&sent), vec![(11, 6)]);
     }
 
     #[test]
     fn only_channel_servers_may_write() {
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
-            ChatStore::new("db1", BTreeMap::new()),
-        );
-        h.start(Recovered::new());
+        let mut h = store();
         let sent = h.msg(
             Addr::new("c", ActorKind::Client),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 1,
-                post: post("p1", "r1"),
-            }),
+            append(1, post("p1", "r1")),
         );
         assert!(sent.is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
@@ -2082,12 +2097,9 @@ mod records_tests {
         };
         assert_eq!(decode_room(&store_keys::encode(&now)).unwrap(), now);
     }
+    use super::fixture::{append, ch, clear, outbox as events, read as read_msg, started};
     use crate::compliance::service::OUTBOX;
     use crate::testkit::Harness;
-
-    fn ch() -> Addr {
-        Addr::new("ch1", ActorKind::Channel)
-    }
 
     fn store() -> Harness<ChatStore> {
         sabotaged(false)
@@ -2100,14 +2112,11 @@ mod records_tests {
             chat_clear_hides_only: hides_only,
             ..Default::default()
         };
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
+        started(
             ChatStore::new("db1", rooms)
                 .with_compliance(Some("comp1".into()))
                 .sabotaged(&sabotage),
-        );
-        h.start(Recovered::new());
-        h
+        )
     }
 
     fn post(h: &mut Harness<ChatStore>, i: u64, at: u64) {
@@ -2118,7 +2127,7 @@ mod records_tests {
             text: format!("secret text {i}"),
             at,
         };
-        let sent = h.msg(ch(), Msg::Chat(ChatMsg::StoreAppend { token: i, post }));
+        let sent = h.msg(ch(), append(i, post));
         assert!(
             sent.iter()
                 .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
@@ -2127,16 +2136,7 @@ mod records_tests {
     }
 
     fn read(h: &mut Harness<ChatStore>, after: u64) -> (Vec<u64>, u64, u64) {
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreRead {
-                token: 99,
-                room: "r1".into(),
-                after,
-                limit: 100,
-                audit: None,
-            }),
-        );
+        let sent = h.msg(ch(), read_msg(99, after, 100, None));
         sent.into_iter()
             .find_map(|(_, m)| match m {
                 Msg::Chat(ChatMsg::StoreRange {
@@ -2148,14 +2148,6 @@ mod records_tests {
                 _ => None,
             })
             .expect("a range")
-    }
-
-    fn events(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
-        h.store
-            .iter()
-            .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
-            .map(|(_, v)| store_keys::decode(v).unwrap())
-            .collect()
     }
 
     fn holds_text(h: &Harness<ChatStore>, text: &str) -> bool {
@@ -2174,15 +2166,7 @@ mod records_tests {
         for i in 1..=5 {
             post(&mut h, i, i * 1000);
         }
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 7,
-                room: "r1".into(),
-                before: Some(3500),
-                by: "ops".into(),
-            }),
-        );
+        let sent = h.msg(ch(), clear(7, Some(3500)));
         assert!(
             sent.iter().any(|(_, m)| matches!(
                 m,
@@ -2203,15 +2187,7 @@ mod records_tests {
         assert_eq!(read(&mut h, 0), (vec![4, 5], 5, 5));
         assert_eq!(read(&mut h, 1), (vec![4, 5], 5, 5));
         // Everything cleared: a restart keeps the last number.
-        h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 8,
-                room: "r1".into(),
-                before: None,
-                by: "ops".into(),
-            }),
-        );
+        h.msg(ch(), clear(8, None));
         h.msg(ch(), Msg::Chat(ChatMsg::StoreRooms { token: 9, since: 0 }));
         assert!(!holds_text(&h, "secret text 5"));
         let again = h.store.clone();
@@ -2249,15 +2225,7 @@ mod records_tests {
     fn a_store_that_only_hides_keeps_the_text() {
         let mut h = sabotaged(true);
         post(&mut h, 1, 1000);
-        h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 7,
-                room: "r1".into(),
-                before: None,
-                by: "ops".into(),
-            }),
-        );
+        h.msg(ch(), clear(7, None));
         assert_eq!(read(&mut h, 0), (vec![], 1, 1));
         assert!(holds_text(&h, "secret text 1"));
     }
@@ -2282,16 +2250,7 @@ mod records_tests {
             sent.iter().any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreReplaced { seq: 2, post, .. }) if post.text == "redacted")),
             "{sent:?}"
         );
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreRead {
-                token: 6,
-                room: "r1".into(),
-                after: 1,
-                limit: 10,
-                audit: None,
-            }),
-        );
+        let sent = h.msg(ch(), read_msg(6, 1, 10, None));
         assert!(
             matches!(&sent[0].1, Msg::Chat(ChatMsg::StoreRange { posts, .. }) if posts[0].1.text == "redacted"),
             "{sent:?}"
@@ -2315,25 +2274,11 @@ mod records_tests {
             text: "secret text 2".into(),
             at: 2000,
         };
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: 8,
-                post: retry,
-            }),
-        );
+        let sent = h.msg(ch(), append(8, retry));
         assert!(
             matches!(&sent[0].1, Msg::Chat(ChatMsg::StoreAppended { seq: 2, post, .. }) if post.text == "redacted")
         );
-        h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreClear {
-                token: 9,
-                room: "r1".into(),
-                before: None,
-                by: "ops".into(),
-            }),
-        );
+        h.msg(ch(), clear(9, None));
         assert!(!h.store.contains_key(&replaced_key("p2")));
         let sent = h.msg(
             ch(),

@@ -19,13 +19,13 @@
 //! export fetches uploaded files from here, a chunk of at most
 //! [`FILE_CHUNK`] bytes per request (`ComplianceFileFetch`).
 
-use crate::chat::pool::{verify_grant, ChatPool, FileOp};
+use crate::chat::pool::{verify_grant, ChatPool, FileGrant, FileOp};
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::identity;
-use crate::core::ids::{ActorKind, Addr};
+use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::compliance::ComplianceMsg;
@@ -132,6 +132,47 @@ impl WebFiles {
         ctx.send(client, Msg::Chat(ChatMsg::FileRefused { reason }));
     }
 
+    /// A file described but its content missing or cut short (`found`):
+    /// said loudly.
+    fn content_missing(&self, file: &FileMeta, found: Option<Vec<u8>>, ctx: &mut Ctx) {
+        ctx.event(
+            OperatorEvent::StoreCorrupt,
+            format!(
+                "{}: file {} should hold {} bytes, found {:?}",
+                self.name,
+                file.id,
+                file.size,
+                found.map(|d| d.len())
+            ),
+        );
+    }
+
+    /// What `token` grants, if it is valid, unexpired at `now` and held by
+    /// `from`; if not, `from` is refused and there is nothing to grant.
+    fn spendable(
+        &mut self,
+        token: &[u8],
+        from: &Addr,
+        now: Millis,
+        ctx: &mut Ctx,
+    ) -> Option<FileGrant> {
+        let Some(grant) = verify_grant(&self.pool.token_key, token) else {
+            self.refuse(ctx, from.clone(), "invalid token");
+            return None;
+        };
+        if grant.expires < now {
+            self.refuse(ctx, from.clone(), "expired token");
+            return None;
+        }
+        // A token is its holder's: another user cannot spend it.
+        if let Err(refusal) = identity::require_user(from, &grant.user) {
+            identity_refused(&self.name, from, "a file token", &refusal, ctx);
+            self.refuse(ctx, from.clone(), refusal.to_string());
+            return None;
+        }
+        Some(grant)
+    }
+
     fn key(id: &str) -> Vec<u8> {
         let mut k = FILE.to_vec();
         k.extend_from_slice(id.as_bytes());
@@ -205,17 +246,9 @@ impl Actor for WebFiles {
                 }
             }
             Msg::Chat(ChatMsg::FileUpload { token, name, data }) => {
-                let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
-                    return self.refuse(ctx, from, "invalid token");
+                let Some(grant) = self.spendable(&token, &from, now, ctx) else {
+                    return;
                 };
-                if grant.expires < now {
-                    return self.refuse(ctx, from, "expired token");
-                }
-                // A token is its holder's: another user cannot spend it.
-                if let Err(refusal) = identity::require_user(&from, &grant.user) {
-                    identity_refused(&self.name, &from, "a file token", &refusal, ctx);
-                    return self.refuse(ctx, from, refusal.to_string());
-                }
                 if grant.op != FileOp::Upload {
                     return self.refuse(ctx, from, "the token does not allow an upload");
                 }
@@ -266,17 +299,9 @@ impl Actor for WebFiles {
                 self.write(Write::Upload { client: from, file }, vec![event], ops, ctx);
             }
             Msg::Chat(ChatMsg::FileDownload { token }) => {
-                let Some(grant) = verify_grant(&self.pool.token_key, &token) else {
-                    return self.refuse(ctx, from, "invalid token");
+                let Some(grant) = self.spendable(&token, &from, now, ctx) else {
+                    return;
                 };
-                if grant.expires < now {
-                    return self.refuse(ctx, from, "expired token");
-                }
-                // A token is its holder's: another user cannot spend it.
-                if let Err(refusal) = identity::require_user(&from, &grant.user) {
-                    identity_refused(&self.name, &from, "a file token", &refusal, ctx);
-                    return self.refuse(ctx, from, refusal.to_string());
-                }
                 let FileOp::Download { file } = grant.op else {
                     return self.refuse(ctx, from, "the token does not allow a download");
                 };
@@ -363,16 +388,7 @@ impl Actor for WebFiles {
                     );
                 }
                 Ok(found) => {
-                    ctx.event(
-                        OperatorEvent::StoreCorrupt,
-                        format!(
-                            "{}: file {} should hold {} bytes, found {:?}",
-                            self.name,
-                            file.id,
-                            file.size,
-                            found.map(|d| d.len())
-                        ),
-                    );
+                    self.content_missing(&file, found, ctx);
                     ctx.send(
                         service,
                         Msg::Compliance(ComplianceMsg::ComplianceFileMissing {
@@ -416,17 +432,7 @@ impl Actor for WebFiles {
                 }
             }
             Ok(found) => {
-                // Described but missing or cut short: say so, loudly.
-                ctx.event(
-                    OperatorEvent::StoreCorrupt,
-                    format!(
-                        "{}: file {} should hold {} bytes, found {:?}",
-                        self.name,
-                        file.id,
-                        file.size,
-                        found.map(|d| d.len())
-                    ),
-                );
+                self.content_missing(&file, found, ctx);
                 self.refuse(ctx, client, "the file's content is missing");
             }
             Err(e) => self.refuse(ctx, client, format!("the file could not be read: {e}")),

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod archive;
+pub mod chat;
+pub mod outcomes;
 pub mod postgres;
 
 use holdfast::archive_db::ArchiveDb;

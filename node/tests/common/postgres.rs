@@ -252,3 +252,22 @@ impl Drop for PgServer {
             .output();
     }
 }
+
+/// Two tests of `$case`, a function of `Option<&PgServer>`: `$sqlite`
+/// runs it with the store in SQLite, `$postgres` with it in a throwaway
+/// PostgreSQL server.
+#[macro_export]
+macro_rules! sqlite_and_postgres {
+    ($case:ident: $sqlite:ident, $postgres:ident) => {
+        #[test]
+        fn $sqlite() {
+            $case(None);
+        }
+
+        #[test]
+        fn $postgres() {
+            let pg = $crate::common::postgres::PgServer::start();
+            $case(Some(&pg));
+        }
+    };
+}

@@ -386,54 +386,48 @@ fn chat_failures(e: &crate::scenario::Expect, c: &ChatCounts, workload: bool, f:
         f.push("the chat workload had no post accepted: the run proves nothing".to_string());
     }
     exact(f, "chat lost", c.lost, e.chat_lost, c.examples.get("lost"));
-    if c.duplicates > 0 {
-        f.push(format!(
-            "chat duplicates = {}: a post stored twice; e.g. {:?}",
+    for (n, what, why, key) in [
+        (
             c.duplicates,
-            ex("duplicates")
-        ));
-    }
-    if c.phantoms > 0 {
-        f.push(format!(
-            "chat phantoms = {}: stored but never posted; e.g. {:?}",
+            "chat duplicates",
+            ": a post stored twice",
+            "duplicates",
+        ),
+        (
             c.phantoms,
-            ex("phantoms")
-        ));
-    }
-    if c.order_errors > 0 {
-        f.push(format!(
-            "chat order errors = {}; e.g. {:?}",
-            c.order_errors,
-            ex("order_errors")
-        ));
-    }
-    if c.records_errors > 0 {
-        f.push(format!(
-            "chat records errors = {}: records management not done as it must be; e.g. {:?}",
+            "chat phantoms",
+            ": stored but never posted",
+            "phantoms",
+        ),
+        (c.order_errors, "chat order errors", "", "order_errors"),
+        (
             c.records_errors,
-            ex("records")
-        ));
-    }
-    if c.unpurged > 0 {
-        f.push(format!(
-            "chat unpurged = {}: posts past their room's window kept by a finished purge; e.g. {:?}",
+            "chat records errors",
+            ": records management not done as it must be",
+            "records",
+        ),
+        (
             c.unpurged,
-            ex("unpurged")
-        ));
-    }
-    if c.records_failed > 0 {
-        f.push(format!(
-            "chat records actions failed = {}; e.g. {:?}",
+            "chat unpurged",
+            ": posts past their room's window kept by a finished purge",
+            "unpurged",
+        ),
+        (
             c.records_failed,
-            ex("records_failed")
-        ));
-    }
-    if c.wrong_deliveries > 0 {
-        f.push(format!(
-            "chat wrong deliveries = {}; e.g. {:?}",
+            "chat records actions failed",
+            "",
+            "records_failed",
+        ),
+        (
             c.wrong_deliveries,
-            ex("wrong_deliveries")
-        ));
+            "chat wrong deliveries",
+            "",
+            "wrong_deliveries",
+        ),
+    ] {
+        if n > 0 {
+            f.push(format!("{what} = {n}{why}; e.g. {:?}", ex(key)));
+        }
     }
     if c.files_lost > 0 || c.files_corrupt > 0 || c.file_refusals > 0 {
         f.push(format!(

@@ -17,8 +17,9 @@ use super::schema::Schema;
 use super::target::PgTarget;
 use crate::engines::{Engine, EngineError};
 use holdfast_actors::chat::chat_store::{
-    parse_post_key, post_key, prefixed, Replaced, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID,
-    CHAT_REPLACED, CHAT_ROOM,
+    key_name, parse_post_key, post_id_holds, post_id_to_store, post_key, post_key_parts, post_scan,
+    post_to_store, prefixed, Replaced, CHAT_FOLLOWS, CHAT_POST, CHAT_POST_ID, CHAT_REPLACED,
+    CHAT_ROOM,
 };
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{Answer, Query};
@@ -211,7 +212,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
     for op in ops {
         match op {
             StoreOp::Delete { key } if key.starts_with(CHAT_POST_ID) => {
-                let id = utf8(key, CHAT_POST_ID).ok_or_else(|| refuse(format!("{key:?}")))?;
+                let id = key_name(key, CHAT_POST_ID).ok_or_else(|| refuse(format!("{key:?}")))?;
                 tx.execute(&post_delete_id, &[&id]).map_err(failed(key))?;
             }
             StoreOp::Put { key, value } | StoreOp::Insert { key, value }
@@ -249,41 +250,26 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 }
             }
             StoreOp::Delete { key } if key.starts_with(CHAT_REPLACED) => {
-                let id = utf8(key, CHAT_REPLACED).ok_or_else(|| refuse(format!("{key:?}")))?;
+                let id = key_name(key, CHAT_REPLACED).ok_or_else(|| refuse(format!("{key:?}")))?;
                 tx.execute(&replaced_delete, &[&id]).map_err(failed(key))?;
             }
             // A post's id: the posts table's unique index on `post_id` is
             // the key. The post itself was put under its number earlier
             // in the batch; check that it holds this id.
             StoreOp::Insert { key, value } if key.starts_with(CHAT_POST_ID) => {
-                let (seq, post): (u64, Post) = keys::decode(value)
-                    .map_err(|e| refuse(format!("undecodable post id {key:?}: {e}")))?;
-                if key[CHAT_POST_ID.len()..] != *post.id.as_bytes() {
-                    return Err(refuse(format!("key {key:?} names post {}", post.id)));
-                }
+                let (seq, post) = post_id_to_store(key, value).map_err(refuse)?;
                 let held = tx
                     .query_opt(&post_by_id, &[&post.id])
                     .map_err(failed(key))?
                     .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
-                if held != Some((post.room.clone(), seq as i64)) {
-                    return Err(refuse(format!(
-                        "post {} is not stored as {}#{seq}",
-                        post.id, post.room
-                    )));
-                }
+                post_id_holds(&post, seq, held).map_err(refuse)?;
                 inserted += 1;
             }
             StoreOp::Put { key, .. } if key.starts_with(CHAT_POST_ID) => {
                 return Err(refuse(format!("post ids are only inserted (key {key:?})")));
             }
             StoreOp::Put { key, value } if key.starts_with(CHAT_POST) => {
-                let (room, seq) = parse_post_key(key)
-                    .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
-                let post: Post = keys::decode(value)
-                    .map_err(|e| refuse(format!("undecodable post {room}#{seq}: {e}")))?;
-                if post.room != room {
-                    return Err(refuse(format!("post {} filed under {room}", post.id)));
-                }
+                let (room, seq, post) = post_to_store(key, value).map_err(refuse)?;
                 let held: Option<String> = tx
                     .query_opt(&post_at, &[&room, &(seq as i64)])
                     .map_err(failed(key))?
@@ -310,13 +296,12 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 }
             }
             StoreOp::Delete { key } if key.starts_with(CHAT_POST) => {
-                let (room, seq) = parse_post_key(key)
-                    .ok_or_else(|| refuse(format!("malformed post key {key:?}")))?;
+                let (room, seq) = post_key_parts(key).map_err(refuse)?;
                 tx.execute(&post_delete_at, &[&room, &(seq as i64)])
                     .map_err(failed(key))?;
             }
             StoreOp::Put { key, value } if key.starts_with(CHAT_ROOM) => {
-                let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
+                let name = key_name(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
                 let room: Room = keys::decode(value)
                     .map_err(|e| refuse(format!("undecodable room {name}: {e}")))?;
                 tx.execute(
@@ -348,12 +333,12 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 }
             }
             StoreOp::Delete { key } if key.starts_with(CHAT_ROOM) => {
-                let name = utf8(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
+                let name = key_name(key, CHAT_ROOM).ok_or_else(|| refuse(format!("{key:?}")))?;
                 tx.execute(&room_delete, &[&name]).map_err(failed(key))?;
                 tx.execute(&members_delete, &[&name]).map_err(failed(key))?;
             }
             StoreOp::Put { key, value } if key.starts_with(CHAT_FOLLOWS) => {
-                let user = utf8(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
+                let user = key_name(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
                 let rooms: BTreeSet<RoomId> = keys::decode(value)
                     .map_err(|e| refuse(format!("undecodable follows of {user}: {e}")))?;
                 tx.execute(&follows_delete, &[&user]).map_err(failed(key))?;
@@ -363,7 +348,7 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
                 }
             }
             StoreOp::Delete { key } if key.starts_with(CHAT_FOLLOWS) => {
-                let user = utf8(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
+                let user = key_name(key, CHAT_FOLLOWS).ok_or_else(|| refuse(format!("{key:?}")))?;
                 tx.execute(&follows_delete, &[&user]).map_err(failed(key))?;
             }
             StoreOp::Put { key, value } => {
@@ -452,22 +437,7 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
             reverse,
             limit,
         } if prefix.starts_with(CHAT_POST) => {
-            // One room's posts: the prefix is `c/<room>\0`.
-            let room = prefix[CHAT_POST.len()..]
-                .strip_suffix(&[0])
-                .and_then(|r| std::str::from_utf8(r).ok())
-                .ok_or_else(|| {
-                    StoreError::Io(format!(
-                        "a scan of posts needs one room's prefix, not {prefix:?}"
-                    ))
-                })?;
-            let after = match from {
-                None if *reverse => i64::MAX,
-                None => 0,
-                Some(f) => <[u8; 8]>::try_from(f.as_slice())
-                    .map(|b| u64::from_be_bytes(b).min(i64::MAX as u64) as i64)
-                    .map_err(|_| StoreError::Io(format!("not a post number: {f:?}")))?,
-            };
+            let (room, after) = post_scan(prefix, from.as_deref(), *reverse)?;
             let sql = if *reverse {
                 format!("{POST} WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3")
             } else {
@@ -517,8 +487,4 @@ fn recovered(s: &mut Session) -> Result<Recovered, StoreError> {
         out.insert(r.get(0), r.get(1));
     }
     Ok(out)
-}
-
-fn utf8(key: &[u8], prefix: &[u8]) -> Option<String> {
-    String::from_utf8(key.get(prefix.len()..)?.to_vec()).ok()
 }
