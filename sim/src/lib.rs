@@ -11,6 +11,7 @@ pub mod report;
 pub mod scenario;
 pub mod seeds;
 pub mod trace;
+pub mod usage;
 
 #[cfg(madsim)]
 pub(crate) use holdfast_host::lock;

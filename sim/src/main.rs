@@ -291,6 +291,7 @@ mod sim {
     use holdfast_sim::runner::{self, RunOptions};
     use holdfast_sim::scenario::{Scenario, Semantics};
     use holdfast_sim::sweep::{self, max_queue_depth, replay_command, worst_latency};
+    use holdfast_sim::usage;
     use std::collections::BTreeMap;
     use std::io::IsTerminal;
     use std::path::Path;
@@ -308,6 +309,7 @@ mod sim {
         timeline: bool,
         plot: Option<&Path>,
     ) -> ExitCode {
+        let before = usage::process();
         let out = runner::run(
             scn,
             seed,
@@ -317,6 +319,7 @@ mod sim {
             },
         );
         let failures = report::evaluate(scn, &out.result);
+        let after = usage::process();
         if let Some(path) = plot {
             if let Err(e) =
                 holdfast_sim::report::plot::draw(path, &out.scenario, &out.result, &out.series)
@@ -335,6 +338,15 @@ mod sim {
             out!("{}", report::to_json(&out.result, &failures));
         } else {
             out_part!("{}", report::summary(&out.result, &failures));
+            // The simulator's own cost (not part of the result: it varies
+            // with the machine, the result does not).
+            let cpu = after.cpu_secs - before.cpu_secs;
+            out!(
+                "  simulator: {} events in {cpu:.2} CPU s ({:.0} events per CPU second), peak memory {:.0} MB",
+                out.result.trace_len,
+                out.result.trace_len as f64 / cpu.max(1e-9),
+                usage::mb(after.max_rss)
+            );
         }
         ExitCode::from(if failures.is_empty() { 0 } else { 1 })
     }
@@ -635,7 +647,7 @@ mod sim {
         for (i, scn) in scenarios.iter().enumerate() {
             let mine: Vec<_> = outcomes.iter().filter(|o| o.scenario == i).collect();
             let simulated = scn.duration_ms as f64 / 1000.0 * mine.len() as f64;
-            let cpu: f64 = mine.iter().map(|o| o.wall_secs).sum();
+            let cpu: f64 = mine.iter().map(|o| o.cpu_secs).sum();
             let events: u64 = mine.iter().map(|o| o.result.trace_len).sum();
             let failed = mine.iter().filter(|o| !o.failures.is_empty()).count() as u64;
             sim_total += simulated;
@@ -668,6 +680,13 @@ mod sim {
             scenarios.len(),
             per_100_seeds / 60.0
         );
+        // Every run of the bench shares the process: with several threads
+        // this is the peak of the runs that were in memory together.
+        let max_rss = usage::process().max_rss;
+        out!(
+            "peak memory {:.0} MB (up to {threads} runs at a time)",
+            usage::mb(max_rss)
+        );
         out!(
             "{}",
             serde_json::json!({
@@ -685,6 +704,7 @@ mod sim {
                 "runs_per_minute": runs as f64 / elapsed.max(1e-9) * 60.0,
                 "seeds_per_minute": seeds as f64 / elapsed.max(1e-9) * 60.0,
                 "projected_100_seeds_secs": per_100_seeds,
+                "max_rss_bytes": max_rss,
             })
         );
         ExitCode::from(if failed_total == 0 { 0 } else { 1 })

@@ -5,6 +5,7 @@
 use crate::report::{self, RunResult};
 use crate::runner::{self, RunOptions};
 use crate::scenario::Scenario;
+use crate::usage;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -18,6 +19,9 @@ pub struct Outcome {
     pub result: RunResult,
     pub failures: Vec<String>,
     pub wall_secs: f64,
+    /// CPU seconds (user + system) of the thread that ran it: what a run
+    /// costs, whatever else the machine was doing meanwhile.
+    pub cpu_secs: f64,
 }
 
 /// Runs every `(scenario index, seed)` job on `workers` threads; results come
@@ -55,6 +59,7 @@ pub fn run_all(
                     return;
                 };
                 let t = Instant::now();
+                let cpu = usage::thread().cpu_secs;
                 // A panicking run is a failure of that seed, reported with
                 // its replay command like any other, not the end of the sweep.
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -77,6 +82,7 @@ pub fn run_all(
                     }
                 };
                 let wall_secs = t.elapsed().as_secs_f64();
+                let cpu_secs = usage::thread().cpu_secs - cpu;
                 if !failures.is_empty() {
                     failed.fetch_add(1, Ordering::SeqCst);
                 }
@@ -97,6 +103,7 @@ pub fn run_all(
                     result,
                     failures,
                     wall_secs,
+                    cpu_secs,
                 });
             });
         }

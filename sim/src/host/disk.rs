@@ -101,6 +101,14 @@ impl SimDisk {
             .unwrap_or_default()
     }
 
+    /// `read` applied to the durable bytes of a file, without copying them
+    /// (an archive database's log is most of a run's memory at volume).
+    /// The disk is locked meanwhile: `read` must not touch it.
+    pub fn with_durable<T>(&self, file: &str, read: impl FnOnce(&[u8]) -> T) -> T {
+        let s = self.lock();
+        read(s.files.get(file).map_or(&[][..], |f| &f.data[..f.synced]))
+    }
+
     /// Fault: flips `bytes` bytes (each XORed with a nonzero value) at an
     /// offset drawn from `rng`, in `only` if given, else in any file with
     /// the offset drawn over all of them (a file by its size). Only

@@ -175,9 +175,13 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
     let mut queued = BTreeSet::new();
     let mut parked = BTreeSet::new();
     for (name, shared) in &nodes.shared {
-        let state = |kind| -> Recovered { replay(&shared.disk.durable(&store_file(kind))).0 };
+        let state = |kind| -> Recovered {
+            shared
+                .disk
+                .with_durable(&store_file(kind), |bytes| replay(bytes).0)
+        };
         if scn.topology.databases.contains(name) {
-            let db = state(ActorKind::Database);
+            let mut db = state(ActorKind::Database);
             let record = db
                 .get(store_keys::DB_PURGE)
                 .map(|v| store_keys::decode::<PurgeRecord>(v));
@@ -199,10 +203,22 @@ fn read_archive(scn: &Scenario, nodes: &Nodes, read_errors: &mut Vec<String>) ->
                 }
             }
             let before = rows.len();
-            for r in store_keys::db_rows(&db) {
-                match r {
+            // The rows (as `store_keys::db_rows` reads them), each entry
+            // of the replayed store dropped once decoded: at volume the
+            // store and its decoded rows are the most a run holds at once.
+            let stored = db.split_off(store_keys::DB_ROW);
+            drop(db);
+            rows.reserve(stored.len());
+            for (k, v) in stored
+                .into_iter()
+                .take_while(|(k, _)| k.starts_with(store_keys::DB_ROW))
+            {
+                match store_keys::decode::<Row>(&v) {
                     Ok(row) => rows.push(row),
-                    Err(e) => read_errors.push(format!("{name}: {e}")),
+                    Err(e) => read_errors.push(format!(
+                        "{name}: {}",
+                        store_keys::ReadError::undecodable(&k)(e)
+                    )),
                 }
             }
             row_groups.push((name.clone(), rows.len() - before));
