@@ -22,15 +22,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-// Every hop allocates and frees each record's strings and frames on
-// another thread than the one that made them (reader, core, writer):
-// glibc's malloc spent a fifth of a front end's CPU in `_int_malloc`,
-// `_int_free` and `malloc_consolidate` at 25,000 IM/s. mimalloc's
-// thread-local free lists cost a fraction of that; the simulator uses it
-// already.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "holdfast",
