@@ -48,6 +48,9 @@ const PREFETCH: u16 = 2 * BATCH as u16;
 /// rather than for more deliveries.
 const BATCH_IDLE: Duration = Duration::from_millis(5);
 const QUEUE: &str = "holdfast-bench";
+/// Delivery errors in a row, with no delivery between them, after which
+/// the consumer gives up.
+const CONSUMER_ERRORS_MAX: u32 = 10;
 
 /// The peer systems `--peer` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +425,14 @@ where
         if let Some(e) = writer_error.lock().expect("not poisoned").clone() {
             return Err(e);
         }
+        if consuming.is_finished() {
+            // The consumer gave up (a delivery error, or the broker closed
+            // the stream): say why rather than wait out the deadline.
+            return match consuming.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(format!("{}: the consumer stopped", peer.name())),
+            };
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // The consumer's sender goes with the aborted task, so the writer
@@ -555,10 +566,11 @@ impl Default for ConfirmsHist {
 async fn consume<T: Send + 'static>(
     mut deliveries: impl futures_util::Stream<Item = Result<(Vec<u8>, T), String>> + Unpin,
     batches: std::sync::mpsc::SyncSender<(Vec<Wire>, T)>,
-) {
+) -> Result<(), String> {
     use std::sync::mpsc::TrySendError;
     let mut batch = Vec::with_capacity(BATCH);
     let mut last = None;
+    let mut errors = 0u32;
     loop {
         let next = if batch.is_empty() {
             deliveries.next().await
@@ -570,14 +582,40 @@ async fn consume<T: Send + 'static>(
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     let Some(token) = last.take() else { continue };
                     if hand_over(&batches, full, token).await.is_err() {
-                        return;
+                        return Ok(());
                     }
                     continue;
                 }
             }
         };
-        let Some(Ok((data, token))) = next else {
-            return;
+        let (data, token) = match next {
+            Some(Ok(d)) => {
+                errors = 0;
+                d
+            }
+            // A pull consumer's stream yields errors it recovers from (a
+            // missed idle heartbeat, a status the server answers a pull
+            // request with) and goes on delivering: ending here on the
+            // first one left every later delivery unread, a stall until
+            // the deadline. Only errors with no delivery between them end
+            // the run, and then saying why.
+            Some(Err(e)) => {
+                errors += 1;
+                tracing::warn!("peer consumer: delivery error {errors} in a row: {e}");
+                if errors >= CONSUMER_ERRORS_MAX {
+                    return Err(format!(
+                        "the consumer gave up after {errors} delivery errors in a row: {e}"
+                    ));
+                }
+                continue;
+            }
+            None => {
+                // The stream ended: what was gathered is still archived.
+                if let Some(token) = last.take() {
+                    let _ = hand_over(&batches, std::mem::take(&mut batch), token).await;
+                }
+                return Ok(());
+            }
         };
         last = Some(token);
         // A message this bench did not publish is left unacknowledged:
@@ -589,7 +627,7 @@ async fn consume<T: Send + 'static>(
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             let Some(token) = last.take() else { continue };
             if hand_over(&batches, full, token).await.is_err() {
-                return;
+                return Ok(());
             }
         } else if !batch.is_empty() {
             let (ready, token) = (std::mem::take(&mut batch), last.take());
@@ -600,7 +638,7 @@ async fn consume<T: Send + 'static>(
                     batch = back;
                     last = Some(token);
                 }
-                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Disconnected(_)) => return Ok(()),
             }
         }
     }
@@ -948,5 +986,66 @@ impl Drop for RabbitServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(n: u64) -> Result<(Vec<u8>, u64), String> {
+        let w = Wire {
+            id: format!("peer-{n:09}"),
+            from: "a@bench.example".into(),
+            to: "b@bench.example".into(),
+            sent_at: n,
+            body: "x".into(),
+        };
+        Ok((postcard::to_allocvec(&w).unwrap(), n))
+    }
+
+    /// What the consumer hands to the writer: the ids of each batch and
+    /// its ack token, and how the consumer ended.
+    fn consumed(items: Vec<Result<(Vec<u8>, u64), String>>) -> (Vec<String>, Vec<u64>, String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Wire>, u64)>(0);
+        let writer = std::thread::spawn(move || {
+            let (mut ids, mut tokens) = (Vec::new(), Vec::new());
+            while let Ok((batch, token)) = rx.recv() {
+                ids.extend(batch.into_iter().map(|w| w.id));
+                tokens.push(token);
+            }
+            (ids, tokens)
+        });
+        let end = rt.block_on(consume(futures_util::stream::iter(items), tx));
+        let (ids, tokens) = writer.join().unwrap();
+        (ids, tokens, format!("{end:?}"))
+    }
+
+    #[test]
+    fn a_delivery_error_the_stream_recovers_from_does_not_end_the_consumer() {
+        let (ids, tokens, end) = consumed(vec![
+            delivery(1),
+            Err("missed idle heartbeat".into()),
+            delivery(2),
+            Err("missed idle heartbeat".into()),
+            delivery(3),
+        ]);
+        assert_eq!(ids, ["peer-000000001", "peer-000000002", "peer-000000003"]);
+        assert_eq!(tokens.last(), Some(&3), "the last ack covers everything");
+        assert_eq!(end, "Ok(())");
+    }
+
+    #[test]
+    fn errors_with_no_delivery_between_them_end_the_consumer_saying_why() {
+        let mut items = vec![delivery(1)];
+        items.extend((0..CONSUMER_ERRORS_MAX).map(|_| Err("consumer deleted".to_string())));
+        items.push(delivery(2));
+        let (ids, _, end) = consumed(items);
+        assert!(!ids.contains(&"peer-000000002".to_string()), "{ids:?}");
+        assert!(end.contains("consumer deleted"), "{end}");
     }
 }
