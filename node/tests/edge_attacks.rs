@@ -381,9 +381,10 @@ fn oversize_im_is_refused_and_archiving_continues() {
     for i in 0..80 {
         let id = format!("max-{i}");
         let body = format!("{id} ").repeat(64 << 10)[..64 << 10].to_string();
+        let outcome = s.send(&id, body);
         assert!(
-            matches!(s.send(&id, body), Outcome::Accepted { .. }),
-            "the largest admissible IM is taken"
+            matches!(outcome, Outcome::Accepted { .. }),
+            "the largest admissible IM is taken: {id}: {outcome:?}"
         );
         ids.push(id);
     }
@@ -470,9 +471,10 @@ fn refused_record_is_parked_and_archiving_continues() {
             3 => (format!("bad-{i}"), format!("poison {i}")),
             _ => (format!("ok-{i}"), format!("fine {i}")),
         };
+        let outcome = s.send(&id, body);
         assert!(
-            matches!(s.send(&id, body), Outcome::Accepted { .. }),
-            "{id} accepted"
+            matches!(outcome, Outcome::Accepted { .. }),
+            "{id} accepted: {outcome:?}"
         );
         if id.starts_with("ok-") {
             ids.push(id);

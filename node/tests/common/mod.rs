@@ -30,9 +30,27 @@ pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_holdfast"))
 }
 
+/// The settings of a functional test: `settings`, with an admission
+/// budget of 2 s unless they set one. These tests check what a cluster
+/// does with an IM (refuse a forgery, archive the largest one, keep ids
+/// apart), and they share two cores with the whole test suite, debug
+/// builds and other tests' clusters: under that load a request waits past
+/// the production default (100 ms) often enough that the front end
+/// answers busy, a correct answer but not the one under test. Overload is
+/// tested where it is the subject (the transport's own tests, the
+/// simulator's inbox and overload scenarios, `bench`).
+pub fn functional_settings(settings: &str) -> String {
+    if settings.contains("admission_wait") {
+        settings.to_string()
+    } else {
+        format!("admission_wait = \"2s\"\n{settings}")
+    }
+}
+
 impl TestCluster {
     pub fn start(links: &str, settings: &str) -> TestCluster {
-        TestCluster::start_with(links, || loopback_config(links, settings))
+        let settings = functional_settings(settings);
+        TestCluster::start_with(links, || loopback_config(links, &settings))
     }
 
     /// A cluster from a whole config text, which `make_text` draws with
