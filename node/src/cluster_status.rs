@@ -18,6 +18,17 @@ pub struct FrontEndFigures {
     pub dead_letters: u64,
 }
 
+impl FrontEndFigures {
+    /// The link's health as `holdfast status` and the status page word it.
+    pub fn link(&self) -> &'static str {
+        if self.link_failing {
+            "FAILING"
+        } else {
+            "healthy"
+        }
+    }
+}
+
 /// What one node said, or why it said nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reading {

@@ -304,14 +304,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             (Some(peer), _) => cli::bench_peer::run(
                 &peer,
-                cli::bench_peer::options(rate, duration, links, size, set),
+                cli::bench::options(rate, duration, links, size, set),
                 json,
             )?,
             (None, Some(sweep)) => cli::bench_sweep::run(
                 &sweep,
                 steps,
                 svg,
-                cli::bench_peer::options(rate, duration, links, size, set),
+                cli::bench::options(rate, duration, links, size, set),
                 json,
             )?,
             (None, None) => cli::bench::run(rate, duration, links, size, set, purge_rows, json)?,

@@ -27,11 +27,7 @@ pub fn render(me: &str, nodes: &[NodeStatus]) -> String {
                         fe.depth,
                         fe.bytes,
                         fe.quota_percent,
-                        if fe.link_failing {
-                            "FAILING"
-                        } else {
-                            "healthy"
-                        },
+                        fe.link(),
                         if fe.shut_down {
                             "SHUT DOWN by critical mode"
                         } else {

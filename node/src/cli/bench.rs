@@ -1,7 +1,30 @@
 //! `holdfast bench`: archived IM/s and latency on a loopback cluster.
 
 use super::common::Failure;
+use holdfast::bench::BenchOptions;
 use std::time::Duration;
+
+/// The options of a bench run: the plain one, `--peer` and `--sweep`.
+pub(crate) fn options(
+    rate: f64,
+    duration: Duration,
+    links: String,
+    size: usize,
+    set: Vec<String>,
+) -> BenchOptions {
+    BenchOptions {
+        rate,
+        duration,
+        links,
+        body_size: size,
+        settings: set.join("\n"),
+        // Progress bars for a person at a terminal; pipes get the report only.
+        progress: {
+            use std::io::IsTerminal;
+            std::io::stderr().is_terminal()
+        },
+    }
+}
 
 pub(crate) fn run(
     rate: f64,
@@ -15,18 +38,7 @@ pub(crate) fn run(
     if links != "tls" && links != "plain" {
         return Err(format!("--links {links:?}: expected tls or plain").into());
     }
-    let opts = holdfast::bench::BenchOptions {
-        rate,
-        duration,
-        links,
-        body_size: size,
-        settings: set.join("\n"),
-        // Progress bars for a person at a terminal; pipes get the report only.
-        progress: {
-            use std::io::IsTerminal;
-            std::io::stderr().is_terminal()
-        },
-    };
+    let opts = options(rate, duration, links, size, set);
     if purge_rows > 0 {
         return purge(&opts, purge_rows, json);
     }

@@ -5,29 +5,6 @@ use super::common::Failure;
 use holdfast::bench::{BenchOptions, BenchReport};
 use holdfast::bench_peer::{Peer, PeerReport, HOLDFAST_DURABILITY};
 
-/// The options of a `--peer` or `--sweep` run, as the plain bench builds
-/// them.
-pub(crate) fn options(
-    rate: f64,
-    duration: std::time::Duration,
-    links: String,
-    size: usize,
-    set: Vec<String>,
-) -> BenchOptions {
-    BenchOptions {
-        rate,
-        duration,
-        links,
-        body_size: size,
-        settings: set.join("\n"),
-        // Progress for a person at a terminal; pipes get the report only.
-        progress: {
-            use std::io::IsTerminal;
-            std::io::stderr().is_terminal()
-        },
-    }
-}
-
 pub(crate) fn run(peer: &str, opts: BenchOptions, json: bool) -> Result<(), Failure> {
     let peer = Peer::parse(peer)?;
     if opts.links != "tls" && opts.links != "plain" {

@@ -171,17 +171,22 @@ pub(crate) fn printable(s: &str) -> String {
     out
 }
 
-/// The state of one actor's log store on each node of `role` in the
-/// config (or only `only`), read from the data folders on this machine:
-/// `(node, file, state)`; a node whose log does not exist yet is skipped.
-/// `what` names the role in the error when no node has it.
-pub(crate) fn local_store_states(
+/// The lines `lines_of` makes of one actor's log store on each node of
+/// `role` in the config (or only `only`), read from the data folders on
+/// this machine; `lines_of` gets the node's name and the store's state,
+/// and an error of it is told with the log file's path. A node whose log
+/// does not exist yet is skipped. `what` names the role in the error when
+/// no node has it.
+pub(crate) fn local_store_lines(
     config: &Config,
-    role: holdfast::config::Role,
-    kind: holdfast_actors::core::ids::ActorKind,
+    (role, kind): (
+        holdfast::config::Role,
+        holdfast_actors::core::ids::ActorKind,
+    ),
     only: Option<&str>,
     what: &str,
-) -> Result<Vec<(String, PathBuf, holdfast_actors::core::actor::Recovered)>, String> {
+    lines_of: impl Fn(&str, &holdfast_actors::core::actor::Recovered) -> Result<Vec<String>, String>,
+) -> Result<Vec<String>, String> {
     let nodes: Vec<_> = config
         .nodes
         .iter()
@@ -194,7 +199,7 @@ pub(crate) fn local_store_states(
             None => format!("the config has no {what}"),
         });
     }
-    let mut states = Vec::new();
+    let mut lines = Vec::new();
     for n in nodes {
         let file = n.data.join(holdfast::node::store_file(kind));
         let bytes = match std::fs::read(&file) {
@@ -203,9 +208,9 @@ pub(crate) fn local_store_states(
             Err(e) => return Err(format!("{}: cannot read: {e}", file.display())),
         };
         let state = holdfast_host::store::replay_log(&bytes).state;
-        states.push((n.name.clone(), file, state));
+        lines.extend(lines_of(&n.name, &state).map_err(|e| format!("{}: {e}", file.display()))?);
     }
-    Ok(states)
+    Ok(lines)
 }
 
 /// Asks `actor` on `node`, as `who` with the operator role, and returns

@@ -3,7 +3,7 @@
 //! which the queue resends once heartbeats say the link is healthy.
 
 use super::common::{
-    ask_as_operator, fmt_time, load_config, local_store_states, print_listing, ConfigArg, Failure,
+    ask_as_operator, fmt_time, load_config, local_store_lines, print_listing, ConfigArg, Failure,
 };
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
@@ -69,20 +69,14 @@ pub(crate) fn run(cmd: DlqCmd) -> Result<(), Failure> {
 /// The dead letters of the config's front ends, from their outgoing queue
 /// logs: one line each, as text or JSON.
 fn dead_letters(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<String>, String> {
-    let mut lines = Vec::new();
-    let queues = local_store_states(
-        config,
-        Role::FrontEnd,
-        ActorKind::OutgoingQueue,
-        only,
-        "a front end",
-    )?;
-    for (name, file, state) in queues {
-        for (k, v) in &state {
+    let queues = (Role::FrontEnd, ActorKind::OutgoingQueue);
+    local_store_lines(config, queues, only, "a front end", |name, state| {
+        let mut lines = Vec::new();
+        for (k, v) in state {
             let Some(key) = store_keys::parse_u64(OQ_DEAD, k) else {
                 continue;
             };
-            let r = store_keys::decode_record(v).map_err(|e| format!("{}: {e}", file.display()))?;
+            let r = store_keys::decode_record(v).map_err(|e| e.to_string())?;
             lines.push(if json {
                 serde_json::json!({
                     "node": name, "key": key, "id": r.id, "client_id": r.client_id,
@@ -101,6 +95,6 @@ fn dead_letters(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<S
                 )
             });
         }
-    }
-    Ok(lines)
+        Ok(lines)
+    })
 }

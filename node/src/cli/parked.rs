@@ -4,7 +4,7 @@
 //! investigation.
 
 use super::common::{
-    ask_as_operator, fmt_time, load_config, local_store_states, print_listing, ConfigArg, Failure,
+    ask_as_operator, fmt_time, load_config, local_store_lines, print_listing, ConfigArg, Failure,
 };
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
@@ -120,38 +120,38 @@ pub(crate) fn run(cmd: ParkedCmd) -> Result<(), Failure> {
 /// The parked records of the config's archiving servers, read from their
 /// destination queue logs: one line each, as text or JSON.
 fn parked_lines(config: &Config, only: Option<&str>, json: bool) -> Result<Vec<String>, String> {
-    let mut lines = Vec::new();
-    let queues = local_store_states(
+    let queues = (Role::Archiver, ActorKind::DestinationQueue);
+    local_store_lines(
         config,
-        Role::Archiver,
-        ActorKind::DestinationQueue,
+        queues,
         only,
         "an archiving server",
-    )?;
-    for (name, file, state) in queues {
-        for entry in store_keys::parked_records(&state) {
-            let (key, p) = entry.map_err(|e| format!("{}: {e}", file.display()))?;
-            let r = &p.record;
-            if json {
-                let line = serde_json::json!({
-                    "node": name, "key": key, "parked_at": p.at, "reason": p.reason,
-                    "id": r.id, "client_id": r.client_id, "kind": r.kind.as_str(),
-                    "from": r.from, "to": r.to, "time": r.time, "front_end": r.front_end,
-                });
-                lines.push(line.to_string());
-            } else {
-                lines.push(format!(
-                    "{}  #{key}  parked {}  {} {} -> {}  [{}]  {}",
-                    name,
-                    fmt_time(p.at),
-                    r.kind.as_str(),
-                    r.from,
-                    r.to,
-                    r.id,
-                    p.reason
-                ));
+        |name, state| {
+            let mut lines = Vec::new();
+            for entry in store_keys::parked_records(state) {
+                let (key, p) = entry.map_err(|e| e.to_string())?;
+                let r = &p.record;
+                if json {
+                    let line = serde_json::json!({
+                        "node": name, "key": key, "parked_at": p.at, "reason": p.reason,
+                        "id": r.id, "client_id": r.client_id, "kind": r.kind.as_str(),
+                        "from": r.from, "to": r.to, "time": r.time, "front_end": r.front_end,
+                    });
+                    lines.push(line.to_string());
+                } else {
+                    lines.push(format!(
+                        "{}  #{key}  parked {}  {} {} -> {}  [{}]  {}",
+                        name,
+                        fmt_time(p.at),
+                        r.kind.as_str(),
+                        r.from,
+                        r.to,
+                        r.id,
+                        p.reason
+                    ));
+                }
             }
-        }
-    }
-    Ok(lines)
+            Ok(lines)
+        },
+    )
 }

@@ -40,11 +40,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
                 fe.depth,
                 fe.bytes,
                 fe.quota_percent,
-                if fe.link_failing {
-                    "FAILING"
-                } else {
-                    "healthy"
-                },
+                fe.link(),
                 if fe.shut_down {
                     "SHUT DOWN"
                 } else {
