@@ -161,6 +161,40 @@ pub struct ArchivedMessage {
     pub client_id: String,
 }
 
+impl ArchivedMessage {
+    /// The core's row of this message, as either archive engine reads it
+    /// back; `Err` says which row has a kind no record has.
+    pub(crate) fn into_row(self) -> Result<Row, String> {
+        let kind = match self.kind.as_str() {
+            "im" => RecordKind::Im,
+            "cdr" => RecordKind::Cdr,
+            "qoe" => RecordKind::Qoe,
+            other => return Err(format!("row {}: unknown kind {other:?}", self.rowid)),
+        };
+        Ok(Row {
+            rowid: self.rowid,
+            record: ArchiveRecord {
+                kind,
+                id: self.id,
+                client_id: self.client_id,
+                from: self.from,
+                to: self.to,
+                time: self.time,
+                body: self.body,
+                external: self.external,
+                front_end: self.front_end,
+            },
+            archived_at: self.archived_at,
+        })
+    }
+}
+
+/// A message row under its key, as the engines answer a core's read of
+/// the messages.
+pub(crate) fn keyed_row(row: &Row) -> (Vec<u8>, Vec<u8>) {
+    (keys::key_str(DB_ROW, &row.record.id), keys::encode(row))
+}
+
 /// A search of the archive. Every criterion given must hold.
 #[derive(Clone, Debug, Default)]
 pub struct Query {
@@ -680,17 +714,7 @@ impl ArchiveDb {
                         self.path.display()
                     )));
                 }
-                let rows = self
-                    .query(&Query::of_search(search))
-                    .map_err(io)?
-                    .into_iter()
-                    .map(|m| {
-                        let row = self.to_row(m)?;
-                        Ok((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)))
-                    })
-                    .collect::<Result<_, ArchiveDbError>>()
-                    .map_err(io)?;
-                Ok(Answer::Rows(rows))
+                self.rows_answer(self.query(&Query::of_search(search)).map_err(io)?)
             }
             EngineQuery::Scan {
                 prefix,
@@ -703,17 +727,7 @@ impl ArchiveDb {
                         self.range_sql(COLUMNS, prefix, from.as_deref(), *reverse)?;
                     args.push(Value::Integer(i64::from(*limit)));
                     sql.push_str(&format!(" LIMIT ?{}", args.len()));
-                    let rows = self
-                        .select(&sql, args, None, usize::MAX)
-                        .map_err(io)?
-                        .into_iter()
-                        .map(|m| {
-                            let row = self.to_row(m)?;
-                            Ok((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)))
-                        })
-                        .collect::<Result<_, ArchiveDbError>>()
-                        .map_err(io)?;
-                    Ok(Answer::Rows(rows))
+                    self.rows_answer(self.select(&sql, args, None, usize::MAX).map_err(io)?)
                 } else {
                     let (mut sql, mut args) =
                         self.range_sql("key, value", prefix, from.as_deref(), *reverse)?;
@@ -1080,32 +1094,20 @@ impl ArchiveDb {
     }
 
     fn to_row(&self, m: ArchivedMessage) -> Result<Row, ArchiveDbError> {
-        let kind = match m.kind.as_str() {
-            "im" => RecordKind::Im,
-            "cdr" => RecordKind::Cdr,
-            "qoe" => RecordKind::Qoe,
-            other => {
-                return Err(ArchiveDbError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("row {}: unknown kind {other:?}", m.rowid),
-                })
-            }
-        };
-        Ok(Row {
-            rowid: m.rowid,
-            record: ArchiveRecord {
-                kind,
-                id: m.id,
-                client_id: m.client_id,
-                from: m.from,
-                to: m.to,
-                time: m.time,
-                body: m.body,
-                external: m.external,
-                front_end: m.front_end,
-            },
-            archived_at: m.archived_at,
+        m.into_row().map_err(|detail| ArchiveDbError::Corrupt {
+            path: self.path.clone(),
+            detail,
         })
+    }
+
+    /// The messages as an answer to a core's read: each row under its key.
+    fn rows_answer(&self, messages: Vec<ArchivedMessage>) -> Result<Answer, StoreError> {
+        let rows = messages
+            .into_iter()
+            .map(|m| Ok(keyed_row(&self.to_row(m)?)))
+            .collect::<Result<_, ArchiveDbError>>()
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(Answer::Rows(rows))
     }
 
     fn sqlite(&self) -> impl Fn(rusqlite::Error) -> ArchiveDbError + '_ {

@@ -13,12 +13,11 @@
 use super::link::{io_error, refused_for_good, Link, Session};
 use super::schema::Schema;
 use super::target::PgTarget;
-use crate::archive_db::ArchivedMessage;
+use crate::archive_db::{keyed_row, ArchivedMessage};
 use crate::engines::{Engine, EngineError};
 use holdfast_actors::archiving::retention::{parse_time_key, time_key};
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{prefix_end, Answer, Query};
-use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
 use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW, DB_TIME};
 use postgres::types::ToSql;
 use std::collections::BTreeMap;
@@ -387,7 +386,7 @@ fn answer(s: &mut Session, query: &Query) -> Result<Answer, StoreError> {
             for r in &found {
                 if rows_of_messages {
                     let row = row(message(s, r)?, s)?;
-                    rows.push((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)));
+                    rows.push(keyed_row(&row));
                 } else {
                     rows.push((r.get(0), r.get(1)));
                 }
@@ -464,7 +463,7 @@ fn search_rows(
             continue;
         }
         let row = row(m, s)?;
-        rows.push((keys::key_str(DB_ROW, &row.record.id), keys::encode(&row)));
+        rows.push(keyed_row(&row));
     }
     Ok(Answer::Rows(rows))
 }
@@ -592,31 +591,10 @@ fn message(s: &Session, r: &postgres::Row) -> Result<ArchivedMessage, StoreError
 
 /// The core's row of an archived message.
 fn row(m: ArchivedMessage, s: &Session) -> Result<Row, StoreError> {
-    let kind = match m.kind.as_str() {
-        "im" => RecordKind::Im,
-        "cdr" => RecordKind::Cdr,
-        "qoe" => RecordKind::Qoe,
-        other => {
-            return Err(StoreError::Io(format!(
-                "archive {}: corrupt: row {}: unknown kind {other:?}",
-                s.target().redacted(),
-                m.rowid
-            )))
-        }
-    };
-    Ok(Row {
-        rowid: m.rowid,
-        record: ArchiveRecord {
-            kind,
-            id: m.id,
-            client_id: m.client_id,
-            from: m.from,
-            to: m.to,
-            time: m.time,
-            body: m.body,
-            external: m.external,
-            front_end: m.front_end,
-        },
-        archived_at: m.archived_at,
+    m.into_row().map_err(|detail| {
+        StoreError::Io(format!(
+            "archive {}: corrupt: {detail}",
+            s.target().redacted()
+        ))
     })
 }
