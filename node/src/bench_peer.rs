@@ -822,30 +822,81 @@ impl NatsServer {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let mut server = NatsServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
+        let every = Duration::from_millis(100);
+        match wait_until_up(&mut server.child, Duration::from_secs(30), every, || {
+            nats_answers(port)
+        }) {
+            Ok(()) => Ok(server),
+            Err(NotUp::Exited(status)) => {
                 let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                return Err(format!("nats-server exited ({status}):\n{log}"));
+                Err(format!("nats-server exited ({status}):\n{log}"))
             }
-            if nats_answers(port) {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err("nats-server not ready after 30s".into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            Err(NotUp::Late) => Err("nats-server not ready after 30s".into()),
         }
+    }
+}
+
+/// Why a server started here is not up.
+enum NotUp {
+    /// It exited, with this status.
+    Exited(std::process::ExitStatus),
+    /// It did not answer within the time it had.
+    Late,
+}
+
+/// Waits until `answers` says the server `child` is up, asking every
+/// `every`, for `timeout` at the most.
+fn wait_until_up(
+    child: &mut Child,
+    timeout: Duration,
+    every: Duration,
+    answers: impl Fn() -> bool,
+) -> Result<(), NotUp> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(NotUp::Exited(status));
+        }
+        if answers() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(NotUp::Late);
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A loopback connection to `port` whose reads give up after 2 s: how
+/// the servers started here are asked whether they are up.
+fn probe(port: u16) -> Option<std::net::TcpStream> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    Some(s)
+}
+
+/// Stops a server started here: SIGTERM (a clean shutdown), SIGKILL if it
+/// has not exited after 20 s.
+fn stop(child: &mut Child) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 /// True when the port greets with the NATS protocol's `INFO` line.
 fn nats_answers(port: u16) -> bool {
     use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Some(mut s) = probe(port) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut hello = [0u8; 4];
     s.read_exact(&mut hello).is_ok() && &hello == b"INFO"
 }
@@ -853,17 +904,7 @@ fn nats_answers(port: u16) -> bool {
 impl Drop for NatsServer {
     /// SIGTERM (a clean shutdown), SIGKILL after 20 s.
     fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop(&mut self.child);
     }
 }
 
@@ -925,28 +966,20 @@ impl RabbitServer {
 
     /// Ready once the AMQP listener answers (it opens last in the boot).
     fn wait_ready(&mut self, dir: &Path, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
         let tail = || {
             let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         };
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("rabbitmq-server exited ({status}):\n{}", tail()));
-            }
-            if amqp_answers(self.port) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "rabbitmq-server not ready after {}:\n{}",
-                    humantime::format_duration(timeout),
-                    tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let (port, every) = (self.port, Duration::from_millis(200));
+        wait_until_up(&mut self.child, timeout, every, || amqp_answers(port)).map_err(|e| match e {
+            NotUp::Exited(status) => format!("rabbitmq-server exited ({status}):\n{}", tail()),
+            NotUp::Late => format!(
+                "rabbitmq-server not ready after {}:\n{}",
+                humantime::format_duration(timeout),
+                tail()
+            ),
+        })
     }
 }
 
@@ -954,10 +987,9 @@ impl RabbitServer {
 /// frame (`connection.start`): the broker is up and taking connections.
 fn amqp_answers(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Some(mut s) = probe(port) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut frame = [0u8; 1];
     // Frame type 1: a method frame.
     s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
@@ -969,18 +1001,7 @@ impl Drop for RabbitServer {
     /// SIGTERM (the server script stops the node cleanly), SIGKILL after
     /// 20 s; then the epmd it started.
     fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop(&mut self.child);
         let _ = Command::new("epmd")
             .args(["-port", &self.epmd_port.to_string(), "-kill"])
             .stdout(Stdio::null())

@@ -246,15 +246,14 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
         eprintln!("{e}");
     }
     if !failed.is_empty() && !keep_going {
-        eprintln!("stopping every node (--keep-going runs the others without them)");
-        for n in &mut nodes {
-            n.stop(Duration::from_secs(15));
-        }
-        return Err(UpError::Nodes(format!(
-            "{} of {} nodes did not come up; every node is stopped",
-            failed.len(),
-            config.nodes.len()
-        )));
+        return Err(stop_every_node(
+            &mut nodes,
+            format!(
+                "{} of {} nodes did not come up; every node is stopped",
+                failed.len(),
+                config.nodes.len()
+            ),
+        ));
     }
     println!("cluster up; Ctrl-C stops every node");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -283,14 +282,13 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
                         return Err(UpError::Nodes("every node has exited".to_string()));
                     }
                     if !exited.is_empty() && !keep_going {
-                        eprintln!("stopping every node (--keep-going runs the others without them)");
-                        for n in &mut nodes {
-                            n.stop(Duration::from_secs(15));
-                        }
-                        return Err(UpError::Nodes(format!(
-                            "{} exited while the cluster ran; every node is stopped",
-                            exited.join(", ")
-                        )));
+                        return Err(stop_every_node(
+                            &mut nodes,
+                            format!(
+                                "{} exited while the cluster ran; every node is stopped",
+                                exited.join(", ")
+                            ),
+                        ));
                     }
                     lost.extend(exited);
                 }
@@ -318,6 +316,16 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
         )));
     }
     Ok(())
+}
+
+/// Stops every node still running once one has failed (without
+/// `--keep-going`): the error `up` returns, saying `why`.
+fn stop_every_node(nodes: &mut [NodeProcess], why: String) -> UpError {
+    eprintln!("stopping every node (--keep-going runs the others without them)");
+    for n in nodes {
+        n.stop(Duration::from_secs(15));
+    }
+    UpError::Nodes(why)
 }
 
 /// A free TCP port on loopback (bound once and released).

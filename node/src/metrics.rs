@@ -328,24 +328,19 @@ impl Metrics {
                 events,
             );
         }
-        for (name, help, value) in [
-            ("holdfast_fsyncs", "group-commit fsyncs", &self.fsyncs),
+        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            ("holdfast_fsyncs", "group-commit fsyncs", count(&self.fsyncs)),
             (
                 "holdfast_actor_restarts",
                 "actors restarted from disk",
-                &self.restarts,
+                count(&self.restarts),
             ),
             (
                 "holdfast_store_errors",
                 "failed persists reported to a core",
-                &self.store_errors,
+                count(&self.store_errors),
             ),
-        ] {
-            let c = Counter::<u64>::default();
-            c.inc_by(value.load(Ordering::Relaxed));
-            registry.register(name, help, c);
-        }
-        for (name, help, v) in [
             (
                 "holdfast_frames_dropped",
                 "envelopes dropped at a full outbound queue",
