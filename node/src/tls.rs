@@ -828,6 +828,15 @@ listen = "127.0.0.1:7301"
         Config::parse(text, Path::new("c.toml"), dir).unwrap()
     }
 
+    /// A cluster of `CONFIG` in a fresh folder (kept while the guard
+    /// lives), its certificates made.
+    fn with_certs() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(CONFIG, dir.path());
+        certs_init(&c, false).unwrap();
+        (dir, c)
+    }
+
     fn names(files: &[PathBuf]) -> Vec<String> {
         let mut v: Vec<String> = files
             .iter()
@@ -898,9 +907,7 @@ listen = "127.0.0.1:7301"
 
     #[test]
     fn a_missing_ca_key_is_needed_only_to_sign() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = config(CONFIG, dir.path());
-        certs_init(&c, false).unwrap();
+        let (_dir, c) = with_certs();
         std::fs::remove_file(c.certs.join("ca.key")).unwrap();
         // Kept offline: fine while every node has its certificate.
         assert!(certs_init(&c, false).unwrap().is_empty());
@@ -911,12 +918,8 @@ listen = "127.0.0.1:7301"
 
     #[test]
     fn a_ca_not_matching_its_key_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = config(CONFIG, dir.path());
-        certs_init(&c, false).unwrap();
-        let other = tempfile::tempdir().unwrap();
-        let o = config(CONFIG, other.path());
-        certs_init(&o, false).unwrap();
+        let (_dir, c) = with_certs();
+        let (_other, o) = with_certs();
         std::fs::copy(o.certs.join("ca.key"), c.certs.join("ca.key")).unwrap();
         std::fs::remove_file(c.certs.join("fe1.key")).unwrap();
         let e = certs_init(&c, false).unwrap_err().to_string();
@@ -985,9 +988,7 @@ listen = "127.0.0.1:7301"
         assert!(e.contains("fe1.key") && e.contains("not the key of"), "{e}");
 
         // A certificate of another CA.
-        let other = tempfile::tempdir().unwrap();
-        let o = config(CONFIG, other.path());
-        certs_init(&o, false).unwrap();
+        let (_other, o) = with_certs();
         std::fs::copy(o.certs.join("db1.pem"), c.certs.join("db1.pem")).unwrap();
         let e = TlsLink::for_node(&c.certs, "db1")
             .err()
@@ -1013,9 +1014,7 @@ listen = "127.0.0.1:7301"
 
     #[test]
     fn the_peer_is_read_from_the_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = config(CONFIG, dir.path());
-        certs_init(&c, false).unwrap();
+        let (_dir, c) = with_certs();
         for node in ["fe1", "arch_1", "db1"] {
             let cert = load_certs(&c.certs.join(format!("{node}.pem"))).unwrap();
             assert_eq!(
@@ -1058,9 +1057,7 @@ listen = "127.0.0.1:7301"
 
     #[test]
     fn a_user_credential_is_checked_when_it_is_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = config(CONFIG, dir.path());
-        certs_init(&c, false).unwrap();
+        let (_dir, c) = with_certs();
         let users = users_dir(&c.certs);
         let carol = Principal::new("carol@corp.example", Role::Auditor);
         let written = issue_user(&c.certs, &users, &carol, false).unwrap();
@@ -1105,9 +1102,7 @@ listen = "127.0.0.1:7301"
             .to_string();
         assert!(e.contains("not a user credential"), "{e}");
         // Another cluster's credential is refused.
-        let other_dir = tempfile::tempdir().unwrap();
-        let o = config(CONFIG, other_dir.path());
-        certs_init(&o, false).unwrap();
+        let (_other_dir, o) = with_certs();
         let e = Credential::load(&c.certs, &users_dir(&o.certs), OPERATOR)
             .err()
             .unwrap()

@@ -4,6 +4,8 @@
 //! the benchmark sent. No figure is judged here: timings belong to the
 //! machine.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -15,15 +17,7 @@ fn the_purge_bench_deletes_the_old_rows_and_keeps_the_new() {
         .args(["--set", "archive_purge_batch=500"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "--json prints one line: {stdout}");
-    let r: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let r = common::one_json_line("bench", &out);
     assert_eq!(r["bench"], "purge");
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["prefilled_rows"], 3000);

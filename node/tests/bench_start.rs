@@ -2,6 +2,8 @@
 //! reports every figure as one JSON line; a store built once is reused.
 //! No figure is judged here: timings belong to the machine.
 
+mod common;
+
 use std::process::Command;
 
 fn bench_start(dir: &std::path::Path, rows: &str, posts: &str) -> serde_json::Value {
@@ -11,15 +13,7 @@ fn bench_start(dir: &std::path::Path, rows: &str, posts: &str) -> serde_json::Va
         .arg(dir)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench-start failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "--json prints one line: {stdout}");
-    serde_json::from_str(lines[0]).unwrap()
+    common::one_json_line("bench-start", &out)
 }
 
 fn check(figures: &serde_json::Value, unit: &str, sizes: &[u64]) {

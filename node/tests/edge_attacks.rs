@@ -98,17 +98,10 @@ fn walk(root: &Path, out: &mut Vec<(PathBuf, bool, u32)>) {
 fn data_files_are_private() {
     let c = TestCluster::start_with("plain", chat_config);
     // An IM, archived.
-    let (code, out, err) = holdfast(
-        &c,
-        &[
-            "im",
-            "send",
-            "--from",
-            "alice@corp.example",
-            "--to",
-            "bob@corp.example",
-            "a private message",
-        ],
+    let (code, out, err) = c.send_im(
+        "alice@corp.example",
+        "bob@corp.example",
+        "a private message",
     );
     assert_eq!(code, 0, "{out}{err}");
     let archived = c.wait_archive(Duration::from_secs(20), |a| !a.is_empty());
@@ -653,18 +646,7 @@ fn forged_sender_is_refused() {
         )
         .unwrap();
     }
-    let (code, out, err) = holdfast(
-        &c,
-        &[
-            "im",
-            "send",
-            "--from",
-            "bob@corp.example",
-            "--to",
-            "alice@corp.example",
-            "x",
-        ],
-    );
+    let (code, out, err) = c.send_im("bob@corp.example", "alice@corp.example", "x");
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("not bob@corp.example"), "{err}");
 }

@@ -86,22 +86,13 @@ fn load_exits_non_zero_unless_every_im_is_accepted() {
 fn an_operator_ends_a_shutdown_that_does_not_end_by_itself() {
     let settings = format!("{FAST_CRITICAL}critical_auto_resume = false\n");
     let mut c = TestCluster::start("tls", &settings);
-    let im = [
-        "im",
-        "send",
-        "--from",
-        "alice@corp.example",
-        "--to",
-        "bob@corp.example",
-        "x",
-    ];
-    let (code, out, err) = c.cli(&im);
+    let (code, out, err) = c.send_im("alice@corp.example", "bob@corp.example", "x");
     assert_eq!(code, 0, "healthy: {out}{err}");
 
     // The archiving server goes: fe1 shuts down.
     c.kill("arch1");
     let shut_down = |c: &TestCluster| {
-        let (code, _, err) = c.cli(&im);
+        let (code, _, err) = c.send_im("alice@corp.example", "bob@corp.example", "x");
         code != 0 && err.contains("critical mode")
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -137,7 +128,7 @@ fn an_operator_ends_a_shutdown_that_does_not_end_by_itself() {
     let (code, out, err) = c.cli(&resume);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("fe1: resumed; it had shut down:"), "{out}");
-    let (code, out, err) = c.cli(&im);
+    let (code, out, err) = c.send_im("alice@corp.example", "bob@corp.example", "x");
     assert_eq!(code, 0, "accepting again: {out}{err}");
     assert!(
         c.log("fe1").contains("critical_resume"),
@@ -155,70 +146,27 @@ fn an_operator_ends_a_shutdown_that_does_not_end_by_itself() {
 /// whose archiving server is gone, and back to 200 when it returns.
 #[test]
 fn every_node_serves_parseable_metrics_health_and_readiness() {
-    use openmetrics_parser::openmetrics::parse_openmetrics;
     use openmetrics_parser::OpenMetricsType;
     use std::time::{Duration, Instant};
     let settings = format!("{FAST_CRITICAL}critical_resume_after = \"1s\"\n");
     let mut c = TestCluster::start("plain", &settings);
-    let config = c.config.clone();
-    let get = |node: &str, path: &str| -> (u16, String, String) {
-        let addr = config
-            .node(node)
-            .unwrap()
-            .metrics
-            .expect("a metrics address");
-        match ureq::get(&format!("http://{addr}{path}")).call() {
-            Ok(r) => (
-                r.status(),
-                r.content_type().to_string(),
-                r.into_string().unwrap(),
-            ),
-            Err(ureq::Error::Status(code, r)) => (code, String::new(), r.into_string().unwrap()),
-            Err(e) => panic!("{node}{path}: {e}"),
-        }
-    };
-    let wait = |node: &str, path: &str, want: u16, within: Duration| -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let (code, _, body) = get(node, path);
-            if code == want {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{node}{path}: {code} {body}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let (code, out, err) = c.cli(&[
-        "im",
-        "send",
-        "--from",
-        "alice@corp.example",
-        "--to",
-        "bob@corp.example",
-        "x",
-    ]);
+    let (code, out, err) = c.send_im("alice@corp.example", "bob@corp.example", "x");
     assert_eq!(code, 0, "{out}{err}");
     for node in ["fe1", "fe2", "arch1", "db1"] {
-        wait(node, "/readyz", 200, Duration::from_secs(15));
-        assert_eq!(get(node, "/healthz").0, 200);
+        c.http_wait(node, "/readyz", 200, Duration::from_secs(15));
+        assert_eq!(c.http_get(node, "/healthz").0, 200);
     }
     // The gauges and counters are sampled once a second.
     std::thread::sleep(Duration::from_millis(1500));
     for node in ["fe1", "fe2", "arch1", "db1"] {
-        let (code, content_type, text) = get(node, "/metrics");
+        let (code, content_type, text) = c.http_get(node, "/metrics");
         assert_eq!(code, 200);
         assert!(
             content_type.starts_with("application/openmetrics-text"),
             "{content_type}"
         );
-        let parsed = parse_openmetrics(&text)
-            .unwrap_or_else(|e| panic!("{node}: not OpenMetrics: {e:?}\n{text}"));
-        let kind = |family: &str| parsed.families.get(family).map(|f| f.family_type);
-        assert_eq!(
-            kind("holdfast_fsyncs"),
-            Some(OpenMetricsType::Counter),
-            "{node}"
-        );
+        let types = common::metric_types(node, &text);
+        let kind = |family: &str| types.get(family).copied();
         // Written once there is one.
         assert!(
             matches!(
@@ -275,20 +223,11 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
     // The database goes: the archiving server is not ready, and says why,
     // once it has tried to reach it (an IM makes it try).
     c.kill("db1");
-    let im = [
-        "im",
-        "send",
-        "--from",
-        "alice@corp.example",
-        "--to",
-        "bob@corp.example",
-        "y",
-    ];
-    c.cli(&im);
-    let why = wait("arch1", "/readyz", 503, Duration::from_secs(20));
+    c.send_im("alice@corp.example", "bob@corp.example", "y");
+    let why = c.http_wait("arch1", "/readyz", 503, Duration::from_secs(20));
     assert!(why.contains("cannot reach db1"), "{why}");
     c.start_node("db1");
-    wait("arch1", "/readyz", 200, Duration::from_secs(30));
+    c.http_wait("arch1", "/readyz", 200, Duration::from_secs(30));
 
     c.kill("arch1");
     // The others answer: the cluster is reachable and not well.
@@ -298,12 +237,16 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
         out.contains("arch1") && out.contains("unreachable"),
         "{out}"
     );
-    let why = wait("fe1", "/readyz", 503, Duration::from_secs(20));
+    let why = c.http_wait("fe1", "/readyz", 503, Duration::from_secs(20));
     assert!(
         why.contains("cannot reach arch1") || why.contains("link") || why.contains("critical mode"),
         "{why}"
     );
-    assert_eq!(get("fe1", "/healthz").0, 200, "alive while not ready");
+    assert_eq!(
+        c.http_get("fe1", "/healthz").0,
+        200,
+        "alive while not ready"
+    );
     // The log is a file: no colour codes; operator events at the level
     // their meaning says (a NACK asks for a look: WARN).
     let nack = |l: &str| l.contains("WARN") && l.contains("event=\"nack_delivery\"");
@@ -318,7 +261,7 @@ fn every_node_serves_parseable_metrics_health_and_readiness() {
     assert!(!log.contains('\u{1b}'), "colour codes in a log file");
     assert!(log.lines().any(nack), "{log}");
     c.start_node("arch1");
-    wait("fe1", "/readyz", 200, Duration::from_secs(30));
+    c.http_wait("fe1", "/readyz", 200, Duration::from_secs(30));
 }
 
 /// `holdfast dlq list|resend`: records the archiving server did not take
@@ -338,15 +281,7 @@ resend_interval = "500ms"
     c.kill("arch1");
     for i in 0..3 {
         let body = format!("dead letter {i}");
-        let (code, out, err) = c.cli(&[
-            "im",
-            "send",
-            "--from",
-            "alice@corp.example",
-            "--to",
-            "bob@corp.example",
-            &body,
-        ]);
+        let (code, out, err) = c.send_im("alice@corp.example", "bob@corp.example", &body);
         assert_eq!(code, 0, "{out}{err}");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -516,36 +451,22 @@ fn every_role_config() -> String {
 /// `status` promises) while every node exposed a front end's queue quota.
 #[test]
 fn every_role_serves_parseable_metrics_health_and_readiness() {
-    use openmetrics_parser::openmetrics::parse_openmetrics;
     use openmetrics_parser::OpenMetricsType;
     use std::time::{Duration, Instant};
     let c = TestCluster::start_with("tls", every_role_config);
-    let get = |node: &str, path: &str| -> (u16, String) {
-        let addr = c
-            .config
-            .node(node)
-            .unwrap()
-            .metrics
-            .expect("a metrics address");
-        match ureq::get(&format!("http://{addr}{path}")).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-            Err(e) => panic!("{node}{path}: {e}"),
-        }
-    };
     let names: Vec<String> = c.config.nodes.iter().map(|n| n.name.clone()).collect();
     assert_eq!(names.len(), 10, "{names:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     for node in &names {
         loop {
-            let (code, body) = get(node, "/readyz");
+            let (code, _, body) = c.http_get(node, "/readyz");
             if code == 200 {
                 break;
             }
             assert!(Instant::now() < deadline, "{node} not ready: {body}");
             std::thread::sleep(Duration::from_millis(200));
         }
-        assert_eq!(get(node, "/healthz").0, 200, "{node}");
+        assert_eq!(c.http_get(node, "/healthz").0, 200, "{node}");
     }
     // The gauges are sampled once a second.
     std::thread::sleep(Duration::from_millis(1500));
@@ -561,16 +482,10 @@ fn every_role_serves_parseable_metrics_health_and_readiness() {
         other => panic!("a node of no known role: {other}"),
     };
     for node in &names {
-        let (code, text) = get(node, "/metrics");
+        let (code, _, text) = c.http_get(node, "/metrics");
         assert_eq!(code, 200, "{node}");
-        let parsed = parse_openmetrics(&text)
-            .unwrap_or_else(|e| panic!("{node}: not OpenMetrics: {e:?}\n{text}"));
-        let kind = |family: &str| parsed.families.get(family).map(|f| f.family_type);
-        assert_eq!(
-            kind("holdfast_fsyncs"),
-            Some(OpenMetricsType::Counter),
-            "{node}"
-        );
+        let types = common::metric_types(node, &text);
+        let kind = |family: &str| types.get(family).copied();
         assert_eq!(
             kind(gauge(node)),
             Some(OpenMetricsType::Gauge),

@@ -134,6 +134,46 @@ impl TestCluster {
         )
     }
 
+    /// `holdfast im send` of `text` from `from` to `to` on this cluster:
+    /// (exit code, stdout, stderr).
+    pub fn send_im(&self, from: &str, to: &str, text: &str) -> (i32, String, String) {
+        self.cli(&["im", "send", "--from", from, "--to", to, text])
+    }
+
+    /// What `node`'s metrics address answers at `path`: the status, the
+    /// content type (empty with an error status) and the body.
+    pub fn http_get(&self, node: &str, path: &str) -> (u16, String, String) {
+        let addr = self
+            .config
+            .node(node)
+            .unwrap()
+            .metrics
+            .expect("a metrics address");
+        match ureq::get(&format!("http://{addr}{path}")).call() {
+            Ok(r) => (
+                r.status(),
+                r.content_type().to_string(),
+                r.into_string().unwrap(),
+            ),
+            Err(ureq::Error::Status(code, r)) => (code, String::new(), r.into_string().unwrap()),
+            Err(e) => panic!("{node}{path}: {e}"),
+        }
+    }
+
+    /// Asks `node` for `path` until it answers `want`, for `within` at the
+    /// most (the test fails after that): the body of that answer.
+    pub fn http_wait(&self, node: &str, path: &str, want: u16, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, _, body) = self.http_get(node, path);
+            if code == want {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{node}{path}: {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log(&self, name: &str) -> String {
         let path = self.config.node(name).unwrap().data.join("node.log");
         std::fs::read_to_string(path).unwrap_or_default()
@@ -238,4 +278,40 @@ pub fn anonymous_tls(certs: &Path) -> tokio_rustls::TlsConnector {
     .with_root_certificates(roots)
     .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(anonymous))
+}
+
+/// The type of each metric family in `node`'s `/metrics` `text`, as a
+/// real OpenMetrics parser reads it (the test fails if it cannot). Every
+/// node counts its fsyncs, as a counter.
+pub fn metric_types(
+    node: &str,
+    text: &str,
+) -> BTreeMap<String, openmetrics_parser::OpenMetricsType> {
+    let parsed = openmetrics_parser::openmetrics::parse_openmetrics(text)
+        .unwrap_or_else(|e| panic!("{node}: not OpenMetrics: {e:?}\n{text}"));
+    let types: BTreeMap<_, _> = parsed
+        .families
+        .iter()
+        .map(|(name, f)| (name.clone(), f.family_type))
+        .collect();
+    assert_eq!(
+        types.get("holdfast_fsyncs"),
+        Some(&openmetrics_parser::OpenMetricsType::Counter),
+        "{node}"
+    );
+    types
+}
+
+/// The one line a command run with `--json` printed, read as JSON; the
+/// test fails (naming the command `what`) if it failed or printed more.
+pub fn one_json_line(what: &str, out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "--json prints one line: {stdout}");
+    serde_json::from_str(lines[0]).unwrap()
 }
