@@ -1574,31 +1574,24 @@ mod tests {
         let mut sent = Vec::new();
         let mut persisted = false;
         for effect in ctx.into_effects() {
-            match effect {
-                Effect::Send { msg, .. } => sent.push(msg),
+            // The engine's answer to a persist or a query, reported back.
+            let answered: Reaction<'_> = match effect {
+                Effect::Send { msg, .. } => {
+                    sent.push(msg);
+                    continue;
+                }
                 Effect::Persist { token, ops } => {
                     persisted = true;
                     let result = db.apply(&ops);
-                    let (more, _) = react(
-                        core,
-                        db,
-                        rng,
-                        Box::new(move |c, ctx| c.on_persisted(token, result, ctx)),
-                    );
-                    sent.extend(more);
+                    Box::new(move |c, ctx| c.on_persisted(token, result, ctx))
                 }
                 Effect::Query { token, query } => {
                     let result = db.answer(&query);
-                    let (more, _) = react(
-                        core,
-                        db,
-                        rng,
-                        Box::new(move |c, ctx| c.on_queried(token, result, ctx)),
-                    );
-                    sent.extend(more);
+                    Box::new(move |c, ctx| c.on_queried(token, result, ctx))
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            sent.extend(react(core, db, rng, answered).0);
         }
         (sent, persisted)
     }

@@ -154,16 +154,21 @@ pub fn run(peer: Peer, opts: &BenchOptions) -> Result<PeerReport, String> {
     if !opts.rate.is_finite() || opts.rate <= 0.0 {
         return Err("the rate must be positive".into());
     }
+    // The peer's server and its archive in a scratch folder; the pipeline
+    // on a runtime of its own, dropped before the server is stopped.
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let archive = dir.path().join("archive.sqlite");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    };
     match peer {
         Peer::Rabbitmq => {
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let server = RabbitServer::start(dir.path(), opts.progress)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let archive = dir.path().join("archive.sqlite");
+            let rt = runtime()?;
             let r = rt.block_on(rabbit_run(&server, &archive, opts));
             drop(rt);
             // Stopped here on success and on error alike (and by Drop on a panic).
@@ -171,14 +176,8 @@ pub fn run(peer: Peer, opts: &BenchOptions) -> Result<PeerReport, String> {
             r
         }
         Peer::Nats => {
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let server = NatsServer::start(dir.path(), opts.progress)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let archive = dir.path().join("archive.sqlite");
+            let rt = runtime()?;
             let r = rt.block_on(nats_run(server.port, &archive, opts));
             drop(rt);
             drop(server);
