@@ -4,7 +4,7 @@ use super::common::{
     fmt_time, load_config, parse_duration, parse_time, printable, runtime, ConfigArg, Failure,
 };
 use clap::{Args, Subcommand};
-use holdfast::chat_client::ChatError;
+use holdfast::chat_client::{ChatClient, ChatError};
 use holdfast_actors::core::protocol::chat::{ChatReject, Privacy, Room, RoomQuery};
 use std::time::Duration;
 
@@ -21,6 +21,17 @@ pub(crate) struct ChatUser {
     /// How long to wait for each answer of the cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
+}
+
+impl ChatUser {
+    /// This user's connection to the chat pool of `config`, through the
+    /// Channel server asked for (or the one Lookup names).
+    pub(crate) async fn connect(
+        &self,
+        config: &holdfast::config::Config,
+    ) -> Result<ChatClient, ChatError> {
+        ChatClient::connect(config, &self.user, self.channel.as_deref(), self.timeout).await
+    }
 }
 
 /// An operator's connection for records management.
@@ -298,7 +309,6 @@ pub(crate) fn run(cmd: ChatCmd) -> Result<(), Failure> {
 
 /// Runs a records command as the operator.
 fn run_records(cmd: ChatCmd) -> Result<(), Failure> {
-    use holdfast::chat_client::ChatClient;
     use holdfast_actors::core::identity::Role;
     let connect = |ops: &ChatOperator| {
         let ops = ops.clone();
@@ -366,7 +376,6 @@ fn run_records(cmd: ChatCmd) -> Result<(), Failure> {
 }
 
 fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
-    use holdfast::chat_client::ChatClient;
     match cmd {
         ChatCmd::Room { .. } | ChatCmd::Message { .. } | ChatCmd::Retention(_) => {
             unreachable!("run dispatches them")
@@ -460,9 +469,7 @@ fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
         } => {
             let config = load_config(&who.config)?;
             runtime()?.block_on(async {
-                let mut c =
-                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
-                        .await?;
+                let mut c = who.connect(&config).await?;
                 let mut seen = std::collections::BTreeMap::new();
                 for (r, (posts, latest)) in c.bulk_join(&room).await? {
                     for (seq, p) in &posts {
@@ -518,9 +525,7 @@ fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
         ChatCmd::Post { who, room, text } => {
             let config = load_config(&who.config)?;
             let seq = runtime()?.block_on(async {
-                let mut c =
-                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
-                        .await?;
+                let mut c = who.connect(&config).await?;
                 c.join(&room, 0).await?;
                 c.post(&room, &text).await
             })?;
@@ -534,9 +539,7 @@ fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
         } => {
             let config = load_config(&who.config)?;
             let (posts, latest) = runtime()?.block_on(async {
-                let mut c =
-                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
-                        .await?;
+                let mut c = who.connect(&config).await?;
                 c.join(&room, after).await
             })?;
             for (seq, p) in &posts {
@@ -566,14 +569,12 @@ fn show_post(p: &holdfast_actors::core::protocol::chat::Post) -> String {
 /// Connects as the user, opens a session and runs `f` with the client.
 pub(crate) fn with_session<T, F, Fut>(who: &ChatUser, f: F) -> Result<T, Failure>
 where
-    F: FnOnce(holdfast::chat_client::ChatClient) -> Fut,
+    F: FnOnce(ChatClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, ChatError>>,
 {
-    use holdfast::chat_client::ChatClient;
     let config = load_config(&who.config)?;
     runtime()?.block_on(async {
-        let mut c =
-            ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout).await?;
+        let mut c = who.connect(&config).await?;
         c.hello().await?;
         Ok(f(c).await?)
     })

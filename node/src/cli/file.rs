@@ -43,7 +43,7 @@ pub(crate) enum FileCmd {
 }
 
 pub(crate) fn run(cmd: FileCmd) -> Result<(), Failure> {
-    use holdfast::chat_client::{ChatClient, ChatError};
+    use holdfast::chat_client::ChatError;
     match cmd {
         FileCmd::Upload { who, room, path } => {
             let config = load_config(&who.config)?;
@@ -53,9 +53,7 @@ pub(crate) fn run(cmd: FileCmd) -> Result<(), Failure> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .ok_or_else(|| format!("{}: not a file", path.display()))?;
             let (id, size, seq) = runtime()?.block_on(async {
-                let mut c =
-                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
-                        .await?;
+                let mut c = who.connect(&config).await?;
                 c.join(&room, 0).await?;
                 let (id, size) = c.upload(&room, &name, data).await?;
                 let seq = c
@@ -87,9 +85,7 @@ pub(crate) fn run(cmd: FileCmd) -> Result<(), Failure> {
                 return Err(exists(out).into());
             }
             let (name, data) = runtime()?.block_on(async {
-                let mut c =
-                    ChatClient::connect(&config, &who.user, who.channel.as_deref(), who.timeout)
-                        .await?;
+                let mut c = who.connect(&config).await?;
                 c.join(&room, 0).await?;
                 c.download(&room, &file).await
             })?;
