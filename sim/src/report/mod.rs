@@ -133,13 +133,21 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     let e = &scn.expect;
     let c = &r.counts;
     let mut f = Vec::new();
+    // A count the checker keeps examples of goes by their key in the report.
+    let ex = |k: &str| c.examples.get(k).cloned().unwrap_or_default();
+    let exact_kept = |f: &mut Vec<String>, what: &str, got: u64, expected: Option<u64>| {
+        exact(f, what, got, expected, c.examples.get(what))
+    };
+    let at_most_kept = |f: &mut Vec<String>, what: &str, got: u64, max: Option<u64>| {
+        at_most(f, what, got, max, c.examples.get(what))
+    };
     if !scn.workloads.is_empty() && c.accepted == 0 {
         f.push("the workload had no message accepted: the run proves nothing".to_string());
     }
     if let Some(ch) = &r.chat {
         chat_failures(e, ch, !scn.chat.is_empty(), &mut f);
     }
-    exact(&mut f, "lost", c.lost, e.lost, c.examples.get("lost"));
+    exact_kept(&mut f, "lost", c.lost, e.lost);
     if let Some(bound) = e.accept_p99_max_ms {
         if c.accept_latency_ms[1] > bound {
             f.push(format!(
@@ -163,78 +171,35 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             ));
         }
     }
-    at_most(
-        &mut f,
-        "parked",
-        c.parked,
-        e.parked_max,
-        c.examples.get("parked"),
-    );
+    at_most_kept(&mut f, "parked", c.parked, e.parked_max);
     at_least(&mut f, "parked", c.parked, e.parked_min);
-    at_most(
+    at_most_kept(
         &mut f,
         "lost_reported",
         c.lost_reported,
         e.lost_reported_max,
-        c.examples.get("lost_reported"),
     );
     at_least(&mut f, "lost", c.lost, e.lost_min);
-    exact(
-        &mut f,
-        "unpurged",
-        c.unpurged,
-        Some(0),
-        c.examples.get("unpurged"),
-    );
+    exact_kept(&mut f, "unpurged", c.unpurged, Some(0));
     at_least(&mut f, "purged", c.purged, e.purged_min);
-    exact(
-        &mut f,
-        "purge_missed",
-        c.purge_missed,
-        Some(0),
-        c.examples.get("purge_missed"),
-    );
-    exact(
-        &mut f,
-        "held_purged",
-        c.held_purged,
-        Some(0),
-        c.examples.get("held_purged"),
-    );
-    exact(
-        &mut f,
-        "holds_unplaced",
-        c.holds_unplaced,
-        Some(0),
-        c.examples.get("holds_unplaced"),
-    );
+    exact_kept(&mut f, "purge_missed", c.purge_missed, Some(0));
+    exact_kept(&mut f, "held_purged", c.held_purged, Some(0));
+    exact_kept(&mut f, "holds_unplaced", c.holds_unplaced, Some(0));
     at_least(&mut f, "held", c.held, e.held_min);
-    exact(
-        &mut f,
-        "duplicates",
-        c.duplicates,
-        e.duplicates,
-        c.examples.get("duplicates"),
-    );
-    exact(
-        &mut f,
-        "phantoms",
-        c.phantoms,
-        e.phantoms,
-        c.examples.get("phantoms"),
-    );
+    exact_kept(&mut f, "duplicates", c.duplicates, e.duplicates);
+    exact_kept(&mut f, "phantoms", c.phantoms, e.phantoms);
     if c.corrupted > 0 {
         f.push(format!(
             "corrupted = {}: archived content differs from what was sent; e.g. {:?}",
             c.corrupted,
-            c.examples.get("corrupted").cloned().unwrap_or_default()
+            ex("corrupted")
         ));
     }
     if c.mistimed > 0 {
         f.push(format!(
             "mistimed = {}: archived under another time than the front end stamped; e.g. {:?}",
             c.mistimed,
-            c.examples.get("mistimed").cloned().unwrap_or_default()
+            ex("mistimed")
         ));
     }
     at_least(&mut f, "accepted", c.accepted, e.accepted_min);
@@ -245,7 +210,7 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
             f.push(format!(
                 "unknown = {}: requests without an answer (expected at most {max}); e.g. {:?}",
                 c.unknown,
-                c.examples.get("unknown").cloned().unwrap_or_default()
+                ex("unknown")
             ));
         }
     }
@@ -256,12 +221,11 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
         c.delivered_not_archived,
         e.delivered_not_archived_min,
     );
-    exact(
+    exact_kept(
         &mut f,
         "delivered_not_archived",
         c.delivered_not_archived,
         e.delivered_not_archived,
-        c.examples.get("delivered_not_archived"),
     );
     at_least(&mut f, "pending", c.pending, e.pending_min);
     if let Some(by) = e.drained_by_ms {
@@ -337,10 +301,7 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
         f.push(format!(
             "{} IMs accepted while their front end was shut down; e.g. {:?}",
             c.accepted_while_shut_down,
-            c.examples
-                .get("accepted_while_shut_down")
-                .cloned()
-                .unwrap_or_default()
+            ex("accepted_while_shut_down")
         ));
     }
     let first = |kind: OperatorEvent| r.events.iter().find(|ev| ev.kind == kind).map(|ev| ev.at);
@@ -736,23 +697,24 @@ pub fn summary(r: &RunResult, failures: &[String]) -> String {
             h.requests, h.accepted, h.refused, h.reused_accepted, h.reused_unarchived, h.flood_connections, h.flood_refused
         ));
     }
-    if c.lost_reported > 0 {
-        s.push_str(&format!(
-            "  lost and reported by an operator event (store damage): {}\n",
-            c.lost_reported
-        ));
-    }
-    if c.parked > 0 {
-        s.push_str(&format!(
-            "  refused by the database for good and parked for an operator: {}\n",
-            c.parked
-        ));
-    }
-    if c.delivered_not_archived > 0 {
-        s.push_str(&format!(
-            "  delivered and told \"not archived\" (critical mode off, store failing): {}\n",
-            c.delivered_not_archived
-        ));
+    // Counts named only when there are any.
+    for (n, what) in [
+        (
+            c.lost_reported,
+            "lost and reported by an operator event (store damage)",
+        ),
+        (
+            c.parked,
+            "refused by the database for good and parked for an operator",
+        ),
+        (
+            c.delivered_not_archived,
+            "delivered and told \"not archived\" (critical mode off, store failing)",
+        ),
+    ] {
+        if n > 0 {
+            s.push_str(&format!("  {what}: {n}\n"));
+        }
     }
     if c.expired > 0 {
         s.push_str(&format!(

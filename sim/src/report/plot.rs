@@ -208,30 +208,34 @@ pub fn draw(
     let panels = body.split_evenly((if chat { 4 } else { 3 }, 1));
     let mut panels = panels.iter();
     let mut next = || panels.next().expect("a panel for each picture");
+    // Every panel but the last plots lines over the same time axis and
+    // fault windows.
+    let mut plot = |title: &str, lines: &[Line], values: Values| {
+        panel(next(), title, clock, &ticks, end, &windows, lines, values).map_err(|e| err(&e))
+    };
+    // One line for `node`: its `gauge` as counted, labelled with `what`.
+    let line = |node: &str, what: &str, gauge: Gauge| -> Line {
+        (
+            format!("{node} {what}"),
+            points(series, node, gauge, 1.0, clock),
+        )
+    };
 
     // 1. What is held: queue depths, and for group chat and compliance the
     //    sessions open and the events staged for export.
     let fes = &scn.topology.front_ends;
-    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut lines: Vec<Line> = Vec::new();
     for fe in fes {
-        let pts = points(series, fe, Gauge::OutgoingDepth, 1.0, clock);
-        lines.push((format!("{fe} outgoing"), pts));
+        lines.push(line(fe, "outgoing", Gauge::OutgoingDepth));
     }
     for a in &scn.topology.archivers {
-        let pts = points(series, a, Gauge::DestinationDepth, 1.0, clock);
-        lines.push((format!("{a} destination"), pts));
+        lines.push(line(a, "destination", Gauge::DestinationDepth));
     }
     for ch in &scn.topology.channels {
-        lines.push((
-            format!("{ch} sessions"),
-            points(series, ch, Gauge::ChatSessions, 1.0, clock),
-        ));
+        lines.push(line(ch, "sessions", Gauge::ChatSessions));
     }
     if let Some(comp) = &scn.topology.compliance {
-        lines.push((
-            format!("{comp} events staged"),
-            points(series, comp, Gauge::ComplianceStaged, 1.0, clock),
-        ));
+        lines.push(line(comp, "events staged", Gauge::ComplianceStaged));
     }
     lines.retain(|(_, pts)| !pts.is_empty());
     let title = match (scn.topology.chat_store.is_some(), &scn.topology.compliance) {
@@ -239,38 +243,23 @@ pub fn draw(
         (true, None) => "held: queued records, chat sessions",
         (false, None) => "queue depth (records)",
     };
-    panel(
-        next(),
-        title,
-        clock,
-        &ticks,
-        end,
-        &windows,
-        &lines,
-        Values::Count,
-    )
-    .map_err(|e| err(&e))?;
+    plot(title, &lines, Values::Count)?;
 
     // 2. For group chat and compliance, what went through since the start:
     //    posts stored and delivered, events exported.
     if chat {
-        let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        let mut lines: Vec<Line> = Vec::new();
         if let Some(store) = &scn.topology.chat_store {
-            lines.push((
-                format!("{store} posts stored"),
-                points(series, store, Gauge::ChatPosts, 1.0, clock),
-            ));
+            lines.push(line(store, "posts stored", Gauge::ChatPosts));
         }
         for ch in &scn.topology.channels {
-            lines.push((
-                format!("{ch} posts delivered"),
-                points(series, ch, Gauge::ChatDelivered, 1.0, clock),
-            ));
+            lines.push(line(ch, "posts delivered", Gauge::ChatDelivered));
         }
         if let Some(comp) = &scn.topology.compliance {
-            lines.push((
-                format!("{comp} events exported"),
-                points(series, comp, Gauge::ComplianceExportedEvents, 1.0, clock),
+            lines.push(line(
+                comp,
+                "events exported",
+                Gauge::ComplianceExportedEvents,
             ));
         }
         lines.retain(|(_, pts)| !pts.is_empty());
@@ -281,40 +270,23 @@ pub fn draw(
             (true, None) => "through so far: chat posts stored, posts delivered to clients",
             (false, _) => "through so far: compliance events exported",
         };
-        panel(
-            next(),
-            title,
-            clock,
-            &ticks,
-            end,
-            &windows,
-            &lines,
-            Values::Count,
-        )
-        .map_err(|e| err(&e))?;
+        plot(title, &lines, Values::Count)?;
     }
 
     // 3. Quota use.
     let quota = scn.settings.queue_quota.max(1) as f64;
-    let lines: Vec<(String, Vec<(f64, f64)>)> = fes
+    let lines: Vec<Line> = fes
         .iter()
         .map(|fe| {
             let pts = points(series, fe, Gauge::OutgoingBytes, 100.0 / quota, clock);
             (format!("{fe} quota use"), pts)
         })
         .collect();
-    let title = "outgoing queue quota use (% of the quota)";
-    panel(
-        next(),
-        title,
-        clock,
-        &ticks,
-        end,
-        &windows,
+    plot(
+        "outgoing queue quota use (% of the quota)",
         &lines,
         Values::Percent,
-    )
-    .map_err(|e| err(&e))?;
+    )?;
 
     // 4. Each front end's state as a lane of a timeline.
     lanes(next(), fes, series, clock, &ticks, end, &windows).map_err(|e| err(&e))?;
@@ -366,6 +338,9 @@ impl ValueFormatter<f64> for TimeAxis {
     }
 }
 
+/// A plotted line: its label and its points.
+type Line = (String, Vec<(f64, f64)>);
+
 #[allow(clippy::too_many_arguments)]
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
@@ -374,7 +349,7 @@ fn panel<DB: DrawingBackend>(
     ticks: &[f64],
     end: f64,
     windows: &[(f64, f64, String)],
-    lines: &[(String, Vec<(f64, f64)>)],
+    lines: &[Line],
     values: Values,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let top = match values {
@@ -415,14 +390,21 @@ fn panel<DB: DrawingBackend>(
             });
     }
     if !lines.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        legend(&mut chart)?;
     }
     Ok(())
+}
+
+/// The legend: the same box at the upper right on every panel.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<TimeAxis, RangedCoordf64>>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
 }
 
 /// The fault windows, shaded, each labelled with what it was.
@@ -506,11 +488,5 @@ fn lanes<DB: DrawingBackend>(
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], colour.filled()));
     }
     shade(&mut chart, windows, n)?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    Ok(())
+    legend(&mut chart)
 }
