@@ -130,15 +130,11 @@ pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
             link: link.clone(),
         });
         let log = pickup_log.clone();
-        clients.push(
-            Handle::current()
-                .create_node()
-                .name(PICKUP_NODE)
-                .ip(ip(addrs.len() + 3))
-                .init(move || run_pickup(spec.clone(), log.clone()))
-                .build()
-                .id(),
-        );
+        clients.push(client_machine(
+            PICKUP_NODE,
+            ip(addrs.len() + 3),
+            move || run_pickup(spec.clone(), log.clone()),
+        ));
     }
     let audit_log: SharedAuditLog = Arc::default();
     if !scn.holds.is_empty() {
@@ -154,15 +150,11 @@ pub(super) fn boot(scn: &Scenario, seed: u64, opts: &RunOptions) -> Started {
             link: link.clone(),
         });
         let log = audit_log.clone();
-        clients.push(
-            Handle::current()
-                .create_node()
-                .name(AUDITOR_NODE)
-                .ip(ip(addrs.len() + 4))
-                .init(move || run_auditor(spec.clone(), log.clone()))
-                .build()
-                .id(),
-        );
+        clients.push(client_machine(
+            AUDITOR_NODE,
+            ip(addrs.len() + 4),
+            move || run_auditor(spec.clone(), log.clone()),
+        ));
     }
     Started {
         epoch,
@@ -296,7 +288,6 @@ fn start_im_clients(
     link: &Arc<FlowLink>,
     epoch: Instant,
 ) -> (im::History, NodeId) {
-    let handle = Handle::current();
     let history: im::History = Arc::new(Mutex::new(BTreeMap::new()));
     let client = Arc::new(ClientSpec {
         peers: front_ends(scn, addrs),
@@ -308,25 +299,17 @@ fn start_im_clients(
         link: link.clone(),
     });
     let h = history.clone();
-    let client_node = handle
-        .create_node()
-        .name(CLIENT_NODE)
-        .ip(ip(addrs.len()))
-        .init(move || run_client(client.clone(), h.clone()))
-        .build();
-
-    (history, client_node.id())
+    let client_node = client_machine(CLIENT_NODE, ip(addrs.len()), move || {
+        run_client(client.clone(), h.clone())
+    });
+    (history, client_node)
 }
 
 /// The hostile clients, on their own client machine.
 fn start_hostile_clients(spec: Arc<HostileSpec>, log: SharedHostileLog, servers: usize) -> NodeId {
-    Handle::current()
-        .create_node()
-        .name(HOSTILE_NODE)
-        .ip(ip(servers + 2))
-        .init(move || run_hostile(spec.clone(), log.clone()))
-        .build()
-        .id()
+    client_machine(HOSTILE_NODE, ip(servers + 2), move || {
+        run_hostile(spec.clone(), log.clone())
+    })
 }
 
 /// The chat and file clients, on their own client machine.
@@ -355,11 +338,23 @@ fn start_chat_clients(
         epoch,
         link: link.clone(),
     });
+    client_machine(CHAT_CLIENT_NODE, ip(addrs.len() + 1), move || {
+        run_chat_clients(spec.clone(), log.clone())
+    })
+}
+
+/// A client machine of the run: the madsim node `name` at `ip`, running
+/// `task`.
+fn client_machine<F: std::future::Future + 'static>(
+    name: &str,
+    ip: IpAddr,
+    task: impl Fn() -> F + Send + Sync + 'static,
+) -> NodeId {
     Handle::current()
         .create_node()
-        .name(CHAT_CLIENT_NODE)
-        .ip(ip(addrs.len() + 1))
-        .init(move || run_chat_clients(spec.clone(), log.clone()))
+        .name(name)
+        .ip(ip)
+        .init(task)
         .build()
         .id()
 }

@@ -53,6 +53,13 @@ fn ms_in(v: f64, lo: f64, hi: f64) -> u64 {
     (v.clamp(lo, hi)) as u64
 }
 
+/// A time in milliseconds drawn from the range `lo..=hi`, rounded as
+/// [`ms_in`] rounds.
+fn ms_drawn(rng: &mut ChaCha8Rng, (lo, hi): (u64, u64)) -> u64 {
+    let (lo, hi) = (lo as f64, hi as f64);
+    ms_in(rng.gen_range(lo..=hi), lo, hi)
+}
+
 /// Draws one value of `s` from its range; returns it as shown to the user.
 fn draw(d: &Draw, rng: &mut ChaCha8Rng, s: &mut Scenario) -> String {
     let ms = |v: f64| ms_in(v, d.lo, d.hi);
@@ -119,11 +126,7 @@ fn random_faults(
     else {
         return;
     };
-    let first = ms_in(
-        rng.gen_range(start.0 as f64..=start.1 as f64),
-        start.0 as f64,
-        start.1 as f64,
-    );
+    let first = ms_drawn(rng, *start);
     if start.1 > start.0 {
         drawn.push((format!("fault[{entry}].start"), units::fmt_ms(first)));
     }
@@ -136,8 +139,7 @@ fn random_faults(
             break;
         }
         let kind = kinds[rng.gen_range(0..kinds.len())].as_str();
-        let (dlo, dhi) = (duration.0 as f64, duration.1 as f64);
-        let dur = ms_in(rng.gen_range(dlo..=dhi), dlo, dhi).max(1);
+        let dur = ms_drawn(rng, *duration).max(1);
         let dur = Some(dur.min(run_ms.saturating_sub(at)).max(1));
         let pool: Vec<&String> = if kind == "db_down" {
             targets.iter().filter(|n| databases.contains(n)).collect()
@@ -229,16 +231,8 @@ fn swizzle_faults(
     else {
         return;
     };
-    let start_ms = ms_in(
-        rng.gen_range(start.0 as f64..=start.1 as f64),
-        start.0 as f64,
-        start.1 as f64,
-    );
-    let total = ms_in(
-        rng.gen_range(duration.0 as f64..=duration.1 as f64),
-        duration.0 as f64,
-        duration.1 as f64,
-    );
+    let start_ms = ms_drawn(rng, *start);
+    let total = ms_drawn(rng, *duration);
     if start.1 > start.0 {
         drawn.push((format!("fault[{entry}].start"), units::fmt_ms(start_ms)));
     }
