@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{assert_failure, library_source, run_judged, scenario_file, sim_cli};
+use common::{
+    assert_failure, assert_failure_mentions, library_source, run_judged, scenario_file, sim_cli,
+};
 use holdfast_sim::oracle::checker::Counts;
 
 const BASE: &str = r#"
@@ -139,21 +141,13 @@ fn repair_recovers_what_the_relay_did_not_deliver() {
 /// unsabotaged, passes with the same crash.
 #[test]
 fn compliance_deleting_before_writing_is_caught() {
-    let src = library_source("compliance-crash.toml");
-    let run = |src: &str| run_judged("compliance-crash.toml", src, 1);
-    let (good, failures) = run(&src);
-    assert!(failures.is_empty(), "{failures:?}");
-    let c = good.chat.unwrap().compliance.unwrap();
+    let file = "compliance-crash.toml";
+    let c = library_passes(file, 1).chat.unwrap().compliance.unwrap();
     assert_eq!((c.missing, c.duplicates), (0, 0));
-    let (bad, failures) = run(&format!(
-        "{src}\n[sabotage]\ncompliance_delete_first = true\n"
-    ));
+    let (bad, failures) = library(file, 1, "compliance_delete_first = true");
     let c = bad.chat.unwrap().compliance.unwrap();
     assert!(c.missing > 10, "missing = {}", c.missing);
-    assert!(
-        failures.iter().any(|f| f.contains("events missing")),
-        "{failures:?}"
-    );
+    assert_failure_mentions(&failures, "events missing");
 }
 
 /// Batches that leave out the uploaded files (the behaviour before they
@@ -163,35 +157,20 @@ fn compliance_deleting_before_writing_is_caught() {
 /// exactly the acknowledged batches.
 #[test]
 fn compliance_without_files_or_removing_unpicked_batches_is_caught() {
-    let src = library_source("compliance-files.toml");
-    let run = |src: &str| run_judged("compliance-files.toml", src, 1);
-    let (good, failures) = run(&src);
-    assert!(failures.is_empty(), "{failures:?}");
-    let chat = good.chat.unwrap();
+    let file = "compliance-files.toml";
+    let chat = library_passes(file, 1).chat.unwrap();
     let c = chat.compliance.unwrap();
     assert_eq!(c.files_exported, chat.files_stored);
     assert!(c.files_exported > 50 && c.acked > 5, "{c:?}");
     assert_eq!((c.files_missing, c.files_wrong, c.pickup_wrong), (0, 0, 0));
-    let (bad, failures) = run(&format!(
-        "{src}\n[sabotage]\ncompliance_skip_files = true\n"
-    ));
+    let (bad, failures) = library(file, 1, "compliance_skip_files = true");
     let c = bad.chat.unwrap().compliance.unwrap();
     assert!(c.files_missing > 50, "files missing = {}", c.files_missing);
-    assert!(
-        failures
-            .iter()
-            .any(|f| f.contains("uploaded files missing")),
-        "{failures:?}"
-    );
-    let (bad, failures) = run(&format!(
-        "{src}\n[sabotage]\ncompliance_delete_unpicked = true\n"
-    ));
+    assert_failure_mentions(&failures, "uploaded files missing");
+    let (bad, failures) = library(file, 1, "compliance_delete_unpicked = true");
     let c = bad.chat.unwrap().compliance.unwrap();
     assert!(c.missing > 100, "missing = {}", c.missing);
-    assert!(
-        failures.iter().any(|f| f.contains("events missing")),
-        "{failures:?}"
-    );
+    assert_failure_mentions(&failures, "events missing");
 }
 
 /// A post its author sends again under its id (the answer came too late)

@@ -40,6 +40,11 @@ pub fn assert_failure(failures: &[String], prefix: &str) {
     );
 }
 
+/// Asserts that one of the run's `failures` says `text`.
+pub fn assert_failure_mentions(failures: &[String], text: &str) {
+    assert!(failures.iter().any(|f| f.contains(text)), "{failures:?}");
+}
+
 /// `src`, parsed under the file name `name`, run with `seed`: the result
 /// and the failures the report finds in it.
 #[cfg(madsim)]
