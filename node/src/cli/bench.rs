@@ -44,10 +44,7 @@ pub(crate) fn run(
     }
     let r = holdfast::bench::run(&opts)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-        );
+        crate::cli::common::print_pretty_json(&r)?;
     } else {
         println!(
             "offered {} IM/s for {} over {} links, {} byte bodies",

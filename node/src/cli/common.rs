@@ -241,6 +241,16 @@ pub(crate) fn print_listing(lines: &[String], json: bool, what: &str) {
     }
 }
 
+/// `report` on stdout as indented JSON (what `--json` prints for a
+/// whole run's report).
+pub(crate) fn print_pretty_json(report: &impl serde::Serialize) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
 /// What a load report adds to its unanswered count when some of those
 /// requests never left the load generator (its queue to a front end was
 /// full): they say how fast the front ends read, not what the cluster lost.

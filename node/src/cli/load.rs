@@ -39,10 +39,7 @@ pub(crate) fn run(
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
+        crate::cli::common::print_pretty_json(&report)?;
     } else {
         println!(
             "sent {} in {:.1} s: accepted {}, rejected {} (busy {}), no answer {}{}, delivered not archived {}",
