@@ -1596,6 +1596,36 @@ mod tests {
         (sent, persisted)
     }
 
+    /// A database core on `db`, started with what it `recovered`.
+    fn start_core(db: &mut ArchiveDb, rng: &mut SmallRng, recovered: Recovered) -> Database {
+        let mut core = Database::new("db1", Sabotage::default());
+        react(
+            &mut core,
+            db,
+            rng,
+            Box::new(|c, ctx| c.on_start(recovered, ctx)),
+        );
+        core
+    }
+
+    /// `msg` from `from` to the core on `db`: what it sent and whether it
+    /// persisted.
+    fn deliver(
+        core: &mut Database,
+        db: &mut ArchiveDb,
+        rng: &mut SmallRng,
+        from: &Addr,
+        msg: Msg,
+    ) -> (Vec<Msg>, bool) {
+        let from = from.clone();
+        react(
+            core,
+            db,
+            rng,
+            Box::new(move |c, ctx| c.on_msg(from, msg, ctx)),
+        )
+    }
+
     #[test]
     fn the_database_core_starts_without_reading_the_rows_and_the_engine_keeps_inserts_idempotent() {
         let dir = tempfile::tempdir().unwrap();
@@ -1610,54 +1640,26 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(1);
         {
             let mut db = ArchiveDb::open(&path).unwrap();
-            let mut core = Database::new("db1", Sabotage::default());
-            react(
-                &mut core,
-                &mut db,
-                &mut rng,
-                Box::new(|c, ctx| c.on_start(Recovered::new(), ctx)),
-            );
-            let (sent, persisted) = react(
-                &mut core,
-                &mut db,
-                &mut rng,
-                Box::new(|c, ctx| c.on_msg(arch.clone(), batch(), ctx)),
-            );
+            let mut core = start_core(&mut db, &mut rng, Recovered::new());
+            let (sent, persisted) = deliver(&mut core, &mut db, &mut rng, &arch, batch());
             assert!(persisted);
             assert_eq!(sent, [Msg::Logged { batch: 7 }]);
             assert_eq!(db.count().unwrap(), 20);
         }
         let mut db = ArchiveDb::open(&path).unwrap();
-        let mut core = Database::new("db1", Sabotage::default());
         let recovered = db.recovered().unwrap();
-        react(
-            &mut core,
-            &mut db,
-            &mut rng,
-            Box::new(|c, ctx| c.on_start(recovered, ctx)),
-        );
+        let mut core = start_core(&mut db, &mut rng, recovered);
         assert!(keys::db_rows(&db.recovered().unwrap()).is_empty());
         assert_eq!(core.rows(), Some(20), "counted by the engine");
-        let (sent, persisted) = react(
-            &mut core,
-            &mut db,
-            &mut rng,
-            Box::new(|c, ctx| c.on_msg(arch.clone(), batch(), ctx)),
-        );
+        let (sent, persisted) = deliver(&mut core, &mut db, &mut rng, &arch, batch());
         assert!(persisted);
         assert_eq!(sent, [Msg::Logged { batch: 7 }]);
         assert_eq!(db.count().unwrap(), 20, "every id was recognised");
         assert_eq!(core.rows(), Some(20));
         // A new message gets the next row id.
-        let (_, persisted) = react(
-            &mut core,
-            &mut db,
-            &mut rng,
-            Box::new(|c, ctx| {
-                let records = vec![rec("m21", "a@x", "b@x", 21, "hi")];
-                c.on_msg(arch.clone(), Msg::LogMessages { batch: 8, records }, ctx)
-            }),
-        );
+        let records = vec![rec("m21", "a@x", "b@x", 21, "hi")];
+        let batch = Msg::LogMessages { batch: 8, records };
+        let (_, persisted) = deliver(&mut core, &mut db, &mut rng, &arch, batch);
         assert!(persisted);
         let last = db.query(&q()).unwrap().pop().unwrap();
         assert_eq!((last.id.as_str(), last.rowid), ("m21", 21));
@@ -2022,13 +2024,7 @@ mod tests {
         let mut db = ArchiveDb::open(&dir.path().join("archive.sqlite")).unwrap();
         db.apply(&sample()).unwrap();
         let mut rng = SmallRng::seed_from_u64(1);
-        let mut core = Database::new("db1", Sabotage::default());
-        react(
-            &mut core,
-            &mut db,
-            &mut rng,
-            Box::new(|c, ctx| c.on_start(Recovered::new(), ctx)),
-        );
+        let mut core = start_core(&mut db, &mut rng, Recovered::new());
         let carol = Addr::new(
             Principal::new("carol", Role::Auditor).client_name("n"),
             ActorKind::Client,
@@ -2039,12 +2035,8 @@ mod tests {
             ..Search::default()
         };
         // The search goes to the engine; its answer, once recorded.
-        let (sent, _) = react(
-            &mut core,
-            &mut db,
-            &mut rng,
-            Box::new(move |c, ctx| c.on_msg(carol, Msg::ArchiveSearch { token: 1, search }, ctx)),
-        );
+        let search = Msg::ArchiveSearch { token: 1, search };
+        let (sent, _) = deliver(&mut core, &mut db, &mut rng, &carol, search);
         let [Msg::ArchiveFound { rows, next, .. }] = &sent[..] else {
             panic!("{sent:?}")
         };
