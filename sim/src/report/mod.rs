@@ -133,8 +133,10 @@ pub fn evaluate(scn: &Scenario, r: &RunResult) -> Vec<String> {
     let e = &scn.expect;
     let c = &r.counts;
     let mut f = Vec::new();
-    // A count the checker keeps examples of goes by their key in the report.
+    // The examples the checker kept of a count, by its key.
     let ex = |k: &str| c.examples.get(k).cloned().unwrap_or_default();
+    // A bound on a count with kept examples: the report names the count by
+    // that same key.
     let exact_kept = |f: &mut Vec<String>, what: &str, got: u64, expected: Option<u64>| {
         exact(f, what, got, expected, c.examples.get(what))
     };
