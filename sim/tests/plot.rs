@@ -8,7 +8,6 @@ mod common;
 
 use holdfast_actors::core::operator::Gauge;
 use holdfast_sim::report::plot;
-use holdfast_sim::scenario;
 
 const SRC: &str = r#"
 name = "plotted"
@@ -28,8 +27,7 @@ duration = "20m"
 
 #[test]
 fn the_plot_shows_the_outage_and_the_queue() {
-    let scn = scenario::parse("plotted.toml", SRC).unwrap();
-    let out = common::run_with_series(&scn, 1);
+    let out = common::run_with_series("plotted.toml", SRC, 1);
     let fe2 = common::gauge_samples(&out, "fe2", Gauge::OutgoingDepth);
     assert!(fe2.len() > 300, "a sample every 10 s: {}", fe2.len());
     assert!(
@@ -38,10 +36,7 @@ fn the_plot_shows_the_outage_and_the_queue() {
     );
     assert!(*fe2.last().unwrap() < 10, "and drained after it");
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.svg");
-    plot::draw(&path, &out.scenario, &out.result, &out.series).unwrap();
-    let svg = std::fs::read_to_string(&path).unwrap();
+    let svg = drawn(&out);
     assert!(
         svg.contains("fe2 outgoing") && svg.contains("queue depth"),
         "labelled"
@@ -51,6 +46,14 @@ fn the_plot_shows_the_outage_and_the_queue() {
         "the fault window is shaded in each panel"
     );
     assert!(svg.contains("<polyline"), "series are drawn");
+}
+
+/// The SVG `plot::draw` writes of the run `out`.
+fn drawn(out: &holdfast_sim::runner::RunOutput) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.svg");
+    plot::draw(&path, &out.scenario, &out.result, &out.series).unwrap();
+    std::fs::read_to_string(&path).unwrap()
 }
 
 /// The texts of an SVG the plot wrote (titles, legends, tick labels).
@@ -101,8 +104,7 @@ sync = "30s"
 
 #[test]
 fn the_chat_plot_shows_deliveries_and_exports_on_clock_ticks() {
-    let scn = scenario::parse("plotted-chat.toml", CHAT).unwrap();
-    let out = common::run_with_series(&scn, 1);
+    let out = common::run_with_series("plotted-chat.toml", CHAT, 1);
     let delivered = common::gauge_samples(&out, "ch1", Gauge::ChatDelivered);
     assert!(
         *delivered.last().unwrap() > 50,
@@ -114,10 +116,7 @@ fn the_chat_plot_shows_deliveries_and_exports_on_clock_ticks() {
         "events were exported: {exported:?}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("chat.svg");
-    plot::draw(&path, &out.scenario, &out.result, &out.series).unwrap();
-    let svg = std::fs::read_to_string(&path).unwrap();
+    let svg = drawn(&out);
     let texts = texts(&svg);
     for label in [
         "chatdb posts stored",
@@ -139,12 +138,8 @@ fn long_runs_tick_on_round_hours_and_minutes() {
     let src = SRC
         .replace("\"1h\"", "\"2h\"")
         .replace("rate = 4.0", "rate = 0.2");
-    let scn = scenario::parse("plotted.toml", &src).unwrap();
-    let out = common::run_with_series(&scn, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.svg");
-    plot::draw(&path, &out.scenario, &out.result, &out.series).unwrap();
-    let svg = std::fs::read_to_string(&path).unwrap();
+    let out = common::run_with_series("plotted.toml", &src, 1);
+    let svg = drawn(&out);
     let want: Vec<&str> = vec![
         "0:00", "0:15", "0:30", "0:45", "1:00", "1:15", "1:30", "1:45", "2:00",
     ];

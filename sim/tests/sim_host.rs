@@ -47,8 +47,8 @@ duration = "20m"
 
 #[test]
 fn a_saturated_node_still_fires_its_timers_on_time() {
-    let scn = scenario::parse("saturated.toml", SRC).unwrap();
-    let out = common::run_with_series(&scn, 1);
+    let out = common::run_with_series("saturated.toml", SRC, 1);
+    let scn = &out.scenario;
     let depth = common::gauge_samples(&out, "arch1", Gauge::DestinationDepth)
         .into_iter()
         .max()

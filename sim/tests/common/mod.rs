@@ -74,17 +74,16 @@ pub fn run_each_on_every_core(
     holdfast_sim::sweep::run_all(scenarios, &jobs, workers, false)
 }
 
-/// `scn` run with `seed`, keeping every gauge sample.
+/// `src`, parsed under the file name `name`, run with `seed`, keeping
+/// every gauge sample.
 #[cfg(madsim)]
-pub fn run_with_series(
-    scn: &holdfast_sim::scenario::Scenario,
-    seed: u64,
-) -> holdfast_sim::runner::RunOutput {
+pub fn run_with_series(name: &str, src: &str, seed: u64) -> holdfast_sim::runner::RunOutput {
+    let scn = holdfast_sim::scenario::parse(name, src).expect("valid scenario");
     let options = holdfast_sim::runner::RunOptions {
         timeline: false,
         series: true,
     };
-    holdfast_sim::runner::run(scn, seed, &options)
+    holdfast_sim::runner::run(&scn, seed, &options)
 }
 
 /// The samples of `gauge` on `node` in a run kept with its series, in time
