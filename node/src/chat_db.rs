@@ -213,7 +213,8 @@ impl ChatDb {
                 // is the key. The post itself was put under its number
                 // earlier in the batch; check that it holds this id.
                 StoreOp::Insert { key, value } if key.starts_with(CHAT_POST_ID) => {
-                    let (seq, post) = post_id_to_store(key, value).map_err(refuse)?;
+                    let (seq, post) =
+                        post_id_to_store(key, value).map_err(|e| refuse(e.to_string()))?;
                     let held: Option<(String, i64)> = tx
                         .query_row(
                             "SELECT room, seq FROM posts WHERE post_id = ?1",
@@ -222,7 +223,7 @@ impl ChatDb {
                         )
                         .optional()
                         .map_err(io)?;
-                    post_id_holds(&post, seq, held).map_err(refuse)?;
+                    post_id_holds(&post, seq, held).map_err(|e| refuse(e.to_string()))?;
                     inserted += 1;
                 }
                 StoreOp::Put { key, .. } if key.starts_with(CHAT_POST_ID) => {

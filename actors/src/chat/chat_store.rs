@@ -204,24 +204,51 @@ pub fn post_to_store(key: &[u8], value: &[u8]) -> Result<(String, u64, Post), St
 
 /// A post id an engine is asked to insert under `key`: the number and
 /// post it names, or why the batch is refused.
-pub fn post_id_to_store(key: &[u8], value: &[u8]) -> Result<(u64, Post), String> {
+pub fn post_id_to_store(key: &[u8], value: &[u8]) -> Result<(u64, Post), PostIdError> {
     let (seq, post): (u64, Post) =
-        store_keys::decode(value).map_err(|e| format!("undecodable post id {key:?}: {e}"))?;
+        store_keys::decode(value).map_err(|e| PostIdError::Undecodable {
+            key: key.to_vec(),
+            why: e.to_string(),
+        })?;
     if key[CHAT_POST_ID.len()..] != *post.id.as_bytes() {
-        return Err(format!("key {key:?} names post {}", post.id));
+        return Err(PostIdError::OtherPost {
+            key: key.to_vec(),
+            post: post.id,
+        });
     }
     Ok((seq, post))
+}
+
+/// Why an engine refuses a batch that writes a post's id: the batch is
+/// not what the chat store writes, so none of it is stored.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PostIdError {
+    #[error("undecodable post id {key:?}: {why}")]
+    Undecodable { key: Vec<u8>, why: String },
+    #[error("key {key:?} names post {post}")]
+    OtherPost { key: Vec<u8>, post: PostId },
+    #[error("post {post} is not stored as {room}#{seq}")]
+    NotStoredAs {
+        post: PostId,
+        room: RoomId,
+        seq: u64,
+    },
 }
 
 /// Whether the row an engine holds under a post's id (its room and
 /// number, if any) is that post's, stored as `seq` earlier in the batch;
 /// if not, why the batch is refused.
-pub fn post_id_holds(post: &Post, seq: u64, held: Option<(String, i64)>) -> Result<(), String> {
+pub fn post_id_holds(
+    post: &Post,
+    seq: u64,
+    held: Option<(String, i64)>,
+) -> Result<(), PostIdError> {
     if held != Some((post.room.clone(), seq as i64)) {
-        return Err(format!(
-            "post {} is not stored as {}#{seq}",
-            post.id, post.room
-        ));
+        return Err(PostIdError::NotStoredAs {
+            post: post.id.clone(),
+            room: post.room.clone(),
+            seq,
+        });
     }
     Ok(())
 }

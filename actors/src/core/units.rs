@@ -3,25 +3,42 @@
 
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
+use thiserror::Error;
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Why a duration or size written by a person could not be read; the
+/// message says what was expected, for the file and line the caller names.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum UnitError {
+    #[error("empty duration: expected a number with a unit, like \"90s\" or \"2h\"")]
+    EmptyDuration,
+    #[error("bad duration {text:?} ({why}): expected a number with a unit ms, s, m, h or d, like \"90s\" or \"2h\"")]
+    Duration { text: String, why: String },
+    #[error("bad size {text:?} ({why}): expected a number with a unit B, KiB, MiB or GiB, like \"1GiB\"")]
+    Size { text: String, why: String },
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty duration: expected a number with a unit, like \"90s\" or \"2h\"".into());
+        return Err(UnitError::EmptyDuration);
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!("bad duration {s:?} ({e}): expected a number with a unit ms, s, m, h or d, like \"90s\" or \"2h\"")
+    humantime::parse_duration(t).map_err(|e| UnitError::Duration {
+        text: s.to_string(),
+        why: e.to_string(),
     })
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     s.trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|e| format!("bad size {s:?} ({e}): expected a number with a unit B, KiB, MiB or GiB, like \"1GiB\""))
+        .map_err(|e| UnitError::Size {
+            text: s.to_string(),
+            why: e.to_string(),
+        })
 }
 
-pub fn duration_ms(s: &str) -> Result<u64, String> {
+pub fn duration_ms(s: &str) -> Result<u64, UnitError> {
     parse_duration(s).map(|d| d.as_millis() as u64)
 }
 
@@ -71,5 +88,20 @@ mod tests {
         assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
         assert_eq!(parse_size("200B").unwrap(), 200);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn errors_say_what_was_expected() {
+        assert_eq!(duration_ms(" "), Err(UnitError::EmptyDuration));
+        let e = duration_ms("10").unwrap_err().to_string();
+        assert!(
+            e.starts_with("bad duration \"10\" (") && e.contains("like \"90s\""),
+            "{e}"
+        );
+        let e = parse_size("lots").unwrap_err().to_string();
+        assert!(
+            e.starts_with("bad size \"lots\" (") && e.contains("KiB"),
+            "{e}"
+        );
     }
 }

@@ -80,7 +80,7 @@ impl Ctx<'_> {
         if v.get_ref().contains("..") {
             return Err(self.err(&v.span(), key, "a range is not allowed here"));
         }
-        units::duration_ms(v.get_ref()).map_err(|m| self.err(&v.span(), key, m))
+        units::duration_ms(v.get_ref()).map_err(|m| self.err(&v.span(), key, m.to_string()))
     }
     /// Refuses the first of `keys` that was given where it does not belong,
     /// as `{table}.{key}` at where it was given; `keys` pairs each key with
@@ -123,7 +123,8 @@ impl Ctx<'_> {
         v: &Spanned<String>,
         key: &str,
     ) -> Result<(u64, u64), ScenarioError> {
-        let parse = |s: &str| units::duration_ms(s).map_err(|m| self.err(&v.span(), key, m));
+        let parse =
+            |s: &str| units::duration_ms(s).map_err(|m| self.err(&v.span(), key, m.to_string()));
         match v.get_ref().split_once("..") {
             None => parse(v.get_ref()).map(|d| (d, d)),
             Some((lo, hi)) => {

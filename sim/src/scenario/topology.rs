@@ -13,7 +13,7 @@ pub(super) fn topology(cx: &Ctx, t: &RawTopology) -> Result<Topology, ScenarioEr
         databases: node_names("db", cx.count(&t.databases, "topology.databases", 1)?),
         disk_size: match &t.disk_size {
             Some(s) => units::parse_size(s.get_ref())
-                .map_err(|m| cx.err(&s.span(), "topology.disk_size", m))?,
+                .map_err(|m| cx.err(&s.span(), "topology.disk_size", m.to_string()))?,
             None => 16 << 30,
         },
         disk_sizes: BTreeMap::new(),
@@ -74,7 +74,8 @@ pub(super) fn topology(cx: &Ctx, t: &RawTopology) -> Result<Topology, ScenarioEr
                 ),
             ));
         }
-        let bytes = units::parse_size(size.get_ref()).map_err(|m| cx.err(&size.span(), &key, m))?;
+        let bytes = units::parse_size(size.get_ref())
+            .map_err(|m| cx.err(&size.span(), &key, m.to_string()))?;
         topology.disk_sizes.insert(node.clone(), bytes);
     }
     if topology.front_ends.len() > 64

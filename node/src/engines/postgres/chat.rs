@@ -257,12 +257,13 @@ fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
             // the key. The post itself was put under its number earlier
             // in the batch; check that it holds this id.
             StoreOp::Insert { key, value } if key.starts_with(CHAT_POST_ID) => {
-                let (seq, post) = post_id_to_store(key, value).map_err(refuse)?;
+                let (seq, post) =
+                    post_id_to_store(key, value).map_err(|e| refuse(e.to_string()))?;
                 let held = tx
                     .query_opt(&post_by_id, &[&post.id])
                     .map_err(failed(key))?
                     .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
-                post_id_holds(&post, seq, held).map_err(refuse)?;
+                post_id_holds(&post, seq, held).map_err(|e| refuse(e.to_string()))?;
                 inserted += 1;
             }
             StoreOp::Put { key, .. } if key.starts_with(CHAT_POST_ID) => {
