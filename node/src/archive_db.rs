@@ -1152,7 +1152,7 @@ mod tests {
     use holdfast_actors::archiving::database::Database;
     use holdfast_actors::core::actor::{Actor, Ctx, Effect};
     use holdfast_actors::core::ids::{ActorKind, Addr};
-    use holdfast_actors::core::protocol::Msg;
+    use holdfast_actors::core::protocol::{ArchivingMsg, Msg, RecordsMsg};
     use holdfast_actors::core::settings::Sabotage;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
@@ -1606,11 +1606,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("archive.sqlite");
         let arch = Addr::new("arch1", ActorKind::Archiver);
-        let batch = || Msg::LogMessages {
-            batch: 7,
-            records: (1..=20)
-                .map(|i| rec(&format!("m{i}"), "a@x", "b@x", i, "hi"))
-                .collect(),
+        let batch = || {
+            Msg::Archiving(ArchivingMsg::LogMessages {
+                batch: 7,
+                records: (1..=20)
+                    .map(|i| rec(&format!("m{i}"), "a@x", "b@x", i, "hi"))
+                    .collect(),
+            })
         };
         let mut rng = SmallRng::seed_from_u64(1);
         {
@@ -1629,7 +1631,7 @@ mod tests {
                 Box::new(|c, ctx| c.on_msg(arch.clone(), batch(), ctx)),
             );
             assert!(persisted);
-            assert_eq!(sent, [Msg::Logged { batch: 7 }]);
+            assert_eq!(sent, [Msg::Archiving(ArchivingMsg::Logged { batch: 7 })]);
             assert_eq!(db.count().unwrap(), 20);
         }
         let mut db = ArchiveDb::open(&path).unwrap();
@@ -1650,7 +1652,7 @@ mod tests {
             Box::new(|c, ctx| c.on_msg(arch.clone(), batch(), ctx)),
         );
         assert!(persisted);
-        assert_eq!(sent, [Msg::Logged { batch: 7 }]);
+        assert_eq!(sent, [Msg::Archiving(ArchivingMsg::Logged { batch: 7 })]);
         assert_eq!(db.count().unwrap(), 20, "every id was recognised");
         assert_eq!(core.rows(), Some(20));
         // A new message gets the next row id.
@@ -1660,7 +1662,11 @@ mod tests {
             &mut rng,
             Box::new(|c, ctx| {
                 let records = vec![rec("m21", "a@x", "b@x", 21, "hi")];
-                c.on_msg(arch.clone(), Msg::LogMessages { batch: 8, records }, ctx)
+                c.on_msg(
+                    arch.clone(),
+                    Msg::Archiving(ArchivingMsg::LogMessages { batch: 8, records }),
+                    ctx,
+                )
             }),
         );
         assert!(persisted);
@@ -2048,9 +2054,15 @@ mod tests {
             &mut core,
             &mut db,
             &mut rng,
-            Box::new(move |c, ctx| c.on_msg(carol, Msg::ArchiveSearch { token: 1, search }, ctx)),
+            Box::new(move |c, ctx| {
+                c.on_msg(
+                    carol,
+                    Msg::Records(RecordsMsg::ArchiveSearch { token: 1, search }),
+                    ctx,
+                )
+            }),
         );
-        let [Msg::ArchiveFound { rows, next, .. }] = &sent[..] else {
+        let [Msg::Records(RecordsMsg::ArchiveFound { rows, next, .. })] = &sent[..] else {
             panic!("{sent:?}")
         };
         let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
