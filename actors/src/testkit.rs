@@ -181,13 +181,13 @@ impl<A: Actor> Harness<A> {
     }
 
     /// When `timer` is due, if it is set.
-    pub fn timer(&self, timer: Timer) -> Option<Millis> {
-        self.reactor.deadline(0, timer)
+    pub fn timer(&self, timer: impl Into<Timer>) -> Option<Millis> {
+        self.reactor.deadline(0, timer.into())
     }
 
     /// Sets `timer` to be due at `at`, as if the core had set it.
-    pub fn set_timer(&mut self, timer: Timer, at: Millis) {
-        self.reactor.set_deadline(0, timer, at);
+    pub fn set_timer(&mut self, timer: impl Into<Timer>, at: Millis) {
+        self.reactor.set_deadline(0, timer.into(), at);
     }
 
     pub fn events(&self) -> Vec<&'static str> {
@@ -226,17 +226,24 @@ impl<A: Actor> Harness<A> {
         self.run(Some(Input::Start(recovered)), None)
     }
 
-    pub fn msg(&mut self, from: Addr, msg: Msg) -> Vec<(Addr, Msg)> {
+    pub fn msg(&mut self, from: Addr, msg: impl Into<Msg>) -> Vec<(Addr, Msg)> {
         self.msg_waited(from, msg, 0)
     }
 
     /// A message that waited `waited` ms in the host before the core.
-    pub fn msg_waited(&mut self, from: Addr, msg: Msg, waited: Millis) -> Vec<(Addr, Msg)> {
+    pub fn msg_waited(
+        &mut self,
+        from: Addr,
+        msg: impl Into<Msg>,
+        waited: Millis,
+    ) -> Vec<(Addr, Msg)> {
+        let msg = msg.into();
         self.run(Some(Input::Msg { from, msg, waited }), None)
     }
 
     /// Advances time to the timer's deadline and fires it.
-    pub fn fire(&mut self, timer: Timer) -> Vec<(Addr, Msg)> {
+    pub fn fire(&mut self, timer: impl Into<Timer>) -> Vec<(Addr, Msg)> {
+        let timer = timer.into();
         let at = self.timer(timer).expect("timer is set");
         self.now = self.now.max(at);
         self.run(None, Some(timer))

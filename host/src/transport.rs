@@ -1117,21 +1117,21 @@ mod tests {
 mod socket_tests {
     use super::*;
     use holdfast_actors::core::ids::Addr;
-    use holdfast_actors::core::protocol::{Im, Msg, RejectReason};
+    use holdfast_actors::core::protocol::{ArchivingMsg, Im, Msg, RejectReason};
 
     fn submit(i: usize) -> Envelope {
         Envelope {
             from: Addr::new("c1", ActorKind::Client),
             to: Addr::new("fe1", ActorKind::FrontEnd),
             id: 0,
-            msg: Msg::SubmitIm {
+            msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                 im: Im {
                     id: format!("m{i}"),
                     from: "alice@corp.example".into(),
                     to: "bob@corp.example".into(),
                     body: String::new(),
                 },
-            },
+            }),
         }
     }
 
@@ -1177,10 +1177,10 @@ mod socket_tests {
                     })
                     .unwrap();
                 match answer.msg {
-                    Msg::ImRejected {
+                    Msg::Archiving(ArchivingMsg::ImRejected {
                         id,
                         reason: RejectReason::Busy,
-                    } => busy.push(id),
+                    }) => busy.push(id),
                     other => panic!("unexpected answer {other:?}"),
                 }
             }

@@ -14,7 +14,7 @@ use crate::operator_client::Session;
 use hdrhistogram::Histogram;
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::ActorKind;
-use holdfast_actors::core::protocol::{Msg, PurgeRecord};
+use holdfast_actors::core::protocol::{Msg, PurgeRecord, RecordsMsg};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -409,14 +409,18 @@ fn purge_now(config: &Config) -> Result<PurgeRecord, String> {
     rt.block_on(async {
         let mut session = Session::open(config, crate::tls::OPERATOR, &[Role::Operator], "db1")
             .map_err(|e| e.to_string())?;
-        let begun = retention(&mut session, Msg::PurgeNow { token: 1 }, 1)
-            .await?
-            .ok_or("db1 started no purge")?;
+        let begun = retention(
+            &mut session,
+            Msg::Records(RecordsMsg::PurgeNow { token: 1 }),
+            1,
+        )
+        .await?
+        .ok_or("db1 started no purge")?;
         let mut token = 1;
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
             token += 1;
-            let status = Msg::RetentionStatus { token };
+            let status = Msg::Records(RecordsMsg::RetentionStatus { token });
             if let Some(p) = retention(&mut session, status, token).await? {
                 if p.started_at >= begun.started_at && p.finished_at.is_some() {
                     return Ok(*p);
@@ -440,13 +444,13 @@ async fn retention(
     let answer = session
         .ask(ActorKind::Database, request, Duration::from_secs(30), |m| {
             matches!(m,
-                Msg::RetentionState { token, .. }
-                | Msg::ArchiveRefused { token, .. } if *token == t)
+                Msg::Records(RecordsMsg::RetentionState { token, .. }
+                | RecordsMsg::ArchiveRefused { token, .. }) if *token == t)
         })
         .await
         .map_err(|e| e.to_string())?;
     match answer {
-        Msg::RetentionState { purge, .. } => Ok(purge),
+        Msg::Records(RecordsMsg::RetentionState { purge, .. }) => Ok(purge),
         other => Err(format!("db1 refused: {other:?}")),
     }
 }

@@ -13,7 +13,7 @@ use crate::tls::{Credential, TlsLink};
 use hdrhistogram::Histogram;
 use holdfast_actors::core::identity::{check_user_name, Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::protocol::{Envelope, Im, Msg, RejectReason};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg, RejectReason};
 use holdfast_host::transport::{Link, Network, PlainLink, CLIENT_OUTBOUND_CAPACITY};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -108,15 +108,15 @@ impl Client {
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
                 let (id, outcome) = match env.msg {
-                    Msg::ImAccepted { id, at, message_id } => {
+                    Msg::Archiving(ArchivingMsg::ImAccepted { id, at, message_id }) => {
                         (id, Outcome::Accepted { at, message_id })
                     }
-                    Msg::ImDeliveredNotArchived {
+                    Msg::Archiving(ArchivingMsg::ImDeliveredNotArchived {
                         id,
                         message_id,
                         at,
                         reason,
-                    } => (
+                    }) => (
                         id,
                         Outcome::DeliveredNotArchived {
                             at,
@@ -124,11 +124,11 @@ impl Client {
                             reason,
                         },
                     ),
-                    Msg::ImRejected {
+                    Msg::Archiving(ArchivingMsg::ImRejected {
                         id,
                         reason: RejectReason::Busy,
-                    } => (id, Outcome::Busy),
-                    Msg::ImRejected { id, reason } => (
+                    }) => (id, Outcome::Busy),
+                    Msg::Archiving(ArchivingMsg::ImRejected { id, reason }) => (
                         id,
                         Outcome::Rejected {
                             reason: describe(&reason),
@@ -241,7 +241,7 @@ impl Client {
             from: Addr::new(net.me().to_string(), ActorKind::Client),
             to: Addr::new(home.clone(), ActorKind::FrontEnd),
             id: 0,
-            msg: Msg::SubmitIm { im },
+            msg: Msg::Archiving(ArchivingMsg::SubmitIm { im }),
         };
         net.send(env).map_err(|e| SendError::Setup(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;

@@ -13,7 +13,7 @@ use crate::config::{Config, NodeConfig};
 use crate::lock;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::operator::{Gauge as CoreGauge, OperatorEvent};
-use holdfast_actors::core::protocol::Msg;
+use holdfast_actors::core::protocol::{ArchivingMsg, Msg};
 use holdfast_actors::core::settings::Settings;
 use holdfast_host::transport::Network;
 use prometheus_client::encoding::text::encode;
@@ -137,9 +137,13 @@ impl Metrics {
     /// are not answers and are not counted).
     pub fn count_answer(&self, client: &str, msg: &Msg) {
         let (key, id) = match msg {
-            Msg::ImAccepted { id, .. } => (("accepted", ""), id),
-            Msg::ImDeliveredNotArchived { id, .. } => (("delivered_not_archived", ""), id),
-            Msg::ImRejected { reason, id } => (("rejected", reason.label()), id),
+            Msg::Archiving(ArchivingMsg::ImAccepted { id, .. }) => (("accepted", ""), id),
+            Msg::Archiving(ArchivingMsg::ImDeliveredNotArchived { id, .. }) => {
+                (("delivered_not_archived", ""), id)
+            }
+            Msg::Archiving(ArchivingMsg::ImRejected { reason, id }) => {
+                (("rejected", reason.label()), id)
+            }
             _ => return,
         };
         *lock(&self.answers).entry(key).or_insert(0) += 1;

@@ -33,7 +33,7 @@ use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::private_umask;
 use crate::path_error::PathError;
 use crate::tls::{TlsError, TlsLink};
-use holdfast_actors::core::protocol::{Envelope, Msg, RejectReason};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg, RejectReason};
 use holdfast_actors::core::settings::Sabotage;
 use holdfast_actors::roster::Roster;
 use holdfast_host::transport::{outbound_capacity, Link, Network, PlainLink};
@@ -105,8 +105,8 @@ pub fn node_link(config: &Config, node: &str) -> Result<Arc<dyn Link>, TlsError>
 /// Client-originated requests a stopping front end turns away.
 fn client_request(env: &Envelope) -> Option<String> {
     match &env.msg {
-        Msg::SubmitIm { im } => Some(im.id.clone()),
-        Msg::ReportCall { report } => Some(report.id.clone()),
+        Msg::Archiving(ArchivingMsg::SubmitIm { im }) => Some(im.id.clone()),
+        Msg::Archiving(ArchivingMsg::ReportCall { report }) => Some(report.id.clone()),
         _ => None,
     }
 }
@@ -209,10 +209,10 @@ async fn serve(
                         from: env.to.clone(),
                         to: env.from.clone(),
                         id: 0,
-                        msg: Msg::ImRejected {
+                        msg: Msg::Archiving(ArchivingMsg::ImRejected {
                             id,
                             reason: RejectReason::NodeStopping,
-                        },
+                        }),
                     };
                     let _ = router_shared.net.send(reply);
                     continue;

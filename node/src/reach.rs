@@ -63,7 +63,7 @@ pub async fn answer_from<T>(
 mod tests {
     use super::*;
     use holdfast_actors::core::ids::{ActorKind, Addr};
-    use holdfast_actors::core::protocol::{Envelope, Msg};
+    use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg};
 
     /// A request to an address where nothing listens is answered with
     /// the refusal at once, not after the deadline.
@@ -78,7 +78,7 @@ mod tests {
             from: Addr::new("me", ActorKind::Client),
             to: Addr::new("fe1", ActorKind::FrontEnd),
             id: 0,
-            msg: Msg::OperatorResume,
+            msg: Msg::Archiving(ArchivingMsg::OperatorResume),
         })
         .unwrap();
         let start = tokio::time::Instant::now();

@@ -16,7 +16,7 @@ use holdfast::cluster_up::{free_port, loopback_config, spawn_node};
 use holdfast::config::Config;
 use holdfast::tls::{Credential, TlsLink};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::protocol::{Envelope, Im, Msg, RejectReason};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg, RejectReason};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -597,14 +597,14 @@ fn forged_sender_is_refused() {
                 from: Addr::new(net.me().to_string(), ActorKind::Client),
                 to: Addr::new(home, ActorKind::FrontEnd),
                 id: i as u64,
-                msg: Msg::SubmitIm {
+                msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                     im: Im {
                         id: format!("forged-{i}"),
                         from: from.into(),
                         to: "user30@corp.example".into(),
                         body: format!("sent as {from} by alice"),
                     },
-                },
+                }),
             })
             .unwrap();
             let env = tokio::time::timeout(Duration::from_secs(15), answers.recv())
@@ -617,12 +617,12 @@ fn forged_sender_is_refused() {
         outcomes
     });
     assert!(
-        matches!(&outcomes[0], Msg::ImRejected { id, reason: RejectReason::Forbidden(why) }
+        matches!(&outcomes[0], Msg::Archiving(ArchivingMsg::ImRejected { id, reason: RejectReason::Forbidden(why) })
             if id == "forged-0" && why.contains("may not speak for bob@corp.example")),
         "{outcomes:?}"
     );
     assert!(
-        matches!(&outcomes[1], Msg::ImAccepted { id, .. } if id == "forged-1"),
+        matches!(&outcomes[1], Msg::Archiving(ArchivingMsg::ImAccepted { id, .. }) if id == "forged-1"),
         "{outcomes:?}"
     );
     let rows = wait_archived(&c, &["forged-1".to_string()], Duration::from_secs(30));
@@ -669,14 +669,14 @@ fn unauthenticated_client_is_refused() {
             from: Addr::new("user:alice@corp.example/anon", ActorKind::Client),
             to: Addr::new("fe1", ActorKind::FrontEnd),
             id: 1,
-            msg: Msg::SubmitIm {
+            msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                 im: Im {
                     id: "anonymous-1".into(),
                     from: "alice@corp.example".into(),
                     to: "bob@corp.example".into(),
                     body: "from nobody".into(),
                 },
-            },
+            }),
         };
         let tcp = tokio::net::TcpStream::connect(fe1).await.unwrap();
         let name = ServerName::try_from("fe1").unwrap();
@@ -749,7 +749,7 @@ fn peer_of_another_protocol_version_is_refused() {
                 from: Addr::new("fe1", ActorKind::OutgoingQueue),
                 to: Addr::new("arch1", ActorKind::DestinationQueue),
                 id: 1,
-                msg: Msg::TransferAck { upto: 0 },
+                msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: 0 }),
             };
             let mut bytes = frame::encode(&hello).unwrap();
             bytes[HEADER] = other;

@@ -515,7 +515,9 @@ fn every_operator_control_refuses_a_user_over_tls() {
     use holdfast_actors::core::identity::Role;
     use holdfast_actors::core::ids::ActorKind;
     use holdfast_actors::core::protocol::chat::ChatReject;
-    use holdfast_actors::core::protocol::{ArchiveRefusal, ComplianceMsg, Msg};
+    use holdfast_actors::core::protocol::{
+        ArchiveRefusal, ArchivingMsg, ComplianceMsg, Msg, RecordsMsg,
+    };
     use std::time::Duration;
     const USER: &str = "alice@corp.example";
     let c = TestCluster::start_with("tls", every_role_config);
@@ -549,22 +551,30 @@ fn every_operator_control_refuses_a_user_over_tls() {
         Err(AskError::Refused { reason, .. }) => {
             assert!(reason.contains("needs the operator"), "{what}: {reason}")
         }
-        Ok(Msg::ArchiveRefused {
+        Ok(Msg::Records(RecordsMsg::ArchiveRefused {
             refusal: ArchiveRefusal::Forbidden(reason),
             ..
-        }) => assert!(reason.contains("needs the operator"), "{what}: {reason}"),
+        })) => assert!(reason.contains("needs the operator"), "{what}: {reason}"),
         other => panic!("{what} as a user: {other:?}"),
     };
-    let refused = |m: &Msg| matches!(m, Msg::ArchiveRefused { .. });
+    let refused = |m: &Msg| matches!(m, Msg::Records(RecordsMsg::ArchiveRefused { .. }));
     let config = &c.config;
     rt.block_on(async {
         let asks: Vec<(&str, ActorKind, Msg)> = vec![
-            ("fe1", ActorKind::FrontEnd, Msg::OperatorResume),
-            ("fe1", ActorKind::OutgoingQueue, Msg::DeadLettersResend),
+            (
+                "fe1",
+                ActorKind::FrontEnd,
+                Msg::Archiving(ArchivingMsg::OperatorResume),
+            ),
+            (
+                "fe1",
+                ActorKind::OutgoingQueue,
+                Msg::Archiving(ArchivingMsg::DeadLettersResend),
+            ),
             (
                 "arch1",
                 ActorKind::DestinationQueue,
-                Msg::ParkedRetry { keys: Vec::new() },
+                Msg::Archiving(ArchivingMsg::ParkedRetry { keys: Vec::new() }),
             ),
             (
                 "comp1",
@@ -576,11 +586,15 @@ fn every_operator_control_refuses_a_user_over_tls() {
                 ActorKind::Compliance,
                 Msg::Compliance(ComplianceMsg::ComplianceAck { batch: 1 }),
             ),
-            ("db1", ActorKind::Database, Msg::PurgeNow { token: 1 }),
+            (
+                "db1",
+                ActorKind::Database,
+                Msg::Records(RecordsMsg::PurgeNow { token: 1 }),
+            ),
             (
                 "chatdb",
                 ActorKind::ChatStore,
-                Msg::ChatPurgeNow { token: 1 },
+                Msg::Records(RecordsMsg::ChatPurgeNow { token: 1 }),
             ),
         ];
         for (node, kind, msg) in asks {
@@ -591,7 +605,12 @@ fn every_operator_control_refuses_a_user_over_tls() {
         // A session that stays open is refused request after request.
         let mut s = Session::open(config, USER, &[Role::User], "db1").unwrap();
         let got = s
-            .ask(ActorKind::Database, Msg::PurgeNow { token: 2 }, t, refused)
+            .ask(
+                ActorKind::Database,
+                Msg::Records(RecordsMsg::PurgeNow { token: 2 }),
+                t,
+                refused,
+            )
             .await;
         forbidden(got, "a second PurgeNow");
 

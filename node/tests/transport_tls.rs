@@ -9,7 +9,7 @@ use holdfast::tls::{certs_init, Credential, TlsLink};
 use holdfast_actors::core::frame::MAX_FRAME;
 use holdfast_actors::core::identity::{Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::protocol::{Envelope, Im, Msg};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg};
 use holdfast_host::transport::{read_frame, write_frame, Link, Network, DEFAULT_OUTBOUND_CAPACITY};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,7 +71,7 @@ fn ack(from: &str, upto: u64) -> Envelope {
         from: Addr::new(from, ActorKind::OutgoingQueue),
         to: Addr::new("arch1", ActorKind::DestinationQueue),
         id: upto,
-        msg: Msg::TransferAck { upto },
+        msg: Msg::Archiving(ArchivingMsg::TransferAck { upto }),
     }
 }
 
@@ -80,14 +80,14 @@ fn submit(from: &str, to: &str) -> Envelope {
         from: Addr::new(from, ActorKind::Client),
         to: Addr::new(to, ActorKind::FrontEnd),
         id: 1,
-        msg: Msg::SubmitIm {
+        msg: Msg::Archiving(ArchivingMsg::SubmitIm {
             im: Im {
                 id: "m1".into(),
                 from: "alice@corp.example".into(),
                 to: "bob@corp.example".into(),
                 body: "hello".into(),
             },
-        },
+        }),
     }
 }
 
@@ -133,7 +133,7 @@ async fn legit_frame_arrives(config: &Config, arch: SocketAddr, inbox: &mut Inbo
     fe2.send(ack("fe2", upto)).unwrap();
     let env = next(inbox).await;
     assert_eq!(env.from, Addr::new("fe2", ActorKind::OutgoingQueue));
-    assert_eq!(env.msg, Msg::TransferAck { upto });
+    assert_eq!(env.msg, Msg::Archiving(ArchivingMsg::TransferAck { upto }));
 }
 
 #[tokio::test]
@@ -145,7 +145,10 @@ async fn an_envelope_crosses_a_mutual_tls_link() {
     let env = next(&mut inbox).await;
     assert_eq!(env.from, Addr::new("fe1", ActorKind::OutgoingQueue));
     assert_eq!(env.to, Addr::new("arch1", ActorKind::DestinationQueue));
-    assert_eq!(env.msg, Msg::TransferAck { upto: 7 });
+    assert_eq!(
+        env.msg,
+        Msg::Archiving(ArchivingMsg::TransferAck { upto: 7 })
+    );
     assert_eq!(arch.refused(), 0);
 }
 
@@ -225,7 +228,10 @@ async fn a_client_speaks_only_as_the_principal_of_its_credential() {
     client.send(submit(ALICE, "arch1")).unwrap();
     let env = next(&mut inbox).await;
     assert_eq!(env.from, Addr::new(ALICE, ActorKind::Client));
-    assert!(matches!(env.msg, Msg::SubmitIm { .. }));
+    assert!(matches!(
+        env.msg,
+        Msg::Archiving(ArchivingMsg::SubmitIm { .. })
+    ));
     assert_eq!(arch.refused(), 0);
 
     // With alice's credential: not as bob, not as an operator, not without
@@ -354,7 +360,10 @@ async fn garbage_and_oversized_frames_close_the_connection() {
     s.flush().await.unwrap();
     closed_by_peer(&mut s).await;
     refused_beyond(&arch, 2).await;
-    assert_eq!(next(&mut inbox).await.msg, Msg::TransferAck { upto: 5 });
+    assert_eq!(
+        next(&mut inbox).await.msg,
+        Msg::Archiving(ArchivingMsg::TransferAck { upto: 5 })
+    );
 
     legit_frame_arrives(&config, addr, &mut inbox, 6).await;
     assert!(inbox.try_recv().is_err(), "garbage was delivered");
@@ -412,7 +421,7 @@ async fn a_client_checks_the_listener_is_the_node_it_called() {
         from: Addr::new("arch1", ActorKind::FrontEnd),
         to: env.from,
         id: 2,
-        msg: Msg::TransferAck { upto: 9 },
+        msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: 9 }),
     };
     arch.send(reply.clone()).unwrap();
     let got = tokio::time::timeout(PATIENCE, read_frame(&mut s, MAX_FRAME))

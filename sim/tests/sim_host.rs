@@ -154,12 +154,15 @@ stop = "30s"
     assert!(durable >= first("Enqueue") + 500, "the write took the sync");
     let s = &scn.settings;
     assert_eq!(
-        first("timer OutgoingQueue Resend"),
+        first("timer OutgoingQueue Archiving(Resend)"),
         durable + s.resend_interval
     );
-    assert_eq!(first("timer OutgoingQueue DlqCheck"), durable + s.dlq_check);
     assert_eq!(
-        first("timer OutgoingQueue QuotaCheck"),
+        first("timer OutgoingQueue Archiving(DlqCheck)"),
+        durable + s.dlq_check
+    );
+    assert_eq!(
+        first("timer OutgoingQueue Archiving(QuotaCheck)"),
         durable + s.quota_check
     );
 }

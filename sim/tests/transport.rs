@@ -6,7 +6,7 @@
 
 use holdfast_actors::core::frame;
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::protocol::{Envelope, Msg};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg};
 use holdfast_host::transport::Network;
 use madsim::runtime::{Handle, Runtime};
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ fn envelope(from: Addr) -> Envelope {
         from,
         to: Addr::new("fe1", ActorKind::FrontEnd),
         id: 1,
-        msg: Msg::ImDelivered { id: "m1".into() },
+        msg: Msg::Archiving(ArchivingMsg::ImDelivered { id: "m1".into() }),
     }
 }
 

@@ -10,7 +10,8 @@ use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Wr
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::core::operator::OperatorEvent;
-use crate::core::protocol::{ArchiveRecord, DbError, Msg, QueueItem};
+use crate::core::protocol::archiving::ArchivingTimer;
+use crate::core::protocol::{ArchiveRecord, ArchivingMsg, DbError, Msg, QueueItem};
 use crate::core::settings::{Sabotage, Settings};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -91,11 +92,11 @@ impl Archiver {
             consumed.push(key);
             ctx.send(
                 Addr::new(front_end, ActorKind::OutgoingQueue),
-                Msg::HeartbeatAck { id },
+                ArchivingMsg::HeartbeatAck { id },
             );
         }
         if !consumed.is_empty() {
-            ctx.send(self.queue(), Msg::Consumed { keys: consumed });
+            ctx.send(self.queue(), ArchivingMsg::Consumed { keys: consumed });
         }
         let ready = self.records_ready();
         if ready == 0 {
@@ -117,16 +118,16 @@ impl Archiver {
             self.next_batch += 1;
             ctx.send(
                 self.db.clone(),
-                Msg::LogMessages {
+                ArchivingMsg::LogMessages {
                     batch: id,
                     records: records.clone(),
                 },
             );
-            ctx.set_timer(Timer::DbTimeout, self.retry);
+            ctx.set_timer(ArchivingTimer::DbTimeout, self.retry);
             self.in_flight = Some(Batch { id, keys, records });
         } else if !self.flush_set {
             self.flush_set = true;
-            ctx.set_timer(Timer::Flush, self.settings.archiver_flush);
+            ctx.set_timer(ArchivingTimer::Flush, self.settings.archiver_flush);
         }
     }
 
@@ -150,12 +151,12 @@ impl Archiver {
         if let Some(b) = &self.in_flight {
             ctx.send(
                 self.db.clone(),
-                Msg::LogMessages {
+                ArchivingMsg::LogMessages {
                     batch: b.id,
                     records: b.records.clone(),
                 },
             );
-            ctx.set_timer(Timer::DbTimeout, self.retry);
+            ctx.set_timer(ArchivingTimer::DbTimeout, self.retry);
         }
     }
 
@@ -180,12 +181,12 @@ impl Archiver {
         if !parked.is_empty() {
             let msg = if self.sabotage.archiver_drop_refused {
                 // Sabotage: the refused records are deleted as if archived.
-                Msg::Consumed { keys: parked }
+                Msg::Archiving(ArchivingMsg::Consumed { keys: parked })
             } else {
-                Msg::Park {
+                Msg::Archiving(ArchivingMsg::Park {
                     keys: parked,
                     reason,
-                }
+                })
             };
             ctx.send(
                 Addr::new(self.name.clone(), ActorKind::DestinationQueue),
@@ -194,7 +195,7 @@ impl Archiver {
         }
         if b.records.is_empty() {
             self.in_flight = None;
-            ctx.cancel_timer(Timer::DbTimeout);
+            ctx.cancel_timer(ArchivingTimer::DbTimeout);
             self.advance(false, ctx);
         } else {
             self.resend(ctx);
@@ -221,48 +222,52 @@ impl Actor for Archiver {
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
-            Msg::Deliver { .. } | Msg::DeliverBatch { .. } => from == self.queue(),
-            Msg::Logged { .. } | Msg::LogFailed { .. } => from == self.db,
+            Msg::Archiving(ArchivingMsg::Deliver { .. } | ArchivingMsg::DeliverBatch { .. }) => {
+                from == self.queue()
+            }
+            Msg::Archiving(ArchivingMsg::Logged { .. } | ArchivingMsg::LogFailed { .. }) => {
+                from == self.db
+            }
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
         match msg {
-            Msg::Deliver { key, item } => {
+            Msg::Archiving(ArchivingMsg::Deliver { key, item }) => {
                 self.buffer.push_back((key, item));
                 self.advance(false, ctx);
             }
-            Msg::DeliverBatch { items } => {
+            Msg::Archiving(ArchivingMsg::DeliverBatch { items }) => {
                 self.buffer.extend(items);
                 self.advance(false, ctx);
             }
-            Msg::Logged { batch } => {
+            Msg::Archiving(ArchivingMsg::Logged { batch }) => {
                 if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
                     return; // a late answer to a batch already confirmed
                 }
                 let Some(b) = self.in_flight.take() else {
                     return;
                 };
-                ctx.cancel_timer(Timer::DbTimeout);
+                ctx.cancel_timer(ArchivingTimer::DbTimeout);
                 self.archived += b.keys.len() as u64;
                 self.retry = self.settings.db_timeout;
-                ctx.send(self.queue(), Msg::Consumed { keys: b.keys });
+                ctx.send(self.queue(), ArchivingMsg::Consumed { keys: b.keys });
                 // The database is free again: what came while it wrote goes
                 // now, whatever its size (group commit), rather than after
                 // a flush interval.
                 self.advance(true, ctx);
             }
-            Msg::LogFailed {
+            Msg::Archiving(ArchivingMsg::LogFailed {
                 batch,
                 error: DbError::Refused { ids, reason },
-            } => {
+            }) => {
                 if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
                     return;
                 }
                 self.park(ids, reason, ctx);
             }
-            Msg::LogFailed { batch, error } => {
+            Msg::Archiving(ArchivingMsg::LogFailed { batch, error }) => {
                 if self.in_flight.as_ref().map(|b| b.id) != Some(batch) {
                     return;
                 }
@@ -271,7 +276,7 @@ impl Actor for Archiver {
                     format!("{}: batch {batch}: {error:?}", self.name),
                 );
                 self.backoff();
-                ctx.set_timer(Timer::DbTimeout, self.retry);
+                ctx.set_timer(ArchivingTimer::DbTimeout, self.retry);
             }
             other => ctx.event(
                 OperatorEvent::UnexpectedMessage,
@@ -286,11 +291,11 @@ impl Actor for Archiver {
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         match timer {
-            Timer::Flush => {
+            Timer::Archiving(ArchivingTimer::Flush) => {
                 self.flush_set = false;
                 self.advance(true, ctx);
             }
-            Timer::DbTimeout if self.in_flight.is_some() => {
+            Timer::Archiving(ArchivingTimer::DbTimeout) if self.in_flight.is_some() => {
                 if self.retry == self.settings.db_timeout {
                     ctx.event(
                         OperatorEvent::DbTimeout,
@@ -361,12 +366,12 @@ mod tests {
             ids: vec![id.into()],
             reason: reason.into(),
         };
-        h.msg(db(), Msg::LogFailed { batch, error })
+        h.msg(db(), ArchivingMsg::LogFailed { batch, error })
     }
 
     /// The destination queue hands the archiver `item` under `key`.
     fn deliver(h: &mut Harness<Archiver>, key: u64, item: QueueItem) -> Vec<(Addr, Msg)> {
-        h.msg(dq(), Msg::Deliver { key, item })
+        h.msg(dq(), ArchivingMsg::Deliver { key, item })
     }
 
     #[test]
@@ -375,10 +380,16 @@ mod tests {
         assert!(deliver(&mut h, 1, rec("m1")).is_empty());
         let sent = deliver(&mut h, 2, rec("m2"));
         assert!(
-            matches!(&sent[..], [(to, Msg::LogMessages { batch: 1, records })] if *to == db() && records.len() == 2)
+            matches!(&sent[..], [(to, Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, records }))] if *to == db() && records.len() == 2)
         );
-        let sent = h.msg(db(), Msg::Logged { batch: 1 });
-        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1, 2] })]);
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        assert_eq!(
+            sent,
+            vec![(
+                dq(),
+                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1, 2] })
+            )]
+        );
     }
 
     /// Ten records of 1 MiB with a batch of 64 records: the byte bound cuts
@@ -403,8 +414,8 @@ mod tests {
         }
         deliver(&mut h, 11, big("huge", 4 << 20));
         let mut sizes = Vec::new();
-        let mut sent = h.fire(Timer::Flush);
-        while let [(_, Msg::LogMessages { batch, records })] = &sent[..] {
+        let mut sent = h.fire(ArchivingTimer::Flush);
+        while let [(_, Msg::Archiving(ArchivingMsg::LogMessages { batch, records }))] = &sent[..] {
             let bytes: u64 = records.iter().map(|r| r.queued_size()).sum();
             assert!(
                 records.len() == 1 || bytes <= 3 << 20,
@@ -412,10 +423,10 @@ mod tests {
             );
             sizes.push(records.len());
             let batch = *batch;
-            sent = h.msg(db(), Msg::Logged { batch });
-            sent.retain(|(_, m)| matches!(m, Msg::LogMessages { .. }));
+            sent = h.msg(db(), ArchivingMsg::Logged { batch });
+            sent.retain(|(_, m)| matches!(m, Msg::Archiving(ArchivingMsg::LogMessages { .. })));
             if sent.is_empty() && sizes.iter().sum::<usize>() < 11 {
-                sent = h.fire(Timer::Flush);
+                sent = h.fire(ArchivingTimer::Flush);
             }
         }
         assert_eq!(sizes, vec![2, 2, 2, 2, 2, 1], "{sizes:?}");
@@ -429,17 +440,27 @@ mod tests {
     fn what_waits_goes_as_soon_as_the_database_answers() {
         let mut h = arch(64);
         deliver(&mut h, 1, rec("m1"));
-        let sent = h.fire(Timer::Flush);
+        let sent = h.fire(ArchivingTimer::Flush);
         assert!(matches!(
             &sent[..],
-            [(_, Msg::LogMessages { batch: 1, .. })]
+            [(
+                _,
+                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+            )]
         ));
         let items = vec![(2, rec("m2")), (3, rec("m3")), (4, rec("m4"))];
-        let sent = h.msg(dq(), Msg::DeliverBatch { items });
+        let sent = h.msg(dq(), ArchivingMsg::DeliverBatch { items });
         assert!(sent.is_empty(), "one transaction at a time: {sent:?}");
-        let mut sent = h.msg(db(), Msg::Logged { batch: 1 });
-        assert_eq!(sent.remove(0), (dq(), Msg::Consumed { keys: vec![1] }));
-        let [(to, Msg::LogMessages { batch: 2, records })] = &sent[..] else {
+        let mut sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        assert_eq!(
+            sent.remove(0),
+            (
+                dq(),
+                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
+            )
+        );
+        let [(to, Msg::Archiving(ArchivingMsg::LogMessages { batch: 2, records }))] = &sent[..]
+        else {
             panic!("the waiting records go at once: {sent:?}");
         };
         assert_eq!(*to, db());
@@ -447,7 +468,9 @@ mod tests {
         assert_eq!(ids, vec!["m2", "m3", "m4"]);
         // A batch from anyone but the local queue is refused.
         let items = vec![(9, rec("m9"))];
-        assert!(h.msg(oq(), Msg::DeliverBatch { items }).is_empty());
+        assert!(h
+            .msg(oq(), Msg::Archiving(ArchivingMsg::DeliverBatch { items }))
+            .is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
     }
 
@@ -455,8 +478,11 @@ mod tests {
     fn partial_batch_flushes_on_timer() {
         let mut h = arch(10);
         deliver(&mut h, 1, rec("m1"));
-        let sent = h.fire(Timer::Flush);
-        assert!(matches!(&sent[..], [(_, Msg::LogMessages { .. })]));
+        let sent = h.fire(ArchivingTimer::Flush);
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::Archiving(ArchivingMsg::LogMessages { .. }))]
+        ));
     }
 
     #[test]
@@ -467,15 +493,24 @@ mod tests {
         let sent = deliver(&mut h, 2, beat(77));
         assert!(matches!(
             &sent[..],
-            [(_, Msg::LogMessages { batch: 1, .. })]
+            [(
+                _,
+                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+            )]
         ));
-        let sent = h.msg(db(), Msg::Logged { batch: 1 });
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
         assert_eq!(
             sent,
             vec![
-                (dq(), Msg::Consumed { keys: vec![1] }),
-                (oq(), Msg::HeartbeatAck { id: 77 }),
-                (dq(), Msg::Consumed { keys: vec![2] }),
+                (
+                    dq(),
+                    Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
+                ),
+                (oq(), Msg::Archiving(ArchivingMsg::HeartbeatAck { id: 77 })),
+                (
+                    dq(),
+                    Msg::Archiving(ArchivingMsg::Consumed { keys: vec![2] })
+                ),
             ]
         );
     }
@@ -487,8 +522,11 @@ mod tests {
         assert_eq!(
             sent,
             vec![
-                (oq(), Msg::HeartbeatAck { id: 1 }),
-                (dq(), Msg::Consumed { keys: vec![5] }),
+                (oq(), Msg::Archiving(ArchivingMsg::HeartbeatAck { id: 1 })),
+                (
+                    dq(),
+                    Msg::Archiving(ArchivingMsg::Consumed { keys: vec![5] })
+                ),
             ]
         );
     }
@@ -508,26 +546,35 @@ mod tests {
             sent[0],
             (
                 dq(),
-                Msg::Park {
+                Msg::Archiving(ArchivingMsg::Park {
                     keys: vec![2],
                     reason: "trigger".into()
-                }
+                })
             )
         );
-        let Some((_, Msg::LogMessages { records, .. })) = sent.get(1) else {
+        let Some((_, Msg::Archiving(ArchivingMsg::LogMessages { records, .. }))) = sent.get(1)
+        else {
             panic!("{sent:?}")
         };
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["m1", "m3"], "the rest goes again at once");
-        let sent = h.msg(db(), Msg::Logged { batch });
-        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1, 3] })]);
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch });
+        assert_eq!(
+            sent,
+            vec![(
+                dq(),
+                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1, 3] })
+            )]
+        );
 
         // A batch of only refused records: parked, and the archiver moves on.
         deliver(&mut h, 4, rec("bad2"));
-        h.fire(Timer::Flush);
+        h.fire(ArchivingTimer::Flush);
         let batch = h.actor().in_flight.as_ref().map(|b| b.id).unwrap();
         let sent = refused(&mut h, batch, "bad2", "r");
-        assert!(matches!(&sent[..], [(_, Msg::Park { keys, .. })] if keys == &[4]));
+        assert!(
+            matches!(&sent[..], [(_, Msg::Archiving(ArchivingMsg::Park { keys, .. }))] if keys == &[4])
+        );
         assert!(h.actor().in_flight.is_none());
     }
 
@@ -535,32 +582,44 @@ mod tests {
     fn timeout_and_failure_resend_the_same_batch_with_backoff() {
         let mut h = arch(1);
         deliver(&mut h, 1, rec("m1"));
-        let sent = h.fire(Timer::DbTimeout);
+        let sent = h.fire(ArchivingTimer::DbTimeout);
         assert!(matches!(
             &sent[..],
-            [(_, Msg::LogMessages { batch: 1, .. })]
+            [(
+                _,
+                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+            )]
         ));
         assert_eq!(h.events(), vec!["db_timeout"]);
-        assert_eq!(h.timer(Timer::DbTimeout).unwrap() - h.now, 20_000);
+        assert_eq!(h.timer(ArchivingTimer::DbTimeout).unwrap() - h.now, 20_000);
         let sent = h.msg(
             db(),
-            Msg::LogFailed {
+            ArchivingMsg::LogFailed {
                 batch: 1,
                 error: DbError::StoreFailed("disk".into()),
             },
         );
         assert!(sent.is_empty());
-        let sent = h.fire(Timer::DbTimeout);
+        let sent = h.fire(ArchivingTimer::DbTimeout);
         assert!(matches!(
             &sent[..],
-            [(_, Msg::LogMessages { batch: 1, .. })]
+            [(
+                _,
+                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+            )]
         ));
         assert!(
-            h.msg(db(), Msg::Logged { batch: 7 }).is_empty(),
+            h.msg(db(), ArchivingMsg::Logged { batch: 7 }).is_empty(),
             "a stale answer does nothing"
         );
-        let sent = h.msg(db(), Msg::Logged { batch: 1 });
-        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1] })]);
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        assert_eq!(
+            sent,
+            vec![(
+                dq(),
+                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
+            )]
+        );
     }
 
     #[test]
@@ -571,20 +630,29 @@ mod tests {
         h.now = 60_000;
         h.start(Recovered::new());
         let sent = deliver(&mut h, 1, rec("m1"));
-        let Some((_, Msg::LogMessages { batch, .. })) = sent.first() else {
+        let Some((_, Msg::Archiving(ArchivingMsg::LogMessages { batch, .. }))) = sent.first()
+        else {
             panic!("{sent:?}")
         };
         assert!(*batch > 1);
-        assert!(h.msg(db(), Msg::Logged { batch: 1 }).is_empty());
+        assert!(h
+            .msg(db(), Msg::Archiving(ArchivingMsg::Logged { batch: 1 }))
+            .is_empty());
         assert!(h
             .msg(
                 Addr::new("db9", ActorKind::Database),
-                Msg::Logged { batch: *batch }
+                Msg::Archiving(ArchivingMsg::Logged { batch: *batch })
             )
             .is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
-        let sent = h.msg(db(), Msg::Logged { batch: *batch });
-        assert_eq!(sent, vec![(dq(), Msg::Consumed { keys: vec![1] })]);
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: *batch });
+        assert_eq!(
+            sent,
+            vec![(
+                dq(),
+                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
+            )]
+        );
     }
 
     #[test]
@@ -592,7 +660,13 @@ mod tests {
         let mut h = arch(1);
         deliver(&mut h, 1, rec("m1"));
         assert!(deliver(&mut h, 2, rec("m2")).is_empty());
-        let sent = h.msg(db(), Msg::Logged { batch: 1 });
-        assert!(matches!(&sent[1], (_, Msg::LogMessages { batch: 2, .. })));
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        assert!(matches!(
+            &sent[1],
+            (
+                _,
+                Msg::Archiving(ArchivingMsg::LogMessages { batch: 2, .. })
+            )
+        ));
     }
 }

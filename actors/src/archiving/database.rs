@@ -14,9 +14,10 @@ use crate::core::engine::{Answer, Query};
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::{
-    read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, DbError, Msg, ReadWhat, Row, Search,
-    SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
+    read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, ArchivingMsg, DbError, Msg, ReadWhat,
+    RecordsMsg, Row, Search, SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
 };
 use crate::core::protocol::{ExportRecord, HoldRelease, LegalHold};
 use crate::core::settings::{Sabotage, Settings};
@@ -260,7 +261,7 @@ impl Database {
             // Reported again (an answer lost): the first record stands.
             ctx.send(
                 from,
-                Msg::ExportRecorded {
+                RecordsMsg::ExportRecorded {
                     token,
                     export: Box::new(known.clone()),
                 },
@@ -301,7 +302,7 @@ impl Database {
         let (keep_days, purge_hour) = self.retention.policy();
         ctx.send(
             from,
-            Msg::RetentionState {
+            RecordsMsg::RetentionState {
                 token,
                 keep_days,
                 purge_hour,
@@ -401,7 +402,7 @@ impl Database {
             ops.push(index);
         }
         if ops.is_empty() {
-            ctx.send(from, Msg::Logged { batch });
+            ctx.send(from, ArchivingMsg::Logged { batch });
             return;
         }
         let token = self.token();
@@ -431,7 +432,7 @@ impl Database {
         if self.reads_in_flight() >= READS_IN_FLIGHT_MAX {
             ctx.send(
                 from,
-                Msg::ArchiveRefused {
+                RecordsMsg::ArchiveRefused {
                     token,
                     refusal: ArchiveRefusal::Busy,
                 },
@@ -441,10 +442,10 @@ impl Database {
         if let Err(refusal) = identity::require(&from, identity::ARCHIVE_READERS) {
             identity_refused(&self.name, &from, request, &refusal, ctx);
             let reason = refusal.to_string();
-            let answer = Msg::ArchiveRefused {
+            let answer = Msg::Records(RecordsMsg::ArchiveRefused {
                 token,
                 refusal: ArchiveRefusal::Forbidden(reason.clone()),
-            };
+            });
             let entry = ArchiveRead {
                 refused: Some(reason),
                 ..entry
@@ -462,7 +463,12 @@ impl Database {
                     refused: Some(refusal.to_string()),
                     ..entry
                 };
-                self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                self.record(
+                    from,
+                    entry,
+                    Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
+                    ctx,
+                );
                 return;
             }
         }
@@ -505,7 +511,12 @@ impl Database {
                 );
                 let refusal = ArchiveRefusal::StoreFailed(e.to_string());
                 entry.refused = Some(refusal.to_string());
-                self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                self.record(
+                    from,
+                    entry,
+                    Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
+                    ctx,
+                );
                 return;
             }
         };
@@ -523,7 +534,12 @@ impl Database {
                                 "row {key:?} does not decode: {e}"
                             ));
                             entry.refused = Some(refusal.to_string());
-                            self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                            self.record(
+                                from,
+                                entry,
+                                Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
+                                ctx,
+                            );
                             return;
                         }
                     };
@@ -542,11 +558,11 @@ impl Database {
                     }
                 });
                 entry.rows = decoded.len() as u64;
-                Msg::ArchiveFound {
+                Msg::Records(RecordsMsg::ArchiveFound {
                     token,
                     rows: decoded,
                     next,
-                }
+                })
             }
             ReadWhat::Trail { limit, .. } => {
                 let page = (*limit).clamp(1, SEARCH_PAGE_MAX) as usize;
@@ -561,7 +577,12 @@ impl Database {
                             "trail entry {key:?} does not decode"
                         ));
                         entry.refused = Some(refusal.to_string());
-                        self.record(from, entry, Msg::ArchiveRefused { token, refusal }, ctx);
+                        self.record(
+                            from,
+                            entry,
+                            Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
+                            ctx,
+                        );
                         return;
                     };
                     bytes += read_bytes(&read);
@@ -573,13 +594,13 @@ impl Database {
                 }
                 let next = cut.then(|| reads[reads.len() - 1].0);
                 entry.rows = reads.len() as u64;
-                Msg::ArchiveReads {
+                Msg::Records(RecordsMsg::ArchiveReads {
                     token,
                     reads,
                     // Filled in by `record`.
                     recorded: 0,
                     next,
-                }
+                })
             }
         };
         self.record(from, entry, answer, ctx);
@@ -605,7 +626,7 @@ impl Database {
             return;
         };
         self.next_read = Some(seq + 1);
-        if let Msg::ArchiveReads { recorded, .. } = &mut answer {
+        if let Msg::Records(RecordsMsg::ArchiveReads { recorded, .. }) = &mut answer {
             *recorded = seq;
         }
         let token = self.token();
@@ -633,13 +654,13 @@ impl Database {
         );
         let answer = match answer {
             // Already a refusal: it stands.
-            refused @ Msg::ArchiveRefused { .. } => refused,
-            Msg::ArchiveFound { token, .. } | Msg::ArchiveReads { token, .. } => {
-                Msg::ArchiveRefused {
-                    token,
-                    refusal: ArchiveRefusal::AuditFailed(why.to_string()),
-                }
-            }
+            refused @ Msg::Records(RecordsMsg::ArchiveRefused { .. }) => refused,
+            Msg::Records(
+                RecordsMsg::ArchiveFound { token, .. } | RecordsMsg::ArchiveReads { token, .. },
+            ) => Msg::Records(RecordsMsg::ArchiveRefused {
+                token,
+                refusal: ArchiveRefusal::AuditFailed(why.to_string()),
+            }),
             other => other,
         };
         ctx.send(to.clone(), answer);
@@ -778,38 +799,48 @@ impl Actor for Database {
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let client = from.actor == ActorKind::Client;
         let allowed = match &msg {
-            Msg::LogMessages { .. } => from.actor == ActorKind::Archiver,
-            Msg::ArchiveSearch { .. }
-            | Msg::ArchiveTrail { .. }
-            | Msg::HoldPlace { .. }
-            | Msg::HoldRelease { .. }
-            | Msg::RetentionStatus { .. }
-            | Msg::PurgeNow { .. }
-            | Msg::ExportDone { .. } => client,
+            Msg::Archiving(ArchivingMsg::LogMessages { .. }) => from.actor == ActorKind::Archiver,
+            Msg::Records(
+                RecordsMsg::ArchiveSearch { .. }
+                | RecordsMsg::ArchiveTrail { .. }
+                | RecordsMsg::HoldPlace { .. }
+                | RecordsMsg::HoldRelease { .. }
+                | RecordsMsg::RetentionStatus { .. }
+                | RecordsMsg::PurgeNow { .. }
+                | RecordsMsg::ExportDone { .. },
+            ) => client,
             _ => true,
         };
         if !authorize(allowed, &self.name, &from, &msg, ctx) {
             return;
         }
         match msg {
-            Msg::LogMessages { batch, records } => self.log(from, batch, records, ctx),
-            Msg::ArchiveSearch { token, search } => {
+            Msg::Archiving(ArchivingMsg::LogMessages { batch, records }) => {
+                self.log(from, batch, records, ctx)
+            }
+            Msg::Records(RecordsMsg::ArchiveSearch { token, search }) => {
                 self.read(from, token, ReadWhat::Messages(search), ctx)
             }
-            Msg::ArchiveTrail {
+            Msg::Records(RecordsMsg::ArchiveTrail {
                 token,
                 after,
                 limit,
-            } => self.read(from, token, ReadWhat::Trail { after, limit }, ctx),
-            Msg::HoldPlace { token, hold } => self.place_hold(from, token, *hold, ctx),
-            Msg::HoldRelease {
+            }) => self.read(from, token, ReadWhat::Trail { after, limit }, ctx),
+            Msg::Records(RecordsMsg::HoldPlace { token, hold }) => {
+                self.place_hold(from, token, *hold, ctx)
+            }
+            Msg::Records(RecordsMsg::HoldRelease {
                 token,
                 name,
                 reason,
-            } => self.release_hold(from, token, name, reason, ctx),
-            Msg::RetentionStatus { token } => self.retention_status(from, token, ctx),
-            Msg::ExportDone { token, export } => self.record_export(from, token, *export, ctx),
-            Msg::PurgeNow { token } => {
+            }) => self.release_hold(from, token, name, reason, ctx),
+            Msg::Records(RecordsMsg::RetentionStatus { token }) => {
+                self.retention_status(from, token, ctx)
+            }
+            Msg::Records(RecordsMsg::ExportDone { token, export }) => {
+                self.record_export(from, token, *export, ctx)
+            }
+            Msg::Records(RecordsMsg::PurgeNow { token }) => {
                 if records_principal(
                     &self.name,
                     &from,
@@ -832,7 +863,7 @@ impl Actor for Database {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer == Timer::Purge {
+        if timer == Timer::Archiving(ArchivingTimer::Purge) {
             let step = self.retention.on_timer(ctx);
             self.purge_step(step, ctx);
         }
@@ -874,7 +905,7 @@ impl Actor for Database {
                         self.holds.insert(hold.name.clone(), hold.clone());
                         ctx.send(
                             from,
-                            Msg::HoldDone {
+                            RecordsMsg::HoldDone {
                                 token,
                                 hold: Box::new(hold),
                             },
@@ -887,7 +918,7 @@ impl Actor for Database {
                         );
                         ctx.send(
                             from,
-                            Msg::ArchiveRefused {
+                            RecordsMsg::ArchiveRefused {
                                 token,
                                 refusal: ArchiveRefusal::StoreFailed(e.to_string()),
                             },
@@ -907,7 +938,7 @@ impl Actor for Database {
                             .insert(export.manifest_sha256.clone(), export.clone());
                         ctx.send(
                             from,
-                            Msg::ExportRecorded {
+                            RecordsMsg::ExportRecorded {
                                 token,
                                 export: Box::new(export),
                             },
@@ -923,7 +954,7 @@ impl Actor for Database {
                         );
                         ctx.send(
                             from,
-                            Msg::ArchiveRefused {
+                            RecordsMsg::ArchiveRefused {
                                 token,
                                 refusal: ArchiveRefusal::StoreFailed(e.to_string()),
                             },
@@ -943,7 +974,7 @@ impl Actor for Database {
                 if let Some(rows) = &mut self.rows {
                     *rows += written.inserted;
                 }
-                ctx.send(txn.from, Msg::Logged { batch: txn.batch });
+                ctx.send(txn.from, ArchivingMsg::Logged { batch: txn.batch });
             }
             Err(StoreError::Refused { key, reason }) => {
                 // The engine refuses one row for good: name its message, so
@@ -970,7 +1001,7 @@ impl Actor for Database {
                 };
                 ctx.send(
                     txn.from,
-                    Msg::LogFailed {
+                    ArchivingMsg::LogFailed {
                         batch: txn.batch,
                         error,
                     },
@@ -983,7 +1014,7 @@ impl Actor for Database {
                 );
                 ctx.send(
                     txn.from,
-                    Msg::LogFailed {
+                    ArchivingMsg::LogFailed {
                         batch: txn.batch,
                         error: DbError::StoreFailed(e.to_string()),
                     },
@@ -1014,7 +1045,7 @@ mod tests {
     /// The archiver sends batch `batch` of the records named by `ids`.
     fn log(h: &mut Harness<Database>, batch: u64, ids: &[&str]) -> Vec<(Addr, Msg)> {
         let records = ids.iter().map(|id| rec(id)).collect();
-        h.msg(arch(), Msg::LogMessages { batch, records })
+        h.msg(arch(), ArchivingMsg::LogMessages { batch, records })
     }
 
     fn stored_ids(h: &Harness<Database>) -> Vec<String> {
@@ -1029,13 +1060,19 @@ mod tests {
         let mut h = db(Sabotage::default());
         h.start(Recovered::new());
         let sent = log(&mut h, 1, &["m1", "m2"]);
-        assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 1 })]);
+        assert_eq!(
+            sent,
+            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch: 1 }))]
+        );
         log(&mut h, 1, &["m1", "m2"]);
         let mut h2 = db(Sabotage::default());
         h2.store = h.store.clone();
         h2.start(h.store.clone());
         let sent = log(&mut h2, 2, &["m2", "m3", "m3"]);
-        assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 2 })]);
+        assert_eq!(
+            sent,
+            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch: 2 }))]
+        );
         assert_eq!(stored_ids(&h2), vec!["m1", "m2", "m3"]);
         // The engine counted two rows at start; one more was new.
         assert_eq!(h2.actor().rows(), Some(3));
@@ -1054,13 +1091,13 @@ mod tests {
             sent,
             vec![(
                 arch(),
-                Msg::LogFailed {
+                Msg::Archiving(ArchivingMsg::LogFailed {
                     batch: 1,
                     error: DbError::Refused {
                         ids: vec!["bad".into()],
                         reason: "trigger poison".into()
                     }
-                }
+                })
             )]
         );
         assert!(h.events().contains(&"db_record_refused"));
@@ -1076,10 +1113,16 @@ mod tests {
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::NoSpace);
         let sent = log(&mut h, 1, &["m1"]);
-        assert!(matches!(&sent[..], [(_, Msg::LogFailed { batch: 1, .. })]));
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::Archiving(ArchivingMsg::LogFailed { batch: 1, .. }))]
+        ));
         h.fail_persists = None;
         let sent = log(&mut h, 1, &["m1"]);
-        assert_eq!(sent, vec![(arch(), Msg::Logged { batch: 1 })]);
+        assert_eq!(
+            sent,
+            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch: 1 }))]
+        );
         assert_eq!(stored_ids(&h), vec!["m1"]);
     }
 
@@ -1092,7 +1135,7 @@ mod tests {
         });
         h.start(Recovered::new());
         let records = (1..=8).map(|i| rec(&format!("m{i}"))).collect();
-        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
         assert_eq!(
             stored_ids(&h),
             vec!["m1", "m2", "m4", "m4", "m5", "m7", "m8", "m8"]
@@ -1128,14 +1171,14 @@ mod tests {
             body: "Late HELLO".into(),
             ..rec("late")
         });
-        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
         h
     }
 
     fn search(h: &mut Harness<Database>, from: Addr, s: Search) -> Msg {
         let sent = h.msg(
             from.clone(),
-            Msg::ArchiveSearch {
+            RecordsMsg::ArchiveSearch {
                 token: 7,
                 search: s,
             },
@@ -1174,7 +1217,9 @@ mod tests {
             text: Some("hello".into()),
             ..all(10)
         };
-        let Msg::ArchiveFound { token, rows, next } = search(&mut h, auditor(), s.clone()) else {
+        let Msg::Records(RecordsMsg::ArchiveFound { token, rows, next }) =
+            search(&mut h, auditor(), s.clone())
+        else {
             panic!("found")
         };
         assert_eq!((token, next), (7, None));
@@ -1210,7 +1255,7 @@ mod tests {
             anonymous,
         ] {
             h.clear_events();
-            let Msg::ArchiveRefused { token: 7, refusal } =
+            let Msg::Records(RecordsMsg::ArchiveRefused { token: 7, refusal }) =
                 search(&mut h, from.clone(), own.clone())
             else {
                 panic!("refused")
@@ -1232,20 +1277,20 @@ mod tests {
         // The trail too is for auditors only.
         let sent = h.msg(
             client(Role::User, "a@corp.example"),
-            Msg::ArchiveTrail {
+            Msg::Records(RecordsMsg::ArchiveTrail {
                 token: 3,
                 after: None,
                 limit: 10,
-            },
+            }),
         );
         assert!(matches!(
             &sent[..],
             [(
                 _,
-                Msg::ArchiveRefused {
+                Msg::Records(RecordsMsg::ArchiveRefused {
                     token: 3,
                     refusal: ArchiveRefusal::Forbidden(_)
-                }
+                })
             )]
         ));
     }
@@ -1254,7 +1299,9 @@ mod tests {
     fn a_read_that_cannot_be_recorded_is_refused_not_answered() {
         let mut h = seeded(3);
         h.fail_persists = Some(StoreError::NoSpace);
-        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+        let Msg::Records(RecordsMsg::ArchiveRefused { refusal, .. }) =
+            search(&mut h, auditor(), all(10))
+        else {
             panic!("refused")
         };
         assert!(
@@ -1266,7 +1313,9 @@ mod tests {
         // Once the trail takes writes again, the same read is answered
         // (under the next number: a number is never used twice).
         h.fail_persists = None;
-        let Msg::ArchiveFound { rows, .. } = search(&mut h, auditor(), all(10)) else {
+        let Msg::Records(RecordsMsg::ArchiveFound { rows, .. }) =
+            search(&mut h, auditor(), all(10))
+        else {
             panic!("found")
         };
         assert_eq!(rows.len(), 4);
@@ -1279,7 +1328,9 @@ mod tests {
         // Before the first read the trail's end is not known: not
         // recorded, so not answered.
         h.fail_queries = Some(StoreError::Io("gone".into()));
-        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+        let Msg::Records(RecordsMsg::ArchiveRefused { refusal, .. }) =
+            search(&mut h, auditor(), all(10))
+        else {
             panic!("refused")
         };
         assert!(
@@ -1290,10 +1341,12 @@ mod tests {
         h.fail_queries = None;
         assert!(matches!(
             search(&mut h, auditor(), all(10)),
-            Msg::ArchiveFound { .. }
+            Msg::Records(RecordsMsg::ArchiveFound { .. })
         ));
         h.fail_queries = Some(StoreError::Io("gone".into()));
-        let Msg::ArchiveRefused { refusal, .. } = search(&mut h, auditor(), all(10)) else {
+        let Msg::Records(RecordsMsg::ArchiveRefused { refusal, .. }) =
+            search(&mut h, auditor(), all(10))
+        else {
             panic!("refused")
         };
         assert!(
@@ -1312,7 +1365,9 @@ mod tests {
         let mut seen = Vec::new();
         let mut pages = 0;
         loop {
-            let Msg::ArchiveFound { rows, next, .. } = search(&mut h, auditor(), s.clone()) else {
+            let Msg::Records(RecordsMsg::ArchiveFound { rows, next, .. }) =
+                search(&mut h, auditor(), s.clone())
+            else {
                 panic!("found")
             };
             assert!(rows.len() <= 7);
@@ -1341,11 +1396,13 @@ mod tests {
                 ..rec(&format!("b{i}"))
             })
             .collect();
-        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
         let mut s = all(SEARCH_PAGE_MAX);
         let mut sizes = Vec::new();
         loop {
-            let Msg::ArchiveFound { rows, next, .. } = search(&mut h, auditor(), s.clone()) else {
+            let Msg::Records(RecordsMsg::ArchiveFound { rows, next, .. }) =
+                search(&mut h, auditor(), s.clone())
+            else {
                 panic!("found")
             };
             sizes.push(rows.len());
@@ -1370,7 +1427,7 @@ mod tests {
         h2.start(without_rows(&h.store));
         let sent = h2.msg(
             auditor(),
-            Msg::ArchiveTrail {
+            RecordsMsg::ArchiveTrail {
                 token: 4,
                 after: None,
                 limit: 1,
@@ -1378,12 +1435,12 @@ mod tests {
         );
         let [(
             _,
-            Msg::ArchiveReads {
+            Msg::Records(RecordsMsg::ArchiveReads {
                 token: 4,
                 reads,
                 recorded,
                 next,
-            },
+            }),
         )] = &sent[..]
         else {
             panic!("{sent:?}")
@@ -1394,7 +1451,7 @@ mod tests {
         );
         let sent = h2.msg(
             auditor(),
-            Msg::ArchiveTrail {
+            RecordsMsg::ArchiveTrail {
                 token: 5,
                 after: Some(1),
                 limit: 10,
@@ -1402,12 +1459,12 @@ mod tests {
         );
         let [(
             _,
-            Msg::ArchiveReads {
+            Msg::Records(RecordsMsg::ArchiveReads {
                 reads,
                 recorded,
                 next,
                 ..
-            },
+            }),
         )] = &sent[..]
         else {
             panic!("{sent:?}")
@@ -1429,7 +1486,7 @@ mod tests {
         let mut h = seeded(1);
         let sent = h.msg(
             auditor(),
-            Msg::LogMessages {
+            ArchivingMsg::LogMessages {
                 batch: 9,
                 records: vec![rec("forged")],
             },
@@ -1438,7 +1495,7 @@ mod tests {
         assert_eq!(h.events(), ["unauthorized_sender"]);
         let sent = h.msg(
             arch(),
-            Msg::ArchiveSearch {
+            RecordsMsg::ArchiveSearch {
                 token: 1,
                 search: all(1),
             },
@@ -1477,15 +1534,18 @@ mod tests {
                 ..rec(id)
             })
             .collect();
-        let sent = h.msg(arch(), Msg::LogMessages { batch, records });
-        assert_eq!(sent, vec![(arch(), Msg::Logged { batch })]);
+        let sent = h.msg(arch(), ArchivingMsg::LogMessages { batch, records });
+        assert_eq!(
+            sent,
+            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch }))]
+        );
     }
 
     /// Fires the purge timer until the purge has finished (or `max` times).
     fn purge(h: &mut Harness<Database>, max: usize) -> usize {
         let mut fired = 0;
         while fired < max {
-            h.fire(Timer::Purge);
+            h.fire(ArchivingTimer::Purge);
             fired += 1;
             if h.events().contains(&"archive_purged") {
                 break;
@@ -1508,7 +1568,7 @@ mod tests {
         let mut h = purging();
         h.start(Recovered::new());
         // The first purge is set for 02:00.
-        assert_eq!(h.timer(Timer::Purge), Some(2 * HOUR));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(2 * HOUR));
         log_at(
             &mut h,
             1,
@@ -1526,7 +1586,7 @@ mod tests {
         h.clear_events();
         // 02:00 on day 1: the cutoff is 02:00 on day 0; three rows go, in
         // two transactions of at most two rows, the one at the cutoff stays.
-        assert_eq!(h.timer(Timer::Purge), Some(DAY + 2 * HOUR));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(DAY + 2 * HOUR));
         let fired = purge(&mut h, 10);
         assert_eq!(fired, 3, "two batches, then the read that meets the window");
         assert_eq!(stored_ids(&h), vec!["edge", "new1"]);
@@ -1542,7 +1602,7 @@ mod tests {
         assert_eq!(gauge(&h, Gauge::ArchiveLastPurgeAt), h.now);
         assert_eq!(h.events(), vec!["archive_purged"]);
         // The next purge is set for 02:00 the day after.
-        assert_eq!(h.timer(Timer::Purge), Some(2 * DAY + 2 * HOUR));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(2 * DAY + 2 * HOUR));
     }
 
     #[test]
@@ -1551,9 +1611,9 @@ mod tests {
         h.start(Recovered::new());
         log_at(&mut h, 1, &[("old1", HOUR), ("old2", HOUR + 1)]);
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         h.fail_persists = Some(StoreError::Io("disk gone".into()));
-        h.fire(Timer::Purge);
+        h.fire(ArchivingTimer::Purge);
         assert_eq!(h.events(), vec!["archive_purge_failed"]);
         assert_eq!(stored_ids(&h).len(), 2, "nothing deleted");
         h.fail_persists = None;
@@ -1573,8 +1633,8 @@ mod tests {
             &[("old1", HOUR), ("old2", HOUR + 1), ("old3", HOUR + 2)],
         );
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
-        h.fire(Timer::Purge);
+        h.set_timer(ArchivingTimer::Purge, h.now);
+        h.fire(ArchivingTimer::Purge);
         assert_eq!(stored_ids(&h), vec!["old3"], "one batch of two deleted");
         let record: retention::PurgeRecord =
             keys::decode(&h.store[&crate::core::store_keys::DB_PURGE.to_vec()]).unwrap();
@@ -1585,7 +1645,7 @@ mod tests {
         // A crash; an hour later the core starts again, and goes on at once.
         h.now += HOUR;
         h.start(h.store.clone());
-        assert_eq!(h.timer(Timer::Purge), Some(h.now));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(h.now));
         purge(&mut h, 5);
         assert!(stored_ids(&h).is_empty());
         let record: retention::PurgeRecord =
@@ -1601,12 +1661,14 @@ mod tests {
         h.start(Recovered::new());
         log_at(&mut h, 1, &[("old1", HOUR), ("old2", HOUR + 1)]);
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         // The engine is down at the purge hour.
         h.fail_queries = Some(StoreError::Io("database down".into()));
-        h.fire(Timer::Purge);
+        h.fire(ArchivingTimer::Purge);
         assert_eq!(h.events(), vec!["archive_purge_failed"]);
-        let retry = h.timer(Timer::Purge).expect("tried again");
+        let retry = h
+            .timer(Timer::Archiving(ArchivingTimer::Purge))
+            .expect("tried again");
         assert!(retry < 2 * DAY, "not put off to the next day: {retry}");
         // Back: the same purge (cutoff of 02:00) deletes both rows.
         h.fail_queries = None;
@@ -1633,18 +1695,18 @@ mod tests {
         h.now = 2 * DAY + 90 * 60_000;
         h.start(h.store.clone());
         assert!(h.events().is_empty(), "{:?}", h.events());
-        assert_eq!(h.timer(Timer::Purge), Some(2 * DAY + 2 * HOUR));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(2 * DAY + 2 * HOUR));
         // Down again over day 2's hour, back at 05:00: the purge runs at
         // once, with the cutoff of now, and says it is late.
         h.now = 2 * DAY + 5 * HOUR;
         h.start(h.store.clone());
         assert_eq!(h.events(), vec!["archive_purge_late"]);
-        assert_eq!(h.timer(Timer::Purge), Some(h.now));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(h.now));
         purge(&mut h, 5);
         assert!(stored_ids(&h).is_empty(), "day 1's row is past the window");
         assert_eq!(gauge(&h, Gauge::ArchivePurgeCutoff), DAY + 5 * HOUR);
         // Then the daily hour again.
-        assert_eq!(h.timer(Timer::Purge), Some(3 * DAY + 2 * HOUR));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(3 * DAY + 2 * HOUR));
     }
 
     fn hold(name: &str, users: &[&str]) -> LegalHold {
@@ -1670,24 +1732,24 @@ mod tests {
                 ..rec("free1")
             },
         ];
-        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
         let sent = h.msg(
             auditor(),
-            Msg::HoldPlace {
+            RecordsMsg::HoldPlace {
                 token: 3,
                 hold: Box::new(hold("case-17", &["carol@corp.example"])),
             },
         );
-        let Msg::HoldDone {
+        let Msg::Records(RecordsMsg::HoldDone {
             token: 3,
             hold: placed,
-        } = &sent[0].1
+        }) = &sent[0].1
         else {
             panic!("{sent:?}")
         };
         assert_eq!(placed.placed_by, "auditor:carol@corp.example");
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 5);
         assert_eq!(stored_ids(&h), vec!["held1"], "the held row survives");
         // The hold outlives a restart; released, its rows go at the next
@@ -1695,25 +1757,27 @@ mod tests {
         h.start(h.store.clone());
         let sent = h.msg(
             auditor(),
-            Msg::HoldRelease {
+            RecordsMsg::HoldRelease {
                 token: 4,
                 name: "case-17".into(),
                 reason: "settled".into(),
             },
         );
-        assert!(matches!(&sent[0].1, Msg::HoldDone { hold, .. } if hold.released.is_some()));
+        assert!(
+            matches!(&sent[0].1, Msg::Records(RecordsMsg::HoldDone { hold, .. }) if hold.released.is_some())
+        );
         h.clear_events();
         h.now += DAY;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 5);
         assert!(stored_ids(&h).is_empty());
-        let sent = h.msg(auditor(), Msg::RetentionStatus { token: 5 });
-        let Msg::RetentionState {
+        let sent = h.msg(auditor(), RecordsMsg::RetentionStatus { token: 5 });
+        let Msg::Records(RecordsMsg::RetentionState {
             keep_days,
             holds,
             purge,
             ..
-        } = &sent[0].1
+        }) = &sent[0].1
         else {
             panic!("{sent:?}")
         };
@@ -1732,59 +1796,68 @@ mod tests {
         for who in [user.clone(), operator.clone()] {
             let sent = h.msg(
                 who,
-                Msg::HoldPlace {
+                RecordsMsg::HoldPlace {
                     token: 1,
                     hold: Box::new(hold("x", &["a@corp.example"])),
                 },
             );
             assert!(matches!(
                 &sent[0].1,
-                Msg::ArchiveRefused {
+                Msg::Records(RecordsMsg::ArchiveRefused {
                     refusal: ArchiveRefusal::Forbidden(_),
                     ..
-                }
+                })
             ));
         }
         assert!(h.events().iter().all(|e| *e == "identity_refused"));
         // An operator may see the retention state, a user may not.
-        let sent = h.msg(operator, Msg::RetentionStatus { token: 2 });
-        assert!(matches!(&sent[0].1, Msg::RetentionState { .. }));
-        let sent = h.msg(user, Msg::RetentionStatus { token: 2 });
-        assert!(matches!(&sent[0].1, Msg::ArchiveRefused { .. }));
+        let sent = h.msg(operator, RecordsMsg::RetentionStatus { token: 2 });
+        assert!(matches!(
+            &sent[0].1,
+            Msg::Records(RecordsMsg::RetentionState { .. })
+        ));
+        let sent = h.msg(user, RecordsMsg::RetentionStatus { token: 2 });
+        assert!(matches!(
+            &sent[0].1,
+            Msg::Records(RecordsMsg::ArchiveRefused { .. })
+        ));
         // No reason, no users, or twice: refused.
         let mut no_reason = hold("x", &["a@corp.example"]);
         no_reason.reason.clear();
         for bad in [no_reason, hold("x", &[])] {
             let sent = h.msg(
                 auditor(),
-                Msg::HoldPlace {
+                RecordsMsg::HoldPlace {
                     token: 3,
                     hold: Box::new(bad),
                 },
             );
             assert!(matches!(
                 &sent[0].1,
-                Msg::ArchiveRefused {
+                Msg::Records(RecordsMsg::ArchiveRefused {
                     refusal: ArchiveRefusal::Invalid(_),
                     ..
-                }
+                })
             ));
         }
         h.msg(
             auditor(),
-            Msg::HoldPlace {
+            RecordsMsg::HoldPlace {
                 token: 4,
                 hold: Box::new(hold("x", &["a@corp.example"])),
             },
         );
         let sent = h.msg(
             auditor(),
-            Msg::HoldPlace {
+            RecordsMsg::HoldPlace {
                 token: 5,
                 hold: Box::new(hold("x", &["a@corp.example"])),
             },
         );
-        assert!(matches!(&sent[0].1, Msg::ArchiveRefused { .. }));
+        assert!(matches!(
+            &sent[0].1,
+            Msg::Records(RecordsMsg::ArchiveRefused { .. })
+        ));
     }
 
     #[test]
@@ -1795,7 +1868,7 @@ mod tests {
         h.start(h.store.clone());
         log_at(&mut h, 1, &[("old1", HOUR)]);
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 5);
         assert_eq!(stored_ids(&h), vec!["old1"]);
         assert!(h.events().contains(&"store_corrupt"));
@@ -1820,7 +1893,7 @@ mod tests {
             "two index entries for one row"
         );
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 5);
         assert_eq!(
             stored_ids(&h),
@@ -1871,7 +1944,7 @@ mod tests {
     fn report(h: &mut Harness<Database>, x: ExportRecord) -> Msg {
         let sent = h.msg(
             auditor(),
-            Msg::ExportDone {
+            RecordsMsg::ExportDone {
                 token: 8,
                 export: Box::new(x),
             },
@@ -1881,13 +1954,13 @@ mod tests {
     }
 
     fn status(h: &mut Harness<Database>) -> (Option<PurgeRecord>, Vec<ExportRecord>, bool) {
-        let sent = h.msg(auditor(), Msg::RetentionStatus { token: 9 });
-        let Msg::RetentionState {
+        let sent = h.msg(auditor(), RecordsMsg::RetentionStatus { token: 9 });
+        let Msg::Records(RecordsMsg::RetentionState {
             purge,
             exports,
             exported_only,
             ..
-        } = sent.into_iter().next().unwrap().1
+        }) = sent.into_iter().next().unwrap().1
         else {
             panic!("not a state")
         };
@@ -1917,12 +1990,12 @@ mod tests {
             // Not covered: carol's, in range, but at the range's end.
             row("edge", "carol@corp.example", "dan@corp.example", 2 * HOUR),
         ];
-        h.msg(arch(), Msg::LogMessages { batch: 1, records });
+        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
         h.now = 5;
         let x = export(&["carol@corp.example"], Some(HOUR), Some(2 * HOUR), 5);
-        let Msg::ExportRecorded {
+        let Msg::Records(RecordsMsg::ExportRecorded {
             export: recorded, ..
-        } = report(&mut h, x.clone())
+        }) = report(&mut h, x.clone())
         else {
             panic!("not recorded")
         };
@@ -1931,7 +2004,7 @@ mod tests {
         h.now = 6;
         h.msg(
             arch(),
-            Msg::LogMessages {
+            ArchivingMsg::LogMessages {
                 batch: 2,
                 records: vec![row(
                     "late",
@@ -1942,7 +2015,7 @@ mod tests {
             },
         );
         h.now = DAY + 3 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 10);
         assert_eq!(stored_ids(&h), vec!["early", "edge", "late", "other"]);
         let (record, exports, on) = status(&mut h);
@@ -1958,7 +2031,7 @@ mod tests {
         report(&mut h, export(&[], None, None, now));
         h.clear_events();
         h.now += DAY;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 10);
         assert!(stored_ids(&h).is_empty());
         assert_eq!(status(&mut h).1.len(), 2, "export records are never purged");
@@ -1970,7 +2043,7 @@ mod tests {
         h.start(Recovered::new());
         log_at(&mut h, 1, &[("old1", HOUR)]);
         h.now = DAY + 2 * HOUR;
-        h.set_timer(Timer::Purge, h.now);
+        h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 5);
         assert!(stored_ids(&h).is_empty());
         assert_eq!(status(&mut h).0.unwrap().unexported, 0);
@@ -1986,17 +2059,17 @@ mod tests {
         let user = Addr::new("user:bob@corp.example/1", ActorKind::Client);
         let sent = h.msg(
             user,
-            Msg::ExportDone {
+            RecordsMsg::ExportDone {
                 token: 1,
                 export: Box::new(export(&[], None, None, 1)),
             },
         );
         assert!(matches!(
             &sent[0].1,
-            Msg::ArchiveRefused {
+            Msg::Records(RecordsMsg::ArchiveRefused {
                 refusal: ArchiveRefusal::Forbidden(_),
                 ..
-            }
+            })
         ));
         // Not a SHA-256, or begun in the future: refused.
         let mut bad = export(&[], None, None, 1);
@@ -2005,18 +2078,21 @@ mod tests {
         for x in [bad, future] {
             assert!(matches!(
                 report(&mut h, x),
-                Msg::ArchiveRefused {
+                Msg::Records(RecordsMsg::ArchiveRefused {
                     refusal: ArchiveRefusal::Invalid(_),
                     ..
-                }
+                })
             ));
         }
         let x = export(&["a@corp.example"], None, None, 50);
-        let Msg::ExportRecorded { export: first, .. } = report(&mut h, x.clone()) else {
+        let Msg::Records(RecordsMsg::ExportRecorded { export: first, .. }) =
+            report(&mut h, x.clone())
+        else {
             panic!()
         };
         h.now = 200;
-        let Msg::ExportRecorded { export: again, .. } = report(&mut h, x) else {
+        let Msg::Records(RecordsMsg::ExportRecorded { export: again, .. }) = report(&mut h, x)
+        else {
             panic!()
         };
         assert_eq!(
@@ -2028,10 +2104,10 @@ mod tests {
         h.fail_persists = Some(StoreError::Io("disk gone".into()));
         assert!(matches!(
             report(&mut h, export(&["z@corp.example"], None, None, 60)),
-            Msg::ArchiveRefused {
+            Msg::Records(RecordsMsg::ArchiveRefused {
                 refusal: ArchiveRefusal::StoreFailed(_),
                 ..
-            }
+            })
         ));
         assert_eq!(status(&mut h).1.len(), 1);
     }
@@ -2064,7 +2140,7 @@ mod tests {
         h.now = DAY + HOUR;
         h.start(store);
         // Cut off by a crash: it resumes at once with its counts.
-        assert_eq!(h.timer(Timer::Purge), Some(h.now));
+        assert_eq!(h.timer(ArchivingTimer::Purge), Some(h.now));
         let (record, _, _) = status(&mut h);
         assert_eq!(record.unwrap().deleted, 3);
         assert!(h.events().is_empty(), "{:?}", h.events());
@@ -2074,7 +2150,7 @@ mod tests {
     fn a_search_names_several_users_up_to_a_bound() {
         let mut h = seeded(3);
         let ids = |m: Msg| match m {
-            Msg::ArchiveFound { rows, .. } => {
+            Msg::Records(RecordsMsg::ArchiveFound { rows, .. }) => {
                 rows.into_iter().map(|r| r.record.id).collect::<Vec<_>>()
             }
             other => panic!("{other:?}"),
@@ -2103,10 +2179,10 @@ mod tests {
         assert!(
             matches!(
                 refused,
-                Msg::ArchiveRefused {
+                Msg::Records(RecordsMsg::ArchiveRefused {
                     refusal: ArchiveRefusal::Invalid(_),
                     ..
-                }
+                })
             ),
             "{refused:?}"
         );

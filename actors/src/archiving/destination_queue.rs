@@ -15,7 +15,8 @@ use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, MessageId};
 use crate::core::operator::{Gauge, OperatorEvent};
-use crate::core::protocol::{ArchiveRecord, Msg, QueueItem, PARKED_RETRY_MAX};
+use crate::core::protocol::archiving::ArchivingTimer;
+use crate::core::protocol::{ArchiveRecord, ArchivingMsg, Msg, QueueItem, PARKED_RETRY_MAX};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{self as keys, DQ_NEXT, DQ_PARKED, DQ_RECORD};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,8 +64,8 @@ struct Retry {
 /// The acknowledgement for a transfer, or for a probe.
 fn answer(probe: Option<u64>, upto: u64) -> Msg {
     match probe {
-        Some(probe) => Msg::ProbeAck { upto, probe },
-        None => Msg::TransferAck { upto },
+        Some(probe) => Msg::Archiving(ArchivingMsg::ProbeAck { upto, probe }),
+        None => Msg::Archiving(ArchivingMsg::TransferAck { upto }),
     }
 }
 
@@ -155,7 +156,7 @@ impl DestinationQueue {
         };
         if chosen.is_empty() {
             let left = self.parked_keys.len() as u64;
-            return ctx.send(from, Msg::ParkedRetried { retried: 0, left });
+            return ctx.send(from, ArchivingMsg::ParkedRetried { retried: 0, left });
         }
         let mut loads = BTreeMap::new();
         for k in chosen {
@@ -180,7 +181,7 @@ impl DestinationQueue {
         if read.is_empty() {
             self.retry = None;
             let left = self.parked_keys.len() as u64;
-            return ctx.send(operator, Msg::ParkedRetried { retried: 0, left });
+            return ctx.send(operator, ArchivingMsg::ParkedRetried { retried: 0, left });
         }
         let mut ops = Vec::new();
         let mut moved = Vec::new();
@@ -232,9 +233,9 @@ impl DestinationQueue {
         }
         if todo.len() == 1 {
             let (key, item) = todo.pop().expect("one item");
-            ctx.send(self.archiver(), Msg::Deliver { key, item });
+            ctx.send(self.archiver(), ArchivingMsg::Deliver { key, item });
         } else if !todo.is_empty() {
-            ctx.send(self.archiver(), Msg::DeliverBatch { items: todo });
+            ctx.send(self.archiver(), ArchivingMsg::DeliverBatch { items: todo });
         }
     }
 
@@ -353,7 +354,7 @@ impl DestinationQueue {
     fn arm_expiry(&mut self, ctx: &mut Ctx) {
         if !self.dlq_armed && !self.items.is_empty() {
             self.dlq_armed = true;
-            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+            ctx.set_timer(ArchivingTimer::DlqCheck, self.settings.dlq_check);
         }
     }
 
@@ -437,7 +438,11 @@ impl Actor for DestinationQueue {
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
             // Only the outgoing queue of a front end this server archives for.
-            Msg::Transfer { .. } | Msg::TransferBatch { .. } | Msg::Probe { .. } => {
+            Msg::Archiving(
+                ArchivingMsg::Transfer { .. }
+                | ArchivingMsg::TransferBatch { .. }
+                | ArchivingMsg::Probe { .. },
+            ) => {
                 from.actor == ActorKind::OutgoingQueue
                     && self
                         .cluster
@@ -445,21 +450,27 @@ impl Actor for DestinationQueue {
                         .get(&from.node)
                         .is_some_and(|f| f.archiver == self.name)
             }
-            Msg::Consumed { .. } | Msg::Park { .. } => from == self.archiver(),
+            Msg::Archiving(ArchivingMsg::Consumed { .. } | ArchivingMsg::Park { .. }) => {
+                from == self.archiver()
+            }
             // An operator, from the command-line tool (checked below).
-            Msg::ParkedRetry { .. } => from.actor == ActorKind::Client,
+            Msg::Archiving(ArchivingMsg::ParkedRetry { .. }) => from.actor == ActorKind::Client,
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
         match msg {
-            Msg::Transfer { seq, item } => self.on_transfer(from, seq, vec![item], None, ctx),
-            Msg::TransferBatch { first, items } => self.on_transfer(from, first, items, None, ctx),
-            Msg::Probe { seq, item, probe } => {
+            Msg::Archiving(ArchivingMsg::Transfer { seq, item }) => {
+                self.on_transfer(from, seq, vec![item], None, ctx)
+            }
+            Msg::Archiving(ArchivingMsg::TransferBatch { first, items }) => {
+                self.on_transfer(from, first, items, None, ctx)
+            }
+            Msg::Archiving(ArchivingMsg::Probe { seq, item, probe }) => {
                 self.on_transfer(from, seq, vec![item], Some(probe), ctx)
             }
-            Msg::Consumed { keys } => {
+            Msg::Archiving(ArchivingMsg::Consumed { keys }) => {
                 for k in keys {
                     if self.in_flight.remove(&k) {
                         self.items.remove(&k);
@@ -469,8 +480,10 @@ impl Actor for DestinationQueue {
                 self.delete(ctx);
                 self.pump(ctx);
             }
-            Msg::Park { keys, reason } => self.park(keys, reason, ctx),
-            Msg::ParkedRetry { keys } => self.parked_retry(from, keys, ctx),
+            Msg::Archiving(ArchivingMsg::Park { keys, reason }) => self.park(keys, reason, ctx),
+            Msg::Archiving(ArchivingMsg::ParkedRetry { keys }) => {
+                self.parked_retry(from, keys, ctx)
+            }
             other => ctx.event(
                 OperatorEvent::UnexpectedMessage,
                 format!(
@@ -483,7 +496,7 @@ impl Actor for DestinationQueue {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer == Timer::DlqCheck {
+        if timer == Timer::Archiving(ArchivingTimer::DlqCheck) {
             self.dlq_armed = false;
             self.expire(ctx);
             self.arm_expiry(ctx);
@@ -545,7 +558,7 @@ impl Actor for DestinationQueue {
                     if self.settings.semantics == Semantics::Ocs2007r2 {
                         ctx.send(
                             Addr::new(fe, ActorKind::OutgoingQueue),
-                            Msg::Expired { ids },
+                            ArchivingMsg::Expired { ids },
                         );
                     }
                 }
@@ -606,7 +619,7 @@ impl Actor for DestinationQueue {
                     ),
                 );
                 let left = self.parked_keys.len() as u64;
-                ctx.send(operator, Msg::ParkedRetried { retried, left });
+                ctx.send(operator, ArchivingMsg::ParkedRetried { retried, left });
                 self.arm_expiry(ctx);
                 self.pump(ctx);
             }
@@ -706,7 +719,7 @@ mod tests {
         seq: u64,
         item: QueueItem,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(oq(from), Msg::Transfer { seq, item })
+        h.msg(oq(from), ArchivingMsg::Transfer { seq, item })
     }
 
     /// The outgoing queue of front end `from` probes with `item` as `seq`.
@@ -717,13 +730,13 @@ mod tests {
         item: QueueItem,
         probe: u64,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(oq(from), Msg::Probe { seq, item, probe })
+        h.msg(oq(from), ArchivingMsg::Probe { seq, item, probe })
     }
 
     fn acks(sent: &[(Addr, Msg)]) -> Vec<u64> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::TransferAck { upto } => Some(*upto),
+                Msg::Archiving(ArchivingMsg::TransferAck { upto }) => Some(*upto),
                 _ => None,
             })
             .collect()
@@ -733,8 +746,10 @@ mod tests {
     fn delivered(sent: &[(Addr, Msg)]) -> Vec<u64> {
         sent.iter()
             .flat_map(|(_, m)| match m {
-                Msg::Deliver { key, .. } => vec![*key],
-                Msg::DeliverBatch { items } => items.iter().map(|(k, _)| *k).collect(),
+                Msg::Archiving(ArchivingMsg::Deliver { key, .. }) => vec![*key],
+                Msg::Archiving(ArchivingMsg::DeliverBatch { items }) => {
+                    items.iter().map(|(k, _)| *k).collect()
+                }
                 _ => Vec::new(),
             })
             .collect()
@@ -748,7 +763,7 @@ mod tests {
         first: u64,
         items: Vec<QueueItem>,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(oq(from), Msg::TransferBatch { first, items })
+        h.msg(oq(from), ArchivingMsg::TransferBatch { first, items })
     }
 
     fn duplicates(h: &Harness<DestinationQueue>) -> u64 {
@@ -780,7 +795,7 @@ mod tests {
         let batches: Vec<usize> = sent
             .iter()
             .filter_map(|(_, m)| match m {
-                Msg::DeliverBatch { items } => Some(items.len()),
+                Msg::Archiving(ArchivingMsg::DeliverBatch { items }) => Some(items.len()),
                 _ => None,
             })
             .collect();
@@ -823,7 +838,7 @@ mod tests {
         let sent = transfer(&mut h, "fe1", 1, rec("m1"));
         assert_eq!(acks(&sent), vec![1]);
         assert!(
-            matches!(&sent[1], (to, Msg::Deliver { key: 1, .. }) if to.actor == ActorKind::Archiver)
+            matches!(&sent[1], (to, Msg::Archiving(ArchivingMsg::Deliver { key: 1, .. })) if to.actor == ActorKind::Archiver)
         );
         assert_eq!(h.store.len(), 2, "item and next-seq mark, in one write");
     }
@@ -838,7 +853,7 @@ mod tests {
         h.clear_events();
         let sent = h.msg(
             arch.clone(),
-            Msg::Park {
+            ArchivingMsg::Park {
                 keys: vec![2],
                 reason: "trigger".into(),
             },
@@ -857,10 +872,10 @@ mod tests {
         // Only the archiver parks.
         h.msg(
             oq("fe1"),
-            Msg::Park {
+            Msg::Archiving(ArchivingMsg::Park {
                 keys: vec![1],
                 reason: "x".into(),
-            },
+            }),
         );
         assert_eq!(h.actor().depth(), 1);
         // After a restart: counted, not delivered, and its key not reused.
@@ -877,7 +892,10 @@ mod tests {
                 .1,
             1
         );
-        h2.msg(h2.actor().archiver(), Msg::Consumed { keys: vec![1] });
+        h2.msg(
+            h2.actor().archiver(),
+            ArchivingMsg::Consumed { keys: vec![1] },
+        );
         let sent = transfer(&mut h2, "fe1", 3, rec("m3"));
         assert_eq!(delivered(&sent), vec![3], "key 2 is the parked record's");
     }
@@ -892,14 +910,14 @@ mod tests {
             transfer(&mut h, "fe1", seq, rec(id));
         }
         let arch = h.actor().archiver();
-        let park = Msg::Park {
+        let park = Msg::Archiving(ArchivingMsg::Park {
             keys: vec![2],
             reason: "trigger".into(),
-        };
+        });
         h.msg(arch.clone(), park);
-        h.msg(arch.clone(), Msg::Consumed { keys: vec![1] });
+        h.msg(arch.clone(), ArchivingMsg::Consumed { keys: vec![1] });
         h.clear_events();
-        let retry = Msg::ParkedRetry { keys: vec![] };
+        let retry = Msg::Archiving(ArchivingMsg::ParkedRetry { keys: vec![] });
         let sent = h.msg(crate::testkit::client_of("a@corp.example"), retry.clone());
         assert!(
             matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
@@ -914,10 +932,10 @@ mod tests {
         assert!(
             sent.contains(&(
                 ops.clone(),
-                Msg::ParkedRetried {
+                Msg::Archiving(ArchivingMsg::ParkedRetried {
                     retried: 1,
                     left: 0
-                }
+                })
             )),
             "{sent:?}"
         );
@@ -929,10 +947,10 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert!(matches!(
             sent[0].1,
-            Msg::ParkedRetried {
+            Msg::Archiving(ArchivingMsg::ParkedRetried {
                 retried: 0,
                 left: 0
-            }
+            })
         ));
     }
 
@@ -941,9 +959,21 @@ mod tests {
         let mut h = started(Settings::default());
         transfer(&mut h, "fe1", 1, rec("m1"));
         let sent = transfer(&mut h, "fe1", 1, rec("m1"));
-        assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
+        assert_eq!(
+            sent,
+            vec![(
+                oq("fe1"),
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 })
+            )]
+        );
         let sent = transfer(&mut h, "fe1", 3, rec("m3"));
-        assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
+        assert_eq!(
+            sent,
+            vec![(
+                oq("fe1"),
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 })
+            )]
+        );
         assert_eq!(h.actor().depth(), 1);
         let sent = transfer(&mut h, "fe2", 1, rec("x1"));
         assert_eq!(acks(&sent), vec![1], "sequences are per sender");
@@ -956,11 +986,23 @@ mod tests {
     fn a_probe_is_handled_like_a_transfer_and_answered_as_a_probe() {
         let mut h = started(Settings::default());
         let sent = probe(&mut h, "fe1", 1, rec("m1"), 7);
-        assert_eq!(sent[0], (oq("fe1"), Msg::ProbeAck { upto: 1, probe: 7 }));
+        assert_eq!(
+            sent[0],
+            (
+                oq("fe1"),
+                Msg::Archiving(ArchivingMsg::ProbeAck { upto: 1, probe: 7 })
+            )
+        );
         assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
         transfer(&mut h, "fe1", 2, rec("m2"));
         let sent = probe(&mut h, "fe1", 1, rec("m1"), 8);
-        assert_eq!(sent, vec![(oq("fe1"), Msg::ProbeAck { upto: 2, probe: 8 })]);
+        assert_eq!(
+            sent,
+            vec![(
+                oq("fe1"),
+                Msg::Archiving(ArchivingMsg::ProbeAck { upto: 2, probe: 8 })
+            )]
+        );
         assert_eq!(h.actor().depth(), 2, "the duplicate is not stored again");
     }
 
@@ -968,7 +1010,13 @@ mod tests {
     fn a_tombstone_moves_the_sequence_without_storing_anything() {
         let mut h = started(Settings::default());
         let sent = transfer(&mut h, "fe1", 1, QueueItem::Tombstone);
-        assert_eq!(sent, vec![(oq("fe1"), Msg::TransferAck { upto: 1 })]);
+        assert_eq!(
+            sent,
+            vec![(
+                oq("fe1"),
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 })
+            )]
+        );
         assert_eq!(h.actor().depth(), 0);
         let sent = transfer(&mut h, "fe1", 2, rec("m2"));
         assert_eq!(acks(&sent), vec![2]);
@@ -979,7 +1027,10 @@ mod tests {
         let mut h = started(Settings::default());
         transfer(&mut h, "fe1", 1, rec("m1"));
         transfer(&mut h, "fe1", 2, rec("m2"));
-        h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
+        h.msg(
+            h.actor().archiver(),
+            ArchivingMsg::Consumed { keys: vec![1] },
+        );
         assert_eq!(h.actor().depth(), 1);
         let mut h2 = dq(Settings::default());
         let sent = h2.start(h.store.clone());
@@ -987,7 +1038,10 @@ mod tests {
         let sent = transfer(&mut h2, "fe1", 2, rec("m2"));
         assert_eq!(
             sent,
-            vec![(oq("fe1"), Msg::TransferAck { upto: 2 })],
+            vec![(
+                oq("fe1"),
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: 2 })
+            )],
             "the dedupe mark survived"
         );
     }
@@ -1015,7 +1069,10 @@ mod tests {
             n += delivered(&transfer(&mut h, "fe1", s, rec(&format!("m{s}")))).len();
         }
         assert_eq!(n, 2);
-        let sent = h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1, 2] });
+        let sent = h.msg(
+            h.actor().archiver(),
+            ArchivingMsg::Consumed { keys: vec![1, 2] },
+        );
         assert_eq!(delivered(&sent), vec![3, 4]);
     }
 
@@ -1031,15 +1088,15 @@ mod tests {
         transfer(&mut h, "fe1", 1, rec("m1")); // in flight: kept
         transfer(&mut h, "fe1", 2, rec("m2")); // waiting: dropped
         h.now = ttbr;
-        h.set_timer(Timer::DlqCheck, ttbr);
-        let sent = h.fire(Timer::DlqCheck);
+        h.set_timer(ArchivingTimer::DlqCheck, ttbr);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(
             sent,
             vec![(
                 oq("fe1"),
-                Msg::Expired {
+                Msg::Archiving(ArchivingMsg::Expired {
                     ids: vec!["m2".into()]
-                }
+                })
             )]
         );
         assert_eq!(h.events(), vec!["record_expired"]);
@@ -1053,16 +1110,22 @@ mod tests {
         let s = Settings::default();
         let dlq = s.dlq_check;
         let mut h = started(s);
-        assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
+        assert!(
+            h.timer(ArchivingTimer::DlqCheck).is_none(),
+            "idle: no check"
+        );
         h.now = 1_000;
         transfer(&mut h, "fe1", 1, rec("m1"));
-        assert_eq!(h.timer(Timer::DlqCheck).unwrap(), 1_000 + dlq);
-        h.fire(Timer::DlqCheck);
-        assert!(h.timer(Timer::DlqCheck).is_some(), "still waiting");
-        h.msg(h.actor().archiver(), Msg::Consumed { keys: vec![1] });
+        assert_eq!(h.timer(ArchivingTimer::DlqCheck).unwrap(), 1_000 + dlq);
+        h.fire(ArchivingTimer::DlqCheck);
+        assert!(h.timer(ArchivingTimer::DlqCheck).is_some(), "still waiting");
+        h.msg(
+            h.actor().archiver(),
+            ArchivingMsg::Consumed { keys: vec![1] },
+        );
         assert_eq!(h.actor().depth(), 0);
-        h.fire(Timer::DlqCheck);
-        assert!(h.timer(Timer::DlqCheck).is_none(), "empty: lapses");
+        h.fire(ArchivingTimer::DlqCheck);
+        assert!(h.timer(ArchivingTimer::DlqCheck).is_none(), "empty: lapses");
     }
 
     #[test]
@@ -1081,8 +1144,8 @@ mod tests {
         qoe.kind = crate::core::protocol::RecordKind::Qoe;
         transfer(&mut h, "fe1", 3, QueueItem::Record(qoe));
         h.now = ttbr;
-        h.set_timer(Timer::DlqCheck, ttbr);
-        let sent = h.fire(Timer::DlqCheck);
+        h.set_timer(ArchivingTimer::DlqCheck, ttbr);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert!(
             sent.is_empty(),
             "no expiry notice to the sender: nothing that matters was lost"

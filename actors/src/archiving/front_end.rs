@@ -33,8 +33,9 @@ use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Refusal, Role};
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::{
-    ArchiveRecord, CallReport, EnqueueFailure, Im, Msg, RecordKind, RejectReason,
+    ArchiveRecord, ArchivingMsg, CallReport, EnqueueFailure, Im, Msg, RecordKind, RejectReason,
 };
 use crate::core::settings::{Sabotage, Semantics, Settings};
 use rand::Rng;
@@ -198,7 +199,7 @@ impl FrontEnd {
     }
 
     fn reject(ctx: &mut Ctx, client: Addr, id: MessageId, reason: RejectReason) {
-        ctx.send(client, Msg::ImRejected { id, reason });
+        ctx.send(client, ArchivingMsg::ImRejected { id, reason });
     }
 
     /// Takes a client's request under a cluster-wide id of the front end's
@@ -227,7 +228,7 @@ impl FrontEnd {
     fn accepted(client: Addr, m: &Admitted, at: Millis, ctx: &mut Ctx) {
         ctx.send(
             client,
-            Msg::ImAccepted {
+            ArchivingMsg::ImAccepted {
                 id: m.client_id.clone(),
                 message_id: m.im.id.clone(),
                 at,
@@ -264,7 +265,7 @@ impl FrontEnd {
                 admitted_at,
             },
         );
-        ctx.send(self.queue(), Msg::Enqueue { token, record });
+        ctx.send(self.queue(), ArchivingMsg::Enqueue { token, record });
     }
 
     /// Routes an IM; returns true when the recipient's answer is already
@@ -281,7 +282,7 @@ impl FrontEnd {
             }
             Some(home) => {
                 let to = Addr::new(home.to_string(), ActorKind::FrontEnd);
-                ctx.send(to, Msg::DeliverIm { im: im.clone() });
+                ctx.send(to, ArchivingMsg::DeliverIm { im: im.clone() });
                 false
             }
             None => true, // validated on submit
@@ -311,7 +312,7 @@ impl FrontEnd {
             // An operator resumed first: a later shutdown must wait its own
             // interval of health.
             self.resume_armed = false;
-            ctx.cancel_timer(Timer::CriticalResume);
+            ctx.cancel_timer(ArchivingTimer::CriticalResume);
         }
         if self.shut_down.take().is_some() {
             ctx.event(
@@ -346,7 +347,7 @@ impl FrontEnd {
             .map(|p| p.to_string())
             .unwrap_or_else(|| from.node.clone());
         self.resume(&format!("resumed by the operator {who}"), ctx);
-        ctx.send(from, Msg::OperatorResumed { was_shut_down });
+        ctx.send(from, ArchivingMsg::OperatorResumed { was_shut_down });
     }
 
     /// What every submission is checked for first, before anything is
@@ -536,7 +537,7 @@ impl FrontEnd {
                 );
                 ctx.send(
                     client,
-                    Msg::ImDeliveredNotArchived {
+                    ArchivingMsg::ImDeliveredNotArchived {
                         id: p.msg.client_id.clone(),
                         message_id: p.msg.im.id.clone(),
                         at: p.admitted_at,
@@ -572,38 +573,46 @@ impl Actor for FrontEnd {
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
-            Msg::SubmitIm { .. } | Msg::ReportCall { .. } => from.actor == ActorKind::Client,
-            Msg::DeliverIm { .. } | Msg::ImDelivered { .. } => {
+            Msg::Archiving(ArchivingMsg::SubmitIm { .. } | ArchivingMsg::ReportCall { .. }) => {
+                from.actor == ActorKind::Client
+            }
+            Msg::Archiving(ArchivingMsg::DeliverIm { .. } | ArchivingMsg::ImDelivered { .. }) => {
                 from.actor == ActorKind::FrontEnd
                     && self.cluster.front_ends.contains_key(&from.node)
             }
-            Msg::Enqueued { .. } | Msg::EnqueueFailed { .. } | Msg::ArchivingHealth { .. } => {
-                from == self.queue()
-            }
+            Msg::Archiving(
+                ArchivingMsg::Enqueued { .. }
+                | ArchivingMsg::EnqueueFailed { .. }
+                | ArchivingMsg::ArchivingHealth { .. },
+            ) => from == self.queue(),
             // An operator acts through the node itself, or as a client
             // whose principal is checked below.
-            Msg::OperatorResume => from.node == self.name || from.actor == ActorKind::Client,
+            Msg::Archiving(ArchivingMsg::OperatorResume) => {
+                from.node == self.name || from.actor == ActorKind::Client
+            }
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
         match msg {
-            Msg::SubmitIm { im } => self.submit(from, im, ctx),
-            Msg::ReportCall { report } => self.report_call(from, report, ctx),
-            Msg::DeliverIm { im } => {
+            Msg::Archiving(ArchivingMsg::SubmitIm { im }) => self.submit(from, im, ctx),
+            Msg::Archiving(ArchivingMsg::ReportCall { report }) => {
+                self.report_call(from, report, ctx)
+            }
+            Msg::Archiving(ArchivingMsg::DeliverIm { im }) => {
                 let id = im.id.clone();
                 if self.cluster.home(&im.to) == Some(self.name.as_str()) {
                     self.delivered += 1;
                 }
-                ctx.send(from, Msg::ImDelivered { id });
+                ctx.send(from, ArchivingMsg::ImDelivered { id });
             }
-            Msg::ImDelivered { id } => {
+            Msg::Archiving(ArchivingMsg::ImDelivered { id }) => {
                 if let Some(msg) = self.awaiting_response.remove(&id) {
                     self.enqueue(None, RecordKind::Im, msg, ctx);
                 }
             }
-            Msg::Enqueued { token } => {
+            Msg::Archiving(ArchivingMsg::Enqueued { token }) => {
                 if let Some(p) = self.pending.remove(&token) {
                     if let Some(client) = p.client {
                         Self::accepted(client, &p.msg, p.admitted_at, ctx);
@@ -613,17 +622,17 @@ impl Actor for FrontEnd {
                     }
                 }
             }
-            Msg::EnqueueFailed { token, cause } => {
+            Msg::Archiving(ArchivingMsg::EnqueueFailed { token, cause }) => {
                 if let Some(p) = self.pending.remove(&token) {
                     self.enqueue_failed(p, cause, ctx);
                 }
             }
-            Msg::ArchivingHealth { ok, reason } => {
+            Msg::Archiving(ArchivingMsg::ArchivingHealth { ok, reason }) => {
                 self.archiving_ok = ok;
                 if !ok {
                     if self.resume_armed {
                         self.resume_armed = false;
-                        ctx.cancel_timer(Timer::CriticalResume);
+                        ctx.cancel_timer(ArchivingTimer::CriticalResume);
                     }
                     self.shut(reason, ctx);
                 } else if self.settings.critical_auto_resume && self.shut_down.is_some() {
@@ -634,11 +643,14 @@ impl Actor for FrontEnd {
                         // only changes, so no report until the timer fires
                         // means it held.
                         self.resume_armed = true;
-                        ctx.set_timer(Timer::CriticalResume, self.settings.critical_resume_after);
+                        ctx.set_timer(
+                            ArchivingTimer::CriticalResume,
+                            self.settings.critical_resume_after,
+                        );
                     }
                 }
             }
-            Msg::OperatorResume => self.operator_resume(from, ctx),
+            Msg::Archiving(ArchivingMsg::OperatorResume) => self.operator_resume(from, ctx),
             other => ctx.event(
                 OperatorEvent::UnexpectedMessage,
                 format!(
@@ -651,7 +663,7 @@ impl Actor for FrontEnd {
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
-        if timer == Timer::CriticalResume {
+        if timer == Timer::Archiving(ArchivingTimer::CriticalResume) {
             self.resume_armed = false;
             if self.archiving_ok && self.settings.critical_auto_resume {
                 let held = self.settings.critical_resume_after;
@@ -736,7 +748,7 @@ mod tests {
     fn submit_as(h: &mut Harness<FrontEnd>, user: &str, id: &str, to: &str) -> Vec<(Addr, Msg)> {
         h.msg(
             crate::testkit::client_of(user),
-            Msg::SubmitIm {
+            ArchivingMsg::SubmitIm {
                 im: im(id, user, to),
             },
         )
@@ -745,7 +757,7 @@ mod tests {
     /// The outgoing queue reports archiving healthy or not.
     fn health(h: &mut Harness<FrontEnd>, ok: bool, reason: &str) -> Vec<(Addr, Msg)> {
         let reason = reason.into();
-        h.msg(queue(), Msg::ArchivingHealth { ok, reason })
+        h.msg(queue(), ArchivingMsg::ArchivingHealth { ok, reason })
     }
 
     /// The outgoing queue could not queue the record of `token`.
@@ -754,13 +766,13 @@ mod tests {
         token: u64,
         cause: EnqueueFailure,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(queue(), Msg::EnqueueFailed { token, cause })
+        h.msg(queue(), ArchivingMsg::EnqueueFailed { token, cause })
     }
 
     fn enqueue_token(sent: &[(Addr, Msg)]) -> u64 {
         sent.iter()
             .find_map(|(_, m)| match m {
-                Msg::Enqueue { token, .. } => Some(*token),
+                Msg::Archiving(ArchivingMsg::Enqueue { token, .. }) => Some(*token),
                 _ => None,
             })
             .expect("an enqueue")
@@ -771,7 +783,7 @@ mod tests {
         let mut h = fe(Settings::default());
         let sent = submit(&mut h, "m1", "b@corp.example");
         assert_eq!(sent.len(), 1, "only the enqueue goes out");
-        let (to, Msg::Enqueue { token, record }) = &sent[0] else {
+        let (to, Msg::Archiving(ArchivingMsg::Enqueue { token, record })) = &sent[0] else {
             panic!("{sent:?}")
         };
         assert_eq!(*to, queue());
@@ -784,19 +796,19 @@ mod tests {
         );
         assert_ne!(record.id, "m1");
         assert!(!record.external);
-        let sent = h.msg(queue(), Msg::Enqueued { token: *token });
+        let sent = h.msg(queue(), ArchivingMsg::Enqueued { token: *token });
         assert_eq!(
             sent[0],
             (
                 client(),
-                Msg::ImAccepted {
+                Msg::Archiving(ArchivingMsg::ImAccepted {
                     id: "m1".into(),
                     message_id: record.id.clone(),
                     at: 0
-                }
+                })
             )
         );
-        let (to, Msg::DeliverIm { im }) = &sent[1] else {
+        let (to, Msg::Archiving(ArchivingMsg::DeliverIm { im })) = &sent[1] else {
             panic!("{sent:?}")
         };
         assert_eq!(
@@ -816,7 +828,7 @@ mod tests {
         let id_at = |h: &mut Harness<FrontEnd>, now: Millis, client_id: &str| {
             h.now = now;
             let sent = submit(h, client_id, "b@corp.example");
-            let [(_, Msg::Enqueue { record, .. })] = &sent[..] else {
+            let [(_, Msg::Archiving(ArchivingMsg::Enqueue { record, .. }))] = &sent[..] else {
                 panic!("{sent:?}")
             };
             record.id.clone()
@@ -841,14 +853,14 @@ mod tests {
         for body in ["first", "second", "third"] {
             let sent = h.msg(
                 client(),
-                Msg::SubmitIm {
+                ArchivingMsg::SubmitIm {
                     im: Im {
                         body: body.into(),
                         ..im("same", "a@corp.example", "b@corp.example")
                     },
                 },
             );
-            let [(_, Msg::Enqueue { token, record })] = &sent[..] else {
+            let [(_, Msg::Archiving(ArchivingMsg::Enqueue { token, record }))] = &sent[..] else {
                 panic!("only an enqueue goes out: {sent:?}")
             };
             assert_eq!(record.body, body);
@@ -856,11 +868,11 @@ mod tests {
         }
         assert_eq!(ids.len(), 3, "three messages, three archive ids");
         for (id, token) in ids {
-            let sent = h.msg(queue(), Msg::Enqueued { token });
+            let sent = h.msg(queue(), ArchivingMsg::Enqueued { token });
             let delivered: Vec<&Im> = sent
                 .iter()
                 .filter_map(|(_, m)| match m {
-                    Msg::DeliverIm { im } => Some(im),
+                    Msg::Archiving(ArchivingMsg::DeliverIm { im }) => Some(im),
                     _ => None,
                 })
                 .collect();
@@ -878,7 +890,7 @@ mod tests {
         let sized = |h: &mut Harness<FrontEnd>, id: &str, size: usize| {
             h.msg(
                 client(),
-                Msg::SubmitIm {
+                ArchivingMsg::SubmitIm {
                     im: Im {
                         body: "x".repeat(size),
                         ..im(id, "a@corp.example", "b@corp.example")
@@ -891,13 +903,13 @@ mod tests {
             sent,
             vec![(
                 client(),
-                Msg::ImRejected {
+                Msg::Archiving(ArchivingMsg::ImRejected {
                     id: "big".into(),
                     reason: RejectReason::TooLarge {
                         what: "body (im_max_bytes)".into(),
                         limit: 10
                     }
-                }
+                })
             )]
         );
         let long_id = "i".repeat(CLIENT_ID_MAX_BYTES + 1);
@@ -906,15 +918,18 @@ mod tests {
             &sent[..],
             [(
                 _,
-                Msg::ImRejected {
+                Msg::Archiving(ArchivingMsg::ImRejected {
                     reason: RejectReason::Invalid(_),
                     ..
-                }
+                })
             )]
         ));
         // Exactly the limit is taken.
         let sent = sized(&mut h, "fits", 10);
-        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]));
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
+        ));
     }
 
     /// Without critical mode, a full quota refuses the IM; a failing store
@@ -930,10 +945,10 @@ mod tests {
                 &sent[..],
                 [(
                     _,
-                    Msg::ImRejected {
+                    Msg::Archiving(ArchivingMsg::ImRejected {
                         reason: RejectReason::ArchivingUnavailable(_),
                         ..
-                    }
+                    })
                 )]
             ),
             "{sent:?}"
@@ -945,16 +960,16 @@ mod tests {
             EnqueueFailure::Store("no space left on device".into()),
         );
         assert!(
-            matches!(&sent[0].1, Msg::ImDeliveredNotArchived { id, .. } if id == "m2"),
+            matches!(&sent[0].1, Msg::Archiving(ArchivingMsg::ImDeliveredNotArchived { id, .. }) if id == "m2"),
             "{sent:?}"
         );
         assert!(
-            matches!(&sent[1].1, Msg::DeliverIm { .. }),
+            matches!(&sent[1].1, Msg::Archiving(ArchivingMsg::DeliverIm { .. })),
             "still delivered"
         );
         assert!(!sent
             .iter()
-            .any(|(_, m)| matches!(m, Msg::ImAccepted { .. })));
+            .any(|(_, m)| matches!(m, Msg::Archiving(ArchivingMsg::ImAccepted { .. }))));
         assert_eq!(h.events(), vec!["delivered_not_archived"]);
         assert!(!h.actor().is_shut_down());
     }
@@ -966,10 +981,10 @@ mod tests {
         let sent = enqueue_failed(&mut h, token, EnqueueFailure::QuotaExceeded);
         assert!(matches!(
             &sent[0].1,
-            Msg::ImRejected {
+            Msg::Archiving(ArchivingMsg::ImRejected {
                 reason: RejectReason::CriticalMode(_),
                 ..
-            }
+            })
         ));
         assert_eq!(h.events(), vec!["critical_shutdown"]);
         // Every later IM, archivable or not, is refused explicitly.
@@ -978,10 +993,10 @@ mod tests {
             &sent[..],
             [(
                 _,
-                Msg::ImRejected {
+                Msg::Archiving(ArchivingMsg::ImRejected {
                     reason: RejectReason::CriticalMode(_),
                     ..
-                }
+                })
             )]
         ));
     }
@@ -992,15 +1007,18 @@ mod tests {
         health(&mut h, false, "delivery NACK");
         assert!(h.actor().is_shut_down());
         let sent = submit(&mut h, "m1", "b@corp.example");
-        assert!(matches!(&sent[..], [(_, Msg::ImRejected { .. })]));
+        assert!(matches!(
+            &sent[..],
+            [(_, Msg::Archiving(ArchivingMsg::ImRejected { .. }))]
+        ));
         health(&mut h, true, "healthy");
         assert!(h.actor().is_shut_down(), "health must hold first");
-        h.fire(Timer::CriticalResume);
+        h.fire(ArchivingTimer::CriticalResume);
         assert!(!h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
         assert!(matches!(
             &submit(&mut h, "m2", "b@corp.example")[0].1,
-            Msg::Enqueue { .. }
+            Msg::Archiving(ArchivingMsg::Enqueue { .. })
         ));
     }
 
@@ -1018,7 +1036,7 @@ mod tests {
         assert!(h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown"], "no flapping");
         health(&mut h, true, "r");
-        h.fire(Timer::CriticalResume);
+        h.fire(ArchivingTimer::CriticalResume);
         assert!(!h.actor().is_shut_down());
         assert_eq!(h.events(), vec!["critical_shutdown", "critical_resume"]);
     }
@@ -1038,7 +1056,10 @@ mod tests {
         assert!(h2.actor().is_shut_down(), "the shutdown survives a restart");
         // Over the wire: refused without a principal or with a user's,
         // done for an operator, who is told what was ended.
-        let sent = h2.msg(Addr::new("ops", ActorKind::Client), Msg::OperatorResume);
+        let sent = h2.msg(
+            Addr::new("ops", ActorKind::Client),
+            Msg::Archiving(ArchivingMsg::OperatorResume),
+        );
         assert!(h2.actor().is_shut_down(), "not for an anonymous client");
         assert!(
             matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
@@ -1046,7 +1067,7 @@ mod tests {
         );
         let sent = h2.msg(
             crate::testkit::client_of("a@corp.example"),
-            Msg::OperatorResume,
+            Msg::Archiving(ArchivingMsg::OperatorResume),
         );
         assert!(h2.actor().is_shut_down(), "not for a user");
         assert!(
@@ -1056,22 +1077,22 @@ mod tests {
         assert!(h2.events().contains(&OperatorEvent::IdentityRefused.name()));
         let operator = identity::Principal::new("ops@corp.example", Role::Operator);
         let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
-        let sent = h2.msg(ops.clone(), Msg::OperatorResume);
+        let sent = h2.msg(ops.clone(), ArchivingMsg::OperatorResume);
         assert!(!h2.actor().is_shut_down());
         assert!(
-            matches!(&sent[..], [(to, Msg::OperatorResumed { was_shut_down: Some(_) })] if *to == ops),
+            matches!(&sent[..], [(to, Msg::Archiving(ArchivingMsg::OperatorResumed { was_shut_down: Some(_) }))] if *to == ops),
             "{sent:?}"
         );
         assert!(h2.store.is_empty());
-        let sent = h2.msg(ops, Msg::OperatorResume);
+        let sent = h2.msg(ops, ArchivingMsg::OperatorResume);
         assert!(
             matches!(
                 &sent[..],
                 [(
                     _,
-                    Msg::OperatorResumed {
+                    Msg::Archiving(ArchivingMsg::OperatorResumed {
                         was_shut_down: None
-                    }
+                    })
                 )]
             ),
             "nothing to end: {sent:?}"
@@ -1085,7 +1106,7 @@ mod tests {
         let mut h2 = started(critical(), h.store.clone());
         assert!(h2.actor().is_shut_down());
         health(&mut h2, true, "healthy");
-        h2.fire(Timer::CriticalResume);
+        h2.fire(ArchivingTimer::CriticalResume);
         assert!(!h2.actor().is_shut_down());
         assert_eq!(h2.events(), vec!["front_end_started", "critical_resume"]);
     }
@@ -1102,10 +1123,10 @@ mod tests {
             sent,
             [(
                 _,
-                Msg::ImRejected {
+                Msg::Archiving(ArchivingMsg::ImRejected {
                     reason: RejectReason::Busy,
                     ..
-                }
+                })
             )]
         )
     }
@@ -1123,33 +1144,51 @@ mod tests {
             ..Settings::default()
         });
         let first = submit(&mut h, "m1", "b@corp.example");
-        let [(_, Msg::Enqueue { token, .. })] = &first[..] else {
+        let [(_, Msg::Archiving(ArchivingMsg::Enqueue { token, .. }))] = &first[..] else {
             panic!("{first:?}")
         };
         h.now = 99;
         let sent = submit(&mut h, "m2", "b@corp.example");
-        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        assert!(
+            matches!(
+                &sent[..],
+                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
+            ),
+            "{sent:?}"
+        );
         // The first IM has waited 100 ms for its record to be queued.
         h.now = 100;
         let sent = submit(&mut h, "m3", "b@corp.example");
         assert!(busy(&sent), "{sent:?}");
         assert_eq!(h.events(), vec!["front_end_busy"]);
         // Queued at last: the next IM is admitted.
-        h.msg(queue(), Msg::Enqueued { token: *token });
+        h.msg(queue(), ArchivingMsg::Enqueued { token: *token });
         let sent = submit(&mut h, "m4", "b@corp.example");
-        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        assert!(
+            matches!(
+                &sent[..],
+                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
+            ),
+            "{sent:?}"
+        );
         // A request that waited in the node as long is answered busy.
         let late = h.msg_waited(
             crate::testkit::client_of("a@corp.example"),
-            Msg::SubmitIm {
+            Msg::Archiving(ArchivingMsg::SubmitIm {
                 im: im("m5", "a@corp.example", "b@corp.example"),
-            },
+            }),
             100,
         );
         assert!(busy(&late), "{late:?}");
         // Three IMs wait (m2, m4 and m6): the queue bound.
         let sent = submit(&mut h, "m6", "b@corp.example");
-        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        assert!(
+            matches!(
+                &sent[..],
+                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
+            ),
+            "{sent:?}"
+        );
         let sent = submit(&mut h, "m7", "b@corp.example");
         assert!(busy(&sent), "{sent:?}");
         // One event for the episode so far; the next a minute later.
@@ -1172,12 +1211,15 @@ mod tests {
             ..Settings::default()
         });
         let sent = submit(&mut h, "m1", "b@corp.example");
-        assert!(matches!(&sent[0].1, Msg::ImAccepted { .. }));
-        let Msg::DeliverIm { im } = &sent[1].1 else {
+        assert!(matches!(
+            &sent[0].1,
+            Msg::Archiving(ArchivingMsg::ImAccepted { .. })
+        ));
+        let Msg::Archiving(ArchivingMsg::DeliverIm { im }) = &sent[1].1 else {
             panic!("{sent:?}")
         };
         assert_eq!(sent.len(), 2, "nothing queued for archiving yet");
-        let Msg::ImAccepted { at: admitted, .. } = sent[0].1 else {
+        let Msg::Archiving(ArchivingMsg::ImAccepted { at: admitted, .. }) = sent[0].1 else {
             unreachable!()
         };
         // The recipient's side answers a while later: the record still
@@ -1185,15 +1227,18 @@ mod tests {
         h.now += 7_000;
         let sent = h.msg(
             Addr::new("fe2", ActorKind::FrontEnd),
-            Msg::ImDelivered { id: im.id.clone() },
+            Msg::Archiving(ArchivingMsg::ImDelivered { id: im.id.clone() }),
         );
-        let [(_, Msg::Enqueue { record, .. })] = &sent[..] else {
+        let [(_, Msg::Archiving(ArchivingMsg::Enqueue { record, .. }))] = &sent[..] else {
             panic!("{sent:?}")
         };
         assert_eq!(record.time, admitted);
         // A local recipient answers at once.
         let sent = submit(&mut h, "m2", "c@corp.example");
-        assert!(matches!(&sent[1].1, Msg::Enqueue { .. }));
+        assert!(matches!(
+            &sent[1].1,
+            Msg::Archiving(ArchivingMsg::Enqueue { .. })
+        ));
     }
 
     #[test]
@@ -1201,7 +1246,7 @@ mod tests {
         let mut h = fe(Settings::default());
         let sent = submit_as(&mut h, "c@corp.example", "m2", "d@corp.example");
         assert!(
-            matches!(&sent[..], [(c, Msg::ImAccepted { id, at: 0, .. })] if *c == crate::testkit::client_of("c@corp.example") && id == "m2"),
+            matches!(&sent[..], [(c, Msg::Archiving(ArchivingMsg::ImAccepted { id, at: 0, .. }))] if *c == crate::testkit::client_of("c@corp.example") && id == "m2"),
             "{sent:?}"
         );
         assert_eq!(h.actor().delivered, 1);
@@ -1227,9 +1272,12 @@ mod tests {
             ),
         ];
         for sender in senders {
-            let sent = h.msg(sender.clone(), Msg::SubmitIm { im: forged.clone() });
+            let sent = h.msg(
+                sender.clone(),
+                ArchivingMsg::SubmitIm { im: forged.clone() },
+            );
             assert!(
-                matches!(&sent[..], [(to, Msg::ImRejected { id, reason: RejectReason::Forbidden(_) })]
+                matches!(&sent[..], [(to, Msg::Archiving(ArchivingMsg::ImRejected { id, reason: RejectReason::Forbidden(_) }))]
                     if *to == sender && id == "f1"),
                 "{sender}: {sent:?}"
             );
@@ -1237,7 +1285,7 @@ mod tests {
             h.clear_events();
             let sent = h.msg(
                 sender,
-                Msg::ReportCall {
+                ArchivingMsg::ReportCall {
                     report: CallReport {
                         id: "c1".into(),
                         kind: RecordKind::Cdr,
@@ -1252,10 +1300,10 @@ mod tests {
                     &sent[..],
                     [(
                         _,
-                        Msg::ImRejected {
+                        Msg::Archiving(ArchivingMsg::ImRejected {
                             reason: RejectReason::Forbidden(_),
                             ..
-                        }
+                        })
                     )]
                 ),
                 "{sent:?}"
@@ -1263,8 +1311,14 @@ mod tests {
             h.clear_events();
         }
         // The sender itself is admitted.
-        let sent = h.msg(client(), Msg::SubmitIm { im: forged });
-        assert!(matches!(&sent[..], [(_, Msg::Enqueue { .. })]), "{sent:?}");
+        let sent = h.msg(client(), ArchivingMsg::SubmitIm { im: forged });
+        assert!(
+            matches!(
+                &sent[..],
+                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
+            ),
+            "{sent:?}"
+        );
     }
 
     #[test]
@@ -1273,18 +1327,18 @@ mod tests {
         let sent = submit_as(&mut h, "b@corp.example", "m3", "a@corp.example");
         assert!(matches!(
             &sent[0].1,
-            Msg::ImRejected {
+            Msg::Archiving(ArchivingMsg::ImRejected {
                 reason: RejectReason::NotHomed,
                 ..
-            }
+            })
         ));
         let sent = submit(&mut h, "m4", "zed@corp.example");
         assert!(matches!(
             &sent[0].1,
-            Msg::ImRejected {
+            Msg::Archiving(ArchivingMsg::ImRejected {
                 reason: RejectReason::UnknownRecipient,
                 ..
-            }
+            })
         ));
     }
 
@@ -1302,29 +1356,35 @@ mod tests {
         // Critical mode stops IM, not the records of calls that happened.
         let sent = h.msg(
             client(),
-            Msg::ReportCall {
+            ArchivingMsg::ReportCall {
                 report: report("c1", RecordKind::Cdr),
             },
         );
-        let (_, Msg::Enqueue { token, record }) = &sent[0] else {
+        let (_, Msg::Archiving(ArchivingMsg::Enqueue { token, record })) = &sent[0] else {
             panic!("{sent:?}")
         };
         assert_eq!(record.kind, RecordKind::Cdr);
         let sent = enqueue_failed(&mut h, *token, EnqueueFailure::QuotaExceeded);
         assert!(
-            matches!(&sent[..], [(_, Msg::ImRejected { .. })]),
+            matches!(
+                &sent[..],
+                [(_, Msg::Archiving(ArchivingMsg::ImRejected { .. }))]
+            ),
             "the client keeps the CDR"
         );
         let sent = h.msg(
             client(),
-            Msg::ReportCall {
+            ArchivingMsg::ReportCall {
                 report: report("q1", RecordKind::Qoe),
             },
         );
         let token = enqueue_token(&sent);
         let sent = enqueue_failed(&mut h, token, EnqueueFailure::QuotaExceeded);
         assert!(
-            matches!(&sent[..], [(_, Msg::ImAccepted { .. })]),
+            matches!(
+                &sent[..],
+                [(_, Msg::Archiving(ArchivingMsg::ImAccepted { .. }))]
+            ),
             "QoE may be dropped"
         );
         assert_eq!(h.events(), vec!["critical_shutdown", "qoe_dropped"]);
@@ -1334,7 +1394,7 @@ mod tests {
     fn external_recipient_is_archived_as_external() {
         let mut h = fe(Settings::default());
         let sent = submit(&mut h, "m5", "x@partner.example");
-        let Msg::Enqueue { record, .. } = &sent[0].1 else {
+        let Msg::Archiving(ArchivingMsg::Enqueue { record, .. }) = &sent[0].1 else {
             panic!()
         };
         assert!(record.external);

@@ -20,10 +20,11 @@
 //! Deleted rows are deleted from the engine, not flagged.
 
 use crate::core::actor::Recovered;
-use crate::core::actor::{Ctx, StoreError, StoreOp, Timer, Written};
+use crate::core::actor::{Ctx, StoreError, StoreOp, Written};
 use crate::core::engine::Query;
 use crate::core::ids::Millis;
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::archiving::ArchivingTimer;
 pub use crate::core::protocol::PurgeRecord;
 use crate::core::protocol::Row;
 use crate::core::settings::Settings;
@@ -195,7 +196,7 @@ impl Retention {
                     writing: None,
                     read_failures: 0,
                 });
-                ctx.set_timer(Timer::Purge, 0);
+                ctx.set_timer(ArchivingTimer::Purge, 0);
                 return;
             }
             Some(Ok(r)) => {
@@ -256,7 +257,7 @@ impl Retention {
     /// Sets the purge timer for the next purge hour after now.
     fn schedule(&self, ctx: &mut Ctx) {
         let now = ctx.now();
-        ctx.set_timer(Timer::Purge, daily::next_at(now, self.hour) - now);
+        ctx.set_timer(ArchivingTimer::Purge, daily::next_at(now, self.hour) - now);
     }
 
     /// An operator asked for a purge now: one starts at once unless one is
@@ -264,7 +265,7 @@ impl Retention {
     pub fn start_now(&mut self, ctx: &mut Ctx) {
         if self.run.is_none() {
             self.begin(ctx);
-            ctx.set_timer(Timer::Purge, 0);
+            ctx.set_timer(ArchivingTimer::Purge, 0);
         }
     }
 
@@ -499,7 +500,7 @@ impl Retention {
                 });
                 self.purged += n;
                 let pause = self.pause_after_batch(ctx.now());
-                ctx.set_timer(Timer::Purge, pause);
+                ctx.set_timer(ArchivingTimer::Purge, pause);
                 n
             }
             Err(e) => {
@@ -513,7 +514,7 @@ impl Retention {
                     ),
                 );
                 run.after = run.batch_from.clone();
-                ctx.set_timer(Timer::Purge, self.pause.max(1_000) * 10);
+                ctx.set_timer(ArchivingTimer::Purge, self.pause.max(1_000) * 10);
                 0
             }
         }
@@ -554,7 +555,7 @@ impl Retention {
                 run.deleted
             ),
         );
-        ctx.set_timer(Timer::Purge, retry);
+        ctx.set_timer(ArchivingTimer::Purge, retry);
     }
 
     /// The purge is done: its record says so (one more small write), then

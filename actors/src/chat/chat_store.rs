@@ -65,7 +65,7 @@ use crate::core::protocol::chat::{ChatReject, Post, PostId, Room, RoomId};
 use crate::core::protocol::compliance::ComplianceMsg;
 use crate::core::protocol::compliance::ComplianceTimer;
 use crate::core::protocol::compliance::{ComplianceEvent, EventKind};
-use crate::core::protocol::{ChatPurgeRecord, LegalHold, Msg};
+use crate::core::protocol::{ChatPurgeRecord, LegalHold, Msg, RecordsMsg};
 use crate::core::store_keys::{self, ReadError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1054,10 +1054,12 @@ impl Actor for ChatStore {
         // per request.
         let records = matches!(
             msg,
-            Msg::HoldPlace { .. }
-                | Msg::HoldRelease { .. }
-                | Msg::ChatRetentionStatus { .. }
-                | Msg::ChatPurgeNow { .. }
+            Msg::Records(
+                RecordsMsg::HoldPlace { .. }
+                    | RecordsMsg::HoldRelease { .. }
+                    | RecordsMsg::ChatRetentionStatus { .. }
+                    | RecordsMsg::ChatPurgeNow { .. }
+            )
         );
         let ok = (from.actor == ActorKind::Channel && !records)
             || (from.actor == ActorKind::Client && records)

@@ -33,34 +33,26 @@ use crate::core::engine::{Answer, Query};
 pub use crate::core::engine::{Recovered, StoreError, StoreOp, Written};
 use crate::core::ids::{Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
+use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::compliance::ComplianceTimer;
-use crate::core::protocol::Msg;
+use crate::core::protocol::{Msg, RecordsMsg};
 use rand::rngs::SmallRng;
 
-/// Timers a core can set. One type for all cores keeps hosts simple; group
-/// chat and compliance have their own ([`ChatTimer`], [`ComplianceTimer`]),
-/// so that their cores match only their service's timers.
+/// Timers a core can set. One type for all cores keeps hosts simple; each
+/// domain has its own ([`ArchivingTimer`], [`ChatTimer`],
+/// [`ComplianceTimer`]), so that a core matches only its service's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
-    /// Outgoing queue: check for unacknowledged transfers.
-    Resend,
-    /// Archiver: send the partly filled batch.
-    Flush,
-    /// Archiver: the database did not answer in time.
-    DbTimeout,
-    /// Outgoing queue: send a heartbeat and check heartbeat timeouts.
-    Heartbeat,
-    /// Outgoing queue: check quota use.
-    QuotaCheck,
-    /// Queues: check data expiry and the dead-letter queue.
-    DlqCheck,
-    /// Front end: archiving has been healthy for `critical_resume_after`.
-    CriticalResume,
-    /// Database: start or continue the retention purge.
-    Purge,
+    Archiving(ArchivingTimer),
     Chat(ChatTimer),
     Compliance(ComplianceTimer),
+}
+
+impl From<ArchivingTimer> for Timer {
+    fn from(t: ArchivingTimer) -> Timer {
+        Timer::Archiving(t)
+    }
 }
 
 /// An operator event: its kind (whose stable name dashboards and scenario
@@ -161,13 +153,19 @@ impl<'a> Ctx<'a> {
     pub fn rng(&mut self) -> &mut SmallRng {
         self.rng
     }
-    pub fn send(&mut self, to: Addr, msg: Msg) {
+    /// Sends `msg`: a [`Msg`], or a domain's message
+    /// ([`ArchivingMsg`](crate::core::protocol::ArchivingMsg), …).
+    pub fn send(&mut self, to: Addr, msg: impl Into<Msg>) {
+        let msg = msg.into();
         self.effects.push(Effect::Send { to, msg });
     }
-    pub fn set_timer(&mut self, timer: Timer, after: Millis) {
+    /// Sets `timer`: a [`Timer`], or a domain's timer ([`ArchivingTimer`], …).
+    pub fn set_timer(&mut self, timer: impl Into<Timer>, after: Millis) {
+        let timer = timer.into();
         self.effects.push(Effect::SetTimer { timer, after });
     }
-    pub fn cancel_timer(&mut self, timer: Timer) {
+    pub fn cancel_timer(&mut self, timer: impl Into<Timer>) {
+        let timer = timer.into();
         self.effects.push(Effect::CancelTimer { timer });
     }
     pub fn persist(&mut self, token: u64, ops: Vec<StoreOp>) {
@@ -255,7 +253,7 @@ pub fn records_principal(
         Err(refusal) => {
             identity_refused(me, from, what, &refusal, ctx);
             let refusal = ArchiveRefusal::Forbidden(refusal.to_string());
-            ctx.send(from.clone(), Msg::ArchiveRefused { token, refusal });
+            ctx.send(from.clone(), RecordsMsg::ArchiveRefused { token, refusal });
             None
         }
     }
@@ -265,7 +263,7 @@ pub fn records_principal(
 /// exists already, one to release that does not).
 pub fn records_invalid(from: Addr, token: u64, why: String, ctx: &mut Ctx) {
     let refusal = crate::core::protocol::ArchiveRefusal::Invalid(why);
-    ctx.send(from, Msg::ArchiveRefused { token, refusal });
+    ctx.send(from, RecordsMsg::ArchiveRefused { token, refusal });
 }
 
 /// A core. Hosts own one `Box<dyn Actor>` per actor of a node.

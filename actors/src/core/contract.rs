@@ -30,7 +30,8 @@ use crate::core::actor::{Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Writ
 use crate::core::engine::{Answer, Query};
 use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::output::OutputFile;
-use crate::core::protocol::Msg;
+use crate::core::protocol::archiving::ArchivingTimer;
+use crate::core::protocol::{ArchivingMsg, Msg};
 use crate::core::reactor::Cores;
 use std::sync::{Arc, Mutex};
 
@@ -107,7 +108,7 @@ impl Probe {
 
     fn marker(&self, n: u64, ctx: &mut Ctx) {
         if let Some(sink) = &self.sink {
-            ctx.send(sink.clone(), Msg::HeartbeatAck { id: n });
+            ctx.send(sink.clone(), ArchivingMsg::HeartbeatAck { id: n });
         }
     }
 }
@@ -136,7 +137,7 @@ impl Actor for Probe {
         }
         ctx.persist(1, ops);
         self.marker(1, ctx);
-        ctx.set_timer(Timer::Flush, FLUSH_AFTER);
+        ctx.set_timer(ArchivingTimer::Flush, FLUSH_AFTER);
         ctx.load(2, b"a".to_vec());
         ctx.query(5, engine_rows());
     }
@@ -154,7 +155,7 @@ impl Actor for Probe {
     }
 
     fn on_msg(&mut self, _from: Addr, msg: Msg, _ctx: &mut Ctx) {
-        if let Msg::HeartbeatAck { id } = msg {
+        if let Msg::Archiving(ArchivingMsg::HeartbeatAck { id }) = msg {
             self.note(Seen::Marker { n: id });
         }
     }
@@ -168,11 +169,11 @@ impl Actor for Probe {
             return;
         }
         match timer {
-            Timer::Flush => {
-                ctx.set_timer(Timer::Resend, 10);
-                ctx.set_timer(Timer::Resend, RESEND_AFTER);
-                ctx.set_timer(Timer::Heartbeat, 5);
-                ctx.cancel_timer(Timer::Heartbeat);
+            Timer::Archiving(ArchivingTimer::Flush) => {
+                ctx.set_timer(ArchivingTimer::Resend, 10);
+                ctx.set_timer(ArchivingTimer::Resend, RESEND_AFTER);
+                ctx.set_timer(ArchivingTimer::Heartbeat, 5);
+                ctx.cancel_timer(ArchivingTimer::Heartbeat);
                 ctx.persist(3, put(b"b", b"2"));
                 ctx.output(
                     4,
@@ -189,7 +190,7 @@ impl Actor for Probe {
                 );
                 self.marker(3, ctx);
             }
-            Timer::Resend if self.panic_at_end => {
+            Timer::Archiving(ArchivingTimer::Resend) if self.panic_at_end => {
                 panic!("the contract probe ends its first life")
             }
             _ => {}
@@ -355,11 +356,11 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
         "persisted 1",
         "loaded 2",
         "queried 5",
-        "timer Flush",
+        "timer Archiving(Flush)",
         "persisted 3",
         "output 4",
         "output 7",
-        "timer Resend",
+        "timer Archiving(Resend)",
         "queried 6",
     ];
     let kinds: Vec<String> = first_life
@@ -439,9 +440,9 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
             ));
         }
     };
-    if let Some(flush) = timer_at(Timer::Flush) {
+    if let Some(flush) = timer_at(Timer::Archiving(ArchivingTimer::Flush)) {
         on_time("Flush", t0, FLUSH_AFTER, done_at(1), flush);
-        if let Some(resend) = timer_at(Timer::Resend) {
+        if let Some(resend) = timer_at(Timer::Archiving(ArchivingTimer::Resend)) {
             let busy = done_at(4).max(done_at(7));
             on_time("Resend", flush, RESEND_AFTER, busy, resend);
         }
@@ -451,13 +452,13 @@ pub fn check(seen: &[Seen], slack: Slack) -> Vec<String> {
             .filter(|s| matches!(s, Seen::Timer { timer, .. } if *timer == t))
             .count()
     };
-    if fired(Timer::Resend) != 1 {
+    if fired(Timer::Archiving(ArchivingTimer::Resend)) != 1 {
         fail(format!(
             "timer semantics: a timer set twice fires once, Resend fired {} times",
-            fired(Timer::Resend)
+            fired(Timer::Archiving(ArchivingTimer::Resend))
         ));
     }
-    if fired(Timer::Heartbeat) != 0 {
+    if fired(Timer::Archiving(ArchivingTimer::Heartbeat)) != 0 {
         fail("timer semantics: a cancelled timer (Heartbeat) fired".into());
     }
     // Restart: the second life starts with what the first persisted,
@@ -498,10 +499,14 @@ mod tests {
                     assert_eq!(to, sink_addr);
                     s.msg(driver_addr.clone(), msg);
                 }
-                let next = [Timer::Flush, Timer::Resend, Timer::Heartbeat]
-                    .into_iter()
-                    .filter_map(|t| d.timer(t).map(|at| (at, t)))
-                    .min();
+                let next = [
+                    Timer::Archiving(ArchivingTimer::Flush),
+                    Timer::Archiving(ArchivingTimer::Resend),
+                    Timer::Archiving(ArchivingTimer::Heartbeat),
+                ]
+                .into_iter()
+                .filter_map(|t| d.timer(t).map(|at| (at, t)))
+                .min();
                 match next {
                     Some((_, t)) => sent = d.fire(t),
                     None => break,
@@ -558,7 +563,7 @@ mod tests {
         let mut seen = kit(&probes, false);
         for s in &mut seen {
             if let Seen::Timer {
-                timer: Timer::Flush,
+                timer: Timer::Archiving(ArchivingTimer::Flush),
                 now,
             } = s
             {

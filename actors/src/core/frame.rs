@@ -16,17 +16,21 @@ use thiserror::Error;
 ///
 /// **Bump it whenever a type that travels in a frame changes shape**: a
 /// message, field or variant added, removed, reordered or retyped in
-/// `core/protocol.rs`, `core/protocol/chat.rs`, `core/protocol/compliance.rs`
-/// or `core/ids.rs`. Postcard writes neither field names nor variant names
-/// (a variant is its position), so nodes built from different versions
-/// would otherwise misread each other's frames without a word. The test
+/// `core/protocol.rs`, `core/protocol/archiving.rs`, `core/protocol/chat.rs`,
+/// `core/protocol/compliance.rs` or `core/ids.rs`. Postcard writes neither
+/// field names nor variant names (a variant is its position), so nodes
+/// built from different versions would otherwise misread each other's
+/// frames without a word. The test
 /// `tests::wire_types_match_the_protocol_version` pins a fingerprint of
 /// those types per version and fails until the bump is made.
 ///
 /// 1: the first protocol. 2: chat and compliance messages nested
 /// ([`Msg::Chat`](crate::core::protocol::Msg::Chat),
 /// [`Msg::Compliance`](crate::core::protocol::Msg::Compliance)).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// 3: batched transfers and deliveries. 4: archiving and records messages
+/// nested ([`Msg::Archiving`](crate::core::protocol::Msg::Archiving),
+/// [`Msg::Records`](crate::core::protocol::Msg::Records)).
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Largest frame accepted, header excluded (32 MiB): room for the largest
 /// chat file (20,000 KB by default), far above any record, and small enough
 /// that a garbage length cannot make a node allocate gigabytes.
@@ -139,21 +143,21 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<(Envelope, usize)>, Frame
 mod tests {
     use super::*;
     use crate::core::ids::{ActorKind, Addr};
-    use crate::core::protocol::{Im, Msg};
+    use crate::core::protocol::{ArchivingMsg, Im, Msg};
 
     fn env() -> Envelope {
         Envelope {
             from: Addr::new("client1", ActorKind::Client),
             to: Addr::new("fe1", ActorKind::FrontEnd),
             id: 7,
-            msg: Msg::SubmitIm {
+            msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                 im: Im {
                     id: "m1".into(),
                     from: "a@corp.example".into(),
                     to: "b@corp.example".into(),
                     body: "hello".into(),
                 },
-            },
+            }),
         }
     }
 
@@ -174,7 +178,7 @@ mod tests {
         let first = batch.len();
         assert_eq!(batch, encode(&env()).unwrap());
         let mut big = env();
-        if let Msg::SubmitIm { im } = &mut big.msg {
+        if let Msg::Archiving(ArchivingMsg::SubmitIm { im }) = &mut big.msg {
             im.body = "x".repeat(MAX_FRAME);
         }
         assert!(matches!(
@@ -223,6 +227,7 @@ mod tests {
         let mut shape = String::new();
         for src in [
             include_str!("protocol.rs"),
+            include_str!("protocol/archiving.rs"),
             include_str!("protocol/chat.rs"),
             include_str!("protocol/compliance.rs"),
             include_str!("ids.rs"),
@@ -290,6 +295,7 @@ mod tests {
         (1, 0x1082064dd4508b78),
         (2, 0x5695ae94749b2a63),
         (3, 0x6508b8146d06deae),
+        (4, 0xa751cd0578714839),
     ];
 
     #[test]
@@ -348,11 +354,13 @@ mod tests {
         );
         assert_ne!(base, 0);
         assert!(wire_shape().contains("pubenumMsg{"));
+        assert!(wire_shape().contains("pubenumArchivingMsg{"));
+        assert!(wire_shape().contains("pubenumRecordsMsg{"));
         assert!(wire_shape().contains("pubenumChatMsg{"));
         assert!(wire_shape().contains("pubenumComplianceMsg{"));
         assert!(wire_shape().contains("pubstructAddr{"));
         assert!(
-            !wire_shape().contains("enumChatTimer"),
+            !wire_shape().contains("enumChatTimer") && !wire_shape().contains("enumArchivingTimer"),
             "timers never travel"
         );
     }

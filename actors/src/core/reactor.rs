@@ -493,6 +493,7 @@ pub trait Cores: Send + Sync {
 mod tests {
     use super::*;
     use crate::core::ids::ActorKind;
+    use crate::core::protocol::ArchivingMsg;
     use rand::SeedableRng;
 
     /// A core that persists, then sends, on every message.
@@ -552,7 +553,7 @@ mod tests {
     fn msg(r: &mut Reactor<PersistThenSend>, io: &mut Appending, id: u64) {
         let input = Input::Msg {
             from: Addr::new("n2", ActorKind::FrontEnd),
-            msg: Msg::HeartbeatAck { id },
+            msg: Msg::Archiving(ArchivingMsg::HeartbeatAck { id }),
             waited: 0,
         };
         ready(r.react(0, input, io)).unwrap().unwrap();
@@ -562,7 +563,7 @@ mod tests {
         io.sent
             .iter()
             .map(|m| match m {
-                Msg::HeartbeatAck { id } => *id,
+                Msg::Archiving(ArchivingMsg::HeartbeatAck { id }) => *id,
                 _ => unreachable!(),
             })
             .collect()

@@ -15,8 +15,8 @@ use holdfast::reach::CannotReach;
 use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
 use holdfast_actors::core::protocol::{
-    ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, Row, Search, SEARCH_PAGE_MAX,
-    SEARCH_USERS_MAX,
+    ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, RecordsMsg, Row, Search,
+    SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -335,8 +335,10 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
             })?;
         }
         ArchiveCmd::Retention(RetentionCmd::Status { ask, json }) => {
-            let state = ask_db(&ask, |token| Msg::RetentionStatus { token })?;
-            let Msg::RetentionState {
+            let state = ask_db(&ask, |token| {
+                Msg::Records(RecordsMsg::RetentionStatus { token })
+            })?;
+            let Msg::Records(RecordsMsg::RetentionState {
                 keep_days,
                 purge_hour,
                 purge,
@@ -344,7 +346,7 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
                 exported_only,
                 exports,
                 ..
-            } = state
+            }) = state
             else {
                 return Err(Failure::Error("an unexpected answer".into()));
             };
@@ -418,9 +420,11 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
 /// at or after it has finished.
 async fn purge_now(reader: &mut Reader, timeout: Duration) -> Result<(), Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let Msg::RetentionState {
+    let Msg::Records(RecordsMsg::RetentionState {
         purge: Some(begun), ..
-    } = reader.ask(|token| Msg::PurgeNow { token }).await?
+    }) = reader
+        .ask(|token| Msg::Records(RecordsMsg::PurgeNow { token }))
+        .await?
     else {
         return Err(Failure::Error("an unexpected answer".into()));
     };
@@ -432,8 +436,9 @@ async fn purge_now(reader: &mut Reader, timeout: Duration) -> Result<(), Failure
         );
     }
     loop {
-        if let Msg::RetentionState { purge: Some(p), .. } =
-            reader.ask(|token| Msg::RetentionStatus { token }).await?
+        if let Msg::Records(RecordsMsg::RetentionState { purge: Some(p), .. }) = reader
+            .ask(|token| Msg::Records(RecordsMsg::RetentionStatus { token }))
+            .await?
         {
             if p.started_at >= begun.started_at && p.finished_at.is_some() {
                 println!(
@@ -484,9 +489,11 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
             };
             let config = load_config(&ask.config)?;
             let targets = hold_targets(&config, &ask, !hold.users.is_empty(), &hold.rooms)?;
-            let answers = ask_each(&config, &ask.who, &targets, |token| Msg::HoldPlace {
-                token,
-                hold: Box::new(hold.clone()),
+            let answers = ask_each(&config, &ask.who, &targets, |token| {
+                Msg::Records(RecordsMsg::HoldPlace {
+                    token,
+                    hold: Box::new(hold.clone()),
+                })
             });
             let answers = already_placed(&config, &ask.who, &targets, &hold, answers);
             report_each(answers, "placed", |node, h| {
@@ -503,10 +510,12 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
             // Every node that may keep the hold: one that never had it
             // (a hold on rooms only is not on the database) says so.
             let targets = hold_targets(&config, &ask, true, &Default::default())?;
-            let answers = ask_each(&config, &ask.who, &targets, |token| Msg::HoldRelease {
-                token,
-                name: name.clone(),
-                reason: reason.clone(),
+            let answers = ask_each(&config, &ask.who, &targets, |token| {
+                Msg::Records(RecordsMsg::HoldRelease {
+                    token,
+                    name: name.clone(),
+                    reason: reason.clone(),
+                })
             });
             let missing = format!("no hold {name:?}");
             let had = answers
@@ -540,16 +549,19 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
                         &ask.who,
                         &[(node.clone(), *kind)],
                         |token| match kind {
-                            ActorKind::ChatStore => Msg::ChatRetentionStatus { token },
-                            _ => Msg::RetentionStatus { token },
+                            ActorKind::ChatStore => {
+                                Msg::Records(RecordsMsg::ChatRetentionStatus { token })
+                            }
+                            _ => Msg::Records(RecordsMsg::RetentionStatus { token }),
                         },
                     )
                     .pop()
                     .map(|(_, a)| a);
                 let holds = match answer {
-                    Some(Ok(
-                        Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. },
-                    )) => holds,
+                    Some(Ok(Msg::Records(
+                        RecordsMsg::RetentionState { holds, .. }
+                        | RecordsMsg::ChatRetentionState { holds, .. },
+                    ))) => holds,
                     Some(Err(f)) => {
                         eprintln!("{node}: holds not listed: {f}");
                         failed = Some(f);
@@ -682,8 +694,8 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
     };
     runtime()?.block_on(async {
         let mut reader = Reader::open(&config, &ask.who, &node)?;
-        let Msg::RetentionState { holds, at, .. } =
-            reader.ask(|token| Msg::RetentionStatus { token }).await?
+        let Msg::Records(RecordsMsg::RetentionState { holds, at, .. }) =
+            reader.ask(|token| Msg::Records(RecordsMsg::RetentionStatus { token })).await?
         else {
             return Err(Failure::Error("an unexpected answer".into()));
         };
@@ -703,11 +715,11 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
         let mut written = 0u64;
         loop {
             let page = search.clone();
-            let Msg::ArchiveFound { rows, next, .. } = reader
-                .ask(|token| Msg::ArchiveSearch {
+            let Msg::Records(RecordsMsg::ArchiveFound { rows, next, .. }) = reader
+                .ask(|token| Msg::Records(RecordsMsg::ArchiveSearch {
                     token,
                     search: page,
-                })
+                }))
                 .await?
             else {
                 return Err(Failure::Error("an unexpected answer".into()));
@@ -768,10 +780,10 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
             done.manifest_sha256
         );
         match reader
-            .ask(|token| Msg::ExportDone {
+            .ask(|token| Msg::Records(RecordsMsg::ExportDone {
                 token,
                 export: Box::new(record),
-            })
+            }))
             .await
         {
             Ok(_) => {
@@ -858,31 +870,34 @@ fn already_placed(
                 return (node, answer);
             };
             let status = match kind {
-                ActorKind::ChatStore => Msg::ChatRetentionStatus { token: 0 },
-                _ => Msg::RetentionStatus { token: 0 },
+                ActorKind::ChatStore => Msg::Records(RecordsMsg::ChatRetentionStatus { token: 0 }),
+                _ => Msg::Records(RecordsMsg::RetentionStatus { token: 0 }),
             };
             let listed = ask_each(
                 config,
                 who,
                 &[(node.clone(), *kind)],
                 |token| match status {
-                    Msg::ChatRetentionStatus { .. } => Msg::ChatRetentionStatus { token },
-                    _ => Msg::RetentionStatus { token },
+                    Msg::Records(RecordsMsg::ChatRetentionStatus { .. }) => {
+                        Msg::Records(RecordsMsg::ChatRetentionStatus { token })
+                    }
+                    _ => Msg::Records(RecordsMsg::RetentionStatus { token }),
                 },
             );
             let found = listed.into_iter().find_map(|(_, a)| match a {
-                Ok(Msg::RetentionState { holds, .. } | Msg::ChatRetentionState { holds, .. }) => {
-                    holds.into_iter().find(|h| same(h))
-                }
+                Ok(Msg::Records(
+                    RecordsMsg::RetentionState { holds, .. }
+                    | RecordsMsg::ChatRetentionState { holds, .. },
+                )) => holds.into_iter().find(|h| same(h)),
                 _ => None,
             });
             match found {
                 Some(h) => (
                     node,
-                    Ok(Msg::HoldDone {
+                    Ok(Msg::Records(RecordsMsg::HoldDone {
                         token: 0,
                         hold: Box::new(h),
-                    }),
+                    })),
                 ),
                 None => (node, answer),
             }
@@ -929,7 +944,7 @@ fn report_each(
     let mut failed = Vec::new();
     for (node, answer) in answers {
         let failure = match answer {
-            Ok(Msg::HoldDone { hold, .. }) => {
+            Ok(Msg::Records(RecordsMsg::HoldDone { hold, .. })) => {
                 done(&node, &hold);
                 continue;
             }
@@ -1009,17 +1024,17 @@ impl Reader {
             .session
             .ask(self.kind, request(token), PAGE_TIMEOUT, |m| {
                 matches!(m,
-                    Msg::ArchiveFound { token: t, .. }
-                    | Msg::ArchiveReads { token: t, .. }
-                    | Msg::HoldDone { token: t, .. }
-                    | Msg::ExportRecorded { token: t, .. }
-                    | Msg::RetentionState { token: t, .. }
-                    | Msg::ChatRetentionState { token: t, .. }
-                    | Msg::ArchiveRefused { token: t, .. } if *t == token)
+                    Msg::Records(RecordsMsg::ArchiveFound { token: t, .. }
+                    | RecordsMsg::ArchiveReads { token: t, .. }
+                    | RecordsMsg::HoldDone { token: t, .. }
+                    | RecordsMsg::ExportRecorded { token: t, .. }
+                    | RecordsMsg::RetentionState { token: t, .. }
+                    | RecordsMsg::ChatRetentionState { token: t, .. }
+                    | RecordsMsg::ArchiveRefused { token: t, .. }) if *t == token)
             })
             .await?;
         match answer {
-            Msg::ArchiveRefused { refusal, .. } => {
+            Msg::Records(RecordsMsg::ArchiveRefused { refusal, .. }) => {
                 let text = format!("{} refused: {refusal}", self.node);
                 Err(match refusal {
                     // The request was refused for who asked: exit 2.
@@ -1042,8 +1057,8 @@ impl Reader {
                 limit: 1,
                 ..Search::default()
             };
-            if let Msg::ArchiveFound { rows, .. } = self
-                .ask(|token| Msg::ArchiveSearch { token, search })
+            if let Msg::Records(RecordsMsg::ArchiveFound { rows, .. }) = self
+                .ask(|token| Msg::Records(RecordsMsg::ArchiveSearch { token, search }))
                 .await?
             {
                 if !rows.is_empty() {
@@ -1073,10 +1088,12 @@ impl Reader {
         while left > 0 {
             search.limit = left.min(SEARCH_PAGE_MAX as usize) as u32;
             let page = search.clone();
-            let Msg::ArchiveFound { rows, next, .. } = self
-                .ask(|token| Msg::ArchiveSearch {
-                    token,
-                    search: page,
+            let Msg::Records(RecordsMsg::ArchiveFound { rows, next, .. }) = self
+                .ask(|token| {
+                    Msg::Records(RecordsMsg::ArchiveSearch {
+                        token,
+                        search: page,
+                    })
                 })
                 .await?
             else {
@@ -1102,13 +1119,15 @@ impl Reader {
         let mut end = None;
         let mut n = 0usize;
         loop {
-            let Msg::ArchiveReads {
+            let Msg::Records(RecordsMsg::ArchiveReads {
                 reads, recorded, ..
-            } = self
-                .ask(|token| Msg::ArchiveTrail {
-                    token,
-                    after,
-                    limit: SEARCH_PAGE_MAX,
+            }) = self
+                .ask(|token| {
+                    Msg::Records(RecordsMsg::ArchiveTrail {
+                        token,
+                        after,
+                        limit: SEARCH_PAGE_MAX,
+                    })
                 })
                 .await?
             else {

@@ -11,7 +11,7 @@ use holdfast::config::Role;
 use holdfast::operator_client;
 use holdfast_actors::core::identity::Role as PrincipalRole;
 use holdfast_actors::core::ids::ActorKind;
-use holdfast_actors::core::protocol::{ArchiveRefusal, ChatPurgeRecord, Msg};
+use holdfast_actors::core::protocol::{ArchiveRefusal, ChatPurgeRecord, Msg, RecordsMsg};
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -71,13 +71,15 @@ async fn ask(config: &holdfast::config::Config, who: &str, request: Msg) -> Resu
         |m| {
             matches!(
                 m,
-                Msg::ChatRetentionState { .. } | Msg::ArchiveRefused { .. }
+                Msg::Records(
+                    RecordsMsg::ChatRetentionState { .. } | RecordsMsg::ArchiveRefused { .. }
+                )
             )
         },
     )
     .await?;
     match answer {
-        Msg::ArchiveRefused { refusal, .. } => {
+        Msg::Records(RecordsMsg::ArchiveRefused { refusal, .. }) => {
             let text = format!("{node} refused: {refusal}");
             Err(match refusal {
                 ArchiveRefusal::Forbidden(_) => Failure::Error(text),
@@ -126,14 +128,18 @@ pub(crate) fn run(cmd: ChatRetentionCmd) -> Result<(), Failure> {
     match cmd {
         ChatRetentionCmd::Status { config, who, json } => {
             let config = load_config(&config)?;
-            let Msg::ChatRetentionState {
+            let Msg::Records(RecordsMsg::ChatRetentionState {
                 keep_days,
                 by_category,
                 purge_hour,
                 purge,
                 holds,
                 ..
-            } = rt.block_on(ask(&config, &who, Msg::ChatRetentionStatus { token: 1 }))?
+            }) = rt.block_on(ask(
+                &config,
+                &who,
+                Msg::Records(RecordsMsg::ChatRetentionStatus { token: 1 }),
+            ))?
             else {
                 return Err(Failure::Error("an unexpected answer".into()));
             };
@@ -189,12 +195,17 @@ async fn purge_now(
     timeout: Duration,
 ) -> Result<(), Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let Msg::ChatRetentionState {
+    let Msg::Records(RecordsMsg::ChatRetentionState {
         keep_days,
         by_category,
         purge: before,
         ..
-    } = ask(config, who, Msg::ChatPurgeNow { token: 1 }).await?
+    }) = ask(
+        config,
+        who,
+        Msg::Records(RecordsMsg::ChatPurgeNow { token: 1 }),
+    )
+    .await?
     else {
         return Err(Failure::Error("an unexpected answer".into()));
     };
@@ -207,8 +218,12 @@ async fn purge_now(
         .filter(|p| p.finished_at.is_some())
         .map(|p| p.started_at);
     loop {
-        if let Msg::ChatRetentionState { purge: Some(p), .. } =
-            ask(config, who, Msg::ChatRetentionStatus { token: 2 }).await?
+        if let Msg::Records(RecordsMsg::ChatRetentionState { purge: Some(p), .. }) = ask(
+            config,
+            who,
+            Msg::Records(RecordsMsg::ChatRetentionStatus { token: 2 }),
+        )
+        .await?
         {
             if p.finished_at.is_some() && since.is_none_or(|s| p.started_at > s) {
                 print_purge(&p);

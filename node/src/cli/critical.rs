@@ -5,7 +5,7 @@
 use super::common::{ask_as_operator, ConfigArg, Failure};
 use clap::Subcommand;
 use holdfast_actors::core::ids::ActorKind;
-use holdfast_actors::core::protocol::Msg;
+use holdfast_actors::core::protocol::{ArchivingMsg, Msg};
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -32,14 +32,14 @@ pub(crate) fn run(cmd: CriticalCmd) -> Result<(), Failure> {
         &config,
         &who,
         (&node, ActorKind::FrontEnd),
-        Msg::OperatorResume,
+        Msg::Archiving(ArchivingMsg::OperatorResume),
         Duration::from_secs(10),
-        |m| matches!(m, Msg::OperatorResumed { .. }),
+        |m| matches!(m, Msg::Archiving(ArchivingMsg::OperatorResumed { .. })),
     )?;
     match answer {
-        Msg::OperatorResumed {
+        Msg::Archiving(ArchivingMsg::OperatorResumed {
             was_shut_down: Some(why),
-        } => println!("{node}: resumed; it had shut down: {why}"),
+        }) => println!("{node}: resumed; it had shut down: {why}"),
         _ => println!("{node}: was not shut down; nothing to end"),
     }
     Ok(())

@@ -8,7 +8,7 @@ use super::common::{
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
 use holdfast_actors::core::ids::ActorKind;
-use holdfast_actors::core::protocol::Msg;
+use holdfast_actors::core::protocol::{ArchivingMsg, Msg};
 use holdfast_actors::core::store_keys::{self, OQ_DEAD};
 use std::time::Duration;
 
@@ -54,11 +54,11 @@ pub(crate) fn run(cmd: DlqCmd) -> Result<(), Failure> {
                 &config,
                 &who,
                 (&node, ActorKind::OutgoingQueue),
-                Msg::DeadLettersResend,
+                Msg::Archiving(ArchivingMsg::DeadLettersResend),
                 Duration::from_secs(30),
-                |m| matches!(m, Msg::DeadLettersResent { .. }),
+                |m| matches!(m, Msg::Archiving(ArchivingMsg::DeadLettersResent { .. })),
             )?;
-            if let Msg::DeadLettersResent { resent, left } = answer {
+            if let Msg::Archiving(ArchivingMsg::DeadLettersResent { resent, left }) = answer {
                 println!("{node}: {resent} resent, {left} still in the dead-letter queue");
             }
         }

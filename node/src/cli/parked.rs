@@ -9,7 +9,7 @@ use super::common::{
 use clap::Subcommand;
 use holdfast::config::{Config, Role};
 use holdfast_actors::core::ids::ActorKind;
-use holdfast_actors::core::protocol::Msg;
+use holdfast_actors::core::protocol::{ArchivingMsg, Msg};
 use holdfast_actors::core::store_keys;
 use std::time::Duration;
 
@@ -83,11 +83,11 @@ pub(crate) fn run(cmd: ParkedCmd) -> Result<(), Failure> {
                 &config,
                 &who,
                 (&node, ActorKind::DestinationQueue),
-                Msg::ParkedRetry { keys },
+                Msg::Archiving(ArchivingMsg::ParkedRetry { keys }),
                 Duration::from_secs(30),
-                |m| matches!(m, Msg::ParkedRetried { .. }),
+                |m| matches!(m, Msg::Archiving(ArchivingMsg::ParkedRetried { .. })),
             )?;
-            if let Msg::ParkedRetried { retried, left } = answer {
+            if let Msg::Archiving(ArchivingMsg::ParkedRetried { retried, left }) = answer {
                 println!("{node}: {retried} sent back to the database, {left} still parked");
             }
         }

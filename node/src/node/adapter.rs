@@ -21,7 +21,7 @@ use holdfast_actors::core::engine::{Answer, Query};
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
-use holdfast_actors::core::protocol::{Envelope, Msg};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg};
 use holdfast_actors::core::reactor::Cores;
 use holdfast_actors::core::reactor::{ready, Input, Io, Persisted, Reactor};
 use holdfast_actors::core::store_keys::STORE_DAMAGED;
@@ -94,7 +94,7 @@ impl Io for NodeIo<'_> {
         }
         let metrics = &self.shared.metrics;
         metrics.count_answer(&env.to.node, &env.msg);
-        if let Msg::LogMessages { batch, records } = &env.msg {
+        if let Msg::Archiving(ArchivingMsg::LogMessages { batch, records }) = &env.msg {
             metrics.batch_sent(*batch, records.len());
         }
         if let Err(e) = self.shared.net.send(env) {
@@ -401,10 +401,12 @@ impl Handler<Deliver> for CoreActor {
             tracing::trace!(node = %self.name(), from = %env.from, msg = %brief(&env.msg), "receive");
         }
         match &env.msg {
-            Msg::SubmitIm { im } => self.shared.metrics.im_submitted(&env.from.node, &im.id),
-            Msg::Logged { batch } | Msg::LogFailed { batch, .. } => {
-                self.shared.metrics.batch_answered(*batch)
+            Msg::Archiving(ArchivingMsg::SubmitIm { im }) => {
+                self.shared.metrics.im_submitted(&env.from.node, &im.id)
             }
+            Msg::Archiving(
+                ArchivingMsg::Logged { batch } | ArchivingMsg::LogFailed { batch, .. },
+            ) => self.shared.metrics.batch_answered(*batch),
             _ => {}
         }
         self.react(
@@ -423,13 +425,15 @@ impl Handler<Deliver> for CoreActor {
 /// A message in a trace line: its name and its sequence numbers, never its
 /// content.
 fn brief(msg: &holdfast_actors::core::protocol::Msg) -> String {
-    use holdfast_actors::core::protocol::Msg;
+    use holdfast_actors::core::protocol::{ArchivingMsg, Msg};
     match msg {
-        Msg::Transfer { seq, .. } => format!("Transfer {seq}"),
-        Msg::Probe { seq, probe, .. } => format!("Probe {seq} #{probe}"),
-        Msg::TransferAck { upto } => format!("TransferAck {upto}"),
-        Msg::ProbeAck { upto, probe } => format!("ProbeAck {upto} #{probe}"),
-        Msg::HeartbeatAck { id } => format!("HeartbeatAck {id}"),
+        Msg::Archiving(ArchivingMsg::Transfer { seq, .. }) => format!("Transfer {seq}"),
+        Msg::Archiving(ArchivingMsg::Probe { seq, probe, .. }) => format!("Probe {seq} #{probe}"),
+        Msg::Archiving(ArchivingMsg::TransferAck { upto }) => format!("TransferAck {upto}"),
+        Msg::Archiving(ArchivingMsg::ProbeAck { upto, probe }) => {
+            format!("ProbeAck {upto} #{probe}")
+        }
+        Msg::Archiving(ArchivingMsg::HeartbeatAck { id }) => format!("HeartbeatAck {id}"),
         other => other.name().to_string(),
     }
 }

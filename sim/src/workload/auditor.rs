@@ -15,7 +15,9 @@ pub use crate::oracle::holds::HoldLog;
 use crate::scenario::Hold;
 use holdfast_actors::core::identity::{Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr, Millis};
-use holdfast_actors::core::protocol::{ArchiveRefusal, Envelope, LegalHold, Msg, PurgeRecord};
+use holdfast_actors::core::protocol::{
+    ArchiveRefusal, Envelope, LegalHold, Msg, PurgeRecord, RecordsMsg,
+};
 use holdfast_actors::core::store_keys::{self, DB_PURGE};
 use holdfast_host::store::replay;
 use holdfast_host::transport::{Network, DEFAULT_OUTBOUND_CAPACITY};
@@ -124,8 +126,8 @@ pub async fn run_auditor(spec: Arc<AuditorSpec>, log: SharedAuditLog) {
                 net.consumed(&env);
                 let t = now(spec.epoch);
                 let (token, refused) = match env.msg {
-                    Msg::HoldDone { token, .. } => (token, None),
-                    Msg::ArchiveRefused { token, refusal } => (token, Some(refusal)),
+                    Msg::Records(RecordsMsg::HoldDone { token, .. }) => (token, None),
+                    Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }) => (token, Some(refusal)),
                     _ => continue,
                 };
                 let Some(r) = requests.get_mut(&token) else { continue };
@@ -186,7 +188,7 @@ pub async fn run_auditor(spec: Arc<AuditorSpec>, log: SharedAuditLog) {
                 for (token, r) in requests.iter().filter(|(_, r)| !r.answered) {
                     let h = &spec.holds[r.hold];
                     let msg = match r.action {
-                        Action::Place => Msg::HoldPlace {
+                        Action::Place => Msg::Records(RecordsMsg::HoldPlace {
                             token: *token,
                             hold: Box::new(LegalHold {
                                 name: h.name.clone(),
@@ -196,12 +198,12 @@ pub async fn run_auditor(spec: Arc<AuditorSpec>, log: SharedAuditLog) {
                                 reason: "scenario".into(),
                                 ..Default::default()
                             }),
-                        },
-                        Action::Release => Msg::HoldRelease {
+                        }),
+                        Action::Release => Msg::Records(RecordsMsg::HoldRelease {
                             token: *token,
                             name: h.name.clone(),
                             reason: "scenario".into(),
-                        },
+                        }),
                     };
                     let env = Envelope {
                         from: Addr::new(me.clone(), ActorKind::Client),

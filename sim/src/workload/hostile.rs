@@ -19,7 +19,7 @@ use crate::workload::im::next_arrival;
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::identity::{Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::protocol::{Envelope, Im, Msg};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,15 +62,23 @@ pub async fn run_hostile(spec: Arc<HostileSpec>, log: SharedHostileLog) {
             while let Some(env) = rx.recv().await {
                 let mut log = lock(&log);
                 match env.msg {
-                    Msg::ImAccepted { id, .. } | Msg::ImDeliveredNotArchived { id, .. } => {
-                        log.answered(&id, true)
-                    }
-                    Msg::ImRejected { id, .. } => log.answered(&id, false),
+                    Msg::Archiving(
+                        ArchivingMsg::ImAccepted { id, .. }
+                        | ArchivingMsg::ImDeliveredNotArchived { id, .. },
+                    ) => log.answered(&id, true),
+                    Msg::Archiving(ArchivingMsg::ImRejected { id, .. }) => log.answered(&id, false),
                     // An operator control's answer: its request id is the
                     // nonce of the connection it was sent on.
-                    Msg::OperatorResumed { .. } | Msg::Forbidden { .. } => {
+                    Msg::Archiving(ArchivingMsg::OperatorResumed { .. })
+                    | Msg::Forbidden { .. } => {
                         if let Some(id) = env.to.node.rsplit('/').next() {
-                            log.answered(id, matches!(env.msg, Msg::OperatorResumed { .. }));
+                            log.answered(
+                                id,
+                                matches!(
+                                    env.msg,
+                                    Msg::Archiving(ArchivingMsg::OperatorResumed { .. })
+                                ),
+                            );
                         }
                     }
                     _ => {}
@@ -137,7 +145,7 @@ async fn requests(
                 ),
                 to: Addr::new(fe, ActorKind::FrontEnd),
                 id: n,
-                msg: Msg::OperatorResume,
+                msg: Msg::Archiving(ArchivingMsg::OperatorResume),
             };
             if let Err(e) = net.send(env) {
                 tracing::debug!(error = %e, "hostile client could not send");
@@ -176,14 +184,14 @@ async fn requests(
                 from: Addr::new(connection.clone(), ActorKind::Client),
                 to: Addr::new(fe.clone(), ActorKind::FrontEnd),
                 id: n,
-                msg: Msg::SubmitIm {
+                msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                     im: Im {
                         id: id.clone(),
                         from: from.clone(),
                         to: to.clone(),
                         body,
                     },
-                },
+                }),
             };
             if let Err(e) = net.send(env) {
                 tracing::debug!(error = %e, "hostile client could not send");

@@ -11,7 +11,7 @@ use crate::seeds::{self, Purpose};
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::identity::{Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr};
-use holdfast_actors::core::protocol::{CallReport, Envelope, Im, Msg, RecordKind};
+use holdfast_actors::core::protocol::{ArchivingMsg, CallReport, Envelope, Im, Msg, RecordKind};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -87,13 +87,16 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
         tokio::spawn(async move {
             while let Some(env) = rx.recv().await {
                 let (id, outcome) = match env.msg {
-                    Msg::ImAccepted { id, at, message_id } => {
+                    Msg::Archiving(ArchivingMsg::ImAccepted { id, at, message_id }) => {
                         (id, Outcome::Accepted { at, message_id })
                     }
-                    Msg::ImDeliveredNotArchived {
-                        id, at, message_id, ..
-                    } => (id, Outcome::DeliveredNotArchived { at, message_id }),
-                    Msg::ImRejected { id, reason } => {
+                    Msg::Archiving(ArchivingMsg::ImDeliveredNotArchived {
+                        id,
+                        at,
+                        message_id,
+                        ..
+                    }) => (id, Outcome::DeliveredNotArchived { at, message_id }),
+                    Msg::Archiving(ArchivingMsg::ImRejected { id, reason }) => {
                         (id, Outcome::Rejected(format!("{reason:?}")))
                     }
                     other => {
@@ -225,15 +228,15 @@ async fn generate(
             to: Addr::new(fe, ActorKind::FrontEnd),
             id: n,
             msg: match workload.kind {
-                RecordKind::Im => Msg::SubmitIm {
+                RecordKind::Im => Msg::Archiving(ArchivingMsg::SubmitIm {
                     im: Im {
                         id: id.clone(),
                         from,
                         to,
                         body,
                     },
-                },
-                kind => Msg::ReportCall {
+                }),
+                kind => Msg::Archiving(ArchivingMsg::ReportCall {
                     report: CallReport {
                         id: id.clone(),
                         kind,
@@ -241,7 +244,7 @@ async fn generate(
                         to,
                         body,
                     },
-                },
+                }),
             },
         };
         if let Err(e) = net.send(env) {

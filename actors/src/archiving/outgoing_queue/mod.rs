@@ -37,7 +37,7 @@
 //! sequence numbers) once the link is healthy.
 //!
 //! The queue tells its front end whether archiving can be guaranteed
-//! ([`Msg::ArchivingHealth`]); critical mode acts on that.
+//! ([`ArchivingMsg::ArchivingHealth`]); critical mode acts on that.
 //!
 //! This module is the actor and its wiring (numbering, store writes,
 //! recovery, resync after damage, the health report); each concern keeps
@@ -60,7 +60,8 @@ use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
 use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
-use crate::core::protocol::{ArchiveRecord, EnqueueFailure, Msg, QueueItem};
+use crate::core::protocol::archiving::ArchivingTimer;
+use crate::core::protocol::{ArchiveRecord, ArchivingMsg, EnqueueFailure, Msg, QueueItem};
 use crate::core::settings::{Semantics, Settings};
 use crate::core::store_keys::{
     self as keys, OQ_ACKED, OQ_DEAD, OQ_ENTERED, OQ_RECORD, OQ_RESYNC, STORE_DAMAGED,
@@ -250,7 +251,7 @@ impl OutgoingQueue {
                 let (seq, item) = items.pop().expect("one item");
                 ctx.send(
                     self.dest.clone(),
-                    Msg::Transfer {
+                    ArchivingMsg::Transfer {
                         seq: seq.get(),
                         item,
                     },
@@ -258,7 +259,10 @@ impl OutgoingQueue {
             } else if let Some((first, _)) = items.first() {
                 let first = first.get();
                 let items = items.into_iter().map(|(_, item)| item).collect();
-                ctx.send(self.dest.clone(), Msg::TransferBatch { first, items });
+                ctx.send(
+                    self.dest.clone(),
+                    ArchivingMsg::TransferBatch { first, items },
+                );
             } else {
                 if let Some(seq) = sending.missing {
                     self.missing(seq, ctx);
@@ -289,7 +293,7 @@ impl OutgoingQueue {
     /// set; the interval starts afresh.
     fn arm_resend(&mut self, ctx: &mut Ctx) {
         if let Some(after) = self.link.arm(self.needs_resend_timer()) {
-            ctx.set_timer(Timer::Resend, after);
+            ctx.set_timer(ArchivingTimer::Resend, after);
         }
     }
 
@@ -306,12 +310,12 @@ impl OutgoingQueue {
             || (!self.enhanced() && (self.quota.full() || self.expiry.expired_at.is_some()));
         if dlq_needed && !self.expiry.armed {
             self.expiry.armed = true;
-            ctx.set_timer(Timer::DlqCheck, self.settings.dlq_check);
+            ctx.set_timer(ArchivingTimer::DlqCheck, self.settings.dlq_check);
         }
         let quota_needed = self.enhanced() && self.quota.watching(self.bytes);
         if quota_needed && !self.quota.armed {
             self.quota.armed = true;
-            ctx.set_timer(Timer::QuotaCheck, self.settings.quota_check);
+            ctx.set_timer(ArchivingTimer::QuotaCheck, self.settings.quota_check);
         }
     }
 
@@ -321,7 +325,7 @@ impl OutgoingQueue {
         match self.link.probe() {
             Ok(p) => ctx.send(
                 self.dest.clone(),
-                Msg::Probe {
+                ArchivingMsg::Probe {
                     seq: p.seq.get(),
                     item: p.item,
                     probe: p.probe,
@@ -391,7 +395,7 @@ impl OutgoingQueue {
         }
         if self.reported != Some(ok) {
             self.reported = Some(ok);
-            ctx.send(self.fe(), Msg::ArchivingHealth { ok, reason });
+            ctx.send(self.fe(), ArchivingMsg::ArchivingHealth { ok, reason });
         }
     }
 
@@ -432,7 +436,7 @@ impl OutgoingQueue {
             }
             ctx.send(
                 from,
-                Msg::EnqueueFailed {
+                ArchivingMsg::EnqueueFailed {
                     token: fe_token,
                     cause: EnqueueFailure::QuotaExceeded,
                 },
@@ -532,7 +536,7 @@ impl OutgoingQueue {
     /// flapping link, 30 s on real processes went unprobed otherwise.
     fn restart_rhythm(&mut self, was_backing_off: bool, ctx: &mut Ctx) {
         if let Some(after) = self.link.restart_rhythm(was_backing_off) {
-            ctx.set_timer(Timer::Resend, after);
+            ctx.set_timer(ArchivingTimer::Resend, after);
         }
     }
 
@@ -593,7 +597,7 @@ impl OutgoingQueue {
             },
         );
         self.report(ctx);
-        ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
+        ctx.set_timer(ArchivingTimer::Heartbeat, self.settings.heartbeat_interval);
     }
 
     fn quota_tick(&mut self, ctx: &mut Ctx) {
@@ -637,7 +641,7 @@ impl OutgoingQueue {
             return ctx.send(from, Msg::Forbidden { reason });
         }
         if !self.expiry.has_dead_letters() {
-            return ctx.send(from, Msg::DeadLettersResent { resent: 0, left: 0 });
+            return ctx.send(from, ArchivingMsg::DeadLettersResent { resent: 0, left: 0 });
         }
         self.resend_dead_letters(Some(from), ctx);
     }
@@ -710,7 +714,7 @@ impl OutgoingQueue {
                 let item = QueueItem::Record(record);
                 self.bytes += item.queued_size();
                 self.link.insert(seq, item);
-                ctx.send(self.fe(), Msg::Enqueued { token: fe_token });
+                ctx.send(self.fe(), ArchivingMsg::Enqueued { token: fe_token });
                 self.pump(ctx);
                 self.drain_deferred(ctx);
             }
@@ -786,7 +790,7 @@ impl OutgoingQueue {
                     let left = self.expiry.dead_letters() as u64;
                     ctx.send(
                         operator,
-                        Msg::DeadLettersResent {
+                        ArchivingMsg::DeadLettersResent {
                             resent: n as u64,
                             left,
                         },
@@ -811,7 +815,7 @@ impl OutgoingQueue {
                 );
                 ctx.send(
                     self.fe(),
-                    Msg::EnqueueFailed {
+                    ArchivingMsg::EnqueueFailed {
                         token: fe_token,
                         cause: EnqueueFailure::Store(e.to_string()),
                     },
@@ -1036,29 +1040,33 @@ impl Actor for OutgoingQueue {
         self.quota.armed = false;
         self.arm_checks(ctx);
         if self.enhanced() {
-            ctx.set_timer(Timer::Heartbeat, self.settings.heartbeat_interval);
+            ctx.set_timer(ArchivingTimer::Heartbeat, self.settings.heartbeat_interval);
         }
     }
 
     fn on_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         let ok = match &msg {
-            Msg::Enqueue { .. } => from == self.fe(),
-            Msg::TransferAck { .. } | Msg::ProbeAck { .. } | Msg::Expired { .. } => {
-                from == self.dest
-            }
-            Msg::HeartbeatAck { .. } => {
+            Msg::Archiving(ArchivingMsg::Enqueue { .. }) => from == self.fe(),
+            Msg::Archiving(
+                ArchivingMsg::TransferAck { .. }
+                | ArchivingMsg::ProbeAck { .. }
+                | ArchivingMsg::Expired { .. },
+            ) => from == self.dest,
+            Msg::Archiving(ArchivingMsg::HeartbeatAck { .. }) => {
                 from.node == self.dest.node && from.actor == ActorKind::Archiver
             }
             // An operator, from the command-line tool (checked below).
-            Msg::DeadLettersResend => from.actor == ActorKind::Client,
+            Msg::Archiving(ArchivingMsg::DeadLettersResend) => from.actor == ActorKind::Client,
             _ => true,
         };
         if !authorize(ok, &self.name, &from, &msg, ctx) {
             return;
         }
         match msg {
-            Msg::Enqueue { token, record } => self.enqueue(from, token, record, ctx),
-            Msg::TransferAck { upto } => {
+            Msg::Archiving(ArchivingMsg::Enqueue { token, record }) => {
+                self.enqueue(from, token, record, ctx)
+            }
+            Msg::Archiving(ArchivingMsg::TransferAck { upto }) => {
                 let upto = Seq::new(upto);
                 // An answer while the probes back off: the link carries
                 // frames again, but what was sent into the cut may be gone
@@ -1071,11 +1079,11 @@ impl Actor for OutgoingQueue {
                     self.probe_after_silence(ctx);
                 }
             }
-            Msg::ProbeAck { upto, probe } => {
+            Msg::Archiving(ArchivingMsg::ProbeAck { upto, probe }) => {
                 self.on_ack(Seq::new(upto), ctx);
                 self.on_probe_answer(probe, ctx);
             }
-            Msg::HeartbeatAck { id } => {
+            Msg::Archiving(ArchivingMsg::HeartbeatAck { id }) => {
                 self.verified = true;
                 if self.heartbeats.processed(id) {
                     ctx.event(
@@ -1088,8 +1096,8 @@ impl Actor for OutgoingQueue {
                 }
                 self.report(ctx);
             }
-            Msg::DeadLettersResend => self.operator_resend(from, ctx),
-            Msg::Expired { ids } => {
+            Msg::Archiving(ArchivingMsg::DeadLettersResend) => self.operator_resend(from, ctx),
+            Msg::Archiving(ArchivingMsg::Expired { ids }) => {
                 self.expiry.count_expired(ids.len() as u64);
                 self.expiry.expired_at = Some(ctx.now());
                 self.report(ctx);
@@ -1108,7 +1116,7 @@ impl Actor for OutgoingQueue {
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx) {
         match timer {
-            Timer::Resend => {
+            Timer::Archiving(ArchivingTimer::Resend) => {
                 if self.link.silence_check() {
                     // No progress for a whole interval: lost or only slow?
                     // Ask with a probe, and wait longer next time.
@@ -1120,22 +1128,24 @@ impl Actor for OutgoingQueue {
                 // Still armed here: `pump` leaves the timer to this.
                 self.pump(ctx);
                 if let Some(after) = self.link.rearm_after_check(self.needs_resend_timer()) {
-                    ctx.set_timer(Timer::Resend, after);
+                    ctx.set_timer(ArchivingTimer::Resend, after);
                 }
             }
-            Timer::Heartbeat => self.heartbeat_tick(ctx),
-            Timer::QuotaCheck => {
+            Timer::Archiving(ArchivingTimer::Heartbeat) => self.heartbeat_tick(ctx),
+            Timer::Archiving(ArchivingTimer::QuotaCheck) => {
                 self.quota.armed = false;
                 self.quota_tick(ctx);
             }
-            Timer::DlqCheck => {
+            Timer::Archiving(ArchivingTimer::DlqCheck) => {
                 self.expiry.armed = false;
                 self.dlq_tick(ctx);
             }
-            Timer::Flush
-            | Timer::DbTimeout
-            | Timer::CriticalResume
-            | Timer::Purge
+            Timer::Archiving(
+                ArchivingTimer::Flush
+                | ArchivingTimer::DbTimeout
+                | ArchivingTimer::CriticalResume
+                | ArchivingTimer::Purge,
+            )
             | Timer::Chat(_)
             | Timer::Compliance(_) => {}
         }
@@ -1222,8 +1232,8 @@ mod tests {
     fn transfers(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
             .flat_map(|(_, m)| match m {
-                Msg::Transfer { seq, item } => vec![(*seq, label(item))],
-                Msg::TransferBatch { first, items } => (*first..)
+                Msg::Archiving(ArchivingMsg::Transfer { seq, item }) => vec![(*seq, label(item))],
+                Msg::Archiving(ArchivingMsg::TransferBatch { first, items }) => (*first..)
                     .zip(items)
                     .map(|(seq, item)| (seq, label(item)))
                     .collect(),
@@ -1236,8 +1246,8 @@ mod tests {
     fn frames(sent: &[(Addr, Msg)]) -> Vec<Vec<u64>> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Transfer { seq, .. } => Some(vec![*seq]),
-                Msg::TransferBatch { first, items } => {
+                Msg::Archiving(ArchivingMsg::Transfer { seq, .. }) => Some(vec![*seq]),
+                Msg::Archiving(ArchivingMsg::TransferBatch { first, items }) => {
                     Some((*first..*first + items.len() as u64).collect())
                 }
                 _ => None,
@@ -1266,7 +1276,7 @@ mod tests {
             let sent = enqueue(&mut h, i, &format!("m{i}"));
             assert!(frames(&sent).is_empty(), "waits for the ack: {sent:?}");
         }
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert_eq!(frames(&sent), vec![vec![2, 3, 4]], "one frame, three items");
         assert_eq!(
             transfers(&sent),
@@ -1274,10 +1284,10 @@ mod tests {
         );
         // Acknowledged short of the batch's end: the frame is still in
         // flight.
-        assert!(frames(&h.msg(dest(), Msg::TransferAck { upto: 3 })).is_empty());
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 4 });
+        assert!(frames(&h.msg(dest(), ArchivingMsg::TransferAck { upto: 3 })).is_empty());
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 4 });
         assert_eq!(frames(&sent), vec![vec![5]]);
-        h.msg(dest(), Msg::TransferAck { upto: 5 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 5 });
         assert_eq!(h.actor().depth(), 0);
         assert!(keys::queued_records(&h.store).is_empty(), "all deleted");
         assert_eq!(h.store.get(OQ_ACKED).unwrap(), &5u64.to_be_bytes().to_vec());
@@ -1295,20 +1305,20 @@ mod tests {
         for i in 2..=5 {
             enqueue(&mut h, i, &format!("m{i}"));
         }
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         // Frame 2 (seq 2) is in flight; one more frame may go: [3, 4].
         assert_eq!(frames(&sent), vec![vec![3, 4]]);
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
         assert_eq!(frames(&sent), vec![vec![5, 6]]);
         // Frames [3, 4] and [5, 6] are lost with a connection: a whole
         // resend interval without progress, then a probe.
-        assert!(probe_seqs(&h.fire(Timer::Resend)).is_empty());
-        let sent = h.fire(Timer::Resend);
+        assert!(probe_seqs(&h.fire(ArchivingTimer::Resend)).is_empty());
+        let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(probe_seqs(&sent), vec![3]);
         assert!(frames(&sent).is_empty());
-        let sent = h.msg(dest(), Msg::ProbeAck { upto: 3, probe: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 3, probe: 1 });
         assert_eq!(frames(&sent), vec![vec![4, 5], vec![6]]);
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 6 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 6 });
         assert!(frames(&sent).is_empty());
         assert_eq!(h.actor().depth(), 0);
     }
@@ -1317,7 +1327,7 @@ mod tests {
     fn probes(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Probe { seq, item, .. } => Some((*seq, label(item))),
+                Msg::Archiving(ArchivingMsg::Probe { seq, item, .. }) => Some((*seq, label(item))),
                 _ => None,
             })
             .collect()
@@ -1351,19 +1361,21 @@ mod tests {
         enqueue(&mut h, 11, "new2");
         // A stale acknowledgement (queued for the previous life) below the
         // tombstone does not end the wait.
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
         assert!(
-            !sent.iter().any(|(_, m)| matches!(m, Msg::Enqueued { .. })),
+            !sent
+                .iter()
+                .any(|(_, m)| matches!(m, Msg::Archiving(ArchivingMsg::Enqueued { .. }))),
             "{sent:?}"
         );
         // The destination holds up to 4 (the lost tail): numbering goes on
         // from 5, and both records are numbered, in order.
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 4 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 4 });
         assert_eq!(h.events(), vec!["queue_resynced"]);
         let enqueued: Vec<u64> = sent
             .iter()
             .filter_map(|(_, m)| match m {
-                Msg::Enqueued { token } => Some(*token),
+                Msg::Archiving(ArchivingMsg::Enqueued { token }) => Some(*token),
                 _ => None,
             })
             .collect();
@@ -1374,7 +1386,7 @@ mod tests {
     fn enqueue(h: &mut Harness<OutgoingQueue>, token: u64, id: &str) -> Vec<(Addr, Msg)> {
         h.msg(
             fe(),
-            Msg::Enqueue {
+            ArchivingMsg::Enqueue {
                 token,
                 record: rec(id, 0),
             },
@@ -1399,7 +1411,7 @@ mod tests {
     fn health(sent: &[(Addr, Msg)]) -> Vec<bool> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::ArchivingHealth { ok, .. } => Some(*ok),
+                Msg::Archiving(ArchivingMsg::ArchivingHealth { ok, .. }) => Some(*ok),
                 _ => None,
             })
             .collect()
@@ -1418,7 +1430,10 @@ mod tests {
         let sent = h.start(Recovered::new());
         assert_eq!(health(&sent), vec![true], "initial health is reported");
         let sent = enqueue(&mut h, 9, "m1");
-        assert_eq!(sent[0], (fe(), Msg::Enqueued { token: 9 }));
+        assert_eq!(
+            sent[0],
+            (fe(), Msg::Archiving(ArchivingMsg::Enqueued { token: 9 }))
+        );
         assert_eq!(transfers(&sent), vec![(1, "m1".to_string())]);
         assert_eq!(sent[1].0, dest());
         assert_eq!(keys::queued_records(&h.store).len(), 1, "record is durable");
@@ -1435,14 +1450,14 @@ mod tests {
         for i in 0..5 {
             sent_seqs.extend(seqs(&h.msg(
                 fe(),
-                Msg::Enqueue {
+                ArchivingMsg::Enqueue {
                     token: i,
                     record: rec(&format!("m{i}"), 0),
                 },
             )));
         }
         assert_eq!(sent_seqs, vec![1, 2]);
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
         assert_eq!(seqs(&sent), vec![3, 4]);
         assert_eq!(h.actor().depth(), 3);
         assert!(!h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
@@ -1454,13 +1469,13 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
-        let sent = h.fire(Timer::Resend);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.fire(ArchivingTimer::Resend);
         assert!(
             seqs(&sent).is_empty() && probes(&sent).is_empty(),
             "progress was made: no resend"
         );
-        let sent = h.fire(Timer::Resend);
+        let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(
             probe_seqs(&sent),
             vec![2],
@@ -1468,16 +1483,16 @@ mod tests {
         );
         assert!(seqs(&sent).is_empty(), "nothing else is sent again yet");
         assert_eq!(
-            h.timer(Timer::Resend).unwrap() - h.now,
+            h.timer(ArchivingTimer::Resend).unwrap() - h.now,
             10_000,
             "interval doubled"
         );
         assert_eq!(
-            probe_seqs(&h.fire(Timer::Resend)),
+            probe_seqs(&h.fire(ArchivingTimer::Resend)),
             vec![2],
             "still no answer: probe again"
         );
-        assert_eq!(h.timer(Timer::Resend).unwrap() - h.now, 20_000);
+        assert_eq!(h.timer(ArchivingTimer::Resend).unwrap() - h.now, 20_000);
     }
 
     /// While the probes back off, an answer that brings no progress (the
@@ -1489,35 +1504,35 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
-        h.fire(Timer::Resend);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.fire(ArchivingTimer::Resend);
         // Not backing off yet: a duplicate answer asks for nothing.
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert!(probes(&sent).is_empty(), "{sent:?}");
-        h.fire(Timer::Resend);
-        h.fire(Timer::Resend);
+        h.fire(ArchivingTimer::Resend);
+        h.fire(ArchivingTimer::Resend);
         assert_eq!(
-            h.timer(Timer::Resend).unwrap() - h.now,
+            h.timer(ArchivingTimer::Resend).unwrap() - h.now,
             20_000,
             "backing off"
         );
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert_eq!(probe_seqs(&sent), vec![2], "probed at once");
         assert_eq!(
-            h.timer(Timer::Resend).unwrap() - h.now,
+            h.timer(ArchivingTimer::Resend).unwrap() - h.now,
             5_000,
             "the backed-off timer is set again to the normal interval"
         );
         // Once: the rhythm is the normal one again.
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert!(probes(&sent).is_empty(), "{sent:?}");
         // An answer with progress, after another silence, but short of
         // what was sent: the rest is asked for at once too.
-        h.fire(Timer::Resend);
-        h.fire(Timer::Resend);
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 2 });
+        h.fire(ArchivingTimer::Resend);
+        h.fire(ArchivingTimer::Resend);
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
         assert_eq!(probe_seqs(&sent), vec![3], "probed at once");
-        assert_eq!(h.timer(Timer::Resend).unwrap() - h.now, 5_000);
+        assert_eq!(h.timer(ArchivingTimer::Resend).unwrap() - h.now, 5_000);
     }
 
     /// The resend timer runs only while something is in flight: an idle
@@ -1527,15 +1542,19 @@ mod tests {
     fn the_resend_timer_runs_only_while_transfers_are_in_flight() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        assert!(h.timer(Timer::Resend).is_none(), "idle: no timer");
+        assert!(h.timer(ArchivingTimer::Resend).is_none(), "idle: no timer");
         h.now = 60_000;
         enqueue(&mut h, 1, "m1");
-        assert_eq!(h.timer(Timer::Resend).unwrap(), 65_000, "a whole interval");
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
-        let sent = h.fire(Timer::Resend);
+        assert_eq!(
+            h.timer(ArchivingTimer::Resend).unwrap(),
+            65_000,
+            "a whole interval"
+        );
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.fire(ArchivingTimer::Resend);
         assert!(probes(&sent).is_empty());
         assert!(
-            h.timer(Timer::Resend).is_none(),
+            h.timer(ArchivingTimer::Resend).is_none(),
             "nothing in flight: not set again"
         );
     }
@@ -1548,20 +1567,20 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.fail_persists = Some(StoreError::NoSpace);
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert!(h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
-        h.fire(Timer::Resend);
+        h.fire(ArchivingTimer::Resend);
         assert!(
-            h.timer(Timer::Resend).is_some(),
+            h.timer(ArchivingTimer::Resend).is_some(),
             "the retry failed too: set again"
         );
         h.fail_persists = None;
-        h.fire(Timer::Resend);
+        h.fire(ArchivingTimer::Resend);
         assert!(
             !h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)),
             "deleted on the retry"
         );
-        assert!(h.timer(Timer::Resend).is_none(), "then idle");
+        assert!(h.timer(ArchivingTimer::Resend).is_none(), "then idle");
     }
 
     /// A destination that was only slow handles the transfers in flight
@@ -1573,17 +1592,17 @@ mod tests {
         let mut h = oq(framed(64, 1));
         h.start(Recovered::new());
         enqueue_n(&mut h, 6);
-        let sent = h.fire(Timer::Resend);
+        let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(probe_seqs(&sent), vec![1]);
         assert!(seqs(&sent).is_empty(), "nothing in flight is sent again");
-        assert!(seqs(&h.msg(dest(), Msg::TransferAck { upto: 4 })).is_empty());
+        assert!(seqs(&h.msg(dest(), ArchivingMsg::TransferAck { upto: 4 })).is_empty());
         // A new record goes out at once: the window is open again.
         let sent = enqueue(&mut h, 7, "m7");
         assert_eq!(seqs(&sent), vec![7]);
-        let sent = h.msg(dest(), Msg::TransferAck { upto: 6 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 6 });
         assert!(seqs(&sent).is_empty());
         // The probe (a duplicate of 1) is answered after 6: nothing lost.
-        let sent = h.msg(dest(), Msg::ProbeAck { upto: 6, probe: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 6, probe: 1 });
         assert!(seqs(&sent).is_empty() && probes(&sent).is_empty());
         assert_eq!(h.actor().depth(), 1, "only 7 is still unacknowledged");
     }
@@ -1598,19 +1617,19 @@ mod tests {
         h.start(Recovered::new());
         enqueue_n(&mut h, 6);
         for _ in 0..3 {
-            assert_eq!(probe_seqs(&h.fire(Timer::Resend)), vec![1]);
+            assert_eq!(probe_seqs(&h.fire(ArchivingTimer::Resend)), vec![1]);
         }
         // Only 1 and 2 arrived (the probe stored 1, or was a duplicate of
         // it). The answer to an earlier probe is not used: later transfers
         // may have followed it.
-        let sent = h.msg(dest(), Msg::ProbeAck { upto: 2, probe: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 2, probe: 2 });
         assert!(seqs(&sent).is_empty());
         assert_eq!(
-            seqs(&h.msg(dest(), Msg::ProbeAck { upto: 2, probe: 3 })),
+            seqs(&h.msg(dest(), ArchivingMsg::ProbeAck { upto: 2, probe: 3 })),
             vec![3, 4, 5, 6]
         );
         // Answered once: a repeat changes nothing.
-        let sent = h.msg(dest(), Msg::ProbeAck { upto: 2, probe: 3 });
+        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 2, probe: 3 });
         assert!(seqs(&sent).is_empty());
     }
 
@@ -1619,7 +1638,7 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), Msg::TransferAck { upto: 3 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 3 });
         enqueue(&mut h, 4, "m4");
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
@@ -1630,18 +1649,18 @@ mod tests {
         );
         let sent = h2.msg(
             fe(),
-            Msg::Enqueue {
+            ArchivingMsg::Enqueue {
                 token: 5,
                 record: rec("m5", 0),
             },
         );
         assert_eq!(seqs(&sent), vec![5], "seq 5, not a reused 1");
-        h2.msg(dest(), Msg::TransferAck { upto: 5 });
+        h2.msg(dest(), ArchivingMsg::TransferAck { upto: 5 });
         let mut h3 = oq(Settings::default());
         h3.start(h2.store.clone());
         let sent = h3.msg(
             fe(),
-            Msg::Enqueue {
+            ArchivingMsg::Enqueue {
                 token: 6,
                 record: rec("m6", 0),
             },
@@ -1659,11 +1678,14 @@ mod tests {
         h.start(Recovered::new());
         h.fail_persists = Some(StoreError::NoSpace);
         let sent = enqueue(&mut h, 1, "m1");
-        assert!(matches!(sent[0].1, Msg::EnqueueFailed { token: 1, .. }));
+        assert!(matches!(
+            sent[0].1,
+            Msg::Archiving(ArchivingMsg::EnqueueFailed { token: 1, .. })
+        ));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_store_failed"]);
         h.fail_persists = None;
-        let sent = h.fire(Timer::DlqCheck);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(health(&sent), vec![true], "the probe write succeeded");
         let sent = enqueue(&mut h, 2, "m2");
         assert_eq!(seqs(&sent), vec![1], "seqs stay contiguous");
@@ -1680,11 +1702,14 @@ mod tests {
         enqueue(&mut h, 1, "m1");
         enqueue(&mut h, 2, "m2");
         let sent = enqueue(&mut h, 3, "m3");
-        assert!(matches!(sent[0].1, Msg::EnqueueFailed { token: 3, .. }));
+        assert!(matches!(
+            sent[0].1,
+            Msg::Archiving(ArchivingMsg::EnqueueFailed { token: 3, .. })
+        ));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_quota_exceeded"]);
-        h.msg(dest(), Msg::TransferAck { upto: 2 });
-        let sent = h.fire(Timer::QuotaCheck);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        let sent = h.fire(ArchivingTimer::QuotaCheck);
         assert_eq!(health(&sent), vec![true]);
     }
 
@@ -1699,21 +1724,21 @@ mod tests {
         for i in 0..17 {
             h.msg(
                 fe(),
-                Msg::Enqueue {
+                ArchivingMsg::Enqueue {
                     token: i,
                     record: rec(&format!("m{i:02}"), 0),
                 },
             );
         }
-        h.fire(Timer::QuotaCheck); // 85%: nothing
+        h.fire(ArchivingTimer::QuotaCheck); // 85%: nothing
         enqueue(&mut h, 17, "m17");
         enqueue(&mut h, 18, "m18");
-        h.fire(Timer::QuotaCheck); // 95%: warning
-        h.fire(Timer::QuotaCheck); // still 95%: information
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
-        h.fire(Timer::QuotaCheck); // 90%: not above 90, nothing
-        h.msg(dest(), Msg::TransferAck { upto: 3 });
-        h.fire(Timer::QuotaCheck); // 80%: re-arms
+        h.fire(ArchivingTimer::QuotaCheck); // 95%: warning
+        h.fire(ArchivingTimer::QuotaCheck); // still 95%: information
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.fire(ArchivingTimer::QuotaCheck); // 90%: not above 90, nothing
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 3 });
+        h.fire(ArchivingTimer::QuotaCheck); // 80%: re-arms
         assert_eq!(h.events(), vec!["quota_warning", "quota_info"]);
     }
 
@@ -1721,11 +1746,11 @@ mod tests {
     fn undelivered_heartbeat_is_a_delivery_nack_and_a_newer_ack_heals() {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
-        let sent = h.fire(Timer::Heartbeat); // t = 1m
+        let sent = h.fire(ArchivingTimer::Heartbeat); // t = 1m
         assert_eq!(transfers(&sent), vec![(1, "heartbeat".to_string())]);
         let mut went_bad = Vec::new();
         for _ in 0..10 {
-            went_bad.extend(health(&h.fire(Timer::Heartbeat)));
+            went_bad.extend(health(&h.fire(ArchivingTimer::Heartbeat)));
         }
         // At t = 11m the first heartbeat is 10 minutes old and undelivered.
         assert_eq!(went_bad, vec![false]);
@@ -1733,11 +1758,11 @@ mod tests {
         assert_eq!(h.events(), vec!["nack_delivery"]);
         // The link is back: everything is acknowledged, then the newest
         // heartbeat is processed.
-        h.msg(dest(), Msg::TransferAck { upto: 11 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 11 });
         let newest = h.now;
         let sent = h.msg(
             Addr::new("arch1", ActorKind::Archiver),
-            Msg::HeartbeatAck { id: newest },
+            Msg::Archiving(ArchivingMsg::HeartbeatAck { id: newest }),
         );
         assert_eq!(health(&sent), vec![true]);
         assert_eq!(h.events(), vec!["nack_delivery", "queue_healthy"]);
@@ -1748,13 +1773,13 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         for _ in 0..11 {
-            h.fire(Timer::Heartbeat);
+            h.fire(ArchivingTimer::Heartbeat);
         }
         assert_eq!(h.actor().health(), LinkHealth::DeliveryFailing);
         // heartbeat 1 (sent at 1m) was the one NACKed; an ack for it is stale
         h.msg(
             Addr::new("arch1", ActorKind::Archiver),
-            Msg::HeartbeatAck { id: 60_000 },
+            Msg::Archiving(ArchivingMsg::HeartbeatAck { id: 60_000 }),
         );
         assert_eq!(h.actor().health(), LinkHealth::DeliveryFailing);
     }
@@ -1766,11 +1791,11 @@ mod tests {
         let mut acked = 0;
         let mut events = Vec::new();
         for _ in 0..62 {
-            let sent = h.fire(Timer::Heartbeat);
+            let sent = h.fire(ArchivingTimer::Heartbeat);
             // every heartbeat reaches the destination queue, none is processed
             if let Some(&s) = seqs(&sent).last() {
                 acked = s;
-                h.msg(dest(), Msg::TransferAck { upto: acked });
+                h.msg(dest(), ArchivingMsg::TransferAck { upto: acked });
             }
             events.extend(health(&sent));
         }
@@ -1787,8 +1812,8 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq; // never acknowledged for 3 hours
-        h.set_timer(Timer::DlqCheck, ttrq);
-        let sent = h.fire(Timer::DlqCheck);
+        h.set_timer(ArchivingTimer::DlqCheck, ttrq);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.actor().dead_letters(), 1);
         assert_eq!(h.events(), vec!["dead_lettered"]);
         assert!(
@@ -1797,11 +1822,11 @@ mod tests {
         );
         // Nothing is lost: the next check resends it under a new seq, after
         // the tombstone that now holds seq 1.
-        h.msg(dest(), Msg::TransferAck { upto: 0 });
-        let sent = h.fire(Timer::DlqCheck);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 0 });
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.actor().dead_letters(), 0);
         assert_eq!(h.events(), vec!["dead_lettered", "dead_letter_resent"]);
-        let resend = h.fire(Timer::Resend);
+        let resend = h.fire(ArchivingTimer::Resend);
         let all: Vec<(u64, String)> = transfers(&sent)
             .into_iter()
             .chain(transfers(&resend))
@@ -1827,25 +1852,25 @@ mod tests {
         h.start(Recovered::new());
         h.msg(
             fe(),
-            Msg::Enqueue {
+            ArchivingMsg::Enqueue {
                 token: 1,
                 record: rec("m1", 0),
             },
         );
         h.now = ttrq;
-        h.set_timer(Timer::DlqCheck, ttrq);
-        h.fire(Timer::DlqCheck);
-        h.msg(dest(), Msg::TransferAck { upto: 0 });
+        h.set_timer(ArchivingTimer::DlqCheck, ttrq);
+        h.fire(ArchivingTimer::DlqCheck);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 0 });
         h.now = ttrq + 1_000;
-        let sent = h.fire(Timer::DlqCheck);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         let resent: Vec<Millis> = sent
             .iter()
-            .chain(h.fire(Timer::Resend).iter())
+            .chain(h.fire(ArchivingTimer::Resend).iter())
             .filter_map(|(_, m)| match m {
-                Msg::Transfer {
+                Msg::Archiving(ArchivingMsg::Transfer {
                     item: QueueItem::Record(r),
                     ..
-                } => Some(r.time),
+                }) => Some(r.time),
                 _ => None,
             })
             .collect();
@@ -1854,23 +1879,23 @@ mod tests {
         let resent_at = h.now;
         // Long past its message time plus the TTRQ, inside its new life.
         h.now = resent_at + 1_000;
-        h.set_timer(Timer::DlqCheck, 0);
-        h.fire(Timer::DlqCheck);
+        h.set_timer(ArchivingTimer::DlqCheck, 0);
+        h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.actor().dead_letters(), 0, "not expired again at once");
         let mut h2 = oq(Settings::default());
         h2.now = resent_at + 2_000;
         h2.start(h.store.clone());
-        h2.set_timer(Timer::DlqCheck, 0);
-        h2.fire(Timer::DlqCheck);
+        h2.set_timer(ArchivingTimer::DlqCheck, 0);
+        h2.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h2.actor().dead_letters(), 0, "nor after a restart");
         h2.now = resent_at + ttrq;
-        h2.set_timer(Timer::DlqCheck, 0);
-        h2.fire(Timer::DlqCheck);
+        h2.set_timer(ArchivingTimer::DlqCheck, 0);
+        h2.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h2.actor().dead_letters(), 1, "a whole TTRQ later it is");
         // Acknowledged at last: the entry time goes with the record.
         let mut h3 = oq(Settings::default());
         h3.start(h.store.clone());
-        h3.msg(dest(), Msg::TransferAck { upto: 2 });
+        h3.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
         assert!(
             !h3.store.keys().any(|k| k.starts_with(OQ_ENTERED)),
             "{:?}",
@@ -1893,15 +1918,17 @@ mod tests {
                 .map(|(_, v)| v)
         };
         assert_eq!(oldest(&h), Some(0), "empty");
-        let record = |token, id, time| Msg::Enqueue {
-            token,
-            record: rec(id, time),
+        let record = |token, id, time| {
+            Msg::Archiving(ArchivingMsg::Enqueue {
+                token,
+                record: rec(id, time),
+            })
         };
         h.msg(fe(), record(1, "m1", 5_000));
         assert_eq!(oldest(&h), Some(5_000), "the head record's creation time");
         h.msg(fe(), record(2, "m2", 9_000));
         assert_eq!(oldest(&h), Some(5_000), "still the first one");
-        h.msg(dest(), Msg::TransferAck { upto: 2 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
         assert_eq!(oldest(&h), Some(0), "acknowledged: nothing waits");
     }
 
@@ -1915,12 +1942,12 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.set_timer(Timer::DlqCheck, ttrq);
-        h.fire(Timer::DlqCheck);
+        h.set_timer(ArchivingTimer::DlqCheck, ttrq);
+        h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.actor().dead_letters(), 1);
         let sent = h.msg(
             crate::testkit::client_of("a@corp.example"),
-            Msg::DeadLettersResend,
+            Msg::Archiving(ArchivingMsg::DeadLettersResend),
         );
         assert!(
             matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
@@ -1929,17 +1956,23 @@ mod tests {
         assert_eq!(h.actor().dead_letters(), 1);
         let operator = identity::Principal::new("ops@corp.example", Role::Operator);
         let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
-        let sent = h.msg(ops.clone(), Msg::DeadLettersResend);
+        let sent = h.msg(ops.clone(), ArchivingMsg::DeadLettersResend);
         assert_eq!(h.actor().dead_letters(), 0);
         assert!(
-            sent.contains(&(ops.clone(), Msg::DeadLettersResent { resent: 1, left: 0 })),
+            sent.contains(&(
+                ops.clone(),
+                Msg::Archiving(ArchivingMsg::DeadLettersResent { resent: 1, left: 0 })
+            )),
             "{sent:?}"
         );
         assert!(h.events().contains(&"dead_letter_resent"));
-        let sent = h.msg(ops, Msg::DeadLettersResend);
+        let sent = h.msg(ops, ArchivingMsg::DeadLettersResend);
         assert!(matches!(
             &sent[..],
-            [(_, Msg::DeadLettersResent { resent: 0, left: 0 })]
+            [(
+                _,
+                Msg::Archiving(ArchivingMsg::DeadLettersResent { resent: 0, left: 0 })
+            )]
         ));
     }
 
@@ -1952,12 +1985,12 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         let check = |h: &mut Harness<OutgoingQueue>, at: Millis| {
-            h.set_timer(Timer::DlqCheck, at);
-            h.fire(Timer::DlqCheck);
+            h.set_timer(ArchivingTimer::DlqCheck, at);
+            h.fire(ArchivingTimer::DlqCheck);
         };
         h.msg(
             fe(),
-            Msg::Enqueue {
+            ArchivingMsg::Enqueue {
                 token: 1,
                 record: rec("m1", 1_000),
             },
@@ -1983,13 +2016,13 @@ mod tests {
         let mut h = oq(s);
         h.start(Recovered::new());
         assert!(
-            h.timer(Timer::Heartbeat).is_none(),
+            h.timer(ArchivingTimer::Heartbeat).is_none(),
             "no heartbeats in legacy mode"
         );
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.set_timer(Timer::DlqCheck, ttrq);
-        let sent = h.fire(Timer::DlqCheck);
+        h.set_timer(ArchivingTimer::DlqCheck, ttrq);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.events(), vec!["record_expired"]);
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.actor().dead_letters(), 0, "dropped, not kept");
@@ -2008,7 +2041,7 @@ mod tests {
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert!(health(&sent).is_empty(), "no guess");
-        let sent = h2.msg(dest(), Msg::TransferAck { upto: 1 });
+        let sent = h2.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert_eq!(health(&sent), vec![true]);
     }
 
@@ -2036,11 +2069,11 @@ mod tests {
         enqueue(&mut h, 1, "m1");
         h.msg(
             Addr::new("mallory", ActorKind::Client),
-            Msg::TransferAck { upto: 1 },
+            Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 }),
         );
         h.msg(
             Addr::new("fe2", ActorKind::OutgoingQueue),
-            Msg::TransferAck { upto: 1 },
+            Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 }),
         );
         assert_eq!(h.actor().depth(), 1);
         assert_eq!(
@@ -2065,12 +2098,12 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.set_timer(Timer::DlqCheck, ttrq);
-        assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
-        h.msg(dest(), Msg::TransferAck { upto: 1 }); // the tombstone went through
+        h.set_timer(ArchivingTimer::DlqCheck, ttrq);
+        assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![false]);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 }); // the tombstone went through
         h.now = ttrq + beat;
-        h.set_timer(Timer::DlqCheck, h.now);
-        assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![true]);
+        h.set_timer(ArchivingTimer::DlqCheck, h.now);
+        assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![true]);
     }
 
     /// The expiry and quota checks run only while something is held: an
@@ -2082,19 +2115,31 @@ mod tests {
         let (dlq, quota) = (s.dlq_check, s.quota_check);
         let mut h = oq(s);
         h.start(Recovered::new());
-        assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no expiry check");
-        assert!(h.timer(Timer::QuotaCheck).is_none(), "idle: no quota check");
+        assert!(
+            h.timer(ArchivingTimer::DlqCheck).is_none(),
+            "idle: no expiry check"
+        );
+        assert!(
+            h.timer(ArchivingTimer::QuotaCheck).is_none(),
+            "idle: no quota check"
+        );
         h.now = 1_000;
         enqueue(&mut h, 1, "m1");
-        assert_eq!(h.timer(Timer::DlqCheck).unwrap(), 1_000 + dlq);
-        assert_eq!(h.timer(Timer::QuotaCheck).unwrap(), 1_000 + quota);
-        h.fire(Timer::DlqCheck);
-        assert!(h.timer(Timer::DlqCheck).is_some(), "still held: set again");
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
-        h.fire(Timer::DlqCheck);
-        h.fire(Timer::QuotaCheck);
-        assert!(h.timer(Timer::DlqCheck).is_none(), "empty: lapses");
-        assert!(h.timer(Timer::QuotaCheck).is_none(), "empty: lapses");
+        assert_eq!(h.timer(ArchivingTimer::DlqCheck).unwrap(), 1_000 + dlq);
+        assert_eq!(h.timer(ArchivingTimer::QuotaCheck).unwrap(), 1_000 + quota);
+        h.fire(ArchivingTimer::DlqCheck);
+        assert!(
+            h.timer(ArchivingTimer::DlqCheck).is_some(),
+            "still held: set again"
+        );
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.fire(ArchivingTimer::DlqCheck);
+        h.fire(ArchivingTimer::QuotaCheck);
+        assert!(h.timer(ArchivingTimer::DlqCheck).is_none(), "empty: lapses");
+        assert!(
+            h.timer(ArchivingTimer::QuotaCheck).is_none(),
+            "empty: lapses"
+        );
     }
 
     /// A failing store keeps the expiry check, which probes the store, the
@@ -2104,14 +2149,16 @@ mod tests {
         let mut h = oq(Settings::default());
         h.fail_persists = Some(StoreError::NoSpace);
         h.start(Recovered::new());
-        assert!(h.timer(Timer::DlqCheck).is_some());
+        assert!(h
+            .timer(Timer::Archiving(ArchivingTimer::DlqCheck))
+            .is_some());
         h.fail_persists = None;
-        let sent = h.fire(Timer::DlqCheck);
+        let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(health(&sent), vec![true], "the probe worked");
         // Set again while the probe was in flight; the next check finds
         // nothing to do.
-        h.fire(Timer::DlqCheck);
-        assert!(h.timer(Timer::DlqCheck).is_none(), "then idle");
+        h.fire(ArchivingTimer::DlqCheck);
+        assert!(h.timer(ArchivingTimer::DlqCheck).is_none(), "then idle");
     }
 
     /// ocs2007r2 learns on the expiry check that critical mode can end:
@@ -2122,17 +2169,20 @@ mod tests {
         let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
         let mut h = oq(s);
         h.start(Recovered::new());
-        assert!(h.timer(Timer::DlqCheck).is_none(), "idle: no check");
+        assert!(
+            h.timer(ArchivingTimer::DlqCheck).is_none(),
+            "idle: no check"
+        );
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
-        h.set_timer(Timer::DlqCheck, ttrq);
-        assert_eq!(health(&h.fire(Timer::DlqCheck)), vec![false]);
-        h.msg(dest(), Msg::TransferAck { upto: 1 });
+        h.set_timer(ArchivingTimer::DlqCheck, ttrq);
+        assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![false]);
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
         assert_eq!(h.actor().depth(), 0);
         let mut reports = Vec::new();
-        while let Some(at) = h.timer(Timer::DlqCheck) {
+        while let Some(at) = h.timer(ArchivingTimer::DlqCheck) {
             assert!(at <= ttrq + 2 * beat, "the check ran on too long");
-            reports.extend(health(&h.fire(Timer::DlqCheck)));
+            reports.extend(health(&h.fire(ArchivingTimer::DlqCheck)));
         }
         assert_eq!(reports, vec![true], "healthy again, then idle");
     }
@@ -2142,7 +2192,7 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
-        h.msg(dest(), Msg::TransferAck { upto: 7 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: 7 });
         assert_eq!(h.events(), vec!["protocol_violation"]);
         assert_eq!(h.actor().depth(), 1);
     }

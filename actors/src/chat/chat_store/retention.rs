@@ -33,7 +33,7 @@ use crate::core::operator::OperatorEvent;
 use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{Post, RoomId};
 use crate::core::protocol::compliance::EventKind;
-use crate::core::protocol::{ChatPurgeRecord, HoldRelease, LegalHold, Msg, RoomPurge};
+use crate::core::protocol::{ChatPurgeRecord, HoldRelease, LegalHold, Msg, RecordsMsg, RoomPurge};
 use crate::core::settings::Settings;
 use crate::core::store_keys;
 use std::collections::BTreeMap;
@@ -464,7 +464,7 @@ impl ChatStore {
     /// An auditor's or operator's request about holds and retention.
     pub(super) fn on_records_msg(&mut self, from: Addr, msg: Msg, ctx: &mut Ctx) {
         match msg {
-            Msg::HoldPlace { token, hold } => {
+            Msg::Records(RecordsMsg::HoldPlace { token, hold }) => {
                 let Some(who) = records_principal(
                     &self.name,
                     &from,
@@ -477,11 +477,11 @@ impl ChatStore {
                 };
                 self.place_hold(from, token, *hold, who, ctx);
             }
-            Msg::HoldRelease {
+            Msg::Records(RecordsMsg::HoldRelease {
                 token,
                 name,
                 reason,
-            } => {
+            }) => {
                 let Some(who) = records_principal(
                     &self.name,
                     &from,
@@ -494,7 +494,7 @@ impl ChatStore {
                 };
                 self.release_hold(from, token, name, reason, who, ctx);
             }
-            Msg::ChatRetentionStatus { token } => {
+            Msg::Records(RecordsMsg::ChatRetentionStatus { token }) => {
                 let roles = identity::RETENTION_VIEWERS;
                 if records_principal(&self.name, &from, token, "ChatRetentionStatus", roles, ctx)
                     .is_some()
@@ -502,7 +502,7 @@ impl ChatStore {
                     self.send_state(from, token, ctx);
                 }
             }
-            Msg::ChatPurgeNow { token } => {
+            Msg::Records(RecordsMsg::ChatPurgeNow { token }) => {
                 let roles = identity::PURGE_STARTERS;
                 if records_principal(&self.name, &from, token, "ChatPurgeNow", roles, ctx).is_some()
                 {
@@ -519,7 +519,7 @@ impl ChatStore {
     fn send_state(&self, from: Addr, token: u64, ctx: &mut Ctx) {
         ctx.send(
             from,
-            Msg::ChatRetentionState {
+            RecordsMsg::ChatRetentionState {
                 token,
                 keep_days: self.policy.keep_days,
                 by_category: self.policy.by_category.clone(),
@@ -561,7 +561,7 @@ impl ChatStore {
                 );
             if same {
                 let hold = Box::new(h.clone());
-                return ctx.send(from, Msg::HoldDone { token, hold });
+                return ctx.send(from, RecordsMsg::HoldDone { token, hold });
             }
             let why = format!("hold {:?} exists and is active", hold.name);
             return records_invalid(from, token, why, ctx);
@@ -669,7 +669,7 @@ impl ChatStore {
         self.holds.insert(hold.name.clone(), hold.clone());
         ctx.send(
             from,
-            Msg::HoldDone {
+            RecordsMsg::HoldDone {
                 token,
                 hold: Box::new(hold),
             },
@@ -787,7 +787,7 @@ mod tests {
     fn place(h: &mut Harness<ChatStore>, hold: LegalHold) -> Msg {
         let sent = h.msg(
             as_role(Role::Auditor),
-            Msg::HoldPlace {
+            RecordsMsg::HoldPlace {
                 token: 5,
                 hold: Box::new(hold),
             },
@@ -798,7 +798,7 @@ mod tests {
     fn release(h: &mut Harness<ChatStore>, name: &str) -> Msg {
         let sent = h.msg(
             as_role(Role::Auditor),
-            Msg::HoldRelease {
+            RecordsMsg::HoldRelease {
                 token: 6,
                 name: name.into(),
                 reason: "settled".into(),
@@ -831,7 +831,10 @@ mod tests {
 
     /// Runs the purge timer until the purge is done.
     fn purge(h: &mut Harness<ChatStore>) {
-        h.msg(as_role(Role::Operator), Msg::ChatPurgeNow { token: 1 });
+        h.msg(
+            as_role(Role::Operator),
+            RecordsMsg::ChatPurgeNow { token: 1 },
+        );
         for _ in 0..100 {
             h.fire(Timer::Chat(ChatTimer::ChatPurge));
             if h.actor()
@@ -857,7 +860,7 @@ mod tests {
         }
         let done = place(&mut h, hold("case-1", &[], &["r1"]));
         assert!(
-            matches!(&done, Msg::HoldDone { hold, .. } if hold.placed_by == "auditor:pat@corp.example"),
+            matches!(&done, Msg::Records(RecordsMsg::HoldDone { hold, .. }) if hold.placed_by == "auditor:pat@corp.example"),
             "{done:?}"
         );
         clear(&mut h, "r1");
@@ -886,7 +889,7 @@ mod tests {
         };
         assert!(h.actor().held("r1", 1, &other));
         assert!(
-            matches!(release(&mut h, "case-1"), Msg::HoldDone { hold, .. } if hold.released.is_some())
+            matches!(release(&mut h, "case-1"), Msg::Records(RecordsMsg::HoldDone { hold, .. }) if hold.released.is_some())
         );
         clear(&mut h, "r1");
         assert!((1..=3).all(|i| !stored(&h, "r1", i)));
@@ -915,24 +918,33 @@ mod tests {
         post(&mut h, "r1", 3, "dan@x", 1000);
         let refused = h.msg(
             as_role(Role::Operator),
-            Msg::HoldPlace {
+            RecordsMsg::HoldPlace {
                 token: 1,
                 hold: Box::new(hold("h", &["carol@x"], &[])),
             },
         );
-        assert!(matches!(&refused[0].1, Msg::ArchiveRefused { .. }));
+        assert!(matches!(
+            &refused[0].1,
+            Msg::Records(RecordsMsg::ArchiveRefused { .. })
+        ));
         assert!(h.events().contains(&"identity_refused"));
         let mut held = hold("h", &["carol@x"], &[]);
         held.until = Some(2000);
-        assert!(matches!(place(&mut h, held.clone()), Msg::HoldDone { .. }));
-        assert!(matches!(place(&mut h, held), Msg::HoldDone { .. }));
+        assert!(matches!(
+            place(&mut h, held.clone()),
+            Msg::Records(RecordsMsg::HoldDone { .. })
+        ));
+        assert!(matches!(
+            place(&mut h, held),
+            Msg::Records(RecordsMsg::HoldDone { .. })
+        ));
         assert!(matches!(
             place(&mut h, hold("h", &["dan@x"], &[])),
-            Msg::ArchiveRefused { .. }
+            Msg::Records(RecordsMsg::ArchiveRefused { .. })
         ));
         assert!(matches!(
             place(&mut h, hold("g", &[], &["nope"])),
-            Msg::ArchiveRefused { .. }
+            Msg::Records(RecordsMsg::ArchiveRefused { .. })
         ));
         clear(&mut h, "r1");
         assert_eq!(
@@ -1035,7 +1047,10 @@ mod tests {
         for i in 1..=n {
             post(&mut h, "r1", i, "a@x", now - 20 * DAY + i);
         }
-        h.msg(as_role(Role::Operator), Msg::ChatPurgeNow { token: 1 });
+        h.msg(
+            as_role(Role::Operator),
+            RecordsMsg::ChatPurgeNow { token: 1 },
+        );
         h.fire(Timer::Chat(ChatTimer::ChatPurge)); // begins: the record
         h.fire(Timer::Chat(ChatTimer::ChatPurge)); // the first batch
         let record = h.actor().purge.clone().unwrap();
