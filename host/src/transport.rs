@@ -348,6 +348,10 @@ pub struct Network {
     /// [`Network::consumed`] says how long one waited, which a front end
     /// weighs to answer busy rather than let clients time out.
     arrivals: Mutex<VecDeque<tokio::time::Instant>>,
+    /// When the inbox's consumer last took an envelope: whether it is
+    /// running behind a backlog or not running at all (see
+    /// [`Network::shed_if_full`]).
+    taken: Mutex<Option<tokio::time::Instant>>,
     /// One permit per network envelope the inbox may still take.
     inbound: Semaphore,
     /// Inbound connections that have not said who they are yet, oldest
@@ -417,6 +421,7 @@ impl Network {
             next_conn: Mutex::new(0),
             inbox,
             arrivals: Mutex::new(VecDeque::new()),
+            taken: Mutex::new(None),
             inbound: Semaphore::new(DEFAULT_INBOUND_LIMIT),
             pending: Mutex::new(VecDeque::new()),
             client_slots: Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS)),
@@ -507,6 +512,7 @@ impl Network {
     /// from the network (local envelopes never took any). Returns when a
     /// network envelope arrived (`None` for a local one).
     pub fn consumed(&self, env: &Envelope) -> Option<tokio::time::Instant> {
+        *lock(&self.taken) = Some(tokio::time::Instant::now());
         if env.from.node != self.me {
             self.inbound.add_permits(1);
             lock(&self.arrivals).pop_front()
@@ -581,9 +587,18 @@ impl Network {
     /// answers go out.
     async fn shed_if_full(&self, env: &Envelope) -> bool {
         let full = self.inbound.available_permits() < SHED_RESERVE;
+        // Stale: the consumer is running (it took an envelope within the
+        // wait) and still the oldest envelope has waited that long, so it
+        // is behind a backlog that busy answers shorten. A consumer that
+        // took nothing for as long (its thread got no processor, the
+        // process was paused) is no backlog: what came in meanwhile is
+        // handled as soon as it runs, and the front end's own admission
+        // rule still refuses what waited too long; only the full inbox
+        // sheds then.
         let stale = || {
             self.shed_after.get().is_some_and(|after| {
                 !after.is_zero()
+                    && lock(&self.taken).is_some_and(|at| at.elapsed() < *after)
                     && lock(&self.arrivals)
                         .front()
                         .is_some_and(|at| at.elapsed() >= *after)
@@ -1192,6 +1207,67 @@ mod socket_tests {
                 inside += 1;
             }
             assert_eq!(inside, taken);
+        });
+    }
+
+    /// A consumer that stops taking from a nearly empty inbox (its thread
+    /// got no processor, its process was paused) is no backlog: requests
+    /// that come in meanwhile wait for it, and none is answered busy for
+    /// the time the first ones waited. Before, every IM read after half of
+    /// `admission_wait` into such a pause was answered busy, however empty
+    /// the inbox (`scenarios/front-end-stalls.toml` is the same in the
+    /// simulator).
+    #[test]
+    fn a_paused_consumer_of_a_nearly_empty_inbox_sheds_nothing() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let (inbox, mut node) = mpsc::unbounded_channel();
+            let fe = Network::new("fe1", BTreeMap::new(), inbox);
+            fe.set_shed_after(Duration::from_millis(20));
+            fe.listen(addr).await.unwrap();
+            let (answers_tx, mut answers) = mpsc::unbounded_channel();
+            let client = Network::forwarding_to(
+                "c1",
+                BTreeMap::from([("fe1".to_string(), addr)]),
+                Arc::new(PlainLink),
+                1_000,
+                answers_tx,
+            );
+            let recv = |node: &mut mpsc::UnboundedReceiver<Envelope>| {
+                let env = node.try_recv();
+                env.ok()
+            };
+            // The consumer takes the first request, then pauses.
+            client.send(submit(0)).unwrap();
+            let first = tokio::time::timeout(Duration::from_secs(10), node.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            fe.consumed(&first);
+            for i in 1..5 {
+                client.send(submit(i)).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for i in 5..10 {
+                client.send(submit(i)).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(fe.shed(), 0, "requests answered busy during a pause");
+            assert!(answers.try_recv().is_err(), "an answer came during a pause");
+            let mut inside = Vec::new();
+            while let Some(env) = recv(&mut node) {
+                fe.consumed(&env);
+                inside.push(env);
+            }
+            assert_eq!(inside.len(), 9, "every request waits in the inbox");
         });
     }
 }

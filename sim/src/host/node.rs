@@ -53,13 +53,31 @@ pub struct NodeSpec {
 }
 
 /// Fault switches the harness flips on a node.
-#[derive(Default)]
 pub struct Control {
     /// Extra processing time per message (the `slow` fault).
     pub slow: Duration,
     /// The database refuses one record in this many for good (the
     /// `db_refuses` fault; 0: none).
     pub refuse_one_in: u64,
+    /// Whether the node's cores are stalled (the `stall` fault); its
+    /// loop waits on this before each message and timer.
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control {
+            slow: Duration::ZERO,
+            refuse_one_in: 0,
+            stalled: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl Control {
+    pub fn set_stalled(&self, on: bool) {
+        self.stalled.send_replace(on);
+    }
 }
 
 /// State owned by the harness that outlives the node's restarts.
@@ -298,6 +316,7 @@ impl Host {
         env: Envelope,
         arrived: Option<tokio::time::Instant>,
     ) -> Result<(), Stop> {
+        self.wait_unstalled().await;
         let slow = lock(&self.shared.control).slow;
         if !slow.is_zero() {
             tokio::time::sleep(slow).await;
@@ -320,7 +339,16 @@ impl Host {
         Ok(())
     }
 
+    /// Under the `stall` fault: waits until the cores get the processor
+    /// back (the connections meanwhile go on reading into the inbox).
+    async fn wait_unstalled(&self) {
+        let mut stalled = lock(&self.shared.control).stalled.subscribe();
+        // Closed only with the node's shared state, which outlives this.
+        let _ = stalled.wait_for(|on| !*on).await;
+    }
+
     async fn fire_due(&mut self) -> Result<(), Stop> {
+        self.wait_unstalled().await;
         let due = self.now();
         let (reactor, mut io) = self.io();
         reactor.fire_due(due, &mut io).await?;

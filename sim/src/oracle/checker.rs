@@ -496,6 +496,7 @@ pub fn check(o: &Observed) -> Counts {
                 c.rejected += 1;
                 if why == BUSY {
                     c.busy += 1;
+                    note(&mut c.examples, "busy", &op.id);
                 }
             }
             Outcome::DeliveredNotArchived { .. } => {

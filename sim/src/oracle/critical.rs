@@ -92,7 +92,8 @@ pub fn affected(fault: &FaultKind, cluster: &Cluster) -> Vec<String> {
                 FaultKind::Crash { node }
                 | FaultKind::DbDown { node }
                 | FaultKind::Corrupt { node, .. }
-                | FaultKind::Slow { node, .. } => *node == arch || *node == db,
+                | FaultKind::Slow { node, .. }
+                | FaultKind::Stall { node } => *node == arch || *node == db,
                 FaultKind::DiskFull { node } | FaultKind::IoError { node } => {
                     node == *fe || *node == arch || *node == db
                 }

@@ -71,6 +71,7 @@ fn effects(kind: &FaultKind) -> Vec<(Effect, u64)> {
             vec![(Effect::Down(node.clone()), 0)]
         }
         FaultKind::Slow { node, delay_ms } => vec![(Effect::Slow(node.clone()), *delay_ms)],
+        FaultKind::Stall { node } => vec![(Effect::Stall(node.clone()), 0)],
         FaultKind::DiskFull { node } => vec![(Effect::Full(node.clone()), 0)],
         FaultKind::IoError { node } => vec![(Effect::Eio(node.clone()), 0)],
         FaultKind::DbRefuses { node, one_in } => vec![(Effect::Refuse(node.clone()), *one_in)],
@@ -129,6 +130,7 @@ fn apply(nodes: &Nodes, kind: &FaultKind, on: bool) {
                 let one_in = remaining.iter().copied().min().unwrap_or(0);
                 lock(&nodes.shared[node].control).refuse_one_in = one_in;
             }
+            Effect::Stall(node) => lock(&nodes.shared[node].control).set_stalled(on),
             Effect::Full(node) => nodes.shared[node].disk.set_full(on),
             Effect::Eio(node) => nodes.shared[node].disk.set_io_error(on),
         }

@@ -25,6 +25,7 @@ pub(super) enum Effect {
     Clog(String, String),
     Down(String),
     Slow(String),
+    Stall(String),
     Full(String),
     Eio(String),
     Refuse(String),

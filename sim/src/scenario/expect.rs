@@ -72,6 +72,7 @@ pub(super) fn expect(
         rejected_min: e.rejected_min,
         unknown_max: e.unknown_max,
         busy_min: e.busy_min,
+        busy_max: e.busy_max,
         pending_min: e.pending_min,
         qoe_dropped_min: e.qoe_dropped_min,
         delivered_not_archived: exact_unless_min(

@@ -174,6 +174,7 @@ fn fault(
             Draw::add_range(draws, DrawTarget::FaultDelay(fi), lo as f64, hi as f64, format!("fault[{ri}].delay"));
             FaultKind::Slow { node: node("fault.node")?, delay_ms: lo }
         }
+        "stall" => FaultKind::Stall { node: node("fault.node")? },
         "disk_full" => FaultKind::DiskFull { node: node("fault.node")? },
         "io_error" => FaultKind::IoError { node: node("fault.node")? },
         "db_down" => FaultKind::DbDown { node: database()? },
@@ -207,7 +208,7 @@ fn fault(
             FaultKind::DbRefuses { node: n, one_in }
         }
         other => return Err(cx.err(&f.kind.span(), "fault.kind", format!(
-            "unknown fault kind {other:?}; expected partition, crash, slow, disk_full, io_error, db_down, corrupt, db_refuses, random or swizzle"))),
+            "unknown fault kind {other:?}; expected partition, crash, slow, stall, disk_full, io_error, db_down, corrupt, db_refuses, random or swizzle"))),
     };
     if let (false, Some(k)) = (matches!(kind, FaultKind::DbRefuses { .. }), &f.one_in) {
         return Err(cx.err(

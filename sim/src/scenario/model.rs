@@ -315,6 +315,12 @@ pub enum FaultKind {
     Crash { node: String },
     /// Delay every message a node processes.
     Slow { node: String, delay_ms: u64 },
+    /// The node's cores get no processor for the fault's duration (a
+    /// machine whose other processes take both cores, a long pause of
+    /// the process): they handle nothing, timers included, while its
+    /// connections go on reading into the inbox, and they resume where
+    /// they were. Nothing is lost; what a front end admits waits.
+    Stall { node: String },
     /// The node's disk has no free space left.
     DiskFull { node: String },
     /// Every write and sync on the node's disk fails.
@@ -350,6 +356,7 @@ impl Fault {
             FaultKind::Partition { .. } => "partition",
             FaultKind::Crash { .. } => "crash",
             FaultKind::Slow { .. } => "slow",
+            FaultKind::Stall { .. } => "stall",
             FaultKind::DiskFull { .. } => "disk_full",
             FaultKind::IoError { .. } => "io_error",
             FaultKind::DbDown { .. } => "db_down",
@@ -366,6 +373,7 @@ impl Fault {
             FaultKind::Slow { node, delay_ms } => {
                 format!("slow {node} by {}", units::fmt_ms(*delay_ms))
             }
+            FaultKind::Stall { node } => format!("stall {node}"),
             FaultKind::DiskFull { node } => format!("disk_full {node}"),
             FaultKind::IoError { node } => format!("io_error {node}"),
             FaultKind::DbDown { node } => format!("db_down {node}"),
@@ -404,6 +412,9 @@ pub struct Expect {
     pub unknown_max: Option<u64>,
     /// At least this many IMs were answered busy.
     pub busy_min: Option<u64>,
+    /// At most this many IMs were answered busy (a front end below its
+    /// capacity has no reason to refuse).
+    pub busy_max: Option<u64>,
     pub pending_min: Option<u64>,
     pub qoe_dropped_min: Option<u64>,
     /// IMs delivered with the explicit answer "not archived": exactly

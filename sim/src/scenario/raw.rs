@@ -279,6 +279,7 @@ pub(super) struct RawExpect {
     pub(super) rejected_min: Option<u64>,
     pub(super) unknown_max: Option<u64>,
     pub(super) busy_min: Option<u64>,
+    pub(super) busy_max: Option<u64>,
     pub(super) pending_min: Option<u64>,
     pub(super) qoe_dropped_min: Option<u64>,
     pub(super) delivered_not_archived: Option<u64>,
