@@ -1153,7 +1153,7 @@ mod tests {
     use super::*;
     use holdfast_actors::archiving::database::Database;
     use holdfast_actors::core::actor::{Actor, Ctx, Effect};
-    use holdfast_actors::core::ids::{ActorKind, Addr};
+    use holdfast_actors::core::ids::{ActorKind, Addr, BatchId, Token};
     use holdfast_actors::core::protocol::{ArchivingMsg, Msg, RecordsMsg};
     use holdfast_actors::core::settings::Sabotage;
     use rand::rngs::SmallRng;
@@ -1633,7 +1633,7 @@ mod tests {
         let arch = Addr::new("arch1", ActorKind::Archiver);
         let batch = || {
             Msg::Archiving(ArchivingMsg::LogMessages {
-                batch: 7,
+                batch: BatchId(7),
                 records: (1..=20)
                     .map(|i| rec(&format!("m{i}"), "a@x", "b@x", i, "hi"))
                     .collect(),
@@ -1645,7 +1645,10 @@ mod tests {
             let mut core = start_core(&mut db, &mut rng, Recovered::new());
             let (sent, persisted) = deliver(&mut core, &mut db, &mut rng, &arch, batch());
             assert!(persisted);
-            assert_eq!(sent, [Msg::Archiving(ArchivingMsg::Logged { batch: 7 })]);
+            assert_eq!(
+                sent,
+                [Msg::Archiving(ArchivingMsg::Logged { batch: BatchId(7) })]
+            );
             assert_eq!(db.count().unwrap(), 20);
         }
         let mut db = ArchiveDb::open(&path).unwrap();
@@ -1655,12 +1658,18 @@ mod tests {
         assert_eq!(core.rows(), Some(20), "counted by the engine");
         let (sent, persisted) = deliver(&mut core, &mut db, &mut rng, &arch, batch());
         assert!(persisted);
-        assert_eq!(sent, [Msg::Archiving(ArchivingMsg::Logged { batch: 7 })]);
+        assert_eq!(
+            sent,
+            [Msg::Archiving(ArchivingMsg::Logged { batch: BatchId(7) })]
+        );
         assert_eq!(db.count().unwrap(), 20, "every id was recognised");
         assert_eq!(core.rows(), Some(20));
         // A new message gets the next row id.
         let records = vec![rec("m21", "a@x", "b@x", 21, "hi")];
-        let batch = Msg::Archiving(ArchivingMsg::LogMessages { batch: 8, records });
+        let batch = Msg::Archiving(ArchivingMsg::LogMessages {
+            batch: BatchId(8),
+            records,
+        });
         let (_, persisted) = deliver(&mut core, &mut db, &mut rng, &arch, batch);
         assert!(persisted);
         let last = db.query(&q()).unwrap().pop().unwrap();
@@ -2037,7 +2046,10 @@ mod tests {
             ..Search::default()
         };
         // The search goes to the engine; its answer, once recorded.
-        let search = Msg::Records(RecordsMsg::ArchiveSearch { token: 1, search });
+        let search = Msg::Records(RecordsMsg::ArchiveSearch {
+            token: Token(1),
+            search,
+        });
         let (sent, _) = deliver(&mut core, &mut db, &mut rng, &carol, search);
         let [Msg::Records(RecordsMsg::ArchiveFound { rows, next, .. })] = &sent[..] else {
             panic!("{sent:?}")

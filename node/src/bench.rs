@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::operator_client::Session;
 use hdrhistogram::Histogram;
 use holdfast_actors::core::identity::Role;
-use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::ids::{ActorKind, Token};
 use holdfast_actors::core::protocol::{Msg, PurgeRecord, RecordsMsg};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -411,15 +411,15 @@ fn purge_now(config: &Config) -> Result<PurgeRecord, String> {
             .map_err(|e| e.to_string())?;
         let begun = retention(
             &mut session,
-            Msg::Records(RecordsMsg::PurgeNow { token: 1 }),
-            1,
+            Msg::Records(RecordsMsg::PurgeNow { token: Token(1) }),
+            Token(1),
         )
         .await?
         .ok_or("db1 started no purge")?;
-        let mut token = 1;
+        let mut token = Token(1);
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
-            token += 1;
+            token = Token(token.0 + 1);
             let status = Msg::Records(RecordsMsg::RetentionStatus { token });
             if let Some(p) = retention(&mut session, status, token).await? {
                 if p.started_at >= begun.started_at && p.finished_at.is_some() {
@@ -439,7 +439,7 @@ fn purge_now(config: &Config) -> Result<PurgeRecord, String> {
 async fn retention(
     session: &mut Session,
     request: Msg,
-    t: u64,
+    t: Token,
 ) -> Result<Option<Box<PurgeRecord>>, String> {
     let answer = session
         .ask(ActorKind::Database, request, Duration::from_secs(30), |m| {

@@ -546,7 +546,7 @@ mod tests {
     use super::*;
     use holdfast_actors::chat::chat_store::ChatStore;
     use holdfast_actors::core::actor::{Actor, Ctx, Effect};
-    use holdfast_actors::core::ids::{ActorKind, Addr};
+    use holdfast_actors::core::ids::{ActorKind, Addr, Token};
     use holdfast_actors::core::protocol::chat::ChatMsg;
     use holdfast_actors::core::protocol::chat::Privacy;
     use holdfast_actors::core::protocol::Msg;
@@ -611,7 +611,7 @@ mod tests {
                 &mut db,
                 &mut core,
                 Msg::Chat(ChatMsg::StoreAppend {
-                    token: t as u64,
+                    token: Token(t as u64),
                     post: post(id, "deals"),
                 }),
             );
@@ -631,7 +631,7 @@ mod tests {
             &mut db,
             &mut core,
             Msg::Chat(ChatMsg::StoreRoomSave {
-                token: 7,
+                token: Token(7),
                 room: "deals".into(),
                 info: Box::new(room),
                 create: true,
@@ -646,7 +646,7 @@ mod tests {
             &mut db,
             &mut core,
             Msg::Chat(ChatMsg::StoreFollow {
-                token: 8,
+                token: Token(8),
                 user: "bob@corp.example".into(),
                 room: "deals".into(),
                 follow: true,
@@ -686,7 +686,7 @@ mod tests {
             &mut db,
             &mut again,
             Msg::Chat(ChatMsg::StoreAppend {
-                token: 9,
+                token: Token(9),
                 post: post("p3", "deals"),
             }),
         );
@@ -698,14 +698,14 @@ mod tests {
             &mut db,
             &mut again,
             Msg::Chat(ChatMsg::StoreUser {
-                token: 10,
+                token: Token(10),
                 user: "bob@corp.example".into(),
             }),
         );
         assert_eq!(
             sent,
             vec![Msg::Chat(ChatMsg::StoreUserInfo {
-                token: 10,
+                token: Token(10),
                 user: "bob@corp.example".into(),
                 follows: vec![("deals".into(), 3)]
             })]
@@ -714,7 +714,7 @@ mod tests {
             &mut db,
             &mut again,
             Msg::Chat(ChatMsg::StoreRooms {
-                token: 11,
+                token: Token(11),
                 since: 0,
             }),
         );
@@ -767,7 +767,7 @@ mod tests {
                 &mut db,
                 &mut core,
                 Msg::Chat(ChatMsg::StoreAppend {
-                    token: t as u64,
+                    token: Token(t as u64),
                     post: p,
                 }),
             );
@@ -776,7 +776,7 @@ mod tests {
             &mut db,
             &mut core,
             Msg::Chat(ChatMsg::StoreReplace {
-                token: 5,
+                token: Token(5),
                 post: "p3".into(),
                 text: "replacement".into(),
                 by: "ops".into(),
@@ -790,7 +790,7 @@ mod tests {
             &mut db,
             &mut core,
             Msg::Chat(ChatMsg::StoreClear {
-                token: 6,
+                token: Token(6),
                 room: "r".into(),
                 before: Some(2),
                 by: "ops".into(),

@@ -11,7 +11,7 @@
 
 use crate::config::{Config, NodeConfig};
 use crate::lock;
-use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::ids::{ActorKind, BatchId};
 use holdfast_actors::core::operator::{Gauge as CoreGauge, OperatorEvent};
 use holdfast_actors::core::protocol::{ArchivingMsg, Msg};
 use holdfast_actors::core::settings::Settings;
@@ -50,7 +50,7 @@ pub struct Metrics {
     /// IMs submitted and not yet answered: (client, id) → when.
     submitted: Mutex<BTreeMap<(String, String), Instant>>,
     /// Database batches sent and not yet answered: batch → when.
-    batches: Mutex<BTreeMap<u64, Instant>>,
+    batches: Mutex<BTreeMap<BatchId, Instant>>,
     accept_seconds: Histogram,
     batch_seconds: Histogram,
     batch_records: Histogram,
@@ -107,7 +107,7 @@ impl Metrics {
     }
 
     /// An archiver sent the database a batch of `records`.
-    pub fn batch_sent(&self, batch: u64, records: usize) {
+    pub fn batch_sent(&self, batch: BatchId, records: usize) {
         self.batch_records.observe(records as f64);
         let mut b = lock(&self.batches);
         if b.len() >= TIMED_MAX {
@@ -117,7 +117,7 @@ impl Metrics {
     }
 
     /// The database answered a batch (done or failed).
-    pub fn batch_answered(&self, batch: u64) {
+    pub fn batch_answered(&self, batch: BatchId) {
         if let Some(at) = lock(&self.batches).remove(&batch) {
             self.batch_seconds.observe(at.elapsed().as_secs_f64());
         }

@@ -15,7 +15,7 @@ use holdfast::client::{Client, Outcome};
 use holdfast::cluster_up::{free_port, loopback_config, spawn_node};
 use holdfast::config::Config;
 use holdfast::tls::{Credential, TlsLink};
-use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::ids::{ActorKind, Addr, Seq};
 use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg, RejectReason};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -749,7 +749,7 @@ fn peer_of_another_protocol_version_is_refused() {
                 from: Addr::new("fe1", ActorKind::OutgoingQueue),
                 to: Addr::new("arch1", ActorKind::DestinationQueue),
                 id: 1,
-                msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: 0 }),
+                msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq::ZERO }),
             };
             let mut bytes = frame::encode(&hello).unwrap();
             bytes[HEADER] = other;

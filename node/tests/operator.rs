@@ -513,7 +513,7 @@ fn every_operator_control_refuses_a_user_over_tls() {
     use holdfast::chat_client::{ChatClient, ChatError};
     use holdfast::operator_client::{ask, AskError, Session};
     use holdfast_actors::core::identity::Role;
-    use holdfast_actors::core::ids::ActorKind;
+    use holdfast_actors::core::ids::{ActorKind, Token};
     use holdfast_actors::core::protocol::chat::ChatReject;
     use holdfast_actors::core::protocol::{
         ArchiveRefusal, ArchivingMsg, ComplianceMsg, Msg, RecordsMsg,
@@ -589,12 +589,12 @@ fn every_operator_control_refuses_a_user_over_tls() {
             (
                 "db1",
                 ActorKind::Database,
-                Msg::Records(RecordsMsg::PurgeNow { token: 1 }),
+                Msg::Records(RecordsMsg::PurgeNow { token: Token(1) }),
             ),
             (
                 "chatdb",
                 ActorKind::ChatStore,
-                Msg::Records(RecordsMsg::ChatPurgeNow { token: 1 }),
+                Msg::Records(RecordsMsg::ChatPurgeNow { token: Token(1) }),
             ),
         ];
         for (node, kind, msg) in asks {
@@ -607,7 +607,7 @@ fn every_operator_control_refuses_a_user_over_tls() {
         let got = s
             .ask(
                 ActorKind::Database,
-                Msg::Records(RecordsMsg::PurgeNow { token: 2 }),
+                Msg::Records(RecordsMsg::PurgeNow { token: Token(2) }),
                 t,
                 refused,
             )

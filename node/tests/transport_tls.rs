@@ -8,7 +8,7 @@ use holdfast::config::Config;
 use holdfast::tls::{certs_init, Credential, TlsLink};
 use holdfast_actors::core::frame::MAX_FRAME;
 use holdfast_actors::core::identity::{Principal, Role};
-use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::ids::{ActorKind, Addr, Seq};
 use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg};
 use holdfast_host::transport::{read_frame, write_frame, Link, Network, DEFAULT_OUTBOUND_CAPACITY};
 use std::collections::BTreeMap;
@@ -71,7 +71,7 @@ fn ack(from: &str, upto: u64) -> Envelope {
         from: Addr::new(from, ActorKind::OutgoingQueue),
         to: Addr::new("arch1", ActorKind::DestinationQueue),
         id: upto,
-        msg: Msg::Archiving(ArchivingMsg::TransferAck { upto }),
+        msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(upto) }),
     }
 }
 
@@ -133,7 +133,10 @@ async fn legit_frame_arrives(config: &Config, arch: SocketAddr, inbox: &mut Inbo
     fe2.send(ack("fe2", upto)).unwrap();
     let env = next(inbox).await;
     assert_eq!(env.from, Addr::new("fe2", ActorKind::OutgoingQueue));
-    assert_eq!(env.msg, Msg::Archiving(ArchivingMsg::TransferAck { upto }));
+    assert_eq!(
+        env.msg,
+        Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(upto) })
+    );
 }
 
 #[tokio::test]
@@ -147,7 +150,7 @@ async fn an_envelope_crosses_a_mutual_tls_link() {
     assert_eq!(env.to, Addr::new("arch1", ActorKind::DestinationQueue));
     assert_eq!(
         env.msg,
-        Msg::Archiving(ArchivingMsg::TransferAck { upto: 7 })
+        Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(7) })
     );
     assert_eq!(arch.refused(), 0);
 }
@@ -362,7 +365,7 @@ async fn garbage_and_oversized_frames_close_the_connection() {
     refused_beyond(&arch, 2).await;
     assert_eq!(
         next(&mut inbox).await.msg,
-        Msg::Archiving(ArchivingMsg::TransferAck { upto: 5 })
+        Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(5) })
     );
 
     legit_frame_arrives(&config, addr, &mut inbox, 6).await;
@@ -421,7 +424,7 @@ async fn a_client_checks_the_listener_is_the_node_it_called() {
         from: Addr::new("arch1", ActorKind::FrontEnd),
         to: env.from,
         id: 2,
-        msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: 9 }),
+        msg: Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(9) }),
     };
     arch.send(reply.clone()).unwrap();
     let got = tokio::time::timeout(PATIENCE, read_frame(&mut s, MAX_FRAME))

@@ -8,7 +8,7 @@
 
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Written};
 use crate::core::cluster::Cluster;
-use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::ids::{ActorKind, Addr, BatchId, MessageId, Millis};
 use crate::core::operator::OperatorEvent;
 use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::{ArchiveRecord, ArchivingMsg, DbError, Msg, QueueItem};
@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 struct Batch {
-    id: u64,
+    id: BatchId,
     keys: Vec<u64>,
     records: Vec<ArchiveRecord>,
 }
@@ -114,7 +114,7 @@ impl Archiver {
                     records.push(r);
                 }
             }
-            let id = self.next_batch;
+            let id = BatchId(self.next_batch);
             self.next_batch += 1;
             ctx.send(
                 self.db.clone(),
@@ -361,7 +361,12 @@ mod tests {
     }
 
     /// The database refuses the record `id` of `batch` for good.
-    fn refused(h: &mut Harness<Archiver>, batch: u64, id: &str, reason: &str) -> Vec<(Addr, Msg)> {
+    fn refused(
+        h: &mut Harness<Archiver>,
+        batch: BatchId,
+        id: &str,
+        reason: &str,
+    ) -> Vec<(Addr, Msg)> {
         let error = DbError::Refused {
             ids: vec![id.into()],
             reason: reason.into(),
@@ -380,9 +385,9 @@ mod tests {
         assert!(deliver(&mut h, 1, rec("m1")).is_empty());
         let sent = deliver(&mut h, 2, rec("m2"));
         assert!(
-            matches!(&sent[..], [(to, Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, records }))] if *to == db() && records.len() == 2)
+            matches!(&sent[..], [(to, Msg::Archiving(ArchivingMsg::LogMessages { batch: BatchId(1), records }))] if *to == db() && records.len() == 2)
         );
-        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
         assert_eq!(
             sent,
             vec![(
@@ -445,13 +450,16 @@ mod tests {
             &sent[..],
             [(
                 _,
-                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+                Msg::Archiving(ArchivingMsg::LogMessages {
+                    batch: BatchId(1),
+                    ..
+                })
             )]
         ));
         let items = vec![(2, rec("m2")), (3, rec("m3")), (4, rec("m4"))];
         let sent = h.msg(dq(), ArchivingMsg::DeliverBatch { items });
         assert!(sent.is_empty(), "one transaction at a time: {sent:?}");
-        let mut sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        let mut sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
         assert_eq!(
             sent.remove(0),
             (
@@ -459,7 +467,13 @@ mod tests {
                 Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
             )
         );
-        let [(to, Msg::Archiving(ArchivingMsg::LogMessages { batch: 2, records }))] = &sent[..]
+        let [(
+            to,
+            Msg::Archiving(ArchivingMsg::LogMessages {
+                batch: BatchId(2),
+                records,
+            }),
+        )] = &sent[..]
         else {
             panic!("the waiting records go at once: {sent:?}");
         };
@@ -495,10 +509,13 @@ mod tests {
             &sent[..],
             [(
                 _,
-                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+                Msg::Archiving(ArchivingMsg::LogMessages {
+                    batch: BatchId(1),
+                    ..
+                })
             )]
         ));
-        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
         assert_eq!(
             sent,
             vec![
@@ -587,7 +604,10 @@ mod tests {
             &sent[..],
             [(
                 _,
-                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+                Msg::Archiving(ArchivingMsg::LogMessages {
+                    batch: BatchId(1),
+                    ..
+                })
             )]
         ));
         assert_eq!(h.events(), vec!["db_timeout"]);
@@ -595,7 +615,7 @@ mod tests {
         let sent = h.msg(
             db(),
             ArchivingMsg::LogFailed {
-                batch: 1,
+                batch: BatchId(1),
                 error: DbError::StoreFailed("disk".into()),
             },
         );
@@ -605,14 +625,18 @@ mod tests {
             &sent[..],
             [(
                 _,
-                Msg::Archiving(ArchivingMsg::LogMessages { batch: 1, .. })
+                Msg::Archiving(ArchivingMsg::LogMessages {
+                    batch: BatchId(1),
+                    ..
+                })
             )]
         ));
         assert!(
-            h.msg(db(), ArchivingMsg::Logged { batch: 7 }).is_empty(),
+            h.msg(db(), ArchivingMsg::Logged { batch: BatchId(7) })
+                .is_empty(),
             "a stale answer does nothing"
         );
-        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
         assert_eq!(
             sent,
             vec![(
@@ -634,9 +658,12 @@ mod tests {
         else {
             panic!("{sent:?}")
         };
-        assert!(*batch > 1);
+        assert!(*batch > BatchId(1));
         assert!(h
-            .msg(db(), Msg::Archiving(ArchivingMsg::Logged { batch: 1 }))
+            .msg(
+                db(),
+                Msg::Archiving(ArchivingMsg::Logged { batch: BatchId(1) })
+            )
             .is_empty());
         assert!(h
             .msg(
@@ -660,12 +687,15 @@ mod tests {
         let mut h = arch(1);
         deliver(&mut h, 1, rec("m1"));
         assert!(deliver(&mut h, 2, rec("m2")).is_empty());
-        let sent = h.msg(db(), ArchivingMsg::Logged { batch: 1 });
+        let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
         assert!(matches!(
             &sent[1],
             (
                 _,
-                Msg::Archiving(ArchivingMsg::LogMessages { batch: 2, .. })
+                Msg::Archiving(ArchivingMsg::LogMessages {
+                    batch: BatchId(2),
+                    ..
+                })
             )
         ));
     }

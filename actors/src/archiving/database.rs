@@ -12,7 +12,7 @@ use crate::core::actor::{
 };
 use crate::core::engine::{Answer, Query};
 use crate::core::identity;
-use crate::core::ids::{ActorKind, Addr, MessageId};
+use crate::core::ids::{ActorKind, Addr, BatchId, MessageId, Token};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::{
@@ -26,29 +26,29 @@ use std::collections::BTreeMap;
 
 struct Txn {
     from: Addr,
-    batch: u64,
+    batch: BatchId,
 }
 
 /// What a token stands for while the engine works on it.
 enum Pending {
     /// A batch of the archiver's, being written.
-    Log { from: Addr, batch: u64 },
+    Log { from: Addr, batch: BatchId },
     /// A client's read, being answered by the engine.
     Read {
         from: Addr,
-        token: u64,
+        token: Token,
         entry: ArchiveRead,
     },
     /// A hold placed or released, being written.
     Hold {
         from: Addr,
-        token: u64,
+        token: Token,
         hold: LegalHold,
     },
     /// An export's record, being written.
     Export {
         from: Addr,
-        token: u64,
+        token: Token,
         export: ExportRecord,
     },
     /// A read's entry in the trail, being written: the answer waits for it.
@@ -145,7 +145,7 @@ impl Database {
 
     /// Places a hold (auditors only): durable before it is answered, and
     /// from then on the purge keeps what it covers.
-    fn place_hold(&mut self, from: Addr, token: u64, mut hold: LegalHold, ctx: &mut Ctx) {
+    fn place_hold(&mut self, from: Addr, token: Token, mut hold: LegalHold, ctx: &mut Ctx) {
         let Some(who) = records_principal(
             &self.name,
             &from,
@@ -181,7 +181,7 @@ impl Database {
     fn release_hold(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         name: String,
         reason: String,
         ctx: &mut Ctx,
@@ -219,7 +219,7 @@ impl Database {
         self.write_hold(from, token, hold, ctx);
     }
 
-    fn write_hold(&mut self, from: Addr, token: u64, hold: LegalHold, ctx: &mut Ctx) {
+    fn write_hold(&mut self, from: Addr, token: Token, hold: LegalHold, ctx: &mut Ctx) {
         let op = StoreOp::Put {
             key: keys::key_str(DB_HOLD, &hold.name),
             value: keys::encode(&hold),
@@ -232,7 +232,7 @@ impl Database {
     /// Records an export that wrote every row of its query (auditors
     /// only): durable before it is answered; from then on, with
     /// `purge_exported_only`, the purge may delete what it covers.
-    fn record_export(&mut self, from: Addr, token: u64, mut export: ExportRecord, ctx: &mut Ctx) {
+    fn record_export(&mut self, from: Addr, token: Token, mut export: ExportRecord, ctx: &mut Ctx) {
         let Some(who) = records_principal(
             &self.name,
             &from,
@@ -286,7 +286,7 @@ impl Database {
         ctx.persist(t, vec![op]);
     }
 
-    fn retention_status(&mut self, from: Addr, token: u64, ctx: &mut Ctx) {
+    fn retention_status(&mut self, from: Addr, token: Token, ctx: &mut Ctx) {
         if records_principal(
             &self.name,
             &from,
@@ -360,7 +360,7 @@ impl Database {
     fn log(
         &mut self,
         from: Addr,
-        batch: u64,
+        batch: BatchId,
         records: Vec<crate::core::protocol::ArchiveRecord>,
         ctx: &mut Ctx,
     ) {
@@ -413,7 +413,7 @@ impl Database {
     /// A client's read of the archive or of its trail: only an auditor may
     /// (see [`identity::ARCHIVE_READERS`]). Every read, refused or not, is
     /// recorded in the trail before it is answered.
-    fn read(&mut self, from: Addr, token: u64, what: ReadWhat, ctx: &mut Ctx) {
+    fn read(&mut self, from: Addr, token: Token, what: ReadWhat, ctx: &mut Ctx) {
         let request = match what {
             ReadWhat::Messages(_) => "ArchiveSearch",
             ReadWhat::Trail { .. } => "ArchiveTrail",
@@ -497,7 +497,7 @@ impl Database {
     fn found(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         mut entry: ArchiveRead,
         result: Result<Answer, StoreError>,
         ctx: &mut Ctx,
@@ -1045,7 +1045,13 @@ mod tests {
     /// The archiver sends batch `batch` of the records named by `ids`.
     fn log(h: &mut Harness<Database>, batch: u64, ids: &[&str]) -> Vec<(Addr, Msg)> {
         let records = ids.iter().map(|id| rec(id)).collect();
-        h.msg(arch(), ArchivingMsg::LogMessages { batch, records })
+        h.msg(
+            arch(),
+            ArchivingMsg::LogMessages {
+                batch: BatchId(batch),
+                records,
+            },
+        )
     }
 
     fn stored_ids(h: &Harness<Database>) -> Vec<String> {
@@ -1062,7 +1068,10 @@ mod tests {
         let sent = log(&mut h, 1, &["m1", "m2"]);
         assert_eq!(
             sent,
-            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch: 1 }))]
+            vec![(
+                arch(),
+                Msg::Archiving(ArchivingMsg::Logged { batch: BatchId(1) })
+            )]
         );
         log(&mut h, 1, &["m1", "m2"]);
         let mut h2 = db(Sabotage::default());
@@ -1071,7 +1080,10 @@ mod tests {
         let sent = log(&mut h2, 2, &["m2", "m3", "m3"]);
         assert_eq!(
             sent,
-            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch: 2 }))]
+            vec![(
+                arch(),
+                Msg::Archiving(ArchivingMsg::Logged { batch: BatchId(2) })
+            )]
         );
         assert_eq!(stored_ids(&h2), vec!["m1", "m2", "m3"]);
         // The engine counted two rows at start; one more was new.
@@ -1092,7 +1104,7 @@ mod tests {
             vec![(
                 arch(),
                 Msg::Archiving(ArchivingMsg::LogFailed {
-                    batch: 1,
+                    batch: BatchId(1),
                     error: DbError::Refused {
                         ids: vec!["bad".into()],
                         reason: "trigger poison".into()
@@ -1115,13 +1127,22 @@ mod tests {
         let sent = log(&mut h, 1, &["m1"]);
         assert!(matches!(
             &sent[..],
-            [(_, Msg::Archiving(ArchivingMsg::LogFailed { batch: 1, .. }))]
+            [(
+                _,
+                Msg::Archiving(ArchivingMsg::LogFailed {
+                    batch: BatchId(1),
+                    ..
+                })
+            )]
         ));
         h.fail_persists = None;
         let sent = log(&mut h, 1, &["m1"]);
         assert_eq!(
             sent,
-            vec![(arch(), Msg::Archiving(ArchivingMsg::Logged { batch: 1 }))]
+            vec![(
+                arch(),
+                Msg::Archiving(ArchivingMsg::Logged { batch: BatchId(1) })
+            )]
         );
         assert_eq!(stored_ids(&h), vec!["m1"]);
     }
@@ -1135,7 +1156,13 @@ mod tests {
         });
         h.start(Recovered::new());
         let records = (1..=8).map(|i| rec(&format!("m{i}"))).collect();
-        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
+        h.msg(
+            arch(),
+            ArchivingMsg::LogMessages {
+                batch: BatchId(1),
+                records,
+            },
+        );
         assert_eq!(
             stored_ids(&h),
             vec!["m1", "m2", "m4", "m4", "m5", "m7", "m8", "m8"]
@@ -1171,7 +1198,13 @@ mod tests {
             body: "Late HELLO".into(),
             ..rec("late")
         });
-        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
+        h.msg(
+            arch(),
+            ArchivingMsg::LogMessages {
+                batch: BatchId(1),
+                records,
+            },
+        );
         h
     }
 
@@ -1179,7 +1212,7 @@ mod tests {
         let sent = h.msg(
             from.clone(),
             RecordsMsg::ArchiveSearch {
-                token: 7,
+                token: Token(7),
                 search: s,
             },
         );
@@ -1222,7 +1255,7 @@ mod tests {
         else {
             panic!("found")
         };
-        assert_eq!((token, next), (7, None));
+        assert_eq!((token, next), (Token(7), None));
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].record.id, "late");
         assert_eq!(
@@ -1255,8 +1288,10 @@ mod tests {
             anonymous,
         ] {
             h.clear_events();
-            let Msg::Records(RecordsMsg::ArchiveRefused { token: 7, refusal }) =
-                search(&mut h, from.clone(), own.clone())
+            let Msg::Records(RecordsMsg::ArchiveRefused {
+                token: Token(7),
+                refusal,
+            }) = search(&mut h, from.clone(), own.clone())
             else {
                 panic!("refused")
             };
@@ -1278,7 +1313,7 @@ mod tests {
         let sent = h.msg(
             client(Role::User, "a@corp.example"),
             Msg::Records(RecordsMsg::ArchiveTrail {
-                token: 3,
+                token: Token(3),
                 after: None,
                 limit: 10,
             }),
@@ -1288,7 +1323,7 @@ mod tests {
             [(
                 _,
                 Msg::Records(RecordsMsg::ArchiveRefused {
-                    token: 3,
+                    token: Token(3),
                     refusal: ArchiveRefusal::Forbidden(_)
                 })
             )]
@@ -1396,7 +1431,13 @@ mod tests {
                 ..rec(&format!("b{i}"))
             })
             .collect();
-        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
+        h.msg(
+            arch(),
+            ArchivingMsg::LogMessages {
+                batch: BatchId(1),
+                records,
+            },
+        );
         let mut s = all(SEARCH_PAGE_MAX);
         let mut sizes = Vec::new();
         loop {
@@ -1428,7 +1469,7 @@ mod tests {
         let sent = h2.msg(
             auditor(),
             RecordsMsg::ArchiveTrail {
-                token: 4,
+                token: Token(4),
                 after: None,
                 limit: 1,
             },
@@ -1436,7 +1477,7 @@ mod tests {
         let [(
             _,
             Msg::Records(RecordsMsg::ArchiveReads {
-                token: 4,
+                token: Token(4),
                 reads,
                 recorded,
                 next,
@@ -1452,7 +1493,7 @@ mod tests {
         let sent = h2.msg(
             auditor(),
             RecordsMsg::ArchiveTrail {
-                token: 5,
+                token: Token(5),
                 after: Some(1),
                 limit: 10,
             },
@@ -1487,7 +1528,7 @@ mod tests {
         let sent = h.msg(
             auditor(),
             ArchivingMsg::LogMessages {
-                batch: 9,
+                batch: BatchId(9),
                 records: vec![rec("forged")],
             },
         );
@@ -1496,7 +1537,7 @@ mod tests {
         let sent = h.msg(
             arch(),
             RecordsMsg::ArchiveSearch {
-                token: 1,
+                token: Token(1),
                 search: all(1),
             },
         );
@@ -1527,6 +1568,7 @@ mod tests {
     }
 
     fn log_at(h: &mut Harness<Database>, batch: u64, rows: &[(&str, u64)]) {
+        let batch = BatchId(batch);
         let records = rows
             .iter()
             .map(|(id, time)| ArchiveRecord {
@@ -1732,16 +1774,22 @@ mod tests {
                 ..rec("free1")
             },
         ];
-        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
+        h.msg(
+            arch(),
+            ArchivingMsg::LogMessages {
+                batch: BatchId(1),
+                records,
+            },
+        );
         let sent = h.msg(
             auditor(),
             RecordsMsg::HoldPlace {
-                token: 3,
+                token: Token(3),
                 hold: Box::new(hold("case-17", &["carol@corp.example"])),
             },
         );
         let Msg::Records(RecordsMsg::HoldDone {
-            token: 3,
+            token: Token(3),
             hold: placed,
         }) = &sent[0].1
         else {
@@ -1758,7 +1806,7 @@ mod tests {
         let sent = h.msg(
             auditor(),
             RecordsMsg::HoldRelease {
-                token: 4,
+                token: Token(4),
                 name: "case-17".into(),
                 reason: "settled".into(),
             },
@@ -1771,7 +1819,7 @@ mod tests {
         h.set_timer(ArchivingTimer::Purge, h.now);
         purge(&mut h, 5);
         assert!(stored_ids(&h).is_empty());
-        let sent = h.msg(auditor(), RecordsMsg::RetentionStatus { token: 5 });
+        let sent = h.msg(auditor(), RecordsMsg::RetentionStatus { token: Token(5) });
         let Msg::Records(RecordsMsg::RetentionState {
             keep_days,
             holds,
@@ -1797,7 +1845,7 @@ mod tests {
             let sent = h.msg(
                 who,
                 RecordsMsg::HoldPlace {
-                    token: 1,
+                    token: Token(1),
                     hold: Box::new(hold("x", &["a@corp.example"])),
                 },
             );
@@ -1811,12 +1859,12 @@ mod tests {
         }
         assert!(h.events().iter().all(|e| *e == "identity_refused"));
         // An operator may see the retention state, a user may not.
-        let sent = h.msg(operator, RecordsMsg::RetentionStatus { token: 2 });
+        let sent = h.msg(operator, RecordsMsg::RetentionStatus { token: Token(2) });
         assert!(matches!(
             &sent[0].1,
             Msg::Records(RecordsMsg::RetentionState { .. })
         ));
-        let sent = h.msg(user, RecordsMsg::RetentionStatus { token: 2 });
+        let sent = h.msg(user, RecordsMsg::RetentionStatus { token: Token(2) });
         assert!(matches!(
             &sent[0].1,
             Msg::Records(RecordsMsg::ArchiveRefused { .. })
@@ -1828,7 +1876,7 @@ mod tests {
             let sent = h.msg(
                 auditor(),
                 RecordsMsg::HoldPlace {
-                    token: 3,
+                    token: Token(3),
                     hold: Box::new(bad),
                 },
             );
@@ -1843,14 +1891,14 @@ mod tests {
         h.msg(
             auditor(),
             RecordsMsg::HoldPlace {
-                token: 4,
+                token: Token(4),
                 hold: Box::new(hold("x", &["a@corp.example"])),
             },
         );
         let sent = h.msg(
             auditor(),
             RecordsMsg::HoldPlace {
-                token: 5,
+                token: Token(5),
                 hold: Box::new(hold("x", &["a@corp.example"])),
             },
         );
@@ -1945,7 +1993,7 @@ mod tests {
         let sent = h.msg(
             auditor(),
             RecordsMsg::ExportDone {
-                token: 8,
+                token: Token(8),
                 export: Box::new(x),
             },
         );
@@ -1954,7 +2002,7 @@ mod tests {
     }
 
     fn status(h: &mut Harness<Database>) -> (Option<PurgeRecord>, Vec<ExportRecord>, bool) {
-        let sent = h.msg(auditor(), RecordsMsg::RetentionStatus { token: 9 });
+        let sent = h.msg(auditor(), RecordsMsg::RetentionStatus { token: Token(9) });
         let Msg::Records(RecordsMsg::RetentionState {
             purge,
             exports,
@@ -1990,7 +2038,13 @@ mod tests {
             // Not covered: carol's, in range, but at the range's end.
             row("edge", "carol@corp.example", "dan@corp.example", 2 * HOUR),
         ];
-        h.msg(arch(), ArchivingMsg::LogMessages { batch: 1, records });
+        h.msg(
+            arch(),
+            ArchivingMsg::LogMessages {
+                batch: BatchId(1),
+                records,
+            },
+        );
         h.now = 5;
         let x = export(&["carol@corp.example"], Some(HOUR), Some(2 * HOUR), 5);
         let Msg::Records(RecordsMsg::ExportRecorded {
@@ -2005,7 +2059,7 @@ mod tests {
         h.msg(
             arch(),
             ArchivingMsg::LogMessages {
-                batch: 2,
+                batch: BatchId(2),
                 records: vec![row(
                     "late",
                     "carol@corp.example",
@@ -2060,7 +2114,7 @@ mod tests {
         let sent = h.msg(
             user,
             RecordsMsg::ExportDone {
-                token: 1,
+                token: Token(1),
                 export: Box::new(export(&[], None, None, 1)),
             },
         );

@@ -13,7 +13,7 @@ use crate::core::actor::{
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
-use crate::core::ids::{ActorKind, Addr, MessageId};
+use crate::core::ids::{ActorKind, Addr, MessageId, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::{ArchiveRecord, ArchivingMsg, Msg, QueueItem, PARKED_RETRY_MAX};
@@ -26,7 +26,7 @@ enum Write {
     Store {
         sender: Addr,
         /// The last seq the write takes the link to.
-        seq: u64,
+        seq: Seq,
         /// The items stored (tombstones only move the sequence on).
         stored: Vec<(u64, QueueItem)>,
         /// Answer with a `ProbeAck` (for this probe) rather than a
@@ -62,7 +62,7 @@ struct Retry {
 }
 
 /// The acknowledgement for a transfer, or for a probe.
-fn answer(probe: Option<u64>, upto: u64) -> Msg {
+fn answer(probe: Option<u64>, upto: Seq) -> Msg {
     match probe {
         Some(probe) => Msg::Archiving(ArchivingMsg::ProbeAck { upto, probe }),
         None => Msg::Archiving(ArchivingMsg::TransferAck { upto }),
@@ -83,7 +83,7 @@ pub struct DestinationQueue {
     cluster: Arc<Cluster>,
     settings: Settings,
     /// Next expected seq per sending front end.
-    next: BTreeMap<String, u64>,
+    next: BTreeMap<String, Seq>,
     items: BTreeMap<u64, QueueItem>,
     next_key: u64,
     /// Handed to the archiver, not yet consumed.
@@ -248,14 +248,14 @@ impl DestinationQueue {
     fn on_transfer(
         &mut self,
         from: Addr,
-        first: u64,
+        first: Seq,
         items: Vec<QueueItem>,
         probe: Option<u64>,
         ctx: &mut Ctx,
     ) {
         // A stored 0 can only come from a damaged store: treat it as 1.
-        let expected = (*self.next.get(&from.node).unwrap_or(&1)).max(1);
-        let held = expected.saturating_sub(first).min(items.len() as u64);
+        let expected = (*self.next.get(&from.node).unwrap_or(&Seq::FIRST)).max(Seq::FIRST);
+        let held = expected.0.saturating_sub(first.0).min(items.len() as u64);
         if first <= expected {
             self.duplicates_dropped += held;
         }
@@ -263,13 +263,13 @@ impl DestinationQueue {
             // A duplicate (already stored) or a gap (an earlier transfer was
             // lost with a connection): either way, tell the sender where we
             // are; it goes back to there.
-            ctx.send(from, answer(probe, expected - 1));
+            ctx.send(from, answer(probe, expected.prev()));
             return;
         }
-        let seq = first + items.len() as u64 - 1;
+        let seq = Seq(first.0 + items.len() as u64 - 1);
         let mut ops = vec![StoreOp::Put {
             key: keys::key_str(DQ_NEXT, &from.node),
-            value: (seq + 1).to_be_bytes().to_vec(),
+            value: seq.next().0.to_be_bytes().to_vec(),
         }];
         let mut stored = Vec::new();
         for item in items.into_iter().skip(held as usize) {
@@ -415,7 +415,7 @@ impl Actor for DestinationQueue {
                 let sender = String::from_utf8_lossy(sender).into_owned();
                 match <[u8; 8]>::try_from(v.as_slice()) {
                     Ok(b) => {
-                        self.next.insert(sender, u64::from_be_bytes(b));
+                        self.next.insert(sender, Seq(u64::from_be_bytes(b)));
                     }
                     Err(_) => ctx.event(
                         OperatorEvent::StoreCorrupt,
@@ -514,7 +514,7 @@ impl Actor for DestinationQueue {
                 }),
                 Ok(_),
             ) => {
-                self.next.insert(sender.node.clone(), seq + 1);
+                self.next.insert(sender.node.clone(), seq.next());
                 if !stored.is_empty() {
                     self.items.extend(stored);
                     self.arm_expiry(ctx);
@@ -719,7 +719,13 @@ mod tests {
         seq: u64,
         item: QueueItem,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(oq(from), ArchivingMsg::Transfer { seq, item })
+        h.msg(
+            oq(from),
+            ArchivingMsg::Transfer {
+                seq: Seq(seq),
+                item,
+            },
+        )
     }
 
     /// The outgoing queue of front end `from` probes with `item` as `seq`.
@@ -730,13 +736,20 @@ mod tests {
         item: QueueItem,
         probe: u64,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(oq(from), ArchivingMsg::Probe { seq, item, probe })
+        h.msg(
+            oq(from),
+            ArchivingMsg::Probe {
+                seq: Seq(seq),
+                item,
+                probe,
+            },
+        )
     }
 
     fn acks(sent: &[(Addr, Msg)]) -> Vec<u64> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Archiving(ArchivingMsg::TransferAck { upto }) => Some(*upto),
+                Msg::Archiving(ArchivingMsg::TransferAck { upto }) => Some(upto.0),
                 _ => None,
             })
             .collect()
@@ -763,7 +776,13 @@ mod tests {
         first: u64,
         items: Vec<QueueItem>,
     ) -> Vec<(Addr, Msg)> {
-        h.msg(oq(from), ArchivingMsg::TransferBatch { first, items })
+        h.msg(
+            oq(from),
+            ArchivingMsg::TransferBatch {
+                first: Seq(first),
+                items,
+            },
+        )
     }
 
     fn duplicates(h: &Harness<DestinationQueue>) -> u64 {
@@ -963,7 +982,7 @@ mod tests {
             sent,
             vec![(
                 oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 })
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) })
             )]
         );
         let sent = transfer(&mut h, "fe1", 3, rec("m3"));
@@ -971,7 +990,7 @@ mod tests {
             sent,
             vec![(
                 oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 })
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) })
             )]
         );
         assert_eq!(h.actor().depth(), 1);
@@ -990,7 +1009,10 @@ mod tests {
             sent[0],
             (
                 oq("fe1"),
-                Msg::Archiving(ArchivingMsg::ProbeAck { upto: 1, probe: 7 })
+                Msg::Archiving(ArchivingMsg::ProbeAck {
+                    upto: Seq(1),
+                    probe: 7
+                })
             )
         );
         assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
@@ -1000,7 +1022,10 @@ mod tests {
             sent,
             vec![(
                 oq("fe1"),
-                Msg::Archiving(ArchivingMsg::ProbeAck { upto: 2, probe: 8 })
+                Msg::Archiving(ArchivingMsg::ProbeAck {
+                    upto: Seq(2),
+                    probe: 8
+                })
             )]
         );
         assert_eq!(h.actor().depth(), 2, "the duplicate is not stored again");
@@ -1014,7 +1039,7 @@ mod tests {
             sent,
             vec![(
                 oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 })
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) })
             )]
         );
         assert_eq!(h.actor().depth(), 0);
@@ -1040,7 +1065,7 @@ mod tests {
             sent,
             vec![(
                 oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: 2 })
+                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(2) })
             )],
             "the dedupe mark survived"
         );

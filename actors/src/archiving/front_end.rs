@@ -31,7 +31,7 @@ use crate::core::actor::{
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Refusal, Role};
-use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::ids::{ActorKind, Addr, MessageId, Millis, Token};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::archiving::ArchivingTimer;
 use crate::core::protocol::{
@@ -79,7 +79,7 @@ pub struct FrontEnd {
     name: String,
     cluster: Arc<Cluster>,
     settings: Settings,
-    pending: BTreeMap<u64, Pending>,
+    pending: BTreeMap<Token, Pending>,
     /// ocs2007r2: archivable IMs routed to another front end, archived when
     /// its answer comes back.
     awaiting_response: BTreeMap<MessageId, Admitted>,
@@ -253,7 +253,7 @@ impl FrontEnd {
 
     fn enqueue(&mut self, client: Option<Addr>, kind: RecordKind, msg: Admitted, ctx: &mut Ctx) {
         let record = self.record(kind, &msg);
-        let token = self.next_token;
+        let token = Token(self.next_token);
         self.next_token += 1;
         let admitted_at = ctx.now();
         self.pending.insert(
@@ -763,13 +763,13 @@ mod tests {
     /// The outgoing queue could not queue the record of `token`.
     fn enqueue_failed(
         h: &mut Harness<FrontEnd>,
-        token: u64,
+        token: Token,
         cause: EnqueueFailure,
     ) -> Vec<(Addr, Msg)> {
         h.msg(queue(), ArchivingMsg::EnqueueFailed { token, cause })
     }
 
-    fn enqueue_token(sent: &[(Addr, Msg)]) -> u64 {
+    fn enqueue_token(sent: &[(Addr, Msg)]) -> Token {
         sent.iter()
             .find_map(|(_, m)| match m {
                 Msg::Archiving(ArchivingMsg::Enqueue { token, .. }) => Some(*token),

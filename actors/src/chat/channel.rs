@@ -24,7 +24,7 @@ use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer, Written,
 };
 use crate::core::identity::{self, Role};
-use crate::core::ids::{ActorKind, Addr, Millis, UserId};
+use crate::core::ids::{ActorKind, Addr, Millis, Token, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::chat::ChatTimer;
@@ -124,7 +124,7 @@ pub struct Channel {
     /// Sessions following a room (told of new posts if not subscribed).
     followers: BTreeMap<RoomId, BTreeSet<String>>,
     presence: BTreeMap<String, RemotePresence>,
-    pending: BTreeMap<u64, Pending>,
+    pending: BTreeMap<Token, Pending>,
     next_token: u64,
     /// Relaying switched off (a test sabotage: the checker must notice).
     relay: bool,
@@ -191,9 +191,9 @@ impl Channel {
 
     /// Sends `msg` (made with a fresh token) to the store and remembers
     /// what to do with the answer.
-    fn ask_store(&mut self, pending: Pending, msg: impl FnOnce(u64) -> Msg, ctx: &mut Ctx) {
+    fn ask_store(&mut self, pending: Pending, msg: impl FnOnce(Token) -> Msg, ctx: &mut Ctx) {
         self.next_token += 1;
-        let token = self.next_token;
+        let token = Token(self.next_token);
         self.pending.insert(token, pending);
         ctx.send(self.store(), msg(token));
         self.arm_timeout(ctx);
@@ -1240,7 +1240,7 @@ impl Actor for Channel {
             Timer::Chat(ChatTimer::StoreTimeout) => {
                 self.timeout_armed = false;
                 let limit = self.settings.chat_store_timeout;
-                let expired: Vec<u64> = self
+                let expired: Vec<Token> = self
                     .pending
                     .iter()
                     .filter(|(_, p)| now.saturating_sub(p.since()) >= limit)
@@ -1336,7 +1336,7 @@ mod tests {
     }
 
     /// The chat store confirms the post of `token` as number `seq`.
-    fn appended(h: &mut Harness<Channel>, token: u64, seq: u64, post: Post) -> Vec<(Addr, Msg)> {
+    fn appended(h: &mut Harness<Channel>, token: Token, seq: u64, post: Post) -> Vec<(Addr, Msg)> {
         h.msg(
             store(),
             Msg::Chat(ChatMsg::StoreAppended { token, seq, post }),

@@ -207,7 +207,13 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     let recovered = p.db.store.clone();
     let mut db = Harness::new(store(), ChatStore::new("chatdb", pool().rooms.clone()));
     db.start(recovered);
-    let list = db.msg(ch1(), Msg::Chat(ChatMsg::StoreRooms { token: 9, since: 0 }));
+    let list = db.msg(
+        ch1(),
+        Msg::Chat(ChatMsg::StoreRooms {
+            token: Token(9),
+            since: 0,
+        }),
+    );
     assert!(
         matches!(&list[0].1, Msg::Chat(ChatMsg::StoreRoomList { rooms, version: 1, .. })
         if rooms.len() == 1 && rooms[0].0 == "deals")
@@ -368,7 +374,7 @@ fn a_change_made_elsewhere_arrives_by_relay_or_from_the_store() {
     p.db.msg(
         Addr::new("ch2", ActorKind::Channel),
         Msg::Chat(ChatMsg::StoreRoomSave {
-            token: 1,
+            token: Token(1),
             room: "stored".into(),
             info: Box::new(db_info),
             create: true,

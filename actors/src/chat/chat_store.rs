@@ -57,7 +57,7 @@ pub use retention::{Policy, CHAT_HOLD, CHAT_PURGE, PURGE_PAUSE};
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
 use crate::core::engine::{Answer, Query};
-use crate::core::ids::{ActorKind, Addr};
+use crate::core::ids::{ActorKind, Addr, Token};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::chat::ChatTimer;
@@ -280,7 +280,7 @@ pub fn post_scan<'a>(
 }
 
 /// Refuses `from`'s request `token` about `room` for `reason`.
-fn refuse_room(from: Addr, token: u64, room: RoomId, reason: ChatReject, ctx: &mut Ctx) {
+fn refuse_room(from: Addr, token: Token, room: RoomId, reason: ChatReject, ctx: &mut Ctx) {
     ctx.send(
         from,
         Msg::Chat(ChatMsg::StoreRoomRefused {
@@ -295,32 +295,32 @@ fn refuse_room(from: Addr, token: u64, room: RoomId, reason: ChatReject, ctx: &m
 enum Write {
     Post {
         from: Addr,
-        token: u64,
+        token: Token,
         seq: u64,
         post: Post,
     },
     Room {
         from: Addr,
-        token: u64,
+        token: Token,
         room: RoomId,
         info: Box<Room>,
     },
     Follows {
         from: Addr,
-        token: u64,
+        token: Token,
         user: String,
         follows: BTreeSet<RoomId>,
     },
     /// A read whose compliance event must be durable before the answer.
     Read { from: Addr, answer: Msg },
     /// A compliance event the Channel server reported (a leave).
-    Audit { from: Addr, token: u64 },
+    Audit { from: Addr, token: Token },
     /// Deleting outbox events the Compliance service has staged.
     Trim,
     /// A clear's mark, the `index`th of its room.
     Clear {
         from: Addr,
-        token: u64,
+        token: Token,
         room: RoomId,
         index: usize,
         clear: Clear,
@@ -334,14 +334,14 @@ enum Write {
     /// A post's new text.
     Replace {
         from: Addr,
-        token: u64,
+        token: Token,
         seq: u64,
         post: Post,
     },
     /// A legal hold placed or released.
     Hold {
         from: Addr,
-        token: u64,
+        token: Token,
         hold: Box<LegalHold>,
     },
     /// The retention purge's record, with a batch's deletions (`deleted`
@@ -355,7 +355,7 @@ enum Write {
 /// A Channel server waiting for a user's follows.
 struct UserReply {
     from: Addr,
-    token: u64,
+    token: Token,
     user: String,
 }
 
@@ -369,11 +369,15 @@ enum Ask {
         then: Option<UserReply>,
     },
     /// Whether the post is stored already; if not, it is appended.
-    Append { from: Addr, token: u64, post: Post },
+    Append {
+        from: Addr,
+        token: Token,
+        post: Post,
+    },
     /// A history read or a catch-up.
     Read {
         from: Addr,
-        token: u64,
+        token: Token,
         room: RoomId,
         audit: Option<(String, EventKind)>,
         after: u64,
@@ -382,7 +386,7 @@ enum Ask {
     /// A clear, once the room's last number is known.
     Clear {
         from: Addr,
-        token: u64,
+        token: Token,
         room: RoomId,
         before: Option<u64>,
         by: String,
@@ -392,7 +396,7 @@ enum Ask {
     /// The post to replace.
     Replace {
         from: Addr,
-        token: u64,
+        token: Token,
         id: String,
         text: String,
         by: String,
@@ -526,7 +530,7 @@ impl ChatStore {
     fn save_room(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         room: RoomId,
         mut info: Box<Room>,
         by: String,
@@ -555,7 +559,7 @@ impl ChatStore {
         self.write(write, vec![event], vec![op], ctx);
     }
 
-    fn reply_user(&mut self, from: Addr, token: u64, user: String, ctx: &mut Ctx) {
+    fn reply_user(&mut self, from: Addr, token: Token, user: String, ctx: &mut Ctx) {
         let unknown: Vec<RoomId> = self
             .follows
             .get(&user)
@@ -767,7 +771,7 @@ impl ChatStore {
     }
 
     /// Appends a post the engine does not hold yet.
-    fn append(&mut self, from: Addr, token: u64, post: Post, ctx: &mut Ctx) {
+    fn append(&mut self, from: Addr, token: Token, post: Post, ctx: &mut Ctx) {
         let seq = self.latest(&post.room) + 1;
         let ops = vec![
             StoreOp::Put {
@@ -802,7 +806,7 @@ impl ChatStore {
     fn answer_read(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         room: RoomId,
         audit: Option<(String, EventKind)>,
         (after, limit): (u64, u64),
@@ -1483,11 +1487,11 @@ impl Actor for ChatStore {
                 // The engine cannot be read: refuse what waited for it (the
                 // Channel server retries), never guess.
                 let (what, from, token) = match ask {
-                    Ask::Count => ("the post count".to_string(), None, 0),
+                    Ask::Count => ("the post count".to_string(), None, Token(0)),
                     Ask::Latest { room, then } => (
                         format!("the last post of {room}"),
                         then.as_ref().map(|t| t.from.clone()),
-                        then.map_or(0, |t| t.token),
+                        then.map_or(Token(0), |t| t.token),
                     ),
                     Ask::Append { from, token, post } => {
                         (format!("post {}", post.id), Some(from), token)
@@ -1503,7 +1507,7 @@ impl Actor for ChatStore {
                     }
                     Ask::Purge { room, .. } => {
                         self.purging = false;
-                        (format!("the posts of {room} to purge"), None, 0)
+                        (format!("the posts of {room} to purge"), None, Token(0))
                     }
                     Ask::Replace {
                         from, token, id, ..
@@ -1876,13 +1880,16 @@ mod fixture {
     }
 
     pub fn append(token: u64, post: Post) -> Msg {
-        Msg::Chat(ChatMsg::StoreAppend { token, post })
+        Msg::Chat(ChatMsg::StoreAppend {
+            token: Token(token),
+            post,
+        })
     }
 
     /// A read of room `r1`.
     pub fn read(token: u64, after: u64, limit: u64, audit: Option<(String, EventKind)>) -> Msg {
         Msg::Chat(ChatMsg::StoreRead {
-            token,
+            token: Token(token),
             room: "r1".into(),
             after,
             limit,
@@ -1893,7 +1900,7 @@ mod fixture {
     /// A clear of room `r1` by `ops`.
     pub fn clear(token: u64, before: Option<u64>) -> Msg {
         Msg::Chat(ChatMsg::StoreClear {
-            token,
+            token: Token(token),
             room: "r1".into(),
             before,
             by: "ops".into(),
@@ -1914,6 +1921,7 @@ mod fixture {
 mod tests {
     use super::fixture::{append, ch, harness, outbox, read, started};
     use super::*;
+    use crate::core::ids::Seq;
     use crate::testkit::Harness;
 
     fn post(id: &str, room: &str) -> Post {
@@ -1933,7 +1941,7 @@ mod tests {
     fn appended(sent: &[(Addr, Msg)]) -> Vec<(u64, u64)> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Chat(ChatMsg::StoreAppended { token, seq, .. }) => Some((*token, *seq)),
+                Msg::Chat(ChatMsg::StoreAppended { token, seq, .. }) => Some((token.0, *seq)),
                 _ => None,
             })
             .collect()
@@ -1969,7 +1977,7 @@ mod tests {
         let sent = h.msg(ch(), append(1, post("p1", "r1")));
         assert!(matches!(
             sent[0].1,
-            Msg::Chat(ChatMsg::StoreFailed { token: 1 })
+            Msg::Chat(ChatMsg::StoreFailed { token: Token(1) })
         ));
         h.fail_persists = None;
         let sent = h.msg(ch(), append(2, post("p2", "r1")));
@@ -1990,7 +1998,7 @@ mod tests {
         assert_eq!(appended(&sent), vec![(2, 1)]);
         let queued = outbox(&h);
         assert_eq!(queued.len(), 1);
-        assert_eq!((queued[0].seq, queued[0].kind), (1, EventKind::Post));
+        assert_eq!((queued[0].seq.0, queued[0].kind), (1, EventKind::Post));
         assert_eq!(queued[0].item, "p2");
         assert!(sent.iter().any(|(a, m)| a.node == "comp1"
             && matches!(m, Msg::Compliance(ComplianceMsg::ComplianceBatch { events }) if events.len() == 1)));
@@ -2001,16 +2009,20 @@ mod tests {
         // nothing is not recorded.
         let audited = |t, kind| read(t, 1, 10, Some(("bob".into(), kind)));
         let sent = h.msg(ch(), audited(4, EventKind::Join));
-        assert!(sent
-            .iter()
-            .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreRange { token: 4, .. }))));
+        assert!(sent.iter().any(|(_, m)| matches!(
+            m,
+            Msg::Chat(ChatMsg::StoreRange {
+                token: Token(4),
+                ..
+            })
+        )));
         h.msg(ch(), audited(5, EventKind::Read));
         let kinds: Vec<EventKind> = outbox(&h).iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![EventKind::Post, EventKind::Join]);
         // Once staged, the outbox forgets them.
         h.msg(
             Addr::new("comp1", ActorKind::Compliance),
-            Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 2 }),
+            Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: Seq(2) }),
         );
         assert!(outbox(&h).is_empty());
     }
@@ -2035,7 +2047,7 @@ mod tests {
         assert_eq!(numbers(&mut h, 5, 2), (vec![], 5));
         // After a restart the core knows no post: it reads the engine.
         let follow = Msg::Chat(ChatMsg::StoreFollow {
-            token: 8,
+            token: Token(8),
             user: "bob".into(),
             room: "r1".into(),
             follow: true,
@@ -2048,7 +2060,7 @@ mod tests {
         let sent = h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreUser {
-                token: 9,
+                token: Token(9),
                 user: "bob".into(),
             }),
         );
@@ -2057,7 +2069,7 @@ mod tests {
             vec![(
                 ch(),
                 Msg::Chat(ChatMsg::StoreUserInfo {
-                    token: 9,
+                    token: Token(9),
                     user: "bob".into(),
                     follows: vec![("r1".into(), 5)]
                 })
@@ -2069,7 +2081,7 @@ mod tests {
         let sent = h.msg(ch(), append(10, post("p6", "r1")));
         assert_eq!(
             sent,
-            vec![(ch(), Msg::Chat(ChatMsg::StoreFailed { token: 10 }))]
+            vec![(ch(), Msg::Chat(ChatMsg::StoreFailed { token: Token(10) }))]
         );
         h.fail_queries = None;
         let sent = h.msg(ch(), append(11, post("p6", "r1")));
@@ -2200,7 +2212,7 @@ mod records_tests {
             sent.iter().any(|(_, m)| matches!(
                 m,
                 Msg::Chat(ChatMsg::StoreCleared {
-                    token: 7,
+                    token: Token(7),
                     through: 5,
                     ..
                 })
@@ -2217,7 +2229,13 @@ mod records_tests {
         assert_eq!(read(&mut h, 1), (vec![4, 5], 5, 5));
         // Everything cleared: a restart keeps the last number.
         h.msg(ch(), clear(8, None));
-        h.msg(ch(), Msg::Chat(ChatMsg::StoreRooms { token: 9, since: 0 }));
+        h.msg(
+            ch(),
+            Msg::Chat(ChatMsg::StoreRooms {
+                token: Token(9),
+                since: 0,
+            }),
+        );
         assert!(!holds_text(&h, "secret text 5"));
         let again = h.store.clone();
         h.start(again);
@@ -2269,7 +2287,7 @@ mod records_tests {
         let sent = h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreReplace {
-                token: 5,
+                token: Token(5),
                 post: "p2".into(),
                 text: "redacted".into(),
                 by: "ops".into(),
@@ -2312,7 +2330,7 @@ mod records_tests {
         let sent = h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreReplace {
-                token: 10,
+                token: Token(10),
                 post: "p1".into(),
                 text: "x".into(),
                 by: "ops".into(),
@@ -2334,7 +2352,7 @@ mod records_tests {
         let sent = h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreRoomDisable {
-                token: 1,
+                token: Token(1),
                 room: "r1".into(),
                 disabled: true,
                 by: "ops".into(),
@@ -2353,7 +2371,7 @@ mod records_tests {
         let sent = h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreRoomDisable {
-                token: 2,
+                token: Token(2),
                 room: "nope".into(),
                 disabled: true,
                 by: "ops".into(),

@@ -743,11 +743,12 @@ fn field(t: &quick_xml::events::BytesStart, key: &[u8]) -> Result<Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ids::Seq;
 
     fn ev(seq: u64, kind: EventKind, room: &str, text: &str) -> ComplianceEvent {
         ComplianceEvent {
             source: "chatdb".into(),
-            seq,
+            seq: Seq(seq),
             kind,
             room: room.into(),
             user: format!("u{seq}@corp.example"),
@@ -1090,7 +1091,7 @@ mod tests {
     fn event_with(seq: u64, s: &str, room: Option<&str>) -> ComplianceEvent {
         ComplianceEvent {
             source: format!("src{s}"),
-            seq,
+            seq: Seq(seq),
             kind: KINDS[seq as usize % KINDS.len()],
             room: room.map_or_else(|| format!("r{s}"), str::to_string),
             user: format!("{s}@corp.example"),

@@ -29,8 +29,8 @@ use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::identity::{self, Role};
-use crate::core::ids::{ActorKind, Addr, Millis, UserId};
-use crate::core::link::{Acked, Link, Seq};
+use crate::core::ids::{ActorKind, Addr, Millis, Seq, UserId};
+use crate::core::link::{Acked, Link};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::output::OutputFile;
 use crate::core::protocol::compliance::ComplianceMsg;
@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 #[derive(Deserialize)]
 struct ComplianceEventV1 {
     source: String,
-    seq: u64,
+    seq: Seq,
     kind: EventKind,
     room: String,
     user: UserId,
@@ -156,7 +156,7 @@ impl Outbox {
             }
             match decode_event(v) {
                 Ok(e) => {
-                    next = next.max(e.seq + 1);
+                    next = next.max(e.seq.0 + 1);
                     pending.insert(e.seq, e);
                 }
                 Err(e) => errors.push(format!("outbox key {k:?}: {e}")),
@@ -167,10 +167,10 @@ impl Outbox {
         let staged = pending
             .keys()
             .next()
-            .map_or(next - 1, |first| first.saturating_sub(1));
-        self.link.restart(Seq::new(staged));
+            .map_or(Seq(next - 1), |first| first.prev());
+        self.link.restart(staged);
         for (seq, e) in pending {
-            self.link.insert(Seq::new(seq), e);
+            self.link.insert(seq, e);
         }
         self.link.recovered(Seq::new(next - 1));
         errors
@@ -189,7 +189,7 @@ impl Outbox {
         for e in events {
             let event = ComplianceEvent {
                 source: self.me.clone(),
-                seq: self.link.number().get(),
+                seq: self.link.number(),
                 kind: e.kind,
                 room: e.room,
                 user: e.user,
@@ -199,7 +199,7 @@ impl Outbox {
                 details: e.details,
             };
             ops.push(StoreOp::Put {
-                key: store_keys::key_u64(OUTBOX, event.seq),
+                key: store_keys::key_u64(OUTBOX, event.seq.0),
                 value: store_keys::encode(&event),
             });
             out.push(event);
@@ -213,7 +213,7 @@ impl Outbox {
 
     pub fn committed(&mut self, events: Vec<ComplianceEvent>, ctx: &mut Ctx) {
         for e in events {
-            self.link.insert(Seq::new(e.seq), e);
+            self.link.insert(e.seq, e);
         }
         self.pump(ctx);
     }
@@ -222,7 +222,7 @@ impl Outbox {
     /// one persist at a time, so nothing was numbered after them).
     pub fn rolled_back(&mut self, events: &[ComplianceEvent]) {
         if let Some(first) = events.first() {
-            self.link.number_from(Seq::new(first.seq));
+            self.link.number_from(first.seq);
         }
     }
 
@@ -258,11 +258,11 @@ impl Outbox {
 
     /// The service has staged everything up to `upto`: forget it (the
     /// returned ops delete it) and send what follows.
-    pub fn staged(&mut self, from: &Addr, upto: u64, ctx: &mut Ctx) -> Vec<StoreOp> {
+    pub fn staged(&mut self, from: &Addr, upto: Seq, ctx: &mut Ctx) -> Vec<StoreOp> {
         if self.target.as_deref() != Some(from.node.as_str()) {
             return Vec::new();
         }
-        let done = match self.link.ack(Seq::new(upto).min(self.link.last())) {
+        let done = match self.link.ack(upto.min(self.link.last())) {
             Acked::Advanced { items, .. } if !items.is_empty() => items,
             _ => {
                 // The service is missing something before what was sent:
@@ -276,7 +276,7 @@ impl Outbox {
         self.pump(ctx);
         done.into_iter()
             .map(|e| StoreOp::Delete {
-                key: store_keys::key_u64(OUTBOX, e.seq),
+                key: store_keys::key_u64(OUTBOX, e.seq.0),
             })
             .collect()
     }
@@ -321,11 +321,11 @@ pub struct Pickup {
     pub uploads: Vec<String>,
 }
 
-fn staged_key(source: &str, seq: u64) -> Vec<u8> {
+fn staged_key(source: &str, seq: Seq) -> Vec<u8> {
     let mut k = STAGED.to_vec();
     k.extend_from_slice(source.as_bytes());
     k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&seq.0.to_be_bytes());
     k
 }
 
@@ -339,7 +339,7 @@ fn high_key(source: &str) -> Vec<u8> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     pub batch: u64,
-    pub events: Vec<(String, u64)>,
+    pub events: Vec<(String, Seq)>,
 }
 
 /// What the Compliance service is configured with.
@@ -370,7 +370,7 @@ enum Write {
     Stage {
         from: Addr,
         events: Vec<ComplianceEvent>,
-        upto: u64,
+        upto: Seq,
     },
     Intent(Intent),
     /// Writing the batch's events file and manifest (an output), then
@@ -396,8 +396,8 @@ pub struct Compliance {
     name: String,
     config: ComplianceConfig,
     interval: Millis,
-    staged: BTreeMap<(String, u64), ComplianceEvent>,
-    high: BTreeMap<String, u64>,
+    staged: BTreeMap<(String, Seq), ComplianceEvent>,
+    high: BTreeMap<String, Seq>,
     intent: Option<Intent>,
     last_batch: u64,
     /// Events written in export batches since the core started.
@@ -823,7 +823,7 @@ impl Actor for Compliance {
                     Err(e) => ctx.event(OperatorEvent::StoreCorrupt, bad(e.to_string())),
                 }
             } else if let Some(source) = k.strip_prefix(HIGH) {
-                match store_keys::decode::<u64>(v) {
+                match store_keys::decode::<Seq>(v) {
                     Ok(h) => {
                         self.high
                             .insert(String::from_utf8_lossy(source).into_owned(), h);
@@ -901,12 +901,12 @@ impl Actor for Compliance {
         };
         match msg {
             ComplianceMsg::ComplianceBatch { events } => {
-                let mut high = self.high.get(&from.node).copied().unwrap_or(0);
+                let mut high = self.high.get(&from.node).copied().unwrap_or(Seq::ZERO);
                 let mut fresh = Vec::new();
                 for e in events {
                     // In order, from the next one: anything else is a
                     // resend (staged already) or comes after a gap.
-                    if e.source == from.node && e.seq == high + 1 {
+                    if e.source == from.node && e.seq == high.next() {
                         high = e.seq;
                         fresh.push(e);
                     }
@@ -1228,7 +1228,7 @@ mod tests {
     fn ev(source: &str, seq: u64, room: &str) -> ComplianceEvent {
         ComplianceEvent {
             source: source.into(),
-            seq,
+            seq: Seq(seq),
             kind: EventKind::Post,
             room: room.into(),
             user: "ann@corp.example".into(),
@@ -1327,21 +1327,29 @@ mod tests {
         let mut h = service(ComplianceConfig::default());
         assert_eq!(
             batch(&mut h, &[1, 2, 3]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 3 })]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
+                upto: Seq(3)
+            })]
         );
         // A resend of staged events is acknowledged again, not staged again.
         assert_eq!(
             batch(&mut h, &[2, 3]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 3 })]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
+                upto: Seq(3)
+            })]
         );
         // After a gap nothing is taken: the outbox resends from 4.
         assert_eq!(
             batch(&mut h, &[5, 6]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 3 })]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
+                upto: Seq(3)
+            })]
         );
         assert_eq!(
             batch(&mut h, &[4, 5]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 5 })]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
+                upto: Seq(5)
+            })]
         );
         assert_eq!(h.actor().staged.len(), 5);
         // Staging survives a restart, and so does the high mark.
@@ -1351,7 +1359,9 @@ mod tests {
         assert_eq!(h2.actor().staged.len(), 5);
         assert_eq!(
             batch(&mut h2, &[5]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto: 5 })]
+            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
+                upto: Seq(5)
+            })]
         );
         assert_eq!(exported_events(&h2), 0);
     }
@@ -1382,7 +1392,7 @@ mod tests {
             text: "plan.txt",
         };
         let e = decode_event(&store_keys::encode(&old)).unwrap();
-        assert_eq!((e.seq, e.item.as_str(), e.details.len()), (4, "f1", 0));
+        assert_eq!((e.seq.0, e.item.as_str(), e.details.len()), (4, "f1", 0));
         let mut new = e.clone();
         new.details.insert("size".into(), "3".into());
         assert_eq!(decode_event(&store_keys::encode(&new)).unwrap(), new);
@@ -1403,11 +1413,11 @@ mod tests {
             details: BTreeMap::new(),
         };
         let (evs, ops) = ob.record(vec![new(1), new(2)]);
-        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(evs.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2]);
         // A failed write gives its numbers out again.
         ob.rolled_back(&evs);
         let (evs, ops2) = ob.record(vec![new(1), new(2)]);
-        assert_eq!(evs[0].seq, 1);
+        assert_eq!(evs[0].seq, Seq(1));
         assert_eq!(ops.len(), ops2.len());
         let mut ctx = Ctx::new(0, &me, &mut rng);
         ob.committed(evs, &mut ctx);
@@ -1422,7 +1432,7 @@ mod tests {
             }
         }
         let mut ctx = Ctx::new(0, &me, &mut rng);
-        let deletes = ob.staged(&Addr::new("comp1", ActorKind::Compliance), 2, &mut ctx);
+        let deletes = ob.staged(&Addr::new("comp1", ActorKind::Compliance), Seq(2), &mut ctx);
         for op in deletes {
             if let StoreOp::Delete { key } = op {
                 recovered.remove(&key);
@@ -1431,7 +1441,7 @@ mod tests {
         assert!(ob.is_empty());
         let mut again = Outbox::new("chatdb", Some("comp1".into()));
         assert!(again.recover(&recovered).is_empty());
-        assert_eq!(again.record(vec![new(3)]).0[0].seq, 3);
+        assert_eq!(again.record(vec![new(3)]).0[0].seq, Seq(3));
     }
 
     /// A confirmation of part of the batch in flight waits for the rest;
@@ -1459,7 +1469,7 @@ mod tests {
                     crate::core::actor::Effect::Send {
                         msg: Msg::Compliance(ComplianceMsg::ComplianceBatch { events }),
                         ..
-                    } => Some(events.iter().map(|e| e.seq).collect()),
+                    } => Some(events.iter().map(|e| e.seq.0).collect()),
                     _ => None,
                 })
                 .collect()
@@ -1475,11 +1485,11 @@ mod tests {
         assert!(batches(ctx).is_empty());
         // Part of the batch staged: deleted, the rest awaited.
         let mut ctx = Ctx::new(0, &me, &mut rng);
-        assert_eq!(ob.staged(&comp, 2, &mut ctx).len(), 2);
+        assert_eq!(ob.staged(&comp, Seq(2), &mut ctx).len(), 2);
         assert!(batches(ctx).is_empty());
         // Nothing new: the service lacks 3; send again from there.
         let mut ctx = Ctx::new(0, &me, &mut rng);
-        assert!(ob.staged(&comp, 2, &mut ctx).is_empty());
+        assert!(ob.staged(&comp, Seq(2), &mut ctx).is_empty());
         assert_eq!(batches(ctx), vec![vec![3, 4]]);
         // No answer in time: the same again.
         let mut ctx = Ctx::new(0, &me, &mut rng);
@@ -1487,9 +1497,9 @@ mod tests {
         assert_eq!(batches(ctx), vec![vec![3, 4]]);
         // A confirmation from elsewhere is ignored.
         let mut ctx = Ctx::new(0, &me, &mut rng);
-        assert!(ob.staged(&me, 4, &mut ctx).is_empty());
+        assert!(ob.staged(&me, Seq(4), &mut ctx).is_empty());
         let mut ctx = Ctx::new(0, &me, &mut rng);
-        assert_eq!(ob.staged(&comp, 4, &mut ctx).len(), 2);
+        assert_eq!(ob.staged(&comp, Seq(4), &mut ctx).len(), 2);
         assert!(batches(ctx).is_empty());
         assert!(ob.is_empty());
     }
@@ -1561,7 +1571,7 @@ mod tests {
     fn upload(seq: u64, file: &str, data: &[u8]) -> ComplianceEvent {
         ComplianceEvent {
             source: "web1".into(),
-            seq,
+            seq: Seq(seq),
             kind: EventKind::Upload,
             room: "general".into(),
             user: "ann@corp.example".into(),

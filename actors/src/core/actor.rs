@@ -242,7 +242,7 @@ pub fn identity_refused(
 pub fn records_principal(
     me: &str,
     from: &Addr,
-    token: u64,
+    token: crate::core::ids::Token,
     what: &str,
     roles: &[crate::core::identity::Role],
     ctx: &mut Ctx,
@@ -261,7 +261,7 @@ pub fn records_principal(
 
 /// Answers a records request that cannot be done as asked (a hold that
 /// exists already, one to release that does not).
-pub fn records_invalid(from: Addr, token: u64, why: String, ctx: &mut Ctx) {
+pub fn records_invalid(from: Addr, token: crate::core::ids::Token, why: String, ctx: &mut Ctx) {
     let refusal = crate::core::protocol::ArchiveRefusal::Invalid(why);
     ctx.send(from, RecordsMsg::ArchiveRefused { token, refusal });
 }

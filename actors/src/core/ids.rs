@@ -1,4 +1,5 @@
-//! Names of nodes, actors, users and messages.
+//! Names of nodes, actors, users and messages, and the numbers that pair
+//! one message with another: link sequence numbers and request tokens.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -76,3 +77,117 @@ pub type MessageId = String;
 
 /// Simulated or real time in milliseconds since the cluster epoch.
 pub type Millis = u64;
+
+/// A sequence number on a reliable link (an outgoing queue's link to a
+/// destination queue, a compliance outbox's to the Compliance service):
+/// it numbers the items the link carries, contiguous from 1 per link and
+/// never reused; 0 stands before the first ([`Seq::ZERO`]), so that a
+/// cumulative acknowledgement of 0 acknowledges nothing. Only the link's
+/// own arithmetic (the next, the last) applies to it. Transparent on the
+/// wire and in the stores: the bytes are those of the plain number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// Before the first number: nothing sent, nothing acknowledged.
+    pub const ZERO: Seq = Seq(0);
+    /// The first number a link gives out.
+    pub const FIRST: Seq = Seq(1);
+
+    pub const fn new(n: u64) -> Seq {
+        Seq(n)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The number after this one.
+    pub const fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+
+    /// The number before this one (`ZERO` stays `ZERO`).
+    pub const fn prev(self) -> Seq {
+        Seq(self.0.saturating_sub(1))
+    }
+
+    /// The numbers after this one up to `last`, in order.
+    pub fn after_upto(self, last: Seq) -> impl Iterator<Item = Seq> {
+        (self.0 + 1..=last.0).map(Seq)
+    }
+
+    /// The numbers strictly between this one and `end`, in order.
+    pub fn between(self, end: Seq) -> impl Iterator<Item = Seq> {
+        (self.0 + 1..end.0).map(Seq)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A request token: chosen by the asker, echoed in the answer, so that an
+/// answer is paired with its request (a front end's `Enqueue` with its
+/// `Enqueued`, a client's read of the records with its page). Only
+/// equality means anything: it is never counted with, and each asker keeps
+/// its own tokens unique among its requests in flight. Transparent on the
+/// wire: the bytes are those of the plain number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Token(pub u64);
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The number of a batch the archiver hands the database
+/// (`LogMessages`), echoed in the answer (`Logged`, `LogFailed`) so that
+/// a late answer to an earlier batch is told apart. Unique per archiver
+/// across restarts (it starts past the clock's reading): never reused, but
+/// not contiguous. Transparent on the wire: the bytes are those of the
+/// plain number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct BatchId(pub u64);
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers travel and are stored as the plain numbers they wrap:
+    /// the newtypes change no byte of a frame or of a store.
+    #[test]
+    fn the_numbers_encode_as_plain_numbers() {
+        for n in [0, 1, 127, 128, 300, u64::MAX] {
+            let plain = postcard::to_allocvec(&n).unwrap();
+            assert_eq!(postcard::to_allocvec(&Seq(n)).unwrap(), plain);
+            assert_eq!(postcard::to_allocvec(&Token(n)).unwrap(), plain);
+            assert_eq!(postcard::to_allocvec(&BatchId(n)).unwrap(), plain);
+            assert_eq!(postcard::from_bytes::<Seq>(&plain).unwrap(), Seq(n));
+            assert_eq!(
+                serde_json::to_string(&Token(n)).unwrap(),
+                serde_json::to_string(&n).unwrap()
+            );
+        }
+        assert_eq!(Seq::ZERO.next(), Seq::FIRST);
+        assert_eq!(Seq::ZERO.prev(), Seq::ZERO);
+    }
+}

@@ -10,45 +10,8 @@
 //! at a time (a window of one batch) and goes back on its resend timer.
 
 use crate::core::ids::Millis;
+pub use crate::core::ids::Seq;
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
-
-/// A sequence number on a link: contiguous from 1, 0 before the first.
-/// Only the link's own arithmetic (the next, the last) applies to it; the
-/// wire carries the plain number.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Seq(u64);
-
-impl Seq {
-    pub const fn new(n: u64) -> Seq {
-        Seq(n)
-    }
-
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The number after this one.
-    pub const fn next(self) -> Seq {
-        Seq(self.0 + 1)
-    }
-
-    /// The numbers after this one up to `last`, in order.
-    pub fn after_upto(self, last: Seq) -> impl Iterator<Item = Seq> {
-        (self.0 + 1..=last.0).map(Seq)
-    }
-
-    /// The numbers strictly between this one and `end`, in order.
-    pub fn between(self, end: Seq) -> impl Iterator<Item = Seq> {
-        (self.0 + 1..end.0).map(Seq)
-    }
-}
-
-impl fmt::Display for Seq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// What the link sends: each item in order, then possibly a hole.
 pub struct Sending<T> {
@@ -118,15 +81,15 @@ impl<T: Clone> Link<T> {
     pub fn new(window: u64, resend_interval: Millis, backoff_max: Millis) -> Self {
         Link {
             items: BTreeMap::new(),
-            next_seq: Seq(1),
-            acked: Seq(0),
-            sent: Seq(0),
+            next_seq: Seq::FIRST,
+            acked: Seq::ZERO,
+            sent: Seq::ZERO,
             window,
             frames: VecDeque::new(),
             frames_max: 0,
             probes: 0,
             probe: None,
-            acked_at_last_check: Seq(0),
+            acked_at_last_check: Seq::ZERO,
             resend_interval,
             backoff_max,
             interval: resend_interval,

@@ -13,7 +13,7 @@ use holdfast::config::{Config, Role};
 use holdfast::operator_client::Session;
 use holdfast::reach::CannotReach;
 use holdfast_actors::core::identity::Role as PrincipalRole;
-use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::ids::{ActorKind, Token};
 use holdfast_actors::core::protocol::{
     ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, RecordsMsg, Row, Search,
     SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
@@ -461,7 +461,7 @@ async fn purge_now(reader: &mut Reader, timeout: Duration) -> Result<(), Failure
 }
 
 /// One request to the database node, as the principal `ask.who`.
-fn ask_db(ask: &AskArgs, request: impl FnOnce(u64) -> Msg) -> Result<Msg, Failure> {
+fn ask_db(ask: &AskArgs, request: impl FnOnce(Token) -> Msg) -> Result<Msg, Failure> {
     let config = load_config(&ask.config)?;
     let node = database_node(&config, ask.database.clone())?;
     runtime()?.block_on(async { Reader::open(&config, &ask.who, &node)?.ask(request).await })
@@ -870,8 +870,10 @@ fn already_placed(
                 return (node, answer);
             };
             let status = match kind {
-                ActorKind::ChatStore => Msg::Records(RecordsMsg::ChatRetentionStatus { token: 0 }),
-                _ => Msg::Records(RecordsMsg::RetentionStatus { token: 0 }),
+                ActorKind::ChatStore => {
+                    Msg::Records(RecordsMsg::ChatRetentionStatus { token: Token(0) })
+                }
+                _ => Msg::Records(RecordsMsg::RetentionStatus { token: Token(0) }),
             };
             let listed = ask_each(
                 config,
@@ -895,7 +897,7 @@ fn already_placed(
                 Some(h) => (
                     node,
                     Ok(Msg::Records(RecordsMsg::HoldDone {
-                        token: 0,
+                        token: Token(0),
                         hold: Box::new(h),
                     })),
                 ),
@@ -911,7 +913,7 @@ fn ask_each(
     config: &Config,
     who: &str,
     targets: &[(String, ActorKind)],
-    request: impl Fn(u64) -> Msg,
+    request: impl Fn(Token) -> Msg,
 ) -> Vec<(String, Result<Msg, Failure>)> {
     let Ok(rt) = runtime() else {
         return targets
@@ -1017,9 +1019,9 @@ impl Reader {
     }
 
     /// Sends one read and returns its answer (a refusal is an error).
-    async fn ask(&mut self, request: impl FnOnce(u64) -> Msg) -> Result<Msg, Failure> {
+    async fn ask(&mut self, request: impl FnOnce(Token) -> Msg) -> Result<Msg, Failure> {
         self.token += 1;
-        let token = self.token;
+        let token = Token(self.token);
         let answer = self
             .session
             .ask(self.kind, request(token), PAGE_TIMEOUT, |m| {

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use holdfast::config::Role;
 use holdfast::operator_client;
 use holdfast_actors::core::identity::Role as PrincipalRole;
-use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::ids::{ActorKind, Token};
 use holdfast_actors::core::protocol::{ArchiveRefusal, ChatPurgeRecord, Msg, RecordsMsg};
 use std::time::Duration;
 
@@ -138,7 +138,7 @@ pub(crate) fn run(cmd: ChatRetentionCmd) -> Result<(), Failure> {
             }) = rt.block_on(ask(
                 &config,
                 &who,
-                Msg::Records(RecordsMsg::ChatRetentionStatus { token: 1 }),
+                Msg::Records(RecordsMsg::ChatRetentionStatus { token: Token(1) }),
             ))?
             else {
                 return Err(Failure::Error("an unexpected answer".into()));
@@ -203,7 +203,7 @@ async fn purge_now(
     }) = ask(
         config,
         who,
-        Msg::Records(RecordsMsg::ChatPurgeNow { token: 1 }),
+        Msg::Records(RecordsMsg::ChatPurgeNow { token: Token(1) }),
     )
     .await?
     else {
@@ -221,7 +221,7 @@ async fn purge_now(
         if let Msg::Records(RecordsMsg::ChatRetentionState { purge: Some(p), .. }) = ask(
             config,
             who,
-            Msg::Records(RecordsMsg::ChatRetentionStatus { token: 2 }),
+            Msg::Records(RecordsMsg::ChatRetentionStatus { token: Token(2) }),
         )
         .await?
         {

@@ -432,6 +432,7 @@ fn details_well_formed(e: &ExportedEvent) -> bool {
 mod tests {
     use super::*;
     use holdfast_actors::compliance::export::render;
+    use holdfast_actors::core::ids::Seq;
     use holdfast_actors::core::protocol::compliance::{ComplianceEvent, EventKind};
 
     fn post(id: &str) -> (u64, Post) {
@@ -450,7 +451,7 @@ mod tests {
     fn event(seq: u64, p: &Post) -> ComplianceEvent {
         ComplianceEvent {
             source: "chatdb".into(),
-            seq,
+            seq: Seq(seq),
             kind: EventKind::Post,
             room: p.room.clone(),
             user: p.author.clone(),
@@ -534,7 +535,7 @@ mod tests {
         let sha = sha256_hex(&content);
         let e = ComplianceEvent {
             source: "web1".into(),
-            seq: 1,
+            seq: Seq(1),
             kind: EventKind::Upload,
             room: "r".into(),
             user: "a".into(),

@@ -14,7 +14,7 @@ use crate::lock;
 pub use crate::oracle::holds::HoldLog;
 use crate::scenario::Hold;
 use holdfast_actors::core::identity::{Principal, Role};
-use holdfast_actors::core::ids::{ActorKind, Addr, Millis};
+use holdfast_actors::core::ids::{ActorKind, Addr, Millis, Token};
 use holdfast_actors::core::protocol::{
     ArchiveRefusal, Envelope, LegalHold, Msg, PurgeRecord, RecordsMsg,
 };
@@ -112,7 +112,7 @@ pub async fn run_auditor(spec: Arc<AuditorSpec>, log: SharedAuditLog) {
     let mut schedule = schedule.into_iter().peekable();
     // Requests by token: the token stays the same across resends, so a
     // late answer to an earlier copy still counts.
-    let mut requests: BTreeMap<u64, Request> = BTreeMap::new();
+    let mut requests: BTreeMap<Token, Request> = BTreeMap::new();
     let mut next_retry = spec.epoch + Duration::from_secs(366 * 86_400);
     loop {
         let next_action = schedule
@@ -181,7 +181,7 @@ pub async fn run_auditor(spec: Arc<AuditorSpec>, log: SharedAuditLog) {
                         l[hold].release_sent_at = Some(t);
                     }
                     for db in 0..spec.databases.len() {
-                        let token = requests.len() as u64 + 1;
+                        let token = Token(requests.len() as u64 + 1);
                         requests.insert(token, Request { hold, db, action, answered: false });
                     }
                 }

@@ -57,7 +57,7 @@ use crate::core::actor::{
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
-use crate::core::ids::{ActorKind, Addr, MessageId, Millis};
+use crate::core::ids::{ActorKind, Addr, MessageId, Millis, Token};
 use crate::core::link::{Acked, Link, Seq};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::archiving::ArchivingTimer;
@@ -83,7 +83,7 @@ fn record_key(seq: Seq) -> Vec<u8> {
 
 enum Write {
     Enqueue {
-        fe_token: u64,
+        fe_token: Token,
         seq: Seq,
         record: ArchiveRecord,
     },
@@ -123,7 +123,7 @@ pub struct OutgoingQueue {
     /// order: during a resync, then one at a time, so that one store
     /// write at most is in flight and a failed one gives back the newest
     /// number only.
-    deferred: std::collections::VecDeque<(Addr, u64, ArchiveRecord)>,
+    deferred: std::collections::VecDeque<(Addr, Token, ArchiveRecord)>,
     /// Queue bytes the deferred records will take.
     deferred_bytes: u64,
     name: String,
@@ -249,15 +249,9 @@ impl OutgoingQueue {
             let mut items = sending.items;
             if items.len() == 1 {
                 let (seq, item) = items.pop().expect("one item");
-                ctx.send(
-                    self.dest.clone(),
-                    ArchivingMsg::Transfer {
-                        seq: seq.get(),
-                        item,
-                    },
-                );
+                ctx.send(self.dest.clone(), ArchivingMsg::Transfer { seq, item });
             } else if let Some((first, _)) = items.first() {
-                let first = first.get();
+                let first = *first;
                 let items = items.into_iter().map(|(_, item)| item).collect();
                 ctx.send(
                     self.dest.clone(),
@@ -326,7 +320,7 @@ impl OutgoingQueue {
             Ok(p) => ctx.send(
                 self.dest.clone(),
                 ArchivingMsg::Probe {
-                    seq: p.seq.get(),
+                    seq: p.seq,
                     item: p.item,
                     probe: p.probe,
                 },
@@ -420,7 +414,7 @@ impl OutgoingQueue {
         ctx.persist(token, ops);
     }
 
-    fn enqueue(&mut self, from: Addr, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
+    fn enqueue(&mut self, from: Addr, fe_token: Token, record: ArchiveRecord, ctx: &mut Ctx) {
         let size = record.queued_size();
         if !self.quota.fits(self.bytes + self.deferred_bytes, size) {
             if self.quota.refused() {
@@ -470,7 +464,7 @@ impl OutgoingQueue {
     }
 
     /// Gives `record` the next sequence number and writes it.
-    fn number(&mut self, fe_token: u64, record: ArchiveRecord, ctx: &mut Ctx) {
+    fn number(&mut self, fe_token: Token, record: ArchiveRecord, ctx: &mut Ctx) {
         let seq = self.link.number();
         let token = self.token();
         ctx.persist(
@@ -1067,7 +1061,6 @@ impl Actor for OutgoingQueue {
                 self.enqueue(from, token, record, ctx)
             }
             Msg::Archiving(ArchivingMsg::TransferAck { upto }) => {
-                let upto = Seq::new(upto);
                 // An answer while the probes back off: the link carries
                 // frames again, but what was sent into the cut may be gone
                 // (this may answer a transfer past a gap, or a duplicate).
@@ -1080,7 +1073,7 @@ impl Actor for OutgoingQueue {
                 }
             }
             Msg::Archiving(ArchivingMsg::ProbeAck { upto, probe }) => {
-                self.on_ack(Seq::new(upto), ctx);
+                self.on_ack(upto, ctx);
                 self.on_probe_answer(probe, ctx);
             }
             Msg::Archiving(ArchivingMsg::HeartbeatAck { id }) => {
@@ -1232,8 +1225,8 @@ mod tests {
     fn transfers(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
             .flat_map(|(_, m)| match m {
-                Msg::Archiving(ArchivingMsg::Transfer { seq, item }) => vec![(*seq, label(item))],
-                Msg::Archiving(ArchivingMsg::TransferBatch { first, items }) => (*first..)
+                Msg::Archiving(ArchivingMsg::Transfer { seq, item }) => vec![(seq.0, label(item))],
+                Msg::Archiving(ArchivingMsg::TransferBatch { first, items }) => (first.0..)
                     .zip(items)
                     .map(|(seq, item)| (seq, label(item)))
                     .collect(),
@@ -1246,9 +1239,9 @@ mod tests {
     fn frames(sent: &[(Addr, Msg)]) -> Vec<Vec<u64>> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Archiving(ArchivingMsg::Transfer { seq, .. }) => Some(vec![*seq]),
+                Msg::Archiving(ArchivingMsg::Transfer { seq, .. }) => Some(vec![seq.0]),
                 Msg::Archiving(ArchivingMsg::TransferBatch { first, items }) => {
-                    Some((*first..*first + items.len() as u64).collect())
+                    Some((first.0..first.0 + items.len() as u64).collect())
                 }
                 _ => None,
             })
@@ -1276,7 +1269,7 @@ mod tests {
             let sent = enqueue(&mut h, i, &format!("m{i}"));
             assert!(frames(&sent).is_empty(), "waits for the ack: {sent:?}");
         }
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert_eq!(frames(&sent), vec![vec![2, 3, 4]], "one frame, three items");
         assert_eq!(
             transfers(&sent),
@@ -1284,10 +1277,10 @@ mod tests {
         );
         // Acknowledged short of the batch's end: the frame is still in
         // flight.
-        assert!(frames(&h.msg(dest(), ArchivingMsg::TransferAck { upto: 3 })).is_empty());
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 4 });
+        assert!(frames(&h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(3) })).is_empty());
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(4) });
         assert_eq!(frames(&sent), vec![vec![5]]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 5 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(5) });
         assert_eq!(h.actor().depth(), 0);
         assert!(keys::queued_records(&h.store).is_empty(), "all deleted");
         assert_eq!(h.store.get(OQ_ACKED).unwrap(), &5u64.to_be_bytes().to_vec());
@@ -1305,10 +1298,10 @@ mod tests {
         for i in 2..=5 {
             enqueue(&mut h, i, &format!("m{i}"));
         }
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         // Frame 2 (seq 2) is in flight; one more frame may go: [3, 4].
         assert_eq!(frames(&sent), vec![vec![3, 4]]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         assert_eq!(frames(&sent), vec![vec![5, 6]]);
         // Frames [3, 4] and [5, 6] are lost with a connection: a whole
         // resend interval without progress, then a probe.
@@ -1316,9 +1309,15 @@ mod tests {
         let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(probe_seqs(&sent), vec![3]);
         assert!(frames(&sent).is_empty());
-        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 3, probe: 1 });
+        let sent = h.msg(
+            dest(),
+            ArchivingMsg::ProbeAck {
+                upto: Seq(3),
+                probe: 1,
+            },
+        );
         assert_eq!(frames(&sent), vec![vec![4, 5], vec![6]]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 6 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(6) });
         assert!(frames(&sent).is_empty());
         assert_eq!(h.actor().depth(), 0);
     }
@@ -1327,7 +1326,7 @@ mod tests {
     fn probes(sent: &[(Addr, Msg)]) -> Vec<(u64, String)> {
         sent.iter()
             .filter_map(|(_, m)| match m {
-                Msg::Archiving(ArchivingMsg::Probe { seq, item, .. }) => Some((*seq, label(item))),
+                Msg::Archiving(ArchivingMsg::Probe { seq, item, .. }) => Some((seq.0, label(item))),
                 _ => None,
             })
             .collect()
@@ -1361,7 +1360,7 @@ mod tests {
         enqueue(&mut h, 11, "new2");
         // A stale acknowledgement (queued for the previous life) below the
         // tombstone does not end the wait.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         assert!(
             !sent
                 .iter()
@@ -1370,12 +1369,12 @@ mod tests {
         );
         // The destination holds up to 4 (the lost tail): numbering goes on
         // from 5, and both records are numbered, in order.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 4 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(4) });
         assert_eq!(h.events(), vec!["queue_resynced"]);
         let enqueued: Vec<u64> = sent
             .iter()
             .filter_map(|(_, m)| match m {
-                Msg::Archiving(ArchivingMsg::Enqueued { token }) => Some(*token),
+                Msg::Archiving(ArchivingMsg::Enqueued { token }) => Some(token.0),
                 _ => None,
             })
             .collect();
@@ -1387,7 +1386,7 @@ mod tests {
         h.msg(
             fe(),
             ArchivingMsg::Enqueue {
-                token,
+                token: Token(token),
                 record: rec(id, 0),
             },
         )
@@ -1432,7 +1431,10 @@ mod tests {
         let sent = enqueue(&mut h, 9, "m1");
         assert_eq!(
             sent[0],
-            (fe(), Msg::Archiving(ArchivingMsg::Enqueued { token: 9 }))
+            (
+                fe(),
+                Msg::Archiving(ArchivingMsg::Enqueued { token: Token(9) })
+            )
         );
         assert_eq!(transfers(&sent), vec![(1, "m1".to_string())]);
         assert_eq!(sent[1].0, dest());
@@ -1451,13 +1453,13 @@ mod tests {
             sent_seqs.extend(seqs(&h.msg(
                 fe(),
                 ArchivingMsg::Enqueue {
-                    token: i,
+                    token: Token(i),
                     record: rec(&format!("m{i}"), 0),
                 },
             )));
         }
         assert_eq!(sent_seqs, vec![1, 2]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         assert_eq!(seqs(&sent), vec![3, 4]);
         assert_eq!(h.actor().depth(), 3);
         assert!(!h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
@@ -1469,7 +1471,7 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         let sent = h.fire(ArchivingTimer::Resend);
         assert!(
             seqs(&sent).is_empty() && probes(&sent).is_empty(),
@@ -1504,10 +1506,10 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         h.fire(ArchivingTimer::Resend);
         // Not backing off yet: a duplicate answer asks for nothing.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert!(probes(&sent).is_empty(), "{sent:?}");
         h.fire(ArchivingTimer::Resend);
         h.fire(ArchivingTimer::Resend);
@@ -1516,7 +1518,7 @@ mod tests {
             20_000,
             "backing off"
         );
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert_eq!(probe_seqs(&sent), vec![2], "probed at once");
         assert_eq!(
             h.timer(ArchivingTimer::Resend).unwrap() - h.now,
@@ -1524,13 +1526,13 @@ mod tests {
             "the backed-off timer is set again to the normal interval"
         );
         // Once: the rhythm is the normal one again.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert!(probes(&sent).is_empty(), "{sent:?}");
         // An answer with progress, after another silence, but short of
         // what was sent: the rest is asked for at once too.
         h.fire(ArchivingTimer::Resend);
         h.fire(ArchivingTimer::Resend);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         assert_eq!(probe_seqs(&sent), vec![3], "probed at once");
         assert_eq!(h.timer(ArchivingTimer::Resend).unwrap() - h.now, 5_000);
     }
@@ -1550,7 +1552,7 @@ mod tests {
             65_000,
             "a whole interval"
         );
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         let sent = h.fire(ArchivingTimer::Resend);
         assert!(probes(&sent).is_empty());
         assert!(
@@ -1567,7 +1569,7 @@ mod tests {
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         h.fail_persists = Some(StoreError::NoSpace);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert!(h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
         h.fire(ArchivingTimer::Resend);
         assert!(
@@ -1595,14 +1597,20 @@ mod tests {
         let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(probe_seqs(&sent), vec![1]);
         assert!(seqs(&sent).is_empty(), "nothing in flight is sent again");
-        assert!(seqs(&h.msg(dest(), ArchivingMsg::TransferAck { upto: 4 })).is_empty());
+        assert!(seqs(&h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(4) })).is_empty());
         // A new record goes out at once: the window is open again.
         let sent = enqueue(&mut h, 7, "m7");
         assert_eq!(seqs(&sent), vec![7]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: 6 });
+        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(6) });
         assert!(seqs(&sent).is_empty());
         // The probe (a duplicate of 1) is answered after 6: nothing lost.
-        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 6, probe: 1 });
+        let sent = h.msg(
+            dest(),
+            ArchivingMsg::ProbeAck {
+                upto: Seq(6),
+                probe: 1,
+            },
+        );
         assert!(seqs(&sent).is_empty() && probes(&sent).is_empty());
         assert_eq!(h.actor().depth(), 1, "only 7 is still unacknowledged");
     }
@@ -1622,14 +1630,32 @@ mod tests {
         // Only 1 and 2 arrived (the probe stored 1, or was a duplicate of
         // it). The answer to an earlier probe is not used: later transfers
         // may have followed it.
-        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 2, probe: 2 });
+        let sent = h.msg(
+            dest(),
+            ArchivingMsg::ProbeAck {
+                upto: Seq(2),
+                probe: 2,
+            },
+        );
         assert!(seqs(&sent).is_empty());
         assert_eq!(
-            seqs(&h.msg(dest(), ArchivingMsg::ProbeAck { upto: 2, probe: 3 })),
+            seqs(&h.msg(
+                dest(),
+                ArchivingMsg::ProbeAck {
+                    upto: Seq(2),
+                    probe: 3
+                }
+            )),
             vec![3, 4, 5, 6]
         );
         // Answered once: a repeat changes nothing.
-        let sent = h.msg(dest(), ArchivingMsg::ProbeAck { upto: 2, probe: 3 });
+        let sent = h.msg(
+            dest(),
+            ArchivingMsg::ProbeAck {
+                upto: Seq(2),
+                probe: 3,
+            },
+        );
         assert!(seqs(&sent).is_empty());
     }
 
@@ -1638,7 +1664,7 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 3 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(3) });
         enqueue(&mut h, 4, "m4");
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
@@ -1650,18 +1676,18 @@ mod tests {
         let sent = h2.msg(
             fe(),
             ArchivingMsg::Enqueue {
-                token: 5,
+                token: Token(5),
                 record: rec("m5", 0),
             },
         );
         assert_eq!(seqs(&sent), vec![5], "seq 5, not a reused 1");
-        h2.msg(dest(), ArchivingMsg::TransferAck { upto: 5 });
+        h2.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(5) });
         let mut h3 = oq(Settings::default());
         h3.start(h2.store.clone());
         let sent = h3.msg(
             fe(),
             ArchivingMsg::Enqueue {
-                token: 6,
+                token: Token(6),
                 record: rec("m6", 0),
             },
         );
@@ -1680,7 +1706,10 @@ mod tests {
         let sent = enqueue(&mut h, 1, "m1");
         assert!(matches!(
             sent[0].1,
-            Msg::Archiving(ArchivingMsg::EnqueueFailed { token: 1, .. })
+            Msg::Archiving(ArchivingMsg::EnqueueFailed {
+                token: Token(1),
+                ..
+            })
         ));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_store_failed"]);
@@ -1704,11 +1733,14 @@ mod tests {
         let sent = enqueue(&mut h, 3, "m3");
         assert!(matches!(
             sent[0].1,
-            Msg::Archiving(ArchivingMsg::EnqueueFailed { token: 3, .. })
+            Msg::Archiving(ArchivingMsg::EnqueueFailed {
+                token: Token(3),
+                ..
+            })
         ));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_quota_exceeded"]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         let sent = h.fire(ArchivingTimer::QuotaCheck);
         assert_eq!(health(&sent), vec![true]);
     }
@@ -1725,7 +1757,7 @@ mod tests {
             h.msg(
                 fe(),
                 ArchivingMsg::Enqueue {
-                    token: i,
+                    token: Token(i),
                     record: rec(&format!("m{i:02}"), 0),
                 },
             );
@@ -1735,9 +1767,9 @@ mod tests {
         enqueue(&mut h, 18, "m18");
         h.fire(ArchivingTimer::QuotaCheck); // 95%: warning
         h.fire(ArchivingTimer::QuotaCheck); // still 95%: information
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         h.fire(ArchivingTimer::QuotaCheck); // 90%: not above 90, nothing
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 3 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(3) });
         h.fire(ArchivingTimer::QuotaCheck); // 80%: re-arms
         assert_eq!(h.events(), vec!["quota_warning", "quota_info"]);
     }
@@ -1758,7 +1790,7 @@ mod tests {
         assert_eq!(h.events(), vec!["nack_delivery"]);
         // The link is back: everything is acknowledged, then the newest
         // heartbeat is processed.
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 11 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(11) });
         let newest = h.now;
         let sent = h.msg(
             Addr::new("arch1", ActorKind::Archiver),
@@ -1795,7 +1827,7 @@ mod tests {
             // every heartbeat reaches the destination queue, none is processed
             if let Some(&s) = seqs(&sent).last() {
                 acked = s;
-                h.msg(dest(), ArchivingMsg::TransferAck { upto: acked });
+                h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(acked) });
             }
             events.extend(health(&sent));
         }
@@ -1822,7 +1854,7 @@ mod tests {
         );
         // Nothing is lost: the next check resends it under a new seq, after
         // the tombstone that now holds seq 1.
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 0 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(0) });
         let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.actor().dead_letters(), 0);
         assert_eq!(h.events(), vec!["dead_lettered", "dead_letter_resent"]);
@@ -1853,14 +1885,14 @@ mod tests {
         h.msg(
             fe(),
             ArchivingMsg::Enqueue {
-                token: 1,
+                token: Token(1),
                 record: rec("m1", 0),
             },
         );
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         h.fire(ArchivingTimer::DlqCheck);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 0 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(0) });
         h.now = ttrq + 1_000;
         let sent = h.fire(ArchivingTimer::DlqCheck);
         let resent: Vec<Millis> = sent
@@ -1895,7 +1927,7 @@ mod tests {
         // Acknowledged at last: the entry time goes with the record.
         let mut h3 = oq(Settings::default());
         h3.start(h.store.clone());
-        h3.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        h3.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         assert!(
             !h3.store.keys().any(|k| k.starts_with(OQ_ENTERED)),
             "{:?}",
@@ -1920,7 +1952,7 @@ mod tests {
         assert_eq!(oldest(&h), Some(0), "empty");
         let record = |token, id, time| {
             Msg::Archiving(ArchivingMsg::Enqueue {
-                token,
+                token: Token(token),
                 record: rec(id, time),
             })
         };
@@ -1928,7 +1960,7 @@ mod tests {
         assert_eq!(oldest(&h), Some(5_000), "the head record's creation time");
         h.msg(fe(), record(2, "m2", 9_000));
         assert_eq!(oldest(&h), Some(5_000), "still the first one");
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 2 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
         assert_eq!(oldest(&h), Some(0), "acknowledged: nothing waits");
     }
 
@@ -1991,7 +2023,7 @@ mod tests {
         h.msg(
             fe(),
             ArchivingMsg::Enqueue {
-                token: 1,
+                token: Token(1),
                 record: rec("m1", 1_000),
             },
         );
@@ -2041,7 +2073,7 @@ mod tests {
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert!(health(&sent).is_empty(), "no guess");
-        let sent = h2.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        let sent = h2.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert_eq!(health(&sent), vec![true]);
     }
 
@@ -2069,11 +2101,11 @@ mod tests {
         enqueue(&mut h, 1, "m1");
         h.msg(
             Addr::new("mallory", ActorKind::Client),
-            Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 }),
+            Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) }),
         );
         h.msg(
             Addr::new("fe2", ActorKind::OutgoingQueue),
-            Msg::Archiving(ArchivingMsg::TransferAck { upto: 1 }),
+            Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) }),
         );
         assert_eq!(h.actor().depth(), 1);
         assert_eq!(
@@ -2100,7 +2132,7 @@ mod tests {
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![false]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 }); // the tombstone went through
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) }); // the tombstone went through
         h.now = ttrq + beat;
         h.set_timer(ArchivingTimer::DlqCheck, h.now);
         assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![true]);
@@ -2132,7 +2164,7 @@ mod tests {
             h.timer(ArchivingTimer::DlqCheck).is_some(),
             "still held: set again"
         );
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         h.fire(ArchivingTimer::DlqCheck);
         h.fire(ArchivingTimer::QuotaCheck);
         assert!(h.timer(ArchivingTimer::DlqCheck).is_none(), "empty: lapses");
@@ -2177,7 +2209,7 @@ mod tests {
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![false]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 1 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
         assert_eq!(h.actor().depth(), 0);
         let mut reports = Vec::new();
         while let Some(at) = h.timer(ArchivingTimer::DlqCheck) {
@@ -2192,7 +2224,7 @@ mod tests {
         let mut h = oq(Settings::default());
         h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: 7 });
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(7) });
         assert_eq!(h.events(), vec!["protocol_violation"]);
         assert_eq!(h.actor().depth(), 1);
     }

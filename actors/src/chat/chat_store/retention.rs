@@ -28,7 +28,7 @@ use crate::core::actor::{
 };
 use crate::core::engine::Query;
 use crate::core::identity;
-use crate::core::ids::{Addr, Millis};
+use crate::core::ids::{Addr, Millis, Token};
 use crate::core::operator::OperatorEvent;
 use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{Post, RoomId};
@@ -516,7 +516,7 @@ impl ChatStore {
         }
     }
 
-    fn send_state(&self, from: Addr, token: u64, ctx: &mut Ctx) {
+    fn send_state(&self, from: Addr, token: Token, ctx: &mut Ctx) {
         ctx.send(
             from,
             RecordsMsg::ChatRetentionState {
@@ -533,7 +533,7 @@ impl ChatStore {
     fn place_hold(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         mut hold: LegalHold,
         who: String,
         ctx: &mut Ctx,
@@ -575,7 +575,7 @@ impl ChatStore {
     fn release_hold(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         name: String,
         reason: String,
         who: String,
@@ -605,7 +605,7 @@ impl ChatStore {
     fn write_hold(
         &mut self,
         from: Addr,
-        token: u64,
+        token: Token,
         hold: LegalHold,
         kind: EventKind,
         ctx: &mut Ctx,
@@ -656,7 +656,13 @@ impl ChatStore {
     }
 
     /// A hold is durable: from now on clears and purges obey it.
-    pub(super) fn hold_written(&mut self, from: Addr, token: u64, hold: LegalHold, ctx: &mut Ctx) {
+    pub(super) fn hold_written(
+        &mut self,
+        from: Addr,
+        token: Token,
+        hold: LegalHold,
+        ctx: &mut Ctx,
+    ) {
         let what = if hold.released.is_some() {
             "released"
         } else {
@@ -741,7 +747,13 @@ mod tests {
             text: format!("text {room} {i}"),
             at,
         };
-        let sent = h.msg(ch(), Msg::Chat(ChatMsg::StoreAppend { token: i, post }));
+        let sent = h.msg(
+            ch(),
+            Msg::Chat(ChatMsg::StoreAppend {
+                token: Token(i),
+                post,
+            }),
+        );
         assert!(
             sent.iter()
                 .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
@@ -753,7 +765,7 @@ mod tests {
         let sent = h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreRead {
-                token: 99,
+                token: Token(99),
                 room: room.into(),
                 after: 0,
                 limit: 100,
@@ -788,7 +800,7 @@ mod tests {
         let sent = h.msg(
             as_role(Role::Auditor),
             RecordsMsg::HoldPlace {
-                token: 5,
+                token: Token(5),
                 hold: Box::new(hold),
             },
         );
@@ -799,7 +811,7 @@ mod tests {
         let sent = h.msg(
             as_role(Role::Auditor),
             RecordsMsg::HoldRelease {
-                token: 6,
+                token: Token(6),
                 name: name.into(),
                 reason: "settled".into(),
             },
@@ -811,14 +823,20 @@ mod tests {
         h.msg(
             ch(),
             Msg::Chat(ChatMsg::StoreClear {
-                token: 7,
+                token: Token(7),
                 room: room.into(),
                 before: None,
                 by: "ops".into(),
             }),
         );
         // The purge of the clear runs a batch per request served.
-        h.msg(ch(), Msg::Chat(ChatMsg::StoreRooms { token: 8, since: 0 }));
+        h.msg(
+            ch(),
+            Msg::Chat(ChatMsg::StoreRooms {
+                token: Token(8),
+                since: 0,
+            }),
+        );
     }
 
     fn events(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
@@ -833,7 +851,7 @@ mod tests {
     fn purge(h: &mut Harness<ChatStore>) {
         h.msg(
             as_role(Role::Operator),
-            RecordsMsg::ChatPurgeNow { token: 1 },
+            RecordsMsg::ChatPurgeNow { token: Token(1) },
         );
         for _ in 0..100 {
             h.fire(Timer::Chat(ChatTimer::ChatPurge));
@@ -919,7 +937,7 @@ mod tests {
         let refused = h.msg(
             as_role(Role::Operator),
             RecordsMsg::HoldPlace {
-                token: 1,
+                token: Token(1),
                 hold: Box::new(hold("h", &["carol@x"], &[])),
             },
         );
@@ -1049,7 +1067,7 @@ mod tests {
         }
         h.msg(
             as_role(Role::Operator),
-            RecordsMsg::ChatPurgeNow { token: 1 },
+            RecordsMsg::ChatPurgeNow { token: Token(1) },
         );
         h.fire(Timer::Chat(ChatTimer::ChatPurge)); // begins: the record
         h.fire(Timer::Chat(ChatTimer::ChatPurge)); // the first batch

@@ -12,7 +12,7 @@ use super::{
     EnqueueFailure, ExportRecord, Im, LegalHold, PurgeRecord, QueueItem, RejectReason, Row, Search,
     SearchAfter,
 };
-use crate::core::ids::{MessageId, Millis};
+use crate::core::ids::{BatchId, MessageId, Millis, Seq, Token};
 use serde::{Deserialize, Serialize};
 
 /// The messages of the archiving pipeline: clients and front ends, the
@@ -67,14 +67,14 @@ pub enum ArchivingMsg {
 
     // ---- front end ↔ its outgoing queue (same node) ---------------------
     Enqueue {
-        token: u64,
+        token: Token,
         record: ArchiveRecord,
     },
     Enqueued {
-        token: u64,
+        token: Token,
     },
     EnqueueFailed {
-        token: u64,
+        token: Token,
         cause: EnqueueFailure,
     },
 
@@ -82,19 +82,19 @@ pub enum ArchivingMsg {
     /// Sequence numbers are per (front end → destination) link, contiguous
     /// from 1, never reused.
     Transfer {
-        seq: u64,
+        seq: Seq,
         item: QueueItem,
     },
     /// Cumulative: every seq ≤ `upto` is durably stored at the destination.
     TransferAck {
-        upto: u64,
+        upto: Seq,
     },
     /// After a resend interval without progress: the first unacknowledged
     /// item again, sent behind everything already in flight on the link.
     /// Handled like a `Transfer`, but answered with a `ProbeAck`; `probe`
     /// numbers the sender's probes.
     Probe {
-        seq: u64,
+        seq: Seq,
         item: QueueItem,
         probe: u64,
     },
@@ -103,7 +103,7 @@ pub enum ArchivingMsg {
     /// that was not lost on the way has been stored by now: `upto` below
     /// the highest seq sent before the probe means the rest were lost.
     ProbeAck {
-        upto: u64,
+        upto: Seq,
         probe: u64,
     },
     /// Outgoing queue → destination queue: the items numbered `first`,
@@ -113,7 +113,7 @@ pub enum ArchivingMsg {
     /// if it starts past its position) and acknowledges the last with one
     /// `TransferAck`.
     TransferBatch {
-        first: u64,
+        first: Seq,
         items: Vec<QueueItem>,
     },
 
@@ -191,14 +191,14 @@ pub enum ArchivingMsg {
 
     // ---- archiver ↔ database ----------------------------------------------
     LogMessages {
-        batch: u64,
+        batch: BatchId,
         records: Vec<ArchiveRecord>,
     },
     Logged {
-        batch: u64,
+        batch: BatchId,
     },
     LogFailed {
-        batch: u64,
+        batch: BatchId,
         error: DbError,
     },
 }
@@ -253,21 +253,21 @@ pub enum RecordsMsg {
     /// A client searches the archive (auditors only); answered
     /// `ArchiveFound` once the read is recorded, or `ArchiveRefused`.
     ArchiveSearch {
-        token: u64,
+        token: Token,
         search: Search,
     },
     /// A page of rows in `(time, message id)` order. `next` is where the
     /// next page starts when there may be more (the search's limit or the
     /// byte bound cut this one short), `None` when the search is done.
     ArchiveFound {
-        token: u64,
+        token: Token,
         rows: Vec<Row>,
         next: Option<SearchAfter>,
     },
     /// A client reads the read trail (auditors only), entries after
     /// `after`; the read is recorded too.
     ArchiveTrail {
-        token: u64,
+        token: Token,
         after: Option<u64>,
         limit: u32,
     },
@@ -275,54 +275,54 @@ pub enum RecordsMsg {
     /// read itself was recorded as, `next` where the next page starts
     /// (`None`: the trail ends here).
     ArchiveReads {
-        token: u64,
+        token: Token,
         reads: Vec<(u64, ArchiveRead)>,
         recorded: u64,
         next: Option<u64>,
     },
     /// A read of the archive or of its trail not answered.
     ArchiveRefused {
-        token: u64,
+        token: Token,
         refusal: ArchiveRefusal,
     },
     /// An auditor places a legal hold (`placed_by`, `placed_at` and
     /// `released` are the database's to fill in); answered `HoldDone` once
     /// durable, or `ArchiveRefused`.
     HoldPlace {
-        token: u64,
+        token: Token,
         hold: Box<LegalHold>,
     },
     /// An auditor releases a hold; it stays on record as released.
     HoldRelease {
-        token: u64,
+        token: Token,
         name: String,
         reason: String,
     },
     HoldDone {
-        token: u64,
+        token: Token,
         hold: Box<LegalHold>,
     },
     /// An auditor or an operator asks what retention did and what holds.
     RetentionStatus {
-        token: u64,
+        token: Token,
     },
     /// An operator starts the retention purge now (if none is running);
     /// answered with the state, the purge running.
     PurgeNow {
-        token: u64,
+        token: Token,
     },
     /// An auditor or an operator asks the chat store what its retention
     /// did and which holds it keeps.
     ChatRetentionStatus {
-        token: u64,
+        token: Token,
     },
     /// An operator starts the chat store's retention purge now (if none
     /// is running); answered with the state, the purge running.
     ChatPurgeNow {
-        token: u64,
+        token: Token,
     },
     ChatRetentionState {
-        token: u64,
+        token: Token,
         /// `chat_keep_days` (0: for ever) and the per-category overrides.
         keep_days: u64,
         by_category: std::collections::BTreeMap<String, u64>,
@@ -333,7 +333,7 @@ pub enum RecordsMsg {
         holds: Vec<LegalHold>,
     },
     RetentionState {
-        token: u64,
+        token: Token,
         keep_days: u64,
         purge_hour: u64,
         /// The purge running, or the last one (none since the archive
@@ -351,11 +351,11 @@ pub enum RecordsMsg {
     /// An auditor's export wrote every row of its query: the database
     /// records it (durably, then answers `ExportRecorded`, or refuses).
     ExportDone {
-        token: u64,
+        token: Token,
         export: Box<ExportRecord>,
     },
     ExportRecorded {
-        token: u64,
+        token: Token,
         export: Box<ExportRecord>,
     },
 }

@@ -1,7 +1,7 @@
 //! The chat types the protocol carries: rooms, posts and why a chat
 //! request was refused.
 
-use crate::core::ids::{Millis, UserId};
+use crate::core::ids::{Millis, Token, UserId};
 use crate::core::protocol::compliance::EventKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -312,18 +312,18 @@ pub enum ChatMsg {
     // ---- Channel server ↔ chat store ----------------------------------------
     /// Rooms created or changed after directory version `since`.
     StoreRooms {
-        token: u64,
+        token: Token,
         since: u64,
     },
     /// The rooms asked for, and the directory version they bring the
     /// asker up to.
     StoreRoomList {
-        token: u64,
+        token: Token,
         rooms: Vec<(RoomId, Room)>,
         version: u64,
     },
     StoreRoomSave {
-        token: u64,
+        token: Token,
         room: RoomId,
         info: Box<Room>,
         create: bool,
@@ -332,18 +332,18 @@ pub enum ChatMsg {
     },
     /// Stored; `info.version` is its new directory version.
     StoreRoomSaved {
-        token: u64,
+        token: Token,
         room: RoomId,
         info: Box<Room>,
     },
     StoreRoomRefused {
-        token: u64,
+        token: Token,
         room: RoomId,
         reason: ChatReject,
     },
     /// Disables or enables a room (answered `StoreRoomSaved`).
     StoreRoomDisable {
-        token: u64,
+        token: Token,
         room: RoomId,
         disabled: bool,
         /// The operator (for compliance).
@@ -351,57 +351,57 @@ pub enum ChatMsg {
     },
     /// Clears a room's posts (before `before`, if given).
     StoreClear {
-        token: u64,
+        token: Token,
         room: RoomId,
         before: Option<Millis>,
         by: UserId,
     },
     StoreCleared {
-        token: u64,
+        token: Token,
         room: RoomId,
         through: u64,
     },
     /// Replaces a post's text.
     StoreReplace {
-        token: u64,
+        token: Token,
         post: PostId,
         text: String,
         by: UserId,
     },
     /// Replaced: `post` carries the new text.
     StoreReplaced {
-        token: u64,
+        token: Token,
         seq: u64,
         post: Post,
     },
     StoreUser {
-        token: u64,
+        token: Token,
         user: UserId,
     },
     StoreFollow {
-        token: u64,
+        token: Token,
         user: UserId,
         room: RoomId,
         follow: bool,
     },
     /// A user's followed rooms, each with its latest sequence number.
     StoreUserInfo {
-        token: u64,
+        token: Token,
         user: UserId,
         follows: Vec<(RoomId, u64)>,
     },
     StoreAppend {
-        token: u64,
+        token: Token,
         post: Post,
     },
     /// Stored (or found stored already, for a retried post) as `seq`.
     StoreAppended {
-        token: u64,
+        token: Token,
         seq: u64,
         post: Post,
     },
     StoreRead {
-        token: u64,
+        token: Token,
         room: RoomId,
         after: u64,
         limit: u64,
@@ -413,17 +413,17 @@ pub enum ChatMsg {
     /// Records a compliance event the Channel server saw (a leave);
     /// answered `StoreAudited` once it is durable.
     StoreAudit {
-        token: u64,
+        token: Token,
         room: RoomId,
         user: UserId,
         kind: EventKind,
     },
     StoreAudited {
-        token: u64,
+        token: Token,
     },
     /// Posts after the requested one, in order, and the room's latest seq.
     StoreRange {
-        token: u64,
+        token: Token,
         room: RoomId,
         posts: Vec<(u64, Post)>,
         latest: u64,
@@ -432,7 +432,7 @@ pub enum ChatMsg {
         through: u64,
     },
     StoreFailed {
-        token: u64,
+        token: Token,
     },
     // ---- Channel server ↔ Channel server (relay) ----------------------------
     Relay {

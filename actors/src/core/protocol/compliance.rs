@@ -1,7 +1,7 @@
 //! The compliance types the protocol carries: the events the outboxes
 //! forward to the Compliance service, and the status it reports.
 
-use crate::core::ids::{Millis, UserId};
+use crate::core::ids::{Millis, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -75,7 +75,8 @@ impl EventKind {
 pub struct ComplianceEvent {
     /// The node whose outbox queued it.
     pub source: String,
-    pub seq: u64,
+    /// Its number on the outbox's link to the service.
+    pub seq: Seq,
     pub kind: EventKind,
     pub room: String,
     pub user: UserId,
@@ -152,7 +153,7 @@ pub enum ComplianceMsg {
     },
     /// Compliance service → outbox: everything up to `upto` is staged.
     ComplianceStaged {
-        upto: u64,
+        upto: Seq,
     },
     /// Operator → Compliance service: export now.
     ComplianceRunNow,
