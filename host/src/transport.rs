@@ -1150,6 +1150,48 @@ mod socket_tests {
         }
     }
 
+    /// A front end `fe1` listening on loopback (with readers shedding on
+    /// time after `shed_after`, if given), whose inbox only the test
+    /// empties, and a client `c1` connected to it whose answers arrive on
+    /// the returned receiver. Call inside a tokio runtime.
+    async fn front_end_and_client(
+        shed_after: Option<Duration>,
+        client_capacity: usize,
+    ) -> (
+        Arc<Network>,
+        mpsc::UnboundedReceiver<Envelope>,
+        Arc<Network>,
+        mpsc::UnboundedReceiver<Envelope>,
+    ) {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (inbox, node) = mpsc::unbounded_channel();
+        let fe = Network::new("fe1", BTreeMap::new(), inbox);
+        if let Some(after) = shed_after {
+            fe.set_shed_after(after);
+        }
+        fe.listen(addr).await.unwrap();
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let client = Network::forwarding_to(
+            "c1",
+            BTreeMap::from([("fe1".to_string(), addr)]),
+            Arc::new(PlainLink),
+            client_capacity,
+            answers_tx,
+        );
+        (fe, node, client, answers)
+    }
+
+    fn two_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A front end whose inbox nobody empties (a saturated processor)
     /// takes IMs until only the reserve is left, then answers every
     /// further IM busy at once, in order, and keeps reading: no request
@@ -1157,27 +1199,8 @@ mod socket_tests {
     /// full inbox and the client heard nothing at all.
     #[test]
     fn a_full_inbox_answers_client_ims_busy_and_keeps_reading() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let addr = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            let (inbox, mut node) = mpsc::unbounded_channel();
-            let fe = Network::new("fe1", BTreeMap::new(), inbox);
-            fe.listen(addr).await.unwrap();
-            let (answers_tx, mut answers) = mpsc::unbounded_channel();
-            let client = Network::forwarding_to(
-                "c1",
-                BTreeMap::from([("fe1".to_string(), addr)]),
-                Arc::new(PlainLink),
-                100_000,
-                answers_tx,
-            );
+        two_thread_runtime().block_on(async {
+            let (fe, mut node, client, mut answers) = front_end_and_client(None, 100_000).await;
             let sent = DEFAULT_INBOUND_LIMIT + 2_000;
             for i in 0..sent {
                 client.send(submit(i)).unwrap();
@@ -1219,28 +1242,9 @@ mod socket_tests {
     /// simulator).
     #[test]
     fn a_paused_consumer_of_a_nearly_empty_inbox_sheds_nothing() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let addr = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            let (inbox, mut node) = mpsc::unbounded_channel();
-            let fe = Network::new("fe1", BTreeMap::new(), inbox);
-            fe.set_shed_after(Duration::from_millis(20));
-            fe.listen(addr).await.unwrap();
-            let (answers_tx, mut answers) = mpsc::unbounded_channel();
-            let client = Network::forwarding_to(
-                "c1",
-                BTreeMap::from([("fe1".to_string(), addr)]),
-                Arc::new(PlainLink),
-                1_000,
-                answers_tx,
-            );
+        two_thread_runtime().block_on(async {
+            let (fe, mut node, client, mut answers) =
+                front_end_and_client(Some(Duration::from_millis(20)), 1_000).await;
             let recv = |node: &mut mpsc::UnboundedReceiver<Envelope>| {
                 let env = node.try_recv();
                 env.ok()
