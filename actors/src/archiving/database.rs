@@ -72,6 +72,33 @@ const PURGE: u64 = u64::MAX;
 /// Client reads in flight at most; beyond, a read is refused as busy.
 pub const READS_IN_FLIGHT_MAX: usize = 64;
 
+/// One page of a read: the engine's `rows` (one more than `limit` asks,
+/// to tell whether more follow) decoded until the page is full or holds
+/// [`SEARCH_MAX_BYTES`] (at least one item whatever its size), and whether
+/// the page was cut before the end. The first row that does not decode
+/// fails the page with why.
+fn page_of<T>(
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    limit: u32,
+    size: impl Fn(&T) -> u64,
+    decode: impl Fn(&[u8], &[u8]) -> Result<T, String>,
+) -> Result<(Vec<T>, bool), String> {
+    let page = limit.clamp(1, SEARCH_PAGE_MAX) as usize;
+    let mut items = Vec::with_capacity(rows.len().min(page));
+    let mut bytes = 0;
+    let mut cut = rows.len() > page;
+    for (key, value) in rows.into_iter().take(page) {
+        let item = decode(&key, &value)?;
+        bytes += size(&item);
+        if !items.is_empty() && bytes > SEARCH_MAX_BYTES {
+            cut = true;
+            break;
+        }
+        items.push(item);
+    }
+    Ok((items, cut))
+}
+
 pub struct Database {
     name: String,
     sabotage: Sabotage,
@@ -509,47 +536,19 @@ impl Database {
                     OperatorEvent::DbStoreFailed,
                     format!("{}: a read of the archive failed: {e}", self.name),
                 );
-                let refusal = ArchiveRefusal::StoreFailed(e.to_string());
-                entry.refused = Some(refusal.to_string());
-                self.record(
-                    from,
-                    entry,
-                    Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
-                    ctx,
-                );
-                return;
+                return self.refuse_read(from, entry, token, e.to_string(), ctx);
             }
         };
         let answer = match &entry.what {
             ReadWhat::Messages(search) => {
-                let page = search.limit.clamp(1, SEARCH_PAGE_MAX) as usize;
-                let mut decoded = Vec::with_capacity(rows.len().min(page));
-                let mut bytes = 0;
-                let mut cut = rows.len() > page;
-                for (key, value) in rows.into_iter().take(page) {
-                    let row = match keys::decode::<Row>(&value) {
-                        Ok(row) => row,
-                        Err(e) => {
-                            let refusal = ArchiveRefusal::StoreFailed(format!(
-                                "row {key:?} does not decode: {e}"
-                            ));
-                            entry.refused = Some(refusal.to_string());
-                            self.record(
-                                from,
-                                entry,
-                                Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
-                                ctx,
-                            );
-                            return;
-                        }
-                    };
-                    bytes += row_bytes(&row);
-                    if !decoded.is_empty() && bytes > SEARCH_MAX_BYTES {
-                        cut = true;
-                        break;
-                    }
-                    decoded.push(row);
-                }
+                let paged = page_of(rows, search.limit, row_bytes, |key, value| {
+                    keys::decode::<Row>(value)
+                        .map_err(|e| format!("row {key:?} does not decode: {e}"))
+                });
+                let (decoded, cut) = match paged {
+                    Ok(paged) => paged,
+                    Err(why) => return self.refuse_read(from, entry, token, why, ctx),
+                };
                 let next = cut.then(|| {
                     let last = &decoded[decoded.len() - 1].record;
                     SearchAfter {
@@ -565,33 +564,20 @@ impl Database {
                 })
             }
             ReadWhat::Trail { limit, .. } => {
-                let page = (*limit).clamp(1, SEARCH_PAGE_MAX) as usize;
-                let mut reads = Vec::with_capacity(rows.len().min(page));
-                let mut bytes = 0;
-                let mut cut = rows.len() > page;
-                for (key, value) in rows.into_iter().take(page) {
-                    let read = keys::parse_u64(DB_READ, &key)
-                        .zip(keys::decode::<ArchiveRead>(&value).ok());
-                    let Some((seq, read)) = read else {
-                        let refusal = ArchiveRefusal::StoreFailed(format!(
-                            "trail entry {key:?} does not decode"
-                        ));
-                        entry.refused = Some(refusal.to_string());
-                        self.record(
-                            from,
-                            entry,
-                            Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
-                            ctx,
-                        );
-                        return;
-                    };
-                    bytes += read_bytes(&read);
-                    if !reads.is_empty() && bytes > SEARCH_MAX_BYTES {
-                        cut = true;
-                        break;
-                    }
-                    reads.push((seq, read));
-                }
+                let paged = page_of(
+                    rows,
+                    *limit,
+                    |(_, read): &(u64, ArchiveRead)| read_bytes(read),
+                    |key, value| {
+                        keys::parse_u64(DB_READ, key)
+                            .zip(keys::decode::<ArchiveRead>(value).ok())
+                            .ok_or_else(|| format!("trail entry {key:?} does not decode"))
+                    },
+                );
+                let (reads, cut) = match paged {
+                    Ok(paged) => paged,
+                    Err(why) => return self.refuse_read(from, entry, token, why, ctx),
+                };
                 let next = cut.then(|| reads[reads.len() - 1].0);
                 entry.rows = reads.len() as u64;
                 Msg::Records(RecordsMsg::ArchiveReads {
@@ -604,6 +590,26 @@ impl Database {
             }
         };
         self.record(from, entry, answer, ctx);
+    }
+
+    /// Refuses a read the store could not serve: the refusal is recorded
+    /// in the trail like any answer.
+    fn refuse_read(
+        &mut self,
+        from: Addr,
+        mut entry: ArchiveRead,
+        token: Token,
+        why: String,
+        ctx: &mut Ctx,
+    ) {
+        let refusal = ArchiveRefusal::StoreFailed(why);
+        entry.refused = Some(refusal.to_string());
+        self.record(
+            from,
+            entry,
+            Msg::Records(RecordsMsg::ArchiveRefused { token, refusal }),
+            ctx,
+        );
     }
 
     /// Writes `entry` to the read trail, then (in `on_persisted`) sends
@@ -676,10 +682,7 @@ impl Actor for Database {
         self.holds.clear();
         self.holds_unreadable = false;
         self.exports.clear();
-        for (k, v) in recovered
-            .range(DB_EXPORT.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(DB_EXPORT))
-        {
+        for (k, v) in keys::under(&recovered, DB_EXPORT) {
             match keys::decode::<ExportRecord>(v) {
                 Ok(x) => {
                     self.exports.insert(x.manifest_sha256.clone(), x);
@@ -695,28 +698,20 @@ impl Actor for Database {
                 ),
             }
         }
-        for (k, v) in recovered
-            .range(DB_HOLD.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(DB_HOLD))
-        {
-            match keys::decode_hold(v) {
-                Ok(h) => {
-                    self.holds.insert(h.name.clone(), h);
-                }
-                // An unreadable hold may cover anything: the purge keeps
-                // every row until an operator has repaired it.
-                Err(e) => {
-                    self.holds_unreadable = true;
-                    ctx.event(
-                        OperatorEvent::StoreCorrupt,
-                        format!(
-                            "{}: legal hold {k:?} unreadable ({e}): the purge keeps every row until it is repaired",
-                            self.name
-                        ),
-                    )
-                }
-            }
-        }
+        let mut unreadable = false;
+        self.holds = keys::stored_holds(&recovered, DB_HOLD, |k, e| {
+            // An unreadable hold may cover anything: the purge keeps
+            // every row until an operator has repaired it.
+            unreadable = true;
+            ctx.event(
+                OperatorEvent::StoreCorrupt,
+                format!(
+                    "{}: legal hold {k:?} unreadable ({e}): the purge keeps every row until it is repaired",
+                    self.name
+                ),
+            )
+        });
+        self.holds_unreadable = unreadable;
         self.retention.start(&recovered, ctx);
         ctx.query(
             COUNT,
@@ -1222,9 +1217,7 @@ mod tests {
     }
 
     fn trail(h: &Harness<Database>) -> Vec<(u64, ArchiveRead)> {
-        h.store
-            .range(DB_READ.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(DB_READ))
+        keys::under(&h.store, DB_READ)
             .map(|(k, v)| {
                 (
                     keys::parse_u64(DB_READ, k).unwrap(),

@@ -899,9 +899,7 @@ pub enum ChatReadError {
 /// Reads every post of a store's recovered state: `(seq, post)` or why a
 /// key could not be read.
 pub fn stored_posts(recovered: &Recovered) -> Vec<Result<(u64, Post), ChatReadError>> {
-    recovered
-        .range(CHAT_POST.to_vec()..)
-        .take_while(|(k, _)| k.starts_with(CHAT_POST))
+    store_keys::under(recovered, CHAT_POST)
         .map(|(k, v)| {
             let (room, seq) = parse_post_key(k)
                 .ok_or_else(|| ChatReadError::MalformedPostKey { key: k.clone() })?;
@@ -931,9 +929,7 @@ fn stored_directory(
         prefix: &'static [u8],
         decode: fn(&[u8]) -> Result<T, postcard::Error>,
     ) -> Vec<Result<(String, T), ChatReadError>> {
-        recovered
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+        store_keys::under(recovered, prefix)
             .map(|(k, v)| {
                 let name = String::from_utf8(k[prefix.len()..].to_vec())
                     .map_err(|_| ChatReadError::MalformedKey { key: k.clone() })?;
@@ -1021,10 +1017,7 @@ impl Actor for ChatStore {
         self.clears.clear();
         self.purging = false;
         self.clearing = false;
-        for (k, v) in recovered
-            .range(CHAT_CLEARS.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(CHAT_CLEARS))
-        {
+        for (k, v) in store_keys::under(&recovered, CHAT_CLEARS) {
             let rest = &k[CHAT_CLEARS.len()..];
             let parsed = (rest.len() > 9 && rest[rest.len() - 9] == 0)
                 .then(|| String::from_utf8(rest[..rest.len() - 9].to_vec()).ok())

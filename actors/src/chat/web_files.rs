@@ -190,10 +190,7 @@ impl Actor for WebFiles {
             ctx.event(OperatorEvent::StoreCorrupt, format!("{}: {e}", self.name));
         }
         self.outbox.pump(ctx);
-        for (k, v) in recovered.range(FILE.to_vec()..) {
-            if !k.starts_with(FILE) {
-                break;
-            }
+        for (k, v) in store_keys::under(&recovered, FILE) {
             match store_keys::decode::<FileMeta>(v) {
                 Ok(f) => {
                     self.files.insert(f.id.clone(), f);

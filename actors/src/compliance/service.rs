@@ -150,10 +150,7 @@ impl Outbox {
             .and_then(|v| store_keys::decode::<u64>(v).ok())
             .unwrap_or(1);
         let mut pending = BTreeMap::new();
-        for (k, v) in recovered.range(OUTBOX.to_vec()..) {
-            if !k.starts_with(OUTBOX) {
-                break;
-            }
+        for (k, v) in store_keys::under(recovered, OUTBOX) {
             match decode_event(v) {
                 Ok(e) => {
                     next = next.max(e.seq.0 + 1);

@@ -88,6 +88,36 @@ pub fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postca
     }
 }
 
+/// The entries of a recovered store whose keys start with `prefix`, in
+/// key order.
+pub fn under<'a>(
+    recovered: &'a Recovered,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
+    recovered
+        .range(prefix.to_vec()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// The legal holds stored under `prefix`, by name. A hold that does not
+/// read is passed to `unreadable` with its key, and left out.
+pub fn stored_holds(
+    recovered: &Recovered,
+    prefix: &[u8],
+    mut unreadable: impl FnMut(&[u8], postcard::Error),
+) -> std::collections::BTreeMap<String, crate::core::protocol::LegalHold> {
+    let mut holds = std::collections::BTreeMap::new();
+    for (k, v) in under(recovered, prefix) {
+        match decode_hold(v) {
+            Ok(h) => {
+                holds.insert(h.name.clone(), h);
+            }
+            Err(e) => unreadable(k, e),
+        }
+    }
+    holds
+}
+
 /// A stored legal hold: as written now, or as written before holds named
 /// rooms (postcard is not self-describing: the older shape lacks the last
 /// field, and reads with no rooms).
@@ -248,9 +278,7 @@ pub struct Parked {
 
 /// Records parked in a destination queue's store, in key order.
 pub fn parked_records(recovered: &Recovered) -> Vec<Result<(u64, Parked), ReadError>> {
-    recovered
-        .range(DQ_PARKED.to_vec()..)
-        .take_while(|(k, _)| k.starts_with(DQ_PARKED))
+    under(recovered, DQ_PARKED)
         .map(|(k, v)| {
             let key = parse_u64(DQ_PARKED, k)
                 .ok_or_else(|| ReadError::MalformedKey { key: k.clone() })?;
@@ -263,9 +291,7 @@ pub fn parked_records(recovered: &Recovered) -> Vec<Result<(u64, Parked), ReadEr
 
 /// Rows of a database store, in key (message id) order.
 pub fn db_rows(recovered: &Recovered) -> Vec<Result<Row, ReadError>> {
-    recovered
-        .range(DB_ROW.to_vec()..)
-        .take_while(|(k, _)| k.starts_with(DB_ROW))
+    under(recovered, DB_ROW)
         .map(|(k, v)| decode::<Row>(v).map_err(ReadError::undecodable(k)))
         .collect()
 }

@@ -129,26 +129,18 @@ impl ChatStore {
     pub(super) fn start_retention(&mut self, recovered: &Recovered, ctx: &mut Ctx) {
         self.holds.clear();
         self.holds_unreadable = false;
-        for (k, v) in recovered
-            .range(CHAT_HOLD.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(CHAT_HOLD))
-        {
-            match store_keys::decode_hold(v) {
-                Ok(h) => {
-                    self.holds.insert(h.name.clone(), h);
-                }
-                Err(e) => {
-                    self.holds_unreadable = true;
-                    ctx.event(
-                        OperatorEvent::StoreCorrupt,
-                        format!(
-                            "{}: legal hold {k:?} unreadable ({e}): clears and purges keep every post until it is repaired",
-                            self.name
-                        ),
-                    );
-                }
-            }
-        }
+        let mut unreadable = false;
+        self.holds = store_keys::stored_holds(recovered, CHAT_HOLD, |k, e| {
+            unreadable = true;
+            ctx.event(
+                OperatorEvent::StoreCorrupt,
+                format!(
+                    "{}: legal hold {k:?} unreadable ({e}): clears and purges keep every post until it is repaired",
+                    self.name
+                ),
+            );
+        });
+        self.holds_unreadable = unreadable;
         self.purge = None;
         match recovered
             .get(CHAT_PURGE)
