@@ -374,6 +374,24 @@ mod tests {
         h.msg(db(), ArchivingMsg::LogFailed { batch, error })
     }
 
+    /// Whether `sent` is the batch `id` going to the database, alone.
+    fn sends_batch(sent: &[(Addr, Msg)], id: u64) -> bool {
+        matches!(
+            sent,
+            [(_, Msg::Archiving(ArchivingMsg::LogMessages { batch, .. }))] if *batch == BatchId(id)
+        )
+    }
+
+    /// The archiver tells the destination queue that `keys` are archived.
+    fn consumed(keys: &[u64]) -> (Addr, Msg) {
+        (
+            dq(),
+            Msg::Archiving(ArchivingMsg::Consumed {
+                keys: keys.to_vec(),
+            }),
+        )
+    }
+
     /// The destination queue hands the archiver `item` under `key`.
     fn deliver(h: &mut Harness<Archiver>, key: u64, item: QueueItem) -> Vec<(Addr, Msg)> {
         h.msg(dq(), ArchivingMsg::Deliver { key, item })
@@ -388,13 +406,7 @@ mod tests {
             matches!(&sent[..], [(to, Msg::Archiving(ArchivingMsg::LogMessages { batch: BatchId(1), records }))] if *to == db() && records.len() == 2)
         );
         let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
-        assert_eq!(
-            sent,
-            vec![(
-                dq(),
-                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1, 2] })
-            )]
-        );
+        assert_eq!(sent, vec![consumed(&[1, 2])]);
     }
 
     /// Ten records of 1 MiB with a batch of 64 records: the byte bound cuts
@@ -446,27 +458,12 @@ mod tests {
         let mut h = arch(64);
         deliver(&mut h, 1, rec("m1"));
         let sent = h.fire(ArchivingTimer::Flush);
-        assert!(matches!(
-            &sent[..],
-            [(
-                _,
-                Msg::Archiving(ArchivingMsg::LogMessages {
-                    batch: BatchId(1),
-                    ..
-                })
-            )]
-        ));
+        assert!(sends_batch(&sent, 1), "{sent:?}");
         let items = vec![(2, rec("m2")), (3, rec("m3")), (4, rec("m4"))];
         let sent = h.msg(dq(), ArchivingMsg::DeliverBatch { items });
         assert!(sent.is_empty(), "one transaction at a time: {sent:?}");
         let mut sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
-        assert_eq!(
-            sent.remove(0),
-            (
-                dq(),
-                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
-            )
-        );
+        assert_eq!(sent.remove(0), consumed(&[1]));
         let [(
             to,
             Msg::Archiving(ArchivingMsg::LogMessages {
@@ -505,29 +502,14 @@ mod tests {
         deliver(&mut h, 1, rec("m1"));
         // The heartbeat closes the batch: m1 goes to the database now.
         let sent = deliver(&mut h, 2, beat(77));
-        assert!(matches!(
-            &sent[..],
-            [(
-                _,
-                Msg::Archiving(ArchivingMsg::LogMessages {
-                    batch: BatchId(1),
-                    ..
-                })
-            )]
-        ));
+        assert!(sends_batch(&sent, 1), "{sent:?}");
         let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
         assert_eq!(
             sent,
             vec![
-                (
-                    dq(),
-                    Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
-                ),
+                consumed(&[1]),
                 (oq(), Msg::Archiving(ArchivingMsg::HeartbeatAck { id: 77 })),
-                (
-                    dq(),
-                    Msg::Archiving(ArchivingMsg::Consumed { keys: vec![2] })
-                ),
+                consumed(&[2]),
             ]
         );
     }
@@ -540,10 +522,7 @@ mod tests {
             sent,
             vec![
                 (oq(), Msg::Archiving(ArchivingMsg::HeartbeatAck { id: 1 })),
-                (
-                    dq(),
-                    Msg::Archiving(ArchivingMsg::Consumed { keys: vec![5] })
-                ),
+                consumed(&[5]),
             ]
         );
     }
@@ -576,13 +555,7 @@ mod tests {
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["m1", "m3"], "the rest goes again at once");
         let sent = h.msg(db(), ArchivingMsg::Logged { batch });
-        assert_eq!(
-            sent,
-            vec![(
-                dq(),
-                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1, 3] })
-            )]
-        );
+        assert_eq!(sent, vec![consumed(&[1, 3])]);
 
         // A batch of only refused records: parked, and the archiver moves on.
         deliver(&mut h, 4, rec("bad2"));
@@ -600,16 +573,7 @@ mod tests {
         let mut h = arch(1);
         deliver(&mut h, 1, rec("m1"));
         let sent = h.fire(ArchivingTimer::DbTimeout);
-        assert!(matches!(
-            &sent[..],
-            [(
-                _,
-                Msg::Archiving(ArchivingMsg::LogMessages {
-                    batch: BatchId(1),
-                    ..
-                })
-            )]
-        ));
+        assert!(sends_batch(&sent, 1), "{sent:?}");
         assert_eq!(h.events(), vec!["db_timeout"]);
         assert_eq!(h.timer(ArchivingTimer::DbTimeout).unwrap() - h.now, 20_000);
         let sent = h.msg(
@@ -621,29 +585,14 @@ mod tests {
         );
         assert!(sent.is_empty());
         let sent = h.fire(ArchivingTimer::DbTimeout);
-        assert!(matches!(
-            &sent[..],
-            [(
-                _,
-                Msg::Archiving(ArchivingMsg::LogMessages {
-                    batch: BatchId(1),
-                    ..
-                })
-            )]
-        ));
+        assert!(sends_batch(&sent, 1), "{sent:?}");
         assert!(
             h.msg(db(), ArchivingMsg::Logged { batch: BatchId(7) })
                 .is_empty(),
             "a stale answer does nothing"
         );
         let sent = h.msg(db(), ArchivingMsg::Logged { batch: BatchId(1) });
-        assert_eq!(
-            sent,
-            vec![(
-                dq(),
-                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
-            )]
-        );
+        assert_eq!(sent, vec![consumed(&[1])]);
     }
 
     #[test]
@@ -673,13 +622,7 @@ mod tests {
             .is_empty());
         assert_eq!(h.events(), vec!["unauthorized_sender"]);
         let sent = h.msg(db(), ArchivingMsg::Logged { batch: *batch });
-        assert_eq!(
-            sent,
-            vec![(
-                dq(),
-                Msg::Archiving(ArchivingMsg::Consumed { keys: vec![1] })
-            )]
-        );
+        assert_eq!(sent, vec![consumed(&[1])]);
     }
 
     #[test]
