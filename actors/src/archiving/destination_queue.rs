@@ -746,6 +746,21 @@ mod tests {
         )
     }
 
+    /// The queue acknowledges front end `to`'s transfers up to `upto`.
+    fn ack(to: &str, upto: u64) -> (Addr, Msg) {
+        let upto = Seq(upto);
+        (oq(to), Msg::Archiving(ArchivingMsg::TransferAck { upto }))
+    }
+
+    /// The queue answers front end `to`'s probe `probe`, at `upto`.
+    fn probe_ack(to: &str, upto: u64, probe: u64) -> (Addr, Msg) {
+        let upto = Seq(upto);
+        (
+            oq(to),
+            Msg::Archiving(ArchivingMsg::ProbeAck { upto, probe }),
+        )
+    }
+
     fn acks(sent: &[(Addr, Msg)]) -> Vec<u64> {
         sent.iter()
             .filter_map(|(_, m)| match m {
@@ -978,21 +993,9 @@ mod tests {
         let mut h = started(Settings::default());
         transfer(&mut h, "fe1", 1, rec("m1"));
         let sent = transfer(&mut h, "fe1", 1, rec("m1"));
-        assert_eq!(
-            sent,
-            vec![(
-                oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) })
-            )]
-        );
+        assert_eq!(sent, vec![ack("fe1", 1)]);
         let sent = transfer(&mut h, "fe1", 3, rec("m3"));
-        assert_eq!(
-            sent,
-            vec![(
-                oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) })
-            )]
-        );
+        assert_eq!(sent, vec![ack("fe1", 1)]);
         assert_eq!(h.actor().depth(), 1);
         let sent = transfer(&mut h, "fe2", 1, rec("x1"));
         assert_eq!(acks(&sent), vec![1], "sequences are per sender");
@@ -1005,29 +1008,11 @@ mod tests {
     fn a_probe_is_handled_like_a_transfer_and_answered_as_a_probe() {
         let mut h = started(Settings::default());
         let sent = probe(&mut h, "fe1", 1, rec("m1"), 7);
-        assert_eq!(
-            sent[0],
-            (
-                oq("fe1"),
-                Msg::Archiving(ArchivingMsg::ProbeAck {
-                    upto: Seq(1),
-                    probe: 7
-                })
-            )
-        );
+        assert_eq!(sent[0], probe_ack("fe1", 1, 7));
         assert_eq!(delivered(&sent), vec![1], "a new probe is stored");
         transfer(&mut h, "fe1", 2, rec("m2"));
         let sent = probe(&mut h, "fe1", 1, rec("m1"), 8);
-        assert_eq!(
-            sent,
-            vec![(
-                oq("fe1"),
-                Msg::Archiving(ArchivingMsg::ProbeAck {
-                    upto: Seq(2),
-                    probe: 8
-                })
-            )]
-        );
+        assert_eq!(sent, vec![probe_ack("fe1", 2, 8)]);
         assert_eq!(h.actor().depth(), 2, "the duplicate is not stored again");
     }
 
@@ -1035,13 +1020,7 @@ mod tests {
     fn a_tombstone_moves_the_sequence_without_storing_anything() {
         let mut h = started(Settings::default());
         let sent = transfer(&mut h, "fe1", 1, QueueItem::Tombstone);
-        assert_eq!(
-            sent,
-            vec![(
-                oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(1) })
-            )]
-        );
+        assert_eq!(sent, vec![ack("fe1", 1)]);
         assert_eq!(h.actor().depth(), 0);
         let sent = transfer(&mut h, "fe1", 2, rec("m2"));
         assert_eq!(acks(&sent), vec![2]);
@@ -1061,14 +1040,7 @@ mod tests {
         let sent = h2.start(h.store.clone());
         assert_eq!(delivered(&sent), vec![2]);
         let sent = transfer(&mut h2, "fe1", 2, rec("m2"));
-        assert_eq!(
-            sent,
-            vec![(
-                oq("fe1"),
-                Msg::Archiving(ArchivingMsg::TransferAck { upto: Seq(2) })
-            )],
-            "the dedupe mark survived"
-        );
+        assert_eq!(sent, vec![ack("fe1", 2)], "the dedupe mark survived");
     }
 
     #[test]
