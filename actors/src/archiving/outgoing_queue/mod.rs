@@ -1190,6 +1190,18 @@ mod tests {
         )
     }
 
+    /// fe1's outgoing queue with `settings`, started afresh.
+    fn started(settings: Settings) -> Harness<OutgoingQueue> {
+        let mut h = oq(settings);
+        h.start(Recovered::new());
+        h
+    }
+
+    /// The destination queue acknowledges the transfers up to `upto`.
+    fn ack(h: &mut Harness<OutgoingQueue>, upto: u64) -> Vec<(Addr, Msg)> {
+        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(upto) })
+    }
+
     fn rec(id: &str, time: Millis) -> ArchiveRecord {
         ArchiveRecord {
             kind: RecordKind::Im,
@@ -1262,14 +1274,13 @@ mod tests {
     /// acknowledgement deletes them all in one write.
     #[test]
     fn records_that_come_while_a_frame_is_in_flight_go_in_one_batch() {
-        let mut h = oq(framed(1, 3));
-        h.start(Recovered::new());
+        let mut h = started(framed(1, 3));
         assert_eq!(frames(&enqueue(&mut h, 0, "m0")), vec![vec![1]]);
         for i in 1..=4 {
             let sent = enqueue(&mut h, i, &format!("m{i}"));
             assert!(frames(&sent).is_empty(), "waits for the ack: {sent:?}");
         }
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        let sent = ack(&mut h, 1);
         assert_eq!(frames(&sent), vec![vec![2, 3, 4]], "one frame, three items");
         assert_eq!(
             transfers(&sent),
@@ -1277,10 +1288,10 @@ mod tests {
         );
         // Acknowledged short of the batch's end: the frame is still in
         // flight.
-        assert!(frames(&h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(3) })).is_empty());
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(4) });
+        assert!(frames(&ack(&mut h, 3)).is_empty());
+        let sent = ack(&mut h, 4);
         assert_eq!(frames(&sent), vec![vec![5]]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(5) });
+        ack(&mut h, 5);
         assert_eq!(h.actor().depth(), 0);
         assert!(keys::queued_records(&h.store).is_empty(), "all deleted");
         assert_eq!(h.store.get(OQ_ACKED).unwrap(), &5u64.to_be_bytes().to_vec());
@@ -1291,17 +1302,16 @@ mod tests {
     /// point, in as many frames as are allowed.
     #[test]
     fn a_lost_batch_is_sent_again_after_the_probe_answer() {
-        let mut h = oq(framed(2, 2));
-        h.start(Recovered::new());
+        let mut h = started(framed(2, 2));
         enqueue(&mut h, 0, "m0");
         enqueue(&mut h, 1, "m1");
         for i in 2..=5 {
             enqueue(&mut h, i, &format!("m{i}"));
         }
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        let sent = ack(&mut h, 1);
         // Frame 2 (seq 2) is in flight; one more frame may go: [3, 4].
         assert_eq!(frames(&sent), vec![vec![3, 4]]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        let sent = ack(&mut h, 2);
         assert_eq!(frames(&sent), vec![vec![5, 6]]);
         // Frames [3, 4] and [5, 6] are lost with a connection: a whole
         // resend interval without progress, then a probe.
@@ -1317,7 +1327,7 @@ mod tests {
             },
         );
         assert_eq!(frames(&sent), vec![vec![4, 5], vec![6]]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(6) });
+        let sent = ack(&mut h, 6);
         assert!(frames(&sent).is_empty());
         assert_eq!(h.actor().depth(), 0);
     }
@@ -1360,7 +1370,7 @@ mod tests {
         enqueue(&mut h, 11, "new2");
         // A stale acknowledgement (queued for the previous life) below the
         // tombstone does not end the wait.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        let sent = ack(&mut h, 2);
         assert!(
             !sent
                 .iter()
@@ -1369,7 +1379,7 @@ mod tests {
         );
         // The destination holds up to 4 (the lost tail): numbering goes on
         // from 5, and both records are numbered, in order.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(4) });
+        let sent = ack(&mut h, 4);
         assert_eq!(h.events(), vec!["queue_resynced"]);
         let enqueued: Vec<u64> = sent
             .iter()
@@ -1443,11 +1453,10 @@ mod tests {
 
     #[test]
     fn window_limits_transfers_and_acks_open_it() {
-        let mut h = oq(Settings {
+        let mut h = started(Settings {
             transfer_window: 2,
             ..Settings::default()
         });
-        h.start(Recovered::new());
         let mut sent_seqs = Vec::new();
         for i in 0..5 {
             sent_seqs.extend(seqs(&h.msg(
@@ -1459,7 +1468,7 @@ mod tests {
             )));
         }
         assert_eq!(sent_seqs, vec![1, 2]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        let sent = ack(&mut h, 2);
         assert_eq!(seqs(&sent), vec![3, 4]);
         assert_eq!(h.actor().depth(), 3);
         assert!(!h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
@@ -1468,10 +1477,9 @@ mod tests {
 
     #[test]
     fn no_progress_means_a_probe_of_the_first_unacked_with_backoff() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         let sent = h.fire(ArchivingTimer::Resend);
         assert!(
             seqs(&sent).is_empty() && probes(&sent).is_empty(),
@@ -1503,13 +1511,12 @@ mod tests {
     /// normal rhythm it changes nothing.
     #[test]
     fn an_answer_while_backing_off_probes_at_once() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         h.fire(ArchivingTimer::Resend);
         // Not backing off yet: a duplicate answer asks for nothing.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        let sent = ack(&mut h, 1);
         assert!(probes(&sent).is_empty(), "{sent:?}");
         h.fire(ArchivingTimer::Resend);
         h.fire(ArchivingTimer::Resend);
@@ -1518,7 +1525,7 @@ mod tests {
             20_000,
             "backing off"
         );
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        let sent = ack(&mut h, 1);
         assert_eq!(probe_seqs(&sent), vec![2], "probed at once");
         assert_eq!(
             h.timer(ArchivingTimer::Resend).unwrap() - h.now,
@@ -1526,13 +1533,13 @@ mod tests {
             "the backed-off timer is set again to the normal interval"
         );
         // Once: the rhythm is the normal one again.
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        let sent = ack(&mut h, 1);
         assert!(probes(&sent).is_empty(), "{sent:?}");
         // An answer with progress, after another silence, but short of
         // what was sent: the rest is asked for at once too.
         h.fire(ArchivingTimer::Resend);
         h.fire(ArchivingTimer::Resend);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        let sent = ack(&mut h, 2);
         assert_eq!(probe_seqs(&sent), vec![3], "probed at once");
         assert_eq!(h.timer(ArchivingTimer::Resend).unwrap() - h.now, 5_000);
     }
@@ -1542,8 +1549,7 @@ mod tests {
     /// interval (a timer already running could have probed it at once).
     #[test]
     fn the_resend_timer_runs_only_while_transfers_are_in_flight() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         assert!(h.timer(ArchivingTimer::Resend).is_none(), "idle: no timer");
         h.now = 60_000;
         enqueue(&mut h, 1, "m1");
@@ -1552,7 +1558,7 @@ mod tests {
             65_000,
             "a whole interval"
         );
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         let sent = h.fire(ArchivingTimer::Resend);
         assert!(probes(&sent).is_empty());
         assert!(
@@ -1565,11 +1571,10 @@ mod tests {
     /// nothing in flight.
     #[test]
     fn a_failed_deletion_keeps_the_resend_timer_to_retry_it() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue(&mut h, 1, "m1");
         h.fail_persists = Some(StoreError::NoSpace);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         assert!(h.store.contains_key(&keys::key_u64(OQ_RECORD, 1)));
         h.fire(ArchivingTimer::Resend);
         assert!(
@@ -1591,17 +1596,16 @@ mod tests {
     #[test]
     fn a_probe_behind_transfers_that_arrive_resends_nothing() {
         // One record per frame, frames unbounded: the probe alone.
-        let mut h = oq(framed(64, 1));
-        h.start(Recovered::new());
+        let mut h = started(framed(64, 1));
         enqueue_n(&mut h, 6);
         let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(probe_seqs(&sent), vec![1]);
         assert!(seqs(&sent).is_empty(), "nothing in flight is sent again");
-        assert!(seqs(&h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(4) })).is_empty());
+        assert!(seqs(&ack(&mut h, 4)).is_empty());
         // A new record goes out at once: the window is open again.
         let sent = enqueue(&mut h, 7, "m7");
         assert_eq!(seqs(&sent), vec![7]);
-        let sent = h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(6) });
+        let sent = ack(&mut h, 6);
         assert!(seqs(&sent).is_empty());
         // The probe (a duplicate of 1) is answered after 6: nothing lost.
         let sent = h.msg(
@@ -1621,8 +1625,7 @@ mod tests {
     #[test]
     fn a_probe_answered_short_of_what_was_sent_resends_the_rest() {
         // One record per frame, frames unbounded: the probe alone.
-        let mut h = oq(framed(64, 1));
-        h.start(Recovered::new());
+        let mut h = started(framed(64, 1));
         enqueue_n(&mut h, 6);
         for _ in 0..3 {
             assert_eq!(probe_seqs(&h.fire(ArchivingTimer::Resend)), vec![1]);
@@ -1661,10 +1664,9 @@ mod tests {
 
     #[test]
     fn recovery_resends_unacked_and_never_reuses_seqs() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue_n(&mut h, 3);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(3) });
+        ack(&mut h, 3);
         enqueue(&mut h, 4, "m4");
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
@@ -1681,7 +1683,7 @@ mod tests {
             },
         );
         assert_eq!(seqs(&sent), vec![5], "seq 5, not a reused 1");
-        h2.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(5) });
+        ack(&mut h2, 5);
         let mut h3 = oq(Settings::default());
         h3.start(h2.store.clone());
         let sent = h3.msg(
@@ -1700,8 +1702,7 @@ mod tests {
 
     #[test]
     fn store_failure_fails_the_enqueue_reports_unhealthy_and_a_probe_recovers() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         h.fail_persists = Some(StoreError::NoSpace);
         let sent = enqueue(&mut h, 1, "m1");
         assert!(matches!(
@@ -1723,11 +1724,10 @@ mod tests {
     #[test]
     fn quota_refusal_reports_unhealthy_until_use_drops_below_info() {
         let size = rec("m1", 0).queued_size();
-        let mut h = oq(Settings {
+        let mut h = started(Settings {
             queue_quota: size * 2,
             ..Settings::default()
         });
-        h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         enqueue(&mut h, 2, "m2");
         let sent = enqueue(&mut h, 3, "m3");
@@ -1740,7 +1740,7 @@ mod tests {
         ));
         assert_eq!(health(&sent), vec![false]);
         assert_eq!(h.events(), vec!["queue_quota_exceeded"]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        ack(&mut h, 2);
         let sent = h.fire(ArchivingTimer::QuotaCheck);
         assert_eq!(health(&sent), vec![true]);
     }
@@ -1748,11 +1748,10 @@ mod tests {
     #[test]
     fn quota_warning_at_95_then_info_above_90() {
         let size = rec("m00", 0).queued_size();
-        let mut h = oq(Settings {
+        let mut h = started(Settings {
             queue_quota: size * 20,
             ..Settings::default()
         });
-        h.start(Recovered::new());
         for i in 0..17 {
             h.msg(
                 fe(),
@@ -1767,17 +1766,16 @@ mod tests {
         enqueue(&mut h, 18, "m18");
         h.fire(ArchivingTimer::QuotaCheck); // 95%: warning
         h.fire(ArchivingTimer::QuotaCheck); // still 95%: information
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         h.fire(ArchivingTimer::QuotaCheck); // 90%: not above 90, nothing
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(3) });
+        ack(&mut h, 3);
         h.fire(ArchivingTimer::QuotaCheck); // 80%: re-arms
         assert_eq!(h.events(), vec!["quota_warning", "quota_info"]);
     }
 
     #[test]
     fn undelivered_heartbeat_is_a_delivery_nack_and_a_newer_ack_heals() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         let sent = h.fire(ArchivingTimer::Heartbeat); // t = 1m
         assert_eq!(transfers(&sent), vec![(1, "heartbeat".to_string())]);
         let mut went_bad = Vec::new();
@@ -1790,7 +1788,7 @@ mod tests {
         assert_eq!(h.events(), vec!["nack_delivery"]);
         // The link is back: everything is acknowledged, then the newest
         // heartbeat is processed.
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(11) });
+        ack(&mut h, 11);
         let newest = h.now;
         let sent = h.msg(
             Addr::new("arch1", ActorKind::Archiver),
@@ -1802,8 +1800,7 @@ mod tests {
 
     #[test]
     fn stale_ack_of_an_older_heartbeat_does_not_heal() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         for _ in 0..11 {
             h.fire(ArchivingTimer::Heartbeat);
         }
@@ -1818,8 +1815,7 @@ mod tests {
 
     #[test]
     fn delivered_but_unprocessed_heartbeat_is_a_processing_nack() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         let mut acked = 0;
         let mut events = Vec::new();
         for _ in 0..62 {
@@ -1827,7 +1823,7 @@ mod tests {
             // every heartbeat reaches the destination queue, none is processed
             if let Some(&s) = seqs(&sent).last() {
                 acked = s;
-                h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(acked) });
+                ack(&mut h, acked);
             }
             events.extend(health(&sent));
         }
@@ -1840,8 +1836,7 @@ mod tests {
     #[test]
     fn lync2010_moves_late_records_to_the_dead_letter_queue_and_resends_them() {
         let ttrq = Settings::default().data_ttrq;
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq; // never acknowledged for 3 hours
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
@@ -1854,7 +1849,7 @@ mod tests {
         );
         // Nothing is lost: the next check resends it under a new seq, after
         // the tombstone that now holds seq 1.
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(0) });
+        ack(&mut h, 0);
         let sent = h.fire(ArchivingTimer::DlqCheck);
         assert_eq!(h.actor().dead_letters(), 0);
         assert_eq!(h.events(), vec!["dead_lettered", "dead_letter_resent"]);
@@ -1880,8 +1875,7 @@ mod tests {
     #[test]
     fn a_resent_dead_letter_keeps_its_message_time() {
         let ttrq = Settings::default().data_ttrq;
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         h.msg(
             fe(),
             ArchivingMsg::Enqueue {
@@ -1892,7 +1886,7 @@ mod tests {
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         h.fire(ArchivingTimer::DlqCheck);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(0) });
+        ack(&mut h, 0);
         h.now = ttrq + 1_000;
         let sent = h.fire(ArchivingTimer::DlqCheck);
         let resent: Vec<Millis> = sent
@@ -1927,7 +1921,7 @@ mod tests {
         // Acknowledged at last: the entry time goes with the record.
         let mut h3 = oq(Settings::default());
         h3.start(h.store.clone());
-        h3.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        ack(&mut h3, 2);
         assert!(
             !h3.store.keys().any(|k| k.starts_with(OQ_ENTERED)),
             "{:?}",
@@ -1940,8 +1934,7 @@ mod tests {
     /// once it is acknowledged.
     #[test]
     fn the_queue_reports_when_its_oldest_record_was_created() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         let oldest = |h: &Harness<OutgoingQueue>| {
             h.actor()
                 .gauges()
@@ -1960,7 +1953,7 @@ mod tests {
         assert_eq!(oldest(&h), Some(5_000), "the head record's creation time");
         h.msg(fe(), record(2, "m2", 9_000));
         assert_eq!(oldest(&h), Some(5_000), "still the first one");
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(2) });
+        ack(&mut h, 2);
         assert_eq!(oldest(&h), Some(0), "acknowledged: nothing waits");
     }
 
@@ -1970,8 +1963,7 @@ mod tests {
     #[test]
     fn an_operator_resends_the_dead_letter_queue_now() {
         let ttrq = Settings::default().data_ttrq;
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
@@ -2014,8 +2006,7 @@ mod tests {
     #[test]
     fn expiry_check_finds_every_late_record_without_walking_the_queue_each_time() {
         let ttrq = Settings::default().data_ttrq;
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         let check = |h: &mut Harness<OutgoingQueue>, at: Millis| {
             h.set_timer(ArchivingTimer::DlqCheck, at);
             h.fire(ArchivingTimer::DlqCheck);
@@ -2045,8 +2036,7 @@ mod tests {
     fn ocs2007r2_drops_late_records_and_reports_it() {
         let s = legacy();
         let ttrq = s.data_ttrq;
-        let mut h = oq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         assert!(
             h.timer(ArchivingTimer::Heartbeat).is_none(),
             "no heartbeats in legacy mode"
@@ -2067,24 +2057,22 @@ mod tests {
 
     #[test]
     fn after_a_restart_with_a_backlog_healthy_waits_for_evidence() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue(&mut h, 1, "m1");
         let mut h2 = oq(Settings::default());
         let sent = h2.start(h.store.clone());
         assert!(health(&sent).is_empty(), "no guess");
-        let sent = h2.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        let sent = ack(&mut h2, 1);
         assert_eq!(health(&sent), vec![true]);
     }
 
     #[test]
     fn a_queue_restarted_at_its_quota_reports_it_at_once() {
         let size = rec("m1", 0).queued_size();
-        let mut h = oq(Settings {
+        let mut h = started(Settings {
             queue_quota: size,
             ..Settings::default()
         });
-        h.start(Recovered::new());
         enqueue(&mut h, 1, "m1");
         let mut h2 = oq(Settings {
             queue_quota: size,
@@ -2096,8 +2084,7 @@ mod tests {
 
     #[test]
     fn a_forged_acknowledgement_deletes_nothing() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue(&mut h, 1, "m1");
         h.msg(
             Addr::new("mallory", ActorKind::Client),
@@ -2126,13 +2113,12 @@ mod tests {
     fn ocs2007r2_critical_state_clears_after_expiry_once_nothing_is_waiting() {
         let s = legacy();
         let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
-        let mut h = oq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         enqueue(&mut h, 1, "m1");
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![false]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) }); // the tombstone went through
+        ack(&mut h, 1); // the tombstone went through
         h.now = ttrq + beat;
         h.set_timer(ArchivingTimer::DlqCheck, h.now);
         assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![true]);
@@ -2145,8 +2131,7 @@ mod tests {
     fn the_expiry_and_quota_checks_run_only_while_something_is_held() {
         let s = Settings::default();
         let (dlq, quota) = (s.dlq_check, s.quota_check);
-        let mut h = oq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         assert!(
             h.timer(ArchivingTimer::DlqCheck).is_none(),
             "idle: no expiry check"
@@ -2164,7 +2149,7 @@ mod tests {
             h.timer(ArchivingTimer::DlqCheck).is_some(),
             "still held: set again"
         );
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         h.fire(ArchivingTimer::DlqCheck);
         h.fire(ArchivingTimer::QuotaCheck);
         assert!(h.timer(ArchivingTimer::DlqCheck).is_none(), "empty: lapses");
@@ -2199,8 +2184,7 @@ mod tests {
     fn ocs2007r2_keeps_the_expiry_check_until_critical_mode_can_end() {
         let s = legacy();
         let (ttrq, beat) = (s.data_ttrq, s.heartbeat_interval);
-        let mut h = oq(s);
-        h.start(Recovered::new());
+        let mut h = started(s);
         assert!(
             h.timer(ArchivingTimer::DlqCheck).is_none(),
             "idle: no check"
@@ -2209,7 +2193,7 @@ mod tests {
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         assert_eq!(health(&h.fire(ArchivingTimer::DlqCheck)), vec![false]);
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(1) });
+        ack(&mut h, 1);
         assert_eq!(h.actor().depth(), 0);
         let mut reports = Vec::new();
         while let Some(at) = h.timer(ArchivingTimer::DlqCheck) {
@@ -2221,10 +2205,9 @@ mod tests {
 
     #[test]
     fn ack_beyond_what_was_sent_is_refused() {
-        let mut h = oq(Settings::default());
-        h.start(Recovered::new());
+        let mut h = started(Settings::default());
         enqueue(&mut h, 1, "m1");
-        h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(7) });
+        ack(&mut h, 7);
         assert_eq!(h.events(), vec!["protocol_violation"]);
         assert_eq!(h.actor().depth(), 1);
     }
