@@ -19,7 +19,7 @@ use crate::core::protocol::{
     read_bytes, row_bytes, ArchiveRead, ArchiveRefusal, ArchivingMsg, DbError, Msg, ReadWhat,
     RecordsMsg, Row, Search, SearchAfter, SEARCH_MAX_BYTES, SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
 };
-use crate::core::protocol::{ExportRecord, HoldRelease, LegalHold};
+use crate::core::protocol::{ExportRecord, LegalHold};
 use crate::core::settings::{Sabotage, Settings};
 use crate::core::store_keys::{self as keys, DB_EXPORT, DB_HOLD, DB_READ, DB_ROW, DB_TIME};
 use std::collections::BTreeMap;
@@ -172,7 +172,7 @@ impl Database {
 
     /// Places a hold (auditors only): durable before it is answered, and
     /// from then on the purge keeps what it covers.
-    fn place_hold(&mut self, from: Addr, token: Token, mut hold: LegalHold, ctx: &mut Ctx) {
+    fn place_hold(&mut self, from: Addr, token: Token, hold: LegalHold, ctx: &mut Ctx) {
         let Some(who) = records_principal(
             &self.name,
             &from,
@@ -183,11 +183,7 @@ impl Database {
         ) else {
             return;
         };
-        if hold.name.is_empty()
-            || (hold.users.is_empty() && hold.rooms.is_empty())
-            || hold.reason.trim().is_empty()
-        {
-            let why = "a hold needs a name, at least one user or room and a reason".to_string();
+        if let Some(why) = hold.incomplete() {
             return records_invalid(from, token, why, ctx);
         }
         if self
@@ -198,9 +194,7 @@ impl Database {
             let why = format!("hold {:?} exists and is active", hold.name);
             return records_invalid(from, token, why, ctx);
         }
-        hold.placed_by = who;
-        hold.placed_at = ctx.now();
-        hold.released = None;
+        let hold = hold.placed(who, ctx.now());
         self.write_hold(from, token, hold, ctx);
     }
 
@@ -223,27 +217,10 @@ impl Database {
         ) else {
             return;
         };
-        let mut hold = match self.holds.get(&name) {
-            Some(h) if h.released.is_none() => h.clone(),
-            Some(_) => {
-                return records_invalid(
-                    from,
-                    token,
-                    format!("hold {name:?} is released already"),
-                    ctx,
-                )
-            }
-            None => return records_invalid(from, token, format!("no hold {name:?}"), ctx),
-        };
-        if reason.trim().is_empty() {
-            return records_invalid(from, token, "a release needs a reason".into(), ctx);
+        match LegalHold::release(&self.holds, &name, who, ctx.now(), reason) {
+            Ok(hold) => self.write_hold(from, token, hold, ctx),
+            Err(why) => records_invalid(from, token, why, ctx),
         }
-        hold.released = Some(HoldRelease {
-            by: who,
-            at: ctx.now(),
-            reason,
-        });
-        self.write_hold(from, token, hold, ctx);
     }
 
     fn write_hold(&mut self, from: Addr, token: Token, hold: LegalHold, ctx: &mut Ctx) {
@@ -592,6 +569,22 @@ impl Database {
         self.record(from, entry, answer, ctx);
     }
 
+    /// A hold or an export record the store did not write: an event, and
+    /// the request refused.
+    fn unwritten(&self, from: Addr, token: Token, what: &str, e: &StoreError, ctx: &mut Ctx) {
+        ctx.event(
+            OperatorEvent::DbStoreFailed,
+            format!("{}: {what} not written: {e}", self.name),
+        );
+        ctx.send(
+            from,
+            RecordsMsg::ArchiveRefused {
+                token,
+                refusal: ArchiveRefusal::StoreFailed(e.to_string()),
+            },
+        );
+    }
+
     /// Refuses a read the store could not serve: the refusal is recorded
     /// in the trail like any answer.
     fn refuse_read(
@@ -907,17 +900,8 @@ impl Actor for Database {
                         );
                     }
                     Err(e) => {
-                        ctx.event(
-                            OperatorEvent::DbStoreFailed,
-                            format!("{}: legal hold {:?} not written: {e}", self.name, hold.name),
-                        );
-                        ctx.send(
-                            from,
-                            RecordsMsg::ArchiveRefused {
-                                token,
-                                refusal: ArchiveRefusal::StoreFailed(e.to_string()),
-                            },
-                        );
+                        let what = format!("legal hold {:?}", hold.name);
+                        self.unwritten(from, token, &what, &e, ctx);
                     }
                 }
                 return;
@@ -940,20 +924,8 @@ impl Actor for Database {
                         );
                     }
                     Err(e) => {
-                        ctx.event(
-                            OperatorEvent::DbStoreFailed,
-                            format!(
-                                "{}: export record {} not written: {e}",
-                                self.name, export.manifest_sha256
-                            ),
-                        );
-                        ctx.send(
-                            from,
-                            RecordsMsg::ArchiveRefused {
-                                token,
-                                refusal: ArchiveRefusal::StoreFailed(e.to_string()),
-                            },
-                        );
+                        let what = format!("export record {}", export.manifest_sha256);
+                        self.unwritten(from, token, &what, &e, ctx);
                     }
                 }
                 return;

@@ -254,6 +254,46 @@ impl LegalHold {
     fn in_range(&self, time: Millis) -> bool {
         self.since.is_none_or(|s| time >= s) && self.until.is_none_or(|u| time < u)
     }
+
+    /// Why the hold cannot be placed as asked, if it lacks what every
+    /// hold needs: a name, at least one user or room, and a reason.
+    pub fn incomplete(&self) -> Option<String> {
+        (self.name.is_empty()
+            || (self.users.is_empty() && self.rooms.is_empty())
+            || self.reason.trim().is_empty())
+        .then(|| "a hold needs a name, at least one user or room and a reason".to_string())
+    }
+
+    /// The hold as placed by `who` at `at`: active.
+    pub fn placed(self, who: String, at: Millis) -> LegalHold {
+        LegalHold {
+            placed_by: who,
+            placed_at: at,
+            released: None,
+            ..self
+        }
+    }
+
+    /// The active hold `name` of `holds`, released by `by` at `at` for
+    /// `reason` (it stays on record), or why it cannot be released.
+    pub fn release(
+        holds: &std::collections::BTreeMap<String, LegalHold>,
+        name: &str,
+        by: String,
+        at: Millis,
+        reason: String,
+    ) -> Result<LegalHold, String> {
+        let mut hold = match holds.get(name) {
+            Some(h) if h.released.is_none() => h.clone(),
+            Some(_) => return Err(format!("hold {name:?} is released already")),
+            None => return Err(format!("no hold {name:?}")),
+        };
+        if reason.trim().is_empty() {
+            return Err("a release needs a reason".into());
+        }
+        hold.released = Some(HoldRelease { by, at, reason });
+        Ok(hold)
+    }
 }
 
 /// What a retention purge did, kept by the database (and written with

@@ -33,7 +33,7 @@ use crate::core::operator::OperatorEvent;
 use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{Post, RoomId};
 use crate::core::protocol::compliance::EventKind;
-use crate::core::protocol::{ChatPurgeRecord, HoldRelease, LegalHold, Msg, RecordsMsg, RoomPurge};
+use crate::core::protocol::{ChatPurgeRecord, LegalHold, Msg, RecordsMsg, RoomPurge};
 use crate::core::settings::Settings;
 use crate::core::store_keys;
 use std::collections::BTreeMap;
@@ -526,15 +526,11 @@ impl ChatStore {
         &mut self,
         from: Addr,
         token: Token,
-        mut hold: LegalHold,
+        hold: LegalHold,
         who: String,
         ctx: &mut Ctx,
     ) {
-        if hold.name.is_empty()
-            || (hold.users.is_empty() && hold.rooms.is_empty())
-            || hold.reason.trim().is_empty()
-        {
-            let why = "a hold needs a name, at least one user or room and a reason".to_string();
+        if let Some(why) = hold.incomplete() {
             return records_invalid(from, token, why, ctx);
         }
         if let Some(room) = hold.rooms.iter().find(|r| !self.directory.contains_key(*r)) {
@@ -558,9 +554,7 @@ impl ChatStore {
             let why = format!("hold {:?} exists and is active", hold.name);
             return records_invalid(from, token, why, ctx);
         }
-        hold.placed_by = who;
-        hold.placed_at = ctx.now();
-        hold.released = None;
+        let hold = hold.placed(who, ctx.now());
         self.write_hold(from, token, hold, EventKind::HoldPlaced, ctx);
     }
 
@@ -573,23 +567,10 @@ impl ChatStore {
         who: String,
         ctx: &mut Ctx,
     ) {
-        let mut hold = match self.holds.get(&name) {
-            Some(h) if h.released.is_none() => h.clone(),
-            Some(_) => {
-                let why = format!("hold {name:?} is released already");
-                return records_invalid(from, token, why, ctx);
-            }
-            None => return records_invalid(from, token, format!("no hold {name:?}"), ctx),
-        };
-        if reason.trim().is_empty() {
-            return records_invalid(from, token, "a release needs a reason".into(), ctx);
+        match LegalHold::release(&self.holds, &name, who, ctx.now(), reason) {
+            Ok(hold) => self.write_hold(from, token, hold, EventKind::HoldReleased, ctx),
+            Err(why) => records_invalid(from, token, why, ctx),
         }
-        hold.released = Some(HoldRelease {
-            by: who,
-            at: ctx.now(),
-            reason,
-        });
-        self.write_hold(from, token, hold, EventKind::HoldReleased, ctx);
     }
 
     /// Writes the hold with its compliance events (one per room it names,
