@@ -1180,7 +1180,6 @@ impl Actor for OutgoingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::protocol::RecordKind;
     use crate::testkit::{cluster, Harness};
 
     fn oq(settings: Settings) -> Harness<OutgoingQueue> {
@@ -1202,17 +1201,11 @@ mod tests {
         h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(upto) })
     }
 
+    /// The usual test record `id`, sent at `time`.
     fn rec(id: &str, time: Millis) -> ArchiveRecord {
         ArchiveRecord {
-            kind: RecordKind::Im,
-            id: id.into(),
-            client_id: id.into(),
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
             time,
-            body: "x".into(),
-            external: false,
-            front_end: "fe1".into(),
+            ..crate::testkit::record(id)
         }
     }
 
