@@ -288,13 +288,7 @@ impl ChatStore {
             finished_at: None,
             rooms,
         };
-        let op = record_op(&record);
-        self.write(
-            Write::Retention { record, deleted: 0 },
-            Vec::new(),
-            vec![op],
-            ctx,
-        );
+        self.write_purge(record, 0, Vec::new(), Vec::new(), ctx);
     }
 
     /// Deletes one batch of a room's rows the purge covers (those no hold
@@ -363,7 +357,19 @@ impl ChatStore {
             });
         }
         record.rooms.insert(room, part);
-        let mut ops = ops;
+        self.write_purge(record, deleted, events, ops, ctx);
+    }
+
+    /// Writes the purge's record last with `ops` and `events`, the rows
+    /// `deleted` counted once it is durable.
+    fn write_purge(
+        &mut self,
+        record: ChatPurgeRecord,
+        deleted: u64,
+        events: Vec<NewEvent>,
+        mut ops: Vec<StoreOp>,
+        ctx: &mut Ctx,
+    ) {
         ops.push(record_op(&record));
         self.write(Write::Retention { record, deleted }, events, ops, ctx);
     }
@@ -375,13 +381,7 @@ impl ChatStore {
         };
         record.finished_at = Some(ctx.now());
         self.retention_busy = true;
-        let op = record_op(&record);
-        self.write(
-            Write::Retention { record, deleted: 0 },
-            Vec::new(),
-            vec![op],
-            ctx,
-        );
+        self.write_purge(record, 0, Vec::new(), Vec::new(), ctx);
     }
 
     /// A purge write is durable (or failed).
