@@ -785,6 +785,11 @@ mod tests {
         }
     }
 
+    /// Whether `sent` is one enqueue and nothing else.
+    fn enqueues(sent: &[(Addr, Msg)]) -> bool {
+        matches!(sent, [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))])
+    }
+
     fn enqueue_token(sent: &[(Addr, Msg)]) -> Token {
         sent.iter()
             .find_map(|(_, m)| match m {
@@ -933,10 +938,7 @@ mod tests {
         assert!(matches!(rejected(&sent), Some(RejectReason::Invalid(_))));
         // Exactly the limit is taken.
         let sent = sized(&mut h, "fits", 10);
-        assert!(matches!(
-            &sent[..],
-            [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
-        ));
+        assert!(enqueues(&sent));
     }
 
     /// Without critical mode, a full quota refuses the IM; a failing store
@@ -1129,13 +1131,7 @@ mod tests {
         };
         h.now = 99;
         let sent = submit(&mut h, "m2", "b@corp.example");
-        assert!(
-            matches!(
-                &sent[..],
-                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
-            ),
-            "{sent:?}"
-        );
+        assert!(enqueues(&sent), "{sent:?}");
         // The first IM has waited 100 ms for its record to be queued.
         h.now = 100;
         let sent = submit(&mut h, "m3", "b@corp.example");
@@ -1144,13 +1140,7 @@ mod tests {
         // Queued at last: the next IM is admitted.
         h.msg(queue(), ArchivingMsg::Enqueued { token: *token });
         let sent = submit(&mut h, "m4", "b@corp.example");
-        assert!(
-            matches!(
-                &sent[..],
-                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
-            ),
-            "{sent:?}"
-        );
+        assert!(enqueues(&sent), "{sent:?}");
         // A request that waited in the node as long is answered busy.
         let late = h.msg_waited(
             crate::testkit::client_of("a@corp.example"),
@@ -1162,13 +1152,7 @@ mod tests {
         assert!(busy(&late), "{late:?}");
         // Three IMs wait (m2, m4 and m6): the queue bound.
         let sent = submit(&mut h, "m6", "b@corp.example");
-        assert!(
-            matches!(
-                &sent[..],
-                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
-            ),
-            "{sent:?}"
-        );
+        assert!(enqueues(&sent), "{sent:?}");
         let sent = submit(&mut h, "m7", "b@corp.example");
         assert!(busy(&sent), "{sent:?}");
         // One event for the episode so far; the next a minute later.
@@ -1283,13 +1267,7 @@ mod tests {
         }
         // The sender itself is admitted.
         let sent = h.msg(client(), ArchivingMsg::SubmitIm { im: forged });
-        assert!(
-            matches!(
-                &sent[..],
-                [(_, Msg::Archiving(ArchivingMsg::Enqueue { .. }))]
-            ),
-            "{sent:?}"
-        );
+        assert!(enqueues(&sent), "{sent:?}");
     }
 
     #[test]
