@@ -1260,6 +1260,12 @@ mod tests {
         .collect()
     }
 
+    /// The service's answer to a batch: staged up to `upto`.
+    fn staged(upto: u64) -> Vec<Msg> {
+        let upto = Seq(upto);
+        vec![Msg::Compliance(ComplianceMsg::ComplianceStaged { upto })]
+    }
+
     fn exported_events(h: &Harness<Compliance>) -> u64 {
         h.actor().status.last_batch
     }
@@ -1322,44 +1328,19 @@ mod tests {
     #[test]
     fn events_are_staged_in_order_once_and_acknowledged() {
         let mut h = service(ComplianceConfig::default());
-        assert_eq!(
-            batch(&mut h, &[1, 2, 3]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
-                upto: Seq(3)
-            })]
-        );
+        assert_eq!(batch(&mut h, &[1, 2, 3]), staged(3));
         // A resend of staged events is acknowledged again, not staged again.
-        assert_eq!(
-            batch(&mut h, &[2, 3]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
-                upto: Seq(3)
-            })]
-        );
+        assert_eq!(batch(&mut h, &[2, 3]), staged(3));
         // After a gap nothing is taken: the outbox resends from 4.
-        assert_eq!(
-            batch(&mut h, &[5, 6]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
-                upto: Seq(3)
-            })]
-        );
-        assert_eq!(
-            batch(&mut h, &[4, 5]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
-                upto: Seq(5)
-            })]
-        );
+        assert_eq!(batch(&mut h, &[5, 6]), staged(3));
+        assert_eq!(batch(&mut h, &[4, 5]), staged(5));
         assert_eq!(h.actor().staged.len(), 5);
         // Staging survives a restart, and so does the high mark.
         let mut h2 = service(ComplianceConfig::default());
         h2.store = h.store.clone();
         h2.start(h.store.clone());
         assert_eq!(h2.actor().staged.len(), 5);
-        assert_eq!(
-            batch(&mut h2, &[5]),
-            vec![Msg::Compliance(ComplianceMsg::ComplianceStaged {
-                upto: Seq(5)
-            })]
-        );
+        assert_eq!(batch(&mut h2, &[5]), staged(5));
         assert_eq!(exported_events(&h2), 0);
     }
 
