@@ -6,7 +6,7 @@
 //! retry harmless. A record the database refuses for good is parked by the
 //! destination queue and the rest of its batch sent again.
 
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Written};
+use crate::core::actor::{authorize, ignored, Actor, Ctx, Recovered, StoreError, Timer, Written};
 use crate::core::cluster::Cluster;
 use crate::core::ids::{ActorKind, Addr, BatchId, MessageId, Millis};
 use crate::core::operator::OperatorEvent;
@@ -278,14 +278,7 @@ impl Actor for Archiver {
                 self.backoff();
                 ctx.set_timer(ArchivingTimer::DbTimeout, self.retry);
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!(
-                    "archiver {} ignored {} from {from}",
-                    self.name,
-                    other.name()
-                ),
-            ),
+            other => ignored("archiver", &self.name, other.name(), &from, ctx),
         }
     }
 

@@ -7,8 +7,8 @@
 
 use crate::archiving::retention::{self, Holds, Retention, Step};
 use crate::core::actor::{
-    authorize, identity_refused, records_invalid, records_principal, Actor, Ctx, Recovered,
-    StoreError, StoreOp, Timer, Written,
+    authorize, identity_refused, ignored, records_invalid, records_principal, Actor, Ctx,
+    Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::engine::{Answer, Query};
 use crate::core::identity;
@@ -843,10 +843,7 @@ impl Actor for Database {
                     self.retention_status(from, token, ctx);
                 }
             }
-            msg => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("database {} ignored {} from {from}", self.name, msg.name()),
-            ),
+            msg => ignored("database", &self.name, msg.name(), &from, ctx),
         }
     }
 

@@ -9,7 +9,8 @@
 //! here (and the sender told, as MSMQ's negative acknowledgement would).
 
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+    authorize, identity_refused, ignored, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    Written,
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
@@ -484,14 +485,7 @@ impl Actor for DestinationQueue {
             Msg::Archiving(ArchivingMsg::ParkedRetry { keys }) => {
                 self.parked_retry(from, keys, ctx)
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!(
-                    "destination queue {} ignored {} from {from}",
-                    self.name,
-                    other.name()
-                ),
-            ),
+            other => ignored("destination queue", &self.name, other.name(), &from, ctx),
         }
     }
 

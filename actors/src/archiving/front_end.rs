@@ -27,7 +27,8 @@
 //! sequence of requests delivers an IM without its record.
 
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+    authorize, identity_refused, ignored, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    Written,
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Refusal, Role};
@@ -651,14 +652,7 @@ impl Actor for FrontEnd {
                 }
             }
             Msg::Archiving(ArchivingMsg::OperatorResume) => self.operator_resume(from, ctx),
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!(
-                    "front end {} ignored {} from {from}",
-                    self.name,
-                    other.name()
-                ),
-            ),
+            other => ignored("front end", &self.name, other.name(), &from, ctx),
         }
     }
 

@@ -21,7 +21,7 @@
 use crate::chat::chat_store::valid_room_name;
 use crate::chat::pool::{sign_grant, ChatPool, Directory, FileGrant, FileOp};
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, Timer, Written,
+    authorize, identity_refused, ignored, Actor, Ctx, Recovered, StoreError, Timer, Written,
 };
 use crate::core::identity::{self, Role};
 use crate::core::ids::{ActorKind, Addr, Millis, Token, UserId};
@@ -647,14 +647,7 @@ impl Channel {
             ActorKind::ChatStore => "the store".to_string(),
             _ => from.to_string(),
         };
-        ctx.event(
-            OperatorEvent::UnexpectedMessage,
-            format!(
-                "channel {} ignored {} from {from_what}",
-                self.name,
-                msg.name()
-            ),
-        );
+        ignored("channel", &self.name, msg.name(), &from_what, ctx);
     }
 
     fn client_msg(&mut self, from: Addr, msg: ChatMsg, ctx: &mut Ctx) {
@@ -948,10 +941,7 @@ impl Channel {
                     ctx,
                 );
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("channel {} ignored {} from {from}", self.name, other.name()),
-            ),
+            other => ignored("channel", &self.name, other.name(), &from, ctx),
         }
     }
 
@@ -1099,14 +1089,7 @@ impl Channel {
                     Self::store_unavailable(p, ctx);
                 }
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!(
-                    "channel {} ignored {} from the store",
-                    self.name,
-                    other.name()
-                ),
-            ),
+            other => ignored("channel", &self.name, other.name(), "the store", ctx),
         }
     }
 
@@ -1135,10 +1118,7 @@ impl Channel {
                     }
                 }
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("channel {} ignored {} from {from}", self.name, other.name()),
-            ),
+            other => ignored("channel", &self.name, other.name(), &from, ctx),
         }
     }
 }

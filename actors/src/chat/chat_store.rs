@@ -55,7 +55,9 @@ mod retention;
 pub use retention::{Policy, CHAT_HOLD, CHAT_PURGE, PURGE_PAUSE};
 
 use crate::compliance::service::{NewEvent, Outbox};
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written};
+use crate::core::actor::{
+    authorize, ignored, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+};
 use crate::core::engine::{Answer, Query};
 use crate::core::ids::{ActorKind, Addr, Token};
 use crate::core::operator::{Gauge, OperatorEvent};
@@ -1263,14 +1265,7 @@ impl Actor for ChatStore {
                 };
                 self.ask(ask, query, ctx);
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!(
-                    "chat store {} ignored {} from {from}",
-                    self.name,
-                    other.name()
-                ),
-            ),
+            other => ignored("chat store", &self.name, other.name(), &from, ctx),
         }
     }
 

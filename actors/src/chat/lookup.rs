@@ -9,7 +9,7 @@
 //! every report, and none holds state another needs.
 
 use crate::chat::pool::ChatPool;
-use crate::core::actor::{authorize, Actor, Ctx, Recovered, StoreError, Timer, Written};
+use crate::core::actor::{authorize, ignored, Actor, Ctx, Recovered, StoreError, Timer, Written};
 use crate::core::ids::{ActorKind, Addr, Millis};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
@@ -116,10 +116,7 @@ impl Actor for Lookup {
                     },
                 );
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("lookup {} ignored {} from {from}", self.name, other.name()),
-            ),
+            other => ignored("lookup", &self.name, other.name(), &from, ctx),
         }
     }
 

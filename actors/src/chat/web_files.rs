@@ -22,7 +22,8 @@
 use crate::chat::pool::{verify_grant, ChatPool, FileGrant, FileOp};
 use crate::compliance::service::{NewEvent, Outbox};
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+    authorize, identity_refused, ignored, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    Written,
 };
 use crate::core::identity;
 use crate::core::ids::{ActorKind, Addr, Millis};
@@ -312,10 +313,7 @@ impl Actor for WebFiles {
                     _ => self.refuse(ctx, from, "no such file in this room"),
                 }
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!("web {} ignored {} from {from}", self.name, other.name()),
-            ),
+            other => ignored("web", &self.name, other.name(), &from, ctx),
         }
     }
 

@@ -220,6 +220,16 @@ pub fn authorize(ok: bool, me: &str, from: &Addr, msg: &Msg, ctx: &mut Ctx) -> b
     ok
 }
 
+/// Records a message this core has no use for: an operator event naming
+/// the core (`what` and `me`, say "archiver arch1"), the message and
+/// whence it came.
+pub fn ignored(what: &str, me: &str, msg: &str, from: impl std::fmt::Display, ctx: &mut Ctx) {
+    ctx.event(
+        OperatorEvent::UnexpectedMessage,
+        format!("{what} {me} ignored {msg} from {from}"),
+    );
+}
+
 /// Records that a client's request was refused for who sent it: an
 /// operator event naming the request, the sender and the reason.
 pub fn identity_refused(

@@ -255,6 +255,24 @@ impl LegalHold {
         self.since.is_none_or(|s| time >= s) && self.until.is_none_or(|u| time < u)
     }
 
+    /// Whether `other` holds the same things for the same reason (who
+    /// placed either, and when, aside): placing it again is no change.
+    pub fn same_terms(&self, other: &LegalHold) -> bool {
+        (
+            &self.users,
+            &self.rooms,
+            self.since,
+            self.until,
+            &self.reason,
+        ) == (
+            &other.users,
+            &other.rooms,
+            other.since,
+            other.until,
+            &other.reason,
+        )
+    }
+
     /// Why the hold cannot be placed as asked, if it lacks what every
     /// hold needs: a name, at least one user or room, and a reason.
     pub fn incomplete(&self) -> Option<String> {

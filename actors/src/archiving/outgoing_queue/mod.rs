@@ -53,7 +53,8 @@ mod quota;
 pub use heartbeat::LinkHealth;
 
 use crate::core::actor::{
-    authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
+    authorize, identity_refused, ignored, Actor, Ctx, Recovered, StoreError, StoreOp, Timer,
+    Written,
 };
 use crate::core::cluster::Cluster;
 use crate::core::identity::{self, Role};
@@ -1095,14 +1096,7 @@ impl Actor for OutgoingQueue {
                 self.expiry.expired_at = Some(ctx.now());
                 self.report(ctx);
             }
-            other => ctx.event(
-                OperatorEvent::UnexpectedMessage,
-                format!(
-                    "outgoing queue {} ignored {} from {from}",
-                    self.name,
-                    other.name()
-                ),
-            ),
+            other => ignored("outgoing queue", &self.name, other.name(), &from, ctx),
         }
         self.arm_checks(ctx);
     }

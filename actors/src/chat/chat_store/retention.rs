@@ -539,15 +539,7 @@ impl ChatStore {
         if let Some(h) = self.holds.get(&hold.name).filter(|h| h.released.is_none()) {
             // The same hold placed again (a retry after another node
             // failed) is done already; a different one is a conflict.
-            let same = (&h.users, &h.rooms, h.since, h.until, &h.reason)
-                == (
-                    &hold.users,
-                    &hold.rooms,
-                    hold.since,
-                    hold.until,
-                    &hold.reason,
-                );
-            if same {
+            if h.same_terms(&hold) {
                 let hold = Box::new(h.clone());
                 return ctx.send(from, RecordsMsg::HoldDone { token, hold });
             }
