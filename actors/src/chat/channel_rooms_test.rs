@@ -90,10 +90,15 @@ impl Pool {
         out
     }
 
+    /// Everything sent, to anyone, once client `c`'s `msg` has settled.
+    fn send(&mut self, c: &str, msg: Msg) -> Vec<(Addr, Msg)> {
+        let sent = self.ch.msg(Addr::new(c, ActorKind::Client), msg);
+        self.settle(sent)
+    }
+
     /// What client `c` gets for `msg` (messages to other servers dropped).
     fn ask(&mut self, c: &str, msg: Msg) -> Vec<Msg> {
-        let sent = self.ch.msg(Addr::new(c, ActorKind::Client), msg);
-        let sent = self.settle(sent);
+        let sent = self.send(c, msg);
         self.to(c, sent)
     }
 
@@ -109,14 +114,7 @@ impl Pool {
     }
 
     fn create(&mut self, c: &str, room: &str, info: Room) -> Vec<Msg> {
-        self.ask(
-            c,
-            Msg::Chat(ChatMsg::RoomSave {
-                room: room.into(),
-                info: Box::new(info),
-                create: true,
-            }),
-        )
+        self.ask(c, save(room, info, true))
     }
 
     fn join(&mut self, c: &str, user: &str, room: &str) -> Vec<Msg> {
@@ -138,6 +136,15 @@ impl Pool {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// A client's request to save the room `room` as `info`, or to create it.
+fn save(room: &str, info: impl Into<Box<Room>>, create: bool) -> Msg {
+    Msg::Chat(ChatMsg::RoomSave {
+        room: room.into(),
+        info: info.into(),
+        create,
+    })
 }
 
 fn rejected(msgs: &[Msg]) -> Option<ChatReject> {
@@ -171,15 +178,8 @@ fn only_creators_of_the_category_create_rooms_and_the_creator_manages_them() {
     // No category: rooms without one come from the configuration only.
     let r = p.create("user:ann/c", "loose", Room::default());
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
-    let sent = p.ch.msg(
-        Addr::new("user:ann/c", ActorKind::Client),
-        Msg::Chat(ChatMsg::RoomSave {
-            room: "deals".into(),
-            info: Box::new(room(Privacy::Closed, &["bob"])),
-            create: true,
-        }),
-    );
-    let sent = p.settle(sent);
+    let info = room(Privacy::Closed, &["bob"]);
+    let sent = p.send("user:ann/c", save("deals", info, true));
     assert!(sent.iter().any(|(a, m)| a.node == "user:ann/c"
         && matches!(m, Msg::Chat(ChatMsg::RoomSaved { version: 1, .. }))));
     // The other server hears of it at once.
@@ -307,26 +307,11 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
         panic!()
     };
     // Bob is a member, not a manager.
-    let r = p.ask(
-        "user:bob/c",
-        Msg::Chat(ChatMsg::RoomSave {
-            room: "deals".into(),
-            info: info.clone(),
-            create: false,
-        }),
-    );
+    let r = p.ask("user:bob/c", save("deals", info.clone(), false));
     assert_eq!(rejected(&r), Some(ChatReject::NotAllowed));
     // Ann walls Bob off the room: his subscription ends at once.
     info.denied.insert("bob".into());
-    let sent = p.ch.msg(
-        Addr::new("user:ann/c", ActorKind::Client),
-        Msg::Chat(ChatMsg::RoomSave {
-            room: "deals".into(),
-            info: info.clone(),
-            create: false,
-        }),
-    );
-    let sent = p.settle(sent);
+    let sent = p.send("user:ann/c", save("deals", info.clone(), false));
     assert!(sent.iter().any(|(a, m)| a.node == "user:ann/c"
         && matches!(m, Msg::Chat(ChatMsg::RoomSaved { version: 2, .. }))));
     assert_eq!(
@@ -343,14 +328,7 @@ fn a_change_needs_a_manager_and_the_current_version_and_ends_revoked_subscriptio
     );
     assert_eq!(rejected(&r), Some(ChatReject::NotJoined));
     // An update based on the old version is refused: re-read and retry.
-    let r = p.ask(
-        "user:ann/c",
-        Msg::Chat(ChatMsg::RoomSave {
-            room: "deals".into(),
-            info,
-            create: false,
-        }),
-    );
+    let r = p.ask("user:ann/c", save("deals", info, false));
     assert_eq!(rejected(&r), Some(ChatReject::Conflict));
 }
 
@@ -428,15 +406,12 @@ fn followers_are_told_of_new_content_once_and_invitations_wait_for_a_follow() {
     assert!(joined(&p.join("user:ann/c", "ann", "deals")));
     let mut notices = Vec::new();
     for id in ["p1", "p2"] {
-        let sent = p.ch.msg(
-            Addr::new("user:ann/c", ActorKind::Client),
-            Msg::Chat(ChatMsg::ChatPost {
-                post: id.into(),
-                room: "deals".into(),
-                text: "news".into(),
-            }),
-        );
-        let sent = p.settle(sent);
+        let post = Msg::Chat(ChatMsg::ChatPost {
+            post: id.into(),
+            room: "deals".into(),
+            text: "news".into(),
+        });
+        let sent = p.send("user:ann/c", post);
         notices.extend(p.to("user:bob/c", sent));
     }
     assert_eq!(
