@@ -681,11 +681,9 @@ mod tests {
         }
     }
 
+    /// A write of `k` with the value `v`.
     fn put(k: &str) -> Vec<StoreOp> {
-        vec![StoreOp::Put {
-            key: k.as_bytes().to_vec(),
-            value: b"v".to_vec(),
-        }]
+        kv(k, "v")
     }
 
     #[test]
