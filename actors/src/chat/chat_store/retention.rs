@@ -657,9 +657,9 @@ fn record_op(record: &ChatPurgeRecord) -> StoreOp {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::{append, ch, harness, outbox};
     use super::super::{post_id_key, ChatStore};
     use super::*;
-    use crate::compliance::service::OUTBOX;
     use crate::core::actor::Recovered;
     use crate::core::identity::{Principal, Role};
     use crate::core::ids::ActorKind;
@@ -667,10 +667,6 @@ mod tests {
     use crate::core::protocol::chat::Room;
     use crate::core::protocol::compliance::ComplianceEvent;
     use crate::testkit::Harness;
-
-    fn ch() -> Addr {
-        Addr::new("ch1", ActorKind::Channel)
-    }
 
     fn as_role(role: Role) -> Addr {
         let p = Principal::new("pat@corp.example", role);
@@ -693,8 +689,7 @@ mod tests {
             chat_retention: [("long".to_string(), 100)].into(),
             ..Settings::default()
         };
-        let mut h = Harness::new(
-            Addr::new("db1", ActorKind::ChatStore),
+        let mut h = harness(
             ChatStore::new("db1", rooms)
                 .with_compliance(Some("comp1".into()))
                 .with_settings(&settings),
@@ -712,13 +707,7 @@ mod tests {
             text: format!("text {room} {i}"),
             at,
         };
-        let sent = h.msg(
-            ch(),
-            Msg::Chat(ChatMsg::StoreAppend {
-                token: Token(i),
-                post,
-            }),
-        );
+        let sent = h.msg(ch(), append(i, post));
         assert!(
             sent.iter()
                 .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
@@ -804,14 +793,6 @@ mod tests {
         );
     }
 
-    fn events(h: &Harness<ChatStore>) -> Vec<ComplianceEvent> {
-        h.store
-            .iter()
-            .filter(|(k, _)| k.starts_with(OUTBOX) && k.len() == OUTBOX.len() + 8)
-            .map(|(_, v)| store_keys::decode(v).unwrap())
-            .collect()
-    }
-
     /// Runs the purge timer until the purge is done.
     fn purge(h: &mut Harness<ChatStore>) {
         h.msg(
@@ -849,7 +830,7 @@ mod tests {
         clear(&mut h, "r1");
         assert!((1..=3).all(|i| stored(&h, "r1", i)));
         assert_eq!(read(&mut h, "r1"), Vec::<u64>::new());
-        let purged = events(&h)
+        let purged = outbox(&h)
             .into_iter()
             .rfind(|e| e.kind == EventKind::RoomPurged)
             .unwrap();
@@ -876,7 +857,7 @@ mod tests {
         );
         clear(&mut h, "r1");
         assert!((1..=3).all(|i| !stored(&h, "r1", i)));
-        let kinds: Vec<(EventKind, String, String)> = events(&h)
+        let kinds: Vec<(EventKind, String, String)> = outbox(&h)
             .into_iter()
             .filter(|e| matches!(e.kind, EventKind::HoldPlaced | EventKind::HoldReleased))
             .map(|e| (e.kind, e.room, e.user))
@@ -979,7 +960,7 @@ mod tests {
         let at = h.now;
         post(&mut h, "r2", 3, "a@x", at);
         assert_eq!(read(&mut h, "r2"), vec![3]);
-        let retention: Vec<ComplianceEvent> = events(&h)
+        let retention: Vec<ComplianceEvent> = outbox(&h)
             .into_iter()
             .filter(|e| e.kind == EventKind::RoomPurged)
             .collect();
