@@ -1041,24 +1041,17 @@ mod tests {
         assert!(h2.actor().is_shut_down(), "the shutdown survives a restart");
         // Over the wire: refused without a principal or with a user's,
         // done for an operator, who is told what was ended.
-        let sent = h2.msg(
-            Addr::new("ops", ActorKind::Client),
-            Msg::Archiving(ArchivingMsg::OperatorResume),
-        );
-        assert!(h2.actor().is_shut_down(), "not for an anonymous client");
-        assert!(
-            matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
-            "{sent:?}"
-        );
-        let sent = h2.msg(
-            crate::testkit::client_of("a@corp.example"),
-            Msg::Archiving(ArchivingMsg::OperatorResume),
-        );
-        assert!(h2.actor().is_shut_down(), "not for a user");
-        assert!(
-            matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
-            "{sent:?}"
-        );
+        for (who, not_for) in [
+            (Addr::new("ops", ActorKind::Client), "an anonymous client"),
+            (crate::testkit::client_of("a@corp.example"), "a user"),
+        ] {
+            let sent = h2.msg(who, Msg::Archiving(ArchivingMsg::OperatorResume));
+            assert!(h2.actor().is_shut_down(), "not for {not_for}");
+            assert!(
+                matches!(&sent[..], [(_, Msg::Forbidden { .. })]),
+                "{sent:?}"
+            );
+        }
         assert!(h2.events().contains(&OperatorEvent::IdentityRefused.name()));
         let operator = identity::Principal::new("ops@corp.example", Role::Operator);
         let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
