@@ -15,7 +15,12 @@ use std::sync::Arc;
 /// fe1 homes a@, c@ and d@, fe2 homes b@; archive everything except c@ and d@.
 /// The address of a client connection authenticated as `user` (role user).
 pub fn client_of(user: &str) -> Addr {
-    let p = crate::core::identity::Principal::new(user, crate::core::identity::Role::User);
+    client_as(user, crate::core::identity::Role::User)
+}
+
+/// The address of a client connection authenticated as `user` in `role`.
+pub fn client_as(user: &str, role: crate::core::identity::Role) -> Addr {
+    let p = crate::core::identity::Principal::new(user, role);
     Addr::new(p.client_name("t"), crate::core::ids::ActorKind::Client)
 }
 

@@ -953,8 +953,7 @@ mod tests {
         );
         assert_eq!(keys::parked_records(&h.store).len(), 1, "a user may not");
 
-        let operator = identity::Principal::new("ops@corp.example", Role::Operator);
-        let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
+        let ops = crate::testkit::client_as("ops@corp.example", Role::Operator);
         let sent = h.msg(ops.clone(), retry.clone());
         assert_eq!(delivered(&sent), vec![3], "under a new key");
         assert!(

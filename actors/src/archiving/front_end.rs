@@ -1053,8 +1053,7 @@ mod tests {
             );
         }
         assert!(h2.events().contains(&OperatorEvent::IdentityRefused.name()));
-        let operator = identity::Principal::new("ops@corp.example", Role::Operator);
-        let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
+        let ops = crate::testkit::client_as("ops@corp.example", Role::Operator);
         let sent = h2.msg(ops.clone(), ArchivingMsg::OperatorResume);
         assert!(!h2.actor().is_shut_down());
         assert!(

@@ -1965,8 +1965,7 @@ mod tests {
             "{sent:?}"
         );
         assert_eq!(h.actor().dead_letters(), 1);
-        let operator = identity::Principal::new("ops@corp.example", Role::Operator);
-        let ops = Addr::new(operator.client_name("t"), ActorKind::Client);
+        let ops = crate::testkit::client_as("ops@corp.example", Role::Operator);
         let sent = h.msg(ops.clone(), ArchivingMsg::DeadLettersResend);
         assert_eq!(h.actor().dead_letters(), 0);
         assert!(

@@ -661,7 +661,7 @@ mod tests {
     use super::super::{post_id_key, ChatStore};
     use super::*;
     use crate::core::actor::Recovered;
-    use crate::core::identity::{Principal, Role};
+    use crate::core::identity::Role;
     use crate::core::ids::ActorKind;
     use crate::core::protocol::chat::ChatMsg;
     use crate::core::protocol::chat::Room;
@@ -669,8 +669,7 @@ mod tests {
     use crate::testkit::Harness;
 
     fn as_role(role: Role) -> Addr {
-        let p = Principal::new("pat@corp.example", role);
-        Addr::new(p.client_name("t"), ActorKind::Client)
+        crate::testkit::client_as("pat@corp.example", role)
     }
 
     /// A store with rooms `r1` (category `corp`) and `r2` (category
