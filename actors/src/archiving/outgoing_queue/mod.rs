@@ -1195,6 +1195,18 @@ mod tests {
         h.msg(dest(), ArchivingMsg::TransferAck { upto: Seq(upto) })
     }
 
+    /// The destination queue answers the probe `probe`: it holds all up
+    /// to `upto`.
+    fn probe_ack(h: &mut Harness<OutgoingQueue>, upto: u64, probe: u64) -> Vec<(Addr, Msg)> {
+        h.msg(
+            dest(),
+            ArchivingMsg::ProbeAck {
+                upto: Seq(upto),
+                probe,
+            },
+        )
+    }
+
     /// The usual test record `id`, sent at `time`.
     fn rec(id: &str, time: Millis) -> ArchiveRecord {
         ArchiveRecord {
@@ -1306,13 +1318,7 @@ mod tests {
         let sent = h.fire(ArchivingTimer::Resend);
         assert_eq!(probe_seqs(&sent), vec![3]);
         assert!(frames(&sent).is_empty());
-        let sent = h.msg(
-            dest(),
-            ArchivingMsg::ProbeAck {
-                upto: Seq(3),
-                probe: 1,
-            },
-        );
+        let sent = probe_ack(&mut h, 3, 1);
         assert_eq!(frames(&sent), vec![vec![4, 5], vec![6]]);
         let sent = ack(&mut h, 6);
         assert!(frames(&sent).is_empty());
@@ -1446,13 +1452,7 @@ mod tests {
         });
         let mut sent_seqs = Vec::new();
         for i in 0..5 {
-            sent_seqs.extend(seqs(&h.msg(
-                fe(),
-                ArchivingMsg::Enqueue {
-                    token: Token(i),
-                    record: rec(&format!("m{i}"), 0),
-                },
-            )));
+            sent_seqs.extend(seqs(&enqueue(&mut h, i, &format!("m{i}"))));
         }
         assert_eq!(sent_seqs, vec![1, 2]);
         let sent = ack(&mut h, 2);
@@ -1595,13 +1595,7 @@ mod tests {
         let sent = ack(&mut h, 6);
         assert!(seqs(&sent).is_empty());
         // The probe (a duplicate of 1) is answered after 6: nothing lost.
-        let sent = h.msg(
-            dest(),
-            ArchivingMsg::ProbeAck {
-                upto: Seq(6),
-                probe: 1,
-            },
-        );
+        let sent = probe_ack(&mut h, 6, 1);
         assert!(seqs(&sent).is_empty() && probes(&sent).is_empty());
         assert_eq!(h.actor().depth(), 1, "only 7 is still unacknowledged");
     }
@@ -1620,32 +1614,11 @@ mod tests {
         // Only 1 and 2 arrived (the probe stored 1, or was a duplicate of
         // it). The answer to an earlier probe is not used: later transfers
         // may have followed it.
-        let sent = h.msg(
-            dest(),
-            ArchivingMsg::ProbeAck {
-                upto: Seq(2),
-                probe: 2,
-            },
-        );
+        let sent = probe_ack(&mut h, 2, 2);
         assert!(seqs(&sent).is_empty());
-        assert_eq!(
-            seqs(&h.msg(
-                dest(),
-                ArchivingMsg::ProbeAck {
-                    upto: Seq(2),
-                    probe: 3
-                }
-            )),
-            vec![3, 4, 5, 6]
-        );
+        assert_eq!(seqs(&probe_ack(&mut h, 2, 3)), vec![3, 4, 5, 6]);
         // Answered once: a repeat changes nothing.
-        let sent = h.msg(
-            dest(),
-            ArchivingMsg::ProbeAck {
-                upto: Seq(2),
-                probe: 3,
-            },
-        );
+        let sent = probe_ack(&mut h, 2, 3);
         assert!(seqs(&sent).is_empty());
     }
 
@@ -1662,24 +1635,12 @@ mod tests {
             vec![(4, "m4".to_string())],
             "only the unacknowledged record is resent"
         );
-        let sent = h2.msg(
-            fe(),
-            ArchivingMsg::Enqueue {
-                token: Token(5),
-                record: rec("m5", 0),
-            },
-        );
+        let sent = enqueue(&mut h2, 5, "m5");
         assert_eq!(seqs(&sent), vec![5], "seq 5, not a reused 1");
         ack(&mut h2, 5);
         let mut h3 = oq(Settings::default());
         h3.start(h2.store.clone());
-        let sent = h3.msg(
-            fe(),
-            ArchivingMsg::Enqueue {
-                token: Token(6),
-                record: rec("m6", 0),
-            },
-        );
+        let sent = enqueue(&mut h3, 6, "m6");
         assert_eq!(
             seqs(&sent),
             vec![6],
@@ -1740,13 +1701,7 @@ mod tests {
             ..Settings::default()
         });
         for i in 0..17 {
-            h.msg(
-                fe(),
-                ArchivingMsg::Enqueue {
-                    token: Token(i),
-                    record: rec(&format!("m{i:02}"), 0),
-                },
-            );
+            enqueue(&mut h, i, &format!("m{i:02}"));
         }
         h.fire(ArchivingTimer::QuotaCheck); // 85%: nothing
         enqueue(&mut h, 17, "m17");
@@ -1863,13 +1818,7 @@ mod tests {
     fn a_resent_dead_letter_keeps_its_message_time() {
         let ttrq = Settings::default().data_ttrq;
         let mut h = started(Settings::default());
-        h.msg(
-            fe(),
-            ArchivingMsg::Enqueue {
-                token: Token(1),
-                record: rec("m1", 0),
-            },
-        );
+        enqueue(&mut h, 1, "m1");
         h.now = ttrq;
         h.set_timer(ArchivingTimer::DlqCheck, ttrq);
         h.fire(ArchivingTimer::DlqCheck);
