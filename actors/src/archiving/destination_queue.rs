@@ -871,12 +871,18 @@ mod tests {
         assert_eq!(h.store.len(), 2, "item and next-seq mark, in one write");
     }
 
-    #[test]
-    fn a_parked_record_is_kept_aside_and_its_key_never_reused() {
+    /// A queue that took `m1` and `bad` from fe1, under keys 1 and 2.
+    fn holding_bad() -> Harness<DestinationQueue> {
         let mut h = started(Settings::default());
         for (seq, id) in [(1, "m1"), (2, "bad")] {
             transfer(&mut h, "fe1", seq, rec(id));
         }
+        h
+    }
+
+    #[test]
+    fn a_parked_record_is_kept_aside_and_its_key_never_reused() {
+        let mut h = holding_bad();
         let arch = h.actor().archiver();
         h.clear_events();
         let sent = h.msg(
@@ -933,10 +939,7 @@ mod tests {
     /// and is delivered again; the answer says what is left.
     #[test]
     fn an_operator_sends_parked_records_back_to_the_database() {
-        let mut h = started(Settings::default());
-        for (seq, id) in [(1, "m1"), (2, "bad")] {
-            transfer(&mut h, "fe1", seq, rec(id));
-        }
+        let mut h = holding_bad();
         let arch = h.actor().archiver();
         let park = Msg::Archiving(ArchivingMsg::Park {
             keys: vec![2],
