@@ -146,7 +146,10 @@ pub fn replay_log(bytes: &[u8]) -> Replayed {
     let mut pos = 0usize;
     while pos < bytes.len() {
         if let Some((ops, next)) = frame_at(bytes, pos) {
-            apply_ops(&mut out.state, ops);
+            // The engines' own semantics. An insert is never logged (see
+            // `LogStore::apply`), but a log holding one means what it
+            // always means.
+            holdfast_actors::core::engine::apply(&mut out.state, ops);
             pos = next;
             out.valid = pos as u64;
             continue;
@@ -183,24 +186,6 @@ pub fn replay_log(bytes: &[u8]) -> Replayed {
 pub fn replay(bytes: &[u8]) -> (Recovered, u64) {
     let r = replay_log(bytes);
     (r.state, r.valid)
-}
-
-fn apply_ops(state: &mut Recovered, ops: Vec<StoreOp>) {
-    for op in ops {
-        match op {
-            StoreOp::Put { key, value } => {
-                state.insert(key, value);
-            }
-            StoreOp::Delete { key } => {
-                state.remove(&key);
-            }
-            // Never logged (see `LogStore::apply`), but a log holding one
-            // means what it always means.
-            StoreOp::Insert { key, value } => {
-                state.entry(key).or_insert(value);
-            }
-        }
-    }
 }
 
 impl LogStore {
