@@ -1874,6 +1874,17 @@ mod fixture {
         })
     }
 
+    /// The channel server appends `post` with `token`; the store must
+    /// confirm it.
+    pub fn store_post(h: &mut Harness<ChatStore>, token: u64, post: Post) {
+        let sent = h.msg(ch(), append(token, post));
+        assert!(
+            sent.iter()
+                .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
+            "{sent:?}"
+        );
+    }
+
     /// A read of room `r1`.
     pub fn read(token: u64, after: u64, limit: u64, audit: Option<(String, EventKind)>) -> Msg {
         Msg::Chat(ChatMsg::StoreRead {
@@ -2126,7 +2137,9 @@ mod records_tests {
         };
         assert_eq!(decode_room(&store_keys::encode(&now)).unwrap(), now);
     }
-    use super::fixture::{append, ch, clear, outbox as events, read as read_msg, started};
+    use super::fixture::{
+        append, ch, clear, outbox as events, read as read_msg, started, store_post,
+    };
     use crate::compliance::service::OUTBOX;
     use crate::testkit::Harness;
 
@@ -2156,12 +2169,7 @@ mod records_tests {
             text: format!("secret text {i}"),
             at,
         };
-        let sent = h.msg(ch(), append(i, post));
-        assert!(
-            sent.iter()
-                .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
-            "{sent:?}"
-        );
+        store_post(h, i, post);
     }
 
     fn read(h: &mut Harness<ChatStore>, after: u64) -> (Vec<u64>, u64, u64) {

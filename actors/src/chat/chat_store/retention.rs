@@ -657,7 +657,7 @@ fn record_op(record: &ChatPurgeRecord) -> StoreOp {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{append, ch, harness, outbox};
+    use super::super::fixture::{ch, harness, outbox, store_post};
     use super::super::{post_id_key, ChatStore};
     use super::*;
     use crate::core::actor::Recovered;
@@ -706,12 +706,7 @@ mod tests {
             text: format!("text {room} {i}"),
             at,
         };
-        let sent = h.msg(ch(), append(i, post));
-        assert!(
-            sent.iter()
-                .any(|(_, m)| matches!(m, Msg::Chat(ChatMsg::StoreAppended { .. }))),
-            "{sent:?}"
-        );
+        store_post(h, i, post);
     }
 
     fn read(h: &mut Harness<ChatStore>, room: &str) -> Vec<u64> {
