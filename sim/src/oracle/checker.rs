@@ -307,13 +307,8 @@ pub struct Counts {
     pub examples: BTreeMap<&'static str, Vec<MessageId>>,
 }
 
-const EXAMPLES: usize = 5;
-
 fn note(ex: &mut BTreeMap<&'static str, Vec<MessageId>>, what: &'static str, id: &str) {
-    let v = ex.entry(what).or_default();
-    if v.len() < EXAMPLES {
-        v.push(id.to_string());
-    }
+    super::keep_example(ex, what, id.to_string());
 }
 
 /// Whether an event reported loss on a node `op`'s record passes through,
