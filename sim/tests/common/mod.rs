@@ -65,13 +65,13 @@ pub fn run_judged(
 pub fn run_each_on_every_core(
     scenarios: &[holdfast_sim::scenario::Scenario],
 ) -> Vec<holdfast_sim::sweep::Outcome> {
-    let jobs: Vec<(usize, u64)> = scenarios
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.seed))
-        .collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    holdfast_sim::sweep::run_all(scenarios, &jobs, workers, false)
+    use holdfast_sim::sweep;
+    sweep::run_all(
+        scenarios,
+        &sweep::own_seeds(scenarios),
+        sweep::every_core(),
+        false,
+    )
 }
 
 /// `src`, parsed under the file name `name`, run with `seed`, keeping
