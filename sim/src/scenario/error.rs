@@ -31,6 +31,9 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// What a range whose ends are out of order is told.
+const LOW_TO_HIGH: &str = "a range must go from low to high";
+
 pub(super) struct Ctx<'a> {
     pub(super) file: &'a str,
     pub(super) src: &'a str,
@@ -127,13 +130,7 @@ impl Ctx<'_> {
             |s: &str| units::duration_ms(s).map_err(|m| self.err(&v.span(), key, m.to_string()));
         match v.get_ref().split_once("..") {
             None => parse(v.get_ref()).map(|d| (d, d)),
-            Some((lo, hi)) => {
-                let (lo, hi) = (parse(lo)?, parse(hi)?);
-                if lo > hi {
-                    return Err(self.err(&v.span(), key, "a range must go from low to high"));
-                }
-                Ok((lo, hi))
-            }
+            Some((lo, hi)) => self.low_to_high(&v.span(), key, (parse(lo)?, parse(hi)?)),
         }
     }
     /// A number or a range of numbers `"lo..hi"`.
@@ -161,8 +158,22 @@ impl Ctx<'_> {
                 }
             },
         };
-        if lo > hi || !lo.is_finite() || !hi.is_finite() {
-            return Err(self.err(&v.span(), key, "a range must go from low to high"));
+        if !lo.is_finite() || !hi.is_finite() {
+            return Err(self.err(&v.span(), key, LOW_TO_HIGH));
+        }
+        self.low_to_high(&v.span(), key, (lo, hi))
+    }
+
+    /// The range `(lo, hi)` of the value at `span`, refused unless it
+    /// goes from low to high.
+    fn low_to_high<T: PartialOrd>(
+        &self,
+        span: &Range<usize>,
+        key: &str,
+        (lo, hi): (T, T),
+    ) -> Result<(T, T), ScenarioError> {
+        if lo > hi {
+            return Err(self.err(span, key, LOW_TO_HIGH));
         }
         Ok((lo, hi))
     }
