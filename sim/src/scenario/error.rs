@@ -111,6 +111,16 @@ impl Ctx<'_> {
         v.as_ref().map(|v| self.dur(v, key)).transpose()
     }
 
+    /// [`Ctx::count`] of a key that may be left out.
+    pub(super) fn opt_count(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+    ) -> Result<Option<u64>, ScenarioError> {
+        v.as_ref().map(|v| self.count(v, key, min)).transpose()
+    }
+
     /// [`Ctx::dur_range`] of a key that may be left out.
     pub(super) fn opt_dur_range(
         &self,
