@@ -111,6 +111,18 @@ impl Ctx<'_> {
         v.as_ref().map(|v| self.dur(v, key)).transpose()
     }
 
+    /// The value `v` of a key an entry of kind `kind` needs: refused, at
+    /// the kind, with `message` when the key is left out.
+    pub(super) fn needs<T>(
+        &self,
+        v: Option<T>,
+        kind: &Spanned<String>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Result<T, ScenarioError> {
+        v.ok_or_else(|| self.err(&kind.span(), key, message))
+    }
+
     /// [`Ctx::count`] of a key that may be left out.
     pub(super) fn opt_count(
         &self,

@@ -17,13 +17,12 @@ fn hostile_workload(
     w: &RawWorkload,
     duration_ms: u64,
 ) -> Result<HostileWorkload, ScenarioError> {
-    let names = w.attacks.as_ref().ok_or_else(|| {
-        cx.err(
-            &w.kind.span(),
-            "workload.attacks",
-            "a hostile workload needs `attacks`, like [\"oversize\", \"flood\"]",
-        )
-    })?;
+    let names = cx.needs(
+        w.attacks.as_ref(),
+        &w.kind,
+        "workload.attacks",
+        "a hostile workload needs `attacks`, like [\"oversize\", \"flood\"]",
+    )?;
     let mut attacks = Vec::new();
     for name in names.get_ref() {
         match ATTACKS.iter().find(|(n, _)| n == name) {
