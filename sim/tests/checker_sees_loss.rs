@@ -9,6 +9,7 @@ use common::{
     assert_failure, assert_failure_mentions, library_source, run_judged, scenario_file, sim_cli,
 };
 use holdfast_sim::oracle::checker::Counts;
+use holdfast_sim::oracle::compliance_checker::ComplianceCounts;
 
 const BASE: &str = r#"
 name = "sabotaged"
@@ -144,8 +145,7 @@ fn compliance_deleting_before_writing_is_caught() {
     let file = "compliance-crash.toml";
     let c = library_passes(file, 1).chat.unwrap().compliance.unwrap();
     assert_eq!((c.missing, c.duplicates), (0, 0));
-    let (bad, failures) = library(file, 1, "compliance_delete_first = true");
-    let c = bad.chat.unwrap().compliance.unwrap();
+    let (c, failures) = compliance(file, 1, "compliance_delete_first = true");
     assert!(c.missing > 10, "missing = {}", c.missing);
     assert_failure_mentions(&failures, "events missing");
 }
@@ -163,12 +163,10 @@ fn compliance_without_files_or_removing_unpicked_batches_is_caught() {
     assert_eq!(c.files_exported, chat.files_stored);
     assert!(c.files_exported > 50 && c.acked > 5, "{c:?}");
     assert_eq!((c.files_missing, c.files_wrong, c.pickup_wrong), (0, 0, 0));
-    let (bad, failures) = library(file, 1, "compliance_skip_files = true");
-    let c = bad.chat.unwrap().compliance.unwrap();
+    let (c, failures) = compliance(file, 1, "compliance_skip_files = true");
     assert!(c.files_missing > 50, "files missing = {}", c.files_missing);
     assert_failure_mentions(&failures, "uploaded files missing");
-    let (bad, failures) = library(file, 1, "compliance_delete_unpicked = true");
-    let c = bad.chat.unwrap().compliance.unwrap();
+    let (c, failures) = compliance(file, 1, "compliance_delete_unpicked = true");
     assert!(c.missing > 100, "missing = {}", c.missing);
     assert_failure_mentions(&failures, "events missing");
 }
@@ -375,6 +373,13 @@ fn sabotage_turns_into_loss(
     assert_eq!(bad.counts.lost, handled(&good.counts));
     assert_failure(&failures, "lost = ");
     good
+}
+
+/// The compliance checker's counts of a library scenario run with
+/// `[sabotage]` lines added, and the run's failures.
+fn compliance(file: &str, seed: u64, sabotage: &str) -> (ComplianceCounts, Vec<String>) {
+    let (result, failures) = library(file, seed, sabotage);
+    (result.chat.unwrap().compliance.unwrap(), failures)
 }
 
 /// A library scenario run as it is and with `[sabotage]` lines added.
