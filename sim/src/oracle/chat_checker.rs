@@ -131,29 +131,15 @@ pub fn check(
     c.files_downloaded = log.downloads_ok;
     c.files_corrupt = log.downloads_corrupt.len() as u64;
     c.file_refusals = log.file_refusals.len() as u64;
-    if !log.downloads_corrupt.is_empty() {
-        c.examples.insert(
-            "files_corrupt",
-            log.downloads_corrupt
-                .iter()
-                .take(super::EXAMPLES)
-                .cloned()
-                .collect(),
-        );
-    }
-    if !log.file_refusals.is_empty() {
-        c.examples.insert(
-            "file_refusals",
-            log.file_refusals
-                .iter()
-                .take(super::EXAMPLES)
-                .cloned()
-                .collect(),
-        );
-    }
     let example = |c: &mut ChatCounts, what: &'static str, s: String| {
         super::keep_example(&mut c.examples, what, s);
     };
+    for f in &log.downloads_corrupt {
+        example(&mut c, "files_corrupt", f.clone());
+    }
+    for f in &log.file_refusals {
+        example(&mut c, "file_refusals", f.clone());
+    }
     // Records management not done as it must be: counted, and kept as an
     // example.
     let records_error = |c: &mut ChatCounts, s: String| {

@@ -14,7 +14,7 @@ pub mod recovery;
 use std::collections::BTreeMap;
 
 /// How many examples of each finding a checker keeps for the report.
-pub const EXAMPLES: usize = 5;
+const EXAMPLES: usize = 5;
 
 /// Keeps `example` among the `examples` of `what`, up to the first
 /// [`EXAMPLES`] of them.
