@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
 
@@ -16,6 +16,11 @@ pub fn repo_root() -> PathBuf {
 pub fn library_source(file: &str) -> String {
     let path = repo_root().join("scenarios").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The scenario in the file at `path`; its error, if any, is the panic.
+pub fn load_scenario(path: &Path) -> holdfast_sim::scenario::Scenario {
+    holdfast_sim::scenario::load(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The simulator's command-line binary, ready for its arguments.
