@@ -299,7 +299,7 @@ mod sim {
     use std::time::Instant;
 
     fn workers(jobs: Option<usize>) -> usize {
-        jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        jobs.unwrap_or_else(sweep::every_core)
     }
 
     pub fn run_one(
@@ -390,9 +390,7 @@ mod sim {
         determinism_every: Option<usize>,
         json: bool,
     ) -> ExitCode {
-        let job_list: Vec<(usize, u64)> = (0..scenarios.len())
-            .flat_map(|i| (first_seed..first_seed + seeds).map(move |s| (i, s)))
-            .collect();
+        let job_list = sweep::every_seed(scenarios, first_seed..first_seed + seeds);
         let started = Instant::now();
         let progress = !json && std::io::stderr().is_terminal();
         let outcomes = sweep::run_all(scenarios, &job_list, workers(jobs), progress);
@@ -532,11 +530,7 @@ mod sim {
     }
 
     pub fn run_suite(scenarios: &[Scenario], json: bool) -> ExitCode {
-        let jobs: Vec<(usize, u64)> = scenarios
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.seed))
-            .collect();
+        let jobs = sweep::own_seeds(scenarios);
         let outcomes = sweep::run_all(
             scenarios,
             &jobs,
@@ -625,9 +619,7 @@ mod sim {
     }
 
     pub fn bench(scenarios: &[Scenario], seeds: u64) -> ExitCode {
-        let jobs: Vec<(usize, u64)> = (0..scenarios.len())
-            .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
-            .collect();
+        let jobs = sweep::every_seed(scenarios, 1..=seeds);
         let threads = workers(None);
         let started = Instant::now();
         let outcomes = sweep::run_all(scenarios, &jobs, threads, false);
@@ -795,7 +787,7 @@ mod sim {
                 ]
             })
             .collect();
-        let jobs: Vec<(usize, u64)> = both.iter().enumerate().map(|(i, s)| (i, s.seed)).collect();
+        let jobs = sweep::own_seeds(&both);
         let runs = sweep::run_all(&both, &jobs, workers(None), std::io::stderr().is_terminal());
         for pair in runs.chunks(2) {
             let (el, es) = outcome(&both[pair[0].scenario], &pair[0].result);

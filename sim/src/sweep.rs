@@ -24,6 +24,30 @@ pub struct Outcome {
     pub cpu_secs: f64,
 }
 
+/// The jobs that run each of `scenarios` once, with its own seed.
+pub fn own_seeds(scenarios: &[Scenario]) -> Vec<(usize, u64)> {
+    scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.seed))
+        .collect()
+}
+
+/// The jobs that run each of `scenarios` with every seed of `seeds`.
+pub fn every_seed(
+    scenarios: &[Scenario],
+    seeds: impl Iterator<Item = u64> + Clone,
+) -> Vec<(usize, u64)> {
+    (0..scenarios.len())
+        .flat_map(|i| seeds.clone().map(move |s| (i, s)))
+        .collect()
+}
+
+/// A worker for each core of the machine.
+pub fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Runs every `(scenario index, seed)` job on `workers` threads; results come
 /// back in job order. `progress` shows a bar on a terminal.
 pub fn run_all(

@@ -47,22 +47,44 @@ fn run_with(src: &str) -> (Option<i32>, String) {
     sim(&["check", file.to_str().unwrap()])
 }
 
-fn assert_rejected(src: &str, line: usize, needles: &[&str]) {
+/// `check` of `src` exits 2 and says each of `needles` (`what` names the
+/// case): its standard error.
+fn assert_refused(src: &str, what: &str, needles: &[&str]) -> String {
     let (code, err) = run_with(src);
-    assert_eq!(code, Some(2), "stderr: {err}");
+    assert_eq!(code, Some(2), "{what}stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{what}{n:?} not in: {err}");
+    }
+    err
+}
+
+fn assert_rejected(src: &str, line: usize, needles: &[&str]) {
+    let err = assert_refused(src, "", needles);
     assert!(
         err.contains(&format!("scenario.toml:{line}:")),
         "no file:line {line} in: {err}"
     );
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
+}
+
+/// GOOD with a chat workload on one Channel server and one Lookup, and
+/// `topology` added to its topology.
+fn good_chat(topology: &str) -> String {
+    GOOD.replace(
+        "front_ends = 2",
+        &format!("front_ends = 2\nchannels = 1\nlookups = 1{topology}"),
+    )
+    .replace("kind = \"im\"", "kind = \"chat\"")
+}
+
+/// `check` of `src` exits 0.
+fn assert_accepted(src: &str) {
+    let (code, err) = run_with(src);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]
 fn the_good_file_is_accepted() {
-    let (code, err) = run_with(GOOD);
-    assert_eq!(code, Some(0), "{err}");
+    assert_accepted(GOOD);
 }
 
 #[test]
@@ -139,8 +161,7 @@ fn ranges_are_validated_at_their_extremes() {
     assert_rejected(&with_range, 10, &["workload.rate", "low to high"]);
     let late = GOOD.replace("start = \"1m\"", "start = \"1m..20m\"");
     assert_rejected(&late, 15, &["fault.start", "after the run ends"]);
-    let (code, err) = run_with(&GOOD.replace("rate = 1.0", "rate = \"1.0..3.0\""));
-    assert_eq!(code, Some(0), "{err}");
+    assert_accepted(&GOOD.replace("rate = 1.0", "rate = \"1.0..3.0\""));
 }
 
 #[test]
@@ -213,12 +234,7 @@ fn a_chat_workload_needs_channel_servers_and_chat_keys_need_a_chat_workload() {
 /// rooms when the last is disabled while the first is cleared.
 #[test]
 fn records_keys_are_checked() {
-    let chat = GOOD
-        .replace(
-            "front_ends = 2",
-            "front_ends = 2\nchannels = 1\nlookups = 1",
-        )
-        .replace("kind = \"im\"", "kind = \"chat\"");
+    let chat = good_chat("");
     for (keys, needles) in [
         (
             "clear_at = \"11m\"",
@@ -237,11 +253,8 @@ fn records_keys_are_checked() {
             &["workload.disable_at", "two rooms"][..],
         ),
     ] {
-        let (code, err) = run_with(&chat.replace("users = 10", &format!("users = 10\n{keys}")));
-        assert_eq!(code, Some(2), "{keys}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{keys}: {n:?} not in: {err}");
-        }
+        let src = chat.replace("users = 10", &format!("users = 10\n{keys}"));
+        assert_refused(&src, &format!("{keys}: "), needles);
     }
 }
 
@@ -264,23 +277,11 @@ fn compliance_needs_a_chat_pool_and_a_known_format() {
         6,
         &["topology.compliance", "topology.channels"],
     );
-    let chat = GOOD
-        .replace(
-            "front_ends = 2",
-            "front_ends = 2\nchannels = 1\nlookups = 1\ncompliance = true",
-        )
-        .replace("kind = \"im\"", "kind = \"chat\"");
+    let chat = good_chat("\ncompliance = true");
     let bad_format = format!("{chat}\n[compliance]\nformat = \"pdf\"\n");
-    let (code, err) = run_with(&bad_format);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("compliance.format") && err.contains("xml, jsonl, csv"),
-        "{err}"
-    );
+    assert_refused(&bad_format, "", &["compliance.format", "xml, jsonl, csv"]);
     let no_service = GOOD.to_string() + "\n[compliance]\nformat = \"csv\"\n";
-    let (code, err) = run_with(&no_service);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("topology.compliance"), "{err}");
+    assert_refused(&no_service, "", &["topology.compliance"]);
 }
 
 /// Output into a pipe whose reader has gone (`| head`) ends the program
@@ -330,7 +331,7 @@ fn corrupt_fault_keys_are_checked() {
     let not_corrupt = GOOD.replace("node = \"fe1\"", "node = \"fe1\"\nbytes = 16");
     assert_rejected(&not_corrupt, 13, &["fault.bytes", "only a corrupt fault"]);
     let good = GOOD.replace("kind = \"crash\"", "kind = \"corrupt\"");
-    assert_eq!(run_with(&good).0, Some(0));
+    assert_accepted(&good);
 }
 
 #[test]
@@ -353,7 +354,7 @@ fn db_refuses_fault_keys_are_checked() {
         15,
         &["fault.one_in", "only a db_refuses fault"],
     );
-    assert_eq!(run_with(&on("db1", "\none_in = 2")).0, Some(0));
+    assert_accepted(&on("db1", "\none_in = 2"));
 }
 
 #[test]
@@ -363,16 +364,13 @@ fn hostile_workload_keys_are_checked() {
             "{GOOD}\n[[workload]]\nkind = \"hostile\"\nattacks = {attacks}\nusers = 10\nrate = 1.0\n"
         )
     };
-    assert_eq!(run_with(&hostile("[\"oversize\", \"flood\"]")).0, Some(0));
+    assert_accepted(&hostile("[\"oversize\", \"flood\"]"));
     assert_rejected(
         &hostile("[\"teleport\"]"),
         20,
         &["unknown attack \"teleport\"", "reuse_id"],
     );
-    assert_eq!(
-        run_with(&hostile("[\"forge_from\", \"unauthenticated\"]")).0,
-        Some(0)
-    );
+    assert_accepted(&hostile("[\"forge_from\", \"unauthenticated\"]"));
     assert_rejected(
         &GOOD.replace("rate = 1.0", "rate = 1.0\nattacks = [\"flood\"]"),
         11,
@@ -383,10 +381,7 @@ fn hostile_workload_keys_are_checked() {
 #[test]
 fn unknown_operator_event() {
     let expect = |key: &str, names: &str| format!("{GOOD}\n[expect]\n{key} = {names}\n");
-    assert_eq!(
-        run_with(&expect("events_include", "[\"critical_shutdown\"]")).0,
-        Some(0)
-    );
+    assert_accepted(&expect("events_include", "[\"critical_shutdown\"]"));
     assert_rejected(
         &expect(
             "events_include",

@@ -40,7 +40,7 @@ fn scenario_file(case: &str) -> PathBuf {
 }
 
 fn load(case: &str) -> Scenario {
-    scenario::load(&scenario_file(case)).unwrap_or_else(|e| panic!("{e}"))
+    common::load_scenario(&scenario_file(case))
 }
 
 /// Runs the scenarios (each with its own seed, on every core); the

@@ -9,6 +9,7 @@ use common::{
     assert_failure, assert_failure_mentions, library_source, run_judged, scenario_file, sim_cli,
 };
 use holdfast_sim::oracle::checker::Counts;
+use holdfast_sim::oracle::compliance_checker::ComplianceCounts;
 
 const BASE: &str = r#"
 name = "sabotaged"
@@ -144,8 +145,7 @@ fn compliance_deleting_before_writing_is_caught() {
     let file = "compliance-crash.toml";
     let c = library_passes(file, 1).chat.unwrap().compliance.unwrap();
     assert_eq!((c.missing, c.duplicates), (0, 0));
-    let (bad, failures) = library(file, 1, "compliance_delete_first = true");
-    let c = bad.chat.unwrap().compliance.unwrap();
+    let (c, failures) = compliance(file, 1, "compliance_delete_first = true");
     assert!(c.missing > 10, "missing = {}", c.missing);
     assert_failure_mentions(&failures, "events missing");
 }
@@ -163,12 +163,10 @@ fn compliance_without_files_or_removing_unpicked_batches_is_caught() {
     assert_eq!(c.files_exported, chat.files_stored);
     assert!(c.files_exported > 50 && c.acked > 5, "{c:?}");
     assert_eq!((c.files_missing, c.files_wrong, c.pickup_wrong), (0, 0, 0));
-    let (bad, failures) = library(file, 1, "compliance_skip_files = true");
-    let c = bad.chat.unwrap().compliance.unwrap();
+    let (c, failures) = compliance(file, 1, "compliance_skip_files = true");
     assert!(c.files_missing > 50, "files missing = {}", c.files_missing);
     assert_failure_mentions(&failures, "uploaded files missing");
-    let (bad, failures) = library(file, 1, "compliance_delete_unpicked = true");
-    let c = bad.chat.unwrap().compliance.unwrap();
+    let (c, failures) = compliance(file, 1, "compliance_delete_unpicked = true");
     assert!(c.missing > 100, "missing = {}", c.missing);
     assert_failure_mentions(&failures, "events missing");
 }
@@ -377,6 +375,13 @@ fn sabotage_turns_into_loss(
     good
 }
 
+/// The compliance checker's counts of a library scenario run with
+/// `[sabotage]` lines added, and the run's failures.
+fn compliance(file: &str, seed: u64, sabotage: &str) -> (ComplianceCounts, Vec<String>) {
+    let (result, failures) = library(file, seed, sabotage);
+    (result.chat.unwrap().compliance.unwrap(), failures)
+}
+
 /// A library scenario run as it is and with `[sabotage]` lines added.
 fn library(
     file: &str,
@@ -438,10 +443,7 @@ fn hostile_requests_against_the_old_front_end_are_caught() {
     let h = bad.hostile.expect("hostile counts");
     assert!(h.reused_unarchived > 100, "{h:?}");
     assert_failure(&failures, "hostile_reused_unarchived");
-    let (bad, failures) = library("hostile-clients.toml", 97, "fe_no_size_limit = true");
-    let h = bad.hostile.expect("hostile counts");
-    assert!(h.accepted > 100, "{h:?}");
-    assert_failure(&failures, "hostile_accepted");
+    hostile_ims_are_taken("fe_no_size_limit = true");
 }
 
 /// A front end that believes an IM's sender (the behaviour before client
@@ -449,10 +451,7 @@ fn hostile_requests_against_the_old_front_end_are_caught() {
 /// client with no principal: the hostile checker reports them taken.
 #[test]
 fn ims_sent_as_someone_else_are_caught() {
-    let (bad, failures) = library("hostile-clients.toml", 97, "fe_trust_sender = true");
-    let h = bad.hostile.expect("hostile counts");
-    assert!(h.accepted > 100, "{h:?}");
-    assert_failure(&failures, "hostile_accepted");
+    hostile_ims_are_taken("fe_trust_sender = true");
 }
 
 /// Records the database refuses for good are parked and counted as such;
@@ -489,16 +488,18 @@ fn acknowledgements_sent_before_their_sync_are_loss() {
 /// hostile users' requests.
 #[test]
 fn a_resume_asked_by_a_user_is_caught() {
-    let (good, failures) = library("hostile-clients.toml", 97, "");
-    assert!(failures.is_empty(), "{failures:?}");
+    let good = library_passes("hostile-clients.toml", 97);
     assert_eq!(good.hostile.expect("hostile counts").accepted, 0);
-    let (bad, failures) = library("hostile-clients.toml", 97, "fe_resume_anyone = true");
+    hostile_ims_are_taken("fe_resume_anyone = true");
+}
+
+/// The hostile clients' library scenario with `sabotage`: the front end
+/// takes the hostile users' IMs, and the report says so.
+fn hostile_ims_are_taken(sabotage: &str) {
+    let (bad, failures) = library("hostile-clients.toml", 97, sabotage);
     let h = bad.hostile.expect("hostile counts");
     assert!(h.accepted > 100, "{h:?}");
-    assert!(
-        failures.iter().any(|f| f.starts_with("hostile_accepted")),
-        "{failures:?}"
-    );
+    assert_failure(&failures, "hostile_accepted");
 }
 
 /// A front end that admits everything past its capacity (no busy answer:
@@ -506,18 +507,13 @@ fn a_resume_asked_by_a_user_is_caught() {
 /// without an answer; the overload scenario's checks see it.
 #[test]
 fn an_overloaded_front_end_without_busy_answers_fails_the_overload_scenario() {
-    let src = library_source("front-end-overload.toml").replace(
+    let (r, failures) = unanswered_with(
+        "front-end-overload.toml",
+        5,
         "admission_wait = \"50ms\"",
         "admission_wait = \"0ms\"\nadmission_queue = 1000000",
     );
-    assert!(
-        src.contains("admission_queue = 1000000"),
-        "the setting moved"
-    );
-    let (r, failures) = run_judged("front-end-overload.toml", &src, 5);
-    assert!(r.counts.unknown > 1000, "unknown = {}", r.counts.unknown);
     assert_eq!(r.counts.busy, 0);
-    assert_failure(&failures, "unknown = ");
     assert_failure(&failures, "busy = ");
     assert_failure(&failures, "accept latency p99");
 }
@@ -530,13 +526,27 @@ fn an_overloaded_front_end_without_busy_answers_fails_the_overload_scenario() {
 /// `a_full_inbox_answers_client_ims_busy_and_keeps_reading` fails.)
 #[test]
 fn an_inbox_full_of_stale_requests_fails_the_inbox_full_scenario() {
-    let src = library_source("front-end-inbox-full.toml")
-        .replace("admission_wait = \"50ms\"", "admission_wait = \"0ms\"");
-    assert!(
-        src.contains("admission_wait = \"0ms\""),
-        "the setting moved"
+    unanswered_with(
+        "front-end-inbox-full.toml",
+        11,
+        "admission_wait = \"50ms\"",
+        "admission_wait = \"0ms\"",
     );
-    let (r, failures) = run_judged("front-end-inbox-full.toml", &src, 11);
+}
+
+/// The library scenario `file` run with `seed` and its setting `from`
+/// changed to `to`: many clients get no answer, and the report says so.
+/// The run's result and failures.
+fn unanswered_with(
+    file: &str,
+    seed: u64,
+    from: &str,
+    to: &str,
+) -> (holdfast_sim::report::RunResult, Vec<String>) {
+    let src = library_source(file).replace(from, to);
+    assert!(src.contains(to), "the setting moved");
+    let (r, failures) = run_judged(file, &src, seed);
     assert!(r.counts.unknown > 1000, "unknown = {}", r.counts.unknown);
     assert_failure(&failures, "unknown = ");
+    (r, failures)
 }

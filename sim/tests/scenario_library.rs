@@ -4,7 +4,6 @@
 mod common;
 
 use holdfast_sim::report;
-use holdfast_sim::scenario;
 use std::path::PathBuf;
 
 fn library() -> Vec<PathBuf> {
@@ -47,10 +46,7 @@ fn library_is_not_empty() {
 /// Runs the library on every core (each run in its own madsim runtime).
 #[test]
 fn every_scenario_passes() {
-    let scenarios: Vec<_> = library()
-        .iter()
-        .map(|f| scenario::load(f).unwrap_or_else(|e| panic!("{e}")))
-        .collect();
+    let scenarios: Vec<_> = library().iter().map(|f| common::load_scenario(f)).collect();
     let mut failed = Vec::new();
     for o in common::run_each_on_every_core(&scenarios) {
         let mut failures = o.failures.clone();

@@ -210,6 +210,26 @@ fn spawn_two_message_writer(
     (go, writer)
 }
 
+/// A two-message connection from `client` to `server` whose first message
+/// has gone across, then cut both ways: the reader, the trigger of the
+/// second message, and the writer.
+async fn first_message_then_cut(
+    server: &NodeHandle,
+    client: &NodeHandle,
+    link: &Arc<FlowLink>,
+) -> (
+    JoinHandle<std::io::Result<([u8; 10], Instant)>>,
+    oneshot::Sender<()>,
+    JoinHandle<std::io::Result<BoxStream>>,
+) {
+    let reader = spawn_two_message_reader(server, link);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (go, writer) = spawn_two_message_writer(client, link);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cut_both(link, client, server, true);
+    (reader, go, writer)
+}
+
 /// What `task` gives within `limit`: it must end by then.
 async fn within<T>(limit: Duration, task: JoinHandle<T>, what: &str) -> T {
     tokio::time::timeout(limit, task)
@@ -416,11 +436,7 @@ fn lost_acknowledgements_abort_a_connection_whose_data_still_arrives() {
 #[test]
 fn an_idle_connection_survives_a_long_cut() {
     run(5, |server, client, link| async move {
-        let reader = spawn_two_message_reader(&server, &link);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let (resume, writer) = spawn_two_message_writer(&client, &link);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        cut_both(&link, &client, &server, true);
+        let (reader, resume, writer) = first_message_then_cut(&server, &client, &link).await;
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
         cut_both(&link, &client, &server, false);
         resume.send(()).unwrap();
@@ -440,11 +456,7 @@ fn an_idle_connection_survives_a_long_cut() {
 #[test]
 fn after_a_heal_data_waits_for_its_next_retransmission() {
     run(6, |server, client, link| async move {
-        let reader = spawn_two_message_reader(&server, &link);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let (go, writer) = spawn_two_message_writer(&client, &link);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        cut_both(&link, &client, &server, true);
+        let (reader, go, writer) = first_message_then_cut(&server, &client, &link).await;
         let sent = Instant::now();
         go.send(()).unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;

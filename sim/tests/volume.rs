@@ -7,11 +7,11 @@
 
 mod common;
 
-use holdfast_sim::scenario::{self, FaultKind, Scenario};
+use holdfast_sim::scenario::{FaultKind, Scenario};
 
 fn volume() -> Scenario {
     let file = common::repo_root().join("scenarios/volume/two-hours.toml");
-    scenario::load(&file).unwrap_or_else(|e| panic!("{e}"))
+    common::load_scenario(&file)
 }
 
 #[test]

@@ -131,23 +131,20 @@ pub fn check(
     c.files_downloaded = log.downloads_ok;
     c.files_corrupt = log.downloads_corrupt.len() as u64;
     c.file_refusals = log.file_refusals.len() as u64;
-    if !log.downloads_corrupt.is_empty() {
-        c.examples.insert(
-            "files_corrupt",
-            log.downloads_corrupt.iter().take(5).cloned().collect(),
-        );
-    }
-    if !log.file_refusals.is_empty() {
-        c.examples.insert(
-            "file_refusals",
-            log.file_refusals.iter().take(5).cloned().collect(),
-        );
-    }
     let example = |c: &mut ChatCounts, what: &'static str, s: String| {
-        let v = c.examples.entry(what).or_default();
-        if v.len() < 5 {
-            v.push(s);
-        }
+        super::keep_example(&mut c.examples, what, s);
+    };
+    for f in &log.downloads_corrupt {
+        example(&mut c, "files_corrupt", f.clone());
+    }
+    for f in &log.file_refusals {
+        example(&mut c, "file_refusals", f.clone());
+    }
+    // Records management not done as it must be: counted, and kept as an
+    // example.
+    let records_error = |c: &mut ChatCounts, s: String| {
+        c.records_errors += 1;
+        example(c, "records", s);
     };
     // room → seq → post
     let mut rooms: BTreeMap<&str, BTreeMap<u64, &Post>> = BTreeMap::new();
@@ -239,10 +236,8 @@ pub fn check(
                     .iter()
                     .find(|cl| cl.room == op.room && *seq <= cl.through && op.sent_ms > cl.done_ms)
                 {
-                    c.records_errors += 1;
-                    example(
+                    records_error(
                         &mut c,
-                        "records",
                         format!(
                             "{id} sent after the clear of {} through #{} got #{seq}",
                             cl.room, cl.through
@@ -254,10 +249,8 @@ pub fn check(
                     .iter()
                     .find(|d| d.room == op.room && op.sent_ms > d.done_ms + RECORDS_GRACE_MS)
                 {
-                    c.records_errors += 1;
-                    example(
+                    records_error(
                         &mut c,
-                        "records",
                         format!("{id} accepted in {} after it was disabled", d.room),
                     );
                 }
@@ -269,10 +262,8 @@ pub fn check(
                         example(&mut c, "lost", id.clone());
                     }
                     Some(_) if covered == Some(true) => {
-                        c.records_errors += 1;
-                        example(
+                        records_error(
                             &mut c,
-                            "records",
                             format!("{id} ({}#{seq}) cleared yet still stored", op.room),
                         );
                     }
@@ -346,10 +337,8 @@ pub fn check(
         c.skipped += view.skipped.len() as u64;
         for seq in &view.skipped {
             if let Some(post) = posts.get(seq) {
-                c.records_errors += 1;
-                example(
+                records_error(
                     &mut c,
-                    "records",
                     format!(
                         "{user} skipped {room}#{seq} as cleared: {} is stored",
                         post.id
@@ -416,10 +405,8 @@ pub fn check(
     for r in &log.receipts {
         if let Some(done) = cleared_ids.get(r.post.as_str()) {
             if r.at_ms > done + RECORDS_GRACE_MS {
-                c.records_errors += 1;
-                example(
+                records_error(
                     &mut c,
-                    "records",
                     format!(
                         "{} received cleared post {} at {} ms",
                         r.user, r.post, r.at_ms
@@ -429,10 +416,8 @@ pub fn check(
         }
         if let Some((done, text)) = replaced_at.get(r.post.as_str()) {
             if r.at_ms > done + RECORDS_GRACE_MS && r.text != *text {
-                c.records_errors += 1;
-                example(
+                records_error(
                     &mut c,
-                    "records",
                     format!(
                         "{} received {} with its old text at {} ms",
                         r.user, r.post, r.at_ms
@@ -445,10 +430,8 @@ pub fn check(
     for id in cleared_ids.keys() {
         let text = log.posts[*id].text.as_bytes();
         if !text.is_empty() && store_values.windows(text.len()).any(|w| w == text) {
-            c.records_errors += 1;
-            example(
+            records_error(
                 &mut c,
-                "records",
                 format!("the text of cleared post {id} is still in the store"),
             );
         }

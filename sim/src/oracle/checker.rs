@@ -91,6 +91,26 @@ pub struct Op {
     pub outcome: Outcome,
 }
 
+#[cfg(test)]
+impl Op {
+    /// An archivable IM from a@ to b@ with its id for its body, sent at
+    /// time 0 through `front_end`, with no answer time.
+    pub(crate) fn for_test(id: &str, front_end: &str, outcome: Outcome) -> Op {
+        Op {
+            id: id.into(),
+            kind: RecordKind::Im,
+            from: "a@corp.example".into(),
+            to: "b@corp.example".into(),
+            body: id.into(),
+            front_end: front_end.into(),
+            archivable: true,
+            submitted_at: 0,
+            answered_at: None,
+            outcome,
+        }
+    }
+}
+
 /// A front end's critical-mode shutdown: from, and until (if it resumed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shutdown {
@@ -307,13 +327,8 @@ pub struct Counts {
     pub examples: BTreeMap<&'static str, Vec<MessageId>>,
 }
 
-const EXAMPLES: usize = 5;
-
 fn note(ex: &mut BTreeMap<&'static str, Vec<MessageId>>, what: &'static str, id: &str) {
-    let v = ex.entry(what).or_default();
-    if v.len() < EXAMPLES {
-        v.push(id.to_string());
-    }
+    super::keep_example(ex, what, id.to_string());
 }
 
 /// Whether an event reported loss on a node `op`'s record passes through,
@@ -633,24 +648,18 @@ mod tests {
     use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
 
     fn op(id: &str, outcome: Outcome, archivable: bool) -> Op {
-        Op {
-            id: id.into(),
-            kind: RecordKind::Im,
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
-            body: format!("body of {id}"),
-            front_end: "fe1".into(),
-            archivable,
-            submitted_at: 0,
-            answered_at: None,
-            // The front end's id of an accepted test op is the op's own.
-            outcome: match outcome {
-                Outcome::Accepted { at, .. } => Outcome::Accepted {
-                    at,
-                    message_id: id.into(),
-                },
-                other => other,
+        // The front end's id of an accepted test op is the op's own.
+        let outcome = match outcome {
+            Outcome::Accepted { at, .. } => Outcome::Accepted {
+                at,
+                message_id: id.into(),
             },
+            other => other,
+        };
+        Op {
+            body: format!("body of {id}"),
+            archivable,
+            ..Op::for_test(id, "fe1", outcome)
         }
     }
 

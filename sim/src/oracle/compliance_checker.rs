@@ -72,10 +72,7 @@ pub struct ComplianceCounts {
 
 impl ComplianceCounts {
     fn example(&mut self, what: &'static str, s: String) {
-        let v = self.examples.entry(what).or_default();
-        if v.len() < 5 {
-            v.push(s);
-        }
+        super::keep_example(&mut self.examples, what, s);
     }
 }
 

@@ -10,3 +10,21 @@ pub mod critical;
 pub mod events;
 pub mod holds;
 pub mod recovery;
+
+use std::collections::BTreeMap;
+
+/// How many examples of each finding a checker keeps for the report.
+const EXAMPLES: usize = 5;
+
+/// Keeps `example` among the `examples` of `what`, up to the first
+/// [`EXAMPLES`] of them.
+fn keep_example(
+    examples: &mut BTreeMap<&'static str, Vec<String>>,
+    what: &'static str,
+    example: String,
+) {
+    let v = examples.entry(what).or_default();
+    if v.len() < EXAMPLES {
+        v.push(example);
+    }
+}

@@ -135,16 +135,9 @@ mod tests {
 
     fn op(id: &str, fe: &str, submitted: Millis, answered: Millis, outcome: Outcome) -> Op {
         Op {
-            id: id.into(),
-            kind: RecordKind::Im,
-            from: "a@corp.example".into(),
-            to: "b@corp.example".into(),
-            body: id.into(),
-            front_end: fe.into(),
-            archivable: true,
             submitted_at: submitted,
             answered_at: Some(answered),
-            outcome,
+            ..Op::for_test(id, fe, outcome)
         }
     }
 

@@ -248,6 +248,14 @@ mod tests {
         );
     }
 
+    /// `compare` finds one difference, in case `case`, between the long
+    /// cut's real figures and `sim`, and it says each of `words`.
+    fn one_difference(case: &str, sim: Figures, words: &[&str]) {
+        let d = compare(case, &real(), &sim, &TOLERANCES);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(words.iter().all(|w| d[0].contains(w)), "{d:?}");
+    }
+
     #[test]
     fn each_figure_beyond_its_tolerance_is_reported() {
         // The simulator before the liveness work: recovery left to a
@@ -256,31 +264,23 @@ mod tests {
             first_delivery_secs: Some(8.6),
             ..real()
         };
-        let d = compare("long-cut", &real(), &sim, &TOLERANCES);
-        assert_eq!(d.len(), 1, "{d:?}");
-        assert!(
-            d[0].contains("first delivery") && d[0].contains("8.6"),
-            "{d:?}"
-        );
+        one_difference("long-cut", sim, &["first delivery", "8.6"]);
         // A shutdown late by more than a heartbeat period.
         let sim = Figures {
             shutdown_secs: Some(42.0),
             ..real()
         };
-        let d = compare("long-cut", &real(), &sim, &TOLERANCES);
-        assert!(d.len() == 1 && d[0].contains("critical shutdown"), "{d:?}");
+        one_difference("long-cut", sim, &["critical shutdown"]);
         let sim = Figures {
             resume_secs: Some(0.0),
             ..real()
         };
-        let d = compare("long-cut", &real(), &sim, &TOLERANCES);
-        assert!(d.len() == 1 && d[0].contains("resume"), "{d:?}");
+        one_difference("long-cut", sim, &["resume"]);
         let sim = Figures {
             duplicates_dropped: Some(261),
             ..real()
         };
-        let d = compare("one-way-cut", &real(), &sim, &TOLERANCES);
-        assert!(d.len() == 1 && d[0].contains("duplicates"), "{d:?}");
+        one_difference("one-way-cut", sim, &["duplicates"]);
     }
 
     #[test]
@@ -289,14 +289,12 @@ mod tests {
             shutdown_secs: None,
             ..real()
         };
-        let d = compare("long-cut", &real(), &sim, &TOLERANCES);
-        assert!(d.len() == 1 && d[0].contains("simulator none"), "{d:?}");
+        one_difference("long-cut", sim, &["simulator none"]);
         let sim = Figures {
             duplicates_dropped: None,
             ..real()
         };
-        let d = compare("long-cut", &real(), &sim, &TOLERANCES);
-        assert!(d.len() == 1 && d[0].contains("not measured"), "{d:?}");
+        one_difference("long-cut", sim, &["not measured"]);
         // Neither side shut down: that agrees.
         let short = Figures {
             shutdown_secs: None,

@@ -478,11 +478,8 @@ fn exact<T: Clone + std::fmt::Debug>(
     expected: Option<u64>,
     examples: Option<&Vec<T>>,
 ) {
-    if let Some(n) = expected {
-        if got != n {
-            let examples = examples.cloned().unwrap_or_default();
-            f.push(format!("{what} = {got} (expected {n}); e.g. {examples:?}"));
-        }
+    if let Some(n) = expected.filter(|&n| got != n) {
+        missed_bound(f, what, got, &n.to_string(), examples);
     }
 }
 
@@ -495,14 +492,24 @@ fn at_most<T: Clone + std::fmt::Debug>(
     max: Option<u64>,
     examples: Option<&Vec<T>>,
 ) {
-    if let Some(n) = max {
-        if got > n {
-            let examples = examples.cloned().unwrap_or_default();
-            f.push(format!(
-                "{what} = {got} (expected at most {n}); e.g. {examples:?}"
-            ));
-        }
+    if let Some(n) = max.filter(|&n| got > n) {
+        missed_bound(f, what, got, &format!("at most {n}"), examples);
     }
+}
+
+/// The sentence for a count `got` that is not what the file `expected`,
+/// with the `examples` of it the checker kept.
+fn missed_bound<T: Clone + std::fmt::Debug>(
+    f: &mut Vec<String>,
+    what: &str,
+    got: u64,
+    expected: &str,
+    examples: Option<&Vec<T>>,
+) {
+    let examples = examples.cloned().unwrap_or_default();
+    f.push(format!(
+        "{what} = {got} (expected {expected}); e.g. {examples:?}"
+    ));
 }
 
 /// A count the file bounds from below by `min`: the sentence when it falls

@@ -31,6 +31,9 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// What a range whose ends are out of order is told.
+const LOW_TO_HIGH: &str = "a range must go from low to high";
+
 pub(super) struct Ctx<'a> {
     pub(super) file: &'a str,
     pub(super) src: &'a str,
@@ -108,6 +111,28 @@ impl Ctx<'_> {
         v.as_ref().map(|v| self.dur(v, key)).transpose()
     }
 
+    /// The value `v` of a key an entry of kind `kind` needs: refused, at
+    /// the kind, with `message` when the key is left out.
+    pub(super) fn needs<T>(
+        &self,
+        v: Option<T>,
+        kind: &Spanned<String>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Result<T, ScenarioError> {
+        v.ok_or_else(|| self.err(&kind.span(), key, message))
+    }
+
+    /// [`Ctx::count`] of a key that may be left out.
+    pub(super) fn opt_count(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+    ) -> Result<Option<u64>, ScenarioError> {
+        v.as_ref().map(|v| self.count(v, key, min)).transpose()
+    }
+
     /// [`Ctx::dur_range`] of a key that may be left out.
     pub(super) fn opt_dur_range(
         &self,
@@ -127,13 +152,7 @@ impl Ctx<'_> {
             |s: &str| units::duration_ms(s).map_err(|m| self.err(&v.span(), key, m.to_string()));
         match v.get_ref().split_once("..") {
             None => parse(v.get_ref()).map(|d| (d, d)),
-            Some((lo, hi)) => {
-                let (lo, hi) = (parse(lo)?, parse(hi)?);
-                if lo > hi {
-                    return Err(self.err(&v.span(), key, "a range must go from low to high"));
-                }
-                Ok((lo, hi))
-            }
+            Some((lo, hi)) => self.low_to_high(&v.span(), key, (parse(lo)?, parse(hi)?)),
         }
     }
     /// A number or a range of numbers `"lo..hi"`.
@@ -161,8 +180,22 @@ impl Ctx<'_> {
                 }
             },
         };
-        if lo > hi || !lo.is_finite() || !hi.is_finite() {
-            return Err(self.err(&v.span(), key, "a range must go from low to high"));
+        if !lo.is_finite() || !hi.is_finite() {
+            return Err(self.err(&v.span(), key, LOW_TO_HIGH));
+        }
+        self.low_to_high(&v.span(), key, (lo, hi))
+    }
+
+    /// The range `(lo, hi)` of the value at `span`, refused unless it
+    /// goes from low to high.
+    fn low_to_high<T: PartialOrd>(
+        &self,
+        span: &Range<usize>,
+        key: &str,
+        (lo, hi): (T, T),
+    ) -> Result<(T, T), ScenarioError> {
+        if lo > hi {
+            return Err(self.err(span, key, LOW_TO_HIGH));
         }
         Ok((lo, hi))
     }

@@ -116,13 +116,12 @@ fn fault(
         ));
     }
     let node = |key: &str| -> Result<String, ScenarioError> {
-        let n = f.node.as_ref().ok_or_else(|| {
-            cx.err(
-                &f.kind.span(),
-                key,
-                format!("fault {:?} needs `node`", f.kind.get_ref()),
-            )
-        })?;
+        let n = cx.needs(
+            f.node.as_ref(),
+            &f.kind,
+            key,
+            format!("fault {:?} needs `node`", f.kind.get_ref()),
+        )?;
         if !topology.has(n.get_ref()) {
             return Err(cx.err(
                 &n.span(),
@@ -154,7 +153,7 @@ fn fault(
     };
     let kind = match f.kind.get_ref().as_str() {
         "partition" => {
-            let b = f.between.as_ref().ok_or_else(|| cx.err(&f.kind.span(), "fault.between", "a partition needs `between = [\"node\", \"node\"]`"))?;
+            let b = cx.needs(f.between.as_ref(), &f.kind, "fault.between", "a partition needs `between = [\"node\", \"node\"]`")?;
             if b.get_ref().len() != 2 || b.get_ref()[0] == b.get_ref()[1] {
                 return Err(cx.err(&b.span(), "fault.between", "needs exactly two different nodes"));
             }
@@ -169,7 +168,7 @@ fn fault(
         }
         "crash" => FaultKind::Crash { node: node("fault.node")? },
         "slow" => {
-            let d = f.delay.as_ref().ok_or_else(|| cx.err(&f.kind.span(), "fault.delay", "a slow fault needs `delay`, like \"200ms\""))?;
+            let d = cx.needs(f.delay.as_ref(), &f.kind, "fault.delay", "a slow fault needs `delay`, like \"200ms\"")?;
             let (lo, hi) = cx.dur_range(d, "fault.delay")?;
             Draw::add_range(draws, DrawTarget::FaultDelay(fi), lo as f64, hi as f64, format!("fault[{ri}].delay"));
             FaultKind::Slow { node: node("fault.node")?, delay_ms: lo }

@@ -96,13 +96,12 @@ pub(super) fn generator(
                 "a swizzle takes \"one\" or a list of nodes, not \"minority\"",
             ));
         }
-        let total = duration.ok_or_else(|| {
-            cx.err(
-                &f.kind.span(),
-                "fault.duration",
-                "a swizzle needs `duration` (the whole clog-and-unclog cycle)",
-            )
-        })?;
+        let total = cx.needs(
+            duration,
+            &f.kind,
+            "fault.duration",
+            "a swizzle needs `duration` (the whole clog-and-unclog cycle)",
+        )?;
         if total.0 < 2_000 {
             return Err(cx.err(
                 &f.kind.span(),
@@ -161,13 +160,12 @@ pub(super) fn generator(
             k.get_ref().clone()
         }
     };
-    let every = f.every.as_ref().ok_or_else(|| {
-        cx.err(
-            &f.kind.span(),
-            "fault.every",
-            "a random fault needs `every`, the mean time between faults, like \"20m\"",
-        )
-    })?;
+    let every = cx.needs(
+        f.every.as_ref(),
+        &f.kind,
+        "fault.every",
+        "a random fault needs `every`, the mean time between faults, like \"20m\"",
+    )?;
     let every_ms = cx.dur(every, "fault.every")?;
     if every_ms == 0 {
         return Err(cx.err(&every.span(), "fault.every", "must be longer than 0s"));

@@ -17,10 +17,7 @@ pub(super) fn topology(cx: &Ctx, t: &RawTopology) -> Result<Topology, ScenarioEr
             None => 16 << 30,
         },
         disk_sizes: BTreeMap::new(),
-        fsync_ms: match &t.fsync {
-            Some(s) => cx.dur(s, "topology.fsync")?,
-            None => 1,
-        },
+        fsync_ms: cx.opt_dur(&t.fsync, "topology.fsync")?.unwrap_or(1),
         group_commit: t.group_commit.as_ref().is_some_and(|g| *g.get_ref()),
         channels: node_names("ch", cx.count(&t.channels, "topology.channels", 0)?),
         lookups: node_names("lookup", cx.count(&t.lookups, "topology.lookups", 0)?),

@@ -17,13 +17,12 @@ fn hostile_workload(
     w: &RawWorkload,
     duration_ms: u64,
 ) -> Result<HostileWorkload, ScenarioError> {
-    let names = w.attacks.as_ref().ok_or_else(|| {
-        cx.err(
-            &w.kind.span(),
-            "workload.attacks",
-            "a hostile workload needs `attacks`, like [\"oversize\", \"flood\"]",
-        )
-    })?;
+    let names = cx.needs(
+        w.attacks.as_ref(),
+        &w.kind,
+        "workload.attacks",
+        "a hostile workload needs `attacks`, like [\"oversize\", \"flood\"]",
+    )?;
     let mut attacks = Vec::new();
     for name in names.get_ref() {
         match ATTACKS.iter().find(|(n, _)| n == name) {
@@ -163,14 +162,8 @@ fn chat_workload(
             "must be a positive number of posts per simulated second, at most 1000",
         ));
     }
-    let rooms = match &w.rooms {
-        Some(r) => cx.count(r, "workload.rooms", 1)?,
-        None => 1,
-    };
-    let walled = match &w.walled {
-        Some(r) => cx.count(r, "workload.walled", 0)?,
-        None => 0,
-    };
+    let rooms = cx.opt_count(&w.rooms, "workload.rooms", 1)?.unwrap_or(1);
+    let walled = cx.opt_count(&w.walled, "workload.walled", 0)?.unwrap_or(0);
     if walled + 2 > users as u64 {
         return Err(cx.err(
             &w.walled.as_ref().expect("walled given").span(),
@@ -178,18 +171,9 @@ fn chat_workload(
             "at least two users must remain outside the wall",
         ));
     }
-    let size = match &w.size {
-        Some(s) => cx.count(s, "workload.size", 1)? as usize,
-        None => 100,
-    };
-    let start_ms = match &w.start {
-        Some(s) => cx.dur(s, "workload.start")?,
-        None => 0,
-    };
-    let stop_ms = match &w.stop {
-        Some(s) => cx.dur(s, "workload.stop")?,
-        None => duration_ms,
-    };
+    let size = cx.opt_count(&w.size, "workload.size", 1)?.unwrap_or(100) as usize;
+    let start_ms = cx.opt_dur(&w.start, "workload.start")?.unwrap_or(0);
+    let stop_ms = cx.opt_dur(&w.stop, "workload.stop")?.unwrap_or(duration_ms);
     if stop_ms <= start_ms || stop_ms > duration_ms {
         return Err(cx.err(
             &w.stop.as_ref().map(|s| s.span()).unwrap_or(w.kind.span()),
@@ -197,10 +181,7 @@ fn chat_workload(
             "must be after start and within the run's duration",
         ));
     }
-    let sync_ms = match &w.sync {
-        Some(s) => cx.dur(s, "workload.sync")?,
-        None => 10_000,
-    };
+    let sync_ms = cx.opt_dur(&w.sync, "workload.sync")?.unwrap_or(10_000);
     if sync_ms == 0 {
         return Err(cx.err(
             &w.sync.as_ref().expect("sync given").span(),
@@ -417,10 +398,7 @@ fn im_workload(
             "at most 10000 messages per second",
         ));
     }
-    let size = match &w.size {
-        Some(s) => cx.count(s, "workload.size", 1)? as usize,
-        None => 200,
-    };
+    let size = cx.opt_count(&w.size, "workload.size", 1)?.unwrap_or(200) as usize;
     if size > 1 << 20 {
         return Err(cx.err(
             &w.size.as_ref().expect("some").span(),

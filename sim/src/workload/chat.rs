@@ -172,6 +172,11 @@ impl ChatClient {
         }
     }
 
+    /// Sends `msg` to the Channel server on node `channel`.
+    fn to_channel(&self, net: &Arc<Network>, channel: impl Into<String>, msg: ChatMsg) {
+        self.send(net, Addr::new(channel, ActorKind::Channel), Msg::Chat(msg));
+    }
+
     fn join_all(&self, net: &Arc<Network>, channel: &str, state: &BTreeMap<String, RoomState>) {
         if let Some(c) = self
             .creates
@@ -179,12 +184,12 @@ impl ChatClient {
             .filter(|c| c.done.len() < self.rooms.len())
         {
             // A session first: a room is created by a user.
-            self.send(
+            self.to_channel(
                 net,
-                Addr::new(channel.to_string(), ActorKind::Channel),
-                Msg::Chat(ChatMsg::ChatHello {
+                channel,
+                ChatMsg::ChatHello {
                     user: self.user.clone(),
-                }),
+                },
             );
             for (i, room) in self.rooms.iter().enumerate() {
                 if c.done.contains(room) {
@@ -200,14 +205,14 @@ impl ChatClient {
                     },
                     ..Default::default()
                 };
-                self.send(
+                self.to_channel(
                     net,
-                    Addr::new(channel.to_string(), ActorKind::Channel),
-                    Msg::Chat(ChatMsg::RoomSave {
+                    channel,
+                    ChatMsg::RoomSave {
                         room: room.clone(),
                         info: Box::new(info),
                         create: true,
-                    }),
+                    },
                 );
             }
         }
@@ -223,14 +228,14 @@ impl ChatClient {
             } else {
                 s.highest_seen
             };
-            self.send(
+            self.to_channel(
                 net,
-                Addr::new(channel.to_string(), ActorKind::Channel),
-                Msg::Chat(ChatMsg::ChatJoin {
+                channel,
+                ChatMsg::ChatJoin {
                     user: self.user.clone(),
                     room: room.clone(),
                     after,
-                }),
+                },
             );
         }
     }
@@ -365,7 +370,7 @@ impl ChatClient {
                                         s.joined = false;
                                         s.away = true;
                                         lock(&self.log).leaves += 1;
-                                        self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::Chat(ChatMsg::ChatLeave { room }));
+                                        self.to_channel(&net, ch.clone(), ChatMsg::ChatLeave { room });
                                     }
                                 }
                                 self.join_all(&net, &ch, &state);
@@ -378,7 +383,7 @@ impl ChatClient {
                                     .collect();
                                 for (post, room, text) in again {
                                     lock(&self.log).post_retries += 1;
-                                    self.send(&net, Addr::new(ch.clone(), ActorKind::Channel), Msg::Chat(ChatMsg::ChatPost { post, room, text }));
+                                    self.to_channel(&net, ch.clone(), ChatMsg::ChatPost { post, room, text });
                                 }
                             }
                         }
@@ -391,7 +396,7 @@ impl ChatClient {
                                 if !joined.is_empty() && self.wl.files {
                                     // A file: ask for an upload token first.
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
-                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::Chat(ChatMsg::FileTokenRequest { room, download: None }));
+                                    self.to_channel(&net, ch, ChatMsg::FileTokenRequest { room, download: None });
                                 } else if !joined.is_empty() {
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
                                     n += 1;
@@ -412,7 +417,7 @@ impl ChatClient {
                                     if self.wl.retry_posts {
                                         self.unanswered.insert(id.clone(), (room.clone(), text.clone()));
                                     }
-                                    self.send(&net, Addr::new(ch, ActorKind::Channel), Msg::Chat(ChatMsg::ChatPost { post: id, room, text }));
+                                    self.to_channel(&net, ch, ChatMsg::ChatPost { post: id, room, text });
                                 }
                             }
                         }
@@ -528,13 +533,13 @@ impl ChatClient {
                             .and_then(|t| t.split(' ').next()),
                         channel.clone(),
                     ) {
-                        self.send(
+                        self.to_channel(
                             net,
-                            Addr::new(ch, ActorKind::Channel),
-                            Msg::Chat(ChatMsg::FileTokenRequest {
+                            ch,
+                            ChatMsg::FileTokenRequest {
                                 room: room.clone(),
                                 download: Some(file.to_string()),
-                            }),
+                            },
                         );
                     }
                 }
@@ -549,11 +554,7 @@ impl ChatClient {
                     s.last_sync = Some(Instant::now());
                     let after = s.delivered_upto;
                     if let Some(ch) = channel.clone() {
-                        self.send(
-                            net,
-                            Addr::new(ch, ActorKind::Channel),
-                            Msg::Chat(ChatMsg::ChatSync { room, after }),
-                        );
+                        self.to_channel(net, ch, ChatMsg::ChatSync { room, after });
                     }
                 }
             }
@@ -602,14 +603,14 @@ impl ChatClient {
                 // Announce it in the room; members download what they see.
                 if let Some(ch) = channel.clone() {
                     let text = format!("file {file} {name}");
-                    self.send(
+                    self.to_channel(
                         net,
-                        Addr::new(ch, ActorKind::Channel),
-                        Msg::Chat(ChatMsg::ChatPost {
+                        ch,
+                        ChatMsg::ChatPost {
                             post: format!("post-{file}"),
                             room: room.clone(),
                             text: text.clone(),
-                        }),
+                        },
                     );
                     let sent_ms = self.now_ms();
                     lock(&self.log).posts.insert(
@@ -666,14 +667,14 @@ impl ChatClient {
                 // Created: join it now rather than at the next keep-alive.
                 if let Some(ch) = channel.clone() {
                     let after = state.get(&room).map_or(0, |s| s.delivered_upto);
-                    self.send(
+                    self.to_channel(
                         net,
-                        Addr::new(ch, ActorKind::Channel),
-                        Msg::Chat(ChatMsg::ChatJoin {
+                        ch,
+                        ChatMsg::ChatJoin {
                             user: self.user.clone(),
                             room,
                             after,
-                        }),
+                        },
                     );
                 }
             }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
 
@@ -16,6 +16,11 @@ pub fn repo_root() -> PathBuf {
 pub fn library_source(file: &str) -> String {
     let path = repo_root().join("scenarios").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The scenario in the file at `path`; its error, if any, is the panic.
+pub fn load_scenario(path: &Path) -> holdfast_sim::scenario::Scenario {
+    holdfast_sim::scenario::load(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The simulator's command-line binary, ready for its arguments.
@@ -65,13 +70,13 @@ pub fn run_judged(
 pub fn run_each_on_every_core(
     scenarios: &[holdfast_sim::scenario::Scenario],
 ) -> Vec<holdfast_sim::sweep::Outcome> {
-    let jobs: Vec<(usize, u64)> = scenarios
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.seed))
-        .collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    holdfast_sim::sweep::run_all(scenarios, &jobs, workers, false)
+    use holdfast_sim::sweep;
+    sweep::run_all(
+        scenarios,
+        &sweep::own_seeds(scenarios),
+        sweep::every_core(),
+        false,
+    )
 }
 
 /// `src`, parsed under the file name `name`, run with `seed`, keeping
