@@ -2222,7 +2222,9 @@ mod tests {
             users(&["b@corp.example", "z@corp.example"]),
         );
         assert_eq!(ids(found), ["m000", "m001", "m002", "late"]);
-        let many: Vec<crate::core::ids::UserId> = (0..=SEARCH_USERS_MAX).map(|i| format!("u{i}@x").into()).collect();
+        let many: Vec<crate::core::ids::UserId> = (0..=SEARCH_USERS_MAX)
+            .map(|i| format!("u{i}@x").into())
+            .collect();
         let refused = search(
             &mut h,
             auditor(),

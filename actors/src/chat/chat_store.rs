@@ -1644,7 +1644,13 @@ impl Actor for ChatStore {
                 let Some((seq, original)) =
                     found.filter(|(seq, p)| !self.cleared(&p.room, *seq, p))
                 else {
-                    return refuse_room(from, token, RoomId::default(), ChatReject::NoSuchPost, ctx);
+                    return refuse_room(
+                        from,
+                        token,
+                        RoomId::default(),
+                        ChatReject::NoSuchPost,
+                        ctx,
+                    );
                 };
                 let post = Post {
                     text: text.clone(),
@@ -1749,7 +1755,8 @@ pub fn room_changes(before: Option<&Room>, after: &Room) -> BTreeMap<String, Str
     let mut d = BTreeMap::new();
     let Some(before) = before else {
         d.insert("created".into(), "true".into());
-        let list = |s: &BTreeSet<UserId>| s.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(",");
+        let list =
+            |s: &BTreeSet<UserId>| s.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(",");
         if !after.members.is_empty() {
             d.insert("members_added".into(), list(&after.members));
         }

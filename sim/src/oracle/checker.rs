@@ -312,7 +312,7 @@ const EXAMPLES: usize = 5;
 fn note(ex: &mut BTreeMap<&'static str, Vec<MessageId>>, what: &'static str, id: &str) {
     let v = ex.entry(what).or_default();
     if v.len() < EXAMPLES {
-        v.push(id.to_string());
+        v.push(id.into());
     }
 }
 
@@ -657,14 +657,14 @@ mod tests {
     fn at(at: Millis) -> Outcome {
         Outcome::Accepted {
             at,
-            message_id: String::new(),
+            message_id: MessageId::default(),
         }
     }
 
     fn ok() -> Outcome {
         Outcome::Accepted {
             at: 10,
-            message_id: String::new(),
+            message_id: MessageId::default(),
         }
     }
 
@@ -675,8 +675,8 @@ mod tests {
                 kind: RecordKind::Im,
                 id: o.id.clone(),
                 client_id: o.id.clone(),
-                from: o.from.clone(),
-                to: o.to.clone(),
+                from: o.from.as_str().into(),
+                to: o.to.as_str().into(),
                 // The time the front end stamped, as a faithful archive
                 // keeps it.
                 time: match o.outcome {
@@ -734,8 +734,8 @@ mod tests {
         let c = check(&Observed {
             ops,
             rows,
-            queued: ["pend".to_string()].into(),
-            expired: ["lost2".to_string(), "pend".to_string()].into(),
+            queued: ["pend".into()].into(),
+            expired: ["lost2".into(), "pend".into()].into(),
             ..Default::default()
         });
         assert_eq!(c.lost, 3);
