@@ -59,10 +59,10 @@ pub fn cluster() -> Arc<Cluster> {
         },
     );
     let mut users = BTreeMap::new();
-    users.insert("a@corp.example".to_string(), "fe1".to_string());
-    users.insert("c@corp.example".to_string(), "fe1".to_string());
-    users.insert("d@corp.example".to_string(), "fe1".to_string());
-    users.insert("b@corp.example".to_string(), "fe2".to_string());
+    users.insert("a@corp.example".into(), "fe1".to_string());
+    users.insert("c@corp.example".into(), "fe1".to_string());
+    users.insert("d@corp.example".into(), "fe1".to_string());
+    users.insert("b@corp.example".into(), "fe2".to_string());
     let mut policy = Policy {
         global: ArchiveSwitch::ALL,
         ..Default::default()

@@ -1141,7 +1141,7 @@ mod socket_tests {
             id: 0,
             msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                 im: Im {
-                    id: format!("m{i}"),
+                    id: format!("m{i}").into(),
                     from: "alice@corp.example".into(),
                     to: "bob@corp.example".into(),
                     body: String::new(),

@@ -175,10 +175,10 @@ impl ArchivedMessage {
             rowid: self.rowid,
             record: ArchiveRecord {
                 kind,
-                id: self.id,
-                client_id: self.client_id,
-                from: self.from,
-                to: self.to,
+                id: self.id.into(),
+                client_id: self.client_id.into(),
+                from: self.from.into(),
+                to: self.to.into(),
                 time: self.time,
                 body: self.body,
                 external: self.external,
@@ -219,13 +219,13 @@ impl Query {
     /// The archive query of a client's search.
     pub fn of_search(s: &Search) -> Query {
         Query {
-            users: s.users.clone(),
-            id: s.id.clone(),
+            users: s.users.iter().map(|u| u.to_string()).collect(),
+            id: s.id.as_ref().map(|id| id.to_string()),
             since: s.since,
             until: s.until,
             text: s.text.clone(),
             limit: Some(s.limit as usize),
-            after: s.after.as_ref().map(|a| (a.time, a.id.clone())),
+            after: s.after.as_ref().map(|a| (a.time, a.id.to_string())),
         }
     }
 }
@@ -1882,7 +1882,7 @@ mod tests {
             })
             .unwrap()
             .into_rows();
-        let users: Vec<Vec<String>> = got
+        let users: Vec<Vec<holdfast_actors::core::ids::UserId>> = got
             .iter()
             .map(
                 |(_, v)| match keys::decode::<ArchiveRead>(v).unwrap().what {
@@ -1894,7 +1894,13 @@ mod tests {
                 },
             )
             .collect();
-        assert_eq!(users, [vec!["a@x".to_string()], vec![]]);
+        assert_eq!(
+            users,
+            [
+                vec![holdfast_actors::core::ids::UserId::from("a@x")],
+                vec![]
+            ]
+        );
     }
 
     #[test]

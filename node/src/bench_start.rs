@@ -18,6 +18,7 @@ use crate::cluster_up::{free_port, last_lines, spawn_node};
 use crate::config::Config;
 use holdfast_actors::chat::chat_store::{prefixed, CHAT_FOLLOWS, CHAT_ROOM};
 use holdfast_actors::core::actor::StoreOp;
+use holdfast_actors::core::ids::UserId;
 use holdfast_actors::core::protocol::chat::{Privacy, Room};
 use holdfast_actors::core::store_keys as keys;
 use rand::rngs::SmallRng;
@@ -537,7 +538,7 @@ fn fill_chat(file: &Path, posts: u64) -> Result<(), String> {
     let room_name = |r: u64| format!("room-{r:03}");
     let mut ops = Vec::new();
     for r in 0..ROOMS {
-        let members: BTreeSet<String> = (0..30).map(|_| user(&mut rng)).collect();
+        let members: BTreeSet<UserId> = (0..30).map(|_| user(&mut rng).into()).collect();
         let room = Room {
             managers: members.iter().take(1).cloned().collect(),
             members,

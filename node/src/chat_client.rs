@@ -6,7 +6,7 @@ use crate::client::{client_identity, connection_name};
 use crate::config::Config;
 use crate::reach::{answer_from, CannotReach};
 use holdfast_actors::core::identity::Role;
-use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::ids::{ActorKind, Addr, UserId};
 use holdfast_actors::core::protocol::chat::ChatMsg;
 use holdfast_actors::core::protocol::chat::{
     ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary,
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 pub struct ChatClient {
     me: String,
-    user: String,
+    user: UserId,
     net: Arc<Network>,
     rx: mpsc::UnboundedReceiver<Envelope>,
     channel: String,
@@ -115,7 +115,7 @@ impl ChatClient {
         let mut c = ChatClient {
             web: config.pool.web.first().cloned(),
             me,
-            user: user.to_string(),
+            user: user.into(),
             net,
             rx,
             channel: String::new(),
@@ -260,7 +260,7 @@ impl ChatClient {
     ) -> Result<(Vec<(u64, Post)>, u64), ChatError> {
         self.to_channel(Msg::Chat(ChatMsg::ChatJoin {
             user: self.user.clone(),
-            room: room.to_string(),
+            room: room.into(),
             after,
         }))?;
         let mut posts = Vec::new();
@@ -293,14 +293,14 @@ impl ChatClient {
     #[allow(clippy::type_complexity)]
     pub async fn bulk_join(
         &mut self,
-        rooms: &[String],
-    ) -> Result<std::collections::BTreeMap<String, (Vec<(u64, Post)>, u64)>, ChatError> {
+        rooms: &[RoomId],
+    ) -> Result<std::collections::BTreeMap<RoomId, (Vec<(u64, Post)>, u64)>, ChatError> {
         use std::collections::BTreeMap;
         self.to_channel(Msg::Chat(ChatMsg::ChatBulkJoin {
             user: self.user.clone(),
             rooms: rooms.iter().map(|r| (r.clone(), 0)).collect(),
         }))?;
-        let mut posts: BTreeMap<String, Vec<(u64, Post)>> = BTreeMap::new();
+        let mut posts: BTreeMap<RoomId, Vec<(u64, Post)>> = BTreeMap::new();
         let mut done = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let channel = self.channel.clone();
@@ -336,8 +336,8 @@ impl ChatClient {
     pub async fn post(&mut self, room: &str, text: &str) -> Result<u64, ChatError> {
         let id = crate::client::new_id(&self.user);
         self.to_channel(Msg::Chat(ChatMsg::ChatPost {
-            post: id.clone(),
-            room: room.to_string(),
+            post: id.as_str().into(),
+            room: room.into(),
             text: text.to_string(),
         }))?;
         let what = format!("post {id} (it may or may not be stored)");
@@ -359,7 +359,7 @@ impl ChatClient {
         download: Option<String>,
     ) -> Result<Vec<u8>, ChatError> {
         self.to_channel(Msg::Chat(ChatMsg::FileTokenRequest {
-            room: room.to_string(),
+            room: room.into(),
             download,
         }))?;
         match self
@@ -499,7 +499,7 @@ impl ChatClient {
         create: bool,
     ) -> Result<u64, ChatError> {
         let msg = Msg::Chat(ChatMsg::RoomSave {
-            room: room.to_string(),
+            room: room.into(),
             info: Box::new(info),
             create,
         });
@@ -508,9 +508,7 @@ impl ChatClient {
 
     /// A room's description (members only for its members).
     pub async fn room(&mut self, room: &str) -> Result<Room, ChatError> {
-        let msg = Msg::Chat(ChatMsg::RoomGet {
-            room: room.to_string(),
-        });
+        let msg = Msg::Chat(ChatMsg::RoomGet { room: room.into() });
         self.ask(msg, room, |m| match m {
             Msg::Chat(ChatMsg::RoomInfo { room: r, info }) if r == room => Some((**info).clone()),
             _ => None,
@@ -530,7 +528,7 @@ impl ChatClient {
 
     pub async fn follow(&mut self, room: &str, follow: bool) -> Result<(), ChatError> {
         let msg = Msg::Chat(ChatMsg::ChatFollow {
-            room: room.to_string(),
+            room: room.into(),
             follow,
         });
         self.request(
@@ -543,10 +541,8 @@ impl ChatClient {
     }
 
     /// Who is in the room now, across the pool.
-    pub async fn who(&mut self, room: &str) -> Result<Vec<String>, ChatError> {
-        let msg = Msg::Chat(ChatMsg::ChatWho {
-            room: room.to_string(),
-        });
+    pub async fn who(&mut self, room: &str) -> Result<Vec<UserId>, ChatError> {
+        let msg = Msg::Chat(ChatMsg::ChatWho { room: room.into() });
         self.ask(msg, room, |m| match m {
             Msg::Chat(ChatMsg::ChatParticipants { room: r, users }) if r == room => {
                 Some(users.clone())
@@ -560,7 +556,7 @@ impl ChatClient {
     /// directory version.
     pub async fn disable_room(&mut self, room: &str, disabled: bool) -> Result<u64, ChatError> {
         let msg = Msg::Chat(ChatMsg::RoomDisable {
-            room: room.to_string(),
+            room: room.into(),
             disabled,
         });
         self.room_saved(msg, room).await
@@ -570,7 +566,7 @@ impl ChatClient {
     /// operator; returns the last number the clear covers.
     pub async fn clear_room(&mut self, room: &str, before: Option<u64>) -> Result<u64, ChatError> {
         let msg = Msg::Chat(ChatMsg::RoomClear {
-            room: room.to_string(),
+            room: room.into(),
             before,
         });
         self.ask(msg, room, |m| match m {
@@ -585,9 +581,9 @@ impl ChatClient {
         &mut self,
         post: &str,
         text: &str,
-    ) -> Result<(String, u64), ChatError> {
+    ) -> Result<(RoomId, u64), ChatError> {
         self.to_channel(Msg::Chat(ChatMsg::PostReplace {
-            post: post.to_string(),
+            post: post.into(),
             text: text.to_string(),
         }))?;
         match self
@@ -604,7 +600,7 @@ impl ChatClient {
     /// posts).
     pub fn sync(&self, room: &str, after: u64) -> Result<(), ChatError> {
         self.to_channel(Msg::Chat(ChatMsg::ChatSync {
-            room: room.to_string(),
+            room: room.into(),
             after,
         }))
     }

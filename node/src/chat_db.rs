@@ -519,7 +519,7 @@ impl ChatDb {
         let mut by_user: std::collections::BTreeMap<String, BTreeSet<RoomId>> = Default::default();
         for f in follows {
             let (user, room) = f.map_err(fail)?;
-            by_user.entry(user).or_default().insert(room);
+            by_user.entry(user).or_default().insert(room.into());
         }
         for (user, rooms) in by_user {
             out.insert(prefixed(CHAT_FOLLOWS, &user), keys::encode(&rooms));
@@ -621,8 +621,8 @@ mod tests {
             );
         }
         let room = Room {
-            members: ["bob@corp.example".to_string()].into(),
-            managers: ["ann@corp.example".to_string()].into(),
+            members: ["bob@corp.example".into()].into(),
+            managers: ["ann@corp.example".into()].into(),
             privacy: Privacy::Secret,
             category: "corp".into(),
             ..Default::default()
@@ -756,7 +756,7 @@ mod tests {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
         let me = Addr::new("chatdb", ActorKind::ChatStore);
         let mut rooms = BTreeMap::new();
-        rooms.insert("r".to_string(), Room::default());
+        rooms.insert("r".into(), Room::default());
         let mut core = ChatStore::new("chatdb", rooms);
         core.on_start(db.recovered().unwrap(), &mut Ctx::new(0, &me, &mut rng));
         for (t, id) in ["p1", "p2", "p3"].iter().enumerate() {

@@ -12,7 +12,7 @@ use crate::reach::{answer_from, CannotReach};
 use crate::tls::{Credential, TlsLink};
 use hdrhistogram::Histogram;
 use holdfast_actors::core::identity::{check_user_name, Principal, Role};
-use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::ids::{ActorKind, Addr, MessageId, UserId};
 use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg, RejectReason};
 use holdfast_host::transport::{Link, Network, PlainLink, CLIENT_OUTBOUND_CAPACITY};
 use rand::{Rng, SeedableRng};
@@ -28,12 +28,12 @@ use tokio::sync::oneshot;
 pub enum Outcome {
     /// The front end took responsibility: if archivable, it will be
     /// archived, under `message_id` (the cluster-wide id it assigned).
-    Accepted { at: u64, message_id: String },
+    Accepted { at: u64, message_id: MessageId },
     /// Critical mode is off and the front end's queue store failed: the
     /// IM was delivered but it is **not** archived.
     DeliveredNotArchived {
         at: u64,
-        message_id: String,
+        message_id: MessageId,
         reason: String,
     },
     /// Explicitly refused: it will not be archived.
@@ -45,7 +45,7 @@ pub enum Outcome {
     Unknown,
 }
 
-type Waiting = Arc<Mutex<BTreeMap<String, oneshot::Sender<Outcome>>>>;
+type Waiting = Arc<Mutex<BTreeMap<MessageId, oneshot::Sender<Outcome>>>>;
 
 /// IM clients of the config's users: one connection identity per sender,
 /// made when that sender first sends (each proves its own principal, so one
@@ -327,9 +327,9 @@ pub struct LoadReport {
 /// One submitted IM and its outcome (for `--outcomes` and tests).
 #[derive(Clone, Debug, Serialize)]
 pub struct Sent {
-    pub id: String,
-    pub from: String,
-    pub to: String,
+    pub id: MessageId,
+    pub from: UserId,
+    pub to: UserId,
     /// When it was sent, ms since the UNIX epoch.
     pub sent_at: u64,
     /// Microseconds from sending to the answer (or the timeout).
@@ -375,7 +375,7 @@ pub async fn load_showing(
     body_size: usize,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<(LoadReport, Vec<Sent>), String> {
-    let users: Vec<String> = client.config.cluster.users.keys().cloned().collect();
+    let users: Vec<UserId> = client.config.cluster.users.keys().cloned().collect();
     if users.len() < 2 {
         return Err("the config homes fewer than two users".into());
     }
@@ -403,7 +403,7 @@ pub async fn load_showing(
             if b >= a {
                 b += 1;
             }
-            let id = format!("{run}-{n}");
+            let id = MessageId::from(format!("{run}-{n}"));
             let mut body = format!("{id}: ");
             while body.len() < body_size {
                 body.push_str("lorem ipsum ");

@@ -11,7 +11,7 @@ use holdfast_actors::chat::chat_store::valid_room_name;
 use holdfast_actors::chat::pool::{Category, ChatPool};
 use holdfast_actors::compliance::export::ExportFormat;
 use holdfast_actors::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
-use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::ids::{ActorKind, RoomId, UserId};
 use holdfast_actors::core::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::core::protocol::chat::{Privacy as RoomPrivacy, Room};
 use holdfast_actors::core::settings::Settings;
@@ -96,7 +96,7 @@ struct ArchivingSection {
     #[serde(default)]
     sites: BTreeMap<String, ArchiveSwitch>,
     #[serde(default)]
-    users: BTreeMap<String, ArchiveSwitch>,
+    users: BTreeMap<UserId, ArchiveSwitch>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -487,14 +487,15 @@ fn user_set(
     list: &[String],
     key: String,
     invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<BTreeSet<String>, ConfigError> {
+) -> Result<BTreeSet<UserId>, ConfigError> {
     let mut set = BTreeSet::new();
     for u in list {
         if u == "*" {
-            set.insert(u.clone());
+            set.insert(UserId::from(u));
             continue;
         }
-        set.extend(expand_users(u).map_err(|m| invalid(key.clone(), m))?);
+        let users = expand_users(u).map_err(|m| invalid(key.clone(), m))?;
+        set.extend(users.into_iter().map(UserId::from));
     }
     Ok(set)
 }
@@ -594,7 +595,7 @@ fn chat_pool(
             version: 0,
             disabled: false,
         };
-        if out.insert(r.name.clone(), room).is_some() {
+        if out.insert(RoomId::from(&r.name), room).is_some() {
             return Err(invalid(key("name"), format!("{:?} is used twice", r.name)));
         }
     }
@@ -745,7 +746,7 @@ fn archiving_cluster(
                 },
             );
             for u in &n.users {
-                if let Some(other) = users.insert(u.clone(), n.name.clone()) {
+                if let Some(other) = users.insert(UserId::from(u), n.name.clone()) {
                     return Err(invalid(
                         key("users"),
                         format!("{u} is homed on {other} already"),

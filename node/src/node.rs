@@ -33,6 +33,7 @@ use crate::config::{Config, LinkMode, NodeConfig};
 use crate::file_disk::private_umask;
 use crate::path_error::PathError;
 use crate::tls::{TlsError, TlsLink};
+use holdfast_actors::core::ids::MessageId;
 use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg, RejectReason};
 use holdfast_actors::core::settings::Sabotage;
 use holdfast_actors::roster::Roster;
@@ -103,7 +104,7 @@ pub fn node_link(config: &Config, node: &str) -> Result<Arc<dyn Link>, TlsError>
 }
 
 /// Client-originated requests a stopping front end turns away.
-fn client_request(env: &Envelope) -> Option<String> {
+fn client_request(env: &Envelope) -> Option<MessageId> {
     match &env.msg {
         Msg::Archiving(ArchivingMsg::SubmitIm { im }) => Some(im.id.clone()),
         Msg::Archiving(ArchivingMsg::ReportCall { report }) => Some(report.id.clone()),

@@ -35,7 +35,7 @@ fn archiver_down_stops_messaging_within_the_bound_and_it_resumes_after() {
     let accepted = RefCell::new(BTreeSet::new());
     let send = |n: u64| -> Outcome {
         let im = Im {
-            id: client::new_id(&format!("crit{n}")),
+            id: client::new_id(&format!("crit{n}")).into(),
             from: "alice@corp.example".into(),
             to: "bob@corp.example".into(),
             body: format!("message {n}"),
@@ -109,11 +109,11 @@ fn archiver_down_stops_messaging_within_the_bound_and_it_resumes_after() {
     // Everything accepted — before the shutdown too — reaches the archive.
     let accepted = accepted.borrow().clone();
     let archive = c.wait_archive(Duration::from_secs(30), |a| {
-        accepted.iter().all(|id| a.contains_key(id))
+        accepted.iter().all(|id| a.contains_key(id.as_str()))
     });
     let lost: Vec<_> = accepted
         .iter()
-        .filter(|id| !archive.contains_key(*id))
+        .filter(|id| !archive.contains_key(id.as_str()))
         .collect();
     assert!(
         lost.is_empty(),

@@ -599,7 +599,7 @@ fn forged_sender_is_refused() {
                 id: i as u64,
                 msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                     im: Im {
-                        id: format!("forged-{i}"),
+                        id: format!("forged-{i}").into(),
                         from: from.into(),
                         to: "user30@corp.example".into(),
                         body: format!("sent as {from} by alice"),

@@ -229,7 +229,7 @@ fn random_query(rng: &mut SmallRng) -> Query {
         // key (the rows are in batch order, one time per batch).
         4 => {
             let n = rng.gen_range(0..=3);
-            let users = (0..n).map(|_| pick(rng, &USERS).to_string()).collect();
+            let users = (0..n).map(|_| (*pick(rng, &USERS)).into()).collect();
             let since = rng.gen_bool(0.5).then(|| rng.gen_range(0..80));
             let until = rng.gen_bool(0.5).then(|| rng.gen_range(40..130));
             let text = rng
@@ -237,7 +237,7 @@ fn random_query(rng: &mut SmallRng) -> Query {
                 .then(|| format!("BODY {}", rng.gen_range(0..12)));
             let after = rng.gen_bool(0.3).then(|| SearchAfter {
                 time: rng.gen_range(0..120),
-                id: random_id(rng),
+                id: random_id(rng).into(),
             });
             Query::Search {
                 prefix: DB_ROW.to_vec(),
@@ -308,8 +308,8 @@ fn the_archive_engines_answer_like_the_map_reference() {
         let ops: Vec<StoreOp> = (0..rng.gen_range(1..=5))
             .map(|_| match rng.gen_range(0..4) {
                 0 => put(ArchiveRecord {
-                    from: pick(&mut rng, &USERS).to_string(),
-                    to: pick(&mut rng, &USERS).to_string(),
+                    from: (*pick(&mut rng, &USERS)).into(),
+                    to: (*pick(&mut rng, &USERS)).into(),
                     ..rec(&random_id(&mut rng), &format!("body {batch}"), batch)
                 }),
                 1 => StoreOp::Put {

@@ -462,14 +462,14 @@ async fn load(client: Arc<Client>, log: Arc<Mutex<Vec<Sent>>>, stop: Arc<Mutex<b
             ("bob@corp.example", "alice@corp.example")
         };
         let im = Im {
-            id: holdfast::client::new_id("part"),
+            id: holdfast::client::new_id("part").into(),
             from: from.into(),
             to: to.into(),
             body: format!("partition test message {n}"),
         };
         let (c, log) = (client.clone(), log.clone());
         tasks.push(tokio::spawn(async move {
-            let id = im.id.clone();
+            let id = im.id.to_string();
             let sent = Instant::now();
             let outcome = c
                 .send_im(im, Duration::from_secs(5))

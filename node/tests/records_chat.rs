@@ -293,7 +293,7 @@ fn old_posts(c: &TestCluster, room: &str, texts: &[&str], days: u64) {
     for (i, text) in texts.iter().enumerate() {
         let seq = i as u64 + 1;
         let post = Post {
-            id: format!("{room}-old-{seq}"),
+            id: format!("{room}-old-{seq}").into(),
             room: room.into(),
             author: "alice@corp.example".into(),
             text: text.to_string(),

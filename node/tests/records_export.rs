@@ -38,7 +38,7 @@ fn old_row(
         ArchiveRecord {
             kind,
             id: id.into(),
-            client_id: format!("c-{id}"),
+            client_id: format!("c-{id}").into(),
             from: from.into(),
             to: to.into(),
             time,

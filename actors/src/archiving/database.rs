@@ -945,7 +945,8 @@ impl Actor for Database {
                 // that the archiver parks it and sends the rest again.
                 let refused: Option<MessageId> = key
                     .strip_prefix(DB_ROW)
-                    .and_then(|id| String::from_utf8(id.to_vec()).ok());
+                    .and_then(|id| String::from_utf8(id.to_vec()).ok())
+                    .map(MessageId::from);
                 let error = match refused {
                     Some(id) => {
                         ctx.event(
@@ -1018,7 +1019,7 @@ mod tests {
         )
     }
 
-    fn stored_ids(h: &Harness<Database>) -> Vec<String> {
+    fn stored_ids(h: &Harness<Database>) -> Vec<MessageId> {
         keys::db_rows(&h.store)
             .into_iter()
             .map(|r| r.unwrap().record.id)
@@ -1729,7 +1730,7 @@ mod tests {
     fn hold(name: &str, users: &[&str]) -> LegalHold {
         LegalHold {
             name: name.into(),
-            users: users.iter().map(|u| u.to_string()).collect(),
+            users: users.iter().map(|u| (*u).into()).collect(),
             reason: "litigation 2026-17".into(),
             ..LegalHold::default()
         }
@@ -1917,7 +1918,7 @@ mod tests {
         );
         ExportRecord {
             manifest_sha256: sha,
-            users: users.iter().map(|u| u.to_string()).collect(),
+            users: users.iter().map(|u| (*u).into()).collect(),
             since,
             until,
             as_of,
@@ -2139,7 +2140,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let users = |u: &[&str]| Search {
-            users: u.iter().map(|u| u.to_string()).collect(),
+            users: u.iter().map(|u| (*u).into()).collect(),
             ..all(10)
         };
         let found = search(&mut h, auditor(), users(&["z@corp.example", "nobody@x"]));
@@ -2150,7 +2151,9 @@ mod tests {
             users(&["b@corp.example", "z@corp.example"]),
         );
         assert_eq!(ids(found), ["m000", "m001", "m002", "late"]);
-        let many: Vec<String> = (0..=SEARCH_USERS_MAX).map(|i| format!("u{i}@x")).collect();
+        let many: Vec<crate::core::ids::UserId> = (0..=SEARCH_USERS_MAX)
+            .map(|i| format!("u{i}@x").into())
+            .collect();
         let refused = search(
             &mut h,
             auditor(),

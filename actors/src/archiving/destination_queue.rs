@@ -590,7 +590,7 @@ impl Actor for DestinationQueue {
                 );
             }
             (Some(Write::Unpark { moved, operator }), Ok(_)) => {
-                let ids: Vec<String> = moved
+                let ids: Vec<MessageId> = moved
                     .iter()
                     .filter_map(|(_, _, item)| match item {
                         QueueItem::Record(r) => Some(r.id.clone()),

@@ -216,7 +216,7 @@ impl FrontEnd {
         } else {
             let now = ctx.now() & 0xffff_ffff_ffff;
             let random = ctx.rng().gen::<u128>() & ((1 << 80) - 1);
-            format!("{now:012x}{random:020x}")
+            MessageId::from(format!("{now:012x}{random:020x}"))
         };
         let client_id = im.id.clone();
         Admitted {

@@ -39,7 +39,7 @@ use std::sync::Arc;
 pub const CATCH_UP_LIMIT: u64 = 500;
 
 struct Session {
-    user: String,
+    user: UserId,
     rooms: BTreeSet<RoomId>,
     /// Rooms the user follows (known after `ChatHello`), and whether the
     /// session was told of new content there since it last joined.
@@ -66,7 +66,7 @@ enum Pending {
     Records {
         client: Addr,
         room: RoomId,
-        post: Option<String>,
+        post: Option<PostId>,
         since: Millis,
     },
     /// A room save: the client is answered `RoomSaved` or refused.
@@ -199,7 +199,7 @@ impl Channel {
         self.arm_timeout(ctx);
     }
 
-    fn reject(ctx: &mut Ctx, client: Addr, room: RoomId, post: Option<String>, reason: ChatReject) {
+    fn reject(ctx: &mut Ctx, client: Addr, room: RoomId, post: Option<PostId>, reason: ChatReject) {
         ctx.send(
             client,
             Msg::Chat(ChatMsg::ChatRejected { room, post, reason }),
@@ -398,7 +398,7 @@ impl Channel {
                 self.sessions.insert(
                     from.node.clone(),
                     Session {
-                        user: user.to_string(),
+                        user: user.into(),
                         rooms: BTreeSet::new(),
                         follows: BTreeMap::new(),
                         last_heard: now,
@@ -546,7 +546,7 @@ impl Channel {
             ChatMsg::RoomDisable { room, .. } | ChatMsg::RoomClear { room, .. } => {
                 (room.clone(), None)
             }
-            ChatMsg::PostReplace { post, .. } => (RoomId::new(), Some(post.clone())),
+            ChatMsg::PostReplace { post, .. } => (RoomId::default(), Some(post.clone())),
             _ => return,
         };
         let by = match identity::require(&from, &[Role::Operator]) {
@@ -636,7 +636,7 @@ impl Channel {
                 if let Err(refusal) = identity::require(&from, &[Role::User]) {
                     identity_refused(&self.name, &from, msg.name(), &refusal, ctx);
                     let reason = ChatReject::Forbidden(refusal.to_string());
-                    return Self::reject(ctx, from, RoomId::new(), None, reason);
+                    return Self::reject(ctx, from, RoomId::default(), None, reason);
                 }
                 let now = ctx.now();
                 if let Some(s) = self.sessions.get_mut(&from.node) {
@@ -678,7 +678,7 @@ impl Channel {
                 | ChatMsg::RoomSave { room, .. }
                 | ChatMsg::RoomGet { room }
                 | ChatMsg::FileTokenRequest { room, .. } => room,
-                _ => RoomId::new(),
+                _ => RoomId::default(),
             };
             let reason = ChatReject::Forbidden(refusal.to_string());
             return Self::reject(ctx, from, room, None, reason);
@@ -699,7 +699,7 @@ impl Channel {
             }
             ChatMsg::ChatHello { user } => {
                 if let Err(reason) = self.session(&from, &user, now) {
-                    return Self::reject(ctx, from, RoomId::new(), None, reason);
+                    return Self::reject(ctx, from, RoomId::default(), None, reason);
                 }
                 let pending = Pending::User {
                     client: from,
@@ -827,7 +827,7 @@ impl Channel {
                     | ChatMsg::ChatWho { room }
                     | ChatMsg::RoomSave { room, .. }
                     | ChatMsg::RoomGet { room } => room.clone(),
-                    _ => RoomId::new(),
+                    _ => RoomId::default(),
                 };
                 Self::reject(ctx, from, room, None, ChatReject::NotJoined);
             }
@@ -1262,22 +1262,22 @@ mod tests {
     use crate::testkit::Harness;
 
     fn pool() -> Arc<ChatPool> {
-        let mut rooms = BTreeMap::new();
+        let mut rooms: BTreeMap<RoomId, Room> = BTreeMap::new();
         rooms.insert(
-            "general".to_string(),
+            "general".into(),
             Room {
-                members: ["a", "b", "w"].iter().map(|u| u.to_string()).collect(),
-                denied: BTreeSet::from(["w".to_string()]),
+                members: ["a", "b", "w"].iter().map(|u| (*u).into()).collect(),
+                denied: BTreeSet::from(["w".into()]),
                 presenters: None,
                 ..Default::default()
             },
         );
         rooms.insert(
-            "town-hall".to_string(),
+            "town-hall".into(),
             Room {
-                members: ["a", "b"].iter().map(|u| u.to_string()).collect(),
+                members: ["a", "b"].iter().map(|u| (*u).into()).collect(),
                 denied: BTreeSet::new(),
-                presenters: Some(BTreeSet::from(["a".to_string()])),
+                presenters: Some(BTreeSet::from(["a".into()])),
                 ..Default::default()
             },
         );
@@ -1590,7 +1590,7 @@ mod tests {
         };
         assert_eq!(by, "ops");
         let info = Room {
-            members: ["a", "b"].iter().map(|u| u.to_string()).collect(),
+            members: ["a", "b"].iter().map(|u| (*u).into()).collect(),
             disabled: true,
             version: 1,
             ..Default::default()

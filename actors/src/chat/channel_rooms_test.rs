@@ -15,8 +15,8 @@ struct Pool {
     db: Harness<ChatStore>,
 }
 
-fn users(list: &[&str]) -> BTreeSet<String> {
-    list.iter().map(|u| u.to_string()).collect()
+fn users(list: &[&str]) -> BTreeSet<UserId> {
+    list.iter().map(|u| (*u).into()).collect()
 }
 
 fn pool() -> Arc<ChatPool> {
@@ -29,9 +29,9 @@ fn pool() -> Arc<ChatPool> {
             creators: users(&["ann"]),
         },
     );
-    let mut rooms = BTreeMap::new();
+    let mut rooms: BTreeMap<RoomId, Room> = BTreeMap::new();
     rooms.insert(
-        "general".to_string(),
+        "general".into(),
         Room {
             members: users(&["ann", "bob"]),
             category: "corp".into(),
@@ -131,7 +131,7 @@ impl Pool {
     fn find(&mut self, c: &str, query: RoomQuery) -> Vec<String> {
         match &self.ask(c, Msg::Chat(ChatMsg::RoomFind { query }))[..] {
             [Msg::Chat(ChatMsg::RoomFound { rooms, .. })] => {
-                rooms.iter().map(|r| r.name.clone()).collect()
+                rooms.iter().map(|r| r.name.to_string()).collect()
             }
             other => panic!("{other:?}"),
         }

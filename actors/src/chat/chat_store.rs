@@ -59,7 +59,7 @@ use crate::core::actor::{
     authorize, ignored, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::engine::{Answer, Query};
-use crate::core::ids::{ActorKind, Addr, Token};
+use crate::core::ids::{ActorKind, Addr, Token, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::chat::ChatTimer;
@@ -127,7 +127,7 @@ pub struct Clear {
     /// Only posts posted before this time (ms), if given.
     pub before: Option<u64>,
     /// The operator, and when (ms).
-    pub by: String,
+    pub by: UserId,
     pub at: u64,
     /// The rows of covered posts are deleted up to this number.
     pub purged: u64,
@@ -149,7 +149,7 @@ pub struct Replaced {
     pub seq: u64,
     pub original: Post,
     /// The operator who replaced it, and when (ms).
-    pub by: String,
+    pub by: UserId,
     pub at: u64,
 }
 
@@ -170,14 +170,14 @@ pub fn valid_room_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
 }
 
-pub fn parse_post_key(k: &[u8]) -> Option<(String, u64)> {
+pub fn parse_post_key(k: &[u8]) -> Option<(RoomId, u64)> {
     let rest = k.strip_prefix(CHAT_POST)?;
     if rest.len() < 9 || rest[rest.len() - 9] != 0 {
         return None;
     }
     let (room, seq) = rest.split_at(rest.len() - 9);
     let seq = u64::from_be_bytes(seq[1..].try_into().ok()?);
-    Some((String::from_utf8(room.to_vec()).ok()?, seq))
+    Some((String::from_utf8(room.to_vec()).ok()?.into(), seq))
 }
 
 /// What follows `prefix` in a key, as the name it files a value under (a
@@ -188,13 +188,13 @@ pub fn key_name(key: &[u8], prefix: &[u8]) -> Option<String> {
 
 /// A post key an engine is asked to write or delete: its room and number,
 /// or why the batch is refused.
-pub fn post_key_parts(key: &[u8]) -> Result<(String, u64), String> {
+pub fn post_key_parts(key: &[u8]) -> Result<(RoomId, u64), String> {
     parse_post_key(key).ok_or_else(|| format!("malformed post key {key:?}"))
 }
 
 /// A post an engine is asked to store under `key`: its room, number and
 /// the post, filed under its own room, or why the batch is refused.
-pub fn post_to_store(key: &[u8], value: &[u8]) -> Result<(String, u64, Post), String> {
+pub fn post_to_store(key: &[u8], value: &[u8]) -> Result<(RoomId, u64, Post), String> {
     let (room, seq) = post_key_parts(key)?;
     let post: Post =
         store_keys::decode(value).map_err(|e| format!("undecodable post {room}#{seq}: {e}"))?;
@@ -245,7 +245,9 @@ pub fn post_id_holds(
     seq: u64,
     held: Option<(String, i64)>,
 ) -> Result<(), PostIdError> {
-    if held != Some((post.room.clone(), seq as i64)) {
+    if held.as_ref().map(|(room, seq)| (room.as_str(), *seq))
+        != Some((post.room.as_str(), seq as i64))
+    {
         return Err(PostIdError::NotStoredAs {
             post: post.id.clone(),
             room: post.room.clone(),
@@ -310,7 +312,7 @@ enum Write {
     Follows {
         from: Addr,
         token: Token,
-        user: String,
+        user: UserId,
         follows: BTreeSet<RoomId>,
     },
     /// A read whose compliance event must be durable before the answer.
@@ -358,7 +360,7 @@ enum Write {
 struct UserReply {
     from: Addr,
     token: Token,
-    user: String,
+    user: UserId,
 }
 
 /// A request waiting for the engine's answer.
@@ -381,7 +383,7 @@ enum Ask {
         from: Addr,
         token: Token,
         room: RoomId,
-        audit: Option<(String, EventKind)>,
+        audit: Option<(UserId, EventKind)>,
         after: u64,
         limit: u64,
     },
@@ -391,7 +393,7 @@ enum Ask {
         token: Token,
         room: RoomId,
         before: Option<u64>,
-        by: String,
+        by: UserId,
     },
     /// The next batch of a clear's rows.
     Purge { room: RoomId, index: usize },
@@ -399,9 +401,9 @@ enum Ask {
     Replace {
         from: Addr,
         token: Token,
-        id: String,
+        id: PostId,
         text: String,
-        by: String,
+        by: UserId,
     },
     /// A retention purge begins once every room's last number is known.
     RetentionBegin,
@@ -425,7 +427,7 @@ pub struct ChatStore {
     configured: BTreeMap<RoomId, Room>,
     /// The highest directory version given out.
     version: u64,
-    follows: BTreeMap<String, BTreeSet<RoomId>>,
+    follows: BTreeMap<UserId, BTreeSet<RoomId>>,
     writing: BTreeMap<u64, (Write, Vec<ComplianceEvent>)>,
     next_token: u64,
     outbox: Outbox,
@@ -535,7 +537,7 @@ impl ChatStore {
         token: Token,
         room: RoomId,
         mut info: Box<Room>,
-        by: String,
+        by: UserId,
         ctx: &mut Ctx,
     ) {
         info.version = self.version + 1;
@@ -561,7 +563,7 @@ impl ChatStore {
         self.write(write, vec![event], vec![op], ctx);
     }
 
-    fn reply_user(&mut self, from: Addr, token: Token, user: String, ctx: &mut Ctx) {
+    fn reply_user(&mut self, from: Addr, token: Token, user: UserId, ctx: &mut Ctx) {
         let unknown: Vec<RoomId> = self
             .follows
             .get(&user)
@@ -790,7 +792,7 @@ impl ChatStore {
             room: post.room.clone(),
             user: post.author.clone(),
             at: post.at,
-            item: post.id.clone(),
+            item: post.id.to_string(),
             text: post.text.clone(),
             details: BTreeMap::new(),
         };
@@ -810,7 +812,7 @@ impl ChatStore {
         from: Addr,
         token: Token,
         room: RoomId,
-        audit: Option<(String, EventKind)>,
+        audit: Option<(UserId, EventKind)>,
         (after, limit): (u64, u64),
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         ctx: &mut Ctx,
@@ -924,19 +926,19 @@ fn stored_directory(
     recovered: &Recovered,
 ) -> (
     Vec<Result<(RoomId, Room), ChatReadError>>,
-    Vec<Result<(String, BTreeSet<RoomId>), ChatReadError>>,
+    Vec<Result<(UserId, BTreeSet<RoomId>), ChatReadError>>,
 ) {
-    fn under<T: serde::de::DeserializeOwned>(
+    fn under<K: From<String>, T: serde::de::DeserializeOwned>(
         recovered: &Recovered,
         prefix: &'static [u8],
         decode: fn(&[u8]) -> Result<T, postcard::Error>,
-    ) -> Vec<Result<(String, T), ChatReadError>> {
+    ) -> Vec<Result<(K, T), ChatReadError>> {
         store_keys::under(recovered, prefix)
             .map(|(k, v)| {
                 let name = String::from_utf8(k[prefix.len()..].to_vec())
                     .map_err(|_| ChatReadError::MalformedKey { key: k.clone() })?;
                 let value = decode(v).map_err(ReadError::undecodable(k))?;
-                Ok((name, value))
+                Ok((name.into(), value))
             })
             .collect()
     }
@@ -954,10 +956,10 @@ pub fn stored_rooms(recovered: &Recovered) -> Vec<Result<(RoomId, Room), ChatRea
 /// A room as stores written before rooms could be disabled hold it.
 #[derive(serde::Deserialize)]
 struct RoomBeforeDisable {
-    members: BTreeSet<String>,
-    denied: BTreeSet<String>,
-    presenters: Option<BTreeSet<String>>,
-    managers: BTreeSet<String>,
+    members: BTreeSet<UserId>,
+    denied: BTreeSet<UserId>,
+    presenters: Option<BTreeSet<UserId>>,
+    managers: BTreeSet<UserId>,
     privacy: crate::core::protocol::chat::Privacy,
     category: String,
     description: String,
@@ -1024,6 +1026,7 @@ impl Actor for ChatStore {
             let parsed = (rest.len() > 9 && rest[rest.len() - 9] == 0)
                 .then(|| String::from_utf8(rest[..rest.len() - 9].to_vec()).ok())
                 .flatten()
+                .map(RoomId::from)
                 .zip(store_keys::decode::<Clear>(v).ok());
             match parsed {
                 Some((room, clear)) => self.clears.entry(room).or_default().push(clear),
@@ -1629,7 +1632,13 @@ impl Actor for ChatStore {
                 let Some((seq, original)) =
                     found.filter(|(seq, p)| !self.cleared(&p.room, *seq, p))
                 else {
-                    return refuse_room(from, token, RoomId::new(), ChatReject::NoSuchPost, ctx);
+                    return refuse_room(
+                        from,
+                        token,
+                        RoomId::default(),
+                        ChatReject::NoSuchPost,
+                        ctx,
+                    );
                 };
                 let post = Post {
                     text: text.clone(),
@@ -1637,14 +1646,14 @@ impl Actor for ChatStore {
                 };
                 let mut details = BTreeMap::new();
                 details.insert("original".to_string(), original.text.clone());
-                details.insert("author".to_string(), original.author.clone());
+                details.insert("author".to_string(), original.author.to_string());
                 details.insert("seq".to_string(), seq.to_string());
                 let event = NewEvent {
                     kind: EventKind::PostReplaced,
                     room: post.room.clone(),
                     user: by.clone(),
                     at: ctx.now(),
-                    item: id.clone(),
+                    item: id.to_string(),
                     text,
                     details,
                 };
@@ -1734,7 +1743,8 @@ pub fn room_changes(before: Option<&Room>, after: &Room) -> BTreeMap<String, Str
     let mut d = BTreeMap::new();
     let Some(before) = before else {
         d.insert("created".into(), "true".into());
-        let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
+        let list =
+            |s: &BTreeSet<UserId>| s.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(",");
         if !after.members.is_empty() {
             d.insert("members_added".into(), list(&after.members));
         }
@@ -1751,9 +1761,9 @@ pub fn room_changes(before: Option<&Room>, after: &Room) -> BTreeMap<String, Str
         );
         return d;
     };
-    let mut sets = |name: &str, old: &BTreeSet<String>, new: &BTreeSet<String>| {
-        let added: Vec<&str> = new.difference(old).map(String::as_str).collect();
-        let removed: Vec<&str> = old.difference(new).map(String::as_str).collect();
+    let mut sets = |name: &str, old: &BTreeSet<UserId>, new: &BTreeSet<UserId>| {
+        let added: Vec<&str> = new.difference(old).map(UserId::as_str).collect();
+        let removed: Vec<&str> = old.difference(new).map(UserId::as_str).collect();
         if !added.is_empty() {
             d.insert(format!("{name}_added"), added.join(","));
         }
@@ -1817,7 +1827,7 @@ mod room_change_tests {
 
     fn room(members: &[&str]) -> Room {
         Room {
-            members: members.iter().map(|m| m.to_string()).collect(),
+            members: members.iter().map(|m| (*m).into()).collect(),
             ..Room::default()
         }
     }
@@ -1886,7 +1896,7 @@ mod fixture {
     }
 
     /// A read of room `r1`.
-    pub fn read(token: u64, after: u64, limit: u64, audit: Option<(String, EventKind)>) -> Msg {
+    pub fn read(token: u64, after: u64, limit: u64, audit: Option<(UserId, EventKind)>) -> Msg {
         Msg::Chat(ChatMsg::StoreRead {
             token: Token(token),
             room: "r1".into(),
@@ -2149,7 +2159,7 @@ mod records_tests {
 
     fn sabotaged(hides_only: bool) -> Harness<ChatStore> {
         let mut rooms = BTreeMap::new();
-        rooms.insert("r1".to_string(), Room::default());
+        rooms.insert("r1".into(), Room::default());
         let sabotage = crate::core::settings::Sabotage {
             chat_clear_hides_only: hides_only,
             ..Default::default()
@@ -2163,7 +2173,7 @@ mod records_tests {
 
     fn post(h: &mut Harness<ChatStore>, i: u64, at: u64) {
         let post = Post {
-            id: format!("p{i}"),
+            id: format!("p{i}").into(),
             room: "r1".into(),
             author: "a@x".into(),
             text: format!("secret text {i}"),

@@ -134,7 +134,7 @@ impl Directory {
     pub fn summary(&self, name: &str, user: &str) -> Option<RoomSummary> {
         let r = self.rooms.get(name)?;
         Some(RoomSummary {
-            name: name.to_string(),
+            name: name.into(),
             description: r.description.clone(),
             privacy: r.privacy,
             category: r.category.clone(),

@@ -26,7 +26,7 @@ use crate::core::actor::{
     Written,
 };
 use crate::core::identity;
-use crate::core::ids::{ActorKind, Addr, Millis};
+use crate::core::ids::{ActorKind, Addr, Millis, RoomId, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::compliance::ComplianceMsg;
@@ -48,9 +48,9 @@ pub const FILE_BLOB: &[u8] = b"b/";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
     pub id: String,
-    pub room: String,
+    pub room: RoomId,
     pub name: String,
-    pub uploader: String,
+    pub uploader: UserId,
     pub size: u64,
 }
 
@@ -83,7 +83,7 @@ pub struct WebFiles {
     writing: BTreeMap<u64, (Write, Vec<ComplianceEvent>)>,
     /// Downloads waiting for their content: load token → (client, user,
     /// file).
-    reading: BTreeMap<u64, (Addr, String, FileMeta)>,
+    reading: BTreeMap<u64, (Addr, UserId, FileMeta)>,
     /// Chunks the Compliance service asked for: load token → (service,
     /// file, offset).
     exporting: BTreeMap<u64, (Addr, FileMeta, u64)>,

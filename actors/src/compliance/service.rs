@@ -29,7 +29,7 @@ use crate::core::actor::{
     authorize, identity_refused, Actor, Ctx, Recovered, StoreError, StoreOp, Timer, Written,
 };
 use crate::core::identity::{self, Role};
-use crate::core::ids::{ActorKind, Addr, Millis, Seq, UserId};
+use crate::core::ids::{ActorKind, Addr, Millis, RoomId, Seq, UserId};
 use crate::core::link::{Acked, Link};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::output::OutputFile;
@@ -49,7 +49,7 @@ struct ComplianceEventV1 {
     source: String,
     seq: Seq,
     kind: EventKind,
-    room: String,
+    room: RoomId,
     user: UserId,
     at: Millis,
     item: String,
@@ -78,7 +78,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<ComplianceEvent, postcard::Error> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
     pub kind: EventKind,
-    pub room: String,
+    pub room: RoomId,
     pub user: UserId,
     pub at: Millis,
     pub item: String,
@@ -557,8 +557,8 @@ impl Compliance {
     }
 
     fn in_scope(&self, e: &ComplianceEvent) -> bool {
-        (self.config.rooms.is_empty() || self.config.rooms.contains(&e.room))
-            && (self.config.users.is_empty() || self.config.users.contains(&e.user))
+        (self.config.rooms.is_empty() || self.config.rooms.iter().any(|r| e.room == *r))
+            && (self.config.users.is_empty() || self.config.users.iter().any(|u| e.user == *u))
     }
 
     /// Starts an export: the intent first (or the one a crash left).

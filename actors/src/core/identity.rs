@@ -217,7 +217,7 @@ pub fn require_user(from: &Addr, user: &str) -> Result<Principal, Refusal> {
     } else {
         Err(Refusal::NotYou {
             principal,
-            claimed: user.to_string(),
+            claimed: user.into(),
         })
     }
 }

@@ -67,13 +67,188 @@ impl fmt::Display for Addr {
     }
 }
 
-/// A SIP URI-like user name, `alice@corp.example`.
-pub type UserId = String;
+/// Declares a name that is a string on the wire and in the stores but a
+/// type of its own in the code, so that a user cannot be passed where a
+/// message id is expected. Transparent to serde: the bytes are those of
+/// the plain string. `Borrow<str>` lets maps keyed by the name be read
+/// with a `&str`.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-/// Globally unique message id, chosen by the sending client (like a SIP
-/// Call-ID + CSeq). The archive is keyed by it, which makes every hop
-/// idempotent.
-pub type MessageId = String;
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Self {
+                $name(s.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_owned())
+            }
+        }
+
+        impl From<&String> for $name {
+            fn from(s: &String) -> Self {
+                $name(s.clone())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// Reads as a `str` wherever text is wanted (formatting, byte
+        /// keys, length checks); the reverse, a string where a name is
+        /// wanted, takes an explicit conversion.
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        #[cfg(feature = "sql")]
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        #[cfg(feature = "sql")]
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                v: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                String::column_result(v).map($name)
+            }
+        }
+
+        #[cfg(feature = "sql")]
+        impl postgres_types::ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &postgres_types::Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.0.to_sql(ty, out)
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                <String as postgres_types::ToSql>::accepts(ty)
+            }
+
+            postgres_types::to_sql_checked!();
+        }
+
+        #[cfg(feature = "sql")]
+        impl<'a> postgres_types::FromSql<'a> for $name {
+            fn from_sql(
+                ty: &postgres_types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                String::from_sql(ty, raw).map($name)
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                <String as postgres_types::FromSql>::accepts(ty)
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$name> for &str {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A SIP URI-like user name, `alice@corp.example`.
+    UserId
+);
+
+string_id!(
+    /// Globally unique message id, chosen by the sending client (like a
+    /// SIP Call-ID + CSeq). The archive is keyed by it, which makes every
+    /// hop idempotent.
+    MessageId
+);
+
+string_id!(
+    /// A chat room's name, unique in the pool.
+    RoomId
+);
+
+string_id!(
+    /// A post's id, chosen by the posting client (unique, like a message
+    /// id): the chat store keys posts by it, which makes a retried post
+    /// idempotent.
+    PostId
+);
 
 /// Simulated or real time in milliseconds since the cluster epoch.
 pub type Millis = u64;
@@ -189,5 +364,25 @@ mod tests {
         }
         assert_eq!(Seq::ZERO.next(), Seq::FIRST);
         assert_eq!(Seq::ZERO.prev(), Seq::ZERO);
+    }
+
+    /// The names travel and are stored as the plain strings they wrap.
+    #[test]
+    fn the_names_encode_as_plain_strings() {
+        for s in ["", "alice@corp.example", "m-1-2", "room ü"] {
+            let plain = postcard::to_allocvec(&s).unwrap();
+            assert_eq!(postcard::to_allocvec(&MessageId::new(s)).unwrap(), plain);
+            assert_eq!(postcard::to_allocvec(&UserId::new(s)).unwrap(), plain);
+            assert_eq!(postcard::to_allocvec(&RoomId::new(s)).unwrap(), plain);
+            assert_eq!(postcard::to_allocvec(&PostId::new(s)).unwrap(), plain);
+            assert_eq!(
+                postcard::from_bytes::<MessageId>(&plain).unwrap(),
+                MessageId::new(s)
+            );
+            assert_eq!(
+                serde_json::to_string(&UserId::new(s)).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
     }
 }

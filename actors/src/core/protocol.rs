@@ -503,8 +503,8 @@ pub fn row_bytes(r: &Row) -> u64 {
 pub fn read_bytes(r: &ArchiveRead) -> u64 {
     let what = match &r.what {
         ReadWhat::Messages(s) => {
-            s.users.iter().map(String::len).sum::<usize>()
-                + s.id.as_ref().map_or(0, String::len)
+            s.users.iter().map(|u| u.len()).sum::<usize>()
+                + s.id.as_ref().map_or(0, |id| id.len())
                 + s.text.as_ref().map_or(0, String::len)
                 + s.after.as_ref().map_or(0, |a| a.id.len())
         }

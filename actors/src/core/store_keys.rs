@@ -389,7 +389,7 @@ mod hold_compat_tests {
         );
         assert!(hold.covers("carol@x", "b@x", 6));
         let now = LegalHold {
-            rooms: ["deals".to_string()].into(),
+            rooms: ["deals".into()].into(),
             ..hold
         };
         assert_eq!(decode_hold(&encode(&now)).unwrap(), now);

@@ -13,7 +13,7 @@ use holdfast::config::{Config, Role};
 use holdfast::operator_client::Session;
 use holdfast::reach::CannotReach;
 use holdfast_actors::core::identity::Role as PrincipalRole;
-use holdfast_actors::core::ids::{ActorKind, Token};
+use holdfast_actors::core::ids::{ActorKind, RoomId, Token, UserId};
 use holdfast_actors::core::protocol::{
     ArchiveRead, ArchiveRefusal, LegalHold, Msg, ReadWhat, RecordsMsg, Row, Search,
     SEARCH_PAGE_MAX, SEARCH_USERS_MAX,
@@ -284,7 +284,7 @@ pub(crate) fn run(cmd: ArchiveCmd) -> Result<(), Failure> {
                 )));
             }
             let search = Search {
-                users,
+                users: users.iter().map(UserId::from).collect(),
                 since,
                 until,
                 text,
@@ -480,8 +480,8 @@ fn hold(cmd: HoldCmd) -> Result<(), Failure> {
         } => {
             let hold = LegalHold {
                 name,
-                users: users.into_iter().collect(),
-                rooms: rooms.into_iter().collect(),
+                users: users.into_iter().map(UserId::from).collect(),
+                rooms: rooms.into_iter().map(RoomId::from).collect(),
                 since,
                 until,
                 reason,
@@ -704,7 +704,7 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
             e => failed(e),
         })?;
         let mut search = Search {
-            users: users.clone(),
+            users: users.iter().map(UserId::from).collect(),
             since,
             until,
             limit: SEARCH_PAGE_MAX,
@@ -757,7 +757,7 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
         let done = files.finish(&holds, query).map_err(failed)?;
         let record = ExportRecord {
             manifest_sha256: done.manifest_sha256.clone(),
-            users: users.iter().cloned().collect(),
+            users: users.iter().map(UserId::from).collect(),
             since,
             until,
             as_of: at,
@@ -806,7 +806,7 @@ fn hold_targets(
     config: &Config,
     ask: &AskArgs,
     users: bool,
-    rooms: &std::collections::BTreeSet<String>,
+    rooms: &std::collections::BTreeSet<RoomId>,
 ) -> Result<Vec<(String, ActorKind)>, Failure> {
     let mut targets = Vec::new();
     let has_db = config.nodes.iter().any(|n| n.has(Role::Database));
@@ -1055,7 +1055,7 @@ impl Reader {
         let mut pause = Duration::from_millis(100);
         loop {
             let search = Search {
-                id: Some(id.to_string()),
+                id: Some(id.into()),
                 limit: 1,
                 ..Search::default()
             };
@@ -1161,16 +1161,16 @@ impl Reader {
 fn message(r: Row) -> ArchivedMessage {
     ArchivedMessage {
         rowid: r.rowid,
-        id: r.record.id,
+        id: r.record.id.into(),
         kind: r.record.kind.as_str().to_string(),
-        from: r.record.from,
-        to: r.record.to,
+        from: r.record.from.into(),
+        to: r.record.to.into(),
         time: r.record.time,
         body: r.record.body,
         external: r.record.external,
         front_end: r.record.front_end,
         archived_at: r.archived_at,
-        client_id: r.record.client_id,
+        client_id: r.record.client_id.into(),
     }
 }
 

@@ -5,6 +5,7 @@ use super::common::{
 };
 use clap::{Args, Subcommand};
 use holdfast::chat_client::{ChatClient, ChatError};
+use holdfast_actors::core::ids::{RoomId, UserId};
 use holdfast_actors::core::protocol::chat::{ChatReject, Privacy, Room, RoomQuery};
 use std::time::Duration;
 
@@ -449,8 +450,8 @@ fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
             if !info.description.is_empty() {
                 println!("description: {}", printable(&info.description));
             }
-            let list = |s: &std::collections::BTreeSet<String>| {
-                s.iter().cloned().collect::<Vec<_>>().join(", ")
+            let list = |s: &std::collections::BTreeSet<UserId>| {
+                s.iter().map(UserId::as_str).collect::<Vec<_>>().join(", ")
             };
             println!("managers:   {}", list(&info.managers));
             println!("members:    {}", list(&info.members));
@@ -471,7 +472,10 @@ fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
             runtime()?.block_on(async {
                 let mut c = who.connect(&config).await?;
                 let mut seen = std::collections::BTreeMap::new();
-                for (r, (posts, latest)) in c.bulk_join(&room).await? {
+                for (r, (posts, latest)) in c
+                    .bulk_join(&room.iter().map(RoomId::from).collect::<Vec<_>>())
+                    .await?
+                {
                     for (seq, p) in &posts {
                         println!("{} #{seq}  {}", printable(&r), show_post(p));
                     }
@@ -607,10 +611,14 @@ fn print_rooms(who: &ChatUser, query: RoomQuery) -> Result<(), Failure> {
 impl RoomArgs {
     /// `room` with these changes, and `remove` taken out of its lists.
     fn apply(&self, mut room: Room, remove: &[String]) -> Result<Room, String> {
-        let users = |list: &[String]| -> Result<Vec<String>, String> {
+        let users = |list: &[String]| -> Result<Vec<UserId>, String> {
             let mut out = Vec::new();
             for u in list {
-                out.extend(holdfast::config::expand_users(u)?);
+                out.extend(
+                    holdfast::config::expand_users(u)?
+                        .into_iter()
+                        .map(UserId::from),
+                );
             }
             Ok(out)
         };

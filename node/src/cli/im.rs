@@ -50,9 +50,9 @@ pub(crate) fn run(cmd: ImCmd) -> Result<(), Failure> {
             let outcome = runtime()?.block_on(async {
                 let c = Client::new(config)?;
                 let im = Im {
-                    id: id.clone(),
-                    from,
-                    to,
+                    id: id.as_str().into(),
+                    from: from.into(),
+                    to: to.into(),
                     body: text,
                 };
                 // A front end that cannot be reached is said at once.

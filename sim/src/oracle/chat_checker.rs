@@ -361,7 +361,7 @@ pub fn check(
                         format!("{user}: {room}#{seq} ({})", post.id),
                     );
                 }
-                Some(id) if *id != post.id => {
+                Some(id) if post.id != *id => {
                     c.wrong_deliveries += 1;
                     example(
                         &mut c,

@@ -328,7 +328,7 @@ pub struct Counts {
 }
 
 fn note(ex: &mut BTreeMap<&'static str, Vec<MessageId>>, what: &'static str, id: &str) {
-    super::keep_example(ex, what, id.to_string());
+    super::keep_example(ex, what, id.into());
 }
 
 /// Whether an event reported loss on a node `op`'s record passes through,
@@ -666,14 +666,14 @@ mod tests {
     fn at(at: Millis) -> Outcome {
         Outcome::Accepted {
             at,
-            message_id: String::new(),
+            message_id: MessageId::default(),
         }
     }
 
     fn ok() -> Outcome {
         Outcome::Accepted {
             at: 10,
-            message_id: String::new(),
+            message_id: MessageId::default(),
         }
     }
 
@@ -684,8 +684,8 @@ mod tests {
                 kind: RecordKind::Im,
                 id: o.id.clone(),
                 client_id: o.id.clone(),
-                from: o.from.clone(),
-                to: o.to.clone(),
+                from: o.from.as_str().into(),
+                to: o.to.as_str().into(),
                 // The time the front end stamped, as a faithful archive
                 // keeps it.
                 time: match o.outcome {
@@ -743,8 +743,8 @@ mod tests {
         let c = check(&Observed {
             ops,
             rows,
-            queued: ["pend".to_string()].into(),
-            expired: ["lost2".to_string(), "pend".to_string()].into(),
+            queued: ["pend".into()].into(),
+            expired: ["lost2".into(), "pend".into()].into(),
             ..Default::default()
         });
         assert_eq!(c.lost, 3);

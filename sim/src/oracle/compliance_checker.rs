@@ -264,11 +264,17 @@ pub fn check(input: &ComplianceInput) -> ComplianceCounts {
                     .log
                     .replaces
                     .iter()
-                    .any(|r| r.post == post.id && r.text == post.text)
-                    .then(|| input.log.posts.get(&post.id).map(|p| p.text.as_str()))
+                    .any(|r| post.id == r.post && r.text == post.text)
+                    .then(|| {
+                        input
+                            .log
+                            .posts
+                            .get(post.id.as_str())
+                            .map(|p| p.text.as_str())
+                    })
                     .flatten();
                 let text_ok = e.text == post.text || original == Some(e.text.as_str());
-                if e.room != post.room || e.user != post.author || !text_ok {
+                if post.room != e.room || post.author != e.user || !text_ok {
                     c.wrong += 1;
                     c.example("wrong", format!("post {} exported as {e:?}", post.id));
                 }
@@ -453,7 +459,7 @@ mod tests {
             room: p.room.clone(),
             user: p.author.clone(),
             at: p.at,
-            item: p.id.clone(),
+            item: p.id.to_string(),
             text: p.text.clone(),
             details: BTreeMap::new(),
         }

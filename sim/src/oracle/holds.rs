@@ -13,7 +13,7 @@
 //! rows a hold covered while that purge ran.
 
 use crate::scenario::Hold;
-use holdfast_actors::core::ids::Millis;
+use holdfast_actors::core::ids::{MessageId, Millis};
 use holdfast_actors::core::protocol::{LegalHold, PurgeRecord};
 use std::collections::BTreeSet;
 
@@ -30,7 +30,7 @@ pub struct HoldLog {
     pub refused: Option<String>,
     /// Right before the release: the client ids every database held
     /// durably, and each one's purge record then.
-    pub snapshot: Option<(BTreeSet<String>, Vec<PurgeRecord>)>,
+    pub snapshot: Option<(BTreeSet<MessageId>, Vec<PurgeRecord>)>,
 }
 
 /// A hold of the scenario with what the auditor saw of it.

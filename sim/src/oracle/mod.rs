@@ -18,11 +18,7 @@ const EXAMPLES: usize = 5;
 
 /// Keeps `example` among the `examples` of `what`, up to the first
 /// [`EXAMPLES`] of them.
-fn keep_example(
-    examples: &mut BTreeMap<&'static str, Vec<String>>,
-    what: &'static str,
-    example: String,
-) {
+fn keep_example<T>(examples: &mut BTreeMap<&'static str, Vec<T>>, what: &'static str, example: T) {
     let v = examples.entry(what).or_default();
     if v.len() < EXAMPLES {
         v.push(example);

@@ -144,7 +144,7 @@ mod tests {
     fn accepted(at: Millis) -> Outcome {
         Outcome::Accepted {
             at,
-            message_id: format!("m{at}"),
+            message_id: format!("m{at}").into(),
         }
     }
 
@@ -153,7 +153,7 @@ mod tests {
             rowid: at,
             record: ArchiveRecord {
                 kind: RecordKind::Im,
-                id: format!("m-{id}"),
+                id: format!("m-{id}").into(),
                 client_id: id.into(),
                 from: "a@corp.example".into(),
                 to: "b@corp.example".into(),

@@ -8,6 +8,7 @@ use crate::workload::chat::managed_category;
 use crate::workload::im;
 use holdfast_actors::chat::pool::{Category, ChatPool};
 use holdfast_actors::core::cluster::{ArchiverInfo, Cluster, FrontEndInfo};
+use holdfast_actors::core::ids::{RoomId, UserId};
 use holdfast_actors::core::policy::{ArchiveSwitch, Policy};
 use holdfast_actors::core::protocol::chat::Room;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,7 +62,7 @@ pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
             &wl.front_ends
         };
         for (i, u) in names.iter().enumerate() {
-            users.insert(u.clone(), homes[i % homes.len()].clone());
+            users.insert(UserId::from(u), homes[i % homes.len()].clone());
             let switch = match wl.archive {
                 Archive::All => ArchiveSwitch::ALL,
                 Archive::None => ArchiveSwitch::NONE,
@@ -76,7 +77,7 @@ pub fn build_cluster(scn: &Scenario) -> (Cluster, Vec<Vec<String>>) {
                 Archive::Fraction(_) if i < archiving => ArchiveSwitch::ALL,
                 Archive::Fraction(_) => ArchiveSwitch::NONE,
             };
-            policy.users.insert(u.clone(), switch);
+            policy.users.insert(UserId::from(u), switch);
         }
         per_workload.push(names);
     }
@@ -100,9 +101,9 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
     let mut categories = std::collections::BTreeMap::new();
     for (w, wl) in scn.chat.iter().enumerate() {
         let users = chat_users(w, wl.users, DOMAIN);
-        let denied: BTreeSet<String> = users[(wl.users - wl.walled) as usize..]
+        let denied: BTreeSet<UserId> = users[(wl.users - wl.walled) as usize..]
             .iter()
-            .cloned()
+            .map(UserId::from)
             .collect();
         if wl.managed {
             // Rooms come at run time, from the first user; the wall is the
@@ -110,18 +111,18 @@ pub fn build_pool(scn: &Scenario) -> ChatPool {
             categories.insert(
                 managed_category(w),
                 Category {
-                    allowed: users.iter().cloned().collect(),
+                    allowed: users.iter().map(UserId::from).collect(),
                     denied: denied.clone(),
-                    creators: BTreeSet::from([users[0].clone()]),
+                    creators: BTreeSet::from([UserId::from(&users[0])]),
                 },
             );
             continue;
         }
         for room in chat_rooms(w, wl.rooms) {
             rooms.insert(
-                room,
+                RoomId::from(room),
                 Room {
-                    members: users.iter().cloned().collect(),
+                    members: users.iter().map(UserId::from).collect(),
                     denied: denied.clone(),
                     presenters: None,
                     ..Default::default()

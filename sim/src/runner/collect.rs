@@ -22,7 +22,7 @@ use holdfast_actors::compliance::export as compliance_export;
 use holdfast_actors::compliance::service as compliance;
 use holdfast_actors::core::actor::Recovered;
 use holdfast_actors::core::cluster::Cluster;
-use holdfast_actors::core::ids::ActorKind;
+use holdfast_actors::core::ids::{ActorKind, MessageId};
 use holdfast_actors::core::operator::OperatorEvent;
 use holdfast_actors::core::protocol::{ChatPurgeRecord, LegalHold};
 use holdfast_actors::core::store_keys::{self, Row};
@@ -160,8 +160,8 @@ struct Archive {
     /// Which database each run of `rows` came from: `(database, rows)`.
     row_groups: Vec<(String, usize)>,
     holds: Vec<LegalHold>,
-    queued: BTreeSet<String>,
-    parked: BTreeSet<String>,
+    queued: BTreeSet<MessageId>,
+    parked: BTreeSet<MessageId>,
 }
 
 /// Every database's rows and every queue's records, as a restart would
@@ -290,7 +290,8 @@ fn check_chat(
                                 f.id.clone(),
                                 (data.len() as u64, compliance_export::sha256_hex(data)),
                             );
-                            file_owners.insert(f.id.clone(), (f.room.clone(), f.uploader.clone()));
+                            file_owners
+                                .insert(f.id.clone(), (f.room.to_string(), f.uploader.to_string()));
                             files.insert(f.id, data.len() as u64);
                         }
                         None => read_errors.push(format!("{web}: file {} has no content", f.id)),
@@ -323,12 +324,12 @@ fn check_chat(
         let mut keep_ms: BTreeMap<String, u64> = super::build_pool(scn)
             .rooms
             .into_iter()
-            .map(|(name, room)| (name, policy.days(&room.category) * 86_400_000))
+            .map(|(name, room)| (name.into_string(), policy.days(&room.category) * 86_400_000))
             .collect();
         for room in chat_store::stored_rooms(&state) {
             match room {
                 Ok((name, room)) => {
-                    keep_ms.insert(name, policy.days(&room.category) * 86_400_000);
+                    keep_ms.insert(name.into_string(), policy.days(&room.category) * 86_400_000);
                 }
                 Err(e) => read_errors.push(format!("{store}: {e}")),
             }
@@ -414,7 +415,7 @@ fn observe(
         .iter()
         .filter(|e| e.kind == OperatorEvent::RecordExpired)
         .filter_map(|e| e.detail.strip_prefix("ids="))
-        .flat_map(|ids| ids.split(',').map(str::to_string))
+        .flat_map(|ids| ids.split(',').map(MessageId::from))
         .collect();
     // Operator events that report data lost to damage, per node; and the
     // nodes each front end's records pass through.

@@ -14,7 +14,7 @@ use crate::lock;
 pub use crate::oracle::holds::HoldLog;
 use crate::scenario::Hold;
 use holdfast_actors::core::identity::{Principal, Role};
-use holdfast_actors::core::ids::{ActorKind, Addr, Millis, Token};
+use holdfast_actors::core::ids::{ActorKind, Addr, MessageId, Millis, Token, UserId};
 use holdfast_actors::core::protocol::{
     ArchiveRefusal, Envelope, LegalHold, Msg, PurgeRecord, RecordsMsg,
 };
@@ -65,7 +65,7 @@ fn now(epoch: Instant) -> Millis {
 
 /// What the databases hold durably right now: the client ids of their
 /// rows and their purge records.
-fn snapshot(spec: &AuditorSpec) -> (BTreeSet<String>, Vec<PurgeRecord>) {
+fn snapshot(spec: &AuditorSpec) -> (BTreeSet<MessageId>, Vec<PurgeRecord>) {
     let mut ids = BTreeSet::new();
     let mut purges = Vec::new();
     for (_, _, disk) in &spec.databases {
@@ -192,7 +192,7 @@ pub async fn run_auditor(spec: Arc<AuditorSpec>, log: SharedAuditLog) {
                             token: *token,
                             hold: Box::new(LegalHold {
                                 name: h.name.clone(),
-                                users: h.users.iter().cloned().collect(),
+                                users: h.users.iter().map(UserId::from).collect(),
                                 since: h.since_ms,
                                 until: h.until_ms,
                                 reason: "scenario".into(),

@@ -188,7 +188,7 @@ impl ChatClient {
                 net,
                 channel,
                 ChatMsg::ChatHello {
-                    user: self.user.clone(),
+                    user: self.user.as_str().into(),
                 },
             );
             for (i, room) in self.rooms.iter().enumerate() {
@@ -196,7 +196,11 @@ impl ChatClient {
                     continue;
                 }
                 let info = Room {
-                    members: c.members.clone(),
+                    members: c
+                        .members
+                        .iter()
+                        .map(holdfast_actors::core::ids::UserId::from)
+                        .collect(),
                     category: c.category.clone(),
                     privacy: if i % 2 == 0 {
                         Privacy::Closed
@@ -209,7 +213,7 @@ impl ChatClient {
                     net,
                     channel,
                     ChatMsg::RoomSave {
-                        room: room.clone(),
+                        room: room.as_str().into(),
                         info: Box::new(info),
                         create: true,
                     },
@@ -232,8 +236,8 @@ impl ChatClient {
                 net,
                 channel,
                 ChatMsg::ChatJoin {
-                    user: self.user.clone(),
-                    room: room.clone(),
+                    user: self.user.as_str().into(),
+                    room: room.as_str().into(),
                     after,
                 },
             );
@@ -254,7 +258,7 @@ impl ChatClient {
             let next = s.delivered_upto + 1;
             if let Some(post) = s.buffered.remove(&next) {
                 s.skipped.remove(&next);
-                view.delivered.insert(next, post.id);
+                view.delivered.insert(next, post.id.to_string());
             } else if s.skipped.remove(&next) {
                 // Cleared: nothing to deliver, and nothing lost.
                 view.skipped.insert(next);
@@ -370,7 +374,7 @@ impl ChatClient {
                                         s.joined = false;
                                         s.away = true;
                                         lock(&self.log).leaves += 1;
-                                        self.to_channel(&net, ch.clone(), ChatMsg::ChatLeave { room });
+                                        self.to_channel(&net, ch.clone(), ChatMsg::ChatLeave { room: room.into() });
                                     }
                                 }
                                 self.join_all(&net, &ch, &state);
@@ -383,7 +387,7 @@ impl ChatClient {
                                     .collect();
                                 for (post, room, text) in again {
                                     lock(&self.log).post_retries += 1;
-                                    self.to_channel(&net, ch.clone(), ChatMsg::ChatPost { post, room, text });
+                                    self.to_channel(&net, ch.clone(), ChatMsg::ChatPost { post: post.into(), room: room.into(), text });
                                 }
                             }
                         }
@@ -396,7 +400,7 @@ impl ChatClient {
                                 if !joined.is_empty() && self.wl.files {
                                     // A file: ask for an upload token first.
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
-                                    self.to_channel(&net, ch, ChatMsg::FileTokenRequest { room, download: None });
+                                    self.to_channel(&net, ch, ChatMsg::FileTokenRequest { room: room.into(), download: None });
                                 } else if !joined.is_empty() {
                                     let room = joined[self.rng.gen_range(0..joined.len())].clone();
                                     n += 1;
@@ -417,7 +421,7 @@ impl ChatClient {
                                     if self.wl.retry_posts {
                                         self.unanswered.insert(id.clone(), (room.clone(), text.clone()));
                                     }
-                                    self.to_channel(&net, ch, ChatMsg::ChatPost { post: id, room, text });
+                                    self.to_channel(&net, ch, ChatMsg::ChatPost { post: id.into(), room: room.into(), text });
                                 }
                             }
                         }
@@ -461,7 +465,7 @@ impl ChatClient {
                 *retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
             Msg::Chat(ChatMsg::ChatJoined { room, latest }) => {
-                let Some(s) = state.get_mut(&room) else {
+                let Some(s) = state.get_mut(room.as_str()) else {
                     return;
                 };
                 s.joined = true;
@@ -474,14 +478,14 @@ impl ChatClient {
                     s.skipped.retain(|seq| *seq > latest);
                     lock(&self.log)
                         .views
-                        .entry((self.user.clone(), room.clone()))
+                        .entry((self.user.clone(), room.to_string()))
                         .or_default()
                         .baseline = Some(latest);
                 }
                 self.deliver(&room, s);
             }
             Msg::Chat(ChatMsg::ChatCleared { room, ranges }) => {
-                let Some(s) = state.get_mut(&room) else {
+                let Some(s) = state.get_mut(room.as_str()) else {
                     return;
                 };
                 for (from, to) in ranges {
@@ -501,7 +505,7 @@ impl ChatClient {
                     let at_ms = self.now_ms();
                     lock(&self.log).receipts.push(Receipt {
                         user: self.user.clone(),
-                        post: post.id.clone(),
+                        post: post.id.to_string(),
                         at_ms,
                         text: post.text.clone(),
                     });
@@ -509,18 +513,18 @@ impl ChatClient {
                 if self.walled {
                     lock(&self.log)
                         .views
-                        .entry((self.user.clone(), room.clone()))
+                        .entry((self.user.clone(), room.to_string()))
                         .or_default()
                         .received_while_walled += 1;
                 }
-                let Some(s) = state.get_mut(&room) else {
+                let Some(s) = state.get_mut(room.as_str()) else {
                     return;
                 };
                 s.highest_seen = s.highest_seen.max(seq);
                 if s.baseline_set && seq <= s.delivered_upto || s.buffered.contains_key(&seq) {
                     lock(&self.log)
                         .views
-                        .entry((self.user.clone(), room.clone()))
+                        .entry((self.user.clone(), room.to_string()))
                         .or_default()
                         .redundant += 1;
                     return;
@@ -579,7 +583,7 @@ impl ChatClient {
                         self.files_sent += 1;
                         let name = format!("{}-f{}.bin", self.me, self.files_sent);
                         let data = file_content(&name, self.wl.size);
-                        self.pending_rooms.insert(name.clone(), room);
+                        self.pending_rooms.insert(name.clone(), room.to_string());
                         self.send(
                             net,
                             to,
@@ -607,8 +611,8 @@ impl ChatClient {
                         net,
                         ch,
                         ChatMsg::ChatPost {
-                            post: format!("post-{file}"),
-                            room: room.clone(),
+                            post: format!("post-{file}").into(),
+                            room: room.as_str().into(),
                             text: text.clone(),
                         },
                     );
@@ -652,26 +656,26 @@ impl ChatClient {
             Msg::Chat(ChatMsg::ChatLeft { room }) => {
                 // A leave of a room the server had closed (disabled) ends
                 // no subscription and is not recorded.
-                if state.get(&room).is_some_and(|s| s.disabled) {
+                if state.get(room.as_str()).is_some_and(|s| s.disabled) {
                     return;
                 }
                 *lock(&self.log)
                     .leaves_confirmed
-                    .entry((self.user.clone(), room))
+                    .entry((self.user.clone(), room.to_string()))
                     .or_default() += 1;
             }
             Msg::Chat(ChatMsg::RoomSaved { room, .. }) => {
                 if let Some(c) = &mut self.creates {
-                    c.done.insert(room.clone());
+                    c.done.insert(room.to_string());
                 }
                 // Created: join it now rather than at the next keep-alive.
                 if let Some(ch) = channel.clone() {
-                    let after = state.get(&room).map_or(0, |s| s.delivered_upto);
+                    let after = state.get(room.as_str()).map_or(0, |s| s.delivered_upto);
                     self.to_channel(
                         net,
                         ch,
                         ChatMsg::ChatJoin {
-                            user: self.user.clone(),
+                            user: self.user.as_str().into(),
                             room,
                             after,
                         },
@@ -679,8 +683,8 @@ impl ChatClient {
                 }
             }
             Msg::Chat(ChatMsg::ChatPosted { post, seq, .. }) => {
-                self.unanswered.remove(&post);
-                if let Some(op) = lock(&self.log).posts.get_mut(&post) {
+                self.unanswered.remove(post.as_str());
+                if let Some(op) = lock(&self.log).posts.get_mut(post.as_str()) {
                     op.outcome = PostOutcome::Accepted { seq };
                 }
             }
@@ -695,10 +699,10 @@ impl ChatClient {
                         if matches!(
                             reason,
                             ChatReject::StoreUnavailable | ChatReject::NotJoined | ChatReject::Busy
-                        ) && self.unanswered.contains_key(&id) => {}
+                        ) && self.unanswered.contains_key(id.as_str()) => {}
                     Some(id) => {
-                        self.unanswered.remove(&id);
-                        if let Some(op) = log.posts.get_mut(&id) {
+                        self.unanswered.remove(id.as_str());
+                        if let Some(op) = log.posts.get_mut(id.as_str()) {
                             // A retry's refusal after the post was accepted
                             // answers the retry, not the post.
                             if !matches!(op.outcome, PostOutcome::Accepted { .. }) {
@@ -710,13 +714,13 @@ impl ChatClient {
                         // A managed room not created yet (or not yet known
                         // to this server): join again at the next keep-alive.
                         ChatReject::NoSuchRoom if self.wl.managed => {
-                            if let Some(s) = state.get_mut(&room) {
+                            if let Some(s) = state.get_mut(room.as_str()) {
                                 s.joined = false;
                             }
                         }
                         ChatReject::RoomExists => {
                             if let Some(c) = &mut self.creates {
-                                c.done.insert(room);
+                                c.done.insert(room.to_string());
                             }
                         }
                         // An honest client is never forbidden: counted with
@@ -725,7 +729,7 @@ impl ChatClient {
                         | ChatReject::NoSuchRoom
                         | ChatReject::Forbidden(_) => {
                             log.refused_joins += 1;
-                            if let Some(s) = state.get_mut(&room) {
+                            if let Some(s) = state.get_mut(room.as_str()) {
                                 s.refused = true;
                             }
                         }
@@ -741,7 +745,7 @@ impl ChatClient {
                         // Disabled by an operator: tried again at the next
                         // keep-alive (it may be enabled again).
                         ChatReject::RoomDisabled => {
-                            if let Some(s) = state.get_mut(&room) {
+                            if let Some(s) = state.get_mut(room.as_str()) {
                                 s.joined = false;
                                 s.disabled = true;
                             }
@@ -749,7 +753,7 @@ impl ChatClient {
                         ChatReject::NotJoined => {
                             // The server forgot the session (it restarted):
                             // join again at the next keep-alive.
-                            if let Some(s) = state.get_mut(&room) {
+                            if let Some(s) = state.get_mut(room.as_str()) {
                                 s.joined = false;
                             }
                         }
@@ -853,15 +857,15 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
             };
             let msg = match action {
                 Action::Disable => Msg::Chat(ChatMsg::RoomDisable {
-                    room: last.clone(),
+                    room: last.as_str().into(),
                     disabled: true,
                 }),
                 Action::Clear => Msg::Chat(ChatMsg::RoomClear {
-                    room: first.clone(),
+                    room: first.as_str().into(),
                     before: r.clear_before_ms,
                 }),
                 Action::Replace => Msg::Chat(ChatMsg::PostReplace {
-                    post: target.as_ref().expect("chosen").1.clone(),
+                    post: target.as_ref().expect("chosen").1.as_str().into(),
                     text: format!(
                         "replaced by the operator: {}",
                         target.as_ref().expect("chosen").1
@@ -922,12 +926,15 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
             let done_ms = now_ms();
             match answer {
                 Some(Msg::Chat(ChatMsg::RoomSaved { room, .. })) => {
-                    lock(&log).disables.push(DisableRecord { room, done_ms });
+                    lock(&log).disables.push(DisableRecord {
+                        room: room.into(),
+                        done_ms,
+                    });
                     outcome = Ok(());
                 }
                 Some(Msg::Chat(ChatMsg::RoomCleared { room, through })) => {
                     lock(&log).clears.push(ClearRecord {
-                        room,
+                        room: room.into(),
                         before: r.clear_before_ms,
                         through,
                         done_ms,
@@ -939,8 +946,8 @@ async fn run_operator(spec: Arc<ChatClientSpec>, wl: ChatWorkload, w: usize, log
                         unreachable!("answers a replace")
                     };
                     lock(&log).replaces.push(ReplaceRecord {
-                        post,
-                        room,
+                        post: post.into(),
+                        room: room.into(),
                         seq,
                         text: text.clone(),
                         done_ms,

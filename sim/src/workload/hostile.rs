@@ -186,9 +186,9 @@ async fn requests(
                 id: n,
                 msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                     im: Im {
-                        id: id.clone(),
-                        from: from.clone(),
-                        to: to.clone(),
+                        id: id.as_str().into(),
+                        from: from.as_str().into(),
+                        to: to.as_str().into(),
                         body,
                     },
                 }),

@@ -10,7 +10,7 @@ use crate::scenario::{Archive, ImWorkload};
 use crate::seeds::{self, Purpose};
 use holdfast_actors::core::cluster::Cluster;
 use holdfast_actors::core::identity::{Principal, Role};
-use holdfast_actors::core::ids::{ActorKind, Addr};
+use holdfast_actors::core::ids::{ActorKind, Addr, MessageId, UserId};
 use holdfast_actors::core::protocol::{ArchivingMsg, CallReport, Envelope, Im, Msg, RecordKind};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -41,7 +41,7 @@ pub type History = Arc<Mutex<BTreeMap<String, Op>>>;
 /// longer counts (the client has given up: the outcome stays unknown).
 /// Answers are matched here rather than by a task and a timer per request,
 /// which cost as much as the request itself in the simulator.
-type Waiting = Arc<Mutex<BTreeMap<String, Instant>>>;
+type Waiting = Arc<Mutex<BTreeMap<MessageId, Instant>>>;
 
 /// Name of the `k`-th external (federated) partner.
 pub fn external_user(k: u64) -> String {
@@ -109,7 +109,7 @@ pub async fn run_client(spec: Arc<ClientSpec>, history: History) {
                 };
                 let now = Instant::now();
                 if now <= give_up {
-                    if let Some(op) = lock(&history).get_mut(&id) {
+                    if let Some(op) = lock(&history).get_mut(id.as_str()) {
                         op.outcome = outcome;
                         op.answered_at = Some(now.duration_since(epoch).as_millis() as u64);
                     }
@@ -182,18 +182,18 @@ async fn generate(
     {
         n += 1;
         let from_i = rng.gen_range(0..users.len());
-        let from = users[from_i].clone();
+        let from = UserId::from(&users[from_i]);
         let (to, to_i) = if rng.gen_bool(workload.external) {
-            (external_user(rng.gen_range(1..=10)), None)
+            (UserId::from(external_user(rng.gen_range(1..=10))), None)
         } else {
             loop {
                 let j = rng.gen_range(0..users.len());
                 if j != from_i {
-                    break (users[j].clone(), Some(j));
+                    break (UserId::from(&users[j]), Some(j));
                 }
             }
         };
-        let id = format!("w{w}-{n}");
+        let id = MessageId::from(format!("w{w}-{n}"));
         let mut body = format!("{id} from {from} to {to}: ");
         while body.len() < workload.size {
             body.push_str("lorem ipsum ");
@@ -204,8 +204,8 @@ async fn generate(
         };
         let op = Op {
             id: id.clone(),
-            from: from.clone(),
-            to: to.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
             body: body.clone(),
             front_end: fe.clone(),
             // Calls are always recorded; IMs as the scenario's policy says,
@@ -217,7 +217,7 @@ async fn generate(
             answered_at: None,
             outcome: Outcome::Unknown,
         };
-        lock(&history).insert(id.clone(), op);
+        lock(&history).insert(id.to_string(), op);
         lock(&waiting).insert(id.clone(), Instant::now() + REQUEST_TIMEOUT);
         let env = Envelope {
             // Each sender's own connection, named after its principal.

@@ -1225,7 +1225,7 @@ mod tests {
 
     fn label(item: &QueueItem) -> String {
         match item {
-            QueueItem::Record(r) => r.id.clone(),
+            QueueItem::Record(r) => r.id.to_string(),
             QueueItem::Heartbeat { .. } => "heartbeat".into(),
             QueueItem::Tombstone => "tombstone".into(),
         }

@@ -28,7 +28,7 @@ use crate::core::actor::{
 };
 use crate::core::engine::Query;
 use crate::core::identity;
-use crate::core::ids::{Addr, Millis, Token};
+use crate::core::ids::{Addr, Millis, Token, UserId};
 use crate::core::operator::OperatorEvent;
 use crate::core::protocol::chat::ChatTimer;
 use crate::core::protocol::chat::{Post, RoomId};
@@ -576,9 +576,9 @@ impl ChatStore {
         ctx: &mut Ctx,
     ) {
         let mut details = BTreeMap::new();
-        let list = |set: &std::collections::BTreeSet<String>| {
-            set.iter().cloned().collect::<Vec<_>>().join(",")
-        };
+        fn list<T: AsRef<str>>(set: &std::collections::BTreeSet<T>) -> String {
+            set.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",")
+        }
         details.insert("users".to_string(), list(&hold.users));
         details.insert("rooms".to_string(), list(&hold.rooms));
         if let Some(s) = hold.since {
@@ -588,6 +588,8 @@ impl ChatStore {
             details.insert("until".to_string(), u.to_string());
         }
         details.insert("reason".to_string(), hold.reason.clone());
+        // The event's user is the operator's principal (`role:user`), as
+        // the hold records it.
         let (user, at) = match &hold.released {
             Some(r) => {
                 details.insert("release_reason".to_string(), r.reason.clone());
@@ -595,8 +597,9 @@ impl ChatStore {
             }
             None => (hold.placed_by.clone(), hold.placed_at),
         };
-        let rooms: Vec<String> = if hold.rooms.is_empty() {
-            vec![String::new()]
+        let user = UserId::from(user);
+        let rooms: Vec<RoomId> = if hold.rooms.is_empty() {
+            vec![RoomId::default()]
         } else {
             hold.rooms.iter().cloned().collect()
         };
@@ -681,7 +684,7 @@ mod tests {
                 category: category.into(),
                 ..Room::default()
             };
-            rooms.insert(name.to_string(), room);
+            rooms.insert(name.into(), room);
         }
         let settings = Settings {
             chat_keep_days: 10,
@@ -700,7 +703,7 @@ mod tests {
 
     fn post(h: &mut Harness<ChatStore>, room: &str, i: u64, author: &str, at: Millis) {
         let post = Post {
-            id: format!("{room}-p{i}"),
+            id: format!("{room}-p{i}").into(),
             room: room.into(),
             author: author.into(),
             text: format!("text {room} {i}"),
@@ -737,8 +740,8 @@ mod tests {
     fn hold(name: &str, users: &[&str], rooms: &[&str]) -> LegalHold {
         LegalHold {
             name: name.into(),
-            users: users.iter().map(|u| u.to_string()).collect(),
-            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            users: users.iter().map(|u| (*u).into()).collect(),
+            rooms: rooms.iter().map(|r| (*r).into()).collect(),
             reason: "case".into(),
             ..LegalHold::default()
         }
@@ -851,12 +854,12 @@ mod tests {
         );
         clear(&mut h, "r1");
         assert!((1..=3).all(|i| !stored(&h, "r1", i)));
-        let kinds: Vec<(EventKind, String, String)> = outbox(&h)
+        let kinds: Vec<(EventKind, RoomId, UserId)> = outbox(&h)
             .into_iter()
             .filter(|e| matches!(e.kind, EventKind::HoldPlaced | EventKind::HoldReleased))
             .map(|e| (e.kind, e.room, e.user))
             .collect();
-        let who = "auditor:pat@corp.example".to_string();
+        let who = UserId::from("auditor:pat@corp.example");
         assert_eq!(
             kinds,
             vec![

@@ -6,12 +6,7 @@ use crate::core::protocol::compliance::EventKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-/// A room's name, unique in the pool.
-pub type RoomId = String;
-
-/// A post's id, chosen by the posting client (unique, like a message id):
-/// the store keys posts by it, which makes a retried post idempotent.
-pub type PostId = String;
+pub use crate::core::ids::{PostId, RoomId};
 
 /// Who may find and enter a room (the Lync room privacy setting).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

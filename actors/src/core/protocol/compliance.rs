@@ -1,7 +1,7 @@
 //! The compliance types the protocol carries: the events the outboxes
 //! forward to the Compliance service, and the status it reports.
 
-use crate::core::ids::{Millis, Seq, UserId};
+use crate::core::ids::{Millis, RoomId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -78,7 +78,7 @@ pub struct ComplianceEvent {
     /// Its number on the outbox's link to the service.
     pub seq: Seq,
     pub kind: EventKind,
-    pub room: String,
+    pub room: RoomId,
     pub user: UserId,
     /// When it happened (ms since the epoch).
     pub at: Millis,
