@@ -288,7 +288,7 @@ fn store_engines(
                     statement_timeout,
                 };
                 crate::engines::postgres::check_target(&target)
-                    .map_err(|msg| invalid(key("url"), msg))?;
+                    .map_err(|e| invalid(key("url"), e.to_string()))?;
                 out.push(StoreEngine::Postgres(target));
             }
             Ok(out)

@@ -83,7 +83,7 @@ impl PgArchive {
     /// build's version; refuses a newer schema.
     pub fn connect(target: &PgTarget) -> Result<PgArchive, EngineError> {
         Ok(PgArchive {
-            link: Link::open(target, &SCHEMA).map_err(EngineError)?,
+            link: Link::open(target, &SCHEMA).map_err(|e| EngineError(e.to_string()))?,
         })
     }
 

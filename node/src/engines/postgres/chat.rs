@@ -122,7 +122,7 @@ impl PgChat {
     /// build's version; refuses a newer schema.
     pub fn connect(target: &PgTarget) -> Result<PgChat, EngineError> {
         Ok(PgChat {
-            link: Link::open(target, &SCHEMA).map_err(EngineError)?,
+            link: Link::open(target, &SCHEMA).map_err(|e| EngineError(e.to_string()))?,
         })
     }
 
