@@ -161,15 +161,28 @@ pub struct ArchivedMessage {
     pub client_id: String,
 }
 
+/// A row whose kind no record has.
+#[derive(Debug, thiserror::Error)]
+#[error("row {rowid}: unknown kind {kind:?}")]
+pub struct UnknownKind {
+    pub rowid: u64,
+    pub kind: String,
+}
+
 impl ArchivedMessage {
     /// The core's row of this message, as either archive engine reads it
     /// back; `Err` says which row has a kind no record has.
-    pub(crate) fn into_row(self) -> Result<Row, String> {
+    pub(crate) fn into_row(self) -> Result<Row, UnknownKind> {
         let kind = match self.kind.as_str() {
             "im" => RecordKind::Im,
             "cdr" => RecordKind::Cdr,
             "qoe" => RecordKind::Qoe,
-            other => return Err(format!("row {}: unknown kind {other:?}", self.rowid)),
+            _ => {
+                return Err(UnknownKind {
+                    rowid: self.rowid,
+                    kind: self.kind,
+                })
+            }
         };
         Ok(Row {
             rowid: self.rowid,
@@ -1094,9 +1107,9 @@ impl ArchiveDb {
     }
 
     fn to_row(&self, m: ArchivedMessage) -> Result<Row, ArchiveDbError> {
-        m.into_row().map_err(|detail| ArchiveDbError::Corrupt {
+        m.into_row().map_err(|e| ArchiveDbError::Corrupt {
             path: self.path.clone(),
-            detail,
+            detail: e.to_string(),
         })
     }
 

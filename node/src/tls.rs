@@ -389,40 +389,71 @@ impl Link for TlsLink {
     }
 }
 
+/// Why a peer's certificate names no one node and no one principal.
+#[derive(Debug, Error)]
+enum IdentityError {
+    #[error("the peer's certificate is malformed: {0}")]
+    Malformed(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("the peer's certificate is malformed: {0}")]
+    MalformedNames(#[source] x509_parser::error::X509Error),
+    /// The one DNS name is not a node's name.
+    #[error(transparent)]
+    NodeName(Box<TlsError>),
+    /// The certificate or the name cannot be checked.
+    #[error(transparent)]
+    Unchecked(#[from] rustls::Error),
+    #[error(transparent)]
+    DnsName(#[from] rustls::pki_types::InvalidDnsNameError),
+    #[error("the peer's certificate is not valid for {name:?}: {source}")]
+    NotValidFor {
+        name: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("the peer's certificate names {0:?}, not a principal")]
+    NotAPrincipal(String),
+    #[error(
+        "the peer's certificate names {dns} DNS names and {uris} URIs: neither one node nor one user"
+    )]
+    NeitherNodeNorUser { dns: usize, uris: usize },
+}
+
 /// Who a certificate of the cluster names (the verifier has checked its
 /// chain): a node, by its one DNS subject alternative name (confirmed by the
 /// certificate verifier's own name check), or a principal, by its one
 /// `urn:holdfast:` URI. Anything else is refused.
-fn certificate_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, String> {
+fn certificate_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, IdentityError> {
     let (dns, uris) = subject_alt_names(cert)?;
     match (dns.as_slice(), uris.as_slice()) {
         ([name], []) => {
-            check_node_name(name).map_err(|e| e.to_string())?;
-            let parsed = ParsedCertificate::try_from(cert).map_err(|e| e.to_string())?;
-            let server_name = ServerName::try_from(name.as_str()).map_err(|e| e.to_string())?;
-            verify_server_name(&parsed, &server_name)
-                .map_err(|e| format!("the peer's certificate is not valid for {name:?}: {e}"))?;
+            check_node_name(name).map_err(|e| IdentityError::NodeName(Box::new(e)))?;
+            let parsed = ParsedCertificate::try_from(cert)?;
+            let server_name = ServerName::try_from(name.as_str())?;
+            verify_server_name(&parsed, &server_name).map_err(|source| {
+                IdentityError::NotValidFor {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
             Ok(PeerIdentity::Node(name.clone()))
         }
         ([], [uri]) => Principal::of_uri(uri)
             .map(PeerIdentity::Client)
-            .ok_or_else(|| format!("the peer's certificate names {uri:?}, not a principal")),
-        _ => Err(format!(
-            "the peer's certificate names {} DNS names and {} URIs: neither one node nor one user",
-            dns.len(),
-            uris.len()
-        )),
+            .ok_or_else(|| IdentityError::NotAPrincipal(uri.clone())),
+        _ => Err(IdentityError::NeitherNodeNorUser {
+            dns: dns.len(),
+            uris: uris.len(),
+        }),
     }
 }
 
 /// The DNS names and URIs of a certificate's subject alternative names.
-fn subject_alt_names(cert: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+fn subject_alt_names(cert: &[u8]) -> Result<(Vec<String>, Vec<String>), IdentityError> {
     use x509_parser::extensions::GeneralName;
-    let (_, x509) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("the peer's certificate is malformed: {e}"))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(cert).map_err(IdentityError::Malformed)?;
     let san = x509
         .subject_alternative_name()
-        .map_err(|e| format!("the peer's certificate is malformed: {e}"))?;
+        .map_err(IdentityError::MalformedNames)?;
     let (mut dns, mut uris) = (Vec::new(), Vec::new());
     for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
         match name {
@@ -533,7 +564,7 @@ impl Credential {
                     "a node's certificate, not a user credential",
                 ))
             }
-            Err(e) => return Err(bad(&cert_file, e)),
+            Err(e) => return Err(bad(&cert_file, e.to_string())),
         };
         if principal.user != user {
             return Err(bad(&cert_file, format!("names {principal}, not {user}")));

@@ -610,7 +610,7 @@ impl RoomArgs {
         let users = |list: &[String]| -> Result<Vec<String>, String> {
             let mut out = Vec::new();
             for u in list {
-                out.extend(holdfast::config::expand_users(u)?);
+                out.extend(holdfast::config::expand_users(u).map_err(|e| e.to_string())?);
             }
             Ok(out)
         };

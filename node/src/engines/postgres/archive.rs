@@ -591,10 +591,6 @@ fn message(s: &Session, r: &postgres::Row) -> Result<ArchivedMessage, StoreError
 
 /// The core's row of an archived message.
 fn row(m: ArchivedMessage, s: &Session) -> Result<Row, StoreError> {
-    m.into_row().map_err(|detail| {
-        StoreError::Io(format!(
-            "archive {}: corrupt: {detail}",
-            s.target().redacted()
-        ))
-    })
+    m.into_row()
+        .map_err(|e| StoreError::Io(format!("archive {}: corrupt: {e}", s.target().redacted())))
 }
