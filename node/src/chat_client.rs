@@ -38,8 +38,10 @@ pub enum ChatError {
     /// nothing in particular when empty).
     #[error("{}{}", if .what.is_empty() { String::new() } else { format!("{}: ", .what) }, describe(.reason))]
     Rejected { what: String, reason: ChatReject },
-    /// Not set up (no credential, no such node), or refused by the Web
-    /// service.
+    /// No credential for the user, or one for another role.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// Not set up (no such node), or refused by the Web service.
     #[error("{0}")]
     Other(String),
 }

@@ -20,6 +20,9 @@ pub enum AskError {
     /// No credential, no such node, a link that cannot be set up.
     #[error("{0}")]
     Setup(String),
+    /// No credential for the user, or one for another role.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     /// The node refused the request for who asked.
     #[error("{node} refused: {reason}")]
     Refused { node: String, reason: String },
@@ -67,7 +70,7 @@ impl Session {
             .node(node)
             .map(|n| n.listen)
             .ok_or_else(|| AskError::Setup(format!("the config has no node {node:?}")))?;
-        let (principal, link) = client_identity(config, user, roles).map_err(AskError::Setup)?;
+        let (principal, link) = client_identity(config, user, roles)?;
         let me = connection_name(&principal);
         let (tx, rx) = mpsc::unbounded_channel();
         let net = Network::with_link(

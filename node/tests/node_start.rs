@@ -25,7 +25,10 @@ fn a_node_whose_port_is_taken_is_reported_not_ready() {
     // Someone else listens on fe1's port: it accepts connections.
     let squatter = std::net::TcpListener::bind(fe1).unwrap();
     let mut p = spawn_node(&exe(), &config, "fe1").unwrap();
-    let err = p.wait_ready(Duration::from_secs(20)).unwrap_err();
+    let err = p
+        .wait_ready(Duration::from_secs(20))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("fe1 exited"), "{err}");
     assert!(err.contains(&format!("cannot listen on {fe1}")), "{err}");
     drop(squatter);
@@ -43,7 +46,10 @@ fn a_node_is_ready_once_it_listens() {
     p.kill();
     let squatter = std::net::TcpListener::bind(addr).unwrap();
     let mut again = spawn_node(&exe(), &config, "fe1").unwrap();
-    let err = again.wait_ready(Duration::from_secs(20)).unwrap_err();
+    let err = again
+        .wait_ready(Duration::from_secs(20))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot listen"), "{err}");
     drop(squatter);
 }
@@ -62,7 +68,10 @@ fn a_database_node_without_its_postgresql_says_so_and_hides_the_password() {
     std::fs::write(&file, text).unwrap();
     let config = Config::load(&file).unwrap();
     let mut p = spawn_node(&exe(), &config, "db1").unwrap();
-    let err = p.wait_ready(Duration::from_secs(20)).unwrap_err();
+    let err = p
+        .wait_ready(Duration::from_secs(20))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("db1 exited"), "{err}");
     assert!(
         err.contains(&format!(

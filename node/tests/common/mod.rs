@@ -111,7 +111,7 @@ impl TestCluster {
         let mut p = spawn_node(&exe(), &self.config, name).unwrap();
         let ready = p.wait_ready(Duration::from_secs(20));
         self.nodes.insert(name.to_string(), p);
-        ready
+        ready.map_err(|e| e.to_string())
     }
 
     pub fn kill(&mut self, name: &str) {
