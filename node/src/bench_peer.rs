@@ -17,6 +17,7 @@
 
 use crate::archive_db::{ArchiveDb, ArchiveDbError};
 use crate::bench::BenchOptions;
+use crate::client::OpenLoop;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use holdfast_actors::core::actor::{StoreError, StoreOp};
@@ -579,19 +580,16 @@ where
     PF: std::future::Future<Output = Result<ConfirmFuture, PeerError>>,
 {
     let rate = opts.rate;
-    let total = (rate * opts.duration.as_secs_f64()).round() as u64;
+    let mut pacing = OpenLoop::new(start, rate, opts.duration);
     let window = Arc::new(tokio::sync::Semaphore::new(CONFIRM_WINDOW));
     let confirms = Arc::new(ConfirmsHist::default());
     let body = "x".repeat(opts.body_size);
     let bar = opts
         .progress
         .then(|| crate::client::load_bar(rate, opts.duration));
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut n = 0u64;
-    while n < total {
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
-        while n < due {
-            n += 1;
+    let mut tasks = Vec::with_capacity(pacing.total() as usize);
+    while let Some(due) = pacing.due().await {
+        for n in due {
             let due_at = start + Duration::from_secs_f64((n - 1) as f64 / rate);
             let sent_at = now_ms().saturating_sub(due_at.elapsed().as_millis() as u64);
             let wire = Wire {
@@ -628,7 +626,6 @@ where
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     for t in tasks {
         let _ = t.await;
@@ -636,7 +633,7 @@ where
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok((n, confirms))
+    Ok((pacing.total(), confirms))
 }
 
 struct ConfirmsHist {

@@ -382,6 +382,46 @@ pub async fn load(
     load_showing(client, rate, duration, timeout, body_size, None).await
 }
 
+/// Open-loop pacing: `rate` sends a second from `start` for `duration`,
+/// each due at its own time whatever became of the earlier ones.
+pub(crate) struct OpenLoop {
+    start: Instant,
+    rate: f64,
+    total: u64,
+    sent: u64,
+}
+
+impl OpenLoop {
+    pub(crate) fn new(start: Instant, rate: f64, duration: Duration) -> OpenLoop {
+        OpenLoop {
+            start,
+            rate,
+            total: (rate * duration.as_secs_f64()).round() as u64,
+            sent: 0,
+        }
+    }
+
+    /// How many sends in all.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The numbers (from 1) of the sends due by now and not yet handed
+    /// out, a millisecond after the last call; `None` once all were.
+    pub(crate) async fn due(&mut self) -> Option<std::ops::RangeInclusive<u64>> {
+        if self.sent >= self.total {
+            return None;
+        }
+        if self.sent > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let due = ((self.start.elapsed().as_secs_f64() * self.rate) as u64 + 1).min(self.total);
+        let first = self.sent + 1;
+        self.sent = due;
+        Some(first..=due)
+    }
+}
+
 /// A progress bar of IMs answered (or timed out) out of those to send.
 pub fn load_bar(rate: f64, duration: Duration) -> indicatif::ProgressBar {
     let total = (rate * duration.as_secs_f64()).round() as u64;
@@ -420,14 +460,10 @@ pub async fn load_showing(
     let mut rng = rand::rngs::StdRng::from_entropy();
     let run = new_id("load");
     let start = Instant::now();
-    let total = (rate * duration.as_secs_f64()).round() as u64;
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut n = 0u64;
-    while n < total {
-        // Send everything due by now, then wait a millisecond.
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
-        while n < due {
-            n += 1;
+    let mut pacing = OpenLoop::new(start, rate, duration);
+    let mut tasks = Vec::with_capacity(pacing.total() as usize);
+    while let Some(due) = pacing.due().await {
+        for n in due {
             let a = rng.gen_range(0..users.len());
             let mut b = rng.gen_range(0..users.len() - 1);
             if b >= a {
@@ -473,7 +509,6 @@ pub async fn load_showing(
                 (sent, latency_us)
             }));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut hist = Histogram::<u64>::new(3).expect("valid precision");
     let mut report = LoadReport {
