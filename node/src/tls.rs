@@ -859,6 +859,11 @@ listen = "127.0.0.1:7301"
         Config::parse(text, Path::new("c.toml"), dir).unwrap()
     }
 
+    /// What a refused link or credential says.
+    fn said<T>(refused: Result<T, TlsError>) -> String {
+        refused.err().expect("refused").to_string()
+    }
+
     /// A cluster of `CONFIG` in a fresh folder (kept while the guard
     /// lives), its certificates made.
     fn with_certs() -> (tempfile::TempDir, Config) {
@@ -989,20 +994,14 @@ listen = "127.0.0.1:7301"
     fn a_link_reports_the_file_at_fault() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(CONFIG, dir.path());
-        let e = TlsLink::for_node(&c.certs, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "fe1"));
         assert!(e.contains("ca.pem") && e.contains("cannot read"), "{e}");
         certs_init(&c, false).unwrap();
 
         // Another node's certificate under this node's name.
         let fe1 = std::fs::read(c.certs.join("fe1.pem")).unwrap();
         std::fs::copy(c.certs.join("db1.pem"), c.certs.join("fe1.pem")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "fe1"));
         assert!(
             e.contains("fe1.pem") && e.contains("not a certificate for node \"fe1\""),
             "{e}"
@@ -1012,34 +1011,22 @@ listen = "127.0.0.1:7301"
         std::fs::write(c.certs.join("fe1.pem"), fe1).unwrap();
         TlsLink::for_node(&c.certs, "fe1").unwrap();
         std::fs::copy(c.certs.join("db1.key"), c.certs.join("fe1.key")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "fe1"));
         assert!(e.contains("fe1.key") && e.contains("not the key of"), "{e}");
 
         // A certificate of another CA.
         let (_other, o) = with_certs();
         std::fs::copy(o.certs.join("db1.pem"), c.certs.join("db1.pem")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "db1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "db1"));
         assert!(e.contains("db1.pem") && e.contains("ca.pem"), "{e}");
 
         std::fs::write(c.certs.join("db1.key"), "not a key").unwrap();
         std::fs::copy(o.certs.join("ca.pem"), c.certs.join("ca.pem")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "db1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "db1"));
         assert!(e.contains("db1.key") && e.contains("no private key"), "{e}");
 
         std::fs::write(c.certs.join("ca.pem"), "").unwrap();
-        let e = Credential::load(&c.certs, &users_dir(&c.certs), OPERATOR)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users_dir(&c.certs), OPERATOR));
         assert!(e.contains("ca.pem") && e.contains("no certificate"), "{e}");
     }
 
@@ -1111,33 +1098,21 @@ listen = "127.0.0.1:7301"
         issue_user(&c.certs, &users, &carol, true).unwrap();
 
         // Missing: says how to make one.
-        let e = Credential::load(&c.certs, &users, "dave@corp.example")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users, "dave@corp.example"));
         assert!(e.contains("holdfast certs user dave@corp.example"), "{e}");
         // Renamed: the file does not name the user it is for.
         std::fs::copy(users.join("carol@corp.example.pem"), users.join("eve.pem")).unwrap();
         std::fs::copy(users.join("carol@corp.example.key"), users.join("eve.key")).unwrap();
-        let e = Credential::load(&c.certs, &users, "eve")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users, "eve"));
         assert!(e.contains("not eve"), "{e}");
         // A node's certificate is not a credential.
         std::fs::copy(c.certs.join("fe1.pem"), users.join("fe1.pem")).unwrap();
         std::fs::copy(c.certs.join("fe1.key"), users.join("fe1.key")).unwrap();
-        let e = Credential::load(&c.certs, &users, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users, "fe1"));
         assert!(e.contains("not a user credential"), "{e}");
         // Another cluster's credential is refused.
         let (_other_dir, o) = with_certs();
-        let e = Credential::load(&c.certs, &users_dir(&o.certs), OPERATOR)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users_dir(&o.certs), OPERATOR));
         assert!(e.contains("not a valid credential of the CA"), "{e}");
         // Names that cannot be principals are refused before any file.
         for bad in ["", "a/b", "../x", "a b", ".hidden"] {
