@@ -16,7 +16,9 @@
 
 use super::schema::{self, describe, Schema, SchemaError};
 use super::target::PgTarget;
-use holdfast_actors::core::actor::StoreError;
+use crate::engines::EngineError;
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use holdfast_actors::core::engine::{Answer, Query};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
@@ -83,6 +85,12 @@ pub enum PgLinkError {
     /// The worker failed otherwise.
     #[error("{target}: {error}")]
     Store { target: String, error: StoreError },
+}
+
+impl From<PgLinkError> for EngineError {
+    fn from(e: PgLinkError) -> EngineError {
+        EngineError(e.to_string())
+    }
 }
 
 /// Checks what can be checked of a target without connecting: the URL
@@ -300,6 +308,35 @@ impl Link {
             },
         })?;
         Ok(link)
+    }
+
+    /// Applies one `Persist` batch on the connection with the store's
+    /// `apply` (one transaction: all of it or nothing).
+    pub(crate) fn apply(
+        &mut self,
+        ops: &[StoreOp],
+        apply: fn(&mut Session, &[StoreOp]) -> Result<Written, StoreError>,
+    ) -> Result<Written, StoreError> {
+        let ops = ops.to_vec();
+        self.call(move |s| apply(s, &ops))
+    }
+
+    /// Answers a core's query on the connection with the store's `answer`.
+    pub(crate) fn answer(
+        &mut self,
+        query: &Query,
+        answer: fn(&mut Session, &Query) -> Result<Answer, StoreError>,
+    ) -> Result<Answer, StoreError> {
+        let query = query.clone();
+        self.call(move |s| answer(s, &query))
+    }
+
+    /// The core's state at start, as the store's `recovered` reads it.
+    pub(crate) fn recovered(
+        &mut self,
+        recovered: fn(&mut Session) -> Result<Recovered, StoreError>,
+    ) -> Result<Recovered, EngineError> {
+        self.call(recovered).map_err(|e| EngineError(e.to_string()))
     }
 
     /// Runs `job` on the connection; waits at most a connect and two
