@@ -420,34 +420,23 @@ impl ArchiveDb {
             .map_err(io)?;
         let (mut inserted, mut rows, mut deleted) = (0u64, 0u64, 0u64);
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO messages (message_id, kind, from_user, \
+            let prepare = |sql: &str| tx.prepare_cached(sql).map_err(io);
+            let mut insert = prepare(
+                "INSERT INTO messages (message_id, kind, from_user, \
                      to_user, time, body, external, front_end, archived_at, client_id) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                      ON CONFLICT (message_id) DO NOTHING",
-                )
-                .map_err(io)?;
-            let mut archived = tx
-                .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")
-                .map_err(io)?;
-            let mut kv_put = tx
-                .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
-                .map_err(io)?;
-            let mut kv_insert = tx
-                .prepare_cached(
-                    "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-                )
-                .map_err(io)?;
-            let mut kv_delete = tx
-                .prepare_cached("DELETE FROM kv WHERE key = ?1")
-                .map_err(io)?;
-            let mut read_insert = tx
-                .prepare_cached(
-                    "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
+            )?;
+            let mut archived = prepare("SELECT 1 FROM messages WHERE message_id = ?1")?;
+            let mut kv_put = prepare("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
+            let mut kv_insert = prepare(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?;
+            let mut kv_delete = prepare("DELETE FROM kv WHERE key = ?1")?;
+            let mut read_insert = prepare(
+                "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (seq) DO NOTHING",
-                )
-                .map_err(io)?;
+            )?;
             let refuse = |detail: String| {
                 StoreError::Io(format!(
                     "archive {}: batch refused: {detail}",
