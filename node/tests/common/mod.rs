@@ -191,7 +191,7 @@ impl TestCluster {
             return PgArchive::connect(target)
                 .and_then(|mut db| {
                     db.client_id_counts()
-                        .map_err(|e| holdfast::engines::EngineError(e.to_string()))
+                        .map_err(holdfast::engines::EngineError::Store)
                 })
                 .unwrap_or_default();
         }

@@ -87,12 +87,6 @@ pub enum PgLinkError {
     Store { target: String, error: StoreError },
 }
 
-impl From<PgLinkError> for EngineError {
-    fn from(e: PgLinkError) -> EngineError {
-        EngineError(e.to_string())
-    }
-}
-
 /// Checks what can be checked of a target without connecting: the URL
 /// parses, names a host, and its `sslmode` agrees with `tls_ca`.
 pub fn check_target(target: &PgTarget) -> Result<(), PgLinkError> {
@@ -336,7 +330,7 @@ impl Link {
         &mut self,
         recovered: fn(&mut Session) -> Result<Recovered, StoreError>,
     ) -> Result<Recovered, EngineError> {
-        self.call(recovered).map_err(|e| EngineError(e.to_string()))
+        self.call(recovered).map_err(EngineError::Store)
     }
 
     /// Runs `job` on the connection; waits at most a connect and two
