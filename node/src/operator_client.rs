@@ -23,6 +23,9 @@ pub enum AskError {
     /// No credential for the user, or one for another role.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// The transport would not take the request: nothing was sent.
+    #[error(transparent)]
+    Transport(holdfast_host::transport::TransportError),
     /// The node refused the request for who asked.
     #[error("{node} refused: {reason}")]
     Refused { node: String, reason: String },
@@ -105,7 +108,7 @@ impl Session {
                 id: 0,
                 msg: request,
             })
-            .map_err(|e| AskError::Setup(e.to_string()))?;
+            .map_err(AskError::Transport)?;
         let what = request_name;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

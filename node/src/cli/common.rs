@@ -116,9 +116,10 @@ impl From<holdfast::operator_client::AskError> for Failure {
         match e {
             AskError::CannotReach(e) => e.into(),
             // Refused or not set up: the request did not happen.
-            AskError::Setup(_) | AskError::Client(_) | AskError::Refused { .. } => {
-                Failure::Error(e.to_string())
-            }
+            AskError::Setup(_)
+            | AskError::Client(_)
+            | AskError::Transport(_)
+            | AskError::Refused { .. } => Failure::Error(e.to_string()),
         }
     }
 }
@@ -145,9 +146,9 @@ impl From<holdfast::chat_client::ChatError> for Failure {
                 reason: ChatReject::StoreUnavailable,
                 ..
             } => Failure::NotWell(e.to_string()),
-            ChatError::Rejected { .. } | ChatError::Client(_) | ChatError::Other(_) => {
-                Failure::Error(e.to_string())
-            }
+            // Not set up, or refused by the Web service: the request did
+            // not happen.
+            _ => Failure::Error(e.to_string()),
         }
     }
 }
