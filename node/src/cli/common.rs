@@ -116,7 +116,8 @@ impl From<holdfast::operator_client::AskError> for Failure {
         match e {
             AskError::CannotReach(e) => e.into(),
             // Refused or not set up: the request did not happen.
-            AskError::Setup(_)
+            AskError::NoSuchNode(_)
+            | AskError::NoComplianceNode
             | AskError::Client(_)
             | AskError::Transport(_)
             | AskError::Refused { .. } => Failure::Error(e.to_string()),
