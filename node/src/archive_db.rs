@@ -161,15 +161,28 @@ pub struct ArchivedMessage {
     pub client_id: String,
 }
 
+/// A row whose kind no record has.
+#[derive(Debug, thiserror::Error)]
+#[error("row {rowid}: unknown kind {kind:?}")]
+pub struct UnknownKind {
+    pub rowid: u64,
+    pub kind: String,
+}
+
 impl ArchivedMessage {
     /// The core's row of this message, as either archive engine reads it
     /// back; `Err` says which row has a kind no record has.
-    pub(crate) fn into_row(self) -> Result<Row, String> {
+    pub(crate) fn into_row(self) -> Result<Row, UnknownKind> {
         let kind = match self.kind.as_str() {
             "im" => RecordKind::Im,
             "cdr" => RecordKind::Cdr,
             "qoe" => RecordKind::Qoe,
-            other => return Err(format!("row {}: unknown kind {other:?}", self.rowid)),
+            _ => {
+                return Err(UnknownKind {
+                    rowid: self.rowid,
+                    kind: self.kind,
+                })
+            }
         };
         Ok(Row {
             rowid: self.rowid,
@@ -407,34 +420,23 @@ impl ArchiveDb {
             .map_err(io)?;
         let (mut inserted, mut rows, mut deleted) = (0u64, 0u64, 0u64);
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO messages (message_id, kind, from_user, \
+            let prepare = |sql: &str| tx.prepare_cached(sql).map_err(io);
+            let mut insert = prepare(
+                "INSERT INTO messages (message_id, kind, from_user, \
                      to_user, time, body, external, front_end, archived_at, client_id) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                      ON CONFLICT (message_id) DO NOTHING",
-                )
-                .map_err(io)?;
-            let mut archived = tx
-                .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")
-                .map_err(io)?;
-            let mut kv_put = tx
-                .prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")
-                .map_err(io)?;
-            let mut kv_insert = tx
-                .prepare_cached(
-                    "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-                )
-                .map_err(io)?;
-            let mut kv_delete = tx
-                .prepare_cached("DELETE FROM kv WHERE key = ?1")
-                .map_err(io)?;
-            let mut read_insert = tx
-                .prepare_cached(
-                    "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
+            )?;
+            let mut archived = prepare("SELECT 1 FROM messages WHERE message_id = ?1")?;
+            let mut kv_put = prepare("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
+            let mut kv_insert = prepare(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?;
+            let mut kv_delete = prepare("DELETE FROM kv WHERE key = ?1")?;
+            let mut read_insert = prepare(
+                "INSERT INTO reads (seq, at, principal, what, row_count, refused) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (seq) DO NOTHING",
-                )
-                .map_err(io)?;
+            )?;
             let refuse = |detail: String| {
                 StoreError::Io(format!(
                     "archive {}: batch refused: {detail}",
@@ -1094,9 +1096,9 @@ impl ArchiveDb {
     }
 
     fn to_row(&self, m: ArchivedMessage) -> Result<Row, ArchiveDbError> {
-        m.into_row().map_err(|detail| ArchiveDbError::Corrupt {
+        m.into_row().map_err(|e| ArchiveDbError::Corrupt {
             path: self.path.clone(),
-            detail,
+            detail: e.to_string(),
         })
     }
 

@@ -6,12 +6,15 @@
 //! send→archived latency percentiles. Archived throughput counts from the
 //! first send to the moment the archive holds every accepted IM.
 
-use crate::archive_db::{ArchiveDb, Query};
-use crate::client::{self, Client, Outcome};
-use crate::cluster_up::{loopback_config, spawn_node, NodeProcess};
-use crate::config::Config;
-use crate::operator_client::Session;
+use crate::archive_db::{ArchiveDb, ArchiveDbError, Query};
+use crate::client::{self, Client, ClientError, Outcome};
+use crate::cluster_up::{loopback_config, spawn_node, ClusterUpError, NodeProcess};
+use crate::config::{Config, ConfigError};
+use crate::operator_client::{AskError, Session};
+use crate::path_error::PathError;
+use crate::tls::TlsError;
 use hdrhistogram::Histogram;
+use holdfast_actors::core::actor::StoreError;
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::{ActorKind, Token};
 use holdfast_actors::core::protocol::{Msg, PurgeRecord, RecordsMsg};
@@ -19,6 +22,60 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Why a benchmark (`bench`, `bench --purge-rows`, `bench-start`) could
+/// not run to its figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Its scratch folder, a runtime, this executable's path.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Certs(#[from] TlsError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A node did not start or come up.
+    #[error(transparent)]
+    Node(#[from] ClusterUpError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveDbError),
+    /// Filling a store straight through SQLite.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// Filling the chat store through its own code.
+    #[error("{0}")]
+    Store(StoreError),
+    /// The retention purge could not be asked for.
+    #[error(transparent)]
+    Ask(#[from] AskError),
+    #[error("the purge's thread panicked")]
+    PurgePanicked,
+    #[error("db1 started no purge")]
+    NoPurge,
+    #[error("the purge did not finish within 30 minutes")]
+    PurgeTooLong,
+    /// db1 refused a retention request: its answer.
+    #[error("db1 refused: {0}")]
+    Refused(String),
+    /// A node of `bench-start` exited before it was ready.
+    #[error("{name} exited ({status}) before it was ready; its log ends:\n{log_end}")]
+    NotReady {
+        name: String,
+        status: std::process::ExitStatus,
+        log_end: String,
+    },
+    /// A store of `bench-start` could not be built.
+    #[error("building {}: {source}", .file.display())]
+    Build {
+        file: std::path::PathBuf,
+        #[source]
+        source: Box<BenchError>,
+    },
+}
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -102,26 +159,24 @@ impl Drop for Bench {
 /// them, and starts every node.
 fn start(
     opts: &BenchOptions,
-    prepare: impl FnOnce(&Config) -> Result<(), String>,
-) -> Result<Bench, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    prepare: impl FnOnce(&Config) -> Result<(), BenchError>,
+) -> Result<Bench, BenchError> {
+    let dir = tempfile::tempdir()?;
     let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, loopback_config(&opts.links, &opts.settings))
-        .map_err(|e| e.to_string())?;
-    let config = Arc::new(Config::load(&file).map_err(|e| e.to_string())?);
+    std::fs::write(&file, loopback_config(&opts.links, &opts.settings))?;
+    let config = Arc::new(Config::load(&file)?);
     if opts.links == "tls" {
-        crate::tls::certs_init(&config, false).map_err(|e| e.to_string())?;
+        crate::tls::certs_init(&config, false)?;
     }
     prepare(&config)?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe()?;
     let starting = opts
         .progress
         .then(|| spinner(&format!("starting {} nodes", config.nodes.len())));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let mut bench = Bench {
         _dir: dir,
         config,
@@ -164,7 +219,7 @@ fn measure(
     opts: &BenchOptions,
     since: u64,
     at_start: impl FnOnce(),
-) -> Result<(BenchReport, Vec<String>), String> {
+) -> Result<(BenchReport, Vec<String>), BenchError> {
     let start = Instant::now();
     at_start();
     let (report, sent) = b.rt.block_on(async {
@@ -214,14 +269,12 @@ fn measure(
     if let Some(bar) = archiving {
         bar.finish_and_clear();
     }
-    let rows = ArchiveDb::open_read_only(&db_path)
-        .and_then(|db| {
-            db.query(&Query {
-                since: Some(since),
-                ..Query::default()
-            })
+    let rows = ArchiveDb::open_read_only(&db_path).and_then(|db| {
+        db.query(&Query {
+            since: Some(since),
+            ..Query::default()
         })
-        .map_err(|e| e.to_string())?;
+    })?;
     let mut archive_ms = Histogram::<u64>::new(3).expect("valid precision");
     let mut archived = 0;
     for r in &rows {
@@ -262,7 +315,7 @@ fn db_path(config: &Config) -> std::path::PathBuf {
         .archive_path()
 }
 
-pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
+pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let b = start(opts, |_| Ok(()))?;
     Ok(measure(&b, opts, 0, || {})?.0)
 }
@@ -301,12 +354,12 @@ pub struct PurgeBenchReport {
     pub problems: Vec<String>,
 }
 
-pub fn run_purge(opts: &BenchOptions, rows: u64) -> Result<PurgeBenchReport, String> {
+pub fn run_purge(opts: &BenchOptions, rows: u64) -> Result<PurgeBenchReport, BenchError> {
     let mut fill_s = 0.0;
     let b = start(opts, |config| {
         let file = db_path(config);
         if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| PathError::new(parent, e))?;
         }
         let filling = opts
             .progress
@@ -334,16 +387,16 @@ pub fn run_purge(opts: &BenchOptions, rows: u64) -> Result<PurgeBenchReport, Str
     let p = purge
         .expect("the purge was started")
         .join()
-        .map_err(|_| "the purge's thread panicked".to_string())??;
+        .map_err(|_| BenchError::PurgePanicked)??;
     let purge_deleted = p.deleted;
     let purge_held = p.held;
     let purge_s = p.finished_at.unwrap_or(0).saturating_sub(p.started_at) as f64 / 1000.0;
 
     // What the archive holds now: nothing of the pre-filled rows, every
     // row the benchmark sent and saw accepted.
-    let db = ArchiveDb::open_read_only(&db_path(&b.config)).map_err(|e| e.to_string())?;
-    let rows_after = db.count().map_err(|e| e.to_string())?;
-    let held = db.client_id_counts().map_err(|e| e.to_string())?;
+    let db = ArchiveDb::open_read_only(&db_path(&b.config))?;
+    let rows_after = db.count()?;
+    let held = db.client_id_counts()?;
     let benchmark_rows_kept = ids.iter().filter(|id| held.contains_key(*id)).count() as u64;
     let metrics = b.config.node("db1").and_then(|n| n.metrics);
     let agent = ureq::AgentBuilder::new()
@@ -401,21 +454,19 @@ pub fn run_purge(opts: &BenchOptions, rows: u64) -> Result<PurgeBenchReport, Str
 
 /// Starts the retention purge on db1 as an operator and waits until a
 /// purge that began then has finished: its record.
-fn purge_now(config: &Config) -> Result<PurgeRecord, String> {
+fn purge_now(config: &Config) -> Result<PurgeRecord, BenchError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     rt.block_on(async {
-        let mut session = Session::open(config, crate::tls::OPERATOR, &[Role::Operator], "db1")
-            .map_err(|e| e.to_string())?;
+        let mut session = Session::open(config, crate::tls::OPERATOR, &[Role::Operator], "db1")?;
         let begun = retention(
             &mut session,
             Msg::Records(RecordsMsg::PurgeNow { token: Token(1) }),
             Token(1),
         )
         .await?
-        .ok_or("db1 started no purge")?;
+        .ok_or(BenchError::NoPurge)?;
         let mut token = Token(1);
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
@@ -427,7 +478,7 @@ fn purge_now(config: &Config) -> Result<PurgeRecord, String> {
                 }
             }
             if Instant::now() > deadline {
-                return Err("the purge did not finish within 30 minutes".into());
+                return Err(BenchError::PurgeTooLong);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -440,18 +491,17 @@ async fn retention(
     session: &mut Session,
     request: Msg,
     t: Token,
-) -> Result<Option<Box<PurgeRecord>>, String> {
+) -> Result<Option<Box<PurgeRecord>>, BenchError> {
     let answer = session
         .ask(ActorKind::Database, request, Duration::from_secs(30), |m| {
             matches!(m,
                 Msg::Records(RecordsMsg::RetentionState { token, .. }
                 | RecordsMsg::ArchiveRefused { token, .. }) if *token == t)
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     match answer {
         Msg::Records(RecordsMsg::RetentionState { purge, .. }) => Ok(purge),
-        other => Err(format!("db1 refused: {other:?}")),
+        other => Err(BenchError::Refused(format!("{other:?}"))),
     }
 }
 

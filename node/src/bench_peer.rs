@@ -15,11 +15,12 @@
 //! started on loopback on free ports in a scratch folder and stopped
 //! after the run, also when the run fails.
 
-use crate::archive_db::ArchiveDb;
+use crate::archive_db::{ArchiveDb, ArchiveDbError};
 use crate::bench::BenchOptions;
+use crate::client::OpenLoop;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use holdfast_actors::core::actor::StoreOp;
+use holdfast_actors::core::actor::{StoreError, StoreOp};
 use holdfast_actors::core::protocol::{ArchiveRecord, RecordKind};
 use holdfast_actors::core::store_keys::{self as keys, Row, DB_ROW};
 use lapin::options::{
@@ -52,6 +53,106 @@ const QUEUE: &str = "holdfast-bench";
 /// the consumer gives up.
 const CONSUMER_ERRORS_MAX: u32 = 10;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the peer pipeline could not run to its figures.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("--peer {0:?}: expected rabbitmq or nats")]
+    UnknownPeer(String),
+    #[error("the rate must be positive")]
+    BadRate,
+    /// The peer's client or broker failed at `what` (`connect`,
+    /// `publish`, `delivery`, ...).
+    #[error("{peer}: {what}: {source}")]
+    Broker {
+        peer: &'static str,
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{0}: the consumer stopped")]
+    ConsumerStopped(&'static str),
+    /// Delivery errors in a row, with no delivery between them: the last.
+    #[error("the consumer gave up after {errors} delivery errors in a row: {last}")]
+    ConsumerGaveUp {
+        errors: u32,
+        #[source]
+        last: Box<PeerError>,
+    },
+    #[error(transparent)]
+    Archive(#[from] ArchiveDbError),
+    /// Committing a batch to the peer's archive.
+    #[error("peer archive: {0}")]
+    ArchiveWrite(StoreError),
+    #[error(transparent)]
+    Encode(#[from] postcard::Error),
+    #[error(transparent)]
+    Window(#[from] tokio::sync::AcquireError),
+    /// The scratch folder, a runtime, the server's log.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("no free loopback port: {0}")]
+    NoFreePort(#[source] std::io::Error),
+    #[error(
+        "{package} is not installed and could not be installed ({source}): \
+         install Debian's {package} package, or run as root"
+    )]
+    NotInstalled {
+        package: String,
+        #[source]
+        source: AptError,
+    },
+    #[error("rabbitmq-server installed, but its server script was not found")]
+    RabbitScriptMissing,
+    #[error("nats-server installed, but its binary was not found")]
+    NatsBinaryMissing,
+    #[error("cannot start {}: {source}", .program.display())]
+    Start {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server exited before it was up: its name and its log's end.
+    #[error("{server} exited ({status}):\n{log}")]
+    ServerExited {
+        server: &'static str,
+        status: std::process::ExitStatus,
+        log: String,
+    },
+    #[error("nats-server not ready after 30s")]
+    NatsLate,
+    #[error("rabbitmq-server not ready after {}:\n{log}", humantime::format_duration(*.after))]
+    RabbitLate { after: Duration, log: String },
+}
+
+/// The error of the RabbitMQ client at `what`.
+fn rabbitmq(what: &'static str) -> impl Fn(lapin::Error) -> PeerError {
+    PeerError::at(Peer::Rabbitmq, what)
+}
+
+impl PeerError {
+    /// The error of `peer`'s client at `what`.
+    fn at<E: Into<BoxError>>(peer: Peer, what: &'static str) -> impl Fn(E) -> PeerError {
+        move |e| PeerError::Broker {
+            peer: peer.name(),
+            what,
+            source: e.into(),
+        }
+    }
+}
+
+/// Why `apt-get` did not install a package.
+#[derive(Debug, thiserror::Error)]
+pub enum AptError {
+    /// It could not be run.
+    #[error(transparent)]
+    Run(#[from] std::io::Error),
+    /// It failed: what it wrote to its standard error.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The peer systems `--peer` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -60,11 +161,11 @@ pub enum Peer {
 }
 
 impl Peer {
-    pub fn parse(s: &str) -> Result<Peer, String> {
+    pub fn parse(s: &str) -> Result<Peer, PeerError> {
         match s {
             "rabbitmq" => Ok(Peer::Rabbitmq),
             "nats" => Ok(Peer::Nats),
-            _ => Err(format!("--peer {s:?}: expected rabbitmq or nats")),
+            _ => Err(PeerError::UnknownPeer(s.to_string())),
         }
     }
 
@@ -150,20 +251,19 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Runs the peer pipeline with `opts`' rate, duration and body size.
-pub fn run(peer: Peer, opts: &BenchOptions) -> Result<PeerReport, String> {
+pub fn run(peer: Peer, opts: &BenchOptions) -> Result<PeerReport, PeerError> {
     if !opts.rate.is_finite() || opts.rate <= 0.0 {
-        return Err("the rate must be positive".into());
+        return Err(PeerError::BadRate);
     }
     // The peer's server and its archive in a scratch folder; the pipeline
     // on a runtime of its own, dropped before the server is stopped.
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
     let archive = dir.path().join("archive.sqlite");
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())
     };
     match peer {
         Peer::Rabbitmq => {
@@ -186,18 +286,17 @@ pub fn run(peer: Peer, opts: &BenchOptions) -> Result<PeerReport, String> {
     }
 }
 
-async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<PeerReport, String> {
+async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<PeerReport, PeerError> {
     use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream};
     let url = format!("nats://127.0.0.1:{port}");
-    let nats = |what: &'static str| move |e: String| format!("nats: {what}: {e}");
     // Producer and consumer on connections of their own, as two services
     // would be.
     let pclient = async_nats::connect(&url)
         .await
-        .map_err(|e| nats("connect")(e.to_string()))?;
+        .map_err(PeerError::at(Peer::Nats, "connect"))?;
     let cclient = async_nats::connect(&url)
         .await
-        .map_err(|e| nats("connect")(e.to_string()))?;
+        .map_err(PeerError::at(Peer::Nats, "connect"))?;
     let mut pjs = jetstream::new(pclient);
     // A loaded broker may take longer than the client's default 5 s to
     // acknowledge: that is latency to measure, not a lost publish.
@@ -210,7 +309,7 @@ async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<Peer
             ..Default::default()
         })
         .await
-        .map_err(|e| nats("create the stream")(e.to_string()))?;
+        .map_err(PeerError::at(Peer::Nats, "create the stream"))?;
     let _ = stream;
     let cjs = jetstream::new(cclient);
     let consumer: jetstream::consumer::Consumer<pull::Config> = cjs
@@ -227,14 +326,14 @@ async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<Peer
             "HOLDFAST_BENCH",
         )
         .await
-        .map_err(|e| nats("create the consumer")(e.to_string()))?;
+        .map_err(PeerError::at(Peer::Nats, "create the consumer"))?;
     let deliveries = consumer
         .messages()
         .await
-        .map_err(|e| nats("consume")(e.to_string()))?
+        .map_err(PeerError::at(Peer::Nats, "consume"))?
         .map(|m| {
             m.map(|m| (m.message.payload.to_vec(), m))
-                .map_err(|e| format!("nats: delivery: {e}"))
+                .map_err(PeerError::at(Peer::Nats, "delivery"))
         });
     let publish_one = |payload: Vec<u8>| {
         let pjs = pjs.clone();
@@ -242,7 +341,7 @@ async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<Peer
             let ack = pjs
                 .publish(NATS_SUBJECT, payload.into())
                 .await
-                .map_err(|e| format!("nats: publish: {e}"))?;
+                .map_err(PeerError::at(Peer::Nats, "publish"))?;
             let answer: ConfirmFuture = Box::pin(async move {
                 match ack.await {
                     Ok(_) => Answer::Ack,
@@ -257,7 +356,7 @@ async fn nats_run(port: u16, archive: &Path, opts: &BenchOptions) -> Result<Peer
         move |m: jetstream::Message| {
             handle
                 .block_on(m.ack())
-                .map_err(|e| format!("nats: ack: {e}"))
+                .map_err(PeerError::at(Peer::Nats, "ack"))
         }
     };
     measure(Peer::Nats, opts, archive, publish_one, deliveries, ack).await
@@ -276,17 +375,19 @@ async fn rabbit_run(
     server: &RabbitServer,
     archive: &Path,
     opts: &BenchOptions,
-) -> Result<PeerReport, String> {
+) -> Result<PeerReport, PeerError> {
     let url = server.url();
-    let amqp = |what: &'static str| move |e: lapin::Error| format!("rabbitmq: {what}: {e}");
     // Producer and consumer on connections of their own, as two services
     // would be.
-    let pconn = connect(&url).await.map_err(amqp("connect"))?;
-    let cconn = connect(&url).await.map_err(amqp("connect"))?;
-    let pch = pconn.create_channel().await.map_err(amqp("open channel"))?;
+    let pconn = connect(&url).await.map_err(rabbitmq("connect"))?;
+    let cconn = connect(&url).await.map_err(rabbitmq("connect"))?;
+    let pch = pconn
+        .create_channel()
+        .await
+        .map_err(rabbitmq("open channel"))?;
     pch.confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(amqp("confirm.select"))?;
+        .map_err(rabbitmq("confirm.select"))?;
     pch.queue_declare(
         QUEUE,
         QueueDeclareOptions {
@@ -296,11 +397,14 @@ async fn rabbit_run(
         FieldTable::default(),
     )
     .await
-    .map_err(amqp("declare the queue"))?;
-    let cch = cconn.create_channel().await.map_err(amqp("open channel"))?;
+    .map_err(rabbitmq("declare the queue"))?;
+    let cch = cconn
+        .create_channel()
+        .await
+        .map_err(rabbitmq("open channel"))?;
     cch.basic_qos(PREFETCH, BasicQosOptions::default())
         .await
-        .map_err(amqp("basic.qos"))?;
+        .map_err(rabbitmq("basic.qos"))?;
     let consumer = cch
         .basic_consume(
             QUEUE,
@@ -309,10 +413,10 @@ async fn rabbit_run(
             FieldTable::default(),
         )
         .await
-        .map_err(amqp("basic.consume"))?;
+        .map_err(rabbitmq("basic.consume"))?;
     let deliveries = consumer.map(|d| {
         d.map(|d| (d.data, d.delivery_tag))
-            .map_err(|e| format!("rabbitmq: delivery: {e}"))
+            .map_err(rabbitmq("delivery"))
     });
     let publish_one = |payload: Vec<u8>| {
         let pch = pch.clone();
@@ -327,7 +431,7 @@ async fn rabbit_run(
                     BasicProperties::default().with_delivery_mode(2),
                 )
                 .await
-                .map_err(|e| format!("rabbitmq: publish: {e}"))?;
+                .map_err(rabbitmq("publish"))?;
             let answer: ConfirmFuture = Box::pin(async move {
                 match confirm.await {
                     Ok(Confirmation::Ack(_)) => Answer::Ack,
@@ -344,7 +448,7 @@ async fn rabbit_run(
         move |tag: u64| {
             handle
                 .block_on(cch.basic_ack(tag, BasicAckOptions { multiple: true }))
-                .map_err(|e| format!("rabbitmq: ack: {e}"))
+                .map_err(rabbitmq("ack"))
         }
     };
     let r = measure(Peer::Rabbitmq, opts, archive, publish_one, deliveries, ack).await;
@@ -376,18 +480,18 @@ pub(crate) async fn measure<T, P, PF, S>(
     archive: &Path,
     publish_one: P,
     deliveries: S,
-    ack: impl Fn(T) -> Result<(), String> + Send + 'static,
-) -> Result<PeerReport, String>
+    ack: impl Fn(T) -> Result<(), PeerError> + Send + 'static,
+) -> Result<PeerReport, PeerError>
 where
     T: Send + 'static,
     P: Fn(Vec<u8>) -> PF,
-    PF: std::future::Future<Output = Result<ConfirmFuture, String>>,
-    S: futures_util::Stream<Item = Result<(Vec<u8>, T), String>> + Send + Unpin + 'static,
+    PF: std::future::Future<Output = Result<ConfirmFuture, PeerError>>,
+    S: futures_util::Stream<Item = Result<(Vec<u8>, T), PeerError>> + Send + Unpin + 'static,
 {
     let archived = Arc::new(AtomicU64::new(0));
     let archive_ms = Arc::new(Mutex::new(histogram()));
-    let writer_error = Arc::new(Mutex::new(None::<String>));
-    let db = ArchiveDb::open(archive).map_err(|e| e.to_string())?;
+    let writer_error = Arc::new(Mutex::new(None::<PeerError>));
+    let db = ArchiveDb::open(archive)?;
     // The SQLite writer runs on a thread of its own: a commit waits for
     // fsync, and the consumer keeps filling the next batch meanwhile.
     // Rendezvous: a batch is handed over only to a writer waiting for one.
@@ -421,7 +525,7 @@ where
         if archived.load(Ordering::Relaxed) >= confirmed || Instant::now() > deadline {
             break start.elapsed();
         }
-        if let Some(e) = writer_error.lock().expect("not poisoned").clone() {
+        if let Some(e) = writer_error.lock().expect("not poisoned").take() {
             return Err(e);
         }
         if consuming.is_finished() {
@@ -429,7 +533,7 @@ where
             // the stream): say why rather than wait out the deadline.
             return match consuming.await {
                 Ok(Err(e)) => Err(e),
-                _ => Err(format!("{}: the consumer stopped", peer.name())),
+                _ => Err(PeerError::ConsumerStopped(peer.name())),
             };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -439,7 +543,7 @@ where
     consuming.abort();
     let _ = consuming.await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-    if let Some(e) = writer_error.lock().expect("not poisoned").clone() {
+    if let Some(e) = writer_error.lock().expect("not poisoned").take() {
         return Err(e);
     }
     let archived = archived.load(Ordering::Relaxed);
@@ -470,25 +574,22 @@ async fn publish<P, PF>(
     publish_one: P,
     opts: &BenchOptions,
     start: Instant,
-) -> Result<(u64, Arc<ConfirmsHist>), String>
+) -> Result<(u64, Arc<ConfirmsHist>), PeerError>
 where
     P: Fn(Vec<u8>) -> PF,
-    PF: std::future::Future<Output = Result<ConfirmFuture, String>>,
+    PF: std::future::Future<Output = Result<ConfirmFuture, PeerError>>,
 {
     let rate = opts.rate;
-    let total = (rate * opts.duration.as_secs_f64()).round() as u64;
+    let mut pacing = OpenLoop::new(start, rate, opts.duration);
     let window = Arc::new(tokio::sync::Semaphore::new(CONFIRM_WINDOW));
     let confirms = Arc::new(ConfirmsHist::default());
     let body = "x".repeat(opts.body_size);
     let bar = opts
         .progress
         .then(|| crate::client::load_bar(rate, opts.duration));
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut n = 0u64;
-    while n < total {
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
-        while n < due {
-            n += 1;
+    let mut tasks = Vec::with_capacity(pacing.total() as usize);
+    while let Some(due) = pacing.due().await {
+        for n in due {
             let due_at = start + Duration::from_secs_f64((n - 1) as f64 / rate);
             let sent_at = now_ms().saturating_sub(due_at.elapsed().as_millis() as u64);
             let wire = Wire {
@@ -498,12 +599,8 @@ where
                 sent_at,
                 body: body.clone(),
             };
-            let payload = postcard::to_allocvec(&wire).map_err(|e| e.to_string())?;
-            let permit = window
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
+            let payload = postcard::to_allocvec(&wire)?;
+            let permit = window.clone().acquire_owned().await?;
             let confirm = publish_one(payload).await?;
             let (confirms, bar) = (confirms.clone(), bar.clone());
             tasks.push(tokio::spawn(async move {
@@ -529,7 +626,6 @@ where
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     for t in tasks {
         let _ = t.await;
@@ -537,7 +633,7 @@ where
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok((n, confirms))
+    Ok((pacing.total(), confirms))
 }
 
 struct ConfirmsHist {
@@ -563,9 +659,9 @@ impl Default for ConfirmsHist {
 /// a row does not wait for 999 others; while the writer commits, up to
 /// [`BATCH`] rows gather for the next transaction.
 async fn consume<T: Send + 'static>(
-    mut deliveries: impl futures_util::Stream<Item = Result<(Vec<u8>, T), String>> + Unpin,
+    mut deliveries: impl futures_util::Stream<Item = Result<(Vec<u8>, T), PeerError>> + Unpin,
     batches: std::sync::mpsc::SyncSender<(Vec<Wire>, T)>,
-) -> Result<(), String> {
+) -> Result<(), PeerError> {
     use std::sync::mpsc::TrySendError;
     let mut batch = Vec::with_capacity(BATCH);
     let mut last = None;
@@ -602,9 +698,10 @@ async fn consume<T: Send + 'static>(
                 errors += 1;
                 tracing::warn!("peer consumer: delivery error {errors} in a row: {e}");
                 if errors >= CONSUMER_ERRORS_MAX {
-                    return Err(format!(
-                        "the consumer gave up after {errors} delivery errors in a row: {e}"
-                    ));
+                    return Err(PeerError::ConsumerGaveUp {
+                        errors,
+                        last: Box::new(e),
+                    });
                 }
                 continue;
             }
@@ -661,10 +758,10 @@ fn write_batches<T>(
     peer: Peer,
     mut db: ArchiveDb,
     batches: std::sync::mpsc::Receiver<(Vec<Wire>, T)>,
-    ack: impl Fn(T) -> Result<(), String>,
+    ack: impl Fn(T) -> Result<(), PeerError>,
     archived: &AtomicU64,
     archive_ms: &Mutex<Histogram<u64>>,
-    error: &Mutex<Option<String>>,
+    error: &Mutex<Option<PeerError>>,
 ) {
     while let Ok((batch, token)) = batches.recv() {
         let archived_at = now_ms();
@@ -690,7 +787,7 @@ fn write_batches<T>(
             })
             .collect();
         if let Err(e) = db.apply(&ops) {
-            *error.lock().expect("not poisoned") = Some(format!("peer archive: {e}"));
+            *error.lock().expect("not poisoned") = Some(PeerError::ArchiveWrite(e));
             return;
         }
         {
@@ -733,17 +830,16 @@ fn rabbit_script() -> Option<PathBuf> {
 }
 
 /// Finds the RabbitMQ server, installing Debian's package when missing.
-pub fn find_or_install_rabbitmq(progress: bool) -> Result<PathBuf, String> {
+pub fn find_or_install_rabbitmq(progress: bool) -> Result<PathBuf, PeerError> {
     if let Some(p) = rabbit_script() {
         return Ok(p);
     }
     install_debian("rabbitmq-server", progress)?;
-    rabbit_script()
-        .ok_or_else(|| "rabbitmq-server installed, but its server script was not found".into())
+    rabbit_script().ok_or(PeerError::RabbitScriptMissing)
 }
 
 /// Finds `nats-server`, installing Debian's package when missing.
-pub fn find_or_install_nats(progress: bool) -> Result<PathBuf, String> {
+pub fn find_or_install_nats(progress: bool) -> Result<PathBuf, PeerError> {
     let found = || {
         [
             "/usr/sbin/nats-server",
@@ -758,17 +854,17 @@ pub fn find_or_install_nats(progress: bool) -> Result<PathBuf, String> {
         return Ok(p);
     }
     install_debian("nats-server", progress)?;
-    found().ok_or_else(|| "nats-server installed, but its binary was not found".into())
+    found().ok_or(PeerError::NatsBinaryMissing)
 }
 
 /// Installs one of Debian's packages (as root, or through `sudo -n`), as
 /// the test script does for PostgreSQL, with a plain error when it cannot.
-fn install_debian(package: &str, progress: bool) -> Result<(), String> {
+fn install_debian(package: &str, progress: bool) -> Result<(), PeerError> {
     if progress {
         eprintln!("{package} is not installed: installing Debian's package");
     }
     let root = nix::unistd::geteuid().is_root();
-    let apt = |args: &[&str]| -> Result<(), String> {
+    let apt = |args: &[&str]| -> Result<(), AptError> {
         let mut cmd = if root {
             Command::new("apt-get")
         } else {
@@ -780,21 +876,20 @@ fn install_debian(package: &str, progress: bool) -> Result<(), String> {
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
+            .output()?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            Err(AptError::Failed(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
         }
     };
     apt(&["update", "-qq"])
         .and_then(|()| apt(&["install", "-y", "-qq", "--no-install-recommends", package]))
-        .map_err(|e| {
-            format!(
-                "{package} is not installed and could not be installed ({e}): \
-                 install Debian's {package} package, or run as root"
-            )
+        .map_err(|source| PeerError::NotInstalled {
+            package: package.to_string(),
+            source,
         })
 }
 
@@ -806,20 +901,23 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    pub fn start(dir: &Path, progress: bool) -> Result<NatsServer, String> {
+    pub fn start(dir: &Path, progress: bool) -> Result<NatsServer, PeerError> {
         let bin = find_or_install_nats(progress)?;
         let port = free_port()?;
-        let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("server.log"))?;
         let child = Command::new(&bin)
             .arg("-js")
             .arg("-sd")
             .arg(dir.join("jetstream"))
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            .map_err(|source| PeerError::Start {
+                program: bin.clone(),
+                source,
+            })?;
         let mut server = NatsServer { child, port };
         let every = Duration::from_millis(100);
         match wait_until_up(&mut server.child, Duration::from_secs(30), every, || {
@@ -828,9 +926,13 @@ impl NatsServer {
             Ok(()) => Ok(server),
             Err(NotUp::Exited(status)) => {
                 let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                Err(format!("nats-server exited ({status}):\n{log}"))
+                Err(PeerError::ServerExited {
+                    server: "nats-server",
+                    status,
+                    log,
+                })
             }
-            Err(NotUp::Late) => Err("nats-server not ready after 30s".into()),
+            Err(NotUp::Late) => Err(PeerError::NatsLate),
         }
     }
 }
@@ -907,24 +1009,23 @@ impl Drop for NatsServer {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, PeerError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
+        .map_err(PeerError::NoFreePort)
 }
 
 impl RabbitServer {
-    pub fn start(dir: &Path, progress: bool) -> Result<RabbitServer, String> {
+    pub fn start(dir: &Path, progress: bool) -> Result<RabbitServer, PeerError> {
         let script = find_or_install_rabbitmq(progress)?;
         let (port, dist_port, epmd_port) = (free_port()?, free_port()?, free_port()?);
         std::fs::write(
             dir.join("rabbitmq.conf"),
             format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
         )
-        .and_then(|()| std::fs::write(dir.join("enabled_plugins"), "[].\n"))
-        .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+        .and_then(|()| std::fs::write(dir.join("enabled_plugins"), "[].\n"))?;
+        let log = std::fs::File::create(dir.join("server.log"))?;
         let name = format!("holdfast-bench-{}-{port}@localhost", std::process::id());
         let child = Command::new(&script)
             // The Erlang cookie goes in $HOME: the scratch folder.
@@ -946,10 +1047,13 @@ impl RabbitServer {
                 "-kernel inet_dist_use_interface {127,0,0,1}",
             )
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
+            .map_err(|source| PeerError::Start {
+                program: script.clone(),
+                source,
+            })?;
         let mut server = RabbitServer {
             child,
             port,
@@ -964,7 +1068,7 @@ impl RabbitServer {
     }
 
     /// Ready once the AMQP listener answers (it opens last in the boot).
-    fn wait_ready(&mut self, dir: &Path, timeout: Duration) -> Result<(), String> {
+    fn wait_ready(&mut self, dir: &Path, timeout: Duration) -> Result<(), PeerError> {
         let tail = || {
             let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
@@ -972,12 +1076,15 @@ impl RabbitServer {
         };
         let (port, every) = (self.port, Duration::from_millis(200));
         wait_until_up(&mut self.child, timeout, every, || amqp_answers(port)).map_err(|e| match e {
-            NotUp::Exited(status) => format!("rabbitmq-server exited ({status}):\n{}", tail()),
-            NotUp::Late => format!(
-                "rabbitmq-server not ready after {}:\n{}",
-                humantime::format_duration(timeout),
-                tail()
-            ),
+            NotUp::Exited(status) => PeerError::ServerExited {
+                server: "rabbitmq-server",
+                status,
+                log: tail(),
+            },
+            NotUp::Late => PeerError::RabbitLate {
+                after: timeout,
+                log: tail(),
+            },
         })
     }
 }
@@ -1013,7 +1120,7 @@ impl Drop for RabbitServer {
 mod tests {
     use super::*;
 
-    fn delivery(n: u64) -> Result<(Vec<u8>, u64), String> {
+    fn delivery(n: u64) -> Result<(Vec<u8>, u64), PeerError> {
         let w = Wire {
             id: format!("peer-{n:09}"),
             from: "a@bench.example".into(),
@@ -1026,7 +1133,12 @@ mod tests {
 
     /// What the consumer hands to the writer: the ids of each batch and
     /// its ack token, and how the consumer ended.
-    fn consumed(items: Vec<Result<(Vec<u8>, u64), String>>) -> (Vec<String>, Vec<u64>, String) {
+    /// A delivery error of the broker's client, saying `what`.
+    fn failed(what: &str) -> Result<(Vec<u8>, u64), PeerError> {
+        Err(PeerError::at(Peer::Nats, "delivery")(what))
+    }
+
+    fn consumed(items: Vec<Result<(Vec<u8>, u64), PeerError>>) -> (Vec<String>, Vec<u64>, String) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1049,9 +1161,9 @@ mod tests {
     fn a_delivery_error_the_stream_recovers_from_does_not_end_the_consumer() {
         let (ids, tokens, end) = consumed(vec![
             delivery(1),
-            Err("missed idle heartbeat".into()),
+            failed("missed idle heartbeat"),
             delivery(2),
-            Err("missed idle heartbeat".into()),
+            failed("missed idle heartbeat"),
             delivery(3),
         ]);
         assert_eq!(ids, ["peer-000000001", "peer-000000002", "peer-000000003"]);
@@ -1062,7 +1174,7 @@ mod tests {
     #[test]
     fn errors_with_no_delivery_between_them_end_the_consumer_saying_why() {
         let mut items = vec![delivery(1)];
-        items.extend((0..CONSUMER_ERRORS_MAX).map(|_| Err("consumer deleted".to_string())));
+        items.extend((0..CONSUMER_ERRORS_MAX).map(|_| failed("consumer deleted")));
         items.push(delivery(2));
         let (ids, _, end) = consumed(items);
         assert!(!ids.contains(&"peer-000000002".to_string()), "{ids:?}");

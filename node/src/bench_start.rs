@@ -13,9 +13,11 @@
 //! under [`START_BOUND_S`] and under [`RSS_BOUND_MIB`] resident at idle.
 
 use crate::archive_db::ArchiveDb;
+use crate::bench::BenchError;
 use crate::chat_db::ChatDb;
 use crate::cluster_up::{free_port, last_lines, spawn_node};
 use crate::config::Config;
+use crate::path_error::PathError;
 use holdfast_actors::chat::chat_store::{prefixed, CHAT_FOLLOWS, CHAT_ROOM};
 use holdfast_actors::core::actor::StoreOp;
 use holdfast_actors::core::ids::UserId;
@@ -145,8 +147,8 @@ impl Store {
     }
 }
 
-pub fn run(opts: &StartOptions) -> Result<StartReport, String> {
-    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+pub fn run(opts: &StartOptions) -> Result<StartReport, BenchError> {
+    std::fs::create_dir_all(&opts.dir).map_err(|e| PathError::new(&opts.dir, e))?;
     let mut report = StartReport {
         bench: "start",
         start_bound_s: START_BOUND_S,
@@ -170,7 +172,7 @@ fn say(opts: &StartOptions, what: String) {
 }
 
 /// Builds (or reuses) the store of `size`, starts a node on it, measures.
-fn measure(opts: &StartOptions, store: Store, size: u64) -> Result<StartFigure, String> {
+fn measure(opts: &StartOptions, store: Store, size: u64) -> Result<StartFigure, BenchError> {
     let data = opts.dir.join(store.folder(size));
     let file = data.join(store.file());
     let mut build_s = 0.0;
@@ -181,7 +183,7 @@ fn measure(opts: &StartOptions, store: Store, size: u64) -> Result<StartFigure, 
         build_s = t.elapsed().as_secs_f64();
         say(opts, format!("  built in {build_s:.1} s"));
     }
-    let file_mib = mib(std::fs::metadata(&file).map_err(|e| e.to_string())?.len());
+    let file_mib = mib(std::fs::metadata(&file)?.len());
     let (config, metrics) = node_config(opts, store, &data)?;
     say(opts, format!("starting a {} node on {size}", store.node()));
     let gauge = match store {
@@ -221,10 +223,10 @@ fn node_config(
     opts: &StartOptions,
     store: Store,
     data: &Path,
-) -> Result<(Config, SocketAddr), String> {
+) -> Result<(Config, SocketAddr), BenchError> {
     let mut ports = Vec::new();
     while ports.len() < 4 {
-        let p = free_port().map_err(|e| e.to_string())?;
+        let p = free_port()?;
         if !ports.contains(&p) {
             ports.push(p);
         }
@@ -251,8 +253,8 @@ fn node_config(
         );
     }
     let path = opts.dir.join(store.config_file());
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| PathError::new(&path, e))?;
+    let config = Config::load(&path)?;
     Ok((config, metrics))
 }
 
@@ -313,8 +315,8 @@ fn start_node(
     metrics: SocketAddr,
     gauge: &str,
     opts: &StartOptions,
-) -> Result<Started, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+) -> Result<Started, BenchError> {
+    let exe = std::env::current_exe()?;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(1))
         .build();
@@ -329,10 +331,11 @@ fn start_node(
             }
         }
         if let Ok(Some(status)) = node.child.try_wait() {
-            return Err(format!(
-                "{name} exited ({status}) before it was ready; its log ends:\n{}",
-                last_lines(&node.own_log(), 8)
-            ));
+            return Err(BenchError::NotReady {
+                name: name.to_string(),
+                status,
+                log_end: last_lines(&node.own_log(), 8),
+            });
         }
         if t0.elapsed() > opts.timeout {
             break Some(format!("not ready after {} s", opts.timeout.as_secs()));
@@ -401,18 +404,21 @@ pub(crate) fn reported_size(agent: &ureq::Agent, metrics: SocketAddr, name: &str
 
 /// Builds the store of `size` in `<data>.part` and renames it to `data`
 /// once complete: a folder under its final name is a whole store.
-fn build(store: Store, size: u64, data: &Path) -> Result<(), String> {
+fn build(store: Store, size: u64, data: &Path) -> Result<(), BenchError> {
     let part = data.with_extension("part");
     if part.exists() {
-        std::fs::remove_dir_all(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+        std::fs::remove_dir_all(&part).map_err(|e| PathError::new(&part, e))?;
     }
     let file = part.join(store.file());
     match store {
         Store::Archive => fill_archive(&file, size),
         Store::Chat => fill_chat(&file, size),
     }
-    .map_err(|e| format!("building {}: {e}", file.display()))?;
-    std::fs::rename(&part, data).map_err(|e| format!("{}: {e}", data.display()))
+    .map_err(|e| BenchError::Build {
+        file: file.clone(),
+        source: Box::new(e),
+    })?;
+    std::fs::rename(&part, data).map_err(|e| PathError::new(data, e).into())
 }
 
 /// A body of about 200 bytes (150 to 250), cut from a fixed text.
@@ -477,64 +483,60 @@ fn finish_fill(conn: rusqlite::Connection, indexes: &[String]) -> rusqlite::Resu
 /// Fills a new archive at `file` with `rows` synthetic rows, spread over
 /// 14 days from 2026-06-01 (so older than any retention window a cluster
 /// has today), its kept row count set to match.
-pub(crate) fn fill_archive(file: &Path, rows: u64) -> Result<(), String> {
+pub(crate) fn fill_archive(file: &Path, rows: u64) -> Result<(), BenchError> {
     // The node's own code creates the file and its schema.
-    drop(ArchiveDb::open(file).map_err(|e| e.to_string())?);
-    let mut conn = fill_connection(file).map_err(|e| e.to_string())?;
-    let indexes = take_indexes(&conn).map_err(|e| e.to_string())?;
+    drop(ArchiveDb::open(file)?);
+    let mut conn = fill_connection(file)?;
+    let indexes = take_indexes(&conn)?;
     let mut rng = SmallRng::seed_from_u64(rows);
     let mut next = 1;
     while next <= rows {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tx = conn.transaction()?;
         {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO messages (rowid, message_id, kind, from_user, to_user, time, \
+            let mut insert = tx.prepare(
+                "INSERT INTO messages (rowid, message_id, kind, from_user, to_user, time, \
                      body, external, front_end, archived_at, client_id) \
                      VALUES (?1, ?2, 'im', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .map_err(|e| e.to_string())?;
+            )?;
             let end = rows.min(next + FILL_BATCH - 1);
             for rowid in next..=end {
                 let fe = if rng.gen_bool(0.5) { "fe1" } else { "fe2" };
                 let time = moment(rowid, rows, &mut rng);
-                insert
-                    .execute(rusqlite::params![
-                        rowid,
-                        format!("{fe}-{rowid:012x}"),
-                        user(&mut rng),
-                        user(&mut rng),
-                        time,
-                        body(&mut rng),
-                        rng.gen_bool(0.1),
-                        fe,
-                        time + rng.gen_range(20..500),
-                        format!("c{:08x}", rng.gen::<u32>()),
-                    ])
-                    .map_err(|e| e.to_string())?;
+                insert.execute(rusqlite::params![
+                    rowid,
+                    format!("{fe}-{rowid:012x}"),
+                    user(&mut rng),
+                    user(&mut rng),
+                    time,
+                    body(&mut rng),
+                    rng.gen_bool(0.1),
+                    fe,
+                    time + rng.gen_range(20..500),
+                    format!("c{:08x}", rng.gen::<u32>()),
+                ])?;
             }
             next = end + 1;
         }
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.commit()?;
     }
     // The archive keeps its row count in `counts`, moved by every
     // transaction of the node; rows filled behind its back are counted once.
     conn.execute(
         "UPDATE counts SET n = (SELECT COUNT(*) FROM messages) WHERE name = 'messages'",
         [],
-    )
-    .map_err(|e| e.to_string())?;
-    finish_fill(conn, &indexes).map_err(|e| e.to_string())?;
+    )?;
+    finish_fill(conn, &indexes)?;
     // And the node's code opens what was built.
-    ArchiveDb::open(file).map(drop).map_err(|e| e.to_string())
+    ArchiveDb::open(file)?;
+    Ok(())
 }
 
-fn fill_chat(file: &Path, posts: u64) -> Result<(), String> {
+fn fill_chat(file: &Path, posts: u64) -> Result<(), BenchError> {
     let mut rng = SmallRng::seed_from_u64(posts);
     // The node's own code creates the file and its schema, and writes the
     // rooms (with their memberships) and the users' follows as the chat
     // store core does.
-    let mut db = ChatDb::open(file).map_err(|e| e.to_string())?;
+    let mut db = ChatDb::open(file)?;
     let room_name = |r: u64| format!("room-{r:03}");
     let mut ops = Vec::new();
     for r in 0..ROOMS {
@@ -563,39 +565,36 @@ fn fill_chat(file: &Path, posts: u64) -> Result<(), String> {
             value: keys::encode(&rooms),
         });
     }
-    db.apply(&ops).map_err(|e| e.to_string())?;
+    db.apply(&ops).map_err(BenchError::Store)?;
     drop(db);
-    let mut conn = fill_connection(file).map_err(|e| e.to_string())?;
-    let indexes = take_indexes(&conn).map_err(|e| e.to_string())?;
+    let mut conn = fill_connection(file)?;
+    let indexes = take_indexes(&conn)?;
     // Post j goes to room j mod ROOMS as that room's next post: every
     // room's seq runs 1, 2, 3, ... without a gap.
     let mut next = 0;
     while next < posts {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tx = conn.transaction()?;
         {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO posts (room, seq, post_id, author, text, at) \
+            let mut insert = tx.prepare(
+                "INSERT INTO posts (room, seq, post_id, author, text, at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(|e| e.to_string())?;
+            )?;
             let end = posts.min(next + FILL_BATCH);
             for j in next..end {
-                insert
-                    .execute(rusqlite::params![
-                        room_name(j % ROOMS),
-                        j / ROOMS + 1,
-                        format!("p{j:012x}"),
-                        user(&mut rng),
-                        body(&mut rng),
-                        moment(j, posts, &mut rng),
-                    ])
-                    .map_err(|e| e.to_string())?;
+                insert.execute(rusqlite::params![
+                    room_name(j % ROOMS),
+                    j / ROOMS + 1,
+                    format!("p{j:012x}"),
+                    user(&mut rng),
+                    body(&mut rng),
+                    moment(j, posts, &mut rng),
+                ])?;
             }
             next = end;
         }
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.commit()?;
     }
-    finish_fill(conn, &indexes).map_err(|e| e.to_string())?;
-    ChatDb::open(file).map(drop).map_err(|e| e.to_string())
+    finish_fill(conn, &indexes)?;
+    ChatDb::open(file)?;
+    Ok(())
 }

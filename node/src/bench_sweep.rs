@@ -7,28 +7,39 @@
 use crate::bench::BenchReport;
 use std::fmt::Write as _;
 
+/// Why `--sweep` and `--steps` name no sweep.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("--sweep {0:?}: expected FROM..TO in IM/s, e.g. 5000..60000")]
+    Usage(String),
+    #[error("--sweep {0:?}: rates must be positive")]
+    NotPositive(String),
+    #[error("--sweep {0:?}: FROM must be below TO (the sweep goes up)")]
+    Downwards(String),
+    #[error("--steps {0}: a sweep needs at least 2 rates")]
+    TooFewSteps(usize),
+}
+
 /// Parses `FROM..TO` (IM/s, FROM < TO, both positive) into the `steps`
 /// rates from FROM to TO inclusive, evenly spaced and rounded to whole
 /// IM/s.
-pub fn rates(range: &str, steps: usize) -> Result<Vec<f64>, String> {
-    let usage = || format!("--sweep {range:?}: expected FROM..TO in IM/s, e.g. 5000..60000");
+pub fn rates(range: &str, steps: usize) -> Result<Vec<f64>, SweepError> {
+    let usage = || SweepError::Usage(range.to_string());
     let (from, to) = range.split_once("..").ok_or_else(usage)?;
-    let parse = |s: &str| -> Result<f64, String> {
+    let parse = |s: &str| -> Result<f64, SweepError> {
         let v: f64 = s.trim().parse().map_err(|_| usage())?;
         if v.is_finite() && v > 0.0 {
             Ok(v)
         } else {
-            Err(format!("--sweep {range:?}: rates must be positive"))
+            Err(SweepError::NotPositive(range.to_string()))
         }
     };
     let (from, to) = (parse(from)?, parse(to)?);
     if from >= to {
-        return Err(format!(
-            "--sweep {range:?}: FROM must be below TO (the sweep goes up)"
-        ));
+        return Err(SweepError::Downwards(range.to_string()));
     }
     if steps < 2 {
-        return Err(format!("--steps {steps}: a sweep needs at least 2 rates"));
+        return Err(SweepError::TooFewSteps(steps));
     }
     Ok((0..steps)
         .map(|i| (from + (to - from) * i as f64 / (steps - 1) as f64).round())

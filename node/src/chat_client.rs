@@ -38,16 +38,28 @@ pub enum ChatError {
     /// nothing in particular when empty).
     #[error("{}{}", if .what.is_empty() { String::new() } else { format!("{}: ", .what) }, describe(.reason))]
     Rejected { what: String, reason: ChatReject },
-    /// Not set up (no credential, no such node), or refused by the Web
-    /// service.
+    /// No credential for the user, or one for another role.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// The transport would not take the request: nothing was sent.
+    #[error(transparent)]
+    Transport(#[from] holdfast_host::transport::TransportError),
+    #[error("{0} is not a Channel server of the config")]
+    NotAChannel(String),
+    #[error("the config has no Lookup instance (no group chat)")]
+    NoLookup,
+    #[error("no Channel server is in rotation; try again later")]
+    NoChannelInRotation,
+    #[error("the config has no web node")]
+    NoWeb,
+    /// The Web service refused an upload or a download.
+    #[error("{what} refused: {reason}")]
+    FileRefused { what: &'static str, reason: String },
+    #[error("unexpected answer")]
+    Unexpected,
+    /// Said by the command line (no such room, a bad argument).
     #[error("{0}")]
     Other(String),
-}
-
-impl From<String> for ChatError {
-    fn from(e: String) -> ChatError {
-        ChatError::Other(e)
-    }
 }
 
 fn rejected(what: &str, reason: ChatReject) -> ChatError {
@@ -123,15 +135,13 @@ impl ChatClient {
         };
         if let Some(ch) = channel {
             if !config.pool.channels.iter().any(|c| c == ch) {
-                return Err(format!("{ch} is not a Channel server of the config").into());
+                return Err(ChatError::NotAChannel(ch.to_string()));
             }
             c.channel = ch.to_string();
             return Ok(c);
         }
         if config.pool.lookups.is_empty() {
-            return Err(ChatError::Other(
-                "the config has no Lookup instance (no group chat)".into(),
-            ));
+            return Err(ChatError::NoLookup);
         }
         let mut unreached = Vec::new();
         for lookup in &config.pool.lookups {
@@ -152,11 +162,7 @@ impl ChatClient {
                     c.channel = channel;
                     return Ok(c);
                 }
-                Ok(_) => {
-                    return Err(ChatError::Other(
-                        "no Channel server is in rotation; try again later".into(),
-                    ))
-                }
+                Ok(_) => return Err(ChatError::NoChannelInRotation),
                 // This Lookup cannot be reached: the next one.
                 Err(ChatError::CannotReach(e)) => unreached.push(e),
                 Err(e) => return Err(e),
@@ -183,9 +189,7 @@ impl ChatClient {
             id: 0,
             msg,
         };
-        self.net
-            .send(env)
-            .map_err(|e| ChatError::Other(e.to_string()))
+        self.net.send(env).map_err(ChatError::from)
     }
 
     fn to_channel(&self, msg: Msg) -> Result<(), ChatError> {
@@ -376,7 +380,7 @@ impl ChatClient {
         self.web
             .clone()
             .map(|w| Addr::new(w, ActorKind::Web))
-            .ok_or_else(|| ChatError::Other("the config has no web node".into()))
+            .ok_or(ChatError::NoWeb)
     }
 
     async fn web_answer(&mut self, what: &str) -> Result<Msg, ChatError> {
@@ -410,10 +414,11 @@ impl ChatClient {
         )?;
         match self.web_answer("the upload").await? {
             Msg::Chat(ChatMsg::FileStored { file, size, .. }) => Ok((file, size)),
-            Msg::Chat(ChatMsg::FileRefused { reason }) => {
-                Err(format!("upload refused: {reason}").into())
-            }
-            _ => Err(ChatError::Other("unexpected answer".into())),
+            Msg::Chat(ChatMsg::FileRefused { reason }) => Err(ChatError::FileRefused {
+                what: "upload",
+                reason,
+            }),
+            _ => Err(ChatError::Unexpected),
         }
     }
 
@@ -427,10 +432,11 @@ impl ChatClient {
         self.send(self.web()?, Msg::Chat(ChatMsg::FileDownload { token }))?;
         match self.web_answer("the download").await? {
             Msg::Chat(ChatMsg::FileData { name, data, .. }) => Ok((name, data)),
-            Msg::Chat(ChatMsg::FileRefused { reason }) => {
-                Err(format!("download refused: {reason}").into())
-            }
-            _ => Err(ChatError::Other("unexpected answer".into())),
+            Msg::Chat(ChatMsg::FileRefused { reason }) => Err(ChatError::FileRefused {
+                what: "download",
+                reason,
+            }),
+            _ => Err(ChatError::Unexpected),
         }
     }
 

@@ -9,12 +9,14 @@
 use crate::config::{Config, LinkMode};
 use crate::lock;
 use crate::reach::{answer_from, CannotReach};
-use crate::tls::{Credential, TlsLink};
+use crate::tls::{Credential, TlsError, TlsLink};
 use hdrhistogram::Histogram;
-use holdfast_actors::core::identity::{check_user_name, Principal, Role};
+use holdfast_actors::core::identity::{check_user_name, BadUserName, Principal, Role};
 use holdfast_actors::core::ids::{ActorKind, Addr, MessageId, UserId};
 use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Im, Msg, RejectReason};
-use holdfast_host::transport::{Link, Network, PlainLink, CLIENT_OUTBOUND_CAPACITY};
+use holdfast_host::transport::{
+    Link, Network, PlainLink, TransportError, CLIENT_OUTBOUND_CAPACITY,
+};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -45,6 +47,36 @@ pub enum Outcome {
     Unknown,
 }
 
+/// Why a client could not be set up or a load could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// On plain links, a name that cannot be a principal's.
+    #[error("user {user:?}: {source}")]
+    UserName {
+        user: String,
+        #[source]
+        source: BadUserName,
+    },
+    /// The user's credential or the TLS link it sets up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The credential is for a role this request does not take.
+    #[error("{user}'s credential is for the {role} role; this needs {wanted}")]
+    WrongRole {
+        user: String,
+        role: Role,
+        /// The roles that would do, `user or operator`.
+        wanted: String,
+    },
+    /// The sender has no home front end.
+    #[error("{user} is not homed on any front end of the config")]
+    NotHomed { user: String },
+    #[error("the config homes fewer than two users")]
+    TooFewUsers,
+    #[error("the rate must be positive")]
+    BadRate,
+}
+
 type Waiting = Arc<Mutex<BTreeMap<MessageId, oneshot::Sender<Outcome>>>>;
 
 /// IM clients of the config's users: one connection identity per sender,
@@ -65,26 +97,27 @@ pub fn client_identity(
     config: &Config,
     user: &str,
     roles: &[Role],
-) -> Result<(Principal, Arc<dyn Link>), String> {
+) -> Result<(Principal, Arc<dyn Link>), ClientError> {
     match config.links {
         LinkMode::Plain => {
-            check_user_name(user).map_err(|e| format!("user {user:?}: {e}"))?;
+            check_user_name(user).map_err(|source| ClientError::UserName {
+                user: user.to_string(),
+                source,
+            })?;
             Ok((Principal::new(user, roles[0]), Arc::new(PlainLink)))
         }
         LinkMode::Tls => {
-            let credential = Credential::load(&config.certs, &config.credentials, user)
-                .map_err(|e| e.to_string())?;
+            let credential = Credential::load(&config.certs, &config.credentials, user)?;
             let principal = credential.principal.clone();
             if !roles.contains(&principal.role) {
                 let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-                return Err(format!(
-                    "{user}'s credential is for the {} role; this needs {}",
-                    principal.role,
-                    wanted.join(" or ")
-                ));
+                return Err(ClientError::WrongRole {
+                    user: user.to_string(),
+                    role: principal.role,
+                    wanted: wanted.join(" or "),
+                });
             }
-            let link =
-                TlsLink::for_client(&config.certs, &credential).map_err(|e| e.to_string())?;
+            let link = TlsLink::for_client(&config.certs, &credential)?;
             Ok((principal, Arc::new(link)))
         }
     }
@@ -101,7 +134,7 @@ pub fn connection_name(principal: &Principal) -> String {
 impl Client {
     /// Clients of the config's users. Must be called inside a tokio
     /// runtime.
-    pub fn new(config: Arc<Config>) -> Result<Client, String> {
+    pub fn new(config: Arc<Config>) -> Result<Client, ClientError> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
         let waiting: Waiting = Arc::new(Mutex::new(BTreeMap::new()));
         let w = waiting.clone();
@@ -160,7 +193,7 @@ impl Client {
         lock(&self.senders).values().map(|n| n.dropped()).sum()
     }
 
-    pub fn sender(&self, user: &str) -> Result<Arc<Network>, String> {
+    pub fn sender(&self, user: &str) -> Result<Arc<Network>, ClientError> {
         if let Some(net) = lock(&self.senders).get(user) {
             return Ok(net.clone());
         }
@@ -207,10 +240,8 @@ impl Client {
     /// Submits one IM and waits up to `timeout` for the answer (through
     /// connection failures: the transport retries, and an IM that reaches
     /// the front end meanwhile is answered).
-    pub async fn send_im(&self, im: Im, timeout: Duration) -> Result<Outcome, String> {
-        self.submit(im, timeout, false)
-            .await
-            .map_err(|e| e.to_string())
+    pub async fn send_im(&self, im: Im, timeout: Duration) -> Result<Outcome, SendError> {
+        self.submit(im, timeout, false).await
     }
 
     /// Submits one IM for a one-off command: as [`Client::send_im`], but
@@ -230,7 +261,9 @@ impl Client {
         let home = self
             .config
             .home(&im.from)
-            .ok_or_else(|| format!("{} is not homed on any front end of the config", im.from))?
+            .ok_or_else(|| ClientError::NotHomed {
+                user: im.from.to_string(),
+            })?
             .name
             .clone();
         let net = self.sender(&im.from)?;
@@ -243,7 +276,7 @@ impl Client {
             id: 0,
             msg: Msg::Archiving(ArchivingMsg::SubmitIm { im }),
         };
-        net.send(env).map_err(|e| SendError::Setup(e.to_string()))?;
+        net.send(env)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let answer = async { rx.await.ok() };
         let got = if fail_fast {
@@ -265,17 +298,14 @@ impl Client {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No credential, a sender homed nowhere: nothing was sent.
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Setup(#[from] ClientError),
+    /// The transport would not take the request: nothing was sent.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The front end could not be reached.
     #[error(transparent)]
     CannotReach(#[from] CannotReach),
-}
-
-impl From<String> for SendError {
-    fn from(e: String) -> SendError {
-        SendError::Setup(e)
-    }
 }
 
 pub fn describe(reason: &RejectReason) -> String {
@@ -348,8 +378,48 @@ pub async fn load(
     duration: Duration,
     timeout: Duration,
     body_size: usize,
-) -> Result<(LoadReport, Vec<Sent>), String> {
+) -> Result<(LoadReport, Vec<Sent>), ClientError> {
     load_showing(client, rate, duration, timeout, body_size, None).await
+}
+
+/// Open-loop pacing: `rate` sends a second from `start` for `duration`,
+/// each due at its own time whatever became of the earlier ones.
+pub(crate) struct OpenLoop {
+    start: Instant,
+    rate: f64,
+    total: u64,
+    sent: u64,
+}
+
+impl OpenLoop {
+    pub(crate) fn new(start: Instant, rate: f64, duration: Duration) -> OpenLoop {
+        OpenLoop {
+            start,
+            rate,
+            total: (rate * duration.as_secs_f64()).round() as u64,
+            sent: 0,
+        }
+    }
+
+    /// How many sends in all.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The numbers (from 1) of the sends due by now and not yet handed
+    /// out, a millisecond after the last call; `None` once all were.
+    pub(crate) async fn due(&mut self) -> Option<std::ops::RangeInclusive<u64>> {
+        if self.sent >= self.total {
+            return None;
+        }
+        if self.sent > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let due = ((self.start.elapsed().as_secs_f64() * self.rate) as u64 + 1).min(self.total);
+        let first = self.sent + 1;
+        self.sent = due;
+        Some(first..=due)
+    }
 }
 
 /// A progress bar of IMs answered (or timed out) out of those to send.
@@ -374,13 +444,13 @@ pub async fn load_showing(
     timeout: Duration,
     body_size: usize,
     progress: Option<indicatif::ProgressBar>,
-) -> Result<(LoadReport, Vec<Sent>), String> {
+) -> Result<(LoadReport, Vec<Sent>), ClientError> {
     let users: Vec<UserId> = client.config.cluster.users.keys().cloned().collect();
     if users.len() < 2 {
-        return Err("the config homes fewer than two users".into());
+        return Err(ClientError::TooFewUsers);
     }
     if !rate.is_finite() || rate <= 0.0 {
-        return Err("the rate must be positive".into());
+        return Err(ClientError::BadRate);
     }
     // Every sender's connection identity up front: a missing credential is
     // an error now, not thousands of unknown outcomes.
@@ -390,14 +460,10 @@ pub async fn load_showing(
     let mut rng = rand::rngs::StdRng::from_entropy();
     let run = new_id("load");
     let start = Instant::now();
-    let total = (rate * duration.as_secs_f64()).round() as u64;
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut n = 0u64;
-    while n < total {
-        // Send everything due by now, then wait a millisecond.
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
-        while n < due {
-            n += 1;
+    let mut pacing = OpenLoop::new(start, rate, duration);
+    let mut tasks = Vec::with_capacity(pacing.total() as usize);
+    while let Some(due) = pacing.due().await {
+        for n in due {
             let a = rng.gen_range(0..users.len());
             let mut b = rng.gen_range(0..users.len() - 1);
             if b >= a {
@@ -443,7 +509,6 @@ pub async fn load_showing(
                 (sent, latency_us)
             }));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut hist = Histogram::<u64>::new(3).expect("valid precision");
     let mut report = LoadReport {

@@ -132,7 +132,7 @@ fn read(n: &NodeConfig) -> NodeStatus {
         None => Reading::NoMetricsAddress,
         Some(addr) => match (fetch(addr, "/metrics"), fetch(addr, "/readyz")) {
             (Ok((_, text)), Ok((code, why))) => figures(n, &text, code, &why),
-            (Err(e), _) | (_, Err(e)) => Reading::Unreachable(e),
+            (Err(e), _) | (_, Err(e)) => Reading::Unreachable(e.to_string()),
         },
     };
     NodeStatus {
@@ -182,21 +182,33 @@ fn figures(n: &NodeConfig, text: &str, ready_code: u16, why: &str) -> Reading {
     }
 }
 
+/// Why a node's endpoint gave no answer.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The answer's body could not be read.
+    #[error(transparent)]
+    Body(#[from] std::io::Error),
+    #[error("connection refused: {0}")]
+    Refused(SocketAddr),
+    #[error(transparent)]
+    Other(Box<ureq::Error>),
+}
+
 /// `GET http://addr{path}`: the status code and body (a 503 is an answer).
-fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+fn fetch(addr: SocketAddr, path: &str) -> Result<(u16, String), FetchError> {
     let call = ureq::get(&format!("http://{addr}{path}"))
         .timeout(Duration::from_secs(3))
         .call();
     match call {
-        Ok(r) => Ok((r.status(), r.into_string().map_err(|e| e.to_string())?)),
+        Ok(r) => Ok((r.status(), r.into_string()?)),
         Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
         // Name the address that refused, not ureq's chain of causes.
         Err(ureq::Error::Transport(t))
             if t.to_string().to_lowercase().contains("connection refused") =>
         {
-            Err(format!("connection refused: {addr}"))
+            Err(FetchError::Refused(addr))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(FetchError::Other(Box::new(e))),
     }
 }
 

@@ -3,11 +3,53 @@
 //! `<data>/node.log`; Ctrl-C (or SIGTERM) stops them all gracefully.
 
 use crate::config::{Config, LinkMode};
+use crate::path_error::PathError;
+use crate::tls::TlsError;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// Why a node could not be started, or did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterUpError {
+    /// The node exited before it listened; the end of its log says why.
+    #[error("{name} exited ({status}) before listening on {listen}; its log ends:\n{log_end}")]
+    Exited {
+        name: String,
+        status: ExitStatus,
+        listen: std::net::SocketAddr,
+        log_end: String,
+    },
+    /// The node runs but did not say it listens in time.
+    #[error("{name} is not listening on {listen} after {secs} s; see {}", .log.display())]
+    NotListening {
+        name: String,
+        listen: std::net::SocketAddr,
+        secs: u64,
+        log: PathBuf,
+    },
+    #[error("node {0:?} is not in the config")]
+    NotInConfig(String),
+    /// The node's data folder or log.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The executable could not be run.
+    #[error("cannot start {}: {source}", .exe.display())]
+    Start {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cluster's certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] TlsError),
+    /// This process's own resources: its executable's path, a runtime,
+    /// signal handlers, a log handle.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// A node process started by [`spawn_node`].
 pub struct NodeProcess {
@@ -31,7 +73,7 @@ impl NodeProcess {
     /// Waits until the node says it listens, up to `timeout`. Fails at once
     /// if it exits first, with the end of its log (a port taken by another
     /// process, a bad data folder, ...).
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), ClusterUpError> {
         let want = ready_line(&self.name, self.listen);
         let deadline = Instant::now() + timeout;
         loop {
@@ -41,21 +83,20 @@ impl NodeProcess {
                 return Ok(());
             }
             if let Some(status) = exited {
-                return Err(format!(
-                    "{} exited ({status}) before listening on {}; its log ends:\n{}",
-                    self.name,
-                    self.listen,
-                    last_lines(&log, 8)
-                ));
+                return Err(ClusterUpError::Exited {
+                    name: self.name.clone(),
+                    status,
+                    listen: self.listen,
+                    log_end: last_lines(&log, 8),
+                });
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} is not listening on {} after {} s; see {}",
-                    self.name,
-                    self.listen,
-                    timeout.as_secs(),
-                    self.log.display()
-                ));
+                return Err(ClusterUpError::NotListening {
+                    name: self.name.clone(),
+                    listen: self.listen,
+                    secs: timeout.as_secs(),
+                    log: self.log.clone(),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -112,7 +153,7 @@ impl Drop for NodeProcess {
 
 /// Starts `holdfast node` for `name` with the given executable, logging
 /// (appending) to `<data>/node.log`.
-pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess, String> {
+pub fn spawn_node(exe: &Path, config: &Config, name: &str) -> Result<NodeProcess, ClusterUpError> {
     spawn_node_under(&[], exe, config, name)
 }
 
@@ -124,19 +165,19 @@ pub fn spawn_node_under(
     exe: &Path,
     config: &Config,
     name: &str,
-) -> Result<NodeProcess, String> {
+) -> Result<NodeProcess, ClusterUpError> {
     let node = config
         .node(name)
-        .ok_or_else(|| format!("node {name:?} is not in the config"))?;
-    std::fs::create_dir_all(&node.data).map_err(|e| format!("{}: {e}", node.data.display()))?;
+        .ok_or_else(|| ClusterUpError::NotInConfig(name.to_string()))?;
+    std::fs::create_dir_all(&node.data).map_err(|e| PathError::new(&node.data, e))?;
     let log = node.data.join("node.log");
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
-        .map_err(|e| format!("{}: {e}", log.display()))?;
+        .map_err(|e| PathError::new(&log, e))?;
     let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let err = out.try_clone()?;
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -155,7 +196,10 @@ pub fn spawn_node_under(
         .stdout(out)
         .stderr(err)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        .map_err(|source| ClusterUpError::Start {
+            exe: exe.to_path_buf(),
+            source,
+        })?;
     Ok(NodeProcess {
         name: name.to_string(),
         child,
@@ -173,9 +217,9 @@ pub fn last_lines(text: &str, n: usize) -> String {
 
 /// Creates the cluster's certificates if TLS links are configured and none
 /// exist yet.
-pub fn ensure_certs(config: &Config) -> Result<(), String> {
+pub fn ensure_certs(config: &Config) -> Result<(), ClusterUpError> {
     if config.links == LinkMode::Tls && !config.certs.join("ca.pem").exists() {
-        let files = crate::tls::certs_init(config, false).map_err(|e| e.to_string())?;
+        let files = crate::tls::certs_init(config, false)?;
         println!(
             "created a cluster CA and {} files in {}",
             files.len(),
@@ -186,17 +230,20 @@ pub fn ensure_certs(config: &Config) -> Result<(), String> {
 }
 
 /// Why `cluster up` ended badly.
+#[derive(Debug, thiserror::Error)]
 pub enum UpError {
     /// It could not start: certificates, the executable, a node's folder.
-    Setup(String),
+    #[error(transparent)]
+    Setup(#[from] ClusterUpError),
     /// A node did not come up (every node it started is stopped again,
     /// unless `keep_going`), or every node exited.
+    #[error("{0}")]
     Nodes(String),
 }
 
-impl From<String> for UpError {
-    fn from(e: String) -> UpError {
-        UpError::Setup(e)
+impl From<std::io::Error> for UpError {
+    fn from(e: std::io::Error) -> UpError {
+        UpError::Setup(e.into())
     }
 }
 
@@ -206,7 +253,7 @@ impl From<String> for UpError {
 /// on without it, and the command fails when they are stopped.
 pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
     ensure_certs(config)?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe()?;
     let mut nodes = Vec::new();
     for n in &config.nodes {
         nodes.push(spawn_node(&exe, config, &n.name)?);
@@ -258,12 +305,11 @@ pub fn up(config: &Config, keep_going: bool) -> Result<(), UpError> {
     println!("cluster up; Ctrl-C stops every node");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {

@@ -21,10 +21,11 @@ pub async fn ask(
     request: Msg,
     timeout: Duration,
 ) -> Result<ComplianceStatus, AskError> {
-    let node =
-        config.pool.compliance.clone().ok_or_else(|| {
-            AskError::Setup("the config has no node with the compliance role".into())
-        })?;
+    let node = config
+        .pool
+        .compliance
+        .clone()
+        .ok_or(AskError::NoComplianceNode)?;
     let roles: &[Role] = match request {
         Msg::Compliance(ComplianceMsg::ComplianceRunNow) => &[Role::Operator],
         _ => &[Role::Operator, Role::Auditor],

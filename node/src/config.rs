@@ -288,7 +288,7 @@ fn store_engines(
                     statement_timeout,
                 };
                 crate::engines::postgres::check_target(&target)
-                    .map_err(|msg| invalid(key("url"), msg))?;
+                    .map_err(|e| invalid(key("url"), e.to_string()))?;
                 out.push(StoreEngine::Postgres(target));
             }
             Ok(out)
@@ -452,31 +452,44 @@ pub struct Config {
     pub compliance_group_read: bool,
 }
 
+/// Why a `user{LOW..HIGH}@x` pattern names no users.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("{0:?}: '{{' without '}}'")]
+    Unclosed(String),
+    #[error("{0:?}: expected {{LOW..HIGH}}")]
+    NoRange(String),
+    #[error("{pattern:?}: {bound:?} is not a number")]
+    NotANumber { pattern: String, bound: String },
+    #[error("{0:?}: the range must be increasing and under a million")]
+    BadRange(String),
+}
+
 /// Expands `user{1..3}@x` into `user1@x`, `user2@x`, `user3@x`.
-pub fn expand_users(pattern: &str) -> Result<Vec<String>, String> {
+pub fn expand_users(pattern: &str) -> Result<Vec<String>, PatternError> {
     let Some(open) = pattern.find('{') else {
         return Ok(vec![pattern.to_string()]);
     };
     let close = pattern[open..]
         .find('}')
         .map(|c| open + c)
-        .ok_or_else(|| format!("{pattern:?}: '{{' without '}}'"))?;
+        .ok_or_else(|| PatternError::Unclosed(pattern.to_string()))?;
     let inner = &pattern[open + 1..close];
     let (lo, hi) = inner
         .split_once("..")
-        .ok_or_else(|| format!("{pattern:?}: expected {{LOW..HIGH}}"))?;
-    let lo: u64 = lo
-        .trim()
-        .parse()
-        .map_err(|_| format!("{pattern:?}: {lo:?} is not a number"))?;
-    let hi: u64 = hi
-        .trim()
-        .parse()
-        .map_err(|_| format!("{pattern:?}: {hi:?} is not a number"))?;
+        .ok_or_else(|| PatternError::NoRange(pattern.to_string()))?;
+    let number = |bound: &str| {
+        bound
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| PatternError::NotANumber {
+                pattern: pattern.to_string(),
+                bound: bound.to_string(),
+            })
+    };
+    let (lo, hi) = (number(lo)?, number(hi)?);
     if hi < lo || hi - lo >= 1_000_000 {
-        return Err(format!(
-            "{pattern:?}: the range must be increasing and under a million"
-        ));
+        return Err(PatternError::BadRange(pattern.to_string()));
     }
     let (pre, post) = (&pattern[..open], &pattern[close + 1..]);
     Ok((lo..=hi).map(|i| format!("{pre}{i}{post}")).collect())
@@ -494,7 +507,7 @@ fn user_set(
             set.insert(UserId::from(u));
             continue;
         }
-        let users = expand_users(u).map_err(|m| invalid(key.clone(), m))?;
+        let users = expand_users(u).map_err(|e| invalid(key.clone(), e.to_string()))?;
         set.extend(users.into_iter().map(UserId::from));
     }
     Ok(set)
@@ -662,7 +675,7 @@ fn nodes(
         roles.sort();
         let mut users = Vec::new();
         for u in &n.users {
-            users.extend(expand_users(u).map_err(|m| invalid(key("users"), m))?);
+            users.extend(expand_users(u).map_err(|e| invalid(key("users"), e.to_string()))?);
         }
         if !users.is_empty() && !roles.contains(&Role::FrontEnd) {
             return Err(invalid(

@@ -9,6 +9,7 @@
 //! temporary file, fsync, rename, fsync of the folder.
 
 use crate::lock;
+use crate::path_error::PathError;
 use holdfast_host::disk::{Disk, DiskError};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -274,8 +275,25 @@ pub struct FolderLock {
     _file: nix::fcntl::Flock<File>,
 }
 
+/// Why a data folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock file could not be opened, written or locked.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Another process holds the folder (its process id when it wrote it).
+    #[error(
+        "{}: another process{} holds this data folder (its LOCK is locked): \
+         a node's data folder serves one process only; stop the other one, or give \
+         this node its own data folder",
+        .dir.display(),
+        .pid.as_ref().map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Held { dir: PathBuf, pid: Option<String> },
+}
+
 /// Takes the lock of the data folder `dir`, or says which process holds it.
-pub fn lock_folder(dir: &Path) -> Result<FolderLock, String> {
+pub fn lock_folder(dir: &Path) -> Result<FolderLock, LockError> {
     use nix::fcntl::{Flock, FlockArg};
     use std::io::{Read, Seek};
     let path = dir.join("LOCK");
@@ -285,12 +303,7 @@ pub fn lock_folder(dir: &Path) -> Result<FolderLock, String> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| {
-            format!(
-                "{}: cannot open the lock of the data folder: {e}",
-                path.display()
-            )
-        })?;
+        .map_err(|e| PathError::doing(&path, "cannot open the lock of the data folder", e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut locked) => {
             // The holder's process id, for the message of the next one.
@@ -300,25 +313,21 @@ pub fn lock_folder(dir: &Path) -> Result<FolderLock, String> {
                 f.rewind()?;
                 f.write_all(pid.as_bytes())
             };
-            write(&mut locked)
-                .map_err(|e| format!("{}: cannot write the lock: {e}", path.display()))?;
+            write(&mut locked).map_err(|e| PathError::doing(&path, "cannot write the lock", e))?;
             Ok(FolderLock { _file: locked })
         }
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => String::new(),
-                pid => format!(" (pid {pid})"),
-            };
-            Err(format!(
-                "{}: another process{holder} holds this data folder (its LOCK is locked): \
-                 a node's data folder serves one process only; stop the other one, or give \
-                 this node its own data folder",
-                dir.display()
-            ))
+            let pid = Some(holder.trim())
+                .filter(|pid| !pid.is_empty())
+                .map(str::to_string);
+            Err(LockError::Held {
+                dir: dir.to_path_buf(),
+                pid,
+            })
         }
-        Err((_, e)) => Err(format!("{}: cannot lock: {e}", path.display())),
+        Err((_, e)) => Err(PathError::doing(&path, "cannot lock", e).into()),
     }
 }
 
@@ -435,7 +444,7 @@ mod tests {
         let first = lock_folder(dir.path()).unwrap();
         // flock locks belong to an open file: a second open conflicts,
         // even in the same process.
-        let e = lock_folder(dir.path()).err().unwrap();
+        let e = lock_folder(dir.path()).err().unwrap().to_string();
         assert!(e.contains(&dir.path().display().to_string()), "{e}");
         assert!(
             e.contains(&format!("another process (pid {})", std::process::id())),

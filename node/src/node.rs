@@ -62,8 +62,8 @@ pub enum NodeError {
     #[error(transparent)]
     Folder(#[from] PathError),
     /// Another process holds the data folder (or its lock cannot be taken).
-    #[error("{0}")]
-    Locked(String),
+    #[error(transparent)]
+    Locked(#[from] crate::file_disk::LockError),
     #[error(transparent)]
     Link(#[from] TlsError),
     #[error("cannot open the {kind} store: {source}")]

@@ -17,9 +17,18 @@ use tokio::sync::mpsc;
 /// Why a request got no answer it could use.
 #[derive(Debug, Error)]
 pub enum AskError {
-    /// No credential, no such node, a link that cannot be set up.
-    #[error("{0}")]
-    Setup(String),
+    /// The config names no such node.
+    #[error("the config has no node {0:?}")]
+    NoSuchNode(String),
+    /// The config gives no node the compliance role.
+    #[error("the config has no node with the compliance role")]
+    NoComplianceNode,
+    /// No credential for the user, or one for another role.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// The transport would not take the request: nothing was sent.
+    #[error(transparent)]
+    Transport(holdfast_host::transport::TransportError),
     /// The node refused the request for who asked.
     #[error("{node} refused: {reason}")]
     Refused { node: String, reason: String },
@@ -66,8 +75,8 @@ impl Session {
         let addr = config
             .node(node)
             .map(|n| n.listen)
-            .ok_or_else(|| AskError::Setup(format!("the config has no node {node:?}")))?;
-        let (principal, link) = client_identity(config, user, roles).map_err(AskError::Setup)?;
+            .ok_or_else(|| AskError::NoSuchNode(node.to_string()))?;
+        let (principal, link) = client_identity(config, user, roles)?;
         let me = connection_name(&principal);
         let (tx, rx) = mpsc::unbounded_channel();
         let net = Network::with_link(
@@ -102,7 +111,7 @@ impl Session {
                 id: 0,
                 msg: request,
             })
-            .map_err(|e| AskError::Setup(e.to_string()))?;
+            .map_err(AskError::Transport)?;
         let what = request_name;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

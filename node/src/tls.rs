@@ -389,40 +389,71 @@ impl Link for TlsLink {
     }
 }
 
+/// Why a peer's certificate names no one node and no one principal.
+#[derive(Debug, Error)]
+enum IdentityError {
+    #[error("the peer's certificate is malformed: {0}")]
+    Malformed(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("the peer's certificate is malformed: {0}")]
+    MalformedNames(#[source] x509_parser::error::X509Error),
+    /// The one DNS name is not a node's name.
+    #[error(transparent)]
+    NodeName(Box<TlsError>),
+    /// The certificate or the name cannot be checked.
+    #[error(transparent)]
+    Unchecked(#[from] rustls::Error),
+    #[error(transparent)]
+    DnsName(#[from] rustls::pki_types::InvalidDnsNameError),
+    #[error("the peer's certificate is not valid for {name:?}: {source}")]
+    NotValidFor {
+        name: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("the peer's certificate names {0:?}, not a principal")]
+    NotAPrincipal(String),
+    #[error(
+        "the peer's certificate names {dns} DNS names and {uris} URIs: neither one node nor one user"
+    )]
+    NeitherNodeNorUser { dns: usize, uris: usize },
+}
+
 /// Who a certificate of the cluster names (the verifier has checked its
 /// chain): a node, by its one DNS subject alternative name (confirmed by the
 /// certificate verifier's own name check), or a principal, by its one
 /// `urn:holdfast:` URI. Anything else is refused.
-fn certificate_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, String> {
+fn certificate_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, IdentityError> {
     let (dns, uris) = subject_alt_names(cert)?;
     match (dns.as_slice(), uris.as_slice()) {
         ([name], []) => {
-            check_node_name(name).map_err(|e| e.to_string())?;
-            let parsed = ParsedCertificate::try_from(cert).map_err(|e| e.to_string())?;
-            let server_name = ServerName::try_from(name.as_str()).map_err(|e| e.to_string())?;
-            verify_server_name(&parsed, &server_name)
-                .map_err(|e| format!("the peer's certificate is not valid for {name:?}: {e}"))?;
+            check_node_name(name).map_err(|e| IdentityError::NodeName(Box::new(e)))?;
+            let parsed = ParsedCertificate::try_from(cert)?;
+            let server_name = ServerName::try_from(name.as_str())?;
+            verify_server_name(&parsed, &server_name).map_err(|source| {
+                IdentityError::NotValidFor {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
             Ok(PeerIdentity::Node(name.clone()))
         }
         ([], [uri]) => Principal::of_uri(uri)
             .map(PeerIdentity::Client)
-            .ok_or_else(|| format!("the peer's certificate names {uri:?}, not a principal")),
-        _ => Err(format!(
-            "the peer's certificate names {} DNS names and {} URIs: neither one node nor one user",
-            dns.len(),
-            uris.len()
-        )),
+            .ok_or_else(|| IdentityError::NotAPrincipal(uri.clone())),
+        _ => Err(IdentityError::NeitherNodeNorUser {
+            dns: dns.len(),
+            uris: uris.len(),
+        }),
     }
 }
 
 /// The DNS names and URIs of a certificate's subject alternative names.
-fn subject_alt_names(cert: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+fn subject_alt_names(cert: &[u8]) -> Result<(Vec<String>, Vec<String>), IdentityError> {
     use x509_parser::extensions::GeneralName;
-    let (_, x509) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("the peer's certificate is malformed: {e}"))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(cert).map_err(IdentityError::Malformed)?;
     let san = x509
         .subject_alternative_name()
-        .map_err(|e| format!("the peer's certificate is malformed: {e}"))?;
+        .map_err(IdentityError::MalformedNames)?;
     let (mut dns, mut uris) = (Vec::new(), Vec::new());
     for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
         match name {
@@ -533,7 +564,7 @@ impl Credential {
                     "a node's certificate, not a user credential",
                 ))
             }
-            Err(e) => return Err(bad(&cert_file, e)),
+            Err(e) => return Err(bad(&cert_file, e.to_string())),
         };
         if principal.user != user {
             return Err(bad(&cert_file, format!("names {principal}, not {user}")));
@@ -828,6 +859,11 @@ listen = "127.0.0.1:7301"
         Config::parse(text, Path::new("c.toml"), dir).unwrap()
     }
 
+    /// What a refused link or credential says.
+    fn said<T>(refused: Result<T, TlsError>) -> String {
+        refused.err().expect("refused").to_string()
+    }
+
     /// A cluster of `CONFIG` in a fresh folder (kept while the guard
     /// lives), its certificates made.
     fn with_certs() -> (tempfile::TempDir, Config) {
@@ -958,20 +994,14 @@ listen = "127.0.0.1:7301"
     fn a_link_reports_the_file_at_fault() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(CONFIG, dir.path());
-        let e = TlsLink::for_node(&c.certs, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "fe1"));
         assert!(e.contains("ca.pem") && e.contains("cannot read"), "{e}");
         certs_init(&c, false).unwrap();
 
         // Another node's certificate under this node's name.
         let fe1 = std::fs::read(c.certs.join("fe1.pem")).unwrap();
         std::fs::copy(c.certs.join("db1.pem"), c.certs.join("fe1.pem")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "fe1"));
         assert!(
             e.contains("fe1.pem") && e.contains("not a certificate for node \"fe1\""),
             "{e}"
@@ -981,34 +1011,22 @@ listen = "127.0.0.1:7301"
         std::fs::write(c.certs.join("fe1.pem"), fe1).unwrap();
         TlsLink::for_node(&c.certs, "fe1").unwrap();
         std::fs::copy(c.certs.join("db1.key"), c.certs.join("fe1.key")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "fe1"));
         assert!(e.contains("fe1.key") && e.contains("not the key of"), "{e}");
 
         // A certificate of another CA.
         let (_other, o) = with_certs();
         std::fs::copy(o.certs.join("db1.pem"), c.certs.join("db1.pem")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "db1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "db1"));
         assert!(e.contains("db1.pem") && e.contains("ca.pem"), "{e}");
 
         std::fs::write(c.certs.join("db1.key"), "not a key").unwrap();
         std::fs::copy(o.certs.join("ca.pem"), c.certs.join("ca.pem")).unwrap();
-        let e = TlsLink::for_node(&c.certs, "db1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(TlsLink::for_node(&c.certs, "db1"));
         assert!(e.contains("db1.key") && e.contains("no private key"), "{e}");
 
         std::fs::write(c.certs.join("ca.pem"), "").unwrap();
-        let e = Credential::load(&c.certs, &users_dir(&c.certs), OPERATOR)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users_dir(&c.certs), OPERATOR));
         assert!(e.contains("ca.pem") && e.contains("no certificate"), "{e}");
     }
 
@@ -1080,33 +1098,21 @@ listen = "127.0.0.1:7301"
         issue_user(&c.certs, &users, &carol, true).unwrap();
 
         // Missing: says how to make one.
-        let e = Credential::load(&c.certs, &users, "dave@corp.example")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users, "dave@corp.example"));
         assert!(e.contains("holdfast certs user dave@corp.example"), "{e}");
         // Renamed: the file does not name the user it is for.
         std::fs::copy(users.join("carol@corp.example.pem"), users.join("eve.pem")).unwrap();
         std::fs::copy(users.join("carol@corp.example.key"), users.join("eve.key")).unwrap();
-        let e = Credential::load(&c.certs, &users, "eve")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users, "eve"));
         assert!(e.contains("not eve"), "{e}");
         // A node's certificate is not a credential.
         std::fs::copy(c.certs.join("fe1.pem"), users.join("fe1.pem")).unwrap();
         std::fs::copy(c.certs.join("fe1.key"), users.join("fe1.key")).unwrap();
-        let e = Credential::load(&c.certs, &users, "fe1")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users, "fe1"));
         assert!(e.contains("not a user credential"), "{e}");
         // Another cluster's credential is refused.
         let (_other_dir, o) = with_certs();
-        let e = Credential::load(&c.certs, &users_dir(&o.certs), OPERATOR)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = said(Credential::load(&c.certs, &users_dir(&o.certs), OPERATOR));
         assert!(e.contains("not a valid credential of the CA"), "{e}");
         // Names that cannot be principals are refused before any file.
         for bad in ["", "a/b", "../x", "a b", ".hidden"] {

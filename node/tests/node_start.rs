@@ -2,7 +2,7 @@
 //! port answers. A port held by another process answers too, while the node
 //! itself could not bind it and exited; starting must say so.
 
-use holdfast::cluster_up::{loopback_config, spawn_node};
+use holdfast::cluster_up::{loopback_config, spawn_node, NodeProcess};
 use holdfast::config::Config;
 use std::time::Duration;
 
@@ -18,6 +18,13 @@ fn config() -> (tempfile::TempDir, Config) {
     (dir, config)
 }
 
+/// Why a node started did not come up (it must not).
+fn not_ready(p: &mut NodeProcess) -> String {
+    p.wait_ready(Duration::from_secs(20))
+        .expect_err("the node must not come up")
+        .to_string()
+}
+
 #[test]
 fn a_node_whose_port_is_taken_is_reported_not_ready() {
     let (_dir, config) = config();
@@ -25,7 +32,7 @@ fn a_node_whose_port_is_taken_is_reported_not_ready() {
     // Someone else listens on fe1's port: it accepts connections.
     let squatter = std::net::TcpListener::bind(fe1).unwrap();
     let mut p = spawn_node(&exe(), &config, "fe1").unwrap();
-    let err = p.wait_ready(Duration::from_secs(20)).unwrap_err();
+    let err = not_ready(&mut p);
     assert!(err.contains("fe1 exited"), "{err}");
     assert!(err.contains(&format!("cannot listen on {fe1}")), "{err}");
     drop(squatter);
@@ -43,7 +50,7 @@ fn a_node_is_ready_once_it_listens() {
     p.kill();
     let squatter = std::net::TcpListener::bind(addr).unwrap();
     let mut again = spawn_node(&exe(), &config, "fe1").unwrap();
-    let err = again.wait_ready(Duration::from_secs(20)).unwrap_err();
+    let err = not_ready(&mut again);
     assert!(err.contains("cannot listen"), "{err}");
     drop(squatter);
 }
@@ -62,7 +69,7 @@ fn a_database_node_without_its_postgresql_says_so_and_hides_the_password() {
     std::fs::write(&file, text).unwrap();
     let config = Config::load(&file).unwrap();
     let mut p = spawn_node(&exe(), &config, "db1").unwrap();
-    let err = p.wait_ready(Duration::from_secs(20)).unwrap_err();
+    let err = not_ready(&mut p);
     assert!(err.contains("db1 exited"), "{err}");
     assert!(
         err.contains(&format!(

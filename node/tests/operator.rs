@@ -28,32 +28,26 @@ resend_interval = "500ms"
 fn load_exits_non_zero_unless_every_im_is_accepted() {
     use std::time::{Duration, Instant};
     let mut c = TestCluster::start("plain", "");
-    let args = [
-        "load",
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--timeout",
-        "2s",
-    ];
-    let (code, out, err) = c.cli(&args);
+    // 20 IMs a second for a second, each waited for up to `timeout`.
+    let load = |timeout| {
+        [
+            "load",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--timeout",
+            timeout,
+        ]
+    };
+    let (code, out, err) = c.cli(&load("2s"));
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("rejected 0 (busy 0), no answer 0"), "{out}");
 
     let fe1 = c.config.node("fe1").unwrap().listen;
     c.kill("fe1");
-    let slow = [
-        "load",
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--timeout",
-        "60s",
-    ];
     let start = Instant::now();
-    let (code, out, err) = c.cli(&slow);
+    let (code, out, err) = c.cli(&load("60s"));
     let took = start.elapsed();
     assert_eq!(code, 1, "{out}{err}");
     assert!(

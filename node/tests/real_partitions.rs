@@ -319,11 +319,13 @@ impl Partitioned {
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_holdfast"));
         for (name, _) in NODES {
             let ns = c.ns(name);
-            let p = spawn_node_under(&["ip", "netns", "exec", &ns], &exe, &c.config, name)?;
+            let p = spawn_node_under(&["ip", "netns", "exec", &ns], &exe, &c.config, name)
+                .map_err(|e| e.to_string())?;
             c.nodes.insert(name.to_string(), p);
         }
         for p in c.nodes.values_mut() {
-            p.wait_ready(Duration::from_secs(30))?;
+            p.wait_ready(Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
         }
         Ok(c)
     }
@@ -501,7 +503,7 @@ fn run_case(index: usize, case: &Case) -> Result<Figures, String> {
 }
 
 async fn drive(c: &Partitioned, case: &Case) -> Result<Figures, String> {
-    let client = Arc::new(Client::new(c.config.clone())?);
+    let client = Arc::new(Client::new(c.config.clone()).map_err(|e| e.to_string())?);
     let log = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(Mutex::new(false));
     let load_task = tokio::spawn(load(client, log.clone(), stop.clone()));

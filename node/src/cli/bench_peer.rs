@@ -61,32 +61,41 @@ fn table(opts: &BenchOptions, h: &BenchReport, p: &PeerReport, ratio: f64) {
         "accepted p50/p99 (ms)",
         "archived p50/p99 (ms)"
     );
-    let ms = |us: u64| us as f64 / 1000.0;
-    println!(
-        "{:<9} {:>8} {:>10} {:>9} {:>9} {:>11.0} {:>9} {:>11.0} {:>22} {:>22}",
+    // One row a system: its name; sent, accepted, refused, no answer;
+    // accepted/s, archived, archived/s; accept µs and archive ms.
+    let row = |system: &str,
+               [sent, accepted, refused, unknown]: [u64; 4],
+               (accepted_per_s, archived, archived_per_s): (f64, u64, f64),
+               accept_us: [u64; 3],
+               archive_ms: [u64; 3]| {
+        let ms = |us: u64| us as f64 / 1000.0;
+        println!(
+            "{:<9} {:>8} {:>10} {:>9} {:>9} {:>11.0} {:>9} {:>11.0} {:>22} {:>22}",
+            system,
+            sent,
+            accepted,
+            refused,
+            unknown,
+            accepted_per_s,
+            archived,
+            archived_per_s,
+            format!("{:.1} / {:.1}", ms(accept_us[0]), ms(accept_us[1])),
+            format!("{} / {}", archive_ms[0], archive_ms[1])
+        );
+    };
+    row(
         "holdfast",
-        h.sent,
-        h.accepted,
-        h.rejected,
-        h.unknown,
-        h.accepted_per_s,
-        h.archived,
-        h.archived_per_s,
-        format!("{:.1} / {:.1}", ms(h.accept_us[0]), ms(h.accept_us[1])),
-        format!("{} / {}", h.archive_ms[0], h.archive_ms[1])
+        [h.sent, h.accepted, h.rejected, h.unknown],
+        (h.accepted_per_s, h.archived, h.archived_per_s),
+        h.accept_us,
+        h.archive_ms,
     );
-    println!(
-        "{:<9} {:>8} {:>10} {:>9} {:>9} {:>11.0} {:>9} {:>11.0} {:>22} {:>22}",
-        p.peer,
-        p.sent,
-        p.confirmed,
-        p.nacked,
-        p.unknown,
-        p.confirmed_per_s,
-        p.archived,
-        p.archived_per_s,
-        format!("{:.1} / {:.1}", ms(p.confirm_us[0]), ms(p.confirm_us[1])),
-        format!("{} / {}", p.archive_ms[0], p.archive_ms[1])
+    row(
+        &p.peer,
+        [p.sent, p.confirmed, p.nacked, p.unknown],
+        (p.confirmed_per_s, p.archived, p.archived_per_s),
+        p.confirm_us,
+        p.archive_ms,
     );
     println!("(holdfast: accepted = answered accepted, refused = answered busy or refused;");
     println!(

@@ -415,7 +415,7 @@ fn run_as(cmd: ChatCmd) -> Result<(), Failure> {
                 // Read, change, save; a concurrent change makes us retry.
                 for _ in 0..5 {
                     let current = c.room(&room).await?;
-                    let info = spec.apply(current, &remove)?;
+                    let info = spec.apply(current, &remove).map_err(ChatError::Other)?;
                     match c.save_room(&room, info, false).await {
                         Err(ChatError::Rejected {
                             reason: ChatReject::Conflict,
@@ -615,7 +615,8 @@ impl RoomArgs {
             let mut out = Vec::new();
             for u in list {
                 out.extend(
-                    holdfast::config::expand_users(u)?
+                    holdfast::config::expand_users(u)
+                        .map_err(|e| e.to_string())?
                         .into_iter()
                         .map(UserId::from),
                 );

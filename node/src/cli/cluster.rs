@@ -28,7 +28,7 @@ pub(crate) fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             use holdfast::cluster_up::{up, UpError};
             match up(&load_config(&config)?, keep_going) {
                 Ok(()) => {}
-                Err(UpError::Setup(e)) => return Err(Failure::Error(e)),
+                Err(e @ UpError::Setup(_)) => return Err(Failure::Error(e.to_string())),
                 Err(UpError::Nodes(e)) => return Err(Failure::NotWell(e)),
             }
         }

@@ -116,7 +116,11 @@ impl From<holdfast::operator_client::AskError> for Failure {
         match e {
             AskError::CannotReach(e) => e.into(),
             // Refused or not set up: the request did not happen.
-            AskError::Setup(_) | AskError::Refused { .. } => Failure::Error(e.to_string()),
+            AskError::NoSuchNode(_)
+            | AskError::NoComplianceNode
+            | AskError::Client(_)
+            | AskError::Transport(_)
+            | AskError::Refused { .. } => Failure::Error(e.to_string()),
         }
     }
 }
@@ -126,7 +130,7 @@ impl From<holdfast::client::SendError> for Failure {
         use holdfast::client::SendError;
         match e {
             SendError::CannotReach(e) => e.into(),
-            SendError::Setup(e) => Failure::Error(e),
+            SendError::Setup(_) | SendError::Transport(_) => Failure::Error(e.to_string()),
         }
     }
 }
@@ -143,10 +147,31 @@ impl From<holdfast::chat_client::ChatError> for Failure {
                 reason: ChatReject::StoreUnavailable,
                 ..
             } => Failure::NotWell(e.to_string()),
-            ChatError::Rejected { .. } | ChatError::Other(_) => Failure::Error(e.to_string()),
+            // Not set up, or refused by the Web service: the request did
+            // not happen.
+            _ => Failure::Error(e.to_string()),
         }
     }
 }
+
+/// Errors of the library that are all exit 2: said as they are.
+macro_rules! plain_failure {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Failure {
+                Failure::Error(e.to_string())
+            }
+        }
+    )*};
+}
+
+plain_failure!(
+    holdfast::client::ClientError,
+    holdfast::bench::BenchError,
+    holdfast::bench_sweep::SweepError,
+    holdfast::bench_peer::PeerError,
+    holdfast::cluster_up::ClusterUpError,
+);
 
 impl From<String> for Failure {
     fn from(e: String) -> Failure {

@@ -28,7 +28,7 @@ pub(crate) fn run(
         let (report, all) =
             client::load_showing(c.clone(), rate, duration, timeout, size, progress).await?;
         watch.abort();
-        Ok::<_, String>((report, all, c.unreachable_front_ends()))
+        Ok::<_, Failure>((report, all, c.unreachable_front_ends()))
     })?;
     if let Some(path) = outcomes {
         let mut text = String::new();

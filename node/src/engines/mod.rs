@@ -7,15 +7,28 @@
 
 pub mod postgres;
 
-use crate::archive_db::ArchiveDb;
+use crate::archive_db::{ArchiveDb, ArchiveDbError};
 use crate::chat_db::ChatDb;
+use crate::path_error::PathError;
 use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
 use holdfast_actors::core::engine::{Answer, Query};
 
 /// Why an engine could not be opened or read at start.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EngineError(pub String);
+pub enum EngineError {
+    /// The SQLite archive.
+    #[error(transparent)]
+    Archive(#[from] ArchiveDbError),
+    /// The SQLite chat store's file.
+    #[error(transparent)]
+    Chat(#[from] PathError),
+    /// The PostgreSQL server, its URL, its TLS or its schema.
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgLinkError),
+    /// A store's read of its state failed.
+    #[error("{0}")]
+    Store(StoreError),
+}
 
 /// What the node asks of the engine of a database or chat store core.
 pub trait Engine: Send {
@@ -37,7 +50,7 @@ impl Engine for ArchiveDb {
         ArchiveDb::answer(self, query)
     }
     fn recovered(&mut self) -> Result<Recovered, EngineError> {
-        ArchiveDb::recovered(self).map_err(|e| EngineError(e.to_string()))
+        Ok(ArchiveDb::recovered(self)?)
     }
 }
 
@@ -49,6 +62,6 @@ impl Engine for ChatDb {
         ChatDb::answer(self, query)
     }
     fn recovered(&mut self) -> Result<Recovered, EngineError> {
-        ChatDb::recovered(self).map_err(|e| EngineError(e.to_string()))
+        Ok(ChatDb::recovered(self)?)
     }
 }

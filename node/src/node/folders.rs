@@ -55,7 +55,7 @@ pub(crate) fn prepare_data_folder(
     let data = &node.data;
     let fail = |what: &'static str, e: std::io::Error| PathError::doing(data, what, e);
     create_private_dir(data).map_err(|e| fail("cannot create the data folder", e))?;
-    let lock = lock_folder(data).map_err(NodeError::Locked)?;
+    let lock = lock_folder(data)?;
     check_writable(data).map_err(|e| fail("the data folder is not writable", e))?;
     // A group-readable export folder inside the data folder keeps its mode.
     let skip = config

@@ -111,7 +111,7 @@ impl TestCluster {
         let mut p = spawn_node(&exe(), &self.config, name).unwrap();
         let ready = p.wait_ready(Duration::from_secs(20));
         self.nodes.insert(name.to_string(), p);
-        ready
+        ready.map_err(|e| e.to_string())
     }
 
     pub fn kill(&mut self, name: &str) {
@@ -191,7 +191,7 @@ impl TestCluster {
             return PgArchive::connect(target)
                 .and_then(|mut db| {
                     db.client_id_counts()
-                        .map_err(|e| holdfast::engines::EngineError(e.to_string()))
+                        .map_err(holdfast::engines::EngineError::Store)
                 })
                 .unwrap_or_default();
         }

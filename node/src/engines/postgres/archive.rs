@@ -83,37 +83,8 @@ impl PgArchive {
     /// build's version; refuses a newer schema.
     pub fn connect(target: &PgTarget) -> Result<PgArchive, EngineError> {
         Ok(PgArchive {
-            link: Link::open(target, &SCHEMA).map_err(EngineError)?,
+            link: Link::open(target, &SCHEMA)?,
         })
-    }
-
-    /// Applies one `Persist` batch of the database core in one
-    /// transaction, as [`crate::archive_db::ArchiveDb::apply`] does.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
-        let ops = ops.to_vec();
-        self.link.call(move |s| apply(s, &ops))
-    }
-
-    /// Answers a core's query, as [`crate::archive_db::ArchiveDb::answer`].
-    pub fn answer(&mut self, query: &Query) -> Result<Answer, StoreError> {
-        let query = query.clone();
-        self.link.call(move |s| answer(s, &query))
-    }
-
-    /// The core's durable state at start: the `kv` entries.
-    pub fn recovered(&mut self) -> Result<Recovered, EngineError> {
-        self.link
-            .call(|s| {
-                let rows = s
-                    .client()?
-                    .query("SELECT key, value FROM kv ORDER BY key", &[]);
-                let rows = rows.map_err(|e| s.error(&e))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
-                    .collect())
-            })
-            .map_err(|e| EngineError(e.to_string()))
     }
 
     /// Client request id → rows archived for it (what the tests' "archived
@@ -148,16 +119,30 @@ impl PgArchive {
     }
 }
 
+/// Batches, queries and the state at start as
+/// [`crate::archive_db::ArchiveDb`] has them.
 impl Engine for PgArchive {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
-        PgArchive::apply(self, ops)
+        self.link.apply(ops, apply)
     }
     fn answer(&mut self, query: &Query) -> Result<Answer, StoreError> {
-        PgArchive::answer(self, query)
+        self.link.answer(query, answer)
     }
     fn recovered(&mut self) -> Result<Recovered, EngineError> {
-        PgArchive::recovered(self)
+        self.link.recovered(recovered)
     }
+}
+
+/// The database core's durable state at start: the `kv` entries.
+fn recovered(s: &mut Session) -> Result<Recovered, StoreError> {
+    let rows = s
+        .client()?
+        .query("SELECT key, value FROM kv ORDER BY key", &[]);
+    let rows = rows.map_err(|e| s.error(&e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+        .collect())
 }
 
 fn apply(s: &mut Session, ops: &[StoreOp]) -> Result<Written, StoreError> {
@@ -591,10 +576,6 @@ fn message(s: &Session, r: &postgres::Row) -> Result<ArchivedMessage, StoreError
 
 /// The core's row of an archived message.
 fn row(m: ArchivedMessage, s: &Session) -> Result<Row, StoreError> {
-    m.into_row().map_err(|detail| {
-        StoreError::Io(format!(
-            "archive {}: corrupt: {detail}",
-            s.target().redacted()
-        ))
-    })
+    m.into_row()
+        .map_err(|e| StoreError::Io(format!("archive {}: corrupt: {e}", s.target().redacted())))
 }

@@ -122,40 +122,22 @@ impl PgChat {
     /// build's version; refuses a newer schema.
     pub fn connect(target: &PgTarget) -> Result<PgChat, EngineError> {
         Ok(PgChat {
-            link: Link::open(target, &SCHEMA).map_err(EngineError)?,
+            link: Link::open(target, &SCHEMA)?,
         })
-    }
-
-    /// Applies one `Persist` batch in one transaction, as
-    /// [`crate::chat_db::ChatDb::apply`] does.
-    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
-        let ops = ops.to_vec();
-        self.link.call(move |s| apply(s, &ops))
-    }
-
-    /// Answers a core's query, as [`crate::chat_db::ChatDb::answer`].
-    pub fn answer(&mut self, query: &Query) -> Result<Answer, StoreError> {
-        let query = query.clone();
-        self.link.call(move |s| answer(s, &query))
-    }
-
-    /// The core's state at start: the rooms, the follows and `kv`.
-    pub fn recovered(&mut self) -> Result<Recovered, EngineError> {
-        self.link
-            .call(recovered)
-            .map_err(|e| EngineError(e.to_string()))
     }
 }
 
+/// Batches, queries and the state at start (the rooms, the follows and
+/// `kv`) as [`crate::chat_db::ChatDb`] has them.
 impl Engine for PgChat {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<Written, StoreError> {
-        PgChat::apply(self, ops)
+        self.link.apply(ops, apply)
     }
     fn answer(&mut self, query: &Query) -> Result<Answer, StoreError> {
-        PgChat::answer(self, query)
+        self.link.answer(query, answer)
     }
     fn recovered(&mut self) -> Result<Recovered, EngineError> {
-        PgChat::recovered(self)
+        self.link.recovered(recovered)
     }
 }
 

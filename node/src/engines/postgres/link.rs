@@ -14,44 +14,109 @@
 //! connection; the next job connects again (and checks the schema). The
 //! cores retry their batches, and inserts are idempotent.
 
-use super::schema::{self, describe, Schema};
+use super::schema::{self, describe, Schema, SchemaError};
 use super::target::PgTarget;
-use holdfast_actors::core::actor::StoreError;
+use crate::engines::EngineError;
+use holdfast_actors::core::actor::{Recovered, StoreError, StoreOp, Written};
+use holdfast_actors::core::engine::{Answer, Query};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a PostgreSQL target cannot be used. `target` is always the
+/// redacted URL: no message shows a password.
+#[derive(Debug, thiserror::Error)]
+pub enum PgLinkError {
+    /// The URL does not parse.
+    #[error("{target}: {source}")]
+    Url {
+        target: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("{target}: names no host")]
+    NoHost { target: String },
+    #[error(
+        "{target}: sslmode=require needs tls_ca = \"<the CA certificate (PEM) that signed the server's>\""
+    )]
+    RequireWithoutCa { target: String },
+    #[error("{target}: sslmode=disable, but tls_ca asks for TLS")]
+    DisableWithCa { target: String },
+    /// The CA file cannot be read as PEM certificates.
+    #[error("tls_ca {}: {source}", .ca.display())]
+    CaFile {
+        ca: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate of the CA file is not one a root store takes.
+    #[error("tls_ca {}: {source}", .ca.display())]
+    CaCertificate {
+        ca: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("tls_ca {}: no certificate in it", .ca.display())]
+    NoCaCertificate { ca: PathBuf },
+    /// The TLS client configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+    #[error("{target}: cannot connect: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("{target}: {source}")]
+    Schema {
+        target: String,
+        #[source]
+        source: SchemaError,
+    },
+    /// The worker could not connect: the store's own message (it names
+    /// the target).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The worker failed otherwise.
+    #[error("{target}: {error}")]
+    Store { target: String, error: StoreError },
+}
+
 /// Checks what can be checked of a target without connecting: the URL
 /// parses, names a host, and its `sslmode` agrees with `tls_ca`.
-pub fn check_target(target: &PgTarget) -> Result<(), String> {
+pub fn check_target(target: &PgTarget) -> Result<(), PgLinkError> {
     pg_config(target).map(|_| ())
 }
 
 /// The client configuration of `target`: its URL, with the timeouts and
 /// the TLS mode the node imposes.
-fn pg_config(target: &PgTarget) -> Result<postgres::Config, String> {
+fn pg_config(target: &PgTarget) -> Result<postgres::Config, PgLinkError> {
     use postgres::config::SslMode;
-    let mut config = postgres::Config::from_str(&target.url)
-        .map_err(|e| format!("{}: {e}", target.redacted()))?;
+    let mut config =
+        postgres::Config::from_str(&target.url).map_err(|source| PgLinkError::Url {
+            target: target.redacted(),
+            source,
+        })?;
     if config.get_hosts().is_empty() {
-        return Err(format!("{}: names no host", target.redacted()));
+        return Err(PgLinkError::NoHost {
+            target: target.redacted(),
+        });
     }
     match (config.get_ssl_mode(), &target.tls_ca) {
         (SslMode::Require, None) => {
-            return Err(format!(
-                "{}: sslmode=require needs tls_ca = \"<the CA certificate (PEM) that signed the server's>\"",
-                target.redacted()
-            ))
+            return Err(PgLinkError::RequireWithoutCa {
+                target: target.redacted(),
+            })
         }
         (SslMode::Disable, Some(_)) => {
-            return Err(format!(
-                "{}: sslmode=disable, but tls_ca asks for TLS",
-                target.redacted()
-            ))
+            return Err(PgLinkError::DisableWithCa {
+                target: target.redacted(),
+            })
         }
         // With a CA, TLS is required: no quiet fall-back to plain text.
         (_, Some(_)) => {
@@ -81,41 +146,51 @@ fn pg_config(target: &PgTarget) -> Result<postgres::Config, String> {
 }
 
 /// The TLS connector: the operator's CA only, the server's name checked.
-fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgLinkError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(ca).map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
+    let file = |source| PgLinkError::CaFile {
+        ca: ca.to_path_buf(),
+        source,
+    };
+    for cert in CertificateDer::pem_file_iter(ca).map_err(file)? {
         roots
-            .add(cert)
-            .map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
+            .add(cert.map_err(file)?)
+            .map_err(|source| PgLinkError::CaCertificate {
+                ca: ca.to_path_buf(),
+                source,
+            })?;
     }
     if roots.is_empty() {
-        return Err(format!("tls_ca {}: no certificate in it", ca.display()));
+        return Err(PgLinkError::NoCaCertificate {
+            ca: ca.to_path_buf(),
+        });
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// Connects to `target` and brings its schema to this build's version.
-pub(crate) fn connect(target: &PgTarget, schema: &Schema) -> Result<Client, String> {
+pub(crate) fn connect(target: &PgTarget, schema: &Schema) -> Result<Client, PgLinkError> {
     let config = pg_config(target)?;
     let connected = match &target.tls_ca {
         None => config.connect(NoTls),
         Some(ca) => config.connect(tls(ca)?),
     };
-    let mut client =
-        connected.map_err(|e| format!("{}: cannot connect: {e}", target.redacted()))?;
-    schema::migrate(&mut client, schema).map_err(|e| format!("{}: {e}", target.redacted()))?;
+    let mut client = connected.map_err(|source| PgLinkError::Connect {
+        target: target.redacted(),
+        source,
+    })?;
+    schema::migrate(&mut client, schema).map_err(|source| PgLinkError::Schema {
+        target: target.redacted(),
+        source,
+    })?;
     Ok(client)
 }
 
@@ -136,7 +211,8 @@ impl Session {
             self.lost();
         }
         if self.client.is_none() {
-            self.client = Some(connect(&self.target, self.schema).map_err(StoreError::Io)?);
+            let client = connect(&self.target, self.schema);
+            self.client = Some(client.map_err(|e| StoreError::Io(e.to_string()))?);
         }
         Ok(self.client.as_mut().expect("connected just now"))
     }
@@ -211,7 +287,7 @@ pub(crate) struct Link {
 impl Link {
     /// Starts the worker and connects: the server must be reachable and
     /// its schema one this build understands.
-    pub(crate) fn open(target: &PgTarget, schema: &'static Schema) -> Result<Link, String> {
+    pub(crate) fn open(target: &PgTarget, schema: &'static Schema) -> Result<Link, PgLinkError> {
         pg_config(target)?;
         let mut link = Link {
             target: target.clone(),
@@ -219,10 +295,42 @@ impl Link {
             jobs: None,
         };
         link.call(|s| s.client().map(|_| ())).map_err(|e| match e {
-            StoreError::Io(m) => m,
-            other => format!("{}: {other}", target.redacted()),
+            StoreError::Io(m) => PgLinkError::Unavailable(m),
+            error => PgLinkError::Store {
+                target: target.redacted(),
+                error,
+            },
         })?;
         Ok(link)
+    }
+
+    /// Applies one `Persist` batch on the connection with the store's
+    /// `apply` (one transaction: all of it or nothing).
+    pub(crate) fn apply(
+        &mut self,
+        ops: &[StoreOp],
+        apply: fn(&mut Session, &[StoreOp]) -> Result<Written, StoreError>,
+    ) -> Result<Written, StoreError> {
+        let ops = ops.to_vec();
+        self.call(move |s| apply(s, &ops))
+    }
+
+    /// Answers a core's query on the connection with the store's `answer`.
+    pub(crate) fn answer(
+        &mut self,
+        query: &Query,
+        answer: fn(&mut Session, &Query) -> Result<Answer, StoreError>,
+    ) -> Result<Answer, StoreError> {
+        let query = query.clone();
+        self.call(move |s| answer(s, &query))
+    }
+
+    /// The core's state at start, as the store's `recovered` reads it.
+    pub(crate) fn recovered(
+        &mut self,
+        recovered: fn(&mut Session) -> Result<Recovered, StoreError>,
+    ) -> Result<Recovered, EngineError> {
+        self.call(recovered).map_err(EngineError::Store)
     }
 
     /// Runs `job` on the connection; waits at most a connect and two

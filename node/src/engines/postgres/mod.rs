@@ -15,5 +15,5 @@ pub mod target;
 
 pub use archive::PgArchive;
 pub use chat::PgChat;
-pub use link::check_target;
+pub use link::{check_target, PgLinkError};
 pub use target::PgTarget;

@@ -25,9 +25,37 @@ impl Schema {
 /// would do; this one spells "holdfast").
 const MIGRATION_LOCK: i64 = 0x686f_6c64_6661_7374;
 
+/// Why the database could not be brought to this build's schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// A statement of the migration itself (its lock, its bookkeeping).
+    #[error("schema migration: {}", describe(.0))]
+    Statement(#[source] postgres::Error),
+    /// The database belongs to another component.
+    #[error("this database holds the {found}'s tables: give the {wanted} a database of its own")]
+    OtherComponent { found: String, wanted: &'static str },
+    /// A newer build migrated the database.
+    #[error(
+        "the {component} has schema version {found}, newer than version {understood} this build understands; \
+         use a newer holdfast"
+    )]
+    Newer {
+        component: &'static str,
+        found: i32,
+        understood: i32,
+    },
+    /// One step of the migration (numbered from 1).
+    #[error("migration step {step}: {}", describe(.source))]
+    Step {
+        step: usize,
+        #[source]
+        source: postgres::Error,
+    },
+}
+
 /// Brings the database to `schema`'s version, or says why it cannot.
-pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), String> {
-    let failed = |e: postgres::Error| format!("schema migration: {}", describe(&e));
+pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), SchemaError> {
+    let failed = SchemaError::Statement;
     let mut tx = client.transaction().map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(failed)?;
@@ -54,23 +82,24 @@ pub(crate) fn migrate(client: &mut Client, schema: &Schema) -> Result<(), String
         if component == schema.component {
             found = version;
         } else {
-            return Err(format!(
-                "this database holds the {component}'s tables: give the {} a database of its own",
-                schema.component
-            ));
+            return Err(SchemaError::OtherComponent {
+                found: component,
+                wanted: schema.component,
+            });
         }
     }
     if found > schema.version() {
-        return Err(format!(
-            "the {} has schema version {found}, newer than version {} this build understands; \
-             use a newer holdfast",
-            schema.component,
-            schema.version()
-        ));
+        return Err(SchemaError::Newer {
+            component: schema.component,
+            found,
+            understood: schema.version(),
+        });
     }
     for (i, step) in schema.steps.iter().enumerate().skip(found.max(0) as usize) {
-        tx.batch_execute(step)
-            .map_err(|e| format!("migration step {}: {}", i + 1, describe(&e)))?;
+        tx.batch_execute(step).map_err(|source| SchemaError::Step {
+            step: i + 1,
+            source,
+        })?;
     }
     if found < schema.version() {
         tx.execute(
