@@ -6,7 +6,7 @@ use crate::client::{client_identity, connection_name};
 use crate::config::Config;
 use crate::reach::{answer_from, CannotReach};
 use holdfast_actors::core::identity::Role;
-use holdfast_actors::core::ids::{ActorKind, Addr, UserId};
+use holdfast_actors::core::ids::{ActorKind, Addr, FileId, UserId};
 use holdfast_actors::core::protocol::chat::ChatMsg;
 use holdfast_actors::core::protocol::chat::{
     ChatReject, Post, Room, RoomId, RoomQuery, RoomSummary,
@@ -360,7 +360,7 @@ impl ChatClient {
     async fn file_token(
         &mut self,
         room: &str,
-        download: Option<String>,
+        download: Option<FileId>,
     ) -> Result<Vec<u8>, ChatError> {
         self.to_channel(Msg::Chat(ChatMsg::FileTokenRequest {
             room: room.into(),
@@ -402,7 +402,7 @@ impl ChatClient {
         room: &str,
         name: &str,
         data: Vec<u8>,
-    ) -> Result<(String, u64), ChatError> {
+    ) -> Result<(FileId, u64), ChatError> {
         let token = self.file_token(room, None).await?;
         self.send(
             self.web()?,
@@ -428,7 +428,7 @@ impl ChatClient {
         room: &str,
         file: &str,
     ) -> Result<(String, Vec<u8>), ChatError> {
-        let token = self.file_token(room, Some(file.to_string())).await?;
+        let token = self.file_token(room, Some(file.into())).await?;
         self.send(self.web()?, Msg::Chat(ChatMsg::FileDownload { token }))?;
         match self.web_answer("the download").await? {
             Msg::Chat(ChatMsg::FileData { name, data, .. }) => Ok((name, data)),

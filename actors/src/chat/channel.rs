@@ -1468,7 +1468,7 @@ mod tests {
         assert!(matches!(sent[0].1, Msg::Chat(ChatMsg::ChatRejected { .. })));
         // An auditorium listener may download but not upload.
         join(&mut h, "user:b/2", "b", "town-hall");
-        let ask = |h: &mut Harness<Channel>, download: Option<String>| {
+        let ask = |h: &mut Harness<Channel>, download: Option<crate::core::ids::FileId>| {
             h.msg(
                 client("user:b/2"),
                 Msg::Chat(ChatMsg::FileTokenRequest {

@@ -11,7 +11,7 @@
 //! after a reconnect or a gap, so a lost relay or a failed server delays a
 //! post but never loses it.
 
-use crate::core::ids::UserId;
+use crate::core::ids::{FileId, UserId};
 use crate::core::protocol::chat::{ChatReject, Privacy, Room, RoomId, RoomQuery, RoomSummary};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,7 +198,7 @@ pub struct ChatPool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileOp {
     Upload,
-    Download { file: String },
+    Download { file: FileId },
 }
 
 /// A grant a Channel server gives a member: `user` may do `op` in `room`

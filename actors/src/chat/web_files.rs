@@ -26,7 +26,7 @@ use crate::core::actor::{
     Written,
 };
 use crate::core::identity;
-use crate::core::ids::{ActorKind, Addr, Millis, RoomId, UserId};
+use crate::core::ids::{ActorKind, Addr, FileId, Millis, RoomId, UserId};
 use crate::core::operator::{Gauge, OperatorEvent};
 use crate::core::protocol::chat::ChatMsg;
 use crate::core::protocol::compliance::ComplianceMsg;
@@ -47,7 +47,7 @@ pub const FILE_BLOB: &[u8] = b"b/";
 /// What is known of a stored file without reading it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
-    pub id: String,
+    pub id: FileId,
     pub room: RoomId,
     pub name: String,
     pub uploader: UserId,
@@ -79,7 +79,7 @@ pub struct WebFiles {
     name: String,
     pool: Arc<ChatPool>,
     settings: Settings,
-    files: BTreeMap<String, FileMeta>,
+    files: BTreeMap<FileId, FileMeta>,
     writing: BTreeMap<u64, (Write, Vec<ComplianceEvent>)>,
     /// Downloads waiting for their content: load token → (client, user,
     /// file).
@@ -266,7 +266,7 @@ impl Actor for WebFiles {
                 }
                 self.next_token += 1;
                 // Unique per Web node and restart-proof: the clock and a counter.
-                let id = format!("{}-{now:x}-{}", self.name, self.next_token);
+                let id = FileId::from(format!("{}-{now:x}-{}", self.name, self.next_token));
                 let file = FileMeta {
                     id: id.clone(),
                     room: grant.room,
@@ -280,7 +280,7 @@ impl Actor for WebFiles {
                     room: file.room.clone(),
                     user: file.uploader.clone(),
                     at: now,
-                    item: id.clone(),
+                    item: id.to_string(),
                     text: file.name.clone(),
                     details: file_details(&data),
                 };
@@ -406,7 +406,7 @@ impl Actor for WebFiles {
                     room: file.room.clone(),
                     user,
                     at: ctx.now(),
-                    item: file.id.clone(),
+                    item: file.id.to_string(),
                     text: file.name.clone(),
                     details: file_details(&data),
                 };

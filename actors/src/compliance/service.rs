@@ -649,7 +649,7 @@ impl Compliance {
         ctx.send(
             Addr::new(web.clone(), ActorKind::Web),
             Msg::Compliance(ComplianceMsg::ComplianceFileFetch {
-                file: u.file_id.clone(),
+                file: u.file_id.as_str().into(),
                 offset: f.buf.len() as u64,
             }),
         );

@@ -244,6 +244,13 @@ string_id!(
 );
 
 string_id!(
+    /// A file's id, given by the Web service that stores it when the file
+    /// is uploaded; downloads, file tokens and the compliance export name
+    /// the file by it.
+    FileId
+);
+
+string_id!(
     /// A post's id, chosen by the posting client (unique, like a message
     /// id): the chat store keys posts by it, which makes a retried post
     /// idempotent.

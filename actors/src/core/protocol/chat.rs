@@ -1,7 +1,7 @@
 //! The chat types the protocol carries: rooms, posts and why a chat
 //! request was refused.
 
-use crate::core::ids::{Millis, Token, UserId};
+use crate::core::ids::{FileId, Millis, Token, UserId};
 use crate::core::protocol::compliance::EventKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -449,12 +449,12 @@ pub enum ChatMsg {
     /// A token to upload to `room`, or to download `file` from it.
     FileTokenRequest {
         room: RoomId,
-        download: Option<String>,
+        download: Option<FileId>,
     },
     /// The token asked for (`download` echoes the request).
     FileToken {
         room: RoomId,
-        download: Option<String>,
+        download: Option<FileId>,
         #[serde(with = "serde_bytes")]
         token: Vec<u8>,
     },
@@ -466,7 +466,7 @@ pub enum ChatMsg {
         data: Vec<u8>,
     },
     FileStored {
-        file: String,
+        file: FileId,
         name: String,
         size: u64,
     },
@@ -475,7 +475,7 @@ pub enum ChatMsg {
         token: Vec<u8>,
     },
     FileData {
-        file: String,
+        file: FileId,
         name: String,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,

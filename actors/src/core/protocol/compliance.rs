@@ -1,7 +1,7 @@
 //! The compliance types the protocol carries: the events the outboxes
 //! forward to the Compliance service, and the status it reports.
 
-use crate::core::ids::{Millis, RoomId, Seq, UserId};
+use crate::core::ids::{FileId, Millis, RoomId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -162,14 +162,14 @@ pub enum ComplianceMsg {
     /// Compliance service → Web service: the content of uploaded `file`
     /// from byte `offset`, for an export.
     ComplianceFileFetch {
-        file: String,
+        file: FileId,
         offset: u64,
     },
     /// Web service → Compliance service: at most
     /// [`FILE_CHUNK`] bytes of `file` from `offset`, of
     /// `total`.
     ComplianceFileChunk {
-        file: String,
+        file: FileId,
         offset: u64,
         total: u64,
         data: Vec<u8>,
@@ -177,7 +177,7 @@ pub enum ComplianceMsg {
     /// Web service → Compliance service: `file` is not there (deleted, or
     /// its content lost).
     ComplianceFileMissing {
-        file: String,
+        file: FileId,
         reason: String,
     },
     /// Operator or auditor → Compliance service: the pickup system has
