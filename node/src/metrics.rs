@@ -153,6 +153,12 @@ impl Metrics {
         }
     }
 
+    /// Whether every core of the node has started on its store.
+    pub fn all_started(&self) -> bool {
+        let started = lock(&self.started);
+        self.actors.iter().all(|a| started.contains(a))
+    }
+
     /// Why the node should not take traffic now, if it should not: a core
     /// not started on its store (opening, or restarting after a crash), a
     /// peer the role needs that the last connection attempt could not

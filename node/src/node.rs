@@ -183,6 +183,13 @@ async fn serve(
         crate::metrics::serve(addr, metrics.clone(), config.clone())
             .map_err(|source| NodeError::Metrics { addr, source })?;
     }
+    // A message that reaches a core before it has started on its store is
+    // dropped: a client's request would get no answer at all. The cores
+    // start a few milliseconds after they are spawned (later on a loaded
+    // machine), so the node listens only once every one of them has.
+    while !metrics.all_started() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     net.listen(node.listen)
         .await
         .map_err(|source| NodeError::Listen {

@@ -1032,6 +1032,79 @@ fn rss(pid: u32) -> u64 {
 /// reconnects and its IMs are archived, and the server's memory stays
 /// bounded. Before, 4,094 idle connections took every slot (memory 14 →
 /// 274 MiB) and a restarted front end could not reconnect.
+/// A node answers the first request it reads, however soon after it
+/// starts listening: fe1 restarts three times, and each time a client
+/// connects the moment fe1's port takes connections and submits an IM at
+/// once; every one is accepted, then archived. Before, a node listened
+/// while its cores were still starting on their stores (a few
+/// milliseconds, longer on a loaded machine), and a request that reached
+/// the front end in that window was dropped without an answer: the client
+/// heard nothing.
+#[test]
+fn first_request_after_listening_is_answered() {
+    use holdfast_actors::core::frame::MAX_FRAME;
+    use holdfast_actors::core::identity::{Principal, Role};
+    use holdfast_host::transport::{read_frame, write_frame};
+    let mut c = TestCluster::start("plain", "");
+    let fe1 = c.config.node("fe1").unwrap().listen;
+    let me = holdfast::client::connection_name(&Principal::new("alice@corp.example", Role::User));
+    let rt = common::runtime();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        c.kill("fe1");
+        let mut p = spawn_node(&common::exe(), &c.config, "fe1").unwrap();
+        let id = format!("early-{round}");
+        let submit = Envelope {
+            from: Addr::new(me.clone(), ActorKind::Client),
+            to: Addr::new("fe1", ActorKind::FrontEnd),
+            id: 0,
+            msg: Msg::Archiving(ArchivingMsg::SubmitIm {
+                im: Im {
+                    id: id.clone(),
+                    from: "alice@corp.example".into(),
+                    to: "bob@corp.example".into(),
+                    body: "the first request".into(),
+                },
+            }),
+        };
+        let answer = rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut tcp = loop {
+                match tokio::net::TcpStream::connect(fe1).await {
+                    Ok(tcp) => break tcp,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "fe1 does not listen: {e}");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            };
+            write_frame(&mut tcp, &submit).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(15), read_frame(&mut tcp, MAX_FRAME)).await
+        });
+        p.wait_ready(Duration::from_secs(20)).unwrap();
+        let log = p.own_log();
+        c.nodes.insert("fe1".into(), p);
+        let accepted = matches!(
+            &answer,
+            Ok(Ok(Some(Envelope {
+                msg: Msg::Archiving(ArchivingMsg::ImAccepted { id: got, .. }),
+                ..
+            }))) if *got == id
+        );
+        assert!(
+            accepted,
+            "{id}, sent as fe1 began to listen: {answer:?}; fe1 log:\n{}",
+            last_lines(&log, 20)
+        );
+        ids.push(id);
+    }
+    let rows = wait_archived(&c, &ids, Duration::from_secs(30));
+    for id in &ids {
+        assert_eq!(rows.get(id).map(Vec::len), Some(1), "{id} archived once");
+    }
+    c.stop_all();
+}
+
 #[test]
 fn connection_flood_does_not_block_peers() {
     // A load test: the flood opens connections as fast as arch1 takes
