@@ -1060,7 +1060,7 @@ fn first_request_after_listening_is_answered() {
             id: 0,
             msg: Msg::Archiving(ArchivingMsg::SubmitIm {
                 im: Im {
-                    id: id.clone(),
+                    id: id.as_str().into(),
                     from: "alice@corp.example".into(),
                     to: "bob@corp.example".into(),
                     body: "the first request".into(),
