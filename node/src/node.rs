@@ -103,13 +103,36 @@ pub fn node_link(config: &Config, node: &str) -> Result<Arc<dyn Link>, TlsError>
     }
 }
 
-/// Client-originated requests a stopping front end turns away.
+/// How long a starting node waits for its cores before it listens anyway.
+const CORES_START_WAIT: Duration = Duration::from_secs(10);
+
+/// Client-originated requests a front end that cannot take them turns
+/// away with an answer rather than leaving the client to its timeout.
 fn client_request(env: &Envelope) -> Option<MessageId> {
     match &env.msg {
         Msg::Archiving(ArchivingMsg::SubmitIm { im }) => Some(im.id.clone()),
         Msg::Archiving(ArchivingMsg::ReportCall { report }) => Some(report.id.clone()),
         _ => None,
     }
+}
+
+/// If `env` is a client's IM or call report, answers it refused for
+/// `reason` (nothing of it was taken) and says so; anything else is left
+/// to the caller.
+fn turn_away(net: &Arc<Network>, env: &Envelope, reason: RejectReason) -> bool {
+    let Some(id) = client_request(env) else {
+        return false;
+    };
+    let reply = Envelope {
+        from: env.to.clone(),
+        to: env.from.clone(),
+        id: 0,
+        msg: Msg::Archiving(ArchivingMsg::ImRejected { id, reason }),
+    };
+    if let Err(e) = net.send(reply) {
+        tracing::debug!(error = %e, "refusal not sent");
+    }
+    true
 }
 
 /// Raises the soft limit on open files to the hard one: every client and
@@ -186,8 +209,16 @@ async fn serve(
     // A message that reaches a core before it has started on its store is
     // dropped: a client's request would get no answer at all. The cores
     // start a few milliseconds after they are spawned (later on a loaded
-    // machine), so the node listens only once every one of them has.
+    // machine), so the node listens only once every one of them has. A
+    // core that cannot open its store retries for as long as it takes; the
+    // node does not wait for it past a bound, so that its other cores
+    // serve, and meanwhile that core answers clients busy.
+    let waiting_since = std::time::Instant::now();
     while !metrics.all_started() {
+        if waiting_since.elapsed() > CORES_START_WAIT {
+            tracing::warn!(node = %node.name, "listening before every core started (see /readyz); clients of a core not started are answered busy");
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     net.listen(node.listen)
@@ -211,20 +242,10 @@ async fn serve(
     actix_rt::spawn(async move {
         while let Some(env) = rx.recv().await {
             let arrived = router_shared.net.consumed(&env);
-            if router_shared.stopping.load(Ordering::Relaxed) {
-                if let Some(id) = client_request(&env) {
-                    let reply = Envelope {
-                        from: env.to.clone(),
-                        to: env.from.clone(),
-                        id: 0,
-                        msg: Msg::Archiving(ArchivingMsg::ImRejected {
-                            id,
-                            reason: RejectReason::NodeStopping,
-                        }),
-                    };
-                    let _ = router_shared.net.send(reply);
-                    continue;
-                }
+            if router_shared.stopping.load(Ordering::Relaxed)
+                && turn_away(&router_shared.net, &env, RejectReason::NodeStopping)
+            {
+                continue;
             }
             let generation = router_shared.generation.load(Ordering::SeqCst);
             router_shared.deliver(env, generation, arrived);

@@ -21,7 +21,7 @@ use holdfast_actors::core::engine::{Answer, Query};
 use holdfast_actors::core::ids::{ActorKind, Addr};
 use holdfast_actors::core::operator::{OperatorEvent, Severity};
 use holdfast_actors::core::output::OutputFile;
-use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg};
+use holdfast_actors::core::protocol::{ArchivingMsg, Envelope, Msg, RejectReason};
 use holdfast_actors::core::reactor::Cores;
 use holdfast_actors::core::reactor::{ready, Input, Io, Persisted, Reactor};
 use holdfast_actors::core::store_keys::STORE_DAMAGED;
@@ -392,9 +392,15 @@ impl Handler<Deliver> for CoreActor {
             return;
         }
         if self.storage.is_none() {
-            // Between a failed open and the retry: the sender's protocol
-            // (resend, client timeout) recovers this message.
-            tracing::debug!(node = %self.name(), msg = env.msg.name(), "actor not started; message dropped");
+            // Between a failed open and the retry, or while the core
+            // restarts after a crash. A client's request is answered busy
+            // (nothing of it was taken; it may send again) rather than left
+            // to its timeout; a peer's protocol resends the rest.
+            if super::turn_away(&self.shared.net, &env, RejectReason::Busy) {
+                tracing::debug!(node = %self.name(), msg = env.msg.name(), "core not started; client answered busy");
+            } else {
+                tracing::debug!(node = %self.name(), msg = env.msg.name(), "core not started; message dropped");
+            }
             return;
         }
         if tracing::enabled!(tracing::Level::TRACE) {
