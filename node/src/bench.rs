@@ -6,15 +6,14 @@
 //! send→archived latency percentiles. Archived throughput counts from the
 //! first send to the moment the archive holds every accepted IM.
 
-use crate::archive_db::{ArchiveDb, ArchiveDbError, Query};
-use crate::client::{self, Client, ClientError, Outcome};
-use crate::cluster_up::{loopback_config, spawn_node, ClusterUpError, NodeProcess};
-use crate::config::{Config, ConfigError};
-use crate::operator_client::{AskError, Session};
+use crate::archive_db::{ArchiveDb, Query};
+pub use crate::bench_error::BenchError;
+use crate::client::{self, Client, Outcome};
+use crate::cluster_up::{loopback_config, spawn_node, NodeProcess};
+use crate::config::Config;
+use crate::operator_client::Session;
 use crate::path_error::PathError;
-use crate::tls::TlsError;
 use hdrhistogram::Histogram;
-use holdfast_actors::core::actor::StoreError;
 use holdfast_actors::core::identity::Role;
 use holdfast_actors::core::ids::{ActorKind, Token};
 use holdfast_actors::core::protocol::{Msg, PurgeRecord, RecordsMsg};
@@ -22,60 +21,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Why a benchmark (`bench`, `bench --purge-rows`, `bench-start`) could
-/// not run to its figures.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// Its scratch folder, a runtime, this executable's path.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Path(#[from] PathError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Certs(#[from] TlsError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// A node did not start or come up.
-    #[error(transparent)]
-    Node(#[from] ClusterUpError),
-    #[error(transparent)]
-    Archive(#[from] ArchiveDbError),
-    /// Filling a store straight through SQLite.
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    /// Filling the chat store through its own code.
-    #[error("{0}")]
-    Store(StoreError),
-    /// The retention purge could not be asked for.
-    #[error(transparent)]
-    Ask(#[from] AskError),
-    #[error("the purge's thread panicked")]
-    PurgePanicked,
-    #[error("db1 started no purge")]
-    NoPurge,
-    #[error("the purge did not finish within 30 minutes")]
-    PurgeTooLong,
-    /// db1 refused a retention request: its answer.
-    #[error("db1 refused: {0}")]
-    Refused(String),
-    /// A node of `bench-start` exited before it was ready.
-    #[error("{name} exited ({status}) before it was ready; its log ends:\n{log_end}")]
-    NotReady {
-        name: String,
-        status: std::process::ExitStatus,
-        log_end: String,
-    },
-    /// A store of `bench-start` could not be built.
-    #[error("building {}: {source}", .file.display())]
-    Build {
-        file: std::path::PathBuf,
-        #[source]
-        source: Box<BenchError>,
-    },
-}
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {

@@ -13,7 +13,7 @@
 //! under [`START_BOUND_S`] and under [`RSS_BOUND_MIB`] resident at idle.
 
 use crate::archive_db::ArchiveDb;
-use crate::bench::BenchError;
+use crate::bench_error::BenchError;
 use crate::chat_db::ChatDb;
 use crate::cluster_up::{free_port, last_lines, spawn_node};
 use crate::config::Config;

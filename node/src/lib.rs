@@ -10,6 +10,7 @@
 pub mod archive_db;
 pub mod archive_export;
 pub mod bench;
+pub mod bench_error;
 pub mod bench_peer;
 pub mod bench_start;
 pub mod bench_sweep;
