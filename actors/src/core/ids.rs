@@ -75,11 +75,17 @@ impl fmt::Display for Addr {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(
-            Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-        )]
+        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        /// As the plain string: logs, error texts and reports that quote a
+        /// name read as they did when names were strings.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Self {
@@ -390,6 +396,8 @@ mod tests {
                 serde_json::to_string(&UserId::new(s)).unwrap(),
                 serde_json::to_string(s).unwrap()
             );
+            assert_eq!(format!("{:?}", RoomId::new(s)), format!("{s:?}"));
+            assert_eq!(format!("{}", PostId::new(s)), s);
         }
     }
 }
