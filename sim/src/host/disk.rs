@@ -6,6 +6,7 @@
 //! the last sync, a size limit returns ENOSPC, and faults can make the disk
 //! full or make every write fail.
 
+use crate::host::bytes::FileBytes;
 use holdfast_host::disk::{Disk, DiskError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 #[derive(Default)]
 struct File {
-    data: Vec<u8>,
+    data: FileBytes,
     /// Bytes of `data` that are durable.
     synced: usize,
 }
@@ -209,7 +210,7 @@ impl Disk for SimDisk {
         if s.io_error {
             return Err(DiskError::Io("injected read error".into()));
         }
-        Ok(s.files.get(file).map(|f| f.data.clone()))
+        Ok(s.files.get(file).map(|f| f.data.to_vec()))
     }
 
     fn append(&self, file: &str, data: &[u8]) -> Result<(), DiskError> {
@@ -220,11 +221,19 @@ impl Disk for SimDisk {
         if !s.fits(data.len() as u64) {
             return Err(DiskError::NoSpace);
         }
-        s.files
-            .entry(file.to_string())
-            .or_default()
-            .data
-            .extend_from_slice(data);
+        // Looked up before inserting: no name allocated per append.
+        match s.files.get_mut(file) {
+            Some(f) => f.data.extend_from_slice(data),
+            None => {
+                s.files.insert(
+                    file.to_string(),
+                    File {
+                        data: FileBytes::from_slice(data),
+                        synced: 0,
+                    },
+                );
+            }
+        }
         Ok(())
     }
 
@@ -274,7 +283,11 @@ impl Disk for SimDisk {
             return Err(DiskError::Io("injected fsync error".into()));
         }
         let f = s.files.entry(file.to_string()).or_default();
-        f.data = data.to_vec();
+        // Into the old copy's memory: a queue's log is rewritten at every
+        // compaction, and fresh memory each time cost the kernel a zeroed
+        // page per 4 KB.
+        f.data.truncate(0);
+        f.data.extend_from_slice(data);
         f.synced = f.data.len();
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! over the machinery madsim lacks or gets wrong — disks, TCP flow control,
 //! timers and client connections.
 
+mod bytes;
 pub mod disk;
 
 #[cfg(madsim)]

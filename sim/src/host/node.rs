@@ -261,6 +261,9 @@ struct Host {
     /// reaches it through madsim's `clock_gettime` shim, a context lookup
     /// and two conversions, several percent of a run at once per event.
     clock: TimeHandle,
+    /// The `stall` fault's switch, subscribed once per life rather than
+    /// before every message and timer.
+    stalled: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Host {
@@ -341,10 +344,9 @@ impl Host {
 
     /// Under the `stall` fault: waits until the cores get the processor
     /// back (the connections meanwhile go on reading into the inbox).
-    async fn wait_unstalled(&self) {
-        let mut stalled = lock(&self.shared.control).stalled.subscribe();
+    async fn wait_unstalled(&mut self) {
         // Closed only with the node's shared state, which outlives this.
-        let _ = stalled.wait_for(|on| !*on).await;
+        let _ = self.stalled.wait_for(|on| !*on).await;
     }
 
     async fn fire_due(&mut self) -> Result<(), Stop> {
@@ -532,6 +534,7 @@ async fn boot(
         synced,
         synced_rx,
         clock: TimeHandle::current(),
+        stalled: lock(&shared.control).stalled.subscribe(),
     };
     host.trace("start", &());
     for (file, damage) in damaged {
