@@ -287,12 +287,14 @@ fn check_chat(
                     Ok(f) => match state.get(&web_files::blob_key(&f.id)) {
                         Some(data) => {
                             uploads.insert(
-                                f.id.clone(),
+                                f.id.to_string(),
                                 (data.len() as u64, compliance_export::sha256_hex(data)),
                             );
-                            file_owners
-                                .insert(f.id.clone(), (f.room.to_string(), f.uploader.to_string()));
-                            files.insert(f.id, data.len() as u64);
+                            file_owners.insert(
+                                f.id.to_string(),
+                                (f.room.to_string(), f.uploader.to_string()),
+                            );
+                            files.insert(f.id.into_string(), data.len() as u64);
                         }
                         None => read_errors.push(format!("{web}: file {} has no content", f.id)),
                     },

@@ -542,7 +542,7 @@ impl ChatClient {
                             ch,
                             ChatMsg::FileTokenRequest {
                                 room: room.clone(),
-                                download: Some(file.to_string()),
+                                download: Some(file.into()),
                             },
                         );
                     }
@@ -597,7 +597,7 @@ impl ChatClient {
                     return;
                 };
                 lock(&self.log).files.insert(
-                    file.clone(),
+                    file.to_string(),
                     FileRecord {
                         room: room.clone(),
                         name: name.clone(),
@@ -634,12 +634,12 @@ impl ChatClient {
                 if is_file_content(&name, &data)
                     && log
                         .files
-                        .get(&file)
+                        .get(file.as_str())
                         .is_none_or(|f| f.size == data.len() as u64)
                 {
                     log.downloads_ok += 1;
                     *log.downloads_by
-                        .entry((self.user.clone(), file))
+                        .entry((self.user.clone(), file.into_string()))
                         .or_default() += 1;
                 } else {
                     log.downloads_corrupt.push(format!(
